@@ -1,0 +1,332 @@
+"""The patient's Consent resources, read as DMP access rules (R09-R12).
+
+Only the shapes listed in dmp-access-rules.md are understood: scope patient-privacy, a root
+`permit` provision, and one level of nested exceptions that either name practitioners
+(actor role IRCP + IdNat_PS identifier; deny = blocked, permit = authorized) or oppose an
+access mode (deny with purpose v3-ActReason BTG or ETREAT). Anything else would change the
+meaning of the Consent in ways the policy cannot honour, so it is refused with an
+OperationOutcome pointing at the offending element rather than silently ignored.
+
+Combining several Consents of one patient (`ConsentRules.combine`): authorizations and
+blocks are unions, oppositions are or-ed, and a deny always wins over a permit for the same
+practitioner, whatever Consent or provision each comes from (R09 over R10).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from fhir_server.errors import FhirError, error
+from fhir_server.terminology import (
+    SYSTEM_ACT_REASON,
+    SYSTEM_CONSENT_SCOPE,
+    SYSTEM_IDNAT_PS,
+    SYSTEM_PARTICIPATION_TYPE,
+)
+
+PATIENT_PRIVACY = "patient-privacy"
+ROLE_IRCP = "IRCP"
+PURPOSE_BTG = "BTG"
+PURPOSE_ETREAT = "ETREAT"
+CONSENT_STATUSES = frozenset(
+    {"draft", "proposed", "active", "rejected", "inactive", "entered-in-error"}
+)
+
+# Elements of a provision that would restrict or widen it in ways we do not evaluate.
+_UNSUPPORTED_PROVISION_ELEMENTS = (
+    "action",
+    "securityLabel",
+    "class",
+    "code",
+    "dataPeriod",
+    "data",
+    "modifierExtension",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRules:
+    """The access rules of one patient, from all their active Consents."""
+
+    permitted: frozenset[str] = frozenset()  # IdNat_PS named in permit provisions
+    blocked: frozenset[str] = frozenset()  # IdNat_PS named in deny provisions
+    oppose_bris_de_glace: bool = False  # deny provision with purpose BTG
+    oppose_centre_15: bool = False  # deny provision with purpose ETREAT
+
+    def combine(self, other: ConsentRules) -> ConsentRules:
+        return ConsentRules(
+            permitted=self.permitted | other.permitted,
+            blocked=self.blocked | other.blocked,
+            oppose_bris_de_glace=self.oppose_bris_de_glace or other.oppose_bris_de_glace,
+            oppose_centre_15=self.oppose_centre_15 or other.oppose_centre_15,
+        )
+
+    def is_blocked(self, idnat_ps: str) -> bool:
+        return idnat_ps in self.blocked
+
+    def is_authorized(self, idnat_ps: str) -> bool:
+        """Named in a permit and in no deny: a deny always wins."""
+        return idnat_ps in self.permitted and idnat_ps not in self.blocked
+
+
+NO_RULES = ConsentRules()
+
+
+def combine_rules(rules: Iterable[ConsentRules]) -> ConsentRules:
+    result = NO_RULES
+    for item in rules:
+        result = result.combine(item)
+    return result
+
+
+def consent_patient_id(consent: dict) -> str | None:
+    """The logical id of the Patient a Consent is about (`Consent.patient`), if local."""
+    reference = (consent.get("patient") or {}).get("reference")
+    if not isinstance(reference, str):
+        return None
+    parts = reference.split("/_history/")[0].rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+        return parts[-1]
+    return None
+
+
+def interpret_consent(consent: dict, now: datetime | None = None) -> ConsentRules:
+    """The rules a Consent contributes at instant `now` (default: the current time).
+
+    Raises FhirError 422 (code "invalid" for a malformed element, "processing" for a
+    well-formed but unsupported one) whose issue expression is the FHIRPath of the element.
+    The whole Consent is checked even when it is inactive, so that a draft that could never
+    be activated is refused on write; inactive Consents then contribute no rules.
+    """
+    now = _aware(now or datetime.now(UTC))
+    if consent.get("resourceType") != "Consent":
+        raise _invalid("Not a Consent resource", "Consent")
+    status = consent.get("status")
+    if status not in CONSENT_STATUSES:
+        raise _invalid(f"Consent.status {status!r} is not a Consent status", "Consent.status")
+    _check_scope(consent.get("scope"))
+    if consent_patient_id(consent) is None:
+        raise _invalid(
+            "Consent.patient must reference the Patient whose record this is", "Consent.patient"
+        )
+    root = consent.get("provision")
+    if not isinstance(root, dict):
+        raise _invalid(
+            "Consent.provision (a root permit provision) is required", "Consent.provision"
+        )
+    rules = _interpret_root(root, now)
+    return rules if status == "active" else NO_RULES
+
+
+def _check_scope(scope: object) -> None:
+    codings = scope.get("coding") if isinstance(scope, dict) else None
+    if not isinstance(codings, list) or not codings:
+        raise _invalid("Consent.scope must be patient-privacy", "Consent.scope")
+    for index, coding in enumerate(codings):
+        if not isinstance(coding, dict) or (
+            coding.get("system") != SYSTEM_CONSENT_SCOPE or coding.get("code") != PATIENT_PRIVACY
+        ):
+            raise _unsupported(
+                f"Only Consents with scope {SYSTEM_CONSENT_SCOPE}|{PATIENT_PRIVACY} are understood",
+                f"Consent.scope.coding[{index}]",
+            )
+
+
+def _interpret_root(root: dict, now: datetime) -> ConsentRules:
+    path = "Consent.provision"
+    if root.get("type") != "permit":
+        raise _unsupported(
+            "The root provision must be of type permit (the record is open to authorized "
+            "professionals); opposition to the record itself is a record status, not a Consent",
+            f"{path}.type",
+        )
+    for element in (*_UNSUPPORTED_PROVISION_ELEMENTS, "actor", "purpose"):
+        if element in root:
+            raise _unsupported(
+                f"The root provision cannot carry {element}; put exceptions in nested provisions",
+                f"{path}.{element}",
+            )
+    in_force = _period_covers(root.get("period"), now, f"{path}.period")
+    nested = root.get("provision", [])
+    if not isinstance(nested, list):
+        raise _invalid("Consent.provision.provision must be a list", f"{path}.provision")
+    rules = [
+        _interpret_nested(item, now, f"{path}.provision[{i}]") for i, item in enumerate(nested)
+    ]
+    return combine_rules(rules) if in_force else NO_RULES
+
+
+def _interpret_nested(provision: object, now: datetime, path: str) -> ConsentRules:
+    if not isinstance(provision, dict):
+        raise _invalid("A nested provision must be an object", path)
+    kind = provision.get("type")
+    if kind not in ("permit", "deny"):
+        raise _invalid("A nested provision needs a type, permit or deny", f"{path}.type")
+    if "provision" in provision:
+        raise _unsupported(
+            "Provisions nested more than one level deep are not supported", f"{path}.provision"
+        )
+    for element in _UNSUPPORTED_PROVISION_ELEMENTS:
+        if element in provision:
+            raise _unsupported(
+                f"Provision element {element} is not supported by the DMP access rules",
+                f"{path}.{element}",
+            )
+    actors = provision.get("actor")
+    purposes = provision.get("purpose")
+    if actors and purposes:
+        raise _unsupported(
+            "A nested provision names either practitioners (actor) or an access mode (purpose), "
+            "not both",
+            path,
+        )
+    if not actors and not purposes:
+        raise _invalid(
+            "A nested provision must name practitioners (actor) or an access mode (purpose)", path
+        )
+    in_force = _period_covers(provision.get("period"), now, f"{path}.period")
+    if actors:
+        ids = _actor_ids(actors, f"{path}.actor")
+        if not in_force:
+            return NO_RULES
+        if kind == "deny":
+            return ConsentRules(blocked=ids)
+        return ConsentRules(permitted=ids)
+    codes = _purpose_codes(purposes, f"{path}.purpose")
+    if kind != "deny":
+        raise _unsupported(
+            "A provision with a purpose can only be a deny (opposition to bris de glace or "
+            "centre 15)",
+            f"{path}.type",
+        )
+    if not in_force:
+        return NO_RULES
+    return ConsentRules(
+        oppose_bris_de_glace=PURPOSE_BTG in codes, oppose_centre_15=PURPOSE_ETREAT in codes
+    )
+
+
+def _actor_ids(actors: object, path: str) -> frozenset[str]:
+    if not isinstance(actors, list):
+        raise _invalid("provision.actor must be a list", path)
+    ids: set[str] = set()
+    for index, actor in enumerate(actors):
+        here = f"{path}[{index}]"
+        if not isinstance(actor, dict):
+            raise _invalid("An actor must be an object", here)
+        codings = (actor.get("role") or {}).get("coding") or []
+        if not any(
+            isinstance(c, dict)
+            and c.get("system") == SYSTEM_PARTICIPATION_TYPE
+            and c.get("code") == ROLE_IRCP
+            for c in codings
+        ):
+            raise _unsupported(
+                f"The actor role must be {SYSTEM_PARTICIPATION_TYPE}|{ROLE_IRCP}", f"{here}.role"
+            )
+        identifier = (actor.get("reference") or {}).get("identifier") or {}
+        value = identifier.get("value") if isinstance(identifier, dict) else None
+        if (
+            not isinstance(identifier, dict)
+            or identifier.get("system") != SYSTEM_IDNAT_PS
+            or not isinstance(value, str)
+            or not value.strip()
+        ):
+            raise _invalid(
+                f"The actor must be identified by an IdNat_PS identifier (system {SYSTEM_IDNAT_PS})",
+                f"{here}.reference.identifier",
+            )
+        ids.add(value.strip())
+    return frozenset(ids)
+
+
+def _purpose_codes(purposes: object, path: str) -> frozenset[str]:
+    if not isinstance(purposes, list):
+        raise _invalid("provision.purpose must be a list", path)
+    codes: set[str] = set()
+    for index, coding in enumerate(purposes):
+        here = f"{path}[{index}]"
+        if (
+            not isinstance(coding, dict)
+            or coding.get("system") != SYSTEM_ACT_REASON
+            or coding.get("code") not in (PURPOSE_BTG, PURPOSE_ETREAT)
+        ):
+            raise _unsupported(
+                f"Only the purposes {SYSTEM_ACT_REASON}|{PURPOSE_BTG} (bris de glace) and "
+                f"|{PURPOSE_ETREAT} (centre 15) are understood",
+                here,
+            )
+        codes.add(coding["code"])
+    return frozenset(codes)
+
+
+# --- periods ---------------------------------------------------------------------------
+
+_DATETIME = re.compile(
+    r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
+    r"(?:T(?P<time>\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+
+def instant_range(value: str) -> tuple[datetime, datetime]:
+    """The first and last instants of a FHIR date/dateTime at its precision (UTC if no zone)."""
+    match = _DATETIME.match(value)
+    if not match:
+        raise ValueError(value)
+    year, month, day = int(match["y"]), match["m"], match["d"]
+    if month is None:
+        low = datetime(year, 1, 1, tzinfo=UTC)
+        return low, datetime(year + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
+    if day is None:
+        low = datetime(year, int(month), 1, tzinfo=UTC)
+        nxt = datetime(year + (int(month) == 12), int(month) % 12 + 1, 1, tzinfo=UTC)
+        return low, nxt - timedelta(microseconds=1)
+    if match["time"] is None:
+        low = datetime(year, int(month), int(day), tzinfo=UTC)
+        return low, low + timedelta(days=1) - timedelta(microseconds=1)
+    text = f"{match['y']}-{month}-{day}T{match['time']}"
+    if len(match["time"]) == 5:
+        text += ":00"
+    tz = match["tz"] or "+00:00"
+    instant = datetime.fromisoformat(text + ("+00:00" if tz == "Z" else tz)).astimezone(UTC)
+    return instant, instant
+
+
+def _period_covers(period: object, now: datetime, path: str) -> bool:
+    if period is None:
+        return True
+    if not isinstance(period, dict):
+        raise _invalid("period must be a Period", path)
+    start, end = period.get("start"), period.get("end")
+    try:
+        if start is not None and instant_range(start)[0] > now:
+            return False
+        if end is not None and instant_range(end)[1] < now:
+            return False
+    except (ValueError, TypeError):
+        bad = "start" if start is not None and not _is_datetime(start) else "end"
+        raise _invalid(f"period.{bad} is not a FHIR dateTime", f"{path}.{bad}") from None
+    return True
+
+
+def _is_datetime(value: object) -> bool:
+    try:
+        instant_range(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _aware(instant: datetime) -> datetime:
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def _invalid(message: str, expression: str) -> FhirError:
+    return error(422, "invalid", message, expression)
+
+
+def _unsupported(message: str, expression: str) -> FhirError:
+    return error(422, "processing", message, expression)

@@ -1,0 +1,185 @@
+"""The access constraints, evaluated in Python against one resource.
+
+A single read (read, vread, history, a Binary through its DocumentReference) must be judged
+by exactly the constraints a search would push into the store, or reads and searches would
+disagree about what is hidden. This module evaluates the few query-AST nodes the policy
+emits, on the same search parameters the store indexes:
+
+- `security-label` = DocumentReference.securityLabel, `_security` = Resource.meta.security,
+  `category` = DocumentReference.category, `author-identifier` = the Identifier of each
+  DocumentReference.author reference (or of the contained Practitioner/PractitionerRole it
+  points to), `sender` / `recipient` = Communication.sender / .recipient;
+- `InCompartment` from the patient CompartmentDefinition's parameters for the types the
+  DMP serves, and any Patient reference for the others.
+
+Any other node is a programming error here and raises, rather than guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fhir_server.search.query import (
+    And,
+    Everything,
+    IdTest,
+    InCompartment,
+    Node,
+    Not,
+    Or,
+    ReferenceTest,
+    TokenMatch,
+    TokenTest,
+)
+
+
+def reference_target(reference: object) -> tuple[str, str] | None:
+    """(type, id) of a relative or absolute literal reference, ignoring any _history part."""
+    if not isinstance(reference, str) or not reference or reference.startswith("#"):
+        return None
+    parts = reference.split("/_history/")[0].rstrip("/").split("/")
+    if len(parts) < 2 or not parts[-1] or not parts[-2][:1].isupper():
+        return None
+    return parts[-2], parts[-1]
+
+
+# Paths (dotted, through lists) of the references that put a resource in a patient's
+# compartment: CompartmentDefinition parameters resolved to their FHIRPath expressions.
+_COMPARTMENT_PATHS: dict[str, tuple[str, ...]] = {
+    "DocumentReference": ("subject", "author"),
+    "List": ("subject", "source"),
+    "Communication": ("subject", "sender", "recipient"),
+    "Consent": ("patient",),
+    "AuditEvent": ("agent.who", "entity.what"),
+    "RelatedPerson": ("patient",),
+    "Provenance": ("target",),
+    "DocumentManifest": ("subject", "author", "recipient"),
+    "Composition": ("subject", "author", "attester.party"),
+}
+
+
+def compartment_of(resource: dict) -> frozenset[str]:
+    """Ids of the Patients in whose compartment the resource is."""
+    resource_type = resource.get("resourceType")
+    if resource_type == "Patient":
+        ids = {resource["id"]} if resource.get("id") else set()
+        for link in resource.get("link") or []:
+            target = reference_target((link.get("other") or {}).get("reference"))
+            if target and target[0] == "Patient":
+                ids.add(target[1])
+        return frozenset(ids)
+    paths = _COMPARTMENT_PATHS.get(str(resource_type))
+    references = (
+        [ref for path in paths for ref in _values(resource, path.split("."))]
+        if paths is not None
+        else list(_all_references(resource))
+    )
+    ids = set()
+    for reference in references:
+        if isinstance(reference, dict):
+            target = reference_target(reference.get("reference"))
+            if target and target[0] == "Patient":
+                ids.add(target[1])
+    return frozenset(ids)
+
+
+def matches(node: Node, resource: dict) -> bool:
+    """Whether `resource` satisfies the constraint `node` (the store's semantics)."""
+    match node:
+        case Everything():
+            return True
+        case And(parts=parts):
+            return all(matches(part, resource) for part in parts)
+        case Or(parts=parts):
+            return any(matches(part, resource) for part in parts)
+        case Not(part=part):
+            return not matches(part, resource)
+        case InCompartment(patient_id=patient_id):
+            return patient_id in compartment_of(resource)
+        case IdTest(ids=ids):
+            return resource.get("id") in ids
+        case TokenTest(match=TokenMatch.EQ):
+            return any(
+                _token_matches(node, system, code) for system, code in _tokens(node.param, resource)
+            )
+        case ReferenceTest():
+            return any(_reference_matches(node, ref) for ref in _references(node.param, resource))
+    raise ValueError(f"access constraint node not supported in Python evaluation: {node!r}")
+
+
+def _token_matches(test: TokenTest, system: str | None, code: str | None) -> bool:
+    if test.code is not None and test.code != code:
+        return False
+    if test.any_system:
+        return True
+    return test.system == system
+
+
+def _tokens(param: str, resource: dict) -> Iterator[tuple[str | None, str | None]]:
+    if param == "_security":
+        codings = (resource.get("meta") or {}).get("security") or []
+        yield from ((c.get("system"), c.get("code")) for c in codings)
+    elif param in ("security-label", "category"):
+        field = "securityLabel" if param == "security-label" else "category"
+        for concept in resource.get(field) or []:
+            for coding in concept.get("coding") or []:
+                yield coding.get("system"), coding.get("code")
+    elif param == "author-identifier":
+        contained = {f"#{r.get('id')}": r for r in resource.get("contained") or [] if r.get("id")}
+        for author in resource.get("author") or []:
+            identifiers = [author.get("identifier")]
+            target = contained.get(author.get("reference", ""))
+            if target is not None:
+                identifiers.extend(target.get("identifier") or [])
+                identifiers.append((target.get("practitioner") or {}).get("identifier"))
+            for identifier in identifiers:
+                if isinstance(identifier, dict):
+                    yield identifier.get("system"), identifier.get("value")
+    else:
+        raise ValueError(f"token parameter not supported in Python evaluation: {param}")
+
+
+def _references(param: str, resource: dict) -> list[dict]:
+    if param not in ("sender", "recipient", "subject", "patient", "author", "entity", "agent"):
+        raise ValueError(f"reference parameter not supported in Python evaluation: {param}")
+    path = {"patient": "subject", "entity": "entity.what", "agent": "agent.who"}.get(param, param)
+    return [ref for ref in _values(resource, path.split(".")) if isinstance(ref, dict)]
+
+
+def _reference_matches(test: ReferenceTest, reference: dict) -> bool:
+    if test.identifier_value is not None:
+        identifier = reference.get("identifier") or {}
+        return identifier.get("value") == test.identifier_value and (
+            test.identifier_system is None or identifier.get("system") == test.identifier_system
+        )
+    if test.url is not None:
+        return reference.get("reference") == test.url
+    target = reference_target(reference.get("reference"))
+    if target is None:
+        return False
+    return target[1] == test.target_id and test.target_type in (None, target[0])
+
+
+def _values(node: object, path: list[str]) -> Iterator[object]:
+    """FHIRPath-like navigation: lists are flattened at every step."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _values(item, path)
+        return
+    if not path:
+        yield node
+        return
+    if isinstance(node, dict) and path[0] in node:
+        yield from _values(node[path[0]], path[1:])
+
+
+def _all_references(node: object) -> Iterator[dict]:
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            yield node
+        for key, value in node.items():
+            if key != "contained":
+                yield from _all_references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _all_references(item)

@@ -1,0 +1,206 @@
+"""Tamper evidence for AuditEvents: a hash chain (R16, "append-only").
+
+No interface updates or deletes AuditEvents, but a store can be edited behind the server's
+back. Each sealed event therefore carries, in the complex extension :data:`EXT_AUDIT_CHAIN`:
+
+- ``sequence`` (valueInteger): its position in the chain, 1, 2, 3 ...
+- ``previous`` (valueString): the hash of the event before it (:data:`GENESIS_HASH` for the
+  first one);
+- ``hash`` (valueString): lower-case hex SHA-256 of
+  ``previous_hash (ASCII) + "\\n" + str(sequence) + "\\n" + canonical JSON of the event``.
+
+The canonical JSON of an event is the event without the audit-chain extension (and without the
+``extension`` array if that leaves it empty) and without ``meta.versionId`` and
+``meta.lastUpdated`` (storage bookkeeping written after sealing), serialized by orjson with
+``OPT_SORT_KEYS``: keys sorted at every level, no insignificant whitespace, UTF-8 without
+escaping non-ASCII characters. ``id`` is covered, so the id must be set before sealing (the BALP
+builders set it).
+
+Any edit, deletion or reordering inside the chain is detected at its first position by
+:func:`verify_chain`. Deleting the *last* events, or rewriting the whole tail with recomputed
+hashes, can only be detected against a head kept elsewhere (the sequence and hash of the
+newest event, e.g. in a separate table or an external witness): pass it as ``expected_head``.
+
+Sequence numbers are FHIR ``integer`` (32-bit); one chain holds up to 2**31 - 1 events, so
+chain per patient or per period if more are expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from fhir_server.terminology import CANONICAL_BASE
+
+EXT_AUDIT_CHAIN = f"{CANONICAL_BASE}/StructureDefinition/audit-chain"
+GENESIS_HASH = "0" * 64
+MAX_SEQUENCE = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    sequence: int
+    previous: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The result of :func:`verify_chain`.
+
+    ``ok`` is True when every event checked out. Otherwise ``sequence`` is the sequence number
+    expected at the first broken position, ``event_id`` the id of the event found there (None
+    when the chain ended early), ``position`` its 0-based index in the input and ``reason`` a
+    sentence. ``checked`` counts the events verified before the break; ``head`` is the
+    (sequence, hash) of the last good event.
+    """
+
+    ok: bool
+    checked: int
+    head: tuple[int, str]
+    sequence: int | None = None
+    event_id: str | None = None
+    position: int | None = None
+    reason: str | None = None
+
+
+def canonical_json(event: Mapping) -> bytes:
+    """The bytes that are hashed: the event without its chain link and storage bookkeeping."""
+    body = copy.deepcopy(dict(event))
+    extensions = [e for e in body.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
+    if extensions:
+        body["extension"] = extensions
+    else:
+        body.pop("extension", None)
+    meta = body.get("meta")
+    if isinstance(meta, dict):
+        meta.pop("versionId", None)
+        meta.pop("lastUpdated", None)
+        if not meta:
+            body.pop("meta")
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+def chain_hash(event: Mapping, previous_hash: str, sequence: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(previous_hash.encode("ascii"))
+    digest.update(b"\n")
+    digest.update(str(sequence).encode("ascii"))
+    digest.update(b"\n")
+    digest.update(canonical_json(event))
+    return digest.hexdigest()
+
+
+def seal(event: Mapping, previous_hash: str, sequence: int) -> dict:
+    """A copy of ``event`` carrying its chain link after ``previous_hash``.
+
+    Any existing chain link is replaced. Raises ValueError for a sequence outside
+    1..2**31-1 or a previous hash that is not 64 hex digits.
+    """
+    if not 1 <= sequence <= MAX_SEQUENCE:
+        raise ValueError(f"sequence must be within 1..{MAX_SEQUENCE}")
+    if len(previous_hash) != 64 or any(c not in "0123456789abcdef" for c in previous_hash):
+        raise ValueError("previous_hash must be 64 lower-case hex digits")
+    sealed = copy.deepcopy(dict(event))
+    digest = chain_hash(sealed, previous_hash, sequence)
+    others = [e for e in sealed.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
+    sealed["extension"] = [
+        *others,
+        {
+            "url": EXT_AUDIT_CHAIN,
+            "extension": [
+                {"url": "sequence", "valueInteger": sequence},
+                {"url": "previous", "valueString": previous_hash},
+                {"url": "hash", "valueString": digest},
+            ],
+        },
+    ]
+    return sealed
+
+
+def chain_link(event: Mapping) -> ChainLink | None:
+    """The chain link an event carries, or None when it has none (or a malformed one)."""
+    for ext in event.get("extension", []) or []:
+        if ext.get("url") != EXT_AUDIT_CHAIN:
+            continue
+        parts = {e.get("url"): e for e in ext.get("extension", [])}
+        try:
+            sequence = parts["sequence"]["valueInteger"]
+            previous = parts["previous"]["valueString"]
+            digest = parts["hash"]["valueString"]
+        except (KeyError, TypeError):
+            return None
+        if type(sequence) is not int or not isinstance(previous, str):
+            return None
+        if not isinstance(digest, str):
+            return None
+        return ChainLink(sequence, previous, digest)
+    return None
+
+
+def verify_chain(
+    events: Iterable[Mapping],
+    *,
+    previous_hash: str = GENESIS_HASH,
+    start_sequence: int = 1,
+    expected_head: tuple[int, str] | None = None,
+) -> ChainReport:
+    """Check a chain read back in sequence order; name the first break.
+
+    ``previous_hash`` and ``start_sequence`` let a caller verify a window of a longer chain
+    (the hash of the event before the window and the window's first sequence number).
+    ``expected_head`` is the (sequence, hash) of the newest event as recorded elsewhere; with
+    it, a chain cut short or with a rewritten tail is detected too.
+    """
+    expected_seq = start_sequence
+    running = previous_hash
+    checked = 0
+    head = (start_sequence - 1, previous_hash)
+    position = -1
+    last_id = None
+    for position, event in enumerate(events):
+        reason = _link_problem(event, expected_seq, running)
+        if reason:
+            return ChainReport(
+                False, checked, head, expected_seq, event.get("id"), position, reason
+            )
+        link = chain_link(event)
+        assert link is not None  # _link_problem checked it
+        running = link.hash
+        head = (link.sequence, link.hash)
+        last_id = event.get("id")
+        checked += 1
+        expected_seq += 1
+
+    if expected_head is not None and head != tuple(expected_head):
+        head_seq = expected_head[0]
+        if head[0] < head_seq:
+            reason = f"the chain ends at sequence {head[0]} but the recorded head is {head_seq}"
+            return ChainReport(False, checked, head, expected_seq, None, position + 1, reason)
+        if head[0] > head_seq:
+            reason = f"events follow the recorded head (sequence {head_seq})"
+            index = head_seq - start_sequence + 1
+            return ChainReport(False, checked, head, head_seq + 1, None, index, reason)
+        reason = "the last event's hash differs from the recorded head (tail rewritten)"
+        return ChainReport(False, checked, head, head[0], last_id, position, reason)
+    return ChainReport(True, checked, head)
+
+
+def _link_problem(event: Mapping, expected_seq: int, previous_hash: str) -> str | None:
+    link = chain_link(event)
+    if link is None:
+        return "the event carries no audit-chain link"
+    if link.sequence != expected_seq:
+        return (
+            f"sequence {link.sequence} found where {expected_seq} was expected "
+            "(an event was deleted, inserted or moved)"
+        )
+    if link.previous != previous_hash:
+        return "the previous hash does not match the preceding event"
+    if chain_hash(event, link.previous, link.sequence) != link.hash:
+        return "the event's content does not match its hash (modified)"
+    return None

@@ -1,0 +1,351 @@
+"""Secure messaging between professionals and the patient, as Communication resources.
+
+A practitioner writes to a patient (or to another practitioner about a patient); the patient,
+or a representative of a minor, answers with ``inResponseTo``. Documents are attached by
+reference to a DocumentReference of the record (``payload.contentReference``), never inlined,
+so that they stay under the record's access rules. Messages are Communications with category
+``message`` in :data:`~fhir_server.audit.notifications.SYSTEM_COMMUNICATION_CATEGORY`; the
+server's notifications (category ``notification``) share the resource type and are read by the
+same rules here.
+
+Participants are compared as keys: ``Patient/<id>``, ``RelatedPerson/<id>`` and
+``Practitioner/<IdNat_PS>`` (a practitioner is named either by an identifier in the IdNat_PS
+system or by a reference whose id is the IdNat_PS, as :attr:`Requester.reference` does).
+Recipients that are practitioners must be given by identifier: practitioners are not stored as
+resources.
+
+Issues use IssueType ``forbidden`` when the requester may not send the message as written
+(403), and ``required`` / ``value`` / ``invalid`` for a malformed message (400).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+
+from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.audit.notifications import (
+    CATEGORY_MESSAGE,
+    CATEGORY_NOTIFICATION,
+    SYSTEM_COMMUNICATION_CATEGORY,
+)
+from fhir_server.errors import Issue
+from fhir_server.terminology import (
+    INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX,
+    SYSTEM_DMP_CONFIDENTIALITY,
+    SYSTEM_IDNAT_PS,
+)
+
+MESSAGE_CATEGORY = {
+    "coding": [
+        {
+            "system": SYSTEM_COMMUNICATION_CATEGORY,
+            "code": CATEGORY_MESSAGE,
+            "display": "Message",
+        }
+    ]
+}
+
+
+# --- participants -------------------------------------------------------------------------------
+
+
+def participant_key(reference: Mapping | None) -> str | None:
+    """``Patient/x``, ``RelatedPerson/x`` or ``Practitioner/<IdNat>`` for a Reference, or None."""
+    if not isinstance(reference, Mapping):
+        return None
+    ref = reference.get("reference")
+    if isinstance(ref, str) and ref:
+        parts = ref.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2] in {"Patient", "RelatedPerson", "Practitioner"}:
+            return f"{parts[-2]}/{parts[-1]}"
+        return None
+    identifier = reference.get("identifier")
+    if (
+        isinstance(identifier, Mapping)
+        and identifier.get("system") == SYSTEM_IDNAT_PS
+        and identifier.get("value")
+        and reference.get("type", "Practitioner") == "Practitioner"
+    ):
+        return f"Practitioner/{identifier['value']}"
+    return None
+
+
+def sender_key(communication: Mapping) -> str | None:
+    return participant_key(communication.get("sender"))
+
+
+def recipient_keys(communication: Mapping) -> set[str]:
+    keys = (participant_key(r) for r in communication.get("recipient", []) or [])
+    return {k for k in keys if k}
+
+
+def subject_patient(communication: Mapping) -> str | None:
+    key = participant_key(communication.get("subject"))
+    return key.split("/", 1)[1] if key and key.startswith("Patient/") else None
+
+
+def category_codes(communication: Mapping) -> set[str]:
+    return {
+        coding.get("code")
+        for concept in communication.get("category", []) or []
+        for coding in concept.get("coding", []) or []
+        if coding.get("system") == SYSTEM_COMMUNICATION_CATEGORY
+    }
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def validate_message(
+    requester: Requester,
+    communication: Mapping,
+    *,
+    represented_patients: Collection[str] | None = None,
+    representatives_of_patient: Collection[str] | None = None,
+) -> list[Issue]:
+    """What is wrong with a message ``requester`` wants to send; empty when it may be stored.
+
+    Checks: category message; status completed; the sender is the requester; the subject is a
+    Patient (the patient themselves when a patient writes; one they represent, from
+    ``represented_patients`` or the token's patient, when a representative writes);
+    recipients are the subject patient, RelatedPersons (members of
+    ``representatives_of_patient`` when given) or practitioners by IdNat_PS identifier;
+    patients and representatives only answer (``inResponseTo``) and only to practitioners;
+    payloads are text or references to DocumentReferences; ``received`` is left to the server.
+    The server's own notifications are sent by the server (INTERNAL requester) only.
+    """
+    issues: list[Issue] = []
+
+    def err(code: str, text: str, where: str) -> None:
+        issues.append(
+            Issue("error", code, text, (f"Communication.{where}" if where else "Communication",))
+        )
+
+    if communication.get("resourceType") != "Communication":
+        err("invalid", "a message is a Communication resource", "")
+        return issues
+    if requester.kind == ActorKind.SYSTEM:
+        err("forbidden", "systems do not send messages", "sender")
+        return issues
+
+    categories = category_codes(communication)
+    if CATEGORY_NOTIFICATION in categories and requester.kind != ActorKind.INTERNAL:
+        err("forbidden", "only the server writes notifications", "category")
+    elif CATEGORY_MESSAGE not in categories and requester.kind != ActorKind.INTERNAL:
+        err(
+            "value",
+            f"category must include {SYSTEM_COMMUNICATION_CATEGORY}|{CATEGORY_MESSAGE}",
+            "category",
+        )
+    if communication.get("status") != "completed":
+        err("value", "a sent message has status 'completed'", "status")
+
+    if requester.kind != ActorKind.INTERNAL:
+        sender = sender_key(communication)
+        if sender is None:
+            err("required", "the sender is required", "sender")
+        elif sender != requester.reference:
+            err("forbidden", "the sender must be the author of the request", "sender")
+
+    patient_id = subject_patient(communication)
+    if patient_id is None:
+        err("required", "the subject must be the Patient the message is about", "subject")
+    elif requester.kind == ActorKind.PATIENT and patient_id != requester.subject_id:
+        err("forbidden", "a patient writes only about their own record", "subject")
+    elif requester.kind == ActorKind.REPRESENTATIVE:
+        allowed = set(represented_patients or ())
+        if requester.patient_id:
+            allowed.add(requester.patient_id)
+        if patient_id not in allowed:
+            err(
+                "forbidden",
+                "a representative writes only about the patient they represent",
+                "subject",
+            )
+
+    recipients = communication.get("recipient") or []
+    if not recipients:
+        err("required", "at least one recipient is required", "recipient")
+    answering = requester.kind in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE)
+    for i, recipient in enumerate(recipients):
+        where = f"recipient[{i}]"
+        key = participant_key(recipient)
+        if key is None:
+            err(
+                "value",
+                "a recipient is a Patient, a RelatedPerson or a practitioner by IdNat_PS identifier",
+                where,
+            )
+        elif key.startswith("Practitioner/") and "identifier" not in recipient:
+            err("value", "address practitioners by their IdNat_PS identifier", where)
+        elif answering and not key.startswith("Practitioner/"):
+            err("forbidden", "patients and representatives write only to practitioners", where)
+        elif (
+            key.startswith("Patient/") and patient_id is not None and key != f"Patient/{patient_id}"
+        ):
+            err("forbidden", "a message about a patient is addressed to that patient only", where)
+        elif (
+            key.startswith("RelatedPerson/")
+            and representatives_of_patient is not None
+            and key.split("/", 1)[1] not in representatives_of_patient
+        ):
+            err("forbidden", "this RelatedPerson does not represent the patient", where)
+
+    in_response_to = communication.get("inResponseTo") or []
+    if answering and not in_response_to:
+        err(
+            "forbidden",
+            "patients and representatives answer a practitioner's message",
+            "inResponseTo",
+        )
+    for i, ref in enumerate(in_response_to):
+        target = ref.get("reference", "") if isinstance(ref, Mapping) else ""
+        if not target.startswith("Communication/"):
+            err("value", "inResponseTo references a Communication", f"inResponseTo[{i}]")
+
+    payloads = communication.get("payload") or []
+    if not payloads:
+        err("required", "a message has at least one payload", "payload")
+    for i, payload in enumerate(payloads):
+        where = f"payload[{i}]"
+        if "contentAttachment" in payload:
+            err("value", "attach documents by referencing their DocumentReference", where)
+        elif "contentReference" in payload:
+            target = payload["contentReference"].get("reference", "")
+            if not target.startswith("DocumentReference/"):
+                err("value", "attachments reference a DocumentReference", where)
+        elif not str(payload.get("contentString", "")).strip():
+            err("required", "a text payload cannot be empty", where)
+
+    if "received" in communication:
+        err("invalid", "'received' is set by the server when the recipient reads it", "received")
+    return issues
+
+
+def validate_reply(reply: Mapping, original: Mapping) -> list[Issue]:
+    """What is wrong with ``reply`` as an answer to ``original`` (the inResponseTo target).
+
+    The caller has already checked (with :func:`may_read_message`) that the sender may read the
+    original. A reply stays about the same patient, comes from a participant of the original
+    and goes only to its participants; notifications are not answered.
+    """
+    issues: list[Issue] = []
+    participants = recipient_keys(original) | ({sender_key(original)} - {None})
+    if CATEGORY_MESSAGE not in category_codes(original):
+        issues.append(
+            Issue(
+                "error",
+                "forbidden",
+                "only messages can be answered",
+                ("Communication.inResponseTo",),
+            )
+        )
+    if subject_patient(reply) != subject_patient(original):
+        issues.append(
+            Issue("error", "value", "a reply is about the same patient", ("Communication.subject",))
+        )
+    if sender_key(reply) not in participants:
+        issues.append(
+            Issue("error", "forbidden", "only a participant can answer", ("Communication.sender",))
+        )
+    for i, recipient in enumerate(reply.get("recipient", []) or []):
+        if participant_key(recipient) not in participants:
+            issues.append(
+                Issue(
+                    "error",
+                    "forbidden",
+                    "a reply goes to the participants of the message it answers",
+                    (f"Communication.recipient[{i}]",),
+                )
+            )
+    return issues
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def may_read_message(
+    requester: Requester,
+    communication: Mapping,
+    representatives_of_patient: Collection[str],
+    patient_is_minor: bool,
+) -> bool:
+    """Whether ``requester`` may read a message or notification.
+
+    Messages: the sender and the recipients; a representative of the subject patient (minor,
+    R07) also reads what the patient sends and receives, except messages labelled
+    INVISIBLE_REPRESENTANTS_LEGAUX. Notifications: the patient (not when labelled
+    INVISIBLE_PATIENT) and the representatives of a minor (not when labelled
+    INVISIBLE_REPRESENTANTS_LEGAUX or INVISIBLE_PATIENT). Practitioners read only messages they
+    sent or received; systems read none; the server reads all.
+    """
+    if requester.kind == ActorKind.INTERNAL:
+        return True
+    if requester.kind == ActorKind.SYSTEM:
+        return False
+    labels = _dmp_labels(communication)
+    categories = category_codes(communication)
+    patient_id = subject_patient(communication)
+    is_representative = (
+        requester.kind == ActorKind.REPRESENTATIVE
+        and patient_is_minor
+        and requester.subject_id in representatives_of_patient
+    )
+
+    if CATEGORY_NOTIFICATION in categories:
+        if patient_id is None:
+            return False
+        if requester.kind == ActorKind.PATIENT:
+            return requester.subject_id == patient_id and INVISIBLE_PATIENT not in labels
+        if is_representative:
+            return not labels & {INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX}
+        return False
+
+    if CATEGORY_MESSAGE not in categories:
+        return False
+    participants = recipient_keys(communication) | ({sender_key(communication)} - {None})
+    if requester.kind == ActorKind.REPRESENTATIVE:
+        if not is_representative or INVISIBLE_REPRESENTANTS_LEGAUX in labels:
+            return False
+        return requester.reference in participants or f"Patient/{patient_id}" in participants
+    return requester.reference in participants
+
+
+def mark_received(
+    communication: Mapping,
+    now: datetime,
+    *,
+    reader: Requester | None = None,
+    reader_represents: Collection[str] = (),
+) -> dict | None:
+    """A copy with ``received`` set when a recipient first reads it; None when nothing changes.
+
+    With ``reader``, only a recipient's reading counts (a representative counts for the patient
+    ids in ``reader_represents``, i.e. the minors they act for); the sender re-reading their own
+    message does not. Without ``reader``, the caller has decided it is a recipient's read.
+    """
+    if communication.get("received"):
+        return None
+    if reader is not None:
+        recipients = recipient_keys(communication)
+        acting_as = {reader.reference}
+        if reader.kind == ActorKind.REPRESENTATIVE:
+            acting_as |= {f"Patient/{p}" for p in reader_represents}
+        if not recipients & acting_as:
+            return None
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    updated = copy.deepcopy(dict(communication))
+    updated["received"] = now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return updated
+
+
+def _dmp_labels(resource: Mapping) -> set[str]:
+    return {
+        c.get("code")
+        for c in resource.get("meta", {}).get("security", []) or []
+        if c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
+    }

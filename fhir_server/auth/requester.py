@@ -1,0 +1,186 @@
+"""Claims -> Requester: the one place that decides who is asking.
+
+Both faces come here: the REST face with a validated token's claims, the XDS face with the
+claims a VIHF assertion's attributes map to (fhir_server.auth.vihf). The access policy then
+never knows which face a request came through.
+
+Which actor a set of claims names, in order:
+1. `extensions.ihe_iua.national_provider_identifier` -> practitioner (IdNat_PS). A
+   `fhirUser` of Patient/x alongside it is the patient in context, not the user.
+2. `fhirUser` Patient/x -> patient x; RelatedPerson/x -> representative x.
+3. no `fhirUser`, and `system/` scopes -> system (client credentials), named by client_id.
+Anything else (e.g. fhirUser Practitioner/x with no IdNat_PS) is refused: a practitioner
+the access rules cannot identify by IdNat_PS could never be checked against a Consent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fhir_server.access.requester import AccessMode, ActorKind, Requester
+from fhir_server.auth.tokens import AuthenticationError
+from fhir_server.terminology import SYSTEM_ACCESS_MODE, SYSTEM_PROFESSION
+
+# Our extension claims (decided here): extensions.dmp.{access_mode, access_reason, specialty,
+# organization_type}.
+DMP_EXTENSION = "dmp"
+IUA_EXTENSION = "ihe_iua"
+
+
+def _object(value: Any, name: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise AuthenticationError(f"token claim {name} must be an object")
+    return value
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise AuthenticationError(f"token claim {name} must be a string")
+    return value
+
+
+def _codings(value: Any, name: str) -> list[Mapping[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise AuthenticationError(f"token claim {name} must be a list of codings")
+    codings = [c for c in value if isinstance(c, Mapping)]
+    if len(codings) != len(value):
+        raise AuthenticationError(f"token claim {name} must be a list of codings")
+    return codings
+
+
+def _code_in(codings: list[Mapping[str, Any]], system: str) -> str | None:
+    for coding in codings:
+        if coding.get("system") == system and isinstance(coding.get("code"), str):
+            return coding["code"]
+    return None
+
+
+def _reference(fhir_user: str | None) -> tuple[str | None, str | None]:
+    """fhirUser may be relative (Patient/1) or absolute (https://x/fhir/Patient/1)."""
+    if not fhir_user:
+        return None, None
+    parts = fhir_user.rstrip("/").split("/")
+    if len(parts) < 2 or not parts[-1]:
+        raise AuthenticationError("token claim fhirUser must be a reference Type/id")
+    return parts[-2], parts[-1]
+
+
+def _access_mode(iua: Mapping[str, Any], dmp: Mapping[str, Any]) -> AccessMode:
+    code = _code_in(_codings(iua.get("purpose_of_use"), "purpose_of_use"), SYSTEM_ACCESS_MODE)
+    code = code or _text(dmp.get("access_mode"), "extensions.dmp.access_mode")
+    if code is None:
+        return AccessMode.NORMAL
+    try:
+        return AccessMode(code)
+    except ValueError:
+        raise AuthenticationError(
+            "access mode (purpose_of_use, TRE_R248) must be normal, bris_de_glace or centre_15"
+        ) from None
+
+
+def _organization_id(value: str | None) -> str | None:
+    """`urn:oid:1.2.250.1.71.4.2.2|1000000001` -> `1000000001` (the IdNat_Struct)."""
+    if value is None:
+        return None
+    return value.rsplit("|", 1)[-1] or None
+
+
+def requester_from_claims(claims: Mapping[str, Any]) -> Requester:
+    """The Requester named by validated claims; AuthenticationError if they name nobody."""
+    extensions = _object(claims.get("extensions"), "extensions")
+    iua = _object(extensions.get(IUA_EXTENSION), "extensions.ihe_iua")
+    dmp = _object(extensions.get(DMP_EXTENSION), "extensions.dmp")
+    scope = _text(claims.get("scope"), "scope") or ""
+    scopes = tuple(scope.split())
+    client_id = _text(claims.get("client_id"), "client_id")
+    common: dict[str, Any] = {
+        "scopes": scopes,
+        "client_id": client_id,
+        "token_id": _text(claims.get("jti"), "jti"),
+        "organization_type": _text(
+            dmp.get("organization_type"), "extensions.dmp.organization_type"
+        ),
+        "access_reason": _text(dmp.get("access_reason"), "extensions.dmp.access_reason"),
+    }
+    user_type, user_id = _reference(_text(claims.get("fhirUser"), "fhirUser"))
+    context_patient = _text(claims.get("patient"), "patient")
+    npi = _text(iua.get("national_provider_identifier"), "national_provider_identifier")
+
+    if npi is not None:
+        roles = _codings(iua.get("subject_role"), "subject_role")
+        profession = _code_in(roles, SYSTEM_PROFESSION)
+        if profession is None:
+            raise AuthenticationError(
+                "practitioner token needs a subject_role profession (TRE_G15)"
+            )
+        other_roles = [c for c in roles if c.get("system") != SYSTEM_PROFESSION]
+        specialty = _text(dmp.get("specialty"), "extensions.dmp.specialty")
+        if specialty is None and other_roles and isinstance(other_roles[0].get("code"), str):
+            specialty = other_roles[0]["code"]
+        extra = {
+            k: v
+            for k, v in (
+                ("person_id", iua.get("person_id")),
+                ("home_community_id", iua.get("home_community_id")),
+                ("patient_identifier", dmp.get("patient_identifier")),
+            )
+            if isinstance(v, str) and v
+        }
+        return Requester(
+            kind=ActorKind.PRACTITIONER,
+            subject_id=npi,
+            display_name=_text(iua.get("subject_name"), "subject_name") or "",
+            profession=profession,
+            specialty=specialty,
+            organization_id=_organization_id(
+                _text(iua.get("subject_organization_id"), "subject_organization_id")
+            ),
+            organization_name=_text(iua.get("subject_organization"), "subject_organization"),
+            access_mode=_access_mode(iua, dmp),
+            patient_id=context_patient or (user_id if user_type == "Patient" else None),
+            extra=extra,
+            **common,
+        )
+    name = _text(claims.get("name"), "name") or ""
+    if user_type == "Patient":
+        return Requester(
+            kind=ActorKind.PATIENT,
+            subject_id=user_id or "",
+            display_name=name,
+            patient_id=user_id,
+            **common,
+        )
+    if user_type == "RelatedPerson":
+        return Requester(
+            kind=ActorKind.REPRESENTATIVE,
+            subject_id=user_id or "",
+            display_name=name,
+            patient_id=context_patient,
+            **common,
+        )
+    if user_type is not None:
+        raise AuthenticationError(
+            f"fhirUser of type {user_type} is not an actor here; practitioners are identified"
+            " by extensions.ihe_iua.national_provider_identifier"
+        )
+    if any(s.startswith("system/") for s in scopes):
+        subject = client_id or _text(claims.get("sub"), "sub")
+        if not subject:
+            raise AuthenticationError("system token needs client_id")
+        return Requester(
+            kind=ActorKind.SYSTEM,
+            subject_id=subject,
+            display_name=name or subject,
+            patient_id=context_patient,
+            **common,
+        )
+    raise AuthenticationError("token names no actor (fhirUser, IdNat_PS or system scopes)")

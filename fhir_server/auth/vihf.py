@@ -1,0 +1,409 @@
+"""VIHF: the SAML 2.0 identity assertion XDS callers put in the WS-Security header.
+
+A VIHF (Vecteur d'Identification et d'Habilitation Formelles) names the practitioner
+(Subject/NameID = IdNat_PS), their profession and specialty, the access mode, the patient
+and the software, and is signed by the structure's certificate. The server verifies it
+(XML-DSig with signxml, pinned to trusted certificates, validity window, audience) and maps
+its attributes to the same claims a token carries, so `requester_from_claims` builds the
+Requester for both faces.
+
+Only what the signature covers is read: signxml returns the signed element, and the
+attributes are taken from it, never from the tree received (signature-wrapping attacks
+move a signed assertion aside and put a forged one where a naive reader looks).
+
+For `fhir-server token --vihf` and tests, a local structure certificate (self-signed,
+RSA 2048) is created in `<data_dir>/keys/` and trusted by default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from lxml import etree
+from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureMethod, XMLSigner, XMLVerifier
+from signxml.exceptions import InvalidInput, SignXMLException
+from signxml.verifier import SignatureConfiguration
+
+from fhir_server.access.requester import Requester
+from fhir_server.auth.keys import keys_dir, write_private_file
+from fhir_server.auth.requester import requester_from_claims
+from fhir_server.auth.tokens import AuthenticationError, AuthSettings
+from fhir_server.terminology import (
+    CANONICAL_BASE,
+    OID_TRE_G15_PROFESSION,
+    OID_TRE_R248_MODE_ACCES,
+    SYSTEM_ACCESS_MODE,
+    SYSTEM_IDNAT_STRUCT,
+)
+
+SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+HL7 = "urn:hl7-org:v3"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+NSMAP = {"saml2": SAML, "ds": DS}
+
+ATTR_ROLE = "urn:oasis:names:tc:xacml:2.0:subject:role"
+ATTR_PURPOSE = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"
+ATTR_RESOURCE_ID = "urn:oasis:names:tc:xacml:2.0:resource:resource-id"
+ATTR_SUBJECT_ID = "urn:oasis:names:tc:xspa:1.0:subject:subject-id"
+ATTR_STRUCTURE = "Identifiant_Structure"
+ATTR_SECTOR = "Secteur_Activite"
+ATTR_AUTH_MODE = "Authentification_Mode"
+ATTR_LPS_ID = "LPS_ID"
+ATTR_LPS_NAME = "LPS_Nom"
+ATTR_LPS_VERSION = "LPS_Version"
+ATTR_VIHF_VERSION = "VIHF_Version"
+# Decided here: the declared reason of a bris_de_glace access travels in this attribute.
+ATTR_ACCESS_REASON = f"{CANONICAL_BASE}/vihf/access-reason"
+OID_TRE_R38_SPECIALTY = "1.2.250.1.71.4.2.5"
+# A VIHF carries no OAuth scopes: the XDS face is bounded by the DMP rules alone (decided
+# here), so its requesters hold what a practitioner's token holds by default.
+VIHF_SCOPES = "user/*.cruds"
+
+STRUCTURE_KEY_FILE = "vihf-structure-key.pem"
+STRUCTURE_CERT_FILE = "vihf-structure-cert.pem"
+LEEWAY_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class StructureCredential:
+    """The structure's signing key and certificate (key never shown in repr)."""
+
+    private_key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+
+    def __repr__(self) -> str:
+        return f"StructureCredential(subject={self.certificate.subject.rfc4514_string()!r})"
+
+
+def load_or_create_structure_credential(data_dir: str | os.PathLike[str]) -> StructureCredential:
+    """The data dir's self-signed structure certificate and key, created on first use."""
+    folder = keys_dir(data_dir)
+    key_path, cert_path = folder / STRUCTURE_KEY_FILE, folder / STRUCTURE_CERT_FILE
+    if not key_path.exists():
+        fresh = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = fresh.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_private_file(key_path, pem)
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{key_path} must hold an RSA private key")
+    if not cert_path.exists():
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fhir-server local structure"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "fhir-server VIHF signer"),
+            ]
+        )
+        now = dt.datetime.now(dt.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        write_private_file(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return StructureCredential(private_key=key, certificate=certificate)
+
+
+@dataclass(frozen=True)
+class VihfTrust:
+    """Which signers and which audience a VIHF must have to be accepted."""
+
+    certificates: tuple[x509.Certificate, ...]
+    audience: str
+    leeway_seconds: int = LEEWAY_SECONDS
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings, *, trust_local: bool = True) -> VihfTrust:
+        certificates = [
+            x509.load_pem_x509_certificate(Path(p).read_bytes())
+            for p in settings.vihf_trusted_cert_files
+        ]
+        if trust_local:
+            certificates.insert(
+                0, load_or_create_structure_credential(settings.data_dir).certificate
+            )
+        return cls(tuple(certificates), settings.effective_audience, settings.leeway_seconds)
+
+
+def _instant(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(int(epoch), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_instant(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise AuthenticationError("VIHF has a malformed validity instant") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+def _q(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}"
+
+
+def _attribute(statement: etree._Element, name: str, values: Iterable[Any]) -> None:
+    attribute = etree.SubElement(statement, _q(SAML, "Attribute"), Name=name)
+    for value in values:
+        holder = etree.SubElement(attribute, _q(SAML, "AttributeValue"))
+        if isinstance(value, etree._Element):
+            holder.append(value)
+        else:
+            holder.text = str(value)
+
+
+def _coded(tag: str, code: str, oid: str) -> etree._Element:
+    element = etree.Element(_q(HL7, tag), nsmap={None: HL7, "xsi": XSI})
+    element.set(_q(XSI, "type"), "CE")
+    element.set("code", code)
+    element.set("codeSystem", oid)
+    return element
+
+
+def ins_to_cx(system: str, value: str) -> str:
+    """`urn:oid:1.2.250.1.213.1.4.8|123` -> `123^^^&1.2.250.1.213.1.4.8&ISO^NH`."""
+    return f"{value}^^^&{system.removeprefix('urn:oid:')}&ISO^NH"
+
+
+def cx_to_token(cx: str) -> str | None:
+    """`123^^^&1.2.250.1.213.1.4.8&ISO^NH` -> `urn:oid:1.2.250.1.213.1.4.8|123`."""
+    parts = cx.split("^")
+    if len(parts) < 4 or not parts[0]:
+        return None
+    authority = parts[3].split("&")
+    oid = authority[1] if len(authority) > 1 else ""
+    return f"urn:oid:{oid}|{parts[0]}" if oid else None
+
+
+def mint_vihf(
+    credential: StructureCredential,
+    *,
+    practitioner_id: str,
+    profession: str,
+    audience: str,
+    specialty: str | None = None,
+    subject_name: str = "",
+    organization_id: str | None = None,
+    mode: str = "normal",
+    reason: str | None = None,
+    patient_ins: str | None = None,  # "urn:oid:<INS OID>|<value>"
+    minutes: int = 60,
+    now: float | None = None,
+    issuer: str = "fhir-server local structure",
+) -> etree._Element:
+    """A signed VIHF assertion (enveloped XML-DSig, RSA-SHA256, exclusive c14n)."""
+    issued = time.time() if now is None else now
+    assertion_id = f"_{uuid.uuid4().hex}"
+    assertion = etree.Element(
+        _q(SAML, "Assertion"),
+        nsmap={"saml2": SAML},
+        ID=assertion_id,
+        Version="2.0",
+        IssueInstant=_instant(issued),
+    )
+    etree.SubElement(assertion, _q(SAML, "Issuer")).text = issuer
+    # Where signxml puts the signature: after Issuer, as the SAML schema orders it.
+    etree.SubElement(assertion, _q(DS, "Signature"), nsmap={"ds": DS}, Id="placeholder")
+    subject = etree.SubElement(assertion, _q(SAML, "Subject"))
+    name_id = etree.SubElement(subject, _q(SAML, "NameID"))
+    name_id.text = practitioner_id
+    conditions = etree.SubElement(
+        assertion,
+        _q(SAML, "Conditions"),
+        NotBefore=_instant(issued - 60),
+        NotOnOrAfter=_instant(issued + minutes * 60),
+    )
+    restriction = etree.SubElement(conditions, _q(SAML, "AudienceRestriction"))
+    etree.SubElement(restriction, _q(SAML, "Audience")).text = audience
+    statement = etree.SubElement(assertion, _q(SAML, "AttributeStatement"))
+    roles = [_coded("Role", profession, OID_TRE_G15_PROFESSION)]
+    if specialty:
+        roles.append(_coded("Role", specialty, OID_TRE_R38_SPECIALTY))
+    _attribute(statement, ATTR_SUBJECT_ID, [subject_name or practitioner_id])
+    _attribute(statement, ATTR_ROLE, roles)
+    _attribute(statement, ATTR_PURPOSE, [_coded("PurposeOfUse", mode, OID_TRE_R248_MODE_ACCES)])
+    if organization_id:
+        _attribute(statement, ATTR_STRUCTURE, [organization_id])
+    if patient_ins:
+        system, _, value = patient_ins.partition("|")
+        _attribute(statement, ATTR_RESOURCE_ID, [ins_to_cx(system, value)])
+    if reason:
+        _attribute(statement, ATTR_ACCESS_REASON, [reason])
+    _attribute(statement, ATTR_AUTH_MODE, ["INDIRECTE"])
+    _attribute(statement, ATTR_LPS_ID, ["fhir-server"])
+    _attribute(statement, ATTR_LPS_NAME, ["fhir-server token"])
+    _attribute(statement, ATTR_LPS_VERSION, ["1"])
+    _attribute(statement, ATTR_VIHF_VERSION, ["3.0"])
+    signer = XMLSigner(
+        signature_algorithm=SignatureMethod.RSA_SHA256,
+        digest_algorithm=DigestAlgorithm.SHA256,
+        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
+    )
+    return signer.sign(
+        assertion,
+        key=credential.private_key,
+        cert=[credential.certificate],
+        reference_uri=f"#{assertion_id}",
+        id_attribute="ID",
+    )
+
+
+def _verify(assertion: etree._Element, trust: VihfTrust) -> etree._Element:
+    """The signed assertion element, verified against one of the trusted certificates."""
+    if assertion.find(_q(DS, "Signature")) is None:
+        raise AuthenticationError("VIHF assertion is not signed")
+    config = SignatureConfiguration(
+        location="./",  # the Signature must be a child of the Assertion it signs
+        expect_references=1,
+        signature_methods=frozenset(
+            {SignatureMethod.RSA_SHA256, SignatureMethod.RSA_SHA384, SignatureMethod.RSA_SHA512}
+        ),
+        digest_algorithms=frozenset(
+            {DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}
+        ),
+        verification_time=dt.datetime.fromtimestamp(trust.clock(), dt.UTC),
+    )
+    for certificate in trust.certificates:
+        try:
+            result = XMLVerifier().verify(
+                assertion, x509_cert=certificate, expect_config=config, id_attribute="ID"
+            )
+        except (SignXMLException, InvalidInput, ValueError):
+            continue
+        signed = result.signed_xml  # type: ignore[union-attr]
+        if signed is None or signed.tag != _q(SAML, "Assertion"):
+            raise AuthenticationError("VIHF signature does not cover the assertion")
+        return signed
+    raise AuthenticationError("VIHF signature is invalid or its signer is not trusted")
+
+
+def _check_conditions(assertion: etree._Element, trust: VihfTrust) -> None:
+    conditions = assertion.find(_q(SAML, "Conditions"))
+    if conditions is None:
+        raise AuthenticationError("VIHF has no Conditions (validity window)")
+    now, leeway = trust.clock(), trust.leeway_seconds
+    not_before = _parse_instant(conditions.get("NotBefore"))
+    not_on_or_after = _parse_instant(conditions.get("NotOnOrAfter"))
+    if not_on_or_after is None:
+        raise AuthenticationError("VIHF has no NotOnOrAfter")
+    if now >= not_on_or_after + leeway:
+        raise AuthenticationError("VIHF expired")
+    if not_before is not None and now + leeway < not_before:
+        raise AuthenticationError("VIHF not yet valid")
+    audiences = [
+        a.text for a in conditions.iterfind("saml2:AudienceRestriction/saml2:Audience", NSMAP)
+    ]
+    if trust.audience not in audiences:
+        raise AuthenticationError("VIHF audience does not name this server")
+
+
+def _values(assertion: etree._Element, name: str) -> list[etree._Element]:
+    path = f"saml2:AttributeStatement/saml2:Attribute[@Name='{name}']/saml2:AttributeValue"
+    return list(assertion.iterfind(path, NSMAP))
+
+
+def _text_value(assertion: etree._Element, name: str) -> str | None:
+    for value in _values(assertion, name):
+        if value.text and value.text.strip():
+            return value.text.strip()
+    return None
+
+
+def _coded_values(assertion: etree._Element, name: str) -> list[dict[str, str]]:
+    codings = []
+    for value in _values(assertion, name):
+        for child in value:
+            if isinstance(child.tag, str) and child.get("code"):
+                codings.append(
+                    {"system": f"urn:oid:{child.get('codeSystem', '')}", "code": child.get("code")}
+                )
+    return codings
+
+
+def vihf_claims(assertion: etree._Element) -> dict[str, Any]:
+    """Token-shaped claims from a verified assertion's attributes."""
+    name_id = assertion.findtext("saml2:Subject/saml2:NameID", namespaces=NSMAP)
+    if not name_id or not name_id.strip():
+        raise AuthenticationError("VIHF has no Subject/NameID (IdNat_PS)")
+    roles = _coded_values(assertion, ATTR_ROLE)
+    purposes = [
+        p for p in _coded_values(assertion, ATTR_PURPOSE) if p["system"] == SYSTEM_ACCESS_MODE
+    ]
+    structure = _text_value(assertion, ATTR_STRUCTURE)
+    iua: dict[str, Any] = {
+        "national_provider_identifier": name_id.strip(),
+        "subject_name": _text_value(assertion, ATTR_SUBJECT_ID) or "",
+        "subject_role": roles,
+        "purpose_of_use": purposes,
+    }
+    if structure:
+        iua["subject_organization_id"] = f"{SYSTEM_IDNAT_STRUCT}|{structure}"
+    dmp: dict[str, Any] = {}
+    reason = _text_value(assertion, ATTR_ACCESS_REASON)
+    if reason:
+        dmp["access_reason"] = reason
+    resource = _text_value(assertion, ATTR_RESOURCE_ID)
+    if resource and cx_to_token(resource):
+        dmp["patient_identifier"] = cx_to_token(resource)
+    specialties = [r["code"] for r in roles if r["system"] == f"urn:oid:{OID_TRE_R38_SPECIALTY}"]
+    if specialties:
+        dmp["specialty"] = specialties[0]
+    return {
+        "iss": assertion.findtext("saml2:Issuer", namespaces=NSMAP) or "",
+        "sub": name_id.strip(),
+        "jti": assertion.get("ID"),
+        "scope": VIHF_SCOPES,
+        "extensions": {"ihe_iua": iua, "dmp": dmp},
+    }
+
+
+def find_assertion(security_element: etree._Element) -> etree._Element:
+    if security_element.tag == _q(SAML, "Assertion"):
+        return security_element
+    assertions = security_element.findall("saml2:Assertion", NSMAP)
+    if len(assertions) != 1:
+        raise AuthenticationError("WS-Security header must hold exactly one VIHF assertion")
+    return assertions[0]
+
+
+def vihf_requester(security_element: etree._Element, trust: VihfTrust) -> Requester:
+    """The Requester of an XDS request, from its `wsse:Security` header (or the Assertion).
+
+    AuthenticationError when the assertion is missing, unsigned, tampered with, signed by
+    an untrusted certificate, expired, or for another audience.
+    """
+    signed = _verify(find_assertion(security_element), trust)
+    _check_conditions(signed, trust)
+    return requester_from_claims(vihf_claims(signed))
+
+
+def vihf_to_string(assertion: etree._Element) -> str:
+    return etree.tostring(assertion, encoding="unicode")

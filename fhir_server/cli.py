@@ -1,0 +1,171 @@
+"""`fhir-server`: serve, token, client, load, bench, audit.
+
+The server runs under gunicorn (README, "Why gunicorn"): a pre-fork master that restarts
+crashed workers and shuts down gracefully on SIGTERM (in-flight requests finish, then the
+workers close their stores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fhir_server.config import ConfigError, Settings, load_settings
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", dest="data_dir", type=_path, default=None, help="data directory (FHIR_DATA_DIR, default ./var)")
+
+
+def _path(value: str):
+    from pathlib import Path
+
+    return Path(value)
+
+
+def _settings(args: argparse.Namespace, *names: str) -> Settings:
+    flags = {name: getattr(args, name, None) for name in ("data_dir", *names)}
+    return load_settings(flags)
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from fhir_server.service.factory import load_or_create_secret
+
+    settings = _settings(args, "host", "port", "workers", "threads")
+    # First start: create the data dir and the server's secrets once, in the master, so that
+    # workers never race to create them.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    load_or_create_secret(settings.data_dir / "keys" / "cursor.key")
+    _prepare_keys(settings)
+    _check_startup(settings)
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("workers", settings.workers)
+            self.cfg.set("threads", settings.threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("graceful_timeout", 20)
+            self.cfg.set("timeout", 120)
+            self.cfg.set("keepalive", 5)
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("errorlog", "-")
+            self.cfg.set("loglevel", settings.log_level.lower())
+            self.cfg.set("limit_request_line", 8190)
+            self.cfg.set("worker_exit", _close_store)
+
+        def load(self):
+            from fhir_server.rest.app import create_app
+
+            return create_app(settings)
+
+    print(f"fhir-server: serving {settings.fhir_base_url} on {settings.store_url.split('@')[-1]}", file=sys.stderr)
+    Server().run()
+    return 0
+
+
+def _close_store(server, worker) -> None:
+    app = getattr(worker, "wsgi", None)
+    runtime = getattr(app, "extensions", {}).get("fhir") if app is not None else None
+    if runtime is not None:
+        runtime.store.close()
+
+
+def _prepare_keys(settings: Settings) -> None:
+    try:
+        from fhir_server.auth.keys import load_or_create_signing_key
+    except ImportError:  # pragma: no cover - auth package always ships
+        return
+    load_or_create_signing_key(settings.data_dir)
+
+
+def _check_startup(settings: Settings) -> None:
+    """Fail before forking when the configuration or the data files are wrong."""
+    from fhir_server.rest.app import create_app
+
+    app = create_app(settings)
+    app.extensions["fhir"].store.close()
+
+
+# -- load --------------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> int:
+    from fhir_server.loader import load_paths
+    from fhir_server.rest.app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings)
+    runtime = app.extensions["fhir"]
+    try:
+        report = load_paths(runtime, args.paths, progress=not args.quiet)
+    finally:
+        runtime.store.close()
+    print(f"loaded {report.stored} resources from {report.files} files; {report.failed} failed", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fhir-server", description="FHIR R4 + IHE XDS.b server for the shared health record")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server under gunicorn")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--workers", type=int, default=None)
+    serve.add_argument("--threads", type=int, default=None)
+    _add_common(serve)
+    serve.set_defaults(handler=_serve)
+
+    load = commands.add_parser("load", help="load FHIR JSON (resources, Bundles, NDJSON) through the service gate")
+    load.add_argument("paths", nargs="+")
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(load)
+    load.set_defaults(handler=_load)
+
+    for extension in _extensions():
+        extension(commands)
+    return parser
+
+
+def _extensions():
+    """Subcommands contributed by other packages (auth: token, client; audit; bench)."""
+    from fhir_server.auth.cli import add_client_command, add_token_command
+
+    yield add_token_command
+    yield add_client_command
+    try:
+        from fhir_server.audit.cli import add_audit_command
+    except ImportError:
+        pass
+    else:
+        yield add_audit_command
+    try:
+        from benchmarks.cli import add_bench_command
+    except ImportError:
+        pass
+    else:
+        yield add_bench_command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except ConfigError as exc:
+        print(f"fhir-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Settings: command-line flags, then `FHIR_*` environment variables, then defaults.
+
+An unknown `FHIR_*` variable or a malformed value stops start-up with a message naming it:
+a typo in a production setting must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class ConfigError(Exception):
+    """A setting is unknown or malformed; the message names it."""
+
+
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: '{value}' is not a whole number") from None
+    if number <= 0:
+        raise ConfigError(f"{name}: must be positive, got {number}")
+    return number
+
+
+def _port(name: str, value: str) -> int:
+    port = _positive_int(name, value)
+    if port > 65535:
+        raise ConfigError(f"{name}: {port} is not a TCP port")
+    return port
+
+
+def _store_url(name: str, value: str) -> str:
+    scheme = urlparse(value).scheme
+    if scheme not in ("sqlite", "mongodb", "mongodb+srv"):
+        raise ConfigError(f"{name}: '{value}' must be sqlite:///PATH or a mongodb:// URI")
+    return value
+
+
+def _http_url(name: str, value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{name}: '{value}' is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def _text(name: str, value: str) -> str:
+    return value
+
+
+def _paths(name: str, value: str) -> tuple[str, ...]:
+    return tuple(part for part in value.split(os.pathsep) if part)
+
+
+def _log_level(name: str, value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{name}: '{value}' is not one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./var")
+    store: str = ""  # empty: sqlite:///<data_dir>/fhir.sqlite3
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    threads: int = 4
+    base_url: str = ""  # empty: http://<host>:<port>/fhir
+    max_body_bytes: int = 32 * 1024 * 1024
+    auth_issuer: str = ""  # empty: the local issuer (the server's own key)
+    auth_jwks_url: str = ""
+    auth_audience: str = ""  # empty: the base URL
+    xds_repository_id: str = "1.2.250.1.213.1.1.9.1"
+    xds_trusted_certificates: tuple[str, ...] = ()
+    xds_max_results: int = 1000
+    log_level: str = "INFO"
+    profiles_dir: Path | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{(self.data_dir / 'fhir.sqlite3').as_posix()}"
+
+    @property
+    def fhir_base_url(self) -> str:
+        return self.base_url or f"http://{self.host}:{self.port}/fhir"
+
+    @property
+    def audience(self) -> str:
+        return self.auth_audience or self.fhir_base_url
+
+    @property
+    def sqlite_path(self) -> str:
+        url = self.store_url
+        if not url.startswith("sqlite:///"):
+            raise ConfigError(f"FHIR_STORE: '{url}' is not a SQLite URL")
+        return url.removeprefix("sqlite:///") or ":memory:"
+
+
+# Environment variable -> (field, parser)
+ENVIRONMENT: dict[str, tuple[str, object]] = {
+    "FHIR_DATA_DIR": ("data_dir", lambda name, value: Path(value)),
+    "FHIR_STORE": ("store", _store_url),
+    "FHIR_HOST": ("host", _text),
+    "FHIR_PORT": ("port", _port),
+    "FHIR_WORKERS": ("workers", _positive_int),
+    "FHIR_THREADS": ("threads", _positive_int),
+    "FHIR_BASE_URL": ("base_url", _http_url),
+    "FHIR_MAX_BODY_BYTES": ("max_body_bytes", _positive_int),
+    "FHIR_AUTH_ISSUER": ("auth_issuer", _text),
+    "FHIR_AUTH_JWKS_URL": ("auth_jwks_url", _http_url),
+    "FHIR_AUTH_AUDIENCE": ("auth_audience", _text),
+    "FHIR_XDS_REPOSITORY_ID": ("xds_repository_id", _text),
+    "FHIR_XDS_TRUSTED_CERTIFICATES": ("xds_trusted_certificates", _paths),
+    "FHIR_XDS_MAX_RESULTS": ("xds_max_results", _positive_int),
+    "FHIR_LOG_LEVEL": ("log_level", _log_level),
+    "FHIR_PROFILES_DIR": ("profiles_dir", lambda name, value: Path(value)),
+}
+
+# Variables read by other tools (tests, benchmarks), never by the server.
+NOT_SETTINGS_PREFIXES = ("FHIR_TEST_", "FHIR_BENCH_")
+
+
+def load_settings(
+    flags: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Flags (already typed, None when not given) override the environment, which overrides defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, value in environ.items():
+        if not name.startswith("FHIR_") or name.startswith(NOT_SETTINGS_PREFIXES):
+            continue
+        if name not in ENVIRONMENT:
+            known = ", ".join(sorted(ENVIRONMENT))
+            raise ConfigError(f"{name}: unknown setting (known settings: {known})")
+        attribute, parse = ENVIRONMENT[name]
+        values[attribute] = parse(name, value)  # type: ignore[operator]
+    known_fields = {f.name for f in fields(Settings)}
+    for name, value in (flags or {}).items():
+        if value is None:
+            continue
+        if name not in known_fields:
+            raise ConfigError(f"--{name.replace('_', '-')}: unknown setting")
+        values[name] = value
+    settings = replace(Settings(), **values)
+    if settings.store:
+        _store_url("FHIR_STORE", settings.store)
+    return settings

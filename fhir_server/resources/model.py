@@ -1,0 +1,133 @@
+"""Parse and validate resources with the fhir.resources R4B models, on write only.
+
+Reads never come back here: the store returns the bytes it stored after validation. The
+models check structure, data types and required elements; they do not check the codes of
+required bindings, so the few status-like codes the server relies on are checked here
+(profiles in `resources/profiles.py` add the DMP constraints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from fhir_server.errors import FhirError, Issue
+
+SERVED_TYPES: tuple[str, ...] = (
+    "Patient",
+    "RelatedPerson",
+    "DocumentReference",
+    "Binary",
+    "List",
+    "Consent",
+    "AuditEvent",
+    "Communication",
+)
+
+# Required bindings (FHIR R4) of the codes the server acts on. Path -> allowed codes.
+REQUIRED_CODES: Mapping[str, Mapping[str, frozenset[str]]] = {
+    "Patient": {"gender": frozenset({"male", "female", "other", "unknown"})},
+    "RelatedPerson": {"gender": frozenset({"male", "female", "other", "unknown"})},
+    "DocumentReference": {
+        "status": frozenset({"current", "superseded", "entered-in-error"}),
+        "docStatus": frozenset({"preliminary", "final", "amended", "entered-in-error"}),
+    },
+    "List": {
+        "status": frozenset({"current", "retired", "entered-in-error"}),
+        "mode": frozenset({"working", "snapshot", "changes"}),
+    },
+    "Consent": {
+        "status": frozenset(
+            {"draft", "proposed", "active", "rejected", "inactive", "entered-in-error"}
+        ),
+    },
+    "Communication": {
+        "status": frozenset(
+            {
+                "preparation",
+                "in-progress",
+                "not-done",
+                "on-hold",
+                "stopped",
+                "completed",
+                "entered-in-error",
+                "unknown",
+            }
+        ),
+    },
+    "AuditEvent": {"action": frozenset({"C", "R", "U", "D", "E"})},
+}
+
+
+@cache
+def model_class(resource_type: str) -> Any:
+    return get_fhir_model_class(resource_type)
+
+
+def fhirpath(resource_type: str, location: Iterable[Any]) -> str:
+    """A pydantic error location as a FHIRPath expression: ('content', 0, 'x') -> Type.content[0].x."""
+    path = resource_type
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "__root__":
+            path += f".{part}"
+    return path
+
+
+def validate_resource(data: Any, expected_type: str | None = None) -> list[Issue]:
+    """Every structural problem of a resource, each with the FHIRPath of the element.
+
+    An empty list means the resource is valid for storage (profiles may add more).
+    """
+    if not isinstance(data, dict):
+        return [Issue("error", "structure", "the resource must be a JSON object")]
+    resource_type = data.get("resourceType")
+    if not isinstance(resource_type, str):
+        return [Issue("error", "required", "resourceType is missing", ("resourceType",))]
+    if expected_type is not None and resource_type != expected_type:
+        return [
+            Issue(
+                "error",
+                "invalid",
+                f"resourceType {resource_type} does not match the endpoint type {expected_type}",
+                ("resourceType",),
+            )
+        ]
+    if resource_type not in SERVED_TYPES:
+        return [Issue("error", "not-supported", f"resource type {resource_type} is not served")]
+    issues: list[Issue] = []
+    try:
+        model_class(resource_type).model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            message = err["msg"].removeprefix("Value error, ")
+            code = "required" if err["type"] == "missing" else "structure"
+            if err["type"] == "extra_forbidden":
+                message = "unknown element"
+            path = fhirpath(resource_type, err["loc"])
+            issues.append(Issue("error", code, f"{path}: {message}", (path,)))
+    for element, allowed in REQUIRED_CODES.get(resource_type, {}).items():
+        value = data.get(element)
+        if value is not None and value not in allowed:
+            path = f"{resource_type}.{element}"
+            issues.append(
+                Issue(
+                    "error",
+                    "code-invalid",
+                    f"{path}: '{value}' is not one of {', '.join(sorted(allowed))}",
+                    (path,),
+                )
+            )
+    return issues
+
+
+def check_resource(data: Any, expected_type: str | None = None) -> None:
+    """Raise a 400 FhirError listing every issue when the resource is not valid."""
+    issues = validate_resource(data, expected_type)
+    if issues:
+        raise FhirError(400, issues)

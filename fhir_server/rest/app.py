@@ -1,0 +1,161 @@
+"""The application factory: settings in, a WSGI app out (Flask's own pattern).
+
+`create_app` opens the store, loads the registries, builds the service gate and mounts the
+faces. Everything a request needs hangs off `app.extensions["fhir"]` (a Runtime), so tests
+can build as many independent apps as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from fhir_server.access.requester import Requester
+from fhir_server.config import Settings
+from fhir_server.errors import FhirError, error
+from fhir_server.paths import capability_dir, profiles_dir
+from fhir_server.rest.formats import JSON, negotiate, render
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.service import versions
+from fhir_server.service.bundles import BundleProcessor
+from fhir_server.service.capability import build_capability_statement
+from fhir_server.service.core import FhirService
+from fhir_server.service.factory import build_service
+from fhir_server.store.base import ResourceStore
+from fhir_server.store.factory import open_store
+
+log = logging.getLogger("fhir_server")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
+
+# Paths served without a token (R01).
+PUBLIC_PATHS = ("/fhir/metadata", "/fhir/.well-known/smart-configuration", "/oauth/", "/healthz")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: ResourceStore
+    registry: SearchRegistry
+    service: FhirService
+    bundles: BundleProcessor
+    base_url: str
+    capability: bytes
+    authenticate: Callable[[object], Requester]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: ResourceStore | None = None,
+    clock: Callable[[], int] = versions.now_us,
+) -> Flask:
+    app = Flask("fhir_server")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.url_map.strict_slashes = False
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    registry = SearchRegistry.load(settings.profiles_dir or profiles_dir())
+    if store is None:
+        store = open_store(settings, registry)
+    service = build_service(store, registry, data_dir=settings.data_dir, clock=clock)
+    base_url = settings.fhir_base_url
+    runtime = Runtime(
+        settings=settings,
+        store=store,
+        registry=registry,
+        service=service,
+        bundles=BundleProcessor(service),
+        base_url=base_url,
+        capability=build_capability_statement(
+            capability_dir() / "CapabilityStatement-server.json",
+            registry,
+            base_url=base_url,
+            date=versions.instant(clock()),
+        ),
+        authenticate=_no_authentication,
+    )
+    app.extensions["fhir"] = runtime
+
+    from fhir_server.rest.conformance import conformance
+    from fhir_server.rest.fhir_api import api
+
+    app.register_blueprint(conformance, url_prefix="/fhir")
+    app.register_blueprint(api, url_prefix="/fhir")
+    _install_request_hooks(app)
+    _install_error_handlers(app)
+
+    @app.get("/healthz")
+    def healthz():
+        healthy = runtime.store.ping()
+        body = {"status": "ok" if healthy else "unavailable", "store": runtime.store.name}
+        return body, 200 if healthy else 503
+
+    return app
+
+
+def _no_authentication(req) -> Requester:
+    raise error(401, "login", "authentication is required")
+
+
+def _install_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def identify() -> None:
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        if request.path.startswith(PUBLIC_PATHS) or not request.path.startswith("/fhir"):
+            return
+        g.requester = app.extensions["fhir"].authenticate(request)
+
+    @app.after_request
+    def echo_request_id(response: Response) -> Response:
+        response.headers["X-Request-Id"] = getattr(g, "request_id", "")
+        return response
+
+
+def _outcome_response(exc: FhirError) -> Response:
+    try:
+        negotiated = negotiate(request.args.get("_format"), request.headers.get("Accept"), request.args.get("_pretty"))
+    except FhirError:
+        negotiated = negotiate(None, JSON, None)
+    return Response(
+        render(exc.operation_outcome(), negotiated),
+        status=exc.status,
+        headers=exc.headers,
+        content_type=negotiated.content_type,
+    )
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(FhirError)
+    def fhir_error(exc: FhirError) -> Response:
+        return _outcome_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = {
+            404: "not-found",
+            405: "not-supported",
+            413: "too-costly",
+            415: "not-supported",
+        }.get(exc.code or 500, "processing")
+        messages = {
+            404: f"no FHIR endpoint at {request.path}",
+            405: f"{request.method} is not supported on {request.path}",
+            413: f"the request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes",
+        }
+        return _outcome_response(error(exc.code or 500, code, messages.get(exc.code, exc.description or exc.name)))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        request_id = getattr(g, "request_id", "-")
+        log.exception("unexpected error (request %s)", request_id)
+        return _outcome_response(
+            error(500, "exception", f"internal server error; quote request id {request_id} to the operator")
+        )

@@ -1,0 +1,297 @@
+"""The FHIR RESTful API (http.html): interactions mapped onto the service.
+
+Each view reads the HTTP request into service arguments and the service's answer into an
+HTTP response; nothing here decides who may see what.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+
+from fhir_server.errors import bad_request, error
+from fhir_server.rest import bundles as bundle_views
+from fhir_server.rest.formats import negotiate, parse_body, render, wants_fhir
+from fhir_server.rest.summary import summarize
+from fhir_server.service import versions
+from fhir_server.store.base import StoredResource
+
+api = Blueprint("fhir", __name__)
+
+# Parameters that shape the response, not the search.
+_RESULT_PARAMS = ("_format", "_pretty", "_cursor")
+
+
+def runtime():
+    return current_app.extensions["fhir"]
+
+
+def _negotiated():
+    return negotiate(request.args.get("_format"), request.headers.get("Accept"), request.args.get("_pretty"))
+
+
+def _respond(body: bytes | dict, status: int = 200, headers: dict | None = None) -> Response:
+    negotiated = _negotiated()
+    return Response(render(body, negotiated), status=status, headers=headers or {}, content_type=negotiated.content_type)
+
+
+def _resource_headers(stored: StoredResource, location: bool = False) -> dict[str, str]:
+    headers = {"ETag": versions.etag(stored.version), "Last-Modified": versions.http_date(stored.last_updated)}
+    if location:
+        headers["Location"] = f"{runtime().base_url}/{stored.resource_type}/{stored.id}/_history/{stored.version}"
+    return headers
+
+
+def _prefer_return() -> str:
+    prefer = request.headers.get("Prefer", "")
+    for part in prefer.split(";"):
+        part = part.strip()
+        if part.startswith("return="):
+            value = part.removeprefix("return=").strip('"')
+            if value in ("minimal", "representation", "OperationOutcome"):
+                return value
+    return "representation"
+
+
+def _lenient() -> bool:
+    return "handling=lenient" in request.headers.get("Prefer", "").replace(" ", "")
+
+
+def _write_response(stored: StoredResource, status: int) -> Response:
+    headers = _resource_headers(stored, location=True)
+    mode = _prefer_return()
+    if mode == "minimal":
+        return Response(status=status, headers=headers)
+    if mode == "OperationOutcome":
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "information", "code": "informational", "diagnostics": f"{stored.resource_type}/{stored.id} version {stored.version} stored"}],
+        }
+        return _respond(outcome, status, headers)
+    return _respond(stored.body, status, headers)
+
+
+def _body_resource(resource_type: str) -> dict:
+    if resource_type == "Binary" and not _is_fhir_content(request.content_type):
+        return _binary_from_raw()
+    return parse_body(request.get_data(cache=False), request.content_type)
+
+
+def _is_fhir_content(content_type: str | None) -> bool:
+    from fhir_server.rest.formats import normalize_mime
+
+    return normalize_mime(content_type) is not None
+
+
+def _binary_from_raw() -> dict:
+    """Binary raw content in (http.html#binary): the bytes become a Binary resource."""
+    data = request.get_data(cache=False)
+    content_type = request.content_type or "application/octet-stream"
+    resource = {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(data).decode()}
+    security_context = request.headers.get("X-Security-Context")
+    if security_context:
+        resource["securityContext"] = {"reference": security_context}
+    return resource
+
+
+def _if_match() -> int | None:
+    value = request.headers.get("If-Match")
+    return versions.parse_etag(value) if value else None
+
+
+def _search_params() -> list[tuple[str, str]]:
+    params = [(k, v) for k, v in request.args.items(multi=True) if k not in _RESULT_PARAMS]
+    if request.method == "POST":
+        if request.mimetype != "application/x-www-form-urlencoded":
+            raise error(415, "not-supported", "POST _search needs Content-Type application/x-www-form-urlencoded", "Content-Type")
+        params += [(k, v) for k, v in request.form.items(multi=True) if k not in _RESULT_PARAMS]
+    return params
+
+
+# -- whole system ------------------------------------------------------------------------------
+
+
+@api.post("/")
+def bundle():
+    rt = runtime()
+    data = parse_body(request.get_data(cache=False), request.content_type)
+    bundle_type, responses = rt.bundles.process(g.requester, data)
+    return _respond(bundle_views.batch_response(bundle_type, responses, versions.now_us(), rt.base_url))
+
+
+@api.get("/")
+def system_search():
+    return _search(None, "")
+
+
+@api.get("/_history")
+def system_history():
+    return _history(None, None, "_history")
+
+
+# -- type level --------------------------------------------------------------------------------
+
+
+@api.route("/<resource_type>", methods=["GET"])
+def search_type(resource_type: str):
+    return _search(resource_type, resource_type)
+
+
+@api.post("/<resource_type>/_search")
+def search_post(resource_type: str):
+    return _search(resource_type, resource_type)
+
+
+@api.post("/<resource_type>")
+def create(resource_type: str):
+    rt = runtime()
+    resource = _body_resource(resource_type)
+    condition = request.headers.get("If-None-Exist")
+    criteria = _criteria(condition) if condition is not None else None
+    result = rt.service.create(g.requester, resource_type, resource, if_none_exist=criteria)
+    if not result.created:
+        return _write_response(result.stored, 200)
+    return _write_response(result.stored, 201)
+
+
+@api.put("/<resource_type>")
+def conditional_update(resource_type: str):
+    rt = runtime()
+    criteria = _search_params()
+    if not criteria:
+        raise bad_request("a conditional update needs search criteria", "url")
+    result = rt.service.conditional_update(g.requester, resource_type, criteria, _body_resource(resource_type))
+    return _write_response(result.stored, 201 if result.created else 200)
+
+
+@api.delete("/<resource_type>")
+def conditional_delete(resource_type: str):
+    rt = runtime()
+    criteria = _search_params()
+    if not criteria:
+        raise bad_request("a conditional delete needs search criteria", "url")
+    rt.service.conditional_delete(g.requester, resource_type, criteria)
+    return Response(status=204)
+
+
+@api.get("/<resource_type>/_history")
+def type_history(resource_type: str):
+    return _history(resource_type, None, f"{resource_type}/_history")
+
+
+# -- instance level ----------------------------------------------------------------------------
+
+
+@api.get("/<resource_type>/<resource_id>")
+def read(resource_type: str, resource_id: str):
+    stored = runtime().service.read(g.requester, resource_type, resource_id)
+    return _read_response(stored)
+
+
+@api.get("/<resource_type>/<resource_id>/_history/<version>")
+def vread(resource_type: str, resource_id: str, version: str):
+    if not version.isdigit():
+        raise bad_request(f"'{version}' is not a version number", "vid")
+    stored = runtime().service.vread(g.requester, resource_type, resource_id, int(version))
+    return _read_response(stored)
+
+
+def _read_response(stored: StoredResource) -> Response:
+    headers = _resource_headers(stored)
+    if stored.resource_type == "Binary" and not wants_fhir(request.args.get("_format"), request.headers.get("Accept")):
+        resource = stored.json()
+        raw = base64.b64decode(resource.get("data", ""))
+        return Response(raw, headers=headers, content_type=resource.get("contentType", "application/octet-stream"))
+    summary = request.args.get("_summary")
+    elements = request.args.get("_elements")
+    if summary or elements:
+        return _respond(summarize(stored.json(), summary, elements), 200, headers)
+    return _respond(stored.body, 200, headers)
+
+
+@api.put("/<resource_type>/<resource_id>")
+def update(resource_type: str, resource_id: str):
+    rt = runtime()
+    resource = _body_resource(resource_type)
+    if resource_type == "Binary" and "id" not in resource:
+        resource["id"] = resource_id
+    result = rt.service.update(g.requester, resource_type, resource_id, resource, if_match=_if_match())
+    return _write_response(result.stored, 201 if result.created else 200)
+
+
+@api.delete("/<resource_type>/<resource_id>")
+def delete(resource_type: str, resource_id: str):
+    stored = runtime().service.delete(g.requester, resource_type, resource_id)
+    headers = {"ETag": versions.etag(stored.version)} if stored else {}
+    return Response(status=204, headers=headers)
+
+
+@api.route("/<resource_type>/<resource_id>", methods=["PATCH"])
+def patch(resource_type: str, resource_id: str):
+    raise error(405, "not-supported", "PATCH is not supported; use PUT with the whole resource")
+
+
+@api.get("/<resource_type>/<resource_id>/_history")
+def instance_history(resource_type: str, resource_id: str):
+    return _history(resource_type, resource_id, f"{resource_type}/{resource_id}/_history")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _criteria(query: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+
+    criteria = parse_qsl(query.lstrip("?").split("?", 1)[-1], keep_blank_values=True)
+    if not criteria:
+        raise bad_request("If-None-Exist holds no search criteria", "If-None-Exist")
+    return criteria
+
+
+def _search(resource_type: str | None, path: str) -> Response:
+    rt = runtime()
+    params = _search_params()
+    cursor = request.args.get("_cursor")
+    result = rt.service.search(g.requester, resource_type, params, lenient=_lenient(), cursor=cursor)
+    summary = dict(params).get("_summary")
+    elements = dict(params).get("_elements")
+    transform = None
+    if summary in ("true", "text", "data") or elements:
+        def transform(body: bytes) -> dict:
+            return summarize(orjson.loads(body), summary, elements)
+
+    bundle = bundle_views.searchset(
+        result,
+        base=rt.base_url,
+        path=path,
+        params=params,
+        now_us=versions.now_us(),
+        transform=transform,
+        summary_count=summary == "count",
+    )
+    return _respond(orjson.dumps(bundle))
+
+
+def _history(resource_type: str | None, resource_id: str | None, path: str) -> Response:
+    rt = runtime()
+    since = request.args.get("_since")
+    count = request.args.get("_count", "20")
+    if not count.isdigit():
+        raise bad_request(f"_count '{count}' is not a whole number", "_count")
+    params = [(k, v) for k, v in request.args.items(multi=True) if k not in _RESULT_PARAMS]
+    page = rt.service.history(
+        g.requester,
+        resource_type,
+        resource_id,
+        since=versions.parse_instant(since) if since else None,
+        count=int(count),
+        cursor=request.args.get("_cursor"),
+    )
+    bundle = bundle_views.history(page, base=rt.base_url, path=path, params=params, now_us=versions.now_us())
+    return _respond(orjson.dumps(bundle))
+
+
+__all__ = ["api", "replace"]

@@ -1,0 +1,144 @@
+"""Content negotiation and the two FHIR formats (http.html#mime-type).
+
+JSON is the stored form: a JSON response is the stored bytes, embedded as they are in
+Bundles with `orjson.Fragment`. XML is produced from and parsed into the fhir.resources
+models, a slower path paid only by XML clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from lxml import etree
+
+from fhir_server.errors import FhirError, bad_request, error
+from fhir_server.resources.model import model_class
+
+JSON = "application/fhir+json"
+XML = "application/fhir+xml"
+
+_FORMAT_ALIASES = {
+    "json": JSON,
+    "application/json": JSON,
+    "application/fhir+json": JSON,
+    "application/json+fhir": JSON,
+    "xml": XML,
+    "text/xml": XML,
+    "application/xml": XML,
+    "application/fhir+xml": XML,
+    "application/xml+fhir": XML,
+}
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    mime: str  # JSON or XML
+    pretty: bool
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.mime}; charset=utf-8"
+
+
+def normalize_mime(value: str | None) -> str | None:
+    if not value:
+        return None
+    return _FORMAT_ALIASES.get(value.split(";")[0].strip().lower())
+
+
+def negotiate(format_param: str | None, accept: str | None, pretty_param: str | None) -> Negotiated:
+    """`_format` wins over Accept; JSON when neither names a FHIR format."""
+    pretty = pretty_param == "true"
+    if format_param:
+        mime = normalize_mime(format_param)
+        if mime is None:
+            raise error(406, "not-supported", f"_format '{format_param}' is not json or xml", "_format")
+        return Negotiated(mime, pretty)
+    if accept:
+        for candidate in accept.split(","):
+            mime = normalize_mime(candidate)
+            if mime:
+                return Negotiated(mime, pretty)
+    return Negotiated(JSON, pretty)
+
+
+def wants_fhir(format_param: str | None, accept: str | None) -> bool:
+    """Whether the client asked for a FHIR format (Binary: otherwise it gets the raw bytes)."""
+    if format_param:
+        return True
+    if not accept:
+        return True
+    return any(normalize_mime(part) for part in accept.split(","))
+
+
+def parse_body(body: bytes, content_type: str | None) -> dict:
+    """A request body in either FHIR format, as a JSON dict; 415/400 naming the problem."""
+    mime = normalize_mime(content_type)
+    if mime is None:
+        raise error(
+            415,
+            "not-supported",
+            f"Content-Type '{content_type or ''}' is not a FHIR format (application/fhir+json or application/fhir+xml)",
+            "Content-Type",
+        )
+    if not body:
+        raise bad_request("the request has no body", code="required")
+    if mime == JSON:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise bad_request(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code="structure") from None
+        if not isinstance(data, dict):
+            raise bad_request("the body must be a JSON object", code="structure")
+        return data
+    return xml_to_json(body)
+
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+def xml_to_json(body: bytes) -> dict:
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise bad_request(f"malformed XML: {exc.msg}", code="structure") from None
+    resource_type = etree.QName(root).localname
+    if etree.QName(root).namespace != "http://hl7.org/fhir":
+        raise bad_request("the XML root element is not in the FHIR namespace http://hl7.org/fhir", code="structure")
+    try:
+        model = model_class(resource_type)
+    except (KeyError, ValueError, AttributeError):
+        raise bad_request(f"unknown resource type '{resource_type}'", "resourceType") from None
+    try:
+        parsed = model.model_validate_xml(body)
+    except Exception as exc:  # the XML parser of fhir.resources raises several kinds
+        raise FhirError(400, [_xml_issue(resource_type, exc)]) from None
+    return orjson.loads(parsed.model_dump_json(by_alias=True, exclude_none=True))
+
+
+def _xml_issue(resource_type: str, exc: Exception):
+    from fhir_server.errors import Issue
+
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        path = resource_type + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        return Issue("error", "structure", f"{path}: {first['msg']}", (path,))
+    return Issue("error", "structure", f"the XML is not a valid {resource_type}")
+
+
+def render(body: bytes | dict, negotiated: Negotiated) -> bytes:
+    """Stored JSON bytes (or a dict) in the negotiated format."""
+    if negotiated.mime == JSON:
+        if negotiated.pretty:
+            data = orjson.loads(body) if isinstance(body, bytes) else body
+            return orjson.dumps(data, option=orjson.OPT_INDENT_2)
+        return body if isinstance(body, bytes) else orjson.dumps(body)
+    data = orjson.loads(body) if isinstance(body, bytes) else body
+    return json_to_xml(data, negotiated.pretty)
+
+
+def json_to_xml(data: dict, pretty: bool = False) -> bytes:
+    model = model_class(data["resourceType"]).model_validate(data)
+    return model.model_dump_xml(pretty_print=pretty) if pretty else model.model_dump_xml()

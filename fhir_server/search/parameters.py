@@ -1,0 +1,544 @@
+"""HTTP search parameters -> a SearchQuery, with FHIR R4 search semantics.
+
+Everything an engine needs is decided here, once: which parameters exist (the registry),
+what a modifier or prefix means, the precision range of a date or number, how `,` (OR) and
+repetition (AND) combine, chains and `_has`. Engines only compile the resulting AST.
+
+Errors:
+- an unknown or unsupported parameter is a 400 `not-supported` naming it, unless the request
+  asked for lenient handling (`Prefer: handling=lenient`): then it is listed in `ignored`;
+- a malformed value (bad date, number, token, unknown prefix or modifier) is a 400 `invalid`
+  naming parameter and value, lenient or not: ignoring it would silently widen the result.
+
+Choices where R4 leaves room (documented here because the engines must agree with them):
+- numbers: `eq`/`ne`/`sa`/`eb` use the precision range [low, high) of the value (`100` ->
+  [99.5, 100.5)); `gt`/`lt`/`ge`/`le` compare with the exact value (NumberTest low == high);
+  `ap` is [v - 10%|v|, v + 10%|v|) widened to at least the precision range;
+- dates: `ap` widens the value's range on both sides by 10% of the distance between now and
+  the middle of the range (so `ap` on a date a year away tolerates about five weeks);
+- `:not=a,b` is "neither a nor b" (Not(Or(a, b)));
+- a reference without a type (`subject=123`) matches any target type with that id; an
+  absolute URL under `base_url` is read as the local `Type/id`, any other absolute URL is
+  matched as a URL;
+- `:identifier=value` (no `|`) matches the value in any system; `|value` too (the AST cannot
+  say "no system" for identifiers);
+- a chain without a type modifier is tried on every served target type that has the chained
+  parameter (an Or of Chains); none -> not-supported;
+- an empty value (`param=`) is ignored, as most servers do.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from fhir_server.errors import FhirError, bad_request
+from fhir_server.search.normalize import (
+    MAX_INSTANT,
+    MIN_INSTANT,
+    DateFormatError,
+    NumberFormatError,
+    date_range,
+    decimal_range,
+    normalize_string,
+    parse_decimal,
+)
+from fhir_server.search.query import (
+    DEFAULT_COUNT,
+    MAX_COUNT,
+    Chain,
+    DateTest,
+    Has,
+    IdTest,
+    Include,
+    Missing,
+    Node,
+    Not,
+    NumberTest,
+    Or,
+    Prefix,
+    QuantityTest,
+    ReferenceTest,
+    SearchQuery,
+    SortKey,
+    StringMatch,
+    StringTest,
+    SummaryMode,
+    TokenMatch,
+    TokenTest,
+    TotalMode,
+    UriMatch,
+    UriTest,
+    all_of,
+)
+from fhir_server.search.registry import SERVED_TYPES, SearchParamDef, SearchRegistry
+
+SYSTEM_LEVEL_PARAMS = frozenset({"_id", "_lastUpdated", "_tag", "_security", "_profile"})
+IGNORED_SILENTLY = frozenset({"_format", "_pretty"})
+RESULT_PARAMS = frozenset(
+    {"_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude", "_cursor"}
+)
+SORT_SPECIAL = frozenset({"_id", "_lastUpdated"})
+
+_RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
+_ELEMENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*$")
+_TOKEN_MODIFIERS = frozenset({"not", "text", "of-type"})
+_UNSUPPORTED_MODIFIERS = frozenset({"above", "below", "in", "not-in", "code-text", "iterate"})
+
+
+@dataclass(frozen=True)
+class ParsedSearch:
+    query: SearchQuery
+    ignored: list[str] = field(default_factory=list)
+
+
+class _Unknown(Exception):
+    """An unknown/unsupported parameter: a 400, or ignored under lenient handling."""
+
+    def __init__(self, name: str, reason: str = "") -> None:
+        super().__init__(name)
+        self.name = name
+        self.reason = reason
+
+
+def _invalid(name: str, value: str, reason: str) -> FhirError:
+    return bad_request(f"Invalid value {value!r} for search parameter '{name}': {reason}", name)
+
+
+# ------------------------------------------------------------------------------------------
+# Escaping (R4 3.1.1.5.7): `\,` `\|` `\$` `\\` are literal characters in a value.
+# ------------------------------------------------------------------------------------------
+
+
+def split_escaped(value: str, separator: str) -> list[str]:
+    """Split on unescaped `separator`, keeping escapes in the pieces (unescape later)."""
+    pieces, current, index = [], [], 0
+    while index < len(value):
+        char = value[index]
+        if char == "\\" and index + 1 < len(value):
+            current.append(value[index : index + 2])
+            index += 2
+            continue
+        if char == separator:
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        index += 1
+    pieces.append("".join(current))
+    return pieces
+
+
+def unescape(value: str) -> str:
+    return re.sub(r"\\([\\,|$])", r"\1", value)
+
+
+# ------------------------------------------------------------------------------------------
+
+
+class _SearchParser:
+    def __init__(
+        self, registry: SearchRegistry, lenient: bool, base_url: str | None, now: int
+    ) -> None:
+        self.registry = registry
+        self.lenient = lenient
+        self.base_url = base_url.rstrip("/") + "/" if base_url else None
+        self.now = now
+
+    # -- criteria -----------------------------------------------------------------------------
+
+    def criterion(self, resource_type: str | None, key: str, value: str) -> Node:
+        if key.startswith("_has:") or key == "_has":
+            if resource_type is None:
+                raise _Unknown(key, "not supported in a system-level search")
+            return self.has(resource_type, key, value)
+        name_part, dot, rest = key.partition(".")
+        if dot:
+            if resource_type is None:
+                raise _Unknown(key, "chains are not supported in a system-level search")
+            return self.chain(resource_type, name_part, rest, value, key)
+        name, _, modifier = key.partition(":")
+        return self.leaf(resource_type, name, modifier or None, value)
+
+    def has(self, resource_type: str, key: str, value: str) -> Node:
+        pieces = key.split(":", 3)
+        if len(pieces) != 4 or not all(pieces[1:]):
+            raise _invalid(key, value, "expected _has:Type:reference:parameter")
+        _, source_type, ref_param, rest = pieces
+        if source_type not in SERVED_TYPES:
+            raise _Unknown(key, f"resource type {source_type} is not served")
+        definition = self.registry.get(source_type, ref_param)
+        if definition is None:
+            raise _Unknown(key, f"{source_type} has no search parameter '{ref_param}'")
+        if definition.type != "reference":
+            raise _invalid(key, value, f"'{ref_param}' is not a reference parameter")
+        if definition.targets and resource_type not in definition.targets:
+            raise _invalid(key, value, f"'{ref_param}' cannot refer to {resource_type}")
+        return Has(source_type, ref_param, self.criterion(source_type, rest, value))
+
+    def chain(self, resource_type: str, head: str, rest: str, value: str, key: str) -> Node:
+        name, _, modifier = head.partition(":")
+        definition = self.registry.get(resource_type, name)
+        if definition is None:
+            raise _Unknown(key, f"unknown search parameter '{name}'")
+        if definition.type != "reference":
+            raise _invalid(key, value, f"'{name}' is not a reference parameter: cannot chain")
+        if modifier:
+            if not _TYPE_NAME.match(modifier):
+                raise _invalid(key, value, f"unknown modifier ':{modifier}' in a chain")
+            if definition.targets and modifier not in definition.targets:
+                raise _invalid(key, value, f"'{name}' cannot refer to {modifier}")
+            candidates = [modifier] if modifier in SERVED_TYPES else []
+        else:
+            targets = definition.targets or SERVED_TYPES
+            candidates = [t for t in targets if t in SERVED_TYPES]
+        chains: list[Node] = []
+        for target in candidates:
+            try:
+                chains.append(Chain(name, target, self.criterion(target, rest, value)))
+            except _Unknown:
+                continue
+        if not chains:
+            raise _Unknown(key, "no served target type has the chained parameter")
+        return chains[0] if len(chains) == 1 else Or(tuple(chains))
+
+    def leaf(self, resource_type: str | None, name: str, modifier: str | None, raw: str) -> Node:
+        key = f"{name}:{modifier}" if modifier else name
+        if resource_type is None and name not in SYSTEM_LEVEL_PARAMS:
+            raise _Unknown(key, "not supported in a system-level search")
+        if name == "_id":
+            if modifier not in (None, "not"):
+                raise _invalid(key, raw, f"modifier ':{modifier}' is not allowed on _id")
+            ids = [unescape(v) for v in split_escaped(raw, ",")]
+            for one in ids:
+                if not _ID.match(one):
+                    raise _invalid(key, raw, f"{one!r} is not a resource id")
+            node: Node = IdTest(tuple(ids))
+            return Not(node) if modifier == "not" else node
+        definition = self.registry.get(resource_type, name)
+        if definition is None or definition.type == "special":
+            raise _Unknown(key, f"unknown search parameter '{name}'")
+        if modifier == "missing":
+            if raw not in ("true", "false"):
+                raise _invalid(key, raw, "expected true or false")
+            return Missing(name, raw == "true")
+        self.check_modifier(definition, modifier, key, raw)
+        values = split_escaped(raw, ",")
+        tests = [self.value_test(definition, modifier, v, key) for v in values]
+        combined = tests[0] if len(tests) == 1 else Or(tuple(tests))
+        return Not(combined) if modifier == "not" else combined
+
+    def check_modifier(
+        self, definition: SearchParamDef, modifier: str | None, key: str, raw: str
+    ) -> None:
+        if modifier is None:
+            return
+        allowed: frozenset[str] = {
+            "token": _TOKEN_MODIFIERS,
+            "string": frozenset({"exact", "contains"}),
+            "uri": frozenset({"above", "below"}),
+            "reference": frozenset({"identifier"}),
+        }.get(definition.type, frozenset())
+        if modifier in allowed:
+            return
+        if definition.type == "reference" and _TYPE_NAME.match(modifier):
+            if definition.targets and modifier not in definition.targets:
+                raise _invalid(key, raw, f"'{definition.code}' cannot refer to {modifier}")
+            return
+        if modifier in _UNSUPPORTED_MODIFIERS:
+            raise bad_request(
+                f"Modifier ':{modifier}' is not supported on search parameter "
+                f"'{definition.code}' (value {raw!r})",
+                key,
+                code="not-supported",
+            )
+        raise _invalid(key, raw, f"unknown modifier ':{modifier}' for a {definition.type} parameter")
+
+    def value_test(
+        self, definition: SearchParamDef, modifier: str | None, raw: str, key: str
+    ) -> Node:
+        kind = definition.type
+        if raw == "":
+            raise _invalid(key, raw, "empty value in a list")
+        if kind == "token":
+            return self.token(definition.code, modifier, raw, key)
+        if kind == "string":
+            text = unescape(raw)
+            if modifier == "exact":
+                return StringTest(definition.code, text, StringMatch.EXACT)
+            normalized = normalize_string(text)
+            if not normalized:
+                raise _invalid(key, raw, "blank string")
+            match = StringMatch.CONTAINS if modifier == "contains" else StringMatch.START
+            return StringTest(definition.code, normalized, match)
+        if kind == "date":
+            return self.date(definition.code, raw, key)
+        if kind == "number":
+            prefix, low, high = self.number(raw, key)
+            return NumberTest(definition.code, prefix, low, high)
+        if kind == "quantity":
+            return self.quantity(definition.code, raw, key)
+        if kind == "reference":
+            return self.reference(definition, modifier, raw, key)
+        if kind == "uri":
+            match = {"above": UriMatch.ABOVE, "below": UriMatch.BELOW}.get(
+                modifier or "", UriMatch.EQ
+            )
+            return UriTest(definition.code, unescape(raw), match)
+        if kind == "composite":
+            parts = [unescape(p) for p in split_escaped(raw, "$")]
+            expected = len(definition.component_extractors)
+            if len(parts) != expected or not all(parts):
+                raise _invalid(key, raw, f"expected {expected} components separated by '$'")
+            return TokenTest(definition.code, code="$".join(parts), any_system=True)
+        raise _Unknown(key, f"{kind} parameters are not supported")
+
+    def token(self, param: str, modifier: str | None, raw: str, key: str) -> Node:
+        if modifier == "text":
+            text = normalize_string(unescape(raw))
+            if not text:
+                raise _invalid(key, raw, "blank text")
+            return TokenTest(param, match=TokenMatch.TEXT, text=text)
+        parts = [unescape(p) for p in split_escaped(raw, "|")]
+        if modifier == "of-type":
+            if len(parts) != 3 or not parts[1] or not parts[2]:
+                raise _invalid(key, raw, "expected system|code|value")
+            return TokenTest(
+                param, system=parts[0] or None, code=parts[1], match=TokenMatch.OF_TYPE,
+                value=parts[2],
+            )  # fmt: skip
+        if len(parts) == 1:
+            return TokenTest(param, code=parts[0], any_system=True)
+        if len(parts) != 2:
+            raise _invalid(key, raw, "a token is code, system|code, |code or system|")
+        system, code = parts
+        if not system and not code:
+            raise _invalid(key, raw, "a token needs a system or a code")
+        return TokenTest(param, system=system or None, code=code or None)
+
+    @staticmethod
+    def prefix(raw: str, key: str) -> tuple[Prefix, str]:
+        if len(raw) >= 2 and raw[:2].isalpha():
+            try:
+                return Prefix(raw[:2]), raw[2:]
+            except ValueError:
+                raise _invalid(key, raw, f"unknown prefix {raw[:2]!r}") from None
+        return Prefix.EQ, raw
+
+    def date(self, param: str, raw: str, key: str) -> DateTest:
+        prefix, text = self.prefix(raw, key)
+        try:
+            low, high = date_range(text)
+        except DateFormatError:
+            raise _invalid(key, raw, "not a FHIR date, dateTime or instant") from None
+        if prefix is Prefix.AP:
+            gap = abs(self.now - (low + high) // 2) // 10
+            low, high = max(MIN_INSTANT, low - gap), min(MAX_INSTANT, high + gap)
+        return DateTest(param, prefix, low, high)
+
+    def number(self, raw: str, key: str) -> tuple[Prefix, Decimal, Decimal]:
+        prefix, text = self.prefix(raw, key)
+        try:
+            exact = parse_decimal(text)
+            low, high = decimal_range(text)
+            if prefix in (Prefix.GT, Prefix.LT, Prefix.GE, Prefix.LE):
+                return prefix, exact, exact
+            if prefix is Prefix.AP:
+                tolerance = abs(exact) / 10
+                low, high = min(low, exact - tolerance), max(high, exact + tolerance)
+        except (NumberFormatError, ArithmeticError):
+            raise _invalid(key, raw, "not a number") from None
+        return prefix, low, high
+
+    def quantity(self, param: str, raw: str, key: str) -> QuantityTest:
+        parts = [unescape(p) for p in split_escaped(raw, "|")]
+        if len(parts) not in (1, 3):
+            raise _invalid(key, raw, "a quantity is [prefix]number[|system|code]")
+        prefix, low, high = self.number(parts[0], key)
+        system = parts[1] or None if len(parts) == 3 else None
+        code = parts[2] or None if len(parts) == 3 else None
+        return QuantityTest(param, prefix, low, high, system, code)
+
+    def reference(
+        self, definition: SearchParamDef, modifier: str | None, raw: str, key: str
+    ) -> ReferenceTest:
+        param = definition.code
+        text = unescape(raw)
+        if modifier == "identifier":
+            parts = [unescape(p) for p in split_escaped(raw, "|")]
+            if len(parts) == 1 and parts[0]:
+                return ReferenceTest(param, identifier_value=parts[0])
+            if len(parts) == 2 and parts[1]:
+                return ReferenceTest(
+                    param, identifier_system=parts[0] or None, identifier_value=parts[1]
+                )
+            raise _invalid(key, raw, "expected system|value or value")
+        if self.base_url and text.startswith(self.base_url):
+            text = text[len(self.base_url) :]
+        match = _RELATIVE.match(text)
+        if match:
+            target_type, target_id = match.group(1), match.group(2)
+            if modifier and modifier != target_type:
+                raise _invalid(key, raw, f"type {target_type} contradicts the modifier")
+            if definition.targets and target_type not in definition.targets:
+                raise _invalid(key, raw, f"'{param}' cannot refer to {target_type}")
+            return ReferenceTest(param, target_type=target_type, target_id=target_id)
+        if "://" in text or text.startswith("urn:"):
+            return ReferenceTest(param, url=text)
+        if _ID.match(text):
+            return ReferenceTest(param, target_type=modifier, target_id=text)
+        raise _invalid(key, raw, "not a reference (id, Type/id or absolute URL)")
+
+    # -- result parameters ----------------------------------------------------------------------
+
+    def sort(self, resource_type: str | None, raw: str) -> tuple[SortKey, ...]:
+        keys = []
+        for item in raw.split(","):
+            descending = item.startswith("-")
+            name = item[1:] if descending else item
+            definition = self.registry.get(resource_type, name) if name not in SORT_SPECIAL else None
+            if name not in SORT_SPECIAL and (
+                definition is None
+                or definition.type in ("composite", "special")
+                or (resource_type is None and name not in SYSTEM_LEVEL_PARAMS)
+            ):
+                raise _invalid("_sort", raw, f"cannot sort on {name!r}")
+            keys.append(SortKey(name, descending))
+        return tuple(keys)
+
+    def include(
+        self, resource_type: str | None, key: str, raw: str
+    ) -> list[Include]:
+        base, _, modifier = key.partition(":")
+        reverse = base == "_revinclude"
+        if modifier not in ("", "iterate", "recurse"):
+            raise _invalid(key, raw, f"unknown modifier ':{modifier}'")
+        iterate = bool(modifier)
+        if raw == "*":
+            if resource_type is None:
+                raise _invalid(key, raw, "'*' needs a resource type")
+            if not reverse:
+                return [
+                    Include(resource_type, d.code, None, iterate, False)
+                    for d in self.registry.for_type(resource_type).values()
+                    if d.type == "reference"
+                ]
+            return [
+                Include(source, d.code, resource_type, iterate, True)
+                for source in SERVED_TYPES
+                for d in self.registry.for_type(source).values()
+                if d.type == "reference" and (not d.targets or resource_type in d.targets)
+            ]
+        pieces = raw.split(":")
+        if len(pieces) not in (2, 3) or not all(pieces):
+            raise _invalid(key, raw, "expected Source:parameter[:Target]")
+        source, param = pieces[0], pieces[1]
+        target = pieces[2] if len(pieces) == 3 else None
+        if source not in SERVED_TYPES:
+            raise _invalid(key, raw, f"{source} is not a served resource type")
+        if param == "*":
+            definitions = [
+                d for d in self.registry.for_type(source).values() if d.type == "reference"
+            ]
+        else:
+            definition = self.registry.get(source, param)
+            if definition is None or definition.type != "reference":
+                raise _invalid(key, raw, f"'{param}' is not a reference parameter of {source}")
+            definitions = [definition]
+        if target is not None and not _TYPE_NAME.match(target):
+            raise _invalid(key, raw, f"{target!r} is not a resource type")
+        if reverse and target is None and resource_type is not None:
+            target = resource_type
+        return [Include(source, d.code, target, iterate, reverse) for d in definitions]
+
+
+def parse_search(
+    resource_type: str | None,
+    params: list[tuple[str, str]],
+    registry: SearchRegistry,
+    *,
+    lenient: bool = False,
+    base_url: str | None = None,
+    now: int | None = None,
+) -> ParsedSearch:
+    """The SearchQuery for `GET [base]/[type]?params` (resource_type None: `GET [base]?params`).
+
+    `base_url` (the server's own base) makes absolute references to this server local;
+    `now` (epoch microseconds) fixes the clock used by the `ap` prefix on dates (tests).
+    Raises FhirError(400) as described in the module docstring.
+    """
+    if resource_type is not None and resource_type not in SERVED_TYPES:
+        raise bad_request(
+            f"Resource type {resource_type!r} is not supported", code="not-supported"
+        )
+    if now is None:
+        now = int(datetime.now(UTC).timestamp() * 1_000_000)
+    parser = _SearchParser(registry, lenient, base_url, now)
+    clauses: list[Node] = []
+    ignored: list[str] = []
+    sort: tuple[SortKey, ...] = ()
+    count, total, summary = DEFAULT_COUNT, TotalMode.NONE, None
+    elements: tuple[str, ...] = ()
+    includes: list[Include] = []
+    cursor: str | None = None
+    for key, value in params:
+        base = key.partition(":")[0]
+        if base in IGNORED_SILENTLY or value == "":
+            continue
+        if base in RESULT_PARAMS:
+            if key != base and base not in ("_include", "_revinclude"):
+                raise _invalid(key, value, f"{base} takes no modifier")
+            if base == "_count":
+                if not value.isdigit():
+                    raise _invalid(key, value, "expected a non-negative integer")
+                count = min(int(value), MAX_COUNT)
+            elif base == "_sort":
+                sort = parser.sort(resource_type, value)
+            elif base == "_total":
+                try:
+                    total = TotalMode(value)
+                except ValueError:
+                    raise _invalid(key, value, "expected none, estimate or accurate") from None
+            elif base == "_summary":
+                try:
+                    summary = SummaryMode(value)
+                except ValueError:
+                    raise _invalid(key, value, "expected true, count, data, text or false") from None
+            elif base == "_elements":
+                names = tuple(v.strip() for v in value.split(","))
+                if not all(_ELEMENT.match(n) for n in names):
+                    raise _invalid(key, value, "expected element names separated by commas")
+                elements = names
+            elif base in ("_include", "_revinclude"):
+                includes.extend(parser.include(resource_type, key, value))
+            elif base == "_cursor":
+                cursor = value
+            continue
+        try:
+            clauses.append(parser.criterion(resource_type, key, value))
+        except _Unknown as unknown:
+            if lenient:
+                ignored.append(key)
+                continue
+            reason = f" ({unknown.reason})" if unknown.reason else ""
+            raise bad_request(
+                f"Unknown or unsupported search parameter '{key}'{reason}",
+                key,
+                code="not-supported",
+            ) from None
+    query = SearchQuery(
+        resource_type=resource_type,
+        where=all_of(*clauses),
+        sort=sort,
+        count=count,
+        total=total,
+        summary=summary,
+        elements=elements,
+        includes=tuple(dict.fromkeys(includes)),
+        cursor=cursor,
+    )
+    return ParsedSearch(query, ignored)

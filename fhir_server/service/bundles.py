@@ -1,0 +1,328 @@
+"""Batch and transaction Bundles (FHIR R4 http.html#transaction).
+
+A transaction is processed in FHIR's order (DELETE, POST, PUT, then GET) inside one store
+transaction: any failing entry rolls everything back and the error names the entry. Before
+anything is written, `urn:uuid:` fullUrls of created resources are given server ids and
+every reference to them (and conditional references such as `Patient?identifier=...`) is
+rewritten in every resource of the Bundle.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+from fhir_server.access.requester import Requester
+from fhir_server.errors import FhirError, Issue, bad_request, error
+from fhir_server.service import versions
+from fhir_server.service.core import FhirService, require_type
+from fhir_server.store.base import StoredResource
+
+METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclass
+class Entry:
+    index: int
+    method: str
+    url: str
+    resource: dict | None
+    full_url: str | None
+    if_none_exist: str | None
+    if_match: str | None
+
+    @property
+    def where(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+
+@dataclass(frozen=True)
+class EntryResponse:
+    status: str
+    location: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    resource: bytes | None = None  # stored JSON bytes, for GET entries and return=representation
+    outcome: dict | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    resource_type: str
+    resource_id: str | None
+    params: list[tuple[str, str]] | None  # conditional URL criteria
+
+
+def parse_target(url: str, where: str) -> Target:
+    """`Type`, `Type/id`, `Type/id/_history/n`, `Type?criteria`, from an entry's request.url."""
+    parts = urlsplit(url)
+    path = parts.path.strip("/")
+    segments = [s for s in path.split("/") if s]
+    if not segments:
+        raise bad_request(f"{where}.request.url '{url}' names no resource type", f"{where}.request.url")
+    resource_type = require_type(segments[0])
+    params = parse_qsl(parts.query, keep_blank_values=True) if parts.query else None
+    resource_id = segments[1] if len(segments) > 1 else None
+    return Target(resource_type, resource_id, params)
+
+
+def read_entries(bundle: dict) -> list[Entry]:
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise bad_request("Bundle.entry must be an array", "Bundle.entry")
+    result = []
+    for index, raw in enumerate(entries):
+        where = f"Bundle.entry[{index}]"
+        if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+            raise bad_request(f"{where}.request is required in a batch or transaction", f"{where}.request")
+        request = raw["request"]
+        method = str(request.get("method", "")).upper()
+        if method not in METHOD_ORDER:
+            raise bad_request(f"{where}.request.method '{request.get('method')}' is not supported", f"{where}.request.method")
+        url = request.get("url")
+        if not isinstance(url, str) or not url:
+            raise bad_request(f"{where}.request.url is required", f"{where}.request.url")
+        resource = raw.get("resource")
+        if method in ("POST", "PUT") and not isinstance(resource, dict):
+            raise bad_request(f"{where}.resource is required for {method}", f"{where}.resource")
+        result.append(
+            Entry(index, method, url, resource, raw.get("fullUrl"), request.get("ifNoneExist"), request.get("ifMatch"))
+        )
+    return result
+
+
+def _walk_strings(value, replace: Callable[[str], str | None]):
+    """Rewrite, in place, every string of a JSON value that `replace` maps (reference rewriting)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, str):
+                new = replace(item)
+                if new is not None:
+                    value[key] = new
+            else:
+                _walk_strings(item, replace)
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            if isinstance(item, str):
+                new = replace(item)
+                if new is not None:
+                    value[position] = new
+            else:
+                _walk_strings(item, replace)
+
+
+def _conditional_references(value, found: set[str]) -> None:
+    if isinstance(value, dict):
+        reference = value.get("reference")
+        if isinstance(reference, str) and "?" in reference and not reference.startswith(("urn:", "http")):
+            found.add(reference)
+        for item in value.values():
+            _conditional_references(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _conditional_references(item, found)
+
+
+class BundleProcessor:
+    def __init__(self, service: FhirService) -> None:
+        self.service = service
+
+    def process(self, requester: Requester, bundle: dict) -> tuple[str, list[EntryResponse]]:
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise bad_request("POST to the base needs a Bundle", "resourceType")
+        bundle_type = bundle.get("type")
+        if bundle_type not in ("batch", "transaction"):
+            raise bad_request(f"Bundle.type '{bundle_type}' is not batch or transaction", "Bundle.type")
+        entries = read_entries(bundle)
+        if bundle_type == "batch":
+            return "batch-response", [self._batch_entry(requester, entry) for entry in entries]
+        return "transaction-response", self._transaction(requester, entries)
+
+    # -- batch: each entry on its own ------------------------------------------------------
+
+    def _batch_entry(self, requester: Requester, entry: Entry) -> EntryResponse:
+        try:
+            if entry.resource is not None:
+                entry.resource = copy.deepcopy(entry.resource)
+            if entry.method in ("GET", "HEAD"):
+                return self._get(requester, entry)
+            with self.service._transaction() as tx:
+                return self._write(requester, tx, entry, {})
+        except FhirError as exc:
+            return EntryResponse(status=str(exc.status), outcome=exc.operation_outcome())
+
+    # -- transaction: all or nothing -------------------------------------------------------
+
+    def _transaction(self, requester: Requester, entries: list[Entry]) -> list[EntryResponse]:
+        for entry in entries:
+            if entry.resource is not None:
+                entry.resource = copy.deepcopy(entry.resource)
+        references = self._resolve_identities(requester, entries)
+        for entry in entries:
+            if entry.resource is None:
+                continue
+            _walk_strings(entry.resource, references.get)
+            try:
+                self.service.validate_for_write(entry.resource, entry.resource.get("resourceType"))
+            except FhirError as exc:
+                raise _at_entry(exc, entry) from None
+        responses: dict[int, EntryResponse] = {}
+        ordered = sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index))
+        try:
+            with self.service._transaction() as tx:
+                for entry in ordered:
+                    if entry.method in ("GET", "HEAD"):
+                        continue
+                    try:
+                        responses[entry.index] = self._write(requester, tx, entry, references)
+                    except FhirError as exc:
+                        raise _at_entry(exc, entry) from None
+        except FhirError as exc:
+            if not any(issue.expression and issue.expression[0].startswith("Bundle.entry[") for issue in exc.issues):
+                raise _at_entry(exc, None) from None
+            raise
+        for entry in ordered:
+            if entry.method in ("GET", "HEAD"):
+                try:
+                    responses[entry.index] = self._get(requester, entry)
+                except FhirError as exc:
+                    responses[entry.index] = EntryResponse(status=str(exc.status), outcome=exc.operation_outcome())
+        return [responses[entry.index] for entry in entries]
+
+    def _resolve_identities(self, requester: Requester, entries: list[Entry]) -> dict[str, str]:
+        """fullUrl -> final `Type/id`, and conditional reference -> `Type/id` (FHIR 3.1.0.11.2)."""
+        references: dict[str, str] = {}
+        seen_full_urls: set[str] = set()
+        for entry in entries:
+            if entry.full_url:
+                if entry.full_url in seen_full_urls:
+                    raise bad_request(f"{entry.where}.fullUrl '{entry.full_url}' is used twice", f"{entry.where}.fullUrl")
+                seen_full_urls.add(entry.full_url)
+            if entry.method == "POST":
+                target = parse_target(entry.url, entry.where)
+                entry.resource["resourceType"] = entry.resource.get("resourceType") or target.resource_type
+                if entry.if_none_exist:
+                    existing = self._find(requester, target.resource_type, entry.if_none_exist, entry)
+                    if existing is not None:
+                        entry.method = "NOOP"
+                        entry.resource = None
+                        self._map(references, entry, f"{existing.resource_type}/{existing.id}")
+                        entry.existing = existing  # type: ignore[attr-defined]
+                        continue
+                new_id = versions.new_id()
+                entry.resource["id"] = new_id
+                self._map(references, entry, f"{target.resource_type}/{new_id}")
+            elif entry.method == "PUT":
+                target = parse_target(entry.url, entry.where)
+                if target.params is not None:
+                    existing = self._find(requester, target.resource_type, entry.url.split("?", 1)[1], entry)
+                    resource_id = existing.id if existing else (entry.resource.get("id") or versions.new_id())
+                else:
+                    resource_id = target.resource_id
+                    if entry.resource.get("id") not in (None, resource_id):
+                        raise bad_request(f"{entry.where}.resource.id does not match request.url", f"{entry.where}.resource.id")
+                entry.resource["id"] = versions.check_id(resource_id, f"{entry.where}.request.url")
+                entry.url = f"{target.resource_type}/{resource_id}"
+                self._map(references, entry, entry.url)
+        conditional: set[str] = set()
+        for entry in entries:
+            if entry.resource is not None:
+                _conditional_references(entry.resource, conditional)
+        for reference in conditional:
+            resource_type, query = reference.split("?", 1)
+            matches = self.service.find(requester, require_type(resource_type), parse_qsl(query, keep_blank_values=True))
+            if len(matches) != 1:
+                count = "no resource" if not matches else "more than one resource"
+                raise error(412, "processing", f"the conditional reference '{reference}' matches {count}")
+            references[reference] = f"{resource_type}/{matches[0].id}"
+        return references
+
+    @staticmethod
+    def _map(references: dict[str, str], entry: Entry, final: str) -> None:
+        if entry.full_url:
+            references[entry.full_url] = final
+
+    def _find(self, requester: Requester, resource_type: str, query: str, entry: Entry) -> StoredResource | None:
+        matches = self.service.find(requester, resource_type, parse_qsl(query, keep_blank_values=True))
+        if len(matches) > 1:
+            raise _at_entry(error(412, "multiple-matches", "the condition matches more than one resource"), entry)
+        return matches[0] if matches else None
+
+    # -- one entry -------------------------------------------------------------------------
+
+    def _write(self, requester: Requester, tx, entry: Entry, references: dict[str, str]) -> EntryResponse:
+        service = self.service
+        if entry.method == "NOOP":
+            existing = entry.existing  # type: ignore[attr-defined]
+            return _response("200 OK", existing)
+        target = parse_target(entry.url, entry.where)
+        if entry.method == "POST":
+            if entry.resource.get("resourceType") != target.resource_type:
+                raise bad_request("resource type does not match request.url", f"{entry.where}.resource.resourceType")
+            if not references:  # batch: conditional create and server id here
+                if entry.if_none_exist:
+                    existing = self._find(requester, target.resource_type, entry.if_none_exist, entry)
+                    if existing is not None:
+                        return _response("200 OK", existing)
+                service.validate_for_write(entry.resource, target.resource_type)
+                result = service.create_in(tx, requester, entry.resource)
+            else:
+                result = service.create_in(tx, requester, entry.resource, resource_id=entry.resource["id"])
+            return _response("201 Created", result.stored)
+        if entry.method == "PUT":
+            if target.params is not None and not references:
+                raise bad_request("conditional update in a batch is not supported; use a transaction", f"{entry.where}.request.url")
+            if target.resource_id is None:
+                raise bad_request("PUT needs Type/id in request.url", f"{entry.where}.request.url")
+            if not references:
+                service.validate_for_write(entry.resource, target.resource_type)
+            if_match = versions.parse_etag(entry.if_match, f"{entry.where}.request.ifMatch") if entry.if_match else None
+            result = service.update_in(tx, requester, entry.resource, if_match=if_match)
+            return _response("201 Created" if result.created else "200 OK", result.stored)
+        if entry.method == "DELETE":
+            if target.params is not None:
+                matches = service.find(requester, target.resource_type, target.params)
+                if len(matches) > 1:
+                    raise error(412, "multiple-matches", "the conditional delete criteria match more than one resource")
+                if matches:
+                    service.delete_in(tx, requester, target.resource_type, matches[0].id)
+            elif target.resource_id:
+                service.delete_in(tx, requester, target.resource_type, target.resource_id)
+            else:
+                raise bad_request("DELETE needs Type/id or Type?criteria", f"{entry.where}.request.url")
+            return EntryResponse(status="204 No Content")
+        raise error(405, "not-supported", f"{entry.method} is not supported in a Bundle entry")
+
+    def _get(self, requester: Requester, entry: Entry) -> EntryResponse:
+        target = parse_target(entry.url, entry.where)
+        segments = [s for s in urlsplit(entry.url).path.strip("/").split("/") if s]
+        if target.resource_id and len(segments) == 2:
+            stored = self.service.read(requester, target.resource_type, target.resource_id)
+            return _response("200 OK", stored, include_body=True)
+        if len(segments) == 4 and segments[2] == "_history":
+            stored = self.service.vread(requester, target.resource_type, target.resource_id, int(segments[3]))
+            return _response("200 OK", stored, include_body=True)
+        raise error(400, "not-supported", "GET entries support read and vread; use a search request for searches", f"{entry.where}.request.url")
+
+
+def _response(status: str, stored: StoredResource, include_body: bool = False) -> EntryResponse:
+    return EntryResponse(
+        status=status,
+        location=f"{stored.resource_type}/{stored.id}/_history/{stored.version}",
+        etag=versions.etag(stored.version),
+        last_modified=versions.instant(stored.last_updated),
+        resource=stored.body if include_body else None,
+    )
+
+
+def _at_entry(exc: FhirError, entry: Entry | None) -> FhirError:
+    """The same error, with each issue saying which Bundle entry failed."""
+    where = entry.where if entry else "Bundle"
+    issues = []
+    for issue in exc.issues:
+        diagnostics = issue.diagnostics if issue.diagnostics.startswith(where) else f"{where}: {issue.diagnostics}"
+        expression = issue.expression if entry is None or any(e.startswith("Bundle.entry[") for e in issue.expression) else (where, *issue.expression)
+        issues.append(Issue(issue.severity, issue.code, diagnostics, tuple(expression), issue.details_code, issue.details_system))
+    return FhirError(exc.status, issues, exc.headers)

@@ -1,0 +1,340 @@
+"""The one gate: validate -> authorize -> store -> audit, for every interaction.
+
+Faces (REST, XDS, the loader) call only this class; they never touch a store. Each public
+method takes the Requester first, asks the access gate, and records what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from dataclasses import dataclass, field
+
+from fhir_server.access.requester import Requester
+from fhir_server.errors import FhirError, bad_request, error, not_found
+from fhir_server.resources.model import SERVED_TYPES, check_resource
+from fhir_server.search.extract import extract, sort_values
+from fhir_server.search.parameters import parse_search
+from fhir_server.search.query import SearchQuery
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.service import versions
+from fhir_server.service.gate import Gate, ReadPurpose
+from fhir_server.store.base import (
+    HistoryPage,
+    ResourceStore,
+    StoredResource,
+    StoreTransaction,
+    VersionConflict,
+    VersionWrite,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    stored: StoredResource
+    created: bool
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    matches: list[tuple[str, str, bytes]]
+    included: list[tuple[str, str, bytes]]
+    total: int | None
+    next_cursor: str | None
+    previous_cursor: str | None
+    query: SearchQuery
+    ignored: list[str] = field(default_factory=list)
+
+
+def require_type(resource_type: str) -> str:
+    if resource_type not in SERVED_TYPES:
+        raise error(404, "not-supported", f"resource type '{resource_type}' is not served")
+    return resource_type
+
+
+class FhirService:
+    def __init__(
+        self,
+        store: ResourceStore,
+        registry: SearchRegistry,
+        gate: Gate,
+        *,
+        cursor_key: bytes,
+        clock: Callable[[], int] = versions.now_us,
+        validators: Sequence[Callable[[dict], None]] = (),
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.gate = gate
+        self.cursor_key = cursor_key
+        self.clock = clock
+        # Extra write-time checks (profiles, INS), each raising FhirError.
+        self.validators = tuple(validators)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def read(self, requester: Requester, resource_type: str, resource_id: str) -> StoredResource:
+        require_type(resource_type)
+        stored = self.store.read(resource_type, resource_id)
+        if stored is None:
+            raise not_found(f"{resource_type}/{resource_id} is not known")
+        self.gate.authorize_read(requester, stored, ReadPurpose.READ)
+        if stored.deleted:
+            raise error(410, "deleted", f"{resource_type}/{resource_id} has been deleted")
+        return stored
+
+    def vread(
+        self, requester: Requester, resource_type: str, resource_id: str, version: int
+    ) -> StoredResource:
+        require_type(resource_type)
+        stored = self.store.vread(resource_type, resource_id, version)
+        if stored is None:
+            raise not_found(f"{resource_type}/{resource_id} has no version {version}")
+        self.gate.authorize_read(requester, stored, ReadPurpose.VREAD)
+        if stored.deleted:
+            raise error(410, "deleted", f"version {version} of {resource_type}/{resource_id} is a deletion")
+        return stored
+
+    def history(
+        self,
+        requester: Requester,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        since: int | None = None,
+        count: int = 20,
+        cursor: str | None = None,
+    ) -> HistoryPage:
+        if resource_type is not None:
+            require_type(resource_type)
+        if resource_id is not None:
+            current = self.store.read(resource_type, resource_id)
+            if current is None:
+                raise not_found(f"{resource_type}/{resource_id} is not known")
+            self.gate.authorize_read(requester, current, ReadPurpose.HISTORY)
+        else:
+            self.gate.authorize_history(requester, resource_type)
+        count = max(1, min(count, 1000))
+        page = self.store.history(
+            resource_type, resource_id, since=since, count=count, cursor=cursor
+        )
+        return self.gate.filter_history(requester, page)
+
+    def search(
+        self,
+        requester: Requester,
+        resource_type: str | None,
+        params: list[tuple[str, str]],
+        *,
+        lenient: bool = False,
+        cursor: str | None = None,
+    ) -> SearchResult:
+        if resource_type is not None:
+            require_type(resource_type)
+        parsed = parse_search(resource_type, params, self.registry, lenient=lenient)
+        query = self.gate.constrain_search(requester, replace(parsed.query, cursor=cursor))
+        page = self.store.search(
+            query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
+        )
+        included: list = []
+        if query.includes and page.rows:
+            included = self.store.resolve_includes(
+                page.rows,
+                query.includes,
+                lambda target_type: self.gate.include_constraint(requester, query, target_type),
+            )
+        result = SearchResult(
+            matches=[(row[0], row[1], row[2]) for row in page.rows],
+            included=included,
+            total=page.total,
+            next_cursor=page.next_cursor,
+            previous_cursor=getattr(page, "previous_cursor", None),
+            query=query,
+            ignored=parsed.ignored,
+        )
+        self.gate.after_search(requester, result)
+        return result
+
+    def find(
+        self, requester: Requester, resource_type: str, params: list[tuple[str, str]], limit: int = 2
+    ) -> list[StoredResource]:
+        """The current resources matching search criteria (conditional interactions).
+
+        Only what the requester may see is counted, so a conditional interaction cannot reveal
+        a hidden resource (R18).
+        """
+        parsed = parse_search(resource_type, params, self.registry)
+        query = self.gate.constrain_search(
+            requester, _replace_count(parsed.query, limit), conditional=True
+        )
+        page = self.store.search(
+            query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
+        )
+        found = []
+        for row in page.rows:
+            stored = self.store.read(row[0], row[1])
+            if stored is not None and not stored.deleted:
+                found.append(stored)
+        return found
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def validate_for_write(self, resource: dict, resource_type: str) -> None:
+        check_resource(resource, resource_type)
+        for validator in self.validators:
+            validator(resource)
+
+    def create(
+        self,
+        requester: Requester,
+        resource_type: str,
+        resource: dict,
+        *,
+        if_none_exist: list[tuple[str, str]] | None = None,
+    ) -> WriteResult:
+        require_type(resource_type)
+        self.validate_for_write(resource, resource_type)
+        if if_none_exist is not None:
+            existing = self.find(requester, resource_type, if_none_exist)
+            if len(existing) > 1:
+                raise error(412, "duplicate", "If-None-Exist matches more than one resource")
+            if existing:
+                return WriteResult(existing[0], created=False)
+        with self._transaction() as tx:
+            return self.create_in(tx, requester, resource)
+
+    def update(
+        self,
+        requester: Requester,
+        resource_type: str,
+        resource_id: str,
+        resource: dict,
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        require_type(resource_type)
+        versions.check_id(resource_id)
+        body_id = resource.get("id") if isinstance(resource, dict) else None
+        if body_id is None:
+            raise bad_request("the resource has no id: an update must carry the id of the URL", f"{resource_type}.id")
+        if body_id != resource_id:
+            raise bad_request(f"the resource id '{body_id}' does not match the URL id '{resource_id}'", f"{resource_type}.id")
+        self.validate_for_write(resource, resource_type)
+        with self._transaction() as tx:
+            return self.update_in(tx, requester, resource, if_match=if_match)
+
+    def conditional_update(
+        self, requester: Requester, resource_type: str, criteria: list[tuple[str, str]], resource: dict
+    ) -> WriteResult:
+        require_type(resource_type)
+        self.validate_for_write(resource, resource_type)
+        matches = self.find(requester, resource_type, criteria)
+        if len(matches) > 1:
+            raise error(412, "multiple-matches", "the conditional update criteria match more than one resource")
+        with self._transaction() as tx:
+            if not matches:
+                return self.create_in(tx, requester, resource, keep_id=True)
+            target = matches[0]
+            if resource.get("id") not in (None, target.id):
+                raise bad_request(f"the resource id '{resource['id']}' does not match the resource found ({target.id})", f"{resource_type}.id")
+            resource["id"] = target.id
+            return self.update_in(tx, requester, resource)
+
+    def delete(self, requester: Requester, resource_type: str, resource_id: str) -> StoredResource | None:
+        require_type(resource_type)
+        with self._transaction() as tx:
+            return self.delete_in(tx, requester, resource_type, resource_id)
+
+    def conditional_delete(
+        self, requester: Requester, resource_type: str, criteria: list[tuple[str, str]]
+    ) -> StoredResource | None:
+        require_type(resource_type)
+        matches = self.find(requester, resource_type, criteria)
+        if len(matches) > 1:
+            raise error(412, "multiple-matches", "the conditional delete criteria match more than one resource")
+        if not matches:
+            return None
+        with self._transaction() as tx:
+            return self.delete_in(tx, requester, resource_type, matches[0].id)
+
+    # -- writes inside an open transaction (also used by Bundle processing) ----------------
+
+    def create_in(
+        self, tx: StoreTransaction, requester: Requester, resource: dict, *, keep_id: bool = False,
+        resource_id: str | None = None,
+    ) -> WriteResult:
+        resource_type = resource["resourceType"]
+        if resource_id is None:
+            resource_id = versions.check_id(resource["id"]) if keep_id and resource.get("id") else versions.new_id()
+        self.gate.authorize_write(requester, "create", resource_type, resource, None)
+        stored = versions.stamp(resource, resource_id, 1, self.clock())
+        self._write(tx, stored, resource, "POST", expected_version=0)
+        self.gate.after_write(tx, requester, "create", stored, resource)
+        return WriteResult(stored, created=True)
+
+    def update_in(
+        self, tx: StoreTransaction, requester: Requester, resource: dict, *, if_match: int | None = None
+    ) -> WriteResult:
+        resource_type, resource_id = resource["resourceType"], versions.check_id(resource["id"])
+        current = tx.read(resource_type, resource_id)
+        if if_match is not None and (current is None or current.version != if_match):
+            raise error(412, "conflict", f"If-Match W/\"{if_match}\" is not the current version of {resource_type}/{resource_id}")
+        if current is None:
+            # Update as create: the client chose the id.
+            self.gate.authorize_write(requester, "create", resource_type, resource, None)
+            stored = versions.stamp(resource, resource_id, 1, self.clock())
+            self._write(tx, stored, resource, "PUT", expected_version=0)
+            self.gate.after_write(tx, requester, "create", stored, resource)
+            return WriteResult(stored, created=True)
+        old = None if current.deleted else current.json()
+        self.gate.authorize_write(requester, "update", resource_type, resource, old)
+        stored = versions.stamp(resource, resource_id, current.version + 1, self.clock())
+        self._write(tx, stored, resource, "PUT", expected_version=current.version)
+        self.gate.after_write(tx, requester, "update", stored, resource)
+        return WriteResult(stored, created=current.deleted)
+
+    def delete_in(
+        self, tx: StoreTransaction, requester: Requester, resource_type: str, resource_id: str
+    ) -> StoredResource | None:
+        current = tx.read(resource_type, resource_id)
+        if current is None or current.deleted:
+            if current is not None:
+                self.gate.authorize_write(requester, "delete", resource_type, None, current.json())
+            return None
+        old = current.json()
+        self.gate.authorize_write(requester, "delete", resource_type, None, old)
+        stored = versions.tombstone(resource_type, resource_id, current.version + 1, self.clock())
+        tx.write(VersionWrite(stored, "DELETE", current.version, None))
+        self.gate.after_write(tx, requester, "delete", stored, old)
+        return stored
+
+    def _write(
+        self, tx: StoreTransaction, stored: StoredResource, resource: dict, method: str, *, expected_version: int
+    ) -> None:
+        entries = extract(resource, self.registry)
+        shard_key = entries.compartment[0] if entries.compartment else ""
+        tx.write(
+            VersionWrite(
+                stored, method, expected_version, entries, sort_values(entries), shard_key
+            )
+        )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[StoreTransaction]:
+        """The store's transaction, with a concurrent-write conflict answered as 409."""
+        try:
+            with self.store.transaction() as tx:
+                yield tx
+        except VersionConflict as exc:
+            raise error(409, "conflict", str(exc)) from exc
+
+
+def _replace_count(query: SearchQuery, count: int) -> SearchQuery:
+    return replace(query, count=count, sort=(), includes=(), cursor=None)
+
+
+__all__ = ["FhirService", "FhirError", "SearchResult", "WriteResult"]

@@ -1,0 +1,86 @@
+"""Versions and meta: how a validated resource becomes the bytes the store keeps and serves."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+
+from fhir_server.errors import bad_request
+from fhir_server.store.base import StoredResource
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_id(resource_id: str, expression: str = "id") -> str:
+    if not ID_PATTERN.match(resource_id):
+        raise bad_request(f"'{resource_id}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})", expression)
+    return resource_id
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def instant(epoch_us: int) -> str:
+    """A FHIR instant with millisecond precision in UTC."""
+    moment = datetime.fromtimestamp(epoch_us / 1_000_000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def http_date(epoch_us: int) -> str:
+    moment = datetime.fromtimestamp(epoch_us / 1_000_000, tz=UTC)
+    return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def parse_instant(value: str) -> int:
+    """Epoch microseconds of a FHIR instant or dateTime with a time zone (for `_since`)."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(f"'{value}' is not a FHIR instant", "_since") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def stamp(resource: dict, resource_id: str, version: int, last_updated: int) -> StoredResource:
+    """Set id and meta (versionId, lastUpdated) and serialize: the stored, served bytes."""
+    resource["id"] = resource_id
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = instant(last_updated)
+    resource["meta"] = meta
+    # Keep resourceType and id first, as the FHIR JSON examples do.
+    ordered = {"resourceType": resource["resourceType"], "id": resource_id, "meta": meta}
+    ordered.update((k, v) for k, v in resource.items() if k not in ordered)
+    return StoredResource(
+        resource["resourceType"], resource_id, version, last_updated, False, orjson.dumps(ordered)
+    )
+
+
+def tombstone(resource_type: str, resource_id: str, version: int, last_updated: int) -> StoredResource:
+    body = {
+        "resourceType": resource_type,
+        "id": resource_id,
+        "meta": {"versionId": str(version), "lastUpdated": instant(last_updated)},
+    }
+    return StoredResource(resource_type, resource_id, version, last_updated, True, orjson.dumps(body))
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def parse_etag(value: str, header: str = "If-Match") -> int:
+    match = re.fullmatch(r'\s*(?:W/)?"?(\d+)"?\s*', value)
+    if not match:
+        raise bad_request(f"{header}: '{value}' is not a version ETag like W/\"3\"", header)
+    return int(match.group(1))

@@ -1,0 +1,140 @@
+"""The ResourceStore port: what the service needs from a storage engine, and nothing more.
+
+Two engines implement it (`sqlite.py`, `mongo.py`) and one contract test suite runs against
+both. The store knows nothing of FHIR semantics beyond versions and index entries: the
+service decides ids, versions, meta and index values; the store persists them atomically and
+answers queries.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+
+from fhir_server.errors import FhirError, error
+from fhir_server.search.index import IndexEntries
+from fhir_server.search.query import Include, SearchQuery
+from fhir_server.store.page import SearchPage
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One version of a resource as stored: its bytes are served as they are."""
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated: int  # epoch microseconds, UTC
+    deleted: bool
+    body: bytes  # JSON, meta included; for a deleted version, a tombstone body
+
+    def json(self) -> dict:
+        return orjson.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    resource: StoredResource
+    method: str  # POST | PUT | DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    entries: list[HistoryEntry]
+    next_cursor: str | None
+    total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionWrite:
+    """A new version to persist. `expected_version` is the version it replaces (0: none)."""
+
+    resource: StoredResource
+    method: str
+    expected_version: int
+    index: IndexEntries | None  # None for deletions
+    sort_values: dict | None = None
+    shard_key: str = ""  # MongoDB shard key (primary patient id of the compartment)
+
+
+class VersionConflict(Exception):
+    """Another writer changed the resource since it was read (optimistic locking)."""
+
+    def __init__(self, resource_type: str, resource_id: str) -> None:
+        super().__init__(f"{resource_type}/{resource_id} was changed by another request")
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+
+
+class StoreTransaction(Protocol):
+    """The view of the store inside one atomic unit of work."""
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None: ...
+
+    def write(self, version: VersionWrite) -> None: ...
+
+
+class ResourceStore(Protocol):
+    """The port. Every method is safe to call from several threads."""
+
+    name: str
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """The current version (possibly a deletion tombstone), or None if never stored."""
+
+    def vread(
+        self, resource_type: str, resource_id: str, version: int
+    ) -> StoredResource | None: ...
+
+    def transaction(self) -> AbstractContextManager[StoreTransaction]:
+        """An atomic unit of work: everything written inside is committed together or not at all."""
+
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        since: int | None,
+        count: int,
+        cursor: str | None,
+    ) -> HistoryPage:
+        """Versions newest first: system (type None), type, or instance history."""
+
+    def search(
+        self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str
+    ) -> SearchPage: ...
+
+    def resolve_includes(
+        self, rows: Sequence, includes: Sequence[Include], allowed
+    ) -> list[tuple[str, str, bytes]]: ...
+
+    def ping(self) -> bool:
+        """Whether the database answers (for /healthz)."""
+
+    def close(self) -> None: ...
+
+
+def encode_history_cursor(position: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": position})).decode().rstrip("=")
+
+
+def decode_history_cursor(cursor: str) -> object:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return orjson.loads(base64.urlsafe_b64decode(padded))["after"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise invalid_cursor() from exc
+
+
+def invalid_cursor() -> FhirError:
+    return error(400, "invalid", "invalid or expired paging cursor", expression="_page")
+
+
+def chunked(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

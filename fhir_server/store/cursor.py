@@ -1,0 +1,126 @@
+"""Opaque, signed keyset cursors shared by both storage engines.
+
+A cursor names a position in a search's order (the sort key values and id of the row it was
+taken from) and a direction. It is bound to the query (type, where-clause, sort) and to the
+requester, and signed with HMAC-SHA256, so that a client can neither forge a position nor
+replay another requester's or another query's cursor: any such cursor is a 400. Access
+constraints are part of the where-clause, so a cursor also stops working when the
+requester's access (consent) changes between pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import orjson
+
+from fhir_server.errors import FhirError, error
+from fhir_server.search.query import SearchQuery
+
+CURSOR_VERSION = 1
+INVALID_CURSOR = "invalid or expired paging cursor"
+
+CursorValue = int | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CursorPosition:
+    """A row's place in the order: its stored sort key values (one per `_sort` key, None when
+    the resource has no value) and its type and id (the tie-break)."""
+
+    key: tuple[CursorValue, ...]
+    resource_type: str
+    id: str
+    forward: bool = True  # True: the page after this row; False: the page before it
+
+
+def query_fingerprint(query: SearchQuery) -> str:
+    """What a cursor is bound to: the result set and its order, not the page size."""
+    text = repr((query.resource_type, query.where, query.sort))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _binding_hash(binding: str) -> str:
+    return hashlib.sha256(binding.encode("utf-8")).hexdigest()[:32]
+
+
+def _mac(cursor_key: bytes, payload: bytes) -> bytes:
+    return hmac.new(cursor_key, payload, hashlib.sha256).digest()
+
+
+def encode_cursor(
+    position: CursorPosition,
+    *,
+    query: SearchQuery,
+    engine: str,
+    cursor_key: bytes,
+    cursor_binding: str,
+) -> str:
+    payload = orjson.dumps(
+        {
+            "v": CURSOR_VERSION,
+            "e": engine,
+            "q": query_fingerprint(query),
+            "b": _binding_hash(cursor_binding),
+            "k": list(position.key),
+            "t": position.resource_type,
+            "i": position.id,
+            "f": position.forward,
+        }
+    )
+    return f"{_b64(payload)}.{_b64(_mac(cursor_key, payload))}"
+
+
+def decode_cursor(
+    token: str,
+    *,
+    query: SearchQuery,
+    engine: str,
+    cursor_key: bytes,
+    cursor_binding: str,
+    key_length: int,
+) -> CursorPosition:
+    """The position in `token`, or FhirError 400 if it is malformed, tampered with, or was
+    issued for another query, requester, engine or sort."""
+    try:
+        payload_text, mac_text = token.split(".")
+        payload = _unb64(payload_text)
+        mac = _unb64(mac_text)
+    except (ValueError, TypeError) as exc:
+        raise _invalid() from exc
+    if not hmac.compare_digest(mac, _mac(cursor_key, payload)):
+        raise _invalid()
+    try:
+        data = orjson.loads(payload)
+        ok = (
+            data["v"] == CURSOR_VERSION
+            and data["e"] == engine
+            and data["q"] == query_fingerprint(query)
+            and hmac.compare_digest(data["b"], _binding_hash(cursor_binding))
+            and isinstance(data["k"], list)
+            and len(data["k"]) == key_length
+            and all(v is None or type(v) in (int, str) for v in data["k"])
+            and isinstance(data["t"], str)
+            and isinstance(data["i"], str)
+            and isinstance(data["f"], bool)
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise _invalid() from exc
+    if not ok:
+        raise _invalid()
+    return CursorPosition(tuple(data["k"]), data["t"], data["i"], data["f"])
+
+
+def _invalid() -> FhirError:
+    return error(400, "invalid", INVALID_CURSOR, expression="_page")

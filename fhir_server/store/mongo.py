@@ -1,0 +1,251 @@
+"""The production engine: MongoDB through pymongo, on a replica set.
+
+Layout (README, "Running on MongoDB"): one collection per resource type with `_id` = the
+logical id, the JSON bytes as served in `body`, the typed index entries embedded, and the
+shard key `pk` (the patient whose compartment holds the resource, "" for none) so that a
+patient's documents sit together when collections are sharded on `{pk: 1, _id: 1}`. Every
+version is also in `<Type>_history`. Writes run in multi-document transactions with
+majority write concern; nothing here assumes a single shard (reads by id are routed by the
+`mongos` to every shard when the shard key is unknown).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+from bson import Binary
+from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from fhir_server.search.query import Include, SearchQuery
+from fhir_server.store import mongo_index, mongo_search
+from fhir_server.store.base import (
+    HistoryEntry,
+    HistoryPage,
+    StoredResource,
+    VersionConflict,
+    VersionWrite,
+    decode_history_cursor,
+    encode_history_cursor,
+    invalid_cursor,
+)
+from fhir_server.store.page import SearchPage
+
+_PROJECTION = {"v": 1, "lu": 1, "del": 1, "body": 1}
+
+
+def _stored(resource_type: str, resource_id: str, doc: dict) -> StoredResource:
+    return StoredResource(
+        resource_type, resource_id, doc["v"], doc["lu"], bool(doc["del"]), bytes(doc["body"])
+    )
+
+
+def _before(resource_type: str, position: list) -> dict:
+    """Entries of `resource_type` that sort after `position` in (lu, type, _id) descending order."""
+    lu, position_type, position_id = position
+    if resource_type < position_type:
+        return {"lu": {"$lte": lu}}
+    if resource_type > position_type:
+        return {"lu": {"$lt": lu}}
+    return {"$or": [{"lu": {"$lt": lu}}, {"lu": lu, "_id": {"$lt": position_id}}]}
+
+
+def history_collection(resource_type: str) -> str:
+    return f"{resource_type}_history"
+
+
+class MongoTransaction:
+    def __init__(self, db, session) -> None:
+        self._db = db
+        self._session = session
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        doc = self._db[resource_type].find_one(
+            {"_id": resource_id}, _PROJECTION, session=self._session
+        )
+        return _stored(resource_type, resource_id, doc) if doc else None
+
+    def write(self, version: VersionWrite) -> None:
+        resource = version.resource
+        collection = self._db[resource.resource_type]
+        document = {
+            "_id": resource.id,
+            "v": resource.version,
+            "lu": resource.last_updated,
+            "del": resource.deleted,
+            "body": Binary(resource.body),
+            "pk": version.shard_key,
+        }
+        if version.index is not None and not resource.deleted:
+            document.update(mongo_index.index_document(version.index, version.sort_values or {}))
+        try:
+            if version.expected_version == 0:
+                collection.insert_one(document, session=self._session)
+            else:
+                result = collection.replace_one(
+                    {"_id": resource.id, "v": version.expected_version},
+                    document,
+                    session=self._session,
+                )
+                if result.matched_count != 1:
+                    raise VersionConflict(resource.resource_type, resource.id)
+            self._db[history_collection(resource.resource_type)].insert_one(
+                {
+                    "_id": f"{resource.id}/{resource.version}",
+                    "rid": resource.id,
+                    "v": resource.version,
+                    "lu": resource.last_updated,
+                    "del": resource.deleted,
+                    "m": version.method,
+                    "body": Binary(resource.body),
+                    "pk": version.shard_key,
+                },
+                session=self._session,
+            )
+        except DuplicateKeyError as exc:
+            raise VersionConflict(resource.resource_type, resource.id) from exc
+
+
+class MongoStore:
+    """ResourceStore on one MongoDB database (a replica set, or mongomock in tests)."""
+
+    name = "mongodb"
+
+    def __init__(self, client: MongoClient, database: str, resource_types: Iterable[str]) -> None:
+        self._client = client
+        self._db = client.get_database(
+            database,
+            write_concern=WriteConcern("majority"),
+            read_concern=ReadConcern("majority"),
+        )
+        self.resource_types = tuple(resource_types)
+
+    @classmethod
+    def from_uri(cls, uri: str, resource_types: Iterable[str]) -> MongoStore:
+        client: MongoClient = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10000)
+        database = client.get_default_database(default="fhir").name
+        return cls(client, database, resource_types)
+
+    @property
+    def database(self):
+        return self._db
+
+    def create_indexes(self, param_codes_by_type: dict[str, Iterable[str]]) -> None:
+        """Create the search and history indexes (idempotent; run at start-up)."""
+        for resource_type in self.resource_types:
+            specs = mongo_index.index_specs(
+                resource_type, tuple(param_codes_by_type.get(resource_type, ()))
+            )
+            specs.append(IndexModel([("pk", ASCENDING), ("_id", ASCENDING)], name="shard_key"))
+            self._db[resource_type].create_indexes(specs)
+            self._db[history_collection(resource_type)].create_indexes(
+                [
+                    IndexModel([("rid", ASCENDING), ("v", DESCENDING)], name="instance"),
+                    IndexModel([("lu", DESCENDING), ("_id", DESCENDING)], name="recent"),
+                    IndexModel([("pk", ASCENDING), ("_id", ASCENDING)], name="shard_key"),
+                ]
+            )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        doc = self._db[resource_type].find_one({"_id": resource_id}, _PROJECTION)
+        return _stored(resource_type, resource_id, doc) if doc else None
+
+    def vread(self, resource_type: str, resource_id: str, version: int) -> StoredResource | None:
+        doc = self._db[history_collection(resource_type)].find_one(
+            {"_id": f"{resource_id}/{version}"}
+        )
+        return _stored(resource_type, resource_id, doc) if doc else None
+
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        since: int | None,
+        count: int,
+        cursor: str | None,
+    ) -> HistoryPage:
+        """Newest first, ordered by (last_updated, type, id/version) across collections."""
+        position = None
+        if cursor is not None:
+            position = decode_history_cursor(cursor)
+            if not (isinstance(position, list) and len(position) == 3):
+                raise invalid_cursor()
+        types = (resource_type,) if resource_type else self.resource_types
+        streams = [self._history_stream(t, resource_id, since, position, count + 1) for t in types]
+        merged = list(heapq.merge(*streams, key=lambda item: item[0], reverse=True))
+        page = merged[: count + 1]
+        next_cursor = encode_history_cursor(list(page[count - 1][0])) if len(page) > count else None
+        return HistoryPage([entry for _, entry in page[:count]], next_cursor)
+
+    def _history_stream(
+        self,
+        resource_type: str,
+        resource_id: str | None,
+        since: int | None,
+        position: list | None,
+        limit: int,
+    ) -> Iterator[tuple[tuple, HistoryEntry]]:
+        clauses: list[dict] = []
+        if resource_id is not None:
+            clauses.append({"rid": resource_id})
+        if since is not None:
+            clauses.append({"lu": {"$gte": since}})
+        if position is not None:
+            clauses.append(_before(resource_type, position))
+        query = {"$and": clauses} if clauses else {}
+        cursor = (
+            self._db[history_collection(resource_type)]
+            .find(query)
+            .sort([("lu", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        for doc in cursor:
+            entry = HistoryEntry(_stored(resource_type, doc["rid"], doc), doc["m"])
+            yield (doc["lu"], resource_type, doc["_id"]), entry
+
+    def search(self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str) -> SearchPage:
+        return mongo_search.search(
+            self._db, query, cursor_key=cursor_key, cursor_binding=cursor_binding
+        )
+
+    def resolve_includes(self, rows: Sequence, includes: Sequence[Include], allowed) -> list:
+        return mongo_search.resolve_includes(self._db, rows, tuple(includes), allowed)
+
+    def ping(self) -> bool:
+        try:
+            self._client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    # -- writes ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[MongoTransaction]:
+        with self._client.start_session() as session:
+            session.start_transaction(
+                read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
+            )
+            try:
+                yield MongoTransaction(self._db, session)
+                session.commit_transaction()
+            except OperationFailure as exc:
+                if session.in_transaction:
+                    session.abort_transaction()
+                if exc.has_error_label("TransientTransactionError"):
+                    raise VersionConflict("transaction", "concurrent write") from exc
+                raise
+            except BaseException:
+                if session.in_transaction:
+                    session.abort_transaction()
+                raise
+
+    def close(self) -> None:
+        self._client.close()

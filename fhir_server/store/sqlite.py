@@ -1,0 +1,244 @@
+"""The embedded engine: SQLite in WAL mode with durable (synchronous=FULL) commits.
+
+One writer connection per process, serialized by a lock (SQLite allows one writer at a
+time anyway; `BEGIN IMMEDIATE` plus a busy timeout serializes writers across gunicorn
+worker processes). Readers use one connection per thread and never block the writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from fhir_server.search.query import Include, SearchQuery
+from fhir_server.store import sqlite_index, sqlite_search
+from fhir_server.store.base import (
+    HistoryEntry,
+    HistoryPage,
+    StoredResource,
+    VersionConflict,
+    VersionWrite,
+    decode_history_cursor,
+    encode_history_cursor,
+    invalid_cursor,
+)
+from fhir_server.store.page import SearchPage
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS resource (
+    rid INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL,
+    UNIQUE (type, id)
+);
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (type, id, version)
+);
+CREATE INDEX IF NOT EXISTS history_by_type ON history (type, seq);
+CREATE INDEX IF NOT EXISTS history_by_time ON history (last_updated);
+"""
+
+_ROW = "type, id, version, last_updated, deleted, body"
+
+
+def _stored(row: tuple) -> StoredResource:
+    return StoredResource(row[0], row[1], row[2], row[3], bool(row[4]), bytes(row[5]))
+
+
+class SqliteTransaction:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        row = self._connection.execute(
+            f"SELECT {_ROW} FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
+        ).fetchone()
+        return _stored(row) if row else None
+
+    def write(self, version: VersionWrite) -> None:
+        resource = version.resource
+        connection = self._connection
+        row = connection.execute(
+            "SELECT rid, version FROM resource WHERE type = ? AND id = ?",
+            (resource.resource_type, resource.id),
+        ).fetchone()
+        current = row[1] if row else 0
+        if current != version.expected_version:
+            raise VersionConflict(resource.resource_type, resource.id)
+        values = (
+            resource.version,
+            resource.last_updated,
+            int(resource.deleted),
+            resource.body,
+        )
+        if row:
+            rid = row[0]
+            connection.execute(
+                "UPDATE resource SET version = ?, last_updated = ?, deleted = ?, body = ? "
+                "WHERE rid = ?",
+                (*values, rid),
+            )
+            sqlite_index.delete_index(connection, rid)
+        else:
+            rid = connection.execute(
+                "INSERT INTO resource (type, id, version, last_updated, deleted, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (resource.resource_type, resource.id, *values),
+            ).lastrowid
+        connection.execute(
+            "INSERT INTO history (type, id, version, last_updated, deleted, method, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                resource.resource_type,
+                resource.id,
+                resource.version,
+                resource.last_updated,
+                int(resource.deleted),
+                version.method,
+                resource.body,
+            ),
+        )
+        if version.index is not None and not resource.deleted:
+            sqlite_index.write_index(
+                connection, rid, resource.resource_type, version.index, version.sort_values or {}
+            )
+
+
+class SqliteStore:
+    """ResourceStore on one SQLite database file."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._writer = self._connect()
+        with self._write_lock:
+            self._writer.executescript(SCHEMA)
+            sqlite_index.create_index_schema(self._writer)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA busy_timeout = 10000")
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute("PRAGMA cache_size = -65536")
+        connection.execute("PRAGMA mmap_size = 268435456")
+        with self._connections_lock:
+            self._connections.append(connection)
+        return connection
+
+    @property
+    def _reader(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+        return connection
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        row = self._reader.execute(
+            f"SELECT {_ROW} FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
+        ).fetchone()
+        return _stored(row) if row else None
+
+    def vread(self, resource_type: str, resource_id: str, version: int) -> StoredResource | None:
+        row = self._reader.execute(
+            f"SELECT {_ROW} FROM history WHERE type = ? AND id = ? AND version = ?",
+            (resource_type, resource_id, version),
+        ).fetchone()
+        return _stored(row) if row else None
+
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        since: int | None,
+        count: int,
+        cursor: str | None,
+    ) -> HistoryPage:
+        clauses: list[str] = []
+        params: list = []
+        if resource_type is not None:
+            clauses.append("type = ?")
+            params.append(resource_type)
+        if resource_id is not None:
+            clauses.append("id = ?")
+            params.append(resource_id)
+        if since is not None:
+            clauses.append("last_updated >= ?")
+            params.append(since)
+        if cursor is not None:
+            position = decode_history_cursor(cursor)
+            if not isinstance(position, int):
+                raise invalid_cursor()
+            clauses.append("seq < ?")
+            params.append(position)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._reader.execute(
+            f"SELECT seq, method, {_ROW} FROM history {where} ORDER BY seq DESC LIMIT ?",
+            (*params, count + 1),
+        ).fetchall()
+        next_cursor = encode_history_cursor(rows[count - 1][0]) if len(rows) > count else None
+        entries = [HistoryEntry(_stored(row[2:]), row[1]) for row in rows[:count]]
+        return HistoryPage(entries, next_cursor)
+
+    def search(self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str) -> SearchPage:
+        return sqlite_search.search(
+            self._reader, query, cursor_key=cursor_key, cursor_binding=cursor_binding
+        )
+
+    def resolve_includes(self, rows: Sequence, includes: Sequence[Include], allowed) -> list:
+        return sqlite_search.resolve_includes(self._reader, rows, tuple(includes), allowed)
+
+    def ping(self) -> bool:
+        try:
+            self._reader.execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        return True
+
+    # -- writes ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteTransaction]:
+        with self._write_lock:
+            connection = self._writer
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteTransaction(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            else:
+                connection.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()

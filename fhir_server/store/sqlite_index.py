@@ -1,0 +1,197 @@
+"""SQLite persistence of search index entries: typed tables next to the `resource` table.
+
+One table per entry kind, each row carrying the resource's `rid`, type and parameter, with
+composite indexes that start with (type, param, value...) so that a search clause is an
+index range scan yielding rids (`rid IN (SELECT rid FROM ix_... WHERE ...)`). Token system
+and code live in one row, so they are matched within the same element. Numbers and
+quantities are stored as `search_values.encode_decimal` text, which compares exactly.
+
+`ix_param` lists which parameters a resource has any entry for (for `:missing`), `ix_sort`
+the per-parameter lowest/highest sortable value (for `_sort`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+
+from fhir_server.search.index import IndexEntries
+from fhir_server.store.search_values import encode_decimal, present_params, sort_scalar
+
+INDEX_TABLES = (
+    "ix_token",
+    "ix_string",
+    "ix_date",
+    "ix_reference",
+    "ix_uri",
+    "ix_number",
+    "ix_quantity",
+    "ix_compartment",
+    "ix_param",
+    "ix_sort",
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ix_token (
+  rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+  system TEXT, code TEXT, display TEXT);
+CREATE INDEX IF NOT EXISTS ix_token_value ON ix_token (type, param, code, system, rid);
+CREATE INDEX IF NOT EXISTS ix_token_system ON ix_token (type, param, system, rid);
+CREATE INDEX IF NOT EXISTS ix_token_display ON ix_token (type, param, display, rid);
+CREATE INDEX IF NOT EXISTS ix_token_rid ON ix_token (rid);
+
+CREATE TABLE IF NOT EXISTS ix_string (
+  rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+  norm TEXT NOT NULL, exact TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS ix_string_norm ON ix_string (type, param, norm, rid);
+CREATE INDEX IF NOT EXISTS ix_string_exact ON ix_string (type, param, exact, rid);
+CREATE INDEX IF NOT EXISTS ix_string_rid ON ix_string (rid);
+
+CREATE TABLE IF NOT EXISTS ix_date (
+  rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+  low INTEGER NOT NULL, high INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ix_date_low ON ix_date (type, param, low, high, rid);
+CREATE INDEX IF NOT EXISTS ix_date_high ON ix_date (type, param, high, low, rid);
+CREATE INDEX IF NOT EXISTS ix_date_rid ON ix_date (rid);
+
+CREATE TABLE IF NOT EXISTS ix_reference (
+  rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+  target_type TEXT, target_id TEXT, url TEXT,
+  identifier_system TEXT, identifier_value TEXT);
+CREATE INDEX IF NOT EXISTS ix_reference_target
+  ON ix_reference (type, param, target_id, target_type, rid);
+CREATE INDEX IF NOT EXISTS ix_reference_url ON ix_reference (type, param, url, rid);
+CREATE INDEX IF NOT EXISTS ix_reference_identifier
+  ON ix_reference (type, param, identifier_value, identifier_system, rid);
+CREATE INDEX IF NOT EXISTS ix_reference_rid ON ix_reference (rid, param);
+
+CREATE TABLE IF NOT EXISTS ix_uri (
+  rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS ix_uri_value ON ix_uri (type, param, value, rid);
+CREATE INDEX IF NOT EXISTS ix_uri_rid ON ix_uri (rid);
+
+CREATE TABLE IF NOT EXISTS ix_number (
+  rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+  low TEXT NOT NULL, high TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS ix_number_low ON ix_number (type, param, low, high, rid);
+CREATE INDEX IF NOT EXISTS ix_number_rid ON ix_number (rid);
+
+CREATE TABLE IF NOT EXISTS ix_quantity (
+  rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+  low TEXT NOT NULL, high TEXT NOT NULL, system TEXT, code TEXT, unit TEXT);
+CREATE INDEX IF NOT EXISTS ix_quantity_low ON ix_quantity (type, param, low, high, rid);
+CREATE INDEX IF NOT EXISTS ix_quantity_rid ON ix_quantity (rid);
+
+CREATE TABLE IF NOT EXISTS ix_compartment (
+  rid INTEGER NOT NULL, type TEXT NOT NULL, patient_id TEXT NOT NULL,
+  PRIMARY KEY (patient_id, type, rid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_compartment_rid ON ix_compartment (rid);
+
+CREATE TABLE IF NOT EXISTS ix_param (
+  rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+  PRIMARY KEY (rid, param)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_param_type ON ix_param (type, param, rid);
+
+CREATE TABLE IF NOT EXISTS ix_sort (
+  rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
+  lo, hi,  -- no declared type: ints (dates) and text (others) stay as written
+  PRIMARY KEY (rid, param)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_sort_lo ON ix_sort (type, param, lo, rid);
+CREATE INDEX IF NOT EXISTS ix_sort_hi ON ix_sort (type, param, hi, rid);
+"""
+
+
+def create_index_schema(conn: sqlite3.Connection) -> None:
+    """Create the index tables and their indexes (idempotent)."""
+    conn.executescript(SCHEMA)
+
+
+def delete_index(conn: sqlite3.Connection, rid: int) -> None:
+    """Remove every index row of `rid` (a deleted resource must not be found by any search)."""
+    for table in INDEX_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+
+
+def write_index(
+    conn: sqlite3.Connection,
+    rid: int,
+    resource_type: str,
+    entries: IndexEntries,
+    sort_values: Mapping[str, tuple[object, object]],
+) -> None:
+    """Replace the index rows of `rid` with `entries` (call in the resource write's transaction).
+
+    `sort_values` is `extract.sort_values(entries)`: per parameter (lowest, highest).
+    """
+    delete_index(conn, rid)
+    t = resource_type
+    conn.executemany(
+        "INSERT INTO ix_token (rid, type, param, system, code, display) VALUES (?, ?, ?, ?, ?, ?)",
+        [(rid, t, e.param, e.system, e.code, e.display) for e in entries.tokens],
+    )
+    conn.executemany(
+        "INSERT INTO ix_string (rid, type, param, norm, exact) VALUES (?, ?, ?, ?, ?)",
+        [(rid, t, e.param, e.normalized, e.exact) for e in entries.strings],
+    )
+    conn.executemany(
+        "INSERT INTO ix_date (rid, type, param, low, high) VALUES (?, ?, ?, ?, ?)",
+        [(rid, t, e.param, e.low, e.high) for e in entries.dates],
+    )
+    conn.executemany(
+        "INSERT INTO ix_reference (rid, type, param, target_type, target_id, url,"
+        " identifier_system, identifier_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                rid,
+                t,
+                e.param,
+                e.target_type,
+                e.target_id,
+                e.url,
+                e.identifier_system,
+                e.identifier_value,
+            )
+            for e in entries.references
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO ix_uri (rid, type, param, value) VALUES (?, ?, ?, ?)",
+        [(rid, t, e.param, e.value) for e in entries.uris],
+    )
+    conn.executemany(
+        "INSERT INTO ix_number (rid, type, param, low, high) VALUES (?, ?, ?, ?, ?)",
+        [(rid, t, e.param, encode_decimal(e.low), encode_decimal(e.high)) for e in entries.numbers],
+    )
+    conn.executemany(
+        "INSERT INTO ix_quantity (rid, type, param, low, high, system, code, unit)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                rid,
+                t,
+                e.param,
+                encode_decimal(e.low),
+                encode_decimal(e.high),
+                e.system,
+                e.code,
+                e.unit,
+            )
+            for e in entries.quantities
+        ],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO ix_compartment (rid, type, patient_id) VALUES (?, ?, ?)",
+        [(rid, t, pid) for pid in dict.fromkeys(entries.compartment)],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO ix_param (rid, type, param) VALUES (?, ?, ?)",
+        [(rid, t, p) for p in sorted(present_params(entries))],
+    )
+    conn.executemany(
+        "INSERT INTO ix_sort (rid, type, param, lo, hi) VALUES (?, ?, ?, ?, ?)",
+        [
+            (rid, t, param, sort_scalar(lo), sort_scalar(hi))
+            for param, (lo, hi) in sort_values.items()
+            if lo is not None and hi is not None
+        ],
+    )

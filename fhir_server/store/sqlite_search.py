@@ -1,0 +1,556 @@
+"""FHIR search on SQLite: the query AST compiled to one SQL statement with bound parameters.
+
+Every clause becomes `rid IN (SELECT rid FROM ix_<kind> WHERE type = ? AND param = ? AND
+...)`, an index range scan over the typed index tables (`sqlite_index`), so the planner can
+drive the search from the most selective clause and check the others by membership. `Not` is
+`NOT (...)`, `Chain` a subquery over the target type's resources, `Has` a subquery over the
+source type's reference rows. No value ever appears in the SQL text.
+
+Order: the `_sort` keys (ascending by each resource's lowest value, descending by its
+highest, resources without a value last in both directions), then id ascending (then type,
+for system-level searches). Paging is keyset paging on that total order, see `search`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from fhir_server.search.query import (
+    And,
+    Chain,
+    DateTest,
+    Everything,
+    Has,
+    IdTest,
+    Include,
+    InCompartment,
+    Missing,
+    Node,
+    Not,
+    NumberTest,
+    Or,
+    QuantityTest,
+    ReferenceTest,
+    SearchQuery,
+    StringMatch,
+    StringTest,
+    SummaryMode,
+    TokenMatch,
+    TokenTest,
+    TotalMode,
+    UriMatch,
+    UriTest,
+)
+from fhir_server.store.cursor import CursorPosition, decode_cursor, encode_cursor
+from fhir_server.store.page import SearchPage, SearchRow
+from fhir_server.store.search_values import (
+    OF_TYPE_SUFFIX,
+    AllOf,
+    AnyOf,
+    Cmp,
+    Pred,
+    encode_decimal,
+    of_type_code,
+    prefix_predicate,
+    prefix_upper_bound,
+    uri_prefixes,
+)
+
+ENGINE = "sqlite"
+# _include/_revinclude: one round for the page, then at most this many :iterate rounds.
+MAX_ITERATE_DEPTH = 3
+# At most this many included resources per page (further ones are left out).
+MAX_INCLUDED = 5000
+_CHUNK = 500
+
+LAST_UPDATED = "_lastUpdated"
+
+
+class _Sql:
+    """Named bound parameters and unique aliases for one statement."""
+
+    def __init__(self, now_us: int | None = None) -> None:
+        self.params: dict[str, object] = {}
+        self._n = 0
+        self.now_us = time.time_ns() // 1000 if now_us is None else now_us
+
+    def p(self, value: object) -> str:
+        self._n += 1
+        name = f"p{self._n}"
+        self.params[name] = value
+        return ":" + name
+
+    def alias(self, base: str) -> str:
+        self._n += 1
+        return f"{base}{self._n}"
+
+    def plist(self, values: Iterable[object]) -> str:
+        return ", ".join(self.p(v) for v in values)
+
+
+# --- where-clause ---------------------------------------------------------------------
+
+
+def compile_where(sql: _Sql, node: Node, r: str, rtype: str | None) -> str:
+    """SQL condition true for the rows of `resource` alias `r` that `node` matches.
+
+    `rtype` is the resource type of `r` when known (a type-level search); None for a
+    system-level search, where clauses are correlated on rid only.
+    """
+    match node:
+        case Everything():
+            return "1"
+        case And(parts=parts):
+            return (
+                "(" + " AND ".join(compile_where(sql, p, r, rtype) for p in parts) + ")"
+                if parts
+                else "1"
+            )
+        case Or(parts=parts):
+            return (
+                "(" + " OR ".join(compile_where(sql, p, r, rtype) for p in parts) + ")"
+                if parts
+                else "0"
+            )
+        case Not(part=part):
+            return f"NOT ({compile_where(sql, part, r, rtype)})"
+        case IdTest(ids=ids):
+            return f"{r}.id IN ({sql.plist(ids)})" if ids else "0"
+        case Missing(param=param, missing=missing):
+            exists = (
+                f"EXISTS (SELECT 1 FROM ix_param WHERE rid = {r}.rid AND param = {sql.p(param)})"
+            )
+            return f"NOT {exists}" if missing else exists
+        case TokenTest():
+            return _token(sql, node, r, rtype)
+        case StringTest(param=param, value=value, match=match):
+            if match is StringMatch.EXACT:
+                conds = [f"exact = {sql.p(value)}"]
+            elif match is StringMatch.CONTAINS:
+                conds = [f"instr(norm, {sql.p(value)}) > 0"]
+            else:
+                conds = _starts_with(sql, "norm", value)
+            return _rid_in(sql, "ix_string", r, rtype, param, conds)
+        case DateTest(param=param, prefix=prefix, low=low, high=high):
+            pred = prefix_predicate(prefix, low, high, now_us=sql.now_us)
+            if param == LAST_UPDATED:
+                col = f"{r}.last_updated"
+                return _render_pred(sql, pred, col, col, lambda v: v)
+            cond = _render_pred(sql, pred, "low", "high", lambda v: v)
+            return _rid_in(sql, "ix_date", r, rtype, param, [cond])
+        case NumberTest(param=param, prefix=prefix, low=low, high=high):
+            cond = _render_pred(sql, prefix_predicate(prefix, low, high), "low", "high", _enc)
+            return _rid_in(sql, "ix_number", r, rtype, param, [cond])
+        case QuantityTest():
+            return _quantity(sql, node, r, rtype)
+        case ReferenceTest():
+            return _reference(sql, node, r, rtype)
+        case UriTest(param=param, value=value, match=match):
+            if match is UriMatch.BELOW:
+                conds = _starts_with(sql, "value", value)
+            elif match is UriMatch.ABOVE:
+                conds = [f"value IN ({sql.plist(uri_prefixes(value))})"] if value else ["0"]
+            else:
+                conds = [f"value = {sql.p(value)}"]
+            return _rid_in(sql, "ix_uri", r, rtype, param, conds)
+        case InCompartment(patient_id=patient_id):
+            conds = [f"patient_id = {sql.p(patient_id)}"]
+            if rtype is not None:
+                conds.append(f"type = {sql.p(rtype)}")
+            return f"{r}.rid IN (SELECT rid FROM ix_compartment WHERE {' AND '.join(conds)})"
+        case Chain():
+            return _chain(sql, node, r, rtype)
+        case Has():
+            return _has(sql, node, r, rtype)
+    raise TypeError(f"unsupported query node {node!r}")
+
+
+def _enc(value: object) -> str:
+    return encode_decimal(value)  # type: ignore[arg-type]
+
+
+def _rid_in(
+    sql: _Sql, table: str, r: str, rtype: str | None, param: str, conds: Sequence[str]
+) -> str:
+    parts = [f"type = {sql.p(rtype)}"] if rtype is not None else []
+    parts.append(f"param = {sql.p(param)}")
+    parts.extend(conds)
+    return f"{r}.rid IN (SELECT rid FROM {table} WHERE {' AND '.join(parts)})"
+
+
+def _starts_with(sql: _Sql, col: str, value: str) -> list[str]:
+    if not value:
+        return [f"{col} IS NOT NULL"]
+    upper = prefix_upper_bound(value)
+    conds = [f"{col} >= {sql.p(value)}"]
+    if upper is not None:
+        conds.append(f"{col} < {sql.p(upper)}")
+    else:
+        conds.append(f"substr({col}, 1, {len(value)}) = {sql.p(value)}")
+    return conds
+
+
+def _render_pred(
+    sql: _Sql, pred: Pred, low_col: str, high_col: str, encode: Callable[[object], object]
+) -> str:
+    match pred:
+        case Cmp(bound=bound, op=op, value=value):
+            col = low_col if bound == "low" else high_col
+            return f"{col} {op} {sql.p(encode(value))}"
+        case AllOf(parts=parts):
+            return (
+                "("
+                + " AND ".join(_render_pred(sql, p, low_col, high_col, encode) for p in parts)
+                + ")"
+            )
+        case AnyOf(parts=parts):
+            return (
+                "("
+                + " OR ".join(_render_pred(sql, p, low_col, high_col, encode) for p in parts)
+                + ")"
+            )
+    raise TypeError(pred)
+
+
+def _token(sql: _Sql, n: TokenTest, r: str, rtype: str | None) -> str:
+    param = n.param
+    conds: list[str] = []
+    if n.match is TokenMatch.TEXT:
+        conds = _starts_with(sql, "display", n.text or "")
+    elif n.match is TokenMatch.OF_TYPE:
+        param = n.param + OF_TYPE_SUFFIX
+        if n.system is not None:
+            conds.append(f"system = {sql.p(n.system)}")
+        conds.append(f"code = {sql.p(of_type_code(n.code, n.value))}")
+    else:
+        if n.code is not None:
+            conds.append(f"code = {sql.p(n.code)}")
+        if not n.any_system:
+            conds.append("system IS NULL" if n.system is None else f"system = {sql.p(n.system)}")
+    return _rid_in(sql, "ix_token", r, rtype, param, conds)
+
+
+def _quantity(sql: _Sql, n: QuantityTest, r: str, rtype: str | None) -> str:
+    conds = [_render_pred(sql, prefix_predicate(n.prefix, n.low, n.high), "low", "high", _enc)]
+    if n.system is not None:
+        conds.append(f"system = {sql.p(n.system)}")
+    if n.code is not None:
+        if n.system is not None:
+            conds.append(f"code = {sql.p(n.code)}")
+        else:
+            conds.append(f"(code = {sql.p(n.code)} OR unit = {sql.p(n.code)})")
+    return _rid_in(sql, "ix_quantity", r, rtype, n.param, conds)
+
+
+def _reference(sql: _Sql, n: ReferenceTest, r: str, rtype: str | None) -> str:
+    conds = [
+        f"{col} = {sql.p(value)}"
+        for col, value in (
+            ("target_id", n.target_id),
+            ("target_type", n.target_type),
+            ("url", n.url),
+            ("identifier_value", n.identifier_value),
+            ("identifier_system", n.identifier_system),
+        )
+        if value is not None
+    ]
+    return _rid_in(sql, "ix_reference", r, rtype, n.param, conds)
+
+
+def _chain(sql: _Sql, n: Chain, r: str, rtype: str | None) -> str:
+    x, t = sql.alias("x"), sql.alias("t")
+    inner = compile_where(sql, n.where, t, n.target_type)
+    conds = [f"{x}.type = {sql.p(rtype)}"] if rtype is not None else []
+    conds += [
+        f"{x}.param = {sql.p(n.param)}",
+        f"{x}.target_type = {sql.p(n.target_type)}",
+        f"{x}.target_id IN (SELECT {t}.id FROM resource {t} WHERE {t}.type = "
+        f"{sql.p(n.target_type)} AND {t}.deleted = 0 AND {inner})",
+    ]
+    return f"{r}.rid IN (SELECT {x}.rid FROM ix_reference {x} WHERE {' AND '.join(conds)})"
+
+
+def _has(sql: _Sql, n: Has, r: str, rtype: str | None) -> str:
+    x, s = sql.alias("x"), sql.alias("s")
+    inner = compile_where(sql, n.where, s, n.source_type)
+    common = (
+        f"FROM ix_reference {x} JOIN resource {s} ON {s}.rid = {x}.rid "
+        f"WHERE {x}.type = {sql.p(n.source_type)} AND {x}.param = {sql.p(n.param)} "
+        f"AND {s}.deleted = 0 AND {inner}"
+    )
+    if rtype is not None:
+        return f"{r}.id IN (SELECT {x}.target_id {common} AND {x}.target_type = {sql.p(rtype)})"
+    return f"EXISTS (SELECT 1 {common} AND {x}.target_id = {r}.id AND {x}.target_type = {r}.type)"
+
+
+# --- order and keyset -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Col:
+    expr: str
+    descending: bool
+    nullable: bool
+    nulls_last: bool = True
+
+    def reversed(self) -> _Col:
+        return _Col(self.expr, not self.descending, self.nullable, not self.nulls_last)
+
+    def order_by(self) -> str:
+        direction = "DESC" if self.descending else "ASC"
+        if not self.nullable:
+            return f"{self.expr} {direction}"
+        nulls = "ASC" if self.nulls_last else "DESC"
+        return f"({self.expr} IS NULL) {nulls}, {self.expr} {direction}"
+
+    def after(self, sql: _Sql, value: object) -> str | None:
+        """Rows strictly after `value` in this column's order (None: no such rows)."""
+        if value is None:
+            return None if self.nulls_last else f"{self.expr} IS NOT NULL"
+        cmp = f"{self.expr} {'<' if self.descending else '>'} {sql.p(value)}"
+        if self.nullable and self.nulls_last:
+            return f"({cmp} OR {self.expr} IS NULL)"
+        return cmp
+
+    def equal(self, sql: _Sql, value: object) -> str:
+        return f"{self.expr} IS NULL" if value is None else f"{self.expr} = {sql.p(value)}"
+
+
+def _keyset(sql: _Sql, cols: Sequence[_Col], values: Sequence[object]) -> str:
+    """Rows strictly after `values` in the lexicographic order of `cols`."""
+    branches = []
+    for i, (col, value) in enumerate(zip(cols, values, strict=True)):
+        after = col.after(sql, value)
+        if after is None:
+            continue
+        eqs = [c.equal(sql, v) for c, v in zip(cols[:i], values[:i], strict=True)]
+        branches.append("(" + " AND ".join([*eqs, after]) + ")")
+    return "(" + " OR ".join(branches) + ")" if branches else "0"
+
+
+def _sort_columns(sql: _Sql, query: SearchQuery) -> tuple[list[_Col], list[str]]:
+    cols: list[_Col] = []
+    joins: list[str] = []
+    for key in query.sort:
+        if key.param == "_id":
+            cols.append(_Col("r.id", key.descending, nullable=False))
+        elif key.param == LAST_UPDATED:
+            cols.append(_Col("r.last_updated", key.descending, nullable=False))
+        else:
+            a = sql.alias("srt")
+            joins.append(
+                f"LEFT JOIN ix_sort {a} ON {a}.rid = r.rid AND {a}.param = {sql.p(key.param)}"
+            )
+            cols.append(_Col(f"{a}.{'hi' if key.descending else 'lo'}", key.descending, True))
+    return cols, joins
+
+
+# --- search -----------------------------------------------------------------------------
+
+
+def search(
+    conn: sqlite3.Connection, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str
+) -> SearchPage:
+    """One page of `query`'s results (and its total when asked for).
+
+    Keyset paging guarantees, while resources are created, updated or deleted between pages:
+    each page holds the rows strictly after (or, for `previous_cursor`, strictly before) the
+    row the cursor was taken from, in the order (sort keys, id[, type]) as stored when the
+    page is read. So a resource that matches throughout and whose sort values do not change
+    is returned exactly once over a full traversal; a resource created (or changed to match)
+    after a page was read appears iff its position is after that page; a resource whose
+    sort values change can move (be skipped if it moves behind the cursor, or be seen again
+    if it moves ahead of it); deleted resources vanish. Totals are recomputed per page.
+
+    Raises FhirError 400 for a cursor that is malformed, tampered with, or issued for another
+    query or requester.
+    """
+    rtype = query.resource_type
+    sql = _Sql()
+    base = ["r.deleted = 0"]
+    if rtype is not None:
+        base.append(f"r.type = {sql.p(rtype)}")
+    base.append(compile_where(sql, query.where, "r", rtype))
+    where = " AND ".join(base)
+
+    total = None
+    if (
+        query.total in (TotalMode.ACCURATE, TotalMode.ESTIMATE)
+        or query.summary is SummaryMode.COUNT
+    ):
+        total = conn.execute(
+            f"SELECT COUNT(*) FROM resource r WHERE {where}", sql.params
+        ).fetchone()[0]
+    if query.summary is SummaryMode.COUNT or query.count <= 0:
+        return SearchPage([], total=total)
+
+    key_cols, joins = _sort_columns(sql, query)
+    tie = [_Col("r.id", False, nullable=False)]
+    if rtype is None:
+        tie.append(_Col("r.type", False, nullable=False))
+    cols = key_cols + tie
+
+    position: CursorPosition | None = None
+    forward = True
+    if query.cursor:
+        position = decode_cursor(
+            query.cursor,
+            query=query,
+            engine=ENGINE,
+            cursor_key=cursor_key,
+            cursor_binding=cursor_binding,
+            key_length=len(key_cols),
+        )
+        forward = position.forward
+        if not forward:
+            cols = [c.reversed() for c in cols]
+        anchor = [*position.key, position.id] + ([position.resource_type] if rtype is None else [])
+        where += " AND " + _keyset(sql, cols, anchor)
+
+    select_keys = "".join(f", {c.expr}" for c in key_cols)
+    statement = (
+        f"SELECT r.type, r.id, r.body{select_keys} FROM resource r {' '.join(joins)} "
+        f"WHERE {where} ORDER BY {', '.join(c.order_by() for c in cols)} "
+        f"LIMIT {sql.p(query.count + 1)}"
+    )
+    fetched = conn.execute(statement, sql.params).fetchall()
+    more = len(fetched) > query.count
+    fetched = fetched[: query.count]
+    if not forward:
+        fetched.reverse()
+
+    def cursor_at(row: tuple, forward_: bool) -> str:
+        pos = CursorPosition(tuple(row[3:]), row[0], row[1], forward_)
+        return encode_cursor(
+            pos, query=query, engine=ENGINE, cursor_key=cursor_key, cursor_binding=cursor_binding
+        )
+
+    next_cursor = previous_cursor = None
+    if fetched:
+        has_next = more if forward else True
+        has_previous = position is not None if forward else more
+        if has_next:
+            next_cursor = cursor_at(fetched[-1], True)
+        if has_previous:
+            previous_cursor = cursor_at(fetched[0], False)
+    rows = [SearchRow(t, i, bytes(b)) for t, i, b, *_ in fetched]
+    return SearchPage(rows, next_cursor, previous_cursor, total)
+
+
+# --- _include / _revinclude -----------------------------------------------------------------
+
+
+def resolve_includes(
+    conn: sqlite3.Connection,
+    page_rows: Sequence[tuple[str, str, bytes]],
+    includes: Sequence[Include],
+    allowed: Callable[[str], Node],
+) -> list[SearchRow]:
+    """Resources named by `_include` / `_revinclude` for a page, each one filtered by
+    `allowed(its type)` (the access layer's clause), without the page's own rows or repeats.
+
+    Every include applies to the page; `:iterate` ones then apply again to what was just
+    included, for at most MAX_ITERATE_DEPTH rounds. At most MAX_INCLUDED resources.
+    """
+    seen = {(t, i) for t, i, _ in page_rows}
+    included: list[SearchRow] = []
+    current = [SearchRow(t, i, b) for t, i, b in page_rows]
+    for depth in range(MAX_ITERATE_DEPTH + 1):
+        active = [inc for inc in includes if depth == 0 or inc.iterate]
+        if not active or not current:
+            break
+        found: list[SearchRow] = []
+        for inc in active:
+            rows = (
+                _reverse(conn, current, inc, allowed)
+                if inc.reverse
+                else _forward(conn, current, inc, allowed)
+            )
+            for row in rows:
+                if (row.resource_type, row.id) not in seen and len(included) + len(
+                    found
+                ) < MAX_INCLUDED:
+                    seen.add((row.resource_type, row.id))
+                    found.append(row)
+        included.extend(found)
+        current = found
+    return included
+
+
+def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _fetch_allowed(
+    conn: sqlite3.Connection,
+    rtype: str,
+    allowed: Callable[[str], Node],
+    condition: Callable[[_Sql], str],
+) -> list[SearchRow]:
+    sql = _Sql()
+    where = compile_where(sql, allowed(rtype), "t", rtype)
+    statement = (
+        f"SELECT t.type, t.id, t.body FROM resource t WHERE t.type = {sql.p(rtype)} "
+        f"AND t.deleted = 0 AND {condition(sql)} AND {where} ORDER BY t.id"
+    )
+    return [SearchRow(t, i, bytes(b)) for t, i, b in conn.execute(statement, sql.params)]
+
+
+def _forward(
+    conn: sqlite3.Connection,
+    rows: Sequence[SearchRow],
+    inc: Include,
+    allowed: Callable[[str], Node],
+) -> list[SearchRow]:
+    ids = [row.id for row in rows if row.resource_type == inc.source_type]
+    targets: dict[str, set[str]] = {}
+    for chunk in _chunks(ids):
+        sql = _Sql()
+        conds = [
+            f"x.type = {sql.p(inc.source_type)}",
+            f"x.param = {sql.p(inc.param)}",
+            "x.target_type IS NOT NULL AND x.target_id IS NOT NULL",
+            f"x.rid IN (SELECT rid FROM resource WHERE type = {sql.p(inc.source_type)} "
+            f"AND id IN ({sql.plist(chunk)}))",
+        ]
+        if inc.target_type is not None:
+            conds.append(f"x.target_type = {sql.p(inc.target_type)}")
+        statement = f"SELECT DISTINCT x.target_type, x.target_id FROM ix_reference x WHERE {' AND '.join(conds)}"
+        for target_type, target_id in conn.execute(statement, sql.params):
+            targets.setdefault(target_type, set()).add(target_id)
+    found: list[SearchRow] = []
+    for target_type in sorted(targets):
+        for chunk in _chunks(sorted(targets[target_type])):
+            found += _fetch_allowed(
+                conn, target_type, allowed, lambda sql, c=chunk: f"t.id IN ({sql.plist(c)})"
+            )
+    return found
+
+
+def _reverse(
+    conn: sqlite3.Connection,
+    rows: Sequence[SearchRow],
+    inc: Include,
+    allowed: Callable[[str], Node],
+) -> list[SearchRow]:
+    by_type: dict[str, list[str]] = {}
+    for row in rows:
+        if inc.target_type is None or row.resource_type == inc.target_type:
+            by_type.setdefault(row.resource_type, []).append(row.id)
+    found: list[SearchRow] = []
+    for target_type, ids in sorted(by_type.items()):
+        for chunk in _chunks(ids):
+
+            def condition(sql: _Sql, c: Sequence[str] = chunk, tt: str = target_type) -> str:
+                return (
+                    f"t.rid IN (SELECT rid FROM ix_reference WHERE type = {sql.p(inc.source_type)} "
+                    f"AND param = {sql.p(inc.param)} AND target_type = {sql.p(tt)} "
+                    f"AND target_id IN ({sql.plist(c)}))"
+                )
+
+            found += _fetch_allowed(conn, inc.source_type, allowed, condition)
+    return found

@@ -1,0 +1,674 @@
+"""The ebRIM 3.0 objects of XDS as dataclasses: parsed from submissions, written for queries.
+
+Parsing is lenient about shape and strict about meaning: anything odd it meets (a second
+classCode, a Slot without a name, a Document that does not decode) is recorded as a
+RegistryError in `Submission.problems` instead of raising, so that validation can report
+every problem of a message at once. Only a request whose root is not a submission raises.
+
+Folders: parsed enough to be recognised (id, uniqueId, patientId) and refused by validation
+(XDSRegistryMetadataError "Folders are not supported"): the DMP does not use them and the
+FHIR side (MHD) has no Folder List in our server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from ihe_xds.errors import (
+    XDS_REGISTRY_METADATA_ERROR,
+    XDS_REPOSITORY_METADATA_ERROR,
+    MalformedMessage,
+    RegistryError,
+    registry_error,
+)
+from ihe_xds.mtom import Attachment, MtomError, document_content
+from ihe_xds.vocabulary import (
+    DE_AUTHOR,
+    DE_CLASS_CODE,
+    DE_CONFIDENTIALITY_CODE,
+    DE_EVENT_CODE,
+    DE_FACILITY_TYPE_CODE,
+    DE_FORMAT_CODE,
+    DE_LIMITED_METADATA,
+    DE_PATIENT_ID,
+    DE_PRACTICE_SETTING_CODE,
+    DE_TYPE_CODE,
+    DE_UNIQUE_ID,
+    EXTERNAL_IDENTIFIER_NAMES,
+    FOLDER_NODE,
+    FOLDER_PATIENT_ID,
+    FOLDER_UNIQUE_ID,
+    NS_LCM,
+    NS_RIM,
+    NS_XDSB,
+    OBJECT_TYPE_ASSOCIATION,
+    OBJECT_TYPE_CLASSIFICATION,
+    OBJECT_TYPE_EXTERNAL_IDENTIFIER,
+    OBJECT_TYPE_REGISTRY_PACKAGE,
+    OBJECT_TYPE_STABLE,
+    SS_AUTHOR,
+    SS_CONTENT_TYPE_CODE,
+    SS_LIMITED_METADATA,
+    SS_NODE,
+    SS_PATIENT_ID,
+    SS_SOURCE_ID,
+    SS_UNIQUE_ID,
+    q,
+)
+
+# Slots of a DocumentEntry mapped to dataclass fields (single-valued unless listed below).
+_ENTRY_SLOTS = {
+    "creationTime": "creation_time",
+    "languageCode": "language_code",
+    "serviceStartTime": "service_start_time",
+    "serviceStopTime": "service_stop_time",
+    "sourcePatientId": "source_patient_id",
+    "hash": "hash",
+    "size": "size",
+    "repositoryUniqueId": "repository_unique_id",
+    "legalAuthenticator": "legal_authenticator",
+    "URI": "uri",
+    "documentAvailability": "document_availability",
+    "homeCommunityId": "home",
+}
+_ENTRY_LIST_SLOTS = {
+    "sourcePatientInfo": "source_patient_info",
+    "urn:ihe:iti:xds:2013:referenceIdList": "reference_ids",
+}
+# Single-valued coded classifications of a DocumentEntry: scheme -> field.
+_ENTRY_CODES = {
+    DE_CLASS_CODE: "class_code",
+    DE_TYPE_CODE: "type_code",
+    DE_FORMAT_CODE: "format_code",
+    DE_FACILITY_TYPE_CODE: "healthcare_facility_type_code",
+    DE_PRACTICE_SETTING_CODE: "practice_setting_code",
+}
+_ENTRY_CODE_LISTS = {
+    DE_CONFIDENTIALITY_CODE: "confidentiality_codes",
+    DE_EVENT_CODE: "event_codes",
+}
+ENTRY_ATTRIBUTE_SCHEMES = {**_ENTRY_CODES, **_ENTRY_CODE_LISTS}
+
+
+@dataclass(slots=True)
+class Slot:
+    name: str
+    values: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Coded:
+    """A coded classification: nodeRepresentation, codingScheme slot, display name."""
+
+    code: str
+    scheme: str | None = None
+    display: str | None = None
+
+
+@dataclass(slots=True)
+class Author:
+    """An author classification; values are the HL7 v2 strings (XCN, XON, CE, XTN)."""
+
+    person: str | None = None
+    institutions: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+    specialties: list[str] = field(default_factory=list)
+    telecoms: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DocumentEntry:
+    """XDSDocumentEntry (rim:ExtrinsicObject)."""
+
+    id: str
+    object_type: str = OBJECT_TYPE_STABLE
+    mime_type: str | None = None
+    status: str | None = None
+    home: str | None = None
+    logical_id: str | None = None
+    version: str | None = None
+    patient_id: str | None = None
+    unique_id: str | None = None
+    title: str | None = None
+    comments: str | None = None
+    creation_time: str | None = None
+    language_code: str | None = None
+    service_start_time: str | None = None
+    service_stop_time: str | None = None
+    source_patient_id: str | None = None
+    source_patient_info: list[str] = field(default_factory=list)
+    hash: str | None = None
+    size: str | None = None
+    repository_unique_id: str | None = None
+    legal_authenticator: str | None = None
+    uri: str | None = None
+    document_availability: str | None = None
+    reference_ids: list[str] = field(default_factory=list)
+    class_code: Coded | None = None
+    type_code: Coded | None = None
+    format_code: Coded | None = None
+    healthcare_facility_type_code: Coded | None = None
+    practice_setting_code: Coded | None = None
+    confidentiality_codes: list[Coded] = field(default_factory=list)
+    event_codes: list[Coded] = field(default_factory=list)
+    authors: list[Author] = field(default_factory=list)
+    extra_slots: list[Slot] = field(default_factory=list)
+    limited_metadata: bool = False
+
+
+@dataclass(slots=True)
+class SubmissionSet:
+    """XDSSubmissionSet (rim:RegistryPackage classified as SubmissionSet)."""
+
+    id: str
+    unique_id: str | None = None
+    source_id: str | None = None
+    patient_id: str | None = None
+    submission_time: str | None = None
+    title: str | None = None
+    comments: str | None = None
+    content_type_code: Coded | None = None
+    authors: list[Author] = field(default_factory=list)
+    intended_recipients: list[str] = field(default_factory=list)
+    status: str | None = None
+    home: str | None = None
+    extra_slots: list[Slot] = field(default_factory=list)
+    limited_metadata: bool = False
+
+
+@dataclass(slots=True)
+class Folder:
+    """XDSFolder, read only far enough to be named in the refusal."""
+
+    id: str
+    unique_id: str | None = None
+    patient_id: str | None = None
+    title: str | None = None
+
+
+@dataclass(slots=True)
+class Association:
+    id: str
+    type: str
+    source: str
+    target: str
+    slots: list[Slot] = field(default_factory=list)
+    status: str | None = None
+
+    @property
+    def submission_set_status(self) -> str | None:
+        for slot in self.slots:
+            if slot.name == "SubmissionSetStatus" and slot.values:
+                return slot.values[0]
+        return None
+
+
+@dataclass(slots=True)
+class Submission:
+    """A parsed SubmitObjectsRequest (ITI-42) or ProvideAndRegisterDocumentSetRequest (ITI-41)."""
+
+    submission_sets: list[SubmissionSet] = field(default_factory=list)
+    entries: list[DocumentEntry] = field(default_factory=list)
+    folders: list[Folder] = field(default_factory=list)
+    associations: list[Association] = field(default_factory=list)
+    documents: dict[str, bytes] = field(default_factory=dict)
+    object_refs: list[str] = field(default_factory=list)
+    problems: list[RegistryError] = field(default_factory=list)
+    provide_and_register: bool = False
+
+    @property
+    def submission_set(self) -> SubmissionSet | None:
+        return self.submission_sets[0] if self.submission_sets else None
+
+
+class NotASubmission(MalformedMessage):
+    """The element is neither a SubmitObjectsRequest nor a ProvideAndRegister request."""
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _rim(local: str) -> str:
+    return q(NS_RIM, local)
+
+
+def _localized(element: etree._Element, local: str) -> str | None:
+    holder = element.find(_rim(local))
+    if holder is None:
+        return None
+    string = holder.find(_rim("LocalizedString"))
+    if string is None:
+        return None
+    value = string.get("value")
+    return value if value else None
+
+
+def _slots(element: etree._Element, problems: list[RegistryError], where: str) -> list[Slot]:
+    slots = []
+    for slot in element.findall(_rim("Slot")):
+        name = slot.get("name")
+        if not name:
+            problems.append(registry_error(XDS_REGISTRY_METADATA_ERROR, "Slot without a name", where))
+            continue
+        values = [(v.text or "").strip() for v in slot.iterfind(f"{_rim('ValueList')}/{_rim('Value')}")]
+        slots.append(Slot(name, values))
+    return slots
+
+
+def _coded(element: etree._Element, problems: list[RegistryError], where: str) -> Coded:
+    slots = {s.name: s.values for s in _slots(element, problems, where)}
+    schemes = slots.get("codingScheme") or []
+    return Coded(
+        code=element.get("nodeRepresentation") or "",
+        scheme=schemes[0] if schemes else None,
+        display=_localized(element, "Name"),
+    )
+
+
+def _author(element: etree._Element, problems: list[RegistryError], where: str) -> Author:
+    author = Author()
+    for slot in _slots(element, problems, where):
+        values = [v for v in slot.values if v]
+        if slot.name == "authorPerson":
+            if len(values) > 1:
+                problems.append(
+                    registry_error(
+                        XDS_REGISTRY_METADATA_ERROR,
+                        "authorPerson must have a single value",
+                        f"{where} authorPerson",
+                    )
+                )
+            author.person = values[0] if values else None
+        elif slot.name == "authorInstitution":
+            author.institutions = values
+        elif slot.name == "authorRole":
+            author.roles = values
+        elif slot.name == "authorSpecialty":
+            author.specialties = values
+        elif slot.name == "authorTelecommunication":
+            author.telecoms = values
+    return author
+
+
+def _classifications_of(
+    element: etree._Element, loose: dict[str, list[etree._Element]]
+) -> list[etree._Element]:
+    own = element.findall(_rim("Classification"))
+    return own + loose.get(element.get("id") or "", [])
+
+
+def _external_ids(element: etree._Element) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for ext in element.findall(_rim("ExternalIdentifier")):
+        scheme = ext.get("identificationScheme") or ""
+        found.setdefault(scheme, []).append((ext.get("value") or "").strip())
+    return found
+
+
+def _single(
+    values: dict[str, list[str]], scheme: str, problems: list[RegistryError], where: str, name: str
+) -> str | None:
+    found = values.get(scheme) or []
+    if len(found) > 1:
+        problems.append(
+            registry_error(XDS_REGISTRY_METADATA_ERROR, f"{name} given {len(found)} times", f"{where} {name}")
+        )
+    return found[0] if found and found[0] else None
+
+
+def _parse_entry(
+    element: etree._Element, loose: dict[str, list[etree._Element]], problems: list[RegistryError]
+) -> DocumentEntry:
+    entry = DocumentEntry(id=element.get("id") or "")
+    where = f"DocumentEntry {entry.id}"
+    entry.object_type = element.get("objectType") or OBJECT_TYPE_STABLE
+    entry.mime_type = element.get("mimeType") or None
+    entry.status = element.get("status") or None
+    entry.home = element.get("home") or None
+    entry.logical_id = element.get("lid") or None
+    version = element.find(_rim("VersionInfo"))
+    entry.version = version.get("versionName") if version is not None else None
+    entry.title = _localized(element, "Name")
+    entry.comments = _localized(element, "Description")
+    for slot in _slots(element, problems, where):
+        if slot.name in _ENTRY_SLOTS:
+            values = [v for v in slot.values if v]
+            if len(values) > 1:
+                problems.append(
+                    registry_error(
+                        XDS_REGISTRY_METADATA_ERROR,
+                        f"slot {slot.name} must have a single value",
+                        f"{where} {slot.name}",
+                    )
+                )
+            setattr(entry, _ENTRY_SLOTS[slot.name], values[0] if values else None)
+        elif slot.name in _ENTRY_LIST_SLOTS:
+            setattr(entry, _ENTRY_LIST_SLOTS[slot.name], [v for v in slot.values if v])
+        else:
+            entry.extra_slots.append(slot)
+    for classification in _classifications_of(element, loose):
+        scheme = classification.get("classificationScheme")
+        node = classification.get("classificationNode")
+        if node == DE_LIMITED_METADATA:
+            entry.limited_metadata = True
+        elif scheme == DE_AUTHOR:
+            entry.authors.append(_author(classification, problems, where))
+        elif scheme in _ENTRY_CODES:
+            name = _ENTRY_CODES[scheme]
+            if getattr(entry, name) is not None:
+                problems.append(
+                    registry_error(
+                        XDS_REGISTRY_METADATA_ERROR, f"{_camel(name)} given more than once", f"{where} {_camel(name)}"
+                    )
+                )
+            setattr(entry, name, _coded(classification, problems, where))
+        elif scheme in _ENTRY_CODE_LISTS:
+            getattr(entry, _ENTRY_CODE_LISTS[scheme]).append(_coded(classification, problems, where))
+    ids = _external_ids(element)
+    entry.patient_id = _single(ids, DE_PATIENT_ID, problems, where, "patientId")
+    entry.unique_id = _single(ids, DE_UNIQUE_ID, problems, where, "uniqueId")
+    return entry
+
+
+def _parse_package(
+    element: etree._Element, loose: dict[str, list[etree._Element]], problems: list[RegistryError]
+) -> SubmissionSet | Folder | None:
+    package_id = element.get("id") or ""
+    nodes = {c.get("classificationNode") for c in _classifications_of(element, loose)}
+    ids = _external_ids(element)
+    if FOLDER_NODE in nodes:
+        where = f"Folder {package_id}"
+        return Folder(
+            id=package_id,
+            unique_id=_single(ids, FOLDER_UNIQUE_ID, problems, where, "uniqueId"),
+            patient_id=_single(ids, FOLDER_PATIENT_ID, problems, where, "patientId"),
+            title=_localized(element, "Name"),
+        )
+    if SS_NODE not in nodes:
+        problems.append(
+            registry_error(
+                XDS_REGISTRY_METADATA_ERROR,
+                "RegistryPackage classified neither as SubmissionSet nor as Folder",
+                f"RegistryPackage {package_id}",
+            )
+        )
+        return None
+    where = f"SubmissionSet {package_id}"
+    submission_set = SubmissionSet(id=package_id)
+    submission_set.status = element.get("status") or None
+    submission_set.home = element.get("home") or None
+    submission_set.title = _localized(element, "Name")
+    submission_set.comments = _localized(element, "Description")
+    for slot in _slots(element, problems, where):
+        if slot.name == "submissionTime":
+            values = [v for v in slot.values if v]
+            submission_set.submission_time = values[0] if values else None
+        elif slot.name == "intendedRecipient":
+            submission_set.intended_recipients = [v for v in slot.values if v]
+        else:
+            submission_set.extra_slots.append(slot)
+    for classification in _classifications_of(element, loose):
+        scheme = classification.get("classificationScheme")
+        if classification.get("classificationNode") == SS_LIMITED_METADATA:
+            submission_set.limited_metadata = True
+        elif scheme == SS_AUTHOR:
+            submission_set.authors.append(_author(classification, problems, where))
+        elif scheme == SS_CONTENT_TYPE_CODE:
+            if submission_set.content_type_code is not None:
+                problems.append(
+                    registry_error(XDS_REGISTRY_METADATA_ERROR, "contentTypeCode given more than once", where)
+                )
+            submission_set.content_type_code = _coded(classification, problems, where)
+    submission_set.patient_id = _single(ids, SS_PATIENT_ID, problems, where, "patientId")
+    submission_set.unique_id = _single(ids, SS_UNIQUE_ID, problems, where, "uniqueId")
+    submission_set.source_id = _single(ids, SS_SOURCE_ID, problems, where, "sourceId")
+    return submission_set
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def parse_submission(
+    element: etree._Element, attachments: dict[str, Attachment] | None = None
+) -> Submission:
+    """Read the body of an ITI-41 or ITI-42 request.
+
+    Raises NotASubmission when `element` is neither request, and MtomError when an
+    xop:Include names a MIME part that is not there. Metadata problems go to `problems`.
+    """
+    submission = Submission()
+    if element.tag == q(NS_XDSB, "ProvideAndRegisterDocumentSetRequest"):
+        submission.provide_and_register = True
+        request = element.find(q(NS_LCM, "SubmitObjectsRequest"))
+        if request is None:
+            raise NotASubmission("ProvideAndRegisterDocumentSetRequest without SubmitObjectsRequest")
+    elif element.tag == q(NS_LCM, "SubmitObjectsRequest"):
+        request = element
+    else:
+        raise NotASubmission(f"{etree.QName(element).localname} is not a submission request")
+    problems = submission.problems
+    object_list = request.find(_rim("RegistryObjectList"))
+    objects = list(object_list) if object_list is not None else []
+    loose: dict[str, list[etree._Element]] = {}
+    for obj in objects:
+        if obj.tag == _rim("Classification"):
+            loose.setdefault(obj.get("classifiedObject") or "", []).append(obj)
+    for obj in objects:
+        if obj.tag == _rim("ExtrinsicObject"):
+            submission.entries.append(_parse_entry(obj, loose, problems))
+        elif obj.tag == _rim("RegistryPackage"):
+            package = _parse_package(obj, loose, problems)
+            if isinstance(package, SubmissionSet):
+                submission.submission_sets.append(package)
+            elif isinstance(package, Folder):
+                submission.folders.append(package)
+        elif obj.tag == _rim("Association"):
+            submission.associations.append(
+                Association(
+                    id=obj.get("id") or "",
+                    type=obj.get("associationType") or "",
+                    source=obj.get("sourceObject") or "",
+                    target=obj.get("targetObject") or "",
+                    slots=_slots(obj, problems, f"Association {obj.get('id') or ''}"),
+                    status=obj.get("status") or None,
+                )
+            )
+        elif obj.tag == _rim("ObjectRef"):
+            submission.object_refs.append(obj.get("id") or "")
+    if submission.provide_and_register:
+        for document in element.findall(q(NS_XDSB, "Document")):
+            document_id = document.get("id") or ""
+            where = f"Document {document_id}"
+            if document_id in submission.documents:
+                problems.append(
+                    registry_error(XDS_REPOSITORY_METADATA_ERROR, "two Documents carry the same id", where)
+                )
+                continue
+            try:
+                submission.documents[document_id] = document_content(document, attachments or {})
+            except MtomError:
+                raise
+            except ValueError as exc:
+                problems.append(registry_error(XDS_REPOSITORY_METADATA_ERROR, str(exc), where))
+    return submission
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _stable_id(*parts: str) -> str:
+    """A urn:uuid derived from its parts, so that the same object gets the same id each time."""
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, '|'.join(parts))}"
+
+
+def _add_slot(parent: etree._Element, name: str, values: Iterable[str | None]) -> None:
+    values = [v for v in values if v]
+    if not values:
+        return
+    slot = etree.SubElement(parent, _rim("Slot"), name=name)
+    value_list = etree.SubElement(slot, _rim("ValueList"))
+    for value in values:
+        etree.SubElement(value_list, _rim("Value")).text = value
+
+
+def _add_localized(parent: etree._Element, local: str, value: str | None) -> None:
+    if value:
+        holder = etree.SubElement(parent, _rim(local))
+        etree.SubElement(holder, _rim("LocalizedString"), value=value)
+
+
+def _add_coded(parent: etree._Element, owner: str, scheme: str, coded: Coded, index: int) -> None:
+    element = etree.SubElement(
+        parent,
+        _rim("Classification"),
+        id=_stable_id(owner, scheme, str(index)),
+        objectType=OBJECT_TYPE_CLASSIFICATION,
+        classificationScheme=scheme,
+        classifiedObject=owner,
+        nodeRepresentation=coded.code,
+    )
+    _add_slot(element, "codingScheme", [coded.scheme])
+    _add_localized(element, "Name", coded.display)
+
+
+def _add_author(parent: etree._Element, owner: str, scheme: str, author: Author, index: int) -> None:
+    element = etree.SubElement(
+        parent,
+        _rim("Classification"),
+        id=_stable_id(owner, scheme, str(index)),
+        objectType=OBJECT_TYPE_CLASSIFICATION,
+        classificationScheme=scheme,
+        classifiedObject=owner,
+        nodeRepresentation="",
+    )
+    _add_slot(element, "authorPerson", [author.person])
+    _add_slot(element, "authorInstitution", author.institutions)
+    _add_slot(element, "authorRole", author.roles)
+    _add_slot(element, "authorSpecialty", author.specialties)
+    _add_slot(element, "authorTelecommunication", author.telecoms)
+
+
+def _add_external_id(parent: etree._Element, owner: str, scheme: str, value: str | None) -> None:
+    if not value:
+        return
+    element = etree.SubElement(
+        parent,
+        _rim("ExternalIdentifier"),
+        id=_stable_id(owner, scheme),
+        objectType=OBJECT_TYPE_EXTERNAL_IDENTIFIER,
+        registryObject=owner,
+        identificationScheme=scheme,
+        value=value,
+    )
+    _add_localized(element, "Name", EXTERNAL_IDENTIFIER_NAMES.get(scheme))
+
+
+def entry_to_element(entry: DocumentEntry) -> etree._Element:
+    """rim:ExtrinsicObject for an ITI-18 LeafClass answer (element order of the ebRIM schema)."""
+    attributes = {"id": entry.id, "objectType": entry.object_type}
+    for name, value in (
+        ("mimeType", entry.mime_type),
+        ("status", entry.status),
+        ("home", entry.home),
+        ("lid", entry.logical_id),
+    ):
+        if value:
+            attributes[name] = value
+    element = etree.Element(_rim("ExtrinsicObject"), attributes, nsmap={"rim": NS_RIM})
+    for slot_name, attr in _ENTRY_SLOTS.items():
+        if slot_name != "homeCommunityId":
+            _add_slot(element, slot_name, [getattr(entry, attr)])
+    for slot_name, attr in _ENTRY_LIST_SLOTS.items():
+        _add_slot(element, slot_name, getattr(entry, attr))
+    for slot in entry.extra_slots:
+        _add_slot(element, slot.name, slot.values)
+    _add_localized(element, "Name", entry.title)
+    _add_localized(element, "Description", entry.comments)
+    if entry.version:
+        etree.SubElement(element, _rim("VersionInfo"), versionName=entry.version)
+    for index, author in enumerate(entry.authors):
+        _add_author(element, entry.id, DE_AUTHOR, author, index)
+    for scheme, attr in _ENTRY_CODES.items():
+        coded = getattr(entry, attr)
+        if coded is not None:
+            _add_coded(element, entry.id, scheme, coded, 0)
+    for scheme, attr in _ENTRY_CODE_LISTS.items():
+        for index, coded in enumerate(getattr(entry, attr)):
+            _add_coded(element, entry.id, scheme, coded, index)
+    if entry.limited_metadata:
+        etree.SubElement(
+            element,
+            _rim("Classification"),
+            id=_stable_id(entry.id, DE_LIMITED_METADATA),
+            classifiedObject=entry.id,
+            classificationNode=DE_LIMITED_METADATA,
+        )
+    _add_external_id(element, entry.id, DE_PATIENT_ID, entry.patient_id)
+    _add_external_id(element, entry.id, DE_UNIQUE_ID, entry.unique_id)
+    return element
+
+
+def submission_set_to_element(submission_set: SubmissionSet) -> etree._Element:
+    """rim:RegistryPackage with its SubmissionSet classification inside."""
+    attributes = {"id": submission_set.id, "objectType": OBJECT_TYPE_REGISTRY_PACKAGE}
+    if submission_set.status:
+        attributes["status"] = submission_set.status
+    if submission_set.home:
+        attributes["home"] = submission_set.home
+    element = etree.Element(_rim("RegistryPackage"), attributes, nsmap={"rim": NS_RIM})
+    _add_slot(element, "submissionTime", [submission_set.submission_time])
+    _add_slot(element, "intendedRecipient", submission_set.intended_recipients)
+    for slot in submission_set.extra_slots:
+        _add_slot(element, slot.name, slot.values)
+    _add_localized(element, "Name", submission_set.title)
+    _add_localized(element, "Description", submission_set.comments)
+    for index, author in enumerate(submission_set.authors):
+        _add_author(element, submission_set.id, SS_AUTHOR, author, index)
+    if submission_set.content_type_code is not None:
+        _add_coded(element, submission_set.id, SS_CONTENT_TYPE_CODE, submission_set.content_type_code, 0)
+    etree.SubElement(
+        element,
+        _rim("Classification"),
+        id=_stable_id(submission_set.id, SS_NODE),
+        objectType=OBJECT_TYPE_CLASSIFICATION,
+        classifiedObject=submission_set.id,
+        classificationNode=SS_NODE,
+    )
+    _add_external_id(element, submission_set.id, SS_UNIQUE_ID, submission_set.unique_id)
+    _add_external_id(element, submission_set.id, SS_SOURCE_ID, submission_set.source_id)
+    _add_external_id(element, submission_set.id, SS_PATIENT_ID, submission_set.patient_id)
+    return element
+
+
+def association_to_element(association: Association) -> etree._Element:
+    attributes = {
+        "id": association.id,
+        "objectType": OBJECT_TYPE_ASSOCIATION,
+        "associationType": association.type,
+        "sourceObject": association.source,
+        "targetObject": association.target,
+    }
+    if association.status:
+        attributes["status"] = association.status
+    element = etree.Element(_rim("Association"), attributes, nsmap={"rim": NS_RIM})
+    for slot in association.slots:
+        _add_slot(element, slot.name, slot.values)
+    return element
+
+
+def object_ref_element(object_id: str, home: str | None = None) -> etree._Element:
+    element = etree.Element(_rim("ObjectRef"), {"id": object_id}, nsmap={"rim": NS_RIM})
+    if home:
+        element.set("home", home)
+    return element
+
+
+def association_id(source: str, target: str, kind: str) -> str:
+    """The stable urn:uuid of an association rebuilt from FHIR (same triple, same id)."""
+    return _stable_id("association", source, target, kind)

@@ -1,0 +1,289 @@
+"""MTOM/XOP packages (multipart/related) in and out, and xdsb:Document content.
+
+Read: an HTTP body plus its Content-Type becomes the SOAP envelope bytes and the other MIME
+parts keyed by Content-ID. Content-IDs are compared in a normal form (no angle brackets,
+percent-decoded) because senders percent-encode `xop:Include/@href` ("cid:x@urn%3Aihe...")
+while the part header keeps the raw form ("<x@urn:ihe...>"), as RFC 2392 allows.
+A plain `application/soap+xml` body is accepted too (documents inline in base64).
+
+Write: `build_mtom_response` packs a response envelope and binary parts for ITI-43.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import quopri
+import uuid
+from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import collapse_rfc2231_value
+from urllib.parse import unquote
+
+from lxml import etree
+
+from ihe_xds.errors import MalformedMessage
+from ihe_xds.vocabulary import NS_XOP, q
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+MAX_PARTS = 1000
+_SOAP_TYPES = ("application/soap+xml", "text/xml", "application/xml")
+
+
+class MtomError(MalformedMessage):
+    """The MIME package cannot be read (SOAP Fault, code Sender)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One binary MIME part: its normalized Content-ID, media type and bytes."""
+
+    content_id: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(slots=True)
+class SoapPackage:
+    """A received SOAP message: the envelope bytes and the parts XOP refers to."""
+
+    envelope: bytes
+    attachments: dict[str, Attachment] = field(default_factory=dict)
+    is_mtom: bool = False
+    action: str | None = None  # the `action` Content-Type parameter, if any
+
+
+def normalize_cid(value: str) -> str:
+    """The comparable form of a Content-ID header or a `cid:` URL (RFC 2392)."""
+    value = value.strip()
+    if value.lower().startswith("cid:"):
+        value = value[4:]
+    value = value.strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1]
+    return unquote(value).strip()
+
+
+def _content_type(header: str) -> Message:
+    message = Message()
+    message["Content-Type"] = header
+    return message
+
+
+def parse_http_body(
+    content_type: str | None, body: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> SoapPackage:
+    """Split an HTTP request body into the SOAP envelope and its attachments.
+
+    Raises MtomError when the body is too large, the media type is not SOAP or MTOM, or
+    the multipart structure is broken (boundary absent, no closing delimiter, `start` naming
+    no part).
+    """
+    if len(body) > max_bytes:
+        raise MtomError(f"request body larger than the limit of {max_bytes} bytes")
+    if not content_type:
+        raise MtomError("missing Content-Type")
+    try:
+        ctype = _content_type(content_type)
+        media = ctype.get_content_type()
+        params = {
+            k.lower(): collapse_rfc2231_value(v) if isinstance(v, tuple) else str(v)
+            for k, v in ctype.get_params(failobj=[])[1:]
+        }
+    except Exception as exc:  # email's header parser fails in many shapes on garbage
+        raise MtomError(f"unreadable Content-Type: {exc}") from None
+    action = params.get("action")
+    if media in _SOAP_TYPES:
+        return SoapPackage(envelope=bytes(body), action=action)
+    if media != "multipart/related":
+        raise MtomError(f"unsupported media type {media!r} (expected SOAP or MTOM)")
+    boundary = params.get("boundary")
+    if not boundary or not isinstance(boundary, str) or len(boundary) > 200:
+        raise MtomError("multipart/related without a usable boundary parameter")
+    start_info = params.get("start-info") or ""
+    if action is None and isinstance(start_info, str) and "action=" in start_info:
+        try:
+            found = _content_type(start_info).get_param("action")
+            action = found if isinstance(found, str) else None
+        except Exception:  # the action is informative only; WS-Addressing decides
+            action = None
+    parts = _split_parts(bytes(body), boundary.encode("latin-1", "replace"))
+    start = params.get("start")
+    if start:
+        wanted = normalize_cid(str(start))
+        roots = [p for p in parts if p.content_id == wanted]
+        if not roots:
+            raise MtomError("the multipart `start` parameter names no MIME part")
+        root = roots[0]
+    else:
+        root = parts[0]
+    root_media = root.content_type.split(";")[0].strip().lower()
+    if root_media not in ("application/xop+xml",) + _SOAP_TYPES:
+        raise MtomError(f"the root MIME part is {root_media!r}, not application/xop+xml")
+    attachments: dict[str, Attachment] = {}
+    for part in parts:
+        if part is root or not part.content_id:
+            continue
+        if part.content_id in attachments:
+            raise MtomError(f"two MIME parts share the Content-ID {part.content_id!r}")
+        attachments[part.content_id] = Attachment(part.content_id, part.content_type, part.data)
+    return SoapPackage(envelope=root.data, attachments=attachments, is_mtom=True, action=action)
+
+
+@dataclass(slots=True)
+class _Part:
+    content_id: str
+    content_type: str
+    data: bytes
+
+
+def _split_parts(body: bytes, boundary: bytes) -> list[_Part]:
+    delimiter = b"--" + boundary
+    if body.startswith(delimiter):
+        position = 0
+    else:
+        for newline in (b"\r\n", b"\n"):
+            position = body.find(newline + delimiter)
+            if position >= 0:
+                position += len(newline)
+                break
+        else:
+            raise MtomError("the multipart boundary does not occur in the body")
+    parts: list[_Part] = []
+    while True:
+        position += len(delimiter)
+        if body.startswith(b"--", position):
+            break  # closing delimiter
+        line_end = body.find(b"\n", position)
+        if line_end < 0:
+            raise MtomError("truncated multipart body")
+        if body[position:line_end].strip(b" \t\r"):
+            raise MtomError("text after a multipart boundary on the same line")
+        part_start = line_end + 1
+        found = -1
+        newline = b"\r\n"
+        search = part_start
+        while True:
+            crlf = body.find(b"\r\n" + delimiter, search)
+            lf = body.find(b"\n" + delimiter, search)
+            if crlf >= 0 and (lf < 0 or crlf <= lf):
+                found, newline = crlf, b"\r\n"
+            elif lf >= 0:
+                found, newline = lf, b"\n"
+            else:
+                raise MtomError("the multipart body has no closing boundary")
+            after = found + len(newline) + len(delimiter)
+            # A real delimiter is followed by "--", whitespace or a line end.
+            if body[after : after + 2] == b"--" or body[after : after + 1] in (
+                b"\r",
+                b"\n",
+                b" ",
+                b"\t",
+            ):
+                break
+            search = found + 1
+        parts.append(_parse_part(body[part_start:found]))
+        if len(parts) > MAX_PARTS:
+            raise MtomError(f"more than {MAX_PARTS} MIME parts")
+        position = found + len(newline)
+    if not parts:
+        raise MtomError("multipart body without parts")
+    return parts
+
+
+def _parse_part(raw: bytes) -> _Part:
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        index = raw.find(separator)
+        if index >= 0:
+            head, data = raw[:index], raw[index + len(separator) :]
+            break
+    else:
+        if raw.strip() == b"":
+            raise MtomError("empty MIME part")
+        head, data = raw, b""
+    headers: dict[str, str] = {}
+    for line in head.decode("latin-1").replace("\r\n", "\n").split("\n"):
+        if not line.strip():
+            continue
+        if line[0] in " \t" and headers:  # folded header
+            last = next(reversed(headers))
+            headers[last] += " " + line.strip()
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise MtomError(f"malformed MIME header line {line[:60]!r}")
+        headers[name.strip().lower()] = value.strip()
+    encoding = headers.get("content-transfer-encoding", "binary").lower()
+    if encoding == "base64":
+        try:
+            data = base64.b64decode(b"".join(data.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise MtomError("a base64 MIME part does not decode") from None
+    elif encoding == "quoted-printable":
+        data = quopri.decodestring(data)
+    elif encoding not in ("binary", "8bit", "7bit"):
+        raise MtomError(f"unsupported Content-Transfer-Encoding {encoding!r}")
+    content_id = normalize_cid(headers["content-id"]) if "content-id" in headers else ""
+    return _Part(content_id, headers.get("content-type", "application/octet-stream"), data)
+
+
+def document_content(element: etree._Element, attachments: dict[str, Attachment]) -> bytes:
+    """The bytes of an xdsb:Document (or xdsb:Document-like) element.
+
+    Either one `xop:Include href="cid:..."` child naming an attachment, or inline base64
+    text. Raises MtomError when the include names no part, ValueError on broken base64.
+    """
+    include = element.find(q(NS_XOP, "Include"))
+    if include is not None:
+        href = include.get("href") or ""
+        cid = normalize_cid(href)
+        attachment = attachments.get(cid)
+        if attachment is None:
+            raise MtomError(f"xop:Include names {href!r}, which no MIME part carries")
+        return attachment.data
+    text = "".join(element.itertext())
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("document content is not valid base64") from None
+
+
+def build_mtom_response(
+    envelope: bytes, attachments: list[Attachment], *, action: str | None = None
+) -> tuple[str, bytes]:
+    """An MTOM multipart/related body: (Content-Type header value, body bytes).
+
+    The envelope must already refer to each attachment by `xop:Include href="cid:<id>"`.
+    """
+    boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
+    root_id = f"root.message.{uuid.uuid4().hex}@dmp-server"
+    chunks = [
+        f"--{boundary}\r\n".encode(),
+        b'Content-Type: application/xop+xml; charset=UTF-8; type="application/soap+xml"\r\n',
+        b"Content-Transfer-Encoding: binary\r\n",
+        f"Content-ID: <{root_id}>\r\n\r\n".encode(),
+        envelope,
+        b"\r\n",
+    ]
+    for attachment in attachments:
+        chunks += [
+            f"--{boundary}\r\n".encode(),
+            f"Content-Type: {attachment.content_type}\r\n".encode(),
+            b"Content-Transfer-Encoding: binary\r\n",
+            f"Content-ID: <{attachment.content_id}>\r\n\r\n".encode(),
+            attachment.data,
+            b"\r\n",
+        ]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    content_type = (
+        f'multipart/related; boundary="{boundary}"; type="application/xop+xml"; '
+        f'start="<{root_id}>"; start-info="application/soap+xml"'
+    )
+    if action:
+        content_type += f'; action="{action}"'
+    return content_type, b"".join(chunks)
+
+
+def new_content_id() -> str:
+    """A fresh Content-ID (without angle brackets) for an outgoing part."""
+    return f"{uuid.uuid4().hex}@dmp-server"

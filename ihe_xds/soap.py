@@ -1,0 +1,152 @@
+"""SOAP 1.2 envelopes with WS-Addressing: reading requests, writing responses and faults.
+
+The `wsse:Security` header is handed over untouched (an lxml element) to the identity layer
+(VIHF); this module never interprets it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from lxml import etree
+
+from ihe_xds.errors import MalformedMessage
+from ihe_xds.vocabulary import NS_SOAP11, NS_SOAP12, NS_WSA, REQUEST_ROOTS, q
+from ihe_xds.xml import DEFAULT_MAX_BYTES, parse_xml
+
+WSA_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
+_UNDERSTOOD_HEADER_NAMESPACES = {
+    NS_WSA,
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd",
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd",
+    "http://docs.oasis-open.org/wss/oasis-wss-wssecurity-secext-1.1.xsd",
+}
+
+
+class SoapFault(MalformedMessage):
+    """A request that gets a SOAP 1.2 Fault (Sender, Receiver, VersionMismatch, MustUnderstand)."""
+
+    def __init__(self, reason: str, *, code: str = "Sender", subcode: str | None = None) -> None:
+        super().__init__(reason, subcode=subcode)
+        self.fault_code = code
+
+
+@dataclass(slots=True)
+class SoapEnvelope:
+    """What the XDS face needs from a request envelope."""
+
+    action: str | None
+    message_id: str | None
+    security: etree._Element | None  # the wsse:Security header element, as received
+    body: etree._Element  # the first element child of soap:Body
+    root: etree._Element
+
+
+def _local(tag: object) -> str:
+    return etree.QName(tag).localname if isinstance(tag, str) else ""
+
+
+def read_envelope(
+    data: bytes | etree._Element, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> SoapEnvelope:
+    """Read a SOAP 1.2 envelope; raise XmlError (bad XML) or SoapFault (bad envelope)."""
+    root = data if isinstance(data, etree._Element) else parse_xml(data, max_bytes=max_bytes)
+    if root.tag == q(NS_SOAP11, "Envelope"):
+        raise SoapFault("SOAP 1.1 envelopes are not supported; use SOAP 1.2", code="VersionMismatch")
+    if root.tag != q(NS_SOAP12, "Envelope"):
+        raise SoapFault("the message is not a SOAP 1.2 Envelope")
+    header = root.find(q(NS_SOAP12, "Header"))
+    body = root.find(q(NS_SOAP12, "Body"))
+    if body is None:
+        raise SoapFault("the SOAP Envelope has no Body")
+    children = [child for child in body if isinstance(child.tag, str)]
+    if not children:
+        raise SoapFault("the SOAP Body is empty")
+    action = message_id = None
+    security = None
+    if header is not None:
+        for element in header:
+            if not isinstance(element.tag, str):
+                continue
+            namespace = etree.QName(element).namespace
+            if element.tag == q(NS_WSA, "Action"):
+                action = (element.text or "").strip() or None
+            elif element.tag == q(NS_WSA, "MessageID"):
+                message_id = (element.text or "").strip() or None
+            elif _local(element.tag) == "Security" and namespace in _UNDERSTOOD_HEADER_NAMESPACES:
+                security = element
+            must = element.get(q(NS_SOAP12, "mustUnderstand"), "").strip().lower()
+            if must in ("true", "1") and namespace not in _UNDERSTOOD_HEADER_NAMESPACES:
+                raise SoapFault(
+                    f"header {etree.QName(element).text} is not understood",
+                    code="MustUnderstand",
+                )
+    return SoapEnvelope(action, message_id, security, children[0], root)
+
+
+def check_action(envelope: SoapEnvelope, expected: tuple[str, ...] | None = None) -> str:
+    """The request's action, once checked against the supported ones and the body root.
+
+    Raises SoapFault(Sender, wsa:ActionNotSupported) for a missing or unknown action and
+    SoapFault(Sender) when the body does not match the action.
+    """
+    known = expected if expected is not None else tuple(REQUEST_ROOTS)
+    action = envelope.action
+    if not action:
+        raise SoapFault("missing WS-Addressing Action header", subcode="wsa:MessageAddressingHeaderRequired")
+    if action not in known:
+        raise SoapFault(f"unsupported action {action!r}", subcode="wsa:ActionNotSupported")
+    if envelope.body.tag != REQUEST_ROOTS[action]:
+        raise SoapFault(
+            f"the Body holds {etree.QName(envelope.body).localname}, "
+            f"not {etree.QName(REQUEST_ROOTS[action]).localname} as {action} requires"
+        )
+    return action
+
+
+def _envelope(action: str, relates_to: str | None, body_child: etree._Element) -> etree._Element:
+    nsmap = {"soap": NS_SOAP12, "wsa": NS_WSA}
+    envelope = etree.Element(q(NS_SOAP12, "Envelope"), nsmap=nsmap)
+    header = etree.SubElement(envelope, q(NS_SOAP12, "Header"))
+    action_el = etree.SubElement(header, q(NS_WSA, "Action"))
+    action_el.set(q(NS_SOAP12, "mustUnderstand"), "true")
+    action_el.text = action
+    etree.SubElement(header, q(NS_WSA, "MessageID")).text = f"urn:uuid:{uuid.uuid4()}"
+    if relates_to:
+        etree.SubElement(header, q(NS_WSA, "RelatesTo")).text = relates_to
+    body = etree.SubElement(envelope, q(NS_SOAP12, "Body"))
+    body.append(body_child)
+    return envelope
+
+
+def response_envelope(request_action: str, relates_to: str | None, body_child: etree._Element) -> bytes:
+    """The response envelope: Action = request action + "Response", RelatesTo = MessageID."""
+    envelope = _envelope(request_action + "Response", relates_to, body_child)
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+
+def fault_envelope(
+    code: str, reason: str, *, subcode: str | None = None, relates_to: str | None = None
+) -> bytes:
+    """A SOAP 1.2 Fault (code Sender / Receiver / VersionMismatch / MustUnderstand).
+
+    The reason is sent as is: callers pass a sentence about the request, never a trace.
+    """
+    fault = etree.Element(q(NS_SOAP12, "Fault"), nsmap={"soap": NS_SOAP12, "wsa": NS_WSA})
+    code_el = etree.SubElement(fault, q(NS_SOAP12, "Code"))
+    etree.SubElement(code_el, q(NS_SOAP12, "Value")).text = f"soap:{code}"
+    if subcode:
+        sub = etree.SubElement(code_el, q(NS_SOAP12, "Subcode"))
+        etree.SubElement(sub, q(NS_SOAP12, "Value")).text = subcode
+    reason_el = etree.SubElement(fault, q(NS_SOAP12, "Reason"))
+    text = etree.SubElement(reason_el, q(NS_SOAP12, "Text"))
+    text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+    text.text = reason
+    envelope = _envelope(WSA_FAULT_ACTION, relates_to, fault)
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+
+def fault_for(exc: MalformedMessage, relates_to: str | None = None) -> bytes:
+    """The Fault envelope for any MalformedMessage (XmlError, MtomError, SoapFault)."""
+    return fault_envelope(exc.fault_code, exc.reason, subcode=exc.subcode, relates_to=relates_to)
