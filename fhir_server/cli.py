@@ -149,12 +149,20 @@ def _extensions():
         pass
     else:
         yield add_audit_command
-    try:
-        from benchmarks.cli import add_bench_command
-    except ImportError:
-        pass
-    else:
-        yield add_bench_command
+    yield _add_bench_command
+
+
+def _add_bench_command(subparsers) -> None:
+    """Benchmarks live in the source tree (benchmarks/), not in the installed package."""
+    from fhir_server.paths import data_root
+
+    if not (data_root() / "benchmarks").is_dir():
+        return
+    if str(data_root()) not in sys.path:
+        sys.path.insert(0, str(data_root()))
+    from benchmarks.cli import add_bench_command
+
+    add_bench_command(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,6 +101,9 @@ MSG_R04 = (
     "A search must designate exactly one patient: patient, patient.identifier or subject "
     "parameter is missing"
 )
+MSG_R04_PATIENT = (
+    "A search of Patient must designate exactly one patient: _id or identifier parameter is missing"
+)
 MSG_R05 = "Insurers, mutual insurers, employers and the health insurer do not read clinical data"
 MSG_R10 = "The patient's authorization is missing for this access to their record"
 MSG_REFUSED = "Access to this patient's record is not permitted"
@@ -164,9 +167,10 @@ class DmpPolicy:
                     return _practitioner_type_refused(resource_type)
                 if record is None:
                     if not patient_given:
-                        return Deny("R04", 400, "invalid", MSG_R04, "R04")
+                        message = MSG_R04_PATIENT if resource_type == "Patient" else MSG_R04
+                        return Deny("R04", 400, "invalid", message, "R04")
                     return _unknown_patient(404, "not-found")
-                grant = self._practitioner_gate(requester, record, resource_type)
+                grant = self._practitioner_gate(requester, record)
                 if (
                     resource_type == "DocumentReference"
                     and not isinstance(grant, Deny)
@@ -219,7 +223,7 @@ class DmpPolicy:
         if person:
             grant = self._person_gate(requester, record, own_patient=resource_type == "Patient")
         elif requester.kind is ActorKind.PRACTITIONER:
-            grant = self._practitioner_gate(requester, record, resource_type)
+            grant = self._practitioner_gate(requester, record)
         else:
             return forbidden(TYPES_RULE, "This requester cannot read the record")
         if isinstance(grant, Deny):
@@ -364,9 +368,7 @@ class DmpPolicy:
             return _record_status_deny(record, 403)
         return _Grant(rule)
 
-    def _practitioner_gate(
-        self, requester: Requester, record: PatientRecord, resource_type: str
-    ) -> _Grant | Deny:
+    def _practitioner_gate(self, requester: Requester, record: PatientRecord) -> _Grant | Deny:
         """R03, R08-R12 for a practitioner on one record."""
         if not record.is_open:
             return _record_status_deny(record, 403)
@@ -549,7 +551,7 @@ class DmpPolicy:
             return Permit(Everything(), "deposit", notes)
         if resource_type == "Consent":
             return _self_authorization(requester, interaction, new, old, record)
-        gate = self._practitioner_gate(requester, record, resource_type)
+        gate = self._practitioner_gate(requester, record)
         if isinstance(gate, Deny):
             return hidden(gate.rule, resource_type, str(old.get("id", ""))) if old else gate
         if resource_type == "Communication":

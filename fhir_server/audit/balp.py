@@ -342,7 +342,10 @@ def build_audit_events(
             "resourceType": "AuditEvent",
             "id": _new_id(),
             "meta": _meta(
-                _profile(shape, interaction, outcome, patient_id is not None),
+                # BALP's Query profiles require the raw request (entity[query].query 1..1).
+                _profile(shape, interaction, outcome, patient_id is not None)
+                if shape != "query" or raw_query
+                else None,
                 _unique_codings(c for e in mine for c in e.security_labels),
             ),
             "type": _coding(SYSTEM_AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
@@ -431,7 +434,7 @@ def build_refusal_events(
                 }
             )
 
-        agents = [_client_agent(requester, "110150", client_address, refusal=True)]
+        agents = [_client_agent(requester, "110150", client_address)]
         user = _user_agent(requester, "IRCP")
         if user:
             agents.append(user)
@@ -648,9 +651,7 @@ def _agents(
     return agents
 
 
-def _client_agent(
-    requester: Requester, client_type: dict | str, address: str | None, refusal: bool = False
-) -> dict:
+def _client_agent(requester: Requester, client_type: dict | str, address: str | None) -> dict:
     if isinstance(client_type, str):
         client_type = _concept(SYSTEM_DCM, client_type, _DCM_DISPLAY[client_type])
     client_id = requester.client_id
@@ -805,8 +806,9 @@ def _query_entity(raw_query: bytes | str | None, description: str | None) -> dic
     entity: dict = {
         "type": _coding(SYSTEM_AUDIT_ENTITY_TYPE, "2", "System Object"),
         "role": _coding(SYSTEM_OBJECT_ROLE, ROLE_QUERY, "Query"),
-        "query": _b64(raw_query or b""),
     }
+    if raw_query:
+        entity["query"] = _b64(raw_query)
     if description:
         entity["description"] = description
     return entity

@@ -299,7 +299,12 @@ def _verify(assertion: etree._Element, trust: VihfTrust) -> etree._Element:
         except (SignXMLException, InvalidInput, ValueError):
             continue
         signed = result.signed_xml  # type: ignore[union-attr]
-        if signed is None or signed.tag != _q(SAML, "Assertion"):
+        if (
+            signed is None
+            or signed.tag != _q(SAML, "Assertion")
+            or signed.get("ID") != assertion.get("ID")
+        ):
+            # The signature is valid but covers some other element (signature wrapping).
             raise AuthenticationError("VIHF signature does not cover the assertion")
         return signed
     raise AuthenticationError("VIHF signature is invalid or its signer is not trusted")

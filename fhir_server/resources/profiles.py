@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.errors import Issue
+from fhir_server.paths import profiles_dir
 from fhir_server.resources.ins import is_ins_system, nir_key_error
 from fhir_server.terminology import (
     CANONICAL_BASE,
@@ -70,7 +71,7 @@ CLAIM_ALIASES: dict[str, str] = {
     _PDSM + "pdsm-submissionset-comprehensive": DMP_SUBMISSION_SET,
 }
 
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
+PROFILES_DIR = profiles_dir()
 
 _CORE_SD = "http://hl7.org/fhir/StructureDefinition/"
 _UUID_URN = re.compile(
@@ -446,9 +447,18 @@ def _inv_entry_uuid(identifier: Any, expr: str, root: dict) -> Iterator[tuple[st
         yield f"{expr}.value", f"the entryUUID {value!r} is not a urn:uuid: URI"
 
 
+# The system and its aliases (CodeSystem v3-Confidentiality in profiles/terminology).
+_V3_CONFIDENTIALITY_SYSTEMS = frozenset(
+    {
+        SYSTEM_V3_CONFIDENTIALITY,
+        "urn:oid:2.16.840.1.113883.5.25",
+        "https://mos.esante.gouv.fr/NOS/TRE_A08-HL7Confidentiality/FHIR/TRE-A08-HL7Confidentiality",
+    }
+)
+
+
 def _inv_confidentiality(labels: Any, expr: str, root: dict) -> Iterator[tuple[str, str]]:
-    # Bound to the securityLabel array as a whole: the element selection yields each label, so
-    # this invariant is run once per resource through `Invariant.whole_array`.
+    # Run on the securityLabel array as a whole (WHOLE_ARRAY_INVARIANTS), not per label.
     count = sum(
         1
         for label in labels
@@ -463,15 +473,6 @@ def _inv_confidentiality(labels: Any, expr: str, root: dict) -> Iterator[tuple[s
             expr,
             f"exactly one securityLabel must carry the HL7 confidentiality N, R or V (found {count})",
         )
-
-
-_V3_CONFIDENTIALITY_SYSTEMS = frozenset(
-    {
-        SYSTEM_V3_CONFIDENTIALITY,
-        "urn:oid:2.16.840.1.113883.5.25",
-        "https://mos.esante.gouv.fr/NOS/TRE_A08-HL7Confidentiality/FHIR/TRE-A08-HL7Confidentiality",
-    }
-)
 
 
 def _inv_hash(value: Any, expr: str, root: dict) -> Iterator[tuple[str, str]]:
@@ -957,7 +958,7 @@ def _read(path: Path) -> dict:
 
 @cache
 def default_registry() -> ProfileRegistry:
-    """The registry of the repository's profiles/ directory, loaded once per process."""
+    """The registry of the installed profiles/ directory (fhir_server.paths), loaded once."""
     return ProfileRegistry.load(PROFILES_DIR)
 
 

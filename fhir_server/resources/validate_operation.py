@@ -106,12 +106,8 @@ def _is_resource_of(resource: Any, resource_type: str) -> bool:
 
 
 def _outcome(issues: list[Issue]) -> dict:
-    unique: list[Issue] = []
-    for issue in issues:
-        if issue not in unique:
-            unique.append(issue)
+    """Issues in order, duplicates dropped; "All OK" closes an outcome without errors."""
+    unique = list(dict.fromkeys(issues))
     if not any(i.severity in ("fatal", "error") for i in unique):
-        unique.append(ALL_OK) if not unique else None
-    if not unique:
-        unique = [ALL_OK]
+        unique.append(ALL_OK)
     return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in unique]}

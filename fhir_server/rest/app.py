@@ -12,11 +12,16 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from fhir_server.access.requester import Requester
+from fhir_server.auth.clients import ClientRegistry, ReplayStore
+from fhir_server.auth.http import bearer_requester, create_auth_blueprint
+from fhir_server.auth.keys import load_or_create_signing_key
+from fhir_server.auth.tokens import AuthSettings, TokenIssuer, TokenValidator
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, error
 from fhir_server.paths import capability_dir, profiles_dir
@@ -64,7 +69,7 @@ def create_app(
     registry = SearchRegistry.load(settings.profiles_dir or profiles_dir())
     if store is None:
         store = open_store(settings, registry)
-    service = build_service(store, registry, data_dir=settings.data_dir, clock=clock)
+    service = build_service(store, registry, data_dir=settings.data_dir, base_url=settings.fhir_base_url, clock=clock, profiles_path=settings.profiles_dir)
     base_url = settings.fhir_base_url
     runtime = Runtime(
         settings=settings,
@@ -82,6 +87,7 @@ def create_app(
         authenticate=_no_authentication,
     )
     app.extensions["fhir"] = runtime
+    _install_authentication(app, runtime, settings)
 
     from fhir_server.rest.conformance import conformance
     from fhir_server.rest.fhir_api import api
@@ -102,6 +108,35 @@ def create_app(
 
 def _no_authentication(req) -> Requester:
     raise error(401, "login", "authentication is required")
+
+
+def auth_settings(settings: Settings) -> AuthSettings:
+    return AuthSettings(
+        data_dir=settings.data_dir,
+        base_url=settings.base_url or None,
+        issuer=settings.auth_issuer or None,
+        jwks_url=settings.auth_jwks_url or None,
+        audience=settings.auth_audience or None,
+        vihf_trusted_cert_files=tuple(Path(p) for p in settings.xds_trusted_certificates),
+    )
+
+
+def _install_authentication(app: Flask, runtime: Runtime, settings: Settings) -> None:
+    """Bearer tokens on /fhir (R01), the token endpoint and the SMART configuration."""
+    configuration = auth_settings(settings)
+    key = load_or_create_signing_key(settings.data_dir)
+    validator = TokenValidator.from_settings(configuration, local_key=key)
+    issuer = TokenIssuer(key=key, issuer=configuration.local_issuer, audience=configuration.effective_audience)
+    app.register_blueprint(
+        create_auth_blueprint(
+            configuration,
+            validator,
+            ClientRegistry.in_data_dir(settings.data_dir),
+            ReplayStore.in_data_dir(settings.data_dir),
+            issuer,
+        )
+    )
+    runtime.authenticate = lambda req: bearer_requester(req, validator)
 
 
 def _install_request_hooks(app: Flask) -> None:

@@ -21,8 +21,7 @@ def _definitions(resource_type: str) -> list[dict]:
     runtime = current_app.extensions["fhir"]
     if resource_type == "SearchParameter":
         return runtime.registry.resources()
-    profiles = getattr(runtime, "profiles", None)
-    return profiles.structure_definitions() if profiles is not None else []
+    return runtime.service.profiles.structure_definitions()
 
 
 @conformance.get("/metadata")

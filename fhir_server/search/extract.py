@@ -75,12 +75,108 @@ OF_TYPE_SUFFIX = ":of-type"
 # Suffixes that make `name<Suffix>` a choice element `name[x]` (so `status` never matches
 # `statusReason`).
 _CHOICE_SUFFIXES = frozenset(
-    "Boolean Integer String Decimal Uri Url Canonical Base64Binary Instant Date DateTime Time "
-    "Code Oid Id Markdown UnsignedInt PositiveInt Uuid Address Age Annotation Attachment "
-    "CodeableConcept Coding ContactPoint Count Distance Duration HumanName Identifier Money "
-    "Period Quantity Range Ratio Reference SampledData Signature Timing ContactDetail "
-    "Contributor DataRequirement Expression ParameterDefinition RelatedArtifact "
-    "TriggerDefinition UsageContext Dosage Meta".split()
+    [
+        "Boolean",
+        "Integer",
+        "String",
+        "Decimal",
+        "Uri",
+        "Url",
+        "Canonical",
+        "Base64Binary",
+        "Instant",
+        "Date",
+        "DateTime",
+        "Time",
+        "Code",
+        "Oid",
+        "Id",
+        "Markdown",
+        "UnsignedInt",
+        "PositiveInt",
+        "Uuid",
+        "Address",
+        "Age",
+        "Annotation",
+        "Attachment",
+        "CodeableConcept",
+        "Coding",
+        "ContactPoint",
+        "Count",
+        "Distance",
+        "Duration",
+        "HumanName",
+        "Identifier",
+        "Money",
+        "Period",
+        "Quantity",
+        "Range",
+        "Ratio",
+        "Reference",
+        "SampledData",
+        "Signature",
+        "Timing",
+        "ContactDetail",
+        "Contributor",
+        "DataRequirement",
+        "Expression",
+        "ParameterDefinition",
+        "RelatedArtifact",
+        "TriggerDefinition",
+        "UsageContext",
+        "Dosage",
+        "Meta",
+    ]
+)
+# Names of R4 choice elements (`name[x]`); only these are looked up as `name<Type>`, which
+# keeps the common case (an absent plain element) a single dict lookup.
+_CHOICE_NAMES = frozenset(
+    [
+        "deceased",
+        "multipleBirth",
+        "value",
+        "source",
+        "content",
+        "effective",
+        "onset",
+        "abatement",
+        "occurrence",
+        "performed",
+        "timing",
+        "medication",
+        "product",
+        "born",
+        "age",
+        "answer",
+        "defaultValue",
+        "fixed",
+        "pattern",
+        "minValue",
+        "maxValue",
+        "allowed",
+        "used",
+        "serviced",
+        "location",
+        "reported",
+        "asNeeded",
+        "rate",
+        "dose",
+        "item",
+        "subject",
+        "identified",
+        "collected",
+        "time",
+        "bodySite",
+        "probability",
+        "when",
+        "detail",
+        "scheduled",
+        "offset",
+        "entity",
+        "instantiates",
+        "created",
+        "definition",
+    ]
 )
 _PRIMITIVE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "boolean": lambda v: isinstance(v, bool),
@@ -130,6 +226,8 @@ def _children(items: list, name: str) -> list:
             continue
         value = item.get(name)
         if value is None:
+            if name not in _CHOICE_NAMES:
+                continue
             for key, choice in item.items():
                 if key.startswith(name) and key[len(name) :] in _CHOICE_SUFFIXES:
                     value = choice
@@ -157,9 +255,7 @@ def _of_type(items: list, type_name: str) -> list:
     if type_name[0].islower():  # string-like primitives: code, uri, date, dateTime, ...
         return [i for i in items if isinstance(i, str)]
     return [
-        i
-        for i in items
-        if isinstance(i, dict) and i.get("resourceType", type_name) == type_name
+        i for i in items if isinstance(i, dict) and i.get("resourceType", type_name) == type_name
     ]
 
 
@@ -522,9 +618,7 @@ def reference_entry(param: str, value: Any) -> ReferenceEntry | None:
     if isinstance(literal, str) and not literal.startswith("#"):
         match = _RELATIVE_REF.match(literal)
         if match:
-            return ReferenceEntry(
-                param, match.group(1), match.group(2), None, id_system, id_value
-            )
+            return ReferenceEntry(param, match.group(1), match.group(2), None, id_system, id_value)
         return ReferenceEntry(param, None, None, literal, id_system, id_value)
     if id_value is not None or id_system is not None:
         declared = value.get("type") if isinstance(value.get("type"), str) else None
@@ -625,9 +719,7 @@ def _dedupe(items: list) -> list:
     return list(dict.fromkeys(items))
 
 
-def extract(
-    resource: dict, registry: SearchRegistry, *, engine: str = "compiled"
-) -> IndexEntries:
+def extract(resource: dict, registry: SearchRegistry, *, engine: str = "compiled") -> IndexEntries:
     """Index entries of every search parameter of the resource's type, and its compartment.
 
     `engine="fhirpathpy"` evaluates every expression with fhirpathpy instead (benchmarks).

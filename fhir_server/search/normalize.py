@@ -36,9 +36,10 @@ _DATE = re.compile(
 
 def normalize_string(value: str) -> str:
     """Lower case, accents stripped (NFKD minus combining marks), whitespace folded to one space."""
-    decomposed = unicodedata.normalize("NFKD", value)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return _WS.sub(" ", stripped.lower()).strip()
+    if not value.isascii():
+        decomposed = unicodedata.normalize("NFKD", value)
+        value = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _WS.sub(" ", value.lower()).strip()
 
 
 class DateFormatError(ValueError):

@@ -82,7 +82,9 @@ RESULT_PARAMS = frozenset(
 )
 SORT_SPECIAL = frozenset({"_id", "_lastUpdated"})
 
-_RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+_RELATIVE = re.compile(
+    r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
+)
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
 _ELEMENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*$")
@@ -251,12 +253,14 @@ class _SearchParser:
             return
         if modifier in _UNSUPPORTED_MODIFIERS:
             raise bad_request(
-                f"Modifier ':{modifier}' is not supported on search parameter "
-                f"'{definition.code}' (value {raw!r})",
+                f"Modifier ':{modifier}' is not supported (search parameter '{key}', "
+                f"value {raw!r})",
                 key,
                 code="not-supported",
             )
-        raise _invalid(key, raw, f"unknown modifier ':{modifier}' for a {definition.type} parameter")
+        raise _invalid(
+            key, raw, f"unknown modifier ':{modifier}' for a {definition.type} parameter"
+        )
 
     def value_test(
         self, definition: SearchParamDef, modifier: str | None, raw: str, key: str
@@ -400,7 +404,9 @@ class _SearchParser:
         for item in raw.split(","):
             descending = item.startswith("-")
             name = item[1:] if descending else item
-            definition = self.registry.get(resource_type, name) if name not in SORT_SPECIAL else None
+            definition = (
+                self.registry.get(resource_type, name) if name not in SORT_SPECIAL else None
+            )
             if name not in SORT_SPECIAL and (
                 definition is None
                 or definition.type in ("composite", "special")
@@ -410,9 +416,7 @@ class _SearchParser:
             keys.append(SortKey(name, descending))
         return tuple(keys)
 
-    def include(
-        self, resource_type: str | None, key: str, raw: str
-    ) -> list[Include]:
+    def include(self, resource_type: str | None, key: str, raw: str) -> list[Include]:
         base, _, modifier = key.partition(":")
         reverse = base == "_revinclude"
         if modifier not in ("", "iterate", "recurse"):
@@ -472,9 +476,7 @@ def parse_search(
     Raises FhirError(400) as described in the module docstring.
     """
     if resource_type is not None and resource_type not in SERVED_TYPES:
-        raise bad_request(
-            f"Resource type {resource_type!r} is not supported", code="not-supported"
-        )
+        raise bad_request(f"Resource type {resource_type!r} is not supported", code="not-supported")
     if now is None:
         now = int(datetime.now(UTC).timestamp() * 1_000_000)
     parser = _SearchParser(registry, lenient, base_url, now)
@@ -507,7 +509,9 @@ def parse_search(
                 try:
                     summary = SummaryMode(value)
                 except ValueError:
-                    raise _invalid(key, value, "expected true, count, data, text or false") from None
+                    raise _invalid(
+                        key, value, "expected true, count, data, text or false"
+                    ) from None
             elif base == "_elements":
                 names = tuple(v.strip() for v in value.split(","))
                 if not all(_ELEMENT.match(n) for n in names):

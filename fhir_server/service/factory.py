@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+from fhir_server.access.habilitation import load_matrix
+from fhir_server.access.policy import DmpPolicy
+from fhir_server.paths import profiles_dir
+from fhir_server.resources.profiles import ProfileRegistry
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
+from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.core import FhirService
 from fhir_server.service.gate import Gate
+from fhir_server.service.validation import profile_validator
 from fhir_server.store.base import ResourceStore
 
 
 def load_or_create_secret(path: Path) -> bytes:
     """A 32-byte server secret kept in the data dir (paging cursors), created on first start."""
-    import secrets
-
     if path.exists():
         return path.read_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,12 +39,18 @@ def build_service(
     registry: SearchRegistry,
     *,
     data_dir: Path,
+    base_url: str = "http://127.0.0.1:8080/fhir",
     clock: Callable[[], int] = versions.now_us,
+    profiles: ProfileRegistry | None = None,
+    profiles_path: Path | None = None,
 ) -> FhirService:
-    return FhirService(
-        store,
-        registry,
-        Gate(),
-        cursor_key=load_or_create_secret(Path(data_dir) / "keys" / "cursor.key"),
-        clock=clock,
+    cursor_key = load_or_create_secret(Path(data_dir) / "keys" / "cursor.key")
+    folder = profiles_path or profiles_dir()
+    matrix = load_matrix(folder / "habilitation-matrix.json", folder / "habilitation-matrix.schema.json")
+    profiles = profiles or ProfileRegistry.load(folder)
+    gate = Gate(store, registry, DmpPolicy(matrix), AuditTrail(store, registry, base_url, clock), cursor_key)
+    service = FhirService(
+        store, registry, gate, cursor_key=cursor_key, clock=clock, validators=(profile_validator(profiles),)
     )
+    service.profiles = profiles
+    return service

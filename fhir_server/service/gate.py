@@ -1,14 +1,48 @@
-"""The access gate the service consults on every interaction (placeholder: internal only)."""
+"""The access gate: scopes (R02), then the DMP policy, then the audit, on every interaction.
+
+The service calls it at fixed points; the gate gathers the facts the pure policy needs (the
+patient's record: Patient, Consents, RelatedPersons) from the store, turns a Permit's
+constraints into query clauses (invariant 2: pushed down, never filtered after) and a Deny
+into an error plus an AuthZ-Consent AuditEvent.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
+from datetime import UTC, datetime
 from enum import StrEnum
 
+from fhir_server.access.constraints import compartment_of
+from fhir_server.access.decision import Deny, Permit, not_found_message
+from fhir_server.access.policy import DmpPolicy
+from fhir_server.access.record import PatientRecord, build_record
 from fhir_server.access.requester import ActorKind, Requester
-from fhir_server.errors import forbidden
-from fhir_server.search.query import Everything, Node, SearchQuery
-from fhir_server.store.base import HistoryPage, StoredResource
+from fhir_server.audit.balp import DataEntity
+from fhir_server.auth.scopes import ScopeError, ScopeSet
+from fhir_server.errors import FhirError, error, not_found
+from fhir_server.search.query import (
+    And,
+    Chain,
+    Everything,
+    IdTest,
+    InCompartment,
+    Node,
+    Not,
+    Or,
+    ReferenceTest,
+    SearchQuery,
+    TokenTest,
+    UriTest,
+    all_of,
+)
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.service.audit_trail import AuditTrail
+from fhir_server.store.base import HistoryPage, ResourceStore, StoredResource
+
+NOTHING: Node = Not(Everything())
+PATIENT_PARAMS = ("patient", "subject")
+INTERNAL_BINDING = "internal"
 
 
 class ReadPurpose(StrEnum):
@@ -17,35 +51,255 @@ class ReadPurpose(StrEnum):
     HISTORY = "history-instance"
 
 
+def _designated(where: Node) -> list[Node]:
+    return list(where.parts) if isinstance(where, And) else [where]
+
+
 class Gate:
-    def _require_internal(self, requester: Requester) -> None:
-        if requester.kind is not ActorKind.INTERNAL:
-            raise forbidden("access denied")
+    def __init__(
+        self,
+        store: ResourceStore,
+        registry: SearchRegistry,
+        policy: DmpPolicy,
+        audit: AuditTrail,
+        cursor_key: bytes,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.policy = policy
+        self.audit = audit
+        self.cursor_key = cursor_key
+
+    # -- facts -----------------------------------------------------------------------------
 
     def binding(self, requester: Requester) -> str:
-        return hashlib.sha256(f"{requester.kind}:{requester.subject_id}".encode()).hexdigest()[:32]
+        """What a paging cursor is bound to: the requester and the token's scopes."""
+        material = f"{requester.kind}|{requester.subject_id}|{requester.access_mode}|{' '.join(requester.scopes)}"
+        return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+    def _internal_search(self, resource_type: str, where: Node, count: int) -> list[tuple[str, str, bytes]]:
+        page = self.store.search(
+            SearchQuery(resource_type, where=where, count=count),
+            cursor_key=self.cursor_key,
+            cursor_binding=INTERNAL_BINDING,
+        )
+        return [(row[0], row[1], row[2]) for row in page.rows]
+
+    def record(self, patient_id: str) -> PatientRecord | None:
+        """The facts about one patient's record, or None when there is no such patient."""
+        stored = self.store.read("Patient", patient_id)
+        if stored is None or stored.deleted:
+            return None
+        reference = ReferenceTest("patient", "Patient", patient_id)
+        consents = [_json(body) for _, _, body in self._internal_search("Consent", reference, 100)]
+        related = [_json(body) for _, _, body in self._internal_search("RelatedPerson", reference, 100)]
+        return build_record(stored.json(), consents, related, datetime.now(UTC).date())
+
+    def _acting_for(self, requester: Requester) -> str | None:
+        if requester.kind is ActorKind.PATIENT:
+            return requester.subject_id
+        if requester.kind is ActorKind.REPRESENTATIVE:
+            if requester.patient_id:
+                return requester.patient_id
+            related = self.store.read("RelatedPerson", requester.subject_id)
+            if related is not None and not related.deleted:
+                reference = (related.json().get("patient") or {}).get("reference", "")
+                return reference.removeprefix("Patient/") or None
+        return None
+
+    def _designated_patient(self, resource_type: str, where: Node) -> tuple[bool, str | None]:
+        """(a patient was designated, its id if exactly one is known) for R04."""
+        for part in _designated(where):
+            if isinstance(part, ReferenceTest) and part.param in PATIENT_PARAMS and part.target_id:
+                if part.target_type in (None, "Patient"):
+                    return True, part.target_id
+            if isinstance(part, Chain) and part.param in PATIENT_PARAMS and part.target_type == "Patient":
+                ids = [row[1] for row in self._internal_search("Patient", part.where, 2)]
+                return True, ids[0] if len(ids) == 1 else None
+            if resource_type == "Patient":
+                if isinstance(part, IdTest) and len(part.ids) == 1:
+                    return True, part.ids[0]
+                if isinstance(part, TokenTest) and part.param == "identifier" and part.code:
+                    ids = [row[1] for row in self._internal_search("Patient", part, 2)]
+                    return True, ids[0] if len(ids) == 1 else None
+        return False, None
+
+    # -- scopes (R02) ----------------------------------------------------------------------
+
+    def _check_scopes(self, requester: Requester, resource_type: str, interaction: str) -> Node:
+        """The scope constraint for this interaction, or a 403 when no scope grants it."""
+        if requester.kind is ActorKind.INTERNAL:
+            return Everything()
+        scopes = ScopeSet.from_scopes(requester.scopes)
+        if not scopes.allows(resource_type, interaction):
+            self.audit.refusal(requester, interaction, [], "R02")
+            raise error(403, "forbidden", f"the token's scopes do not allow {interaction} on {resource_type}", details_code="R02")
+        contexts = scopes.contexts(resource_type, interaction)
+        if contexts == frozenset({"patient"}):
+            acting = self._acting_for(requester) or requester.patient_id
+            return InCompartment(acting) if acting else NOTHING
+        return Everything()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _record_of(self, resource: dict) -> PatientRecord | None:
+        patients = sorted(compartment_of(resource))
+        return self.record(patients[0]) if patients else None
 
     def authorize_read(self, requester: Requester, stored: StoredResource, purpose: ReadPurpose) -> None:
-        self._require_internal(requester)
+        if requester.kind is ActorKind.INTERNAL:
+            return
+        resource_type = stored.resource_type
+        scope_node = self._check_scopes(requester, resource_type, "read")
+        resource = stored.json()
+        if stored.deleted:
+            # The tombstone has no content; judge the last version that had some.
+            for version in range(stored.version - 1, 0, -1):
+                previous = self.store.vread(resource_type, stored.id, version)
+                if previous is not None and not previous.deleted:
+                    resource = previous.json()
+                    break
+        if resource_type == "Binary":
+            documents = [
+                _json(body)
+                for _, _, body in self._internal_search(
+                    "DocumentReference", UriTest("location", f"Binary/{stored.id}"), 20
+                )
+            ]
+            record = self._record_of(documents[0]) if documents else None
+            decision = self.policy.decide_binary_read(requester, resource, documents, record)
+            patients = [record.patient_id] if record else []
+        else:
+            record = self._record_of(resource)
+            decision = self.policy.decide_read(requester, resource_type, resource, record)
+            patients = sorted(compartment_of(resource))
+        if isinstance(scope_node, InCompartment) and resource_type != "Binary" and scope_node.patient_id not in patients:
+            decision = Deny("R02", 404, "not-found", not_found_message(resource_type, stored.id))
+        if isinstance(decision, Deny):
+            self.audit.refusal(requester, purpose.value, patients, decision.rule)
+            raise decision.to_error()
+        if not stored.deleted:
+            self.audit.access(requester, purpose.value, patients, [DataEntity.from_resource(resource)])
 
     def authorize_history(self, requester: Requester, resource_type: str | None) -> None:
-        self._require_internal(requester)
+        if requester.kind is not ActorKind.INTERNAL:
+            self.audit.refusal(requester, "history-type" if resource_type else "history-system", [], "types")
+            raise error(
+                403, "forbidden",
+                "type and system history are not available to clients; use a search or an instance history",
+                details_code="types",
+            )
 
     def filter_history(self, requester: Requester, page: HistoryPage) -> HistoryPage:
-        return page
+        if requester.kind is ActorKind.INTERNAL:
+            return page
+        kept = []
+        for entry in page.entries:
+            stored = entry.resource
+            if stored.deleted:
+                kept.append(entry)
+                continue
+            resource = stored.json()
+            decision = (
+                self.policy.decide_read(requester, stored.resource_type, resource, self._record_of(resource))
+                if stored.resource_type != "Binary"
+                else Permit(Everything(), "binary")  # already judged through its document
+            )
+            if isinstance(decision, Permit):
+                kept.append(entry)
+        return replace(page, entries=kept)
 
     def constrain_search(self, requester: Requester, query: SearchQuery, conditional: bool = False) -> SearchQuery:
-        self._require_internal(requester)
-        return query
+        if requester.kind is ActorKind.INTERNAL:
+            return query
+        resource_type = query.resource_type
+        if resource_type is None:
+            self.audit.refusal(requester, "search-system", [], "R04")
+            raise error(400, "invalid", "a search must name a resource type and one patient (R04)", details_code="R04")
+        scope_node = self._check_scopes(requester, resource_type, "search")
+        given, patient_id = self._designated_patient(resource_type, query.where)
+        acting = self._acting_for(requester)
+        record_id = patient_id if given else acting
+        record = self.record(record_id) if record_id else None
+        decision = self.policy.decide_search(requester, resource_type, record, patient_given=given)
+        patients = [record.patient_id] if record else []
+        if isinstance(decision, Deny):
+            self.audit.refusal(requester, "search-type", patients, decision.rule)
+            raise decision.to_error()
+        return replace(query, where=all_of(query.where, decision.constraints, scope_node))
 
     def include_constraint(self, requester: Requester, query: SearchQuery, target_type: str) -> Node:
+        """What an `_include`/`_revinclude` of `target_type` may add: what a search of it would."""
+        if requester.kind is ActorKind.INTERNAL:
+            return Everything()
+        if target_type == "Binary":
+            return NOTHING
+        given, patient_id = self._designated_patient(query.resource_type or "", query.where)
+        record_id = patient_id if given else self._acting_for(requester)
+        record = self.record(record_id) if record_id else None
+        try:
+            scope_node = self._check_scopes_quietly(requester, target_type)
+        except ScopeError:
+            return NOTHING
+        decision = self.policy.decide_search(requester, target_type, record, patient_given=given)
+        if isinstance(decision, Deny):
+            return NOTHING
+        return all_of(decision.constraints, scope_node)
+
+    def _check_scopes_quietly(self, requester: Requester, resource_type: str) -> Node:
+        scopes = ScopeSet.from_scopes(requester.scopes)
+        if not scopes.allows(resource_type, "search"):
+            raise ScopeError("not granted")
+        if scopes.contexts(resource_type, "search") == frozenset({"patient"}):
+            acting = self._acting_for(requester) or requester.patient_id
+            return InCompartment(acting) if acting else NOTHING
         return Everything()
 
     def after_search(self, requester: Requester, result) -> None:
-        return None
+        if requester.kind is ActorKind.INTERNAL:
+            return
+        patients: set[str] = set()
+        entities = []
+        for resource_type, resource_id, body in [*result.matches, *result.included]:
+            resource = _json(body)
+            patients |= compartment_of(resource)
+            entities.append(DataEntity.from_resource(resource))
+        given, patient_id = self._designated_patient(result.query.resource_type or "", result.query.where)
+        if patient_id:
+            patients.add(patient_id)
+        self.audit.access(requester, "search-type", patients, entities)
+
+    # -- writes ----------------------------------------------------------------------------
 
     def authorize_write(self, requester: Requester, interaction: str, resource_type: str, new, old) -> None:
-        self._require_internal(requester)
+        if requester.kind is ActorKind.INTERNAL:
+            if resource_type == "AuditEvent" and interaction != "create":
+                raise error(405, "not-supported", "AuditEvents are never updated or deleted", details_code="R16")
+            return
+        self._check_scopes(requester, resource_type, interaction)
+        subject = new if new is not None else old
+        patients = sorted(compartment_of(subject)) if subject else []
+        if resource_type == "Patient" and subject is not None and subject.get("id"):
+            patients = [subject["id"]]
+        record = self.record(patients[0]) if patients else None
+        decision = self.policy.decide_write(requester, interaction, resource_type, new, old, record)
+        if isinstance(decision, Deny):
+            self.audit.refusal(requester, interaction, patients, decision.rule)
+            raise decision.to_error()
 
     def after_write(self, tx, requester: Requester, interaction: str, stored: StoredResource, resource) -> None:
-        return None
+        if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
+            return
+        patients = sorted(compartment_of(resource)) if resource else []
+        if stored.resource_type == "Patient":
+            patients = [stored.id]
+        self.audit.access(requester, interaction, patients, [DataEntity.from_resource(stored.json())], tx=tx)
+
+
+def _json(body: bytes) -> dict:
+    import orjson
+
+    return orjson.loads(body)
+
+
+__all__ = ["Gate", "ReadPurpose", "FhirError", "not_found", "Or"]

@@ -78,6 +78,11 @@ class StoreTransaction(Protocol):
 
     def write(self, version: VersionWrite) -> None: ...
 
+    def audit_head(self) -> tuple[int, str] | None:
+        """The AuditEvent hash chain's head (sequence, hash), read under the write lock."""
+
+    def set_audit_head(self, sequence: int, chain_hash: str) -> None: ...
+
 
 class ResourceStore(Protocol):
     """The port. Every method is safe to call from several threads."""

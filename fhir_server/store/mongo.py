@@ -36,6 +36,7 @@ from fhir_server.store.base import (
 from fhir_server.store.page import SearchPage
 
 _PROJECTION = {"v": 1, "lu": 1, "del": 1, "body": 1}
+AUDIT_CHAIN = "audit_chain"
 
 
 def _stored(resource_type: str, resource_id: str, doc: dict) -> StoredResource:
@@ -68,6 +69,20 @@ class MongoTransaction:
             {"_id": resource_id}, _PROJECTION, session=self._session
         )
         return _stored(resource_type, resource_id, doc) if doc else None
+
+    def audit_head(self) -> tuple[int, str] | None:
+        doc = self._db[AUDIT_CHAIN].find_one({"_id": "head"}, session=self._session)
+        return (doc["sequence"], doc["hash"]) if doc else None
+
+    def set_audit_head(self, sequence: int, chain_hash: str) -> None:
+        # Two transactions appending at once both write this document: MongoDB aborts one
+        # with a write conflict, so the chain never forks.
+        self._db[AUDIT_CHAIN].replace_one(
+            {"_id": "head"},
+            {"_id": "head", "sequence": sequence, "hash": chain_hash, "pk": ""},
+            upsert=True,
+            session=self._session,
+        )
 
     def write(self, version: VersionWrite) -> None:
         resource = version.resource

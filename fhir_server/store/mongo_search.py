@@ -387,7 +387,11 @@ def search(db: Any, query: SearchQuery, *, cursor_key: bytes, cursor_binding: st
         forward = position.forward
     cols = key_cols if forward else [c.reversed() for c in key_cols]
     id_col = _Col("_id", 1 if forward else -1, nullable=False)
-    sort_spec = [(c.field, c.direction) for c in cols] + [(id_col.field, id_col.direction)]
+    # pymongo builds the sort as a document: a field may appear once (the first one decides).
+    sort_spec: list[tuple[str, int]] = []
+    for col in [*cols, id_col]:
+        if all(field != col.field for field, _ in sort_spec):
+            sort_spec.append((col.field, col.direction))
     projection = {"body": 1, **{c.field: 1 for c in cols}}
 
     found: list[tuple[str, dict]] = []

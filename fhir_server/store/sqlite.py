@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_by_type ON history (type, seq);
 CREATE INDEX IF NOT EXISTS history_by_time ON history (last_updated);
+CREATE TABLE IF NOT EXISTS audit_chain (
+    head INTEGER PRIMARY KEY CHECK (head = 1),
+    sequence INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
 """
 
 _ROW = "type, id, version, last_updated, deleted, body"
@@ -69,6 +74,17 @@ class SqliteTransaction:
             f"SELECT {_ROW} FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
         ).fetchone()
         return _stored(row) if row else None
+
+    def audit_head(self) -> tuple[int, str] | None:
+        row = self._connection.execute("SELECT sequence, hash FROM audit_chain WHERE head = 1").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set_audit_head(self, sequence: int, chain_hash: str) -> None:
+        self._connection.execute(
+            "INSERT INTO audit_chain (head, sequence, hash) VALUES (1, ?, ?) "
+            "ON CONFLICT (head) DO UPDATE SET sequence = excluded.sequence, hash = excluded.hash",
+            (sequence, chain_hash),
+        )
 
     def write(self, version: VersionWrite) -> None:
         resource = version.resource

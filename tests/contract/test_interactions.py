@@ -209,6 +209,7 @@ def test_transaction_resolves_conditional_references(engine_service):
                 "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
                 "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
                 "patient": {"reference": f"Patient?identifier={INS['system']}|{INS['value']}"},
+                "provision": {"type": "permit"},
             },
             "request": {"method": "POST", "url": "Consent"},
         },

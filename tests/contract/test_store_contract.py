@@ -132,3 +132,15 @@ def test_tampered_history_cursor_is_a_clean_error(engine_store):
 
 def test_store_answers_ping(engine_store):
     assert engine_store.ping()
+
+
+def test_audit_chain_head_is_kept_with_the_transaction(engine_store):
+    """R16 tamper evidence: the chain head moves only when its transaction commits."""
+    with engine_store.transaction() as tx:
+        assert tx.audit_head() is None
+        tx.set_audit_head(1, "a" * 64)
+    with pytest.raises(RuntimeError), engine_store.transaction() as tx:
+        tx.set_audit_head(2, "b" * 64)
+        raise RuntimeError("rolled back")
+    with engine_store.transaction() as tx:
+        assert tx.audit_head() == (1, "a" * 64)

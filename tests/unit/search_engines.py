@@ -6,7 +6,9 @@ per-type document) with hand-made IndexEntries, so these tests need no extractor
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import uuid
 from collections.abc import Callable, Sequence
 
 import mongomock
@@ -73,11 +75,18 @@ class SqliteEngine:
         sqlite_index.create_index_schema(self.conn)
         self.clock = 1_000_000
 
-    def put(self, rtype: str, rid: str, entries: IndexEntries | None = None, lu: int | None = None) -> None:
+    def close(self) -> None:
+        self.conn.close()
+
+    def put(
+        self, rtype: str, rid: str, entries: IndexEntries | None = None, lu: int | None = None
+    ) -> None:
         entries = entries or IndexEntries()
         self.clock += 1
         lu = self.clock if lu is None else lu
-        row = self.conn.execute("SELECT rid, version FROM resource WHERE type = ? AND id = ?", (rtype, rid)).fetchone()
+        row = self.conn.execute(
+            "SELECT rid, version FROM resource WHERE type = ? AND id = ?", (rtype, rid)
+        ).fetchone()
         if row:
             key, version = row[0], row[1] + 1
             self.conn.execute(
@@ -92,7 +101,9 @@ class SqliteEngine:
         sqlite_index.write_index(self.conn, key, rtype, entries, sort_values_of(entries))
 
     def delete(self, rtype: str, rid: str) -> None:
-        (key,) = self.conn.execute("SELECT rid FROM resource WHERE type = ? AND id = ?", (rtype, rid)).fetchone()
+        (key,) = self.conn.execute(
+            "SELECT rid FROM resource WHERE type = ? AND id = ?", (rtype, rid)
+        ).fetchone()
         self.conn.execute("UPDATE resource SET deleted = 1 WHERE rid = ?", (key,))
         sqlite_index.delete_index(self.conn, key)
 
@@ -100,7 +111,10 @@ class SqliteEngine:
         return sqlite_search.search(self.conn, query, cursor_key=key, cursor_binding=binding)
 
     def includes(
-        self, rows: Sequence[SearchRow], includes: Sequence[Include], allowed: Callable[[str], Node] = lambda t: Everything()
+        self,
+        rows: Sequence[SearchRow],
+        includes: Sequence[Include],
+        allowed: Callable[[str], Node] = lambda t: Everything(),
     ) -> list[SearchRow]:
         return sqlite_search.resolve_includes(self.conn, rows, tuple(includes), allowed)
 
@@ -108,11 +122,16 @@ class SqliteEngine:
 class MongoEngine:
     name = "mongo"
 
-    def __init__(self) -> None:
-        self.db = mongomock.MongoClient().db
+    def __init__(self, db=None) -> None:
+        self.db = mongomock.MongoClient().db if db is None else db
         self.clock = 1_000_000
 
-    def put(self, rtype: str, rid: str, entries: IndexEntries | None = None, lu: int | None = None) -> None:
+    def close(self) -> None:
+        pass
+
+    def put(
+        self, rtype: str, rid: str, entries: IndexEntries | None = None, lu: int | None = None
+    ) -> None:
         entries = entries or IndexEntries()
         self.clock += 1
         lu = self.clock if lu is None else lu
@@ -139,12 +158,33 @@ class MongoEngine:
         return mongo_search.search(self.db, query, cursor_key=key, cursor_binding=binding)
 
     def includes(
-        self, rows: Sequence[SearchRow], includes: Sequence[Include], allowed: Callable[[str], Node] = lambda t: Everything()
+        self,
+        rows: Sequence[SearchRow],
+        includes: Sequence[Include],
+        allowed: Callable[[str], Node] = lambda t: Everything(),
     ) -> list[SearchRow]:
         return mongo_search.resolve_includes(self.db, rows, tuple(includes), allowed)
 
 
-ENGINES = {"sqlite": SqliteEngine, "mongo": MongoEngine}
+class RealMongoEngine(MongoEngine):
+    """A real MongoDB (FHIR_TEST_MONGODB_URI), one throw-away database per engine."""
+
+    name = "mongodb"
+
+    def __init__(self) -> None:
+        import pymongo
+
+        self.client = pymongo.MongoClient(os.environ["FHIR_TEST_MONGODB_URI"])
+        super().__init__(self.client[f"search_test_{uuid.uuid4().hex[:12]}"])
+
+    def close(self) -> None:
+        self.client.drop_database(self.db.name)
+        self.client.close()
+
+
+ENGINES: dict[str, type] = {"sqlite": SqliteEngine, "mongo": MongoEngine}
+if os.environ.get("FHIR_TEST_MONGODB_URI"):
+    ENGINES["mongodb"] = RealMongoEngine
 
 
 def ids(page_or_rows) -> list[str]:

@@ -478,3 +478,16 @@ def test_iti43_audit_is_export_of_each_document():
     assert reports[0]["detail"] == [
         {"type": "Repository Unique Id", "valueString": "1.2.250.1.999"}
     ]
+
+
+def test_r16_search_without_raw_request_does_not_claim_patient_query():
+    (event,) = rest("history-instance", entities=[])
+    AuditEvent.model_validate(event)
+    (query,) = [e for e in event["entity"] if e.get("role", {}).get("code") == "24"]
+    assert "query" not in query  # never an empty base64Binary
+    assert "profile" not in event.get("meta", {})
+
+
+def test_iti41_audit_needs_the_submission_set():
+    with pytest.raises(ValueError):
+        xds("ITI-41")

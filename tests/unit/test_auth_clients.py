@@ -34,9 +34,15 @@ def client_key():
     return ECKey.generate_key("P-384", parameters={"kid": "lab-key"})
 
 
+@pytest.fixture(scope="module")
+def server_dir(tmp_path_factory):
+    """The server's data dir (its signing key), shared: generating RSA keys is slow."""
+    return tmp_path_factory.mktemp("server")
+
+
 @pytest.fixture
-def env(tmp_path, client_key):
-    settings = AuthSettings(data_dir=tmp_path, base_url="https://dmp.example/fhir")
+def env(tmp_path, server_dir, client_key):
+    settings = AuthSettings(data_dir=server_dir, base_url="https://dmp.example/fhir")
     registry = ClientRegistry.in_data_dir(tmp_path)
     registry.add(
         RegisteredClient(
@@ -46,17 +52,33 @@ def env(tmp_path, client_key):
             organization_type="laboratory",
         )
     )
-    issuer = TokenIssuer(load_or_create_signing_key(tmp_path), settings.local_issuer, settings.effective_audience)
+    issuer = TokenIssuer(
+        load_or_create_signing_key(server_dir), settings.local_issuer, settings.effective_audience
+    )
     return settings, registry, ReplayStore.in_data_dir(tmp_path), issuer
 
 
-def assertion(key, *, iss="lab-1", sub=None, aud=ENDPOINT, exp=None, jti=None, alg="ES384", kid="lab-key"):
-    claims = {"iss": iss, "sub": sub or iss, "aud": aud, "exp": exp or NOW + 240, "jti": jti or uuid.uuid4().hex}
-    return jws.serialize_compact({"alg": alg, "kid": kid, "typ": "JWT"}, orjson.dumps(claims), key, algorithms=[alg])
+def assertion(
+    key, *, iss="lab-1", sub=None, aud=ENDPOINT, exp=None, jti=None, alg="ES384", kid="lab-key"
+):
+    claims = {
+        "iss": iss,
+        "sub": sub or iss,
+        "aud": aud,
+        "exp": exp or NOW + 240,
+        "jti": jti or uuid.uuid4().hex,
+    }
+    return jws.serialize_compact(
+        {"alg": alg, "kid": kid, "typ": "JWT"}, orjson.dumps(claims), key, algorithms=[alg]
+    )
 
 
 def form(token, scope=None, **extra):
-    data = {"grant_type": "client_credentials", "client_assertion_type": JWT_BEARER, "client_assertion": token}
+    data = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": JWT_BEARER,
+        "client_assertion": token,
+    }
     if scope is not None:
         data["scope"] = scope
     data.update(extra)
@@ -95,7 +117,12 @@ def test_rfc7523_replayed_jti_is_refused(env, client_key):
 def test_rfc7523_replay_store_survives_a_restart(env, client_key, tmp_path):
     token = assertion(client_key, jti="fixed-jti")
     call(env, form(token))
-    restarted = (env[0], ClientRegistry.in_data_dir(tmp_path), ReplayStore.in_data_dir(tmp_path), env[3])
+    restarted = (
+        env[0],
+        ClientRegistry.in_data_dir(tmp_path),
+        ReplayStore.in_data_dir(tmp_path),
+        env[3],
+    )
     with pytest.raises(OAuthError, match="already used"):
         call(restarted, form(assertion(client_key, jti="fixed-jti")))
 
@@ -103,7 +130,9 @@ def test_rfc7523_replay_store_survives_a_restart(env, client_key, tmp_path):
 def test_rfc7523_jti_may_be_reused_once_the_assertion_expired(env, client_key):
     call(env, form(assertion(client_key, jti="j", exp=NOW + 60)))
     later = NOW + 600
-    assert call(env, form(assertion(client_key, jti="j", exp=later + 60)), now=later)["access_token"]
+    assert call(env, form(assertion(client_key, jti="j", exp=later + 60)), now=later)[
+        "access_token"
+    ]
 
 
 def test_rfc7523_expired_assertion_is_refused(env, client_key):
@@ -191,3 +220,81 @@ def test_registry_refuses_private_keys(tmp_path):
     pem = tmp_path / "key.pem"
     pem.write_bytes(RSAKey.generate_key(2048).as_pem(private=False))
     assert public_jwks_from_file(pem, pem=True)["keys"][0]["kty"] == "RSA"
+
+
+@pytest.fixture
+def app(env):
+    from flask import Flask
+
+    from fhir_server.auth.http import create_auth_blueprint
+
+    settings, registry, replay, issuer = env
+    validator = TokenValidator.from_settings(settings)
+    flask_app = Flask(__name__)
+    flask_app.register_blueprint(
+        create_auth_blueprint(settings, validator, registry, replay, issuer)
+    )
+    return flask_app
+
+
+def test_rfc6749_token_endpoint_over_http(app, client_key):
+    http = app.test_client()
+    ok = http.post("/oauth/token", data=form(assertion(client_key, exp=time.time() + 120)))
+    assert ok.status_code == 200
+    assert ok.headers["Cache-Control"] == "no-store"
+    assert ok.json["token_type"] == "bearer" and ok.json["access_token"]
+    replay = http.post(
+        "/oauth/token", data=form(assertion(client_key, jti="x", exp=time.time() + 120))
+    )
+    again = http.post(
+        "/oauth/token", data=form(assertion(client_key, jti="x", exp=time.time() + 120))
+    )
+    assert replay.status_code == 200
+    assert again.status_code == 401 and again.json["error"] == "invalid_client"
+    unsupported = http.post("/oauth/token", data={"grant_type": "authorization_code"})
+    assert unsupported.status_code == 400 and unsupported.json["error"] == "unsupported_grant_type"
+
+
+def test_smart_configuration_advertises_backend_services(app):
+    config = app.test_client().get("/fhir/.well-known/smart-configuration").json
+    assert config["token_endpoint"] == ENDPOINT
+    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert "ES384" in config["token_endpoint_auth_signing_alg_values_supported"]
+    assert "RS384" in config["token_endpoint_auth_signing_alg_values_supported"]
+    assert not any(
+        a.startswith("HS") or a == "none"
+        for a in config["token_endpoint_auth_signing_alg_values_supported"]
+    )
+    assert {"client-confidential-asymmetric", "permission-v2", "permission-v1"} <= set(
+        config["capabilities"]
+    )
+    assert config["grant_types_supported"] == ["client_credentials"]
+    jwks = app.test_client().get("/oauth/jwks").json
+    assert [k["kid"] for k in jwks["keys"]] and all("d" not in k for k in jwks["keys"])
+
+
+def test_r01_missing_or_invalid_bearer_is_401_with_a_challenge(app, env):
+    from fhir_server.auth.http import bearer_requester
+    from fhir_server.errors import FhirError
+
+    settings, _, _, issuer = env
+    validator = TokenValidator.from_settings(settings)
+    with app.test_request_context("/fhir/Patient"):
+        from flask import request
+
+        with pytest.raises(FhirError) as missing:
+            bearer_requester(request, validator)
+    assert missing.value.status == 401
+    assert missing.value.headers["WWW-Authenticate"] == 'Bearer realm="fhir"'
+    assert missing.value.operation_outcome()["issue"][0]["code"] == "login"
+    bad = {"Authorization": "Bearer not.a.token"}
+    with (
+        app.test_request_context("/fhir/Patient", headers=bad),
+        pytest.raises(FhirError) as invalid,
+    ):
+        bearer_requester(request, validator)
+    challenge = invalid.value.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="fhir", error="invalid_token", error_description="')
+    token = issuer.issue(subject="1", scopes="patient/*.rs", fhir_user="Patient/1")
+    with app.test_request_context("/fhir/Patient", headers={"Authorization": f"Bearer {token}"}):
+        assert bearer_requester(request, validator).subject_id == "1"

@@ -34,7 +34,9 @@ def practitioner_claims(**dmp):
 
 
 def test_actors_patient_token_names_the_patient_and_binds_patient_scopes():
-    requester = requester_from_claims({"fhirUser": "Patient/123", "scope": "patient/*.rs", "jti": "j"})
+    requester = requester_from_claims(
+        {"fhirUser": "Patient/123", "scope": "patient/*.rs", "jti": "j"}
+    )
     assert requester.kind is ActorKind.PATIENT
     assert requester.subject_id == "123"
     assert requester.patient_id == "123"
@@ -43,12 +45,16 @@ def test_actors_patient_token_names_the_patient_and_binds_patient_scopes():
 
 
 def test_actors_absolute_fhir_user_reference_is_understood():
-    requester = requester_from_claims({"fhirUser": "https://dmp.example/fhir/Patient/9", "scope": ""})
+    requester = requester_from_claims(
+        {"fhirUser": "https://dmp.example/fhir/Patient/9", "scope": ""}
+    )
     assert (requester.kind, requester.subject_id) == (ActorKind.PATIENT, "9")
 
 
 def test_r07_related_person_token_is_a_representative():
-    requester = requester_from_claims({"fhirUser": "RelatedPerson/rp1", "patient": "child", "scope": "patient/*.rs"})
+    requester = requester_from_claims(
+        {"fhirUser": "RelatedPerson/rp1", "patient": "child", "scope": "patient/*.rs"}
+    )
     assert requester.kind is ActorKind.REPRESENTATIVE
     assert requester.subject_id == "rp1"
     assert requester.patient_id == "child"

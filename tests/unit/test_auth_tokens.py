@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
@@ -26,9 +27,12 @@ from fhir_server.auth.tokens import (
 EXTERNAL = "https://idp.example"
 
 
-@pytest.fixture
-def settings(tmp_path):
-    return AuthSettings(data_dir=tmp_path, base_url="https://dmp.example/fhir")
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    # One data dir (one RSA key generation) for the module: keys are read-only here.
+    return AuthSettings(
+        data_dir=tmp_path_factory.mktemp("data"), base_url="https://dmp.example/fhir"
+    )
 
 
 @pytest.fixture
@@ -58,6 +62,13 @@ def test_keys_private_key_is_created_owner_only_and_reloaded(tmp_path):
     assert "PRIVATE" not in repr(second) and "n=" not in repr(second)
 
 
+def test_keys_workers_starting_together_share_one_key(tmp_path):
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        kids = {k.kid for k in pool.map(lambda _: load_or_create_signing_key(tmp_path), range(3))}
+    assert len(kids) == 1
+    assert [p.name for p in (tmp_path / "keys").iterdir()] == [TOKEN_KEY_FILE]
+
+
 def test_rfc9068_token_carries_the_standard_claims(issuer, validator, settings):
     token = issuer.issue(subject="123", scopes="patient/*.rs", fhir_user="Patient/123")
     header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
@@ -71,7 +82,9 @@ def test_rfc9068_token_carries_the_standard_claims(issuer, validator, settings):
 
 
 def test_r01_expired_token_is_refused(issuer, validator):
-    token = issuer.issue(subject="1", scopes="patient/*.rs", fhir_user="Patient/1", now=time.time() - 7200)
+    token = issuer.issue(
+        subject="1", scopes="patient/*.rs", fhir_user="Patient/1", now=time.time() - 7200
+    )
     with pytest.raises(AuthenticationError, match="expired"):
         validator.validate(token)
 
@@ -82,20 +95,26 @@ def test_r01_small_clock_skew_is_tolerated(issuer, validator):
 
 
 def test_r01_token_for_another_audience_is_refused(settings, validator):
-    other = TokenIssuer(load_or_create_signing_key(settings.data_dir), settings.local_issuer, "https://other/fhir")
+    other = TokenIssuer(
+        load_or_create_signing_key(settings.data_dir), settings.local_issuer, "https://other/fhir"
+    )
     with pytest.raises(AuthenticationError, match="audience"):
         validator.validate(other.issue(subject="1", scopes=""))
 
 
 def test_r01_token_of_unknown_issuer_is_refused(settings, validator):
-    other = TokenIssuer(load_or_create_signing_key(settings.data_dir), "https://evil", settings.effective_audience)
+    other = TokenIssuer(
+        load_or_create_signing_key(settings.data_dir), "https://evil", settings.effective_audience
+    )
     with pytest.raises(AuthenticationError, match="issuer"):
         validator.validate(other.issue(subject="1", scopes=""))
 
 
 def test_r01_token_signed_by_another_key_is_refused(tmp_path, settings, validator):
     foreign = load_or_create_signing_key(tmp_path / "elsewhere")
-    forged = TokenIssuer(foreign, settings.local_issuer, settings.effective_audience).issue(subject="1", scopes="")
+    forged = TokenIssuer(foreign, settings.local_issuer, settings.effective_audience).issue(
+        subject="1", scopes=""
+    )
     with pytest.raises(AuthenticationError):
         validator.validate(forged)
 
@@ -109,7 +128,11 @@ def test_r01_tampered_payload_is_refused(issuer, validator):
 
 
 def test_r01_alg_none_is_refused(settings, validator):
-    claims = {"iss": settings.local_issuer, "aud": settings.effective_audience, "exp": time.time() + 60}
+    claims = {
+        "iss": settings.local_issuer,
+        "aud": settings.effective_audience,
+        "exp": time.time() + 60,
+    }
     with pytest.raises(AuthenticationError, match="algorithm"):
         validator.validate(f"{_b64({'alg': 'none', 'typ': 'at+jwt'})}.{_b64(claims)}.")
 
@@ -117,8 +140,15 @@ def test_r01_alg_none_is_refused(settings, validator):
 def test_r01_hs256_signed_with_the_public_key_is_refused(issuer, settings, validator):
     # The classic confusion attack: HMAC keyed with the (public) RSA key.
     public_pem = issuer.key.key.as_pem(private=False)
-    claims = {"iss": settings.local_issuer, "aud": settings.effective_audience, "exp": int(time.time()) + 60, "sub": "x"}
-    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'at+jwt', 'kid': issuer.key.kid})}.{_b64(claims)}"
+    claims = {
+        "iss": settings.local_issuer,
+        "aud": settings.effective_audience,
+        "exp": int(time.time()) + 60,
+        "sub": "x",
+    }
+    signing_input = (
+        f"{_b64({'alg': 'HS256', 'typ': 'at+jwt', 'kid': issuer.key.kid})}.{_b64(claims)}"
+    )
     mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     forged = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
     with pytest.raises(AuthenticationError, match="algorithm"):
@@ -133,9 +163,17 @@ def test_r01_malformed_token_gives_a_safe_message(validator):
 
 
 def test_r01_local_token_must_be_an_access_token(issuer, settings, validator):
-    claims = {"iss": settings.local_issuer, "aud": settings.effective_audience, "exp": int(time.time()) + 60, "sub": "x"}
+    claims = {
+        "iss": settings.local_issuer,
+        "aud": settings.effective_audience,
+        "exp": int(time.time()) + 60,
+        "sub": "x",
+    }
     id_token_like = jws.serialize_compact(
-        {"alg": "RS256", "typ": "JWT", "kid": issuer.key.kid}, orjson.dumps(claims), issuer.key.key, algorithms=["RS256"]
+        {"alg": "RS256", "typ": "JWT", "kid": issuer.key.kid},
+        orjson.dumps(claims),
+        issuer.key.key,
+        algorithms=["RS256"],
     )
     with pytest.raises(AuthenticationError, match="at\\+jwt"):
         validator.validate(id_token_like)
@@ -148,9 +186,18 @@ def test_r02_token_with_malformed_scope_is_refused(issuer, validator):
 
 def _external_token(key, kid, alg, settings, **extra):
     now = int(time.time())
-    claims = {"iss": EXTERNAL, "sub": "u", "aud": settings.effective_audience, "exp": now + 300, "iat": now, "scope": "user/*.rs"}
+    claims = {
+        "iss": EXTERNAL,
+        "sub": "u",
+        "aud": settings.effective_audience,
+        "exp": now + 300,
+        "iat": now,
+        "scope": "user/*.rs",
+    }
     claims.update(extra)
-    return jws.serialize_compact({"alg": alg, "kid": kid, "typ": "at+jwt"}, orjson.dumps(claims), key, algorithms=[alg])
+    return jws.serialize_compact(
+        {"alg": alg, "kid": kid, "typ": "at+jwt"}, orjson.dumps(claims), key, algorithms=[alg]
+    )
 
 
 class FakeJwks:
@@ -167,7 +214,12 @@ class FakeJwks:
 
 
 def _external_settings(tmp_path):
-    return AuthSettings(data_dir=tmp_path, issuer=EXTERNAL, jwks_url=f"{EXTERNAL}/jwks", audience="https://dmp.example/fhir")
+    return AuthSettings(
+        data_dir=tmp_path,
+        issuer=EXTERNAL,
+        jwks_url=f"{EXTERNAL}/jwks",
+        audience="https://dmp.example/fhir",
+    )
 
 
 def test_r01_external_issuer_tokens_validate_against_its_cached_jwks(tmp_path):

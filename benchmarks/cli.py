@@ -1,0 +1,31 @@
+"""`fhir-server bench NAME`: run one benchmark and print its Markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "foundation": "benchmarks.bench_foundation",
+    "search": "benchmarks.bench_search",
+    "extract": "benchmarks.bench_extract",
+}
+
+
+def add_bench_command(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("bench", help="run a benchmark (see benchmarks/README.md)")
+    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each throughput run")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--creates", type=int, default=2000, help="creates to time (foundation)")
+    parser.add_argument("--documents", type=int, default=100_000, help="DocumentReferences to load (search)")
+    parser.add_argument("--data-dir", dest="bench_data_dir", default=None, help="reuse a loaded data dir (search)")
+    parser.set_defaults(handler=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(BENCHMARKS[args.name])
+    print(module.run(args))
+    return 0

@@ -1,0 +1,142 @@
+"""Shared benchmark plumbing: a data dir, a server under gunicorn on a free port, wrk, tokens.
+
+Every server a benchmark starts listens on 127.0.0.1 only and is stopped when the
+benchmark ends.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    port: int
+    data_dir: Path
+    process: subprocess.Popen
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/fhir"
+
+
+def wait_healthy(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} did not become healthy")
+
+
+@contextmanager
+def running_server(data_dir: Path, *, workers: int = 2, threads: int = 4, app: str | None = None, env: dict | None = None):
+    """gunicorn serving the FHIR app (or `app`, a "module:callable" WSGI target) on loopback."""
+    port = free_port()
+    environment = {**os.environ, "FHIR_DATA_DIR": str(data_dir), "FHIR_LOG_LEVEL": "WARNING", **(env or {})}
+    environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
+    if app is None:
+        command = [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(port), "--workers", str(workers), "--threads", str(threads)]
+    else:
+        command = [
+            sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+            "--threads", str(threads), "--worker-class", "gthread", "--log-level", "warning",
+        ]
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_healthy(port)
+        yield Server(port, data_dir, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextmanager
+def temporary_data_dir():
+    path = Path(tempfile.mkdtemp(prefix="fhir-bench-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, *, token: str | None = None, seconds: int = 10, connections: int = 16, threads: int = 2, headers: dict | None = None) -> WrkResult:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed for this benchmark: apt-get install wrk")
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for name, value in {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p50 = _ms(re.search(r"50%\s+(\S+)", output).group(1))
+    p99 = _ms(re.search(r"99%\s+(\S+)", output).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return WrkResult(rps, p50, p99, int(errors.group(1)) if errors else 0)
+
+
+def request(server_port: int, method: str, path: str, body: dict | None = None, token: str | None = None, headers: dict | None = None):
+    connection = http.client.HTTPConnection("127.0.0.1", server_port, timeout=60)
+    all_headers = {"Content-Type": "application/fhir+json", **(headers or {})}
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=all_headers)
+    response = connection.getresponse()
+    return response.status, response.read(), dict(response.getheaders())
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def table(rows: list[tuple], headers: tuple) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

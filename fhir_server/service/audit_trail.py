@@ -1,0 +1,110 @@
+"""Writing AuditEvents (R16): BALP events sealed into the hash chain, never lost.
+
+A write's events are appended inside the write's own transaction; a read's events are
+committed in a transaction of their own before the response leaves (the caller waits for
+it). Each event is sealed with the chain head read under the store's write lock, so the
+chain is one sequence whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.audit.balp import DataEntity, build_audit_events, build_refusal_events
+from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal
+from fhir_server.search.extract import extract, sort_values
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.service import versions
+from fhir_server.service.context import current_request
+from fhir_server.store.base import ResourceStore, StoreTransaction, VersionConflict, VersionWrite
+
+
+class AuditTrail:
+    def __init__(
+        self, store: ResourceStore, registry: SearchRegistry, base_url: str, clock: Callable[[], int]
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.base_url = base_url
+        self.clock = clock
+
+    @staticmethod
+    def records(requester: Requester) -> bool:
+        """The server's own work (loading, retention) is not an access to anyone's record."""
+        return requester.kind is not ActorKind.INTERNAL
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock() / 1_000_000, tz=UTC)
+
+    def access(
+        self,
+        requester: Requester,
+        interaction: str,
+        patients: Iterable[str],
+        entities: Iterable[DataEntity] = (),
+        tx: StoreTransaction | None = None,
+    ) -> None:
+        if not self.records(requester):
+            return
+        info = current_request.get()
+        events = build_audit_events(
+            interaction=interaction,
+            requester=requester,
+            patients=sorted(set(patients)),
+            recorded=self._now(),
+            server_base=self.base_url,
+            request_id=info.request_id,
+            raw_query=info.raw_query,
+            entities=tuple(entities),
+            client_address=info.client_address,
+        )
+        self._append(events, tx)
+
+    def refusal(self, requester: Requester, interaction: str, patients: Iterable[str], rule: str) -> None:
+        if not self.records(requester):
+            return
+        info = current_request.get()
+        events = build_refusal_events(
+            requester=requester,
+            patients=sorted(set(patients)),
+            denied_rule=rule,
+            recorded=self._now(),
+            server_base=self.base_url,
+            interaction=interaction,
+            request_id=info.request_id,
+            raw_query=info.raw_query,
+            client_address=info.client_address,
+        )
+        self._append(events, None)
+
+    def _append(self, events: list[dict], tx: StoreTransaction | None) -> None:
+        if tx is not None:
+            self._append_in(tx, events)
+            return
+        for attempt in range(5):
+            try:
+                with self.store.transaction() as own:
+                    self._append_in(own, events)
+                return
+            except VersionConflict:
+                if attempt == 4:
+                    raise
+
+    def _append_in(self, tx: StoreTransaction, events: list[dict]) -> None:
+        head = tx.audit_head() or (0, GENESIS_HASH)
+        sequence, previous = head
+        for event in events:
+            sequence += 1
+            sealed = seal(event, previous, sequence)
+            previous = chain_link(sealed).hash
+            stored = versions.stamp(sealed, sealed["id"], 1, self.clock())
+            entries = extract(sealed, self.registry)
+            tx.write(
+                VersionWrite(
+                    stored, "POST", 0, entries, sort_values(entries),
+                    entries.compartment[0] if entries.compartment else "",
+                )
+            )
+        tx.set_audit_head(sequence, previous)

@@ -1,0 +1,19 @@
+"""Write-time profile checks (the server's profiles in profiles/), as a service validator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fhir_server.errors import FhirError
+from fhir_server.resources.profiles import ProfileRegistry
+
+
+def profile_validator(profiles: ProfileRegistry) -> Callable[[dict], None]:
+    """A validator raising 422 (FHIR: a resource that fails its profiles) with every issue."""
+
+    def check(resource: dict) -> None:
+        issues = [issue for issue in profiles.validate(resource) if issue.severity in ("error", "fatal")]
+        if issues:
+            raise FhirError(422, issues)
+
+    return check
