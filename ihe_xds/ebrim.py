@@ -252,9 +252,13 @@ def _slots(element: etree._Element, problems: list[RegistryError], where: str) -
     for slot in element.findall(_rim("Slot")):
         name = slot.get("name")
         if not name:
-            problems.append(registry_error(XDS_REGISTRY_METADATA_ERROR, "Slot without a name", where))
+            problems.append(
+                registry_error(XDS_REGISTRY_METADATA_ERROR, "Slot without a name", where)
+            )
             continue
-        values = [(v.text or "").strip() for v in slot.iterfind(f"{_rim('ValueList')}/{_rim('Value')}")]
+        values = [
+            (v.text or "").strip() for v in slot.iterfind(f"{_rim('ValueList')}/{_rim('Value')}")
+        ]
         slots.append(Slot(name, values))
     return slots
 
@@ -315,7 +319,9 @@ def _single(
     found = values.get(scheme) or []
     if len(found) > 1:
         problems.append(
-            registry_error(XDS_REGISTRY_METADATA_ERROR, f"{name} given {len(found)} times", f"{where} {name}")
+            registry_error(
+                XDS_REGISTRY_METADATA_ERROR, f"{name} given {len(found)} times", f"{where} {name}"
+            )
         )
     return found[0] if found and found[0] else None
 
@@ -362,12 +368,16 @@ def _parse_entry(
             if getattr(entry, name) is not None:
                 problems.append(
                     registry_error(
-                        XDS_REGISTRY_METADATA_ERROR, f"{_camel(name)} given more than once", f"{where} {_camel(name)}"
+                        XDS_REGISTRY_METADATA_ERROR,
+                        f"{_camel(name)} given more than once",
+                        f"{where} {_camel(name)}",
                     )
                 )
             setattr(entry, name, _coded(classification, problems, where))
         elif scheme in _ENTRY_CODE_LISTS:
-            getattr(entry, _ENTRY_CODE_LISTS[scheme]).append(_coded(classification, problems, where))
+            getattr(entry, _ENTRY_CODE_LISTS[scheme]).append(
+                _coded(classification, problems, where)
+            )
     ids = _external_ids(element)
     entry.patient_id = _single(ids, DE_PATIENT_ID, problems, where, "patientId")
     entry.unique_id = _single(ids, DE_UNIQUE_ID, problems, where, "uniqueId")
@@ -420,7 +430,9 @@ def _parse_package(
         elif scheme == SS_CONTENT_TYPE_CODE:
             if submission_set.content_type_code is not None:
                 problems.append(
-                    registry_error(XDS_REGISTRY_METADATA_ERROR, "contentTypeCode given more than once", where)
+                    registry_error(
+                        XDS_REGISTRY_METADATA_ERROR, "contentTypeCode given more than once", where
+                    )
                 )
             submission_set.content_type_code = _coded(classification, problems, where)
     submission_set.patient_id = _single(ids, SS_PATIENT_ID, problems, where, "patientId")
@@ -447,7 +459,9 @@ def parse_submission(
         submission.provide_and_register = True
         request = element.find(q(NS_LCM, "SubmitObjectsRequest"))
         if request is None:
-            raise NotASubmission("ProvideAndRegisterDocumentSetRequest without SubmitObjectsRequest")
+            raise NotASubmission(
+                "ProvideAndRegisterDocumentSetRequest without SubmitObjectsRequest"
+            )
     elif element.tag == q(NS_LCM, "SubmitObjectsRequest"):
         request = element
     else:
@@ -487,13 +501,15 @@ def parse_submission(
             where = f"Document {document_id}"
             if document_id in submission.documents:
                 problems.append(
-                    registry_error(XDS_REPOSITORY_METADATA_ERROR, "two Documents carry the same id", where)
+                    registry_error(
+                        XDS_REPOSITORY_METADATA_ERROR, "two Documents carry the same id", where
+                    )
                 )
                 continue
             try:
                 submission.documents[document_id] = document_content(document, attachments or {})
             except MtomError:
-                raise
+                raise  # a broken package, not a metadata problem: SOAP Fault
             except ValueError as exc:
                 problems.append(registry_error(XDS_REPOSITORY_METADATA_ERROR, str(exc), where))
     return submission
@@ -537,7 +553,9 @@ def _add_coded(parent: etree._Element, owner: str, scheme: str, coded: Coded, in
     _add_localized(element, "Name", coded.display)
 
 
-def _add_author(parent: etree._Element, owner: str, scheme: str, author: Author, index: int) -> None:
+def _add_author(
+    parent: etree._Element, owner: str, scheme: str, author: Author, index: int
+) -> None:
     element = etree.SubElement(
         parent,
         _rim("Classification"),
@@ -631,7 +649,9 @@ def submission_set_to_element(submission_set: SubmissionSet) -> etree._Element:
     for index, author in enumerate(submission_set.authors):
         _add_author(element, submission_set.id, SS_AUTHOR, author, index)
     if submission_set.content_type_code is not None:
-        _add_coded(element, submission_set.id, SS_CONTENT_TYPE_CODE, submission_set.content_type_code, 0)
+        _add_coded(
+            element, submission_set.id, SS_CONTENT_TYPE_CODE, submission_set.content_type_code, 0
+        )
     etree.SubElement(
         element,
         _rim("Classification"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC
 
 from ihe_xds.codes import is_oid
 
@@ -114,7 +115,9 @@ class XON:
 
     def to_hl7(self) -> str:
         authority = f"&{self.authority_oid}&ISO" if self.authority_oid else None
-        return _join([self.name, None, None, None, None, authority, self.id_type, None, None, self.id])
+        return _join(
+            [self.name, None, None, None, None, authority, self.id_type, None, None, self.id]
+        )
 
 
 def parse_xon(text: str) -> XON:
@@ -176,7 +179,7 @@ _FHIR_DATETIME = re.compile(
 
 def fhir_to_xds_time(text: str) -> str:
     """FHIR date/dateTime/instant -> YYYYMMDD[hhmmss] in UTC (XDS times are UTC)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     match = _FHIR_DATETIME.match(text)
     if not match:
@@ -188,5 +191,5 @@ def fhir_to_xds_time(text: str) -> str:
     if zone and zone != "Z":
         sign = 1 if zone[0] == "+" else -1
         offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-        moment = (moment - sign * offset).replace(tzinfo=timezone.utc)
+        moment = (moment - sign * offset).replace(tzinfo=UTC)
     return moment.strftime("%Y%m%d%H%M%S")

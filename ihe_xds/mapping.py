@@ -44,26 +44,42 @@ from fhir_server.terminology import (
     INVISIBLE_PATIENT,
     INVISIBLE_REPRESENTANTS_LEGAUX,
     MASQUE_PS,
-    OID_IDNAT_PS,
     SYSTEM_MHD_LIST_TYPES,
     SYSTEM_RFC3986,
 )
 from ihe_xds.codes import (
-    OID_TRE_A07,
     OID_TO_URL,
+    OID_TRE_A07,
     URL_TO_OID,
     is_oid,
     scheme_for_system,
     system_for_scheme,
 )
-from ihe_xds.ebrim import Association, Author, Coded, DocumentEntry, Slot, Submission, SubmissionSet, association_id
+from ihe_xds.ebrim import (
+    Association,
+    Author,
+    Coded,
+    DocumentEntry,
+    Slot,
+    Submission,
+    SubmissionSet,
+    association_id,
+)
 from ihe_xds.errors import (
     XDS_REPOSITORY_METADATA_ERROR,
     XDS_UNKNOWN_PATIENT_ID,
     RegistryError,
     registry_error,
 )
-from ihe_xds.hl7v2 import XCN, XON, fhir_to_xds_time, parse_cx, parse_xcn, parse_xon, xds_time_to_fhir
+from ihe_xds.hl7v2 import (
+    XCN,
+    XON,
+    fhir_to_xds_time,
+    parse_cx,
+    parse_xcn,
+    parse_xon,
+    xds_time_to_fhir,
+)
 from ihe_xds.vocabulary import (
     ASSOC_APND,
     ASSOC_HAS_MEMBER,
@@ -102,7 +118,18 @@ EXT_DESIGNATION_TYPE = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe
 AVAILABILITY_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/xds-availability-status"
 SYSTEM_V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 SYSTEM_FR_V2_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
-_FRENCH_ID_TYPES = {"IDNPS", "IDNST", "INS-NIR", "INS-NIA", "INS-C", "RPPS", "ADELI", "FINEG", "FINEJ", "SIRET"}
+_FRENCH_ID_TYPES = {
+    "IDNPS",
+    "IDNST",
+    "INS-NIR",
+    "INS-NIA",
+    "INS-C",
+    "RPPS",
+    "ADELI",
+    "FINEG",
+    "FINEJ",
+    "SIRET",
+}
 MASKING_CODES = (MASQUE_PS, INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX)
 _SYSTEM_A07 = system_for_scheme(OID_TRE_A07)
 
@@ -149,7 +176,11 @@ def fhir_availability(status: str) -> tuple[str, dict | None]:
 
 def availability_of(resource: dict) -> str:
     """The ebRIM availability status of a stored DocumentReference or List."""
-    tags = {t.get("code") for t in (resource.get("meta") or {}).get("tag", []) if t.get("system") == AVAILABILITY_SYSTEM}
+    tags = {
+        t.get("code")
+        for t in (resource.get("meta") or {}).get("tag", [])
+        if t.get("system") == AVAILABILITY_SYSTEM
+    }
     if "Deleted" in tags:
         return STATUS_DELETED
     if "Archived" in tags:
@@ -239,7 +270,7 @@ def _identifier_cx(identifier: dict) -> str:
     value = identifier.get("value") or ""
     if not system.startswith("urn:oid:"):
         return value
-    text = f"{value}^^^&{system[len('urn:oid:'):]}&ISO"
+    text = f"{value}^^^&{system[len('urn:oid:') :]}&ISO"
     type_code = _type_code(identifier)
     return f"{text}^{type_code}" if type_code else text
 
@@ -414,10 +445,14 @@ def _authors_back(references: list[dict], contained: dict[str, dict]) -> list[Au
             order.append(author)
         kind = resource.get("resourceType")
         if kind == "PractitionerRole":
-            practitioner = contained.get((resource.get("practitioner") or {}).get("reference", "").removeprefix("#"))
+            practitioner = contained.get(
+                (resource.get("practitioner") or {}).get("reference", "").removeprefix("#")
+            )
             if practitioner:
                 author.person = _practitioner_xcn(practitioner)
-            organization = contained.get((resource.get("organization") or {}).get("reference", "").removeprefix("#"))
+            organization = contained.get(
+                (resource.get("organization") or {}).get("reference", "").removeprefix("#")
+            )
             if organization:
                 author.institutions.insert(0, _organization_xon(organization))
             author.roles = [_concept_ce(c) for c in resource.get("code") or []]
@@ -471,7 +506,12 @@ def _source_patient(entry: DocumentEntry) -> dict | None:
             lines = [x for x in (c[0], c[1]) if x]
             if lines:
                 address["line"] = lines
-            for key, part in (("city", c[2]), ("state", c[3]), ("postalCode", c[4]), ("country", c[5])):
+            for key, part in (
+                ("city", c[2]),
+                ("state", c[3]),
+                ("postalCode", c[4]),
+                ("country", c[5]),
+            ):
                 if part:
                     address[key] = part
             patient.setdefault("address", []).append(address)
@@ -510,15 +550,20 @@ def _source_patient_back(patient: dict) -> tuple[str | None, list[str]]:
 
 
 def _related(text: str) -> dict:
+    """A referenceIdList CXi (`id^^^&OID&ISO^type`) as a logical reference."""
+    if "^" not in text:
+        return {"identifier": {"value": text}}
     c = text.split("^") + [""] * 5
     identifier: dict = {"value": c[0]}
     authority = c[3].split("&") + ["", "", ""]
     if is_oid(authority[1]):
         identifier = {"system": f"urn:oid:{authority[1]}", **identifier}
     if c[4]:
-        identifier["type"] = {"coding": [{"system": SYSTEM_RFC3986, "code": c[4]}]} if ":" in c[4] else _id_type(c[4])
-    if len(c[0]) == len(text):
-        return {"identifier": {"value": text}}
+        identifier["type"] = (
+            {"coding": [{"system": SYSTEM_RFC3986, "code": c[4]}]}
+            if ":" in c[4]
+            else _id_type(c[4])
+        )
     return {"identifier": identifier}
 
 
@@ -528,7 +573,7 @@ def _related_back(reference: dict) -> str | None:
         return None
     system = identifier.get("system") or ""
     value = identifier.get("value") or ""
-    authority = f"&{system[len('urn:oid:'):]}&ISO" if system.startswith("urn:oid:") else ""
+    authority = f"&{system[len('urn:oid:') :]}&ISO" if system.startswith("urn:oid:") else ""
     text = "^".join([value, "", "", authority, _type_code(identifier) or ""]).rstrip("^")
     return text
 
@@ -575,7 +620,11 @@ def submission_to_fhir(
             patients[cx_text] = resolve_patient(cx.authority_oid, cx.value) if cx else None
             if patients[cx_text] is None:
                 result.errors.append(
-                    registry_error(XDS_UNKNOWN_PATIENT_ID, f"patient {cx_text} is not known to the registry", location)
+                    registry_error(
+                        XDS_UNKNOWN_PATIENT_ID,
+                        f"patient {cx_text} is not known to the registry",
+                        location,
+                    )
                 )
         return patients[cx_text]
 
@@ -592,7 +641,11 @@ def submission_to_fhir(
                 )
             )
     if submission_set is not None:
-        set_uuid = submission_set.id if submission_set.id.startswith("urn:uuid:") else f"urn:uuid:{uuid.uuid4()}"
+        set_uuid = (
+            submission_set.id
+            if submission_set.id.startswith("urn:uuid:")
+            else f"urn:uuid:{uuid.uuid4()}"
+        )
         result.entry_uuids[submission_set.id] = set_uuid
         result.resource_ids[submission_set.id] = _new_id()
         patient_of(submission_set.patient_id, f"SubmissionSet {submission_set.id} patientId")
@@ -612,7 +665,9 @@ def submission_to_fhir(
             if association.source != entry.id or association.type not in _RELATES_TO:
                 continue
             if association.target in entries_by_id:
-                target = {"reference": f"DocumentReference/{result.resource_ids[association.target]}"}
+                target = {
+                    "reference": f"DocumentReference/{result.resource_ids[association.target]}"
+                }
             else:
                 target = {"identifier": {"system": SYSTEM_RFC3986, "value": association.target}}
                 known = resolve_document(association.target) if resolve_document else None
@@ -620,7 +675,9 @@ def submission_to_fhir(
                     target = {"reference": f"DocumentReference/{known}", **target}
                 if association.type in REPLACING_RELATIONSHIPS:
                     result.replaced.append(association.target)
-            relates_to += [{"code": code, "target": dict(target)} for code in _RELATES_TO[association.type]]
+            relates_to += [
+                {"code": code, "target": dict(target)} for code in _RELATES_TO[association.type]
+            ]
         result.document_references.append(
             _document_reference(
                 entry,
@@ -651,10 +708,14 @@ def submission_to_fhir(
             members=[
                 result.resource_ids[a.target]
                 for a in submission.associations
-                if a.type == ASSOC_HAS_MEMBER and a.source == submission_set.id and a.target in entries_by_id
+                if a.type == ASSOC_HAS_MEMBER
+                and a.source == submission_set.id
+                and a.target in entries_by_id
             ],
         )
-    result.bundle = _transaction(result.binaries + result.document_references + [r for r in [result.list_resource] if r])
+    result.bundle = _transaction(
+        result.binaries + result.document_references + [r for r in [result.list_resource] if r]
+    )
     return result
 
 
@@ -693,7 +754,11 @@ def _document_reference(
     fhir_status, tag = fhir_availability(status)
     doc: dict = {"resourceType": "DocumentReference", "id": doc_id}
     meta: dict = {}
-    security = [_coding(c) for c in entry.confidentiality_codes if c.scheme == OID_TRE_A07 and c.code in MASKING_CODES]
+    security = [
+        _coding(c)
+        for c in entry.confidentiality_codes
+        if c.scheme == OID_TRE_A07 and c.code in MASKING_CODES
+    ]
     if security:
         meta["security"] = security
     if tag:
@@ -767,7 +832,12 @@ def _document_reference(
 
 
 def _list_resource(
-    submission_set: SubmissionSet, *, list_id: str, entry_uuid: str, patient_id: str | None, members: list[str]
+    submission_set: SubmissionSet,
+    *,
+    list_id: str,
+    entry_uuid: str,
+    patient_id: str | None,
+    members: list[str],
 ) -> dict:
     resource: dict = {"resourceType": "List", "id": list_id}
     contained: list[dict] = []
@@ -779,9 +849,16 @@ def _list_resource(
         resource["contained"] = contained
     extensions = []
     if submission_set.source_id:
-        extensions.append({"url": EXT_SOURCE_ID, "valueIdentifier": _uri_for_unique_id(submission_set.source_id)})
+        extensions.append(
+            {"url": EXT_SOURCE_ID, "valueIdentifier": _uri_for_unique_id(submission_set.source_id)}
+        )
     if submission_set.content_type_code:
-        extensions.append({"url": EXT_DESIGNATION_TYPE, "valueCodeableConcept": _concept(submission_set.content_type_code)})
+        extensions.append(
+            {
+                "url": EXT_DESIGNATION_TYPE,
+                "valueCodeableConcept": _concept(submission_set.content_type_code),
+            }
+        )
     if extensions:
         resource["extension"] = extensions
     identifiers = []
@@ -819,7 +896,9 @@ def entry_uuid_of(resource: dict) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, resource.get('resourceType', '') + '/' + resource.get('id', ''))}"
 
 
-def document_reference_to_ebrim(doc_ref: dict, *, patient_cx: str, repository_unique_id: str) -> DocumentEntry:
+def document_reference_to_ebrim(
+    doc_ref: dict, *, patient_cx: str, repository_unique_id: str
+) -> DocumentEntry:
     """The XDSDocumentEntry for a stored DocumentReference (ITI-18 LeafClass answers)."""
     contained = {r.get("id"): r for r in doc_ref.get("contained") or []}
     entry_uuid = entry_uuid_of(doc_ref)
@@ -845,14 +924,19 @@ def document_reference_to_ebrim(doc_ref: dict, *, patient_cx: str, repository_un
         entry.service_stop_time = fhir_to_xds_time(period["end"])
     source_ref = (context.get("sourcePatientInfo") or {}).get("reference", "").removeprefix("#")
     if source_ref in contained:
-        entry.source_patient_id, entry.source_patient_info = _source_patient_back(contained[source_ref])
+        entry.source_patient_id, entry.source_patient_info = _source_patient_back(
+            contained[source_ref]
+        )
     if attachment.get("hash"):
         entry.hash = base64.b64decode(attachment["hash"]).hex()
     if attachment.get("size") is not None:
         entry.size = str(attachment["size"])
     entry.repository_unique_id = repository_unique_id
     authenticator = (doc_ref.get("authenticator") or {}).get("reference", "").removeprefix("#")
-    if authenticator in contained and contained[authenticator].get("resourceType") == "Practitioner":
+    if (
+        authenticator in contained
+        and contained[authenticator].get("resourceType") == "Practitioner"
+    ):
         entry.legal_authenticator = _practitioner_xcn(contained[authenticator])
     entry.reference_ids = [r for r in (_related_back(x) for x in context.get("related") or []) if r]
     entry.class_code = _coded_from((doc_ref.get("category") or [None])[0])
@@ -860,7 +944,9 @@ def document_reference_to_ebrim(doc_ref: dict, *, patient_cx: str, repository_un
     entry.format_code = _coded_from(content.get("format"))
     entry.healthcare_facility_type_code = _coded_from(context.get("facilityType"))
     entry.practice_setting_code = _coded_from(context.get("practiceSetting"))
-    entry.confidentiality_codes = [c for c in (_coded_from(x) for x in doc_ref.get("securityLabel") or []) if c]
+    entry.confidentiality_codes = [
+        c for c in (_coded_from(x) for x in doc_ref.get("securityLabel") or []) if c
+    ]
     entry.event_codes = [c for c in (_coded_from(x) for x in context.get("event") or []) if c]
     entry.authors = _authors_back(doc_ref.get("author") or [], contained)
     return entry
@@ -871,7 +957,9 @@ def list_to_ebrim(list_resource: dict, *, patient_cx: str | None = None) -> Subm
     contained = {r.get("id"): r for r in list_resource.get("contained") or []}
     submission_set = SubmissionSet(id=entry_uuid_of(list_resource))
     for identifier in list_resource.get("identifier") or []:
-        if identifier.get("use") == "usual" or (identifier.get("value") or "").startswith("urn:oid:"):
+        if identifier.get("use") == "usual" or (identifier.get("value") or "").startswith(
+            "urn:oid:"
+        ):
             submission_set.unique_id = _unique_id_from(identifier)
             break
     for extension in list_resource.get("extension") or []:
@@ -891,10 +979,17 @@ def list_to_ebrim(list_resource: dict, *, patient_cx: str | None = None) -> Subm
     return submission_set
 
 
-_CODE_TO_ASSOCIATION = {"replaces": ASSOC_RPLC, "appends": ASSOC_APND, "transforms": ASSOC_XFRM, "signs": ASSOC_SIGNS}
+_CODE_TO_ASSOCIATION = {
+    "replaces": ASSOC_RPLC,
+    "appends": ASSOC_APND,
+    "transforms": ASSOC_XFRM,
+    "signs": ASSOC_SIGNS,
+}
 
 
-def associations_from_fhir(list_resources: list[dict], document_references: list[dict]) -> list[Association]:
+def associations_from_fhir(
+    list_resources: list[dict], document_references: list[dict]
+) -> list[Association]:
     """HasMember associations (List.entry) and document relationships (relatesTo).
 
     Association ids are derived from (source, target, type) so that repeated queries give
@@ -928,7 +1023,9 @@ def associations_from_fhir(list_resources: list[dict], document_references: list
             target_ref = relation.get("target") or {}
             target = (target_ref.get("identifier") or {}).get("value")
             if not target:
-                target_doc = by_id.get((target_ref.get("reference") or "").removeprefix("DocumentReference/"))
+                target_doc = by_id.get(
+                    (target_ref.get("reference") or "").removeprefix("DocumentReference/")
+                )
                 if target_doc is None:
                     continue
                 target = entry_uuid_of(target_doc)

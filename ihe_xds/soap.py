@@ -53,7 +53,9 @@ def read_envelope(
     """Read a SOAP 1.2 envelope; raise XmlError (bad XML) or SoapFault (bad envelope)."""
     root = data if isinstance(data, etree._Element) else parse_xml(data, max_bytes=max_bytes)
     if root.tag == q(NS_SOAP11, "Envelope"):
-        raise SoapFault("SOAP 1.1 envelopes are not supported; use SOAP 1.2", code="VersionMismatch")
+        raise SoapFault(
+            "SOAP 1.1 envelopes are not supported; use SOAP 1.2", code="VersionMismatch"
+        )
     if root.tag != q(NS_SOAP12, "Envelope"):
         raise SoapFault("the message is not a SOAP 1.2 Envelope")
     header = root.find(q(NS_SOAP12, "Header"))
@@ -94,7 +96,9 @@ def check_action(envelope: SoapEnvelope, expected: tuple[str, ...] | None = None
     known = expected if expected is not None else tuple(REQUEST_ROOTS)
     action = envelope.action
     if not action:
-        raise SoapFault("missing WS-Addressing Action header", subcode="wsa:MessageAddressingHeaderRequired")
+        raise SoapFault(
+            "missing WS-Addressing Action header", subcode="wsa:MessageAddressingHeaderRequired"
+        )
     if action not in known:
         raise SoapFault(f"unsupported action {action!r}", subcode="wsa:ActionNotSupported")
     if envelope.body.tag != REQUEST_ROOTS[action]:
@@ -120,7 +124,9 @@ def _envelope(action: str, relates_to: str | None, body_child: etree._Element) -
     return envelope
 
 
-def response_envelope(request_action: str, relates_to: str | None, body_child: etree._Element) -> bytes:
+def response_envelope(
+    request_action: str, relates_to: str | None, body_child: etree._Element
+) -> bytes:
     """The response envelope: Action = request action + "Response", RelatesTo = MessageID."""
     envelope = _envelope(request_action + "Response", relates_to, body_child)
     return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")

@@ -149,10 +149,18 @@ def _entry_name(entry: DocumentEntry) -> str:
 def _check_structure(submission: Submission) -> list[RegistryError]:
     errors = []
     if not submission.submission_sets:
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, "the submission has no SubmissionSet", "SubmissionSet"))
+        errors.append(
+            _err(
+                XDS_REGISTRY_METADATA_ERROR, "the submission has no SubmissionSet", "SubmissionSet"
+            )
+        )
     elif len(submission.submission_sets) > 1:
         errors.append(
-            _err(XDS_REGISTRY_METADATA_ERROR, "the submission has more than one SubmissionSet", "SubmissionSet")
+            _err(
+                XDS_REGISTRY_METADATA_ERROR,
+                "the submission has more than one SubmissionSet",
+                "SubmissionSet",
+            )
         )
     for folder in submission.folders:
         errors.append(
@@ -164,7 +172,11 @@ def _check_structure(submission: Submission) -> list[RegistryError]:
         )
     if not submission.entries and not submission.folders:
         errors.append(
-            _err(XDS_REGISTRY_METADATA_ERROR, "the submission has no DocumentEntry", "RegistryObjectList")
+            _err(
+                XDS_REGISTRY_METADATA_ERROR,
+                "the submission has no DocumentEntry",
+                "RegistryObjectList",
+            )
         )
     ids: set[str] = set()
     objects = [("DocumentEntry", e.id) for e in submission.entries]
@@ -175,7 +187,11 @@ def _check_structure(submission: Submission) -> list[RegistryError]:
             errors.append(_err(XDS_REGISTRY_METADATA_ERROR, f"{kind} without an id", kind))
         elif object_id in ids:
             errors.append(
-                _err(XDS_REGISTRY_METADATA_ERROR, f"id {object_id} used by two objects", f"{kind} {object_id}")
+                _err(
+                    XDS_REGISTRY_METADATA_ERROR,
+                    f"id {object_id} used by two objects",
+                    f"{kind} {object_id}",
+                )
             )
         ids.add(object_id)
     return errors
@@ -185,15 +201,35 @@ def _check_submission_set(submission_set: SubmissionSet) -> list[RegistryError]:
     where = f"SubmissionSet {submission_set.id}"
     errors = []
     if not is_unique_id(submission_set.unique_id):
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, _bad("uniqueId", submission_set.unique_id), f"{where} uniqueId"))
+        errors.append(
+            _err(
+                XDS_REGISTRY_METADATA_ERROR,
+                _bad("uniqueId", submission_set.unique_id),
+                f"{where} uniqueId",
+            )
+        )
     if not is_oid(submission_set.source_id):
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, _bad("sourceId", submission_set.source_id), f"{where} sourceId"))
+        errors.append(
+            _err(
+                XDS_REGISTRY_METADATA_ERROR,
+                _bad("sourceId", submission_set.source_id),
+                f"{where} sourceId",
+            )
+        )
     problem = patient_id_error(submission_set.patient_id, require_ins=False)
     if problem:
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, f"patientId: {problem}", f"{where} patientId"))
+        errors.append(
+            _err(XDS_REGISTRY_METADATA_ERROR, f"patientId: {problem}", f"{where} patientId")
+        )
     errors += _check_time(submission_set.submission_time, f"{where} submissionTime", required=True)
     if submission_set.content_type_code is None:
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, "contentTypeCode is required", f"{where} contentTypeCode"))
+        errors.append(
+            _err(
+                XDS_REGISTRY_METADATA_ERROR,
+                "contentTypeCode is required",
+                f"{where} contentTypeCode",
+            )
+        )
     else:
         errors += _check_code(submission_set.content_type_code, f"{where} contentTypeCode", None)
     return errors
@@ -206,17 +242,23 @@ def _bad(name: str, value: str | None) -> str:
 def _check_time(value: str | None, location: str, *, required: bool) -> list[RegistryError]:
     if value is None:
         if required:
-            return [_err(XDS_REGISTRY_METADATA_ERROR, f"{location.split()[-1]} is required", location)]
+            return [
+                _err(XDS_REGISTRY_METADATA_ERROR, f"{location.split()[-1]} is required", location)
+            ]
         return []
     problem = xds_time_error(value)
     return [_err(XDS_REGISTRY_METADATA_ERROR, problem, location)] if problem else []
 
 
-def _check_code(coded: Coded, location: str, allowed: tuple[str, ...] | None) -> list[RegistryError]:
+def _check_code(
+    coded: Coded, location: str, allowed: tuple[str, ...] | None
+) -> list[RegistryError]:
     if not coded.code:
         return [_err(XDS_REGISTRY_METADATA_ERROR, "code without nodeRepresentation", location)]
     if not coded.scheme:
-        return [_err(XDS_REGISTRY_METADATA_ERROR, f"code {coded.code} without codingScheme", location)]
+        return [
+            _err(XDS_REGISTRY_METADATA_ERROR, f"code {coded.code} without codingScheme", location)
+        ]
     if allowed is not None and coded.scheme not in allowed:
         return [
             _err(
@@ -228,48 +270,94 @@ def _check_code(coded: Coded, location: str, allowed: tuple[str, ...] | None) ->
     return []
 
 
-def _check_entry(entry: DocumentEntry, submission: Submission, profile: ValidationProfile) -> list[RegistryError]:
+def _check_entry(
+    entry: DocumentEntry, submission: Submission, profile: ValidationProfile
+) -> list[RegistryError]:
     where = _entry_name(entry)
     errors: list[RegistryError] = []
 
     def need(name: str, present: object) -> None:
         if not present:
-            errors.append(_err(XDS_REGISTRY_METADATA_ERROR, f"{name} is required", f"{where} {name}"))
+            errors.append(
+                _err(XDS_REGISTRY_METADATA_ERROR, f"{name} is required", f"{where} {name}")
+            )
 
     if entry.object_type == OBJECT_TYPE_ON_DEMAND:
         errors.append(
-            _err(XDS_REGISTRY_METADATA_ERROR, "on-demand DocumentEntries cannot be submitted", f"{where} objectType")
+            _err(
+                XDS_REGISTRY_METADATA_ERROR,
+                "on-demand DocumentEntries cannot be submitted",
+                f"{where} objectType",
+            )
         )
     elif entry.object_type != OBJECT_TYPE_STABLE:
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, _bad("objectType", entry.object_type), f"{where} objectType"))
+        errors.append(
+            _err(
+                XDS_REGISTRY_METADATA_ERROR,
+                _bad("objectType", entry.object_type),
+                f"{where} objectType",
+            )
+        )
     if entry.mime_type is None:
         need("mimeType", None)
     elif not _MIME.match(entry.mime_type):
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, _bad("mimeType", entry.mime_type), f"{where} mimeType"))
+        errors.append(
+            _err(
+                XDS_REGISTRY_METADATA_ERROR, _bad("mimeType", entry.mime_type), f"{where} mimeType"
+            )
+        )
     if not is_unique_id(entry.unique_id):
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, _bad("uniqueId", entry.unique_id), f"{where} uniqueId"))
+        errors.append(
+            _err(
+                XDS_REGISTRY_METADATA_ERROR, _bad("uniqueId", entry.unique_id), f"{where} uniqueId"
+            )
+        )
     problem = patient_id_error(entry.patient_id, require_ins=profile.dmp)
     if problem:
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, f"patientId: {problem}", f"{where} patientId"))
+        errors.append(
+            _err(XDS_REGISTRY_METADATA_ERROR, f"patientId: {problem}", f"{where} patientId")
+        )
     if entry.source_patient_id is None:
         need("sourcePatientId", None)
     else:
         _, problem = parse_cx(entry.source_patient_id)
         if problem:
-            errors.append(_err(XDS_REGISTRY_METADATA_ERROR, f"sourcePatientId: {problem}", f"{where} sourcePatientId"))
+            errors.append(
+                _err(
+                    XDS_REGISTRY_METADATA_ERROR,
+                    f"sourcePatientId: {problem}",
+                    f"{where} sourcePatientId",
+                )
+            )
     errors += _check_time(entry.creation_time, f"{where} creationTime", required=True)
-    errors += _check_time(entry.service_start_time, f"{where} serviceStartTime", required=profile.dmp)
+    errors += _check_time(
+        entry.service_start_time, f"{where} serviceStartTime", required=profile.dmp
+    )
     errors += _check_time(entry.service_stop_time, f"{where} serviceStopTime", required=False)
     if entry.language_code is None:
         need("languageCode", None)
     elif not _LANGUAGE.match(entry.language_code):
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, _bad("languageCode", entry.language_code), f"{where} languageCode"))
-    for name in ("classCode", "typeCode", "formatCode", "healthcareFacilityTypeCode", "practiceSettingCode"):
+        errors.append(
+            _err(
+                XDS_REGISTRY_METADATA_ERROR,
+                _bad("languageCode", entry.language_code),
+                f"{where} languageCode",
+            )
+        )
+    for name in (
+        "classCode",
+        "typeCode",
+        "formatCode",
+        "healthcareFacilityTypeCode",
+        "practiceSettingCode",
+    ):
         coded = getattr(entry, _snake(name))
         if coded is None:
             need(name, None)
         else:
-            errors += _check_code(coded, f"{where} {name}", DMP_SCHEMES[name] if profile.dmp else None)
+            errors += _check_code(
+                coded, f"{where} {name}", DMP_SCHEMES[name] if profile.dmp else None
+            )
     errors += _check_confidentiality(entry, where, profile)
     for coded in entry.event_codes:
         errors += _check_code(coded, f"{where} eventCodeList", None)
@@ -295,29 +383,47 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
-def _check_confidentiality(entry: DocumentEntry, where: str, profile: ValidationProfile) -> list[RegistryError]:
+def _check_confidentiality(
+    entry: DocumentEntry, where: str, profile: ValidationProfile
+) -> list[RegistryError]:
     location = f"{where} confidentialityCode"
     codes = entry.confidentiality_codes
     if not codes:
         return [_err(XDS_REGISTRY_METADATA_ERROR, "confidentialityCode is required", location)]
     errors = []
     if profile.dmp and len(codes) > 4:
-        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, "the DMP accepts 1 to 4 confidentialityCodes", location))
+        errors.append(
+            _err(
+                XDS_REGISTRY_METADATA_ERROR, "the DMP accepts 1 to 4 confidentialityCodes", location
+            )
+        )
     for coded in codes:
-        found = _check_code(coded, location, DMP_SCHEMES["confidentialityCode"] if profile.dmp else None)
+        found = _check_code(
+            coded, location, DMP_SCHEMES["confidentialityCode"] if profile.dmp else None
+        )
         errors += found
         if found or not profile.dmp:
             continue
         if coded.scheme == OID_V3_CONFIDENTIALITY and coded.code not in V3_CONFIDENTIALITY_CODES:
-            errors.append(_err(XDS_REGISTRY_METADATA_ERROR, f"{coded.code} is not N, R or V", location))
+            errors.append(
+                _err(XDS_REGISTRY_METADATA_ERROR, f"{coded.code} is not N, R or V", location)
+            )
         if coded.scheme == OID_TRE_A07 and coded.code not in MASKING_CODES:
-            errors.append(_err(XDS_REGISTRY_METADATA_ERROR, f"{coded.code} is not a TRE_A07 code", location))
+            errors.append(
+                _err(XDS_REGISTRY_METADATA_ERROR, f"{coded.code} is not a TRE_A07 code", location)
+            )
     return errors
 
 
-def _check_hash_and_size(entry: DocumentEntry, submission: Submission, where: str) -> list[RegistryError]:
+def _check_hash_and_size(
+    entry: DocumentEntry, submission: Submission, where: str
+) -> list[RegistryError]:
     errors = []
-    code = XDS_REPOSITORY_METADATA_ERROR if submission.provide_and_register else XDS_REGISTRY_METADATA_ERROR
+    code = (
+        XDS_REPOSITORY_METADATA_ERROR
+        if submission.provide_and_register
+        else XDS_REGISTRY_METADATA_ERROR
+    )
     if not submission.provide_and_register:
         for name, value in (
             ("hash", entry.hash),
@@ -325,13 +431,21 @@ def _check_hash_and_size(entry: DocumentEntry, submission: Submission, where: st
             ("repositoryUniqueId", entry.repository_unique_id),
         ):
             if not value:
-                errors.append(_err(XDS_REGISTRY_METADATA_ERROR, f"{name} is required", f"{where} {name}"))
+                errors.append(
+                    _err(XDS_REGISTRY_METADATA_ERROR, f"{name} is required", f"{where} {name}")
+                )
     if entry.hash is not None and not _HASH.match(entry.hash):
         errors.append(_err(code, f"hash {entry.hash!r} is not a hex SHA-1", f"{where} hash"))
     if entry.size is not None and not entry.size.isdigit():
         errors.append(_err(code, f"size {entry.size!r} is not a number", f"{where} size"))
     if entry.repository_unique_id is not None and not is_oid(entry.repository_unique_id):
-        errors.append(_err(code, _bad("repositoryUniqueId", entry.repository_unique_id), f"{where} repositoryUniqueId"))
+        errors.append(
+            _err(
+                code,
+                _bad("repositoryUniqueId", entry.repository_unique_id),
+                f"{where} repositoryUniqueId",
+            )
+        )
     document = submission.documents.get(entry.id)
     if document is not None:
         if entry.hash and _HASH.match(entry.hash):
@@ -394,12 +508,20 @@ def _check_patient_ids(submission: Submission) -> list[RegistryError]:
 def _check_pairing(submission: Submission) -> list[RegistryError]:
     entry_ids = {e.id for e in submission.entries}
     errors = [
-        _err(XDS_MISSING_DOCUMENT, "no Document carries this DocumentEntry's content", _entry_name(entry))
+        _err(
+            XDS_MISSING_DOCUMENT,
+            "no Document carries this DocumentEntry's content",
+            _entry_name(entry),
+        )
         for entry in submission.entries
         if entry.id not in submission.documents
     ]
     errors += [
-        _err(XDS_MISSING_DOCUMENT_METADATA, "no DocumentEntry describes this Document", f"Document {doc_id}")
+        _err(
+            XDS_MISSING_DOCUMENT_METADATA,
+            "no DocumentEntry describes this Document",
+            f"Document {doc_id}",
+        )
         for doc_id in submission.documents
         if doc_id not in entry_ids
     ]
@@ -437,9 +559,11 @@ def _check_associations(submission: Submission) -> list[RegistryError]:
                         )
                     )
                 members.add(association.target)
-            elif association.target in folders:
-                continue
-            elif is_uuid_urn(association.target) and status == "Reference":
+            elif (
+                association.target in folders
+                or is_uuid_urn(association.target)
+                and status == "Reference"
+            ):
                 continue
             else:
                 errors.append(

@@ -50,8 +50,12 @@ REQUEST_ROOTS = {
 # ebRIM object types, classification schemes and nodes
 OBJECT_TYPE_STABLE = "urn:uuid:7edca82f-054d-47f2-a032-9b2a5b5186c1"
 OBJECT_TYPE_ON_DEMAND = "urn:uuid:34268e47-fdf5-41a6-ba33-82133c465248"
-OBJECT_TYPE_REGISTRY_PACKAGE = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"
-OBJECT_TYPE_CLASSIFICATION = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification"
+OBJECT_TYPE_REGISTRY_PACKAGE = (
+    "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"
+)
+OBJECT_TYPE_CLASSIFICATION = (
+    "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification"
+)
 OBJECT_TYPE_EXTERNAL_IDENTIFIER = (
     "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:ExternalIdentifier"
 )

@@ -26,8 +26,10 @@ def _parser() -> etree.XMLParser:
         load_dtd=False,
         dtd_validation=False,
         huge_tree=False,
-        remove_pis=True,
-        remove_comments=True,
+        # Comments and PIs are kept: the wsse:Security header must reach the signature
+        # check exactly as signed.
+        remove_pis=False,
+        remove_comments=False,
         collect_ids=False,
     )
 

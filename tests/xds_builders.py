@@ -52,7 +52,9 @@ def _name(parent: etree._Element, value: str, local: str = "Name") -> None:
     etree.SubElement(holder, _rim("LocalizedString"), value=value)
 
 
-def _coded(parent: etree._Element, owner: str, scheme: str, code: str, coding_scheme: str, display: str) -> None:
+def _coded(
+    parent: etree._Element, owner: str, scheme: str, code: str, coding_scheme: str, display: str
+) -> None:
     element = etree.SubElement(
         parent,
         _rim("Classification"),
@@ -120,7 +122,9 @@ def build_iti41(
     contents = documents if documents is not None else [CDA]
     cx = patient_cx(nir)
     message_id = f"urn:uuid:{uuid.uuid4()}"
-    envelope = etree.Element(v.q(v.NS_SOAP12, "Envelope"), nsmap={"soap": v.NS_SOAP12, "wsa": v.NS_WSA})
+    envelope = etree.Element(
+        v.q(v.NS_SOAP12, "Envelope"), nsmap={"soap": v.NS_SOAP12, "wsa": v.NS_WSA}
+    )
     header = etree.SubElement(envelope, v.q(v.NS_SOAP12, "Header"))
     etree.SubElement(header, v.q(v.NS_WSA, "Action")).text = v.ACTION_ITI41
     etree.SubElement(header, v.q(v.NS_WSA, "MessageID")).text = message_id
@@ -143,7 +147,11 @@ def build_iti41(
         result.document_unique_ids[doc_id] = unique_id
         result.documents[doc_id] = content
         entry = etree.SubElement(
-            objects, _rim("ExtrinsicObject"), id=doc_id, mimeType="text/xml", objectType=v.OBJECT_TYPE_STABLE
+            objects,
+            _rim("ExtrinsicObject"),
+            id=doc_id,
+            mimeType="text/xml",
+            objectType=v.OBJECT_TYPE_STABLE,
         )
         _slot(entry, "creationTime", "20240115103000")
         if include_hash:
@@ -154,7 +162,14 @@ def build_iti41(
         _slot(entry, "serviceStartTime", "20240115090000")
         _slot(entry, "serviceStopTime", "20240115100000")
         _slot(entry, "sourcePatientId", cx)
-        _slot(entry, "sourcePatientInfo", f"PID-3|{cx}", "PID-5|DUPONT^Marie", "PID-7|19800101", "PID-8|F")
+        _slot(
+            entry,
+            "sourcePatientInfo",
+            f"PID-3|{cx}",
+            "PID-5|DUPONT^Marie",
+            "PID-7|19800101",
+            "PID-8|F",
+        )
         _name(entry, "Compte rendu d'hospitalisation")
         _name(entry, "CRH du séjour de janvier", "Description")
         _author(entry, doc_id, v.DE_AUTHOR)
@@ -171,21 +186,56 @@ def build_iti41(
             "1.3.6.1.4.1.19376.1.2.3",
             "mimeType Sufficient",
         )
-        _coded(entry, doc_id, v.DE_FACILITY_TYPE_CODE, "SA01", "1.2.250.1.71.4.2.4", "Etablissement public de santé")
-        _coded(entry, doc_id, v.DE_PRACTICE_SETTING_CODE, "ETABLISSEMENT", "1.2.250.1.213.1.1.4.9", "Etablissement de santé")
-        _coded(entry, doc_id, v.DE_TYPE_CODE, "11490-0", "2.16.840.1.113883.6.1", "Lettre de sortie")
-        _external(entry, doc_id, v.DE_PATIENT_ID, entry_patient_cx or cx, "XDSDocumentEntry.patientId")
+        _coded(
+            entry,
+            doc_id,
+            v.DE_FACILITY_TYPE_CODE,
+            "SA01",
+            "1.2.250.1.71.4.2.4",
+            "Etablissement public de santé",
+        )
+        _coded(
+            entry,
+            doc_id,
+            v.DE_PRACTICE_SETTING_CODE,
+            "ETABLISSEMENT",
+            "1.2.250.1.213.1.1.4.9",
+            "Etablissement de santé",
+        )
+        _coded(
+            entry, doc_id, v.DE_TYPE_CODE, "11490-0", "2.16.840.1.113883.6.1", "Lettre de sortie"
+        )
+        _external(
+            entry, doc_id, v.DE_PATIENT_ID, entry_patient_cx or cx, "XDSDocumentEntry.patientId"
+        )
         _external(entry, doc_id, v.DE_UNIQUE_ID, unique_id, "XDSDocumentEntry.uniqueId")
     package = etree.SubElement(objects, _rim("RegistryPackage"), id="SubmissionSet01")
     _slot(package, "submissionTime", "20240115110000")
     _name(package, "Dépôt CRH")
     _author(package, "SubmissionSet01", v.SS_AUTHOR)
-    _coded(package, "SubmissionSet01", v.SS_CONTENT_TYPE_CODE, "10", "1.2.250.1.213.1.1.4.1", "Compte rendu")
-    _external(package, "SubmissionSet01", v.SS_UNIQUE_ID, result.submission_set_unique_id, "XDSSubmissionSet.uniqueId")
+    _coded(
+        package,
+        "SubmissionSet01",
+        v.SS_CONTENT_TYPE_CODE,
+        "10",
+        "1.2.250.1.213.1.1.4.1",
+        "Compte rendu",
+    )
+    _external(
+        package,
+        "SubmissionSet01",
+        v.SS_UNIQUE_ID,
+        result.submission_set_unique_id,
+        "XDSSubmissionSet.uniqueId",
+    )
     _external(package, "SubmissionSet01", v.SS_SOURCE_ID, SOURCE_ID, "XDSSubmissionSet.sourceId")
     _external(package, "SubmissionSet01", v.SS_PATIENT_ID, cx, "XDSSubmissionSet.patientId")
     etree.SubElement(
-        objects, _rim("Classification"), id="cl-ss", classifiedObject="SubmissionSet01", classificationNode=v.SS_NODE
+        objects,
+        _rim("Classification"),
+        id="cl-ss",
+        classifiedObject="SubmissionSet01",
+        classificationNode=v.SS_NODE,
     )
     for index in range(1, len(contents) + 1):
         association = etree.SubElement(
@@ -218,7 +268,9 @@ def build_iti41(
             document.text = base64.b64encode(content).decode("ascii")
     result.envelope = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
     if mtom:
-        result.content_type, result.body = build_mtom_response(result.envelope, attachments, action=v.ACTION_ITI41)
+        result.content_type, result.body = build_mtom_response(
+            result.envelope, attachments, action=v.ACTION_ITI41
+        )
     else:
         result.content_type = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_ITI41}"'
         result.body = result.envelope

@@ -8,7 +8,9 @@ chain is one sequence whatever the number of workers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from fhir_server.access.requester import ActorKind, Requester
@@ -19,6 +21,11 @@ from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.context import current_request
 from fhir_server.store.base import ResourceStore, StoreTransaction, VersionConflict, VersionWrite
+
+
+# Refusal events raised while a write transaction is open: that transaction is about to roll
+# back, so they are committed on their own once it has ended.
+_deferred: ContextVar[list[dict] | None] = ContextVar("deferred_refusals", default=None)
 
 
 class AuditTrail:
@@ -77,7 +84,26 @@ class AuditTrail:
             raw_query=info.raw_query,
             client_address=info.client_address,
         )
-        self._append(events, None)
+        pending = _deferred.get()
+        if pending is not None:
+            pending.extend(events)
+        else:
+            self._append(events, None)
+
+    @contextmanager
+    def deferring_refusals(self) -> Iterator[None]:
+        """Around a write transaction: refusals inside it are committed after it ends."""
+        if _deferred.get() is not None:  # nested: the outermost one flushes
+            yield
+            return
+        token = _deferred.set([])
+        try:
+            yield
+        finally:
+            pending = _deferred.get()
+            _deferred.reset(token)
+            if pending:
+                self._append(pending, None)
 
     def _append(self, events: list[dict], tx: StoreTransaction | None) -> None:
         if tx is not None:

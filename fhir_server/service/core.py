@@ -327,7 +327,7 @@ class FhirService:
     def _transaction(self) -> Iterator[StoreTransaction]:
         """The store's transaction, with a concurrent-write conflict answered as 409."""
         try:
-            with self.store.transaction() as tx:
+            with self.gate.audit.deferring_refusals(), self.store.transaction() as tx:
                 yield tx
         except VersionConflict as exc:
             raise error(409, "conflict", str(exc)) from exc

@@ -94,29 +94,44 @@ class _Sql:
 # --- where-clause ---------------------------------------------------------------------
 
 
-def compile_where(sql: _Sql, node: Node, r: str, rtype: str | None) -> str:
+def compile_where(
+    sql: _Sql, node: Node, r: str, rtype: str | None, *, correlated: bool = False
+) -> str:
     """SQL condition true for the rows of `resource` alias `r` that `node` matches.
 
     `rtype` is the resource type of `r` when known (a type-level search); None for a
     system-level search, where clauses are correlated on rid only.
+
+    Index clauses take one of two equivalent shapes. By default a membership test,
+    `r.rid IN (SELECT rid FROM ix_... WHERE ...)`, which SQLite answers by materializing the
+    subquery once: right when the subquery is small or drives the search. With `correlated`,
+    `EXISTS (SELECT 1 FROM ix_... WHERE rid = r.rid AND ...)`, a probe of the rid index per
+    candidate row: right for the clauses that only filter the rows another clause found
+    (materializing `status=current` would read 95 % of the documents; see `search`).
     """
     match node:
         case Everything():
             return "1"
         case And(parts=parts):
             return (
-                "(" + " AND ".join(compile_where(sql, p, r, rtype) for p in parts) + ")"
+                "("
+                + " AND ".join(
+                    compile_where(sql, p, r, rtype, correlated=correlated) for p in parts
+                )
+                + ")"
                 if parts
                 else "1"
             )
         case Or(parts=parts):
             return (
-                "(" + " OR ".join(compile_where(sql, p, r, rtype) for p in parts) + ")"
+                "("
+                + " OR ".join(compile_where(sql, p, r, rtype, correlated=correlated) for p in parts)
+                + ")"
                 if parts
                 else "0"
             )
         case Not(part=part):
-            return f"NOT ({compile_where(sql, part, r, rtype)})"
+            return f"NOT ({compile_where(sql, part, r, rtype, correlated=correlated)})"
         case IdTest(ids=ids):
             return f"{r}.id IN ({sql.plist(ids)})" if ids else "0"
         case Missing(param=param, missing=missing):
@@ -124,8 +139,49 @@ def compile_where(sql: _Sql, node: Node, r: str, rtype: str | None) -> str:
                 f"EXISTS (SELECT 1 FROM ix_param WHERE rid = {r}.rid AND param = {sql.p(param)})"
             )
             return f"NOT {exists}" if missing else exists
+        case DateTest(param=param, prefix=prefix, low=low, high=high) if param == LAST_UPDATED:
+            pred = prefix_predicate(prefix, low, high, now_us=sql.now_us)
+            col = f"{r}.last_updated"
+            return _render_pred(sql, pred, col, col, lambda v: v)
+        case Has():
+            return _has(sql, node, r, rtype)
+    source = rid_source(sql, node, rtype, correlated=correlated)
+    if source is None:
+        raise TypeError(f"unsupported query node {node!r}")
+    return source.clause(r, correlated)
+
+
+@dataclass(frozen=True, slots=True)
+class RidSource:
+    """The index rows a leaf clause selects: `SELECT {rid} FROM {source} WHERE {conds}`."""
+
+    source: str
+    rid: str
+    conds: tuple[str, ...]
+
+    def clause(self, r: str, correlated: bool) -> str:
+        if correlated:
+            conds = " AND ".join((f"{self.rid} = {r}.rid", *self.conds))
+            return f"EXISTS (SELECT 1 FROM {self.source} WHERE {conds})"
+        return f"{r}.rid IN ({self.select()})"
+
+    def select(self) -> str:
+        return f"SELECT {self.rid} FROM {self.source} WHERE {' AND '.join(self.conds) or '1'}"
+
+
+def rid_source(
+    sql: _Sql, node: Node, rtype: str | None, *, correlated: bool = False
+) -> RidSource | None:
+    """The index rows of a leaf clause (None for a node that is not one: And, Or, Not,
+    Everything, IdTest, Missing, Has, `_lastUpdated`).
+
+    Correlated sources leave out the `type = ?` condition: the rid already implies the type,
+    and without it only the rid indexes can serve the probe (with it, SQLite may pick the
+    (type, param, value) index and scan every row of the value for each candidate).
+    """
+    match node:
         case TokenTest():
-            return _token(sql, node, r, rtype)
+            return _token(sql, node, rtype, correlated)
         case StringTest(param=param, value=value, match=match):
             if match is StringMatch.EXACT:
                 conds = [f"exact = {sql.p(value)}"]
@@ -133,21 +189,18 @@ def compile_where(sql: _Sql, node: Node, r: str, rtype: str | None) -> str:
                 conds = [f"instr(norm, {sql.p(value)}) > 0"]
             else:
                 conds = _starts_with(sql, "norm", value)
-            return _rid_in(sql, "ix_string", r, rtype, param, conds)
-        case DateTest(param=param, prefix=prefix, low=low, high=high):
+            return _rid_set(sql, "ix_string", rtype, param, conds, correlated)
+        case DateTest(param=param, prefix=prefix, low=low, high=high) if param != LAST_UPDATED:
             pred = prefix_predicate(prefix, low, high, now_us=sql.now_us)
-            if param == LAST_UPDATED:
-                col = f"{r}.last_updated"
-                return _render_pred(sql, pred, col, col, lambda v: v)
             cond = _render_pred(sql, pred, "low", "high", lambda v: v)
-            return _rid_in(sql, "ix_date", r, rtype, param, [cond])
+            return _rid_set(sql, "ix_date", rtype, param, [cond], correlated)
         case NumberTest(param=param, prefix=prefix, low=low, high=high):
             cond = _render_pred(sql, prefix_predicate(prefix, low, high), "low", "high", _enc)
-            return _rid_in(sql, "ix_number", r, rtype, param, [cond])
+            return _rid_set(sql, "ix_number", rtype, param, [cond], correlated)
         case QuantityTest():
-            return _quantity(sql, node, r, rtype)
+            return _quantity(sql, node, rtype, correlated)
         case ReferenceTest():
-            return _reference(sql, node, r, rtype)
+            return _reference(sql, node, rtype, correlated)
         case UriTest(param=param, value=value, match=match):
             if match is UriMatch.BELOW:
                 conds = _starts_with(sql, "value", value)
@@ -155,30 +208,29 @@ def compile_where(sql: _Sql, node: Node, r: str, rtype: str | None) -> str:
                 conds = [f"value IN ({sql.plist(uri_prefixes(value))})"] if value else ["0"]
             else:
                 conds = [f"value = {sql.p(value)}"]
-            return _rid_in(sql, "ix_uri", r, rtype, param, conds)
+            return _rid_set(sql, "ix_uri", rtype, param, conds, correlated)
         case InCompartment(patient_id=patient_id):
+            # (patient_id, type, rid) is the primary key: a full-key lookup either way.
             conds = [f"patient_id = {sql.p(patient_id)}"]
             if rtype is not None:
                 conds.append(f"type = {sql.p(rtype)}")
-            return f"{r}.rid IN (SELECT rid FROM ix_compartment WHERE {' AND '.join(conds)})"
+            return RidSource("ix_compartment", "rid", tuple(conds))
         case Chain():
-            return _chain(sql, node, r, rtype)
-        case Has():
-            return _has(sql, node, r, rtype)
-    raise TypeError(f"unsupported query node {node!r}")
+            return _chain(sql, node, rtype, correlated)
+    return None
 
 
 def _enc(value: object) -> str:
     return encode_decimal(value)  # type: ignore[arg-type]
 
 
-def _rid_in(
-    sql: _Sql, table: str, r: str, rtype: str | None, param: str, conds: Sequence[str]
-) -> str:
-    parts = [f"type = {sql.p(rtype)}"] if rtype is not None else []
+def _rid_set(
+    sql: _Sql, table: str, rtype: str | None, param: str, conds: Sequence[str], correlated: bool
+) -> RidSource:
+    parts = [f"type = {sql.p(rtype)}"] if rtype is not None and not correlated else []
     parts.append(f"param = {sql.p(param)}")
     parts.extend(conds)
-    return f"{r}.rid IN (SELECT rid FROM {table} WHERE {' AND '.join(parts)})"
+    return RidSource(table, "rid", tuple(parts))
 
 
 def _starts_with(sql: _Sql, col: str, value: str) -> list[str]:
@@ -215,7 +267,7 @@ def _render_pred(
     raise TypeError(pred)
 
 
-def _token(sql: _Sql, n: TokenTest, r: str, rtype: str | None) -> str:
+def _token(sql: _Sql, n: TokenTest, rtype: str | None, correlated: bool) -> RidSource:
     param = n.param
     conds: list[str] = []
     if n.match is TokenMatch.TEXT:
@@ -230,10 +282,10 @@ def _token(sql: _Sql, n: TokenTest, r: str, rtype: str | None) -> str:
             conds.append(f"code = {sql.p(n.code)}")
         if not n.any_system:
             conds.append("system IS NULL" if n.system is None else f"system = {sql.p(n.system)}")
-    return _rid_in(sql, "ix_token", r, rtype, param, conds)
+    return _rid_set(sql, "ix_token", rtype, param, conds, correlated)
 
 
-def _quantity(sql: _Sql, n: QuantityTest, r: str, rtype: str | None) -> str:
+def _quantity(sql: _Sql, n: QuantityTest, rtype: str | None, correlated: bool) -> RidSource:
     conds = [_render_pred(sql, prefix_predicate(n.prefix, n.low, n.high), "low", "high", _enc)]
     if n.system is not None:
         conds.append(f"system = {sql.p(n.system)}")
@@ -242,10 +294,10 @@ def _quantity(sql: _Sql, n: QuantityTest, r: str, rtype: str | None) -> str:
             conds.append(f"code = {sql.p(n.code)}")
         else:
             conds.append(f"(code = {sql.p(n.code)} OR unit = {sql.p(n.code)})")
-    return _rid_in(sql, "ix_quantity", r, rtype, n.param, conds)
+    return _rid_set(sql, "ix_quantity", rtype, n.param, conds, correlated)
 
 
-def _reference(sql: _Sql, n: ReferenceTest, r: str, rtype: str | None) -> str:
+def _reference(sql: _Sql, n: ReferenceTest, rtype: str | None, correlated: bool) -> RidSource:
     conds = [
         f"{col} = {sql.p(value)}"
         for col, value in (
@@ -257,20 +309,25 @@ def _reference(sql: _Sql, n: ReferenceTest, r: str, rtype: str | None) -> str:
         )
         if value is not None
     ]
-    return _rid_in(sql, "ix_reference", r, rtype, n.param, conds)
+    return _rid_set(sql, "ix_reference", rtype, n.param, conds, correlated)
 
 
-def _chain(sql: _Sql, n: Chain, r: str, rtype: str | None) -> str:
+def _chain(sql: _Sql, n: Chain, rtype: str | None, correlated: bool) -> RidSource:
     x, t = sql.alias("x"), sql.alias("t")
     inner = compile_where(sql, n.where, t, n.target_type)
-    conds = [f"{x}.type = {sql.p(rtype)}"] if rtype is not None else []
+    # As in _search_where: when an index clause can find the targets (patient.identifier=),
+    # keep SQLite from preferring a walk of every resource of the target type.
+    inner_parts = n.where.parts if isinstance(n.where, And) else (n.where,)
+    by_index = any(_probe_rank(part) is not None for part in inner_parts)
+    target_type = f"{'+' if by_index else ''}{t}.type = {sql.p(n.target_type)}"
+    conds = [f"{x}.type = {sql.p(rtype)}"] if rtype is not None and not correlated else []
     conds += [
         f"{x}.param = {sql.p(n.param)}",
         f"{x}.target_type = {sql.p(n.target_type)}",
-        f"{x}.target_id IN (SELECT {t}.id FROM resource {t} WHERE {t}.type = "
-        f"{sql.p(n.target_type)} AND {t}.deleted = 0 AND {inner})",
+        f"{x}.target_id IN (SELECT {t}.id FROM resource {t} WHERE {target_type}"
+        f" AND {t}.deleted = 0 AND {inner})",
     ]
-    return f"{r}.rid IN (SELECT {x}.rid FROM ix_reference {x} WHERE {' AND '.join(conds)})"
+    return RidSource(f"ix_reference {x}", f"{x}.rid", tuple(conds))
 
 
 def _has(sql: _Sql, n: Has, r: str, rtype: str | None) -> str:
@@ -350,6 +407,86 @@ def _sort_columns(sql: _Sql, query: SearchQuery) -> tuple[list[_Col], list[str]]
 
 # --- search -----------------------------------------------------------------------------
 
+# A leaf clause matching fewer index rows than this drives the search (see _search_where).
+DRIVER_LIMIT = 2000
+# Probing stops at the first clause matching fewer rows than this.
+DRIVER_GOOD_ENOUGH = 200
+
+
+def _probe_rank(node: Node) -> int | None:
+    """The order in which to probe top-level clauses as drivers (most often selective
+    first: a patient or other reference, a chain, then values); None: never a driver."""
+    match node:
+        case ReferenceTest() | InCompartment():
+            return 0
+        case Chain():
+            return 1
+        case TokenTest() | StringTest() | UriTest():
+            return 2
+        case DateTest(param=param) if param != LAST_UPDATED:
+            return 3
+        case NumberTest() | QuantityTest():
+            return 3
+    return None
+
+
+def _choose_driver(conn: sqlite3.Connection, parts: Sequence[Node], rtype: str) -> int | None:
+    """The index of the top-level clause that should drive the search, or None.
+
+    Each candidate's index rows are counted up to DRIVER_LIMIT (an index range count, well
+    under a millisecond); the smallest below the limit wins. When every clause matches many
+    rows, no clause drives: the search walks the resources of the type in result order and
+    stops at the page's end, which is fastest for dense matches (`status=current`).
+    """
+    candidates = sorted(
+        (rank, i) for i, part in enumerate(parts) if (rank := _probe_rank(part)) is not None
+    )
+    best: tuple[int, int] | None = None
+    for _, i in candidates:
+        probe = _Sql()
+        source = rid_source(probe, parts[i], rtype)
+        if source is None:
+            continue
+        count = conn.execute(
+            f"SELECT COUNT(*) FROM ({source.select()} LIMIT {DRIVER_LIMIT})", probe.params
+        ).fetchone()[0]
+        if count < DRIVER_LIMIT and (best is None or count < best[0]):
+            best = (count, i)
+        if best is not None and best[0] < DRIVER_GOOD_ENOUGH:
+            break
+    return best[1] if best else None
+
+
+def _search_where(conn: sqlite3.Connection, sql: _Sql, where: Node, rtype: str | None) -> str:
+    """The WHERE clause of a search on `resource r`, shaped so that SQLite reads few rows.
+
+    SQLite plans without statistics about our values, and `type = ?` on the (type, id)
+    index looks selective to it, so left alone it walks every resource of the type and
+    tests each clause against a materialized list of all matching rids: every search reads
+    the whole type. Instead, one top-level clause is chosen to drive (_choose_driver): it
+    stays a membership test, `r.type = ?` is written `+r.type = ?` so that the type index
+    is not preferred, and every other clause becomes a correlated probe by rid. Without a
+    driver (an id search, or only dense clauses), the type index walk in id order is kept,
+    with the clauses as probes.
+    """
+    if rtype is None:
+        return " AND ".join(("r.deleted = 0", compile_where(sql, where, "r", rtype)))
+    parts = list(where.parts) if isinstance(where, And) else [where]
+    has_ids = any(isinstance(part, IdTest) for part in parts)
+    driver = None if has_ids else _choose_driver(conn, parts, rtype)
+    base = ["r.deleted = 0"]
+    if driver is None:
+        base.append(f"r.type = {sql.p(rtype)}")
+    else:
+        base.append(f"+r.type = {sql.p(rtype)}")
+        base.append(compile_where(sql, parts[driver], "r", rtype))
+    base += [
+        compile_where(sql, part, "r", rtype, correlated=True)
+        for i, part in enumerate(parts)
+        if i != driver
+    ]
+    return " AND ".join(base)
+
 
 def search(
     conn: sqlite3.Connection, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str
@@ -370,11 +507,7 @@ def search(
     """
     rtype = query.resource_type
     sql = _Sql()
-    base = ["r.deleted = 0"]
-    if rtype is not None:
-        base.append(f"r.type = {sql.p(rtype)}")
-    base.append(compile_where(sql, query.where, "r", rtype))
-    where = " AND ".join(base)
+    where = _search_where(conn, sql, query.where, rtype)
 
     total = None
     if (

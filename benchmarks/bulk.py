@@ -1,0 +1,186 @@
+"""Bulk loading of a generated DMP corpus through the service's normal write path.
+
+Each resource is validated (`FhirService.validate_for_write`: model, profiles, INS) and
+written with `FhirService.create_in` (index extraction, versioning, history) as the INTERNAL
+requester; what is batched is only the store transaction: `batch` resources per commit, so a
+durable SQLite commit (synchronous=FULL) is paid once per batch instead of once per resource.
+
+    python -m benchmarks.bulk --data-dir /work/bench-1m --documents 1000000
+
+writes the store to <data-dir>/fhir.sqlite3 (where `fhir-server serve --data-dir` finds it)
+and a manifest (`bench-manifest.json`: the plan and the measured ingest rate) that
+`fhir-server bench search --data-dir` reuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from benchmarks.datagen import CorpusPlan, dmp_corpus
+from fhir_server.access.requester import INTERNAL
+from fhir_server.loader import Progress
+from fhir_server.paths import profiles_dir
+from fhir_server.search.extract import extract
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.service.core import FhirService
+from fhir_server.service.factory import build_service
+from fhir_server.store.sqlite import SqliteStore
+
+MANIFEST = "bench-manifest.json"
+DATABASE = "fhir.sqlite3"
+
+
+@dataclass
+class LoadStats:
+    seconds: float = 0.0
+    counts: Counter = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def documents_per_second(self) -> float:
+        return self.counts["DocumentReference"] / self.seconds if self.seconds else 0.0
+
+    @property
+    def resources_per_second(self) -> float:
+        return self.total / self.seconds if self.seconds else 0.0
+
+
+def _batches(resources: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for resource in resources:
+        batch.append(resource)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def bulk_load(
+    service: FhirService,
+    resources: Iterable[dict],
+    *,
+    expected_documents: int,
+    batch: int = 500,
+    log_every: int = 50_000,
+) -> LoadStats:
+    """Write `resources` (each with its id) through the service, `batch` per transaction.
+
+    A progress bar on a terminal; otherwise one line per `log_every` documents on stderr.
+    Raises the first FhirError (a generated resource that fails validation is a bug).
+    """
+    stats = LoadStats()
+    bar = Progress(expected_documents, enabled=sys.stderr.isatty())
+    next_log = log_every
+    started = time.perf_counter()
+    for chunk in _batches(resources, batch):
+        for resource in chunk:
+            service.validate_for_write(resource, resource["resourceType"])
+        with service._transaction() as tx:
+            for resource in chunk:
+                service.create_in(tx, INTERNAL, resource, resource_id=resource["id"])
+        documents = sum(1 for r in chunk if r["resourceType"] == "DocumentReference")
+        stats.counts.update(r["resourceType"] for r in chunk)
+        bar.advance(documents)
+        if not bar.enabled and stats.counts["DocumentReference"] >= next_log:
+            elapsed = time.perf_counter() - started
+            done = stats.counts["DocumentReference"]
+            print(
+                f"{time.strftime('%H:%M:%S')} {done}/{expected_documents} DocumentReferences,"
+                f" {stats.total} resources, {done / elapsed:,.0f} documents/s",
+                file=sys.stderr,
+                flush=True,
+            )
+            next_log += log_every
+    stats.seconds = time.perf_counter() - started
+    bar.close()
+    return stats
+
+
+def extraction_cost_us(registry: SearchRegistry, plan: CorpusPlan, sample: int = 2000) -> float:
+    """Mean extract() time per generated DocumentReference, in microseconds."""
+    small = CorpusPlan(documents=sample, seed=plan.seed + 1)
+    documents = [r for r in dmp_corpus(small) if r["resourceType"] == "DocumentReference"]
+    for document in documents[:50]:
+        extract(document, registry)  # warm up
+    started = time.perf_counter()
+    for document in documents:
+        extract(document, registry)
+    return (time.perf_counter() - started) / len(documents) * 1e6
+
+
+def open_service(data_dir: Path, registry: SearchRegistry) -> FhirService:
+    store = SqliteStore(data_dir / DATABASE)
+    return build_service(store, registry, data_dir=data_dir)
+
+
+def read_manifest(data_dir: Path) -> dict | None:
+    path = data_dir / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_corpus(
+    data_dir: Path, plan: CorpusPlan, registry: SearchRegistry, batch: int = 500
+) -> dict:
+    """Generate and load `plan` into `data_dir` (which must not hold a corpus yet); the manifest."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if (data_dir / DATABASE).exists():
+        raise SystemExit(f"{data_dir / DATABASE} exists: remove it or reuse it with --data-dir")
+    service = open_service(data_dir, registry)
+    try:
+        stats = bulk_load(service, dmp_corpus(plan), expected_documents=plan.documents, batch=batch)
+    finally:
+        service.store.close()
+    manifest = {
+        "plan": asdict(plan),
+        "counts": dict(stats.counts),
+        "seconds": round(stats.seconds, 1),
+        "documents_per_second": round(stats.documents_per_second, 1),
+        "resources_per_second": round(stats.resources_per_second, 1),
+        "batch": batch,
+        "extract_us": round(extraction_cost_us(registry, plan), 1),
+    }
+    (data_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def ingest_line(manifest: dict) -> str:
+    counts = manifest["counts"]
+    return (
+        f"ingest: **{manifest['documents_per_second']:,.0f} DocumentReferences/s**"
+        f" ({manifest['resources_per_second']:,.0f} resources/s; {counts.get('DocumentReference', 0):,}"
+        f" DocumentReferences + {counts.get('Patient', 0):,} Patients, {counts.get('Consent', 0):,} Consents,"
+        f" {counts.get('Communication', 0):,} Communications, {counts.get('AuditEvent', 0):,} AuditEvents"
+        f" in {manifest['seconds']:,.0f} s, {manifest['batch']} resources per transaction, validation"
+        f" + extraction + versioning; target >= 1,000/s); index extraction"
+        f" {manifest['extract_us']:,.0f} µs per DocumentReference"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", required=True, type=Path)
+    parser.add_argument("--documents", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+    registry = SearchRegistry.load(profiles_dir())
+    manifest = load_corpus(
+        args.data_dir, CorpusPlan(documents=args.documents), registry, args.batch
+    )
+    print(ingest_line(manifest), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Response bodies: RegistryResponse, AdhocQueryResponse, ITI-43 request and response.
+
+Status rule: no error -> Success (warnings still listed); errors and some results (ITI-18
+objects, ITI-43 documents) -> PartialSuccess; errors and nothing else -> Failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lxml import etree
+
+from ihe_xds.ebrim import (
+    Association,
+    DocumentEntry,
+    SubmissionSet,
+    association_to_element,
+    entry_to_element,
+    object_ref_element,
+    submission_set_to_element,
+)
+from ihe_xds.errors import (
+    SEVERITY_ERROR,
+    SEVERITY_WARNING,
+    XDS_REPOSITORY_METADATA_ERROR,
+    MalformedMessage,
+    RegistryError,
+    registry_error,
+)
+from ihe_xds.mtom import Attachment, new_content_id
+from ihe_xds.vocabulary import (
+    NS_QUERY,
+    NS_RIM,
+    NS_RS,
+    NS_XDSB,
+    NS_XOP,
+    RESPONSE_FAILURE,
+    RESPONSE_PARTIAL_SUCCESS,
+    RESPONSE_SUCCESS,
+    q,
+)
+
+RegistryObject = DocumentEntry | SubmissionSet | Association
+
+
+def response_status(errors: list[RegistryError], has_results: bool = False) -> str:
+    if not any(e.severity == SEVERITY_ERROR for e in errors):
+        return RESPONSE_SUCCESS
+    return RESPONSE_PARTIAL_SUCCESS if has_results else RESPONSE_FAILURE
+
+
+def _error_list(parent: etree._Element, errors: list[RegistryError]) -> None:
+    if not errors:
+        return
+    highest = (
+        SEVERITY_ERROR if any(e.severity == SEVERITY_ERROR for e in errors) else SEVERITY_WARNING
+    )
+    error_list = etree.SubElement(parent, q(NS_RS, "RegistryErrorList"), highestSeverity=highest)
+    for error in errors:
+        element = etree.SubElement(
+            error_list,
+            q(NS_RS, "RegistryError"),
+            errorCode=error.error_code,
+            codeContext=error.code_context,
+            severity=error.severity,
+        )
+        if error.location:
+            element.set("location", error.location)
+
+
+def registry_response(errors: list[RegistryError], *, status: str | None = None) -> etree._Element:
+    """rs:RegistryResponse for ITI-41 / ITI-42 (status computed unless given)."""
+    element = etree.Element(
+        q(NS_RS, "RegistryResponse"),
+        status=status or response_status(errors),
+        nsmap={"rs": NS_RS},
+    )
+    _error_list(element, errors)
+    return element
+
+
+def _object_element(obj: RegistryObject) -> etree._Element:
+    if isinstance(obj, DocumentEntry):
+        return entry_to_element(obj)
+    if isinstance(obj, SubmissionSet):
+        return submission_set_to_element(obj)
+    return association_to_element(obj)
+
+
+def adhoc_query_response(
+    objects: list[RegistryObject],
+    errors: list[RegistryError] = (),
+    *,
+    return_type: str = "LeafClass",
+) -> etree._Element:
+    """query:AdhocQueryResponse: full objects (LeafClass) or rim:ObjectRef (ObjectRef)."""
+    errors = list(errors)
+    element = etree.Element(
+        q(NS_QUERY, "AdhocQueryResponse"),
+        status=response_status(errors, has_results=bool(objects)),
+        nsmap={"query": NS_QUERY, "rim": NS_RIM, "rs": NS_RS},
+    )
+    _error_list(element, errors)
+    object_list = etree.SubElement(element, q(NS_RIM, "RegistryObjectList"))
+    for obj in objects:
+        object_list.append(
+            _object_element(obj) if return_type == "LeafClass" else object_ref_element(obj.id)
+        )
+    return element
+
+
+# --------------------------------------------------------------------------- ITI-43
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRequest:
+    repository_unique_id: str
+    document_unique_id: str
+    home_community_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievedDocument:
+    repository_unique_id: str
+    document_unique_id: str
+    mime_type: str
+    data: bytes
+    home_community_id: str | None = None
+
+
+class NotARetrieve(MalformedMessage):
+    """The element is not a RetrieveDocumentSetRequest (SOAP Fault, Sender)."""
+
+
+def parse_retrieve_request(
+    element: etree._Element,
+) -> tuple[list[DocumentRequest], list[RegistryError]]:
+    """The DocumentRequests of an ITI-43 request, and the errors of incomplete ones."""
+    if element.tag != q(NS_XDSB, "RetrieveDocumentSetRequest"):
+        raise NotARetrieve(f"{etree.QName(element).localname} is not a RetrieveDocumentSetRequest")
+    requests: list[DocumentRequest] = []
+    errors: list[RegistryError] = []
+    for index, item in enumerate(element.findall(q(NS_XDSB, "DocumentRequest"))):
+        values = {}
+        for local in ("HomeCommunityId", "RepositoryUniqueId", "DocumentUniqueId"):
+            child = item.find(q(NS_XDSB, local))
+            text = (child.text or "").strip() if child is not None else ""
+            values[local] = text or None
+        if not values["RepositoryUniqueId"] or not values["DocumentUniqueId"]:
+            errors.append(
+                registry_error(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    "a DocumentRequest needs RepositoryUniqueId and DocumentUniqueId",
+                    f"DocumentRequest[{index}]",
+                )
+            )
+            continue
+        requests.append(
+            DocumentRequest(
+                values["RepositoryUniqueId"], values["DocumentUniqueId"], values["HomeCommunityId"]
+            )
+        )
+    if not requests and not errors:
+        errors.append(
+            registry_error(
+                XDS_REPOSITORY_METADATA_ERROR, "no DocumentRequest", "RetrieveDocumentSetRequest"
+            )
+        )
+    return requests, errors
+
+
+def retrieve_response(
+    documents: list[RetrievedDocument], errors: list[RegistryError] = ()
+) -> tuple[etree._Element, list[Attachment]]:
+    """xdsb:RetrieveDocumentSetResponse with one xop:Include per document, and the parts.
+
+    Wrap the element with `soap.response_envelope` and pack it with
+    `mtom.build_mtom_response(envelope, attachments)`.
+    """
+    errors = list(errors)
+    element = etree.Element(
+        q(NS_XDSB, "RetrieveDocumentSetResponse"),
+        nsmap={"xdsb": NS_XDSB, "rs": NS_RS, "xop": NS_XOP},
+    )
+    element.append(
+        registry_response(errors, status=response_status(errors, has_results=bool(documents)))
+    )
+    attachments = []
+    for document in documents:
+        response = etree.SubElement(element, q(NS_XDSB, "DocumentResponse"))
+        if document.home_community_id:
+            etree.SubElement(
+                response, q(NS_XDSB, "HomeCommunityId")
+            ).text = document.home_community_id
+        etree.SubElement(
+            response, q(NS_XDSB, "RepositoryUniqueId")
+        ).text = document.repository_unique_id
+        etree.SubElement(
+            response, q(NS_XDSB, "DocumentUniqueId")
+        ).text = document.document_unique_id
+        etree.SubElement(response, q(NS_XDSB, "mimeType")).text = document.mime_type
+        content = etree.SubElement(response, q(NS_XDSB, "Document"))
+        content_id = new_content_id()
+        etree.SubElement(content, q(NS_XOP, "Include"), href=f"cid:{content_id}")
+        attachments.append(Attachment(content_id, document.mime_type, document.data))
+    return element, attachments

@@ -1,0 +1,101 @@
+"""The app over HTTP, and tokens for each kind of actor (interfaces.md, "Tokens")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fhir_server.auth.keys import load_or_create_signing_key
+from fhir_server.auth.tokens import AuthSettings, TokenIssuer
+from fhir_server.config import load_settings
+from fhir_server.resources.ins import nir_key
+from fhir_server.rest.app import create_app
+
+INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.8"
+FHIR_JSON = "application/fhir+json"
+
+
+class Tokens:
+    """Bearer tokens signed by the server's own key, as `fhir-server token` makes them."""
+
+    def __init__(self, data_dir: Path) -> None:
+        settings = AuthSettings(data_dir=data_dir)
+        self.issuer = TokenIssuer(
+            key=load_or_create_signing_key(data_dir),
+            issuer=settings.local_issuer,
+            audience=settings.effective_audience,
+        )
+
+    def system(self, client_id: str = "his", scope: str = "system/*.cruds", organization_type: str = "health_insurer") -> str:
+        return self.issuer.issue(
+            subject=client_id, scopes=scope, client_id=client_id,
+            extensions={"dmp": {"organization_type": organization_type}},
+        )
+
+    def patient(self, patient_id: str, scope: str = "patient/*.cruds") -> str:
+        return self.issuer.issue(subject=patient_id, scopes=scope, fhir_user=f"Patient/{patient_id}", patient=patient_id)
+
+    def practitioner(self, idnat: str, profession: str = "10", mode: str = "normal", reason: str | None = None) -> str:
+        dmp = {"access_mode": mode}
+        if reason:
+            dmp["access_reason"] = reason
+        return self.issuer.issue(
+            subject=idnat,
+            scopes="user/*.cruds",
+            extensions={
+                "ihe_iua": {
+                    "subject_name": "Dr Marie Durand",
+                    "national_provider_identifier": idnat,
+                    "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": profession}],
+                    "subject_organization": "CH Exemple",
+                    "subject_organization_id": "urn:oid:1.2.250.1.71.4.2.2|1000000001",
+                    "purpose_of_use": [{"system": "urn:oid:1.2.250.1.213.1.1.4.248", "code": mode}],
+                },
+                "dmp": dmp,
+            },
+        )
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return tmp_path / "var"
+
+
+@pytest.fixture
+def app(data_dir):
+    settings = load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={})
+    application = create_app(settings)
+    yield application
+    application.extensions["fhir"].store.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def tokens(app, data_dir) -> Tokens:
+    return Tokens(data_dir)
+
+
+def auth(token: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **headers}
+
+
+def valid_nir(n: int) -> str:
+    body = f"1{40 + n % 60:02d}{1 + n % 12:02d}75{n % 1000:03d}{n // 1000 % 1000:03d}"
+    return body + f"{nir_key(body):02d}"
+
+
+def a_patient(n: int = 0, **extra) -> dict:
+    """A Patient that satisfies the INS profile (valid NIR key, name, gender, birth date)."""
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": INS_SYSTEM, "value": valid_nir(n)}],
+        "name": [{"family": f"Durand{n}", "given": ["Marie"]}],
+        "gender": "female",
+        "birthDate": "1985-07-01",
+        **extra,
+    }
