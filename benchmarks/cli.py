@@ -21,7 +21,7 @@ def add_bench_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--creates", type=int, default=2000, help="creates to time (foundation)")
     parser.add_argument("--documents", type=int, default=100_000, help="DocumentReferences to load (search)")
     parser.add_argument("--data-dir", dest="bench_data_dir", default=None, help="reuse a loaded data dir (search)")
-    parser.set_defaults(handler=_run)
+    parser.set_defaults(func=_run)
     return parser
 
 

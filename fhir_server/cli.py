@@ -124,13 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None)
     serve.add_argument("--threads", type=int, default=None)
     _add_common(serve)
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(func=_serve)
 
     load = commands.add_parser("load", help="load FHIR JSON (resources, Bundles, NDJSON) through the service gate")
     load.add_argument("paths", nargs="+")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(load)
-    load.set_defaults(handler=_load)
+    load.set_defaults(func=_load)
 
     for extension in _extensions():
         extension(commands)
@@ -143,12 +143,9 @@ def _extensions():
 
     yield add_token_command
     yield add_client_command
-    try:
-        from fhir_server.audit.cli import add_audit_command
-    except ImportError:
-        pass
-    else:
-        yield add_audit_command
+    from fhir_server.audit.cli import add_audit_command
+
+    yield add_audit_command
     yield _add_bench_command
 
 
@@ -169,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args) or 0
+        return args.func(args) or 0
     except ConfigError as exc:
         print(f"fhir-server: configuration error: {exc}", file=sys.stderr)
         return 2

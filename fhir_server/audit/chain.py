@@ -27,7 +27,6 @@ chain per patient or per period if more are expected.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,6 +37,11 @@ from fhir_server.terminology import CANONICAL_BASE
 
 EXT_AUDIT_CHAIN = f"{CANONICAL_BASE}/StructureDefinition/audit-chain"
 GENESIS_HASH = "0" * 64
+
+
+def _copy(event: Mapping) -> dict:
+    """A deep copy of a JSON event; an orjson round trip costs a tenth of copy.deepcopy."""
+    return orjson.loads(orjson.dumps(event))
 MAX_SEQUENCE = 2**31 - 1
 
 
@@ -70,7 +74,7 @@ class ChainReport:
 
 def canonical_json(event: Mapping) -> bytes:
     """The bytes that are hashed: the event without its chain link and storage bookkeeping."""
-    body = copy.deepcopy(dict(event))
+    body = _copy(event)
     extensions = [e for e in body.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
     if extensions:
         body["extension"] = extensions
@@ -105,7 +109,7 @@ def seal(event: Mapping, previous_hash: str, sequence: int) -> dict:
         raise ValueError(f"sequence must be within 1..{MAX_SEQUENCE}")
     if len(previous_hash) != 64 or any(c not in "0123456789abcdef" for c in previous_hash):
         raise ValueError("previous_hash must be 64 lower-case hex digits")
-    sealed = copy.deepcopy(dict(event))
+    sealed = _copy(event)
     digest = chain_hash(sealed, previous_hash, sequence)
     others = [e for e in sealed.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
     sealed["extension"] = [

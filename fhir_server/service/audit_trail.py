@@ -8,6 +8,9 @@ chain is one sequence whatever the number of workers.
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,6 +29,53 @@ from fhir_server.store.base import ResourceStore, StoreTransaction, VersionConfl
 # Refusal events raised while a write transaction is open: that transaction is about to roll
 # back, so they are committed on their own once it has ended.
 _deferred: ContextVar[list[dict] | None] = ContextVar("deferred_refusals", default=None)
+
+
+class GroupCommitter:
+    """Group commit: events from concurrent requests share one durable commit.
+
+    Each caller waits until its events are committed (a read's AuditEvent is durable before
+    its response is sent); one writer thread per process drains everything queued meanwhile
+    into a single transaction, so the cost of a synchronous commit is shared.
+    """
+
+    def __init__(self, commit_batch: Callable[[list[dict]], None]) -> None:
+        self.pid = os.getpid()
+        self._commit_batch = commit_batch
+        self._queue: queue.SimpleQueue[tuple[list[dict], _Waiter]] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="audit-group-commit", daemon=True).start()
+
+    def commit(self, events: list[dict]) -> None:
+        waiter = _Waiter()
+        self._queue.put((events, waiter))
+        waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            error: BaseException | None = None
+            try:
+                self._commit_batch([event for events, _ in batch for event in events])
+            except BaseException as exc:  # handed to every waiting request
+                error = exc
+            for _, waiter in batch:
+                waiter.error = error
+                waiter.done.set()
+
+
+class _Waiter:
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
 
 
 class AuditTrail:
@@ -109,6 +159,16 @@ class AuditTrail:
         if tx is not None:
             self._append_in(tx, events)
             return
+        self._committer.commit(events)
+
+    @property
+    def _committer(self) -> GroupCommitter:
+        committer = self.__dict__.get("_group")
+        if committer is None or committer.pid != os.getpid():  # new after a fork
+            committer = self.__dict__["_group"] = GroupCommitter(self._commit_batch)
+        return committer
+
+    def _commit_batch(self, events: list[dict]) -> None:
         for attempt in range(5):
             try:
                 with self.store.transaction() as own:
