@@ -30,6 +30,7 @@ from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.bundles import BundleProcessor
 from fhir_server.service.capability import build_capability_statement
+from fhir_server.service.context import RequestInfo, current_request
 from fhir_server.service.core import FhirService
 from fhir_server.service.factory import build_service
 from fhir_server.store.base import ResourceStore
@@ -144,6 +145,10 @@ def _install_request_hooks(app: Flask) -> None:
     def identify() -> None:
         incoming = request.headers.get("X-Request-Id", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else str(uuid.uuid4())
+        raw = f"{request.method} {request.full_path.rstrip('?')}".encode()
+        if request.method == "POST" and request.path.endswith("/_search"):
+            raw += b"\n" + request.get_data(cache=True)
+        current_request.set(RequestInfo(g.request_id, raw, request.remote_addr))
         if request.path.startswith(PUBLIC_PATHS) or not request.path.startswith("/fhir"):
             return
         g.requester = app.extensions["fhir"].authenticate(request)

@@ -145,6 +145,16 @@ def search_post(resource_type: str):
     return _search(resource_type, resource_type)
 
 
+@api.post("/<resource_type>/$validate")
+def validate_type(resource_type: str):
+    return _validate(resource_type, None)
+
+
+@api.post("/<resource_type>/<resource_id>/$validate")
+def validate_instance(resource_type: str, resource_id: str):
+    return _validate(resource_type, resource_id)
+
+
 @api.post("/<resource_type>")
 def create(resource_type: str):
     rt = runtime()
@@ -237,6 +247,52 @@ def patch(resource_type: str, resource_id: str):
 @api.get("/<resource_type>/<resource_id>/_history")
 def instance_history(resource_type: str, resource_id: str):
     return _history(resource_type, resource_id, f"{resource_type}/{resource_id}/_history")
+
+
+# -- $validate (Resource-validate) -------------------------------------------------------------
+
+
+def _validate(resource_type: str, resource_id: str | None) -> Response:
+    """`$validate`: a token is needed (the app checks it), no write permission: nothing is stored.
+
+    The body is a Parameters (`resource`, `mode`, `profile`) or the resource itself; `mode` and
+    `profile` may also be URL parameters. Always 200 with the OperationOutcome, except for a
+    malformed request (400).
+    """
+    from fhir_server.resources.model import validate_resource
+    from fhir_server.resources.validate_operation import validate_operation
+    from fhir_server.service.core import require_type
+
+    require_type(resource_type)
+    raw = request.get_data(cache=False)
+    body = parse_body(raw, request.content_type) if raw.strip() else None
+    mode, profile = request.args.get("mode"), request.args.get("profile")
+    resource = body
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters" and resource_type != "Parameters":
+        resource = None
+        for parameter in body.get("parameter") or []:
+            name = parameter.get("name") if isinstance(parameter, dict) else None
+            if name == "resource":
+                resource = parameter.get("resource")
+            elif name == "mode":
+                mode = parameter.get("valueCode") or parameter.get("valueString")
+            elif name == "profile":
+                profile = parameter.get("valueUri") or parameter.get("valueCanonical") or parameter.get("valueString")
+    if resource is None:
+        if mode != "delete":
+            raise bad_request("$validate needs a resource (the body, or the Parameters 'resource')", "resource", code="required")
+        model_issues = []
+    else:
+        model_issues = validate_resource(resource, resource_type)
+        if resource_id is not None and isinstance(resource, dict) and resource.get("id") not in (None, resource_id):
+            from fhir_server.errors import Issue
+
+            model_issues.append(
+                Issue("error", "invalid", f"{resource_type}.id '{resource.get('id')}' does not match the URL id '{resource_id}'", (f"{resource_type}.id",))
+            )
+    profiles = getattr(runtime().service, "profiles", None)
+    outcome = validate_operation(resource, resource_type, mode, profile, model_issues, registry=profiles)
+    return _respond(outcome, 200)
 
 
 # -- helpers -----------------------------------------------------------------------------------

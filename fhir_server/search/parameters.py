@@ -24,7 +24,11 @@ Choices where R4 leaves room (documented here because the engines must agree wit
   say "no system" for identifiers);
 - a chain without a type modifier is tried on every served target type that has the chained
   parameter (an Or of Chains); none -> not-supported;
-- an empty value (`param=`) is ignored, as most servers do.
+- an empty value (`param=`) is ignored, as most servers do;
+- `author.given` / `author.family` on DocumentReference (IHE MHD ITI-67) also match the
+  contained authors (`CONTAINED_CHAIN_ALIASES`): the chain to a stored author is ORed with
+  the string parameter indexed from the contained Practitioners (profiles/search-parameters/
+  dmp-mhd.json), since a chain cannot reach a contained resource.
 """
 
 from __future__ import annotations
@@ -81,6 +85,11 @@ RESULT_PARAMS = frozenset(
     {"_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude", "_cursor"}
 )
 SORT_SPECIAL = frozenset({"_id", "_lastUpdated"})
+# (type, reference parameter, chained parameter) -> parameter over the contained targets.
+CONTAINED_CHAIN_ALIASES = {
+    ("DocumentReference", "author", "given"): "author-given",
+    ("DocumentReference", "author", "family"): "author-family",
+}
 
 _RELATIVE = re.compile(
     r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
@@ -204,6 +213,10 @@ class _SearchParser:
                 chains.append(Chain(name, target, self.criterion(target, rest, value)))
             except _Unknown:
                 continue
+        chained, _, chained_modifier = rest.partition(":")
+        alias = CONTAINED_CHAIN_ALIASES.get((resource_type, name, chained))
+        if alias and not modifier and self.registry.get(resource_type, alias) is not None:
+            chains.append(self.leaf(resource_type, alias, chained_modifier or None, value))
         if not chains:
             raise _Unknown(key, "no served target type has the chained parameter")
         return chains[0] if len(chains) == 1 else Or(tuple(chains))

@@ -23,6 +23,7 @@ from fhir_server.search.extract import extract, sort_values
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.context import current_request
+from fhir_server.service.notify import Intent, Notifier
 from fhir_server.store.base import ResourceStore, StoreTransaction, VersionConflict, VersionWrite
 
 
@@ -36,18 +37,19 @@ class GroupCommitter:
 
     Each caller waits until its events are committed (a read's AuditEvent is durable before
     its response is sent); one writer thread per process drains everything queued meanwhile
-    into a single transaction, so the cost of a synchronous commit is shared.
+    into a single transaction, so the cost of a synchronous commit is shared. The R17
+    notifications a read calls for ride in the same transaction.
     """
 
-    def __init__(self, commit_batch: Callable[[list[dict]], None]) -> None:
+    def __init__(self, commit_batch: Callable[[list[dict], list[Intent]], None]) -> None:
         self.pid = os.getpid()
         self._commit_batch = commit_batch
-        self._queue: queue.SimpleQueue[tuple[list[dict], _Waiter]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[dict], list[Intent], _Waiter]] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="audit-group-commit", daemon=True).start()
 
-    def commit(self, events: list[dict]) -> None:
+    def commit(self, events: list[dict], intents: list[Intent] | None = None) -> None:
         waiter = _Waiter()
-        self._queue.put((events, waiter))
+        self._queue.put((events, intents or [], waiter))
         waiter.done.wait()
         if waiter.error is not None:
             raise waiter.error
@@ -62,10 +64,13 @@ class GroupCommitter:
                     break
             error: BaseException | None = None
             try:
-                self._commit_batch([event for events, _ in batch for event in events])
+                self._commit_batch(
+                    [event for events, _, _ in batch for event in events],
+                    [intent for _, intents, _ in batch for intent in intents],
+                )
             except BaseException as exc:  # handed to every waiting request
                 error = exc
-            for _, waiter in batch:
+            for _, _, waiter in batch:
                 waiter.error = error
                 waiter.done.set()
 
@@ -86,6 +91,10 @@ class AuditTrail:
         self.registry = registry
         self.base_url = base_url
         self.clock = clock
+        self.notifier = Notifier(registry, base_url, clock)
+        # Benchmarks only: False drops events instead of storing them (the "audit sink
+        # disabled" baseline the audited read path is compared to).
+        self.enabled = True
 
     @staticmethod
     def records(requester: Requester) -> bool:
@@ -102,9 +111,13 @@ class AuditTrail:
         patients: Iterable[str],
         entities: Iterable[DataEntity] = (),
         tx: StoreTransaction | None = None,
-    ) -> None:
+        notes: Iterable[str] = (),
+        intents: Iterable[Intent] = (),
+    ) -> list[dict]:
+        """Record an access; with `notes` (the Permit's), the R17 notifications it calls for
+        are written in the same transaction, as are the extra `intents` of a write."""
         if not self.records(requester):
-            return
+            return []
         info = current_request.get()
         events = build_audit_events(
             interaction=interaction,
@@ -117,7 +130,9 @@ class AuditTrail:
             entities=tuple(entities),
             client_address=info.client_address,
         )
-        self._append(events, tx)
+        due = [*self.notifier.for_access(requester, notes, events, self._now()), *intents] if notes or intents else []
+        self._append(events, tx, due)
+        return events
 
     def refusal(self, requester: Requester, interaction: str, patients: Iterable[str], rule: str) -> None:
         if not self.records(requester):
@@ -155,11 +170,15 @@ class AuditTrail:
             if pending:
                 self._append(pending, None)
 
-    def _append(self, events: list[dict], tx: StoreTransaction | None) -> None:
+    def _append(self, events: list[dict], tx: StoreTransaction | None, intents: list[Intent] | None = None) -> None:
+        if not self.enabled:
+            return
         if tx is not None:
             self._append_in(tx, events)
+            if intents:
+                self.notifier.apply(tx, intents)
             return
-        self._committer.commit(events)
+        self._committer.commit(events, intents)
 
     @property
     def _committer(self) -> GroupCommitter:
@@ -168,11 +187,14 @@ class AuditTrail:
             committer = self.__dict__["_group"] = GroupCommitter(self._commit_batch)
         return committer
 
-    def _commit_batch(self, events: list[dict]) -> None:
+    def _commit_batch(self, events: list[dict], intents: list[Intent] | None = None) -> None:
         for attempt in range(5):
             try:
                 with self.store.transaction() as own:
                     self._append_in(own, events)
+                    if intents:
+                        self.notifier.apply(own, intents)
+                self.notifier.remember(intents or [])
                 return
             except VersionConflict:
                 if attempt == 4:

@@ -5,6 +5,11 @@ transaction: any failing entry rolls everything back and the error names the ent
 anything is written, `urn:uuid:` fullUrls of created resources are given server ids and
 every reference to them (and conditional references such as `Patient?identifier=...`) is
 rewritten in every resource of the Bundle.
+
+An IHE MHD ITI-65 Provide Document Bundle is a transaction too; `fhir_server.mhd.iti65`
+checks it around the ordinary processing (before ids are assigned, after references are
+rewritten) and adds the supersede PUTs of replaced documents to the same transaction; its
+errors carry XDS error codes (mhd/errors.py).
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 from fhir_server.access.requester import Requester
 from fhir_server.errors import FhirError, Issue, bad_request, error
+from fhir_server.mhd.errors import with_xds_code
+from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
 from fhir_server.service import versions
 from fhir_server.service.core import FhirService, require_type
 from fhir_server.store.base import StoredResource
 
-METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3, FOLDED: 2}
 
 
 @dataclass
@@ -138,6 +145,11 @@ class BundleProcessor:
         entries = read_entries(bundle)
         if bundle_type == "batch":
             return "batch-response", [self._batch_entry(requester, entry) for entry in entries]
+        if is_provide_bundle(bundle):
+            try:
+                return "transaction-response", self._transaction(requester, entries, mhd=Iti65(self.service))
+            except FhirError as exc:
+                raise with_xds_code(exc) from None
         return "transaction-response", self._transaction(requester, entries)
 
     # -- batch: each entry on its own ------------------------------------------------------
@@ -155,21 +167,33 @@ class BundleProcessor:
 
     # -- transaction: all or nothing -------------------------------------------------------
 
-    def _transaction(self, requester: Requester, entries: list[Entry]) -> list[EntryResponse]:
+    def _transaction(self, requester: Requester, entries: list[Entry], mhd: Iti65 | None = None) -> list[EntryResponse]:
         for entry in entries:
             if entry.resource is not None:
                 entry.resource = copy.deepcopy(entry.resource)
+        requested = list(entries)  # the entries answered, in the Bundle's order
+        plan = None
+        if mhd is not None:
+            plan, supersede = mhd.prepare(entries)
+            entries = entries + [
+                Entry(len(requested) + k, "PUT", f"DocumentReference/{old['id']}", old, None, None, None)
+                for k, old in enumerate(supersede)
+            ]
         references = self._resolve_identities(requester, entries)
         for entry in entries:
-            if entry.resource is None:
+            if entry.resource is None or entry.method == FOLDED:
                 continue
             _walk_strings(entry.resource, references.get)
             try:
                 self.service.validate_for_write(entry.resource, entry.resource.get("resourceType"))
             except FhirError as exc:
                 raise _at_entry(exc, entry) from None
+        if mhd is not None and plan is not None:
+            mhd.check_rewritten(plan)
         responses: dict[int, EntryResponse] = {}
-        ordered = sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index))
+        ordered = sorted(
+            (e for e in entries if e.method != FOLDED), key=lambda e: (METHOD_ORDER[e.method], e.index)
+        )
         try:
             with self.service._transaction() as tx:
                 for entry in ordered:
@@ -189,7 +213,13 @@ class BundleProcessor:
                     responses[entry.index] = self._get(requester, entry)
                 except FhirError as exc:
                     responses[entry.index] = EntryResponse(status=str(exc.status), outcome=exc.operation_outcome())
-        return [responses[entry.index] for entry in entries]
+        if plan is not None:
+            # A folded PATCH is answered by the PUT that superseded its document.
+            put_of = {e.resource["id"]: e.index for e in entries[len(requested):] if e.resource}
+            for index, old_id in plan.folded.items():
+                done = responses[put_of[old_id]]
+                responses[index] = EntryResponse(done.status.replace("201 Created", "200 OK"), done.location, done.etag, done.last_modified)
+        return [responses[entry.index] for entry in requested]
 
     def _resolve_identities(self, requester: Requester, entries: list[Entry]) -> dict[str, str]:
         """fullUrl -> final `Type/id`, and conditional reference -> `Type/id` (FHIR 3.1.0.11.2)."""

@@ -9,6 +9,7 @@ into an error plus an AuthZ-Consent AuditEvent.
 from __future__ import annotations
 
 import hashlib
+from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,10 +22,12 @@ from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity
 from fhir_server.auth.scopes import ScopeError, ScopeSet
 from fhir_server.errors import FhirError, error, not_found
+from fhir_server.search.parameters import parse_search
 from fhir_server.search.query import (
     And,
     Chain,
     Everything,
+    Has,
     IdTest,
     InCompartment,
     Node,
@@ -37,10 +40,23 @@ from fhir_server.search.query import (
     all_of,
 )
 from fhir_server.search.registry import SearchRegistry
+from fhir_server.service import messaging
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.store.base import HistoryPage, ResourceStore, StoredResource
 
 NOTHING: Node = Not(Everything())
+
+# The notes of the Permit that let the current search or write through, for the hook that
+# runs after it (after_search, after_write) in the same request: (id of the object, notes).
+_pending_notes: ContextVar[tuple[int, tuple[str, ...]] | None] = ContextVar("pending_notes", default=None)
+
+
+def _take_notes(key: object) -> tuple[str, ...]:
+    pending = _pending_notes.get()
+    if pending is None or pending[0] != id(key):
+        return ()
+    _pending_notes.set(None)
+    return pending[1]
 PATIENT_PARAMS = ("patient", "subject")
 INTERNAL_BINDING = "internal"
 
@@ -146,9 +162,16 @@ class Gate:
         patients = sorted(compartment_of(resource))
         return self.record(patients[0]) if patients else None
 
-    def authorize_read(self, requester: Requester, stored: StoredResource, purpose: ReadPurpose) -> None:
+    def authorize_read(
+        self, requester: Requester, stored: StoredResource, purpose: ReadPurpose
+    ) -> StoredResource | None:
+        """Judge one read; refuse it (raise) or audit it and notify the patient (R17).
+
+        Returns the version to serve when the read itself changed the resource (a message's
+        first read by a recipient sets ``received``), else None: serve `stored`.
+        """
         if requester.kind is ActorKind.INTERNAL:
-            return
+            return None
         resource_type = stored.resource_type
         scope_node = self._check_scopes(requester, resource_type, "read")
         resource = stored.json()
@@ -178,8 +201,14 @@ class Gate:
         if isinstance(decision, Deny):
             self.audit.refusal(requester, purpose.value, patients, decision.rule)
             raise decision.to_error()
-        if not stored.deleted:
-            self.audit.access(requester, purpose.value, patients, [DataEntity.from_resource(resource)])
+        if stored.deleted:
+            return None
+        self.audit.access(
+            requester, purpose.value, patients, [DataEntity.from_resource(resource)], notes=decision.notes
+        )
+        if resource_type == "Communication" and purpose is ReadPurpose.READ:
+            return messaging.received_on_read(self.store, self.registry, self.audit.clock, requester, stored, record)
+        return None
 
     def authorize_history(self, requester: Requester, resource_type: str | None) -> None:
         if requester.kind is not ActorKind.INTERNAL:
@@ -226,7 +255,38 @@ class Gate:
         if isinstance(decision, Deny):
             self.audit.refusal(requester, "search-type", patients, decision.rule)
             raise decision.to_error()
-        return replace(query, where=all_of(query.where, decision.constraints, scope_node))
+        granular = self._granular_scopes(requester, resource_type)
+        where = self._constrain_joins(requester, query, query.where)
+        constrained = replace(query, where=all_of(where, decision.constraints, scope_node, granular))
+        _pending_notes.set((id(constrained), decision.notes))
+        return constrained
+
+    def _constrain_joins(self, requester: Requester, query: SearchQuery, node: Node) -> Node:
+        """Chained and `_has` clauses only look at what the requester could search (R18)."""
+        match node:
+            case Chain(param, target_type, where):
+                inner = self._constrain_joins(requester, query, where)
+                return Chain(param, target_type, all_of(inner, self.include_constraint(requester, query, target_type)))
+            case Has(source_type, param, where):
+                inner = self._constrain_joins(requester, query, where)
+                return Has(source_type, param, all_of(inner, self.include_constraint(requester, query, source_type)))
+            case And(parts):
+                return And(tuple(self._constrain_joins(requester, query, part) for part in parts))
+            case Or(parts):
+                return Or(tuple(self._constrain_joins(requester, query, part) for part in parts))
+            case Not(part):
+                return Not(self._constrain_joins(requester, query, part))
+        return node
+
+    def _granular_scopes(self, requester: Requester, resource_type: str) -> Node:
+        """SMART v2 granular scopes (`patient/DocumentReference.rs?category=...`) as clauses."""
+        scopes = ScopeSet.from_scopes(requester.scopes)
+        alternatives = scopes.constraints(resource_type, "search")
+        if not alternatives:
+            return Everything()
+        return Or(
+            tuple(parse_search(resource_type, params, self.registry).query.where for params in alternatives)
+        )
 
     def include_constraint(self, requester: Requester, query: SearchQuery, target_type: str) -> Node:
         """What an `_include`/`_revinclude` of `target_type` may add: what a search of it would."""
@@ -267,7 +327,8 @@ class Gate:
         given, patient_id = self._designated_patient(result.query.resource_type or "", result.query.where)
         if patient_id:
             patients.add(patient_id)
-        self.audit.access(requester, "search-type", patients, entities)
+        notes = _take_notes(result.query)
+        self.audit.access(requester, "search-type", patients, entities, notes=notes)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -286,14 +347,28 @@ class Gate:
         if isinstance(decision, Deny):
             self.audit.refusal(requester, interaction, patients, decision.rule)
             raise decision.to_error()
+        if resource_type == "Communication" and new is not None and old is None:
+            try:
+                messaging.check_message(self.store, self.policy, requester, new, record)
+            except FhirError:
+                self.audit.refusal(requester, interaction, patients, "messaging")
+                raise
+        _pending_notes.set((id(new if new is not None else old), decision.notes))
 
     def after_write(self, tx, requester: Requester, interaction: str, stored: StoredResource, resource) -> None:
+        """Audit the write and write the notifications it calls for, in its transaction."""
+        notes = _take_notes(resource)
         if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
             return
         patients = sorted(compartment_of(resource)) if resource else []
         if stored.resource_type == "Patient":
             patients = [stored.id]
-        self.audit.access(requester, interaction, patients, [DataEntity.from_resource(stored.json())], tx=tx)
+        entity = DataEntity.from_resource(stored.json())
+        intents = self.audit.notifier.for_write(
+            requester, notes, interaction, stored.resource_type, stored.id,
+            None if stored.deleted else stored.json(), entity.security_labels, patients, self.audit.notifier.now(),
+        )
+        self.audit.access(requester, interaction, patients, [entity], tx=tx, notes=notes, intents=intents)
 
 
 def _json(body: bytes) -> dict:

@@ -83,6 +83,19 @@ class StoreTransaction(Protocol):
 
     def set_audit_head(self, sequence: int, chain_hash: str) -> None: ...
 
+    def notified_day(self, patient_id: str, practitioner_id: str) -> str | None:
+        """The last day (ISO date) the patient was told of this practitioner's access (R17)."""
+
+    def set_notified_day(self, patient_id: str, practitioner_id: str, day: str) -> None: ...
+
+    def purge(self, resource_type: str, resource_id: str) -> None:
+        """Remove a resource's current row, index entries and every history version.
+
+        For the retention job only (R03: a closed record's data is purged after ten years);
+        no HTTP path reaches it. It breaks the append-only history on purpose, and is never
+        applied to AuditEvents.
+        """
+
 
 class ResourceStore(Protocol):
     """The port. Every method is safe to call from several threads."""

@@ -37,6 +37,7 @@ from fhir_server.store.page import SearchPage
 
 _PROJECTION = {"v": 1, "lu": 1, "del": 1, "body": 1}
 AUDIT_CHAIN = "audit_chain"
+NOTIFIED_DAY = "notified_day"
 
 
 def _stored(resource_type: str, resource_id: str, doc: dict) -> StoredResource:
@@ -82,6 +83,28 @@ class MongoTransaction:
             {"_id": "head", "sequence": sequence, "hash": chain_hash, "pk": ""},
             upsert=True,
             session=self._session,
+        )
+
+    def notified_day(self, patient_id: str, practitioner_id: str) -> str | None:
+        doc = self._db[NOTIFIED_DAY].find_one(
+            {"_id": f"{patient_id}|{practitioner_id}"}, session=self._session
+        )
+        return doc["day"] if doc else None
+
+    def set_notified_day(self, patient_id: str, practitioner_id: str, day: str) -> None:
+        self._db[NOTIFIED_DAY].replace_one(
+            {"_id": f"{patient_id}|{practitioner_id}"},
+            {"_id": f"{patient_id}|{practitioner_id}", "day": day, "pk": patient_id},
+            upsert=True,
+            session=self._session,
+        )
+
+    def purge(self, resource_type: str, resource_id: str) -> None:
+        if resource_type == "AuditEvent":
+            raise ValueError("AuditEvents are never purged")
+        self._db[resource_type].delete_one({"_id": resource_id}, session=self._session)
+        self._db[history_collection(resource_type)].delete_many(
+            {"rid": resource_id}, session=self._session
         )
 
     def write(self, version: VersionWrite) -> None:

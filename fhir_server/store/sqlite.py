@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_by_type ON history (type, seq);
 CREATE INDEX IF NOT EXISTS history_by_time ON history (last_updated);
+CREATE TABLE IF NOT EXISTS notified_day (
+    patient TEXT NOT NULL,
+    practitioner TEXT NOT NULL,
+    day TEXT NOT NULL,
+    PRIMARY KEY (patient, practitioner)
+);
 CREATE TABLE IF NOT EXISTS audit_chain (
     head INTEGER PRIMARY KEY CHECK (head = 1),
     sequence INTEGER NOT NULL,
@@ -84,6 +90,34 @@ class SqliteTransaction:
             "INSERT INTO audit_chain (head, sequence, hash) VALUES (1, ?, ?) "
             "ON CONFLICT (head) DO UPDATE SET sequence = excluded.sequence, hash = excluded.hash",
             (sequence, chain_hash),
+        )
+
+    def notified_day(self, patient_id: str, practitioner_id: str) -> str | None:
+        row = self._connection.execute(
+            "SELECT day FROM notified_day WHERE patient = ? AND practitioner = ?",
+            (patient_id, practitioner_id),
+        ).fetchone()
+        return row[0] if row else None
+
+    def set_notified_day(self, patient_id: str, practitioner_id: str, day: str) -> None:
+        self._connection.execute(
+            "INSERT INTO notified_day (patient, practitioner, day) VALUES (?, ?, ?) "
+            "ON CONFLICT (patient, practitioner) DO UPDATE SET day = excluded.day",
+            (patient_id, practitioner_id, day),
+        )
+
+    def purge(self, resource_type: str, resource_id: str) -> None:
+        if resource_type == "AuditEvent":
+            raise ValueError("AuditEvents are never purged")
+        connection = self._connection
+        row = connection.execute(
+            "SELECT rid FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
+        ).fetchone()
+        if row:
+            sqlite_index.delete_index(connection, row[0])
+            connection.execute("DELETE FROM resource WHERE rid = ?", (row[0],))
+        connection.execute(
+            "DELETE FROM history WHERE type = ? AND id = ?", (resource_type, resource_id)
         )
 
     def write(self, version: VersionWrite) -> None:

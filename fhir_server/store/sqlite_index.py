@@ -112,6 +112,19 @@ def delete_index(conn: sqlite3.Connection, rid: int) -> None:
         conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
 
 
+class _SkipEmpty:
+    """executemany that sends nothing for an empty list (most resources use few index kinds)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def executemany(self, sql: str, rows: list) -> None:
+        if rows:
+            self._conn.executemany(sql, rows)
+
+
 def write_index(
     conn: sqlite3.Connection,
     rid: int,
@@ -119,12 +132,13 @@ def write_index(
     entries: IndexEntries,
     sort_values: Mapping[str, tuple[object, object]],
 ) -> None:
-    """Replace the index rows of `rid` with `entries` (call in the resource write's transaction).
+    """Insert the index rows of `rid` (call in the resource write's transaction).
 
-    `sort_values` is `extract.sort_values(entries)`: per parameter (lowest, highest).
+    The rows of a previous version must be gone already (`delete_index`): the engine deletes
+    them on update, and a new resource has none. `sort_values` is `extract.sort_values(entries)`.
     """
-    delete_index(conn, rid)
     t = resource_type
+    conn = _SkipEmpty(conn)
     conn.executemany(
         "INSERT INTO ix_token (rid, type, param, system, code, display) VALUES (?, ?, ?, ?, ?, ?)",
         [(rid, t, e.param, e.system, e.code, e.display) for e in entries.tokens],

@@ -144,3 +144,44 @@ def test_audit_chain_head_is_kept_with_the_transaction(engine_store):
         raise RuntimeError("rolled back")
     with engine_store.transaction() as tx:
         assert tx.audit_head() == (1, "a" * 64)
+
+
+def test_r17_last_notified_day_is_kept_with_the_transaction(engine_store):
+    """R17: the day a patient was last told of a practitioner's access commits or rolls back
+    with its transaction, per (patient, practitioner)."""
+    with engine_store.transaction() as tx:
+        assert tx.notified_day("p1", "810000000001") is None
+        tx.set_notified_day("p1", "810000000001", "2024-03-01")
+    with pytest.raises(RuntimeError), engine_store.transaction() as tx:
+        tx.set_notified_day("p1", "810000000001", "2024-03-02")
+        raise RuntimeError("rolled back")
+    with engine_store.transaction() as tx:
+        assert tx.notified_day("p1", "810000000001") == "2024-03-01"
+        assert tx.notified_day("p1", "810000000002") is None
+        assert tx.notified_day("p2", "810000000001") is None
+        tx.set_notified_day("p1", "810000000001", "2024-03-03")
+    with engine_store.transaction() as tx:
+        assert tx.notified_day("p1", "810000000001") == "2024-03-03"
+
+
+def test_r03_purge_removes_current_version_history_and_index_entries(engine_store):
+    """R03 retention: a purged resource is gone from reads, vreads, history and searches."""
+    from fhir_server.search.query import IdTest, SearchQuery
+
+    with engine_store.transaction() as tx:
+        tx.write(_version("gone", 1, at=1_000))
+        tx.write(_version("kept", 1, at=1_001))
+    with engine_store.transaction() as tx:
+        tx.write(_version("gone", 2, at=2_000, family="B"))
+    with engine_store.transaction() as tx:
+        tx.purge("Patient", "gone")
+    assert engine_store.read("Patient", "gone") is None
+    assert engine_store.vread("Patient", "gone", 1) is None
+    assert engine_store.history("Patient", "gone", since=None, count=10, cursor=None).entries == []
+    page = engine_store.search(
+        SearchQuery("Patient", where=IdTest(("gone", "kept"))), cursor_key=b"k" * 32, cursor_binding="t"
+    )
+    assert [row[1] for row in page.rows] == ["kept"]
+    assert engine_store.read("Patient", "kept") is not None
+    with pytest.raises(ValueError), engine_store.transaction() as tx:
+        tx.purge("AuditEvent", "any")

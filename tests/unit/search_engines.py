@@ -93,6 +93,7 @@ class SqliteEngine:
                 "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?",
                 (version, lu, body_of(rtype, rid, version), key),
             )
+            sqlite_index.delete_index(self.conn, key)
         else:
             key = self.conn.execute(
                 "INSERT INTO resource (type, id, version, last_updated, body) VALUES (?, ?, 1, ?, ?)",

@@ -1,0 +1,568 @@
+"""ITI-65 Provide Document Bundle: the MHD checks a transaction Bundle gets before it is stored.
+
+`BundleProcessor` (service/bundles.py) asks `is_provide_bundle` for every transaction and,
+for an ITI-65, runs `Iti65.prepare` before ids are assigned and `Iti65.check_rewritten`
+after references are rewritten; the rest (FHIR order, atomic store, the access gate on each
+write) is ordinary transaction processing, so a deposit through MHD is judged exactly like
+one through XDS (ITI-41 maps to the same resources and goes through the same processor).
+
+Which transactions are ITI-65: a transaction claiming an MHD / PDSm Provide Bundle profile,
+or holding a POST of a List coded `submissionset`. The bundles `ihe_xds` builds for ITI-41
+PUT every resource with its final id (and have been checked as XDS), so they are not.
+
+What is checked (errors carry the XDS code in `issue.details`, see mhd/errors.py; every
+problem of the Bundle is reported at once, status 422):
+- exactly one SubmissionSet List; otherwise only DocumentReferences and Binaries, POSTed
+  (XDSRepositoryMetadataError); each DocumentReference is a member of the SubmissionSet;
+- each DocumentReference's content.attachment.url is the fullUrl of a Binary of the Bundle
+  (XDSMissingDocument) and each Binary is the content of one (XDSMissingDocumentMetadata);
+- attachment.size and attachment.hash (base64 SHA-1), when given, match the Binary's bytes
+  (XDSRepositoryMetadataError); when absent, the DMP profile reports them missing;
+- one patient for all: every subject names the same Patient (XDSPatientIdDoesNotMatch); a
+  conditional patient reference (`Patient?identifier=INS`) is resolved by the registry, as
+  ITI-41 resolves a patient CX; an unknown patient is XDSUnknownPatientId;
+- masterIdentifier (uniqueId) unique in the message (XDSRepositoryDuplicateUniqueIdInMessage)
+  and, when already stored, stored with the same hash and size (XDSNonIdenticalHash);
+- the entryUUID (identifier `urn:ietf:rfc:3986` `urn:uuid:`) is assigned to
+  DocumentReferences and the List lacking one, then the DMP DocumentReference profile is
+  enforced (`deposit=True`), each issue with its element's expression;
+- `relatesTo.replaces`: the target (a literal `DocumentReference/id`, or a logical reference
+  by entryUUID or uniqueId) must be a current document of the same patient (XDSReplaceFailed,
+  XDSPatientIdDoesNotMatch); it is made `superseded` by a PUT added to the same transaction,
+  written as the requester, so the access gate decides whether they may. A PATCH entry that
+  sets exactly that status on a replaced document (as PDSm4DMP's replacement example does)
+  is folded into this PUT; any other PATCH is refused.
+- Binary.securityContext, when absent, is set to its DocumentReference (the access gate
+  judges a Binary through the DocumentReference naming it).
+
+The registry's own lookups (patient, uniqueId, replaced document) are made as INTERNAL, as
+ITI-41's are; none of them changes what the requester is told beyond what XDS tells.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from fhir_server.access.requester import INTERNAL
+from fhir_server.errors import FhirError, Issue
+from fhir_server.mhd.errors import (
+    XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
+    XDS_ERROR_SYSTEM,
+    XDS_MISSING_DOCUMENT,
+    XDS_MISSING_DOCUMENT_METADATA,
+    XDS_NON_IDENTICAL_HASH,
+    XDS_PATIENT_ID_DOES_NOT_MATCH,
+    XDS_REPLACE_FAILED,
+    XDS_REPOSITORY_METADATA_ERROR,
+    XDS_UNKNOWN_PATIENT_ID,
+    xds_issue,
+)
+from fhir_server.terminology import SYSTEM_MHD_LIST_TYPES, SYSTEM_RFC3986
+
+_MHD = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/"
+_PDSM = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
+PROVIDE_BUNDLE_PROFILES = frozenset(
+    {
+        _MHD + "IHE.MHD.Minimal.ProvideBundle",
+        _MHD + "IHE.MHD.Comprehensive.ProvideBundle",
+        _MHD + "IHE.MHD.UnContained.Comprehensive.ProvideBundle",
+        _PDSM + "pdsm-comprehensive-provide-document-bundle",
+        _PDSM + "pdsm-simplified-provide-document-bundle",
+    }
+)
+FOLDED = "FOLDED"  # Entry.method of a PATCH folded into a supersede PUT
+_DOC_REF = re.compile(r"(?:^|/)DocumentReference/([A-Za-z0-9\-.]{1,64})$")
+_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})$")
+
+
+class EntryLike(Protocol):
+    """What is used of service.bundles.Entry (kept structural to avoid an import cycle)."""
+
+    index: int
+    method: str
+    url: str
+    resource: dict | None
+    full_url: str | None
+
+    @property
+    def where(self) -> str: ...
+
+
+@dataclass
+class ProvidePlan:
+    """An ITI-65 being processed: its entries by role, and what the registry adds."""
+
+    submission_set: Any
+    documents: list[Any]
+    binaries: list[Any]
+    # Old DocumentReferences to supersede: (resource with status superseded, the entries
+    # (PATCH) folded into its PUT)
+    supersede: list[dict] = field(default_factory=list)
+    folded: dict[int, str] = field(default_factory=dict)  # PATCH entry index -> old doc id
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def _claims(resource: dict, urls: frozenset[str]) -> bool:
+    profiles = (resource.get("meta") or {}).get("profile") or []
+    return any(isinstance(p, str) and p.split("|")[0] in urls for p in profiles)
+
+
+def is_submission_set(resource: Any) -> bool:
+    if not isinstance(resource, dict) or resource.get("resourceType") != "List":
+        return False
+    codings = (resource.get("code") or {}).get("coding") or []
+    return any(
+        isinstance(c, dict) and c.get("system") == SYSTEM_MHD_LIST_TYPES and c.get("code") == "submissionset"
+        for c in codings
+    )
+
+
+def is_provide_bundle(bundle: dict) -> bool:
+    """Whether a transaction Bundle is an ITI-65 Provide Document Bundle (module docstring)."""
+    if bundle.get("type") != "transaction":
+        return False
+    if _claims(bundle, PROVIDE_BUNDLE_PROFILES):
+        return True
+    for raw in bundle.get("entry") or []:
+        if not isinstance(raw, dict):
+            continue
+        method = str((raw.get("request") or {}).get("method", "")).upper()
+        if method == "POST" and is_submission_set(raw.get("resource")):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- pure checks
+
+
+def _decode(data: Any) -> bytes | None:
+    if not isinstance(data, str):
+        return None
+    try:
+        return base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def sha1_base64(content: bytes) -> str:
+    """FHIR Attachment.hash: the base64 of the SHA-1 digest (XDS carries the same digest in hex)."""
+    return base64.b64encode(hashlib.sha1(content).digest()).decode("ascii")  # noqa: S324
+
+
+def _has_entry_uuid(resource: dict) -> bool:
+    return any(
+        isinstance(i, dict) and i.get("system") == SYSTEM_RFC3986 and str(i.get("value", "")).startswith("urn:uuid:")
+        for i in resource.get("identifier") or []
+    )
+
+
+def assign_entry_uuid(resource: dict) -> None:
+    """Give the resource an entryUUID when it has none (PDSm4DMP: assigned by the registry)."""
+    if not _has_entry_uuid(resource):
+        identifiers = list(resource.get("identifier") or [])
+        identifiers.append({"use": "official", "system": SYSTEM_RFC3986, "value": f"urn:uuid:{uuid.uuid4()}"})
+        resource["identifier"] = identifiers
+
+
+def _attachments(document: dict) -> list[tuple[int, dict]]:
+    out = []
+    for position, content in enumerate(document.get("content") or []):
+        if isinstance(content, dict) and isinstance(content.get("attachment"), dict):
+            out.append((position, content["attachment"]))
+    return out
+
+
+def _unique_id(document: dict) -> str | None:
+    master = document.get("masterIdentifier")
+    value = master.get("value") if isinstance(master, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _is_supersede_patch(resource: Any) -> bool:
+    """A FHIRPath Patch `replace DocumentReference.status = superseded`, and nothing else."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Parameters":
+        return False
+    operations = resource.get("parameter") or []
+    if len(operations) != 1 or operations[0].get("name") != "operation":
+        return False
+    parts = {p.get("name"): p for p in operations[0].get("part") or [] if isinstance(p, dict)}
+    return (
+        parts.get("type", {}).get("valueCode") == "replace"
+        and parts.get("path", {}).get("valueString") == "DocumentReference.status"
+        and parts.get("value", {}).get("valueCode") == "superseded"
+        and set(parts) == {"type", "path", "value"}
+    )
+
+
+def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue], list[Any]]:
+    """Roles, membership, document bytes (hash, size), uniqueIds in the message.
+
+    Returns (plan or None when the roles cannot be told, issues, PATCH entries to check
+    against the replacements). Also assigns entryUUIDs and Binary.securityContext.
+    """
+    issues: list[Issue] = []
+    lists, documents, binaries, patches = [], [], [], []
+    for entry in entries:
+        resource = entry.resource
+        kind = resource.get("resourceType") if isinstance(resource, dict) else None
+        if entry.method == "PATCH":
+            patches.append(entry)
+            continue
+        if entry.method != "POST":
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{entry.where}: an ITI-65 creates its resources (POST), not {entry.method}",
+                    f"{entry.where}.request.method",
+                )
+            )
+            continue
+        if kind == "List" and is_submission_set(resource):
+            lists.append(entry)
+        elif kind == "DocumentReference":
+            documents.append(entry)
+        elif kind == "Binary":
+            binaries.append(entry)
+        else:
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{entry.where}: an ITI-65 holds one SubmissionSet List, DocumentReferences and "
+                    f"their Binaries; {kind} is not accepted (folders are not supported)",
+                    f"{entry.where}.resource",
+                )
+            )
+    if len(lists) != 1:
+        issues.append(
+            xds_issue(
+                XDS_REPOSITORY_METADATA_ERROR,
+                f"an ITI-65 needs exactly one SubmissionSet List (code submissionset), found {len(lists)}",
+                "Bundle.entry",
+            )
+        )
+        return None, issues, patches
+    if not documents:
+        issues.append(xds_issue(XDS_REPOSITORY_METADATA_ERROR, "the SubmissionSet has no DocumentReference", "Bundle.entry"))
+    plan = ProvidePlan(lists[0], documents, binaries)
+    binary_by_url = {b.full_url: b for b in binaries if b.full_url}
+    used: set[str] = set()
+    unique_ids: dict[str, str] = {}
+    for entry in documents:
+        document = entry.resource
+        assign_entry_uuid(document)
+        attachments = _attachments(document)
+        if not attachments:
+            issues.append(
+                xds_issue(XDS_MISSING_DOCUMENT, f"{entry.where}: the DocumentReference has no content.attachment", f"{entry.where}.resource.content")
+            )
+        for position, attachment in attachments:
+            where = f"{entry.where}.resource.content[{position}].attachment"
+            binary = binary_by_url.get(attachment.get("url"))
+            if binary is None:
+                issues.append(
+                    xds_issue(
+                        XDS_MISSING_DOCUMENT,
+                        f"{where}.url '{attachment.get('url')}' is not the fullUrl of a Binary of the Bundle",
+                        f"{where}.url",
+                    )
+                )
+                continue
+            used.add(binary.full_url)
+            if entry.full_url and "securityContext" not in binary.resource:
+                binary.resource["securityContext"] = {"reference": entry.full_url}
+            content = _decode(binary.resource.get("data"))
+            if content is None:
+                issues.append(xds_issue(XDS_MISSING_DOCUMENT, f"{binary.where}: the Binary has no data", f"{binary.where}.resource.data"))
+                continue
+            size = attachment.get("size")
+            if size is not None and size != len(content):
+                issues.append(
+                    xds_issue(
+                        XDS_REPOSITORY_METADATA_ERROR,
+                        f"{where}.size {size} does not match the document ({len(content)} bytes)",
+                        f"{where}.size",
+                    )
+                )
+            given = attachment.get("hash")
+            if given is not None and _decode(given) != hashlib.sha1(content).digest():  # noqa: S324
+                issues.append(
+                    xds_issue(
+                        XDS_REPOSITORY_METADATA_ERROR,
+                        f"{where}.hash {given} is not the SHA-1 of the document ({sha1_base64(content)})",
+                        f"{where}.hash",
+                    )
+                )
+        unique_id = _unique_id(document)
+        if unique_id:
+            if unique_id in unique_ids:
+                issues.append(
+                    xds_issue(
+                        XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
+                        f"{entry.where}: masterIdentifier {unique_id} is also the one of {unique_ids[unique_id]}",
+                        f"{entry.where}.resource.masterIdentifier",
+                    )
+                )
+            unique_ids.setdefault(unique_id, entry.where)
+    for binary in binaries:
+        if binary.full_url not in used:
+            issues.append(
+                xds_issue(
+                    XDS_MISSING_DOCUMENT_METADATA,
+                    f"{binary.where}: no DocumentReference of the Bundle has this Binary as content",
+                    f"{binary.where}.fullUrl",
+                )
+            )
+    submission_set = plan.submission_set.resource
+    assign_entry_uuid(submission_set)
+    members = {
+        (item.get("item") or {}).get("reference")
+        for item in submission_set.get("entry") or []
+        if isinstance(item, dict)
+    }
+    for entry in documents:
+        if entry.full_url not in members:
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{entry.where}: the DocumentReference is not an entry of the SubmissionSet List",
+                    f"{plan.submission_set.where}.resource.entry",
+                )
+            )
+    return plan, issues, patches
+
+
+def _subjects(plan: ProvidePlan) -> list[tuple[str, Any]]:
+    """(where, subject reference string or None) of the List and each DocumentReference."""
+    out = []
+    for entry in [plan.submission_set, *plan.documents]:
+        subject = entry.resource.get("subject")
+        reference = subject.get("reference") if isinstance(subject, dict) else None
+        out.append((f"{entry.where}.resource.subject", reference))
+    return out
+
+
+def one_patient_issues(plan: ProvidePlan) -> list[Issue]:
+    """XDSPatientIdDoesNotMatch for every subject that is not the SubmissionSet's patient."""
+    subjects = [(where, _local(reference)) for where, reference in _subjects(plan)]
+    expected = next((ref for _, ref in subjects if ref), None)
+    return [
+        xds_issue(
+            XDS_PATIENT_ID_DOES_NOT_MATCH,
+            f"{where} {ref} is not the patient of the submission ({expected})",
+            where,
+        )
+        for where, ref in subjects
+        if ref and ref != expected
+    ]
+
+
+def _local(reference: Any) -> Any:
+    if isinstance(reference, str):
+        match = _PATIENT_REF.search(reference)
+        if match and "?" not in reference:
+            return f"Patient/{match.group(1)}"
+    return reference
+
+
+def deposit_profile_issues(plan: ProvidePlan, profiles: Any) -> list[Issue]:
+    """The DMP DocumentReference profile, each issue at its entry with XDSRepositoryMetadataError."""
+    issues = []
+    for entry in plan.documents:
+        for issue in profiles.validate(entry.resource, deposit=True):
+            if issue.severity not in ("error", "fatal"):
+                continue
+            issues.append(
+                replace(
+                    issue,
+                    diagnostics=f"{entry.where}: {issue.diagnostics}",
+                    expression=(entry.where, *issue.expression),
+                    details_code=XDS_REPOSITORY_METADATA_ERROR,
+                    details_system=XDS_ERROR_SYSTEM,
+                )
+            )
+    return issues
+
+
+def replaced_targets(document: dict) -> list[tuple[int, dict]]:
+    """(position, target Reference) of each relatesTo.replaces of a DocumentReference."""
+    out = []
+    for position, relation in enumerate(document.get("relatesTo") or []):
+        if isinstance(relation, dict) and relation.get("code") == "replaces" and isinstance(relation.get("target"), dict):
+            out.append((position, relation["target"]))
+    return out
+
+
+# --------------------------------------------------------------------------- with the registry
+
+
+class Iti65:
+    """The registry side of ITI-65: lookups as INTERNAL through the service (never the store)."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def prepare(self, entries: list[Any]) -> tuple[ProvidePlan, list[Any]]:
+        """Check an ITI-65 before ids are assigned; returns the plan and the entries to add
+        (supersede PUTs). Raises FhirError(422) with every issue found."""
+        plan, issues, patches = check_structure(entries)
+        if plan is None:
+            raise FhirError(422, issues)
+        issues += self._resolve_patients(plan)
+        issues += self._stored_unique_ids(plan)
+        added, replace_issues = self._replacements(plan, patches)
+        issues += replace_issues
+        if issues:
+            raise FhirError(422, issues)
+        return plan, added
+
+    def check_rewritten(self, plan: ProvidePlan) -> None:
+        """After references are rewritten: one patient, then the DMP deposit profile."""
+        issues = one_patient_issues(plan)
+        issues += deposit_profile_issues(plan, self.service.profiles)
+        if issues:
+            raise FhirError(422, issues)
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def _find(self, resource_type: str, params: list[tuple[str, str]], limit: int = 2) -> list:
+        return self.service.find(INTERNAL, resource_type, params, limit)
+
+    def _resolve_patients(self, plan: ProvidePlan) -> list[Issue]:
+        """Conditional patient references -> Patient/id; unknown patients -> XDSUnknownPatientId."""
+        issues: list[Issue] = []
+        resolved: dict[str, str | None] = {}
+        for entry in [plan.submission_set, *plan.documents]:
+            subject = entry.resource.get("subject")
+            reference = subject.get("reference") if isinstance(subject, dict) else None
+            if not isinstance(reference, str):
+                continue
+            where = f"{entry.where}.resource.subject"
+            if reference not in resolved:
+                resolved[reference] = self._patient_id(reference)
+            patient_id = resolved[reference]
+            if patient_id is None:
+                issues.append(
+                    xds_issue(XDS_UNKNOWN_PATIENT_ID, f"{where} {reference} is not a patient known to the registry", where, "not-found")
+                )
+            elif reference.startswith("Patient?"):
+                subject["reference"] = f"Patient/{patient_id}"
+        return issues
+
+    def _patient_id(self, reference: str) -> str | None:
+        from urllib.parse import parse_qsl
+
+        try:
+            if reference.startswith("Patient?"):
+                found = self._find("Patient", parse_qsl(reference.split("?", 1)[1], keep_blank_values=True))
+                return found[0].id if len(found) == 1 else None
+            match = _PATIENT_REF.search(reference)
+            if match:
+                found = self._find("Patient", [("_id", match.group(1))])
+                return found[0].id if found else None
+        except FhirError:
+            return None
+        return None
+
+    def _stored_unique_ids(self, plan: ProvidePlan) -> list[Issue]:
+        issues = []
+        for entry in plan.documents:
+            unique_id = _unique_id(entry.resource)
+            attachments = _attachments(entry.resource)
+            if not unique_id or not attachments:
+                continue
+            attachment = attachments[0][1]
+            system = (entry.resource.get("masterIdentifier") or {}).get("system")
+            token = f"{system}|{unique_id}" if system else unique_id
+            for stored in self._find("DocumentReference", [("identifier", token)], 10):
+                old = ((stored.json().get("content") or [{}])[0]).get("attachment") or {}
+                if old.get("hash") != attachment.get("hash") or old.get("size") != attachment.get("size"):
+                    where = f"{entry.where}.resource.masterIdentifier"
+                    issues.append(
+                        xds_issue(XDS_NON_IDENTICAL_HASH, f"{where} {unique_id} is already stored with other content", where)
+                    )
+                    break
+        return issues
+
+    def _replacements(self, plan: ProvidePlan, patches: list[Any]) -> tuple[list[dict], list[Issue]]:
+        """The supersede PUTs of the replaced documents, or why they cannot be made."""
+        issues: list[Issue] = []
+        added: list[dict] = []
+        superseded: dict[str, dict] = {}
+        for entry in plan.documents:
+            subject = (entry.resource.get("subject") or {}).get("reference")
+            for position, target in replaced_targets(entry.resource):
+                where = f"{entry.where}.resource.relatesTo[{position}].target"
+                old = self._replaced_document(target)
+                if old is None:
+                    issues.append(xds_issue(XDS_REPLACE_FAILED, f"{where}: the replaced document is not known", where, "not-found"))
+                    continue
+                if old["id"] in superseded:
+                    issues.append(xds_issue(XDS_REPLACE_FAILED, f"{where}: the document {old['id']} is replaced twice", where))
+                    continue
+                if old.get("status") != "current":
+                    issues.append(
+                        xds_issue(XDS_REPLACE_FAILED, f"{where}: the replaced document {old['id']} is not current ({old.get('status')})", where)
+                    )
+                    continue
+                if _local((old.get("subject") or {}).get("reference")) != _local(subject):
+                    issues.append(
+                        xds_issue(XDS_PATIENT_ID_DOES_NOT_MATCH, f"{where}: the replaced document belongs to another patient", where)
+                    )
+                    continue
+                new = copy.deepcopy(old)
+                new["status"] = "superseded"
+                superseded[old["id"]] = new
+                added.append(new)
+        for entry in patches:
+            match = _DOC_REF.search(entry.url.split("?", 1)[0])
+            if match and match.group(1) in superseded and _is_supersede_patch(entry.resource):
+                plan.folded[entry.index] = match.group(1)
+                entry.method = FOLDED
+                continue
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{entry.where}: PATCH in an ITI-65 is only accepted as the status change to "
+                    "superseded of a document this submission replaces (relatesTo.replaces)",
+                    f"{entry.where}.request",
+                )
+            )
+        plan.supersede = added
+        return added, issues
+
+    def _replaced_document(self, target: dict) -> dict | None:
+        reference = target.get("reference")
+        found: list = []
+        if isinstance(reference, str):
+            match = _DOC_REF.search(reference)
+            if match:
+                found = self._find("DocumentReference", [("_id", match.group(1))])
+        identifier = target.get("identifier")
+        if not found and isinstance(identifier, dict) and identifier.get("value"):
+            system = identifier.get("system")
+            token = f"{system}|{identifier['value']}" if system else identifier["value"]
+            found = self._find("DocumentReference", [("identifier", token)])
+        return found[0].json() if len(found) == 1 else None
+
+
+__all__ = [
+    "FOLDED",
+    "PROVIDE_BUNDLE_PROFILES",
+    "Iti65",
+    "ProvidePlan",
+    "assign_entry_uuid",
+    "check_structure",
+    "deposit_profile_issues",
+    "is_provide_bundle",
+    "one_patient_issues",
+    "sha1_base64",
+]

@@ -1,0 +1,210 @@
+"""R17 wiring: which notifications an access or a write calls for, and writing them.
+
+The policy says which notification may apply (``Permit.notes``); this module turns notes into
+:class:`Intent` values when the access happens and writes the Communications in the same
+transaction as what triggered them: a write's own transaction, or the group commit that makes
+a read's AuditEvents durable (so a read still costs one commit). The notifications are the
+server's own work (INTERNAL): they are not audited as accesses.
+
+"First access of the day" is decided under the store's write lock from the last notified day
+kept per (patient, practitioner) (:meth:`StoreTransaction.notified_day`), so concurrent
+workers never notify twice. A per-process memo of days already notified spares reads the
+round trip once the day's notification is known to be written.
+
+Decided here: an access notification carries the DMP labels of its AuditEvent except
+INVISIBLE_PATIENT. Its text names no document, and R17 requires that the patient be told of
+the access; the label is there to keep the document itself from the patient, not the fact
+that the record was opened. INVISIBLE_REPRESENTANTS_LEGAUX stays, so representatives do not
+learn of accesses to documents hidden from them (R07).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fhir_server.access.decision import Note
+from fhir_server.access.requester import AccessMode, Requester
+from fhir_server.audit.balp import event_patients
+from fhir_server.audit.notifications import (
+    notification_day,
+    notification_for_access,
+    notification_for_authorization,
+    notification_for_deposit,
+    should_notify_access,
+)
+from fhir_server.search.extract import extract, sort_values
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.service import versions
+from fhir_server.store.base import StoreTransaction, VersionWrite
+from fhir_server.terminology import INVISIBLE_PATIENT, SYSTEM_DMP_CONFIDENTIALITY
+
+ACCESS_NOTES = frozenset(
+    {Note.NOTIFY_IF_FIRST_ACCESS_OF_DAY, Note.NOTIFY_BRIS_DE_GLACE, Note.NOTIFY_CENTRE_15}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A notification to write once its transaction is open."""
+
+    event: str  # access | deposit | authorization
+    patient_id: str
+    requester: Requester
+    when: datetime
+    about: str | None = None
+    labels: tuple[Mapping[str, str], ...] = ()
+    title: str | None = None
+
+    @property
+    def first_of_day_only(self) -> bool:
+        return self.event == "access" and self.requester.access_mode is AccessMode.NORMAL
+
+
+class Notifier:
+    def __init__(self, registry: SearchRegistry, base_url: str, clock: Callable[[], int]) -> None:
+        self.registry = registry
+        self.base_url = base_url
+        self.clock = clock
+        self._notified: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock() / 1_000_000, tz=UTC)
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def for_access(
+        self, requester: Requester, notes: Iterable[str], events: Sequence[dict], when: datetime
+    ) -> list[Intent]:
+        """One intent per patient whose record was opened, when a note asks for it."""
+        if not ACCESS_NOTES & set(notes):
+            return []
+        today = notification_day(when).isoformat()
+        intents = []
+        for event in events:
+            for patient_id in event_patients(event):
+                known = self._notified.get((patient_id, requester.subject_id))
+                if not should_notify_access(requester, _day(known), notification_day(when)):
+                    continue
+                if requester.access_mode is AccessMode.NORMAL and known == today:
+                    continue
+                labels = tuple(
+                    c
+                    for c in (event.get("meta") or {}).get("security") or []
+                    if not (c.get("system") == SYSTEM_DMP_CONFIDENTIALITY and c.get("code") == INVISIBLE_PATIENT)
+                )
+                intents.append(
+                    Intent("access", patient_id, requester, when, f"AuditEvent/{event['id']}", labels)
+                )
+        return intents
+
+    def for_write(
+        self,
+        requester: Requester,
+        notes: Iterable[str],
+        interaction: str,
+        resource_type: str,
+        resource_id: str,
+        resource: dict | None,
+        labels: Sequence[Mapping[str, str]],
+        patients: Sequence[str],
+        when: datetime,
+    ) -> list[Intent]:
+        notes = set(notes)
+        intents: list[Intent] = []
+        if (
+            Note.NOTIFY_DOCUMENT_DEPOSITED in notes
+            and interaction == "create"
+            and resource_type == "DocumentReference"
+            and resource is not None
+            and not _invisible_to_patient(labels)
+        ):
+            for patient_id in patients:
+                intents.append(
+                    Intent(
+                        "deposit", patient_id, requester, when,
+                        f"DocumentReference/{resource_id}", tuple(labels), document_title(resource),
+                    )
+                )
+        if Note.NOTIFY_AUTHORIZATION_RECORDED in notes and resource_type == "Consent":
+            for patient_id in patients:
+                intents.append(Intent("authorization", patient_id, requester, when, f"Consent/{resource_id}"))
+        return intents
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def apply(self, tx: StoreTransaction, intents: Iterable[Intent]) -> list[Intent]:
+        """Write the notifications still due; returns those written."""
+        written = []
+        for intent in intents:
+            if intent.event == "access":
+                day = notification_day(intent.when).isoformat()
+                last = tx.notified_day(intent.patient_id, intent.requester.subject_id)
+                if intent.first_of_day_only and last == day:
+                    continue
+                communication = notification_for_access(
+                    intent.requester, intent.patient_id, intent.when,
+                    server_base=self.base_url, audit_event_reference=intent.about, labels=intent.labels,
+                )
+                tx.set_notified_day(intent.patient_id, intent.requester.subject_id, day)
+            elif intent.event == "deposit":
+                communication = notification_for_deposit(
+                    intent.requester, intent.patient_id, intent.when, server_base=self.base_url,
+                    document_reference=intent.about or "", document_title=intent.title, labels=intent.labels,
+                )
+            else:
+                communication = notification_for_authorization(
+                    intent.requester, intent.patient_id, intent.when,
+                    server_base=self.base_url, consent_reference=intent.about,
+                )
+            self._store(tx, communication)
+            written.append(intent)
+        return written
+
+    def remember(self, intents: Iterable[Intent]) -> None:
+        """After a commit: these practitioners' accesses are notified for the day."""
+        with self._lock:
+            for intent in intents:
+                if intent.event == "access":
+                    key = (intent.patient_id, intent.requester.subject_id)
+                    self._notified[key] = notification_day(intent.when).isoformat()
+            if len(self._notified) > 100_000:  # a memo, not a store: start again
+                self._notified.clear()
+
+    def _store(self, tx: StoreTransaction, communication: dict) -> None:
+        resource_id = versions.new_id()
+        communication["id"] = resource_id
+        stored = versions.stamp(communication, resource_id, 1, self.clock())
+        entries = extract(communication, self.registry)
+        shard = entries.compartment[0] if entries.compartment else ""
+        tx.write(VersionWrite(stored, "POST", 0, entries, sort_values(entries), shard))
+
+
+def document_title(document: Mapping) -> str | None:
+    """What the patient would call the document: its description, title or type."""
+    if document.get("description"):
+        return str(document["description"])
+    for content in document.get("content") or []:
+        title = (content.get("attachment") or {}).get("title")
+        if title:
+            return str(title)
+    kind = document.get("type") or {}
+    if kind.get("text"):
+        return str(kind["text"])
+    for coding in kind.get("coding") or []:
+        if coding.get("display"):
+            return str(coding["display"])
+    return None
+
+
+def _invisible_to_patient(labels: Iterable[Mapping[str, str]]) -> bool:
+    return any(c.get("system") == SYSTEM_DMP_CONFIDENTIALITY and c.get("code") == INVISIBLE_PATIENT for c in labels)
+
+
+def _day(iso: str | None):
+    from datetime import date
+
+    return date.fromisoformat(iso) if iso else None

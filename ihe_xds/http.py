@@ -1,0 +1,266 @@
+"""The XDS.b SOAP endpoints: POST /xds/repository (ITI-41, ITI-43), POST /xds/registry (ITI-18).
+
+Register with `app.register_blueprint(create_xds_blueprint())` after `app.extensions["fhir"]`
+(the Runtime) is set: the blueprint reads the runtime from `current_app` and builds its VIHF
+trust once, when it is registered.
+
+Answer shapes (IHE ITI TF-2x, SOAP 1.2 HTTP binding):
+- a message that cannot be read (size, MIME, XML, envelope, unknown or missing Action, body
+  not matching the Action) or that carries no acceptable VIHF (XUA) -> SOAP 1.2 Fault;
+  HTTP 400 for Sender faults, 500 otherwise; never a stack trace;
+- a readable request -> HTTP 200 with RegistryResponse / AdhocQueryResponse /
+  RetrieveDocumentSetResponse, Success, PartialSuccess or Failure with RegistryErrors
+  (metadata problems, refusals of the access rules, unexpected failures as
+  XDSRepositoryError / XDSRegistryError with a request id to quote);
+- every answer carries wsa:Action = request Action + "Response" and wsa:RelatesTo = the
+  request's MessageID; ITI-43 answers are MTOM, ITI-41 answers are MTOM when the request was.
+
+/xds is outside /fhir, so the app's bearer-token hook does not run here: each request is
+authenticated by its VIHF (ihe_xds.identity) before anything is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app, g, request
+from lxml import etree
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from fhir_server.access.requester import Requester
+from fhir_server.audit.balp import (
+    OUTCOME_MINOR_FAILURE,
+    OUTCOME_SERIOUS_FAILURE,
+    OUTCOME_SUCCESS,
+    DataEntity,
+    build_xds_events,
+)
+from fhir_server.service.context import RequestInfo, current_request
+from ihe_xds.errors import (
+    XDS_REGISTRY_ERROR,
+    XDS_REPOSITORY_ERROR,
+    MalformedMessage,
+    RegistryError,
+    registry_error,
+)
+from ihe_xds.identity import XdsIdentity
+from ihe_xds.mtom import build_mtom_response, parse_http_body
+from ihe_xds.responses import adhoc_query_response, registry_response, retrieve_response
+from ihe_xds.soap import check_action, fault_for, read_envelope, response_envelope
+from ihe_xds.transactions import iti18, iti41, iti43
+from ihe_xds.vocabulary import ACTION_ITI18, ACTION_ITI41, ACTION_ITI43
+
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "ihe_xds"
+SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
+REPOSITORY_ACTIONS = (ACTION_ITI41, ACTION_ITI43)
+REGISTRY_ACTIONS = (ACTION_ITI18,)
+
+
+class _TooLarge(MalformedMessage):
+    pass
+
+
+def create_xds_blueprint() -> Blueprint:
+    """The /xds blueprint; its VIHF trust is built from the app's settings at registration."""
+    blueprint = Blueprint("ihe_xds", __name__, url_prefix="/xds")
+
+    @blueprint.record_once
+    def _build_trust(state) -> None:
+        from fhir_server.rest.app import auth_settings  # the app's own settings mapping
+
+        runtime = state.app.extensions["fhir"]
+        state.app.extensions[EXTENSION_KEY] = XdsIdentity.from_auth_settings(
+            auth_settings(runtime.settings)
+        )
+
+    @blueprint.post("/repository")
+    def repository() -> Response:
+        return _serve(REPOSITORY_ACTIONS)
+
+    @blueprint.post("/registry")
+    def registry() -> Response:
+        return _serve(REGISTRY_ACTIONS)
+
+    return blueprint
+
+
+def _fault(exc: MalformedMessage, relates_to: str | None) -> Response:
+    status = 400 if exc.fault_code == "Sender" else 500
+    return Response(fault_for(exc, relates_to), status=status, content_type=SOAP_CONTENT_TYPE)
+
+
+def _request_id() -> str:
+    return getattr(g, "request_id", None) or str(uuid.uuid4())
+
+
+def _serve(actions: tuple[str, ...]) -> Response:
+    runtime = current_app.extensions["fhir"]
+    identity: XdsIdentity = current_app.extensions[EXTENSION_KEY]
+    max_bytes = runtime.settings.max_body_bytes
+    relates_to = None
+    try:
+        try:
+            data = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            raise _TooLarge(f"request body larger than the limit of {max_bytes} bytes") from None
+        package = parse_http_body(request.headers.get("Content-Type"), data, max_bytes=max_bytes)
+        envelope = read_envelope(package.envelope, max_bytes=max_bytes)
+        relates_to = envelope.message_id
+        action = check_action(envelope, actions)
+        requester = identity.requester(envelope.security)
+    except MalformedMessage as exc:
+        return _fault(exc, relates_to)
+    token = current_request.set(
+        RequestInfo(
+            request_id=_request_id(),
+            raw_query=f"POST {request.path} {action}".encode(),
+            client_address=request.remote_addr,
+        )
+    )
+    try:
+        if action == ACTION_ITI41:
+            return _iti41(runtime, requester, envelope, package, relates_to)
+        if action == ACTION_ITI43:
+            return _iti43(runtime, requester, envelope, relates_to)
+        return _iti18(runtime, requester, envelope, relates_to)
+    except MalformedMessage as exc:
+        return _fault(exc, relates_to)
+    finally:
+        current_request.reset(token)
+
+
+def _unexpected(code: str) -> list[RegistryError]:
+    request_id = current_request.get().request_id
+    log.exception("unexpected XDS failure (request %s)", request_id)
+    return [registry_error(code, f"internal server error; quote request id {request_id}")]
+
+
+def _soap(body: bytes) -> Response:
+    return Response(body, status=200, content_type=SOAP_CONTENT_TYPE)
+
+
+def _iti41(runtime, requester: Requester, envelope, package, relates_to) -> Response:
+    try:
+        outcome = iti41(runtime, requester, envelope.body, package.attachments)
+        errors = outcome.errors
+    except MalformedMessage:
+        raise
+    except Exception:
+        outcome, errors = None, _unexpected(XDS_REPOSITORY_ERROR)
+    body = response_envelope(ACTION_ITI41, relates_to, registry_response(errors))
+    if outcome is not None and outcome.submission_set_unique_id:
+        _audit(
+            runtime,
+            "ITI-41",
+            requester,
+            outcome.patient_ids,
+            errors,
+            has_results=outcome.stored,
+            documents=[
+                DataEntity(identifier=("urn:ietf:rfc:3986", f"urn:oid:{u}"), role="3")
+                for u in outcome.document_unique_ids
+            ],
+            submission_set_unique_id=outcome.submission_set_unique_id,
+        )
+    if package.is_mtom:
+        content_type, payload = build_mtom_response(body, [], action=ACTION_ITI41 + "Response")
+        return Response(payload, status=200, content_type=content_type)
+    return _soap(body)
+
+
+def _iti18(runtime, requester: Requester, envelope, relates_to) -> Response:
+    try:
+        outcome = iti18(runtime, requester, envelope.body)
+        element = adhoc_query_response(
+            outcome.objects, outcome.errors, return_type=outcome.return_type
+        )
+    except MalformedMessage:
+        raise
+    except Exception:
+        outcome, element = None, adhoc_query_response([], _unexpected(XDS_REGISTRY_ERROR))
+    if outcome is not None:
+        _audit(
+            runtime,
+            "ITI-18",
+            requester,
+            outcome.patient_ids,
+            outcome.errors,
+            has_results=bool(outcome.objects),
+            query_id=outcome.query_id,
+            raw_query=etree.tostring(envelope.body),
+        )
+    return _soap(response_envelope(ACTION_ITI18, relates_to, element))
+
+
+def _iti43(runtime, requester: Requester, envelope, relates_to) -> Response:
+    try:
+        outcome = iti43(runtime, requester, envelope.body)
+        element, attachments = retrieve_response(outcome.documents, outcome.errors)
+    except MalformedMessage:
+        raise
+    except Exception:
+        outcome = None
+        element, attachments = retrieve_response([], _unexpected(XDS_REPOSITORY_ERROR))
+    if outcome is not None:
+        _audit(
+            runtime,
+            "ITI-43",
+            requester,
+            outcome.patient_ids,
+            outcome.errors,
+            has_results=bool(outcome.documents),
+            documents=[
+                DataEntity(identifier=("urn:ietf:rfc:3986", f"urn:oid:{u}"), role="3")
+                for u in outcome.document_unique_ids
+            ],
+        )
+    body = response_envelope(ACTION_ITI43, relates_to, element)
+    content_type, payload = build_mtom_response(body, attachments, action=ACTION_ITI43 + "Response")
+    return Response(payload, status=200, content_type=content_type)
+
+
+def _audit(
+    runtime,
+    transaction: str,
+    requester: Requester,
+    patients: list[str],
+    errors: list[RegistryError],
+    *,
+    has_results: bool,
+    **details,
+) -> None:
+    """The ATNA-shaped XDS event, besides the BALP events the service already wrote.
+
+    AuditTrail has no public method for prebuilt events yet; `_append` (own transaction,
+    retried on conflicts) is what its public methods use. An audit failure is logged, never
+    turned into a failed XDS answer after the deposit has been committed.
+    """
+    if any(e.is_error for e in errors):
+        outcome = OUTCOME_MINOR_FAILURE if has_results else OUTCOME_SERIOUS_FAILURE
+    else:
+        outcome = OUTCOME_SUCCESS
+    audit = runtime.service.gate.audit
+    if not audit.records(requester):
+        return
+    info = current_request.get()
+    try:
+        events = build_xds_events(
+            transaction=transaction,
+            requester=requester,
+            patients=patients,
+            outcome=outcome,
+            recorded=datetime.now(UTC),
+            server_base=runtime.base_url,
+            endpoint=request.url,
+            request_id=info.request_id,
+            client_address=info.client_address,
+            outcome_desc="; ".join(e.error_code for e in errors if e.is_error) or None,
+            **details,
+        )
+        audit._append(events, None)  # noqa: SLF001 - see the docstring
+    except Exception:
+        log.exception("could not record the %s audit event", transaction)

@@ -1,0 +1,595 @@
+"""ITI-41, ITI-18 and ITI-43 over the service gate (no Flask: the face in http.py calls these).
+
+Every read and write of what a requester deposits or consults goes through
+`runtime.service` / `runtime.bundles` with the VIHF requester, so the access rules, consent
+and audit apply exactly as on the FHIR face. The only lookups made as INTERNAL are the
+registry's own bookkeeping, and none of them changes what the requester is told:
+- the patient INS -> Patient id resolution of a deposit (the write itself is then judged
+  with the requester: R03 record status, R09 blocks);
+- the uniqueId / entryUUID checks of a deposit (XDSNonIdenticalHash, RPLC targets);
+- in ITI-43, locating the DocumentReference of a uniqueId, before the Binary is read as the
+  requester: a document the requester may not see is answered exactly like an unknown one;
+- the patient CX written in ITI-18 answers, for documents the requester was already given.
+
+Decisions:
+- A uniqueId already stored with the same content is accepted again (IHE allows a document
+  to be registered twice with identical hash and size); other content -> XDSNonIdenticalHash.
+- The replaced document of an RPLC / XFRM_RPLC is made `superseded` by a PUT in the same
+  transaction Bundle, written as the requester: the gate decides whether they may (the
+  author, or a professional allowed on the record, per the policy's update rules).
+- ITI-18 searches that designate no patient (GetDocuments by uuid ...) get the patient the
+  VIHF names (resource-id attribute) when it names one; otherwise the gate's R04 refusal is
+  answered with XDSStoredQueryMissingParam (the patient is the missing parameter).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from lxml import etree
+
+from fhir_server.access.decision import (
+    RECORD_CLOSED_CODE,
+    RECORD_OPPOSED_CODE,
+    UNKNOWN_PATIENT_CODE,
+)
+from fhir_server.access.requester import INTERNAL, Requester
+from fhir_server.errors import FhirError
+from fhir_server.terminology import INS_OIDS, SYSTEM_RFC3986
+from ihe_xds.codes import is_oid
+from ihe_xds.ebrim import Association, DocumentEntry, SubmissionSet, parse_submission
+from ihe_xds.errors import (
+    LOCAL_POLICY_RESTRICTION_ERROR,
+    XDS_DOCUMENT_UNIQUE_ID_ERROR,
+    XDS_NON_IDENTICAL_HASH,
+    XDS_PATIENT_ID_DOES_NOT_MATCH,
+    XDS_REGISTRY_ERROR,
+    XDS_REGISTRY_METADATA_ERROR,
+    XDS_REPLACE_FAILED,
+    XDS_REPOSITORY_ERROR,
+    XDS_REPOSITORY_METADATA_ERROR,
+    XDS_RESULT_NOT_SINGLE_PATIENT,
+    XDS_STORED_QUERY_MISSING_PARAM,
+    XDS_TOO_MANY_RESULTS,
+    XDS_UNKNOWN_PATIENT_ID,
+    XDS_UNKNOWN_REPOSITORY_ID,
+    RegistryError,
+    registry_error,
+)
+from ihe_xds.mapping import (
+    associations_from_fhir,
+    availability_of,
+    document_reference_to_ebrim,
+    entry_uuid_of,
+    list_to_ebrim,
+    submission_to_fhir,
+)
+from ihe_xds.mtom import Attachment
+from ihe_xds.responses import RetrievedDocument, parse_retrieve_request
+from ihe_xds.stored_query import (
+    GET_ALL,
+    GET_ASSOCIATIONS,
+    GET_DOCUMENTS_AND_ASSOCIATIONS,
+    GET_RELATED_DOCUMENTS,
+    GET_SUBMISSION_SET_AND_CONTENTS,
+    GET_SUBMISSION_SETS,
+    QueryPlan,
+    StoredQuery,
+    StoredQueryError,
+    parse_stored_query,
+    plan,
+)
+from ihe_xds.validation import DMP_PROFILE, external_targets, validate_submission
+from ihe_xds.vocabulary import REPLACING_RELATIONSHIPS, STATUS_APPROVED
+
+log = logging.getLogger(__name__)
+
+RECORD_STATUS_CODES = frozenset({RECORD_OPPOSED_CODE, RECORD_CLOSED_CODE, UNKNOWN_PATIENT_CODE})
+_PATIENT_PARAMS = ("patient", "patient.identifier", "subject", "subject.identifier")
+_SEARCH_PAGE = 200
+
+RegistryObject = DocumentEntry | SubmissionSet | Association
+
+
+class XdsRuntime(Protocol):
+    """What the transactions use of fhir_server.rest.app.Runtime."""
+
+    service: Any  # FhirService
+    bundles: Any  # BundleProcessor
+    settings: Any  # Settings: xds_repository_id, xds_max_results
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def unique_id_token(unique_id: str) -> str:
+    """The `identifier` search token of an XDS uniqueId (DocumentReference.masterIdentifier)."""
+    return f"{SYSTEM_RFC3986}|urn:oid:{unique_id}" if is_oid(unique_id) else unique_id
+
+
+def _entry_uuid_token(entry_uuid: str) -> str:
+    return f"{SYSTEM_RFC3986}|{entry_uuid}"
+
+
+def _subject_id(resource: dict) -> str | None:
+    reference = (resource.get("subject") or {}).get("reference") or ""
+    return reference.removeprefix("Patient/") if reference.startswith("Patient/") else None
+
+
+def _is_error(errors: Iterable[RegistryError]) -> bool:
+    return any(e.is_error for e in errors)
+
+
+def _location(exc: FhirError) -> str:
+    for issue in exc.issues:
+        if issue.expression:
+            return issue.expression[0]
+    return ""
+
+
+def _details(exc: FhirError) -> set[str]:
+    return {issue.details_code for issue in exc.issues if issue.details_code}
+
+
+def write_error(exc: FhirError) -> RegistryError:
+    """The RegistryError of a deposit the service refused."""
+    codes = _details(exc)
+    if codes & RECORD_STATUS_CODES:
+        return registry_error(XDS_UNKNOWN_PATIENT_ID, exc.message, _location(exc))
+    if exc.status in (401, 403):
+        return registry_error(LOCAL_POLICY_RESTRICTION_ERROR, exc.message, _location(exc))
+    if exc.status in (400, 422):
+        return registry_error(XDS_REPOSITORY_METADATA_ERROR, exc.message, _location(exc))
+    return registry_error(XDS_REPOSITORY_ERROR, exc.message, _location(exc))
+
+
+def query_error(exc: FhirError) -> RegistryError:
+    """The RegistryError of a stored query the service refused."""
+    codes = _details(exc)
+    if codes & RECORD_STATUS_CODES:
+        return registry_error(XDS_UNKNOWN_PATIENT_ID, exc.message)
+    if "R04" in codes:
+        return registry_error(
+            XDS_STORED_QUERY_MISSING_PARAM,
+            f"{exc.message} (name the patient in the query or in the VIHF resource-id)",
+        )
+    if exc.status in (401, 403):
+        return registry_error(LOCAL_POLICY_RESTRICTION_ERROR, exc.message)
+    if exc.status in (400, 422):
+        return registry_error(XDS_REGISTRY_METADATA_ERROR, exc.message, _location(exc))
+    return registry_error(XDS_REGISTRY_ERROR, exc.message)
+
+
+def patient_cx(runtime: XdsRuntime, patient_id: str | None, cache: dict[str, str]) -> str:
+    """The CX (`NIR^^^&OID&ISO^NH`) of a stored Patient, read as INTERNAL (registry work)."""
+    if not patient_id:
+        return ""
+    if patient_id not in cache:
+        cx = ""
+        try:
+            identifiers = (
+                runtime.service.read(INTERNAL, "Patient", patient_id).json().get("identifier")
+            )
+        except FhirError:
+            identifiers = None
+        if identifiers:
+            for identifier in identifiers:
+                system = identifier.get("system") or ""
+                oid = system.removeprefix("urn:oid:")
+                if oid in INS_OIDS and identifier.get("value"):
+                    cx = f"{identifier['value']}^^^&{oid}&ISO^NH"
+                    break
+        cache[patient_id] = cx
+    return cache[patient_id]
+
+
+# --------------------------------------------------------------------------- ITI-41
+
+
+@dataclass
+class SubmissionOutcome:
+    """What an ITI-41 did: errors (empty or warnings only = Success) and what was stored."""
+
+    errors: list[RegistryError] = field(default_factory=list)
+    patient_ids: list[str] = field(default_factory=list)
+    submission_set_unique_id: str | None = None
+    document_unique_ids: list[str] = field(default_factory=list)
+    stored: bool = False
+
+
+def iti41(
+    runtime: XdsRuntime,
+    requester: Requester,
+    body: etree._Element,
+    attachments: dict[str, Attachment],
+) -> SubmissionOutcome:
+    """Provide and Register Document Set-b: validate, map to FHIR, store atomically.
+
+    Raises NotASubmission / MtomError (SOAP Fault) when the body is no submission or an
+    xop:Include names no MIME part; everything else is a RegistryError in the outcome.
+    """
+    submission = parse_submission(body, attachments)
+    outcome = SubmissionOutcome()
+    if submission.submission_set is not None:
+        outcome.submission_set_unique_id = submission.submission_set.unique_id
+    outcome.document_unique_ids = [e.unique_id for e in submission.entries if e.unique_id]
+    outcome.errors = validate_submission(submission, DMP_PROFILE)
+    if _is_error(outcome.errors):
+        return outcome
+    service = runtime.service
+
+    def resolve_patient(oid: str, value: str) -> str | None:
+        found = service.find(INTERNAL, "Patient", [("identifier", f"urn:oid:{oid}|{value}")])
+        return found[0].id if len(found) == 1 else None
+
+    def find_entry(entry_uuid: str) -> list:
+        return service.find(
+            INTERNAL, "DocumentReference", [("identifier", _entry_uuid_token(entry_uuid))]
+        )
+
+    def resolve_document(entry_uuid: str) -> str | None:
+        found = find_entry(entry_uuid)
+        return found[0].id if found else None
+
+    mapped = submission_to_fhir(
+        submission,
+        submission.documents,
+        repository_unique_id=runtime.settings.xds_repository_id,
+        resolve_patient=resolve_patient,
+        resolve_document=resolve_document,
+    )
+    if mapped.errors or mapped.bundle is None:
+        outcome.errors += mapped.errors
+        return outcome
+    outcome.patient_ids = sorted(mapped.patient_ids)
+    store_errors = _check_unique_ids(service, submission, mapped)
+    supersede, replace_errors = _replacements(submission, mapped, find_entry)
+    store_errors += replace_errors
+    if store_errors:
+        outcome.errors += store_errors
+        return outcome
+    bundle = mapped.bundle
+    for old in supersede:
+        bundle["entry"].append(
+            {"resource": old, "request": {"method": "PUT", "url": f"DocumentReference/{old['id']}"}}
+        )
+    try:
+        runtime.bundles.process(requester, bundle)
+    except FhirError as exc:
+        outcome.errors.append(write_error(exc))
+        return outcome
+    outcome.stored = True
+    return outcome
+
+
+def _check_unique_ids(service, submission, mapped) -> list[RegistryError]:
+    errors = []
+    for entry in submission.entries:
+        if not entry.unique_id:
+            continue
+        content = submission.documents.get(entry.id, b"")
+        digest = base64.b64encode(hashlib.sha1(content).digest()).decode("ascii")  # noqa: S324
+        for stored in service.find(
+            INTERNAL, "DocumentReference", [("identifier", unique_id_token(entry.unique_id))], 10
+        ):
+            attachment = ((stored.json().get("content") or [{}])[0]).get("attachment") or {}
+            if attachment.get("hash") != digest or attachment.get("size") != len(content):
+                errors.append(
+                    registry_error(
+                        XDS_NON_IDENTICAL_HASH,
+                        f"uniqueId {entry.unique_id} is already stored with other content",
+                        f"DocumentEntry {entry.id} uniqueId",
+                    )
+                )
+                break
+    return errors
+
+
+def _replacements(submission, mapped, find_entry) -> tuple[list[dict], list[RegistryError]]:
+    """The stored DocumentReferences an RPLC / XFRM_RPLC supersedes, or why it cannot."""
+    targets = external_targets(submission)
+    wanted = {t for kind in REPLACING_RELATIONSHIPS for t in targets.get(kind, [])}
+    if not wanted:
+        return [], []
+    subject_of_source = {}
+    docs = {d["id"]: d for d in mapped.document_references}
+    for association in submission.associations:
+        if association.type in REPLACING_RELATIONSHIPS and association.target in wanted:
+            doc = docs.get(mapped.resource_ids.get(association.source, ""))
+            subject_of_source[association.target] = _subject_id(doc) if doc else None
+    superseded, errors = [], []
+    for target in sorted(wanted):
+        where = f"Association targetObject {target}"
+        found = [s for s in find_entry(target) if s.resource_type == "DocumentReference"]
+        if not found:
+            errors.append(
+                registry_error(
+                    XDS_REPLACE_FAILED, f"the replaced document {target} is not known", where
+                )
+            )
+            continue
+        old = found[0].json()
+        if availability_of(old) != STATUS_APPROVED:
+            errors.append(
+                registry_error(
+                    XDS_REPLACE_FAILED, f"the replaced document {target} is not current", where
+                )
+            )
+            continue
+        if _subject_id(old) != subject_of_source.get(target):
+            errors.append(
+                registry_error(
+                    XDS_PATIENT_ID_DOES_NOT_MATCH,
+                    f"the replaced document {target} belongs to another patient",
+                    where,
+                )
+            )
+            continue
+        new = copy.deepcopy(old)
+        new["status"] = "superseded"
+        superseded.append(new)
+    return superseded, errors
+
+
+# --------------------------------------------------------------------------- ITI-18
+
+
+@dataclass
+class QueryOutcome:
+    objects: list[RegistryObject] = field(default_factory=list)
+    errors: list[RegistryError] = field(default_factory=list)
+    return_type: str = "ObjectRef"
+    query_id: str | None = None
+    patient_ids: list[str] = field(default_factory=list)
+
+
+class _TooMany(Exception):
+    pass
+
+
+def _run_search(
+    runtime: XdsRuntime,
+    requester: Requester,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    limit: int,
+) -> tuple[list[dict], list[dict]]:
+    """(matches, included) of one search, following `next` cursors; _TooMany over `limit`."""
+    params = [*params, ("_count", str(min(limit + 1, _SEARCH_PAGE)))]
+    matches: list[dict] = []
+    included: list[dict] = []
+    cursor = None
+    while True:
+        result = runtime.service.search(requester, resource_type, params, cursor=cursor)
+        matches += [orjson.loads(body) for _, _, body in result.matches]
+        included += [orjson.loads(body) for _, _, body in result.included]
+        if len(matches) > limit:
+            raise _TooMany
+        if not result.next_cursor:
+            return matches, included
+        cursor = result.next_cursor
+
+
+def iti18(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> QueryOutcome:
+    """Registry Stored Query through service.search (consent applies, searches are audited).
+
+    Raises NotAQuery (SOAP Fault) when the body holds no AdhocQuery at all.
+    """
+    try:
+        query = parse_stored_query(body)
+    except StoredQueryError as exc:
+        return QueryOutcome(errors=list(exc.errors))
+    outcome = QueryOutcome(return_type=query.return_type, query_id=query.query_id)
+    outcome.errors = list(query.warnings)
+    query_plan = plan(query)
+    limit = runtime.settings.xds_max_results
+    vihf_patient = requester.extra.get("patient_identifier")
+    docs: dict[str, dict] = {}
+    included_docs: dict[str, dict] = {}
+    lists: dict[str, dict] = {}
+    try:
+        for search in query_plan.searches:
+            params = list(search.params)
+            if vihf_patient and not any(name in _PATIENT_PARAMS for name, _ in params):
+                params.append(("patient.identifier", vihf_patient))
+            matches, included = _run_search(runtime, requester, search.resource_type, params, limit)
+            for resource in matches:
+                if resource.get("resourceType") == "DocumentReference":
+                    docs[resource["id"]] = resource
+                elif resource.get("resourceType") == "List":
+                    lists[resource["id"]] = resource
+            for resource in included:
+                if resource.get("resourceType") == "DocumentReference":
+                    included_docs[resource["id"]] = resource
+                elif resource.get("resourceType") == "List":
+                    lists[resource["id"]] = resource
+    except _TooMany:
+        outcome.errors.append(
+            registry_error(
+                XDS_TOO_MANY_RESULTS,
+                f"the query matches more than {limit} objects; narrow it",
+                query.name,
+            )
+        )
+        return outcome
+    except FhirError as exc:
+        outcome.errors.append(query_error(exc))
+        return outcome
+    objects, patients = _answer(runtime, query, query_plan, docs, included_docs, lists)
+    if query.return_type == "LeafClass" and len(patients - {None}) > 1:
+        outcome.errors.append(
+            registry_error(
+                XDS_RESULT_NOT_SINGLE_PATIENT,
+                "the LeafClass answer would span several patients; ask for ObjectRef",
+                query.name,
+            )
+        )
+        return outcome
+    outcome.objects = objects
+    outcome.patient_ids = sorted(p for p in patients if p)
+    return outcome
+
+
+def _answer(
+    runtime: XdsRuntime,
+    query: StoredQuery,
+    query_plan: QueryPlan,
+    docs: dict[str, dict],
+    included_docs: dict[str, dict],
+    lists: dict[str, dict],
+) -> tuple[list[RegistryObject], set[str | None]]:
+    """The ebRIM objects of the answer, and the patients they belong to."""
+    returns = query_plan.returns
+    submission_sets = [
+        r
+        for r in lists.values()
+        if any(c.get("code") == "submissionset" for c in (r.get("code") or {}).get("coding") or [])
+    ]
+    if query.query_id == GET_SUBMISSION_SET_AND_CONTENTS:
+        members = {**docs, **included_docs}
+        docs, included_docs = members, {}
+    if "DocumentEntry" in returns or query.query_id == GET_ALL:
+        docs = {k: v for k, v in docs.items() if query_plan.keep(v)}
+    elif "SubmissionSet" in returns and not docs:
+        submission_sets = [r for r in submission_sets if query_plan.keep(r)]
+    all_docs = [*docs.values(), *included_docs.values()]
+    associations: list[Association] = []
+    if "Association" in returns:
+        kinds = set(query_plan.association_types)
+        associations = [
+            a for a in associations_from_fhir(submission_sets, all_docs) if a.type in kinds
+        ]
+    returned_docs = list(docs.values())
+    uuids = set(query.values("$uuid"))
+    named = {entry_uuid_of(d) for d in docs.values()}
+    if query.query_id == GET_ALL:
+        ids = named | {entry_uuid_of(s) for s in submission_sets}
+        associations = [a for a in associations if a.source in ids and a.target in ids]
+    elif query.query_id == GET_ASSOCIATIONS:
+        associations = [a for a in associations if a.source in uuids or a.target in uuids]
+    elif query.query_id == GET_SUBMISSION_SETS:
+        associations = [a for a in associations if a.target in uuids]
+        holders = {a.source for a in associations}
+        submission_sets = [s for s in submission_sets if entry_uuid_of(s) in holders]
+    elif query.query_id == GET_DOCUMENTS_AND_ASSOCIATIONS:
+        associations = [a for a in associations if a.source in named or a.target in named]
+    elif query.query_id == GET_RELATED_DOCUMENTS:
+        associations = [a for a in associations if a.source in named or a.target in named]
+        related = {a.source for a in associations} | {a.target for a in associations}
+        returned_docs = [d for d in all_docs if entry_uuid_of(d) in related] if associations else []
+    cache: dict[str, str] = {}
+    repository = runtime.settings.xds_repository_id
+    objects: list[RegistryObject] = []
+    patients: set[str | None] = set()
+    if "SubmissionSet" in returns:
+        for resource in submission_sets:
+            patients.add(_subject_id(resource))
+            objects.append(
+                list_to_ebrim(
+                    resource, patient_cx=patient_cx(runtime, _subject_id(resource), cache) or None
+                )
+            )
+    if "DocumentEntry" in returns:
+        for resource in returned_docs:
+            patients.add(_subject_id(resource))
+            objects.append(
+                document_reference_to_ebrim(
+                    resource,
+                    patient_cx=patient_cx(runtime, _subject_id(resource), cache),
+                    repository_unique_id=repository,
+                )
+            )
+    objects += associations
+    return objects, patients
+
+
+# --------------------------------------------------------------------------- ITI-43
+
+
+@dataclass
+class RetrieveOutcome:
+    documents: list[RetrievedDocument] = field(default_factory=list)
+    errors: list[RegistryError] = field(default_factory=list)
+    patient_ids: list[str] = field(default_factory=list)
+    document_unique_ids: list[str] = field(default_factory=list)
+
+
+def iti43(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> RetrieveOutcome:
+    """Retrieve Document Set: each document's Binary read as the requester (the gate decides).
+
+    A document the requester may not see gets the same XDSDocumentUniqueIdError, worded the
+    same, as one that does not exist (R18). Raises NotARetrieve (SOAP Fault) for another body.
+    """
+    requests, errors = parse_retrieve_request(body)
+    outcome = RetrieveOutcome(errors=list(errors))
+    repository = runtime.settings.xds_repository_id
+    patients: set[str] = set()
+    for item in requests:
+        where = f"DocumentUniqueId {item.document_unique_id}"
+        if item.repository_unique_id != repository:
+            outcome.errors.append(
+                registry_error(
+                    XDS_UNKNOWN_REPOSITORY_ID,
+                    f"repository {item.repository_unique_id} is not this repository ({repository})",
+                    where,
+                )
+            )
+            continue
+        found = _retrieve_one(runtime, requester, item.document_unique_id)
+        if found is None:
+            outcome.errors.append(
+                registry_error(
+                    XDS_DOCUMENT_UNIQUE_ID_ERROR,
+                    f"document {item.document_unique_id} is not available from repository {repository}",
+                    where,
+                )
+            )
+            continue
+        mime_type, data, patient_id = found
+        outcome.documents.append(
+            RetrievedDocument(
+                repository, item.document_unique_id, mime_type, data, item.home_community_id
+            )
+        )
+        outcome.document_unique_ids.append(item.document_unique_id)
+        if patient_id:
+            patients.add(patient_id)
+    outcome.patient_ids = sorted(patients)
+    return outcome
+
+
+def _retrieve_one(
+    runtime: XdsRuntime, requester: Requester, unique_id: str
+) -> tuple[str, bytes, str | None] | None:
+    service = runtime.service
+    candidates = service.find(
+        INTERNAL, "DocumentReference", [("identifier", unique_id_token(unique_id))], 10
+    )
+    for candidate in candidates:
+        doc = candidate.json()
+        if doc.get("masterIdentifier", {}).get("value", "").removeprefix("urn:oid:") != unique_id:
+            continue  # the uniqueId matched an `identifier`, not the masterIdentifier
+        attachment = ((doc.get("content") or [{}])[0]).get("attachment") or {}
+        url = attachment.get("url") or ""
+        binary_id = url.rsplit("Binary/", 1)[1] if "Binary/" in url else None
+        if not binary_id:
+            continue
+        try:
+            binary = service.read(requester, "Binary", binary_id).json()
+        except FhirError:
+            continue
+        try:
+            data = base64.b64decode(binary.get("data") or "", validate=True)
+        except ValueError:
+            log.error("Binary/%s does not hold valid base64", binary_id)
+            continue
+        mime_type = attachment.get("contentType") or binary.get("contentType")
+        return mime_type or "application/octet-stream", data, _subject_id(doc)
+    return None
