@@ -131,7 +131,13 @@ def _tokens(param: str, resource: dict) -> Iterator[tuple[str | None, str | None
             target = contained.get(author.get("reference", ""))
             if target is not None:
                 identifiers.extend(target.get("identifier") or [])
-                identifiers.append((target.get("practitioner") or {}).get("identifier"))
+                practitioner = target.get("practitioner") or {}
+                identifiers.append(practitioner.get("identifier"))
+                # A contained PractitionerRole naming a contained Practitioner (the XDS/MHD
+                # author shape), as the author-identifier SearchParameter follows it.
+                named = contained.get(practitioner.get("reference", ""))
+                if named is not None:
+                    identifiers.extend(named.get("identifier") or [])
             for identifier in identifiers:
                 if isinstance(identifier, dict):
                     yield identifier.get("system"), identifier.get("value")

@@ -161,6 +161,10 @@ class DmpPolicy:
             case ActorKind.SYSTEM:
                 return _system_read(requester, resource_type)
             case ActorKind.PATIENT | ActorKind.REPRESENTATIVE:
+                if record is None and patient_given:
+                    # R18: naming an unknown patient answers like naming another patient's
+                    # record, so a patient cannot probe which INS are registered.
+                    return self._not_their_record(requester)
                 grant = self._person_gate(requester, record)
             case ActorKind.PRACTITIONER:
                 if resource_type not in PRACTITIONER_READ_TYPES:
@@ -358,15 +362,18 @@ class DmpPolicy:
             else requester.subject_id in record.representatives
         )
         if not acting:
-            message = (
-                "A patient may only access their own record"
-                if patient
-                else "Only a legal representative of a minor patient may access this record"
-            )
-            return forbidden(rule, message)
+            return self._not_their_record(requester)
         if not record.is_open and not own_patient:
             return _record_status_deny(record, 403)
         return _Grant(rule)
+
+    @staticmethod
+    def _not_their_record(requester: Requester) -> Deny:
+        if requester.kind is ActorKind.PATIENT:
+            return forbidden("R06", "A patient may only access their own record")
+        return forbidden(
+            "R07", "Only a legal representative of a minor patient may access this record"
+        )
 
     def _practitioner_gate(self, requester: Requester, record: PatientRecord) -> _Grant | Deny:
         """R03, R08-R12 for a practitioner on one record."""

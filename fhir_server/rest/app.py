@@ -92,9 +92,11 @@ def create_app(
 
     from fhir_server.rest.conformance import conformance
     from fhir_server.rest.fhir_api import api
+    from ihe_xds.http import create_xds_blueprint
 
     app.register_blueprint(conformance, url_prefix="/fhir")
     app.register_blueprint(api, url_prefix="/fhir")
+    app.register_blueprint(create_xds_blueprint())
     _install_request_hooks(app)
     _install_error_handlers(app)
 

@@ -68,7 +68,9 @@ def check_message(
         original = store.read(*target) if target else None
         if original is None or original.deleted or not may_read_message(requester, original.json(), reps, minor):
             _raise([Issue("error", "not-found", f"{ref.get('reference')} is not known", (f"Communication.inResponseTo[{i}]",))], 404)
-        _raise(validate_reply(message, original.json()))
+        # R07: a representative answers as the patient they act for.
+        as_participant = {**message, "sender": {"reference": f"Patient/{represented[0]}"}} if represented else message
+        _raise(validate_reply(as_participant, original.json()))
     labels: list[dict] = []
     for i, payload in enumerate(message.get("payload") or []):
         target = reference_target((payload.get("contentReference") or {}).get("reference"))

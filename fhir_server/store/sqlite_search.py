@@ -623,11 +623,18 @@ def _fetch_allowed(
     rtype: str,
     allowed: Callable[[str], Node],
     condition: Callable[[_Sql], str],
+    *,
+    by_rid: bool = False,
 ) -> list[SearchRow]:
+    """The resources of `rtype` meeting `condition` (by id; by rid when `by_rid`) that the
+    access clause `allowed(rtype)` lets through. The condition names the rows, so the access
+    clause is a probe per row (correlated), and with `by_rid` the type test is kept off the
+    (type, id) index so that the rids drive."""
     sql = _Sql()
-    where = compile_where(sql, allowed(rtype), "t", rtype)
+    where = compile_where(sql, allowed(rtype), "t", rtype, correlated=True)
+    type_test = f"{'+' if by_rid else ''}t.type = {sql.p(rtype)}"
     statement = (
-        f"SELECT t.type, t.id, t.body FROM resource t WHERE t.type = {sql.p(rtype)} "
+        f"SELECT t.type, t.id, t.body FROM resource t WHERE {type_test} "
         f"AND t.deleted = 0 AND {condition(sql)} AND {where} ORDER BY t.id"
     )
     return [SearchRow(t, i, bytes(b)) for t, i, b in conn.execute(statement, sql.params)]
@@ -643,8 +650,10 @@ def _forward(
     targets: dict[str, set[str]] = {}
     for chunk in _chunks(ids):
         sql = _Sql()
+        # `+x.type`: the page's rids drive (ix_reference_rid), not the (type, param) prefix
+        # of ix_reference_target, which would read every reference of that parameter.
         conds = [
-            f"x.type = {sql.p(inc.source_type)}",
+            f"+x.type = {sql.p(inc.source_type)}",
             f"x.param = {sql.p(inc.param)}",
             "x.target_type IS NOT NULL AND x.target_id IS NOT NULL",
             f"x.rid IN (SELECT rid FROM resource WHERE type = {sql.p(inc.source_type)} "
@@ -685,5 +694,5 @@ def _reverse(
                     f"AND target_id IN ({sql.plist(c)}))"
                 )
 
-            found += _fetch_allowed(conn, inc.source_type, allowed, condition)
+            found += _fetch_allowed(conn, inc.source_type, allowed, condition, by_rid=True)
     return found

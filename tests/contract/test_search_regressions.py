@@ -6,6 +6,9 @@
   (`status=current`: 95 % of the documents). A patient's documents took time proportional to
   the whole store (benchmark: 12 ms at 10,000 documents for a 50-document patient). Now the
   most selective clause drives and the others are probes by rid (sqlite_search._search_where).
+- `_include` read every reference of the included parameter: `x.type = ? AND x.param = ?`
+  made SQLite pick the (type, param, target) index over the page's rids (17 ms per page at
+  100,000 documents); the page's rids now drive (ix_reference_rid).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.search.parameters import parse_search
+from fhir_server.search.query import Everything
 from fhir_server.service.factory import build_service
 from fhir_server.store import sqlite_search
 from fhir_server.store.sqlite import SqliteStore
@@ -116,3 +120,24 @@ def test_driven_and_walking_shapes_return_the_same_pages(loaded, registry):
         walking = _all_ids(loaded, params)
     assert walking == driven
     assert len(set(driven)) == len(driven) == _current_of(2)
+
+
+def test_include_reads_the_references_of_the_page_not_of_every_document(loaded, registry):
+    with loaded._transaction() as tx:
+        loaded.create_in(tx, INTERNAL, {"resourceType": "Patient"}, resource_id="p3")
+    query = parse_search(
+        "DocumentReference",
+        [("patient", "p3"), ("_include", "DocumentReference:subject"), ("_count", "5")],
+        registry,
+    ).query
+    reader = loaded.store._reader
+    page = sqlite_search.search(reader, query, cursor_key=KEY, cursor_binding="b")
+    recorder = _Recorder(reader)
+    included = sqlite_search.resolve_includes(
+        recorder, page.rows, query.includes, lambda target_type: Everything()
+    )
+    assert [(row.resource_type, row.id) for row in included] == [("Patient", "p3")]
+    statement, params = recorder.statements[0]
+    plan = " | ".join(row[-1] for row in reader.execute("EXPLAIN QUERY PLAN " + statement, params))
+    assert "ix_reference_rid" in plan
+    assert "ix_reference_target" not in plan
