@@ -1,6 +1,6 @@
 """Foundation benchmarks (issue: server foundation): read vs bare, durable creates, transactions.
 
-    fhir-server bench foundation [--seconds 10]
+fhir-server bench foundation [--seconds 10]
 """
 
 from __future__ import annotations
@@ -10,27 +10,62 @@ import threading
 import time
 
 from benchmarks.datagen import make_patient, nir
-from benchmarks.harness import WrkResult, median, request, running_server, table, temporary_data_dir, wrk
+from benchmarks.harness import (
+    WrkResult,
+    median,
+    request,
+    running_server,
+    table,
+    temporary_data_dir,
+    wrk,
+)
 from benchmarks.tokens import token
 
 
 def run(args: argparse.Namespace) -> str:
     with temporary_data_dir() as data_dir:
-        admin = token(data_dir, "--system", "bench-admin", "--organization-type", "health_insurer", "--scope", "system/*.cruds")
-        with running_server(data_dir, workers=args.workers, threads=args.threads, app="benchmarks.wsgi:app") as server:
-            status, body, headers = request(server.port, "POST", "/fhir/Patient", make_patient(0), admin)
+        admin = token(
+            data_dir,
+            "--system",
+            "bench-admin",
+            "--organization-type",
+            "health_insurer",
+            "--scope",
+            "system/*.cruds",
+        )
+        with running_server(
+            data_dir, workers=args.workers, threads=args.threads, app="benchmarks.wsgi:app"
+        ) as server:
+            status, body, headers = request(
+                server.port, "POST", "/fhir/Patient", make_patient(0), admin
+            )
             assert status == 201, body
             patient_id = headers["Location"].split("/")[-3]
             reader = token(data_dir, "--patient", patient_id)
             status, _, _ = request(server.port, "GET", f"/fhir/Patient/{patient_id}", token=reader)
             assert status == 200, status
             real = wrk(f"{server.base}/Patient/{patient_id}", token=reader, seconds=args.seconds)
-            bare = wrk(f"http://127.0.0.1:{server.port}/bench/bare/Patient/{patient_id}", seconds=args.seconds)
+            bare = wrk(
+                f"http://127.0.0.1:{server.port}/bench/bare/Patient/{patient_id}",
+                seconds=args.seconds,
+            )
             creates = _creates(server.port, admin, args.creates)
             transaction_seconds = _transactions(server.port, admin, repeats=5)
     rows = [
-        ("read `GET /fhir/Patient/{id}`", f"{real.requests_per_second:,.0f}/s", f"{real.p50_ms:.2f}", f"{real.p99_ms:.2f}", real.errors),
-        ("bare endpoint, same bytes", f"{bare.requests_per_second:,.0f}/s", f"{bare.p50_ms:.2f}", f"{bare.p99_ms:.2f}", bare.errors),
+        (
+            "read `GET /fhir/Patient/{id}`",
+            f"{real.requests_per_second:,.0f}/s",
+            f"{real.p50_ms:.2f}",
+            f"{real.p99_ms:.2f}",
+            real.errors,
+        ),
+        (
+            "bare endpoint, same bytes",
+            f"{bare.requests_per_second:,.0f}/s",
+            f"{bare.p50_ms:.2f}",
+            f"{bare.p99_ms:.2f}",
+            bare.errors,
+        ),
     ]
     ratio = real.requests_per_second / bare.requests_per_second
     return "\n".join(
@@ -51,7 +86,14 @@ def _creates(port: int, admin: str, total: int) -> float:
 
     def work(offset: int) -> None:
         for n in range(per_client):
-            status, _, _ = request(port, "POST", "/fhir/Patient", make_patient(offset * per_client + n + 1), admin, {"Prefer": "return=minimal"})
+            status, _, _ = request(
+                port,
+                "POST",
+                "/fhir/Patient",
+                make_patient(offset * per_client + n + 1),
+                admin,
+                {"Prefer": "return=minimal"},
+            )
             if status != 201:
                 failures.append(status)
 
@@ -74,7 +116,10 @@ def _transactions(port: int, admin: str, repeats: int) -> float:
             "resourceType": "Bundle",
             "type": "transaction",
             "entry": [
-                {"resource": make_patient(100_000 + run_number * 100 + n), "request": {"method": "POST", "url": "Patient"}}
+                {
+                    "resource": make_patient(100_000 + run_number * 100 + n),
+                    "request": {"method": "POST", "url": "Patient"},
+                }
                 for n in range(100)
             ],
         }

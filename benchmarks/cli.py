@@ -9,6 +9,8 @@ BENCHMARKS = {
     "foundation": "benchmarks.bench_foundation",
     "search": "benchmarks.bench_search",
     "extract": "benchmarks.bench_extract",
+    "audit": "benchmarks.bench_audit",
+    "access": "benchmarks.bench_access",
 }
 
 
@@ -20,7 +22,11 @@ def add_bench_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--creates", type=int, default=2000, help="creates to time (foundation)")
     parser.add_argument("--documents", type=int, default=100_000, help="DocumentReferences to load (search)")
-    parser.add_argument("--data-dir", dest="bench_data_dir", default=None, help="reuse a loaded data dir (search)")
+    parser.add_argument(
+        "--data-dir", "--bench-data-dir", dest="bench_data_dir", default=None,
+        help="reuse a loaded data dir (search, access)",
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="calls per query (search, access)")
     parser.set_defaults(func=_run)
     return parser
 

@@ -57,19 +57,56 @@ def wait_healthy(port: int, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def running_server(data_dir: Path, *, workers: int = 2, threads: int = 4, app: str | None = None, env: dict | None = None):
+def running_server(
+    data_dir: Path,
+    *,
+    workers: int = 2,
+    threads: int = 4,
+    app: str | None = None,
+    env: dict | None = None,
+):
     """gunicorn serving the FHIR app (or `app`, a "module:callable" WSGI target) on loopback."""
     port = free_port()
-    environment = {**os.environ, "FHIR_DATA_DIR": str(data_dir), "FHIR_LOG_LEVEL": "WARNING", **(env or {})}
+    environment = {
+        **os.environ,
+        "FHIR_DATA_DIR": str(data_dir),
+        "FHIR_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
     environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
     if app is None:
-        command = [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(port), "--workers", str(workers), "--threads", str(threads)]
+        command = [
+            sys.executable,
+            "-m",
+            "fhir_server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+        ]
     else:
         command = [
-            sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--threads", str(threads), "--worker-class", "gthread", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            app,
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread",
+            "--log-level",
+            "warning",
         ]
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         wait_healthy(port)
         yield Server(port, data_dir, process)
@@ -103,11 +140,22 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, *, token: str | None = None, seconds: int = 10, connections: int = 16, threads: int = 2, headers: dict | None = None) -> WrkResult:
+def wrk(
+    url: str,
+    *,
+    token: str | None = None,
+    seconds: int = 10,
+    connections: int = 16,
+    threads: int = 2,
+    headers: dict | None = None,
+) -> WrkResult:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for this benchmark: apt-get install wrk")
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    for name, value in {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}.items():
+    for name, value in {
+        **({"Authorization": f"Bearer {token}"} if token else {}),
+        **(headers or {}),
+    }.items():
         command += ["-H", f"{name}: {value}"]
     output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
@@ -117,12 +165,21 @@ def wrk(url: str, *, token: str | None = None, seconds: int = 10, connections: i
     return WrkResult(rps, p50, p99, int(errors.group(1)) if errors else 0)
 
 
-def request(server_port: int, method: str, path: str, body: dict | None = None, token: str | None = None, headers: dict | None = None):
+def request(
+    server_port: int,
+    method: str,
+    path: str,
+    body: dict | None = None,
+    token: str | None = None,
+    headers: dict | None = None,
+):
     connection = http.client.HTTPConnection("127.0.0.1", server_port, timeout=60)
     all_headers = {"Content-Type": "application/fhir+json", **(headers or {})}
     if token:
         all_headers["Authorization"] = f"Bearer {token}"
-    connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=all_headers)
+    connection.request(
+        method, path, body=json.dumps(body) if body is not None else None, headers=all_headers
+    )
     response = connection.getresponse()
     return response.status, response.read(), dict(response.getheaders())
 

@@ -10,6 +10,8 @@ from pathlib import Path
 def token(data_dir: Path, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "fhir_server.cli", "token", "--data-dir", str(data_dir), *args],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout.strip()

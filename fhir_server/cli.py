@@ -15,7 +15,13 @@ from fhir_server.config import ConfigError, Settings, load_settings
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", dest="data_dir", type=_path, default=None, help="data directory (FHIR_DATA_DIR, default ./var)")
+    parser.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        type=_path,
+        default=None,
+        help="data directory (FHIR_DATA_DIR, default ./var)",
+    )
 
 
 def _path(value: str):
@@ -65,7 +71,10 @@ def _serve(args: argparse.Namespace) -> int:
 
             return create_app(settings)
 
-    print(f"fhir-server: serving {settings.fhir_base_url} on {settings.store_url.split('@')[-1]}", file=sys.stderr)
+    print(
+        f"fhir-server: serving {settings.fhir_base_url} on {settings.store_url.split('@')[-1]}",
+        file=sys.stderr,
+    )
     Server().run()
     return 0
 
@@ -107,7 +116,10 @@ def _load(args: argparse.Namespace) -> int:
         report = load_paths(runtime, args.paths, progress=not args.quiet)
     finally:
         runtime.store.close()
-    print(f"loaded {report.stored} resources from {report.files} files; {report.failed} failed", file=sys.stderr)
+    print(
+        f"loaded {report.stored} resources from {report.files} files; {report.failed} failed",
+        file=sys.stderr,
+    )
     return 1 if report.failed else 0
 
 
@@ -115,7 +127,9 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fhir-server", description="FHIR R4 + IHE XDS.b server for the shared health record")
+    parser = argparse.ArgumentParser(
+        prog="fhir-server", description="FHIR R4 + IHE XDS.b server for the shared health record"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the server under gunicorn")
@@ -126,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     serve.set_defaults(func=_serve)
 
-    load = commands.add_parser("load", help="load FHIR JSON (resources, Bundles, NDJSON) through the service gate")
+    load = commands.add_parser(
+        "load", help="load FHIR JSON (resources, Bundles, NDJSON) through the service gate"
+    )
     load.add_argument("paths", nargs="+")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(load)

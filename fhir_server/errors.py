@@ -22,7 +22,11 @@ class Issue:
     details_system: str | None = None
 
     def to_fhir(self) -> dict:
-        issue: dict = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        issue: dict = {
+            "severity": self.severity,
+            "code": self.code,
+            "diagnostics": self.diagnostics,
+        }
         if self.expression:
             issue["expression"] = list(self.expression)
         if self.details_code:
@@ -77,7 +81,9 @@ def error(
 
 
 # The usual ones, named as the REST face and the service raise them.
-def bad_request(diagnostics: str, expression: str | None = None, code: str = "invalid") -> FhirError:
+def bad_request(
+    diagnostics: str, expression: str | None = None, code: str = "invalid"
+) -> FhirError:
     return error(400, code, diagnostics, expression)
 
 

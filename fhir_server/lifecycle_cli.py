@@ -1,9 +1,9 @@
 """`fhir-server record ...`: close, reopen, oppose and purge records (R03).
 
-    fhir-server record close PATIENT_ID
-    fhir-server record reopen PATIENT_ID
-    fhir-server record oppose --ins NIR [--family F --given G --gender g --birth-date YYYY-MM-DD]
-    fhir-server record purge [--now 2034-01-01T00:00:00Z]   # the retention job
+fhir-server record close PATIENT_ID
+fhir-server record reopen PATIENT_ID
+fhir-server record oppose --ins NIR [--family F --given G --gender g --birth-date YYYY-MM-DD]
+fhir-server record purge [--now 2034-01-01T00:00:00Z]   # the retention job
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ def _with_service(args: argparse.Namespace, action: Callable) -> int:
     store = open_store(settings, registry)
     try:
         service = build_service(
-            store, registry, data_dir=settings.data_dir, base_url=settings.fhir_base_url,
+            store,
+            registry,
+            data_dir=settings.data_dir,
+            base_url=settings.fhir_base_url,
             profiles_path=settings.profiles_dir,
         )
         print(action(service))
@@ -50,18 +53,27 @@ def parse_now(value: str | None) -> datetime:
 
 
 def _close(args):
-    return _with_service(args, lambda s: f"record closed: Patient/{lifecycle.close_record(s, args.patient_id).id}")
+    return _with_service(
+        args, lambda s: f"record closed: Patient/{lifecycle.close_record(s, args.patient_id).id}"
+    )
 
 
 def _reopen(args):
-    return _with_service(args, lambda s: f"record reopened: Patient/{lifecycle.reopen_record(s, args.patient_id).id}")
+    return _with_service(
+        args, lambda s: f"record reopened: Patient/{lifecycle.reopen_record(s, args.patient_id).id}"
+    )
 
 
 def _oppose(args):
     def action(service):
         stored = lifecycle.oppose_creation(
-            service, args.ins, ins_system=args.ins_system, family=args.family, given=args.given,
-            gender=args.gender, birth_date=args.birth_date,
+            service,
+            args.ins,
+            ins_system=args.ins_system,
+            family=args.family,
+            given=args.given,
+            gender=args.gender,
+            birth_date=args.birth_date,
         )
         return f"opposition recorded: Patient/{stored.id}"
 
@@ -77,7 +89,9 @@ def _purge(args):
 
 
 def add_record_command(subparsers) -> None:
-    record = subparsers.add_parser("record", help="record lifecycle: close, reopen, oppose, purge (R03)")
+    record = subparsers.add_parser(
+        "record", help="record lifecycle: close, reopen, oppose, purge (R03)"
+    )
     commands = record.add_subparsers(dest="record_command", required=True)
 
     def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
@@ -95,5 +109,9 @@ def add_record_command(subparsers) -> None:
     oppose.add_argument("--given")
     oppose.add_argument("--gender", choices=("male", "female", "other", "unknown"))
     oppose.add_argument("--birth-date", dest="birth_date")
-    purge = command("purge", _purge, "retention job: purge records closed ten years ago (AuditEvents kept)")
-    purge.add_argument("--now", default=None, help="the job's 'now' (ISO instant; default: the clock)")
+    purge = command(
+        "purge", _purge, "retention job: purge records closed ten years ago (AuditEvents kept)"
+    )
+    purge.add_argument(
+        "--now", default=None, help="the job's 'now' (ISO instant; default: the clock)"
+    )

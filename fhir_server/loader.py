@@ -45,7 +45,9 @@ class Progress:
             width = 30
             filled = int(width * min(self.done, self.total) / self.total)
             rate = self.done / max(now - self.started, 1e-9)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} ({rate:,.0f}/s)")
+            sys.stderr.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} ({rate:,.0f}/s)"
+            )
             sys.stderr.flush()
 
     def close(self) -> None:
@@ -94,12 +96,19 @@ def load_document(runtime, document: dict) -> tuple[int, int]:
     """Store one JSON document; (stored, failed) counts."""
     service = runtime.service
     try:
-        if document.get("resourceType") == "Bundle" and document.get("type") in ("batch", "transaction"):
+        if document.get("resourceType") == "Bundle" and document.get("type") in (
+            "batch",
+            "transaction",
+        ):
             _, responses = runtime.bundles.process(INTERNAL, document)
             failed = sum(1 for r in responses if not r.status.startswith("2"))
             return len(responses) - failed, failed
         if document.get("resourceType") == "Bundle":
-            results = [load_document(runtime, entry["resource"]) for entry in document.get("entry", []) if "resource" in entry]
+            results = [
+                load_document(runtime, entry["resource"])
+                for entry in document.get("entry", [])
+                if "resource" in entry
+            ]
             return sum(r[0] for r in results), sum(r[1] for r in results)
         resource_type = document.get("resourceType", "")
         if document.get("id"):
@@ -108,5 +117,8 @@ def load_document(runtime, document: dict) -> tuple[int, int]:
             service.create(INTERNAL, resource_type, document)
         return 1, 0
     except FhirError as exc:
-        print(f"\n{document.get('resourceType')}/{document.get('id', '')}: {exc.message}", file=sys.stderr)
+        print(
+            f"\n{document.get('resourceType')}/{document.get('id', '')}: {exc.message}",
+            file=sys.stderr,
+        )
         return 0, 1

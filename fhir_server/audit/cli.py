@@ -18,7 +18,7 @@ def chain_events(store) -> list[dict]:
         cursor = page.next_cursor
         if cursor is None:
             break
-    return sorted(events, key=lambda event: (chain_link(event).sequence if chain_link(event) else 0))
+    return sorted(events, key=lambda event: chain_link(event).sequence if chain_link(event) else 0)
 
 
 def verify_store(store):
@@ -29,8 +29,8 @@ def verify_store(store):
 
 def _verify(args: argparse.Namespace) -> int:
     from fhir_server.config import load_settings
-    from fhir_server.search.registry import SearchRegistry
     from fhir_server.paths import profiles_dir
+    from fhir_server.search.registry import SearchRegistry
     from fhir_server.store.factory import open_store
 
     settings = load_settings({"data_dir": args.data_dir})
@@ -42,7 +42,10 @@ def _verify(args: argparse.Namespace) -> int:
     if report.ok:
         print(f"audit chain intact: {report.checked} AuditEvents")
         return 0
-    print(f"audit chain broken at sequence {report.sequence} (AuditEvent {report.event_id}): {report.reason}", file=sys.stderr)
+    print(
+        f"audit chain broken at sequence {report.sequence} (AuditEvent {report.event_id}): {report.reason}",
+        file=sys.stderr,
+    )
     return 1
 
 

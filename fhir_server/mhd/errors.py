@@ -28,8 +28,12 @@ LOCAL_POLICY_RESTRICTION_ERROR = "LocalPolicyRestrictionError"
 _RECORD_STATUS = frozenset({"record-opposed", "record-closed", "unknown-patient"})
 
 
-def xds_issue(code: str, diagnostics: str, expression: str | None = None, kind: str = "invalid") -> Issue:
-    return Issue("error", kind, diagnostics, (expression,) if expression else (), code, XDS_ERROR_SYSTEM)
+def xds_issue(
+    code: str, diagnostics: str, expression: str | None = None, kind: str = "invalid"
+) -> Issue:
+    return Issue(
+        "error", kind, diagnostics, (expression,) if expression else (), code, XDS_ERROR_SYSTEM
+    )
 
 
 def xds_error(issues: list[Issue], status: int = 422) -> FhirError:

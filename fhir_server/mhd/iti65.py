@@ -121,7 +121,9 @@ def is_submission_set(resource: Any) -> bool:
         return False
     codings = (resource.get("code") or {}).get("coding") or []
     return any(
-        isinstance(c, dict) and c.get("system") == SYSTEM_MHD_LIST_TYPES and c.get("code") == "submissionset"
+        isinstance(c, dict)
+        and c.get("system") == SYSTEM_MHD_LIST_TYPES
+        and c.get("code") == "submissionset"
         for c in codings
     )
 
@@ -160,7 +162,9 @@ def sha1_base64(content: bytes) -> str:
 
 def _has_entry_uuid(resource: dict) -> bool:
     return any(
-        isinstance(i, dict) and i.get("system") == SYSTEM_RFC3986 and str(i.get("value", "")).startswith("urn:uuid:")
+        isinstance(i, dict)
+        and i.get("system") == SYSTEM_RFC3986
+        and str(i.get("value", "")).startswith("urn:uuid:")
         for i in resource.get("identifier") or []
     )
 
@@ -169,7 +173,9 @@ def assign_entry_uuid(resource: dict) -> None:
     """Give the resource an entryUUID when it has none (PDSm4DMP: assigned by the registry)."""
     if not _has_entry_uuid(resource):
         identifiers = list(resource.get("identifier") or [])
-        identifiers.append({"use": "official", "system": SYSTEM_RFC3986, "value": f"urn:uuid:{uuid.uuid4()}"})
+        identifiers.append(
+            {"use": "official", "system": SYSTEM_RFC3986, "value": f"urn:uuid:{uuid.uuid4()}"}
+        )
         resource["identifier"] = identifiers
 
 
@@ -251,7 +257,13 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
         )
         return None, issues, patches
     if not documents:
-        issues.append(xds_issue(XDS_REPOSITORY_METADATA_ERROR, "the SubmissionSet has no DocumentReference", "Bundle.entry"))
+        issues.append(
+            xds_issue(
+                XDS_REPOSITORY_METADATA_ERROR,
+                "the SubmissionSet has no DocumentReference",
+                "Bundle.entry",
+            )
+        )
     plan = ProvidePlan(lists[0], documents, binaries)
     binary_by_url = {b.full_url: b for b in binaries if b.full_url}
     used: set[str] = set()
@@ -262,7 +274,11 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
         attachments = _attachments(document)
         if not attachments:
             issues.append(
-                xds_issue(XDS_MISSING_DOCUMENT, f"{entry.where}: the DocumentReference has no content.attachment", f"{entry.where}.resource.content")
+                xds_issue(
+                    XDS_MISSING_DOCUMENT,
+                    f"{entry.where}: the DocumentReference has no content.attachment",
+                    f"{entry.where}.resource.content",
+                )
             )
         for position, attachment in attachments:
             where = f"{entry.where}.resource.content[{position}].attachment"
@@ -281,7 +297,13 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
                 binary.resource["securityContext"] = {"reference": entry.full_url}
             content = _decode(binary.resource.get("data"))
             if content is None:
-                issues.append(xds_issue(XDS_MISSING_DOCUMENT, f"{binary.where}: the Binary has no data", f"{binary.where}.resource.data"))
+                issues.append(
+                    xds_issue(
+                        XDS_MISSING_DOCUMENT,
+                        f"{binary.where}: the Binary has no data",
+                        f"{binary.where}.resource.data",
+                    )
+                )
                 continue
             size = attachment.get("size")
             if size is not None and size != len(content):
@@ -396,7 +418,11 @@ def replaced_targets(document: dict) -> list[tuple[int, dict]]:
     """(position, target Reference) of each relatesTo.replaces of a DocumentReference."""
     out = []
     for position, relation in enumerate(document.get("relatesTo") or []):
-        if isinstance(relation, dict) and relation.get("code") == "replaces" and isinstance(relation.get("target"), dict):
+        if (
+            isinstance(relation, dict)
+            and relation.get("code") == "replaces"
+            and isinstance(relation.get("target"), dict)
+        ):
             out.append((position, relation["target"]))
     return out
 
@@ -451,7 +477,12 @@ class Iti65:
             patient_id = resolved[reference]
             if patient_id is None:
                 issues.append(
-                    xds_issue(XDS_UNKNOWN_PATIENT_ID, f"{where} {reference} is not a patient known to the registry", where, "not-found")
+                    xds_issue(
+                        XDS_UNKNOWN_PATIENT_ID,
+                        f"{where} {reference} is not a patient known to the registry",
+                        where,
+                        "not-found",
+                    )
                 )
             elif reference.startswith("Patient?"):
                 subject["reference"] = f"Patient/{patient_id}"
@@ -462,7 +493,9 @@ class Iti65:
 
         try:
             if reference.startswith("Patient?"):
-                found = self._find("Patient", parse_qsl(reference.split("?", 1)[1], keep_blank_values=True))
+                found = self._find(
+                    "Patient", parse_qsl(reference.split("?", 1)[1], keep_blank_values=True)
+                )
                 return found[0].id if len(found) == 1 else None
             match = _PATIENT_REF.search(reference)
             if match:
@@ -484,15 +517,23 @@ class Iti65:
             token = f"{system}|{unique_id}" if system else unique_id
             for stored in self._find("DocumentReference", [("identifier", token)], 10):
                 old = ((stored.json().get("content") or [{}])[0]).get("attachment") or {}
-                if old.get("hash") != attachment.get("hash") or old.get("size") != attachment.get("size"):
+                if old.get("hash") != attachment.get("hash") or old.get("size") != attachment.get(
+                    "size"
+                ):
                     where = f"{entry.where}.resource.masterIdentifier"
                     issues.append(
-                        xds_issue(XDS_NON_IDENTICAL_HASH, f"{where} {unique_id} is already stored with other content", where)
+                        xds_issue(
+                            XDS_NON_IDENTICAL_HASH,
+                            f"{where} {unique_id} is already stored with other content",
+                            where,
+                        )
                     )
                     break
         return issues
 
-    def _replacements(self, plan: ProvidePlan, patches: list[Any]) -> tuple[list[dict], list[Issue]]:
+    def _replacements(
+        self, plan: ProvidePlan, patches: list[Any]
+    ) -> tuple[list[dict], list[Issue]]:
         """The supersede PUTs of the replaced documents, or why they cannot be made."""
         issues: list[Issue] = []
         added: list[dict] = []
@@ -503,19 +544,40 @@ class Iti65:
                 where = f"{entry.where}.resource.relatesTo[{position}].target"
                 old = self._replaced_document(target)
                 if old is None:
-                    issues.append(xds_issue(XDS_REPLACE_FAILED, f"{where}: the replaced document is not known", where, "not-found"))
+                    issues.append(
+                        xds_issue(
+                            XDS_REPLACE_FAILED,
+                            f"{where}: the replaced document is not known",
+                            where,
+                            "not-found",
+                        )
+                    )
                     continue
                 if old["id"] in superseded:
-                    issues.append(xds_issue(XDS_REPLACE_FAILED, f"{where}: the document {old['id']} is replaced twice", where))
+                    issues.append(
+                        xds_issue(
+                            XDS_REPLACE_FAILED,
+                            f"{where}: the document {old['id']} is replaced twice",
+                            where,
+                        )
+                    )
                     continue
                 if old.get("status") != "current":
                     issues.append(
-                        xds_issue(XDS_REPLACE_FAILED, f"{where}: the replaced document {old['id']} is not current ({old.get('status')})", where)
+                        xds_issue(
+                            XDS_REPLACE_FAILED,
+                            f"{where}: the replaced document {old['id']} is not current ({old.get('status')})",
+                            where,
+                        )
                     )
                     continue
                 if _local((old.get("subject") or {}).get("reference")) != _local(subject):
                     issues.append(
-                        xds_issue(XDS_PATIENT_ID_DOES_NOT_MATCH, f"{where}: the replaced document belongs to another patient", where)
+                        xds_issue(
+                            XDS_PATIENT_ID_DOES_NOT_MATCH,
+                            f"{where}: the replaced document belongs to another patient",
+                            where,
+                        )
                     )
                     continue
                 new = copy.deepcopy(old)

@@ -65,12 +65,21 @@ def create_app(
     app = Flask("fhir_server")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.url_map.strict_slashes = False
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
     registry = SearchRegistry.load(settings.profiles_dir or profiles_dir())
     if store is None:
         store = open_store(settings, registry)
-    service = build_service(store, registry, data_dir=settings.data_dir, base_url=settings.fhir_base_url, clock=clock, profiles_path=settings.profiles_dir)
+    service = build_service(
+        store,
+        registry,
+        data_dir=settings.data_dir,
+        base_url=settings.fhir_base_url,
+        clock=clock,
+        profiles_path=settings.profiles_dir,
+    )
     base_url = settings.fhir_base_url
     runtime = Runtime(
         settings=settings,
@@ -129,7 +138,9 @@ def _install_authentication(app: Flask, runtime: Runtime, settings: Settings) ->
     configuration = auth_settings(settings)
     key = load_or_create_signing_key(settings.data_dir)
     validator = TokenValidator.from_settings(configuration, local_key=key)
-    issuer = TokenIssuer(key=key, issuer=configuration.local_issuer, audience=configuration.effective_audience)
+    issuer = TokenIssuer(
+        key=key, issuer=configuration.local_issuer, audience=configuration.effective_audience
+    )
     app.register_blueprint(
         create_auth_blueprint(
             configuration,
@@ -163,7 +174,9 @@ def _install_request_hooks(app: Flask) -> None:
 
 def _outcome_response(exc: FhirError) -> Response:
     try:
-        negotiated = negotiate(request.args.get("_format"), request.headers.get("Accept"), request.args.get("_pretty"))
+        negotiated = negotiate(
+            request.args.get("_format"), request.headers.get("Accept"), request.args.get("_pretty")
+        )
     except FhirError:
         negotiated = negotiate(None, JSON, None)
     return Response(
@@ -192,12 +205,18 @@ def _install_error_handlers(app: Flask) -> None:
             405: f"{request.method} is not supported on {request.path}",
             413: f"the request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes",
         }
-        return _outcome_response(error(exc.code or 500, code, messages.get(exc.code, exc.description or exc.name)))
+        return _outcome_response(
+            error(exc.code or 500, code, messages.get(exc.code, exc.description or exc.name))
+        )
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         request_id = getattr(g, "request_id", "-")
         log.exception("unexpected error (request %s)", request_id)
         return _outcome_response(
-            error(500, "exception", f"internal server error; quote request id {request_id} to the operator")
+            error(
+                500,
+                "exception",
+                f"internal server error; quote request id {request_id} to the operator",
+            )
         )

@@ -47,10 +47,18 @@ def searchset(
         bundle["total"] = result.total
     links = [{"relation": "self", "url": link(base, path, params)}]
     if result.next_cursor and not summary_count:
-        links.append({"relation": "next", "url": link(base, path, [*params, ("_cursor", result.next_cursor)])})
+        links.append(
+            {
+                "relation": "next",
+                "url": link(base, path, [*params, ("_cursor", result.next_cursor)]),
+            }
+        )
     if result.previous_cursor and not summary_count:
         links.append(
-            {"relation": "previous", "url": link(base, path, [*params, ("_cursor", result.previous_cursor)])}
+            {
+                "relation": "previous",
+                "url": link(base, path, [*params, ("_cursor", result.previous_cursor)]),
+            }
         )
     bundle["link"] = links
     if summary_count:
@@ -92,11 +100,15 @@ def searchset(
 _METHOD_STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}
 
 
-def history(page: HistoryPage, *, base: str, path: str, params: list[tuple[str, str]], now_us: int) -> dict:
+def history(
+    page: HistoryPage, *, base: str, path: str, params: list[tuple[str, str]], now_us: int
+) -> dict:
     bundle = _bundle_header("history", now_us)
     links = [{"relation": "self", "url": link(base, path, params)}]
     if page.next_cursor:
-        links.append({"relation": "next", "url": link(base, path, [*params, ("_cursor", page.next_cursor)])})
+        links.append(
+            {"relation": "next", "url": link(base, path, [*params, ("_cursor", page.next_cursor)])}
+        )
     bundle["link"] = links
     entries = []
     for item in page.entries:
@@ -104,7 +116,9 @@ def history(page: HistoryPage, *, base: str, path: str, params: list[tuple[str, 
         entry: dict = {"fullUrl": f"{base}/{stored.resource_type}/{stored.id}"}
         if not stored.deleted:
             entry["resource"] = orjson.Fragment(stored.body)
-        url = stored.resource_type if item.method == "POST" else f"{stored.resource_type}/{stored.id}"
+        url = (
+            stored.resource_type if item.method == "POST" else f"{stored.resource_type}/{stored.id}"
+        )
         entry["request"] = {"method": item.method, "url": url}
         entry["response"] = {
             "status": _METHOD_STATUS[item.method],
@@ -117,7 +131,9 @@ def history(page: HistoryPage, *, base: str, path: str, params: list[tuple[str, 
     return bundle
 
 
-def batch_response(bundle_type: str, responses: list[EntryResponse], now_us: int, base: str) -> dict:
+def batch_response(
+    bundle_type: str, responses: list[EntryResponse], now_us: int, base: str
+) -> dict:
     bundle = _bundle_header(bundle_type, now_us)
     entries = []
     for response in responses:

@@ -13,8 +13,12 @@ conformance = Blueprint("conformance", __name__)
 
 
 def _respond(body: bytes | dict):
-    negotiated = negotiate(request.args.get("_format"), request.headers.get("Accept"), request.args.get("_pretty"))
-    return current_app.response_class(render(body, negotiated), content_type=negotiated.content_type)
+    negotiated = negotiate(
+        request.args.get("_format"), request.headers.get("Accept"), request.args.get("_pretty")
+    )
+    return current_app.response_class(
+        render(body, negotiated), content_type=negotiated.content_type
+    )
 
 
 def _definitions(resource_type: str) -> list[dict]:
@@ -32,9 +36,14 @@ def metadata():
 @conformance.get("/<any(SearchParameter, StructureDefinition):resource_type>")
 def list_definitions(resource_type: str):
     runtime = current_app.extensions["fhir"]
-    wanted = {value for key, value in request.args.items(multi=True) if key in ("url", "code", "name", "_id")}
+    wanted = {
+        value
+        for key, value in request.args.items(multi=True)
+        if key in ("url", "code", "name", "_id")
+    }
     resources = [
-        r for r in _definitions(resource_type)
+        r
+        for r in _definitions(resource_type)
         if not wanted or wanted & {r.get("url"), r.get("code"), r.get("name"), r.get("id")}
     ]
     bundle = {
@@ -44,7 +53,11 @@ def list_definitions(resource_type: str):
         "total": len(resources),
         "link": [{"relation": "self", "url": request.url}],
         "entry": [
-            {"fullUrl": f"{runtime.base_url}/{resource_type}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            {
+                "fullUrl": f"{runtime.base_url}/{resource_type}/{r['id']}",
+                "resource": r,
+                "search": {"mode": "match"},
+            }
             for r in resources
         ],
     }

@@ -30,18 +30,30 @@ def runtime():
 
 
 def _negotiated():
-    return negotiate(request.args.get("_format"), request.headers.get("Accept"), request.args.get("_pretty"))
+    return negotiate(
+        request.args.get("_format"), request.headers.get("Accept"), request.args.get("_pretty")
+    )
 
 
 def _respond(body: bytes | dict, status: int = 200, headers: dict | None = None) -> Response:
     negotiated = _negotiated()
-    return Response(render(body, negotiated), status=status, headers=headers or {}, content_type=negotiated.content_type)
+    return Response(
+        render(body, negotiated),
+        status=status,
+        headers=headers or {},
+        content_type=negotiated.content_type,
+    )
 
 
 def _resource_headers(stored: StoredResource, location: bool = False) -> dict[str, str]:
-    headers = {"ETag": versions.etag(stored.version), "Last-Modified": versions.http_date(stored.last_updated)}
+    headers = {
+        "ETag": versions.etag(stored.version),
+        "Last-Modified": versions.http_date(stored.last_updated),
+    }
     if location:
-        headers["Location"] = f"{runtime().base_url}/{stored.resource_type}/{stored.id}/_history/{stored.version}"
+        headers["Location"] = (
+            f"{runtime().base_url}/{stored.resource_type}/{stored.id}/_history/{stored.version}"
+        )
     return headers
 
 
@@ -68,7 +80,13 @@ def _write_response(stored: StoredResource, status: int) -> Response:
     if mode == "OperationOutcome":
         outcome = {
             "resourceType": "OperationOutcome",
-            "issue": [{"severity": "information", "code": "informational", "diagnostics": f"{stored.resource_type}/{stored.id} version {stored.version} stored"}],
+            "issue": [
+                {
+                    "severity": "information",
+                    "code": "informational",
+                    "diagnostics": f"{stored.resource_type}/{stored.id} version {stored.version} stored",
+                }
+            ],
         }
         return _respond(outcome, status, headers)
     return _respond(stored.body, status, headers)
@@ -90,7 +108,11 @@ def _binary_from_raw() -> dict:
     """Binary raw content in (http.html#binary): the bytes become a Binary resource."""
     data = request.get_data(cache=False)
     content_type = request.content_type or "application/octet-stream"
-    resource = {"resourceType": "Binary", "contentType": content_type, "data": base64.b64encode(data).decode()}
+    resource = {
+        "resourceType": "Binary",
+        "contentType": content_type,
+        "data": base64.b64encode(data).decode(),
+    }
     security_context = request.headers.get("X-Security-Context")
     if security_context:
         resource["securityContext"] = {"reference": security_context}
@@ -106,7 +128,12 @@ def _search_params() -> list[tuple[str, str]]:
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in _RESULT_PARAMS]
     if request.method == "POST":
         if request.mimetype != "application/x-www-form-urlencoded":
-            raise error(415, "not-supported", "POST _search needs Content-Type application/x-www-form-urlencoded", "Content-Type")
+            raise error(
+                415,
+                "not-supported",
+                "POST _search needs Content-Type application/x-www-form-urlencoded",
+                "Content-Type",
+            )
         params += [(k, v) for k, v in request.form.items(multi=True) if k not in _RESULT_PARAMS]
     return params
 
@@ -119,7 +146,9 @@ def bundle():
     rt = runtime()
     data = parse_body(request.get_data(cache=False), request.content_type)
     bundle_type, responses = rt.bundles.process(g.requester, data)
-    return _respond(bundle_views.batch_response(bundle_type, responses, versions.now_us(), rt.base_url))
+    return _respond(
+        bundle_views.batch_response(bundle_type, responses, versions.now_us(), rt.base_url)
+    )
 
 
 @api.get("/")
@@ -173,7 +202,9 @@ def conditional_update(resource_type: str):
     criteria = _search_params()
     if not criteria:
         raise bad_request("a conditional update needs search criteria", "url")
-    result = rt.service.conditional_update(g.requester, resource_type, criteria, _body_resource(resource_type))
+    result = rt.service.conditional_update(
+        g.requester, resource_type, criteria, _body_resource(resource_type)
+    )
     return _write_response(result.stored, 201 if result.created else 200)
 
 
@@ -211,10 +242,16 @@ def vread(resource_type: str, resource_id: str, version: str):
 
 def _read_response(stored: StoredResource) -> Response:
     headers = _resource_headers(stored)
-    if stored.resource_type == "Binary" and not wants_fhir(request.args.get("_format"), request.headers.get("Accept")):
+    if stored.resource_type == "Binary" and not wants_fhir(
+        request.args.get("_format"), request.headers.get("Accept")
+    ):
         resource = stored.json()
         raw = base64.b64decode(resource.get("data", ""))
-        return Response(raw, headers=headers, content_type=resource.get("contentType", "application/octet-stream"))
+        return Response(
+            raw,
+            headers=headers,
+            content_type=resource.get("contentType", "application/octet-stream"),
+        )
     summary = request.args.get("_summary")
     elements = request.args.get("_elements")
     if summary or elements:
@@ -228,7 +265,9 @@ def update(resource_type: str, resource_id: str):
     resource = _body_resource(resource_type)
     if resource_type == "Binary" and "id" not in resource:
         resource["id"] = resource_id
-    result = rt.service.update(g.requester, resource_type, resource_id, resource, if_match=_if_match())
+    result = rt.service.update(
+        g.requester, resource_type, resource_id, resource, if_match=_if_match()
+    )
     return _write_response(result.stored, 201 if result.created else 200)
 
 
@@ -268,7 +307,11 @@ def _validate(resource_type: str, resource_id: str | None) -> Response:
     body = parse_body(raw, request.content_type) if raw.strip() else None
     mode, profile = request.args.get("mode"), request.args.get("profile")
     resource = body
-    if isinstance(body, dict) and body.get("resourceType") == "Parameters" and resource_type != "Parameters":
+    if (
+        isinstance(body, dict)
+        and body.get("resourceType") == "Parameters"
+        and resource_type != "Parameters"
+    ):
         resource = None
         for parameter in body.get("parameter") or []:
             name = parameter.get("name") if isinstance(parameter, dict) else None
@@ -277,21 +320,40 @@ def _validate(resource_type: str, resource_id: str | None) -> Response:
             elif name == "mode":
                 mode = parameter.get("valueCode") or parameter.get("valueString")
             elif name == "profile":
-                profile = parameter.get("valueUri") or parameter.get("valueCanonical") or parameter.get("valueString")
+                profile = (
+                    parameter.get("valueUri")
+                    or parameter.get("valueCanonical")
+                    or parameter.get("valueString")
+                )
     if resource is None:
         if mode != "delete":
-            raise bad_request("$validate needs a resource (the body, or the Parameters 'resource')", "resource", code="required")
+            raise bad_request(
+                "$validate needs a resource (the body, or the Parameters 'resource')",
+                "resource",
+                code="required",
+            )
         model_issues = []
     else:
         model_issues = validate_resource(resource, resource_type)
-        if resource_id is not None and isinstance(resource, dict) and resource.get("id") not in (None, resource_id):
+        if (
+            resource_id is not None
+            and isinstance(resource, dict)
+            and resource.get("id") not in (None, resource_id)
+        ):
             from fhir_server.errors import Issue
 
             model_issues.append(
-                Issue("error", "invalid", f"{resource_type}.id '{resource.get('id')}' does not match the URL id '{resource_id}'", (f"{resource_type}.id",))
+                Issue(
+                    "error",
+                    "invalid",
+                    f"{resource_type}.id '{resource.get('id')}' does not match the URL id '{resource_id}'",
+                    (f"{resource_type}.id",),
+                )
             )
     profiles = getattr(runtime().service, "profiles", None)
-    outcome = validate_operation(resource, resource_type, mode, profile, model_issues, registry=profiles)
+    outcome = validate_operation(
+        resource, resource_type, mode, profile, model_issues, registry=profiles
+    )
     return _respond(outcome, 200)
 
 
@@ -311,11 +373,14 @@ def _search(resource_type: str | None, path: str) -> Response:
     rt = runtime()
     params = _search_params()
     cursor = request.args.get("_cursor")
-    result = rt.service.search(g.requester, resource_type, params, lenient=_lenient(), cursor=cursor)
+    result = rt.service.search(
+        g.requester, resource_type, params, lenient=_lenient(), cursor=cursor
+    )
     summary = dict(params).get("_summary")
     elements = dict(params).get("_elements")
     transform = None
     if summary in ("true", "text", "data") or elements:
+
         def transform(body: bytes) -> dict:
             return summarize(orjson.loads(body), summary, elements)
 
@@ -346,7 +411,9 @@ def _history(resource_type: str | None, resource_id: str | None, path: str) -> R
         count=int(count),
         cursor=request.args.get("_cursor"),
     )
-    bundle = bundle_views.history(page, base=rt.base_url, path=path, params=params, now_us=versions.now_us())
+    bundle = bundle_views.history(
+        page, base=rt.base_url, path=path, params=params, now_us=versions.now_us()
+    )
     return _respond(orjson.dumps(bundle))
 
 

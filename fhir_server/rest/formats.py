@@ -53,7 +53,9 @@ def negotiate(format_param: str | None, accept: str | None, pretty_param: str | 
     if format_param:
         mime = normalize_mime(format_param)
         if mime is None:
-            raise error(406, "not-supported", f"_format '{format_param}' is not json or xml", "_format")
+            raise error(
+                406, "not-supported", f"_format '{format_param}' is not json or xml", "_format"
+            )
         return Negotiated(mime, pretty)
     if accept:
         for candidate in accept.split(","):
@@ -88,7 +90,10 @@ def parse_body(body: bytes, content_type: str | None) -> dict:
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise bad_request(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code="structure") from None
+            raise bad_request(
+                f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                code="structure",
+            ) from None
         if not isinstance(data, dict):
             raise bad_request("the body must be a JSON object", code="structure")
         return data
@@ -105,7 +110,10 @@ def xml_to_json(body: bytes) -> dict:
         raise bad_request(f"malformed XML: {exc.msg}", code="structure") from None
     resource_type = etree.QName(root).localname
     if etree.QName(root).namespace != "http://hl7.org/fhir":
-        raise bad_request("the XML root element is not in the FHIR namespace http://hl7.org/fhir", code="structure")
+        raise bad_request(
+            "the XML root element is not in the FHIR namespace http://hl7.org/fhir",
+            code="structure",
+        )
     try:
         model = model_class(resource_type)
     except (KeyError, ValueError, AttributeError):
@@ -123,7 +131,9 @@ def _xml_issue(resource_type: str, exc: Exception):
     errors = getattr(exc, "errors", None)
     if callable(errors):
         first = errors()[0]
-        path = resource_type + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        path = resource_type + "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]
+        )
         return Issue("error", "structure", f"{path}: {first['msg']}", (path,))
     return Issue("error", "structure", f"the XML is not a valid {resource_type}")
 

@@ -12,7 +12,10 @@ from functools import cache
 from fhir_server.errors import bad_request
 from fhir_server.resources.model import model_class
 
-SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+}
 _ALWAYS = ("resourceType", "id", "meta")
 
 
@@ -28,12 +31,18 @@ def summary_elements(resource_type: str) -> frozenset[str]:
 
 def summarize(resource: dict, summary: str | None, elements: str | None) -> dict:
     if summary not in (None, "", "true", "text", "data", "false", "count"):
-        raise bad_request(f"_summary '{summary}' is not true, text, data, count or false", "_summary")
+        raise bad_request(
+            f"_summary '{summary}' is not true, text, data, count or false", "_summary"
+        )
     resource_type = resource["resourceType"]
     if summary == "true":
         keep = summary_elements(resource_type)
     elif summary == "text":
-        keep = frozenset({"text"}) | {name for name in resource if name in summary_elements(resource_type) and name in ("status",)}
+        keep = frozenset({"text"}) | {
+            name
+            for name in resource
+            if name in summary_elements(resource_type) and name in ("status",)
+        }
     elif summary == "data":
         keep = frozenset(name for name in resource if name != "text")
     elif elements:

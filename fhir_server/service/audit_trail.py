@@ -8,11 +8,12 @@ chain is one sequence whatever the number of workers.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -25,7 +26,6 @@ from fhir_server.service import versions
 from fhir_server.service.context import current_request
 from fhir_server.service.notify import Intent, Notifier
 from fhir_server.store.base import ResourceStore, StoreTransaction, VersionConflict, VersionWrite
-
 
 # Refusal events raised while a write transaction is open: that transaction is about to roll
 # back, so they are committed on their own once it has ended.
@@ -41,9 +41,14 @@ class GroupCommitter:
     notifications a read calls for ride in the same transaction.
     """
 
-    def __init__(self, commit_batch: Callable[[list[dict], list[Intent]], None]) -> None:
+    def __init__(
+        self,
+        commit_batch: Callable[[list[dict], list[Intent]], None],
+        turn: Callable[[], AbstractContextManager] = nullcontext,
+    ) -> None:
         self.pid = os.getpid()
         self._commit_batch = commit_batch
+        self._turn = turn
         self._queue: queue.SimpleQueue[tuple[list[dict], list[Intent], _Waiter]] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="audit-group-commit", daemon=True).start()
 
@@ -57,17 +62,20 @@ class GroupCommitter:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            while len(batch) < 256:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
             error: BaseException | None = None
             try:
-                self._commit_batch(
-                    [event for events, _, _ in batch for event in events],
-                    [intent for _, intents, _ in batch for intent in intents],
-                )
+                # Wait for this process's turn at the database first: events queued while
+                # another process commits join this batch instead of waiting for the next.
+                with self._turn():
+                    while len(batch) < 256:
+                        try:
+                            batch.append(self._queue.get_nowait())
+                        except queue.Empty:
+                            break
+                    self._commit_batch(
+                        [event for events, _, _ in batch for event in events],
+                        [intent for _, intents, _ in batch for intent in intents],
+                    )
             except BaseException as exc:  # handed to every waiting request
                 error = exc
             for _, _, waiter in batch:
@@ -184,8 +192,27 @@ class AuditTrail:
     def _committer(self) -> GroupCommitter:
         committer = self.__dict__.get("_group")
         if committer is None or committer.pid != os.getpid():  # new after a fork
-            committer = self.__dict__["_group"] = GroupCommitter(self._commit_batch)
+            committer = self.__dict__["_group"] = GroupCommitter(self._commit_batch, self._turn)
         return committer
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """One audit committer at a time across worker processes, queued by the OS.
+
+        SQLite's own busy handler makes a second process sleep for growing intervals while
+        the first commits; a blocking file lock next to the database wakes the next
+        committer as soon as the lock is released, and its batch grows meanwhile.
+        """
+        path = getattr(self.store, "path", None)
+        if not isinstance(path, str) or path == ":memory:":
+            yield
+            return
+        with open(f"{path}-audit.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _commit_batch(self, events: list[dict], intents: list[Intent] | None = None) -> None:
         for attempt in range(5):

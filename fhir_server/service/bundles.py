@@ -68,7 +68,9 @@ def parse_target(url: str, where: str) -> Target:
     path = parts.path.strip("/")
     segments = [s for s in path.split("/") if s]
     if not segments:
-        raise bad_request(f"{where}.request.url '{url}' names no resource type", f"{where}.request.url")
+        raise bad_request(
+            f"{where}.request.url '{url}' names no resource type", f"{where}.request.url"
+        )
     resource_type = require_type(segments[0])
     params = parse_qsl(parts.query, keep_blank_values=True) if parts.query else None
     resource_id = segments[1] if len(segments) > 1 else None
@@ -83,11 +85,16 @@ def read_entries(bundle: dict) -> list[Entry]:
     for index, raw in enumerate(entries):
         where = f"Bundle.entry[{index}]"
         if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
-            raise bad_request(f"{where}.request is required in a batch or transaction", f"{where}.request")
+            raise bad_request(
+                f"{where}.request is required in a batch or transaction", f"{where}.request"
+            )
         request = raw["request"]
         method = str(request.get("method", "")).upper()
         if method not in METHOD_ORDER:
-            raise bad_request(f"{where}.request.method '{request.get('method')}' is not supported", f"{where}.request.method")
+            raise bad_request(
+                f"{where}.request.method '{request.get('method')}' is not supported",
+                f"{where}.request.method",
+            )
         url = request.get("url")
         if not isinstance(url, str) or not url:
             raise bad_request(f"{where}.request.url is required", f"{where}.request.url")
@@ -95,7 +102,15 @@ def read_entries(bundle: dict) -> list[Entry]:
         if method in ("POST", "PUT") and not isinstance(resource, dict):
             raise bad_request(f"{where}.resource is required for {method}", f"{where}.resource")
         result.append(
-            Entry(index, method, url, resource, raw.get("fullUrl"), request.get("ifNoneExist"), request.get("ifMatch"))
+            Entry(
+                index,
+                method,
+                url,
+                resource,
+                raw.get("fullUrl"),
+                request.get("ifNoneExist"),
+                request.get("ifMatch"),
+            )
         )
     return result
 
@@ -123,7 +138,11 @@ def _walk_strings(value, replace: Callable[[str], str | None]):
 def _conditional_references(value, found: set[str]) -> None:
     if isinstance(value, dict):
         reference = value.get("reference")
-        if isinstance(reference, str) and "?" in reference and not reference.startswith(("urn:", "http")):
+        if (
+            isinstance(reference, str)
+            and "?" in reference
+            and not reference.startswith(("urn:", "http"))
+        ):
             found.add(reference)
         for item in value.values():
             _conditional_references(item, found)
@@ -141,13 +160,17 @@ class BundleProcessor:
             raise bad_request("POST to the base needs a Bundle", "resourceType")
         bundle_type = bundle.get("type")
         if bundle_type not in ("batch", "transaction"):
-            raise bad_request(f"Bundle.type '{bundle_type}' is not batch or transaction", "Bundle.type")
+            raise bad_request(
+                f"Bundle.type '{bundle_type}' is not batch or transaction", "Bundle.type"
+            )
         entries = read_entries(bundle)
         if bundle_type == "batch":
             return "batch-response", [self._batch_entry(requester, entry) for entry in entries]
         if is_provide_bundle(bundle):
             try:
-                return "transaction-response", self._transaction(requester, entries, mhd=Iti65(self.service))
+                return "transaction-response", self._transaction(
+                    requester, entries, mhd=Iti65(self.service)
+                )
             except FhirError as exc:
                 raise with_xds_code(exc) from None
         return "transaction-response", self._transaction(requester, entries)
@@ -167,7 +190,9 @@ class BundleProcessor:
 
     # -- transaction: all or nothing -------------------------------------------------------
 
-    def _transaction(self, requester: Requester, entries: list[Entry], mhd: Iti65 | None = None) -> list[EntryResponse]:
+    def _transaction(
+        self, requester: Requester, entries: list[Entry], mhd: Iti65 | None = None
+    ) -> list[EntryResponse]:
         for entry in entries:
             if entry.resource is not None:
                 entry.resource = copy.deepcopy(entry.resource)
@@ -176,7 +201,15 @@ class BundleProcessor:
         if mhd is not None:
             plan, supersede = mhd.prepare(entries)
             entries = entries + [
-                Entry(len(requested) + k, "PUT", f"DocumentReference/{old['id']}", old, None, None, None)
+                Entry(
+                    len(requested) + k,
+                    "PUT",
+                    f"DocumentReference/{old['id']}",
+                    old,
+                    None,
+                    None,
+                    None,
+                )
                 for k, old in enumerate(supersede)
             ]
         references = self._resolve_identities(requester, entries)
@@ -192,7 +225,8 @@ class BundleProcessor:
             mhd.check_rewritten(plan)
         responses: dict[int, EntryResponse] = {}
         ordered = sorted(
-            (e for e in entries if e.method != FOLDED), key=lambda e: (METHOD_ORDER[e.method], e.index)
+            (e for e in entries if e.method != FOLDED),
+            key=lambda e: (METHOD_ORDER[e.method], e.index),
         )
         try:
             with self.service._transaction() as tx:
@@ -204,7 +238,10 @@ class BundleProcessor:
                     except FhirError as exc:
                         raise _at_entry(exc, entry) from None
         except FhirError as exc:
-            if not any(issue.expression and issue.expression[0].startswith("Bundle.entry[") for issue in exc.issues):
+            if not any(
+                issue.expression and issue.expression[0].startswith("Bundle.entry[")
+                for issue in exc.issues
+            ):
                 raise _at_entry(exc, None) from None
             raise
         for entry in ordered:
@@ -212,13 +249,20 @@ class BundleProcessor:
                 try:
                     responses[entry.index] = self._get(requester, entry)
                 except FhirError as exc:
-                    responses[entry.index] = EntryResponse(status=str(exc.status), outcome=exc.operation_outcome())
+                    responses[entry.index] = EntryResponse(
+                        status=str(exc.status), outcome=exc.operation_outcome()
+                    )
         if plan is not None:
             # A folded PATCH is answered by the PUT that superseded its document.
-            put_of = {e.resource["id"]: e.index for e in entries[len(requested):] if e.resource}
+            put_of = {e.resource["id"]: e.index for e in entries[len(requested) :] if e.resource}
             for index, old_id in plan.folded.items():
                 done = responses[put_of[old_id]]
-                responses[index] = EntryResponse(done.status.replace("201 Created", "200 OK"), done.location, done.etag, done.last_modified)
+                responses[index] = EntryResponse(
+                    done.status.replace("201 Created", "200 OK"),
+                    done.location,
+                    done.etag,
+                    done.last_modified,
+                )
         return [responses[entry.index] for entry in requested]
 
     def _resolve_identities(self, requester: Requester, entries: list[Entry]) -> dict[str, str]:
@@ -228,13 +272,20 @@ class BundleProcessor:
         for entry in entries:
             if entry.full_url:
                 if entry.full_url in seen_full_urls:
-                    raise bad_request(f"{entry.where}.fullUrl '{entry.full_url}' is used twice", f"{entry.where}.fullUrl")
+                    raise bad_request(
+                        f"{entry.where}.fullUrl '{entry.full_url}' is used twice",
+                        f"{entry.where}.fullUrl",
+                    )
                 seen_full_urls.add(entry.full_url)
             if entry.method == "POST":
                 target = parse_target(entry.url, entry.where)
-                entry.resource["resourceType"] = entry.resource.get("resourceType") or target.resource_type
+                entry.resource["resourceType"] = (
+                    entry.resource.get("resourceType") or target.resource_type
+                )
                 if entry.if_none_exist:
-                    existing = self._find(requester, target.resource_type, entry.if_none_exist, entry)
+                    existing = self._find(
+                        requester, target.resource_type, entry.if_none_exist, entry
+                    )
                     if existing is not None:
                         entry.method = "NOOP"
                         entry.resource = None
@@ -247,12 +298,19 @@ class BundleProcessor:
             elif entry.method == "PUT":
                 target = parse_target(entry.url, entry.where)
                 if target.params is not None:
-                    existing = self._find(requester, target.resource_type, entry.url.split("?", 1)[1], entry)
-                    resource_id = existing.id if existing else (entry.resource.get("id") or versions.new_id())
+                    existing = self._find(
+                        requester, target.resource_type, entry.url.split("?", 1)[1], entry
+                    )
+                    resource_id = (
+                        existing.id if existing else (entry.resource.get("id") or versions.new_id())
+                    )
                 else:
                     resource_id = target.resource_id
                     if entry.resource.get("id") not in (None, resource_id):
-                        raise bad_request(f"{entry.where}.resource.id does not match request.url", f"{entry.where}.resource.id")
+                        raise bad_request(
+                            f"{entry.where}.resource.id does not match request.url",
+                            f"{entry.where}.resource.id",
+                        )
                 entry.resource["id"] = versions.check_id(resource_id, f"{entry.where}.request.url")
                 entry.url = f"{target.resource_type}/{resource_id}"
                 self._map(references, entry, entry.url)
@@ -262,10 +320,14 @@ class BundleProcessor:
                 _conditional_references(entry.resource, conditional)
         for reference in conditional:
             resource_type, query = reference.split("?", 1)
-            matches = self.service.find(requester, require_type(resource_type), parse_qsl(query, keep_blank_values=True))
+            matches = self.service.find(
+                requester, require_type(resource_type), parse_qsl(query, keep_blank_values=True)
+            )
             if len(matches) != 1:
                 count = "no resource" if not matches else "more than one resource"
-                raise error(412, "processing", f"the conditional reference '{reference}' matches {count}")
+                raise error(
+                    412, "processing", f"the conditional reference '{reference}' matches {count}"
+                )
             references[reference] = f"{resource_type}/{matches[0].id}"
         return references
 
@@ -274,15 +336,24 @@ class BundleProcessor:
         if entry.full_url:
             references[entry.full_url] = final
 
-    def _find(self, requester: Requester, resource_type: str, query: str, entry: Entry) -> StoredResource | None:
-        matches = self.service.find(requester, resource_type, parse_qsl(query, keep_blank_values=True))
+    def _find(
+        self, requester: Requester, resource_type: str, query: str, entry: Entry
+    ) -> StoredResource | None:
+        matches = self.service.find(
+            requester, resource_type, parse_qsl(query, keep_blank_values=True)
+        )
         if len(matches) > 1:
-            raise _at_entry(error(412, "multiple-matches", "the condition matches more than one resource"), entry)
+            raise _at_entry(
+                error(412, "multiple-matches", "the condition matches more than one resource"),
+                entry,
+            )
         return matches[0] if matches else None
 
     # -- one entry -------------------------------------------------------------------------
 
-    def _write(self, requester: Requester, tx, entry: Entry, references: dict[str, str]) -> EntryResponse:
+    def _write(
+        self, requester: Requester, tx, entry: Entry, references: dict[str, str]
+    ) -> EntryResponse:
         service = self.service
         if entry.method == "NOOP":
             existing = entry.existing  # type: ignore[attr-defined]
@@ -290,38 +361,58 @@ class BundleProcessor:
         target = parse_target(entry.url, entry.where)
         if entry.method == "POST":
             if entry.resource.get("resourceType") != target.resource_type:
-                raise bad_request("resource type does not match request.url", f"{entry.where}.resource.resourceType")
+                raise bad_request(
+                    "resource type does not match request.url",
+                    f"{entry.where}.resource.resourceType",
+                )
             if not references:  # batch: conditional create and server id here
                 if entry.if_none_exist:
-                    existing = self._find(requester, target.resource_type, entry.if_none_exist, entry)
+                    existing = self._find(
+                        requester, target.resource_type, entry.if_none_exist, entry
+                    )
                     if existing is not None:
                         return _response("200 OK", existing)
                 service.validate_for_write(entry.resource, target.resource_type)
                 result = service.create_in(tx, requester, entry.resource)
             else:
-                result = service.create_in(tx, requester, entry.resource, resource_id=entry.resource["id"])
+                result = service.create_in(
+                    tx, requester, entry.resource, resource_id=entry.resource["id"]
+                )
             return _response("201 Created", result.stored)
         if entry.method == "PUT":
             if target.params is not None and not references:
-                raise bad_request("conditional update in a batch is not supported; use a transaction", f"{entry.where}.request.url")
+                raise bad_request(
+                    "conditional update in a batch is not supported; use a transaction",
+                    f"{entry.where}.request.url",
+                )
             if target.resource_id is None:
                 raise bad_request("PUT needs Type/id in request.url", f"{entry.where}.request.url")
             if not references:
                 service.validate_for_write(entry.resource, target.resource_type)
-            if_match = versions.parse_etag(entry.if_match, f"{entry.where}.request.ifMatch") if entry.if_match else None
+            if_match = (
+                versions.parse_etag(entry.if_match, f"{entry.where}.request.ifMatch")
+                if entry.if_match
+                else None
+            )
             result = service.update_in(tx, requester, entry.resource, if_match=if_match)
             return _response("201 Created" if result.created else "200 OK", result.stored)
         if entry.method == "DELETE":
             if target.params is not None:
                 matches = service.find(requester, target.resource_type, target.params)
                 if len(matches) > 1:
-                    raise error(412, "multiple-matches", "the conditional delete criteria match more than one resource")
+                    raise error(
+                        412,
+                        "multiple-matches",
+                        "the conditional delete criteria match more than one resource",
+                    )
                 if matches:
                     service.delete_in(tx, requester, target.resource_type, matches[0].id)
             elif target.resource_id:
                 service.delete_in(tx, requester, target.resource_type, target.resource_id)
             else:
-                raise bad_request("DELETE needs Type/id or Type?criteria", f"{entry.where}.request.url")
+                raise bad_request(
+                    "DELETE needs Type/id or Type?criteria", f"{entry.where}.request.url"
+                )
             return EntryResponse(status="204 No Content")
         raise error(405, "not-supported", f"{entry.method} is not supported in a Bundle entry")
 
@@ -332,9 +423,16 @@ class BundleProcessor:
             stored = self.service.read(requester, target.resource_type, target.resource_id)
             return _response("200 OK", stored, include_body=True)
         if len(segments) == 4 and segments[2] == "_history":
-            stored = self.service.vread(requester, target.resource_type, target.resource_id, int(segments[3]))
+            stored = self.service.vread(
+                requester, target.resource_type, target.resource_id, int(segments[3])
+            )
             return _response("200 OK", stored, include_body=True)
-        raise error(400, "not-supported", "GET entries support read and vread; use a search request for searches", f"{entry.where}.request.url")
+        raise error(
+            400,
+            "not-supported",
+            "GET entries support read and vread; use a search request for searches",
+            f"{entry.where}.request.url",
+        )
 
 
 def _response(status: str, stored: StoredResource, include_body: bool = False) -> EntryResponse:
@@ -352,7 +450,24 @@ def _at_entry(exc: FhirError, entry: Entry | None) -> FhirError:
     where = entry.where if entry else "Bundle"
     issues = []
     for issue in exc.issues:
-        diagnostics = issue.diagnostics if issue.diagnostics.startswith(where) else f"{where}: {issue.diagnostics}"
-        expression = issue.expression if entry is None or any(e.startswith("Bundle.entry[") for e in issue.expression) else (where, *issue.expression)
-        issues.append(Issue(issue.severity, issue.code, diagnostics, tuple(expression), issue.details_code, issue.details_system))
+        diagnostics = (
+            issue.diagnostics
+            if issue.diagnostics.startswith(where)
+            else f"{where}: {issue.diagnostics}"
+        )
+        expression = (
+            issue.expression
+            if entry is None or any(e.startswith("Bundle.entry[") for e in issue.expression)
+            else (where, *issue.expression)
+        )
+        issues.append(
+            Issue(
+                issue.severity,
+                issue.code,
+                diagnostics,
+                tuple(expression),
+                issue.details_code,
+                issue.details_system,
+            )
+        )
     return FhirError(exc.status, issues, exc.headers)

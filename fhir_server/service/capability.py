@@ -11,8 +11,19 @@ from fhir_server import __version__
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.registry import SearchRegistry
 
-TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type")
-READ_ONLY_TYPES = {"AuditEvent": ("read", "vread", "history-instance", "history-type", "search-type", "create")}
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+READ_ONLY_TYPES = {
+    "AuditEvent": ("read", "vread", "history-instance", "history-type", "search-type", "create")
+}
 
 
 def build_capability_statement(

@@ -13,4 +13,5 @@ class RequestInfo:
     client_address: str | None = None
 
 
-current_request: ContextVar[RequestInfo] = ContextVar("current_request", default=RequestInfo())
+# RequestInfo is frozen, so sharing the default instance is safe.
+current_request: ContextVar[RequestInfo] = ContextVar("current_request", default=RequestInfo())  # noqa: B039

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fhir_server.access.requester import Requester
 from fhir_server.errors import FhirError, bad_request, error, not_found
@@ -96,7 +95,9 @@ class FhirService:
             raise not_found(f"{resource_type}/{resource_id} has no version {version}")
         self.gate.authorize_read(requester, stored, ReadPurpose.VREAD)
         if stored.deleted:
-            raise error(410, "deleted", f"version {version} of {resource_type}/{resource_id} is a deletion")
+            raise error(
+                410, "deleted", f"version {version} of {resource_type}/{resource_id} is a deletion"
+            )
         return stored
 
     def history(
@@ -160,7 +161,11 @@ class FhirService:
         return result
 
     def find(
-        self, requester: Requester, resource_type: str, params: list[tuple[str, str]], limit: int = 2
+        self,
+        requester: Requester,
+        resource_type: str,
+        params: list[tuple[str, str]],
+        limit: int = 2,
     ) -> list[StoredResource]:
         """The current resources matching search criteria (conditional interactions).
 
@@ -220,31 +225,50 @@ class FhirService:
         versions.check_id(resource_id)
         body_id = resource.get("id") if isinstance(resource, dict) else None
         if body_id is None:
-            raise bad_request("the resource has no id: an update must carry the id of the URL", f"{resource_type}.id")
+            raise bad_request(
+                "the resource has no id: an update must carry the id of the URL",
+                f"{resource_type}.id",
+            )
         if body_id != resource_id:
-            raise bad_request(f"the resource id '{body_id}' does not match the URL id '{resource_id}'", f"{resource_type}.id")
+            raise bad_request(
+                f"the resource id '{body_id}' does not match the URL id '{resource_id}'",
+                f"{resource_type}.id",
+            )
         self.validate_for_write(resource, resource_type)
         with self._transaction() as tx:
             return self.update_in(tx, requester, resource, if_match=if_match)
 
     def conditional_update(
-        self, requester: Requester, resource_type: str, criteria: list[tuple[str, str]], resource: dict
+        self,
+        requester: Requester,
+        resource_type: str,
+        criteria: list[tuple[str, str]],
+        resource: dict,
     ) -> WriteResult:
         require_type(resource_type)
         self.validate_for_write(resource, resource_type)
         matches = self.find(requester, resource_type, criteria)
         if len(matches) > 1:
-            raise error(412, "multiple-matches", "the conditional update criteria match more than one resource")
+            raise error(
+                412,
+                "multiple-matches",
+                "the conditional update criteria match more than one resource",
+            )
         with self._transaction() as tx:
             if not matches:
                 return self.create_in(tx, requester, resource, keep_id=True)
             target = matches[0]
             if resource.get("id") not in (None, target.id):
-                raise bad_request(f"the resource id '{resource['id']}' does not match the resource found ({target.id})", f"{resource_type}.id")
+                raise bad_request(
+                    f"the resource id '{resource['id']}' does not match the resource found ({target.id})",
+                    f"{resource_type}.id",
+                )
             resource["id"] = target.id
             return self.update_in(tx, requester, resource)
 
-    def delete(self, requester: Requester, resource_type: str, resource_id: str) -> StoredResource | None:
+    def delete(
+        self, requester: Requester, resource_type: str, resource_id: str
+    ) -> StoredResource | None:
         require_type(resource_type)
         with self._transaction() as tx:
             return self.delete_in(tx, requester, resource_type, resource_id)
@@ -255,7 +279,11 @@ class FhirService:
         require_type(resource_type)
         matches = self.find(requester, resource_type, criteria)
         if len(matches) > 1:
-            raise error(412, "multiple-matches", "the conditional delete criteria match more than one resource")
+            raise error(
+                412,
+                "multiple-matches",
+                "the conditional delete criteria match more than one resource",
+            )
         if not matches:
             return None
         with self._transaction() as tx:
@@ -264,12 +292,21 @@ class FhirService:
     # -- writes inside an open transaction (also used by Bundle processing) ----------------
 
     def create_in(
-        self, tx: StoreTransaction, requester: Requester, resource: dict, *, keep_id: bool = False,
+        self,
+        tx: StoreTransaction,
+        requester: Requester,
+        resource: dict,
+        *,
+        keep_id: bool = False,
         resource_id: str | None = None,
     ) -> WriteResult:
         resource_type = resource["resourceType"]
         if resource_id is None:
-            resource_id = versions.check_id(resource["id"]) if keep_id and resource.get("id") else versions.new_id()
+            resource_id = (
+                versions.check_id(resource["id"])
+                if keep_id and resource.get("id")
+                else versions.new_id()
+            )
         self.gate.authorize_write(requester, "create", resource_type, resource, None)
         stored = versions.stamp(resource, resource_id, 1, self.clock())
         self._write(tx, stored, resource, "POST", expected_version=0)
@@ -277,12 +314,21 @@ class FhirService:
         return WriteResult(stored, created=True)
 
     def update_in(
-        self, tx: StoreTransaction, requester: Requester, resource: dict, *, if_match: int | None = None
+        self,
+        tx: StoreTransaction,
+        requester: Requester,
+        resource: dict,
+        *,
+        if_match: int | None = None,
     ) -> WriteResult:
         resource_type, resource_id = resource["resourceType"], versions.check_id(resource["id"])
         current = tx.read(resource_type, resource_id)
         if if_match is not None and (current is None or current.version != if_match):
-            raise error(412, "conflict", f"If-Match W/\"{if_match}\" is not the current version of {resource_type}/{resource_id}")
+            raise error(
+                412,
+                "conflict",
+                f'If-Match W/"{if_match}" is not the current version of {resource_type}/{resource_id}',
+            )
         if current is None:
             # Update as create: the client chose the id.
             self.gate.authorize_write(requester, "create", resource_type, resource, None)
@@ -313,14 +359,18 @@ class FhirService:
         return stored
 
     def _write(
-        self, tx: StoreTransaction, stored: StoredResource, resource: dict, method: str, *, expected_version: int
+        self,
+        tx: StoreTransaction,
+        stored: StoredResource,
+        resource: dict,
+        method: str,
+        *,
+        expected_version: int,
     ) -> None:
         entries = extract(resource, self.registry)
         shard_key = entries.compartment[0] if entries.compartment else ""
         tx.write(
-            VersionWrite(
-                stored, method, expected_version, entries, sort_values(entries), shard_key
-            )
+            VersionWrite(stored, method, expected_version, entries, sort_values(entries), shard_key)
         )
 
     @contextmanager

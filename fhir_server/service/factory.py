@@ -46,11 +46,20 @@ def build_service(
 ) -> FhirService:
     cursor_key = load_or_create_secret(Path(data_dir) / "keys" / "cursor.key")
     folder = profiles_path or profiles_dir()
-    matrix = load_matrix(folder / "habilitation-matrix.json", folder / "habilitation-matrix.schema.json")
+    matrix = load_matrix(
+        folder / "habilitation-matrix.json", folder / "habilitation-matrix.schema.json"
+    )
     profiles = profiles or ProfileRegistry.load(folder)
-    gate = Gate(store, registry, DmpPolicy(matrix), AuditTrail(store, registry, base_url, clock), cursor_key)
+    gate = Gate(
+        store, registry, DmpPolicy(matrix), AuditTrail(store, registry, base_url, clock), cursor_key
+    )
     service = FhirService(
-        store, registry, gate, cursor_key=cursor_key, clock=clock, validators=(profile_validator(profiles),)
+        store,
+        registry,
+        gate,
+        cursor_key=cursor_key,
+        clock=clock,
+        validators=(profile_validator(profiles),),
     )
     service.profiles = profiles
     return service

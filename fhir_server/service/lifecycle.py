@@ -71,7 +71,11 @@ def close_record(service, patient_id: str) -> StoredResource:
 def reopen_record(service, patient_id: str) -> StoredResource:
     current = service.store.read("Patient", patient_id)
     if current is not None and record_status(current.json()) == RECORD_OPPOSED:
-        raise error(409, "business-rule", "the patient opposed the creation of their record; it is not reopened")
+        raise error(
+            409,
+            "business-rule",
+            "the patient opposed the creation of their record; it is not reopened",
+        )
     return set_status(service, patient_id, RECORD_OPEN)
 
 
@@ -97,10 +101,19 @@ def oppose_creation(
     if found:
         if record_status(found[0].json()) == RECORD_OPPOSED:
             return found[0]
-        raise error(409, "duplicate", f"a record exists for this INS (Patient/{found[0].id}); close it instead")
-    patient: dict = {"resourceType": "Patient", "identifier": [{"system": ins_system, "value": ins}]}
+        raise error(
+            409,
+            "duplicate",
+            f"a record exists for this INS (Patient/{found[0].id}); close it instead",
+        )
+    patient: dict = {
+        "resourceType": "Patient",
+        "identifier": [{"system": ins_system, "value": ins}],
+    }
     if family or given:
-        patient["name"] = [{k: v for k, v in (("family", family), ("given", [given] if given else None)) if v}]
+        patient["name"] = [
+            {k: v for k, v in (("family", family), ("given", [given] if given else None)) if v}
+        ]
     if gender:
         patient["gender"] = gender
     if birth_date:

@@ -41,7 +41,11 @@ from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 
 
 def check_message(
-    store: ResourceStore, policy: DmpPolicy, requester: Requester, message: dict, record: PatientRecord | None
+    store: ResourceStore,
+    policy: DmpPolicy,
+    requester: Requester,
+    message: dict,
+    record: PatientRecord | None,
 ) -> None:
     """Raise a FhirError when `requester` may not send `message`; add its documents' labels.
 
@@ -51,7 +55,9 @@ def check_message(
         return
     represented = (
         [record.patient_id]
-        if record is not None and requester.kind is ActorKind.REPRESENTATIVE and requester.subject_id in record.representatives
+        if record is not None
+        and requester.kind is ActorKind.REPRESENTATIVE
+        and requester.subject_id in record.representatives
         else []
     )
     issues = validate_message(
@@ -66,10 +72,28 @@ def check_message(
     for i, ref in enumerate(message.get("inResponseTo") or []):
         target = reference_target(ref.get("reference"))
         original = store.read(*target) if target else None
-        if original is None or original.deleted or not may_read_message(requester, original.json(), reps, minor):
-            _raise([Issue("error", "not-found", f"{ref.get('reference')} is not known", (f"Communication.inResponseTo[{i}]",))], 404)
+        if (
+            original is None
+            or original.deleted
+            or not may_read_message(requester, original.json(), reps, minor)
+        ):
+            _raise(
+                [
+                    Issue(
+                        "error",
+                        "not-found",
+                        f"{ref.get('reference')} is not known",
+                        (f"Communication.inResponseTo[{i}]",),
+                    )
+                ],
+                404,
+            )
         # R07: a representative answers as the patient they act for.
-        as_participant = {**message, "sender": {"reference": f"Patient/{represented[0]}"}} if represented else message
+        as_participant = (
+            {**message, "sender": {"reference": f"Patient/{represented[0]}"}}
+            if represented
+            else message
+        )
         _raise(validate_reply(as_participant, original.json()))
     labels: list[dict] = []
     for i, payload in enumerate(message.get("payload") or []):
@@ -82,23 +106,38 @@ def check_message(
             and not document.deleted
             and record is not None
             and record.patient_id in compartment_of(document.json())
-            and isinstance(policy.decide_read(requester, "DocumentReference", document.json(), record), Permit)
+            and isinstance(
+                policy.decide_read(requester, "DocumentReference", document.json(), record), Permit
+            )
         )
         if not readable:
             _raise(
-                [Issue("error", "not-found", f"{target[0]}/{target[1]} is not known", (f"Communication.payload[{i}]",))],
+                [
+                    Issue(
+                        "error",
+                        "not-found",
+                        f"{target[0]}/{target[1]} is not known",
+                        (f"Communication.payload[{i}]",),
+                    )
+                ],
                 404,
             )
         labels += [
-            dict(c) for c in DataEntity.from_resource(document.json()).security_labels
+            dict(c)
+            for c in DataEntity.from_resource(document.json()).security_labels
             if c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
         ]
     if labels:
         meta = message.setdefault("meta", {})
         security = meta.setdefault("security", [])
         for label in labels:
-            if not any(c.get("system") == label["system"] and c.get("code") == label["code"] for c in security):
-                security.append({k: label[k] for k in ("system", "code", "display") if label.get(k)})
+            if not any(
+                c.get("system") == label["system"] and c.get("code") == label["code"]
+                for c in security
+            ):
+                security.append(
+                    {k: label[k] for k in ("system", "code", "display") if label.get(k)}
+                )
 
 
 def received_on_read(
@@ -115,7 +154,9 @@ def received_on_read(
         return None
     represents = (
         [record.patient_id]
-        if record is not None and requester.kind is ActorKind.REPRESENTATIVE and requester.subject_id in record.representatives
+        if record is not None
+        and requester.kind is ActorKind.REPRESENTATIVE
+        and requester.subject_id in record.representatives
         else []
     )
     now = datetime.fromtimestamp(clock() / 1_000_000, tz=UTC)

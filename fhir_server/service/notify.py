@@ -94,10 +94,15 @@ class Notifier:
                 labels = tuple(
                     c
                     for c in (event.get("meta") or {}).get("security") or []
-                    if not (c.get("system") == SYSTEM_DMP_CONFIDENTIALITY and c.get("code") == INVISIBLE_PATIENT)
+                    if not (
+                        c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
+                        and c.get("code") == INVISIBLE_PATIENT
+                    )
                 )
                 intents.append(
-                    Intent("access", patient_id, requester, when, f"AuditEvent/{event['id']}", labels)
+                    Intent(
+                        "access", patient_id, requester, when, f"AuditEvent/{event['id']}", labels
+                    )
                 )
         return intents
 
@@ -125,13 +130,20 @@ class Notifier:
             for patient_id in patients:
                 intents.append(
                     Intent(
-                        "deposit", patient_id, requester, when,
-                        f"DocumentReference/{resource_id}", tuple(labels), document_title(resource),
+                        "deposit",
+                        patient_id,
+                        requester,
+                        when,
+                        f"DocumentReference/{resource_id}",
+                        tuple(labels),
+                        document_title(resource),
                     )
                 )
         if Note.NOTIFY_AUTHORIZATION_RECORDED in notes and resource_type == "Consent":
             for patient_id in patients:
-                intents.append(Intent("authorization", patient_id, requester, when, f"Consent/{resource_id}"))
+                intents.append(
+                    Intent("authorization", patient_id, requester, when, f"Consent/{resource_id}")
+                )
         return intents
 
     # -- writing ----------------------------------------------------------------------------
@@ -146,19 +158,31 @@ class Notifier:
                 if intent.first_of_day_only and last == day:
                     continue
                 communication = notification_for_access(
-                    intent.requester, intent.patient_id, intent.when,
-                    server_base=self.base_url, audit_event_reference=intent.about, labels=intent.labels,
+                    intent.requester,
+                    intent.patient_id,
+                    intent.when,
+                    server_base=self.base_url,
+                    audit_event_reference=intent.about,
+                    labels=intent.labels,
                 )
                 tx.set_notified_day(intent.patient_id, intent.requester.subject_id, day)
             elif intent.event == "deposit":
                 communication = notification_for_deposit(
-                    intent.requester, intent.patient_id, intent.when, server_base=self.base_url,
-                    document_reference=intent.about or "", document_title=intent.title, labels=intent.labels,
+                    intent.requester,
+                    intent.patient_id,
+                    intent.when,
+                    server_base=self.base_url,
+                    document_reference=intent.about or "",
+                    document_title=intent.title,
+                    labels=intent.labels,
                 )
             else:
                 communication = notification_for_authorization(
-                    intent.requester, intent.patient_id, intent.when,
-                    server_base=self.base_url, consent_reference=intent.about,
+                    intent.requester,
+                    intent.patient_id,
+                    intent.when,
+                    server_base=self.base_url,
+                    consent_reference=intent.about,
                 )
             self._store(tx, communication)
             written.append(intent)
@@ -201,7 +225,10 @@ def document_title(document: Mapping) -> str | None:
 
 
 def _invisible_to_patient(labels: Iterable[Mapping[str, str]]) -> bool:
-    return any(c.get("system") == SYSTEM_DMP_CONFIDENTIALITY and c.get("code") == INVISIBLE_PATIENT for c in labels)
+    return any(
+        c.get("system") == SYSTEM_DMP_CONFIDENTIALITY and c.get("code") == INVISIBLE_PATIENT
+        for c in labels
+    )
 
 
 def _day(iso: str | None):

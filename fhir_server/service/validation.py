@@ -12,7 +12,9 @@ def profile_validator(profiles: ProfileRegistry) -> Callable[[dict], None]:
     """A validator raising 422 (FHIR: a resource that fails its profiles) with every issue."""
 
     def check(resource: dict) -> None:
-        issues = [issue for issue in profiles.validate(resource) if issue.severity in ("error", "fatal")]
+        issues = [
+            issue for issue in profiles.validate(resource) if issue.severity in ("error", "fatal")
+        ]
         if issues:
             raise FhirError(422, issues)
 

@@ -21,7 +21,9 @@ def new_id() -> str:
 
 def check_id(resource_id: str, expression: str = "id") -> str:
     if not ID_PATTERN.match(resource_id):
-        raise bad_request(f"'{resource_id}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})", expression)
+        raise bad_request(
+            f"'{resource_id}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})", expression
+        )
     return resource_id
 
 
@@ -66,13 +68,17 @@ def stamp(resource: dict, resource_id: str, version: int, last_updated: int) -> 
     )
 
 
-def tombstone(resource_type: str, resource_id: str, version: int, last_updated: int) -> StoredResource:
+def tombstone(
+    resource_type: str, resource_id: str, version: int, last_updated: int
+) -> StoredResource:
     body = {
         "resourceType": resource_type,
         "id": resource_id,
         "meta": {"versionId": str(version), "lastUpdated": instant(last_updated)},
     }
-    return StoredResource(resource_type, resource_id, version, last_updated, True, orjson.dumps(body))
+    return StoredResource(
+        resource_type, resource_id, version, last_updated, True, orjson.dumps(body)
+    )
 
 
 def etag(version: int) -> str:

@@ -82,7 +82,9 @@ class SqliteTransaction:
         return _stored(row) if row else None
 
     def audit_head(self) -> tuple[int, str] | None:
-        row = self._connection.execute("SELECT sequence, hash FROM audit_chain WHERE head = 1").fetchone()
+        row = self._connection.execute(
+            "SELECT sequence, hash FROM audit_chain WHERE head = 1"
+        ).fetchone()
         return (row[0], row[1]) if row else None
 
     def set_audit_head(self, sequence: int, chain_hash: str) -> None:

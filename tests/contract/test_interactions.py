@@ -39,7 +39,9 @@ def test_read_returns_the_stored_bytes(engine_service):
 def test_update_makes_a_new_version_and_vread_keeps_the_old(engine_service):
     service, _ = engine_service
     created = service.create(INTERNAL, "Patient", patient("Before")).stored
-    updated = service.update(INTERNAL, "Patient", created.id, {**patient("After"), "id": created.id}).stored
+    updated = service.update(
+        INTERNAL, "Patient", created.id, {**patient("After"), "id": created.id}
+    ).stored
     assert updated.version == 2
     assert service.vread(INTERNAL, "Patient", created.id, 1).json()["name"][0]["family"] == "Before"
     assert service.read(INTERNAL, "Patient", created.id).json()["name"][0]["family"] == "After"
@@ -47,7 +49,9 @@ def test_update_makes_a_new_version_and_vread_keeps_the_old(engine_service):
 
 def test_update_as_create_keeps_the_client_id(engine_service):
     service, _ = engine_service
-    result = service.update(INTERNAL, "Patient", "client-chosen-1", {**patient(), "id": "client-chosen-1"})
+    result = service.update(
+        INTERNAL, "Patient", "client-chosen-1", {**patient(), "id": "client-chosen-1"}
+    )
     assert result.created and result.stored.id == "client-chosen-1"
 
 
@@ -81,7 +85,10 @@ def test_delete_is_logical_then_read_is_410_and_history_kept(engine_service):
 
 def test_unknown_resource_is_404_and_unknown_type_is_404(engine_service):
     service, _ = engine_service
-    for call in (lambda: service.read(INTERNAL, "Patient", "nope"), lambda: service.read(INTERNAL, "Observation", "x")):
+    for call in (
+        lambda: service.read(INTERNAL, "Patient", "nope"),
+        lambda: service.read(INTERNAL, "Observation", "x"),
+    ):
         with pytest.raises(FhirError) as raised:
             call()
         assert raised.value.status == 404
@@ -100,8 +107,18 @@ def test_invalid_resource_lists_every_issue_with_its_path(engine_service):
 def test_conditional_create_returns_the_existing_match(engine_service):
     """http.html#ccreate: If-None-Exist with one match creates nothing."""
     service, _ = engine_service
-    first = service.create(INTERNAL, "Patient", patient(), if_none_exist=[("identifier", f"{INS['system']}|{INS['value']}")])
-    second = service.create(INTERNAL, "Patient", patient(), if_none_exist=[("identifier", f"{INS['system']}|{INS['value']}")])
+    first = service.create(
+        INTERNAL,
+        "Patient",
+        patient(),
+        if_none_exist=[("identifier", f"{INS['system']}|{INS['value']}")],
+    )
+    second = service.create(
+        INTERNAL,
+        "Patient",
+        patient(),
+        if_none_exist=[("identifier", f"{INS['system']}|{INS['value']}")],
+    )
     assert first.created and not second.created and second.stored.id == first.stored.id
 
 
@@ -134,18 +151,33 @@ def test_transaction_rewrites_urn_uuid_references(engine_service):
     """http.html#trules: fullUrl urn:uuid references point at the server ids after processing."""
     service, bundles = engine_service
     bundle = _transaction(
-        {"fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111", "resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+        {
+            "fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111",
+            "resource": patient(),
+            "request": {"method": "POST", "url": "Patient"},
+        },
         {
             "fullUrl": "urn:uuid:22222222-2222-2222-2222-222222222222",
             "resource": {
                 "resourceType": "DocumentReference",
                 "status": "current",
                 "subject": {"reference": "urn:uuid:11111111-1111-1111-1111-111111111111"},
-                "content": [{"attachment": {"contentType": "text/plain", "url": "urn:uuid:33333333-3333-3333-3333-333333333333"}}],
+                "content": [
+                    {
+                        "attachment": {
+                            "contentType": "text/plain",
+                            "url": "urn:uuid:33333333-3333-3333-3333-333333333333",
+                        }
+                    }
+                ],
             },
             "request": {"method": "POST", "url": "DocumentReference"},
         },
-        {"fullUrl": "urn:uuid:33333333-3333-3333-3333-333333333333", "resource": {"resourceType": "Binary", "contentType": "text/plain", "data": "aGVsbG8="}, "request": {"method": "POST", "url": "Binary"}},
+        {
+            "fullUrl": "urn:uuid:33333333-3333-3333-3333-333333333333",
+            "resource": {"resourceType": "Binary", "contentType": "text/plain", "data": "aGVsbG8="},
+            "request": {"method": "POST", "url": "Binary"},
+        },
     )
     kind, responses = bundles.process(INTERNAL, bundle)
     assert kind == "transaction-response" and [r.status for r in responses] == ["201 Created"] * 3
@@ -160,7 +192,10 @@ def test_transaction_with_a_failing_entry_stores_nothing_and_names_the_entry(eng
     service, bundles = engine_service
     bundle = _transaction(
         {"resource": patient("Kept?"), "request": {"method": "POST", "url": "Patient"}},
-        {"resource": {"resourceType": "Patient", "birthDate": "not a date"}, "request": {"method": "POST", "url": "Patient"}},
+        {
+            "resource": {"resourceType": "Patient", "birthDate": "not a date"},
+            "request": {"method": "POST", "url": "Patient"},
+        },
     )
     with pytest.raises(FhirError) as raised:
         bundles.process(INTERNAL, bundle)
@@ -175,7 +210,10 @@ def test_transaction_rolls_back_when_a_write_fails_midway(engine_service):
     existing = service.create(INTERNAL, "Patient", patient("Existing")).stored
     bundle = _transaction(
         {"resource": patient("New"), "request": {"method": "POST", "url": "Patient"}},
-        {"resource": {**patient("Changed"), "id": existing.id}, "request": {"method": "PUT", "url": f"Patient/{existing.id}", "ifMatch": 'W/"7"'}},
+        {
+            "resource": {**patient("Changed"), "id": existing.id},
+            "request": {"method": "PUT", "url": f"Patient/{existing.id}", "ifMatch": 'W/"7"'},
+        },
     )
     with pytest.raises(FhirError) as raised:
         bundles.process(INTERNAL, bundle)
@@ -206,7 +244,14 @@ def test_transaction_resolves_conditional_references(engine_service):
             "resource": {
                 "resourceType": "Consent",
                 "status": "active",
-                "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+                "scope": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                            "code": "patient-privacy",
+                        }
+                    ]
+                },
                 "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
                 "patient": {"reference": f"Patient?identifier={INS['system']}|{INS['value']}"},
                 "provision": {"type": "permit"},
@@ -226,7 +271,10 @@ def test_batch_entries_succeed_or_fail_on_their_own(engine_service):
         "type": "batch",
         "entry": [
             {"resource": patient("Good"), "request": {"method": "POST", "url": "Patient"}},
-            {"resource": {"resourceType": "Patient", "gender": "robot"}, "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": {"resourceType": "Patient", "gender": "robot"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
         ],
     }
     kind, responses = bundles.process(INTERNAL, bundle)

@@ -9,14 +9,18 @@ from fhir_server.service import versions
 from fhir_server.store.base import StoredResource, VersionConflict, VersionWrite
 
 
-def _version(resource_id: str, version: int, *, at: int, deleted: bool = False, family: str = "A") -> VersionWrite:
+def _version(
+    resource_id: str, version: int, *, at: int, deleted: bool = False, family: str = "A"
+) -> VersionWrite:
     if deleted:
         stored = versions.tombstone("Patient", resource_id, version, at)
         return VersionWrite(stored, "DELETE", version - 1, None)
     body = {"resourceType": "Patient", "name": [{"family": family}]}
     stored = versions.stamp(body, resource_id, version, at)
     index = IndexEntries(tokens=[TokenEntry("_id", None, resource_id)])
-    return VersionWrite(stored, "POST" if version == 1 else "PUT", version - 1, index, {}, resource_id)
+    return VersionWrite(
+        stored, "POST" if version == 1 else "PUT", version - 1, index, {}, resource_id
+    )
 
 
 def test_written_version_is_read_back_byte_identical(engine_store):
@@ -82,7 +86,10 @@ def test_deletion_keeps_a_tombstone_and_the_history(engine_store):
     current = engine_store.read("Patient", "p1")
     assert current.deleted and current.version == 2
     assert not engine_store.vread("Patient", "p1", 1).deleted
-    methods = [e.method for e in engine_store.history("Patient", "p1", since=None, count=10, cursor=None).entries]
+    methods = [
+        e.method
+        for e in engine_store.history("Patient", "p1", since=None, count=10, cursor=None).entries
+    ]
     assert methods == ["DELETE", "POST"]
 
 
@@ -119,7 +126,10 @@ def test_system_history_spans_types(engine_store):
         consent = versions.stamp({"resourceType": "Consent", "status": "active"}, "c1", 1, 2_000)
         tx.write(VersionWrite(consent, "POST", 0, IndexEntries(), {}, ""))
     page = engine_store.history(None, None, since=None, count=10, cursor=None)
-    assert [(e.resource.resource_type, e.resource.id) for e in page.entries] == [("Consent", "c1"), ("Patient", "p1")]
+    assert [(e.resource.resource_type, e.resource.id) for e in page.entries] == [
+        ("Consent", "c1"),
+        ("Patient", "p1"),
+    ]
 
 
 def test_tampered_history_cursor_is_a_clean_error(engine_store):
@@ -179,7 +189,9 @@ def test_r03_purge_removes_current_version_history_and_index_entries(engine_stor
     assert engine_store.vread("Patient", "gone", 1) is None
     assert engine_store.history("Patient", "gone", since=None, count=10, cursor=None).entries == []
     page = engine_store.search(
-        SearchQuery("Patient", where=IdTest(("gone", "kept"))), cursor_key=b"k" * 32, cursor_binding="t"
+        SearchQuery("Patient", where=IdTest(("gone", "kept"))),
+        cursor_key=b"k" * 32,
+        cursor_binding="t",
     )
     assert [row[1] for row in page.rows] == ["kept"]
     assert engine_store.read("Patient", "kept") is not None

@@ -27,16 +27,27 @@ class Tokens:
             audience=settings.effective_audience,
         )
 
-    def system(self, client_id: str = "his", scope: str = "system/*.cruds", organization_type: str = "health_insurer") -> str:
+    def system(
+        self,
+        client_id: str = "his",
+        scope: str = "system/*.cruds",
+        organization_type: str = "health_insurer",
+    ) -> str:
         return self.issuer.issue(
-            subject=client_id, scopes=scope, client_id=client_id,
+            subject=client_id,
+            scopes=scope,
+            client_id=client_id,
             extensions={"dmp": {"organization_type": organization_type}},
         )
 
     def patient(self, patient_id: str, scope: str = "patient/*.cruds") -> str:
-        return self.issuer.issue(subject=patient_id, scopes=scope, fhir_user=f"Patient/{patient_id}", patient=patient_id)
+        return self.issuer.issue(
+            subject=patient_id, scopes=scope, fhir_user=f"Patient/{patient_id}", patient=patient_id
+        )
 
-    def practitioner(self, idnat: str, profession: str = "10", mode: str = "normal", reason: str | None = None) -> str:
+    def practitioner(
+        self, idnat: str, profession: str = "10", mode: str = "normal", reason: str | None = None
+    ) -> str:
         dmp = {"access_mode": mode}
         if reason:
             dmp["access_reason"] = reason

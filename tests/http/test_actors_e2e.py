@@ -39,7 +39,7 @@ REGULATOR = "810000001006"  # a Samu regulator (R12)
 AUTHOR = "810000001007"  # the hospital physician who wrote the documents
 
 INSURER_SCOPES = (
-    "system/Patient.cru system/RelatedPerson.cru system/DocumentReference.c "
+    "system/Patient.crus system/RelatedPerson.crus system/DocumentReference.c "
     "system/Binary.c system/List.c"
 )
 
@@ -184,11 +184,19 @@ def record(client, data_dir) -> Record:
         (built.anne, "anne discharge report", "10", None),
         (built.anne, "anne masked report", "10", "MASQUE_PS"),
     ):
-        built.docs[title] = _created(built.post(hospital, document(patient_id, title, class_code, label)))
+        built.docs[title] = _created(
+            built.post(hospital, document(patient_id, title, class_code, label))
+        )
     return built
 
 
-PAUL_ALL = {"discharge report", "prescription", "care history", "psychiatric report", "biopsy result"}
+PAUL_ALL = {
+    "discharge report",
+    "prescription",
+    "care history",
+    "psychiatric report",
+    "biopsy result",
+}
 
 
 def test_r06_patient_reads_own_record_except_invisible_patient(record):
@@ -205,7 +213,10 @@ def test_r07_parent_reads_childs_record_except_invisible_representants_legaux(re
     assert record.titles(parent, f"patient={record.lea}") == {"vaccination report"}
     assert record.titles(parent, "") == {"vaccination report"}
     # ...and nothing of the parent's own record through the child's token.
-    assert record.titles(parent, f"patient={record.lea}&_id={record.docs['discharge report']}") == set()
+    assert (
+        record.titles(parent, f"patient={record.lea}&_id={record.docs['discharge report']}")
+        == set()
+    )
 
 
 def test_r08_medecin_traitant_sees_everything_even_masked_and_despite_a_block(record):
@@ -294,7 +305,9 @@ def test_r12_samu_regulator_reads_unless_the_patient_opposed_centre_15(record):
 
 
 def test_r15_hospital_system_deposits_but_never_reads_back(record):
-    hospital = token(record.data_dir, "--system", "his-ch-exemple", "--organization-type", "hospital")
+    hospital = token(
+        record.data_dir, "--system", "his-ch-exemple", "--organization-type", "hospital"
+    )
     deposited = record.post(hospital, document(record.paul, "new report", "10"))
     assert deposited.status_code == 201 and deposited.get_json()["description"] == "new report"
     read = record.client.get(
@@ -339,7 +352,8 @@ def test_r03_no_deposit_and_no_read_once_the_record_is_closed(record, client):
         "--scope", INSURER_SCOPES,
     )  # fmt: skip
     anne = client.get(
-        f"/fhir/Patient/{record.anne}", headers=auth(token(record.data_dir, "--patient", record.anne))
+        f"/fhir/Patient/{record.anne}",
+        headers=auth(token(record.data_dir, "--patient", record.anne)),
     ).get_json()
     from fhir_server.terminology import EXT_RECORD_STATUS, RECORD_CLOSED
 
@@ -350,7 +364,9 @@ def test_r03_no_deposit_and_no_read_once_the_record_is_closed(record, client):
         headers=auth(insurer, **{"Content-Type": FHIR_JSON}),
     )
     assert closed.status_code == 200, closed.get_data(as_text=True)
-    hospital = token(record.data_dir, "--system", "his-ch-exemple", "--organization-type", "hospital")
+    hospital = token(
+        record.data_dir, "--system", "his-ch-exemple", "--organization-type", "hospital"
+    )
     deposit = record.post(hospital, document(record.anne, "late report", "10"))
     emergency = practitioner(
         record.data_dir, EMERGENCY, "10", "--mode", "bris_de_glace", "--reason", "coma"

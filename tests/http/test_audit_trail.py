@@ -9,18 +9,27 @@ from tests.http.conftest import FHIR_JSON, a_patient, auth
 
 
 def _setup(client, tokens):
-    patient = client.post("/fhir/Patient", data=json.dumps(a_patient()), headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON})).get_json()
+    patient = client.post(
+        "/fhir/Patient",
+        data=json.dumps(a_patient()),
+        headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON}),
+    ).get_json()
     return patient["id"], tokens.patient(patient["id"])
 
 
 def test_r16_a_read_leaves_a_balp_read_event_the_patient_can_search(client, tokens):
     patient_id, token = _setup(client, tokens)
     client.get(f"/fhir/Patient/{patient_id}", headers=auth(token, **{"X-Request-Id": "trace-me"}))
-    events = client.get(f"/fhir/AuditEvent?patient={patient_id}&subtype=read", headers=auth(token)).get_json()
+    events = client.get(
+        f"/fhir/AuditEvent?patient={patient_id}&subtype=read", headers=auth(token)
+    ).get_json()
     reads = [e["resource"] for e in events.get("entry", [])]
     assert reads, "the read was not traced"
     assert reads[0]["action"] == "R" and reads[0]["outcome"] == "0"
-    assert any(f"Patient/{patient_id}" == (entity.get("what") or {}).get("reference") for entity in reads[0]["entity"])
+    assert any(
+        f"Patient/{patient_id}" == (entity.get("what") or {}).get("reference")
+        for entity in reads[0]["entity"]
+    )
 
 
 def test_r16_a_refusal_is_traced_as_a_failure(client, tokens):
@@ -29,15 +38,23 @@ def test_r16_a_refusal_is_traced_as_a_failure(client, tokens):
     refused = client.get(f"/fhir/DocumentReference?patient={patient_id}", headers=auth(stranger))
     assert refused.status_code == 403
     token = tokens.patient(patient_id)
-    events = client.get(f"/fhir/AuditEvent?patient={patient_id}&outcome=8", headers=auth(token)).get_json()
+    events = client.get(
+        f"/fhir/AuditEvent?patient={patient_id}&outcome=8", headers=auth(token)
+    ).get_json()
     assert events.get("entry"), "the refusal was not traced"
 
 
 def test_r16_audit_events_cannot_be_changed_or_deleted(client, tokens):
     patient_id, token = _setup(client, tokens)
     client.get(f"/fhir/Patient/{patient_id}", headers=auth(token))
-    event = client.get(f"/fhir/AuditEvent?patient={patient_id}", headers=auth(token)).get_json()["entry"][0]["resource"]
-    put = client.put(f"/fhir/AuditEvent/{event['id']}", data=json.dumps(event), headers=auth(token, **{"Content-Type": FHIR_JSON}))
+    event = client.get(f"/fhir/AuditEvent?patient={patient_id}", headers=auth(token)).get_json()[
+        "entry"
+    ][0]["resource"]
+    put = client.put(
+        f"/fhir/AuditEvent/{event['id']}",
+        data=json.dumps(event),
+        headers=auth(token, **{"Content-Type": FHIR_JSON}),
+    )
     delete = client.delete(f"/fhir/AuditEvent/{event['id']}", headers=auth(token))
     admin_delete = client.delete(f"/fhir/AuditEvent/{event['id']}", headers=auth(tokens.system()))
     assert {put.status_code, delete.status_code, admin_delete.status_code} <= {403, 405}
@@ -47,7 +64,10 @@ def test_r16_audit_events_cannot_be_changed_or_deleted(client, tokens):
 def test_r16_professionals_never_read_audit_events(client, tokens):
     patient_id, _ = _setup(client, tokens)
     practitioner = tokens.practitioner("810000000001")
-    assert client.get(f"/fhir/AuditEvent?patient={patient_id}", headers=auth(practitioner)).status_code == 403
+    assert (
+        client.get(f"/fhir/AuditEvent?patient={patient_id}", headers=auth(practitioner)).status_code
+        == 403
+    )
 
 
 def test_r16_the_chain_verifies_and_a_tampered_event_is_named(app, client, tokens):
@@ -63,7 +83,13 @@ def test_r16_the_chain_verifies_and_a_tampered_event_is_named(app, client, token
     body["outcome"] = "4"
     import orjson
 
-    store._writer.execute("UPDATE resource SET body = ? WHERE type = 'AuditEvent' AND id = ?", (orjson.dumps(body), victim.id))
-    store._writer.execute("UPDATE history SET body = ? WHERE type = 'AuditEvent' AND id = ?", (orjson.dumps(body), victim.id))
+    store._writer.execute(
+        "UPDATE resource SET body = ? WHERE type = 'AuditEvent' AND id = ?",
+        (orjson.dumps(body), victim.id),
+    )
+    store._writer.execute(
+        "UPDATE history SET body = ? WHERE type = 'AuditEvent' AND id = ?",
+        (orjson.dumps(body), victim.id),
+    )
     broken = verify_store(store)
     assert not broken.ok and broken.event_id == victim.id

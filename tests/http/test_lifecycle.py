@@ -46,11 +46,16 @@ def test_r03_opposition_before_creation_refuses_deposits_and_reads(world):
         runtime.service, nir, family="Martin", given="Luc", gender="male", birth_date="1970-01-01"
     )
     assert lifecycle.oppose_creation(runtime.service, nir).id == opposed.id  # idempotent
-    system = tokens.system("lab", scope="system/DocumentReference.c", organization_type="laboratory")
+    system = tokens.system(
+        "lab", scope="system/DocumentReference.c", organization_type="laboratory"
+    )
     refused = deposit(client, system, opposed.id)
     assert refused.status_code == 422
     assert refused.get_json()["issue"][0]["details"]["coding"][0]["code"] == "record-opposed"
-    read = client.get(f"/fhir/DocumentReference?patient={opposed.id}", headers=auth(tokens.practitioner(AUTHORIZED)))
+    read = client.get(
+        f"/fhir/DocumentReference?patient={opposed.id}",
+        headers=auth(tokens.practitioner(AUTHORIZED)),
+    )
     assert read.status_code == 403
     assert read.get_json()["issue"][0]["details"]["coding"][0]["code"] == "record-opposed"
     with pytest.raises(Exception) as raised:
@@ -75,7 +80,10 @@ def test_r03_closed_record_refuses_reads_and_deposits_until_reopened(world):
     assert closed.get_json()["issue"][0]["details"]["coding"][0]["code"] == "record-closed"
     assert deposit(client, doctor, patient).status_code == 422
     lifecycle.reopen_record(runtime.service, patient)
-    assert client.get(f"/fhir/DocumentReference?patient={patient}", headers=auth(doctor)).status_code == 200
+    assert (
+        client.get(f"/fhir/DocumentReference?patient={patient}", headers=auth(doctor)).status_code
+        == 200
+    )
 
 
 def test_r03_r15_health_insurer_closes_a_record_by_patient_update(world):
@@ -113,10 +121,16 @@ def test_r03_retention_purges_after_ten_years_and_keeps_audit_events(world):
     doctor = tokens.practitioner(AUTHORIZED)
     document_id = deposit(client, doctor, patient).get_json()["id"]
     client.get(f"/fhir/DocumentReference/{document_id}", headers=auth(doctor))
-    audit_before = {row[1] for row in runtime.store.search(
-        __import__("fhir_server.search.query", fromlist=["SearchQuery"]).SearchQuery("AuditEvent", count=1000),
-        cursor_key=runtime.service.cursor_key, cursor_binding="internal",
-    ).rows}
+    audit_before = {
+        row[1]
+        for row in runtime.store.search(
+            __import__("fhir_server.search.query", fromlist=["SearchQuery"]).SearchQuery(
+                "AuditEvent", count=1000
+            ),
+            cursor_key=runtime.service.cursor_key,
+            cursor_binding="internal",
+        ).rows
+    }
     assert audit_before
     lifecycle.close_record(runtime.service, patient)
     closed_at = clock.now
@@ -128,11 +142,18 @@ def test_r03_retention_purges_after_ten_years_and_keeps_audit_events(world):
     assert runtime.store.read("Patient", patient) is None
     assert runtime.store.vread("Patient", patient, 1) is None
     assert runtime.store.read("DocumentReference", document_id) is None
-    assert runtime.store.history("DocumentReference", document_id, since=None, count=5, cursor=None).entries == []
+    assert (
+        runtime.store.history(
+            "DocumentReference", document_id, since=None, count=5, cursor=None
+        ).entries
+        == []
+    )
     assert runtime.store.read("Binary", "b1") is None
     consents = runtime.service.find(INTERNAL, "Consent", [("patient", f"Patient/{patient}")])
     assert consents == []
-    notifications = runtime.service.find(INTERNAL, "Communication", [("subject", f"Patient/{patient}")])
+    notifications = runtime.service.find(
+        INTERNAL, "Communication", [("subject", f"Patient/{patient}")]
+    )
     assert notifications == []
     # AuditEvents stay, and the chain still verifies.
     for event_id in audit_before:
@@ -157,5 +178,21 @@ def test_r03_record_commands_close_reopen_and_purge(world, capsys):
     assert "purged 0 record(s)" in capsys.readouterr().out
     assert run("record", "reopen", patient) == 0
     assert lifecycle.record_status(runtime.store.read("Patient", patient).json()) == "open"
-    assert run("record", "oppose", "--ins", valid_nir(8), "--family", "Petit", "--given", "Léa", "--gender", "female", "--birth-date", "1990-05-05") == 0
+    assert (
+        run(
+            "record",
+            "oppose",
+            "--ins",
+            valid_nir(8),
+            "--family",
+            "Petit",
+            "--given",
+            "Léa",
+            "--gender",
+            "female",
+            "--birth-date",
+            "1990-05-05",
+        )
+        == 0
+    )
     assert "opposition recorded: Patient/" in capsys.readouterr().out

@@ -24,7 +24,9 @@ def practitioner_ref(idnat: str) -> dict:
     return {"type": "Practitioner", "identifier": {"system": SYSTEM_IDNAT_PS, "value": idnat}}
 
 
-def message(patient_id: str, sender: dict, recipients: list[dict], text: str = "Bonjour", **extra) -> dict:
+def message(
+    patient_id: str, sender: dict, recipients: list[dict], text: str = "Bonjour", **extra
+) -> dict:
     return {
         "resourceType": "Communication",
         "status": "completed",
@@ -65,7 +67,9 @@ def world(tmp_path):
     w = World()
     w.client, w.tokens, w.clock, w.service = app.test_client(), tokens, clock, service
     w.adult, w.minor, w.parent = adult, minor, parent
-    w.doctor, w.colleague, w.stranger = (tokens.practitioner(i) for i in (AUTHORIZED, OTHER, STRANGER))
+    w.doctor, w.colleague, w.stranger = (
+        tokens.practitioner(i) for i in (AUTHORIZED, OTHER, STRANGER)
+    )
     w.parent_token = tokens.issuer.issue(
         subject=parent, scopes="patient/*.cruds", fhir_user=f"RelatedPerson/{parent}", patient=minor
     )
@@ -74,7 +78,11 @@ def world(tmp_path):
 
 
 def send(w, token: str, body: dict):
-    return w.client.post("/fhir/Communication", data=json.dumps(body), headers=auth(token, **{"Content-Type": FHIR_JSON}))
+    return w.client.post(
+        "/fhir/Communication",
+        data=json.dumps(body),
+        headers=auth(token, **{"Content-Type": FHIR_JSON}),
+    )
 
 
 def read(w, token: str, communication_id: str):
@@ -83,7 +91,11 @@ def read(w, token: str, communication_id: str):
 
 def test_messaging_r10_practitioner_writes_patient_reads_received_set_then_answer(world):
     w = world
-    sent = send(w, w.doctor, message(w.adult, practitioner_ref(AUTHORIZED), [{"reference": f"Patient/{w.adult}"}]))
+    sent = send(
+        w,
+        w.doctor,
+        message(w.adult, practitioner_ref(AUTHORIZED), [{"reference": f"Patient/{w.adult}"}]),
+    )
     assert sent.status_code == 201, sent.get_json()
     message_id = sent.get_json()["id"]
     # The sender re-reading does not mark it received.
@@ -96,7 +108,10 @@ def test_messaging_r10_practitioner_writes_patient_reads_received_set_then_answe
     read(w, w.tokens.patient(w.adult), message_id)
     assert read(w, w.doctor, message_id).get_json()["received"] == received  # only the first read
     answer = message(
-        w.adult, {"reference": f"Patient/{w.adult}"}, [practitioner_ref(AUTHORIZED)], "Merci docteur",
+        w.adult,
+        {"reference": f"Patient/{w.adult}"},
+        [practitioner_ref(AUTHORIZED)],
+        "Merci docteur",
         inResponseTo=[{"reference": f"Communication/{message_id}"}],
     )
     answered = send(w, w.tokens.patient(w.adult), answer)
@@ -106,17 +121,25 @@ def test_messaging_r10_practitioner_writes_patient_reads_received_set_then_answe
 
 def test_messaging_r06_patient_only_answers_practitioners(world):
     w = world
-    unsolicited = message(w.adult, {"reference": f"Patient/{w.adult}"}, [practitioner_ref(AUTHORIZED)])
+    unsolicited = message(
+        w.adult, {"reference": f"Patient/{w.adult}"}, [practitioner_ref(AUTHORIZED)]
+    )
     assert send(w, w.tokens.patient(w.adult), unsolicited).status_code == 403
 
 
 def test_messaging_r18_a_practitioner_who_is_not_a_party_does_not_see_the_message(world):
     w = world
-    sent = send(w, w.doctor, message(w.adult, practitioner_ref(AUTHORIZED), [{"reference": f"Patient/{w.adult}"}]))
+    sent = send(
+        w,
+        w.doctor,
+        message(w.adult, practitioner_ref(AUTHORIZED), [{"reference": f"Patient/{w.adult}"}]),
+    )
     message_id = sent.get_json()["id"]
     # OTHER is authorized on the record but neither sender nor recipient.
     assert read(w, w.colleague, message_id).status_code == 404
-    listed = w.client.get(f"/fhir/Communication?subject=Patient/{w.adult}", headers=auth(w.colleague)).get_json()
+    listed = w.client.get(
+        f"/fhir/Communication?subject=Patient/{w.adult}", headers=auth(w.colleague)
+    ).get_json()
     assert listed.get("total", 0) == 0 and not listed.get("entry")
     # Another patient does not see it either.
     other_patient = w.service.create(INTERNAL, "Patient", a_patient(9)).stored.id
@@ -125,20 +148,30 @@ def test_messaging_r18_a_practitioner_who_is_not_a_party_does_not_see_the_messag
 
 def test_messaging_practitioner_to_practitioner_about_a_patient(world):
     w = world
-    sent = send(w, w.doctor, message(w.adult, practitioner_ref(AUTHORIZED), [practitioner_ref(OTHER)], "Avis ?"))
+    sent = send(
+        w,
+        w.doctor,
+        message(w.adult, practitioner_ref(AUTHORIZED), [practitioner_ref(OTHER)], "Avis ?"),
+    )
     assert sent.status_code == 201, sent.get_json()
     message_id = sent.get_json()["id"]
     assert read(w, w.colleague, message_id).status_code == 200
     assert read(w, w.tokens.patient(w.adult), message_id).status_code == 404  # not a party
     assert "received" in read(w, w.doctor, message_id).get_json()
     reply = message(
-        w.adult, practitioner_ref(OTHER), [practitioner_ref(AUTHORIZED)], "Avis favorable",
+        w.adult,
+        practitioner_ref(OTHER),
+        [practitioner_ref(AUTHORIZED)],
+        "Avis favorable",
         inResponseTo=[{"reference": f"Communication/{message_id}"}],
     )
     assert send(w, w.colleague, reply).status_code == 201
     # A stranger cannot join the thread by answering it.
     intruder = message(
-        w.adult, practitioner_ref(STRANGER), [practitioner_ref(AUTHORIZED)], "Moi aussi",
+        w.adult,
+        practitioner_ref(STRANGER),
+        [practitioner_ref(AUTHORIZED)],
+        "Moi aussi",
         inResponseTo=[{"reference": f"Communication/{message_id}"}],
     )
     assert send(w, w.stranger, intruder).status_code in (403, 404)
@@ -152,18 +185,30 @@ def test_messaging_sender_must_be_the_author_of_the_request(world):
 
 def test_messaging_r07_representative_reads_and_answers_for_the_minor(world):
     w = world
-    sent = send(w, w.doctor, message(w.minor, practitioner_ref(AUTHORIZED), [{"reference": f"Patient/{w.minor}"}]))
+    sent = send(
+        w,
+        w.doctor,
+        message(w.minor, practitioner_ref(AUTHORIZED), [{"reference": f"Patient/{w.minor}"}]),
+    )
     message_id = sent.get_json()["id"]
     assert read(w, w.parent_token, message_id).status_code == 200
-    assert "received" in read(w, w.doctor, message_id).get_json()  # the parent read it for the minor
+    assert (
+        "received" in read(w, w.doctor, message_id).get_json()
+    )  # the parent read it for the minor
     answer = message(
-        w.minor, {"reference": f"RelatedPerson/{w.parent}"}, [practitioner_ref(AUTHORIZED)], "Bien reçu",
+        w.minor,
+        {"reference": f"RelatedPerson/{w.parent}"},
+        [practitioner_ref(AUTHORIZED)],
+        "Bien reçu",
         inResponseTo=[{"reference": f"Communication/{message_id}"}],
     )
     assert send(w, w.parent_token, answer).status_code == 201
     # Not about another patient's record.
     elsewhere = message(
-        w.adult, {"reference": f"RelatedPerson/{w.parent}"}, [practitioner_ref(AUTHORIZED)], "?",
+        w.adult,
+        {"reference": f"RelatedPerson/{w.parent}"},
+        [practitioner_ref(AUTHORIZED)],
+        "?",
         inResponseTo=[{"reference": f"Communication/{message_id}"}],
     )
     assert send(w, w.parent_token, elsewhere).status_code in (403, 404)
@@ -173,7 +218,9 @@ def test_messaging_r07_attachment_hidden_from_representatives_hides_the_message(
     w = world
     doc = w.client.post(
         "/fhir/DocumentReference",
-        data=json.dumps(document(w.minor, "Consultation confidentielle", "INVISIBLE_REPRESENTANTS_LEGAUX")),
+        data=json.dumps(
+            document(w.minor, "Consultation confidentielle", "INVISIBLE_REPRESENTANTS_LEGAUX")
+        ),
         headers=auth(w.doctor, **{"Content-Type": FHIR_JSON}),
     ).get_json()
     body = message(w.minor, practitioner_ref(AUTHORIZED), [{"reference": f"Patient/{w.minor}"}])
@@ -181,7 +228,10 @@ def test_messaging_r07_attachment_hidden_from_representatives_hides_the_message(
     sent = send(w, w.doctor, body)
     assert sent.status_code == 201, sent.get_json()
     stored = sent.get_json()
-    assert {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_REPRESENTANTS_LEGAUX"} in stored["meta"]["security"]
+    assert {
+        "system": SYSTEM_DMP_CONFIDENTIALITY,
+        "code": "INVISIBLE_REPRESENTANTS_LEGAUX",
+    } in stored["meta"]["security"]
     assert read(w, w.parent_token, stored["id"]).status_code == 404
     assert read(w, w.tokens.patient(w.minor), stored["id"]).status_code == 200
 

@@ -53,23 +53,31 @@ class Mhd:
 
     def patient(self, n: int) -> tuple[str, str]:
         """A patient whose médecin traitant is AUTHOR (so AUTHOR may read the record)."""
-        resource = a_patient(n, generalPractitioner=[{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}])
+        resource = a_patient(
+            n, generalPractitioner=[{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}]
+        )
         response = self.client.post(
-            "/fhir/Patient", json=resource, headers=auth(self.tokens.system(), **{"Content-Type": FHIR_JSON})
+            "/fhir/Patient",
+            json=resource,
+            headers=auth(self.tokens.system(), **{"Content-Type": FHIR_JSON}),
         )
         assert response.status_code == 201, response.get_data(as_text=True)
         return response.get_json()["id"], valid_nir(n)
 
     def provide(self, bundle: dict, token: str | None = None):
         return self.client.post(
-            "/fhir", data=json.dumps(bundle), headers=auth(token or self.ps, **{"Content-Type": FHIR_JSON})
+            "/fhir",
+            data=json.dumps(bundle),
+            headers=auth(token or self.ps, **{"Content-Type": FHIR_JSON}),
         )
 
     def get(self, path: str, token: str | None = None, **headers):
         return self.client.get(path, headers=auth(token or self.ps, **headers))
 
     def search(self, resource_type: str, params: dict | list, token: str | None = None):
-        response = self.client.get(f"/fhir/{resource_type}", query_string=params, headers=auth(token or self.ps))
+        response = self.client.get(
+            f"/fhir/{resource_type}", query_string=params, headers=auth(token or self.ps)
+        )
         assert response.status_code == 200, response.get_data(as_text=True)
         return response.get_json()
 
@@ -119,9 +127,15 @@ def deposit(mhd: Mhd, n: int = 1, content: bytes = CDA, **document_changes) -> t
 
 
 def set_content(bundle: dict, content: bytes) -> None:
-    binary = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Binary")
+    binary = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Binary"
+    )
     binary["data"] = base64.b64encode(content).decode()
-    document = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DocumentReference")
+    document = next(
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "DocumentReference"
+    )
     attachment = document["content"][0]["attachment"]
     attachment["size"] = len(content)
     attachment["hash"] = base64.b64encode(hashlib.sha1(content).digest()).decode()
@@ -134,7 +148,10 @@ def test_iti65_pdsm4dmp_submission_as_published_is_xdsunknownpatientid(mhd):
     response = mhd.provide(fixture(SUBMISSION))
     assert response.status_code == 422
     assert xds_codes(response) == ["XDSUnknownPatientId", "XDSUnknownPatientId"]
-    assert expressions(response) == ["Bundle.entry[0].resource.subject", "Bundle.entry[1].resource.subject"]
+    assert expressions(response) == [
+        "Bundle.entry[0].resource.subject",
+        "Bundle.entry[1].resource.subject",
+    ]
 
 
 def test_iti65_pdsm4dmp_submission_with_a_known_ins_is_stored_with_an_assigned_entryuuid(mhd):
@@ -148,17 +165,23 @@ def test_iti65_pdsm4dmp_submission_with_a_known_ins_is_stored_with_an_assigned_e
     document = mhd.get(f"/fhir/DocumentReference/{found['DocumentReference']}").get_json()
     assert document["subject"] == {"reference": f"Patient/{patient_id}"}
     assert document["content"][0]["attachment"]["url"] == f"Binary/{found['Binary']}"
-    (entry_uuid,) = [i["value"] for i in document["identifier"] if i["system"] == "urn:ietf:rfc:3986"]
+    (entry_uuid,) = [
+        i["value"] for i in document["identifier"] if i["system"] == "urn:ietf:rfc:3986"
+    ]
     assert entry_uuid.startswith("urn:uuid:")
     submission_set = mhd.get(f"/fhir/List/{found['List']}").get_json()
-    assert submission_set["entry"] == [{"item": {"reference": f"DocumentReference/{found['DocumentReference']}"}}]
+    assert submission_set["entry"] == [
+        {"item": {"reference": f"DocumentReference/{found['DocumentReference']}"}}
+    ]
     assert submission_set["subject"] == {"reference": f"Patient/{patient_id}"}
 
 
 def test_iti65_wrong_hash_is_xdsrepositorymetadataerror_and_nothing_is_stored(mhd):
     patient_id, nir = mhd.patient(2)
     bundle = fixture(SUBMISSION, nir)
-    bundle["entry"][1]["resource"]["content"][0]["attachment"]["hash"] = base64.b64encode(b"\0" * 20).decode()
+    bundle["entry"][1]["resource"]["content"][0]["attachment"]["hash"] = base64.b64encode(
+        b"\0" * 20
+    ).decode()
     response = mhd.provide(bundle)
     assert response.status_code == 422
     assert xds_codes(response) == ["XDSRepositoryMetadataError"]
@@ -247,9 +270,16 @@ def test_iti65_same_uniqueid_with_other_content_is_xdsnonidenticalhash(mhd):
 def test_iti65_opposed_record_is_xdsunknownpatientid(mhd, client, tokens):
     patient_id, nir = mhd.patient(11)
     patient = client.get(f"/fhir/Patient/{patient_id}", headers=auth(tokens.system())).get_json()
-    patient["extension"] = [{"url": "https://dmp-server.fr/fhir/StructureDefinition/record-status", "valueCode": "opposed"}]
+    patient["extension"] = [
+        {
+            "url": "https://dmp-server.fr/fhir/StructureDefinition/record-status",
+            "valueCode": "opposed",
+        }
+    ]
     updated = client.put(
-        f"/fhir/Patient/{patient_id}", json=patient, headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON})
+        f"/fhir/Patient/{patient_id}",
+        json=patient,
+        headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON}),
     )
     assert updated.status_code == 200, updated.get_data(as_text=True)
     response = mhd.provide(fixture(SUBMISSION, nir))
@@ -259,7 +289,10 @@ def test_iti65_opposed_record_is_xdsunknownpatientid(mhd, client, tokens):
 
 def test_iti65_payer_cannot_deposit_localpolicyrestrictionerror(mhd, tokens):
     _, nir = mhd.patient(12)
-    response = mhd.provide(fixture(SUBMISSION, nir), token=tokens.system("mutuelle", organization_type="mutual_insurer"))
+    response = mhd.provide(
+        fixture(SUBMISSION, nir),
+        token=tokens.system("mutuelle", organization_type="mutual_insurer"),
+    )
     assert response.status_code == 403
     assert xds_codes(response) == ["LocalPolicyRestrictionError"]
 
@@ -269,9 +302,13 @@ def _store_doc_x(mhd: Mhd, patient_id: str, nir: str) -> None:
     document = fixture("DocumentReference-doc-x-id.json", nir)
     document["status"] = "current"
     document["subject"] = {"reference": f"Patient/{patient_id}"}
-    document["identifier"] = [{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:6f1c9a8e-3b0d-4b7e-9a51-4f0c2d7e8a10"}]
+    document["identifier"] = [
+        {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:6f1c9a8e-3b0d-4b7e-9a51-4f0c2d7e8a10"}
+    ]
     response = mhd.client.put(
-        "/fhir/DocumentReference/doc-x-id", json=document, headers=auth(mhd.ps, **{"Content-Type": FHIR_JSON})
+        "/fhir/DocumentReference/doc-x-id",
+        json=document,
+        headers=auth(mhd.ps, **{"Content-Type": FHIR_JSON}),
     )
     assert response.status_code == 201, response.get_data(as_text=True)
 
@@ -282,13 +319,22 @@ def test_iti65_pdsm4dmp_replacement_supersedes_the_replaced_document(mhd):
     response = mhd.provide(fixture(REPLACEMENT, nir))
     assert response.status_code == 200, response.get_data(as_text=True)
     statuses = [e["response"]["status"] for e in response.get_json()["entry"]]
-    assert statuses == ["201 Created", "201 Created", "200 OK", "201 Created"]  # the PATCH entry: 200
-    assert response.get_json()["entry"][2]["response"]["location"].startswith("DocumentReference/doc-x-id/_history/2")
+    assert statuses == [
+        "201 Created",
+        "201 Created",
+        "200 OK",
+        "201 Created",
+    ]  # the PATCH entry: 200
+    assert response.get_json()["entry"][2]["response"]["location"].startswith(
+        "DocumentReference/doc-x-id/_history/2"
+    )
     old = mhd.get("/fhir/DocumentReference/doc-x-id").get_json()
     assert old["status"] == "superseded"
     new_id = locations(response)["DocumentReference"]
     assert mhd.ids("DocumentReference", {"patient": patient_id, "status": "current"}) == {new_id}
-    assert mhd.ids("DocumentReference", {"patient": patient_id, "relatesto": "DocumentReference/doc-x-id"}) == {new_id}
+    assert mhd.ids(
+        "DocumentReference", {"patient": patient_id, "relatesto": "DocumentReference/doc-x-id"}
+    ) == {new_id}
 
 
 def test_iti65_pdsm4dmp_replacement_as_published_is_rejected_with_reasons(mhd):
@@ -343,20 +389,26 @@ def test_iti65_other_patch_is_refused(mhd):
 def test_iti66_list_search_parameters(mhd):
     patient_id, nir = mhd.patient(20)
     bundle = fixture(SUBMISSION, nir)
-    bundle["entry"][0]["resource"]["source"] = {"reference": f"Patient/{patient_id}"}  # literal, searchable
+    bundle["entry"][0]["resource"]["source"] = {
+        "reference": f"Patient/{patient_id}"
+    }  # literal, searchable
     response = mhd.provide(bundle)
     assert response.status_code == 200, response.get_data(as_text=True)
     found = locations(response)
     list_id = found["List"]
     submission_set = mhd.get(f"/fhir/List/{list_id}").get_json()
-    (entry_uuid,) = [i["value"] for i in submission_set["identifier"] if i["system"] == "urn:ietf:rfc:3986"]
+    (entry_uuid,) = [
+        i["value"] for i in submission_set["identifier"] if i["system"] == "urn:ietf:rfc:3986"
+    ]
     base = {"patient": patient_id}
     cases = [
         {"code": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes|submissionset"},
         {"patient.identifier": f"{INS_SYSTEM}|{valid_nir(20)}"},
         {"identifier": f"urn:ietf:rfc:3986|{entry_uuid}"},
         {"sourceId": "urn:ietf:rfc:3986|urn:oid:1.2.3.4.5.6.7.8"},
-        {"designationType": "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|11"},
+        {
+            "designationType": "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|11"
+        },
         {"date": "ge2026-06-12T00:00:00+02:00"},
         {"status": "current"},
         {"source": f"Patient/{patient_id}"},
@@ -366,7 +418,9 @@ def test_iti66_list_search_parameters(mhd):
     misses = [
         {"code": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes|folder"},
         {"sourceId": "urn:ietf:rfc:3986|urn:oid:9.9.9"},
-        {"designationType": "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|10"},
+        {
+            "designationType": "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|10"
+        },
         {"date": "lt2026-01-01"},
         {"status": "retired"},
         {"source": "Patient/someone-else"},
@@ -380,12 +434,18 @@ def test_iti66_list_search_parameters(mhd):
 MHD_PARAMS_HIT = [
     ("author.given", "Marie"),
     ("author.family", "Durand"),
-    ("category", "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|11"),
+    (
+        "category",
+        "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|11",
+    ),
     ("creation", "2026-06-12"),
     ("date", "ge2026-06-12"),
     ("event", "http://snomed.info/sct|1234"),
     ("facility", "http://snomed.info/sct|22232009"),
-    ("format", "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode|urn:ihe:iti:xds:2017:mimeTypeSufficient"),
+    (
+        "format",
+        "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode|urn:ihe:iti:xds:2017:mimeTypeSufficient",
+    ),
     ("period", "ge2026-06-12"),
     ("related:identifier", "urn:oid:1.2.3|ORDER-1"),
     ("security-label", "http://terminology.hl7.org/CodeSystem/v3-Confidentiality|N"),
@@ -396,12 +456,18 @@ MHD_PARAMS_HIT = [
 MHD_PARAMS_MISS = [
     ("author.given", "Paul"),
     ("author.family", "Martin"),
-    ("category", "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|10"),
+    (
+        "category",
+        "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|10",
+    ),
     ("creation", "2025-01-01"),
     ("date", "lt2026-01-01"),
     ("event", "http://snomed.info/sct|9999"),
     ("facility", "http://snomed.info/sct|1"),
-    ("format", "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode|urn:ihe:pcc:xphr:2007"),
+    (
+        "format",
+        "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode|urn:ihe:pcc:xphr:2007",
+    ),
     ("period", "lt2026-01-01"),
     ("related:identifier", "urn:oid:1.2.3|ORDER-2"),
     ("security-label", "http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R"),
@@ -417,8 +483,12 @@ def _searchable_deposit(mhd: Mhd, n: int) -> tuple[str, str, dict]:
     bundle = fixture(SUBMISSION, nir)
     document = bundle["entry"][1]["resource"]
     document["contained"][1]["name"] = [{"family": "Durand", "given": ["Marie"]}]
-    document["context"]["event"] = [{"coding": [{"system": "http://snomed.info/sct", "code": "1234"}]}]
-    document["context"]["related"] = [{"identifier": {"system": "urn:oid:1.2.3", "value": "ORDER-1"}}]
+    document["context"]["event"] = [
+        {"coding": [{"system": "http://snomed.info/sct", "code": "1234"}]}
+    ]
+    document["context"]["related"] = [
+        {"identifier": {"system": "urn:oid:1.2.3", "value": "ORDER-1"}}
+    ]
     response = mhd.provide(bundle)
     assert response.status_code == 200, response.get_data(as_text=True)
     found = locations(response)
@@ -430,11 +500,15 @@ def _searchable_deposit(mhd: Mhd, n: int) -> tuple[str, str, dict]:
 def test_iti67_every_mhd_responder_parameter(mhd, method):
     patient_id, nir, document = _searchable_deposit(mhd, 30)
     doc_id = document["id"]
-    entry_uuid = next(i["value"] for i in document["identifier"] if i["system"] == "urn:ietf:rfc:3986")
+    entry_uuid = next(
+        i["value"] for i in document["identifier"] if i["system"] == "urn:ietf:rfc:3986"
+    )
 
     def ids(criteria: list[tuple[str, str]]) -> set[str]:
         if method == "GET":
-            response = mhd.client.get("/fhir/DocumentReference", query_string=criteria, headers=auth(mhd.ps))
+            response = mhd.client.get(
+                "/fhir/DocumentReference", query_string=criteria, headers=auth(mhd.ps)
+            )
         else:
             response = mhd.client.post(
                 "/fhir/DocumentReference/_search",
@@ -452,7 +526,9 @@ def test_iti67_every_mhd_responder_parameter(mhd, method):
         for name, value in MHD_PARAMS_MISS:
             assert ids([patient, (name, value)]) == set(), (name, value)
     assert ids([patients[0], ("identifier", f"urn:ietf:rfc:3986|{entry_uuid}")]) == {doc_id}
-    assert ids([patients[0], ("identifier", "urn:ietf:rfc:3986|urn:oid:1.2.250.1.213.1.4.8.99999.2")]) == {doc_id}
+    assert ids(
+        [patients[0], ("identifier", "urn:ietf:rfc:3986|urn:oid:1.2.250.1.213.1.4.8.99999.2")]
+    ) == {doc_id}
     assert ids([patients[0], ("identifier", "urn:ietf:rfc:3986|urn:oid:1.2.3.4")]) == set()
 
 

@@ -37,14 +37,18 @@ def _extrinsic(root: etree._Element) -> dict:
     """The comparable metadata of the one ExtrinsicObject of an ITI-18 answer."""
     (entry,) = root.iter(f"{{{v.NS_RIM}}}ExtrinsicObject")
     slots = {
-        s.get("name"): [x.text for x in s.iter(f"{{{v.NS_RIM}}}Value")] for s in entry.findall(f"{{{v.NS_RIM}}}Slot")
+        s.get("name"): [x.text for x in s.iter(f"{{{v.NS_RIM}}}Value")]
+        for s in entry.findall(f"{{{v.NS_RIM}}}Slot")
     }
     classifications = {
         c.get("classificationScheme"): c.get("nodeRepresentation")
         for c in entry.findall(f"{{{v.NS_RIM}}}Classification")
         if c.get("nodeRepresentation")
     }
-    identifiers = {e.get("identificationScheme"): e.get("value") for e in entry.findall(f"{{{v.NS_RIM}}}ExternalIdentifier")}
+    identifiers = {
+        e.get("identificationScheme"): e.get("value")
+        for e in entry.findall(f"{{{v.NS_RIM}}}ExternalIdentifier")
+    }
     return {
         "entryUUID": entry.get("id"),
         "mimeType": entry.get("mimeType"),
@@ -58,7 +62,8 @@ def _extrinsic(root: etree._Element) -> dict:
 def test_iti65_deposit_is_found_by_iti18_and_retrieved_by_iti43(xds):
     patient_id, nir = xds.patient(60)
     response = xds.client.post(
-        "/fhir", data=json.dumps(_iti65_bundle(nir)),
+        "/fhir",
+        data=json.dumps(_iti65_bundle(nir)),
         headers=auth(xds.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
     )
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -67,13 +72,17 @@ def test_iti65_deposit_is_found_by_iti18_and_retrieved_by_iti43(xds):
         for e in response.get_json()["entry"]
         if e["response"]["location"].startswith("DocumentReference/")
     )
-    document = xds.client.get(f"/fhir/DocumentReference/{doc_id}", headers=auth(xds.tokens.practitioner(GP))).get_json()
+    document = xds.client.get(
+        f"/fhir/DocumentReference/{doc_id}", headers=auth(xds.tokens.practitioner(GP))
+    ).get_json()
 
     answer = xds.find_documents(nir)
     assert registry_status(answer) == (v.RESPONSE_SUCCESS, [])
     root, _ = envelope_of(answer)
     entry = _extrinsic(root)
-    entry_uuid = next(i["value"] for i in document["identifier"] if i["system"] == "urn:ietf:rfc:3986")
+    entry_uuid = next(
+        i["value"] for i in document["identifier"] if i["system"] == "urn:ietf:rfc:3986"
+    )
     assert entry["entryUUID"] == entry_uuid
     assert entry["status"] == v.STATUS_APPROVED
     assert entry["mimeType"] == "application/xml"
@@ -112,7 +121,10 @@ def test_iti41_deposit_is_found_by_iti67_and_retrieved_by_iti68(xds, content):
     ).get_json()
     (found,) = [e["resource"] for e in searchset["entry"]]
     unique_id = request.document_unique_ids["Document01"]
-    assert found["masterIdentifier"] == {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{unique_id}"}
+    assert found["masterIdentifier"] == {
+        "system": "urn:ietf:rfc:3986",
+        "value": f"urn:oid:{unique_id}",
+    }
     assert found["subject"] == {"reference": f"Patient/{patient_id}"}
     attachment = found["content"][0]["attachment"]
     assert attachment["size"] == len(content)
@@ -120,7 +132,9 @@ def test_iti41_deposit_is_found_by_iti67_and_retrieved_by_iti68(xds, content):
 
     # The same entry seen by ITI-18: same entryUUID, same codes as the FHIR side.
     entry = _extrinsic(envelope_of(xds.find_documents(nir))[0])
-    assert entry["entryUUID"] == next(i["value"] for i in found["identifier"] if i["system"] == "urn:ietf:rfc:3986")
+    assert entry["entryUUID"] == next(
+        i["value"] for i in found["identifier"] if i["system"] == "urn:ietf:rfc:3986"
+    )
     assert entry["codes"][v.DE_CLASS_CODE] == found["category"][0]["coding"][0]["code"]
     assert entry["codes"][v.DE_TYPE_CODE] == found["type"]["coding"][0]["code"]
     assert entry["codes"][v.DE_FORMAT_CODE] == found["content"][0]["format"]["code"]

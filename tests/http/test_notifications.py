@@ -59,7 +59,10 @@ def consent(patient_id: str, *idnats: str) -> dict:
         "scope": {"coding": [{"system": SYSTEM_CONSENT_SCOPE, "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"reference": f"Patient/{patient_id}"},
-        "provision": {"type": "permit", "provision": [{"type": "permit", "actor": [_actor(i)]} for i in idnats]},
+        "provision": {
+            "type": "permit",
+            "provision": [{"type": "permit", "actor": [_actor(i)]} for i in idnats],
+        },
     }
 
 
@@ -71,7 +74,9 @@ def document(patient_id: str, title: str, label: str | None = None) -> dict:
         "category": [{"coding": [{"system": CLASS_SYSTEM, "code": "10"}]}],
         "subject": {"reference": f"Patient/{patient_id}"},
         "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": OTHER}}],
-        "content": [{"attachment": {"contentType": "application/pdf", "url": "Binary/b1", "title": title}}],
+        "content": [
+            {"attachment": {"contentType": "application/pdf", "url": "Binary/b1", "title": title}}
+        ],
     }
     if label:
         coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": label}
@@ -168,7 +173,9 @@ def test_r17_day_boundary_is_the_patients_local_day(world):
         ("centre_15", "Appel au 15 pour malaise", "centre 15, SAMU"),
     ],
 )
-def test_r17_bris_de_glace_and_centre_15_are_notified_each_time_with_the_reason(world, mode, reason, phrase):
+def test_r17_bris_de_glace_and_centre_15_are_notified_each_time_with_the_reason(
+    world, mode, reason, phrase
+):
     client, tokens, _, patient, _, _, _ = world
     emergency = tokens.practitioner(STRANGER, mode=mode, reason=reason)
     read_documents(client, emergency, patient)
@@ -187,13 +194,18 @@ def test_r17_patient_and_system_reads_are_not_notified(world):
     client, tokens, _, patient, _, _, _ = world
     own = tokens.patient(patient)
     read_documents(client, own, patient)
-    client.get(f"/fhir/Patient/{patient}", headers=auth(tokens.system(organization_type="admin", scope="system/Patient.rs")))
+    client.get(
+        f"/fhir/Patient/{patient}",
+        headers=auth(tokens.system(organization_type="admin", scope="system/Patient.rs")),
+    )
     assert notifications(client, own) == []
 
 
 def test_r17_a_deposit_is_notified_with_the_documents_title(world):
     client, tokens, _, patient, _, _, _ = world
-    system = tokens.system("lab", scope="system/DocumentReference.c", organization_type="laboratory")
+    system = tokens.system(
+        "lab", scope="system/DocumentReference.c", organization_type="laboratory"
+    )
     created = client.post(
         "/fhir/DocumentReference",
         data=json.dumps(document(patient, "Compte rendu d'hospitalisation")),
@@ -224,7 +236,10 @@ def test_r17_a_deposit_labelled_invisible_patient_is_not_announced(world):
 def test_r17_r07_deposit_hidden_from_representatives_is_not_notified_to_them(world):
     client, tokens, _, _, minor, parent, _ = world
     doctor = tokens.practitioner(AUTHORIZED)
-    for title, label in (("Bilan", None), ("Consultation confidentielle", "INVISIBLE_REPRESENTANTS_LEGAUX")):
+    for title, label in (
+        ("Bilan", None),
+        ("Consultation confidentielle", "INVISIBLE_REPRESENTANTS_LEGAUX"),
+    ):
         created = client.post(
             "/fhir/DocumentReference",
             data=json.dumps(document(minor, title, label)),
@@ -234,8 +249,12 @@ def test_r17_r07_deposit_hidden_from_representatives_is_not_notified_to_them(wor
     parent_token = tokens.issuer.issue(
         subject=parent, scopes="patient/*.cruds", fhir_user=f"RelatedPerson/{parent}", patient=minor
     )
-    seen_by_parent = [facts(n)["document"]["display"] for n in notifications(client, parent_token, minor)]
-    seen_by_minor = [facts(n)["document"]["display"] for n in notifications(client, tokens.patient(minor))]
+    seen_by_parent = [
+        facts(n)["document"]["display"] for n in notifications(client, parent_token, minor)
+    ]
+    seen_by_minor = [
+        facts(n)["document"]["display"] for n in notifications(client, tokens.patient(minor))
+    ]
     assert seen_by_parent == ["Bilan"]
     assert sorted(seen_by_minor) == ["Bilan", "Consultation confidentielle"]
 
@@ -261,12 +280,23 @@ def test_r17_r16_notifications_are_not_audited_as_accesses_and_are_sent_by_the_s
     own = tokens.patient(patient)
     told = notifications(client, own)
     assert len(told) == 1 and told[0]["sender"]["type"] == "Device"
-    events = client.get(f"/fhir/AuditEvent?patient={patient}&_count=100", headers=auth(own)).get_json()
+    events = client.get(
+        f"/fhir/AuditEvent?patient={patient}&_count=100", headers=auth(own)
+    ).get_json()
     writes_of_communications = [
-        e["resource"] for e in events.get("entry", [])
+        e["resource"]
+        for e in events.get("entry", [])
         if e["resource"]["action"] == "C"
-        and any((entity.get("what") or {}).get("reference", "").startswith("Communication/") for entity in e["resource"]["entity"])
+        and any(
+            (entity.get("what") or {}).get("reference", "").startswith("Communication/")
+            for entity in e["resource"]["entity"]
+        )
     ]
     assert writes_of_communications == []
     # The practitioner who opened the record cannot read the notification about it.
-    assert client.get(f"/fhir/Communication/{told[0]['id']}", headers=auth(tokens.practitioner(AUTHORIZED))).status_code == 404
+    assert (
+        client.get(
+            f"/fhir/Communication/{told[0]['id']}", headers=auth(tokens.practitioner(AUTHORIZED))
+        ).status_code
+        == 404
+    )

@@ -154,7 +154,9 @@ def document(key: str, relates_to: tuple[str, ...] = ()) -> dict:
 
 def seed(service) -> None:
     def put(resource: dict, resource_id: str) -> None:
-        service.update(INTERNAL, resource["resourceType"], resource_id, {**resource, "id": resource_id})
+        service.update(
+            INTERNAL, resource["resourceType"], resource_id, {**resource, "id": resource_id}
+        )
 
     put(
         a_patient(
@@ -487,7 +489,12 @@ def test_r18_get_entries_of_batch_and_transaction_answer_as_for_missing(world, c
         "entry": [
             {"request": {"method": "GET", "url": f"DocumentReference/{doc_id(case.hidden)}"}},
             {"request": {"method": "GET", "url": f"DocumentReference/{UNKNOWN_ID}"}},
-            {"request": {"method": "GET", "url": f"DocumentReference/{doc_id(case.hidden)}/_history/1"}},
+            {
+                "request": {
+                    "method": "GET",
+                    "url": f"DocumentReference/{doc_id(case.hidden)}/_history/1",
+                }
+            },
             {"request": {"method": "GET", "url": f"DocumentReference/{UNKNOWN_ID}/_history/1"}},
         ],
     }
@@ -589,7 +596,9 @@ def test_r18_include_does_not_bring_hidden_document(world, case_id):
         f"/fhir/DocumentReference?patient={case.context}&_include=DocumentReference:relatesto",
         f"/fhir/DocumentReference?patient={case.context}&_include=*",
     ):
-        bundle = assert_search_hides(world, case, url, expect_visible=not url.startswith("/fhir/List"))
+        bundle = assert_search_hides(
+            world, case, url, expect_visible=not url.startswith("/fhir/List")
+        )
         if bundle is not None and url.startswith("/fhir/List"):
             assert entries(bundle, "match"), "the List itself is missing"
             assert ids_of(entries(bundle, "include")) <= {doc_id(k) for k in case.visible}
@@ -664,7 +673,8 @@ def test_r18_a_patient_gets_the_same_answer_for_a_registered_and_an_unknown_ins(
         token, f"/fhir/DocumentReference?patient.identifier={quote(f'{INS_SYSTEM}|{valid_nir(3)}')}"
     )
     unknown = world.get(
-        token, f"/fhir/DocumentReference?patient.identifier={quote(f'{INS_SYSTEM}|{valid_nir(77)}')}"
+        token,
+        f"/fhir/DocumentReference?patient.identifier={quote(f'{INS_SYSTEM}|{valid_nir(77)}')}",
     )
     assert other.status_code == 403
     assert outcome_shape(other) == outcome_shape(unknown)

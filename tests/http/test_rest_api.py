@@ -10,7 +10,8 @@ from tests.http.conftest import FHIR_JSON, a_patient, auth
 
 def _create(client, token, resource, **headers):
     return client.post(
-        f"/fhir/{resource['resourceType']}", data=json.dumps(resource),
+        f"/fhir/{resource['resourceType']}",
+        data=json.dumps(resource),
         headers=auth(token, **{"Content-Type": FHIR_JSON, **headers}),
     )
 
@@ -21,9 +22,20 @@ def test_metadata_needs_no_token_and_declares_r4(client):
     assert response.status_code == 200
     assert statement["fhirVersion"] == "4.0.1"
     served = {r["type"] for r in statement["rest"][0]["resource"]}
-    assert served == {"Patient", "RelatedPerson", "DocumentReference", "Binary", "List", "Consent", "AuditEvent", "Communication"}
+    assert served == {
+        "Patient",
+        "RelatedPerson",
+        "DocumentReference",
+        "Binary",
+        "List",
+        "Consent",
+        "AuditEvent",
+        "Communication",
+    }
     document = next(r for r in statement["rest"][0]["resource"] if r["type"] == "DocumentReference")
-    assert {"patient", "status", "creation", "author-identifier"} <= {p["name"] for p in document["searchParam"]}
+    assert {"patient", "status", "creation", "author-identifier"} <= {
+        p["name"] for p in document["searchParam"]
+    }
 
 
 def test_r01_missing_token_is_401_with_challenge(client):
@@ -43,7 +55,9 @@ def test_create_answers_201_with_location_etag_and_last_modified(client, tokens)
     response = _create(client, tokens.system(), a_patient())
     assert response.status_code == 201
     assert response.headers["ETag"] == 'W/"1"'
-    assert "/fhir/Patient/" in response.headers["Location"] and response.headers["Location"].endswith("/_history/1")
+    assert "/fhir/Patient/" in response.headers["Location"] and response.headers[
+        "Location"
+    ].endswith("/_history/1")
     assert response.headers["Last-Modified"].endswith("GMT")
     assert response.get_json()["meta"]["versionId"] == "1"
 
@@ -70,14 +84,22 @@ def test_update_if_match_stale_is_412_and_current_is_200(client, tokens):
     created = _create(client, admin, a_patient()).get_json()
     body = json.dumps({**a_patient(), "id": created["id"], "gender": "other"})
     headers = auth(admin, **{"Content-Type": FHIR_JSON})
-    ok = client.put(f"/fhir/Patient/{created['id']}", data=body, headers={**headers, "If-Match": 'W/"1"'})
+    ok = client.put(
+        f"/fhir/Patient/{created['id']}", data=body, headers={**headers, "If-Match": 'W/"1"'}
+    )
     assert ok.status_code == 200 and ok.headers["ETag"] == 'W/"2"'
-    stale = client.put(f"/fhir/Patient/{created['id']}", data=body, headers={**headers, "If-Match": 'W/"1"'})
+    stale = client.put(
+        f"/fhir/Patient/{created['id']}", data=body, headers={**headers, "If-Match": 'W/"1"'}
+    )
     assert stale.status_code == 412 and stale.get_json()["resourceType"] == "OperationOutcome"
 
 
 def test_update_id_mismatch_is_400(client, tokens):
-    response = client.put("/fhir/Patient/abc", data=json.dumps({**a_patient(), "id": "xyz"}), headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON}))
+    response = client.put(
+        "/fhir/Patient/abc",
+        data=json.dumps({**a_patient(), "id": "xyz"}),
+        headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON}),
+    )
     assert response.status_code == 400
     assert response.get_json()["issue"][0]["expression"] == ["Patient.id"]
 
@@ -87,14 +109,25 @@ def test_delete_then_read_is_410(client, tokens):
     created = _create(client, tokens.system(), a_patient()).get_json()
     patient_token = tokens.patient(created["id"])
     document = {
-        "resourceType": "DocumentReference", "status": "current",
+        "resourceType": "DocumentReference",
+        "status": "current",
         "subject": {"reference": f"Patient/{created['id']}"},
         "author": [{"reference": f"Patient/{created['id']}"}],
         "content": [{"attachment": {"contentType": "text/plain", "title": "note"}}],
     }
     document_id = _create(client, patient_token, document).get_json()["id"]
-    assert client.delete(f"/fhir/DocumentReference/{document_id}", headers=auth(patient_token)).status_code == 204
-    assert client.get(f"/fhir/DocumentReference/{document_id}", headers=auth(patient_token)).status_code == 410
+    assert (
+        client.delete(
+            f"/fhir/DocumentReference/{document_id}", headers=auth(patient_token)
+        ).status_code
+        == 204
+    )
+    assert (
+        client.get(
+            f"/fhir/DocumentReference/{document_id}", headers=auth(patient_token)
+        ).status_code
+        == 410
+    )
 
 
 def test_r15_patient_records_are_not_deleted_by_clients(client, tokens):
@@ -105,20 +138,35 @@ def test_r15_patient_records_are_not_deleted_by_clients(client, tokens):
 
 
 def test_malformed_json_is_400_naming_the_position(client, tokens):
-    response = client.post("/fhir/Patient", data=b'{"resourceType": "Patient",', headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON}))
+    response = client.post(
+        "/fhir/Patient",
+        data=b'{"resourceType": "Patient",',
+        headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON}),
+    )
     assert response.status_code == 400
     assert "malformed JSON" in response.get_json()["issue"][0]["diagnostics"]
 
 
 def test_malformed_xml_is_400(client, tokens):
-    response = client.post("/fhir/Patient", data=b"<Patient xmlns='http://hl7.org/fhir'><id", headers=auth(tokens.system(), **{"Content-Type": "application/fhir+xml"}))
-    assert response.status_code == 400 and "malformed XML" in response.get_json()["issue"][0]["diagnostics"]
+    response = client.post(
+        "/fhir/Patient",
+        data=b"<Patient xmlns='http://hl7.org/fhir'><id",
+        headers=auth(tokens.system(), **{"Content-Type": "application/fhir+xml"}),
+    )
+    assert (
+        response.status_code == 400
+        and "malformed XML" in response.get_json()["issue"][0]["diagnostics"]
+    )
 
 
 def test_xml_entities_are_not_expanded(client, tokens):
     """Parsers are hardened: an XXE payload is refused, never resolved."""
     payload = b'<?xml version="1.0"?><!DOCTYPE p [<!ENTITY x SYSTEM "file:///etc/passwd">]><Patient xmlns="http://hl7.org/fhir"><id value="&x;"/></Patient>'
-    response = client.post("/fhir/Patient", data=payload, headers=auth(tokens.system(), **{"Content-Type": "application/fhir+xml"}))
+    response = client.post(
+        "/fhir/Patient",
+        data=payload,
+        headers=auth(tokens.system(), **{"Content-Type": "application/fhir+xml"}),
+    )
     assert response.status_code == 400
     assert b"root:" not in response.data
 
@@ -129,7 +177,12 @@ def test_unknown_type_is_404(client, tokens):
 
 
 def test_invalid_resource_is_400_listing_every_issue(client, tokens):
-    bad = {"resourceType": "Patient", "birthDate": "1985-02-30", "gender": "robot", "colour": "blue"}
+    bad = {
+        "resourceType": "Patient",
+        "birthDate": "1985-02-30",
+        "gender": "robot",
+        "colour": "blue",
+    }
     response = _create(client, tokens.system(), bad)
     expressions = {e for issue in response.get_json()["issue"] for e in issue.get("expression", [])}
     assert response.status_code == 400
@@ -142,26 +195,47 @@ def test_profile_violation_is_422_with_the_element(client, tokens):
     patient["identifier"][0]["value"] = patient["identifier"][0]["value"][:-2] + "00"
     response = _create(client, tokens.system(), patient)
     assert response.status_code == 422
-    assert any(e.startswith("Patient.identifier") for i in response.get_json()["issue"] for e in i.get("expression", []))
+    assert any(
+        e.startswith("Patient.identifier")
+        for i in response.get_json()["issue"]
+        for e in i.get("expression", [])
+    )
 
 
 def test_unsupported_media_type_is_415(client, tokens):
-    response = client.post("/fhir/Patient", data=b"name=x", headers=auth(tokens.system(), **{"Content-Type": "text/plain"}))
-    assert response.status_code == 415 and response.get_json()["issue"][0]["expression"] == ["Content-Type"]
+    response = client.post(
+        "/fhir/Patient",
+        data=b"name=x",
+        headers=auth(tokens.system(), **{"Content-Type": "text/plain"}),
+    )
+    assert response.status_code == 415 and response.get_json()["issue"][0]["expression"] == [
+        "Content-Type"
+    ]
 
 
 def test_body_over_the_limit_is_413(client, tokens):
-    response = client.post("/fhir/Patient", data=b"x" * 300_000, headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON}))
+    response = client.post(
+        "/fhir/Patient",
+        data=b"x" * 300_000,
+        headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON}),
+    )
     assert response.status_code == 413 and response.get_json()["resourceType"] == "OperationOutcome"
 
 
 def test_patch_is_405(client, tokens):
-    response = client.patch("/fhir/Patient/1", data=b"[]", headers=auth(tokens.system(), **{"Content-Type": "application/json-patch+json"}))
+    response = client.patch(
+        "/fhir/Patient/1",
+        data=b"[]",
+        headers=auth(tokens.system(), **{"Content-Type": "application/json-patch+json"}),
+    )
     assert response.status_code == 405 and response.get_json()["resourceType"] == "OperationOutcome"
 
 
 def test_request_id_is_echoed_and_generated(client):
-    assert client.get("/fhir/metadata", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"] == "abc-123"
+    assert (
+        client.get("/fhir/metadata", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"]
+        == "abc-123"
+    )
     generated = client.get("/fhir/metadata").headers["X-Request-Id"]
     assert len(generated) == 36
 
@@ -173,7 +247,9 @@ def test_unexpected_error_is_500_without_stack_trace(app, client, tokens, monkey
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(runtime.service, "read", explode)
-    response = client.get("/fhir/Patient/x", headers=auth(tokens.system(), **{"X-Request-Id": "req-42"}))
+    response = client.get(
+        "/fhir/Patient/x", headers=auth(tokens.system(), **{"X-Request-Id": "req-42"})
+    )
     assert response.status_code == 500
     assert b"secret internal detail" not in response.data and b"Traceback" not in response.data
     assert "req-42" in response.get_json()["issue"][0]["diagnostics"]
@@ -182,9 +258,15 @@ def test_unexpected_error_is_500_without_stack_trace(app, client, tokens, monkey
 def test_xml_by_accept_and_format_and_pretty(client, tokens):
     created = _create(client, tokens.system(), a_patient()).get_json()
     token = tokens.patient(created["id"])
-    by_accept = client.get(f"/fhir/Patient/{created['id']}", headers=auth(token, Accept="application/fhir+xml"))
-    assert by_accept.content_type.startswith("application/fhir+xml") and b"<Patient" in by_accept.data
-    by_format = client.get(f"/fhir/Patient/{created['id']}?_format=xml&_pretty=true", headers=auth(token))
+    by_accept = client.get(
+        f"/fhir/Patient/{created['id']}", headers=auth(token, Accept="application/fhir+xml")
+    )
+    assert (
+        by_accept.content_type.startswith("application/fhir+xml") and b"<Patient" in by_accept.data
+    )
+    by_format = client.get(
+        f"/fhir/Patient/{created['id']}?_format=xml&_pretty=true", headers=auth(token)
+    )
     assert b"<Patient" in by_format.data and b"\n  <id" in by_format.data
     pretty_json = client.get(f"/fhir/Patient/{created['id']}?_pretty=true", headers=auth(token))
     assert b'\n  "resourceType"' in pretty_json.data
@@ -198,7 +280,11 @@ def test_xml_create_is_accepted(client, tokens):
         f'<value value="{ins}"/></identifier><name><family value="Xml"/><given value="Ana"/></name>'
         '<gender value="female"/><birthDate value="1990-01-01"/></Patient>'
     )
-    response = client.post("/fhir/Patient", data=xml, headers=auth(tokens.system(), **{"Content-Type": "application/fhir+xml"}))
+    response = client.post(
+        "/fhir/Patient",
+        data=xml,
+        headers=auth(tokens.system(), **{"Content-Type": "application/fhir+xml"}),
+    )
     assert response.status_code == 201 and response.get_json()["name"][0]["family"] == "Xml"
 
 
@@ -207,20 +293,28 @@ def test_binary_raw_content_both_directions(client, tokens):
     admin = tokens.system()
     created = _create(client, admin, a_patient()).get_json()
     pdf = b"%PDF-1.4 fake document bytes \x00\x01"
-    posted = client.post("/fhir/Binary", data=pdf, headers=auth(admin, **{"Content-Type": "application/pdf"}))
+    posted = client.post(
+        "/fhir/Binary", data=pdf, headers=auth(admin, **{"Content-Type": "application/pdf"})
+    )
     assert posted.status_code == 201
     binary_id = posted.get_json()["id"]
     document = {
         "resourceType": "DocumentReference",
         "status": "current",
         "subject": {"reference": f"Patient/{created['id']}"},
-        "content": [{"attachment": {"contentType": "application/pdf", "url": f"Binary/{binary_id}"}}],
+        "content": [
+            {"attachment": {"contentType": "application/pdf", "url": f"Binary/{binary_id}"}}
+        ],
     }
     assert _create(client, tokens.patient(created["id"]), document).status_code == 201
     patient_token = tokens.patient(created["id"])
-    raw = client.get(f"/fhir/Binary/{binary_id}", headers=auth(patient_token, Accept="application/pdf"))
+    raw = client.get(
+        f"/fhir/Binary/{binary_id}", headers=auth(patient_token, Accept="application/pdf")
+    )
     assert raw.status_code == 200 and raw.data == pdf and raw.content_type == "application/pdf"
-    as_fhir = client.get(f"/fhir/Binary/{binary_id}", headers=auth(patient_token, Accept=FHIR_JSON)).get_json()
+    as_fhir = client.get(
+        f"/fhir/Binary/{binary_id}", headers=auth(patient_token, Accept=FHIR_JSON)
+    ).get_json()
     assert base64.b64decode(as_fhir["data"]) == pdf
 
 
@@ -230,17 +324,23 @@ def test_search_bundle_with_next_link_and_total(client, tokens):
     patient_token = tokens.patient(created["id"])
     for n in range(5):
         document = {
-            "resourceType": "DocumentReference", "status": "current",
+            "resourceType": "DocumentReference",
+            "status": "current",
             "subject": {"reference": f"Patient/{created['id']}"},
             "content": [{"attachment": {"contentType": "text/plain", "title": f"doc {n}"}}],
         }
         assert _create(client, patient_token, document).status_code == 201
-    first = client.get(f"/fhir/DocumentReference?patient={created['id']}&_count=2&_total=accurate", headers=auth(patient_token)).get_json()
+    first = client.get(
+        f"/fhir/DocumentReference?patient={created['id']}&_count=2&_total=accurate",
+        headers=auth(patient_token),
+    ).get_json()
     assert first["type"] == "searchset" and first["total"] == 5 and len(first["entry"]) == 2
     seen = [e["resource"]["id"] for e in first["entry"]]
     url = next(link["url"] for link in first["link"] if link["relation"] == "next")
     while url:
-        page = client.get(url.replace("http://127.0.0.1:8080", ""), headers=auth(patient_token)).get_json()
+        page = client.get(
+            url.replace("http://127.0.0.1:8080", ""), headers=auth(patient_token)
+        ).get_json()
         seen += [e["resource"]["id"] for e in page.get("entry", [])]
         url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
     assert len(seen) == 5 and len(set(seen)) == 5
@@ -249,9 +349,14 @@ def test_search_bundle_with_next_link_and_total(client, tokens):
 def test_unknown_search_parameter_is_400_unless_lenient(client, tokens):
     created = _create(client, tokens.system(), a_patient()).get_json()
     token = tokens.patient(created["id"])
-    strict = client.get(f"/fhir/DocumentReference?patient={created['id']}&colour=blue", headers=auth(token))
+    strict = client.get(
+        f"/fhir/DocumentReference?patient={created['id']}&colour=blue", headers=auth(token)
+    )
     assert strict.status_code == 400 and "colour" in strict.get_json()["issue"][0]["diagnostics"]
-    lenient = client.get(f"/fhir/DocumentReference?patient={created['id']}&colour=blue", headers=auth(token, Prefer="handling=lenient"))
+    lenient = client.get(
+        f"/fhir/DocumentReference?patient={created['id']}&colour=blue",
+        headers=auth(token, Prefer="handling=lenient"),
+    )
     assert lenient.status_code == 200
     outcome = [e for e in lenient.get_json().get("entry", []) if e["search"]["mode"] == "outcome"]
     assert outcome and "colour" in outcome[0]["resource"]["issue"][0]["diagnostics"]
@@ -260,17 +365,29 @@ def test_unknown_search_parameter_is_400_unless_lenient(client, tokens):
 def test_transaction_over_http_is_atomic(client, tokens):
     admin = tokens.system()
     bundle = {
-        "resourceType": "Bundle", "type": "transaction",
+        "resourceType": "Bundle",
+        "type": "transaction",
         "entry": [
-            {"fullUrl": "urn:uuid:aaaaaaaa-0000-0000-0000-000000000001", "resource": a_patient(7), "request": {"method": "POST", "url": "Patient"}},
-            {"resource": {"resourceType": "Patient", "gender": "robot"}, "request": {"method": "POST", "url": "Patient"}},
+            {
+                "fullUrl": "urn:uuid:aaaaaaaa-0000-0000-0000-000000000001",
+                "resource": a_patient(7),
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {"resourceType": "Patient", "gender": "robot"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
         ],
     }
-    response = client.post("/fhir", data=json.dumps(bundle), headers=auth(admin, **{"Content-Type": FHIR_JSON}))
+    response = client.post(
+        "/fhir", data=json.dumps(bundle), headers=auth(admin, **{"Content-Type": FHIR_JSON})
+    )
     assert response.status_code == 400
     assert "Bundle.entry[1]" in response.get_json()["issue"][0]["diagnostics"]
     bundle["entry"].pop()
-    ok = client.post("/fhir", data=json.dumps(bundle), headers=auth(admin, **{"Content-Type": FHIR_JSON}))
+    ok = client.post(
+        "/fhir", data=json.dumps(bundle), headers=auth(admin, **{"Content-Type": FHIR_JSON})
+    )
     assert ok.status_code == 200 and ok.get_json()["type"] == "transaction-response"
     assert ok.get_json()["entry"][0]["response"]["status"] == "201 Created"
 
@@ -278,8 +395,14 @@ def test_transaction_over_http_is_atomic(client, tokens):
 def test_instance_history_over_http(client, tokens):
     admin = tokens.system()
     created = _create(client, admin, a_patient()).get_json()
-    client.put(f"/fhir/Patient/{created['id']}", data=json.dumps({**a_patient(), "id": created["id"], "gender": "other"}), headers=auth(admin, **{"Content-Type": FHIR_JSON}))
-    history = client.get(f"/fhir/Patient/{created['id']}/_history", headers=auth(tokens.patient(created["id"]))).get_json()
+    client.put(
+        f"/fhir/Patient/{created['id']}",
+        data=json.dumps({**a_patient(), "id": created["id"], "gender": "other"}),
+        headers=auth(admin, **{"Content-Type": FHIR_JSON}),
+    )
+    history = client.get(
+        f"/fhir/Patient/{created['id']}/_history", headers=auth(tokens.patient(created["id"]))
+    ).get_json()
     assert history["type"] == "history"
     assert [e["response"]["etag"] for e in history["entry"]] == ['W/"2"', 'W/"1"']
 

@@ -26,10 +26,29 @@ def _free_port() -> int:
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "FHIR_LOG_LEVEL": "WARNING"}
-    env = {k: v for k, v in env.items() if not (k.startswith("FHIR_") and not k.startswith(("FHIR_TEST_", "FHIR_LOG_")))}
+    env = {
+        k: v
+        for k, v in env.items()
+        if not (k.startswith("FHIR_") and not k.startswith(("FHIR_TEST_", "FHIR_LOG_")))
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(port), "--workers", "1", "--threads", "2", "--data-dir", str(data_dir)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "fhir_server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -52,7 +71,8 @@ def _stop(process: subprocess.Popen) -> int:
 
 def _call(port: int, method: str, path: str, token: str, body: dict | None = None):
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", method=method,
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Authorization": f"Bearer {token}", "Content-Type": FHIR_JSON},
     )
@@ -71,7 +91,9 @@ def test_serve_runs_under_gunicorn_stops_on_sigterm_and_keeps_data(tmp_path):
     process = _start(data_dir, port)
     try:
         tokens = Tokens(data_dir)  # the key the server created on first start
-        status, created, headers = _call(port, "POST", "/fhir/Patient", tokens.system(), a_patient())
+        status, created, headers = _call(
+            port, "POST", "/fhir/Patient", tokens.system(), a_patient()
+        )
         assert status == 201 and headers["ETag"] == 'W/"1"'
         status, metadata, _ = _call(port, "GET", "/fhir/metadata", "")
         assert status == 200 and metadata["fhirVersion"] == "4.0.1"
@@ -79,7 +101,9 @@ def test_serve_runs_under_gunicorn_stops_on_sigterm_and_keeps_data(tmp_path):
         assert _stop(process) == 0  # graceful shutdown on SIGTERM
     process = _start(data_dir, port)
     try:
-        status, read, _ = _call(port, "GET", f"/fhir/Patient/{created['id']}", Tokens(data_dir).patient(created["id"]))
+        status, read, _ = _call(
+            port, "GET", f"/fhir/Patient/{created['id']}", Tokens(data_dir).patient(created["id"])
+        )
         assert status == 200 and read == created
     finally:
         _stop(process)

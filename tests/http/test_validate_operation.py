@@ -18,12 +18,18 @@ FHIR_XML = "application/fhir+xml"
 
 def dmp_document() -> dict:
     """doc-x-id of PDSm4DMP with its entryUUID: valid against dmp-document-reference."""
-    document = json.loads((FIXTURES / "DocumentReference-doc-x-id.json").read_text(encoding="utf-8"))
-    document["identifier"] = [{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:6f1c9a8e-3b0d-4b7e-9a51-4f0c2d7e8a10"}]
+    document = json.loads(
+        (FIXTURES / "DocumentReference-doc-x-id.json").read_text(encoding="utf-8")
+    )
+    document["identifier"] = [
+        {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:6f1c9a8e-3b0d-4b7e-9a51-4f0c2d7e8a10"}
+    ]
     return document
 
 
-def validate(client, token, resource_type: str, body: dict, path_suffix: str = "$validate", **query):
+def validate(
+    client, token, resource_type: str, body: dict, path_suffix: str = "$validate", **query
+):
     return client.post(
         f"/fhir/{resource_type}/{path_suffix}",
         data=json.dumps(body),
@@ -36,7 +42,11 @@ def errors(response) -> list[tuple[str, list[str]]]:
     assert response.status_code == 200, response.get_data(as_text=True)
     outcome = response.get_json()
     assert outcome["resourceType"] == "OperationOutcome"
-    return [(i["code"], i.get("expression", [])) for i in outcome["issue"] if i["severity"] in ("error", "fatal")]
+    return [
+        (i["code"], i.get("expression", []))
+        for i in outcome["issue"]
+        if i["severity"] in ("error", "fatal")
+    ]
 
 
 @pytest.fixture
@@ -73,42 +83,56 @@ def test_validate_cardinality_min_points_at_the_element(client, read_only):
 def test_validate_cardinality_max_points_at_the_element(client, read_only):
     document = dmp_document()
     document["securityLabel"] = document["securityLabel"] * 5
-    assert ("structure", ["DocumentReference.securityLabel"]) in errors(validate(client, read_only, "DocumentReference", document))
+    assert ("structure", ["DocumentReference.securityLabel"]) in errors(
+        validate(client, read_only, "DocumentReference", document)
+    )
 
 
 def test_validate_pattern_points_at_the_element(client, read_only):
     document = dmp_document()
     document["masterIdentifier"]["system"] = "urn:oid:1.2.3"
-    assert [e for _, e in errors(validate(client, read_only, "DocumentReference", document))] == [["DocumentReference.masterIdentifier"]]
+    assert [e for _, e in errors(validate(client, read_only, "DocumentReference", document))] == [
+        ["DocumentReference.masterIdentifier"]
+    ]
 
 
 def test_validate_required_binding_points_at_the_element(client, read_only):
     document = dmp_document()
     document["type"]["coding"][0]["code"] = "00000-0"
-    assert errors(validate(client, read_only, "DocumentReference", document)) == [("code-invalid", ["DocumentReference.type"])]
+    assert errors(validate(client, read_only, "DocumentReference", document)) == [
+        ("code-invalid", ["DocumentReference.type"])
+    ]
 
 
 def test_validate_slice_points_at_the_element(client, read_only):
     document = dmp_document()
     document["identifier"] = [{"system": "urn:oid:1.2.3", "value": "x"}]  # no entryUUID slice
-    assert ("required", ["DocumentReference.identifier"]) in errors(validate(client, read_only, "DocumentReference", document))
+    assert ("required", ["DocumentReference.identifier"]) in errors(
+        validate(client, read_only, "DocumentReference", document)
+    )
 
 
 def test_validate_reference_target_points_at_the_element(client, read_only):
     document = dmp_document()
     document["subject"] = {"reference": "RelatedPerson/123"}
-    assert errors(validate(client, read_only, "DocumentReference", document)) == [("value", ["DocumentReference.subject"])]
+    assert errors(validate(client, read_only, "DocumentReference", document)) == [
+        ("value", ["DocumentReference.subject"])
+    ]
 
 
 def test_validate_invariant_points_at_the_element(client, read_only):
     patient = a_patient(2)
     patient["identifier"][0]["value"] = patient["identifier"][0]["value"][:-2] + "00"
-    assert errors(validate(client, read_only, "Patient", patient)) == [("invariant", ["Patient.identifier[0].value"])]
+    assert errors(validate(client, read_only, "Patient", patient)) == [
+        ("invariant", ["Patient.identifier[0].value"])
+    ]
 
 
 def test_validate_structure_points_at_the_element(client, read_only):
     patient = a_patient(3, birthDate="not-a-date")
-    assert [e for _, e in errors(validate(client, read_only, "Patient", patient))] == [["Patient.birthDate"]]
+    assert [e for _, e in errors(validate(client, read_only, "Patient", patient))] == [
+        ["Patient.birthDate"]
+    ]
 
 
 def test_validate_parameters_body_with_profile(client, read_only):
@@ -119,19 +143,36 @@ def test_validate_parameters_body_with_profile(client, read_only):
     assert errors(validate(client, read_only, "DocumentReference", document)) == []
     parameters = {
         "resourceType": "Parameters",
-        "parameter": [{"name": "resource", "resource": document}, {"name": "profile", "valueUri": DMP_DOCUMENT_REFERENCE}],
+        "parameter": [
+            {"name": "resource", "resource": document},
+            {"name": "profile", "valueUri": DMP_DOCUMENT_REFERENCE},
+        ],
     }
-    assert errors(validate(client, read_only, "DocumentReference", parameters)) == [("required", ["DocumentReference.context"])]
+    assert errors(validate(client, read_only, "DocumentReference", parameters)) == [
+        ("required", ["DocumentReference.context"])
+    ]
 
 
 def test_validate_instance_level_mode_update(client, read_only):
     document = dmp_document()
-    assert errors(validate(client, read_only, "DocumentReference", document, "doc-x-id/$validate", mode="update")) == []
+    assert (
+        errors(
+            validate(
+                client,
+                read_only,
+                "DocumentReference",
+                document,
+                "doc-x-id/$validate",
+                mode="update",
+            )
+        )
+        == []
+    )
     other = copy.deepcopy(document)
     other["id"] = "another"
-    assert errors(validate(client, read_only, "DocumentReference", other, "doc-x-id/$validate", mode="update")) == [
-        ("invalid", ["DocumentReference.id"])
-    ]
+    assert errors(
+        validate(client, read_only, "DocumentReference", other, "doc-x-id/$validate", mode="update")
+    ) == [("invalid", ["DocumentReference.id"])]
 
 
 def test_validate_unknown_mode_is_400(client, read_only):
@@ -140,7 +181,9 @@ def test_validate_unknown_mode_is_400(client, read_only):
 
 
 def test_validate_wrong_type_for_endpoint(client, read_only):
-    assert errors(validate(client, read_only, "Patient", dmp_document())) == [("invalid", ["resourceType"])]
+    assert errors(validate(client, read_only, "Patient", dmp_document())) == [
+        ("invalid", ["resourceType"])
+    ]
 
 
 def test_validate_xml(client, read_only):

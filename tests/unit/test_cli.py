@@ -7,7 +7,20 @@ from fhir_server.cli import main
 
 
 def test_token_command_prints_a_token_the_server_accepts(tmp_path, capsys):
-    assert main(["token", "--data-dir", str(tmp_path), "--system", "his", "--organization-type", "health_insurer"]) == 0
+    assert (
+        main(
+            [
+                "token",
+                "--data-dir",
+                str(tmp_path),
+                "--system",
+                "his",
+                "--organization-type",
+                "health_insurer",
+            ]
+        )
+        == 0
+    )
     token = capsys.readouterr().out.strip()
     claims = TokenValidator.from_settings(AuthSettings(data_dir=tmp_path)).validate(token)
     assert claims["sub"] == "his" and "system/" in claims["scope"]
@@ -20,12 +33,24 @@ def test_unknown_setting_stops_with_a_message_naming_it(tmp_path, capsys, monkey
 
 
 def test_load_command_stores_resources_through_the_gate(tmp_path, capsys, monkeypatch):
-    from tests.http.conftest import a_patient
-
     import json
+
+    from tests.http.conftest import a_patient
 
     (tmp_path / "patients.ndjson").write_text("\n".join(json.dumps(a_patient(n)) for n in range(3)))
     (tmp_path / "bad.json").write_text(json.dumps({"resourceType": "Patient", "gender": "robot"}))
     data_dir = tmp_path / "var"
-    assert main(["load", "--quiet", "--data-dir", str(data_dir), str(tmp_path / "patients.ndjson"), str(tmp_path / "bad.json")]) == 1
+    assert (
+        main(
+            [
+                "load",
+                "--quiet",
+                "--data-dir",
+                str(data_dir),
+                str(tmp_path / "patients.ndjson"),
+                str(tmp_path / "bad.json"),
+            ]
+        )
+        == 1
+    )
     assert "loaded 3 resources from 2 files; 1 failed" in capsys.readouterr().err

@@ -1,0 +1,370 @@
+"""What the access gate costs on a search (issue: access rules, "Speed").
+
+    fhir-server bench access [--data-dir DIR] [--documents N] [--repeats 300]
+
+The patient-scoped MHD ITI-67 queries of bench_search, each run twice in the same process,
+on the same store, interleaved call by call: once as the INTERNAL requester (no access
+constraints: the store alone) and once through the gate as a practitioner the patient
+authorized (R10: a Consent permit naming them) or, for the few heavy patients nobody
+authorized, a Samu regulator (R12; the same constraints). The gated call gathers the
+record's facts (Patient, Consents, RelatedPersons), pushes R13/R14 constraints into the
+query and records a BALP AuditEvent. Target: gated p50 within 1.2x of the ungated one.
+
+Two gated figures are given: with the audit sink disabled (`AuditTrail.enabled = False`:
+the cost of deciding and constraining), and with AuditEvents durably committed. The
+audited run writes its events to a scratch SQLite store in a temporary directory, so that a
+shared corpus (`--data-dir /work/bench-100k`) is never changed by the benchmark; the commit
+cost is the same kind (one synchronous SQLite transaction per read, grouped when
+concurrent) though on a small database file.
+
+Token validation is per request too; its cost is measured as in bench_token.py (local
+RS256 key) and added to the table as a line of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from benchmarks.bench_search import CLASS_SYSTEM, DEEP_PAGE, INS, PAGE_SIZE
+from benchmarks.bench_token import per_call_us
+from benchmarks.bulk import DATABASE, load_corpus, open_service, read_manifest
+from benchmarks.datagen import CorpusPlan, nir, patient_id_of
+from benchmarks.harness import percentile, table
+from fhir_server.access.requester import INTERNAL, AccessMode, ActorKind, Requester
+from fhir_server.auth.keys import load_or_create_signing_key
+from fhir_server.auth.requester import requester_from_claims
+from fhir_server.auth.tokens import AuthSettings, TokenIssuer, TokenValidator
+from fhir_server.paths import profiles_dir
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.service.audit_trail import AuditTrail
+from fhir_server.service.core import FhirService
+from fhir_server.store.sqlite import SqliteStore
+from fhir_server.terminology import SYSTEM_IDNAT_PS
+
+TARGET_RATIO = 1.2
+REGULATOR = "810000999999"
+Params = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    internal: list[float]
+    gated: list[float]
+    internal_rows: float
+    gated_rows: float
+
+    def p(self, which: str, fraction: float) -> float:
+        return percentile(getattr(self, which), fraction)
+
+    @property
+    def ratio(self) -> float:
+        return self.p("gated", 0.5) / self.p("internal", 0.5)
+
+
+def practitioner(idnat: str, mode: AccessMode = AccessMode.NORMAL) -> Requester:
+    return Requester(
+        kind=ActorKind.PRACTITIONER,
+        subject_id=idnat,
+        display_name="Dr Bench",
+        scopes=("user/*.cruds",),
+        profession="10",
+        organization_id="1000000001",
+        access_mode=mode,
+        access_reason=None,
+    )
+
+
+def authorized_practitioners(service: FhirService) -> dict[str, str]:
+    """patient id -> IdNat_PS of a practitioner their active Consent permits and none blocks."""
+    found: dict[str, str] = {}
+    cursor = None
+    while True:
+        result = service.search(INTERNAL, "Consent", [("_count", "1000")], cursor=cursor)
+        for _, _, body in result.matches:
+            consent = orjson.loads(body)
+            if consent.get("status") != "active":
+                continue
+            nested = (consent.get("provision") or {}).get("provision") or []
+            named = {
+                kind: {
+                    ((a.get("reference") or {}).get("identifier") or {}).get("value")
+                    for p in nested
+                    if p.get("type") == kind
+                    for a in p.get("actor") or []
+                    if ((a.get("reference") or {}).get("identifier") or {}).get("system")
+                    == SYSTEM_IDNAT_PS
+                }
+                for kind in ("permit", "deny")
+            }
+            permitted = sorted(named["permit"] - named["deny"] - {None})
+            patient = (consent.get("patient") or {}).get("reference", "").removeprefix("Patient/")
+            if permitted and patient:
+                found[patient] = permitted[0]
+        cursor = result.next_cursor
+        if cursor is None:
+            return found
+
+
+def _interleaved(
+    label: str,
+    internal: Callable[[int], int],
+    gated: Callable[[int], int],
+    repeats: int,
+) -> Row:
+    for i in range(min(20, repeats)):
+        internal(i)
+        gated(i)
+    times: dict[str, list[float]] = {"internal": [], "gated": []}
+    rows = {"internal": 0, "gated": 0}
+    for i in range(repeats):
+        for name, call in (("internal", internal), ("gated", gated)):
+            started = time.perf_counter()
+            rows[name] += call(i)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return Row(
+        label,
+        times["internal"],
+        times["gated"],
+        rows["internal"] / repeats,
+        rows["gated"] / repeats,
+    )
+
+
+def _page_cursor(service: FhirService, who: Requester, params: Params, page: int) -> str:
+    cursor = None
+    for _ in range(page - 1):
+        cursor = service.search(who, "DocumentReference", params, cursor=cursor).next_cursor
+        if cursor is None:
+            raise SystemExit(f"{params} has fewer than {page} pages for {who.subject_id}")
+    return cursor
+
+
+def measure(service: FhirService, plan: CorpusPlan, repeats: int) -> list[Row]:
+    permits = authorized_practitioners(service)
+    regular = [n for n in range(plan.heavy, plan.patients) if patient_id_of(n) in permits]
+    if not regular:
+        raise SystemExit("no patient of the corpus has a Consent permit to measure with")
+    rng = random.Random(11)
+    chosen = [rng.choice(regular) for _ in range(repeats)]
+    ids = [patient_id_of(n) for n in chosen]
+    doctors = [practitioner(permits[p]) for p in ids]
+
+    def pair(params_of: Callable[[int], Params]) -> tuple[Callable, Callable]:
+        def internal(i: int) -> int:
+            return len(service.search(INTERNAL, "DocumentReference", params_of(i)).matches)
+
+        def gated(i: int) -> int:
+            return len(service.search(doctors[i], "DocumentReference", params_of(i)).matches)
+
+        return internal, gated
+
+    queries: list[tuple[str, Callable[[int], Params]]] = [
+        ("patient + status", lambda i: [("patient", ids[i]), ("status", "current")]),
+        (
+            "patient + type + date range",
+            lambda i: [
+                ("patient", ids[i]),
+                ("type", "http://loinc.org|11488-4"),
+                ("date", "ge2018-01-01"),
+                ("date", "lt2023-01-01"),
+            ],
+        ),
+        (
+            "patient.identifier + category",
+            lambda i: [
+                ("patient.identifier", f"{INS}|{nir(chosen[i])}"),
+                ("category", f"{CLASS_SYSTEM}|10"),
+            ],
+        ),
+        (
+            "patient + status + `_include=DocumentReference:subject`",
+            lambda i: [
+                ("patient", ids[i]),
+                ("status", "current"),
+                ("_include", "DocumentReference:subject"),
+            ],
+        ),
+    ]
+    rows = [_interleaved(label, *pair(params), repeats) for label, params in queries]
+
+    heavy = [patient_id_of(n) for n in range(plan.heavy)]
+    heavy_who = [
+        practitioner(permits[h]) if h in permits else practitioner(REGULATOR, AccessMode.CENTRE_15)
+        for h in heavy
+    ]
+    for sort in ((), (("_sort", "-date"),)):
+        label = " `_sort=-date`" if sort else ""
+        queries_h = [
+            [("patient", h), ("status", "current"), *sort, ("_count", str(PAGE_SIZE))]
+            for h in heavy
+        ]
+        deep_internal = [_page_cursor(service, INTERNAL, q, DEEP_PAGE) for q in queries_h]
+        deep_gated = [
+            _page_cursor(service, who, q, DEEP_PAGE)
+            for who, q in zip(heavy_who, queries_h, strict=True)
+        ]
+
+        def paged(who_of, cursors, queries_h=queries_h):
+            def call(i: int) -> int:
+                k = i % len(queries_h)
+                cursor = cursors[k] if cursors else None
+                return len(
+                    service.search(
+                        who_of(k), "DocumentReference", queries_h[k], cursor=cursor
+                    ).matches
+                )
+
+            return call
+
+        rows.append(
+            _interleaved(
+                f"heavy patient{label}, page 1 (`_count=20`)",
+                paged(lambda k: INTERNAL, None),
+                paged(lambda k: heavy_who[k], None),
+                repeats,
+            )
+        )
+        rows.append(
+            _interleaved(
+                f"heavy patient{label}, page {DEEP_PAGE} (next cursor)",
+                paged(lambda k: INTERNAL, deep_internal),
+                paged(lambda k: heavy_who[k], deep_gated),
+                repeats,
+            )
+        )
+    return rows
+
+
+def token_cost_us(n: int = 2000) -> tuple[float, float]:
+    """Validation of a local RS256 token (bench_token's figure) and claims -> Requester."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = AuthSettings(data_dir=Path(tmp))
+        key = load_or_create_signing_key(tmp)
+        validator = TokenValidator.from_settings(settings, local_key=key)
+        issuer = TokenIssuer(key, settings.local_issuer, settings.effective_audience)
+        bearer = issuer.issue(
+            subject="810000000001",
+            scopes="user/*.cruds",
+            extensions={
+                "ihe_iua": {
+                    "national_provider_identifier": "810000000001",
+                    "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
+                }
+            },
+        )
+        claims = validator.validate(bearer)
+        return per_call_us(lambda: validator.validate(bearer), n), per_call_us(
+            lambda: requester_from_claims(claims), n
+        )
+
+
+def report(
+    sections: list[tuple[str, list[Row]]], documents: int, token_us: tuple[float, float]
+) -> str:
+    lines = [
+        f"{documents:,} DocumentReferences, SQLite, in-process `FhirService.search`; each query"
+        " as the INTERNAL requester (no constraints) and through the gate as an authorized"
+        " practitioner, interleaved, same store; target gated p50 <= 1.2x",
+        "",
+    ]
+    for title, rows in sections:
+        body = table(
+            [
+                (
+                    r.label,
+                    f"{r.p('internal', 0.5):.2f}",
+                    f"{r.p('internal', 0.95):.2f}",
+                    f"{r.p('gated', 0.5):.2f}",
+                    f"{r.p('gated', 0.95):.2f}",
+                    f"**{r.ratio:.2f}x**",
+                    f"{r.p('gated', 0.95) / r.p('internal', 0.95):.2f}x",
+                    f"{r.internal_rows:.1f} / {r.gated_rows:.1f}",
+                )
+                for r in rows
+            ],
+            (
+                "query (DocumentReference)",
+                "store p50 ms",
+                "store p95 ms",
+                "gated p50 ms",
+                "gated p95 ms",
+                "p50 ratio",
+                "p95 ratio",
+                "matches store / gated",
+            ),
+        )
+        worst = max(r.ratio for r in rows)
+        verdict = "meets" if worst <= TARGET_RATIO else "misses"
+        lines += [
+            f"### {title}",
+            "",
+            body,
+            "",
+            f"worst p50 ratio {worst:.2f}x: {verdict} the 1.2x target",
+            "",
+        ]
+    validate_us, requester_us = token_us
+    lines.append(
+        f"token per request (bench_token.py method, local RS256): validation {validate_us:.0f} µs"
+        f" + claims -> Requester {requester_us:.1f} µs"
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> str:
+    registry = SearchRegistry.load(profiles_dir())
+    repeats = getattr(args, "repeats", None) or 300
+    temporary = None
+    if args.bench_data_dir:
+        data_dir = Path(args.bench_data_dir)
+    else:
+        temporary = Path(tempfile.mkdtemp(prefix="fhir-bench-access-"))
+        data_dir = temporary
+    scratch = Path(tempfile.mkdtemp(prefix="fhir-bench-access-audit-"))
+    try:
+        manifest = read_manifest(data_dir)
+        if manifest is None:
+            if (data_dir / DATABASE).exists():
+                raise SystemExit(f"{data_dir} holds a database but no bench manifest")
+            manifest = load_corpus(data_dir, CorpusPlan(documents=args.documents), registry)
+        plan = CorpusPlan(**manifest["plan"])
+        service = open_service(data_dir, registry)
+        audit_store = SqliteStore(scratch / DATABASE)
+        try:
+            gate = service.gate
+            shared_audit = gate.audit
+            shared_audit.enabled = False  # never write into the measured corpus
+            sections = [
+                (
+                    "gate without the audit sink (decide + constrain)",
+                    measure(service, plan, repeats),
+                )
+            ]
+            gate.audit = AuditTrail(
+                audit_store, registry, shared_audit.base_url, shared_audit.clock
+            )
+            sections.append(
+                (
+                    "gate with AuditEvents committed (scratch audit store)",
+                    measure(service, plan, repeats),
+                )
+            )
+            gate.audit = shared_audit
+        finally:
+            service.store.close()
+            audit_store.close()
+        return report(sections, plan.documents, token_cost_us())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
