@@ -11,6 +11,7 @@ BENCHMARKS = {
     "extract": "benchmarks.bench_extract",
     "audit": "benchmarks.bench_audit",
     "access": "benchmarks.bench_access",
+    "xds": "benchmarks.bench_xds",
 }
 
 

@@ -160,8 +160,10 @@ def _extensions():
     yield add_token_command
     yield add_client_command
     from fhir_server.audit.cli import add_audit_command
+    from fhir_server.lifecycle_cli import add_record_command
 
     yield add_audit_command
+    yield add_record_command
     yield _add_bench_command
 
 

@@ -45,10 +45,10 @@ from ihe_xds.errors import (
     RegistryError,
     registry_error,
 )
-from ihe_xds.identity import XdsIdentity
+from ihe_xds.identity import SUBCODE_FAILED_AUTHENTICATION, XdsAuthenticationError, XdsIdentity
 from ihe_xds.mtom import build_mtom_response, parse_http_body
 from ihe_xds.responses import adhoc_query_response, registry_response, retrieve_response
-from ihe_xds.soap import check_action, fault_for, read_envelope, response_envelope
+from ihe_xds.soap import check_action, fault_envelope, fault_for, read_envelope, response_envelope
 from ihe_xds.transactions import iti18, iti41, iti43
 from ihe_xds.vocabulary import ACTION_ITI18, ACTION_ITI41, ACTION_ITI43
 
@@ -111,9 +111,11 @@ def _serve(actions: tuple[str, ...]) -> Response:
         envelope = read_envelope(package.envelope, max_bytes=max_bytes)
         relates_to = envelope.message_id
         action = check_action(envelope, actions)
-        requester = identity.requester(envelope.security)
+        requester = _authenticate(identity, envelope.security)
     except MalformedMessage as exc:
         return _fault(exc, relates_to)
+    except Exception:
+        return _internal_fault(relates_to)
     token = current_request.set(
         RequestInfo(
             request_id=_request_id(),
@@ -129,8 +131,35 @@ def _serve(actions: tuple[str, ...]) -> Response:
         return _iti18(runtime, requester, envelope, relates_to)
     except MalformedMessage as exc:
         return _fault(exc, relates_to)
+    except Exception:
+        return _internal_fault(relates_to)
     finally:
         current_request.reset(token)
+
+
+def _authenticate(identity: XdsIdentity, security) -> Requester:
+    """The VIHF's Requester; an assertion the verifier cannot even process (a signature
+    whose XML is not what XML-DSig allows, say) is a refused assertion, not a server error."""
+    try:
+        return identity.requester(security)
+    except MalformedMessage:
+        raise
+    except Exception as exc:
+        log.info("VIHF not verifiable: %s", exc.__class__.__name__)
+        raise XdsAuthenticationError(
+            "VIHF refused: the assertion or its signature cannot be processed",
+            SUBCODE_FAILED_AUTHENTICATION,
+        ) from None
+
+
+def _internal_fault(relates_to: str | None) -> Response:
+    """A SOAP 1.2 Receiver fault for a failure outside any transaction: never a trace."""
+    request_id = _request_id()
+    log.exception("unexpected XDS failure (request %s)", request_id)
+    body = fault_envelope(
+        "Receiver", f"internal server error; quote request id {request_id}", relates_to=relates_to
+    )
+    return Response(body, status=500, content_type=SOAP_CONTENT_TYPE)
 
 
 def _unexpected(code: str) -> list[RegistryError]:
@@ -235,9 +264,9 @@ def _audit(
 ) -> None:
     """The ATNA-shaped XDS event, besides the BALP events the service already wrote.
 
-    AuditTrail has no public method for prebuilt events yet; `_append` (own transaction,
-    retried on conflicts) is what its public methods use. An audit failure is logged, never
-    turned into a failed XDS answer after the deposit has been committed.
+    The service has already written the BALP events of every read and write this transaction
+    made, durably; this ATNA-shaped summary is logged if it cannot be written, never turned
+    into a failed XDS answer after the deposit has been committed.
     """
     if any(e.is_error for e in errors):
         outcome = OUTCOME_MINOR_FAILURE if has_results else OUTCOME_SERIOUS_FAILURE
@@ -261,6 +290,6 @@ def _audit(
             outcome_desc="; ".join(e.error_code for e in errors if e.is_error) or None,
             **details,
         )
-        audit._append(events, None)  # noqa: SLF001 - see the docstring
+        audit.record(events)
     except Exception:
         log.exception("could not record the %s audit event", transaction)

@@ -87,7 +87,7 @@ from ihe_xds.stored_query import (
     plan,
 )
 from ihe_xds.validation import DMP_PROFILE, external_targets, validate_submission
-from ihe_xds.vocabulary import REPLACING_RELATIONSHIPS, STATUS_APPROVED
+from ihe_xds.vocabulary import DOCUMENT_RELATIONSHIPS, REPLACING_RELATIONSHIPS, STATUS_APPROVED
 
 log = logging.getLogger(__name__)
 
@@ -293,30 +293,38 @@ def _check_unique_ids(service, submission, mapped) -> list[RegistryError]:
 
 
 def _replacements(submission, mapped, find_entry) -> tuple[list[dict], list[RegistryError]]:
-    """The stored DocumentReferences an RPLC / XFRM_RPLC supersedes, or why it cannot."""
+    """The stored DocumentReferences an RPLC / XFRM_RPLC supersedes, or why it cannot.
+
+    Every document relationship (RPLC, APND, XFRM, XFRM_RPLC, signs) to a stored entry must
+    stay within one patient's record (ITI TF-3 4.2.2: the original and the new entry share
+    their patientId): another patient's target is XDSPatientIdDoesNotMatch. Only replacing
+    relationships need a known, current target (XDSReplaceFailed).
+    """
     targets = external_targets(submission)
-    wanted = {t for kind in REPLACING_RELATIONSHIPS for t in targets.get(kind, [])}
-    if not wanted:
+    related = {t for kind in DOCUMENT_RELATIONSHIPS for t in targets.get(kind, [])}
+    if not related:
         return [], []
+    replaced = {t for kind in REPLACING_RELATIONSHIPS for t in targets.get(kind, [])}
     subject_of_source = {}
     docs = {d["id"]: d for d in mapped.document_references}
     for association in submission.associations:
-        if association.type in REPLACING_RELATIONSHIPS and association.target in wanted:
+        if association.type in DOCUMENT_RELATIONSHIPS and association.target in related:
             doc = docs.get(mapped.resource_ids.get(association.source, ""))
             subject_of_source[association.target] = _subject_id(doc) if doc else None
     superseded, errors = [], []
-    for target in sorted(wanted):
+    for target in sorted(related):
         where = f"Association targetObject {target}"
         found = [s for s in find_entry(target) if s.resource_type == "DocumentReference"]
         if not found:
-            errors.append(
-                registry_error(
-                    XDS_REPLACE_FAILED, f"the replaced document {target} is not known", where
+            if target in replaced:
+                errors.append(
+                    registry_error(
+                        XDS_REPLACE_FAILED, f"the replaced document {target} is not known", where
+                    )
                 )
-            )
             continue
         old = found[0].json()
-        if availability_of(old) != STATUS_APPROVED:
+        if target in replaced and availability_of(old) != STATUS_APPROVED:
             errors.append(
                 registry_error(
                     XDS_REPLACE_FAILED, f"the replaced document {target} is not current", where
@@ -327,14 +335,15 @@ def _replacements(submission, mapped, find_entry) -> tuple[list[dict], list[Regi
             errors.append(
                 registry_error(
                     XDS_PATIENT_ID_DOES_NOT_MATCH,
-                    f"the replaced document {target} belongs to another patient",
+                    f"the related document {target} belongs to another patient",
                     where,
                 )
             )
             continue
-        new = copy.deepcopy(old)
-        new["status"] = "superseded"
-        superseded.append(new)
+        if target in replaced:
+            new = copy.deepcopy(old)
+            new["status"] = "superseded"
+            superseded.append(new)
     return superseded, errors
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fhir_server.audit.chain import chain_link, verify_chain
 
@@ -53,5 +54,5 @@ def add_audit_command(subparsers) -> None:
     audit = subparsers.add_parser("audit", help="AuditEvent tools")
     commands = audit.add_subparsers(dest="audit_command", required=True)
     verify = commands.add_parser("verify", help="check the AuditEvent hash chain")
-    verify.add_argument("--data-dir", dest="data_dir", default=None)
+    verify.add_argument("--data-dir", dest="data_dir", type=Path, default=None)
     verify.set_defaults(func=_verify)

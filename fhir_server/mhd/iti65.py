@@ -453,7 +453,12 @@ class Iti65:
     def check_rewritten(self, plan: ProvidePlan) -> None:
         """After references are rewritten: one patient, then the DMP deposit profile."""
         issues = one_patient_issues(plan)
-        issues += deposit_profile_issues(plan, self.service.profiles)
+        profiles = getattr(self.service, "profiles", None)
+        if profiles is None:  # a service built without the factory: the installed profiles
+            from fhir_server.resources.profiles import default_registry
+
+            profiles = default_registry()
+        issues += deposit_profile_issues(plan, profiles)
         if issues:
             raise FhirError(422, issues)
 

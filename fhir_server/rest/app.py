@@ -25,6 +25,7 @@ from fhir_server.auth.tokens import AuthSettings, TokenIssuer, TokenValidator
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, error
 from fhir_server.paths import capability_dir, profiles_dir
+from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.rest.formats import JSON, negotiate, render
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
@@ -39,6 +40,11 @@ from fhir_server.store.factory import open_store
 log = logging.getLogger("fhir_server")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
+
+VALIDATE_OPERATION = {
+    "name": "validate",
+    "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+}
 
 # Paths served without a token (R01).
 PUBLIC_PATHS = ("/fhir/metadata", "/fhir/.well-known/smart-configuration", "/oauth/", "/healthz")
@@ -92,6 +98,8 @@ def create_app(
             capability_dir() / "CapabilityStatement-server.json",
             registry,
             base_url=base_url,
+            profiles_by_type={t: service.profiles.supported_profiles(t) for t in SERVED_TYPES},
+            operations={t: [VALIDATE_OPERATION] for t in SERVED_TYPES},
             date=versions.instant(clock()),
         ),
         authenticate=_no_authentication,
@@ -161,7 +169,7 @@ def _install_request_hooks(app: Flask) -> None:
         raw = f"{request.method} {request.full_path.rstrip('?')}".encode()
         if request.method == "POST" and request.path.endswith("/_search"):
             raw += b"\n" + request.get_data(cache=True)
-        current_request.set(RequestInfo(g.request_id, raw, request.remote_addr))
+        current_request.set(RequestInfo(g.request_id, raw, request.remote_addr, memo={}))
         if request.path.startswith(PUBLIC_PATHS) or not request.path.startswith("/fhir"):
             return
         g.requester = app.extensions["fhir"].authenticate(request)

@@ -124,7 +124,7 @@ class AuditTrail:
     ) -> list[dict]:
         """Record an access; with `notes` (the Permit's), the R17 notifications it calls for
         are written in the same transaction, as are the extra `intents` of a write."""
-        if not self.records(requester):
+        if not self.records(requester) or not self.enabled:
             return []
         info = current_request.get()
         events = build_audit_events(
@@ -177,6 +177,10 @@ class AuditTrail:
             _deferred.reset(token)
             if pending:
                 self._append(pending, None)
+
+    def record(self, events: list[dict]) -> None:
+        """Append events built elsewhere (the XDS transaction events), durably, in chain order."""
+        self._append(events, None)
 
     def _append(self, events: list[dict], tx: StoreTransaction | None, intents: list[Intent] | None = None) -> None:
         if not self.enabled:

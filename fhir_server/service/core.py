@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+from fhir_server.access.decision import not_found_message
 from fhir_server.access.requester import Requester
 from fhir_server.errors import FhirError, bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
@@ -80,8 +81,9 @@ class FhirService:
         require_type(resource_type)
         stored = self.store.read(resource_type, resource_id)
         if stored is None:
-            raise not_found(f"{resource_type}/{resource_id} is not known")
-        self.gate.authorize_read(requester, stored, ReadPurpose.READ)
+            raise not_found(not_found_message(resource_type, resource_id))
+        # A message's first read by its recipient sets `received`: the gate returns that version.
+        stored = self.gate.authorize_read(requester, stored, ReadPurpose.READ) or stored
         if stored.deleted:
             raise error(410, "deleted", f"{resource_type}/{resource_id} has been deleted")
         return stored
@@ -92,7 +94,7 @@ class FhirService:
         require_type(resource_type)
         stored = self.store.vread(resource_type, resource_id, version)
         if stored is None:
-            raise not_found(f"{resource_type}/{resource_id} has no version {version}")
+            raise not_found(not_found_message(resource_type, resource_id))
         self.gate.authorize_read(requester, stored, ReadPurpose.VREAD)
         if stored.deleted:
             raise error(
@@ -115,7 +117,7 @@ class FhirService:
         if resource_id is not None:
             current = self.store.read(resource_type, resource_id)
             if current is None:
-                raise not_found(f"{resource_type}/{resource_id} is not known")
+                raise not_found(not_found_message(resource_type, resource_id))
             self.gate.authorize_read(requester, current, ReadPurpose.HISTORY)
         else:
             self.gate.authorize_history(requester, resource_type)

@@ -42,6 +42,7 @@ from fhir_server.search.query import (
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import messaging
 from fhir_server.service.audit_trail import AuditTrail
+from fhir_server.service.context import forget_request_facts, request_memo
 from fhir_server.store.base import HistoryPage, ResourceStore, StoredResource
 
 NOTHING: Node = Not(Everything())
@@ -102,7 +103,20 @@ class Gate:
         return [(row[0], row[1], row[2]) for row in page.rows]
 
     def record(self, patient_id: str) -> PatientRecord | None:
-        """The facts about one patient's record, or None when there is no such patient."""
+        """The facts about one patient's record, or None when there is no such patient.
+
+        Computed once per request: a search asks for it for the query, its includes, its
+        chained clauses and its audit.
+        """
+        memo = request_memo()
+        if memo is None:
+            return self._load_record(patient_id)
+        key = ("record", patient_id)
+        if key not in memo:
+            memo[key] = self._load_record(patient_id)
+        return memo[key]
+
+    def _load_record(self, patient_id: str) -> PatientRecord | None:
         stored = self.store.read("Patient", patient_id)
         if stored is None or stored.deleted:
             return None
@@ -124,11 +138,30 @@ class Gate:
         return None
 
     def _designated_patient(self, resource_type: str, where: Node) -> tuple[bool, str | None]:
-        """(a patient was designated, its id if exactly one is known) for R04."""
+        """(a patient was designated, its id if exactly one is known) for R04, once per request."""
+        memo = request_memo()
+        if memo is None:
+            return self._find_designated_patient(resource_type, where)
+        key = ("designated", resource_type, where)
+        if key not in memo:
+            memo[key] = self._find_designated_patient(resource_type, where)
+        return memo[key]
+
+    def _remember_designated(self, resource_type: str, where: Node, found: tuple[bool, str | None]) -> None:
+        """The constrained query designates the same patient as the one it was made from."""
+        memo = request_memo()
+        if memo is not None:
+            memo[("designated", resource_type, where)] = found
+
+    def _find_designated_patient(self, resource_type: str, where: Node) -> tuple[bool, str | None]:
         for part in _designated(where):
-            if isinstance(part, ReferenceTest) and part.param in PATIENT_PARAMS and part.target_id:
-                if part.target_type in (None, "Patient"):
-                    return True, part.target_id
+            if (
+                isinstance(part, ReferenceTest)
+                and part.param in PATIENT_PARAMS
+                and part.target_id
+                and part.target_type in (None, "Patient")
+            ):
+                return True, part.target_id
             if isinstance(part, Chain) and part.param in PATIENT_PARAMS and part.target_type == "Patient":
                 ids = [row[1] for row in self._internal_search("Patient", part.where, 2)]
                 return True, ids[0] if len(ids) == 1 else None
@@ -258,6 +291,7 @@ class Gate:
         granular = self._granular_scopes(requester, resource_type)
         where = self._constrain_joins(requester, query, query.where)
         constrained = replace(query, where=all_of(where, decision.constraints, scope_node, granular))
+        self._remember_designated(resource_type, constrained.where, (given, patient_id))
         _pending_notes.set((id(constrained), decision.notes))
         return constrained
 
@@ -320,7 +354,7 @@ class Gate:
             return
         patients: set[str] = set()
         entities = []
-        for resource_type, resource_id, body in [*result.matches, *result.included]:
+        for _type, _id, body in [*result.matches, *result.included]:
             resource = _json(body)
             patients |= compartment_of(resource)
             entities.append(DataEntity.from_resource(resource))
@@ -357,6 +391,7 @@ class Gate:
 
     def after_write(self, tx, requester: Requester, interaction: str, stored: StoredResource, resource) -> None:
         """Audit the write and write the notifications it calls for, in its transaction."""
+        forget_request_facts()  # a Patient, Consent or RelatedPerson may have changed
         notes = _take_notes(resource)
         if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
             return

@@ -438,18 +438,10 @@ def test_r18_single_read_of_hidden_document_has_status_of_a_missing_one(world, c
     assert b"JVBERi0" not in hidden.data and b"%PDF" not in hidden.data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "R18 leak in fhir_server/service/core.py: a genuine not-found says "
-        "'DocumentReference/x is not known' (vread: 'DocumentReference/x has no version 1') "
-        "while a hidden resource says 'Resource DocumentReference/x is not known' "
-        "(access.decision.not_found_message); the wording tells them apart"
-    ),
-)
 @pytest.mark.parametrize("path", list(SINGLE_READS))
 @pytest.mark.parametrize("case_id", CASE_IDS)
 def test_r18_single_read_of_hidden_document_has_body_of_a_missing_one(world, case_id, path):
+    """R18: same wording as for a resource that does not exist, whatever hides it."""
     case = CASES[case_id]
     hidden, missing = _single_read_pair(world, case, path)
     assert outcome_shape(hidden, doc_id(case.hidden), binary_id(case.hidden)) == outcome_shape(
