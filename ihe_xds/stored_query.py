@@ -642,6 +642,8 @@ def _document_keep(query: StoredQuery) -> Callable[[dict], bool]:
     start_from = query.one("$XDSDocumentEntryServiceStartTimeFrom")
     stop_to = query.one("$XDSDocumentEntryServiceStopTimeTo")
     object_types = query.values("$XDSDocumentEntryType")
+    if not (authors or object_types or start_to or stop_from or start_from or stop_to):
+        return lambda resource: True  # FHIR search said it all: spare the per-entry work
 
     def keep(resource: dict) -> bool:
         if object_types and OBJECT_TYPE_STABLE not in object_types:

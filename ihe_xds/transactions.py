@@ -497,6 +497,8 @@ def _answer(
     repository = runtime.settings.xds_repository_id
     objects: list[RegistryObject] = []
     patients: set[str | None] = set()
+    # ObjectRef answers carry ids only: the full mapping is for LeafClass.
+    leaf = query.return_type == "LeafClass"
     if "SubmissionSet" in returns:
         for resource in submission_sets:
             patients.add(_subject_id(resource))
@@ -504,6 +506,8 @@ def _answer(
                 list_to_ebrim(
                     resource, patient_cx=patient_cx(runtime, _subject_id(resource), cache) or None
                 )
+                if leaf
+                else SubmissionSet(id=entry_uuid_of(resource))
             )
     if "DocumentEntry" in returns:
         for resource in returned_docs:
@@ -514,6 +518,8 @@ def _answer(
                     patient_cx=patient_cx(runtime, _subject_id(resource), cache),
                     repository_unique_id=repository,
                 )
+                if leaf
+                else DocumentEntry(id=entry_uuid_of(resource))
             )
     objects += associations
     return objects, patients

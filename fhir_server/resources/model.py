@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
+import fhir_core.types
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -61,6 +62,13 @@ REQUIRED_CODES: Mapping[str, Mapping[str, frozenset[str]]] = {
     },
     "AuditEvent": {"action": frozenset({"C", "R", "U", "D", "E"})},
 }
+
+
+# fhir_core resolves the model of every contained resource with pydantic's import_string,
+# uncached, on each validation (an import attempt that fails, then a getattr): 0.45 ms per
+# DMP DocumentReference with its three contained authors. A dotted path always names the
+# same class, so the lookup is memoized once for the process.
+fhir_core.types.import_string = cache(fhir_core.types.import_string)
 
 
 @cache

@@ -36,8 +36,6 @@ CREATE TABLE IF NOT EXISTS ix_token (
   rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
   system TEXT, code TEXT, display TEXT);
 CREATE INDEX IF NOT EXISTS ix_token_value ON ix_token (type, param, code, system, rid);
-CREATE INDEX IF NOT EXISTS ix_token_system ON ix_token (type, param, system, rid);
-CREATE INDEX IF NOT EXISTS ix_token_display ON ix_token (type, param, display, rid);
 CREATE INDEX IF NOT EXISTS ix_token_rid ON ix_token (rid);
 
 CREATE TABLE IF NOT EXISTS ix_string (
@@ -90,20 +88,26 @@ CREATE INDEX IF NOT EXISTS ix_compartment_rid ON ix_compartment (rid);
 CREATE TABLE IF NOT EXISTS ix_param (
   rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
   PRIMARY KEY (rid, param)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ix_param_type ON ix_param (type, param, rid);
 
 CREATE TABLE IF NOT EXISTS ix_sort (
   rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
   lo, hi,  -- no declared type: ints (dates) and text (others) stay as written
   PRIMARY KEY (rid, param)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ix_sort_lo ON ix_sort (type, param, lo, rid);
-CREATE INDEX IF NOT EXISTS ix_sort_hi ON ix_sort (type, param, hi, rid);
 """
 
 
+# Indexes that earlier databases have and this layout no longer keeps. Each served only rare
+# or unselective queries (`system|` and `:text` tokens, `:missing`, a `_sort` over a whole
+# type), which still run on the (type, param) prefix of the remaining indexes or on the
+# primary keys; dropping them removes about a third of the B-tree inserts of a write.
+RETIRED_INDEXES = ("ix_token_system", "ix_token_display", "ix_param_type", "ix_sort_lo", "ix_sort_hi")
+
+
 def create_index_schema(conn: sqlite3.Connection) -> None:
-    """Create the index tables and their indexes (idempotent)."""
+    """Create the index tables and their indexes (idempotent), retiring dropped indexes."""
     conn.executescript(SCHEMA)
+    for name in RETIRED_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
 
 
 def delete_index(conn: sqlite3.Connection, rid: int) -> None:

@@ -500,3 +500,18 @@ def test_xdsregistryerror_unexpected_failure_during_a_query(xds, monkeypatch):
     xds.deposit(nir)
     monkeypatch.setattr("ihe_xds.transactions._run_search", _explode)
     _assert_clean_internal_error(xds.find_documents(nir), "XDSRegistryError")
+
+
+def test_unexpected_failure_before_any_transaction_is_a_receiver_fault(xds, monkeypatch):
+    """No registry request exists yet (the envelope is being read): a SOAP 1.2 Receiver
+    fault, HTTP 500, with a request id and no trace (not the FHIR face's OperationOutcome)."""
+    _, nir = xds.patient(133)
+    monkeypatch.setattr("ihe_xds.http.read_envelope", _explode)
+    _, response = xds.deposit(nir)
+    text = response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert "Traceback" not in text and SECRET not in text
+    root = etree.fromstring(response.get_data())
+    code = root.findtext(f".//{{{v.NS_SOAP12}}}Code/{{{v.NS_SOAP12}}}Value")
+    reason = root.findtext(f".//{{{v.NS_SOAP12}}}Reason/{{{v.NS_SOAP12}}}Text")
+    assert code == "soap:Receiver" and re.search(r"request id [0-9a-fA-F-]{8,}", reason)
