@@ -19,7 +19,7 @@ import json
 import multiprocessing
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,7 +109,7 @@ def bulk_load(
     if validators:
         context = multiprocessing.get_context("fork")
         pool = context.Pool(validators, _start_validator, (str(Path(service.store.path).parent),))
-        chunks = pool.imap(_validated, _batches(resources, batch), chunksize=1)
+        chunks = _bounded(pool, _batches(resources, batch), in_flight=2 * validators)
     else:
         chunks = (_validated_here(service, chunk) for chunk in _batches(resources, batch))
     try:
@@ -136,6 +136,21 @@ def bulk_load(
     stats.seconds = time.perf_counter() - started
     bar.close()
     return stats
+
+
+def _bounded(pool, chunks: Iterator[list[dict]], in_flight: int) -> Iterator[list[dict]]:
+    """Validated chunks in order, with at most `in_flight` submitted ahead of the writer.
+
+    (Pool.imap would read the whole generator into its task queue: a million documents in
+    memory.)
+    """
+    pending: deque = deque()
+    for chunk in chunks:
+        pending.append(pool.apply_async(_validated, (chunk,)))
+        if len(pending) >= in_flight:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def _validated_here(service: FhirService, chunk: list[dict]) -> list[dict]:
@@ -167,7 +182,11 @@ def read_manifest(data_dir: Path) -> dict | None:
 
 
 def load_corpus(
-    data_dir: Path, plan: CorpusPlan, registry: SearchRegistry, batch: int = 500, validators: int = 2
+    data_dir: Path,
+    plan: CorpusPlan,
+    registry: SearchRegistry,
+    batch: int = 500,
+    validators: int = 2,
 ) -> dict:
     """Generate and load `plan` into `data_dir` (which must not hold a corpus yet); the manifest."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +195,11 @@ def load_corpus(
     service = open_service(data_dir, registry)
     try:
         stats = bulk_load(
-            service, dmp_corpus(plan), expected_documents=plan.documents, batch=batch, validators=validators
+            service,
+            dmp_corpus(plan),
+            expected_documents=plan.documents,
+            batch=batch,
+            validators=validators,
         )
     finally:
         service.store.close()

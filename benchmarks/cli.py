@@ -22,12 +22,19 @@ def add_bench_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--creates", type=int, default=2000, help="creates to time (foundation)")
-    parser.add_argument("--documents", type=int, default=100_000, help="DocumentReferences to load (search)")
     parser.add_argument(
-        "--data-dir", "--bench-data-dir", dest="bench_data_dir", default=None,
+        "--documents", type=int, default=100_000, help="DocumentReferences to load (search)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        "--bench-data-dir",
+        dest="bench_data_dir",
+        default=None,
         help="reuse a loaded data dir (search, access)",
     )
-    parser.add_argument("--repeats", type=int, default=None, help="calls per query (search, access)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="calls per query (search, access)"
+    )
     parser.set_defaults(func=_run)
     return parser
 

@@ -49,7 +49,9 @@ class GroupCommitter:
         self.pid = os.getpid()
         self._commit_batch = commit_batch
         self._turn = turn
-        self._queue: queue.SimpleQueue[tuple[list[dict], list[Intent], _Waiter]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[dict], list[Intent], _Waiter]] = (
+            queue.SimpleQueue()
+        )
         threading.Thread(target=self._run, name="audit-group-commit", daemon=True).start()
 
     def commit(self, events: list[dict], intents: list[Intent] | None = None) -> None:
@@ -93,7 +95,11 @@ class _Waiter:
 
 class AuditTrail:
     def __init__(
-        self, store: ResourceStore, registry: SearchRegistry, base_url: str, clock: Callable[[], int]
+        self,
+        store: ResourceStore,
+        registry: SearchRegistry,
+        base_url: str,
+        clock: Callable[[], int],
     ) -> None:
         self.store = store
         self.registry = registry
@@ -138,11 +144,17 @@ class AuditTrail:
             entities=tuple(entities),
             client_address=info.client_address,
         )
-        due = [*self.notifier.for_access(requester, notes, events, self._now()), *intents] if notes or intents else []
+        due = (
+            [*self.notifier.for_access(requester, notes, events, self._now()), *intents]
+            if notes or intents
+            else []
+        )
         self._append(events, tx, due)
         return events
 
-    def refusal(self, requester: Requester, interaction: str, patients: Iterable[str], rule: str) -> None:
+    def refusal(
+        self, requester: Requester, interaction: str, patients: Iterable[str], rule: str
+    ) -> None:
         if not self.records(requester):
             return
         info = current_request.get()
@@ -182,7 +194,9 @@ class AuditTrail:
         """Append events built elsewhere (the XDS transaction events), durably, in chain order."""
         self._append(events, None)
 
-    def _append(self, events: list[dict], tx: StoreTransaction | None, intents: list[Intent] | None = None) -> None:
+    def _append(
+        self, events: list[dict], tx: StoreTransaction | None, intents: list[Intent] | None = None
+    ) -> None:
         if not self.enabled:
             return
         if tx is not None:
@@ -242,7 +256,11 @@ class AuditTrail:
             entries = extract(sealed, self.registry)
             tx.write(
                 VersionWrite(
-                    stored, "POST", 0, entries, sort_values(entries),
+                    stored,
+                    "POST",
+                    0,
+                    entries,
+                    sort_values(entries),
                     entries.compartment[0] if entries.compartment else "",
                 )
             )

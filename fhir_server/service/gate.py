@@ -9,6 +9,8 @@ into an error plus an AuthZ-Consent AuditEvent.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -46,10 +48,15 @@ from fhir_server.service.context import forget_request_facts, request_memo
 from fhir_server.store.base import HistoryPage, ResourceStore, StoredResource
 
 NOTHING: Node = Not(Everything())
+# The resources a PatientRecord is built from; a write to one of them moves the record epoch.
+RECORD_FACT_TYPES = frozenset({"Patient", "Consent", "RelatedPerson"})
+RECORD_CACHE_SIZE = 10_000
 
 # The notes of the Permit that let the current search or write through, for the hook that
 # runs after it (after_search, after_write) in the same request: (id of the object, notes).
-_pending_notes: ContextVar[tuple[int, tuple[str, ...]] | None] = ContextVar("pending_notes", default=None)
+_pending_notes: ContextVar[tuple[int, tuple[str, ...]] | None] = ContextVar(
+    "pending_notes", default=None
+)
 
 
 def _take_notes(key: object) -> tuple[str, ...]:
@@ -58,6 +65,8 @@ def _take_notes(key: object) -> tuple[str, ...]:
         return ()
     _pending_notes.set(None)
     return pending[1]
+
+
 PATIENT_PARAMS = ("patient", "subject")
 INTERNAL_BINDING = "internal"
 
@@ -86,6 +95,8 @@ class Gate:
         self.policy = policy
         self.audit = audit
         self.cursor_key = cursor_key
+        self._records: OrderedDict[tuple, tuple[int, PatientRecord | None]] = OrderedDict()
+        self._records_lock = threading.Lock()
 
     # -- facts -----------------------------------------------------------------------------
 
@@ -94,7 +105,9 @@ class Gate:
         material = f"{requester.kind}|{requester.subject_id}|{requester.access_mode}|{' '.join(requester.scopes)}"
         return hashlib.sha256(material.encode()).hexdigest()[:32]
 
-    def _internal_search(self, resource_type: str, where: Node, count: int) -> list[tuple[str, str, bytes]]:
+    def _internal_search(
+        self, resource_type: str, where: Node, count: int
+    ) -> list[tuple[str, str, bytes]]:
         page = self.store.search(
             SearchQuery(resource_type, where=where, count=count),
             cursor_key=self.cursor_key,
@@ -110,11 +123,32 @@ class Gate:
         """
         memo = request_memo()
         if memo is None:
-            return self._load_record(patient_id)
+            return self._cached_record(patient_id)
         key = ("record", patient_id)
         if key not in memo:
-            memo[key] = self._load_record(patient_id)
+            memo[key] = self._cached_record(patient_id)
         return memo[key]
+
+    def _cached_record(self, patient_id: str) -> PatientRecord | None:
+        """Record facts cached per process, valid while the record's epoch has not moved.
+
+        Every write to the patient's Patient, Consents or RelatedPersons bumps the epoch in
+        its own transaction (`after_write`), so one indexed lookup replaces a Patient read,
+        two searches and the Consents' interpretation, whichever worker made the change.
+        """
+        epoch = self.store.record_epoch(patient_id)
+        key = (patient_id, datetime.now(UTC).date())
+        with self._records_lock:
+            cached = self._records.get(key)
+            if cached is not None and cached[0] == epoch:
+                self._records.move_to_end(key)
+                return cached[1]
+        record = self._load_record(patient_id)
+        with self._records_lock:
+            self._records[key] = (epoch, record)
+            while len(self._records) > RECORD_CACHE_SIZE:
+                self._records.popitem(last=False)
+        return record
 
     def _load_record(self, patient_id: str) -> PatientRecord | None:
         stored = self.store.read("Patient", patient_id)
@@ -122,7 +156,9 @@ class Gate:
             return None
         reference = ReferenceTest("patient", "Patient", patient_id)
         consents = [_json(body) for _, _, body in self._internal_search("Consent", reference, 100)]
-        related = [_json(body) for _, _, body in self._internal_search("RelatedPerson", reference, 100)]
+        related = [
+            _json(body) for _, _, body in self._internal_search("RelatedPerson", reference, 100)
+        ]
         return build_record(stored.json(), consents, related, datetime.now(UTC).date())
 
     def _acting_for(self, requester: Requester) -> str | None:
@@ -147,7 +183,9 @@ class Gate:
             memo[key] = self._find_designated_patient(resource_type, where)
         return memo[key]
 
-    def _remember_designated(self, resource_type: str, where: Node, found: tuple[bool, str | None]) -> None:
+    def _remember_designated(
+        self, resource_type: str, where: Node, found: tuple[bool, str | None]
+    ) -> None:
         """The constrained query designates the same patient as the one it was made from."""
         memo = request_memo()
         if memo is not None:
@@ -162,7 +200,11 @@ class Gate:
                 and part.target_type in (None, "Patient")
             ):
                 return True, part.target_id
-            if isinstance(part, Chain) and part.param in PATIENT_PARAMS and part.target_type == "Patient":
+            if (
+                isinstance(part, Chain)
+                and part.param in PATIENT_PARAMS
+                and part.target_type == "Patient"
+            ):
                 ids = [row[1] for row in self._internal_search("Patient", part.where, 2)]
                 return True, ids[0] if len(ids) == 1 else None
             if resource_type == "Patient":
@@ -182,7 +224,12 @@ class Gate:
         scopes = ScopeSet.from_scopes(requester.scopes)
         if not scopes.allows(resource_type, interaction):
             self.audit.refusal(requester, interaction, [], "R02")
-            raise error(403, "forbidden", f"the token's scopes do not allow {interaction} on {resource_type}", details_code="R02")
+            raise error(
+                403,
+                "forbidden",
+                f"the token's scopes do not allow {interaction} on {resource_type}",
+                details_code="R02",
+            )
         contexts = scopes.contexts(resource_type, interaction)
         if contexts == frozenset({"patient"}):
             acting = self._acting_for(requester) or requester.patient_id
@@ -229,7 +276,11 @@ class Gate:
             record = self._record_of(resource)
             decision = self.policy.decide_read(requester, resource_type, resource, record)
             patients = sorted(compartment_of(resource))
-        if isinstance(scope_node, InCompartment) and resource_type != "Binary" and scope_node.patient_id not in patients:
+        if (
+            isinstance(scope_node, InCompartment)
+            and resource_type != "Binary"
+            and scope_node.patient_id not in patients
+        ):
             decision = Deny("R02", 404, "not-found", not_found_message(resource_type, stored.id))
         if isinstance(decision, Deny):
             self.audit.refusal(requester, purpose.value, patients, decision.rule)
@@ -237,17 +288,26 @@ class Gate:
         if stored.deleted:
             return None
         self.audit.access(
-            requester, purpose.value, patients, [DataEntity.from_resource(resource)], notes=decision.notes
+            requester,
+            purpose.value,
+            patients,
+            [DataEntity.from_resource(resource)],
+            notes=decision.notes,
         )
         if resource_type == "Communication" and purpose is ReadPurpose.READ:
-            return messaging.received_on_read(self.store, self.registry, self.audit.clock, requester, stored, record)
+            return messaging.received_on_read(
+                self.store, self.registry, self.audit.clock, requester, stored, record
+            )
         return None
 
     def authorize_history(self, requester: Requester, resource_type: str | None) -> None:
         if requester.kind is not ActorKind.INTERNAL:
-            self.audit.refusal(requester, "history-type" if resource_type else "history-system", [], "types")
+            self.audit.refusal(
+                requester, "history-type" if resource_type else "history-system", [], "types"
+            )
             raise error(
-                403, "forbidden",
+                403,
+                "forbidden",
                 "type and system history are not available to clients; use a search or an instance history",
                 details_code="types",
             )
@@ -263,7 +323,9 @@ class Gate:
                 continue
             resource = stored.json()
             decision = (
-                self.policy.decide_read(requester, stored.resource_type, resource, self._record_of(resource))
+                self.policy.decide_read(
+                    requester, stored.resource_type, resource, self._record_of(resource)
+                )
                 if stored.resource_type != "Binary"
                 else Permit(Everything(), "binary")  # already judged through its document
             )
@@ -271,13 +333,20 @@ class Gate:
                 kept.append(entry)
         return replace(page, entries=kept)
 
-    def constrain_search(self, requester: Requester, query: SearchQuery, conditional: bool = False) -> SearchQuery:
+    def constrain_search(
+        self, requester: Requester, query: SearchQuery, conditional: bool = False
+    ) -> SearchQuery:
         if requester.kind is ActorKind.INTERNAL:
             return query
         resource_type = query.resource_type
         if resource_type is None:
             self.audit.refusal(requester, "search-system", [], "R04")
-            raise error(400, "invalid", "a search must name a resource type and one patient (R04)", details_code="R04")
+            raise error(
+                400,
+                "invalid",
+                "a search must name a resource type and one patient (R04)",
+                details_code="R04",
+            )
         scope_node = self._check_scopes(requester, resource_type, "search")
         given, patient_id = self._designated_patient(resource_type, query.where)
         acting = self._acting_for(requester)
@@ -290,7 +359,9 @@ class Gate:
             raise decision.to_error()
         granular = self._granular_scopes(requester, resource_type)
         where = self._constrain_joins(requester, query, query.where)
-        constrained = replace(query, where=all_of(where, decision.constraints, scope_node, granular))
+        constrained = replace(
+            query, where=all_of(where, decision.constraints, scope_node, granular)
+        )
         self._remember_designated(resource_type, constrained.where, (given, patient_id))
         _pending_notes.set((id(constrained), decision.notes))
         return constrained
@@ -300,10 +371,18 @@ class Gate:
         match node:
             case Chain(param, target_type, where):
                 inner = self._constrain_joins(requester, query, where)
-                return Chain(param, target_type, all_of(inner, self.include_constraint(requester, query, target_type)))
+                return Chain(
+                    param,
+                    target_type,
+                    all_of(inner, self.include_constraint(requester, query, target_type)),
+                )
             case Has(source_type, param, where):
                 inner = self._constrain_joins(requester, query, where)
-                return Has(source_type, param, all_of(inner, self.include_constraint(requester, query, source_type)))
+                return Has(
+                    source_type,
+                    param,
+                    all_of(inner, self.include_constraint(requester, query, source_type)),
+                )
             case And(parts):
                 return And(tuple(self._constrain_joins(requester, query, part) for part in parts))
             case Or(parts):
@@ -319,10 +398,15 @@ class Gate:
         if not alternatives:
             return Everything()
         return Or(
-            tuple(parse_search(resource_type, params, self.registry).query.where for params in alternatives)
+            tuple(
+                parse_search(resource_type, params, self.registry).query.where
+                for params in alternatives
+            )
         )
 
-    def include_constraint(self, requester: Requester, query: SearchQuery, target_type: str) -> Node:
+    def include_constraint(
+        self, requester: Requester, query: SearchQuery, target_type: str
+    ) -> Node:
         """What an `_include`/`_revinclude` of `target_type` may add: what a search of it would."""
         if requester.kind is ActorKind.INTERNAL:
             return Everything()
@@ -358,7 +442,9 @@ class Gate:
             resource = _json(body)
             patients |= compartment_of(resource)
             entities.append(DataEntity.from_resource(resource))
-        given, patient_id = self._designated_patient(result.query.resource_type or "", result.query.where)
+        given, patient_id = self._designated_patient(
+            result.query.resource_type or "", result.query.where
+        )
         if patient_id:
             patients.add(patient_id)
         notes = _take_notes(result.query)
@@ -366,10 +452,17 @@ class Gate:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def authorize_write(self, requester: Requester, interaction: str, resource_type: str, new, old) -> None:
+    def authorize_write(
+        self, requester: Requester, interaction: str, resource_type: str, new, old
+    ) -> None:
         if requester.kind is ActorKind.INTERNAL:
             if resource_type == "AuditEvent" and interaction != "create":
-                raise error(405, "not-supported", "AuditEvents are never updated or deleted", details_code="R16")
+                raise error(
+                    405,
+                    "not-supported",
+                    "AuditEvents are never updated or deleted",
+                    details_code="R16",
+                )
             return
         self._check_scopes(requester, resource_type, interaction)
         subject = new if new is not None else old
@@ -389,9 +482,14 @@ class Gate:
                 raise
         _pending_notes.set((id(new if new is not None else old), decision.notes))
 
-    def after_write(self, tx, requester: Requester, interaction: str, stored: StoredResource, resource) -> None:
+    def after_write(
+        self, tx, requester: Requester, interaction: str, stored: StoredResource, resource
+    ) -> None:
         """Audit the write and write the notifications it calls for, in its transaction."""
         forget_request_facts()  # a Patient, Consent or RelatedPerson may have changed
+        if stored.resource_type in RECORD_FACT_TYPES:
+            for patient_id in _record_patients(stored, resource):
+                tx.bump_record_epoch(patient_id)
         notes = _take_notes(resource)
         if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
             return
@@ -400,10 +498,25 @@ class Gate:
             patients = [stored.id]
         entity = DataEntity.from_resource(stored.json())
         intents = self.audit.notifier.for_write(
-            requester, notes, interaction, stored.resource_type, stored.id,
-            None if stored.deleted else stored.json(), entity.security_labels, patients, self.audit.notifier.now(),
+            requester,
+            notes,
+            interaction,
+            stored.resource_type,
+            stored.id,
+            None if stored.deleted else stored.json(),
+            entity.security_labels,
+            patients,
+            self.audit.notifier.now(),
         )
-        self.audit.access(requester, interaction, patients, [entity], tx=tx, notes=notes, intents=intents)
+        self.audit.access(
+            requester, interaction, patients, [entity], tx=tx, notes=notes, intents=intents
+        )
+
+
+def _record_patients(stored: StoredResource, resource) -> set[str]:
+    if stored.resource_type == "Patient":
+        return {stored.id}
+    return set(compartment_of(resource)) if resource else set()
 
 
 def _json(body: bytes) -> dict:

@@ -88,6 +88,9 @@ class StoreTransaction(Protocol):
 
     def set_notified_day(self, patient_id: str, practitioner_id: str, day: str) -> None: ...
 
+    def bump_record_epoch(self, patient_id: str) -> None:
+        """Mark the patient's record facts (Patient, Consents, RelatedPersons) as changed."""
+
     def purge(self, resource_type: str, resource_id: str) -> None:
         """Remove a resource's current row, index entries and every history version.
 
@@ -130,6 +133,9 @@ class ResourceStore(Protocol):
     def resolve_includes(
         self, rows: Sequence, includes: Sequence[Include], allowed
     ) -> list[tuple[str, str, bytes]]: ...
+
+    def record_epoch(self, patient_id: str) -> int:
+        """How many times the patient's record facts changed (0: never): a cache validator."""
 
     def ping(self) -> bool:
         """Whether the database answers (for /healthz)."""

@@ -37,6 +37,7 @@ from fhir_server.store.page import SearchPage
 
 _PROJECTION = {"v": 1, "lu": 1, "del": 1, "body": 1}
 AUDIT_CHAIN = "audit_chain"
+RECORD_EPOCH = "record_epoch"
 NOTIFIED_DAY = "notified_day"
 
 
@@ -99,9 +100,19 @@ class MongoTransaction:
             session=self._session,
         )
 
+    def bump_record_epoch(self, patient_id: str) -> None:
+        self._db[RECORD_EPOCH].update_one(
+            {"_id": patient_id},
+            {"$inc": {"epoch": 1}, "$set": {"pk": patient_id}},
+            upsert=True,
+            session=self._session,
+        )
+
     def purge(self, resource_type: str, resource_id: str) -> None:
         if resource_type == "AuditEvent":
             raise ValueError("AuditEvents are never purged")
+        if resource_type == "Patient":
+            self.bump_record_epoch(resource_id)
         self._db[resource_type].delete_one({"_id": resource_id}, session=self._session)
         self._db[history_collection(resource_type)].delete_many(
             {"rid": resource_id}, session=self._session
@@ -255,6 +266,10 @@ class MongoStore:
 
     def resolve_includes(self, rows: Sequence, includes: Sequence[Include], allowed) -> list:
         return mongo_search.resolve_includes(self._db, rows, tuple(includes), allowed)
+
+    def record_epoch(self, patient_id: str) -> int:
+        doc = self._db[RECORD_EPOCH].find_one({"_id": patient_id})
+        return doc["epoch"] if doc else 0
 
     def ping(self) -> bool:
         try:

@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS notified_day (
     day TEXT NOT NULL,
     PRIMARY KEY (patient, practitioner)
 );
+CREATE TABLE IF NOT EXISTS record_epoch (
+    patient TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_chain (
     head INTEGER PRIMARY KEY CHECK (head = 1),
     sequence INTEGER NOT NULL,
@@ -108,9 +112,18 @@ class SqliteTransaction:
             (patient_id, practitioner_id, day),
         )
 
+    def bump_record_epoch(self, patient_id: str) -> None:
+        self._connection.execute(
+            "INSERT INTO record_epoch (patient, epoch) VALUES (?, 1) "
+            "ON CONFLICT (patient) DO UPDATE SET epoch = epoch + 1",
+            (patient_id,),
+        )
+
     def purge(self, resource_type: str, resource_id: str) -> None:
         if resource_type == "AuditEvent":
             raise ValueError("AuditEvents are never purged")
+        if resource_type == "Patient":
+            self.bump_record_epoch(resource_id)
         connection = self._connection
         row = connection.execute(
             "SELECT rid FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
@@ -266,6 +279,12 @@ class SqliteStore:
 
     def resolve_includes(self, rows: Sequence, includes: Sequence[Include], allowed) -> list:
         return sqlite_search.resolve_includes(self._reader, rows, tuple(includes), allowed)
+
+    def record_epoch(self, patient_id: str) -> int:
+        row = self._reader.execute(
+            "SELECT epoch FROM record_epoch WHERE patient = ?", (patient_id,)
+        ).fetchone()
+        return row[0] if row else 0
 
     def ping(self) -> bool:
         try:

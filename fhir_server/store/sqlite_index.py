@@ -100,7 +100,13 @@ CREATE TABLE IF NOT EXISTS ix_sort (
 # or unselective queries (`system|` and `:text` tokens, `:missing`, a `_sort` over a whole
 # type), which still run on the (type, param) prefix of the remaining indexes or on the
 # primary keys; dropping them removes about a third of the B-tree inserts of a write.
-RETIRED_INDEXES = ("ix_token_system", "ix_token_display", "ix_param_type", "ix_sort_lo", "ix_sort_hi")
+RETIRED_INDEXES = (
+    "ix_token_system",
+    "ix_token_display",
+    "ix_param_type",
+    "ix_sort_lo",
+    "ix_sort_hi",
+)
 
 
 def create_index_schema(conn: sqlite3.Connection) -> None:

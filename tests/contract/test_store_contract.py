@@ -197,3 +197,15 @@ def test_r03_purge_removes_current_version_history_and_index_entries(engine_stor
     assert engine_store.read("Patient", "kept") is not None
     with pytest.raises(ValueError), engine_store.transaction() as tx:
         tx.purge("AuditEvent", "any")
+
+
+def test_record_epoch_moves_only_with_its_transaction(engine_store):
+    """The record-facts cache validator: bumped atomically with the write that changes them."""
+    assert engine_store.record_epoch("p1") == 0
+    with engine_store.transaction() as tx:
+        tx.bump_record_epoch("p1")
+    with pytest.raises(RuntimeError), engine_store.transaction() as tx:
+        tx.bump_record_epoch("p1")
+        raise RuntimeError("rolled back")
+    assert engine_store.record_epoch("p1") == 1
+    assert engine_store.record_epoch("p2") == 0
