@@ -14,6 +14,8 @@ errors carry XDS error codes (mhd/errors.py).
 
 from __future__ import annotations
 
+import orjson
+
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -427,12 +429,32 @@ class BundleProcessor:
                 requester, target.resource_type, target.resource_id, int(segments[3])
             )
             return _response("200 OK", stored, include_body=True)
+        if len(segments) == 1:
+            return self._search(requester, target)
         raise error(
             400,
             "not-supported",
-            "GET entries support read and vread; use a search request for searches",
+            "GET entries support read, vread and type-level search",
             f"{entry.where}.request.url",
         )
+
+    def _search(self, requester: Requester, target: Target) -> EntryResponse:
+        """A type-level search entry: its searchset (first page) as the entry's resource."""
+        params = [(k, v) for k, v in (target.params or []) if k not in ("_format", "_pretty")]
+        result = self.service.search(requester, target.resource_type, params)
+        searchset: dict = {"resourceType": "Bundle", "type": "searchset"}
+        if result.total is not None:
+            searchset["total"] = result.total
+        searchset["entry"] = [
+            {
+                "fullUrl": f"{resource_type}/{resource_id}",
+                "resource": orjson.Fragment(body),
+                "search": {"mode": mode},
+            }
+            for mode, rows in (("match", result.matches), ("include", result.included))
+            for resource_type, resource_id, body in rows
+        ]
+        return EntryResponse(status="200 OK", resource=orjson.dumps(searchset))
 
 
 def _response(status: str, stored: StoredResource, include_body: bool = False) -> EntryResponse:

@@ -281,3 +281,21 @@ def test_batch_entries_succeed_or_fail_on_their_own(engine_service):
     assert kind == "batch-response"
     assert responses[0].status == "201 Created" and responses[1].status == "400"
     assert responses[1].outcome["issue"][0]["expression"] == ["Patient.gender"]
+
+
+def test_batch_get_entry_may_be_a_search(engine_service):
+    """http.html#transaction: a GET entry's url may be a search; its answer is a searchset."""
+    import orjson
+
+    service, bundles = engine_service
+    service.create(INTERNAL, "Patient", patient("Findable"))
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": "Patient?family=Findable&_total=accurate"}}],
+    }
+    _, responses = bundles.process(INTERNAL, bundle)
+    searchset = orjson.loads(responses[0].resource)
+    assert responses[0].status == "200 OK" and searchset["type"] == "searchset"
+    assert searchset["total"] == 1
+    assert searchset["entry"][0]["resource"]["name"][0]["family"] == "Findable"

@@ -417,3 +417,18 @@ def test_search_parameter_and_structure_definition_are_served(client, tokens):
 
 def test_healthz_reports_the_store(client):
     assert client.get("/healthz").get_json() == {"status": "ok", "store": "sqlite"}
+
+
+def test_r10_a_search_inside_a_batch_is_refused_like_a_search(client, tokens):
+    """A GET search entry goes through the gate: an unauthorized practitioner gets 403, no data."""
+    created = _create(client, tokens.system(), a_patient()).get_json()
+    stranger = tokens.practitioner("810000000077")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": f"DocumentReference?patient={created['id']}"}}],
+    }
+    response = client.post("/fhir", data=json.dumps(bundle), headers=auth(stranger, **{"Content-Type": FHIR_JSON}))
+    entry = response.get_json()["entry"][0]
+    assert entry["response"]["status"] == "403"
+    assert "resource" not in entry
