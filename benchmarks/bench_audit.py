@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.datagen import make_patient
 from benchmarks.harness import request, running_server, table, temporary_data_dir, wrk
-from benchmarks.tokens import token
+from benchmarks.tokens import seeded_patient
 
 TARGET = 0.7
 
@@ -36,26 +35,11 @@ def __getattr__(name: str):
 
 def run(args: argparse.Namespace) -> str:
     with temporary_data_dir() as data_dir:
-        admin = token(
-            data_dir,
-            "--system",
-            "bench-admin",
-            "--organization-type",
-            "health_insurer",
-            "--scope",
-            "system/*.cruds",
-        )
         with running_server(
             data_dir, workers=args.workers, threads=args.threads, app="benchmarks.wsgi:app"
         ) as server:
-            status, body, headers = request(
-                server.port, "POST", "/fhir/Patient", make_patient(0), admin
-            )
-            assert status == 201, body
-            patient_id = headers["Location"].split("/")[-3]
-            reader = token(data_dir, "--patient", patient_id)
+            patient_id, reader = seeded_patient(server.port, data_dir)
             url_path = f"/fhir/Patient/{patient_id}"
-            assert request(server.port, "GET", url_path, token=reader)[0] == 200
             audited = wrk(
                 f"http://127.0.0.1:{server.port}{url_path}", token=reader, seconds=args.seconds
             )

@@ -19,31 +19,16 @@ from benchmarks.harness import (
     temporary_data_dir,
     wrk,
 )
-from benchmarks.tokens import token
+from benchmarks.tokens import health_insurer_token, seeded_patient
 
 
 def run(args: argparse.Namespace) -> str:
     with temporary_data_dir() as data_dir:
-        admin = token(
-            data_dir,
-            "--system",
-            "bench-admin",
-            "--organization-type",
-            "health_insurer",
-            "--scope",
-            "system/*.cruds",
-        )
+        admin = health_insurer_token(data_dir)
         with running_server(
             data_dir, workers=args.workers, threads=args.threads, app="benchmarks.wsgi:app"
         ) as server:
-            status, body, headers = request(
-                server.port, "POST", "/fhir/Patient", make_patient(0), admin
-            )
-            assert status == 201, body
-            patient_id = headers["Location"].split("/")[-3]
-            reader = token(data_dir, "--patient", patient_id)
-            status, _, _ = request(server.port, "GET", f"/fhir/Patient/{patient_id}", token=reader)
-            assert status == 200, status
+            patient_id, reader = seeded_patient(server.port, data_dir)
             real = wrk(f"{server.base}/Patient/{patient_id}", token=reader, seconds=args.seconds)
             bare = wrk(
                 f"http://127.0.0.1:{server.port}/bench/bare/Patient/{patient_id}",

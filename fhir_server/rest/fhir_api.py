@@ -7,7 +7,6 @@ HTTP response; nothing here decides who may see what.
 from __future__ import annotations
 
 import base64
-from dataclasses import replace
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
@@ -417,4 +416,4 @@ def _history(resource_type: str | None, resource_id: str | None, path: str) -> R
     return _respond(orjson.dumps(bundle))
 
 
-__all__ = ["api", "replace"]
+__all__ = ["api"]

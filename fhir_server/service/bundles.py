@@ -14,12 +14,12 @@ errors carry XDS error codes (mhd/errors.py).
 
 from __future__ import annotations
 
-import orjson
-
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
+
+import orjson
 
 from fhir_server.access.requester import Requester
 from fhir_server.errors import FhirError, Issue, bad_request, error

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from fhir_server.access.decision import not_found_message
 from fhir_server.access.requester import Requester
-from fhir_server.errors import FhirError, bad_request, error, not_found
+from fhir_server.errors import bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.search.extract import extract, sort_values
 from fhir_server.search.parameters import parse_search
@@ -389,4 +389,4 @@ def _replace_count(query: SearchQuery, count: int) -> SearchQuery:
     return replace(query, count=count, sort=(), includes=(), cursor=None)
 
 
-__all__ = ["FhirService", "FhirError", "SearchResult", "WriteResult"]
+__all__ = ["FhirService", "SearchResult", "WriteResult"]

@@ -16,6 +16,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
+import orjson
+
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.decision import Deny, Permit, not_found_message
 from fhir_server.access.policy import DmpPolicy
@@ -23,7 +25,7 @@ from fhir_server.access.record import PatientRecord, build_record
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity
 from fhir_server.auth.scopes import ScopeError, ScopeSet
-from fhir_server.errors import FhirError, error, not_found
+from fhir_server.errors import FhirError, error
 from fhir_server.search.parameters import parse_search
 from fhir_server.search.query import (
     And,
@@ -520,9 +522,7 @@ def _record_patients(stored: StoredResource, resource) -> set[str]:
 
 
 def _json(body: bytes) -> dict:
-    import orjson
-
     return orjson.loads(body)
 
 
-__all__ = ["Gate", "ReadPurpose", "FhirError", "not_found", "Or"]
+__all__ = ["Gate", "ReadPurpose"]
