@@ -436,7 +436,7 @@ class Gate:
         return Everything()
 
     def after_search(self, requester: Requester, result) -> None:
-        if requester.kind is ActorKind.INTERNAL:
+        if requester.kind is ActorKind.INTERNAL or not self.audit.enabled:
             return
         patients: set[str] = set()
         entities = []
