@@ -11,6 +11,7 @@ from fhir_server.auth.tokens import AuthSettings, TokenIssuer
 from fhir_server.config import load_settings
 from fhir_server.resources.ins import nir_key
 from fhir_server.rest.app import create_app
+from fhir_server.terminology import SYSTEM_CONSENT_SCOPE, SYSTEM_IDNAT_PS, SYSTEM_PARTICIPATION_TYPE
 
 INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.8"
 FHIR_JSON = "application/fhir+json"
@@ -109,4 +110,33 @@ def a_patient(n: int = 0, **extra) -> dict:
         "gender": "female",
         "birthDate": "1985-07-01",
         **extra,
+    }
+
+
+def permit(idnat: str) -> dict:
+    """A nested Consent provision authorizing a professional (R10), by IdNat_PS."""
+    return {"type": "permit", "actor": [_recipient(idnat)]}
+
+
+def deny(idnat: str) -> dict:
+    """A nested Consent provision blocking a professional (R09), by IdNat_PS."""
+    return {"type": "deny", "actor": [_recipient(idnat)]}
+
+
+def _recipient(idnat: str) -> dict:
+    return {
+        "role": {"coding": [{"system": SYSTEM_PARTICIPATION_TYPE, "code": "IRCP"}]},
+        "reference": {"identifier": {"system": SYSTEM_IDNAT_PS, "value": idnat}},
+    }
+
+
+def dmp_consent(patient_id: str, *nested: dict) -> dict:
+    """The DMP Consent shape (dmp-access-rules.md, "Consent shapes"): root permit, exceptions."""
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": SYSTEM_CONSENT_SCOPE, "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "provision": {"type": "permit", "provision": list(nested)},
     }

@@ -20,13 +20,20 @@ import pytest
 from fhir_server.cli import main as fhir_server
 from fhir_server.terminology import (
     SYSTEM_ACT_REASON,
-    SYSTEM_CONSENT_SCOPE,
     SYSTEM_DMP_CONFIDENTIALITY,
     SYSTEM_IDNAT_PS,
-    SYSTEM_PARTICIPATION_TYPE,
     SYSTEM_V3_ROLE_CODE,
 )
-from tests.http.conftest import FHIR_JSON, INS_SYSTEM, a_patient, auth, valid_nir
+from tests.http.conftest import (
+    FHIR_JSON,
+    INS_SYSTEM,
+    a_patient,
+    auth,
+    deny,
+    dmp_consent,
+    permit,
+    valid_nir,
+)
 
 CLASS_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.1"  # TRE_A03 ClasseDocument
 
@@ -59,27 +66,8 @@ def practitioner(data_dir: Path, idnat: str, profession: str = "10", *more: str)
     return token(data_dir, "--practitioner", idnat, "--profession", profession, *more)
 
 
-def _actor(idnat: str) -> dict:
-    return {
-        "role": {"coding": [{"system": SYSTEM_PARTICIPATION_TYPE, "code": "IRCP"}]},
-        "reference": {"identifier": {"system": SYSTEM_IDNAT_PS, "value": idnat}},
-    }
-
-
-def dmp_consent(patient_id: str, *nested: dict) -> dict:
-    """One Consent per patient: scope patient-privacy, root permit, nested exceptions."""
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": SYSTEM_CONSENT_SCOPE, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "provision": {"type": "permit", "provision": list(nested)},
-    }
-
-
 def by_actor(kind: str, idnat: str) -> dict:
-    return {"type": kind, "actor": [_actor(idnat)]}
+    return permit(idnat) if kind == "permit" else deny(idnat)
 
 
 def opposing(purpose: str) -> dict:

@@ -17,13 +17,11 @@ from fhir_server.audit.notifications import EXT_NOTIFICATION_FACT, SYSTEM_COMMUN
 from fhir_server.config import load_settings
 from fhir_server.rest.app import create_app
 from fhir_server.terminology import (
-    SYSTEM_CONSENT_SCOPE,
     SYSTEM_DMP_CONFIDENTIALITY,
     SYSTEM_IDNAT_PS,
-    SYSTEM_PARTICIPATION_TYPE,
     SYSTEM_V3_ROLE_CODE,
 )
-from tests.http.conftest import FHIR_JSON, Tokens, a_patient, auth
+from tests.http.conftest import FHIR_JSON, Tokens, a_patient, auth, dmp_consent, permit
 
 AUTHORIZED = "810000000020"
 OTHER = "810000000021"
@@ -45,25 +43,9 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-def _actor(idnat: str) -> dict:
-    return {
-        "role": {"coding": [{"system": SYSTEM_PARTICIPATION_TYPE, "code": "IRCP"}]},
-        "reference": {"identifier": {"system": SYSTEM_IDNAT_PS, "value": idnat}},
-    }
-
-
 def consent(patient_id: str, *idnats: str) -> dict:
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": SYSTEM_CONSENT_SCOPE, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "provision": {
-            "type": "permit",
-            "provision": [{"type": "permit", "actor": [_actor(i)]} for i in idnats],
-        },
-    }
+    """A DMP Consent authorizing each of `idnats` (R10)."""
+    return dmp_consent(patient_id, *(permit(i) for i in idnats))
 
 
 def document(patient_id: str, title: str, label: str | None = None) -> dict:

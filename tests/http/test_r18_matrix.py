@@ -33,13 +33,21 @@ from fhir_server.config import load_settings
 from fhir_server.rest.app import create_app
 from fhir_server.terminology import (
     SYSTEM_ACT_REASON,
-    SYSTEM_CONSENT_SCOPE,
     SYSTEM_DMP_CONFIDENTIALITY,
     SYSTEM_IDNAT_PS,
-    SYSTEM_PARTICIPATION_TYPE,
     SYSTEM_V3_ROLE_CODE,
 )
-from tests.http.conftest import FHIR_JSON, INS_SYSTEM, Tokens, a_patient, auth, valid_nir
+from tests.http.conftest import (
+    FHIR_JSON,
+    INS_SYSTEM,
+    Tokens,
+    a_patient,
+    auth,
+    deny,
+    dmp_consent,
+    permit,
+    valid_nir,
+)
 
 CLASS_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.1"
 IDENTIFIER_SYSTEM = "urn:ietf:rfc:3986"
@@ -87,33 +95,6 @@ def binary_id(key: str) -> str:
 
 def doc_identifier(key: str) -> str:
     return f"urn:uuid:{_id(f'identifier-{key}')}"
-
-
-def _actor(idnat: str) -> dict:
-    return {
-        "role": {"coding": [{"system": SYSTEM_PARTICIPATION_TYPE, "code": "IRCP"}]},
-        "reference": {"identifier": {"system": SYSTEM_IDNAT_PS, "value": idnat}},
-    }
-
-
-def consent(patient_id: str, *nested: dict) -> dict:
-    """The DMP Consent shape (dmp-access-rules.md, "Consent shapes")."""
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": SYSTEM_CONSENT_SCOPE, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "provision": {"type": "permit", "provision": list(nested)},
-    }
-
-
-def permit(idnat: str) -> dict:
-    return {"type": "permit", "actor": [_actor(idnat)]}
-
-
-def deny(idnat: str) -> dict:
-    return {"type": "deny", "actor": [_actor(idnat)]}
 
 
 def oppose(purpose: str) -> dict:
@@ -176,9 +157,9 @@ def seed(service) -> None:
         },
         PARENT,
     )
-    put(consent(PATIENT_A, permit(AUTHORIZED), deny(BLOCKED)), _id("consent-a"))
-    put(consent(PATIENT_M, permit(AUTHORIZED)), _id("consent-m"))
-    put(consent(PATIENT_B, permit(AUTHORIZED)), _id("consent-b"))
+    put(dmp_consent(PATIENT_A, permit(AUTHORIZED), deny(BLOCKED)), _id("consent-a"))
+    put(dmp_consent(PATIENT_M, permit(AUTHORIZED)), _id("consent-m"))
+    put(dmp_consent(PATIENT_B, permit(AUTHORIZED)), _id("consent-b"))
     for key in DOCS:
         put(
             {"resourceType": "Binary", "contentType": "application/pdf", "data": "JVBERi0xLjQ="},

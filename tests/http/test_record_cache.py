@@ -10,32 +10,42 @@ import json
 
 from fhir_server.config import load_settings
 from fhir_server.rest.app import create_app
-from tests.http.conftest import FHIR_JSON, a_patient, auth
+from tests.http.conftest import FHIR_JSON, a_patient, auth, deny, dmp_consent, permit
 
 IDNAT = "810000000042"
-ACTOR = {"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
-         "reference": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": IDNAT}}}
 
 
 def _consent(patient_id: str, kind: str) -> dict:
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "provision": {"type": "permit", "provision": [{"type": kind, "actor": [ACTOR]}]},
-    }
+    return dmp_consent(patient_id, permit(IDNAT) if kind == "permit" else deny(IDNAT))
 
 
 def test_r09_a_block_written_by_one_worker_is_enforced_by_another(data_dir, tokens, app, client):
     other_worker = create_app(load_settings({"data_dir": data_dir}, environ={})).test_client()
-    patient = client.post("/fhir/Patient", data=json.dumps(a_patient()), headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON})).get_json()
+    patient = client.post(
+        "/fhir/Patient",
+        data=json.dumps(a_patient()),
+        headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON}),
+    ).get_json()
     patient_token = tokens.patient(patient["id"])
-    consent = client.post("/fhir/Consent", data=json.dumps(_consent(patient["id"], "permit")), headers=auth(patient_token, **{"Content-Type": FHIR_JSON})).get_json()
+    consent = client.post(
+        "/fhir/Consent",
+        data=json.dumps(_consent(patient["id"], "permit")),
+        headers=auth(patient_token, **{"Content-Type": FHIR_JSON}),
+    ).get_json()
     practitioner = tokens.practitioner(IDNAT)
     search = f"/fhir/DocumentReference?patient={patient['id']}"
-    assert other_worker.get(search, headers=auth(practitioner)).status_code == 200  # cached: authorized (R10)
+    assert (
+        other_worker.get(search, headers=auth(practitioner)).status_code == 200
+    )  # cached: authorized (R10)
     blocked = {**_consent(patient["id"], "deny"), "id": consent["id"]}
-    assert client.put(f"/fhir/Consent/{consent['id']}", data=json.dumps(blocked), headers=auth(patient_token, **{"Content-Type": FHIR_JSON})).status_code == 200
-    assert other_worker.get(search, headers=auth(practitioner)).status_code == 403  # the block holds at once
+    assert (
+        client.put(
+            f"/fhir/Consent/{consent['id']}",
+            data=json.dumps(blocked),
+            headers=auth(patient_token, **{"Content-Type": FHIR_JSON}),
+        ).status_code
+        == 200
+    )
+    assert (
+        other_worker.get(search, headers=auth(practitioner)).status_code == 403
+    )  # the block holds at once

@@ -426,9 +426,13 @@ def test_r10_a_search_inside_a_batch_is_refused_like_a_search(client, tokens):
     bundle = {
         "resourceType": "Bundle",
         "type": "batch",
-        "entry": [{"request": {"method": "GET", "url": f"DocumentReference?patient={created['id']}"}}],
+        "entry": [
+            {"request": {"method": "GET", "url": f"DocumentReference?patient={created['id']}"}}
+        ],
     }
-    response = client.post("/fhir", data=json.dumps(bundle), headers=auth(stranger, **{"Content-Type": FHIR_JSON}))
+    response = client.post(
+        "/fhir", data=json.dumps(bundle), headers=auth(stranger, **{"Content-Type": FHIR_JSON})
+    )
     entry = response.get_json()["entry"][0]
     assert entry["response"]["status"] == "403"
     assert "resource" not in entry
