@@ -7,17 +7,14 @@ R07, the patient's representatives read them; ``received`` is set on a recipient
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.audit.messaging import MESSAGE_CATEGORY
-from fhir_server.config import load_settings
-from fhir_server.rest.app import create_app
-from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_IDNAT_PS, SYSTEM_V3_ROLE_CODE
-from tests.http.conftest import FHIR_JSON, Tokens, a_patient, auth
-from tests.http.test_notifications import AUTHORIZED, OTHER, STRANGER, Clock, consent, document
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_IDNAT_PS
+from tests.http.conftest import FHIR_JSON, a_patient, auth
+from tests.http.test_notifications import AUTHORIZED, OTHER, STRANGER, document, family_record
 
 
 def practitioner_ref(idnat: str) -> dict:
@@ -41,25 +38,9 @@ def message(
 
 @pytest.fixture
 def world(tmp_path):
-    clock = Clock(datetime(2024, 3, 1, 9, 0, tzinfo=UTC))
-    settings = load_settings({"data_dir": tmp_path / "var", "max_body_bytes": 200_000}, environ={})
-    app = create_app(settings, clock=clock)
-    service = app.extensions["fhir"].service
-    adult = service.create(INTERNAL, "Patient", a_patient(1)).stored.id
-    minor = service.create(INTERNAL, "Patient", a_patient(2, birthDate="2016-04-02")).stored.id
-    parent = service.create(
-        INTERNAL,
-        "RelatedPerson",
-        {
-            "resourceType": "RelatedPerson",
-            "patient": {"reference": f"Patient/{minor}"},
-            "relationship": [{"coding": [{"system": SYSTEM_V3_ROLE_CODE, "code": "PRN"}]}],
-            "name": [{"family": "Durand", "given": ["Paul"]}],
-        },
-    ).stored.id
-    for pid in (adult, minor):
-        service.create(INTERNAL, "Consent", consent(pid, AUTHORIZED, OTHER))
-    tokens = Tokens(tmp_path / "var")
+    family = family_record(tmp_path)
+    app, tokens, clock, service = family.app, family.tokens, family.clock, family.service
+    adult, minor, parent = family.patient, family.minor, family.parent
 
     class World:
         pass

@@ -7,10 +7,12 @@ so that "first access of the day" can be checked across days.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
+from flask import Flask
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.audit.notifications import EXT_NOTIFICATION_FACT, SYSTEM_COMMUNICATION_CATEGORY
@@ -67,8 +69,20 @@ def document(patient_id: str, title: str, label: str | None = None) -> dict:
     return resource
 
 
-@pytest.fixture
-def world(tmp_path):
+@dataclass
+class Family:
+    """An adult patient, a minor with a parent (RelatedPerson PRN), both authorizing two doctors."""
+
+    app: Flask
+    tokens: Tokens
+    clock: Clock
+    service: object
+    patient: str
+    minor: str
+    parent: str
+
+
+def family_record(tmp_path) -> Family:
     clock = Clock(datetime(2024, 3, 1, 9, 0, tzinfo=UTC))
     settings = load_settings({"data_dir": tmp_path / "var", "max_body_bytes": 200_000}, environ={})
     app = create_app(settings, clock=clock)
@@ -87,9 +101,22 @@ def world(tmp_path):
     ).stored.id
     for pid in (patient, minor):
         service.create(INTERNAL, "Consent", consent(pid, AUTHORIZED, OTHER))
-    tokens = Tokens(tmp_path / "var")
-    yield app.test_client(), tokens, clock, patient, minor, parent, service
-    app.extensions["fhir"].store.close()
+    return Family(app, Tokens(tmp_path / "var"), clock, service, patient, minor, parent)
+
+
+@pytest.fixture
+def world(tmp_path):
+    family = family_record(tmp_path)
+    yield (
+        family.app.test_client(),
+        family.tokens,
+        family.clock,
+        family.patient,
+        family.minor,
+        family.parent,
+        family.service,
+    )
+    family.app.extensions["fhir"].store.close()
 
 
 def notifications(client, token: str, patient_id: str | None = None) -> list[dict]:
