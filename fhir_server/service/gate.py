@@ -19,6 +19,7 @@ from enum import StrEnum
 import orjson
 
 from fhir_server.access.constraints import compartment_of
+from fhir_server.access.constraints import matches as constraint_matches
 from fhir_server.access.decision import Deny, Permit, not_found_message
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import PatientRecord, build_record
@@ -44,6 +45,7 @@ from fhir_server.search.query import (
     all_of,
 )
 from fhir_server.search.registry import SearchRegistry
+from fhir_server.search.simplify import without_implied_compartment
 from fhir_server.service import messaging
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.context import forget_request_facts, request_memo
@@ -360,13 +362,51 @@ class Gate:
             self.audit.refusal(requester, "search-type", patients, decision.rule)
             raise decision.to_error()
         granular = self._granular_scopes(requester, resource_type)
-        where = self._constrain_joins(requester, query, query.where)
+        where = query.where
+        if given and patient_id:
+            where = self._resolved_patient_chain(requester, query, patient_id)
+        where = self._constrain_joins(requester, query, where)
         constrained = replace(
-            query, where=all_of(where, decision.constraints, scope_node, granular)
+            query,
+            where=without_implied_compartment(
+                all_of(where, decision.constraints, scope_node, granular),
+                resource_type,
+                self.registry,
+            ),
         )
         self._remember_designated(resource_type, constrained.where, (given, patient_id))
         _pending_notes.set((id(constrained), decision.notes))
         return constrained
+
+    def _resolved_patient_chain(
+        self, requester: Requester, query: SearchQuery, patient_id: str
+    ) -> Node:
+        """The query with its designating chain (`patient.identifier=INS`) replaced by the
+        reference to the one Patient it resolved to, when the requester may see that Patient:
+        the same matches, without a join per candidate."""
+        parts = _designated(query.where)
+        for index, part in enumerate(parts):
+            if isinstance(part, ReferenceTest) and part.param in PATIENT_PARAMS:
+                return query.where  # designated by a plain reference already
+            if (
+                isinstance(part, Chain)
+                and part.param in PATIENT_PARAMS
+                and part.target_type == "Patient"
+            ):
+                patient = self.store.read("Patient", patient_id)
+                if patient is None or patient.deleted:
+                    return query.where
+                constraint = self.include_constraint(requester, query, "Patient")
+                try:
+                    visible = constraint_matches(constraint, patient.json())
+                except (TypeError, ValueError):
+                    return query.where
+                if not visible:
+                    return query.where
+                reference = ReferenceTest(part.param, "Patient", patient_id)
+                rewritten = [*parts[:index], reference, *parts[index + 1 :]]
+                return all_of(*rewritten)
+        return query.where
 
     def _constrain_joins(self, requester: Requester, query: SearchQuery, node: Node) -> Node:
         """Chained and `_has` clauses only look at what the requester could search (R18)."""

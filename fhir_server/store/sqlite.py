@@ -1,12 +1,15 @@
 """The embedded engine: SQLite in WAL mode with durable (synchronous=FULL) commits.
 
-One writer connection per process, serialized by a lock (SQLite allows one writer at a
-time anyway; `BEGIN IMMEDIATE` plus a busy timeout serializes writers across gunicorn
-worker processes). Readers use one connection per thread and never block the writer.
+One writer connection per process; concurrent write transactions of the process share one
+durable commit (`group_commit.GroupCommit`), and the processes of a gunicorn server take
+turns on a blocking file lock next to the database. Readers use one connection per thread
+and never block the writer.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -25,6 +28,7 @@ from fhir_server.store.base import (
     encode_history_cursor,
     invalid_cursor,
 )
+from fhir_server.store.group_commit import GroupCommit
 from fhir_server.store.page import SearchPage
 
 SCHEMA = """
@@ -193,14 +197,16 @@ class SqliteStore:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._write_lock = threading.Lock()
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._turn_path = None if self.path == ":memory:" else f"{self.path}-writer.lock"
+        self._turn_handle = None
+        self._turn_pid = 0
         self._writer = self._connect()
-        with self._write_lock:
-            self._writer.executescript(SCHEMA)
-            sqlite_index.create_index_schema(self._writer)
+        self._writer.executescript(SCHEMA)
+        sqlite_index.create_index_schema(self._writer)
+        self._group = GroupCommit(self._writer, self._writer_turn)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -297,16 +303,36 @@ class SqliteStore:
 
     @contextmanager
     def transaction(self) -> Iterator[SqliteTransaction]:
-        with self._write_lock:
-            connection = self._writer
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield SqliteTransaction(connection)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            else:
-                connection.execute("COMMIT")
+        """A write transaction, committed together with the writes queued behind it."""
+        with self._group.unit() as connection:
+            yield SqliteTransaction(connection)
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """Writers of every process queue on a blocking file lock next to the database.
+
+        SQLite's busy handler makes a writer that finds the database locked sleep for growing
+        intervals (up to 100 ms) before trying again; an OS file lock wakes the next writer as
+        soon as the previous one commits, so a busy multi-worker server does not idle.
+        """
+        if self._turn_file is None:
+            yield
+            return
+        fcntl.flock(self._turn_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._turn_file, fcntl.LOCK_UN)
+
+    @property
+    def _turn_file(self):
+        """The lock file, opened once per process (a forked worker opens its own)."""
+        if self._turn_path is None:
+            return None
+        if self._turn_handle is None or self._turn_pid != os.getpid():
+            self._turn_handle = open(self._turn_path, "a")  # noqa: SIM115 - lives with the store
+            self._turn_pid = os.getpid()
+        return self._turn_handle
 
     def close(self) -> None:
         with self._connections_lock:

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS ix_token (
   rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
   system TEXT, code TEXT, display TEXT);
 CREATE INDEX IF NOT EXISTS ix_token_value ON ix_token (type, param, code, system, rid);
-CREATE INDEX IF NOT EXISTS ix_token_rid ON ix_token (rid);
+-- Covering for the per-candidate probes (`EXISTS ... WHERE rid = r.rid AND param = ? AND
+-- code = ?`) the access constraints add: one seek instead of reading every token row of rid.
+CREATE INDEX IF NOT EXISTS ix_token_probe ON ix_token (rid, param, code, system);
 
 CREATE TABLE IF NOT EXISTS ix_string (
   rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL,
@@ -106,6 +108,7 @@ RETIRED_INDEXES = (
     "ix_param_type",
     "ix_sort_lo",
     "ix_sort_hi",
+    "ix_token_rid",  # superseded by ix_token_probe, which starts with the same column
 )
 
 

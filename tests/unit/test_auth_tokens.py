@@ -282,3 +282,27 @@ def test_settings_from_env_read_the_documented_names(tmp_path):
     assert settings.effective_audience == "urn:aud"
     assert settings.local_issuer == "https://dmp.example"
     assert settings.token_endpoint == "https://dmp.example/oauth/token"
+
+
+def test_r01_token_verified_before_is_still_refused_once_expired(issuer, validator):
+    """The verified-signature cache never extends a token's life: exp is checked each use."""
+    clock = [time.time()]
+    validator.clock = lambda: clock[0]
+    token = issuer.issue(subject="1", scopes="patient/*.rs", lifetime_seconds=300, now=clock[0])
+    assert validator.validate(token)["sub"] == "1"
+    assert validator.validate(token)["sub"] == "1"  # served from the cache
+    clock[0] += 300 + validator.leeway_seconds + 1
+    with pytest.raises(AuthenticationError, match="expired"):
+        validator.validate(token)
+
+
+def test_r01_tampered_copy_of_a_cached_token_is_refused(issuer, validator):
+    """A cache hit needs the exact bytes of a verified token: a tampered copy is verified
+    again, and fails."""
+    token = issuer.issue(subject="1", scopes="patient/*.rs")
+    validator.validate(token)
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["scope"] = "system/*.cruds"
+    with pytest.raises(AuthenticationError, match="signature"):
+        validator.validate(f"{header}.{_b64(claims)}.{signature}")
