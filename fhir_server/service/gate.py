@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 
 import orjson
 
@@ -81,6 +82,34 @@ class ReadPurpose(StrEnum):
     HISTORY = "history-instance"
 
 
+@lru_cache(maxsize=1024)
+def _scope_set(scopes: tuple[str, ...]) -> ScopeSet:
+    """A token's scopes parsed once: the same scopes come with every request of a token."""
+    return ScopeSet.from_scopes(scopes)
+
+
+# Search decisions kept per (requester, type, record): a record's facts are cached per record
+# epoch, so a new fact (a Consent, a block) makes a new record object and a new decision.
+SEARCH_DECISIONS = 4096
+
+
+def _decision_key(requester: Requester) -> tuple:
+    """Everything of a Requester the policy reads (not `extra`, which is unhashable)."""
+    return (
+        requester.kind,
+        requester.subject_id,
+        requester.scopes,
+        requester.profession,
+        requester.specialty,
+        requester.organization_id,
+        requester.organization_type,
+        requester.access_mode,
+        requester.access_reason,
+        requester.patient_id,
+        requester.client_id,
+    )
+
+
 def _designated(where: Node) -> list[Node]:
     return list(where.parts) if isinstance(where, And) else [where]
 
@@ -101,6 +130,8 @@ class Gate:
         self.cursor_key = cursor_key
         self._records: OrderedDict[tuple, tuple[int, PatientRecord | None]] = OrderedDict()
         self._records_lock = threading.Lock()
+        self._decisions: OrderedDict[tuple, tuple[PatientRecord | None, object]] = OrderedDict()
+        self._decisions_lock = threading.Lock()
 
     # -- facts -----------------------------------------------------------------------------
 
@@ -225,7 +256,7 @@ class Gate:
         """The scope constraint for this interaction, or a 403 when no scope grants it."""
         if requester.kind is ActorKind.INTERNAL:
             return Everything()
-        scopes = ScopeSet.from_scopes(requester.scopes)
+        scopes = _scope_set(requester.scopes)
         if not scopes.allows(resource_type, interaction):
             self.audit.refusal(requester, interaction, [], "R02")
             raise error(
@@ -356,7 +387,7 @@ class Gate:
         acting = self._acting_for(requester)
         record_id = patient_id if given else acting
         record = self.record(record_id) if record_id else None
-        decision = self.policy.decide_search(requester, resource_type, record, patient_given=given)
+        decision = self._decide_search(requester, resource_type, record, given)
         patients = [record.patient_id] if record else []
         if isinstance(decision, Deny):
             self.audit.refusal(requester, "search-type", patients, decision.rule)
@@ -377,6 +408,27 @@ class Gate:
         self._remember_designated(resource_type, constrained.where, (given, patient_id))
         _pending_notes.set((id(constrained), decision.notes))
         return constrained
+
+    def _decide_search(
+        self,
+        requester: Requester,
+        resource_type: str,
+        record: PatientRecord | None,
+        given: bool,
+    ):
+        """`DmpPolicy.decide_search`, remembered for the record object it was decided on."""
+        key = (_decision_key(requester), resource_type, id(record), given)
+        with self._decisions_lock:
+            known = self._decisions.get(key)
+            if known is not None and known[0] is record:
+                self._decisions.move_to_end(key)
+                return known[1]
+        decision = self.policy.decide_search(requester, resource_type, record, patient_given=given)
+        with self._decisions_lock:
+            self._decisions[key] = (record, decision)
+            while len(self._decisions) > SEARCH_DECISIONS:
+                self._decisions.popitem(last=False)
+        return decision
 
     def _resolved_patient_chain(
         self, requester: Requester, query: SearchQuery, patient_id: str
@@ -435,7 +487,7 @@ class Gate:
 
     def _granular_scopes(self, requester: Requester, resource_type: str) -> Node:
         """SMART v2 granular scopes (`patient/DocumentReference.rs?category=...`) as clauses."""
-        scopes = ScopeSet.from_scopes(requester.scopes)
+        scopes = _scope_set(requester.scopes)
         alternatives = scopes.constraints(resource_type, "search")
         if not alternatives:
             return Everything()
@@ -461,13 +513,13 @@ class Gate:
             scope_node = self._check_scopes_quietly(requester, target_type)
         except ScopeError:
             return NOTHING
-        decision = self.policy.decide_search(requester, target_type, record, patient_given=given)
+        decision = self._decide_search(requester, target_type, record, given)
         if isinstance(decision, Deny):
             return NOTHING
         return all_of(decision.constraints, scope_node)
 
     def _check_scopes_quietly(self, requester: Requester, resource_type: str) -> Node:
-        scopes = ScopeSet.from_scopes(requester.scopes)
+        scopes = _scope_set(requester.scopes)
         if not scopes.allows(resource_type, "search"):
             raise ScopeError("not granted")
         if scopes.contexts(resource_type, "search") == frozenset({"patient"}):
