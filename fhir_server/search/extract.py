@@ -833,3 +833,13 @@ def sort_values(entries: IndexEntries) -> dict[str, tuple[SortValue, SortValue]]
     for uri in entries.uris:
         add(uri.param, uri.value, uri.value)
     return {param: (lows[param], highs[param]) for param in lows}
+
+
+def extract_parameter(resource: dict, registry: SearchRegistry, code: str) -> IndexEntries:
+    """The index entries of one search parameter of the resource (e.g. `_lastUpdated` once a
+    version is stamped), as `extract` would give them."""
+    entries = IndexEntries()
+    definition = registry.for_type(resource.get("resourceType", "")).get(code)
+    if definition is not None and definition.extractor is not None:
+        _add_values(entries, definition, definition.extractor(resource))
+    return entries

@@ -21,10 +21,12 @@ from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity, build_audit_events, build_refusal_events
 from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal
 from fhir_server.search.extract import extract, sort_values
+from fhir_server.search.index import IndexEntries
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.context import current_request
 from fhir_server.service.notify import Intent, Notifier
+from fhir_server.service.prepared import PreparedEvents, copy_entries, restamped
 from fhir_server.store.base import ResourceStore, StoreTransaction, VersionConflict, VersionWrite
 
 # Refusal events raised while a write transaction is open: that transaction is about to roll
@@ -43,18 +45,18 @@ class GroupCommitter:
 
     def __init__(
         self,
-        commit_batch: Callable[[list[dict], list[Intent]], None],
+        commit_batch: Callable[[PreparedEvents, list[Intent]], None],
         turn: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
         self.pid = os.getpid()
         self._commit_batch = commit_batch
         self._turn = turn
-        self._queue: queue.SimpleQueue[tuple[list[dict], list[Intent], _Waiter]] = (
+        self._queue: queue.SimpleQueue[tuple[PreparedEvents, list[Intent], _Waiter]] = (
             queue.SimpleQueue()
         )
         threading.Thread(target=self._run, name="audit-group-commit", daemon=True).start()
 
-    def commit(self, events: list[dict], intents: list[Intent] | None = None) -> None:
+    def commit(self, events: PreparedEvents, intents: list[Intent] | None = None) -> None:
         waiter = _Waiter()
         self._queue.put((events, intents or [], waiter))
         waiter.done.wait()
@@ -75,7 +77,10 @@ class GroupCommitter:
                         except queue.Empty:
                             break
                     self._commit_batch(
-                        [event for events, _, _ in batch for event in events],
+                        PreparedEvents(
+                            [event for prepared, _, _ in batch for event in prepared.events],
+                            [entry for prepared, _, _ in batch for entry in prepared.entries],
+                        ),
                         [intent for _, intents, _ in batch for intent in intents],
                     )
             except BaseException as exc:  # handed to every waiting request
@@ -127,13 +132,59 @@ class AuditTrail:
         tx: StoreTransaction | None = None,
         notes: Iterable[str] = (),
         intents: Iterable[Intent] = (),
+        prepared: PreparedEvents | None = None,
     ) -> list[dict]:
         """Record an access; with `notes` (the Permit's), the R17 notifications it calls for
         are written in the same transaction, as are the extra `intents` of a write."""
         if not self.records(requester) or not self.enabled:
             return []
+        events = (
+            prepared.events
+            if prepared is not None
+            else self._build(requester, interaction, patients, entities)
+        )
+        due = (
+            [*self.notifier.for_access(requester, notes, events, self._now()), *intents]
+            if notes or intents
+            else []
+        )
+        if tx is not None and prepared is not None:
+            self._append_in(tx, events, prepared.entries)
+            if due:
+                self.notifier.apply(tx, due)
+        else:
+            self._append(events, tx, due)
+        return events
+
+    def prepare_access(
+        self,
+        requester: Requester,
+        interaction: str,
+        patients: Iterable[str],
+        entities: Iterable[DataEntity] = (),
+    ) -> PreparedEvents | None:
+        """The events `access` would record, with their index entries, built ahead of the
+        write transaction they will be appended in (see `service.prepared`)."""
+        if not self.records(requester) or not self.enabled:
+            return None
+        return self._prepared(self._build(requester, interaction, patients, entities))
+
+    def _prepared(self, events: list[dict]) -> PreparedEvents:
+        entries = []
+        for event in events:
+            provisional = versions.stamp(event, event["id"], 1, self.clock())
+            entries.append(extract(provisional.json(), self.registry))
+        return PreparedEvents(events, entries)
+
+    def _build(
+        self,
+        requester: Requester,
+        interaction: str,
+        patients: Iterable[str],
+        entities: Iterable[DataEntity],
+    ) -> list[dict]:
         info = current_request.get()
-        events = build_audit_events(
+        return build_audit_events(
             interaction=interaction,
             requester=requester,
             patients=sorted(set(patients)),
@@ -144,13 +195,6 @@ class AuditTrail:
             entities=tuple(entities),
             client_address=info.client_address,
         )
-        due = (
-            [*self.notifier.for_access(requester, notes, events, self._now()), *intents]
-            if notes or intents
-            else []
-        )
-        self._append(events, tx, due)
-        return events
 
     def refusal(
         self, requester: Requester, interaction: str, patients: Iterable[str], rule: str
@@ -204,7 +248,9 @@ class AuditTrail:
             if intents:
                 self.notifier.apply(tx, intents)
             return
-        self._committer.commit(events, intents)
+        # The index entries are extracted here, in the request's thread, so that the
+        # committer's transaction (one at a time) only seals and writes.
+        self._committer.commit(self._prepared(events), intents)
 
     @property
     def _committer(self) -> GroupCommitter:
@@ -232,11 +278,11 @@ class AuditTrail:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _commit_batch(self, events: list[dict], intents: list[Intent] | None = None) -> None:
+    def _commit_batch(self, prepared: PreparedEvents, intents: list[Intent] | None = None) -> None:
         for attempt in range(5):
             try:
                 with self.store.transaction() as own:
-                    self._append_in(own, events)
+                    self._append_in(own, prepared.events, copy_entries(prepared.entries))
                     if intents:
                         self.notifier.apply(own, intents)
                 self.notifier.remember(intents or [])
@@ -245,15 +291,24 @@ class AuditTrail:
                 if attempt == 4:
                     raise
 
-    def _append_in(self, tx: StoreTransaction, events: list[dict]) -> None:
+    def _append_in(
+        self,
+        tx: StoreTransaction,
+        events: list[dict],
+        prepared_entries: list[IndexEntries] | None = None,
+    ) -> None:
         head = tx.audit_head() or (0, GENESIS_HASH)
         sequence, previous = head
-        for event in events:
+        for position, event in enumerate(events):
             sequence += 1
             sealed = seal(event, previous, sequence)
             previous = chain_link(sealed).hash
             stored = versions.stamp(sealed, sealed["id"], 1, self.clock())
-            entries = extract(sealed, self.registry)
+            entries = (
+                extract(sealed, self.registry)
+                if prepared_entries is None
+                else restamped(prepared_entries[position], sealed, self.registry)
+            )
             tx.write(
                 VersionWrite(
                     stored,

@@ -16,11 +16,13 @@ from fhir_server.access.requester import Requester
 from fhir_server.errors import bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.search.extract import extract, sort_values
+from fhir_server.search.index import IndexEntries
 from fhir_server.search.parameters import parse_search
 from fhir_server.search.query import SearchQuery
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.gate import Gate, ReadPurpose
+from fhir_server.service.prepared import PreparedWrite, restamped
 from fhir_server.store.base import (
     HistoryPage,
     ResourceStore,
@@ -211,8 +213,22 @@ class FhirService:
                 raise error(412, "duplicate", "If-None-Exist matches more than one resource")
             if existing:
                 return WriteResult(existing[0], created=False)
+        resource_id = versions.new_id()
+        prepared = self._prepare_create(requester, resource, resource_id)
         with self._transaction() as tx:
-            return self.create_in(tx, requester, resource)
+            return self.create_in(
+                tx, requester, resource, resource_id=resource_id, prepared=prepared
+            )
+
+    def _prepare_create(
+        self, requester: Requester, resource: dict, resource_id: str
+    ) -> PreparedWrite:
+        """What a create can compute before its transaction (see `service.prepared`)."""
+        provisional = versions.stamp(resource, resource_id, 1, self.clock())
+        return PreparedWrite(
+            extract(resource, self.registry),
+            self.gate.prepare_write_audit(requester, "create", provisional, resource),
+        )
 
     def update(
         self,
@@ -301,6 +317,7 @@ class FhirService:
         *,
         keep_id: bool = False,
         resource_id: str | None = None,
+        prepared: PreparedWrite | None = None,
     ) -> WriteResult:
         resource_type = resource["resourceType"]
         if resource_id is None:
@@ -311,8 +328,12 @@ class FhirService:
             )
         self.gate.authorize_write(requester, "create", resource_type, resource, None)
         stored = versions.stamp(resource, resource_id, 1, self.clock())
-        self._write(tx, stored, resource, "POST", expected_version=0)
-        self.gate.after_write(tx, requester, "create", stored, resource)
+        self._write(
+            tx, stored, resource, "POST", expected_version=0, entries=prepared and prepared.entries
+        )
+        self.gate.after_write(
+            tx, requester, "create", stored, resource, prepared=prepared and prepared.audit
+        )
         return WriteResult(stored, created=True)
 
     def update_in(
@@ -368,8 +389,13 @@ class FhirService:
         method: str,
         *,
         expected_version: int,
+        entries: IndexEntries | None = None,
     ) -> None:
-        entries = extract(resource, self.registry)
+        entries = (
+            extract(resource, self.registry)
+            if entries is None
+            else restamped(entries, resource, self.registry)
+        )
         shard_key = entries.compartment[0] if entries.compartment else ""
         tx.write(
             VersionWrite(stored, method, expected_version, entries, sort_values(entries), shard_key)

@@ -50,6 +50,7 @@ from fhir_server.search.simplify import without_implied_compartment
 from fhir_server.service import messaging
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.context import forget_request_facts, request_memo
+from fhir_server.service.prepared import PreparedEvents
 from fhir_server.store.base import HistoryPage, ResourceStore, StoredResource
 
 NOTHING: Node = Not(Everything())
@@ -577,9 +578,18 @@ class Gate:
         _pending_notes.set((id(new if new is not None else old), decision.notes))
 
     def after_write(
-        self, tx, requester: Requester, interaction: str, stored: StoredResource, resource
+        self,
+        tx,
+        requester: Requester,
+        interaction: str,
+        stored: StoredResource,
+        resource,
+        prepared: PreparedEvents | None = None,
     ) -> None:
-        """Audit the write and write the notifications it calls for, in its transaction."""
+        """Audit the write and write the notifications it calls for, in its transaction.
+
+        `prepared`: the write's AuditEvents as `prepare_write_audit` built them beforehand.
+        """
         forget_request_facts()  # a Patient, Consent or RelatedPerson may have changed
         if stored.resource_type in RECORD_FACT_TYPES:
             for patient_id in _record_patients(stored, resource):
@@ -587,10 +597,7 @@ class Gate:
         notes = _take_notes(resource)
         if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
             return
-        patients = sorted(compartment_of(resource)) if resource else []
-        if stored.resource_type == "Patient":
-            patients = [stored.id]
-        entity = DataEntity.from_resource(stored.json())
+        patients, entity = _write_audit_subject(stored, resource)
         intents = self.audit.notifier.for_write(
             requester,
             notes,
@@ -603,8 +610,32 @@ class Gate:
             self.audit.notifier.now(),
         )
         self.audit.access(
-            requester, interaction, patients, [entity], tx=tx, notes=notes, intents=intents
+            requester,
+            interaction,
+            patients,
+            [entity],
+            tx=tx,
+            notes=notes,
+            intents=intents,
+            prepared=prepared,
         )
+
+    def prepare_write_audit(
+        self, requester: Requester, interaction: str, stored: StoredResource, resource
+    ) -> PreparedEvents | None:
+        """The AuditEvents `after_write` will write for this write, built ahead of time."""
+        if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
+            return None
+        patients, entity = _write_audit_subject(stored, resource)
+        return self.audit.prepare_access(requester, interaction, patients, [entity])
+
+
+def _write_audit_subject(stored: StoredResource, resource) -> tuple[list[str], DataEntity]:
+    """The patients a write concerns and the entity its AuditEvent names."""
+    patients = sorted(compartment_of(resource)) if resource else []
+    if stored.resource_type == "Patient":
+        patients = [stored.id]
+    return patients, DataEntity.from_resource(stored.json())
 
 
 def _record_patients(stored: StoredResource, resource) -> set[str]:
