@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 from ihe_xds.codes import is_oid
 
@@ -179,15 +179,17 @@ _FHIR_DATETIME = re.compile(
 
 def fhir_to_xds_time(text: str) -> str:
     """FHIR date/dateTime/instant -> YYYYMMDD[hhmmss] in UTC (XDS times are UTC)."""
-    from datetime import datetime, timedelta
-
     match = _FHIR_DATETIME.match(text)
     if not match:
         raise ValueError(f"not a FHIR dateTime: {text!r}")
     year, month, day, hour, minute, second, zone = match.groups()
     if hour is None:
         return f"{year}{month or ''}{day or ''}"
+    # datetime() still checks the date; a UTC time of a four-digit year is then its own
+    # digits (what strftime writes), which spares strftime on every time of an ITI-18 answer.
     moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))
+    if (not zone or zone == "Z") and moment.year >= 1000:
+        return f"{year}{month}{day}{hour}{minute}{second or '00'}"
     if zone and zone != "Z":
         sign = 1 if zone[0] == "+" else -1
         offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))

@@ -47,7 +47,14 @@ from ihe_xds.errors import (
 )
 from ihe_xds.identity import SUBCODE_FAILED_AUTHENTICATION, XdsAuthenticationError, XdsIdentity
 from ihe_xds.mtom import build_mtom_response, parse_http_body
-from ihe_xds.responses import adhoc_query_response, registry_response, retrieve_response
+from ihe_xds.responses import (
+    QueryAnswer,
+    adhoc_query_answer,
+    adhoc_query_response,
+    answer_envelope,
+    registry_response,
+    retrieve_response,
+)
 from ihe_xds.soap import check_action, fault_envelope, fault_for, read_envelope, response_envelope
 from ihe_xds.transactions import iti18, iti41, iti43
 from ihe_xds.vocabulary import ACTION_ITI18, ACTION_ITI41, ACTION_ITI43
@@ -204,13 +211,14 @@ def _iti41(runtime, requester: Requester, envelope, package, relates_to) -> Resp
 def _iti18(runtime, requester: Requester, envelope, relates_to) -> Response:
     try:
         outcome = iti18(runtime, requester, envelope.body)
-        element = adhoc_query_response(
+        answer = adhoc_query_answer(
             outcome.objects, outcome.errors, return_type=outcome.return_type
         )
     except MalformedMessage:
         raise
     except Exception:
-        outcome, element = None, adhoc_query_response([], _unexpected(XDS_REGISTRY_ERROR))
+        outcome = None
+        answer = QueryAnswer(adhoc_query_response([], _unexpected(XDS_REGISTRY_ERROR)))
     if outcome is not None:
         _audit(
             runtime,
@@ -222,7 +230,7 @@ def _iti18(runtime, requester: Requester, envelope, relates_to) -> Response:
             query_id=outcome.query_id,
             raw_query=etree.tostring(envelope.body),
         )
-    return _soap(response_envelope(ACTION_ITI18, relates_to, element))
+    return _soap(answer_envelope(answer, ACTION_ITI18, relates_to))
 
 
 def _iti43(runtime, requester: Requester, envelope, relates_to) -> Response:

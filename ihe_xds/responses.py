@@ -19,6 +19,7 @@ from ihe_xds.ebrim import (
     object_ref_element,
     submission_set_to_element,
 )
+from ihe_xds.ebrim_text import NotPlainText, entry_text
 from ihe_xds.errors import (
     SEVERITY_ERROR,
     SEVERITY_WARNING,
@@ -28,6 +29,7 @@ from ihe_xds.errors import (
     registry_error,
 )
 from ihe_xds.mtom import Attachment, new_content_id
+from ihe_xds.soap import response_envelope
 from ihe_xds.vocabulary import (
     NS_QUERY,
     NS_RIM,
@@ -94,19 +96,84 @@ def adhoc_query_response(
     return_type: str = "LeafClass",
 ) -> etree._Element:
     """query:AdhocQueryResponse: full objects (LeafClass) or rim:ObjectRef (ObjectRef)."""
-    errors = list(errors)
-    element = etree.Element(
-        q(NS_QUERY, "AdhocQueryResponse"),
-        status=response_status(errors, has_results=bool(objects)),
-        nsmap={"query": NS_QUERY, "rim": NS_RIM, "rs": NS_RS},
-    )
-    _error_list(element, errors)
-    object_list = etree.SubElement(element, q(NS_RIM, "RegistryObjectList"))
+    element, object_list = _adhoc_query_element(list(errors), has_results=bool(objects))
     for obj in objects:
         object_list.append(
             _object_element(obj) if return_type == "LeafClass" else object_ref_element(obj.id)
         )
     return element
+
+
+def _adhoc_query_element(
+    errors: list[RegistryError], *, has_results: bool
+) -> tuple[etree._Element, etree._Element]:
+    """An AdhocQueryResponse with its errors and an empty rim:RegistryObjectList (returned too)."""
+    element = etree.Element(
+        q(NS_QUERY, "AdhocQueryResponse"),
+        status=response_status(errors, has_results=has_results),
+        nsmap={"query": NS_QUERY, "rim": NS_RIM, "rs": NS_RS},
+    )
+    _error_list(element, errors)
+    return element, etree.SubElement(element, q(NS_RIM, "RegistryObjectList"))
+
+
+@dataclass(slots=True)
+class QueryAnswer:
+    """An ITI-18 answer on its way to the wire.
+
+    `objects_text`, when set, is the content of the (then empty) rim:RegistryObjectList of
+    `element`, already serialised by ebrim_text: a LeafClass answer of DocumentEntries is
+    written as text instead of being built as an lxml tree and serialised (issue 6).
+    """
+
+    element: etree._Element
+    objects_text: str | None = None
+
+
+def adhoc_query_answer(
+    objects: list[RegistryObject],
+    errors: list[RegistryError] = (),
+    *,
+    return_type: str = "LeafClass",
+) -> QueryAnswer:
+    """The AdhocQueryResponse of `adhoc_query_response`, in the form `answer_envelope` sends."""
+    if (
+        return_type == "LeafClass"
+        and objects
+        and all(isinstance(o, DocumentEntry) for o in objects)
+    ):
+        try:
+            text = "".join([entry_text(entry) for entry in objects])
+        except NotPlainText:
+            pass  # values only lxml writes (or refuses) as before: build the tree
+        else:
+            element, _ = _adhoc_query_element(list(errors), has_results=True)
+            return QueryAnswer(element, text)
+    return QueryAnswer(adhoc_query_response(objects, errors, return_type=return_type))
+
+
+_EMPTY_OBJECT_LIST = b"<rim:RegistryObjectList/>"
+
+
+def answer_envelope(answer: QueryAnswer, request_action: str, relates_to: str | None) -> bytes:
+    """The response envelope of an ITI-18 answer: `response_envelope` bytes, the written
+    objects put in place of the empty rim:RegistryObjectList (the last element of the body,
+    and the only place its start tag can occur: text and attributes escape "<")."""
+    envelope = response_envelope(request_action, relates_to, answer.element)
+    if answer.objects_text is None:
+        return envelope
+    head, marker, tail = envelope.rpartition(_EMPTY_OBJECT_LIST)
+    if not marker:
+        raise ValueError("the AdhocQueryResponse has no empty rim:RegistryObjectList")
+    return b"".join(
+        (
+            head,
+            b"<rim:RegistryObjectList>",
+            answer.objects_text.encode("utf-8"),
+            b"</rim:RegistryObjectList>",
+            tail,
+        )
+    )
 
 
 # --------------------------------------------------------------------------- ITI-43

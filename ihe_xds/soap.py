@@ -43,8 +43,21 @@ class SoapEnvelope:
     root: etree._Element
 
 
-def _local(tag: object) -> str:
-    return etree.QName(tag).localname if isinstance(tag, str) else ""
+_ENVELOPE_11 = q(NS_SOAP11, "Envelope")
+_ENVELOPE_12 = q(NS_SOAP12, "Envelope")
+_HEADER = q(NS_SOAP12, "Header")
+_BODY = q(NS_SOAP12, "Body")
+_ACTION = q(NS_WSA, "Action")
+_MESSAGE_ID = q(NS_WSA, "MessageID")
+_MUST_UNDERSTAND = q(NS_SOAP12, "mustUnderstand")
+
+
+def _split_tag(tag: str) -> tuple[str | None, str]:
+    """(namespace or None, local name) of a Clark-notation tag, without an etree.QName."""
+    if tag[:1] == "{":
+        namespace, _, local = tag[1:].partition("}")
+        return namespace, local
+    return None, tag
 
 
 def read_envelope(
@@ -52,14 +65,19 @@ def read_envelope(
 ) -> SoapEnvelope:
     """Read a SOAP 1.2 envelope; raise XmlError (bad XML) or SoapFault (bad envelope)."""
     root = data if isinstance(data, etree._Element) else parse_xml(data, max_bytes=max_bytes)
-    if root.tag == q(NS_SOAP11, "Envelope"):
+    if root.tag == _ENVELOPE_11:
         raise SoapFault(
             "SOAP 1.1 envelopes are not supported; use SOAP 1.2", code="VersionMismatch"
         )
-    if root.tag != q(NS_SOAP12, "Envelope"):
+    if root.tag != _ENVELOPE_12:
         raise SoapFault("the message is not a SOAP 1.2 Envelope")
-    header = root.find(q(NS_SOAP12, "Header"))
-    body = root.find(q(NS_SOAP12, "Body"))
+    header = body = None
+    for child in root[:]:  # the first Header and the first Body, as find() would
+        if child.tag == _HEADER:
+            if header is None:
+                header = child
+        elif child.tag == _BODY and body is None:
+            body = child
     if body is None:
         raise SoapFault("the SOAP Envelope has no Body")
     children = [child for child in body if isinstance(child.tag, str)]
@@ -68,17 +86,18 @@ def read_envelope(
     action = message_id = None
     security = None
     if header is not None:
-        for element in header:
-            if not isinstance(element.tag, str):
+        for element in header[:]:
+            tag = element.tag
+            if not isinstance(tag, str):
                 continue
-            namespace = etree.QName(element).namespace
-            if element.tag == q(NS_WSA, "Action"):
+            namespace, local = _split_tag(tag)
+            if tag == _ACTION:
                 action = (element.text or "").strip() or None
-            elif element.tag == q(NS_WSA, "MessageID"):
+            elif tag == _MESSAGE_ID:
                 message_id = (element.text or "").strip() or None
-            elif _local(element.tag) == "Security" and namespace in _UNDERSTOOD_HEADER_NAMESPACES:
+            elif local == "Security" and namespace in _UNDERSTOOD_HEADER_NAMESPACES:
                 security = element
-            must = element.get(q(NS_SOAP12, "mustUnderstand"), "").strip().lower()
+            must = element.get(_MUST_UNDERSTAND, "").strip().lower()
             if must in ("true", "1") and namespace not in _UNDERSTOOD_HEADER_NAMESPACES:
                 raise SoapFault(
                     f"header {etree.QName(element).text} is not understood",

@@ -18,9 +18,12 @@ RSA 2048) is created in `<data_dir>/keys/` and trusted by default.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,21 +114,28 @@ def load_or_create_structure_credential(data_dir: str | os.PathLike[str]) -> Str
                 x509.NameAttribute(NameOID.COMMON_NAME, "fhir-server VIHF signer"),
             ]
         )
-        now = dt.datetime.now(dt.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
+        certificate = self_signed_certificate(key, name, dt.timedelta(days=3650))
         write_private_file(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
     certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return StructureCredential(private_key=key, certificate=certificate)
+
+
+def self_signed_certificate(
+    key: rsa.RSAPrivateKey, name: x509.Name, lifetime: dt.timedelta
+) -> x509.Certificate:
+    """A signer certificate for `key`, valid from five minutes ago for `lifetime`."""
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
 
 
 @dataclass(frozen=True)
@@ -276,10 +286,82 @@ def mint_vihf(
     )
 
 
-def _verify(assertion: etree._Element, trust: VihfTrust) -> etree._Element:
-    """The signed assertion element, verified against one of the trusted certificates."""
+VERIFIED_CACHE_SIZE = 1024
+
+
+class VerifiedAssertions:
+    """Assertions whose signature already verified, by a digest of their exact bytes.
+
+    A VIHF is minted once and sent with every request of a session: verifying its RSA
+    signature again (and the canonicalisations around it) was a large share of each XDS
+    request (issue 6). signxml verifies `etree.tostring(assertion)`, so for the same bytes
+    and the same trusted certificates the outcome differs only by the time: whether the
+    signing certificate is within its validity period, checked again here on every hit (a
+    hit outside it falls back to full verification). The assertion's own validity window
+    and audience are not cached: `vihf_requester` checks them on every use. Only successes
+    are kept, at most `size` of them, least recently used dropped first.
+    """
+
+    def __init__(self, size: int = VERIFIED_CACHE_SIZE) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple[etree._Element, x509.Certificate]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, moment: dt.datetime) -> etree._Element | None:
+        """The signed element verified earlier under `key`, if its signer is valid at `moment`."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+        if found is None:
+            return None
+        signed, certificate = found
+        if not certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc:
+            return None
+        return signed
+
+    def put(self, key: tuple, signed: etree._Element, certificate: x509.Certificate) -> None:
+        with self._lock:
+            self._entries[key] = (signed, certificate)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+VERIFIED = VerifiedAssertions()
+
+
+def _verify(
+    assertion: etree._Element, trust: VihfTrust, cache: VerifiedAssertions | None = None
+) -> etree._Element:
+    """The signed assertion element, verified against one of the trusted certificates.
+
+    `cache` (by default the process-wide one) spares the signature check of bytes already
+    verified with the same certificates; None verifies every time.
+    """
     if assertion.find(_q(DS, "Signature")) is None:
         raise AuthenticationError("VIHF assertion is not signed")
+    data = etree.tostring(assertion)  # what signxml verifies for an element
+    moment = dt.datetime.fromtimestamp(trust.clock(), dt.UTC)
+    key = (hashlib.sha256(data).digest(), trust.certificates)
+    if cache is not None:
+        signed = cache.get(key, moment)
+        if signed is not None:
+            return signed
+    return _verify_signature(assertion, data, trust, moment, cache, key)
+
+
+def _verify_signature(
+    assertion: etree._Element,
+    data: bytes,
+    trust: VihfTrust,
+    moment: dt.datetime,
+    cache: VerifiedAssertions | None,
+    key: tuple,
+) -> etree._Element:
     config = SignatureConfiguration(
         location="./",  # the Signature must be a child of the Assertion it signs
         expect_references=1,
@@ -289,12 +371,12 @@ def _verify(assertion: etree._Element, trust: VihfTrust) -> etree._Element:
         digest_algorithms=frozenset(
             {DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}
         ),
-        verification_time=dt.datetime.fromtimestamp(trust.clock(), dt.UTC),
+        verification_time=moment,
     )
     for certificate in trust.certificates:
         try:
             result = XMLVerifier().verify(
-                assertion, x509_cert=certificate, expect_config=config, id_attribute="ID"
+                data, x509_cert=certificate, expect_config=config, id_attribute="ID"
             )
         except (SignXMLException, InvalidInput, ValueError):
             continue
@@ -306,6 +388,8 @@ def _verify(assertion: etree._Element, trust: VihfTrust) -> etree._Element:
         ):
             # The signature is valid but covers some other element (signature wrapping).
             raise AuthenticationError("VIHF signature does not cover the assertion")
+        if cache is not None:
+            cache.put(key, signed, certificate)
         return signed
     raise AuthenticationError("VIHF signature is invalid or its signer is not trusted")
 
@@ -399,13 +483,20 @@ def find_assertion(security_element: etree._Element) -> etree._Element:
     return assertions[0]
 
 
-def vihf_requester(security_element: etree._Element, trust: VihfTrust) -> Requester:
+def vihf_requester(
+    security_element: etree._Element,
+    trust: VihfTrust,
+    *,
+    cache: VerifiedAssertions | None = VERIFIED,
+) -> Requester:
     """The Requester of an XDS request, from its `wsse:Security` header (or the Assertion).
 
     AuthenticationError when the assertion is missing, unsigned, tampered with, signed by
-    an untrusted certificate, expired, or for another audience.
+    an untrusted certificate, expired, or for another audience. The signature check of an
+    assertion already verified comes from `cache` (see VerifiedAssertions); the validity
+    window and audience are checked on every call.
     """
-    signed = _verify(find_assertion(security_element), trust)
+    signed = _verify(find_assertion(security_element), trust, cache)
     _check_conditions(signed, trust)
     return requester_from_claims(vihf_claims(signed))
 
