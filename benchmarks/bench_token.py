@@ -3,7 +3,9 @@
     python benchmarks/bench_token.py [--n 5000]
 
 Measures TokenValidator.validate for a local-key token (RS256) and for a token of an
-external issuer whose JWKS is cached (ES256 and RS256), in microseconds per validation.
+external issuer whose JWKS is cached (ES256 and RS256), in microseconds per validation: on
+a token's first use (its signature verified) and on its later requests (the verified-token
+cache answers; the time claims are still checked).
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ def per_call_us(fn, n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
+def first_use_us(validator: TokenValidator, token: str, n: int) -> float:
+    """Per validation with the verified-token cache emptied before each one."""
+
+    def first() -> None:
+        validator.verified.clear()
+        validator.validate(token)
+
+    return per_call_us(first, n)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=5000)
@@ -53,7 +65,8 @@ def main() -> None:
         }
         local = issuer.issue(subject="810000000001", scopes="user/*.cruds", extensions=extensions)
         print(
-            f"local RS256     {per_call_us(lambda: validator.validate(local), args.n):8.1f} µs/validation"
+            f"local RS256     {first_use_us(validator, local, args.n):8.1f} µs/validation (first use),"
+            f" {per_call_us(lambda: validator.validate(local), args.n):.1f} µs (later requests)"
         )
         now = int(time.time())
         for alg, k in external.items():
@@ -71,8 +84,12 @@ def main() -> None:
             token = jws.serialize_compact(
                 {"alg": alg, "kid": alg, "typ": "at+jwt"}, orjson.dumps(claims), k, algorithms=[alg]
             )
-            us = per_call_us(lambda t=token: validator.validate(t), args.n)
-            print(f"external {alg}  {us:8.1f} µs/validation (JWKS cached)")
+            first = first_use_us(validator, token, args.n)
+            later = per_call_us(lambda t=token: validator.validate(t), args.n)
+            print(
+                f"external {alg}  {first:8.1f} µs/validation (first use, JWKS cached),"
+                f" {later:.1f} µs (later requests)"
+            )
 
 
 if __name__ == "__main__":

@@ -281,6 +281,10 @@ class VerifiedTokens:
                 self._claims.move_to_end(key)
             return claims
 
+    def clear(self) -> None:
+        with self._lock:
+            self._claims.clear()
+
     def put(self, bearer: str, claims: Claims) -> None:
         key = self._key(bearer)
         with self._lock:
