@@ -15,6 +15,7 @@ and a manifest (`bench-manifest.json`: the plan and the measured ingest rate) th
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import sys
@@ -24,11 +25,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.datagen import CorpusPlan, dmp_corpus
+from benchmarks.datagen import CorpusPlan, dmp_corpus, patient_documents, patient_resources
 from fhir_server.access.requester import INTERNAL
 from fhir_server.loader import Progress
 from fhir_server.paths import profiles_dir
-from fhir_server.search.extract import extract
+from fhir_server.resources.model import ELEMENT_MEMO
+from fhir_server.search.extract import PREPARED, PreparedEntries, extract, prepare
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service.core import FhirService
 from fhir_server.service.factory import build_service
@@ -56,10 +58,10 @@ class LoadStats:
         return self.total / self.seconds if self.seconds else 0.0
 
 
-def _batches(resources: Iterable[dict], size: int) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for resource in resources:
-        batch.append(resource)
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
         if len(batch) >= size:
             yield batch
             batch = []
@@ -70,53 +72,117 @@ def _batches(resources: Iterable[dict], size: int) -> Iterator[list[dict]]:
 _worker_service: FhirService | None = None
 
 
+# Validated elements the workers remember (resources.model.ElementMemo): the corpus's 3,000
+# professionals recur as contained authors, more than the server's default keeps; about
+# 4 KB each, so some 130 MB per worker at most.
+WORKER_MEMO_CAPACITY = 16_384
+
+
 def _start_validator(data_dir: str) -> None:
-    """Each validation process holds its own service (model, profiles, INS checks)."""
+    """Each worker process holds its own service (model, profiles, INS checks)."""
     global _worker_service
     registry = SearchRegistry.load(profiles_dir())
     _worker_service = build_service(SqliteStore(":memory:"), registry, data_dir=Path(data_dir))
+    ELEMENT_MEMO.capacity = WORKER_MEMO_CAPACITY
+    _few_collections()
 
 
-def _validated(chunk: list[dict]) -> list[dict]:
-    for resource in chunk:
-        _worker_service.validate_for_write(resource, resource["resourceType"])
-    return chunk
+# The cyclic garbage collector, at its default threshold (700 allocations), runs every few
+# resources and walks the models the memo keeps: 14 % of a worker's time. Loading creates
+# few cycles, so it runs every GC_THRESHOLD allocations, after what exists at start-up is
+# moved out of its reach (gc.freeze).
+GC_THRESHOLD = 100_000
+
+
+def _few_collections() -> None:
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
+def _warm_up(service: FhirService, plan: CorpusPlan) -> None:
+    """Validate and prepare one regular patient's resources here, before the workers are
+    forked: the fhir.resources models they need are then imported and built once, in this
+    process, instead of once per worker."""
+    sample = CorpusPlan(documents=max(plan.per_patient, 1), heavy=0, seed=plan.seed + 1)
+    _made(service, sample, range(min(2, sample.patients)))
+
+
+def _generated(plan: CorpusPlan, patients: range) -> list[tuple[dict, PreparedEntries]]:
+    """The resources of a range of patients, generated, validated and their index entries
+    prepared (`extract.prepare`) in a worker process."""
+    return _made(_worker_service, plan, patients)
+
+
+def _made(
+    service: FhirService, plan: CorpusPlan, patients: range
+) -> list[tuple[dict, PreparedEntries]]:
+    made = []
+    for n in patients:
+        for resource in patient_resources(plan, n):
+            service.validate_for_write(resource, resource["resourceType"])
+            made.append((resource, prepare(resource, service.registry)))
+    return made
+
+
+def _patient_ranges(plan: CorpusPlan, batch: int) -> Iterator[range]:
+    """Consecutive ranges of patients holding about `batch` resources each (a heavy patient
+    is a range of its own), so that the workers' tasks are of even size."""
+    extra = 1 + plan.communication_rate + plan.audit_rate
+    start, size = 0, 0.0
+    for n in range(plan.patients):
+        size += 2 + patient_documents(plan, n) * extra
+        if size >= batch:
+            yield range(start, n + 1)
+            start, size = n + 1, 0.0
+    if start < plan.patients:
+        yield range(start, plan.patients)
 
 
 def bulk_load(
     service: FhirService,
-    resources: Iterable[dict],
+    plan: CorpusPlan,
     *,
-    expected_documents: int,
     batch: int = 500,
     log_every: int = 50_000,
     validators: int = 2,
 ) -> LoadStats:
-    """Write `resources` (each with its id) through the service, `batch` per transaction.
+    """Write the corpus of `plan` through the service, `batch` resources per transaction.
 
-    Validation (`validate_for_write`: model, profiles, INS) is pure and the larger half of
-    the cost, so `validators` processes run it ahead of the writer; the writer does what
-    `create_in` does for every write (extraction, versioning, history, index rows). With
-    `validators=0` everything runs in this process. A progress bar on a terminal; otherwise
-    one line per `log_every` documents on stderr. Raises the first FhirError (a generated
-    resource that fails validation is a bug).
+    Generating the corpus, validating it (`validate_for_write`: model, profiles, INS) and
+    extracting its index entries need nothing from the store, so `validators` worker
+    processes do them, a range of patients each (`datagen.patient_resources`), ahead of the
+    writer; the writer does what `create_in` does for every write (versioning, history,
+    index rows; extraction finds the entries prepared for the same content in
+    `extract.PREPARED` and evaluates only `_lastUpdated`), in corpus order. With
+    `validators=0` everything runs in this process. A progress bar on a
+    terminal; otherwise one line per `log_every` documents on stderr. Raises the first
+    FhirError (a generated resource that fails validation is a bug).
     """
     stats = LoadStats()
-    bar = Progress(expected_documents, enabled=sys.stderr.isatty())
+    thresholds = gc.get_threshold()
+    _few_collections()
+    bar = Progress(plan.documents, enabled=sys.stderr.isatty())
     next_log = log_every
     started = time.perf_counter()
     pool = None
+    ranges = _patient_ranges(plan, batch)
     if validators:
+        _warm_up(service, plan)
         context = multiprocessing.get_context("fork")
         pool = context.Pool(validators, _start_validator, (str(Path(service.store.path).parent),))
-        chunks = _bounded(pool, _batches(resources, batch), in_flight=2 * validators)
+        chunks = _bounded(pool, plan, ranges, in_flight=2 * validators)
     else:
-        chunks = (_validated_here(service, chunk) for chunk in _batches(resources, batch))
+        chunks = (_made(service, plan, patients) for patients in ranges)
     try:
-        for chunk in chunks:
-            with service._transaction() as tx:
-                for resource in chunk:
-                    service.create_in(tx, INTERNAL, resource, resource_id=resource["id"])
+        for pairs in _batches((pair for made in chunks for pair in made), batch):
+            chunk = [resource for resource, _ in pairs]
+            PREPARED.offer(prepared for _, prepared in pairs)
+            try:
+                with service._transaction() as tx:
+                    for resource in chunk:
+                        service.create_in(tx, INTERNAL, resource, resource_id=resource["id"])
+            finally:
+                PREPARED.clear()
             documents = sum(1 for r in chunk if r["resourceType"] == "DocumentReference")
             stats.counts.update(r["resourceType"] for r in chunk)
             bar.advance(documents)
@@ -124,7 +190,7 @@ def bulk_load(
                 elapsed = time.perf_counter() - started
                 done = stats.counts["DocumentReference"]
                 print(
-                    f"{time.strftime('%H:%M:%S')} {done}/{expected_documents} DocumentReferences,"
+                    f"{time.strftime('%H:%M:%S')} {done}/{plan.documents} DocumentReferences,"
                     f" {stats.total} resources, {done / elapsed:,.0f} documents/s",
                     file=sys.stderr,
                     flush=True,
@@ -133,30 +199,23 @@ def bulk_load(
     finally:
         if pool is not None:
             pool.terminate()
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
     stats.seconds = time.perf_counter() - started
     bar.close()
     return stats
 
 
-def _bounded(pool, chunks: Iterator[list[dict]], in_flight: int) -> Iterator[list[dict]]:
-    """Validated chunks in order, with at most `in_flight` submitted ahead of the writer.
-
-    (Pool.imap would read the whole generator into its task queue: a million documents in
-    memory.)
-    """
+def _bounded(pool, plan: CorpusPlan, ranges: Iterator[range], in_flight: int) -> Iterator[list]:
+    """Generated, validated chunks in order, with at most `in_flight` submitted ahead of the
+    writer (Pool.imap would queue every range at once, and their results pile up in memory)."""
     pending: deque = deque()
-    for chunk in chunks:
-        pending.append(pool.apply_async(_validated, (chunk,)))
+    for patients in ranges:
+        pending.append(pool.apply_async(_generated, (plan, patients)))
         if len(pending) >= in_flight:
             yield pending.popleft().get()
     while pending:
         yield pending.popleft().get()
-
-
-def _validated_here(service: FhirService, chunk: list[dict]) -> list[dict]:
-    for resource in chunk:
-        service.validate_for_write(resource, resource["resourceType"])
-    return chunk
 
 
 def extraction_cost_us(registry: SearchRegistry, plan: CorpusPlan, sample: int = 2000) -> float:
@@ -194,13 +253,7 @@ def load_corpus(
         raise SystemExit(f"{data_dir / DATABASE} exists: remove it or reuse it with --data-dir")
     service = open_service(data_dir, registry)
     try:
-        stats = bulk_load(
-            service,
-            dmp_corpus(plan),
-            expected_documents=plan.documents,
-            batch=batch,
-            validators=validators,
-        )
+        stats = bulk_load(service, plan, batch=batch, validators=validators)
     finally:
         service.store.close()
     manifest = {

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -192,7 +193,7 @@ def make_document_reference(
     document_id: str,
     patient_id: str,
     patient_nir: str,
-    pool: list[Professional],
+    pool: Sequence[Professional],
 ) -> dict:
     """A DMP DocumentReference (MHD comprehensive metadata, dmp-document-reference profile)."""
     type_code, type_display, class_code, _ = _weighted(rng, DOCUMENT_TYPES)
@@ -293,7 +294,7 @@ def _practitioner_actor(idnat: str) -> dict:
 
 
 def make_consent(
-    rng: random.Random, consent_id: str, patient_id: str, pool: list[Professional]
+    rng: random.Random, consent_id: str, patient_id: str, pool: Sequence[Professional]
 ) -> dict:
     """The patient's DMP Consent (dmp-access-rules.md, "Consent shapes"): a root permit with
     a few exceptions (blocked / authorized professionals, oppositions)."""
@@ -444,33 +445,50 @@ def patient_id_of(n: int) -> str:
 def dmp_corpus(plan: CorpusPlan) -> Iterator[dict]:
     """Every resource of the corpus, patient by patient (Patient, Consent, its documents,
     their Communications and AuditEvents), so that a batch never refers ahead."""
-    rng = random.Random(plan.seed)
-    pool = professionals(plan.professionals, plan.seed)
+    for n in range(plan.patients):
+        yield from patient_resources(plan, n)
+
+
+def patient_resources(plan: CorpusPlan, n: int) -> list[dict]:
+    """The resources of patient `n` in corpus order (see `dmp_corpus`).
+
+    Each patient draws from its own random stream (seeded with the plan's seed and `n`), so
+    any range of patients can be generated on its own, e.g. by the bulk loader's worker
+    processes, and still give the same corpus.
+    """
+    rng = random.Random(f"{plan.seed}/{n}")
+    pool = _professionals(plan.professionals, plan.seed)
+    patient_id = patient_id_of(n)
+    patient = make_ins_patient(n, patient_id, rng)
+    resources = [patient]
+    if rng.random() < 0.9:
+        resources.append(make_consent(rng, _uuid(rng), patient_id, pool))
+    count = patient_documents(plan, n)
+    nir_value = patient["identifier"][0]["value"]
+    for _ in range(count):
+        document_id = _uuid(rng)
+        resources.append(make_document_reference(rng, document_id, patient_id, nir_value, pool))
+        if rng.random() < plan.communication_rate:
+            resources.append(make_communication(rng, _uuid(rng), patient_id, document_id))
+        if rng.random() < plan.audit_rate:
+            resources.append(
+                make_audit_event(rng, _uuid(rng), patient_id, document_id, rng.choice(pool))
+            )
+    return resources
+
+
+def patient_documents(plan: CorpusPlan, n: int) -> int:
+    """How many DocumentReferences patient `n` has: `heavy_documents` for the first `heavy`
+    patients, the rest spread exactly (no rounding drift) over the regular patients."""
     heavy_each = plan.heavy_total // plan.heavy if plan.heavy else 0
+    if n < plan.heavy:
+        return heavy_each
     regular_patients = plan.patients - plan.heavy
     regular_docs = plan.documents - heavy_each * plan.heavy
-    made = 0
-    for n in range(plan.patients):
-        patient_id = patient_id_of(n)
-        patient = make_ins_patient(n, patient_id, rng)
-        yield patient
-        if rng.random() < 0.9:
-            yield make_consent(rng, _uuid(rng), patient_id, pool)
-        if n < plan.heavy:
-            count = heavy_each
-        else:
-            index = n - plan.heavy
-            # Spread regular_docs over the regular patients exactly (no rounding drift).
-            count = (
-                regular_docs * (index + 1) // regular_patients
-                - regular_docs * index // regular_patients
-            )
-        nir_value = patient["identifier"][0]["value"]
-        for _ in range(count):
-            document_id = _uuid(rng)
-            yield make_document_reference(rng, document_id, patient_id, nir_value, pool)
-            made += 1
-            if rng.random() < plan.communication_rate:
-                yield make_communication(rng, _uuid(rng), patient_id, document_id)
-            if rng.random() < plan.audit_rate:
-                yield make_audit_event(rng, _uuid(rng), patient_id, document_id, rng.choice(pool))
+    index = n - plan.heavy
+    return regular_docs * (index + 1) // regular_patients - regular_docs * index // regular_patients
+
+
+@functools.cache
+def _professionals(count: int, seed: int) -> tuple[Professional, ...]:
+    return tuple(professionals(count, seed))

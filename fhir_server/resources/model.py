@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 import fhir_core.types
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -69,6 +70,67 @@ REQUIRED_CODES: Mapping[str, Mapping[str, frozenset[str]]] = {
 # DMP DocumentReference with its three contained authors. A dotted path always names the
 # same class, so the lookup is memoized once for the process.
 fhir_core.types.import_string = cache(fhir_core.types.import_string)
+
+
+class ElementMemo:
+    """Already-validated JSON subtrees, so that a repeated one is not validated again.
+
+    fhir_core validates every complex element by building its model (about 17 µs each, 32
+    per DMP DocumentReference), and most of a document's elements recur across documents:
+    the codings of type, class, confidentiality, facility and setting, the contained author,
+    the subject reference. Validation is a pure function of (model, JSON value), so the
+    model built for a value that passed is reused for the same value: the answer, including
+    every error, is the one a full validation gives (failures are never remembered and are
+    validated again, with their locations). Keys are the value's canonical JSON (sorted
+    keys; `1`, `1.0`, `true` and `"1"` stay distinct); values holding a null, which orjson
+    also writes for NaN, or anything orjson cannot write are not remembered.
+
+    Two generations of `capacity` entries bound the memory: a value used again while its
+    generation is the old one moves to the young one, so recurring values stay.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self.enabled = True
+        self._young: dict[tuple[type, bytes], Any] = {}
+        self._old: dict[tuple[type, bytes], Any] = {}
+
+    def validated(self, validate: Any, cls: Any, value: Any, model_klass: type) -> Any:
+        if not self.enabled or type(value) is not dict:
+            return validate(cls, value, model_klass)
+        try:
+            raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            return validate(cls, value, model_klass)
+        if b"null" in raw:
+            return validate(cls, value, model_klass)
+        key = (model_klass, raw)
+        model = self._young.get(key)
+        if model is None:
+            model = self._old.get(key)
+            if model is None:
+                model = validate(cls, value, model_klass)
+            if len(self._young) >= self.capacity:
+                self._old, self._young = self._young, {}
+            self._young[key] = model
+        return model
+
+    def clear(self) -> None:
+        self._young.clear()
+        self._old.clear()
+
+
+ELEMENT_MEMO = ElementMemo()
+_validate_element = fhir_core.types.FhirBase.fhir_model_validator.__func__
+
+
+def _memoized_element_validator(cls: Any, value: Any, model_klass: type) -> Any:
+    return ELEMENT_MEMO.validated(_validate_element, cls, value, model_klass)
+
+
+# Every complex element (contained resources included) is validated through this
+# classmethod, looked up on the class at each call.
+fhir_core.types.FhirBase.fhir_model_validator = classmethod(_memoized_element_validator)
 
 
 @cache

@@ -40,8 +40,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from fhir_server.search.index import (
     DateEntry,
@@ -54,7 +59,10 @@ from fhir_server.search.index import (
     UriEntry,
 )
 from fhir_server.search.normalize import (
+    MAX_INSTANT,
+    MIN_INSTANT,
     DateFormatError,
+    date_range,
     instant_point,
     normalize_string,
     to_decimal,
@@ -425,8 +433,11 @@ class _Parser:
             base: _Fn = lambda focus, root: focus  # noqa: E731
             last_member = (base, name)
             fn = lambda focus, root, name=name: _children(focus, name)  # noqa: E731
+            path_base, path_names = base, [name]
         else:
             raise UnsupportedExpression(f"unexpected {token!r}")
+        if last_member is None:
+            path_base, path_names = fn, []
         while self.peek() == ("sym", "."):
             self.take()
             step = self.take()
@@ -442,15 +453,31 @@ class _Parser:
                 else:
                     fn = self.function(fn, step[1])
                 last_member = None
+                path_base, path_names = fn, []
             else:
                 name = step[1]
                 last_member = (fn, name)
-                fn = self._member(fn, name)
+                path_names.append(name)
+                fn = self._path(path_base, tuple(path_names))
         return fn, last_member
 
     @staticmethod
-    def _member(base: _Fn, name: str) -> _Fn:
-        return lambda focus, root: _children(base(focus, root), name)
+    def _path(base: _Fn, names: tuple[str, ...]) -> _Fn:
+        """`base.n1.n2...`: successive member steps in one closure (the same `_children`
+        calls as one closure per step, without a Python frame per step)."""
+        if len(names) == 1:
+            name = names[0]
+            return lambda focus, root: _children(base(focus, root), name)
+
+        def walk(focus: list, root: dict) -> list:
+            items = base(focus, root)
+            for name in names:
+                if not items:
+                    return []
+                items = _children(items, name)
+            return items
+
+        return walk
 
     @staticmethod
     def _fused(base: _Fn, name: str, type_name: str) -> _Fn:
@@ -559,8 +586,30 @@ _CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "o
 _CODEABLE_KEYS = frozenset({"coding", "text", "id", "extension"})
 
 
+# Texts and dates recur: the same displays and descriptions across documents, the same
+# instant as a document's date, its attachment's creation and its period's end. Both
+# functions are pure, so each distinct text is normalized or parsed once while it is in use.
+_normalized = lru_cache(maxsize=8192)(normalize_string)
+_text_date_range = lru_cache(maxsize=4096)(date_range)
+
+
+def _date_bounds(value: Any) -> tuple[int, int] | None:
+    """`value_date_range`, with date texts and Period bounds through `_text_date_range`."""
+    if isinstance(value, str):
+        return _text_date_range(value)
+    if isinstance(value, dict) and ("start" in value or "end" in value):
+        start, end = value.get("start"), value.get("end")
+        if isinstance(start, str | None) and isinstance(end, str | None):
+            if start is None and end is None:
+                return None
+            low = _text_date_range(start)[0] if start else MIN_INSTANT
+            high = _text_date_range(end)[1] if end else MAX_INSTANT
+            return low, high
+    return value_date_range(value)
+
+
 def _norm(text: object) -> str | None:
-    return normalize_string(text) if isinstance(text, str) and text.strip() else None
+    return _normalized(text) if isinstance(text, str) and text.strip() else None
 
 
 def token_entries(param: str, value: Any) -> list[TokenEntry]:
@@ -641,7 +690,7 @@ def string_entries(param: str, value: Any) -> list[StringEntry]:
             for text in part_value if isinstance(part_value, list) else [part_value]:
                 if isinstance(text, str):
                     texts.append(text)
-    return [StringEntry(param, normalize_string(t), t) for t in texts if t.strip()]
+    return [StringEntry(param, _normalized(t), t) for t in texts if t.strip()]
 
 
 def _composite_value(value: Any) -> str | None:
@@ -676,7 +725,7 @@ def _add_values(entries: IndexEntries, definition: SearchParamDef, values: Itera
                     point = instant_point(value)
                     entries.dates.append(DateEntry(code, point, point))
                     continue
-                bounds = value_date_range(value)
+                bounds = _date_bounds(value)
             except DateFormatError:
                 continue  # invalid data never reaches storage; be lenient on legacy values
             if bounds is not None:
@@ -724,20 +773,18 @@ def extract(resource: dict, registry: SearchRegistry, *, engine: str = "compiled
 
     `engine="fhirpathpy"` evaluates every expression with fhirpathpy instead (benchmarks).
     Call it on the resource as stored (with `meta.lastUpdated` set), so `_lastUpdated` is indexed.
+    The parameters that read the version stamp (`_lastUpdated`) are evaluated after the others,
+    so that entries prepared ahead of the stamp (`prepare`, `PREPARED`) give the same lists.
     """
     resource_type = resource.get("resourceType", "")
-    entries = IndexEntries()
-    for definition in registry.for_type(resource_type).values():
-        if definition.code == "_id":
-            continue  # the engines' id column; IdTest never reads index entries
-        extractor = (
-            definition.extractor
-            if engine == "compiled"
-            else _fhirpathpy_for(definition.expression, resource_type)
-        )
-        if extractor is None:
-            continue
-        _add_values(entries, definition, extractor(resource))
+    content, stamped = _definitions(registry, resource_type)
+    entries = PREPARED.take(resource) if engine == "compiled" and PREPARED else None
+    if entries is None:
+        entries = _entries_of(resource, resource_type, content, engine)
+    for definition in stamped:
+        extractor = _extractor(definition, resource_type, engine)
+        if extractor is not None:
+            _add_values(entries, definition, extractor(resource))
     entries.tokens = _dedupe(entries.tokens)
     entries.strings = _dedupe(entries.strings)
     entries.dates = _dedupe(entries.dates)
@@ -747,6 +794,136 @@ def extract(resource: dict, registry: SearchRegistry, *, engine: str = "compiled
     entries.quantities = _dedupe(entries.quantities)
     entries.compartment = compartment_of(resource, entries, registry)
     return entries
+
+
+def _extractor(definition: SearchParamDef, resource_type: str, engine: str) -> Extractor | None:
+    if engine == "compiled":
+        return definition.extractor
+    return _fhirpathpy_for(definition.expression, resource_type)
+
+
+def _entries_of(
+    resource: dict, resource_type: str, definitions: Iterable[SearchParamDef], engine: str
+) -> IndexEntries:
+    entries = IndexEntries()
+    for definition in definitions:
+        extractor = _extractor(definition, resource_type, engine)
+        if extractor is not None:
+            _add_values(entries, definition, extractor(resource))
+    return entries
+
+
+# `meta.versionId` / `meta.lastUpdated` (or the whole `meta`) in an expression: the parameter
+# reads the version stamp, which the service sets just before the write.
+_READS_STAMP = re.compile(r"\bmeta\b(?!\s*\.\s*(?:profile|tag|security|source)\b)")
+STAMP_FIELDS = ("versionId", "lastUpdated")
+
+
+def _definitions(
+    registry: SearchRegistry, resource_type: str
+) -> tuple[list[SearchParamDef], list[SearchParamDef]]:
+    """The type's parameters (without `_id`: the engines' id column; IdTest never reads index
+    entries) in registry order, split into those that read only the resource's content and
+    those that read its version stamp."""
+    content: list[SearchParamDef] = []
+    stamped: list[SearchParamDef] = []
+    for definition in registry.for_type(resource_type).values():
+        if definition.code == "_id":
+            continue
+        reads_stamp = _reads_stamp(definition.expression)
+        (stamped if reads_stamp else content).append(definition)
+    return content, stamped
+
+
+@lru_cache(maxsize=1024)
+def _reads_stamp(expression: str) -> bool:
+    return bool(_READS_STAMP.search(expression or ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entries prepared ahead (bulk loading: extraction in the validating worker processes)
+# ---------------------------------------------------------------------------------------------
+
+_KINDS: tuple[tuple[str, type], ...] = (
+    ("tokens", TokenEntry),
+    ("strings", StringEntry),
+    ("dates", DateEntry),
+    ("references", ReferenceEntry),
+    ("uris", UriEntry),
+    ("numbers", NumberEntry),
+    ("quantities", QuantityEntry),
+)
+_ROW_OF = {cls: attrgetter(*cls.__slots__) for _, cls in _KINDS}
+
+
+def content_key(resource: dict) -> bytes:
+    """The resource's content without its version stamp (meta.versionId, meta.lastUpdated),
+    as canonical JSON: what the content parameters' entries are a function of."""
+    meta = resource.get("meta")
+    if isinstance(meta, dict):
+        rest = {k: v for k, v in meta.items() if k not in STAMP_FIELDS}
+        resource = {k: v for k, v in resource.items() if k != "meta"}
+        if rest:
+            resource["meta"] = rest
+    return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEntries:
+    """The content parameters' entries of a resource, as plain tuples (cheap to send from a
+    worker process), with the `content_key` they belong to."""
+
+    key: bytes
+    rows: tuple[tuple[tuple, ...], ...]
+
+    def entries(self) -> IndexEntries:
+        entries = IndexEntries()
+        for (kind, cls), rows in zip(_KINDS, self.rows, strict=True):
+            setattr(entries, kind, [cls(*row) for row in rows])
+        return entries
+
+
+def prepare(resource: dict, registry: SearchRegistry) -> PreparedEntries:
+    """The part of `extract(resource)` that does not depend on the version stamp, computed
+    ahead (e.g. in the process that validates the resource), for `PREPARED.offer`."""
+    resource_type = resource.get("resourceType", "")
+    content, _ = _definitions(registry, resource_type)
+    entries = _entries_of(resource, resource_type, content, "compiled")
+    rows = tuple(
+        tuple(_ROW_OF[cls](e) for e in _dedupe(getattr(entries, kind))) for kind, cls in _KINDS
+    )
+    return PreparedEntries(content_key(resource), rows)
+
+
+class PreparedIndex:
+    """Entries prepared ahead, each used at most once by `extract` for a resource whose
+    content (`content_key`) is the one it was prepared from: a resource changed since gets
+    its entries extracted anew. Empty (and free) unless a bulk loader offers entries; the
+    loader offers one transaction's worth and clears what is left after it."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes, PreparedEntries] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def offer(self, prepared: Iterable[PreparedEntries]) -> None:
+        with self._lock:
+            self._by_key.update((p.key, p) for p in prepared)
+
+    def take(self, resource: dict) -> IndexEntries | None:
+        key = content_key(resource)
+        with self._lock:
+            prepared = self._by_key.pop(key, None)
+        return None if prepared is None else prepared.entries()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_key.clear()
+
+
+PREPARED = PreparedIndex()
 
 
 _FHIRPATHPY_CACHE: dict[str, Extractor] = {}

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from fhir_server.search.normalize import normalize_string
 from fhir_server.search.query import (
     And,
     Chain,
@@ -58,6 +59,7 @@ from fhir_server.store.search_values import (
     prefix_upper_bound,
     uri_prefixes,
 )
+from fhir_server.store.sqlite_index import VALUE_TABLES
 
 ENGINE = "sqlite"
 # _include/_revinclude: one round for the page, then at most this many :iterate rounds.
@@ -135,9 +137,7 @@ def compile_where(
         case IdTest(ids=ids):
             return f"{r}.id IN ({sql.plist(ids)})" if ids else "0"
         case Missing(param=param, missing=missing):
-            exists = (
-                f"EXISTS (SELECT 1 FROM ix_param WHERE rid = {r}.rid AND param = {sql.p(param)})"
-            )
+            exists = _has_entries(sql, r, param)
             return f"NOT {exists}" if missing else exists
         case DateTest(param=param, prefix=prefix, low=low, high=high) if param == LAST_UPDATED:
             pred = prefix_predicate(prefix, low, high, now_us=sql.now_us)
@@ -184,7 +184,8 @@ def rid_source(
             return _token(sql, node, rtype, correlated)
         case StringTest(param=param, value=value, match=match):
             if match is StringMatch.EXACT:
-                conds = [f"exact = {sql.p(value)}"]
+                # The normalized form first: ix_string_norm finds the rows, then the text.
+                conds = [f"norm = {sql.p(normalize_string(value))}", f"exact = {sql.p(value)}"]
             elif match is StringMatch.CONTAINS:
                 conds = [f"instr(norm, {sql.p(value)}) > 0"]
             else:
@@ -343,6 +344,61 @@ def _has(sql: _Sql, n: Has, r: str, rtype: str | None) -> str:
     return f"EXISTS (SELECT 1 {common} AND {x}.target_id = {r}.id AND {x}.target_type = {r}.type)"
 
 
+def _has_entries(sql: _Sql, r: str, param: str) -> str:
+    """Whether resource `r` has any index entry for `param` (`:missing=false`).
+
+    A parameter's entries all live in the typed table of its type, which the engine does
+    not know here, so every value table is probed by rid (one index seek each, stopping at
+    the first that has a row).
+    """
+    p = sql.p(param)
+    return (
+        "("
+        + " OR ".join(
+            f"EXISTS (SELECT 1 FROM {table} WHERE rid = {r}.rid AND param = {p})"
+            for table in VALUE_TABLES
+        )
+        + ")"
+    )
+
+
+# Per typed table, the expression of a row's sort value: the same values as
+# `extract.sort_values` (dates in microseconds, `encode_decimal` text for numbers and
+# quantities, whose text order is the numeric order). A NULL (a token without a code, an
+# identifier-only reference) is no value.
+_SORT_VALUE: dict[str, tuple[str, str]] = {
+    "ix_date": ("low", "high"),
+    "ix_token": ("code", "code"),
+    "ix_string": ("norm", "norm"),
+    "ix_reference": (
+        "CASE WHEN target_id IS NOT NULL THEN target_type || '/' || target_id ELSE url END",
+    )
+    * 2,
+    "ix_uri": ("value", "value"),
+    "ix_number": ("low", "high"),
+    "ix_quantity": ("low", "high"),
+}
+
+
+def _sort_value(sql: _Sql, r: str, param: str, descending: bool) -> str:
+    """The `_sort` key of resource `r` for `param`: its lowest value (ascending) or highest
+    (descending) over its index rows of that parameter, NULL when it has none.
+
+    Computed from the typed rows (`extract.sort_values` semantics: `:of-type` token rows are
+    never a key, and they are stored under their own parameter name), so writes keep no
+    per-parameter sort table. COALESCE stops at the first table holding the parameter.
+    """
+    p = sql.p(param)
+    aggregate = "MAX" if descending else "MIN"
+    probes = [
+        f"(SELECT {aggregate}({columns[1 if descending else 0]}) FROM {table}"
+        f" WHERE rid = {r}.rid AND param = {p})"
+        for table, columns in _SORT_VALUE.items()
+        if not (table == "ix_token" and param.endswith(OF_TYPE_SUFFIX))
+    ]
+    return f"COALESCE({', '.join(probes)})"
+
+
 # --- order and keyset -----------------------------------------------------------------
 
 
@@ -388,21 +444,17 @@ def _keyset(sql: _Sql, cols: Sequence[_Col], values: Sequence[object]) -> str:
     return "(" + " OR ".join(branches) + ")" if branches else "0"
 
 
-def _sort_columns(sql: _Sql, query: SearchQuery) -> tuple[list[_Col], list[str]]:
+def _sort_columns(sql: _Sql, query: SearchQuery) -> list[_Col]:
     cols: list[_Col] = []
-    joins: list[str] = []
     for key in query.sort:
         if key.param == "_id":
             cols.append(_Col("r.id", key.descending, nullable=False))
         elif key.param == LAST_UPDATED:
             cols.append(_Col("r.last_updated", key.descending, nullable=False))
         else:
-            a = sql.alias("srt")
-            joins.append(
-                f"LEFT JOIN ix_sort {a} ON {a}.rid = r.rid AND {a}.param = {sql.p(key.param)}"
-            )
-            cols.append(_Col(f"{a}.{'hi' if key.descending else 'lo'}", key.descending, True))
-    return cols, joins
+            expr = _sort_value(sql, "r", key.param, key.descending)
+            cols.append(_Col(expr, key.descending, nullable=True))
+    return cols
 
 
 # --- search -----------------------------------------------------------------------------
@@ -520,7 +572,21 @@ def search(
     if query.summary is SummaryMode.COUNT or query.count <= 0:
         return SearchPage([], total=total)
 
-    key_cols, joins = _sort_columns(sql, query)
+    key_cols = _sort_columns(sql, query)
+    source, prefix = "resource r", ""
+    if any(c.nullable for c in key_cols):
+        # `_sort` values are aggregates over index rows: computed once per matching resource
+        # in a materialized list, instead of once per use (sort, keyset, result columns).
+        computed = [f"{c.expr} AS k{i}" for i, c in enumerate(key_cols) if c.nullable]
+        prefix = (
+            f"WITH k AS MATERIALIZED (SELECT r.rid AS rid, {', '.join(computed)}"
+            f" FROM resource r WHERE {where}) "
+        )
+        source, where = "k JOIN resource r ON r.rid = k.rid", "1"
+        key_cols = [
+            _Col(f"k.k{i}", c.descending, nullable=True) if c.nullable else c
+            for i, c in enumerate(key_cols)
+        ]
     tie = [_Col("r.id", False, nullable=False)]
     if rtype is None:
         tie.append(_Col("r.type", False, nullable=False))
@@ -545,7 +611,7 @@ def search(
 
     select_keys = "".join(f", {c.expr}" for c in key_cols)
     statement = (
-        f"SELECT r.type, r.id, r.body{select_keys} FROM resource r {' '.join(joins)} "
+        f"{prefix}SELECT r.type, r.id, r.body{select_keys} FROM {source} "
         f"WHERE {where} ORDER BY {', '.join(c.order_by() for c in cols)} "
         f"LIMIT {sql.p(query.count + 1)}"
     )

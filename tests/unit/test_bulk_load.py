@@ -1,0 +1,51 @@
+"""The bulk loader (benchmarks/bulk.py): the generated corpus, generated and validated in
+worker processes or in the writer, is stored whole and found by search."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.bulk import bulk_load, open_service
+from benchmarks.datagen import CorpusPlan, dmp_corpus, patient_id_of, patient_resources
+from fhir_server.access.requester import INTERNAL
+from fhir_server.search.extract import PREPARED
+
+PLAN = CorpusPlan(documents=120, per_patient=20, heavy=1, heavy_documents=30)
+
+
+def test_a_patient_range_is_the_corpus_slice_of_those_patients():
+    corpus = list(dmp_corpus(PLAN))
+    slices = [r for n in range(PLAN.patients) for r in patient_resources(PLAN, n)]
+    assert slices == corpus
+    assert sum(r["resourceType"] == "DocumentReference" for r in corpus) == PLAN.documents
+
+
+@pytest.mark.parametrize("validators", [0, 2])
+def test_bulk_load_stores_every_generated_resource_with_its_index_entries(
+    tmp_path, registry, validators
+):
+    service = open_service(tmp_path, registry)
+    try:
+        stats = bulk_load(service, PLAN, batch=50, validators=validators)
+        expected = list(dmp_corpus(PLAN))
+        assert stats.counts["DocumentReference"] == PLAN.documents
+        assert stats.total == len(expected)
+        assert len(PREPARED) == 0
+        heavy = patient_id_of(0)
+        found = service.search(
+            INTERNAL,
+            "DocumentReference",
+            [("patient", heavy), ("_count", "100"), ("_sort", "-date")],
+        )
+        ids = [resource_id for _, resource_id, _ in found.matches]
+        want = [
+            r
+            for r in expected
+            if r["resourceType"] == "DocumentReference"
+            and r["subject"]["reference"] == f"Patient/{heavy}"
+        ]
+        assert sorted(ids) == sorted(r["id"] for r in want)
+        dates = [r["date"] for r in sorted(want, key=lambda r: ids.index(r["id"]))]
+        assert dates == sorted(dates, reverse=True)
+    finally:
+        service.store.close()
