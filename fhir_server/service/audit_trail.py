@@ -172,8 +172,8 @@ class AuditTrail:
     def _prepared(self, events: list[dict]) -> PreparedEvents:
         entries = []
         for event in events:
-            provisional = versions.stamp(event, event["id"], 1, self.clock())
-            entries.append(extract(provisional.json(), self.registry))
+            versions.stamp(event, event["id"], 1, self.clock())  # sets meta in place
+            entries.append(extract(event, self.registry))
         return PreparedEvents(events, entries)
 
     def _build(
