@@ -30,10 +30,11 @@ from fhir_server.access.requester import INTERNAL
 from fhir_server.loader import Progress
 from fhir_server.paths import profiles_dir
 from fhir_server.resources.model import ELEMENT_MEMO
-from fhir_server.search.extract import PREPARED, PreparedEntries, extract, prepare
+from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service.core import FhirService
 from fhir_server.service.factory import build_service
+from fhir_server.service.prepared import PreparedWrite
 from fhir_server.store.sqlite import SqliteStore
 
 MANIFEST = "bench-manifest.json"
@@ -152,8 +153,7 @@ def bulk_load(
     extracting its index entries need nothing from the store, so `validators` worker
     processes do them, a range of patients each (`datagen.patient_resources`), ahead of the
     writer; the writer does what `create_in` does for every write (versioning, history,
-    index rows; extraction finds the entries prepared for the same content in
-    `extract.PREPARED` and evaluates only `_lastUpdated`), in corpus order. With
+    index rows, completing the prepared entries with `_lastUpdated`), in corpus order. With
     `validators=0` everything runs in this process. A progress bar on a
     terminal; otherwise one line per `log_every` documents on stderr. Raises the first
     FhirError (a generated resource that fails validation is a bug).
@@ -176,13 +176,15 @@ def bulk_load(
     try:
         for pairs in _batches((pair for made in chunks for pair in made), batch):
             chunk = [resource for resource, _ in pairs]
-            PREPARED.offer(prepared for _, prepared in pairs)
-            try:
-                with service._transaction() as tx:
-                    for resource in chunk:
-                        service.create_in(tx, INTERNAL, resource, resource_id=resource["id"])
-            finally:
-                PREPARED.clear()
+            with service._transaction() as tx:
+                for resource, prepared in pairs:
+                    service.create_in(
+                        tx,
+                        INTERNAL,
+                        resource,
+                        resource_id=resource["id"],
+                        prepared=PreparedWrite(prepared, None),
+                    )
             documents = sum(1 for r in chunk if r["resourceType"] == "DocumentReference")
             stats.counts.update(r["resourceType"] for r in chunk)
             bar.advance(documents)

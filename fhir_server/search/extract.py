@@ -46,8 +46,6 @@ from functools import lru_cache
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from fhir_server.search.index import (
     DateEntry,
     IndexEntries,
@@ -768,19 +766,26 @@ def _dedupe(items: list) -> list:
     return list(dict.fromkeys(items))
 
 
-def extract(resource: dict, registry: SearchRegistry, *, engine: str = "compiled") -> IndexEntries:
+def extract(
+    resource: dict,
+    registry: SearchRegistry,
+    *,
+    engine: str = "compiled",
+    content: IndexEntries | None = None,
+) -> IndexEntries:
     """Index entries of every search parameter of the resource's type, and its compartment.
 
     `engine="fhirpathpy"` evaluates every expression with fhirpathpy instead (benchmarks).
     Call it on the resource as stored (with `meta.lastUpdated` set), so `_lastUpdated` is indexed.
     The parameters that read the version stamp (`_lastUpdated`) are evaluated after the others,
-    so that entries prepared ahead of the stamp (`prepare`, `PREPARED`) give the same lists.
+    so that `content`, the entries `prepare` computed before the stamp, gives the same lists:
+    with it, only the stamp's parameters are evaluated here.
     """
     resource_type = resource.get("resourceType", "")
-    content, stamped = _definitions(registry, resource_type)
-    entries = PREPARED.take(resource) if engine == "compiled" and PREPARED else None
+    content_definitions, stamped = _definitions(registry, resource_type)
+    entries = content
     if entries is None:
-        entries = _entries_of(resource, resource_type, content, engine)
+        entries = _entries_of(resource, resource_type, content_definitions, engine)
     for definition in stamped:
         extractor = _extractor(definition, resource_type, engine)
         if extractor is not None:
@@ -856,24 +861,12 @@ _KINDS: tuple[tuple[str, type], ...] = (
 _ROW_OF = {cls: attrgetter(*cls.__slots__) for _, cls in _KINDS}
 
 
-def content_key(resource: dict) -> bytes:
-    """The resource's content without its version stamp (meta.versionId, meta.lastUpdated),
-    as canonical JSON: what the content parameters' entries are a function of."""
-    meta = resource.get("meta")
-    if isinstance(meta, dict):
-        rest = {k: v for k, v in meta.items() if k not in STAMP_FIELDS}
-        resource = {k: v for k, v in resource.items() if k != "meta"}
-        if rest:
-            resource["meta"] = rest
-    return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
-
-
 @dataclass(frozen=True, slots=True)
 class PreparedEntries:
-    """The content parameters' entries of a resource, as plain tuples (cheap to send from a
-    worker process), with the `content_key` they belong to."""
+    """The content parameters' entries of a resource (all but those reading its version
+    stamp), as plain tuples: cheap to send from a worker process, and a fresh
+    `IndexEntries` for each use (`extract` completes the one it is given)."""
 
-    key: bytes
     rows: tuple[tuple[tuple, ...], ...]
 
     def entries(self) -> IndexEntries:
@@ -885,45 +878,16 @@ class PreparedEntries:
 
 def prepare(resource: dict, registry: SearchRegistry) -> PreparedEntries:
     """The part of `extract(resource)` that does not depend on the version stamp, computed
-    ahead (e.g. in the process that validates the resource), for `PREPARED.offer`."""
+    before the write (in a request's thread, or in the process that validated the resource);
+    `extract(stamped, registry, content=prepared.entries())` completes it."""
     resource_type = resource.get("resourceType", "")
     content, _ = _definitions(registry, resource_type)
     entries = _entries_of(resource, resource_type, content, "compiled")
-    rows = tuple(
-        tuple(_ROW_OF[cls](e) for e in _dedupe(getattr(entries, kind))) for kind, cls in _KINDS
+    return PreparedEntries(
+        tuple(
+            tuple(_ROW_OF[cls](e) for e in _dedupe(getattr(entries, kind))) for kind, cls in _KINDS
+        )
     )
-    return PreparedEntries(content_key(resource), rows)
-
-
-class PreparedIndex:
-    """Entries prepared ahead, each used at most once by `extract` for a resource whose
-    content (`content_key`) is the one it was prepared from: a resource changed since gets
-    its entries extracted anew. Empty (and free) unless a bulk loader offers entries; the
-    loader offers one transaction's worth and clears what is left after it."""
-
-    def __init__(self) -> None:
-        self._by_key: dict[bytes, PreparedEntries] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._by_key)
-
-    def offer(self, prepared: Iterable[PreparedEntries]) -> None:
-        with self._lock:
-            self._by_key.update((p.key, p) for p in prepared)
-
-    def take(self, resource: dict) -> IndexEntries | None:
-        key = content_key(resource)
-        with self._lock:
-            prepared = self._by_key.pop(key, None)
-        return None if prepared is None else prepared.entries()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._by_key.clear()
-
-
-PREPARED = PreparedIndex()
 
 
 _FHIRPATHPY_CACHE: dict[str, Extractor] = {}
@@ -1010,13 +974,3 @@ def sort_values(entries: IndexEntries) -> dict[str, tuple[SortValue, SortValue]]
     for uri in entries.uris:
         add(uri.param, uri.value, uri.value)
     return {param: (lows[param], highs[param]) for param in lows}
-
-
-def extract_parameter(resource: dict, registry: SearchRegistry, code: str) -> IndexEntries:
-    """The index entries of one search parameter of the resource (e.g. `_lastUpdated` once a
-    version is stamped), as `extract` would give them."""
-    entries = IndexEntries()
-    definition = registry.for_type(resource.get("resourceType", "")).get(code)
-    if definition is not None and definition.extractor is not None:
-        _add_values(entries, definition, definition.extractor(resource))
-    return entries

@@ -20,13 +20,12 @@ from datetime import UTC, datetime
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity, build_audit_events, build_refusal_events
 from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal
-from fhir_server.search.extract import extract, sort_values
-from fhir_server.search.index import IndexEntries
+from fhir_server.search.extract import PreparedEntries, extract, prepare, sort_values
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.context import current_request
 from fhir_server.service.notify import Intent, Notifier
-from fhir_server.service.prepared import PreparedEvents, copy_entries, restamped
+from fhir_server.service.prepared import PreparedEvents
 from fhir_server.store.base import ResourceStore, StoreTransaction, VersionConflict, VersionWrite
 
 # Refusal events raised while a write transaction is open: that transaction is about to roll
@@ -170,11 +169,7 @@ class AuditTrail:
         return self._prepared(self._build(requester, interaction, patients, entities))
 
     def _prepared(self, events: list[dict]) -> PreparedEvents:
-        entries = []
-        for event in events:
-            versions.stamp(event, event["id"], 1, self.clock())  # sets meta in place
-            entries.append(extract(event, self.registry))
-        return PreparedEvents(events, entries)
+        return PreparedEvents(events, [prepare(event, self.registry) for event in events])
 
     def _build(
         self,
@@ -282,7 +277,7 @@ class AuditTrail:
         for attempt in range(5):
             try:
                 with self.store.transaction() as own:
-                    self._append_in(own, prepared.events, copy_entries(prepared.entries))
+                    self._append_in(own, prepared.events, prepared.entries)
                     if intents:
                         self.notifier.apply(own, intents)
                 self.notifier.remember(intents or [])
@@ -295,7 +290,7 @@ class AuditTrail:
         self,
         tx: StoreTransaction,
         events: list[dict],
-        prepared_entries: list[IndexEntries] | None = None,
+        prepared_entries: list[PreparedEntries] | None = None,
     ) -> None:
         head = tx.audit_head() or (0, GENESIS_HASH)
         sequence, previous = head
@@ -304,11 +299,8 @@ class AuditTrail:
             sealed = seal(event, previous, sequence)
             previous = chain_link(sealed).hash
             stored = versions.stamp(sealed, sealed["id"], 1, self.clock())
-            entries = (
-                extract(sealed, self.registry)
-                if prepared_entries is None
-                else restamped(prepared_entries[position], sealed, self.registry)
-            )
+            content = prepared_entries[position].entries() if prepared_entries else None
+            entries = extract(sealed, self.registry, content=content)
             tx.write(
                 VersionWrite(
                     stored,

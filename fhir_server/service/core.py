@@ -15,14 +15,13 @@ from fhir_server.access.decision import not_found_message
 from fhir_server.access.requester import Requester
 from fhir_server.errors import bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
-from fhir_server.search.extract import extract, sort_values
-from fhir_server.search.index import IndexEntries
+from fhir_server.search.extract import PreparedEntries, extract, prepare, sort_values
 from fhir_server.search.parameters import parse_search
 from fhir_server.search.query import SearchQuery
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.gate import Gate, ReadPurpose
-from fhir_server.service.prepared import PreparedWrite, restamped
+from fhir_server.service.prepared import PreparedWrite
 from fhir_server.store.base import (
     HistoryPage,
     ResourceStore,
@@ -226,7 +225,7 @@ class FhirService:
         """What a create can compute before its transaction (see `service.prepared`)."""
         provisional = versions.stamp(resource, resource_id, 1, self.clock())
         return PreparedWrite(
-            extract(resource, self.registry),
+            prepare(resource, self.registry),
             self.gate.prepare_write_audit(requester, "create", provisional, resource),
         )
 
@@ -389,12 +388,10 @@ class FhirService:
         method: str,
         *,
         expected_version: int,
-        entries: IndexEntries | None = None,
+        entries: PreparedEntries | None = None,
     ) -> None:
-        entries = (
-            extract(resource, self.registry)
-            if entries is None
-            else restamped(entries, resource, self.registry)
+        entries = extract(
+            resource, self.registry, content=entries.entries() if entries is not None else None
         )
         shard_key = entries.compartment[0] if entries.compartment else ""
         tx.write(

@@ -8,7 +8,6 @@ import pytest
 from benchmarks.bulk import bulk_load, open_service
 from benchmarks.datagen import CorpusPlan, dmp_corpus, patient_id_of, patient_resources
 from fhir_server.access.requester import INTERNAL
-from fhir_server.search.extract import PREPARED
 
 PLAN = CorpusPlan(documents=120, per_patient=20, heavy=1, heavy_documents=30)
 
@@ -30,7 +29,6 @@ def test_bulk_load_stores_every_generated_resource_with_its_index_entries(
         expected = list(dmp_corpus(PLAN))
         assert stats.counts["DocumentReference"] == PLAN.documents
         assert stats.total == len(expected)
-        assert len(PREPARED) == 0
         heavy = patient_id_of(0)
         found = service.search(
             INTERNAL,

@@ -1,26 +1,15 @@
-"""Index entries prepared ahead of the write (extract.prepare / PREPARED, used by the bulk
-loader's worker processes): `extract` gives exactly the entries it would compute itself,
-and only for a resource whose content is the one the entries were prepared from."""
+"""Index entries prepared ahead of the write (`extract.prepare`, used by REST creates, the
+audit trail and the bulk loader's worker processes): completed by `extract` once the
+version is stamped, they are exactly the entries `extract` computes itself."""
 
 from __future__ import annotations
 
-import copy
-
-import pytest
-
 from benchmarks.datagen import CorpusPlan, patient_resources
-from fhir_server.search.extract import PREPARED, content_key, extract, prepare
+from fhir_server.search.extract import extract, prepare
 from fhir_server.service import versions
 
 PLAN = CorpusPlan(documents=400, communication_rate=0.3, audit_rate=0.3)
 NOW_US = 1_700_000_000_123_000  # meta.lastUpdated keeps milliseconds
-
-
-@pytest.fixture(autouse=True)
-def empty_prepared():
-    PREPARED.clear()
-    yield
-    PREPARED.clear()
 
 
 def _corpus() -> list[dict]:
@@ -36,39 +25,29 @@ def test_prepared_entries_are_exactly_the_extracted_ones_for_every_corpus_type(r
         "Communication",
         "AuditEvent",
     }
-    PREPARED.offer(prepare(r, registry) for r in resources)
+    prepared = [prepare(r, registry) for r in resources]
     from_prepared = []
-    for resource in resources:
+    for resource, entries in zip(resources, prepared, strict=True):
         versions.stamp(resource, resource["id"], 1, NOW_US)
-        from_prepared.append(extract(resource, registry))
-    assert len(PREPARED) == 0  # each one used
+        from_prepared.append(extract(resource, registry, content=entries.entries()))
     assert from_prepared == [extract(r, registry) for r in resources]
 
 
 def test_lastupdated_comes_from_the_stamp_not_from_the_prepared_entries(registry):
     document = next(r for r in _corpus() if r["resourceType"] == "DocumentReference")
-    PREPARED.offer([prepare(document, registry)])
+    versions.stamp(document, document["id"], 1, NOW_US - 5_000_000)
+    prepared = prepare(document, registry)
     versions.stamp(document, document["id"], 1, NOW_US)
-    dates = [d for d in extract(document, registry).dates if d.param == "_lastUpdated"]
+    entries = extract(document, registry, content=prepared.entries())
+    dates = [d for d in entries.dates if d.param == "_lastUpdated"]
     assert [(d.low, d.high) for d in dates] == [(NOW_US, NOW_US)]
 
 
-def test_a_resource_changed_after_preparation_is_extracted_anew(registry):
+def test_prepared_entries_serve_any_number_of_writes(registry):
+    """`entries()` is a fresh object each time: a retried transaction completes it anew."""
     document = next(r for r in _corpus() if r["resourceType"] == "DocumentReference")
-    PREPARED.offer([prepare(copy.deepcopy(document), registry)])
-    document["status"] = "superseded"
-    statuses = [t.code for t in extract(document, registry).tokens if t.param == "status"]
-    assert statuses == ["superseded"]
-    assert len(PREPARED) == 1  # not taken: it belongs to other content
-
-
-def test_the_content_key_ignores_only_the_version_stamp():
-    resource = {"resourceType": "Patient", "id": "p", "meta": {"profile": ["x"]}}
-    stamped = copy.deepcopy(resource)
-    versions.stamp(stamped, "p", 3, NOW_US)
-    assert content_key(stamped) == content_key(resource)
-    bare = {"resourceType": "Patient", "id": "p"}
-    assert content_key(versions.stamp(bare, "p", 1, NOW_US) and bare) == content_key(
-        {"resourceType": "Patient", "id": "p"}
-    )
-    assert content_key({**resource, "meta": {"profile": ["y"]}}) != content_key(resource)
+    prepared = prepare(document, registry)
+    versions.stamp(document, document["id"], 1, NOW_US)
+    first = extract(document, registry, content=prepared.entries())
+    again = extract(document, registry, content=prepared.entries())
+    assert first == again == extract(document, registry)
