@@ -51,7 +51,8 @@ class Requester:
     patient_id: str | None = None
     client_id: str | None = None
     token_id: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    # Not hashed (a dict), still compared: a Requester can key a cache of decisions.
+    extra: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def reference(self) -> str:

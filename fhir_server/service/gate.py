@@ -94,23 +94,6 @@ def _scope_set(scopes: tuple[str, ...]) -> ScopeSet:
 SEARCH_DECISIONS = 4096
 
 
-def _decision_key(requester: Requester) -> tuple:
-    """Everything of a Requester the policy reads (not `extra`, which is unhashable)."""
-    return (
-        requester.kind,
-        requester.subject_id,
-        requester.scopes,
-        requester.profession,
-        requester.specialty,
-        requester.organization_id,
-        requester.organization_type,
-        requester.access_mode,
-        requester.access_reason,
-        requester.patient_id,
-        requester.client_id,
-    )
-
-
 def _designated(where: Node) -> list[Node]:
     return list(where.parts) if isinstance(where, And) else [where]
 
@@ -418,7 +401,7 @@ class Gate:
         given: bool,
     ):
         """`DmpPolicy.decide_search`, remembered for the record object it was decided on."""
-        key = (_decision_key(requester), resource_type, id(record), given)
+        key = (requester, resource_type, id(record), given)
         with self._decisions_lock:
             known = self._decisions.get(key)
             if known is not None and known[0] is record:
