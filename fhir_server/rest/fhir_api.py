@@ -15,6 +15,7 @@ from fhir_server.errors import bad_request, error
 from fhir_server.rest import bundles as bundle_views
 from fhir_server.rest.formats import negotiate, parse_body, render, wants_fhir
 from fhir_server.rest.summary import summarize
+from fhir_server.search.parameters import is_whole_number
 from fhir_server.service import versions
 from fhir_server.store.base import StoredResource
 
@@ -233,7 +234,7 @@ def read(resource_type: str, resource_id: str):
 
 @api.get("/<resource_type>/<resource_id>/_history/<version>")
 def vread(resource_type: str, resource_id: str, version: str):
-    if not version.isdigit():
+    if not is_whole_number(version):
         raise bad_request(f"'{version}' is not a version number", "vid")
     stored = runtime().service.vread(g.requester, resource_type, resource_id, int(version))
     return _read_response(stored)
@@ -399,7 +400,7 @@ def _history(resource_type: str | None, resource_id: str | None, path: str) -> R
     rt = runtime()
     since = request.args.get("_since")
     count = request.args.get("_count", "20")
-    if not count.isdigit():
+    if not is_whole_number(count):
         raise bad_request(f"_count '{count}' is not a whole number", "_count")
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in _RESULT_PARAMS]
     page = rt.service.history(

@@ -116,6 +116,11 @@ class _Unknown(Exception):
         self.reason = reason
 
 
+def is_whole_number(value: str) -> bool:
+    """ASCII digits only: `str.isdigit` also accepts '²' or '٣', which `int()` refuses."""
+    return value.isascii() and value.isdigit()
+
+
 def _invalid(name: str, value: str, reason: str) -> FhirError:
     return bad_request(f"Invalid value {value!r} for search parameter '{name}': {reason}", name)
 
@@ -508,7 +513,7 @@ def parse_search(
             if key != base and base not in ("_include", "_revinclude"):
                 raise _invalid(key, value, f"{base} takes no modifier")
             if base == "_count":
-                if not value.isdigit():
+                if not is_whole_number(value):
                     raise _invalid(key, value, "expected a non-negative integer")
                 count = min(int(value), MAX_COUNT)
             elif base == "_sort":

@@ -104,6 +104,19 @@ def test_update_id_mismatch_is_400(client, tokens):
     assert response.get_json()["issue"][0]["expression"] == ["Patient.id"]
 
 
+def test_non_ascii_digits_in_version_and_count_are_400(client, tokens):
+    """A malformed value is a 400 naming it, never a server error: '²' and '٣' are digits to
+    str.isdigit but not numbers to int()."""
+    created = _create(client, tokens.system(), a_patient()).get_json()
+    token = tokens.patient(created["id"])
+    vread = client.get(f"/fhir/Patient/{created['id']}/_history/²", headers=auth(token))
+    history = client.get(f"/fhir/Patient/{created['id']}/_history?_count=٣", headers=auth(token))
+    assert (vread.status_code, history.status_code) == (400, 400)
+    assert (
+        vread.get_json()["resourceType"] == history.get_json()["resourceType"] == "OperationOutcome"
+    )
+
+
 def test_delete_then_read_is_410(client, tokens):
     """http.html#delete: a logical delete; the patient deletes a document of their own (R06)."""
     created = _create(client, tokens.system(), a_patient()).get_json()

@@ -338,6 +338,7 @@ def test_include_star_expands_to_every_reference_parameter(registry):
     ("param", "value"),
     [
         ("_count", "-1"),
+        ("_count", "²"),  # a digit to str.isdigit, not to int()
         ("_total", "maybe"),
         ("_summary", "yes"),
         ("_sort", "shoe-size"),
