@@ -36,7 +36,7 @@ import orjson
 
 from benchmarks.bench_search import CLASS_SYSTEM, DEEP_PAGE, INS, PAGE_SIZE
 from benchmarks.bench_token import first_use_us, per_call_us
-from benchmarks.bulk import DATABASE, load_corpus, open_service, read_manifest
+from benchmarks.bulk import DATABASE, corpus, open_service
 from benchmarks.datagen import CorpusPlan, nir, patient_id_of
 from benchmarks.harness import percentile, table
 from fhir_server.access.requester import INTERNAL, AccessMode, ActorKind, Requester
@@ -351,48 +351,44 @@ def report(
 def run(args: argparse.Namespace) -> str:
     registry = SearchRegistry.load(profiles_dir())
     repeats = getattr(args, "repeats", None) or 300
-    temporary = None
-    if args.bench_data_dir:
-        data_dir = Path(args.bench_data_dir)
-    else:
-        temporary = Path(tempfile.mkdtemp(prefix="fhir-bench-access-"))
-        data_dir = temporary
     scratch = Path(tempfile.mkdtemp(prefix="fhir-bench-access-audit-"))
     try:
-        manifest = read_manifest(data_dir)
-        if manifest is None:
-            if (data_dir / DATABASE).exists():
-                raise SystemExit(f"{data_dir} holds a database but no bench manifest")
-            manifest = load_corpus(data_dir, CorpusPlan(documents=args.documents), registry)
-        plan = CorpusPlan(**manifest["plan"])
-        service = open_service(data_dir, registry)
-        audit_store = SqliteStore(scratch / DATABASE)
-        try:
-            gate = service.gate
-            shared_audit = gate.audit
-            shared_audit.enabled = False  # never write into the measured corpus
-            sections = [
-                (
-                    "gate without the audit sink (decide + constrain)",
-                    measure(service, plan, repeats),
-                )
-            ]
-            record_ms = record_facts_ms(service, plan)
-            gate.audit = AuditTrail(
-                audit_store, registry, shared_audit.base_url, shared_audit.clock
-            )
-            sections.append(
-                (
-                    "gate with AuditEvents committed (scratch audit store)",
-                    measure(service, plan, repeats),
-                )
-            )
-            gate.audit = shared_audit
-        finally:
-            service.store.close()
-            audit_store.close()
-        return report(sections, plan.documents, token_cost_us(), record_ms)
+        with corpus(args.bench_data_dir, args.documents, registry, "fhir-bench-access-") as (
+            data_dir,
+            manifest,
+        ):
+            return _run_on(data_dir, manifest, registry, repeats, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        if temporary is not None:
-            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _run_on(
+    data_dir: Path, manifest: dict, registry: SearchRegistry, repeats: int, scratch: Path
+) -> str:
+    """Both measures on the corpus of `data_dir`; AuditEvents go to a store in `scratch`."""
+    plan = CorpusPlan(**manifest["plan"])
+    service = open_service(data_dir, registry)
+    audit_store = SqliteStore(scratch / DATABASE)
+    try:
+        gate = service.gate
+        shared_audit = gate.audit
+        shared_audit.enabled = False  # never write into the measured corpus
+        sections = [
+            (
+                "gate without the audit sink (decide + constrain)",
+                measure(service, plan, repeats),
+            )
+        ]
+        record_ms = record_facts_ms(service, plan)
+        gate.audit = AuditTrail(audit_store, registry, shared_audit.base_url, shared_audit.clock)
+        sections.append(
+            (
+                "gate with AuditEvents committed (scratch audit store)",
+                measure(service, plan, repeats),
+            )
+        )
+        gate.audit = shared_audit
+    finally:
+        service.store.close()
+        audit_store.close()
+    return report(sections, plan.documents, token_cost_us(), record_ms)

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from benchmarks.bulk import DATABASE, ingest_line, load_corpus, open_service, read_manifest
+from benchmarks.bulk import corpus, ingest_line, open_service
 from benchmarks.datagen import CorpusPlan, nir, patient_id_of
 from benchmarks.harness import percentile, table
 from fhir_server.access.requester import INTERNAL
@@ -206,18 +203,10 @@ def report(timings: list[Timing], manifest: dict, documents: int) -> str:
 def run(args: argparse.Namespace) -> str:
     registry = SearchRegistry.load(profiles_dir())
     repeats = getattr(args, "repeats", None) or 300
-    temporary = None
-    if args.bench_data_dir:
-        data_dir = Path(args.bench_data_dir)
-    else:
-        temporary = Path(tempfile.mkdtemp(prefix="fhir-bench-search-"))
-        data_dir = temporary
-    try:
-        manifest = read_manifest(data_dir)
-        if manifest is None:
-            if (data_dir / DATABASE).exists():
-                raise SystemExit(f"{data_dir} holds a database but no bench manifest")
-            manifest = load_corpus(data_dir, CorpusPlan(documents=args.documents), registry)
+    with corpus(args.bench_data_dir, args.documents, registry, "fhir-bench-search-") as (
+        data_dir,
+        manifest,
+    ):
         plan = CorpusPlan(**manifest["plan"])
         service = open_service(data_dir, registry)
         try:
@@ -225,6 +214,3 @@ def run(args: argparse.Namespace) -> str:
         finally:
             service.store.close()
         return report(timings, manifest, plan.documents)
-    finally:
-        if temporary is not None:
-            shutil.rmtree(temporary, ignore_errors=True)

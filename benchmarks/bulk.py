@@ -18,10 +18,13 @@ import argparse
 import gc
 import json
 import multiprocessing
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -235,6 +238,26 @@ def extraction_cost_us(registry: SearchRegistry, plan: CorpusPlan, sample: int =
 def open_service(data_dir: Path, registry: SearchRegistry) -> FhirService:
     store = SqliteStore(data_dir / DATABASE)
     return build_service(store, registry, data_dir=data_dir)
+
+
+@contextmanager
+def corpus(
+    data_dir: str | None, documents: int, registry: SearchRegistry, prefix: str
+) -> Iterator[tuple[Path, dict]]:
+    """(directory, manifest) of a benchmark corpus: `data_dir`'s (loaded there first when it
+    holds none), or a temporary one of `documents` DocumentReferences, removed afterwards."""
+    temporary = None if data_dir else Path(tempfile.mkdtemp(prefix=prefix))
+    directory = Path(data_dir) if data_dir else temporary
+    try:
+        manifest = read_manifest(directory)
+        if manifest is None:
+            if (directory / DATABASE).exists():
+                raise SystemExit(f"{directory} holds a database but no bench manifest")
+            manifest = load_corpus(directory, CorpusPlan(documents=documents), registry)
+        yield directory, manifest
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def read_manifest(data_dir: Path) -> dict | None:
