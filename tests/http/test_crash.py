@@ -28,48 +28,14 @@ from fhir_server.terminology import SYSTEM_IDNAT_PS
 from tests.http.conftest import FHIR_JSON, Tokens, a_patient
 from tests.http.test_notifications import document
 from tests.http.test_serve import _free_port
+from tests.http.test_serve import _start as start_server
 
 GP = "810000000010"
 
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not (k.startswith("FHIR_") and not k.startswith(("FHIR_TEST_", "FHIR_LOG_")))
-    }
-    env["FHIR_LOG_LEVEL"] = "WARNING"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fhir_server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "server exited"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise AssertionError("server did not become healthy")
+    """Two workers of four threads, in a process group of their own (SIGKILLed at once)."""
+    return start_server(data_dir, port, workers=2, threads=4, own_session=True)
 
 
 def _call(

@@ -24,43 +24,57 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "FHIR_LOG_LEVEL": "WARNING"}
+def _start(
+    data_dir: Path, port: int, *, workers: int = 1, threads: int = 2, own_session: bool = False
+) -> subprocess.Popen:
+    """`fhir-server serve` on `data_dir`, healthy; its stderr goes to `data_dir/serve.log`.
+
+    `own_session`: the server is a process group of its own, so a test can signal the
+    master and its workers at once (`os.killpg`).
+    """
     env = {
         k: v
-        for k, v in env.items()
+        for k, v in os.environ.items()
         if not (k.startswith("FHIR_") and not k.startswith(("FHIR_TEST_", "FHIR_LOG_")))
     }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fhir_server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--threads",
-            "2",
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    env["FHIR_LOG_LEVEL"] = "WARNING"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "serve.log"
+    with open(log, "ab") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fhir_server.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--data-dir",
+                str(data_dir),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=own_session,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.stderr.read().decode()[-2000:]}")
+            raise AssertionError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
                 if response.status == 200:
                     return process
         except OSError:
             time.sleep(0.2)
-    process.kill()
+    if own_session:
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.kill()
     raise AssertionError("server did not become healthy")
 
 
