@@ -301,7 +301,7 @@ class AuditTrail:
             stored = versions.stamp(sealed, sealed["id"], 1, self.clock())
             content = prepared_entries[position].entries() if prepared_entries else None
             entries = extract(sealed, self.registry, content=content)
-            tx.write(
+            tx.append_audit(
                 VersionWrite(
                     stored,
                     "POST",

@@ -78,6 +78,11 @@ class StoreTransaction(Protocol):
 
     def write(self, version: VersionWrite) -> None: ...
 
+    def append_audit(self, version: VersionWrite) -> None:
+        """Write a new AuditEvent. AuditEvents are append-only and rarely read, so an engine
+        may journal them and index them later in batches, provided every read that could
+        return, count or match one sees all those committed before it began."""
+
     def audit_head(self) -> tuple[int, str] | None:
         """The AuditEvent hash chain's head (sequence, hash), read under the write lock."""
 

@@ -13,9 +13,22 @@ def open_store(settings: Settings, registry: SearchRegistry) -> ResourceStore:
     if url.startswith("sqlite:"):
         from fhir_server.store.sqlite import SqliteStore
 
-        return SqliteStore(settings.sqlite_path)
+        return SqliteStore(settings.sqlite_path, audit_referrers=audit_referrers(registry))
     from fhir_server.store.mongo import MongoStore
 
     store = MongoStore.from_uri(url, SERVED_TYPES)
     store.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
     return store
+
+
+def audit_referrers(registry: SearchRegistry):
+    """(type, reference parameter) -> whether it may point to an AuditEvent (its targets name
+    AuditEvent, or none at all): the `_include`s the SQLite journal must settle first."""
+    pairs = frozenset(
+        (resource_type, code)
+        for resource_type in SERVED_TYPES
+        for code, definition in registry.for_type(resource_type).items()
+        if definition.type == "reference"
+        and (not definition.targets or "AuditEvent" in definition.targets)
+    )
+    return lambda source_type, param: (source_type, param) in pairs

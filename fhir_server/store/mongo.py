@@ -118,6 +118,11 @@ class MongoTransaction:
             {"rid": resource_id}, session=self._session
         )
 
+    def append_audit(self, version: VersionWrite) -> None:
+        """AuditEvents are written like any resource: a MongoDB insert touches one document
+        and its index keys, with no page flush per commit to amortize."""
+        self.write(version)
+
     def write(self, version: VersionWrite) -> None:
         resource = version.resource
         collection = self._db[resource.resource_type]

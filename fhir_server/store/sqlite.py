@@ -9,15 +9,17 @@ and never block the writer.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from fhir_server.search import reach
 from fhir_server.search.query import Include, SearchQuery
-from fhir_server.store import sqlite_index, sqlite_search
+from fhir_server.store import sqlite_index, sqlite_journal, sqlite_search
 from fhir_server.store.base import (
     HistoryEntry,
     HistoryPage,
@@ -72,6 +74,8 @@ CREATE TABLE IF NOT EXISTS audit_chain (
 );
 """
 
+logger = logging.getLogger(__name__)
+
 _ROW = "type, id, version, last_updated, deleted, body"
 
 
@@ -80,10 +84,15 @@ def _stored(row: tuple) -> StoredResource:
 
 
 class SqliteTransaction:
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, journaled: Callable[[], None] = lambda: None
+    ) -> None:
         self._connection = connection
+        self._journaled = journaled
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        if resource_type == sqlite_journal.JOURNALED_TYPE:
+            sqlite_journal.materialize(self._connection, limit=-1)
         row = self._connection.execute(
             f"SELECT {_ROW} FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
         ).fetchone()
@@ -139,6 +148,11 @@ class SqliteTransaction:
             "DELETE FROM history WHERE type = ? AND id = ?", (resource_type, resource_id)
         )
 
+    def append_audit(self, version: VersionWrite) -> None:
+        """A new AuditEvent goes to the journal (`sqlite_journal`), one row."""
+        sqlite_journal.append(self._connection, version)
+        self._journaled()
+
     def write(self, version: VersionWrite) -> None:
         resource = version.resource
         connection = self._connection
@@ -193,8 +207,22 @@ class SqliteStore:
 
     name = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    # Journaled AuditEvents moved per background transaction: large enough to share pages,
+    # small enough that the writers queued behind it wait a few milliseconds only.
+    JOURNAL_BATCH = 500
+    JOURNAL_INTERVAL_SECONDS = 0.5
+
+    def __init__(
+        self, path: str | Path, *, audit_referrers: reach.MayReference = reach.always
+    ) -> None:
+        """`audit_referrers(type, param)`: whether that reference parameter may point to an
+        AuditEvent (from the registry's targets; by default any may), so that an `_include`
+        which cannot reach one does not wait for the journal."""
         self.path = str(path)
+        self._audit_referrers = audit_referrers
+        self._drainer: threading.Thread | None = None
+        self._drainer_pid = 0
+        self._closing = threading.Event()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -205,6 +233,7 @@ class SqliteStore:
         self._turn_pid = 0
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
+        self._writer.executescript(sqlite_journal.SCHEMA)
         sqlite_index.create_index_schema(self._writer)
         self._group = GroupCommit(self._writer, self._writer_turn)
 
@@ -231,12 +260,16 @@ class SqliteStore:
     # -- reads ----------------------------------------------------------------------------
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        if resource_type == sqlite_journal.JOURNALED_TYPE:
+            self.settle_audit()
         row = self._reader.execute(
             f"SELECT {_ROW} FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
         ).fetchone()
         return _stored(row) if row else None
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> StoredResource | None:
+        if resource_type == sqlite_journal.JOURNALED_TYPE:
+            self.settle_audit()
         row = self._reader.execute(
             f"SELECT {_ROW} FROM history WHERE type = ? AND id = ? AND version = ?",
             (resource_type, resource_id, version),
@@ -252,6 +285,8 @@ class SqliteStore:
         count: int,
         cursor: str | None,
     ) -> HistoryPage:
+        if resource_type in (None, sqlite_journal.JOURNALED_TYPE):
+            self.settle_audit()
         clauses: list[str] = []
         params: list = []
         if resource_type is not None:
@@ -279,11 +314,15 @@ class SqliteStore:
         return HistoryPage(entries, next_cursor)
 
     def search(self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str) -> SearchPage:
+        if reach.search_reads(query, sqlite_journal.JOURNALED_TYPE, self._audit_referrers):
+            self.settle_audit()
         return sqlite_search.search(
             self._reader, query, cursor_key=cursor_key, cursor_binding=cursor_binding
         )
 
     def resolve_includes(self, rows: Sequence, includes: Sequence[Include], allowed) -> list:
+        if reach.includes_read(includes, sqlite_journal.JOURNALED_TYPE, self._audit_referrers):
+            self.settle_audit()
         return sqlite_search.resolve_includes(self._reader, rows, tuple(includes), allowed)
 
     def record_epoch(self, patient_id: str) -> int:
@@ -304,8 +343,61 @@ class SqliteStore:
     @contextmanager
     def transaction(self) -> Iterator[SqliteTransaction]:
         """A write transaction, committed together with the writes queued behind it."""
-        with self._group.unit() as connection:
-            yield SqliteTransaction(connection)
+        if getattr(self._local, "in_transaction", False):
+            raise RuntimeError("nested write transaction on one thread")
+        self._local.in_transaction = True
+        try:
+            with self._group.unit() as connection:
+                yield SqliteTransaction(connection, self._journal_written)
+        finally:
+            self._local.in_transaction = False
+
+    # -- the AuditEvent journal -----------------------------------------------------------
+
+    def settle_audit(self) -> None:
+        """Move every journaled AuditEvent into the tables (`sqlite_journal`): afterwards a
+        read sees every event committed before this call."""
+        if not sqlite_journal.pending(self._reader):
+            return
+        if getattr(self._local, "in_transaction", False):
+            # The caller holds the write unit: reading through another connection could not
+            # see the move before it commits. Read AuditEvents through the transaction.
+            raise RuntimeError("AuditEvents read outside the open write transaction")
+        while True:
+            with self.transaction() as tx:
+                moved = sqlite_journal.materialize(tx._connection, self.JOURNAL_BATCH * 10)
+            if moved < self.JOURNAL_BATCH * 10:
+                return
+
+    def _journal_written(self) -> None:
+        """Start this process's background mover on its first journaled event."""
+        if self._drainer_running():
+            return
+        with self._connections_lock:
+            if self._drainer_running() or self._closing.is_set():
+                return
+            self._drainer_pid = os.getpid()
+            self._drainer = threading.Thread(
+                target=self._drain_journal, name="audit-journal", daemon=True
+            )
+            self._drainer.start()
+
+    def _drainer_running(self) -> bool:
+        drainer = self._drainer
+        return drainer is not None and self._drainer_pid == os.getpid() and drainer.is_alive()
+
+    def _drain_journal(self) -> None:
+        while not self._closing.wait(self.JOURNAL_INTERVAL_SECONDS):
+            try:
+                while sqlite_journal.pending(self._reader) and not self._closing.is_set():
+                    with self.transaction() as tx:
+                        moved = sqlite_journal.materialize(tx._connection, self.JOURNAL_BATCH)
+                    if moved < self.JOURNAL_BATCH:
+                        break
+            except Exception:
+                # Busy or closing: the journal is durable, the next round (or the next read
+                # of an AuditEvent) moves it.
+                logger.warning("the AuditEvent journal could not be moved yet", exc_info=True)
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
@@ -335,6 +427,10 @@ class SqliteStore:
         return self._turn_handle
 
     def close(self) -> None:
+        self._closing.set()
+        drainer = self._drainer
+        if drainer is not None and self._drainer_pid == os.getpid():
+            drainer.join(timeout=10)
         with self._connections_lock:
             for connection in self._connections:
                 connection.close()

@@ -143,17 +143,80 @@ def delete_index(conn: sqlite3.Connection, rid: int) -> None:
         conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
 
 
-class _SkipEmpty:
-    """executemany that sends nothing for an empty list (most resources use few index kinds)."""
+# One INSERT per index table; a row of `IndexRows` is the statement's values without `rid`.
+INSERTS: dict[str, str] = {
+    "ix_token": "INSERT INTO ix_token (rid, type, param, system, code, display)"
+    " VALUES (?, ?, ?, ?, ?, ?)",
+    "ix_string": "INSERT INTO ix_string (rid, type, param, norm, exact) VALUES (?, ?, ?, ?, ?)",
+    "ix_date": "INSERT INTO ix_date (rid, type, param, low, high) VALUES (?, ?, ?, ?, ?)",
+    "ix_reference": "INSERT INTO ix_reference (rid, type, param, target_type, target_id, url,"
+    " identifier_system, identifier_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "ix_uri": "INSERT INTO ix_uri (rid, type, param, value) VALUES (?, ?, ?, ?)",
+    "ix_number": "INSERT INTO ix_number (rid, type, param, low, high) VALUES (?, ?, ?, ?, ?)",
+    "ix_quantity": "INSERT INTO ix_quantity (rid, type, param, low, high, system, code, unit)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "ix_compartment": "INSERT OR IGNORE INTO ix_compartment (rid, type, patient_id)"
+    " VALUES (?, ?, ?)",
+}
 
-    __slots__ = ("_conn",)
+# table -> rows, each row the INSERT's values after `rid` (plain str/int/None: JSON-safe, so
+# the AuditEvent journal can carry them until the rows are written).
+IndexRows = dict[str, list[tuple]]
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
 
-    def executemany(self, sql: str, rows: list) -> None:
-        if rows:
-            self._conn.executemany(sql, rows)
+def index_rows(resource_type: str, entries: IndexEntries) -> IndexRows:
+    """The index rows of one resource version, as `insert_index_rows` writes them; tables
+    without rows are left out."""
+    t = resource_type
+    rows: IndexRows = {
+        "ix_token": [(t, e.param, e.system, e.code, e.display) for e in entries.tokens],
+        "ix_string": [(t, e.param, e.normalized, e.exact) for e in entries.strings],
+        "ix_date": [(t, e.param, e.low, e.high) for e in entries.dates],
+        "ix_reference": [
+            (
+                t,
+                e.param,
+                e.target_type,
+                e.target_id,
+                e.url,
+                e.identifier_system,
+                e.identifier_value,
+            )
+            for e in entries.references
+        ],
+        "ix_uri": [(t, e.param, e.value) for e in entries.uris],
+        "ix_number": [
+            (t, e.param, encode_decimal(e.low), encode_decimal(e.high)) for e in entries.numbers
+        ],
+        "ix_quantity": [
+            (
+                t,
+                e.param,
+                encode_decimal(e.low),
+                encode_decimal(e.high),
+                e.system,
+                e.code,
+                e.unit,
+            )
+            for e in entries.quantities
+        ],
+        "ix_compartment": [(t, pid) for pid in dict.fromkeys(entries.compartment)],
+    }
+    return {table: table_rows for table, table_rows in rows.items() if table_rows}
+
+
+def insert_index_rows(conn: sqlite3.Connection, rows_by_rid: list[tuple[int, IndexRows]]) -> None:
+    """Insert the index rows of several resources, one executemany per table.
+
+    The rows of a previous version must be gone already (`delete_index`): the engine deletes
+    them on update, and a new resource has none.
+    """
+    by_table: dict[str, list[tuple]] = {}
+    for rid, rows in rows_by_rid:
+        for table, table_rows in rows.items():
+            by_table.setdefault(table, []).extend((rid, *row) for row in table_rows)
+    for table, table_rows in by_table.items():
+        conn.executemany(INSERTS[table], table_rows)
 
 
 def write_index(
@@ -165,67 +228,7 @@ def write_index(
 ) -> None:
     """Insert the index rows of `rid` (call in the resource write's transaction).
 
-    The rows of a previous version must be gone already (`delete_index`): the engine deletes
-    them on update, and a new resource has none. `sort_values` (`extract.sort_values`) is
-    not stored: `_sort` derives the same keys from the typed rows.
+    `sort_values` (`extract.sort_values`) is not stored: `_sort` derives the same keys from
+    the typed rows.
     """
-    t = resource_type
-    conn = _SkipEmpty(conn)
-    conn.executemany(
-        "INSERT INTO ix_token (rid, type, param, system, code, display) VALUES (?, ?, ?, ?, ?, ?)",
-        [(rid, t, e.param, e.system, e.code, e.display) for e in entries.tokens],
-    )
-    conn.executemany(
-        "INSERT INTO ix_string (rid, type, param, norm, exact) VALUES (?, ?, ?, ?, ?)",
-        [(rid, t, e.param, e.normalized, e.exact) for e in entries.strings],
-    )
-    conn.executemany(
-        "INSERT INTO ix_date (rid, type, param, low, high) VALUES (?, ?, ?, ?, ?)",
-        [(rid, t, e.param, e.low, e.high) for e in entries.dates],
-    )
-    conn.executemany(
-        "INSERT INTO ix_reference (rid, type, param, target_type, target_id, url,"
-        " identifier_system, identifier_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                rid,
-                t,
-                e.param,
-                e.target_type,
-                e.target_id,
-                e.url,
-                e.identifier_system,
-                e.identifier_value,
-            )
-            for e in entries.references
-        ],
-    )
-    conn.executemany(
-        "INSERT INTO ix_uri (rid, type, param, value) VALUES (?, ?, ?, ?)",
-        [(rid, t, e.param, e.value) for e in entries.uris],
-    )
-    conn.executemany(
-        "INSERT INTO ix_number (rid, type, param, low, high) VALUES (?, ?, ?, ?, ?)",
-        [(rid, t, e.param, encode_decimal(e.low), encode_decimal(e.high)) for e in entries.numbers],
-    )
-    conn.executemany(
-        "INSERT INTO ix_quantity (rid, type, param, low, high, system, code, unit)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                rid,
-                t,
-                e.param,
-                encode_decimal(e.low),
-                encode_decimal(e.high),
-                e.system,
-                e.code,
-                e.unit,
-            )
-            for e in entries.quantities
-        ],
-    )
-    conn.executemany(
-        "INSERT OR IGNORE INTO ix_compartment (rid, type, patient_id) VALUES (?, ?, ?)",
-        [(rid, t, pid) for pid in dict.fromkeys(entries.compartment)],
-    )
+    insert_index_rows(conn, [(rid, index_rows(resource_type, entries))])
