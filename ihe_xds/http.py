@@ -38,6 +38,7 @@ from fhir_server.audit.balp import (
     build_xds_events,
 )
 from fhir_server.service.context import RequestInfo, current_request
+from fhir_server.service.prepared import PreparedEvents
 from ihe_xds.errors import (
     XDS_REGISTRY_ERROR,
     XDS_REPOSITORY_ERROR,
@@ -56,7 +57,7 @@ from ihe_xds.responses import (
     retrieve_response,
 )
 from ihe_xds.soap import check_action, fault_envelope, fault_for, read_envelope, response_envelope
-from ihe_xds.transactions import iti18, iti41, iti43
+from ihe_xds.transactions import SubmissionOutcome, iti18, iti41, iti43
 from ihe_xds.vocabulary import ACTION_ITI18, ACTION_ITI41, ACTION_ITI43
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,14 @@ def _serve(actions: tuple[str, ...]) -> Response:
         )
     )
     try:
-        if action == ACTION_ITI41:
-            return _iti41(runtime, requester, envelope, package, relates_to)
-        if action == ACTION_ITI43:
-            return _iti43(runtime, requester, envelope, relates_to)
-        return _iti18(runtime, requester, envelope, relates_to)
+        # Every event of the transaction (the service's BALP events, the XDS event) is
+        # committed once, when the block ends, before the answer is sent.
+        with runtime.service.gate.audit.one_commit():
+            if action == ACTION_ITI41:
+                return _iti41(runtime, requester, envelope, package, relates_to)
+            if action == ACTION_ITI43:
+                return _iti43(runtime, requester, envelope, relates_to)
+            return _iti18(runtime, requester, envelope, relates_to)
     except MalformedMessage as exc:
         return _fault(exc, relates_to)
     except Exception:
@@ -180,16 +184,8 @@ def _soap(body: bytes) -> Response:
 
 
 def _iti41(runtime, requester: Requester, envelope, package, relates_to) -> Response:
-    try:
-        outcome = iti41(runtime, requester, envelope.body, package.attachments)
-        errors = outcome.errors
-    except MalformedMessage:
-        raise
-    except Exception:
-        outcome, errors = None, _unexpected(XDS_REPOSITORY_ERROR)
-    body = response_envelope(ACTION_ITI41, relates_to, registry_response(errors))
-    if outcome is not None and outcome.submission_set_unique_id:
-        _audit(
+    def deposit_events(outcome: SubmissionOutcome, errors: list[RegistryError]) -> list[dict]:
+        return _xds_events(
             runtime,
             "ITI-41",
             requester,
@@ -202,6 +198,26 @@ def _iti41(runtime, requester: Requester, envelope, package, relates_to) -> Resp
             ],
             submission_set_unique_id=outcome.submission_set_unique_id,
         )
+
+    def stored_with_deposit(outcome: SubmissionOutcome) -> PreparedEvents | None:
+        # Built as a success: it is stored only if the deposit commits.
+        events = deposit_events(outcome, [e for e in outcome.errors if not e.is_error])
+        return runtime.service.gate.audit.prepare_events(events) if events else None
+
+    try:
+        outcome = iti41(
+            runtime, requester, envelope.body, package.attachments, audit=stored_with_deposit
+        )
+        errors = outcome.errors
+    except MalformedMessage:
+        raise
+    except Exception:
+        outcome, errors = None, _unexpected(XDS_REPOSITORY_ERROR)
+    body = response_envelope(ACTION_ITI41, relates_to, registry_response(errors))
+    if outcome is not None and outcome.submission_set_unique_id and not outcome.audited:
+        events = deposit_events(outcome, errors)
+        if events:
+            runtime.service.gate.audit.record(events)
     if package.is_mtom:
         content_type, payload = build_mtom_response(body, [], action=ACTION_ITI41 + "Response")
         return Response(payload, status=200, content_type=content_type)
@@ -260,7 +276,7 @@ def _iti43(runtime, requester: Requester, envelope, relates_to) -> Response:
     return Response(payload, status=200, content_type=content_type)
 
 
-def _audit(
+def _xds_events(
     runtime,
     transaction: str,
     requester: Requester,
@@ -269,35 +285,34 @@ def _audit(
     *,
     has_results: bool,
     **details,
-) -> None:
-    """The ATNA-shaped XDS event, besides the BALP events the service already wrote.
-
-    The service has already written the BALP events of every read and write this transaction
-    made, durably; this ATNA-shaped summary is logged if it cannot be written, never turned
-    into a failed XDS answer after the deposit has been committed.
-    """
+) -> list[dict]:
+    """The ATNA-shaped XDS event of this transaction (besides the BALP events the service
+    writes for each read and write it makes); none for the server's own requests."""
+    if not runtime.service.gate.audit.records(requester):
+        return []
     if any(e.is_error for e in errors):
         outcome = OUTCOME_MINOR_FAILURE if has_results else OUTCOME_SERIOUS_FAILURE
     else:
         outcome = OUTCOME_SUCCESS
-    audit = runtime.service.gate.audit
-    if not audit.records(requester):
-        return
     info = current_request.get()
-    try:
-        events = build_xds_events(
-            transaction=transaction,
-            requester=requester,
-            patients=patients,
-            outcome=outcome,
-            recorded=datetime.now(UTC),
-            server_base=runtime.base_url,
-            endpoint=request.url,
-            request_id=info.request_id,
-            client_address=info.client_address,
-            outcome_desc="; ".join(e.error_code for e in errors if e.is_error) or None,
-            **details,
-        )
-        audit.record(events)
-    except Exception:
-        log.exception("could not record the %s audit event", transaction)
+    return build_xds_events(
+        transaction=transaction,
+        requester=requester,
+        patients=patients,
+        outcome=outcome,
+        recorded=datetime.now(UTC),
+        server_base=runtime.base_url,
+        endpoint=request.url,
+        request_id=info.request_id,
+        client_address=info.client_address,
+        outcome_desc="; ".join(e.error_code for e in errors if e.is_error) or None,
+        **details,
+    )
+
+
+def _audit(runtime, transaction: str, requester: Requester, patients, errors, **details) -> None:
+    """Record the XDS event with the request's other events (`_serve`'s `one_commit`: they
+    are durable before the answer leaves)."""
+    events = _xds_events(runtime, transaction, requester, patients, errors, **details)
+    if events:
+        runtime.service.gate.audit.record(events)

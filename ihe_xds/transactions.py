@@ -28,7 +28,7 @@ import base64
 import copy
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from fhir_server.access.decision import (
 )
 from fhir_server.access.requester import INTERNAL, Requester
 from fhir_server.errors import FhirError
+from fhir_server.service.prepared import PreparedEvents
 from fhir_server.terminology import INS_OIDS, SYSTEM_RFC3986
 from ihe_xds.codes import is_oid
 from ihe_xds.ebrim import Association, DocumentEntry, SubmissionSet, parse_submission
@@ -202,6 +203,8 @@ class SubmissionOutcome:
     submission_set_unique_id: str | None = None
     document_unique_ids: list[str] = field(default_factory=list)
     stored: bool = False
+    # True when the deposit's own audit event was stored with it (`iti41`'s `audit`).
+    audited: bool = False
 
 
 def iti41(
@@ -209,9 +212,12 @@ def iti41(
     requester: Requester,
     body: etree._Element,
     attachments: dict[str, Attachment],
+    audit: Callable[[SubmissionOutcome], PreparedEvents | None] | None = None,
 ) -> SubmissionOutcome:
     """Provide and Register Document Set-b: validate, map to FHIR, store atomically.
 
+    `audit(outcome)`: the events of a successful deposit, stored in the deposit's own
+    transaction (`outcome.audited` then says so); a deposit that fails is the caller's to audit.
     Raises NotASubmission / MtomError (SOAP Fault) when the body is no submission or an
     xop:Include names no MIME part; everything else is a RegistryError in the outcome.
     """
@@ -260,12 +266,14 @@ def iti41(
         bundle["entry"].append(
             {"resource": old, "request": {"method": "PUT", "url": f"DocumentReference/{old['id']}"}}
         )
+    events = audit(outcome) if audit is not None else None
     try:
-        runtime.bundles.process(requester, bundle)
+        runtime.bundles.process(requester, bundle, also_audit=events)
     except FhirError as exc:
         outcome.errors.append(write_error(exc))
         return outcome
     outcome.stored = True
+    outcome.audited = events is not None
     return outcome
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -824,7 +825,29 @@ _READS_STAMP = re.compile(r"\bmeta\b(?!\s*\.\s*(?:profile|tag|security|source)\b
 STAMP_FIELDS = ("versionId", "lastUpdated")
 
 
+# Per registry (a registry does not change once loaded), per type: `_definitions_of`.
+_DEFINITIONS: weakref.WeakKeyDictionary[
+    SearchRegistry, dict[str, tuple[tuple[SearchParamDef, ...], tuple[SearchParamDef, ...]]]
+] = weakref.WeakKeyDictionary()
+
+
 def _definitions(
+    registry: SearchRegistry, resource_type: str
+) -> tuple[tuple[SearchParamDef, ...], tuple[SearchParamDef, ...]]:
+    """`_definitions_of`, computed once per registry and type: every write extracts, and
+    building the split (the type's and the Resource-level parameters merged, each
+    expression tested) costs about as much as extracting a small resource."""
+    by_type = _DEFINITIONS.get(registry)
+    if by_type is None:
+        by_type = _DEFINITIONS.setdefault(registry, {})
+    split = by_type.get(resource_type)
+    if split is None:
+        content, stamped = _definitions_of(registry, resource_type)
+        split = by_type[resource_type] = (tuple(content), tuple(stamped))
+    return split
+
+
+def _definitions_of(
     registry: SearchRegistry, resource_type: str
 ) -> tuple[list[SearchParamDef], list[SearchParamDef]]:
     """The type's parameters (without `_id`: the engines' id column; IdTest never reads index

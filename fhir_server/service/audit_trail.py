@@ -33,6 +33,19 @@ from fhir_server.store.base import ResourceStore, StoreTransaction, VersionConfl
 _deferred: ContextVar[list[dict] | None] = ContextVar("deferred_refusals", default=None)
 
 
+class _Collected:
+    """The events (and R17 notifications) of a `one_commit` block, committed at its end."""
+
+    __slots__ = ("events", "intents")
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.intents: list[Intent] = []
+
+
+_collected: ContextVar[_Collected | None] = ContextVar("collected_audit", default=None)
+
+
 class GroupCommitter:
     """Group commit: events from concurrent requests share one durable commit.
 
@@ -233,6 +246,37 @@ class AuditTrail:
         """Append events built elsewhere (the XDS transaction events), durably, in chain order."""
         self._append(events, None)
 
+    def record_in(self, tx: StoreTransaction, prepared: PreparedEvents) -> None:
+        """Append events built elsewhere in the write transaction `tx` (an XDS deposit's own
+        event is stored with the deposit, or not at all). `prepared`: see `prepare_events`."""
+        if self.enabled and prepared.events:
+            self._append_in(tx, prepared.events, prepared.entries)
+
+    def prepare_events(self, events: list[dict]) -> PreparedEvents:
+        """Events with their index entries extracted, ahead of the transaction they go in."""
+        return self._prepared(events)
+
+    @contextmanager
+    def one_commit(self) -> Iterator[None]:
+        """Within the block, accesses recorded outside a write transaction (reads, searches,
+        refusals, `record`) are committed together when it ends, durably, before it returns.
+
+        For a request whose several service calls make one answer (an XDS transaction): one
+        wait for a durable commit instead of one per call. The answer must be sent after the
+        block, which raises if the events could not be stored. Nested blocks join the outer.
+        """
+        if _collected.get() is not None:
+            yield
+            return
+        collected = _Collected()
+        token = _collected.set(collected)
+        try:
+            yield
+        finally:
+            _collected.reset(token)
+            if collected.events or collected.intents:
+                self._committer.commit(self._prepared(collected.events), collected.intents)
+
     def _append(
         self, events: list[dict], tx: StoreTransaction | None, intents: list[Intent] | None = None
     ) -> None:
@@ -242,6 +286,11 @@ class AuditTrail:
             self._append_in(tx, events)
             if intents:
                 self.notifier.apply(tx, intents)
+            return
+        collected = _collected.get()
+        if collected is not None:
+            collected.events.extend(events)
+            collected.intents.extend(intents or ())
             return
         # The index entries are extracted here, in the request's thread, so that the
         # committer's transaction (one at a time) only seals and writes.

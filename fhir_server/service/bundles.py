@@ -14,7 +14,6 @@ errors carry XDS error codes (mhd/errors.py).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
@@ -25,8 +24,10 @@ from fhir_server.access.requester import Requester
 from fhir_server.errors import FhirError, Issue, bad_request, error
 from fhir_server.mhd.errors import with_xds_code
 from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
+from fhir_server.resources.json_values import copy_json
 from fhir_server.service import versions
 from fhir_server.service.core import FhirService, require_type
+from fhir_server.service.prepared import PreparedEvents
 from fhir_server.store.base import StoredResource
 
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3, FOLDED: 2}
@@ -157,7 +158,12 @@ class BundleProcessor:
     def __init__(self, service: FhirService) -> None:
         self.service = service
 
-    def process(self, requester: Requester, bundle: dict) -> tuple[str, list[EntryResponse]]:
+    def process(
+        self, requester: Requester, bundle: dict, also_audit: PreparedEvents | None = None
+    ) -> tuple[str, list[EntryResponse]]:
+        """Answer a batch or transaction Bundle. `also_audit`: events to store in a
+        transaction's own write transaction (an XDS deposit's event), so that they are
+        committed with it or not at all."""
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise bad_request("POST to the base needs a Bundle", "resourceType")
         bundle_type = bundle.get("type")
@@ -171,18 +177,18 @@ class BundleProcessor:
         if is_provide_bundle(bundle):
             try:
                 return "transaction-response", self._transaction(
-                    requester, entries, mhd=Iti65(self.service)
+                    requester, entries, mhd=Iti65(self.service), also_audit=also_audit
                 )
             except FhirError as exc:
                 raise with_xds_code(exc) from None
-        return "transaction-response", self._transaction(requester, entries)
+        return "transaction-response", self._transaction(requester, entries, also_audit=also_audit)
 
     # -- batch: each entry on its own ------------------------------------------------------
 
     def _batch_entry(self, requester: Requester, entry: Entry) -> EntryResponse:
         try:
             if entry.resource is not None:
-                entry.resource = copy.deepcopy(entry.resource)
+                entry.resource = copy_json(entry.resource)
             if entry.method in ("GET", "HEAD"):
                 return self._get(requester, entry)
             with self.service._transaction() as tx:
@@ -193,11 +199,15 @@ class BundleProcessor:
     # -- transaction: all or nothing -------------------------------------------------------
 
     def _transaction(
-        self, requester: Requester, entries: list[Entry], mhd: Iti65 | None = None
+        self,
+        requester: Requester,
+        entries: list[Entry],
+        mhd: Iti65 | None = None,
+        also_audit: PreparedEvents | None = None,
     ) -> list[EntryResponse]:
         for entry in entries:
             if entry.resource is not None:
-                entry.resource = copy.deepcopy(entry.resource)
+                entry.resource = copy_json(entry.resource)
         requested = list(entries)  # the entries answered, in the Bundle's order
         plan = None
         if mhd is not None:
@@ -239,6 +249,8 @@ class BundleProcessor:
                         responses[entry.index] = self._write(requester, tx, entry, references)
                     except FhirError as exc:
                         raise _at_entry(exc, entry) from None
+                if also_audit is not None:
+                    self.service.gate.audit.record_in(tx, also_audit)
         except FhirError as exc:
             if not any(
                 issue.expression and issue.expression[0].startswith("Bundle.entry[")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fhir_server.search import reach
 from fhir_server.search.query import Include, SearchQuery
-from fhir_server.store import sqlite_index, sqlite_journal, sqlite_search
+from fhir_server.store import sqlite_bulk, sqlite_index, sqlite_journal, sqlite_search
 from fhir_server.store.base import (
     HistoryEntry,
     HistoryPage,
@@ -398,6 +398,14 @@ class SqliteStore:
                 # Busy or closing: the journal is durable, the next round (or the next read
                 # of an AuditEvent) moves it.
                 logger.warning("the AuditEvent journal could not be moved yet", exc_info=True)
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[bool]:
+        """For a bulk load: when the store is empty, its secondary indexes are built once
+        after the block instead of maintained row by row (`sqlite_bulk`). Yields whether
+        they were deferred; writes inside are the ordinary durable transactions."""
+        with sqlite_bulk.deferred_indexes(self._group.unit) as deferred:
+            yield deferred
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
