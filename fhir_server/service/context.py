@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -27,3 +29,23 @@ def forget_request_facts() -> None:
     memo = current_request.get().memo
     if memo:
         memo.clear()
+
+
+@contextmanager
+def facts_scope() -> Iterator[None]:
+    """A memo for the duration of one read-only interaction, when the face set none.
+
+    The REST face gives every request a memo; a caller without one (the XDS face, in-process
+    callers) would otherwise have the gate fetch the record's epoch and resolve a designating
+    chain again for the query, each include and the audit of the same search. Nothing is
+    written inside the scope but the audit, so the facts cannot change under it.
+    """
+    info = current_request.get()
+    if info.memo is not None:
+        yield
+        return
+    token = current_request.set(replace(info, memo={}))
+    try:
+        yield
+    finally:
+        current_request.reset(token)

@@ -16,10 +16,11 @@ from fhir_server.access.requester import Requester
 from fhir_server.errors import bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.search.extract import PreparedEntries, extract, prepare, sort_values
-from fhir_server.search.parameters import parse_search
+from fhir_server.search.parameters import ParsedSearch, parse_search
 from fhir_server.search.query import SearchQuery
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
+from fhir_server.service.context import facts_scope
 from fhir_server.service.gate import Gate, ReadPurpose
 from fhir_server.service.prepared import PreparedWrite
 from fhir_server.store.base import (
@@ -140,6 +141,12 @@ class FhirService:
         if resource_type is not None:
             require_type(resource_type)
         parsed = parse_search(resource_type, params, self.registry, lenient=lenient)
+        with facts_scope():
+            return self._search(requester, parsed, cursor)
+
+    def _search(
+        self, requester: Requester, parsed: ParsedSearch, cursor: str | None
+    ) -> SearchResult:
         query = self.gate.constrain_search(requester, replace(parsed.query, cursor=cursor))
         page = self.store.search(
             query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
