@@ -193,7 +193,11 @@ def _iti41(runtime, requester: Requester, envelope, package, relates_to) -> Resp
             errors,
             has_results=outcome.stored,
             documents=[
-                DataEntity(identifier=("urn:ietf:rfc:3986", f"urn:oid:{u}"), role="3")
+                DataEntity(
+                    identifier=("urn:ietf:rfc:3986", f"urn:oid:{u}"),
+                    role="3",
+                    security_labels=outcome.document_labels.get(u, ()),
+                )
                 for u in outcome.document_unique_ids
             ],
             submission_set_unique_id=outcome.submission_set_unique_id,

@@ -235,7 +235,8 @@ def _uri_for_unique_id(unique_id: str) -> dict:
     return {"value": unique_id}
 
 
-def _unique_id_from(identifier: dict | None) -> str | None:
+def unique_id_from(identifier: dict | None) -> str | None:
+    """The XDS uniqueId a FHIR identifier carries (`urn:oid:` taken off)."""
     if not identifier or not identifier.get("value"):
         return None
     value = identifier["value"]
@@ -911,7 +912,7 @@ def document_reference_to_ebrim(
     entry.logical_id = entry_uuid
     entry.version = "1"
     entry.patient_id = patient_cx
-    entry.unique_id = _unique_id_from(doc_ref.get("masterIdentifier"))
+    entry.unique_id = unique_id_from(doc_ref.get("masterIdentifier"))
     entry.title = attachment.get("title")
     entry.comments = doc_ref.get("description")
     if attachment.get("creation"):
@@ -960,11 +961,11 @@ def list_to_ebrim(list_resource: dict, *, patient_cx: str | None = None) -> Subm
         if identifier.get("use") == "usual" or (identifier.get("value") or "").startswith(
             "urn:oid:"
         ):
-            submission_set.unique_id = _unique_id_from(identifier)
+            submission_set.unique_id = unique_id_from(identifier)
             break
     for extension in list_resource.get("extension") or []:
         if extension.get("url") == EXT_SOURCE_ID:
-            submission_set.source_id = _unique_id_from(extension.get("valueIdentifier"))
+            submission_set.source_id = unique_id_from(extension.get("valueIdentifier"))
         elif extension.get("url") == EXT_DESIGNATION_TYPE:
             submission_set.content_type_code = _coded_from(extension.get("valueCodeableConcept"))
     submission_set.patient_id = patient_cx

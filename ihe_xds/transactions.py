@@ -29,6 +29,7 @@ import copy
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ from fhir_server.access.decision import (
     UNKNOWN_PATIENT_CODE,
 )
 from fhir_server.access.requester import INTERNAL, Requester
+from fhir_server.audit.balp import security_labels_of
 from fhir_server.errors import FhirError
 from fhir_server.service.prepared import PreparedEvents
 from fhir_server.terminology import INS_OIDS, SYSTEM_RFC3986
@@ -71,6 +73,7 @@ from ihe_xds.mapping import (
     entry_uuid_of,
     list_to_ebrim,
     submission_to_fhir,
+    unique_id_from,
 )
 from ihe_xds.mtom import Attachment
 from ihe_xds.responses import RetrievedDocument, parse_retrieve_request
@@ -205,6 +208,8 @@ class SubmissionOutcome:
     stored: bool = False
     # True when the deposit's own audit event was stored with it (`iti41`'s `audit`).
     audited: bool = False
+    # uniqueId -> the DocumentEntry's labels (its confidentiality codes), for its audit event.
+    document_labels: dict[str, tuple] = field(default_factory=dict)
 
 
 def iti41(
@@ -266,9 +271,22 @@ def iti41(
         bundle["entry"].append(
             {"resource": old, "request": {"method": "PUT", "url": f"DocumentReference/{old['id']}"}}
         )
+    outcome.document_labels = {
+        unique_id_from(entry["resource"].get("masterIdentifier")): security_labels_of(
+            entry["resource"]
+        )
+        for entry in bundle["entry"]
+        if entry.get("resource", {}).get("resourceType") == "DocumentReference"
+    }
     events = audit(outcome) if audit is not None else None
+    # With its own event, the deposit is audited by that one event (IHE ATNA, one per
+    # transaction), not by one event per resource written.
+    audited_once = (
+        runtime.service.gate.audit.summarizing_writes() if events is not None else nullcontext()
+    )
     try:
-        runtime.bundles.process(requester, bundle, also_audit=events)
+        with audited_once:
+            runtime.bundles.process(requester, bundle, also_audit=events)
     except FhirError as exc:
         outcome.errors.append(write_error(exc))
         return outcome

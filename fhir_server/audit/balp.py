@@ -213,6 +213,15 @@ XDS_TRANSACTIONS: dict[str, tuple[str, str, str]] = {
 # --- values ------------------------------------------------------------------------------------
 
 
+def security_labels_of(resource: Mapping) -> tuple[Mapping[str, str], ...]:
+    """A resource's labels, each once: ``meta.security`` and, for a DocumentReference,
+    ``securityLabel`` (where the DMP confidentiality codes usually live, R14)."""
+    labels: list[Mapping[str, str]] = list((resource.get("meta") or {}).get("security") or [])
+    for concept in resource.get("securityLabel") or []:
+        labels.extend(concept.get("coding") or [])
+    return tuple(_unique_codings(labels))
+
+
 @dataclass(frozen=True)
 class DataEntity:
     """A resource (or XDS object) an interaction touched: BALP's ``entity[data]``.
@@ -249,13 +258,10 @@ class DataEntity:
         Labels come from ``meta.security`` and, for a DocumentReference, from ``securityLabel``
         (where the DMP confidentiality codes usually live, R14).
         """
-        labels: list[Mapping[str, str]] = list(resource.get("meta", {}).get("security", []))
-        for concept in resource.get("securityLabel", []) or []:
-            labels.extend(concept.get("coding", []))
         return cls(
             reference=f"{resource['resourceType']}/{resource['id']}",
             version=resource.get("meta", {}).get("versionId"),
-            security_labels=tuple(_unique_codings(labels)),
+            security_labels=security_labels_of(resource),
             patient_id=patient_id,
             role=role,
         )

@@ -45,6 +45,10 @@ class _Collected:
 
 _collected: ContextVar[_Collected | None] = ContextVar("collected_audit", default=None)
 
+# Set while the writes being made are audited by one event of the transaction that makes
+# them (an XDS deposit's ITI-41 event), instead of one BALP event each.
+_writes_summarized: ContextVar[bool] = ContextVar("writes_summarized", default=False)
+
 
 class GroupCommitter:
     """Group commit: events from concurrent requests share one durable commit.
@@ -255,6 +259,22 @@ class AuditTrail:
     def prepare_events(self, events: list[dict]) -> PreparedEvents:
         """Events with their index entries extracted, ahead of the transaction they go in."""
         return self._prepared(events)
+
+    @contextmanager
+    def summarizing_writes(self) -> Iterator[None]:
+        """Within the block, writes record no event of their own: the caller stores the one
+        event of the transaction making them (IHE ATNA: an ITI-41 deposit is one event naming
+        its patient, submission set and documents), in the same write transaction. The R17
+        notifications the writes call for are still written."""
+        token = _writes_summarized.set(True)
+        try:
+            yield
+        finally:
+            _writes_summarized.reset(token)
+
+    @staticmethod
+    def writes_summarized() -> bool:
+        return _writes_summarized.get()
 
     @contextmanager
     def one_commit(self) -> Iterator[None]:

@@ -592,6 +592,10 @@ class Gate:
             patients,
             self.audit.notifier.now(),
         )
+        if self.audit.writes_summarized():
+            if intents:
+                self.audit.notifier.apply(tx, intents)
+            return
         self.audit.access(
             requester,
             interaction,
@@ -607,7 +611,11 @@ class Gate:
         self, requester: Requester, interaction: str, stored: StoredResource, resource
     ) -> PreparedEvents | None:
         """The AuditEvents `after_write` will write for this write, built ahead of time."""
-        if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
+        if (
+            not self.audit.records(requester)
+            or stored.resource_type == "AuditEvent"
+            or self.audit.writes_summarized()
+        ):
             return None
         patients, entity = _write_audit_subject(stored, resource)
         return self.audit.prepare_access(requester, interaction, patients, [entity])
