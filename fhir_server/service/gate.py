@@ -51,7 +51,7 @@ from fhir_server.service import messaging
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.context import forget_request_facts, request_memo
 from fhir_server.service.prepared import PreparedEvents
-from fhir_server.store.base import HistoryPage, ResourceStore, StoredResource
+from fhir_server.store.base import PATIENTS_EPOCH, HistoryPage, ResourceStore, StoredResource
 
 NOTHING: Node = Not(Everything())
 # The resources a PatientRecord is built from; a write to one of them moves the record epoch.
@@ -116,6 +116,8 @@ class Gate:
         self._records_lock = threading.Lock()
         self._decisions: OrderedDict[tuple, tuple[PatientRecord | None, object]] = OrderedDict()
         self._decisions_lock = threading.Lock()
+        self._designations: OrderedDict[Node, tuple[int, list[str]]] = OrderedDict()
+        self._designations_lock = threading.Lock()
 
     # -- facts -----------------------------------------------------------------------------
 
@@ -224,15 +226,34 @@ class Gate:
                 and part.param in PATIENT_PARAMS
                 and part.target_type == "Patient"
             ):
-                ids = [row[1] for row in self._internal_search("Patient", part.where, 2)]
+                ids = self._patients_matching(part.where)
                 return True, ids[0] if len(ids) == 1 else None
             if resource_type == "Patient":
                 if isinstance(part, IdTest) and len(part.ids) == 1:
                     return True, part.ids[0]
                 if isinstance(part, TokenTest) and part.param == "identifier" and part.code:
-                    ids = [row[1] for row in self._internal_search("Patient", part, 2)]
+                    ids = self._patients_matching(part)
                     return True, ids[0] if len(ids) == 1 else None
         return False, None
+
+    def _patients_matching(self, where: Node) -> list[str]:
+        """The ids of (at most two) Patients matching a designating clause (an INS).
+
+        Cached per process while no Patient has been written anywhere: every Patient write
+        bumps `PATIENTS_EPOCH` in its own transaction, so one indexed lookup replaces a search.
+        """
+        epoch = self.store.record_epoch(PATIENTS_EPOCH)
+        with self._designations_lock:
+            cached = self._designations.get(where)
+            if cached is not None and cached[0] == epoch:
+                self._designations.move_to_end(where)
+                return cached[1]
+        ids = [row[1] for row in self._internal_search("Patient", where, 2)]
+        with self._designations_lock:
+            self._designations[where] = (epoch, ids)
+            while len(self._designations) > RECORD_CACHE_SIZE:
+                self._designations.popitem(last=False)
+        return ids
 
     # -- scopes (R02) ----------------------------------------------------------------------
 

@@ -71,6 +71,11 @@ class VersionConflict(Exception):
         self.resource_id = resource_id
 
 
+# The record-epoch key every Patient write bumps (a FHIR id cannot contain "*"): what a
+# Patient identifier resolves to holds while it has not moved.
+PATIENTS_EPOCH = "*"
+
+
 class StoreTransaction(Protocol):
     """The view of the store inside one atomic unit of work."""
 
@@ -94,7 +99,9 @@ class StoreTransaction(Protocol):
     def set_notified_day(self, patient_id: str, practitioner_id: str, day: str) -> None: ...
 
     def bump_record_epoch(self, patient_id: str) -> None:
-        """Mark the patient's record facts (Patient, Consents, RelatedPersons) as changed."""
+        """Mark the patient's record facts (Patient, Consents, RelatedPersons) as changed.
+
+        The engines also bump `PATIENTS_EPOCH` on every Patient write and purge themselves."""
 
     def purge(self, resource_type: str, resource_id: str) -> None:
         """Remove a resource's current row, index entries and every history version.

@@ -24,6 +24,7 @@ from pymongo.write_concern import WriteConcern
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import mongo_index, mongo_search
 from fhir_server.store.base import (
+    PATIENTS_EPOCH,
     HistoryEntry,
     HistoryPage,
     StoredResource,
@@ -113,6 +114,7 @@ class MongoTransaction:
             raise ValueError("AuditEvents are never purged")
         if resource_type == "Patient":
             self.bump_record_epoch(resource_id)
+            self.bump_record_epoch(PATIENTS_EPOCH)
         self._db[resource_type].delete_one({"_id": resource_id}, session=self._session)
         self._db[history_collection(resource_type)].delete_many(
             {"rid": resource_id}, session=self._session
@@ -125,6 +127,8 @@ class MongoTransaction:
 
     def write(self, version: VersionWrite) -> None:
         resource = version.resource
+        if resource.resource_type == "Patient":
+            self.bump_record_epoch(PATIENTS_EPOCH)
         collection = self._db[resource.resource_type]
         document = {
             "_id": resource.id,

@@ -21,6 +21,7 @@ from fhir_server.search import reach
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import sqlite_bulk, sqlite_index, sqlite_journal, sqlite_search
 from fhir_server.store.base import (
+    PATIENTS_EPOCH,
     HistoryEntry,
     HistoryPage,
     StoredResource,
@@ -137,6 +138,7 @@ class SqliteTransaction:
             raise ValueError("AuditEvents are never purged")
         if resource_type == "Patient":
             self.bump_record_epoch(resource_id)
+            self.bump_record_epoch(PATIENTS_EPOCH)
         connection = self._connection
         row = connection.execute(
             "SELECT rid FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
@@ -163,6 +165,8 @@ class SqliteTransaction:
         current = row[1] if row else 0
         if current != version.expected_version:
             raise VersionConflict(resource.resource_type, resource.id)
+        if resource.resource_type == "Patient":
+            self.bump_record_epoch(PATIENTS_EPOCH)
         values = (
             resource.version,
             resource.last_updated,

@@ -6,7 +6,7 @@ import pytest
 
 from fhir_server.search.index import IndexEntries, TokenEntry
 from fhir_server.service import versions
-from fhir_server.store.base import StoredResource, VersionConflict, VersionWrite
+from fhir_server.store.base import PATIENTS_EPOCH, StoredResource, VersionConflict, VersionWrite
 
 
 def _version(
@@ -209,3 +209,18 @@ def test_record_epoch_moves_only_with_its_transaction(engine_store):
         raise RuntimeError("rolled back")
     assert engine_store.record_epoch("p1") == 1
     assert engine_store.record_epoch("p2") == 0
+
+
+def test_every_patient_write_and_purge_moves_the_patients_epoch(engine_store):
+    """R04 designation: what a Patient identifier resolves to is cached while
+    PATIENTS_EPOCH holds, so every engine moves it with each Patient write or purge."""
+    assert engine_store.record_epoch(PATIENTS_EPOCH) == 0
+    with engine_store.transaction() as tx:
+        tx.write(_version("p1", 1, at=1_000))
+    assert engine_store.record_epoch(PATIENTS_EPOCH) == 1
+    with engine_store.transaction() as tx:
+        tx.write(_version("p1", 2, at=2_000, family="Other"))
+    assert engine_store.record_epoch(PATIENTS_EPOCH) == 2
+    with engine_store.transaction() as tx:
+        tx.purge("Patient", "p1")
+    assert engine_store.record_epoch(PATIENTS_EPOCH) == 3
