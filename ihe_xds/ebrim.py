@@ -16,6 +16,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lxml import etree
 
@@ -626,9 +627,32 @@ def stable_id(*parts: str) -> str:
     The name-based UUID version 5 of RFC 4122 (uuid.uuid5 in the URL namespace) of the parts
     joined by "|", computed on the hex digest: version nibble 5, variant bits 10.
     """
-    h = hashlib.sha1(_URL_NAMESPACE + "|".join(parts).encode("utf-8")).hexdigest()
-    variant = "89ab"[int(h[16], 16) & 3]
-    return f"urn:uuid:{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+    return _uuid5_text(hashlib.sha1(_URL_NAMESPACE + "|".join(parts).encode("utf-8")).hexdigest())
+
+
+# The variant nibble of a version 5 UUID for each hex digit of the digest (bits 10xx).
+_VARIANT = {f"{i:x}": "89ab"[i & 3] for i in range(16)}
+
+
+def _uuid5_text(h: str) -> str:
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+@dataclass(frozen=True, slots=True)
+class StableIds:
+    """`stable_id(owner, *parts)` for the many ids of one owner (a DocumentEntry has about
+    ten): the hash of the shared "namespace + owner|" prefix is computed once and copied."""
+
+    prefix: Any  # a hashlib SHA-1 object fed with the namespace and "owner|"
+
+    @classmethod
+    def of(cls, owner: str) -> StableIds:
+        return cls(hashlib.sha1(_URL_NAMESPACE + owner.encode("utf-8") + b"|"))
+
+    def __call__(self, *parts: str) -> str:
+        h = self.prefix.copy()
+        h.update("|".join(parts).encode("utf-8"))
+        return _uuid5_text(h.hexdigest())
 
 
 def _add_slot(parent: etree._Element, name: str, values: Iterable[str | None]) -> None:

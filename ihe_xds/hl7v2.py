@@ -65,26 +65,51 @@ class XCN:
     id_type: str | None = None
 
     def to_hl7(self) -> str:
-        given = list(self.given) + [None] * (2 - len(self.given))
-        authority = ""
-        if self.authority_oid or self.authority_namespace:
-            authority = f"{self.authority_namespace or ''}&{self.authority_oid or ''}&ISO"
-        components = [
+        return xcn_to_hl7(
             self.id,
             self.family,
-            given[0],
-            " ".join(g for g in given[1:] if g) or None,
+            self.given,
             self.suffix,
             self.prefix,
-            None,
-            None,
-            authority,
+            self.authority_namespace,
+            self.authority_oid,
             self.name_type,
-            None,
-            None,
             self.id_type,
-        ]
-        return _join(components)
+        )
+
+
+def xcn_to_hl7(
+    id: str | None,
+    family: str | None,
+    given: tuple[str, ...],
+    suffix: str | None,
+    prefix: str | None,
+    authority_namespace: str | None,
+    authority_oid: str | None,
+    name_type: str | None,
+    id_type: str | None,
+) -> str:
+    """`XCN(...).to_hl7()` without building the XCN: an ITI-18 LeafClass answer writes one
+    per author of every entry."""
+    authority = ""
+    if authority_oid or authority_namespace:
+        authority = f"{authority_namespace or ''}&{authority_oid or ''}&ISO"
+    components = [
+        id,
+        family,
+        given[0] if given else None,
+        " ".join([g for g in given[1:] if g]) or None,
+        suffix,
+        prefix,
+        None,
+        None,
+        authority,
+        name_type,
+        None,
+        None,
+        id_type,
+    ]
+    return _join(components)
 
 
 def parse_xcn(text: str) -> XCN:
@@ -137,7 +162,7 @@ def _components(text: str, count: int) -> list[str]:
 
 
 def _join(components: list[str | None]) -> str:
-    text = "^".join(c or "" for c in components)
+    text = "^".join([c or "" for c in components])
     return text.rstrip("^")
 
 

@@ -129,6 +129,9 @@ def _serve(actions: tuple[str, ...]) -> Response:
             request_id=_request_id(),
             raw_query=f"POST {request.path} {action}".encode(),
             client_address=request.remote_addr,
+            # Facts the gate computes once per request (the designated patient, its record),
+            # as on the FHIR face: without it an ITI-18 resolved its patient twice.
+            memo={},
         )
     )
     try:

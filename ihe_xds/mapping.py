@@ -72,12 +72,12 @@ from ihe_xds.errors import (
     registry_error,
 )
 from ihe_xds.hl7v2 import (
-    XCN,
     XON,
     fhir_to_xds_time,
     parse_cx,
     parse_xcn,
     parse_xon,
+    xcn_to_hl7,
     xds_time_to_fhir,
 )
 from ihe_xds.vocabulary import (
@@ -351,7 +351,7 @@ def _practitioner_xcn(practitioner: dict) -> str:
         return name["text"]
     identifier = identifiers[0] if identifiers else {}
     system = identifier.get("system") or ""
-    return XCN(
+    return xcn_to_hl7(
         id=identifier.get("value"),
         family=name.get("family"),
         given=tuple(name.get("given") or ()),
@@ -361,7 +361,7 @@ def _practitioner_xcn(practitioner: dict) -> str:
         authority_oid=system[len("urn:oid:") :] if system.startswith("urn:oid:") else None,
         name_type=_NAME_USE_BACK.get(name.get("use")),
         id_type=_type_code(identifier) if identifier else None,
-    ).to_hl7()
+    )
 
 
 def _organization(institution: str, resource_id: str) -> dict:
@@ -430,6 +430,10 @@ def _author_resources(author: Author, index: int) -> tuple[list[dict], list[dict
     return contained, references
 
 
+# The "a<index>-" prefix of the contained resources one XDS author was written as.
+_AUTHOR_GROUP = re.compile(r"^(a\d+-)")
+
+
 def _authors_back(references: list[dict], contained: dict[str, dict]) -> list[Author]:
     groups: dict[str, Author] = {}
     order: list[Author] = []
@@ -438,7 +442,7 @@ def _authors_back(references: list[dict], contained: dict[str, dict]) -> list[Au
         resource = contained.get(local)
         if resource is None:
             continue
-        match = re.match(r"^(a\d+-)", local)
+        match = _AUTHOR_GROUP.match(local)
         key = match.group(1) if match else f"ref{position}"
         author = groups.get(key)
         if author is None:

@@ -14,6 +14,7 @@ from lxml import etree
 
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import (
+    FIND_DOCUMENTS,
     FIND_SUBMISSION_SETS,
     GET_ALL,
     GET_ASSOCIATIONS,
@@ -194,6 +195,30 @@ def test_iti18_find_documents_returns_the_deposited_metadata_unchanged(xds):
     for unique_id, element in sent.items():
         assert_equivalent_entry(element, got[unique_id])
         assert slots(got[unique_id])["repositoryUniqueId"] == [xds.repository_id]
+
+
+def test_iti18_resolves_the_queried_patient_once_per_request(xds, monkeypatch):
+    """The XDS face keeps the per-request memo of the FHIR face: the INS of
+    $XDSDocumentEntryPatientId is looked up once, not once per gate check."""
+    _, nir = xds.patient(209)
+    deposit(xds, nir)
+    gate = xds.app.extensions["fhir"].service.gate
+    resolved = []
+    find = gate._find_designated_patient
+
+    def counting(resource_type, where):
+        found = find(resource_type, where)
+        resolved.append(found)
+        return found
+
+    monkeypatch.setattr(gate, "_find_designated_patient", counting)
+    slots = [
+        ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
+        ("$XDSDocumentEntryStatus", APPROVED),
+    ]
+    objects = ask(xds, nir, FIND_DOCUMENTS, slots)
+    assert kinds(objects) == Counter({"ExtrinsicObject": 1})
+    assert len(resolved) == 1 and resolved[0][1]
 
 
 def test_iti18_find_submission_sets_returns_the_deposited_submission_set(xds):

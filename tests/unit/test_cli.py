@@ -54,3 +54,16 @@ def test_load_command_stores_resources_through_the_gate(tmp_path, capsys, monkey
         == 1
     )
     assert "loaded 3 resources from 2 files; 1 failed" in capsys.readouterr().err
+
+
+def test_serve_worker_moves_its_start_up_objects_out_of_the_collectors_reach():
+    """Issue 6: a full collection over the loaded app took 60-100 ms, in some request."""
+    import gc
+
+    from fhir_server.cli import _freeze_startup_objects
+
+    try:
+        _freeze_startup_objects(worker=None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -37,9 +37,9 @@ from fhir_server.auth.vihf import (
     vihf_to_string,
 )
 from ihe_xds import soap
-from ihe_xds.ebrim import Author, Coded, DocumentEntry, Slot, stable_id
+from ihe_xds.ebrim import Author, Coded, DocumentEntry, Slot, StableIds, stable_id
 from ihe_xds.errors import registry_error
-from ihe_xds.hl7v2 import fhir_to_xds_time
+from ihe_xds.hl7v2 import XCN, fhir_to_xds_time, xcn_to_hl7
 from ihe_xds.mtom import (
     Attachment,
     MtomError,
@@ -131,6 +131,30 @@ def test_iti18_leafclass_of_plain_entries_takes_the_text_path_and_odd_values_do_
 def test_stable_ids_are_the_rfc4122_uuid5_of_the_joined_parts(parts):
     expected = uuid.uuid5(uuid.NAMESPACE_URL, "|".join(parts))
     assert stable_id(*parts) == f"urn:uuid:{expected}"
+
+
+@given(owner=st.text(max_size=20), parts=st.lists(st.text(max_size=20), min_size=1, max_size=3))
+def test_stable_ids_of_one_owner_are_those_of_stable_id(owner, parts):
+    assert StableIds.of(owner)(*parts) == stable_id(owner, *parts)
+
+
+def _xcn_as_defined(id, family, given, suffix, prefix, namespace, oid, name_type, id_type):
+    """XCN.to_hl7 as first written: thirteen components, empty ones dropped from the end."""
+    given = list(given) + [None] * (2 - len(given))
+    authority = f"{namespace or ''}&{oid or ''}&ISO" if oid or namespace else ""
+    components = [id, family, given[0], " ".join(g for g in given[1:] if g) or None]
+    components += [suffix, prefix, None, None, authority, name_type, None, None, id_type]
+    return "^".join(c or "" for c in components).rstrip("^")
+
+
+_PART = st.one_of(st.none(), st.text(alphabet="ab &^", max_size=4))
+
+
+@given(
+    values=st.tuples(_PART, _PART, st.lists(_PART, max_size=3).map(tuple), *[_PART] * 6),
+)
+def test_xcn_written_without_the_dataclass_is_the_xcn_of_the_dataclass(values):
+    assert xcn_to_hl7(*values) == XCN(*values).to_hl7() == _xcn_as_defined(*values)
 
 
 # -- MTOM reading ----------------------------------------------------------------------------
