@@ -233,12 +233,15 @@ class NotASubmission(MalformedMessage):
 
 # --------------------------------------------------------------------------- parsing
 #
-# Every registry object is read in one pass over its children (`_Children`), with the
-# qualified tag names computed once: ITI-41 parsing cost is dominated by these small
-# per-object walks, and repeated find()/findall()/iterchildren(tag) calls each cost an
-# ElementPath or iterator set-up. `element[:]` lists the children in one C call.
+# Every registry object is read in one pass over its children, with the qualified tag
+# names computed once: ITI-41 parsing cost is dominated by these small per-object walks,
+# and repeated find()/findall()/iterchildren(tag) calls each cost an ElementPath or
+# iterator set-up. `element[:]` lists the children in one C call. Each lxml accessor
+# (.tag on a fresh element, .get, .text) builds a Python string, so every one is read
+# once, and the slots of known names go straight to their field (no Slot in between).
 # The order in which problems are recorded is that of the former find-based reading:
-# slots, then classifications, then external identifiers.
+# nameless slots, then the slots' own problems, then classifications, then external
+# identifiers; problems found earlier in the walk than their turn wait in a list.
 
 _SLOT = q(NS_RIM, "Slot")
 _VALUE_LIST = q(NS_RIM, "ValueList")
@@ -258,47 +261,21 @@ _PROVIDE_AND_REGISTER = q(NS_XDSB, "ProvideAndRegisterDocumentSetRequest")
 _SUBMIT_OBJECTS = q(NS_LCM, "SubmitObjectsRequest")
 _DOCUMENT = q(NS_XDSB, "Document")
 
+# Multi-valued author slots: slot name -> Author field.
+_AUTHOR_LISTS = {
+    "authorInstitution": "institutions",
+    "authorRole": "roles",
+    "authorSpecialty": "specialties",
+    "authorTelecommunication": "telecoms",
+}
+
 
 def _rim(local: str) -> str:
     return q(NS_RIM, local)
 
 
-@dataclass(slots=True)
-class _Children:
-    """The ebRIM children of one registry object, sorted by kind in document order."""
-
-    slots: list[etree._Element] = field(default_factory=list)
-    classifications: list[etree._Element] = field(default_factory=list)
-    external_ids: list[etree._Element] = field(default_factory=list)
-    name: etree._Element | None = None  # the first rim:Name
-    description: etree._Element | None = None  # the first rim:Description
-    version: etree._Element | None = None  # the first rim:VersionInfo
-
-
-def _children(element: etree._Element) -> _Children:
-    found = _Children()
-    slots, classifications, external_ids = found.slots, found.classifications, found.external_ids
-    for child in element[:]:
-        tag = child.tag
-        if tag == _SLOT:
-            slots.append(child)
-        elif tag == _CLASSIFICATION:
-            classifications.append(child)
-        elif tag == _EXTERNAL_IDENTIFIER:
-            external_ids.append(child)
-        elif tag == _NAME:
-            if found.name is None:
-                found.name = child
-        elif tag == _DESCRIPTION:
-            if found.description is None:
-                found.description = child
-        elif tag == _VERSION_INFO and found.version is None:
-            found.version = child
-    return found
-
-
-def _slot_children(element: etree._Element) -> list[etree._Element]:
-    return [child for child in element[:] if child.tag == _SLOT]
+def _nameless(where: str) -> RegistryError:
+    return registry_error(XDS_REGISTRY_METADATA_ERROR, "Slot without a name", where)
 
 
 def _localized(holder: etree._Element | None) -> str | None:
@@ -319,23 +296,39 @@ def _slots(
     for slot in elements:
         name = slot.get("name")
         if not name:
-            problems.append(
-                registry_error(XDS_REGISTRY_METADATA_ERROR, "Slot without a name", where)
-            )
+            problems.append(_nameless(where))
             continue
         slots.append(Slot(name, _slot_values(slot)))
     return slots
 
 
+def _slot_children(element: etree._Element) -> list[etree._Element]:
+    return [child for child in element[:] if child.tag == _SLOT]
+
+
 def _slot_values(slot: etree._Element) -> list[str]:
     """The stripped texts of the rim:ValueList/rim:Value children of a slot."""
-    return [
-        (value.text or "").strip()
-        for value_list in slot[:]
-        if value_list.tag == _VALUE_LIST
-        for value in value_list[:]
-        if value.tag == _VALUE
-    ]
+    values = []
+    for value_list in slot[:]:
+        if value_list.tag == _VALUE_LIST:
+            for value in value_list[:]:
+                if value.tag == _VALUE:
+                    text = value.text
+                    values.append(text.strip() if text else "")
+    return values
+
+
+def _present_values(slot: etree._Element) -> list[str]:
+    """The non-empty values of _slot_values(slot), without building the full list first."""
+    values = []
+    for value_list in slot[:]:
+        if value_list.tag == _VALUE_LIST:
+            for value in value_list[:]:
+                if value.tag == _VALUE:
+                    text = value.text
+                    if text and (text := text.strip()):
+                        values.append(text)
+    return values
 
 
 def _coded(element: etree._Element, problems: list[RegistryError], where: str) -> Coded:
@@ -348,27 +341,32 @@ def _coded(element: etree._Element, problems: list[RegistryError], where: str) -
         if tag == _SLOT:
             slot_name = child.get("name")
             if not slot_name:
-                problems.append(
-                    registry_error(XDS_REGISTRY_METADATA_ERROR, "Slot without a name", where)
-                )
+                problems.append(_nameless(where))
             elif slot_name == "codingScheme":
                 schemes = _slot_values(child)
         elif tag == _NAME and name is None:
             name = child
     return Coded(
-        code=element.get("nodeRepresentation") or "",
-        scheme=schemes[0] if schemes else None,
-        display=_localized(name),
+        element.get("nodeRepresentation") or "",
+        schemes[0] if schemes else None,
+        _localized(name),
     )
 
 
 def _author(element: etree._Element, problems: list[RegistryError], where: str) -> Author:
     author = Author()
-    for slot in _slots(_slot_children(element), problems, where):
-        values = [v for v in slot.values if v]
-        if slot.name == "authorPerson":
+    later = None  # authorPerson problems come after every nameless slot's
+    for slot in element[:]:
+        if slot.tag != _SLOT:
+            continue
+        name = slot.get("name")
+        if not name:
+            problems.append(_nameless(where))
+        elif name == "authorPerson":
+            values = _present_values(slot)
             if len(values) > 1:
-                problems.append(
+                later = later or []
+                later.append(
                     registry_error(
                         XDS_REGISTRY_METADATA_ERROR,
                         "authorPerson must have a single value",
@@ -376,81 +374,141 @@ def _author(element: etree._Element, problems: list[RegistryError], where: str) 
                     )
                 )
             author.person = values[0] if values else None
-        elif slot.name == "authorInstitution":
-            author.institutions = values
-        elif slot.name == "authorRole":
-            author.roles = values
-        elif slot.name == "authorSpecialty":
-            author.specialties = values
-        elif slot.name == "authorTelecommunication":
-            author.telecoms = values
+        elif name in _AUTHOR_LISTS:
+            setattr(author, _AUTHOR_LISTS[name], _present_values(slot))
+    if later:
+        problems += later
     return author
 
 
-def _classifications_of(
-    element: etree._Element, children: _Children, loose: dict[str, list[etree._Element]]
-) -> list[etree._Element]:
-    return children.classifications + loose.get(element.get("id") or "", [])
-
-
-def _external_ids(children: _Children) -> dict[str, list[str]]:
+def _external_ids(elements: list[etree._Element]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for ext in children.external_ids:
+    for ext in elements:
         scheme = ext.get("identificationScheme") or ""
-        found.setdefault(scheme, []).append((ext.get("value") or "").strip())
+        value = ext.get("value")
+        value = value.strip() if value else ""
+        if scheme in found:
+            found[scheme].append(value)
+        else:
+            found[scheme] = [value]
     return found
 
 
 def _single(
     values: dict[str, list[str]], scheme: str, problems: list[RegistryError], where: str, name: str
 ) -> str | None:
-    found = values.get(scheme) or []
+    found = values.get(scheme)
+    if not found:
+        return None
     if len(found) > 1:
         problems.append(
             registry_error(
                 XDS_REGISTRY_METADATA_ERROR, f"{name} given {len(found)} times", f"{where} {name}"
             )
         )
-    return found[0] if found and found[0] else None
+    return found[0] or None
+
+
+@dataclass(slots=True)
+class _Object:
+    """What one pass over a registry object's children found besides its slots."""
+
+    classifications: list[etree._Element] = field(default_factory=list)
+    external_ids: list[etree._Element] = field(default_factory=list)
+    name: etree._Element | None = None  # the first rim:Name
+    description: etree._Element | None = None  # the first rim:Description
+    version: etree._Element | None = None  # the first rim:VersionInfo
+
+
+def _walk(element: etree._Element, found: _Object, slots: list[etree._Element]) -> None:
+    """Sort the children of a registry object by kind, in document order."""
+    classifications, external_ids = found.classifications, found.external_ids
+    for child in element[:]:
+        tag = child.tag
+        if tag == _SLOT:
+            slots.append(child)
+        elif tag == _CLASSIFICATION:
+            classifications.append(child)
+        elif tag == _EXTERNAL_IDENTIFIER:
+            external_ids.append(child)
+        elif tag == _NAME:
+            if found.name is None:
+                found.name = child
+        elif tag == _DESCRIPTION:
+            if found.description is None:
+                found.description = child
+        elif tag == _VERSION_INFO and found.version is None:
+            found.version = child
 
 
 def _parse_entry(
     element: etree._Element, loose: dict[str, list[etree._Element]], problems: list[RegistryError]
 ) -> DocumentEntry:
-    entry = DocumentEntry(id=element.get("id") or "")
-    where = f"DocumentEntry {entry.id}"
-    entry.object_type = element.get("objectType") or OBJECT_TYPE_STABLE
-    entry.mime_type = element.get("mimeType") or None
-    entry.status = element.get("status") or None
-    entry.home = element.get("home") or None
-    entry.logical_id = element.get("lid") or None
-    children = _children(element)
-    version = children.version
-    entry.version = version.get("versionName") if version is not None else None
-    entry.title = _localized(children.name)
-    entry.comments = _localized(children.description)
-    for slot in _slots(children.slots, problems, where):
-        if slot.name in _ENTRY_SLOTS:
-            values = [v for v in slot.values if v]
-            if len(values) > 1:
-                problems.append(
-                    registry_error(
-                        XDS_REGISTRY_METADATA_ERROR,
-                        f"slot {slot.name} must have a single value",
-                        f"{where} {slot.name}",
+    get = element.get
+    entry_id = get("id") or ""
+    entry = DocumentEntry(
+        entry_id,
+        get("objectType") or OBJECT_TYPE_STABLE,
+        get("mimeType") or None,
+        get("status") or None,
+        get("home") or None,
+        get("lid") or None,
+    )
+    where = f"DocumentEntry {entry_id}"
+    name_holder = description = version = None  # the first of each
+    classifications: list[etree._Element] = []
+    external_ids: list[etree._Element] = []
+    later = None  # single-value problems come after every nameless slot's
+    for child in element[:]:
+        tag = child.tag
+        if tag == _SLOT:
+            name = child.get("name")
+            if not name:
+                problems.append(_nameless(where))
+                continue
+            attr = _ENTRY_SLOTS.get(name)
+            if attr is not None:
+                values = _present_values(child)
+                if len(values) > 1:
+                    later = later or []
+                    later.append(
+                        registry_error(
+                            XDS_REGISTRY_METADATA_ERROR,
+                            f"slot {name} must have a single value",
+                            f"{where} {name}",
+                        )
                     )
-                )
-            setattr(entry, _ENTRY_SLOTS[slot.name], values[0] if values else None)
-        elif slot.name in _ENTRY_LIST_SLOTS:
-            setattr(entry, _ENTRY_LIST_SLOTS[slot.name], [v for v in slot.values if v])
-        else:
-            entry.extra_slots.append(slot)
-    for classification in _classifications_of(element, children, loose):
-        scheme = classification.get("classificationScheme")
+                setattr(entry, attr, values[0] if values else None)
+            elif name in _ENTRY_LIST_SLOTS:
+                setattr(entry, _ENTRY_LIST_SLOTS[name], _present_values(child))
+            else:
+                entry.extra_slots.append(Slot(name, _slot_values(child)))
+        elif tag == _CLASSIFICATION:
+            classifications.append(child)
+        elif tag == _EXTERNAL_IDENTIFIER:
+            external_ids.append(child)
+        elif tag == _NAME:
+            if name_holder is None:
+                name_holder = child
+        elif tag == _DESCRIPTION:
+            if description is None:
+                description = child
+        elif tag == _VERSION_INFO and version is None:
+            version = child
+    if later:
+        problems += later
+    entry.version = version.get("versionName") if version is not None else None
+    entry.title = _localized(name_holder)
+    entry.comments = _localized(description)
+    if entry_id in loose:
+        classifications += loose[entry_id]
+    for classification in classifications:
         node = classification.get("classificationNode")
         if node == DE_LIMITED_METADATA:
             entry.limited_metadata = True
-        elif scheme == DE_AUTHOR:
+            continue
+        scheme = classification.get("classificationScheme")
+        if scheme == DE_AUTHOR:
             entry.authors.append(_author(classification, problems, where))
         elif scheme in _ENTRY_CODES:
             name = _ENTRY_CODES[scheme]
@@ -467,9 +525,10 @@ def _parse_entry(
             getattr(entry, _ENTRY_CODE_LISTS[scheme]).append(
                 _coded(classification, problems, where)
             )
-    ids = _external_ids(children)
-    entry.patient_id = _single(ids, DE_PATIENT_ID, problems, where, "patientId")
-    entry.unique_id = _single(ids, DE_UNIQUE_ID, problems, where, "uniqueId")
+    if external_ids:
+        ids = _external_ids(external_ids)
+        entry.patient_id = _single(ids, DE_PATIENT_ID, problems, where, "patientId")
+        entry.unique_id = _single(ids, DE_UNIQUE_ID, problems, where, "uniqueId")
     return entry
 
 
@@ -477,17 +536,21 @@ def _parse_package(
     element: etree._Element, loose: dict[str, list[etree._Element]], problems: list[RegistryError]
 ) -> SubmissionSet | Folder | None:
     package_id = element.get("id") or ""
-    children = _children(element)
-    classifications = _classifications_of(element, children, loose)
-    nodes = {c.get("classificationNode") for c in classifications}
-    ids = _external_ids(children)
+    found = _Object()
+    slots: list[etree._Element] = []
+    _walk(element, found, slots)
+    classifications = found.classifications
+    if package_id in loose:
+        classifications = classifications + loose[package_id]
+    nodes = [c.get("classificationNode") for c in classifications]
+    ids = _external_ids(found.external_ids)
     if FOLDER_NODE in nodes:
         where = f"Folder {package_id}"
         return Folder(
             id=package_id,
             unique_id=_single(ids, FOLDER_UNIQUE_ID, problems, where, "uniqueId"),
             patient_id=_single(ids, FOLDER_PATIENT_ID, problems, where, "patientId"),
-            title=_localized(children.name),
+            title=_localized(found.name),
         )
     if SS_NODE not in nodes:
         problems.append(
@@ -502,21 +565,25 @@ def _parse_package(
     submission_set = SubmissionSet(id=package_id)
     submission_set.status = element.get("status") or None
     submission_set.home = element.get("home") or None
-    submission_set.title = _localized(children.name)
-    submission_set.comments = _localized(children.description)
-    for slot in _slots(children.slots, problems, where):
-        if slot.name == "submissionTime":
-            values = [v for v in slot.values if v]
+    submission_set.title = _localized(found.name)
+    submission_set.comments = _localized(found.description)
+    for slot in slots:
+        name = slot.get("name")
+        if not name:
+            problems.append(_nameless(where))
+        elif name == "submissionTime":
+            values = _present_values(slot)
             submission_set.submission_time = values[0] if values else None
-        elif slot.name == "intendedRecipient":
-            submission_set.intended_recipients = [v for v in slot.values if v]
+        elif name == "intendedRecipient":
+            submission_set.intended_recipients = _present_values(slot)
         else:
-            submission_set.extra_slots.append(slot)
-    for classification in classifications:
-        scheme = classification.get("classificationScheme")
-        if classification.get("classificationNode") == SS_LIMITED_METADATA:
+            submission_set.extra_slots.append(Slot(name, _slot_values(slot)))
+    for classification, node in zip(classifications, nodes, strict=True):
+        if node == SS_LIMITED_METADATA:
             submission_set.limited_metadata = True
-        elif scheme == SS_AUTHOR:
+            continue
+        scheme = classification.get("classificationScheme")
+        if scheme == SS_AUTHOR:
             submission_set.authors.append(_author(classification, problems, where))
         elif scheme == SS_CONTENT_TYPE_CODE:
             if submission_set.content_type_code is not None:
@@ -546,20 +613,31 @@ def parse_submission(
     xop:Include names a MIME part that is not there. Metadata problems go to `problems`.
     """
     submission = Submission()
-    if element.tag == _PROVIDE_AND_REGISTER:
+    documents: list[etree._Element] = []
+    tag = element.tag
+    if tag == _PROVIDE_AND_REGISTER:
         submission.provide_and_register = True
-        request = next(element.iterchildren(_SUBMIT_OBJECTS), None)
+        request = None
+        for child in element[:]:  # the first SubmitObjectsRequest, and every Document
+            child_tag = child.tag
+            if child_tag == _DOCUMENT:
+                documents.append(child)
+            elif child_tag == _SUBMIT_OBJECTS and request is None:
+                request = child
         if request is None:
             raise NotASubmission(
                 "ProvideAndRegisterDocumentSetRequest without SubmitObjectsRequest"
             )
-    elif element.tag == _SUBMIT_OBJECTS:
+    elif tag == _SUBMIT_OBJECTS:
         request = element
     else:
         raise NotASubmission(f"{etree.QName(element).localname} is not a submission request")
     problems = submission.problems
-    object_list = next(request.iterchildren(_REGISTRY_OBJECT_LIST), None)
-    objects = list(object_list) if object_list is not None else []
+    objects: list[etree._Element] = []
+    for child in request[:]:  # the first RegistryObjectList
+        if child.tag == _REGISTRY_OBJECT_LIST:
+            objects = child[:]
+            break
     loose: dict[str, list[etree._Element]] = {}
     for obj in objects:
         if obj.tag == _CLASSIFICATION:
@@ -590,7 +668,7 @@ def parse_submission(
         elif tag == _OBJECT_REF:
             submission.object_refs.append(obj.get("id") or "")
     if submission.provide_and_register:
-        for document in element.iterchildren(_DOCUMENT):
+        for document in documents:
             document_id = document.get("id") or ""
             where = f"Document {document_id}"
             if document_id in submission.documents:

@@ -29,6 +29,7 @@ from ihe_xds.vocabulary import NS_XOP, q
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 MAX_PARTS = 1000
 _SOAP_TYPES = ("application/soap+xml", "text/xml", "application/xml")
+_INCLUDE = q(NS_XOP, "Include")
 
 
 class MtomError(MalformedMessage):
@@ -72,26 +73,34 @@ def _content_type(header: str) -> Message:
 
 
 # A Content-Type made only of tokens and backslash-free quoted strings, as every MTOM sender
-# writes it: read by one regular expression instead of the email package (about 30 µs per
-# request). Anything else (RFC 2231 names, escapes, comments, bare attributes, non-ASCII,
-# empty values) goes to the email package, so both readings agree wherever the fast one applies.
+# writes it: read by regular expressions instead of the email package (about 30 µs per
+# request), the media type then each parameter matched where the previous one ended, so
+# that one pass both checks the shape and reads the values. Anything else (RFC 2231 names,
+# escapes, comments, bare attributes, non-ASCII, empty values) goes to the email package, so
+# both readings agree wherever the fast one applies. The quoted-string class lists the
+# printable ASCII characters but the double quote and the backslash (the same set as
+# "neither those two, nor controls, nor non-ASCII", read faster by the regex engine).
 _CT_TOKEN = r"[A-Za-z0-9!#$&^_.+\-]+"
-_CT_VALUE = r'(?:[A-Za-z0-9!#$&^_.+\-]+|"[^"\\\x00-\x1f\x7f-\U0010ffff]*")'
+_CT_VALUE = r'(?:[A-Za-z0-9!#$&^_.+\-]+|"[ !#-\[\]-~]*")'
+_CT_MEDIA = re.compile(rf"[ \t]*({_CT_TOKEN}/{_CT_TOKEN})[ \t]*")
 _CT_PARAM = re.compile(rf"[ \t]*;[ \t]*({_CT_TOKEN})[ \t]*=[ \t]*({_CT_VALUE})[ \t]*")
-_CT_SIMPLE = re.compile(
-    rf"[ \t]*({_CT_TOKEN}/{_CT_TOKEN})[ \t]*(?:;[ \t]*{_CT_TOKEN}[ \t]*=[ \t]*{_CT_VALUE}[ \t]*)*"
-)
 
 
 def _read_content_type(header: str) -> tuple[str, dict[str, str]]:
     """(lower-case media type, parameters by lower-case name, unquoted) of a Content-Type."""
-    simple = _CT_SIMPLE.fullmatch(header)
+    simple = _CT_MEDIA.match(header)
     if simple is not None:
         params = {}
-        for match in _CT_PARAM.finditer(header, simple.end(1)):
+        position, end = simple.end(), len(header)
+        while position < end:
+            match = _CT_PARAM.match(header, position)
+            if match is None:
+                break
             name, value = match.group(1, 2)
-            params[name.lower()] = value[1:-1] if value.startswith('"') else value
-        return simple.group(1).lower(), params
+            params[name.lower()] = value[1:-1] if value[0] == '"' else value
+            position = match.end()
+        else:
+            return simple.group(1).lower(), params
     ctype = _content_type(header)
     media = ctype.get_content_type()
     params = {
@@ -266,7 +275,11 @@ def document_content(element: etree._Element, attachments: dict[str, Attachment]
     Either one `xop:Include href="cid:..."` child naming an attachment, or inline base64
     text. Raises MtomError when the include names no part, ValueError on broken base64.
     """
-    include = element.find(q(NS_XOP, "Include"))
+    include = None
+    for child in element[:]:  # the first xop:Include child, as find() would
+        if child.tag == _INCLUDE:
+            include = child
+            break
     if include is not None:
         href = include.get("href") or ""
         cid = normalize_cid(href)
@@ -274,7 +287,8 @@ def document_content(element: etree._Element, attachments: dict[str, Attachment]
         if attachment is None:
             raise MtomError(f"xop:Include names {href!r}, which no MIME part carries")
         return attachment.data
-    text = "".join(element.itertext())
+    # Without children (inline base64 as senders write it) the text is the element's own.
+    text = "".join(element.itertext()) if len(element) else (element.text or "")
     try:
         return _strict_b64decode(text)
     except (binascii.Error, ValueError):
@@ -290,13 +304,20 @@ def _strict_b64decode(text: str) -> bytes:
 
     ASCII text (every real sender's) loses its whitespace by one bytes.translate instead of
     a split and a join (a tenth of the decoding time of a 20 KB document); other text takes
-    the split path so that Unicode spaces are dropped as before.
+    the split path so that Unicode spaces are dropped as before. Text without whitespace
+    (what most senders write) is decoded as it is first: strict decoding refuses any
+    whitespace, so a refusal sends the text to the whitespace-dropping path, which then
+    decides, and the translate pass (a quarter of the decoding time) is spared otherwise.
     """
     try:
-        compact = text.encode("ascii").translate(None, _ASCII_SPACE)
+        ascii_text = text.encode("ascii")
     except UnicodeEncodeError:
         return base64.b64decode("".join(text.split()), validate=True)
-    return binascii.a2b_base64(compact, strict_mode=True)
+    try:
+        return binascii.a2b_base64(ascii_text, strict_mode=True)
+    except binascii.Error:
+        pass
+    return binascii.a2b_base64(ascii_text.translate(None, _ASCII_SPACE), strict_mode=True)
 
 
 def build_mtom_response(

@@ -9,6 +9,7 @@ window, audience, signer certificate validity, tampering).
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import datetime as dt
 import time
@@ -37,18 +38,30 @@ from fhir_server.auth.vihf import (
     vihf_to_string,
 )
 from ihe_xds import soap
-from ihe_xds.ebrim import Author, Coded, DocumentEntry, Slot, StableIds, stable_id
+from ihe_xds import vocabulary as v
+from ihe_xds.ebrim import (
+    Author,
+    Coded,
+    DocumentEntry,
+    Slot,
+    StableIds,
+    parse_submission,
+    stable_id,
+)
 from ihe_xds.errors import registry_error
 from ihe_xds.hl7v2 import XCN, fhir_to_xds_time, xcn_to_hl7
 from ihe_xds.mtom import (
     Attachment,
     MtomError,
+    _strict_b64decode,
     build_mtom_response,
     document_content,
     parse_http_body,
 )
 from ihe_xds.responses import adhoc_query_answer, adhoc_query_response, answer_envelope
 from ihe_xds.vocabulary import NS_XDSB, q
+from tests import xds_ebrim_reference as ebrim_reference
+from tests.xds_builders import build_iti41
 
 # -- ITI-18 LeafClass answers written as text ------------------------------------------------
 
@@ -425,3 +438,115 @@ def test_vihf_cache_keeps_at_most_its_size(credential, auth):
     for _ in range(3):
         vihf_requester(_received(_mint(credential, auth, clock)), trust, cache=cache)
     assert len(cache) == 2
+
+
+# -- ITI-41 metadata read in one pass ----------------------------------------------------------
+
+_MUTATION_VALUES = st.sampled_from(
+    ["", " ", "  x ", "x", "Document01", "SubmissionSet01", "cl-ss"]
+    + [v.FOLDER_NODE, v.SS_NODE, v.DE_LIMITED_METADATA, v.SS_LIMITED_METADATA]
+    + [v.DE_AUTHOR, v.DE_CLASS_CODE, v.DE_EVENT_CODE, v.DE_CONFIDENTIALITY_CODE]
+    + [v.SS_AUTHOR, v.SS_CONTENT_TYPE_CODE, v.DE_UNIQUE_ID, v.DE_PATIENT_ID, v.SS_UNIQUE_ID]
+    + ["creationTime", "sourcePatientInfo", "homeCommunityId", "authorPerson", "authorRole"]
+    + ["codingScheme", "submissionTime", "intendedRecipient", "SubmissionSetStatus"]
+)
+_MUTATED_ATTRIBUTES = st.sampled_from(
+    ["name", "id", "classificationNode", "classificationScheme", "classifiedObject", "value"]
+    + ["identificationScheme", "nodeRepresentation", "home", "lid", "versionName"]
+)
+_MUTATIONS = st.sampled_from(
+    ["remove", "duplicate", "duplicate", "attribute", "drop_attribute", "drop_name", "text"]
+    + ["comment", "move"]
+)
+_MUTATED_ELEMENTS = st.sampled_from(
+    ["Value", "Value", "Slot", "Slot", "ValueList", "Classification", "Classification"]
+    + ["ExternalIdentifier", "Name", "Description", "LocalizedString", "VersionInfo", None]
+)
+_MTOM_REQUEST = build_iti41(documents=[b"<a/>", b"%PDF-1.4 x"])
+_INLINE_REQUEST = build_iti41(documents=[b"<a/>", b"%PDF-1.4 x"], mtom=False)
+
+
+def _request_parts(request) -> tuple[etree._Element, dict]:
+    package = parse_http_body(request.content_type, request.body)
+    return soap.read_envelope(package.envelope).body, package.attachments
+
+
+@st.composite
+def _mutated_submissions(draw) -> tuple[etree._Element, dict]:
+    """A valid ITI-41 body broken by a few random edits of elements, attributes and texts."""
+    body, attachments = _request_parts(draw(st.sampled_from([_MTOM_REQUEST, _INLINE_REQUEST])))
+    root = copy.deepcopy(body)
+    for _ in range(draw(st.integers(0, 24))):
+        elements = [e for e in root.iter() if isinstance(e.tag, str)][1:]
+        if not elements:
+            break
+        # Mostly the elements whose reading has rules (slots and their values above all).
+        local = draw(_MUTATED_ELEMENTS)
+        wanted = [e for e in elements if local is None or e.tag == q(v.NS_RIM, local)]
+        target = draw(st.sampled_from(wanted or elements))
+        mutation = draw(_MUTATIONS)
+        parent = target.getparent()
+        if mutation == "remove":
+            parent.remove(target)
+        elif mutation == "duplicate":
+            target.addnext(copy.deepcopy(target))
+        elif mutation == "attribute":
+            target.set(draw(_MUTATED_ATTRIBUTES), draw(_MUTATION_VALUES))
+        elif mutation == "drop_attribute":
+            target.attrib.pop(draw(_MUTATED_ATTRIBUTES), None)
+        elif mutation == "drop_name":
+            target.attrib.pop("name", None)
+        elif mutation == "text":
+            target.text = draw(st.one_of(st.none(), _MUTATION_VALUES, st.just("QUJD\n RA==")))
+        elif mutation == "comment":
+            target.insert(draw(st.integers(0, len(target))), etree.Comment("c"))
+        else:  # move under another element
+            destination = draw(st.sampled_from(elements))
+            if destination is not target and target not in destination.iterancestors():
+                destination.append(target)
+    if draw(st.booleans()):  # ITI-42 shape: the SubmitObjectsRequest alone
+        inner = root.find(q(v.NS_LCM, "SubmitObjectsRequest"))
+        root = inner if inner is not None else root
+    return root, attachments
+
+
+def _outcome_of(parse, body, attachments):
+    try:
+        return parse(body, attachments)
+    except Exception as exc:  # noqa: BLE001 - the same exception is the expected outcome
+        return (type(exc).__name__, str(exc))
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(submission=_mutated_submissions())
+def test_iti41_metadata_one_pass_reading_gives_what_the_former_reading_gave(submission):
+    """Same entries, sets, folders, associations, documents, and problems in the same order."""
+    body, attachments = submission
+    expected = _outcome_of(ebrim_reference.parse_submission, body, attachments)
+    assert _outcome_of(parse_submission, body, attachments) == expected
+
+
+@settings(max_examples=300)
+@given(
+    chunks=st.lists(
+        st.sampled_from(["QUJD", "RA==", "QQ==", "QUI=", " ", "\n", "\t", "\r\n", "\x0c", "\u00a0"])
+        | st.sampled_from(["=", "*", "\u2028", "é"]),
+        max_size=8,
+    )
+)
+def test_inline_base64_decoding_gives_what_translating_first_gave(chunks):
+    """Decoding the text as it is first only spares work: same bytes or same refusal."""
+    import binascii
+
+    text = "".join(chunks)
+
+    def former(text: str) -> bytes:
+        try:
+            compact = text.encode("ascii").translate(None, b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")
+        except UnicodeEncodeError:
+            return base64.b64decode("".join(text.split()), validate=True)
+        return binascii.a2b_base64(compact, strict_mode=True)
+
+    assert _outcome_of(lambda t, _: _strict_b64decode(t), text, None) == _outcome_of(
+        lambda t, _: former(t), text, None
+    )
