@@ -44,6 +44,7 @@ from fhir_server.access.decision import (
 from fhir_server.access.requester import INTERNAL, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.errors import FhirError
+from fhir_server.search.query import TokenTest
 from fhir_server.service.prepared import PreparedEvents
 from fhir_server.terminology import INS_OIDS, SYSTEM_RFC3986
 from ihe_xds.codes import is_oid
@@ -237,8 +238,9 @@ def iti41(
     service = runtime.service
 
     def resolve_patient(oid: str, value: str) -> str | None:
-        found = service.find(INTERNAL, "Patient", [("identifier", f"urn:oid:{oid}|{value}")])
-        return found[0].id if len(found) == 1 else None
+        # The gate's resolution, kept while no Patient is written (PATIENTS_EPOCH).
+        ids = service.gate.patients_matching(TokenTest("identifier", f"urn:oid:{oid}", value))
+        return ids[0] if len(ids) == 1 else None
 
     def find_entry(entry_uuid: str) -> list:
         return service.find(

@@ -169,10 +169,24 @@ def _install_request_hooks(app: Flask) -> None:
         raw = f"{request.method} {request.full_path.rstrip('?')}".encode()
         if request.method == "POST" and request.path.endswith("/_search"):
             raw += b"\n" + request.get_data(cache=True)
-        current_request.set(RequestInfo(g.request_id, raw, request.remote_addr, memo={}))
+        g.request_info = current_request.set(
+            RequestInfo(g.request_id, raw, request.remote_addr, memo={})
+        )
         if request.path.startswith(PUBLIC_PATHS) or not request.path.startswith("/fhir"):
             return
         g.requester = app.extensions["fhir"].authenticate(request)
+
+    @app.teardown_request
+    def forget_request(_exc: BaseException | None) -> None:
+        """The request's facts (its memo) end with it: a worker thread keeps none for the
+        next request, nor does a test client's thread for the test."""
+        token = g.pop("request_info", None)
+        if token is None:
+            return
+        try:
+            current_request.reset(token)
+        except ValueError:  # set in another context: leave a fresh one
+            current_request.set(RequestInfo())
 
     @app.after_request
     def echo_request_id(response: Response) -> Response:

@@ -226,17 +226,17 @@ class Gate:
                 and part.param in PATIENT_PARAMS
                 and part.target_type == "Patient"
             ):
-                ids = self._patients_matching(part.where)
+                ids = self.patients_matching(part.where)
                 return True, ids[0] if len(ids) == 1 else None
             if resource_type == "Patient":
                 if isinstance(part, IdTest) and len(part.ids) == 1:
                     return True, part.ids[0]
                 if isinstance(part, TokenTest) and part.param == "identifier" and part.code:
-                    ids = self._patients_matching(part)
+                    ids = self.patients_matching(part)
                     return True, ids[0] if len(ids) == 1 else None
         return False, None
 
-    def _patients_matching(self, where: Node) -> list[str]:
+    def patients_matching(self, where: Node) -> list[str]:
         """The ids of (at most two) Patients matching a designating clause (an INS).
 
         Cached per process while no Patient has been written anywhere: every Patient write

@@ -16,19 +16,19 @@ def test_r04_an_ins_moved_to_another_patient_designates_that_patient(engine_serv
     gate = service.gate
     ins = TokenTest("identifier", INS_SYSTEM, valid_nir(7))
     first = service.create(INTERNAL, "Patient", a_patient(7)).stored.id
-    assert gate._patients_matching(ins) == [first]
-    assert gate._patients_matching(ins) == [first]  # cached: no Patient written since
+    assert gate.patients_matching(ins) == [first]
+    assert gate.patients_matching(ins) == [first]  # cached: no Patient written since
 
     # The INS is taken off the first Patient and given to a new one.
     service.update(INTERNAL, "Patient", first, {**a_patient(8), "id": first})
     second = service.create(INTERNAL, "Patient", a_patient(7)).stored.id
-    assert gate._patients_matching(ins) == [second]
+    assert gate.patients_matching(ins) == [second]
 
 
 def test_r04_a_second_patient_with_the_same_ins_makes_it_ambiguous(engine_service):
     service, _ = engine_service
     ins = TokenTest("identifier", INS_SYSTEM, valid_nir(9))
     service.create(INTERNAL, "Patient", a_patient(9))
-    assert len(service.gate._patients_matching(ins)) == 1
+    assert len(service.gate.patients_matching(ins)) == 1
     service.create(INTERNAL, "Patient", a_patient(9))
-    assert len(service.gate._patients_matching(ins)) == 2
+    assert len(service.gate.patients_matching(ins)) == 2
