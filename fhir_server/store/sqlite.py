@@ -13,7 +13,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,11 +86,8 @@ def _stored(row: tuple) -> StoredResource:
 
 
 class SqliteTransaction:
-    def __init__(
-        self, connection: sqlite3.Connection, journaled: Callable[[], None] = lambda: None
-    ) -> None:
+    def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
-        self._journaled = journaled
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         if resource_type == sqlite_journal.JOURNALED_TYPE:
@@ -153,7 +151,6 @@ class SqliteTransaction:
     def append_audit(self, version: VersionWrite) -> None:
         """A new AuditEvent goes to the journal (`sqlite_journal`), one row."""
         sqlite_journal.append(self._connection, version)
-        self._journaled()
 
     def write(self, version: VersionWrite) -> None:
         resource = version.resource
@@ -211,10 +208,14 @@ class SqliteStore:
 
     name = "sqlite"
 
-    # Journaled AuditEvents moved per background transaction: large enough to share pages,
-    # small enough that the writers queued behind it wait a few milliseconds only.
-    JOURNAL_BATCH = 500
-    JOURNAL_INTERVAL_SECONDS = 0.5
+    # Journaled AuditEvents moved per background transaction: enough to share index pages,
+    # few enough (~20 ms of work) that the writers queued behind it wait little; between
+    # two such transactions the mover steps aside so that queued writers go first.
+    JOURNAL_BATCH = 64
+    JOURNAL_INTERVAL_SECONDS = 0.25
+    JOURNAL_PAUSE_SECONDS = 0.002
+    # WAL checkpoints run in the maintenance thread (see `_maintain`), about this often.
+    CHECKPOINT_INTERVAL_SECONDS = 1.0
 
     def __init__(
         self, path: str | Path, *, audit_referrers: reach.MayReference = reach.always
@@ -224,8 +225,8 @@ class SqliteStore:
         which cannot reach one does not wait for the journal."""
         self.path = str(path)
         self._audit_referrers = audit_referrers
-        self._drainer: threading.Thread | None = None
-        self._drainer_pid = 0
+        self._maintenance: threading.Thread | None = None
+        self._maintenance_pid = 0
         self._closing = threading.Event()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +250,8 @@ class SqliteStore:
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute("PRAGMA cache_size = -65536")
         connection.execute("PRAGMA mmap_size = 268435456")
+        # Checkpoints are the maintenance thread's, outside the write lock (`_maintain`).
+        connection.execute("PRAGMA wal_autocheckpoint = 0")
         with self._connections_lock:
             self._connections.append(connection)
         return connection
@@ -349,10 +352,11 @@ class SqliteStore:
         """A write transaction, committed together with the writes queued behind it."""
         if getattr(self._local, "in_transaction", False):
             raise RuntimeError("nested write transaction on one thread")
+        self._start_maintenance()
         self._local.in_transaction = True
         try:
             with self._group.unit() as connection:
-                yield SqliteTransaction(connection, self._journal_written)
+                yield SqliteTransaction(connection)
         finally:
             self._local.in_transaction = False
 
@@ -373,24 +377,34 @@ class SqliteStore:
             if moved < self.JOURNAL_BATCH * 10:
                 return
 
-    def _journal_written(self) -> None:
-        """Start this process's background mover on its first journaled event."""
-        if self._drainer_running():
+    # -- background maintenance -----------------------------------------------------------
+
+    def _start_maintenance(self) -> None:
+        """Start this process's maintenance thread with its first write transaction."""
+        if self._maintenance_running():
             return
         with self._connections_lock:
-            if self._drainer_running() or self._closing.is_set():
+            if self._maintenance_running() or self._closing.is_set():
                 return
-            self._drainer_pid = os.getpid()
-            self._drainer = threading.Thread(
-                target=self._drain_journal, name="audit-journal", daemon=True
+            self._maintenance_pid = os.getpid()
+            self._maintenance = threading.Thread(
+                target=self._maintain, name="sqlite-maintenance", daemon=True
             )
-            self._drainer.start()
+            self._maintenance.start()
 
-    def _drainer_running(self) -> bool:
-        drainer = self._drainer
-        return drainer is not None and self._drainer_pid == os.getpid() and drainer.is_alive()
+    def _maintenance_running(self) -> bool:
+        thread = self._maintenance
+        return thread is not None and self._maintenance_pid == os.getpid() and thread.is_alive()
 
-    def _drain_journal(self) -> None:
+    def _maintain(self) -> None:
+        """Move the AuditEvent journal into the tables, and checkpoint the WAL.
+
+        SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold, while
+        that writer still holds the write lock: every writer of every process then waits for
+        pages to be copied into the database file and flushed. Here checkpoints are PASSIVE
+        and outside any write transaction: writers go on appending to the WAL meanwhile.
+        """
+        last_checkpoint = time.monotonic()
         while not self._closing.wait(self.JOURNAL_INTERVAL_SECONDS):
             try:
                 while sqlite_journal.pending(self._reader) and not self._closing.is_set():
@@ -398,10 +412,14 @@ class SqliteStore:
                         moved = sqlite_journal.materialize(tx._connection, self.JOURNAL_BATCH)
                     if moved < self.JOURNAL_BATCH:
                         break
+                    time.sleep(self.JOURNAL_PAUSE_SECONDS)
+                if time.monotonic() - last_checkpoint >= self.CHECKPOINT_INTERVAL_SECONDS:
+                    self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    last_checkpoint = time.monotonic()
             except Exception:
-                # Busy or closing: the journal is durable, the next round (or the next read
-                # of an AuditEvent) moves it.
-                logger.warning("the AuditEvent journal could not be moved yet", exc_info=True)
+                # Busy or closing: the journal is durable and the WAL keeps every commit;
+                # the next round (or the next read of an AuditEvent) catches up.
+                logger.warning("SQLite maintenance postponed", exc_info=True)
 
     @contextmanager
     def bulk_load(self) -> Iterator[bool]:
@@ -440,9 +458,9 @@ class SqliteStore:
 
     def close(self) -> None:
         self._closing.set()
-        drainer = self._drainer
-        if drainer is not None and self._drainer_pid == os.getpid():
-            drainer.join(timeout=10)
+        thread = self._maintenance
+        if thread is not None and self._maintenance_pid == os.getpid():
+            thread.join(timeout=10)
         with self._connections_lock:
             for connection in self._connections:
                 connection.close()

@@ -244,3 +244,29 @@ def test_searches_that_can_read_audit_events_are_recognized(registry, query, rea
     """search/reach.py: which searches wait for the journal (FHIR search: chains, `_has`,
     `_include`, `_revinclude`)."""
     assert search_reads(query, "AuditEvent", audit_referrers(registry)) is reads
+
+
+def test_the_wal_is_checkpointed_outside_the_commits(tmp_path):
+    """Commits never checkpoint (no writer waits for pages copied into the database file);
+    the maintenance thread does, so the WAL's content reaches the database file."""
+    path = tmp_path / "fhir.sqlite3"
+    store = SqliteStore(path)
+    store.JOURNAL_INTERVAL_SECONDS = 0.05
+    store.CHECKPOINT_INTERVAL_SECONDS = 0.05
+    try:
+        assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        before = path.stat().st_size
+        for n in range(50):
+            body = orjson.dumps({"resourceType": "Patient", "id": f"p{n}", "text": "x" * 4000})
+            with store.transaction() as tx:
+                tx.write(
+                    VersionWrite(
+                        StoredResource("Patient", f"p{n}", 1, 1, False, body), "POST", 0, None
+                    )
+                )
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < before + 200_000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert path.stat().st_size >= before + 200_000
+    finally:
+        store.close()
