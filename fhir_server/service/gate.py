@@ -50,6 +50,7 @@ from fhir_server.search.simplify import without_implied_compartment
 from fhir_server.service import messaging
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.context import forget_request_facts, request_memo
+from fhir_server.service.epoch_cache import EpochCache
 from fhir_server.service.prepared import PreparedEvents
 from fhir_server.store.base import PATIENTS_EPOCH, HistoryPage, ResourceStore, StoredResource
 
@@ -112,12 +113,10 @@ class Gate:
         self.policy = policy
         self.audit = audit
         self.cursor_key = cursor_key
-        self._records: OrderedDict[tuple, tuple[int, PatientRecord | None]] = OrderedDict()
-        self._records_lock = threading.Lock()
+        self._records: EpochCache[PatientRecord | None] = EpochCache(RECORD_CACHE_SIZE)
         self._decisions: OrderedDict[tuple, tuple[PatientRecord | None, object]] = OrderedDict()
         self._decisions_lock = threading.Lock()
-        self._designations: OrderedDict[Node, tuple[int, list[str]]] = OrderedDict()
-        self._designations_lock = threading.Lock()
+        self._designations: EpochCache[list[str]] = EpochCache(RECORD_CACHE_SIZE)
 
     # -- facts -----------------------------------------------------------------------------
 
@@ -157,19 +156,9 @@ class Gate:
         its own transaction (`after_write`), so one indexed lookup replaces a Patient read,
         two searches and the Consents' interpretation, whichever worker made the change.
         """
-        epoch = self.store.record_epoch(patient_id)
         key = (patient_id, datetime.now(UTC).date())
-        with self._records_lock:
-            cached = self._records.get(key)
-            if cached is not None and cached[0] == epoch:
-                self._records.move_to_end(key)
-                return cached[1]
-        record = self._load_record(patient_id)
-        with self._records_lock:
-            self._records[key] = (epoch, record)
-            while len(self._records) > RECORD_CACHE_SIZE:
-                self._records.popitem(last=False)
-        return record
+        epoch = self.store.record_epoch(patient_id)
+        return self._records.get_or_compute(key, epoch, lambda: self._load_record(patient_id))
 
     def _load_record(self, patient_id: str) -> PatientRecord | None:
         stored = self.store.read("Patient", patient_id)
@@ -243,17 +232,11 @@ class Gate:
         bumps `PATIENTS_EPOCH` in its own transaction, so one indexed lookup replaces a search.
         """
         epoch = self.store.record_epoch(PATIENTS_EPOCH)
-        with self._designations_lock:
-            cached = self._designations.get(where)
-            if cached is not None and cached[0] == epoch:
-                self._designations.move_to_end(where)
-                return cached[1]
-        ids = [row[1] for row in self._internal_search("Patient", where, 2)]
-        with self._designations_lock:
-            self._designations[where] = (epoch, ids)
-            while len(self._designations) > RECORD_CACHE_SIZE:
-                self._designations.popitem(last=False)
-        return ids
+        return self._designations.get_or_compute(
+            where,
+            epoch,
+            lambda: [row[1] for row in self._internal_search("Patient", where, 2)],
+        )
 
     # -- scopes (R02) ----------------------------------------------------------------------
 
