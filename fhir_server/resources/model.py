@@ -9,12 +9,13 @@ required bindings, so the few status-like codes the server relies on are checked
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import fhir_core.types
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
 from fhir_server.errors import FhirError, Issue
@@ -138,6 +139,47 @@ def model_class(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
+def _contained_issues(resource_type: str, contained: Any) -> list[Issue]:
+    """Problems of `contained` the models cannot report (they fail on a contained resource
+    without a resourceType string, or of an unknown type), each at its FHIRPath."""
+    if contained is None:
+        return []
+    path = f"{resource_type}.contained"
+    if not isinstance(contained, list):
+        return [Issue("error", "structure", f"{path}: must be an array of resources", (path,))]
+    issues = []
+    for index, item in enumerate(contained):
+        at = f"{path}[{index}]"
+        kind = item.get("resourceType") if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            issues.append(Issue("error", "structure", f"{at}: must be a resource", (at,)))
+        elif not isinstance(kind, str):
+            issues.append(
+                Issue("error", "required", f"{at}.resourceType is missing", (f"{at}.resourceType",))
+            )
+        elif not _known_type(kind):
+            issues.append(
+                Issue(
+                    "error",
+                    "structure",
+                    f"{at}.resourceType: '{kind}' is not an R4 resource type",
+                    (f"{at}.resourceType",),
+                )
+            )
+    return issues
+
+
+@lru_cache(maxsize=512)
+def _known_type(resource_type: str) -> bool:
+    """Whether `resource_type` names a resource (not a data type such as HumanName)."""
+    if resource_type in ("Resource", "DomainResource"):
+        return False  # abstract
+    try:
+        return issubclass(model_class(resource_type), Resource)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return False
+
+
 def fhirpath(resource_type: str, location: Iterable[Any]) -> str:
     """A pydantic error location as a FHIRPath expression: ('content', 0, 'x') -> Type.content[0].x."""
     path = resource_type
@@ -170,9 +212,24 @@ def validate_resource(data: Any, expected_type: str | None = None) -> list[Issue
         ]
     if resource_type not in SERVED_TYPES:
         return [Issue("error", "not-supported", f"resource type {resource_type} is not served")]
+    contained = _contained_issues(resource_type, data.get("contained"))
+    if contained:
+        return contained
     issues: list[Issue] = []
     try:
         model_class(resource_type).model_validate(data)
+    except (TypeError, KeyError, AttributeError) as exc:
+        # The model library gave up on a shape it does not expect (not a ValidationError):
+        # still the client's resource, not a server fault.
+        return [
+            Issue(
+                "error",
+                "structure",
+                f"{resource_type}: the resource's structure cannot be read"
+                f" ({exc.__class__.__name__})",
+                (resource_type,),
+            )
+        ]
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             message = err["msg"].removeprefix("Value error, ")
