@@ -319,16 +319,8 @@ def _slot_values(slot: etree._Element) -> list[str]:
 
 
 def _present_values(slot: etree._Element) -> list[str]:
-    """The non-empty values of _slot_values(slot), without building the full list first."""
-    values = []
-    for value_list in slot[:]:
-        if value_list.tag == _VALUE_LIST:
-            for value in value_list[:]:
-                if value.tag == _VALUE:
-                    text = value.text
-                    if text and (text := text.strip()):
-                        values.append(text)
-    return values
+    """The non-empty values of a slot."""
+    return [value for value in _slot_values(slot) if value]
 
 
 def _coded(element: etree._Element, problems: list[RegistryError], where: str) -> Coded:
