@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.harness import request, running_server, table, temporary_data_dir, wrk
+from benchmarks.harness import (
+    WRK_CONNECTIONS,
+    request,
+    running_server,
+    table,
+    temporary_data_dir,
+    wrk,
+)
 from benchmarks.tokens import seeded_patient
 
 TARGET = 0.7
@@ -36,7 +43,11 @@ def __getattr__(name: str):
 def run(args: argparse.Namespace) -> str:
     with temporary_data_dir() as data_dir:
         with running_server(
-            data_dir, workers=args.workers, threads=args.threads, app="benchmarks.wsgi:app"
+            data_dir,
+            workers=args.workers,
+            threads=args.threads,
+            app="benchmarks.wsgi:app",
+            clients=WRK_CONNECTIONS,
         ) as server:
             patient_id, reader = seeded_patient(server.port, data_dir)
             url_path = f"/fhir/Patient/{patient_id}"
@@ -44,7 +55,11 @@ def run(args: argparse.Namespace) -> str:
                 f"http://127.0.0.1:{server.port}{url_path}", token=reader, seconds=args.seconds
             )
         with running_server(
-            data_dir, workers=args.workers, threads=args.threads, app="benchmarks.bench_audit:app"
+            data_dir,
+            workers=args.workers,
+            threads=args.threads,
+            app="benchmarks.bench_audit:app",
+            clients=WRK_CONNECTIONS,
         ) as server:
             assert request(server.port, "GET", url_path, token=reader)[0] == 200
             unaudited = wrk(

@@ -11,6 +11,7 @@ import time
 
 from benchmarks.datagen import make_patient, nir
 from benchmarks.harness import (
+    WRK_CONNECTIONS,
     WrkResult,
     median,
     request,
@@ -26,7 +27,11 @@ def run(args: argparse.Namespace) -> str:
     with temporary_data_dir() as data_dir:
         admin = health_insurer_token(data_dir)
         with running_server(
-            data_dir, workers=args.workers, threads=args.threads, app="benchmarks.wsgi:app"
+            data_dir,
+            workers=args.workers,
+            threads=args.threads,
+            app="benchmarks.wsgi:app",
+            clients=WRK_CONNECTIONS,
         ) as server:
             patient_id, reader = seeded_patient(server.port, data_dir)
             real = wrk(f"{server.base}/Patient/{patient_id}", token=reader, seconds=args.seconds)
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> str:
     )
 
 
-CREATE_CLIENTS = 16  # as many connections as the wrk read load
+CREATE_CLIENTS = WRK_CONNECTIONS  # as many connections as the wrk read load
 
 
 def _creates(port: int, admin: str, total: int) -> float:

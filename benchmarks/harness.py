@@ -64,8 +64,17 @@ def running_server(
     threads: int = 4,
     app: str | None = None,
     env: dict | None = None,
+    clients: int | None = None,
 ):
-    """gunicorn serving the FHIR app (or `app`, a "module:callable" WSGI target) on loopback."""
+    """gunicorn serving the FHIR app (or `app`, a "module:callable" WSGI target) on loopback.
+
+    `clients`: the number of keep-alive connections the load will open at once. Each worker
+    then holds at most its share of them (gunicorn's worker_connections), as a load balancer
+    in front of the workers would arrange. Without it, the worker that happens to be
+    accepting when wrk opens its connections takes most of them, and a run measures one
+    worker or two by chance: the same endpoint gave 1,100/s in some runs and 3,500/s in
+    others, and a ratio of two runs depended on which way each fell.
+    """
     port = free_port()
     environment = {
         **os.environ,
@@ -73,6 +82,9 @@ def running_server(
         "FHIR_LOG_LEVEL": "WARNING",
         **(env or {}),
     }
+    worker_connections = -(-clients // workers) if clients else None
+    if worker_connections:
+        environment["FHIR_WORKER_CONNECTIONS"] = str(worker_connections)
     environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
     if app is None:
         command = [
@@ -103,6 +115,7 @@ def running_server(
             "gthread",
             "--log-level",
             "warning",
+            *(["--worker-connections", str(worker_connections)] if worker_connections else []),
         ]
     process = subprocess.Popen(
         command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -127,6 +140,10 @@ def temporary_data_dir():
         shutil.rmtree(path, ignore_errors=True)
 
 
+# wrk's keep-alive connections, opened at once; `running_server(clients=WRK_CONNECTIONS)`.
+WRK_CONNECTIONS = 16
+
+
 @dataclass
 class WrkResult:
     requests_per_second: float
@@ -145,7 +162,7 @@ def wrk(
     *,
     token: str | None = None,
     seconds: int = 10,
-    connections: int = 16,
+    connections: int = WRK_CONNECTIONS,
     threads: int = 2,
     headers: dict | None = None,
 ) -> WrkResult:
@@ -181,8 +198,13 @@ def request(
     connection.request(
         method, path, body=json.dumps(body) if body is not None else None, headers=all_headers
     )
-    response = connection.getresponse()
-    return response.status, response.read(), dict(response.getheaders())
+    try:
+        response = connection.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        # Closed at once: a server worker holding a bounded number of connections (see
+        # `running_server(clients=)`) gets its slot back before the next request.
+        connection.close()
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from fhir_server.service.factory import load_or_create_secret
 
-    settings = _settings(args, "host", "port", "workers", "threads")
+    settings = _settings(args, "host", "port", "workers", "threads", "worker_connections")
     # First start: create the data dir and the server's secrets once, in the master, so that
     # workers never race to create them.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -57,6 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", settings.workers)
             self.cfg.set("threads", settings.threads)
+            self.cfg.set("worker_connections", settings.worker_connections)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("timeout", 120)
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--workers", type=int, default=None)
     serve.add_argument("--threads", type=int, default=None)
+    serve.add_argument("--worker-connections", type=int, default=None)
     _add_common(serve)
     serve.set_defaults(func=_serve)
 

@@ -71,6 +71,9 @@ class Settings:
     port: int = 8080
     workers: int = 2
     threads: int = 4
+    # Keep-alive clients one worker holds at most (gunicorn worker_connections); beyond it,
+    # new connections wait in the listen backlog for a worker with room.
+    worker_connections: int = 1000
     base_url: str = ""  # empty: http://<host>:<port>/fhir
     max_body_bytes: int = 32 * 1024 * 1024
     auth_issuer: str = ""  # empty: the local issuer (the server's own key)
@@ -111,6 +114,7 @@ ENVIRONMENT: dict[str, tuple[str, object]] = {
     "FHIR_PORT": ("port", _port),
     "FHIR_WORKERS": ("workers", _positive_int),
     "FHIR_THREADS": ("threads", _positive_int),
+    "FHIR_WORKER_CONNECTIONS": ("worker_connections", _positive_int),
     "FHIR_BASE_URL": ("base_url", _http_url),
     "FHIR_MAX_BODY_BYTES": ("max_body_bytes", _positive_int),
     "FHIR_AUTH_ISSUER": ("auth_issuer", _text),

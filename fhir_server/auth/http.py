@@ -82,7 +82,7 @@ def bearer_requester(req: Request, validator: TokenValidator) -> Requester:
     if token is None:
         raise unauthorized(None)
     try:
-        return requester_from_claims(validator.validate(token))
+        return validator.authenticated(token, requester_from_claims)
     except AuthenticationError as exc:
         raise unauthorized(exc.message) from None
 

@@ -267,6 +267,9 @@ class VerifiedTokens:
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._claims: OrderedDict[bytes, Claims] = OrderedDict()
+        # What callers derive from a token's claims alone (its Requester), by the same key:
+        # a pure function of claims that no longer change needs computing once.
+        self._derived: dict[tuple[bytes, Callable], Any] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -281,9 +284,26 @@ class VerifiedTokens:
                 self._claims.move_to_end(key)
             return claims
 
+    def derived(self, bearer: str, derive: Callable[[Claims], Any]) -> Any:
+        """`derive(claims)` of a token in the cache, computed on its first call; None when the
+        token is not (or no longer) in the cache."""
+        key = self._key(bearer)
+        with self._lock:
+            claims = self._claims.get(key)
+            if claims is None:
+                return None
+            value = self._derived.get((key, derive))
+        if value is None:
+            value = derive(claims)
+            with self._lock:
+                if key in self._claims:
+                    self._derived[(key, derive)] = value
+        return value
+
     def clear(self) -> None:
         with self._lock:
             self._claims.clear()
+            self._derived.clear()
 
     def put(self, bearer: str, claims: Claims) -> None:
         key = self._key(bearer)
@@ -291,7 +311,9 @@ class VerifiedTokens:
             self._claims[key] = claims
             self._claims.move_to_end(key)
             while len(self._claims) > self._capacity:
-                self._claims.popitem(last=False)
+                dropped, _ = self._claims.popitem(last=False)
+                for derived_key in [k for k in self._derived if k[0] == dropped]:
+                    del self._derived[derived_key]
 
 
 @dataclass
@@ -339,7 +361,9 @@ class TokenValidator:
             raise AuthenticationError("missing bearer token")
         known = self.verified.get(bearer)
         if known is not None:
-            self._check_claims(known)
+            # Its signature and its other claims were checked when it was first verified,
+            # and they cannot have changed since: only the clock has.
+            self._check_times(known)
             return known
         header, payload = unverified_parts(bearer)
         alg = header.get("alg")
@@ -373,7 +397,19 @@ class TokenValidator:
         self.verified.put(bearer, payload)
         return payload
 
+    def authenticated(self, bearer: str, derive: Callable[[Claims], Any]) -> Any:
+        """`derive(claims)` for a valid token: `validate`, with the result of `derive` (a pure
+        function of the claims, such as the Requester they describe) computed once per
+        verified token rather than once per request."""
+        claims = self.validate(bearer)
+        value = self.verified.derived(bearer, derive)
+        return value if value is not None else derive(claims)
+
     def _check_claims(self, claims: Mapping[str, Any]) -> None:
+        self._check_times(claims)
+        self._check_content(claims)
+
+    def _check_times(self, claims: Mapping[str, Any]) -> None:
         now = self.clock()
         leeway = self.leeway_seconds
         exp = claims.get("exp")
@@ -387,6 +423,8 @@ class TokenValidator:
         iat = claims.get("iat")
         if iat is not None and (not isinstance(iat, int | float) or now + leeway < iat):
             raise AuthenticationError("token issued in the future (iat)")
+
+    def _check_content(self, claims: Mapping[str, Any]) -> None:
         aud = claims.get("aud")
         audiences = aud if isinstance(aud, list) else [aud]
         if not any(isinstance(a, str) and a in self.audiences for a in audiences):

@@ -29,10 +29,15 @@ def runtime():
     return current_app.extensions["fhir"]
 
 
+def _arg(name: str) -> str | None:
+    """A query parameter's first value. Most reads have none, and werkzeug answers a missing
+    key by building (and catching) a BadRequestKeyError, so an empty query is not asked."""
+    args = request.args
+    return args.get(name) if args else None
+
+
 def _negotiated():
-    return negotiate(
-        request.args.get("_format"), request.headers.get("Accept"), request.args.get("_pretty")
-    )
+    return negotiate(_arg("_format"), request.headers.get("Accept"), _arg("_pretty"))
 
 
 def _respond(body: bytes | dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -243,7 +248,7 @@ def vread(resource_type: str, resource_id: str, version: str):
 def _read_response(stored: StoredResource) -> Response:
     headers = _resource_headers(stored)
     if stored.resource_type == "Binary" and not wants_fhir(
-        request.args.get("_format"), request.headers.get("Accept")
+        _arg("_format"), request.headers.get("Accept")
     ):
         resource = stored.json()
         raw = base64.b64decode(resource.get("data", ""))
@@ -252,8 +257,8 @@ def _read_response(stored: StoredResource) -> Response:
             headers=headers,
             content_type=resource.get("contentType", "application/octet-stream"),
         )
-    summary = request.args.get("_summary")
-    elements = request.args.get("_elements")
+    summary = _arg("_summary")
+    elements = _arg("_elements")
     if summary or elements:
         return _respond(summarize(stored.json(), summary, elements), 200, headers)
     return _respond(stored.body, 200, headers)

@@ -8,6 +8,7 @@ models, a slower path paid only by XML clients.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import orjson
 from lxml import etree
@@ -47,6 +48,7 @@ def normalize_mime(value: str | None) -> str | None:
     return _FORMAT_ALIASES.get(value.split(";")[0].strip().lower())
 
 
+@lru_cache(maxsize=256)  # few distinct (_format, Accept, _pretty) triples; errors not cached
 def negotiate(format_param: str | None, accept: str | None, pretty_param: str | None) -> Negotiated:
     """`_format` wins over Accept; JSON when neither names a FHIR format."""
     pretty = pretty_param == "true"

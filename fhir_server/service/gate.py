@@ -261,8 +261,11 @@ class Gate:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def _record_of(self, resource: dict) -> PatientRecord | None:
-        patients = sorted(compartment_of(resource))
+    def _record_of(self, resource: dict, patients: list[str] | None = None) -> PatientRecord | None:
+        """The record of the first patient in whose compartment `resource` is (`patients`:
+        those, sorted, when the caller has them already)."""
+        if patients is None:
+            patients = sorted(compartment_of(resource))
         return self.record(patients[0]) if patients else None
 
     def authorize_read(
@@ -296,9 +299,9 @@ class Gate:
             decision = self.policy.decide_binary_read(requester, resource, documents, record)
             patients = [record.patient_id] if record else []
         else:
-            record = self._record_of(resource)
-            decision = self.policy.decide_read(requester, resource_type, resource, record)
             patients = sorted(compartment_of(resource))
+            record = self._record_of(resource, patients)
+            decision = self.policy.decide_read(requester, resource_type, resource, record)
         if (
             isinstance(scope_node, InCompartment)
             and resource_type != "Binary"

@@ -6,6 +6,7 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import orjson
 
@@ -37,6 +38,7 @@ def instant(epoch_us: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@lru_cache(maxsize=4096)  # a resource read often is served with the same Last-Modified
 def http_date(epoch_us: int) -> str:
     moment = datetime.fromtimestamp(epoch_us / 1_000_000, tz=UTC)
     return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")

@@ -296,6 +296,42 @@ def test_r01_token_verified_before_is_still_refused_once_expired(issuer, validat
         validator.validate(token)
 
 
+def test_r01_requester_of_a_verified_token_is_derived_once_and_expiry_still_checked(
+    issuer, validator
+):
+    """What is derived from a verified token's claims (its Requester) is computed on first
+    use only; an expired token is refused before the cached value is returned."""
+    clock = [time.time()]
+    validator.clock = lambda: clock[0]
+    calls: list[str] = []
+
+    def derive(claims):
+        calls.append(claims["sub"])
+        return ("requester", claims["sub"])
+
+    token = issuer.issue(subject="7", scopes="patient/*.rs", lifetime_seconds=300, now=clock[0])
+    assert validator.authenticated(token, derive) == ("requester", "7")
+    assert validator.authenticated(token, derive) == ("requester", "7")
+    assert calls == ["7"]
+    validator.verified.clear()
+    assert validator.authenticated(token, derive) == ("requester", "7")
+    assert calls == ["7", "7"]
+    clock[0] += 300 + validator.leeway_seconds + 1
+    with pytest.raises(AuthenticationError, match="expired"):
+        validator.authenticated(token, derive)
+
+
+def test_r01_derived_values_leave_the_cache_with_their_token(issuer, settings):
+    """A token pushed out of the bounded cache takes what was derived from it along."""
+    validator = TokenValidator.from_settings(settings)
+    validator.verified = type(validator.verified)(2)
+    tokens = [issuer.issue(subject=str(n), scopes="patient/*.rs") for n in range(3)]
+    for token in tokens:
+        validator.authenticated(token, lambda claims: claims["sub"])
+    assert validator.verified.derived(tokens[0], lambda claims: "recomputed") is None
+    assert len(validator.verified._derived) == 2
+
+
 def test_r01_tampered_copy_of_a_cached_token_is_refused(issuer, validator):
     """A cache hit needs the exact bytes of a verified token: a tampered copy is verified
     again, and fails."""
