@@ -7,7 +7,7 @@ writes its BALP AuditEvent, durably, through the group commit) and the same app 
 audit sink disabled (`AuditTrail.enabled = False`: events are built, then dropped). Same
 gunicorn settings, same token, same wrk load. Target: audited / unaudited >= 0.7.
 
-This module is also the WSGI target of the unaudited server (`benchmarks.bench_audit:app`).
+The unaudited server is `benchmarks.wsgi:unaudited_app`.
 """
 
 from __future__ import annotations
@@ -25,19 +25,6 @@ from benchmarks.harness import (
 from benchmarks.tokens import seeded_patient
 
 TARGET = 0.7
-
-
-def __getattr__(name: str):
-    """`app` is built only when gunicorn asks for it, not when the benchmark imports us."""
-    if name != "app":
-        raise AttributeError(name)
-    from fhir_server.config import load_settings
-    from fhir_server.rest.app import create_app
-
-    application = create_app(load_settings())
-    application.extensions["fhir"].service.gate.audit.enabled = False
-    globals()["app"] = application
-    return application
 
 
 def run(args: argparse.Namespace) -> str:
@@ -58,7 +45,7 @@ def run(args: argparse.Namespace) -> str:
             data_dir,
             workers=args.workers,
             threads=args.threads,
-            app="benchmarks.bench_audit:app",
+            app="benchmarks.wsgi:unaudited_app",
             clients=WRK_CONNECTIONS,
         ) as server:
             assert request(server.port, "GET", url_path, token=reader)[0] == 200
