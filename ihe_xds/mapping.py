@@ -663,6 +663,11 @@ def submission_to_fhir(
     entries_by_id = {e.id: e for e in submission.entries}
     for entry in submission.entries:
         content = documents.get(entry.id, b"")
+        digest = (
+            submission.sha1(entry.id)
+            if documents is submission.documents
+            else hashlib.sha1(content).digest()  # noqa: S324 - XDS fixes SHA-1
+        )
         binary_id = _new_id()
         doc_id = result.resource_ids[entry.id]
         relates_to = []
@@ -691,6 +696,7 @@ def submission_to_fhir(
                 patient_id=patients[entry.patient_id] if entry.patient_id else None,
                 binary_id=binary_id,
                 content=content,
+                sha1=digest,
                 relates_to=relates_to,
                 status=entry_status,
             )
@@ -747,6 +753,7 @@ def _document_reference(
     patient_id: str | None,
     binary_id: str,
     content: bytes,
+    sha1: bytes,
     relates_to: list[dict],
     status: str,
 ) -> dict:
@@ -800,7 +807,7 @@ def _document_reference(
         attachment["language"] = entry.language_code
     attachment["url"] = f"Binary/{binary_id}"
     attachment["size"] = len(content)
-    attachment["hash"] = base64.b64encode(hashlib.sha1(content).digest()).decode("ascii")  # noqa: S324
+    attachment["hash"] = base64.b64encode(sha1).decode("ascii")
     if entry.title:
         attachment["title"] = entry.title
     if entry.creation_time:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -303,7 +302,7 @@ def _check_unique_ids(service, submission, mapped) -> list[RegistryError]:
         if not entry.unique_id:
             continue
         content = submission.documents.get(entry.id, b"")
-        digest = base64.b64encode(hashlib.sha1(content).digest()).decode("ascii")  # noqa: S324
+        digest = base64.b64encode(submission.sha1(entry.id)).decode("ascii")
         for stored in service.find(
             INTERNAL, "DocumentReference", [("identifier", unique_id_token(entry.unique_id))], 10
         ):

@@ -15,7 +15,6 @@ has the store: `external_targets` lists the entryUUIDs a submission points at.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -449,7 +448,7 @@ def _check_hash_and_size(
     document = submission.documents.get(entry.id)
     if document is not None:
         if entry.hash and _HASH.match(entry.hash):
-            actual = hashlib.sha1(document).hexdigest()  # noqa: S324 - XDS fixes SHA-1
+            actual = submission.sha1(entry.id).hex()
             if entry.hash.lower() != actual:
                 errors.append(
                     _err(
