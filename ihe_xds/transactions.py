@@ -32,7 +32,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
 from lxml import etree
 
 from fhir_server.access.decision import (
@@ -404,8 +403,10 @@ def _run_search(
     cursor = None
     while True:
         result = runtime.service.search(requester, resource_type, params, cursor=cursor)
-        matches += [orjson.loads(body) for _, _, body in result.matches]
-        included += [orjson.loads(body) for _, _, body in result.included]
+        # Parsed once for the gate's search audit and this answer (`SearchResult.resources`).
+        page_matches, page_included = result.resources()
+        matches += page_matches
+        included += page_included
         if len(matches) > limit:
             raise _TooMany
         if not result.next_cursor:

@@ -41,11 +41,15 @@ class Permit:
 
     `rule` names the rule that granted access (R06 patient, R07 representative, R08 médecin
     traitant, R10 authorization, R11 bris de glace, R12 centre 15, R15 system, "internal").
+    `rare_filters`: those conjuncts of `constraints` that exclude few resources (R07/R14
+    labels: a record's masked documents are the exception), which a store may check late
+    (`SearchQuery.rare_filters`).
     """
 
     constraints: Node = field(default_factory=Everything)
     rule: str = ""
     notes: tuple[str, ...] = ()
+    rare_filters: tuple[Node, ...] = ()
 
     @property
     def allowed(self) -> bool:

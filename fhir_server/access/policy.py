@@ -122,6 +122,16 @@ class _Grant:
     general_practitioner: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Constraint:
+    """One constraint of a granted access and the rule it enforces. `rare`: it excludes few
+    resources (a label masking a document), so a store may check it late (`Permit`)."""
+
+    rule: str
+    node: Node
+    rare: bool = False
+
+
 class DmpPolicy:
     """The policy, holding the habilitation matrix it was started with (R13)."""
 
@@ -187,7 +197,12 @@ class DmpPolicy:
             return grant
         assert record is not None
         parts = self._constraints(requester, resource_type, record, grant)
-        return Permit(all_of(*(node for _, node in parts)), grant.rule, grant.notes)
+        return Permit(
+            all_of(*(part.node for part in parts)),
+            grant.rule,
+            grant.notes,
+            rare_filters=tuple(part.node for part in parts if part.rare),
+        )
 
     # --- single reads ----------------------------------------------------------------
 
@@ -236,9 +251,9 @@ class DmpPolicy:
                 # reason is theirs to know.
                 return grant
             return _hide(grant, resource_type, resource_id)
-        for rule, node in self._constraints(requester, resource_type, record, grant):
-            if not matches(node, resource):
-                return hidden(rule, resource_type, resource_id)
+        for part in self._constraints(requester, resource_type, record, grant):
+            if not matches(part.node, resource):
+                return hidden(part.rule, resource_type, resource_id)
         return Permit(Everything(), grant.rule, grant.notes)
 
     def decide_binary_read(
@@ -411,40 +426,41 @@ class DmpPolicy:
 
     def _constraints(
         self, requester: Requester, resource_type: str, record: PatientRecord, grant: _Grant
-    ) -> list[tuple[str, Node]]:
+    ) -> list[_Constraint]:
         """The constraints of a granted access, each tagged with the rule it enforces."""
         patient_id = record.patient_id
-        parts: list[tuple[str, Node]] = []
+        parts: list[_Constraint] = []
         if resource_type == "Patient":
-            parts.append((grant.rule, IdTest((patient_id,))))
+            parts.append(_Constraint(grant.rule, IdTest((patient_id,))))
         else:
-            parts.append((grant.rule, InCompartment(patient_id)))
+            parts.append(_Constraint(grant.rule, InCompartment(patient_id)))
         document = resource_type == "DocumentReference"
         match requester.kind:
             case ActorKind.PATIENT:
-                parts.append(("R14", Not(_labelled(INVISIBLE_PATIENT, document))))
+                parts.append(_Constraint("R14", Not(_labelled(INVISIBLE_PATIENT, document)), True))
                 if resource_type == "Communication":
-                    parts.append(("R06", _party_of_message((("Patient", patient_id),))))
+                    parts.append(_Constraint("R06", _party_of_message((("Patient", patient_id),))))
             case ActorKind.REPRESENTATIVE:
-                parts.append(("R14", Not(_labelled(INVISIBLE_PATIENT, document))))
-                parts.append(("R07", Not(_labelled(INVISIBLE_REPRESENTANTS_LEGAUX, document))))
+                parts.append(_Constraint("R14", Not(_labelled(INVISIBLE_PATIENT, document)), True))
+                hidden_node = Not(_labelled(INVISIBLE_REPRESENTANTS_LEGAUX, document))
+                parts.append(_Constraint("R07", hidden_node, True))
                 if resource_type == "Communication":
                     refs = (("Patient", patient_id), ("RelatedPerson", requester.subject_id))
-                    parts.append(("R07", _party_of_message(refs)))
+                    parts.append(_Constraint("R07", _party_of_message(refs)))
             case ActorKind.PRACTITIONER:
                 if not grant.general_practitioner:
                     hidden_node = Not(_labelled(MASQUE_PS, document))
                     if document:
                         hidden_node = Or((hidden_node, _authored_by(requester.subject_id)))
-                    parts.append(("R14", hidden_node))
+                    parts.append(_Constraint("R14", hidden_node, True))
                 if document:
                     classes = self.matrix.allowed_classes(requester.profession, requester.specialty)
                     if classes is not ALL:
-                        parts.append(("R13", _any_class(sorted(classes))))  # type: ignore[arg-type]
+                        classes_node = _any_class(sorted(classes))  # type: ignore[arg-type]
+                        parts.append(_Constraint("R13", classes_node))
                 if resource_type == "Communication":
-                    parts.append(
-                        ("R18", _party_of_message((("Practitioner", requester.subject_id),)))
-                    )
+                    party = _party_of_message((("Practitioner", requester.subject_id),))
+                    parts.append(_Constraint("R18", party))
         return parts
 
     # --- writes by actor -------------------------------------------------------------

@@ -46,6 +46,9 @@ class PatientRecord:
     # Ids of active Consents that could not be interpreted. The policy then fails closed for
     # practitioners other than the médecin traitant rather than ignore a possible block.
     uninterpretable_consents: tuple[str, ...] = ()
+    # The Patient resource the facts were read from, as stored (read-only): the gate checks a
+    # designated patient's visibility on it without reading the Patient again.
+    patient: dict | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def is_open(self) -> bool:
@@ -99,6 +102,7 @@ def build_record(
         representatives=representatives,
         rules=rules,
         uninterpretable_consents=tuple(problems),
+        patient=patient,
     )
 
 

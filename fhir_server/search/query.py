@@ -253,3 +253,7 @@ class SearchQuery:
     elements: tuple[str, ...] = ()
     includes: tuple[Include, ...] = ()
     cursor: str | None = None  # opaque keyset cursor from a previous page
+    # Top-level conjuncts of `where` that exclude few resources (the access labels that mask
+    # a document): an engine may check them on a page's first candidates only, instead of on
+    # every candidate, as long as its answer is the one `where` defines. Always also in `where`.
+    rare_filters: tuple[Node, ...] = ()

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+import orjson
+
 from fhir_server.access.decision import not_found_message
 from fhir_server.access.requester import Requester
 from fhir_server.errors import bad_request, error, not_found
@@ -50,6 +52,26 @@ class SearchResult:
     previous_cursor: str | None
     query: SearchQuery
     ignored: list[str] = field(default_factory=list)
+    # (matches, included) parsed, once `resources` is first called.
+    _parsed: list[tuple[list[dict], list[dict]]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+
+    def resources(self) -> tuple[list[dict], list[dict]]:
+        """(matches, included) as JSON objects, each body parsed once per result.
+
+        The gate's search audit reads every match, and a face that maps them (the XDS
+        registry's ebRIM answer) reads them again: one parse serves both. The objects are
+        shared by every caller: read them, never change them.
+        """
+        if not self._parsed:
+            self._parsed.append(
+                (
+                    [orjson.loads(body) for _, _, body in self.matches],
+                    [orjson.loads(body) for _, _, body in self.included],
+                )
+            )
+        return self._parsed[0]
 
 
 def require_type(resource_type: str) -> str:

@@ -386,15 +386,17 @@ class Gate:
         granular = self._granular_scopes(requester, resource_type)
         where = query.where
         if given and patient_id:
-            where = self._resolved_patient_chain(requester, query, patient_id)
+            where = self._resolved_patient_chain(requester, query, patient_id, record)
         where = self._constrain_joins(requester, query, where)
+        constrained_where = without_implied_compartment(
+            all_of(where, decision.constraints, scope_node, granular),
+            resource_type,
+            self.registry,
+        )
         constrained = replace(
             query,
-            where=without_implied_compartment(
-                all_of(where, decision.constraints, scope_node, granular),
-                resource_type,
-                self.registry,
-            ),
+            where=constrained_where,
+            rare_filters=_top_level(decision.rare_filters, constrained_where),
         )
         self._remember_designated(resource_type, constrained.where, (given, patient_id))
         _pending_notes.set((id(constrained), decision.notes))
@@ -422,11 +424,18 @@ class Gate:
         return decision
 
     def _resolved_patient_chain(
-        self, requester: Requester, query: SearchQuery, patient_id: str
+        self,
+        requester: Requester,
+        query: SearchQuery,
+        patient_id: str,
+        record: PatientRecord | None,
     ) -> Node:
         """The query with its designating chain (`patient.identifier=INS`) replaced by the
         reference to the one Patient it resolved to, when the requester may see that Patient:
-        the same matches, without a join per candidate."""
+        the same matches, without a join per candidate.
+
+        `record`: that patient's record facts, which hold the Patient they were read from
+        (they are replaced whenever the Patient is written)."""
         parts = _designated(query.where)
         for index, part in enumerate(parts):
             if isinstance(part, ReferenceTest) and part.param in PATIENT_PARAMS:
@@ -436,12 +445,13 @@ class Gate:
                 and part.param in PATIENT_PARAMS
                 and part.target_type == "Patient"
             ):
-                patient = self.store.read("Patient", patient_id)
-                if patient is None or patient.deleted:
+                if record is None or record.patient_id != patient_id or record.patient is None:
                     return query.where
-                constraint = self.include_constraint(requester, query, "Patient")
+                constraint = self.include_constraint(
+                    requester, query, "Patient", known=(True, patient_id, record)
+                )
                 try:
-                    visible = constraint_matches(constraint, patient.json())
+                    visible = constraint_matches(constraint, record.patient)
                 except (TypeError, ValueError):
                     return query.where
                 if not visible:
@@ -490,16 +500,26 @@ class Gate:
         )
 
     def include_constraint(
-        self, requester: Requester, query: SearchQuery, target_type: str
+        self,
+        requester: Requester,
+        query: SearchQuery,
+        target_type: str,
+        known: tuple[bool, str | None, PatientRecord | None] | None = None,
     ) -> Node:
-        """What an `_include`/`_revinclude` of `target_type` may add: what a search of it would."""
+        """What an `_include`/`_revinclude` of `target_type` may add: what a search of it would.
+
+        `known`: (a patient was designated, its id, the record) when the caller found them
+        for this query already."""
         if requester.kind is ActorKind.INTERNAL:
             return Everything()
         if target_type == "Binary":
             return NOTHING
-        given, patient_id = self._designated_patient(query.resource_type or "", query.where)
-        record_id = patient_id if given else self._acting_for(requester)
-        record = self.record(record_id) if record_id else None
+        if known is not None:
+            given, _, record = known
+        else:
+            given, patient_id = self._designated_patient(query.resource_type or "", query.where)
+            record_id = patient_id if given else self._acting_for(requester)
+            record = self.record(record_id) if record_id else None
         try:
             scope_node = self._check_scopes_quietly(requester, target_type)
         except ScopeError:
@@ -523,8 +543,8 @@ class Gate:
             return
         patients: set[str] = set()
         entities = []
-        for _type, _id, body in [*result.matches, *result.included]:
-            resource = _json(body)
+        matches, included = result.resources()
+        for resource in [*matches, *included]:
             patients |= compartment_of(resource)
             entities.append(DataEntity.from_resource(resource))
         given, patient_id = self._designated_patient(
@@ -647,3 +667,11 @@ def _json(body: bytes) -> dict:
 
 
 __all__ = ["Gate", "ReadPurpose"]
+
+
+def _top_level(nodes: tuple[Node, ...], where: Node) -> tuple[Node, ...]:
+    """Those of `nodes` that are top-level conjuncts of `where` (`SearchQuery.rare_filters`)."""
+    if not nodes:
+        return ()
+    parts = where.parts if isinstance(where, And) else (where,)
+    return tuple(node for node in nodes if node in parts)

@@ -57,6 +57,11 @@ class GroupCommit:
         self._batch: _Batch | None = None
         self.commits = 0  # durable commits so far (a batch of any size counts once)
 
+    def waiting(self) -> bool:
+        """Whether a unit of this process is queued for the writer connection: a long
+        background unit (the AuditEvent journal move) ends early so that it goes next."""
+        return self._queued > 0
+
     @contextmanager
     def unit(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it is durable when the block exits, or none of it."""

@@ -8,7 +8,6 @@ and never block the writer.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import sqlite3
@@ -34,6 +33,7 @@ from fhir_server.store.base import (
 )
 from fhir_server.store.group_commit import GroupCommit
 from fhir_server.store.page import SearchPage
+from fhir_server.store.write_turn import WriteTurn
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resource (
@@ -208,10 +208,14 @@ class SqliteStore:
 
     name = "sqlite"
 
-    # Journaled AuditEvents moved per background transaction: enough to share index pages,
-    # few enough (~20 ms of work) that the writers queued behind it wait little; between
-    # two such transactions the mover steps aside so that queued writers go first.
-    JOURNAL_BATCH = 64
+    # Journaled AuditEvents moved per background transaction. At a million resources one
+    # event takes 2-4 ms to move (its ~70 index rows land on random leaves of large B-trees)
+    # and its share of the commit as much again: a batch of 8 keeps the write lock (which
+    # the other worker's commits wait for) for tens of ms, not the ~0.4 s of 64 (measured). A
+    # writer of this process queued behind the move stops it after the current event
+    # (`GroupCommit.waiting`), and so does one of another process (`WriteTurn`); between two
+    # transactions the mover steps aside.
+    JOURNAL_BATCH = 8
     JOURNAL_INTERVAL_SECONDS = 0.25
     JOURNAL_PAUSE_SECONDS = 0.002
     # WAL checkpoints run in the maintenance thread (see `_maintain`), about this often.
@@ -233,9 +237,7 @@ class SqliteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self._turn_path = None if self.path == ":memory:" else f"{self.path}-writer.lock"
-        self._turn_handle = None
-        self._turn_pid = 0
+        self._turn = None if self.path == ":memory:" else WriteTurn(self.path)
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
         self._writer.executescript(sqlite_journal.SCHEMA)
@@ -409,8 +411,10 @@ class SqliteStore:
             try:
                 while sqlite_journal.pending(self._reader) and not self._closing.is_set():
                     with self.transaction() as tx:
-                        moved = sqlite_journal.materialize(tx._connection, self.JOURNAL_BATCH)
-                    if moved < self.JOURNAL_BATCH:
+                        moved = sqlite_journal.materialize(
+                            tx._connection, self.JOURNAL_BATCH, yield_to=self._writers_waiting
+                        )
+                    if not moved:
                         break
                     time.sleep(self.JOURNAL_PAUSE_SECONDS)
                 if time.monotonic() - last_checkpoint >= self.CHECKPOINT_INTERVAL_SECONDS:
@@ -431,30 +435,17 @@ class SqliteStore:
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
-        """Writers of every process queue on a blocking file lock next to the database.
-
-        SQLite's busy handler makes a writer that finds the database locked sleep for growing
-        intervals (up to 100 ms) before trying again; an OS file lock wakes the next writer as
-        soon as the previous one commits, so a busy multi-worker server does not idle.
-        """
-        if self._turn_file is None:
+        """The cross-process turn at the database (`WriteTurn`); none in memory."""
+        if self._turn is None:
             yield
             return
-        fcntl.flock(self._turn_file, fcntl.LOCK_EX)
-        try:
+        with self._turn.hold():
             yield
-        finally:
-            fcntl.flock(self._turn_file, fcntl.LOCK_UN)
 
-    @property
-    def _turn_file(self):
-        """The lock file, opened once per process (a forked worker opens its own)."""
-        if self._turn_path is None:
-            return None
-        if self._turn_handle is None or self._turn_pid != os.getpid():
-            self._turn_handle = open(self._turn_path, "a")  # noqa: SIM115 - lives with the store
-            self._turn_pid = os.getpid()
-        return self._turn_handle
+    def _writers_waiting(self) -> bool:
+        """Whether a write of this process is queued, or a writer of another process waits
+        for the turn: the journal move then stops after its current event."""
+        return self._group.waiting() or (self._turn is not None and self._turn.others_waiting())
 
     def close(self) -> None:
         self._closing.set()

@@ -18,6 +18,7 @@ A journaled event and its move are each one transaction, so a crash loses neithe
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 import orjson
 
@@ -57,39 +58,54 @@ def pending(connection: sqlite3.Connection) -> bool:
     return connection.execute("SELECT 1 FROM audit_journal LIMIT 1").fetchone() is not None
 
 
-def materialize(connection: sqlite3.Connection, limit: int) -> int:
+def materialize(
+    connection: sqlite3.Connection,
+    limit: int,
+    *,
+    yield_to: Callable[[], bool] | None = None,
+) -> int:
     """Move the `limit` oldest journaled events to the resource, history and index tables, in
     journal order (the order of the hash chain), inside the open write transaction.
-    Returns how many were moved."""
+    Returns how many were moved.
+
+    `yield_to`, asked after each event moved: when it answers True the move stops there (at
+    least one event is moved). At a million resources one event's index rows take a few
+    milliseconds to insert (they land on random leaves of large B-trees), and a request
+    whose commit waits behind the move waits for all of it; the background mover passes
+    "a writer is queued" so that such a request waits for one event, not a batch.
+    """
     rows = connection.execute(
         "SELECT seq, id, last_updated, body, index_rows FROM audit_journal ORDER BY seq LIMIT ?",
         (limit,),
     ).fetchall()
-    if not rows:
-        return 0
-    history: list[tuple] = []
-    indexed: list[tuple[int, sqlite_index.IndexRows]] = []
+    moved = 0
     for _, resource_id, last_updated, body, index_rows in rows:
         rid = connection.execute(
             "INSERT INTO resource (type, id, version, last_updated, deleted, body) "
             "VALUES (?, ?, 1, ?, 0, ?)",
             (JOURNALED_TYPE, resource_id, last_updated, body),
         ).lastrowid
-        history.append((JOURNALED_TYPE, resource_id, 1, last_updated, 0, "POST", body))
-        indexed.append(
-            (
-                rid,
-                {
-                    table: list(map(tuple, table_rows))
-                    for table, table_rows in orjson.loads(index_rows).items()
-                },
-            )
+        connection.execute(
+            "INSERT INTO history (type, id, version, last_updated, deleted, method, body) "
+            "VALUES (?, ?, 1, ?, 0, 'POST', ?)",
+            (JOURNALED_TYPE, resource_id, last_updated, body),
         )
-    connection.executemany(
-        "INSERT INTO history (type, id, version, last_updated, deleted, method, body) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        history,
-    )
-    sqlite_index.insert_index_rows(connection, indexed)
-    connection.execute("DELETE FROM audit_journal WHERE seq <= ?", (rows[-1][0],))
-    return len(rows)
+        sqlite_index.insert_index_rows(
+            connection,
+            [
+                (
+                    rid,
+                    {
+                        table: list(map(tuple, table_rows))
+                        for table, table_rows in orjson.loads(index_rows).items()
+                    },
+                )
+            ],
+        )
+        moved += 1
+        if yield_to is not None and yield_to():
+            break
+    if moved:
+        last_moved_seq = rows[moved - 1][0]
+        connection.execute("DELETE FROM audit_journal WHERE seq <= ?", (last_moved_seq,))
+    return moved

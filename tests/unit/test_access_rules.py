@@ -20,7 +20,7 @@ from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import PatientRecord, build_record
 from fhir_server.access.requester import INTERNAL, AccessMode, ActorKind, Requester
 from fhir_server.errors import not_found
-from fhir_server.search.query import InCompartment, Node
+from fhir_server.search.query import And, InCompartment, Node
 from fhir_server.terminology import (
     EXT_RECORD_STATUS,
     INVISIBLE_PATIENT,
@@ -1025,3 +1025,35 @@ def test_r18_single_read_agrees_with_search_constraints(
     if isinstance(read, Deny):
         assert read.status == 404 and read.details_code is None
     assert ("p1" in compartment_of(doc)) or isinstance(read, Deny)
+
+
+@pytest.mark.parametrize("requester", REQUESTERS, ids=lambda r: f"{r.kind}-{r.subject_id}")
+def test_r14_rare_filters_are_the_label_exclusions_among_the_search_constraints(requester):
+    """A Permit's rare filters (checked late by a store) are conjuncts of its constraints, and
+    exactly the label exclusions (R07/R14): never the compartment, class or party clauses,
+    which may exclude most of a record."""
+    rec = build_record(
+        patient(birth="2015-05-05"), [DEFAULT_CONSENT], [related_person("rp1")], TODAY, NOW
+    )
+    for resource_type in ("DocumentReference", "Communication", "AuditEvent"):
+        decision = search(requester, rec, resource_type)
+        if isinstance(decision, Deny):
+            continue
+        parts = (
+            decision.constraints.parts
+            if isinstance(decision.constraints, And)
+            else (decision.constraints,)
+        )
+        assert all(node in parts for node in decision.rare_filters)
+        for node in decision.rare_filters:
+            masked = (
+                document(labels=(MASQUE_PS, INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX))
+                if resource_type == "DocumentReference"
+                else audit_event(
+                    "a", labels=(MASQUE_PS, INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX)
+                )
+            )
+            assert not matches(node, masked), node
+            assert not isinstance(node, InCompartment)
+    if requester.kind is not ActorKind.PRACTITIONER or requester.subject_id != GP:
+        assert permit(search(requester, rec)).rare_filters  # R14 (and R07) labels

@@ -25,7 +25,7 @@ from fhir_server.search.query import (
     TokenTest,
 )
 from fhir_server.search.reach import search_reads
-from fhir_server.store import sqlite_index
+from fhir_server.store import sqlite_index, sqlite_journal
 from fhir_server.store.base import StoredResource, VersionWrite
 from fhir_server.store.factory import audit_referrers
 from fhir_server.store.sqlite import SqliteStore
@@ -170,6 +170,31 @@ def test_the_background_mover_empties_the_journal(tmp_path, registry):
         connection.close()
     finally:
         store.close()
+
+
+def test_a_move_asked_to_yield_stops_after_one_event_in_chain_order(store, registry):
+    """The background mover stops its batch when a writer is queued (`yield_to`): the
+    events it moved are the oldest, in journal order, and the rest stay journaled."""
+    events = [_audit_event() for _ in range(5)]
+    with store.transaction() as tx:
+        for event in events:
+            tx.append_audit(_write(event, registry))
+    with store.transaction() as tx:
+        assert sqlite_journal.materialize(tx._connection, 8, yield_to=lambda: True) == 1
+    with store.transaction() as tx:
+        assert sqlite_journal.materialize(tx._connection, 2) == 2
+    connection = sqlite3.connect(store.path)
+    try:
+        moved = connection.execute(
+            "SELECT id FROM resource WHERE type = 'AuditEvent' ORDER BY rid"
+        ).fetchall()
+        left = connection.execute("SELECT id FROM audit_journal ORDER BY seq").fetchall()
+    finally:
+        connection.close()
+    assert [row[0] for row in moved] == [event["id"] for event in events[:3]]
+    assert [row[0] for row in left] == [event["id"] for event in events[3:]]
+    store.settle_audit()
+    assert sorted(_search(store, SearchQuery("AuditEvent"))) == sorted(e["id"] for e in events)
 
 
 def test_a_write_transaction_reads_journaled_events(store, registry):

@@ -7,11 +7,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
 from fhir_server.store.base import StoredResource, VersionWrite
+from fhir_server.store.group_commit import GroupCommit
 from fhir_server.store.sqlite import SqliteStore
 
 
@@ -133,3 +135,33 @@ def test_version_conflict_inside_a_batch_is_the_writers_own(store: SqliteStore) 
     with store.transaction() as tx:
         tx.write(_patient("p2"))
     assert store.read("Patient", "p2") is not None
+
+
+def test_waiting_tells_a_running_unit_that_another_is_queued(tmp_path):
+    """`GroupCommit.waiting`: what the background journal move asks to end its batch early."""
+    connection = sqlite3.connect(
+        tmp_path / "w.sqlite3", isolation_level=None, check_same_thread=False
+    )
+    connection.execute("CREATE TABLE t (x)")
+    group = GroupCommit(connection, nullcontext)
+    seen: list[bool] = []
+    inside = threading.Event()
+
+    def second() -> None:
+        inside.wait()
+        with group.unit() as conn:
+            conn.execute("INSERT INTO t VALUES (2)")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with group.unit() as conn:
+        seen.append(group.waiting())
+        inside.set()
+        deadline = time.monotonic() + 10
+        while not group.waiting() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        seen.append(group.waiting())
+        conn.execute("INSERT INTO t VALUES (1)")
+    thread.join()
+    assert seen == [False, True]
+    assert connection.execute("SELECT count(*) FROM t").fetchone() == (2,)
