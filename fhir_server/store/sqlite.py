@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from fhir_server.search import reach
@@ -208,14 +209,17 @@ class SqliteStore:
 
     name = "sqlite"
 
-    # Journaled AuditEvents moved per background transaction. At a million resources one
-    # event takes 2-4 ms to move (its ~70 index rows land on random leaves of large B-trees)
-    # and its share of the commit as much again: a batch of 8 keeps the write lock (which
-    # the other worker's commits wait for) for tens of ms, not the ~0.4 s of 64 (measured). A
-    # writer of this process queued behind the move stops it after the current event
-    # (`GroupCommit.waiting`), and so does one of another process (`WriteTurn`); between two
-    # transactions the mover steps aside.
-    JOURNAL_BATCH = 8
+    # The background move of journaled AuditEvents holds the write lock (which every writer
+    # of every process waits for) for a bounded time per transaction, not a number of events:
+    # at a million resources one event takes 2-4 ms to move (its ~70 index rows land on
+    # random leaves of large B-trees) and its share of the commit as much again, in a small
+    # store a tenth of that. A move stops after the current event once it has held the lock
+    # JOURNAL_MAX_HOLD_SECONDS, or JOURNAL_MIN_HOLD_SECONDS when a writer of any process
+    # waits (`GroupCommit.waiting`, `WriteTurn`); stepping aside sooner would cost a commit
+    # per event moved. Between two transactions the mover pauses.
+    JOURNAL_BATCH = 64
+    JOURNAL_MIN_HOLD_SECONDS = 0.005
+    JOURNAL_MAX_HOLD_SECONDS = 0.02
     JOURNAL_INTERVAL_SECONDS = 0.25
     JOURNAL_PAUSE_SECONDS = 0.002
     # WAL checkpoints run in the maintenance thread (see `_maintain`), about this often.
@@ -411,8 +415,11 @@ class SqliteStore:
             try:
                 while sqlite_journal.pending(self._reader) and not self._closing.is_set():
                     with self.transaction() as tx:
+                        started = time.monotonic()
                         moved = sqlite_journal.materialize(
-                            tx._connection, self.JOURNAL_BATCH, yield_to=self._writers_waiting
+                            tx._connection,
+                            self.JOURNAL_BATCH,
+                            yield_to=partial(self._move_should_stop, started),
                         )
                     if not moved:
                         break
@@ -441,6 +448,13 @@ class SqliteStore:
             return
         with self._turn.hold():
             yield
+
+    def _move_should_stop(self, started: float) -> bool:
+        """Whether the journal move, holding the write lock since `started`, commits now."""
+        held = time.monotonic() - started
+        if held >= self.JOURNAL_MAX_HOLD_SECONDS:
+            return True
+        return held >= self.JOURNAL_MIN_HOLD_SECONDS and self._writers_waiting()
 
     def _writers_waiting(self) -> bool:
         """Whether a write of this process is queued, or a writer of another process waits
