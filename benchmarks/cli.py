@@ -21,7 +21,6 @@ def add_bench_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=int, default=10, help="duration of each throughput run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--creates", type=int, default=2000, help="creates to time (foundation)")
     parser.add_argument(
         "--documents", type=int, default=100_000, help="DocumentReferences to load (search)"
     )

@@ -165,10 +165,14 @@ def wrk(
     connections: int = WRK_CONNECTIONS,
     threads: int = 2,
     headers: dict | None = None,
+    script: Path | None = None,
 ) -> WrkResult:
+    """wrk's figures for `url`; `script`: a wrk Lua script making the requests."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for this benchmark: apt-get install wrk")
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
     for name, value in {
         **({"Authorization": f"Bearer {token}"} if token else {}),
         **(headers or {}),
