@@ -20,7 +20,13 @@ from pathlib import Path
 
 from fhir_server.search import reach
 from fhir_server.search.query import Include, SearchQuery
-from fhir_server.store import sqlite_bulk, sqlite_index, sqlite_journal, sqlite_search
+from fhir_server.store import (
+    sqlite_bulk,
+    sqlite_index,
+    sqlite_journal,
+    sqlite_labels,
+    sqlite_search,
+)
 from fhir_server.store.base import (
     PATIENTS_EPOCH,
     HistoryEntry,
@@ -45,6 +51,7 @@ CREATE TABLE IF NOT EXISTS resource (
     last_updated INTEGER NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0,
     body BLOB NOT NULL,
+    labels INTEGER NOT NULL DEFAULT 0,  -- masking labels as bits (sqlite_labels)
     UNIQUE (type, id)
 );
 CREATE TABLE IF NOT EXISTS history (
@@ -170,19 +177,20 @@ class SqliteTransaction:
             resource.last_updated,
             int(resource.deleted),
             resource.body,
+            0 if resource.deleted else sqlite_labels.of_entries(version.index),
         )
         if row:
             rid = row[0]
             connection.execute(
-                "UPDATE resource SET version = ?, last_updated = ?, deleted = ?, body = ? "
-                "WHERE rid = ?",
+                "UPDATE resource SET version = ?, last_updated = ?, deleted = ?, body = ?, "
+                "labels = ? WHERE rid = ?",
                 (*values, rid),
             )
             sqlite_index.delete_index(connection, rid)
         else:
             rid = connection.execute(
-                "INSERT INTO resource (type, id, version, last_updated, deleted, body) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO resource (type, id, version, last_updated, deleted, body, labels) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (resource.resource_type, resource.id, *values),
             ).lastrowid
         connection.execute(
@@ -246,6 +254,8 @@ class SqliteStore:
         self._writer.executescript(SCHEMA)
         self._writer.executescript(sqlite_journal.SCHEMA)
         sqlite_index.create_index_schema(self._writer)
+        with self._writer_turn():
+            sqlite_labels.migrate(self._writer)
         self._group = GroupCommit(self._writer, self._writer_turn)
 
     def _connect(self) -> sqlite3.Connection:

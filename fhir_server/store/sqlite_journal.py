@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import orjson
 
-from fhir_server.store import sqlite_index
+from fhir_server.store import sqlite_index, sqlite_labels
 from fhir_server.store.base import VersionWrite
 
 SCHEMA = """
@@ -80,28 +80,22 @@ def materialize(
     ).fetchall()
     moved = 0
     for _, resource_id, last_updated, body, index_rows in rows:
+        tables = {
+            table: list(map(tuple, table_rows))
+            for table, table_rows in orjson.loads(index_rows).items()
+        }
+        labels = sqlite_labels.of_token_rows(tables.get("ix_token", ()))
         rid = connection.execute(
-            "INSERT INTO resource (type, id, version, last_updated, deleted, body) "
-            "VALUES (?, ?, 1, ?, 0, ?)",
-            (JOURNALED_TYPE, resource_id, last_updated, body),
+            "INSERT INTO resource (type, id, version, last_updated, deleted, body, labels) "
+            "VALUES (?, ?, 1, ?, 0, ?, ?)",
+            (JOURNALED_TYPE, resource_id, last_updated, body, labels),
         ).lastrowid
         connection.execute(
             "INSERT INTO history (type, id, version, last_updated, deleted, method, body) "
             "VALUES (?, ?, 1, ?, 0, 'POST', ?)",
             (JOURNALED_TYPE, resource_id, last_updated, body),
         )
-        sqlite_index.insert_index_rows(
-            connection,
-            [
-                (
-                    rid,
-                    {
-                        table: list(map(tuple, table_rows))
-                        for table, table_rows in orjson.loads(index_rows).items()
-                    },
-                )
-            ],
-        )
+        sqlite_index.insert_index_rows(connection, [(rid, tables)])
         moved += 1
         if yield_to is not None and yield_to():
             break

@@ -46,6 +46,7 @@ from fhir_server.search.query import (
     UriMatch,
     UriTest,
 )
+from fhir_server.store import sqlite_labels
 from fhir_server.store.cursor import CursorPosition, decode_cursor, encode_cursor
 from fhir_server.store.page import SearchPage, SearchRow
 from fhir_server.store.search_values import (
@@ -111,7 +112,12 @@ def compile_where(
     `EXISTS (SELECT 1 FROM ix_... WHERE rid = r.rid AND ...)`, a probe of the rid index per
     candidate row: right for the clauses that only filter the rows another clause found
     (materializing `status=current` would read 95 % of the documents; see `search`).
+    A probe for masking labels only (`sqlite_labels`) tests the candidate's own row instead.
     """
+    if correlated and isinstance(node, TokenTest | Or):
+        mask = sqlite_labels.mask_of(node)
+        if mask is not None:
+            return f"({r}.labels & {sql.p(mask)}) != 0"
     match node:
         case Everything():
             return "1"

@@ -17,7 +17,13 @@ from bson import Binary
 
 from fhir_server.search.index import IndexEntries
 from fhir_server.search.query import Everything, Include, Node, SearchQuery
-from fhir_server.store import mongo_index, mongo_search, sqlite_index, sqlite_search
+from fhir_server.store import (
+    mongo_index,
+    mongo_search,
+    sqlite_index,
+    sqlite_labels,
+    sqlite_search,
+)
 from fhir_server.store.page import SearchPage, SearchRow
 
 KEY = b"k" * 32
@@ -31,6 +37,7 @@ CREATE TABLE resource (
   last_updated INTEGER NOT NULL,
   deleted INTEGER NOT NULL DEFAULT 0,
   body BLOB NOT NULL,
+  labels INTEGER NOT NULL DEFAULT 0,
   UNIQUE (type, id));
 """
 
@@ -90,14 +97,16 @@ class SqliteEngine:
         if row:
             key, version = row[0], row[1] + 1
             self.conn.execute(
-                "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?",
-                (version, lu, body_of(rtype, rid, version), key),
+                "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ?,"
+                " labels = ? WHERE rid = ?",
+                (version, lu, body_of(rtype, rid, version), sqlite_labels.of_entries(entries), key),
             )
             sqlite_index.delete_index(self.conn, key)
         else:
             key = self.conn.execute(
-                "INSERT INTO resource (type, id, version, last_updated, body) VALUES (?, ?, 1, ?, ?)",
-                (rtype, rid, lu, body_of(rtype, rid)),
+                "INSERT INTO resource (type, id, version, last_updated, body, labels)"
+                " VALUES (?, ?, 1, ?, ?, ?)",
+                (rtype, rid, lu, body_of(rtype, rid), sqlite_labels.of_entries(entries)),
             ).lastrowid
         sqlite_index.write_index(self.conn, key, rtype, entries, sort_values_of(entries))
 
