@@ -39,6 +39,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pybase64
+
 from fhir_server.terminology import (
     CANONICAL_BASE,
     INVISIBLE_PATIENT,
@@ -707,7 +709,7 @@ def submission_to_fhir(
                 "id": binary_id,
                 "contentType": entry.mime_type or "application/octet-stream",
                 "securityContext": {"reference": f"DocumentReference/{doc_id}"},
-                "data": base64.b64encode(content).decode("ascii"),
+                "data": pybase64.b64encode(content).decode("ascii"),  # SIMD: 1 MB in ~0.1 ms
             }
         )
     if submission_set is not None:

@@ -32,6 +32,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import pybase64
 from lxml import etree
 
 from fhir_server.access.decision import (
@@ -629,7 +630,7 @@ def _retrieve_one(
         except FhirError:
             continue
         try:
-            data = base64.b64decode(binary.get("data") or "", validate=True)
+            data = pybase64.b64decode(binary.get("data") or "", validate=True)
         except ValueError:
             log.error("Binary/%s does not hold valid base64", binary_id)
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 
 import orjson
+import pybase64
 from flask import Blueprint, Response, current_app, g, request
 
 from fhir_server.errors import bad_request, error
@@ -251,7 +252,7 @@ def _read_response(stored: StoredResource) -> Response:
         _arg("_format"), request.headers.get("Accept")
     ):
         resource = stored.json()
-        raw = base64.b64decode(resource.get("data", ""))
+        raw = pybase64.b64decode(resource.get("data", ""))
         return Response(
             raw,
             headers=headers,

@@ -550,3 +550,32 @@ def test_inline_base64_decoding_gives_what_translating_first_gave(chunks):
     assert _outcome_of(lambda t, _: _strict_b64decode(t), text, None) == _outcome_of(
         lambda t, _: former(t), text, None
     )
+
+
+@settings(max_examples=300)
+@given(
+    payload=st.binary(max_size=3000),
+    damage=st.one_of(
+        st.none(),
+        st.tuples(st.integers(min_value=0), st.sampled_from(["=", "*", " ", "\n", "-", "_", "A"])),
+    ),
+)
+def test_inline_base64_of_any_document_decodes_as_strict_decoding_does(payload, damage):
+    """The SIMD decoder (pybase64) is tried first: for any document, intact or with one
+    character inserted, the same bytes or the same refusal as the standard strict decoder
+    on the text without its whitespace."""
+    import binascii
+
+    text = base64.b64encode(payload).decode("ascii")
+    if damage is not None:
+        position, character = damage
+        position %= len(text) + 1
+        text = text[:position] + character + text[position:]
+
+    def standard(text: str) -> bytes:
+        compact = text.encode("ascii").translate(None, b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")
+        return binascii.a2b_base64(compact, strict_mode=True)
+
+    assert _outcome_of(lambda t, _: _strict_b64decode(t), text, None) == _outcome_of(
+        lambda t, _: standard(t), text, None
+    )
