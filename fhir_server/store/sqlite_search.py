@@ -703,7 +703,26 @@ def _late_page(
     clauses does.
     """
     with _snapshot(conn):
-        return _late_rows(conn, sql, fetch, where, late_where, wanted)
+        limit = wanted + _late_margin(wanted) if late_where else wanted
+        candidates = fetch(where, limit, candidates=True)
+        kept: list[tuple] = []
+        if candidates:
+            late = f" AND {late_where}" if late_where else ""
+            bodies = dict(
+                conn.execute(
+                    f"SELECT r.rid, r.body FROM resource r"
+                    f" WHERE r.rid IN ({sql.plist(row[2] for row in candidates)}){late}",
+                    sql.params,
+                ).fetchall()
+            )
+            kept = [
+                (type_, id_, bodies[rid], *keys)
+                for type_, id_, rid, *keys in candidates
+                if rid in bodies
+            ]
+        if len(kept) >= wanted or len(candidates) < limit:
+            return kept[:wanted]
+        return fetch(f"{where} AND {late_where}", wanted)
 
 
 @contextmanager
@@ -717,36 +736,6 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
         yield
     finally:
         conn.execute("COMMIT")
-
-
-def _late_rows(
-    conn: sqlite3.Connection,
-    sql: _Sql,
-    fetch: Callable[..., list[tuple]],
-    where: str,
-    late_where: str | None,
-    wanted: int,
-) -> list[tuple]:
-    limit = wanted + _late_margin(wanted) if late_where else wanted
-    candidates = fetch(where, limit, candidates=True)
-    kept: list[tuple] = []
-    if candidates:
-        late = f" AND {late_where}" if late_where else ""
-        bodies = dict(
-            conn.execute(
-                f"SELECT r.rid, r.body FROM resource r"
-                f" WHERE r.rid IN ({sql.plist(row[2] for row in candidates)}){late}",
-                sql.params,
-            ).fetchall()
-        )
-        kept = [
-            (type_, id_, bodies[rid], *keys)
-            for type_, id_, rid, *keys in candidates
-            if rid in bodies
-        ]
-    if len(kept) >= wanted or len(candidates) < limit:
-        return kept[:wanted]
-    return fetch(f"{where} AND {late_where}", wanted)
 
 
 def _page_statement(
