@@ -28,6 +28,7 @@ chain per patient or per period if more are expected.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from fhir_server.terminology import CANONICAL_BASE
 
 EXT_AUDIT_CHAIN = f"{CANONICAL_BASE}/StructureDefinition/audit-chain"
 GENESIS_HASH = "0" * 64
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 def _copy(event: Mapping) -> dict:
@@ -76,6 +78,8 @@ class ChainReport:
 
 def canonical_json(event: Mapping) -> bytes:
     """The bytes that are hashed: the event without its chain link and storage bookkeeping."""
+    if _already_canonical(event):  # a new event, as built: nothing to take out, no copy
+        return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
     body = _copy(event)
     extensions = [e for e in body.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
     if extensions:
@@ -91,6 +95,24 @@ def canonical_json(event: Mapping) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
+def _already_canonical(event: Mapping) -> bool:
+    """Whether `event` carries none of what `canonical_json` leaves out (no chain link, no
+    empty `extension`, no storage bookkeeping in `meta`, no empty `meta`)."""
+    meta = event.get("meta")
+    if meta is not None and (
+        not isinstance(meta, dict) or not meta or "versionId" in meta or "lastUpdated" in meta
+    ):
+        return False
+    extensions = event.get("extension")
+    if extensions is None:
+        return "extension" not in event
+    return (
+        isinstance(extensions, list)
+        and bool(extensions)
+        and all(isinstance(e, dict) and e.get("url") != EXT_AUDIT_CHAIN for e in extensions)
+    )
+
+
 def chain_hash(event: Mapping, previous_hash: str, sequence: int) -> str:
     digest = hashlib.sha256()
     digest.update(previous_hash.encode("ascii"))
@@ -102,18 +124,19 @@ def chain_hash(event: Mapping, previous_hash: str, sequence: int) -> str:
 
 
 def seal(event: Mapping, previous_hash: str, sequence: int) -> dict:
-    """A copy of ``event`` carrying its chain link after ``previous_hash``.
+    """A new event: ``event`` carrying its chain link after ``previous_hash``.
 
-    Any existing chain link is replaced. Raises ValueError for a sequence outside
-    1..2**31-1 or a previous hash that is not 64 hex digits.
+    Any existing chain link is replaced. ``event`` itself is not modified; the new event shares
+    its nested values (events are values: nothing edits one once it is built). Raises
+    ValueError for a sequence outside 1..2**31-1 or a previous hash that is not 64 hex digits.
     """
     if not 1 <= sequence <= MAX_SEQUENCE:
         raise ValueError(f"sequence must be within 1..{MAX_SEQUENCE}")
-    if len(previous_hash) != 64 or any(c not in "0123456789abcdef" for c in previous_hash):
+    if not isinstance(previous_hash, str) or not _HASH.fullmatch(previous_hash):
         raise ValueError("previous_hash must be 64 lower-case hex digits")
-    sealed = _copy(event)
-    digest = chain_hash(sealed, previous_hash, sequence)
-    others = [e for e in sealed.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
+    digest = chain_hash(event, previous_hash, sequence)
+    others = [e for e in event.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
+    sealed = dict(event)
     sealed["extension"] = [
         *others,
         {

@@ -787,17 +787,23 @@ def extract(
     entries = content
     if entries is None:
         entries = _entries_of(resource, resource_type, content_definitions, engine)
+        unique = ()
+    else:  # `prepare` deduplicated them: only the lists the stamp adds to need it again
+        unique = tuple(kind for kind, _ in _KINDS if getattr(entries, kind))
+        sizes = [len(getattr(entries, kind)) for kind in unique]
     for definition in stamped:
         extractor = _extractor(definition, resource_type, engine)
         if extractor is not None:
             _add_values(entries, definition, extractor(resource))
-    entries.tokens = _dedupe(entries.tokens)
-    entries.strings = _dedupe(entries.strings)
-    entries.dates = _dedupe(entries.dates)
-    entries.references = _dedupe(entries.references)
-    entries.uris = _dedupe(entries.uris)
-    entries.numbers = _dedupe(entries.numbers)
-    entries.quantities = _dedupe(entries.quantities)
+    if unique:
+        unique = tuple(
+            kind
+            for kind, size in zip(unique, sizes, strict=True)
+            if len(getattr(entries, kind)) == size
+        )
+    for kind, _ in _KINDS:
+        if kind not in unique:
+            setattr(entries, kind, _dedupe(getattr(entries, kind)))
     entries.compartment = compartment_of(resource, entries, registry)
     return entries
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity, build_audit_events, build_refusal_events
 from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal
-from fhir_server.search.extract import PreparedEntries, extract, prepare, sort_values
+from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.context import current_request
@@ -376,8 +376,7 @@ class AuditTrail:
                     "POST",
                     0,
                     entries,
-                    sort_values(entries),
-                    entries.compartment[0] if entries.compartment else "",
+                    shard_key=entries.compartment[0] if entries.compartment else "",
                 )
             )
         tx.set_audit_head(sequence, previous)

@@ -17,7 +17,7 @@ from fhir_server.access.decision import not_found_message
 from fhir_server.access.requester import Requester
 from fhir_server.errors import bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
-from fhir_server.search.extract import PreparedEntries, extract, prepare, sort_values
+from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
 from fhir_server.search.query import SearchQuery
 from fhir_server.search.registry import SearchRegistry
@@ -423,9 +423,7 @@ class FhirService:
             resource, self.registry, content=entries.entries() if entries is not None else None
         )
         shard_key = entries.compartment[0] if entries.compartment else ""
-        tx.write(
-            VersionWrite(stored, method, expected_version, entries, sort_values(entries), shard_key)
-        )
+        tx.write(VersionWrite(stored, method, expected_version, entries, shard_key=shard_key))
 
     @contextmanager
     def _transaction(self) -> Iterator[StoreTransaction]:

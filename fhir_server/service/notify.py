@@ -35,7 +35,7 @@ from fhir_server.audit.notifications import (
     notification_for_deposit,
     should_notify_access,
 )
-from fhir_server.search.extract import extract, sort_values
+from fhir_server.search.extract import extract
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.store.base import StoreTransaction, VersionWrite
@@ -204,7 +204,7 @@ class Notifier:
         stored = versions.stamp(communication, resource_id, 1, self.clock())
         entries = extract(communication, self.registry)
         shard = entries.compartment[0] if entries.compartment else ""
-        tx.write(VersionWrite(stored, "POST", 0, entries, sort_values(entries), shard))
+        tx.write(VersionWrite(stored, "POST", 0, entries, shard_key=shard))
 
 
 def document_title(document: Mapping) -> str | None:

@@ -58,6 +58,8 @@ class VersionWrite:
     method: str
     expected_version: int
     index: IndexEntries | None  # None for deletions
+    # `extract.sort_values(index)`, for an engine that stores them (MongoDB); None: the engine
+    # computes them if it needs them (SQLite derives `_sort` keys from its index rows).
     sort_values: dict | None = None
     shard_key: str = ""  # MongoDB shard key (primary patient id of the compartment)
 

@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from fhir_server.search.extract import sort_values
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import mongo_index, mongo_search
 from fhir_server.store.base import (
@@ -139,7 +140,10 @@ class MongoTransaction:
             "pk": version.shard_key,
         }
         if version.index is not None and not resource.deleted:
-            document.update(mongo_index.index_document(version.index, version.sort_values or {}))
+            sorting = version.sort_values
+            if sorting is None:
+                sorting = sort_values(version.index)
+            document.update(mongo_index.index_document(version.index, sorting))
         try:
             if version.expected_version == 0:
                 collection.insert_one(document, session=self._session)

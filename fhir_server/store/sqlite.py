@@ -266,6 +266,10 @@ class SqliteStore:
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute("PRAGMA cache_size = -65536")
         connection.execute("PRAGMA mmap_size = 268435456")
+        # Savepoint (statement) journals in memory: every write unit is a SAVEPOINT in the
+        # group commit's transaction, and a temporary file per unit cost an open, writes and a
+        # close inside the write lock (their content only serves a ROLLBACK TO).
+        connection.execute("PRAGMA temp_store = MEMORY")
         # Checkpoints are the maintenance thread's, outside the write lock (`_maintain`).
         connection.execute("PRAGMA wal_autocheckpoint = 0")
         with self._connections_lock:

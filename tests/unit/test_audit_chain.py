@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -179,3 +180,61 @@ def test_r16_seal_keeps_other_extensions_and_replaces_an_old_link():
     assert twice == once
     assert twice["extension"][0] == other
     assert "extension" in event and len(event["extension"]) == 1  # input untouched
+
+
+def _canonical_by_definition(event: dict) -> bytes:
+    """The module docstring's definition, step by step, on a copy."""
+    body = copy.deepcopy(event)
+    kept = [e for e in body.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
+    if kept:
+        body["extension"] = kept
+    else:
+        body.pop("extension", None)
+    meta = body.get("meta")
+    if isinstance(meta, dict):
+        meta.pop("versionId", None)
+        meta.pop("lastUpdated", None)
+        if not meta:
+            body.pop("meta")
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+chain_extension = st.builds(
+    lambda sequence: {
+        "url": EXT_AUDIT_CHAIN,
+        "extension": [{"url": "sequence", "valueInteger": sequence}],
+    },
+    st.integers(1, 9),
+)
+other_extension = st.fixed_dictionaries(
+    {"url": st.just("https://example.org/x"), "valueString": texts}
+)
+metas = st.fixed_dictionaries(
+    {},
+    optional={
+        "versionId": st.just("1"),
+        "lastUpdated": st.just("2026-11-22T09:42:00.000Z"),
+        "profile": st.lists(texts, max_size=2),
+        "security": st.lists(st.fixed_dictionaries({"code": texts}), max_size=2),
+    },
+)
+
+
+@given(
+    event_bodies,
+    st.one_of(st.none(), metas),
+    st.one_of(st.none(), st.lists(st.one_of(chain_extension, other_extension), max_size=3)),
+)
+def test_r16_canonical_json_of_any_event_is_the_defined_bytes(body, meta, extensions):
+    """The shortcut for a new event (nothing to take out) hashes the same bytes as the
+    definition, whatever the event carries: a chain link, bookkeeping, empty lists."""
+    event = {"resourceType": "AuditEvent", "id": "a", **body}
+    if meta is not None:
+        event["meta"] = meta
+    if extensions is not None:
+        event["extension"] = extensions
+    before = copy.deepcopy(event)
+    assert canonical_json(event) == _canonical_by_definition(event)
+    sealed = seal(event, GENESIS_HASH, 1)
+    assert event == before  # sealing leaves its input as it was
+    assert verify_chain([sealed]).ok

@@ -165,3 +165,10 @@ def test_waiting_tells_a_running_unit_that_another_is_queued(tmp_path):
     thread.join()
     assert seen == [False, True]
     assert connection.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_unit_savepoint_journals_are_kept_in_memory(store: SqliteStore) -> None:
+    """Every write unit is a SAVEPOINT of its batch's transaction; its statement journal (what
+    ROLLBACK TO restores) stays in memory, not in a temporary file opened and closed per unit
+    while the write lock is held. 2 is SQLite's MEMORY."""
+    assert store._writer.execute("PRAGMA temp_store").fetchone()[0] == 2
