@@ -341,7 +341,9 @@ def run(args: argparse.Namespace) -> str:
         credential = load_or_create_structure_credential(data_dir)
         settings = load_settings({"data_dir": data_dir}, environ={})
         audience = auth_settings(settings).effective_audience
-        with running_server(data_dir, workers=args.workers, threads=args.threads) as server:
+        with running_server(
+            data_dir, workers=args.workers, threads=args.threads, clients=clients
+        ) as server:
             nirs = _create_patients(server.port, admin, 20, first=500_000)
             headers = {n: security(credential, audience, n) for n in nirs}
             document = cda(KB20)

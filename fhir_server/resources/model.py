@@ -14,6 +14,7 @@ from typing import Any
 
 import fhir_core.types
 import orjson
+import pybase64
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
@@ -191,6 +192,31 @@ def fhirpath(resource_type: str, location: Iterable[Any]) -> str:
     return path
 
 
+# Below this many characters, Binary.data is left to the model's own check.
+_LARGE_BASE64 = 4096
+
+
+def _with_binary_data_checked(resource_type: str, data: dict) -> dict:
+    """`data`, or a copy whose large `Binary.data` was found valid here and replaced by a
+    small valid value, so that the model does not decode it again.
+
+    The model checks a base64Binary by decoding it with the standard library's lenient
+    decoder (6 ms for a 1 MB document, every deposit); pybase64 checks strictly encoded
+    base64 twenty times faster, and whatever is strictly valid the lenient decoder accepts.
+    Whatever pybase64 refuses goes to the model as it is: it decides, with its own message.
+    """
+    if resource_type != "Binary":
+        return data
+    value = data.get("data")
+    if not isinstance(value, str) or len(value) < _LARGE_BASE64:
+        return data
+    try:
+        pybase64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error is a ValueError
+        return data
+    return {**data, "data": "AAAA"}
+
+
 def validate_resource(data: Any, expected_type: str | None = None) -> list[Issue]:
     """Every structural problem of a resource, each with the FHIRPath of the element.
 
@@ -217,7 +243,7 @@ def validate_resource(data: Any, expected_type: str | None = None) -> list[Issue
         return contained
     issues: list[Issue] = []
     try:
-        model_class(resource_type).model_validate(data)
+        model_class(resource_type).model_validate(_with_binary_data_checked(resource_type, data))
     except (TypeError, KeyError, AttributeError) as exc:
         # The model library gave up on a shape it does not expect (not a ValidationError):
         # still the client's resource, not a server fault.

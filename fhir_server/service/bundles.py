@@ -25,9 +25,10 @@ from fhir_server.errors import FhirError, Issue, bad_request, error
 from fhir_server.mhd.errors import with_xds_code
 from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
 from fhir_server.resources.json_values import copy_json
+from fhir_server.search.extract import PreparedEntries, prepare
 from fhir_server.service import versions
 from fhir_server.service.core import FhirService, require_type
-from fhir_server.service.prepared import PreparedEvents
+from fhir_server.service.prepared import PreparedEvents, PreparedWrite
 from fhir_server.store.base import StoredResource
 
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3, FOLDED: 2}
@@ -42,6 +43,9 @@ class Entry:
     full_url: str | None
     if_none_exist: str | None
     if_match: str | None
+    # A transaction entry's index entries, extracted once it is final and valid, before the
+    # transaction (see `service.prepared`): the write lock is not held while they are made.
+    prepared: PreparedEntries | None = None
 
     @property
     def where(self) -> str:
@@ -233,6 +237,7 @@ class BundleProcessor:
                 self.service.validate_for_write(entry.resource, entry.resource.get("resourceType"))
             except FhirError as exc:
                 raise _at_entry(exc, entry) from None
+            entry.prepared = prepare(entry.resource, self.service.registry)
         if mhd is not None and plan is not None:
             mhd.check_rewritten(plan)
         responses: dict[int, EntryResponse] = {}
@@ -390,7 +395,11 @@ class BundleProcessor:
                 result = service.create_in(tx, requester, entry.resource)
             else:
                 result = service.create_in(
-                    tx, requester, entry.resource, resource_id=entry.resource["id"]
+                    tx,
+                    requester,
+                    entry.resource,
+                    resource_id=entry.resource["id"],
+                    prepared=PreparedWrite(entry.prepared, None) if entry.prepared else None,
                 )
             return _response("201 Created", result.stored)
         if entry.method == "PUT":
@@ -408,7 +417,9 @@ class BundleProcessor:
                 if entry.if_match
                 else None
             )
-            result = service.update_in(tx, requester, entry.resource, if_match=if_match)
+            result = service.update_in(
+                tx, requester, entry.resource, if_match=if_match, entries=entry.prepared
+            )
             return _response("201 Created" if result.created else "200 OK", result.stored)
         if entry.method == "DELETE":
             if target.params is not None:

@@ -371,7 +371,9 @@ class FhirService:
         resource: dict,
         *,
         if_match: int | None = None,
+        entries: PreparedEntries | None = None,
     ) -> WriteResult:
+        """`entries`: the resource's `prepare`d index entries, if made before the transaction."""
         resource_type, resource_id = resource["resourceType"], versions.check_id(resource["id"])
         current = tx.read(resource_type, resource_id)
         if if_match is not None and (current is None or current.version != if_match):
@@ -384,13 +386,13 @@ class FhirService:
             # Update as create: the client chose the id.
             self.gate.authorize_write(requester, "create", resource_type, resource, None)
             stored = versions.stamp(resource, resource_id, 1, self.clock())
-            self._write(tx, stored, resource, "PUT", expected_version=0)
+            self._write(tx, stored, resource, "PUT", expected_version=0, entries=entries)
             self.gate.after_write(tx, requester, "create", stored, resource)
             return WriteResult(stored, created=True)
         old = None if current.deleted else current.json()
         self.gate.authorize_write(requester, "update", resource_type, resource, old)
         stored = versions.stamp(resource, resource_id, current.version + 1, self.clock())
-        self._write(tx, stored, resource, "PUT", expected_version=current.version)
+        self._write(tx, stored, resource, "PUT", expected_version=current.version, entries=entries)
         self.gate.after_write(tx, requester, "update", stored, resource)
         return WriteResult(stored, created=current.deleted)
 

@@ -188,6 +188,57 @@ def test_transaction_rewrites_urn_uuid_references(engine_service):
     assert document["content"][0]["attachment"]["url"] == binary_ref
 
 
+def test_transaction_entries_are_indexed_with_their_rewritten_references(engine_service):
+    """A transaction's entries are indexed as stored (search.html): by the server ids their
+    urn:uuid references were rewritten to (http.html#trules), and an entry updated by a later
+    transaction by its new values only. Their index entries are extracted before the write
+    transaction opens, after the rewrite."""
+    service, bundles = engine_service
+    _, created = bundles.process(
+        INTERNAL,
+        _transaction(
+            {
+                "fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111",
+                "resource": patient(family="Avant"),
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "fullUrl": "urn:uuid:22222222-2222-2222-2222-222222222222",
+                "resource": {
+                    "resourceType": "List",
+                    "status": "current",
+                    "mode": "working",
+                    "subject": {"reference": "urn:uuid:11111111-1111-1111-1111-111111111111"},
+                },
+                "request": {"method": "POST", "url": "List"},
+            },
+        ),
+    )
+    patient_ref = created[0].location.split("/_history")[0]
+    patient_id = patient_ref.split("/")[1]
+
+    def found(resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+        result = service.search(INTERNAL, resource_type, params)
+        return [resource_id for _, resource_id, _ in result.matches]
+
+    list_id = created[1].location.split("/")[1]
+    assert found("List", [("subject", patient_ref)]) == [list_id]
+    assert found("List", [("patient", patient_id)]) == [list_id]
+
+    _, updated = bundles.process(
+        INTERNAL,
+        _transaction(
+            {
+                "resource": patient(family="Apres", id=patient_id),
+                "request": {"method": "PUT", "url": patient_ref},
+            }
+        ),
+    )
+    assert updated[0].status == "200 OK"
+    assert found("Patient", [("family", "Apres")]) == [patient_id]
+    assert found("Patient", [("family", "Avant")]) == []
+
+
 def test_transaction_with_a_failing_entry_stores_nothing_and_names_the_entry(engine_service):
     service, bundles = engine_service
     bundle = _transaction(
