@@ -32,7 +32,10 @@ import http.client
 import json
 import os
 import random
+import re
 import shutil
+import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -43,7 +46,14 @@ from pathlib import Path
 from lxml import etree
 
 from benchmarks.datagen import CorpusPlan, make_patient, nir
-from benchmarks.harness import percentile, request, running_server, table, temporary_data_dir
+from benchmarks.harness import (
+    percentile,
+    request,
+    running_server,
+    table,
+    temporary_data_dir,
+    wrk,
+)
 from benchmarks.tokens import token
 from fhir_server.auth.vihf import WSSE, load_or_create_structure_credential, mint_vihf
 from fhir_server.config import load_settings
@@ -149,8 +159,70 @@ def _deposits(port: int, requests: list[tuple[str, bytes]], clients: int) -> dic
         "count": len(requests),
         "rate": len(requests) / elapsed,
         "p50": percentile(latencies, 0.50),
-        "p95": percentile(latencies, 0.95),
+        "p99": percentile(latencies, 0.99),
     }
+
+
+DEPOSIT_SCRIPT = Path(__file__).with_name("deposit_requests.lua")
+# Deposits built per second of the run: more than the server can take, so that no wrk thread
+# runs out (the run fails if one does).
+DEPOSITS_PER_SECOND = 300
+
+
+def _wrk_deposits(
+    port: int, data_dir: Path, requests: list[tuple[str, bytes]], clients: int, seconds: int
+) -> dict:
+    """Deposits sent by wrk over `clients` connections for `seconds`, each a different one.
+
+    wrk rather than Python clients, as for the creates of the foundation bench: the Python
+    clients spent about 1 ms of CPU per deposit on the two cores the server runs on. Every
+    deposit wrk counts must be answered with success (`deposit_requests.lua`) and stored
+    (DocumentReferences counted before and after).
+    """
+    before = _stored_documents(data_dir)
+    threads = 2
+    with tempfile.TemporaryDirectory(prefix="deposits-") as folder:
+        for i, (content_type, body) in enumerate(requests):
+            Path(folder, f"{i:06d}.body").write_bytes(body)
+            Path(folder, f"{i:06d}.type").write_text(content_type)
+        result = wrk(
+            f"http://127.0.0.1:{port}/xds/repository",
+            seconds=seconds,
+            connections=clients,
+            threads=threads,
+            script=DEPOSIT_SCRIPT,
+            env={
+                "DEPOSITS_DIR": folder,
+                "DEPOSITS_COUNT": str(len(requests)),
+                "DEPOSITS_THREADS": str(threads),
+            },
+        )
+    failures = int(re.search(r"deposit failures: (\d+)", result.output).group(1))
+    if failures or result.errors:
+        raise SystemExit(f"{failures + result.errors} deposits failed")
+    if result.requests >= len(requests) - clients:
+        raise SystemExit(f"the {len(requests)} deposits built ran out: build more")
+    stored = _stored_documents(data_dir) - before
+    if stored < result.requests:
+        raise SystemExit(f"{result.requests} deposits answered but {stored} stored")
+    return {
+        "count": result.requests,
+        "rate": result.requests_per_second,
+        "p50": result.p50_ms,
+        "p99": result.p99_ms,
+    }
+
+
+def _stored_documents(data_dir: Path) -> int:
+    """DocumentReferences in the server's SQLite store, read beside it (no client may count
+    them all: the DMP rules refuse such a search to every requester)."""
+    connection = sqlite3.connect(f"file:{data_dir / 'fhir.sqlite3'}?mode=ro", uri=True)
+    try:
+        return connection.execute(
+            "SELECT count(*) FROM resource WHERE type = 'DocumentReference'"
+        ).fetchone()[0]
+    finally:
+        connection.close()
 
 
 def _create_patients(port: int, admin: str, count: int, first: int) -> list[str]:
@@ -325,7 +397,7 @@ def _parse_ratio(content_type: str, body: bytes, repeats: int) -> tuple[float, f
 def run(args: argparse.Namespace) -> str:
     load_before = os.getloadavg()
     clients = getattr(args, "clients", 8)
-    small_count = max(200, 20 * args.seconds * 5)
+    small_count = 20 + DEPOSITS_PER_SECOND * args.seconds
     large_count = max(30, args.seconds * 5)
     lines = []
     with temporary_data_dir() as data_dir:
@@ -363,13 +435,12 @@ def run(args: argparse.Namespace) -> str:
                 for i in range(large_count)
             ]
             _deposits(server.port, small[:20], clients)  # warm-up
-            small_result = _deposits(server.port, small[20:], clients)
+            small_result = _wrk_deposits(server.port, data_dir, small[20:], clients, args.seconds)
             large_result = _deposits(server.port, large, clients)
             if not args.bench_data_dir:
                 envelopes_nirs = [nirs[i % len(nirs)] for i in range(300)]
-                corpus = (
-                    f"{small_count + large_count} documents of step 1 over {len(nirs)} patients"
-                )
+                stored = _stored_documents(data_dir)
+                corpus = f"{stored:,} documents of step 1 over {len(nirs)} patients"
                 query_headers = {
                     n: security(credential, audience, n, "bris_de_glace") for n in nirs
                 }
@@ -453,7 +524,7 @@ def run(args: argparse.Namespace) -> str:
                     small_result["count"],
                     f"**{small_result['rate']:.0f}/s**",
                     f"{small_result['p50']:.1f}",
-                    f"{small_result['p95']:.1f}",
+                    f"{small_result['p99']:.1f}",
                     ">= 100/s",
                 ),
                 (
@@ -461,11 +532,11 @@ def run(args: argparse.Namespace) -> str:
                     large_result["count"],
                     f"**{large_result['rate']:.1f}/s**",
                     f"{large_result['p50']:.1f}",
-                    f"{large_result['p95']:.1f}",
+                    f"{large_result['p99']:.1f}",
                     "-",
                 ),
             ],
-            ("document", "deposits", "throughput", "p50 ms", "p95 ms", "target"),
+            ("document", "deposits", "throughput", "p50 ms", "p99 ms", "target"),
         )
     )
     lines += ["", f"### ITI-18 FindDocuments ({corpus})", ""]
@@ -514,7 +585,7 @@ def run(args: argparse.Namespace) -> str:
     )
     lines += [
         "",
-        f"server: `fhir-server serve --workers {args.workers} --threads {args.threads}`, {clients} concurrent clients; "
+        f"server: `fhir-server serve --workers {args.workers} --threads {args.threads}`, {clients} connections (wrk; Python clients for 1 MB); "
         f"{os.cpu_count()} CPUs; load average before {load_before[0]:.2f} / after {load_after[0]:.2f} "
         "(other benchmarks and test runs share the machine)",
     ]

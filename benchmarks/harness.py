@@ -150,6 +150,8 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0  # completed in the run
+    output: str = ""  # wrk's report, with what a script's done() printed
 
 
 def _ms(text: str) -> float:
@@ -166,8 +168,10 @@ def wrk(
     threads: int = 2,
     headers: dict | None = None,
     script: Path | None = None,
+    env: dict | None = None,
 ) -> WrkResult:
-    """wrk's figures for `url`; `script`: a wrk Lua script making the requests."""
+    """wrk's figures for `url`; `script`: a wrk Lua script making the requests, `env`: extra
+    environment variables for it."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for this benchmark: apt-get install wrk")
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
@@ -178,13 +182,20 @@ def wrk(
         **(headers or {}),
     }.items():
         command += ["-H", f"{name}: {value}"]
-    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    output = subprocess.run(
+        [*command, url],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     # Anchored: a "+/- Stdev" column such as "92.50%" must not pass for the 50% percentile.
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE).group(1))
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return WrkResult(rps, p50, p99, int(errors.group(1)) if errors else 0)
+    completed = int(re.search(r"(\d+) requests in", output).group(1))
+    return WrkResult(rps, p50, p99, int(errors.group(1)) if errors else 0, completed, output)
 
 
 def request(
