@@ -3,9 +3,12 @@
     fhir-server bench xds [--seconds 10] [--workers 2] [--threads 4] [--data-dir DIR]
 
 1. ITI-41 single-document deposits per second (MTOM, a 20 KB CDA and a 1 MB PDF), through
-   `fhir-server serve` (gunicorn) on loopback, `--clients` concurrent keep-alive clients,
-   auditing on (every deposit writes its BALP and ITI-41 AuditEvents), into a fresh SQLite
-   data dir. Target: >= 100 deposits/s for 20 KB.
+   `fhir-server serve` (gunicorn) on loopback, 8 concurrent keep-alive connections shared
+   between the workers, auditing on (every deposit stores its ITI-41 AuditEvent), into a
+   fresh SQLite data dir. The 20 KB deposits are sent by wrk for `--seconds`, each a
+   different ITI-41 built beforehand (`deposit_requests.lua`); each must be answered with
+   success and be found stored. The 1 MB ones (a few dozen) by Python clients. Target:
+   >= 100 deposits/s for 20 KB.
 2. ITI-18 FindDocuments latency (single client, sequential, LeafClass and ObjectRef) on the
    corpus of `--data-dir` (a `python -m benchmarks.bulk` data dir: Patients and
    DocumentReferences, see bench_search.py), copied first because every ITI-18 writes
