@@ -787,23 +787,16 @@ def extract(
     entries = content
     if entries is None:
         entries = _entries_of(resource, resource_type, content_definitions, engine)
-        unique = ()
-    else:  # `prepare` deduplicated them: only the lists the stamp adds to need it again
-        unique = tuple(kind for kind, _ in _KINDS if getattr(entries, kind))
-        sizes = [len(getattr(entries, kind)) for kind in unique]
+    # `prepare` deduplicated `content`: only the lists the stamp adds to need it again.
+    sizes = None if content is None else {kind: len(getattr(content, kind)) for kind, _ in _KINDS}
     for definition in stamped:
         extractor = _extractor(definition, resource_type, engine)
         if extractor is not None:
             _add_values(entries, definition, extractor(resource))
-    if unique:
-        unique = tuple(
-            kind
-            for kind, size in zip(unique, sizes, strict=True)
-            if len(getattr(entries, kind)) == size
-        )
     for kind, _ in _KINDS:
-        if kind not in unique:
-            setattr(entries, kind, _dedupe(getattr(entries, kind)))
+        values = getattr(entries, kind)
+        if sizes is None or len(values) != sizes[kind]:
+            setattr(entries, kind, _dedupe(values))
     entries.compartment = compartment_of(resource, entries, registry)
     return entries
 
