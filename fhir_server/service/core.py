@@ -242,10 +242,18 @@ class FhirService:
             if existing:
                 return WriteResult(existing[0], created=False)
         resource_id = versions.new_id()
+        # Authorized before the transaction: a create has no current version to judge, and the
+        # write lock, which every writer of every process waits for, is not held meanwhile.
+        self.gate.authorize_write(requester, "create", resource_type, resource, None)
         prepared = self._prepare_create(requester, resource, resource_id)
         with self._transaction() as tx:
             return self.create_in(
-                tx, requester, resource, resource_id=resource_id, prepared=prepared
+                tx,
+                requester,
+                resource,
+                resource_id=resource_id,
+                prepared=prepared,
+                authorized=True,
             )
 
     def _prepare_create(
@@ -346,7 +354,9 @@ class FhirService:
         keep_id: bool = False,
         resource_id: str | None = None,
         prepared: PreparedWrite | None = None,
+        authorized: bool = False,
     ) -> WriteResult:
+        """`authorized`: the caller has had `gate.authorize_write` accept this create."""
         resource_type = resource["resourceType"]
         if resource_id is None:
             resource_id = (
@@ -354,7 +364,8 @@ class FhirService:
                 if keep_id and resource.get("id")
                 else versions.new_id()
             )
-        self.gate.authorize_write(requester, "create", resource_type, resource, None)
+        if not authorized:
+            self.gate.authorize_write(requester, "create", resource_type, resource, None)
         stored = versions.stamp(resource, resource_id, 1, self.clock())
         self._write(
             tx, stored, resource, "POST", expected_version=0, entries=prepared and prepared.entries

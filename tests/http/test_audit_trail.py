@@ -61,6 +61,38 @@ def test_r16_audit_events_cannot_be_changed_or_deleted(client, tokens):
     assert client.get(f"/fhir/AuditEvent/{event['id']}", headers=auth(token)).status_code == 200
 
 
+def test_r06_r16_a_refused_create_stores_nothing_and_is_traced_as_a_failure(client, tokens):
+    """A create is judged before its write transaction opens (service/core.py): the refusal
+    must still leave nothing stored and one failure event."""
+    patient_id, token = _setup(client, tokens)
+    forged = {
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+        "recorded": "2026-11-22T10:00:00Z",
+        "agent": [{"who": {"display": "forger"}, "requestor": True}],
+        "source": {"observer": {"display": "forger"}},
+        "entity": [{"what": {"reference": f"Patient/{patient_id}"}}],
+    }
+    before = client.get(f"/fhir/AuditEvent?patient={patient_id}", headers=auth(token)).get_json()
+    refused = client.post(
+        "/fhir/AuditEvent",
+        data=json.dumps(forged),
+        headers=auth(token, **{"Content-Type": FHIR_JSON}),
+    )
+    assert refused.status_code == 403
+    after = client.get(f"/fhir/AuditEvent?patient={patient_id}", headers=auth(token)).get_json()
+    new_events = [
+        entry["resource"]
+        for entry in after.get("entry", [])
+        if entry["resource"]["id"] not in {e["resource"]["id"] for e in before.get("entry", [])}
+    ]
+    assert not any(
+        event.get("agent", [{}])[0].get("who", {}).get("display") == "forger"
+        for event in new_events
+    ), "the refused AuditEvent was stored"
+    assert [event["outcome"] for event in new_events].count("8") == 1
+
+
 def test_r16_professionals_never_read_audit_events(client, tokens):
     patient_id, _ = _setup(client, tokens)
     practitioner = tokens.practitioner("810000000001")
