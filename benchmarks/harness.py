@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# `fhir-server serve`'s gunicorn settings, for the apps served by module:callable name.
+GUNICORN_CONFIG = "benchmarks.gunicorn_config"
 
 
 def free_port() -> int:
@@ -104,6 +106,8 @@ def running_server(
             sys.executable,
             "-m",
             "gunicorn",
+            "--config",
+            f"python:{GUNICORN_CONFIG}",
             app,
             "--bind",
             f"127.0.0.1:{port}",
@@ -111,8 +115,6 @@ def running_server(
             str(workers),
             "--threads",
             str(threads),
-            "--worker-class",
-            "gthread",
             "--log-level",
             "warning",
             *(["--worker-connections", str(worker_connections)] if worker_connections else []),

@@ -58,16 +58,9 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("workers", settings.workers)
             self.cfg.set("threads", settings.threads)
             self.cfg.set("worker_connections", settings.worker_connections)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("graceful_timeout", 20)
-            self.cfg.set("timeout", 120)
-            self.cfg.set("keepalive", 5)
-            self.cfg.set("accesslog", "-")
-            self.cfg.set("errorlog", "-")
+            for name, value in gunicorn_settings().items():
+                self.cfg.set(name, value)
             self.cfg.set("loglevel", settings.log_level.lower())
-            self.cfg.set("limit_request_line", 8190)
-            self.cfg.set("worker_exit", _close_store)
-            self.cfg.set("post_worker_init", _freeze_startup_objects)
 
         def load(self):
             from fhir_server.rest.app import create_app
@@ -80,6 +73,22 @@ def _serve(args: argparse.Namespace) -> int:
     )
     Server().run()
     return 0
+
+
+def gunicorn_settings() -> dict[str, object]:
+    """The gunicorn settings of `fhir-server serve` besides address, sizes and log level; the
+    benchmarks serve their apps with the same (`benchmarks/gunicorn_config.py`)."""
+    return {
+        "worker_class": "gthread",
+        "graceful_timeout": 20,
+        "timeout": 120,
+        "keepalive": 5,
+        "accesslog": "-",
+        "errorlog": "-",
+        "limit_request_line": 8190,
+        "worker_exit": _close_store,
+        "post_worker_init": _freeze_startup_objects,
+    }
 
 
 def _freeze_startup_objects(worker) -> None:

@@ -67,3 +67,15 @@ def test_serve_worker_moves_its_start_up_objects_out_of_the_collectors_reach():
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_benchmark_apps_are_served_with_the_settings_of_serve():
+    """benchmarks/: a benchmark app (`running_server(app=...)`) runs under the gunicorn
+    settings of `fhir-server serve`, start-up freeze and access log included, so that its
+    figures are those of the server as deployed."""
+    import benchmarks.gunicorn_config as config
+    from fhir_server.cli import gunicorn_settings
+
+    settings = gunicorn_settings()
+    assert {name: getattr(config, name) for name in settings} == settings
+    assert settings["post_worker_init"].__name__ == "_freeze_startup_objects"
