@@ -157,8 +157,8 @@ class SqliteTransaction:
         )
 
     def append_audit(self, version: VersionWrite) -> None:
-        """A new AuditEvent goes to the journal (`sqlite_journal`), one row."""
-        sqlite_journal.append(self._connection, version)
+        """A new AuditEvent, written into the tables at once (see `sqlite_journal`)."""
+        sqlite_journal.write_now(self._connection, version)
 
     def write(self, version: VersionWrite) -> None:
         resource = version.resource

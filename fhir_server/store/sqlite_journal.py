@@ -1,18 +1,20 @@
-"""The SQLite engine's AuditEvent journal: durable at once, indexed in batches.
+"""The SQLite engine's AuditEvent journal, now drained only: events written by earlier
+versions of the server, durable there, move into the tables.
 
-Every read writes an AuditEvent (R16), durably, before its answer leaves. Written like any
-other resource, one event touches about thirty B-trees (its row, its history row and a leaf
-of each index its ~25 index rows go to), and every commit flushes each of those pages: the
-audit then costs more than the read it records. AuditEvents are append-only and read rarely
-(the patient's access history, `fhir-server audit verify`), so the engine writes each one as
-a single row of `audit_journal` — its sealed body and its index rows, ready-made — and moves
-journaled events into the `resource`, `history` and index tables later, many per
-transaction, where they share pages.
+Until 2026-11-22 every AuditEvent (R16) was committed as a single row of `audit_journal`
+(its sealed body and its index rows, ready-made), and moved into the `resource`, `history`
+and index tables later by a background thread, many per transaction. Measured since group
+commit made every commit shared, the journal saved nothing on audited reads (the same
+throughput either way) and cost the deposit and query paths a second write of every event:
+the move, under the write lock, with a commit of its own. At a million documents an ITI-18
+query's audit commit waited behind such a move (20-45 ms for one large search event, plus
+its commit), which made most of the FindDocuments p95. Events are now written into the
+tables in the transaction that records them (`write_now`).
 
-The journal is invisible to clients: every store operation that can return an AuditEvent
-first moves the whole journal (`SqliteStore.settle_audit`), so it sees every event committed
-before it began; a background thread in each process keeps the journal short meanwhile.
-A journaled event and its move are each one transaction, so a crash loses neither.
+A store written by an earlier version may still hold journaled events. They stay invisible
+to clients: every store operation that can return an AuditEvent first moves the whole
+journal (`SqliteStore.settle_audit`), and the maintenance thread empties it meanwhile. A
+journaled event and its move are each one transaction, so a crash loses neither.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable
 import orjson
 
 from fhir_server.store import sqlite_index, sqlite_labels
-from fhir_server.store.base import VersionWrite
+from fhir_server.store.base import StoredResource, VersionWrite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_journal (
@@ -38,20 +40,46 @@ CREATE TABLE IF NOT EXISTS audit_journal (
 JOURNALED_TYPE = "AuditEvent"
 
 
+def write_now(connection: sqlite3.Connection, version: VersionWrite) -> None:
+    """Write a new AuditEvent (version 1, created by POST) into the resource, history and
+    index tables, in the open transaction: the rows a move of its journal row would write."""
+    _insert(connection, version.resource, _index_rows(version))
+
+
 def append(connection: sqlite3.Connection, version: VersionWrite) -> None:
-    """Journal a new AuditEvent (version 1, created by POST) in the open transaction."""
+    """Journal a new AuditEvent in the open transaction, as versions before 2026-11-22 did
+    (kept for the tests of the drain, which need journaled events)."""
     resource = version.resource
-    if resource.resource_type != JOURNALED_TYPE or version.expected_version != 0:
-        raise ValueError("only new AuditEvents are journaled")
-    rows = (
-        sqlite_index.index_rows(resource.resource_type, version.index)
-        if version.index is not None
-        else {}
-    )
     connection.execute(
         "INSERT INTO audit_journal (id, last_updated, body, index_rows) VALUES (?, ?, ?, ?)",
-        (resource.id, resource.last_updated, resource.body, orjson.dumps(rows)),
+        (resource.id, resource.last_updated, resource.body, orjson.dumps(_index_rows(version))),
     )
+
+
+def _index_rows(version: VersionWrite) -> sqlite_index.IndexRows:
+    resource = version.resource
+    if resource.resource_type != JOURNALED_TYPE or version.expected_version != 0:
+        raise ValueError("only new AuditEvents are appended")
+    if version.index is None:
+        return {}
+    return sqlite_index.index_rows(resource.resource_type, version.index)
+
+
+def _insert(
+    connection: sqlite3.Connection, resource: StoredResource, tables: sqlite_index.IndexRows
+) -> None:
+    labels = sqlite_labels.of_token_rows(tables.get("ix_token", ()))
+    rid = connection.execute(
+        "INSERT INTO resource (type, id, version, last_updated, deleted, body, labels) "
+        "VALUES (?, ?, 1, ?, 0, ?, ?)",
+        (JOURNALED_TYPE, resource.id, resource.last_updated, resource.body, labels),
+    ).lastrowid
+    connection.execute(
+        "INSERT INTO history (type, id, version, last_updated, deleted, method, body) "
+        "VALUES (?, ?, 1, ?, 0, 'POST', ?)",
+        (JOURNALED_TYPE, resource.id, resource.last_updated, resource.body),
+    )
+    sqlite_index.insert_index_rows(connection, [(rid, tables)])
 
 
 def pending(connection: sqlite3.Connection) -> bool:
@@ -84,18 +112,8 @@ def materialize(
             table: list(map(tuple, table_rows))
             for table, table_rows in orjson.loads(index_rows).items()
         }
-        labels = sqlite_labels.of_token_rows(tables.get("ix_token", ()))
-        rid = connection.execute(
-            "INSERT INTO resource (type, id, version, last_updated, deleted, body, labels) "
-            "VALUES (?, ?, 1, ?, 0, ?, ?)",
-            (JOURNALED_TYPE, resource_id, last_updated, body, labels),
-        ).lastrowid
-        connection.execute(
-            "INSERT INTO history (type, id, version, last_updated, deleted, method, body) "
-            "VALUES (?, ?, 1, ?, 0, 'POST', ?)",
-            (JOURNALED_TYPE, resource_id, last_updated, body),
-        )
-        sqlite_index.insert_index_rows(connection, [(rid, tables)])
+        stored = StoredResource(JOURNALED_TYPE, resource_id, 1, last_updated, False, body)
+        _insert(connection, stored, tables)
         moved += 1
         if yield_to is not None and yield_to():
             break

@@ -1,6 +1,7 @@
-"""The SQLite AuditEvent journal (store/sqlite_journal.py): an AuditEvent (R16) is durable
-as one journal row when its transaction commits, and every store operation that can return,
-count or match AuditEvents sees it as if it had been written like any other resource."""
+"""AuditEvents on SQLite (store/sqlite_journal.py): an AuditEvent (R16) is written into the
+tables in the transaction that records it; events journaled by an earlier version of the
+server are durable there, and every store operation that can return, count or match
+AuditEvents sees them as if they had been written like any other resource."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def _write(event: dict, registry) -> VersionWrite:
     return VersionWrite(stored, "POST", 0, entries, sort_values(entries), "p1")
 
 
+def _journal(tx, version: VersionWrite) -> None:
+    """An event journaled as versions before 2026-11-22 did (they leave such rows behind)."""
+    sqlite_journal.append(tx._connection, version)
+
+
 def _journal_rows(path: Path) -> int:
     connection = sqlite3.connect(path)
     try:
@@ -75,10 +81,30 @@ def _search(store: SqliteStore, query: SearchQuery) -> list[str]:
     return [row.id for row in page.rows]
 
 
-def test_r16_a_journaled_event_is_durable_at_commit_and_read_back(store, registry, tmp_path):
+def test_r16_an_event_is_in_the_tables_when_its_transaction_commits(store, registry, tmp_path):
+    """No journal row: read back, found by search, with the rows any resource would have."""
     event = _audit_event()
     with store.transaction() as tx:
         tx.append_audit(_write(event, registry))
+    assert _journal_rows(tmp_path / "fhir.sqlite3") == 0
+    connection = sqlite3.connect(tmp_path / "fhir.sqlite3")
+    try:
+        body = connection.execute(
+            "SELECT body FROM resource WHERE type = 'AuditEvent' AND id = ?", (event["id"],)
+        ).fetchone()[0]
+    finally:
+        connection.close()
+    assert orjson.loads(body) == event
+    query = SearchQuery(
+        "AuditEvent", ReferenceTest("patient", target_type="Patient", target_id="p1")
+    )
+    assert _search(store, query) == [event["id"]]
+
+
+def test_r16_a_journaled_event_is_durable_at_commit_and_read_back(store, registry, tmp_path):
+    event = _audit_event()
+    with store.transaction() as tx:
+        _journal(tx, _write(event, registry))
     assert _journal_rows(tmp_path / "fhir.sqlite3") == 1  # committed, not yet moved
     stored = store.read("AuditEvent", event["id"])
     assert stored is not None and orjson.loads(stored.body) == event
@@ -90,7 +116,7 @@ def test_r16_journaled_events_are_found_by_search(store, registry):
     events = [_audit_event() for _ in range(3)]
     for event in events:
         with store.transaction() as tx:
-            tx.append_audit(_write(event, registry))
+            _journal(tx, _write(event, registry))
     query = SearchQuery(
         "AuditEvent", ReferenceTest("patient", target_type="Patient", target_id="p1")
     )
@@ -102,13 +128,15 @@ def test_r16_type_history_lists_journaled_events_in_chain_order(store, registry)
     events = [_audit_event() for _ in range(3)]
     for event in events:
         with store.transaction() as tx:
-            tx.append_audit(_write(event, registry))
+            _journal(tx, _write(event, registry))
     page = store.history("AuditEvent", None, since=None, count=10, cursor=None)
     assert [entry.resource.id for entry in page.entries] == [e["id"] for e in reversed(events)]
 
 
-def test_moved_events_have_the_index_rows_of_a_direct_write(tmp_path, registry):
-    """The journal carries the rows `write_index` would have written, unchanged."""
+@pytest.mark.parametrize("path", ["appended", "journaled"])
+def test_audit_events_have_the_index_rows_of_a_resource_write(tmp_path, registry, path):
+    """An appended event, and a journaled one once moved, have the rows `write_index`
+    writes for any resource, unchanged."""
     event = _audit_event()
     direct = SqliteStore(tmp_path / "direct.sqlite3")
     journaled = SqliteStore(tmp_path / "journaled.sqlite3")
@@ -116,7 +144,10 @@ def test_moved_events_have_the_index_rows_of_a_direct_write(tmp_path, registry):
         with direct.transaction() as tx:
             tx.write(_write(event, registry))
         with journaled.transaction() as tx:
-            tx.append_audit(_write(event, registry))
+            if path == "appended":
+                tx.append_audit(_write(event, registry))
+            else:
+                _journal(tx, _write(event, registry))
         journaled.settle_audit()
 
         def rows(store: SqliteStore) -> dict[str, list]:
@@ -141,7 +172,7 @@ def test_r16_a_journaled_event_survives_a_restart(tmp_path, registry):
     first = SqliteStore(path)
     first.JOURNAL_INTERVAL_SECONDS = 3600
     with first.transaction() as tx:
-        tx.append_audit(_write(event, registry))
+        _journal(tx, _write(event, registry))
     first._closing.set()  # as if the process died before moving it
     second = SqliteStore(path)
     try:
@@ -158,7 +189,7 @@ def test_the_background_mover_empties_the_journal(tmp_path, registry):
     try:
         with store.transaction() as tx:
             for _ in range(3):
-                tx.append_audit(_write(_audit_event(), registry))
+                _journal(tx, _write(_audit_event(), registry))
         deadline = time.monotonic() + 10
         while _journal_rows(path) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -178,7 +209,7 @@ def test_a_move_asked_to_yield_stops_after_one_event_in_chain_order(store, regis
     events = [_audit_event() for _ in range(5)]
     with store.transaction() as tx:
         for event in events:
-            tx.append_audit(_write(event, registry))
+            _journal(tx, _write(event, registry))
     with store.transaction() as tx:
         assert sqlite_journal.materialize(tx._connection, 8, yield_to=lambda: True) == 1
     with store.transaction() as tx:
@@ -200,7 +231,7 @@ def test_a_move_asked_to_yield_stops_after_one_event_in_chain_order(store, regis
 def test_a_write_transaction_reads_journaled_events(store, registry):
     event = _audit_event()
     with store.transaction() as tx:
-        tx.append_audit(_write(event, registry))
+        _journal(tx, _write(event, registry))
     with store.transaction() as tx:
         assert tx.read("AuditEvent", event["id"]) is not None
 
@@ -227,7 +258,7 @@ def test_a_forward_include_reaching_a_journaled_event_finds_it(store, registry):
                 "",
             )
         )
-        tx.append_audit(_write(event, registry))
+        _journal(tx, _write(event, registry))
     page = store.search(SearchQuery("List"), cursor_key=KEY, cursor_binding="test")
     included = store.resolve_includes(
         page.rows, [Include("List", "item")], lambda resource_type: Everything()

@@ -28,7 +28,7 @@ def _event() -> list[dict]:
 
 
 def _durable_events(path: Path) -> int:
-    """What another process sees: committed AuditEvents, journaled or moved."""
+    """What another process sees: committed AuditEvents (journaled ones too)."""
     connection = sqlite3.connect(path)
     try:
         journaled = connection.execute("SELECT count(*) FROM audit_journal").fetchone()[0]
