@@ -43,20 +43,12 @@ JOURNALED_TYPE = "AuditEvent"
 def write_now(connection: sqlite3.Connection, version: VersionWrite) -> None:
     """Write a new AuditEvent (version 1, created by POST) into the resource, history and
     index tables, in the open transaction: the rows a move of its journal row would write."""
-    _insert(connection, version.resource, _index_rows(version))
+    _insert(connection, version.resource, index_rows_of(version))
 
 
-def append(connection: sqlite3.Connection, version: VersionWrite) -> None:
-    """Journal a new AuditEvent in the open transaction, as versions before 2026-11-22 did
-    (kept for the tests of the drain, which need journaled events)."""
-    resource = version.resource
-    connection.execute(
-        "INSERT INTO audit_journal (id, last_updated, body, index_rows) VALUES (?, ?, ?, ?)",
-        (resource.id, resource.last_updated, resource.body, orjson.dumps(_index_rows(version))),
-    )
-
-
-def _index_rows(version: VersionWrite) -> sqlite_index.IndexRows:
+def index_rows_of(version: VersionWrite) -> sqlite_index.IndexRows:
+    """The index rows of a new AuditEvent, as `write_now` writes them and a journal row
+    carries them."""
     resource = version.resource
     if resource.resource_type != JOURNALED_TYPE or version.expected_version != 0:
         raise ValueError("only new AuditEvents are appended")

@@ -57,7 +57,16 @@ def _write(event: dict, registry) -> VersionWrite:
 
 def _journal(tx, version: VersionWrite) -> None:
     """An event journaled as versions before 2026-11-22 did (they leave such rows behind)."""
-    sqlite_journal.append(tx._connection, version)
+    resource = version.resource
+    tx._connection.execute(
+        "INSERT INTO audit_journal (id, last_updated, body, index_rows) VALUES (?, ?, ?, ?)",
+        (
+            resource.id,
+            resource.last_updated,
+            resource.body,
+            orjson.dumps(sqlite_journal.index_rows_of(version)),
+        ),
+    )
 
 
 def _journal_rows(path: Path) -> int:
