@@ -157,8 +157,10 @@ class SqliteTransaction:
         )
 
     def append_audit(self, version: VersionWrite) -> None:
-        """A new AuditEvent, written into the tables at once (see `sqlite_journal`)."""
-        sqlite_journal.write_now(self._connection, version)
+        """A new AuditEvent, written like any resource (no longer journaled: `sqlite_journal`)."""
+        if version.resource.resource_type != "AuditEvent" or version.expected_version != 0:
+            raise ValueError("only new AuditEvents are appended")
+        self.write(version)
 
     def write(self, version: VersionWrite) -> None:
         resource = version.resource

@@ -9,7 +9,7 @@ throughput either way) and cost the deposit and query paths a second write of ev
 the move, under the write lock, with a commit of its own. At a million documents an ITI-18
 query's audit commit waited behind such a move (20-45 ms for one large search event, plus
 its commit), which made most of the FindDocuments p95. Events are now written into the
-tables in the transaction that records them (`write_now`).
+tables in the transaction that records them, like any resource (`SqliteTransaction.append_audit`).
 
 A store written by an earlier version may still hold journaled events. They stay invisible
 to clients: every store operation that can return an AuditEvent first moves the whole
@@ -25,7 +25,7 @@ from collections.abc import Callable
 import orjson
 
 from fhir_server.store import sqlite_index, sqlite_labels
-from fhir_server.store.base import StoredResource, VersionWrite
+from fhir_server.store.base import StoredResource
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_journal (
@@ -38,23 +38,6 @@ CREATE TABLE IF NOT EXISTS audit_journal (
 """
 
 JOURNALED_TYPE = "AuditEvent"
-
-
-def write_now(connection: sqlite3.Connection, version: VersionWrite) -> None:
-    """Write a new AuditEvent (version 1, created by POST) into the resource, history and
-    index tables, in the open transaction: the rows a move of its journal row would write."""
-    _insert(connection, version.resource, index_rows_of(version))
-
-
-def index_rows_of(version: VersionWrite) -> sqlite_index.IndexRows:
-    """The index rows of a new AuditEvent, as `write_now` writes them and a journal row
-    carries them."""
-    resource = version.resource
-    if resource.resource_type != JOURNALED_TYPE or version.expected_version != 0:
-        raise ValueError("only new AuditEvents are appended")
-    if version.index is None:
-        return {}
-    return sqlite_index.index_rows(resource.resource_type, version.index)
 
 
 def _insert(

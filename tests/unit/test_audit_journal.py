@@ -64,7 +64,7 @@ def _journal(tx, version: VersionWrite) -> None:
             resource.id,
             resource.last_updated,
             resource.body,
-            orjson.dumps(sqlite_journal.index_rows_of(version)),
+            orjson.dumps(sqlite_index.index_rows(resource.resource_type, version.index)),
         ),
     )
 
