@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from benchmarks import machine
+
 BENCHMARKS = {
     "foundation": "benchmarks.bench_foundation",
     "search": "benchmarks.bench_search",
@@ -40,5 +42,10 @@ def add_bench_command(subparsers) -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     module = importlib.import_module(BENCHMARKS[args.name])
-    print(module.run(args))
+    before = machine.sample()
+    report = module.run(args)
+    after = machine.sample()
+    print(report)
+    print()
+    print(machine.describe(before, after))
     return 0
