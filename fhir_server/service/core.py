@@ -110,7 +110,7 @@ class FhirService:
         stored = self.gate.authorize_read(requester, stored, ReadPurpose.READ) or stored
         if stored.deleted:
             raise error(410, "deleted", f"{resource_type}/{resource_id} has been deleted")
-        return stored
+        return self.gate.as_served(requester, stored)
 
     def vread(
         self, requester: Requester, resource_type: str, resource_id: str, version: int
@@ -124,7 +124,7 @@ class FhirService:
             raise error(
                 410, "deleted", f"version {version} of {resource_type}/{resource_id} is a deletion"
             )
-        return stored
+        return self.gate.as_served(requester, stored)
 
     def history(
         self,
@@ -180,9 +180,10 @@ class FhirService:
                 query.includes,
                 lambda target_type: self.gate.include_constraint(requester, query, target_type),
             )
+        served = self.gate.served_body
         result = SearchResult(
-            matches=[(row[0], row[1], row[2]) for row in page.rows],
-            included=included,
+            matches=[(row[0], row[1], served(requester, row[0], row[2])) for row in page.rows],
+            included=[(kind, id_, served(requester, kind, body)) for kind, id_, body in included],
             total=page.total,
             next_cursor=page.next_cursor,
             previous_cursor=getattr(page, "previous_cursor", None),
@@ -402,10 +403,16 @@ class FhirService:
             return WriteResult(stored, created=True)
         old = None if current.deleted else current.json()
         self.gate.authorize_write(requester, "update", resource_type, resource, old)
+        if old is not None:
+            # What the current version names that this writer was never shown is kept
+            # (`access.hidden_references`).
+            kept = self.gate.as_written(requester, resource, old)
+            if kept is not resource:
+                resource, entries = kept, None
         stored = versions.stamp(resource, resource_id, current.version + 1, self.clock())
         self._write(tx, stored, resource, "PUT", expected_version=current.version, entries=entries)
         self.gate.after_write(tx, requester, "update", stored, resource)
-        return WriteResult(stored, created=current.deleted)
+        return WriteResult(self.gate.as_served(requester, stored), created=current.deleted)
 
     def delete_in(
         self, tx: StoreTransaction, requester: Requester, resource_type: str, resource_id: str

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import orjson
 
+from fhir_server.access import hidden_references
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.constraints import matches as constraint_matches
 from fhir_server.access.decision import Deny, Permit, not_found_message
@@ -28,6 +29,7 @@ from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity
 from fhir_server.auth.scopes import ScopeError, ScopeSet
 from fhir_server.errors import FhirError, error
+from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.parameters import parse_search
 from fhir_server.search.query import (
     And,
@@ -288,20 +290,9 @@ class Gate:
                 if previous is not None and not previous.deleted:
                     resource = previous.json()
                     break
-        if resource_type == "Binary":
-            documents = [
-                _json(body)
-                for _, _, body in self._internal_search(
-                    "DocumentReference", UriTest("location", f"Binary/{stored.id}"), 20
-                )
-            ]
-            record = self._record_of(documents[0]) if documents else None
-            decision = self.policy.decide_binary_read(requester, resource, documents, record)
-            patients = [record.patient_id] if record else []
-        else:
-            patients = sorted(compartment_of(resource))
-            record = self._record_of(resource, patients)
-            decision = self.policy.decide_read(requester, resource_type, resource, record)
+        decision, patients, record = self._decide_read(
+            requester, resource_type, stored.id, resource
+        )
         if (
             isinstance(scope_node, InCompartment)
             and resource_type != "Binary"
@@ -325,6 +316,72 @@ class Gate:
                 self.store, self.registry, self.audit.clock, requester, stored, record
             )
         return None
+
+    def _decide_read(
+        self, requester: Requester, resource_type: str, resource_id: str, resource: dict
+    ) -> tuple[Deny | Permit, list[str], PatientRecord | None]:
+        """The DMP rules on one version: (decision, patients concerned, their record). A
+        Binary is judged through the DocumentReferences that point to it."""
+        if resource_type == "Binary":
+            documents = [
+                _json(body)
+                for _, _, body in self._internal_search(
+                    "DocumentReference", UriTest("location", f"Binary/{resource_id}"), 20
+                )
+            ]
+            record = self._record_of(documents[0]) if documents else None
+            decision = self.policy.decide_binary_read(requester, resource, documents, record)
+            return decision, [record.patient_id] if record else [], record
+        patients = sorted(compartment_of(resource))
+        record = self._record_of(resource, patients)
+        return self.policy.decide_read(requester, resource_type, resource, record), patients, record
+
+    def as_served(self, requester: Requester, stored: StoredResource) -> StoredResource:
+        """`stored` as `requester` may be served it (see `served_body`)."""
+        if stored.deleted:
+            return stored
+        body = self.served_body(requester, stored.resource_type, stored.body)
+        return stored if body is stored.body else replace(stored, body=body)
+
+    def served_body(self, requester: Requester, resource_type: str, body: bytes) -> bytes:
+        """The bytes of a resource `requester` may read, as they may be served: without the
+        List entries and DocumentReference.relatesTo naming resources they may not read (R14,
+        R18, `access.hidden_references`); anything else, and what names nothing hidden, as
+        stored."""
+        if requester.kind is ActorKind.INTERNAL or not hidden_references.may_name_others(
+            resource_type, body
+        ):
+            return body
+        shown = hidden_references.without_hidden(orjson.loads(body), self._target_reader(requester))
+        return body if shown is None else orjson.dumps(shown)
+
+    def as_written(self, requester: Requester, new: dict, current: dict) -> dict:
+        """An update by `requester` keeps what `current` names that is hidden from them."""
+        if requester.kind is ActorKind.INTERNAL:
+            return new
+        return hidden_references.with_hidden_kept(new, current, self._target_reader(requester))
+
+    def _target_reader(self, requester: Requester) -> hidden_references.MayRead:
+        """Whether `requester` may read the resource an element names, as a read of it would
+        judge (absent or deleted: nothing to hide); each target judged once per call."""
+        judged: dict[tuple[str, str], bool] = {}
+
+        def may_read(resource_type: str, resource_id: str) -> bool:
+            key = (resource_type, resource_id)
+            if key not in judged:
+                judged[key] = self._may_read_target(requester, resource_type, resource_id)
+            return judged[key]
+
+        return may_read
+
+    def _may_read_target(self, requester: Requester, resource_type: str, resource_id: str) -> bool:
+        if resource_type not in SERVED_TYPES:
+            return True
+        target = self.store.read(resource_type, resource_id)
+        if target is None or target.deleted:
+            return True
+        decision, _, _ = self._decide_read(requester, resource_type, resource_id, target.json())
+        return isinstance(decision, Permit)
 
     def authorize_history(self, requester: Requester, resource_type: str | None) -> None:
         if requester.kind is not ActorKind.INTERNAL:
@@ -356,7 +413,7 @@ class Gate:
                 else Permit(Everything(), "binary")  # already judged through its document
             )
             if isinstance(decision, Permit):
-                kept.append(entry)
+                kept.append(replace(entry, resource=self.as_served(requester, stored)))
         return replace(page, entries=kept)
 
     def constrain_search(

@@ -372,8 +372,9 @@ def assert_search_hides(world: World, case: Hidden, url: str, *, expect_visible:
         return None
     assert response.status_code == 200, response.get_data(as_text=True)
     bundle = response.get_json()
-    # Visible resources may name the hidden one (a List item, a relatesTo): that is their
-    # content. What must not happen is the hidden resource being an entry of the Bundle.
+    # A visible List or DocumentReference is served without the elements naming the hidden
+    # one (test_r18_lists_and_relates_to_do_not_name_the_hidden_document); here, the hidden
+    # resource must not be an entry of the Bundle.
     shown = {r.get("id") for r in entries(bundle)} | {
         e.get("fullUrl", "").rsplit("/", 1)[-1] for e in bundle.get("entry", [])
     }
@@ -575,6 +576,75 @@ def test_r18_include_does_not_bring_hidden_document(world, case_id):
         if bundle is not None and url.startswith("/fhir/List"):
             assert entries(bundle, "match"), "the List itself is missing"
             assert ids_of(entries(bundle, "include")) <= {doc_id(k) for k in case.visible}
+
+
+LISTED = {
+    PATIENT_A: DOCS.keys() - {"m-visible", "m-invisible-rl", "b-other"},
+    PATIENT_M: {"m-visible", "m-invisible-rl"},
+}
+NAMING_DOCUMENT = {PATIENT_A: "a-visible", PATIENT_M: "m-visible"}  # its relatesTo name the rest
+
+
+def _named(resource: dict) -> set[str]:
+    """The document ids a List's entries or a DocumentReference's relatesTo name."""
+    items = [e.get("item") for e in resource.get("entry", [])]
+    items += [r.get("target") for r in resource.get("relatesTo", [])]
+    return {i["reference"].split("/")[1] for i in items if i}
+
+
+@pytest.mark.parametrize("case_id", [c for c in CASE_IDS if not CASES[c].refused])
+def test_r18_lists_and_relates_to_do_not_name_the_hidden_document(world, case_id):
+    """The record's List names every document, and a visible DocumentReference relates to
+    the others: on every read path, the hidden document's id is not in the answer, and the
+    documents the requester sees are still named."""
+    case = CASES[case_id]
+    token = case.requester(world.tokens)
+    list_id = _id(f"list-{case.context}")
+    naming = doc_id(NAMING_DOCUMENT[case.context])
+    still_named = {doc_id(k) for k in case.visible & LISTED[case.context]}
+    for url in (
+        f"/fhir/List/{list_id}",
+        f"/fhir/List/{list_id}/_history/1",
+        f"/fhir/List/{list_id}/_history",
+        f"/fhir/List?patient={case.context}",
+        f"/fhir/DocumentReference/{naming}",
+        f"/fhir/DocumentReference/{naming}/_history/1",
+        f"/fhir/DocumentReference?patient={case.context}",
+    ):
+        response = world.get(token, url)
+        assert response.status_code == 200, (url, response.get_data(as_text=True))
+        assert doc_id(case.hidden) not in response.get_data(as_text=True), url
+        body = response.get_json()
+        resources = entries(body) if body["resourceType"] == "Bundle" else [body]
+        named = set().union(*(_named(r) for r in resources if r["id"] in (list_id, naming)))
+        expected = still_named - {naming} if "DocumentReference" in url else still_named
+        assert expected <= named, (url, "a document the requester sees is no longer named")
+
+
+@pytest.mark.parametrize("case_id", [c for c in CASE_IDS if not CASES[c].refused])
+def test_r18_an_update_keeps_what_its_writer_was_not_shown(fresh_world, case_id):
+    """The requester sends back the List they were served: the stored List still names the
+    hidden document (what one cannot see, one cannot remove), and the answer does not."""
+    case = CASES[case_id]
+    token = case.requester(fresh_world.tokens)
+    list_id = _id(f"list-{case.context}")
+    if case.kind == "practitioner":  # only its source changes a List (the patient's here)
+        current = fresh_world.service.read(INTERNAL, "List", list_id).json()
+        current["source"] = {"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHORIZED}}
+        fresh_world.service.update(INTERNAL, "List", list_id, current)
+    before = fresh_world.service.read(INTERNAL, "List", list_id).version
+    served = fresh_world.get(token, f"/fhir/List/{list_id}").get_json()
+    response = fresh_world.client.put(
+        f"/fhir/List/{list_id}",
+        data=json.dumps(served),
+        headers=auth(token, **{"Content-Type": FHIR_JSON, "Prefer": "return=representation"}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert doc_id(case.hidden) not in response.get_data(as_text=True)
+    stored = fresh_world.service.read(INTERNAL, "List", list_id)
+    assert stored.version == before + 1
+    assert doc_id(case.hidden) in _named(stored.json())
+    assert _named(stored.json()) == {doc_id(k) for k in LISTED[case.context]}
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)
