@@ -27,7 +27,16 @@ NAMING_ELEMENTS: dict[str, tuple[str, str]] = {
     "DocumentReference": ("relatesTo", "target"),
 }
 
+# The search parameter over each naming element: a search by a hidden target matches
+# nothing, as if it did not exist (the served resources do not name it either).
+NAMING_PARAMS: dict[str, str] = {"List": "item", "DocumentReference": "relatesto"}
+
 _RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[0-9]+)?$")
+
+
+def searches_naming(resource_type: str, param: str) -> bool:
+    """Whether `param` of `resource_type` searches by what its naming element names."""
+    return NAMING_PARAMS.get(resource_type) == param
 
 
 def may_name_others(resource_type: str, body: bytes) -> bool:

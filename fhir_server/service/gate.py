@@ -518,30 +518,64 @@ class Gate:
                 return all_of(*rewritten)
         return query.where
 
-    def _constrain_joins(self, requester: Requester, query: SearchQuery, node: Node) -> Node:
-        """Chained and `_has` clauses only look at what the requester could search (R18)."""
+    def _constrain_joins(
+        self,
+        requester: Requester,
+        query: SearchQuery,
+        node: Node,
+        resource_type: str | None = None,
+    ) -> Node:
+        """Chained and `_has` clauses only look at what the requester could search, and a
+        List `item` or DocumentReference `relatesto` naming a resource hidden from them
+        matches nothing, as for one that does not exist (R18). `resource_type`: the type
+        `node` is evaluated on (the query's, by default)."""
+        resource_type = resource_type or query.resource_type or ""
         match node:
             case Chain(param, target_type, where):
-                inner = self._constrain_joins(requester, query, where)
+                inner = self._constrain_joins(requester, query, where, target_type)
                 return Chain(
                     param,
                     target_type,
                     all_of(inner, self.include_constraint(requester, query, target_type)),
                 )
             case Has(source_type, param, where):
-                inner = self._constrain_joins(requester, query, where)
+                inner = self._constrain_joins(requester, query, where, source_type)
                 return Has(
                     source_type,
                     param,
                     all_of(inner, self.include_constraint(requester, query, source_type)),
                 )
             case And(parts):
-                return And(tuple(self._constrain_joins(requester, query, part) for part in parts))
+                return And(
+                    tuple(
+                        self._constrain_joins(requester, query, part, resource_type)
+                        for part in parts
+                    )
+                )
             case Or(parts):
-                return Or(tuple(self._constrain_joins(requester, query, part) for part in parts))
+                return Or(
+                    tuple(
+                        self._constrain_joins(requester, query, part, resource_type)
+                        for part in parts
+                    )
+                )
             case Not(part):
-                return Not(self._constrain_joins(requester, query, part))
+                return Not(self._constrain_joins(requester, query, part, resource_type))
+            case ReferenceTest(param=param, target_type=target_type, target_id=target_id) if (
+                target_id is not None
+                and hidden_references.searches_naming(resource_type, param)
+                and not self._may_read_reference(requester, target_type, target_id)
+            ):
+                return NOTHING
         return node
+
+    def _may_read_reference(
+        self, requester: Requester, target_type: str | None, target_id: str
+    ) -> bool:
+        """`_may_read_target` for a searched reference; without a type (`item=ID`), every
+        served type's resource of that id must be readable."""
+        types = [target_type] if target_type else SERVED_TYPES
+        return all(self._may_read_target(requester, t, target_id) for t in types)
 
     def _granular_scopes(self, requester: Requester, resource_type: str) -> Node:
         """SMART v2 granular scopes (`patient/DocumentReference.rs?category=...`) as clauses."""

@@ -622,6 +622,35 @@ def test_r18_lists_and_relates_to_do_not_name_the_hidden_document(world, case_id
 
 
 @pytest.mark.parametrize("case_id", [c for c in CASE_IDS if not CASES[c].refused])
+def test_r18_searching_lists_or_relates_to_by_the_hidden_document_is_as_for_a_missing_one(
+    world, case_id
+):
+    """`List?item=` (typed or not) and `DocumentReference?relatesto=` the hidden document
+    find what they find for an id that does not exist."""
+    case = CASES[case_id]
+    token = case.requester(world.tokens)
+    control = doc_id(next(iter(sorted(case.visible & LISTED[case.context]))))
+
+    def found(url: str) -> set[str]:
+        response = world.get(token, url)
+        assert response.status_code == 200, (url, response.get_data(as_text=True))
+        return {r["id"] for r in entries(response.get_json(), "match")}
+
+    for template in (
+        "/fhir/List?patient={context}&item=DocumentReference/{target}",
+        "/fhir/List?patient={context}&item={target}",
+        "/fhir/DocumentReference?patient={context}&relatesto=DocumentReference/{target}",
+    ):
+        answers = {
+            target: found(template.format(context=case.context, target=target))
+            for target in (doc_id(case.hidden), UNKNOWN_ID, control)
+        }
+        assert answers[doc_id(case.hidden)] == answers[UNKNOWN_ID], template
+        if "relatesto" not in template:
+            assert answers[control], f"{template}: the control document finds nothing"
+
+
+@pytest.mark.parametrize("case_id", [c for c in CASE_IDS if not CASES[c].refused])
 def test_r18_an_update_keeps_what_its_writer_was_not_shown(fresh_world, case_id):
     """The requester sends back the List they were served: the stored List still names the
     hidden document (what one cannot see, one cannot remove), and the answer does not."""
