@@ -267,7 +267,11 @@ class SqliteStore:
         connection.execute("PRAGMA busy_timeout = 10000")
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute("PRAGMA cache_size = -65536")
-        connection.execute("PRAGMA mmap_size = 268435456")
+        # No memory map: while the file grows (every checkpoint appends pages), each connection
+        # remaps it at its next transaction and faults its pages in again, some three remaps
+        # per commit under load (strace); reads through the page cache served a million
+        # documents as fast, and audited reads 10-20% faster on a growing store.
+        connection.execute("PRAGMA mmap_size = 0")
         # Savepoint (statement) journals in memory: every write unit is a SAVEPOINT in the
         # group commit's transaction, and a temporary file per unit cost an open, writes and a
         # close inside the write lock (their content only serves a ROLLBACK TO).
