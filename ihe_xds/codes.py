@@ -2,8 +2,9 @@
 
 Rule (reference, "French DMP metadata"): a known OID maps to its canonical URL (LOINC,
 SNOMED CT, v3-Confidentiality, the ANS TRE_* terminologies, IHE format codes); any other
-OID maps to `urn:oid:<OID>`. TRE_A07 (masking codes) deliberately stays `urn:oid:` because
-the access rules (R14) and `fhir_server.terminology` name it that way.
+OID maps to `urn:oid:<OID>`. A system the access rules act on (TRE_A07 masking codes, TRE_A03
+classes, ...) maps to its canonical spelling in `profiles/terminology/system-aliases.json`, the
+table the FHIR faces' normal form uses too (`fhir_server.resources.normal_form`).
 
 XDS senders sometimes put a non-OID name in `codingScheme` ("LOINC", "Connect-a-thon
 classCodes"); such a name maps to `<our base>/CodeSystem/xds-coding-scheme/<percent-encoded>`
@@ -15,6 +16,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, unquote
 
+from fhir_server.resources.normal_form import default_aliases
 from fhir_server.terminology import CANONICAL_BASE, SYSTEM_LOINC, SYSTEM_V3_CONFIDENTIALITY
 
 OID_LOINC = "2.16.840.1.113883.6.1"
@@ -38,7 +40,6 @@ OID_TO_URL: dict[str, str] = {
     OID_LOINC: SYSTEM_LOINC,
     OID_SNOMED: "http://snomed.info/sct",
     OID_V3_CONFIDENTIALITY: SYSTEM_V3_CONFIDENTIALITY,
-    OID_TRE_A03: _nos("TRE_A03-ClasseDocument"),
     OID_TRE_A05: _nos("TRE_A05-TypeDocComplementaire"),
     OID_TRE_A06: _nos("TRE_A06-FormatCodeComplementaire"),
     OID_IHE_FORMAT: "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode",
@@ -71,6 +72,9 @@ def system_for_scheme(scheme: str | None) -> str | None:
     """FHIR Coding.system for an XDS codingScheme."""
     if not scheme:
         return None
+    known = default_aliases().spec(scheme) if is_oid(scheme) else None
+    if known is not None:
+        return known.canonical  # a system the rules act on: its one spelling
     if scheme in OID_TO_URL:
         return OID_TO_URL[scheme]
     if is_oid(scheme):
@@ -82,6 +86,9 @@ def scheme_for_system(system: str | None) -> str | None:
     """XDS codingScheme for a FHIR Coding.system (inverse of system_for_scheme)."""
     if not system:
         return None
+    known = default_aliases().spec(system)
+    if known is not None and known.canonical.startswith("urn:oid:"):
+        return known.canonical[len("urn:oid:") :]
     if system in URL_TO_OID:
         return URL_TO_OID[system]
     if system.startswith("urn:oid:"):

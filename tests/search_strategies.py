@@ -44,7 +44,7 @@ TYPE_CODES = (
     (LOINC, "11502-2", "Laboratory report"),
 )
 CATEGORY_CODES = ((LOINC, "11369-6"), ("urn:oid:1.2.250.1.213.1.1.4.1", "10"))
-SECURITY = ((CONFIDENTIALITY, "MASQUE_PS"), (CONFIDENTIALITY, "N"), (None, "N"))
+SECURITY = ((CONFIDENTIALITY, "MASQUE_PS"), (CONFIDENTIALITY, "INVISIBLE_PATIENT"), (None, "N"))
 IDENTIFIER_SYSTEMS = (INS, RFC3986, None)
 IDENTIFIER_VALUES = ("1", "12", "123")
 GENDERS = ("male", "female", "other", "unknown")
@@ -166,14 +166,19 @@ def document_references(draw: st.DrawFn, doc_id: str, doc_ids: tuple[str, ...]) 
     author_kind = draw(st.sampled_from(("none", "identifier", "contained", "role")))
     if author_kind == "identifier":
         doc["author"] = [
-            {"identifier": {"system": RPPS, "value": draw(st.sampled_from(("8101", "8102")))}}
+            {
+                "identifier": {
+                    "system": RPPS,
+                    "value": draw(st.sampled_from(("810000008101", "810000008102"))),
+                }
+            }
         ]
     elif author_kind == "contained":
         doc["contained"] = [
             {
                 "resourceType": "Practitioner",
                 "id": "a1",
-                "identifier": [{"system": RPPS, "value": "8101"}],
+                "identifier": [{"system": RPPS, "value": "810000008101"}],
             }
         ]
         doc["author"] = [{"reference": "#a1"}]
@@ -182,7 +187,7 @@ def document_references(draw: st.DrawFn, doc_id: str, doc_ids: tuple[str, ...]) 
             {
                 "resourceType": "Practitioner",
                 "id": "a1",
-                "identifier": [{"system": RPPS, "value": "8102"}],
+                "identifier": [{"system": RPPS, "value": "810000008102"}],
             },
             {"resourceType": "PractitionerRole", "id": "r1", "practitioner": {"reference": "#a1"}},
         ]
@@ -378,8 +383,8 @@ _CRITERIA: dict[str, dict[str, st.SearchStrategy[str]]] = {
         "patient.identifier": _token_value(_identifier_pairs),
         "patient.name": _name_value,
         "subject:Patient.gender": st.sampled_from(GENDERS),
-        "author-identifier": st.sampled_from((f"{RPPS}|8101", "8102", f"{RPPS}|")),
-        "author:identifier": st.sampled_from((f"{RPPS}|8101", "8102")),
+        "author-identifier": st.sampled_from((f"{RPPS}|810000008101", "810000008102", f"{RPPS}|")),
+        "author:identifier": st.sampled_from((f"{RPPS}|810000008101", "810000008102")),
         "identifier": st.sampled_from((f"{RFC3986}|urn:oid:1.2.3.d1", "urn:oid:1.2.3.d2", "12")),
         "relatesto": st.sampled_from(("DocumentReference/d1", "d2")),
         "relation": st.sampled_from(("replaces", "appends")),

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from fhir_server.access.constraints import reference_target
 from fhir_server.errors import FhirError, error
+from fhir_server.resources.normal_form import idnat_ps_problem
 from fhir_server.terminology import (
     SYSTEM_ACT_REASON,
     SYSTEM_CONSENT_SCOPE,
@@ -84,13 +86,8 @@ def combine_rules(rules: Iterable[ConsentRules]) -> ConsentRules:
 
 def consent_patient_id(consent: dict) -> str | None:
     """The logical id of the Patient a Consent is about (`Consent.patient`), if local."""
-    reference = (consent.get("patient") or {}).get("reference")
-    if not isinstance(reference, str):
-        return None
-    parts = reference.split("/_history/")[0].rstrip("/").split("/")
-    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
-        return parts[-1]
-    return None
+    target = reference_target((consent.get("patient") or {}).get("reference"))
+    return target[1] if target is not None and target[0] == "Patient" else None
 
 
 def interpret_consent(consent: dict, now: datetime | None = None) -> ConsentRules:
@@ -233,13 +230,17 @@ def _actor_ids(actors: object, path: str) -> frozenset[str]:
             not isinstance(identifier, dict)
             or identifier.get("system") != SYSTEM_IDNAT_PS
             or not isinstance(value, str)
-            or not value.strip()
         ):
             raise _invalid(
                 f"The actor must be identified by an IdNat_PS identifier (system {SYSTEM_IDNAT_PS})",
                 f"{here}.reference.identifier",
             )
-        ids.add(value.strip())
+        problem = idnat_ps_problem(value)
+        if problem:
+            # Compared exactly with the requester's IdNat_PS, which is checked the same way:
+            # never trimmed on one side only (issue #18, finding 12).
+            raise _invalid(problem, f"{here}.reference.identifier.value")
+        ids.add(value)
     return frozenset(ids)
 
 

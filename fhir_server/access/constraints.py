@@ -17,6 +17,7 @@ Any other node is a programming error here and raises, rather than guessing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from fhir_server.search.query import (
@@ -32,15 +33,19 @@ from fhir_server.search.query import (
     TokenTest,
 )
 
+_RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
 
 def reference_target(reference: object) -> tuple[str, str] | None:
-    """(type, id) of a relative or absolute literal reference, ignoring any _history part."""
-    if not isinstance(reference, str) or not reference or reference.startswith("#"):
+    """(type, id) of a relative literal reference, ignoring any _history part.
+
+    An absolute reference designates no local resource: the normal form made those to this
+    server's base relative (`resources.normal_form`), so what is still absolute is foreign,
+    and the search index reads it the same way (`search.extract.reference_entry`)."""
+    if not isinstance(reference, str):
         return None
-    parts = reference.split("/_history/")[0].rstrip("/").split("/")
-    if len(parts) < 2 or not parts[-1] or not parts[-2][:1].isupper():
-        return None
-    return parts[-2], parts[-1]
+    match = _RELATIVE_REFERENCE.match(reference)
+    return (match.group(1), match.group(2)) if match else None
 
 
 # Paths (dotted, through lists) of the references that put a resource in a patient's

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from fhir_server.access.consent import NO_RULES, ConsentRules, interpret_consent
 from fhir_server.access.constraints import reference_target
 from fhir_server.errors import FhirError
+from fhir_server.resources.normal_form import idnat_ps_problem
 from fhir_server.terminology import (
     EXT_RECORD_STATUS,
     INS_OIDS,
@@ -132,6 +133,11 @@ def _general_practitioners(patient: dict) -> frozenset[str]:
     ids: set[str] = set()
     for reference in patient.get("generalPractitioner") or []:
         ids.update(_idnat(reference.get("identifier")))
+        literal = reference_target(reference.get("reference"))
+        if literal is not None and literal[0] == "Practitioner":
+            # `Practitioner/<IdNat_PS>`: the convention the rules read for authors and
+            # message parties too (`policy._is_practitioner_ref`).
+            ids.update(_idnat({"system": SYSTEM_IDNAT_PS, "value": literal[1]}))
         target = contained.get(reference.get("reference", ""))
         if target is None:
             continue
@@ -144,10 +150,12 @@ def _general_practitioners(patient: dict) -> frozenset[str]:
 
 
 def _idnat(identifier: object) -> set[str]:
+    """The IdNat_PS an identifier carries, exactly as written: the normal form refused any
+    other spelling at write (`resources.normal_form.idnat_ps_problem`)."""
     if isinstance(identifier, dict) and identifier.get("system") == SYSTEM_IDNAT_PS:
         value = identifier.get("value")
-        if isinstance(value, str) and value.strip():
-            return {value.strip()}
+        if isinstance(value, str) and idnat_ps_problem(value) is None:
+            return {value}
     return set()
 
 

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from fhir_server.errors import FhirError, bad_request
+from fhir_server.resources.normal_form import NormalForm, default_aliases
 from fhir_server.search.normalize import (
     MAX_INSTANT,
     MIN_INSTANT,
@@ -163,6 +164,7 @@ class _SearchParser:
         self.registry = registry
         self.lenient = lenient
         self.base_url = base_url.rstrip("/") + "/" if base_url else None
+        self.normal_form = NormalForm(base_url) if base_url else None
         self.now = now
 
     # -- criteria -----------------------------------------------------------------------------
@@ -330,7 +332,7 @@ class _SearchParser:
             if len(parts) != 3 or not parts[1] or not parts[2]:
                 raise _invalid(key, raw, "expected system|code|value")
             return TokenTest(
-                param, system=parts[0] or None, code=parts[1], match=TokenMatch.OF_TYPE,
+                param, system=_canonical(parts[0]) or None, code=parts[1], match=TokenMatch.OF_TYPE,
                 value=parts[2],
             )  # fmt: skip
         if len(parts) == 1:
@@ -340,7 +342,7 @@ class _SearchParser:
         system, code = parts
         if not system and not code:
             raise _invalid(key, raw, "a token needs a system or a code")
-        return TokenTest(param, system=system or None, code=code or None)
+        return TokenTest(param, system=_canonical(system) or None, code=code or None)
 
     @staticmethod
     def prefix(raw: str, key: str) -> tuple[Prefix, str]:
@@ -396,11 +398,11 @@ class _SearchParser:
                 return ReferenceTest(param, identifier_value=parts[0])
             if len(parts) == 2 and parts[1]:
                 return ReferenceTest(
-                    param, identifier_system=parts[0] or None, identifier_value=parts[1]
+                    param, identifier_system=_canonical(parts[0]) or None, identifier_value=parts[1]
                 )
             raise _invalid(key, raw, "expected system|value or value")
-        if self.base_url and text.startswith(self.base_url):
-            text = text[len(self.base_url) :]
+        if self.normal_form is not None:
+            text = self.normal_form.local_reference(text)
         match = _RELATIVE.match(text)
         if match:
             target_type, target_id = match.group(1), match.group(2)
@@ -564,3 +566,8 @@ def parse_search(
         cursor=cursor,
     )
     return ParsedSearch(query, ignored)
+
+
+def _canonical(system: str) -> str:
+    """A searched system in the spelling the normal form stores (`resources.normal_form`)."""
+    return default_aliases().canonical(system) if system else system

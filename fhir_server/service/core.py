@@ -17,6 +17,7 @@ from fhir_server.access.decision import not_found_message
 from fhir_server.access.requester import Requester
 from fhir_server.errors import bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
+from fhir_server.resources.normal_form import NormalForm
 from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
 from fhir_server.search.query import SearchQuery
@@ -90,6 +91,7 @@ class FhirService:
         cursor_key: bytes,
         clock: Callable[[], int] = versions.now_us,
         validators: Sequence[Callable[[dict], None]] = (),
+        base_url: str | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -98,6 +100,9 @@ class FhirService:
         self.clock = clock
         # Extra write-time checks (profiles, INS), each raising FhirError.
         self.validators = tuple(validators)
+        # This server's FHIR base: references to it are made relative (`normal_form`).
+        self.base_url = base_url
+        self.normal_form = NormalForm(base_url)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -162,7 +167,9 @@ class FhirService:
     ) -> SearchResult:
         if resource_type is not None:
             require_type(resource_type)
-        parsed = parse_search(resource_type, params, self.registry, lenient=lenient)
+        parsed = parse_search(
+            resource_type, params, self.registry, lenient=lenient, base_url=self.base_url
+        )
         with facts_scope():
             return self._search(requester, parsed, cursor)
 
@@ -205,7 +212,7 @@ class FhirService:
         Only what the requester may see is counted, so a conditional interaction cannot reveal
         a hidden resource (R18).
         """
-        parsed = parse_search(resource_type, params, self.registry)
+        parsed = parse_search(resource_type, params, self.registry, base_url=self.base_url)
         query = self.gate.constrain_search(
             requester, _replace_count(parsed.query, limit), conditional=True
         )
@@ -222,6 +229,8 @@ class FhirService:
     # -- writes ---------------------------------------------------------------------------
 
     def validate_for_write(self, resource: dict, resource_type: str) -> None:
+        """Bring `resource` to the normal form (in place), then check it: every write's door."""
+        self.normal_form.apply(resource)
         check_resource(resource, resource_type)
         for validator in self.validators:
             validator(resource)

@@ -60,6 +60,7 @@ def build_service(
         cursor_key=cursor_key,
         clock=clock,
         validators=(profile_validator(profiles),),
+        base_url=base_url,
     )
     service.profiles = profiles
     return service

@@ -267,7 +267,7 @@ class Gate:
         """The record of the first patient in whose compartment `resource` is (`patients`:
         those, sorted, when the caller has them already)."""
         if patients is None:
-            patients = sorted(compartment_of(resource))
+            patients = _patients_of(resource)
         return self.record(patients[0]) if patients else None
 
     def authorize_read(
@@ -332,9 +332,17 @@ class Gate:
             record = self._record_of(documents[0]) if documents else None
             decision = self.policy.decide_binary_read(requester, resource, documents, record)
             return decision, [record.patient_id] if record else [], record
-        patients = sorted(compartment_of(resource))
-        record = self._record_of(resource, patients)
-        return self.policy.decide_read(requester, resource_type, resource, record), patients, record
+        patients = _patients_of(resource)
+        # A resource naming several patients (stored before writes were held to one record)
+        # is read only by whom every one of those records lets read it: fail closed.
+        record = None
+        decision: Deny | Permit | None = None
+        for patient_id in patients or [None]:
+            record = self.record(patient_id) if patient_id else None
+            decision = self.policy.decide_read(requester, resource_type, resource, record)
+            if isinstance(decision, Deny):
+                break
+        return decision, patients, record
 
     def as_served(self, requester: Requester, stored: StoredResource) -> StoredResource:
         """`stored` as `requester` may be served it (see `served_body`)."""
@@ -665,6 +673,18 @@ class Gate:
         patients = sorted(compartment_of(subject)) if subject else []
         if resource_type == "Patient" and subject is not None and subject.get("id"):
             patients = [subject["id"]]
+        if len(patients) > 1 and new is not None:
+            # The record a write is judged on is the one record the resource belongs to: a
+            # second Patient (in `author`, `source`, `recipient`...) would let a writer pick
+            # the record their write is judged on (issue #18, finding 4).
+            self.audit.refusal(requester, interaction, patients, "R06")
+            raise error(
+                422,
+                "processing",
+                f"a {resource_type} belongs to one patient's record; this one names "
+                f"{len(patients)} Patients",
+                details_code="R06",
+            )
         record = self.record(patients[0]) if patients else None
         decision = self.policy.decide_write(requester, interaction, resource_type, new, old, record)
         if isinstance(decision, Deny):
@@ -737,6 +757,13 @@ class Gate:
             return None
         patients, entity = _write_audit_subject(stored, resource)
         return self.audit.prepare_access(requester, interaction, patients, [entity])
+
+
+def _patients_of(resource: dict) -> list[str]:
+    """The patients whose records a resource belongs to, sorted; a Patient's is its own."""
+    if resource.get("resourceType") == "Patient" and resource.get("id"):
+        return [resource["id"]]
+    return sorted(compartment_of(resource))
 
 
 def _write_audit_subject(stored: StoredResource, resource) -> tuple[list[str], DataEntity]:

@@ -66,15 +66,15 @@ def refusal(resource: dict) -> FhirError:
 def test_consent_block_authorize_and_oppositions_are_read():
     rules = interpret_consent(
         consent(
-            by_actor("deny", "8001"),
-            by_actor("permit", "8002", "8003"),
+            by_actor("deny", "810000008001"),
+            by_actor("permit", "810000008002", "810000008003"),
             by_purpose("BTG"),
             by_purpose("ETREAT"),
         ),
         NOW,
     )
-    assert rules.blocked == {"8001"}
-    assert rules.permitted == {"8002", "8003"}
+    assert rules.blocked == {"810000008001"}
+    assert rules.permitted == {"810000008002", "810000008003"}
     assert rules.oppose_bris_de_glace and rules.oppose_centre_15
 
 
@@ -86,7 +86,9 @@ def test_consent_root_permit_alone_gives_no_exception():
     "status", ["draft", "proposed", "rejected", "inactive", "entered-in-error"]
 )
 def test_consent_inactive_contributes_no_rules(status):
-    assert interpret_consent(consent(by_actor("deny", "8001"), status=status), NOW) == NO_RULES
+    assert (
+        interpret_consent(consent(by_actor("deny", "810000008001"), status=status), NOW) == NO_RULES
+    )
 
 
 def test_consent_inactive_is_still_checked_so_a_bad_draft_is_refused():
@@ -95,16 +97,18 @@ def test_consent_inactive_is_still_checked_so_a_bad_draft_is_refused():
 
 
 def test_consent_deny_wins_over_permit_across_consents():
-    first = interpret_consent(consent(by_actor("permit", "8001")), NOW)
-    second = interpret_consent(consent(by_actor("deny", "8001")), NOW)
+    first = interpret_consent(consent(by_actor("permit", "810000008001")), NOW)
+    second = interpret_consent(consent(by_actor("deny", "810000008001")), NOW)
     combined = combine_rules([first, second])
-    assert not combined.is_authorized("8001")
-    assert combined.is_blocked("8001")
+    assert not combined.is_authorized("810000008001")
+    assert combined.is_blocked("810000008001")
 
 
 def test_consent_deny_wins_over_permit_within_one_consent():
-    rules = interpret_consent(consent(by_actor("permit", "8001"), by_actor("deny", "8001")), NOW)
-    assert not rules.is_authorized("8001") and rules.is_blocked("8001")
+    rules = interpret_consent(
+        consent(by_actor("permit", "810000008001"), by_actor("deny", "810000008001")), NOW
+    )
+    assert not rules.is_authorized("810000008001") and rules.is_blocked("810000008001")
 
 
 @pytest.mark.parametrize(
@@ -119,25 +123,31 @@ def test_consent_deny_wins_over_permit_within_one_consent():
     ],
 )
 def test_consent_provision_period_is_honoured(period, in_force):
-    rules = interpret_consent(consent(by_actor("permit", "8001", period=period)), NOW)
-    assert rules.is_authorized("8001") is in_force
+    rules = interpret_consent(consent(by_actor("permit", "810000008001", period=period)), NOW)
+    assert rules.is_authorized("810000008001") is in_force
 
 
 def test_consent_root_period_outside_now_disables_every_exception():
-    resource = consent(by_actor("deny", "8001"), by_purpose("BTG"))
+    resource = consent(by_actor("deny", "810000008001"), by_purpose("BTG"))
     resource["provision"]["period"] = {"end": "2023-12-31"}
     assert interpret_consent(resource, NOW) == NO_RULES
 
 
-def test_consent_patient_id_reads_relative_and_absolute_references():
+def test_consent_patient_id_reads_relative_references_only():
+    """Issue #18, deliverable 1: the normal form made references to this server relative, so
+    an absolute one is another server's and designates no local Patient."""
     assert consent_patient_id(consent(patient="p9")) == "p9"
     resource = consent()
-    resource["patient"] = {"reference": "https://example.org/fhir/Patient/p7/_history/2"}
+    resource["patient"] = {"reference": "Patient/p7/_history/2"}
     assert consent_patient_id(resource) == "p7"
+    resource["patient"] = {"reference": "https://example.org/fhir/Patient/p7/_history/2"}
+    assert consent_patient_id(resource) is None
 
 
 def _with(mutate) -> dict:
-    resource = consent(by_actor("deny", "8001"), by_actor("permit", "8002"), by_purpose("BTG"))
+    resource = consent(
+        by_actor("deny", "810000008001"), by_actor("permit", "810000008002"), by_purpose("BTG")
+    )
     mutate(resource)
     return resource
 
@@ -161,7 +171,7 @@ REFUSALS = [
     ),
     (
         "root actor",
-        lambda c: c["provision"].update(actor=[actor("8009")]),
+        lambda c: c["provision"].update(actor=[actor("810000008009")]),
         "Consent.provision.actor",
         "processing",
     ),
@@ -223,7 +233,9 @@ REFUSALS = [
     ),
     (
         "deeper nesting",
-        lambda c: c["provision"]["provision"][0].update(provision=[by_actor("permit", "8003")]),
+        lambda c: c["provision"]["provision"][0].update(
+            provision=[by_actor("permit", "810000008003")]
+        ),
         "Consent.provision.provision[0].provision",
         "processing",
     ),
@@ -260,13 +272,13 @@ def test_consent_that_cannot_be_interpreted_is_refused_with_its_expression(
 
 
 def test_consent_interpretation_does_not_modify_the_resource():
-    resource = consent(by_actor("deny", "8001"), by_purpose("ETREAT"))
+    resource = consent(by_actor("deny", "810000008001"), by_purpose("ETREAT"))
     before = copy.deepcopy(resource)
     interpret_consent(resource, NOW)
     assert resource == before
 
 
-IDS = st.sampled_from([f"80000{i}" for i in range(6)])
+IDS = st.sampled_from([f"81000000000{i}" for i in range(6)])
 
 
 @given(
@@ -286,7 +298,7 @@ def test_consent_combination_deny_always_wins_property(consents):
     combined = combine_rules(rules)
     all_permits = {i for permits, _ in consents for i in permits}
     all_denies = {i for _, denies in consents for i in denies}
-    for idnat in [f"80000{i}" for i in range(6)]:
+    for idnat in [f"81000000000{i}" for i in range(6)]:
         assert combined.is_authorized(idnat) == (idnat in all_permits and idnat not in all_denies)
         assert combined.is_blocked(idnat) == (idnat in all_denies)
     # The order in which Consents are combined does not matter.

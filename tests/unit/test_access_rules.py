@@ -236,11 +236,11 @@ def test_r08_general_practitioner_read_from_identifier_or_contained_practitioner
         {
             "resourceType": "Practitioner",
             "id": "gp",
-            "identifier": [{"system": SYSTEM_IDNAT_PS, "value": "8999"}],
+            "identifier": [{"system": SYSTEM_IDNAT_PS, "value": "810000008999"}],
         }
     ]
     rec = build_record(resource, [], [], TODAY, NOW)
-    assert rec.general_practitioners == {"8999"}
+    assert rec.general_practitioners == {"810000008999"}
     assert record().general_practitioners == {GP}
     assert record().ins == ((SYSTEM_INS_NIR, "180029912345678"),)
 
@@ -613,7 +613,7 @@ def test_r10_practitioner_may_not_record_anything_else(change):
     nested = old["provision"]["provision"]
     interaction, new = "update", None
     if change == "other practitioner":
-        new = consent(*nested, actor_provision("permit", "8123"))
+        new = consent(*nested, actor_provision("permit", "810000008123"))
     elif change == "remove a deny":
         new = consent(*nested[:4], actor_provision("permit", STRANGER))
     elif change == "add a deny":

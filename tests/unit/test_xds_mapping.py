@@ -80,10 +80,9 @@ def test_document_reference_fields_follow_the_mhd_table():
     assert doc["identifier"][0]["value"].startswith("urn:uuid:")
     assert doc["status"] == "current"
     assert doc["subject"] == {"reference": "Patient/patient-1"}
-    assert (
-        doc["category"][0]["coding"][0]["system"]
-        == "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
-    )
+    # TRE_A03 in its one spelling (profiles/terminology/system-aliases.json), the one the
+    # habilitation matrix (R13) reads.
+    assert doc["category"][0]["coding"][0]["system"] == "urn:oid:1.2.250.1.213.1.1.4.1"
     assert doc["type"]["coding"][0] == {
         "system": "http://loinc.org",
         "code": "11490-0",

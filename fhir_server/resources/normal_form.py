@@ -1,0 +1,355 @@
+"""One normal form for what comes in (architecture invariant 7).
+
+The access rules compare systems, codes, identifiers and references as strings. A fact the
+rules act on can be spelled several ways (a TRE_A07 label under its `urn:oid:`, its bare OID
+or its NOS URL; a Patient reference relative or absolute on this server's base), and a rule
+that knows one spelling silently ignores the others. So every resource that enters, by any
+door (REST create/update, transaction and batch entries, ITI-65, the ITI-41 mapping), is
+brought to one spelling before validation, indexing and any access decision:
+
+- a reference (or an attachment url) to this server's own base becomes relative; any other
+  absolute reference stays as it is and never designates a local record
+  (`access.constraints.reference_target` reads relative references only);
+- each system of `profiles/terminology/system-aliases.json` (the one table of aliases, used by
+  every face: resources, search criteria, tokens and VIHF assertions) is written with its
+  canonical URI; a spelling that differs from a known one only by case, scheme, `urn:oid:`
+  or a trailing slash is a near miss and refused with 422 naming the expected form, as is a
+  code of a closed system (TRE_A07) that it does not have or that stands under another system;
+- identifier values the rules compare (IdNat_PS, INS) are checked, never trimmed;
+- the record-status extension is recognised by its exact URL and codes only (near miss: 422);
+- a DocumentReference's TRE_A07 labels stand in `securityLabel`, whichever of
+  `securityLabel` and `meta.security` they came in (the rules read both; the notification,
+  audit and XDS faces read `securityLabel`).
+
+Pure: no I/O besides loading the table once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fhir_server.errors import FhirError, Issue
+from fhir_server.paths import profiles_dir
+
+ALIASES_FILE = "terminology/system-aliases.json"
+
+# IdNat_PS (ANS): "8" + the 11-digit RPPS, "0" + the 9-character ADELI, "3" + FINESS + "/" +
+# a local id. An 11-digit value is an RPPS without its leading 8.
+_IDNAT_PS = re.compile(r"^(?:8\d{11}|0[0-9AB]\d{8}|3[0-9AB]\d{8}/[A-Za-z0-9._-]{1,40})$")
+_INS = re.compile(r"^[0-9A-Za-z]{1,40}$")
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSpec:
+    """A system the rules act on: its canonical URI, its accepted spellings, its codes."""
+
+    name: str
+    canonical: str
+    spellings: frozenset[str]
+    codes: frozenset[str] | None = None  # a closed system: only these codes
+    identifier: str | None = None  # "idnat-ps" | "ins": how its identifier values are checked
+    guarded: bool = False  # its codes are refused under any other system
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionSpec:
+    url: str
+    value_codes: frozenset[str]
+
+
+def fold(uri: str) -> str:
+    """What two spellings of one URI have in common, to recognise a near miss."""
+    text = uri.strip().lower()
+    for prefix in ("https://", "http://", "urn:oid:"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    return text.rstrip("/")
+
+
+class AliasTable:
+    """The table of `system-aliases.json`, indexed by every spelling and by its fold."""
+
+    def __init__(self, systems: list[SystemSpec], extensions: list[ExtensionSpec]) -> None:
+        self.systems = tuple(systems)
+        self._exact: dict[str, SystemSpec] = {}
+        self._folded: dict[str, SystemSpec] = {}
+        self._guarded: dict[str, SystemSpec] = {}
+        for spec in systems:
+            for spelling in spec.spellings:
+                self._exact[spelling] = spec
+                self._folded[fold(spelling)] = spec
+            if spec.guarded and spec.codes:
+                for code in spec.codes:
+                    self._guarded[code.casefold()] = spec
+        self.extensions = {ext.url: ext for ext in extensions}
+        self._extension_folds = {fold(ext.url): ext for ext in extensions}
+
+    @classmethod
+    def load(cls, path: Path) -> AliasTable:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        systems = []
+        for item in data["systems"]:
+            canonical = item["canonical"]
+            spellings = {canonical, *item.get("aliases", ())}
+            for spelling in list(spellings):
+                if spelling.startswith("urn:oid:"):
+                    spellings.add(spelling[len("urn:oid:") :])
+                elif "://" in spelling:
+                    spellings.add(spelling + "/")
+            codes = item.get("codes")
+            systems.append(
+                SystemSpec(
+                    name=item["name"],
+                    canonical=canonical,
+                    spellings=frozenset(spellings),
+                    codes=frozenset(codes) if codes else None,
+                    identifier=item.get("identifier"),
+                    guarded=item.get("codesElsewhere") == "refuse",
+                )
+            )
+        extensions = [
+            ExtensionSpec(item["url"], frozenset(item.get("valueCode", ())))
+            for item in data.get("extensions", ())
+        ]
+        return cls(systems, extensions)
+
+    def spec(self, system: str) -> SystemSpec | None:
+        """The system a spelling names, if it is an accepted spelling."""
+        found = self._exact.get(system)
+        if found is None and system[:8].lower() == "urn:oid:":
+            found = self._exact.get(system[8:])
+        return found
+
+    def canonical(self, system: str) -> str:
+        """The canonical spelling of `system`, or `system` itself when the table does not name
+        it (a search criterion with a near miss then matches nothing, as any unknown system)."""
+        found = self.spec(system)
+        return found.canonical if found is not None else system
+
+    def near_miss(self, system: str) -> SystemSpec | None:
+        """The system that `system` almost spells, when it is not an accepted spelling."""
+        if self.spec(system) is not None:
+            return None
+        return self._folded.get(fold(system))
+
+    def guarding(self, code: str) -> SystemSpec | None:
+        """The closed system whose code `code` is (in any case), if its codes are guarded."""
+        return self._guarded.get(code.casefold())
+
+    def spellings_of(self, canonical: str) -> tuple[str, ...]:
+        """Every accepted spelling of a canonical system, the canonical first."""
+        spec = self._exact.get(canonical)
+        if spec is None:
+            return (canonical,)
+        return (spec.canonical, *sorted(spec.spellings - {spec.canonical}))
+
+    def extension_near_miss(self, url: str) -> ExtensionSpec | None:
+        if url in self.extensions:
+            return None
+        return self._extension_folds.get(fold(url))
+
+
+@cache
+def default_aliases() -> AliasTable:
+    return AliasTable.load(profiles_dir() / ALIASES_FILE)
+
+
+def idnat_ps_problem(value: object) -> str | None:
+    """Why `value` is not an IdNat_PS, or None when it is one."""
+    if not isinstance(value, str) or not _IDNAT_PS.match(value):
+        if isinstance(value, str) and value.strip() != value:
+            return f"the IdNat_PS {value!r} has surrounding white space"
+        if isinstance(value, str) and re.fullmatch(r"\d{11}", value):
+            return (
+                f"the IdNat_PS {value!r} is an RPPS without its leading 8 "
+                f"(IdNat_PS = 8 followed by the 11-digit RPPS: '8{value}')"
+            )
+        return (
+            f"{value!r} is not an IdNat_PS (8 + RPPS, 0 + ADELI, or 3 + FINESS/identifier, "
+            "with no white space)"
+        )
+    return None
+
+
+def ins_problem(value: object) -> str | None:
+    if not isinstance(value, str) or not _INS.match(value):
+        return f"the INS {value!r} must be letters and digits only, with no white space"
+    return None
+
+
+_IDENTIFIER_CHECKS = {"idnat-ps": idnat_ps_problem, "ins": ins_problem}
+
+
+class NormalForm:
+    """Brings resources (and search criteria) to the one spelling the rules read.
+
+    `base_url`: this server's FHIR base; absolute references under it (http or https, any
+    case of scheme and host, default port or not) become relative.
+    """
+
+    def __init__(self, base_url: str | None, aliases: AliasTable | None = None) -> None:
+        self.aliases = aliases or default_aliases()
+        self._base: tuple[str, str] | None = None
+        if base_url:
+            parts = urlsplit(base_url.rstrip("/"))
+            self._base = (_host_port(parts.scheme, parts.netloc), parts.path.rstrip("/"))
+
+    # -- references ------------------------------------------------------------------------
+
+    def local_reference(self, reference: str) -> str:
+        """`reference` relative to this server when it is an absolute URL on its base."""
+        if self._base is None or "://" not in reference[:8]:
+            return reference
+        parts = urlsplit(reference)
+        if parts.scheme.lower() not in ("http", "https") or parts.query or parts.fragment:
+            return reference
+        host, path = self._base
+        if _host_port(parts.scheme, parts.netloc) != host:
+            return reference
+        if not parts.path.startswith(path + "/"):
+            return reference
+        relative = parts.path[len(path) + 1 :]
+        return relative or reference
+
+    # -- resources -------------------------------------------------------------------------
+
+    def apply(self, resource: Any) -> None:
+        """Normalize `resource` in place; raise 422 listing every near miss or bad identifier."""
+        if not isinstance(resource, dict):
+            return
+        resource_type = str(resource.get("resourceType") or "Resource")
+        issues = list(self._walk(resource, resource_type, None))
+        if issues:
+            raise FhirError(
+                422, [Issue("error", "code-invalid", text, (where,)) for where, text in issues]
+            )
+        if resource_type == "DocumentReference":
+            _labels_in_security_label(resource, self.aliases.spellings_of(_A07)[0])
+
+    def _walk(self, node: Any, where: str, key: str | None) -> Iterator[tuple[str, str]]:
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                yield from self._walk(item, f"{where}[{index}]", key)
+            return
+        if not isinstance(node, dict):
+            return
+        yield from self._one(node, where, key)
+        for child_key, child in node.items():
+            if isinstance(child, (dict, list)):
+                yield from self._walk(child, f"{where}.{child_key}", child_key)
+
+    def _one(self, node: dict, where: str, key: str | None) -> Iterator[tuple[str, str]]:
+        reference = node.get("reference")
+        if isinstance(reference, str):
+            node["reference"] = self.local_reference(reference)
+        if key == "attachment" and isinstance(node.get("url"), str):
+            node["url"] = self.local_reference(node["url"])
+        if key in ("extension", "modifierExtension") and isinstance(node.get("url"), str):
+            yield from self._extension(node, where)
+        system = node.get("system")
+        spec = None
+        if isinstance(system, str):
+            spec = self.aliases.spec(system)
+            if spec is None:
+                missed = self.aliases.near_miss(system)
+                if missed is not None:
+                    yield (
+                        f"{where}.system",
+                        f"the system '{system}' is not one the server knows: {missed.name} "
+                        f"is written '{missed.canonical}'",
+                    )
+                    return
+            else:
+                node["system"] = spec.canonical
+                yield from self._value_of(node, spec, where)
+        code = node.get("code")
+        if isinstance(code, str):
+            guard = self.aliases.guarding(code)
+            if guard is not None and guard is not spec:
+                yield (
+                    f"{where}.code",
+                    f"the code '{code}' is a {guard.name} code: it is written under the "
+                    f"system '{guard.canonical}'",
+                )
+
+    def _value_of(self, node: dict, spec: SystemSpec, where: str) -> Iterator[tuple[str, str]]:
+        """The code of a coding of a closed system, or the value of an identifier."""
+        code = node.get("code")
+        if spec.codes is not None and isinstance(code, str) and code not in spec.codes:
+            yield (
+                f"{where}.code",
+                f"'{code}' is not a code of {spec.name} (one of {', '.join(sorted(spec.codes))})",
+            )
+        check = _IDENTIFIER_CHECKS.get(spec.identifier or "")
+        if check is not None and "value" in node:
+            problem = check(node.get("value"))
+            if problem:
+                yield f"{where}.value", problem
+
+    def _extension(self, node: dict, where: str) -> Iterator[tuple[str, str]]:
+        url = node["url"]
+        missed = self.aliases.extension_near_miss(url)
+        if missed is not None:
+            yield f"{where}.url", f"the extension '{url}' is written '{missed.url}'"
+            return
+        known = self.aliases.extensions.get(url)
+        if known is not None and known.value_codes:
+            value = node.get("valueCode")
+            if value not in known.value_codes:
+                yield (
+                    f"{where}.valueCode",
+                    f"{url} takes valueCode {' | '.join(sorted(known.value_codes))}, not {value!r}",
+                )
+
+    # -- search criteria -------------------------------------------------------------------
+
+    def system(self, system: str) -> str:
+        """A searched system in its canonical spelling (unknown ones as given)."""
+        return self.aliases.canonical(system)
+
+
+_A07 = "urn:oid:1.2.250.1.213.1.1.4.13"
+
+
+def _labels_in_security_label(document: dict, system: str) -> None:
+    """Copy the TRE_A07 labels of `meta.security` into `securityLabel` where missing."""
+    security = (document.get("meta") or {}).get("security")
+    if not isinstance(security, list):
+        return
+    labels = document.get("securityLabel")
+    if labels is not None and not isinstance(labels, list):
+        return
+    present = {
+        coding.get("code")
+        for concept in labels or []
+        if isinstance(concept, dict)
+        for coding in concept.get("coding") or []
+        if isinstance(coding, dict) and coding.get("system") == system
+    }
+    added = [
+        {"coding": [{"system": system, "code": coding["code"]}]}
+        for coding in security
+        if isinstance(coding, dict)
+        and coding.get("system") == system
+        and isinstance(coding.get("code"), str)
+        and coding["code"] not in present
+    ]
+    if added:
+        document["securityLabel"] = [*(labels or []), *added]
+
+
+def _host_port(scheme: str, netloc: str) -> str:
+    """`host:port` in lower case, with the scheme's default port made explicit."""
+    netloc = netloc.lower().rsplit("@", 1)[-1]
+    if ":" not in netloc.rsplit("]", 1)[-1]:
+        netloc += ":443" if scheme.lower() == "https" else ":80"
+    host, _, port = netloc.rpartition(":")
+    return f"{host}:{port}"
