@@ -20,6 +20,16 @@ Decisions:
 - ITI-18 searches that designate no patient (GetDocuments by uuid ...) get the patient the
   VIHF names (resource-id attribute) when it names one; otherwise the gate's R04 refusal is
   answered with XDSStoredQueryMissingParam (the patient is the missing parameter).
+- The VIHF's patient is the request's patient (XUA; `fhir_server.access.binding`, enforced
+  by the gate). With a resource-id: an ITI-18 designating another patient
+  ($XDSDocumentEntryPatientId ...) is refused, LocalPolicyRestrictionError; entries asked
+  for by uuid or uniqueId that belong to another patient are answered like unknown ones
+  (the query is confined to the VIHF's patient); an ITI-43 of another patient's document
+  gets XDSDocumentUniqueIdError, worded as for a missing document; an ITI-41 for another
+  patient is refused, LocalPolicyRestrictionError, before anything about that patient's
+  documents is looked at. Each refusal is audited in the designated patient's trail.
+  Without a resource-id the request is not bound (as before): the query must name its
+  patient (R04), a retrieval or a deposit is judged on the document's record alone.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from typing import Any, Protocol
 import pybase64
 from lxml import etree
 
+from fhir_server.access import binding
 from fhir_server.access.decision import (
     RECORD_CLOSED_CODE,
     RECORD_OPPOSED_CODE,
@@ -261,6 +272,10 @@ def iti41(
         outcome.errors += mapped.errors
         return outcome
     outcome.patient_ids = sorted(mapped.patient_ids)
+    refused = _outside_binding(service, requester, outcome.patient_ids)
+    if refused:
+        outcome.errors += refused
+        return outcome
     store_errors = _check_unique_ids(service, submission, mapped)
     supersede, replace_errors = _replacements(submission, mapped, find_entry)
     store_errors += replace_errors
@@ -294,6 +309,24 @@ def iti41(
     outcome.stored = True
     outcome.audited = events is not None
     return outcome
+
+
+def _outside_binding(service, requester: Requester, patient_ids: list[str]) -> list[RegistryError]:
+    """The refusal of a deposit for another patient than the VIHF's (audited), if it is one.
+
+    Checked before the uniqueId and replacement checks, which look at the stored documents
+    of the submission's patient: a requester bound to another record learns nothing of them.
+    """
+    gate = service.gate
+    bound, bound_id = gate.bound_patient(requester)
+    if not bound or not binding.outside(bound_id, patient_ids):
+        return []
+    gate.audit.refusal(requester, "create", patient_ids, binding.BINDING_RULE)
+    return [
+        registry_error(
+            LOCAL_POLICY_RESTRICTION_ERROR, binding.MSG_OTHER_PATIENT, "SubmissionSet patientId"
+        )
+    ]
 
 
 def _check_unique_ids(service, submission, mapped) -> list[RegistryError]:

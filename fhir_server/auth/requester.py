@@ -11,6 +11,13 @@ Which actor a set of claims names, in order:
 3. no `fhirUser`, and `system/` scopes -> system (client credentials), named by client_id.
 Anything else (e.g. fhirUser Practitioner/x with no IdNat_PS) is refused: a practitioner
 the access rules cannot identify by IdNat_PS could never be checked against a Consent.
+
+The values the rules compare are validated here, never trimmed (`auth.identifiers`): the
+IdNat_PS, the patient in context (`patient`, a Patient id) and the patient's INS
+(`extensions.dmp.patient_identifier`, `urn:oid:<INS OID>|<INS>`, which a VIHF's resource-id
+maps to). A malformed one makes the credentials unacceptable: the request is bound to the
+patient they name (`service.gate`), so a value that could not be resolved must not quietly
+leave it unbound.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
+from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_token
 from fhir_server.auth.tokens import AuthenticationError
 from fhir_server.terminology import SYSTEM_ACCESS_MODE, SYSTEM_PROFESSION
 
@@ -94,6 +102,34 @@ def _organization_id(value: str | None) -> str | None:
     return value.rsplit("|", 1)[-1] or None
 
 
+def _checked(value: str | None, problem: str | None, name: str) -> str | None:
+    if value is not None and problem is not None:
+        raise AuthenticationError(f"token claim {name} {problem}")
+    return value
+
+
+def _context_patient(claims: Mapping[str, Any]) -> str | None:
+    """The SMART patient context (`patient`): a Patient id, validated."""
+    value = _text(claims.get("patient"), "patient")
+    return _checked(value, fhir_id_error(value), "patient")
+
+
+def _patient_identifier(dmp: Mapping[str, Any]) -> str | None:
+    """The patient's INS in context (`extensions.dmp.patient_identifier`), validated."""
+    name = "extensions.dmp.patient_identifier"
+    value = _text(dmp.get("patient_identifier"), name)
+    return _checked(value, ins_token(value)[1] if value is not None else None, name)
+
+
+def _national_provider_identifier(iua: Mapping[str, Any]) -> str | None:
+    """The practitioner's IdNat_PS, validated: never trimmed, never partly accepted."""
+    name = "extensions.ihe_iua.national_provider_identifier"
+    value = iua.get("national_provider_identifier")
+    if value is None or value == "":
+        return None
+    return _checked(_text(value, name), idnat_ps_error(value), f"{name} (IdNat_PS)")
+
+
 def requester_from_claims(claims: Mapping[str, Any]) -> Requester:
     """The Requester named by validated claims; AuthenticationError if they name nobody."""
     extensions = _object(claims.get("extensions"), "extensions")
@@ -112,8 +148,8 @@ def requester_from_claims(claims: Mapping[str, Any]) -> Requester:
         "access_reason": _text(dmp.get("access_reason"), "extensions.dmp.access_reason"),
     }
     user_type, user_id = _reference(_text(claims.get("fhirUser"), "fhirUser"))
-    context_patient = _text(claims.get("patient"), "patient")
-    npi = _text(iua.get("national_provider_identifier"), "national_provider_identifier")
+    context_patient = _context_patient(claims)
+    npi = _national_provider_identifier(iua)
 
     if npi is not None:
         roles = _codings(iua.get("subject_role"), "subject_role")
@@ -131,7 +167,7 @@ def requester_from_claims(claims: Mapping[str, Any]) -> Requester:
             for k, v in (
                 ("person_id", iua.get("person_id")),
                 ("home_community_id", iua.get("home_community_id")),
-                ("patient_identifier", dmp.get("patient_identifier")),
+                ("patient_identifier", _patient_identifier(dmp)),
             )
             if isinstance(v, str) and v
         }

@@ -39,6 +39,7 @@ from signxml.exceptions import InvalidInput, SignXMLException
 from signxml.verifier import SignatureConfiguration
 
 from fhir_server.access.requester import Requester
+from fhir_server.auth.identifiers import idnat_ps_error, ins_cx_token
 from fhir_server.auth.keys import keys_dir, write_private_file
 from fhir_server.auth.requester import requester_from_claims
 from fhir_server.auth.tokens import AuthenticationError, AuthSettings
@@ -437,18 +438,45 @@ def _coded_values(assertion: etree._Element, name: str) -> list[dict[str, str]]:
     return codings
 
 
+def _patient_ins(assertion: etree._Element) -> str | None:
+    """The resource-id (the patient's INS, `INS^^^&OID&ISO`) as `urn:oid:OID|INS`, or None
+    when the assertion names no patient.
+
+    Taken as written, never trimmed: a resource-id that is present but not one INS (several
+    values, an empty one, another identifier, a bad key) refuses the assertion, rather than
+    leaving the request unbound to any patient as if it named none.
+    """
+    values = _values(assertion, ATTR_RESOURCE_ID)
+    if not values:
+        return None
+    if len(values) != 1:
+        raise AuthenticationError("VIHF resource-id must hold exactly one value, the patient's INS")
+    token, problem = ins_cx_token(values[0].text or "")
+    if problem is not None:
+        raise AuthenticationError(f"VIHF resource-id {problem}")
+    return token
+
+
 def vihf_claims(assertion: etree._Element) -> dict[str, Any]:
-    """Token-shaped claims from a verified assertion's attributes."""
+    """Token-shaped claims from a verified assertion's attributes.
+
+    The NameID (IdNat_PS) and the resource-id are passed on as written: the IdNat_PS is
+    validated by `requester_from_claims` like a token's, so the two faces accept exactly the
+    same values (a NameID with surrounding spaces is refused on both, not trimmed on one).
+    """
     name_id = assertion.findtext("saml2:Subject/saml2:NameID", namespaces=NSMAP)
     if not name_id or not name_id.strip():
         raise AuthenticationError("VIHF has no Subject/NameID (IdNat_PS)")
+    problem = idnat_ps_error(name_id)
+    if problem is not None:
+        raise AuthenticationError(f"VIHF Subject/NameID (IdNat_PS) {problem}")
     roles = _coded_values(assertion, ATTR_ROLE)
     purposes = [
         p for p in _coded_values(assertion, ATTR_PURPOSE) if p["system"] == SYSTEM_ACCESS_MODE
     ]
     structure = _text_value(assertion, ATTR_STRUCTURE)
     iua: dict[str, Any] = {
-        "national_provider_identifier": name_id.strip(),
+        "national_provider_identifier": name_id,
         "subject_name": _text_value(assertion, ATTR_SUBJECT_ID) or "",
         "subject_role": roles,
         "purpose_of_use": purposes,
@@ -459,15 +487,15 @@ def vihf_claims(assertion: etree._Element) -> dict[str, Any]:
     reason = _text_value(assertion, ATTR_ACCESS_REASON)
     if reason:
         dmp["access_reason"] = reason
-    resource = _text_value(assertion, ATTR_RESOURCE_ID)
-    if resource and cx_to_token(resource):
-        dmp["patient_identifier"] = cx_to_token(resource)
+    patient_ins = _patient_ins(assertion)
+    if patient_ins:
+        dmp["patient_identifier"] = patient_ins
     specialties = [r["code"] for r in roles if r["system"] == f"urn:oid:{OID_TRE_R38_SPECIALTY}"]
     if specialties:
         dmp["specialty"] = specialties[0]
     return {
         "iss": assertion.findtext("saml2:Issuer", namespaces=NSMAP) or "",
-        "sub": name_id.strip(),
+        "sub": name_id,
         "jti": assertion.get("ID"),
         "scope": VIHF_SCOPES,
         "extensions": {"ihe_iua": iua, "dmp": dmp},

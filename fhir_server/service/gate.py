@@ -19,11 +19,11 @@ from functools import lru_cache
 
 import orjson
 
-from fhir_server.access import hidden_references
+from fhir_server.access import binding, hidden_references
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.constraints import matches as constraint_matches
 from fhir_server.access.decision import Deny, Permit, not_found_message
-from fhir_server.access.policy import DmpPolicy
+from fhir_server.access.policy import DIRECTORY_TYPES, DmpPolicy
 from fhir_server.access.record import PatientRecord, build_record
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity
@@ -240,6 +240,85 @@ class Gate:
             lambda: [row[1] for row in self._internal_search("Patient", where, 2)],
         )
 
+    # -- the credentials' patient (XUA resource-id, SMART patient context) -----------------
+
+    def bound_patient(self, requester: Requester) -> tuple[bool, str | None]:
+        """(the request is bound to a patient, that Patient's id) per `access.binding`.
+
+        An INS is resolved like a search's `patient.identifier`; an INS that names no single
+        Patient, or that names another Patient than the `patient` id beside it, binds to no
+        record (None): fail closed.
+        """
+        context = binding.context_of(requester)
+        if context is None:
+            return False, None
+        if context.ins is None:
+            return True, context.patient_id
+        memo = request_memo()
+        if memo is None:
+            return True, self._resolved_context(context)
+        key = ("bound", context)
+        if key not in memo:
+            memo[key] = self._resolved_context(context)
+        return True, memo[key]
+
+    def _resolved_context(self, context: binding.PatientContext) -> str | None:
+        assert context.ins is not None
+        system, _, value = context.ins.partition("|")
+        ids = self.patients_matching(TokenTest("identifier", system, value))
+        resolved = ids[0] if len(ids) == 1 else None
+        if context.patient_id is not None and resolved != context.patient_id:
+            return None
+        return resolved
+
+    def _outside_binding(self, requester: Requester, patients) -> bool:
+        """Whether a resource of `patients` is outside the record `requester` is bound to."""
+        bound, bound_id = self.bound_patient(requester)
+        return bound and binding.outside(bound_id, patients)
+
+    def _binding_node(self, requester: Requester, resource_type: str, constraints: Node) -> Node:
+        """What a search (or an include) of `resource_type` is confined to by the binding:
+        the bound patient's compartment, for any type but the directory's; nothing more when
+        the policy's `constraints` hold that clause already."""
+        bound, bound_id = self.bound_patient(requester)
+        if not bound or resource_type in DIRECTORY_TYPES:
+            return Everything()
+        node = InCompartment(bound_id) if bound_id else NOTHING
+        return Everything() if node in _designated(constraints) else node
+
+    def _check_search_binding(
+        self, requester: Requester, interaction: str, given: bool, patient_id: str | None
+    ) -> None:
+        """Refuse (403, audited) a search designating another patient than the bound one.
+
+        Checked before that patient's record is looked at, so the answer is the same whether
+        it exists, is open or opposed: a designation resolving to no Patient is refused too
+        (no probing which INS are known), unless the credentials' own patient is just as
+        unknown (then the policy answers "unknown patient", as without a binding)."""
+        bound, bound_id = self.bound_patient(requester)
+        if not given or not bound or patient_id == bound_id:
+            return
+        deny = binding.refused_search_or_write()
+        self.audit.refusal(requester, interaction, [patient_id] if patient_id else [], deny.rule)
+        raise deny.to_error()
+
+    def _check_write_binding(
+        self, requester: Requester, interaction: str, resource_type: str, new, old
+    ) -> None:
+        """Refuse (audited) a write outside the bound record: an existing resource of another
+        record as its read would be (not found), new content naming another patient 403."""
+        deny = None
+        patients: frozenset[str] = frozenset()
+        if old is not None and self._outside_binding(requester, compartment_of(old)):
+            patients = compartment_of(old)
+            deny = binding.hidden_resource(resource_type, str(old.get("id", "")))
+        elif new is not None and self._outside_binding(requester, compartment_of(new)):
+            patients = compartment_of(new)
+            deny = binding.refused_search_or_write()
+        if deny is not None:
+            self.audit.refusal(requester, interaction, sorted(patients), deny.rule)
+            raise deny.to_error()
+
     # -- scopes (R02) ----------------------------------------------------------------------
 
     def _check_scopes(self, requester: Requester, resource_type: str, interaction: str) -> Node:
@@ -299,6 +378,8 @@ class Gate:
             and scope_node.patient_id not in patients
         ):
             decision = Deny("R02", 404, "not-found", not_found_message(resource_type, stored.id))
+        if self._outside_binding(requester, patients):
+            decision = binding.hidden_resource(resource_type, stored.id)
         if isinstance(decision, Deny):
             self.audit.refusal(requester, purpose.value, patients, decision.rule)
             raise decision.to_error()
@@ -388,8 +469,10 @@ class Gate:
         target = self.store.read(resource_type, resource_id)
         if target is None or target.deleted:
             return True
-        decision, _, _ = self._decide_read(requester, resource_type, resource_id, target.json())
-        return isinstance(decision, Permit)
+        decision, patients, _ = self._decide_read(
+            requester, resource_type, resource_id, target.json()
+        )
+        return isinstance(decision, Permit) and not self._outside_binding(requester, patients)
 
     def authorize_history(self, requester: Requester, resource_type: str | None) -> None:
         if requester.kind is not ActorKind.INTERNAL:
@@ -440,6 +523,7 @@ class Gate:
             )
         scope_node = self._check_scopes(requester, resource_type, "search")
         given, patient_id = self._designated_patient(resource_type, query.where)
+        self._check_search_binding(requester, "search-type", given, patient_id)
         acting = self._acting_for(requester)
         record_id = patient_id if given else acting
         record = self.record(record_id) if record_id else None
@@ -454,7 +538,13 @@ class Gate:
             where = self._resolved_patient_chain(requester, query, patient_id, record)
         where = self._constrain_joins(requester, query, where)
         constrained_where = without_implied_compartment(
-            all_of(where, decision.constraints, scope_node, granular),
+            all_of(
+                where,
+                decision.constraints,
+                scope_node,
+                granular,
+                self._binding_node(requester, resource_type, decision.constraints),
+            ),
             resource_type,
             self.registry,
         )
@@ -626,7 +716,8 @@ class Gate:
         decision = self._decide_search(requester, target_type, record, given)
         if isinstance(decision, Deny):
             return NOTHING
-        return all_of(decision.constraints, scope_node)
+        bound = self._binding_node(requester, target_type, decision.constraints)
+        return all_of(decision.constraints, scope_node, bound)
 
     def _check_scopes_quietly(self, requester: Requester, resource_type: str) -> Node:
         scopes = _scope_set(requester.scopes)
@@ -669,6 +760,7 @@ class Gate:
                 )
             return
         self._check_scopes(requester, resource_type, interaction)
+        self._check_write_binding(requester, interaction, resource_type, new, old)
         subject = new if new is not None else old
         patients = sorted(compartment_of(subject)) if subject else []
         if resource_type == "Patient" and subject is not None and subject.get("id"):

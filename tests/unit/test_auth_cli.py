@@ -170,7 +170,7 @@ def test_token_vihf_prints_an_assertion_the_server_trusts(data_dir, capsys):
             "--profession",
             "60",
             "--ins",
-            "urn:oid:1.2.250.1.213.1.4.8|123456789012345",
+            "urn:oid:1.2.250.1.213.1.4.8|123456789012311",
             "--data-dir",
             str(data_dir),
         ],

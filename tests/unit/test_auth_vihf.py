@@ -24,7 +24,7 @@ from fhir_server.auth.vihf import (
     vihf_to_string,
 )
 
-INS = "urn:oid:1.2.250.1.213.1.4.8|123456789012345"
+INS = "urn:oid:1.2.250.1.213.1.4.8|123456789012311"
 
 
 @pytest.fixture(scope="module")
