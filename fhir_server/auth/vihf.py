@@ -11,6 +11,10 @@ Only what the signature covers is read: signxml returns the signed element, and 
 attributes are taken from it, never from the tree received (signature-wrapping attacks
 move a signed assertion aside and put a forged one where a naive reader looks).
 
+The resource-id (the patient's INS) binds the request to that patient's record (see
+`fhir_server.access.binding`); it and the NameID (IdNat_PS) are validated as written, never
+trimmed, and a malformed one refuses the assertion.
+
 For `fhir-server token --vihf` and tests, a local structure certificate (self-signed,
 RSA 2048) is created in `<data_dir>/keys/` and trusted by default.
 """
@@ -202,16 +206,6 @@ def _coded(tag: str, code: str, oid: str) -> etree._Element:
 def ins_to_cx(system: str, value: str) -> str:
     """`urn:oid:1.2.250.1.213.1.4.8|123` -> `123^^^&1.2.250.1.213.1.4.8&ISO^NH`."""
     return f"{value}^^^&{system.removeprefix('urn:oid:')}&ISO^NH"
-
-
-def cx_to_token(cx: str) -> str | None:
-    """`123^^^&1.2.250.1.213.1.4.8&ISO^NH` -> `urn:oid:1.2.250.1.213.1.4.8|123`."""
-    parts = cx.split("^")
-    if len(parts) < 4 or not parts[0]:
-        return None
-    authority = parts[3].split("&")
-    oid = authority[1] if len(authority) > 1 else ""
-    return f"urn:oid:{oid}|{parts[0]}" if oid else None
 
 
 def mint_vihf(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,7 +20,8 @@ from functools import lru_cache
 
 import orjson
 
-from fhir_server.access import binding, hidden_references
+from fhir_server.access import binding as patient_binding
+from fhir_server.access import hidden_references
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.constraints import matches as constraint_matches
 from fhir_server.access.decision import Deny, Permit, not_found_message
@@ -249,7 +251,7 @@ class Gate:
         Patient, or that names another Patient than the `patient` id beside it, binds to no
         record (None): fail closed.
         """
-        context = binding.context_of(requester)
+        context = patient_binding.context_of(requester)
         if context is None:
             return False, None
         if context.ins is None:
@@ -262,7 +264,7 @@ class Gate:
             memo[key] = self._resolved_context(context)
         return True, memo[key]
 
-    def _resolved_context(self, context: binding.PatientContext) -> str | None:
+    def _resolved_context(self, context: patient_binding.PatientContext) -> str | None:
         assert context.ins is not None
         system, _, value = context.ins.partition("|")
         ids = self.patients_matching(TokenTest("identifier", system, value))
@@ -271,10 +273,10 @@ class Gate:
             return None
         return resolved
 
-    def _outside_binding(self, requester: Requester, patients) -> bool:
+    def _outside_binding(self, requester: Requester, patients: Iterable[str]) -> bool:
         """Whether a resource of `patients` is outside the record `requester` is bound to."""
         bound, bound_id = self.bound_patient(requester)
-        return bound and binding.outside(bound_id, patients)
+        return bound and patient_binding.outside(bound_id, patients)
 
     def _binding_node(self, requester: Requester, resource_type: str, constraints: Node) -> Node:
         """What a search (or an include) of `resource_type` is confined to by the binding:
@@ -298,7 +300,7 @@ class Gate:
         bound, bound_id = self.bound_patient(requester)
         if not given or not bound or patient_id == bound_id:
             return
-        deny = binding.refused_search_or_write()
+        deny = patient_binding.refused_search_or_write()
         self.audit.refusal(requester, interaction, [patient_id] if patient_id else [], deny.rule)
         raise deny.to_error()
 
@@ -311,10 +313,10 @@ class Gate:
         patients: frozenset[str] = frozenset()
         if old is not None and self._outside_binding(requester, compartment_of(old)):
             patients = compartment_of(old)
-            deny = binding.hidden_resource(resource_type, str(old.get("id", "")))
+            deny = patient_binding.hidden_resource(resource_type, str(old.get("id", "")))
         elif new is not None and self._outside_binding(requester, compartment_of(new)):
             patients = compartment_of(new)
-            deny = binding.refused_search_or_write()
+            deny = patient_binding.refused_search_or_write()
         if deny is not None:
             self.audit.refusal(requester, interaction, sorted(patients), deny.rule)
             raise deny.to_error()
@@ -379,7 +381,7 @@ class Gate:
         ):
             decision = Deny("R02", 404, "not-found", not_found_message(resource_type, stored.id))
         if self._outside_binding(requester, patients):
-            decision = binding.hidden_resource(resource_type, stored.id)
+            decision = patient_binding.hidden_resource(resource_type, stored.id)
         if isinstance(decision, Deny):
             self.audit.refusal(requester, purpose.value, patients, decision.rule)
             raise decision.to_error()
