@@ -7,7 +7,8 @@ it is: an IdNat_PS with a surrounding space would be stripped on one side (the C
 not on the other (the token), and a blocked practitioner would get in (issue #18, finding
 12). So these values are validated, never trimmed: a malformed one makes the credentials
 unacceptable (401 on the FHIR face, a SOAP Fault on the XDS face), with a message saying
-which form is expected and never echoing the value.
+which form is expected. The IdNat_PS and INS checks are those of `resources.normal_form`,
+which every resource's identifiers go through at the door: one function for both sides.
 """
 
 from __future__ import annotations
@@ -15,17 +16,9 @@ from __future__ import annotations
 import re
 
 from fhir_server.resources.ins import nir_key_error
+from fhir_server.resources.normal_form import idnat_ps_problem, ins_problem
 from fhir_server.terminology import INS_OIDS, OID_INS_NIA
 
-# IdNat_PS (ANS, "identifiant national de personne physique"): a type digit and the id
-# - 8 + RPPS (11 digits);
-# - 0 + ADELI (9 characters; 2A / 2B for Corsica);
-# - 1-7 + the structure's id (FINESS, SIREN, SIRET, cabinet) + "/" + the structure's own id.
-_IDNAT_PS = re.compile(r"8\d{11}|0(?:\d{2}|2[AB])\d{7}|[1-7][0-9A-Z]{9,14}/[0-9A-Za-z._-]{1,40}")
-IDNAT_PS_FORM = (
-    "an IdNat_PS without spaces: 8 + the 11-digit RPPS, 0 + the ADELI number, or a type digit,"
-    " the structure's id, '/' and the structure's own id"
-)
 # FHIR `id` (R4 datatype): what the SMART `patient` claim holds.
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 # CX of the VIHF resource-id: `INS^^^&OID&ISO`, optionally followed by the type code (^NH).
@@ -34,10 +27,10 @@ INS_CX_FORM = "the patient's INS as INS^^^&OID&ISO (an INS OID, no spaces)"
 
 
 def idnat_ps_error(value: object) -> str | None:
-    """What is wrong with an IdNat_PS, or None when it has one of the national forms."""
-    if not isinstance(value, str) or not _IDNAT_PS.fullmatch(value):
-        return f"must be {IDNAT_PS_FORM}"
-    return None
+    """What is wrong with an IdNat_PS, or None: the very check a Consent's or a
+    generalPractitioner's IdNat_PS gets at the door (`resources.normal_form`), so that the
+    values the rules compare are accepted or refused alike on every side."""
+    return idnat_ps_problem(value)
 
 
 def fhir_id_error(value: object) -> str | None:
@@ -55,8 +48,9 @@ def ins_error(oid: str, value: str) -> str | None:
     """
     if oid not in INS_OIDS:
         return f"must name an INS assigning authority ({', '.join(INS_OIDS)})"
-    if not value or value != value.strip() or any(c.isspace() for c in value):
-        return "must hold the INS matricule without spaces"
+    problem = ins_problem(value)
+    if problem is not None:
+        return problem
     if oid != OID_INS_NIA:
         return nir_key_error(value)
     return None
@@ -86,7 +80,6 @@ def ins_cx_token(cx: object) -> tuple[str | None, str | None]:
 
 
 __all__ = [
-    "IDNAT_PS_FORM",
     "INS_CX_FORM",
     "fhir_id_error",
     "idnat_ps_error",

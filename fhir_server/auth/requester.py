@@ -104,7 +104,7 @@ def _organization_id(value: str | None) -> str | None:
 
 def _checked(value: str | None, problem: str | None, name: str) -> str | None:
     if value is not None and problem is not None:
-        raise AuthenticationError(f"token claim {name} {problem}")
+        raise AuthenticationError(f"token claim {name}: {problem}")
     return value
 
 

@@ -447,7 +447,7 @@ def _patient_ins(assertion: etree._Element) -> str | None:
         raise AuthenticationError("VIHF resource-id must hold exactly one value, the patient's INS")
     token, problem = ins_cx_token(values[0].text or "")
     if problem is not None:
-        raise AuthenticationError(f"VIHF resource-id {problem}")
+        raise AuthenticationError(f"VIHF resource-id: {problem}")
     return token
 
 
@@ -463,7 +463,7 @@ def vihf_claims(assertion: etree._Element) -> dict[str, Any]:
         raise AuthenticationError("VIHF has no Subject/NameID (IdNat_PS)")
     problem = idnat_ps_error(name_id)
     if problem is not None:
-        raise AuthenticationError(f"VIHF Subject/NameID (IdNat_PS) {problem}")
+        raise AuthenticationError(f"VIHF Subject/NameID (IdNat_PS): {problem}")
     roles = _coded_values(assertion, ATTR_ROLE)
     purposes = [
         p for p in _coded_values(assertion, ATTR_PURPOSE) if p["system"] == SYSTEM_ACCESS_MODE
