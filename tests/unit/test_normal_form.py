@@ -271,8 +271,11 @@ def test_references_to_own_base_become_relative_and_foreign_ones_stay():
         ("10000000010", "8" + "10000000010"),
         ("8100000000", "not an IdNat_PS"),
         ("810000000010", None),
-        ("0123456789", None),
+        ("0123456789", "not an IdNat_PS"),
+        ("0751234567", None),
+        ("02A1234567", None),
         ("3123456789/ABC", None),
+        ("4123456789/1", None),
     ],
 )
 def test_idnat_ps_values_are_checked_never_trimmed(value, problem):
