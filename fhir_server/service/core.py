@@ -560,9 +560,9 @@ class FhirService:
         self, tx: StoreTransaction, requester: Requester, resource_type: str, resource_id: str
     ) -> StoredResource | None:
         """Delete the current version. Deleting an id that does not exist, or one held by a
-        resource hidden from the requester, changes nothing and answers the same (issue #18,
-        finding 13: a 404, or a 403 naming a block, told that the id exists); the refusal
-        is audited as its read would be."""
+        resource hidden from the requester, changes nothing and answers the same: the hidden
+        one answered 404 (403 naming the block for a blocked practitioner), which told that
+        it exists (issue #18, finding 13). Its refusal is audited as its read's would be."""
         current = tx.read(resource_type, resource_id)
         if current is None or current.deleted:
             if current is not None:
