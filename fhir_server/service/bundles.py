@@ -27,7 +27,7 @@ from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
 from fhir_server.resources.json_values import copy_json
 from fhir_server.search.extract import PreparedEntries, prepare
 from fhir_server.service import versions
-from fhir_server.service.core import FhirService, require_type
+from fhir_server.service.core import Condition, FhirService, Replay, require_type
 from fhir_server.service.prepared import PreparedEvents, PreparedWrite
 from fhir_server.store.base import StoredResource
 
@@ -46,6 +46,11 @@ class Entry:
     # A transaction entry's index entries, extracted once it is final and valid, before the
     # transaction (see `service.prepared`): the write lock is not held while they are made.
     prepared: PreparedEntries | None = None
+    # A transaction's conditional create: its criteria, re-checked in the write transaction.
+    condition: Condition | None = None
+    # A conditional DELETE: the one resource its criteria found, searched before the write
+    # transaction (the search is audited, which cannot happen inside it); None: nothing.
+    delete_id: str | None = None
 
     @property
     def where(self) -> str:
@@ -178,14 +183,23 @@ class BundleProcessor:
         entries = read_entries(bundle)
         if bundle_type == "batch":
             return "batch-response", [self._batch_entry(requester, entry) for entry in entries]
+        # A transaction that lost a race on a conditional create is run again from the Bundle
+        # as received (`FhirService.replayed`): its next run finds what the other one wrote.
         if is_provide_bundle(bundle):
             try:
-                return "transaction-response", self._transaction(
-                    requester, entries, mhd=Iti65(self.service), also_audit=also_audit
+                return "transaction-response", self.service.replayed(
+                    lambda: self._transaction(
+                        requester,
+                        read_entries(bundle),
+                        mhd=Iti65(self.service),
+                        also_audit=also_audit,
+                    )
                 )
             except FhirError as exc:
                 raise with_xds_code(exc) from None
-        return "transaction-response", self._transaction(requester, entries, also_audit=also_audit)
+        return "transaction-response", self.service.replayed(
+            lambda: self._transaction(requester, read_entries(bundle), also_audit=also_audit)
+        )
 
     # -- batch: each entry on its own ------------------------------------------------------
 
@@ -195,8 +209,12 @@ class BundleProcessor:
                 entry.resource = copy_json(entry.resource)
             if entry.method in ("GET", "HEAD"):
                 return self._get(requester, entry)
+            if entry.method == "POST" and entry.if_none_exist:
+                return self._conditional_create(requester, entry)
+            if entry.method == "DELETE":
+                self._find_delete_target(requester, entry)
             with self.service._transaction() as tx:
-                return self._write(requester, tx, entry, {})
+                return self._write(requester, tx, entry, {}, batch=True)
         except FhirError as exc:
             return EntryResponse(status=str(exc.status), outcome=exc.operation_outcome())
 
@@ -243,10 +261,12 @@ class BundleProcessor:
         responses: dict[int, EntryResponse] = {}
         ordered = sorted(
             (e for e in entries if e.method != FOLDED),
-            key=lambda e: (METHOD_ORDER[e.method], e.index),
+            # A conditional create that found its resource ("NOOP") keeps a POST's place.
+            key=lambda e: (METHOD_ORDER.get(e.method, METHOD_ORDER["POST"]), e.index),
         )
         try:
-            with self.service._transaction() as tx:
+            conditional = any(entry.condition is not None for entry in ordered)
+            with self.service._transaction(replay=conditional) as tx:
                 for entry in ordered:
                     if entry.method in ("GET", "HEAD"):
                         continue
@@ -302,12 +322,14 @@ class BundleProcessor:
                     entry.resource.get("resourceType") or target.resource_type
                 )
                 if entry.if_none_exist:
-                    existing = self._find(
+                    entry.condition = self._condition(
                         requester, target.resource_type, entry.if_none_exist, entry
                     )
+                    existing = self._matched(requester, entry.condition, entry)
                     if existing is not None:
                         entry.method = "NOOP"
                         entry.resource = None
+                        entry.condition = None
                         self._map(references, entry, f"{existing.resource_type}/{existing.id}")
                         entry.existing = existing  # type: ignore[attr-defined]
                         continue
@@ -317,12 +339,14 @@ class BundleProcessor:
             elif entry.method == "PUT":
                 target = parse_target(entry.url, entry.where)
                 if target.params is not None:
-                    existing = self._find(
+                    condition = self._condition(
                         requester, target.resource_type, entry.url.split("?", 1)[1], entry
                     )
-                    resource_id = (
-                        existing.id if existing else (entry.resource.get("id") or versions.new_id())
-                    )
+                    existing = self._matched(requester, condition, entry)
+                    # Nothing matched: a create, with a server id as in
+                    # `FhirService.conditional_update` (an id in the body could be one held by a
+                    # resource hidden from the requester: issue #18, finding 13).
+                    resource_id = existing.id if existing else versions.new_id()
                 else:
                     resource_id = target.resource_id
                     if entry.resource.get("id") not in (None, resource_id):
@@ -333,6 +357,11 @@ class BundleProcessor:
                 entry.resource["id"] = versions.check_id(resource_id, f"{entry.where}.request.url")
                 entry.url = f"{target.resource_type}/{resource_id}"
                 self._map(references, entry, entry.url)
+            elif entry.method == "DELETE":
+                try:
+                    self._find_delete_target(requester, entry)
+                except FhirError as exc:
+                    raise _at_entry(exc, entry) from None
         conditional: set[str] = set()
         for entry in entries:
             if entry.resource is not None:
@@ -355,12 +384,21 @@ class BundleProcessor:
         if entry.full_url:
             references[entry.full_url] = final
 
-    def _find(
+    def _condition(
         self, requester: Requester, resource_type: str, query: str, entry: Entry
+    ) -> Condition:
+        try:
+            return self.service.condition(
+                requester, resource_type, parse_qsl(query, keep_blank_values=True)
+            )
+        except FhirError as exc:
+            raise _at_entry(exc, entry) from None
+
+    def _matched(
+        self, requester: Requester, condition: Condition, entry: Entry
     ) -> StoredResource | None:
-        matches = self.service.find(
-            requester, resource_type, parse_qsl(query, keep_blank_values=True)
-        )
+        """The one resource a condition finds, as the requester's audited search serves it."""
+        matches = self.service.conditional_matches(requester, condition)
         if len(matches) > 1:
             raise _at_entry(
                 error(412, "multiple-matches", "the condition matches more than one resource"),
@@ -368,11 +406,48 @@ class BundleProcessor:
             )
         return matches[0] if matches else None
 
+    def _find_delete_target(self, requester: Requester, entry: Entry) -> None:
+        """A conditional DELETE's target, found before the write transaction."""
+        target = parse_target(entry.url, entry.where)
+        if target.params is None:
+            return
+        condition = self.service.condition(requester, target.resource_type, target.params)
+        matches = self.service.conditional_matches(requester, condition)
+        if len(matches) > 1:
+            raise error(
+                412,
+                "multiple-matches",
+                "the conditional delete criteria match more than one resource",
+            )
+        entry.delete_id = matches[0].id if matches else None
+
+    def _conditional_create(self, requester: Requester, entry: Entry) -> EntryResponse:
+        """A batch entry's conditional create: the service's, atomic and audited."""
+        target = parse_target(entry.url, entry.where)
+        if entry.resource.get("resourceType") != target.resource_type:
+            raise bad_request(
+                "resource type does not match request.url", f"{entry.where}.resource.resourceType"
+            )
+        result = self.service.create(
+            requester,
+            target.resource_type,
+            entry.resource,
+            if_none_exist=parse_qsl(entry.if_none_exist or "", keep_blank_values=True),
+        )
+        return _response("201 Created" if result.created else "200 OK", result.stored)
+
     # -- one entry -------------------------------------------------------------------------
 
     def _write(
-        self, requester: Requester, tx, entry: Entry, references: dict[str, str]
+        self,
+        requester: Requester,
+        tx,
+        entry: Entry,
+        references: dict[str, str],
+        *,
+        batch: bool = False,
     ) -> EntryResponse:
+        """One write entry in `tx`; `batch`: an entry of a batch, on its own."""
         service = self.service
         if entry.method == "NOOP":
             existing = entry.existing  # type: ignore[attr-defined]
@@ -384,16 +459,12 @@ class BundleProcessor:
                     "resource type does not match request.url",
                     f"{entry.where}.resource.resourceType",
                 )
-            if not references:  # batch: conditional create and server id here
-                if entry.if_none_exist:
-                    existing = self._find(
-                        requester, target.resource_type, entry.if_none_exist, entry
-                    )
-                    if existing is not None:
-                        return _response("200 OK", existing)
+            if batch:  # a server id here (a conditional create was `_conditional_create`)
                 service.validate_for_write(entry.resource, target.resource_type)
                 result = service.create_in(tx, requester, entry.resource)
             else:
+                if entry.condition is not None and service.recheck(tx, requester, entry.condition):
+                    raise Replay()  # a concurrent create came first: run the Bundle again
                 result = service.create_in(
                     tx,
                     requester,
@@ -403,14 +474,14 @@ class BundleProcessor:
                 )
             return _response("201 Created", result.stored)
         if entry.method == "PUT":
-            if target.params is not None and not references:
+            if target.params is not None and batch:
                 raise bad_request(
                     "conditional update in a batch is not supported; use a transaction",
                     f"{entry.where}.request.url",
                 )
             if target.resource_id is None:
                 raise bad_request("PUT needs Type/id in request.url", f"{entry.where}.request.url")
-            if not references:
+            if batch:
                 service.validate_for_write(entry.resource, target.resource_type)
             if_match = (
                 versions.parse_etag(entry.if_match, f"{entry.where}.request.ifMatch")
@@ -423,15 +494,8 @@ class BundleProcessor:
             return _response("201 Created" if result.created else "200 OK", result.stored)
         if entry.method == "DELETE":
             if target.params is not None:
-                matches = service.find(requester, target.resource_type, target.params)
-                if len(matches) > 1:
-                    raise error(
-                        412,
-                        "multiple-matches",
-                        "the conditional delete criteria match more than one resource",
-                    )
-                if matches:
-                    service.delete_in(tx, requester, target.resource_type, matches[0].id)
+                if entry.delete_id is not None:
+                    service.delete_in(tx, requester, target.resource_type, entry.delete_id)
             elif target.resource_id:
                 service.delete_in(tx, requester, target.resource_type, target.resource_id)
             else:

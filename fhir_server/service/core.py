@@ -6,10 +6,14 @@ method takes the Requester first, asks the access gate, and records what happene
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import orjson
 
@@ -36,6 +40,31 @@ from fhir_server.store.base import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How many times a conditional write is run again after losing a race to a concurrent one
+# with the same criteria (`Replay`), and the first pause before it runs again (doubled each
+# time, with jitter): the winner may still be committing, and its commit (a SQLite group
+# commit, a MongoDB majority write) takes milliseconds.
+CONDITION_ATTEMPTS = 8
+CONDITION_BACKOFF_SECONDS = 0.004
+
+
+class Replay(Exception):  # noqa: N818 - an instruction to the caller, not an error
+    """A conditional write met a concurrent one with the same criteria: run it again."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """The criteria of a conditional create, update or delete, as the requester's search.
+
+    `query`: the search as the gate constrained it for the requester (it finds only what
+    they may read); `key`: the resource type and the criteria in one canonical spelling,
+    which concurrent conditional creates `claim` in their transaction (issue #18, #7).
+    """
+
+    query: SearchQuery
+    key: str
 
 
 @dataclass(frozen=True)
@@ -122,9 +151,12 @@ class FhirService:
     ) -> StoredResource:
         require_type(resource_type)
         stored = self.store.vread(resource_type, resource_id, version)
-        if stored is None:
+        current = self.store.read(resource_type, resource_id) if stored is not None else None
+        if stored is None or current is None:
             raise not_found(not_found_message(resource_type, resource_id))
-        self.gate.authorize_read(requester, stored, ReadPurpose.VREAD)
+        # Masking applies to all of history: a version is served only if the current one
+        # may be read too (issue #18, finding 6).
+        self.gate.authorize_read(requester, stored, ReadPurpose.VREAD, current=current)
         if stored.deleted:
             raise error(
                 410, "deleted", f"version {version} of {resource_type}/{resource_id} is a deletion"
@@ -219,12 +251,80 @@ class FhirService:
         page = self.store.search(
             query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
         )
+        return self._current(page.rows)
+
+    def _current(self, rows) -> list[StoredResource]:
         found = []
-        for row in page.rows:
+        for row in rows:
             stored = self.store.read(row[0], row[1])
             if stored is not None and not stored.deleted:
                 found.append(stored)
         return found
+
+    def condition(
+        self, requester: Requester, resource_type: str, params: list[tuple[str, str]]
+    ) -> Condition:
+        """The criteria of a conditional interaction as `requester`'s search (R04 and their
+        scopes apply, a refusal is audited like a search's)."""
+        parsed = parse_search(resource_type, sorted(params), self.registry)
+        query = self.gate.constrain_search(
+            requester, _replace_count(parsed.query, 2), conditional=True
+        )
+        spelled = f"{resource_type}\n{parsed.query.where!r}".encode()
+        return Condition(query, f"{resource_type}:{hashlib.sha256(spelled).hexdigest()}")
+
+    def conditional_matches(
+        self, requester: Requester, condition: Condition
+    ) -> list[StoredResource]:
+        """What the criteria find, as a search by `requester` would serve it: only what they
+        may read, each body filtered like a read (`Gate.as_served`), and audited like a
+        search, matched or not (issue #18, finding 8)."""
+        page = self.store.search(
+            condition.query,
+            cursor_key=self.cursor_key,
+            cursor_binding=self.gate.binding(requester),
+        )
+        found = self._current(page.rows)
+        self.gate.after_search(
+            requester,
+            SearchResult(
+                matches=[(s.resource_type, s.id, s.body) for s in found],
+                included=[],
+                total=None,
+                next_cursor=None,
+                previous_cursor=None,
+                query=condition.query,
+            ),
+        )
+        return [self.gate.as_served(requester, stored) for stored in found]
+
+    def recheck(self, tx: StoreTransaction, requester: Requester, condition: Condition) -> bool:
+        """In the write transaction of a conditional create: claim the criteria and search
+        again, so that of two concurrent creates with the same criteria exactly one writes
+        (issue #18, finding 7). True: a concurrent one wrote first; write nothing and run
+        again (`Replay`), to find what it wrote."""
+        tx.claim(condition.key)
+        page = tx.search(
+            condition.query,
+            cursor_key=self.cursor_key,
+            cursor_binding=self.gate.binding(requester),
+        )
+        return bool(page.rows)
+
+    def replayed(self, attempt: Callable[[], T]) -> T:
+        """`attempt()`, run again while it loses races to concurrent conditional writes."""
+        pause = CONDITION_BACKOFF_SECONDS
+        for _ in range(CONDITION_ATTEMPTS):
+            try:
+                return attempt()
+            except Replay:
+                time.sleep(pause * (0.5 + random.random()))  # noqa: S311 - jitter only
+                pause *= 2
+        raise error(
+            409,
+            "conflict",
+            "concurrent writes with the same conditions kept conflicting; try again",
+        )
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -245,26 +345,43 @@ class FhirService:
     ) -> WriteResult:
         require_type(resource_type)
         self.validate_for_write(resource, resource_type)
-        if if_none_exist is not None:
-            existing = self.find(requester, resource_type, if_none_exist)
+        if if_none_exist is None:
+            return self._create(requester, resource)
+        condition = self.condition(requester, resource_type, if_none_exist)
+
+        def attempt() -> WriteResult:
+            existing = self.conditional_matches(requester, condition)
             if len(existing) > 1:
                 raise error(412, "duplicate", "If-None-Exist matches more than one resource")
             if existing:
                 return WriteResult(existing[0], created=False)
+            return self._create(requester, resource, condition)
+
+        return self.replayed(attempt)
+
+    def _create(
+        self, requester: Requester, resource: dict, condition: Condition | None = None
+    ) -> WriteResult:
+        """A create with a server id; `condition`: the criteria it is conditional on."""
         resource_id = versions.new_id()
         # Authorized before the transaction: a create has no current version to judge, and the
         # write lock, which every writer of every process waits for, is not held meanwhile.
-        self.gate.authorize_write(requester, "create", resource_type, resource, None)
+        self.gate.authorize_write(requester, "create", resource["resourceType"], resource, None)
         prepared = self._prepare_create(requester, resource, resource_id)
-        with self._transaction() as tx:
-            return self.create_in(
-                tx,
-                requester,
-                resource,
-                resource_id=resource_id,
-                prepared=prepared,
-                authorized=True,
-            )
+        with self._transaction(replay=condition is not None) as tx:
+            raced = condition is not None and self.recheck(tx, requester, condition)
+            if not raced:
+                return self.create_in(
+                    tx,
+                    requester,
+                    resource,
+                    resource_id=resource_id,
+                    prepared=prepared,
+                    authorized=True,
+                )
+        # Left without writing, once the concurrent create is committed (a SQLite unit
+        # returns after its group's commit): the next attempt's search finds it.
+        raise Replay()
 
     def _prepare_create(
         self, requester: Requester, resource: dict, resource_id: str
@@ -309,26 +426,36 @@ class FhirService:
         criteria: list[tuple[str, str]],
         resource: dict,
     ) -> WriteResult:
+        """Update the one resource the criteria find, or create one (FHIR R4 http.html#cond-update).
+
+        When nothing matches, the resource is created with a server id, as a create is: an
+        id in the body is ignored (R4's create ignores it). Keeping it would answer
+        differently for an id that does not exist (201) and for one held by a resource
+        hidden from the requester (a conflict): issue #18, finding 13."""
         require_type(resource_type)
         self.validate_for_write(resource, resource_type)
-        matches = self.find(requester, resource_type, criteria)
-        if len(matches) > 1:
-            raise error(
-                412,
-                "multiple-matches",
-                "the conditional update criteria match more than one resource",
-            )
-        with self._transaction() as tx:
+        condition = self.condition(requester, resource_type, criteria)
+
+        def attempt() -> WriteResult:
+            matches = self.conditional_matches(requester, condition)
+            if len(matches) > 1:
+                raise error(
+                    412,
+                    "multiple-matches",
+                    "the conditional update criteria match more than one resource",
+                )
             if not matches:
-                return self.create_in(tx, requester, resource, keep_id=True)
+                return self._create(requester, _without_id(resource), condition)
             target = matches[0]
             if resource.get("id") not in (None, target.id):
                 raise bad_request(
                     f"the resource id '{resource['id']}' does not match the resource found ({target.id})",
                     f"{resource_type}.id",
                 )
-            resource["id"] = target.id
-            return self.update_in(tx, requester, resource)
+            with self._transaction() as tx:
+                return self.update_in(tx, requester, {**resource, "id": target.id})
+
+        return self.replayed(attempt)
 
     def delete(
         self, requester: Requester, resource_type: str, resource_id: str
@@ -341,7 +468,9 @@ class FhirService:
         self, requester: Requester, resource_type: str, criteria: list[tuple[str, str]]
     ) -> StoredResource | None:
         require_type(resource_type)
-        matches = self.find(requester, resource_type, criteria)
+        matches = self.conditional_matches(
+            requester, self.condition(requester, resource_type, criteria)
+        )
         if len(matches) > 1:
             raise error(
                 412,
@@ -394,18 +523,31 @@ class FhirService:
         if_match: int | None = None,
         entries: PreparedEntries | None = None,
     ) -> WriteResult:
-        """`entries`: the resource's `prepare`d index entries, if made before the transaction."""
+        """`entries`: the resource's `prepare`d index entries, if made before the transaction.
+
+        An id held by a resource hidden from the requester is answered as an id that does
+        not exist would be, as far as the answers can be the same (issue #18, finding 13):
+        the same 412 to an If-Match, the same refusal when the requester may not create this
+        resource. Only where a missing id would be created (update as create) can the answer
+        not be the same, since a hidden resource is never overwritten; it is then the
+        "not known" 404 of a read of that id, which says no more than the read does.
+        """
         resource_type, resource_id = resource["resourceType"], versions.check_id(resource["id"])
         current = tx.read(resource_type, resource_id)
-        if if_match is not None and (current is None or current.version != if_match):
+        hidden = self.gate.hidden_deny(requester, current) if current is not None else None
+        if if_match is not None and (
+            current is None or hidden is not None or current.version != if_match
+        ):
             raise error(
                 412,
                 "conflict",
                 f'If-Match W/"{if_match}" is not the current version of {resource_type}/{resource_id}',
             )
-        if current is None:
+        if current is None or hidden is not None:
             # Update as create: the client chose the id.
             self.gate.authorize_write(requester, "create", resource_type, resource, None)
+            if current is not None and hidden is not None:
+                raise self.gate.refuse_hidden(requester, "update", current, hidden)
             stored = versions.stamp(resource, resource_id, 1, self.clock())
             self._write(tx, stored, resource, "PUT", expected_version=0, entries=entries)
             self.gate.after_write(tx, requester, "create", stored, resource)
@@ -426,10 +568,18 @@ class FhirService:
     def delete_in(
         self, tx: StoreTransaction, requester: Requester, resource_type: str, resource_id: str
     ) -> StoredResource | None:
+        """Delete the current version. Deleting an id that does not exist, or one held by a
+        resource hidden from the requester, changes nothing and answers the same: the hidden
+        one answered 404 (403 naming the block for a blocked practitioner), which told that
+        it exists (issue #18, finding 13). Its refusal is audited as its read's would be."""
         current = tx.read(resource_type, resource_id)
         if current is None or current.deleted:
             if current is not None:
                 self.gate.authorize_write(requester, "delete", resource_type, None, current.json())
+            return None
+        hidden = self.gate.hidden_deny(requester, current)
+        if hidden is not None:
+            self.gate.refuse_hidden(requester, "delete", current, hidden)
             return None
         old = current.json()
         self.gate.authorize_write(requester, "delete", resource_type, None, old)
@@ -455,17 +605,24 @@ class FhirService:
         tx.write(VersionWrite(stored, method, expected_version, entries, shard_key=shard_key))
 
     @contextmanager
-    def _transaction(self) -> Iterator[StoreTransaction]:
-        """The store's transaction, with a concurrent-write conflict answered as 409."""
+    def _transaction(self, *, replay: bool = False) -> Iterator[StoreTransaction]:
+        """The store's transaction, with a concurrent-write conflict answered as 409, or
+        with `replay` (a conditional write that claimed its criteria) raised as `Replay`."""
         try:
             with self.gate.audit.deferring_refusals(), self.store.transaction() as tx:
                 yield tx
         except VersionConflict as exc:
+            if replay:
+                raise Replay() from exc
             raise error(409, "conflict", str(exc)) from exc
+
+
+def _without_id(resource: dict) -> dict:
+    return {key: value for key, value in resource.items() if key != "id"}
 
 
 def _replace_count(query: SearchQuery, count: int) -> SearchQuery:
     return replace(query, count=count, sort=(), includes=(), cursor=None)
 
 
-__all__ = ["FhirService", "SearchResult", "WriteResult"]
+__all__ = ["Condition", "FhirService", "Replay", "SearchResult", "WriteResult"]

@@ -352,10 +352,16 @@ class Gate:
         return self.record(patients[0]) if patients else None
 
     def authorize_read(
-        self, requester: Requester, stored: StoredResource, purpose: ReadPurpose
+        self,
+        requester: Requester,
+        stored: StoredResource,
+        purpose: ReadPurpose,
+        current: StoredResource | None = None,
     ) -> StoredResource | None:
         """Judge one read; refuse it (raise) or audit it and notify the patient (R17).
 
+        `current`: for a vread, the resource's current version, which must be readable too:
+        masking a document hides all of its history (issue #18, finding 6).
         Returns the version to serve when the read itself changed the resource (a message's
         first read by a recipient sets ``received``), else None: serve `stored`.
         """
@@ -363,17 +369,20 @@ class Gate:
             return None
         resource_type = stored.resource_type
         scope_node = self._check_scopes(requester, resource_type, "read")
-        resource = stored.json()
-        if stored.deleted:
-            # The tombstone has no content; judge the last version that had some.
-            for version in range(stored.version - 1, 0, -1):
-                previous = self.store.vread(resource_type, stored.id, version)
-                if previous is not None and not previous.deleted:
-                    resource = previous.json()
-                    break
+        resource = self._content(stored)
         decision, patients, record = self._decide_read(
             requester, resource_type, stored.id, resource
         )
+        if (
+            current is not None
+            and current.version != stored.version
+            and isinstance(decision, Permit)
+        ):
+            now, now_patients, _ = self._decide_read(
+                requester, resource_type, stored.id, self._content(current)
+            )
+            if isinstance(now, Deny):
+                decision, patients = now, sorted(set(patients) | set(now_patients))
         if (
             isinstance(scope_node, InCompartment)
             and resource_type != "Binary"
@@ -399,6 +408,41 @@ class Gate:
                 self.store, self.registry, self.audit.clock, requester, stored, record
             )
         return None
+
+    def _content(self, stored: StoredResource) -> dict:
+        """The resource a version shows; for a deletion, the last version that had content
+        (the tombstone has none to judge)."""
+        if stored.deleted:
+            for version in range(stored.version - 1, 0, -1):
+                previous = self.store.vread(stored.resource_type, stored.id, version)
+                if previous is not None and not previous.deleted:
+                    return previous.json()
+        return stored.json()
+
+    def hidden_deny(self, requester: Requester, current: StoredResource) -> Deny | None:
+        """The refusal a read of `current` (a current version) by `requester` would get,
+        when it is the one a resource that does not exist gets (a `hidden` 404): a write
+        on it must then answer as on a missing id (R18, issue #18, finding 13). A refusal
+        that tells nothing about the resource (R15: systems never read documents, yet
+        deprecate them) is not hiding, and the write is judged as usual."""
+        if requester.kind is ActorKind.INTERNAL or current.deleted:
+            return None
+        decision, _, _ = self._decide_read(
+            requester, current.resource_type, current.id, current.json()
+        )
+        if isinstance(decision, Deny) and decision.status == 404:
+            return decision
+        return None
+
+    def refuse_hidden(
+        self, requester: Requester, interaction: str, current: StoredResource, deny: Deny
+    ) -> FhirError:
+        """Audit a write refused on a hidden resource (R16), as its read would be; the error
+        to answer with when the answer is an error (`hidden_deny`)."""
+        self.audit.refusal(
+            requester, interaction, sorted(compartment_of(current.json())), deny.rule
+        )
+        return deny.to_error()
 
     def _decide_read(
         self, requester: Requester, resource_type: str, resource_id: str, resource: dict
@@ -489,11 +533,27 @@ class Gate:
             )
 
     def filter_history(self, requester: Requester, page: HistoryPage) -> HistoryPage:
+        """The versions of `page` that `requester` may read: each version, and the current
+        version of its resource, must be readable (masking hides all of history: issue #18,
+        finding 6; an instance history has had its current version judged already)."""
         if requester.kind is ActorKind.INTERNAL:
             return page
         kept = []
+        current_readable: dict[tuple[str, str], bool] = {}
         for entry in page.entries:
             stored = entry.resource
+            key = (stored.resource_type, stored.id)
+            if key not in current_readable:
+                current = self.store.read(*key)
+                current_readable[key] = current is not None and (
+                    stored.resource_type == "Binary"
+                    or isinstance(
+                        self._decide_read(requester, key[0], key[1], self._content(current))[0],
+                        Permit,
+                    )
+                )
+            if not current_readable[key]:
+                continue
             if stored.deleted:
                 kept.append(entry)
                 continue

@@ -105,6 +105,18 @@ class StoreTransaction(Protocol):
 
         The engines also bump `PATIENTS_EPOCH` on every Patient write and purge themselves."""
 
+    def search(self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str) -> SearchPage:
+        """`ResourceStore.search` as this transaction sees the store: what was committed
+        before it began and what it (and, on SQLite, the earlier units of its group commit)
+        wrote. A conditional create re-runs its criteria here, after `claim`."""
+
+    def claim(self, key: str) -> None:
+        """Make every other transaction claiming `key` conflict with this one (issue #18,
+        finding 7): of two that overlap, one fails with `VersionConflict` (and is retried
+        by the service), so a check made in the survivor after its claim (a conditional
+        create's search) cannot miss what the other one wrote. An engine whose writers take
+        turns (SQLite's write lock) already has this and may do nothing."""
+
     def purge(self, resource_type: str, resource_id: str) -> None:
         """Remove a resource's current row, index entries and every history version.
 

@@ -41,6 +41,8 @@ _PROJECTION = {"v": 1, "lu": 1, "del": 1, "body": 1}
 AUDIT_CHAIN = "audit_chain"
 RECORD_EPOCH = "record_epoch"
 NOTIFIED_DAY = "notified_day"
+# One document per conditional-create criteria (`MongoTransaction.claim`).
+CONDITIONS = "conditions"
 
 
 def _stored(resource_type: str, resource_id: str, doc: dict) -> StoredResource:
@@ -63,6 +65,32 @@ def history_collection(resource_type: str) -> str:
     return f"{resource_type}_history"
 
 
+class _InSession:
+    """The database as `mongo_search` reads it, every read inside one session."""
+
+    def __init__(self, db, session) -> None:
+        self._db = db
+        self._session = session
+
+    def __getitem__(self, name: str) -> _SessionCollection:
+        return _SessionCollection(self._db[name], self._session)
+
+    def list_collection_names(self) -> list[str]:
+        return self._db.list_collection_names(session=self._session)
+
+
+class _SessionCollection:
+    def __init__(self, collection, session) -> None:
+        self._collection = collection
+        self._session = session
+
+    def find(self, *args, **kwargs):
+        return self._collection.find(*args, session=self._session, **kwargs)
+
+    def count_documents(self, *args, **kwargs) -> int:
+        return self._collection.count_documents(*args, session=self._session, **kwargs)
+
+
 class MongoTransaction:
     def __init__(self, db, session) -> None:
         self._db = db
@@ -73,6 +101,29 @@ class MongoTransaction:
             {"_id": resource_id}, _PROJECTION, session=self._session
         )
         return _stored(resource_type, resource_id, doc) if doc else None
+
+    def search(self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str) -> SearchPage:
+        """In the transaction's snapshot, with its own writes."""
+        return mongo_search.search(
+            _InSession(self._db, self._session),
+            query,
+            cursor_key=cursor_key,
+            cursor_binding=cursor_binding,
+        )
+
+    def claim(self, key: str) -> None:
+        """Write the key's document: MongoDB aborts one of two transactions that write the
+        same document (a write conflict, a `TransientTransactionError`), on a replica set
+        and a sharded cluster alike, so two conditional creates cannot both commit unseen."""
+        try:
+            self._db[CONDITIONS].update_one(
+                {"_id": key},
+                {"$inc": {"claims": 1}, "$set": {"pk": ""}},
+                upsert=True,
+                session=self._session,
+            )
+        except DuplicateKeyError as exc:
+            raise VersionConflict("condition", key) from exc
 
     def audit_head(self) -> tuple[int, str] | None:
         doc = self._db[AUDIT_CHAIN].find_one({"_id": "head"}, session=self._session)

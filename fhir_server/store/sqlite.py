@@ -105,6 +105,19 @@ class SqliteTransaction:
         ).fetchone()
         return _stored(row) if row else None
 
+    def search(self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str) -> SearchPage:
+        """On the writer connection: it sees this unit's writes and those of the earlier
+        units of its batch, which a reader connection would not until they commit."""
+        if reach.search_reads(query, sqlite_journal.JOURNALED_TYPE):
+            sqlite_journal.materialize(self._connection, limit=-1)
+        return sqlite_search.search(
+            self._connection, query, cursor_key=cursor_key, cursor_binding=cursor_binding
+        )
+
+    def claim(self, key: str) -> None:
+        """Nothing to do: writers take turns at the database (`GroupCommit`, `WriteTurn`), so
+        a search in this transaction sees every write that could conflict with it."""
+
     def audit_head(self) -> tuple[int, str] | None:
         row = self._connection.execute(
             "SELECT sequence, hash FROM audit_chain WHERE head = 1"

@@ -13,6 +13,10 @@ match it, conditional interactions that never act on it. The hiding rules exerci
 | blocked | R09 | any document of the record | a practitioner the patient blocked |
 | other-patient | R06 | a document of patient B | patient A |
 
+Every version of a hidden document is hidden too (vread, history, Bundle GET), and writes
+on a hidden id (DELETE, PUT, conditional create/update/delete) answer as on a missing one as
+far as the answers can be the same (issue #18, findings 6 and 13).
+
 The record is seeded by the server itself (INTERNAL requester), so that every check goes
 through the HTTP face with the tokens of the actors concerned.
 """
@@ -849,4 +853,103 @@ def test_r18_conditional_delete_never_touches_the_hidden_document(fresh_world, c
     hidden, missing = results
     assert outcome_shape(hidden) == outcome_shape(missing)
     assert hidden.status_code == (403 if case.refused else 204)
+    assert _hidden_version(fresh_world, case) == (1, False)
+
+
+# -- every version, writes on hidden ids (issue #18: findings 6 and 13) --------------------------
+
+
+def _with_earlier_visible_version(world: World, case: Hidden) -> int:
+    """Give the hidden document a version the requester could read, then hide it again (a
+    labelled document loses its label, then gets it back); its version count."""
+    document_id = doc_id(case.hidden)
+    current = world.service.read(INTERNAL, "DocumentReference", document_id).json()
+    unlabelled = {k: v for k, v in current.items() if k not in ("securityLabel", "meta")}
+    world.service.update(INTERNAL, "DocumentReference", document_id, unlabelled)
+    world.service.update(INTERNAL, "DocumentReference", document_id, current)
+    return world.service.read(INTERNAL, "DocumentReference", document_id).version
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_r18_every_version_of_a_hidden_document_answers_as_a_missing_one(fresh_world, case_id):
+    """Finding 6: a version is served only if the current one may be read too; an earlier
+    version the requester could have read (vread, Bundle GET) answers 404 like a missing id."""
+    case = CASES[case_id]
+    token = case.requester(fresh_world.tokens)
+    versions = _with_earlier_visible_version(fresh_world, case)
+    assert versions == 3
+    hidden_id = doc_id(case.hidden)
+    for version in range(1, versions + 1):
+        path = f"/fhir/DocumentReference/{{}}/_history/{version}"
+        hidden = fresh_world.get(token, path.format(hidden_id))
+        missing = fresh_world.get(token, path.format(UNKNOWN_ID))
+        assert hidden.status_code == 404, (version, hidden.get_data(as_text=True)[:200])
+        assert outcome_shape(hidden, hidden_id) == outcome_shape(missing, UNKNOWN_ID)
+    batch = json.dumps(
+        {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {"request": {"method": "GET", "url": f"DocumentReference/{i}/_history/2"}}
+                for i in (hidden_id, UNKNOWN_ID)
+            ],
+        }
+    )
+    response = fresh_world.client.post(
+        "/fhir", data=batch, headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    answers = [e["response"] for e in response.get_json()["entry"]]
+    assert [a["status"].split()[0] for a in answers] == ["404", "404"]
+    assert "JVBERi0" not in response.get_data(as_text=True)
+    # The seer still reads every version that is visible to them.
+    seer = case.seer(fresh_world.tokens)
+    assert fresh_world.get(seer, f"/fhir/DocumentReference/{hidden_id}/_history/2").status_code == (
+        200
+    )
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_r18_delete_of_a_hidden_document_answers_as_for_a_missing_one(fresh_world, case_id):
+    """Finding 13: DELETE of a hidden id answered 404 (403 naming the block for a blocked
+    practitioner) where a missing id answers 204. Same answer now, and nothing deleted."""
+    case = CASES[case_id]
+    token = case.requester(fresh_world.tokens)
+    hidden = fresh_world.client.delete(
+        f"/fhir/DocumentReference/{doc_id(case.hidden)}", headers=auth(token)
+    )
+    missing = fresh_world.client.delete(
+        f"/fhir/DocumentReference/{UNKNOWN_ID}", headers=auth(token)
+    )
+    assert outcome_shape(hidden) == outcome_shape(missing)
+    assert hidden.status_code == 204
+    assert _hidden_version(fresh_world, case) == (1, False)
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_r18_update_of_a_hidden_document_answers_as_far_as_possible_as_for_a_missing_one(
+    fresh_world, case_id
+):
+    """Finding 13, PUT: where a missing id would be refused, the hidden one gets the same
+    refusal; where a missing id would be created (update as create), the hidden one, which
+    is never overwritten, answers the 404 of a read of it. Nothing changes the document."""
+    case = CASES[case_id]
+    token = case.requester(fresh_world.tokens)
+    answers = {}
+    for target in (doc_id(case.hidden), UNKNOWN_ID):
+        body = {**_new_document(case, f"urn:uuid:{target}"), "id": target}
+        answers[target] = fresh_world.client.put(
+            f"/fhir/DocumentReference/{target}",
+            data=json.dumps(body),
+            headers=auth(token, **{"Content-Type": FHIR_JSON}),
+        )
+    hidden, missing = answers[doc_id(case.hidden)], answers[UNKNOWN_ID]
+    if missing.status_code == 201:
+        read = fresh_world.get(token, f"/fhir/DocumentReference/{doc_id(case.hidden)}")
+        assert outcome_shape(hidden) == outcome_shape(read)
+        assert hidden.status_code == 404
+    else:
+        assert outcome_shape(hidden, doc_id(case.hidden)) == outcome_shape(missing, UNKNOWN_ID)
+    assert doc_id(case.hidden) not in hidden.get_data(as_text=True).replace(
+        f"DocumentReference/{doc_id(case.hidden)} is not known", ""
+    )
     assert _hidden_version(fresh_world, case) == (1, False)
