@@ -43,7 +43,7 @@ ALIASES_FILE = "terminology/system-aliases.json"
 # IdNat_PS (ANS): "8" + the 11-digit RPPS; "0" + the 9-character ADELI (its department may be
 # Corsica's 2A/2B); "3" FINESS, "4" SIREN, "5" SIRET, "6" RPPS of a practice, each followed by
 # the structure's number, "/" and a local id. An 11-digit value is an RPPS without its 8.
-_IDNAT_PS = re.compile(r"^(?:8\d{11}|0\d[\dAB]\d{6}|[3-6]\d[\dAB]\d{6,11}/[A-Za-z0-9._-]{1,40})$")
+_IDNAT_PS = re.compile(r"^(?:8\d{11}|0\d[\dAB]\d{7}|[3-6]\d[\dAB]\d{6,11}/[A-Za-z0-9._-]{1,40})$")
 _INS = re.compile(r"^[0-9A-Za-z]{1,40}$")
 
 
