@@ -26,7 +26,8 @@ import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_IDNAT_PS
-from tests.http.conftest import FHIR_JSON, auth
+from ihe_xds import vocabulary as v
+from tests.http.conftest import FHIR_JSON, auth, dmp_consent, permit
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     BLOCKED,
@@ -42,6 +43,7 @@ from tests.http.test_r18_matrix import (
     binary_id,
     doc_id,
 )
+from tests.http.test_xds_endpoints import OTHER_PS, Xds, envelope_of, registry_status
 
 FIRST_ID = "00000000-0000-4000-8000-000000000000"  # sorts before every seeded id
 PDF = b"%PDF-1.4 the attacker's own bytes"
@@ -323,6 +325,19 @@ def test_r14_standalone_binary_cannot_name_its_owner(world):
     response = post(world, world.tokens.system(), binary)
     assert response.status_code == 422, response.get_data(as_text=True)
     assert "Binary.securityContext" in expressions(response)
+    raw = world.client.post(
+        "/fhir/Binary",
+        data=PDF,
+        headers=auth(
+            world.tokens.system(),
+            **{
+                "Content-Type": "application/pdf",
+                "X-Security-Context": f"DocumentReference/{doc_id('a-visible')}",
+            },
+        ),
+    )
+    assert raw.status_code == 422, raw.get_data(as_text=True)
+    assert "Binary.securityContext" in expressions(raw)
 
 
 def test_r14_binary_owner_cannot_be_changed(world):
@@ -386,3 +401,47 @@ def test_r18_legacy_binary_needs_every_pointer_readable_and_one_record(world):
     two = _legacy(world, "legacy-two", PATIENT_A, PATIENT_B)
     assert_binary_hidden(world, patient, two)
     assert_binary_hidden(world, world.tokens.patient(PATIENT_B), two)
+
+
+# -- the XDS face ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def xds(app, client, tokens, data_dir):
+    return Xds(app, client, tokens, data_dir)
+
+
+def test_r14_iti43_does_not_serve_a_masked_document_through_a_copy_of_its_metadata(xds):
+    """Finding 1 over XDS: an authorized practitioner writes a DocumentReference with the
+    masked document's uniqueId (masterIdentifier) and its Binary as content, then retrieves
+    that uniqueId (ITI-43): the pointer is refused, and the retrieve answers like for an
+    unknown document."""
+    patient_id, nir = xds.patient(30)
+    response = xds.client.post(
+        "/fhir/Consent",
+        json=dmp_consent(patient_id, permit(OTHER_PS)),
+        headers=auth(xds.tokens.patient(patient_id), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    request, deposited = xds.deposit(nir, masking=("MASQUE_PS",))
+    assert registry_status(deposited) == (v.RESPONSE_SUCCESS, [])
+    (unique_id,) = request.document_unique_ids.values()
+    (document,) = xds.runtime.service.find(INTERNAL, "DocumentReference", [("patient", patient_id)])
+    url = document.json()["content"][0]["attachment"]["url"]
+    copy = pointer(
+        patient_id,
+        url.removeprefix("Binary/"),
+        author=practitioner_author(OTHER_PS),
+        masterIdentifier={"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{unique_id}"},
+    )
+    posted = xds.client.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(copy),
+        headers=auth(xds.tokens.practitioner(OTHER_PS), **{"Content-Type": FHIR_JSON}),
+    )
+    assert_refused_pointer(posted)
+    retrieved = xds.retrieve([unique_id], idnat=OTHER_PS, nir=nir)
+    assert registry_status(retrieved) == (v.RESPONSE_FAILURE, ["XDSDocumentUniqueIdError"])
+    assert xds.retrieve([unique_id], nir=nir).status_code == 200  # the médecin traitant
+    _, package = envelope_of(xds.retrieve([unique_id], nir=nir))
+    assert list(package.attachments.values())[0].data == request.documents["Document01"]
