@@ -274,7 +274,12 @@ def _iti43(runtime, requester: Requester, envelope, relates_to) -> Response:
             outcome.errors,
             has_results=bool(outcome.documents),
             documents=[
-                DataEntity(identifier=("urn:ietf:rfc:3986", f"urn:oid:{u}"), role="3")
+                # With the document's labels: the event is hidden from whom it is (R07, R14).
+                DataEntity(
+                    identifier=("urn:ietf:rfc:3986", f"urn:oid:{u}"),
+                    role="3",
+                    security_labels=outcome.document_labels.get(u, ()),
+                )
                 for u in outcome.document_unique_ids
             ],
         )

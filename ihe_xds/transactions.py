@@ -596,6 +596,8 @@ class RetrieveOutcome:
     errors: list[RegistryError] = field(default_factory=list)
     patient_ids: list[str] = field(default_factory=list)
     document_unique_ids: list[str] = field(default_factory=list)
+    # uniqueId -> the retrieved document's labels, for the ITI-43 event (as ITI-41's).
+    document_labels: dict[str, tuple] = field(default_factory=dict)
 
 
 def iti43(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> RetrieveOutcome:
@@ -629,13 +631,14 @@ def iti43(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> Re
                 )
             )
             continue
-        mime_type, data, patient_id = found
+        mime_type, data, patient_id, labels = found
         outcome.documents.append(
             RetrievedDocument(
                 repository, item.document_unique_id, mime_type, data, item.home_community_id
             )
         )
         outcome.document_unique_ids.append(item.document_unique_id)
+        outcome.document_labels[item.document_unique_id] = labels
         if patient_id:
             patients.add(patient_id)
     outcome.patient_ids = sorted(patients)
@@ -644,7 +647,9 @@ def iti43(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> Re
 
 def _retrieve_one(
     runtime: XdsRuntime, requester: Requester, unique_id: str
-) -> tuple[str, bytes, str | None] | None:
+) -> tuple[str, bytes, str | None, tuple] | None:
+    """(mime type, bytes, patient id, the document's labels) of a document the requester may
+    read, its Binary read as them (judged as the document owning it); None otherwise."""
     service = runtime.service
     candidates = service.find(
         INTERNAL, "DocumentReference", [("identifier", unique_id_token(unique_id))], 10
@@ -668,5 +673,10 @@ def _retrieve_one(
             log.error("Binary/%s does not hold valid base64", binary_id)
             continue
         mime_type = attachment.get("contentType") or binary.get("contentType")
-        return mime_type or "application/octet-stream", data, _subject_id(doc)
+        return (
+            mime_type or "application/octet-stream",
+            data,
+            _subject_id(doc),
+            security_labels_of(doc),
+        )
     return None

@@ -11,7 +11,7 @@ What each actor may do (types not listed are refused with rule "types"):
 |---|---|---|
 | patient (R06) | own compartment, minus INVISIBLE_PATIENT; AuditEvents; Consents | documents (own: anything; others': MASQUE_PS only), Consents, Communications they send |
 | representative (R07) | as the patient of a minor, minus INVISIBLE_REPRESENTANTS_LEGAUX too | as the patient |
-| practitioner | Patient, DocumentReference, Binary (via its DocumentReference), List, Communication (sender/recipient only); directory types | deposits; own documents; removing INVISIBLE_* labels; own authorization (R10); Communications they send |
+| practitioner | Patient, DocumentReference, Binary (as its owning DocumentReference), List, Communication (sender/recipient only); directory types | deposits; own documents; removing INVISIBLE_* labels; own authorization (R10); Communications they send |
 | system (R15) | Patient identities; admin/health insurer also RelatedPerson | deposits for open records; admin/health insurer: Patient, RelatedPerson |
 | payers (R05) | nothing | health insurer: deposits and identities only |
 
@@ -56,6 +56,7 @@ from fhir_server.access.decision import (
     hidden,
 )
 from fhir_server.access.habilitation import ALL, HabilitationMatrix
+from fhir_server.access.ownership import has_owner, owner_id, subject_patient
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.errors import FhirError
@@ -263,10 +264,14 @@ class DmpPolicy:
         documents: Iterable[dict],
         record: PatientRecord | None,
     ) -> Decision:
-        """A Binary is readable when one DocumentReference pointing to it is.
+        """A Binary is read as the document that owns it (architecture invariant 8).
 
-        `documents`: the DocumentReferences whose content.attachment.url names this Binary
-        (the service finds them); `record`: their subject's record.
+        `documents`: for a Binary with an owner (`Binary.securityContext`), the current
+        version of that DocumentReference (none when it is gone); for a Binary without one
+        (data written before owners were recorded), every current DocumentReference whose
+        content names it. `record`: their subject's record. Every one of them must be
+        readable and all must be of that one record, so that a pointer someone else wrote
+        can never grant access, only take it away.
         """
         binary_id = str(binary.get("id", ""))
         if requester.kind is ActorKind.INTERNAL:
@@ -276,17 +281,27 @@ class DmpPolicy:
             return refused
         if requester.kind is ActorKind.SYSTEM:
             return _system_read(requester, "Binary")
-        first: Deny | None = None
-        for document in documents:
-            if not _points_to(document, binary_id):
-                continue
+        if has_owner(binary):
+            owner = owner_id(binary)
+            judged = [d for d in documents if owner is not None and d.get("id") == owner]
+        else:
+            judged = [d for d in documents if _points_to(d, binary_id)]
+        if (
+            not judged
+            or record is None
+            or any(subject_patient(d) != record.patient_id for d in judged)
+        ):
+            return hidden("R18", "Binary", binary_id)
+        allowed: Permit | None = None
+        for document in judged:
             decision = self.decide_read(requester, "DocumentReference", document, record)
-            if isinstance(decision, Permit):
-                return decision
-            first = first or decision
-        if first is not None and first.status != 404:
-            return first
-        return hidden(first.rule if first else "R18", "Binary", binary_id)
+            if isinstance(decision, Deny):
+                if decision.status != 404:
+                    return decision
+                return hidden(decision.rule, "Binary", binary_id)
+            allowed = allowed or decision
+        assert allowed is not None
+        return allowed
 
     # --- writes ----------------------------------------------------------------------
 

@@ -387,8 +387,9 @@ def build_refusal_events(
     recorded: datetime,
     server_base: str,
     interaction: str,
+    resource_type: str | None = None,
+    security_labels: Sequence[Mapping[str, str]] = (),
     request_id: str | None = None,
-    raw_query: bytes | str | None = None,
     client_address: str | None = None,
     consent_references: Sequence[str] = (),
     outcome: str = OUTCOME_SERIOUS_FAILURE,
@@ -399,8 +400,12 @@ def build_refusal_events(
     ``denied_rule`` is the rule id of the refusal ("R09", "R10", "record-opposed" ...); it is in
     ``outcomeDesc`` (unless one is given) and in the consent entity's ``detail`` "denied-rule".
     ``interaction`` names what was attempted (a RESTful interaction code or an XDS transaction
-    such as "ITI-43"), kept in the "interaction" detail; the raw request goes in the "request"
-    detail (base64). The consent entity points at the patient's Consent(s) when
+    such as "ITI-43"), kept in the "interaction" detail, and ``resource_type`` the type of the
+    resource refused, in the "resource-type" detail. The raw request is never recorded: its
+    path or query names the resource refused, which may be hidden from the patient or a
+    representative who reads the event (R18, issue #18 finding 2). ``security_labels``: those
+    of the resource refused (a Binary: its document's), in ``meta.security``, so that the
+    event is filtered like the resource itself (R07, R14). The consent entity points at the patient's Consent(s) when
     ``consent_references`` are given, otherwise at the access rule as an identifier
     (system :data:`fhir_server.errors.RULE_SYSTEM`): a refusal for a missing authorization
     has no Consent to point to.
@@ -414,8 +419,8 @@ def build_refusal_events(
 
     details = [{"type": "denied-rule", "valueString": denied_rule}]
     details.append({"type": "interaction", "valueString": interaction})
-    if raw_query:
-        details.append({"type": "request", "valueBase64Binary": _b64(raw_query)})
+    if resource_type:
+        details.append({"type": "resource-type", "valueString": resource_type})
 
     events = []
     for patient_id in _patients_or_none(patients):
@@ -459,7 +464,10 @@ def build_refusal_events(
         event = {
             "resourceType": "AuditEvent",
             "id": _new_id(),
-            "meta": {"profile": [BALP_PROFILE_BASE + "IHE.BasicAudit.AuthZconsent"]},
+            "meta": _meta(
+                BALP_PROFILE_BASE + "IHE.BasicAudit.AuthZconsent",
+                _unique_codings(security_labels),
+            ),
             "type": _coding(SYSTEM_DCM, "110113", "Security Alert"),
             "subtype": [
                 _coding(

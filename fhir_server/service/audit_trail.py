@@ -12,7 +12,7 @@ import fcntl
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -209,8 +209,20 @@ class AuditTrail:
         )
 
     def refusal(
-        self, requester: Requester, interaction: str, patients: Iterable[str], rule: str
+        self,
+        requester: Requester,
+        interaction: str,
+        patients: Iterable[str],
+        rule: str,
+        *,
+        resource_type: str | None = None,
+        labels: Iterable[Mapping[str, str]] = (),
     ) -> None:
+        """Record a refusal (R16) that names nothing the patient's trace may not show (R18):
+        the resource type and the interaction, never the request's path or query (which
+        name the resource refused, maybe one hidden from the patient or a representative);
+        `labels`: the security labels of the resource refused (a Binary: its document's), so
+        that the event is hidden from whom that resource is hidden."""
         if not self.records(requester):
             return
         info = current_request.get()
@@ -221,8 +233,9 @@ class AuditTrail:
             recorded=self._now(),
             server_base=self.base_url,
             interaction=interaction,
+            resource_type=resource_type,
+            security_labels=tuple(labels),
             request_id=info.request_id,
-            raw_query=info.raw_query,
             client_address=info.client_address,
         )
         pending = _deferred.get()

@@ -26,7 +26,7 @@ from fhir_server.mhd.errors import with_xds_code
 from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
 from fhir_server.resources.json_values import copy_json
 from fhir_server.search.extract import PreparedEntries, prepare
-from fhir_server.service import versions
+from fhir_server.service import ownership, versions
 from fhir_server.service.core import Condition, FhirService, Replay, require_type
 from fhir_server.service.prepared import PreparedEvents, PreparedWrite
 from fhir_server.store.base import StoredResource
@@ -258,6 +258,9 @@ class BundleProcessor:
             entry.prepared = prepare(entry.resource, self.service.registry)
         if mhd is not None and plan is not None:
             mhd.check_rewritten(plan)
+        deposited, owned = ownership.assign_in_bundle(entries, requester)
+        for entry in owned:  # their securityContext was set: index them again
+            entry.prepared = prepare(entry.resource, self.service.registry)
         responses: dict[int, EntryResponse] = {}
         ordered = sorted(
             (e for e in entries if e.method != FOLDED),
@@ -266,7 +269,7 @@ class BundleProcessor:
         )
         try:
             conditional = any(entry.condition is not None for entry in ordered)
-            with self.service._transaction(replay=conditional) as tx:
+            with ownership.deposit(deposited), self.service._transaction(replay=conditional) as tx:
                 for entry in ordered:
                     if entry.method in ("GET", "HEAD"):
                         continue

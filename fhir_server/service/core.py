@@ -29,6 +29,7 @@ from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.context import facts_scope
 from fhir_server.service.gate import Gate, ReadPurpose
+from fhir_server.service.ownership import BinaryOwnership
 from fhir_server.service.prepared import PreparedWrite
 from fhir_server.store.base import (
     HistoryPage,
@@ -125,6 +126,7 @@ class FhirService:
         self.store = store
         self.registry = registry
         self.gate = gate
+        self.ownership = BinaryOwnership(gate)
         self.cursor_key = cursor_key
         self.clock = clock
         # Extra write-time checks (profiles, INS), each raising FhirError.
@@ -505,10 +507,12 @@ class FhirService:
             )
         if not authorized:
             self.gate.authorize_write(requester, "create", resource_type, resource, None)
+        claims = self.ownership.before_write(tx, requester, "create", resource, resource_id, None)
         stored = versions.stamp(resource, resource_id, 1, self.clock())
         self._write(
             tx, stored, resource, "POST", expected_version=0, entries=prepared and prepared.entries
         )
+        self._claim(tx, claims, resource_id)
         self.gate.after_write(
             tx, requester, "create", stored, resource, prepared=prepared and prepared.audit
         )
@@ -548,8 +552,12 @@ class FhirService:
             self.gate.authorize_write(requester, "create", resource_type, resource, None)
             if current is not None and hidden is not None:
                 raise self.gate.refuse_hidden(requester, "update", current, hidden)
+            claims = self.ownership.before_write(
+                tx, requester, "create", resource, resource_id, None
+            )
             stored = versions.stamp(resource, resource_id, 1, self.clock())
             self._write(tx, stored, resource, "PUT", expected_version=0, entries=entries)
+            self._claim(tx, claims, resource_id)
             self.gate.after_write(tx, requester, "create", stored, resource)
             return WriteResult(stored, created=True)
         old = None if current.deleted else current.json()
@@ -560,8 +568,10 @@ class FhirService:
             kept = self.gate.as_written(requester, resource, old)
             if kept is not resource:
                 resource, entries = kept, None
+        claims = self.ownership.before_write(tx, requester, "update", resource, resource_id, old)
         stored = versions.stamp(resource, resource_id, current.version + 1, self.clock())
         self._write(tx, stored, resource, "PUT", expected_version=current.version, entries=entries)
+        self._claim(tx, claims, resource_id)
         self.gate.after_write(tx, requester, "update", stored, resource)
         return WriteResult(self.gate.as_served(requester, stored), created=current.deleted)
 
@@ -603,6 +613,16 @@ class FhirService:
         )
         shard_key = entries.compartment[0] if entries.compartment else ""
         tx.write(VersionWrite(stored, method, expected_version, entries, shard_key=shard_key))
+
+    def _claim(
+        self, tx: StoreTransaction, binaries: list[StoredResource], document_id: str
+    ) -> None:
+        """Write each unowned Binary a document claims as owned by it (`service.ownership`),
+        in the document's own transaction."""
+        for binary in binaries:
+            resource = self.ownership.claimed(binary, document_id)
+            stored = versions.stamp(resource, binary.id, binary.version + 1, self.clock())
+            self._write(tx, stored, resource, "PUT", expected_version=binary.version)
 
     @contextmanager
     def _transaction(self, *, replay: bool = False) -> Iterator[StoreTransaction]:

@@ -25,10 +25,11 @@ from fhir_server.access import hidden_references
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.constraints import matches as constraint_matches
 from fhir_server.access.decision import Deny, Permit, not_found_message
+from fhir_server.access.ownership import has_owner, one_patient, owner_id
 from fhir_server.access.policy import DIRECTORY_TYPES, DmpPolicy
 from fhir_server.access.record import PatientRecord, build_record
 from fhir_server.access.requester import ActorKind, Requester
-from fhir_server.audit.balp import DataEntity
+from fhir_server.audit.balp import DataEntity, security_labels_of
 from fhir_server.auth.scopes import ScopeError, ScopeSet
 from fhir_server.errors import FhirError, error
 from fhir_server.resources.model import SERVED_TYPES
@@ -62,6 +63,9 @@ NOTHING: Node = Not(Everything())
 # The resources a PatientRecord is built from; a write to one of them moves the record epoch.
 RECORD_FACT_TYPES = frozenset({"Patient", "Consent", "RelatedPerson"})
 RECORD_CACHE_SIZE = 10_000
+# A Binary without owner is judged by every document naming it; past this many, it is not
+# served at all (all of them could not be judged).
+LEGACY_POINTERS = 100
 
 # The notes of the Permit that let the current search or write through, for the hook that
 # runs after it (after_search, after_write) in the same request: (id of the object, notes).
@@ -318,7 +322,14 @@ class Gate:
             patients = compartment_of(new)
             deny = patient_binding.refused_search_or_write()
         if deny is not None:
-            self.audit.refusal(requester, interaction, sorted(patients), deny.rule)
+            self.audit.refusal(
+                requester,
+                interaction,
+                sorted(patients),
+                deny.rule,
+                resource_type=resource_type,
+                labels=security_labels_of(old) if old else (),
+            )
             raise deny.to_error()
 
     # -- scopes (R02) ----------------------------------------------------------------------
@@ -329,7 +340,7 @@ class Gate:
             return Everything()
         scopes = _scope_set(requester.scopes)
         if not scopes.allows(resource_type, interaction):
-            self.audit.refusal(requester, interaction, [], "R02")
+            self.audit.refusal(requester, interaction, [], "R02", resource_type=resource_type)
             raise error(
                 403,
                 "forbidden",
@@ -370,7 +381,7 @@ class Gate:
         resource_type = stored.resource_type
         scope_node = self._check_scopes(requester, resource_type, "read")
         resource = self._content(stored)
-        decision, patients, record = self._decide_read(
+        decision, patients, record, labels = self._judge_read(
             requester, resource_type, stored.id, resource
         )
         if (
@@ -383,26 +394,28 @@ class Gate:
             )
             if isinstance(now, Deny):
                 decision, patients = now, sorted(set(patients) | set(now_patients))
-        if (
-            isinstance(scope_node, InCompartment)
-            and resource_type != "Binary"
-            and scope_node.patient_id not in patients
-        ):
+        if isinstance(scope_node, InCompartment) and scope_node.patient_id not in patients:
             decision = Deny("R02", 404, "not-found", not_found_message(resource_type, stored.id))
         if self._outside_binding(requester, patients):
             decision = patient_binding.hidden_resource(resource_type, stored.id)
         if isinstance(decision, Deny):
-            self.audit.refusal(requester, purpose.value, patients, decision.rule)
+            self.audit.refusal(
+                requester,
+                purpose.value,
+                patients,
+                decision.rule,
+                resource_type=resource_type,
+                labels=labels,
+            )
             raise decision.to_error()
         if stored.deleted:
             return None
-        self.audit.access(
-            requester,
-            purpose.value,
-            patients,
-            [DataEntity.from_resource(resource)],
-            notes=decision.notes,
-        )
+        entity = DataEntity.from_resource(resource)
+        if resource_type == "Binary":
+            # The Binary's events carry its document's labels: whom the document is hidden
+            # from is not shown the events naming its content either (R07, R14, R16).
+            entity = replace(entity, security_labels=labels)
+        self.audit.access(requester, purpose.value, patients, [entity], notes=decision.notes)
         if resource_type == "Communication" and purpose is ReadPurpose.READ:
             return messaging.received_on_read(
                 self.store, self.registry, self.audit.clock, requester, stored, record
@@ -447,18 +460,30 @@ class Gate:
     def _decide_read(
         self, requester: Requester, resource_type: str, resource_id: str, resource: dict
     ) -> tuple[Deny | Permit, list[str], PatientRecord | None]:
-        """The DMP rules on one version: (decision, patients concerned, their record). A
-        Binary is judged through the DocumentReferences that point to it."""
+        """The DMP rules on one version: (decision, patients concerned, their record)."""
+        decision, patients, record, _ = self._judge_read(
+            requester, resource_type, resource_id, resource
+        )
+        return decision, patients, record
+
+    def _judge_read(
+        self, requester: Requester, resource_type: str, resource_id: str, resource: dict
+    ) -> tuple[Deny | Permit, list[str], PatientRecord | None, tuple]:
+        """`_decide_read`, and the security labels of what the read is about (a Binary: its
+        document's), for its AuditEvent. A Binary is judged as the document owning it
+        (`access.ownership`), never through whatever else points at it."""
         if resource_type == "Binary":
-            documents = [
-                _json(body)
-                for _, _, body in self._internal_search(
-                    "DocumentReference", UriTest("location", f"Binary/{resource_id}"), 20
-                )
-            ]
-            record = self._record_of(documents[0]) if documents else None
+            documents = self._binary_documents(resource_id, resource)
+            patient_id = one_patient(documents)
+            record = self.record(patient_id) if patient_id else None
             decision = self.policy.decide_binary_read(requester, resource, documents, record)
-            return decision, [record.patient_id] if record else [], record
+            own = security_labels_of(resource)
+            labels = tuple(
+                _unique_labels(
+                    [*own, *(label for d in documents for label in security_labels_of(d))]
+                )
+            )
+            return decision, [record.patient_id] if record else [], record, labels
         patients = _patients_of(resource)
         # A resource naming several patients (stored before writes were held to one record)
         # is read only by whom every one of those records lets read it: fail closed.
@@ -469,7 +494,22 @@ class Gate:
             decision = self.policy.decide_read(requester, resource_type, resource, record)
             if isinstance(decision, Deny):
                 break
-        return decision, patients, record
+        return decision, patients, record, security_labels_of(resource)
+
+    def _binary_documents(self, binary_id: str, binary: dict) -> list[dict]:
+        """The documents a Binary version is judged by: its owner's current version (none if
+        that document is gone), or, for a Binary without owner, every current
+        DocumentReference naming it (none if there are too many to be sure of all)."""
+        if has_owner(binary):
+            owner = owner_id(binary)
+            stored = self.store.read("DocumentReference", owner) if owner else None
+            return [] if stored is None or stored.deleted else [stored.json()]
+        found = self._internal_search(
+            "DocumentReference", UriTest("location", f"Binary/{binary_id}"), LEGACY_POINTERS + 1
+        )
+        if len(found) > LEGACY_POINTERS:
+            return []
+        return [_json(body) for _, _, body in found]
 
     def as_served(self, requester: Requester, stored: StoredResource) -> StoredResource:
         """`stored` as `requester` may be served it (see `served_body`)."""
@@ -523,7 +563,11 @@ class Gate:
     def authorize_history(self, requester: Requester, resource_type: str | None) -> None:
         if requester.kind is not ActorKind.INTERNAL:
             self.audit.refusal(
-                requester, "history-type" if resource_type else "history-system", [], "types"
+                requester,
+                "history-type" if resource_type else "history-system",
+                [],
+                "types",
+                resource_type=resource_type,
             )
             raise error(
                 403,
@@ -563,7 +607,8 @@ class Gate:
                     requester, stored.resource_type, resource, self._record_of(resource)
                 )
                 if stored.resource_type != "Binary"
-                else Permit(Everything(), "binary")  # already judged through its document
+                # Each version by its own owner (an older one may have had none yet).
+                else self._decide_read(requester, "Binary", stored.id, resource)[0]
             )
             if isinstance(decision, Permit):
                 kept.append(replace(entry, resource=self.as_served(requester, stored)))
@@ -592,7 +637,9 @@ class Gate:
         decision = self._decide_search(requester, resource_type, record, given)
         patients = [record.patient_id] if record else []
         if isinstance(decision, Deny):
-            self.audit.refusal(requester, "search-type", patients, decision.rule)
+            self.audit.refusal(
+                requester, "search-type", patients, decision.rule, resource_type=resource_type
+            )
             raise decision.to_error()
         granular = self._granular_scopes(requester, resource_type)
         where = query.where
@@ -831,7 +878,14 @@ class Gate:
             # The record a write is judged on is the one record the resource belongs to: a
             # second Patient (in `author`, `source`, `recipient`...) would let a writer pick
             # the record their write is judged on (issue #18, finding 4).
-            self.audit.refusal(requester, interaction, patients, "R06")
+            self.audit.refusal(
+                requester,
+                interaction,
+                patients,
+                "R06",
+                resource_type=resource_type,
+                labels=security_labels_of(old) if old else (),
+            )
             raise error(
                 422,
                 "processing",
@@ -842,13 +896,22 @@ class Gate:
         record = self.record(patients[0]) if patients else None
         decision = self.policy.decide_write(requester, interaction, resource_type, new, old, record)
         if isinstance(decision, Deny):
-            self.audit.refusal(requester, interaction, patients, decision.rule)
+            self.audit.refusal(
+                requester,
+                interaction,
+                patients,
+                decision.rule,
+                resource_type=resource_type,
+                labels=security_labels_of(old) if old else (),
+            )
             raise decision.to_error()
         if resource_type == "Communication" and new is not None and old is None:
             try:
                 messaging.check_message(self.store, self.policy, requester, new, record)
             except FhirError:
-                self.audit.refusal(requester, interaction, patients, "messaging")
+                self.audit.refusal(
+                    requester, interaction, patients, "messaging", resource_type=resource_type
+                )
                 raise
         _pending_notes.set((id(new if new is not None else old), decision.notes))
 
@@ -932,6 +995,18 @@ def _record_patients(stored: StoredResource, resource) -> set[str]:
     if stored.resource_type == "Patient":
         return {stored.id}
     return set(compartment_of(resource)) if resource else set()
+
+
+def _unique_labels(labels) -> list:
+    """Labels (codings) each once, in order."""
+    seen: set[tuple] = set()
+    unique = []
+    for label in labels:
+        key = (label.get("system"), label.get("code"))
+        if key not in seen:
+            seen.add(key)
+            unique.append(label)
+    return unique
 
 
 def _json(body: bytes) -> dict:

@@ -58,9 +58,8 @@ def document(patient_id: str, title: str, label: str | None = None) -> dict:
         "category": [{"coding": [{"system": CLASS_SYSTEM, "code": "10"}]}],
         "subject": {"reference": f"Patient/{patient_id}"},
         "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": OTHER}}],
-        "content": [
-            {"attachment": {"contentType": "application/pdf", "url": "Binary/b1", "title": title}}
-        ],
+        # No url: a document may only name a Binary deposited with it (Binary ownership).
+        "content": [{"attachment": {"contentType": "application/pdf", "title": title}}],
     }
     if label:
         coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": label}

@@ -399,12 +399,17 @@ SINGLE_READS = {
     "instance-history": "/fhir/DocumentReference/{id}/_history",
     "binary-raw": "/fhir/Binary/{binary}",
     "binary-fhir": "/fhir/Binary/{binary}?_format=json",
+    # Seeded before its document, each Binary was claimed by it: version 1 has no owner yet
+    # and is judged by the documents naming it, version 2 by its owner (issue #18 finding 1).
+    "binary-vread-unowned": "/fhir/Binary/{binary}/_history/1",
+    "binary-vread-owned": "/fhir/Binary/{binary}/_history/2",
+    "binary-history": "/fhir/Binary/{binary}/_history",
 }
 
 
 def _single_read_pair(world: World, case: Hidden, path: str):
     token = case.requester(world.tokens)
-    accept = {"Accept": "application/pdf"} if path == "binary-raw" else {}
+    accept = {"Accept": "application/pdf"} if path.startswith("binary-") else {}
     template = SINGLE_READS[path]
     hidden = world.get(
         token, template.format(id=doc_id(case.hidden), binary=binary_id(case.hidden)), **accept
@@ -500,6 +505,86 @@ def test_r18_get_entries_of_batch_and_transaction_answer_as_for_missing(world, c
     assert answers[2]["status"].split()[0] == answers[3]["status"].split()[0] == "404"
     codes = [[i["code"] for i in a.get("outcome", {}).get("issue", [])] for a in answers]
     assert codes[0] == codes[1] and codes[2] == codes[3]
+
+
+# -- Binary ownership and the audit views (issue #18 findings 1 and 2) --------------------------
+
+FIRST_ID = "00000000-0000-4000-8000-000000000000"  # sorts before every seeded id
+
+
+def _pointer_record(case: Hidden) -> str:
+    """Where the requester may write a document: their context record, or for a practitioner
+    refused that record (R09), another patient's (which sorts the pointer first)."""
+    return PATIENT_B if case.refused else case.context
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_r18_own_pointer_to_the_hidden_binary_is_refused_and_grants_nothing(fresh_world, case_id):
+    """Finding 1: a DocumentReference the requester writes naming the hidden document's
+    Binary is refused (422 at its attachment.url), and every Binary read stays a 404."""
+    case = CASES[case_id]
+    token = case.requester(fresh_world.tokens)
+    resource = _new_document(case, "urn:uuid:pointer")
+    resource["id"] = FIRST_ID
+    resource["subject"] = {"reference": f"Patient/{_pointer_record(case)}"}
+    resource["content"] = [
+        {
+            "attachment": {
+                "contentType": "application/pdf",
+                "url": f"Binary/{binary_id(case.hidden)}",
+            }
+        }
+    ]
+    response = fresh_world.client.put(
+        f"/fhir/DocumentReference/{FIRST_ID}",
+        data=json.dumps(resource),
+        headers=auth(token, **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 422, response.get_data(as_text=True)
+    expressions = [e for i in response.get_json()["issue"] for e in i.get("expression", [])]
+    assert expressions == ["DocumentReference.content[0].attachment.url"]
+    for path in [p for p in SINGLE_READS if p.startswith("binary-")]:
+        hidden, missing = _single_read_pair(fresh_world, case, path)
+        assert hidden.status_code == missing.status_code == 404, path
+
+
+def _viewers(world: World, patient_id: str) -> list[str]:
+    """Who reads the AuditEvents of a record: its patient, and a parent of the minor."""
+    viewers = [world.tokens.patient(patient_id)]
+    if patient_id == PATIENT_M:
+        viewers.append(
+            CASES["R07-invisible-representants-legaux-vs-parent"].requester(world.tokens)
+        )
+    return viewers
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_r18_audit_views_name_nothing_the_viewer_may_not_see(world, case_id):
+    """Finding 2: after the requester's attempts and a read by someone who sees the hidden
+    document, the AuditEvents the patient (and a parent) are shown name neither the hidden
+    document nor its Binary, whenever it is hidden from that viewer."""
+    case = CASES[case_id]
+    for token in (case.requester(world.tokens), case.seer(world.tokens)):
+        for path in SINGLE_READS:
+            _single_read_pair_as(world, token, case, path)
+    patient = DOCS[case.hidden][0]
+    for viewer in _viewers(world, patient):
+        hidden = world.get(viewer, f"/fhir/DocumentReference/{doc_id(case.hidden)}")
+        if hidden.status_code == 200:
+            continue  # the viewer sees the document: its trace may name it
+        response = world.get(viewer, f"/fhir/AuditEvent?patient={patient}&_count=1000")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        text = response.get_data(as_text=True)
+        assert response.get_json().get("entry"), "the trace is empty: the search is broken"
+        assert doc_id(case.hidden) not in text and binary_id(case.hidden) not in text
+
+
+def _single_read_pair_as(world: World, token: str, case: Hidden, path: str) -> None:
+    accept = {"Accept": "application/pdf"} if path.startswith("binary-") else {}
+    template = SINGLE_READS[path]
+    world.get(
+        token, template.format(id=doc_id(case.hidden), binary=binary_id(case.hidden)), **accept
+    )
 
 
 # -- searches -----------------------------------------------------------------------------------

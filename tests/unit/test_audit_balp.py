@@ -335,7 +335,7 @@ def refusal(**kw) -> list[dict]:
         "server_base": BASE,
         "interaction": "read",
         "request_id": "req-42",
-        "raw_query": b"GET /fhir/DocumentReference/d1",
+        "resource_type": "DocumentReference",
         "client_address": "192.0.2.10",
     } | kw
     return build_refusal_events(**args)
@@ -377,11 +377,20 @@ def test_r16_refusal_is_balp_authz_consent_failure():
     details = {d["type"]: d for d in consent["detail"]}
     assert details["denied-rule"]["valueString"] == "R09"
     assert details["interaction"]["valueString"] == "read"
-    assert base64.b64decode(details["request"]["valueBase64Binary"]) == (
-        b"GET /fhir/DocumentReference/d1"
-    )
+    # The type refused, never the request's path (issue #18 finding 2: it names the resource)
+    assert details["resource-type"]["valueString"] == "DocumentReference"
+    assert "request" not in details
     # X-Request-Id cannot be an entity here: it is an extension
     assert event["extension"] == [{"url": EXT_REQUEST_ID, "valueString": "req-42"}]
+
+
+def test_r07_refusal_carries_the_labels_of_the_resource_refused():
+    """Issue #18 finding 2: a refusal about a labelled document is filtered like it (R07/R14)."""
+    label = {"system": "urn:oid:1.2.250.1.213.1.1.4.13", "code": "INVISIBLE_PATIENT"}
+    (event,) = refusal(security_labels=[label, dict(label)])
+    assert event["meta"]["security"] == [label]
+    assert event["meta"]["profile"] == [BALP + "IHE.BasicAudit.AuthZconsent"]
+    AuditEvent.model_validate(event)
 
 
 def test_r16_refusal_points_at_the_consent_when_known():

@@ -1,0 +1,194 @@
+"""The patient's trace names nothing hidden from them (R16 within R07, R14, R18).
+
+Issue #18, finding 2: a Binary read was audited with the Binary's id and no label, and a
+refusal event carried the raw request path; the patient (or a parent of a minor), searching
+the AuditEvents of their record, learned the ids of documents hidden from them. Here the
+hidden document is read legitimately by a professional who may see it, probed by
+professionals who may not, and pointed at by the patient or parent themselves (finding 1's
+attack); then the raw text of the patient's and the parent's `GET /fhir/AuditEvent?patient=`
+must name neither the hidden DocumentReference nor its Binary (nor, over XDS, its uniqueId).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from fhir_server.access.requester import INTERNAL
+from tests.http.conftest import FHIR_JSON, auth
+from tests.http.test_binary_ownership import parent_token, pointer
+from tests.http.test_r18_matrix import (
+    AUTHORIZED,
+    BLOCKED,
+    GP,
+    PATIENT_A,
+    PATIENT_M,
+    STRANGER,
+    World,
+    _build_world,
+    binary_id,
+    doc_id,
+)
+from tests.http.test_xds_endpoints import GP as XDS_GP
+from tests.http.test_xds_endpoints import Xds
+
+
+@pytest.fixture
+def world(tmp_path):
+    app, built = _build_world(tmp_path / "var")
+    yield built
+    app.extensions["fhir"].store.close()
+
+
+def trace(world: World, token: str, patient_id: str) -> tuple[str, list[dict]]:
+    """Every page of the AuditEvents `token` is shown for the record: (raw text, events)."""
+    url = f"/fhir/AuditEvent?patient={patient_id}&_count=100"
+    texts, events = [], []
+    while url:
+        response = world.client.get(url, headers=auth(token))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        texts.append(response.get_data(as_text=True))
+        bundle = response.get_json()
+        events += [e["resource"] for e in bundle.get("entry", [])]
+        texts += [_decoded(e["resource"]) for e in bundle.get("entry", [])]
+        url = next((x["url"] for x in bundle.get("link", []) if x["relation"] == "next"), None)
+        if url:
+            url = url[url.index("/fhir/") :]
+    return "\n".join(texts), events
+
+
+def _decoded(event: dict) -> str:
+    """What the base64 values of an event say (a raw request, a query), as text: a reader
+    decodes them as easily as anything else."""
+    values = [entity.get("query") for entity in event.get("entity", [])]
+    values += [
+        detail.get("valueBase64Binary")
+        for entity in event.get("entity", [])
+        for detail in entity.get("detail", [])
+    ]
+    return "\n".join(
+        base64.b64decode(value).decode("utf-8", "replace") for value in values if value
+    )
+
+
+def is_refusal(event: dict) -> bool:
+    return any(s.get("code") == "AuthZ-Consent" for s in event.get("subtype", []))
+
+
+def probe(world: World, token: str, key: str) -> None:
+    """Reads of a document and of its Binary: read, vread, history, raw and FHIR Binary."""
+    for path in (
+        f"/fhir/DocumentReference/{doc_id(key)}",
+        f"/fhir/DocumentReference/{doc_id(key)}/_history/1",
+        f"/fhir/Binary/{binary_id(key)}",
+        f"/fhir/Binary/{binary_id(key)}?_format=json",
+        f"/fhir/Binary/{binary_id(key)}/_history",
+    ):
+        world.get(token, path, Accept="application/pdf")
+
+
+def point_at(world: World, token: str, patient_id: str, key: str, author: dict) -> None:
+    """Finding 1's attack (refused since, see test_binary_ownership.py), then a read through
+    it: whatever the answers, the trace must not name the document."""
+    world.client.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(pointer(patient_id, binary_id(key), author=author)),
+        headers=auth(token, **{"Content-Type": FHIR_JSON}),
+    )
+    world.get(token, f"/fhir/Binary/{binary_id(key)}", Accept="application/pdf")
+
+
+def assert_names_nothing_hidden(text: str, key: str) -> None:
+    assert doc_id(key) not in text, "the trace names the hidden document"
+    assert binary_id(key) not in text, "the trace names the hidden document's Binary"
+
+
+def test_r14_patient_audit_trail_does_not_name_invisible_patient_document(world):
+    """Finding 2: after a professional who may see it read the INVISIBLE_PATIENT document and
+    its Binary, professionals who may not tried to, and the patient pointed at it, the
+    patient's AuditEvents name neither the document nor its Binary."""
+    hidden = "a-invisible"
+    probe(world, world.tokens.practitioner(GP), hidden)  # served: R14 does not hide it from them
+    probe(world, world.tokens.practitioner(BLOCKED), hidden)  # refused: R09
+    probe(world, world.tokens.practitioner(STRANGER), hidden)  # refused: R10
+    patient = world.tokens.patient(PATIENT_A)
+    probe(world, patient, hidden)
+    point_at(world, patient, PATIENT_A, hidden, {"reference": f"Patient/{PATIENT_A}"})
+    text, _ = trace(world, patient, PATIENT_A)
+    assert_names_nothing_hidden(text, hidden)
+    # The control: the trace is there, with the refusals, and names what the patient may see.
+    probe(world, world.tokens.practitioner(GP), "a-visible")
+    text, events = trace(world, patient, PATIENT_A)
+    assert any(is_refusal(e) for e in events) and binary_id("a-visible") in text
+    assert_names_nothing_hidden(text, hidden)
+
+
+def test_r07_representative_audit_trail_does_not_name_invisible_rl_document(world):
+    """Finding 2, for a parent: the AuditEvents of accesses to an
+    INVISIBLE_REPRESENTANTS_LEGAUX document (its Binary, refusals naming it) are not shown."""
+    hidden = "m-invisible-rl"
+    probe(world, world.tokens.practitioner(AUTHORIZED), hidden)  # served
+    probe(world, world.tokens.practitioner(STRANGER), hidden)  # refused: R10
+    parent = parent_token(world)
+    probe(world, parent, hidden)
+    point_at(world, parent, PATIENT_M, hidden, {"reference": "RelatedPerson/x"})
+    text, events = trace(world, parent, PATIENT_M)
+    assert_names_nothing_hidden(text, hidden)
+    assert any(is_refusal(e) for e in events), "the parent's own refusals are missing"
+    # The minor's own view still shows it (the label hides it from representatives only).
+    minor, _ = trace(world, world.tokens.patient(PATIENT_M), PATIENT_M)
+    assert binary_id(hidden) in minor
+
+
+def test_r16_refusal_events_name_the_type_and_interaction_not_the_path(world):
+    """A refusal is recorded with the resource type and the interaction refused; the request
+    path (which names the resource) is not kept anywhere in the event."""
+    probe(world, world.tokens.practitioner(STRANGER), "a-visible")
+    text, events = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    refusals = [event for event in events if is_refusal(event)]
+    assert refusals, "the refusals were not recorded"
+    details = {
+        (d["type"], d.get("valueString"))
+        for event in refusals
+        for entity in event["entity"]
+        for d in entity.get("detail", [])
+    }
+    assert ("resource-type", "DocumentReference") in details
+    assert ("resource-type", "Binary") in details
+    assert not any(kind == "request" for kind, _ in details)
+    assert doc_id("a-visible") not in text
+
+
+@pytest.fixture
+def xds(app, client, tokens, data_dir):
+    return Xds(app, client, tokens, data_dir)
+
+
+def test_r14_retrieve_of_invisible_patient_document_is_not_named_to_the_patient(xds):
+    """ITI-41 deposit of an INVISIBLE_PATIENT document, ITI-43 retrieve and ITI-68 by the
+    médecin traitant: the patient's AuditEvents name neither the document, nor its Binary,
+    nor its uniqueId."""
+    patient_id, nir = xds.patient(1)
+    request, response = xds.deposit(nir, masking=("INVISIBLE_PATIENT",))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (unique_id,) = request.document_unique_ids.values()
+    retrieved = xds.retrieve([unique_id], XDS_GP, nir)
+    assert retrieved.status_code == 200 and b"ClinicalDocument" in retrieved.get_data()
+    (document,) = [
+        stored.json()
+        for stored in xds.runtime.service.find(
+            INTERNAL, "DocumentReference", [("patient", patient_id)]
+        )
+    ]
+    binary = document["content"][0]["attachment"]["url"].split("/")[1]
+    gp = xds.tokens.practitioner(XDS_GP)
+    assert xds.client.get(f"/fhir/Binary/{binary}", headers=auth(gp)).status_code == 200
+    patient = xds.tokens.patient(patient_id)
+    shown = xds.client.get(f"/fhir/AuditEvent?patient={patient_id}", headers=auth(patient))
+    assert shown.status_code == 200
+    text = shown.get_data(as_text=True)
+    assert shown.get_json().get("entry"), "the patient's trace is empty: the search is broken"
+    for name in (document["id"], binary, unique_id):
+        assert name not in text, name
