@@ -83,6 +83,9 @@ class SearchResult:
     previous_cursor: str | None
     query: SearchQuery
     ignored: list[str] = field(default_factory=list)
+    # The criteria as the requester gave them, before the access constraints replaced what
+    # names a hidden resource: the audit labels its event with what they name.
+    asked: SearchQuery | None = None
     # (matches, included) parsed, once `resources` is first called.
     _parsed: list[tuple[list[dict], list[dict]]] = field(
         default_factory=list, init=False, repr=False, compare=False
@@ -230,6 +233,7 @@ class FhirService:
             previous_cursor=getattr(page, "previous_cursor", None),
             query=query,
             ignored=parsed.ignored,
+            asked=parsed.query,
         )
         self.gate.after_search(requester, result)
         return result

@@ -28,8 +28,8 @@ from fhir_server.access.decision import Deny, Permit, not_found_message
 from fhir_server.access.ownership import has_owner, one_patient, owner_id
 from fhir_server.access.policy import DIRECTORY_TYPES, DmpPolicy
 from fhir_server.access.record import PatientRecord, build_record
-from fhir_server.access.requester import ActorKind, Requester
-from fhir_server.audit.balp import DataEntity, security_labels_of
+from fhir_server.access.requester import INTERNAL, ActorKind, Requester
+from fhir_server.audit.balp import ROLE_QUERY, DataEntity, security_labels_of
 from fhir_server.auth.scopes import ScopeError, ScopeSet
 from fhir_server.errors import FhirError, error
 from fhir_server.resources.model import SERVED_TYPES
@@ -60,6 +60,10 @@ from fhir_server.service.prepared import PreparedEvents
 from fhir_server.store.base import PATIENTS_EPOCH, HistoryPage, ResourceStore, StoredResource
 
 NOTHING: Node = Not(Everything())
+# The resources a search's criteria may name whose labels its event carries, at most.
+NAMED_TARGETS = 20
+# Where an untyped id (`item=ID`) is looked for: the types that carry DMP labels.
+LABELLED_TYPES = ("DocumentReference", "Binary", "List")
 # The resources a PatientRecord is built from; a write to one of them moves the record epoch.
 RECORD_FACT_TYPES = frozenset({"Patient", "Consent", "RelatedPerson"})
 RECORD_CACHE_SIZE = 10_000
@@ -852,7 +856,32 @@ class Gate:
         if patient_id:
             patients.add(patient_id)
         notes = _take_notes(result.query)
+        if result.asked is not None:
+            entities.extend(self._named_in_criteria(result.asked.where))
         self.audit.access(requester, "search-type", patients, entities, notes=notes)
+
+    def _named_in_criteria(self, where: Node) -> list[DataEntity]:
+        """The labelled resources a search's criteria name by id (`_id`, `item=`,
+        `relatesto=`, `_has`...), as entities of its event: the event keeps the query as
+        asked (BALP), so it carries their labels too, and the AuditEvent views hide it from
+        whom those labels hide the resources (R14, R18; issue #18, deliverable 5)."""
+        entities = []
+        for target_type, target_id in _named_targets(where, None)[:NAMED_TARGETS]:
+            for kind in [target_type] if target_type else LABELLED_TYPES:
+                stored = self.store.read(kind, target_id) if kind in SERVED_TYPES else None
+                if stored is None or stored.deleted:
+                    continue
+                resource = stored.json()
+                _, _, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
+                if labels:
+                    entities.append(
+                        DataEntity(
+                            reference=f"{kind}/{target_id}",
+                            security_labels=tuple(labels),
+                            role=ROLE_QUERY,
+                        )
+                    )
+        return entities
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -974,6 +1003,24 @@ class Gate:
             return None
         patients, entity = _write_audit_subject(stored, resource)
         return self.audit.prepare_access(requester, interaction, patients, [entity])
+
+
+def _named_targets(node: Node, resource_type: str | None) -> list[tuple[str | None, str]]:
+    """(type or None, id) of every resource a search's criteria name by id."""
+    match node:
+        case And(parts) | Or(parts):
+            return [found for part in parts for found in _named_targets(part, resource_type)]
+        case Not(part):
+            return _named_targets(part, resource_type)
+        case Chain(_, target_type, where):
+            return _named_targets(where, target_type)
+        case Has(source_type, _, where):
+            return _named_targets(where, source_type)
+        case ReferenceTest(target_type=target_type, target_id=target_id) if target_id:
+            return [(target_type, target_id)]
+        case IdTest(ids):
+            return [(resource_type, resource_id) for resource_id in ids]
+    return []
 
 
 def _patients_of(resource: dict) -> list[str]:

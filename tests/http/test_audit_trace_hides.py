@@ -192,3 +192,30 @@ def test_r14_retrieve_of_invisible_patient_document_is_not_named_to_the_patient(
     assert shown.get_json().get("entry"), "the patient's trace is empty: the search is broken"
     for name in (document["id"], binary, unique_id):
         assert name not in text, name
+
+
+def test_r14_search_naming_hidden_document_is_not_shown_to_the_patient(world):
+    """Deliverable 5: a search event keeps its query as asked (BALP), so a professional who
+    may see the INVISIBLE_PATIENT document and searches by its id (`List?item=`,
+    `relatesto=`), getting unlabelled resources back, made the patient's trace name it. The
+    event now carries the labels of what its criteria name, and the patient's view hides it."""
+    hidden, gp = "a-invisible", world.tokens.practitioner(GP)
+    searches = (
+        f"/fhir/List?patient={PATIENT_A}&item=DocumentReference/{doc_id(hidden)}",
+        f"/fhir/DocumentReference?patient={PATIENT_A}&relatesto={doc_id(hidden)}",
+        f"/fhir/DocumentReference?patient={PATIENT_A}&_has:List:item:_id=x&relatesto=DocumentReference/{doc_id(hidden)}",
+    )
+    for path in searches:
+        found = world.client.get(path, headers=auth(gp))
+        assert found.status_code == 200, found.get_data(as_text=True)
+    assert world.client.get(searches[0], headers=auth(gp)).get_json()["entry"], "no List found"
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    assert_names_nothing_hidden(text, hidden)
+    # The control: the professional's search by a visible document is in the patient's trace.
+    world.client.get(
+        f"/fhir/List?patient={PATIENT_A}&item=DocumentReference/{doc_id('a-visible')}",
+        headers=auth(gp),
+    )
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    assert doc_id("a-visible") in text
+    assert_names_nothing_hidden(text, hidden)
