@@ -129,3 +129,22 @@ def test_the_validation_memo_steps_aside_past_its_serialization_budget():
         memo.validated(validate, None, value, dict)  # serialized: the budget is spent
         memo.validated(validate, None, value, dict)  # not even looked up
     assert len(calls) == 2 and len(memo) == 1
+
+
+def test_caches_keyed_by_client_values_do_not_keep_long_ones():
+    """The cursor's query fingerprints and the search index's normalized texts are memos
+    keyed by what clients send: long keys are computed, never kept."""
+    from fhir_server.search import extract
+    from fhir_server.search.query import SearchQuery, StringTest
+    from fhir_server.store import cursor
+
+    cursor._fingerprints.clear()
+    long_query = SearchQuery("Patient", StringTest("name", "x" * 100_000))
+    short_query = SearchQuery("Patient", StringTest("name", "marie"))
+    assert cursor.query_fingerprint(long_query) == cursor.query_fingerprint(long_query)
+    cursor.query_fingerprint(short_query)
+    assert list(cursor._fingerprints) == [("Patient", short_query.where, ())]
+
+    before = extract._normalized_cached.cache_info().currsize
+    assert extract._normalized("É" * 100_000) == "e" * 100_000
+    assert extract._normalized_cached.cache_info().currsize == before
