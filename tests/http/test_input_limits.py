@@ -335,3 +335,37 @@ def test_fail_closed_xds_refuses_a_dtd_with_a_soap_fault(client):
     )
     assert response.status_code in (400, 500)
     assert b"Fault" in response.data and b"DTD" in response.data
+
+
+# -- other 500s from malformed input --------------------------------------------------------------
+
+
+def test_bounded_work_vread_of_a_version_beyond_64_bits_is_404_not_500(client, system, tokens):
+    """A version number SQLite cannot bind answered 500 (OverflowError): no such version."""
+    created = post_json(client, system, "/fhir/Patient", a_patient(7))
+    patient_id = created.get_json()["id"]
+    token = tokens.patient(patient_id)
+    for version in ("99999999999999999999999999", str(2**63)):
+        response = client.get(f"/fhir/Patient/{patient_id}/_history/{version}", headers=auth(token))
+        assert response.status_code == 404, version
+
+
+@pytest.mark.parametrize("version", ["abc", "²", "99999999999999999999999999"])
+def test_bounded_work_batch_vread_of_a_malformed_version_answers_the_entry(
+    client, system, tokens, version
+):
+    """A batch GET `Type/id/_history/abc` answered 500 for the whole batch (int() of the
+    segment): the entry answers 400 (404 for a number no version has)."""
+    created = post_json(client, system, "/fhir/Patient", a_patient(8))
+    patient_id = created.get_json()["id"]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": f"Patient/{patient_id}/_history/{version}"}}
+        ],
+    }
+    response = post_json(client, tokens.patient(patient_id), "/fhir/", bundle)
+    assert response.status_code == 200
+    status = response.get_json()["entry"][0]["response"]["status"]
+    assert status == ("404" if version.isdigit() and version.isascii() else "400")
