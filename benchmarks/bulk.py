@@ -82,8 +82,9 @@ _worker_service: FhirService | None = None
 
 # Validated elements the workers remember (resources.model.ElementMemo): the corpus's 3,000
 # professionals recur as contained authors, more than the server's default keeps; about
-# 4 KB each, so some 130 MB per worker at most.
+# 1 KB each (2 KB accounted), so some 40 MB per worker, within the byte bound set here.
 WORKER_MEMO_CAPACITY = 16_384
+WORKER_MEMO_BYTES = 96 * 1024 * 1024
 
 
 def _start_validator(data_dir: str) -> None:
@@ -92,6 +93,7 @@ def _start_validator(data_dir: str) -> None:
     registry = SearchRegistry.load(profiles_dir())
     _worker_service = build_service(SqliteStore(":memory:"), registry, data_dir=Path(data_dir))
     ELEMENT_MEMO.capacity = WORKER_MEMO_CAPACITY
+    ELEMENT_MEMO.max_bytes = WORKER_MEMO_BYTES
     _few_collections()
 
 

@@ -8,7 +8,9 @@ required bindings, so the few status-like codes the server relies on are checked
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache, lru_cache
 from typing import Any
 
@@ -87,24 +89,80 @@ class ElementMemo:
     keys; `1`, `1.0`, `true` and `"1"` stay distinct); values holding a null, which orjson
     also writes for NaN, or anything orjson cannot write are not remembered.
 
-    Two generations of `capacity` entries bound the memory: a value used again while its
-    generation is the old one moves to the young one, so recurring values stay.
+    Memory is bounded in bytes, not only in entries, because the input is anyone's (any
+    token may call `$validate`): two generations, each of at most `capacity` entries and
+    `max_bytes / 2` accounted bytes; a value used again while its generation is the old one
+    moves to the young one, so recurring values stay. An entry is accounted as
+    `ENTRY_OVERHEAD + FOOTPRINT * len(key)`: its key and the strings its model holds, plus
+    the model (measured: about 1.1 KB for a DMP coding, 31 KB for a 15 KB extension; the
+    accounted size is 0.6-1.03 times tracemalloc's figure on wide, deep and large
+    elements). A value whose canonical JSON is longer than `max_entry_bytes` (an inline
+    attachment, an element wrapping a large subtree) is validated but never remembered:
+    such values do not recur, and each would hold megabytes.
+
+    Serializing a value to find its key costs its size at every level of nesting, so a deep
+    chain of large elements would cost size x depth. Inside `budget()` (one resource's
+    validation) the bytes serialized are counted, and past the budget the remaining
+    elements are validated without the memo.
     """
 
-    def __init__(self, capacity: int = 4096) -> None:
+    ENTRY_OVERHEAD = 2048
+    FOOTPRINT = 2
+
+    def __init__(
+        self,
+        capacity: int = 4096,
+        max_bytes: int = 32 * 1024 * 1024,
+        max_entry_bytes: int = 16 * 1024,
+        budget_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self.budget_bytes = budget_bytes
         self.enabled = True
         self._young: dict[tuple[type, bytes], Any] = {}
         self._old: dict[tuple[type, bytes], Any] = {}
+        self._young_bytes = 0
+        self._old_bytes = 0
+        # The bytes one validation may still serialize for keys ([remaining]); None: no limit.
+        self._budget: ContextVar[list[int] | None] = ContextVar("element_memo_budget", default=None)
+
+    @property
+    def accounted_bytes(self) -> int:
+        """The approximate memory held by both generations."""
+        return self._young_bytes + self._old_bytes
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+    def cost(self, raw: bytes) -> int:
+        """The accounted size of an entry whose key is `raw`."""
+        return self.ENTRY_OVERHEAD + self.FOOTPRINT * len(raw)
+
+    @contextmanager
+    def budget(self, limit: int | None = None) -> Iterator[None]:
+        """Count the bytes serialized for keys until the block ends (one resource's
+        validation); past `limit` (default `budget_bytes`) the memo steps aside."""
+        token = self._budget.set([self.budget_bytes if limit is None else limit])
+        try:
+            yield
+        finally:
+            self._budget.reset(token)
 
     def validated(self, validate: Any, cls: Any, value: Any, model_klass: type) -> Any:
         if not self.enabled or type(value) is not dict:
+            return validate(cls, value, model_klass)
+        budget = self._budget.get()
+        if budget is not None and budget[0] <= 0:
             return validate(cls, value, model_klass)
         try:
             raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         except TypeError:
             return validate(cls, value, model_klass)
-        if b"null" in raw:
+        if budget is not None:
+            budget[0] -= len(raw)
+        if len(raw) > self.max_entry_bytes or b"null" in raw:
             return validate(cls, value, model_klass)
         key = (model_klass, raw)
         model = self._young.get(key)
@@ -112,14 +170,24 @@ class ElementMemo:
             model = self._old.get(key)
             if model is None:
                 model = validate(cls, value, model_klass)
-            if len(self._young) >= self.capacity:
-                self._old, self._young = self._young, {}
-            self._young[key] = model
+            self._remember(key, model)
         return model
+
+    def _remember(self, key: tuple[type, bytes], model: Any) -> None:
+        # orjson's bytes keep the buffer they were written in (4 KB at least, several
+        # times the length for long strings): the memo keeps an exact-size copy.
+        key = (key[0], bytes(memoryview(key[1])))
+        cost = self.cost(key[1])
+        if len(self._young) >= self.capacity or self._young_bytes + cost > self.max_bytes // 2:
+            self._old, self._young = self._young, {}
+            self._old_bytes, self._young_bytes = self._young_bytes, 0
+        self._young[key] = model
+        self._young_bytes += cost
 
     def clear(self) -> None:
         self._young.clear()
         self._old.clear()
+        self._young_bytes = self._old_bytes = 0
 
 
 ELEMENT_MEMO = ElementMemo()
@@ -243,7 +311,10 @@ def validate_resource(data: Any, expected_type: str | None = None) -> list[Issue
         return contained
     issues: list[Issue] = []
     try:
-        model_class(resource_type).model_validate(_with_binary_data_checked(resource_type, data))
+        with ELEMENT_MEMO.budget():
+            model_class(resource_type).model_validate(
+                _with_binary_data_checked(resource_type, data)
+            )
     except (TypeError, KeyError, AttributeError) as exc:
         # The model library gave up on a shape it does not expect (not a ValidationError):
         # still the client's resource, not a server fault.

@@ -7,6 +7,7 @@ models, a slower path paid only by XML clients.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -14,6 +15,7 @@ import orjson
 from lxml import etree
 
 from fhir_server.errors import FhirError, bad_request, error
+from fhir_server.resources.input_limits import check_json_body, check_json_depth, check_xml_depth
 from fhir_server.resources.model import model_class
 
 JSON = "application/fhir+json"
@@ -98,18 +100,44 @@ def parse_body(body: bytes, content_type: str | None) -> dict:
             ) from None
         if not isinstance(data, dict):
             raise bad_request("the body must be a JSON object", code="structure")
+        check_json_body(body, data)
         return data
-    return xml_to_json(body)
+    data = xml_to_json(body)
+    check_json_depth(data)
+    return data
 
 
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+_local = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    """This thread's parser: an lxml parser is not thread-safe, and Flask serves threads."""
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = etree.XMLParser(
+            resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+        )
+    return parser
+
+
+_DTD_REFUSED = "FHIR XML may not carry a DTD (<!DOCTYPE> or <!ENTITY>): it is refused"
 
 
 def xml_to_json(body: bytes) -> dict:
+    """A FHIR XML resource as its JSON dict; 400 for malformed XML, a DTD (whose entities
+    the model library's own parser would expand), or nesting deeper than the limit."""
+    if b"<!" in body and (b"<!DOCTYPE" in body or b"<!ENTITY" in body):
+        raise bad_request(_DTD_REFUSED, code="security")
     try:
-        root = etree.fromstring(body, _PARSER)
+        root = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as exc:
         raise bad_request(f"malformed XML: {exc.msg}", code="structure") from None
+    except (ValueError, LookupError) as exc:  # e.g. an unknown encoding declaration
+        raise bad_request(f"unreadable XML: {exc}", code="structure") from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:  # e.g. a UTF-16 body
+        raise bad_request(_DTD_REFUSED, code="security")
+    check_xml_depth(root)
     resource_type = etree.QName(root).localname
     if etree.QName(root).namespace != "http://hl7.org/fhir":
         raise bad_request(

@@ -588,8 +588,23 @@ _CODEABLE_KEYS = frozenset({"coding", "text", "id", "extension"})
 # Texts and dates recur: the same displays and descriptions across documents, the same
 # instant as a document's date, its attachment's creation and its period's end. Both
 # functions are pure, so each distinct text is normalized or parsed once while it is in use.
-_normalized = lru_cache(maxsize=8192)(normalize_string)
-_text_date_range = lru_cache(maxsize=4096)(date_range)
+# Only short texts are remembered: a cache bounded in entries alone would keep 8,192 texts
+# of whatever length writers send (a 1 MB description, twice: the text and its normal form).
+_REMEMBERED_TEXT = 256
+_normalized_cached = lru_cache(maxsize=8192)(normalize_string)
+_date_range_cached = lru_cache(maxsize=4096)(date_range)
+
+
+def _normalized(text: str) -> str:
+    if len(text) > _REMEMBERED_TEXT:
+        return normalize_string(text)
+    return _normalized_cached(text)
+
+
+def _text_date_range(text: str) -> tuple[int, int]:
+    if len(text) > _REMEMBERED_TEXT:
+        return date_range(text)
+    return _date_range_cached(text)
 
 
 def _date_bounds(value: Any) -> tuple[int, int] | None:

@@ -10,6 +10,13 @@ Errors:
 - a malformed value (bad date, number, token, unknown prefix or modifier) is a 400 `invalid`
   naming parameter and value, lenient or not: ignoring it would silently widen the result.
 
+Limits (each a 400 `too-costly` naming the limit and the parameter, never a 500 from the
+engine: SQLite refuses an expression deeper than 1000 nodes, a parser stack deeper than 100):
+at most MAX_PARAMETERS parameters in one search, MAX_VALUES comma-separated values in one
+parameter (and items in `_sort`, `_elements`), MAX_CHAIN reference hops in one parameter
+(chain links and `_has` together), MAX_TESTS value tests in the whole search once chains are
+expanded to their target types.
+
 Choices where R4 leaves room (documented here because the engines must agree with them):
 - numbers: `eq`/`ne`/`sa`/`eb` use the precision range [low, high) of the value (`100` ->
   [99.5, 100.5)); `gt`/`lt`/`ge`/`le` compare with the exact value (NumberTest low == high);
@@ -53,6 +60,7 @@ from fhir_server.search.normalize import (
 from fhir_server.search.query import (
     DEFAULT_COUNT,
     MAX_COUNT,
+    And,
     Chain,
     DateTest,
     Has,
@@ -79,6 +87,11 @@ from fhir_server.search.query import (
     all_of,
 )
 from fhir_server.search.registry import SERVED_TYPES, SearchParamDef, SearchRegistry
+
+MAX_PARAMETERS = 100
+MAX_VALUES = 100
+MAX_CHAIN = 3
+MAX_TESTS = 1000
 
 SYSTEM_LEVEL_PARAMS = frozenset({"_id", "_lastUpdated", "_tag", "_security", "_profile"})
 IGNORED_SILENTLY = frozenset({"_format", "_pretty"})
@@ -133,6 +146,8 @@ def _invalid(name: str, value: str, reason: str) -> FhirError:
 
 def split_escaped(value: str, separator: str) -> list[str]:
     """Split on unescaped `separator`, keeping escapes in the pieces (unescape later)."""
+    if "\\" not in value:  # no escape: the C split, not a loop over every character
+        return value.split(separator)
     pieces, current, index = [], [], 0
     while index < len(value):
         char = value[index]
@@ -148,6 +163,53 @@ def split_escaped(value: str, separator: str) -> list[str]:
         index += 1
     pieces.append("".join(current))
     return pieces
+
+
+def _too_costly(key: str, diagnostics: str) -> FhirError:
+    return bad_request(diagnostics, key, code="too-costly")
+
+
+def _values(key: str, raw: str, separator: str = ",") -> list[str]:
+    """The values of one parameter, at most MAX_VALUES of them."""
+    values = split_escaped(raw, separator)
+    if len(values) > MAX_VALUES:
+        raise _too_costly(
+            key,
+            f"search parameter '{key}' has {len(values)} values; the limit is {MAX_VALUES}"
+            " values in one parameter",
+        )
+    return values
+
+
+def _check_counts(params: list[tuple[str, str]]) -> None:
+    """At most MAX_PARAMETERS parameters, each at most MAX_CHAIN hops long."""
+    if len(params) > MAX_PARAMETERS:
+        raise _too_costly(
+            params[MAX_PARAMETERS][0],
+            f"the search has {len(params)} parameters; the limit is {MAX_PARAMETERS}"
+            " parameters in one search",
+        )
+    for key, _ in params:
+        hops = key.count(".") + key.count("_has:")
+        if hops > MAX_CHAIN:
+            raise _too_costly(
+                key,
+                f"search parameter '{key}' chains {hops} references; the limit is"
+                f" {MAX_CHAIN} (chain links and _has together)",
+            )
+
+
+def _tests(node: Node) -> int:
+    """How many value tests `node` holds (chains expanded to each target type)."""
+    if isinstance(node, And | Or):
+        return sum(_tests(part) for part in node.parts)
+    if isinstance(node, Not):
+        return _tests(node.part)
+    if isinstance(node, Chain | Has):
+        return _tests(node.where)
+    if isinstance(node, IdTest):
+        return len(node.ids)
+    return 1
 
 
 def unescape(value: str) -> str:
@@ -235,7 +297,7 @@ class _SearchParser:
         if name == "_id":
             if modifier not in (None, "not"):
                 raise _invalid(key, raw, f"modifier ':{modifier}' is not allowed on _id")
-            ids = [unescape(v) for v in split_escaped(raw, ",")]
+            ids = [unescape(v) for v in _values(key, raw)]
             for one in ids:
                 if not _ID.match(one):
                     raise _invalid(key, raw, f"{one!r} is not a resource id")
@@ -249,7 +311,7 @@ class _SearchParser:
                 raise _invalid(key, raw, "expected true or false")
             return Missing(name, raw == "true")
         self.check_modifier(definition, modifier, key, raw)
-        values = split_escaped(raw, ",")
+        values = _values(key, raw)
         tests = [self.value_test(definition, modifier, v, key) for v in values]
         combined = tests[0] if len(tests) == 1 else Or(tuple(tests))
         return Not(combined) if modifier == "not" else combined
@@ -421,7 +483,7 @@ class _SearchParser:
 
     def sort(self, resource_type: str | None, raw: str) -> tuple[SortKey, ...]:
         keys = []
-        for item in raw.split(","):
+        for item in _values("_sort", raw):
             descending = item.startswith("-")
             name = item[1:] if descending else item
             definition = (
@@ -499,6 +561,7 @@ def parse_search(
         raise bad_request(f"Resource type {resource_type!r} is not supported", code="not-supported")
     if now is None:
         now = int(datetime.now(UTC).timestamp() * 1_000_000)
+    _check_counts(params)
     parser = _SearchParser(registry, lenient, base_url, now)
     clauses: list[Node] = []
     ignored: list[str] = []
@@ -533,7 +596,7 @@ def parse_search(
                         key, value, "expected true, count, data, text or false"
                     ) from None
             elif base == "_elements":
-                names = tuple(v.strip() for v in value.split(","))
+                names = tuple(v.strip() for v in _values(key, value))
                 if not all(_ELEMENT.match(n) for n in names):
                     raise _invalid(key, value, "expected element names separated by commas")
                 elements = names
@@ -554,9 +617,17 @@ def parse_search(
                 key,
                 code="not-supported",
             ) from None
+    where = all_of(*clauses)
+    tests = _tests(where)
+    if tests > MAX_TESTS:
+        raise _too_costly(
+            "",
+            f"the search holds {tests} value tests once its chains are expanded to their"
+            f" target types; the limit is {MAX_TESTS}",
+        )
     query = SearchQuery(
         resource_type=resource_type,
-        where=all_of(*clauses),
+        where=where,
         sort=sort,
         count=count,
         total=total,

@@ -515,6 +515,8 @@ class BundleProcessor:
             stored = self.service.read(requester, target.resource_type, target.resource_id)
             return _response("200 OK", stored, include_body=True)
         if len(segments) == 4 and segments[2] == "_history":
+            if not (segments[3].isascii() and segments[3].isdigit()):
+                raise bad_request(f"'{segments[3]}' is not a version number", "request.url")
             stored = self.service.vread(
                 requester, target.resource_type, target.resource_id, int(segments[3])
             )

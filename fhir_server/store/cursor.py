@@ -14,7 +14,6 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
-from functools import lru_cache
 
 import orjson
 
@@ -39,19 +38,36 @@ class CursorPosition:
 
 
 def query_fingerprint(query: SearchQuery) -> str:
-    """What a cursor is bound to: the result set and its order, not the page size."""
+    """What a cursor is bound to: the result set and its order, not the page size.
+
+    Every page of a search (and each repeat of it) encodes a cursor for the same query; the
+    repr of its clause tree costs ~40 µs, hashing and comparing it ~5, so fingerprints are
+    remembered. A search's clauses are the client's values (up to the request body's size),
+    so only queries whose repr is short are kept: the memo holds at most `_FINGERPRINTS`
+    entries of at most `_REMEMBERED_REPR` characters (a few MB), and is emptied when full.
+    """
     key = (query.resource_type, query.where, query.sort)
     try:
-        return _fingerprint(key)
+        found = _fingerprints.get(key)
     except TypeError:  # a clause holding an unhashable value: no memo
-        return _fingerprint.__wrapped__(key)
+        return _digest(repr(key))
+    if found is None:
+        text = repr(key)
+        found = _digest(text)
+        if len(text) <= _REMEMBERED_REPR:
+            if len(_fingerprints) >= _FINGERPRINTS:
+                _fingerprints.clear()
+            _fingerprints[key] = found
+    return found
 
 
-@lru_cache(maxsize=1024)
-def _fingerprint(key: tuple) -> str:
-    """Every page of a search (and each repeat of it) encodes a cursor for the same query;
-    the repr of its clause tree costs ~40 µs, hashing and comparing it ~5."""
-    return hashlib.sha256(repr(key).encode("utf-8")).hexdigest()[:32]
+_FINGERPRINTS = 1024
+_REMEMBERED_REPR = 4096
+_fingerprints: dict[tuple, str] = {}
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def _b64(data: bytes) -> str:

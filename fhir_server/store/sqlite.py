@@ -314,6 +314,8 @@ class SqliteStore:
         return _stored(row) if row else None
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> StoredResource | None:
+        if not 0 < version < 2**63:  # no such version; SQLite cannot even bind it
+            return None
         if resource_type == sqlite_journal.JOURNALED_TYPE:
             self.settle_audit()
         row = self._reader.execute(

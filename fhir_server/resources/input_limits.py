@@ -1,0 +1,211 @@
+"""What a FHIR body may look like before anything reads it: nesting depth, one value per key.
+
+Checked on every FHIR JSON and XML body (REST create and update, transaction and batch
+Bundles, `$validate`), right after parsing and before validation, because what comes later
+is recursive: the models, the profiles, the search extraction and orjson's own writer (which
+gives up at 255 levels) all walk the tree. A body nested deeper than `MAX_DEPTH` is refused
+with a 400 naming the limit and where it was passed, instead of a RecursionError (a 500)
+somewhere downstream.
+
+Duplicate keys: orjson, like most JSON parsers, keeps the last value of a repeated key, so
+two readers of the same body (a client's validator, this server, an audit of the raw
+request) could each see a different resource. RFC 8259 leaves the meaning undefined; FHIR
+JSON (json.html) requires unique names. A body with a repeated key is refused with a 400
+naming the key and the object holding it.
+
+The checks are kept off the hot path's cost: a body with at most MAX_DEPTH brackets
+cannot be too deep; a body that orjson writes back byte for byte from what it kept has no
+repeated key; otherwise the keys written in the body are counted (bytes operations) and
+compared with the keys orjson kept (a walk of the tree, which also bounds the depth). Only a
+body where they differ, or whose escaped backslashes make the count unsure, is parsed again
+with the standard library to find the repeated key and where it is.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from lxml import etree
+
+from fhir_server.errors import FhirError, Issue
+
+# Levels of JSON objects and arrays (the resource itself is level 1), and of XML elements.
+# A DMP transaction Bundle of DocumentReferences is about 10 deep; a Questionnaire with
+# items nested ten deep, in a Bundle, about 30.
+MAX_DEPTH = 64
+
+
+def too_deep(path: str, what: str = "the body") -> FhirError:
+    return FhirError(
+        400,
+        [
+            Issue(
+                "error",
+                "too-costly",
+                f"{what} is nested more than {MAX_DEPTH} levels deep (at {path});"
+                f" the limit is {MAX_DEPTH} levels",
+                (path,),
+            )
+        ],
+    )
+
+
+def check_json_body(body: bytes, data: Any) -> None:
+    """Refuse `data`, parsed from `body`, if it is too deep or `body` repeats a key.
+
+    Measured on a 2 KB DocumentReference (orjson.loads: 6 µs): 3.5 µs when the body is
+    compact JSON as orjson writes it, about 24 µs pretty-printed; on a 20 KB one
+    (orjson.loads: 70 µs): about 180 µs, most of it the walk that bounds the depth.
+    """
+    kept: int | None = None
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH:  # else it cannot be too deep
+        kept = _kept_keys_within_depth(data)
+        if kept is None:
+            raise too_deep(_deep_path(data, _root_name(data), 1) or _root_name(data))
+    if _written_as_orjson_would(body, data):
+        return  # the same bytes from what orjson kept: no key was dropped
+    if kept is None:
+        kept = _kept_keys_within_depth(data)
+    if b"\\\\" not in body and _keys_written(body) == kept:
+        return
+    _check_duplicates(body, _root_name(data))
+
+
+def _written_as_orjson_would(body: bytes, data: Any) -> bool:
+    try:
+        return orjson.dumps(data) == body
+    except TypeError:
+        return False
+
+
+def _keys_written(body: bytes) -> int:
+    """The number of keys in `body` (which holds no escaped backslash).
+
+    Out of strings, a quote followed by optional white space and a colon ends a key; in a
+    string, a quote is escaped, and a backslash never precedes white space. So once the
+    white space is gone, the keys are the `":` that do not follow a backslash.
+    """
+    compact = body.translate(None, b" \t\n\r")
+    return compact.count(b'":') - compact.count(b'\\":')
+
+
+def check_json_depth(data: Any) -> None:
+    """Refuse `data` if it is nested deeper than MAX_DEPTH (e.g. what XML became)."""
+    if _kept_keys_within_depth(data) is None:
+        raise too_deep(_deep_path(data, _root_name(data), 1) or _root_name(data))
+
+
+def check_xml_depth(root: etree._Element) -> None:
+    """Refuse an XML tree whose elements nest deeper than MAX_DEPTH."""
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise too_deep(_xml_path(element))
+        stack.extend((child, depth + 1) for child in element)
+
+
+def _root_name(data: Any) -> str:
+    kind = data.get("resourceType") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) and kind.isalnum() else "$"
+
+
+def _kept_keys_within_depth(data: Any) -> int | None:
+    """The number of keys in every object of `data`, or None when it is too deep."""
+    keys = 0
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if type(value) is dict:
+            keys += len(value)
+            children = value.values()
+        else:
+            children = value
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if depth >= MAX_DEPTH:
+                    return None
+                stack.append((child, depth + 1))
+    return keys
+
+
+def _deep_path(value: Any, path: str, depth: int) -> str | None:
+    """The path of the first object or array below MAX_DEPTH (recursion bounded by it)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, child in items:
+        if isinstance(child, dict | list):
+            where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+            if depth >= MAX_DEPTH:
+                return where
+            found = _deep_path(child, where, depth + 1)
+            if found:
+                return found
+    return None
+
+
+class _Repeated(dict):
+    """An object of the body in which `key` appears more than once."""
+
+    key: str = ""
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict:
+    built = dict(pairs)
+    if len(built) == len(pairs):
+        return built
+    seen: set[str] = set()
+    repeated = _Repeated(built)
+    for key, _ in pairs:
+        if key in seen:
+            repeated.key = key
+            break
+        seen.add(key)
+    return repeated
+
+
+def _check_duplicates(body: bytes, root: str) -> None:
+    """Parse `body` again keeping every key, and refuse it if an object repeats one."""
+    try:
+        data = json.loads(body, object_pairs_hook=_no_repeats)
+    except (ValueError, RecursionError):  # orjson read it; nothing more to learn here
+        return
+    found = _repeated_at(data, root)
+    if found is not None:
+        path, key = found
+        raise FhirError(
+            400,
+            [
+                Issue(
+                    "error",
+                    "structure",
+                    f"{path}: the key '{key}' appears more than once in the same object"
+                    " (FHIR JSON requires unique keys)",
+                    (f"{path}.{key}",),
+                )
+            ],
+        )
+
+
+def _repeated_at(value: Any, path: str) -> tuple[str, str] | None:
+    """(path of the object, key) of the first object repeating a key (depth already checked)."""
+    if isinstance(value, _Repeated):
+        return path, value.key
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, child in items:
+        if isinstance(child, dict | list):
+            where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+            found = _repeated_at(child, where)
+            if found:
+                return found
+    return None
+
+
+def _xml_path(element: etree._Element) -> str:
+    names = [
+        etree.QName(e.tag).localname if isinstance(e.tag, str) else "#node"
+        for e in (element, *element.iterancestors())
+    ]
+    return ".".join(reversed(names))
