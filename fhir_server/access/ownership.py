@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from fhir_server.access.constraints import reference_target
+
 # A relative literal reference to a Binary of this server (the normal form: references to
 # this server's own base are made relative before anything is judged).
 _RELATIVE_BINARY = re.compile(r"^Binary/([A-Za-z0-9\-.]{1,64})$")
@@ -65,9 +67,8 @@ def named_binaries(document: dict) -> list[tuple[int, str]]:
 def subject_patient(document: dict) -> str | None:
     """The Patient id a DocumentReference's subject names (its record), or None."""
     subject = document.get("subject")
-    reference = str((subject or {}).get("reference") or "") if isinstance(subject, dict) else ""
-    kind, _, patient_id = reference.partition("/")
-    return patient_id if kind == "Patient" and patient_id and "/" not in patient_id else None
+    target = reference_target(subject.get("reference")) if isinstance(subject, dict) else None
+    return target[1] if target is not None and target[0] == "Patient" else None
 
 
 def one_patient(documents: Iterable[dict]) -> str | None:
