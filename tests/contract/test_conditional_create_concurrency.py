@@ -12,7 +12,7 @@ from fhir_server.access.requester import INTERNAL
 from fhir_server.errors import FhirError
 from fhir_server.search.parameters import parse_search
 from fhir_server.search.query import SearchQuery
-from fhir_server.terminology import SYSTEM_CONSENT_SCOPE
+from tests.http.conftest import dmp_consent
 
 INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.8"
 INS = "185077512345608"
@@ -30,14 +30,7 @@ def patient() -> dict:
 
 
 def consent(patient_id: str) -> dict:
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": SYSTEM_CONSENT_SCOPE, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "provision": {"type": "permit"},
-    }
+    return dmp_consent(patient_id)
 
 
 def _all_at_once(call, count: int = WRITERS) -> list:
