@@ -24,7 +24,7 @@ from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.resources.normal_form import NormalForm
 from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
-from fhir_server.search.query import SearchQuery
+from fhir_server.search.query import SearchQuery, TotalMode
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.context import facts_scope
@@ -106,6 +106,12 @@ class SearchResult:
                 )
             )
         return self._parsed[0]
+
+
+# Searches whose Bundle always carries `total`: IHE MHD's Find Document References (ITI-67)
+# and Find Document Lists (ITI-66) responses require it (1..1). They are searches of one
+# patient's record (R04), so the count, made with the access constraints, stays small.
+ALWAYS_COUNTED = frozenset({"DocumentReference", "List"})
 
 
 def require_type(resource_type: str) -> str:
@@ -207,6 +213,8 @@ class FhirService:
         parsed = parse_search(
             resource_type, params, self.registry, lenient=lenient, base_url=self.base_url
         )
+        if resource_type in ALWAYS_COUNTED and parsed.query.total is TotalMode.NONE:
+            parsed = replace(parsed, query=replace(parsed.query, total=TotalMode.ACCURATE))
         with facts_scope():
             return self._search(requester, parsed, cursor)
 
