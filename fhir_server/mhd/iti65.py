@@ -50,6 +50,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from fhir_server.access.constraints import reference_target
 from fhir_server.access.requester import INTERNAL
 from fhir_server.errors import FhirError, Issue
 from fhir_server.mhd.errors import (
@@ -79,7 +80,6 @@ PROVIDE_BUNDLE_PROFILES = frozenset(
 )
 FOLDED = "FOLDED"  # Entry.method of a PATCH folded into a supersede PUT
 _DOC_REF = re.compile(r"(?:^|/)DocumentReference/([A-Za-z0-9\-.]{1,64})$")
-_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})$")
 
 
 class EntryLike(Protocol):
@@ -388,11 +388,17 @@ def one_patient_issues(plan: ProvidePlan) -> list[Issue]:
 
 
 def _local(reference: Any) -> Any:
-    if isinstance(reference, str):
-        match = _PATIENT_REF.search(reference)
-        if match and "?" not in reference:
-            return f"Patient/{match.group(1)}"
-    return reference
+    patient_id = _local_id(reference, "Patient")
+    return f"Patient/{patient_id}" if patient_id else reference
+
+
+def _local_id(reference: Any, resource_type: str) -> str | None:
+    """The id of the local `resource_type` a literal reference names, version-specific or
+    not (`DocumentReference/x/_history/1`, the location this server answers with), or None.
+    The normal form made references to this server's base relative before these checks run,
+    so an absolute reference is another server's (`access.constraints.reference_target`)."""
+    target = reference_target(reference)
+    return target[1] if target is not None and target[0] == resource_type else None
 
 
 def deposit_profile_issues(plan: ProvidePlan, profiles: Any) -> list[Issue]:
@@ -502,9 +508,9 @@ class Iti65:
                     "Patient", parse_qsl(reference.split("?", 1)[1], keep_blank_values=True)
                 )
                 return found[0].id if len(found) == 1 else None
-            match = _PATIENT_REF.search(reference)
-            if match:
-                found = self._find("Patient", [("_id", match.group(1))])
+            patient_id = _local_id(reference, "Patient")
+            if patient_id:
+                found = self._find("Patient", [("_id", patient_id)])
                 return found[0].id if found else None
         except FhirError:
             return None
@@ -609,10 +615,9 @@ class Iti65:
     def _replaced_document(self, target: dict) -> dict | None:
         reference = target.get("reference")
         found: list = []
-        if isinstance(reference, str):
-            match = _DOC_REF.search(reference)
-            if match:
-                found = self._find("DocumentReference", [("_id", match.group(1))])
+        document_id = _local_id(reference, "DocumentReference")
+        if document_id:
+            found = self._find("DocumentReference", [("_id", document_id)])
         identifier = target.get("identifier")
         if not found and isinstance(identifier, dict) and identifier.get("value"):
             system = identifier.get("system")

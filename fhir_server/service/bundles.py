@@ -230,6 +230,11 @@ class BundleProcessor:
         for entry in entries:
             if entry.resource is not None:
                 entry.resource = copy_json(entry.resource)
+                # The ITI-65 checks below read references and systems: in the normal form.
+                try:
+                    self.service.normal_form.apply(entry.resource)
+                except FhirError as exc:
+                    raise _at_entry(exc, entry) from None
         requested = list(entries)  # the entries answered, in the Bundle's order
         plan = None
         if mhd is not None:

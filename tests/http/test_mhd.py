@@ -337,6 +337,42 @@ def test_iti65_pdsm4dmp_replacement_supersedes_the_replaced_document(mhd):
     ) == {new_id}
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "DocumentReference/doc-x-id/_history/1",
+        "http://127.0.0.1:8080/fhir/DocumentReference/doc-x-id",
+        "HTTP://127.0.0.1:8080/fhir/DocumentReference/doc-x-id/_history/1",
+    ],
+)
+def test_iti65_replacement_target_in_any_form_of_this_servers_reference(mhd, target):
+    """Issue #19, point 7 and deliverable 5: a replace whose target is the version-specific
+    location the server itself answered, or this server's absolute URL, names the document
+    as `DocumentReference/doc-x-id` does (FHIR R4 references.html, http.html#trules)."""
+    patient_id, nir = mhd.patient(17)
+    _store_doc_x(mhd, patient_id, nir)
+    bundle = fixture(REPLACEMENT, nir)
+    bundle["entry"][1]["resource"]["relatesTo"][0]["target"]["reference"] = target
+    response = mhd.provide(bundle)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert mhd.get("/fhir/DocumentReference/doc-x-id").get_json()["status"] == "superseded"
+
+
+def test_iti65_replacement_target_on_another_server_is_xdsreplacefailed(mhd):
+    """An absolute reference to another server names no document of this registry, even
+    when its last segments are the id of one (architecture invariant 7)."""
+    patient_id, nir = mhd.patient(18)
+    _store_doc_x(mhd, patient_id, nir)
+    bundle = fixture(REPLACEMENT, nir)
+    bundle["entry"][1]["resource"]["relatesTo"][0]["target"]["reference"] = (
+        "https://elsewhere.example/fhir/DocumentReference/doc-x-id"
+    )
+    response = mhd.provide(bundle)
+    assert response.status_code == 422
+    assert "XDSReplaceFailed" in xds_codes(response)
+    assert mhd.get("/fhir/DocumentReference/doc-x-id").get_json()["status"] == "current"
+
+
 def test_iti65_pdsm4dmp_replacement_as_published_is_rejected_with_reasons(mhd):
     response = mhd.provide(fixture(REPLACEMENT))
     assert response.status_code == 422
