@@ -14,6 +14,7 @@ errors carry XDS error codes (mhd/errors.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
@@ -127,23 +128,58 @@ def read_entries(bundle: dict) -> list[Entry]:
     return result
 
 
+# Where a transaction rewrites a fullUrl (FHIR R4 http.html#trules: references, elements of
+# type uri, url, canonical, oid or uuid, and narrative links); never an identifier's value
+# or a string, which may equal a fullUrl on purpose (an IHE entryUUID, a valueString).
+_URI_KEYS = frozenset(
+    {
+        "reference",
+        "url",
+        "system",
+        "source",
+        "profile",
+        "implicitRules",
+        "valueUri",
+        "valueUrl",
+        "valueCanonical",
+        "valueOid",
+        "valueUuid",
+    }
+)
+_NARRATIVE_LINK = re.compile(r'((?:href|src)\s*=\s*)(["\'])(.*?)\2')
+
+
 def _walk_strings(value, replace: Callable[[str], str | None]):
-    """Rewrite, in place, every string of a JSON value that `replace` maps (reference rewriting)."""
+    """Rewrite, in place, each reference or uri-typed string of a JSON value that `replace`
+    maps, and the `href`/`src` links of its narrative (transaction reference rewriting)."""
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, str):
-                new = replace(item)
-                if new is not None:
-                    value[key] = new
+                if key in _URI_KEYS:
+                    new = replace(item)
+                    if new is not None:
+                        value[key] = new
+                elif key == "div":
+                    value[key] = _NARRATIVE_LINK.sub(
+                        lambda link: (
+                            link.group(1)
+                            + link.group(2)
+                            + (replace(link.group(3)) or link.group(3))
+                            + link.group(2)
+                        ),
+                        item,
+                    )
+            elif isinstance(item, list) and key in _URI_KEYS:
+                value[key] = [
+                    (replace(element) or element) if isinstance(element, str) else element
+                    for element in item
+                ]
+                _walk_strings(value[key], replace)
             else:
                 _walk_strings(item, replace)
     elif isinstance(value, list):
-        for position, item in enumerate(value):
-            if isinstance(item, str):
-                new = replace(item)
-                if new is not None:
-                    value[position] = new
-            else:
+        for item in value:
+            if not isinstance(item, str):
                 _walk_strings(item, replace)
 
 
