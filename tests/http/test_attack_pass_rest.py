@@ -1,0 +1,57 @@
+"""Attack pass on the FHIR REST face after issue #18: what still got through, as regressions.
+
+Each test is named after the rule it protects; its docstring says what got through before
+the fix. Everything goes through HTTP with the tokens `fhir-server token` makes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fhir_server.access.requester import INTERNAL
+from fhir_server.terminology import SYSTEM_ACT_REASON
+from tests.http.conftest import FHIR_JSON, a_patient, auth, deny, dmp_consent, permit
+
+BLOCKED = "810000000030"
+STRANGER = "810000000099"
+
+
+@pytest.fixture
+def service(app):
+    return app.extensions["fhir"].service
+
+
+def _oppose(purpose: str) -> dict:
+    return {"type": "deny", "purpose": [{"system": SYSTEM_ACT_REASON, "code": purpose}]}
+
+
+def test_r09_r11_block_and_btg_opposition_hold_past_a_hundred_consents(client, tokens, service):
+    """A practitioner recording their own authorization (R10) over and over pushed the
+    patient's Consent out of the first 100 Consents the record was built from: the block
+    (R09) and the opposition to bris de glace (R11) were then ignored, and the blocked
+    practitioner read the record in bris de glace mode."""
+    patient_id = "0c0c0c0c-0000-4000-8000-000000000001"
+    service.update(INTERNAL, "Patient", patient_id, {**a_patient(7), "id": patient_id})
+    # The patient's choices, under an id that sorts after every server-assigned one.
+    consent_id = "ffffffff-ffff-4fff-bfff-ffffffffffff"
+    choices = dmp_consent(patient_id, deny(BLOCKED), _oppose("BTG"))
+    service.update(INTERNAL, "Consent", consent_id, {**choices, "id": consent_id})
+
+    search = f"/fhir/DocumentReference?patient={patient_id}"
+    emergency = tokens.practitioner(BLOCKED, mode="bris_de_glace", reason="patient inconscient")
+    assert client.get(search, headers=auth(emergency)).status_code == 403
+
+    stranger = tokens.practitioner(STRANGER)
+    for _ in range(101):
+        response = client.post(
+            "/fhir/Consent",
+            json=dmp_consent(patient_id, permit(STRANGER)),
+            headers=auth(stranger, **{"Content-Type": FHIR_JSON}),
+        )
+        assert response.status_code == 201, response.get_data(as_text=True)
+
+    assert client.get(search, headers=auth(emergency)).status_code == 403
+    assert client.get(search, headers=auth(tokens.practitioner(BLOCKED))).status_code == 403
+    other = tokens.practitioner("810000000088", mode="bris_de_glace", reason="patient inconscient")
+    assert client.get(search, headers=auth(other)).status_code == 403
+    assert client.get(search, headers=auth(stranger)).status_code == 200
