@@ -55,3 +55,46 @@ def test_r09_r11_block_and_btg_opposition_hold_past_a_hundred_consents(client, t
     other = tokens.practitioner("810000000088", mode="bris_de_glace", reason="patient inconscient")
     assert client.get(search, headers=auth(other)).status_code == 403
     assert client.get(search, headers=auth(stranger)).status_code == 200
+
+
+A07 = "urn:oid:1.2.250.1.213.1.1.4.13"
+
+
+@pytest.mark.parametrize(
+    "where, label",
+    [
+        ("securityLabel", {"text": "MASQUE_PS"}),
+        ("securityLabel", {"text": "INVISIBLE_PATIENT "}),
+        ("securityLabel", {"coding": [{"system": A07, "display": "MASQUE_PS"}]}),
+        ("securityLabel", {"coding": [{"display": "MASQUE_PS"}]}),
+        ("meta.security", {"system": A07, "display": "MASQUE_PS"}),
+        ("meta.security", {"system": A07}),
+    ],
+)
+def test_r14_a_masking_label_the_rules_cannot_read_is_refused(
+    client, tokens, service, where, label
+):
+    """A masking label given only as text, or as a TRE_A07 coding without its code, was stored
+    (201) and ignored: the document was served to every authorized professional (or to the
+    patient) it was meant to be hidden from."""
+    patient_id = "0c0c0c0c-0000-4000-8000-000000000002"
+    service.update(INTERNAL, "Patient", patient_id, {**a_patient(8), "id": patient_id})
+    document = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "content": [{"attachment": {"contentType": "text/plain", "data": "aGk="}}],
+    }
+    if where == "securityLabel":
+        document["securityLabel"] = [label]
+    else:
+        document["meta"] = {"security": [label]}
+    headers = auth(tokens.practitioner("810000000040"), **{"Content-Type": FHIR_JSON})
+    response = client.post("/fhir/DocumentReference", json=document, headers=headers)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["code"] == "code-invalid"
+    # the same label written with its system and code is accepted
+    coded = {"system": A07, "code": "MASQUE_PS"}
+    document.pop("meta", None)
+    document["securityLabel"] = [{"coding": [coded], "text": "MASQUE_PS"}]
+    assert client.post("/fhir/DocumentReference", json=document, headers=headers).status_code == 201
