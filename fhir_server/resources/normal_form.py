@@ -280,6 +280,33 @@ class NormalForm:
                     f"the code '{code}' is a {guard.name} code: it is written under the "
                     f"system '{guard.canonical}'",
                 )
+        elif code is None:
+            # A label the rules cannot read is refused, never ignored: a coding of a closed
+            # system without its code, or a guarded code given only as display or text.
+            if spec is not None and spec.codes is not None and "value" not in node:
+                yield f"{where}.code", f"a coding of {spec.name} needs its code"
+                return
+            labelled = key in ("securityLabel", "security", "coding") and spec is None
+            for field in ("display", "text") if labelled else ():
+                value = node.get(field)
+                guard = self.aliases.guarding(value.strip()) if isinstance(value, str) else None
+                if guard is not None and not self._has_code_of(node, guard.canonical):
+                    yield (
+                        f"{where}.{field}",
+                        f"'{value}' is a {guard.name} code: it is written as a coding with "
+                        f"the system '{guard.canonical}' and the code",
+                    )
+
+    def _has_code_of(self, concept: dict, system: str) -> bool:
+        """Whether a CodeableConcept also carries a coding of `system` (any spelling) with a code."""
+        codings = concept.get("coding")
+        return isinstance(codings, list) and any(
+            isinstance(c, dict)
+            and isinstance(c.get("system"), str)
+            and self.aliases.canonical(c["system"]) == system
+            and isinstance(c.get("code"), str)
+            for c in codings
+        )
 
     def _value_of(self, node: dict, spec: SystemSpec, where: str) -> Iterator[tuple[str, str]]:
         """The code of a coding of a closed system, or the value of an identifier."""

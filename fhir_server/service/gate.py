@@ -35,6 +35,7 @@ from fhir_server.errors import FhirError, error
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.parameters import parse_search
 from fhir_server.search.query import (
+    MAX_COUNT,
     And,
     Chain,
     Everything,
@@ -147,6 +148,23 @@ class Gate:
         )
         return [(row[0], row[1], row[2]) for row in page.rows]
 
+    def _internal_search_all(self, resource_type: str, where: Node) -> list[bytes]:
+        """Every match, page after page: a record's facts are all its Consents and
+        RelatedPersons, never the first page of them (a practitioner recording their own
+        authorization over and over must not push the patient's blocks out of sight)."""
+        bodies: list[bytes] = []
+        cursor: str | None = None
+        while True:
+            page = self.store.search(
+                SearchQuery(resource_type, where=where, count=MAX_COUNT, cursor=cursor),
+                cursor_key=self.cursor_key,
+                cursor_binding=INTERNAL_BINDING,
+            )
+            bodies.extend(row[2] for row in page.rows)
+            cursor = page.next_cursor
+            if cursor is None or not page.rows:
+                return bodies
+
     def record(self, patient_id: str) -> PatientRecord | None:
         """The facts about one patient's record, or None when there is no such patient.
 
@@ -177,10 +195,8 @@ class Gate:
         if stored is None or stored.deleted:
             return None
         reference = ReferenceTest("patient", "Patient", patient_id)
-        consents = [_json(body) for _, _, body in self._internal_search("Consent", reference, 100)]
-        related = [
-            _json(body) for _, _, body in self._internal_search("RelatedPerson", reference, 100)
-        ]
+        consents = [_json(body) for body in self._internal_search_all("Consent", reference)]
+        related = [_json(body) for body in self._internal_search_all("RelatedPerson", reference)]
         return build_record(stored.json(), consents, related, datetime.now(UTC).date())
 
     def _acting_for(self, requester: Requester) -> str | None:
