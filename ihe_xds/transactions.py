@@ -247,19 +247,38 @@ def iti41(
         return outcome
     service = runtime.service
 
+    submission_patients: set[str] = set()
+
     def resolve_patient(oid: str, value: str) -> str | None:
         # The gate's resolution, kept while no Patient is written (PATIENTS_EPOCH).
         ids = service.gate.patients_matching(TokenTest("identifier", f"urn:oid:{oid}", value))
+        submission_patients.update(ids[:1] if len(ids) == 1 else ())
         return ids[0] if len(ids) == 1 else None
 
     def find_entry(entry_uuid: str) -> list:
-        return service.find(
-            INTERNAL, "DocumentReference", [("identifier", _entry_uuid_token(entry_uuid))]
-        )
+        # A stored entry the depositor may not read is answered as an unknown one (R18): the
+        # answer (XDSReplaceFailed, XDSPatientIdDoesNotMatch, the supersede's refusal) would
+        # otherwise tell that it exists, and the refusal of its supersede named its id.
+        return [
+            s
+            for s in service.find(
+                INTERNAL, "DocumentReference", [("identifier", _entry_uuid_token(entry_uuid))]
+            )
+            if service.gate.may_read(requester, s.resource_type, s.id)
+        ]
 
     def resolve_document(entry_uuid: str) -> str | None:
-        found = find_entry(entry_uuid)
-        return found[0].id if found else None
+        # The literal reference lets every read leave the relation out for whom may not read
+        # its target (`access.hidden_references`); one is made to a document hidden from the
+        # depositor only within the submission's own record, never into another record.
+        for stored in service.find(
+            INTERNAL, "DocumentReference", [("identifier", _entry_uuid_token(entry_uuid))]
+        ):
+            if _subject_id(stored.json()) in submission_patients or service.gate.may_read(
+                requester, stored.resource_type, stored.id
+            ):
+                return stored.id
+        return None
 
     mapped = submission_to_fhir(
         submission,

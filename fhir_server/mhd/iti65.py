@@ -36,7 +36,8 @@ problem of the Bundle is reported at once, status 422):
   judges a Binary through the DocumentReference naming it).
 
 The registry's own lookups (patient, uniqueId, replaced document) are made as INTERNAL, as
-ITI-41's are; none of them changes what the requester is told beyond what XDS tells.
+ITI-41's are; none of them changes what the requester is told beyond what XDS tells. A
+replaced document the requester may not read is answered as an unknown one (XDSReplaceFailed).
 """
 
 from __future__ import annotations
@@ -439,8 +440,11 @@ def replaced_targets(document: dict) -> list[tuple[int, dict]]:
 class Iti65:
     """The registry side of ITI-65: lookups as INTERNAL through the service (never the store)."""
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Any, requester: Any = None) -> None:
         self.service = service
+        # Whose submission it is: a replaced document they may not read is answered as an
+        # unknown one (None: every stored document counts, as for INTERNAL).
+        self.requester = requester
 
     def prepare(self, entries: list[Any]) -> tuple[ProvidePlan, list[Any]]:
         """Check an ITI-65 before ids are assigned; returns the plan and the entries to add
@@ -623,6 +627,15 @@ class Iti65:
             system = identifier.get("system")
             token = f"{system}|{identifier['value']}" if system else identifier["value"]
             found = self._find("DocumentReference", [("identifier", token)])
+        if self.requester is not None:
+            # R18: a document hidden from the depositor is answered exactly as an unknown one
+            # (not "of another patient", "not current", nor the refusal of its supersede,
+            # which named its id).
+            found = [
+                s
+                for s in found
+                if self.service.gate.may_read(self.requester, s.resource_type, s.id)
+            ]
         return found[0].json() if len(found) == 1 else None
 
 

@@ -227,7 +227,7 @@ class BundleProcessor:
                     lambda: self._transaction(
                         requester,
                         read_entries(bundle),
-                        mhd=Iti65(self.service),
+                        mhd=Iti65(self.service, requester),
                         also_audit=also_audit,
                     )
                 )

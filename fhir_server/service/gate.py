@@ -569,6 +569,13 @@ class Gate:
 
         return may_read
 
+    def may_read(self, requester: Requester, resource_type: str, resource_id: str) -> bool:
+        """Whether `requester` may read the current version of a stored resource, as a read
+        of it would judge, without auditing it (a resource absent or deleted: True, nothing
+        to hide). For the registry's own lookups (ITI-41, ITI-65), so that what a deposit
+        names is answered, when hidden from its depositor, exactly as when it is unknown."""
+        return self._may_read_target(requester, resource_type, resource_id)
+
     def _may_read_target(self, requester: Requester, resource_type: str, resource_id: str) -> bool:
         if resource_type not in SERVED_TYPES:
             return True

@@ -57,9 +57,17 @@ def xds(app, client, tokens, data_dir) -> Xds:
     return Xds(app, client, tokens, data_dir)
 
 
-def deposit_mutated(api: Xds, nir: str, mutate: Callable[[etree._Element], None], **kwargs):
-    """An inline (non-MTOM) ITI-41 whose envelope `mutate` changed before it is sent."""
-    request = build_iti41(nir=nir, mtom=False, security=api.security(GP, nir), **kwargs)
+def deposit_mutated(
+    api: Xds,
+    nir: str,
+    mutate: Callable[[etree._Element], None],
+    resource_id: bool = True,
+    **kwargs,
+):
+    """An inline (non-MTOM) ITI-41 whose envelope `mutate` changed before it is sent
+    (`resource_id=False`: a VIHF that names no patient)."""
+    security = api.security(GP, nir if resource_id else None)
+    request = build_iti41(nir=nir, mtom=False, security=security, **kwargs)
     root = etree.fromstring(request.envelope)
     mutate(root)
     body = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
@@ -209,11 +217,18 @@ def test_xdspatientiddoesnotmatch_entry_patient_differs_from_the_submission_set(
 
 
 def test_xdspatientiddoesnotmatch_replacing_another_patients_document(xds):
+    """The médecin traitant of both records, with a VIHF naming no patient (a VIHF naming B
+    binds the request to B: A's document is then answered as unknown, XDSReplaceFailed)."""
     patient_a, nir_a = xds.patient(109)
     _, nir_b = xds.patient(110)
     first, _ = xds.deposit(nir_a)
     target = entry_uuid_of_deposit(xds, patient_a, first.document_unique_ids["Document01"])
-    _, response = xds.deposit(nir_b, replaces=target, documents=[b"<v2/>"])
+    request = build_iti41(
+        nir=nir_b, replaces=target, documents=[b"<v2/>"], security=xds.security(GP)
+    )
+    response = xds.client.post(
+        "/xds/repository", data=request.body, headers={"Content-Type": request.content_type}
+    )
     errors = assert_failure(response, "XDSPatientIdDoesNotMatch")
     assert target in errors[0].get("location")
     # The other patient's document is untouched.
@@ -347,7 +362,7 @@ def test_xdspatientiddoesnotmatch_appending_to_another_patients_document(xds):
             targetObject=target,
         )
 
-    _, response = deposit_mutated(xds, nir_a, appends)
+    _, response = deposit_mutated(xds, nir_a, appends, resource_id=False)
     errors = assert_failure(response, "XDSPatientIdDoesNotMatch")
     assert target in errors[0].get("location")
 
