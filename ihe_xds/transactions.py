@@ -51,6 +51,7 @@ from fhir_server.access.decision import (
     RECORD_OPPOSED_CODE,
     UNKNOWN_PATIENT_CODE,
 )
+from fhir_server.access.ownership import binary_id_of
 from fhir_server.access.requester import INTERNAL, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.errors import FhirError
@@ -670,16 +671,12 @@ def _retrieve_one(
     """(mime type, bytes, patient id, the document's labels) of a document the requester may
     read, its Binary read as them (judged as the document owning it); None otherwise."""
     service = runtime.service
-    candidates = service.find(
-        INTERNAL, "DocumentReference", [("identifier", unique_id_token(unique_id))], 10
-    )
-    for candidate in candidates:
-        doc = candidate.json()
-        if doc.get("masterIdentifier", {}).get("value", "").removeprefix("urn:oid:") != unique_id:
-            continue  # the uniqueId matched an `identifier`, not the masterIdentifier
+    system, _, value = unique_id_token(unique_id).rpartition("|")
+    # Every document with this uniqueId as its masterIdentifier, never an `identifier` a
+    # writer set to it (`service.unique_ids`): one content per uniqueId.
+    for doc in service.documents_with_unique_id(system or None, value):
         attachment = ((doc.get("content") or [{}])[0]).get("attachment") or {}
-        url = attachment.get("url") or ""
-        binary_id = url.rsplit("Binary/", 1)[1] if "Binary/" in url else None
+        binary_id = binary_id_of(attachment.get("url"))
         if not binary_id:
             continue
         try:

@@ -26,9 +26,9 @@ from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
 from fhir_server.search.query import SearchQuery, TotalMode
 from fhir_server.search.registry import SearchRegistry
-from fhir_server.service import versions
+from fhir_server.service import unique_ids, versions
 from fhir_server.service.context import facts_scope
-from fhir_server.service.gate import Gate, ReadPurpose
+from fhir_server.service.gate import INTERNAL_BINDING, Gate, ReadPurpose
 from fhir_server.service.ownership import BinaryOwnership
 from fhir_server.service.prepared import PreparedWrite
 from fhir_server.store.base import (
@@ -620,11 +620,24 @@ class FhirService:
         expected_version: int,
         entries: PreparedEntries | None = None,
     ) -> None:
+        if stored.resource_type == "DocumentReference":
+            unique_ids.check_one_content(self._searcher(tx), resource, stored.id)
         entries = extract(
             resource, self.registry, content=entries.entries() if entries is not None else None
         )
         shard_key = entries.compartment[0] if entries.compartment else ""
         tx.write(VersionWrite(stored, method, expected_version, entries, shard_key=shard_key))
+
+    def _searcher(self, tx: StoreTransaction | None = None) -> unique_ids.Search:
+        """The server's own search (no access rules), as `tx` sees the store if given."""
+        search = tx.search if tx is not None else self.store.search
+        return lambda query: search(
+            query, cursor_key=self.cursor_key, cursor_binding=INTERNAL_BINDING
+        )
+
+    def documents_with_unique_id(self, system: str | None, value: str) -> list[dict]:
+        """Every DocumentReference whose uniqueId (masterIdentifier) is (system, value)."""
+        return unique_ids.documents_with_unique_id(self._searcher(), system, value)
 
     def _claim(
         self, tx: StoreTransaction, binaries: list[StoredResource], document_id: str

@@ -239,3 +239,54 @@ def test_r18_iti65_replacing_a_hidden_document_answers_as_for_an_unknown_one(
         )
     assert answers[0] == answers[1]
     assert answers[0][1] == ["XDSReplaceFailed"]
+
+
+# -- ITI-43: one content per uniqueId ------------------------------------------------------
+
+
+def _retrieved_bytes(response) -> bytes | None:
+    root, package = envelope_of(response)
+    include = root.find(f".//{{{v.NS_XDSB}}}Document/{{{v.NS_XOP}}}Include")
+    if include is not None:
+        return package.attachments[include.get("href").removeprefix("cid:")].data
+    inline = root.findtext(f".//{{{v.NS_XDSB}}}Document")
+    return base64.b64decode(inline) if inline else None
+
+
+def test_r18_iti43_decoys_naming_a_uniqueid_do_not_hide_or_replace_the_document(xds):
+    """Attack pass: patient 2 wrote eleven DocumentReferences of their own record whose
+    `identifier` is the uniqueId of patient 1's document; ITI-43 looked at the first ten
+    matches only and answered XDSDocumentUniqueIdError to the médecin traitant. A decoy with
+    that uniqueId as its masterIdentifier (a plain REST write, which ran none of the XDS
+    checks) could be served in the document's place."""
+    _, nir = xds.patient(61)
+    request, response = deposit(xds, nir, documents=[b"<the-real-one/>"])
+    assert registry_status(response) == (v.RESPONSE_SUCCESS, []), errors(response)
+    unique_id = request.document_unique_ids["Document01"]
+    attacker_id, _ = xds.patient(62)
+    patient = xds.tokens.patient(attacker_id)
+    decoy = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "subject": {"reference": f"Patient/{attacker_id}"},
+        "identifier": [{"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{unique_id}"}],
+        "content": [{"attachment": {"contentType": "text/plain", "data": "ZGVjb3k="}}],
+    }
+    for n in range(11):
+        planted = xds.client.put(
+            f"/fhir/DocumentReference/0000000{n:02d}",
+            json={**decoy, "id": f"0000000{n:02d}"},
+            headers=auth(patient, **{"Content-Type": FHIR_JSON}),
+        )
+        assert planted.status_code == 201, planted.get_data(as_text=True)
+    substitute = {**decoy, "masterIdentifier": decoy["identifier"][0]}
+    refused = xds.client.post(
+        "/fhir/DocumentReference",
+        json=substitute,
+        headers=auth(patient, **{"Content-Type": FHIR_JSON}),
+    )
+    assert refused.status_code == 409, refused.get_data(as_text=True)
+    assert "DocumentReference.masterIdentifier" in refused.get_data(as_text=True)
+    retrieved = xds.retrieve([unique_id], nir=nir)
+    assert registry_status(retrieved) == (v.RESPONSE_SUCCESS, [])
+    assert _retrieved_bytes(retrieved) == b"<the-real-one/>"
