@@ -886,6 +886,12 @@ def _self_authorization(
     refused = forbidden("R10", "A practitioner may only record their own authorization")
     if interaction == "delete" or new is None:
         return refused
+    if record.rules.is_authorized(idnat):
+        # Once is enough: every new one notified the patient again and lengthened the record
+        # the rules read (issue #18 attack pass: a flood of self-authorizations).
+        return Deny(
+            "R10", 409, "duplicate", "This practitioner's authorization is already recorded"
+        )
     invalid = _consent_invalid(new)
     if invalid:
         return invalid

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from fhir_server.access import list_labels
 from fhir_server.access.requester import Requester
 from fhir_server.errors import FhirError, Issue, bad_request, error
 from fhir_server.mhd.errors import with_xds_code
@@ -288,10 +289,11 @@ class BundleProcessor:
                 for k, old in enumerate(supersede)
             ]
         references = self._resolve_identities(requester, entries)
-        for entry in entries:
-            if entry.resource is None or entry.method == FOLDED:
-                continue
+        written = [e for e in entries if e.resource is not None and e.method != FOLDED]
+        for entry in written:
             _walk_strings(entry.resource, references.get)
+        self._label_lists(written)
+        for entry in written:
             try:
                 self.service.validate_for_write(entry.resource, entry.resource.get("resourceType"))
             except FhirError as exc:
@@ -347,6 +349,24 @@ class BundleProcessor:
                     done.last_modified,
                 )
         return [responses[entry.index] for entry in requested]
+
+    def _label_lists(self, written: list[Entry]) -> None:
+        """Lists of the Bundle take the labels all their entries share (`access.list_labels`),
+        their entries found in the Bundle (a SubmissionSet's documents) or in the store."""
+        in_bundle = {
+            (e.resource.get("resourceType"), e.resource.get("id")): e.resource for e in written
+        }
+
+        def document_of(resource_type: str, resource_id: str) -> dict | None:
+            found = in_bundle.get((resource_type, resource_id))
+            if found is not None:
+                return found
+            stored = self.service.store.read(resource_type, resource_id)
+            return None if stored is None or stored.deleted else stored.json()
+
+        for entry in written:
+            if entry.resource.get("resourceType") == "List":
+                list_labels.add_shared_labels(entry.resource, document_of)
 
     def _resolve_identities(self, requester: Requester, entries: list[Entry]) -> dict[str, str]:
         """fullUrl -> final `Type/id`, and conditional reference -> `Type/id` (FHIR 3.1.0.11.2)."""

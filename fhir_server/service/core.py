@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import orjson
 
+from fhir_server.access import list_labels
 from fhir_server.access.decision import not_found_message
 from fhir_server.access.requester import Requester
 from fhir_server.errors import bad_request, error, not_found
@@ -378,6 +379,7 @@ class FhirService:
     ) -> WriteResult:
         """A create with a server id; `condition`: the criteria it is conditional on."""
         resource_id = versions.new_id()
+        self._label_list(resource)
         # Authorized before the transaction: a create has no current version to judge, and the
         # write lock, which every writer of every process waits for, is not held meanwhile.
         self.gate.authorize_write(requester, "create", resource["resourceType"], resource, None)
@@ -517,6 +519,8 @@ class FhirService:
                 if keep_id and resource.get("id")
                 else versions.new_id()
             )
+        if self._label_list(resource, tx):
+            prepared = None  # made for the List as it was: its labels change its entries
         if not authorized:
             self.gate.authorize_write(requester, "create", resource_type, resource, None)
         claims = self.ownership.before_write(tx, requester, "create", resource, resource_id, None)
@@ -549,6 +553,8 @@ class FhirService:
         "not known" 404 of a read of that id, which says no more than the read does.
         """
         resource_type, resource_id = resource["resourceType"], versions.check_id(resource["id"])
+        if self._label_list(resource, tx):
+            entries = None
         current = tx.read(resource_type, resource_id)
         hidden = self.gate.hidden_deny(requester, current) if current is not None else None
         if if_match is not None and (
@@ -627,6 +633,21 @@ class FhirService:
         )
         shard_key = entries.compartment[0] if entries.compartment else ""
         tx.write(VersionWrite(stored, method, expected_version, entries, shard_key=shard_key))
+
+    def _label_list(self, resource: dict, tx: StoreTransaction | None = None) -> bool:
+        """A List takes the DMP labels all its entries share (`access.list_labels`), its
+        entries read as `tx` sees the store; True when it changed."""
+        if resource.get("resourceType") != "List":
+            return False
+        read = tx.read if tx is not None else self.store.read
+
+        def document_of(resource_type: str, resource_id: str) -> dict | None:
+            if resource_type not in SERVED_TYPES:
+                return None
+            stored = read(resource_type, resource_id)
+            return None if stored is None or stored.deleted else stored.json()
+
+        return list_labels.add_shared_labels(resource, document_of)
 
     def _searcher(self, tx: StoreTransaction | None = None) -> unique_ids.Search:
         """The server's own search (no access rules), as `tx` sees the store if given."""

@@ -6,6 +6,8 @@ the fix. Everything goes through HTTP with the tokens `fhir-server token` makes.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fhir_server.access.requester import INTERNAL
@@ -29,7 +31,8 @@ def test_r09_r11_block_and_btg_opposition_hold_past_a_hundred_consents(client, t
     """A practitioner recording their own authorization (R10) over and over pushed the
     patient's Consent out of the first 100 Consents the record was built from: the block
     (R09) and the opposition to bris de glace (R11) were then ignored, and the blocked
-    practitioner read the record in bris de glace mode."""
+    practitioner read the record in bris de glace mode. Past 100 Consents (here from 101
+    professionals) the record still reads every one."""
     patient_id = "0c0c0c0c-0000-4000-8000-000000000001"
     service.update(INTERNAL, "Patient", patient_id, {**a_patient(7), "id": patient_id})
     # The patient's choices, under an id that sorts after every server-assigned one.
@@ -41,20 +44,45 @@ def test_r09_r11_block_and_btg_opposition_hold_past_a_hundred_consents(client, t
     emergency = tokens.practitioner(BLOCKED, mode="bris_de_glace", reason="patient inconscient")
     assert client.get(search, headers=auth(emergency)).status_code == 403
 
-    stranger = tokens.practitioner(STRANGER)
-    for _ in range(101):
+    # 101 professionals each record their own authorization once (R10; a second one by the
+    # same professional is refused, see below).
+    for n in range(101):
+        idnat = f"81000001{n:04d}"
         response = client.post(
             "/fhir/Consent",
-            json=dmp_consent(patient_id, permit(STRANGER)),
-            headers=auth(stranger, **{"Content-Type": FHIR_JSON}),
+            json=dmp_consent(patient_id, permit(idnat)),
+            headers=auth(tokens.practitioner(idnat), **{"Content-Type": FHIR_JSON}),
         )
         assert response.status_code == 201, response.get_data(as_text=True)
+    stranger = tokens.practitioner("810000010000")
 
     assert client.get(search, headers=auth(emergency)).status_code == 403
     assert client.get(search, headers=auth(tokens.practitioner(BLOCKED))).status_code == 403
     other = tokens.practitioner("810000000088", mode="bris_de_glace", reason="patient inconscient")
     assert client.get(search, headers=auth(other)).status_code == 403
     assert client.get(search, headers=auth(stranger)).status_code == 200
+
+
+def test_r10_a_practitioner_records_their_own_authorization_once(client, tokens, service):
+    """Any professional not blocked could file their own authorization (R10) again and again:
+    each one notified the patient and lengthened the record every decision reads. A second
+    one, while the first holds, is refused (409) and notifies nobody."""
+    patient_id = "0c0c0c0c-0000-4000-8000-000000000003"
+    service.update(INTERNAL, "Patient", patient_id, {**a_patient(9), "id": patient_id})
+    stranger = tokens.practitioner(STRANGER)
+    headers = auth(stranger, **{"Content-Type": FHIR_JSON})
+    consent = dmp_consent(patient_id, permit(STRANGER))
+    assert client.post("/fhir/Consent", json=consent, headers=headers).status_code == 201
+    again = client.post("/fhir/Consent", json=consent, headers=headers)
+    assert again.status_code == 409, again.get_data(as_text=True)
+    patient = tokens.patient(patient_id)
+    notes = client.get(f"/fhir/Communication?subject={patient_id}", headers=auth(patient))
+    recorded = [
+        e for e in notes.get_json().get("entry", []) if STRANGER in json.dumps(e["resource"])
+    ]
+    assert len(recorded) == 1
+    consents = client.get(f"/fhir/Consent?patient={patient_id}", headers=auth(patient))
+    assert len(consents.get_json()["entry"]) == 1
 
 
 A07 = "urn:oid:1.2.250.1.213.1.1.4.13"

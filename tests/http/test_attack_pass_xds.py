@@ -34,7 +34,8 @@ from ihe_xds import vocabulary as v
 from tests.http.conftest import FHIR_JSON, auth, dmp_consent, permit
 from tests.http.test_mhd import SUBMISSION, fixture, xds_codes
 from tests.http.test_xds_endpoints import GP, Xds, envelope_of, registry_status
-from tests.xds_builders import build_iti41
+from tests.http.test_xds_stored_queries import APPROVED, FIND_SUBMISSION_SETS, adhoc
+from tests.xds_builders import build_iti41, patient_cx
 
 RIM = f"{{{v.NS_RIM}}}"
 AUTHORIZED = "810002222222"
@@ -290,3 +291,60 @@ def test_r18_iti43_decoys_naming_a_uniqueid_do_not_hide_or_replace_the_document(
     retrieved = xds.retrieve([unique_id], nir=nir)
     assert registry_status(retrieved) == (v.RESPONSE_SUCCESS, [])
     assert _retrieved_bytes(retrieved) == b"<the-real-one/>"
+
+
+# -- A SubmissionSet whose every document is hidden is hidden too --------------------------
+
+
+def _submission_sets(api: Xds, token: str, patient_id: str) -> list[dict]:
+    found = api.client.get(f"/fhir/List?patient={patient_id}", headers=auth(token))
+    assert found.status_code == 200, found.get_data(as_text=True)
+    return [e["resource"] for e in found.get_json().get("entry", [])]
+
+
+def _find_submission_sets(api: Xds, nir: str, idnat: str) -> list[str]:
+    query = adhoc(
+        FIND_SUBMISSION_SETS,
+        [
+            ("$XDSSubmissionSetPatientId", f"'{patient_cx(nir)}'"),
+            ("$XDSSubmissionSetStatus", APPROVED),
+        ],
+    )
+    response = api.soap("/xds/registry", v.ACTION_ITI18, query, api.security(idnat, nir))
+    assert registry_status(response) == (v.RESPONSE_SUCCESS, []), response.get_data()[:2000]
+    root, _ = envelope_of(response)
+    return [p.get("id") for p in root.iter(f"{RIM}RegistryPackage")]
+
+
+def test_r14_submission_set_of_an_invisible_patient_document_is_not_shown_to_the_patient(xds):
+    """Attack pass: a deposit of one INVISIBLE_PATIENT document left its SubmissionSet in
+    the patient's `List?patient=` (empty entry, but its submission time, author and content
+    type): the patient learned that something was deposited, when and by whom, before the
+    medical announcement (R14, R18). The SubmissionSet now carries the labels all its
+    documents carry."""
+    patient_id, nir = xds.patient(71)
+    request, response = deposit(xds, nir, masking=("INVISIBLE_PATIENT",), documents=[b"<inv/>"])
+    assert registry_status(response) == (v.RESPONSE_SUCCESS, []), errors(response)
+    assert _submission_sets(xds, xds.tokens.patient(patient_id), patient_id) == []
+    (seen,) = _submission_sets(xds, xds.tokens.practitioner(GP), patient_id)
+    assert len(seen["entry"]) == 1
+    # The control: an unlabelled deposit's SubmissionSet is the patient's to see.
+    _, response = deposit(xds, nir, documents=[b"<visible/>"])
+    assert registry_status(response) == (v.RESPONSE_SUCCESS, []), errors(response)
+    (shown,) = _submission_sets(xds, xds.tokens.patient(patient_id), patient_id)
+    assert len(shown["entry"]) == 1
+
+
+def test_r14_submission_set_of_a_masked_document_is_not_found_by_another_professional(xds, record):
+    """The same for MASQUE_PS: the authorized practitioner, who may not see the masked
+    document, neither finds its SubmissionSet (FHIR ITI-66, XDS FindSubmissionSets) nor
+    learns of the deposit; the médecin traitant does."""
+    patient_id, nir = record["patient"], record["nir"]
+    authorized = xds.tokens.practitioner(AUTHORIZED)
+    sets = _submission_sets(xds, authorized, patient_id)
+    masked_doc = record["masked"][1]["id"]
+    assert all(masked_doc not in json.dumps(s) for s in sets)
+    seen_by_gp = _submission_sets(xds, xds.tokens.practitioner(GP), patient_id)
+    assert len(seen_by_gp) == len(sets) + 1
+    assert len(_find_submission_sets(xds, nir, AUTHORIZED)) == len(sets)
+    assert len(_find_submission_sets(xds, nir, GP)) == len(seen_by_gp)

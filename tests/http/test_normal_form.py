@@ -331,6 +331,7 @@ def test_r18_list_entry_naming_hidden_document_by_absolute_url_is_not_served(
             PATIENT_A, labels=[{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}]
         ),
     ).get_json()["id"]
+    visible = post(client, tokens.practitioner(AUTHORIZED), document(PATIENT_A)).get_json()["id"]
     absolute = f"{BASE}/DocumentReference/{hidden}"
     patient = tokens.patient(PATIENT_A)
     listing = {
@@ -338,7 +339,11 @@ def test_r18_list_entry_naming_hidden_document_by_absolute_url_is_not_served(
         "status": "current",
         "mode": "working",
         "subject": {"reference": f"{BASE}/Patient/{PATIENT_A}"},
-        "entry": [{"item": {"reference": absolute}}],
+        # With a visible entry, the List is the patient's to see (`access.list_labels`).
+        "entry": [
+            {"item": {"reference": absolute}},
+            {"item": {"reference": f"{BASE}/DocumentReference/{visible}"}},
+        ],
     }
     created = post(client, tokens.practitioner(AUTHORIZED), listing)
     assert created.status_code == 201, created.get_json()
@@ -346,6 +351,7 @@ def test_r18_list_entry_naming_hidden_document_by_absolute_url_is_not_served(
     served = client.get(f"/fhir/List/{list_id}", headers=auth(patient))
     assert served.status_code == 200
     assert hidden not in served.get_data(as_text=True)
+    assert served.get_json()["entry"] == [{"item": {"reference": f"DocumentReference/{visible}"}}]
     for item in (absolute, f"DocumentReference/{hidden}"):
         found = client.get(
             f"/fhir/List?patient={PATIENT_A}&item={quote(item, safe='')}", headers=auth(patient)
