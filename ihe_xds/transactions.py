@@ -322,7 +322,7 @@ def iti41(
     )
     try:
         with audited_once:
-            runtime.bundles.process(requester, bundle, also_audit=events)
+            runtime.bundles.process(requester, bundle, also_audit=events, server_ids=True)
     except FhirError as exc:
         outcome.errors.append(write_error(exc))
         return outcome

@@ -53,6 +53,9 @@ class Entry:
     # A conditional DELETE: the one resource its criteria found, searched before the write
     # transaction (the search is audited, which cannot happen inside it); None: nothing.
     delete_id: str | None = None
+    # A PUT whose id the server chose (a conditional update that matched nothing, the ITI-41
+    # mapping's entries): it may create. A client's own id never does (`update_in`).
+    server_id: bool = False
 
     @property
     def where(self) -> str:
@@ -91,7 +94,8 @@ def parse_target(url: str, where: str) -> Target:
     return Target(resource_type, resource_id, params)
 
 
-def read_entries(bundle: dict) -> list[Entry]:
+def read_entries(bundle: dict, server_ids: bool = False) -> list[Entry]:
+    """The Bundle's entries; `server_ids`: its PUTs name ids the server chose."""
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise bad_request("Bundle.entry must be an array", "Bundle.entry")
@@ -124,6 +128,7 @@ def read_entries(bundle: dict) -> list[Entry]:
                 raw.get("fullUrl"),
                 request.get("ifNoneExist"),
                 request.get("ifMatch"),
+                server_id=server_ids and method == "PUT",
             )
         )
     return result
@@ -205,11 +210,17 @@ class BundleProcessor:
         self.service = service
 
     def process(
-        self, requester: Requester, bundle: dict, also_audit: PreparedEvents | None = None
+        self,
+        requester: Requester,
+        bundle: dict,
+        also_audit: PreparedEvents | None = None,
+        *,
+        server_ids: bool = False,
     ) -> tuple[str, list[EntryResponse]]:
         """Answer a batch or transaction Bundle. `also_audit`: events to store in a
         transaction's own write transaction (an XDS deposit's event), so that they are
-        committed with it or not at all."""
+        committed with it or not at all. `server_ids`: the ids of the Bundle's PUT entries
+        were chosen by the server (the ITI-41 mapping), so those PUTs may create."""
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise bad_request("POST to the base needs a Bundle", "resourceType")
         bundle_type = bundle.get("type")
@@ -217,7 +228,7 @@ class BundleProcessor:
             raise bad_request(
                 f"Bundle.type '{bundle_type}' is not batch or transaction", "Bundle.type"
             )
-        entries = read_entries(bundle)
+        entries = read_entries(bundle, server_ids)
         if bundle_type == "batch":
             return "batch-response", [self._batch_entry(requester, entry) for entry in entries]
         # A transaction that lost a race on a conditional create is run again from the Bundle
@@ -227,7 +238,7 @@ class BundleProcessor:
                 return "transaction-response", self.service.replayed(
                     lambda: self._transaction(
                         requester,
-                        read_entries(bundle),
+                        read_entries(bundle, server_ids),
                         mhd=Iti65(self.service, requester),
                         also_audit=also_audit,
                     )
@@ -235,7 +246,9 @@ class BundleProcessor:
             except FhirError as exc:
                 raise with_xds_code(exc) from None
         return "transaction-response", self.service.replayed(
-            lambda: self._transaction(requester, read_entries(bundle), also_audit=also_audit)
+            lambda: self._transaction(
+                requester, read_entries(bundle, server_ids), also_audit=also_audit
+            )
         )
 
     # -- batch: each entry on its own ------------------------------------------------------
@@ -411,6 +424,7 @@ class BundleProcessor:
                     # `FhirService.conditional_update` (an id in the body could be one held by a
                     # resource hidden from the requester: issue #18, finding 13).
                     resource_id = existing.id if existing else versions.new_id()
+                    entry.server_id = existing is None
                 else:
                     resource_id = target.resource_id
                     if entry.resource.get("id") not in (None, resource_id):
@@ -553,7 +567,12 @@ class BundleProcessor:
                 else None
             )
             result = service.update_in(
-                tx, requester, entry.resource, if_match=if_match, entries=entry.prepared
+                tx,
+                requester,
+                entry.resource,
+                if_match=if_match,
+                entries=entry.prepared,
+                may_create=entry.server_id,
             )
             return _response("201 Created" if result.created else "200 OK", result.stored)
         if entry.method == "DELETE":

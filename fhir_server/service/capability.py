@@ -49,7 +49,9 @@ def build_capability_statement(
             "interaction": [{"code": code} for code in interactions],
             "versioning": "versioned-update",
             "readHistory": True,
-            "updateCreate": resource_type != "AuditEvent",
+            # Clients never choose ids: a PUT of an unknown id answers as one of a hidden
+            # resource does (`FhirService.update_in`, R18).
+            "updateCreate": False,
             "conditionalCreate": True,
             "conditionalRead": "not-supported",
             "conditionalUpdate": resource_type != "AuditEvent",

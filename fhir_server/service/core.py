@@ -19,7 +19,7 @@ import orjson
 
 from fhir_server.access import list_labels
 from fhir_server.access.decision import not_found_message
-from fhir_server.access.requester import Requester
+from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.errors import bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.resources.normal_form import NormalForm
@@ -542,15 +542,17 @@ class FhirService:
         *,
         if_match: int | None = None,
         entries: PreparedEntries | None = None,
+        may_create: bool = False,
     ) -> WriteResult:
         """`entries`: the resource's `prepare`d index entries, if made before the transaction.
 
-        An id held by a resource hidden from the requester is answered as an id that does
-        not exist would be, as far as the answers can be the same (issue #18, finding 13):
-        the same 412 to an If-Match, the same refusal when the requester may not create this
-        resource. Only where a missing id would be created (update as create) can the answer
-        not be the same, since a hidden resource is never overwritten; it is then the
-        "not known" 404 of a read of that id, which says no more than the read does.
+        No update as create for clients (CapabilityStatement `updateCreate` false): a PUT of
+        an id that names no resource the requester may see answers the read's "not known"
+        404, whether the id is free or held by a resource hidden from them, so that a write
+        on a hidden id answers exactly as one on a missing id (R18, issue #18, finding 13).
+        The server's own writes, and PUTs whose id the server chose (`may_create`: a
+        conditional update that matched nothing, the ITI-41 mapping's entries), create.
+        With an If-Match, both answer the same 412.
         """
         resource_type, resource_id = resource["resourceType"], versions.check_id(resource["id"])
         if self._label_list(resource, tx):
@@ -566,10 +568,11 @@ class FhirService:
                 f'If-Match W/"{if_match}" is not the current version of {resource_type}/{resource_id}',
             )
         if current is None or hidden is not None:
-            # Update as create: the client chose the id.
-            self.gate.authorize_write(requester, "create", resource_type, resource, None)
             if current is not None and hidden is not None:
                 raise self.gate.refuse_hidden(requester, "update", current, hidden)
+            if not may_create and requester.kind is not ActorKind.INTERNAL:
+                raise not_found(not_found_message(resource_type, resource_id))
+            self.gate.authorize_write(requester, "create", resource_type, resource, None)
             claims = self.ownership.before_write(
                 tx, requester, "create", resource, resource_id, None
             )

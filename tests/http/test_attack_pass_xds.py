@@ -255,9 +255,9 @@ def _retrieved_bytes(response) -> bytes | None:
 
 
 def test_r18_iti43_decoys_naming_a_uniqueid_do_not_hide_or_replace_the_document(xds):
-    """Attack pass: patient 2 wrote eleven DocumentReferences of their own record whose
-    `identifier` is the uniqueId of patient 1's document; ITI-43 looked at the first ten
-    matches only and answered XDSDocumentUniqueIdError to the médecin traitant. A decoy with
+    """Attack pass: patient 2 wrote eleven DocumentReferences of their own record (under ids
+    chosen to sort first, before clients lost update as create) whose `identifier` is the
+    uniqueId of patient 1's document; ITI-43 looked at the first ten matches only and answered XDSDocumentUniqueIdError to the médecin traitant. A decoy with
     that uniqueId as its masterIdentifier (a plain REST write, which ran none of the XDS
     checks) could be served in the document's place."""
     _, nir = xds.patient(61)
@@ -273,10 +273,10 @@ def test_r18_iti43_decoys_naming_a_uniqueid_do_not_hide_or_replace_the_document(
         "identifier": [{"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{unique_id}"}],
         "content": [{"attachment": {"contentType": "text/plain", "data": "ZGVjb3k="}}],
     }
-    for n in range(11):
-        planted = xds.client.put(
-            f"/fhir/DocumentReference/0000000{n:02d}",
-            json={**decoy, "id": f"0000000{n:02d}"},
+    for _ in range(11):
+        planted = xds.client.post(
+            "/fhir/DocumentReference",
+            json=decoy,
             headers=auth(patient, **{"Content-Type": FHIR_JSON}),
         )
         assert planted.status_code == 201, planted.get_data(as_text=True)

@@ -162,8 +162,10 @@ def test_r09_blocked_practitioner_cannot_reach_binary_from_another_patients_reco
     which B does not oppose."""
     token = world.tokens.practitioner(BLOCKED, mode="bris_de_glace", reason="urgence vitale")
     target = binary_id("a-visible")
-    own = pointer(PATIENT_B, target, author=practitioner_author(BLOCKED), id=FIRST_ID)
-    assert_refused_pointer(put(world, token, own))
+    own = pointer(PATIENT_B, target, author=practitioner_author(BLOCKED))
+    assert_refused_pointer(post(world, token, own))
+    # Under an id chosen to sort first: clients create no ids (updateCreate false).
+    assert put(world, token, {**own, "id": FIRST_ID}).status_code == 404
     assert_binary_hidden(world, token, target)
     normal = world.tokens.practitioner(BLOCKED)
     assert_binary_hidden(world, normal, target)

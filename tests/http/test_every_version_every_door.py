@@ -308,16 +308,20 @@ def test_r16_delete_of_a_hidden_id_is_traced_as_a_refusal(world):
     assert world.get(gp, f"/fhir/DocumentReference/{doc_id('a-masked')}").status_code == 200
 
 
-def test_r14_update_of_a_hidden_id_is_refused_as_a_missing_id_with_that_body(world):
-    """Finding 13, PUT: a body the requester may not create (here: for a record that does
-    not exist) gets the same refusal whether the id is hidden or unknown."""
+@pytest.mark.parametrize("subject", ["a", "no-such-patient"], ids=["own-record", "no-record"])
+def test_r14_update_of_a_hidden_id_answers_as_one_of_a_missing_id(world, subject):
+    """Finding 13, PUT: whatever the body (one the requester could create, or one for a
+    record that does not exist), a PUT of a hidden id answers exactly as a PUT of an unknown
+    id: clients create no ids (updateCreate false), so both are the read's "not known" 404,
+    where an unknown id used to be created (201) and a hidden one refused."""
     practitioner = world.tokens.practitioner(AUTHORIZED)
     answers = []
     for target in (doc_id("a-masked"), UNKNOWN_ID):
         document = world.service.read(INTERNAL, "DocumentReference", doc_id("a-visible")).json()
         document = {k: v for k, v in document.items() if k not in ("meta", "relatesTo")}
         document["id"] = target
-        document["subject"] = {"reference": "Patient/no-such-patient"}
+        if subject != "a":
+            document["subject"] = {"reference": f"Patient/{subject}"}
         answers.append(
             world.client.put(
                 f"/fhir/DocumentReference/{target}",
@@ -326,8 +330,9 @@ def test_r14_update_of_a_hidden_id_is_refused_as_a_missing_id_with_that_body(wor
             )
         )
     hidden, missing = answers
-    assert hidden.status_code == missing.status_code == 422, hidden.get_data(as_text=True)
+    assert hidden.status_code == missing.status_code == 404, hidden.get_data(as_text=True)
     assert outcome_shape(hidden, doc_id("a-masked")) == outcome_shape(missing, UNKNOWN_ID)
+    assert world.service.store.read("DocumentReference", UNKNOWN_ID) is None
 
 
 def test_r14_update_of_a_hidden_id_with_an_if_match_answers_as_a_missing_id(world):

@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from fhir_server.access.requester import INTERNAL
 from fhir_server.mhd.errors import XDS_ERROR_SYSTEM
 from fhir_server.terminology import SYSTEM_IDNAT_PS
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, a_patient, auth, valid_nir
@@ -305,12 +306,10 @@ def _store_doc_x(mhd: Mhd, patient_id: str, nir: str) -> None:
     document["identifier"] = [
         {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:6f1c9a8e-3b0d-4b7e-9a51-4f0c2d7e8a10"}
     ]
-    response = mhd.client.put(
-        "/fhir/DocumentReference/doc-x-id",
-        json=document,
-        headers=auth(mhd.ps, **{"Content-Type": FHIR_JSON}),
-    )
-    assert response.status_code == 201, response.get_data(as_text=True)
+    # Seeded by the server itself: clients create no ids (CapabilityStatement updateCreate
+    # false), and the examples name this one.
+    service = mhd.client.application.extensions["fhir"].service
+    service.update(INTERNAL, "DocumentReference", "doc-x-id", {**document, "id": "doc-x-id"})
 
 
 def test_iti65_pdsm4dmp_replacement_supersedes_the_replaced_document(mhd):

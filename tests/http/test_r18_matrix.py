@@ -525,7 +525,6 @@ def test_r18_own_pointer_to_the_hidden_binary_is_refused_and_grants_nothing(fres
     case = CASES[case_id]
     token = case.requester(fresh_world.tokens)
     resource = _new_document(case, "urn:uuid:pointer")
-    resource["id"] = FIRST_ID
     resource["subject"] = {"reference": f"Patient/{_pointer_record(case)}"}
     resource["content"] = [
         {
@@ -535,14 +534,20 @@ def test_r18_own_pointer_to_the_hidden_binary_is_refused_and_grants_nothing(fres
             }
         }
     ]
-    response = fresh_world.client.put(
-        f"/fhir/DocumentReference/{FIRST_ID}",
-        data=json.dumps(resource),
-        headers=auth(token, **{"Content-Type": FHIR_JSON}),
+    headers = auth(token, **{"Content-Type": FHIR_JSON})
+    response = fresh_world.client.post(
+        "/fhir/DocumentReference", data=json.dumps(resource), headers=headers
     )
     assert response.status_code == 422, response.get_data(as_text=True)
     expressions = [e for i in response.get_json()["issue"] for e in i.get("expression", [])]
     assert expressions == ["DocumentReference.content[0].attachment.url"]
+    # The same pointer under an id chosen to sort first: clients create no ids (updateCreate
+    # false), so it answers as a read of an unknown id.
+    resource["id"] = FIRST_ID
+    response = fresh_world.client.put(
+        f"/fhir/DocumentReference/{FIRST_ID}", data=json.dumps(resource), headers=headers
+    )
+    assert response.status_code == 404, response.get_data(as_text=True)
     for path in [p for p in SINGLE_READS if p.startswith("binary-")]:
         hidden, missing = _single_read_pair(fresh_world, case, path)
         assert hidden.status_code == missing.status_code == 404, path
