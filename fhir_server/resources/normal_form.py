@@ -227,7 +227,8 @@ class NormalForm:
         if not isinstance(resource, dict):
             return
         resource_type = str(resource.get("resourceType") or "Resource")
-        issues = list(self._walk(resource, resource_type, None))
+        issues: list[tuple[str, str]] = []
+        self._walk(resource, (resource_type,), None, issues)
         if issues:
             raise FhirError(
                 422, [Issue("error", "code-invalid", text, (where,)) for where, text in issues]
@@ -235,17 +236,22 @@ class NormalForm:
         if resource_type == "DocumentReference":
             _labels_in_security_label(resource, self.aliases.spellings_of(_A07)[0])
 
-    def _walk(self, node: Any, where: str, key: str | None) -> Iterator[tuple[str, str]]:
-        if isinstance(node, list):
-            for index, item in enumerate(node):
-                yield from self._walk(item, f"{where}[{index}]", key)
-            return
-        if not isinstance(node, dict):
-            return
-        yield from self._one(node, where, key)
+    def _walk(
+        self, node: dict, path: tuple, key: str | None, issues: list[tuple[str, str]]
+    ) -> None:
+        """Visit `node` and the objects below it; `path` is made a FHIRPath only for an issue
+        (`_Where`): most resources have none, and a string per element costs."""
+        if not _INTERESTING.isdisjoint(node):
+            found = list(self._one(node, _Where(path), key))
+            if found:
+                issues.extend(found)
         for child_key, child in node.items():
-            if isinstance(child, (dict, list)):
-                yield from self._walk(child, f"{where}.{child_key}", child_key)
+            if isinstance(child, dict):
+                self._walk(child, (path, f".{child_key}"), child_key, issues)
+            elif isinstance(child, list):
+                for index, item in enumerate(child):
+                    if isinstance(item, dict):
+                        self._walk(item, (path, f".{child_key}[{index}]"), child_key, issues)
 
     def _one(self, node: dict, where: str, key: str | None) -> Iterator[tuple[str, str]]:
         reference = node.get("reference")
@@ -345,6 +351,28 @@ class NormalForm:
 
 
 _A07 = "urn:oid:1.2.250.1.213.1.1.4.13"
+# The keys `NormalForm._one` reads: an object with none of them is only walked through.
+_INTERESTING = frozenset({"reference", "url", "system", "code", "display", "text", "value"})
+
+
+class _Where:
+    """An element's FHIRPath, made from its path links only when an issue names it."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: tuple) -> None:
+        self.path = path  # ("DocumentReference",) extended by (parent, ".securityLabel[0]")
+
+    def __format__(self, spec: str) -> str:
+        parts, path = [], self.path
+        while len(path) == 2:
+            path, segment = path
+            parts.append(segment)
+        parts.append(path[0])
+        return "".join(reversed(parts))
+
+    def __str__(self) -> str:
+        return self.__format__("")
 
 
 def _labels_in_security_label(document: dict, system: str) -> None:

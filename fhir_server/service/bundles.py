@@ -56,6 +56,8 @@ class Entry:
     # A PUT whose id the server chose (a conditional update that matched nothing, the ITI-41
     # mapping's entries): it may create. A client's own id never does (`update_in`).
     server_id: bool = False
+    # The resource is in the normal form already (a transaction's first step).
+    normalized: bool = False
 
     @property
     def where(self) -> str:
@@ -285,6 +287,7 @@ class BundleProcessor:
                     self.service.normal_form.apply(entry.resource)
                 except FhirError as exc:
                     raise _at_entry(exc, entry) from None
+                entry.normalized = True
         requested = list(entries)  # the entries answered, in the Bundle's order
         plan = None
         if mhd is not None:
@@ -308,7 +311,9 @@ class BundleProcessor:
         self._label_lists(written)
         for entry in written:
             try:
-                self.service.validate_for_write(entry.resource, entry.resource.get("resourceType"))
+                self.service.validate_for_write(
+                    entry.resource, entry.resource.get("resourceType"), normalized=entry.normalized
+                )
             except FhirError as exc:
                 raise _at_entry(exc, entry) from None
             entry.prepared = prepare(entry.resource, self.service.registry)

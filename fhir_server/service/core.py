@@ -343,9 +343,14 @@ class FhirService:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def validate_for_write(self, resource: dict, resource_type: str) -> None:
-        """Bring `resource` to the normal form (in place), then check it: every write's door."""
-        self.normal_form.apply(resource)
+    def validate_for_write(
+        self, resource: dict, resource_type: str, *, normalized: bool = False
+    ) -> None:
+        """Bring `resource` to the normal form (in place), then check it: every write's door.
+        `normalized`: the caller has applied the normal form already (a transaction does, to
+        its entries, before the ITI-65 checks)."""
+        if not normalized:
+            self.normal_form.apply(resource)
         check_resource(resource, resource_type)
         for validator in self.validators:
             validator(resource)
