@@ -78,8 +78,15 @@ def fold(uri: str) -> str:
 class AliasTable:
     """The table of `system-aliases.json`, indexed by every spelling and by its fold."""
 
-    def __init__(self, systems: list[SystemSpec], extensions: list[ExtensionSpec]) -> None:
+    def __init__(
+        self,
+        systems: list[SystemSpec],
+        extensions: list[ExtensionSpec],
+        bases: dict[str, str] | None = None,
+    ) -> None:
         self.systems = tuple(systems)
+        # Older base of a family of canonical URLs -> its canonical base.
+        self.bases = dict(bases or {})
         self._exact: dict[str, SystemSpec] = {}
         self._folded: dict[str, SystemSpec] = {}
         self._guarded: dict[str, SystemSpec] = {}
@@ -120,7 +127,19 @@ class AliasTable:
             ExtensionSpec(item["url"], frozenset(item.get("valueCode", ())))
             for item in data.get("extensions", ())
         ]
-        return cls(systems, extensions)
+        bases = {
+            alias: item["canonical"]
+            for item in data.get("canonicalBases", ())
+            for alias in item.get("aliases", ())
+        }
+        return cls(systems, extensions, bases)
+
+    def rebase(self, url: str) -> str:
+        """`url` under the canonical base of its family (`canonicalBases`), or as it is."""
+        for alias, canonical in self.bases.items():
+            if url.startswith(alias):
+                return canonical + url[len(alias) :]
+        return url
 
     def spec(self, system: str) -> SystemSpec | None:
         """The system a spelling names, if it is an accepted spelling."""
@@ -233,8 +252,6 @@ class NormalForm:
             raise FhirError(
                 422, [Issue("error", "code-invalid", text, (where,)) for where, text in issues]
             )
-        if resource_type == "DocumentReference":
-            _labels_in_security_label(resource, self.aliases.spellings_of(_A07)[0])
 
     def _walk(
         self, node: dict, path: tuple, key: str | None, issues: list[tuple[str, str]]
@@ -252,6 +269,10 @@ class NormalForm:
                 for index, item in enumerate(child):
                     if isinstance(item, dict):
                         self._walk(item, (path, f".{child_key}[{index}]"), child_key, issues)
+        if node.get("resourceType") == "DocumentReference":
+            # After its children: the labels' systems are canonical by then. Any
+            # DocumentReference, a Bundle entry's included.
+            _labels_in_security_label(node, _A07)
 
     def _one(self, node: dict, where: str, key: str | None) -> Iterator[tuple[str, str]]:
         reference = node.get("reference")
@@ -260,8 +281,15 @@ class NormalForm:
         if key == "attachment" and isinstance(node.get("url"), str):
             node["url"] = self.local_reference(node["url"])
         if key in ("extension", "modifierExtension") and isinstance(node.get("url"), str):
+            node["url"] = self.aliases.rebase(node["url"])
             yield from self._extension(node, where)
+        if key == "meta" and isinstance(node.get("profile"), list):
+            node["profile"] = [
+                self.aliases.rebase(p) if isinstance(p, str) else p for p in node["profile"]
+            ]
         system = node.get("system")
+        if isinstance(system, str) and self.aliases.bases:
+            system = node["system"] = self.aliases.rebase(system)
         spec = None
         if isinstance(system, str):
             spec = self.aliases.spec(system)
@@ -352,7 +380,9 @@ class NormalForm:
 
 _A07 = "urn:oid:1.2.250.1.213.1.1.4.13"
 # The keys `NormalForm._one` reads: an object with none of them is only walked through.
-_INTERESTING = frozenset({"reference", "url", "system", "code", "display", "text", "value"})
+_INTERESTING = frozenset(
+    {"reference", "url", "system", "code", "display", "text", "value", "profile"}
+)
 
 
 class _Where:

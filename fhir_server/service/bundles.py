@@ -230,9 +230,17 @@ class BundleProcessor:
             raise bad_request(
                 f"Bundle.type '{bundle_type}' is not batch or transaction", "Bundle.type"
             )
-        entries = read_entries(bundle, server_ids)
         if bundle_type == "batch":
-            return "batch-response", [self._batch_entry(requester, entry) for entry in entries]
+            return "batch-response", [
+                self._batch_entry(requester, entry) for entry in read_entries(bundle, server_ids)
+            ]
+        # The transaction in the normal form (each entry's resource, the Bundle's own profile
+        # claims) before anything reads it: which checks run never depends on how a client
+        # spells a canonical (http:// or https://profiles.ihe.net, issue #19 point 8).
+        try:
+            self.service.normal_form.apply(bundle)
+        except FhirError as exc:
+            raise (with_xds_code(exc) if is_provide_bundle(bundle) else exc) from None
         # A transaction that lost a race on a conditional create is run again from the Bundle
         # as received (`FhirService.replayed`): its next run finds what the other one wrote.
         if is_provide_bundle(bundle):
@@ -281,12 +289,8 @@ class BundleProcessor:
     ) -> list[EntryResponse]:
         for entry in entries:
             if entry.resource is not None:
+                # In the normal form (`process`): the ITI-65 checks read references and systems.
                 entry.resource = copy_json(entry.resource)
-                # The ITI-65 checks below read references and systems: in the normal form.
-                try:
-                    self.service.normal_form.apply(entry.resource)
-                except FhirError as exc:
-                    raise _at_entry(exc, entry) from None
                 entry.normalized = True
         requested = list(entries)  # the entries answered, in the Bundle's order
         plan = None

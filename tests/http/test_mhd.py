@@ -191,6 +191,33 @@ def test_iti65_wrong_hash_is_xdsrepositorymetadataerror_and_nothing_is_stored(mh
     assert mhd.ids("List", {"patient": patient_id}) == set()
 
 
+def older_canonicals(bundle: dict) -> dict:
+    """The same Bundle with IHE's canonicals under http:// (as the IHE MHD examples and the
+    NIST MHD collections of before the https:// move spell them)."""
+    return json.loads(
+        json.dumps(bundle).replace("https://profiles.ihe.net/", "http://profiles.ihe.net/")
+    )
+
+
+def test_iti65_checks_run_whatever_spelling_of_the_mhd_canonicals(mhd):
+    """Issue #19, point 8: a Provide Document Bundle declaring the older http:// canonicals,
+    with a wrong hash, was stored as a plain transaction; both spellings are one profile."""
+    patient_id, nir = mhd.patient(19)
+    bundle = older_canonicals(fixture(SUBMISSION, nir))
+    assert "http://profiles.ihe.net/" in json.dumps(bundle)
+    bundle["entry"][1]["resource"]["content"][0]["attachment"]["hash"] = base64.b64encode(
+        b"\0" * 20
+    ).decode()
+    response = mhd.provide(bundle)
+    assert response.status_code == 422
+    assert xds_codes(response) == ["XDSRepositoryMetadataError"]
+    assert mhd.ids("DocumentReference", {"patient": patient_id}) == set()
+    accepted = mhd.provide(older_canonicals(fixture(SUBMISSION, nir)))
+    assert accepted.status_code == 200, accepted.get_data(as_text=True)
+    submission_set = mhd.get(f"/fhir/List/{locations(accepted)['List']}").get_json()
+    assert "http://profiles.ihe.net/" not in json.dumps(submission_set)
+
+
 def test_iti65_wrong_size_is_xdsrepositorymetadataerror(mhd):
     _, nir = mhd.patient(3)
     bundle = fixture(SUBMISSION, nir)

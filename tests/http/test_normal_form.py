@@ -465,3 +465,35 @@ def test_r13_class_code_in_any_accepted_spelling_meets_the_habilitation_matrix(
     )
     assert found.status_code == 200
     assert seen in ids_in(found) and unseen not in ids_in(found)
+
+
+def test_r14_label_in_meta_security_only_hides_a_document_deposited_in_a_transaction(
+    client, tokens, record
+):
+    """Finding 5 through the transaction door: the normal form of a Bundle's entries moves a
+    TRE_A07 label given in meta.security only (under the NOS URL) into securityLabel too."""
+    label = {"system": NOS_A07, "code": "INVISIBLE_PATIENT"}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:1f1e1d1c-0000-4000-8000-000000000001",
+                "resource": document(PATIENT_A, meta_labels=[label]),
+                "request": {"method": "POST", "url": "DocumentReference"},
+            }
+        ],
+    }
+    response = client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(tokens.practitioner(AUTHORIZED), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    doc_id = response.get_json()["entry"][0]["response"]["location"].split("/")[1]
+    stored = record.read(INTERNAL, "DocumentReference", doc_id).json()
+    assert stored["securityLabel"] == [
+        {"coding": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}]}
+    ]
+    read = client.get(f"/fhir/DocumentReference/{doc_id}", headers=auth(tokens.patient(PATIENT_A)))
+    assert read.status_code == 404
