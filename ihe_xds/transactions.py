@@ -350,16 +350,36 @@ def _outside_binding(service, requester: Requester, patient_ids: list[str]) -> l
 
 
 def _check_unique_ids(service, submission, mapped) -> list[RegistryError]:
+    """A uniqueId names one content (XDSNonIdenticalHash), and an entryUUID the submission
+    gives names no object the registry already holds (ITI TF-3 4.1.12.1: entryUUIDs are
+    unique in the registry; issue #19, point 1)."""
     errors = []
+    given = [(e.id, "DocumentEntry") for e in submission.entries]
+    given += [(s.id, "SubmissionSet") for s in submission.submission_sets]
+    for object_id, kind in given:
+        if not object_id.startswith("urn:uuid:"):
+            continue
+        for resource_type in ("DocumentReference", "List"):
+            if service.find(
+                INTERNAL, resource_type, [("identifier", _entry_uuid_token(object_id))], 1
+            ):
+                errors.append(
+                    registry_error(
+                        XDS_REGISTRY_METADATA_ERROR,
+                        f"entryUUID {object_id} is already in the registry",
+                        f"{kind} {object_id}",
+                    )
+                )
+                break
     for entry in submission.entries:
         if not entry.unique_id:
             continue
         content = submission.documents.get(entry.id, b"")
         digest = base64.b64encode(submission.sha1(entry.id)).decode("ascii")
-        for stored in service.find(
-            INTERNAL, "DocumentReference", [("identifier", unique_id_token(entry.unique_id))], 10
-        ):
-            attachment = ((stored.json().get("content") or [{}])[0]).get("attachment") or {}
+        system, _, value = unique_id_token(entry.unique_id).rpartition("|")
+        # Every document whose masterIdentifier is this uniqueId (`service.unique_ids`).
+        for stored in service.documents_with_unique_id(system or None, value):
+            attachment = ((stored.get("content") or [{}])[0]).get("attachment") or {}
             if attachment.get("hash") != digest or attachment.get("size") != len(content):
                 errors.append(
                     registry_error(

@@ -184,6 +184,16 @@ def _check_structure(submission: Submission) -> list[RegistryError]:
     for kind, object_id in objects:
         if not object_id:
             errors.append(_err(XDS_REGISTRY_METADATA_ERROR, f"{kind} without an id", kind))
+        elif object_id[:9].lower() == "urn:uuid:" and not is_uuid_urn(object_id):
+            # An id given as a UUID becomes the object's entryUUID (ITI TF-3 4.2.3.1.4): it
+            # must be one, never stored as sent (issue #19, point 1).
+            errors.append(
+                _err(
+                    XDS_REGISTRY_METADATA_ERROR,
+                    f"id {object_id} is not a UUID (urn:uuid: and 8-4-4-4-12 hexadecimal digits)",
+                    f"{kind} {object_id}",
+                )
+            )
         elif object_id in ids:
             errors.append(
                 _err(

@@ -533,3 +533,43 @@ def test_unexpected_failure_before_any_transaction_is_a_receiver_fault(xds, monk
     code = root.findtext(f".//{{{v.NS_SOAP12}}}Code/{{{v.NS_SOAP12}}}Value")
     reason = root.findtext(f".//{{{v.NS_SOAP12}}}Reason/{{{v.NS_SOAP12}}}Text")
     assert code == "soap:Receiver" and re.search(r"request id [0-9a-fA-F-]{8,}", reason)
+
+
+def _renamed(old: str, new: str) -> Callable[[etree._Element], None]:
+    """Rename a symbolic object id (every attribute naming it) to `new`."""
+
+    def mutate(root: etree._Element) -> None:
+        for element in root.iter():
+            for name, value in element.attrib.items():
+                if value == old:
+                    element.set(name, new)
+
+    return mutate
+
+
+def test_xdsregistrymetadataerror_entry_id_that_is_no_uuid(xds):
+    """Issue #19, point 1 (NIST toolkit): `urn:uuid:1234-not-a-uuid` was stored and returned
+    as the entryUUID. An id given as a UUID becomes the entryUUID: it must be one."""
+    patient_id, nir = xds.patient(131)
+    _, response = deposit_mutated(xds, nir, _renamed("Document01", "urn:uuid:1234-not-a-uuid"))
+    errors = assert_failure(response, "XDSRegistryMetadataError")
+    assert any("urn:uuid:1234-not-a-uuid" in e.get("codeContext") for e in errors)
+    assert xds.runtime.service.find(INTERNAL, "DocumentReference", [("patient", patient_id)]) == []
+
+
+def test_xdsregistrymetadataerror_entry_uuid_already_in_the_registry(xds):
+    """Issue #19, point 1: an entryUUID the registry holds was accepted again (for the same or
+    another patient), and GetDocuments then answered two entries."""
+    entry_uuid = f"urn:uuid:{uuid.uuid4()}"
+    first_id, nir = xds.patient(132)
+    _, response = deposit_mutated(xds, nir, _renamed("Document01", entry_uuid))
+    assert registry_status(response) == (v.RESPONSE_SUCCESS, [])
+    for n in (132, 133):  # the same patient, then another
+        patient_id, other_nir = xds.patient(n) if n != 132 else (first_id, nir)
+        _, again = deposit_mutated(xds, other_nir, _renamed("Document01", entry_uuid))
+        errors = assert_failure(again, "XDSRegistryMetadataError")
+        assert any(entry_uuid in e.get("codeContext") for e in errors)
+    held = xds.runtime.service.find(
+        INTERNAL, "DocumentReference", [("identifier", f"urn:ietf:rfc:3986|{entry_uuid}")]
+    )
+    assert len(held) == 1
