@@ -18,6 +18,7 @@ from joserfc.errors import JoseError
 
 from fhir_server.access.requester import AccessMode
 from fhir_server.auth.clients import ClientRegistry, RegisteredClient, public_jwks_from_file
+from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_token
 from fhir_server.auth.keys import load_or_create_signing_key
 from fhir_server.auth.scopes import ScopeError, ScopeSet
 from fhir_server.auth.tokens import AuthSettings, TokenIssuer
@@ -148,6 +149,17 @@ def run_token(args: argparse.Namespace) -> int:
         )
     if actor == "practitioner" and not args.profession:
         return _fail("--practitioner needs --profession (TRE_G15 code)")
+    # The server refuses credentials carrying malformed identifiers (a 401 naming them):
+    # say so here, with the same checks, rather than print a token nobody accepts.
+    checks = [
+        ("--practitioner", args.practitioner, idnat_ps_error),
+        ("--patient", args.patient, fhir_id_error),
+        ("--ins", args.ins, lambda value: ins_token(value)[1]),
+    ]
+    for option, value, check in checks:
+        problem = check(value) if value is not None else None
+        if problem:
+            return _fail(f"{option} {value!r}: {problem}")
     if args.mode == AccessMode.BRIS_DE_GLACE and not args.reason:
         return _fail("--mode bris_de_glace needs --reason")
     if args.minutes <= 0:

@@ -13,12 +13,14 @@ records, so every refusal here is the binding's.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import uuid
 
 import pytest
 from lxml import etree
 
+from fhir_server.auth.cli import DEFAULT_SCOPES, add_token_command, token_claims
 from fhir_server.auth.vihf import WSSE, mint_vihf
 from fhir_server.cli import main
 from fhir_server.resources.ins import nir_key
@@ -55,6 +57,17 @@ def cli(data_dir, capsys, monkeypatch):
         return out.strip()
 
     return run
+
+
+def minted_elsewhere(world, argv: list[str]) -> str:
+    """The practitioner token `fhir-server token argv` describes, signed without the CLI's
+    checks of its identifiers, as an external issuer's would be."""
+    parser = argparse.ArgumentParser()
+    add_token_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["token", *argv])
+    return world.tokens.issuer.issue(
+        scopes=DEFAULT_SCOPES["practitioner"], **token_claims(args, "practitioner")
+    )
 
 
 def ins(nir: str) -> str:
@@ -517,13 +530,17 @@ def test_r06_patient_token_is_unchanged_by_the_binding(world):
     ],
     ids=["idnat-leading-space", "idnat-trailing-space", "patient-claim", "ins-claim"],
 )
-def test_r09_token_with_a_malformed_idnat_or_context_is_refused(world, argv, expected):
+def test_r09_token_with_a_malformed_idnat_or_context_is_refused(world, data_dir, argv, expected):
     """Finding 12: a practitioner blocked by Y got in with bris de glace through a token
     whose IdNat_PS was `" 810003333333"` (the Consent's ids are stripped, the token's were
     not). Such a token, or one whose patient context is malformed, is now refused (401
     naming the claim), and nothing of Y's record is served."""
     world.xds.block(world.y, BLOCKED)
-    token = world.cli(*argv, "--profession", "10")
+    argv = [*argv, "--profession", "10"]
+    # `fhir-server token` refuses to print it, naming the option; another issuer (e.g. Pro
+    # Santé Connect) may still sign one, which the server must refuse.
+    assert main(["token", *argv, "--data-dir", str(data_dir)]) == 2
+    token = minted_elsewhere(world, argv)
     for path in (
         f"DocumentReference?patient={world.y}",
         f"DocumentReference/{world.doc_y['id']}",

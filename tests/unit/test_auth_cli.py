@@ -14,6 +14,7 @@ from fhir_server.auth.requester import requester_from_claims
 from fhir_server.auth.scopes import ScopeSet
 from fhir_server.auth.tokens import AuthSettings, TokenValidator
 from fhir_server.auth.vihf import VihfTrust, vihf_requester
+from fhir_server.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -232,3 +233,21 @@ def test_client_add_refuses_a_private_key(tmp_path, capsys):
         ["client", "add", "x", "--public-key", str(pem), "--data-dir", str(tmp_path)], capsys
     )
     assert code == 2 and "private" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--practitioner", "10000000010", "--profession", "10"], "810000000010"),
+        (["--practitioner", " 810000000010", "--profession", "10"], "white space"),
+        (["--patient", "not an id"], "--patient"),
+        (["--practitioner", "810000000010", "--profession", "10", "--ins", "x|1"], "--ins"),
+    ],
+)
+def test_token_with_a_malformed_identifier_is_not_printed(tmp_path, capsys, argv, named):
+    """Issue #18, finding 12: the server refuses credentials whose IdNat_PS, patient id or INS
+    is malformed (never trimmed); the CLI says so instead of printing such a token."""
+    assert main(["token", *argv, "--data-dir", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert named in err
