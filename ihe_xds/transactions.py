@@ -65,6 +65,7 @@ from ihe_xds.errors import (
     XDS_DOCUMENT_UNIQUE_ID_ERROR,
     XDS_NON_IDENTICAL_HASH,
     XDS_PATIENT_ID_DOES_NOT_MATCH,
+    XDS_REGISTRY_DEPRECATED_DOCUMENT_ERROR,
     XDS_REGISTRY_ERROR,
     XDS_REGISTRY_METADATA_ERROR,
     XDS_REPLACE_FAILED,
@@ -395,10 +396,14 @@ def _check_unique_ids(service, submission, mapped) -> list[RegistryError]:
 def _replacements(submission, mapped, find_entry) -> tuple[list[dict], list[RegistryError]]:
     """The stored DocumentReferences an RPLC / XFRM_RPLC supersedes, or why it cannot.
 
-    Every document relationship (RPLC, APND, XFRM, XFRM_RPLC, signs) to a stored entry must
-    stay within one patient's record (ITI TF-3 4.2.2: the original and the new entry share
-    their patientId): another patient's target is XDSPatientIdDoesNotMatch. Only replacing
-    relationships need a known, current target (XDSReplaceFailed).
+    Every document relationship (RPLC, APND, XFRM, XFRM_RPLC, signs) names a stored entry
+    (else XDSReplaceFailed for a replacement, XDSRegistryMetadataError for the others: no
+    dangling association) that is Approved (else XDSReplaceFailed, or
+    XDSRegistryDeprecatedDocumentError for an addendum or transform of a Deprecated entry, as
+    the NIST toolkit expects; issue #19, point 2), within one patient's record (ITI TF-3
+    4.2.2: the original and the new entry share their patientId): another patient's target
+    is XDSPatientIdDoesNotMatch. An entry the depositor may not read is answered as an unknown
+    one (`find_entry`, R18).
     """
     targets = external_targets(submission)
     related = {t for kind in DOCUMENT_RELATIONSHIPS for t in targets.get(kind, [])}
@@ -416,18 +421,27 @@ def _replacements(submission, mapped, find_entry) -> tuple[list[dict], list[Regi
         where = f"Association targetObject {target}"
         found = [s for s in find_entry(target) if s.resource_type == "DocumentReference"]
         if not found:
-            if target in replaced:
-                errors.append(
-                    registry_error(
-                        XDS_REPLACE_FAILED, f"the replaced document {target} is not known", where
-                    )
-                )
-            continue
-        old = found[0].json()
-        if target in replaced and availability_of(old) != STATUS_APPROVED:
             errors.append(
                 registry_error(
-                    XDS_REPLACE_FAILED, f"the replaced document {target} is not current", where
+                    XDS_REPLACE_FAILED, f"the replaced document {target} is not known", where
+                )
+                if target in replaced
+                else registry_error(
+                    XDS_REGISTRY_METADATA_ERROR,
+                    f"the related document {target} is not in the registry",
+                    where,
+                )
+            )
+            continue
+        old = found[0].json()
+        if availability_of(old) != STATUS_APPROVED:
+            errors.append(
+                registry_error(
+                    XDS_REPLACE_FAILED
+                    if target in replaced
+                    else XDS_REGISTRY_DEPRECATED_DOCUMENT_ERROR,
+                    f"the related document {target} is not current",
+                    where,
                 )
             )
             continue

@@ -37,6 +37,7 @@ from fhir_server.rest.app import create_app
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS, GET_RELATED_DOCUMENTS
 from tests.http.conftest import Tokens, auth, valid_nir
+from tests.http.test_attack_pass_xds import deposit as deposit_related
 from tests.http.test_xds_endpoints import (
     GP,
     OTHER_PS,
@@ -573,3 +574,35 @@ def test_xdsregistrymetadataerror_entry_uuid_already_in_the_registry(xds):
         INTERNAL, "DocumentReference", [("identifier", f"urn:ietf:rfc:3986|{entry_uuid}")]
     )
     assert len(held) == 1
+
+
+@pytest.mark.parametrize("kind", [v.ASSOC_APND, v.ASSOC_XFRM], ids=["APND", "XFRM"])
+def test_addendum_or_transform_names_an_approved_entry_of_the_registry(xds, kind):
+    """Issue #19, point 2 (NIST toolkit): an APND or XFRM onto a Deprecated entry was
+    accepted, where the toolkit expects XDSRegistryDeprecatedDocumentError; one naming an
+    entryUUID the registry does not hold was accepted, leaving a dangling association
+    (XDSRegistryMetadataError). Onto an Approved entry it succeeds."""
+    _, nir = xds.patient(134)
+    original, response = deposit_related(xds, nir, documents=[b"<original/>"])
+    assert registry_status(response) == (v.RESPONSE_SUCCESS, [])
+    held = xds.runtime.service.find(
+        INTERNAL,
+        "DocumentReference",
+        [("identifier", f"urn:ietf:rfc:3986|urn:oid:{original.document_unique_ids['Document01']}")],
+    )[0].json()
+    target = next(i["value"] for i in held["identifier"] if i["value"].startswith("urn:uuid:"))
+    unknown = f"urn:uuid:{uuid.uuid4()}"
+    _, dangling = deposit_related(xds, nir, relation=(kind, unknown), documents=[b"<a/>"])
+    assert any(
+        unknown in e.get("codeContext")
+        for e in assert_failure(dangling, "XDSRegistryMetadataError")
+    )
+    _, appended = deposit_related(xds, nir, relation=(kind, target), documents=[b"<b/>"])
+    assert registry_status(appended) == (v.RESPONSE_SUCCESS, [])
+    _, replaced = deposit_related(xds, nir, relation=(v.ASSOC_RPLC, target), documents=[b"<c/>"])
+    assert registry_status(replaced) == (v.RESPONSE_SUCCESS, [])
+    _, late = deposit_related(xds, nir, relation=(kind, target), documents=[b"<d/>"])
+    assert any(
+        target in e.get("codeContext")
+        for e in assert_failure(late, "XDSRegistryDeprecatedDocumentError")
+    )
