@@ -678,6 +678,42 @@ def _document_keep(query: StoredQuery) -> Callable[[dict], bool]:
     return keep
 
 
+def _member_keep(query: StoredQuery) -> Callable[[dict], bool]:
+    """GetSubmissionSetAndContents: which members the answer keeps. Its FormatCode and
+    ConfidentialityCode filters were accepted and ignored (issue #19, point 4): each Slot is
+    an OR-list, several Slots AND together, as in FindDocuments."""
+    base = _document_keep(query)
+    wanted = [
+        (element, [{_token(code) for code in group} for group in query.params.get(name) or []])
+        for name, element in (
+            ("$XDSDocumentEntryFormatCode", "format"),
+            ("$XDSDocumentEntryConfidentialityCode", "securityLabel"),
+        )
+    ]
+    if not any(groups for _, groups in wanted):
+        return base
+
+    def codes_of(resource: dict, element: str) -> set[str]:
+        if element == "format":
+            codings = [(c.get("format") or {}) for c in resource.get("content") or []]
+        else:
+            codings = [
+                c
+                for concept in resource.get("securityLabel") or []
+                for c in concept.get("coding") or []
+            ]
+        return {f"{c.get('system')}|{c.get('code')}" for c in codings if isinstance(c, dict)}
+
+    def keep(resource: dict) -> bool:
+        if not base(resource):
+            return False
+        return all(
+            codes_of(resource, element) & group for element, groups in wanted for group in groups
+        )
+
+    return keep
+
+
 def _submission_set_keep(query: StoredQuery) -> Callable[[dict], bool]:
     sources = query.values("$XDSSubmissionSetSourceId")
     authors = query.values("$XDSSubmissionSetAuthorPerson")
@@ -837,9 +873,9 @@ def plan(query: StoredQuery) -> QueryPlan:
                 )
             ],
             ("SubmissionSet", "DocumentEntry", "Association"),
-            keep=_document_keep(query),
+            keep=_member_keep(query),
             association_types=(ASSOC_HAS_MEMBER,),
-            notes="apply keep() and the format/confidentiality filters to the members only",
+            notes="keep() (type, format, confidentiality) applies to the members only",
         )
     if query.query_id == GET_RELATED_DOCUMENTS:
         identifiers = _identifier_values(

@@ -410,3 +410,32 @@ def test_iti18_get_related_documents(xds):
         ],
     )
     assert kinds(none) == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "members"),
+    [
+        ("$XDSDocumentEntryConfidentialityCode", "('N^^2.16.840.1.113883.5.25')", 2),
+        ("$XDSDocumentEntryConfidentialityCode", "('R^^2.16.840.1.113883.5.25')", 0),
+        (
+            "$XDSDocumentEntryFormatCode",
+            "('urn:ihe:iti:xds:2017:mimeTypeSufficient^^1.3.6.1.4.1.19376.1.2.3')",
+            2,
+        ),
+        ("$XDSDocumentEntryFormatCode", "('urn:ihe:pcc:xphr:2007^^1.3.6.1.4.1.19376.1.2.3')", 0),
+    ],
+)
+def test_iti18_get_submission_set_and_contents_filters_its_members(xds, name, value, members):
+    """Issue #19, point 4: GetSubmissionSetAndContents' FormatCode and ConfidentialityCode
+    were accepted and ignored. They select the DocumentEntries (and their HasMember
+    associations) the answer holds; the SubmissionSet is always in it."""
+    _, nir = xds.patient(211)
+    request = deposit(xds, nir, documents=[b"<a/>", b"<b/>"])
+    objects = ask(
+        xds,
+        nir,
+        GET_SUBMISSION_SET_AND_CONTENTS,
+        [("$XDSSubmissionSetUniqueId", f"'{request.submission_set_unique_id}'"), (name, value)],
+    )
+    expected = {"RegistryPackage": 1, "ExtrinsicObject": members, "Association": members}
+    assert kinds(objects) == {kind: n for kind, n in expected.items() if n}
