@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from ihe_xds.codes import system_for_scheme
+from ihe_xds.codes import is_oid, system_for_scheme
 from ihe_xds.errors import (
     SEVERITY_WARNING,
     XDS_REGISTRY_METADATA_ERROR,
@@ -52,6 +52,8 @@ from ihe_xds.vocabulary import (
 )
 
 FIND_DOCUMENTS = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
+# ITI-18 Reference ID Option (ITI TF-2a 3.18.4.1.2.3.7.14).
+FIND_DOCUMENTS_BY_REFERENCE_ID = "urn:uuid:12941a89-e02e-4be5-967c-ce4bfc8fe492"
 FIND_SUBMISSION_SETS = "urn:uuid:f26abbcb-ac74-4422-8a30-edb644bbc1a9"
 FIND_FOLDERS = "urn:uuid:958f3006-baad-4929-a4de-ff1114824431"
 GET_ALL = "urn:uuid:10b545ea-725c-446d-9b95-8aeb444eddf3"
@@ -125,6 +127,15 @@ QUERIES: dict[str, QueryDefinition] = {
         "FindDocuments",
         {"$XDSDocumentEntryPatientId": PATIENT, "$XDSDocumentEntryStatus": STATUS, **_DE_OPTIONAL},
         required=("$XDSDocumentEntryPatientId", "$XDSDocumentEntryStatus"),
+    ),
+    FIND_DOCUMENTS_BY_REFERENCE_ID: QueryDefinition(
+        "FindDocumentsByReferenceId",
+        {"$XDSDocumentEntryPatientId": PATIENT, "$XDSDocumentEntryStatus": STATUS, **_DE_OPTIONAL},
+        required=(
+            "$XDSDocumentEntryPatientId",
+            "$XDSDocumentEntryStatus",
+            "$XDSDocumentEntryReferenceIdList",
+        ),
     ),
     FIND_SUBMISSION_SETS: QueryDefinition(
         "FindSubmissionSets",
@@ -328,7 +339,6 @@ _TIME = re.compile(r"^\d{4}(\d{2}){0,5}$")
 
 
 def _typed(kind: str, value: str) -> object:
-    from ihe_xds.codes import is_oid
     from ihe_xds.validation import is_unique_id
 
     if kind == PATIENT:
@@ -537,6 +547,22 @@ def _token(code: Code) -> str:
     return f"{system_for_scheme(code.scheme)}|{code.code}"
 
 
+def _reference_id(cxi: str) -> str:
+    """A referenceIdList CXi (`id^^^&OID&ISO^type`) as the `related:identifier` token the
+    mapping stores it as (`mapping._related`): `urn:oid:OID|id`, or `id` alone."""
+    parts = cxi.split("^") + ["", "", "", ""]
+    authority = parts[3].split("&") + ["", ""]
+    value = _escaped(parts[0])
+    return f"urn:oid:{authority[1]}|{value}" if is_oid(authority[1]) else value
+
+
+def _escaped(value: str) -> str:
+    """A value inside a FHIR search token (search.html#escaping)."""
+    for special in ("\\", ",", "|", "$"):
+        value = value.replace(special, "\\" + special)
+    return value
+
+
 def _patient(cx: CX) -> str:
     return f"urn:oid:{cx.authority_oid}|{cx.value}"
 
@@ -597,10 +623,14 @@ def to_fhir_search(query: StoredQuery) -> list[tuple[str, str]]:
     (List). Conditions FHIR cannot say exactly (AuthorPerson LIKE, service time bounds,
     sourceId, contentType) are narrowed here where possible and finished by `plan().keep`.
     """
-    if query.query_id == FIND_DOCUMENTS:
+    if query.query_id in (FIND_DOCUMENTS, FIND_DOCUMENTS_BY_REFERENCE_ID):
         params = [("patient.identifier", _patient(query.one("$XDSDocumentEntryPatientId")))]
         params += _status_params(query.values("$XDSDocumentEntryStatus"))
         params += _document_filters(query)
+        references = query.values("$XDSDocumentEntryReferenceIdList")
+        if references:
+            # referenceIdList (context.related identifiers); an OR-list, as the option says.
+            params.append(("related:identifier", ",".join(map(_reference_id, references))))
         for name, (fhir_name, prefix) in _TIME_PARAMS.items():
             value = query.one(name)
             if value:
@@ -762,7 +792,7 @@ def plan(query: StoredQuery) -> QueryPlan:
         return QueryPlan(
             name, [], ("Folder",), notes="this registry holds no Folders: the answer is empty"
         )
-    if query.query_id == FIND_DOCUMENTS:
+    if query.query_id in (FIND_DOCUMENTS, FIND_DOCUMENTS_BY_REFERENCE_ID):
         return QueryPlan(
             name,
             [

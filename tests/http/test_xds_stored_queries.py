@@ -15,6 +15,7 @@ from lxml import etree
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import (
     FIND_DOCUMENTS,
+    FIND_DOCUMENTS_BY_REFERENCE_ID,
     FIND_SUBMISSION_SETS,
     GET_ALL,
     GET_ASSOCIATIONS,
@@ -439,3 +440,65 @@ def test_iti18_get_submission_set_and_contents_filters_its_members(xds, name, va
     )
     expected = {"RegistryPackage": 1, "ExtrinsicObject": members, "Association": members}
     assert kinds(objects) == {kind: n for kind, n in expected.items() if n}
+
+
+REFERENCE_ID_SLOT = "urn:ihe:iti:xds:2013:referenceIdList"
+
+
+def deposit_with_reference_ids(api: Xds, nir: str, reference_ids: list[str]):
+    """An inline ITI-41 whose DocumentEntry carries a referenceIdList Slot."""
+    request = build_iti41(nir=nir, mtom=False, security=api.security(GP, nir))
+    root = etree.fromstring(request.envelope)
+    entry = next(root.iter(f"{RIM}ExtrinsicObject"))
+    slot = etree.Element(f"{RIM}Slot", name=REFERENCE_ID_SLOT)
+    values = etree.SubElement(slot, f"{RIM}ValueList")
+    for reference_id in reference_ids:
+        etree.SubElement(values, f"{RIM}Value").text = reference_id
+    entry.insert(0, slot)
+    response = api.client.post(
+        "/xds/repository",
+        data=etree.tostring(root, xml_declaration=True, encoding="UTF-8"),
+        headers={"Content-Type": request.content_type},
+    )
+    assert registry_status(response) == (v.RESPONSE_SUCCESS, []), response.get_data()[:2000]
+    return request
+
+
+@pytest.mark.parametrize("query_id", [FIND_DOCUMENTS, FIND_DOCUMENTS_BY_REFERENCE_ID])
+def test_iti18_reference_id_option(xds, query_id):
+    """Issue #19, point 4: FindDocuments' $XDSDocumentEntryReferenceIdList was accepted and
+    ignored, and FindDocumentsByReferenceId answered XDSUnknownStoredQuery (ITI TF-2a
+    3.18.4.1.2.3.7.14, the Reference ID Option). Each finds the entries whose referenceIdList
+    holds one of the values given."""
+    _, nir = xds.patient(212)
+    order = "2013001^^^&1.2.3.4.5.6&ISO^urn:ihe:iti:xds:2013:order"
+    tagged = deposit_with_reference_ids(xds, nir, [order])
+    deposit(xds, nir)  # no referenceIdList: not found
+    objects = ask(
+        xds,
+        nir,
+        query_id,
+        [
+            ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
+            ("$XDSDocumentEntryStatus", APPROVED),
+            ("$XDSDocumentEntryReferenceIdList", f"('{order}', 'another^^^&1.2.3&ISO')"),
+        ],
+    )
+    assert set(answered(objects, "ExtrinsicObject")) == {tagged.document_unique_ids["Document01"]}
+
+
+def test_iti18_find_documents_by_reference_id_needs_its_reference_ids(xds):
+    _, nir = xds.patient(213)
+    response = xds.soap(
+        "/xds/registry",
+        v.ACTION_ITI18,
+        adhoc(
+            FIND_DOCUMENTS_BY_REFERENCE_ID,
+            [
+                ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
+                ("$XDSDocumentEntryStatus", APPROVED),
+            ],
+        ),
+        xds.security(GP, nir),
+    )
+    assert registry_status(response) == (v.RESPONSE_FAILURE, ["XDSStoredQueryMissingParam"])
