@@ -62,3 +62,17 @@ def engine_service(engine_store, registry, tmp_path):
 
     service = build_service(engine_store, registry, data_dir=tmp_path)
     return service, BundleProcessor(service)
+
+
+@pytest.fixture
+def no_auth_env(monkeypatch):
+    """No FHIR_* authentication settings from the environment: `fhir-server token` and the
+    server then use the test's data dir and defaults only."""
+    for name in (
+        "FHIR_BASE_URL",
+        "FHIR_AUTH_ISSUER",
+        "FHIR_AUTH_JWKS_URL",
+        "FHIR_AUTH_AUDIENCE",
+        "FHIR_DATA_DIR",
+    ):
+        monkeypatch.delenv(name, raising=False)

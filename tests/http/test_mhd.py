@@ -177,12 +177,16 @@ def test_iti65_pdsm4dmp_submission_with_a_known_ins_is_stored_with_an_assigned_e
     assert submission_set["subject"] == {"reference": f"Patient/{patient_id}"}
 
 
+def with_wrong_hash(bundle: dict) -> None:
+    """The submission's DocumentReference declares a hash its Binary does not have."""
+    attachment = bundle["entry"][1]["resource"]["content"][0]["attachment"]
+    attachment["hash"] = base64.b64encode(b"\0" * 20).decode()
+
+
 def test_iti65_wrong_hash_is_xdsrepositorymetadataerror_and_nothing_is_stored(mhd):
     patient_id, nir = mhd.patient(2)
     bundle = fixture(SUBMISSION, nir)
-    bundle["entry"][1]["resource"]["content"][0]["attachment"]["hash"] = base64.b64encode(
-        b"\0" * 20
-    ).decode()
+    with_wrong_hash(bundle)
     response = mhd.provide(bundle)
     assert response.status_code == 422
     assert xds_codes(response) == ["XDSRepositoryMetadataError"]
@@ -205,9 +209,7 @@ def test_iti65_checks_run_whatever_spelling_of_the_mhd_canonicals(mhd):
     patient_id, nir = mhd.patient(19)
     bundle = older_canonicals(fixture(SUBMISSION, nir))
     assert "http://profiles.ihe.net/" in json.dumps(bundle)
-    bundle["entry"][1]["resource"]["content"][0]["attachment"]["hash"] = base64.b64encode(
-        b"\0" * 20
-    ).decode()
+    with_wrong_hash(bundle)
     response = mhd.provide(bundle)
     assert response.status_code == 422
     assert xds_codes(response) == ["XDSRepositoryMetadataError"]

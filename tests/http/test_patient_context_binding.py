@@ -39,16 +39,8 @@ LOCAL_POLICY = "LocalPolicyRestrictionError"
 
 
 @pytest.fixture
-def cli(data_dir, capsys, monkeypatch):
+def cli(data_dir, capsys, no_auth_env):
     """`fhir-server token ...` run against the app's data dir; returns what it prints."""
-    for name in (
-        "FHIR_BASE_URL",
-        "FHIR_AUTH_ISSUER",
-        "FHIR_AUTH_JWKS_URL",
-        "FHIR_AUTH_AUDIENCE",
-        "FHIR_DATA_DIR",
-    ):
-        monkeypatch.delenv(name, raising=False)
 
     def run(*argv: str) -> str:
         code = main(["token", *argv, "--data-dir", str(data_dir)])

@@ -18,15 +18,8 @@ from fhir_server.cli import main
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in (
-        "FHIR_BASE_URL",
-        "FHIR_AUTH_ISSUER",
-        "FHIR_AUTH_JWKS_URL",
-        "FHIR_AUTH_AUDIENCE",
-        "FHIR_DATA_DIR",
-    ):
-        monkeypatch.delenv(name, raising=False)
+def clean_env(no_auth_env):
+    """Each test reads the settings it sets, not the machine's (`tests/conftest.py`)."""
 
 
 @pytest.fixture(scope="module")
