@@ -17,9 +17,9 @@ Any other node is a programming error here and raises, rather than guessing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
+from fhir_server.search.extract import RELATIVE_REFERENCE
 from fhir_server.search.query import (
     And,
     Everything,
@@ -33,18 +33,16 @@ from fhir_server.search.query import (
     TokenTest,
 )
 
-_RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
-
 
 def reference_target(reference: object) -> tuple[str, str] | None:
     """(type, id) of a relative literal reference, ignoring any _history part.
 
     An absolute reference designates no local resource: the normal form made those to this
     server's base relative (`resources.normal_form`), so what is still absolute is foreign,
-    and the search index reads it the same way (`search.extract.reference_entry`)."""
+    and the search index reads it with the same pattern (`search.extract.reference_entry`)."""
     if not isinstance(reference, str):
         return None
-    match = _RELATIVE_REFERENCE.match(reference)
+    match = RELATIVE_REFERENCE.match(reference)
     return (match.group(1), match.group(2)) if match else None
 
 

@@ -15,8 +15,9 @@ policy on the stored target).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+
+from fhir_server.access.constraints import reference_target
 
 MayRead = Callable[[str, str], bool]
 
@@ -30,8 +31,6 @@ NAMING_ELEMENTS: dict[str, tuple[str, str]] = {
 # The search parameter over each naming element: a search by a hidden target matches
 # nothing, as if it did not exist (the served resources do not name it either).
 NAMING_PARAMS: dict[str, str] = {"List": "item", "DocumentReference": "relatesto"}
-
-_RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[0-9]+)?$")
 
 
 def searches_naming(resource_type: str, param: str) -> bool:
@@ -48,14 +47,15 @@ def may_name_others(resource_type: str, body: bytes) -> bool:
 
 def target_of(resource_type: str, item: object) -> tuple[str, str] | None:
     """(type, id) of the resource an item of the type's naming element refers to by a
-    relative reference, else None."""
+    relative reference, version-specific or not, else None: read as the search index and
+    the other rules read it (`reference_target`), so every item a `List?item=` or
+    `relatesto=` search takes for a document is one this module can hide."""
     naming = NAMING_ELEMENTS.get(resource_type)
     if naming is None or not isinstance(item, dict):
         return None
     reference = item.get(naming[1])
     literal = reference.get("reference") if isinstance(reference, dict) else None
-    match = _RELATIVE.match(literal) if isinstance(literal, str) else None
-    return (match.group(1), match.group(2)) if match else None
+    return reference_target(literal)
 
 
 def _hidden(resource_type: str, item: object, may_read: MayRead) -> bool:

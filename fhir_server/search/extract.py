@@ -194,7 +194,11 @@ _TOKEN_RE = re.compile(
     r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<id>[A-Za-z_][A-Za-z0-9_]*)|(?P<bt>`[^`]*`)"
     r"|(?P<sym>!=|[().|=,]))"
 )
-_RELATIVE_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+# A literal reference to a local resource, version-specific or not: what the index reads as
+# target_type/target_id. The access rules read local references with this same pattern
+# (`access.constraints.reference_target`), so a reference the index takes for a document is
+# one the rules take for it too.
+RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 _ABSOLUTE_REF = re.compile(r"/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 _Fn = Callable[[list, dict], list]
@@ -269,7 +273,7 @@ def _of_type(items: list, type_name: str) -> list:
 def _reference_type(reference: dict) -> str | None:
     literal = reference.get("reference")
     if isinstance(literal, str):
-        match = _RELATIVE_REF.match(literal) or _ABSOLUTE_REF.search(literal)
+        match = RELATIVE_REFERENCE.match(literal) or _ABSOLUTE_REF.search(literal)
         if match:
             return match.group(1)
     declared = reference.get("type")
@@ -679,7 +683,7 @@ def reference_entry(param: str, value: Any) -> ReferenceEntry | None:
     id_system, id_value = identifier.get("system"), identifier.get("value")
     literal = value.get("reference")
     if isinstance(literal, str) and not literal.startswith("#"):
-        match = _RELATIVE_REF.match(literal)
+        match = RELATIVE_REFERENCE.match(literal)
         if match:
             return ReferenceEntry(param, match.group(1), match.group(2), None, id_system, id_value)
         return ReferenceEntry(param, None, None, literal, id_system, id_value)
