@@ -40,6 +40,7 @@ from fhir_server.store.base import (
     VersionConflict,
     VersionWrite,
 )
+from fhir_server.store.page import SearchPage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,10 +110,24 @@ class SearchResult:
         return self._parsed[0]
 
 
-# Searches whose Bundle always carries `total`: IHE MHD's Find Document References (ITI-67)
-# and Find Document Lists (ITI-66) responses require it (1..1). They are searches of one
-# patient's record (R04), so the count, made with the access constraints, stays small.
+# Searches whose Bundle always carries `total`, counted even when it spans pages (any other
+# search carries it when its first page is the whole result, `_cheap_total`): IHE MHD's Find
+# Document References (ITI-67) and Find Document Lists (ITI-66) responses require it (1..1).
+# They are searches of one patient's record (R04), so the count, made with the access
+# constraints, stays small.
 ALWAYS_COUNTED = frozenset({"DocumentReference", "List"})
+
+
+def _cheap_total(query: SearchQuery, page: SearchPage) -> int | None:
+    """The page's total as counted by the store, or, when the store did not count, the size
+    of a first page with no next one: that page is the whole result, so its length is the
+    exact total within the access rules (the rows are already constrained), at no cost.
+    A later page (a cursor) or an empty page of `_count=0` says nothing about the rest."""
+    if page.total is not None:
+        return page.total
+    if query.cursor is None and query.count > 0 and page.next_cursor is None:
+        return len(page.rows)
+    return None
 
 
 def require_type(resource_type: str) -> str:
@@ -237,7 +252,7 @@ class FhirService:
         result = SearchResult(
             matches=[(row[0], row[1], served(requester, row[0], row[2])) for row in page.rows],
             included=[(kind, id_, served(requester, kind, body)) for kind, id_, body in included],
-            total=page.total,
+            total=_cheap_total(query, page),
             next_cursor=page.next_cursor,
             previous_cursor=getattr(page, "previous_cursor", None),
             query=query,
