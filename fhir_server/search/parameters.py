@@ -94,7 +94,9 @@ MAX_CHAIN = 3
 MAX_TESTS = 1000
 
 SYSTEM_LEVEL_PARAMS = frozenset({"_id", "_lastUpdated", "_tag", "_security", "_profile"})
-IGNORED_SILENTLY = frozenset({"_format", "_pretty"})
+# `_totalMethod` (count | estimate) is Aidbox's hint on how to count, which fhirpy's
+# `count()` sends with `_count=0`: it changes no match, and every total served is exact.
+IGNORED_SILENTLY = frozenset({"_format", "_pretty", "_totalMethod"})
 RESULT_PARAMS = frozenset(
     {"_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude", "_cursor"}
 )

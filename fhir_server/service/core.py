@@ -114,7 +114,8 @@ class SearchResult:
 # search carries it when its first page is the whole result, `_cheap_total`): IHE MHD's Find
 # Document References (ITI-67) and Find Document Lists (ITI-66) responses require it (1..1).
 # They are searches of one patient's record (R04), so the count, made with the access
-# constraints, stays small.
+# constraints, stays small. A search with `_count=0` asks for no entry: only its total, as
+# `_summary=count` (fhirpy's `count()` asks so).
 ALWAYS_COUNTED = frozenset({"DocumentReference", "List"})
 
 
@@ -229,7 +230,8 @@ class FhirService:
         parsed = parse_search(
             resource_type, params, self.registry, lenient=lenient, base_url=self.base_url
         )
-        if resource_type in ALWAYS_COUNTED and parsed.query.total is TotalMode.NONE:
+        counted = resource_type in ALWAYS_COUNTED or parsed.query.count == 0
+        if counted and parsed.query.total is TotalMode.NONE:
             parsed = replace(parsed, query=replace(parsed.query, total=TotalMode.ACCURATE))
         with facts_scope():
             return self._search(requester, parsed, cursor)

@@ -41,3 +41,20 @@ def test_a_search_answered_in_one_page_carries_its_total(client, tokens):
     # Across pages the total is counted when asked for, and then it is the whole result's.
     first = search(client, system, "/fhir/Patient?_count=2&_total=accurate")
     assert first["total"] == 3 and len(first["entry"]) == 2
+
+
+def test_a_search_with_count_0_answers_its_total_and_no_entry(client, tokens):
+    """`_count=0` asks for no entry (search.html#count); the answer is its total, as to
+    `_summary=count` (fhirpy's `count()` sends `_count=0` with Aidbox's `_totalMethod`,
+    which changes no match and is ignored)."""
+    system = tokens.system()
+    for n in range(2):
+        created = client.post(
+            "/fhir/Patient",
+            data=json.dumps(a_patient(n)),
+            headers=auth(system, **{"Content-Type": FHIR_JSON}),
+        )
+        assert created.status_code == 201, created.get_data(as_text=True)
+    for path in ("/fhir/Patient?_count=0", "/fhir/Patient?_count=0&_totalMethod=count"):
+        counted = search(client, system, path)
+        assert counted["total"] == 2 and "entry" not in counted, path
