@@ -1,12 +1,18 @@
-"""MHD driven by a real FHIR client library (fhirpy, sync client over `requests`) against
-`fhir-server serve` running as a subprocess (gunicorn), with bearer tokens: ITI-65 deposit,
-ITI-66 and ITI-67 searches, ITI-68 retrieve, and `$validate`."""
+"""MHD driven by real FHIR client libraries against `fhir-server serve` running as a
+subprocess (gunicorn), with bearer tokens: fhirpy (sync client over `requests`) for ITI-65
+deposit, ITI-66 and ITI-67 searches, their `count()` and paging, ITI-68 retrieve and
+`$validate`; fhir-kit-client (Node, tests/clients/fhir-kit-client, installed by
+`npm ci --prefix tests/clients/fhir-kit-client`) for paging forward and back through the
+Bundle links (issue #19, "Shown by": fhirpy `count()` and fhir-kit-client's paging work
+against `fhir-server serve`)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +25,8 @@ from tests.http.conftest import INS_SYSTEM, Tokens, a_patient, valid_nir
 from tests.http.test_serve import _free_port, _start, _stop
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "external" / "pdsm4dmp"
+FHIR_KIT = Path(__file__).resolve().parents[1] / "clients" / "fhir-kit-client"
+SUBMISSION_SET = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes|submissionset"
 AUTHOR = "899700218896"
 CONTENT = b'<?xml version="1.0" encoding="UTF-8"?><ClinicalDocument xmlns="urn:hl7-org:v3"><title>fhirpy</title></ClinicalDocument>'
 
@@ -34,9 +42,12 @@ def server(tmp_path_factory):
         assert _stop(process) == 0
 
 
-def _bundle(nir: str) -> dict:
+def _bundle(nir: str, unique: str = "") -> dict:
+    """The PDSm4DMP ITI-65 example for the patient of `nir`; `unique`, appended to the
+    document's uniqueId, makes another document of the same content."""
     text = (FIXTURES / "Bundle-example-td2-iti65-lot-soumission.json").read_text(encoding="utf-8")
     bundle = json.loads(text.replace("123456789012345", nir))
+    bundle["entry"][1]["resource"]["masterIdentifier"]["value"] += unique
     bundle["entry"][2]["resource"]["data"] = base64.b64encode(CONTENT).decode()
     document = bundle["entry"][1]["resource"]
     document["contained"][1]["name"] = [{"family": "Martin", "given": ["Claire"]}]
@@ -146,3 +157,99 @@ def test_fhirpy_validate_operation(server):
     assert [i["expression"] for i in outcome["issue"] if i["severity"] == "error"] == [
         ["Patient.birthDate"]
     ]
+
+
+PAGED = 5  # documents of the paged patient: three pages of two
+
+
+@pytest.fixture(scope="module")
+def paged(server):
+    """A second patient (médecin traitant AUTHOR) with PAGED documents deposited by AUTHOR,
+    one ITI-65 submission each: PAGED documents and PAGED SubmissionSets in their record."""
+    url, tokens = server
+    system = SyncFHIRClient(url, authorization=f"Bearer {tokens.system()}")
+    gp = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}]
+    patient = system.resource("Patient", **a_patient(72, generalPractitioner=gp))
+    patient.save()
+    client = SyncFHIRClient(url, authorization=f"Bearer {tokens.practitioner(AUTHOR)}")
+    for n in range(PAGED):
+        answer = client.execute("", method="post", data=_bundle(valid_nir(72), f".{n}"))
+        assert answer["type"] == "transaction-response"
+    return client, patient.id
+
+
+def test_fhirpy_count_on_iti67_and_iti66_searches(deposited, paged):
+    """fhirpy's `count()` asks `_count=0` and reads `Bundle.total`: IHE MHD's Find Document
+    References and Find Document Lists responses carry it (1..1, #19 point 9), counted in
+    the requester's record; `_count=0` serves no entry."""
+    client, patient_id = paged
+    documents = client.resources("DocumentReference")
+    assert documents.search(patient=patient_id).count() == PAGED
+    assert documents.search(patient=patient_id, status="current").count() == PAGED
+    assert documents.search(patient=patient_id, **{"author.family": "Durand"}).count() == 0
+    lists = client.resources("List")
+    assert lists.search(patient=patient_id, code=SUBMISSION_SET).count() == PAGED
+    _, other_patient = deposited
+    assert documents.search(patient=other_patient).count() == 1
+
+
+def test_fhirpy_fetch_all_follows_next_links_over_pages(paged, server):
+    """fetch_all() follows `Bundle.link` next until there is none (FHIR R4 http.html#paging):
+    every document once, over three pages of `_count=2`, each page carrying the total."""
+    client, patient_id = paged
+    url, tokens = server
+    documents = client.resources("DocumentReference").search(patient=patient_id).limit(2)
+    found = documents.fetch_all()
+    assert len(found) == PAGED and len({d.id for d in found}) == PAGED
+    assert {d.id for d in found} == {d.id for d in documents.limit(50).fetch()}
+    first = requests.get(
+        f"{url}/DocumentReference",
+        params={"patient": patient_id, "_count": "2"},
+        headers={"Authorization": f"Bearer {tokens.practitioner(AUTHOR)}"},
+        timeout=30,
+    ).json()
+    assert first["total"] == PAGED and len(first["entry"]) == 2
+    lists = client.resources("List").search(patient=patient_id, code=SUBMISSION_SET).limit(2)
+    assert len({item.id for item in lists.fetch_all()}) == PAGED
+
+
+def _fhir_kit_search(url: str, token: str, resource_type: str, params: dict) -> dict:
+    """tests/clients/fhir-kit-client/search_pages.mjs: the client's pages forward, then back."""
+    node = shutil.which("node")
+    assert node is not None, "Node.js (node) is needed to run fhir-kit-client"
+    assert (FHIR_KIT / "node_modules" / "fhir-kit-client").is_dir(), (
+        "fhir-kit-client is not installed: npm ci --prefix tests/clients/fhir-kit-client"
+    )
+    ran = subprocess.run(
+        [node, "search_pages.mjs", url, token, resource_type, json.dumps(params)],
+        cwd=FHIR_KIT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return json.loads(ran.stdout)
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "criteria"),
+    [("DocumentReference", {}), ("List", {"code": SUBMISSION_SET})],
+)
+def test_fhir_kit_client_pages_forward_and_back(paged, server, resource_type, criteria):
+    """fhir-kit-client's nextPage/prevPage follow the `next` and `previous` links (FHIR R4
+    http.html#paging, bundle.html Bundle.link): absolute URLs on this server's base that the
+    client requests as given. Forward, three pages of two hold every match once; back from
+    the last page, the same pages in reverse; every page carries the total (ITI-66/67)."""
+    _, patient_id = paged
+    url, tokens = server
+    params = {"patient": patient_id, "_count": 2, **criteria}
+    answer = _fhir_kit_search(url, tokens.practitioner(AUTHOR), resource_type, params)
+    forward, backward = answer["forward"], answer["backward"]
+    assert [len(p["ids"]) for p in forward] == [2, 2, 1]
+    ids = [i for p in forward for i in p["ids"]]
+    assert len(set(ids)) == len(ids) == PAGED
+    assert [p["ids"] for p in backward] == [p["ids"] for p in reversed(forward[:-1])]
+    assert {p["total"] for p in forward + backward} == {PAGED}
+    links = [u for p in forward + backward for r, u in p["links"].items() if r != "self"]
+    assert links and all(u.startswith(f"{url}/{resource_type}?") for u in links)
