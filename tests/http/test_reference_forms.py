@@ -164,3 +164,21 @@ def test_r18_list_entry_naming_a_hidden_document_by_any_version_is_not_served(
     )
     assert served.status_code == 200
     assert hidden not in served.get_data(as_text=True)
+
+
+def test_r18_relatesto_naming_a_hidden_document_by_any_version_is_not_served(client, tokens):
+    """The same rule for `relatesTo`: an appendix visible to the patient, naming by
+    `_history/v1` the document hidden from them, is served without that relation."""
+    hidden_label = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}
+    author = tokens.practitioner(AUTHORIZED)
+    hidden = post(client, author, document(PATIENT_A, labels=[hidden_label])).get_json()["id"]
+    target = {"reference": f"DocumentReference/{hidden}/_history/v1"}
+    appendix = document(PATIENT_A, relatesTo=[{"code": "appends", "target": target}])
+    created = post(client, author, appendix)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    served = client.get(
+        f"/fhir/DocumentReference/{created.get_json()['id']}",
+        headers=auth(tokens.patient(PATIENT_A)),
+    )
+    assert served.status_code == 200
+    assert hidden not in served.get_data(as_text=True)
