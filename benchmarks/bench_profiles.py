@@ -1,7 +1,7 @@
 """How much the DMP profiles add to a DocumentReference write: µs per check.
 
 Run: python benchmarks/bench_profiles.py [iterations]. Not a test; prints numbers to compare with
-the model's structural validation (about 400 µs, architecture.md "Reading the hot path").
+the model's structural validation (about 400 µs, docs/architecture.md "Reading the hot path").
 """
 
 from __future__ import annotations

@@ -296,7 +296,7 @@ def _practitioner_actor(idnat: str) -> dict:
 def make_consent(
     rng: random.Random, consent_id: str, patient_id: str, pool: Sequence[Professional]
 ) -> dict:
-    """The patient's DMP Consent (dmp-access-rules.md, "Consent shapes"): a root permit with
+    """The patient's DMP Consent (docs/access-rules.md, "Consent shapes"): a root permit with
     a few exceptions (blocked / authorized professionals, oppositions)."""
     exceptions = []
     for _ in range(rng.choice((0, 0, 1, 1, 2))):

@@ -1,6 +1,6 @@
 """The patient's Consent resources, read as DMP access rules (R09-R12).
 
-Only the shapes listed in dmp-access-rules.md are understood: scope patient-privacy, a root
+Only the shapes listed in docs/access-rules.md are understood: scope patient-privacy, a root
 `permit` provision, and one level of nested exceptions that either name practitioners
 (actor role IRCP + IdNat_PS identifier; deny = blocked, permit = authorized) or oppose an
 access mode (deny with purpose v3-ActReason BTG or ETREAT). Anything else would change the

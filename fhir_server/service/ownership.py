@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 # The ids of the Binaries the transaction being stored deposits with a document of its own.
 _deposit: ContextVar[frozenset[str]] = ContextVar("binary_deposit", default=frozenset())
 
-RULE = "ownership"  # refusals by invariant 8 (architecture.md), not by a numbered rule
+RULE = "ownership"  # refusals by invariant 8 (docs/architecture.md), not by a numbered rule
 MSG_POINTER = (
     "{where} must name a Binary deposited with this document, or one of the same record "
     "that its writer may read"

@@ -1,4 +1,4 @@
-"""The ResourceStore port's contract, run on every engine (architecture.md, invariant 4)."""
+"""The ResourceStore port's contract, run on every engine (docs/architecture.md, invariant 4)."""
 
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ def _recipient(idnat: str) -> dict:
 
 
 def dmp_consent(patient_id: str, *nested: dict) -> dict:
-    """The DMP Consent shape (dmp-access-rules.md, "Consent shapes"): root permit, exceptions."""
+    """The DMP Consent shape (docs/access-rules.md, "Consent shapes"): root permit, exceptions."""
     return {
         "resourceType": "Consent",
         "status": "active",

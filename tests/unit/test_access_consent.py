@@ -1,4 +1,4 @@
-"""Consent interpretation (dmp-access-rules.md, "Consent shapes the server understands")."""
+"""Consent interpretation (docs/access-rules.md, "Consent shapes")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The DMP access rules (dmp-access-rules.md R03-R18) as policy decisions.
+"""The DMP access rules (docs/access-rules.md, R03-R18) as policy decisions.
 
 Search decisions are checked the way a user would see them: the Permit's constraints are run
 against sample resources with the same evaluator single reads use, so "hidden" means "not

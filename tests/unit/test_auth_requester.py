@@ -1,4 +1,4 @@
-"""Actors of dmp-access-rules.md, built from token claims (interfaces.md §Tokens)."""
+"""Actors of docs/access-rules.md, built from token claims (interfaces.md §Tokens)."""
 
 from __future__ import annotations
 
