@@ -26,8 +26,9 @@ Decisions (beyond the reference tables):
   when `resolve_document` knows it.
 - SubmissionSet authors and intendedRecipients: List.source, MHD's authorOrg and
   intendedRecipient extensions and one extension of ours for the authors List.source cannot
-  hold (`list_parties`). Extra metadata Slots (ITI TF-3 4.1.14) of a DocumentEntry or a
-  SubmissionSet: one extension each on the DocumentReference / List (`extra_metadata`).
+  hold (`list_parties`). Extra metadata Slots (ITI TF-3 4.1.14) of a DocumentEntry, a
+  SubmissionSet or an Association: one extension each on the DocumentReference / List /
+  List.entry / relatesTo (`extra_metadata`).
 - `repository_unique_id` is not stored in FHIR (it is this server's own id); a DocumentEntry
   naming another repository is refused (XDSRepositoryMetadataError).
 """
@@ -867,6 +868,7 @@ def _list_resource(
     patient_id: str | None,
     members: list[tuple[str, list[Slot]]],
 ) -> dict:
+    # Imported here: list_parties builds on this module's author helpers (an import cycle).
     from ihe_xds.list_parties import authors_to_list, recipients_to_list
 
     resource: dict = {"resourceType": "List", "id": list_id}
@@ -1012,7 +1014,7 @@ def list_to_ebrim(list_resource: dict, *, patient_cx: str | None = None) -> Subm
     submission_set.title = list_resource.get("title")
     notes = list_resource.get("note") or []
     submission_set.comments = notes[0].get("text") if notes else None
-    from ihe_xds.list_parties import authors_from_list, recipients_from_list
+    from ihe_xds.list_parties import authors_from_list, recipients_from_list  # (cycle)
 
     submission_set.authors = authors_from_list(list_resource, contained)
     submission_set.intended_recipients = recipients_from_list(list_resource, contained)
