@@ -292,6 +292,23 @@ def _nameless(where: str) -> RegistryError:
     return registry_error(XDS_REGISTRY_METADATA_ERROR, "Slot without a name", where)
 
 
+def _repeated(name: str, seen: set[str], problems: list[RegistryError], where: str) -> bool:
+    """Record a Slot name given twice on one RegistryObject (ebRIM 3.0: Slot names are unique
+    within their RegistryObject); True when `name` was seen before, so the caller keeps the
+    first. Reading on and keeping the last value silently was issue #19 point 3."""
+    if name in seen:
+        problems.append(
+            registry_error(
+                XDS_REGISTRY_METADATA_ERROR,
+                f"slot {name} is given twice; a Slot name is unique within its RegistryObject",
+                f"{where} {name}",
+            )
+        )
+        return True
+    seen.add(name)
+    return False
+
+
 def _localized(holder: etree._Element | None) -> str | None:
     """The value of the first LocalizedString of a rim:Name or rim:Description."""
     if holder is None:
@@ -307,10 +324,13 @@ def _slots(
     elements: Iterable[etree._Element], problems: list[RegistryError], where: str
 ) -> list[Slot]:
     slots = []
+    seen: set[str] = set()
     for slot in elements:
         name = slot.get("name")
         if not name:
             problems.append(_nameless(where))
+            continue
+        if _repeated(name, seen, problems, where):
             continue
         slots.append(Slot(name, _slot_values(slot)))
     return slots
@@ -342,12 +362,15 @@ def _coded(element: etree._Element, problems: list[RegistryError], where: str) -
     # a problem, as _slots records it.
     schemes: list[str] = []
     name = None
+    seen: set[str] = set()
     for child in element[:]:
         tag = child.tag
         if tag == _SLOT:
             slot_name = child.get("name")
             if not slot_name:
                 problems.append(_nameless(where))
+            elif _repeated(slot_name, seen, problems, where):
+                continue
             elif slot_name == "codingScheme":
                 schemes = _slot_values(child)
         elif tag == _NAME and name is None:
@@ -362,12 +385,15 @@ def _coded(element: etree._Element, problems: list[RegistryError], where: str) -
 def _author(element: etree._Element, problems: list[RegistryError], where: str) -> Author:
     author = Author()
     later = None  # authorPerson problems come after every nameless slot's
+    seen: set[str] = set()
     for slot in element[:]:
         if slot.tag != _SLOT:
             continue
         name = slot.get("name")
         if not name:
             problems.append(_nameless(where))
+        elif _repeated(name, seen, problems, f"{where} author"):
+            continue
         elif name == "authorPerson":
             values = _present_values(slot)
             if len(values) > 1:
@@ -465,12 +491,15 @@ def _parse_entry(
     classifications: list[etree._Element] = []
     external_ids: list[etree._Element] = []
     later = None  # single-value problems come after every nameless slot's
+    seen: set[str] = set()
     for child in element[:]:
         tag = child.tag
         if tag == _SLOT:
             name = child.get("name")
             if not name:
                 problems.append(_nameless(where))
+                continue
+            if _repeated(name, seen, problems, where):
                 continue
             attr = _ENTRY_SLOTS.get(name)
             if attr is not None:
@@ -573,10 +602,13 @@ def _parse_package(
     submission_set.home = element.get("home") or None
     submission_set.title = _localized(found.name)
     submission_set.comments = _localized(found.description)
+    seen: set[str] = set()
     for slot in slots:
         name = slot.get("name")
         if not name:
             problems.append(_nameless(where))
+        elif _repeated(name, seen, problems, where):
+            continue
         elif name == "submissionTime":
             values = _present_values(slot)
             submission_set.submission_time = values[0] if values else None

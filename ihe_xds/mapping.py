@@ -24,8 +24,11 @@ Decisions (beyond the reference tables):
   backward mapping folds them back. A relationship target outside the submission is
   written as a logical reference (identifier = its entryUUID), plus a literal reference
   when `resolve_document` knows it.
-- List.source holds the first SubmissionSet author only (FHIR allows one); intendedRecipient
-  is not mapped.
+- SubmissionSet authors and intendedRecipients: List.source, MHD's authorOrg and
+  intendedRecipient extensions and one extension of ours for the authors List.source cannot
+  hold (`list_parties`). Extra metadata Slots (ITI TF-3 4.1.14) of a DocumentEntry, a
+  SubmissionSet or an Association: one extension each on the DocumentReference / List /
+  List.entry / relatesTo (`extra_metadata`).
 - `repository_unique_id` is not stored in FHIR (it is this server's own id); a DocumentEntry
   naming another repository is refused (XDSRepositoryMetadataError).
 """
@@ -49,6 +52,7 @@ from fhir_server.terminology import (
     SYSTEM_MHD_LIST_TYPES,
     SYSTEM_RFC3986,
 )
+from ihe_xds import extra_metadata
 from ihe_xds.codes import (
     OID_TO_URL,
     OID_TRE_A07,
@@ -436,7 +440,12 @@ def _author_resources(author: Author, index: int) -> tuple[list[dict], list[dict
 _AUTHOR_GROUP = re.compile(r"^(a\d+-)")
 
 
-def _authors_back(references: list[dict], contained: dict[str, dict]) -> list[Author]:
+def _authors_back(
+    references: list[dict], contained: dict[str, dict], keys: list[str | None] | None = None
+) -> list[Author]:
+    """XDS authors from author references: contained resources sharing an `a<n>-` id prefix
+    are one author; any other reference is one author of its own, unless `keys` (one per
+    reference) gives references the same key (List.source and its authorOrg)."""
     groups: dict[str, Author] = {}
     order: list[Author] = []
     for position, reference in enumerate(references):
@@ -445,7 +454,8 @@ def _authors_back(references: list[dict], contained: dict[str, dict]) -> list[Au
         if resource is None:
             continue
         match = _AUTHOR_GROUP.match(local)
-        key = match.group(1) if match else f"ref{position}"
+        forced = keys[position] if keys else None
+        key = match.group(1) if match else (forced or f"ref{position}")
         author = groups.get(key)
         if author is None:
             author = groups[key] = Author()
@@ -687,8 +697,10 @@ def submission_to_fhir(
                     target = {"reference": f"DocumentReference/{known}", **target}
                 if association.type in REPLACING_RELATIONSHIPS:
                     result.replaced.append(association.target)
+            extras = extra_metadata.extensions_of(extra_metadata.association_extras(association))
             relates_to += [
-                {"code": code, "target": dict(target)} for code in _RELATES_TO[association.type]
+                {**({"extension": extras} if extras else {}), "code": code, "target": dict(target)}
+                for code in _RELATES_TO[association.type]
             ]
         result.document_references.append(
             _document_reference(
@@ -719,7 +731,7 @@ def submission_to_fhir(
             entry_uuid=result.entry_uuids[submission_set.id],
             patient_id=patients.get(submission_set.patient_id or ""),
             members=[
-                result.resource_ids[a.target]
+                (result.resource_ids[a.target], extra_metadata.association_extras(a))
                 for a in submission.associations
                 if a.type == ASSOC_HAS_MEMBER
                 and a.source == submission_set.id
@@ -767,6 +779,7 @@ def _document_reference(
         authors += references
     fhir_status, tag = fhir_availability(status)
     doc: dict = {"resourceType": "DocumentReference", "id": doc_id}
+    extensions = extra_metadata.extensions_of(entry.extra_slots)
     meta: dict = {}
     security = [
         _coding(c)
@@ -780,6 +793,8 @@ def _document_reference(
     if meta:
         doc["meta"] = meta
     doc["contained"] = contained
+    if extensions:
+        doc["extension"] = extensions
     if entry.unique_id:
         doc["masterIdentifier"] = _uri_for_unique_id(entry.unique_id)
     doc["identifier"] = [{"use": "official", "system": SYSTEM_RFC3986, "value": entry_uuid}]
@@ -851,14 +866,15 @@ def _list_resource(
     list_id: str,
     entry_uuid: str,
     patient_id: str | None,
-    members: list[str],
+    members: list[tuple[str, list[Slot]]],
 ) -> dict:
+    # Imported here: list_parties builds on this module's author helpers (an import cycle).
+    from ihe_xds.list_parties import authors_to_list, recipients_to_list
+
     resource: dict = {"resourceType": "List", "id": list_id}
-    contained: list[dict] = []
-    source = None
-    if submission_set.authors:
-        contained, references = _author_resources(submission_set.authors[0], 0)
-        source = references[0] if references else None
+    contained, source, author_extensions = authors_to_list(submission_set.authors)
+    recipients, recipient_extensions = recipients_to_list(submission_set.intended_recipients)
+    contained += recipients
     if contained:
         resource["contained"] = contained
     extensions = []
@@ -873,6 +889,8 @@ def _list_resource(
                 "valueCodeableConcept": _concept(submission_set.content_type_code),
             }
         )
+    extensions += recipient_extensions + author_extensions
+    extensions += extra_metadata.extensions_of(submission_set.extra_slots)
     if extensions:
         resource["extension"] = extensions
     identifiers = []
@@ -894,8 +912,16 @@ def _list_resource(
     if submission_set.comments:
         resource["note"] = [{"text": submission_set.comments}]
     if members:
-        resource["entry"] = [{"item": {"reference": f"DocumentReference/{m}"}} for m in members]
+        resource["entry"] = [_list_entry(member, extras) for member, extras in members]
     return resource
+
+
+def _list_entry(member: str, extras: list[Slot]) -> dict:
+    """A List.entry for a HasMember Association, with its extra metadata Slots."""
+    entry: dict = {"item": {"reference": f"DocumentReference/{member}"}}
+    if extras:
+        entry = {"extension": extra_metadata.extensions_of(extras), **entry}
+    return entry
 
 
 # --------------------------------------------------------------------------- backward
@@ -963,6 +989,7 @@ def document_reference_to_ebrim(
     ]
     entry.event_codes = [c for c in (_coded_from(x) for x in context.get("event") or []) if c]
     entry.authors = _authors_back(doc_ref.get("author") or [], contained)
+    entry.extra_slots = extra_metadata.slots_of(doc_ref)
     return entry
 
 
@@ -987,8 +1014,11 @@ def list_to_ebrim(list_resource: dict, *, patient_cx: str | None = None) -> Subm
     submission_set.title = list_resource.get("title")
     notes = list_resource.get("note") or []
     submission_set.comments = notes[0].get("text") if notes else None
-    if list_resource.get("source"):
-        submission_set.authors = _authors_back([list_resource["source"]], contained)
+    from ihe_xds.list_parties import authors_from_list, recipients_from_list  # (cycle)
+
+    submission_set.authors = authors_from_list(list_resource, contained)
+    submission_set.intended_recipients = recipients_from_list(list_resource, contained)
+    submission_set.extra_slots = extra_metadata.slots_of(list_resource)
     submission_set.status = STATUS_APPROVED
     return submission_set
 
@@ -1026,13 +1056,17 @@ def associations_from_fhir(
                     type=ASSOC_HAS_MEMBER,
                     source=source,
                     target=target,
-                    slots=[Slot("SubmissionSetStatus", ["Original"])],
+                    slots=[
+                        Slot("SubmissionSetStatus", ["Original"]),
+                        *extra_metadata.slots_of(item),
+                    ],
                     status=STATUS_APPROVED,
                 )
             )
     for doc in document_references:
         source = entry_uuid_of(doc)
         codes_by_target: dict[str, list[str]] = {}
+        extras: dict[tuple[str, str], list[Slot]] = {}  # (target, code) -> extra Slots
         for relation in doc.get("relatesTo") or []:
             target_ref = relation.get("target") or {}
             target = (target_ref.get("identifier") or {}).get("value")
@@ -1044,6 +1078,7 @@ def associations_from_fhir(
                     continue
                 target = entry_uuid_of(target_doc)
             codes_by_target.setdefault(target, []).append(relation.get("code", ""))
+            extras.setdefault((target, relation.get("code", "")), extra_metadata.slots_of(relation))
         for target, codes in codes_by_target.items():
             kinds = []
             if "transforms" in codes and "replaces" in codes:
@@ -1057,6 +1092,7 @@ def associations_from_fhir(
                         type=kind,
                         source=source,
                         target=target,
+                        slots=list(extras.get((target, _RELATES_TO[kind][-1]), ())),
                         status=STATUS_APPROVED,
                     )
                 )

@@ -26,6 +26,7 @@ from fhir_server.terminology import (
     MASQUE_PS,
     OID_INS_NIA,
 )
+from ihe_xds import extra_metadata
 from ihe_xds.codes import (
     DMP_SCHEMES,
     OID_TRE_A07,
@@ -116,6 +117,7 @@ def validate_submission(
     if submission.provide_and_register:
         errors += _check_pairing(submission)
     errors += _check_associations(submission)
+    errors += extra_metadata.submission_problems(submission)
     return errors
 
 

@@ -160,9 +160,14 @@ def _localized(holder: etree._Element | None) -> str | None:
 
 
 def _slots(
-    elements: Iterable[etree._Element], problems: list[RegistryError], where: str
+    elements: Iterable[etree._Element],
+    problems: list[RegistryError],
+    where: str,
+    repeated_where: str | None = None,
 ) -> list[Slot]:
+    # Issue #19 point 3: a Slot name given twice on one object is a problem, the first kept.
     slots = []
+    seen: set[str] = set()
     for slot in elements:
         name = slot.get("name")
         if not name:
@@ -170,8 +175,20 @@ def _slots(
                 registry_error(XDS_REGISTRY_METADATA_ERROR, "Slot without a name", where)
             )
             continue
+        if name in seen:
+            problems.append(_repeated(name, repeated_where or where))
+            continue
+        seen.add(name)
         slots.append(Slot(name, _slot_values(slot)))
     return slots
+
+
+def _repeated(name: str, where: str) -> RegistryError:
+    return registry_error(
+        XDS_REGISTRY_METADATA_ERROR,
+        f"slot {name} is given twice; a Slot name is unique within its RegistryObject",
+        f"{where} {name}",
+    )
 
 
 def _slot_values(slot: etree._Element) -> list[str]:
@@ -190,6 +207,7 @@ def _coded(element: etree._Element, problems: list[RegistryError], where: str) -
     # a problem, as _slots records it.
     schemes: list[str] = []
     name = None
+    seen: set[str] = set()
     for child in element[:]:
         tag = child.tag
         if tag == _SLOT:
@@ -198,8 +216,12 @@ def _coded(element: etree._Element, problems: list[RegistryError], where: str) -
                 problems.append(
                     registry_error(XDS_REGISTRY_METADATA_ERROR, "Slot without a name", where)
                 )
-            elif slot_name == "codingScheme":
-                schemes = _slot_values(child)
+            elif slot_name in seen:
+                problems.append(_repeated(slot_name, where))
+            else:
+                seen.add(slot_name)
+                if slot_name == "codingScheme":
+                    schemes = _slot_values(child)
         elif tag == _NAME and name is None:
             name = child
     return Coded(
@@ -211,7 +233,7 @@ def _coded(element: etree._Element, problems: list[RegistryError], where: str) -
 
 def _author(element: etree._Element, problems: list[RegistryError], where: str) -> Author:
     author = Author()
-    for slot in _slots(_slot_children(element), problems, where):
+    for slot in _slots(_slot_children(element), problems, where, f"{where} author"):
         values = [v for v in slot.values if v]
         if slot.name == "authorPerson":
             if len(values) > 1:
