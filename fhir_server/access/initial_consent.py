@@ -24,7 +24,8 @@ EF_DMP04_01, to "une ressource Consent (à préciser)" and says nothing of the i
 - Who revokes it: the patient or a representative only (status `inactive`, a period end, the
   category removed, or a delete). Professionals never change or delete it.
 - Audit: each write is a Consent version with its AuditEvent (R16) naming the writer; the
-  declaration also names its professional in `performer`.
+  declaration also names its professional in `performer`, and the patient is notified of it
+  (R17, decided here: it opens their record to the care team; event `initial-consent`).
 
 Whom it binds (decided here, from the ruling's text):
 

@@ -944,7 +944,7 @@ def _initial_consent_declaration(
         return problem
     if record.rules.initial_consent:
         return Deny("R10", 409, "duplicate", "The patient's initial consent is already recorded")
-    return Permit(Everything(), "R10")
+    return Permit(Everything(), "R10", (Note.NOTIFY_INITIAL_CONSENT_DECLARED,))
 
 
 def _without_provisions(consent: dict) -> dict:

@@ -17,6 +17,7 @@ from fhir_server.access.initial_consent import INITIAL_CONSENT_CODING
 from fhir_server.terminology import SYSTEM_IDNAT_PS
 from ihe_xds import vocabulary as v
 from tests.http.conftest import FHIR_JSON, auth, dmp_consent, permit
+from tests.http.test_notifications import facts, notifications
 from tests.http.test_xds_endpoints import GP, Xds, envelope_of, registry_status
 
 CARE = "810000003001"  # a hospital physician of the care team
@@ -206,6 +207,15 @@ def test_r10_ce2025_a_professional_declares_they_collected_it_and_it_is_traced(w
         )
     ]
     assert len(writes) == 1 and CARE in json.dumps(writes[0]["agent"])
+    # R17 (decided here): the patient is told, since it opens their record to the care team.
+    told = [
+        n
+        for n in notifications(world.client, patient)
+        if facts(n)["event"]["code"] == "initial-consent"
+    ]
+    assert len(told) == 1
+    assert facts(told[0])["consent"]["reference"] == f"Consent/{consent_id}"
+    assert "consentement initial" in told[0]["payload"][0]["contentString"]
     # Only the patient revokes it: a professional can neither deactivate nor delete it.
     deactivated = {**stored, "status": "inactive"}
     put = world.client.put(
