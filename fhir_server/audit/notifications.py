@@ -237,17 +237,8 @@ def notification_for_authorization(
         "Vous pouvez retirer cette autorisation à tout moment depuis la gestion des accès "
         "à votre dossier."
     )
-    facts = _actor_facts(requester)
-    if consent_reference:
-        facts.append({"url": "consent", "valueReference": {"reference": consent_reference}})
-    return _communication(
-        patient_id,
-        when,
-        server_base=server_base,
-        event="authorization",
-        text=text,
-        facts=facts,
-        about=consent_reference,
+    return _consent_notice(
+        "authorization", text, requester, patient_id, when, server_base, consent_reference
     )
 
 
@@ -327,6 +318,21 @@ def notification_for_initial_consent(
         "consentement initial à l'accès de votre équipe de soins à votre dossier. Vous pouvez "
         "retirer ce consentement à tout moment depuis la gestion des accès à votre dossier."
     )
+    return _consent_notice(
+        "initial-consent", text, requester, patient_id, when, server_base, consent_reference
+    )
+
+
+def _consent_notice(
+    event: str,
+    text: str,
+    requester: Requester,
+    patient_id: str,
+    when: datetime,
+    server_base: str,
+    consent_reference: str | None,
+) -> dict:
+    """A notification about a Consent a practitioner wrote: who, and which Consent."""
     facts = _actor_facts(requester)
     if consent_reference:
         facts.append({"url": "consent", "valueReference": {"reference": consent_reference}})
@@ -334,7 +340,7 @@ def notification_for_initial_consent(
         patient_id,
         when,
         server_base=server_base,
-        event="initial-consent",
+        event=event,
         text=text,
         facts=facts,
         about=consent_reference,

@@ -47,6 +47,13 @@ ACCESS_NOTES = frozenset(
 )
 
 
+# The notifications about a Consent a practitioner wrote, by Intent event.
+_CONSENT_NOTICES = {
+    "authorization": notification_for_authorization,
+    "initial-consent": notification_for_initial_consent,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Intent:
     """A notification to write once its transaction is open."""
@@ -182,16 +189,8 @@ class Notifier:
                     document_title=intent.title,
                     labels=intent.labels,
                 )
-            elif intent.event == "initial-consent":
-                communication = notification_for_initial_consent(
-                    intent.requester,
-                    intent.patient_id,
-                    intent.when,
-                    server_base=self.base_url,
-                    consent_reference=intent.about,
-                )
             else:
-                communication = notification_for_authorization(
+                communication = _CONSENT_NOTICES[intent.event](
                     intent.requester,
                     intent.patient_id,
                     intent.when,
