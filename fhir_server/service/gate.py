@@ -703,9 +703,12 @@ class Gate:
         given, patient_id = self._designated_patient("Patient", check.where)
         self._check_search_binding(requester, "search-type", given, patient_id)
         if patient_id is None:
-            # No record for this INS: 0 entries, as TD0.2 says (two would be a store fault:
-            # judged as usual).
-            return [], not self.patients_matching(check.where)
+            # No record for this INS: 0 entries, as TD0.2 says, audited as an empty search
+            # (two would be a store fault: judged as usual).
+            if self.patients_matching(check.where):
+                return [], False
+            self.audit.access(requester, "search-type", [], [])
+            return [], True
         record = self.record(patient_id)
         if record is None:
             return [], False

@@ -5,12 +5,14 @@ record whether it exists and is open, and nothing else (R10, R18).
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
 
+from fhir_server.access.requester import INTERNAL
 from fhir_server.service import lifecycle
 from fhir_server.terminology import EXT_RECORD_STATUS, SYSTEM_IDNAT_PS
 from tests.http.conftest import (
@@ -147,6 +149,16 @@ def test_td02_an_ins_without_record_has_no_entry_and_an_opposed_one_is_told_as_b
     unknown = world.check(STRANGER, f"identifier={quote(f'{INS_SYSTEM}|{valid_nir(59)}')}")
     assert unknown.status_code == 200, unknown.get_data(as_text=True)
     assert unknown.get_json()["total"] == 0 and "entry" not in unknown.get_json()
+    # Audited as any search is (R16): an event of that professional keeping the query.
+    events = world.runtime.service.search(INTERNAL, "AuditEvent", [("_count", "1000")])
+    queries = [
+        base64.b64decode(entity["query"]).decode()
+        for event in events.resources()[0]
+        if STRANGER in json.dumps(event.get("agent"))
+        for entity in event["entity"]
+        if entity.get("query")
+    ]
+    assert any(valid_nir(59) in query for query in queries), queries
     opposed = world.check(STRANGER, record="opposed")
     assert opposed.status_code == 403
     assert "opposed" in opposed.get_json()["issue"][0]["diagnostics"]
