@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from fhir_server.access.initial_consent import INITIAL_CONSENT_CODING
 from fhir_server.resources.ins import nir_key
 from fhir_server.terminology import (
     SYSTEM_ACT_REASON,
@@ -321,7 +322,12 @@ def make_consent(
         "id": consent_id,
         "status": "active",
         "scope": {"coding": [{"system": SYSTEM_CONSENT_SCOPE, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": SYSTEM_LOINC, "code": "59284-0"}]}],
+        # The patient also gave their initial consent to the care team's access (CE
+        # 15/10/2025, `access/initial_consent.py`): the authorized professionals read.
+        "category": [
+            {"coding": [{"system": SYSTEM_LOINC, "code": "59284-0"}]},
+            {"coding": [INITIAL_CONSENT_CODING]},
+        ],
         "patient": {"reference": f"Patient/{patient_id}"},
         "dateTime": _instant(TEN_YEARS_END - TEN_YEARS * rng.random()),
         "policyRule": {

@@ -9,7 +9,9 @@ OperationOutcome pointing at the offending element rather than silently ignored.
 
 Combining several Consents of one patient (`ConsentRules.combine`): authorizations and
 blocks are unions, oppositions are or-ed, and a deny always wins over a permit for the same
-practitioner, whatever Consent or provision each comes from (R09 over R10).
+practitioner, whatever Consent or provision each comes from (R09 over R10). The patient's
+initial consent (`access.initial_consent`) is collected when any active Consent in force says
+so.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fhir_server.access.constraints import reference_target
+from fhir_server.access.initial_consent import carries_initial_consent
 from fhir_server.errors import FhirError, error
 from fhir_server.resources.normal_form import idnat_ps_problem
 from fhir_server.terminology import (
@@ -57,6 +60,8 @@ class ConsentRules:
     blocked: frozenset[str] = frozenset()  # IdNat_PS named in deny provisions
     oppose_bris_de_glace: bool = False  # deny provision with purpose BTG
     oppose_centre_15: bool = False  # deny provision with purpose ETREAT
+    # The patient's initial consent to the care team's access was collected (CE 15/10/2025).
+    initial_consent: bool = False
 
     def combine(self, other: ConsentRules) -> ConsentRules:
         return ConsentRules(
@@ -64,6 +69,7 @@ class ConsentRules:
             blocked=self.blocked | other.blocked,
             oppose_bris_de_glace=self.oppose_bris_de_glace or other.oppose_bris_de_glace,
             oppose_centre_15=self.oppose_centre_15 or other.oppose_centre_15,
+            initial_consent=self.initial_consent or other.initial_consent,
         )
 
     def is_blocked(self, idnat_ps: str) -> bool:
@@ -115,7 +121,13 @@ def interpret_consent(consent: dict, now: datetime | None = None) -> ConsentRule
             "Consent.provision (a root permit provision) is required", "Consent.provision"
         )
     rules = _interpret_root(root, now)
-    return rules if status == "active" else NO_RULES
+    if status != "active":
+        return NO_RULES
+    if carries_initial_consent(consent) and _period_covers(
+        root.get("period"), now, "Consent.provision.period"
+    ):
+        rules = rules.combine(ConsentRules(initial_consent=True))
+    return rules
 
 
 def _check_scope(scope: object) -> None:

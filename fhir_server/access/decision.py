@@ -31,6 +31,9 @@ class Note(StrEnum):
     NOTIFY_CENTRE_15 = "notify-centre-15"
     # R17: a practitioner recorded an authorization for themselves (presumed consent).
     NOTIFY_AUTHORIZATION_RECORDED = "notify-authorization-recorded"
+    # R17 (decided here): a practitioner declared they collected the patient's initial
+    # consent to the care team's access (CE 15/10/2025, `access.initial_consent`).
+    NOTIFY_INITIAL_CONSENT_DECLARED = "notify-initial-consent-declared"
     # R17: a document was deposited in the record.
     NOTIFY_DOCUMENT_DEPOSITED = "notify-document-deposited"
 

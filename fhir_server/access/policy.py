@@ -42,6 +42,7 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fhir_server.access import initial_consent
 from fhir_server.access.consent import consent_patient_id, interpret_consent
 from fhir_server.access.constraints import compartment_of, matches, reference_target
 from fhir_server.access.decision import (
@@ -425,6 +426,12 @@ class DmpPolicy:
         match mode:
             case AccessMode.NORMAL:
                 if record.rules.is_authorized(idnat):
+                    if not record.rules.initial_consent:
+                        # CE 15/10/2025: no access under R10 before the patient's initial
+                        # consent is collected (`access.initial_consent`). Told only to whom
+                        # holds an authorization: the others are refused as before, so that
+                        # a block stays undisclosed (R09).
+                        return initial_consent.missing()
                     return _Grant("R10", notes)
                 return forbidden("R10", MSG_R10)
             case AccessMode.BRIS_DE_GLACE:
@@ -588,6 +595,12 @@ class DmpPolicy:
             )
             return Permit(Everything(), "deposit", notes)
         if resource_type == "Consent":
+            if (
+                interaction == "create"
+                and new is not None
+                and initial_consent.carries_initial_consent(new)
+            ):
+                return _initial_consent_declaration(requester, new, record)
             return _self_authorization(requester, interaction, new, old, record)
         gate = self._practitioner_gate(requester, record)
         if isinstance(gate, Deny):
@@ -886,6 +899,9 @@ def _self_authorization(
     refused = forbidden("R10", "A practitioner may only record their own authorization")
     if interaction == "delete" or new is None:
         return refused
+    if not record.rules.initial_consent:
+        # Presumed consent opens nothing before the initial consent (CE 15/10/2025).
+        return initial_consent.missing()
     if record.rules.is_authorized(idnat):
         # Once is enough: every new one notified the patient again and lengthened the record
         # the rules read (issue #18 attack pass: a flood of self-authorizations).
@@ -911,6 +927,24 @@ def _self_authorization(
         if _without_provisions(old) != _without_provisions(new):
             return refused
     return Permit(Everything(), "R10", (Note.NOTIFY_AUTHORIZATION_RECORDED,))
+
+
+def _initial_consent_declaration(
+    requester: Requester, new: dict, record: PatientRecord
+) -> Decision:
+    """A professional declares they collected the patient's initial consent (CE 15/10/2025):
+    a new Consent of that shape only (`initial_consent.declaration_problem`), once."""
+    invalid = _consent_invalid(new)
+    if invalid:
+        return invalid
+    if consent_patient_id(new) != record.patient_id:
+        return forbidden("R10", "A Consent can only be written for the patient's own record")
+    problem = initial_consent.declaration_problem(new, requester.subject_id)
+    if problem:
+        return problem
+    if record.rules.initial_consent:
+        return Deny("R10", 409, "duplicate", "The patient's initial consent is already recorded")
+    return Permit(Everything(), "R10", (Note.NOTIFY_INITIAL_CONSENT_DECLARED,))
 
 
 def _without_provisions(consent: dict) -> dict:

@@ -30,7 +30,8 @@ Code system :data:`SYSTEM_COMMUNICATION_CATEGORY`
 Code system :data:`SYSTEM_NOTIFICATION_EVENT` (https://dmp-server.fr/fhir/CodeSystem/
 notification-event): ``access`` (a practitioner opened the record), ``deposit`` (a document
 was added), ``authorization`` (a practitioner recorded the patient's authorization for
-themselves as a member of the care team).
+themselves as a member of the care team), ``initial-consent`` (a practitioner declared they
+collected the patient's initial consent to the care team's access, CE 15/10/2025).
 """
 
 from __future__ import annotations
@@ -236,17 +237,8 @@ def notification_for_authorization(
         "Vous pouvez retirer cette autorisation à tout moment depuis la gestion des accès "
         "à votre dossier."
     )
-    facts = _actor_facts(requester)
-    if consent_reference:
-        facts.append({"url": "consent", "valueReference": {"reference": consent_reference}})
-    return _communication(
-        patient_id,
-        when,
-        server_base=server_base,
-        event="authorization",
-        text=text,
-        facts=facts,
-        about=consent_reference,
+    return _consent_notice(
+        "authorization", text, requester, patient_id, when, server_base, consent_reference
     )
 
 
@@ -308,6 +300,51 @@ def _actor_facts(requester: Requester) -> list[dict]:
     if requester.organization_name:
         facts.append({"url": "organization", "valueString": requester.organization_name})
     return facts
+
+
+def notification_for_initial_consent(
+    requester: Requester,
+    patient_id: str,
+    when: datetime,
+    *,
+    server_base: str,
+    consent_reference: str | None = None,
+) -> dict:
+    """The Communication telling the patient that a practitioner declared they collected
+    the patient's initial consent (`access.initial_consent`): it opens the record to the
+    care team, so the patient is told, and may withdraw it."""
+    text = (
+        f"{actor_phrase(requester)} a déclaré {_french_datetime(when)} avoir recueilli votre "
+        "consentement initial à l'accès de votre équipe de soins à votre dossier. Vous pouvez "
+        "retirer ce consentement à tout moment depuis la gestion des accès à votre dossier."
+    )
+    return _consent_notice(
+        "initial-consent", text, requester, patient_id, when, server_base, consent_reference
+    )
+
+
+def _consent_notice(
+    event: str,
+    text: str,
+    requester: Requester,
+    patient_id: str,
+    when: datetime,
+    server_base: str,
+    consent_reference: str | None,
+) -> dict:
+    """A notification about a Consent a practitioner wrote: who, and which Consent."""
+    facts = _actor_facts(requester)
+    if consent_reference:
+        facts.append({"url": "consent", "valueReference": {"reference": consent_reference}})
+    return _communication(
+        patient_id,
+        when,
+        server_base=server_base,
+        event=event,
+        text=text,
+        facts=facts,
+        about=consent_reference,
+    )
 
 
 def _communication(

@@ -27,7 +27,7 @@ from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
 from fhir_server.search.query import SearchQuery, TotalMode
 from fhir_server.search.registry import SearchRegistry
-from fhir_server.service import unique_ids, versions
+from fhir_server.service import existence_check, unique_ids, versions
 from fhir_server.service.context import facts_scope
 from fhir_server.service.gate import INTERNAL_BINDING, Gate, ReadPurpose
 from fhir_server.service.ownership import BinaryOwnership
@@ -239,6 +239,19 @@ class FhirService:
     def _search(
         self, requester: Requester, parsed: ParsedSearch, cursor: str | None
     ) -> SearchResult:
+        check = existence_check.recognise(requester, parsed, cursor)
+        if check is not None:
+            matches, answered = self.gate.existence_check(requester, check)
+            if answered:
+                return SearchResult(
+                    matches=matches,
+                    included=[],
+                    total=len(matches),
+                    next_cursor=None,
+                    previous_cursor=None,
+                    query=parsed.query,
+                    asked=parsed.query,
+                )
         query = self.gate.constrain_search(requester, replace(parsed.query, cursor=cursor))
         page = self.store.search(
             query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)

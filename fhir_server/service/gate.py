@@ -53,7 +53,7 @@ from fhir_server.search.query import (
 )
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.search.simplify import without_implied_compartment
-from fhir_server.service import messaging
+from fhir_server.service import existence_check, lifecycle, messaging
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.context import forget_request_facts, request_memo
 from fhir_server.service.epoch_cache import EpochCache
@@ -692,6 +692,37 @@ class Gate:
         self._remember_designated(resource_type, constrained.where, (given, patient_id))
         _pending_notes.set((id(constrained), decision.notes))
         return constrained
+
+    def existence_check(
+        self, requester: Requester, check: existence_check.ExistenceCheck
+    ) -> tuple[list[tuple[str, str, bytes]], bool]:
+        """TD0.2 (`service.existence_check`): (the reduced Patient or nothing, answered). Not
+        answered (False): the search is judged as any other. Scopes and the patient binding
+        are checked first, refusing as a search would."""
+        self._check_scopes(requester, "Patient", "search")
+        given, patient_id = self._designated_patient("Patient", check.where)
+        self._check_search_binding(requester, "search-type", given, patient_id)
+        if patient_id is None:
+            # No record for this INS: 0 entries, as TD0.2 says, audited as an empty search
+            # (two would be a store fault: judged as usual).
+            if self.patients_matching(check.where):
+                return [], False
+            self.audit.access(requester, "search-type", [], [])
+            return [], True
+        record = self.record(patient_id)
+        if record is None:
+            return [], False
+        decision = self._decide_search(requester, "Patient", record, True)
+        if not existence_check.answers_instead(decision):
+            return [], False
+        closed_at = lifecycle.closed_since(self.store, patient_id) if not record.is_open else None
+        patient = existence_check.reduced_patient(check, record, closed_at)
+        entity = replace(
+            DataEntity.from_resource(patient),
+            details=(("existence-check", "TD0.2"),),
+        )
+        self.audit.access(requester, "search-type", [patient_id], [entity])
+        return [("Patient", patient_id, orjson.dumps(patient))], True
 
     def _decide_search(
         self,

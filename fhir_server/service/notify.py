@@ -33,6 +33,7 @@ from fhir_server.audit.notifications import (
     notification_for_access,
     notification_for_authorization,
     notification_for_deposit,
+    notification_for_initial_consent,
     should_notify_access,
 )
 from fhir_server.search.extract import extract
@@ -46,11 +47,18 @@ ACCESS_NOTES = frozenset(
 )
 
 
+# The notifications about a Consent a practitioner wrote, by Intent event.
+_CONSENT_NOTICES = {
+    "authorization": notification_for_authorization,
+    "initial-consent": notification_for_initial_consent,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Intent:
     """A notification to write once its transaction is open."""
 
-    event: str  # access | deposit | authorization
+    event: str  # access | deposit | authorization | initial-consent
     patient_id: str
     requester: Requester
     when: datetime
@@ -139,11 +147,16 @@ class Notifier:
                         document_title(resource),
                     )
                 )
-        if Note.NOTIFY_AUTHORIZATION_RECORDED in notes and resource_type == "Consent":
-            for patient_id in patients:
-                intents.append(
-                    Intent("authorization", patient_id, requester, when, f"Consent/{resource_id}")
-                )
+        if resource_type == "Consent":
+            for note, event in (
+                (Note.NOTIFY_AUTHORIZATION_RECORDED, "authorization"),
+                (Note.NOTIFY_INITIAL_CONSENT_DECLARED, "initial-consent"),
+            ):
+                if note in notes:
+                    intents.extend(
+                        Intent(event, patient_id, requester, when, f"Consent/{resource_id}")
+                        for patient_id in patients
+                    )
         return intents
 
     # -- writing ----------------------------------------------------------------------------
@@ -177,7 +190,7 @@ class Notifier:
                     labels=intent.labels,
                 )
             else:
-                communication = notification_for_authorization(
+                communication = _CONSENT_NOTICES[intent.event](
                     intent.requester,
                     intent.patient_id,
                     intent.when,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fhir_server.access.initial_consent import INITIAL_CONSENT_CODING
 from fhir_server.auth.keys import load_or_create_signing_key
 from fhir_server.auth.tokens import AuthSettings, TokenIssuer
 from fhir_server.config import load_settings
@@ -130,13 +131,20 @@ def _recipient(idnat: str) -> dict:
     }
 
 
-def dmp_consent(patient_id: str, *nested: dict) -> dict:
-    """The DMP Consent shape (docs/access-rules.md, "Consent shapes"): root permit, exceptions."""
+def dmp_consent(patient_id: str, *nested: dict, initial_consent: bool = True) -> dict:
+    """The DMP Consent shape (docs/access-rules.md, "Consent shapes"): root permit, exceptions.
+
+    `initial_consent`: the patient's Consent also records their initial consent to the care
+    team's access (CE 15/10/2025, `access.initial_consent`), as the patients of these
+    fixtures gave it; without it no professional reads the record under R10."""
+    category = [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}]
+    if initial_consent:
+        category.append({"coding": [INITIAL_CONSENT_CODING]})
     return {
         "resourceType": "Consent",
         "status": "active",
         "scope": {"coding": [{"system": SYSTEM_CONSENT_SCOPE, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "category": category,
         "patient": {"reference": f"Patient/{patient_id}"},
         "provision": {"type": "permit", "provision": list(nested)},
     }

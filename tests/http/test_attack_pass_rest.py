@@ -50,7 +50,7 @@ def test_r09_r11_block_and_btg_opposition_hold_past_a_hundred_consents(client, t
         idnat = f"81000001{n:04d}"
         response = client.post(
             "/fhir/Consent",
-            json=dmp_consent(patient_id, permit(idnat)),
+            json=dmp_consent(patient_id, permit(idnat), initial_consent=False),
             headers=auth(tokens.practitioner(idnat), **{"Content-Type": FHIR_JSON}),
         )
         assert response.status_code == 201, response.get_data(as_text=True)
@@ -69,9 +69,13 @@ def test_r10_a_practitioner_records_their_own_authorization_once(client, tokens,
     one, while the first holds, is refused (409) and notifies nobody."""
     patient_id = "0c0c0c0c-0000-4000-8000-000000000003"
     service.update(INTERNAL, "Patient", patient_id, {**a_patient(9), "id": patient_id})
+    # The patient's initial consent to the care team's access (CE 15/10/2025), without which
+    # no one records their own authorization.
+    initial = dmp_consent(patient_id)
+    service.update(INTERNAL, "Consent", "initial-0003", {**initial, "id": "initial-0003"})
     stranger = tokens.practitioner(STRANGER)
     headers = auth(stranger, **{"Content-Type": FHIR_JSON})
-    consent = dmp_consent(patient_id, permit(STRANGER))
+    consent = dmp_consent(patient_id, permit(STRANGER), initial_consent=False)
     assert client.post("/fhir/Consent", json=consent, headers=headers).status_code == 201
     again = client.post("/fhir/Consent", json=consent, headers=headers)
     assert again.status_code == 409, again.get_data(as_text=True)
@@ -82,7 +86,7 @@ def test_r10_a_practitioner_records_their_own_authorization_once(client, tokens,
     ]
     assert len(recorded) == 1
     consents = client.get(f"/fhir/Consent?patient={patient_id}", headers=auth(patient))
-    assert len(consents.get_json()["entry"]) == 1
+    assert len(consents.get_json()["entry"]) == 2  # the initial consent and one authorization
 
 
 A07 = "urn:oid:1.2.250.1.213.1.1.4.13"

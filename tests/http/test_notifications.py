@@ -272,7 +272,9 @@ def test_r17_r10_an_authorization_recorded_by_a_practitioner_is_notified(world):
     newcomer = "810000000055"
     created = client.post(
         "/fhir/Consent",
-        data=json.dumps(consent(patient, newcomer)),
+        # Their own authorization only: the patient's initial consent is on the patient's
+        # Consent of the fixture.
+        data=json.dumps(dmp_consent(patient, permit(newcomer), initial_consent=False)),
         headers=auth(tokens.practitioner(newcomer), **{"Content-Type": FHIR_JSON}),
     )
     assert created.status_code == 201, created.get_json()

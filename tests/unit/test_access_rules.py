@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from fhir_server.access.constraints import compartment_of, matches
 from fhir_server.access.decision import Deny, Note, Permit, not_found_message
 from fhir_server.access.habilitation import load_matrix
+from fhir_server.access.initial_consent import INITIAL_CONSENT_CODING
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import PatientRecord, build_record
 from fhir_server.access.requester import INTERNAL, AccessMode, ActorKind, Requester
@@ -83,8 +84,11 @@ def purpose_provision(code: str) -> dict:
     return {"type": "deny", "purpose": [{"system": SYSTEM_ACT_REASON, "code": code}]}
 
 
-def consent(*nested: dict, pid: str = "p1", cid: str = "c1") -> dict:
-    return {
+def consent(*nested: dict, pid: str = "p1", cid: str = "c1", initial: bool = True) -> dict:
+    """The patient's DMP Consent; `initial`: it also records the patient's initial consent
+    to the care team's access (CE 15/10/2025, `access.initial_consent`), as the patients of
+    these fixtures gave it."""
+    resource = {
         "resourceType": "Consent",
         "id": cid,
         "status": "active",
@@ -92,6 +96,9 @@ def consent(*nested: dict, pid: str = "p1", cid: str = "c1") -> dict:
         "patient": {"reference": f"Patient/{pid}"},
         "provision": {"type": "permit", "provision": list(nested)},
     }
+    if initial:
+        resource["category"] = [{"coding": [INITIAL_CONSENT_CODING]}]
+    return resource
 
 
 DEFAULT_CONSENT = consent(
@@ -576,7 +583,7 @@ def test_r09_blocked_practitioner_cannot_deposit_nor_authorize_themselves():
         ).rule
         == "R09"
     )
-    own = consent(actor_provision("permit", BLOCKED), cid="c2")
+    own = consent(actor_provision("permit", BLOCKED), cid="c2", initial=False)
     assert (
         deny(POLICY.decide_write(practitioner(BLOCKED), "create", "Consent", own, None, rec)).rule
         == "R09"
@@ -593,7 +600,7 @@ def test_r10_practitioner_without_authorization_is_refused():
 
 
 def test_r10_practitioner_records_their_own_authorization_and_the_patient_is_told():
-    own = consent(actor_provision("permit", STRANGER), cid="c2")
+    own = consent(actor_provision("permit", STRANGER), cid="c2", initial=False)
     decision = permit(
         POLICY.decide_write(practitioner(STRANGER), "create", "Consent", own, None, record())
     )
