@@ -59,21 +59,34 @@ class Recipient:
         assert response.status_code == 201, response.get_data(as_text=True)
         self.patient_id = response.get_json()["id"]
 
-    def bundle(self, path: str, original: str | None) -> dict:
-        text = (HERE / "converted" / path).read_text()
+    def bundle(
+        self,
+        path: str,
+        original: str | None,
+        base: Path = HERE / "converted",
+        keep_repeats: bool = False,
+    ) -> dict:
+        """The converted bundle with its variables filled in and fresh unique ids: one per
+        resource, as asbestos allocates them, or (`keep_repeats`) one per published value,
+        so that ids a bundle repeats stay repeated."""
+        text = (base / path).read_text()
         text = text.replace("${patientResourceId}", f"Patient/{self.patient_id}")
         text = text.replace("${original}", original or "DocumentReference/unknown")
         text = re.sub(r"@\{RandomUUID\}", lambda _: str(uuid.uuid4()), text)
         bundle = json.loads(text)
+        fresh: dict[str, str] = {}
         for entry in bundle.get("entry", []):
             resource = entry.get("resource") or {}
-            master = resource.get("masterIdentifier")
-            if master and master.get("value"):
-                master["value"] = _fresh_oid()
+            identifiers = [resource.get("masterIdentifier") or {}]
             if resource.get("resourceType") == "List":
-                for identifier in resource.get("identifier", []):
-                    if identifier.get("use") == "usual" and identifier.get("value"):
-                        identifier["value"] = _fresh_oid()
+                identifiers += [
+                    i for i in resource.get("identifier", []) if i.get("use") == "usual"
+                ]
+            for identifier in identifiers:
+                if identifier.get("value"):
+                    value = identifier["value"]
+                    key = value if keep_repeats else f"{id(identifier)}"
+                    identifier["value"] = fresh.setdefault(key, _fresh_oid())
         return bundle
 
     def provide(self, bundle: dict):
