@@ -9,17 +9,13 @@ refusal is an OperationOutcome about what the manifest names, and nothing is sto
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from fhir_server.config import load_settings
-from fhir_server.rest.app import create_app
-from tests.http.conftest import Tokens
-from tests.http.test_nist_mhd_recipient import Recipient
+from tests.http.test_nist_mhd_recipient import Recipient, shared_server
 
 HERE = Path(__file__).resolve().parents[1] / "fixtures" / "external" / "ihe-mhd"
 CASES = json.loads((HERE / "converted" / "cases.json").read_text())
@@ -28,11 +24,8 @@ MANIFEST = json.loads((HERE / "manifest.json").read_text())
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """One server for the examples (each case has its own patient), and its tokens."""
-    data_dir = tmp_path_factory.mktemp("ihe-mhd") / "var"
-    app = create_app(load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={}))
-    yield app.test_client(), Tokens(data_dir), itertools.count(500)
-    app.extensions["fhir"].store.close()
+    with shared_server(tmp_path_factory, "ihe-mhd", 500) as shared:
+        yield shared
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])

@@ -26,6 +26,7 @@ import itertools
 import json
 import re
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -119,13 +120,22 @@ def _cases():
         yield pytest.param(step, id=step["id"], marks=marks)
 
 
+@contextmanager
+def shared_server(tmp_path_factory, name: str, first_patient: int):
+    """One server for a whole collection (each case registers its own patient): its test
+    client, tokens, and the numbers of the patients still to register."""
+    data_dir = tmp_path_factory.mktemp(name) / "var"
+    app = create_app(load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={}))
+    try:
+        yield app.test_client(), Tokens(data_dir), itertools.count(first_patient)
+    finally:
+        app.extensions["fhir"].store.close()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """One server for the collections (each test has its own patient), and its tokens."""
-    data_dir = tmp_path_factory.mktemp("nist-mhd") / "var"
-    app = create_app(load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={}))
-    yield app.test_client(), Tokens(data_dir), itertools.count(400)
-    app.extensions["fhir"].store.close()
+    with shared_server(tmp_path_factory, "nist-mhd", 400) as shared:
+        yield shared
 
 
 @pytest.mark.parametrize("step", list(_cases()))
