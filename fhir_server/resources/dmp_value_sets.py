@@ -50,6 +50,8 @@ class DmpValueSets:
     classes: ValueSetExpansion
     types: ValueSetExpansion
     classes_of_type: dict[tuple[str, str], frozenset[tuple[str, str]]]
+    label_systems: frozenset[str]  # the systems J58 draws from (TRE_A07, HL7 confidentiality)
+    class_systems: frozenset[str]  # the systems J57 draws from (TRE_A03, TRE_A10)
 
     @classmethod
     def from_registry(cls, registry: ProfileRegistry) -> DmpValueSets:
@@ -63,26 +65,26 @@ class DmpValueSets:
                         mapping.setdefault((source, element["code"]), set()).add(
                             (target, to["code"])
                         )
+        labels, classes = registry.expansions[J58_URL], registry.expansions[J57_URL]
         return cls(
             registry,
-            registry.expansions[J58_URL],
-            registry.expansions[J57_URL],
+            labels,
+            classes,
             registry.expansions[J66_URL],
             {k: frozenset(v) for k, v in mapping.items()},
+            frozenset(system for system, _ in labels.pairs),
+            frozenset(system for system, _ in classes.pairs),
         )
 
     def _key(self, coded: Coded) -> tuple[str, str]:
         return self.registry.key(coded[0]), coded[1]
-
-    def _systems(self, expansion: ValueSetExpansion) -> frozenset[str]:
-        return frozenset(system for system, _ in expansion.pairs)
 
     # -- one rule each ---------------------------------------------------------------------
 
     def label_problem(self, coded: Coded) -> str | None:
         """A TRE_A07 or HL7 confidentiality label outside J58 (other systems: not the DMP's)."""
         key = self._key(coded)
-        if key[0] not in self._systems(self.labels) or key in self.labels.pairs:
+        if key[0] not in self.label_systems or key in self.labels.pairs:
             return None
         return (
             f"the label {coded[1]} ({coded[0]}) is not in the value set {J58} ({J58_URL}), "
@@ -97,7 +99,7 @@ class DmpValueSets:
 
     def is_class_coding(self, coded: Coded) -> bool:
         """Whether a category coding is a classCode (of a system J57 draws from)."""
-        return self.registry.key(coded[0]) in self._systems(self.classes)
+        return self.registry.key(coded[0]) in self.class_systems
 
     def type_problem(self, codings: list[Coded]) -> str | None:
         if any(self.in_types(c) for c in codings):
@@ -133,7 +135,11 @@ class DmpValueSets:
     # -- a FHIR DocumentReference ----------------------------------------------------------
 
     def document_issues(self, document: dict) -> list[Issue]:
-        """Every value-set problem of a DocumentReference, each naming its element."""
+        """Every value-set problem of a DocumentReference, each naming its element.
+
+        Every DocumentReference of this server is a DMP document: a `type` given must carry
+        a J66 coding (a type with text only is refused, the rules cannot read it); only the
+        category codings of the systems J57 draws from are classes (MHD allows others)."""
         if not isinstance(document, dict) or document.get("resourceType") != "DocumentReference":
             return []
         issues = []
