@@ -73,10 +73,14 @@ DOCUMENT_TYPES = (
     ("60593-1", "Dispensation médicamenteuse", "43", 3),
     ("34874-8", "CR opératoire", "10", 2),
     ("89601-9", "Certificat médical", "52", 1),
-    ("51851-4", "Document administratif", "90", 1),
+    ("18776-5", "Plan personnalisé de soins", "44", 1),
 )
-# Classes not reached through DOCUMENT_TYPES, drawn for a few documents.
-OTHER_CLASSES = ("44", "45", "60")
+# Types (and their ASS_X16 classes) of classes DOCUMENT_TYPES seldom reach, drawn for a few
+# documents. Every pair here is one JDV_J66 / ASS_X16 admits (profiles/terminology/nos/).
+OTHER_TYPES = (
+    ("77604-7", "Planification thérapeutique", "44"),
+    ("80565-5", "CR d'administration de médicaments", "45"),
+)
 FACILITIES = tuple(f"SA0{n}" for n in range(1, 10))
 FACILITY_WEIGHTS = (40, 2, 10, 15, 8, 2, 12, 8, 3)
 PRACTICE_SETTINGS = ("ETABLISSEMENT", "AMBULATOIRE", "HAD", "SAMU_SMUR", "DEPISTAGE")
@@ -199,7 +203,7 @@ def make_document_reference(
     """A DMP DocumentReference (MHD comprehensive metadata, dmp-document-reference profile)."""
     type_code, type_display, class_code, _ = _weighted(rng, DOCUMENT_TYPES)
     if rng.random() < 0.01:
-        class_code = rng.choice(OTHER_CLASSES)
+        type_code, type_display, class_code = rng.choice(OTHER_TYPES)
     format_system, format_code, content_type, _ = _weighted(rng, FORMATS)
     author = rng.choice(pool)
     facility = rng.choices(FACILITIES, weights=FACILITY_WEIGHTS)[0]

@@ -58,7 +58,6 @@ DMP_SCHEMES: dict[str, tuple[str, ...]] = {
     "practiceSettingCode": (OID_TRE_A01,),
     "confidentialityCode": (OID_V3_CONFIDENTIALITY, OID_TRE_A07),
 }
-V3_CONFIDENTIALITY_CODES = ("N", "R", "V")
 
 _LOCAL_SCHEME_BASE = f"{CANONICAL_BASE}/CodeSystem/xds-coding-scheme/"
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")

@@ -18,21 +18,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fhir_server.resources.dmp_value_sets import default_value_sets
 from fhir_server.resources.ins import nir_key_error
 from fhir_server.terminology import (
     INS_OIDS,
-    INVISIBLE_PATIENT,
-    INVISIBLE_REPRESENTANTS_LEGAUX,
-    MASQUE_PS,
     OID_INS_NIA,
 )
 from ihe_xds import extra_metadata
 from ihe_xds.codes import (
     DMP_SCHEMES,
-    OID_TRE_A07,
-    OID_V3_CONFIDENTIALITY,
-    V3_CONFIDENTIALITY_CODES,
     is_oid,
+    system_for_scheme,
 )
 from ihe_xds.ebrim import Coded, DocumentEntry, Submission, SubmissionSet
 from ihe_xds.errors import (
@@ -53,7 +49,6 @@ from ihe_xds.vocabulary import (
     OBJECT_TYPE_STABLE,
 )
 
-MASKING_CODES = (MASQUE_PS, INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX)
 _UUID_URN = re.compile(r"^urn:uuid:[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _MIME = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
@@ -355,6 +350,7 @@ def _check_entry(
                 f"{where} languageCode",
             )
         )
+    before = len(errors)
     for name in (
         "classCode",
         "typeCode",
@@ -369,6 +365,8 @@ def _check_entry(
             errors += _check_code(
                 coded, f"{where} {name}", DMP_SCHEMES[name] if profile.dmp else None
             )
+    if profile.dmp and len(errors) == before:  # each code well formed, from its scheme
+        errors += _check_dmp_type_and_class(entry, where)
     errors += _check_confidentiality(entry, where, profile)
     for coded in entry.event_codes:
         errors += _check_code(coded, f"{where} eventCodeList", None)
@@ -415,14 +413,34 @@ def _check_confidentiality(
         errors += found
         if found or not profile.dmp:
             continue
-        if coded.scheme == OID_V3_CONFIDENTIALITY and coded.code not in V3_CONFIDENTIALITY_CODES:
-            errors.append(
-                _err(XDS_REGISTRY_METADATA_ERROR, f"{coded.code} is not N, R or V", location)
-            )
-        if coded.scheme == OID_TRE_A07 and coded.code not in MASKING_CODES:
-            errors.append(
-                _err(XDS_REGISTRY_METADATA_ERROR, f"{coded.code} is not a TRE_A07 code", location)
-            )
+        # JDV_J58, the same judgement as the FHIR faces' (`resources.dmp_value_sets`).
+        problem = default_value_sets().label_problem(_coded(coded))
+        if problem:
+            errors.append(_err(XDS_REGISTRY_METADATA_ERROR, problem, location))
+    return errors
+
+
+def _coded(coded: Coded) -> tuple[str, str]:
+    """An XDS code as the (FHIR system, code) the value sets are judged on."""
+    return system_for_scheme(coded.scheme) or "", coded.code or ""
+
+
+def _check_dmp_type_and_class(entry: DocumentEntry, where: str) -> list[RegistryError]:
+    """typeCode in JDV_J66, classCode in JDV_J57, the two agreeing per ASS_X16."""
+    value_sets = default_value_sets()
+    types = [_coded(entry.type_code)] if entry.type_code is not None else []
+    classes = [_coded(entry.class_code)] if entry.class_code is not None else []
+    errors = []
+    for name, codes, judge in (
+        ("typeCode", types, value_sets.type_problem),
+        ("classCode", classes, value_sets.class_problem),
+    ):
+        problem = judge(codes) if codes else None
+        if problem:
+            errors.append(_err(XDS_REGISTRY_METADATA_ERROR, problem, f"{where} {name}"))
+    problem = value_sets.pair_problem(types, classes)
+    if problem:
+        errors.append(_err(XDS_REGISTRY_METADATA_ERROR, problem, f"{where} typeCode"))
     return errors
 
 

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from fhir_server.errors import FhirError, Issue
 from fhir_server.paths import profiles_dir
+from fhir_server.resources.nos import merge_official_spellings, read_official
 
 ALIASES_FILE = "terminology/system-aliases.json"
 
@@ -103,8 +104,10 @@ class AliasTable:
     @classmethod
     def load(cls, path: Path) -> AliasTable:
         data = json.loads(path.read_text(encoding="utf-8"))
+        # The official NOS files next to the table declare their URL and OID (`resources.nos`).
+        items = merge_official_spellings(data["systems"], read_official(path.parent))
         systems = []
-        for item in data["systems"]:
+        for item in items:
             canonical = item["canonical"]
             spellings = {canonical, *item.get("aliases", ())}
             for spelling in list(spellings):

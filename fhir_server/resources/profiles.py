@@ -47,6 +47,8 @@ from typing import Any
 from fhir_server.errors import Issue
 from fhir_server.paths import profiles_dir
 from fhir_server.resources.ins import is_ins_system, nir_key_error
+from fhir_server.resources.normal_form import ALIASES_FILE, AliasTable, default_aliases
+from fhir_server.resources.nos import read_official
 from fhir_server.terminology import (
     CANONICAL_BASE,
     SYSTEM_MHD_LIST_TYPES,
@@ -777,21 +779,38 @@ class ProfileRegistry:
         structure_definitions: list[dict],
         code_systems: list[dict],
         value_sets: list[dict],
+        concept_maps: list[dict] | None = None,
+        alias_table: AliasTable | None = None,
     ) -> None:
         self._structure_definitions = structure_definitions
         self._code_systems = code_systems
         self._value_sets = value_sets
+        self.concept_maps = {cm["url"]: cm for cm in concept_maps or ()}
+        # Every spelling of a system -> one key: the canonical of the alias table (the
+        # spelling the normal form stores) when the table names the system, else the
+        # CodeSystem's url. So a ValueSet written with a NOS URL (J58, J66) matches a coding
+        # stored under the `urn:oid:` or the HL7/LOINC URL, and two CodeSystems of one system
+        # (v3-Confidentiality and its NOS copy TRE_A08) pool their codes.
+        table = alias_table or default_aliases()
         self.aliases: dict[str, str] = {}
+        for spec in table.systems:
+            for spelling in spec.spellings:
+                self.aliases[spelling] = spec.canonical
         codes_by_system: dict[str, list[str]] = {}
         for cs in code_systems:
             url = cs["url"]
-            codes_by_system[url] = [c["code"] for c in _flatten(cs.get("concept", []))]
-            for identifier in cs.get("identifier", []):
-                alias = identifier.get("value")
-                if alias and alias != url:
-                    if self.aliases.get(alias, url) != url:
-                        raise ValueError(f"alias {alias} names two code systems")
-                    self.aliases[alias] = url
+            names = [url] + [i.get("value") for i in _identifiers(cs) if i.get("value")]
+            keys = {table.canonical(name) for name in names if table.spec(name) is not None}
+            if len(keys) > 1:
+                raise ValueError(f"CodeSystem {url} names several systems of the alias table")
+            key = keys.pop() if keys else url
+            for name in names:
+                if self.aliases.get(name, key) != key:
+                    raise ValueError(f"alias {name} names two code systems")
+                self.aliases[name] = key
+            codes_by_system.setdefault(key, []).extend(
+                c["code"] for c in _flatten(cs.get("concept", []))
+            )
         self.expansions: dict[str, ValueSetExpansion] = {}
         raw = {vs["url"]: vs for vs in value_sets}
         for url in raw:
@@ -828,7 +847,7 @@ class ProfileRegistry:
         system = include.get("system")
         selected: set[tuple[str, str]] | None = None
         if system:
-            system = self.aliases.get(system, system)
+            system = self.key(system)
             if include.get("concept"):
                 selected = {(system, c["code"]) for c in include["concept"]}
             elif system in codes_by_system:
@@ -840,21 +859,31 @@ class ProfileRegistry:
             selected = pairs if selected is None else selected & pairs
         return selected or set()
 
+    def key(self, system: str) -> str:
+        """The one spelling under which this registry holds `system` (see __init__)."""
+        return self.aliases.get(system, system)
+
     # -- loading -------------------------------------------------------------------------
 
     @classmethod
     def load(cls, profiles_dir: str | Path = PROFILES_DIR) -> ProfileRegistry:
-        """Read profiles/StructureDefinition-*.json and profiles/terminology/*.json."""
+        """Read profiles/StructureDefinition-*.json, profiles/terminology/*.json (ours) and
+        profiles/terminology/nos/*.json (the official NOS files, `resources.nos`)."""
         root = Path(profiles_dir)
         sds = [_read(p) for p in sorted(root.glob("StructureDefinition-*.json"))]
-        code_systems, value_sets = [], []
-        for path in sorted((root / "terminology").glob("*.json")):
-            resource = _read(path)
-            if resource.get("resourceType") == "CodeSystem":
-                code_systems.append(resource)
-            elif resource.get("resourceType") == "ValueSet":
-                value_sets.append(resource)
-        return cls(sds, code_systems, value_sets)
+        terminology = root / "terminology"
+        resources = [_read(p) for p in sorted(terminology.glob("*.json"))]
+        resources += read_official(terminology)
+        by_type: dict[str, list[dict]] = {"CodeSystem": [], "ValueSet": [], "ConceptMap": []}
+        for resource in resources:
+            by_type.get(resource.get("resourceType"), []).append(resource)
+        return cls(
+            sds,
+            by_type["CodeSystem"],
+            by_type["ValueSet"],
+            by_type["ConceptMap"],
+            AliasTable.load(root / ALIASES_FILE),
+        )
 
     # -- which profiles ------------------------------------------------------------------
 
@@ -943,6 +972,13 @@ def _is_submission_set(resource: dict) -> bool:
         and c.get("code") == "submissionset"
         for c in codings or ()
     )
+
+
+def _identifiers(resource: dict) -> list[dict]:
+    """`identifier` as a list (a CodeSystem has 0..*; some publishers write one object)."""
+    identifiers = resource.get("identifier") or []
+    identifiers = [identifiers] if isinstance(identifiers, dict) else identifiers
+    return [i for i in identifiers if isinstance(i, dict)]
 
 
 def _flatten(concepts: list[dict]) -> Iterator[dict]:

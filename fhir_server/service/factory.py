@@ -9,13 +9,14 @@ from pathlib import Path
 from fhir_server.access.habilitation import load_matrix
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.paths import profiles_dir
+from fhir_server.resources.dmp_value_sets import DmpValueSets
 from fhir_server.resources.profiles import ProfileRegistry
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.core import FhirService
 from fhir_server.service.gate import Gate
-from fhir_server.service.validation import profile_validator
+from fhir_server.service.validation import dmp_value_set_validator, profile_validator
 from fhir_server.store.base import ResourceStore
 
 
@@ -59,7 +60,10 @@ def build_service(
         gate,
         cursor_key=cursor_key,
         clock=clock,
-        validators=(profile_validator(profiles),),
+        validators=(
+            profile_validator(profiles),
+            dmp_value_set_validator(DmpValueSets.from_registry(profiles)),
+        ),
         base_url=base_url,
     )
     service.profiles = profiles

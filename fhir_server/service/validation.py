@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fhir_server.errors import FhirError
+from fhir_server.resources.dmp_value_sets import DmpValueSets
 from fhir_server.resources.profiles import ProfileRegistry
 
 
@@ -15,6 +16,18 @@ def profile_validator(profiles: ProfileRegistry) -> Callable[[dict], None]:
         issues = [
             issue for issue in profiles.validate(resource) if issue.severity in ("error", "fatal")
         ]
+        if issues:
+            raise FhirError(422, issues)
+
+    return check
+
+
+def dmp_value_set_validator(value_sets: DmpValueSets) -> Callable[[dict], None]:
+    """A validator raising 422 when a DocumentReference's codes leave the DMP value sets
+    (J58, J66, J57, ASS_X16: `resources.dmp_value_sets`), on every door that writes one."""
+
+    def check(resource: dict) -> None:
+        issues = value_sets.document_issues(resource)
         if issues:
             raise FhirError(422, issues)
 

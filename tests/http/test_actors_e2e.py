@@ -24,6 +24,7 @@ from fhir_server.terminology import (
     SYSTEM_IDNAT_PS,
     SYSTEM_V3_ROLE_CODE,
 )
+from tests.dmp_codes import type_of_class
 from tests.http.conftest import (
     FHIR_JSON,
     INS_SYSTEM,
@@ -78,7 +79,7 @@ def document(patient_id: str, title: str, class_code: str, label: str | None = N
     resource: dict = {
         "resourceType": "DocumentReference",
         "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
+        "type": type_of_class(class_code),  # the type ASS_X16 files under that class
         "category": [{"coding": [{"system": CLASS_SYSTEM, "code": class_code}]}],
         "subject": {"reference": f"Patient/{patient_id}"},
         "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}],

@@ -21,6 +21,7 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
 
 from fhir_server.terminology import SYSTEM_IDNAT_PS
+from tests.dmp_codes import with_admitted_class
 from tests.http.conftest import INS_SYSTEM, Tokens, a_patient, valid_nir
 from tests.http.test_serve import _free_port, _start, _stop
 
@@ -46,7 +47,8 @@ def _bundle(nir: str, unique: str = "") -> dict:
     """The PDSm4DMP ITI-65 example for the patient of `nir`; `unique`, appended to the
     document's uniqueId, makes another document of the same content."""
     text = (FIXTURES / "Bundle-example-td2-iti65-lot-soumission.json").read_text(encoding="utf-8")
-    bundle = json.loads(text.replace("123456789012345", nir))
+    # the class ASS_X16 gives the example's type (the published example's class 11 is refused)
+    bundle = with_admitted_class(json.loads(text.replace("123456789012345", nir)))
     bundle["entry"][1]["resource"]["masterIdentifier"]["value"] += unique
     bundle["entry"][2]["resource"]["data"] = base64.b64encode(CONTENT).decode()
     document = bundle["entry"][1]["resource"]

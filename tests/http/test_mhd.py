@@ -31,6 +31,7 @@ import pytest
 from fhir_server.access.requester import INTERNAL
 from fhir_server.mhd.errors import XDS_ERROR_SYSTEM
 from fhir_server.terminology import SYSTEM_IDNAT_PS
+from tests.dmp_codes import with_admitted_class
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, a_patient, auth, valid_nir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "external" / "pdsm4dmp"
@@ -42,9 +43,12 @@ CDA = b'<?xml version="1.0" encoding="UTF-8"?><ClinicalDocument xmlns="urn:hl7-o
 FHIR_XML = "application/fhir+xml"
 
 
-def fixture(name: str, nir: str | None = None) -> dict:
+def fixture(name: str, nir: str | None = None, *, as_published: bool = False) -> dict:
+    """A PDSm4DMP example, for patient `nir`; unless `as_published`, its documents' class is
+    the one ASS_X16 gives their type (`tests.dmp_codes.with_admitted_class`)."""
     text = (FIXTURES / name).read_text(encoding="utf-8")
-    return json.loads(text.replace(FIXTURE_INS, nir) if nir else text)
+    resource = json.loads(text.replace(FIXTURE_INS, nir) if nir else text)
+    return resource if as_published else with_admitted_class(resource)
 
 
 class Mhd:
@@ -146,7 +150,7 @@ def set_content(bundle: dict, content: bytes) -> None:
 
 
 def test_iti65_pdsm4dmp_submission_as_published_is_xdsunknownpatientid(mhd):
-    response = mhd.provide(fixture(SUBMISSION))
+    response = mhd.provide(fixture(SUBMISSION, as_published=True))
     assert response.status_code == 422
     assert xds_codes(response) == ["XDSUnknownPatientId", "XDSUnknownPatientId"]
     assert expressions(response) == [
@@ -500,8 +504,8 @@ MHD_PARAMS_HIT = [
     ("author.family", "Durand"),
     (
         "category",
-        "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|11",
-    ),
+        "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|10",
+    ),  # the class ASS_X16 gives the Consult note 11488-4 (`fixture`)
     ("creation", "2026-06-12"),
     ("date", "ge2026-06-12"),
     ("event", "http://snomed.info/sct|1234"),
@@ -522,7 +526,7 @@ MHD_PARAMS_MISS = [
     ("author.family", "Martin"),
     (
         "category",
-        "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|10",
+        "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument|11",
     ),
     ("creation", "2025-01-01"),
     ("date", "lt2026-01-01"),

@@ -13,6 +13,7 @@ import pytest
 from lxml import etree
 
 from ihe_xds import vocabulary as v
+from tests.dmp_codes import with_admitted_class
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, auth
 from tests.http.test_xds_endpoints import GP, OID_INS, envelope_of, registry_status
 from tests.http.test_xds_endpoints import xds as xds  # noqa: F401  (the fixture)
@@ -24,7 +25,7 @@ UNIQUE_ID = "1.2.250.1.213.1.4.8.99999.2"
 
 def _iti65_bundle(nir: str) -> dict:
     text = (FIXTURES / "Bundle-example-td2-iti65-lot-soumission.json").read_text(encoding="utf-8")
-    bundle = json.loads(text.replace("123456789012345", nir))
+    bundle = with_admitted_class(json.loads(text.replace("123456789012345", nir)))
     binary = bundle["entry"][2]["resource"]
     binary["data"] = base64.b64encode(CONTENT).decode()
     attachment = bundle["entry"][1]["resource"]["content"][0]["attachment"]
@@ -93,7 +94,7 @@ def test_iti65_deposit_is_found_by_iti18_and_retrieved_by_iti43(xds):
     assert entry["slots"]["languageCode"] == ["fr-FR"]
     assert entry["slots"]["creationTime"] == ["20260612080000"]  # 10:00+02:00 in UTC
     assert entry["slots"]["serviceStartTime"] == ["20260612080000"]
-    assert entry["codes"][v.DE_CLASS_CODE] == "11"
+    assert entry["codes"][v.DE_CLASS_CODE] == "10"  # the class ASS_X16 gives 11488-4
     assert entry["codes"][v.DE_TYPE_CODE] == "11488-4"
     assert entry["codes"][v.DE_FORMAT_CODE] == "urn:ihe:iti:xds:2017:mimeTypeSufficient"
     assert entry["codes"][v.DE_FACILITY_TYPE_CODE] == "22232009"

@@ -23,6 +23,7 @@ from fhir_server.terminology import (
     SYSTEM_DMP_CONFIDENTIALITY,
     SYSTEM_IDNAT_PS,
 )
+from tests.dmp_codes import type_of_class
 from tests.http.conftest import FHIR_JSON, a_patient, auth, deny, dmp_consent, permit
 
 BASE = "http://127.0.0.1:8080/fhir"  # the test app's own base (settings' host and port)
@@ -69,7 +70,7 @@ def document(
     resource = {
         "resourceType": "DocumentReference",
         "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
+        "type": type_of_class(class_code),  # the type ASS_X16 files under that class
         "category": [{"coding": [{"system": class_system, "code": class_code}]}],
         "subject": {"reference": f"Patient/{patient}"},
         "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHORIZED}}],
