@@ -286,7 +286,34 @@ def delete(resource_type: str, resource_id: str):
 
 @api.route("/<resource_type>/<resource_id>", methods=["PATCH"])
 def patch(resource_type: str, resource_id: str):
-    raise error(405, "not-supported", "PATCH is not supported; use PUT with the whole resource")
+    """PATCH (http.html#patch): a DocumentReference's metadata update (`service.patch`)."""
+    result = _metadata_updates().patch(
+        g.requester, resource_type, resource_id, _patch_body(), if_match=_if_match()
+    )
+    return _write_response(result.stored, 200)
+
+
+@api.route("/<resource_type>", methods=["PATCH"])
+def conditional_patch(resource_type: str):
+    criteria = _search_params()
+    if not criteria:
+        raise bad_request("a conditional patch needs search criteria", "url")
+    result = _metadata_updates().conditional_patch(
+        g.requester, resource_type, criteria, _patch_body(), if_match=_if_match()
+    )
+    return _write_response(result.stored, 200)
+
+
+def _metadata_updates():
+    from fhir_server.service.patch import MetadataUpdates
+
+    return MetadataUpdates(runtime().service)
+
+
+def _patch_body():
+    from fhir_server.resources.patch import read_patch_body
+
+    return read_patch_body(request.content_type, request.get_data(cache=False))
 
 
 @api.get("/<resource_type>/<resource_id>/_history")

@@ -230,7 +230,7 @@ def test_xfrm_rplc_maps_to_transforms_and_replaces_and_folds_back():
     [
         (v.STATUS_APPROVED, "current", None),
         (v.STATUS_DEPRECATED, "superseded", None),
-        (v.STATUS_ARCHIVED, "current", "Archived"),
+        (v.STATUS_ARCHIVED, "current", None),  # PDSm_IsArchived, issue #20
         (v.STATUS_DELETED, "entered-in-error", "Deleted"),
     ],
 )
