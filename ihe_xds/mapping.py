@@ -932,7 +932,8 @@ def document_reference_to_ebrim(
     entry.mime_type = attachment.get("contentType")
     entry.status = availability_of(doc_ref)
     entry.logical_id = entry_uuid
-    entry.version = "1"
+    # The DocumentReference's version: an ITI-57 metadata update names it PreviousVersion.
+    entry.version = str((doc_ref.get("meta") or {}).get("versionId") or "1")
     entry.patient_id = patient_cx
     entry.unique_id = unique_id_from(doc_ref.get("masterIdentifier"))
     entry.title = attachment.get("title")

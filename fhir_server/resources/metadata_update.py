@@ -27,7 +27,8 @@ request would leave it (both in the normal form), and returns what is written, o
     whatever label stands first, and masking must not take the document's confidentiality
     level away. PDSm4DMP unmasks with the same `replace /securityLabel/0` by `N`: it
     removes the TRE_A07 label that masking put first;
-  - a label written twice is kept once.
+  - a label written twice is kept once, and a label kept is written as it was stored (a
+    request that names it with another display does not rewrite it).
 Pure: no I/O.
 """
 
@@ -155,7 +156,7 @@ def merge_labels(old: dict, candidate: dict) -> dict:
     restored = [
         before[label] for label in gone if label not in removed and label[0] not in systems_after
     ]
-    concepts = _unique_concepts(result.get("securityLabel") or [])
+    concepts = _unique_concepts(_as_stored(result.get("securityLabel") or [], before))
     concepts += [{"coding": [copy.deepcopy(coding)]} for coding in restored]
     if concepts:
         result["securityLabel"] = concepts
@@ -163,6 +164,26 @@ def merge_labels(old: dict, candidate: dict) -> dict:
         result.pop("securityLabel", None)
     _drop_meta_labels(result, removed)
     return result
+
+
+def _as_stored(concepts: list, before: dict[Label, dict]) -> list:
+    """Each label that was there already, written as it was (its display, say): a request
+    that names a label it keeps does not rewrite it."""
+    kept = []
+    for concept in concepts:
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if isinstance(codings, list):
+            concept = {
+                **concept,
+                "coding": [
+                    copy.deepcopy(before.get((c.get("system"), c.get("code")), c))
+                    if isinstance(c, dict)
+                    else c
+                    for c in codings
+                ],
+            }
+        kept.append(concept)
+    return kept
 
 
 def _unique_concepts(concepts: Iterable) -> list:
