@@ -452,9 +452,7 @@ class DmpPolicy:
             parts.append(_Constraint(grant.rule, InCompartment(patient_id)))
         document = resource_type == "DocumentReference"
         if document:
-            parts.append(
-                _Constraint(deletion.RULE, deletion.visible_unless_deleted(requester), True)
-            )
+            parts.append(_Constraint(deletion.RULE, deletion.visible_unless_deleted(requester)))
         match requester.kind:
             case ActorKind.PATIENT:
                 parts.append(_Constraint("R14", Not(_labelled(INVISIBLE_PATIENT, document)), True))

@@ -287,7 +287,9 @@ def delete(resource_type: str, resource_id: str):
 @api.route("/<resource_type>/<resource_id>", methods=["PATCH"])
 def patch(resource_type: str, resource_id: str):
     """PATCH (http.html#patch): a DocumentReference's metadata update (`service.patch`)."""
-    result = _metadata_updates().patch(
+    updates = _metadata_updates()
+    updates.check_type(resource_type)  # before the body is read: 405 for any other type
+    result = updates.patch(
         g.requester, resource_type, resource_id, _patch_body(), if_match=_if_match()
     )
     return _write_response(result.stored, 200)
@@ -298,7 +300,9 @@ def conditional_patch(resource_type: str):
     criteria = _search_params()
     if not criteria:
         raise bad_request("a conditional patch needs search criteria", "url")
-    result = _metadata_updates().conditional_patch(
+    updates = _metadata_updates()
+    updates.check_type(resource_type)
+    result = updates.conditional_patch(
         g.requester, resource_type, criteria, _patch_body(), if_match=_if_match()
     )
     return _write_response(result.stored, 200)
