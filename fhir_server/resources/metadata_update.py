@@ -80,7 +80,7 @@ def _check_elements(old: dict, candidate: dict) -> None:
 def _fixed(resource: dict) -> dict:
     """The resource without what may change: the mutable elements, the isArchived extension
     and the version stamp."""
-    result = {k: v for k, v in resource.items() if k not in MUTABLE and k != "text"}
+    result = {k: v for k, v in resource.items() if k not in MUTABLE}
     extensions = [e for e in result.get("extension") or [] if _url(e) != IS_ARCHIVED_URL]
     if extensions:
         result["extension"] = extensions

@@ -315,9 +315,14 @@ def _metadata_updates():
 
 
 def _patch_body():
-    from fhir_server.resources.patch import read_patch_body
+    """A FHIRPath Patch in either FHIR format (a Parameters, PDSm st_maj.md), or a JSON Patch."""
+    from fhir_server.resources.patch import fhirpath_patch_body, read_patch_body
+    from fhir_server.rest.formats import normalize_mime
 
-    return read_patch_body(request.content_type, request.get_data(cache=False))
+    raw = request.get_data(cache=False)
+    if normalize_mime(request.content_type) is not None:
+        return fhirpath_patch_body(parse_body(raw, request.content_type))
+    return read_patch_body(request.content_type, raw)
 
 
 @api.get("/<resource_type>/<resource_id>/_history")
