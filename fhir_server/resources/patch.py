@@ -204,6 +204,10 @@ def apply_fhirpath_patch(resource: dict, parameters: dict) -> dict:
             )
         path = _primitive(parts, "path", where)
         nodes = _evaluate(result, path, where)
+        if kind in ("delete", "replace") and any(n.value is result for n in nodes):
+            raise error(
+                422, "processing", f"{where}: {kind} cannot apply to the whole resource", where
+            )
         if kind == "delete":
             _delete(nodes, where)
         elif kind == "replace":

@@ -100,3 +100,14 @@ def test_json_patch_pdsm4dmp_extension_selector():
     )
     assert patched["extension"][1] == {"url": url, "valueBoolean": True}
     assert archived["extension"][1]["valueBoolean"] is False, "the stored version is untouched"
+
+
+@pytest.mark.parametrize("kind", ["delete", "replace"])
+def test_fhirpath_delete_or_replace_of_the_whole_resource_is_refused(kind):
+    """fhirpatch.html operations apply to elements: the resource itself is not one; without
+    this check the operation changed nothing and answered 200."""
+    more = [{"name": "value", "valueCode": "x"}] if kind == "replace" else []
+    parameters = one_operation({"name": "type", "valueCode": kind}, "DocumentReference", *more)
+    with pytest.raises(FhirError) as refused:
+        apply_fhirpath_patch(doc("N"), parameters)
+    assert refused.value.status == 422
