@@ -1,4 +1,5 @@
-"""The XDS.b SOAP endpoints: POST /xds/repository (ITI-41, ITI-43), POST /xds/registry (ITI-18).
+"""The XDS.b SOAP endpoints: POST /xds/repository (ITI-41, ITI-43), POST /xds/registry (ITI-18,
+ITI-57).
 
 Register with `app.register_blueprint(create_xds_blueprint())` after `app.extensions["fhir"]`
 (the Runtime) is set: the blueprint reads the runtime from `current_app` and builds its VIHF
@@ -58,14 +59,15 @@ from ihe_xds.responses import (
 )
 from ihe_xds.soap import check_action, fault_envelope, fault_for, read_envelope, response_envelope
 from ihe_xds.transactions import SubmissionOutcome, iti18, iti41, iti43
-from ihe_xds.vocabulary import ACTION_ITI18, ACTION_ITI41, ACTION_ITI43
+from ihe_xds.update_document_set import iti57
+from ihe_xds.vocabulary import ACTION_ITI18, ACTION_ITI41, ACTION_ITI43, ACTION_ITI57
 
 log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "ihe_xds"
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=UTF-8"
 REPOSITORY_ACTIONS = (ACTION_ITI41, ACTION_ITI43)
-REGISTRY_ACTIONS = (ACTION_ITI18,)
+REGISTRY_ACTIONS = (ACTION_ITI18, ACTION_ITI57)
 
 
 class _TooLarge(MalformedMessage):
@@ -142,6 +144,8 @@ def _serve(actions: tuple[str, ...]) -> Response:
                 return _iti41(runtime, requester, envelope, package, relates_to)
             if action == ACTION_ITI43:
                 return _iti43(runtime, requester, envelope, relates_to)
+            if action == ACTION_ITI57:
+                return _iti57(runtime, requester, envelope, relates_to)
             return _iti18(runtime, requester, envelope, relates_to)
     except MalformedMessage as exc:
         return _fault(exc, relates_to)
@@ -254,6 +258,35 @@ def _iti18(runtime, requester: Requester, envelope, relates_to) -> Response:
             raw_query=etree.tostring(envelope.body),
         )
     return _soap(answer_envelope(answer, ACTION_ITI18, relates_to))
+
+
+def _iti57(runtime, requester: Requester, envelope, relates_to) -> Response:
+    """Update Document Set (ihe_xds.update_document_set): RegistryResponse, and its event."""
+    try:
+        outcome = iti57(runtime, requester, envelope.body)
+        errors = outcome.errors
+    except MalformedMessage:
+        raise
+    except Exception:
+        outcome, errors = None, _unexpected(XDS_REGISTRY_ERROR)
+    if outcome is not None:
+        _audit(
+            runtime,
+            "ITI-57",
+            requester,
+            outcome.patient_ids,
+            errors,
+            has_results=not errors,
+            documents=[
+                DataEntity(
+                    identifier=("urn:ietf:rfc:3986", f"urn:oid:{u}"),
+                    role="3",
+                    security_labels=outcome.document_labels.get(u, ()),
+                )
+                for u in outcome.document_unique_ids
+            ],
+        )
+    return _soap(response_envelope(ACTION_ITI57, relates_to, registry_response(errors)))
 
 
 def _iti43(runtime, requester: Requester, envelope, relates_to) -> Response:

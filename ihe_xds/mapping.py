@@ -14,8 +14,10 @@ Decisions (beyond the reference tables):
   the store must keep the given ids (PUT = create with a client id), nothing to rewrite.
 - Availability: Approved -> status current; Deprecated -> superseded; DMP Deleted ->
   entered-in-error plus meta.tag (AVAILABILITY_SYSTEM|Deleted); DMP Archived -> status
-  current plus meta.tag (AVAILABILITY_SYSTEM|Archived), since an archived document is still
-  valid, only hidden from default searches. `fhir_availability` gives the pair.
+  current plus the PDSm_IsArchived extension (PDSm st_maj.md's table,
+  `resources.document_state`), since an archived document is still valid, only hidden from
+  default searches. `fhir_availability` gives the pair. A document stored with the older
+  meta.tag AVAILABILITY_SYSTEM|Archived, and no isArchived extension, still reads Archived.
 - Authors: contained Practitioner / PractitionerRole / Organization with ids
   `a<n>-practitioner`, `a<n>-role`, `a<n>-org<k>`; the `a<n>-` prefix groups them back
   into the same XDS author. authorRole / authorSpecialty of the form `code^display^OID` become
@@ -44,6 +46,12 @@ from dataclasses import dataclass, field
 
 import pybase64
 
+from fhir_server.resources.document_state import (
+    IS_ARCHIVED_URL,
+    is_archived,
+    is_deleted,
+    set_archived,
+)
 from fhir_server.terminology import (
     CANONICAL_BASE,
     INVISIBLE_PATIENT,
@@ -149,7 +157,7 @@ _RELATES_TO = {
 _STATUS_TO_FHIR = {
     STATUS_APPROVED: ("current", None),
     STATUS_DEPRECATED: ("superseded", None),
-    STATUS_ARCHIVED: ("current", "Archived"),
+    STATUS_ARCHIVED: ("current", None),  # the PDSm_IsArchived extension (_document_reference)
     STATUS_DELETED: ("entered-in-error", "Deleted"),
 }
 _GENDER = {"M": "male", "F": "female", "U": "unknown", "A": "other", "O": "other"}
@@ -187,14 +195,13 @@ def availability_of(resource: dict) -> str:
         for t in (resource.get("meta") or {}).get("tag", [])
         if t.get("system") == AVAILABILITY_SYSTEM
     }
-    if "Deleted" in tags:
+    if "Deleted" in tags or is_deleted(resource):
         return STATUS_DELETED
-    if "Archived" in tags:
+    marked = any(e.get("url") == IS_ARCHIVED_URL for e in resource.get("extension") or [])
+    if is_archived(resource) or (not marked and "Archived" in tags):
         return STATUS_ARCHIVED
     if resource.get("status") == "superseded":
         return STATUS_DEPRECATED
-    if resource.get("status") == "entered-in-error":
-        return STATUS_DELETED
     return STATUS_APPROVED
 
 
@@ -799,6 +806,8 @@ def _document_reference(
         doc["masterIdentifier"] = _uri_for_unique_id(entry.unique_id)
     doc["identifier"] = [{"use": "official", "system": SYSTEM_RFC3986, "value": entry_uuid}]
     doc["status"] = fhir_status
+    if status == STATUS_ARCHIVED:
+        set_archived(doc, True)
     if entry.type_code:
         doc["type"] = _concept(entry.type_code)
     if entry.class_code:
@@ -949,7 +958,8 @@ def document_reference_to_ebrim(
     entry.mime_type = attachment.get("contentType")
     entry.status = availability_of(doc_ref)
     entry.logical_id = entry_uuid
-    entry.version = "1"
+    # The DocumentReference's version: an ITI-57 metadata update names it PreviousVersion.
+    entry.version = str((doc_ref.get("meta") or {}).get("versionId") or "1")
     entry.patient_id = patient_cx
     entry.unique_id = unique_id_from(doc_ref.get("masterIdentifier"))
     entry.title = attachment.get("title")

@@ -35,7 +35,6 @@ from ihe_xds.errors import (
     registry_error,
 )
 from ihe_xds.hl7v2 import CX, parse_cx
-from ihe_xds.mapping import AVAILABILITY_SYSTEM
 from ihe_xds.vocabulary import (
     ASSOC_HAS_MEMBER,
     AVAILABILITY_STATUSES,
@@ -586,10 +585,11 @@ _FHIR_STATUS = {
 def _status_params(statuses: list[str]) -> list[tuple[str, str]]:
     fhir = sorted({_FHIR_STATUS[s] for s in statuses})
     params = [("status", ",".join(fhir))]
+    # Archived is the PDSm_IsArchived extension (PDSm isArchived search parameter, issue #20).
     if STATUS_APPROVED in statuses and STATUS_ARCHIVED not in statuses:
-        params.append(("_tag:not", f"{AVAILABILITY_SYSTEM}|Archived"))
+        params.append(("isArchived:not", "true"))
     if STATUS_ARCHIVED in statuses and STATUS_APPROVED not in statuses:
-        params.append(("_tag", f"{AVAILABILITY_SYSTEM}|Archived"))
+        params.append(("isArchived", "true"))
     return params
 
 

@@ -40,11 +40,13 @@ ACTION_ITI41 = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 ACTION_ITI42 = "urn:ihe:iti:2007:RegisterDocumentSet-b"
 ACTION_ITI18 = "urn:ihe:iti:2007:RegistryStoredQuery"
 ACTION_ITI43 = "urn:ihe:iti:2007:RetrieveDocumentSet"
+ACTION_ITI57 = "urn:ihe:iti:2010:UpdateDocumentSet"
 REQUEST_ROOTS = {
     ACTION_ITI41: q(NS_XDSB, "ProvideAndRegisterDocumentSetRequest"),
     ACTION_ITI42: q(NS_LCM, "SubmitObjectsRequest"),
     ACTION_ITI18: q(NS_QUERY, "AdhocQueryRequest"),
     ACTION_ITI43: q(NS_XDSB, "RetrieveDocumentSetRequest"),
+    ACTION_ITI57: q(NS_LCM, "SubmitObjectsRequest"),
 }
 
 # ebRIM object types, classification schemes and nodes

@@ -127,6 +127,8 @@ def _tokens(param: str, resource: dict) -> Iterator[tuple[str | None, str | None
         for concept in resource.get(field) or []:
             for coding in concept.get("coding") or []:
                 yield coding.get("system"), coding.get("code")
+    elif param == "status":  # a code: no system (`access.deletion`)
+        yield None, resource.get("status")
     elif param == "author-identifier":
         contained = {f"#{r.get('id')}": r for r in resource.get("contained") or [] if r.get("id")}
         for author in resource.get("author") or []:

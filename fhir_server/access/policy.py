@@ -42,7 +42,7 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fhir_server.access import initial_consent
+from fhir_server.access import deletion, initial_consent
 from fhir_server.access.consent import consent_patient_id, interpret_consent
 from fhir_server.access.constraints import compartment_of, matches, reference_target
 from fhir_server.access.decision import (
@@ -457,6 +457,8 @@ class DmpPolicy:
         else:
             parts.append(_Constraint(grant.rule, InCompartment(patient_id)))
         document = resource_type == "DocumentReference"
+        if document:
+            parts.append(_Constraint(deletion.RULE, deletion.visible_unless_deleted(requester)))
         match requester.kind:
             case ActorKind.PATIENT:
                 parts.append(_Constraint("R14", Not(_labelled(INVISIBLE_PATIENT, document)), True))

@@ -207,6 +207,7 @@ XDS_TRANSACTIONS: dict[str, tuple[str, str, str]] = {
     "ITI-41": ("110107", "C", "Provide and Register Document Set-b"),
     "ITI-18": ("110112", "E", "Registry Stored Query"),
     "ITI-43": ("110106", "R", "Retrieve Document Set"),
+    "ITI-57": ("110107", "U", "Update Document Set"),
 }
 
 

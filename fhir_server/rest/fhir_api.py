@@ -286,7 +286,43 @@ def delete(resource_type: str, resource_id: str):
 
 @api.route("/<resource_type>/<resource_id>", methods=["PATCH"])
 def patch(resource_type: str, resource_id: str):
-    raise error(405, "not-supported", "PATCH is not supported; use PUT with the whole resource")
+    """PATCH (http.html#patch): a DocumentReference's metadata update (`service.patch`)."""
+    updates = _metadata_updates()
+    updates.check_type(resource_type)  # before the body is read: 405 for any other type
+    result = updates.patch(
+        g.requester, resource_type, resource_id, _patch_body(), if_match=_if_match()
+    )
+    return _write_response(result.stored, 200)
+
+
+@api.route("/<resource_type>", methods=["PATCH"])
+def conditional_patch(resource_type: str):
+    criteria = _search_params()
+    if not criteria:
+        raise bad_request("a conditional patch needs search criteria", "url")
+    updates = _metadata_updates()
+    updates.check_type(resource_type)
+    result = updates.conditional_patch(
+        g.requester, resource_type, criteria, _patch_body(), if_match=_if_match()
+    )
+    return _write_response(result.stored, 200)
+
+
+def _metadata_updates():
+    from fhir_server.service.patch import MetadataUpdates
+
+    return MetadataUpdates(runtime().service)
+
+
+def _patch_body():
+    """A FHIRPath Patch in either FHIR format (a Parameters, PDSm st_maj.md), or a JSON Patch."""
+    from fhir_server.resources.patch import fhirpath_patch_body, read_patch_body
+    from fhir_server.rest.formats import normalize_mime
+
+    raw = request.get_data(cache=False)
+    if normalize_mime(request.content_type) is not None:
+        return fhirpath_patch_body(parse_body(raw, request.content_type))
+    return read_patch_body(request.content_type, raw)
 
 
 @api.get("/<resource_type>/<resource_id>/_history")

@@ -27,8 +27,9 @@ from fhir_server.errors import FhirError, Issue, bad_request, error
 from fhir_server.mhd.errors import with_xds_code
 from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
 from fhir_server.resources.json_values import copy_json
+from fhir_server.resources.patch import patch_body_of_resource
 from fhir_server.search.extract import PreparedEntries, prepare
-from fhir_server.service import ownership, versions
+from fhir_server.service import ownership, patch, versions
 from fhir_server.service.core import Condition, FhirService, Replay, require_type
 from fhir_server.service.prepared import PreparedEvents, PreparedWrite
 from fhir_server.store.base import StoredResource
@@ -50,8 +51,9 @@ class Entry:
     prepared: PreparedEntries | None = None
     # A transaction's conditional create: its criteria, re-checked in the write transaction.
     condition: Condition | None = None
-    # A conditional DELETE: the one resource its criteria found, searched before the write
-    # transaction (the search is audited, which cannot happen inside it); None: nothing.
+    # A conditional DELETE (or PATCH): the one resource its criteria found, searched before
+    # the write transaction (the search is audited, which cannot happen inside it); None:
+    # nothing (a conditional PATCH that finds nothing is refused then, 404).
     delete_id: str | None = None
     # A PUT whose id the server chose (a conditional update that matched nothing, the ITI-41
     # mapping's entries): it may create. A client's own id never does (`update_in`).
@@ -119,7 +121,7 @@ def read_entries(bundle: dict, server_ids: bool = False) -> list[Entry]:
         if not isinstance(url, str) or not url:
             raise bad_request(f"{where}.request.url is required", f"{where}.request.url")
         resource = raw.get("resource")
-        if method in ("POST", "PUT") and not isinstance(resource, dict):
+        if method in ("POST", "PUT", "PATCH") and not isinstance(resource, dict):
             raise bad_request(f"{where}.resource is required for {method}", f"{where}.resource")
         result.append(
             Entry(
@@ -271,7 +273,7 @@ class BundleProcessor:
                 return self._get(requester, entry)
             if entry.method == "POST" and entry.if_none_exist:
                 return self._conditional_create(requester, entry)
-            if entry.method == "DELETE":
+            if entry.method in ("DELETE", "PATCH"):
                 self._find_delete_target(requester, entry)
             with self.service._transaction() as tx:
                 return self._write(requester, tx, entry, {}, batch=True)
@@ -309,7 +311,10 @@ class BundleProcessor:
                 for k, old in enumerate(supersede)
             ]
         references = self._resolve_identities(requester, entries)
-        written = [e for e in entries if e.resource is not None and e.method != FOLDED]
+        # A PATCH entry's resource is the patch (a Binary or a Parameters), not what is written.
+        written = [
+            e for e in entries if e.resource is not None and e.method not in (FOLDED, "PATCH")
+        ]
         for entry in written:
             _walk_strings(entry.resource, references.get)
         self._label_lists(written)
@@ -444,7 +449,7 @@ class BundleProcessor:
                 entry.resource["id"] = versions.check_id(resource_id, f"{entry.where}.request.url")
                 entry.url = f"{target.resource_type}/{resource_id}"
                 self._map(references, entry, entry.url)
-            elif entry.method == "DELETE":
+            elif entry.method in ("DELETE", "PATCH"):
                 try:
                     self._find_delete_target(requester, entry)
                 except FhirError as exc:
@@ -494,9 +499,14 @@ class BundleProcessor:
         return matches[0] if matches else None
 
     def _find_delete_target(self, requester: Requester, entry: Entry) -> None:
-        """A conditional DELETE's target, found before the write transaction."""
+        """A conditional DELETE's (or PATCH's) target, found before the write transaction."""
         target = parse_target(entry.url, entry.where)
         if target.params is None:
+            return
+        if entry.method == "PATCH":
+            entry.delete_id = patch.MetadataUpdates(self.service).conditional_target(
+                requester, target.resource_type, target.params
+            )
             return
         condition = self.service.condition(requester, target.resource_type, target.params)
         matches = self.service.conditional_matches(requester, condition)
@@ -595,7 +605,25 @@ class BundleProcessor:
                     "DELETE needs Type/id or Type?criteria", f"{entry.where}.request.url"
                 )
             return EntryResponse(status="204 No Content")
+        if entry.method == "PATCH":
+            return self._patch(requester, tx, entry, target)
         raise error(405, "not-supported", f"{entry.method} is not supported in a Bundle entry")
+
+    def _patch(self, requester: Requester, tx, entry: Entry, target: Target) -> EntryResponse:
+        """A PATCH entry (`service.patch`): its target by id, or found by its criteria."""
+        resource_id = entry.delete_id if target.params is not None else target.resource_id
+        if resource_id is None:
+            raise bad_request("PATCH needs Type/id or Type?criteria", f"{entry.where}.request.url")
+        body = patch_body_of_resource(entry.resource, f"{entry.where}.resource")
+        if_match = (
+            versions.parse_etag(entry.if_match, f"{entry.where}.request.ifMatch")
+            if entry.if_match
+            else None
+        )
+        updates = patch.MetadataUpdates(self.service)
+        updates.check_type(target.resource_type)
+        result = updates.patch_in(tx, requester, resource_id, body, if_match=if_match)
+        return _response("200 OK", result.stored)
 
     def _get(self, requester: Requester, entry: Entry) -> EntryResponse:
         target = parse_target(entry.url, entry.where)

@@ -43,6 +43,8 @@ def build_capability_statement(
     resources = []
     for resource_type in SERVED_TYPES:
         interactions = READ_ONLY_TYPES.get(resource_type, TYPE_INTERACTIONS)
+        if resource_type == "DocumentReference":
+            interactions = (*interactions, "patch")  # metadata updates (service.patch)
         entry: dict = {
             "type": resource_type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",

@@ -12,6 +12,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.documentreference import DocumentReference
 
+from fhir_server.resources.document_state import IS_ARCHIVED_URL
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_MHD_LIST_TYPES
 from ihe_xds import vocabulary as v
 from ihe_xds.codes import scheme_for_system, system_for_scheme
@@ -230,7 +231,7 @@ def test_xfrm_rplc_maps_to_transforms_and_replaces_and_folds_back():
     [
         (v.STATUS_APPROVED, "current", None),
         (v.STATUS_DEPRECATED, "superseded", None),
-        (v.STATUS_ARCHIVED, "current", "Archived"),
+        (v.STATUS_ARCHIVED, "current", None),  # PDSm_IsArchived, issue #20
         (v.STATUS_DELETED, "entered-in-error", "Deleted"),
     ],
 )
@@ -242,6 +243,9 @@ def test_dmp_availability_statuses_map_both_ways(status, fhir_status, tag):
     (doc,) = _map(submission, entry_status=status).document_references
     assert doc["status"] == fhir_status
     assert availability_of(doc) == status
+    # Archived is the PDSm_IsArchived extension (PDSm st_maj.md's table; issue #20).
+    archived = [{"url": IS_ARCHIVED_URL, "valueBoolean": True}]
+    assert (doc.get("extension") == archived) == (status == v.STATUS_ARCHIVED)
 
 
 @pytest.mark.parametrize(

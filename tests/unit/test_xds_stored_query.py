@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from ihe_xds import vocabulary as v
 from ihe_xds.ebrim import parse_submission
-from ihe_xds.mapping import AVAILABILITY_SYSTEM, submission_to_fhir
+from ihe_xds.mapping import submission_to_fhir
 from ihe_xds.soap import read_envelope
 from ihe_xds.stored_query import (
     FIND_DOCUMENTS,
@@ -139,7 +139,7 @@ def test_find_documents_to_fhir_search_iti67_vocabulary():
     assert to_fhir_search(query) == [
         ("patient.identifier", "urn:oid:1.2.250.1.213.1.4.8|280017512345610"),
         ("status", "current"),
-        ("_tag:not", f"{AVAILABILITY_SYSTEM}|Archived"),
+        ("isArchived:not", "true"),  # PDSm_IsArchived (issue #20)
         ("type", f"{LOINC}|11490-0"),
         ("event", "urn:oid:1.2.3|A,urn:oid:1.2.3|B"),
         ("security-label", "http://terminology.hl7.org/CodeSystem/v3-Confidentiality|N"),
@@ -155,7 +155,7 @@ def test_status_list_with_archived_and_deprecated():
     query = _parse(FIND_DOCUMENTS, [FIND[0], ("$XDSDocumentEntryStatus", [statuses])])
     assert to_fhir_search(query)[1:] == [
         ("status", "current,superseded"),
-        ("_tag", f"{AVAILABILITY_SYSTEM}|Archived"),
+        ("isArchived", "true"),
     ]
 
 

@@ -1,0 +1,427 @@
+"""Applying a PATCH body to a resource (FHIR R4 http.html#patch): pure, no I/O.
+
+Two formats (PDSm `st_maj.md` lets a server accept JSON Patch; PDSm4DMP's TD3.3 examples use
+it; FHIRPath Patch is FHIR's own):
+
+- JSON Patch (RFC 6902, `application/json-patch+json`), applied by the `jsonpatch` library.
+  PDSm4DMP spells the isArchived extension `/extension[url:'<url>']/valueBoolean`, which is
+  not an RFC 6901 pointer: that one selector (`[url:'...']` after `/extension`) is read as
+  the index of the extension with that url; any other bracket is refused.
+- FHIRPath Patch (fhirpatch.html, a `Parameters` body): the operations `add`, `insert`,
+  `delete` and `replace` on paths written in a small FHIRPath subset: a dotted path from
+  the resource type, `[n]` indexes, `where(a.b = 'literal')` and `extension('url')`. What
+  falls outside (functions, `move`, other operators) is refused with 400 naming the
+  operation: a patch the server cannot read exactly is never guessed at (fail closed).
+
+A patch that cannot be read is 400; one whose path does not fit the resource (a `replace`
+of nothing, a pointer to a missing index) is 422, each OperationOutcome naming the
+operation (`Parameters.parameter[i]` or the JSON Patch operation index).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+import jsonpointer
+import orjson
+
+from fhir_server.errors import FhirError, bad_request, error
+
+JSON_PATCH_MIME = "application/json-patch+json"
+FHIRPATH_OPERATIONS = frozenset({"add", "insert", "delete", "replace"})
+# Elements of the types PATCH reaches whose cardinality is 0..* (an `add` appends to them).
+_LIST_ELEMENTS = frozenset({"extension", "securityLabel", "coding", "identifier", "security"})
+
+
+@dataclass(frozen=True)
+class PatchBody:
+    """A PATCH body, read: `kind` "json-patch" (a list of RFC 6902 operations) or
+    "fhirpath-patch" (a Parameters resource)."""
+
+    kind: str
+    document: Any
+
+
+def read_patch_body(content_type: str | None, raw: bytes) -> PatchBody:
+    """The body of a PATCH request, by its Content-Type (415 for any other)."""
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    if mime == JSON_PATCH_MIME:
+        return json_patch_body(_json(raw, "body"))
+    if mime in ("application/fhir+json", "application/json"):
+        return fhirpath_patch_body(_json(raw, "body"))
+    raise error(
+        415,
+        "not-supported",
+        f"a PATCH body is JSON Patch ({JSON_PATCH_MIME}) or FHIRPath Patch (a Parameters, "
+        f"application/fhir+json), not '{content_type or 'none'}'",
+        "Content-Type",
+    )
+
+
+def json_patch_body(operations: Any, where: str = "body") -> PatchBody:
+    if not isinstance(operations, list) or not operations:
+        raise bad_request("a JSON Patch is a non-empty array of operations", where)
+    return PatchBody("json-patch", operations)
+
+
+def fhirpath_patch_body(parameters: Any, where: str = "Parameters") -> PatchBody:
+    if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
+        raise bad_request(
+            "a FHIRPath Patch is a Parameters resource (with Content-Type application/fhir+json)",
+            f"{where}.resourceType",
+        )
+    operations = parameters.get("parameter")
+    if not isinstance(operations, list) or not operations:
+        raise bad_request("a FHIRPath Patch names at least one operation", f"{where}.parameter")
+    return PatchBody("fhirpath-patch", parameters)
+
+
+def patch_body_of_resource(resource: Any, where: str) -> PatchBody:
+    """The patch a Bundle entry carries (FHIR R4 http.html#transaction): a Binary holding a
+    JSON Patch (contentType application/json-patch+json), or a Parameters (FHIRPath Patch)."""
+    kind = resource.get("resourceType") if isinstance(resource, dict) else None
+    if kind == "Parameters":
+        return fhirpath_patch_body(resource, where)
+    if kind == "Binary":
+        mime = str(resource.get("contentType") or "").split(";", 1)[0].strip().lower()
+        if mime != JSON_PATCH_MIME:
+            raise bad_request(
+                f"a PATCH entry's Binary holds a JSON Patch (contentType {JSON_PATCH_MIME})",
+                f"{where}.contentType",
+            )
+        try:
+            raw = base64.b64decode(str(resource.get("data") or ""), validate=True)
+        except ValueError:
+            raise bad_request("Binary.data is not base64", f"{where}.data") from None
+        return json_patch_body(_json(raw, f"{where}.data"), f"{where}.data")
+    raise bad_request(
+        "a PATCH entry carries a Binary (JSON Patch) or a Parameters (FHIRPath Patch)",
+        f"{where}.resourceType",
+    )
+
+
+def _json(raw: bytes, where: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad_request("the PATCH body is not JSON", where) from None
+
+
+def apply_patch(resource: dict, body: PatchBody) -> dict:
+    """The resource with the patch applied (a new object; `resource` is left unchanged)."""
+    if body.kind == "json-patch":
+        return apply_json_patch(resource, body.document)
+    return apply_fhirpath_patch(resource, body.document)
+
+
+# -- JSON Patch --------------------------------------------------------------------------------
+
+_URL_SELECTOR = re.compile(r"^/extension\[url:\s*['\"\u201c\u201d](.*?)['\"\u201c\u201d]\s*\](.*)$")
+
+
+def apply_json_patch(resource: dict, operations: list) -> dict:
+    result = copy.deepcopy(resource)
+    for index, operation in enumerate(operations):
+        where = f"JSON Patch operation {index}"
+        if not isinstance(operation, dict):
+            raise bad_request(f"{where} is not an object", where)
+        operation = {**operation}
+        for key in ("path", "from"):
+            if isinstance(operation.get(key), str):
+                operation[key] = _pointer(result, operation[key], where)
+        try:
+            result = jsonpatch.apply_patch(result, [operation])
+        except jsonpatch.InvalidJsonPatch as exc:
+            raise bad_request(f"{where}: {exc}", where) from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise error(422, "processing", f"{where}: {exc}", where) from None
+        if not isinstance(result, dict):
+            raise error(422, "processing", f"{where} replaced the whole resource", where)
+    return result
+
+
+def _pointer(resource: dict, path: str, where: str) -> str:
+    """An RFC 6901 pointer; PDSm4DMP's `/extension[url:'...']` selector made an index."""
+    if "[" not in path:
+        return path
+    match = _URL_SELECTOR.match(path)
+    if not match:
+        raise bad_request(f"{where}: path '{path}' is not a JSON Pointer", where)
+    url, rest = match.groups()
+    extensions = resource.get("extension") or []
+    for i, extension in enumerate(extensions):
+        if isinstance(extension, dict) and extension.get("url") == url:
+            return f"/extension/{i}{rest}"
+    raise error(
+        422,
+        "processing",
+        f"{where}: the resource has no extension '{url}' (add it with op 'add', path "
+        "'/extension/-')",
+        where,
+    )
+
+
+# -- FHIRPath Patch ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Node:
+    """One element a path designates: `holder[key]`, or `holder[key][index]`."""
+
+    holder: dict
+    key: str
+    index: int | None
+
+    @property
+    def value(self) -> Any:
+        item = self.holder[self.key]
+        return item if self.index is None else item[self.index]
+
+    def set(self, value: Any) -> None:
+        if self.index is None:
+            self.holder[self.key] = value
+        else:
+            self.holder[self.key][self.index] = value
+
+
+def apply_fhirpath_patch(resource: dict, parameters: dict) -> dict:
+    result = copy.deepcopy(resource)
+    for index, parameter in enumerate(parameters.get("parameter") or []):
+        where = f"Parameters.parameter[{index}]"
+        if not isinstance(parameter, dict) or parameter.get("name") != "operation":
+            raise bad_request(f"{where} is not an 'operation'", f"{where}.name")
+        parts = _parts(parameter, where)
+        kind = _primitive(parts, "type", where)
+        if kind not in FHIRPATH_OPERATIONS:
+            raise bad_request(
+                f"{where}: operation type '{kind}' is not supported (add, insert, delete, replace)",
+                f"{where}.part",
+            )
+        path = _primitive(parts, "path", where)
+        nodes = _evaluate(result, path, where)
+        if kind in ("delete", "replace") and any(n.value is result for n in nodes):
+            raise error(
+                422, "processing", f"{where}: {kind} cannot apply to the whole resource", where
+            )
+        if kind == "delete":
+            _delete(nodes, where)
+        elif kind == "replace":
+            _one(nodes, path, where).set(_value(parts, where))
+        elif kind == "add":
+            name = _primitive(parts, "name", where)
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name):
+                raise bad_request(f"{where}: name '{name}' is not an element name", where)
+            _add(_one(nodes, path, where), name, _value(parts, where), where)
+        else:  # insert
+            position = _index_part(parts, where)
+            _insert(nodes, path, position, _value(parts, where), where)
+    return result
+
+
+def _parts(parameter: dict, where: str) -> dict[str, dict]:
+    parts: dict[str, dict] = {}
+    for part in parameter.get("part") or []:
+        name = part.get("name") if isinstance(part, dict) else None
+        if not isinstance(name, str) or name in parts:
+            raise bad_request(f"{where}: each part has one distinct name", f"{where}.part")
+        parts[name] = part
+    return parts
+
+
+def _primitive(parts: dict[str, dict], name: str, where: str) -> str:
+    part = parts.get(name)
+    value = None
+    if part is not None:
+        values = [v for k, v in part.items() if k.startswith("value")]
+        value = values[0] if len(values) == 1 else None
+    if not isinstance(value, str) or not value:
+        raise bad_request(f"{where}: the part '{name}' is required", f"{where}.part")
+    return value
+
+
+def _index_part(parts: dict[str, dict], where: str) -> int:
+    value = (parts.get("index") or {}).get("valueInteger")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise bad_request(f"{where}: insert needs an 'index' (valueInteger)", f"{where}.part")
+    return value
+
+
+def _value(parts: dict[str, dict], where: str) -> Any:
+    """The `value` part: a `value[x]`, or a complex value spelled as nested parts."""
+    part = parts.get("value")
+    if part is None:
+        raise bad_request(f"{where}: the part 'value' is required", f"{where}.part")
+    return _part_value(part, f"{where}.part('value')")
+
+
+def _part_value(part: dict, where: str) -> Any:
+    values = [v for k, v in part.items() if k.startswith("value")]
+    nested = part.get("part")
+    if len(values) == 1 and nested is None:
+        return copy.deepcopy(values[0])
+    if not values and isinstance(nested, list) and nested:
+        built: dict[str, Any] = {}
+        for child in nested:
+            name = child.get("name") if isinstance(child, dict) else None
+            if not isinstance(name, str) or name in built:
+                raise bad_request(f"{where}: each part has one distinct name", where)
+            built[name] = _part_value(child, f"{where}.part('{name}')")
+        return built
+    raise bad_request(f"{where}: one value[x], or parts", where)
+
+
+def _one(nodes: list[_Node], path: str, where: str) -> _Node:
+    if len(nodes) != 1:
+        found = "nothing" if not nodes else f"{len(nodes)} elements"
+        raise error(
+            422, "processing", f"{where}: path '{path}' designates {found}, not one element", where
+        )
+    return nodes[0]
+
+
+def _delete(nodes: list[_Node], where: str) -> None:
+    """fhirpatch.html: delete one element; a path that designates nothing changes nothing."""
+    if len(nodes) > 1:
+        raise error(422, "processing", f"{where}: delete designates several elements", where)
+    if not nodes:
+        return
+    node = nodes[0]
+    if node.index is None:
+        del node.holder[node.key]
+    else:
+        del node.holder[node.key][node.index]
+        if not node.holder[node.key]:
+            del node.holder[node.key]
+
+
+def _add(node: _Node, name: str, value: Any, where: str) -> None:
+    target = node.value
+    if not isinstance(target, dict):
+        raise error(422, "processing", f"{where}: cannot add '{name}' to a primitive", where)
+    if name in _LIST_ELEMENTS or isinstance(target.get(name), list):
+        target.setdefault(name, []).append(value)
+    elif name in target:
+        raise error(422, "processing", f"{where}: '{name}' is already there (replace it)", where)
+    else:
+        target[name] = value
+
+
+def _insert(nodes: list[_Node], path: str, position: int, value: Any, where: str) -> None:
+    """fhirpatch.html: the path designates a list (all its items); the value goes at `index`."""
+    holders = {(id(n.holder), n.key) for n in nodes}
+    if len(holders) > 1 or any(n.index is None for n in nodes):
+        raise error(422, "processing", f"{where}: insert needs a path to a list", where)
+    if not nodes:
+        raise error(
+            422, "processing", f"{where}: path '{path}' designates no list (use add)", where
+        )
+    items = nodes[0].holder[nodes[0].key]
+    if len(nodes) != len(items) or position > len(items):
+        raise error(422, "processing", f"{where}: index {position} is outside the list", where)
+    items.insert(position, value)
+
+
+# The path subset: Type(.name | [n] | .where(x.y = 'lit') | .extension('url'))*
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<where>\.where\(\s*(?P<field>[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)*)
+            \s*=\s*'(?P<literal>(?:[^'\\]|\\.)*)'\s*\))
+      | (?P<ext>\.extension\(\s*'(?P<url>(?:[^'\\]|\\.)*)'\s*\))
+      | (?P<name>\.[A-Za-z][A-Za-z0-9]*)
+      | (?P<index>\[\s*(?P<n>\d+)\s*\])
+    )""",
+    re.VERBOSE,
+)
+
+
+def _evaluate(resource: dict, path: str, where: str) -> list[_Node]:
+    root = resource.get("resourceType")
+    if not path.startswith(str(root)):
+        raise bad_request(
+            f"{where}: path '{path}' does not start with the resource type {root}", where
+        )
+    holder = {"root": resource}
+    nodes = [_Node(holder, "root", None)]
+    rest = path[len(root) :]
+    while rest.strip():
+        match = _TOKEN.match(rest)
+        if not match:
+            raise bad_request(
+                f"{where}: cannot read '{rest.strip()}' in path '{path}' (supported: names, "
+                "[n], where(a.b = 'text'), extension('url'))",
+                where,
+            )
+        rest = rest[match.end() :]
+        if match.group("where"):
+            nodes = [
+                n for n in nodes if _has(n.value, match.group("field"), _unescape(match, "literal"))
+            ]
+        elif match.group("ext"):
+            url = _unescape(match, "url")
+            nodes = [n for n in _children(nodes, "extension") if _has(n.value, "url", url)]
+        elif match.group("name"):
+            nodes = _children(nodes, match.group("name")[1:])
+        else:
+            n = int(match.group("n"))
+            nodes = nodes[n : n + 1]
+    return nodes
+
+
+def _unescape(match: re.Match, group: str) -> str:
+    return re.sub(r"\\(.)", r"\1", match.group(group))
+
+
+def _children(nodes: list[_Node], name: str) -> list[_Node]:
+    found: list[_Node] = []
+    for node in nodes:
+        value = node.value
+        if not isinstance(value, dict):
+            continue
+        key = name
+        if name == "value" and name not in value:
+            # A choice element (value[x]) is designated by its name without the type.
+            choices = [k for k in value if k.startswith("value") and k[5:6].isupper()]
+            if len(choices) != 1:
+                continue
+            key = choices[0]
+        if key not in value:
+            continue
+        item = value[key]
+        if isinstance(item, list):
+            found.extend(_Node(value, key, i) for i in range(len(item)))
+        else:
+            found.append(_Node(value, key, None))
+    return found
+
+
+def _has(value: Any, dotted: str, literal: str) -> bool:
+    """Whether any value along the dotted path equals the literal (FHIRPath `=` on strings)."""
+    items = [value]
+    for name in dotted.split("."):
+        next_items = []
+        for item in items:
+            if isinstance(item, dict) and name in item:
+                child = item[name]
+                next_items.extend(child if isinstance(child, list) else [child])
+        items = next_items
+    return any(isinstance(item, str) and item == literal for item in items)
+
+
+__all__ = [
+    "FHIRPATH_OPERATIONS",
+    "JSON_PATCH_MIME",
+    "FhirError",
+    "PatchBody",
+    "apply_fhirpath_patch",
+    "apply_json_patch",
+    "apply_patch",
+    "fhirpath_patch_body",
+    "json_patch_body",
+    "patch_body_of_resource",
+    "read_patch_body",
+]

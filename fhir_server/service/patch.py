@@ -1,0 +1,198 @@
+"""Metadata updates of a DocumentReference: PATCH (FHIR) and ITI-57 (XDS), one implementation.
+
+The DMP's TD3.3 transactions (mask / unmask, INVISIBLE_PATIENT lifted, archive / unarchive,
+logical deletion) reach the server by two doors: `PATCH [base]/DocumentReference/{id}` or
+its conditional form `?identifier=system|value` (PDSm `st_maj.md`), and the XDS Update
+Document Set (ihe_xds.update_document_set). Each door turns its request into a function
+from the current document to the requested one (`Change`); `MetadataUpdates.change` then
+does the rest, the same for both:
+
+1. the current version is read in the write transaction; a resource the requester may not
+   read answers exactly as a missing one (404, R18), a deleted one (PDSm: "elle est alors
+   considérée comme inexistante") too; If-Match is compared with it (412 on mismatch, FHIR
+   http.html#concurrency);
+2. the change is applied and brought to the normal form (labels spelled any accepted way
+   become one spelling), then `metadata_update.settle` keeps it to status, securityLabel and
+   PDSm_IsArchived and merges the labels;
+3. the result is written by `FhirService.update_in`, the very path of a PUT: the access gate
+   judges who may make that change (`access.policy`: the patient and representatives of a
+   minor add or remove MASQUE_PS, R06/R07; a professional who may read the document removes
+   INVISIBLE_*, R14; the author changes anything, so archives and deletes; everyone else
+   403), the notifications and the AuditEvent are those of an update, and a new version is
+   stamped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fhir_server.access.decision import not_found_message
+from fhir_server.access.requester import INTERNAL, Requester
+from fhir_server.errors import error, not_found
+from fhir_server.resources import metadata_update
+from fhir_server.resources.document_state import is_deleted
+from fhir_server.resources.patch import PatchBody, apply_patch
+from fhir_server.service.core import FhirService, WriteResult
+from fhir_server.store.base import StoreTransaction
+
+RESOURCE = "DocumentReference"
+
+# How many documents a conditional PATCH's criteria are looked for among (an identifier names
+# one document; a few more make the 412 of an ambiguous one).
+CONDITIONAL_LIMIT = 20
+
+# The requested document, from the current one (which it must not change in place).
+Change = Callable[[dict], dict]
+
+
+@dataclass(frozen=True)
+class MetadataUpdates:
+    service: FhirService
+
+    # -- PATCH -------------------------------------------------------------------------------
+
+    def patch(
+        self,
+        requester: Requester,
+        resource_type: str,
+        resource_id: str,
+        body: PatchBody,
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        """`PATCH [base]/{type}/{id}`."""
+        self.check_type(resource_type)
+        with self.service._transaction() as tx:
+            return self.patch_in(tx, requester, resource_id, body, if_match=if_match)
+
+    def conditional_patch(
+        self,
+        requester: Requester,
+        resource_type: str,
+        criteria: list[tuple[str, str]],
+        body: PatchBody,
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        """`PATCH [base]/{type}?criteria` (http.html#patch): the one match is patched; no
+        match 404, several 412."""
+        self.check_type(resource_type)
+        target = self.conditional_target(requester, resource_type, criteria)
+        return self.patch(requester, resource_type, target, body, if_match=if_match)
+
+    def conditional_target(
+        self, requester: Requester, resource_type: str, criteria: list[tuple[str, str]]
+    ) -> str:
+        """The id of the one resource the criteria find among those the requester may read.
+
+        PDSm's conditional PATCH names the document by its identifier alone, with no
+        patient: a professional's own search of it would be refused (R04). The criteria are
+        searched by the server, and only the matches the requester may read, as a read of
+        each would judge them (`Gate.may_read`), are counted: a document they may not read
+        answers as a missing one (404), and never makes two (412) (R18)."""
+        self.check_type(resource_type)
+        found = self.service.find(INTERNAL, resource_type, criteria, limit=CONDITIONAL_LIMIT)
+        readable = [
+            stored
+            for stored in found
+            if not is_deleted(stored.json())
+            and self.service.gate.may_read(requester, resource_type, stored.id)
+        ]
+        if len(readable) > 1:
+            raise error(
+                412,
+                "multiple-matches",
+                f"the conditional patch criteria match {len(readable)} resources",
+            )
+        if not readable:
+            raise not_found("the conditional patch criteria match no resource")
+        return readable[0].id
+
+    def patch_in(
+        self,
+        tx: StoreTransaction,
+        requester: Requester,
+        resource_id: str,
+        body: PatchBody,
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        """A PATCH inside an open transaction (also a Bundle entry's)."""
+        return self.change_in(
+            tx, requester, resource_id, lambda current: apply_patch(current, body), if_match
+        )
+
+    # -- the one implementation --------------------------------------------------------------
+
+    def change(
+        self,
+        requester: Requester,
+        resource_id: str,
+        change: Change,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        with self.service._transaction() as tx:
+            return self.change_in(tx, requester, resource_id, change, if_match)
+
+    def change_in(
+        self,
+        tx: StoreTransaction,
+        requester: Requester,
+        resource_id: str,
+        change: Change,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        service = self.service
+        current = tx.read(RESOURCE, resource_id)
+        old = current.json() if current is not None and not current.deleted else None
+        hidden = service.gate.hidden_deny(requester, current) if old is not None else None
+        if old is None or hidden is not None or is_deleted(old):
+            # Missing, hidden from the requester, or logically deleted: one answer for all
+            # (a 404, or the 412 of an If-Match), so that none tells that it exists (R18).
+            refusal = not_found(not_found_message(RESOURCE, resource_id))
+            if hidden is not None:
+                refusal = service.gate.refuse_hidden(requester, "update", current, hidden)
+            raise _stale(resource_id, if_match) if if_match is not None else refusal
+        if if_match is not None and current.version != if_match:
+            raise _stale(resource_id, if_match)
+        candidate = change(old)
+        if not isinstance(candidate, dict) or candidate.get("resourceType") != RESOURCE:
+            raise error(422, "processing", f"the change does not leave a {RESOURCE}")
+        if candidate.get("id") != resource_id:
+            raise error(405, "not-supported", f"{RESOURCE}.id cannot be changed", f"{RESOURCE}.id")
+        candidate = self._normal(candidate)
+        settled = metadata_update.settle(old, candidate)
+        service.validate_for_write(settled, RESOURCE)
+        return service.update_in(tx, requester, settled, if_match=current.version)
+
+    def _normal(self, candidate: dict) -> dict:
+        """The candidate's labels (and every system) in the normal form, before they are
+        compared; `meta` kept as given, since the normal form copies the TRE_A07 labels of
+        meta.security into securityLabel and would undo a removal."""
+        meta = candidate.pop("meta", None)
+        self.service.normal_form.apply(candidate)
+        if meta is not None:
+            candidate["meta"] = meta
+        return candidate
+
+    @staticmethod
+    def check_type(resource_type: str) -> None:
+        if resource_type != RESOURCE:
+            raise error(
+                405,
+                "not-supported",
+                f"PATCH is served for {RESOURCE} metadata updates (PDSm st_maj.md), not "
+                f"for {resource_type}",
+            )
+
+
+def _stale(resource_id: str, if_match: int):
+    return error(
+        412,
+        "conflict",
+        f'If-Match W/"{if_match}" is not the current version of {RESOURCE}/{resource_id}',
+    )
+
+
+__all__ = ["Change", "MetadataUpdates"]

@@ -1,0 +1,362 @@
+"""ITI-57 Update Document Set (IHE ITI TF-2b 3.57, XDS Metadata Update): the XDS door of the
+DMP's TD3.3 (issue #20, deliverable 1).
+
+A SubmitObjectsRequest on the registry endpoint (action urn:ihe:iti:2010:UpdateDocumentSet)
+carrying a SubmissionSet and, for each document to update, either:
+
+- a **metadata update**: a new version of the DocumentEntry (its `lid` the logicalId of the
+  stored entry, a HasMember association from the SubmissionSet with the slot
+  `PreviousVersion`), whose confidentialityCode list is the document's new labels (TD3.3a/b:
+  MASQUE_PS, INVISIBLE_PATIENT...). Every other attribute it carries must be the stored
+  one's: a metadata update here changes the confidentiality codes only
+  (XDSMetadataUpdateOperationError otherwise);
+- a **status update**: an association `urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus`
+  from the SubmissionSet to the entry's entryUUID, with the slots `OriginalStatus` (checked
+  against the stored status, XDSMetadataUpdateError) and `NewStatus`: Archived
+  (urn:asip:ci-sis:2010:StatusType:Archived, TD3.3d), Approved (unarchive) or Deleted
+  (urn:asip:ci-sis:2010:StatusType:Deleted, the logical deletion of TD3.3c).
+
+Each is turned into a change of the current DocumentReference and written by
+`service.patch.MetadataUpdates`, the very implementation of PATCH: the same rules on what
+may change and on labels, the same access gate, version, notifications and AuditEvent. All
+the updates of one request are made in one transaction, or none.
+
+Decisions:
+- `PreviousVersion` is the stored entry's version as ITI-18 answers it (VersionInfo
+  versionName, the DocumentReference's versionId): a mismatch is XDSMetadataVersionError,
+  as a stale If-Match is 412 on the FHIR face.
+- The entry is named by its entryUUID / logicalId (the DocumentReference identifier
+  `urn:ietf:rfc:3986|urn:uuid:...` an ITI-41 deposit records); one the requester may not
+  read answers as an unknown one (UnresolvedReferenceException), as on the FHIR face (R18).
+- The stored entry keeps its entryUUID: the new version is the DocumentReference's next
+  version, not a second registry object.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from fhir_server.access.decision import RECORD_CLOSED_CODE, RECORD_OPPOSED_CODE
+from fhir_server.access.requester import Requester
+from fhir_server.audit.balp import security_labels_of
+from fhir_server.errors import FhirError
+from fhir_server.resources.document_state import DELETED_STATUS, set_archived
+from fhir_server.service.patch import Change, MetadataUpdates
+from fhir_server.terminology import SYSTEM_RFC3986
+from ihe_xds.ebrim import Coded, DocumentEntry, Submission, parse_submission
+from ihe_xds.errors import (
+    LOCAL_POLICY_RESTRICTION_ERROR,
+    XDS_REGISTRY_METADATA_ERROR,
+    XDS_UNKNOWN_PATIENT_ID,
+    MalformedMessage,
+    RegistryError,
+    registry_error,
+)
+from ihe_xds.mapping import _concept, availability_of, document_reference_to_ebrim
+from ihe_xds.vocabulary import (
+    ACTION_ITI57,
+    ASSOC_HAS_MEMBER,
+    STATUS_APPROVED,
+    STATUS_ARCHIVED,
+    STATUS_DELETED,
+)
+
+ASSOC_UPDATE_AVAILABILITY = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
+XDS_METADATA_UPDATE_ERROR = "XDSMetadataUpdateError"
+XDS_METADATA_VERSION_ERROR = "XDSMetadataVersionError"
+XDS_METADATA_UPDATE_OPERATION_ERROR = "XDSMetadataUpdateOperationError"
+UNRESOLVED_REFERENCE = "UnresolvedReferenceException"
+RESOURCE = "DocumentReference"
+
+# The attributes a metadata update must leave as they are (compared when given).
+_SAME = (
+    "unique_id",
+    "title",
+    "comments",
+    "mime_type",
+    "creation_time",
+    "language_code",
+    "hash",
+    "size",
+    "service_start_time",
+    "service_stop_time",
+)
+_SAME_CODES = (
+    "class_code",
+    "type_code",
+    "format_code",
+    "healthcare_facility_type_code",
+    "practice_setting_code",
+)
+
+
+class Refused(Exception):  # noqa: N818 - carries the RegistryError to answer with
+    def __init__(self, error: RegistryError) -> None:
+        super().__init__(error.code_context)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class _Update:
+    """One requested update: the stored entry (its entryUUID), the change, the version."""
+
+    entry_uuid: str
+    change: Change
+    previous_version: int | None
+    where: str
+
+
+@dataclass
+class UpdateOutcome:
+    errors: list[RegistryError] = field(default_factory=list)
+    patient_ids: list[str] = field(default_factory=list)
+    document_unique_ids: list[str] = field(default_factory=list)
+    document_labels: dict[str, tuple] = field(default_factory=dict)
+
+
+def iti57(runtime, requester: Requester, body: etree._Element) -> UpdateOutcome:
+    """Serve one Update Document Set request (the SOAP face is ihe_xds.http)."""
+    outcome = UpdateOutcome()
+    submission = parse_submission(body)
+    if submission.provide_and_register:
+        raise MalformedMessage("ITI-57 carries a SubmitObjectsRequest")
+    try:
+        updates = _updates(submission, runtime.settings.xds_repository_id)
+        written = _write(MetadataUpdates(runtime.service), requester, updates)
+    except Refused as refused:
+        outcome.errors.append(refused.error)
+        return outcome
+    for stored in written:
+        document = stored.json()
+        reference = (document.get("subject") or {}).get("reference") or ""
+        patient = reference.removeprefix("Patient/") if reference.startswith("Patient/") else None
+        if patient and patient not in outcome.patient_ids:
+            outcome.patient_ids.append(patient)
+        unique_id = document_reference_to_ebrim(
+            document, patient_cx="", repository_unique_id=""
+        ).unique_id
+        if unique_id:
+            outcome.document_unique_ids.append(unique_id)
+            outcome.document_labels[unique_id] = tuple(security_labels_of(document))
+    return outcome
+
+
+def _write(updates: MetadataUpdates, requester: Requester, requested: list[_Update]) -> list:
+    """Every update in one transaction (ITI-57 is atomic), each through `MetadataUpdates`."""
+    targets = []
+    for update in requested:
+        try:
+            targets.append(
+                updates.conditional_target(
+                    requester, RESOURCE, [("identifier", f"{SYSTEM_RFC3986}|{update.entry_uuid}")]
+                )
+            )
+        except FhirError as exc:
+            raise Refused(_error(exc, update, named=update.entry_uuid)) from None
+    written = []
+    current = requested[0]
+    try:
+        with updates.service._transaction() as tx:
+            for update, target in zip(requested, targets, strict=True):
+                current = update
+                written.append(
+                    updates.change_in(
+                        tx, requester, target, update.change, update.previous_version
+                    ).stored
+                )
+    except FhirError as exc:
+        raise Refused(_error(exc, current, named=current.entry_uuid)) from None
+    return written
+
+
+def _error(exc: FhirError, update: _Update, *, named: str) -> RegistryError:
+    """The RegistryError of an update the service refused."""
+    codes = {issue.details_code for issue in exc.issues if issue.details_code}
+    if codes & {RECORD_OPPOSED_CODE, RECORD_CLOSED_CODE}:
+        return registry_error(XDS_UNKNOWN_PATIENT_ID, exc.message, update.where)
+    if exc.status == 404:
+        return registry_error(
+            UNRESOLVED_REFERENCE, f"no DocumentEntry {named} is known", update.where
+        )
+    if exc.status == 412:
+        if update.previous_version is not None and "If-Match" in exc.message:
+            return registry_error(
+                XDS_METADATA_VERSION_ERROR,
+                f"PreviousVersion {update.previous_version} is not the current version of {named}",
+                update.where,
+            )
+        return registry_error(XDS_METADATA_UPDATE_ERROR, exc.message, update.where)
+    if exc.status in (401, 403):
+        return registry_error(LOCAL_POLICY_RESTRICTION_ERROR, exc.message, update.where)
+    if exc.status == 405:
+        return registry_error(XDS_METADATA_UPDATE_OPERATION_ERROR, exc.message, update.where)
+    return registry_error(XDS_METADATA_UPDATE_ERROR, exc.message, update.where)
+
+
+# -- reading the request -----------------------------------------------------------------------
+
+
+def _updates(submission: Submission, repository_id: str | None) -> list[_Update]:
+    if submission.problems:
+        raise Refused(submission.problems[0])
+    if len(submission.submission_sets) != 1:
+        raise Refused(
+            registry_error(
+                XDS_REGISTRY_METADATA_ERROR,
+                "an Update Document Set carries one SubmissionSet",
+                "SubmissionSet",
+            )
+        )
+    submission_set = submission.submission_sets[0].id
+    updates: list[_Update] = []
+    members = {
+        a.target: a
+        for a in submission.associations
+        if a.type == ASSOC_HAS_MEMBER and a.source == submission_set
+    }
+    for entry in submission.entries:
+        updates.append(_metadata_update(entry, members.get(entry.id), repository_id))
+    for association in submission.associations:
+        if association.type == ASSOC_UPDATE_AVAILABILITY:
+            if association.source != submission_set:
+                raise Refused(
+                    registry_error(
+                        XDS_METADATA_UPDATE_ERROR,
+                        "an UpdateAvailabilityStatus association comes from the SubmissionSet",
+                        f"Association {association.id}",
+                    )
+                )
+            updates.append(_status_update(association))
+        elif association.type != ASSOC_HAS_MEMBER:
+            raise Refused(
+                registry_error(
+                    XDS_METADATA_UPDATE_OPERATION_ERROR,
+                    f"association type {association.type} is not an update this registry makes "
+                    "(DocumentEntry metadata and availability status only)",
+                    f"Association {association.id}",
+                )
+            )
+    if not updates:
+        raise Refused(
+            registry_error(
+                XDS_METADATA_UPDATE_ERROR, "the request updates nothing", "SubmissionSet"
+            )
+        )
+    return updates
+
+
+def _slot(association, name: str) -> str | None:
+    for slot in association.slots:
+        if slot.name == name and len(slot.values) == 1:
+            return slot.values[0]
+    return None
+
+
+def _metadata_update(entry: DocumentEntry, member, repository_id: str | None) -> _Update:
+    where = f"DocumentEntry {entry.id}"
+    if not entry.logical_id or entry.logical_id == entry.id:
+        raise Refused(
+            registry_error(
+                XDS_METADATA_UPDATE_ERROR,
+                "a new version of a DocumentEntry names the stored one by its lid (logicalId) "
+                "and has an id of its own",
+                where,
+            )
+        )
+    previous = _slot(member, "PreviousVersion") if member is not None else None
+    if previous is None or not previous.isdigit():
+        raise Refused(
+            registry_error(
+                XDS_METADATA_UPDATE_ERROR,
+                "the HasMember association of an updated DocumentEntry carries its "
+                "PreviousVersion (one whole number)",
+                where,
+            )
+        )
+    codes = list(entry.confidentiality_codes)
+
+    def change(old: dict) -> dict:
+        stored = document_reference_to_ebrim(
+            old, patient_cx="", repository_unique_id=repository_id or ""
+        )
+        _check_same(entry, stored, where)
+        candidate = copy.deepcopy(old)
+        candidate["securityLabel"] = [_concept(code) for code in codes]
+        return candidate
+
+    return _Update(entry.logical_id, change, int(previous), where)
+
+
+def _check_same(entry: DocumentEntry, stored: DocumentEntry, where: str) -> None:
+    changed = [
+        name
+        for name in _SAME
+        if getattr(entry, name) is not None and getattr(entry, name) != getattr(stored, name)
+    ]
+    changed += [
+        name
+        for name in _SAME_CODES
+        if getattr(entry, name) is not None
+        and _key(getattr(entry, name)) != _key(getattr(stored, name))
+    ]
+    if changed:
+        raise Refused(
+            registry_error(
+                XDS_METADATA_UPDATE_OPERATION_ERROR,
+                f"{', '.join(changed)} cannot change: a metadata update changes the "
+                "confidentialityCode and the availability status only (PDSm st_maj.md)",
+                where,
+            )
+        )
+
+
+def _key(coded: Coded | None) -> tuple | None:
+    return (coded.scheme, coded.code) if coded is not None else None
+
+
+_NEW_STATUSES = (STATUS_APPROVED, STATUS_ARCHIVED, STATUS_DELETED)
+
+
+def _status_update(association) -> _Update:
+    where = f"Association {association.id}"
+    original, new = _slot(association, "OriginalStatus"), _slot(association, "NewStatus")
+    if original is None or new is None:
+        raise Refused(
+            registry_error(
+                XDS_METADATA_UPDATE_ERROR,
+                "an UpdateAvailabilityStatus association carries OriginalStatus and NewStatus",
+                where,
+            )
+        )
+    if new not in _NEW_STATUSES:
+        raise Refused(
+            registry_error(
+                XDS_METADATA_UPDATE_OPERATION_ERROR,
+                f"NewStatus {new} is not one this registry sets (Approved, Archived, Deleted)",
+                where,
+            )
+        )
+
+    def change(old: dict) -> dict:
+        if availability_of(old) != original:
+            raise Refused(
+                registry_error(
+                    XDS_METADATA_UPDATE_ERROR,
+                    f"OriginalStatus {original} is not the entry's status ({availability_of(old)})",
+                    where,
+                )
+            )
+        candidate = copy.deepcopy(old)
+        if new == STATUS_DELETED:
+            candidate["status"] = DELETED_STATUS
+        else:
+            set_archived(candidate, new == STATUS_ARCHIVED)
+        return candidate
+
+    return _Update(association.target, change, None, where)
+
+
+__all__ = ["ACTION_ITI57", "UpdateOutcome", "iti57"]
