@@ -193,6 +193,20 @@ class Folder:
 
 
 @dataclass(slots=True)
+class AssociationClassification:
+    """A Classification of an Association: its classificationScheme and the code it gives.
+
+    ITI TF-3 4.2.2.2 defines one, the Association Documentation (scheme
+    ASSOCIATION_DOCUMENTATION, e.g. the reason for a replacement), on document
+    relationships only; validation refuses it elsewhere and refuses any other scheme, so
+    none is read and then dropped (issue #19, "No silent loss").
+    """
+
+    scheme: str
+    coded: Coded
+
+
+@dataclass(slots=True)
 class Association:
     id: str
     type: str
@@ -200,6 +214,7 @@ class Association:
     target: str
     slots: list[Slot] = field(default_factory=list)
     status: str | None = None
+    classifications: list[AssociationClassification] = field(default_factory=list)
 
     @property
     def submission_set_status(self) -> str | None:
@@ -637,6 +652,39 @@ def _parse_package(
     return submission_set
 
 
+def _parse_association(
+    element: etree._Element, loose: dict[str, list[etree._Element]], problems: list[RegistryError]
+) -> Association:
+    """An Association with its Slots and its Classifications, nested or loose (classifiedObject
+    naming it), in that order; the Slots' problems are recorded before the Classifications'."""
+    association_id = element.get("id") or ""
+    where = f"Association {association_id}"
+    slots: list[etree._Element] = []
+    nested: list[etree._Element] = []
+    for child in element[:]:
+        tag = child.tag
+        if tag == _SLOT:
+            slots.append(child)
+        elif tag == _CLASSIFICATION:
+            nested.append(child)
+    association = Association(
+        id=association_id,
+        type=element.get("associationType") or "",
+        source=element.get("sourceObject") or "",
+        target=element.get("targetObject") or "",
+        slots=_slots(slots, problems, where),
+        status=element.get("status") or None,
+    )
+    for classification in nested + loose.get(association_id, []):
+        association.classifications.append(
+            AssociationClassification(
+                classification.get("classificationScheme") or "",
+                _coded(classification, problems, where),
+            )
+        )
+    return association
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
@@ -691,18 +739,7 @@ def parse_submission(
             elif isinstance(package, Folder):
                 submission.folders.append(package)
         elif tag == _ASSOCIATION:
-            submission.associations.append(
-                Association(
-                    id=obj.get("id") or "",
-                    type=obj.get("associationType") or "",
-                    source=obj.get("sourceObject") or "",
-                    target=obj.get("targetObject") or "",
-                    slots=_slots(
-                        _slot_children(obj), problems, f"Association {obj.get('id') or ''}"
-                    ),
-                    status=obj.get("status") or None,
-                )
-            )
+            submission.associations.append(_parse_association(obj, loose, problems))
         elif tag == _OBJECT_REF:
             submission.object_refs.append(obj.get("id") or "")
     if submission.provide_and_register:
@@ -953,6 +990,8 @@ def association_to_element(association: Association) -> etree._Element:
     element = etree.Element(_rim("Association"), attributes, nsmap={"rim": NS_RIM})
     for slot in association.slots:
         _add_slot(element, slot.name, slot.values)
+    for index, classification in enumerate(association.classifications):
+        _add_coded(element, association.id, classification.scheme, classification.coded, index)
     return element
 
 

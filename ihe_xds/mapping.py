@@ -30,7 +30,9 @@ Decisions (beyond the reference tables):
   intendedRecipient extensions and one extension of ours for the authors List.source cannot
   hold (`list_parties`). Extra metadata Slots (ITI TF-3 4.1.14) of a DocumentEntry, a
   SubmissionSet or an Association: one extension each on the DocumentReference / List /
-  List.entry / relatesTo (`extra_metadata`).
+  List.entry / relatesTo (`extra_metadata`). The Association Documentation Classification of
+  a document relationship (ITI TF-3 4.2.2.2): one valueCoding extension on its relatesTo
+  (`association_documentation`).
 - `repository_unique_id` is not stored in FHIR (it is this server's own id); a DocumentEntry
   naming another repository is refused (XDSRepositoryMetadataError).
 """
@@ -60,7 +62,7 @@ from fhir_server.terminology import (
     SYSTEM_MHD_LIST_TYPES,
     SYSTEM_RFC3986,
 )
-from ihe_xds import extra_metadata
+from ihe_xds import association_documentation, extra_metadata
 from ihe_xds.codes import (
     OID_TO_URL,
     OID_TRE_A07,
@@ -71,6 +73,7 @@ from ihe_xds.codes import (
 )
 from ihe_xds.ebrim import (
     Association,
+    AssociationClassification,
     Author,
     Coded,
     DocumentEntry,
@@ -704,7 +707,10 @@ def submission_to_fhir(
                     target = {"reference": f"DocumentReference/{known}", **target}
                 if association.type in REPLACING_RELATIONSHIPS:
                     result.replaced.append(association.target)
-            extras = extra_metadata.extensions_of(extra_metadata.association_extras(association))
+            extras = [
+                *association_documentation.extensions_of(association),
+                *extra_metadata.extensions_of(extra_metadata.association_extras(association)),
+            ]
             relates_to += [
                 {**({"extension": extras} if extras else {}), "code": code, "target": dict(target)}
                 for code in _RELATES_TO[association.type]
@@ -1077,6 +1083,7 @@ def associations_from_fhir(
         source = entry_uuid_of(doc)
         codes_by_target: dict[str, list[str]] = {}
         extras: dict[tuple[str, str], list[Slot]] = {}  # (target, code) -> extra Slots
+        labels: dict[tuple[str, str], list[AssociationClassification]] = {}  # documentation
         for relation in doc.get("relatesTo") or []:
             target_ref = relation.get("target") or {}
             target = (target_ref.get("identifier") or {}).get("value")
@@ -1089,6 +1096,10 @@ def associations_from_fhir(
                 target = entry_uuid_of(target_doc)
             codes_by_target.setdefault(target, []).append(relation.get("code", ""))
             extras.setdefault((target, relation.get("code", "")), extra_metadata.slots_of(relation))
+            labels.setdefault(
+                (target, relation.get("code", "")),
+                association_documentation.classifications_of(relation),
+            )
         for target, codes in codes_by_target.items():
             kinds = []
             if "transforms" in codes and "replaces" in codes:
@@ -1104,6 +1115,7 @@ def associations_from_fhir(
                         target=target,
                         slots=list(extras.get((target, _RELATES_TO[kind][-1]), ())),
                         status=STATUS_APPROVED,
+                        classifications=list(labels.get((target, _RELATES_TO[kind][-1]), ())),
                     )
                 )
     return associations

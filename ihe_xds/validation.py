@@ -24,7 +24,7 @@ from fhir_server.terminology import (
     INS_OIDS,
     OID_INS_NIA,
 )
-from ihe_xds import extra_metadata
+from ihe_xds import association_documentation, extra_metadata
 from ihe_xds.codes import (
     DMP_SCHEMES,
     is_oid,
@@ -565,6 +565,7 @@ def _check_associations(submission: Submission) -> list[RegistryError]:
     members: set[str] = set()
     for association in submission.associations:
         where = f"Association {association.id}"
+        errors += association_documentation.association_problems(association)
         if association.type == ASSOC_HAS_MEMBER:
             if association.source in folders:
                 continue  # the Folder itself is already refused

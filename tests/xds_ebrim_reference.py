@@ -14,6 +14,7 @@ from lxml import etree
 
 from ihe_xds.ebrim import (
     Association,
+    AssociationClassification,
     Author,
     Coded,
     DocumentEntry,
@@ -444,18 +445,23 @@ def parse_submission(
             elif isinstance(package, Folder):
                 submission.folders.append(package)
         elif tag == _ASSOCIATION:
-            submission.associations.append(
-                Association(
-                    id=obj.get("id") or "",
-                    type=obj.get("associationType") or "",
-                    source=obj.get("sourceObject") or "",
-                    target=obj.get("targetObject") or "",
-                    slots=_slots(
-                        _slot_children(obj), problems, f"Association {obj.get('id') or ''}"
-                    ),
-                    status=obj.get("status") or None,
-                )
+            where = f"Association {obj.get('id') or ''}"
+            association = Association(
+                id=obj.get("id") or "",
+                type=obj.get("associationType") or "",
+                source=obj.get("sourceObject") or "",
+                target=obj.get("targetObject") or "",
+                slots=_slots(_slot_children(obj), problems, where),
+                status=obj.get("status") or None,
             )
+            for classification in _classifications_of(obj, _children(obj), loose):
+                association.classifications.append(
+                    AssociationClassification(
+                        classification.get("classificationScheme") or "",
+                        _coded(classification, problems, where),
+                    )
+                )
+            submission.associations.append(association)
         elif tag == _OBJECT_REF:
             submission.object_refs.append(obj.get("id") or "")
     if submission.provide_and_register:

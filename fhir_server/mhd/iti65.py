@@ -484,9 +484,20 @@ class Iti65:
         for entry in [plan.submission_set, *plan.documents]:
             subject = entry.resource.get("subject")
             reference = subject.get("reference") if isinstance(subject, dict) else None
-            if not isinstance(reference, str):
-                continue
             where = f"{entry.where}.resource.subject"
+            if not isinstance(reference, str):
+                if subject is not None:  # present, naming no one: say so, not "no record" later
+                    kind = entry.resource.get("resourceType")
+                    issues.append(
+                        xds_issue(
+                            XDS_MISSING_DOCUMENT_METADATA,
+                            f"{where}: {kind}.subject names no Patient (subject.reference is "
+                            "required: Patient/<id> or Patient?identifier=<INS>)",
+                            where,
+                            "required",
+                        )
+                    )
+                continue
             if reference not in resolved:
                 resolved[reference] = self._patient_id(reference)
             patient_id = resolved[reference]

@@ -449,6 +449,7 @@ _MUTATION_VALUES = st.sampled_from(
     + [v.SS_AUTHOR, v.SS_CONTENT_TYPE_CODE, v.DE_UNIQUE_ID, v.DE_PATIENT_ID, v.SS_UNIQUE_ID]
     + ["creationTime", "sourcePatientInfo", "homeCommunityId", "authorPerson", "authorRole"]
     + ["codingScheme", "submissionTime", "intendedRecipient", "SubmissionSetStatus"]
+    + ["as01", v.ASSOCIATION_DOCUMENTATION]  # an Association's own Classifications
 )
 _MUTATED_ATTRIBUTES = st.sampled_from(
     ["name", "id", "classificationNode", "classificationScheme", "classifiedObject", "value"]
