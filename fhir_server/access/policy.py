@@ -80,6 +80,7 @@ from fhir_server.terminology import (
     RECORD_OPPOSED,
     SYSTEM_DMP_CONFIDENTIALITY,
     SYSTEM_IDNAT_PS,
+    SYSTEM_IDNAT_STRUCT,
 )
 
 SYSTEM_CLASS = f"urn:oid:{OID_TRE_A03_CLASSE}"
@@ -483,8 +484,10 @@ class DmpPolicy:
                         classes_node = _any_class(sorted(classes))  # type: ignore[arg-type]
                         parts.append(_Constraint("R13", classes_node))
                 if resource_type == "Communication":
-                    party = _party_of_message((("Practitioner", requester.subject_id),))
-                    parts.append(_Constraint("R18", party))
+                    own = [("Practitioner", requester.subject_id)]
+                    if requester.structure_idnat:  # their organisational mailbox's messages
+                        own.append(("Organization", requester.structure_idnat))
+                    parts.append(_Constraint("R18", _party_of_message(own)))
         return parts
 
     # --- writes by actor -------------------------------------------------------------
@@ -610,7 +613,9 @@ class DmpPolicy:
         if resource_type == "Communication":
             if interaction == "create" and new is not None:
                 sender = new.get("sender") or {}
-                if _is_practitioner_ref(sender, idnat):
+                if _is_practitioner_ref(sender, idnat) or _is_structure_ref(
+                    sender, requester.structure_idnat
+                ):
                     return Permit(Everything(), gate.rule, gate.notes)
                 return forbidden(
                     TYPES_RULE, "A message can only be sent in the requester's own name"
@@ -648,10 +653,18 @@ class DmpPolicy:
 
 def _party_of_message(targets: Iterable[tuple[str, str]]) -> Node:
     """The message was sent by or to one of `targets` (type, id); a practitioner also by
-    IdNat_PS identifier, since messages name professionals by identifier."""
+    IdNat_PS identifier, since messages name professionals by identifier; an organization
+    only by IdNat_Struct identifier (its organisational mailbox)."""
     tests: list[Node] = []
     for param in ("sender", "recipient"):
         for target_type, target_id in targets:
+            if target_type == "Organization":
+                tests.append(
+                    ReferenceTest(
+                        param, identifier_system=SYSTEM_IDNAT_STRUCT, identifier_value=target_id
+                    )
+                )
+                continue
             tests.append(ReferenceTest(param, target_type, target_id))
             if target_type == "Practitioner":
                 tests.append(
@@ -799,6 +812,17 @@ def _is_practitioner_ref(reference: dict, idnat: str) -> bool:
     if identifier.get("system") == SYSTEM_IDNAT_PS and identifier.get("value") == idnat:
         return True
     return reference_target(reference.get("reference")) == ("Practitioner", idnat)
+
+
+def _is_structure_ref(reference: dict, structure: str | None) -> bool:
+    """`reference` names, by IdNat_Struct identifier, the organization `structure`."""
+    identifier = reference.get("identifier") or {}
+    return (
+        structure is not None
+        and reference.get("type") == "Organization"
+        and identifier.get("system") == SYSTEM_IDNAT_STRUCT
+        and identifier.get("value") == structure
+    )
 
 
 def _authored_by_any(resource: dict, element: str, refs: set[tuple[str, str]]) -> bool:

@@ -67,5 +67,16 @@ class Requester:
             case _:
                 return f"Device/{self.subject_id}"
 
+    @property
+    def structure_idnat(self) -> str | None:
+        """The IdNat_Struct of the organization a practitioner's token names, or None.
+
+        A practitioner acts for that organization's organisational mailbox in secure
+        messaging (a pharmacy's team answers its patients as the pharmacy).
+        """
+        if self.kind is not ActorKind.PRACTITIONER or not self.organization_id:
+            return None
+        return self.organization_id  # the token's claim without its system (auth.requester)
+
 
 INTERNAL = Requester(kind=ActorKind.INTERNAL, subject_id="fhir-server", display_name="FHIR server")

@@ -8,11 +8,18 @@ so that they stay under the record's access rules. Messages are Communications w
 server's notifications (category ``notification``) share the resource type and are read by the
 same rules here.
 
-Participants are compared as keys: ``Patient/<id>``, ``RelatedPerson/<id>`` and
+Participants are compared as keys: ``Patient/<id>``, ``RelatedPerson/<id>``,
 ``Practitioner/<IdNat_PS>`` (a practitioner is named either by an identifier in the IdNat_PS
-system or by a reference whose id is the IdNat_PS, as :attr:`Requester.reference` does).
-Recipients that are practitioners must be given by identifier: practitioners are not stored as
-resources.
+system or by a reference whose id is the IdNat_PS, as :attr:`Requester.reference` does) and
+``Organization/<IdNat_Struct>`` (an organisational mailbox, such as a pharmacy's, named by its
+IdNat_Struct identifier; a practitioner whose token names the organization acts for it).
+Recipients that are practitioners or organizations must be given by identifier: they are not
+stored as resources.
+
+A message whose category names no code of ours is a message: the server adds
+:data:`MESSAGE_CATEGORY` (:func:`fill_default_category`) instead of refusing it, since only the
+server writes the other kind (notifications). Conversations (who opens one, closing it) are
+described in :mod:`fhir_server.audit.conversations`.
 
 Issues use IssueType ``forbidden`` when the requester may not send the message as written
 (403), and ``required`` / ``value`` / ``invalid`` for a malformed message (400).
@@ -25,6 +32,11 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
 from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.audit.conversations import (
+    CATEGORY_CLOSURE,
+    RULE_INITIATIVE,
+    organization_key,
+)
 from fhir_server.audit.notifications import (
     CATEGORY_MESSAGE,
     CATEGORY_NOTIFICATION,
@@ -53,9 +65,13 @@ MESSAGE_CATEGORY = {
 
 
 def participant_key(reference: Mapping | None) -> str | None:
-    """``Patient/x``, ``RelatedPerson/x`` or ``Practitioner/<IdNat>`` for a Reference, or None."""
+    """``Patient/x``, ``RelatedPerson/x``, ``Practitioner/<IdNat>`` or
+    ``Organization/<IdNat_Struct>`` for a Reference, or None."""
     if not isinstance(reference, Mapping):
         return None
+    organization = organization_key(reference)
+    if organization:
+        return organization
     ref = reference.get("reference")
     if isinstance(ref, str) and ref:
         parts = ref.split("/_history/")[0].rstrip("/").split("/")
@@ -87,6 +103,30 @@ def subject_patient(communication: Mapping) -> str | None:
     return key.split("/", 1)[1] if key and key.startswith("Patient/") else None
 
 
+def acting_keys(requester: Requester) -> frozenset[str]:
+    """The participant keys ``requester`` writes and reads as: themselves, and for a
+    practitioner the organization their token names (its organisational mailbox)."""
+    structure = requester.structure_idnat
+    own = {requester.reference}
+    if structure:
+        own.add(f"Organization/{structure}")
+    return frozenset(own)
+
+
+def fill_default_category(communication: dict) -> None:
+    """Make a Communication that names no category of ours a message (in place).
+
+    Clients write messages only (notifications are the server's), so a missing category has
+    one meaning; other categories the client gave (e.g. HL7 communication-category) are kept.
+    """
+    if category_codes(communication) & {CATEGORY_MESSAGE, CATEGORY_NOTIFICATION}:
+        return
+    categories = communication.get("category")
+    if not isinstance(categories, list):
+        categories = []
+    communication["category"] = [*categories, copy.deepcopy(MESSAGE_CATEGORY)]
+
+
 def category_codes(communication: Mapping) -> set[str]:
     return {
         coding.get("code")
@@ -105,6 +145,7 @@ def validate_message(
     *,
     represented_patients: Collection[str] | None = None,
     representatives_of_patient: Collection[str] | None = None,
+    pharmacies_of_patient: Collection[str] = (),
 ) -> list[Issue]:
     """What is wrong with a message ``requester`` wants to send; empty when it may be stored.
 
@@ -112,16 +153,25 @@ def validate_message(
     Patient (the patient themselves when a patient writes; one they represent, from
     ``represented_patients`` or the token's patient, when a representative writes);
     recipients are the subject patient, RelatedPersons (members of
-    ``representatives_of_patient`` when given) or practitioners by IdNat_PS identifier;
-    patients and representatives only answer (``inResponseTo``) and only to practitioners;
-    payloads are text or references to DocumentReferences; ``received`` is left to the server.
-    The server's own notifications are sent by the server (INTERNAL requester) only.
+    ``representatives_of_patient`` when given), practitioners by IdNat_PS identifier or
+    organizations by IdNat_Struct identifier; patients and representatives write only to
+    professionals, and open a conversation (no ``inResponseTo``) only with one of
+    ``pharmacies_of_patient`` (MSS-C); only professionals close a conversation, by answering
+    with the closure category; ``partOf`` is the server's; payloads are text or references to
+    DocumentReferences; ``received`` is left to the server. The server's own notifications are
+    sent by the server (INTERNAL requester) only.
     """
     issues: list[Issue] = []
 
-    def err(code: str, text: str, where: str) -> None:
+    def err(code: str, text: str, where: str, rule: str | None = None) -> None:
         issues.append(
-            Issue("error", code, text, (f"Communication.{where}" if where else "Communication",))
+            Issue(
+                "error",
+                code,
+                text,
+                (f"Communication.{where}" if where else "Communication",),
+                details_code=rule,
+            )
         )
 
     if communication.get("resourceType") != "Communication":
@@ -147,8 +197,12 @@ def validate_message(
         sender = sender_key(communication)
         if sender is None:
             err("required", "the sender is required", "sender")
-        elif sender != requester.reference:
-            err("forbidden", "the sender must be the author of the request", "sender")
+        elif sender not in acting_keys(requester):
+            err(
+                "forbidden",
+                "the sender must be the author of the request (or the organization they act for)",
+                "sender",
+            )
 
     patient_id = subject_patient(communication)
     if patient_id is None:
@@ -176,13 +230,14 @@ def validate_message(
         if key is None:
             err(
                 "value",
-                "a recipient is a Patient, a RelatedPerson or a practitioner by IdNat_PS identifier",
+                "a recipient is a Patient, a RelatedPerson, a practitioner by IdNat_PS identifier "
+                "or an organization by IdNat_Struct identifier",
                 where,
             )
         elif key.startswith("Practitioner/") and "identifier" not in recipient:
             err("value", "address practitioners by their IdNat_PS identifier", where)
-        elif answering and not key.startswith("Practitioner/"):
-            err("forbidden", "patients and representatives write only to practitioners", where)
+        elif answering and not key.startswith(("Practitioner/", "Organization/")):
+            err("forbidden", "patients and representatives write only to professionals", where)
         elif (
             key.startswith("Patient/") and patient_id is not None and key != f"Patient/{patient_id}"
         ):
@@ -196,10 +251,39 @@ def validate_message(
 
     in_response_to = communication.get("inResponseTo") or []
     if answering and not in_response_to:
+        outside = [
+            i
+            for i, recipient in enumerate(recipients)
+            if participant_key(recipient) not in pharmacies_of_patient
+        ]
+        if outside or not recipients:
+            err(
+                "forbidden",
+                "MSSanté citoyenne: only a professional opens a conversation with a patient; "
+                "the patient (or their representative) answers it, and writes first only to "
+                "one of their pharmacies (Patient extension patient-preferredPharmacy)",
+                "inResponseTo",
+                RULE_INITIATIVE,
+            )
+    if CATEGORY_CLOSURE in categories:
+        if requester.kind not in (ActorKind.PRACTITIONER, ActorKind.INTERNAL):
+            err(
+                "forbidden",
+                "MSSanté citoyenne: only a professional of the conversation closes it",
+                "category",
+            )
+        elif not in_response_to:
+            err(
+                "required",
+                "a closing message answers a message of the conversation it closes",
+                "inResponseTo",
+            )
+    if communication.get("partOf") and not in_response_to:
         err(
-            "forbidden",
-            "patients and representatives answer a practitioner's message",
-            "inResponseTo",
+            "value",
+            "partOf is set by the server on answers (the conversation's first message); "
+            "a message that opens a conversation has none",
+            "partOf",
         )
     for i, ref in enumerate(in_response_to):
         target = ref.get("reference", "") if isinstance(ref, Mapping) else ""
@@ -225,12 +309,15 @@ def validate_message(
     return issues
 
 
-def validate_reply(reply: Mapping, original: Mapping) -> list[Issue]:
+def validate_reply(
+    reply: Mapping, original: Mapping, acting_for: Collection[str] = ()
+) -> list[Issue]:
     """What is wrong with ``reply`` as an answer to ``original`` (the inResponseTo target).
 
     The caller has already checked (with :func:`may_read_message`) that the sender may read the
     original. A reply stays about the same patient, comes from a participant of the original
-    and goes only to its participants; notifications are not answered.
+    (the sender, or one of ``acting_for``: the keys the author acts as, e.g. the pharmacy a
+    pharmacist answers for) and goes only to its participants; notifications are not answered.
     """
     issues: list[Issue] = []
     participants = recipient_keys(original) | ({sender_key(original)} - {None})
@@ -247,7 +334,7 @@ def validate_reply(reply: Mapping, original: Mapping) -> list[Issue]:
         issues.append(
             Issue("error", "value", "a reply is about the same patient", ("Communication.subject",))
         )
-    if sender_key(reply) not in participants:
+    if sender_key(reply) not in participants and not set(acting_for) & participants:
         issues.append(
             Issue("error", "forbidden", "only a participant can answer", ("Communication.sender",))
         )
@@ -311,7 +398,7 @@ def may_read_message(
         if not is_representative or INVISIBLE_REPRESENTANTS_LEGAUX in labels:
             return False
         return requester.reference in participants or f"Patient/{patient_id}" in participants
-    return requester.reference in participants
+    return bool(acting_keys(requester) & participants)
 
 
 def mark_received(
@@ -331,7 +418,7 @@ def mark_received(
         return None
     if reader is not None:
         recipients = recipient_keys(communication)
-        acting_as = {reader.reference}
+        acting_as = set(acting_keys(reader))
         if reader.kind == ActorKind.REPRESENTATIVE:
             acting_as |= {f"Patient/{p}" for p in reader_represents}
         if not recipients & acting_as:

@@ -24,8 +24,10 @@ Decided here:
 
 Code system :data:`SYSTEM_COMMUNICATION_CATEGORY`
 (https://dmp-server.fr/fhir/CodeSystem/communication-category):
-``notification`` (the server tells the patient about an event of their record) and ``message``
-(secure messaging between a practitioner and a patient, :mod:`fhir_server.audit.messaging`).
+``notification`` (the server tells the patient about an event of their record), ``message``
+(secure messaging between a practitioner and a patient, :mod:`fhir_server.audit.messaging`) and
+``closure`` (a message by which a professional closes its conversation,
+:mod:`fhir_server.audit.conversations`).
 
 Code system :data:`SYSTEM_NOTIFICATION_EVENT` (https://dmp-server.fr/fhir/CodeSystem/
 notification-event): ``access`` (a practitioner opened the record), ``deposit`` (a document

@@ -990,7 +990,9 @@ class Gate:
             raise decision.to_error()
         if resource_type == "Communication" and new is not None and old is None:
             try:
-                messaging.check_message(self.store, self.policy, requester, new, record)
+                messaging.check_message(
+                    self.store, self.policy, requester, new, record, self._internal_search
+                )
             except FhirError:
                 self.audit.refusal(
                     requester, interaction, patients, "messaging", resource_type=resource_type

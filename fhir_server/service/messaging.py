@@ -9,8 +9,16 @@ the same record that the author can read, and a message about a labelled documen
 that document's DMP labels in ``meta.security`` (so R07/R14 hide the message wherever they
 hide the document).
 
+It also keeps conversations (``audit.conversations``): a message without a category of ours
+gets the message category; an answer gets ``partOf`` = the first message of its conversation;
+the patient opens a conversation only with one of their pharmacies (named on the Patient); an
+answer in a conversation a professional closed is refused (409, ``conversation-closed``).
+
 Decided here: ``received`` is set when a recipient (or a representative for the patient
 recipient) opens the message with a read; listing messages with a search does not count.
+Closing is checked when the answer is written, against the closures stored by then: a closure
+and an answer written at the same instant may both be stored (the answer then stands, before
+the closure in the thread).
 """
 
 from __future__ import annotations
@@ -24,20 +32,36 @@ from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity
+from fhir_server.audit.conversations import (
+    CATEGORY_CLOSURE,
+    RULE_CLOSED,
+    declared_root,
+    pharmacies_of,
+)
 from fhir_server.audit.messaging import (
+    acting_keys,
     category_codes,
+    fill_default_category,
     mark_received,
     may_read_message,
     validate_message,
     validate_reply,
 )
-from fhir_server.audit.notifications import CATEGORY_MESSAGE
+from fhir_server.audit.notifications import CATEGORY_MESSAGE, SYSTEM_COMMUNICATION_CATEGORY
 from fhir_server.errors import FhirError, Issue
 from fhir_server.search.extract import extract, sort_values
+from fhir_server.search.query import Node, ReferenceTest, TokenTest, all_of
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.store.base import ResourceStore, StoredResource, VersionConflict, VersionWrite
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
+
+# An internal search: (resource type, where, count) -> rows (type, id, body).
+InternalSearch = Callable[[str, Node, int], list[tuple[str, str, bytes]]]
+
+# How far up `inResponseTo` a message stored without `partOf` is followed to its conversation's
+# first message (messages stored before conversations were tracked).
+MAX_THREAD_WALK = 256
 
 
 def check_message(
@@ -46,13 +70,17 @@ def check_message(
     requester: Requester,
     message: dict,
     record: PatientRecord | None,
+    search: InternalSearch,
 ) -> None:
-    """Raise a FhirError when `requester` may not send `message`; add its documents' labels.
+    """Raise a FhirError when `requester` may not send `message`; complete it otherwise.
 
-    `message` is changed in place (``meta.security``) before it is stored.
+    `message` is changed in place before it is stored: the message category when it names
+    none of ours, ``partOf`` on an answer, its documents' labels in ``meta.security``.
+    `search` finds the closures of a conversation (no access constraints).
     """
     if requester.kind is ActorKind.INTERNAL:
         return
+    fill_default_category(message)
     represented = (
         [record.patient_id]
         if record is not None
@@ -65,10 +93,13 @@ def check_message(
         message,
         represented_patients=represented,
         representatives_of_patient=record.representatives if record is not None else None,
+        pharmacies_of_patient=pharmacies_of(record.patient if record is not None else None),
     )
     _raise(issues)
     reps = record.representatives if record is not None else frozenset()
     minor = bool(record and record.minor)
+    acting = acting_keys(requester) | {f"Patient/{p}" for p in represented}
+    roots: set[str] = set()
     for i, ref in enumerate(message.get("inResponseTo") or []):
         target = reference_target(ref.get("reference"))
         original = store.read(*target) if target else None
@@ -94,7 +125,10 @@ def check_message(
             if represented
             else message
         )
-        _raise(validate_reply(as_participant, original.json()))
+        _raise(validate_reply(as_participant, original.json(), acting))
+        roots.add(_conversation_root(store, original))
+    if roots:
+        _join_conversation(message, roots, search)
     labels: list[dict] = []
     for i, payload in enumerate(message.get("payload") or []):
         target = reference_target((payload.get("contentReference") or {}).get("reference"))
@@ -175,6 +209,80 @@ def received_on_read(
     except VersionConflict:
         return None
     return new
+
+
+def _conversation_root(store: ResourceStore, original: StoredResource) -> str:
+    """``Communication/<id>`` of the first message of the conversation `original` is in."""
+    current = original.json()
+    current_id = original.id
+    for _ in range(MAX_THREAD_WALK):
+        root = declared_root(current)
+        if root:
+            return root
+        parents = [
+            target
+            for ref in current.get("inResponseTo") or []
+            if (target := reference_target(ref.get("reference"))) and target[0] == "Communication"
+        ]
+        parent = store.read(*parents[0]) if parents else None
+        if parent is None or parent.deleted:
+            break
+        current, current_id = parent.json(), parent.id
+    return f"Communication/{current_id}"
+
+
+def _join_conversation(message: dict, roots: set[str], search: InternalSearch) -> None:
+    """Set ``partOf`` on an answer; refuse it in a closed conversation or across two."""
+    if len(roots) > 1:
+        _raise(
+            [
+                Issue(
+                    "error",
+                    "value",
+                    "an answer belongs to one conversation; these messages are in "
+                    f"{len(roots)} conversations",
+                    ("Communication.inResponseTo",),
+                )
+            ]
+        )
+    root = next(iter(roots))
+    given = declared_root(message)
+    if message.get("partOf") and (given != root or len(message["partOf"]) != 1):
+        _raise(
+            [
+                Issue(
+                    "error",
+                    "value",
+                    f"partOf is set by the server to the conversation's first message ({root})",
+                    ("Communication.partOf",),
+                )
+            ]
+        )
+    if _closed(root, search):
+        raise FhirError(
+            409,
+            [
+                Issue(
+                    "error",
+                    "business-rule",
+                    "MSSanté citoyenne: this conversation was closed by the professional; "
+                    "nothing more can be written in it",
+                    ("Communication.inResponseTo",),
+                    details_code=RULE_CLOSED,
+                )
+            ],
+        )
+    message["partOf"] = [{"reference": root}]
+
+
+def _closed(root: str, search: InternalSearch) -> bool:
+    """Whether a closing message was stored in the conversation that `root` opened."""
+    root_type, root_id = root.split("/", 1)
+    where = all_of(
+        ReferenceTest("part-of", root_type, root_id),
+        TokenTest("category", SYSTEM_COMMUNICATION_CATEGORY, CATEGORY_CLOSURE),
+    )
+    return bool(search("Communication", where, 1))
 
 
 def _raise(issues: list[Issue], status: int | None = None) -> None:
