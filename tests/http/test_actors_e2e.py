@@ -34,6 +34,7 @@ from tests.http.conftest import (
     permit,
     valid_nir,
 )
+from tests.support.documents import dmp_document
 
 CLASS_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.1"  # TRE_A03 ClasseDocument
 
@@ -75,20 +76,13 @@ def opposing(purpose: str) -> dict:
 
 
 def document(patient_id: str, title: str, class_code: str, label: str | None = None) -> dict:
-    resource: dict = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
-        "category": [{"coding": [{"system": CLASS_SYSTEM, "code": class_code}]}],
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}],
-        "description": title,
-        "content": [{"attachment": {"contentType": "application/pdf", "title": title}}],
-    }
+    """A DMP document by AUTHOR, its bytes inline (ITI-105), `title` as its description."""
+    resource = dmp_document(
+        patient_id, class_code=class_code, label=label, title=title, description=title
+    )
+    resource["author"] = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}]
     if label:
-        coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": label}
-        resource["securityLabel"] = [{"coding": [coding]}]
-        resource["meta"] = {"security": [coding]}
+        resource["meta"] = {"security": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": label}]}
     return resource
 
 

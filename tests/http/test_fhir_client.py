@@ -17,6 +17,7 @@ from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
 from fhir_server.terminology import SYSTEM_IDNAT_PS
 from tests.http.conftest import INS_SYSTEM, Tokens, a_patient, valid_nir
 from tests.http.test_serve import _free_port, _start, _stop
+from tests.support.documents import with_submission_set_unique_id
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "external" / "pdsm4dmp"
 AUTHOR = "899700218896"
@@ -36,7 +37,7 @@ def server(tmp_path_factory):
 
 def _bundle(nir: str) -> dict:
     text = (FIXTURES / "Bundle-example-td2-iti65-lot-soumission.json").read_text(encoding="utf-8")
-    bundle = json.loads(text.replace("123456789012345", nir))
+    bundle = with_submission_set_unique_id(json.loads(text.replace("123456789012345", nir)))
     bundle["entry"][2]["resource"]["data"] = base64.b64encode(CONTENT).decode()
     document = bundle["entry"][1]["resource"]
     document["contained"][1]["name"] = [{"family": "Martin", "given": ["Claire"]}]

@@ -13,6 +13,9 @@ Verdicts on tests/fixtures/external/pdsm4dmp/ through ITI-65 (POST /fhir):
   registry's own supersede of the document relatesTo.replaces names; doc-x-id is superseded.
   As published: rejected, 422, XDSUnknownPatientId (same patient) and XDSReplaceFailed
   (doc-x-id is not known).
+- Both Bundles are adapted to the DMP first: their SubmissionSet carries no uniqueId, which
+  ITI-41 and the DMP SubmissionSet profile require (as published, XDSRepositoryMetadataError
+  at `List.identifier`, see tests/http/test_document_model.py); `fixture` adds one.
 - The other files of the folder are not transaction Bundles (a FHIR document, a searchset, two
   DocumentReferences); their profile verdicts are in tests/unit/test_pdsm4dmp_fixtures.py.
 """
@@ -32,6 +35,7 @@ from fhir_server.access.requester import INTERNAL
 from fhir_server.mhd.errors import XDS_ERROR_SYSTEM
 from fhir_server.terminology import SYSTEM_IDNAT_PS
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, a_patient, auth, valid_nir
+from tests.support.documents import with_submission_set_unique_id
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "external" / "pdsm4dmp"
 FIXTURE_INS = "123456789012345"
@@ -43,8 +47,12 @@ FHIR_XML = "application/fhir+xml"
 
 
 def fixture(name: str, nir: str | None = None) -> dict:
+    """A PDSm4DMP example, its INS replaced by `nir`, adapted to the DMP: a SubmissionSet
+    gets the uniqueId the examples lack (`tests.support.documents`)."""
     text = (FIXTURES / name).read_text(encoding="utf-8")
-    return json.loads(text.replace(FIXTURE_INS, nir) if nir else text)
+    return with_submission_set_unique_id(
+        json.loads(text.replace(FIXTURE_INS, nir) if nir else text)
+    )
 
 
 class Mhd:
@@ -462,7 +470,9 @@ def test_iti66_list_search_parameters(mhd):
     list_id = found["List"]
     submission_set = mhd.get(f"/fhir/List/{list_id}").get_json()
     (entry_uuid,) = [
-        i["value"] for i in submission_set["identifier"] if i["system"] == "urn:ietf:rfc:3986"
+        i["value"]
+        for i in submission_set["identifier"]
+        if i["system"] == "urn:ietf:rfc:3986" and i["value"].startswith("urn:uuid:")
     ]
     base = {"patient": patient_id}
     cases = [
