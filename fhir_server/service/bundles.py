@@ -342,6 +342,7 @@ class BundleProcessor:
             for k, old in enumerate(more)
         ]
         references = self._resolve_identities(requester, entries)
+        _skip_orphaned_binaries(entries)
         written = [e for e in entries if e.resource is not None and e.method != FOLDED]
         for entry in written:
             _walk_strings(entry.resource, references.get)
@@ -480,6 +481,7 @@ class BundleProcessor:
                     existing = self._matched(requester, entry.condition, entry)
                     if existing is not None:
                         entry.method = "NOOP"
+                        entry.unwritten = entry.resource  # type: ignore[attr-defined]
                         entry.resource = None
                         entry.condition = None
                         self._map(references, entry, f"{existing.resource_type}/{existing.id}")
@@ -702,6 +704,32 @@ class BundleProcessor:
             for resource_type, resource_id, body in rows
         ]
         return EntryResponse(status="200 OK", resource=orjson.dumps(searchset))
+
+
+def _skip_orphaned_binaries(entries: list[Entry]) -> None:
+    """A Binary created only as the content of documents whose conditional create found one
+    already held (NOOP; a conditional ITI-105 that matched) would belong to nothing: it is
+    not written, and answered as that document (the content the registry already holds)."""
+    found: dict[str, StoredResource] = {}
+    named: set[str] = set()
+    for entry in entries:
+        unwritten = getattr(entry, "unwritten", None)
+        if entry.method == "NOOP" and isinstance(unwritten, dict):
+            for _, attachment in documents_model.attachments(unwritten):
+                found.setdefault(str(attachment.get("url")), entry.existing)  # type: ignore[attr-defined]
+        elif isinstance(entry.resource, dict) and entry.method in ("POST", "PUT"):
+            for _, attachment in documents_model.attachments(entry.resource):
+                named.add(str(attachment.get("url")))
+    for entry in entries:
+        if (
+            entry.method == "POST"
+            and isinstance(entry.resource, dict)
+            and entry.resource.get("resourceType") == "Binary"
+            and entry.full_url in found
+            and entry.full_url not in named
+        ):
+            entry.method, entry.resource = "NOOP", None
+            entry.existing = found[entry.full_url]  # type: ignore[attr-defined]
 
 
 def _response(status: str, stored: StoredResource, include_body: bool = False) -> EntryResponse:

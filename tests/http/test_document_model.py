@@ -519,6 +519,29 @@ def test_iti105_replacement_supersedes_the_replaced_document_in_the_same_write(w
     assert world.documents(world.patient) == before
 
 
+def _binary_versions(world: World) -> int:
+    store = world.xds.runtime.store
+    return len(store.history("Binary", None, since=None, count=1000, cursor=None).entries)
+
+
+def test_conditional_iti105_that_finds_its_document_writes_nothing(world):
+    """A conditional create (If-None-Exist) of a document already held answers it (200) and
+    makes no Binary of the inline bytes: one would belong to no document."""
+    document = dmp_document(world.patient, author=GP)
+    created = world.post("/fhir/DocumentReference", document)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    assert created.get_json()["content"][0]["attachment"]["url"].startswith("Binary/")
+    before = _binary_versions(world)
+    condition = (
+        f"patient={world.patient}&identifier=urn:ietf:rfc:3986|"
+        + (document["masterIdentifier"]["value"])
+    )
+    again = world.post("/fhir/DocumentReference", document, **{"If-None-Exist": condition})
+    assert again.status_code == 200, again.get_data(as_text=True)
+    assert again.get_json()["id"] == created.get_json()["id"]
+    assert _binary_versions(world) == before
+
+
 def test_iti105_pdsm_example_is_refused_for_the_dmp_metadata_it_lacks(world):
     """The PDSm4DMP ITI-105 example (its INS replaced by the patient's) carries the document
     inline but lacks what the DMP requires of every document (class, authenticator,
