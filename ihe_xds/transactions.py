@@ -54,7 +54,9 @@ from fhir_server.access.decision import (
 from fhir_server.access.ownership import binary_id_of
 from fhir_server.access.requester import INTERNAL, Requester
 from fhir_server.audit.balp import security_labels_of
+from fhir_server.documents.registry import UNKNOWN, relation_error_code, relation_problem
 from fhir_server.errors import FhirError
+from fhir_server.mhd.errors import XDS_ERROR_SYSTEM
 from fhir_server.search.query import TokenTest
 from fhir_server.service.prepared import PreparedEvents
 from fhir_server.terminology import INS_OIDS, SYSTEM_RFC3986
@@ -64,11 +66,8 @@ from ihe_xds.errors import (
     LOCAL_POLICY_RESTRICTION_ERROR,
     XDS_DOCUMENT_UNIQUE_ID_ERROR,
     XDS_NON_IDENTICAL_HASH,
-    XDS_PATIENT_ID_DOES_NOT_MATCH,
-    XDS_REGISTRY_DEPRECATED_DOCUMENT_ERROR,
     XDS_REGISTRY_ERROR,
     XDS_REGISTRY_METADATA_ERROR,
-    XDS_REPLACE_FAILED,
     XDS_REPOSITORY_ERROR,
     XDS_REPOSITORY_METADATA_ERROR,
     XDS_RESULT_NOT_SINGLE_PATIENT,
@@ -81,7 +80,6 @@ from ihe_xds.errors import (
 )
 from ihe_xds.mapping import (
     associations_from_fhir,
-    availability_of,
     document_reference_to_ebrim,
     entry_uuid_of,
     list_to_ebrim,
@@ -104,7 +102,7 @@ from ihe_xds.stored_query import (
     plan,
 )
 from ihe_xds.validation import DMP_PROFILE, external_targets, validate_submission
-from ihe_xds.vocabulary import DOCUMENT_RELATIONSHIPS, REPLACING_RELATIONSHIPS, STATUS_APPROVED
+from ihe_xds.vocabulary import DOCUMENT_RELATIONSHIPS, REPLACING_RELATIONSHIPS
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +160,10 @@ def write_error(exc: FhirError) -> RegistryError:
         return registry_error(XDS_UNKNOWN_PATIENT_ID, exc.message, _location(exc))
     if exc.status in (401, 403):
         return registry_error(LOCAL_POLICY_RESTRICTION_ERROR, exc.message, _location(exc))
+    # A refusal of the document rules (`fhir_server.documents`) carries its XDS code.
+    coded = [i.details_code for i in exc.issues if i.details_system == XDS_ERROR_SYSTEM]
+    if coded and coded[0]:
+        return registry_error(coded[0], exc.message, _location(exc))
     if exc.status in (400, 422):
         return registry_error(XDS_REPOSITORY_METADATA_ERROR, exc.message, _location(exc))
     return registry_error(XDS_REPOSITORY_ERROR, exc.message, _location(exc))
@@ -421,38 +423,16 @@ def _replacements(submission, mapped, find_entry) -> tuple[list[dict], list[Regi
         where = f"Association targetObject {target}"
         found = [s for s in find_entry(target) if s.resource_type == "DocumentReference"]
         if not found:
-            errors.append(
-                registry_error(
-                    XDS_REPLACE_FAILED, f"the replaced document {target} is not known", where
-                )
-                if target in replaced
-                else registry_error(
-                    XDS_REGISTRY_METADATA_ERROR,
-                    f"the related document {target} is not in the registry",
-                    where,
-                )
-            )
+            code = relation_error_code(UNKNOWN, replaces=target in replaced)
+            errors.append(registry_error(code, f"{UNKNOWN}: {target}", where))
             continue
         old = found[0].json()
-        if availability_of(old) != STATUS_APPROVED:
-            errors.append(
-                registry_error(
-                    XDS_REPLACE_FAILED
-                    if target in replaced
-                    else XDS_REGISTRY_DEPRECATED_DOCUMENT_ERROR,
-                    f"the related document {target} is not current",
-                    where,
-                )
-            )
-            continue
-        if _subject_id(old) != subject_of_source.get(target):
-            errors.append(
-                registry_error(
-                    XDS_PATIENT_ID_DOES_NOT_MATCH,
-                    f"the related document {target} belongs to another patient",
-                    where,
-                )
-            )
+        # The rule every door applies (`documents.registry.relation_problem`), with its codes.
+        source_patient = subject_of_source.get(target)
+        problem = relation_problem(old, source_patient, replaces=target in replaced)
+        if problem is not None:
+            code = relation_error_code(problem, replaces=target in replaced)
+            errors.append(registry_error(code, f"{problem.format(id=target)}", where))
             continue
         if target in replaced:
             new = copy.deepcopy(old)

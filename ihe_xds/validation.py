@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fhir_server.documents import model
 from fhir_server.resources.dmp_value_sets import default_value_sets
 from fhir_server.resources.ins import nir_key_error
 from fhir_server.terminology import (
@@ -49,7 +50,6 @@ from ihe_xds.vocabulary import (
     OBJECT_TYPE_STABLE,
 )
 
-_UUID_URN = re.compile(r"^urn:uuid:[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _MIME = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
 _HASH = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -67,18 +67,9 @@ XDS_PROFILE = ValidationProfile("xds", dmp=False)
 DMP_PROFILE = ValidationProfile("dmp", dmp=True)
 
 
-def is_uuid_urn(value: str | None) -> bool:
-    return bool(value) and bool(_UUID_URN.match(value))
-
-
-def is_unique_id(value: str | None) -> bool:
-    """An XDS uniqueId: an OID, or OID^extension (extension up to 16 characters)."""
-    if not value or len(value) > 128:
-        return False
-    root, sep, extension = value.partition("^")
-    if sep:
-        return is_oid(root) and 0 < len(extension) <= 16 and "^" not in extension
-    return is_oid(root)
+# The forms of an entryUUID and a uniqueId are the document model's, at every door.
+is_uuid_urn = model.is_uuid_urn
+is_unique_id = model.is_xds_unique_id
 
 
 def patient_id_error(value: str | None, *, require_ins: bool) -> str | None:

@@ -504,6 +504,11 @@ class DmpPolicy:
         patient = requester.kind is ActorKind.PATIENT
         rule = "R06" if patient else "R07"
         if record is None:
+            if resource_type == "Binary" and interaction == "create":
+                # The bytes of a document the patient deposits (ITI-105 makes them a Binary
+                # of the deposit's transaction), in no record until the document owns them,
+                # as for a practitioner's deposit (`service.ownership`).
+                return Permit(Everything(), rule)
             return _unknown_patient(422, "processing")
         grant = self._person_gate(requester, record)
         if isinstance(grant, Deny):

@@ -71,3 +71,7 @@ def with_xds_code(exc: FhirError) -> FhirError:
         XDS_ERROR_SYSTEM,
     )
     return FhirError(exc.status, [*exc.issues, added], exc.headers)
+
+
+XDS_REGISTRY_METADATA_ERROR = "XDSRegistryMetadataError"
+XDS_REGISTRY_DEPRECATED_DOCUMENT_ERROR = "XDSRegistryDeprecatedDocumentError"

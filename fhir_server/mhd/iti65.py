@@ -42,21 +42,18 @@ replaced document the requester may not read is answered as an unknown one (XDSR
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
-import hashlib
 import re
-import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from fhir_server.access.constraints import reference_target
 from fhir_server.access.requester import INTERNAL
+from fhir_server.documents import model, rules
+from fhir_server.documents.model import assign_entry_uuid, replaced_targets, sha1_base64
+from fhir_server.documents.registry import relation_issue, relation_problem
 from fhir_server.errors import FhirError, Issue
 from fhir_server.mhd.errors import (
-    XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
-    XDS_ERROR_SYSTEM,
     XDS_MISSING_DOCUMENT,
     XDS_MISSING_DOCUMENT_METADATA,
     XDS_NON_IDENTICAL_HASH,
@@ -66,7 +63,7 @@ from fhir_server.mhd.errors import (
     XDS_UNKNOWN_PATIENT_ID,
     xds_issue,
 )
-from fhir_server.terminology import SYSTEM_MHD_LIST_TYPES, SYSTEM_RFC3986
+from fhir_server.terminology import SYSTEM_MHD_LIST_TYPES
 
 _MHD = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/"
 _PDSM = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
@@ -147,51 +144,8 @@ def is_provide_bundle(bundle: dict) -> bool:
 # --------------------------------------------------------------------------- pure checks
 
 
-def _decode(data: Any) -> bytes | None:
-    if not isinstance(data, str):
-        return None
-    try:
-        return base64.b64decode(data, validate=False)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def sha1_base64(content: bytes) -> str:
-    """FHIR Attachment.hash: the base64 of the SHA-1 digest (XDS carries the same digest in hex)."""
-    return base64.b64encode(hashlib.sha1(content).digest()).decode("ascii")  # noqa: S324
-
-
-def _has_entry_uuid(resource: dict) -> bool:
-    return any(
-        isinstance(i, dict)
-        and i.get("system") == SYSTEM_RFC3986
-        and str(i.get("value", "")).startswith("urn:uuid:")
-        for i in resource.get("identifier") or []
-    )
-
-
-def assign_entry_uuid(resource: dict) -> None:
-    """Give the resource an entryUUID when it has none (PDSm4DMP: assigned by the registry)."""
-    if not _has_entry_uuid(resource):
-        identifiers = list(resource.get("identifier") or [])
-        identifiers.append(
-            {"use": "official", "system": SYSTEM_RFC3986, "value": f"urn:uuid:{uuid.uuid4()}"}
-        )
-        resource["identifier"] = identifiers
-
-
-def _attachments(document: dict) -> list[tuple[int, dict]]:
-    out = []
-    for position, content in enumerate(document.get("content") or []):
-        if isinstance(content, dict) and isinstance(content.get("attachment"), dict):
-            out.append((position, content["attachment"]))
-    return out
-
-
-def _unique_id(document: dict) -> str | None:
-    master = document.get("masterIdentifier")
-    value = master.get("value") if isinstance(master, dict) else None
-    return value if isinstance(value, str) and value else None
+_attachments = model.attachments
+_unique_id = model.unique_id
 
 
 def _is_supersede_patch(resource: Any) -> bool:
@@ -268,7 +222,6 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
     plan = ProvidePlan(lists[0], documents, binaries)
     binary_by_url = {b.full_url: b for b in binaries if b.full_url}
     used: set[str] = set()
-    unique_ids: dict[str, str] = {}
     for entry in documents:
         document = entry.resource
         assign_entry_uuid(document)
@@ -296,7 +249,7 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
             used.add(binary.full_url)
             if entry.full_url and "securityContext" not in binary.resource:
                 binary.resource["securityContext"] = {"reference": entry.full_url}
-            content = _decode(binary.resource.get("data"))
+            content = model.decode(binary.resource.get("data"))
             if content is None:
                 issues.append(
                     xds_issue(
@@ -306,35 +259,10 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
                     )
                 )
                 continue
-            size = attachment.get("size")
-            if size is not None and size != len(content):
-                issues.append(
-                    xds_issue(
-                        XDS_REPOSITORY_METADATA_ERROR,
-                        f"{where}.size {size} does not match the document ({len(content)} bytes)",
-                        f"{where}.size",
-                    )
-                )
-            given = attachment.get("hash")
-            if given is not None and _decode(given) != hashlib.sha1(content).digest():  # noqa: S324
-                issues.append(
-                    xds_issue(
-                        XDS_REPOSITORY_METADATA_ERROR,
-                        f"{where}.hash {given} is not the SHA-1 of the document ({sha1_base64(content)})",
-                        f"{where}.hash",
-                    )
-                )
-        unique_id = _unique_id(document)
-        if unique_id:
-            if unique_id in unique_ids:
-                issues.append(
-                    xds_issue(
-                        XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
-                        f"{entry.where}: masterIdentifier {unique_id} is also the one of {unique_ids[unique_id]}",
-                        f"{entry.where}.resource.masterIdentifier",
-                    )
-                )
-            unique_ids.setdefault(unique_id, entry.where)
+            issues += rules.size_and_hash_issues(attachment, content, where)
+    # No two documents of the message with one entryUUID or one uniqueId (the same rule as
+    # every transaction's, `documents.rules`).
+    issues += rules.message_issues([(entry.where, entry.resource) for entry in documents])
     for binary in binaries:
         if binary.full_url not in used:
             issues.append(
@@ -403,35 +331,23 @@ def _local_id(reference: Any, resource_type: str) -> str | None:
 
 
 def deposit_profile_issues(plan: ProvidePlan, profiles: Any) -> list[Issue]:
-    """The DMP DocumentReference profile, each issue at its entry with XDSRepositoryMetadataError."""
+    """The document rules that need no store (`documents.rules.metadata_issues`: the DMP
+    DocumentReference profile, entryUUID, uniqueId, ref-1, ...) and ref-1 of the
+    SubmissionSet, each issue at its entry with its XDS code."""
     issues = []
-    for entry in plan.documents:
-        for issue in profiles.validate(entry.resource, deposit=True):
-            if issue.severity not in ("error", "fatal"):
-                continue
+    found = [(entry, rules.metadata_issues(entry.resource, profiles)) for entry in plan.documents]
+    submission_set = plan.submission_set
+    found.append((submission_set, rules.contained_reference_issues(submission_set.resource)))
+    for entry, entry_issues in found:
+        for issue in entry_issues:
             issues.append(
                 replace(
                     issue,
                     diagnostics=f"{entry.where}: {issue.diagnostics}",
                     expression=(entry.where, *issue.expression),
-                    details_code=XDS_REPOSITORY_METADATA_ERROR,
-                    details_system=XDS_ERROR_SYSTEM,
                 )
             )
     return issues
-
-
-def replaced_targets(document: dict) -> list[tuple[int, dict]]:
-    """(position, target Reference) of each relatesTo.replaces of a DocumentReference."""
-    out = []
-    for position, relation in enumerate(document.get("relatesTo") or []):
-        if (
-            isinstance(relation, dict)
-            and relation.get("code") == "replaces"
-            and isinstance(relation.get("target"), dict)
-        ):
-            out.append((position, relation["target"]))
-    return out
 
 
 # --------------------------------------------------------------------------- with the registry
@@ -588,23 +504,10 @@ class Iti65:
                         )
                     )
                     continue
-                if old.get("status") != "current":
-                    issues.append(
-                        xds_issue(
-                            XDS_REPLACE_FAILED,
-                            f"{where}: the replaced document {old['id']} is not current ({old.get('status')})",
-                            where,
-                        )
-                    )
-                    continue
-                if _local((old.get("subject") or {}).get("reference")) != _local(subject):
-                    issues.append(
-                        xds_issue(
-                            XDS_PATIENT_ID_DOES_NOT_MATCH,
-                            f"{where}: the replaced document belongs to another patient",
-                            where,
-                        )
-                    )
+                # The rule every door applies (`documents.registry.relation_problem`).
+                problem = relation_problem(old, _local_id(subject, "Patient"), replaces=True)
+                if problem is not None:
+                    issues.append(relation_issue(problem, where, old, replaces=True))
                     continue
                 new = copy.deepcopy(old)
                 new["status"] = "superseded"
@@ -628,26 +531,13 @@ class Iti65:
         return added, issues
 
     def _replaced_document(self, target: dict) -> dict | None:
-        reference = target.get("reference")
-        found: list = []
-        document_id = _local_id(reference, "DocumentReference")
-        if document_id:
-            found = self._find("DocumentReference", [("_id", document_id)])
-        identifier = target.get("identifier")
-        if not found and isinstance(identifier, dict) and identifier.get("value"):
-            system = identifier.get("system")
-            token = f"{system}|{identifier['value']}" if system else identifier["value"]
-            found = self._find("DocumentReference", [("identifier", token)])
-        if self.requester is not None:
-            # R18: a document hidden from the depositor is answered exactly as an unknown one
-            # (not "of another patient", "not current", nor the refusal of its supersede,
-            # which named its id).
-            found = [
-                s
-                for s in found
-                if self.service.gate.may_read(self.requester, s.resource_type, s.id)
-            ]
-        return found[0].json() if len(found) == 1 else None
+        """The document a replace names, found as every door finds it
+        (`DocumentRules.find_target`): one hidden from the depositor is answered exactly as
+        an unknown one (R18: not "of another patient", "not current", nor the refusal of its
+        supersede, which named its id)."""
+        return self.service.documents.find_target(
+            self.service.store, self.requester or INTERNAL, target
+        )
 
 
 __all__ = [

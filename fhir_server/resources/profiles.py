@@ -25,8 +25,9 @@ Which profiles apply on write (`ProfileRegistry.profiles_for`):
 - the profiles of ours the resource claims in `meta.profile`, and ours that stand for a
   claimed ANS PDSm profile (`CLAIM_ALIASES`: pdsm-comprehensive-document-reference ->
   dmp-document-reference, pdsm-submissionset-comprehensive -> dmp-submission-set);
-- dmp-document-reference for a DocumentReference deposited through XDS or MHD
-  (`deposit=True`): the registry assigns the entryUUID (identifier) before, as PDSm4DMP says;
+- dmp-document-reference for a DocumentReference a client writes, whatever the door
+  (`deposit=True`, asked by the document rules of `fhir_server.documents`, which also assign
+  the entryUUID (identifier) of a new document before, as PDSm4DMP says);
 - dmp-submission-set for a List whose code is the MHD `submissionset`.
 
 dmp-audit-event applies only when claimed: the server writes AuditEvents itself.

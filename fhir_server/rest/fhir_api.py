@@ -195,6 +195,15 @@ def create(resource_type: str):
     rt = runtime()
     resource = _body_resource(resource_type)
     condition = request.headers.get("If-None-Exist")
+    if resource_type == "DocumentReference" and resource.get("resourceType") == resource_type:
+        # ITI-105 Simplified Publish, and any POST of a document: the registry's transaction
+        # (`documents.publish`), which makes the Binary of inline data and supersedes what
+        # the document replaces, atomically.
+        if condition is not None:
+            _criteria(condition)  # refuses an empty one
+            condition = condition.lstrip("?").split("?", 1)[-1]
+        result = rt.bundles.publish(g.requester, resource, condition)
+        return _write_response(result.stored, 201 if result.created else 200)
     criteria = _criteria(condition) if condition is not None else None
     result = rt.service.create(g.requester, resource_type, resource, if_none_exist=criteria)
     if not result.created:

@@ -23,6 +23,10 @@ import orjson
 
 from fhir_server.access import list_labels
 from fhir_server.access.requester import Requester
+from fhir_server.documents import model as documents_model
+from fhir_server.documents import publish as documents_publish
+from fhir_server.documents import rules as document_rules
+from fhir_server.documents.registry import in_transaction
 from fhir_server.errors import FhirError, Issue, bad_request, error
 from fhir_server.mhd.errors import with_xds_code
 from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
@@ -30,7 +34,7 @@ from fhir_server.resources.json_values import copy_json
 from fhir_server.resources.patch import patch_body_of_resource
 from fhir_server.search.extract import PreparedEntries, prepare
 from fhir_server.service import ownership, patch, versions
-from fhir_server.service.core import Condition, FhirService, Replay, require_type
+from fhir_server.service.core import Condition, FhirService, Replay, WriteResult, require_type
 from fhir_server.service.prepared import PreparedEvents, PreparedWrite
 from fhir_server.store.base import StoredResource
 
@@ -74,6 +78,7 @@ class EntryResponse:
     last_modified: str | None = None
     resource: bytes | None = None  # stored JSON bytes, for GET entries and return=representation
     outcome: dict | None = None
+    stored: StoredResource | None = None  # what a write entry stored (`publish`)
 
 
 @dataclass(frozen=True)
@@ -263,6 +268,22 @@ class BundleProcessor:
             )
         )
 
+    # -- a single POST DocumentReference (ITI-105) ------------------------------------------
+
+    def publish(
+        self, requester: Requester, document: dict, if_none_exist: str | None = None
+    ) -> WriteResult:
+        """A POSTed DocumentReference, inline data or not, written as the transaction of
+        `documents.publish` (the Binary, the document, the supersedes, atomically); its
+        refusals named in the DocumentReference's terms."""
+        bundle = documents_publish.as_transaction(document, if_none_exist)
+        try:
+            _, responses = self.process(requester, bundle)
+        except FhirError as exc:
+            raise documents_publish.as_single_write_error(exc, bundle) from None
+        answer = responses[documents_publish.DOCUMENT_ENTRY]
+        return WriteResult(answer.stored, created=answer.status.startswith("201"))
+
     # -- batch: each entry on its own ------------------------------------------------------
 
     def _batch_entry(self, requester: Requester, entry: Entry) -> EntryResponse:
@@ -271,6 +292,14 @@ class BundleProcessor:
                 entry.resource = copy_json(entry.resource)
             if entry.method in ("GET", "HEAD"):
                 return self._get(requester, entry)
+            if (
+                entry.method == "POST"
+                and isinstance(entry.resource, dict)
+                and entry.resource.get("resourceType") == "DocumentReference"
+                and parse_target(entry.url, entry.where).resource_type == "DocumentReference"
+            ):
+                result = self.publish(requester, entry.resource, entry.if_none_exist)
+                return _response("201 Created" if result.created else "200 OK", result.stored)
             if entry.method == "POST" and entry.if_none_exist:
                 return self._conditional_create(requester, entry)
             if entry.method in ("DELETE", "PATCH"):
@@ -296,21 +325,26 @@ class BundleProcessor:
                 entry.normalized = True
         requested = list(entries)  # the entries answered, in the Bundle's order
         plan = None
+        supersede: list[dict] = []
         if mhd is not None:
             plan, supersede = mhd.prepare(entries)
-            entries = entries + [
-                Entry(
-                    len(requested) + k,
-                    "PUT",
-                    f"DocumentReference/{old['id']}",
-                    old,
-                    None,
-                    None,
-                    None,
-                )
-                for k, old in enumerate(supersede)
-            ]
+        else:
+            self._prepare_documents(entries)
+        entries = entries + [
+            Entry(
+                len(requested) + k, "PUT", f"DocumentReference/{old['id']}", old, None, None, None
+            )
+            for k, old in enumerate(supersede)
+        ]
+        # The documents any transaction creates supersede what they replace, in the same
+        # write (`documents.registry`), whether the Bundle is an ITI-65 or not.
+        more, superseded = self.service.documents.supersedes(requester, entries)
+        entries = entries + [
+            Entry(len(entries) + k, "PUT", f"DocumentReference/{old['id']}", old, None, None, None)
+            for k, old in enumerate(more)
+        ]
         references = self._resolve_identities(requester, entries)
+        _skip_orphaned_binaries(entries)
         # A PATCH entry's resource is the patch (a Binary or a Parameters), not what is written.
         written = [
             e for e in entries if e.resource is not None and e.method not in (FOLDED, "PATCH")
@@ -337,9 +371,21 @@ class BundleProcessor:
             # A conditional create that found its resource ("NOOP") keeps a POST's place.
             key=lambda e: (METHOD_ORDER.get(e.method, METHOD_ORDER["POST"]), e.index),
         )
+        binaries = {
+            e.resource["id"]: e.resource
+            for e in entries
+            if e.method in ("POST", "PUT")
+            and isinstance(e.resource, dict)
+            and e.resource.get("resourceType") == "Binary"
+            and e.resource.get("id")
+        }
         try:
             conditional = any(entry.condition is not None for entry in ordered)
-            with ownership.deposit(deposited), self.service._transaction(replay=conditional) as tx:
+            with (
+                ownership.deposit(deposited),
+                in_transaction(superseded, binaries),
+                self.service._transaction(replay=conditional) as tx,
+            ):
                 for entry in ordered:
                     if entry.method in ("GET", "HEAD"):
                         continue
@@ -376,6 +422,27 @@ class BundleProcessor:
                     done.last_modified,
                 )
         return [responses[entry.index] for entry in requested]
+
+    @staticmethod
+    def _prepare_documents(entries: list[Entry]) -> None:
+        """A transaction that is no ITI-65 (`Iti65.prepare` does the same for one): the
+        registry assigns the entryUUID of each document it creates, and no two documents of
+        the message share an entryUUID or a uniqueId (`documents.rules.message_issues`)."""
+        documents = []
+        for entry in entries:
+            resource = entry.resource
+            if (
+                not isinstance(resource, dict)
+                or resource.get("resourceType") != "DocumentReference"
+            ):
+                continue
+            if entry.method == "POST":
+                documents_model.assign_entry_uuid(resource)
+            if entry.method in ("POST", "PUT"):
+                documents.append((entry.where, resource))
+        issues = document_rules.message_issues(documents)
+        if issues:
+            raise FhirError(422, issues)
 
     def _label_lists(self, written: list[Entry]) -> None:
         """Lists of the Bundle take the labels all their entries share (`access.list_labels`),
@@ -419,6 +486,7 @@ class BundleProcessor:
                     existing = self._matched(requester, entry.condition, entry)
                     if existing is not None:
                         entry.method = "NOOP"
+                        entry.unwritten = entry.resource  # type: ignore[attr-defined]
                         entry.resource = None
                         entry.condition = None
                         self._map(references, entry, f"{existing.resource_type}/{existing.id}")
@@ -666,6 +734,32 @@ class BundleProcessor:
         return EntryResponse(status="200 OK", resource=orjson.dumps(searchset))
 
 
+def _skip_orphaned_binaries(entries: list[Entry]) -> None:
+    """A Binary created only as the content of documents whose conditional create found one
+    already held (NOOP; a conditional ITI-105 that matched) would belong to nothing: it is
+    not written, and answered as that document (the content the registry already holds)."""
+    found: dict[str, StoredResource] = {}
+    named: set[str] = set()
+    for entry in entries:
+        unwritten = getattr(entry, "unwritten", None)
+        if entry.method == "NOOP" and isinstance(unwritten, dict):
+            for _, attachment in documents_model.attachments(unwritten):
+                found.setdefault(str(attachment.get("url")), entry.existing)  # type: ignore[attr-defined]
+        elif isinstance(entry.resource, dict) and entry.method in ("POST", "PUT"):
+            for _, attachment in documents_model.attachments(entry.resource):
+                named.add(str(attachment.get("url")))
+    for entry in entries:
+        if (
+            entry.method == "POST"
+            and isinstance(entry.resource, dict)
+            and entry.resource.get("resourceType") == "Binary"
+            and entry.full_url in found
+            and entry.full_url not in named
+        ):
+            entry.method, entry.resource = "NOOP", None
+            entry.existing = found[entry.full_url]  # type: ignore[attr-defined]
+
+
 def _response(status: str, stored: StoredResource, include_body: bool = False) -> EntryResponse:
     return EntryResponse(
         status=status,
@@ -673,6 +767,7 @@ def _response(status: str, stored: StoredResource, include_body: bool = False) -
         etag=versions.etag(stored.version),
         last_modified=versions.instant(stored.last_updated),
         resource=stored.body if include_body else None,
+        stored=stored,
     )
 
 

@@ -20,6 +20,8 @@ import orjson
 from fhir_server.access import list_labels
 from fhir_server.access.decision import not_found_message
 from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.documents.model import assign_entry_uuid
+from fhir_server.documents.registry import DocumentRules
 from fhir_server.errors import bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.resources.normal_form import NormalForm
@@ -160,6 +162,8 @@ class FhirService:
         # This server's FHIR base: references to it are made relative (`normal_form`).
         self.base_url = base_url
         self.normal_form = NormalForm(base_url)
+        # The document model's rules, run on every DocumentReference write (`documents`).
+        self.documents = DocumentRules(self)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -415,6 +419,11 @@ class FhirService:
         """A create with a server id; `condition`: the criteria it is conditional on."""
         resource_id = versions.new_id()
         self._label_list(resource)
+        if resource.get("resourceType") == "DocumentReference" and (
+            requester.kind is not ActorKind.INTERNAL
+        ):
+            # The registry assigns a new document's entryUUID (PDSm4DMP), at every door.
+            assign_entry_uuid(resource)
         # Authorized before the transaction: a create has no current version to judge, and the
         # write lock, which every writer of every process waits for, is not held meanwhile.
         self.gate.authorize_write(requester, "create", resource["resourceType"], resource, None)
@@ -559,6 +568,7 @@ class FhirService:
         if not authorized:
             self.gate.authorize_write(requester, "create", resource_type, resource, None)
         claims = self.ownership.before_write(tx, requester, "create", resource, resource_id, None)
+        self._check_document(tx, requester, resource, resource_id, None)
         stored = versions.stamp(resource, resource_id, 1, self.clock())
         self._write(
             tx, stored, resource, "POST", expected_version=0, entries=prepared and prepared.entries
@@ -611,6 +621,7 @@ class FhirService:
             claims = self.ownership.before_write(
                 tx, requester, "create", resource, resource_id, None
             )
+            self._check_document(tx, requester, resource, resource_id, None)
             stored = versions.stamp(resource, resource_id, 1, self.clock())
             self._write(tx, stored, resource, "PUT", expected_version=0, entries=entries)
             self._claim(tx, claims, resource_id)
@@ -625,6 +636,7 @@ class FhirService:
             if kept is not resource:
                 resource, entries = kept, None
         claims = self.ownership.before_write(tx, requester, "update", resource, resource_id, old)
+        self._check_document(tx, requester, resource, resource_id, old)
         stored = versions.stamp(resource, resource_id, current.version + 1, self.clock())
         self._write(tx, stored, resource, "PUT", expected_version=current.version, entries=entries)
         self._claim(tx, claims, resource_id)
@@ -664,13 +676,23 @@ class FhirService:
         expected_version: int,
         entries: PreparedEntries | None = None,
     ) -> None:
-        if stored.resource_type == "DocumentReference":
-            unique_ids.check_one_content(self._searcher(tx), resource, stored.id)
         entries = extract(
             resource, self.registry, content=entries.entries() if entries is not None else None
         )
         shard_key = entries.compartment[0] if entries.compartment else ""
         tx.write(VersionWrite(stored, method, expected_version, entries, shard_key=shard_key))
+
+    def _check_document(
+        self,
+        tx: StoreTransaction,
+        requester: Requester,
+        resource: dict,
+        resource_id: str,
+        old: dict | None,
+    ) -> None:
+        """The document model's check of a DocumentReference write (`documents.registry`)."""
+        if resource.get("resourceType") == "DocumentReference":
+            self.documents.check_write(tx, requester, resource, resource_id, old)
 
     def _label_list(self, resource: dict, tx: StoreTransaction | None = None) -> bool:
         """A List takes the DMP labels all its entries share (`access.list_labels`), its

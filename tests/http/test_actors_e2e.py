@@ -24,7 +24,6 @@ from fhir_server.terminology import (
     SYSTEM_IDNAT_PS,
     SYSTEM_V3_ROLE_CODE,
 )
-from tests.dmp_codes import type_of_class
 from tests.http.conftest import (
     FHIR_JSON,
     INS_SYSTEM,
@@ -35,6 +34,7 @@ from tests.http.conftest import (
     permit,
     valid_nir,
 )
+from tests.support.documents import dmp_document
 
 CLASS_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.1"  # TRE_A03 ClasseDocument
 
@@ -76,20 +76,13 @@ def opposing(purpose: str) -> dict:
 
 
 def document(patient_id: str, title: str, class_code: str, label: str | None = None) -> dict:
-    resource: dict = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "type": type_of_class(class_code),  # the type ASS_X16 files under that class
-        "category": [{"coding": [{"system": CLASS_SYSTEM, "code": class_code}]}],
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}],
-        "description": title,
-        "content": [{"attachment": {"contentType": "application/pdf", "title": title}}],
-    }
+    """A DMP document by AUTHOR, its bytes inline (ITI-105), `title` as its description."""
+    resource = dmp_document(
+        patient_id, class_code=class_code, label=label, title=title, description=title
+    )
+    resource["author"] = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}]
     if label:
-        coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": label}
-        resource["securityLabel"] = [{"coding": [coding]}]
-        resource["meta"] = {"security": [coding]}
+        resource["meta"] = {"security": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": label}]}
     return resource
 
 

@@ -13,6 +13,7 @@ import pytest
 from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_ACT_REASON
 from tests.http.conftest import FHIR_JSON, a_patient, auth, deny, dmp_consent, permit
+from tests.support.documents import dmp_document
 
 BLOCKED = "810000000030"
 STRANGER = "810000000099"
@@ -111,14 +112,10 @@ def test_r14_a_masking_label_the_rules_cannot_read_is_refused(
     patient) it was meant to be hidden from."""
     patient_id = "0c0c0c0c-0000-4000-8000-000000000002"
     service.update(INTERNAL, "Patient", patient_id, {**a_patient(8), "id": patient_id})
-    document = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "content": [{"attachment": {"contentType": "text/plain", "data": "aGk="}}],
-    }
+    document = dmp_document(patient_id, content=b"hi", content_type="text/plain")
+    confidentiality = document["securityLabel"]  # the one v3 code the DMP requires
     if where == "securityLabel":
-        document["securityLabel"] = [label]
+        document["securityLabel"] = [label, *confidentiality]
     else:
         document["meta"] = {"security": [label]}
     headers = auth(tokens.practitioner("810000000040"), **{"Content-Type": FHIR_JSON})
@@ -128,5 +125,5 @@ def test_r14_a_masking_label_the_rules_cannot_read_is_refused(
     # the same label written with its system and code is accepted
     coded = {"system": A07, "code": "MASQUE_PS"}
     document.pop("meta", None)
-    document["securityLabel"] = [{"coding": [coded], "text": "MASQUE_PS"}]
+    document["securityLabel"] = [{"coding": [coded], "text": "MASQUE_PS"}, *confidentiality]
     assert client.post("/fhir/DocumentReference", json=document, headers=headers).status_code == 201

@@ -35,6 +35,7 @@ from tests.http.conftest import FHIR_JSON, auth, dmp_consent, permit
 from tests.http.test_mhd import SUBMISSION, fixture, xds_codes
 from tests.http.test_xds_endpoints import GP, Xds, envelope_of, registry_status
 from tests.http.test_xds_stored_queries import APPROVED, FIND_SUBMISSION_SETS, adhoc
+from tests.support.documents import dmp_document
 from tests.xds_builders import build_iti41, patient_cx
 
 RIM = f"{{{v.NS_RIM}}}"
@@ -257,7 +258,8 @@ def _retrieved_bytes(response) -> bytes | None:
 def test_r18_iti43_decoys_naming_a_uniqueid_do_not_hide_or_replace_the_document(xds):
     """Attack pass: patient 2 wrote eleven DocumentReferences of their own record (under ids
     chosen to sort first, before clients lost update as create) whose `identifier` is the
-    uniqueId of patient 1's document; ITI-43 looked at the first ten matches only and answered XDSDocumentUniqueIdError to the médecin traitant. A decoy with
+    uniqueId of patient 1's document; ITI-43 looked at the first ten matches only and answered
+    XDSDocumentUniqueIdError to the médecin traitant (such decoys are now refused). A decoy with
     that uniqueId as its masterIdentifier (a plain REST write, which ran none of the XDS
     checks) could be served in the document's place."""
     _, nir = xds.patient(61)
@@ -266,21 +268,30 @@ def test_r18_iti43_decoys_naming_a_uniqueid_do_not_hide_or_replace_the_document(
     unique_id = request.document_unique_ids["Document01"]
     attacker_id, _ = xds.patient(62)
     patient = xds.tokens.patient(attacker_id)
-    decoy = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "subject": {"reference": f"Patient/{attacker_id}"},
-        "identifier": [{"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{unique_id}"}],
-        "content": [{"attachment": {"contentType": "text/plain", "data": "ZGVjb3k="}}],
-    }
+    planted_identifier = {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{unique_id}"}
+
+    def decoy() -> dict:
+        return dmp_document(
+            attacker_id,
+            content=b"decoy",
+            content_type="text/plain",
+            identifier=[planted_identifier],
+            author=[{"reference": f"Patient/{attacker_id}"}],
+        )
+
+    # Since every DocumentReference is a DMP document (issue #19 deliverable 1), a decoy is
+    # refused at the door: its one identifier under urn:ietf:rfc:3986 is its entryUUID, and a
+    # uniqueId there is no urn:uuid.
     for _ in range(11):
         planted = xds.client.post(
             "/fhir/DocumentReference",
-            json=decoy,
+            json=decoy(),
             headers=auth(patient, **{"Content-Type": FHIR_JSON}),
         )
-        assert planted.status_code == 201, planted.get_data(as_text=True)
-    substitute = {**decoy, "masterIdentifier": decoy["identifier"][0]}
+        assert planted.status_code == 422, planted.get_data(as_text=True)
+        assert "DocumentReference.identifier[0].value" in planted.get_data(as_text=True)
+    substitute = {**decoy(), "masterIdentifier": planted_identifier}
+    del substitute["identifier"]  # the registry assigns its entryUUID
     refused = xds.client.post(
         "/fhir/DocumentReference",
         json=substitute,

@@ -31,7 +31,6 @@ from tests.http.conftest import FHIR_JSON, auth, dmp_consent, permit
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     BLOCKED,
-    CLASS_SYSTEM,
     GP,
     PARENT,
     PATIENT_A,
@@ -44,9 +43,11 @@ from tests.http.test_r18_matrix import (
     doc_id,
 )
 from tests.http.test_xds_endpoints import OTHER_PS, Xds, envelope_of, registry_status
+from tests.support.documents import dmp_document
 
 FIRST_ID = "00000000-0000-4000-8000-000000000000"  # sorts before every seeded id
 PDF = b"%PDF-1.4 the attacker's own bytes"
+SEEDED_BYTES = b"%PDF-1.4"  # the bytes of the Binaries tests/http/test_r18_matrix.py seeds
 
 
 @pytest.fixture
@@ -66,18 +67,23 @@ def parent_token(world: World) -> str:
     )
 
 
-def pointer(patient_id: str, binary: str, author: dict | None = None, **extra) -> dict:
-    """A DocumentReference of `patient_id`'s record whose content is `Binary/<binary>`."""
-    return {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
-        "category": [{"coding": [{"system": CLASS_SYSTEM, "code": "10"}]}],
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "author": [author or {"reference": f"Patient/{patient_id}"}],
-        "content": [{"attachment": {"contentType": "application/pdf", "url": f"Binary/{binary}"}}],
+def pointer(
+    patient_id: str,
+    binary: str,
+    author: dict | None = None,
+    content: bytes = SEEDED_BYTES,
+    **extra,
+) -> dict:
+    """A DMP DocumentReference of `patient_id`'s record whose content is `Binary/<binary>`
+    holding `content` (`tests.support.documents`)."""
+    return dmp_document(
+        patient_id,
+        f"Binary/{binary}",
+        content=content,
+        content_type="application/pdf",
+        author=[author or {"reference": f"Patient/{patient_id}"}],
         **extra,
-    }
+    )
 
 
 def practitioner_author(idnat: str) -> dict:
@@ -237,6 +243,7 @@ def test_r15_two_step_deposit_claims_the_unowned_binary(world):
         PATIENT_A,
         new_binary,
         author=practitioner_author(GP),
+        content=PDF,
         meta={"security": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}]},
     )
     created = post(world, hospital, masked)
@@ -260,7 +267,7 @@ def _iti65(patient_id: str, security_context: dict | None = None) -> dict:
     }
     if security_context is not None:
         binary["securityContext"] = security_context
-    document = pointer(patient_id, "x", author=practitioner_author(GP))
+    document = pointer(patient_id, "x", author=practitioner_author(GP), content=PDF)
     document["content"][0]["attachment"]["url"] = "urn:uuid:5b0c4b8a-0000-4000-8000-0000000000b1"
     return {
         "resourceType": "Bundle",

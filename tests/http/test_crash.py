@@ -77,7 +77,9 @@ def test_r16_invariant5_sigkill_under_load_loses_no_acknowledged_audit_or_write(
         patient_id = json.loads(body)["id"]
         reader, doctor = tokens.patient(patient_id), tokens.practitioner(GP)
         depositor = tokens.system(
-            "lab", scope="system/DocumentReference.c", organization_type="laboratory"
+            "lab",
+            scope="system/DocumentReference.c system/Binary.c",
+            organization_type="laboratory",
         )
 
         acknowledged_reads: list[str] = []

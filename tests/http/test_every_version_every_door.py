@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 
 from fhir_server.access.requester import INTERNAL
-from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_IDNAT_PS
 from tests.http.conftest import (
     FHIR_JSON,
     INS_SYSTEM,
@@ -41,11 +41,13 @@ from tests.http.test_r18_matrix import (
     UNKNOWN_ID,
     _build_world,
     _id,
+    binary_id,
     doc_id,
     issue_codes,
     outcome_shape,
 )
 from tests.http.test_serve import _call, _free_port, _start, _stop
+from tests.support.documents import dmp_document
 
 MASQUE_PS = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "MASQUE_PS"}
 INVISIBLE_PATIENT = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}
@@ -264,8 +266,17 @@ def test_r14_conditional_update_carrying_a_hidden_id_answers_as_a_missing_id(wor
     practitioner = world.tokens.practitioner(AUTHORIZED)
     answers = []
     for carried in (doc_id("a-masked"), UNKNOWN_ID):
-        document = copy_of_visible(world, carried)
-        document["identifier"] = [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{carried}"}]
+        # A DMP document (a conditional update that matches nothing creates one) naming the
+        # visible document's Binary, which the requester may read, under the carried id.
+        document = dmp_document(
+            PATIENT_A,
+            f"Binary/{binary_id('a-visible')}",
+            content=b"%PDF-1.4",
+            content_type="application/pdf",
+            author=[{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHORIZED}}],
+            id=carried,
+            entry_uuid=f"urn:uuid:{carried}",
+        )
         criteria = quote(f"urn:ietf:rfc:3986|urn:uuid:{carried}")
         answers.append(
             world.client.put(

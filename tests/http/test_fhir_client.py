@@ -24,6 +24,7 @@ from fhir_server.terminology import SYSTEM_IDNAT_PS
 from tests.dmp_codes import with_admitted_class
 from tests.http.conftest import INS_SYSTEM, Tokens, a_patient, valid_nir
 from tests.http.test_serve import _free_port, _start, _stop
+from tests.support.documents import with_submission_set_unique_id
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "external" / "pdsm4dmp"
 FHIR_KIT = Path(__file__).resolve().parents[1] / "clients" / "fhir-kit-client"
@@ -49,6 +50,7 @@ def _bundle(nir: str, unique: str = "") -> dict:
     text = (FIXTURES / "Bundle-example-td2-iti65-lot-soumission.json").read_text(encoding="utf-8")
     # the class ASS_X16 gives the example's type (the published example's class 11 is refused)
     bundle = with_admitted_class(json.loads(text.replace("123456789012345", nir)))
+    bundle = with_submission_set_unique_id(bundle)
     bundle["entry"][1]["resource"]["masterIdentifier"]["value"] += unique
     bundle["entry"][2]["resource"]["data"] = base64.b64encode(CONTENT).decode()
     document = bundle["entry"][1]["resource"]

@@ -47,7 +47,7 @@ def test_r03_opposition_before_creation_refuses_deposits_and_reads(world):
     )
     assert lifecycle.oppose_creation(runtime.service, nir).id == opposed.id  # idempotent
     system = tokens.system(
-        "lab", scope="system/DocumentReference.c", organization_type="laboratory"
+        "lab", scope="system/DocumentReference.c system/Binary.c", organization_type="laboratory"
     )
     refused = deposit(client, system, opposed.id)
     assert refused.status_code == 422

@@ -13,6 +13,9 @@ Verdicts on tests/fixtures/external/pdsm4dmp/ through ITI-65 (POST /fhir):
   registry's own supersede of the document relatesTo.replaces names; doc-x-id is superseded.
   As published: rejected, 422, XDSUnknownPatientId (same patient) and XDSReplaceFailed
   (doc-x-id is not known).
+- Both Bundles are adapted to the DMP first: their SubmissionSet carries no uniqueId, which
+  ITI-41 and the DMP SubmissionSet profile require (as published, XDSRepositoryMetadataError
+  at `List.identifier`, see tests/http/test_document_model.py); `fixture` adds one.
 - The other files of the folder are not transaction Bundles (a FHIR document, a searchset, two
   DocumentReferences); their profile verdicts are in tests/unit/test_pdsm4dmp_fixtures.py.
 """
@@ -33,6 +36,7 @@ from fhir_server.mhd.errors import XDS_ERROR_SYSTEM
 from fhir_server.terminology import SYSTEM_IDNAT_PS
 from tests.dmp_codes import with_admitted_class
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, a_patient, auth, valid_nir
+from tests.support.documents import with_submission_set_unique_id
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "external" / "pdsm4dmp"
 FIXTURE_INS = "123456789012345"
@@ -44,11 +48,14 @@ FHIR_XML = "application/fhir+xml"
 
 
 def fixture(name: str, nir: str | None = None, *, as_published: bool = False) -> dict:
-    """A PDSm4DMP example, for patient `nir`; unless `as_published`, its documents' class is
-    the one ASS_X16 gives their type (`tests.dmp_codes.with_admitted_class`)."""
+    """A PDSm4DMP example, for patient `nir`; unless `as_published`, adapted to the DMP: its
+    documents' class is the one ASS_X16 gives their type (`tests.dmp_codes.with_admitted_class`)
+    and a SubmissionSet gets the uniqueId the examples lack (`tests.support.documents`)."""
     text = (FIXTURES / name).read_text(encoding="utf-8")
     resource = json.loads(text.replace(FIXTURE_INS, nir) if nir else text)
-    return resource if as_published else with_admitted_class(resource)
+    if as_published:
+        return resource
+    return with_submission_set_unique_id(with_admitted_class(resource))
 
 
 class Mhd:
@@ -466,7 +473,9 @@ def test_iti66_list_search_parameters(mhd):
     list_id = found["List"]
     submission_set = mhd.get(f"/fhir/List/{list_id}").get_json()
     (entry_uuid,) = [
-        i["value"] for i in submission_set["identifier"] if i["system"] == "urn:ietf:rfc:3986"
+        i["value"]
+        for i in submission_set["identifier"]
+        if i["system"] == "urn:ietf:rfc:3986" and i["value"].startswith("urn:uuid:")
     ]
     base = {"patient": patient_id}
     cases = [

@@ -17,6 +17,7 @@ from tests.dmp_codes import with_admitted_class
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, auth
 from tests.http.test_xds_endpoints import GP, OID_INS, envelope_of, registry_status
 from tests.http.test_xds_endpoints import xds as xds  # noqa: F401  (the fixture)
+from tests.support.documents import with_submission_set_unique_id
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "external" / "pdsm4dmp"
 CONTENT = b'<?xml version="1.0" encoding="UTF-8"?><ClinicalDocument xmlns="urn:hl7-org:v3"><title>CR \xc3\xa9</title></ClinicalDocument>'
@@ -25,7 +26,9 @@ UNIQUE_ID = "1.2.250.1.213.1.4.8.99999.2"
 
 def _iti65_bundle(nir: str) -> dict:
     text = (FIXTURES / "Bundle-example-td2-iti65-lot-soumission.json").read_text(encoding="utf-8")
-    bundle = with_admitted_class(json.loads(text.replace("123456789012345", nir)))
+    bundle = with_submission_set_unique_id(
+        with_admitted_class(json.loads(text.replace("123456789012345", nir)))
+    )
     binary = bundle["entry"][2]["resource"]
     binary["data"] = base64.b64encode(CONTENT).decode()
     attachment = bundle["entry"][1]["resource"]["content"][0]["attachment"]

@@ -25,6 +25,7 @@ from fhir_server.terminology import (
 )
 from tests.dmp_codes import type_of_class
 from tests.http.conftest import FHIR_JSON, a_patient, auth, deny, dmp_consent, permit
+from tests.support.documents import dmp_document, transaction
 
 BASE = "http://127.0.0.1:8080/fhir"  # the test app's own base (settings' host and port)
 NOS_A07 = (
@@ -67,18 +68,15 @@ def record(app):
 def document(
     patient: str, *, labels=(), meta_labels=(), class_system=OID_A03, class_code="10", **extra
 ) -> dict:
-    resource = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "type": type_of_class(class_code),  # the type ASS_X16 files under that class
-        "category": [{"coding": [{"system": class_system, "code": class_code}]}],
-        "subject": {"reference": f"Patient/{patient}"},
-        "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHORIZED}}],
-        "content": [{"attachment": {"contentType": "text/plain", "data": "Ym9uam91cg=="}}],
-        **extra,
-    }
-    if labels:
-        resource["securityLabel"] = [{"coding": [dict(label)]} for label in labels]
+    """A DMP document by AUTHORIZED (`tests.support.documents`), its bytes inline, with
+    `labels` added to its securityLabels and `meta_labels` as its meta.security."""
+    resource = dmp_document(patient, content=b"bonjour", content_type="text/plain", **extra)
+    resource["type"] = type_of_class(class_code)  # the type ASS_X16 files under that class
+    resource["category"] = [{"coding": [{"system": class_system, "code": class_code}]}]
+    resource["author"] = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHORIZED}}]
+    resource["securityLabel"] = [{"coding": [dict(label)]} for label in labels] + resource[
+        "securityLabel"
+    ]
     if meta_labels:
         resource["meta"] = {"security": [dict(label) for label in meta_labels]}
     return resource
@@ -474,17 +472,7 @@ def test_r14_label_in_meta_security_only_hides_a_document_deposited_in_a_transac
     """Finding 5 through the transaction door: the normal form of a Bundle's entries moves a
     TRE_A07 label given in meta.security only (under the NOS URL) into securityLabel too."""
     label = {"system": NOS_A07, "code": "INVISIBLE_PATIENT"}
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "fullUrl": "urn:uuid:1f1e1d1c-0000-4000-8000-000000000001",
-                "resource": document(PATIENT_A, meta_labels=[label]),
-                "request": {"method": "POST", "url": "DocumentReference"},
-            }
-        ],
-    }
+    bundle = transaction(PATIENT_A, document(PATIENT_A, meta_labels=[label]), b"bonjour")
     response = client.post(
         "/fhir",
         data=json.dumps(bundle),
@@ -493,8 +481,8 @@ def test_r14_label_in_meta_security_only_hides_a_document_deposited_in_a_transac
     assert response.status_code == 200, response.get_data(as_text=True)
     doc_id = response.get_json()["entry"][0]["response"]["location"].split("/")[1]
     stored = record.read(INTERNAL, "DocumentReference", doc_id).json()
-    assert stored["securityLabel"] == [
-        {"coding": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}]}
-    ]
+    assert {
+        "coding": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}]
+    } in stored["securityLabel"]
     read = client.get(f"/fhir/DocumentReference/{doc_id}", headers=auth(tokens.patient(PATIENT_A)))
     assert read.status_code == 404

@@ -24,6 +24,7 @@ from fhir_server.terminology import (
     SYSTEM_V3_ROLE_CODE,
 )
 from tests.http.conftest import FHIR_JSON, Tokens, a_patient, auth, dmp_consent, permit
+from tests.support.documents import dmp_document
 
 AUTHORIZED = "810000000020"
 OTHER = "810000000021"
@@ -51,20 +52,11 @@ def consent(patient_id: str, *idnats: str) -> dict:
 
 
 def document(patient_id: str, title: str, label: str | None = None) -> dict:
-    resource: dict = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
-        "category": [{"coding": [{"system": CLASS_SYSTEM, "code": "10"}]}],
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": OTHER}}],
-        # No url: a document may only name a Binary deposited with it (Binary ownership).
-        "content": [{"attachment": {"contentType": "application/pdf", "title": title}}],
-    }
+    """A DMP document by OTHER (`tests.support.documents`), its bytes inline (ITI-105)."""
+    resource = dmp_document(patient_id, content_type="application/pdf", title=title, label=label)
+    resource["author"] = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": OTHER}}]
     if label:
-        coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": label}
-        resource["securityLabel"] = [{"coding": [coding]}]
-        resource["meta"] = {"security": [coding]}
+        resource["meta"] = {"security": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": label}]}
     return resource
 
 
@@ -212,7 +204,7 @@ def test_r17_patient_and_system_reads_are_not_notified(world):
 def test_r17_a_deposit_is_notified_with_the_documents_title(world):
     client, tokens, _, patient, _, _, _ = world
     system = tokens.system(
-        "lab", scope="system/DocumentReference.c", organization_type="laboratory"
+        "lab", scope="system/DocumentReference.c system/Binary.c", organization_type="laboratory"
     )
     created = client.post(
         "/fhir/DocumentReference",

@@ -28,6 +28,7 @@ from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS, GET_DOCUMENTS
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, auth
 from tests.http.test_xds_endpoints import GP, Xds, envelope_of, fault_of, registry_status
+from tests.support.documents import new_unique_id
 from tests.xds_builders import CDA, build_iti41, patient_cx
 
 RIM = f"{{{v.NS_RIM}}}"
@@ -468,6 +469,7 @@ def test_r02_token_patient_context_writes_only_its_patient(world, bound_token):
         for k, v in world.doc_z.items()
         if k not in ("id", "meta", "masterIdentifier", "identifier")
     }
+    new["masterIdentifier"] = {"system": "urn:ietf:rfc:3986", "value": new_unique_id()}
     new["subject"] = {"reference": f"Patient/{world.y}"}
     refused = world.client.post("/fhir/DocumentReference", json=new, headers=headers)
     assert refused.status_code == 403, refused.get_data(as_text=True)

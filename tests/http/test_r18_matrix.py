@@ -53,6 +53,7 @@ from tests.http.conftest import (
     permit,
     valid_nir,
 )
+from tests.support.documents import binary, dmp_document
 
 CLASS_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.1"
 IDENTIFIER_SYSTEM = "urn:ietf:rfc:3986"
@@ -851,12 +852,13 @@ def test_r18_a_patient_gets_the_same_answer_for_a_registered_and_an_unknown_ins(
 # -- conditional writes -------------------------------------------------------------------------
 
 
-def _new_document(case: Hidden, identifier: str) -> dict:
-    """A document the requester could deposit in the context record, authored in their name."""
-    resource = document("a-visible")
-    resource["subject"] = {"reference": f"Patient/{case.context}"}
-    resource["identifier"] = [{"system": IDENTIFIER_SYSTEM, "value": identifier}]
-    resource["content"] = [{"attachment": {"contentType": "text/plain", "title": "new"}}]
+def _new_document(case: Hidden, url: str | None = None) -> dict:
+    """A DMP document the requester could deposit in the context record, authored in their
+    name, its bytes inline (ITI-105) or the Binary `url`. It carries its own entryUUID: the
+    criteria of a conditional write need not be the body's (a body carrying the hidden
+    document's entryUUID is refused by the registry, as ITI-41 refuses it)."""
+    resource = dmp_document(case.context, url, content_type="text/plain", title="new")
+    resource["author"] = document("a-visible")["author"]
     authors = {
         "patient": {"reference": f"Patient/{case.context}"},
         "parent": {"reference": f"RelatedPerson/{PARENT}"},
@@ -864,6 +866,15 @@ def _new_document(case: Hidden, identifier: str) -> dict:
     if case.kind in authors:
         resource["author"] = [authors[case.kind]]
     return resource
+
+
+def _own_binary(world: World, token: str) -> str:
+    """The url of a Binary the requester deposits first (the two-step deposit of a PUT)."""
+    response = world.client.post(
+        "/fhir/Binary", json=binary(), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return f"Binary/{response.get_json()['id']}"
 
 
 def _criteria(case: Hidden, identifier: str) -> str:
@@ -888,7 +899,7 @@ def test_r18_conditional_create_never_answers_with_the_hidden_document(fresh_wor
     for criteria in (doc_identifier(case.hidden), "urn:uuid:never-used"):
         response = fresh_world.client.post(
             "/fhir/DocumentReference",
-            data=json.dumps(_new_document(case, criteria)),
+            data=json.dumps(_new_document(case)),
             headers=auth(
                 token,
                 **{
@@ -918,7 +929,7 @@ def test_r18_conditional_update_never_touches_the_hidden_document(fresh_world, c
     for criteria in (doc_identifier(case.hidden), "urn:uuid:never-used"):
         response = fresh_world.client.put(
             f"/fhir/DocumentReference?{_criteria(case, criteria)}",
-            data=json.dumps(_new_document(case, criteria)),
+            data=json.dumps(_new_document(case, _own_binary(fresh_world, token))),
             headers=auth(token, **{"Content-Type": FHIR_JSON}),
         )
         results.append(response)

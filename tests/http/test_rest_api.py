@@ -6,6 +6,7 @@ import base64
 import json
 
 from tests.http.conftest import FHIR_JSON, a_patient, auth
+from tests.support.documents import dmp_document
 
 
 def _create(client, token, resource, **headers):
@@ -121,13 +122,13 @@ def test_delete_then_read_is_410(client, tokens):
     """http.html#delete: a logical delete; the patient deletes a document of their own (R06)."""
     created = _create(client, tokens.system(), a_patient()).get_json()
     patient_token = tokens.patient(created["id"])
-    document = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "subject": {"reference": f"Patient/{created['id']}"},
-        "author": [{"reference": f"Patient/{created['id']}"}],
-        "content": [{"attachment": {"contentType": "text/plain", "title": "note"}}],
-    }
+    document = dmp_document(
+        created["id"],
+        content=b"note",
+        content_type="text/plain",
+        title="note",
+        author=[{"reference": f"Patient/{created['id']}"}],
+    )
     document_id = _create(client, patient_token, document).get_json()["id"]
     assert (
         client.delete(
@@ -311,14 +312,9 @@ def test_binary_raw_content_both_directions(client, tokens):
     )
     assert posted.status_code == 201
     binary_id = posted.get_json()["id"]
-    document = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "subject": {"reference": f"Patient/{created['id']}"},
-        "content": [
-            {"attachment": {"contentType": "application/pdf", "url": f"Binary/{binary_id}"}}
-        ],
-    }
+    document = dmp_document(
+        created["id"], f"Binary/{binary_id}", content=pdf, content_type="application/pdf"
+    )
     assert _create(client, tokens.patient(created["id"]), document).status_code == 201
     patient_token = tokens.patient(created["id"])
     raw = client.get(
@@ -336,12 +332,7 @@ def test_search_bundle_with_next_link_and_total(client, tokens):
     created = _create(client, admin, a_patient()).get_json()
     patient_token = tokens.patient(created["id"])
     for n in range(5):
-        document = {
-            "resourceType": "DocumentReference",
-            "status": "current",
-            "subject": {"reference": f"Patient/{created['id']}"},
-            "content": [{"attachment": {"contentType": "text/plain", "title": f"doc {n}"}}],
-        }
+        document = dmp_document(created["id"], content_type="text/plain", title=f"doc {n}")
         assert _create(client, patient_token, document).status_code == 201
     first = client.get(
         f"/fhir/DocumentReference?patient={created['id']}&_count=2&_total=accurate",

@@ -12,10 +12,14 @@ DocumentReferences of an ITI-65 transaction or an ITI-105 publication). Verdicts
 - Bundle-example-annexe-searchset-documentreferences.json: both DocumentReferences, same verdict
   (identifier missing, accepted once assigned). Their hash `C/jOTtuBZ37DlUN0mNPjfsu1nHf=` is
   non-canonical base64 but decodes to 20 bytes, so dmp-docref-hash accepts it.
-- Bundle-example-td2-iti65-lot-soumission.json (ITI-65): the SubmissionSet List is accepted
-  (dmp-submission-set applies because its code is submissionset); the DocumentReference has the
-  same verdict as above; the Binary has no profile and is accepted.
-- Bundle-example-td2-1-remplacement.json (ITI-65 replacement): List accepted, DocumentReference
+- Bundle-example-td2-iti65-lot-soumission.json (ITI-65): the SubmissionSet List is rejected
+  for exactly one reason, `List.identifier` missing: it has no uniqueId (identifier of use
+  usual), which XDS requires of every SubmissionSet (ITI TF-3 Table 4.3.1-3) and ITI-41
+  refuses without (dmp-submission-set applies because its code is submissionset; issue #19
+  point 8). The HTTP tests adapt it (`tests.support.documents.with_submission_set_unique_id`).
+  The DocumentReference has the same verdict as above; the Binary has no profile and is
+  accepted.
+- Bundle-example-td2-1-remplacement.json (ITI-65 replacement): List as above, DocumentReference
   as above, Binary accepted; the Parameters of the PATCH entry is not a stored resource.
 - DocumentReference-example-td2-iti105-publication-simplifiee.json (claims pdsm-simplified-publish,
   not mapped to ours): accepted as a plain write; deposited, rejected for exactly the metadata
@@ -49,6 +53,7 @@ from fhir_server.resources.profiles import (
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/external/pdsm4dmp"
 ENTRY_UUID = "urn:uuid:6f1c9a8e-3b0d-4b7e-9a51-4f0c2d7e8a10"
 MISSING_ENTRY_UUID = [("required", ("DocumentReference.identifier",))]
+MISSING_SUBMISSION_SET_UNIQUE_ID = [("required", ("List.identifier",))]
 
 
 def load(name: str) -> dict:
@@ -98,7 +103,7 @@ def test_pdsm4dmp_iti65_transactions_entries(bundle):
         seen.add(kind)
         if kind == "List":
             assert default_registry().profiles_for(resource) == [DMP_SUBMISSION_SET]
-            assert write_issues(resource) == []
+            assert write_issues(resource) == MISSING_SUBMISSION_SET_UNIQUE_ID
         elif kind == "DocumentReference":
             assert write_issues(resource, deposit=True) == MISSING_ENTRY_UUID
             assert write_issues(with_entry_uuid(resource), deposit=True) == []

@@ -28,6 +28,7 @@ from fhir_server.resources.profiles import (
     default_registry,
 )
 from fhir_server.resources.validate_operation import validate_operation
+from tests.support.documents import with_submission_set_unique_id
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/external/pdsm4dmp"
 ENTRY_UUID = "urn:uuid:0b0f3e4e-7f3a-4c1e-9a55-2f8f3c9a1b2d"
@@ -134,8 +135,10 @@ def dmp_consent(*exceptions: dict) -> dict:
 
 
 def submission_set() -> dict:
+    """The PDSm4DMP example's SubmissionSet adapted to the DMP (a uniqueId added,
+    `tests.support.documents`)."""
     bundle = json.loads((FIXTURES / "Bundle-example-td2-iti65-lot-soumission.json").read_text())
-    return copy.deepcopy(bundle["entry"][0]["resource"])
+    return copy.deepcopy(with_submission_set_unique_id(bundle)["entry"][0]["resource"])
 
 
 def audit_event() -> dict:

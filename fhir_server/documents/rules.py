@@ -1,0 +1,296 @@
+"""The document rules that need no store: each returns OperationOutcome issues carrying the
+XDS error code of the problem (`mhd.errors`), their expressions relative to the resource
+(`DocumentReference.…`); the caller puts them at a Bundle entry when there is one.
+
+Which rules run never depends on `meta.profile` nor on the canonical a Bundle claims: a
+DocumentReference written by a client is a DMP document (`metadata_issues`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from fhir_server.documents import model
+from fhir_server.errors import Issue
+from fhir_server.mhd.errors import (
+    XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
+    XDS_ERROR_SYSTEM,
+    XDS_MISSING_DOCUMENT,
+    XDS_REPOSITORY_METADATA_ERROR,
+    xds_issue,
+)
+
+DOC = "DocumentReference"
+
+# What an update may not change: what names the document (entryUUID, uniqueId), whose record
+# it is in, its bytes (the Binary, its size, hash and content type) and its associations,
+# which are made at deposit (a relation added by an update would skip the supersede of what
+# it replaces, and one removed would hide a replacement). The rest of the metadata may change
+# (status, securityLabel, extensions, codes, dates), still within the DMP profile.
+LOCKED_ON_UPDATE: tuple[tuple[str, Callable[[dict], Any]], ...] = (
+    ("DocumentReference.identifier", model.entry_uuid),
+    ("DocumentReference.masterIdentifier", lambda d: d.get("masterIdentifier")),
+    ("DocumentReference.subject", lambda d: d.get("subject")),
+    ("DocumentReference.relatesTo", lambda d: d.get("relatesTo") or []),
+    ("DocumentReference.content", lambda d: len(model.attachments(d))),
+)
+LOCKED_ATTACHMENT = ("url", "size", "hash", "contentType")
+
+
+def metadata_issues(document: dict, profiles: Any) -> list[Issue]:
+    """The DMP DocumentReference profile (as deposited), entryUUID and uniqueId well-formed,
+    no inline bytes, every local reference resolved (ref-1), relatesTo codes known."""
+    issues = [
+        _with_code(issue)
+        for issue in profiles.validate(document, deposit=True)
+        if issue.severity in ("error", "fatal")
+    ]
+    issues += identity_issues(document)
+    issues += inline_data_issues(document)
+    issues += contained_reference_issues(document)
+    issues += relation_code_issues(document)
+    return _unique(issues)
+
+
+def _with_code(issue: Issue) -> Issue:
+    if issue.details_code:
+        return issue
+    return replace(
+        issue, details_code=XDS_REPOSITORY_METADATA_ERROR, details_system=XDS_ERROR_SYSTEM
+    )
+
+
+def _unique(issues: list[Issue]) -> list[Issue]:
+    seen: set[tuple] = set()
+    out = []
+    for issue in issues:
+        key = (issue.expression, issue.diagnostics)
+        if key not in seen:
+            seen.add(key)
+            out.append(issue)
+    return out
+
+
+def identity_issues(document: dict) -> list[Issue]:
+    """One entryUUID (`urn:uuid:` + an RFC 4122 UUID) and a well-formed uniqueId."""
+    issues = []
+    claimed = model.entry_uuid_identifiers(document)
+    if len(claimed) > 1:
+        issues.append(
+            xds_issue(
+                XDS_REPOSITORY_METADATA_ERROR,
+                "a document has one entryUUID; identifier holds "
+                f"{len(claimed)} of system urn:ietf:rfc:3986 with a urn:uuid: value",
+                f"{DOC}.identifier[{claimed[1][0]}]",
+            )
+        )
+    for position, identifier in claimed:
+        if not model.is_uuid_urn(identifier.get("value")):
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"the entryUUID {identifier.get('value')!r} is not urn:uuid: followed by "
+                    "a UUID (8-4-4-4-12 hexadecimal digits, RFC 4122)",
+                    f"{DOC}.identifier[{position}].value",
+                )
+            )
+    master = document.get("masterIdentifier")
+    if (
+        isinstance(master, dict)
+        and master.get("value") is not None
+        and not model.is_well_formed_unique_id(master)
+    ):
+        issues.append(
+            xds_issue(
+                XDS_REPOSITORY_METADATA_ERROR,
+                f"the uniqueId {master.get('value')!r} is not an OID (or OID^extension), "
+                "written urn:oid:<OID> under urn:ietf:rfc:3986, nor a urn:uuid:",
+                f"{DOC}.masterIdentifier.value",
+            )
+        )
+    return issues
+
+
+def inline_data_issues(document: dict) -> list[Issue]:
+    """A stored document's bytes are its Binary: `attachment.data` is only accepted by a
+    Simplified Publish (ITI-105: POST DocumentReference), which makes the Binary of it."""
+    return [
+        xds_issue(
+            XDS_REPOSITORY_METADATA_ERROR,
+            f"content[{position}].attachment.data: a document's bytes are a Binary "
+            "(attachment.url); inline data is only accepted by POST DocumentReference "
+            "(ITI-105 Simplified Publish)",
+            f"{DOC}.content[{position}].attachment.data",
+        )
+        for position, attachment in model.attachments(document)
+        if "data" in attachment
+    ]
+
+
+def contained_reference_issues(resource: dict) -> list[Issue]:
+    """FHIR invariant ref-1: a local reference (`#id`) names a contained resource."""
+    contained = {
+        r.get("id") for r in resource.get("contained") or [] if isinstance(r, dict) and r.get("id")
+    }
+    issues = []
+    for path, reference in _references(resource, resource.get("resourceType", "Resource")):
+        if reference.startswith("#") and reference != "#" and reference[1:] not in contained:
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{path} {reference} names no contained resource (ref-1)",
+                    path,
+                )
+            )
+    return issues
+
+
+def _references(value: Any, path: str) -> Iterable[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "contained":
+                continue
+            if key == "reference" and isinstance(item, str):
+                yield f"{path}.reference", item
+            else:
+                yield from _references(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _references(item, f"{path}[{index}]")
+
+
+def relation_code_issues(document: dict) -> list[Issue]:
+    """relatesTo.code is one of the XDS associations, its target names a document."""
+    issues = []
+    for position, relation in enumerate(document.get("relatesTo") or []):
+        where = f"{DOC}.relatesTo[{position}]"
+        if not isinstance(relation, dict) or relation.get("code") not in model.RELATION_CODES:
+            code = relation.get("code") if isinstance(relation, dict) else None
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{where}.code {code!r} is not replaces, appends, transforms or signs",
+                    f"{where}.code",
+                )
+            )
+            continue
+        target = relation.get("target")
+        if not isinstance(target, dict) or not (
+            target.get("reference") or (target.get("identifier") or {}).get("value")
+        ):
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{where}.target names no document (reference or identifier)",
+                    f"{where}.target",
+                )
+            )
+    return issues
+
+
+def size_and_hash_issues(attachment: dict, content: bytes, where: str) -> list[Issue]:
+    """attachment.size and attachment.hash, when given, are those of `content`."""
+    issues = []
+    size = attachment.get("size")
+    if size is not None and size != len(content):
+        issues.append(
+            xds_issue(
+                XDS_REPOSITORY_METADATA_ERROR,
+                f"{where}.size {size} does not match the document ({len(content)} bytes)",
+                f"{where}.size",
+            )
+        )
+    given = attachment.get("hash")
+    if given is not None and not model.sha1_matches(given, content):
+        issues.append(
+            xds_issue(
+                XDS_REPOSITORY_METADATA_ERROR,
+                f"{where}.hash {given} is not the SHA-1 of the document "
+                f"({model.sha1_base64(content)})",
+                f"{where}.hash",
+            )
+        )
+    return issues
+
+
+def content_issues(document: dict, content_of: Callable[[str], bytes | None]) -> list[Issue]:
+    """Each attachment names a local Binary (`Binary/<id>`), whose bytes `content_of` gives,
+    with their size and hash."""
+    issues = []
+    for position, attachment in model.attachments(document):
+        where = f"{DOC}.content[{position}].attachment"
+        if "data" in attachment:
+            continue  # inline_data_issues
+        binary_id = model.binary_id(attachment.get("url"))
+        content = content_of(binary_id) if binary_id else None
+        if content is None:
+            issues.append(
+                xds_issue(
+                    XDS_MISSING_DOCUMENT,
+                    f"{where}.url {attachment.get('url')!r} names no Binary of this server "
+                    "holding the document's bytes",
+                    f"{where}.url",
+                )
+            )
+            continue
+        issues += size_and_hash_issues(attachment, content, where)
+    return issues
+
+
+def update_issues(new: dict, old: dict) -> list[Issue]:
+    """What an update of a stored document may not change (`LOCKED_ON_UPDATE`)."""
+    paths = [path for path, read in LOCKED_ON_UPDATE if read(new) != read(old)]
+    if "DocumentReference.content" not in paths:
+        for (position, attachment), (_, before) in zip(
+            model.attachments(new), model.attachments(old), strict=True
+        ):
+            paths += [
+                f"DocumentReference.content[{position}].attachment.{key}"
+                for key in LOCKED_ATTACHMENT
+                if attachment.get(key) != before.get(key)
+            ]
+    return [
+        xds_issue(
+            XDS_REPOSITORY_METADATA_ERROR,
+            f"{path} cannot change once the document is deposited (deposit a new "
+            "DocumentReference that replaces it instead: relatesTo replaces)",
+            path,
+        )
+        for path in paths
+    ]
+
+
+def message_issues(documents: list[tuple[str, dict]]) -> list[Issue]:
+    """In one message (a transaction): no two documents with one entryUUID or one uniqueId.
+    `documents`: (where, resource), `where` the Bundle entry."""
+    issues = []
+    entry_uuids: dict[str, str] = {}
+    unique_ids: dict[str, str] = {}
+    for where, document in documents:
+        value = model.entry_uuid(document)
+        if value is not None:
+            if value.lower() in entry_uuids:
+                issues.append(
+                    xds_issue(
+                        XDS_REPOSITORY_METADATA_ERROR,
+                        f"{where}: entryUUID {value} is also the one of "
+                        f"{entry_uuids[value.lower()]}",
+                        f"{where}.resource.identifier",
+                    )
+                )
+            entry_uuids.setdefault(value.lower(), where)
+        unique = model.unique_id(document)
+        if unique is not None:
+            if unique in unique_ids:
+                issues.append(
+                    xds_issue(
+                        XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
+                        f"{where}: masterIdentifier {unique} is also the one of "
+                        f"{unique_ids[unique]}",
+                        f"{where}.resource.masterIdentifier",
+                    )
+                )
+            unique_ids.setdefault(unique, where)
+    return issues
