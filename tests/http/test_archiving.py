@@ -20,6 +20,7 @@ from tests.http.conftest import FHIR_JSON, auth, dmp_consent, permit
 from tests.http.metadata_world import IS_ARCHIVED, build_world
 from tests.http.test_xds_endpoints import GP, OTHER_PS, Xds, envelope_of, registry_status
 from tests.http.test_xds_stored_queries import adhoc
+from tests.support.documents import sha1_base64
 from tests.xds_builders import build_iti41, patient_cx
 
 RIM = f"{{{v.NS_RIM}}}"
@@ -144,7 +145,14 @@ def with_binary(world) -> tuple[dict, str]:
     assert binary.status_code == 201, binary.get_data(as_text=True)
     binary_id = binary.get_json()["id"]
     document = world.document("N")
-    document["content"][0]["attachment"]["url"] = f"Binary/{binary_id}"
+    attachment = document["content"][0]["attachment"]
+    del attachment["data"]  # the content is that Binary, not inline bytes (ITI-105)
+    attachment.update(
+        url=f"Binary/{binary_id}",
+        contentType="application/pdf",
+        size=len(b"%PDF-1.4 report"),
+        hash=sha1_base64(b"%PDF-1.4 report"),
+    )
     created = world.post(world.token("author"), document)
     assert created.status_code == 201, created.get_data(as_text=True)
     return created.get_json(), binary_id

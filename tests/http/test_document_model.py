@@ -27,6 +27,7 @@ from lxml import etree
 
 from fhir_server.mhd.errors import XDS_ERROR_SYSTEM
 from ihe_xds import vocabulary as v
+from tests.dmp_codes import with_admitted_class
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_xds_endpoints import GP, Xds, registry_status
 from tests.support.documents import (
@@ -563,6 +564,7 @@ def test_iti105_pdsm_example_is_refused_for_the_dmp_metadata_it_lacks(world):
     assert world.documents(world.patient) == before
     completed = dmp_document(world.patient, author=GP)
     completed.update({k: example[k] for k in ("masterIdentifier", "subject", "type")})
+    with_admitted_class(completed)  # the class ASS_X16 gives the example's type
     content = base64.b64decode(example["content"][0]["attachment"]["data"])
     completed["content"][0]["attachment"].update(
         data=example["content"][0]["attachment"]["data"],
