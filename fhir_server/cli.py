@@ -187,11 +187,13 @@ def _extensions():
 
     yield add_token_command
     yield add_client_command
+    from fhir_server.access.habilitation_cli import add_habilitation_command
     from fhir_server.audit.cli import add_audit_command
     from fhir_server.lifecycle_cli import add_record_command
 
     yield add_audit_command
     yield add_record_command
+    yield add_habilitation_command
     yield _add_bench_command
 
 

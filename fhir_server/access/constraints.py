@@ -6,7 +6,7 @@ disagree about what is hidden. This module evaluates the few query-AST nodes the
 emits, on the same search parameters the store indexes:
 
 - `security-label` = DocumentReference.securityLabel, `_security` = Resource.meta.security,
-  `category` = DocumentReference.category, `author-identifier` = the Identifier of each
+  `category` = DocumentReference.category, `type` = DocumentReference.type, `author-identifier` = the Identifier of each
   DocumentReference.author reference (or of the contained Practitioner/PractitionerRole it
   points to), `sender` / `recipient` = Communication.sender / .recipient;
 - `InCompartment` from the patient CompartmentDefinition's parameters for the types the
@@ -127,6 +127,11 @@ def _tokens(param: str, resource: dict) -> Iterator[tuple[str | None, str | None
         for concept in resource.get(field) or []:
             for coding in concept.get("coding") or []:
                 yield coding.get("system"), coding.get("code")
+    elif param == "type":  # DocumentReference.type, the JDV_J66 type (R13)
+        concept = resource.get("type")
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        for coding in codings or []:
+            yield coding.get("system"), coding.get("code")
     elif param == "status":  # a code: no system (`access.deletion`)
         yield None, resource.get("status")
     elif param == "author-identifier":

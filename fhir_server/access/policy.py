@@ -56,12 +56,13 @@ from fhir_server.access.decision import (
     forbidden,
     hidden,
 )
-from fhir_server.access.habilitation import ALL, HabilitationMatrix
+from fhir_server.access.habilitation import ALL, HabilitationMatrix, Readable
 from fhir_server.access.ownership import has_owner, owner_id, subject_patient
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.errors import FhirError
 from fhir_server.search.query import (
+    And,
     Everything,
     IdTest,
     InCompartment,
@@ -140,6 +141,13 @@ class DmpPolicy:
 
     def __init__(self, matrix: HabilitationMatrix) -> None:
         self.matrix = matrix
+        # The systems J66 draws from: a document with no type coding in them has no J66
+        # type, and R13 judges it by its class (`_readable_node`).
+        self._type_systems = tuple(sorted({system for system, _ in matrix.axes.types}))
+
+    def _readable(self, requester: Requester) -> Readable:
+        """R13: what the requester's J65 roles (profession, specialty) read."""
+        return self.matrix.readable(self.matrix.roles_of(requester.profession, requester.specialty))
 
     # --- searches --------------------------------------------------------------------
 
@@ -191,7 +199,7 @@ class DmpPolicy:
                 if (
                     resource_type == "DocumentReference"
                     and not isinstance(grant, Deny)
-                    and not self.matrix.allowed_classes(requester.profession, requester.specialty)
+                    and self._readable(requester).nothing
                 ):
                     return forbidden("R13", "This profession may not read documents of the record")
             case _:
@@ -479,10 +487,9 @@ class DmpPolicy:
                         hidden_node = Or((hidden_node, _authored_by(requester.subject_id)))
                     parts.append(_Constraint("R14", hidden_node, True))
                 if document:
-                    classes = self.matrix.allowed_classes(requester.profession, requester.specialty)
-                    if classes is not ALL:
-                        classes_node = _any_class(sorted(classes))  # type: ignore[arg-type]
-                        parts.append(_Constraint("R13", classes_node))
+                    readable = _readable_node(self._readable(requester), self._type_systems)
+                    if not isinstance(readable, Everything):
+                        parts.append(_Constraint("R13", readable))
                 if resource_type == "Communication":
                     own = [("Practitioner", requester.subject_id)]
                     if requester.structure_idnat:  # their organisational mailbox's messages
@@ -691,11 +698,22 @@ def _authored_by(idnat: str) -> Node:
     return TokenTest("author-identifier", SYSTEM_IDNAT_PS, idnat)
 
 
-def _any_class(classes: list[str]) -> Node:
-    if not classes:
+def _readable_node(readable: Readable, type_systems: tuple[str, ...]) -> Node:
+    """R13 as a clause: the document's J66 type is one the roles read; a document with no
+    type in a J66 system (written before types were required) is judged by its class."""
+    if readable.every_type and readable.untyped_classes is ALL:
+        return Everything()
+    parts: list[Node] = [TokenTest("type", system, code) for system, code in sorted(readable.types)]
+    untyped = Not(Or(tuple(TokenTest("type", system) for system in type_systems)))
+    if readable.untyped_classes is ALL:
+        parts.append(untyped)
+    elif readable.untyped_classes:
+        classes = sorted(readable.untyped_classes)  # type: ignore[arg-type]
+        tests = tuple(TokenTest("category", SYSTEM_CLASS, code) for code in classes)
+        parts.append(And((untyped, tests[0] if len(tests) == 1 else Or(tests))))
+    if not parts:
         return NOTHING  # only reached by single reads: searches are refused earlier (R13)
-    tests = tuple(TokenTest("category", SYSTEM_CLASS, code) for code in classes)
-    return tests[0] if len(tests) == 1 else Or(tests)
+    return parts[0] if len(parts) == 1 else Or(tuple(parts))
 
 
 def _mode_notes(mode: AccessMode) -> tuple[str, ...]:

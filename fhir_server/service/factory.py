@@ -47,10 +47,10 @@ def build_service(
 ) -> FhirService:
     cursor_key = load_or_create_secret(Path(data_dir) / "keys" / "cursor.key")
     folder = profiles_path or profiles_dir()
-    matrix = load_matrix(
-        folder / "habilitation-matrix.json", folder / "habilitation-matrix.schema.json"
-    )
     profiles = profiles or ProfileRegistry.load(folder)
+    matrix = load_matrix(
+        folder / "habilitation-matrix.json", folder / "habilitation-matrix.schema.json", profiles
+    )
     gate = Gate(
         store, registry, DmpPolicy(matrix), AuditTrail(store, registry, base_url, clock), cursor_key
     )
