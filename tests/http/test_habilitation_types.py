@@ -23,7 +23,6 @@ from fhir_server.auth.vihf import WSSE, load_or_create_structure_credential, min
 from fhir_server.config import load_settings
 from fhir_server.paths import profiles_dir
 from fhir_server.rest.app import auth_settings, create_app
-from fhir_server.terminology import SYSTEM_IDNAT_PS
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
 from tests.http.conftest import (
@@ -37,6 +36,7 @@ from tests.http.conftest import (
 )
 from tests.http.conftest import permit as permit_provision
 from tests.http.test_xds_endpoints import envelope_of, registry_status
+from tests.support.documents import dmp_document
 from tests.xds_builders import patient_cx
 
 LOINC = "http://loinc.org"
@@ -101,20 +101,18 @@ class World:
         return response.get_json()
 
     def document(self, type_code: str) -> dict:
-        return {
-            "resourceType": "DocumentReference",
-            "masterIdentifier": {
+        """A DMP document of class 10 and `type_code` by AUTHOR, its bytes inline (ITI-105)."""
+        return dmp_document(
+            self.patient_id,
+            author=AUTHOR,
+            class_code="10",
+            type={"coding": [{"system": LOINC, "code": type_code}]},
+            description=type_code,
+            masterIdentifier={
                 "system": "urn:ietf:rfc:3986",
                 "value": f"urn:oid:{unique_id(type_code)}",
             },
-            "status": "current",
-            "type": {"coding": [{"system": LOINC, "code": type_code}]},
-            "category": [{"coding": [{"system": CLASS_SYSTEM, "code": "10"}]}],
-            "subject": {"reference": f"Patient/{self.patient_id}"},
-            "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}],
-            "description": type_code,
-            "content": [{"attachment": {"contentType": "application/pdf", "title": type_code}}],
-        }
+        )
 
     def searched(self, bearer: str) -> set[str]:
         response = self.client.get(
