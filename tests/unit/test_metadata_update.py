@@ -142,3 +142,15 @@ def test_fhirpath_delete_or_replace_of_the_whole_resource_is_refused(kind):
     with pytest.raises(FhirError) as refused:
         apply_fhirpath_patch(doc("N"), parameters)
     assert refused.value.status == 422
+
+
+@pytest.mark.parametrize("value", ["restricted", ["restricted"]], ids=["string", "list-of-string"])
+def test_a_security_label_that_is_no_codeable_concept_is_refused_naming_it(value):
+    """PDSm st_maj.md's example PATCH replaces /securityLabel with "restricted": refused 400
+    naming DocumentReference.securityLabel (it was read character by character)."""
+    with pytest.raises(FhirError) as refused:
+        settle(doc("N"), {**doc("N"), "securityLabel": value})
+    assert refused.value.status == 400
+    (issue,) = refused.value.issues
+    assert issue.expression[0].startswith("DocumentReference.securityLabel")
+    assert "CodeableConcept" in issue.diagnostics
