@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 from fhir_server.terminology import (
     SYSTEM_DMP_CONFIDENTIALITY,
-    SYSTEM_IDNAT_PS,
     SYSTEM_RFC3986,
     SYSTEM_V3_ROLE_CODE,
 )
+from tests.dmp_codes import type_of_class
 from tests.http.conftest import FHIR_JSON, a_patient, auth, dmp_consent, permit
+from tests.support.documents import dmp_document
 
 AUTHOR = "810000002001"
 OTHER = "810000002002"
@@ -72,22 +73,23 @@ class World:
     # -- documents ---------------------------------------------------------------------------
 
     def document(self, *labels: str, patient: str | None = None, unique: str | None = None) -> dict:
+        """A DMP document by AUTHOR (every metadata the DMP requires, its bytes inline:
+        ITI-105), uniqueId `urn:oid:<unique>`, with exactly `labels` as securityLabel."""
         self.serial[0] += 1
         unique = unique or f"1.2.250.1.999.20.{self.serial[0]}"
-        resource: dict = {
-            "resourceType": "DocumentReference",
-            "masterIdentifier": {"system": SYSTEM_RFC3986, "value": f"urn:oid:{unique}"},
-            "identifier": [{"system": SYSTEM_RFC3986, "value": f"urn:oid:{unique}"}],
-            "status": "current",
-            "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
-            "category": [{"coding": [{"system": CLASS_SYSTEM, "code": "10"}]}],
-            "subject": {"reference": f"Patient/{patient or self.paul}"},
-            "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}],
-            "description": f"report {self.serial[0]}",
-            "content": [{"attachment": {"contentType": "application/pdf", "title": "report"}}],
-        }
+        resource = dmp_document(
+            patient or self.paul,
+            None,
+            author=AUTHOR,
+            class_code="10",
+            description=f"report {self.serial[0]}",
+            masterIdentifier={"system": SYSTEM_RFC3986, "value": f"urn:oid:{unique}"},
+        )
+        resource["type"] = type_of_class("10")
         if labels:
             resource["securityLabel"] = [label(code) for code in labels]
+        else:
+            resource.pop("securityLabel", None)
         return resource
 
     def deposit(self, *labels: str, patient: str | None = None, unique: str | None = None) -> dict:

@@ -9,7 +9,6 @@ entry is no longer returned by searches and answers as missing. Archiving is the
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
@@ -132,22 +131,12 @@ def test_archived_by_patch_is_archived_in_xds(xds):
 
 
 def with_binary(world) -> tuple[dict, str]:
-    """A document whose content is a Binary deposited by the author."""
-    binary = world.post(
-        world.token("author"),
-        {
-            "resourceType": "Binary",
-            "contentType": "application/pdf",
-            "data": base64.b64encode(b"%PDF-1.4 report").decode(),
-        },
-    )
-    assert binary.status_code == 201, binary.get_data(as_text=True)
-    binary_id = binary.get_json()["id"]
-    document = world.document("N")
-    document["content"][0]["attachment"]["url"] = f"Binary/{binary_id}"
-    created = world.post(world.token("author"), document)
+    """A document whose content is a Binary of the author's bytes (ITI-105 makes it: a DMP
+    document written by a plain POST carries its bytes inline, issue #19 deliverable 1)."""
+    created = world.post(world.token("author"), world.document("N"))
     assert created.status_code == 201, created.get_data(as_text=True)
-    return created.get_json(), binary_id
+    document = created.get_json()
+    return document, document["content"][0]["attachment"]["url"].removeprefix("Binary/")
 
 
 def test_td33c_a_deleted_document_is_seen_by_its_author_only(world):
