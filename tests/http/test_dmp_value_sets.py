@@ -18,6 +18,7 @@ from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_mhd import SUBMISSION, Mhd, fixture
 from tests.http.test_xds_endpoints import Xds
 from tests.http.test_xds_error_codes import assert_failure, deposit_mutated
+from tests.support.documents import with_submission_set_unique_id
 
 LOINC = "http://loinc.org"
 A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
@@ -164,9 +165,12 @@ def test_iti41_deposit_outside_the_dmp_value_sets_is_xdsregistrymetadataerror(xd
 def test_iti65_pdsm4dmp_example_as_published_is_refused_for_its_type_class_pair(mhd):
     """The published PDSm4DMP submission files the Consult note 11488-4 under class 11
     (Synthèse); ASS_X16 files 11488-4 under 10, so the example is refused for that reason
-    (tests/dmp_codes.py corrects the class where the example serves as valid data)."""
+    (tests/dmp_codes.py corrects the class where the example serves as valid data). Its
+    SubmissionSet is given the uniqueId it lacks, a refusal of its own that comes first
+    (tests/fixtures/external/pdsm4dmp/manifest.json)."""
     patient_id, nir = mhd.patient(70)
-    response = mhd.provide(fixture(SUBMISSION, nir, as_published=True))
+    bundle = with_submission_set_unique_id(fixture(SUBMISSION, nir, as_published=True))
+    response = mhd.provide(bundle)
     assert response.status_code == 422, response.get_data(as_text=True)
     text = diagnostics(response)
     assert "11488-4" in text and "class 11" in text and "ASS_X16" in text, text
