@@ -55,7 +55,33 @@ def settle(old: dict, candidate: dict) -> dict:
     _check_elements(old, candidate)
     _check_status(old, candidate)
     _check_archived(candidate)
+    _check_label_shape(candidate)
     return merge_labels(old, candidate)
+
+
+def _check_label_shape(candidate: dict) -> None:
+    """securityLabel is a list of CodeableConcept (objects). PDSm st_maj.md's own example
+    replaces it with the string "restricted"; read as a list, its characters became ten
+    labels, refused with a parser message about each ("Invalid JSON")."""
+    labels = candidate.get("securityLabel")
+    if labels is None:
+        return
+    where = f"{RESOURCE}.securityLabel"
+    if not isinstance(labels, list):
+        raise error(
+            400,
+            "structure",
+            f"{where} is a list of CodeableConcept, not {type(labels).__name__} {labels!r}",
+            where,
+        )
+    for index, concept in enumerate(labels):
+        if not isinstance(concept, dict):
+            raise error(
+                400,
+                "structure",
+                f"{where}[{index}] is a CodeableConcept (an object)",
+                f"{where}[{index}]",
+            )
 
 
 def _check_elements(old: dict, candidate: dict) -> None:

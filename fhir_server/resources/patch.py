@@ -6,7 +6,9 @@ it; FHIRPath Patch is FHIR's own):
 - JSON Patch (RFC 6902, `application/json-patch+json`), applied by the `jsonpatch` library.
   PDSm4DMP spells the isArchived extension `/extension[url:'<url>']/valueBoolean`, which is
   not an RFC 6901 pointer: that one selector (`[url:'...']` after `/extension`) is read as
-  the index of the extension with that url; any other bracket is refused.
+  the index of the extension with that url (and, for a `replace` of its `value[x]` when the
+  resource has none, as adding it: TD3.3d archives a never-archived document that way); any
+  other bracket is refused.
 - FHIRPath Patch (fhirpatch.html, a `Parameters` body): the operations `add`, `insert`,
   `delete` and `replace` on paths written in a small FHIRPath subset: a dotted path from
   the resource type, `[n]` indexes, `where(a.b = 'literal')` and `extension('url')`. What
@@ -130,7 +132,7 @@ def apply_json_patch(resource: dict, operations: list) -> dict:
         where = f"JSON Patch operation {index}"
         if not isinstance(operation, dict):
             raise bad_request(f"{where} is not an object", where)
-        operation = {**operation}
+        operation = _absent_extension_value(result, {**operation})
         for key in ("path", "from"):
             if isinstance(operation.get(key), str):
                 operation[key] = _pointer(result, operation[key], where)
@@ -143,6 +145,38 @@ def apply_json_patch(resource: dict, operations: list) -> dict:
         if not isinstance(result, dict):
             raise error(422, "processing", f"{where} replaced the whole resource", where)
     return result
+
+
+_VALUE_ELEMENT = re.compile(r"^/(value[A-Z][A-Za-z]*)$")
+
+
+def _absent_extension_value(resource: dict, operation: dict) -> dict:
+    """`replace` (or `add`) of `/extension[url:'<url>']/value[x]` when the resource has no
+    extension of that url: the operation that gives it one, `{url, value[x]}`.
+
+    Why: PDSm4DMP TD3.3d archives a document with exactly this `replace` of the isArchived
+    value, and a document never archived carries no isArchived extension (absent means not
+    archived, PDSm_IsArchived); read as RFC 6902 (a `replace` needs its target) every archive
+    request of a fresh document failed. The selector is not RFC 6901 anyway: it names "the
+    value of the extension with that url", which a `replace` sets whether or not it was there.
+    Any other path into an absent extension is still refused (422, `_pointer`)."""
+    path = operation.get("path")
+    if operation.get("op") not in ("replace", "add") or not isinstance(path, str):
+        return operation
+    match = _URL_SELECTOR.match(path)
+    value = _VALUE_ELEMENT.match(match.group(2)) if match else None
+    if value is None or "value" not in operation:
+        return operation
+    url = match.group(1)
+    extensions = resource.get("extension")
+    if isinstance(extensions, list) and any(
+        isinstance(e, dict) and e.get("url") == url for e in extensions
+    ):
+        return operation
+    extension = {"url": url, value.group(1): operation["value"]}
+    if isinstance(extensions, list):
+        return {"op": "add", "path": "/extension/-", "value": extension}
+    return {"op": "add", "path": "/extension", "value": [extension]}
 
 
 def _pointer(resource: dict, path: str, where: str) -> str:

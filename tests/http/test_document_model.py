@@ -562,7 +562,7 @@ def test_iti105_pdsm_example_is_refused_for_the_dmp_metadata_it_lacks(world):
         "context",
     } <= _refusal(response).fields
     assert world.documents(world.patient) == before
-    completed = dmp_document(world.patient, author=GP)
+    completed = dmp_document(world.patient, author=GP, class_code="10")  # ASS_X16: 11488-4
     completed.update({k: example[k] for k in ("masterIdentifier", "subject", "type")})
     with_admitted_class(completed)  # the class ASS_X16 gives the example's type
     content = base64.b64decode(example["content"][0]["attachment"]["data"])

@@ -102,6 +102,37 @@ def test_json_patch_pdsm4dmp_extension_selector():
     assert archived["extension"][1]["valueBoolean"] is False, "the stored version is untouched"
 
 
+ARCHIVED_URL = (
+    "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived"
+)
+TD33D_ARCHIVE = [  # PDSm4DMP transaction_td3.3d.md, "Requête (archivage)", verbatim
+    {"op": "replace", "path": f"/extension[url:'{ARCHIVED_URL}']/valueBoolean", "value": True}
+]
+
+
+@pytest.mark.parametrize(
+    "extensions", [None, [{"url": "http://x", "valueString": "y"}]], ids=["none", "another"]
+)
+def test_json_patch_td33d_archive_of_a_never_archived_document_sets_the_extension(extensions):
+    """PDSm4DMP TD3.3d archives with `replace` of the isArchived value; a document never
+    archived has no such extension (absent: not archived), so the replace gives it one
+    instead of failing as RFC 6902 would for a missing target (it answered 422)."""
+    document = doc("N") if extensions is None else {**doc("N"), "extension": extensions}
+    patched = apply_json_patch(document, TD33D_ARCHIVE)
+    assert patched["extension"] == (extensions or []) + [
+        {"url": ARCHIVED_URL, "valueBoolean": True}
+    ]
+
+
+def test_json_patch_other_path_into_an_absent_extension_is_still_refused():
+    with pytest.raises(FhirError) as refused:
+        apply_json_patch(
+            doc("N"),
+            [{"op": "replace", "path": f"/extension[url:'{ARCHIVED_URL}']/url", "value": "x"}],
+        )
+    assert refused.value.status == 422
+
+
 @pytest.mark.parametrize("kind", ["delete", "replace"])
 def test_fhirpath_delete_or_replace_of_the_whole_resource_is_refused(kind):
     """fhirpatch.html operations apply to elements: the resource itself is not one; without
@@ -111,3 +142,15 @@ def test_fhirpath_delete_or_replace_of_the_whole_resource_is_refused(kind):
     with pytest.raises(FhirError) as refused:
         apply_fhirpath_patch(doc("N"), parameters)
     assert refused.value.status == 422
+
+
+@pytest.mark.parametrize("value", ["restricted", ["restricted"]], ids=["string", "list-of-string"])
+def test_a_security_label_that_is_no_codeable_concept_is_refused_naming_it(value):
+    """PDSm st_maj.md's example PATCH replaces /securityLabel with "restricted": refused 400
+    naming DocumentReference.securityLabel (it was read character by character)."""
+    with pytest.raises(FhirError) as refused:
+        settle(doc("N"), {**doc("N"), "securityLabel": value})
+    assert refused.value.status == 400
+    (issue,) = refused.value.issues
+    assert issue.expression[0].startswith("DocumentReference.securityLabel")
+    assert "CodeableConcept" in issue.diagnostics
