@@ -276,6 +276,7 @@ class NormalForm:
             # After its children: the labels' systems are canonical by then. Any
             # DocumentReference, a Bundle entry's included.
             _labels_in_security_label(node, _A07)
+            _masking_labels_first(node, _A07)
 
     def _one(self, node: dict, where: str, key: str | None) -> Iterator[tuple[str, str]]:
         reference = node.get("reference")
@@ -433,6 +434,30 @@ def _labels_in_security_label(document: dict, system: str) -> None:
     ]
     if added:
         document["securityLabel"] = [*(labels or []), *added]
+
+
+def _masking_labels_first(document: dict, system: str) -> None:
+    """Put the TRE_A07 labels first in `securityLabel`, each group in its order.
+
+    PDSm4DMP's metadata updates (TD3.3a unmasking, TD3.3b lifting INVISIBLE_PATIENT) are
+    JSON Patches that `replace /securityLabel/0` with the confidentiality level N: they
+    address the masking label by its index, so the server keeps it at index 0 whatever
+    order a deposit gave (`[N, MASQUE_PS]` from XDS or a client); a label set has no order
+    of its own."""
+    labels = document.get("securityLabel")
+    if not isinstance(labels, list):
+        return
+
+    def masking(concept: Any) -> bool:
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        return any(
+            isinstance(coding, dict) and coding.get("system") == system
+            for coding in codings or ()
+        )
+
+    ordered = [c for c in labels if masking(c)] + [c for c in labels if not masking(c)]
+    if ordered != labels:
+        document["securityLabel"] = ordered
 
 
 def _host_port(scheme: str, netloc: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 
@@ -92,13 +93,25 @@ def test_who_may_change_what(world, actor, initial, change, status, rule):
             assert rule in codes
 
 
+PDSM4DMP = Path(__file__).resolve().parents[1] / "fixtures" / "external" / "pdsm4dmp"
+
+
 @pytest.mark.parametrize("actor", ["lea", "representative"])
 def test_r07_a_minor_and_her_representative_mask_and_unmask(world, actor):
     document = world.deposit("N", patient=world.lea)
     masked = world.patch(actor, document["id"], MASK)
     assert masked.status_code == 200, masked.get_data(as_text=True)
     assert (A07, "MASQUE_PS") in labels(masked.get_json())
-    unmasked = world.patch(actor, document["id"], [{"op": "remove", "path": "/securityLabel/1"}])
+    # the mask is removed at the index the answer shows it (TRE_A07 labels come first)
+    index = next(
+        i
+        for i, concept in enumerate(masked.get_json()["securityLabel"])
+        if concept["coding"][0]["code"] == "MASQUE_PS"
+    )
+    assert index == 0
+    unmasked = world.patch(
+        actor, document["id"], [{"op": "remove", "path": f"/securityLabel/{index}"}]
+    )
     assert unmasked.status_code == 200, unmasked.get_data(as_text=True)
     assert labels(unmasked.get_json()) == {(V3, "N")}
 
@@ -559,3 +572,25 @@ def test_a_refused_patch_entry_rolls_the_transaction_back(world):
     assert response.status_code == 403
     assert "Bundle.entry[1]" in json.dumps(response.get_json())
     assert world.stored(first["id"])["meta"]["versionId"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("label", "actor", "page"),
+    [
+        ("MASQUE_PS", "patient", "Page-td3.3a-2.json"),
+        ("INVISIBLE_PATIENT", "author", "Page-td3.3b-2.json"),
+    ],
+)
+def test_pdsm4dmp_unmask_and_lift_work_whatever_order_the_deposit_gave_the_labels(
+    world, label, actor, page
+):
+    """PDSm4DMP TD3.3a (unmask) and TD3.3b (lift INVISIBLE_PATIENT) replace
+    `/securityLabel/0` with N: a document deposited with its labels as [N, mask] (the order
+    XDS and many clients give) is unmasked too, not answered 200 and left masked."""
+    document = world.deposit("N", label)
+    assert [c["coding"][0]["code"] for c in document["securityLabel"]] == [label, "N"]
+    body = json.loads((PDSM4DMP / page).read_text(encoding="utf-8"))
+    changed = world.patch(actor, document["id"], body)
+    assert changed.status_code == 200, changed.get_data(as_text=True)
+    assert labels(changed.get_json()) == {(V3, "N")}
+    assert labels(world.stored(document["id"])) == {(V3, "N")}
