@@ -12,7 +12,10 @@ XDSRegistryMetadataError naming the parameter; no value is ever spliced into a q
 Errors: XDSUnknownStoredQuery (unknown query id), XDSStoredQueryMissingParam (a required
 parameter, or none of a "one of" group), XDSStoredQueryParamNumber (several values or
 slots where one is allowed, both members of a "one of" group), XDSRegistryMetadataError
-(a value of the wrong form). Unknown parameters are ignored with a Warning.
+(a value of the wrong form). A parameter the query does not define is ignored, as ebRS 3.0
+6.3.2.1 requires, with a Warning naming it. Every parameter a served query defines is
+applied or refused, never accepted and ignored: the table is docs/xds-stored-queries.md,
+each row proven by tests/http/test_xds_stored_query_parameters.py (issue #19, deliverable 3).
 """
 
 from __future__ import annotations
@@ -80,7 +83,9 @@ PATIENT, STATUS, CODE, TIME, AUTHOR, OBJECT_TYPE, UUID, UNIQUE_ID, OID_LIST, ASS
     "associationType",
     "string",
 )
-_SINGLE = {PATIENT, TIME}  # one value, one slot
+# $MetadataLevel (ITI TF-2a 3.18.4.1.2.3.5.1.1): the number 1 or 2, default 1.
+METADATA_LEVEL = "metadataLevel"
+_SINGLE = {PATIENT, TIME, METADATA_LEVEL}  # one value, one slot
 _MULTI_SLOT = {
     "$XDSDocumentEntryEventCodeList",
     "$XDSDocumentEntryConfidentialityCode",
@@ -104,21 +109,33 @@ _DE_OPTIONAL = {
     "$XDSDocumentEntryAuthorPerson": AUTHOR,
     "$XDSDocumentEntryType": OBJECT_TYPE,
     "$XDSDocumentEntryReferenceIdList": STRING,
-    "$MetadataLevel": STRING,
 }
 _BY_ID = {
     "$XDSDocumentEntryEntryUUID": UUID,
     "$XDSDocumentEntryUniqueId": UNIQUE_ID,
-    "$homeCommunityId": STRING,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class QueryDefinition:
+    """A stored query's parameters (name -> value type), as its ITI TF-2a 3.18.4.1.2.3.7 table.
+
+    `single`: parameters the table codes as one value (no "M"), beyond the always-single
+    patient ids and times: a list there is XDSStoredQueryParamNumber, never a silent OR.
+    Every query also takes $MetadataLevel (3.18.4.1.2.3.5.1.1), added in `__post_init__`.
+    """
+
     name: str
     params: dict[str, str]
     required: tuple[str, ...] = ()
     one_of: tuple[str, ...] = ()
+    single: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.params.setdefault("$MetadataLevel", METADATA_LEVEL)
+
+    def takes_one_value(self, name: str) -> bool:
+        return self.params.get(name) in _SINGLE or name in self.single
 
 
 QUERIES: dict[str, QueryDefinition] = {
@@ -148,6 +165,7 @@ QUERIES: dict[str, QueryDefinition] = {
             "$XDSSubmissionSetContentType": CODE,
         },
         required=("$XDSSubmissionSetPatientId", "$XDSSubmissionSetStatus"),
+        single=frozenset({"$XDSSubmissionSetAuthorPerson"}),
     ),
     FIND_FOLDERS: QueryDefinition(
         "FindFolders",
@@ -180,25 +198,27 @@ QUERIES: dict[str, QueryDefinition] = {
     ),
     GET_DOCUMENTS: QueryDefinition(
         "GetDocuments",
-        dict(_BY_ID),
-        one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
+        # $XDSDocumentEntryLogicalID (Metadata Update, 3.18.4.1.2.3.7.5): a DocumentEntry's
+        # logicalId is its entryUUID here (an update is the same entry's next version).
+        {**_BY_ID, "$XDSDocumentEntryLogicalID": UUID},
+        one_of=(
+            "$XDSDocumentEntryEntryUUID",
+            "$XDSDocumentEntryUniqueId",
+            "$XDSDocumentEntryLogicalID",
+        ),
     ),
     GET_FOLDERS: QueryDefinition(
         "GetFolders",
-        {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID, "$homeCommunityId": STRING},
+        {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID},
         one_of=("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
     ),
-    GET_ASSOCIATIONS: QueryDefinition(
-        "GetAssociations", {"$uuid": UUID, "$homeCommunityId": STRING}, required=("$uuid",)
-    ),
+    GET_ASSOCIATIONS: QueryDefinition("GetAssociations", {"$uuid": UUID}, required=("$uuid",)),
     GET_DOCUMENTS_AND_ASSOCIATIONS: QueryDefinition(
         "GetDocumentsAndAssociations",
         dict(_BY_ID),
         one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
     ),
-    GET_SUBMISSION_SETS: QueryDefinition(
-        "GetSubmissionSets", {"$uuid": UUID, "$homeCommunityId": STRING}, required=("$uuid",)
-    ),
+    GET_SUBMISSION_SETS: QueryDefinition("GetSubmissionSets", {"$uuid": UUID}, required=("$uuid",)),
     GET_SUBMISSION_SET_AND_CONTENTS: QueryDefinition(
         "GetSubmissionSetAndContents",
         {
@@ -207,25 +227,28 @@ QUERIES: dict[str, QueryDefinition] = {
             "$XDSDocumentEntryFormatCode": CODE,
             "$XDSDocumentEntryConfidentialityCode": CODE,
             "$XDSDocumentEntryType": OBJECT_TYPE,
-            "$homeCommunityId": STRING,
         },
         one_of=("$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"),
+        single=frozenset({"$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"}),
     ),
     GET_FOLDER_AND_CONTENTS: QueryDefinition(
         "GetFolderAndContents",
-        {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID, "$homeCommunityId": STRING},
+        {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID},
         one_of=("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
+        single=frozenset({"$XDSFolderEntryUUID", "$XDSFolderUniqueId"}),
     ),
     GET_FOLDERS_FOR_DOCUMENT: QueryDefinition(
         "GetFoldersForDocument",
         dict(_BY_ID),
         one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
+        single=frozenset({"$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"}),
     ),
     GET_RELATED_DOCUMENTS: QueryDefinition(
         "GetRelatedDocuments",
         {**_BY_ID, "$AssociationTypes": ASSOCIATION},
         required=("$AssociationTypes",),
         one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
+        single=frozenset({"$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"}),
     ),
 }
 QUERY_IDS_BY_NAME = {definition.name: query_id for query_id, definition in QUERIES.items()}
@@ -433,10 +456,15 @@ def parse_stored_query(element: etree._Element) -> StoredQuery:
         raw_values = [
             v.text or "" for v in slot.iterfind(f"{q(NS_RIM, 'ValueList')}/{q(NS_RIM, 'Value')}")
         ]
+        single = definition.takes_one_value(name)
         group: list[object] = []
         try:
             for raw in raw_values:
+                if kind == METADATA_LEVEL and raw.strip() not in ("1", "2"):
+                    raise ValueError("$MetadataLevel is the number 1 or 2")
                 values, is_list = parse_value(raw)
+                # A one-item list for a single-valued id is read as that value (lenient
+                # with clients that list everything); two values are refused below.
                 if kind in _SINGLE and is_list:
                     raise _Number("takes a single value, not a list")
                 group += [_typed(kind, value) for value in values]
@@ -453,7 +481,7 @@ def parse_stored_query(element: etree._Element) -> StoredQuery:
         if not group:
             errors.append(registry_error(XDS_REGISTRY_METADATA_ERROR, f"{name} has no value", name))
             continue
-        if kind in _SINGLE and len(group) > 1:
+        if single and len(group) > 1:
             errors.append(
                 registry_error(XDS_STORED_QUERY_PARAM_NUMBER, f"{name} takes a single value", name)
             )
@@ -771,7 +799,7 @@ def _submission_set_keep(query: StoredQuery) -> Callable[[dict], bool]:
 
 
 def _identifier_values(query: StoredQuery, uuid_param: str, unique_param: str) -> str:
-    uuids = query.values(uuid_param)
+    uuids = query.values(uuid_param) + query.values("$XDSDocumentEntryLogicalID")
     if uuids:
         return ",".join(f"urn:ietf:rfc:3986|{u}" for u in uuids)
     return ",".join(f"urn:ietf:rfc:3986|urn:oid:{u}" for u in query.values(unique_param))
