@@ -79,7 +79,7 @@ def test_search_by_patient_or_subject_in_any_form_of_this_servers_reference(clie
 def test_relatesto_target_in_any_form_of_this_servers_reference(client, tokens):
     """A `relatesTo.target` written version-specific or absolute on this server's base names
     the document, and `relatesto=` finds it by any of its forms; one naming another server's
-    document of the same id is found by none of them."""
+    document of the same id is refused (no such document here), so none of them finds it."""
     author = tokens.practitioner(AUTHORIZED)
     target = post(client, author, document(PATIENT_A)).get_json()["id"]
     written = [
@@ -101,7 +101,11 @@ def test_relatesto_target_in_any_form_of_this_servers_reference(client, tokens):
             {"code": "appends", "target": {"reference": f"{FOREIGN}/DocumentReference/{target}"}}
         ],
     )
-    assert post(client, author, foreign).status_code == 201
+    # Another server's document is none of this registry's: an APND to it would dangle, so it
+    # is refused naming the target (issue #19 deliver 1: association targets exist).
+    refused = post(client, author, foreign)
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    assert "DocumentReference.relatesTo[0].target" in refused.get_data(as_text=True)
     for value in [f"DocumentReference/{target}", *written]:
         path = f"/fhir/DocumentReference?patient={PATIENT_A}&relatesto={quote(value, safe='')}"
         assert find(client, author, path) == set(naming), value

@@ -200,7 +200,9 @@ def test_an_iti65_with_several_authors_recipients_and_extra_metadata_shows_in_it
     bundle = _iti65_bundle(nir)
     listed = bundle["entry"][0]["resource"]
     set_unique_id = f"1.2.250.1.999.3.{uuid.uuid4().int % 10**12}"
-    listed.setdefault("identifier", []).append(
+    # The SubmissionSet's one uniqueId (List.identifier use usual, 1..1), known to the test.
+    listed["identifier"] = [i for i in listed.get("identifier", []) if i.get("use") != "usual"]
+    listed["identifier"].append(
         {"use": "usual", "system": "urn:ietf:rfc:3986", "value": f"urn:oid:{set_unique_id}"}
     )
     listed["contained"] += [
