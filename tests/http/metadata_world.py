@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 from fhir_server.terminology import (
     SYSTEM_DMP_CONFIDENTIALITY,
-    SYSTEM_IDNAT_PS,
     SYSTEM_RFC3986,
     SYSTEM_V3_ROLE_CODE,
 )
 from tests.http.conftest import FHIR_JSON, a_patient, auth, dmp_consent, permit
+from tests.support.documents import dmp_document, new_entry_uuid
 
 AUTHOR = "810000002001"
 OTHER = "810000002002"
@@ -72,20 +72,19 @@ class World:
     # -- documents ---------------------------------------------------------------------------
 
     def document(self, *labels: str, patient: str | None = None, unique: str | None = None) -> dict:
+        """A valid DMP document of Paul (or `patient`) by the AUTHOR, its bytes inline
+        (ITI-105): every door runs the one document model (issue #19 deliver 1). Its
+        entryUUID is `identifier[0]`, its uniqueId (masterIdentifier) `unique`."""
         self.serial[0] += 1
         unique = unique or f"1.2.250.1.999.20.{self.serial[0]}"
-        resource: dict = {
-            "resourceType": "DocumentReference",
-            "masterIdentifier": {"system": SYSTEM_RFC3986, "value": f"urn:oid:{unique}"},
-            "identifier": [{"system": SYSTEM_RFC3986, "value": f"urn:oid:{unique}"}],
-            "status": "current",
-            "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
-            "category": [{"coding": [{"system": CLASS_SYSTEM, "code": "10"}]}],
-            "subject": {"reference": f"Patient/{patient or self.paul}"},
-            "author": [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHOR}}],
-            "description": f"report {self.serial[0]}",
-            "content": [{"attachment": {"contentType": "application/pdf", "title": "report"}}],
-        }
+        resource = dmp_document(
+            patient or self.paul,
+            author=AUTHOR,
+            class_code="10",
+            entry_uuid=new_entry_uuid(),
+            masterIdentifier={"system": SYSTEM_RFC3986, "value": f"urn:oid:{unique}"},
+            description=f"report {self.serial[0]}",
+        )
         if labels:
             resource["securityLabel"] = [label(code) for code in labels]
         return resource

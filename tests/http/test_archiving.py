@@ -20,9 +20,11 @@ from tests.http.conftest import FHIR_JSON, auth, dmp_consent, permit
 from tests.http.metadata_world import IS_ARCHIVED, build_world
 from tests.http.test_xds_endpoints import GP, OTHER_PS, Xds, envelope_of, registry_status
 from tests.http.test_xds_stored_queries import adhoc
+from tests.support.documents import sha1_base64
 from tests.xds_builders import build_iti41, patient_cx
 
 RIM = f"{{{v.NS_RIM}}}"
+PDF = b"%PDF-1.4 report"
 ARCHIVE = [
     {"op": "add", "path": "/extension", "value": [{"url": IS_ARCHIVED, "valueBoolean": True}]}
 ]
@@ -138,13 +140,20 @@ def with_binary(world) -> tuple[dict, str]:
         {
             "resourceType": "Binary",
             "contentType": "application/pdf",
-            "data": base64.b64encode(b"%PDF-1.4 report").decode(),
+            "data": base64.b64encode(PDF).decode(),
         },
     )
     assert binary.status_code == 201, binary.get_data(as_text=True)
     binary_id = binary.get_json()["id"]
     document = world.document("N")
-    document["content"][0]["attachment"]["url"] = f"Binary/{binary_id}"
+    attachment = document["content"][0]["attachment"]
+    del attachment["data"]  # the content is the stored Binary, not inline bytes
+    attachment.update(
+        url=f"Binary/{binary_id}",
+        contentType="application/pdf",
+        size=len(PDF),
+        hash=sha1_base64(PDF),
+    )
     created = world.post(world.token("author"), document)
     assert created.status_code == 201, created.get_data(as_text=True)
     return created.get_json(), binary_id
