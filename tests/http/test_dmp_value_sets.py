@@ -18,9 +18,9 @@ from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_mhd import SUBMISSION, Mhd, fixture
 from tests.http.test_xds_endpoints import Xds
 from tests.http.test_xds_error_codes import assert_failure, deposit_mutated
+from tests.support.documents import dmp_document, with_submission_set_unique_id
 
 LOINC = "http://loinc.org"
-A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
 A07 = "urn:oid:1.2.250.1.213.1.1.4.13"
 
 # (what is wrong, change to the document, the words the refusal must hold)
@@ -64,25 +64,9 @@ def diagnostics(response) -> str:
 
 
 def a_document(patient_id: str) -> dict:
-    """A compte rendu (type 11488-4, class 10: a pair ASS_X16 admits), labelled N."""
-    return {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "type": {"coding": [{"system": LOINC, "code": "11488-4"}]},
-        "category": [{"coding": [{"system": A03, "code": "10"}]}],
-        "securityLabel": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
-                        "code": "N",
-                    }
-                ]
-            }
-        ],
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "content": [{"attachment": {"contentType": "text/plain", "title": "CR"}}],
-    }
+    """A valid DMP compte rendu (type 11488-4, class 10: a pair ASS_X16 admits), labelled N,
+    its bytes inline: every other element as the one document model requires (#19)."""
+    return dmp_document(patient_id, class_code="10")
 
 
 def changed(document: dict, change: dict) -> dict:
@@ -164,9 +148,12 @@ def test_iti41_deposit_outside_the_dmp_value_sets_is_xdsregistrymetadataerror(xd
 def test_iti65_pdsm4dmp_example_as_published_is_refused_for_its_type_class_pair(mhd):
     """The published PDSm4DMP submission files the Consult note 11488-4 under class 11
     (Synthèse); ASS_X16 files 11488-4 under 10, so the example is refused for that reason
-    (tests/dmp_codes.py corrects the class where the example serves as valid data)."""
+    (tests/dmp_codes.py corrects the class where the example serves as valid data). The
+    SubmissionSet uniqueId the example also lacks is given, so the type/class pair is the
+    one fault left."""
     patient_id, nir = mhd.patient(70)
-    response = mhd.provide(fixture(SUBMISSION, nir, as_published=True))
+    published = with_submission_set_unique_id(fixture(SUBMISSION, nir, as_published=True))
+    response = mhd.provide(published)
     assert response.status_code == 422, response.get_data(as_text=True)
     text = diagnostics(response)
     assert "11488-4" in text and "class 11" in text and "ASS_X16" in text, text

@@ -561,7 +561,8 @@ def test_iti105_pdsm_example_is_refused_for_the_dmp_metadata_it_lacks(world):
         "context",
     } <= _refusal(response).fields
     assert world.documents(world.patient) == before
-    completed = dmp_document(world.patient, author=GP)
+    # class 10: the one ASS_X16 gives the example's type 11488-4
+    completed = dmp_document(world.patient, author=GP, class_code="10")
     completed.update({k: example[k] for k in ("masterIdentifier", "subject", "type")})
     content = base64.b64decode(example["content"][0]["attachment"]["data"])
     completed["content"][0]["attachment"].update(
