@@ -345,11 +345,7 @@ def _cases():
     for step in STEPS:
         if step.get("transaction") not in RUN:
             continue
-        entry = MANIFEST.get(step["id"], {})
-        marks = []
-        if entry.get("kind") == "xfail":
-            marks.append(pytest.mark.xfail(strict=True, reason=entry["reason"]))
-        yield pytest.param(step, id=step["id"], marks=marks)
+        yield pytest.param(step, id=step["id"])
 
 
 @pytest.mark.parametrize("step", list(_cases()))
@@ -380,3 +376,13 @@ def test_nist_toolkit_step(runs, step):
         assert outcome.retrieved, detail
         for uid, content in outcome.retrieved.items():
             assert content == done[uid], uid
+
+
+def test_manifest_only_documents_deliberate_differences():
+    """Every manifest entry names a step that runs and is a DMP difference with its reason:
+    no step is excused as a known gap (issue #19 "Shown by": each step gives the toolkit's
+    expected result, or the DMP's documented reason for differing)."""
+    run = {step["id"] for step in STEPS if step.get("transaction") in RUN}
+    for step_id, entry in MANIFEST.items():
+        assert step_id in run, step_id
+        assert entry["kind"] == "dmp-differs" and entry["reason"], step_id
