@@ -451,8 +451,7 @@ def _masking_labels_first(document: dict, system: str) -> None:
     def masking(concept: Any) -> bool:
         codings = concept.get("coding") if isinstance(concept, dict) else None
         return any(
-            isinstance(coding, dict) and coding.get("system") == system
-            for coding in codings or ()
+            isinstance(coding, dict) and coding.get("system") == system for coding in codings or ()
         )
 
     ordered = [c for c in labels if masking(c)] + [c for c in labels if not masking(c)]
