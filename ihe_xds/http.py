@@ -1,9 +1,10 @@
 """The XDS.b SOAP endpoints: POST /xds/repository (ITI-41, ITI-43), POST /xds/registry (ITI-18,
 ITI-57).
 
-Register with `app.register_blueprint(create_xds_blueprint())` after `app.extensions["fhir"]`
-(the Runtime) is set: the blueprint reads the runtime from `current_app` and builds its VIHF
-trust once, when it is registered.
+Register with `app.register_blueprint(create_xds_blueprint(auth_settings))` after
+`app.extensions["fhir"]` (the Runtime) is set: the blueprint reads the runtime from
+`current_app` and builds its VIHF trust once, when it is registered, from the identity
+settings the app hands it (so this face imports nothing of the REST face).
 
 Answer shapes (IHE ITI TF-2x, SOAP 1.2 HTTP binding):
 - a message that cannot be read (size, MIME, XML, envelope, unknown or missing Action, body
@@ -38,6 +39,7 @@ from fhir_server.audit.balp import (
     DataEntity,
     build_xds_events,
 )
+from fhir_server.auth.tokens import AuthSettings
 from fhir_server.service.context import RequestInfo, current_request
 from fhir_server.service.prepared import PreparedEvents
 from ihe_xds.errors import (
@@ -74,18 +76,14 @@ class _TooLarge(MalformedMessage):
     pass
 
 
-def create_xds_blueprint() -> Blueprint:
-    """The /xds blueprint; its VIHF trust is built from the app's settings at registration."""
+def create_xds_blueprint(identity: AuthSettings) -> Blueprint:
+    """The /xds blueprint; its VIHF trust is built from `identity` (the app's authentication
+    settings: trusted signer certificates, data directory) when it is registered."""
     blueprint = Blueprint("ihe_xds", __name__, url_prefix="/xds")
 
     @blueprint.record_once
     def _build_trust(state) -> None:
-        from fhir_server.rest.app import auth_settings  # the app's own settings mapping
-
-        runtime = state.app.extensions["fhir"]
-        state.app.extensions[EXTENSION_KEY] = XdsIdentity.from_auth_settings(
-            auth_settings(runtime.settings)
-        )
+        state.app.extensions[EXTENSION_KEY] = XdsIdentity.from_auth_settings(identity)
 
     @blueprint.post("/repository")
     def repository() -> Response:

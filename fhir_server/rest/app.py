@@ -122,7 +122,7 @@ def create_app(
 
     app.register_blueprint(conformance, url_prefix="/fhir")
     app.register_blueprint(api, url_prefix="/fhir")
-    app.register_blueprint(create_xds_blueprint())
+    app.register_blueprint(create_xds_blueprint(auth_settings(settings)))
     _install_request_hooks(app)
     _install_error_handlers(app)
 
