@@ -188,6 +188,19 @@ def _soap(body: bytes) -> Response:
     return Response(body, status=200, content_type=SOAP_CONTENT_TYPE)
 
 
+def _document_entities(outcome) -> list[DataEntity]:
+    """The documents an ITI-41 or ITI-57 outcome names, as the audit event's entities (BALP
+    role 3, by uniqueId), each with its labels so the patient's trail hides what they hide."""
+    return [
+        DataEntity(
+            identifier=("urn:ietf:rfc:3986", f"urn:oid:{unique_id}"),
+            role="3",
+            security_labels=outcome.document_labels.get(unique_id, ()),
+        )
+        for unique_id in outcome.document_unique_ids
+    ]
+
+
 def _iti41(runtime, requester: Requester, envelope, package, relates_to) -> Response:
     def deposit_events(outcome: SubmissionOutcome, errors: list[RegistryError]) -> list[dict]:
         return _xds_events(
@@ -197,14 +210,7 @@ def _iti41(runtime, requester: Requester, envelope, package, relates_to) -> Resp
             outcome.patient_ids,
             errors,
             has_results=outcome.stored,
-            documents=[
-                DataEntity(
-                    identifier=("urn:ietf:rfc:3986", f"urn:oid:{u}"),
-                    role="3",
-                    security_labels=outcome.document_labels.get(u, ()),
-                )
-                for u in outcome.document_unique_ids
-            ],
+            documents=_document_entities(outcome),
             submission_set_unique_id=outcome.submission_set_unique_id,
         )
 
@@ -275,14 +281,7 @@ def _iti57(runtime, requester: Requester, envelope, relates_to) -> Response:
             outcome.patient_ids,
             errors,
             has_results=not errors,
-            documents=[
-                DataEntity(
-                    identifier=("urn:ietf:rfc:3986", f"urn:oid:{u}"),
-                    role="3",
-                    security_labels=outcome.document_labels.get(u, ()),
-                )
-                for u in outcome.document_unique_ids
-            ],
+            documents=_document_entities(outcome),
         )
     return _soap(response_envelope(ACTION_ITI57, relates_to, registry_response(errors)))
 
