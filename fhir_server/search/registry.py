@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fhir_server.search.extract import Extractor, build_extractor
+from fhir_server.search.fhirpath import Extractor, build_extractor
 
 SERVED_TYPES: tuple[str, ...] = (
     "Patient",
