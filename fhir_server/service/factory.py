@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from fhir_server.access.habilitation import load_matrix
+from fhir_server.access.habilitation_loader import load_matrix
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.paths import profiles_dir
 from fhir_server.resources.dmp_value_sets import DmpValueSets
