@@ -276,7 +276,7 @@ def _cx_identifier(text: str) -> dict:
     cx, _ = parse_cx(text)
     if cx is None:
         return {"value": text}
-    identifier = {"system": f"urn:oid:{cx.authority_oid}", "value": cx.value}
+    identifier: dict[str, object] = {"system": f"urn:oid:{cx.authority_oid}", "value": cx.value}
     if cx.type_code:
         identifier["type"] = _id_type(cx.type_code)
     return identifier
@@ -697,7 +697,7 @@ def submission_to_fhir(
             if association.source != entry.id or association.type not in _RELATES_TO:
                 continue
             if association.target in entries_by_id:
-                target = {
+                target: dict[str, object] = {
                     "reference": f"DocumentReference/{result.resource_ids[association.target]}"
                 }
             else:
@@ -1086,18 +1086,20 @@ def associations_from_fhir(
         labels: dict[tuple[str, str], list[AssociationClassification]] = {}  # documentation
         for relation in doc.get("relatesTo") or []:
             target_ref = relation.get("target") or {}
-            target = (target_ref.get("identifier") or {}).get("value")
-            if not target:
+            related = (target_ref.get("identifier") or {}).get("value")
+            if not related:
                 target_doc = by_id.get(
                     (target_ref.get("reference") or "").removeprefix("DocumentReference/")
                 )
                 if target_doc is None:
                     continue
-                target = entry_uuid_of(target_doc)
-            codes_by_target.setdefault(target, []).append(relation.get("code", ""))
-            extras.setdefault((target, relation.get("code", "")), extra_metadata.slots_of(relation))
+                related = entry_uuid_of(target_doc)
+            codes_by_target.setdefault(related, []).append(relation.get("code", ""))
+            extras.setdefault(
+                (related, relation.get("code", "")), extra_metadata.slots_of(relation)
+            )
             labels.setdefault(
-                (target, relation.get("code", "")),
+                (related, relation.get("code", "")),
                 association_documentation.classifications_of(relation),
             )
         for target, codes in codes_by_target.items():

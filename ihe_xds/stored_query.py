@@ -642,7 +642,7 @@ def _document_filters(query: StoredQuery) -> list[tuple[str, str]]:
     params: list[tuple[str, str]] = []
     for name, fhir_name in _CODE_PARAMS.items():
         for group in query.params.get(name) or []:
-            params.append((fhir_name, ",".join(_token(c) for c in group)))
+            params.append((fhir_name, ",".join(_token(c) for c in group if isinstance(c, Code))))
     return params
 
 
@@ -742,7 +742,13 @@ def _member_keep(query: StoredQuery) -> Callable[[dict], bool]:
     an OR-list, several Slots AND together, as in FindDocuments."""
     base = _document_keep(query)
     wanted = [
-        (element, [{_token(code) for code in group} for group in query.params.get(name) or []])
+        (
+            element,
+            [
+                {_token(code) for code in group if isinstance(code, Code)}
+                for group in query.params.get(name) or []
+            ],
+        )
         for name, element in (
             ("$XDSDocumentEntryFormatCode", "format"),
             ("$XDSDocumentEntryConfidentialityCode", "securityLabel"),

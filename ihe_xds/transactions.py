@@ -311,11 +311,10 @@ def iti41(
             {"resource": old, "request": {"method": "PUT", "url": f"DocumentReference/{old['id']}"}}
         )
     outcome.document_labels = {
-        unique_id_from(entry["resource"].get("masterIdentifier")): security_labels_of(
-            entry["resource"]
-        )
+        unique_id: security_labels_of(entry["resource"])
         for entry in bundle["entry"]
         if entry.get("resource", {}).get("resourceType") == "DocumentReference"
+        and (unique_id := unique_id_from(entry["resource"].get("masterIdentifier"))) is not None
     }
     events = audit(outcome) if audit is not None else None
     # With its own event, the deposit is audited by that one event (IHE ATNA, one per

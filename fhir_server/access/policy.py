@@ -475,7 +475,7 @@ class DmpPolicy:
                     parts.append(_Constraint("R06", _party_of_message((("Patient", patient_id),))))
             case ActorKind.REPRESENTATIVE:
                 parts.append(_Constraint("R14", Not(_labelled(INVISIBLE_PATIENT, document)), True))
-                hidden_node = Not(_labelled(INVISIBLE_REPRESENTANTS_LEGAUX, document))
+                hidden_node: Node = Not(_labelled(INVISIBLE_REPRESENTANTS_LEGAUX, document))
                 parts.append(_Constraint("R07", hidden_node, True))
                 if resource_type == "Communication":
                     refs = (("Patient", patient_id), ("RelatedPerson", requester.subject_id))

@@ -240,7 +240,12 @@ class DocumentRules:
             replaces = code == "replaces"
             old = self.find_target(tx, requester, target)
             problem = relation_problem(old, patient, replaces=replaces)
-            if problem is None and replaces and old["id"] not in _superseding.get():
+            if (
+                problem is None
+                and replaces
+                and old is not None
+                and old["id"] not in _superseding.get()
+            ):
                 problem = NOT_SUPERSEDED
             if problem is not None:
                 issues.append(relation_issue(problem, where, old, replaces=replaces))

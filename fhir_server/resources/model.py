@@ -191,7 +191,9 @@ class ElementMemo:
 
 
 ELEMENT_MEMO = ElementMemo()
-_validate_element = fhir_core.types.FhirBase.fhir_model_validator.__func__
+# The function under the classmethod: mypy types a classmethod read on its class as a plain
+# callable, without the `__func__` every bound method has.
+_validate_element = fhir_core.types.FhirBase.fhir_model_validator.__func__  # type: ignore[attr-defined]
 
 
 def _memoized_element_validator(cls: Any, value: Any, model_klass: type) -> Any:
@@ -200,7 +202,10 @@ def _memoized_element_validator(cls: Any, value: Any, model_klass: type) -> Any:
 
 # Every complex element (contained resources included) is validated through this
 # classmethod, looked up on the class at each call.
-fhir_core.types.FhirBase.fhir_model_validator = classmethod(_memoized_element_validator)
+# Replacing a method is what mypy forbids by default, and this line does it on purpose.
+fhir_core.types.FhirBase.fhir_model_validator = classmethod(  # type: ignore[method-assign, assignment]
+    _memoized_element_validator
+)
 
 
 @cache

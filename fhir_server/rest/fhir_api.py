@@ -114,7 +114,7 @@ def _binary_from_raw() -> dict:
     """Binary raw content in (http.html#binary): the bytes become a Binary resource."""
     data = request.get_data(cache=False)
     content_type = request.content_type or "application/octet-stream"
-    resource = {
+    resource: dict[str, object] = {
         "resourceType": "Binary",
         "contentType": content_type,
         "data": base64.b64encode(data).decode(),

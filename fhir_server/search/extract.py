@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from functools import lru_cache
 from operator import attrgetter
@@ -140,7 +140,9 @@ def token_entries(param: str, value: Any) -> list[TokenEntry]:
 
 
 def _identifier_entries(param: str, identifier: dict) -> list[TokenEntry]:
-    type_ = identifier.get("type") if isinstance(identifier.get("type"), dict) else {}
+    type_ = identifier.get("type")
+    if not isinstance(type_, dict):
+        type_ = {}
     value = identifier.get("value")
     entries = [TokenEntry(param, identifier.get("system"), value, _norm(type_.get("text")))]
     if value is not None:
@@ -161,7 +163,9 @@ def reference_entry(param: str, value: Any) -> ReferenceEntry | None:
         return ReferenceEntry(param, None, None, url=value)
     if not isinstance(value, dict):
         return None
-    identifier = value.get("identifier") if isinstance(value.get("identifier"), dict) else {}
+    identifier = value.get("identifier")
+    if not isinstance(identifier, dict):
+        identifier = {}
     id_system, id_value = identifier.get("system"), identifier.get("value")
     literal = value.get("reference")
     if isinstance(literal, str) and not literal.startswith("#"):
@@ -254,8 +258,7 @@ def _add_values(entries: IndexEntries, definition: SearchParamDef, values: Itera
         elif kind == "composite":
             parts = []
             for component in definition.component_extractors:
-                found = [_composite_value(v) for v in component(value)]
-                found = [f for f in found if f is not None]
+                found = [f for v in component(value) if (f := _composite_value(v)) is not None]
                 if not found:
                     break
                 parts.append(found[0])
@@ -372,7 +375,10 @@ def _reads_stamp(expression: str) -> bool:
 # Entries prepared ahead (bulk loading: extraction in the validating worker processes)
 # ---------------------------------------------------------------------------------------------
 
-_KINDS: tuple[tuple[str, type], ...] = (
+_Entry = (
+    TokenEntry | StringEntry | DateEntry | ReferenceEntry | UriEntry | NumberEntry | QuantityEntry
+)
+_KINDS: tuple[tuple[str, type[_Entry]], ...] = (
     ("tokens", TokenEntry),
     ("strings", StringEntry),
     ("dates", DateEntry),
@@ -381,7 +387,7 @@ _KINDS: tuple[tuple[str, type], ...] = (
     ("numbers", NumberEntry),
     ("quantities", QuantityEntry),
 )
-_ROW_OF = {cls: attrgetter(*cls.__slots__) for _, cls in _KINDS}
+_ROW_OF = {cls: attrgetter(*(f.name for f in fields(cls))) for _, cls in _KINDS}
 
 
 @dataclass(frozen=True, slots=True)

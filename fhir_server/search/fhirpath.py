@@ -266,6 +266,22 @@ def _equals(left: list, right: list) -> list:
     return [True]
 
 
+# Closures made by functions rather than lambdas with default arguments: each captures its
+# own value, and the checker sees each one's type.
+def _constant(value: str | bool) -> _Fn:
+    return lambda focus, root: [value]
+
+
+def _resources_of_type(resource_type: str) -> _Fn:
+    return lambda focus, root: [
+        i for i in focus if isinstance(i, dict) and i.get("resourceType") == resource_type
+    ]
+
+
+def _member(name: str) -> _Fn:
+    return lambda focus, root: _children(focus, name)
+
+
 class _Parser:
     """Recursive descent over the subset; each rule returns a closure (focus, root) -> items."""
 
@@ -364,11 +380,9 @@ class _Parser:
             fn = self.and_expr()
             self.take(")")
         elif token[0] == "str":
-            literal = token[1]
-            fn = lambda focus, root, literal=literal: [literal]  # noqa: E731
+            fn = _constant(token[1])
         elif token in (("id", "true"), ("id", "false")):
-            literal_bool = token[1] == "true"
-            fn = lambda focus, root, literal_bool=literal_bool: [literal_bool]  # noqa: E731
+            fn = _constant(token[1] == "true")
         elif token[0] == "id" and self.peek() == ("sym", "("):
             fn = self.function(lambda focus, root: focus, token[1])
         elif token[0] == "id" and token[1][0].isupper():
@@ -378,14 +392,12 @@ class _Parser:
                     i for i in focus if isinstance(i, dict) and "resourceType" in i
                 ]
             else:
-                fn = lambda focus, root, root_type=root_type: [  # noqa: E731
-                    i for i in focus if isinstance(i, dict) and i.get("resourceType") == root_type
-                ]
+                fn = _resources_of_type(root_type)
         elif token[0] == "id":
             name = token[1]
             base: _Fn = lambda focus, root: focus  # noqa: E731
             last_member = (base, name)
-            fn = lambda focus, root, name=name: _children(focus, name)  # noqa: E731
+            fn = _member(name)
             path_base, path_names = base, [name]
         else:
             raise UnsupportedExpression(f"unexpected {token!r}")

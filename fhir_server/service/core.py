@@ -25,6 +25,7 @@ from fhir_server.documents.registry import DocumentRules
 from fhir_server.errors import bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.resources.normal_form import NormalForm
+from fhir_server.resources.profiles import ProfileRegistry
 from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
 from fhir_server.search.query import SearchQuery, TotalMode
@@ -140,6 +141,10 @@ def require_type(resource_type: str) -> str:
 
 
 class FhirService:
+    # The profile registry behind the validators, set by `service.factory.build_service`;
+    # the capability statement lists its profiles per served type.
+    profiles: ProfileRegistry
+
     def __init__(
         self,
         store: ResourceStore,

@@ -508,8 +508,8 @@ class Gate:
         # A resource naming several patients (stored before writes were held to one record)
         # is read only by whom every one of those records lets read it: fail closed.
         record = None
-        decision: Deny | Permit | None = None
-        for patient_id in patients or [None]:
+        judged: list[str | None] = [*patients] or [None]  # never empty: `decision` is set
+        for patient_id in judged:
             record = self.record(patient_id) if patient_id else None
             decision = self.policy.decide_read(requester, resource_type, resource, record)
             if isinstance(decision, Deny):

@@ -144,14 +144,15 @@ class MetadataUpdates:
         if_match: int | None = None,
     ) -> WriteResult:
         service = self.service
-        current = tx.read(RESOURCE, resource_id)
-        old = current.json() if current is not None and not current.deleted else None
-        hidden = service.gate.hidden_deny(requester, current) if old is not None else None
-        if old is None or hidden is not None or is_deleted(old):
+        stored = tx.read(RESOURCE, resource_id)
+        current = stored if stored is not None and not stored.deleted else None
+        old = current.json() if current is not None else None
+        hidden = service.gate.hidden_deny(requester, current) if current is not None else None
+        if current is None or old is None or hidden is not None or is_deleted(old):
             # Missing, hidden from the requester, or logically deleted: one answer for all
             # (a 404, or the 412 of an If-Match), so that none tells that it exists (R18).
             refusal = not_found(not_found_message(RESOURCE, resource_id))
-            if hidden is not None:
+            if current is not None and hidden is not None:
                 refusal = service.gate.refuse_hidden(requester, "update", current, hidden)
             raise _stale(resource_id, if_match) if if_match is not None else refusal
         if if_match is not None and current.version != if_match:
