@@ -164,9 +164,9 @@ def approximate_range(
         mid = (low + high) // 2
         margin = abs(now - mid) // 10
         return low - margin, high + margin
-    middle = (Decimal(low) + Decimal(high)) / 2
-    spread = abs(middle) * AP_FRACTION
-    return Decimal(low) - spread, Decimal(high) + spread
+    mid = (Decimal(low) + Decimal(high)) / 2
+    margin = abs(mid) * AP_FRACTION
+    return Decimal(low) - margin, Decimal(high) + margin
 
 
 # --- string and URI prefixes ------------------------------------------------------------
