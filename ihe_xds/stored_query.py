@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from fhir_server.documents import metadata_versions
 from ihe_xds.codes import is_oid, system_for_scheme
 from ihe_xds.errors import (
     SEVERITY_WARNING,
@@ -807,7 +808,10 @@ def _submission_set_keep(query: StoredQuery) -> Callable[[dict], bool]:
 def _identifier_values(query: StoredQuery, uuid_param: str, unique_param: str) -> str:
     uuids = query.values(uuid_param) + query.values("$XDSDocumentEntryLogicalID")
     if uuids:
-        return ",".join(f"urn:ietf:rfc:3986|{u}" for u in uuids)
+        # An earlier metadata version's entryUUID (a logicalID among them) finds its document,
+        # whose versions ihe_xds.entry_versions answers.
+        systems = metadata_versions.identifier_systems()
+        return ",".join(f"{system}|{u}" for u in uuids for system in systems)
     return ",".join(f"urn:ietf:rfc:3986|urn:oid:{u}" for u in query.values(unique_param))
 
 

@@ -62,6 +62,7 @@ from fhir_server.service.prepared import PreparedEvents
 from fhir_server.terminology import INS_OIDS, SYSTEM_RFC3986
 from ihe_xds.codes import is_oid
 from ihe_xds.ebrim import Association, DocumentEntry, SubmissionSet, parse_submission
+from ihe_xds.entry_versions import versions_answered
 from ihe_xds.errors import (
     LOCAL_POLICY_RESTRICTION_ERROR,
     XDS_DOCUMENT_UNIQUE_ID_ERROR,
@@ -91,6 +92,7 @@ from ihe_xds.responses import RetrievedDocument, parse_retrieve_request
 from ihe_xds.stored_query import (
     GET_ALL,
     GET_ASSOCIATIONS,
+    GET_DOCUMENTS,
     GET_DOCUMENTS_AND_ASSOCIATIONS,
     GET_RELATED_DOCUMENTS,
     GET_SUBMISSION_SET_AND_CONTENTS,
@@ -102,7 +104,7 @@ from ihe_xds.stored_query import (
     plan,
 )
 from ihe_xds.validation import DMP_PROFILE, external_targets, validate_submission
-from ihe_xds.vocabulary import DOCUMENT_RELATIONSHIPS, REPLACING_RELATIONSHIPS
+from ihe_xds.vocabulary import DOCUMENT_RELATIONSHIPS, REPLACING_RELATIONSHIPS, STATUS_DEPRECATED
 
 log = logging.getLogger(__name__)
 
@@ -526,7 +528,11 @@ def iti18(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> Qu
     except FhirError as exc:
         outcome.errors.append(query_error(exc))
         return outcome
-    objects, patients = _answer(runtime, query, query_plan, docs, included_docs, lists)
+    deprecated: set[str] = set()
+    if query.query_id in (GET_DOCUMENTS, GET_DOCUMENTS_AND_ASSOCIATIONS):
+        # Each metadata version is a DocumentEntry of its own (ihe_xds.entry_versions).
+        docs, deprecated = versions_answered(runtime.service, requester, query, docs)
+    objects, patients = _answer(runtime, query, query_plan, docs, included_docs, lists, deprecated)
     if query.return_type == "LeafClass" and len(patients - {None}) > 1:
         outcome.errors.append(
             registry_error(
@@ -548,8 +554,10 @@ def _answer(
     docs: dict[str, dict],
     included_docs: dict[str, dict],
     lists: dict[str, dict],
+    deprecated: set[str] = frozenset(),
 ) -> tuple[list[RegistryObject], set[str | None]]:
-    """The ebRIM objects of the answer, and the patients they belong to."""
+    """The ebRIM objects of the answer, and the patients they belong to; `deprecated`: the
+    entryUUIDs of earlier metadata versions, Deprecated whatever their content says."""
     returns = query_plan.returns
     submission_sets = [
         r
@@ -607,15 +615,17 @@ def _answer(
     if "DocumentEntry" in returns:
         for resource in returned_docs:
             patients.add(_subject_id(resource))
-            objects.append(
-                document_reference_to_ebrim(
-                    resource,
-                    patient_cx=patient_cx(runtime, _subject_id(resource), cache),
-                    repository_unique_id=repository,
-                )
-                if leaf
-                else DocumentEntry(id=entry_uuid_of(resource))
+            if not leaf:
+                objects.append(DocumentEntry(id=entry_uuid_of(resource)))
+                continue
+            entry = document_reference_to_ebrim(
+                resource,
+                patient_cx=patient_cx(runtime, _subject_id(resource), cache),
+                repository_unique_id=repository,
             )
+            if entry.id in deprecated:
+                entry.status = STATUS_DEPRECATED
+            objects.append(entry)
     objects += associations
     return objects, patients
 

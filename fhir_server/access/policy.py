@@ -60,6 +60,7 @@ from fhir_server.access.habilitation import ALL, HabilitationMatrix, Readable
 from fhir_server.access.ownership import has_owner, owner_id, subject_patient
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
+from fhir_server.documents import metadata_versions
 from fhir_server.errors import FhirError
 from fhir_server.search.query import (
     And,
@@ -870,7 +871,14 @@ def _labels(resource: dict) -> set[str]:
 
 
 def _only_labels_changed(old: dict, new: dict, codes: set[str]) -> bool:
-    """Whether old and new differ at most by DMP labels in `codes` (and version metadata)."""
+    """Whether old and new differ at most by DMP labels in `codes` (and version metadata).
+    The new entryUUID of a new metadata version is the registry's doing, not a change of
+    the requester's (`documents.metadata_versions`)."""
+    if metadata_versions.is_step(old, new):
+        old, new = (
+            metadata_versions.without_entry_uuids(old),
+            metadata_versions.without_entry_uuids(new),
+        )
     return _strip_labels(old, codes) == _strip_labels(new, codes)
 
 

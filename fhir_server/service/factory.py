@@ -16,7 +16,11 @@ from fhir_server.service import versions
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.core import FhirService
 from fhir_server.service.gate import Gate
-from fhir_server.service.validation import dmp_value_set_validator, profile_validator
+from fhir_server.service.validation import (
+    dmp_value_set_validator,
+    profile_validator,
+    record_closure_validator,
+)
 from fhir_server.store.base import ResourceStore
 
 
@@ -63,6 +67,7 @@ def build_service(
         validators=(
             profile_validator(profiles),
             dmp_value_set_validator(DmpValueSets.from_registry(profiles)),
+            record_closure_validator(),
         ),
         base_url=base_url,
     )
