@@ -47,6 +47,8 @@ from functools import lru_cache
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from fhir_server.resources.references import RELATIVE_REFERENCE
+from fhir_server.resources.served import compartment_of
 from fhir_server.search.index import (
     DateEntry,
     IndexEntries,
@@ -194,11 +196,6 @@ _TOKEN_RE = re.compile(
     r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<id>[A-Za-z_][A-Za-z0-9_]*)|(?P<bt>`[^`]*`)"
     r"|(?P<sym>!=|[().|=,]))"
 )
-# A literal reference to a local resource, version-specific or not: what the index reads as
-# target_type/target_id. The access rules read local references with this same pattern
-# (`access.constraints.reference_target`), so a reference the index takes for a document is
-# one the rules take for it too.
-RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 _ABSOLUTE_REF = re.compile(r"/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 _Fn = Callable[[list, dict], list]
@@ -816,7 +813,7 @@ def extract(
         values = getattr(entries, kind)
         if sizes is None or len(values) != sizes[kind]:
             setattr(entries, kind, _dedupe(values))
-    entries.compartment = compartment_of(resource, entries, registry)
+    entries.compartment = compartment_of(resource)
     return entries
 
 
@@ -942,24 +939,6 @@ def _fhirpathpy_for(expression: str, resource_type: str) -> Extractor | None:
     if concrete not in _FHIRPATHPY_CACHE:
         _FHIRPATHPY_CACHE[concrete] = fhirpathpy_extractor(concrete)
     return _FHIRPATHPY_CACHE[concrete]
-
-
-def compartment_of(resource: dict, entries: IndexEntries, registry: SearchRegistry) -> list[str]:
-    """Patient ids whose compartment holds the resource (CompartmentDefinition `param`s whose
-    reference points to a Patient); a Patient is in its own compartment."""
-    resource_type = resource.get("resourceType", "")
-    params = set(registry.compartment_params(resource_type))
-    ids: list[str] = []
-    if resource_type == "Patient" and isinstance(resource.get("id"), str):
-        ids.append(resource["id"])
-    for reference in entries.references:
-        if (
-            reference.param in params
-            and reference.target_type == "Patient"
-            and reference.target_id is not None
-        ):
-            ids.append(reference.target_id)
-    return _dedupe(ids)
 
 
 # ---------------------------------------------------------------------------------------------
