@@ -14,12 +14,12 @@ from typing import Any
 
 from fhir_server.documents import model
 from fhir_server.errors import Issue
-from fhir_server.mhd.errors import (
-    XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
+from fhir_server.mhd.errors import xds_issue
+from ihe_xds.errors import (
     XDS_ERROR_SYSTEM,
     XDS_MISSING_DOCUMENT,
+    XDS_REPOSITORY_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
     XDS_REPOSITORY_METADATA_ERROR,
-    xds_issue,
 )
 
 DOC = "DocumentReference"
@@ -286,7 +286,7 @@ def message_issues(documents: list[tuple[str, dict]]) -> list[Issue]:
             if unique in unique_ids:
                 issues.append(
                     xds_issue(
-                        XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
+                        XDS_REPOSITORY_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
                         f"{where}: masterIdentifier {unique} is also the one of "
                         f"{unique_ids[unique]}",
                         f"{where}.resource.masterIdentifier",
