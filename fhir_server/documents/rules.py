@@ -1,5 +1,5 @@
 """The document rules that need no store: each returns OperationOutcome issues carrying the
-XDS error code of the problem (`mhd.errors`), their expressions relative to the resource
+XDS error code of the problem (`ihe_xds.errors`), their expressions relative to the resource
 (`DocumentReference.…`); the caller puts them at a Bundle entry when there is one.
 
 Which rules run never depends on `meta.profile` nor on the canonical a Bundle claims: a
