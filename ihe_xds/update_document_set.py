@@ -50,7 +50,6 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from fhir_server.access.decision import RECORD_CLOSED_CODE, RECORD_OPPOSED_CODE
 from fhir_server.access.requester import Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.documents import metadata_versions
@@ -60,12 +59,14 @@ from fhir_server.resources.document_state import DELETED_STATUS, set_archived
 from fhir_server.service.patch import Change, MetadataUpdates
 from ihe_xds.ebrim import Coded, DocumentEntry, Submission, parse_submission
 from ihe_xds.errors import (
-    LOCAL_POLICY_RESTRICTION_ERROR,
+    XDS_METADATA_UPDATE_ERROR,
+    XDS_METADATA_UPDATE_OPERATION_ERROR,
+    XDS_METADATA_VERSION_ERROR,
     XDS_REGISTRY_METADATA_ERROR,
-    XDS_UNKNOWN_PATIENT_ID,
     MalformedMessage,
     RegistryError,
     registry_error,
+    update_error,
 )
 from ihe_xds.mapping import _concept, availability_of, document_reference_to_ebrim
 from ihe_xds.vocabulary import (
@@ -77,10 +78,6 @@ from ihe_xds.vocabulary import (
 )
 
 ASSOC_UPDATE_AVAILABILITY = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
-XDS_METADATA_UPDATE_ERROR = "XDSMetadataUpdateError"
-XDS_METADATA_VERSION_ERROR = "XDSMetadataVersionError"
-XDS_METADATA_UPDATE_OPERATION_ERROR = "XDSMetadataUpdateOperationError"
-UNRESOLVED_REFERENCE = "UnresolvedReferenceException"
 RESOURCE = "DocumentReference"
 
 # The attributes a metadata update must leave as they are (compared when given).
@@ -196,19 +193,8 @@ def _write(updates: MetadataUpdates, requester: Requester, requested: list[_Upda
 
 
 def _error(exc: FhirError, update: _Update, *, named: str) -> RegistryError:
-    """The RegistryError of an update the service refused."""
-    codes = {issue.details_code for issue in exc.issues if issue.details_code}
-    if codes & {RECORD_OPPOSED_CODE, RECORD_CLOSED_CODE}:
-        return registry_error(XDS_UNKNOWN_PATIENT_ID, exc.message, update.where)
-    if exc.status == 404:
-        return registry_error(
-            UNRESOLVED_REFERENCE, f"no DocumentEntry {named} is known", update.where
-        )
-    if exc.status in (401, 403):
-        return registry_error(LOCAL_POLICY_RESTRICTION_ERROR, exc.message, update.where)
-    if exc.status == 405:
-        return registry_error(XDS_METADATA_UPDATE_OPERATION_ERROR, exc.message, update.where)
-    return registry_error(XDS_METADATA_UPDATE_ERROR, exc.message, update.where)
+    """The RegistryError of an update the service refused (`ihe_xds.errors.update_error`)."""
+    return update_error(exc, where=update.where, named=named)
 
 
 # -- reading the request -----------------------------------------------------------------------

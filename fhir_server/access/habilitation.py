@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Final
 
 from fhir_server.resources.profiles import ProfileRegistry
+from fhir_server.terminology import NOS_BASE
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 DEFAULT_MATRIX_PATH = PROFILES_DIR / "habilitation-matrix.json"
 SCHEMA_PATH = PROFILES_DIR / "habilitation-matrix.schema.json"
 
-_NOS = "https://mos.esante.gouv.fr/NOS/"
-G15_URL = f"{_NOS}TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
-R01_URL = f"{_NOS}TRE_R01-EnsembleSavoirFaire-CISIS/FHIR/TRE-R01-EnsembleSavoirFaire-CISIS"
+G15_URL = f"{NOS_BASE}TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
+R01_URL = f"{NOS_BASE}TRE_R01-EnsembleSavoirFaire-CISIS/FHIR/TRE-R01-EnsembleSavoirFaire-CISIS"
 PLACEHOLDER: Final = "placeholder"
 TRANSCRIBED: Final = "transcribed"
 

@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fhir_server.access import deletion, initial_consent
-from fhir_server.access.consent import consent_patient_id, interpret_consent
+from fhir_server.access.consent import actor_identifier, consent_patient_id, interpret_consent
 from fhir_server.access.constraints import compartment_of, matches, reference_target
 from fhir_server.access.decision import (
     RECORD_CLOSED_CODE,
@@ -938,9 +938,7 @@ def _is_self_permit(provision: object, idnat: str) -> bool:
     if provision.get("purpose"):
         return False
     actors = provision.get("actor") or []
-    return bool(actors) and all(
-        ((a.get("reference") or {}).get("identifier") or {}).get("value") == idnat for a in actors
-    )
+    return bool(actors) and all((actor_identifier(a) or {}).get("value") == idnat for a in actors)
 
 
 def _self_authorization(

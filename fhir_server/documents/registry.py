@@ -37,15 +37,15 @@ from fhir_server.access.constraints import reference_target
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.documents import metadata_versions, model, rules
 from fhir_server.errors import FhirError, Issue
-from fhir_server.mhd.errors import (
+from fhir_server.mhd.errors import xds_issue
+from fhir_server.search.query import SearchQuery, TokenTest
+from fhir_server.service import unique_ids
+from ihe_xds.errors import (
     XDS_PATIENT_ID_DOES_NOT_MATCH,
     XDS_REGISTRY_DEPRECATED_DOCUMENT_ERROR,
     XDS_REGISTRY_METADATA_ERROR,
     XDS_REPLACE_FAILED,
-    xds_issue,
 )
-from fhir_server.search.query import SearchQuery, TokenTest
-from fhir_server.service import unique_ids
 
 # The ids of the stored DocumentReferences the transaction being written supersedes (a PUT
 # with status superseded): a `replaces` is accepted only together with its supersede.

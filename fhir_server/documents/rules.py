@@ -1,5 +1,5 @@
 """The document rules that need no store: each returns OperationOutcome issues carrying the
-XDS error code of the problem (`mhd.errors`), their expressions relative to the resource
+XDS error code of the problem (`ihe_xds.errors`), their expressions relative to the resource
 (`DocumentReference.…`); the caller puts them at a Bundle entry when there is one.
 
 Which rules run never depends on `meta.profile` nor on the canonical a Bundle claims: a
@@ -14,12 +14,12 @@ from typing import Any
 
 from fhir_server.documents import metadata_versions, model
 from fhir_server.errors import Issue
-from fhir_server.mhd.errors import (
-    XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
+from fhir_server.mhd.errors import xds_issue
+from ihe_xds.errors import (
     XDS_ERROR_SYSTEM,
     XDS_MISSING_DOCUMENT,
+    XDS_REPOSITORY_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
     XDS_REPOSITORY_METADATA_ERROR,
-    xds_issue,
 )
 
 DOC = "DocumentReference"
@@ -305,7 +305,7 @@ def message_issues(documents: list[tuple[str, dict]]) -> list[Issue]:
             if unique in unique_ids:
                 issues.append(
                     xds_issue(
-                        XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
+                        XDS_REPOSITORY_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
                         f"{where}: masterIdentifier {unique} is also the one of "
                         f"{unique_ids[unique]}",
                         f"{where}.resource.masterIdentifier",

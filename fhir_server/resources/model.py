@@ -3,12 +3,13 @@
 Reads never come back here: the store returns the bytes it stored after validation. The
 models check structure, data types and required elements; they do not check the codes of
 required bindings, so the few status-like codes the server relies on are checked here
-(profiles in `resources/profiles.py` add the DMP constraints).
+(`resources.served` lists them with the served types; profiles in `resources/profiles.py`
+add the DMP constraints).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache, lru_cache
@@ -22,52 +23,7 @@ from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
 from fhir_server.errors import FhirError, Issue
-
-SERVED_TYPES: tuple[str, ...] = (
-    "Patient",
-    "RelatedPerson",
-    "DocumentReference",
-    "Binary",
-    "List",
-    "Consent",
-    "AuditEvent",
-    "Communication",
-)
-
-# Required bindings (FHIR R4) of the codes the server acts on. Path -> allowed codes.
-REQUIRED_CODES: Mapping[str, Mapping[str, frozenset[str]]] = {
-    "Patient": {"gender": frozenset({"male", "female", "other", "unknown"})},
-    "RelatedPerson": {"gender": frozenset({"male", "female", "other", "unknown"})},
-    "DocumentReference": {
-        "status": frozenset({"current", "superseded", "entered-in-error"}),
-        "docStatus": frozenset({"preliminary", "final", "amended", "entered-in-error"}),
-    },
-    "List": {
-        "status": frozenset({"current", "retired", "entered-in-error"}),
-        "mode": frozenset({"working", "snapshot", "changes"}),
-    },
-    "Consent": {
-        "status": frozenset(
-            {"draft", "proposed", "active", "rejected", "inactive", "entered-in-error"}
-        ),
-    },
-    "Communication": {
-        "status": frozenset(
-            {
-                "preparation",
-                "in-progress",
-                "not-done",
-                "on-hold",
-                "stopped",
-                "completed",
-                "entered-in-error",
-                "unknown",
-            }
-        ),
-    },
-    "AuditEvent": {"action": frozenset({"C", "R", "U", "D", "E"})},
-}
-
+from fhir_server.resources.served import REQUIRED_CODES, SERVED_TYPES
 
 # fhir_core resolves the model of every contained resource with pydantic's import_string,
 # uncached, on each validation (an import attempt that fails, then a getattr): 0.45 ms per

@@ -52,6 +52,7 @@ from fhir_server.resources.normal_form import ALIASES_FILE, AliasTable, default_
 from fhir_server.resources.nos import read_official
 from fhir_server.terminology import (
     CANONICAL_BASE,
+    PDSM_PROFILE_BASE,
     SYSTEM_MHD_LIST_TYPES,
     SYSTEM_V3_CONFIDENTIALITY,
 )
@@ -68,10 +69,9 @@ DEFAULT_PROFILES: dict[str, tuple[str, ...]] = {
     "Consent": (DMP_CONSENT,),
 }
 
-_PDSM = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
 CLAIM_ALIASES: dict[str, str] = {
-    _PDSM + "pdsm-comprehensive-document-reference": DMP_DOCUMENT_REFERENCE,
-    _PDSM + "pdsm-submissionset-comprehensive": DMP_SUBMISSION_SET,
+    PDSM_PROFILE_BASE + "pdsm-comprehensive-document-reference": DMP_DOCUMENT_REFERENCE,
+    PDSM_PROFILE_BASE + "pdsm-submissionset-comprehensive": DMP_SUBMISSION_SET,
 }
 
 PROFILES_DIR = profiles_dir()

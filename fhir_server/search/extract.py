@@ -36,7 +36,9 @@ from functools import lru_cache
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.search.fhirpath import RELATIVE_REFERENCE, Extractor, fhirpathpy_extractor
+from fhir_server.resources.references import RELATIVE_REFERENCE
+from fhir_server.resources.served import compartment_of
+from fhir_server.search.fhirpath import Extractor, fhirpathpy_extractor
 from fhir_server.search.index import (
     DateEntry,
     IndexEntries,
@@ -301,7 +303,7 @@ def extract(
         values = getattr(entries, kind)
         if sizes is None or len(values) != sizes[kind]:
             setattr(entries, kind, _dedupe(values))
-    entries.compartment = compartment_of(resource, entries, registry)
+    entries.compartment = compartment_of(resource)
     return entries
 
 
@@ -430,24 +432,6 @@ def _fhirpathpy_for(expression: str, resource_type: str) -> Extractor | None:
     if concrete not in _FHIRPATHPY_CACHE:
         _FHIRPATHPY_CACHE[concrete] = fhirpathpy_extractor(concrete)
     return _FHIRPATHPY_CACHE[concrete]
-
-
-def compartment_of(resource: dict, entries: IndexEntries, registry: SearchRegistry) -> list[str]:
-    """Patient ids whose compartment holds the resource (CompartmentDefinition `param`s whose
-    reference points to a Patient); a Patient is in its own compartment."""
-    resource_type = resource.get("resourceType", "")
-    params = set(registry.compartment_params(resource_type))
-    ids: list[str] = []
-    if resource_type == "Patient" and isinstance(resource.get("id"), str):
-        ids.append(resource["id"])
-    for reference in entries.references:
-        if (
-            reference.param in params
-            and reference.target_type == "Patient"
-            and reference.target_id is not None
-        ):
-            ids.append(reference.target_id)
-    return _dedupe(ids)
 
 
 # ---------------------------------------------------------------------------------------------

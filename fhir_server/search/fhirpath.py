@@ -27,6 +27,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from fhir_server.resources.references import RELATIVE_REFERENCE
+
 Extractor = Callable[[dict], list[Any]]
 
 # Suffixes that make `name<Suffix>` a choice element `name[x]` (so `status` never matches
@@ -144,11 +146,7 @@ _TOKEN_RE = re.compile(
     r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<id>[A-Za-z_][A-Za-z0-9_]*)|(?P<bt>`[^`]*`)"
     r"|(?P<sym>!=|[().|=,]))"
 )
-# A literal reference to a local resource, version-specific or not: what the index reads as
-# target_type/target_id. The access rules read local references with this same pattern
-# (`access.constraints.reference_target`), so a reference the index takes for a document is
-# one the rules take for it too.
-RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+# An absolute reference's type and id (RELATIVE_REFERENCE, resources.references: relative).
 _ABSOLUTE_REF = re.compile(r"/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 _Fn = Callable[[list, dict], list]
