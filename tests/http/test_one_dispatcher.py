@@ -305,7 +305,30 @@ def _update_id_mismatch(doors: Doors) -> Request:
     return Request("PUT", f"Patient/{existing['id']}", body={**existing, "id": "another"})
 
 
-# (name, row, status, issue code, doors): "all" = alone, batch and transaction.
+def _update_without_id(doors: Doors) -> Request:
+    """http.html#update: "If no id element is provided ... the server SHALL respond with an
+    HTTP 400 error code" (a transaction entry filled it in from the URL)."""
+    existing = doors.patient(f"NoId{doors.next()}")
+    body = {key: value for key, value in existing.items() if key != "id"}
+    return Request("PUT", f"Patient/{existing['id']}", body=body)
+
+
+def _vread(doors: Doors) -> Request:
+    document = doors.world.deposit("N")
+    return Request("GET", f"DocumentReference/{document['id']}/_history/1", "other")
+
+
+def _read_deleted(doors: Doors) -> Request:
+    """http.html#read: a deleted resource is 410 Gone."""
+    document = doors.world.deposit("N")
+    deleted = doors.world.client.delete(
+        f"/fhir/DocumentReference/{document['id']}", headers=auth(doors.token("author"))
+    )
+    assert deleted.status_code == 204
+    return Request("GET", f"DocumentReference/{document['id']}", "author")
+
+
+# (name, row, status, issue code)
 ROWS = [
     ("create", _create, 201, None),
     ("conditional create, no match", _conditional_create(0), 201, None),
@@ -315,6 +338,7 @@ ROWS = [
     ("update, stale If-Match", _update_stale, 412, "conflict"),
     ("update of an absent id (no update as create)", _update_absent, 404, "not-found"),
     ("update, body id not the URL's", _update_id_mismatch, 400, "invalid"),
+    ("update, body without id", _update_without_id, 400, "invalid"),
     ("conditional update, no match", _conditional_update(0), 201, None),
     ("conditional update, one match", _conditional_update(1), 200, None),
     ("conditional update, two matches", _conditional_update(2), 412, "multiple-matches"),
@@ -330,6 +354,8 @@ ROWS = [
     ("conditional patch, one match", _conditional_patch(1), 200, None),
     ("conditional patch, two matches", _conditional_patch(2), 412, "multiple-matches"),
     ("read", _read, 200, None),
+    ("vread", _vread, 200, None),
+    ("read of a deleted resource", _read_deleted, 410, "deleted"),
     ("read of a hidden resource", _read_hidden, 404, "not-found"),
     ("read of an absent resource", _read_absent, 404, "not-found"),
     ("search", _search, 200, None),
