@@ -52,9 +52,10 @@ def versions_answered(
         if not wanted:
             continue
         for version, snapshot in _earlier_versions(service, requester, document["id"], current):
-            if model.entry_uuid(snapshot) in wanted:
+            uuid = model.entry_uuid(snapshot)
+            if uuid is not None and uuid in wanted:
                 answer[f"{key}/_history/{version}"] = snapshot
-                deprecated.add(model.entry_uuid(snapshot))
+                deprecated.add(uuid)
     return answer, deprecated
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import base64
 import copy
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -500,7 +500,7 @@ def _answer(
     docs: dict[str, dict],
     included_docs: dict[str, dict],
     lists: dict[str, dict],
-    deprecated: set[str] = frozenset(),
+    deprecated: Set[str] = frozenset(),
 ) -> tuple[list[RegistryObject], set[str | None]]:
     """The ebRIM objects of the answer, and the patients they belong to; `deprecated`: the
     entryUUIDs of earlier metadata versions, Deprecated whatever their content says."""

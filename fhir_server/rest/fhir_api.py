@@ -439,6 +439,7 @@ def _search(resource_type: str | None, path: str) -> Response:
             cursor=request.args.get("_cursor"),
         )
     ).search
+    assert result is not None  # a search answers its SearchResult
     summary = dict(params).get("_summary")
     elements = dict(params).get("_elements")
     transform = None
@@ -476,6 +477,7 @@ def _history(resource_type: str | None, resource_id: str | None, path: str) -> R
             cursor=request.args.get("_cursor"),
         )
     ).history
+    assert page is not None  # a history answers its page
     bundle = bundle_views.history(
         page, base=rt.base_url, path=path, params=params, now_us=versions.now_us()
     )

@@ -83,6 +83,13 @@ class Entry:
     def where(self) -> str:
         return f"Bundle.entry[{self.index}]"
 
+    @property
+    def body(self) -> dict:
+        """The resource a write entry writes; an entry without one is refused, naming it."""
+        if self.resource is None:
+            raise bad_request(f"{self.where}.resource is required", f"{self.where}.resource")
+        return self.resource
+
     def interaction(self) -> Interaction:
         """The request this entry makes, as it stands (its url and resource as the
         transaction rewrote them), the value the REST face would build for it alone."""
@@ -286,6 +293,7 @@ class BundleProcessor:
         except FhirError as exc:
             raise documents_publish.as_single_write_error(exc, bundle) from None
         answer = responses[documents_publish.DOCUMENT_ENTRY]
+        assert answer.stored is not None  # the document entry is a write: it stored a version
         return WriteResult(answer.stored, created=answer.status.startswith("201"))
 
     # -- batch: each entry on its own ------------------------------------------------------
@@ -348,16 +356,14 @@ class BundleProcessor:
             e for e in entries if e.resource is not None and e.method not in (FOLDED, "PATCH")
         ]
         for entry in written:
-            _walk_strings(entry.resource, references.get)
+            _walk_strings(entry.body, references.get)
         self._label_lists(written)
         for entry in written:
             try:
-                self.service.validate_for_write(
-                    entry.resource, entry.resource.get("resourceType"), normalized=entry.normalized
-                )
+                self.service.validate_for_write(entry.body, None, normalized=entry.normalized)
             except FhirError as exc:
                 raise _at_entry(exc, entry) from None
-            entry.prepared = prepare(entry.resource, self.service.registry)
+            entry.prepared = prepare(entry.body, self.service.registry)
         if mhd is not None and plan is not None:
             mhd.check_rewritten(plan)
         deposited, owned = ownership.assign_in_bundle(entries, requester)
@@ -444,9 +450,7 @@ class BundleProcessor:
     def _label_lists(self, written: list[Entry]) -> None:
         """Lists of the Bundle take the labels all their entries share (`access.list_labels`),
         their entries found in the Bundle (a SubmissionSet's documents) or in the store."""
-        in_bundle = {
-            (e.resource.get("resourceType"), e.resource.get("id")): e.resource for e in written
-        }
+        in_bundle = {(e.body.get("resourceType"), e.body.get("id")): e.body for e in written}
 
         def document_of(resource_type: str, resource_id: str) -> dict | None:
             found = in_bundle.get((resource_type, resource_id))
@@ -456,8 +460,8 @@ class BundleProcessor:
             return None if stored is None or stored.deleted else stored.json()
 
         for entry in written:
-            if entry.resource.get("resourceType") == "List":
-                list_labels.add_shared_labels(entry.resource, document_of)
+            if entry.body.get("resourceType") == "List":
+                list_labels.add_shared_labels(entry.body, document_of)
 
     def _resolve_identities(self, requester: Requester, entries: list[Entry]) -> dict[str, str]:
         """fullUrl -> final `Type/id`, and conditional reference -> `Type/id` (FHIR 3.1.0.11.2)."""

@@ -213,6 +213,8 @@ class FhirService:
         if resource_type is not None:
             require_type(resource_type)
         if resource_id is not None:
+            if resource_type is None:
+                raise bad_request("an instance history names its resource type", "type")
             current = self.store.read(resource_type, resource_id)
             if current is None:
                 raise not_found(not_found_message(resource_type, resource_id))
@@ -397,11 +399,13 @@ class FhirService:
     # -- writes ---------------------------------------------------------------------------
 
     def validate_for_write(
-        self, resource: dict, resource_type: str, *, normalized: bool = False
+        self, resource: dict, resource_type: str | None, *, normalized: bool = False
     ) -> None:
         """Bring `resource` to the normal form (in place), then check it: every write's door.
-        `normalized`: the caller has applied the normal form already (a transaction does, to
-        its entries, before the ITI-65 checks)."""
+        `resource_type`: the type the request names, which the resource must have (None:
+        any type, as for a Bundle entry's resource). `normalized`: the caller has applied
+        the normal form already (a transaction does, to its entries, before the ITI-65
+        checks)."""
         if not normalized:
             self.normal_form.apply(resource)
         check_resource(resource, resource_type)
@@ -576,11 +580,21 @@ class FhirService:
         self._check_document(tx, requester, resource, resource_id, None)
         stored = versions.stamp(resource, resource_id, 1, self.clock())
         self._write(
-            tx, stored, resource, "POST", expected_version=0, entries=prepared and prepared.entries
+            tx,
+            stored,
+            resource,
+            "POST",
+            expected_version=0,
+            entries=prepared.entries if prepared is not None else None,
         )
         self._claim(tx, claims, resource_id)
         self.gate.after_write(
-            tx, requester, "create", stored, resource, prepared=prepared and prepared.audit
+            tx,
+            requester,
+            "create",
+            stored,
+            resource,
+            prepared=prepared.audit if prepared is not None else None,
         )
         return WriteResult(stored, created=True)
 
@@ -681,11 +695,11 @@ class FhirService:
         expected_version: int,
         entries: PreparedEntries | None = None,
     ) -> None:
-        entries = extract(
+        index = extract(
             resource, self.registry, content=entries.entries() if entries is not None else None
         )
-        shard_key = entries.compartment[0] if entries.compartment else ""
-        tx.write(VersionWrite(stored, method, expected_version, entries, shard_key=shard_key))
+        shard_key = index.compartment[0] if index.compartment else ""
+        tx.write(VersionWrite(stored, method, expected_version, index, shard_key=shard_key))
 
     def _check_document(
         self,

@@ -112,20 +112,28 @@ def from_entry(request: dict, resource: Any, where: str) -> Interaction:
         versions.parse_etag(raw_if_match, f"{where}.request.ifMatch") if raw_if_match else None
     )
     if_none_exist = request.get("ifNoneExist")
-    common: dict[str, Any] = {"where": where, "if_match": if_match}
     shape = len(segments)
     if method in ("GET", "HEAD"):
         if shape == 1:
-            return Interaction(Kind.SEARCH, resource_type, criteria=query or (), **common)
+            return Interaction(
+                Kind.SEARCH, resource_type, criteria=query or (), where=where, if_match=if_match
+            )
         if shape == 2:
-            return Interaction(Kind.READ, resource_type, segments[1], **common)
+            return Interaction(
+                Kind.READ, resource_type, segments[1], where=where, if_match=if_match
+            )
         if shape == 4 and segments[2] == "_history":
             if not is_whole_number(segments[3]):
                 raise bad_request(
                     f"'{segments[3]}' is not a version number", f"{where}.request.url"
                 )
             return Interaction(
-                Kind.VREAD, resource_type, segments[1], version=int(segments[3]), **common
+                Kind.VREAD,
+                resource_type,
+                segments[1],
+                version=int(segments[3]),
+                where=where,
+                if_match=if_match,
             )
         raise bad_request(
             "GET entries support read, vread and type-level search", f"{where}.request.url"
@@ -139,7 +147,8 @@ def from_entry(request: dict, resource: Any, where: str) -> Interaction:
             if_none_exist=criteria_of(if_none_exist.lstrip("?").split("?", 1)[-1])
             if isinstance(if_none_exist, str) and if_none_exist
             else None,
-            **common,
+            where=where,
+            if_match=if_match,
         )
     if method in ("PUT", "DELETE", "PATCH") and shape in (1, 2):
         if shape == 1 and not query:
@@ -147,18 +156,39 @@ def from_entry(request: dict, resource: Any, where: str) -> Interaction:
                 f"{method} needs Type/id or Type?criteria in request.url",
                 f"{where}.request.url",
             )
-        target = {
-            "resource_id": segments[1] if shape == 2 else None,
-            "criteria": query if shape == 1 else None,
-        }
+        resource_id = segments[1] if shape == 2 else None
+        criteria = query if shape == 1 else None
         if method == "PUT":
             body = _resource(resource, method, where)
-            return Interaction(Kind.UPDATE, resource_type, body=body, **target, **common)
+            return Interaction(
+                Kind.UPDATE,
+                resource_type,
+                resource_id,
+                criteria=criteria,
+                body=body,
+                where=where,
+                if_match=if_match,
+            )
         if method == "PATCH":
             _resource(resource, method, where)
             patch = patch_body_of_resource(resource, f"{where}.resource")
-            return Interaction(Kind.PATCH, resource_type, patch=patch, **target, **common)
-        return Interaction(Kind.DELETE, resource_type, **target, **common)
+            return Interaction(
+                Kind.PATCH,
+                resource_type,
+                resource_id,
+                criteria=criteria,
+                patch=patch,
+                where=where,
+                if_match=if_match,
+            )
+        return Interaction(
+            Kind.DELETE,
+            resource_type,
+            resource_id,
+            criteria=criteria,
+            where=where,
+            if_match=if_match,
+        )
     raise bad_request(
         f"{where}: {method} {url} is not an interaction served in a Bundle entry",
         f"{where}.request.url",
