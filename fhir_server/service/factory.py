@@ -18,6 +18,7 @@ from fhir_server.service.core import FhirService
 from fhir_server.service.gate import Gate
 from fhir_server.service.validation import dmp_value_set_validator, profile_validator
 from fhir_server.store.base import ResourceStore
+from fhir_server.store.factory import with_audit_log
 
 
 def load_or_create_secret(path: Path) -> bytes:
@@ -45,6 +46,7 @@ def build_service(
     profiles: ProfileRegistry | None = None,
     profiles_path: Path | None = None,
 ) -> FhirService:
+    store = with_audit_log(store, registry)
     cursor_key = load_or_create_secret(Path(data_dir) / "keys" / "cursor.key")
     folder = profiles_path or profiles_dir()
     profiles = profiles or ProfileRegistry.load(folder)
