@@ -46,7 +46,7 @@ def build_service(
     profiles: ProfileRegistry | None = None,
     profiles_path: Path | None = None,
 ) -> FhirService:
-    store = with_audit_log(store, registry)
+    store = with_audit_log(store, registry, clock)
     cursor_key = load_or_create_secret(Path(data_dir) / "keys" / "cursor.key")
     folder = profiles_path or profiles_dir()
     profiles = profiles or ProfileRegistry.load(folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from fhir_server.config import Settings
@@ -39,18 +40,21 @@ def audit_log_path(database_path: str) -> str:
     return str(path.with_name(f"{path.stem}.audit{path.suffix or '.sqlite3'}"))
 
 
-def with_audit_log(store, registry: SearchRegistry) -> StoreWithAuditLog:
-    """`store` with the audit log of its engine (`store.audit_log`); as is if it has one."""
+def with_audit_log(
+    store, registry: SearchRegistry, clock: Callable[[], int] = versions.now_us
+) -> StoreWithAuditLog:
+    """`store` with the audit log of its engine (`store.audit_log`); as is if it has one.
+    `clock` (epoch µs) stamps the events' meta.lastUpdated."""
     if isinstance(store, StoreWithAuditLog):
         return store
     if store.name == "sqlite":
         from fhir_server.store.audit_log.sqlite import SqliteAuditLog
 
-        log = SqliteAuditLog(audit_log_path(store.path), stamp=_stamp, clock=versions.now_us)
+        log = SqliteAuditLog(audit_log_path(store.path), stamp=_stamp, clock=clock)
     else:
         from fhir_server.store.audit_log.mongo import MongoAuditLog
 
-        log = MongoAuditLog(store.database, stamp=_stamp, clock=versions.now_us)
+        log = MongoAuditLog(store.database, stamp=_stamp, clock=clock)
     return StoreWithAuditLog(store, log, registry)
 
 
