@@ -7,9 +7,10 @@ a typo in a production setting must not silently fall back to a default.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 
@@ -107,7 +108,7 @@ class Settings:
 
 
 # Environment variable -> (field, parser)
-ENVIRONMENT: dict[str, tuple[str, object]] = {
+ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "FHIR_DATA_DIR": ("data_dir", lambda name, value: Path(value)),
     "FHIR_STORE": ("store", _store_url),
     "FHIR_HOST": ("host", _text),
@@ -136,7 +137,8 @@ def load_settings(
 ) -> Settings:
     """Flags (already typed, None when not given) override the environment, which overrides defaults."""
     environ = os.environ if environ is None else environ
-    values: dict[str, object] = {}
+    # attribute -> value of its field's type (each parser returns the type of its field)
+    values: dict[str, Any] = {}
     for name, value in environ.items():
         if not name.startswith("FHIR_") or name.startswith(NOT_SETTINGS_PREFIXES):
             continue
@@ -144,14 +146,14 @@ def load_settings(
             known = ", ".join(sorted(ENVIRONMENT))
             raise ConfigError(f"{name}: unknown setting (known settings: {known})")
         attribute, parse = ENVIRONMENT[name]
-        values[attribute] = parse(name, value)  # type: ignore[operator]
+        values[attribute] = parse(name, value)
     known_fields = {f.name for f in fields(Settings)}
-    for name, value in (flags or {}).items():
-        if value is None:
+    for name, flag in (flags or {}).items():
+        if flag is None:
             continue
         if name not in known_fields:
             raise ConfigError(f"--{name.replace('_', '-')}: unknown setting")
-        values[name] = value
+        values[name] = flag
     settings = replace(Settings(), **values)
     if settings.store:
         _store_url("FHIR_STORE", settings.store)

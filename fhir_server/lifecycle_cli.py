@@ -1,6 +1,6 @@
 """`fhir-server record ...`: close, reopen, oppose and purge records (R03).
 
-fhir-server record close PATIENT_ID
+fhir-server record close PATIENT_ID [--reason patient-demande|deces|autre [--reason-text TEXT]]
 fhir-server record reopen PATIENT_ID
 fhir-server record oppose --ins NIR [--family F --given G --gender g --birth-date YYYY-MM-DD]
 fhir-server record purge [--now 2034-01-01T00:00:00Z]   # the retention job
@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fhir_server.errors import FhirError
+from fhir_server.resources import record_closure
+from fhir_server.resources.record_closure import Closure
 from fhir_server.service import lifecycle
 
 
@@ -53,9 +55,17 @@ def parse_now(value: str | None) -> datetime:
 
 
 def _close(args):
-    return _with_service(
-        args, lambda s: f"record closed: Patient/{lifecycle.close_record(s, args.patient_id).id}"
-    )
+    if args.reason_text is not None and args.reason is None:
+        print("--reason-text says more of a --reason (the closure motive)", file=sys.stderr)
+        return 2
+    closure = Closure(args.reason, args.reason_text) if args.reason is not None else None
+
+    def action(service):
+        return (
+            f"record closed: Patient/{lifecycle.close_record(service, args.patient_id, closure).id}"
+        )
+
+    return _with_service(args, action)
 
 
 def _reopen(args):
@@ -100,7 +110,19 @@ def add_record_command(subparsers) -> None:
         parser.set_defaults(func=handler)
         return parser
 
-    command("close", _close, "close a patient's record").add_argument("patient_id")
+    close = command("close", _close, "close a patient's record")
+    close.add_argument("patient_id")
+    close.add_argument(
+        "--reason",
+        choices=sorted(record_closure.motifs()),
+        help="the closure motive (TD0.2 dmp-fermeture motifFermeture, "
+        "profiles/terminology/CodeSystem-dmp-motif-fermeture.json)",
+    )
+    close.add_argument(
+        "--reason-text",
+        dest="reason_text",
+        help="the closure reason in words (raisonFermeture; with --reason)",
+    )
     command("reopen", _reopen, "reopen a closed record").add_argument("patient_id")
     oppose = command("oppose", _oppose, "record an opposition to the creation of a record")
     oppose.add_argument("--ins", required=True, help="the patient's INS (NIR)")

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 # Our own canonical base, for extensions and code systems decided here.
 CANONICAL_BASE = "https://dmp-server.fr/fhir"
+# The ANS publications: the NOS terminologies and the PDSm implementation guide's profiles.
+NOS_BASE = "https://mos.esante.gouv.fr/NOS/"
+PDSM_PROFILE_BASE = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
 
 # Record lifecycle (R03): Patient extension, valueCode open | opposed | closed (decided here).
 EXT_RECORD_STATUS = f"{CANONICAL_BASE}/StructureDefinition/record-status"

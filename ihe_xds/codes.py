@@ -17,23 +17,30 @@ import re
 from urllib.parse import quote, unquote
 
 from fhir_server.resources.normal_form import default_aliases
-from fhir_server.terminology import CANONICAL_BASE, SYSTEM_LOINC, SYSTEM_V3_CONFIDENTIALITY
+from fhir_server.terminology import (
+    CANONICAL_BASE,
+    NOS_BASE,
+    OID_TRE_A03_CLASSE,
+    OID_TRE_A07_CONFIDENTIALITY,
+    SYSTEM_LOINC,
+    SYSTEM_V3_CONFIDENTIALITY,
+)
 
 OID_LOINC = "2.16.840.1.113883.6.1"
 OID_SNOMED = "2.16.840.1.113883.6.96"
 OID_V3_CONFIDENTIALITY = "2.16.840.1.113883.5.25"
-OID_TRE_A03 = "1.2.250.1.213.1.1.4.1"
+OID_TRE_A03 = OID_TRE_A03_CLASSE
 OID_TRE_A05 = "1.2.250.1.213.1.1.4.12"
 OID_TRE_A06 = "1.2.250.1.213.1.1.4.2.282"
 OID_IHE_FORMAT = "1.3.6.1.4.1.19376.1.2.3"
 OID_TRE_R02 = "1.2.250.1.71.4.2.4"
 OID_TRE_A00 = "1.2.250.1.213.1.1.4.6"
 OID_TRE_A01 = "1.2.250.1.213.1.1.4.9"
-OID_TRE_A07 = "1.2.250.1.213.1.1.4.13"
+OID_TRE_A07 = OID_TRE_A07_CONFIDENTIALITY
 
 
 def _nos(name: str) -> str:
-    return f"https://mos.esante.gouv.fr/NOS/{name}/FHIR/{name.replace('_', '-')}"
+    return f"{NOS_BASE}{name}/FHIR/{name.replace('_', '-')}"
 
 
 OID_TO_URL: dict[str, str] = {
@@ -64,7 +71,7 @@ _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
 
 def is_oid(value: str | None) -> bool:
-    return bool(value) and len(value) <= 64 and bool(_OID.match(value))
+    return value is not None and len(value) <= 64 and bool(_OID.match(value))
 
 
 def system_for_scheme(scheme: str | None) -> str | None:

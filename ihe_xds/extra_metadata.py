@@ -174,12 +174,14 @@ def slots_of(resource: dict) -> list[Slot]:
         parts = [p for p in extension.get("extension") or [] if isinstance(p, dict)]
         names = [p.get("valueUri") for p in parts if p.get("url") == _NAME]
         values = [p.get("valueString") for p in parts if p.get("url") == _VALUE]
-        if len(names) != 1 or not is_extra_name(names[0]) or names[0] in seen:
+        name = names[0] if len(names) == 1 else None
+        if not isinstance(name, str) or not is_extra_name(name) or name in seen:
             continue
-        if not all(isinstance(v, str) and v for v in values):
+        texts = [v for v in values if isinstance(v, str) and v]
+        if len(texts) != len(values):
             continue
-        seen.add(names[0])
-        slots.append(Slot(names[0], list(values)))
+        seen.add(name)
+        slots.append(Slot(name, texts))
     return slots
 
 

@@ -42,6 +42,7 @@ from fhir_server.audit.balp import (
 from fhir_server.auth.tokens import AuthSettings
 from fhir_server.service.context import RequestInfo, current_request
 from fhir_server.service.prepared import PreparedEvents
+from fhir_server.terminology import SYSTEM_RFC3986
 from ihe_xds.errors import (
     XDS_REGISTRY_ERROR,
     XDS_REPOSITORY_ERROR,
@@ -193,7 +194,7 @@ def _document_entities(outcome) -> list[DataEntity]:
     role 3, by uniqueId), each with its labels so the patient's trail hides what they hide."""
     return [
         DataEntity(
-            identifier=("urn:ietf:rfc:3986", f"urn:oid:{unique_id}"),
+            identifier=(SYSTEM_RFC3986, f"urn:oid:{unique_id}"),
             role="3",
             security_labels=outcome.document_labels.get(unique_id, ()),
         )
@@ -306,7 +307,7 @@ def _iti43(runtime, requester: Requester, envelope, relates_to) -> Response:
             documents=[
                 # With the document's labels: the event is hidden from whom it is (R07, R14).
                 DataEntity(
-                    identifier=("urn:ietf:rfc:3986", f"urn:oid:{u}"),
+                    identifier=(SYSTEM_RFC3986, f"urn:oid:{u}"),
                     role="3",
                     security_labels=outcome.document_labels.get(u, ()),
                 )

@@ -117,7 +117,7 @@ def recipients_to_list(recipients: list[str]) -> tuple[list[dict], list[dict]]:
         prefix = f"r{index}-"
         resources = []
         org = _organization(organisation, prefix + "org") if organisation else None
-        holder = None
+        holder: dict | None = None
         if person or (telecom and org is None):
             holder = _practitioner(person, prefix + "person") if person else None
             if holder is None:
@@ -126,8 +126,10 @@ def recipients_to_list(recipients: list[str]) -> tuple[list[dict], list[dict]]:
             resources.append(org)
         if holder is not None:
             resources.append(holder)
-        if telecom:
-            (holder if holder is not None else org)["telecom"] = [_telecom(telecom)]
+        # with a telecom there is a holder, or else the organisation (see above)
+        owner = holder if holder is not None else org
+        if telecom and owner is not None:
+            owner["telecom"] = [_telecom(telecom)]
         for resource in resources:
             contained.append(resource)
             extensions.append(

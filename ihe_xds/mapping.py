@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 import pybase64
 
+from fhir_server.documents import model as document_model
 from fhir_server.resources.document_state import (
     IS_ARCHIVED_URL,
     is_archived,
@@ -276,7 +277,7 @@ def _cx_identifier(text: str) -> dict:
     cx, _ = parse_cx(text)
     if cx is None:
         return {"value": text}
-    identifier = {"system": f"urn:oid:{cx.authority_oid}", "value": cx.value}
+    identifier: dict[str, object] = {"system": f"urn:oid:{cx.authority_oid}", "value": cx.value}
     if cx.type_code:
         identifier["type"] = _id_type(cx.type_code)
     return identifier
@@ -697,7 +698,7 @@ def submission_to_fhir(
             if association.source != entry.id or association.type not in _RELATES_TO:
                 continue
             if association.target in entries_by_id:
-                target = {
+                target: dict[str, object] = {
                     "reference": f"DocumentReference/{result.resource_ids[association.target]}"
                 }
             else:
@@ -944,9 +945,9 @@ def _list_entry(member: str, extras: list[Slot]) -> dict:
 
 def entry_uuid_of(resource: dict) -> str:
     """The entryUUID of a stored DocumentReference / List (identifier urn:uuid:, else from id)."""
-    for identifier in resource.get("identifier") or []:
+    for _, identifier in document_model.entry_uuid_identifiers(resource):
         value = identifier.get("value") or ""
-        if identifier.get("system") == SYSTEM_RFC3986 and value.startswith("urn:uuid:"):
+        if value.startswith("urn:uuid:"):
             return value
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, resource.get('resourceType', '') + '/' + resource.get('id', ''))}"
 
@@ -963,9 +964,11 @@ def document_reference_to_ebrim(
     entry = DocumentEntry(id=entry_uuid, object_type=OBJECT_TYPE_STABLE)
     entry.mime_type = attachment.get("contentType")
     entry.status = availability_of(doc_ref)
-    entry.logical_id = entry_uuid
-    # The DocumentReference's version: an ITI-57 metadata update names it PreviousVersion.
-    entry.version = str((doc_ref.get("meta") or {}).get("versionId") or "1")
+    # Metadata versions (ITI TF-3 4.1.4): the logicalID is the first version's entryUUID, the
+    # version counts the metadata updates (documents.metadata_versions); ITI-57 names it
+    # PreviousVersion. A change of status alone is no new version.
+    entry.logical_id = document_model.logical_id(doc_ref) or entry_uuid
+    entry.version = str(document_model.metadata_version(doc_ref))
     entry.patient_id = patient_cx
     entry.unique_id = unique_id_from(doc_ref.get("masterIdentifier"))
     entry.title = attachment.get("title")
@@ -1086,18 +1089,20 @@ def associations_from_fhir(
         labels: dict[tuple[str, str], list[AssociationClassification]] = {}  # documentation
         for relation in doc.get("relatesTo") or []:
             target_ref = relation.get("target") or {}
-            target = (target_ref.get("identifier") or {}).get("value")
-            if not target:
+            related = (target_ref.get("identifier") or {}).get("value")
+            if not related:
                 target_doc = by_id.get(
                     (target_ref.get("reference") or "").removeprefix("DocumentReference/")
                 )
                 if target_doc is None:
                     continue
-                target = entry_uuid_of(target_doc)
-            codes_by_target.setdefault(target, []).append(relation.get("code", ""))
-            extras.setdefault((target, relation.get("code", "")), extra_metadata.slots_of(relation))
+                related = entry_uuid_of(target_doc)
+            codes_by_target.setdefault(related, []).append(relation.get("code", ""))
+            extras.setdefault(
+                (related, relation.get("code", "")), extra_metadata.slots_of(relation)
+            )
             labels.setdefault(
-                (target, relation.get("code", "")),
+                (related, relation.get("code", "")),
                 association_documentation.classifications_of(relation),
             )
         for target, codes in codes_by_target.items():

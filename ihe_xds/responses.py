@@ -6,6 +6,7 @@ objects, ITI-43 documents) -> PartialSuccess; errors and nothing else -> Failure
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lxml import etree
@@ -91,7 +92,7 @@ def _object_element(obj: RegistryObject) -> etree._Element:
 
 def adhoc_query_response(
     objects: list[RegistryObject],
-    errors: list[RegistryError] = (),
+    errors: Sequence[RegistryError] = (),
     *,
     return_type: str = "LeafClass",
 ) -> etree._Element:
@@ -132,18 +133,15 @@ class QueryAnswer:
 
 def adhoc_query_answer(
     objects: list[RegistryObject],
-    errors: list[RegistryError] = (),
+    errors: Sequence[RegistryError] = (),
     *,
     return_type: str = "LeafClass",
 ) -> QueryAnswer:
     """The AdhocQueryResponse of `adhoc_query_response`, in the form `answer_envelope` sends."""
-    if (
-        return_type == "LeafClass"
-        and objects
-        and all(isinstance(o, DocumentEntry) for o in objects)
-    ):
+    entries = [o for o in objects if isinstance(o, DocumentEntry)]
+    if return_type == "LeafClass" and objects and len(entries) == len(objects):
         try:
-            text = "".join([entry_text(entry) for entry in objects])
+            text = "".join([entry_text(entry) for entry in entries])
         except NotPlainText:
             pass  # values only lxml writes (or refuses) as before: build the tree
         else:
@@ -237,7 +235,7 @@ def parse_retrieve_request(
 
 
 def retrieve_response(
-    documents: list[RetrievedDocument], errors: list[RegistryError] = ()
+    documents: list[RetrievedDocument], errors: Sequence[RegistryError] = ()
 ) -> tuple[etree._Element, list[Attachment]]:
     """xdsb:RetrieveDocumentSetResponse with one xop:Include per document, and the parts.
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from lxml import etree
 
 from ihe_xds.errors import MalformedMessage
-from ihe_xds.vocabulary import NS_SOAP11, NS_SOAP12, NS_WSA, REQUEST_ROOTS, q
+from ihe_xds.vocabulary import NS_SOAP11, NS_SOAP12, NS_WSA, NS_WSSE, REQUEST_ROOTS, q
 from ihe_xds.xml import DEFAULT_MAX_BYTES, parse_xml
 
 WSA_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
 _UNDERSTOOD_HEADER_NAMESPACES = {
     NS_WSA,
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd",
+    NS_WSSE,
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd",
     "http://docs.oasis-open.org/wss/oasis-wss-wssecurity-secext-1.1.xsd",
 }

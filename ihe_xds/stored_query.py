@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from fhir_server.documents import metadata_versions
 from ihe_xds.codes import is_oid, system_for_scheme
 from ihe_xds.errors import (
     SEVERITY_WARNING,
@@ -642,7 +643,7 @@ def _document_filters(query: StoredQuery) -> list[tuple[str, str]]:
     params: list[tuple[str, str]] = []
     for name, fhir_name in _CODE_PARAMS.items():
         for group in query.params.get(name) or []:
-            params.append((fhir_name, ",".join(_token(c) for c in group)))
+            params.append((fhir_name, ",".join(_token(c) for c in group if isinstance(c, Code))))
     return params
 
 
@@ -742,7 +743,13 @@ def _member_keep(query: StoredQuery) -> Callable[[dict], bool]:
     an OR-list, several Slots AND together, as in FindDocuments."""
     base = _document_keep(query)
     wanted = [
-        (element, [{_token(code) for code in group} for group in query.params.get(name) or []])
+        (
+            element,
+            [
+                {_token(code) for code in group if isinstance(code, Code)}
+                for group in query.params.get(name) or []
+            ],
+        )
         for name, element in (
             ("$XDSDocumentEntryFormatCode", "format"),
             ("$XDSDocumentEntryConfidentialityCode", "securityLabel"),
@@ -801,7 +808,10 @@ def _submission_set_keep(query: StoredQuery) -> Callable[[dict], bool]:
 def _identifier_values(query: StoredQuery, uuid_param: str, unique_param: str) -> str:
     uuids = query.values(uuid_param) + query.values("$XDSDocumentEntryLogicalID")
     if uuids:
-        return ",".join(f"urn:ietf:rfc:3986|{u}" for u in uuids)
+        # An earlier metadata version's entryUUID (a logicalID among them) finds its document,
+        # whose versions ihe_xds.entry_versions answers.
+        systems = metadata_versions.identifier_systems()
+        return ",".join(f"{system}|{u}" for u in uuids for system in systems)
     return ",".join(f"urn:ietf:rfc:3986|urn:oid:{u}" for u in query.values(unique_param))
 
 

@@ -46,36 +46,28 @@ import pybase64
 from lxml import etree
 
 from fhir_server.access import binding
-from fhir_server.access.decision import (
-    RECORD_CLOSED_CODE,
-    RECORD_OPPOSED_CODE,
-    UNKNOWN_PATIENT_CODE,
-)
 from fhir_server.access.ownership import binary_id_of
 from fhir_server.access.requester import INTERNAL, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.documents.registry import UNKNOWN, relation_error_code, relation_problem
 from fhir_server.errors import FhirError
-from fhir_server.mhd.errors import XDS_ERROR_SYSTEM
 from fhir_server.search.query import TokenTest
 from fhir_server.service.prepared import PreparedEvents
 from fhir_server.terminology import INS_OIDS, SYSTEM_RFC3986
 from ihe_xds.codes import is_oid
 from ihe_xds.ebrim import Association, DocumentEntry, SubmissionSet, parse_submission
+from ihe_xds.entry_versions import versions_answered
 from ihe_xds.errors import (
     LOCAL_POLICY_RESTRICTION_ERROR,
     XDS_DOCUMENT_UNIQUE_ID_ERROR,
     XDS_NON_IDENTICAL_HASH,
-    XDS_REGISTRY_ERROR,
     XDS_REGISTRY_METADATA_ERROR,
-    XDS_REPOSITORY_ERROR,
-    XDS_REPOSITORY_METADATA_ERROR,
     XDS_RESULT_NOT_SINGLE_PATIENT,
-    XDS_STORED_QUERY_MISSING_PARAM,
     XDS_TOO_MANY_RESULTS,
-    XDS_UNKNOWN_PATIENT_ID,
     XDS_UNKNOWN_REPOSITORY_ID,
     RegistryError,
+    deposit_error,
+    query_error,
     registry_error,
 )
 from ihe_xds.mapping import (
@@ -91,6 +83,7 @@ from ihe_xds.responses import RetrievedDocument, parse_retrieve_request
 from ihe_xds.stored_query import (
     GET_ALL,
     GET_ASSOCIATIONS,
+    GET_DOCUMENTS,
     GET_DOCUMENTS_AND_ASSOCIATIONS,
     GET_RELATED_DOCUMENTS,
     GET_SUBMISSION_SET_AND_CONTENTS,
@@ -102,11 +95,10 @@ from ihe_xds.stored_query import (
     plan,
 )
 from ihe_xds.validation import DMP_PROFILE, external_targets, validate_submission
-from ihe_xds.vocabulary import DOCUMENT_RELATIONSHIPS, REPLACING_RELATIONSHIPS
+from ihe_xds.vocabulary import DOCUMENT_RELATIONSHIPS, REPLACING_RELATIONSHIPS, STATUS_DEPRECATED
 
 log = logging.getLogger(__name__)
 
-RECORD_STATUS_CODES = frozenset({RECORD_OPPOSED_CODE, RECORD_CLOSED_CODE, UNKNOWN_PATIENT_CODE})
 _PATIENT_PARAMS = ("patient", "patient.identifier", "subject", "subject.identifier")
 _SEARCH_PAGE = 200
 
@@ -140,50 +132,6 @@ def _subject_id(resource: dict) -> str | None:
 
 def _is_error(errors: Iterable[RegistryError]) -> bool:
     return any(e.is_error for e in errors)
-
-
-def _location(exc: FhirError) -> str:
-    for issue in exc.issues:
-        if issue.expression:
-            return issue.expression[0]
-    return ""
-
-
-def _details(exc: FhirError) -> set[str]:
-    return {issue.details_code for issue in exc.issues if issue.details_code}
-
-
-def write_error(exc: FhirError) -> RegistryError:
-    """The RegistryError of a deposit the service refused."""
-    codes = _details(exc)
-    if codes & RECORD_STATUS_CODES:
-        return registry_error(XDS_UNKNOWN_PATIENT_ID, exc.message, _location(exc))
-    if exc.status in (401, 403):
-        return registry_error(LOCAL_POLICY_RESTRICTION_ERROR, exc.message, _location(exc))
-    # A refusal of the document rules (`fhir_server.documents`) carries its XDS code.
-    coded = [i.details_code for i in exc.issues if i.details_system == XDS_ERROR_SYSTEM]
-    if coded and coded[0]:
-        return registry_error(coded[0], exc.message, _location(exc))
-    if exc.status in (400, 422):
-        return registry_error(XDS_REPOSITORY_METADATA_ERROR, exc.message, _location(exc))
-    return registry_error(XDS_REPOSITORY_ERROR, exc.message, _location(exc))
-
-
-def query_error(exc: FhirError) -> RegistryError:
-    """The RegistryError of a stored query the service refused."""
-    codes = _details(exc)
-    if codes & RECORD_STATUS_CODES:
-        return registry_error(XDS_UNKNOWN_PATIENT_ID, exc.message)
-    if "R04" in codes:
-        return registry_error(
-            XDS_STORED_QUERY_MISSING_PARAM,
-            f"{exc.message} (name the patient in the query or in the VIHF resource-id)",
-        )
-    if exc.status in (401, 403):
-        return registry_error(LOCAL_POLICY_RESTRICTION_ERROR, exc.message)
-    if exc.status in (400, 422):
-        return registry_error(XDS_REGISTRY_METADATA_ERROR, exc.message, _location(exc))
-    return registry_error(XDS_REGISTRY_ERROR, exc.message)
 
 
 def patient_cx(runtime: XdsRuntime, patient_id: str | None, cache: dict[str, str]) -> str:
@@ -311,11 +259,10 @@ def iti41(
             {"resource": old, "request": {"method": "PUT", "url": f"DocumentReference/{old['id']}"}}
         )
     outcome.document_labels = {
-        unique_id_from(entry["resource"].get("masterIdentifier")): security_labels_of(
-            entry["resource"]
-        )
+        unique_id: security_labels_of(entry["resource"])
         for entry in bundle["entry"]
         if entry.get("resource", {}).get("resourceType") == "DocumentReference"
+        and (unique_id := unique_id_from(entry["resource"].get("masterIdentifier"))) is not None
     }
     events = audit(outcome) if audit is not None else None
     # With its own event, the deposit is audited by that one event (IHE ATNA, one per
@@ -327,7 +274,7 @@ def iti41(
         with audited_once:
             runtime.bundles.process(requester, bundle, also_audit=events, server_ids=True)
     except FhirError as exc:
-        outcome.errors.append(write_error(exc))
+        outcome.errors.append(deposit_error(exc))
         return outcome
     outcome.stored = True
     outcome.audited = events is not None
@@ -527,7 +474,11 @@ def iti18(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> Qu
     except FhirError as exc:
         outcome.errors.append(query_error(exc))
         return outcome
-    objects, patients = _answer(runtime, query, query_plan, docs, included_docs, lists)
+    deprecated: set[str] = set()
+    if query.query_id in (GET_DOCUMENTS, GET_DOCUMENTS_AND_ASSOCIATIONS):
+        # Each metadata version is a DocumentEntry of its own (ihe_xds.entry_versions).
+        docs, deprecated = versions_answered(runtime.service, requester, query, docs)
+    objects, patients = _answer(runtime, query, query_plan, docs, included_docs, lists, deprecated)
     if query.return_type == "LeafClass" and len(patients - {None}) > 1:
         outcome.errors.append(
             registry_error(
@@ -549,8 +500,10 @@ def _answer(
     docs: dict[str, dict],
     included_docs: dict[str, dict],
     lists: dict[str, dict],
+    deprecated: set[str] = frozenset(),
 ) -> tuple[list[RegistryObject], set[str | None]]:
-    """The ebRIM objects of the answer, and the patients they belong to."""
+    """The ebRIM objects of the answer, and the patients they belong to; `deprecated`: the
+    entryUUIDs of earlier metadata versions, Deprecated whatever their content says."""
     returns = query_plan.returns
     submission_sets = [
         r
@@ -608,15 +561,17 @@ def _answer(
     if "DocumentEntry" in returns:
         for resource in returned_docs:
             patients.add(_subject_id(resource))
-            objects.append(
-                document_reference_to_ebrim(
-                    resource,
-                    patient_cx=patient_cx(runtime, _subject_id(resource), cache),
-                    repository_unique_id=repository,
-                )
-                if leaf
-                else DocumentEntry(id=entry_uuid_of(resource))
+            if not leaf:
+                objects.append(DocumentEntry(id=entry_uuid_of(resource)))
+                continue
+            entry = document_reference_to_ebrim(
+                resource,
+                patient_cx=patient_cx(runtime, _subject_id(resource), cache),
+                repository_unique_id=repository,
             )
+            if entry.id in deprecated:
+                entry.status = STATUS_DEPRECATED
+            objects.append(entry)
     objects += associations
     return objects, patients
 

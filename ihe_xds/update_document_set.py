@@ -21,15 +21,26 @@ Each is turned into a change of the current DocumentReference and written by
 may change and on labels, the same access gate, version, notifications and AuditEvent. All
 the updates of one request are made in one transaction, or none.
 
+Metadata versions (ITI TF-2b 3.57.4.1.3.3.1, ITI TF-3 4.1.4; `documents.metadata_versions`):
+- a metadata update makes a new registry object: the new DocumentEntry keeps the logicalID,
+  gets its own entryUUID (the submitted id when it is a UUID, else one the registry makes,
+  as for a symbolic id) and the version after the replaced one's; the replaced version is
+  Deprecated. Here the new version is the DocumentReference's next version, its identifier
+  the new entryUUID, the replaced entryUUIDs kept as identifiers of use `old`; ITI-18
+  answers each version (GetDocuments by entryUUID, by logicalID, or by uniqueId at
+  $MetadataLevel 2) with its own entryUUID, version and status;
+- `lid` must be the document's logicalID and `PreviousVersion` its latest version
+  (VersionInfo versionName as ITI-18 answers it), else XDSMetadataVersionError: an update of
+  a version that is no longer the latest is refused, as a stale If-Match is 412 on the FHIR
+  face;
+- a status update names the entryUUID of the latest version: a Deprecated version's is
+  XDSMetadataVersionError (its status is that of a replaced version, not to be changed);
+- a change of status is no new version: the entry keeps its entryUUID and version.
+
 Decisions:
-- `PreviousVersion` is the stored entry's version as ITI-18 answers it (VersionInfo
-  versionName, the DocumentReference's versionId): a mismatch is XDSMetadataVersionError,
-  as a stale If-Match is 412 on the FHIR face.
-- The entry is named by its entryUUID / logicalId (the DocumentReference identifier
-  `urn:ietf:rfc:3986|urn:uuid:...` an ITI-41 deposit records); one the requester may not
-  read answers as an unknown one (UnresolvedReferenceException), as on the FHIR face (R18).
-- The stored entry keeps its entryUUID: the new version is the DocumentReference's next
-  version, not a second registry object.
+- The entry is named by its logicalID / entryUUID (DocumentReference identifiers
+  `urn:ietf:rfc:3986|urn:uuid:...`); one the requester may not read answers as an unknown
+  one (UnresolvedReferenceException), as on the FHIR face (R18).
 """
 
 from __future__ import annotations
@@ -39,21 +50,23 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from fhir_server.access.decision import RECORD_CLOSED_CODE, RECORD_OPPOSED_CODE
 from fhir_server.access.requester import Requester
 from fhir_server.audit.balp import security_labels_of
+from fhir_server.documents import metadata_versions
+from fhir_server.documents import model as document_model
 from fhir_server.errors import FhirError
 from fhir_server.resources.document_state import DELETED_STATUS, set_archived
 from fhir_server.service.patch import Change, MetadataUpdates
-from fhir_server.terminology import SYSTEM_RFC3986
 from ihe_xds.ebrim import Coded, DocumentEntry, Submission, parse_submission
 from ihe_xds.errors import (
-    LOCAL_POLICY_RESTRICTION_ERROR,
+    XDS_METADATA_UPDATE_ERROR,
+    XDS_METADATA_UPDATE_OPERATION_ERROR,
+    XDS_METADATA_VERSION_ERROR,
     XDS_REGISTRY_METADATA_ERROR,
-    XDS_UNKNOWN_PATIENT_ID,
     MalformedMessage,
     RegistryError,
     registry_error,
+    update_error,
 )
 from ihe_xds.mapping import _concept, availability_of, document_reference_to_ebrim
 from ihe_xds.vocabulary import (
@@ -65,10 +78,6 @@ from ihe_xds.vocabulary import (
 )
 
 ASSOC_UPDATE_AVAILABILITY = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
-XDS_METADATA_UPDATE_ERROR = "XDSMetadataUpdateError"
-XDS_METADATA_VERSION_ERROR = "XDSMetadataVersionError"
-XDS_METADATA_UPDATE_OPERATION_ERROR = "XDSMetadataUpdateOperationError"
-UNRESOLVED_REFERENCE = "UnresolvedReferenceException"
 RESOURCE = "DocumentReference"
 
 # The attributes a metadata update must leave as they are (compared when given).
@@ -101,12 +110,13 @@ class Refused(Exception):  # noqa: N818 - carries the RegistryError to answer wi
 
 @dataclass(frozen=True)
 class _Update:
-    """One requested update: the stored entry (its entryUUID), the change, the version."""
+    """One requested update: the stored entry (its logicalID or entryUUID), the change and,
+    for a metadata update, the entryUUID of the new version."""
 
     entry_uuid: str
     change: Change
-    previous_version: int | None
     where: str
+    new_entry_uuid: str | None = None
 
 
 @dataclass
@@ -151,7 +161,17 @@ def _write(updates: MetadataUpdates, requester: Requester, requested: list[_Upda
         try:
             targets.append(
                 updates.conditional_target(
-                    requester, RESOURCE, [("identifier", f"{SYSTEM_RFC3986}|{update.entry_uuid}")]
+                    requester,
+                    RESOURCE,
+                    [
+                        (
+                            "identifier",
+                            ",".join(
+                                f"{system}|{update.entry_uuid}"
+                                for system in metadata_versions.identifier_systems()
+                            ),
+                        )
+                    ],
                 )
             )
         except FhirError as exc:
@@ -164,7 +184,7 @@ def _write(updates: MetadataUpdates, requester: Requester, requested: list[_Upda
                 current = update
                 written.append(
                     updates.change_in(
-                        tx, requester, target, update.change, update.previous_version
+                        tx, requester, target, update.change, new_version=update.new_entry_uuid
                     ).stored
                 )
     except FhirError as exc:
@@ -173,27 +193,8 @@ def _write(updates: MetadataUpdates, requester: Requester, requested: list[_Upda
 
 
 def _error(exc: FhirError, update: _Update, *, named: str) -> RegistryError:
-    """The RegistryError of an update the service refused."""
-    codes = {issue.details_code for issue in exc.issues if issue.details_code}
-    if codes & {RECORD_OPPOSED_CODE, RECORD_CLOSED_CODE}:
-        return registry_error(XDS_UNKNOWN_PATIENT_ID, exc.message, update.where)
-    if exc.status == 404:
-        return registry_error(
-            UNRESOLVED_REFERENCE, f"no DocumentEntry {named} is known", update.where
-        )
-    if exc.status == 412:
-        if update.previous_version is not None and "If-Match" in exc.message:
-            return registry_error(
-                XDS_METADATA_VERSION_ERROR,
-                f"PreviousVersion {update.previous_version} is not the current version of {named}",
-                update.where,
-            )
-        return registry_error(XDS_METADATA_UPDATE_ERROR, exc.message, update.where)
-    if exc.status in (401, 403):
-        return registry_error(LOCAL_POLICY_RESTRICTION_ERROR, exc.message, update.where)
-    if exc.status == 405:
-        return registry_error(XDS_METADATA_UPDATE_OPERATION_ERROR, exc.message, update.where)
-    return registry_error(XDS_METADATA_UPDATE_ERROR, exc.message, update.where)
+    """The RegistryError of an update the service refused (`ihe_xds.errors.update_error`)."""
+    return update_error(exc, where=update.where, named=named)
 
 
 # -- reading the request -----------------------------------------------------------------------
@@ -277,8 +278,28 @@ def _metadata_update(entry: DocumentEntry, member, repository_id: str | None) ->
             )
         )
     codes = list(entry.confidentiality_codes)
+    logical_id = entry.logical_id
 
     def change(old: dict) -> dict:
+        if document_model.logical_id(old) != logical_id:
+            raise Refused(
+                registry_error(
+                    XDS_METADATA_VERSION_ERROR,
+                    f"lid {logical_id} is the entryUUID of a Deprecated version, not the "
+                    f"logicalID ({document_model.logical_id(old)}) of the DocumentEntry",
+                    where,
+                )
+            )
+        latest = document_model.metadata_version(old)
+        if int(previous) != latest:
+            raise Refused(
+                registry_error(
+                    XDS_METADATA_VERSION_ERROR,
+                    f"PreviousVersion {previous} is not the latest version ({latest}) of "
+                    f"logicalID {logical_id}",
+                    where,
+                )
+            )
         stored = document_reference_to_ebrim(
             old, patient_cx="", repository_unique_id=repository_id or ""
         )
@@ -287,7 +308,10 @@ def _metadata_update(entry: DocumentEntry, member, repository_id: str | None) ->
         candidate["securityLabel"] = [_concept(code) for code in codes]
         return candidate
 
-    return _Update(entry.logical_id, change, int(previous), where)
+    new_entry_uuid = (
+        entry.id if document_model.is_uuid_urn(entry.id) else metadata_versions.new_entry_uuid()
+    )
+    return _Update(logical_id, change, where, new_entry_uuid)
 
 
 def _check_same(entry: DocumentEntry, stored: DocumentEntry, where: str) -> None:
@@ -340,7 +364,19 @@ def _status_update(association) -> _Update:
             )
         )
 
+    target = association.target
+
     def change(old: dict) -> dict:
+        if document_model.entry_uuid(old) != target:
+            raise Refused(
+                registry_error(
+                    XDS_METADATA_VERSION_ERROR,
+                    f"{target} is version {_version_named(old, target)} of logicalID "
+                    f"{document_model.logical_id(old)}, Deprecated: a status update names the "
+                    f"latest version ({document_model.entry_uuid(old)})",
+                    where,
+                )
+            )
         if availability_of(old) != original:
             raise Refused(
                 registry_error(
@@ -356,7 +392,13 @@ def _status_update(association) -> _Update:
             set_archived(candidate, new == STATUS_ARCHIVED)
         return candidate
 
-    return _Update(association.target, change, None, where)
+    return _Update(target, change, where)
+
+
+def _version_named(document: dict, entry_uuid: str) -> int:
+    """The version number of a document's earlier entryUUID."""
+    earlier = document_model.earlier_entry_uuids(document)
+    return earlier.index(entry_uuid) + 1 if entry_uuid in earlier else 0
 
 
 __all__ = ["ACTION_ITI57", "UpdateOutcome", "iti57"]

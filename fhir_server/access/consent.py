@@ -20,12 +20,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fhir_server.access.constraints import reference_target
 from fhir_server.access.initial_consent import carries_initial_consent
 from fhir_server.errors import FhirError, error
 from fhir_server.resources.normal_form import idnat_ps_problem
+from fhir_server.resources.served import REQUIRED_CODES
 from fhir_server.terminology import (
+    PURPOSE_BY_MODE,
     SYSTEM_ACT_REASON,
     SYSTEM_CONSENT_SCOPE,
     SYSTEM_IDNAT_PS,
@@ -34,11 +37,10 @@ from fhir_server.terminology import (
 
 PATIENT_PRIVACY = "patient-privacy"
 ROLE_IRCP = "IRCP"
-PURPOSE_BTG = "BTG"
-PURPOSE_ETREAT = "ETREAT"
-CONSENT_STATUSES = frozenset(
-    {"draft", "proposed", "active", "rejected", "inactive", "entered-in-error"}
-)
+# The access modes a patient may oppose, coded as the audit codes them (v3-ActReason).
+PURPOSE_BTG = PURPOSE_BY_MODE["bris_de_glace"]
+PURPOSE_ETREAT = PURPOSE_BY_MODE["centre_15"]
+CONSENT_STATUSES = REQUIRED_CODES["Consent"]["status"]
 
 # Elements of a provision that would restrict or widen it in ways we do not evaluate.
 _UNSUPPORTED_PROVISION_ELEMENTS = (
@@ -236,7 +238,7 @@ def _actor_ids(actors: object, path: str) -> frozenset[str]:
             raise _unsupported(
                 f"The actor role must be {SYSTEM_PARTICIPATION_TYPE}|{ROLE_IRCP}", f"{here}.role"
             )
-        identifier = (actor.get("reference") or {}).get("identifier") or {}
+        identifier = actor_identifier(actor)
         value = identifier.get("value") if isinstance(identifier, dict) else None
         if (
             not isinstance(identifier, dict)
@@ -254,6 +256,12 @@ def _actor_ids(actors: object, path: str) -> frozenset[str]:
             raise _invalid(problem, f"{here}.reference.identifier.value")
         ids.add(value)
     return frozenset(ids)
+
+
+def actor_identifier(actor: dict) -> Any:
+    """The identifier naming a provision's actor (`actor.reference.identifier`): the
+    practitioner's IdNat_PS in the shapes understood here."""
+    return (actor.get("reference") or {}).get("identifier") or {}
 
 
 def _purpose_codes(purposes: object, path: str) -> frozenset[str]:

@@ -9,8 +9,7 @@ emits, on the same search parameters the store indexes:
   `category` = DocumentReference.category, `type` = DocumentReference.type, `author-identifier` = the Identifier of each
   DocumentReference.author reference (or of the contained Practitioner/PractitionerRole it
   points to), `sender` / `recipient` = Communication.sender / .recipient;
-- `InCompartment` from the patient CompartmentDefinition's parameters for the types the
-  DMP serves, and any Patient reference for the others.
+- `InCompartment` from the compartment the store indexes (`resources.served`).
 
 Any other node is a programming error here and raises, rather than guessing.
 """
@@ -19,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fhir_server.search.extract import RELATIVE_REFERENCE
+from fhir_server.resources.references import reference_target, values_at
+from fhir_server.resources.served import compartment_of as served_compartment
 from fhir_server.search.query import (
     And,
     Everything,
@@ -34,56 +34,10 @@ from fhir_server.search.query import (
 )
 
 
-def reference_target(reference: object) -> tuple[str, str] | None:
-    """(type, id) of a relative literal reference, ignoring any _history part.
-
-    An absolute reference designates no local resource: the normal form made those to this
-    server's base relative (`resources.normal_form`), so what is still absolute is foreign,
-    and the search index reads it with the same pattern (`search.extract.reference_entry`)."""
-    if not isinstance(reference, str):
-        return None
-    match = RELATIVE_REFERENCE.match(reference)
-    return (match.group(1), match.group(2)) if match else None
-
-
-# Paths (dotted, through lists) of the references that put a resource in a patient's
-# compartment: CompartmentDefinition parameters resolved to their FHIRPath expressions.
-_COMPARTMENT_PATHS: dict[str, tuple[str, ...]] = {
-    "DocumentReference": ("subject", "author"),
-    "List": ("subject", "source"),
-    "Communication": ("subject", "sender", "recipient"),
-    "Consent": ("patient",),
-    "AuditEvent": ("agent.who", "entity.what"),
-    "RelatedPerson": ("patient",),
-    "Provenance": ("target",),
-    "DocumentManifest": ("subject", "author", "recipient"),
-    "Composition": ("subject", "author", "attester.party"),
-}
-
-
 def compartment_of(resource: dict) -> frozenset[str]:
-    """Ids of the Patients in whose compartment the resource is."""
-    resource_type = resource.get("resourceType")
-    if resource_type == "Patient":
-        ids = {resource["id"]} if resource.get("id") else set()
-        for link in resource.get("link") or []:
-            target = reference_target((link.get("other") or {}).get("reference"))
-            if target and target[0] == "Patient":
-                ids.add(target[1])
-        return frozenset(ids)
-    paths = _COMPARTMENT_PATHS.get(str(resource_type))
-    references = (
-        [ref for path in paths for ref in _values(resource, path.split("."))]
-        if paths is not None
-        else list(_all_references(resource))
-    )
-    ids = set()
-    for reference in references:
-        if isinstance(reference, dict):
-            target = reference_target(reference.get("reference"))
-            if target and target[0] == "Patient":
-                ids.add(target[1])
-    return frozenset(ids)
+    """Ids of the Patients in whose compartment the resource is: the compartment the store
+    indexes (`resources.served.compartment_of`), so a single read is judged as a search."""
+    return frozenset(served_compartment(resource))
 
 
 def matches(node: Node, resource: dict) -> bool:
@@ -159,7 +113,7 @@ def _references(param: str, resource: dict) -> list[dict]:
     if param not in ("sender", "recipient", "subject", "patient", "author", "entity", "agent"):
         raise ValueError(f"reference parameter not supported in Python evaluation: {param}")
     path = {"patient": "subject", "entity": "entity.what", "agent": "agent.who"}.get(param, param)
-    return [ref for ref in _values(resource, path.split(".")) if isinstance(ref, dict)]
+    return [ref for ref in values_at(resource, path.split(".")) if isinstance(ref, dict)]
 
 
 def _reference_matches(test: ReferenceTest, reference: dict) -> bool:
@@ -174,28 +128,3 @@ def _reference_matches(test: ReferenceTest, reference: dict) -> bool:
     if target is None:
         return False
     return target[1] == test.target_id and test.target_type in (None, target[0])
-
-
-def _values(node: object, path: list[str]) -> Iterator[object]:
-    """FHIRPath-like navigation: lists are flattened at every step."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _values(item, path)
-        return
-    if not path:
-        yield node
-        return
-    if isinstance(node, dict) and path[0] in node:
-        yield from _values(node[path[0]], path[1:])
-
-
-def _all_references(node: object) -> Iterator[dict]:
-    if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
-            yield node
-        for key, value in node.items():
-            if key != "contained":
-                yield from _all_references(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _all_references(item)

@@ -22,7 +22,7 @@ def visible_unless_deleted(requester: Requester) -> Node:
     """A DocumentReference constraint: not deleted, or authored by `requester`."""
     deleted = TokenTest("status", code=DELETED_STATUS, any_system=True)
     if requester.kind is ActorKind.PRACTITIONER:
-        own = TokenTest("author-identifier", SYSTEM_IDNAT_PS, requester.subject_id)
+        own: Node = TokenTest("author-identifier", SYSTEM_IDNAT_PS, requester.subject_id)
     elif requester.kind is ActorKind.PATIENT:
         own = ReferenceTest("author", "Patient", requester.subject_id)
     elif requester.kind is ActorKind.REPRESENTATIVE:

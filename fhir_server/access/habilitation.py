@@ -8,7 +8,7 @@ published as a table nobody has made machine-readable yet, so each cell here is 
 
 Why data checked at start-up: the matrix is `profiles/habilitation-matrix.json` (schema
 `habilitation-matrix.schema.json`) plus an optional transcription of the annex
-(`habilitation_annex`), so the official table can be dropped in without touching code. A
+(`habilitation_annex`), read by `habilitation_loader.load_matrix`, so the official table can be dropped in without touching code. A
 role outside J65, a type outside J66, a class outside J57, a row given twice (under two
 spellings of one system) stops the server with a message naming the place, instead of
 silently hiding (or showing) documents.
@@ -19,24 +19,21 @@ classes) so that the file stays small; a cell given for one type overrides its r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Final
 
-import jsonschema
-
-from fhir_server.resources.profiles import ProfileRegistry, default_registry
+from fhir_server.resources.profiles import ProfileRegistry
+from fhir_server.terminology import NOS_BASE
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 DEFAULT_MATRIX_PATH = PROFILES_DIR / "habilitation-matrix.json"
 SCHEMA_PATH = PROFILES_DIR / "habilitation-matrix.schema.json"
 
-_NOS = "https://mos.esante.gouv.fr/NOS/"
-G15_URL = f"{_NOS}TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
-R01_URL = f"{_NOS}TRE_R01-EnsembleSavoirFaire-CISIS/FHIR/TRE-R01-EnsembleSavoirFaire-CISIS"
+G15_URL = f"{NOS_BASE}TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
+R01_URL = f"{NOS_BASE}TRE_R01-EnsembleSavoirFaire-CISIS/FHIR/TRE-R01-EnsembleSavoirFaire-CISIS"
 PLACEHOLDER: Final = "placeholder"
 TRANSCRIBED: Final = "transcribed"
 
@@ -252,109 +249,3 @@ class HabilitationMatrix:
             row = rows.get(role, NO_ROW)
             rows[role] = Row(row.classes, row.status, row.source, {**row.cells, **by_type})
         return HabilitationMatrix(self.axes, rows)
-
-
-# -- loading ----------------------------------------------------------------------------
-
-
-def load_matrix(
-    path: str | Path = DEFAULT_MATRIX_PATH,
-    schema_path: str | Path = SCHEMA_PATH,
-    registry: ProfileRegistry | None = None,
-    *,
-    annex: str | Path | None = None,
-) -> HabilitationMatrix:
-    """Read and check the matrix and the annex transcription it names (or `annex`, which
-    replaces it); raises HabilitationMatrixError naming the problem."""
-    from fhir_server.access.habilitation_annex import read_annex  # the annex needs the axes
-
-    path = Path(path)
-    data = _read_json(path, "habilitation matrix")
-    _check_schema(data, _read_json(Path(schema_path), "habilitation matrix schema"), path)
-    axes = Axes.from_registry(registry or default_registry(), data["valueSets"])
-    matrix = HabilitationMatrix(axes, _rows(data["roles"], axes, path))
-    annex_path = Path(annex) if annex else path.parent / data["annex"] if "annex" in data else None
-    if annex_path is None:
-        return matrix
-    return matrix.with_cells(read_annex(annex_path, matrix))
-
-
-def _check_schema(data: dict, schema: dict, path: Path) -> None:
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        where = "/" + "/".join(str(p) for p in first.absolute_path)
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise HabilitationMatrixError(f"{path}: at {where}: {first.message}{more}")
-
-
-def _rows(data: Mapping[str, Mapping[str, dict]], axes: Axes, path: Path) -> dict[Code, Row]:
-    rows: dict[Code, Row] = {}
-    seen: dict[Code, str] = {}
-    for system, by_code in data.items():
-        for code, row in by_code.items():
-            where = f"/roles/{system}/{code}"
-            role = axes.key(system, code)
-            if role not in axes.roles:
-                raise HabilitationMatrixError(
-                    f"{path}: at {where}: the role {code} ({system}) is not in "
-                    "JDV_J65-SubjectRole-DMP"
-                )
-            if role in seen:
-                raise HabilitationMatrixError(
-                    f"{path}: at {where}: the role is given twice (also at {seen[role]})"
-                )
-            seen[role] = where
-            rows[role] = Row(
-                _classes(row.get("classes", []), axes, path, f"{where}/classes"),
-                row.get("status", PLACEHOLDER),
-                row.get("source"),
-                _cells(row.get("types", []), axes, path, where),
-            )
-    return rows
-
-
-def _classes(value: str | list[str], axes: Axes, path: Path, where: str) -> Classes:
-    if value == "*":
-        return ALL
-    unknown = sorted(set(value) - axes.classes)
-    if unknown:
-        raise HabilitationMatrixError(
-            f"{path}: at {where}: class code(s) {', '.join(unknown)} not in "
-            "JDV_J57-ClassCode-DMP (TRE_A03)"
-        )
-    return frozenset(value)
-
-
-def _cells(items: list[dict], axes: Axes, path: Path, where: str) -> dict[Code, Cell]:
-    cells: dict[Code, Cell] = {}
-    for i, item in enumerate(items):
-        type_code = axes.key(item["system"], item["code"])
-        here = f"{where}/types/{i}"
-        if type_code not in axes.types:
-            raise HabilitationMatrixError(
-                f"{path}: at {here}: the type {item['code']} ({item['system']}) is not in "
-                "JDV_J66-TypeCode-DMP"
-            )
-        if type_code in cells:
-            raise HabilitationMatrixError(f"{path}: at {here}: the type is given twice")
-        cells[type_code] = Cell(
-            item["allowed"], item.get("status", PLACEHOLDER), item.get("source")
-        )
-    return cells
-
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        with path.open(encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise HabilitationMatrixError(f"{path}: {what} file not found") from None
-    except json.JSONDecodeError as exc:
-        raise HabilitationMatrixError(
-            f"{path}: {what} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-    if not isinstance(data, dict):
-        raise HabilitationMatrixError(f"{path}: {what} must be a JSON object")
-    return data

@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from fhir_server.access.habilitation import HabilitationMatrixError, load_matrix
+from fhir_server.access.habilitation import HabilitationMatrixError
+from fhir_server.access.habilitation_loader import load_matrix
 
 
 def add_habilitation_command(subparsers) -> None:

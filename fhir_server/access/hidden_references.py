@@ -68,7 +68,9 @@ def without_hidden(resource: dict, may_read: MayRead) -> dict | None:
     names nothing hidden (serve it as stored)."""
     resource_type = resource.get("resourceType", "")
     naming = NAMING_ELEMENTS.get(resource_type)
-    items = resource.get(naming[0]) if naming else None
+    if naming is None:
+        return None
+    items = resource.get(naming[0])
     if not isinstance(items, list):
         return None
     kept = [item for item in items if not _hidden(resource_type, item, may_read)]
@@ -86,7 +88,9 @@ def with_hidden_kept(new: dict, current: dict, may_read: MayRead) -> dict:
     never shown them, so leaving them out is not removing them."""
     resource_type = current.get("resourceType", "")
     naming = NAMING_ELEMENTS.get(resource_type)
-    items = current.get(naming[0]) if naming else None
+    if naming is None:
+        return new
+    items = current.get(naming[0])
     if not isinstance(items, list) or new.get("resourceType") != resource_type:
         return new
     sent = new.get(naming[0])

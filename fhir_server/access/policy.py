@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fhir_server.access import deletion, initial_consent
-from fhir_server.access.consent import consent_patient_id, interpret_consent
+from fhir_server.access.consent import actor_identifier, consent_patient_id, interpret_consent
 from fhir_server.access.constraints import compartment_of, matches, reference_target
 from fhir_server.access.decision import (
     RECORD_CLOSED_CODE,
@@ -60,6 +60,7 @@ from fhir_server.access.habilitation import ALL, HabilitationMatrix, Readable
 from fhir_server.access.ownership import has_owner, owner_id, subject_patient
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
+from fhir_server.documents import metadata_versions
 from fhir_server.errors import FhirError
 from fhir_server.search.query import (
     And,
@@ -475,7 +476,7 @@ class DmpPolicy:
                     parts.append(_Constraint("R06", _party_of_message((("Patient", patient_id),))))
             case ActorKind.REPRESENTATIVE:
                 parts.append(_Constraint("R14", Not(_labelled(INVISIBLE_PATIENT, document)), True))
-                hidden_node = Not(_labelled(INVISIBLE_REPRESENTANTS_LEGAUX, document))
+                hidden_node: Node = Not(_labelled(INVISIBLE_REPRESENTANTS_LEGAUX, document))
                 parts.append(_Constraint("R07", hidden_node, True))
                 if resource_type == "Communication":
                     refs = (("Patient", patient_id), ("RelatedPerson", requester.subject_id))
@@ -870,7 +871,14 @@ def _labels(resource: dict) -> set[str]:
 
 
 def _only_labels_changed(old: dict, new: dict, codes: set[str]) -> bool:
-    """Whether old and new differ at most by DMP labels in `codes` (and version metadata)."""
+    """Whether old and new differ at most by DMP labels in `codes` (and version metadata).
+    The new entryUUID of a new metadata version is the registry's doing, not a change of
+    the requester's (`documents.metadata_versions`)."""
+    if metadata_versions.is_step(old, new):
+        old, new = (
+            metadata_versions.without_entry_uuids(old),
+            metadata_versions.without_entry_uuids(new),
+        )
     return _strip_labels(old, codes) == _strip_labels(new, codes)
 
 
@@ -930,9 +938,7 @@ def _is_self_permit(provision: object, idnat: str) -> bool:
     if provision.get("purpose"):
         return False
     actors = provision.get("actor") or []
-    return bool(actors) and all(
-        ((a.get("reference") or {}).get("identifier") or {}).get("value") == idnat for a in actors
-    )
+    return bool(actors) and all((actor_identifier(a) or {}).get("value") == idnat for a in actors)
 
 
 def _self_authorization(

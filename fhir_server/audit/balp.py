@@ -429,7 +429,7 @@ def build_refusal_events(
         if patient_id is not None:
             entity_list.append(_patient_entity(patient_id))
         consent_type = _coding(SYSTEM_RESOURCE_TYPES, "Consent", "Consent")
-        whats = [{"reference": r} for r in consent_references] or [
+        whats: list[dict[str, object]] = [{"reference": r} for r in consent_references] or [
             {"identifier": {"system": RULE_SYSTEM, "value": denied_rule}}
         ]
         for what in whats:

@@ -88,8 +88,9 @@ def public_jwks_from_file(path: str | os.PathLike[str], *, pem: bool) -> dict[st
     """A public JWKS from a JWKS JSON file or a PEM public key; private parts refused."""
     raw = Path(path).read_bytes()
     if pem:
-        from joserfc.jwk import import_key
+        from joserfc.jwk import Key, import_key
 
+        key: Key
         try:
             key = import_key(raw, "RSA")
         except (JoseError, ValueError):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import KeySet, KeySetSerialization, RSAKey
 
 TOKEN_KEY_FILE = "token-signing-key.pem"
 TOKEN_ALG = "RS256"
@@ -73,7 +73,7 @@ class SigningKey:
         jwk.update({"kid": self.kid, "alg": self.alg, "use": "sig"})
         return jwk
 
-    def public_jwks(self) -> dict[str, Any]:
+    def public_jwks(self) -> KeySetSerialization:
         """The JWKS document served at /oauth/jwks."""
         return {"keys": [self.public_jwk()]}
 

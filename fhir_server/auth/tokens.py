@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import Key, KeySet
 
 from fhir_server.auth.keys import SigningKey, load_or_create_signing_key
 from fhir_server.auth.scopes import ScopeError, ScopeSet
@@ -373,17 +373,18 @@ class TokenValidator:
             raise AuthenticationError("token has unsupported critical header parameters")
         issuer = payload.get("iss")
         kid = header.get("kid")
-        is_local = self.local_key is not None and issuer == self.local_issuer
-        if is_local and kid in (None, self.local_key.kid):
+        local_key = self.local_key if issuer == self.local_issuer else None
+        key: Key | None
+        if local_key is not None and kid in (None, local_key.kid):
             if header.get("typ") != ACCESS_TOKEN_TYP:
                 raise AuthenticationError("token is not an access token (typ at+jwt)")
-            key = self.local_key.key
+            key = local_key.key
         elif self.jwks is not None and issuer == self.external_issuer:
             typ = str(header.get("typ", ACCESS_TOKEN_TYP)).lower()
             if typ not in (ACCESS_TOKEN_TYP, "application/at+jwt", "jwt"):
                 raise AuthenticationError("token is not an access token")
             key = self.jwks.key_for(kid)
-        elif is_local:
+        elif local_key is not None:
             key = None
         else:
             raise AuthenticationError("token issuer not trusted")

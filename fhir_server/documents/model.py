@@ -3,6 +3,12 @@
 A DMP document is one DocumentReference (the XDS DocumentEntry) and one Binary (its bytes):
 - entryUUID: the `identifier` of system `urn:ietf:rfc:3986` whose value is `urn:uuid:<RFC 4122
   UUID>` (MHD Comprehensive, PDSm4DMP), unique in the registry;
+- metadata versions (XDS Metadata Update, ITI TF-3 4.1.4, ITI-57): each version of the
+  DocumentEntry has its own entryUUID; the earlier versions' entryUUIDs are kept, oldest
+  first, as identifiers of `use` old and system `EARLIER_ENTRY_UUID_SYSTEM` (the DMP profile
+  holds one identifier of system urn:ietf:rfc:3986: the entryUUID of the version). The
+  logicalID is the first version's entryUUID, the version their count plus one
+  (`documents.metadata_versions`, docs/xds-stored-queries.md);
 - uniqueId: `masterIdentifier` (an OID, `OID^extension`, or a `urn:oid:` / `urn:uuid:` URI
   under `urn:ietf:rfc:3986`), naming one content;
 - content: `content[i].attachment`, whose `url` names the Binary and whose `size` and `hash`
@@ -82,6 +88,31 @@ def entry_uuid_identifiers(resource: dict) -> list[tuple[int, dict]]:
         ):
             out.append((position, identifier))
     return out
+
+
+# The identifiers holding the entryUUIDs of a document's earlier metadata versions.
+EARLIER_ENTRY_UUID_SYSTEM = f"{CANONICAL_BASE}/NamingSystem/xds-earlier-entry-uuid"
+EARLIER_VERSION_USE = "old"
+
+
+def earlier_entry_uuids(resource: dict) -> list[str]:
+    """The entryUUIDs of the document's earlier metadata versions, oldest first."""
+    return [
+        str(identifier.get("value"))
+        for identifier in resource.get("identifier") or []
+        if isinstance(identifier, dict) and identifier.get("system") == EARLIER_ENTRY_UUID_SYSTEM
+    ]
+
+
+def logical_id(resource: dict) -> str | None:
+    """DocumentEntry.logicalID: the entryUUID of the document's first version."""
+    earlier = earlier_entry_uuids(resource)
+    return earlier[0] if earlier else entry_uuid(resource)
+
+
+def metadata_version(resource: dict) -> int:
+    """DocumentEntry.version: 1 for a deposit, one more for each metadata update."""
+    return 1 + len(earlier_entry_uuids(resource))
 
 
 def entry_uuid(resource: dict) -> str | None:

@@ -35,17 +35,17 @@ import orjson
 
 from fhir_server.access.constraints import reference_target
 from fhir_server.access.requester import ActorKind, Requester
-from fhir_server.documents import model, rules
+from fhir_server.documents import metadata_versions, model, rules
 from fhir_server.errors import FhirError, Issue
-from fhir_server.mhd.errors import (
+from fhir_server.mhd.errors import xds_issue
+from fhir_server.search.query import SearchQuery, TokenTest
+from fhir_server.service import unique_ids
+from ihe_xds.errors import (
     XDS_PATIENT_ID_DOES_NOT_MATCH,
     XDS_REGISTRY_DEPRECATED_DOCUMENT_ERROR,
     XDS_REGISTRY_METADATA_ERROR,
     XDS_REPLACE_FAILED,
-    xds_issue,
 )
-from fhir_server.search.query import SearchQuery, TokenTest
-from fhir_server.service import unique_ids
 
 # The ids of the stored DocumentReferences the transaction being written supersedes (a PUT
 # with status superseded): a `replaces` is accepted only together with its supersede.
@@ -116,7 +116,11 @@ class DocumentRules:
         if old is not None:
             had = {i.expression for i in rules.metadata_issues(old, self.profiles)}
             issues = [i for i in issues if i.expression not in had]
-            return issues + rules.update_issues(document, old)
+            issues += rules.update_issues(document, old)
+            if metadata_versions.is_step(old, document):
+                issues += self.entry_uuid_issues(tx, document, document_id)
+            return issues
+        issues += rules.first_version_issues(document)
         issues += rules.content_issues(document, lambda binary_id: self._bytes(tx, binary_id))
         issues += self.entry_uuid_issues(tx, document, document_id)
         issues += self.relations_issues(tx, requester, document)
@@ -172,13 +176,18 @@ class DocumentRules:
         return None if binary is None else model.decode(binary.get("data"))
 
     def entry_uuid_issues(self, tx: Any, document: dict, document_id: str) -> list[Issue]:
-        """ITI TF-3 4.1.12.1: an entryUUID names one object of the registry."""
+        """ITI TF-3 4.1.12.1: an entryUUID names one object of the registry, an earlier
+        metadata version of a document included."""
         value = model.entry_uuid(document)
         if value is None:
             return []
         search = self.service._searcher(tx)
-        for resource_type in ("DocumentReference", "List"):
-            test = TokenTest("identifier", model.SYSTEM_RFC3986, value)
+        for resource_type, system in (
+            ("DocumentReference", model.SYSTEM_RFC3986),
+            ("DocumentReference", model.EARLIER_ENTRY_UUID_SYSTEM),
+            ("List", model.SYSTEM_RFC3986),
+        ):
+            test = TokenTest("identifier", system, value)
             page = search(SearchQuery(resource_type, where=test, count=2))
             if any(row[1] != document_id for row in page.rows):
                 position = next(p for p, _ in model.entry_uuid_identifiers(document))
@@ -240,7 +249,12 @@ class DocumentRules:
             replaces = code == "replaces"
             old = self.find_target(tx, requester, target)
             problem = relation_problem(old, patient, replaces=replaces)
-            if problem is None and replaces and old["id"] not in _superseding.get():
+            if (
+                problem is None
+                and replaces
+                and old is not None
+                and old["id"] not in _superseding.get()
+            ):
                 problem = NOT_SUPERSEDED
             if problem is not None:
                 issues.append(relation_issue(problem, where, old, replaces=replaces))

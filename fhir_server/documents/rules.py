@@ -1,5 +1,5 @@
 """The document rules that need no store: each returns OperationOutcome issues carrying the
-XDS error code of the problem (`mhd.errors`), their expressions relative to the resource
+XDS error code of the problem (`ihe_xds.errors`), their expressions relative to the resource
 (`DocumentReference.…`); the caller puts them at a Bundle entry when there is one.
 
 Which rules run never depends on `meta.profile` nor on the canonical a Bundle claims: a
@@ -12,14 +12,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from fhir_server.documents import model
+from fhir_server.documents import metadata_versions, model
 from fhir_server.errors import Issue
-from fhir_server.mhd.errors import (
-    XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
+from fhir_server.mhd.errors import xds_issue
+from ihe_xds.errors import (
     XDS_ERROR_SYSTEM,
     XDS_MISSING_DOCUMENT,
+    XDS_REPOSITORY_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
     XDS_REPOSITORY_METADATA_ERROR,
-    xds_issue,
 )
 
 DOC = "DocumentReference"
@@ -29,8 +29,8 @@ DOC = "DocumentReference"
 # which are made at deposit (a relation added by an update would skip the supersede of what
 # it replaces, and one removed would hide a replacement). The rest of the metadata may change
 # (status, securityLabel, extensions, codes, dates), still within the DMP profile.
+# The entryUUID changes only by the step to a new metadata version (`metadata_versions`).
 LOCKED_ON_UPDATE: tuple[tuple[str, Callable[[dict], Any]], ...] = (
-    ("DocumentReference.identifier", model.entry_uuid),
     ("DocumentReference.masterIdentifier", lambda d: d.get("masterIdentifier")),
     ("DocumentReference.subject", lambda d: d.get("subject")),
     ("DocumentReference.relatesTo", lambda d: d.get("relatesTo") or []),
@@ -239,9 +239,28 @@ def content_issues(document: dict, content_of: Callable[[str], bytes | None]) ->
     return issues
 
 
+def first_version_issues(document: dict) -> list[Issue]:
+    """A deposit is the first metadata version: it names no earlier one (ITI TF-2b
+    3.57.4.1.3.1: versions after the first are made by a metadata update only)."""
+    earlier = model.earlier_entry_uuids(document)
+    if not earlier:
+        return []
+    return [
+        xds_issue(
+            XDS_REPOSITORY_METADATA_ERROR,
+            f"a deposited document is version 1 of its DocumentEntry: an identifier with use "
+            f"'{model.EARLIER_VERSION_USE}' (an earlier version's entryUUID, {earlier[0]}) is "
+            "made by the registry on a metadata update, not deposited",
+            f"{DOC}.identifier",
+        )
+    ]
+
+
 def update_issues(new: dict, old: dict) -> list[Issue]:
     """What an update of a stored document may not change (`LOCKED_ON_UPDATE`)."""
     paths = [path for path, read in LOCKED_ON_UPDATE if read(new) != read(old)]
+    if not (metadata_versions.same_version(old, new) or metadata_versions.is_step(old, new)):
+        paths.insert(0, "DocumentReference.identifier")
     if "DocumentReference.content" not in paths:
         for (position, attachment), (_, before) in zip(
             model.attachments(new), model.attachments(old), strict=True
@@ -286,7 +305,7 @@ def message_issues(documents: list[tuple[str, dict]]) -> list[Issue]:
             if unique in unique_ids:
                 issues.append(
                     xds_issue(
-                        XDS_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
+                        XDS_REPOSITORY_DUPLICATE_UNIQUE_ID_IN_MESSAGE,
                         f"{where}: masterIdentifier {unique} is also the one of "
                         f"{unique_ids[unique]}",
                         f"{where}.resource.masterIdentifier",

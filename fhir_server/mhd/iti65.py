@@ -53,7 +53,9 @@ from fhir_server.documents import model, rules
 from fhir_server.documents.model import assign_entry_uuid, replaced_targets, sha1_base64
 from fhir_server.documents.registry import relation_issue, relation_problem
 from fhir_server.errors import FhirError, Issue
-from fhir_server.mhd.errors import (
+from fhir_server.mhd.errors import xds_issue
+from fhir_server.terminology import PDSM_PROFILE_BASE, SYSTEM_MHD_LIST_TYPES
+from ihe_xds.errors import (
     XDS_MISSING_DOCUMENT,
     XDS_MISSING_DOCUMENT_METADATA,
     XDS_NON_IDENTICAL_HASH,
@@ -61,19 +63,16 @@ from fhir_server.mhd.errors import (
     XDS_REPLACE_FAILED,
     XDS_REPOSITORY_METADATA_ERROR,
     XDS_UNKNOWN_PATIENT_ID,
-    xds_issue,
 )
-from fhir_server.terminology import SYSTEM_MHD_LIST_TYPES
 
 _MHD = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/"
-_PDSM = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
 PROVIDE_BUNDLE_PROFILES = frozenset(
     {
         _MHD + "IHE.MHD.Minimal.ProvideBundle",
         _MHD + "IHE.MHD.Comprehensive.ProvideBundle",
         _MHD + "IHE.MHD.UnContained.Comprehensive.ProvideBundle",
-        _PDSM + "pdsm-comprehensive-provide-document-bundle",
-        _PDSM + "pdsm-simplified-provide-document-bundle",
+        PDSM_PROFILE_BASE + "pdsm-comprehensive-provide-document-bundle",
+        PDSM_PROFILE_BASE + "pdsm-simplified-provide-document-bundle",
     }
 )
 FOLDED = "FOLDED"  # Entry.method of a PATCH folded into a supersede PUT

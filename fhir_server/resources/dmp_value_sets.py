@@ -25,12 +25,14 @@ from functools import cache
 
 from fhir_server.errors import Issue
 from fhir_server.resources.profiles import ProfileRegistry, ValueSetExpansion, default_registry
+from fhir_server.terminology import NOS_BASE
 
-_NOS = "https://mos.esante.gouv.fr/NOS/"
-J58_URL = f"{_NOS}JDV_J58-ConfidentialityCode-DMP/FHIR/JDV-J58-ConfidentialityCode-DMP"
-J57_URL = f"{_NOS}JDV_J57-ClassCode-DMP/FHIR/JDV-J57-ClassCode-DMP"
-J66_URL = f"{_NOS}JDV_J66-TypeCode-DMP/FHIR/JDV-J66-TypeCode-DMP"
-X16_URL = f"{_NOS}ASS_X16-CorrespondanceType-Classe-DMP/FHIR/ASS-X16-CorrespondanceType-Classe-DMP"
+J58_URL = f"{NOS_BASE}JDV_J58-ConfidentialityCode-DMP/FHIR/JDV-J58-ConfidentialityCode-DMP"
+J57_URL = f"{NOS_BASE}JDV_J57-ClassCode-DMP/FHIR/JDV-J57-ClassCode-DMP"
+J66_URL = f"{NOS_BASE}JDV_J66-TypeCode-DMP/FHIR/JDV-J66-TypeCode-DMP"
+X16_URL = (
+    f"{NOS_BASE}ASS_X16-CorrespondanceType-Classe-DMP/FHIR/ASS-X16-CorrespondanceType-Classe-DMP"
+)
 J58, J57, J66, X16 = (
     "JDV_J58-ConfidentialityCode-DMP",
     "JDV_J57-ClassCode-DMP",

@@ -34,4 +34,4 @@ def nir_key_error(nir: str) -> str | None:
 
 def is_ins_system(system: str | None) -> bool:
     """Whether an Identifier.system (urn:oid:...) names one of the INS assigning authorities."""
-    return bool(system) and system.removeprefix("urn:oid:") in INS_OIDS
+    return system is not None and system.removeprefix("urn:oid:") in INS_OIDS

@@ -171,6 +171,11 @@ def labels_of(resource: dict, *, meta: bool = True) -> dict[Label, dict]:
     return found
 
 
+def changes_labels(old: dict, new: dict) -> bool:
+    """Whether the label sets of `old` and `new` differ (a new metadata version)."""
+    return set(labels_of(old)) != set(labels_of(new))
+
+
 def merge_labels(old: dict, candidate: dict) -> dict:
     """`candidate` with its labels merged with `old`'s (see the module's rules)."""
     result = copy.deepcopy(candidate)
@@ -239,4 +244,4 @@ def _drop_meta_labels(resource: dict, removed: set[Label]) -> None:
         del meta["security"]
 
 
-__all__ = ["MUTABLE", "labels_of", "merge_labels", "settle"]
+__all__ = ["MUTABLE", "changes_labels", "labels_of", "merge_labels", "settle"]

@@ -3,12 +3,13 @@
 Reads never come back here: the store returns the bytes it stored after validation. The
 models check structure, data types and required elements; they do not check the codes of
 required bindings, so the few status-like codes the server relies on are checked here
-(profiles in `resources/profiles.py` add the DMP constraints).
+(`resources.served` lists them with the served types; profiles in `resources/profiles.py`
+add the DMP constraints).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache, lru_cache
@@ -22,52 +23,7 @@ from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
 from fhir_server.errors import FhirError, Issue
-
-SERVED_TYPES: tuple[str, ...] = (
-    "Patient",
-    "RelatedPerson",
-    "DocumentReference",
-    "Binary",
-    "List",
-    "Consent",
-    "AuditEvent",
-    "Communication",
-)
-
-# Required bindings (FHIR R4) of the codes the server acts on. Path -> allowed codes.
-REQUIRED_CODES: Mapping[str, Mapping[str, frozenset[str]]] = {
-    "Patient": {"gender": frozenset({"male", "female", "other", "unknown"})},
-    "RelatedPerson": {"gender": frozenset({"male", "female", "other", "unknown"})},
-    "DocumentReference": {
-        "status": frozenset({"current", "superseded", "entered-in-error"}),
-        "docStatus": frozenset({"preliminary", "final", "amended", "entered-in-error"}),
-    },
-    "List": {
-        "status": frozenset({"current", "retired", "entered-in-error"}),
-        "mode": frozenset({"working", "snapshot", "changes"}),
-    },
-    "Consent": {
-        "status": frozenset(
-            {"draft", "proposed", "active", "rejected", "inactive", "entered-in-error"}
-        ),
-    },
-    "Communication": {
-        "status": frozenset(
-            {
-                "preparation",
-                "in-progress",
-                "not-done",
-                "on-hold",
-                "stopped",
-                "completed",
-                "entered-in-error",
-                "unknown",
-            }
-        ),
-    },
-    "AuditEvent": {"action": frozenset({"C", "R", "U", "D", "E"})},
-}
-
+from fhir_server.resources.served import REQUIRED_CODES, SERVED_TYPES
 
 # fhir_core resolves the model of every contained resource with pydantic's import_string,
 # uncached, on each validation (an import attempt that fails, then a getattr): 0.45 ms per
@@ -191,7 +147,9 @@ class ElementMemo:
 
 
 ELEMENT_MEMO = ElementMemo()
-_validate_element = fhir_core.types.FhirBase.fhir_model_validator.__func__
+# The function under the classmethod: mypy types a classmethod read on its class as a plain
+# callable, without the `__func__` every bound method has.
+_validate_element = fhir_core.types.FhirBase.fhir_model_validator.__func__  # type: ignore[attr-defined]
 
 
 def _memoized_element_validator(cls: Any, value: Any, model_klass: type) -> Any:
@@ -200,7 +158,10 @@ def _memoized_element_validator(cls: Any, value: Any, model_klass: type) -> Any:
 
 # Every complex element (contained resources included) is validated through this
 # classmethod, looked up on the class at each call.
-fhir_core.types.FhirBase.fhir_model_validator = classmethod(_memoized_element_validator)
+# Replacing a method is what mypy forbids by default, and this line does it on purpose.
+fhir_core.types.FhirBase.fhir_model_validator = classmethod(  # type: ignore[method-assign, assignment]
+    _memoized_element_validator
+)
 
 
 @cache

@@ -278,7 +278,7 @@ class NormalForm:
             _labels_in_security_label(node, _A07)
             _masking_labels_first(node, _A07)
 
-    def _one(self, node: dict, where: str, key: str | None) -> Iterator[tuple[str, str]]:
+    def _one(self, node: dict, where: _Where, key: str | None) -> Iterator[tuple[str, str]]:
         reference = node.get("reference")
         if isinstance(reference, str):
             node["reference"] = self.local_reference(reference)
@@ -346,7 +346,7 @@ class NormalForm:
             for c in codings
         )
 
-    def _value_of(self, node: dict, spec: SystemSpec, where: str) -> Iterator[tuple[str, str]]:
+    def _value_of(self, node: dict, spec: SystemSpec, where: _Where) -> Iterator[tuple[str, str]]:
         """The code of a coding of a closed system, or the value of an identifier."""
         code = node.get("code")
         if spec.codes is not None and isinstance(code, str) and code not in spec.codes:
@@ -360,7 +360,7 @@ class NormalForm:
             if problem:
                 yield f"{where}.value", problem
 
-    def _extension(self, node: dict, where: str) -> Iterator[tuple[str, str]]:
+    def _extension(self, node: dict, where: _Where) -> Iterator[tuple[str, str]]:
         url = node["url"]
         missed = self.aliases.extension_near_miss(url)
         if missed is not None:

@@ -165,7 +165,7 @@ def _absent_extension_value(resource: dict, operation: dict) -> dict:
         return operation
     match = _URL_SELECTOR.match(path)
     value = _VALUE_ELEMENT.match(match.group(2)) if match else None
-    if value is None or "value" not in operation:
+    if match is None or value is None or "value" not in operation:
         return operation
     url = match.group(1)
     extensions = resource.get("extension")
@@ -374,8 +374,8 @@ _TOKEN = re.compile(
 
 
 def _evaluate(resource: dict, path: str, where: str) -> list[_Node]:
-    root = resource.get("resourceType")
-    if not path.startswith(str(root)):
+    root = str(resource.get("resourceType"))
+    if not path.startswith(root):
         raise bad_request(
             f"{where}: path '{path}' does not start with the resource type {root}", where
         )

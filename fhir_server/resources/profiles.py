@@ -52,6 +52,7 @@ from fhir_server.resources.normal_form import ALIASES_FILE, AliasTable, default_
 from fhir_server.resources.nos import read_official
 from fhir_server.terminology import (
     CANONICAL_BASE,
+    PDSM_PROFILE_BASE,
     SYSTEM_MHD_LIST_TYPES,
     SYSTEM_V3_CONFIDENTIALITY,
 )
@@ -68,10 +69,9 @@ DEFAULT_PROFILES: dict[str, tuple[str, ...]] = {
     "Consent": (DMP_CONSENT,),
 }
 
-_PDSM = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
 CLAIM_ALIASES: dict[str, str] = {
-    _PDSM + "pdsm-comprehensive-document-reference": DMP_DOCUMENT_REFERENCE,
-    _PDSM + "pdsm-submissionset-comprehensive": DMP_SUBMISSION_SET,
+    PDSM_PROFILE_BASE + "pdsm-comprehensive-document-reference": DMP_DOCUMENT_REFERENCE,
+    PDSM_PROFILE_BASE + "pdsm-submissionset-comprehensive": DMP_SUBMISSION_SET,
 }
 
 PROFILES_DIR = profiles_dir()
@@ -344,8 +344,8 @@ class RequiredBinding(Check):
             return True  # a wrong shape is the model's business
         aliases, pairs = self.aliases, self.value_set.pairs
         for coding in codings:
-            system = coding.get("system")
-            if (aliases.get(system, system), coding.get("code")) in pairs:
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and (aliases.get(system, system), code) in pairs:
                 return True
         return False
 
@@ -536,7 +536,7 @@ def _fhirpath_invariant(expression: str) -> InvariantFn:
     compiled = fhirpathpy.compile(expression)
 
     def run(value: Any, expr: str, root: dict) -> Iterator[tuple[str, str]]:
-        if compiled(value) == [False]:
+        if compiled(value, {}) == [False]:
             yield expr, f"{expression} is not true"
 
     return run
@@ -625,6 +625,16 @@ def _split_id(element_id: str) -> list[tuple[str, str | None]]:
     return parts
 
 
+def _matching(expected: Any) -> Callable[[Any], bool]:
+    """A slice test on the item itself (discriminator path `$this`)."""
+    return lambda item: matches_pattern(item, expected)
+
+
+def _child_matching(path: str, expected: Any) -> Callable[[Any], bool]:
+    """A slice test on the item's child `path`."""
+    return lambda item: isinstance(item, dict) and matches_pattern(item.get(path), expected)
+
+
 class _Compiler:
     def __init__(self, sd: dict, value_sets: dict[str, ValueSetExpansion], aliases: dict[str, str]):
         self.sd = sd
@@ -655,7 +665,7 @@ class _Compiler:
                     has, expected = _value_of(slice_element, "pattern")
                 if not has:
                     raise ValueError(f"{self.sd['url']}: {slice_id} has no value to match")
-                tests.append(lambda item, e=expected: matches_pattern(item, e))
+                tests.append(_matching(expected))
                 continue
             child = self.elements.get(f"{slice_id}.{path}")
             has, expected = _value_of(child or {}, "fixed")
@@ -670,11 +680,7 @@ class _Compiler:
                 has, expected = bool(profiles), (profiles[0] if profiles else None)
             if not has:
                 raise ValueError(f"{self.sd['url']}: {slice_id} gives no value for {path}")
-            tests.append(
-                lambda item, p=path, e=expected: (
-                    isinstance(item, dict) and matches_pattern(item.get(p), e)
-                )
-            )
+            tests.append(_child_matching(path, expected))
         return lambda item: all(test(item) for test in tests)
 
     def steps(self, element_id: str) -> tuple[Step, ...]:
@@ -877,7 +883,7 @@ class ProfileRegistry:
         resources += read_official(terminology)
         by_type: dict[str, list[dict]] = {"CodeSystem": [], "ValueSet": [], "ConceptMap": []}
         for resource in resources:
-            by_type.get(resource.get("resourceType"), []).append(resource)
+            by_type.get(resource.get("resourceType", ""), []).append(resource)
         return cls(
             sds,
             by_type["CodeSystem"],
@@ -908,7 +914,7 @@ class ProfileRegistry:
 
     def profiles_for(self, resource: dict, *, deposit: bool = False) -> list[str]:
         """Every profile a write of `resource` must satisfy (see the module docstring)."""
-        resource_type = resource.get("resourceType")
+        resource_type = resource.get("resourceType", "")
         urls = self.default_profiles(resource_type) + self.claimed_profiles(resource)
         if resource_type == "DocumentReference" and deposit:
             urls.append(DMP_DOCUMENT_REFERENCE)

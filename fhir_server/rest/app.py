@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from fhir_server.access.requester import Requester
@@ -68,7 +68,7 @@ class Runtime:
     bundles: BundleProcessor
     base_url: str
     capability: bytes
-    authenticate: Callable[[object], Requester]
+    authenticate: Callable[[Request], Requester]
 
 
 def create_app(
@@ -231,7 +231,7 @@ def _install_error_handlers(app: Flask) -> None:
             413: "too-costly",
             415: "not-supported",
         }.get(exc.code or 500, "processing")
-        messages = {
+        messages: dict[int | None, str] = {
             404: f"no FHIR endpoint at {request.path}",
             405: f"{request.method} is not supported on {request.path}",
             413: f"the request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes",

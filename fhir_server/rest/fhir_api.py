@@ -1,7 +1,8 @@
 """The FHIR RESTful API (http.html): interactions mapped onto the service.
 
-Each view reads the HTTP request into service arguments and the service's answer into an
-HTTP response; nothing here decides who may see what.
+Each view reads the HTTP request into an `Interaction` (`service.interaction`), has the one
+dispatcher perform it (`service.dispatch`, which performs Bundle entries too), and renders
+its `Answer` as an HTTP response; nothing here decides who may see what.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from fhir_server.rest.formats import negotiate, parse_body, render, wants_fhir
 from fhir_server.rest.summary import summarize
 from fhir_server.search.parameters import is_whole_number
 from fhir_server.service import versions
+from fhir_server.service.interaction import Answer, Interaction, Kind
+from fhir_server.service.patch import MetadataUpdates
 from fhir_server.store.base import StoredResource
 
 api = Blueprint("fhir", __name__)
@@ -28,6 +31,11 @@ _RESULT_PARAMS = ("_format", "_pretty", "_cursor")
 
 def runtime():
     return current_app.extensions["fhir"]
+
+
+def _perform(interaction: Interaction) -> Answer:
+    """The interaction performed for the request's requester by the one dispatcher."""
+    return runtime().bundles.dispatcher.perform(g.requester, interaction)
 
 
 def _arg(name: str) -> str | None:
@@ -78,7 +86,9 @@ def _lenient() -> bool:
     return "handling=lenient" in request.headers.get("Prefer", "").replace(" ", "")
 
 
-def _write_response(stored: StoredResource, status: int) -> Response:
+def _write_response(answer: Answer) -> Response:
+    stored, status = answer.stored, answer.status
+    assert stored is not None
     headers = _resource_headers(stored, location=True)
     mode = _prefer_return()
     if mode == "minimal":
@@ -114,7 +124,7 @@ def _binary_from_raw() -> dict:
     """Binary raw content in (http.html#binary): the bytes become a Binary resource."""
     data = request.get_data(cache=False)
     content_type = request.content_type or "application/octet-stream"
-    resource = {
+    resource: dict[str, object] = {
         "resourceType": "Binary",
         "contentType": content_type,
         "data": base64.b64encode(data).decode(),
@@ -192,45 +202,36 @@ def validate_instance(resource_type: str, resource_id: str):
 
 @api.post("/<resource_type>")
 def create(resource_type: str):
-    rt = runtime()
+    """A create; a DocumentReference's (ITI-105 Simplified Publish, any POST of a document)
+    is the registry's transaction (`documents.publish`), chosen by the dispatcher."""
     resource = _body_resource(resource_type)
     condition = request.headers.get("If-None-Exist")
-    if resource_type == "DocumentReference" and resource.get("resourceType") == resource_type:
-        # ITI-105 Simplified Publish, and any POST of a document: the registry's transaction
-        # (`documents.publish`), which makes the Binary of inline data and supersedes what
-        # the document replaces, atomically.
-        if condition is not None:
-            _criteria(condition)  # refuses an empty one
-            condition = condition.lstrip("?").split("?", 1)[-1]
-        result = rt.bundles.publish(g.requester, resource, condition)
-        return _write_response(result.stored, 201 if result.created else 200)
-    criteria = _criteria(condition) if condition is not None else None
-    result = rt.service.create(g.requester, resource_type, resource, if_none_exist=criteria)
-    if not result.created:
-        return _write_response(result.stored, 200)
-    return _write_response(result.stored, 201)
+    criteria = tuple(_criteria(condition)) if condition is not None else None
+    answer = _perform(
+        Interaction(Kind.CREATE, resource_type, body=resource, if_none_exist=criteria)
+    )
+    return _write_response(answer)
 
 
 @api.put("/<resource_type>")
 def conditional_update(resource_type: str):
-    rt = runtime()
     criteria = _search_params()
     if not criteria:
         raise bad_request("a conditional update needs search criteria", "url")
-    result = rt.service.conditional_update(
-        g.requester, resource_type, criteria, _body_resource(resource_type)
+    body = _body_resource(resource_type)
+    return _write_response(
+        _perform(Interaction(Kind.UPDATE, resource_type, criteria=tuple(criteria), body=body))
     )
-    return _write_response(result.stored, 201 if result.created else 200)
 
 
 @api.delete("/<resource_type>")
 def conditional_delete(resource_type: str):
-    rt = runtime()
     criteria = _search_params()
     if not criteria:
         raise bad_request("a conditional delete needs search criteria", "url")
-    rt.service.conditional_delete(g.requester, resource_type, criteria)
-    return Response(status=204)
+    return _delete_response(
+        _perform(Interaction(Kind.DELETE, resource_type, criteria=tuple(criteria)))
+    )
 
 
 @api.get("/<resource_type>/_history")
@@ -243,19 +244,21 @@ def type_history(resource_type: str):
 
 @api.get("/<resource_type>/<resource_id>")
 def read(resource_type: str, resource_id: str):
-    stored = runtime().service.read(g.requester, resource_type, resource_id)
-    return _read_response(stored)
+    return _read_response(_perform(Interaction(Kind.READ, resource_type, resource_id)))
 
 
 @api.get("/<resource_type>/<resource_id>/_history/<version>")
 def vread(resource_type: str, resource_id: str, version: str):
     if not is_whole_number(version):
         raise bad_request(f"'{version}' is not a version number", "vid")
-    stored = runtime().service.vread(g.requester, resource_type, resource_id, int(version))
-    return _read_response(stored)
+    return _read_response(
+        _perform(Interaction(Kind.VREAD, resource_type, resource_id, version=int(version)))
+    )
 
 
-def _read_response(stored: StoredResource) -> Response:
+def _read_response(answer: Answer) -> Response:
+    stored = answer.stored
+    assert stored is not None
     headers = _resource_headers(stored)
     if stored.resource_type == "Binary" and not wants_fhir(
         _arg("_format"), request.headers.get("Accept")
@@ -276,32 +279,37 @@ def _read_response(stored: StoredResource) -> Response:
 
 @api.put("/<resource_type>/<resource_id>")
 def update(resource_type: str, resource_id: str):
-    rt = runtime()
     resource = _body_resource(resource_type)
     if resource_type == "Binary" and "id" not in resource:
-        resource["id"] = resource_id
-    result = rt.service.update(
-        g.requester, resource_type, resource_id, resource, if_match=_if_match()
+        resource["id"] = resource_id  # raw Binary content names no id (http.html#binary)
+    answer = _perform(
+        Interaction(Kind.UPDATE, resource_type, resource_id, body=resource, if_match=_if_match())
     )
-    return _write_response(result.stored, 201 if result.created else 200)
+    return _write_response(answer)
 
 
 @api.delete("/<resource_type>/<resource_id>")
 def delete(resource_type: str, resource_id: str):
-    stored = runtime().service.delete(g.requester, resource_type, resource_id)
+    return _delete_response(_perform(Interaction(Kind.DELETE, resource_type, resource_id)))
+
+
+def _delete_response(answer: Answer) -> Response:
+    """204; the ETag of the deletion's version when something was deleted."""
+    stored = answer.stored
     headers = {"ETag": versions.etag(stored.version)} if stored else {}
-    return Response(status=204, headers=headers)
+    return Response(status=answer.status, headers=headers)
 
 
 @api.route("/<resource_type>/<resource_id>", methods=["PATCH"])
 def patch(resource_type: str, resource_id: str):
     """PATCH (http.html#patch): a DocumentReference's metadata update (`service.patch`)."""
-    updates = _metadata_updates()
-    updates.check_type(resource_type)  # before the body is read: 405 for any other type
-    result = updates.patch(
-        g.requester, resource_type, resource_id, _patch_body(), if_match=_if_match()
+    MetadataUpdates.check_type(resource_type)  # before the body is read: 405 for any other type
+    answer = _perform(
+        Interaction(
+            Kind.PATCH, resource_type, resource_id, patch=_patch_body(), if_match=_if_match()
+        )
     )
-    return _write_response(result.stored, 200)
+    return _write_response(answer)
 
 
 @api.route("/<resource_type>", methods=["PATCH"])
@@ -309,18 +317,17 @@ def conditional_patch(resource_type: str):
     criteria = _search_params()
     if not criteria:
         raise bad_request("a conditional patch needs search criteria", "url")
-    updates = _metadata_updates()
-    updates.check_type(resource_type)
-    result = updates.conditional_patch(
-        g.requester, resource_type, criteria, _patch_body(), if_match=_if_match()
+    MetadataUpdates.check_type(resource_type)
+    answer = _perform(
+        Interaction(
+            Kind.PATCH,
+            resource_type,
+            criteria=tuple(criteria),
+            patch=_patch_body(),
+            if_match=_if_match(),
+        )
     )
-    return _write_response(result.stored, 200)
-
-
-def _metadata_updates():
-    from fhir_server.service.patch import MetadataUpdates
-
-    return MetadataUpdates(runtime().service)
+    return _write_response(answer)
 
 
 def _patch_body():
@@ -423,10 +430,15 @@ def _criteria(query: str) -> list[tuple[str, str]]:
 def _search(resource_type: str | None, path: str) -> Response:
     rt = runtime()
     params = _search_params()
-    cursor = request.args.get("_cursor")
-    result = rt.service.search(
-        g.requester, resource_type, params, lenient=_lenient(), cursor=cursor
-    )
+    result = _perform(
+        Interaction(
+            Kind.SEARCH,
+            resource_type,
+            criteria=tuple(params),
+            lenient=_lenient(),
+            cursor=request.args.get("_cursor"),
+        )
+    ).search
     summary = dict(params).get("_summary")
     elements = dict(params).get("_elements")
     transform = None
@@ -454,14 +466,16 @@ def _history(resource_type: str | None, resource_id: str | None, path: str) -> R
     if not is_whole_number(count):
         raise bad_request(f"_count '{count}' is not a whole number", "_count")
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in _RESULT_PARAMS]
-    page = rt.service.history(
-        g.requester,
-        resource_type,
-        resource_id,
-        since=versions.parse_instant(since) if since else None,
-        count=int(count),
-        cursor=request.args.get("_cursor"),
-    )
+    page = _perform(
+        Interaction(
+            Kind.HISTORY,
+            resource_type,
+            resource_id,
+            since=versions.parse_instant(since) if since else None,
+            count=int(count),
+            cursor=request.args.get("_cursor"),
+        )
+    ).history
     bundle = bundle_views.history(
         page, base=rt.base_url, path=path, params=params, now_us=versions.now_us()
     )

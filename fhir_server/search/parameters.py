@@ -373,10 +373,10 @@ class _SearchParser:
         if kind == "reference":
             return self.reference(definition, modifier, raw, key)
         if kind == "uri":
-            match = {"above": UriMatch.ABOVE, "below": UriMatch.BELOW}.get(
+            uri_match = {"above": UriMatch.ABOVE, "below": UriMatch.BELOW}.get(
                 modifier or "", UriMatch.EQ
             )
-            return UriTest(definition.code, unescape(raw), match)
+            return UriTest(definition.code, unescape(raw), uri_match)
         if kind == "composite":
             parts = [unescape(p) for p in split_escaped(raw, "$")]
             expected = len(definition.component_extractors)

@@ -1,7 +1,8 @@
 """The SearchParameters the server supports, per served resource type.
 
 Loaded once at start-up from profiles/search-parameters/*.json (the official R4 definitions
-plus ours) and profiles/compartmentdefinition-patient.json. Everything else that deals with
+plus ours), for the types `resources.served` lists, whose compartments it also gives (the
+patient CompartmentDefinition's parameters). Everything else that deals with
 search parameters (query parsing, extraction, the CapabilityStatement, the engines' index
 creation) asks this registry, so a parameter exists everywhere or nowhere.
 
@@ -18,18 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fhir_server.search.extract import Extractor, build_extractor
+from fhir_server.resources import served
+from fhir_server.resources.served import SERVED_TYPES
+from fhir_server.search.fhirpath import Extractor, build_extractor
 
-SERVED_TYPES: tuple[str, ...] = (
-    "Patient",
-    "RelatedPerson",
-    "DocumentReference",
-    "Binary",
-    "List",
-    "Consent",
-    "AuditEvent",
-    "Communication",
-)
 RESOURCE_LEVEL = ("Resource", "DomainResource")
 PARAM_TYPES = frozenset(
     {"token", "string", "date", "reference", "uri", "number", "quantity", "composite", "special"}
@@ -93,11 +86,9 @@ class SearchRegistry:
         self,
         definitions: dict[str, dict[str, SearchParamDef]],
         resources: list[dict],
-        compartment: dict[str, tuple[str, ...]],
     ) -> None:
         self._by_type = definitions
         self._resources = resources
-        self._compartment = compartment
 
     @classmethod
     def load(cls, profiles_dir: Path) -> SearchRegistry:
@@ -117,14 +108,7 @@ class SearchRegistry:
         for resource in resources.values():
             if _add_definition(by_type, resource):
                 kept.append(resource)
-        compartment: dict[str, tuple[str, ...]] = {}
-        compartment_path = Path(profiles_dir) / "compartmentdefinition-patient.json"
-        if compartment_path.exists():
-            definition = json.loads(compartment_path.read_text(encoding="utf-8"))
-            for entry in definition.get("resource", []):
-                if entry.get("code") in SERVED_TYPES:
-                    compartment[entry["code"]] = tuple(entry.get("param", ()))
-        return cls(by_type, kept, compartment)
+        return cls(by_type, kept)
 
     def get(self, resource_type: str | None, code: str) -> SearchParamDef | None:
         """The parameter `code` for `resource_type` (None: the Resource-level parameters)."""
@@ -145,7 +129,7 @@ class SearchRegistry:
 
     def compartment_params(self, resource_type: str) -> tuple[str, ...]:
         """Parameters placing a `resource_type` resource in a Patient compartment."""
-        return self._compartment.get(resource_type, ())
+        return served.compartment_params(resource_type)
 
 
 def _search_parameters(data: dict) -> list[dict]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from dataclasses import dataclass, replace
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -31,12 +31,22 @@ from fhir_server.errors import FhirError, Issue, bad_request, error
 from fhir_server.mhd.errors import with_xds_code
 from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
 from fhir_server.resources.json_values import copy_json
-from fhir_server.resources.patch import patch_body_of_resource
 from fhir_server.search.extract import PreparedEntries, prepare
-from fhir_server.service import ownership, patch, versions
-from fhir_server.service.core import Condition, FhirService, Replay, WriteResult, require_type
-from fhir_server.service.prepared import PreparedEvents, PreparedWrite
+from fhir_server.service import ownership, versions
+from fhir_server.service.core import (
+    Condition,
+    FhirService,
+    SearchResult,
+    WriteResult,
+    require_type,
+)
+from fhir_server.service.dispatch import Dispatcher, Within
+from fhir_server.service.interaction import Answer, Interaction, Kind, from_entry
+from fhir_server.service.prepared import PreparedEvents
 from fhir_server.store.base import StoredResource
+
+# Parameters that shape a REST search response, not the search (`rest.fhir_api`).
+_RESULT_PARAMS = ("_format", "_pretty")
 
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3, FOLDED: 2}
 
@@ -55,10 +65,14 @@ class Entry:
     prepared: PreparedEntries | None = None
     # A transaction's conditional create: its criteria, re-checked in the write transaction.
     condition: Condition | None = None
+    # A conditional create whose criteria found a resource: the entry is answered with it
+    # and writes nothing; `unwritten` keeps the resource it would have created.
+    found: StoredResource | None = None
+    unwritten: dict | None = None
     # A conditional DELETE (or PATCH): the one resource its criteria found, searched before
     # the write transaction (the search is audited, which cannot happen inside it); None:
     # nothing (a conditional PATCH that finds nothing is refused then, 404).
-    delete_id: str | None = None
+    target_id: str | None = None
     # A PUT whose id the server chose (a conditional update that matched nothing, the ITI-41
     # mapping's entries): it may create. A client's own id never does (`update_in`).
     server_id: bool = False
@@ -68,6 +82,16 @@ class Entry:
     @property
     def where(self) -> str:
         return f"Bundle.entry[{self.index}]"
+
+    def interaction(self) -> Interaction:
+        """The request this entry makes, as it stands (its url and resource as the
+        transaction rewrote them), the value the REST face would build for it alone."""
+        request = {"method": self.method, "url": self.url}
+        if self.if_match:
+            request["ifMatch"] = self.if_match
+        if self.if_none_exist:
+            request["ifNoneExist"] = self.if_none_exist
+        return from_entry(request, self.resource, self.where)
 
 
 @dataclass(frozen=True)
@@ -79,28 +103,6 @@ class EntryResponse:
     resource: bytes | None = None  # stored JSON bytes, for GET entries and return=representation
     outcome: dict | None = None
     stored: StoredResource | None = None  # what a write entry stored (`publish`)
-
-
-@dataclass(frozen=True)
-class Target:
-    resource_type: str
-    resource_id: str | None
-    params: list[tuple[str, str]] | None  # conditional URL criteria
-
-
-def parse_target(url: str, where: str) -> Target:
-    """`Type`, `Type/id`, `Type/id/_history/n`, `Type?criteria`, from an entry's request.url."""
-    parts = urlsplit(url)
-    path = parts.path.strip("/")
-    segments = [s for s in path.split("/") if s]
-    if not segments:
-        raise bad_request(
-            f"{where}.request.url '{url}' names no resource type", f"{where}.request.url"
-        )
-    resource_type = require_type(segments[0])
-    params = parse_qsl(parts.query, keep_blank_values=True) if parts.query else None
-    resource_id = segments[1] if len(segments) > 1 else None
-    return Target(resource_type, resource_id, params)
 
 
 def read_entries(bundle: dict, server_ids: bool = False) -> list[Entry]:
@@ -217,6 +219,8 @@ def _conditional_references(value, found: set[str]) -> None:
 class BundleProcessor:
     def __init__(self, service: FhirService) -> None:
         self.service = service
+        # Every entry is performed by the one dispatcher, the REST face's too.
+        self.dispatcher = Dispatcher(service, self.publish)
 
     def process(
         self,
@@ -287,27 +291,21 @@ class BundleProcessor:
     # -- batch: each entry on its own ------------------------------------------------------
 
     def _batch_entry(self, requester: Requester, entry: Entry) -> EntryResponse:
+        """A batch entry: the same request alone (http.html#transaction: "as if they were
+        separate interactions"), its refusal its response."""
         try:
             if entry.resource is not None:
                 entry.resource = copy_json(entry.resource)
-            if entry.method in ("GET", "HEAD"):
-                return self._get(requester, entry)
-            if (
-                entry.method == "POST"
-                and isinstance(entry.resource, dict)
-                and entry.resource.get("resourceType") == "DocumentReference"
-                and parse_target(entry.url, entry.where).resource_type == "DocumentReference"
-            ):
-                result = self.publish(requester, entry.resource, entry.if_none_exist)
-                return _response("201 Created" if result.created else "200 OK", result.stored)
-            if entry.method == "POST" and entry.if_none_exist:
-                return self._conditional_create(requester, entry)
-            if entry.method in ("DELETE", "PATCH"):
-                self._find_delete_target(requester, entry)
-            with self.service._transaction() as tx:
-                return self._write(requester, tx, entry, {}, batch=True)
+            return self._alone(requester, entry.interaction())
         except FhirError as exc:
             return EntryResponse(status=str(exc.status), outcome=exc.operation_outcome())
+
+    def _alone(self, requester: Requester, interaction: Interaction) -> EntryResponse:
+        if interaction.kind is Kind.SEARCH:
+            # A Bundle entry's search is of one type, its result shaping left to the server.
+            interaction = _without_result_params(interaction)
+        answer = self.dispatcher.perform(requester, interaction)
+        return _response(answer, include_body=interaction.kind in (Kind.READ, Kind.VREAD))
 
     # -- transaction: all or nothing -------------------------------------------------------
 
@@ -368,8 +366,7 @@ class BundleProcessor:
         responses: dict[int, EntryResponse] = {}
         ordered = sorted(
             (e for e in entries if e.method != FOLDED),
-            # A conditional create that found its resource ("NOOP") keeps a POST's place.
-            key=lambda e: (METHOD_ORDER.get(e.method, METHOD_ORDER["POST"]), e.index),
+            key=lambda e: (METHOD_ORDER[e.method], e.index),
         )
         binaries = {
             e.resource["id"]: e.resource
@@ -390,7 +387,7 @@ class BundleProcessor:
                     if entry.method in ("GET", "HEAD"):
                         continue
                     try:
-                        responses[entry.index] = self._write(requester, tx, entry, references)
+                        responses[entry.index] = self._write(requester, tx, entry)
                     except FhirError as exc:
                         raise _at_entry(exc, entry) from None
                 if also_audit is not None:
@@ -405,7 +402,7 @@ class BundleProcessor:
         for entry in ordered:
             if entry.method in ("GET", "HEAD"):
                 try:
-                    responses[entry.index] = self._get(requester, entry)
+                    responses[entry.index] = self._alone(requester, entry.interaction())
                 except FhirError as exc:
                     responses[entry.index] = EntryResponse(
                         status=str(exc.status), outcome=exc.operation_outcome()
@@ -474,54 +471,12 @@ class BundleProcessor:
                         f"{entry.where}.fullUrl",
                     )
                 seen_full_urls.add(entry.full_url)
-            if entry.method == "POST":
-                target = parse_target(entry.url, entry.where)
-                entry.resource["resourceType"] = (
-                    entry.resource.get("resourceType") or target.resource_type
-                )
-                if entry.if_none_exist:
-                    entry.condition = self._condition(
-                        requester, target.resource_type, entry.if_none_exist, entry
-                    )
-                    existing = self._matched(requester, entry.condition, entry)
-                    if existing is not None:
-                        entry.method = "NOOP"
-                        entry.unwritten = entry.resource  # type: ignore[attr-defined]
-                        entry.resource = None
-                        entry.condition = None
-                        self._map(references, entry, f"{existing.resource_type}/{existing.id}")
-                        entry.existing = existing  # type: ignore[attr-defined]
-                        continue
-                new_id = versions.new_id()
-                entry.resource["id"] = new_id
-                self._map(references, entry, f"{target.resource_type}/{new_id}")
-            elif entry.method == "PUT":
-                target = parse_target(entry.url, entry.where)
-                if target.params is not None:
-                    condition = self._condition(
-                        requester, target.resource_type, entry.url.split("?", 1)[1], entry
-                    )
-                    existing = self._matched(requester, condition, entry)
-                    # Nothing matched: a create, with a server id as in
-                    # `FhirService.conditional_update` (an id in the body could be one held by a
-                    # resource hidden from the requester: issue #18, finding 13).
-                    resource_id = existing.id if existing else versions.new_id()
-                    entry.server_id = existing is None
-                else:
-                    resource_id = target.resource_id
-                    if entry.resource.get("id") not in (None, resource_id):
-                        raise bad_request(
-                            f"{entry.where}.resource.id does not match request.url",
-                            f"{entry.where}.resource.id",
-                        )
-                entry.resource["id"] = versions.check_id(resource_id, f"{entry.where}.request.url")
-                entry.url = f"{target.resource_type}/{resource_id}"
-                self._map(references, entry, entry.url)
-            elif entry.method in ("DELETE", "PATCH"):
-                try:
-                    self._find_delete_target(requester, entry)
-                except FhirError as exc:
-                    raise _at_entry(exc, entry) from None
+            if entry.method not in ("POST", "PUT", "DELETE", "PATCH"):
+                continue
+            try:
+                self._resolve(requester, entry, references)
+            except FhirError as exc:
+                raise _at_entry(exc, entry) from None
         conditional: set[str] = set()
         for entry in entries:
             if entry.resource is not None:
@@ -539,212 +494,94 @@ class BundleProcessor:
             references[reference] = f"{resource_type}/{matches[0].id}"
         return references
 
+    def _resolve(self, requester: Requester, entry: Entry, references: dict[str, str]) -> None:
+        """What the transaction settles of a write entry before its write transaction: a
+        created resource's id, the resource a condition finds (searched, and audited, as
+        the same request alone searches it: `Dispatcher.target`)."""
+        interaction = entry.interaction()
+        resource_type = require_type(interaction.resource_type or "")
+        if interaction.kind is Kind.CREATE:
+            assert entry.resource is not None
+            if interaction.if_none_exist is not None:
+                entry.condition = self.service.condition(
+                    requester, resource_type, list(interaction.if_none_exist)
+                )
+                existing = self.service.one_match(
+                    self.service.conditional_matches(requester, entry.condition), "create"
+                )
+                if existing is not None:
+                    entry.found, entry.unwritten, entry.resource = existing, entry.resource, None
+                    entry.condition = None
+                    self._map(references, entry, f"{existing.resource_type}/{existing.id}")
+                    return
+            new_id = versions.new_id()
+            entry.resource["id"] = new_id
+            self._map(references, entry, f"{resource_type}/{new_id}")
+        elif interaction.kind is Kind.UPDATE:
+            assert entry.resource is not None
+            if interaction.conditional:
+                # Nothing matched: a create, with a server id as in
+                # `FhirService.conditional_update` (an id in the body could be one held by a
+                # resource hidden from the requester: issue #18, finding 13).
+                found = self.dispatcher.target(requester, interaction)
+                resource_id = found or versions.new_id()
+                entry.server_id = found is None
+                if found is not None and entry.resource.get("id") not in (None, found):
+                    raise bad_request(
+                        f"the resource id '{entry.resource['id']}' does not match the resource "
+                        f"found ({found})",
+                        f"{entry.where}.resource.id",
+                    )
+                entry.resource["id"] = resource_id
+            else:
+                resource_id = versions.check_id(
+                    interaction.resource_id or "", f"{entry.where}.request.url"
+                )
+                if entry.resource.get("id") != resource_id:
+                    raise bad_request(
+                        f"{entry.where}.resource.id '{entry.resource.get('id')}' is not the "
+                        f"id of request.url ('{resource_id}'): an update carries the URL's id",
+                        f"{entry.where}.resource.id",
+                    )
+            entry.url = f"{resource_type}/{resource_id}"
+            self._map(references, entry, entry.url)
+        elif interaction.conditional:  # DELETE, PATCH
+            entry.target_id = self.dispatcher.target(requester, interaction)
+
     @staticmethod
     def _map(references: dict[str, str], entry: Entry, final: str) -> None:
         if entry.full_url:
             references[entry.full_url] = final
 
-    def _condition(
-        self, requester: Requester, resource_type: str, query: str, entry: Entry
-    ) -> Condition:
-        try:
-            return self.service.condition(
-                requester, resource_type, parse_qsl(query, keep_blank_values=True)
-            )
-        except FhirError as exc:
-            raise _at_entry(exc, entry) from None
-
-    def _matched(
-        self, requester: Requester, condition: Condition, entry: Entry
-    ) -> StoredResource | None:
-        """The one resource a condition finds, as the requester's audited search serves it."""
-        matches = self.service.conditional_matches(requester, condition)
-        if len(matches) > 1:
-            raise _at_entry(
-                error(412, "multiple-matches", "the condition matches more than one resource"),
-                entry,
-            )
-        return matches[0] if matches else None
-
-    def _find_delete_target(self, requester: Requester, entry: Entry) -> None:
-        """A conditional DELETE's (or PATCH's) target, found before the write transaction."""
-        target = parse_target(entry.url, entry.where)
-        if target.params is None:
-            return
-        if entry.method == "PATCH":
-            entry.delete_id = patch.MetadataUpdates(self.service).conditional_target(
-                requester, target.resource_type, target.params
-            )
-            return
-        condition = self.service.condition(requester, target.resource_type, target.params)
-        matches = self.service.conditional_matches(requester, condition)
-        if len(matches) > 1:
-            raise error(
-                412,
-                "multiple-matches",
-                "the conditional delete criteria match more than one resource",
-            )
-        entry.delete_id = matches[0].id if matches else None
-
-    def _conditional_create(self, requester: Requester, entry: Entry) -> EntryResponse:
-        """A batch entry's conditional create: the service's, atomic and audited."""
-        target = parse_target(entry.url, entry.where)
-        if entry.resource.get("resourceType") != target.resource_type:
-            raise bad_request(
-                "resource type does not match request.url", f"{entry.where}.resource.resourceType"
-            )
-        result = self.service.create(
-            requester,
-            target.resource_type,
-            entry.resource,
-            if_none_exist=parse_qsl(entry.if_none_exist or "", keep_blank_values=True),
+    def _write(self, requester: Requester, tx, entry: Entry) -> EntryResponse:
+        """A write entry in the transaction's `tx`, performed by the one dispatcher."""
+        within = Within(
+            tx,
+            target_id=entry.target_id,
+            condition=entry.condition,
+            found=entry.found,
+            prepared=entry.prepared,
+            may_create=entry.server_id,
         )
-        return _response("201 Created" if result.created else "200 OK", result.stored)
-
-    # -- one entry -------------------------------------------------------------------------
-
-    def _write(
-        self,
-        requester: Requester,
-        tx,
-        entry: Entry,
-        references: dict[str, str],
-        *,
-        batch: bool = False,
-    ) -> EntryResponse:
-        """One write entry in `tx`; `batch`: an entry of a batch, on its own."""
-        service = self.service
-        if entry.method == "NOOP":
-            existing = entry.existing  # type: ignore[attr-defined]
-            return _response("200 OK", existing)
-        target = parse_target(entry.url, entry.where)
-        if entry.method == "POST":
-            if entry.resource.get("resourceType") != target.resource_type:
-                raise bad_request(
-                    "resource type does not match request.url",
-                    f"{entry.where}.resource.resourceType",
-                )
-            if batch:  # a server id here (a conditional create was `_conditional_create`)
-                service.validate_for_write(entry.resource, target.resource_type)
-                result = service.create_in(tx, requester, entry.resource)
-            else:
-                if entry.condition is not None and service.recheck(tx, requester, entry.condition):
-                    raise Replay()  # a concurrent create came first: run the Bundle again
-                result = service.create_in(
-                    tx,
-                    requester,
-                    entry.resource,
-                    resource_id=entry.resource["id"],
-                    prepared=PreparedWrite(entry.prepared, None) if entry.prepared else None,
-                )
-            return _response("201 Created", result.stored)
-        if entry.method == "PUT":
-            if target.params is not None and batch:
-                raise bad_request(
-                    "conditional update in a batch is not supported; use a transaction",
-                    f"{entry.where}.request.url",
-                )
-            if target.resource_id is None:
-                raise bad_request("PUT needs Type/id in request.url", f"{entry.where}.request.url")
-            if batch:
-                service.validate_for_write(entry.resource, target.resource_type)
-            if_match = (
-                versions.parse_etag(entry.if_match, f"{entry.where}.request.ifMatch")
-                if entry.if_match
-                else None
-            )
-            result = service.update_in(
-                tx,
-                requester,
-                entry.resource,
-                if_match=if_match,
-                entries=entry.prepared,
-                may_create=entry.server_id,
-            )
-            return _response("201 Created" if result.created else "200 OK", result.stored)
-        if entry.method == "DELETE":
-            if target.params is not None:
-                if entry.delete_id is not None:
-                    service.delete_in(tx, requester, target.resource_type, entry.delete_id)
-            elif target.resource_id:
-                service.delete_in(tx, requester, target.resource_type, target.resource_id)
-            else:
-                raise bad_request(
-                    "DELETE needs Type/id or Type?criteria", f"{entry.where}.request.url"
-                )
-            return EntryResponse(status="204 No Content")
-        if entry.method == "PATCH":
-            return self._patch(requester, tx, entry, target)
-        raise error(405, "not-supported", f"{entry.method} is not supported in a Bundle entry")
-
-    def _patch(self, requester: Requester, tx, entry: Entry, target: Target) -> EntryResponse:
-        """A PATCH entry (`service.patch`): its target by id, or found by its criteria."""
-        resource_id = entry.delete_id if target.params is not None else target.resource_id
-        if resource_id is None:
-            raise bad_request("PATCH needs Type/id or Type?criteria", f"{entry.where}.request.url")
-        body = patch_body_of_resource(entry.resource, f"{entry.where}.resource")
-        if_match = (
-            versions.parse_etag(entry.if_match, f"{entry.where}.request.ifMatch")
-            if entry.if_match
-            else None
-        )
-        updates = patch.MetadataUpdates(self.service)
-        updates.check_type(target.resource_type)
-        result = updates.patch_in(tx, requester, resource_id, body, if_match=if_match)
-        return _response("200 OK", result.stored)
-
-    def _get(self, requester: Requester, entry: Entry) -> EntryResponse:
-        target = parse_target(entry.url, entry.where)
-        segments = [s for s in urlsplit(entry.url).path.strip("/").split("/") if s]
-        if target.resource_id and len(segments) == 2:
-            stored = self.service.read(requester, target.resource_type, target.resource_id)
-            return _response("200 OK", stored, include_body=True)
-        if len(segments) == 4 and segments[2] == "_history":
-            if not (segments[3].isascii() and segments[3].isdigit()):
-                raise bad_request(f"'{segments[3]}' is not a version number", "request.url")
-            stored = self.service.vread(
-                requester, target.resource_type, target.resource_id, int(segments[3])
-            )
-            return _response("200 OK", stored, include_body=True)
-        if len(segments) == 1:
-            return self._search(requester, target)
-        raise error(
-            400,
-            "not-supported",
-            "GET entries support read, vread and type-level search",
-            f"{entry.where}.request.url",
-        )
-
-    def _search(self, requester: Requester, target: Target) -> EntryResponse:
-        """A type-level search entry: its searchset (first page) as the entry's resource."""
-        params = [(k, v) for k, v in (target.params or []) if k not in ("_format", "_pretty")]
-        result = self.service.search(requester, target.resource_type, params)
-        searchset: dict = {"resourceType": "Bundle", "type": "searchset"}
-        if result.total is not None:
-            searchset["total"] = result.total
-        searchset["entry"] = [
-            {
-                "fullUrl": f"{resource_type}/{resource_id}",
-                "resource": orjson.Fragment(body),
-                "search": {"mode": mode},
-            }
-            for mode, rows in (("match", result.matches), ("include", result.included))
-            for resource_type, resource_id, body in rows
-        ]
-        return EntryResponse(status="200 OK", resource=orjson.dumps(searchset))
+        if entry.found is not None:
+            # The conditional create found its resource: nothing to write (`Within.found`).
+            interaction = Interaction(Kind.CREATE, entry.found.resource_type, where=entry.where)
+        else:
+            interaction = entry.interaction()
+        return _response(self.dispatcher.perform(requester, interaction, within))
 
 
 def _skip_orphaned_binaries(entries: list[Entry]) -> None:
     """A Binary created only as the content of documents whose conditional create found one
-    already held (NOOP; a conditional ITI-105 that matched) would belong to nothing: it is
-    not written, and answered as that document (the content the registry already holds)."""
+    already held (`Entry.found`; a conditional ITI-105 that matched) would belong to
+    nothing: it is not written, and answered as that document (the content the registry
+    already holds)."""
     found: dict[str, StoredResource] = {}
     named: set[str] = set()
     for entry in entries:
-        unwritten = getattr(entry, "unwritten", None)
-        if entry.method == "NOOP" and isinstance(unwritten, dict):
-            for _, attachment in documents_model.attachments(unwritten):
-                found.setdefault(str(attachment.get("url")), entry.existing)  # type: ignore[attr-defined]
+        if entry.found is not None and isinstance(entry.unwritten, dict):
+            for _, attachment in documents_model.attachments(entry.unwritten):
+                found.setdefault(str(attachment.get("url")), entry.found)
         elif isinstance(entry.resource, dict) and entry.method in ("POST", "PUT"):
             for _, attachment in documents_model.attachments(entry.resource):
                 named.add(str(attachment.get("url")))
@@ -756,19 +593,52 @@ def _skip_orphaned_binaries(entries: list[Entry]) -> None:
             and entry.full_url in found
             and entry.full_url not in named
         ):
-            entry.method, entry.resource = "NOOP", None
-            entry.existing = found[entry.full_url]  # type: ignore[attr-defined]
+            entry.unwritten, entry.resource = entry.resource, None
+            entry.found = found[entry.full_url]
 
 
-def _response(status: str, stored: StoredResource, include_body: bool = False) -> EntryResponse:
+def _response(answer: Answer, include_body: bool = False) -> EntryResponse:
+    """A Bundle entry's response: what the same request alone answers, its status line,
+    Location, ETag and Last-Modified (http.html#transaction-response); a read's or search's
+    resource as the entry's resource."""
+    stored = answer.stored
+    if answer.search is not None:
+        return EntryResponse(status=answer.status_line, resource=_searchset(answer.search))
+    if stored is None:
+        return EntryResponse(status=answer.status_line)
+    if stored.deleted:  # a delete: the tombstone's version
+        return EntryResponse(status=answer.status_line, etag=versions.etag(stored.version))
     return EntryResponse(
-        status=status,
+        status=answer.status_line,
         location=f"{stored.resource_type}/{stored.id}/_history/{stored.version}",
         etag=versions.etag(stored.version),
         last_modified=versions.instant(stored.last_updated),
         resource=stored.body if include_body else None,
         stored=stored,
     )
+
+
+def _searchset(result: SearchResult) -> bytes:
+    """A search entry's searchset (its first page) as the entry's resource."""
+    searchset: dict = {"resourceType": "Bundle", "type": "searchset"}
+    if result.total is not None:
+        searchset["total"] = result.total
+    searchset["entry"] = [
+        {
+            "fullUrl": f"{resource_type}/{resource_id}",
+            "resource": orjson.Fragment(body),
+            "search": {"mode": mode},
+        }
+        for mode, rows in (("match", result.matches), ("include", result.included))
+        for resource_type, resource_id, body in rows
+    ]
+    return orjson.dumps(searchset)
+
+
+def _without_result_params(interaction: Interaction) -> Interaction:
+    """A search entry's criteria without the parameters that shape a REST response."""
+    criteria = tuple((k, v) for k, v in interaction.criteria or () if k not in _RESULT_PARAMS)
+    return replace(interaction, criteria=criteria)
 
 
 def _at_entry(exc: FhirError, entry: Entry | None) -> FhirError:

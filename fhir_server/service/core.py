@@ -25,6 +25,7 @@ from fhir_server.documents.registry import DocumentRules
 from fhir_server.errors import bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.resources.normal_form import NormalForm
+from fhir_server.resources.profiles import ProfileRegistry
 from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
 from fhir_server.search.query import SearchQuery, TotalMode
@@ -140,6 +141,10 @@ def require_type(resource_type: str) -> str:
 
 
 class FhirService:
+    # The profile registry behind the validators, set by `service.factory.build_service`;
+    # the capability statement lists its profiles per served type.
+    profiles: ProfileRegistry
+
     def __init__(
         self,
         store: ResourceStore,
@@ -347,6 +352,20 @@ class FhirService:
         )
         return [self.gate.as_served(requester, stored) for stored in found]
 
+    @staticmethod
+    def one_match(matches: list[StoredResource], interaction: str) -> StoredResource | None:
+        """The one resource a conditional create, update or delete found, or None. Several:
+        412 `multiple-matches` (http.html#ccreate, #cond-update, #cdelete: "the client's
+        criteria were not selective enough"), whatever the door (a request alone, a batch or
+        transaction entry: `service.dispatch`)."""
+        if len(matches) > 1:
+            raise error(
+                412,
+                "multiple-matches",
+                f"the conditional {interaction} criteria match more than one resource",
+            )
+        return matches[0] if matches else None
+
     def recheck(self, tx: StoreTransaction, requester: Requester, condition: Condition) -> bool:
         """In the write transaction of a conditional create: claim the criteria and search
         again, so that of two concurrent creates with the same criteria exactly one writes
@@ -404,11 +423,9 @@ class FhirService:
         condition = self.condition(requester, resource_type, if_none_exist)
 
         def attempt() -> WriteResult:
-            existing = self.conditional_matches(requester, condition)
-            if len(existing) > 1:
-                raise error(412, "duplicate", "If-None-Exist matches more than one resource")
-            if existing:
-                return WriteResult(existing[0], created=False)
+            existing = self.one_match(self.conditional_matches(requester, condition), "create")
+            if existing is not None:
+                return WriteResult(existing, created=False)
             return self._create(requester, resource, condition)
 
         return self.replayed(attempt)
@@ -497,16 +514,9 @@ class FhirService:
         condition = self.condition(requester, resource_type, criteria)
 
         def attempt() -> WriteResult:
-            matches = self.conditional_matches(requester, condition)
-            if len(matches) > 1:
-                raise error(
-                    412,
-                    "multiple-matches",
-                    "the conditional update criteria match more than one resource",
-                )
-            if not matches:
+            target = self.one_match(self.conditional_matches(requester, condition), "update")
+            if target is None:
                 return self._create(requester, _without_id(resource), condition)
-            target = matches[0]
             if resource.get("id") not in (None, target.id):
                 raise bad_request(
                     f"the resource id '{resource['id']}' does not match the resource found ({target.id})",
@@ -528,19 +538,14 @@ class FhirService:
         self, requester: Requester, resource_type: str, criteria: list[tuple[str, str]]
     ) -> StoredResource | None:
         require_type(resource_type)
-        matches = self.conditional_matches(
-            requester, self.condition(requester, resource_type, criteria)
+        target = self.one_match(
+            self.conditional_matches(requester, self.condition(requester, resource_type, criteria)),
+            "delete",
         )
-        if len(matches) > 1:
-            raise error(
-                412,
-                "multiple-matches",
-                "the conditional delete criteria match more than one resource",
-            )
-        if not matches:
+        if target is None:
             return None
         with self._transaction() as tx:
-            return self.delete_in(tx, requester, resource_type, matches[0].id)
+            return self.delete_in(tx, requester, resource_type, target.id)
 
     # -- writes inside an open transaction (also used by Bundle processing) ----------------
 

@@ -9,11 +9,14 @@ blocked: R09 is not disclosed, the blocked one gets the answer of an unauthorize
 
 Such a professional is answered the Patient reduced to what TD0.2 tells, and nothing of its
 content (RG_0320: the software must not show identity traits from the DMP): `id`, the INS
-searched, `active`, and for a closed record the record-status extension (`closed`: our
-representation of the closure, `service.lifecycle`) and `dmp-fermeture` with
-`dateFermeture`, the day the record was closed (no closure motive is stored, so none is
-given). `meta.tag` SUBSETTED says that it is not the whole resource. The check is audited:
-a search event naming the Patient, so the patient sees who checked. The rest is as before:
+searched, `active`, whether the requester is the patient's médecin traitant (extension
+`dmp-medecin-traitant`, valueBoolean: EF_DMP01_07, "statut médecin traitant DMP"), and for a
+closed record the record-status extension (`closed`: our representation of the closure,
+`service.lifecycle`) and `dmp-fermeture` with `dateFermeture` (the day the record was
+closed), `motifFermeture` and `raisonFermeture` when the closure recorded them
+(`resources.record_closure`). `meta.tag` SUBSETTED says that it is not the whole resource.
+The check is audited: a search event naming the Patient, so the patient sees who checked.
+The rest is as before:
 
 - only this exact search is an existence check: `Patient`, one `identifier` parameter with
   an INS system and a value, nothing else (no other criteria, `_include`, `_revinclude`,
@@ -37,11 +40,12 @@ from datetime import datetime
 from fhir_server.access.decision import RECORD_CLOSED_CODE, Decision, Deny
 from fhir_server.access.record import INS_SYSTEMS, PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.resources import record_closure
+from fhir_server.resources.record_closure import Closure
 from fhir_server.search.parameters import ParsedSearch
 from fhir_server.search.query import SearchQuery, TokenMatch, TokenTest
 from fhir_server.terminology import EXT_RECORD_STATUS, RECORD_CLOSED
 
-EXT_DMP_FERMETURE = "https://interop.esante.gouv.fr/ig/fhir/dmp/StructureDefinition/dmp-fermeture"
 SYSTEM_OBSERVATION_VALUE = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 SUBSETTED = "SUBSETTED"
 # The refusals an existence check answers instead of: the requester may not read the record.
@@ -94,8 +98,19 @@ def answers_instead(decision: Decision) -> bool:
     return decision.rule in REFUSALS_ANSWERED or decision.details_code == RECORD_CLOSED_CODE
 
 
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """What TD0.2 tells of a closed record: when (from the Patient's history) and why."""
+
+    at: datetime | None
+    closure: Closure | None
+
+
 def reduced_patient(
-    check: ExistenceCheck, record: PatientRecord, closed_at: datetime | None
+    check: ExistenceCheck,
+    record: PatientRecord,
+    closed: Closed | None,
+    is_general_practitioner: bool,
 ) -> dict:
     """The Patient as TD0.2 tells it: nothing of the record's content."""
     patient: dict = {
@@ -103,14 +118,15 @@ def reduced_patient(
         "id": record.patient_id,
         "meta": {"tag": [{"system": SYSTEM_OBSERVATION_VALUE, "code": SUBSETTED}]},
     }
+    extensions: list[dict] = []
     if record.status == RECORD_CLOSED:
-        closure: list[dict] = []
-        if closed_at is not None:
-            closure.append({"url": "dateFermeture", "valueDate": closed_at.date().isoformat()})
-        patient["extension"] = [
-            {"url": EXT_RECORD_STATUS, "valueCode": RECORD_CLOSED},
-            *([{"url": EXT_DMP_FERMETURE, "extension": closure}] if closure else []),
-        ]
+        extensions.append({"url": EXT_RECORD_STATUS, "valueCode": RECORD_CLOSED})
+        closed = closed or Closed(None, None)
+        at = closed.at.date() if closed.at is not None else None
+        if at is not None or closed.closure is not None:
+            extensions.append(record_closure.fermeture(closed.closure, at))
+    extensions.append(record_closure.medecin_traitant(is_general_practitioner))
+    patient["extension"] = extensions
     patient["identifier"] = [{"system": check.system, "value": check.value}]
     patient["active"] = record.is_open
     return patient

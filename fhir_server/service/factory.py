@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from fhir_server.access.habilitation import load_matrix
+from fhir_server.access.habilitation_loader import load_matrix
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.paths import profiles_dir
 from fhir_server.resources.dmp_value_sets import DmpValueSets
@@ -16,7 +16,11 @@ from fhir_server.service import versions
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.core import FhirService
 from fhir_server.service.gate import Gate
-from fhir_server.service.validation import dmp_value_set_validator, profile_validator
+from fhir_server.service.validation import (
+    dmp_value_set_validator,
+    profile_validator,
+    record_closure_validator,
+)
 from fhir_server.store.base import ResourceStore
 from fhir_server.store.factory import with_audit_log
 
@@ -65,6 +69,7 @@ def build_service(
         validators=(
             profile_validator(profiles),
             dmp_value_set_validator(DmpValueSets.from_registry(profiles)),
+            record_closure_validator(),
         ),
         base_url=base_url,
     )

@@ -32,6 +32,7 @@ from fhir_server.access.requester import INTERNAL, ActorKind, Requester
 from fhir_server.audit.balp import ROLE_QUERY, DataEntity, security_labels_of
 from fhir_server.auth.scopes import ScopeError, ScopeSet
 from fhir_server.errors import FhirError, error
+from fhir_server.resources import record_closure
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.parameters import parse_search
 from fhir_server.search.query import (
@@ -508,8 +509,8 @@ class Gate:
         # A resource naming several patients (stored before writes were held to one record)
         # is read only by whom every one of those records lets read it: fail closed.
         record = None
-        decision: Deny | Permit | None = None
-        for patient_id in patients or [None]:
+        judged: list[str | None] = [*patients] or [None]  # never empty: `decision` is set
+        for patient_id in judged:
             record = self.record(patient_id) if patient_id else None
             decision = self.policy.decide_read(requester, resource_type, resource, record)
             if isinstance(decision, Deny):
@@ -715,8 +716,16 @@ class Gate:
         decision = self._decide_search(requester, "Patient", record, True)
         if not existence_check.answers_instead(decision):
             return [], False
-        closed_at = lifecycle.closed_since(self.store, patient_id) if not record.is_open else None
-        patient = existence_check.reduced_patient(check, record, closed_at)
+        closed = None
+        if not record.is_open:
+            stored = self.store.read("Patient", patient_id)
+            closed = existence_check.Closed(
+                lifecycle.closed_since(self.store, patient_id),
+                record_closure.closure_of(stored.json()) if stored is not None else None,
+            )
+        patient = existence_check.reduced_patient(
+            check, record, closed, record.is_general_practitioner(requester.subject_id)
+        )
         entity = replace(
             DataEntity.from_resource(patient),
             details=(("existence-check", "TD0.2"),),

@@ -7,6 +7,8 @@ records. These functions are the server's own work (INTERNAL requester), used by
 same extension through an ordinary Patient update.
 
 Decided here:
+- A closure may carry its motive and reason (`resources.record_closure`, TD0.2's
+  dmp-fermeture), stored on the Patient; reopening removes them.
 - The closure date is not stored separately: it is the lastUpdated of the Patient version
   that closed the record, found in the Patient's history (the first version of the current
   run of `closed` versions). Updating a closed Patient (an address) does not restart the
@@ -29,7 +31,9 @@ from fhir_server.access.constraints import compartment_of, reference_target
 from fhir_server.access.record import INS_SYSTEMS
 from fhir_server.access.requester import INTERNAL
 from fhir_server.errors import error
+from fhir_server.resources import record_closure
 from fhir_server.resources.model import SERVED_TYPES
+from fhir_server.resources.record_closure import Closure
 from fhir_server.search.query import Everything, SearchQuery
 from fhir_server.store.base import ResourceStore, StoredResource
 from fhir_server.terminology import EXT_RECORD_STATUS, RECORD_CLOSED, RECORD_OPEN, RECORD_OPPOSED
@@ -46,26 +50,41 @@ def record_status(patient: dict) -> str:
     return RECORD_OPEN
 
 
-def with_status(patient: dict, status: str) -> dict:
-    """A copy of the Patient with the record-status extension set to `status`."""
+def with_status(patient: dict, status: str, closure: Closure | None = None) -> dict:
+    """A copy of the Patient with the record-status extension set to `status`, and the
+    closure (`resources.record_closure`) it was closed for; a record that is not closed
+    carries none."""
     extensions = [e for e in patient.get("extension") or [] if e.get("url") != EXT_RECORD_STATUS]
     extensions.append({"url": EXT_RECORD_STATUS, "valueCode": status})
-    return {**patient, "extension": extensions}
+    return record_closure.with_closure(
+        {**patient, "extension": extensions}, closure if status == RECORD_CLOSED else None
+    )
 
 
-def set_status(service, patient_id: str, status: str) -> StoredResource:
+def set_status(
+    service, patient_id: str, status: str, closure: Closure | None = None
+) -> StoredResource:
     current = service.store.read("Patient", patient_id)
     if current is None or current.deleted:
         raise error(404, "not-found", f"Patient/{patient_id} is not known")
     patient = current.json()
-    if record_status(patient) == status:
+    if record_status(patient) == status and (
+        closure is None or record_closure.closure_of(patient) == closure
+    ):
         return current
     patient.pop("meta", None)
-    return service.update(INTERNAL, "Patient", patient_id, with_status(patient, status)).stored
+    written = with_status(patient, status, closure or record_closure.closure_of(patient))
+    return service.update(INTERNAL, "Patient", patient_id, written).stored
 
 
-def close_record(service, patient_id: str) -> StoredResource:
-    return set_status(service, patient_id, RECORD_CLOSED)
+def close_record(service, patient_id: str, closure: Closure | None = None) -> StoredResource:
+    """Close the record, for `closure` (its motive and reason; None: none recorded). Closing
+    a closed record with another closure records it, the closure date unchanged."""
+    if closure is not None:
+        problems = record_closure.check(closure)
+        if problems:
+            raise error(400, "value", "; ".join(problems))
+    return set_status(service, patient_id, RECORD_CLOSED, closure)
 
 
 def reopen_record(service, patient_id: str) -> StoredResource:

@@ -108,7 +108,8 @@ def check_message(
             or original.deleted
             or not may_read_message(requester, original.json(), reps, minor)
         ):
-            _raise(
+            raise FhirError(
+                404,
                 [
                     Issue(
                         "error",
@@ -117,7 +118,6 @@ def check_message(
                         (f"Communication.inResponseTo[{i}]",),
                     )
                 ],
-                404,
             )
         # R07: a representative answers as the patient they act for.
         as_participant = (
@@ -144,8 +144,9 @@ def check_message(
                 policy.decide_read(requester, "DocumentReference", document.json(), record), Permit
             )
         )
-        if not readable:
-            _raise(
+        if document is None or not readable:
+            raise FhirError(
+                404,
                 [
                     Issue(
                         "error",
@@ -154,7 +155,6 @@ def check_message(
                         (f"Communication.payload[{i}]",),
                     )
                 ],
-                404,
             )
         labels += [
             dict(c)

@@ -19,7 +19,12 @@ does the rest, the same for both:
    minor add or remove MASQUE_PS, R06/R07; a professional who may read the document removes
    INVISIBLE_*, R14; the author changes anything, so archives and deletes; everyone else
    403), the notifications and the AuditEvent are those of an update, and a new version is
-   stamped.
+   stamped;
+4. a change of the labels is a new metadata version of the document (XDS Metadata Update,
+   ITI TF-2b 3.57.4.1.3.3.1, `documents.metadata_versions`): the new version gets an
+   entryUUID of its own (ITI-57: the one its submission gives the new DocumentEntry; PATCH:
+   one the server makes) and keeps the replaced one as an earlier version's; a change of
+   status or isArchived alone keeps the entryUUID (an XDS status update).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 
 from fhir_server.access.decision import not_found_message
 from fhir_server.access.requester import INTERNAL, Requester
+from fhir_server.documents import metadata_versions
 from fhir_server.errors import error, not_found
 from fhir_server.resources import metadata_update
 from fhir_server.resources.document_state import is_deleted
@@ -142,16 +148,21 @@ class MetadataUpdates:
         resource_id: str,
         change: Change,
         if_match: int | None = None,
+        new_version: str | None = None,
     ) -> WriteResult:
+        """`new_version`: the entryUUID of the new metadata version the change makes whatever
+        it changes (ITI-57's new DocumentEntry); None: a new version (with an entryUUID made
+        here) if the labels change."""
         service = self.service
-        current = tx.read(RESOURCE, resource_id)
-        old = current.json() if current is not None and not current.deleted else None
-        hidden = service.gate.hidden_deny(requester, current) if old is not None else None
-        if old is None or hidden is not None or is_deleted(old):
+        stored = tx.read(RESOURCE, resource_id)
+        current = stored if stored is not None and not stored.deleted else None
+        old = current.json() if current is not None else None
+        hidden = service.gate.hidden_deny(requester, current) if current is not None else None
+        if current is None or old is None or hidden is not None or is_deleted(old):
             # Missing, hidden from the requester, or logically deleted: one answer for all
             # (a 404, or the 412 of an If-Match), so that none tells that it exists (R18).
             refusal = not_found(not_found_message(RESOURCE, resource_id))
-            if hidden is not None:
+            if current is not None and hidden is not None:
                 refusal = service.gate.refuse_hidden(requester, "update", current, hidden)
             raise _stale(resource_id, if_match) if if_match is not None else refusal
         if if_match is not None and current.version != if_match:
@@ -163,6 +174,10 @@ class MetadataUpdates:
             raise error(405, "not-supported", f"{RESOURCE}.id cannot be changed", f"{RESOURCE}.id")
         candidate = self._normal(candidate)
         settled = metadata_update.settle(old, candidate)
+        if new_version is not None or metadata_update.changes_labels(old, settled):
+            settled = metadata_versions.step(
+                old, settled, new_version or metadata_versions.new_entry_uuid()
+            )
         service.validate_for_write(settled, RESOURCE)
         return service.update_in(tx, requester, settled, if_match=current.version)
 

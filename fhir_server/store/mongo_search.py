@@ -324,7 +324,7 @@ def _keyset(cols: Sequence[_Col], values: Sequence[object], last_inclusive: bool
     return any_of(branches)
 
 
-def _get(doc: dict, path: str) -> object:
+def _get(doc: dict, path: str) -> Any:
     value: Any = doc
     for part in path.split("."):
         if not isinstance(value, dict):

@@ -31,7 +31,7 @@ PARAMS = ("security-label", "_security")
 CODES = (MASQUE_PS, INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX)
 SYSTEM = SYSTEM_DMP_CONFIDENTIALITY
 
-BITS: dict[tuple[str, str], int] = {
+BITS: dict[tuple[str, str | None], int] = {
     (param, code): 1 << (p * len(CODES) + c)
     for p, param in enumerate(PARAMS)
     for c, code in enumerate(CODES)

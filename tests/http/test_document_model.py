@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from fhir_server.mhd.errors import XDS_ERROR_SYSTEM
 from ihe_xds import vocabulary as v
+from ihe_xds.errors import XDS_ERROR_SYSTEM
 from tests.dmp_codes import with_admitted_class
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_xds_endpoints import GP, Xds, registry_status

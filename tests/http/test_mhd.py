@@ -32,8 +32,8 @@ from urllib.parse import urlencode
 import pytest
 
 from fhir_server.access.requester import INTERNAL
-from fhir_server.mhd.errors import XDS_ERROR_SYSTEM
 from fhir_server.terminology import SYSTEM_IDNAT_PS
+from ihe_xds.errors import XDS_ERROR_SYSTEM
 from tests.dmp_codes import with_admitted_class
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, a_patient, auth, valid_nir
 from tests.support.documents import with_submission_set_unique_id

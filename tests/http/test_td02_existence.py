@@ -1,10 +1,13 @@
 """TD0.2, the existence check (PDSm4DMP `transaction_td02.md`; `service/existence_check.py`):
 `GET Patient?identifier=<INS system>|<value>` tells a professional who may not read the
-record whether it exists and is open, and nothing else (R10, R18).
+record whether it exists and is open, why it was closed (dmp-fermeture: dateFermeture,
+motifFermeture, raisonFermeture) and whether they are its médecin traitant
+(dmp-medecin-traitant), and nothing else (R10, R18).
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 from datetime import UTC, datetime
@@ -13,6 +16,8 @@ from urllib.parse import quote
 import pytest
 
 from fhir_server.access.requester import INTERNAL
+from fhir_server.lifecycle_cli import add_record_command
+from fhir_server.resources.record_closure import Closure
 from fhir_server.service import lifecycle
 from fhir_server.terminology import EXT_RECORD_STATUS, SYSTEM_IDNAT_PS
 from tests.http.conftest import (
@@ -31,6 +36,8 @@ AUTHORIZED = "810000004002"
 STRANGER = "810000004003"  # neither authorized nor blocked
 BLOCKED = "810000004004"
 FERMETURE = "https://interop.esante.gouv.fr/ig/fhir/dmp/StructureDefinition/dmp-fermeture"
+TRAITANT = "https://interop.esante.gouv.fr/ig/fhir/dmp/StructureDefinition/dmp-medecin-traitant"
+MOTIF = "https://interop.esante.gouv.fr/ig/fhir/dmp/CodeSystem/dmp-motif-fermeture"
 
 
 class World:
@@ -96,7 +103,8 @@ def test_td02_a_professional_who_may_not_read_learns_the_record_is_open_and_noth
     assert reduced["id"] == world.ids["open"]
     assert reduced["active"] is True
     assert reduced["identifier"] == [{"system": INS_SYSTEM, "value": world.nir["open"]}]
-    assert set(reduced) == {"resourceType", "id", "meta", "identifier", "active"}
+    assert set(reduced) == {"resourceType", "id", "meta", "identifier", "active", "extension"}
+    assert reduced["extension"] == [{"url": TRAITANT, "valueBoolean": False}]
     assert reduced["meta"]["tag"][0]["code"] == "SUBSETTED"
     text = json.dumps(reduced)
     assert "Durand50" not in text and "1985-07-01" not in text and GP not in text
@@ -140,6 +148,8 @@ def test_td02_r03_a_closed_record_is_told_closed_with_its_closure(world):
     assert extensions[EXT_RECORD_STATUS]["valueCode"] == "closed"
     closure = {e["url"]: e for e in extensions[FERMETURE]["extension"]}
     assert closure["dateFermeture"]["valueDate"] == datetime.now(UTC).date().isoformat()
+    assert set(closure) == {"dateFermeture"}, "closed with no motive: none is told"
+    assert extensions[TRAITANT]["valueBoolean"] is False
     assert set(reduced) == {"resourceType", "id", "meta", "identifier", "active", "extension"}
     # Every professional is told so, authorized or not: the record is closed to all (R03).
     assert only_patient(world.check(AUTHORIZED, record="closed")) == reduced
@@ -204,3 +214,151 @@ def test_td02_r18_other_patient_searches_are_judged_as_before(world, query):
     response = world.check(STRANGER, spelled)
     assert response.status_code in (400, 403, 404), response.get_data(as_text=True)
     assert "Durand50" not in response.get_data(as_text=True)
+
+
+# -- the closure's motive and reason, the médecin traitant status (PDSm4DMP TD0.2 output) -------
+
+
+def told(reduced: dict) -> dict:
+    """url -> extension of a TD0.2 answer."""
+    return {e["url"]: e for e in reduced.get("extension") or []}
+
+
+def fermeture(reduced: dict) -> dict:
+    return {e["url"]: e for e in told(reduced)[FERMETURE]["extension"]}
+
+
+def assert_reduced(reduced: dict, *, active: bool) -> None:
+    """Exactly what TD0.2 tells a professional who may not read the record: the record's
+    status, its closure, the requester's médecin traitant status; nothing of its content."""
+    assert set(reduced) == {"resourceType", "id", "meta", "identifier", "active", "extension"}
+    assert reduced["active"] is active
+    expected = {TRAITANT} | ({EXT_RECORD_STATUS, FERMETURE} if not active else set())
+    assert set(told(reduced)) == expected
+    text = json.dumps(reduced)
+    for secret in ("Durand", "1985-07-01", "0601020304", GP, "DocumentReference"):
+        assert secret not in text, secret
+
+
+def close_by_command(world, data_dir, *options: str) -> int:
+    parser = argparse.ArgumentParser()
+    add_record_command(parser.add_subparsers())
+    args = parser.parse_args(
+        ["record", "close", "--data-dir", str(data_dir), world.ids["open"], *options]
+    )
+    return args.func(args)
+
+
+def test_td02_a_closure_motive_and_reason_given_by_the_command_are_told(world, data_dir):
+    """`fhir-server record close --reason CODE --reason-text TEXT`: TD0.2 answers them in
+    dmp-fermeture (motifFermeture of the dmp-motif-fermeture system, raisonFermeture)."""
+    assert close_by_command(world, data_dir, "--reason", "deces", "--reason-text", "Acte reçu") == 0
+    reduced = only_patient(world.check(STRANGER))
+    assert_reduced(reduced, active=False)
+    closure = fermeture(reduced)
+    assert closure["motifFermeture"]["valueCodeableConcept"]["coding"][0]["system"] == MOTIF
+    assert closure["motifFermeture"]["valueCodeableConcept"]["coding"][0]["code"] == "deces"
+    assert closure["raisonFermeture"] == {"url": "raisonFermeture", "valueString": "Acte reçu"}
+    assert closure["dateFermeture"]["valueDate"] == datetime.now(UTC).date().isoformat()
+
+
+def test_td02_a_closure_motive_outside_the_code_list_is_refused_by_the_command(
+    world, data_dir, capsys
+):
+    with pytest.raises(SystemExit):
+        close_by_command(world, data_dir, "--reason", "demenagement")
+    assert "demenagement" in capsys.readouterr().err
+    assert close_by_command(world, data_dir, "--reason-text", "sans motif") == 2
+    assert only_patient(world.check(STRANGER))["active"] is True
+
+
+def test_td02_reopening_removes_the_closure(world):
+    service = world.runtime.service
+    lifecycle.close_record(service, world.ids["open"], Closure("patient-demande", "Demande"))
+    assert "motifFermeture" in fermeture(only_patient(world.check(STRANGER)))
+    lifecycle.reopen_record(service, world.ids["open"])
+    reduced = only_patient(world.check(STRANGER))
+    assert_reduced(reduced, active=True)
+    assert FERMETURE not in json.dumps(service.store.read("Patient", world.ids["open"]).json())
+
+
+def closing_update(world, *parts: dict) -> dict:
+    """The Patient update that closes the open record (the FHIR door, R03), with these
+    dmp-fermeture parts."""
+    body = world.runtime.service.store.read("Patient", world.ids["open"]).json()
+    body.pop("meta")
+    body = lifecycle.with_status(body, "closed")
+    body["extension"].append({"url": FERMETURE, "extension": list(parts)})
+    return body
+
+
+def put_patient(world, body: dict):
+    return world.client.put(
+        f"/fhir/Patient/{world.ids['open']}",
+        data=json.dumps(body),
+        headers=auth(world.tokens.system(), **{"Content-Type": FHIR_JSON}),
+    )
+
+
+MOTIF_PART = {
+    "url": "motifFermeture",
+    "valueCodeableConcept": {"coding": [{"system": MOTIF, "code": "patient-demande"}]},
+}
+
+
+def test_td02_a_closure_given_by_the_patient_update_that_closes_is_told(world):
+    reason = {"url": "raisonFermeture", "valueString": "Demande explicite du patient"}
+    response = put_patient(world, closing_update(world, MOTIF_PART, reason))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    closure = fermeture(only_patient(world.check(AUTHORIZED)))
+    assert closure["motifFermeture"]["valueCodeableConcept"]["coding"][0]["code"] == (
+        "patient-demande"
+    )
+    assert closure["raisonFermeture"]["valueString"] == "Demande explicite du patient"
+
+
+@pytest.mark.parametrize(
+    "parts, status, named",
+    [
+        (
+            [{**MOTIF_PART, "valueCodeableConcept": {"coding": [{"system": MOTIF, "code": "x"}]}}],
+            "closed",
+            "motifFermeture",
+        ),
+        ([{"url": "raisonFermeture", "valueString": "sans motif"}], "closed", "dmp-fermeture"),
+        ([MOTIF_PART, {"url": "dateFermeture", "valueDate": "2020-01-01"}], "closed", "date"),
+        ([MOTIF_PART, {"url": "raisonFermeture", "valueString": "x" * 501}], "closed", "raison"),
+        ([MOTIF_PART], "open", "record-status"),
+    ],
+    ids=["unknown-motive", "no-motive", "date-is-the-servers", "reason-too-long", "open-record"],
+)
+def test_td02_a_malformed_closure_is_refused_and_nothing_is_written(world, parts, status, named):
+    body = closing_update(world, *parts)
+    body = {**body, "extension": [e for e in body["extension"] if e["url"] != EXT_RECORD_STATUS]}
+    body["extension"].append({"url": EXT_RECORD_STATUS, "valueCode": status})
+    response = put_patient(world, body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert named in issue["diagnostics"] + " ".join(issue.get("expression", []))
+    assert lifecycle.record_status(
+        world.runtime.service.store.read("Patient", world.ids["open"]).json()
+    ) == ("open")
+
+
+def test_td02_the_medecin_traitant_is_told_so_and_nothing_more(world):
+    """EF_DMP01_07, "statut médecin traitant DMP": the médecin traitant of a closed record
+    (which they may no longer read, R03) is told they are; another professional that they
+    are not; neither is told anything else."""
+    lifecycle.close_record(world.runtime.service, world.ids["open"], Closure("autre", "Erreur"))
+    traitant = only_patient(world.check(GP))
+    assert_reduced(traitant, active=False)
+    assert told(traitant)[TRAITANT]["valueBoolean"] is True
+    stranger = only_patient(world.check(STRANGER))
+    assert_reduced(stranger, active=False)
+    assert told(stranger)[TRAITANT]["valueBoolean"] is False
+    assert fermeture(traitant) == fermeture(stranger)
+    documents = world.client.get(
+        f"/fhir/DocumentReference?patient={world.ids['open']}",
+        headers=auth(world.tokens.practitioner(GP)),
+    )
+    assert documents.status_code == 403

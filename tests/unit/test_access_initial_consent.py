@@ -9,7 +9,7 @@ import pytest
 
 from fhir_server.access.consent import interpret_consent
 from fhir_server.access.decision import Deny, Permit
-from fhir_server.access.habilitation import load_matrix
+from fhir_server.access.habilitation_loader import load_matrix
 from fhir_server.access.initial_consent import INITIAL_CONSENT_CODING, MISSING_CODE
 from fhir_server.access.policy import MSG_R10, DmpPolicy
 from fhir_server.access.record import build_record

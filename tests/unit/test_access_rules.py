@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from fhir_server.access.constraints import compartment_of, matches
 from fhir_server.access.decision import Deny, Note, Permit, not_found_message
-from fhir_server.access.habilitation import load_matrix
+from fhir_server.access.habilitation_loader import load_matrix
 from fhir_server.access.initial_consent import INITIAL_CONSENT_CODING
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import PatientRecord, build_record

@@ -24,8 +24,8 @@ from fhir_server.access.habilitation import (
     SCHEMA_PATH,
     TRANSCRIBED,
     HabilitationMatrixError,
-    load_matrix,
 )
+from fhir_server.access.habilitation_loader import load_matrix
 from fhir_server.cli import main as fhir_server
 from tests.unit.test_access_rules import AUTHORIZED, POLICY, document, practitioner, record
 

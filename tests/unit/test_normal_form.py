@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fhir_server.access.decision import Permit
-from fhir_server.access.habilitation import load_matrix
+from fhir_server.access.habilitation_loader import load_matrix
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import build_record
 from fhir_server.access.requester import ActorKind, Requester

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fhir_server.search.extract import compile_expression
+from fhir_server.search.fhirpath import compile_expression
 from fhir_server.search.registry import SERVED_TYPES, SearchRegistry, expression_for
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"

@@ -1,0 +1,50 @@
+"""Literal references to this server's resources, and the paths that lead to them.
+
+The search index (`search.extract`) and the access rules (`access.constraints`) both read
+references: they must read them alike, or a reference the index takes for a document would
+not be one the rules take for it. Both take the pattern and the navigation from here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+# A literal reference to a local resource, version-specific or not: what the index reads as
+# target_type/target_id. What is still absolute after the normal form (`resources.normal_form`
+# made those to this server's base relative) is foreign and designates no local resource.
+RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+def reference_target(reference: object) -> tuple[str, str] | None:
+    """(type, id) of a relative literal reference, ignoring any _history part."""
+    if not isinstance(reference, str):
+        return None
+    match = RELATIVE_REFERENCE.match(reference)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def values_at(node: object, path: list[str]) -> Iterator[object]:
+    """The values at a dotted path, FHIRPath-like: lists are flattened at every step."""
+    if isinstance(node, list):
+        for item in node:
+            yield from values_at(item, path)
+        return
+    if not path:
+        yield node
+        return
+    if isinstance(node, dict) and path[0] in node:
+        yield from values_at(node[path[0]], path[1:])
+
+
+def all_references(node: object) -> Iterator[dict]:
+    """Every Reference in a resource, outside its contained resources."""
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            yield node
+        for key, value in node.items():
+            if key != "contained":
+                yield from all_references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from all_references(item)
