@@ -409,8 +409,9 @@ class SqliteStore:
     # -- AuditEvents: the outbox and the move to the audit log -----------------------------
 
     def outbox(self) -> list[tuple[int, dict]]:
-        """The staged AuditEvents, in staging order (`store.with_audit_log`)."""
-        rows = self._reader.execute("SELECT seq, body FROM audit_outbox ORDER BY seq").fetchall()
+        """The staged AuditEvents, in staging order (`store.with_audit_log`). Read on the
+        writer connection: at open, before any write (and the one connection in memory)."""
+        rows = self._writer.execute("SELECT seq, body FROM audit_outbox ORDER BY seq").fetchall()
         return [(key, orjson.loads(body)) for key, body in rows]
 
     def legacy_audit_events(self) -> list[tuple[bytes, int]]:
