@@ -19,7 +19,8 @@ from fhir_server.search.registry import SearchRegistry
 from fhir_server.service.context import current_request
 from fhir_server.service.notify import Intent, Notifier
 from fhir_server.service.prepared import PreparedEvents
-from fhir_server.store.base import ResourceStore, StoreTransaction
+from fhir_server.store.base import StoreTransaction
+from fhir_server.store.with_audit_log import StoreWithAuditLog
 
 # Refusal events raised while a write transaction is open: that transaction is about to roll
 # back, so they are committed on their own once it has ended.
@@ -46,7 +47,7 @@ _writes_summarized: ContextVar[bool] = ContextVar("writes_summarized", default=F
 class AuditTrail:
     def __init__(
         self,
-        store: ResourceStore,
+        store: StoreWithAuditLog,
         registry: SearchRegistry,
         base_url: str,
         clock: Callable[[], int],

@@ -18,13 +18,13 @@ def open_store(settings: Settings, registry: SearchRegistry) -> StoreWithAuditLo
     if url.startswith("sqlite:"):
         from fhir_server.store.sqlite import SqliteStore
 
-        store = SqliteStore(settings.sqlite_path, audit_referrers=audit_referrers(registry))
-        return with_audit_log(store, registry)
+        embedded = SqliteStore(settings.sqlite_path, audit_referrers=audit_referrers(registry))
+        return with_audit_log(embedded, registry)
     from fhir_server.store.mongo import MongoStore
 
-    store = MongoStore.from_uri(url, SERVED_TYPES)
-    store.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
-    return with_audit_log(store, registry)
+    mongo = MongoStore.from_uri(url, SERVED_TYPES)
+    mongo.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
+    return with_audit_log(mongo, registry)
 
 
 def _stamp(sealed: dict, recorded: int) -> bytes:

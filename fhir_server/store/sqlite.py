@@ -128,7 +128,7 @@ class SqliteTransaction:
         """Nothing to do: writers take turns at the database (`GroupCommit`, `WriteTurn`), so
         a search in this transaction sees every write that could conflict with it."""
 
-    def stage_audit(self, events: Sequence[dict]) -> list[int]:
+    def stage_audit(self, events: Sequence[dict]) -> list[object]:
         """Stage a write's AuditEvents in its commit (`store.with_audit_log`); their keys."""
         return [
             self._connection.execute(

@@ -37,6 +37,8 @@ from fhir_server.store.base import (
     HistoryEntry,
     HistoryPage,
     StoredResource,
+    StoreTransaction,
+    VersionWrite,
     decode_history_cursor,
     encode_history_cursor,
     invalid_cursor,
@@ -63,18 +65,25 @@ class _Transaction:
     """The resource store's write transaction, with AuditEvents staged in its outbox."""
 
     def __init__(
-        self, tx: Any, owner: StoreWithAuditLog, staged: list[dict], keys: list[object]
+        self,
+        tx: StoreTransaction,
+        owner: StoreWithAuditLog,
+        staged: list[dict],
+        keys: list[object],
     ) -> None:
         self._tx = tx
         self._owner = owner
         self._staged = staged
         self._keys = keys
 
-    def stage_audit(self, events: Sequence[dict]) -> None:
+    def stage_audit(self, events: Sequence[dict]) -> Sequence[object]:
         """`events` are stored with this transaction, or not at all (module docstring)."""
-        if events:
-            self._keys.extend(self._tx.stage_audit(events))
-            self._staged.extend(events)
+        if not events:
+            return []
+        keys = self._tx.stage_audit(events)
+        self._keys.extend(keys)
+        self._staged.extend(events)
+        return keys
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         if resource_type == AUDIT_EVENT:
@@ -87,7 +96,29 @@ class _Transaction:
         self._owner.refuse_joins(query)
         return self._tx.search(query, cursor_key=cursor_key, cursor_binding=cursor_binding)
 
+    def write(self, version: VersionWrite) -> None:
+        self._tx.write(version)
+
+    def clear_outbox(self, keys: Sequence[object]) -> None:
+        self._tx.clear_outbox(keys)
+
+    def notified_day(self, patient_id: str, practitioner_id: str) -> str | None:
+        return self._tx.notified_day(patient_id, practitioner_id)
+
+    def set_notified_day(self, patient_id: str, practitioner_id: str, day: str) -> None:
+        self._tx.set_notified_day(patient_id, practitioner_id, day)
+
+    def bump_record_epoch(self, patient_id: str) -> None:
+        self._tx.bump_record_epoch(patient_id)
+
+    def claim(self, key: str) -> None:
+        self._tx.claim(key)
+
+    def purge(self, resource_type: str, resource_id: str) -> None:
+        self._tx.purge(resource_type, resource_id)
+
     def __getattr__(self, name: str) -> Any:
+        """Engine-specific extras (tests reach the SQLite connection this way)."""
         return getattr(self._tx, name)
 
 
@@ -161,11 +192,12 @@ class StoreWithAuditLog:
             return self.resources.history(
                 resource_type, resource_id, since=since, count=count, cursor=cursor
             )
-        before = None
+        before: int | None = None
         if cursor is not None:
-            before = decode_history_cursor(cursor)
-            if not isinstance(before, int):
+            position = decode_history_cursor(cursor)
+            if not isinstance(position, int):
                 raise invalid_cursor()
+            before = position
         records = self.audit_log.newest_first(
             before=before, since=since, event_id=resource_id, limit=count + 1
         )

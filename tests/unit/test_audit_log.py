@@ -9,7 +9,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sqlite3
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.audit.balp import DataEntity, build_audit_events, build_refusal_events
-from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal, verify_chain
+from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal
 from fhir_server.audit.cli import verify_store
 from fhir_server.paths import profiles_dir
 from fhir_server.search.extract import extract, sort_values
@@ -155,9 +154,7 @@ def _crash_after_the_resource_commit(database: str, event: dict) -> None:
         tx.stage_audit([event])
 
 
-def test_r16_a_crash_between_the_write_commit_and_the_log_commit_loses_no_event(
-    tmp_path, registry
-):
+def test_r16_a_crash_between_the_write_commit_and_the_log_commit_loses_no_event(tmp_path, registry):
     database = str(tmp_path / "fhir.sqlite3")
     event = _events(1)[0]
     child = multiprocessing.get_context("spawn").Process(

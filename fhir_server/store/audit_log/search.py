@@ -189,7 +189,7 @@ def search(
 ) -> SearchPage:
     check_supported(query.where)
     lookup = _Lookup(resource)
-    hits: list[tuple[tuple, str, LogRecord]] = []
+    hits: list[tuple[tuple[CursorValue, ...], str, LogRecord]] = []
     for record in log.scan(patients_named(query.where)):
         event, event_entries = entries.of(record)
         if matches(query.where, AUDIT_EVENT, event, event_entries, lookup):
@@ -202,8 +202,12 @@ def search(
     )
     if query.summary is SummaryMode.COUNT or query.count <= 0:
         return SearchPage([], total=total)
-    order = functools.cmp_to_key(lambda a, b: _compare(query, (a[0], a[1]), (b[0], b[1])))
-    hits.sort(key=order)
+    Hit = tuple[tuple[CursorValue, ...], str, LogRecord]
+
+    def order(a: Hit, b: Hit) -> int:
+        return _compare(query, (a[0], a[1]), (b[0], b[1]))
+
+    hits.sort(key=functools.cmp_to_key(order))
 
     position: CursorPosition | None = None
     forward = True
