@@ -125,3 +125,17 @@ def test_an_import_runs_in_chunks_and_one_cut_short_is_finished_by_the_next(log,
     assert log.import_sealed(records) == 3
     assert log.head() == (5, records[4].hash)
     assert [r.id for r in log.scan()] == [r.id for r in records]
+
+
+def test_a_log_whose_head_was_set_back_refuses_appends_rather_than_fork(log):
+    """R16, fail closed: if the head document is behind the events (the log was edited
+    behind the server's back), an append cannot take a sequence already used; it fails
+    and stores nothing, and `audit verify` names the mismatch."""
+    first, second = log.append([audit_event("p1"), audit_event("p1")])
+    log._db[mongo_log.HEAD].update_one(
+        {"_id": "head"}, {"$set": {"seq": first.sequence, "hash": first.hash}}
+    )
+    with pytest.raises(Exception, match="(?i)duplicate"):
+        log.append([audit_event("p1")])
+    assert [r.id for r in log.scan()] == [first.id, second.id]
+    assert not verify_chain(chain_of(log), expected_head=log.head()).ok

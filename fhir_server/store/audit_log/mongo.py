@@ -238,7 +238,9 @@ class MongoAuditLog:
         """The batch in one transaction (module docstring). A duplicate key means an event
         id the log already holds (a replay racing the writer that staged it, or a caller's
         mistake): the batch is sealed again with every id checked, and only the appends
-        whose ids are held and not to be skipped fail."""
+        whose ids are held and not to be skipped fail. A duplicate key again means the head
+        is behind the events it should cover (the log was edited): the error reaches every
+        caller and nothing is appended, until `audit verify` has been looked at."""
         check_all = False
         while True:
             try:
