@@ -416,9 +416,10 @@ class SqliteStore:
 
     def legacy_audit_events(self) -> list[tuple[bytes, int]]:
         """(bytes, lastUpdated) of the AuditEvents earlier versions stored in the resource
-        tables (or their journal), in chain order, for the move to the audit log."""
+        tables (or their journal), in chain order, for the move to the audit log. At open, on
+        the writer connection (an in-memory store has no other)."""
         if (
-            self._reader.execute(
+            self._writer.execute(
                 "SELECT 1 FROM audit_journal UNION ALL "
                 "SELECT 1 FROM resource WHERE type = 'AuditEvent' LIMIT 1"
             ).fetchone()
@@ -426,7 +427,7 @@ class SqliteStore:
         ):
             return []
         self.settle_audit()
-        rows = self._reader.execute(
+        rows = self._writer.execute(
             "SELECT body, last_updated FROM resource WHERE type = 'AuditEvent'"
         ).fetchall()
         events = [(bytes(body), last_updated) for body, last_updated in rows]

@@ -28,7 +28,7 @@ from fhir_server.store.base import VersionWrite
 from fhir_server.store.factory import _stamp, with_audit_log
 from fhir_server.store.with_audit_log import StoreWithAuditLog
 from tests.conftest import ENGINES, MONGODB_URI, make_store
-from tests.support.audit_log import audit_event, chain_of, with_sessions
+from tests.support.audit_log import audit_event, chain_of
 
 
 def _reopened_resources(engine: str, first):
@@ -40,7 +40,7 @@ def _reopened_resources(engine: str, first):
     from fhir_server.store.mongo import MongoStore
 
     if engine == "mongomock":
-        return with_sessions(MongoStore(first.client, "fhir", SERVED_TYPES), engine)
+        return MongoStore(first.client, "fhir", SERVED_TYPES)
     from pymongo import MongoClient
 
     client = MongoClient(MONGODB_URI, tz_aware=True)
@@ -67,7 +67,7 @@ class Engine:
 
 @pytest.fixture(params=ENGINES)
 def engine(request, tmp_path, registry) -> Iterator[Engine]:
-    resources = with_sessions(make_store(request.param, tmp_path, registry), request.param)
+    resources = make_store(request.param, tmp_path, registry)
     handle = Engine(request.param, resources, registry, [])
     yield handle
     if request.param == "mongodb":

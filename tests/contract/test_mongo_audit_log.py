@@ -14,14 +14,14 @@ from fhir_server.store.audit_log import mongo as mongo_log
 from fhir_server.store.audit_log.record import seal_batch
 from fhir_server.store.factory import _stamp, with_audit_log
 from tests.conftest import MONGODB_URI, make_store
-from tests.support.audit_log import audit_event, chain_of, with_sessions
+from tests.support.audit_log import audit_event, chain_of
 
 MONGO_ENGINES = ["mongomock"] + (["mongodb"] if MONGODB_URI else [])
 
 
 @pytest.fixture(params=MONGO_ENGINES)
 def log(request, tmp_path, registry):
-    resources = with_sessions(make_store(request.param, tmp_path, registry), request.param)
+    resources = make_store(request.param, tmp_path, registry)
     store = with_audit_log(resources, registry)
     yield store.audit_log
     if request.param == "mongodb":

@@ -27,12 +27,3 @@ def audit_event(*patients: str, agent: str = "Practitioner/pr1", action: str = "
 def chain_of(log) -> list[dict]:
     """Every event of the log, in chain order, as served."""
     return [orjson.loads(record.body) for record in log.scan()]
-
-
-def with_sessions(resources, engine: str):
-    """On mongomock, `database.client` must be the client with sessions, as on pymongo: the
-    audit log starts its transactions from it (tests/support/mongomock_sessions.py's
-    database proxy answers with mongomock's own client, which has none)."""
-    if engine == "mongomock":
-        resources.database.client = resources.client
-    return resources

@@ -19,13 +19,9 @@ resource store's writes do; `append` returns after that commit.
 
 from __future__ import annotations
 
-import os
-import queue
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 from bson import Binary
@@ -34,14 +30,13 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from fhir_server.store.audit_log.committer import GroupAppender, PendingAppend
 from fhir_server.store.audit_log.record import LogRecord, StampFn, seal_batch
 
 EVENTS = "audit_log"
 HEAD = "audit_log_head"
 _HEAD_ID = "head"
 
-# A batch stops growing here, so that a steady stream of readers still gets commits.
-MAX_BATCH = 512
 # Events imported per transaction (a migration may move millions; a transaction must stay
 # well under MongoDB's size and lifetime limits). The import is idempotent, so a crash
 # between two chunks is repaired by the next open.
@@ -57,102 +52,6 @@ _TRANSACTION = {
 }
 
 T = TypeVar("T")
-
-
-class PendingAppend:
-    """One caller's events, waiting in the queue for the commit that stores them."""
-
-    __slots__ = ("done", "error", "events", "records", "skip_known")
-
-    def __init__(self, events: list[dict], skip_known: bool) -> None:
-        self.events = events
-        self.skip_known = skip_known
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.records: list[LogRecord] = []
-
-
-class GroupAppender:
-    """Group commit for an audit log engine: one committer thread per process drains the
-    queue, so every append queued while a batch commits shares the next commit.
-
-    `commit(batch)` stores the batch durably and sets each member's `records` (or its own
-    `error`); an exception it raises is handed to every member. `turn`, if the engine has
-    one, is held while a batch is gathered and committed (the SQLite log's cross-process
-    `WriteTurn`); MongoDB has none (`MongoAuditLog`). Engine-neutral: it has no engine's
-    imports, to move beside `port` when both engines share it.
-    """
-
-    def __init__(
-        self,
-        commit: Callable[[list[PendingAppend]], None],
-        *,
-        turn: Callable[[], AbstractContextManager] = nullcontext,
-        max_batch: int = MAX_BATCH,
-    ) -> None:
-        self._commit = commit
-        self._turn = turn
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[PendingAppend | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._committer_pid = 0
-        self._stopped = False
-
-    def append(self, events: Sequence[dict], skip_known: bool) -> list[LogRecord]:
-        if self._stopped:
-            raise RuntimeError("the audit log is closed")
-        self._start_committer()
-        pending = PendingAppend(list(events), skip_known)
-        self._queue.put(pending)
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.records
-
-    def stop(self) -> None:
-        """The committer ends once the appends queued before this have committed."""
-        self._stopped = True
-        self._queue.put(None)
-
-    def _start_committer(self) -> None:
-        if self._committer_pid == os.getpid():
-            return
-        with self._lock:
-            if self._committer_pid != os.getpid():  # first use, or first use after a fork
-                self._committer_pid = os.getpid()
-                threading.Thread(target=self._run, name="audit-log", daemon=True).start()
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            try:
-                # The turn first (if the engine has one): what is queued while another
-                # process commits joins this batch instead of waiting for the next.
-                with self._turn():
-                    stop = self._drain(batch)
-                    self._commit(batch)
-            except BaseException as exc:  # handed to every waiting request
-                for pending in batch:
-                    pending.records = []
-                    pending.error = exc
-            for pending in batch:
-                pending.done.set()
-
-    def _drain(self, batch: list[PendingAppend]) -> bool:
-        """Add what is queued to `batch`, up to its size; True if `stop` was asked."""
-        while len(batch) < self._max_batch:
-            try:
-                pending = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if pending is None:
-                return True
-            batch.append(pending)
-        return False
 
 
 def _document(record: LogRecord) -> dict:

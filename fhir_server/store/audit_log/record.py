@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal
+from fhir_server.audit.chain import GENESIS_HASH, ChainLink, chain_link, sealed_link
 from fhir_server.search.extract import RELATIVE_REFERENCE
 
 AUDIT_EVENT = "AuditEvent"
@@ -74,9 +74,12 @@ def _codes(items: object) -> str:
     )
 
 
-def record_of(sealed: Mapping, body: bytes, recorded: int) -> LogRecord:
-    """The narrow record of a sealed, stamped event (`body`: its bytes as served)."""
-    link = chain_link(sealed)
+def record_of(
+    sealed: Mapping, body: bytes, recorded: int, link: ChainLink | None = None
+) -> LogRecord:
+    """The narrow record of a sealed, stamped event (`body`: its bytes as served; `link`:
+    its chain link, when the caller has it at hand)."""
+    link = link or chain_link(sealed)
     if link is None:
         raise ValueError("an AuditEvent enters the log sealed")
     meta = sealed.get("meta")
@@ -104,9 +107,9 @@ def seal_batch(
     records: list[LogRecord] = []
     for event in events:
         sequence += 1
-        sealed = seal(event, previous, sequence)
-        records.append(record_of(sealed, stamp(sealed, recorded), recorded))
-        previous = records[-1].hash
+        sealed, link = sealed_link(event, previous, sequence)
+        records.append(record_of(sealed, stamp(sealed, recorded), recorded, link))
+        previous = link.hash
     return records
 
 

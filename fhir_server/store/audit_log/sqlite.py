@@ -8,8 +8,6 @@ right edges of two small B-trees. Readers use one connection per thread (WAL).
 
 from __future__ import annotations
 
-import os
-import queue
 import shutil
 import sqlite3
 import tempfile
@@ -18,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from fhir_server.store.audit_log.committer import GroupAppender, PendingAppend
 from fhir_server.store.audit_log.record import LogRecord, StampFn, seal_batch
 from fhir_server.store.write_turn import WriteTurn
 
@@ -48,9 +47,6 @@ CREATE TABLE IF NOT EXISTS event_patient (
 
 _COLUMNS = "seq, id, recorded, hash, agent, action, subtype, outcome, labels, body"
 
-# A batch stops growing here, so that a steady stream of readers still gets commits.
-MAX_BATCH = 512
-
 
 def _record(row: tuple, patients: tuple[str, ...] = ()) -> LogRecord:
     return LogRecord(
@@ -66,15 +62,6 @@ def _record(row: tuple, patients: tuple[str, ...] = ()) -> LogRecord:
         labels=row[8],
         body=bytes(row[9]),
     )
-
-
-class _Waiter:
-    __slots__ = ("done", "error", "records")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.records: list[LogRecord] = []
 
 
 class SqliteAuditLog:
@@ -97,9 +84,7 @@ class SqliteAuditLog:
         self._turn = WriteTurn(self.path)
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._committer_pid = 0
-        self._closed = False
+        self._appender = GroupAppender(self._commit, turn=self._write_turn)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -123,66 +108,37 @@ class SqliteAuditLog:
     def append(self, events: Sequence[dict], *, skip_known: bool = False) -> list[LogRecord]:
         if not events:
             return []
-        self._start_committer()
-        waiter = _Waiter()
-        self._queue.put((list(events), skip_known, waiter))
-        waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.records
+        return self._appender.append(events, skip_known)
 
-    def _start_committer(self) -> None:
-        if self._committer_pid == os.getpid():
-            return
-        with self._lock:
-            if self._committer_pid != os.getpid():  # first use, or first use after a fork
-                self._committer_pid = os.getpid()
-                threading.Thread(target=self._commit_loop, name="audit-log", daemon=True).start()
-
-    def _commit_loop(self) -> None:
-        """Group commit: every append queued while the previous batch committed (or while
-        this process waited for the other workers' turn) shares the next commit."""
-        while True:
-            batch = [self._queue.get()]
-            error: BaseException | None = None
-            try:
-                with self._write_turn():
-                    while len(batch) < MAX_BATCH:
-                        try:
-                            batch.append(self._queue.get_nowait())
-                        except queue.Empty:
-                            break
-                    self._commit(batch)
-            except BaseException as exc:  # handed to every waiting request
-                error = exc
-            for _, _, waiter in batch:
-                waiter.error = error
-                waiter.done.set()
-
-    def _commit(self, batch: list[tuple[list[dict], bool, _Waiter]]) -> None:
+    def _commit(self, batch: list[PendingAppend]) -> None:
+        """One transaction for the batch, under the cross-process turn the appender holds:
+        the head read, every event sealed after it, one insert for all of them."""
         connection = self._writer
         connection.execute("BEGIN IMMEDIATE")
         try:
             head = self._head(connection)
+            asked = [str(e.get("id")) for p in batch if p.skip_known for e in p.events]
+            held = self._known(connection, asked) if asked else set()
             recorded = self._clock()
-            for events, skip_known, waiter in batch:
-                if skip_known:
-                    held = self._known(connection, [str(event.get("id")) for event in events])
-                    events = [event for event in events if event.get("id") not in held]
-                waiter.records = seal_batch(events, head, recorded, self._stamp)
-                self._insert(connection, waiter.records)
-                if waiter.records:
-                    head = (waiter.records[-1].sequence, waiter.records[-1].hash)
+            sealed: list[LogRecord] = []
+            for pending in batch:
+                events = pending.events
+                if pending.skip_known:
+                    events = [event for event in events if str(event.get("id")) not in held]
+                pending.records = seal_batch(events, head, recorded, self._stamp)
+                if pending.records:
+                    head = (pending.records[-1].sequence, pending.records[-1].hash)
+                sealed.extend(pending.records)
+            self._insert(connection, sealed)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            for _, _, waiter in batch:
-                waiter.records = []
             raise
 
     @staticmethod
     def _insert(connection: sqlite3.Connection, records: Sequence[LogRecord]) -> None:
+        """The events' rows, their patient keys, and the head moved to the newest."""
         if not records:
             return
         connection.executemany(
@@ -298,6 +254,7 @@ class SqliteAuditLog:
         return [_record(row) for row in rows]
 
     def close(self) -> None:
+        self._appender.stop()
         with self._lock:
             for connection in self._connections:
                 connection.close()
