@@ -47,6 +47,7 @@ from fhir_server.paths import profiles_dir
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.core import FhirService
+from fhir_server.store.factory import with_audit_log
 from fhir_server.store.sqlite import SqliteStore
 from fhir_server.terminology import SYSTEM_IDNAT_PS
 
@@ -368,7 +369,7 @@ def _run_on(
     """Both measures on the corpus of `data_dir`; AuditEvents go to a store in `scratch`."""
     plan = CorpusPlan(**manifest["plan"])
     service = open_service(data_dir, registry)
-    audit_store = SqliteStore(scratch / DATABASE)
+    audit_store = with_audit_log(SqliteStore(scratch / DATABASE), registry)
     try:
         gate = service.gate
         shared_audit = gate.audit

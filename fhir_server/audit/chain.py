@@ -130,6 +130,11 @@ def seal(event: Mapping, previous_hash: str, sequence: int) -> dict:
     its nested values (events are values: nothing edits one once it is built). Raises
     ValueError for a sequence outside 1..2**31-1 or a previous hash that is not 64 hex digits.
     """
+    return sealed_link(event, previous_hash, sequence)[0]
+
+
+def sealed_link(event: Mapping, previous_hash: str, sequence: int) -> tuple[dict, ChainLink]:
+    """`seal`, and the link it wrote (for a caller that stores the hash beside the event)."""
     if not 1 <= sequence <= MAX_SEQUENCE:
         raise ValueError(f"sequence must be within 1..{MAX_SEQUENCE}")
     if not isinstance(previous_hash, str) or not _HASH.fullmatch(previous_hash):
@@ -148,7 +153,7 @@ def seal(event: Mapping, previous_hash: str, sequence: int) -> dict:
             ],
         },
     ]
-    return sealed
+    return sealed, ChainLink(sequence, previous_hash, digest)
 
 
 def chain_link(event: Mapping) -> ChainLink | None:

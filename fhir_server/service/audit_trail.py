@@ -1,32 +1,26 @@
-"""Writing AuditEvents (R16): BALP events sealed into the hash chain, never lost.
+"""Writing AuditEvents (R16): BALP events into the audit log, never lost.
 
-A write's events are appended inside the write's own transaction; a read's events are
-committed in a transaction of their own before the response leaves (the caller waits for
-it). Each event is sealed with the chain head read under the store's write lock, so the
-chain is one sequence whatever the number of workers.
+A write's events are staged in the write's own transaction and reach the audit log once it
+has committed (`store.with_audit_log`); a read's events are appended to the log before the
+response leaves (the caller waits; concurrent reads share one commit). The log seals each
+event into its hash chain under its own lock (`store.audit_log`).
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity, build_audit_events, build_refusal_events
-from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal
-from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.registry import SearchRegistry
-from fhir_server.service import versions
 from fhir_server.service.context import current_request
 from fhir_server.service.notify import Intent, Notifier
 from fhir_server.service.prepared import PreparedEvents
-from fhir_server.store.base import ResourceStore, StoreTransaction, VersionConflict, VersionWrite
+from fhir_server.store.base import StoreTransaction
+from fhir_server.store.with_audit_log import StoreWithAuditLog
 
 # Refusal events raised while a write transaction is open: that transaction is about to roll
 # back, so they are committed on their own once it has ended.
@@ -50,74 +44,10 @@ _collected: ContextVar[_Collected | None] = ContextVar("collected_audit", defaul
 _writes_summarized: ContextVar[bool] = ContextVar("writes_summarized", default=False)
 
 
-class GroupCommitter:
-    """Group commit: events from concurrent requests share one durable commit.
-
-    Each caller waits until its events are committed (a read's AuditEvent is durable before
-    its response is sent); one writer thread per process drains everything queued meanwhile
-    into a single transaction, so the cost of a synchronous commit is shared. The R17
-    notifications a read calls for ride in the same transaction.
-    """
-
-    def __init__(
-        self,
-        commit_batch: Callable[[PreparedEvents, list[Intent]], None],
-        turn: Callable[[], AbstractContextManager] = nullcontext,
-    ) -> None:
-        self.pid = os.getpid()
-        self._commit_batch = commit_batch
-        self._turn = turn
-        self._queue: queue.SimpleQueue[tuple[PreparedEvents, list[Intent], _Waiter]] = (
-            queue.SimpleQueue()
-        )
-        threading.Thread(target=self._run, name="audit-group-commit", daemon=True).start()
-
-    def commit(self, events: PreparedEvents, intents: list[Intent] | None = None) -> None:
-        waiter = _Waiter()
-        self._queue.put((events, intents or [], waiter))
-        waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            error: BaseException | None = None
-            try:
-                # Wait for this process's turn at the database first: events queued while
-                # another process commits join this batch instead of waiting for the next.
-                with self._turn():
-                    while len(batch) < 256:
-                        try:
-                            batch.append(self._queue.get_nowait())
-                        except queue.Empty:
-                            break
-                    self._commit_batch(
-                        PreparedEvents(
-                            [event for prepared, _, _ in batch for event in prepared.events],
-                            [entry for prepared, _, _ in batch for entry in prepared.entries],
-                        ),
-                        [intent for _, intents, _ in batch for intent in intents],
-                    )
-            except BaseException as exc:  # handed to every waiting request
-                error = exc
-            for _, _, waiter in batch:
-                waiter.error = error
-                waiter.done.set()
-
-
-class _Waiter:
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-
 class AuditTrail:
     def __init__(
         self,
-        store: ResourceStore,
+        store: StoreWithAuditLog,
         registry: SearchRegistry,
         base_url: str,
         clock: Callable[[], int],
@@ -165,7 +95,7 @@ class AuditTrail:
             else []
         )
         if tx is not None and prepared is not None:
-            self._append_in(tx, events, prepared.entries)
+            tx.stage_audit(events)
             if due:
                 self.notifier.apply(tx, due)
         else:
@@ -185,8 +115,11 @@ class AuditTrail:
             return None
         return self._prepared(self._build(requester, interaction, patients, entities))
 
-    def _prepared(self, events: list[dict]) -> PreparedEvents:
-        return PreparedEvents(events, [prepare(event, self.registry) for event in events])
+    @staticmethod
+    def _prepared(events: list[dict]) -> PreparedEvents:
+        """Events the log will seal and store: nothing to index beforehand (the log keeps
+        them narrow), so preparing them is building them."""
+        return PreparedEvents(events, [])
 
     def _build(
         self,
@@ -267,7 +200,7 @@ class AuditTrail:
         """Append events built elsewhere in the write transaction `tx` (an XDS deposit's own
         event is stored with the deposit, or not at all). `prepared`: see `prepare_events`."""
         if self.enabled and prepared.events:
-            self._append_in(tx, prepared.events, prepared.entries)
+            tx.stage_audit(prepared.events)
 
     def prepare_events(self, events: list[dict]) -> PreparedEvents:
         """Events with their index entries extracted, ahead of the transaction they go in."""
@@ -308,7 +241,7 @@ class AuditTrail:
         finally:
             _collected.reset(token)
             if collected.events or collected.intents:
-                self._committer.commit(self._prepared(collected.events), collected.intents)
+                self._commit(collected.events, collected.intents)
 
     def _append(
         self, events: list[dict], tx: StoreTransaction | None, intents: list[Intent] | None = None
@@ -316,7 +249,7 @@ class AuditTrail:
         if not self.enabled:
             return
         if tx is not None:
-            self._append_in(tx, events)
+            tx.stage_audit(events)
             if intents:
                 self.notifier.apply(tx, intents)
             return
@@ -325,71 +258,15 @@ class AuditTrail:
             collected.events.extend(events)
             collected.intents.extend(intents or ())
             return
-        # The index entries are extracted here, in the request's thread, so that the
-        # committer's transaction (one at a time) only seals and writes.
-        self._committer.commit(self._prepared(events), intents)
+        self._commit(events, intents or [])
 
-    @property
-    def _committer(self) -> GroupCommitter:
-        committer = self.__dict__.get("_group")
-        if committer is None or committer.pid != os.getpid():  # new after a fork
-            committer = self.__dict__["_group"] = GroupCommitter(self._commit_batch, self._turn)
-        return committer
-
-    @contextmanager
-    def _turn(self) -> Iterator[None]:
-        """One audit committer at a time across worker processes, queued by the OS.
-
-        SQLite's own busy handler makes a second process sleep for growing intervals while
-        the first commits; a blocking file lock next to the database wakes the next
-        committer as soon as the lock is released, and its batch grows meanwhile.
-        """
-        path = getattr(self.store, "path", None)
-        if not isinstance(path, str) or path == ":memory:":
-            yield
+    def _commit(self, events: list[dict], intents: list[Intent]) -> None:
+        """Events of no write, durable on return. The R17 notifications a read calls for
+        are resource writes: they and the events then make one write transaction."""
+        if not intents:
+            self.store.append_audit(events)
             return
-        with open(f"{path}-audit.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _commit_batch(self, prepared: PreparedEvents, intents: list[Intent] | None = None) -> None:
-        for attempt in range(5):
-            try:
-                with self.store.transaction() as own:
-                    self._append_in(own, prepared.events, prepared.entries)
-                    if intents:
-                        self.notifier.apply(own, intents)
-                self.notifier.remember(intents or [])
-                return
-            except VersionConflict:
-                if attempt == 4:
-                    raise
-
-    def _append_in(
-        self,
-        tx: StoreTransaction,
-        events: list[dict],
-        prepared_entries: list[PreparedEntries] | None = None,
-    ) -> None:
-        head = tx.audit_head() or (0, GENESIS_HASH)
-        sequence, previous = head
-        for position, event in enumerate(events):
-            sequence += 1
-            sealed = seal(event, previous, sequence)
-            previous = chain_link(sealed).hash
-            stored = versions.stamp(sealed, sealed["id"], 1, self.clock())
-            content = prepared_entries[position].entries() if prepared_entries else None
-            entries = extract(sealed, self.registry, content=content)
-            tx.append_audit(
-                VersionWrite(
-                    stored,
-                    "POST",
-                    0,
-                    entries,
-                    shard_key=entries.compartment[0] if entries.compartment else "",
-                )
-            )
-        tx.set_audit_head(sequence, previous)
+        with self.store.transaction() as own:
+            own.stage_audit(events)
+            self.notifier.apply(own, intents)
+        self.notifier.remember(intents)

@@ -22,6 +22,7 @@ from fhir_server.service.validation import (
     record_closure_validator,
 )
 from fhir_server.store.base import ResourceStore
+from fhir_server.store.factory import with_audit_log
 
 
 def load_or_create_secret(path: Path) -> bytes:
@@ -49,6 +50,7 @@ def build_service(
     profiles: ProfileRegistry | None = None,
     profiles_path: Path | None = None,
 ) -> FhirService:
+    audited = with_audit_log(store, registry, clock)
     cursor_key = load_or_create_secret(Path(data_dir) / "keys" / "cursor.key")
     folder = profiles_path or profiles_dir()
     profiles = profiles or ProfileRegistry.load(folder)
@@ -56,10 +58,14 @@ def build_service(
         folder / "habilitation-matrix.json", folder / "habilitation-matrix.schema.json", profiles
     )
     gate = Gate(
-        store, registry, DmpPolicy(matrix), AuditTrail(store, registry, base_url, clock), cursor_key
+        audited,
+        registry,
+        DmpPolicy(matrix),
+        AuditTrail(audited, registry, base_url, clock),
+        cursor_key,
     )
     service = FhirService(
-        store,
+        audited,
         registry,
         gate,
         cursor_key=cursor_key,

@@ -85,15 +85,13 @@ class StoreTransaction(Protocol):
 
     def write(self, version: VersionWrite) -> None: ...
 
-    def append_audit(self, version: VersionWrite) -> None:
-        """Write a new AuditEvent. AuditEvents are append-only and rarely read, so an engine
-        may journal them and index them later in batches, provided every read that could
-        return, count or match one sees all those committed before it began."""
+    def stage_audit(self, events: Sequence[dict]) -> Sequence[object]:
+        """Stage this write's AuditEvents in its commit (the outbox the audit log is fed
+        from, `store.with_audit_log`); returns their outbox keys."""
+        ...
 
-    def audit_head(self) -> tuple[int, str] | None:
-        """The AuditEvent hash chain's head (sequence, hash), read under the write lock."""
-
-    def set_audit_head(self, sequence: int, chain_hash: str) -> None: ...
+    def clear_outbox(self, keys: Sequence[object]) -> None:
+        """Remove outbox rows whose events the audit log holds."""
 
     def notified_day(self, patient_id: str, practitioner_id: str) -> str | None:
         """The last day (ISO date) the patient was told of this practitioner's access (R17)."""

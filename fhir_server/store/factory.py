@@ -2,23 +2,60 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 from fhir_server.config import Settings
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.registry import SearchRegistry
-from fhir_server.store.base import ResourceStore
+from fhir_server.service import versions
+from fhir_server.store.with_audit_log import StoreWithAuditLog
 
 
-def open_store(settings: Settings, registry: SearchRegistry) -> ResourceStore:
+def open_store(settings: Settings, registry: SearchRegistry) -> StoreWithAuditLog:
+    """The configured resource store with its audit log beside it."""
     url = settings.store_url
     if url.startswith("sqlite:"):
         from fhir_server.store.sqlite import SqliteStore
 
-        return SqliteStore(settings.sqlite_path, audit_referrers=audit_referrers(registry))
+        embedded = SqliteStore(settings.sqlite_path, audit_referrers=audit_referrers(registry))
+        return with_audit_log(embedded, registry)
     from fhir_server.store.mongo import MongoStore
 
-    store = MongoStore.from_uri(url, SERVED_TYPES)
-    store.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
-    return store
+    mongo = MongoStore.from_uri(url, SERVED_TYPES)
+    mongo.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
+    return with_audit_log(mongo, registry)
+
+
+def _stamp(sealed: dict, recorded: int) -> bytes:
+    return versions.stamp(sealed, sealed["id"], 1, recorded).body
+
+
+def audit_log_path(database_path: str) -> str:
+    """The SQLite audit log's file, beside the resource database: `fhir.sqlite3` ->
+    `fhir.audit.sqlite3` (":memory:" stays in memory, see `SqliteAuditLog`)."""
+    if database_path == ":memory:":
+        return database_path
+    path = Path(database_path)
+    return str(path.with_name(f"{path.stem}.audit{path.suffix or '.sqlite3'}"))
+
+
+def with_audit_log(
+    store, registry: SearchRegistry, clock: Callable[[], int] = versions.now_us
+) -> StoreWithAuditLog:
+    """`store` with the audit log of its engine (`store.audit_log`); as is if it has one.
+    `clock` (epoch µs) stamps the events' meta.lastUpdated."""
+    if isinstance(store, StoreWithAuditLog):
+        return store
+    if store.name == "sqlite":
+        from fhir_server.store.audit_log.sqlite import SqliteAuditLog
+
+        log = SqliteAuditLog(audit_log_path(store.path), stamp=_stamp, clock=clock)
+    else:
+        from fhir_server.store.audit_log.mongo import MongoAuditLog
+
+        log = MongoAuditLog(store.database, stamp=_stamp, clock=clock)
+    return StoreWithAuditLog(store, log, registry)
 
 
 def audit_referrers(registry: SearchRegistry):

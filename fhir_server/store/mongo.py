@@ -7,6 +7,11 @@ patient's documents sit together when collections are sharded on `{pk: 1, _id: 1
 version is also in `<Type>_history`. Writes run in multi-document transactions with
 majority write concern; nothing here assumes a single shard (reads by id are routed by the
 `mongos` to every shard when the shard key is unknown).
+
+AuditEvents are not resources of this store: they live in the audit log's own collections
+(`store.audit_log.mongo`). A write's events are staged in `audit_outbox` inside the write's
+transaction and cleared once the log holds them (`store.with_audit_log`); the AuditEvents
+earlier versions kept in the `AuditEvent` collections are handed over once, on open.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-from bson import Binary
+import orjson
+from bson import Binary, ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from fhir_server.audit.chain import chain_link
 from fhir_server.search.extract import sort_values
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import mongo_index, mongo_search
@@ -38,7 +45,12 @@ from fhir_server.store.base import (
 from fhir_server.store.page import SearchPage
 
 _PROJECTION = {"v": 1, "lu": 1, "del": 1, "body": 1}
-AUDIT_CHAIN = "audit_chain"
+# A write's AuditEvents, staged in the write's transaction until the audit log holds them
+# (store.with_audit_log). ObjectIds made in one process increase: `_id` order is staging order.
+AUDIT_OUTBOX = "audit_outbox"
+# Where earlier versions kept AuditEvents: the resource collections and this chain head.
+AUDIT_EVENT = "AuditEvent"
+LEGACY_AUDIT_CHAIN = "audit_chain"
 RECORD_EPOCH = "record_epoch"
 NOTIFIED_DAY = "notified_day"
 # One document per conditional-create criteria (`MongoTransaction.claim`).
@@ -63,6 +75,11 @@ def _before(resource_type: str, position: list) -> dict:
 
 def history_collection(resource_type: str) -> str:
     return f"{resource_type}_history"
+
+
+def _chain_sequence(row: tuple[bytes, int]) -> int:
+    link = chain_link(orjson.loads(row[0]))
+    return link.sequence if link else 0
 
 
 class _InSession:
@@ -125,19 +142,19 @@ class MongoTransaction:
         except DuplicateKeyError as exc:
             raise VersionConflict("condition", key) from exc
 
-    def audit_head(self) -> tuple[int, str] | None:
-        doc = self._db[AUDIT_CHAIN].find_one({"_id": "head"}, session=self._session)
-        return (doc["sequence"], doc["hash"]) if doc else None
+    def stage_audit(self, events: Sequence[dict]) -> list[ObjectId]:
+        """Stage a write's AuditEvents in its transaction (`store.with_audit_log`): one
+        document each in the outbox, no index; their keys, in staging order."""
+        documents = [
+            {"_id": ObjectId(), "body": Binary(orjson.dumps(event)), "pk": ""} for event in events
+        ]
+        if documents:
+            self._db[AUDIT_OUTBOX].insert_many(documents, ordered=True, session=self._session)
+        return [document["_id"] for document in documents]
 
-    def set_audit_head(self, sequence: int, chain_hash: str) -> None:
-        # Two transactions appending at once both write this document: MongoDB aborts one
-        # with a write conflict, so the chain never forks.
-        self._db[AUDIT_CHAIN].replace_one(
-            {"_id": "head"},
-            {"_id": "head", "sequence": sequence, "hash": chain_hash, "pk": ""},
-            upsert=True,
-            session=self._session,
-        )
+    def clear_outbox(self, keys: Sequence[object]) -> None:
+        if keys:
+            self._db[AUDIT_OUTBOX].delete_many({"_id": {"$in": list(keys)}}, session=self._session)
 
     def notified_day(self, patient_id: str, practitioner_id: str) -> str | None:
         doc = self._db[NOTIFIED_DAY].find_one(
@@ -162,7 +179,7 @@ class MongoTransaction:
         )
 
     def purge(self, resource_type: str, resource_id: str) -> None:
-        if resource_type == "AuditEvent":
+        if resource_type == AUDIT_EVENT:
             raise ValueError("AuditEvents are never purged")
         if resource_type == "Patient":
             self.bump_record_epoch(resource_id)
@@ -171,11 +188,6 @@ class MongoTransaction:
         self._db[history_collection(resource_type)].delete_many(
             {"rid": resource_id}, session=self._session
         )
-
-    def append_audit(self, version: VersionWrite) -> None:
-        """AuditEvents are written like any resource: a MongoDB insert touches one document
-        and its index keys, with no page flush per commit to amortize."""
-        self.write(version)
 
     def write(self, version: VersionWrite) -> None:
         resource = version.resource
@@ -246,6 +258,10 @@ class MongoStore:
     @property
     def database(self):
         return self._db
+
+    @property
+    def client(self) -> MongoClient:
+        return self._client
 
     def create_indexes(self, param_codes_by_type: dict[str, Iterable[str]]) -> None:
         """Create the search and history indexes (idempotent; run at start-up)."""
@@ -363,6 +379,34 @@ class MongoStore:
                 if session.in_transaction:
                     session.abort_transaction()
                 raise
+
+    # -- AuditEvents: the outbox and the move to the audit log -----------------------------
+
+    def outbox(self) -> list[tuple[ObjectId, dict]]:
+        """The staged AuditEvents, in staging order (`store.with_audit_log`)."""
+        return [
+            (doc["_id"], orjson.loads(bytes(doc["body"])))
+            for doc in self._db[AUDIT_OUTBOX].find({}).sort("_id", ASCENDING)
+        ]
+
+    def legacy_audit_events(self) -> list[tuple[bytes, int]]:
+        """(bytes, lastUpdated) of the AuditEvents earlier versions stored in the resource
+        collections, in chain order, for the move to the audit log. AuditEvents had one
+        version each, so the current collection holds them all."""
+        rows = [
+            (bytes(doc["body"]), doc["lu"])
+            for doc in self._db[AUDIT_EVENT].find({"del": False}, {"body": 1, "lu": 1})
+        ]
+        return sorted(rows, key=_chain_sequence)
+
+    def drop_legacy_audit_events(self) -> None:
+        """Remove the moved AuditEvents, their history and the old chain head. Not one
+        transaction (there may be millions): the current collection goes last, so that
+        until it is empty the next open finds the events and repeats the move, which skips
+        what the log holds and removes the rest."""
+        self._db[history_collection(AUDIT_EVENT)].delete_many({})
+        self._db[LEGACY_AUDIT_CHAIN].delete_many({})
+        self._db[AUDIT_EVENT].delete_many({})
 
     def close(self) -> None:
         self._client.close()

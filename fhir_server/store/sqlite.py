@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+import orjson
+
+from fhir_server.audit.chain import chain_link
 from fhir_server.search import reach
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import (
@@ -77,14 +80,21 @@ CREATE TABLE IF NOT EXISTS record_epoch (
     patient TEXT PRIMARY KEY,
     epoch INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit_chain (
-    head INTEGER PRIMARY KEY CHECK (head = 1),
-    sequence INTEGER NOT NULL,
-    hash TEXT NOT NULL
+-- A write's AuditEvents, staged in the write's commit until the audit log holds them
+-- (store.with_audit_log).
+CREATE TABLE IF NOT EXISTS audit_outbox (
+    seq INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
 );
 """
 
 logger = logging.getLogger(__name__)
+
+
+def _chain_sequence(body: bytes) -> int:
+    link = chain_link(orjson.loads(body))
+    return link.sequence if link else 0
+
 
 _ROW = "type, id, version, last_updated, deleted, body"
 
@@ -118,17 +128,18 @@ class SqliteTransaction:
         """Nothing to do: writers take turns at the database (`GroupCommit`, `WriteTurn`), so
         a search in this transaction sees every write that could conflict with it."""
 
-    def audit_head(self) -> tuple[int, str] | None:
-        row = self._connection.execute(
-            "SELECT sequence, hash FROM audit_chain WHERE head = 1"
-        ).fetchone()
-        return (row[0], row[1]) if row else None
+    def stage_audit(self, events: Sequence[dict]) -> list[object]:
+        """Stage a write's AuditEvents in its commit (`store.with_audit_log`); their keys."""
+        return [
+            self._connection.execute(
+                "INSERT INTO audit_outbox (body) VALUES (?)", (orjson.dumps(event),)
+            ).lastrowid
+            for event in events
+        ]
 
-    def set_audit_head(self, sequence: int, chain_hash: str) -> None:
-        self._connection.execute(
-            "INSERT INTO audit_chain (head, sequence, hash) VALUES (1, ?, ?) "
-            "ON CONFLICT (head) DO UPDATE SET sequence = excluded.sequence, hash = excluded.hash",
-            (sequence, chain_hash),
+    def clear_outbox(self, keys: Sequence[object]) -> None:
+        self._connection.executemany(
+            "DELETE FROM audit_outbox WHERE seq = ?", [(key,) for key in keys]
         )
 
     def notified_day(self, patient_id: str, practitioner_id: str) -> str | None:
@@ -168,12 +179,6 @@ class SqliteTransaction:
         connection.execute(
             "DELETE FROM history WHERE type = ? AND id = ?", (resource_type, resource_id)
         )
-
-    def append_audit(self, version: VersionWrite) -> None:
-        """A new AuditEvent, written like any resource (no longer journaled: `sqlite_journal`)."""
-        if version.resource.resource_type != "AuditEvent" or version.expected_version != 0:
-            raise ValueError("only new AuditEvents are appended")
-        self.write(version)
 
     def write(self, version: VersionWrite) -> None:
         resource = version.resource
@@ -400,6 +405,47 @@ class SqliteStore:
                 yield SqliteTransaction(connection)
         finally:
             self._local.in_transaction = False
+
+    # -- AuditEvents: the outbox and the move to the audit log -----------------------------
+
+    def outbox(self) -> list[tuple[int, dict]]:
+        """The staged AuditEvents, in staging order (`store.with_audit_log`). Read on the
+        writer connection: at open, before any write (and the one connection in memory)."""
+        rows = self._writer.execute("SELECT seq, body FROM audit_outbox ORDER BY seq").fetchall()
+        return [(key, orjson.loads(body)) for key, body in rows]
+
+    def legacy_audit_events(self) -> list[tuple[bytes, int]]:
+        """(bytes, lastUpdated) of the AuditEvents earlier versions stored in the resource
+        tables (or their journal), in chain order, for the move to the audit log. At open, on
+        the writer connection (an in-memory store has no other)."""
+        if (
+            self._writer.execute(
+                "SELECT 1 FROM audit_journal UNION ALL "
+                "SELECT 1 FROM resource WHERE type = 'AuditEvent' LIMIT 1"
+            ).fetchone()
+            is None
+        ):
+            return []
+        self.settle_audit()
+        rows = self._writer.execute(
+            "SELECT body, last_updated FROM resource WHERE type = 'AuditEvent'"
+        ).fetchall()
+        events = [(bytes(body), last_updated) for body, last_updated in rows]
+        return sorted(events, key=lambda row: _chain_sequence(row[0]))
+
+    def drop_legacy_audit_events(self) -> None:
+        """Remove the moved AuditEvents from the resource tables, in one transaction."""
+        with self.transaction() as tx:
+            connection = tx._connection
+            rids = [
+                row[0]
+                for row in connection.execute("SELECT rid FROM resource WHERE type = 'AuditEvent'")
+            ]
+            for rid in rids:
+                sqlite_index.delete_index(connection, rid)
+            connection.execute("DELETE FROM resource WHERE type = 'AuditEvent'")
+            connection.execute("DELETE FROM history WHERE type = 'AuditEvent'")
+            connection.execute("DROP TABLE IF EXISTS audit_chain")
 
     # -- the AuditEvent journal -----------------------------------------------------------
 

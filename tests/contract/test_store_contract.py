@@ -144,18 +144,6 @@ def test_store_answers_ping(engine_store):
     assert engine_store.ping()
 
 
-def test_audit_chain_head_is_kept_with_the_transaction(engine_store):
-    """R16 tamper evidence: the chain head moves only when its transaction commits."""
-    with engine_store.transaction() as tx:
-        assert tx.audit_head() is None
-        tx.set_audit_head(1, "a" * 64)
-    with pytest.raises(RuntimeError), engine_store.transaction() as tx:
-        tx.set_audit_head(2, "b" * 64)
-        raise RuntimeError("rolled back")
-    with engine_store.transaction() as tx:
-        assert tx.audit_head() == (1, "a" * 64)
-
-
 def test_r17_last_notified_day_is_kept_with_the_transaction(engine_store):
     """R17: the day a patient was last told of a practitioner's access commits or rolls back
     with its transaction, per (patient, practitioner)."""

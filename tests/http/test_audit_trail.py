@@ -115,13 +115,8 @@ def test_r16_the_chain_verifies_and_a_tampered_event_is_named(app, client, token
     body["outcome"] = "4"
     import orjson
 
-    store._writer.execute(
-        "UPDATE resource SET body = ? WHERE type = 'AuditEvent' AND id = ?",
-        (orjson.dumps(body), victim.id),
-    )
-    store._writer.execute(
-        "UPDATE history SET body = ? WHERE type = 'AuditEvent' AND id = ?",
-        (orjson.dumps(body), victim.id),
+    store.audit_log._writer.execute(
+        "UPDATE event SET body = ? WHERE id = ?", (orjson.dumps(body), victim.id)
     )
     broken = verify_store(store)
     assert not broken.ok and broken.event_id == victim.id

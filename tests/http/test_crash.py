@@ -151,10 +151,15 @@ def test_r16_invariant5_sigkill_under_load_loses_no_acknowledged_audit_or_write(
     )
     assert verify.returncode == 0, verify.stderr
 
+    from fhir_server.paths import profiles_dir
     from fhir_server.search.query import ReferenceTest, SearchQuery
+    from fhir_server.search.registry import SearchRegistry
+    from fhir_server.store.factory import with_audit_log
     from fhir_server.store.sqlite import SqliteStore
 
-    store = SqliteStore(data_dir / "fhir.sqlite3")
+    store = with_audit_log(
+        SqliteStore(data_dir / "fhir.sqlite3"), SearchRegistry.load(profiles_dir())
+    )
     try:
         traced: set[str] = set()
         cursor = None

@@ -33,8 +33,9 @@ class _CollectionProxy:
 
 
 class _DatabaseProxy:
-    def __init__(self, database: Any) -> None:
+    def __init__(self, database: Any, client: SessionMongoClient) -> None:
         self._database = database
+        self.client = client  # as pymongo's Database.client: the client with sessions
 
     def __getitem__(self, name: str) -> _CollectionProxy:
         return _CollectionProxy(self._database[name])
@@ -92,7 +93,7 @@ class SessionMongoClient:
         self.transaction_lock = threading.RLock()
 
     def get_database(self, name: str, **_options: Any) -> _DatabaseProxy:
-        return _DatabaseProxy(self._client.get_database(name))
+        return _DatabaseProxy(self._client.get_database(name), self)
 
     def start_session(self, **_options: Any) -> _SnapshotSession:
         return _SnapshotSession(self)

@@ -12,6 +12,7 @@ import pytest
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import build_audit_events
 from fhir_server.service.factory import build_service
+from fhir_server.store.factory import audit_log_path
 from fhir_server.store.sqlite import SqliteStore
 
 DOCTOR = Requester(ActorKind.PRACTITIONER, "810001234567", "Dr A", profession="10")
@@ -28,14 +29,10 @@ def _event() -> list[dict]:
 
 
 def _durable_events(path: Path) -> int:
-    """What another process sees: committed AuditEvents (journaled ones too)."""
-    connection = sqlite3.connect(path)
+    """What another process sees: AuditEvents committed to the audit log beside `path`."""
+    connection = sqlite3.connect(audit_log_path(str(path)))
     try:
-        journaled = connection.execute("SELECT count(*) FROM audit_journal").fetchone()[0]
-        moved = connection.execute(
-            "SELECT count(*) FROM resource WHERE type = 'AuditEvent'"
-        ).fetchone()[0]
-        return journaled + moved
+        return connection.execute("SELECT count(*) FROM event").fetchone()[0]
     finally:
         connection.close()
 
@@ -45,7 +42,7 @@ def trail(tmp_path: Path, registry):
     store = SqliteStore(tmp_path / "fhir.sqlite3")
     service = build_service(store, registry, data_dir=tmp_path)
     yield service.gate.audit
-    store.close()
+    service.store.close()
 
 
 def test_r16_events_of_a_block_are_durable_when_it_ends(trail, tmp_path):

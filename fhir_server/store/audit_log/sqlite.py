@@ -1,0 +1,263 @@
+"""The SQLite audit log: its own database file beside the resource store's.
+
+One narrow row per event and one key row per patient of its compartment; nothing else is
+indexed. The file has its own write lock and group commit, so an audited read never waits
+for a resource write nor disturbs the resource store's page cache: a commit here touches the
+right edges of two small B-trees. Readers use one connection per thread (WAL).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from fhir_server.store.audit_log.committer import GroupAppender, PendingAppend
+from fhir_server.store.audit_log.record import LogRecord, StampFn, seal_batch
+from fhir_server.store.write_turn import WriteTurn
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS event (
+    seq INTEGER PRIMARY KEY,       -- the hash chain's sequence
+    id TEXT NOT NULL UNIQUE,
+    recorded INTEGER NOT NULL,     -- meta.lastUpdated, µs
+    hash TEXT NOT NULL,            -- the chain hash (audit.chain)
+    agent TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subtype TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS head (   -- the newest event, rewritten with each commit: a tail
+    one INTEGER PRIMARY KEY CHECK (one = 1),  -- cut from `event` shows against it
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_patient (
+    patient TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (patient, seq)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = "seq, id, recorded, hash, agent, action, subtype, outcome, labels, body"
+
+
+def _record(row: tuple, patients: tuple[str, ...] = ()) -> LogRecord:
+    return LogRecord(
+        sequence=row[0],
+        id=row[1],
+        recorded=row[2],
+        hash=row[3],
+        patients=patients,
+        agent=row[4],
+        action=row[5],
+        subtype=row[6],
+        outcome=row[7],
+        labels=row[8],
+        body=bytes(row[9]),
+    )
+
+
+class SqliteAuditLog:
+    name = "sqlite"
+
+    def __init__(self, path: str | Path, *, stamp: StampFn, clock: Callable[[], int]) -> None:
+        """`path` ":memory:" (a resource store in memory, for tests): a temporary file,
+        removed on close, since every connection to an in-memory database opens its own."""
+        self._temporary: str | None = None
+        if str(path) == ":memory:":
+            self._temporary = tempfile.mkdtemp(prefix="audit-log-")
+            path = Path(self._temporary) / "audit.sqlite3"
+        self.path = str(path)
+        self._stamp = stamp
+        self._clock = clock
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._turn = WriteTurn(self.path)
+        self._writer = self._connect()
+        self._writer.executescript(SCHEMA)
+        self._appender = GroupAppender(self._commit, turn=self._write_turn)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA busy_timeout = 10000")
+        connection.execute("PRAGMA temp_store = MEMORY")
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    @property
+    def _reader(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connect()
+        return connection
+
+    # -- appending --------------------------------------------------------------------------
+
+    def append(self, events: Sequence[dict], *, skip_known: bool = False) -> list[LogRecord]:
+        if not events:
+            return []
+        return self._appender.append(events, skip_known)
+
+    def _commit(self, batch: list[PendingAppend]) -> None:
+        """One transaction for the batch, under the cross-process turn the appender holds:
+        the head read, every event sealed after it, one insert for all of them."""
+        connection = self._writer
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            head = self._head(connection)
+            asked = [str(e.get("id")) for p in batch if p.skip_known for e in p.events]
+            held = self._known(connection, asked) if asked else set()
+            recorded = self._clock()
+            sealed: list[LogRecord] = []
+            for pending in batch:
+                events = pending.events
+                if pending.skip_known:
+                    events = [event for event in events if str(event.get("id")) not in held]
+                pending.records = seal_batch(events, head, recorded, self._stamp)
+                if pending.records:
+                    head = (pending.records[-1].sequence, pending.records[-1].hash)
+                sealed.extend(pending.records)
+            self._insert(connection, sealed)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _insert(connection: sqlite3.Connection, records: Sequence[LogRecord]) -> None:
+        """The events' rows, their patient keys, and the head moved to the newest."""
+        if not records:
+            return
+        connection.executemany(
+            f"INSERT INTO event ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.sequence,
+                    r.id,
+                    r.recorded,
+                    r.hash,
+                    r.agent,
+                    r.action,
+                    r.subtype,
+                    r.outcome,
+                    r.labels,
+                    r.body,
+                )
+                for r in records
+            ],
+        )
+        connection.executemany(
+            "INSERT INTO event_patient (patient, seq) VALUES (?, ?)",
+            [(patient, r.sequence) for r in records for patient in r.patients],
+        )
+        newest = max(records, key=lambda r: r.sequence)
+        connection.execute(
+            "INSERT INTO head (one, seq, hash) VALUES (1, ?, ?) ON CONFLICT (one) DO UPDATE "
+            "SET seq = excluded.seq, hash = excluded.hash WHERE excluded.seq > head.seq",
+            (newest.sequence, newest.hash),
+        )
+
+    def import_sealed(self, records: Sequence[LogRecord]) -> int:
+        with self._write_turn():
+            connection = self._writer
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                held = self._known(connection, [r.id for r in records])
+                fresh = [r for r in records if r.id not in held]
+                self._insert(connection, fresh)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        return len(fresh)
+
+    @contextmanager
+    def _write_turn(self) -> Iterator[None]:
+        """The cross-process turn at the log file, queued by the OS (`WriteTurn`)."""
+        with self._turn.hold():
+            yield
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _head(connection: sqlite3.Connection) -> tuple[int, str] | None:
+        row = connection.execute("SELECT seq, hash FROM head WHERE one = 1").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def head(self) -> tuple[int, str] | None:
+        """The head as recorded with the last commit (not read from the events themselves:
+        `audit verify` compares the chain against it)."""
+        return self._head(self._reader)
+
+    @staticmethod
+    def _known(connection: sqlite3.Connection, event_ids: list[str]) -> set[str]:
+        held: set[str] = set()
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            held.update(
+                row[0]
+                for row in connection.execute(f"SELECT id FROM event WHERE id IN ({marks})", chunk)
+            )
+        return held
+
+    def known(self, event_ids: Iterable[str]) -> set[str]:
+        return self._known(self._reader, list(event_ids))
+
+    def get(self, event_id: str) -> LogRecord | None:
+        row = self._reader.execute(
+            f"SELECT {_COLUMNS} FROM event WHERE id = ?", (event_id,)
+        ).fetchone()
+        return _record(row) if row else None
+
+    def scan(self, patients: Sequence[str] | None = None) -> Iterator[LogRecord]:
+        connection = self._reader
+        if patients is None:
+            rows = connection.execute(f"SELECT {_COLUMNS} FROM event ORDER BY seq")
+        else:
+            marks = ", ".join("?" * len(patients))
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM event WHERE seq IN "
+                f"(SELECT seq FROM event_patient WHERE patient IN ({marks})) ORDER BY seq",
+                tuple(patients),
+            )
+        for row in rows.fetchall():
+            yield _record(row)
+
+    def newest_first(
+        self, *, before: int | None, since: int | None, event_id: str | None, limit: int
+    ) -> list[LogRecord]:
+        clauses: list[str] = []
+        params: list = []
+        for clause, value in (("seq < ?", before), ("recorded >= ?", since), ("id = ?", event_id)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._reader.execute(
+            f"SELECT {_COLUMNS} FROM event {where} ORDER BY seq DESC LIMIT ?", (*params, limit)
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def close(self) -> None:
+        self._appender.stop()
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        if self._temporary is not None:
+            shutil.rmtree(self._temporary, ignore_errors=True)

@@ -1,0 +1,326 @@
+"""A resource store and its audit log, seen by the service as one store.
+
+AuditEvents live in the log (`store.audit_log`); every other type in the resource store.
+Reads, histories and searches of AuditEvents go to the log; everything else to the
+resource store, unchanged.
+
+A write transaction's own AuditEvents must be stored if and only if the write is (R16):
+they are staged in the resource store's outbox inside the write's transaction (one narrow
+row each, in the same commit), appended to the log once that commit is durable, and their
+outbox rows cleared by a later transaction. Opening the store replays into the log every
+outbox event it does not hold yet (a crash between the two commits), so after any crash the
+log holds exactly the events of the writes that committed. The log skips ids it holds, so
+a replay racing the writer that staged the events stores each event once.
+
+Events stored in the resource tables by earlier versions are moved into the log on open,
+with their chain links, then removed from the resource tables (`_migrate`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from fhir_server.errors import error
+from fhir_server.search import reach
+from fhir_server.search.evaluate import matches
+from fhir_server.search.extract import extract
+from fhir_server.search.query import Include, Node, SearchQuery
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.store.audit_log import search as log_search
+from fhir_server.store.audit_log.port import AuditLogEngine
+from fhir_server.store.audit_log.record import AUDIT_EVENT, LogRecord, imported
+from fhir_server.store.base import (
+    HistoryEntry,
+    HistoryPage,
+    StoredResource,
+    StoreTransaction,
+    VersionWrite,
+    decode_history_cursor,
+    encode_history_cursor,
+    invalid_cursor,
+)
+from fhir_server.store.page import SearchPage, SearchRow
+
+logger = logging.getLogger(__name__)
+
+
+def _stored(record: LogRecord) -> StoredResource:
+    return StoredResource(AUDIT_EVENT, record.id, 1, record.recorded, False, record.body)
+
+
+def _not_supported(what: str) -> Exception:
+    return error(
+        400,
+        "not-supported",
+        f"{what}: AuditEvents are kept in the audit log and searched by AuditEvent searches",
+        expression="_revinclude" if "revinclude" in what else None,
+    )
+
+
+class _Transaction:
+    """The resource store's write transaction, with AuditEvents staged in its outbox."""
+
+    def __init__(
+        self,
+        tx: StoreTransaction,
+        owner: StoreWithAuditLog,
+        staged: list[dict],
+        keys: list[object],
+    ) -> None:
+        self._tx = tx
+        self._owner = owner
+        self._staged = staged
+        self._keys = keys
+
+    def stage_audit(self, events: Sequence[dict]) -> Sequence[object]:
+        """`events` are stored with this transaction, or not at all (module docstring)."""
+        if not events:
+            return []
+        keys = self._tx.stage_audit(events)
+        self._keys.extend(keys)
+        self._staged.extend(events)
+        return keys
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        if resource_type == AUDIT_EVENT:
+            return self._owner.read(resource_type, resource_id)
+        return self._tx.read(resource_type, resource_id)
+
+    def search(self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str) -> SearchPage:
+        if query.resource_type == AUDIT_EVENT:
+            return self._owner.search(query, cursor_key=cursor_key, cursor_binding=cursor_binding)
+        self._owner.refuse_joins(query)
+        return self._tx.search(query, cursor_key=cursor_key, cursor_binding=cursor_binding)
+
+    def write(self, version: VersionWrite) -> None:
+        self._tx.write(version)
+
+    def clear_outbox(self, keys: Sequence[object]) -> None:
+        self._tx.clear_outbox(keys)
+
+    def notified_day(self, patient_id: str, practitioner_id: str) -> str | None:
+        return self._tx.notified_day(patient_id, practitioner_id)
+
+    def set_notified_day(self, patient_id: str, practitioner_id: str, day: str) -> None:
+        self._tx.set_notified_day(patient_id, practitioner_id, day)
+
+    def bump_record_epoch(self, patient_id: str) -> None:
+        self._tx.bump_record_epoch(patient_id)
+
+    def claim(self, key: str) -> None:
+        self._tx.claim(key)
+
+    def purge(self, resource_type: str, resource_id: str) -> None:
+        self._tx.purge(resource_type, resource_id)
+
+    def __getattr__(self, name: str) -> Any:
+        """Engine-specific extras (tests reach the SQLite connection this way)."""
+        return getattr(self._tx, name)
+
+
+class StoreWithAuditLog:
+    """`ResourceStore` over a resource store and an audit log (module docstring)."""
+
+    def __init__(self, resources: Any, log: AuditLogEngine, registry: SearchRegistry) -> None:
+        self.resources = resources
+        self.audit_log = log
+        self.registry = registry
+        self.name = resources.name
+        self._entries = log_search.EntriesCache(registry)
+        self._cleared_lock = threading.Lock()
+        self._to_clear: list[object] = []
+        self._migrate()
+        self.replay_outbox()
+
+    # -- AuditEvents ------------------------------------------------------------------------
+
+    def append_audit(self, events: Sequence[dict]) -> list[LogRecord]:
+        """Append events that belong to no write (a read's, a refusal's), durably."""
+        return self.audit_log.append(events)
+
+    def replay_outbox(self) -> int:
+        """Append to the log the staged events it does not hold (after a crash), then clear
+        the outbox. Returns how many events were appended."""
+        rows = self.resources.outbox()
+        if not rows:
+            return 0
+        appended = self.audit_log.append([event for _, event in rows], skip_known=True)
+        with self.resources.transaction() as tx:
+            tx.clear_outbox([key for key, _ in rows])
+        return len(appended)
+
+    def _migrate(self) -> None:
+        """Move AuditEvents written into the resource tables by earlier versions into the
+        log, in chain order and with their chain links; then drop them from the tables. A
+        crash in between repeats the move, which skips what the log already holds."""
+        legacy = self.resources.legacy_audit_events()
+        if not legacy:
+            return
+        self.audit_log.import_sealed([imported(body, recorded) for body, recorded in legacy])
+        self.resources.drop_legacy_audit_events()
+        logger.info("moved %d AuditEvents from the resource tables to the audit log", len(legacy))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        if resource_type == AUDIT_EVENT:
+            record = self.audit_log.get(resource_id)
+            return _stored(record) if record else None
+        return self.resources.read(resource_type, resource_id)
+
+    def vread(self, resource_type: str, resource_id: str, version: int) -> StoredResource | None:
+        if resource_type == AUDIT_EVENT:
+            return self.read(resource_type, resource_id) if version == 1 else None
+        return self.resources.vread(resource_type, resource_id, version)
+
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        since: int | None,
+        count: int,
+        cursor: str | None,
+    ) -> HistoryPage:
+        """AuditEvents have one version each: their history is the log, newest first. A
+        whole-system history is the resource store's (the log is read through AuditEvent)."""
+        if resource_type != AUDIT_EVENT:
+            return self.resources.history(
+                resource_type, resource_id, since=since, count=count, cursor=cursor
+            )
+        before: int | None = None
+        if cursor is not None:
+            position = decode_history_cursor(cursor)
+            if not isinstance(position, int):
+                raise invalid_cursor()
+            before = position
+        records = self.audit_log.newest_first(
+            before=before, since=since, event_id=resource_id, limit=count + 1
+        )
+        next_cursor = (
+            encode_history_cursor(records[count - 1].sequence) if len(records) > count else None
+        )
+        entries = [HistoryEntry(_stored(record), "POST") for record in records[:count]]
+        return HistoryPage(entries, next_cursor)
+
+    def search(self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str) -> SearchPage:
+        if query.resource_type == AUDIT_EVENT:
+            return log_search.search(
+                self.audit_log,
+                query,
+                self._entries,
+                self._resource_entries,
+                cursor_key=cursor_key,
+                cursor_binding=cursor_binding,
+            )
+        self.refuse_joins(query)
+        return self.resources.search(query, cursor_key=cursor_key, cursor_binding=cursor_binding)
+
+    def refuse_joins(self, query: SearchQuery) -> None:
+        """Criteria of another type that would read AuditEvents (`_has:AuditEvent`, a chain
+        through an AuditEvent) cannot join across the two stores: refused, not ignored."""
+        if reach.where_reads(query.where, AUDIT_EVENT):
+            raise _not_supported("criteria that read AuditEvents from another resource type")
+        if any(
+            include.reverse and include.source_type == AUDIT_EVENT for include in query.includes
+        ):
+            raise _not_supported("_revinclude of AuditEvents")
+
+    def _resource_entries(self, resource_type: str, resource_id: str):
+        stored = self.read(resource_type, resource_id)
+        if stored is None or stored.deleted:
+            return None
+        resource = stored.json()
+        return resource, extract(resource, self.registry)
+
+    def resolve_includes(
+        self, rows: Sequence, includes: Sequence[Include], allowed: Callable[[str], Node]
+    ) -> list:
+        if any(include.reverse and include.source_type == AUDIT_EVENT for include in includes):
+            raise _not_supported("_revinclude of AuditEvents")
+        events = [row for row in rows if row[0] == AUDIT_EVENT]
+        others = [row for row in rows if row[0] != AUDIT_EVENT]
+        found: list = []
+        if others:
+            found = list(self.resources.resolve_includes(others, includes, allowed))
+        seen = {(row[0], row[1]) for row in rows} | {(row[0], row[1]) for row in found}
+        for include in includes:
+            if include.reverse or include.source_type != AUDIT_EVENT or not events:
+                continue
+            targets = log_search.references_from(
+                [(row[1], row[2]) for row in events], include.param, self._entries
+            )
+            for target_type, target_id in targets:
+                if (
+                    include.target_type not in (None, target_type)
+                    or (
+                        target_type,
+                        target_id,
+                    )
+                    in seen
+                ):
+                    continue
+                target = self._resource_entries(target_type, target_id)
+                if target is None or not matches(
+                    allowed(target_type), target_type, target[0], target[1], self._no_joins
+                ):
+                    continue
+                stored = self.read(target_type, target_id)
+                assert stored is not None
+                seen.add((target_type, target_id))
+                found.append(SearchRow(target_type, target_id, stored.body))
+        return found
+
+    @property
+    def _no_joins(self):
+        return log_search._Lookup(self._resource_entries)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Transaction]:
+        staged: list[dict] = []
+        keys: list[object] = []
+        with self._cleared_lock:
+            to_clear, self._to_clear = self._to_clear, []
+        try:
+            with self.resources.transaction() as tx:
+                if to_clear:
+                    tx.clear_outbox(to_clear)
+                yield _Transaction(tx, self, staged, keys)
+        except BaseException:
+            with self._cleared_lock:
+                self._to_clear.extend(to_clear)
+            raise
+        if staged:
+            self._append_staged(staged, keys)
+
+    def _append_staged(self, staged: list[dict], keys: list[object]) -> None:
+        """After the write's commit: its events into the log. Should that fail, they are
+        safe in the outbox and the next open (or `replay_outbox`) appends them."""
+        try:
+            self.audit_log.append(staged, skip_known=True)
+        except Exception:
+            logger.exception("AuditEvents left in the outbox; they are appended on replay")
+            return
+        with self._cleared_lock:
+            self._to_clear.extend(keys)
+
+    # -- the rest is the resource store's -----------------------------------------------------
+
+    def record_epoch(self, patient_id: str) -> int:
+        return self.resources.record_epoch(patient_id)
+
+    def ping(self) -> bool:
+        return bool(self.resources.ping())
+
+    def close(self) -> None:
+        self.resources.close()
+        self.audit_log.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.resources, name)

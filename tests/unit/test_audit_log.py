@@ -1,0 +1,264 @@
+"""The audit log beside the resource store (issue #21, R16): events written by earlier
+versions move into it on open with their chain; a crash between a write's commit and its
+events' append loses nothing and duplicates nothing; the log's patient key is the
+compartment the search index computes; AuditEvent searches answer what the resource
+store's engine answered (ids, order, totals, paging)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fhir_server.access.requester import AccessMode, ActorKind, Requester
+from fhir_server.audit.balp import DataEntity, build_audit_events, build_refusal_events
+from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal
+from fhir_server.audit.cli import verify_store
+from fhir_server.paths import profiles_dir
+from fhir_server.search.extract import extract, sort_values
+from fhir_server.search.parameters import parse_search
+from fhir_server.search.query import SearchQuery
+from fhir_server.search.registry import SearchRegistry
+from fhir_server.service import versions
+from fhir_server.store import sqlite_index
+from fhir_server.store.audit_log.record import event_patients, imported
+from fhir_server.store.base import VersionWrite
+from fhir_server.store.factory import audit_log_path, with_audit_log
+from fhir_server.store.sqlite import SqliteStore
+
+KEY = b"k" * 32
+BASE = "http://127.0.0.1:8080/fhir"
+GP = Requester(ActorKind.PRACTITIONER, "810001234567", "Dr GP", profession="10")
+NURSE = Requester(ActorKind.PRACTITIONER, "810009999999", "Nurse", profession="60")
+PATIENT = Requester(ActorKind.PATIENT, "p1", "Patient One")
+PARENT = Requester(ActorKind.REPRESENTATIVE, "rp1", "Parent")
+EMERGENCY = Requester(
+    ActorKind.PRACTITIONER, "810001111111", "Dr 15", access_mode=AccessMode.CENTRE_15
+)
+
+
+def _events(count: int = 12) -> list[dict]:
+    """BALP events of several shapes and patients, recorded a minute apart."""
+    start = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+    shapes = [
+        (GP, "read", ["p1"], ()),
+        (PATIENT, "search-type", ["p1"], ()),
+        (PARENT, "read", ["p2"], ()),
+        (GP, "create", ["p1"], (DataEntity(reference="DocumentReference/d1"),)),
+        (NURSE, "read", ["p2"], (DataEntity(reference="DocumentReference/d2"),)),
+        (EMERGENCY, "search-type", ["p1"], ()),
+    ]
+    events: list[dict] = []
+    for index in range(count):
+        requester, interaction, patients, entities = shapes[index % len(shapes)]
+        events += build_audit_events(
+            interaction=interaction,
+            requester=requester,
+            patients=patients,
+            recorded=start + timedelta(minutes=index),
+            server_base=BASE,
+            request_id=f"req-{index}",
+            raw_query=f"GET /fhir/Patient?_id={index}" if interaction == "search-type" else None,
+            entities=entities,
+            client_address="10.0.0.1",
+        )
+    events += build_refusal_events(
+        requester=NURSE,
+        patients=["p1"],
+        denied_rule="R10",
+        recorded=start + timedelta(hours=1),
+        server_base=BASE,
+        interaction="read",
+        resource_type="DocumentReference",
+    )
+    return events
+
+
+@pytest.fixture(scope="module")
+def registry() -> SearchRegistry:
+    return SearchRegistry.load(profiles_dir())
+
+
+def _legacy_store(path: Path, registry, events: list[dict]) -> list[dict]:
+    """A resource database as versions before the audit log left it: sealed events in the
+    resource tables, the newest ones still in the old journal."""
+    store = SqliteStore(path)
+    sealed: list[dict] = []
+    previous, sequence = GENESIS_HASH, 0
+    try:
+        for position, event in enumerate(events):
+            sequence += 1
+            event = seal(event, previous, sequence)
+            previous = chain_link(event).hash
+            stored = versions.stamp(dict(event), event["id"], 1, versions.now_us())
+            sealed.append(orjson.loads(stored.body))
+            entries = extract(event, registry)
+            write = VersionWrite(stored, "POST", 0, entries, sort_values(entries), "p1")
+            with store.transaction() as tx:
+                if position < len(events) - 3:
+                    tx.write(write)
+                else:
+                    tx._connection.execute(
+                        "INSERT INTO audit_journal (id, last_updated, body, index_rows) "
+                        "VALUES (?, ?, ?, ?)",
+                        (
+                            stored.id,
+                            stored.last_updated,
+                            stored.body,
+                            orjson.dumps(sqlite_index.index_rows("AuditEvent", entries)),
+                        ),
+                    )
+    finally:
+        store.close()
+    return sealed
+
+
+def test_r16_events_in_the_resource_tables_move_into_the_log_with_their_chain(tmp_path, registry):
+    database = tmp_path / "fhir.sqlite3"
+    sealed = _legacy_store(database, registry, _events())
+    store = with_audit_log(SqliteStore(database), registry)
+    try:
+        moved = [orjson.loads(record.body) for record in store.audit_log.scan()]
+        assert [event["id"] for event in moved] == [event["id"] for event in sealed]
+        assert moved == sealed  # the very bytes, chain links included
+        report = verify_store(store)
+        assert report.ok and report.checked == len(sealed)
+        with sqlite3.connect(database) as connection:
+            left = connection.execute(
+                "SELECT count(*) FROM resource WHERE type = 'AuditEvent'"
+            ).fetchone()[0]
+            left += connection.execute("SELECT count(*) FROM audit_journal").fetchone()[0]
+        assert left == 0
+        # The chain goes on from the moved head.
+        appended = store.append_audit(_events(1)[:1])
+        assert appended[0].sequence == len(sealed) + 1
+        assert chain_link(orjson.loads(appended[0].body)).previous == chain_link(sealed[-1]).hash
+        assert verify_store(store).ok
+    finally:
+        store.close()
+
+
+def _crash_after_the_resource_commit(database: str, event: dict) -> None:
+    """A worker whose process dies once its write committed, before its event's append."""
+    registry = SearchRegistry.load(profiles_dir())
+    store = with_audit_log(SqliteStore(database), registry)
+    store.audit_log.append = lambda *args, **kwargs: os._exit(9)  # SIGKILL-like: no cleanup
+    with store.transaction() as tx:
+        patient = versions.stamp({"resourceType": "Patient"}, "crash-1", 1, versions.now_us())
+        tx.write(VersionWrite(patient, "POST", 0, extract(patient.json(), registry), None, ""))
+        tx.stage_audit([event])
+
+
+def test_r16_a_crash_between_the_write_commit_and_the_log_commit_loses_no_event(tmp_path, registry):
+    database = str(tmp_path / "fhir.sqlite3")
+    event = _events(1)[0]
+    child = multiprocessing.get_context("spawn").Process(
+        target=_crash_after_the_resource_commit, args=(database, event)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 9
+    with sqlite3.connect(audit_log_path(database)) as connection:
+        assert connection.execute("SELECT count(*) FROM event").fetchone()[0] == 0
+
+    store = with_audit_log(SqliteStore(database), registry)  # opening replays the outbox
+    try:
+        assert store.read("Patient", "crash-1") is not None
+        logged = store.read("AuditEvent", event["id"])
+        assert logged is not None and logged.json()["outcome"] == event["outcome"]
+        assert store.resources.outbox() == []
+        assert store.replay_outbox() == 0  # once only
+        assert [record.id for record in store.audit_log.scan()] == [event["id"]]
+        assert verify_store(store).ok
+    finally:
+        store.close()
+
+
+def test_r16_a_replay_racing_the_writer_stores_each_event_once(tmp_path, registry):
+    """Another worker opening the store while a write's events are staged but not yet
+    appended replays them; the writer's own append then skips them."""
+    store = with_audit_log(SqliteStore(tmp_path / "fhir.sqlite3"), registry)
+    try:
+        events = _events(3)
+        with store.resources.transaction() as tx:
+            tx.stage_audit(events)
+        assert store.replay_outbox() == len(events)
+        store.audit_log.append(events, skip_known=True)
+        assert [record.id for record in store.audit_log.scan()] == [e["id"] for e in events]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("event", _events(), ids=lambda e: e["subtype"][0]["code"])
+def test_the_logs_patient_key_is_the_compartment_the_index_computes(event, registry):
+    sealed = seal(event, GENESIS_HASH, 1)
+    assert list(event_patients(sealed)) == extract(sealed, registry).compartment
+
+
+QUERIES = [
+    "patient=p1",
+    "patient=Patient/p2",
+    "patient=p1&subtype=read",
+    "patient=p1&subtype=http://hl7.org/fhir/restful-interaction|search-type",
+    "patient=p1&outcome=8",
+    "patient=p1&outcome:not=0",
+    "patient=p1&_sort=-date",
+    "patient=p1&_sort=date&_count=2",
+    "patient=p1,p2&_sort=-date&_count=3",
+    "patient=p2&date=ge2026-11-01T08:05:00Z",
+    "patient=p1&agent:identifier=urn:oid:1.2.250.1.71.4.2.1|810001234567",
+    "patient=p1&entity=DocumentReference/d1",
+    "patient=p1&action=C",
+    "patient=p1&_id=nothing",
+    "_count=4",
+    "_sort=_id&_count=5",
+]
+
+
+def _pages(store, query: SearchQuery) -> list[tuple[list[str], int | None]]:
+    """Every page of `query` following next links, then the first page reached back."""
+    pages = []
+    page = store.search(query, cursor_key=KEY, cursor_binding="b")
+    pages.append(([row.id for row in page.rows], page.total))
+    last = page
+    while last.next_cursor:
+        last = store.search(
+            SearchQuery(**{**query.__dict__, "cursor": last.next_cursor}),
+            cursor_key=KEY,
+            cursor_binding="b",
+        )
+        pages.append(([row.id for row in last.rows], last.total))
+    if last.previous_cursor:
+        back = store.search(
+            SearchQuery(**{**query.__dict__, "cursor": last.previous_cursor}),
+            cursor_key=KEY,
+            cursor_binding="b",
+        )
+        pages.append(([row.id for row in back.rows], back.total))
+    return pages
+
+
+@pytest.mark.parametrize("text", QUERIES)
+def test_r16_audit_event_searches_answer_what_the_resource_engine_answered(
+    tmp_path, registry, text
+):
+    """The same events, written as resources into the SQLite resource engine (as before
+    the log) and appended to the log: same ids, same order, same totals, page by page."""
+    events = _events()
+    sealed = _legacy_store(tmp_path / "old.sqlite3", registry, events)
+    old = SqliteStore(tmp_path / "old.sqlite3")
+    old.settle_audit()
+    new = with_audit_log(SqliteStore(tmp_path / "new.sqlite3"), registry)
+    try:
+        new.audit_log.import_sealed([imported(orjson.dumps(event), 1) for event in sealed])
+        params = [tuple(part.split("=", 1)) for part in text.split("&")]
+        query = parse_search("AuditEvent", params + [("_total", "accurate")], registry).query
+        assert _pages(new, query) == _pages(old, query)
+    finally:
+        old.close()
+        new.close()
