@@ -136,7 +136,7 @@ def _general_practitioners(patient: dict) -> frozenset[str]:
         literal = reference_target(reference.get("reference"))
         if literal is not None and literal[0] == "Practitioner":
             # `Practitioner/<IdNat_PS>`: the convention the rules read for authors and
-            # message parties too (`policy._is_practitioner_ref`).
+            # message parties too (`policy.references.is_practitioner_ref`).
             ids.update(_idnat({"system": SYSTEM_IDNAT_PS, "value": literal[1]}))
         target = contained.get(reference.get("reference", ""))
         if target is None:

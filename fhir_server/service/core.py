@@ -18,7 +18,7 @@ from typing import TypeVar
 import orjson
 
 from fhir_server.access import list_labels
-from fhir_server.access.decision import not_found_message
+from fhir_server.access.decision import Permit, not_found_message
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.documents.model import assign_entry_uuid
 from fhir_server.documents.registry import DocumentRules
@@ -71,6 +71,8 @@ class Condition:
 
     query: SearchQuery
     key: str
+    # The Permit the gate let the criteria through with, for the audit of what they match.
+    permit: Permit
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ class SearchResult:
     # The criteria as the requester gave them, before the access constraints replaced what
     # names a hidden resource: the audit labels its event with what they name.
     asked: SearchQuery | None = None
+    # The Permit the gate let the search through with (`Gate.constrain_search`): its notes
+    # are for the search's audit (`Gate.after_search`).
+    permit: Permit | None = None
     # (matches, included) parsed, once `resources` is first called.
     _parsed: list[tuple[list[dict], list[dict]]] = field(
         default_factory=list, init=False, repr=False, compare=False
@@ -263,7 +268,7 @@ class FhirService:
                     query=parsed.query,
                     asked=parsed.query,
                 )
-        query = self.gate.constrain_search(requester, replace(parsed.query, cursor=cursor))
+        query, permit = self.gate.constrain_search(requester, replace(parsed.query, cursor=cursor))
         page = self.store.search(
             query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
         )
@@ -284,6 +289,7 @@ class FhirService:
             query=query,
             ignored=parsed.ignored,
             asked=parsed.query,
+            permit=permit,
         )
         self.gate.after_search(requester, result)
         return result
@@ -301,7 +307,7 @@ class FhirService:
         a hidden resource (R18).
         """
         parsed = parse_search(resource_type, params, self.registry, base_url=self.base_url)
-        query = self.gate.constrain_search(
+        query, _ = self.gate.constrain_search(
             requester, _replace_count(parsed.query, limit), conditional=True
         )
         page = self.store.search(
@@ -323,11 +329,11 @@ class FhirService:
         """The criteria of a conditional interaction as `requester`'s search (R04 and their
         scopes apply, a refusal is audited like a search's)."""
         parsed = parse_search(resource_type, sorted(params), self.registry)
-        query = self.gate.constrain_search(
+        query, permit = self.gate.constrain_search(
             requester, _replace_count(parsed.query, 2), conditional=True
         )
         spelled = f"{resource_type}\n{parsed.query.where!r}".encode()
-        return Condition(query, f"{resource_type}:{hashlib.sha256(spelled).hexdigest()}")
+        return Condition(query, f"{resource_type}:{hashlib.sha256(spelled).hexdigest()}", permit)
 
     def conditional_matches(
         self, requester: Requester, condition: Condition
@@ -350,6 +356,7 @@ class FhirService:
                 next_cursor=None,
                 previous_cursor=None,
                 query=condition.query,
+                permit=condition.permit,
             ),
         )
         return [self.gate.as_served(requester, stored) for stored in found]
@@ -447,7 +454,9 @@ class FhirService:
             assign_entry_uuid(resource)
         # Authorized before the transaction: a create has no current version to judge, and the
         # write lock, which every writer of every process waits for, is not held meanwhile.
-        self.gate.authorize_write(requester, "create", resource["resourceType"], resource, None)
+        permit = self.gate.authorize_write(
+            requester, "create", resource["resourceType"], resource, None
+        )
         prepared = self._prepare_create(requester, resource, resource_id)
         with self._transaction(replay=condition is not None) as tx:
             raced = condition is not None and self.recheck(tx, requester, condition)
@@ -458,7 +467,7 @@ class FhirService:
                     resource,
                     resource_id=resource_id,
                     prepared=prepared,
-                    authorized=True,
+                    permit=permit,
                 )
         # Left without writing, once the concurrent create is committed (a SQLite unit
         # returns after its group's commit): the next attempt's search finds it.
@@ -562,9 +571,10 @@ class FhirService:
         keep_id: bool = False,
         resource_id: str | None = None,
         prepared: PreparedWrite | None = None,
-        authorized: bool = False,
+        permit: Permit | None = None,
     ) -> WriteResult:
-        """`authorized`: the caller has had `gate.authorize_write` accept this create."""
+        """`permit`: what `gate.authorize_write` returned, when the caller has had it accept
+        this create already."""
         resource_type = resource["resourceType"]
         if resource_id is None:
             resource_id = (
@@ -574,8 +584,8 @@ class FhirService:
             )
         if self._label_list(resource, tx):
             prepared = None  # made for the List as it was: its labels change its entries
-        if not authorized:
-            self.gate.authorize_write(requester, "create", resource_type, resource, None)
+        if permit is None:
+            permit = self.gate.authorize_write(requester, "create", resource_type, resource, None)
         claims = self.ownership.before_write(tx, requester, "create", resource, resource_id, None)
         self._check_document(tx, requester, resource, resource_id, None)
         stored = versions.stamp(resource, resource_id, 1, self.clock())
@@ -594,6 +604,7 @@ class FhirService:
             "create",
             stored,
             resource,
+            permit,
             prepared=prepared.audit if prepared is not None else None,
         )
         return WriteResult(stored, created=True)
@@ -636,7 +647,7 @@ class FhirService:
                 raise self.gate.refuse_hidden(requester, "update", current, hidden)
             if not may_create and requester.kind is not ActorKind.INTERNAL:
                 raise not_found(not_found_message(resource_type, resource_id))
-            self.gate.authorize_write(requester, "create", resource_type, resource, None)
+            permit = self.gate.authorize_write(requester, "create", resource_type, resource, None)
             claims = self.ownership.before_write(
                 tx, requester, "create", resource, resource_id, None
             )
@@ -644,10 +655,10 @@ class FhirService:
             stored = versions.stamp(resource, resource_id, 1, self.clock())
             self._write(tx, stored, resource, "PUT", expected_version=0, entries=entries)
             self._claim(tx, claims, resource_id)
-            self.gate.after_write(tx, requester, "create", stored, resource)
+            self.gate.after_write(tx, requester, "create", stored, resource, permit)
             return WriteResult(stored, created=True)
         old = None if current.deleted else current.json()
-        self.gate.authorize_write(requester, "update", resource_type, resource, old)
+        permit = self.gate.authorize_write(requester, "update", resource_type, resource, old)
         if old is not None:
             # What the current version names that this writer was never shown is kept
             # (`access.hidden_references`).
@@ -659,7 +670,7 @@ class FhirService:
         stored = versions.stamp(resource, resource_id, current.version + 1, self.clock())
         self._write(tx, stored, resource, "PUT", expected_version=current.version, entries=entries)
         self._claim(tx, claims, resource_id)
-        self.gate.after_write(tx, requester, "update", stored, resource)
+        self.gate.after_write(tx, requester, "update", stored, resource, permit)
         return WriteResult(self.gate.as_served(requester, stored), created=current.deleted)
 
     def delete_in(
@@ -679,10 +690,10 @@ class FhirService:
             self.gate.refuse_hidden(requester, "delete", current, hidden)
             return None
         old = current.json()
-        self.gate.authorize_write(requester, "delete", resource_type, None, old)
+        permit = self.gate.authorize_write(requester, "delete", resource_type, None, old)
         stored = versions.tombstone(resource_type, resource_id, current.version + 1, self.clock())
         tx.write(VersionWrite(stored, "DELETE", current.version, None))
-        self.gate.after_write(tx, requester, "delete", stored, old)
+        self.gate.after_write(tx, requester, "delete", stored, old, permit)
         return stored
 
     def _write(

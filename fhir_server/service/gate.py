@@ -12,7 +12,6 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -73,19 +72,8 @@ RECORD_CACHE_SIZE = 10_000
 # served at all (all of them could not be judged).
 LEGACY_POINTERS = 100
 
-# The notes of the Permit that let the current search or write through, for the hook that
-# runs after it (after_search, after_write) in the same request: (id of the object, notes).
-_pending_notes: ContextVar[tuple[int, tuple[str, ...]] | None] = ContextVar(
-    "pending_notes", default=None
-)
-
-
-def _take_notes(key: object) -> tuple[str, ...]:
-    pending = _pending_notes.get()
-    if pending is None or pending[0] != id(key):
-        return ()
-    _pending_notes.set(None)
-    return pending[1]
+# What the server's own searches and writes are let through with: no constraint, no note.
+INTERNAL_PERMIT = Permit(Everything(), "internal")
 
 
 PATIENT_PARAMS = ("patient", "subject")
@@ -644,9 +632,11 @@ class Gate:
 
     def constrain_search(
         self, requester: Requester, query: SearchQuery, conditional: bool = False
-    ) -> SearchQuery:
+    ) -> tuple[SearchQuery, Permit]:
+        """The search as `requester` may run it, and the Permit that let it through: its
+        notes are for `after_search` (the caller hands them on with the result)."""
         if requester.kind is ActorKind.INTERNAL:
-            return query
+            return query, INTERNAL_PERMIT
         resource_type = query.resource_type
         if resource_type is None:
             self.audit.refusal(requester, "search-system", [], "R04")
@@ -691,8 +681,7 @@ class Gate:
             rare_filters=_top_level(decision.rare_filters, constrained_where),
         )
         self._remember_designated(resource_type, constrained.where, (given, patient_id))
-        _pending_notes.set((id(constrained), decision.notes))
-        return constrained
+        return constrained, decision
 
     def existence_check(
         self, requester: Requester, check: existence_check.ExistenceCheck
@@ -905,6 +894,7 @@ class Gate:
         return Everything()
 
     def after_search(self, requester: Requester, result) -> None:
+        """Audit a search; `result.permit`: the Permit `constrain_search` returned for it."""
         if requester.kind is ActorKind.INTERNAL or not self.audit.enabled:
             return
         patients: set[str] = set()
@@ -918,7 +908,7 @@ class Gate:
         )
         if patient_id:
             patients.add(patient_id)
-        notes = _take_notes(result.query)
+        notes = result.permit.notes if result.permit is not None else ()
         if result.asked is not None:
             entities.extend(self._named_in_criteria(result.asked.where))
         self.audit.access(requester, "search-type", patients, entities, notes=notes)
@@ -950,7 +940,9 @@ class Gate:
 
     def authorize_write(
         self, requester: Requester, interaction: str, resource_type: str, new, old
-    ) -> None:
+    ) -> Permit:
+        """The Permit for this write, or the refusal raised (audited). Its notes are for
+        `after_write`, to which the caller hands it."""
         if requester.kind is ActorKind.INTERNAL:
             if resource_type == "AuditEvent" and interaction != "create":
                 raise error(
@@ -959,7 +951,7 @@ class Gate:
                     "AuditEvents are never updated or deleted",
                     details_code="R16",
                 )
-            return
+            return INTERNAL_PERMIT
         self._check_scopes(requester, resource_type, interaction)
         self._check_write_binding(requester, interaction, resource_type, new, old)
         subject = new if new is not None else old
@@ -1007,7 +999,7 @@ class Gate:
                     requester, interaction, patients, "messaging", resource_type=resource_type
                 )
                 raise
-        _pending_notes.set((id(new if new is not None else old), decision.notes))
+        return decision
 
     def after_write(
         self,
@@ -1016,17 +1008,20 @@ class Gate:
         interaction: str,
         stored: StoredResource,
         resource,
+        permit: Permit,
         prepared: PreparedEvents | None = None,
     ) -> None:
         """Audit the write and write the notifications it calls for, in its transaction.
 
-        `prepared`: the write's AuditEvents as `prepare_write_audit` built them beforehand.
+        `permit`: what `authorize_write` returned for this write (its notes say what to
+        notify). `prepared`: the write's AuditEvents as `prepare_write_audit` built them
+        beforehand.
         """
         forget_request_facts()  # a Patient, Consent or RelatedPerson may have changed
         if stored.resource_type in RECORD_FACT_TYPES:
             for patient_id in _record_patients(stored, resource):
                 tx.bump_record_epoch(patient_id)
-        notes = _take_notes(resource)
+        notes = permit.notes
         if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
             return
         patients, entity = _write_audit_subject(stored, resource)

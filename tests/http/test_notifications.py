@@ -302,3 +302,39 @@ def test_r17_r16_notifications_are_not_audited_as_accesses_and_are_sent_by_the_s
         ).status_code
         == 404
     )
+
+
+def test_r17_an_emergency_update_that_keeps_a_hidden_reference_is_notified(world):
+    """R11/R17: each bris de glace access is notified, a write too. An update whose current
+    version names a document hidden from the writer (MASQUE_PS, R14) keeps that reference
+    (`access.hidden_references`), so what is written is not the object the gate judged: the
+    notes of the gate's Permit must still reach the write's audit (issue #22, the Permit
+    handed on rather than stashed under the judged object's id)."""
+    client, tokens, _, patient, _, _, service = world
+    emergency = tokens.practitioner(
+        STRANGER, mode="bris_de_glace", reason="Patient inconscient aux urgences"
+    )
+    masked = service.create(INTERNAL, "DocumentReference", document(patient, "Masqué", "MASQUE_PS"))
+    mine = document(patient, "Compte rendu")
+    mine["author"] = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": STRANGER}}]
+    mine["relatesTo"] = [
+        {"code": "appends", "target": {"reference": f"DocumentReference/{masked.stored.id}"}}
+    ]
+    mine_id = service.create(INTERNAL, "DocumentReference", mine).stored.id
+    served = client.get(f"/fhir/DocumentReference/{mine_id}", headers=auth(emergency))
+    assert served.status_code == 200, served.get_json()
+    shown = served.get_json()
+    assert "relatesTo" not in shown  # the masked document is not named to this reader
+    shown["description"] = "Complété aux urgences"
+    updated = client.put(
+        f"/fhir/DocumentReference/{mine_id}",
+        data=json.dumps(shown),
+        headers=auth(emergency, **{"Content-Type": FHIR_JSON}),
+    )
+    assert updated.status_code == 200, updated.get_json()
+    stored = service.store.read("DocumentReference", mine_id).json()
+    assert stored["relatesTo"] == mine["relatesTo"]  # kept, as the writer could not see it
+    told = notifications(client, tokens.patient(patient))
+    # The read, then the update: each bris de glace access is told, with its reason.
+    assert len(told) == 2
+    assert all(facts(n)["accessMode"]["code"] == "bris_de_glace" for n in told)

@@ -1,0 +1,252 @@
+"""Reads and searches: a search's constraints, the judgement of one resource by those very
+constraints, and a Binary read as the document that owns it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fhir_server.access import deletion
+from fhir_server.access.constraints import matches
+from fhir_server.access.decision import Decision, Deny, Permit, forbidden, hidden
+from fhir_server.access.ownership import has_owner, owner_id, subject_patient
+from fhir_server.access.policy.gates import PolicyBase
+from fhir_server.access.policy.labels import authored_by, labelled, readable_node
+from fhir_server.access.policy.references import party_of_message, points_to
+from fhir_server.access.policy.refusals import (
+    hide,
+    not_their_record,
+    practitioner_type_refused,
+    refuse_payer,
+    unknown_patient,
+)
+from fhir_server.access.policy.tables import (
+    DIRECTORY_TYPES,
+    MSG_R04,
+    MSG_R04_PATIENT,
+    PRACTITIONER_READ_TYPES,
+    RECORD_ADMIN_TYPES,
+    TYPES_RULE,
+    Constraint,
+    Grant,
+)
+from fhir_server.access.record import PatientRecord
+from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.search.query import Everything, IdTest, InCompartment, Node, Not, Or, all_of
+from fhir_server.terminology import INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX, MASQUE_PS
+
+
+class ReadDecisions(PolicyBase):
+    """decide_search, decide_read, decide_binary_read."""
+
+    def decide_search(
+        self,
+        requester: Requester,
+        resource_type: str,
+        record: PatientRecord | None,
+        *,
+        patient_given: bool,
+    ) -> Decision:
+        """A search (or type-level history) of `resource_type`.
+
+        `record`: the record of the patient the search designates (`patient=`,
+        `patient.identifier=`, `subject=`, Patient `_id`/`identifier`), or for a patient or
+        representative who designates none, the record they act for. `patient_given`: the
+        search itself designated that patient (R04). A Permit's constraints must be and-ed
+        to the query.
+        """
+        if requester.kind is ActorKind.INTERNAL:
+            return Permit(Everything(), "internal")
+        refused = refuse_payer(requester, resource_type)
+        if refused:
+            return refused
+        if resource_type in DIRECTORY_TYPES:
+            return Permit(Everything(), TYPES_RULE)
+        if resource_type == "Binary":
+            return forbidden(
+                TYPES_RULE, "Binary is read through its DocumentReference, not searched"
+            )
+        match requester.kind:
+            case ActorKind.SYSTEM:
+                return system_read(requester, resource_type)
+            case ActorKind.PATIENT | ActorKind.REPRESENTATIVE:
+                if record is None and patient_given:
+                    # R18: naming an unknown patient answers like naming another patient's
+                    # record, so a patient cannot probe which INS are registered.
+                    return not_their_record(requester)
+                grant = self._person_gate(requester, record)
+            case ActorKind.PRACTITIONER:
+                if resource_type not in PRACTITIONER_READ_TYPES:
+                    return practitioner_type_refused(resource_type)
+                if record is None:
+                    if not patient_given:
+                        message = MSG_R04_PATIENT if resource_type == "Patient" else MSG_R04
+                        return Deny("R04", 400, "invalid", message, "R04")
+                    return unknown_patient(404, "not-found")
+                grant = self._practitioner_gate(requester, record)
+                if (
+                    resource_type == "DocumentReference"
+                    and not isinstance(grant, Deny)
+                    and self._readable(requester).nothing
+                ):
+                    return forbidden("R13", "This profession may not read documents of the record")
+            case _:
+                return forbidden(TYPES_RULE, "This requester cannot read the record")
+        if isinstance(grant, Deny):
+            return grant
+        assert record is not None
+        parts = self._constraints(requester, resource_type, record, grant)
+        return Permit(
+            all_of(*(part.node for part in parts)),
+            grant.rule,
+            grant.notes,
+            rare_filters=tuple(part.node for part in parts if part.rare),
+        )
+
+    def decide_read(
+        self,
+        requester: Requester,
+        resource_type: str,
+        resource: dict,
+        record: PatientRecord | None,
+    ) -> Decision:
+        """A read, vread or instance history of one resource (call once per version shown).
+
+        `record`: the record of the patient in whose compartment the resource is (for a
+        DocumentReference, its subject), or None for a resource in no patient's compartment.
+        The resource is judged by the very constraints a search would use.
+        """
+        if resource_type == "Binary":
+            raise TypeError("a Binary is judged through its DocumentReference: decide_binary_read")
+        if requester.kind is ActorKind.INTERNAL:
+            return Permit(Everything(), "internal")
+        refused = refuse_payer(requester, resource_type)
+        if refused:
+            return refused
+        if resource_type in DIRECTORY_TYPES:
+            return Permit(Everything(), TYPES_RULE)
+        resource_id = str(resource.get("id", ""))
+        if requester.kind is ActorKind.SYSTEM:
+            return system_read(requester, resource_type)
+        if (
+            requester.kind is ActorKind.PRACTITIONER
+            and resource_type not in PRACTITIONER_READ_TYPES
+        ):
+            return practitioner_type_refused(resource_type)
+        if record is None:
+            return hidden("R04", resource_type, resource_id)
+        person = requester.kind in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE)
+        if person:
+            grant = self._person_gate(requester, record, own_patient=resource_type == "Patient")
+        elif requester.kind is ActorKind.PRACTITIONER:
+            grant = self._practitioner_gate(requester, record)
+        else:
+            return forbidden(TYPES_RULE, "This requester cannot read the record")
+        if isinstance(grant, Deny):
+            if (not person and resource_type == "Patient") or (person and grant.rule == "R03"):
+                # The requester designated this patient (or it is their own record): the
+                # reason is theirs to know.
+                return grant
+            return hide(grant, resource_type, resource_id)
+        for part in self._constraints(requester, resource_type, record, grant):
+            if not matches(part.node, resource):
+                return hidden(part.rule, resource_type, resource_id)
+        return Permit(Everything(), grant.rule, grant.notes)
+
+    def decide_binary_read(
+        self,
+        requester: Requester,
+        binary: dict,
+        documents: Iterable[dict],
+        record: PatientRecord | None,
+    ) -> Decision:
+        """A Binary is read as the document that owns it (architecture invariant 8).
+
+        `documents`: for a Binary with an owner (`Binary.securityContext`), the current
+        version of that DocumentReference (none when it is gone); for a Binary without one
+        (data written before owners were recorded), every current DocumentReference whose
+        content names it. `record`: their subject's record. Every one of them must be
+        readable and all must be of that one record, so that a pointer someone else wrote
+        can never grant access, only take it away.
+        """
+        binary_id = str(binary.get("id", ""))
+        if requester.kind is ActorKind.INTERNAL:
+            return Permit(Everything(), "internal")
+        refused = refuse_payer(requester, "Binary")
+        if refused:
+            return refused
+        if requester.kind is ActorKind.SYSTEM:
+            return system_read(requester, "Binary")
+        if has_owner(binary):
+            owner = owner_id(binary)
+            judged = [d for d in documents if owner is not None and d.get("id") == owner]
+        else:
+            judged = [d for d in documents if points_to(d, binary_id)]
+        if (
+            not judged
+            or record is None
+            or any(subject_patient(d) != record.patient_id for d in judged)
+        ):
+            return hidden("R18", "Binary", binary_id)
+        allowed: Permit | None = None
+        for document in judged:
+            decision = self.decide_read(requester, "DocumentReference", document, record)
+            if isinstance(decision, Deny):
+                if decision.status != 404:
+                    return decision
+                return hidden(decision.rule, "Binary", binary_id)
+            allowed = allowed or decision
+        assert allowed is not None
+        return allowed
+
+    def _constraints(
+        self, requester: Requester, resource_type: str, record: PatientRecord, grant: Grant
+    ) -> list[Constraint]:
+        """The constraints of a granted access, each tagged with the rule it enforces."""
+        patient_id = record.patient_id
+        parts: list[Constraint] = []
+        if resource_type == "Patient":
+            parts.append(Constraint(grant.rule, IdTest((patient_id,))))
+        else:
+            parts.append(Constraint(grant.rule, InCompartment(patient_id)))
+        document = resource_type == "DocumentReference"
+        if document:
+            parts.append(Constraint(deletion.RULE, deletion.visible_unless_deleted(requester)))
+        match requester.kind:
+            case ActorKind.PATIENT:
+                parts.append(Constraint("R14", Not(labelled(INVISIBLE_PATIENT, document)), True))
+                if resource_type == "Communication":
+                    parts.append(Constraint("R06", party_of_message((("Patient", patient_id),))))
+            case ActorKind.REPRESENTATIVE:
+                parts.append(Constraint("R14", Not(labelled(INVISIBLE_PATIENT, document)), True))
+                hidden_node: Node = Not(labelled(INVISIBLE_REPRESENTANTS_LEGAUX, document))
+                parts.append(Constraint("R07", hidden_node, True))
+                if resource_type == "Communication":
+                    refs = (("Patient", patient_id), ("RelatedPerson", requester.subject_id))
+                    parts.append(Constraint("R07", party_of_message(refs)))
+            case ActorKind.PRACTITIONER:
+                if not grant.general_practitioner:
+                    hidden_node = Not(labelled(MASQUE_PS, document))
+                    if document:
+                        hidden_node = Or((hidden_node, authored_by(requester.subject_id)))
+                    parts.append(Constraint("R14", hidden_node, True))
+                if document:
+                    readable = readable_node(self._readable(requester), self._type_systems)
+                    if not isinstance(readable, Everything):
+                        parts.append(Constraint("R13", readable))
+                if resource_type == "Communication":
+                    own = [("Practitioner", requester.subject_id)]
+                    if requester.structure_idnat:  # their organisational mailbox's messages
+                        own.append(("Organization", requester.structure_idnat))
+                    parts.append(Constraint("R18", party_of_message(own)))
+        return parts
+
+
+def system_read(requester: Requester, resource_type: str) -> Decision:
+    """R15: systems read identities (to resolve an INS), never the record's content."""
+    if resource_type == "Patient" or (
+        resource_type == "RelatedPerson" and requester.organization_type in RECORD_ADMIN_TYPES
+    ):
+        return Permit(Everything(), "R15")
+    return forbidden(
+        "R15", "System clients do not read the record; a deposit's answer returns what was stored"
+    )

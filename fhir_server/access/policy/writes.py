@@ -1,0 +1,316 @@
+"""Writes: create, update, patch and delete, judged per actor family."""
+
+from __future__ import annotations
+
+from fhir_server.access import initial_consent
+from fhir_server.access.consent import consent_patient_id
+from fhir_server.access.constraints import compartment_of, matches, reference_target
+from fhir_server.access.decision import (
+    RECORD_CLOSED_CODE,
+    RECORD_OPPOSED_CODE,
+    Decision,
+    Deny,
+    Note,
+    Permit,
+    forbidden,
+    hidden,
+)
+from fhir_server.access.policy.authorizations import initial_consent_declaration, self_authorization
+from fhir_server.access.policy.labels import authored_by, dmp_labels, only_labels_changed, without
+from fhir_server.access.policy.reads import ReadDecisions
+from fhir_server.access.policy.references import (
+    authored_by_any,
+    is_practitioner_ref,
+    is_structure_ref,
+)
+from fhir_server.access.policy.refusals import consent_invalid, record_status_deny, unknown_patient
+from fhir_server.access.policy.tables import (
+    DEPOSIT_TYPES,
+    HEALTH_INSURER,
+    IDENTITY_TYPES,
+    MSG_REFUSED,
+    PAYER_TYPES,
+    RECORD_ADMIN_TYPES,
+    TYPES_RULE,
+    WRITE_INTERACTIONS,
+)
+from fhir_server.access.record import PatientRecord
+from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.search.query import Everything
+from fhir_server.terminology import INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX, MASQUE_PS
+
+
+class WriteDecisions(ReadDecisions):
+    """decide_write; an update or delete is also judged as a read of the old version."""
+
+    def decide_write(
+        self,
+        requester: Requester,
+        interaction: str,
+        resource_type: str,
+        new: dict | None,
+        old: dict | None,
+        record: PatientRecord | None,
+    ) -> Decision:
+        """A create, update, patch (with `new` the patched result) or delete.
+
+        `record`: the record of the patient whose compartment `new` (or `old`) is in; None
+        when unknown. For a Consent the new version is interpreted and an uninterpretable
+        one is refused (422 with the element's expression).
+        """
+        if interaction not in WRITE_INTERACTIONS:
+            raise ValueError(f"unknown write interaction {interaction!r}")
+        interaction = "update" if interaction == "patch" else interaction
+        if interaction == "update" and old is None:
+            interaction = "create"  # update as create (PUT to a new id)
+        if resource_type == "AuditEvent":
+            if interaction != "create":
+                return Deny(
+                    "R16", 405, "not-supported", "AuditEvents are never updated or deleted", "R16"
+                )
+            if requester.kind is ActorKind.INTERNAL:
+                return Permit(Everything(), "internal")
+            return forbidden("R16", "AuditEvents are written by the server only")
+        if requester.kind is ActorKind.INTERNAL:
+            return Permit(Everything(), "internal")
+        if requester.organization_type in PAYER_TYPES and not (
+            requester.organization_type == HEALTH_INSURER
+            and (
+                (interaction == "create" and resource_type in DEPOSIT_TYPES)
+                or resource_type in IDENTITY_TYPES
+            )
+        ):
+            return forbidden("R05", "This organization may not write to the record", "R05")
+        if resource_type in IDENTITY_TYPES:
+            return identity_write(requester, interaction)
+        if resource_type == "Binary" and interaction != "create":
+            return forbidden(TYPES_RULE, "Binaries are replaced with their document, never changed")
+        match requester.kind:
+            case ActorKind.SYSTEM:
+                decision = system_write(requester, interaction, resource_type, new, old, record)
+            case ActorKind.PATIENT | ActorKind.REPRESENTATIVE:
+                decision = self._person_write(
+                    requester, interaction, resource_type, new, old, record
+                )
+            case ActorKind.PRACTITIONER:
+                decision = self._practitioner_write(
+                    requester, interaction, resource_type, new, old, record
+                )
+            case _:
+                return forbidden(TYPES_RULE, "This requester cannot write to the record")
+        if (
+            isinstance(decision, Permit)
+            and new is not None
+            and old is not None
+            and compartment_of(new) != compartment_of(old)
+        ):
+            # Checked last, so that it says nothing about a resource the requester cannot see.
+            return Deny(
+                "R06", 422, "processing", "A resource cannot be moved to another patient's record"
+            )
+        return decision
+
+    def _person_write(
+        self,
+        requester: Requester,
+        interaction: str,
+        resource_type: str,
+        new: dict | None,
+        old: dict | None,
+        record: PatientRecord | None,
+    ) -> Decision:
+        patient = requester.kind is ActorKind.PATIENT
+        rule = "R06" if patient else "R07"
+        if record is None:
+            if resource_type == "Binary" and interaction == "create":
+                # The bytes of a document the patient deposits (ITI-105 makes them a Binary
+                # of the deposit's transaction), in no record until the document owns them,
+                # as for a practitioner's deposit (`service.ownership`).
+                return Permit(Everything(), rule)
+            return unknown_patient(422, "processing")
+        grant = self._person_gate(requester, record)
+        if isinstance(grant, Deny):
+            if grant.details_code in (RECORD_OPPOSED_CODE, RECORD_CLOSED_CODE):
+                return record_status_deny(record, 422)
+            if old is not None:
+                return hidden(grant.rule, resource_type, str(old.get("id", "")))
+            return grant
+        if (
+            new is not None
+            and resource_type != "Binary"
+            and record.patient_id not in compartment_of(new)
+        ):
+            return forbidden(rule, "A resource can only be written to the record of its patient")
+        if old is not None and resource_type != "Binary":
+            readable = self.decide_read(requester, resource_type, old, record)
+            if isinstance(readable, Deny):
+                return readable
+        own_refs = {("Patient", record.patient_id)} | {
+            ("RelatedPerson", rp) for rp in record.representatives
+        }
+        deposited = (Note.NOTIFY_DOCUMENT_DEPOSITED,) if not patient else ()
+        match resource_type, interaction:
+            case ("DocumentReference", "create"):
+                return Permit(Everything(), rule, deposited)
+            case ("Binary" | "List", "create"):
+                return Permit(Everything(), rule)
+            case ("DocumentReference", "update" | "delete"):
+                assert old is not None
+                if authored_by_any(old, "author", own_refs):
+                    return Permit(Everything(), rule)
+                if (
+                    interaction == "update"
+                    and new is not None
+                    and only_labels_changed(old, new, {MASQUE_PS})
+                ):
+                    return Permit(Everything(), "R14")
+                return forbidden(
+                    "R06",
+                    "A document deposited by a professional cannot be altered or deleted by the "
+                    "patient; only its masking (MASQUE_PS) can change",
+                )
+            case ("List", "update" | "delete"):
+                assert old is not None
+                if authored_by_any(old, "source", own_refs):
+                    return Permit(Everything(), rule)
+                return forbidden("R06", "Only lists created by the patient can be changed")
+            case ("Consent", _):
+                if new is not None:
+                    invalid = consent_invalid(new)
+                    if invalid:
+                        return invalid
+                    if consent_patient_id(new) != record.patient_id:
+                        return forbidden(
+                            rule, "A Consent can only be written for the patient's own record"
+                        )
+                return Permit(Everything(), rule)
+            case ("Communication", "create"):
+                assert new is not None
+                sender = reference_target((new.get("sender") or {}).get("reference"))
+                own = ("Patient" if patient else "RelatedPerson", requester.subject_id)
+                if sender == own:
+                    return Permit(Everything(), rule)
+                return forbidden(rule, "A message can only be sent in the requester's own name")
+        return forbidden(
+            TYPES_RULE, f"{resource_type} {interaction} is not permitted to this requester"
+        )
+
+    def _practitioner_write(
+        self,
+        requester: Requester,
+        interaction: str,
+        resource_type: str,
+        new: dict | None,
+        old: dict | None,
+        record: PatientRecord | None,
+    ) -> Decision:
+        idnat = requester.subject_id
+        if resource_type not in (*DEPOSIT_TYPES, "Consent", "Communication"):
+            return forbidden(TYPES_RULE, f"Practitioners do not write {resource_type} resources")
+        if record is None:
+            if resource_type == "Binary":
+                return Permit(Everything(), "deposit")
+            return unknown_patient(422, "processing")
+        if not record.is_open:
+            return record_status_deny(record, 422)
+        blocked = record.rules.is_blocked(idnat) and not record.is_general_practitioner(idnat)
+        if blocked:
+            return Deny("R09", 403, "forbidden", MSG_REFUSED, "access-refused")
+        if interaction == "create" and resource_type in DEPOSIT_TYPES:
+            # Deposits need an open record, not the patient's authorization (decided here).
+            notes = (
+                (Note.NOTIFY_DOCUMENT_DEPOSITED,) if resource_type == "DocumentReference" else ()
+            )
+            return Permit(Everything(), "deposit", notes)
+        if resource_type == "Consent":
+            if (
+                interaction == "create"
+                and new is not None
+                and initial_consent.carries_initial_consent(new)
+            ):
+                return initial_consent_declaration(requester, new, record)
+            return self_authorization(requester, interaction, new, old, record)
+        gate = self._practitioner_gate(requester, record)
+        if isinstance(gate, Deny):
+            return hidden(gate.rule, resource_type, str(old.get("id", ""))) if old else gate
+        if resource_type == "Communication":
+            if interaction == "create" and new is not None:
+                sender = new.get("sender") or {}
+                if is_practitioner_ref(sender, idnat) or is_structure_ref(
+                    sender, requester.structure_idnat
+                ):
+                    return Permit(Everything(), gate.rule, gate.notes)
+                return forbidden(
+                    TYPES_RULE, "A message can only be sent in the requester's own name"
+                )
+            return forbidden(TYPES_RULE, "Messages are never changed or deleted")
+        assert old is not None
+        readable = self.decide_read(requester, resource_type, old, record)
+        if isinstance(readable, Deny):
+            return readable
+        if resource_type == "DocumentReference":
+            if matches(authored_by(idnat), old):
+                return Permit(Everything(), gate.rule, gate.notes)
+            if (
+                interaction == "update"
+                and new is not None
+                and only_labels_changed(
+                    old, new, {INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX}
+                )
+                and dmp_labels(new) <= dmp_labels(old)
+            ):
+                return Permit(Everything(), "R14", gate.notes)
+            return forbidden(
+                "R14",
+                "Only the author may change or delete a document; other professionals may only "
+                "remove INVISIBLE_PATIENT or INVISIBLE_REPRESENTANTS_LEGAUX",
+            )
+        # List
+        if is_practitioner_ref(old.get("source") or {}, idnat):
+            return Permit(Everything(), gate.rule, gate.notes)
+        return forbidden(TYPES_RULE, "Only the list's source may change or delete it")
+
+
+def system_write(
+    requester: Requester,
+    interaction: str,
+    resource_type: str,
+    new: dict | None,
+    old: dict | None,
+    record: PatientRecord | None,
+) -> Decision:
+    if resource_type not in DEPOSIT_TYPES:
+        return forbidden("R15", f"System clients do not write {resource_type} resources")
+    if record is None:
+        if resource_type == "Binary":
+            return Permit(Everything(), "R15")
+        return unknown_patient(422, "processing")
+    if not record.is_open:
+        return record_status_deny(record, 422)
+    if interaction == "create":
+        notes = (Note.NOTIFY_DOCUMENT_DEPOSITED,) if resource_type == "DocumentReference" else ()
+        return Permit(Everything(), "R15", notes)
+    if (
+        interaction == "update"
+        and resource_type == "DocumentReference"
+        and new is not None
+        and old is not None
+        and without(old, ("status",)) == without(new, ("status",))
+    ):
+        # Deprecating a replaced document (XDS RPLC, MHD) changes its status only.
+        return Permit(Everything(), "R15")
+    return forbidden("R15", "System clients only deposit documents and deprecate them")
+
+
+def identity_write(requester: Requester, interaction: str) -> Decision:
+    if (
+        requester.kind is ActorKind.SYSTEM
+        and requester.organization_type in RECORD_ADMIN_TYPES
+        and interaction in ("create", "update")
+    ):
+        return Permit(Everything(), "R15")
+    return forbidden(
+        "R15",
+        "Patient and RelatedPerson resources are managed by the health insurer's or an "
+        "administration system",
+    )
