@@ -577,7 +577,7 @@ def _token(code: Code) -> str:
 
 def _reference_id(cxi: str) -> str:
     """A referenceIdList CXi (`id^^^&OID&ISO^type`) as the `related:identifier` token the
-    mapping stores it as (`mapping._related`): `urn:oid:OID|id`, or `id` alone."""
+    mapping stores it as (`mapping.to_fhir._related`): `urn:oid:OID|id`, or `id` alone."""
     parts = cxi.split("^") + ["", "", "", ""]
     authority = parts[3].split("&") + ["", ""]
     value = _escaped(parts[0])
