@@ -16,18 +16,24 @@ slots where one is allowed, both members of a "one of" group), XDSRegistryMetada
 6.3.2.1 requires, with a Warning naming it. Every parameter a served query defines is
 applied or refused, never accepted and ignored: the table is docs/xds-stored-queries.md,
 each row proven by tests/http/test_xds_stored_query_parameters.py (issue #19, deliverable 3).
+
+Each stored query is one StoredQueryKind of KINDS, keyed by its id: its parameters
+(QueryDefinition), its plan (the FHIR searches, QueryPlan, with `keep` for what FHIR search
+cannot say) and its answer filter (`select`). `transactions.iti18` runs any plan and writes
+any selected answer the same way: adding a stored query is adding one StoredQueryKind.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lxml import etree
 
 from fhir_server.documents import metadata_versions
 from ihe_xds.codes import is_oid, system_for_scheme
+from ihe_xds.ebrim import Association
 from ihe_xds.errors import (
     SEVERITY_WARNING,
     XDS_REGISTRY_METADATA_ERROR,
@@ -39,6 +45,7 @@ from ihe_xds.errors import (
     registry_error,
 )
 from ihe_xds.hl7v2 import CX, parse_cx
+from ihe_xds.mapping import entry_uuid_of
 from ihe_xds.vocabulary import (
     ASSOC_HAS_MEMBER,
     AVAILABILITY_STATUSES,
@@ -137,122 +144,6 @@ class QueryDefinition:
 
     def takes_one_value(self, name: str) -> bool:
         return self.params.get(name) in _SINGLE or name in self.single
-
-
-QUERIES: dict[str, QueryDefinition] = {
-    FIND_DOCUMENTS: QueryDefinition(
-        "FindDocuments",
-        {"$XDSDocumentEntryPatientId": PATIENT, "$XDSDocumentEntryStatus": STATUS, **_DE_OPTIONAL},
-        required=("$XDSDocumentEntryPatientId", "$XDSDocumentEntryStatus"),
-    ),
-    FIND_DOCUMENTS_BY_REFERENCE_ID: QueryDefinition(
-        "FindDocumentsByReferenceId",
-        {"$XDSDocumentEntryPatientId": PATIENT, "$XDSDocumentEntryStatus": STATUS, **_DE_OPTIONAL},
-        required=(
-            "$XDSDocumentEntryPatientId",
-            "$XDSDocumentEntryStatus",
-            "$XDSDocumentEntryReferenceIdList",
-        ),
-    ),
-    FIND_SUBMISSION_SETS: QueryDefinition(
-        "FindSubmissionSets",
-        {
-            "$XDSSubmissionSetPatientId": PATIENT,
-            "$XDSSubmissionSetStatus": STATUS,
-            "$XDSSubmissionSetSourceId": OID_LIST,
-            "$XDSSubmissionSetSubmissionTimeFrom": TIME,
-            "$XDSSubmissionSetSubmissionTimeTo": TIME,
-            "$XDSSubmissionSetAuthorPerson": AUTHOR,
-            "$XDSSubmissionSetContentType": CODE,
-        },
-        required=("$XDSSubmissionSetPatientId", "$XDSSubmissionSetStatus"),
-        single=frozenset({"$XDSSubmissionSetAuthorPerson"}),
-    ),
-    FIND_FOLDERS: QueryDefinition(
-        "FindFolders",
-        {
-            "$XDSFolderPatientId": PATIENT,
-            "$XDSFolderStatus": STATUS,
-            "$XDSFolderLastUpdateTimeFrom": TIME,
-            "$XDSFolderLastUpdateTimeTo": TIME,
-            "$XDSFolderCodeList": CODE,
-        },
-        required=("$XDSFolderPatientId", "$XDSFolderStatus"),
-    ),
-    GET_ALL: QueryDefinition(
-        "GetAll",
-        {
-            "$patientId": PATIENT,
-            "$XDSDocumentEntryStatus": STATUS,
-            "$XDSSubmissionSetStatus": STATUS,
-            "$XDSFolderStatus": STATUS,
-            "$XDSDocumentEntryFormatCode": CODE,
-            "$XDSDocumentEntryConfidentialityCode": CODE,
-            "$XDSDocumentEntryType": OBJECT_TYPE,
-        },
-        required=(
-            "$patientId",
-            "$XDSDocumentEntryStatus",
-            "$XDSSubmissionSetStatus",
-            "$XDSFolderStatus",
-        ),
-    ),
-    GET_DOCUMENTS: QueryDefinition(
-        "GetDocuments",
-        # $XDSDocumentEntryLogicalID (Metadata Update, 3.18.4.1.2.3.7.5): a DocumentEntry's
-        # logicalId is its entryUUID here (an update is the same entry's next version).
-        {**_BY_ID, "$XDSDocumentEntryLogicalID": UUID},
-        one_of=(
-            "$XDSDocumentEntryEntryUUID",
-            "$XDSDocumentEntryUniqueId",
-            "$XDSDocumentEntryLogicalID",
-        ),
-    ),
-    GET_FOLDERS: QueryDefinition(
-        "GetFolders",
-        {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID},
-        one_of=("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
-    ),
-    GET_ASSOCIATIONS: QueryDefinition("GetAssociations", {"$uuid": UUID}, required=("$uuid",)),
-    GET_DOCUMENTS_AND_ASSOCIATIONS: QueryDefinition(
-        "GetDocumentsAndAssociations",
-        dict(_BY_ID),
-        one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
-    ),
-    GET_SUBMISSION_SETS: QueryDefinition("GetSubmissionSets", {"$uuid": UUID}, required=("$uuid",)),
-    GET_SUBMISSION_SET_AND_CONTENTS: QueryDefinition(
-        "GetSubmissionSetAndContents",
-        {
-            "$XDSSubmissionSetEntryUUID": UUID,
-            "$XDSSubmissionSetUniqueId": UNIQUE_ID,
-            "$XDSDocumentEntryFormatCode": CODE,
-            "$XDSDocumentEntryConfidentialityCode": CODE,
-            "$XDSDocumentEntryType": OBJECT_TYPE,
-        },
-        one_of=("$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"),
-        single=frozenset({"$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"}),
-    ),
-    GET_FOLDER_AND_CONTENTS: QueryDefinition(
-        "GetFolderAndContents",
-        {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID},
-        one_of=("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
-        single=frozenset({"$XDSFolderEntryUUID", "$XDSFolderUniqueId"}),
-    ),
-    GET_FOLDERS_FOR_DOCUMENT: QueryDefinition(
-        "GetFoldersForDocument",
-        dict(_BY_ID),
-        one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
-        single=frozenset({"$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"}),
-    ),
-    GET_RELATED_DOCUMENTS: QueryDefinition(
-        "GetRelatedDocuments",
-        {**_BY_ID, "$AssociationTypes": ASSOCIATION},
-        required=("$AssociationTypes",),
-        one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
-        single=frozenset({"$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"}),
-    ),
-}
-QUERY_IDS_BY_NAME = {definition.name: query_id for query_id, definition in QUERIES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,7 +468,7 @@ def _token(code: Code) -> str:
 
 def _reference_id(cxi: str) -> str:
     """A referenceIdList CXi (`id^^^&OID&ISO^type`) as the `related:identifier` token the
-    mapping stores it as (`mapping._related`): `urn:oid:OID|id`, or `id` alone."""
+    mapping stores it as (`mapping.to_fhir._related`): `urn:oid:OID|id`, or `id` alone."""
     parts = cxi.split("^") + ["", "", "", ""]
     authority = parts[3].split("&") + ["", ""]
     value = _escaped(parts[0])
@@ -818,152 +709,461 @@ def _identifier_values(query: StoredQuery, uuid_param: str, unique_param: str) -
 _LIST_CODE = ("code", "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes|submissionset")
 
 
-def plan(query: StoredQuery) -> QueryPlan:
-    """The FHIR searches answering any supported stored query (see QueryPlan)."""
-    name = query.name
-    if query.query_id in (
-        FIND_FOLDERS,
-        GET_FOLDERS,
-        GET_FOLDER_AND_CONTENTS,
-        GET_FOLDERS_FOR_DOCUMENT,
-    ):
-        return QueryPlan(
-            name, [], ("Folder",), notes="this registry holds no Folders: the answer is empty"
-        )
-    if query.query_id in (FIND_DOCUMENTS, FIND_DOCUMENTS_BY_REFERENCE_ID):
-        return QueryPlan(
-            name,
-            [
-                FhirSearch(
-                    "DocumentReference", to_fhir_search(query), "the matching DocumentEntries"
-                )
-            ],
-            ("DocumentEntry",),
-            keep=_document_keep(query),
-        )
-    if query.query_id == FIND_SUBMISSION_SETS:
-        return QueryPlan(
-            name,
-            [FhirSearch("List", to_fhir_search(query), "the matching SubmissionSets")],
-            ("SubmissionSet",),
-            keep=_submission_set_keep(query),
-        )
-    if query.query_id == GET_ALL:
-        patient = _patient(query.one("$patientId"))
-        documents = [("patient.identifier", patient)] + _status_params(
-            query.values("$XDSDocumentEntryStatus")
-        )
-        documents += _document_filters(query)
-        lists = [("patient.identifier", patient), _LIST_CODE] + _status_params(
-            query.values("$XDSSubmissionSetStatus")
-        )
-        return QueryPlan(
-            name,
-            [
-                FhirSearch("DocumentReference", documents, "the patient's DocumentEntries"),
-                FhirSearch("List", lists, "the patient's SubmissionSets"),
-            ],
-            ("DocumentEntry", "SubmissionSet", "Association"),
-            keep=_document_keep(query),
-            association_types=(ASSOC_HAS_MEMBER, *DOCUMENT_RELATIONSHIPS),
-            notes="associations between the returned objects only",
-        )
-    if query.query_id in (GET_DOCUMENTS, GET_DOCUMENTS_AND_ASSOCIATIONS):
-        identifiers = _identifier_values(
-            query, "$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"
-        )
-        searches = [
+def _no_folders(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name, [], ("Folder",), notes="this registry holds no Folders: the answer is empty"
+    )
+
+
+def _find_documents(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name,
+        [FhirSearch("DocumentReference", to_fhir_search(query), "the matching DocumentEntries")],
+        ("DocumentEntry",),
+        keep=_document_keep(query),
+    )
+
+
+def _find_submission_sets(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name,
+        [FhirSearch("List", to_fhir_search(query), "the matching SubmissionSets")],
+        ("SubmissionSet",),
+        keep=_submission_set_keep(query),
+    )
+
+
+def _get_all(query: StoredQuery) -> QueryPlan:
+    patient = _patient(query.one("$patientId"))
+    documents = [("patient.identifier", patient)] + _status_params(
+        query.values("$XDSDocumentEntryStatus")
+    )
+    documents += _document_filters(query)
+    lists = [("patient.identifier", patient), _LIST_CODE] + _status_params(
+        query.values("$XDSSubmissionSetStatus")
+    )
+    return QueryPlan(
+        query.name,
+        [
+            FhirSearch("DocumentReference", documents, "the patient's DocumentEntries"),
+            FhirSearch("List", lists, "the patient's SubmissionSets"),
+        ],
+        ("DocumentEntry", "SubmissionSet", "Association"),
+        keep=_document_keep(query),
+        association_types=(ASSOC_HAS_MEMBER, *DOCUMENT_RELATIONSHIPS),
+        notes="associations between the returned objects only",
+    )
+
+
+def _named_documents(query: StoredQuery) -> str:
+    return _identifier_values(query, "$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId")
+
+
+def _get_documents(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name,
+        [
             FhirSearch(
-                "DocumentReference", [("identifier", identifiers)], "the named DocumentEntries"
+                "DocumentReference",
+                [("identifier", _named_documents(query))],
+                "the named DocumentEntries",
             )
-        ]
-        returns: tuple[str, ...] = ("DocumentEntry",)
-        if query.query_id == GET_DOCUMENTS_AND_ASSOCIATIONS:
-            searches[0] = FhirSearch(
+        ],
+        ("DocumentEntry",),
+        association_types=(ASSOC_HAS_MEMBER, *DOCUMENT_RELATIONSHIPS),
+    )
+
+
+def _get_documents_and_associations(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name,
+        [
+            FhirSearch(
                 "DocumentReference",
                 [
-                    ("identifier", identifiers),
+                    ("identifier", _named_documents(query)),
                     ("_revinclude", "List:item"),
                     ("_revinclude", "DocumentReference:relatesto"),
                 ],
                 "the named DocumentEntries, the SubmissionSets holding them and the documents relating to them",
             )
-            returns = ("DocumentEntry", "Association")
-        return QueryPlan(
-            name, searches, returns, association_types=(ASSOC_HAS_MEMBER, *DOCUMENT_RELATIONSHIPS)
-        )
-    if query.query_id in (GET_ASSOCIATIONS, GET_SUBMISSION_SETS):
-        identifiers = ",".join(f"urn:ietf:rfc:3986|{u}" for u in query.values("$uuid"))
-        searches = [
+        ],
+        ("DocumentEntry", "Association"),
+        association_types=(ASSOC_HAS_MEMBER, *DOCUMENT_RELATIONSHIPS),
+    )
+
+
+def _pointed_at(query: StoredQuery) -> FhirSearch:
+    """The DocumentEntries named by $uuid, with the Lists and documents pointing at them."""
+    return FhirSearch(
+        "DocumentReference",
+        [
+            ("identifier", _uuid_identifiers(query)),
+            ("_revinclude", "List:item"),
+            ("_revinclude", "DocumentReference:relatesto"),
+        ],
+        "the named DocumentEntries with the Lists and documents pointing at them",
+    )
+
+
+def _uuid_identifiers(query: StoredQuery) -> str:
+    return ",".join(f"urn:ietf:rfc:3986|{u}" for u in query.values("$uuid"))
+
+
+def _get_associations(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name,
+        [
+            _pointed_at(query),
+            FhirSearch(
+                "List",
+                [("identifier", _uuid_identifiers(query)), _LIST_CODE, ("_include", "List:item")],
+                "the named SubmissionSets with their members",
+            ),
+        ],
+        ("Association",),
+        association_types=(ASSOC_HAS_MEMBER, *DOCUMENT_RELATIONSHIPS),
+        notes="keep associations whose source or target is one of $uuid",
+    )
+
+
+def _get_submission_sets(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name,
+        [_pointed_at(query)],
+        ("SubmissionSet", "Association"),
+        association_types=(ASSOC_HAS_MEMBER,),
+        notes="the Lists (code submissionset) found by _revinclude, and their HasMember associations",
+    )
+
+
+def _get_submission_set_and_contents(query: StoredQuery) -> QueryPlan:
+    identifiers = _identifier_values(
+        query, "$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"
+    )
+    return QueryPlan(
+        query.name,
+        [
+            FhirSearch(
+                "List",
+                [("identifier", identifiers), _LIST_CODE, ("_include", "List:item")],
+                "the SubmissionSet and its member DocumentReferences",
+            )
+        ],
+        ("SubmissionSet", "DocumentEntry", "Association"),
+        keep=_member_keep(query),
+        association_types=(ASSOC_HAS_MEMBER,),
+        notes="keep() (type, format, confidentiality) applies to the members only",
+    )
+
+
+def _get_related_documents(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name,
+        [
             FhirSearch(
                 "DocumentReference",
                 [
-                    ("identifier", identifiers),
-                    ("_revinclude", "List:item"),
+                    ("identifier", _named_documents(query)),
+                    ("_include", "DocumentReference:relatesto"),
                     ("_revinclude", "DocumentReference:relatesto"),
                 ],
-                "the named DocumentEntries with the Lists and documents pointing at them",
+                "the document, the documents it relates to and those relating to it",
             )
-        ]
-        if query.query_id == GET_ASSOCIATIONS:
-            searches.append(
-                FhirSearch(
-                    "List",
-                    [("identifier", identifiers), _LIST_CODE, ("_include", "List:item")],
-                    "the named SubmissionSets with their members",
-                )
-            )
-            return QueryPlan(
-                name,
-                searches,
-                ("Association",),
-                association_types=(ASSOC_HAS_MEMBER, *DOCUMENT_RELATIONSHIPS),
-                notes="keep associations whose source or target is one of $uuid",
-            )
-        return QueryPlan(
-            name,
-            searches,
-            ("SubmissionSet", "Association"),
-            association_types=(ASSOC_HAS_MEMBER,),
-            notes="the Lists (code submissionset) found by _revinclude, and their HasMember associations",
-        )
-    if query.query_id == GET_SUBMISSION_SET_AND_CONTENTS:
-        identifiers = _identifier_values(
-            query, "$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"
-        )
-        return QueryPlan(
-            name,
-            [
-                FhirSearch(
-                    "List",
-                    [("identifier", identifiers), _LIST_CODE, ("_include", "List:item")],
-                    "the SubmissionSet and its member DocumentReferences",
-                )
-            ],
-            ("SubmissionSet", "DocumentEntry", "Association"),
-            keep=_member_keep(query),
-            association_types=(ASSOC_HAS_MEMBER,),
-            notes="keep() (type, format, confidentiality) applies to the members only",
-        )
-    if query.query_id == GET_RELATED_DOCUMENTS:
-        identifiers = _identifier_values(
-            query, "$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"
-        )
-        return QueryPlan(
-            name,
-            [
-                FhirSearch(
-                    "DocumentReference",
-                    [
-                        ("identifier", identifiers),
-                        ("_include", "DocumentReference:relatesto"),
-                        ("_revinclude", "DocumentReference:relatesto"),
-                    ],
-                    "the document, the documents it relates to and those relating to it",
-                )
-            ],
-            ("DocumentEntry", "Association"),
-            association_types=tuple(query.values("$AssociationTypes")),
-            notes="empty answer when the document has no association of the requested types",
-        )
-    raise ValueError(f"no plan for {name}")
+        ],
+        ("DocumentEntry", "Association"),
+        association_types=tuple(query.values("$AssociationTypes")),
+        notes="empty answer when the document has no association of the requested types",
+    )
+
+
+# --------------------------------------------------------------------------- answers
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What an ITI-18 answer is written from, before ebRIM: `documents` the DocumentReferences
+    answered as DocumentEntries (after `QueryPlan.keep`), `found` every DocumentReference the
+    searches gave (matched or included), `submission_sets` the SubmissionSet Lists and
+    `associations` those among them of the plan's `association_types`."""
+
+    documents: list[dict]
+    found: list[dict]
+    submission_sets: list[dict]
+    associations: list[Association]
+
+
+def _as_found(query: StoredQuery, answer: Answer) -> Answer:
+    """The answer as the searches and `keep` left it."""
+    return answer
+
+
+def _among_found(query: StoredQuery, answer: Answer) -> Answer:
+    """GetAll: the associations between the returned objects only."""
+    ids = {entry_uuid_of(d) for d in answer.documents}
+    ids |= {entry_uuid_of(s) for s in answer.submission_sets}
+    return replace(
+        answer,
+        associations=[a for a in answer.associations if a.source in ids and a.target in ids],
+    )
+
+
+def _touching_uuids(query: StoredQuery, answer: Answer) -> Answer:
+    """GetAssociations: the associations whose source or target is one of $uuid."""
+    uuids = set(query.values("$uuid"))
+    return replace(
+        answer,
+        associations=[a for a in answer.associations if a.source in uuids or a.target in uuids],
+    )
+
+
+def _holding_uuids(query: StoredQuery, answer: Answer) -> Answer:
+    """GetSubmissionSets: the HasMember associations to one of $uuid, and their SubmissionSets."""
+    uuids = set(query.values("$uuid"))
+    associations = [a for a in answer.associations if a.target in uuids]
+    holders = {a.source for a in associations}
+    return replace(
+        answer,
+        associations=associations,
+        submission_sets=[s for s in answer.submission_sets if entry_uuid_of(s) in holders],
+    )
+
+
+def _touching_documents(query: StoredQuery, answer: Answer) -> Answer:
+    """GetDocumentsAndAssociations: the associations of the named documents."""
+    named = {entry_uuid_of(d) for d in answer.documents}
+    return replace(
+        answer,
+        associations=[a for a in answer.associations if a.source in named or a.target in named],
+    )
+
+
+def _related_documents(query: StoredQuery, answer: Answer) -> Answer:
+    """GetRelatedDocuments: the named document's associations of the requested types and the
+    documents at both ends; nothing when it has none."""
+    answer = _touching_documents(query, answer)
+    related = {a.source for a in answer.associations} | {a.target for a in answer.associations}
+    documents = (
+        [d for d in answer.found if entry_uuid_of(d) in related] if answer.associations else []
+    )
+    return replace(answer, documents=documents)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredQueryKind:
+    """One stored query: its parameters, the FHIR searches answering it (`plan`) and what of
+    their results the answer keeps (`select`, after `QueryPlan.keep`). Adding a stored query
+    is adding one of these to KINDS.
+
+    `members_included`: the DocumentReferences the searches only included are answered too
+    (GetSubmissionSetAndContents: the SubmissionSet's members). `metadata_versions`: each
+    metadata version of a named document is a DocumentEntry of its own (ihe_xds.entry_versions).
+    """
+
+    query_id: str
+    definition: QueryDefinition
+    plan: Callable[[StoredQuery], QueryPlan]
+    select: Callable[[StoredQuery, Answer], Answer] = _as_found
+    members_included: bool = False
+    metadata_versions: bool = False
+
+
+KINDS: dict[str, StoredQueryKind] = {
+    kind.query_id: kind
+    for kind in (
+        StoredQueryKind(
+            FIND_DOCUMENTS,
+            QueryDefinition(
+                "FindDocuments",
+                {
+                    "$XDSDocumentEntryPatientId": PATIENT,
+                    "$XDSDocumentEntryStatus": STATUS,
+                    **_DE_OPTIONAL,
+                },
+                required=("$XDSDocumentEntryPatientId", "$XDSDocumentEntryStatus"),
+            ),
+            _find_documents,
+        ),
+        StoredQueryKind(
+            FIND_DOCUMENTS_BY_REFERENCE_ID,
+            QueryDefinition(
+                "FindDocumentsByReferenceId",
+                {
+                    "$XDSDocumentEntryPatientId": PATIENT,
+                    "$XDSDocumentEntryStatus": STATUS,
+                    **_DE_OPTIONAL,
+                },
+                required=(
+                    "$XDSDocumentEntryPatientId",
+                    "$XDSDocumentEntryStatus",
+                    "$XDSDocumentEntryReferenceIdList",
+                ),
+            ),
+            _find_documents,
+        ),
+        StoredQueryKind(
+            FIND_SUBMISSION_SETS,
+            QueryDefinition(
+                "FindSubmissionSets",
+                {
+                    "$XDSSubmissionSetPatientId": PATIENT,
+                    "$XDSSubmissionSetStatus": STATUS,
+                    "$XDSSubmissionSetSourceId": OID_LIST,
+                    "$XDSSubmissionSetSubmissionTimeFrom": TIME,
+                    "$XDSSubmissionSetSubmissionTimeTo": TIME,
+                    "$XDSSubmissionSetAuthorPerson": AUTHOR,
+                    "$XDSSubmissionSetContentType": CODE,
+                },
+                required=("$XDSSubmissionSetPatientId", "$XDSSubmissionSetStatus"),
+                single=frozenset({"$XDSSubmissionSetAuthorPerson"}),
+            ),
+            _find_submission_sets,
+        ),
+        StoredQueryKind(
+            FIND_FOLDERS,
+            QueryDefinition(
+                "FindFolders",
+                {
+                    "$XDSFolderPatientId": PATIENT,
+                    "$XDSFolderStatus": STATUS,
+                    "$XDSFolderLastUpdateTimeFrom": TIME,
+                    "$XDSFolderLastUpdateTimeTo": TIME,
+                    "$XDSFolderCodeList": CODE,
+                },
+                required=("$XDSFolderPatientId", "$XDSFolderStatus"),
+            ),
+            _no_folders,
+        ),
+        StoredQueryKind(
+            GET_ALL,
+            QueryDefinition(
+                "GetAll",
+                {
+                    "$patientId": PATIENT,
+                    "$XDSDocumentEntryStatus": STATUS,
+                    "$XDSSubmissionSetStatus": STATUS,
+                    "$XDSFolderStatus": STATUS,
+                    "$XDSDocumentEntryFormatCode": CODE,
+                    "$XDSDocumentEntryConfidentialityCode": CODE,
+                    "$XDSDocumentEntryType": OBJECT_TYPE,
+                },
+                required=(
+                    "$patientId",
+                    "$XDSDocumentEntryStatus",
+                    "$XDSSubmissionSetStatus",
+                    "$XDSFolderStatus",
+                ),
+            ),
+            _get_all,
+            select=_among_found,
+        ),
+        StoredQueryKind(
+            GET_DOCUMENTS,
+            QueryDefinition(
+                "GetDocuments",
+                # $XDSDocumentEntryLogicalID (Metadata Update, 3.18.4.1.2.3.7.5): a DocumentEntry's
+                # logicalId is its entryUUID here (an update is the same entry's next version).
+                {**_BY_ID, "$XDSDocumentEntryLogicalID": UUID},
+                one_of=(
+                    "$XDSDocumentEntryEntryUUID",
+                    "$XDSDocumentEntryUniqueId",
+                    "$XDSDocumentEntryLogicalID",
+                ),
+            ),
+            _get_documents,
+            metadata_versions=True,
+        ),
+        StoredQueryKind(
+            GET_FOLDERS,
+            QueryDefinition(
+                "GetFolders",
+                {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID},
+                one_of=("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
+            ),
+            _no_folders,
+        ),
+        StoredQueryKind(
+            GET_ASSOCIATIONS,
+            QueryDefinition("GetAssociations", {"$uuid": UUID}, required=("$uuid",)),
+            _get_associations,
+            select=_touching_uuids,
+        ),
+        StoredQueryKind(
+            GET_DOCUMENTS_AND_ASSOCIATIONS,
+            QueryDefinition(
+                "GetDocumentsAndAssociations",
+                dict(_BY_ID),
+                one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
+            ),
+            _get_documents_and_associations,
+            select=_touching_documents,
+            metadata_versions=True,
+        ),
+        StoredQueryKind(
+            GET_SUBMISSION_SETS,
+            QueryDefinition("GetSubmissionSets", {"$uuid": UUID}, required=("$uuid",)),
+            _get_submission_sets,
+            select=_holding_uuids,
+        ),
+        StoredQueryKind(
+            GET_SUBMISSION_SET_AND_CONTENTS,
+            QueryDefinition(
+                "GetSubmissionSetAndContents",
+                {
+                    "$XDSSubmissionSetEntryUUID": UUID,
+                    "$XDSSubmissionSetUniqueId": UNIQUE_ID,
+                    "$XDSDocumentEntryFormatCode": CODE,
+                    "$XDSDocumentEntryConfidentialityCode": CODE,
+                    "$XDSDocumentEntryType": OBJECT_TYPE,
+                },
+                one_of=("$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"),
+                single=frozenset({"$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"}),
+            ),
+            _get_submission_set_and_contents,
+            members_included=True,
+        ),
+        StoredQueryKind(
+            GET_FOLDER_AND_CONTENTS,
+            QueryDefinition(
+                "GetFolderAndContents",
+                {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID},
+                one_of=("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
+                single=frozenset({"$XDSFolderEntryUUID", "$XDSFolderUniqueId"}),
+            ),
+            _no_folders,
+        ),
+        StoredQueryKind(
+            GET_FOLDERS_FOR_DOCUMENT,
+            QueryDefinition(
+                "GetFoldersForDocument",
+                dict(_BY_ID),
+                one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
+                single=frozenset({"$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"}),
+            ),
+            _no_folders,
+        ),
+        StoredQueryKind(
+            GET_RELATED_DOCUMENTS,
+            QueryDefinition(
+                "GetRelatedDocuments",
+                {**_BY_ID, "$AssociationTypes": ASSOCIATION},
+                required=("$AssociationTypes",),
+                one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
+                single=frozenset({"$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"}),
+            ),
+            _get_related_documents,
+            select=_related_documents,
+        ),
+    )
+}
+# The parameters of each query (parse_stored_query), and its id by name.
+QUERIES: dict[str, QueryDefinition] = {query_id: k.definition for query_id, k in KINDS.items()}
+QUERY_IDS_BY_NAME = {definition.name: query_id for query_id, definition in QUERIES.items()}
+
+
+def plan(query: StoredQuery) -> QueryPlan:
+    """The FHIR searches answering any supported stored query (see QueryPlan)."""
+    kind = KINDS.get(query.query_id)
+    if kind is None:
+        raise ValueError(f"no plan for {query.name}")
+    return kind.plan(query)

@@ -81,13 +81,8 @@ from ihe_xds.mapping import (
 from ihe_xds.mtom import Attachment
 from ihe_xds.responses import RetrievedDocument, parse_retrieve_request
 from ihe_xds.stored_query import (
-    GET_ALL,
-    GET_ASSOCIATIONS,
-    GET_DOCUMENTS,
-    GET_DOCUMENTS_AND_ASSOCIATIONS,
-    GET_RELATED_DOCUMENTS,
-    GET_SUBMISSION_SET_AND_CONTENTS,
-    GET_SUBMISSION_SETS,
+    KINDS,
+    Answer,
     QueryPlan,
     StoredQuery,
     StoredQueryError,
@@ -475,7 +470,7 @@ def iti18(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> Qu
         outcome.errors.append(query_error(exc))
         return outcome
     deprecated: set[str] = set()
-    if query.query_id in (GET_DOCUMENTS, GET_DOCUMENTS_AND_ASSOCIATIONS):
+    if KINDS[query.query_id].metadata_versions:
         # Each metadata version is a DocumentEntry of its own (ihe_xds.entry_versions).
         docs, deprecated = versions_answered(runtime.service, requester, query, docs)
     objects, patients = _answer(runtime, query, query_plan, docs, included_docs, lists, deprecated)
@@ -504,16 +499,16 @@ def _answer(
 ) -> tuple[list[RegistryObject], set[str | None]]:
     """The ebRIM objects of the answer, and the patients they belong to; `deprecated`: the
     entryUUIDs of earlier metadata versions, Deprecated whatever their content says."""
+    kind = KINDS[query.query_id]
     returns = query_plan.returns
     submission_sets = [
         r
         for r in lists.values()
         if any(c.get("code") == "submissionset" for c in (r.get("code") or {}).get("coding") or [])
     ]
-    if query.query_id == GET_SUBMISSION_SET_AND_CONTENTS:
-        members = {**docs, **included_docs}
-        docs, included_docs = members, {}
-    if "DocumentEntry" in returns or query.query_id == GET_ALL:
+    if kind.members_included:
+        docs, included_docs = {**docs, **included_docs}, {}
+    if "DocumentEntry" in returns:
         docs = {k: v for k, v in docs.items() if query_plan.keep(v)}
     elif "SubmissionSet" in returns and not docs:
         submission_sets = [r for r in submission_sets if query_plan.keep(r)]
@@ -524,24 +519,9 @@ def _answer(
         associations = [
             a for a in associations_from_fhir(submission_sets, all_docs) if a.type in kinds
         ]
-    returned_docs = list(docs.values())
-    uuids = set(query.values("$uuid"))
-    named = {entry_uuid_of(d) for d in docs.values()}
-    if query.query_id == GET_ALL:
-        ids = named | {entry_uuid_of(s) for s in submission_sets}
-        associations = [a for a in associations if a.source in ids and a.target in ids]
-    elif query.query_id == GET_ASSOCIATIONS:
-        associations = [a for a in associations if a.source in uuids or a.target in uuids]
-    elif query.query_id == GET_SUBMISSION_SETS:
-        associations = [a for a in associations if a.target in uuids]
-        holders = {a.source for a in associations}
-        submission_sets = [s for s in submission_sets if entry_uuid_of(s) in holders]
-    elif query.query_id == GET_DOCUMENTS_AND_ASSOCIATIONS:
-        associations = [a for a in associations if a.source in named or a.target in named]
-    elif query.query_id == GET_RELATED_DOCUMENTS:
-        associations = [a for a in associations if a.source in named or a.target in named]
-        related = {a.source for a in associations} | {a.target for a in associations}
-        returned_docs = [d for d in all_docs if entry_uuid_of(d) in related] if associations else []
+    answer = kind.select(
+        query, Answer(list(docs.values()), all_docs, submission_sets, associations)
+    )
     cache: dict[str, str] = {}
     repository = runtime.settings.xds_repository_id
     objects: list[RegistryObject] = []
@@ -549,7 +529,7 @@ def _answer(
     # ObjectRef answers carry ids only: the full mapping is for LeafClass.
     leaf = query.return_type == "LeafClass"
     if "SubmissionSet" in returns:
-        for resource in submission_sets:
+        for resource in answer.submission_sets:
             patients.add(_subject_id(resource))
             objects.append(
                 list_to_ebrim(
@@ -559,7 +539,7 @@ def _answer(
                 else SubmissionSet(id=entry_uuid_of(resource))
             )
     if "DocumentEntry" in returns:
-        for resource in returned_docs:
+        for resource in answer.documents:
             patients.add(_subject_id(resource))
             if not leaf:
                 objects.append(DocumentEntry(id=entry_uuid_of(resource)))
@@ -572,7 +552,7 @@ def _answer(
             if entry.id in deprecated:
                 entry.status = STATUS_DEPRECATED
             objects.append(entry)
-    objects += associations
+    objects += answer.associations
     return objects, patients
 
 

@@ -68,7 +68,7 @@ from ihe_xds.errors import (
     registry_error,
     update_error,
 )
-from ihe_xds.mapping import _concept, availability_of, document_reference_to_ebrim
+from ihe_xds.mapping import availability_of, concept, document_reference_to_ebrim
 from ihe_xds.vocabulary import (
     ACTION_ITI57,
     ASSOC_HAS_MEMBER,
@@ -305,7 +305,7 @@ def _metadata_update(entry: DocumentEntry, member, repository_id: str | None) ->
         )
         _check_same(entry, stored, where)
         candidate = copy.deepcopy(old)
-        candidate["securityLabel"] = [_concept(code) for code in codes]
+        candidate["securityLabel"] = [concept(code) for code in codes]
         return candidate
 
     new_entry_uuid = (

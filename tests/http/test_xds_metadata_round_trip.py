@@ -17,7 +17,7 @@ from lxml import etree
 
 from ihe_xds import vocabulary as v
 from ihe_xds.extra_metadata import EXT_EXTRA_METADATA
-from ihe_xds.list_parties import EXT_INTENDED_RECIPIENT, EXT_SUBMISSION_SET_AUTHOR
+from ihe_xds.mapping.list_parties import EXT_INTENDED_RECIPIENT, EXT_SUBMISSION_SET_AUTHOR
 from ihe_xds.stored_query import (
     FIND_SUBMISSION_SETS,
     GET_SUBMISSION_SET_AND_CONTENTS,

@@ -5,8 +5,9 @@ Why: a cycle means two modules each need the other's facts, so neither can be re
 or moved alone, and the one imported second sees the first half-initialised. The fix is to
 move the shared fact to a module both read, not to hide the import.
 
-The graph: one node per module of `fhir_server` (a package is its `__init__`), one edge per
-`import x` / `from x import y` (absolute or relative) that names a module of the package;
+The graph: one node per module of the packages `fhir_server` and `ihe_xds` (a package is its
+`__init__`), one edge per `import x` / `from x import y` (absolute or relative) that names a
+module of the packages;
 `from pkg import name` is an edge to `pkg.name` when that is a module, else to `pkg`.
 Imports are counted wherever they stand: at the top, inside a function (a deferred import is
 the same dependency, paid later) and under `if TYPE_CHECKING:` (the annotations still need
@@ -20,7 +21,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("fhir_server",)
+PACKAGES = ("fhir_server", "ihe_xds")
 
 
 def modules(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:

@@ -19,13 +19,13 @@ from ihe_xds import vocabulary as v
 from ihe_xds.ebrim import Author, Slot, parse_submission
 from ihe_xds.errors import SEVERITY_WARNING, XDS_REGISTRY_METADATA_ERROR
 from ihe_xds.extra_metadata import EXT_EXTRA_METADATA
-from ihe_xds.list_parties import EXT_AUTHOR_ORG, EXT_INTENDED_RECIPIENT
 from ihe_xds.mapping import (
     associations_from_fhir,
     document_reference_to_ebrim,
     list_to_ebrim,
     submission_to_fhir,
 )
+from ihe_xds.mapping.list_parties import EXT_AUTHOR_ORG, EXT_INTENDED_RECIPIENT
 from ihe_xds.soap import read_envelope
 from ihe_xds.validation import DMP_PROFILE, validate_submission
 from tests.xds_builders import REPOSITORY_UNIQUE_ID, build_iti41

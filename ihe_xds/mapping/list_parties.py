@@ -6,7 +6,7 @@ FHIR's List.source holds one reference. What MHD prescribes (IHE MHD 4.2,
 IHE.MHD.Minimal.SubmissionSet) and what this module writes:
 
 - the first author: `List.source`, a reference to the contained PractitionerRole /
-  Practitioner, as DocumentReference.author is written (`mapping._author_resources`); an
+  Practitioner, as DocumentReference.author is written (`parties.author_to_resources`); an
   author that is an organisation only goes in `source.extension:authorOrg`
   (EXT_AUTHOR_ORG, MHD's rule: R4 List.source cannot name an Organization);
 - everything List.source cannot hold (the first author's other institutions, the later
@@ -31,15 +31,15 @@ import re
 
 from fhir_server.resources.profiles import PROFILE_BASE
 from ihe_xds.ebrim import Author
-from ihe_xds.mapping import (
-    _author_resources,
-    _authors_back,
-    _organization,
-    _organization_xon,
-    _practitioner,
-    _practitioner_xcn,
-    _telecom,
-    _telecom_back,
+from ihe_xds.mapping.parties import (
+    author_to_resources,
+    authors_from_references,
+    organization_to_xon,
+    practitioner_to_xcn,
+    telecom_to_xtn,
+    xcn_to_practitioner,
+    xon_to_organization,
+    xtn_to_telecom,
 )
 
 EXT_AUTHOR_ORG = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-authorOrg"
@@ -59,7 +59,7 @@ def authors_to_list(authors: list[Author]) -> tuple[list[dict], dict | None, lis
     contained: list[dict] = []
     references: list[list[dict]] = []
     for index, author in enumerate(authors):
-        resources, refs = _author_resources(author, index)
+        resources, refs = author_to_resources(author, index)
         contained += resources
         references.append(refs)
     source = None
@@ -101,7 +101,7 @@ def authors_from_list(list_resource: dict, contained: dict[str, dict]) -> list[A
         if isinstance(extension, dict) and extension.get("url") == EXT_SUBMISSION_SET_AUTHOR:
             references.append(extension.get("valueReference") or {})
             keys.append(None)
-    return _authors_back(references, contained, keys)
+    return authors_from_references(references, contained, keys)
 
 
 # --------------------------------------------------------------------------- recipients
@@ -116,10 +116,10 @@ def recipients_to_list(recipients: list[str]) -> tuple[list[dict], list[dict]]:
         person, _, telecom = rest.partition("|")
         prefix = f"r{index}-"
         resources = []
-        org = _organization(organisation, prefix + "org") if organisation else None
+        org = xon_to_organization(organisation, prefix + "org") if organisation else None
         holder: dict | None = None
         if person or (telecom and org is None):
-            holder = _practitioner(person, prefix + "person") if person else None
+            holder = xcn_to_practitioner(person, prefix + "person") if person else None
             if holder is None:
                 holder = {"resourceType": "Practitioner", "id": prefix + "person"}
         if org is not None:
@@ -129,7 +129,7 @@ def recipients_to_list(recipients: list[str]) -> tuple[list[dict], list[dict]]:
         # with a telecom there is a holder, or else the organisation (see above)
         owner = holder if holder is not None else org
         if telecom and owner is not None:
-            owner["telecom"] = [_telecom(telecom)]
+            owner["telecom"] = [xtn_to_telecom(telecom)]
         for resource in resources:
             contained.append(resource)
             extensions.append(
@@ -163,9 +163,9 @@ def recipients_from_list(list_resource: dict, contained: dict[str, dict]) -> lis
         org, person = group.get("org"), group.get("person")
         telecoms = (person or {}).get("telecom") or (org or {}).get("telecom") or []
         parts = [
-            _organization_xon(org) if org else "",
-            _practitioner_xcn(person) if person else "",
-            _telecom_back(telecoms[0]) if telecoms else "",
+            organization_to_xon(org) if org else "",
+            practitioner_to_xcn(person) if person else "",
+            telecom_to_xtn(telecoms[0]) if telecoms else "",
         ]
         value = "|".join(parts).rstrip("|")
         if value:
