@@ -9,6 +9,7 @@ from fhir_server.config import Settings
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
+from fhir_server.store.audit_log.port import AuditLogEngine
 from fhir_server.store.with_audit_log import StoreWithAuditLog
 
 
@@ -47,6 +48,7 @@ def with_audit_log(
     `clock` (epoch µs) stamps the events' meta.lastUpdated."""
     if isinstance(store, StoreWithAuditLog):
         return store
+    log: AuditLogEngine
     if store.name == "sqlite":
         from fhir_server.store.audit_log.sqlite import SqliteAuditLog
 

@@ -142,15 +142,17 @@ class MongoTransaction:
         except DuplicateKeyError as exc:
             raise VersionConflict("condition", key) from exc
 
-    def stage_audit(self, events: Sequence[dict]) -> list[ObjectId]:
+    def stage_audit(self, events: Sequence[dict]) -> list[object]:
         """Stage a write's AuditEvents in its transaction (`store.with_audit_log`): one
         document each in the outbox, no index; their keys, in staging order."""
+        keys: list[object] = [ObjectId() for _ in events]
         documents = [
-            {"_id": ObjectId(), "body": Binary(orjson.dumps(event)), "pk": ""} for event in events
+            {"_id": key, "body": Binary(orjson.dumps(event)), "pk": ""}
+            for key, event in zip(keys, events, strict=True)
         ]
         if documents:
             self._db[AUDIT_OUTBOX].insert_many(documents, ordered=True, session=self._session)
-        return [document["_id"] for document in documents]
+        return keys
 
     def clear_outbox(self, keys: Sequence[object]) -> None:
         if keys:

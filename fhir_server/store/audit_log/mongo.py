@@ -19,6 +19,7 @@ resource store's writes do; `append` returns after that commit.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -144,9 +145,7 @@ class MongoAuditLog:
         while True:
             try:
                 outcome = self._in_transaction(
-                    lambda session, check_all=check_all: self._seal_and_insert(
-                        session, batch, check_all
-                    )
+                    functools.partial(self._seal_and_insert, batch=batch, check_all=check_all)
                 )
                 break
             except PyMongoError as exc:
@@ -191,7 +190,7 @@ class MongoAuditLog:
             outcome.append(records)
         if sealed:
             # The head first: a concurrent commit conflicts here, before any insert.
-            self._move_head(session, sealed[0].sequence - 1, head)
+            self._move_head(session, sealed[0].sequence - 1, (sealed[-1].sequence, sealed[-1].hash))
             self._events.insert_many(
                 [_document(record) for record in sealed], ordered=True, session=session
             )
@@ -213,9 +212,7 @@ class MongoAuditLog:
         stored = 0
         for start in range(0, len(records), IMPORT_CHUNK):
             chunk = records[start : start + IMPORT_CHUNK]
-            stored += self._in_transaction(
-                lambda session, chunk=chunk: self._import(session, chunk)
-            )
+            stored += self._in_transaction(functools.partial(self._import, records=chunk))
         return stored
 
     def _import(self, session: Any, records: Sequence[LogRecord]) -> int:
