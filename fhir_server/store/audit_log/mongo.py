@@ -212,8 +212,14 @@ class MongoAuditLog:
         stored = 0
         for start in range(0, len(records), IMPORT_CHUNK):
             chunk = records[start : start + IMPORT_CHUNK]
-            stored += self._in_transaction(functools.partial(self._import, records=chunk))
+            stored += self._in_transaction(self._importer(chunk))
         return stored
+
+    def _importer(self, chunk: Sequence[LogRecord]) -> Callable[[Any], int]:
+        def work(session: Any) -> int:
+            return self._import(session, chunk)
+
+        return work
 
     def _import(self, session: Any, records: Sequence[LogRecord]) -> int:
         held = self._known([r.id for r in records], session)
