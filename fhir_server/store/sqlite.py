@@ -43,6 +43,7 @@ from fhir_server.store.base import (
 )
 from fhir_server.store.group_commit import GroupCommit
 from fhir_server.store.page import SearchPage
+from fhir_server.store.sqlite_connection import open_durable
 from fhir_server.store.write_turn import WriteTurn
 
 SCHEMA = """
@@ -279,10 +280,7 @@ class SqliteStore:
         self._group = GroupCommit(self._writer, self._writer_turn)
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = FULL")
-        connection.execute("PRAGMA busy_timeout = 10000")
+        connection = open_durable(self.path)
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute("PRAGMA cache_size = -65536")
         # No memory map: while the file grows (every checkpoint appends pages), each connection
@@ -290,10 +288,6 @@ class SqliteStore:
         # per commit under load (strace). Through the page cache the audit commits spend half
         # the kernel time, and reads at a million documents are as fast.
         connection.execute("PRAGMA mmap_size = 0")
-        # Savepoint (statement) journals in memory: every write unit is a SAVEPOINT in the
-        # group commit's transaction, and a temporary file per unit cost an open, writes and a
-        # close inside the write lock (their content only serves a ROLLBACK TO).
-        connection.execute("PRAGMA temp_store = MEMORY")
         # Checkpoints are the maintenance thread's, outside the write lock (`_maintain`).
         connection.execute("PRAGMA wal_autocheckpoint = 0")
         with self._connections_lock:

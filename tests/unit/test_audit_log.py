@@ -262,3 +262,35 @@ def test_r16_audit_event_searches_answer_what_the_resource_engine_answered(
     finally:
         old.close()
         new.close()
+
+
+def test_r16_an_include_from_audit_events_applies_the_access_clause(tmp_path, registry):
+    """`_include=AuditEvent:entity` reaches resources of the resource store: each is
+    included only if the requester's access clause for its type (`allowed`) admits it, as
+    the SQL engines include; a document the clause excludes is left out."""
+    from fhir_server.search.query import Everything, Include, Not, TokenTest
+    from fhir_server.store.page import SearchRow
+
+    store = with_audit_log(SqliteStore(tmp_path / "fhir.sqlite3"), registry)
+    try:
+        for doc_id, label in (("d1", None), ("d2", "INVISIBLE_PATIENT")):
+            document = {"resourceType": "DocumentReference", "status": "current"}
+            if label:
+                document["meta"] = {"security": [{"code": label}]}
+            stored = versions.stamp(document, doc_id, 1, versions.now_us())
+            entries = extract(stored.json(), registry)
+            with store.transaction() as tx:
+                tx.write(VersionWrite(stored, "POST", 0, entries, sort_values(entries), ""))
+        events = _events(6)  # shapes 3 and 4 name DocumentReference/d1 and d2
+        store.append_audit(events)
+        rows = [
+            SearchRow("AuditEvent", record.id, record.body) for record in store.audit_log.scan()
+        ]
+        include = (Include("AuditEvent", "entity", "DocumentReference"),)
+        everything = store.resolve_includes(rows, include, lambda _type: Everything())
+        assert {row.id for row in everything} == {"d1", "d2"}
+        hidden = Not(TokenTest("_security", code="INVISIBLE_PATIENT", any_system=True))
+        admitted = store.resolve_includes(rows, include, lambda _type: hidden)
+        assert {row.id for row in admitted} == {"d1"}
+    finally:
+        store.close()

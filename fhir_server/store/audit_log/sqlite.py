@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fhir_server.store.audit_log.committer import GroupAppender, PendingAppend
 from fhir_server.store.audit_log.record import LogRecord, StampFn, seal_batch
+from fhir_server.store.sqlite_connection import open_durable
 from fhir_server.store.write_turn import WriteTurn
 
 SCHEMA = """
@@ -87,11 +88,7 @@ class SqliteAuditLog:
         self._appender = GroupAppender(self._commit, turn=self._write_turn)
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = FULL")
-        connection.execute("PRAGMA busy_timeout = 10000")
-        connection.execute("PRAGMA temp_store = MEMORY")
+        connection = open_durable(self.path)
         with self._lock:
             self._connections.append(connection)
         return connection
