@@ -50,13 +50,25 @@ def _is_empty(connection: sqlite3.Connection) -> bool:
     )
 
 
+# Kept during a bulk load: the index the write path itself searches. A DocumentReference
+# write looks its uniqueId and entryUUID up among the stored documents (`DocumentRules`,
+# `service.unique_ids`), a token search; without this index each lookup scans every token
+# row loaded so far, and the load grows quadratic.
+WRITE_PATH_INDEXES = frozenset({"ix_token_value"})
+
+
 @contextmanager
 def deferred_indexes(unit: Unit) -> Iterator[bool]:
     """Drop the secondary indexes for the block if the store is empty, rebuild them after it
-    (also when it raises). Yields whether they were deferred. `unit` opens a write
-    transaction on the writer connection (`GroupCommit.unit`)."""
+    (also when it raises); those the write path reads (`WRITE_PATH_INDEXES`) are kept.
+    Yields whether any were deferred. `unit` opens a write transaction on the writer
+    connection (`GroupCommit.unit`)."""
     with unit() as connection:
-        dropped = secondary_indexes(connection) if _is_empty(connection) else []
+        dropped = (
+            [i for i in secondary_indexes(connection) if i.name not in WRITE_PATH_INDEXES]
+            if _is_empty(connection)
+            else []
+        )
         for index in dropped:
             connection.execute(f'DROP INDEX "{index.name}"')
     try:
