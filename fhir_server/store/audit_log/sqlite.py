@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,11 +71,13 @@ class SqliteAuditLog:
 
     def __init__(self, path: str | Path, *, stamp: StampFn, clock: Callable[[], int]) -> None:
         """`path` ":memory:" (a resource store in memory, for tests): a temporary file,
-        removed on close, since every connection to an in-memory database opens its own."""
-        self._temporary: str | None = None
+        since every connection to an in-memory database opens its own; removed on close, or
+        when the log is collected or the process ends (a store dropped without `close`)."""
+        self._remove_temporary: Callable[[], object] = lambda: None
         if str(path) == ":memory:":
-            self._temporary = tempfile.mkdtemp(prefix="audit-log-")
-            path = Path(self._temporary) / "audit.sqlite3"
+            temporary = tempfile.mkdtemp(prefix="audit-log-")
+            self._remove_temporary = weakref.finalize(self, shutil.rmtree, temporary, True)
+            path = Path(temporary) / "audit.sqlite3"
         self.path = str(path)
         self._stamp = stamp
         self._clock = clock
@@ -256,5 +259,4 @@ class SqliteAuditLog:
             for connection in self._connections:
                 connection.close()
             self._connections.clear()
-        if self._temporary is not None:
-            shutil.rmtree(self._temporary, ignore_errors=True)
+        self._remove_temporary()
