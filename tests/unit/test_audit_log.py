@@ -310,3 +310,53 @@ def test_an_in_memory_log_dropped_without_close_leaves_no_file_behind():
     del log
     gc.collect()
     assert not directory.exists()
+
+
+def test_r16_a_log_written_before_the_trigger_keeps_its_patient_keys_and_chain(tmp_path):
+    """An audit log file of the first layout (patient keys written by their own statement,
+    no `patients` column) opens, its events are still found by patient, and the chain goes
+    on from its head."""
+    from fhir_server.store.audit_log.sqlite import SqliteAuditLog
+    from fhir_server.store.factory import _stamp
+
+    path = tmp_path / "fhir.audit.sqlite3"
+    old_schema = SQLITE_LOG_V1
+    with sqlite3.connect(path) as connection:
+        connection.executescript(old_schema)
+    first = SqliteAuditLog(path, stamp=_stamp, clock=versions.now_us)
+    try:
+        first._writer.execute("DROP TRIGGER event_keys")  # as the first layout wrote them
+        events = _events(6)
+        records = first.append(events[:3])
+        first._writer.executemany(
+            "INSERT INTO event_patient (patient, seq) VALUES (?, ?)",
+            [(p, r.sequence) for r in records for p in r.patients],
+        )
+        first._writer.execute(
+            "INSERT OR REPLACE INTO head (one, seq, hash) VALUES (1, ?, ?)",
+            (records[-1].sequence, records[-1].hash),
+        )
+    finally:
+        first.close()
+    log = SqliteAuditLog(path, stamp=_stamp, clock=versions.now_us)
+    try:
+        later = log.append(events[3:])
+        assert later[0].sequence == records[-1].sequence + 1
+        assert log.head() == (later[-1].sequence, later[-1].hash)
+        found = [r.id for r in log.scan(["p2"])]
+        assert found == [e["id"] for e in events if "Patient/p2" in orjson.dumps(e).decode()]
+    finally:
+        log.close()
+
+
+SQLITE_LOG_V1 = """
+CREATE TABLE event (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, recorded INTEGER NOT NULL,
+    hash TEXT NOT NULL, agent TEXT NOT NULL, action TEXT NOT NULL, subtype TEXT NOT NULL,
+    outcome TEXT NOT NULL, labels TEXT NOT NULL, body BLOB NOT NULL
+);
+CREATE TABLE head (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL,
+    hash TEXT NOT NULL);
+CREATE TABLE event_patient (patient TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (patient, seq)) WITHOUT ROWID;
+"""

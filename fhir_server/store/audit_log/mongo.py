@@ -333,5 +333,5 @@ class MongoAuditLog:
         return [_record(doc) for doc in cursor]
 
     def close(self) -> None:
-        """Stops the committer; the client is the resource store's, closed with it."""
+        """Refuses later appends; the client is the resource store's, closed with it."""
         self._appender.stop()
