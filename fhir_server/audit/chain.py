@@ -156,6 +156,13 @@ def sealed_link(event: Mapping, previous_hash: str, sequence: int) -> tuple[dict
     return sealed, ChainLink(sequence, previous_hash, digest)
 
 
+def chain_sequence(body: bytes) -> int:
+    """The chain sequence of a stored event's bytes (0 without a link): the order in which
+    events sealed before the audit log are moved into it."""
+    link = chain_link(orjson.loads(body))
+    return link.sequence if link else 0
+
+
 def chain_link(event: Mapping) -> ChainLink | None:
     """The chain link an event carries, or None when it has none (or a malformed one)."""
     for ext in event.get("extension", []) or []:

@@ -27,7 +27,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from fhir_server.audit.chain import chain_link
+from fhir_server.audit.chain import chain_sequence
 from fhir_server.search.extract import sort_values
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import mongo_index, mongo_search
@@ -75,11 +75,6 @@ def _before(resource_type: str, position: list) -> dict:
 
 def history_collection(resource_type: str) -> str:
     return f"{resource_type}_history"
-
-
-def _chain_sequence(row: tuple[bytes, int]) -> int:
-    link = chain_link(orjson.loads(row[0]))
-    return link.sequence if link else 0
 
 
 class _InSession:
@@ -391,15 +386,23 @@ class MongoStore:
             for doc in self._db[AUDIT_OUTBOX].find({}).sort("_id", ASCENDING)
         ]
 
-    def legacy_audit_events(self) -> list[tuple[bytes, int]]:
+    def legacy_audit_events(self, chunk: int = 5_000) -> Iterator[list[tuple[bytes, int]]]:
         """(bytes, lastUpdated) of the AuditEvents earlier versions stored in the resource
-        collections, in chain order, for the move to the audit log. AuditEvents had one
-        version each, so the current collection holds them all."""
-        rows = [
-            (bytes(doc["body"]), doc["lu"])
-            for doc in self._db[AUDIT_EVENT].find({"del": False}, {"body": 1, "lu": 1})
-        ]
-        return sorted(rows, key=_chain_sequence)
+        collections, in chain order, `chunk` at a time (only their sequences are held in
+        memory at once). AuditEvents had one version each: the current collection holds
+        them all."""
+        current = self._db[AUDIT_EVENT]
+        order = sorted(
+            (chain_sequence(bytes(doc["body"])), doc["_id"])
+            for doc in current.find({"del": False}, {"body": 1})
+        )
+        for start in range(0, len(order), chunk):
+            ids = [key for _, key in order[start : start + chunk]]
+            rows = {
+                doc["_id"]: (bytes(doc["body"]), doc["lu"])
+                for doc in current.find({"_id": {"$in": ids}}, {"body": 1, "lu": 1})
+            }
+            yield [rows[key] for key in ids]
 
     def drop_legacy_audit_events(self) -> None:
         """Remove the moved AuditEvents, their history and the old chain head. Not one

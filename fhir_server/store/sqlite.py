@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from fhir_server.audit.chain import chain_link
+from fhir_server.audit.chain import chain_sequence
 from fhir_server.search import reach
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import (
@@ -92,16 +92,15 @@ CREATE TABLE IF NOT EXISTS audit_outbox (
 logger = logging.getLogger(__name__)
 
 
-def _chain_sequence(body: bytes) -> int:
-    link = chain_link(orjson.loads(body))
-    return link.sequence if link else 0
-
-
 _ROW = "type, id, version, last_updated, deleted, body"
 
 
 def _stored(row: tuple) -> StoredResource:
     return StoredResource(row[0], row[1], row[2], row[3], bool(row[4]), bytes(row[5]))
+
+
+# AuditEvents moved from the resource tables to the audit log per import (`legacy_audit_events`).
+LEGACY_CHUNK = 5_000
 
 
 class SqliteTransaction:
@@ -408,10 +407,11 @@ class SqliteStore:
         rows = self._writer.execute("SELECT seq, body FROM audit_outbox ORDER BY seq").fetchall()
         return [(key, orjson.loads(body)) for key, body in rows]
 
-    def legacy_audit_events(self) -> list[tuple[bytes, int]]:
+    def legacy_audit_events(self, chunk: int = LEGACY_CHUNK) -> Iterator[list[tuple[bytes, int]]]:
         """(bytes, lastUpdated) of the AuditEvents earlier versions stored in the resource
-        tables (or their journal), in chain order, for the move to the audit log. At open, on
-        the writer connection (an in-memory store has no other)."""
+        tables (or their journal), in chain order, `chunk` at a time, for the move to the
+        audit log: only their sequences are held in memory at once, not their bytes. At
+        open, on the writer connection (an in-memory store has no other)."""
         if (
             self._writer.execute(
                 "SELECT 1 FROM audit_journal UNION ALL "
@@ -419,13 +419,24 @@ class SqliteStore:
             ).fetchone()
             is None
         ):
-            return []
+            return
         self.settle_audit()
-        rows = self._writer.execute(
-            "SELECT body, last_updated FROM resource WHERE type = 'AuditEvent'"
-        ).fetchall()
-        events = [(bytes(body), last_updated) for body, last_updated in rows]
-        return sorted(events, key=lambda row: _chain_sequence(row[0]))
+        order = sorted(
+            (chain_sequence(bytes(body)), rid)
+            for rid, body in self._writer.execute(
+                "SELECT rid, body FROM resource WHERE type = 'AuditEvent'"
+            )
+        )
+        for start in range(0, len(order), chunk):
+            rids = [rid for _, rid in order[start : start + chunk]]
+            marks = ", ".join("?" * len(rids))
+            rows = {
+                rid: (bytes(body), last_updated)
+                for rid, body, last_updated in self._writer.execute(
+                    f"SELECT rid, body, last_updated FROM resource WHERE rid IN ({marks})", rids
+                )
+            }
+            yield [rows[rid] for rid in rids]
 
     def drop_legacy_audit_events(self) -> None:
         """Remove the moved AuditEvents from the resource tables, in one transaction."""

@@ -157,12 +157,14 @@ class StoreWithAuditLog:
         """Move AuditEvents written into the resource tables by earlier versions into the
         log, in chain order and with their chain links; then drop them from the tables. A
         crash in between repeats the move, which skips what the log already holds."""
-        legacy = self.resources.legacy_audit_events()
-        if not legacy:
+        moved = 0
+        for chunk in self.resources.legacy_audit_events():
+            self.audit_log.import_sealed([imported(body, recorded) for body, recorded in chunk])
+            moved += len(chunk)
+        if not moved:
             return
-        self.audit_log.import_sealed([imported(body, recorded) for body, recorded in legacy])
         self.resources.drop_legacy_audit_events()
-        logger.info("moved %d AuditEvents from the resource tables to the audit log", len(legacy))
+        logger.info("moved %d AuditEvents from the resource tables to the audit log", moved)
 
     # -- reads ------------------------------------------------------------------------------
 

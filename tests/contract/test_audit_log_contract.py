@@ -340,7 +340,7 @@ def test_events_of_earlier_versions_move_to_the_log_once_with_their_chain(engine
         (n, event["id"], chain_link(event).hash, n) for n, event in enumerate(sealed, start=1)
     ]
     assert log.head() == (3, chain_link(sealed[-1]).hash)
-    assert resources.legacy_audit_events() == []
+    assert list(resources.legacy_audit_events()) == []
     assert resources.read("AuditEvent", sealed[0]["id"]) is None
     assert resources.history("AuditEvent", None, since=None, count=10, cursor=None).entries == []
     assert store.read("AuditEvent", sealed[0]["id"]).body == log.get(sealed[0]["id"]).body

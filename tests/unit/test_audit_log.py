@@ -360,3 +360,18 @@ CREATE TABLE head (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL
 CREATE TABLE event_patient (patient TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (patient, seq)) WITHOUT ROWID;
 """
+
+
+def test_r16_legacy_events_are_moved_in_chain_order_a_chunk_at_a_time(tmp_path, registry):
+    """Millions of events sealed before the log are not read into memory at once: they
+    come in chunks, in chain order across chunks."""
+    database = tmp_path / "fhir.sqlite3"
+    sealed = _legacy_store(database, registry, _events())
+    store = SqliteStore(database)
+    try:
+        chunks = list(store.legacy_audit_events(chunk=5))
+    finally:
+        store.close()
+    assert [len(chunk) for chunk in chunks] == [5, 5, 3]
+    moved = [orjson.loads(body) for chunk in chunks for body, _ in chunk]
+    assert [event["id"] for event in moved] == [event["id"] for event in sealed]
