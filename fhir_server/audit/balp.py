@@ -75,6 +75,8 @@ Report, identified by its uniqueId, detail "Repository Unique Id").
 from __future__ import annotations
 
 import base64
+import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -909,4 +911,11 @@ def _instant(when: datetime) -> str:
 
 
 def _new_id() -> str:
-    return str(uuid.uuid4())
+    """A UUID version 7 (RFC 9562 5.7: the Unix millisecond, then 74 random bits). Events
+    are appended in time order, so their ids land at the right edge of the audit log's id
+    index rather than on random pages of a B-tree that grows by millions a month; the
+    millisecond they reveal is the event's `recorded`, which they carry anyway."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # the RFC variant
+    return str(uuid.UUID(int=value))

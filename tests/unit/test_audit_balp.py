@@ -500,3 +500,26 @@ def test_r16_search_without_raw_request_does_not_claim_patient_query():
 def test_iti41_audit_needs_the_submission_set():
     with pytest.raises(ValueError):
         xds("ITI-41")
+
+
+def test_event_ids_are_uuid_version_7_in_creation_order():
+    """RFC 9562 5.7: the id starts with the Unix millisecond, so successive events' ids sort
+    in the order they were built (the audit log's id index grows at its right edge)."""
+    import time
+    import uuid
+
+    ids = []
+    for _ in range(50):
+        (event,) = build_audit_events(
+            interaction="read",
+            requester=DOCTOR,
+            patients=["p1"],
+            recorded=WHEN,
+            server_base=BASE,
+        )
+        ids.append(event["id"])
+        time.sleep(0.001)
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert abs((parsed[-1].int >> 80) - time.time_ns() // 1_000_000) < 60_000
