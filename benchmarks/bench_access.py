@@ -257,7 +257,7 @@ def record_facts_ms(service: FhirService, plan: CorpusPlan, sample: int = 200) -
     timings = []
     for n in rng.sample(range(plan.patients), min(sample, plan.patients)):
         started = time.perf_counter()
-        service.gate._load_record(patient_id_of(n))
+        service.gate.facts.load_record(patient_id_of(n))
         timings.append((time.perf_counter() - started) * 1000)
     return timings
 

@@ -203,7 +203,7 @@ class BinaryOwnership:
         return claims
 
     def _named_by_others(self, binary_id: str, document_id: str) -> bool:
-        rows = self.gate._internal_search(
+        rows = self.gate.facts.internal_search(
             "DocumentReference", UriTest("location", f"Binary/{binary_id}"), 2
         )
         return any(row[1] != document_id for row in rows)

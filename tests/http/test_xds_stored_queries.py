@@ -203,16 +203,16 @@ def test_iti18_resolves_the_queried_patient_once_per_request(xds, monkeypatch):
     $XDSDocumentEntryPatientId is looked up once, not once per gate check."""
     _, nir = xds.patient(209)
     deposit(xds, nir)
-    gate = xds.app.extensions["fhir"].service.gate
+    facts = xds.app.extensions["fhir"].service.gate.facts
     resolved = []
-    find = gate._find_designated_patient
+    find = facts._find_designated_patient
 
     def counting(resource_type, where):
         found = find(resource_type, where)
         resolved.append(found)
         return found
 
-    monkeypatch.setattr(gate, "_find_designated_patient", counting)
+    monkeypatch.setattr(facts, "_find_designated_patient", counting)
     slots = [
         ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
         ("$XDSDocumentEntryStatus", APPROVED),

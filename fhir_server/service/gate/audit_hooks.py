@@ -1,0 +1,175 @@
+"""The gate's audit hooks (R16, R17): after a search, before and after a write.
+
+They decide nothing about access; they say what was accessed and for whom. A search's event
+carries the query as asked, so it names the labelled resources the criteria designate, with
+their labels (judged as their reads would be); a write's events and notifications are
+written in the write's own transaction, with the record epoch bump that invalidates the
+cached facts it changed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fhir_server.access.constraints import compartment_of
+from fhir_server.access.decision import Permit
+from fhir_server.access.requester import INTERNAL, ActorKind, Requester
+from fhir_server.audit.balp import ROLE_QUERY, DataEntity
+from fhir_server.resources.model import SERVED_TYPES
+from fhir_server.search.query import And, Chain, Has, IdTest, Node, Not, Or, ReferenceTest
+from fhir_server.service.context import forget_request_facts
+from fhir_server.service.gate.reads import ReadGate
+from fhir_server.service.prepared import PreparedEvents
+
+if TYPE_CHECKING:
+    from fhir_server.store.base import StoredResource
+
+# The resources a search's criteria may name whose labels its event carries, at most.
+NAMED_TARGETS = 20
+# Where an untyped id (`item=ID`) is looked for: the types that carry DMP labels.
+LABELLED_TYPES = ("DocumentReference", "Binary", "List")
+# The resources a PatientRecord is built from; a write to one of them moves the record epoch.
+RECORD_FACT_TYPES = frozenset({"Patient", "Consent", "RelatedPerson"})
+
+
+class AuditHooks(ReadGate):
+    """`after_search`, `prepare_write_audit` and `after_write`."""
+
+    def after_search(self, requester: Requester, result) -> None:
+        """Audit a search; `result.permit`: the Permit `constrain_search` returned for it."""
+        if requester.kind is ActorKind.INTERNAL or not self.audit.enabled:
+            return
+        patients: set[str] = set()
+        entities = []
+        matches, included = result.resources()
+        for resource in [*matches, *included]:
+            patients |= compartment_of(resource)
+            entities.append(DataEntity.from_resource(resource))
+        given, patient_id = self.facts.designated_patient(
+            result.query.resource_type or "", result.query.where
+        )
+        if patient_id:
+            patients.add(patient_id)
+        notes = result.permit.notes if result.permit is not None else ()
+        if result.asked is not None:
+            entities.extend(self._named_in_criteria(result.asked.where))
+        self.audit.access(requester, "search-type", patients, entities, notes=notes)
+
+    def _named_in_criteria(self, where: Node) -> list[DataEntity]:
+        """The labelled resources a search's criteria name by id (`_id`, `item=`,
+        `relatesto=`, `_has`...), as entities of its event: the event keeps the query as
+        asked (BALP), so it carries their labels too, and the AuditEvent views hide it from
+        whom those labels hide the resources (R14, R18; issue #18, deliverable 5)."""
+        entities = []
+        for target_type, target_id in _named_targets(where, None)[:NAMED_TARGETS]:
+            for kind in [target_type] if target_type else LABELLED_TYPES:
+                stored = self.facts.current(kind, target_id) if kind in SERVED_TYPES else None
+                if stored is None or stored.deleted:
+                    continue
+                resource = stored.json()
+                _, _, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
+                if labels:
+                    entities.append(
+                        DataEntity(
+                            reference=f"{kind}/{target_id}",
+                            security_labels=tuple(labels),
+                            role=ROLE_QUERY,
+                        )
+                    )
+        return entities
+
+    def after_write(
+        self,
+        tx,
+        requester: Requester,
+        interaction: str,
+        stored: StoredResource,
+        resource,
+        permit: Permit,
+        prepared: PreparedEvents | None = None,
+    ) -> None:
+        """Audit the write and write the notifications it calls for, in its transaction.
+
+        `permit`: what `authorize_write` returned for this write (its notes say what to
+        notify). `prepared`: the write's AuditEvents as `prepare_write_audit` built them
+        beforehand.
+        """
+        forget_request_facts()  # a Patient, Consent or RelatedPerson may have changed
+        if stored.resource_type in RECORD_FACT_TYPES:
+            for patient_id in _record_patients(stored, resource):
+                tx.bump_record_epoch(patient_id)
+        notes = permit.notes
+        if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
+            return
+        patients, entity = _write_audit_subject(stored, resource)
+        intents = self.audit.notifier.for_write(
+            requester,
+            notes,
+            interaction,
+            stored.resource_type,
+            stored.id,
+            None if stored.deleted else stored.json(),
+            entity.security_labels,
+            patients,
+            self.audit.notifier.now(),
+        )
+        if self.audit.writes_summarized():
+            if intents:
+                self.audit.notifier.apply(tx, intents)
+            return
+        self.audit.access(
+            requester,
+            interaction,
+            patients,
+            [entity],
+            tx=tx,
+            notes=notes,
+            intents=intents,
+            prepared=prepared,
+        )
+
+    def prepare_write_audit(
+        self, requester: Requester, interaction: str, stored: StoredResource, resource
+    ) -> PreparedEvents | None:
+        """The AuditEvents `after_write` will write for this write, built ahead of time."""
+        if (
+            not self.audit.records(requester)
+            or stored.resource_type == "AuditEvent"
+            or self.audit.writes_summarized()
+        ):
+            return None
+        patients, entity = _write_audit_subject(stored, resource)
+        return self.audit.prepare_access(requester, interaction, patients, [entity])
+
+
+def _named_targets(node: Node, resource_type: str | None) -> list[tuple[str | None, str]]:
+    """(type or None, id) of every resource a search's criteria name by id."""
+    match node:
+        case And(parts) | Or(parts):
+            return [found for part in parts for found in _named_targets(part, resource_type)]
+        case Not(part):
+            return _named_targets(part, resource_type)
+        case Chain(_, target_type, where):
+            return _named_targets(where, target_type)
+        case Has(source_type, _, where):
+            return _named_targets(where, source_type)
+        case ReferenceTest(target_type=target_type, target_id=target_id) if target_id:
+            return [(target_type, target_id)]
+        case IdTest(ids):
+            return [(resource_type, resource_id) for resource_id in ids]
+    return []
+
+
+def _write_audit_subject(stored: StoredResource, resource) -> tuple[list[str], DataEntity]:
+    """The patients a write concerns and the entity its AuditEvent names."""
+    patients = sorted(compartment_of(resource)) if resource else []
+    if stored.resource_type == "Patient":
+        patients = [stored.id]
+    return patients, DataEntity.from_resource(stored.json())
+
+
+def _record_patients(stored: StoredResource, resource) -> set[str]:
+    """The records whose facts a write to a Patient, Consent or RelatedPerson changes."""
+    if stored.resource_type == "Patient":
+        return {stored.id}
+    return set(compartment_of(resource)) if resource else set()

@@ -1,0 +1,177 @@
+"""What every decision of the gate shares: its constants, the scopes (R02) and the patient
+binding (`access.binding`), checked the same way for reads, searches and writes.
+
+`GateCore` holds what the decisions are made with (the facts port, the policy, the search
+registry, the audit trail) and nothing that reads the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from enum import StrEnum
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from fhir_server.access import binding as patient_binding
+from fhir_server.access.constraints import compartment_of
+from fhir_server.access.decision import Permit
+from fhir_server.access.policy import DIRECTORY_TYPES, DmpPolicy
+from fhir_server.access.record import PatientRecord
+from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.audit.balp import security_labels_of
+from fhir_server.auth.scopes import ScopeSet
+from fhir_server.errors import error
+from fhir_server.search.query import And, Everything, InCompartment, Node, Not
+from fhir_server.search.registry import SearchRegistry
+
+if TYPE_CHECKING:
+    from fhir_server.service.audit_trail import AuditTrail
+    from fhir_server.service.gate.port import Facts
+
+NOTHING: Node = Not(Everything())
+# What the server's own searches and writes are let through with: no constraint, no note.
+INTERNAL_PERMIT = Permit(Everything(), "internal")
+# The search parameters that designate a search's patient (R04).
+PATIENT_PARAMS = ("patient", "subject")
+# What the server's own searches bind their paging cursors to.
+INTERNAL_BINDING = "internal"
+
+
+class ReadPurpose(StrEnum):
+    READ = "read"
+    VREAD = "vread"
+    HISTORY = "history-instance"
+
+
+@lru_cache(maxsize=1024)
+def scope_set(scopes: tuple[str, ...]) -> ScopeSet:
+    """A token's scopes parsed once: the same scopes come with every request of a token."""
+    return ScopeSet.from_scopes(scopes)
+
+
+def conjuncts(where: Node) -> list[Node]:
+    """The top-level clauses a query's criteria are the conjunction of."""
+    return list(where.parts) if isinstance(where, And) else [where]
+
+
+def patients_of(resource: dict) -> list[str]:
+    """The patients whose records a resource belongs to, sorted; a Patient's is its own."""
+    if resource.get("resourceType") == "Patient" and resource.get("id"):
+        return [resource["id"]]
+    return sorted(compartment_of(resource))
+
+
+class GateCore:
+    """The decisions' common ground: the facts they ask, the policy they apply, the audit
+    they write to, and the checks every interaction passes (scopes, binding)."""
+
+    def __init__(
+        self, facts: Facts, registry: SearchRegistry, policy: DmpPolicy, audit: AuditTrail
+    ) -> None:
+        self.facts = facts
+        self.registry = registry
+        self.policy = policy
+        self.audit = audit
+
+    def binding(self, requester: Requester) -> str:
+        """What a paging cursor is bound to: the requester and the token's scopes."""
+        material = f"{requester.kind}|{requester.subject_id}|{requester.access_mode}|{' '.join(requester.scopes)}"
+        return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+    def record(self, patient_id: str) -> PatientRecord | None:
+        """The facts about one patient's record (`port.Facts.record`)."""
+        return self.facts.record(patient_id)
+
+    def patients_matching(self, where: Node) -> list[str]:
+        """The Patients a designating clause (an INS) names (`port.Facts.patients_matching`)."""
+        return self.facts.patients_matching(where)
+
+    def bound_patient(self, requester: Requester) -> tuple[bool, str | None]:
+        """(the request is bound to a patient, its id): `port.Facts.bound_patient`."""
+        return self.facts.bound_patient(requester)
+
+    def _record_of(self, resource: dict, patients: list[str] | None = None) -> PatientRecord | None:
+        """The record of the first patient in whose compartment `resource` is (`patients`:
+        those, sorted, when the caller has them already)."""
+        if patients is None:
+            patients = patients_of(resource)
+        return self.facts.record(patients[0]) if patients else None
+
+    # -- scopes (R02) ----------------------------------------------------------------------
+
+    def _check_scopes(self, requester: Requester, resource_type: str, interaction: str) -> Node:
+        """The scope constraint for this interaction, or a 403 when no scope grants it."""
+        if requester.kind is ActorKind.INTERNAL:
+            return Everything()
+        scopes = scope_set(requester.scopes)
+        if not scopes.allows(resource_type, interaction):
+            self.audit.refusal(requester, interaction, [], "R02", resource_type=resource_type)
+            raise error(
+                403,
+                "forbidden",
+                f"the token's scopes do not allow {interaction} on {resource_type}",
+                details_code="R02",
+            )
+        contexts = scopes.contexts(resource_type, interaction)
+        if contexts == frozenset({"patient"}):
+            acting = self.facts.acting_for(requester) or requester.patient_id
+            return InCompartment(acting) if acting else NOTHING
+        return Everything()
+
+    # -- the credentials' patient (XUA resource-id, SMART patient context) -----------------
+
+    def _outside_binding(self, requester: Requester, patients: Iterable[str]) -> bool:
+        """Whether a resource of `patients` is outside the record `requester` is bound to."""
+        bound, bound_id = self.facts.bound_patient(requester)
+        return bound and patient_binding.outside(bound_id, patients)
+
+    def _binding_node(self, requester: Requester, resource_type: str, constraints: Node) -> Node:
+        """What a search (or an include) of `resource_type` is confined to by the binding:
+        the bound patient's compartment, for any type but the directory's; nothing more when
+        the policy's `constraints` hold that clause already."""
+        bound, bound_id = self.facts.bound_patient(requester)
+        if not bound or resource_type in DIRECTORY_TYPES:
+            return Everything()
+        node = InCompartment(bound_id) if bound_id else NOTHING
+        return Everything() if node in conjuncts(constraints) else node
+
+    def _check_search_binding(
+        self, requester: Requester, interaction: str, given: bool, patient_id: str | None
+    ) -> None:
+        """Refuse (403, audited) a search designating another patient than the bound one.
+
+        Checked before that patient's record is looked at, so the answer is the same whether
+        it exists, is open or opposed: a designation resolving to no Patient is refused too
+        (no probing which INS are known), unless the credentials' own patient is just as
+        unknown (then the policy answers "unknown patient", as without a binding)."""
+        bound, bound_id = self.facts.bound_patient(requester)
+        if not given or not bound or patient_id == bound_id:
+            return
+        deny = patient_binding.refused_search_or_write()
+        self.audit.refusal(requester, interaction, [patient_id] if patient_id else [], deny.rule)
+        raise deny.to_error()
+
+    def _check_write_binding(
+        self, requester: Requester, interaction: str, resource_type: str, new, old
+    ) -> None:
+        """Refuse (audited) a write outside the bound record: an existing resource of another
+        record as its read would be (not found), new content naming another patient 403."""
+        deny = None
+        patients: frozenset[str] = frozenset()
+        if old is not None and self._outside_binding(requester, compartment_of(old)):
+            patients = compartment_of(old)
+            deny = patient_binding.hidden_resource(resource_type, str(old.get("id", "")))
+        elif new is not None and self._outside_binding(requester, compartment_of(new)):
+            patients = compartment_of(new)
+            deny = patient_binding.refused_search_or_write()
+        if deny is not None:
+            self.audit.refusal(
+                requester,
+                interaction,
+                sorted(patients),
+                deny.rule,
+                resource_type=resource_type,
+                labels=security_labels_of(old) if old else (),
+            )
+            raise deny.to_error()

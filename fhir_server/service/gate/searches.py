@@ -1,0 +1,332 @@
+"""Search decisions: a search, its includes, its chains and `_has`, and the TD0.2 existence
+check, as the requester may run them.
+
+The Permit's constraints become clauses of the query (invariant 2: pushed down, never
+filtered after), so that pages, totals and includes reveal nothing hidden (R18). The patient
+a search designates (R04) and that patient's record are facts (`port.Facts`); what is made
+of them is decided here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import replace
+
+import orjson
+
+from fhir_server.access import hidden_references
+from fhir_server.access.constraints import matches as constraint_matches
+from fhir_server.access.decision import Deny, Permit
+from fhir_server.access.record import PatientRecord
+from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.audit.balp import DataEntity
+from fhir_server.auth.scopes import ScopeError
+from fhir_server.errors import error
+from fhir_server.resources.model import SERVED_TYPES
+from fhir_server.search.parameters import parse_search
+from fhir_server.search.query import (
+    And,
+    Chain,
+    Everything,
+    Has,
+    InCompartment,
+    Node,
+    Not,
+    Or,
+    ReferenceTest,
+    SearchQuery,
+    all_of,
+)
+from fhir_server.search.simplify import without_implied_compartment
+from fhir_server.service import existence_check
+from fhir_server.service.gate.common import (
+    INTERNAL_PERMIT,
+    NOTHING,
+    PATIENT_PARAMS,
+    conjuncts,
+    scope_set,
+)
+from fhir_server.service.gate.reads import ReadGate
+
+# Search decisions kept per (requester, type, record): a record's facts are cached per record
+# epoch, so a new fact (a Consent, a block) makes a new record object and a new decision.
+SEARCH_DECISIONS = 4096
+
+
+class SearchGate(ReadGate):
+    """`constrain_search`, `include_constraint` and `existence_check`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._decisions: OrderedDict[tuple, tuple[PatientRecord | None, object]] = OrderedDict()
+        self._decisions_lock = threading.Lock()
+
+    def constrain_search(
+        self, requester: Requester, query: SearchQuery, conditional: bool = False
+    ) -> tuple[SearchQuery, Permit]:
+        """The search as `requester` may run it, and the Permit that let it through: its
+        notes are for `after_search` (the caller hands them on with the result)."""
+        if requester.kind is ActorKind.INTERNAL:
+            return query, INTERNAL_PERMIT
+        resource_type = query.resource_type
+        if resource_type is None:
+            self.audit.refusal(requester, "search-system", [], "R04")
+            raise error(
+                400,
+                "invalid",
+                "a search must name a resource type and one patient (R04)",
+                details_code="R04",
+            )
+        scope_node = self._check_scopes(requester, resource_type, "search")
+        given, patient_id = self.facts.designated_patient(resource_type, query.where)
+        self._check_search_binding(requester, "search-type", given, patient_id)
+        acting = self.facts.acting_for(requester)
+        record_id = patient_id if given else acting
+        record = self.facts.record(record_id) if record_id else None
+        decision = self._decide_search(requester, resource_type, record, given)
+        patients = [record.patient_id] if record else []
+        if isinstance(decision, Deny):
+            self.audit.refusal(
+                requester, "search-type", patients, decision.rule, resource_type=resource_type
+            )
+            raise decision.to_error()
+        granular = self._granular_scopes(requester, resource_type)
+        where = query.where
+        if given and patient_id:
+            where = self._resolved_patient_chain(requester, query, patient_id, record)
+        where = self._constrain_joins(requester, query, where)
+        constrained_where = without_implied_compartment(
+            all_of(
+                where,
+                decision.constraints,
+                scope_node,
+                granular,
+                self._binding_node(requester, resource_type, decision.constraints),
+            ),
+            resource_type,
+            self.registry,
+        )
+        constrained = replace(
+            query,
+            where=constrained_where,
+            rare_filters=_top_level(decision.rare_filters, constrained_where),
+        )
+        self.facts.remember_designated(resource_type, constrained.where, (given, patient_id))
+        return constrained, decision
+
+    def existence_check(
+        self, requester: Requester, check: existence_check.ExistenceCheck
+    ) -> tuple[list[tuple[str, str, bytes]], bool]:
+        """TD0.2 (`service.existence_check`): (the reduced Patient or nothing, answered). Not
+        answered (False): the search is judged as any other. Scopes and the patient binding
+        are checked first, refusing as a search would."""
+        self._check_scopes(requester, "Patient", "search")
+        given, patient_id = self.facts.designated_patient("Patient", check.where)
+        self._check_search_binding(requester, "search-type", given, patient_id)
+        if patient_id is None:
+            # No record for this INS: 0 entries, as TD0.2 says, audited as an empty search
+            # (two would be a store fault: judged as usual).
+            if self.facts.patients_matching(check.where):
+                return [], False
+            self.audit.access(requester, "search-type", [], [])
+            return [], True
+        record = self.facts.record(patient_id)
+        if record is None:
+            return [], False
+        decision = self._decide_search(requester, "Patient", record, True)
+        if not existence_check.answers_instead(decision):
+            return [], False
+        closed = None if record.is_open else self.facts.closed(patient_id)
+        patient = existence_check.reduced_patient(
+            check, record, closed, record.is_general_practitioner(requester.subject_id)
+        )
+        entity = replace(
+            DataEntity.from_resource(patient),
+            details=(("existence-check", "TD0.2"),),
+        )
+        self.audit.access(requester, "search-type", [patient_id], [entity])
+        return [("Patient", patient_id, orjson.dumps(patient))], True
+
+    def _decide_search(
+        self,
+        requester: Requester,
+        resource_type: str,
+        record: PatientRecord | None,
+        given: bool,
+    ):
+        """`DmpPolicy.decide_search`, remembered for the record object it was decided on."""
+        key = (requester, resource_type, id(record), given)
+        with self._decisions_lock:
+            known = self._decisions.get(key)
+            if known is not None and known[0] is record:
+                self._decisions.move_to_end(key)
+                return known[1]
+        decision = self.policy.decide_search(requester, resource_type, record, patient_given=given)
+        with self._decisions_lock:
+            self._decisions[key] = (record, decision)
+            while len(self._decisions) > SEARCH_DECISIONS:
+                self._decisions.popitem(last=False)
+        return decision
+
+    def _resolved_patient_chain(
+        self,
+        requester: Requester,
+        query: SearchQuery,
+        patient_id: str,
+        record: PatientRecord | None,
+    ) -> Node:
+        """The query with its designating chain (`patient.identifier=INS`) replaced by the
+        reference to the one Patient it resolved to, when the requester may see that Patient:
+        the same matches, without a join per candidate.
+
+        `record`: that patient's record facts, which hold the Patient they were read from
+        (they are replaced whenever the Patient is written)."""
+        parts = conjuncts(query.where)
+        for index, part in enumerate(parts):
+            if isinstance(part, ReferenceTest) and part.param in PATIENT_PARAMS:
+                return query.where  # designated by a plain reference already
+            if (
+                isinstance(part, Chain)
+                and part.param in PATIENT_PARAMS
+                and part.target_type == "Patient"
+            ):
+                if record is None or record.patient_id != patient_id or record.patient is None:
+                    return query.where
+                constraint = self.include_constraint(
+                    requester, query, "Patient", known=(True, patient_id, record)
+                )
+                try:
+                    visible = constraint_matches(constraint, record.patient)
+                except (TypeError, ValueError):
+                    return query.where
+                if not visible:
+                    return query.where
+                reference = ReferenceTest(part.param, "Patient", patient_id)
+                rewritten = [*parts[:index], reference, *parts[index + 1 :]]
+                return all_of(*rewritten)
+        return query.where
+
+    def _constrain_joins(
+        self,
+        requester: Requester,
+        query: SearchQuery,
+        node: Node,
+        resource_type: str | None = None,
+    ) -> Node:
+        """Chained and `_has` clauses only look at what the requester could search, and a
+        List `item` or DocumentReference `relatesto` naming a resource hidden from them
+        matches nothing, as for one that does not exist (R18). `resource_type`: the type
+        `node` is evaluated on (the query's, by default)."""
+        resource_type = resource_type or query.resource_type or ""
+        match node:
+            case Chain(param, target_type, where):
+                inner = self._constrain_joins(requester, query, where, target_type)
+                return Chain(
+                    param,
+                    target_type,
+                    all_of(inner, self.include_constraint(requester, query, target_type)),
+                )
+            case Has(source_type, param, where):
+                inner = self._constrain_joins(requester, query, where, source_type)
+                return Has(
+                    source_type,
+                    param,
+                    all_of(inner, self.include_constraint(requester, query, source_type)),
+                )
+            case And(parts):
+                return And(
+                    tuple(
+                        self._constrain_joins(requester, query, part, resource_type)
+                        for part in parts
+                    )
+                )
+            case Or(parts):
+                return Or(
+                    tuple(
+                        self._constrain_joins(requester, query, part, resource_type)
+                        for part in parts
+                    )
+                )
+            case Not(part):
+                return Not(self._constrain_joins(requester, query, part, resource_type))
+            case ReferenceTest(param=param, target_type=target_type, target_id=target_id) if (
+                target_id is not None
+                and hidden_references.searches_naming(resource_type, param)
+                and not self._may_read_reference(requester, target_type, target_id)
+            ):
+                return NOTHING
+        return node
+
+    def _may_read_reference(
+        self, requester: Requester, target_type: str | None, target_id: str
+    ) -> bool:
+        """`_may_read_target` for a searched reference; without a type (`item=ID`), every
+        served type's resource of that id must be readable."""
+        types = [target_type] if target_type else SERVED_TYPES
+        return all(self._may_read_target(requester, t, target_id) for t in types)
+
+    def _granular_scopes(self, requester: Requester, resource_type: str) -> Node:
+        """SMART v2 granular scopes (`patient/DocumentReference.rs?category=...`) as clauses."""
+        scopes = scope_set(requester.scopes)
+        alternatives = scopes.constraints(resource_type, "search")
+        if not alternatives:
+            return Everything()
+        return Or(
+            tuple(
+                parse_search(resource_type, params, self.registry).query.where
+                for params in alternatives
+            )
+        )
+
+    def include_constraint(
+        self,
+        requester: Requester,
+        query: SearchQuery,
+        target_type: str,
+        known: tuple[bool, str | None, PatientRecord | None] | None = None,
+    ) -> Node:
+        """What an `_include`/`_revinclude` of `target_type` may add: what a search of it would.
+
+        `known`: (a patient was designated, its id, the record) when the caller found them
+        for this query already."""
+        if requester.kind is ActorKind.INTERNAL:
+            return Everything()
+        if target_type == "Binary":
+            return NOTHING
+        if known is not None:
+            given, _, record = known
+        else:
+            given, patient_id = self.facts.designated_patient(
+                query.resource_type or "", query.where
+            )
+            record_id = patient_id if given else self.facts.acting_for(requester)
+            record = self.facts.record(record_id) if record_id else None
+        try:
+            scope_node = self._check_scopes_quietly(requester, target_type)
+        except ScopeError:
+            return NOTHING
+        decision = self._decide_search(requester, target_type, record, given)
+        if isinstance(decision, Deny):
+            return NOTHING
+        bound = self._binding_node(requester, target_type, decision.constraints)
+        return all_of(decision.constraints, scope_node, bound)
+
+    def _check_scopes_quietly(self, requester: Requester, resource_type: str) -> Node:
+        """`_check_scopes` without its refusal's audit: an include the scopes do not grant
+        adds nothing, it is not a refused request."""
+        scopes = scope_set(requester.scopes)
+        if not scopes.allows(resource_type, "search"):
+            raise ScopeError("not granted")
+        if scopes.contexts(resource_type, "search") == frozenset({"patient"}):
+            acting = self.facts.acting_for(requester) or requester.patient_id
+            return InCompartment(acting) if acting else NOTHING
+        return Everything()
+
+
+def _top_level(nodes: tuple[Node, ...], where: Node) -> tuple[Node, ...]:
+    """Those of `nodes` that are top-level conjuncts of `where` (`SearchQuery.rare_filters`)."""
+    if not nodes:
+        return ()
+    parts = where.parts if isinstance(where, And) else (where,)
+    return tuple(node for node in nodes if node in parts)

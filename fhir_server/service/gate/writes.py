@@ -1,0 +1,80 @@
+"""Write decisions: scopes (R02), the patient binding, the one record a write is judged on,
+the policy's answer (R06-R15), and secure messaging's checks on a new message.
+
+Every refusal is audited before it is raised (R16); the Permit is returned to the caller,
+who hands it to `after_write` with the stored version (its notes say what to notify).
+"""
+
+from __future__ import annotations
+
+from fhir_server.access.constraints import compartment_of
+from fhir_server.access.decision import Deny, Permit
+from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.audit.balp import security_labels_of
+from fhir_server.errors import FhirError, error
+from fhir_server.service.gate.common import INTERNAL_PERMIT, GateCore
+
+
+class WriteGate(GateCore):
+    """`authorize_write`."""
+
+    def authorize_write(
+        self, requester: Requester, interaction: str, resource_type: str, new, old
+    ) -> Permit:
+        """The Permit for this write, or the refusal raised (audited). Its notes are for
+        `after_write`, to which the caller hands it."""
+        if requester.kind is ActorKind.INTERNAL:
+            if resource_type == "AuditEvent" and interaction != "create":
+                raise error(
+                    405,
+                    "not-supported",
+                    "AuditEvents are never updated or deleted",
+                    details_code="R16",
+                )
+            return INTERNAL_PERMIT
+        self._check_scopes(requester, resource_type, interaction)
+        self._check_write_binding(requester, interaction, resource_type, new, old)
+        subject = new if new is not None else old
+        patients = sorted(compartment_of(subject)) if subject else []
+        if resource_type == "Patient" and subject is not None and subject.get("id"):
+            patients = [subject["id"]]
+        if len(patients) > 1 and new is not None:
+            # The record a write is judged on is the one record the resource belongs to: a
+            # second Patient (in `author`, `source`, `recipient`...) would let a writer pick
+            # the record their write is judged on (issue #18, finding 4).
+            self.audit.refusal(
+                requester,
+                interaction,
+                patients,
+                "R06",
+                resource_type=resource_type,
+                labels=security_labels_of(old) if old else (),
+            )
+            raise error(
+                422,
+                "processing",
+                f"a {resource_type} belongs to one patient's record; this one names "
+                f"{len(patients)} Patients",
+                details_code="R06",
+            )
+        record = self.facts.record(patients[0]) if patients else None
+        decision = self.policy.decide_write(requester, interaction, resource_type, new, old, record)
+        if isinstance(decision, Deny):
+            self.audit.refusal(
+                requester,
+                interaction,
+                patients,
+                decision.rule,
+                resource_type=resource_type,
+                labels=security_labels_of(old) if old else (),
+            )
+            raise decision.to_error()
+        if resource_type == "Communication" and new is not None and old is None:
+            try:
+                self.facts.check_message(self.policy, requester, new, record)
+            except FhirError:
+                self.audit.refusal(
+                    requester, interaction, patients, "messaging", resource_type=resource_type
+                )
+                raise
+        return decision
