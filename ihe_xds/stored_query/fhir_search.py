@@ -152,7 +152,7 @@ def to_fhir_search(query: StoredQuery) -> list[tuple[str, str]]:
             if value:
                 params.append((fhir_name, f"{prefix}{search_date(value)}"))
         for pattern in query.values("$XDSDocumentEntryAuthorPerson")[:1]:
-            family = literal_component(pattern, 1)
+            family = _literal_component(pattern, 1)
             if family and len(query.values("$XDSDocumentEntryAuthorPerson")) == 1:
                 params.append(("author.family", family))
         return params
@@ -174,7 +174,7 @@ def to_fhir_search(query: StoredQuery) -> list[tuple[str, str]]:
     raise ValueError(f"{query.name} is answered by plan(), not by a single search")
 
 
-def literal_component(pattern: str, index: int) -> str | None:
+def _literal_component(pattern: str, index: int) -> str | None:
     """A component of an XCN LIKE pattern when it holds no wildcard (usable as an exact search)."""
     parts = pattern.split("^")
     if len(parts) <= index:
@@ -184,6 +184,7 @@ def literal_component(pattern: str, index: int) -> str | None:
 
 
 def identifier_values(query: StoredQuery, uuid_param: str, unique_param: str) -> str:
+    """The `identifier` search value naming the objects of a by-id query (OR-list)."""
     uuids = query.values(uuid_param) + query.values("$XDSDocumentEntryLogicalID")
     if uuids:
         # An earlier metadata version's entryUUID (a logicalID among them) finds its document,
@@ -197,10 +198,12 @@ LIST_CODE = ("code", "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes|s
 
 
 def no_folders(query: StoredQuery) -> QueryPlan:
+    """The plan of every Folder query: the DMP holds no Folders (ITI-41 refuses them)."""
     return QueryPlan(
         query.name, [], ("Folder",), notes="this registry holds no Folders: the answer is empty"
     )
 
 
 def named_documents(query: StoredQuery) -> str:
+    """The DocumentEntries a query names by entryUUID, uniqueId or logicalID."""
     return identifier_values(query, "$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId")
