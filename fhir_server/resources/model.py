@@ -3,7 +3,7 @@
 Reads never come back here: the store returns the bytes it stored after validation. The
 models check structure, data types and required elements; they do not check the codes of
 required bindings, so the few status-like codes the server relies on are checked here
-(`resources.served` lists them with the served types; profiles in `resources/profiles.py`
+(`resources.served` lists them with the served types; profiles in `resources/profiles/`
 add the DMP constraints).
 """
 

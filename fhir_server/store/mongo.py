@@ -298,11 +298,12 @@ class MongoStore:
         cursor: str | None,
     ) -> HistoryPage:
         """Newest first, ordered by (last_updated, type, id/version) across collections."""
-        position = None
+        position: list | None = None
         if cursor is not None:
-            position = decode_history_cursor(cursor)
-            if not (isinstance(position, list) and len(position) == 3):
+            decoded = decode_history_cursor(cursor)
+            if not (isinstance(decoded, list) and len(decoded) == 3):
                 raise invalid_cursor()
+            position = decoded
         types = (resource_type,) if resource_type else self.resource_types
         streams = [self._history_stream(t, resource_id, since, position, count + 1) for t in types]
         merged = list(heapq.merge(*streams, key=lambda item: item[0], reverse=True))

@@ -164,9 +164,10 @@ def approximate_range(
         mid = (low + high) // 2
         margin = abs(now - mid) // 10
         return low - margin, high + margin
-    mid = (Decimal(low) + Decimal(high)) / 2
-    margin = abs(mid) * AP_FRACTION
-    return Decimal(low) - margin, Decimal(high) + margin
+    # Decimal bounds (numbers, quantities): a fraction of the value itself.
+    decimal_low, decimal_high = Decimal(low), Decimal(high)
+    decimal_margin = abs((decimal_low + decimal_high) / 2) * AP_FRACTION
+    return decimal_low - decimal_margin, decimal_high + decimal_margin
 
 
 # --- string and URI prefixes ------------------------------------------------------------

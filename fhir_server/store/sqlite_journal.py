@@ -49,6 +49,8 @@ def _insert(
         "VALUES (?, ?, 1, ?, 0, ?, ?)",
         (JOURNALED_TYPE, resource.id, resource.last_updated, resource.body, labels),
     ).lastrowid
+    if rid is None:  # an INSERT into a rowid table sets it; without it no index row can point
+        raise RuntimeError(f"SQLite gave no rowid for the journaled {JOURNALED_TYPE}")
     connection.execute(
         "INSERT INTO history (type, id, version, last_updated, deleted, method, body) "
         "VALUES (?, ?, 1, ?, 0, 'POST', ?)",

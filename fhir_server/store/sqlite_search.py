@@ -878,9 +878,11 @@ def _forward(
     found: list[SearchRow] = []
     for target_type in sorted(targets):
         for chunk in _chunks(sorted(targets[target_type])):
-            found += _fetch_allowed(
-                conn, target_type, allowed, lambda sql, c=chunk: f"t.id IN ({sql.plist(c)})"
-            )
+
+            def condition(sql: _Sql, c: Sequence[str] = chunk) -> str:
+                return f"t.id IN ({sql.plist(c)})"
+
+            found += _fetch_allowed(conn, target_type, allowed, condition)
     return found
 
 

@@ -28,7 +28,11 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "ihe_xds").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "ihe_xds").rglob("*.py")),
+    ids=lambda p: p.relative_to(ROOT / "ihe_xds").as_posix(),
+)
 def test_the_xds_face_imports_nothing_of_the_rest_face(path):
     rest = {m for m in imported_modules(path) if m.startswith("fhir_server.rest")}
     assert rest == set(), f"{path.name} imports {sorted(rest)}"

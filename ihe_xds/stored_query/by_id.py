@@ -1,0 +1,133 @@
+"""The Get queries naming their objects by id: GetDocuments, GetSubmissionSetAndContents and
+the Folder ones (GetFolders, GetFolderAndContents, GetFoldersForDocument: no Folders here)."""
+
+from __future__ import annotations
+
+from ihe_xds.stored_query.answer import member_keep
+from ihe_xds.stored_query.fhir_search import (
+    LIST_CODE,
+    FhirSearch,
+    QueryPlan,
+    identifier_values,
+    named_documents,
+    no_folders,
+)
+from ihe_xds.stored_query.ids import (
+    GET_DOCUMENTS,
+    GET_FOLDER_AND_CONTENTS,
+    GET_FOLDERS,
+    GET_FOLDERS_FOR_DOCUMENT,
+    GET_SUBMISSION_SET_AND_CONTENTS,
+)
+from ihe_xds.stored_query.parameters import (
+    BY_ID,
+    CODE,
+    OBJECT_TYPE,
+    UNIQUE_ID,
+    UUID,
+    QueryDefinition,
+    StoredQuery,
+)
+from ihe_xds.stored_query.query_kind import StoredQueryKind
+from ihe_xds.vocabulary import ASSOC_HAS_MEMBER, DOCUMENT_RELATIONSHIPS
+
+
+def _get_documents(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name,
+        [
+            FhirSearch(
+                "DocumentReference",
+                [("identifier", named_documents(query))],
+                "the named DocumentEntries",
+            )
+        ],
+        ("DocumentEntry",),
+        association_types=(ASSOC_HAS_MEMBER, *DOCUMENT_RELATIONSHIPS),
+    )
+
+
+def _get_submission_set_and_contents(query: StoredQuery) -> QueryPlan:
+    identifiers = identifier_values(
+        query, "$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"
+    )
+    return QueryPlan(
+        query.name,
+        [
+            FhirSearch(
+                "List",
+                [("identifier", identifiers), LIST_CODE, ("_include", "List:item")],
+                "the SubmissionSet and its member DocumentReferences",
+            )
+        ],
+        ("SubmissionSet", "DocumentEntry", "Association"),
+        keep=member_keep(query),
+        association_types=(ASSOC_HAS_MEMBER,),
+        notes="keep() (type, format, confidentiality) applies to the members only",
+    )
+
+
+KINDS: tuple[StoredQueryKind, ...] = (
+    StoredQueryKind(
+        GET_DOCUMENTS,
+        QueryDefinition(
+            "GetDocuments",
+            # $XDSDocumentEntryLogicalID (Metadata Update, 3.18.4.1.2.3.7.5): a DocumentEntry's
+            # logicalId is its entryUUID here (an update is the same entry's next version).
+            {**BY_ID, "$XDSDocumentEntryLogicalID": UUID},
+            one_of=(
+                "$XDSDocumentEntryEntryUUID",
+                "$XDSDocumentEntryUniqueId",
+                "$XDSDocumentEntryLogicalID",
+            ),
+        ),
+        _get_documents,
+        metadata_versions=True,
+    ),
+    StoredQueryKind(
+        GET_FOLDERS,
+        QueryDefinition(
+            "GetFolders",
+            {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID},
+            one_of=("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
+        ),
+        no_folders,
+    ),
+    StoredQueryKind(
+        GET_SUBMISSION_SET_AND_CONTENTS,
+        QueryDefinition(
+            "GetSubmissionSetAndContents",
+            {
+                "$XDSSubmissionSetEntryUUID": UUID,
+                "$XDSSubmissionSetUniqueId": UNIQUE_ID,
+                "$XDSDocumentEntryFormatCode": CODE,
+                "$XDSDocumentEntryConfidentialityCode": CODE,
+                "$XDSDocumentEntryType": OBJECT_TYPE,
+            },
+            one_of=("$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"),
+            single=frozenset({"$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"}),
+        ),
+        _get_submission_set_and_contents,
+        members_included=True,
+    ),
+    StoredQueryKind(
+        GET_FOLDER_AND_CONTENTS,
+        QueryDefinition(
+            "GetFolderAndContents",
+            {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID},
+            one_of=("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
+            single=frozenset({"$XDSFolderEntryUUID", "$XDSFolderUniqueId"}),
+        ),
+        no_folders,
+    ),
+    StoredQueryKind(
+        GET_FOLDERS_FOR_DOCUMENT,
+        QueryDefinition(
+            "GetFoldersForDocument",
+            dict(BY_ID),
+            one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
+            single=frozenset({"$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"}),
+        ),
+        no_folders,
+    ),
+)
