@@ -156,11 +156,11 @@ def sealed_link(event: Mapping, previous_hash: str, sequence: int) -> tuple[dict
     return sealed, ChainLink(sequence, previous_hash, digest)
 
 
-def chain_sequence(body: bytes) -> int:
-    """The chain sequence of a stored event's bytes (0 without a link): the order in which
-    events sealed before the audit log are moved into it."""
+def move_order(body: bytes) -> tuple[int, int]:
+    """Sort key of events stored before the audit log, for their move into it: the sealed
+    ones in chain order, then any unsealed one (sealed at the end of the chain)."""
     link = chain_link(orjson.loads(body))
-    return link.sequence if link else 0
+    return (0, link.sequence) if link else (1, 0)
 
 
 def chain_link(event: Mapping) -> ChainLink | None:

@@ -27,7 +27,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from fhir_server.audit.chain import chain_sequence
+from fhir_server.audit.chain import move_order
 from fhir_server.search.extract import sort_values
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import mongo_index, mongo_search
@@ -394,7 +394,7 @@ class MongoStore:
         them all."""
         current = self._db[AUDIT_EVENT]
         order = sorted(
-            (chain_sequence(bytes(doc["body"])), doc["_id"])
+            (move_order(bytes(doc["body"])), doc["_id"])
             for doc in current.find({"del": False}, {"body": 1})
         )
         for start in range(0, len(order), chunk):

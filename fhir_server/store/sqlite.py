@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from fhir_server.audit.chain import chain_sequence
+from fhir_server.audit.chain import move_order
 from fhir_server.search import reach
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import (
@@ -422,7 +422,7 @@ class SqliteStore:
             return
         self.settle_audit()
         order = sorted(
-            (chain_sequence(bytes(body)), rid)
+            (move_order(bytes(body)), rid)
             for rid, body in self._writer.execute(
                 "SELECT rid, body FROM resource WHERE type = 'AuditEvent'"
             )

@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
+
+from fhir_server.audit.chain import chain_link
 from fhir_server.errors import error
 from fhir_server.search import reach
 from fhir_server.search.evaluate import matches
@@ -97,6 +100,14 @@ class _Transaction:
         return self._tx.search(query, cursor_key=cursor_key, cursor_binding=cursor_binding)
 
     def write(self, version: VersionWrite) -> None:
+        """AuditEvents go to the log, never to the resource tables: a created one (the
+        server's own, or a bulk load's) is staged like the events of this write; nothing
+        else may be written to one (R16: append-only)."""
+        if version.resource.resource_type == AUDIT_EVENT:
+            if version.method != "POST" or version.resource.deleted:
+                raise ValueError("AuditEvents are appended, never updated or deleted")
+            self.stage_audit([version.resource.json()])
+            return
         self._tx.write(version)
 
     def clear_outbox(self, keys: Sequence[object]) -> None:
@@ -159,7 +170,15 @@ class StoreWithAuditLog:
         crash in between repeats the move, which skips what the log already holds."""
         moved = 0
         for chunk in self.resources.legacy_audit_events():
-            self.audit_log.import_sealed([imported(body, recorded) for body, recorded in chunk])
+            events = [(orjson.loads(body), body, recorded) for body, recorded in chunk]
+            sealed = [imported(e, body, recorded) for e, body, recorded in events if chain_link(e)]
+            if sealed:
+                self.audit_log.import_sealed(sealed)
+            # Unsealed ones (written as resources by a bulk load, never by a client: R16) come
+            # after every sealed one and are sealed now, at the end of the chain.
+            unsealed = [e for e, _, _ in events if not chain_link(e)]
+            if unsealed:
+                self.audit_log.append(unsealed, skip_known=True)
             moved += len(chunk)
         if not moved:
             return

@@ -255,7 +255,7 @@ def test_r16_audit_event_searches_answer_what_the_resource_engine_answered(
     old.settle_audit()
     new = with_audit_log(SqliteStore(tmp_path / "new.sqlite3"), registry)
     try:
-        new.audit_log.import_sealed([imported(orjson.dumps(event), 1) for event in sealed])
+        new.audit_log.import_sealed([imported(event, orjson.dumps(event), 1) for event in sealed])
         params = [tuple(part.split("=", 1)) for part in text.split("&")]
         query = parse_search("AuditEvent", params + [("_total", "accurate")], registry).query
         assert _pages(new, query) == _pages(old, query)
@@ -375,3 +375,58 @@ def test_r16_legacy_events_are_moved_in_chain_order_a_chunk_at_a_time(tmp_path, 
     assert [len(chunk) for chunk in chunks] == [5, 5, 3]
     moved = [orjson.loads(body) for chunk in chunks for body, _ in chunk]
     assert [event["id"] for event in moved] == [event["id"] for event in sealed]
+
+
+def test_r16_an_audit_event_created_through_a_write_transaction_goes_to_the_log(tmp_path, registry):
+    """The server's own loaders (bulk load, `fhir-server load`) create AuditEvents as
+    resources: they must reach the log sealed, never the resource tables (where the next
+    open could not move them: unsealed); an update or a delete is refused (append-only)."""
+    store = with_audit_log(SqliteStore(tmp_path / "fhir.sqlite3"), registry)
+    try:
+        event = _events(1)[0]
+        stored = versions.stamp(dict(event), event["id"], 1, versions.now_us())
+        with store.transaction() as tx:
+            tx.write(VersionWrite(stored, "POST", 0, extract(event, registry)))
+        record = store.audit_log.get(event["id"])
+        assert record is not None and chain_link(orjson.loads(record.body)) is not None
+        with sqlite3.connect(tmp_path / "fhir.sqlite3") as connection:
+            assert connection.execute(
+                "SELECT count(*) FROM resource WHERE type = 'AuditEvent'"
+            ).fetchone() == (0,)
+        again = versions.stamp(dict(event), event["id"], 2, versions.now_us())
+        with (
+            pytest.raises(ValueError, match="never updated or deleted"),
+            store.transaction() as tx,
+        ):
+            tx.write(VersionWrite(again, "PUT", 1, extract(event, registry)))
+        assert verify_store(store).ok
+    finally:
+        store.close()
+
+
+def test_r16_unsealed_events_in_the_resource_tables_are_sealed_after_the_moved_chain(
+    tmp_path, registry
+):
+    """Events an earlier bulk load wrote as plain resources (no chain link) do not stop the
+    store from opening: the sealed ones move with their links, the unsealed ones are sealed
+    after them, and the chain verifies."""
+    database = tmp_path / "fhir.sqlite3"
+    sealed = _legacy_store(database, registry, _events(6))
+    plain = _events(3)
+    resources = SqliteStore(database)
+    try:
+        for event in plain:
+            stored = versions.stamp(dict(event), event["id"], 1, versions.now_us())
+            entries = extract(event, registry)
+            with resources.transaction() as tx:
+                tx.write(VersionWrite(stored, "POST", 0, entries, sort_values(entries), "p1"))
+    finally:
+        resources.close()
+    store = with_audit_log(SqliteStore(database), registry)
+    try:
+        moved = [orjson.loads(record.body) for record in store.audit_log.scan()]
+        assert [e["id"] for e in moved] == [e["id"] for e in sealed] + [e["id"] for e in plain]
+        assert moved[: len(sealed)] == sealed
+        assert verify_store(store).ok
+    finally:
+        store.close()

@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import orjson
-
 from fhir_server.audit.chain import GENESIS_HASH, ChainLink, chain_link, sealed_link
 from fhir_server.search.extract import RELATIVE_REFERENCE
 
@@ -113,6 +111,7 @@ def seal_batch(
     return records
 
 
-def imported(body: bytes, recorded: int) -> LogRecord:
-    """The record of an event sealed and stored before the log existed (migration)."""
-    return record_of(orjson.loads(body), body, recorded)
+def imported(event: Mapping, body: bytes, recorded: int) -> LogRecord:
+    """The record of an event sealed and stored before the log existed (migration);
+    `event`: `body` parsed."""
+    return record_of(event, body, recorded)
