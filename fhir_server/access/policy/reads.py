@@ -31,7 +31,16 @@ from fhir_server.access.policy.tables import (
 )
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
-from fhir_server.search.query import Everything, IdTest, InCompartment, Node, Not, Or, all_of
+from fhir_server.search.query import (
+    Everything,
+    IdTest,
+    InCompartment,
+    Node,
+    Not,
+    Or,
+    ReferenceTest,
+    all_of,
+)
 from fhir_server.terminology import INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX, MASQUE_PS
 
 
@@ -211,6 +220,13 @@ class ReadDecisions(PolicyBase):
         document = resource_type == "DocumentReference"
         if document:
             parts.append(Constraint(deletion.RULE, deletion.visible_unless_deleted(requester)))
+        person = requester.kind in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE)
+        if resource_type == "AuditEvent" and person:
+            # The events about their record, not every event in its compartment: a patient
+            # is an agent of their own refused attempts on another record, whose events
+            # name that record (R18: a 404 worded as for a missing id must not be undone by
+            # the trail). Every event about a record names its Patient as an entity.
+            parts.append(Constraint("R16", ReferenceTest("entity", "Patient", patient_id)))
         match requester.kind:
             case ActorKind.PATIENT:
                 parts.append(Constraint("R14", Not(labelled(INVISIBLE_PATIENT, document)), True))
