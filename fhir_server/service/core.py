@@ -30,7 +30,7 @@ from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
 from fhir_server.search.query import SearchQuery, TotalMode
 from fhir_server.search.registry import SearchRegistry
-from fhir_server.service import existence_check, unique_ids, versions
+from fhir_server.service import audit_event_writes, existence_check, unique_ids, versions
 from fhir_server.service.context import facts_scope
 from fhir_server.service.gate import INTERNAL_BINDING, Gate, ReadPurpose
 from fhir_server.service.ownership import BinaryOwnership
@@ -429,7 +429,7 @@ class FhirService:
     ) -> WriteResult:
         require_type(resource_type)
         self.validate_for_write(resource, resource_type)
-        if if_none_exist is None:
+        if if_none_exist is None or audit_event_writes.refused_create(requester, resource_type):
             return self._create(requester, resource)
         condition = self.condition(requester, resource_type, if_none_exist)
 
