@@ -181,6 +181,7 @@ class FhirService:
         require_type(resource_type)
         stored = self.store.read(resource_type, resource_id)
         if stored is None:
+            self.gate.refuse_unknown_id(requester, resource_type, ReadPurpose.READ)
             raise not_found(not_found_message(resource_type, resource_id))
         # A message's first read by its recipient sets `received`: the gate returns that version.
         stored = self.gate.authorize_read(requester, stored, ReadPurpose.READ) or stored
@@ -195,6 +196,7 @@ class FhirService:
         stored = self.store.vread(resource_type, resource_id, version)
         current = self.store.read(resource_type, resource_id) if stored is not None else None
         if stored is None or current is None:
+            self.gate.refuse_unknown_id(requester, resource_type, ReadPurpose.VREAD)
             raise not_found(not_found_message(resource_type, resource_id))
         # Masking applies to all of history: a version is served only if the current one
         # may be read too (issue #18, finding 6).
@@ -222,6 +224,7 @@ class FhirService:
                 raise bad_request("an instance history names its resource type", "type")
             current = self.store.read(resource_type, resource_id)
             if current is None:
+                self.gate.refuse_unknown_id(requester, resource_type, ReadPurpose.HISTORY)
                 raise not_found(not_found_message(resource_type, resource_id))
             self.gate.authorize_read(requester, current, ReadPurpose.HISTORY)
         else:

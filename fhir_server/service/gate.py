@@ -431,6 +431,22 @@ class Gate:
             )
         return None
 
+    def refuse_unknown_id(
+        self, requester: Requester, resource_type: str, purpose: ReadPurpose
+    ) -> None:
+        """Before a read of an id that names nothing answers 404: the refusal a read of an
+        existing resource of this type gets whatever it is (scopes, R05, R15, the types a
+        practitioner reads), audited alike, so that the answer does not tell which ids
+        exist (R18; a professional was told 403 for an existing AuditEvent, 404 for an id
+        naming nothing)."""
+        if requester.kind is ActorKind.INTERNAL:
+            return
+        self._check_scopes(requester, resource_type, "read")
+        deny = self.policy.type_refusal(requester, resource_type)
+        if deny is not None:
+            self.audit.refusal(requester, purpose.value, [], deny.rule, resource_type=resource_type)
+            raise deny.to_error()
+
     def _content(self, stored: StoredResource) -> dict:
         """The resource a version shows; for a deletion, the last version that had content
         (the tombstone has none to judge)."""

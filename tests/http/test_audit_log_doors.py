@@ -323,3 +323,32 @@ def test_r16_a_conditional_create_of_an_audit_event_is_refused_not_answered_with
         "/fhir", data=json.dumps(bundle), headers=auth(token, **{"Content-Type": FHIR_JSON})
     )
     assert _outcome(in_transaction)[:2] == (403, "forbidden")
+
+
+# -- who never reads AuditEvents is not told which exist ------------------------------------
+
+
+@pytest.mark.parametrize("actor", ["practitioner", "system"])
+def test_r18_reads_of_a_type_never_read_answer_the_same_for_existing_and_missing_ids(world, actor):
+    """Professionals and system clients never read AuditEvents (R16): a read, vread or
+    instance history of an existing event and of an id naming nothing get the same refusal
+    (R18), alone or as a batch entry."""
+    token = _actors(world)[actor]
+    existing = _event_of(world, PATIENT_A)["id"]
+    for suffix in ("", "/_history/1", "/_history"):
+        answers = [
+            _outcome(world.get(token, f"/fhir/AuditEvent/{event_id}{suffix}"))
+            for event_id in (existing, MISSING)
+        ]
+        assert answers[0] == answers[1], f"AuditEvent/ID{suffix}: {answers}"
+        assert answers[0][0] == 403
+    entries = [
+        {"request": {"method": "GET", "url": f"AuditEvent/{i}"}} for i in (existing, MISSING)
+    ]
+    batch = world.client.post(
+        "/fhir",
+        data=json.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+        headers=auth(token, **{"Content-Type": FHIR_JSON}),
+    ).get_json()
+    statuses = [entry["response"]["status"] for entry in batch["entry"]]
+    assert statuses[0] == statuses[1], statuses

@@ -161,6 +161,29 @@ class ReadDecisions(PolicyBase):
                 return hidden(part.rule, resource_type, resource_id)
         return Permit(Everything(), grant.rule, grant.notes)
 
+    def type_refusal(self, requester: Requester, resource_type: str) -> Deny | None:
+        """The refusal `decide_read` (or `decide_binary_read`) gives `requester` for any
+        resource of `resource_type`, before looking at it (R05, R15, the types practitioners
+        read), or None. A read of an id that names nothing answers with it too, so that the
+        answer does not tell whether the id exists (R18)."""
+        if requester.kind is ActorKind.INTERNAL:
+            return None
+        refused = refuse_payer(requester, resource_type)
+        if refused:
+            return refused
+        if resource_type in DIRECTORY_TYPES:
+            return None
+        if requester.kind is ActorKind.SYSTEM:
+            decision = system_read(requester, resource_type)
+            return decision if isinstance(decision, Deny) else None
+        if (
+            requester.kind is ActorKind.PRACTITIONER
+            and resource_type != "Binary"  # judged as the document owning it
+            and resource_type not in PRACTITIONER_READ_TYPES
+        ):
+            return practitioner_type_refused(resource_type)
+        return None
+
     def decide_binary_read(
         self,
         requester: Requester,
