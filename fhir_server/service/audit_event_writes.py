@@ -22,31 +22,35 @@ from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.errors import error
 from fhir_server.service.gate import Gate
-from fhir_server.service.interaction import Interaction, Kind
 from fhir_server.store.base import ResourceStore, StoreTransaction
 
 AUDIT_EVENT = "AuditEvent"
-_CHANGES = frozenset({Kind.UPDATE, Kind.PATCH, Kind.DELETE})
+# The interactions that would change an event (`service.interaction.Kind` values).
+CHANGES = frozenset({"update", "patch", "delete"})
 
 
 def refuse_change(
     gate: Gate,
     store: ResourceStore,
     requester: Requester,
-    interaction: Interaction,
+    resource_type: str | None,
+    interaction: str,
+    resource_id: str | None,
     tx: StoreTransaction | None = None,
 ) -> None:
     """Raise the 405 of a change of an AuditEvent (module docstring), audited; return for
-    any other interaction. `tx`: the open transaction of a transaction Bundle's entry."""
-    if interaction.resource_type != AUDIT_EVENT or interaction.kind not in _CHANGES:
+    any other type or interaction. `interaction`: the interaction's code; `resource_id`:
+    the id it names (None: a conditional one); `tx`: the open transaction of a transaction
+    Bundle's entry."""
+    if resource_type != AUDIT_EVENT or interaction not in CHANGES:
         return
     event = None
-    if interaction.resource_id and not interaction.conditional:
-        stored = (tx or store).read(AUDIT_EVENT, interaction.resource_id)
+    if resource_id:
+        stored = (tx or store).read(AUDIT_EVENT, resource_id)
         event = stored.json() if stored is not None and not stored.deleted else None
     gate.audit.refusal(
         requester,
-        interaction.kind.value,
+        interaction,
         sorted(compartment_of(event)) if event else [],
         "R16",
         resource_type=AUDIT_EVENT,

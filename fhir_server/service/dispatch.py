@@ -69,7 +69,9 @@ class Dispatcher:
             self.service.gate,
             self.service.store,
             requester,
-            interaction,
+            interaction.resource_type,
+            kind.value,
+            None if interaction.conditional else interaction.resource_id,
             within.tx if within is not None else None,
         )
         if within is not None:
@@ -140,7 +142,12 @@ class Dispatcher:
         assert interaction.conditional and interaction.criteria is not None
         resource_type = require_type(interaction.resource_type or "")
         audit_event_writes.refuse_change(
-            self.service.gate, self.service.store, requester, interaction
+            self.service.gate,
+            self.service.store,
+            requester,
+            resource_type,
+            interaction.kind.value,
+            None,
         )
         criteria = list(interaction.criteria)
         if interaction.kind is Kind.PATCH:
