@@ -32,7 +32,7 @@ from fhir_server.mhd.errors import with_xds_code
 from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
 from fhir_server.resources.json_values import copy_json
 from fhir_server.search.extract import PreparedEntries, prepare
-from fhir_server.service import ownership, versions
+from fhir_server.service import audit_event_writes, ownership, versions
 from fhir_server.service.core import (
     Condition,
     FhirService,
@@ -506,7 +506,9 @@ class BundleProcessor:
         resource_type = require_type(interaction.resource_type or "")
         if interaction.kind is Kind.CREATE:
             assert entry.resource is not None
-            if interaction.if_none_exist is not None:
+            if interaction.if_none_exist is not None and not audit_event_writes.refused_create(
+                requester, resource_type
+            ):
                 entry.condition = self.service.condition(
                     requester, resource_type, list(interaction.if_none_exist)
                 )

@@ -30,7 +30,7 @@ from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
 from fhir_server.search.query import SearchQuery, TotalMode
 from fhir_server.search.registry import SearchRegistry
-from fhir_server.service import existence_check, unique_ids, versions
+from fhir_server.service import audit_event_writes, existence_check, unique_ids, versions
 from fhir_server.service.context import facts_scope
 from fhir_server.service.gate import INTERNAL_BINDING, Gate, ReadPurpose
 from fhir_server.service.ownership import BinaryOwnership
@@ -181,6 +181,7 @@ class FhirService:
         require_type(resource_type)
         stored = self.store.read(resource_type, resource_id)
         if stored is None:
+            self.gate.refuse_unknown_id(requester, resource_type, ReadPurpose.READ)
             raise not_found(not_found_message(resource_type, resource_id))
         # A message's first read by its recipient sets `received`: the gate returns that version.
         stored = self.gate.authorize_read(requester, stored, ReadPurpose.READ) or stored
@@ -195,6 +196,7 @@ class FhirService:
         stored = self.store.vread(resource_type, resource_id, version)
         current = self.store.read(resource_type, resource_id) if stored is not None else None
         if stored is None or current is None:
+            self.gate.refuse_unknown_id(requester, resource_type, ReadPurpose.VREAD)
             raise not_found(not_found_message(resource_type, resource_id))
         # Masking applies to all of history: a version is served only if the current one
         # may be read too (issue #18, finding 6).
@@ -222,6 +224,7 @@ class FhirService:
                 raise bad_request("an instance history names its resource type", "type")
             current = self.store.read(resource_type, resource_id)
             if current is None:
+                self.gate.refuse_unknown_id(requester, resource_type, ReadPurpose.HISTORY)
                 raise not_found(not_found_message(resource_type, resource_id))
             self.gate.authorize_read(requester, current, ReadPurpose.HISTORY)
         else:
@@ -429,7 +432,7 @@ class FhirService:
     ) -> WriteResult:
         require_type(resource_type)
         self.validate_for_write(resource, resource_type)
-        if if_none_exist is None:
+        if if_none_exist is None or audit_event_writes.refused_create(requester, resource_type):
             return self._create(requester, resource)
         condition = self.condition(requester, resource_type, if_none_exist)
 

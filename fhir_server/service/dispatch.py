@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from fhir_server.access.requester import Requester
 from fhir_server.errors import bad_request
 from fhir_server.search.extract import PreparedEntries
+from fhir_server.service import audit_event_writes
 from fhir_server.service.core import Condition, FhirService, Replay, WriteResult, require_type
 from fhir_server.service.interaction import Answer, Interaction, Kind
 from fhir_server.service.patch import MetadataUpdates
@@ -64,6 +65,15 @@ class Dispatcher:
         kind = interaction.kind
         if kind in _READS:
             return self._read(requester, interaction)
+        audit_event_writes.refuse_change(
+            self.service.gate,
+            self.service.store,
+            requester,
+            interaction.resource_type,
+            kind.value,
+            None if interaction.conditional else interaction.resource_id,
+            within.tx if within is not None else None,
+        )
         if within is not None:
             return self._write_within(requester, interaction, within)
         service = self.service
@@ -131,6 +141,14 @@ class Dispatcher:
         transaction and gives it to `perform` (`Within.target_id`)."""
         assert interaction.conditional and interaction.criteria is not None
         resource_type = require_type(interaction.resource_type or "")
+        audit_event_writes.refuse_change(
+            self.service.gate,
+            self.service.store,
+            requester,
+            resource_type,
+            interaction.kind.value,
+            None,
+        )
         criteria = list(interaction.criteria)
         if interaction.kind is Kind.PATCH:
             return self.updates.conditional_target(requester, resource_type, criteria)

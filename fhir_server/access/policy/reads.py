@@ -31,7 +31,16 @@ from fhir_server.access.policy.tables import (
 )
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
-from fhir_server.search.query import Everything, IdTest, InCompartment, Node, Not, Or, all_of
+from fhir_server.search.query import (
+    Everything,
+    IdTest,
+    InCompartment,
+    Node,
+    Not,
+    Or,
+    ReferenceTest,
+    all_of,
+)
 from fhir_server.terminology import INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX, MASQUE_PS
 
 
@@ -152,6 +161,29 @@ class ReadDecisions(PolicyBase):
                 return hidden(part.rule, resource_type, resource_id)
         return Permit(Everything(), grant.rule, grant.notes)
 
+    def type_refusal(self, requester: Requester, resource_type: str) -> Deny | None:
+        """The refusal `decide_read` (or `decide_binary_read`) gives `requester` for any
+        resource of `resource_type`, before looking at it (R05, R15, the types practitioners
+        read), or None. A read of an id that names nothing answers with it too, so that the
+        answer does not tell whether the id exists (R18)."""
+        if requester.kind is ActorKind.INTERNAL:
+            return None
+        refused = refuse_payer(requester, resource_type)
+        if refused:
+            return refused
+        if resource_type in DIRECTORY_TYPES:
+            return None
+        if requester.kind is ActorKind.SYSTEM:
+            decision = system_read(requester, resource_type)
+            return decision if isinstance(decision, Deny) else None
+        if (
+            requester.kind is ActorKind.PRACTITIONER
+            and resource_type != "Binary"  # judged as the document owning it
+            and resource_type not in PRACTITIONER_READ_TYPES
+        ):
+            return practitioner_type_refused(resource_type)
+        return None
+
     def decide_binary_read(
         self,
         requester: Requester,
@@ -211,6 +243,13 @@ class ReadDecisions(PolicyBase):
         document = resource_type == "DocumentReference"
         if document:
             parts.append(Constraint(deletion.RULE, deletion.visible_unless_deleted(requester)))
+        person = requester.kind in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE)
+        if resource_type == "AuditEvent" and person:
+            # The events about their record, not every event in its compartment: a patient
+            # is an agent of their own refused attempts on another record, whose events
+            # name that record (R18: a 404 worded as for a missing id must not be undone by
+            # the trail). Every event about a record names its Patient as an entity.
+            parts.append(Constraint("R16", ReferenceTest("entity", "Patient", patient_id)))
         match requester.kind:
             case ActorKind.PATIENT:
                 parts.append(Constraint("R14", Not(labelled(INVISIBLE_PATIENT, document)), True))

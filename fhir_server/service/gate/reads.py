@@ -93,6 +93,22 @@ class ReadGate(GateCore):
             )
         return None
 
+    def refuse_unknown_id(
+        self, requester: Requester, resource_type: str, purpose: ReadPurpose
+    ) -> None:
+        """Before a read of an id that names nothing answers 404: the refusal a read of an
+        existing resource of this type gets whatever it is (scopes, R05, R15, the types a
+        practitioner reads), audited alike, so that the answer does not tell which ids
+        exist (R18; a professional was told 403 for an existing AuditEvent, 404 for an id
+        naming nothing)."""
+        if requester.kind is ActorKind.INTERNAL:
+            return
+        self._check_scopes(requester, resource_type, "read")
+        deny = self.policy.type_refusal(requester, resource_type)
+        if deny is not None:
+            self.audit.refusal(requester, purpose.value, [], deny.rule, resource_type=resource_type)
+            raise deny.to_error()
+
     def hidden_deny(self, requester: Requester, current: StoredResource) -> Deny | None:
         """The refusal a read of `current` (a current version) by `requester` would get,
         when it is the one a resource that does not exist gets (a `hidden` 404): a write
