@@ -6,6 +6,7 @@ import argparse
 import importlib
 
 from benchmarks import machine
+from fhir_server.config import Settings
 
 BENCHMARKS = {
     "foundation": "benchmarks.bench_foundation",
@@ -22,7 +23,7 @@ def add_bench_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--seconds", type=int, default=10, help="duration of each throughput run")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=Settings.threads)
     parser.add_argument(
         "--documents", type=int, default=100_000, help="DocumentReferences to load (search)"
     )

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fhir_server.config import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 # `fhir-server serve`'s gunicorn settings, for the apps served by module:callable name.
 GUNICORN_CONFIG = "benchmarks.gunicorn_config"
@@ -63,7 +65,7 @@ def running_server(
     data_dir: Path,
     *,
     workers: int = 2,
-    threads: int = 4,
+    threads: int = Settings.threads,
     app: str | None = None,
     env: dict | None = None,
     clients: int | None = None,

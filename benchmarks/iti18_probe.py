@@ -44,7 +44,7 @@ def envelopes(data_dir: Path, count: int) -> dict[str, list[bytes]]:
 
 def http(data_dir: Path, count: int) -> dict:
     bodies = envelopes(data_dir, count)
-    with running_server(data_dir, workers=2, threads=4) as server:
+    with running_server(data_dir, workers=2) as server:
         return {rt: _queries(server.port, bodies[rt]) for rt in RETURN_TYPES}
 
 

@@ -104,9 +104,6 @@ def _freeze_startup_objects(worker) -> None:
     """
     gc.collect()
     gc.freeze()
-    import os as _os, sys as _sys
-    if _os.environ.get("X_SWITCH"):
-        _sys.setswitchinterval(float(_os.environ["X_SWITCH"]))
 
 
 def _close_store(server, worker) -> None:
