@@ -109,6 +109,29 @@ def encode_cursor(
     return f"{_b64(payload)}.{_b64(_mac(cursor_key, payload))}"
 
 
+def query_position(
+    query: SearchQuery,
+    *,
+    engine: str,
+    cursor_key: bytes,
+    cursor_binding: str,
+    key_length: int,
+) -> tuple[CursorPosition | None, bool]:
+    """Where a search page starts (None: the first page) and whether it reads forward, from
+    the query's cursor (`decode_cursor`); every engine's paging starts here."""
+    if not query.cursor:
+        return None, True
+    position = decode_cursor(
+        query.cursor,
+        query=query,
+        engine=engine,
+        cursor_key=cursor_key,
+        cursor_binding=cursor_binding,
+        key_length=key_length,
+    )
+    return position, position.forward
+
+
 def decode_cursor(
     token: str,
     *,

@@ -50,7 +50,7 @@ from fhir_server.search.query import (
     UriMatch,
     UriTest,
 )
-from fhir_server.store.cursor import CursorPosition, decode_cursor, encode_cursor
+from fhir_server.store.cursor import CursorPosition, encode_cursor, query_position
 from fhir_server.store.mongo_index import sort_path
 from fhir_server.store.page import SearchPage, SearchRow
 from fhir_server.store.search_values import (
@@ -373,18 +373,13 @@ def search(db: Any, query: SearchQuery, *, cursor_key: bytes, cursor_binding: st
         else:
             key_cols.append(_Col(sort_path(key.param, key.descending), -1, nullable=True))
 
-    position: CursorPosition | None = None
-    forward = True
-    if query.cursor:
-        position = decode_cursor(
-            query.cursor,
-            query=query,
-            engine=ENGINE,
-            cursor_key=cursor_key,
-            cursor_binding=cursor_binding,
-            key_length=len(key_cols),
-        )
-        forward = position.forward
+    position, forward = query_position(
+        query,
+        engine=ENGINE,
+        cursor_key=cursor_key,
+        cursor_binding=cursor_binding,
+        key_length=len(key_cols),
+    )
     cols = key_cols if forward else [c.reversed() for c in key_cols]
     id_col = _Col("_id", 1 if forward else -1, nullable=False)
     # pymongo builds the sort as a document: a field may appear once (the first one decides).

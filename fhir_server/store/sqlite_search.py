@@ -47,7 +47,7 @@ from fhir_server.search.query import (
     UriTest,
 )
 from fhir_server.store import sqlite_labels
-from fhir_server.store.cursor import CursorPosition, decode_cursor, encode_cursor
+from fhir_server.store.cursor import CursorPosition, encode_cursor, query_position
 from fhir_server.store.page import SearchPage, SearchRow
 from fhir_server.store.search_values import (
     OF_TYPE_SUFFIX,
@@ -593,18 +593,13 @@ def search(
         return SearchPage([], total=total)
 
     key_cols = _sort_columns(sql, query)
-    position: CursorPosition | None = None
-    forward = True
-    if query.cursor:
-        position = decode_cursor(
-            query.cursor,
-            query=query,
-            engine=ENGINE,
-            cursor_key=cursor_key,
-            cursor_binding=cursor_binding,
-            key_length=len(key_cols),
-        )
-        forward = position.forward
+    position, forward = query_position(
+        query,
+        engine=ENGINE,
+        cursor_key=cursor_key,
+        cursor_binding=cursor_binding,
+        key_length=len(key_cols),
+    )
 
     def fetch(condition: str, limit: int, *, candidates: bool = False) -> list[tuple]:
         """Up to `limit` rows (type, id, body, *sort keys) matching `condition`, in the

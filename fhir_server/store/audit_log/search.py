@@ -39,7 +39,12 @@ from fhir_server.search.query import (
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.store.audit_log.port import AuditLogEngine
 from fhir_server.store.audit_log.record import AUDIT_EVENT, LogRecord
-from fhir_server.store.cursor import CursorPosition, CursorValue, decode_cursor, encode_cursor
+from fhir_server.store.cursor import (
+    CursorPosition,
+    CursorValue,
+    encode_cursor,
+    query_position,
+)
 from fhir_server.store.page import SearchPage, SearchRow
 
 ENGINE = "audit-log"
@@ -209,18 +214,13 @@ def search(
 
     hits.sort(key=functools.cmp_to_key(order))
 
-    position: CursorPosition | None = None
-    forward = True
-    if query.cursor:
-        position = decode_cursor(
-            query.cursor,
-            query=query,
-            engine=ENGINE,
-            cursor_key=cursor_key,
-            cursor_binding=cursor_binding,
-            key_length=len(query.sort),
-        )
-        forward = position.forward
+    position, forward = query_position(
+        query,
+        engine=ENGINE,
+        cursor_key=cursor_key,
+        cursor_binding=cursor_binding,
+        key_length=len(query.sort),
+    )
     candidates: Sequence = hits
     if position is not None:
         mark = (position.key, position.id)
