@@ -9,8 +9,9 @@ they are staged in the resource store's outbox inside the write's transaction (o
 row each, in the same commit), appended to the log once that commit is durable, and their
 outbox rows cleared by a later transaction. Opening the store replays into the log every
 outbox event it does not hold yet (a crash between the two commits), so after any crash the
-log holds exactly the events of the writes that committed. The log skips ids it holds, so
-a replay racing the writer that staged the events stores each event once.
+log holds exactly the events of the writes that committed; an append that fails without a
+crash is replayed the same way at the end of the process's next write. The log skips ids it
+holds, so a replay racing the writer that staged the events stores each event once.
 
 Events stored in the resource tables by earlier versions are moved into the log on open,
 with their chain links, then removed from the resource tables (`_migrate`).
@@ -144,6 +145,8 @@ class StoreWithAuditLog:
         self._entries = log_search.EntriesCache(registry)
         self._cleared_lock = threading.Lock()
         self._to_clear: list[object] = []
+        # A write's events could not be appended after its commit: they are in the outbox.
+        self._replay_due = False
         self._migrate()
         self.replay_outbox()
 
@@ -306,6 +309,7 @@ class StoreWithAuditLog:
     def transaction(self) -> Iterator[_Transaction]:
         staged: list[dict] = []
         keys: list[object] = []
+        replay_due = self._replay_due  # left by an earlier write
         with self._cleared_lock:
             to_clear, self._to_clear = self._to_clear, []
         try:
@@ -317,19 +321,35 @@ class StoreWithAuditLog:
             with self._cleared_lock:
                 self._to_clear.extend(to_clear)
             raise
-        if staged:
+        # The replay appends every event of the outbox, this write's included, oldest first.
+        replayed = replay_due and self._replay_left()
+        if staged and not replayed:
             self._append_staged(staged, keys)
 
     def _append_staged(self, staged: list[dict], keys: list[object]) -> None:
         """After the write's commit: its events into the log. Should that fail, they are
-        safe in the outbox and the next open (or `replay_outbox`) appends them."""
+        safe in the outbox, and the end of the next write transaction of this process (or
+        the next open of the store) appends them."""
         try:
             self.audit_log.append(staged, skip_known=True)
         except Exception:
-            logger.exception("AuditEvents left in the outbox; they are appended on replay")
+            logger.exception("AuditEvents left in the outbox; the next write appends them")
+            self._replay_due = True
             return
         with self._cleared_lock:
             self._to_clear.extend(keys)
+
+    def _replay_left(self) -> bool:
+        """The outbox events a failed append left, appended at last: without it they would
+        wait for the next open of the store, missing meanwhile from every trail (R16)."""
+        self._replay_due = False
+        try:
+            self.replay_outbox()
+        except Exception:
+            logger.exception("AuditEvents still in the outbox; the next write tries again")
+            self._replay_due = True
+            return False
+        return True
 
     # -- the rest is the resource store's -----------------------------------------------------
 

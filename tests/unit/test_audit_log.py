@@ -194,6 +194,47 @@ def test_r16_a_replay_racing_the_writer_stores_each_event_once(tmp_path, registr
         store.close()
 
 
+def _patient_write(registry, resource_id: str) -> VersionWrite:
+    patient = versions.stamp({"resourceType": "Patient"}, resource_id, 1, versions.now_us())
+    return VersionWrite(patient, "POST", 0, extract(patient.json(), registry), None, "")
+
+
+def test_r16_events_a_failed_append_left_are_appended_by_the_next_write(tmp_path, registry):
+    """The log refuses one append (a full disk, an I/O error) after a write committed: the
+    write stands and its events wait in the outbox, then the same process's next write
+    appends them, without a restart; the chain holds."""
+    store = with_audit_log(SqliteStore(tmp_path / "fhir.sqlite3"), registry)
+    real_append = store.audit_log.append
+    failures = {"left": 1}
+
+    def failing_once(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_append(*args, **kwargs)
+
+    store.audit_log.append = failing_once
+    try:
+        first, second = _events(2)[:2]
+        with store.transaction() as tx:
+            tx.write(_patient_write(registry, "p-1"))
+            tx.stage_audit([first])
+        assert store.read("Patient", "p-1") is not None
+        assert store.read("AuditEvent", first["id"]) is None
+        assert [event["id"] for _, event in store.resources.outbox()] == [first["id"]]
+
+        with store.transaction() as tx:
+            tx.write(_patient_write(registry, "p-2"))
+            tx.stage_audit([second])
+        assert [record.id for record in store.audit_log.scan()] == [first["id"], second["id"]]
+        with store.transaction():
+            pass
+        assert store.resources.outbox() == []
+        assert verify_store(store).ok
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("event", _events(), ids=lambda e: e["subtype"][0]["code"])
 def test_the_logs_patient_key_is_the_compartment_the_index_computes(event, registry):
     sealed = seal(event, GENESIS_HASH, 1)
