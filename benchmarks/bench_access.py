@@ -8,10 +8,13 @@ constraints: the store alone) and once through the gate as a practitioner the pa
 authorized (R10: a Consent permit naming them) or, for the few heavy patients nobody
 authorized, a Samu regulator (R12; the same constraints). The gated call gathers the
 record's facts (Patient, Consents, RelatedPersons), pushes R13/R14 constraints into the
-query and records a BALP AuditEvent. Target: gated p50 within 1.2x of the ungated one.
+query and records a BALP AuditEvent. Targets: gated p50 within 1.2x of the ungated one
+without the audit, within 2x with it (issue #21).
 
 Two gated figures are given: with the audit sink disabled (`AuditTrail.enabled = False`:
-the cost of deciding and constraining), and with AuditEvents durably committed. The
+the cost of deciding and constraining), and with AuditEvents durably committed. The steady
+rows open records whose day's first-access notification (R17) is already written; a row of
+its own measures a practitioner's first access of the day in a record, which writes it. The
 audited run writes its events to a scratch SQLite store in a temporary directory, so that a
 shared corpus (`--data-dir /work/bench-100k`) is never changed by the benchmark; the commit
 cost is the same kind (one synchronous SQLite transaction per read, grouped when
@@ -51,7 +54,8 @@ from fhir_server.store.factory import with_audit_log
 from fhir_server.store.sqlite import SqliteStore
 from fhir_server.terminology import SYSTEM_IDNAT_PS
 
-TARGET_RATIO = 1.2
+TARGET_RATIO = 1.2  # the gate without its audit (access rules issue)
+AUDITED_TARGET_RATIO = 2.0  # the gate with its AuditEvent committed (issue #21)
 REGULATOR = "810000999999"
 Params = list[tuple[str, str]]
 
@@ -121,10 +125,12 @@ def _interleaved(
     internal: Callable[[int], int],
     gated: Callable[[int], int],
     repeats: int,
+    warm_up: bool = True,
 ) -> Row:
-    for i in range(min(20, repeats)):
-        internal(i)
-        gated(i)
+    if warm_up:
+        for i in range(min(20, repeats)):
+            internal(i)
+            gated(i)
     times: dict[str, list[float]] = {"internal": [], "gated": []}
     rows = {"internal": 0, "gated": 0}
     for i in range(repeats):
@@ -201,7 +207,15 @@ def measure(service: FhirService, plan: CorpusPlan, repeats: int) -> list[Row]:
     # in it (their first-load cost is measured apart: record_facts_ms).
     for patient in {*ids, *heavy}:
         service.gate.record(patient)
+    # A practitioner's first access of the day in a record also writes the patient's R17
+    # notification (a resource-store commit): made here for the steady rows, and measured
+    # apart, over records none of the rows opens (`first_access_row`).
+    for i, patient in enumerate(ids):
+        service.search(doctors[i], "DocumentReference", [("patient", patient), ("_count", "1")])
     rows = [_interleaved(label, *pair(params), repeats) for label, params in queries]
+    first_access = first_access_row(service, permits, regular, set(chosen), repeats)
+    if first_access is not None:
+        rows.append(first_access)
 
     heavy_who = [
         practitioner(permits[h]) if h in permits else practitioner(REGULATOR, AccessMode.CENTRE_15)
@@ -250,6 +264,39 @@ def measure(service: FhirService, plan: CorpusPlan, repeats: int) -> list[Row]:
     return rows
 
 
+def first_access_row(
+    service: FhirService,
+    permits: dict[str, str],
+    regular: list[int],
+    opened: set[int],
+    repeats: int,
+) -> Row:
+    """ "patient + status" by a practitioner opening each record for the first time today:
+    with the audit, the R17 notification is written too (its own durable commit). The
+    records' facts are cached, as in the steady rows; no warm-up call, which would be the
+    day's first access."""
+    rng = random.Random(29)
+    unopened = [n for n in regular if n not in opened]
+    if not unopened:  # a small corpus: every authorized record is opened by the steady rows
+        return None
+    repeats = min(repeats, len(unopened))
+    fresh = [patient_id_of(n) for n in rng.sample(unopened, repeats)]
+    for patient in fresh:
+        service.gate.record(patient)
+    doctors = [practitioner(permits[p]) for p in fresh]
+
+    def query(i: int) -> Params:
+        return [("patient", fresh[i]), ("status", "current")]
+
+    return _interleaved(
+        "patient + status, the practitioner's first access of the day (R17 notification)",
+        lambda i: len(service.search(INTERNAL, "DocumentReference", query(i)).matches),
+        lambda i: len(service.search(doctors[i], "DocumentReference", query(i)).matches),
+        repeats,
+        warm_up=False,
+    )
+
+
 def record_facts_ms(service: FhirService, plan: CorpusPlan, sample: int = 200) -> list[float]:
     """Loading one record's facts (Patient, Consents, RelatedPersons): the extra cost of a
     practitioner's first request in a record, or of the first one after the record changed."""
@@ -286,7 +333,7 @@ def token_cost_us(n: int = 2000) -> tuple[float, float]:
 
 
 def report(
-    sections: list[tuple[str, list[Row]]],
+    sections: list[tuple[str, list[Row], float]],
     documents: int,
     token_us: tuple[float, float],
     record_ms: list[float],
@@ -297,7 +344,7 @@ def report(
         " practitioner, interleaved, same store; target gated p50 <= 1.2x",
         "",
     ]
-    for title, rows in sections:
+    for title, rows, target in sections:
         body = table(
             [
                 (
@@ -324,13 +371,13 @@ def report(
             ),
         )
         worst = max(r.ratio for r in rows)
-        verdict = "meets" if worst <= TARGET_RATIO else "misses"
+        verdict = "meets" if worst <= target else "misses"
         lines += [
             f"### {title}",
             "",
             body,
             "",
-            f"worst p50 ratio {worst:.2f}x: {verdict} the 1.2x target",
+            f"worst p50 ratio {worst:.2f}x: {verdict} the {target:.1f}x target",
             "",
         ]
     lines.append(
@@ -378,6 +425,7 @@ def _run_on(
             (
                 "gate without the audit sink (decide + constrain)",
                 measure(service, plan, repeats),
+                TARGET_RATIO,
             )
         ]
         record_ms = record_facts_ms(service, plan)
@@ -386,6 +434,7 @@ def _run_on(
             (
                 "gate with AuditEvents committed (scratch audit store)",
                 measure(service, plan, repeats),
+                AUDITED_TARGET_RATIO,
             )
         )
         gate.audit = shared_audit
