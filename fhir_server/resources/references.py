@@ -8,7 +8,7 @@ not be one the rules take for it. Both take the pattern and the navigation from 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 # A literal reference to a local resource, version-specific or not: what the index reads as
 # target_type/target_id. What is still absolute after the normal form (`resources.normal_form`
@@ -24,17 +24,21 @@ def reference_target(reference: object) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-def values_at(node: object, path: list[str]) -> Iterator[object]:
+def values_at(node: object, path: Sequence[str]) -> list[object]:
     """The values at a dotted path, FHIRPath-like: lists are flattened at every step."""
+    found: list[object] = []
+    _collect(node, path, 0, found)
+    return found
+
+
+def _collect(node: object, path: Sequence[str], step: int, found: list[object]) -> None:
     if isinstance(node, list):
         for item in node:
-            yield from values_at(item, path)
-        return
-    if not path:
-        yield node
-        return
-    if isinstance(node, dict) and path[0] in node:
-        yield from values_at(node[path[0]], path[1:])
+            _collect(item, path, step, found)
+    elif step == len(path):
+        found.append(node)
+    elif isinstance(node, dict) and path[step] in node:
+        _collect(node[path[step]], path, step + 1, found)
 
 
 def all_references(node: object) -> Iterator[dict]:

@@ -110,6 +110,18 @@ REQUIRED_CODES: Mapping[str, Mapping[str, frozenset[str]]] = {
 }
 
 
+# Per type, the paths of its compartment parameters, the parameters by name: the order of
+# `compartment_of`.
+_COMPARTMENT_PATHS: Mapping[str, tuple[tuple[str, ...], ...]] = {
+    served.name: tuple(
+        tuple(path.split("."))
+        for param in sorted(served.compartment)
+        for path in served.compartment[param]
+    )
+    for served in SERVED
+}
+
+
 def compartment_params(resource_type: str) -> tuple[str, ...]:
     """The CompartmentDefinition parameters placing a `resource_type` in a compartment."""
     served = BY_NAME.get(resource_type)
@@ -134,10 +146,7 @@ def compartment_of(resource: dict) -> list[str]:
         references: list[object] = list(all_references(resource))
     else:
         references = [
-            value
-            for param in sorted(served.compartment)
-            for path in served.compartment[param]
-            for value in values_at(resource, path.split("."))
+            value for path in _COMPARTMENT_PATHS[served.name] for value in values_at(resource, path)
         ]
     for reference in references:
         if isinstance(reference, dict):
