@@ -33,11 +33,13 @@ event's compartment):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import orjson
 
 from fhir_server.resources.served import compartment_of
+from fhir_server.search import reach
 from fhir_server.search.evaluate import matches
 from fhir_server.search.extract import extract
 from fhir_server.search.query import Everything, Include, Node, Not
@@ -57,27 +59,29 @@ _NOTHING: Node = Not(Everything())
 class LogIncludes:
     """Includes for a page when some of them reach the log (module docstring)."""
 
-    resources: object  # the resource store: its `resolve_includes` serves the rest
+    resources: Any  # the resource store: its `resolve_includes` serves the rest
     log: AuditLogEngine
     entries: log_search.EntriesCache
     resource: log_search.ResourceLookup  # (type, id) -> (resource, entries), log or store
     read: Callable[[str, str], StoredResource | None]  # the bytes served, log or store
     registry: SearchRegistry
+    _may_reference: reach.MayReference = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_may_reference", reach.referrers(self.registry, AUDIT_EVENT))
 
     def reach_log(self, rows: Sequence, includes: Sequence[Include]) -> bool:
-        """Whether resolving `includes` for `rows` may read or add an AuditEvent."""
-        return any(row[0] == AUDIT_EVENT for row in rows) or any(
-            include.source_type == AUDIT_EVENT or self._may_target_log(include)
-            for include in includes
+        """Whether resolving `includes` for `rows` may read or add an AuditEvent: the page
+        holds one, or an include may reach one (`search.reach`)."""
+        return any(row[0] == AUDIT_EVENT for row in rows) or reach.includes_read(
+            includes, AUDIT_EVENT, self._may_reference
         )
 
     def _may_target_log(self, include: Include) -> bool:
-        if include.reverse or include.target_type not in (None, AUDIT_EVENT):
-            return False
-        if include.target_type == AUDIT_EVENT:
-            return True
-        definition = self.registry.get(include.source_type, include.param)
-        return definition is None or not definition.targets or AUDIT_EVENT in definition.targets
+        """Whether the forward `include` may land on an AuditEvent."""
+        return not include.reverse and reach.includes_read(
+            (include,), AUDIT_EVENT, self._may_reference
+        )
 
     def resolve(
         self, page_rows: Sequence, includes: Sequence[Include], allowed: Allowed
@@ -86,7 +90,7 @@ class LogIncludes:
             stored = [replace(i, iterate=False) for i in active if i.source_type != AUDIT_EVENT]
             found: list[SearchRow] = []
             if stored:
-                found += self.resources.resolve_includes(current, stored, allowed)  # type: ignore[attr-defined]
+                found += self.resources.resolve_includes(current, stored, allowed)
             for include in stored:
                 if self._may_target_log(include):
                     found += self._events_named_by(current, include, allowed)
@@ -106,6 +110,9 @@ class LogIncludes:
         self, rows: Sequence[SearchRow], include: Include, allowed: Allowed
     ) -> list[SearchRow]:
         """`_include=<Type>:<param>`: the AuditEvents the rows' `<param>` references."""
+        clause = allowed(AUDIT_EVENT)
+        if clause == _NOTHING:
+            return []
         wanted: list[str] = []
         for row in rows:
             if row.resource_type != include.source_type:
@@ -118,9 +125,6 @@ class LogIncludes:
                     and reference.target_id not in wanted
                 ):
                     wanted.append(reference.target_id)
-        clause = allowed(AUDIT_EVENT)
-        if clause == _NOTHING:
-            return []
         records = (self.log.get(event_id) for event_id in sorted(wanted))
         return [self._row(r) for r in records if r is not None and self._shown(r, clause)]
 
