@@ -115,8 +115,8 @@ class LogIncludes:
             return []
         wanted: list[str] = []
         for row in rows:
-            if row.resource_type != include.source_type:
-                continue
+            if row.resource_type != include.source_type or b"AuditEvent/" not in row.body:
+                continue  # a reference to an event spells its type: no parse without one
             for reference in extract(orjson.loads(row.body), self.registry).references:
                 if (
                     reference.param == include.param
