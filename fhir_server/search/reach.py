@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.query import And, Chain, Has, Include, Node, Not, Or, SearchQuery
+from fhir_server.search.registry import SearchRegistry
 
 # (source type, reference parameter) -> whether that reference may point to the type asked.
 MayReference = Callable[[str, str], bool]
@@ -19,6 +21,19 @@ MayReference = Callable[[str, str], bool]
 def always(_source_type: str, _param: str) -> bool:
     """Without a registry to tell, any reference may point anywhere."""
     return True
+
+
+def referrers(registry: SearchRegistry, resource_type: str) -> MayReference:
+    """(type, reference parameter) -> whether it may point to a `resource_type` resource:
+    its targets name that type, or none at all."""
+    pairs = frozenset(
+        (source_type, code)
+        for source_type in SERVED_TYPES
+        for code, definition in registry.for_type(source_type).items()
+        if definition.type == "reference"
+        and (not definition.targets or resource_type in definition.targets)
+    )
+    return lambda source_type, param: (source_type, param) in pairs
 
 
 def where_reads(node: Node, resource_type: str) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fhir_server.config import Settings
 from fhir_server.resources.model import SERVED_TYPES
+from fhir_server.search import reach
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.store.audit_log.port import AuditLogEngine
@@ -60,14 +61,7 @@ def with_audit_log(
     return StoreWithAuditLog(store, log, registry)
 
 
-def audit_referrers(registry: SearchRegistry):
+def audit_referrers(registry: SearchRegistry) -> reach.MayReference:
     """(type, reference parameter) -> whether it may point to an AuditEvent (its targets name
     AuditEvent, or none at all): the `_include`s the SQLite journal must settle first."""
-    pairs = frozenset(
-        (resource_type, code)
-        for resource_type in SERVED_TYPES
-        for code, definition in registry.for_type(resource_type).items()
-        if definition.type == "reference"
-        and (not definition.targets or "AuditEvent" in definition.targets)
-    )
-    return lambda source_type, param: (source_type, param) in pairs
+    return reach.referrers(registry, "AuditEvent")

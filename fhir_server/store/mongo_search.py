@@ -51,6 +51,7 @@ from fhir_server.search.query import (
     UriTest,
 )
 from fhir_server.store.cursor import CursorPosition, encode_cursor, query_position
+from fhir_server.store.includes import resolve_rounds
 from fhir_server.store.mongo_index import sort_path
 from fhir_server.store.page import SearchPage, SearchRow
 from fhir_server.store.search_values import (
@@ -68,8 +69,6 @@ from fhir_server.store.search_values import (
 
 ENGINE = "mongo"
 SUBQUERY_LIMIT = 10_000
-MAX_ITERATE_DEPTH = 3
-MAX_INCLUDED = 5000
 LAST_UPDATED = "_lastUpdated"
 
 NEVER: dict = {"_id": {"$in": []}}
@@ -442,29 +441,15 @@ def resolve_includes(
 ) -> list[SearchRow]:
     """Same contract as `sqlite_search.resolve_includes`."""
     compiler = Compiler(db)
-    seen = {(t, i) for t, i, _ in page_rows}
-    included: list[SearchRow] = []
-    current = [SearchRow(t, i, b) for t, i, b in page_rows]
-    for depth in range(MAX_ITERATE_DEPTH + 1):
-        active = [inc for inc in includes if depth == 0 or inc.iterate]
-        if not active or not current:
-            break
+
+    def one_round(current: Sequence[SearchRow], active: Sequence[Include]) -> list[SearchRow]:
         found: list[SearchRow] = []
         for inc in active:
-            rows = (
-                _reverse(db, compiler, current, inc, allowed)
-                if inc.reverse
-                else _forward(db, compiler, current, inc, allowed)
-            )
-            for row in rows:
-                if (row.resource_type, row.id) not in seen and len(included) + len(
-                    found
-                ) < MAX_INCLUDED:
-                    seen.add((row.resource_type, row.id))
-                    found.append(row)
-        included.extend(found)
-        current = found
-    return included
+            reach = _reverse if inc.reverse else _forward
+            found += reach(db, compiler, current, inc, allowed)
+        return found
+
+    return resolve_rounds(page_rows, includes, one_round)
 
 
 def _fetch_allowed(

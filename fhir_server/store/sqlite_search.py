@@ -48,6 +48,7 @@ from fhir_server.search.query import (
 )
 from fhir_server.store import sqlite_labels
 from fhir_server.store.cursor import CursorPosition, encode_cursor, query_position
+from fhir_server.store.includes import resolve_rounds
 from fhir_server.store.page import SearchPage, SearchRow
 from fhir_server.store.search_values import (
     OF_TYPE_SUFFIX,
@@ -64,10 +65,6 @@ from fhir_server.store.search_values import (
 from fhir_server.store.sqlite_index import VALUE_TABLES
 
 ENGINE = "sqlite"
-# _include/_revinclude: one round for the page, then at most this many :iterate rounds.
-MAX_ITERATE_DEPTH = 3
-# At most this many included resources per page (further ones are left out).
-MAX_INCLUDED = 5000
 _CHUNK = 500
 
 LAST_UPDATED = "_lastUpdated"
@@ -789,34 +786,17 @@ def resolve_includes(
     allowed: Callable[[str], Node],
 ) -> list[SearchRow]:
     """Resources named by `_include` / `_revinclude` for a page, each one filtered by
-    `allowed(its type)` (the access layer's clause), without the page's own rows or repeats.
+    `allowed(its type)` (the access layer's clause), without the page's own rows or repeats,
+    in the rounds and within the caps of `store.includes.resolve_rounds`."""
 
-    Every include applies to the page; `:iterate` ones then apply again to what was just
-    included, for at most MAX_ITERATE_DEPTH rounds. At most MAX_INCLUDED resources.
-    """
-    seen = {(t, i) for t, i, _ in page_rows}
-    included: list[SearchRow] = []
-    current = [SearchRow(t, i, b) for t, i, b in page_rows]
-    for depth in range(MAX_ITERATE_DEPTH + 1):
-        active = [inc for inc in includes if depth == 0 or inc.iterate]
-        if not active or not current:
-            break
+    def one_round(current: Sequence[SearchRow], active: Sequence[Include]) -> list[SearchRow]:
         found: list[SearchRow] = []
         for inc in active:
-            rows = (
-                _reverse(conn, current, inc, allowed)
-                if inc.reverse
-                else _forward(conn, current, inc, allowed)
-            )
-            for row in rows:
-                if (row.resource_type, row.id) not in seen and len(included) + len(
-                    found
-                ) < MAX_INCLUDED:
-                    seen.add((row.resource_type, row.id))
-                    found.append(row)
-        included.extend(found)
-        current = found
-    return included
+            reach = _reverse if inc.reverse else _forward
+            found += reach(conn, current, inc, allowed)
+        return found
+
+    return resolve_rounds(page_rows, includes, one_round)
 
 
 def _chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:

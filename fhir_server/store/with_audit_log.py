@@ -30,11 +30,11 @@ import orjson
 from fhir_server.audit.chain import chain_link
 from fhir_server.errors import error
 from fhir_server.search import reach
-from fhir_server.search.evaluate import matches
 from fhir_server.search.extract import extract
 from fhir_server.search.query import Include, Node, SearchQuery
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.store.audit_log import search as log_search
+from fhir_server.store.audit_log.includes import LogIncludes
 from fhir_server.store.audit_log.port import AuditLogEngine
 from fhir_server.store.audit_log.record import AUDIT_EVENT, LogRecord, imported
 from fhir_server.store.base import (
@@ -47,7 +47,7 @@ from fhir_server.store.base import (
     encode_history_cursor,
     invalid_cursor,
 )
-from fhir_server.store.page import SearchPage, SearchRow
+from fhir_server.store.page import SearchPage
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ def _not_supported(what: str) -> Exception:
         400,
         "not-supported",
         f"{what}: AuditEvents are kept in the audit log and searched by AuditEvent searches",
-        expression="_revinclude" if "revinclude" in what else None,
     )
 
 
@@ -143,6 +142,9 @@ class StoreWithAuditLog:
         self.registry = registry
         self.name = resources.name
         self._entries = log_search.EntriesCache(registry)
+        self._includes = LogIncludes(
+            resources, log, self._entries, self._resource_entries, self.read, registry
+        )
         self._cleared_lock = threading.Lock()
         self._to_clear: list[object] = []
         # A write's events could not be appended after its commit: they are in the outbox.
@@ -246,13 +248,10 @@ class StoreWithAuditLog:
 
     def refuse_joins(self, query: SearchQuery) -> None:
         """Criteria of another type that would read AuditEvents (`_has:AuditEvent`, a chain
-        through an AuditEvent) cannot join across the two stores: refused, not ignored."""
+        through an AuditEvent) cannot join across the two stores: refused, not ignored.
+        Includes can, and are resolved across both (`resolve_includes`)."""
         if reach.where_reads(query.where, AUDIT_EVENT):
             raise _not_supported("criteria that read AuditEvents from another resource type")
-        if any(
-            include.reverse and include.source_type == AUDIT_EVENT for include in query.includes
-        ):
-            raise _not_supported("_revinclude of AuditEvents")
 
     def _resource_entries(self, resource_type: str, resource_id: str):
         stored = self.read(resource_type, resource_id)
@@ -264,44 +263,12 @@ class StoreWithAuditLog:
     def resolve_includes(
         self, rows: Sequence, includes: Sequence[Include], allowed: Callable[[str], Node]
     ) -> list:
-        if any(include.reverse and include.source_type == AUDIT_EVENT for include in includes):
-            raise _not_supported("_revinclude of AuditEvents")
-        events = [row for row in rows if row[0] == AUDIT_EVENT]
-        others = [row for row in rows if row[0] != AUDIT_EVENT]
-        found: list = []
-        if others:
-            found = list(self.resources.resolve_includes(others, includes, allowed))
-        seen = {(row[0], row[1]) for row in rows} | {(row[0], row[1]) for row in found}
-        for include in includes:
-            if include.reverse or include.source_type != AUDIT_EVENT or not events:
-                continue
-            targets = log_search.references_from(
-                [(row[1], row[2]) for row in events], include.param, self._entries
-            )
-            for target_type, target_id in targets:
-                if (
-                    include.target_type not in (None, target_type)
-                    or (
-                        target_type,
-                        target_id,
-                    )
-                    in seen
-                ):
-                    continue
-                target = self._resource_entries(target_type, target_id)
-                if target is None or not matches(
-                    allowed(target_type), target_type, target[0], target[1], self._no_joins
-                ):
-                    continue
-                stored = self.read(target_type, target_id)
-                assert stored is not None
-                seen.add((target_type, target_id))
-                found.append(SearchRow(target_type, target_id, stored.body))
-        return found
-
-    @property
-    def _no_joins(self):
-        return log_search._Lookup(self._resource_entries)
+        """As the resource store resolved them when it held the AuditEvents, with the events
+        read from the log and let through by `allowed("AuditEvent")` (`audit_log.includes`);
+        includes that touch no AuditEvent are the resource store's alone."""
+        if not self._includes.reach_log(rows, includes):
+            return list(self.resources.resolve_includes(rows, includes, allowed))
+        return self._includes.resolve(rows, includes, allowed)
 
     # -- writes -----------------------------------------------------------------------------
 
