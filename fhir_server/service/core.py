@@ -630,12 +630,16 @@ class FhirService:
         on a hidden id answers exactly as one on a missing id (R18, issue #18, finding 13).
         The server's own writes, and PUTs whose id the server chose (`may_create`: a
         conditional update that matched nothing, the ITI-41 mapping's entries), create.
-        With an If-Match, both answer the same 412.
+        With an If-Match, both answer the same 412. Before any of it, a change the
+        requester may make of no resource of this type (a practitioner's of a Consent or a
+        RelatedPerson) is refused, whatever the id names (`Gate.refuse_change`, R18).
         """
         resource_type, resource_id = resource["resourceType"], versions.check_id(resource["id"])
         if self._label_list(resource, tx):
             entries = None
         current = tx.read(resource_type, resource_id)
+        if not may_create:
+            self.gate.refuse_change(requester, "update", resource_type, current)
         hidden = self.gate.hidden_deny(requester, current) if current is not None else None
         if if_match is not None and (
             current is None or hidden is not None or current.version != if_match
@@ -682,8 +686,11 @@ class FhirService:
         """Delete the current version. Deleting an id that does not exist, or one held by a
         resource hidden from the requester, changes nothing and answers the same: the hidden
         one answered 404 (403 naming the block for a blocked practitioner), which told that
-        it exists (issue #18, finding 13). Its refusal is audited as its read's would be."""
+        it exists (issue #18, finding 13). Its refusal is audited as its read's would be.
+        A delete the requester may make of no resource of this type is refused first, for
+        an id that names nothing too (`Gate.refuse_change`)."""
         current = tx.read(resource_type, resource_id)
+        self.gate.refuse_change(requester, "delete", resource_type, current)
         if current is None or current.deleted:
             if current is not None:
                 self.gate.authorize_write(requester, "delete", resource_type, None, current.json())

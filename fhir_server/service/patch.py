@@ -155,6 +155,7 @@ class MetadataUpdates:
         here) if the labels change."""
         service = self.service
         stored = tx.read(RESOURCE, resource_id)
+        service.gate.refuse_change(requester, "update", RESOURCE, stored)
         current = stored if stored is not None and not stored.deleted else None
         old = current.json() if current is not None else None
         hidden = service.gate.hidden_deny(requester, current) if current is not None else None

@@ -605,10 +605,14 @@ def test_r10_practitioner_records_their_own_authorization_and_the_patient_is_tol
         POLICY.decide_write(practitioner(STRANGER), "create", "Consent", own, None, record())
     )
     assert Note.NOTIFY_AUTHORIZATION_RECORDED in decision.notes
-    # Adding a permit for oneself to the existing Consent.
+    # Not by changing the existing Consent, which they never read: judged on it, the answer
+    # told whether a guess of its content was right (R18, tests/http/test_change_door_probes).
     old = DEFAULT_CONSENT
     new = consent(*old["provision"]["provision"], actor_provision("permit", STRANGER))
-    permit(POLICY.decide_write(practitioner(STRANGER), "update", "Consent", new, old, record()))
+    refused = deny(
+        POLICY.decide_write(practitioner(STRANGER), "update", "Consent", new, old, record())
+    )
+    assert (refused.rule, refused.status) == ("R10", 403)
 
 
 @pytest.mark.parametrize(

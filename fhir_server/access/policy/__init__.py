@@ -34,6 +34,9 @@ What a refusal reveals (R18), decided per case:
   the other modes: the block itself is not disclosed (the audit still says R09).
 - Refusals that depend only on the requester (R05, actor types, R11 missing reason, R04)
   are plain 403/400 answers.
+- A change (update, patch, delete) the requester may make of no resource of its type is
+  refused whatever the id names (`change_refusal`), before the id is looked at, so that an
+  existing id and a missing one get the same answer.
 """
 
 from fhir_server.access.policy.tables import (

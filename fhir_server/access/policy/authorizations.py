@@ -26,14 +26,14 @@ def self_authorization(
     requester: Requester,
     interaction: str,
     new: dict | None,
-    old: dict | None,
     record: PatientRecord,
 ) -> Decision:
     """R10: a practitioner in the care team records their own authorization (presumed
-    consent), as a new Consent naming only them or as permit provisions added to one."""
+    consent), as a new Consent whose nested provisions are all permits naming only them.
+    They change no Consent (`WriteDecisions.change_refusal`): they never read one."""
     idnat = requester.subject_id
     refused = forbidden("R10", "A practitioner may only record their own authorization")
-    if interaction == "delete" or new is None:
+    if interaction != "create" or new is None:
         return refused
     if not record.rules.initial_consent:
         # Presumed consent opens nothing before the initial consent (CE 15/10/2025).
@@ -50,18 +50,8 @@ def self_authorization(
     if consent_patient_id(new) != record.patient_id or new.get("status") != "active":
         return refused
     nested = (new.get("provision") or {}).get("provision") or []
-    added = [p for p in nested if is_self_permit(p, idnat)]
-    if interaction == "create":
-        if not nested or len(added) != len(nested):
-            return refused
-    else:
-        assert old is not None
-        old_nested = (old.get("provision") or {}).get("provision") or []
-        kept = [p for p in nested if p not in added or p in old_nested]
-        if kept != old_nested or len(kept) == len(nested):
-            return refused
-        if without_provisions(old) != without_provisions(new):
-            return refused
+    if not nested or not all(is_self_permit(p, idnat) for p in nested):
+        return refused
     return Permit(Everything(), "R10", (Note.NOTIFY_AUTHORIZATION_RECORDED,))
 
 

@@ -73,6 +73,10 @@ class WriteDecisions(ReadDecisions):
             return forbidden("R16", "AuditEvents are written by the server only")
         if requester.kind is ActorKind.INTERNAL:
             return Permit(Everything(), "internal")
+        if old is not None and interaction != "create":
+            refused = self.change_refusal(requester, interaction, resource_type)
+            if refused is not None:
+                return refused
         if requester.organization_type in PAYER_TYPES and not (
             requester.organization_type == HEALTH_INSURER
             and (
@@ -109,6 +113,69 @@ class WriteDecisions(ReadDecisions):
                 "R06", 422, "processing", "A resource cannot be moved to another patient's record"
             )
         return decision
+
+    def change_refusal(
+        self, requester: Requester, interaction: str, resource_type: str
+    ) -> Deny | None:
+        """The refusal every update, patch or delete (a change) of a `resource_type` by
+        `requester` gets, whatever the resource is, whose record it is in and what the new
+        content says, or None: then the change is judged on the resource (`decide_write`).
+
+        The gate asks it before it looks at the id a change names, so that a change of an
+        id that names nothing, of one hidden from the requester and of one they may see get
+        the same refusal (R18): judged after, a practitioner was told 403 for an existing
+        Consent or RelatedPerson and 404 (204 for a DELETE, 412 with an If-Match) for a
+        missing id, an oracle of which ids exist in records they may not read."""
+        if requester.kind is ActorKind.INTERNAL:
+            return None
+        if interaction not in WRITE_INTERACTIONS or interaction == "create":
+            raise ValueError(f"not a change: {interaction!r}")
+        if resource_type == "AuditEvent":
+            return Deny(
+                "R16", 405, "not-supported", "AuditEvents are never updated or deleted", "R16"
+            )
+        if requester.organization_type in PAYER_TYPES and not (
+            requester.organization_type == HEALTH_INSURER and resource_type in IDENTITY_TYPES
+        ):
+            return forbidden("R05", "This organization may not write to the record", "R05")
+        if resource_type in IDENTITY_TYPES:
+            decision = identity_write(
+                requester, "update" if interaction == "patch" else interaction
+            )
+            return decision if isinstance(decision, Deny) else None
+        if resource_type == "Binary":
+            return forbidden(TYPES_RULE, "Binaries are replaced with their document, never changed")
+        if resource_type == "Communication":
+            return forbidden(TYPES_RULE, "Messages are never changed or deleted")
+        match requester.kind:
+            case ActorKind.SYSTEM if resource_type not in DEPOSIT_TYPES:
+                return forbidden("R15", f"System clients do not write {resource_type} resources")
+            case ActorKind.SYSTEM if (
+                resource_type != "DocumentReference" or interaction == "delete"
+            ):
+                return forbidden("R15", "System clients only deposit documents and deprecate them")
+            case ActorKind.PRACTITIONER if resource_type == "Consent":
+                # Practitioners never read Consents: they record their own authorization as
+                # a new one (R10, `self_authorization`), and change none. Judged on the
+                # Consent, a change told which ids exist and whether a guess of a Consent's
+                # content was right (403 or 200).
+                return forbidden(
+                    "R10",
+                    "A practitioner records their own authorization as a new Consent; they "
+                    "never change or delete one",
+                )
+            case ActorKind.PRACTITIONER if resource_type not in DEPOSIT_TYPES:
+                return forbidden(
+                    TYPES_RULE, f"Practitioners do not write {resource_type} resources"
+                )
+            case ActorKind.PATIENT | ActorKind.REPRESENTATIVE if resource_type not in (
+                *DEPOSIT_TYPES,
+                "Consent",
+            ):
+                return forbidden(
+                    TYPES_RULE, f"{resource_type} {interaction} is not permitted to this requester"
+                )
+        return None
 
     def _person_write(
         self,
@@ -229,7 +296,7 @@ class WriteDecisions(ReadDecisions):
                 and initial_consent.carries_initial_consent(new)
             ):
                 return initial_consent_declaration(requester, new, record)
-            return self_authorization(requester, interaction, new, old, record)
+            return self_authorization(requester, interaction, new, record)
         gate = self._practitioner_gate(requester, record)
         if isinstance(gate, Deny):
             return hidden(gate.rule, resource_type, str(old.get("id", ""))) if old else gate

@@ -15,7 +15,6 @@ import orjson
 
 from fhir_server.access import binding as patient_binding
 from fhir_server.access import hidden_references
-from fhir_server.access.constraints import compartment_of
 from fhir_server.access.decision import Deny, Permit, not_found_message
 from fhir_server.access.ownership import one_patient
 from fhir_server.access.record import PatientRecord
@@ -128,11 +127,57 @@ class ReadGate(GateCore):
         self, requester: Requester, interaction: str, current: StoredResource, deny: Deny
     ) -> FhirError:
         """Audit a write refused on a hidden resource (R16), as its read would be; the error
-        to answer with when the answer is an error (`hidden_deny`)."""
+        to answer with when the answer is an error (`hidden_deny`). The event carries the
+        resource's labels (a Binary: its document's), so that it is hidden from whom the
+        resource is hidden (R07, R14): in their trail it would tell that the id is in their
+        record, which the answer, the one of a missing id, does not (R18)."""
+        patients, labels = self._concerned(requester, current)
         self.audit.refusal(
-            requester, interaction, sorted(compartment_of(current.json())), deny.rule
+            requester,
+            interaction,
+            patients,
+            deny.rule,
+            resource_type=current.resource_type,
+            labels=labels,
         )
         return deny.to_error()
+
+    def refuse_change(
+        self,
+        requester: Requester,
+        interaction: str,
+        resource_type: str,
+        current: StoredResource | None,
+    ) -> None:
+        """Before a change (update, patch, delete) of an id is judged on what the id names:
+        the refusal of the token's scopes (R02, audited in no record's trail, as for every
+        interaction) or the one the policy gives every change of `resource_type` by
+        `requester` (`DmpPolicy.change_refusal`), raised and audited.
+
+        The answer is the same whether `current` (the id's current version, None for an id
+        that names nothing) exists, is hidden from the requester or not (R18). The refusal
+        is traced in the trail of the record the resource is in, with its labels (R16), or
+        in no record's for an id that names nothing or a deletion."""
+        if requester.kind is ActorKind.INTERNAL:
+            return
+        self._check_scopes(requester, resource_type, interaction)
+        deny = self.policy.change_refusal(requester, interaction, resource_type)
+        if deny is None:
+            return
+        live = current if current is not None and not current.deleted else None
+        patients, labels = self._concerned(requester, live) if live is not None else ([], ())
+        self.audit.refusal(
+            requester, interaction, patients, deny.rule, resource_type=resource_type, labels=labels
+        )
+        raise deny.to_error()
+
+    def _concerned(self, requester: Requester, current: StoredResource) -> tuple[list[str], tuple]:
+        """(the patients whose record `current` is in, its labels; a Binary's: its owning
+        document's), for the event of a refusal concerning it."""
+        _, patients, _, labels = self._judge_read(
+            requester, current.resource_type, current.id, self.facts.content(current)
+        )
+        return patients, labels
 
     def _decide_read(
         self, requester: Requester, resource_type: str, resource_id: str, resource: dict
