@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import json
 
-import orjson
 import pytest
 
-from fhir_server.access.requester import INTERNAL
 from fhir_server.store.audit_log.record import event_patients
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_binary_ownership import parent_token
@@ -37,6 +35,7 @@ from tests.http.test_r18_matrix import (
     World,
     _build_world,
     doc_id,
+    logged_events,
 )
 
 MISSING = "0a0a0a0a-0000-4000-8000-000000000000"  # the shape of a server id, held by nothing
@@ -55,18 +54,12 @@ def world(tmp_path):
     app.extensions["fhir"].store.close()
 
 
-def _events(world: World) -> list[dict]:
-    """Every event of the log, as the server itself reads them."""
-    result = world.service.search(INTERNAL, "AuditEvent", [("_count", "1000")])
-    return [orjson.loads(body) for _, _, body in result.matches]
-
-
 def _labelled(event: dict, code: str) -> bool:
     return any(c.get("code") == code for c in (event.get("meta") or {}).get("security") or [])
 
 
 def _event_of(world: World, patient_id: str, label: str | None = None) -> dict:
-    for event in _events(world):
+    for event in logged_events(world):
         if patient_id in event_patients(event) and (
             _labelled(event, label) if label else not (event.get("meta") or {}).get("security")
         ):
@@ -216,7 +209,7 @@ def test_r16_r18_an_audit_event_change_answers_405_whatever_exists_and_is_shown(
     token = _actors(world)[actor]
     targets = _targets(world)
     body = {k: v for k, v in _event_of(world, PATIENT_A).items() if k != "meta"}
-    before = {event["id"]: event for event in _events(world)}
+    before = {event["id"]: event for event in logged_events(world)}
     seen: dict[tuple[str, str], tuple[int, str, str]] = {}
     for target, event_id in targets.items():
         for name, response in _changes(world, token, event_id, body).items():
@@ -227,7 +220,7 @@ def test_r16_r18_an_audit_event_change_answers_405_whatever_exists_and_is_shown(
         assert answer == seen[("missing", name)], (
             f"{name} on the {target} event answers differently"
         )
-    after = {event["id"]: event for event in _events(world)}
+    after = {event["id"]: event for event in logged_events(world)}
     assert all(after[event_id] == event for event_id, event in before.items()), "an event changed"
 
 
@@ -279,7 +272,7 @@ def test_r18_r16_a_refused_change_of_a_hidden_event_is_traced_hidden_like_the_ev
     assert _refusals(after, PATIENT_A) == _refusals(before, PATIENT_A), "A's trail tells"
     traced = [
         event
-        for event in _events(world)
+        for event in logged_events(world)
         if PATIENT_A in event_patients(event) and _labelled(event, "INVISIBLE_PATIENT")
     ]
     refused = _refusals(traced, PATIENT_A)

@@ -15,10 +15,8 @@ is one the requester's own AuditEvent search would show:
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
-from fhir_server.access.requester import INTERNAL
 from fhir_server.store.audit_log.record import event_patients
 from tests.http.test_binary_ownership import parent_token
 from tests.http.test_r18_matrix import (
@@ -30,6 +28,7 @@ from tests.http.test_r18_matrix import (
     World,
     _build_world,
     doc_id,
+    logged_events,
 )
 
 
@@ -49,12 +48,6 @@ def world(tmp_path):
     built.get(built.tokens.patient(PATIENT_B), f"/fhir/DocumentReference?patient={PATIENT_B}")
     yield built
     app.extensions["fhir"].store.close()
-
-
-def _events(world: World) -> list[dict]:
-    """Every event of the log, as the server itself reads them."""
-    result = world.service.search(INTERNAL, "AuditEvent", [("_count", "1000")])
-    return [orjson.loads(body) for _, _, body in result.matches]
 
 
 def _labels(event: dict) -> set[str]:
@@ -86,7 +79,7 @@ def _trail(world: World, patient: str, hidden_label: str) -> tuple[set[str], set
     """(the events about `patient`'s record its viewer sees, those hidden by the label)."""
     about = [
         event
-        for event in _events(world)
+        for event in logged_events(world)
         if patient in event_patients(event) and _names(event, f"Patient/{patient}")
     ]
     shown = {event["id"] for event in about if hidden_label not in _labels(event)}
@@ -104,7 +97,9 @@ def test_r16_r18_a_practitioners_revinclude_of_events_answers_200_and_no_event(w
     documents he sees (it answered 400); no AuditEvent, though his own reads of these
     documents are in the log: R16 shows AuditEvents to the patient and representatives
     only, and none of another record (B) is named."""
-    about_a = [e for e in _events(world) if _names(e, f"DocumentReference/{doc_id('a-visible')}")]
+    about_a = [
+        e for e in logged_events(world) if _names(e, f"DocumentReference/{doc_id('a-visible')}")
+    ]
     assert about_a, "no event names A's document: the test is vacuous"
     matched, events, text = _answer(
         world,
@@ -138,7 +133,7 @@ def test_r16_r18_a_patients_revinclude_of_events_is_their_own_trail(world, revin
 def test_r16_r18_a_patients_revinclude_on_their_documents_names_none_of_anothers(world):
     """§3.1.1.5 `_revinclude=AuditEvent:entity` on A's documents by A: the events naming
     the documents A sees, and not the one naming the document hidden from A (R18)."""
-    before = _events(world)  # the search's own event comes after its answer
+    before = logged_events(world)  # the search's own event comes after its answer
     matched, events, text = _answer(
         world,
         world.tokens.patient(PATIENT_A),

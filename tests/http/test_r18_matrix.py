@@ -295,6 +295,12 @@ class World:
         return self.client.get(url, headers=auth(token, **headers))
 
 
+def logged_events(world: World) -> list[dict]:
+    """Every event of the audit log, as the server itself reads them."""
+    result = world.service.search(INTERNAL, "AuditEvent", [("_count", "1000")])
+    return [json.loads(body) for _, _, body in result.matches]
+
+
 def _build_world(data_dir: Path):
     settings = load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={})
     app = create_app(settings)
