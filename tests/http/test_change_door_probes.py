@@ -48,7 +48,7 @@ from fhir_server.audit.messaging import MESSAGE_CATEGORY
 from fhir_server.store.audit_log.record import event_patients
 from fhir_server.terminology import SYSTEM_IDNAT_PS
 from tests.http.conftest import FHIR_JSON, auth
-from tests.http.test_audit_log_doors import _events, _refusals, _trail
+from tests.http.test_audit_log_doors import _refusals, _trail
 from tests.http.test_binary_ownership import parent_token
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
@@ -64,6 +64,7 @@ from tests.http.test_r18_matrix import (
     _id,
     binary_id,
     doc_id,
+    logged_events,
 )
 
 MESSAGE = _id("message-a")  # a message of A's record, from A's médecin traitant to A
@@ -378,7 +379,7 @@ def test_r18_r16_a_refused_change_of_a_hidden_document_is_traced_hidden_like_it(
     label = "INVISIBLE_PATIENT" if token_key == "patient-a" else "INVISIBLE_REPRESENTANTS_LEGAUX"
     traced = [
         event
-        for event in _events(world)
+        for event in logged_events(world)
         if patient in event_patients(event)
         and label in json.dumps((event.get("meta") or {}).get("security"))
     ]
@@ -392,10 +393,10 @@ def test_a_patch_of_a_type_never_patched_answers_405_for_any_id_and_is_not_trace
     answers 405 at routing, before any id is read, the same for an existing Consent and a
     missing id. It reaches no record, so it is no refusal of R16's, and is not traced."""
     token = tokens(world)["stranger"]
-    before = len(_events(world))
+    before = len(logged_events(world))
     answers = [
         knock(world, token, "PATCH", "Consent", target, {}) for target in (consent("a"), UNKNOWN_ID)
     ]
     assert answers[0] == answers[1]
     assert answers[0][:2] == (405, "not-supported")
-    assert len(_events(world)) == before
+    assert len(logged_events(world)) == before
