@@ -92,6 +92,10 @@ def _start_validator(data_dir: str) -> None:
     global _worker_service
     registry = SearchRegistry.load(profiles_dir())
     _worker_service = build_service(SqliteStore(":memory:"), registry, data_dir=Path(data_dir))
+    # A validator writes nothing: its in-memory store's audit log goes at once, with the
+    # temporary directory it holds, which a worker ended by `Pool.terminate` (SIGTERM, no
+    # exit handlers) would leave behind.
+    _worker_service.store.audit_log.close()
     ELEMENT_MEMO.capacity = WORKER_MEMO_CAPACITY
     ELEMENT_MEMO.max_bytes = WORKER_MEMO_BYTES
     _few_collections()

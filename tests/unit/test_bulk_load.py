@@ -3,6 +3,8 @@ worker processes or in the writer, is stored whole and found by search."""
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 
 from benchmarks.bulk import bulk_load, open_service
@@ -47,3 +49,18 @@ def test_bulk_load_stores_every_generated_resource_with_its_index_entries(
         assert dates == sorted(dates, reverse=True)
     finally:
         service.store.close()
+
+
+def test_validator_processes_leave_no_temporary_directory(tmp_path, registry, monkeypatch):
+    """The validators end by `Pool.terminate` (no exit handlers run): the in-memory store each
+    holds must not leave its audit log's temporary directory behind (a suite run left two in
+    /tmp each time)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # inherited by the forked workers
+    service = open_service(tmp_path / "data", registry)
+    try:
+        bulk_load(service, PLAN, batch=50, validators=2)
+    finally:
+        service.store.close()
+    assert sorted(p.name for p in scratch.iterdir() if p.name.startswith("audit-log-")) == []
