@@ -95,7 +95,7 @@ def authorized_practitioners(service: FhirService) -> dict[str, str]:
     cursor = None
     while True:
         result = service.search(INTERNAL, "Consent", [("_count", "1000")], cursor=cursor)
-        for _, _, body in result.matches:
+        for _, _, body, _ in result.matches:
             consent = orjson.loads(body)
             if consent.get("status") != "active":
                 continue

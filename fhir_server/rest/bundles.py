@@ -65,7 +65,7 @@ def searchset(
         return bundle
     entries = []
     for mode, rows in (("match", result.matches), ("include", result.included)):
-        for resource_type, resource_id, body in rows:
+        for resource_type, resource_id, body, *_ in rows:
             resource = transform(body) if transform else orjson.Fragment(body)
             entries.append(
                 {

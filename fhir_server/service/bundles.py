@@ -636,7 +636,7 @@ def _searchset(result: SearchResult) -> bytes:
             "search": {"mode": mode},
         }
         for mode, rows in (("match", result.matches), ("include", result.included))
-        for resource_type, resource_id, body in rows
+        for resource_type, resource_id, body, *_ in rows
     ]
     return orjson.dumps(searchset)
 

@@ -20,6 +20,7 @@ import orjson
 from fhir_server.access import list_labels
 from fhir_server.access.decision import Permit, not_found_message
 from fhir_server.access.requester import ActorKind, Requester
+from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.documents.model import assign_entry_uuid
 from fhir_server.documents.registry import DocumentRules
 from fhir_server.errors import bad_request, error, not_found
@@ -43,7 +44,7 @@ from fhir_server.store.base import (
     VersionConflict,
     VersionWrite,
 )
-from fhir_server.store.page import SearchPage
+from fhir_server.store.page import SearchPage, SearchRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,8 +84,8 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class SearchResult:
-    matches: list[tuple[str, str, bytes]]
-    included: list[tuple[str, str, bytes]]
+    matches: list[SearchRow]
+    included: list[SearchRow]
     total: int | None
     next_cursor: str | None
     previous_cursor: str | None
@@ -111,11 +112,29 @@ class SearchResult:
         if not self._parsed:
             self._parsed.append(
                 (
-                    [orjson.loads(body) for _, _, body in self.matches],
-                    [orjson.loads(body) for _, _, body in self.included],
+                    [orjson.loads(row[2]) for row in self.matches],
+                    [orjson.loads(row[2]) for row in self.included],
                 )
             )
         return self._parsed[0]
+
+    def entity_facts(self) -> list[tuple[str, str, EntityFacts]]:
+        """(type, id, facts) of every match and included resource, in that order, for the
+        search's AuditEvent: the facts the store kept beside each version, else those of the
+        parsed resource (`audit.entity_facts`)."""
+        rows = [*self.matches, *self.included]
+        parsed: list[dict] | None = None
+        found = []
+        for n, row in enumerate(rows):
+            if row.facts is not None:
+                facts = EntityFacts.decode(row.facts)
+            else:
+                if parsed is None:
+                    matches, included = self.resources()
+                    parsed = [*matches, *included]
+                facts = EntityFacts.of(parsed[n])
+            found.append((row.resource_type, row.id, facts))
+        return found
 
 
 # Searches whose Bundle always carries `total`, counted even when it spans pages (any other
@@ -263,7 +282,7 @@ class FhirService:
             matches, answered = self.gate.existence_check(requester, check)
             if answered:
                 return SearchResult(
-                    matches=matches,
+                    matches=[SearchRow(*match) for match in matches],
                     included=[],
                     total=len(matches),
                     next_cursor=None,
@@ -284,8 +303,8 @@ class FhirService:
             )
         served = self.gate.served_body
         result = SearchResult(
-            matches=[(row[0], row[1], served(requester, row[0], row[2])) for row in page.rows],
-            included=[(kind, id_, served(requester, kind, body)) for kind, id_, body in included],
+            matches=[row._replace(body=served(requester, row[0], row[2])) for row in page.rows],
+            included=[row._replace(body=served(requester, row[0], row[2])) for row in included],
             total=_cheap_total(query, page),
             next_cursor=page.next_cursor,
             previous_cursor=getattr(page, "previous_cursor", None),
@@ -353,7 +372,7 @@ class FhirService:
         self.gate.after_search(
             requester,
             SearchResult(
-                matches=[(s.resource_type, s.id, s.body) for s in found],
+                matches=[SearchRow(s.resource_type, s.id, s.body) for s in found],
                 included=[],
                 total=None,
                 next_cursor=None,
@@ -719,8 +738,7 @@ class FhirService:
         index = extract(
             resource, self.registry, content=entries.entries() if entries is not None else None
         )
-        shard_key = index.compartment[0] if index.compartment else ""
-        tx.write(VersionWrite(stored, method, expected_version, index, shard_key=shard_key))
+        tx.write(versions.indexed_write(stored, resource, method, expected_version, index))
 
     def _check_document(
         self,

@@ -53,7 +53,7 @@ from fhir_server.search.extract import extract, sort_values
 from fhir_server.search.query import Node, ReferenceTest, TokenTest, all_of
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
-from fhir_server.store.base import ResourceStore, StoredResource, VersionConflict, VersionWrite
+from fhir_server.store.base import ResourceStore, StoredResource, VersionConflict
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 
 # An internal search: (resource type, where, count) -> rows (type, id, body).
@@ -204,8 +204,11 @@ def received_on_read(
                 return None  # someone else's first read won
             new = versions.stamp(updated, stored.id, stored.version + 1, clock())
             entries = extract(updated, registry)
-            shard = entries.compartment[0] if entries.compartment else ""
-            tx.write(VersionWrite(new, "PUT", stored.version, entries, sort_values(entries), shard))
+            tx.write(
+                versions.indexed_write(
+                    new, updated, "PUT", stored.version, entries, sort_values(entries)
+                )
+            )
     except VersionConflict:
         return None
     return new

@@ -39,7 +39,7 @@ from fhir_server.audit.notifications import (
 from fhir_server.search.extract import extract
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
-from fhir_server.store.base import StoreTransaction, VersionWrite
+from fhir_server.store.base import StoreTransaction
 from fhir_server.terminology import INVISIBLE_PATIENT, SYSTEM_DMP_CONFIDENTIALITY
 
 ACCESS_NOTES = frozenset(
@@ -216,8 +216,7 @@ class Notifier:
         communication["id"] = resource_id
         stored = versions.stamp(communication, resource_id, 1, self.clock())
         entries = extract(communication, self.registry)
-        shard = entries.compartment[0] if entries.compartment else ""
-        tx.write(VersionWrite(stored, "POST", 0, entries, shard_key=shard))
+        tx.write(versions.indexed_write(stored, communication, "POST", 0, entries))
 
 
 def document_title(document: Mapping) -> str | None:

@@ -10,8 +10,10 @@ from functools import lru_cache
 
 import orjson
 
+from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.errors import bad_request
-from fhir_server.store.base import StoredResource
+from fhir_server.search.index import IndexEntries
+from fhir_server.store.base import StoredResource, VersionWrite
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -67,6 +69,28 @@ def stamp(resource: dict, resource_id: str, version: int, last_updated: int) -> 
     ordered.update((k, v) for k, v in resource.items() if k not in ordered)
     return StoredResource(
         resource["resourceType"], resource_id, version, last_updated, False, orjson.dumps(ordered)
+    )
+
+
+def indexed_write(
+    stored: StoredResource,
+    resource: dict,
+    method: str,
+    expected_version: int,
+    index: IndexEntries,
+    sort_values: dict | None = None,
+) -> VersionWrite:
+    """The write of `stored`, made by `stamp` from `resource`, with what the store keeps beside
+    it, all derived from that one resource: its index entries, its shard key (the first Patient
+    of its compartment) and its audit facts (`audit.entity_facts`)."""
+    return VersionWrite(
+        stored,
+        method,
+        expected_version,
+        index,
+        sort_values,
+        shard_key=index.compartment[0] if index.compartment else "",
+        facts=EntityFacts.of(resource, index.compartment).encode(),
     )
 
 

@@ -62,6 +62,9 @@ class VersionWrite:
     # computes them if it needs them (SQLite derives `_sort` keys from its index rows).
     sort_values: dict | None = None
     shard_key: str = ""  # MongoDB shard key (primary patient id of the compartment)
+    # `audit.entity_facts.EntityFacts` of this version, encoded, for an engine that keeps them
+    # beside it (SQLite); None: searches parse the version instead.
+    facts: bytes | None = None
 
 
 class VersionConflict(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.config import Settings
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search import reach
@@ -18,15 +19,21 @@ def open_store(settings: Settings, registry: SearchRegistry) -> StoreWithAuditLo
     """The configured resource store with its audit log beside it."""
     url = settings.store_url
     if url.startswith("sqlite:"):
-        from fhir_server.store.sqlite import SqliteStore
-
-        embedded = SqliteStore(settings.sqlite_path, audit_referrers=audit_referrers(registry))
-        return with_audit_log(embedded, registry)
+        return with_audit_log(open_sqlite(settings.sqlite_path, registry), registry)
     from fhir_server.store.mongo import MongoStore
 
     mongo = MongoStore.from_uri(url, SERVED_TYPES)
     mongo.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
     return with_audit_log(mongo, registry)
+
+
+def open_sqlite(path: str | Path, registry: SearchRegistry):
+    """The embedded resource store at `path`, as the server opens it."""
+    from fhir_server.store.sqlite import SqliteStore
+
+    return SqliteStore(
+        path, audit_referrers=audit_referrers(registry), facts_of=EntityFacts.encoded_of_body
+    )
 
 
 def _stamp(sealed: dict, recorded: int) -> bytes:

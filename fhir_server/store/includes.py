@@ -25,14 +25,14 @@ Round = Callable[[Sequence[SearchRow], Sequence[Include]], Iterable[SearchRow]]
 
 
 def resolve_rounds(
-    page_rows: Sequence[tuple[str, str, bytes]], includes: Sequence[Include], one_round: Round
+    page_rows: Sequence[SearchRow], includes: Sequence[Include], one_round: Round
 ) -> list[SearchRow]:
     """Resources named by `includes` for a page, without the page's own rows or repeats:
     a first round of every include, then at most MAX_ITERATE_DEPTH rounds of the `:iterate`
     ones on what the round before added. At most MAX_INCLUDED resources."""
-    seen = {(t, i) for t, i, _ in page_rows}
+    seen = {(row[0], row[1]) for row in page_rows}
     included: list[SearchRow] = []
-    current = [SearchRow(t, i, b) for t, i, b in page_rows]
+    current = [SearchRow(*row) for row in page_rows]
     for depth in range(MAX_ITERATE_DEPTH + 1):
         active = [inc for inc in includes if depth == 0 or inc.iterate]
         if not active or not current:

@@ -204,6 +204,8 @@ class MongoTransaction:
             if sorting is None:
                 sorting = sort_values(version.index)
             document.update(mongo_index.index_document(version.index, sorting))
+            if version.facts is not None:  # audit.entity_facts, of this very version
+                document["facts"] = Binary(version.facts)
         try:
             if version.expected_version == 0:
                 collection.insert_one(document, session=self._session)

@@ -386,7 +386,7 @@ def search(db: Any, query: SearchQuery, *, cursor_key: bytes, cursor_binding: st
     for col in [*cols, id_col]:
         if all(field != col.field for field, _ in sort_spec):
             sort_spec.append((col.field, col.direction))
-    projection = {"body": 1, **{c.field: 1 for c in cols}}
+    projection = {"body": 1, "facts": 1, **{c.field: 1 for c in cols}}
 
     found: list[tuple[str, dict]] = []
     for t in types:
@@ -426,7 +426,7 @@ def search(db: Any, query: SearchQuery, *, cursor_key: bytes, cursor_binding: st
             next_cursor = cursor_at(found[-1], True)
         if (position is not None) if forward else more:
             previous_cursor = cursor_at(found[0], False)
-    rows = [SearchRow(t, doc["_id"], bytes(doc["body"])) for t, doc in found]
+    rows = [_row(t, doc) for t, doc in found]
     return SearchPage(rows, next_cursor, previous_cursor, total)
 
 
@@ -435,7 +435,7 @@ def search(db: Any, query: SearchQuery, *, cursor_key: bytes, cursor_binding: st
 
 def resolve_includes(
     db: Any,
-    page_rows: Sequence[tuple[str, str, bytes]],
+    page_rows: Sequence[SearchRow],
     includes: Sequence[Include],
     allowed: Callable[[str], Node],
 ) -> list[SearchRow]:
@@ -457,8 +457,7 @@ def _fetch_allowed(
 ) -> list[SearchRow]:
     flt = all_of({"del": False}, condition, compiler.filter(allowed(rtype), rtype))
     return [
-        SearchRow(rtype, doc["_id"], bytes(doc["body"]))
-        for doc in db[rtype].find(flt, {"body": 1}).sort([("_id", 1)])
+        _row(rtype, doc) for doc in db[rtype].find(flt, {"body": 1, "facts": 1}).sort([("_id", 1)])
     ]
 
 
@@ -502,3 +501,10 @@ def _reverse(
         condition = {"ref": {"$elemMatch": {"p": inc.param, "tt": tt, "ti": {"$in": ids}}}}
         found += _fetch_allowed(db, compiler, inc.source_type, allowed, condition)
     return found
+
+
+def _row(resource_type: str, doc: dict) -> SearchRow:
+    facts = doc.get("facts")
+    return SearchRow(
+        resource_type, doc["_id"], bytes(doc["body"]), bytes(facts) if facts is not None else None
+    )

@@ -7,11 +7,13 @@ from typing import NamedTuple
 
 
 class SearchRow(NamedTuple):
-    """One matched or included resource, its JSON bytes exactly as stored (never re-parsed)."""
+    """One matched or included resource, its JSON bytes exactly as stored (never re-parsed),
+    and the `audit.entity_facts` of that version when the store keeps them (else None)."""
 
     resource_type: str
     id: str
     body: bytes
+    facts: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from fhir_server.search import reach
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import (
     sqlite_bulk,
+    sqlite_facts,
     sqlite_index,
     sqlite_journal,
     sqlite_labels,
@@ -230,6 +231,8 @@ class SqliteTransaction:
             sqlite_index.write_index(
                 connection, rid, resource.resource_type, version.index, version.sort_values or {}
             )
+            if version.facts is not None:
+                sqlite_index.write_facts(connection, rid, resource.version, version.facts)
 
 
 class SqliteStore:
@@ -254,13 +257,21 @@ class SqliteStore:
     CHECKPOINT_INTERVAL_SECONDS = 1.0
 
     def __init__(
-        self, path: str | Path, *, audit_referrers: reach.MayReference = reach.always
+        self,
+        path: str | Path,
+        *,
+        audit_referrers: reach.MayReference = reach.always,
+        facts_of: sqlite_facts.FactsOf | None = None,
     ) -> None:
         """`audit_referrers(type, param)`: whether that reference parameter may point to an
         AuditEvent (from the registry's targets; by default any may), so that an `_include`
-        which cannot reach one does not wait for the journal."""
+        which cannot reach one does not wait for the journal. `facts_of(body)`: the audit
+        facts of a stored version (`audit.entity_facts`), for those stored before them
+        (`sqlite_facts`); None leaves them to be parsed by each search."""
         self.path = str(path)
         self._audit_referrers = audit_referrers
+        self._facts_of = facts_of
+        self._facts_after: int | None = 0  # the backfill's progress; None: done
         self._maintenance: threading.Thread | None = None
         self._maintenance_pid = 0
         self._closing = threading.Event()
@@ -273,6 +284,7 @@ class SqliteStore:
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
         self._writer.executescript(sqlite_journal.SCHEMA)
+        self._writer.executescript(sqlite_facts.SCHEMA)
         sqlite_index.create_index_schema(self._writer)
         with self._writer_turn():
             sqlite_labels.migrate(self._writer)
@@ -510,6 +522,7 @@ class SqliteStore:
                     if not moved:
                         break
                     time.sleep(self.JOURNAL_PAUSE_SECONDS)
+                self.backfill_facts()
                 if time.monotonic() - last_checkpoint >= self.CHECKPOINT_INTERVAL_SECONDS:
                     self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     last_checkpoint = time.monotonic()
@@ -517,6 +530,27 @@ class SqliteStore:
                 # Busy or closing: the journal is durable and the WAL keeps every commit;
                 # the next round (or the next read of an AuditEvent) catches up.
                 logger.warning("SQLite maintenance postponed", exc_info=True)
+
+    def backfill_facts(self) -> None:
+        """Derive the audit facts of versions stored before them (`sqlite_facts`), a batch
+        per write transaction, stepping aside for writers as the journal move does. The
+        maintenance thread calls it; a caller may, to have it done before going on."""
+        facts_of = self._facts_of
+        if facts_of is None or self._facts_after is None:
+            return
+        if not sqlite_facts.pending(self._reader):
+            self._facts_after = None
+            return
+        while self._facts_after is not None and not self._closing.is_set():
+            with self.transaction() as tx:
+                self._facts_after = sqlite_facts.backfill(
+                    tx._connection,
+                    facts_of,
+                    self._facts_after,
+                    self.JOURNAL_BATCH,
+                    partial(self._move_should_stop, time.monotonic()),
+                )
+            time.sleep(self.JOURNAL_PAUSE_SECONDS)
 
     @contextmanager
     def bulk_load(self) -> Iterator[bool]:

@@ -100,7 +100,17 @@ CREATE TABLE IF NOT EXISTS ix_compartment (
   rid INTEGER NOT NULL, type TEXT NOT NULL, patient_id TEXT NOT NULL,
   PRIMARY KEY (patient_id, type, rid)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ix_compartment_rid ON ix_compartment (rid);
+
+-- What a search's AuditEvent says of a resource's current version (audit.entity_facts),
+-- written with its index rows, removed with them, and read only for that version.
+CREATE TABLE IF NOT EXISTS resource_facts (
+  rid INTEGER PRIMARY KEY, version INTEGER NOT NULL, facts BLOB NOT NULL);
 """
+
+# A search row's facts, for the resource row `r` (NULL when there are none for its version).
+FACTS_COLUMN = (
+    "(SELECT f.facts FROM resource_facts f WHERE f.rid = {r}.rid AND f.version = {r}.version)"
+)
 
 
 # Indexes that earlier databases have and this layout no longer keeps. Each served only rare
@@ -141,6 +151,15 @@ def delete_index(conn: sqlite3.Connection, rid: int) -> None:
     """Remove every index row of `rid` (a deleted resource must not be found by any search)."""
     for table in INDEX_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+    conn.execute("DELETE FROM resource_facts WHERE rid = ?", (rid,))
+
+
+def write_facts(conn: sqlite3.Connection, rid: int, version: int, facts: bytes) -> None:
+    """The version's `audit.entity_facts`, beside its index rows."""
+    conn.execute(
+        "INSERT OR REPLACE INTO resource_facts (rid, version, facts) VALUES (?, ?, ?)",
+        (rid, version, facts),
+    )
 
 
 # One INSERT per index table; a row of `IndexRows` is the statement's values without `rid`.

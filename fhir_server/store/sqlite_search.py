@@ -46,7 +46,7 @@ from fhir_server.search.query import (
     UriMatch,
     UriTest,
 )
-from fhir_server.store import sqlite_labels
+from fhir_server.store import sqlite_index, sqlite_labels
 from fhir_server.store.cursor import CursorPosition, encode_cursor, query_position
 from fhir_server.store.includes import resolve_rounds
 from fhir_server.store.page import SearchPage, SearchRow
@@ -599,8 +599,8 @@ def search(
     )
 
     def fetch(condition: str, limit: int, *, candidates: bool = False) -> list[tuple]:
-        """Up to `limit` rows (type, id, body, *sort keys) matching `condition`, in the
-        page's order, after the cursor's row; `candidates`: (type, id, rid, *sort keys)."""
+        """Up to `limit` rows (type, id, body, facts, *sort keys) matching `condition`, in
+        the page's order, after the cursor's row; `candidates`: (type, id, rid, *sort keys)."""
         return conn.execute(
             _page_statement(sql, query, condition, key_cols, position, limit, candidates),
             sql.params,
@@ -619,7 +619,7 @@ def search(
         fetched.reverse()
 
     def cursor_at(row: tuple, forward_: bool) -> str:
-        pos = CursorPosition(tuple(row[3:]), row[0], row[1], forward_)
+        pos = CursorPosition(tuple(row[4:]), row[0], row[1], forward_)
         return encode_cursor(
             pos, query=query, engine=ENGINE, cursor_key=cursor_key, cursor_binding=cursor_binding
         )
@@ -632,7 +632,7 @@ def search(
             next_cursor = cursor_at(fetched[-1], True)
         if has_previous:
             previous_cursor = cursor_at(fetched[0], False)
-    rows = [SearchRow(t, i, bytes(b)) for t, i, b, *_ in fetched]
+    rows = [SearchRow(t, i, bytes(b), f) for t, i, b, f, *_ in fetched]
     return SearchPage(rows, next_cursor, previous_cursor, total)
 
 
@@ -700,15 +700,17 @@ def _late_page(
         kept: list[tuple] = []
         if candidates:
             late = f" AND {late_where}" if late_where else ""
-            bodies = dict(
-                conn.execute(
-                    f"SELECT r.rid, r.body FROM resource r"
+            bodies = {
+                rid: (body, facts)
+                for rid, body, facts in conn.execute(
+                    f"SELECT r.rid, r.body, {sqlite_index.FACTS_COLUMN.format(r='r')}"
+                    f" FROM resource r"
                     f" WHERE r.rid IN ({sql.plist(row[2] for row in candidates)}){late}",
                     sql.params,
-                ).fetchall()
-            )
+                )
+            }
             kept = [
-                (type_, id_, bodies[rid], *keys)
+                (type_, id_, *bodies[rid], *keys)
                 for type_, id_, rid, *keys in candidates
                 if rid in bodies
             ]
@@ -739,7 +741,7 @@ def _page_statement(
     limit: int,
     candidates: bool,
 ) -> str:
-    """The SELECT of a page: rows (type, id, body, *sort keys) matching `where`, after the
+    """The SELECT of a page: rows (type, id, body, facts, *sort keys) matching `where`, after the
     cursor's `position`, in the page's order, at most `limit`. `candidates`: (type, id, rid,
     *sort keys) instead, bodies left to be read for the rows kept (`_late_page`)."""
     source, prefix = "resource r", ""
@@ -768,7 +770,7 @@ def _page_statement(
         )
         where += " AND " + _keyset(sql, cols, anchor)
     select_keys = "".join(f", {c.expr}" for c in key_cols)
-    third = "r.rid" if candidates else "r.body"
+    third = "r.rid" if candidates else f"r.body, {sqlite_index.FACTS_COLUMN.format(r='r')}"
     return (
         f"{prefix}SELECT r.type, r.id, {third}{select_keys} FROM {source} "
         f"WHERE {where} ORDER BY {', '.join(c.order_by() for c in cols)} "
@@ -781,7 +783,7 @@ def _page_statement(
 
 def resolve_includes(
     conn: sqlite3.Connection,
-    page_rows: Sequence[tuple[str, str, bytes]],
+    page_rows: Sequence[SearchRow],
     includes: Sequence[Include],
     allowed: Callable[[str], Node],
 ) -> list[SearchRow]:
@@ -820,10 +822,11 @@ def _fetch_allowed(
     where = compile_where(sql, allowed(rtype), "t", rtype, correlated=True)
     type_test = f"{'+' if by_rid else ''}t.type = {sql.p(rtype)}"
     statement = (
-        f"SELECT t.type, t.id, t.body FROM resource t WHERE {type_test} "
+        f"SELECT t.type, t.id, t.body, {sqlite_index.FACTS_COLUMN.format(r='t')}"
+        f" FROM resource t WHERE {type_test} "
         f"AND t.deleted = 0 AND {condition(sql)} AND {where} ORDER BY t.id"
     )
-    return [SearchRow(t, i, bytes(b)) for t, i, b in conn.execute(statement, sql.params)]
+    return [SearchRow(t, i, bytes(b), f) for t, i, b, f in conn.execute(statement, sql.params)]
 
 
 def _forward(

@@ -97,12 +97,12 @@ class World:
 
     def included_events(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
         result = self.search(resource_type, params)
-        return sorted(i for kind, i, _ in result.included if kind == "AuditEvent")
+        return sorted(i for kind, i, *_ in result.included if kind == "AuditEvent")
 
     def audit_search(self, params: list[tuple[str, str]]) -> list[str]:
         """The events the equivalent AuditEvent search answers: what "before" answered."""
         result = self.search("AuditEvent", [*params, ("_count", "1000")])
-        return sorted(i for _, i, _ in result.matches)
+        return sorted(i for _, i, *_ in result.matches)
 
     def named(self, *names: str) -> list[str]:
         return sorted(self.events[name] for name in names)
@@ -153,8 +153,8 @@ def test_revinclude_of_audit_events_follows_each_page(world):
     pages = [first, second]
     by_document = {world.da: world.events["da"], world.da2: world.events["da2"]}
     for page in pages:
-        (document,) = [i for _, i, _ in page.matches]
-        assert [i for _, i, _ in page.included] == [by_document[document]]
+        (document,) = [i for _, i, *_ in page.matches]
+        assert [i for _, i, *_ in page.included] == [by_document[document]]
     assert second.next_cursor is None
 
 
@@ -166,7 +166,7 @@ def test_revinclude_then_iterate_include_from_the_events(world):
         ("_revinclude", "AuditEvent:entity"),
         ("_include:iterate", "AuditEvent:patient"),
     ]
-    included = {(kind, i) for kind, i, _ in world.search("DocumentReference", params).included}
+    included = {(kind, i) for kind, i, *_ in world.search("DocumentReference", params).included}
     assert included == {("AuditEvent", world.events["da"]), ("Patient", "pa")}
 
 
@@ -187,7 +187,7 @@ def test_revinclude_wildcard_includes_audit_events_with_every_other_source(world
     """`_revinclude=*` (§3.1.1.5) on `Patient?_id=pa`: the documents and the List of pa and
     every event naming pa, none of pb's."""
     result = world.search("Patient", [("_id", "pa"), ("_revinclude", "*")])
-    included = {(kind, i) for kind, i, _ in result.included}
+    included = {(kind, i) for kind, i, *_ in result.included}
     assert {("DocumentReference", world.da), ("DocumentReference", world.da2)} <= included
     assert ("List", world.list_id) in included
     assert ("DocumentReference", world.db) not in included
@@ -199,7 +199,7 @@ def test_revinclude_wildcard_on_a_document_search(world):
     """`_revinclude=*` on a DocumentReference search, the shape a client lists a record
     with: 200 with the events of the document (it answered 400 on any search)."""
     result = world.search("DocumentReference", [("_id", world.db), ("_revinclude", "*")])
-    assert sorted(i for kind, i, _ in result.included if kind == "AuditEvent") == world.named("db")
+    assert sorted(i for kind, i, *_ in result.included if kind == "AuditEvent") == world.named("db")
 
 
 # -- 3. _include to an AuditEvent --------------------------------------------------------------
@@ -248,7 +248,7 @@ def test_included_events_pass_the_access_clause_for_audit_event(world, resource_
         return _patient_clause("pa") if target_type == "AuditEvent" else Everything()
 
     included = world.resolve(resource_type, params, allowed)
-    events = sorted(i for kind, i, _ in included if kind == "AuditEvent")
+    events = sorted(i for kind, i, *_ in included if kind == "AuditEvent")
     visible = {"List": (), "DocumentReference": ("da",)}
     assert events == world.named(*visible.get(resource_type, ("da", "da2", "pa")))
 

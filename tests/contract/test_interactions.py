@@ -219,7 +219,7 @@ def test_transaction_entries_are_indexed_with_their_rewritten_references(engine_
 
     def found(resource_type: str, params: list[tuple[str, str]]) -> list[str]:
         result = service.search(INTERNAL, resource_type, params)
-        return [resource_id for _, resource_id, _ in result.matches]
+        return [resource_id for _, resource_id, *_ in result.matches]
 
     list_id = created[1].location.split("/")[1]
     assert found("List", [("subject", patient_ref)]) == [list_id]

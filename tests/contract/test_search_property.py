@@ -166,7 +166,7 @@ def walk(
     for page_number in range(1, 200):
         result = engine.service.search(INTERNAL, resource_type, query_params, cursor=cursor)
         assert len(result.matches) <= page_size, f"{engine.kind}: page larger than _count"
-        ids += [resource_id for _, resource_id, _ in result.matches]
+        ids += [resource_id for _, resource_id, *_ in result.matches]
         if result.next_cursor is None:
             return ids
         assert result.matches, f"{engine.kind}: an empty page with a next link"

@@ -82,7 +82,7 @@ def _all_ids(service, params: list[tuple[str, str]]) -> list[str]:
     ids, cursor = [], None
     while True:
         result = service.search(INTERNAL, "DocumentReference", params, cursor=cursor)
-        ids += [resource_id for _, resource_id, _ in result.matches]
+        ids += [resource_id for _, resource_id, *_ in result.matches]
         if result.next_cursor is None:
             return ids
         cursor = result.next_cursor

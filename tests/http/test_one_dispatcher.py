@@ -68,7 +68,7 @@ class Doors:
         service = self.world.client.application.extensions["fhir"].service
         result = service.search(INTERNAL, "AuditEvent", [("_count", "1000")])
         assert result.next_cursor is None, "more events than one page"
-        return {resource_id for _, resource_id, _ in result.matches}
+        return {resource_id for _, resource_id, *_ in result.matches}
 
     def audited(self, before: set[str]) -> tuple[tuple[str, str], ...]:
         """(subtype, outcome) of the AuditEvents recorded since `before`, sorted."""

@@ -298,7 +298,7 @@ class World:
 def logged_events(world: World) -> list[dict]:
     """Every event of the audit log, as the server itself reads them."""
     result = world.service.search(INTERNAL, "AuditEvent", [("_count", "1000")])
-    return [json.loads(body) for _, _, body in result.matches]
+    return [json.loads(body) for _, _, body, _ in result.matches]
 
 
 def _build_world(data_dir: Path):

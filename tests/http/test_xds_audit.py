@@ -27,7 +27,7 @@ def _events(xds: Xds, patient_id: str) -> list[dict]:
     page = xds.runtime.service.search(
         INTERNAL, "AuditEvent", [("patient", patient_id), ("_count", "100")]
     )
-    return [orjson.loads(body) for _, _, body in page.matches]
+    return [orjson.loads(body) for _, _, body, _ in page.matches]
 
 
 def _subtypes(event: dict) -> set[str]:
@@ -66,7 +66,7 @@ def test_r17_a_deposit_still_notifies_the_patient(xds):
     page = xds.runtime.service.search(
         INTERNAL, "Communication", [("subject", f"Patient/{patient_id}")]
     )
-    texts = [orjson.loads(body)["payload"][0]["contentString"] for _, _, body in page.matches]
+    texts = [orjson.loads(body)["payload"][0]["contentString"] for _, _, body, _ in page.matches]
     assert len(texts) == 1
 
 

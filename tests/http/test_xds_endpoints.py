@@ -520,7 +520,7 @@ def test_xds_transactions_are_audited(xds):
     )
     subtypes = {
         c.get("code")
-        for _, _, body in events.matches
+        for _, _, body, _ in events.matches
         for c in orjson.loads(body).get("subtype", [])
     }
     assert {"ITI-41", "ITI-18", "ITI-43"} <= subtypes

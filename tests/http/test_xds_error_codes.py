@@ -378,7 +378,7 @@ def test_xdsresultnotsinglepatient_leafclass_spanning_two_patients(xds, monkeypa
     both = [
         orjson.loads(body)
         for patient in (patient_a, patient_b)
-        for _, _, body in xds.runtime.service.search(
+        for _, _, body, _ in xds.runtime.service.search(
             INTERNAL, "DocumentReference", [("patient", patient)]
         ).matches
     ]

@@ -37,7 +37,7 @@ def test_bulk_load_stores_every_generated_resource_with_its_index_entries(
             "DocumentReference",
             [("patient", heavy), ("_count", "100"), ("_sort", "-date")],
         )
-        ids = [resource_id for _, resource_id, _ in found.matches]
+        ids = [resource_id for _, resource_id, *_ in found.matches]
         want = [
             r
             for r in expected

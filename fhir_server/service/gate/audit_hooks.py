@@ -41,10 +41,9 @@ class AuditHooks(ReadGate):
             return
         patients: set[str] = set()
         entities = []
-        matches, included = result.resources()
-        for resource in [*matches, *included]:
-            patients |= compartment_of(resource)
-            entities.append(DataEntity.from_resource(resource))
+        for resource_type, resource_id, facts in result.entity_facts():
+            patients.update(facts.compartment)
+            entities.append(facts.entity(resource_type, resource_id))
         given, patient_id = self.facts.designated_patient(
             result.query.resource_type or "", result.query.where
         )

@@ -1,0 +1,233 @@
+"""A search's AuditEvent names its matches from facts kept beside each version (issue #21,
+"the per-match part"; R16: each patient's record is told, R18: each match with its labels).
+
+The facts (`audit.entity_facts`: the version, the compartment's Patients, the security
+labels) are derived by the write that stores a version and kept with it; a search row
+carries them. What must hold, on every engine: they say of a version exactly what parsing it
+says; they are never those of another version (update, delete, purge and a new resource
+under the same id); and a store written before them (no facts) gets the same events, then
+gets its facts derived in the background (SQLite).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import orjson
+import pytest
+
+from fhir_server.access.requester import INTERNAL
+from fhir_server.audit.balp import DataEntity
+from fhir_server.audit.entity_facts import EntityFacts
+from fhir_server.resources.served import compartment_of
+from fhir_server.service.factory import build_service
+from fhir_server.store.factory import open_sqlite
+from fhir_server.store.sqlite_facts import pending
+from fhir_server.terminology import (
+    INVISIBLE_PATIENT,
+    MASQUE_PS,
+    SYSTEM_DMP_CONFIDENTIALITY,
+)
+
+DMP = SYSTEM_DMP_CONFIDENTIALITY
+V3 = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+
+
+def _document(patient: str, *labels: dict, meta_labels: tuple[dict, ...] = ()) -> dict:
+    document: dict = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "subject": {"reference": f"Patient/{patient}"},
+        "content": [{"attachment": {"contentType": "application/pdf"}}],
+    }
+    if labels:
+        document["securityLabel"] = [{"coding": [label]} for label in labels]
+    if meta_labels:
+        document["meta"] = {"security": list(meta_labels)}
+    return document
+
+
+# Shapes whose facts must be what parsing says: labels in both places and repeated (once each,
+# the first spelling kept), a coding without code (not a label), a display, a version; a
+# compartment of several Patients; a type with no compartment path of its own (Binary).
+SHAPES = {
+    "labelled document": {
+        **_document(
+            "p1",
+            {"system": DMP, "code": MASQUE_PS, "display": "Masqué aux professionnels"},
+            {"system": V3, "code": "N"},
+            meta_labels=({"system": DMP, "code": MASQUE_PS}, {"system": V3}),
+        ),
+        "id": "d1",
+        "meta": {"versionId": "3", "security": [{"system": DMP, "code": MASQUE_PS}]},
+    },
+    "unlabelled document": {**_document("p1"), "id": "d2", "meta": {"versionId": "1"}},
+    "communication of two patients": {
+        "resourceType": "Communication",
+        "id": "c1",
+        "meta": {"versionId": "2"},
+        "status": "completed",
+        "subject": {"reference": "Patient/p1"},
+        "recipient": [{"reference": "Patient/p2"}, {"reference": "Practitioner/x"}],
+    },
+    "patient": {"resourceType": "Patient", "id": "p1", "meta": {"versionId": "7"}},
+    "list": {
+        "resourceType": "List",
+        "id": "l1",
+        "status": "current",
+        "mode": "working",
+        "subject": {"reference": "Patient/p1"},
+        "meta": {"security": [{"system": DMP, "code": INVISIBLE_PATIENT}]},
+    },
+    "binary": {"resourceType": "Binary", "id": "b1", "contentType": "text/plain"},
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_facts_of_a_version_say_what_parsing_it_says(shape):
+    """R16, R18: the entity a search's event names and the records it goes to, from the
+    kept facts, are those `DataEntity.from_resource` and `compartment_of` give."""
+    resource = SHAPES[shape]
+    facts = EntityFacts.decode(EntityFacts.of(resource).encode())
+    assert facts.entity(resource["resourceType"], resource["id"]) == DataEntity.from_resource(
+        resource
+    )
+    assert set(facts.compartment) == set(compartment_of(resource))
+
+
+def test_facts_of_bytes_that_are_no_resource_are_refused():
+    with pytest.raises(ValueError):
+        EntityFacts.encoded_of_body(b"[1, 2]")
+    with pytest.raises(ValueError):
+        EntityFacts.encoded_of_body(b"{not json")
+
+
+@pytest.fixture
+def service(engine_store, registry, tmp_path):
+    return build_service(engine_store, registry, data_dir=tmp_path)
+
+
+def _create(service, resource: dict, **options) -> str:
+    with service._transaction() as tx:
+        return service.create_in(tx, INTERNAL, resource, **options).stored.id
+
+
+def _rows(service, params: list[tuple[str, str]], resource_type: str = "DocumentReference"):
+    result = service.search(INTERNAL, resource_type, params)
+    return result, [*result.matches, *result.included]
+
+
+def _facts_as_parsed(row) -> EntityFacts:
+    return EntityFacts.of(orjson.loads(row.body))
+
+
+def test_search_rows_carry_the_facts_of_the_version_they_hold(service):
+    """Each row, match and included, carries facts equal to its own body's."""
+    for patient in ("p1", "p2"):
+        _create(service, {"resourceType": "Patient", "id": patient}, keep_id=True)
+    _create(service, _document("p1", {"system": DMP, "code": MASQUE_PS}))
+    _create(service, _document("p1"))
+    _, rows = _rows(service, [("patient", "p1"), ("_include", "DocumentReference:subject")])
+    assert len(rows) == 3
+    for row in rows:
+        assert row.facts is not None
+        assert EntityFacts.decode(row.facts) == _facts_as_parsed(row)
+
+
+def test_an_update_replaces_the_facts_and_a_delete_drops_them(service):
+    """R18: after an update that labels the document and moves it to another record, its
+    row names the new version, the new label and the new patient; once deleted, nothing."""
+    for patient in ("p1", "p2"):
+        _create(service, {"resourceType": "Patient", "id": patient}, keep_id=True)
+    document_id = _create(service, _document("p1"))
+    changed = {**_document("p2", {"system": DMP, "code": INVISIBLE_PATIENT}), "id": document_id}
+    service.update(INTERNAL, "DocumentReference", document_id, changed)
+    _, rows = _rows(service, [("_id", document_id)])
+    (row,) = rows
+    facts = EntityFacts.decode(row.facts)
+    assert facts == _facts_as_parsed(row)
+    assert facts.version == "2"
+    assert facts.compartment == ("p2",)
+    assert [label["code"] for label in facts.labels] == [INVISIBLE_PATIENT]
+    service.delete(INTERNAL, "DocumentReference", document_id)
+    assert _rows(service, [("_id", document_id)])[1] == []
+
+
+def test_the_event_entities_are_the_same_with_or_without_kept_facts(service):
+    """A store written before the facts (rows without them) gets the same event: the
+    entities and patients of a search are equal whether they come from the rows' facts or
+    from parsing the matches."""
+    for patient in ("p1", "p2"):
+        _create(service, {"resourceType": "Patient", "id": patient}, keep_id=True)
+    _create(service, _document("p1", {"system": DMP, "code": MASQUE_PS}))
+    _create(service, _document("p1", meta_labels=({"system": V3, "code": "R"},)))
+    result, rows = _rows(service, [("patient", "p1"), ("_include", "DocumentReference:subject")])
+    assert all(row.facts is not None for row in rows)
+    parsed = replace(
+        result,
+        matches=[row._replace(facts=None) for row in result.matches],
+        included=[row._replace(facts=None) for row in result.included],
+    )
+    assert parsed.entity_facts() == result.entity_facts()
+
+
+def _sqlite_service(tmp_path, registry):
+    store = open_sqlite(tmp_path / "fhir.sqlite3", registry)
+    return build_service(store, registry, data_dir=tmp_path), store
+
+
+def test_sqlite_facts_of_a_purged_resource_never_name_its_successor(tmp_path, registry):
+    """A resource purged, then created again under the same id (and, SQLite reusing row
+    numbers, maybe the same row): its facts are the new resource's, not the purged one's."""
+    service, store = _sqlite_service(tmp_path, registry)
+    _create(service, {"resourceType": "Patient", "id": "p1"}, keep_id=True)
+    labelled = {**_document("p1", {"system": DMP, "code": MASQUE_PS}), "id": "doc"}
+    _create(service, labelled, keep_id=True)
+    with store.transaction() as tx:
+        tx.purge("DocumentReference", "doc")
+    _create(service, {**_document("p1"), "id": "doc"}, keep_id=True)
+    (row,) = _rows(service, [("_id", "doc")])[1]
+    assert EntityFacts.decode(row.facts).labels == ()
+    store.close()
+
+
+def test_sqlite_facts_of_another_version_are_not_read(tmp_path, registry):
+    """Facts are read only for the version they were derived from: a row whose facts are
+    for another version is parsed instead."""
+    service, store = _sqlite_service(tmp_path, registry)
+    _create(service, {"resourceType": "Patient", "id": "p1"}, keep_id=True)
+    _create(service, {**_document("p1"), "id": "doc"}, keep_id=True)
+    with store.transaction() as tx:
+        tx._connection.execute("UPDATE resource_facts SET version = version + 1")
+    (row,) = _rows(service, [("_id", "doc")])[1]
+    assert row.facts is None
+    store.close()
+
+
+def test_sqlite_backfill_derives_the_facts_a_store_written_before_them_lacks(tmp_path, registry):
+    """A store written by an earlier version has no facts: the backfill derives them, the
+    same bytes a write stores, for current versions only, and marks the store done."""
+    service, store = _sqlite_service(tmp_path, registry)
+    _create(service, {"resourceType": "Patient", "id": "p1"}, keep_id=True)
+    kept = [_create(service, _document("p1", {"system": DMP, "code": MASQUE_PS})) for _ in "ab"]
+    gone = _create(service, _document("p1"))
+    service.delete(INTERNAL, "DocumentReference", gone)
+
+    def stored_facts() -> dict:
+        return dict(store._reader.execute("SELECT rid, facts FROM resource_facts").fetchall())
+
+    written = stored_facts()
+    with store.transaction() as tx:
+        tx._connection.execute("DELETE FROM resource_facts")
+        tx._connection.execute("DELETE FROM maintenance_done")
+    assert pending(store._reader)
+    assert all(row.facts is None for row in _rows(service, [("patient", "p1")])[1])
+
+    store.backfill_facts()
+
+    assert stored_facts() == written
+    assert not pending(store._reader)
+    rows = _rows(service, [("patient", "p1")])[1]
+    assert sorted(row.id for row in rows) == sorted(kept)
+    assert all(row.facts is not None for row in rows)
+    store.close()
