@@ -22,7 +22,7 @@ def open_store(settings: Settings, registry: SearchRegistry) -> StoreWithAuditLo
         return with_audit_log(open_sqlite(settings.sqlite_path, registry), registry)
     from fhir_server.store.mongo import MongoStore
 
-    mongo = MongoStore.from_uri(url, SERVED_TYPES)
+    mongo = MongoStore.from_uri(url, SERVED_TYPES, facts_of=EntityFacts.encoded_of_body)
     mongo.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
     return with_audit_log(mongo, registry)
 

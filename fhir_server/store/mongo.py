@@ -17,6 +17,9 @@ earlier versions kept in the `AuditEvent` collections are handed over once, on o
 from __future__ import annotations
 
 import heapq
+import logging
+import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -30,7 +33,7 @@ from pymongo.write_concern import WriteConcern
 from fhir_server.audit.chain import move_order
 from fhir_server.search.extract import sort_values
 from fhir_server.search.query import Include, SearchQuery
-from fhir_server.store import mongo_index, mongo_search
+from fhir_server.store import mongo_facts, mongo_index, mongo_search
 from fhir_server.store.base import (
     PATIENTS_EPOCH,
     HistoryEntry,
@@ -43,6 +46,8 @@ from fhir_server.store.base import (
     invalid_cursor,
 )
 from fhir_server.store.page import SearchPage
+
+logger = logging.getLogger(__name__)
 
 _PROJECTION = {"v": 1, "lu": 1, "del": 1, "body": 1}
 # A write's AuditEvents, staged in the write's transaction until the audit log holds them
@@ -239,7 +244,16 @@ class MongoStore:
 
     name = "mongodb"
 
-    def __init__(self, client: MongoClient, database: str, resource_types: Iterable[str]) -> None:
+    def __init__(
+        self,
+        client: MongoClient,
+        database: str,
+        resource_types: Iterable[str],
+        *,
+        facts_of: mongo_facts.FactsOf | None = None,
+    ) -> None:
+        """`facts_of(body)`: the audit facts of a stored version (`audit.entity_facts`), for
+        those stored before them (`backfill_facts`); None leaves them to each search."""
         self._client = client
         self._db = client.get_database(
             database,
@@ -247,12 +261,40 @@ class MongoStore:
             read_concern=ReadConcern("majority"),
         )
         self.resource_types = tuple(resource_types)
+        self._facts_of = facts_of
+        self._backfill_pid = 0
 
     @classmethod
-    def from_uri(cls, uri: str, resource_types: Iterable[str]) -> MongoStore:
+    def from_uri(
+        cls, uri: str, resource_types: Iterable[str], *, facts_of: mongo_facts.FactsOf | None = None
+    ) -> MongoStore:
         client: MongoClient = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10000)
         database = client.get_default_database(default="fhir").name
-        return cls(client, database, resource_types)
+        return cls(client, database, resource_types, facts_of=facts_of)
+
+    def backfill_facts(self) -> int:
+        """Derive the audit facts of versions stored before them (`mongo_facts`), unless the
+        store is marked done; the number of documents given facts. A process runs it once,
+        in the background, from its first write transaction (as SQLite's maintenance)."""
+        if self._facts_of is None or not mongo_facts.pending(self._db):
+            return 0
+        types = [t for t in self.resource_types if t != AUDIT_EVENT]
+        return mongo_facts.backfill(self._db, types, self._facts_of)
+
+    def _start_backfill(self) -> None:
+        if self._facts_of is None or self._backfill_pid == os.getpid():
+            return
+        self._backfill_pid = os.getpid()
+        threading.Thread(target=self._backfill_logged, name="mongo-facts", daemon=True).start()
+
+    def _backfill_logged(self) -> None:
+        try:
+            done = self.backfill_facts()
+        except PyMongoError:
+            logger.warning("audit facts backfill postponed to the next start", exc_info=True)
+            return
+        if done:
+            logger.info("derived the audit facts of %d stored versions", done)
 
     @property
     def database(self):
@@ -362,6 +404,7 @@ class MongoStore:
 
     @contextmanager
     def transaction(self) -> Iterator[MongoTransaction]:
+        self._start_backfill()
         with self._client.start_session() as session:
             session.start_transaction(
                 read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")

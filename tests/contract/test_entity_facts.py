@@ -21,6 +21,7 @@ from fhir_server.audit.balp import DataEntity
 from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.resources.served import compartment_of
 from fhir_server.service.factory import build_service
+from fhir_server.store import mongo_facts
 from fhir_server.store.factory import open_sqlite
 from fhir_server.store.sqlite_facts import pending
 from fhir_server.terminology import (
@@ -204,14 +205,19 @@ def test_sqlite_facts_of_another_version_are_not_read(tmp_path, registry):
     store.close()
 
 
+def _record_with_a_deleted_document(service) -> list[str]:
+    """Patient p1 with two labelled documents and a deleted one; the ids of the two."""
+    _create(service, {"resourceType": "Patient", "id": "p1"}, keep_id=True)
+    kept = [_create(service, _document("p1", {"system": DMP, "code": MASQUE_PS})) for _ in "ab"]
+    service.delete(INTERNAL, "DocumentReference", _create(service, _document("p1")))
+    return kept
+
+
 def test_sqlite_backfill_derives_the_facts_a_store_written_before_them_lacks(tmp_path, registry):
     """A store written by an earlier version has no facts: the backfill derives them, the
     same bytes a write stores, for current versions only, and marks the store done."""
     service, store = _sqlite_service(tmp_path, registry)
-    _create(service, {"resourceType": "Patient", "id": "p1"}, keep_id=True)
-    kept = [_create(service, _document("p1", {"system": DMP, "code": MASQUE_PS})) for _ in "ab"]
-    gone = _create(service, _document("p1"))
-    service.delete(INTERNAL, "DocumentReference", gone)
+    kept = _record_with_a_deleted_document(service)
 
     def stored_facts() -> dict:
         return dict(store._reader.execute("SELECT rid, facts FROM resource_facts").fetchall())
@@ -231,3 +237,68 @@ def test_sqlite_backfill_derives_the_facts_a_store_written_before_them_lacks(tmp
     assert sorted(row.id for row in rows) == sorted(kept)
     assert all(row.facts is not None for row in rows)
     store.close()
+
+
+def _mongo_service(tmp_path, registry):
+    from fhir_server.resources.model import SERVED_TYPES
+    from fhir_server.store.mongo import MongoStore
+    from tests.support.mongomock_sessions import SessionMongoClient
+
+    store = MongoStore(
+        SessionMongoClient(), "fhir", SERVED_TYPES, facts_of=EntityFacts.encoded_of_body
+    )
+    store.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
+    return build_service(store, registry, data_dir=tmp_path), store
+
+
+def _forget_mongo_facts(store) -> None:
+    """The store as an earlier version of the server left it: no facts, no mark."""
+    for name in ("Patient", "DocumentReference"):
+        store.database[name].update_many({}, {"$unset": {"facts": ""}})
+    store.database[mongo_facts.MAINTENANCE].delete_many({})
+
+
+def test_mongodb_backfill_derives_the_facts_a_store_written_before_them_lacks(tmp_path, registry):
+    """MongoDB: the same bytes a write stores, for current versions only, then the mark."""
+    service, store = _mongo_service(tmp_path, registry)
+    kept = _record_with_a_deleted_document(service)
+
+    def stored_facts() -> dict:
+        return {
+            doc["_id"]: bytes(doc["facts"])
+            for doc in store.database["DocumentReference"].find({"facts": {"$exists": True}})
+        }
+
+    written = stored_facts()
+    assert sorted(written) == sorted(kept)
+    _forget_mongo_facts(store)
+    assert all(row.facts is None for row in _rows(service, [("patient", "p1")])[1])
+
+    assert store.backfill_facts() == 3  # the Patient and the two current documents
+
+    assert stored_facts() == written
+    assert not mongo_facts.pending(store.database)
+    assert store.backfill_facts() == 0
+
+
+def test_mongodb_backfill_never_sets_the_facts_of_a_version_replaced_meanwhile(tmp_path, registry):
+    """A write that replaces a version between the backfill's read and its update keeps its
+    own facts: the backfill's update is conditional on the version it derived them from."""
+    service, store = _mongo_service(tmp_path, registry)
+    _create(service, {"resourceType": "Patient", "id": "p1"}, keep_id=True)
+    document_id = _create(service, _document("p1"))
+    _forget_mongo_facts(store)
+    labelled = {**_document("p1", {"system": DMP, "code": INVISIBLE_PATIENT}), "id": document_id}
+
+    def facts_of_while_replaced(body: bytes) -> bytes:
+        derived = EntityFacts.encoded_of_body(body)
+        if orjson.loads(body)["resourceType"] == "DocumentReference":
+            service.update(INTERNAL, "DocumentReference", document_id, dict(labelled))
+        return derived
+
+    mongo_facts.backfill(store.database, ["DocumentReference"], facts_of_while_replaced)
+
+    (row,) = _rows(service, [("_id", document_id)])[1]
+    facts = EntityFacts.decode(row.facts)
+    assert facts == _facts_as_parsed(row)
+    assert [label["code"] for label in facts.labels] == [INVISIBLE_PATIENT]

@@ -37,13 +37,15 @@ class LogRecord:
 def event_patients(event: Mapping) -> tuple[str, ...]:
     """The Patients whose compartment holds `event`: the AuditEvent `patient` parameter of
     the patient CompartmentDefinition, i.e. Patient references in agent.who and entity.what
-    (the search index computes the same set: tests/unit/test_audit_log_record.py)."""
+    (the search index computes the same set: tests/unit/test_audit_log.py)."""
     found: list[str] = []
     for items, key in ((event.get("agent"), "who"), (event.get("entity"), "what")):
         for item in items if isinstance(items, list) else ():
             reference = item.get(key) if isinstance(item, dict) else None
             literal = reference.get("reference") if isinstance(reference, dict) else None
-            match = RELATIVE_REFERENCE.match(literal) if isinstance(literal, str) else None
+            if not isinstance(literal, str) or not literal.startswith("Patient/"):
+                continue  # the entities of a search event are mostly documents
+            match = RELATIVE_REFERENCE.match(literal)
             if match and match.group(1) == "Patient" and match.group(2) not in found:
                 found.append(match.group(2))
     return tuple(found)
