@@ -16,18 +16,23 @@ from dataclasses import replace
 import orjson
 import pytest
 
+from fhir_server.access.hidden_references import NAMING_ELEMENTS
 from fhir_server.access.requester import INTERNAL
 from fhir_server.audit.balp import DataEntity
 from fhir_server.audit.entity_facts import EntityFacts
-from fhir_server.resources.served import compartment_of
+from fhir_server.resources.patch import fhirpath_patch_body, json_patch_body
+from fhir_server.resources.served import BY_NAME, compartment_of
 from fhir_server.service.factory import build_service
+from fhir_server.service.patch import MetadataUpdates
 from fhir_server.store.factory import open_sqlite
 from fhir_server.store.sqlite_facts import pending
 from fhir_server.terminology import (
     INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX,
     MASQUE_PS,
     SYSTEM_DMP_CONFIDENTIALITY,
 )
+from tests.support.documents import dmp_document
 
 DMP = SYSTEM_DMP_CONFIDENTIALITY
 V3 = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
@@ -231,3 +236,138 @@ def test_sqlite_backfill_derives_the_facts_a_store_written_before_them_lacks(tmp
     assert sorted(row.id for row in rows) == sorted(kept)
     assert all(row.facts is not None for row in rows)
     store.close()
+
+
+# -- every door that writes a version: the facts kept are those of the version stored --------
+
+
+def _patients(service) -> tuple[str, str]:
+    """Two valid Patients (INS profile), created through the REST create door."""
+    from tests.http.conftest import a_patient
+
+    return tuple(service.create(INTERNAL, "Patient", a_patient(n)).stored.id for n in (1, 2))
+
+
+def _masking(code: str) -> dict:
+    return {"system": DMP, "code": code}
+
+
+def _door_post(service, bundles, p1, p2):
+    service.create(INTERNAL, "DocumentReference", dmp_document(p1, label=INVISIBLE_PATIENT))
+    return INVISIBLE_PATIENT, p1
+
+
+def _door_put_update_moving_the_record(service, bundles, p1, p2):
+    stored = service.create(INTERNAL, "DocumentReference", dmp_document(p1)).stored
+    moved = {**dmp_document(p2, label=INVISIBLE_REPRESENTANTS_LEGAUX), "id": stored.id}
+    service.update(INTERNAL, "DocumentReference", stored.id, moved)
+    return INVISIBLE_REPRESENTANTS_LEGAUX, p2
+
+
+def _door_delete_then_put_create(service, bundles, p1, p2):
+    stored = service.create(INTERNAL, "DocumentReference", dmp_document(p1)).stored
+    service.delete(INTERNAL, "DocumentReference", stored.id)
+    again = {**dmp_document(p1, label=INVISIBLE_PATIENT), "id": stored.id}
+    service.update(INTERNAL, "DocumentReference", stored.id, again)
+    return INVISIBLE_PATIENT, p1
+
+
+def _door_json_patch_masking(service, bundles, p1, p2):
+    stored = service.create(INTERNAL, "DocumentReference", dmp_document(p1)).stored
+    operations = [
+        {"op": "add", "path": "/securityLabel/-", "value": {"coding": [_masking(MASQUE_PS)]}}
+    ]
+    MetadataUpdates(service).patch(
+        INTERNAL, "DocumentReference", stored.id, json_patch_body(operations)
+    )
+    return MASQUE_PS, p1
+
+
+def _door_fhirpath_patch_masking(service, bundles, p1, p2):
+    stored = service.create(INTERNAL, "DocumentReference", dmp_document(p1)).stored
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "operation",
+                "part": [
+                    {"name": "type", "valueCode": "add"},
+                    {"name": "path", "valueString": "DocumentReference"},
+                    {"name": "name", "valueString": "securityLabel"},
+                    {
+                        "name": "value",
+                        "valueCodeableConcept": {"coding": [_masking(INVISIBLE_PATIENT)]},
+                    },
+                ],
+            }
+        ],
+    }
+    MetadataUpdates(service).patch(
+        INTERNAL, "DocumentReference", stored.id, fhirpath_patch_body(parameters)
+    )
+    return INVISIBLE_PATIENT, p1
+
+
+def _door_conditional_update(service, bundles, p1, p2):
+    document = dmp_document(p1, label=MASQUE_PS)
+    service.create(INTERNAL, "DocumentReference", document)
+    value = document["masterIdentifier"]["value"]
+    changed = dmp_document(
+        p1, label=INVISIBLE_PATIENT, masterIdentifier=document["masterIdentifier"]
+    )
+    service.conditional_update(INTERNAL, "DocumentReference", [("identifier", value)], changed)
+    return INVISIBLE_PATIENT, p1
+
+
+def _bundle_door(kind: str):
+    def door(service, bundles, p1, p2):
+        entry = {
+            "fullUrl": "urn:uuid:0b1e0000-0000-4000-8000-000000000001",
+            "resource": dmp_document(p2, label=INVISIBLE_REPRESENTANTS_LEGAUX),
+            "request": {"method": "POST", "url": "DocumentReference"},
+        }
+        bundles.process(INTERNAL, {"resourceType": "Bundle", "type": kind, "entry": [entry]})
+        return INVISIBLE_REPRESENTANTS_LEGAUX, p2
+
+    return door
+
+
+DOORS = {
+    "POST": _door_post,
+    "PUT update moving the record": _door_put_update_moving_the_record,
+    "DELETE then PUT create": _door_delete_then_put_create,
+    "JSON Patch masking": _door_json_patch_masking,
+    "FHIRPath Patch masking": _door_fhirpath_patch_masking,
+    "conditional update": _door_conditional_update,
+    "transaction": _bundle_door("transaction"),
+    "batch": _bundle_door("batch"),
+}
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_every_write_door_keeps_the_facts_of_the_version_it_stored(engine_service, door):
+    """R16, R18: whichever door wrote a version, a search's rows carry the facts parsing that
+    version gives: its labels (the event hidden from whom they hide it) and its Patients."""
+    service, bundles = engine_service
+    p1, p2 = _patients(service)
+    label, patient = DOORS[door](service, bundles, p1, p2)
+    _, rows = _rows(service, [("_count", "100")])
+    for row in rows:
+        assert row.facts is not None
+        assert EntityFacts.decode(row.facts) == _facts_as_parsed(row), row.id
+    written = [EntityFacts.decode(row.facts) for row in rows]
+    assert any(
+        patient in facts.compartment and label in {c["code"] for c in facts.labels}
+        for facts in written
+    ), written
+
+
+def test_a_served_copy_leaves_out_nothing_the_facts_read():
+    """The facts are those of the stored version; a requester is served a copy without the
+    List entries and DocumentReference.relatesTo naming what they may not read
+    (`access.hidden_references`). The event must say of the copy what it says of the
+    version: what the copy leaves out holds no compartment reference and no label."""
+    for resource_type, (element, _) in NAMING_ELEMENTS.items():
+        paths = [p for ps in BY_NAME[resource_type].compartment.values() for p in ps]
+        read = {path.split(".")[0] for path in paths} | {"meta", "securityLabel"}
+        assert element not in read, resource_type
