@@ -22,10 +22,14 @@ from fhir_server.audit.balp import DataEntity
 from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.resources.patch import fhirpath_patch_body, json_patch_body
 from fhir_server.resources.served import BY_NAME, compartment_of
+from fhir_server.search.extract import extract
 from fhir_server.service.factory import build_service
 from fhir_server.service.patch import MetadataUpdates
+from fhir_server.service.versions import stamp
+from fhir_server.store.base import VersionWrite
 from fhir_server.store.factory import open_sqlite
 from fhir_server.store.sqlite_facts import pending
+from fhir_server.store.sqlite_index import INDEX_TABLES
 from fhir_server.terminology import (
     INVISIBLE_PATIENT,
     INVISIBLE_REPRESENTANTS_LEGAUX,
@@ -371,3 +375,35 @@ def test_a_served_copy_leaves_out_nothing_the_facts_read():
         paths = [p for ps in BY_NAME[resource_type].compartment.values() for p in ps]
         read = {path.split(".")[0] for path in paths} | {"meta", "securityLabel"}
         assert element not in read, resource_type
+
+
+# -- facts that outlive what they were derived from -------------------------------------------
+
+
+def test_sqlite_a_row_removed_without_its_facts_never_lends_them_to_its_successor(
+    tmp_path, registry
+):
+    """R18: a row removed by a statement that knows nothing of the facts (a process of an
+    earlier release purging during a rolling upgrade) must take its facts with it: SQLite
+    gives its row number to the next resource, and a successor at the same version would
+    otherwise be named with the removed one's labels and Patients (here: none, where the
+    successor is INVISIBLE_PATIENT) when that release writes it too, without facts."""
+    service, store = _sqlite_service(tmp_path, registry)
+    _create(service, {"resourceType": "Patient", "id": "p1"}, keep_id=True)
+    _create(service, {**_document("p1"), "id": "doc"}, keep_id=True)
+    with store.transaction() as tx:
+        (rid,) = tx._connection.execute("SELECT rid FROM resource WHERE id = 'doc'").fetchone()
+        for table in INDEX_TABLES:
+            tx._connection.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+        tx._connection.execute("DELETE FROM resource WHERE rid = ?", (rid,))
+        tx._connection.execute("DELETE FROM history WHERE id = 'doc'")
+    labelled = {**_document("p1", {"system": DMP, "code": INVISIBLE_PATIENT}), "id": "doc"}
+    with store.transaction() as tx:  # the successor, as that release writes it
+        resource = dict(labelled)
+        stored = stamp(resource, "doc", 1, 1)
+        tx.write(VersionWrite(stored, "PUT", 0, extract(resource, registry)))
+    result, (row,) = _rows(service, [("_id", "doc")])
+    ((_, _, facts),) = result.entity_facts()
+    assert facts == _facts_as_parsed(row)
+    assert [label["code"] for label in facts.labels] == [INVISIBLE_PATIENT]
+    store.close()
