@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from fhir_server.audit import entity_facts
 from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.config import Settings
 from fhir_server.resources.model import SERVED_TYPES
@@ -30,10 +31,10 @@ def open_store(settings: Settings, registry: SearchRegistry) -> StoreWithAuditLo
 def open_sqlite(path: str | Path, registry: SearchRegistry):
     """The embedded resource store at `path`, as the server opens it."""
     from fhir_server.store.sqlite import SqliteStore
+    from fhir_server.store.sqlite_facts import FactsOf
 
-    return SqliteStore(
-        path, audit_referrers=audit_referrers(registry), facts_of=EntityFacts.encoded_of_body
-    )
+    facts_of = FactsOf(EntityFacts.encoded_of_body, entity_facts.PREFIX)
+    return SqliteStore(path, audit_referrers=audit_referrers(registry), facts_of=facts_of)
 
 
 def _stamp(sealed: dict, recorded: int) -> bytes:

@@ -15,11 +15,12 @@ from dataclasses import replace
 
 import orjson
 import pytest
+from bson import Binary
 
 from fhir_server.access.hidden_references import NAMING_ELEMENTS
 from fhir_server.access.requester import INTERNAL
 from fhir_server.audit.balp import DataEntity
-from fhir_server.audit.entity_facts import EntityFacts
+from fhir_server.audit.entity_facts import DERIVATION, EntityFacts
 from fhir_server.resources.patch import fhirpath_patch_body, json_patch_body
 from fhir_server.resources.served import BY_NAME, compartment_of
 from fhir_server.search.extract import extract
@@ -28,6 +29,7 @@ from fhir_server.service.patch import MetadataUpdates
 from fhir_server.service.versions import stamp
 from fhir_server.store.base import VersionWrite
 from fhir_server.store.factory import open_sqlite
+from fhir_server.store.sqlite import SqliteStore
 from fhir_server.store.sqlite_facts import pending
 from fhir_server.store.sqlite_index import INDEX_TABLES
 from fhir_server.terminology import (
@@ -102,6 +104,21 @@ def test_the_facts_of_a_version_say_what_parsing_it_says(shape):
         resource
     )
     assert set(facts.compartment) == set(compartment_of(resource))
+
+
+def test_the_derivation_is_pinned():
+    """What the facts of a version are is kept across releases: a change of what they say
+    of a resource (its compartment, its labels, their encoding) must bump
+    `entity_facts.DERIVATION`, so that the facts kept before are not read (R16, R18). This
+    pin fails on such a change; bump DERIVATION, then pin the new encoding."""
+    assert DERIVATION == 1
+    assert EntityFacts.of(SHAPES["labelled document"]).encode() == (
+        b'[1,"3",["p1"],[{"system":"urn:oid:1.2.250.1.213.1.1.4.13","code":"MASQUE_PS"},'
+        b'{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"N"}]]'
+    )
+    assert EntityFacts.of(SHAPES["communication of two patients"]).encode() == (
+        b'[1,"2",["p2","p1"],[]]'
+    )
 
 
 def test_facts_of_bytes_that_are_no_resource_are_refused():
@@ -229,13 +246,13 @@ def test_sqlite_backfill_derives_the_facts_a_store_written_before_them_lacks(tmp
     with store.transaction() as tx:
         tx._connection.execute("DELETE FROM resource_facts")
         tx._connection.execute("DELETE FROM maintenance_done")
-    assert pending(store._reader)
+    assert pending(store._reader, store._facts_of)
     assert all(row.facts is None for row in _rows(service, [("patient", "p1")])[1])
 
     store.backfill_facts()
 
     assert stored_facts() == written
-    assert not pending(store._reader)
+    assert not pending(store._reader, store._facts_of)
     rows = _rows(service, [("patient", "p1")])[1]
     assert sorted(row.id for row in rows) == sorted(kept)
     assert all(row.facts is not None for row in rows)
@@ -380,6 +397,55 @@ def test_a_served_copy_leaves_out_nothing_the_facts_read():
 # -- facts that outlive what they were derived from -------------------------------------------
 
 
+def _set_kept_facts(store, resource_type: str, resource_id: str, facts: bytes) -> None:
+    """Overwrite the facts a store keeps for a resource's current version, as a store
+    written by another release of the server holds them."""
+    if isinstance(store, SqliteStore):
+        with store.transaction() as tx:
+            tx._connection.execute(
+                "UPDATE resource_facts SET facts = ? WHERE rid ="
+                " (SELECT rid FROM resource WHERE type = ? AND id = ?)",
+                (facts, resource_type, resource_id),
+            )
+    else:
+        store.database[resource_type].update_one(
+            {"_id": resource_id}, {"$set": {"facts": Binary(facts)}}
+        )
+
+
+def test_facts_kept_by_another_derivation_are_not_read(service, engine_store):
+    """R18: a release that derives the facts otherwise (here: the encoding this feature first
+    shipped, from a release that read no `securityLabel`) must not have its facts read by
+    this one: the event carries the INVISIBLE_PATIENT label parsing the version gives, and
+    so stays hidden from the patient."""
+    _create(service, {"resourceType": "Patient", "id": "p1"}, keep_id=True)
+    document_id = _create(service, _document("p1", {"system": DMP, "code": INVISIBLE_PATIENT}))
+    _set_kept_facts(engine_store, "DocumentReference", document_id, orjson.dumps(["1", ["p1"], []]))
+    result, (row,) = _rows(service, [("_id", document_id)])
+    ((_, _, facts),) = result.entity_facts()
+    assert facts == _facts_as_parsed(row)
+    assert [label["code"] for label in facts.labels] == [INVISIBLE_PATIENT]
+
+
+def test_sqlite_backfill_derives_again_the_facts_of_another_derivation(tmp_path, registry):
+    """A store whose facts another derivation kept (and marked done) gets them derived
+    again by this one, then reads them."""
+    service, store = _sqlite_service(tmp_path, registry)
+    _create(service, {"resourceType": "Patient", "id": "p1"}, keep_id=True)
+    document_id = _create(service, _document("p1", {"system": DMP, "code": INVISIBLE_PATIENT}))
+    _set_kept_facts(store, "DocumentReference", document_id, orjson.dumps(["1", ["p1"], []]))
+    with store.transaction() as tx:  # as the release that first kept facts leaves the store
+        tx._connection.execute("DELETE FROM maintenance_done")
+        tx._connection.execute("INSERT INTO maintenance_done VALUES ('resource_facts')")
+    store.close()
+    reopened = open_sqlite(tmp_path / "fhir.sqlite3", registry)
+    reopened.backfill_facts()
+    (row,) = _rows(build_service(reopened, registry, data_dir=tmp_path), [("_id", document_id)])[1]
+    assert row.facts is not None
+    assert EntityFacts.decode(row.facts) == _facts_as_parsed(row)
+    reopened.close()
+
+
 def test_sqlite_a_row_removed_without_its_facts_never_lends_them_to_its_successor(
     tmp_path, registry
 ):
@@ -406,4 +472,22 @@ def test_sqlite_a_row_removed_without_its_facts_never_lends_them_to_its_successo
     ((_, _, facts),) = result.entity_facts()
     assert facts == _facts_as_parsed(row)
     assert [label["code"] for label in facts.labels] == [INVISIBLE_PATIENT]
+    store.close()
+
+
+def test_sqlite_backfill_steps_over_a_body_it_cannot_read(tmp_path, registry):
+    """A stored body whose shape the derivation cannot read (a store written by a laxer
+    release) is left without facts, and the backfill finishes: it must not fail every
+    maintenance round, which would also stop the WAL checkpoints that follow it."""
+    service, store = _sqlite_service(tmp_path, registry)
+    _create(service, {"resourceType": "Patient", "id": "p1"}, keep_id=True)
+    with store.transaction() as tx:
+        tx._connection.execute(
+            "INSERT INTO resource (type, id, version, last_updated, deleted, body, labels)"
+            " VALUES ('DocumentReference', 'odd', 1, 1, 0, ?, 0)",
+            (b'{"resourceType":"DocumentReference","id":"odd","securityLabel":[1]}',),
+        )
+        tx._connection.execute("DELETE FROM maintenance_done")
+    store.backfill_facts()
+    assert not pending(store._reader, store._facts_of)
     store.close()
