@@ -120,15 +120,14 @@ class SearchResult:
 
     def entity_facts(self) -> list[tuple[str, str, EntityFacts]]:
         """(type, id, facts) of every match and included resource, in that order, for the
-        search's AuditEvent: the facts the store kept beside each version, else those of the
-        parsed resource (`audit.entity_facts`)."""
+        search's AuditEvent: the facts the store kept beside each version, else (none, or
+        another derivation's) those of the parsed resource (`audit.entity_facts`)."""
         rows = [*self.matches, *self.included]
         parsed: list[dict] | None = None
         found = []
         for n, row in enumerate(rows):
-            if row.facts is not None:
-                facts = EntityFacts.decode(row.facts)
-            else:
+            facts = EntityFacts.decode(row.facts) if row.facts is not None else None
+            if facts is None:  # none kept, or kept by another derivation
                 if parsed is None:
                     matches, included = self.resources()
                     parsed = [*matches, *included]

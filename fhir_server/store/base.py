@@ -9,7 +9,7 @@ answers queries.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -65,6 +65,21 @@ class VersionWrite:
     # `audit.entity_facts.EntityFacts` of this version, encoded, for an engine that keeps them
     # beside it (SQLite); None: searches parse the version instead.
     facts: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FactsOf:
+    """How a store derives the audit facts (`audit.entity_facts`) of a version it holds from
+    before them: `derive(body)`, the encoded facts (ValueError: none can be); `prefix`, how
+    every encoding of that derivation starts (facts kept by another are derived again)."""
+
+    derive: Callable[[bytes], bytes]
+    prefix: bytes
+
+    @property
+    def task(self) -> str:
+        """The name under which a store marks this derivation's backfill done."""
+        return f"resource_facts {self.prefix.hex()}"
 
 
 class VersionConflict(Exception):

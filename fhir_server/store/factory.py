@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from fhir_server.audit import entity_facts
 from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.config import Settings
 from fhir_server.resources.model import SERVED_TYPES
@@ -12,7 +13,11 @@ from fhir_server.search import reach
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.store.audit_log.port import AuditLogEngine
+from fhir_server.store.base import FactsOf
 from fhir_server.store.with_audit_log import StoreWithAuditLog
+
+# How both engines derive the audit facts of versions they hold from before them.
+FACTS_OF = FactsOf(EntityFacts.encoded_of_body, entity_facts.PREFIX)
 
 
 def open_store(settings: Settings, registry: SearchRegistry) -> StoreWithAuditLog:
@@ -22,7 +27,7 @@ def open_store(settings: Settings, registry: SearchRegistry) -> StoreWithAuditLo
         return with_audit_log(open_sqlite(settings.sqlite_path, registry), registry)
     from fhir_server.store.mongo import MongoStore
 
-    mongo = MongoStore.from_uri(url, SERVED_TYPES, facts_of=EntityFacts.encoded_of_body)
+    mongo = MongoStore.from_uri(url, SERVED_TYPES, facts_of=FACTS_OF)
     mongo.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
     return with_audit_log(mongo, registry)
 
@@ -31,9 +36,7 @@ def open_sqlite(path: str | Path, registry: SearchRegistry):
     """The embedded resource store at `path`, as the server opens it."""
     from fhir_server.store.sqlite import SqliteStore
 
-    return SqliteStore(
-        path, audit_referrers=audit_referrers(registry), facts_of=EntityFacts.encoded_of_body
-    )
+    return SqliteStore(path, audit_referrers=audit_referrers(registry), facts_of=FACTS_OF)
 
 
 def _stamp(sealed: dict, recorded: int) -> bytes:

@@ -36,6 +36,7 @@ from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import mongo_facts, mongo_index, mongo_search
 from fhir_server.store.base import (
     PATIENTS_EPOCH,
+    FactsOf,
     HistoryEntry,
     HistoryPage,
     StoredResource,
@@ -250,10 +251,11 @@ class MongoStore:
         database: str,
         resource_types: Iterable[str],
         *,
-        facts_of: mongo_facts.FactsOf | None = None,
+        facts_of: FactsOf | None = None,
     ) -> None:
-        """`facts_of(body)`: the audit facts of a stored version (`audit.entity_facts`), for
-        those stored before them (`backfill_facts`); None leaves them to each search."""
+        """`facts_of`: how the audit facts of a stored version are derived
+        (`audit.entity_facts`), for those stored before them or by another derivation
+        (`backfill_facts`); None leaves them to be parsed by each search."""
         self._client = client
         self._db = client.get_database(
             database,
@@ -266,7 +268,7 @@ class MongoStore:
 
     @classmethod
     def from_uri(
-        cls, uri: str, resource_types: Iterable[str], *, facts_of: mongo_facts.FactsOf | None = None
+        cls, uri: str, resource_types: Iterable[str], *, facts_of: FactsOf | None = None
     ) -> MongoStore:
         client: MongoClient = MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10000)
         database = client.get_default_database(default="fhir").name
@@ -276,7 +278,7 @@ class MongoStore:
         """Derive the audit facts of versions stored before them (`mongo_facts`), unless the
         store is marked done; the number of documents given facts. A process runs it once,
         in the background, from its first write transaction (as SQLite's maintenance)."""
-        if self._facts_of is None or not mongo_facts.pending(self._db):
+        if self._facts_of is None or not mongo_facts.pending(self._db, self._facts_of):
             return 0
         types = [t for t in self.resource_types if t != AUDIT_EVENT]
         return mongo_facts.backfill(self._db, types, self._facts_of)

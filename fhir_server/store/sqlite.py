@@ -33,6 +33,7 @@ from fhir_server.store import (
 )
 from fhir_server.store.base import (
     PATIENTS_EPOCH,
+    FactsOf,
     HistoryEntry,
     HistoryPage,
     StoredResource,
@@ -261,13 +262,14 @@ class SqliteStore:
         path: str | Path,
         *,
         audit_referrers: reach.MayReference = reach.always,
-        facts_of: sqlite_facts.FactsOf | None = None,
+        facts_of: FactsOf | None = None,
     ) -> None:
         """`audit_referrers(type, param)`: whether that reference parameter may point to an
         AuditEvent (from the registry's targets; by default any may), so that an `_include`
-        which cannot reach one does not wait for the journal. `facts_of(body)`: the audit
-        facts of a stored version (`audit.entity_facts`), for those stored before them
-        (`sqlite_facts`); None leaves them to be parsed by each search."""
+        which cannot reach one does not wait for the journal. `facts_of`: how the audit facts
+        of a stored version are derived (`audit.entity_facts`), for those stored before
+        them or by another derivation (`sqlite_facts`); None leaves them to be parsed by
+        each search."""
         self.path = str(path)
         self._audit_referrers = audit_referrers
         self._facts_of = facts_of
@@ -538,7 +540,7 @@ class SqliteStore:
         facts_of = self._facts_of
         if facts_of is None or self._facts_after is None:
             return
-        if not sqlite_facts.pending(self._reader):
+        if not sqlite_facts.pending(self._reader, facts_of):
             self._facts_after = None
             return
         while self._facts_after is not None and not self._closing.is_set():

@@ -105,6 +105,11 @@ CREATE INDEX IF NOT EXISTS ix_compartment_rid ON ix_compartment (rid);
 -- written with its index rows, removed with them, and read only for that version.
 CREATE TABLE IF NOT EXISTS resource_facts (
   rid INTEGER PRIMARY KEY, version INTEGER NOT NULL, facts BLOB NOT NULL);
+-- A row removed by any statement takes its facts with it, whichever code removed it (a
+-- process of a release that knows nothing of them): SQLite gives a removed row's number to
+-- the next resource, which must not be named with the removed one's labels and Patients.
+CREATE TRIGGER IF NOT EXISTS resource_facts_go_with_their_row AFTER DELETE ON resource
+BEGIN DELETE FROM resource_facts WHERE rid = OLD.rid; END;
 """
 
 # A search row's facts, for the resource row `r` (NULL when there are none for its version).
