@@ -125,7 +125,13 @@ def running_server(
         command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        wait_healthy(port)
+        try:
+            wait_healthy(port)
+        except RuntimeError as exc:
+            process.kill()
+            _, stderr = process.communicate(timeout=30)
+            tail = stderr.decode(errors="replace")[-4000:] if stderr else "(nothing)"
+            raise RuntimeError(f"{exc}; its standard error ends with:\n{tail}") from None
         yield Server(port, data_dir, process)
     finally:
         process.send_signal(signal.SIGTERM)
