@@ -49,6 +49,8 @@ def backfill(db: Any, resource_types: Iterable[str], facts_of: FactsOf, batch: i
                 except ValueError:
                     continue
                 kept = document.get("facts")
+                # One update per document, not a bulk_write: mongomock, which the tests run
+                # this engine on, cannot run pymongo's UpdateOne; a backfill runs once.
                 updated = collection.update_one(
                     {
                         "_id": document["_id"],
