@@ -22,6 +22,12 @@ def add_bench_command(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("bench", help="run a benchmark (see benchmarks/README.md)")
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--seconds", type=int, default=10, help="duration of each throughput run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="throughput runs of each side of a ratio, taken in turn (foundation, audit)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=Settings.threads)
     parser.add_argument(

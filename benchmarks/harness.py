@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +231,59 @@ def request(
         # Closed at once: a server worker holding a bounded number of connections (see
         # `running_server(clients=)`) gets its slot back before the next request.
         connection.close()
+
+
+def alternated(
+    measures: dict[str, Callable[[], WrkResult]], rounds: int
+) -> dict[str, list[WrkResult]]:
+    """Each of `measures` taken in turn, round after round (on servers all up at once).
+
+    This host's speed drifts by a third within a minute (another tenant's load: see the
+    speed index of `benchmarks.machine`). Measured one after the other, a ratio of two
+    throughputs measured that drift as much as the server: the same build gave an audited /
+    unaudited ratio of 0.49, 0.79 and 0.64 in three consecutive runs. Taken in turn, both
+    sides of each round's ratio meet the same host, and the rounds show the spread.
+    """
+    if rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
+    results: dict[str, list[WrkResult]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            results[name].append(measure())
+    return results
+
+
+def ratios(numerators: list[WrkResult], denominators: list[WrkResult]) -> list[float]:
+    """Round by round, the throughput of one measure over another's (`alternated`)."""
+    return [
+        top.requests_per_second / bottom.requests_per_second
+        for top, bottom in zip(numerators, denominators, strict=True)
+    ]
+
+
+def spread(values: list[float]) -> str:
+    """The median of per-round figures, with each round's: "**0.68** (0.61, 0.74, 0.68)"."""
+    rounds = ", ".join(f"{value:.2f}" for value in values)
+    return f"**{median(values):.2f}** (rounds: {rounds})"
+
+
+def median_result(results: list[WrkResult]) -> WrkResult:
+    """The round of median throughput, whose latencies go with it."""
+    ordered = sorted(results, key=lambda result: result.requests_per_second)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def throughput_row(label: str, results: list[WrkResult]) -> tuple:
+    """A table row of the round of median throughput (`median_result`), with the errors of
+    every round: label, throughput, p50 ms, p99 ms, errors."""
+    result = median_result(results)
+    return (
+        label,
+        f"{result.requests_per_second:,.0f}/s",
+        f"{result.p50_ms:.2f}",
+        f"{result.p99_ms:.2f}",
+        sum(r.errors for r in results),
+    )
 
 
 def percentile(values: list[float], fraction: float) -> float:
