@@ -1,4 +1,5 @@
-"""`fhir-server audit verify`: check the AuditEvent hash chain and name the first break."""
+"""`fhir-server audit verify`: check the AuditEvent hash chain, and each event's narrow record
+against its sealed body, and name the first break."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import orjson
 
-from fhir_server.audit.chain import ChainReport, verify_chain
+from fhir_server.audit.chain import GENESIS_HASH, ChainReport, verify_chain
+from fhir_server.store.audit_log.record import keys_problem, record_problem
 
 
 def chain_events(store) -> Iterator[dict]:
@@ -19,9 +21,75 @@ def chain_events(store) -> Iterator[dict]:
 
 
 def verify_store(store) -> ChainReport:
-    """The chain checked from its first event against the head the log recorded with its
-    last commit (a cut tail shows against it)."""
-    return verify_chain(chain_events(store), expected_head=store.audit_log.head())
+    """What an auditor checks: the chain, from its first event, against the head the log
+    recorded with its last commit (a cut tail shows against it); and each event's narrow
+    record and patient keys against its sealed body, since reads, searches and the patients'
+    trace view go by them (an edited column or a removed key would hide an event from its
+    patient without breaking the chain). The first problem in chain order is named."""
+    log = store.audit_log
+    # Read first: on SQLite its open cursor holds the reader's snapshot, which the head and
+    # the scan below then share, so an append meanwhile is in all three or in none.
+    keys = _KeysBySequence(log.patient_keys())
+    found: list[ChainReport] = []
+    last_good: tuple[int, str] = (0, GENESIS_HASH)
+
+    def events() -> Iterator[dict]:
+        nonlocal last_good
+        for position, record in enumerate(log.scan()):
+            event = orjson.loads(record.body)
+            if not found:
+                problem = keys.orphan_before(record.sequence) or (
+                    record_problem(record, event) or keys_problem(keys.of(record.sequence), event)
+                )
+                if problem:
+                    found.append(
+                        ChainReport(
+                            False,
+                            position,
+                            last_good,
+                            record.sequence,
+                            record.id,
+                            position,
+                            problem,
+                        )
+                    )
+                else:
+                    last_good = (record.sequence, record.hash)
+            yield event
+
+    chain = verify_chain(events(), expected_head=log.head())
+    if found:
+        record = found[0]
+        # At the same event, the chain's break is named: it is the stronger finding.
+        if chain.ok or (record.checked < chain.checked):
+            return record
+        return chain
+    orphan = keys.orphan_before(None) if chain.ok else None
+    if orphan:
+        return ChainReport(False, chain.checked, chain.head, None, None, chain.checked, orphan)
+    return chain
+
+
+class _KeysBySequence:
+    """The log's patient keys, read in step with its events (both by sequence)."""
+
+    def __init__(self, keys: Iterator[tuple[int, str]]) -> None:
+        self._keys = keys
+        self._next: tuple[int, str] | None = next(keys, None)
+
+    def orphan_before(self, sequence: int | None) -> str | None:
+        """A key naming a sequence below `sequence` (None: any left) that holds no event."""
+        if self._next is not None and (sequence is None or self._next[0] < sequence):
+            return f"a patient key (Patient {self._next[1]}) names sequence {self._next[0]}, which holds no event"
+        return None
+
+    def of(self, sequence: int) -> list[str]:
+        """The keys of `sequence`, consumed."""
+        patients = []
+        while self._next is not None and self._next[0] == sequence:
+            patients.append(self._next[1])
+            self._next = next(self._keys, None)
+        return patients
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -37,10 +105,14 @@ def _verify(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if report.ok:
-        print(f"audit chain intact: {report.checked} AuditEvents")
+        print(
+            f"audit chain intact: {report.checked} AuditEvents, each as its narrow record "
+            "and patient keys say"
+        )
         return 0
+    where = f" at sequence {report.sequence}" if report.sequence is not None else ""
     print(
-        f"audit chain broken at sequence {report.sequence} (AuditEvent {report.event_id}): {report.reason}",
+        f"audit log broken{where} (AuditEvent {report.event_id}): {report.reason}",
         file=sys.stderr,
     )
     return 1

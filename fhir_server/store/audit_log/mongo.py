@@ -319,6 +319,12 @@ class MongoAuditLog:
         for doc in cursor:
             yield _record(doc)
 
+    def patient_keys(self) -> Iterator[tuple[int, str]]:
+        # The multikey index ("patient") is built from each document's `patients`.
+        for doc in self._events.find({}, {"patients": 1}).sort("_id", ASCENDING):
+            for patient in sorted(doc.get("patients") or ()):
+                yield doc["_id"], patient
+
     def newest_first(
         self, *, before: int | None, since: int | None, event_id: str | None, limit: int
     ) -> list[LogRecord]:

@@ -43,6 +43,12 @@ class AuditLogEngine(Protocol):
         """Events in chain order; with `patients`, only those in one of their compartments."""
         ...
 
+    def patient_keys(self) -> Iterator[tuple[int, str]]:
+        """(sequence, Patient id) of every key the patients' trace view finds events by
+        (`scan(patients)`), by sequence: what `fhir-server audit verify` checks against the
+        Patients each event's sealed body names."""
+        ...
+
     def newest_first(
         self, *, before: int | None, since: int | None, event_id: str | None, limit: int
     ) -> list[LogRecord]:

@@ -5,8 +5,9 @@ Pure functions: the engines call them under their lock, with the chain head they
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from fhir_server.audit.chain import GENESIS_HASH, ChainLink, chain_link, sealed_link
 from fhir_server.search.extract import RELATIVE_REFERENCE
@@ -111,6 +112,58 @@ def seal_batch(
         records.append(record_of(sealed, stamp(sealed, recorded), recorded, link))
         previous = link.hash
     return records
+
+
+# The narrow record's columns derived from the sealed body, which a search, a read or the
+# patients' trace view go by instead of the body (`record_problem`).
+_DERIVED_COLUMNS = ("sequence", "id", "hash", "agent", "action", "subtype", "outcome", "labels")
+
+
+def record_problem(record: LogRecord, event: Mapping) -> str | None:
+    """Why `record`'s narrow columns are not what its sealed body (`event`, parsed) says, or
+    None. The chain covers the body only: a column edited behind the server's back would
+    change what a read, `_history` or a search answers without breaking the chain."""
+    try:
+        expected = record_of(event, record.body, record.recorded)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return f"its body is not a sealed AuditEvent ({exc})"
+    for column in _DERIVED_COLUMNS:
+        stored, derived = getattr(record, column), getattr(expected, column)
+        if stored != derived:
+            return f"its {column} column ({stored!r}) is not its body's ({derived!r})"
+    meta = event.get("meta")
+    last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    if _epoch_ms(last_updated) != record.recorded // 1000:  # the body keeps milliseconds
+        return (
+            f"its recorded column ({record.recorded} µs since the epoch) is not its body's "
+            f"meta.lastUpdated ({last_updated})"
+        )
+    return None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_ms(value: object) -> int | None:
+    """Milliseconds since the epoch of a FHIR instant, or None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def keys_problem(keys: Iterable[str], event: Mapping) -> str | None:
+    """Why the patient keys stored for an event (what the patients' trace view finds it by)
+    are not the Patients its sealed body names, or None."""
+    stored, named = sorted(set(keys)), sorted(event_patients(event))
+    if stored != named:
+        return f"its patient keys {stored} are not the Patients its body names {named}"
+    return None
 
 
 def imported(event: Mapping, body: bytes, recorded: int) -> LogRecord:

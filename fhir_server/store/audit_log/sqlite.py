@@ -268,6 +268,10 @@ class SqliteAuditLog:
         for row in rows.fetchall():
             yield _record(row)
 
+    def patient_keys(self) -> Iterator[tuple[int, str]]:
+        rows = self._reader.execute("SELECT seq, patient FROM event_patient ORDER BY seq, patient")
+        yield from ((seq, patient) for seq, patient in rows)
+
     def newest_first(
         self, *, before: int | None, since: int | None, event_id: str | None, limit: int
     ) -> list[LogRecord]:

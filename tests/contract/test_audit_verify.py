@@ -1,0 +1,227 @@
+"""What `fhir-server audit verify` checks (R16, issue #21 deliverable 2: "document what an
+auditor verifies"), on every engine.
+
+The hash chain covers each event's sealed body. Reads, `_history` and the patients' trace
+view go by the narrow record beside it (id, recorded, requestor, action, subtype, outcome,
+labels, chain hash) and by its patient keys. Edited behind the server's back, a column or
+a key would change what the patient is shown (a removed key hides an event from them)
+without breaking the chain; so verify also checks each record and its keys against the
+body, and names the first event that differs, in chain order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fhir_server.audit.cli import verify_store
+from fhir_server.cli import main
+from fhir_server.config import load_settings
+from fhir_server.store.factory import open_store, with_audit_log
+from fhir_server.store.with_audit_log import StoreWithAuditLog
+from tests.conftest import ENGINES, make_store
+from tests.support.audit_log import audit_event
+
+
+@dataclass
+class Log:
+    engine: str
+    store: StoreWithAuditLog
+
+    def tamper(self, sequence: int, **columns) -> None:
+        """Edit the narrow record of event `sequence`, as someone with the files could."""
+        log = self.store.audit_log
+        if self.engine == "sqlite":
+            sets = ", ".join(f"{column} = ?" for column in columns)
+            log._writer.execute(
+                f"UPDATE event SET {sets} WHERE seq = ?", (*columns.values(), sequence)
+            )
+        else:
+            log._events.update_one({"_id": sequence}, {"$set": columns})
+
+    def drop_key(self, sequence: int, patient: str) -> None:
+        log = self.store.audit_log
+        if self.engine == "sqlite":
+            log._writer.execute(
+                "DELETE FROM event_patient WHERE seq = ? AND patient = ?", (sequence, patient)
+            )
+        else:
+            log._events.update_one({"_id": sequence}, {"$pull": {"patients": patient}})
+
+    def add_key(self, sequence: int, patient: str) -> None:
+        log = self.store.audit_log
+        if self.engine == "sqlite":
+            log._writer.execute(
+                "INSERT INTO event_patient (patient, seq) VALUES (?, ?)", (patient, sequence)
+            )
+        else:
+            log._events.update_one({"_id": sequence}, {"$addToSet": {"patients": patient}})
+
+    def edit_body(self, sequence: int, **fields) -> None:
+        record = next(r for r in self.store.audit_log.scan() if r.sequence == sequence)
+        body = orjson.dumps({**orjson.loads(record.body), **fields})
+        if self.engine == "sqlite":
+            self.store.audit_log._writer.execute(
+                "UPDATE event SET body = ? WHERE seq = ?", (body, sequence)
+            )
+        else:
+            from bson import Binary
+
+            self.store.audit_log._events.update_one(
+                {"_id": sequence}, {"$set": {"body": Binary(body)}}
+            )
+
+
+@pytest.fixture(params=ENGINES)
+def log(request, tmp_path, registry) -> Iterator[Log]:
+    resources = make_store(request.param, tmp_path, registry)
+    store = with_audit_log(resources, registry)
+    store.append_audit(
+        [
+            audit_event("p1"),
+            audit_event("p1", "p2"),
+            audit_event("p2", agent="Patient/p2"),
+            audit_event("p1"),
+        ]
+    )
+    yield Log(request.param, store)
+    if request.param == "mongodb":
+        resources.database.client.drop_database(resources.database.name)
+    store.close()
+
+
+def _ids(store: StoreWithAuditLog) -> list[str]:
+    return [record.id for record in store.audit_log.scan()]
+
+
+def test_an_untouched_log_verifies(log):
+    report = verify_store(log.store)
+    assert report.ok and report.checked == 4
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "named"),
+    [
+        ("agent", "Practitioner/someone-else", "agent"),
+        ("action", "C", "action"),
+        ("subtype", "vread", "subtype"),
+        ("outcome", "8", "outcome"),
+        ("labels", "INVISIBLE_PATIENT", "labels"),
+        ("hash", "f" * 64, "hash"),
+        ("recorded", 1_000_000_000_000_000, "recorded"),
+    ],
+)
+def test_a_narrow_column_edited_behind_the_servers_back_is_named(log, column, value, named):
+    log.tamper(2, **{column: value})
+    report = verify_store(log.store)
+    assert not report.ok
+    assert (report.sequence, report.event_id) == (2, _ids(log.store)[1])
+    assert report.reason.startswith(f"its {named} column")
+
+
+def test_an_event_id_edited_is_named_and_a_read_by_the_old_id_finds_nothing(log):
+    original = _ids(log.store)[2]
+    log.tamper(3, id="not-the-sealed-id")
+    assert log.store.audit_log.get(original) is None  # what a read of the event answers
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 3, "not-the-sealed-id")
+    assert report.reason.startswith("its id column")
+
+
+def test_a_removed_patient_key_hides_the_event_from_the_patient_and_is_named(log):
+    hidden = _ids(log.store)[1]
+    log.drop_key(2, "p2")
+    # The consequence: the patient's trace view (R16) no longer finds the event.
+    assert hidden not in [record.id for record in log.store.audit_log.scan(["p2"])]
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, hidden)
+    assert report.reason == (
+        "its patient keys ['p1'] are not the Patients its body names ['p1', 'p2']"
+    )
+
+
+def test_a_patient_key_added_to_an_event_is_named(log):
+    log.add_key(3, "p1")
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence) == (False, 3)
+    assert "['p1', 'p2']" in report.reason and "names ['p2']" in report.reason
+
+
+@pytest.mark.parametrize("sequence", [0, 99], ids=["before", "after"])
+def test_a_patient_key_naming_no_event_is_named(tmp_path, registry, sequence):
+    """SQLite keeps the keys in a table of their own (MongoDB in each event's document)."""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1"), audit_event("p1")])
+        store.audit_log._writer.execute(
+            "INSERT INTO event_patient (patient, seq) VALUES ('p9', ?)", (sequence,)
+        )
+        report = verify_store(store)
+        assert not report.ok
+        assert report.reason == (
+            f"a patient key (Patient p9) names sequence {sequence}, which holds no event"
+        )
+    finally:
+        store.close()
+
+
+def test_the_first_problem_in_chain_order_is_named(log):
+    """A chain break after an edited record: the record is named; before it: the break."""
+    ids = _ids(log.store)
+    log.tamper(2, outcome="8")
+    log.edit_body(4, outcome="4")
+    assert (verify_store(log.store).sequence, verify_store(log.store).event_id) == (2, ids[1])
+
+    log.tamper(2, outcome="0")  # restored
+    log.edit_body(1, outcome="4")
+    report = verify_store(log.store)
+    assert (report.sequence, report.event_id) == (1, ids[0])
+    assert report.reason == "the event's content does not match its hash (modified)"
+
+
+def test_the_command_names_the_event_and_exits_1(tmp_path: Path, registry, capsys):
+    settings = load_settings({"data_dir": tmp_path})
+    store = open_store(settings, registry)
+    try:
+        first, second = store.append_audit([audit_event("p1"), audit_event("p1", "p2")])
+    finally:
+        store.close()
+    assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 0
+    assert "audit chain intact: 2 AuditEvents" in capsys.readouterr().out
+
+    store = open_store(settings, registry)
+    try:
+        store.audit_log._writer.execute("DELETE FROM event_patient WHERE seq = 2")
+    finally:
+        store.close()
+    assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert f"audit log broken at sequence 2 (AuditEvent {second.id})" in error
+    assert "its patient keys [] are not the Patients its body names ['p1', 'p2']" in error
+
+
+def test_sqlite_verifies_one_snapshot_while_the_server_appends(tmp_path, registry):
+    """An auditor runs verify beside a live server: on SQLite the keys, the head and the
+    events are read in one snapshot, so an event appended meanwhile is in none of them
+    (neither "events follow the recorded head" nor "its patient keys [] ...")."""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1"), audit_event("p1", "p2")])
+        log = store.audit_log
+        scan = log.scan
+
+        def scan_after_an_append(*args, **kwargs):
+            store.append_audit([audit_event("p2")])  # another request, through the writer
+            return scan(*args, **kwargs)
+
+        log.scan = scan_after_an_append
+        report = verify_store(store)
+        assert report.ok and report.checked == 2
+        log.scan = scan
+        assert verify_store(store).checked == 3
+    finally:
+        store.close()
