@@ -233,6 +233,18 @@ def test_scan_by_patient_returns_their_compartment_in_chain_order(log):
     assert _ids(log.scan()) == ids
 
 
+def test_scan_reads_the_whole_log_page_after_page(log, monkeypatch):
+    """`audit verify` scans the whole log: SQLite reads it in pages by sequence (never all
+    of it in memory at once); the pages join into the same events in the same order."""
+    monkeypatch.setattr("fhir_server.store.audit_log.sqlite._SCAN_PAGE", 2)
+    records = log.append([audit_event("p1"), audit_event("p2"), audit_event("p1")])
+    records += log.append([audit_event("p1"), audit_event("p1", "p2")])
+    ids = _ids(records)
+    assert _ids(log.scan()) == ids
+    assert _ids(log.scan(["p1"])) == [ids[0], ids[2], ids[3], ids[4]]
+    assert _ids(log.scan(["p2"])) == [ids[1], ids[4]]
+
+
 def test_newest_first_pages_the_history_by_sequence(log):
     """`_history` of AuditEvents: newest first, below a sequence, since an instant, of one
     event."""

@@ -81,6 +81,9 @@ def _upgrade(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE event ADD COLUMN patients TEXT NOT NULL DEFAULT '[]'")
 
 
+# Events per page of `scan`.
+_SCAN_PAGE = 1_000
+
 # Rows per INSERT statement (11 bound values each, within SQLite's 32,766).
 _CHUNK = 500
 
@@ -255,18 +258,27 @@ class SqliteAuditLog:
         return _record(row) if row else None
 
     def scan(self, patients: Sequence[str] | None = None) -> Iterator[LogRecord]:
+        """In pages of `_SCAN_PAGE` events by sequence: `audit verify` reads the whole log,
+        which must not be held in memory at once, and no statement stays open between two
+        pages (a reader left open would keep the WAL from being checkpointed)."""
         connection = self._reader
         if patients is None:
-            rows = connection.execute(f"SELECT {_COLUMNS} FROM event ORDER BY seq")
+            where, params = "", ()
         else:
             marks = ", ".join("?" * len(patients))
+            where = f"AND seq IN (SELECT seq FROM event_patient WHERE patient IN ({marks}))"
+            params = tuple(patients)
+        after = 0
+        while True:
             rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM event WHERE seq IN "
-                f"(SELECT seq FROM event_patient WHERE patient IN ({marks})) ORDER BY seq",
-                tuple(patients),
-            )
-        for row in rows.fetchall():
-            yield _record(row)
+                f"SELECT {_COLUMNS} FROM event WHERE seq > ? {where} ORDER BY seq LIMIT ?",
+                (after, *params, _SCAN_PAGE),
+            ).fetchall()
+            for row in rows:
+                yield _record(row)
+            if len(rows) < _SCAN_PAGE:
+                return
+            after = rows[-1][0]
 
     def patient_keys(self) -> Iterator[tuple[int, str]]:
         rows = self._reader.execute("SELECT seq, patient FROM event_patient ORDER BY seq, patient")
