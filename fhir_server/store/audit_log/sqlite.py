@@ -262,9 +262,9 @@ class SqliteAuditLog:
         which must not be held in memory at once, and no statement stays open between two
         pages (a reader left open would keep the WAL from being checkpointed)."""
         connection = self._reader
-        if patients is None:
-            where, params = "", ()
-        else:
+        where: str = ""
+        params: tuple[str, ...] = ()
+        if patients is not None:
             marks = ", ".join("?" * len(patients))
             where = f"AND seq IN (SELECT seq FROM event_patient WHERE patient IN ({marks}))"
             params = tuple(patients)
