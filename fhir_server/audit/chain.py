@@ -81,7 +81,11 @@ def canonical_json(event: Mapping) -> bytes:
     if _already_canonical(event):  # a new event, as built: nothing to take out, no copy
         return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
     body = _copy(event)
-    extensions = [e for e in body.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
+    extensions = [
+        e
+        for e in body.get("extension", [])
+        if not (isinstance(e, dict) and e.get("url") == EXT_AUDIT_CHAIN)
+    ]
     if extensions:
         body["extension"] = extensions
     else:
@@ -204,13 +208,13 @@ def verify_chain(
     position = -1
     last_id = None
     for position, event in enumerate(events):
-        reason = _link_problem(event, expected_seq, running)
+        reason = link_problem(event, expected_seq, running)
         if reason:
             return ChainReport(
                 False, checked, head, expected_seq, event.get("id"), position, reason
             )
         link = chain_link(event)
-        assert link is not None  # _link_problem checked it
+        assert link is not None  # link_problem checked it
         running = link.hash
         head = (link.sequence, link.hash)
         last_id = event.get("id")
@@ -231,7 +235,8 @@ def verify_chain(
     return ChainReport(True, checked, head)
 
 
-def _link_problem(event: Mapping, expected_seq: int, previous_hash: str) -> str | None:
+def link_problem(event: Mapping, expected_seq: int, previous_hash: str) -> str | None:
+    """Why `event` is not the chain's link at `expected_seq` after `previous_hash`, or None."""
     link = chain_link(event)
     if link is None:
         return "the event carries no audit-chain link"

@@ -4,14 +4,15 @@ against its sealed body, and name the first break."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 
-from fhir_server.audit.chain import GENESIS_HASH, ChainReport, verify_chain
-from fhir_server.store.audit_log.record import keys_problem, record_problem
+from fhir_server.audit.chain import GENESIS_HASH, ChainReport, link_problem, verify_chain
+from fhir_server.store.audit_log.record import LogRecord, keys_problem, record_problem
 
 
 def chain_events(store) -> Iterator[dict]:
@@ -34,40 +35,57 @@ def verify_store(store) -> ChainReport:
     last_good: tuple[int, str] = (0, GENESIS_HASH)
 
     def events() -> Iterator[dict]:
+        """The events to the chain, until the first one whose record, keys or body is not
+        right: `verify_chain` stops at its own first break, so reaching it means the chain
+        held up to there."""
         nonlocal last_good
         for position, record in enumerate(log.scan()):
-            event = orjson.loads(record.body)
-            if not found:
+            event, problem = _parsed(record.body)
+            if event is not None:
                 problem = keys.orphan_before(record.sequence) or (
                     record_problem(record, event) or keys_problem(keys.of(record.sequence), event)
                 )
-                if problem:
-                    found.append(
-                        ChainReport(
-                            False,
-                            position,
-                            last_good,
-                            record.sequence,
-                            record.id,
-                            position,
-                            problem,
-                        )
-                    )
-                else:
-                    last_good = (record.sequence, record.hash)
+            if event is None or problem:
+                found.append(_named(position, record, event, problem or "", last_good))
+                return
+            last_good = (record.sequence, record.hash)
             yield event
 
     chain = verify_chain(events(), expected_head=log.head())
     if found:
-        record = found[0]
-        # At the same event, the chain's break is named: it is the stronger finding.
-        if chain.ok or (record.checked < chain.checked):
-            return record
-        return chain
+        return found[0]
     orphan = keys.orphan_before(None) if chain.ok else None
     if orphan:
         return ChainReport(False, chain.checked, chain.head, None, None, chain.checked, orphan)
     return chain
+
+
+def _parsed(body: bytes) -> tuple[dict | None, str | None]:
+    """The event a body holds, or why it holds none (a read serves the bytes all the same)."""
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return None, f"its body is not JSON ({exc})"
+    if not isinstance(event, dict):
+        return None, "its body is not a JSON object"
+    return event, None
+
+
+def _named(
+    position: int, record: LogRecord, event: dict | None, problem: str, last_good: tuple[int, str]
+) -> ChainReport:
+    """The report of the first event found wrong: the chain's own break there if it has one
+    (the stronger finding), else `problem`."""
+    broken: str | None = None
+    if event is not None:
+        # Too malformed to tell (a non-object among its extensions): `problem` says.
+        with contextlib.suppress(TypeError, AttributeError, ValueError):
+            broken = link_problem(event, last_good[0] + 1, last_good[1])
+    if event is not None and broken:
+        return ChainReport(
+            False, position, last_good, last_good[0] + 1, event.get("id"), position, broken
+        )
+    return ChainReport(False, position, last_good, record.sequence, record.id, position, problem)
 
 
 class _KeysBySequence:

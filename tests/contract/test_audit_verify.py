@@ -21,6 +21,7 @@ import pytest
 from fhir_server.audit.cli import verify_store
 from fhir_server.cli import main
 from fhir_server.config import load_settings
+from fhir_server.errors import FhirError
 from fhir_server.store.factory import open_store, with_audit_log
 from fhir_server.store.with_audit_log import StoreWithAuditLog
 from tests.conftest import ENGINES, make_store
@@ -61,9 +62,13 @@ class Log:
         else:
             log._events.update_one({"_id": sequence}, {"$addToSet": {"patients": patient}})
 
+    def body(self, sequence: int) -> bytes:
+        return next(r for r in self.store.audit_log.scan() if r.sequence == sequence).body
+
     def edit_body(self, sequence: int, **fields) -> None:
-        record = next(r for r in self.store.audit_log.scan() if r.sequence == sequence)
-        body = orjson.dumps({**orjson.loads(record.body), **fields})
+        self.set_body(sequence, orjson.dumps({**orjson.loads(self.body(sequence)), **fields}))
+
+    def set_body(self, sequence: int, body: bytes) -> None:
         if self.engine == "sqlite":
             self.store.audit_log._writer.execute(
                 "UPDATE event SET body = ? WHERE seq = ?", (body, sequence)
@@ -224,4 +229,109 @@ def test_sqlite_verifies_one_snapshot_while_the_server_appends(tmp_path, registr
         log.scan = scan
         assert verify_store(store).checked == 3
     finally:
+        store.close()
+
+
+# -- attack pass (R16: "audit verify checks the chain and names the first break") -------------
+# Someone with the files edits the log so that the server answers differently while the
+# chain, computed on the parsed body, still holds.
+
+
+def _with_extension(body: bytes, *extra: object) -> bytes:
+    event = orjson.loads(body)
+    return orjson.dumps({**event, "extension": [*event["extension"], *extra]})
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        # orjson (the chain, the search, the trace view) takes the last of duplicate keys;
+        # the bytes served carry the first too, which a client may read instead.
+        lambda body: body.replace(b'"outcome":"0"', b'"outcome":"8","outcome":"0"'),
+        lambda body: body.replace(b'"action":"R"', b'"action" : "R"'),
+        lambda body: body.replace(b"Patient/p2", b"Patient\\/p2"),
+        lambda body: body.replace(b'"outcome":"0"', b'"outcome":"\\u0030"'),
+    ],
+    ids=["duplicate-key", "whitespace", "escaped-solidus", "unicode-escape"],
+)
+def test_r16_a_body_respelled_to_parse_to_its_sealed_event_is_named(log, respell):
+    """The chain hashes the parsed body, but a read serves the stored bytes: bytes that parse
+    to the sealed event yet are not what the server wrote are what the user gets."""
+    event_id = _ids(log.store)[1]
+    original = log.store.read("AuditEvent", event_id).body
+    log.set_body(2, respell(log.body(2)))
+    served = log.store.read("AuditEvent", event_id).body
+    assert served != original and orjson.loads(served) == orjson.loads(original)
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, event_id)
+    assert report.reason == (
+        "its body is not the bytes the server writes for the event it parses to "
+        "(respelled: duplicate keys, spacing or escapes)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("garble", "reason"),
+    [
+        (lambda body: b"not JSON", "its body is not JSON ("),
+        (lambda body: b"\xef\xbb\xbf" + body, "its body is not JSON ("),
+        (lambda body: b"[]", "its body is not a JSON object"),
+        (lambda body: body.replace(b'"extension":[', b'"extension":["x",'), "its body is not a"),
+        (lambda body: _with_extension(body, "x"), "the event's content does not match its hash"),
+    ],
+    ids=["not-json", "bom", "array", "extension-before-link", "extension-after-link"],
+)
+def test_r16_a_garbled_body_is_named_not_a_crash(log, garble, reason):
+    """A read serves the garbled bytes; verify names the event instead of stopping on it."""
+    event_id = _ids(log.store)[1]
+    log.set_body(2, garble(log.body(2)))
+    assert log.store.read("AuditEvent", event_id).body == log.body(2)
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, event_id)
+    assert report.reason.startswith(reason)
+
+
+@pytest.mark.parametrize("engine", [engine for engine in ENGINES if engine != "sqlite"])
+def test_r16_a_sequence_stored_as_a_double_is_named(tmp_path, registry, engine):
+    """MongoDB keeps any number as `_id`; 3.0 equals 3 and sorts in its place, but the
+    `_history` page ending on it links a next page the server then refuses. (SQLite's
+    `seq`, the rowid, is always an integer.)"""
+    store = with_audit_log(make_store(engine, tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1") for _ in range(4)])
+        events = store.audit_log._events
+        document = events.find_one({"_id": 3})
+        events.delete_one({"_id": 3})
+        events.insert_one({**document, "_id": 3.0})
+        page = store.history("AuditEvent", None, since=None, count=2, cursor=None)
+        with pytest.raises(FhirError, match="invalid or expired paging cursor"):
+            store.history("AuditEvent", None, since=None, count=2, cursor=page.next_cursor)
+        report = verify_store(store)
+        assert (report.ok, report.sequence, report.event_id) == (False, 3, document["id"])
+        assert report.reason == "its sequence column (3.0) is not its body's (3)"
+    finally:
+        if engine == "mongodb":
+            store.resources.database.client.drop_database(store.resources.database.name)
+        store.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_r16_a_patient_key_that_is_not_a_string_is_named(tmp_path, registry, engine):
+    """A key of another type finds nothing for any patient; verify names it, not a crash."""
+    store = with_audit_log(make_store(engine, tmp_path, registry), registry)
+    try:
+        (event,) = store.append_audit([audit_event("p1")])
+        if engine == "sqlite":
+            store.audit_log._writer.execute(
+                "INSERT INTO event_patient (patient, seq) VALUES (?, 1)", (b"p1",)
+            )
+        else:
+            store.audit_log._events.update_one({"_id": 1}, {"$push": {"patients": ["p1"]}})
+        report = verify_store(store)
+        assert (report.ok, report.sequence, report.event_id) == (False, 1, event.id)
+        assert report.reason.startswith("its patient keys ")
+        assert "are not all Patient ids" in report.reason
+    finally:
+        if engine == "mongodb":
+            store.resources.database.client.drop_database(store.resources.database.name)
         store.close()

@@ -320,9 +320,11 @@ class MongoAuditLog:
             yield _record(doc)
 
     def patient_keys(self) -> Iterator[tuple[int, str]]:
-        # The multikey index ("patient") is built from each document's `patients`.
+        # The multikey index ("patient") is built from each document's `patients`; a value
+        # that is not an array is a key of its own, as a query on the field matches it.
         for doc in self._events.find({}, {"patients": 1}).sort("_id", ASCENDING):
-            for patient in sorted(doc.get("patients") or ()):
+            patients = doc.get("patients", [])
+            for patient in patients if isinstance(patients, list) else [patients]:
                 yield doc["_id"], patient
 
     def newest_first(

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from fhir_server.audit.chain import GENESIS_HASH, ChainLink, chain_link, sealed_link
 from fhir_server.search.extract import RELATIVE_REFERENCE
 
@@ -127,18 +129,39 @@ def record_problem(record: LogRecord, event: Mapping) -> str | None:
         expected = record_of(event, record.body, record.recorded)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return f"its body is not a sealed AuditEvent ({exc})"
+    if orjson.dumps(event) != record.body:
+        # The chain hashes the parsed body, but a read serves these bytes: respelled, they
+        # could say otherwise to a client (the first of two duplicate keys, say).
+        return (
+            "its body is not the bytes the server writes for the event it parses to "
+            "(respelled: duplicate keys, spacing or escapes)"
+        )
     for column in _DERIVED_COLUMNS:
         stored, derived = getattr(record, column), getattr(expected, column)
-        if stored != derived:
+        if not _same(stored, derived):
             return f"its {column} column ({stored!r}) is not its body's ({derived!r})"
     meta = event.get("meta")
     last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-    if _epoch_ms(last_updated) != record.recorded // 1000:  # the body keeps milliseconds
+    recorded = record.recorded
+    if not _is_int(recorded) or _epoch_ms(last_updated) != recorded // 1000:
+        # (the body keeps milliseconds)
         return (
             f"its recorded column ({record.recorded} µs since the epoch) is not its body's "
             f"meta.lastUpdated ({last_updated})"
         )
     return None
+
+
+def _same(stored: object, derived: object) -> bool:
+    """Equal and of the same kind: 3.0 equals 3, but a `_history` cursor made from a
+    sequence 3.0 is refused (MongoDB keeps any number; bson's Int64 is an int)."""
+    if isinstance(derived, int):
+        return _is_int(stored) and stored == derived
+    return type(stored) is type(derived) and stored == derived
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -160,6 +183,9 @@ def _epoch_ms(value: object) -> int | None:
 def keys_problem(keys: Iterable[str], event: Mapping) -> str | None:
     """Why the patient keys stored for an event (what the patients' trace view finds it by)
     are not the Patients its sealed body names, or None."""
+    keys = list(keys)
+    if not all(isinstance(key, str) for key in keys):
+        return f"its patient keys {keys!r} are not all Patient ids"
     stored, named = sorted(set(keys)), sorted(event_patients(event))
     if stored != named:
         return f"its patient keys {stored} are not the Patients its body names {named}"
