@@ -315,6 +315,26 @@ def test_r16_a_sequence_stored_as_a_double_is_named(tmp_path, registry, engine):
         store.close()
 
 
+def test_r16_history_since_goes_by_the_sealed_millisecond(log):
+    """The body seals meta.lastUpdated to the millisecond; the recorded column keeps
+    microseconds, which verify cannot check. Moved within its millisecond, the event must
+    answer a `_history?_since=` the same (it verifies either way)."""
+    record = next(r for r in log.store.audit_log.scan() if r.sequence == 2)
+    millisecond = record.recorded // 1000 * 1000
+    since = millisecond + 500
+
+    def history() -> list[str]:
+        page = log.store.history("AuditEvent", None, since=since, count=10, cursor=None)
+        return [entry.resource.id for entry in page.entries]
+
+    log.tamper(2, recorded=millisecond)
+    assert verify_store(log.store).ok
+    early = history()
+    log.tamper(2, recorded=millisecond + 999)
+    assert verify_store(log.store).ok
+    assert history() == early
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_r16_a_patient_key_that_is_not_a_string_is_named(tmp_path, registry, engine):
     """A key of another type finds nothing for any patient; verify names it, not a crash."""
