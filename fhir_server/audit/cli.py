@@ -22,12 +22,16 @@ def chain_events(store) -> Iterator[dict]:
 
 
 def verify_store(store) -> ChainReport:
-    """What an auditor checks: the chain, from its first event, against the head the log
+    """What an auditor checks: the log file's own integrity (SQLite); the chain, from its first event, against the head the log
     recorded with its last commit (a cut tail shows against it); and each event's narrow
     record and patient keys against its sealed body, since reads, searches and the patients'
     trace view go by them (an edited column or a removed key would hide an event from its
     patient without breaking the chain). The first problem in chain order is named."""
     log = store.audit_log
+    broken_file = log.integrity_problem()
+    if broken_file:
+        reason = f"the log file's integrity check fails: {broken_file}"
+        return ChainReport(False, 0, (0, GENESIS_HASH), None, None, 0, reason)
     # Read first: on SQLite its open cursor holds the reader's snapshot, which the head and
     # the scan below then share, so an append meanwhile is in all three or in none.
     keys = _KeysBySequence(log.patient_keys())
@@ -129,8 +133,9 @@ def _verify(args: argparse.Namespace) -> int:
         )
         return 0
     where = f" at sequence {report.sequence}" if report.sequence is not None else ""
+    event = f" (AuditEvent {report.event_id})" if report.event_id is not None else ""
     print(
-        f"audit log broken{where} (AuditEvent {report.event_id}): {report.reason}",
+        f"audit log broken{where}{event}: {report.reason}",
         file=sys.stderr,
     )
     return 1

@@ -11,6 +11,7 @@ body, and names the first event that differs, in chain order.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -354,4 +355,77 @@ def test_r16_a_patient_key_that_is_not_a_string_is_named(tmp_path, registry, eng
     finally:
         if engine == "mongodb":
             store.resources.database.client.drop_database(store.resources.database.name)
+        store.close()
+
+
+def _rewrite_log_file(store: StoreWithAuditLog, *statements: str) -> StoreWithAuditLog:
+    """Close the SQLite store, run `statements` on its log file as someone with the files
+    could, and open it again."""
+    path, resources_path = store.audit_log.path, store.resources.path
+    registry = store.registry
+    store.close()
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        for statement in statements:
+            connection.execute(statement)
+    finally:
+        connection.close()
+    from fhir_server.store.sqlite import SqliteStore
+
+    return with_audit_log(SqliteStore(resources_path), registry)
+
+
+def test_r16_an_index_that_disagrees_with_its_table_is_named(tmp_path, registry):
+    """SQLite: the id index's B-tree swapped for one without event 2 (the schema made
+    writable). A read of the event then finds nothing, while the scan verify reads goes by
+    the table: the file's own integrity check names it."""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    events = store.append_audit([audit_event("p1") for _ in range(3)])
+    hidden = events[1].id
+    connection = store.audit_log._writer
+    connection.execute(f"CREATE INDEX decoy ON event (id) WHERE id != '{hidden}'")
+    roots = dict(connection.execute("SELECT name, rootpage FROM sqlite_master"))
+    auto, decoy = roots["sqlite_autoindex_event_1"], roots["decoy"]
+    store = _rewrite_log_file(
+        store,
+        "PRAGMA writable_schema = ON",
+        f"UPDATE sqlite_master SET rootpage = {decoy} WHERE name = 'sqlite_autoindex_event_1'",
+        f"UPDATE sqlite_master SET rootpage = {auto} WHERE name = 'decoy'",
+    )
+    try:
+        assert store.read("AuditEvent", hidden) is None  # what the patient's read answers
+        report = verify_store(store)
+        assert not report.ok
+        assert report.reason.startswith("the log file's integrity check fails: ")
+        assert "row 2 missing from index sqlite_autoindex_event_1" in report.reason
+    finally:
+        store.close()
+
+
+def test_r16_a_read_finds_only_the_event_of_the_id_asked(tmp_path, registry):
+    """SQLite: the event table rebuilt with a case-blind id (COLLATE NOCASE), a consistent
+    file that verifies. A read or `_history` of the id in capitals must still find nothing,
+    as FHIR ids are case-sensitive."""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    (event,) = store.append_audit([audit_event("p1")])
+    (table,) = store.audit_log._writer.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'event'"
+    ).fetchone()
+    blind = table.replace("CREATE TABLE event", "CREATE TABLE blind").replace(
+        "id TEXT NOT NULL UNIQUE", "id TEXT NOT NULL UNIQUE COLLATE NOCASE"
+    )
+    store = _rewrite_log_file(
+        store,
+        blind,
+        "INSERT INTO blind SELECT * FROM event",
+        "DROP TABLE event",
+        "ALTER TABLE blind RENAME TO event",
+    )
+    try:
+        assert verify_store(store).ok
+        assert store.read("AuditEvent", event.id).body == event.body
+        assert store.read("AuditEvent", event.id.upper()) is None
+        page = store.history("AuditEvent", event.id.upper(), since=None, count=10, cursor=None)
+        assert page.entries == []
+    finally:
         store.close()
