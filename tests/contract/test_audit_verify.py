@@ -316,6 +316,26 @@ def test_r16_a_sequence_stored_as_a_double_is_named(tmp_path, registry, engine):
         store.close()
 
 
+@pytest.mark.parametrize("engine", [engine for engine in ENGINES if engine != "sqlite"])
+def test_r16_a_head_sequence_stored_as_a_double_is_named(tmp_path, registry, engine):
+    """MongoDB's head document with `seq` 4.0: it equals the chain's 4, but the next commit
+    seals its event after it, as sequence 5.0, which the user is then served."""
+    store = with_audit_log(make_store(engine, tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1") for _ in range(4)])
+        store.audit_log._head_collection.update_one({"_id": "head"}, {"$set": {"seq": 4.0}})
+        report = verify_store(store)
+        assert (report.ok, report.sequence, report.event_id) == (False, None, None)
+        assert report.reason.startswith("the recorded head (4.0, ")
+        assert report.reason.endswith(") is not a sequence number and a hash")
+        (fifth,) = store.append_audit([audit_event("p1")])
+        assert b'{"url":"sequence","valueInteger":5.0}' in store.read("AuditEvent", fifth.id).body
+    finally:
+        if engine == "mongodb":
+            store.resources.database.client.drop_database(store.resources.database.name)
+        store.close()
+
+
 def test_r16_history_since_goes_by_the_sealed_millisecond(log):
     """The body seals meta.lastUpdated to the millisecond; the recorded column keeps
     microseconds, which verify cannot check. Moved within its millisecond, the event must
