@@ -336,6 +336,32 @@ def test_r16_a_head_sequence_stored_as_a_double_is_named(tmp_path, registry, eng
         store.close()
 
 
+@pytest.mark.parametrize("sequence", [0, -7])
+def test_r16_a_row_below_the_first_sequence_is_named(log, sequence):
+    """A copy of event 2 under another id, at a sequence below 1: a read serves it and
+    `_history` lists it, so verify must read it too (on SQLite its scan started above 0)."""
+    if log.engine == "sqlite":
+        log.store.audit_log._writer.execute(
+            "INSERT INTO event (seq, id, recorded, hash, agent, action, subtype, outcome, "
+            "labels, body, patients) SELECT ?, 'forged', recorded, hash, agent, action, "
+            "subtype, outcome, labels, body, '[]' FROM event WHERE seq = 2",
+            (sequence,),
+        )
+    else:
+        document = log.store.audit_log._events.find_one({"_id": 2})
+        log.store.audit_log._events.insert_one(
+            {**document, "_id": sequence, "id": "forged", "patients": []}
+        )
+    assert log.store.read("AuditEvent", "forged") is not None
+    page = log.store.history("AuditEvent", None, since=None, count=10, cursor=None)
+    assert "forged" in [entry.resource.id for entry in page.entries]
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.position) == (False, 1, 0)
+    assert report.reason == (
+        "sequence 2 found where 1 was expected (an event was deleted, inserted or moved)"
+    )
+
+
 def test_r16_history_since_goes_by_the_sealed_millisecond(log):
     """The body seals meta.lastUpdated to the millisecond; the recorded column keeps
     microseconds, which verify cannot check. Moved within its millisecond, the event must

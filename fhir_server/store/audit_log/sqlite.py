@@ -84,6 +84,8 @@ def _upgrade(connection: sqlite3.Connection) -> None:
 # Events per page of `scan`.
 _SCAN_PAGE = 1_000
 
+_LOWEST_ROWID = -(2**63)
+
 # Rows per INSERT statement (11 bound values each, within SQLite's 32,766).
 _CHUNK = 500
 
@@ -270,17 +272,19 @@ class SqliteAuditLog:
             marks = ", ".join("?" * len(patients))
             where = f"AND seq IN (SELECT seq FROM event_patient WHERE patient IN ({marks}))"
             params = tuple(patients)
-        after = 0
+        # From the lowest rowid, not from 1: a row put below the chain's first sequence
+        # behind the server's back is read by id and listed by `_history`, so verify reads it.
+        after, bound = _LOWEST_ROWID, ">="
         while True:
             rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM event WHERE seq > ? {where} ORDER BY seq LIMIT ?",
+                f"SELECT {_COLUMNS} FROM event WHERE seq {bound} ? {where} ORDER BY seq LIMIT ?",
                 (after, *params, _SCAN_PAGE),
             ).fetchall()
             for row in rows:
                 yield _record(row)
             if len(rows) < _SCAN_PAGE:
                 return
-            after = rows[-1][0]
+            after, bound = rows[-1][0], ">"
 
     def patient_keys(self) -> Iterator[tuple[int, str]]:
         rows = self._reader.execute("SELECT seq, patient FROM event_patient ORDER BY seq, patient")
