@@ -362,6 +362,22 @@ def test_r16_a_row_below_the_first_sequence_is_named(log, sequence):
     )
 
 
+@pytest.mark.parametrize("version", ["7", None])
+def test_r16_an_edited_version_id_is_named(log, version):
+    """meta.versionId is outside the hash (storage bookkeeping written after sealing): edited,
+    the event is served as a version the log never kept (its ETag still says W/"1")."""
+    event = orjson.loads(log.body(2))
+    event["meta"] = {k: v for k, v in event["meta"].items() if k != "versionId"}
+    if version is not None:
+        event["meta"] = {"versionId": version, **event["meta"]}
+    log.set_body(2, orjson.dumps(event))
+    served = orjson.loads(log.store.read("AuditEvent", event["id"]).body)
+    assert served["meta"].get("versionId") == version
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, event["id"])
+    assert report.reason == f"its meta.versionId ({version!r}) is not '1', the log's one version"
+
+
 def test_r16_history_since_goes_by_the_sealed_millisecond(log):
     """The body seals meta.lastUpdated to the millisecond; the recorded column keeps
     microseconds, which verify cannot check. Moved within its millisecond, the event must

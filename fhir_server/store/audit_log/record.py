@@ -141,6 +141,9 @@ def record_problem(record: LogRecord, event: Mapping) -> str | None:
         if not _same(stored, derived):
             return f"its {column} column ({stored!r}) is not its body's ({derived!r})"
     meta = event.get("meta")
+    version = meta.get("versionId") if isinstance(meta, dict) else None
+    if version != "1":  # outside the hash too, and a read's ETag says W/"1"
+        return f"its meta.versionId ({version!r}) is not '1', the log's one version"
     last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
     recorded = record.recorded
     if not _is_int(recorded) or _epoch_ms(last_updated) != recorded // 1000:
