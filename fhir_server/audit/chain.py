@@ -145,19 +145,22 @@ def sealed_link(event: Mapping, previous_hash: str, sequence: int) -> tuple[dict
         raise ValueError("previous_hash must be 64 lower-case hex digits")
     digest = chain_hash(event, previous_hash, sequence)
     others = [e for e in event.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
+    link = ChainLink(sequence, previous_hash, digest)
     sealed = dict(event)
-    sealed["extension"] = [
-        *others,
-        {
-            "url": EXT_AUDIT_CHAIN,
-            "extension": [
-                {"url": "sequence", "valueInteger": sequence},
-                {"url": "previous", "valueString": previous_hash},
-                {"url": "hash", "valueString": digest},
-            ],
-        },
-    ]
-    return sealed, ChainLink(sequence, previous_hash, digest)
+    sealed["extension"] = [*others, link_extension(link)]
+    return sealed, link
+
+
+def link_extension(link: ChainLink) -> dict:
+    """The audit-chain extension `seal` writes for `link`, the event's last extension."""
+    return {
+        "url": EXT_AUDIT_CHAIN,
+        "extension": [
+            {"url": "sequence", "valueInteger": link.sequence},
+            {"url": "previous", "valueString": link.previous},
+            {"url": "hash", "valueString": link.hash},
+        ],
+    }
 
 
 def move_order(body: bytes) -> tuple[int, int]:

@@ -378,6 +378,31 @@ def test_r16_an_edited_version_id_is_named(log, version):
     assert report.reason == f"its meta.versionId ({version!r}) is not '1', the log's one version"
 
 
+def _second_link(event: dict) -> None:
+    event["extension"].append({**event["extension"][-1], "extension": []})
+
+
+def _extra_part(event: dict) -> None:
+    event["extension"][-1]["extension"].append({"url": "note", "valueString": "forged"})
+
+
+def _extra_field(event: dict) -> None:
+    event["extension"][-1]["valueString"] = "forged"
+
+
+@pytest.mark.parametrize("edit", [_second_link, _extra_part, _extra_field])
+def test_r16_an_audit_chain_extension_edited_outside_its_link_is_named(log, edit):
+    """The hash leaves out every audit-chain extension and the link is read from the first:
+    what else an edit puts in them is served unsealed."""
+    event = orjson.loads(log.body(2))
+    edit(event)
+    log.set_body(2, orjson.dumps(event))
+    assert orjson.loads(log.store.read("AuditEvent", event["id"]).body) == event
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, event["id"])
+    assert report.reason == "its audit-chain extension is not the one the server writes"
+
+
 def test_r16_history_since_goes_by_the_sealed_millisecond(log):
     """The body seals meta.lastUpdated to the millisecond; the recorded column keeps
     microseconds, which verify cannot check. Moved within its millisecond, the event must

@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from fhir_server.audit.chain import GENESIS_HASH, ChainLink, chain_link, sealed_link
+from fhir_server.audit.chain import (
+    EXT_AUDIT_CHAIN,
+    GENESIS_HASH,
+    ChainLink,
+    chain_link,
+    link_extension,
+    sealed_link,
+)
 from fhir_server.search.extract import RELATIVE_REFERENCE
 
 AUDIT_EVENT = "AuditEvent"
@@ -129,6 +136,8 @@ def record_problem(record: LogRecord, event: Mapping) -> str | None:
         expected = record_of(event, record.body, record.recorded)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return f"its body is not a sealed AuditEvent ({exc})"
+    if not _sealed_link_only(event):
+        return "its audit-chain extension is not the one the server writes"
     if orjson.dumps(event) != record.body:
         # The chain hashes the parsed body, but a read serves these bytes: respelled, they
         # could say otherwise to a client (the first of two duplicate keys, say).
@@ -153,6 +162,18 @@ def record_problem(record: LogRecord, event: Mapping) -> str | None:
             f"meta.lastUpdated ({last_updated})"
         )
     return None
+
+
+def _sealed_link_only(event: Mapping) -> bool:
+    """Whether the event's audit-chain extension is the one `seal` writes, once, last: the
+    hash leaves out every audit-chain extension, and the link is read from the first one,
+    so anything else in them would be served unsealed."""
+    link = chain_link(event)
+    extensions = event.get("extension")
+    if link is None or not isinstance(extensions, list):
+        return False
+    chained = [e for e in extensions if isinstance(e, dict) and e.get("url") == EXT_AUDIT_CHAIN]
+    return chained == extensions[-1:] == [link_extension(link)]
 
 
 def _same(stored: object, derived: object) -> bool:
