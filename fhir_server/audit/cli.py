@@ -61,7 +61,13 @@ def verify_store(store) -> ChainReport:
     well_formed = head is None or (
         isinstance(head[0], int) and not isinstance(head[0], bool) and isinstance(head[1], str)
     )
-    chain = verify_chain(events(), expected_head=head if well_formed else None)
+    try:
+        chain = verify_chain(events(), expected_head=head if well_formed else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        # A record the engine cannot even read (a body stored as text, a field missing): a
+        # read of it fails too.
+        reason = f"the record after sequence {last_good[0]} cannot be read ({exc!r})"
+        return ChainReport(False, last_good[0], last_good, last_good[0] + 1, None, None, reason)
     if found:
         return found[0]
     if chain.ok and not well_formed:

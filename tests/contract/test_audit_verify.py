@@ -403,6 +403,24 @@ def test_r16_an_audit_chain_extension_edited_outside_its_link_is_named(log, edit
     assert report.reason == "its audit-chain extension is not the one the server writes"
 
 
+def test_r16_a_record_the_engine_cannot_read_is_named(log):
+    """The body stored as text (SQLite) or a string (MongoDB) instead of bytes: a read of
+    the event fails; verify names where, instead of stopping on it."""
+    event_id = _ids(log.store)[1]
+    if log.engine == "sqlite":
+        log.store.audit_log._writer.execute(
+            "UPDATE event SET body = CAST(body AS TEXT) WHERE seq = 2"
+        )
+    else:
+        body = log.body(2).decode()
+        log.store.audit_log._events.update_one({"_id": 2}, {"$set": {"body": body}})
+    with pytest.raises(TypeError):
+        log.store.read("AuditEvent", event_id)
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, None)
+    assert report.reason.startswith("the record after sequence 1 cannot be read (TypeError(")
+
+
 def test_r16_history_since_goes_by_the_sealed_millisecond(log):
     """The body seals meta.lastUpdated to the millisecond; the recorded column keeps
     microseconds, which verify cannot check. Moved within its millisecond, the event must
