@@ -70,9 +70,15 @@ def verify_store(store) -> ChainReport:
         return ChainReport(False, last_good[0], last_good, last_good[0] + 1, None, None, reason)
     if found:
         return found[0]
-    if chain.ok and not well_formed:
-        reason = f"the recorded head {head!r} is not a sequence number and a hash"
-        return ChainReport(False, chain.checked, chain.head, None, None, chain.checked, reason)
+    head_problem = None
+    if not well_formed:
+        head_problem = f"the recorded head {head!r} is not a sequence number and a hash"
+    elif head is None and chain.checked:  # the next commit would seal sequence 1 again
+        head_problem = f"the log holds {chain.checked} events but no recorded head"
+    if chain.ok and head_problem:
+        return ChainReport(
+            False, chain.checked, chain.head, None, None, chain.checked, head_problem
+        )
     orphan = keys.orphan_before(None) if chain.ok else None
     if orphan:
         return ChainReport(False, chain.checked, chain.head, None, None, chain.checked, orphan)

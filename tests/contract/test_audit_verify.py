@@ -421,6 +421,20 @@ def test_r16_a_record_the_engine_cannot_read_is_named(log):
     assert report.reason.startswith("the record after sequence 1 cannot be read (TypeError(")
 
 
+def test_r16_a_removed_head_is_named(log):
+    """Without its head the log seals the next event as sequence 1 again, which the events
+    already held refuse: every audited request fails, while the events alone verify."""
+    if log.engine == "sqlite":
+        log.store.audit_log._writer.execute("DELETE FROM head")
+    else:
+        log.store.audit_log._head_collection.delete_many({})
+    with pytest.raises(Exception):  # noqa: B017 - each engine's own refusal
+        log.store.append_audit([audit_event("p1")])
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, None, None)
+    assert report.reason == "the log holds 4 events but no recorded head"
+
+
 def test_r16_history_since_goes_by_the_sealed_millisecond(log):
     """The body seals meta.lastUpdated to the millisecond; the recorded column keeps
     microseconds, which verify cannot check. Moved within its millisecond, the event must
