@@ -22,11 +22,12 @@ def chain_events(store) -> Iterator[dict]:
 
 
 def verify_store(store) -> ChainReport:
-    """What an auditor checks: the log file's own integrity (SQLite); the chain, from its first event, against the head the log
-    recorded with its last commit (a cut tail shows against it); and each event's narrow
-    record and patient keys against its sealed body, since reads, searches and the patients'
-    trace view go by them (an edited column or a removed key would hide an event from its
-    patient without breaking the chain). The first problem in chain order is named."""
+    """What an auditor checks: the log file's own integrity (SQLite); the chain, from its
+    first event, against the head the log recorded with its last commit (a cut tail shows
+    against it); and each event's narrow record, patient keys and stored bytes against its
+    sealed body, since reads, searches and the patients' trace view go by them (an edited
+    column or a removed key would hide an event from its patient without breaking the
+    chain). The first problem in chain order is named."""
     log = store.audit_log
     broken_file = log.integrity_problem()
     if broken_file:
@@ -58,11 +59,11 @@ def verify_store(store) -> ChainReport:
     head = log.head()
     # A head of another kind (MongoDB keeps any number: a seq 4.0 equals the chain's 4) would
     # have the next commit seal its event as sequence 5.0.
-    well_formed = head is None or (
+    malformed = head is not None and not (
         isinstance(head[0], int) and not isinstance(head[0], bool) and isinstance(head[1], str)
     )
     try:
-        chain = verify_chain(events(), expected_head=head if well_formed else None)
+        chain = verify_chain(events(), expected_head=None if malformed else head)
     except (KeyError, TypeError, ValueError) as exc:
         # A record the engine cannot even read (a body stored as text, a field missing): a
         # read of it fails too.
@@ -70,15 +71,14 @@ def verify_store(store) -> ChainReport:
         return ChainReport(False, last_good[0], last_good, last_good[0] + 1, None, None, reason)
     if found:
         return found[0]
-    head_problem = None
-    if not well_formed:
-        head_problem = f"the recorded head {head!r} is not a sequence number and a hash"
-    elif head is None and chain.checked:  # the next commit would seal sequence 1 again
-        head_problem = f"the log holds {chain.checked} events but no recorded head"
-    if chain.ok and head_problem:
-        return ChainReport(
-            False, chain.checked, chain.head, None, None, chain.checked, head_problem
+    # Without a head, the next commit would seal sequence 1 again.
+    if chain.ok and (malformed or (head is None and chain.checked)):
+        reason = (
+            f"the recorded head {head!r} is not a sequence number and a hash"
+            if malformed
+            else f"the log holds {chain.checked} events but no recorded head"
         )
+        return ChainReport(False, chain.checked, chain.head, None, None, chain.checked, reason)
     orphan = keys.orphan_before(None) if chain.ok else None
     if orphan:
         return ChainReport(False, chain.checked, chain.head, None, None, chain.checked, orphan)

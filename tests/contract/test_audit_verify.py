@@ -435,10 +435,10 @@ def test_r16_a_removed_head_is_named(log):
     assert report.reason == "the log holds 4 events but no recorded head"
 
 
-def test_r16_history_since_goes_by_the_sealed_millisecond(log):
-    """The body seals meta.lastUpdated to the millisecond; the recorded column keeps
-    microseconds, which verify cannot check. Moved within its millisecond, the event must
-    answer a `_history?_since=` the same (it verifies either way)."""
+def test_r16_history_since_goes_by_the_millisecond_served(log):
+    """The body serves meta.lastUpdated to the millisecond; the recorded column keeps
+    microseconds, which verify cannot check against it. Moved within its millisecond, the
+    event must answer a `_history?_since=` the same (it verifies either way)."""
     record = next(r for r in log.store.audit_log.scan() if r.sequence == 2)
     millisecond = record.recorded // 1000 * 1000
     since = millisecond + 500

@@ -154,9 +154,8 @@ def record_problem(record: LogRecord, event: Mapping) -> str | None:
     if version != "1":  # outside the hash too, and a read's ETag says W/"1"
         return f"its meta.versionId ({version!r}) is not '1', the log's one version"
     last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-    recorded = record.recorded
+    recorded = record.recorded  # µs; the body keeps milliseconds
     if not _is_int(recorded) or _epoch_ms(last_updated) != recorded // 1000:
-        # (the body keeps milliseconds)
         return (
             f"its recorded column ({record.recorded} µs since the epoch) is not its body's "
             f"meta.lastUpdated ({last_updated})"
