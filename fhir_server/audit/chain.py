@@ -81,7 +81,11 @@ def canonical_json(event: Mapping) -> bytes:
     if _already_canonical(event):  # a new event, as built: nothing to take out, no copy
         return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
     body = _copy(event)
-    extensions = [e for e in body.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
+    extensions = [
+        e
+        for e in body.get("extension", [])
+        if not (isinstance(e, dict) and e.get("url") == EXT_AUDIT_CHAIN)
+    ]
     if extensions:
         body["extension"] = extensions
     else:
@@ -141,19 +145,22 @@ def sealed_link(event: Mapping, previous_hash: str, sequence: int) -> tuple[dict
         raise ValueError("previous_hash must be 64 lower-case hex digits")
     digest = chain_hash(event, previous_hash, sequence)
     others = [e for e in event.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
+    link = ChainLink(sequence, previous_hash, digest)
     sealed = dict(event)
-    sealed["extension"] = [
-        *others,
-        {
-            "url": EXT_AUDIT_CHAIN,
-            "extension": [
-                {"url": "sequence", "valueInteger": sequence},
-                {"url": "previous", "valueString": previous_hash},
-                {"url": "hash", "valueString": digest},
-            ],
-        },
-    ]
-    return sealed, ChainLink(sequence, previous_hash, digest)
+    sealed["extension"] = [*others, link_extension(link)]
+    return sealed, link
+
+
+def link_extension(link: ChainLink) -> dict:
+    """The audit-chain extension `seal` writes for `link`, the event's last extension."""
+    return {
+        "url": EXT_AUDIT_CHAIN,
+        "extension": [
+            {"url": "sequence", "valueInteger": link.sequence},
+            {"url": "previous", "valueString": link.previous},
+            {"url": "hash", "valueString": link.hash},
+        ],
+    }
 
 
 def move_order(body: bytes) -> tuple[int, int]:
@@ -204,13 +211,13 @@ def verify_chain(
     position = -1
     last_id = None
     for position, event in enumerate(events):
-        reason = _link_problem(event, expected_seq, running)
+        reason = link_problem(event, expected_seq, running)
         if reason:
             return ChainReport(
                 False, checked, head, expected_seq, event.get("id"), position, reason
             )
         link = chain_link(event)
-        assert link is not None  # _link_problem checked it
+        assert link is not None  # link_problem checked it
         running = link.hash
         head = (link.sequence, link.hash)
         last_id = event.get("id")
@@ -231,7 +238,8 @@ def verify_chain(
     return ChainReport(True, checked, head)
 
 
-def _link_problem(event: Mapping, expected_seq: int, previous_hash: str) -> str | None:
+def link_problem(event: Mapping, expected_seq: int, previous_hash: str) -> str | None:
+    """Why `event` is not the chain's link at `expected_seq` after `previous_hash`, or None."""
     link = chain_link(event)
     if link is None:
         return "the event carries no audit-chain link"

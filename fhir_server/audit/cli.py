@@ -4,14 +4,15 @@ against its sealed body, and name the first break."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 
-from fhir_server.audit.chain import GENESIS_HASH, ChainReport, verify_chain
-from fhir_server.store.audit_log.record import keys_problem, record_problem
+from fhir_server.audit.chain import GENESIS_HASH, ChainReport, link_problem, verify_chain
+from fhir_server.store.audit_log.record import LogRecord, keys_problem, record_problem
 
 
 def chain_events(store) -> Iterator[dict]:
@@ -21,12 +22,17 @@ def chain_events(store) -> Iterator[dict]:
 
 
 def verify_store(store) -> ChainReport:
-    """What an auditor checks: the chain, from its first event, against the head the log
-    recorded with its last commit (a cut tail shows against it); and each event's narrow
-    record and patient keys against its sealed body, since reads, searches and the patients'
-    trace view go by them (an edited column or a removed key would hide an event from its
-    patient without breaking the chain). The first problem in chain order is named."""
+    """What an auditor checks: the log file's own integrity (SQLite); the chain, from its
+    first event, against the head the log recorded with its last commit (a cut tail shows
+    against it); and each event's narrow record, patient keys and stored bytes against its
+    sealed body, since reads, searches and the patients' trace view go by them (an edited
+    column or a removed key would hide an event from its patient without breaking the
+    chain). The first problem in chain order is named."""
     log = store.audit_log
+    broken_file = log.integrity_problem()
+    if broken_file:
+        reason = f"the log file's integrity check fails: {broken_file}"
+        return ChainReport(False, 0, (0, GENESIS_HASH), None, None, 0, reason)
     # Read first: on SQLite its open cursor holds the reader's snapshot, which the head and
     # the scan below then share, so an append meanwhile is in all three or in none.
     keys = _KeysBySequence(log.patient_keys())
@@ -34,40 +40,77 @@ def verify_store(store) -> ChainReport:
     last_good: tuple[int, str] = (0, GENESIS_HASH)
 
     def events() -> Iterator[dict]:
+        """The events to the chain, until the first one whose record, keys or body is not
+        right: `verify_chain` stops at its own first break, so reaching it means the chain
+        held up to there."""
         nonlocal last_good
         for position, record in enumerate(log.scan()):
-            event = orjson.loads(record.body)
-            if not found:
+            event, problem = _parsed(record.body)
+            if event is not None:
                 problem = keys.orphan_before(record.sequence) or (
                     record_problem(record, event) or keys_problem(keys.of(record.sequence), event)
                 )
-                if problem:
-                    found.append(
-                        ChainReport(
-                            False,
-                            position,
-                            last_good,
-                            record.sequence,
-                            record.id,
-                            position,
-                            problem,
-                        )
-                    )
-                else:
-                    last_good = (record.sequence, record.hash)
+            if event is None or problem:
+                found.append(_named(position, record, event, problem or "", last_good))
+                return
+            last_good = (record.sequence, record.hash)
             yield event
 
-    chain = verify_chain(events(), expected_head=log.head())
+    head = log.head()
+    # A head of another kind (MongoDB keeps any number: a seq 4.0 equals the chain's 4) would
+    # have the next commit seal its event as sequence 5.0.
+    malformed = head is not None and not (
+        isinstance(head[0], int) and not isinstance(head[0], bool) and isinstance(head[1], str)
+    )
+    try:
+        chain = verify_chain(events(), expected_head=None if malformed else head)
+    except (KeyError, TypeError, ValueError) as exc:
+        # A record the engine cannot even read (a body stored as text, a field missing): a
+        # read of it fails too.
+        reason = f"the record after sequence {last_good[0]} cannot be read ({exc!r})"
+        return ChainReport(False, last_good[0], last_good, last_good[0] + 1, None, None, reason)
     if found:
-        record = found[0]
-        # At the same event, the chain's break is named: it is the stronger finding.
-        if chain.ok or (record.checked < chain.checked):
-            return record
-        return chain
+        return found[0]
+    # Without a head, the next commit would seal sequence 1 again.
+    if chain.ok and (malformed or (head is None and chain.checked)):
+        reason = (
+            f"the recorded head {head!r} is not a sequence number and a hash"
+            if malformed
+            else f"the log holds {chain.checked} events but no recorded head"
+        )
+        return ChainReport(False, chain.checked, chain.head, None, None, chain.checked, reason)
     orphan = keys.orphan_before(None) if chain.ok else None
     if orphan:
         return ChainReport(False, chain.checked, chain.head, None, None, chain.checked, orphan)
     return chain
+
+
+def _parsed(body: bytes) -> tuple[dict | None, str | None]:
+    """The event a body holds, or why it holds none (a read serves the bytes all the same)."""
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return None, f"its body is not JSON ({exc})"
+    if not isinstance(event, dict):
+        return None, "its body is not a JSON object"
+    return event, None
+
+
+def _named(
+    position: int, record: LogRecord, event: dict | None, problem: str, last_good: tuple[int, str]
+) -> ChainReport:
+    """The report of the first event found wrong: the chain's own break there if it has one
+    (the stronger finding), else `problem`."""
+    broken: str | None = None
+    if event is not None:
+        # Too malformed to tell (a non-object among its extensions): `problem` says.
+        with contextlib.suppress(TypeError, AttributeError, ValueError):
+            broken = link_problem(event, last_good[0] + 1, last_good[1])
+    if event is not None and broken:
+        return ChainReport(
+            False, position, last_good, last_good[0] + 1, event.get("id"), position, broken
+        )
+    return ChainReport(False, position, last_good, record.sequence, record.id, position, problem)
 
 
 class _KeysBySequence:
@@ -111,8 +154,9 @@ def _verify(args: argparse.Namespace) -> int:
         )
         return 0
     where = f" at sequence {report.sequence}" if report.sequence is not None else ""
+    event = f" (AuditEvent {report.event_id})" if report.event_id is not None else ""
     print(
-        f"audit log broken{where} (AuditEvent {report.event_id}): {report.reason}",
+        f"audit log broken{where}{event}: {report.reason}",
         file=sys.stderr,
     )
     return 1

@@ -218,6 +218,11 @@ class StoreWithAuditLog:
             return self.resources.history(
                 resource_type, resource_id, since=since, count=count, cursor=cursor
             )
+        if since is not None:
+            # Rounded up to the millisecond, the precision of the meta.lastUpdated served,
+            # which `audit verify` checks the recorded column against: the column's
+            # microseconds, moved within their millisecond, must not change the answer (R16).
+            since = -(-since // 1000) * 1000
         before: int | None = None
         if cursor is not None:
             position = decode_history_cursor(cursor)

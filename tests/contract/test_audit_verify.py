@@ -11,6 +11,7 @@ body, and names the first event that differs, in chain order.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from fhir_server.audit.cli import verify_store
 from fhir_server.cli import main
 from fhir_server.config import load_settings
+from fhir_server.errors import FhirError
 from fhir_server.store.factory import open_store, with_audit_log
 from fhir_server.store.with_audit_log import StoreWithAuditLog
 from tests.conftest import ENGINES, make_store
@@ -61,9 +63,13 @@ class Log:
         else:
             log._events.update_one({"_id": sequence}, {"$addToSet": {"patients": patient}})
 
+    def body(self, sequence: int) -> bytes:
+        return next(r for r in self.store.audit_log.scan() if r.sequence == sequence).body
+
     def edit_body(self, sequence: int, **fields) -> None:
-        record = next(r for r in self.store.audit_log.scan() if r.sequence == sequence)
-        body = orjson.dumps({**orjson.loads(record.body), **fields})
+        self.set_body(sequence, orjson.dumps({**orjson.loads(self.body(sequence)), **fields}))
+
+    def set_body(self, sequence: int, body: bytes) -> None:
         if self.engine == "sqlite":
             self.store.audit_log._writer.execute(
                 "UPDATE event SET body = ? WHERE seq = ?", (body, sequence)
@@ -223,5 +229,322 @@ def test_sqlite_verifies_one_snapshot_while_the_server_appends(tmp_path, registr
         assert report.ok and report.checked == 2
         log.scan = scan
         assert verify_store(store).checked == 3
+    finally:
+        store.close()
+
+
+# -- attack pass (R16: "audit verify checks the chain and names the first break") -------------
+# Someone with the files edits the log so that the server answers differently while the
+# chain, computed on the parsed body, still holds.
+
+
+def _with_extension(body: bytes, *extra: object) -> bytes:
+    event = orjson.loads(body)
+    return orjson.dumps({**event, "extension": [*event["extension"], *extra]})
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        # orjson (the chain, the search, the trace view) takes the last of duplicate keys;
+        # the bytes served carry the first too, which a client may read instead.
+        lambda body: body.replace(b'"outcome":"0"', b'"outcome":"8","outcome":"0"'),
+        lambda body: body.replace(b'"action":"R"', b'"action" : "R"'),
+        lambda body: body.replace(b"Patient/p2", b"Patient\\/p2"),
+        lambda body: body.replace(b'"outcome":"0"', b'"outcome":"\\u0030"'),
+    ],
+    ids=["duplicate-key", "whitespace", "escaped-solidus", "unicode-escape"],
+)
+def test_r16_a_body_respelled_to_parse_to_its_sealed_event_is_named(log, respell):
+    """The chain hashes the parsed body, but a read serves the stored bytes: bytes that parse
+    to the sealed event yet are not what the server wrote are what the user gets."""
+    event_id = _ids(log.store)[1]
+    original = log.store.read("AuditEvent", event_id).body
+    log.set_body(2, respell(log.body(2)))
+    served = log.store.read("AuditEvent", event_id).body
+    assert served != original and orjson.loads(served) == orjson.loads(original)
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, event_id)
+    assert report.reason == (
+        "its body is not the bytes the server writes for the event it parses to "
+        "(respelled: duplicate keys, spacing or escapes)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("garble", "reason"),
+    [
+        (lambda body: b"not JSON", "its body is not JSON ("),
+        (lambda body: b"\xef\xbb\xbf" + body, "its body is not JSON ("),
+        (lambda body: b"[]", "its body is not a JSON object"),
+        (lambda body: body.replace(b'"extension":[', b'"extension":["x",'), "its body is not a"),
+        (lambda body: _with_extension(body, "x"), "the event's content does not match its hash"),
+    ],
+    ids=["not-json", "bom", "array", "extension-before-link", "extension-after-link"],
+)
+def test_r16_a_garbled_body_is_named_not_a_crash(log, garble, reason):
+    """A read serves the garbled bytes; verify names the event instead of stopping on it."""
+    event_id = _ids(log.store)[1]
+    log.set_body(2, garble(log.body(2)))
+    assert log.store.read("AuditEvent", event_id).body == log.body(2)
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, event_id)
+    assert report.reason.startswith(reason)
+
+
+@pytest.mark.parametrize("engine", [engine for engine in ENGINES if engine != "sqlite"])
+def test_r16_a_sequence_stored_as_a_double_is_named(tmp_path, registry, engine):
+    """MongoDB keeps any number as `_id`; 3.0 equals 3 and sorts in its place, but the
+    `_history` page ending on it links a next page the server then refuses. (SQLite's
+    `seq`, the rowid, is always an integer.)"""
+    store = with_audit_log(make_store(engine, tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1") for _ in range(4)])
+        events = store.audit_log._events
+        document = events.find_one({"_id": 3})
+        events.delete_one({"_id": 3})
+        events.insert_one({**document, "_id": 3.0})
+        page = store.history("AuditEvent", None, since=None, count=2, cursor=None)
+        with pytest.raises(FhirError, match="invalid or expired paging cursor"):
+            store.history("AuditEvent", None, since=None, count=2, cursor=page.next_cursor)
+        report = verify_store(store)
+        assert (report.ok, report.sequence, report.event_id) == (False, 3, document["id"])
+        assert report.reason == "its sequence column (3.0) is not its body's (3)"
+    finally:
+        if engine == "mongodb":
+            store.resources.database.client.drop_database(store.resources.database.name)
+        store.close()
+
+
+@pytest.mark.parametrize("engine", [engine for engine in ENGINES if engine != "sqlite"])
+def test_r16_a_head_sequence_stored_as_a_double_is_named(tmp_path, registry, engine):
+    """MongoDB's head document with `seq` 4.0: it equals the chain's 4, but the next commit
+    seals its event after it, as sequence 5.0, which the user is then served."""
+    store = with_audit_log(make_store(engine, tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1") for _ in range(4)])
+        store.audit_log._head_collection.update_one({"_id": "head"}, {"$set": {"seq": 4.0}})
+        report = verify_store(store)
+        assert (report.ok, report.sequence, report.event_id) == (False, None, None)
+        assert report.reason.startswith("the recorded head (4.0, ")
+        assert report.reason.endswith(") is not a sequence number and a hash")
+        (fifth,) = store.append_audit([audit_event("p1")])
+        assert b'{"url":"sequence","valueInteger":5.0}' in store.read("AuditEvent", fifth.id).body
+    finally:
+        if engine == "mongodb":
+            store.resources.database.client.drop_database(store.resources.database.name)
+        store.close()
+
+
+@pytest.mark.parametrize("sequence", [0, -7])
+def test_r16_a_row_below_the_first_sequence_is_named(log, sequence):
+    """A copy of event 2 under another id, at a sequence below 1: a read serves it and
+    `_history` lists it, so verify must read it too (on SQLite its scan started above 0)."""
+    if log.engine == "sqlite":
+        log.store.audit_log._writer.execute(
+            "INSERT INTO event (seq, id, recorded, hash, agent, action, subtype, outcome, "
+            "labels, body, patients) SELECT ?, 'forged', recorded, hash, agent, action, "
+            "subtype, outcome, labels, body, '[]' FROM event WHERE seq = 2",
+            (sequence,),
+        )
+    else:
+        document = log.store.audit_log._events.find_one({"_id": 2})
+        log.store.audit_log._events.insert_one(
+            {**document, "_id": sequence, "id": "forged", "patients": []}
+        )
+    assert log.store.read("AuditEvent", "forged") is not None
+    page = log.store.history("AuditEvent", None, since=None, count=10, cursor=None)
+    assert "forged" in [entry.resource.id for entry in page.entries]
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.position) == (False, 1, 0)
+    assert report.reason == (
+        "sequence 2 found where 1 was expected (an event was deleted, inserted or moved)"
+    )
+
+
+@pytest.mark.parametrize("version", ["7", None])
+def test_r16_an_edited_version_id_is_named(log, version):
+    """meta.versionId is outside the hash (storage bookkeeping written after sealing): edited,
+    the event is served as a version the log never kept (its ETag still says W/"1")."""
+    event = orjson.loads(log.body(2))
+    event["meta"] = {k: v for k, v in event["meta"].items() if k != "versionId"}
+    if version is not None:
+        event["meta"] = {"versionId": version, **event["meta"]}
+    log.set_body(2, orjson.dumps(event))
+    served = orjson.loads(log.store.read("AuditEvent", event["id"]).body)
+    assert served["meta"].get("versionId") == version
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, event["id"])
+    assert report.reason == f"its meta.versionId ({version!r}) is not '1', the log's one version"
+
+
+def _second_link(event: dict) -> None:
+    event["extension"].append({**event["extension"][-1], "extension": []})
+
+
+def _extra_part(event: dict) -> None:
+    event["extension"][-1]["extension"].append({"url": "note", "valueString": "forged"})
+
+
+def _extra_field(event: dict) -> None:
+    event["extension"][-1]["valueString"] = "forged"
+
+
+@pytest.mark.parametrize("edit", [_second_link, _extra_part, _extra_field])
+def test_r16_an_audit_chain_extension_edited_outside_its_link_is_named(log, edit):
+    """The hash leaves out every audit-chain extension and the link is read from the first:
+    what else an edit puts in them is served unsealed."""
+    event = orjson.loads(log.body(2))
+    edit(event)
+    log.set_body(2, orjson.dumps(event))
+    assert orjson.loads(log.store.read("AuditEvent", event["id"]).body) == event
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, event["id"])
+    assert report.reason == "its audit-chain extension is not the one the server writes"
+
+
+def test_r16_a_record_the_engine_cannot_read_is_named(log):
+    """The body stored as text (SQLite) or a string (MongoDB) instead of bytes: a read of
+    the event fails; verify names where, instead of stopping on it."""
+    event_id = _ids(log.store)[1]
+    if log.engine == "sqlite":
+        log.store.audit_log._writer.execute(
+            "UPDATE event SET body = CAST(body AS TEXT) WHERE seq = 2"
+        )
+    else:
+        body = log.body(2).decode()
+        log.store.audit_log._events.update_one({"_id": 2}, {"$set": {"body": body}})
+    with pytest.raises(TypeError):
+        log.store.read("AuditEvent", event_id)
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, None)
+    assert report.reason.startswith("the record after sequence 1 cannot be read (TypeError(")
+
+
+def test_r16_a_removed_head_is_named(log):
+    """Without its head the log seals the next event as sequence 1 again, which the events
+    already held refuse: every audited request fails, while the events alone verify."""
+    if log.engine == "sqlite":
+        log.store.audit_log._writer.execute("DELETE FROM head")
+    else:
+        log.store.audit_log._head_collection.delete_many({})
+    with pytest.raises(Exception):  # noqa: B017 - each engine's own refusal
+        log.store.append_audit([audit_event("p1")])
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, None, None)
+    assert report.reason == "the log holds 4 events but no recorded head"
+
+
+def test_r16_history_since_goes_by_the_millisecond_served(log):
+    """The body serves meta.lastUpdated to the millisecond; the recorded column keeps
+    microseconds, which verify cannot check against it. Moved within its millisecond, the
+    event must answer a `_history?_since=` the same (it verifies either way)."""
+    record = next(r for r in log.store.audit_log.scan() if r.sequence == 2)
+    millisecond = record.recorded // 1000 * 1000
+    since = millisecond + 500
+
+    def history() -> list[str]:
+        page = log.store.history("AuditEvent", None, since=since, count=10, cursor=None)
+        return [entry.resource.id for entry in page.entries]
+
+    log.tamper(2, recorded=millisecond)
+    assert verify_store(log.store).ok
+    early = history()
+    log.tamper(2, recorded=millisecond + 999)
+    assert verify_store(log.store).ok
+    assert history() == early
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_r16_a_patient_key_that_is_not_a_string_is_named(tmp_path, registry, engine):
+    """A key of another type finds nothing for any patient; verify names it, not a crash."""
+    store = with_audit_log(make_store(engine, tmp_path, registry), registry)
+    try:
+        (event,) = store.append_audit([audit_event("p1")])
+        if engine == "sqlite":
+            store.audit_log._writer.execute(
+                "INSERT INTO event_patient (patient, seq) VALUES (?, 1)", (b"p1",)
+            )
+        else:
+            store.audit_log._events.update_one({"_id": 1}, {"$push": {"patients": ["p1"]}})
+        report = verify_store(store)
+        assert (report.ok, report.sequence, report.event_id) == (False, 1, event.id)
+        assert report.reason.startswith("its patient keys ")
+        assert "are not all Patient ids" in report.reason
+    finally:
+        if engine == "mongodb":
+            store.resources.database.client.drop_database(store.resources.database.name)
+        store.close()
+
+
+def _rewrite_log_file(store: StoreWithAuditLog, *statements: str) -> StoreWithAuditLog:
+    """Close the SQLite store, run `statements` on its log file as someone with the files
+    could, and open it again."""
+    path, resources_path = store.audit_log.path, store.resources.path
+    registry = store.registry
+    store.close()
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        for statement in statements:
+            connection.execute(statement)
+    finally:
+        connection.close()
+    from fhir_server.store.sqlite import SqliteStore
+
+    return with_audit_log(SqliteStore(resources_path), registry)
+
+
+def test_r16_an_index_that_disagrees_with_its_table_is_named(tmp_path, registry):
+    """SQLite: the id index's B-tree swapped for one without event 2 (the schema made
+    writable). A read of the event then finds nothing, while the scan verify reads goes by
+    the table: the file's own integrity check names it."""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    events = store.append_audit([audit_event("p1") for _ in range(3)])
+    hidden = events[1].id
+    connection = store.audit_log._writer
+    connection.execute(f"CREATE INDEX decoy ON event (id) WHERE id != '{hidden}'")
+    roots = dict(connection.execute("SELECT name, rootpage FROM sqlite_master"))
+    auto, decoy = roots["sqlite_autoindex_event_1"], roots["decoy"]
+    store = _rewrite_log_file(
+        store,
+        "PRAGMA writable_schema = ON",
+        f"UPDATE sqlite_master SET rootpage = {decoy} WHERE name = 'sqlite_autoindex_event_1'",
+        f"UPDATE sqlite_master SET rootpage = {auto} WHERE name = 'decoy'",
+    )
+    try:
+        assert store.read("AuditEvent", hidden) is None  # what the patient's read answers
+        report = verify_store(store)
+        assert not report.ok
+        assert report.reason.startswith("the log file's integrity check fails: ")
+        assert "row 2 missing from index sqlite_autoindex_event_1" in report.reason
+    finally:
+        store.close()
+
+
+def test_r16_a_read_finds_only_the_event_of_the_id_asked(tmp_path, registry):
+    """SQLite: the event table rebuilt with a case-blind id (COLLATE NOCASE), a consistent
+    file that verifies. A read or `_history` of the id in capitals must still find nothing,
+    as FHIR ids are case-sensitive."""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    (event,) = store.append_audit([audit_event("p1")])
+    (table,) = store.audit_log._writer.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'event'"
+    ).fetchone()
+    blind = table.replace("CREATE TABLE event", "CREATE TABLE blind").replace(
+        "id TEXT NOT NULL UNIQUE", "id TEXT NOT NULL UNIQUE COLLATE NOCASE"
+    )
+    store = _rewrite_log_file(
+        store,
+        blind,
+        "INSERT INTO blind SELECT * FROM event",
+        "DROP TABLE event",
+        "ALTER TABLE blind RENAME TO event",
+    )
+    try:
+        assert verify_store(store).ok
+        assert store.read("AuditEvent", event.id).body == event.body
+        assert store.read("AuditEvent", event.id.upper()) is None
+        page = store.history("AuditEvent", event.id.upper(), since=None, count=10, cursor=None)
+        assert page.entries == []
     finally:
         store.close()

@@ -320,9 +320,11 @@ class MongoAuditLog:
             yield _record(doc)
 
     def patient_keys(self) -> Iterator[tuple[int, str]]:
-        # The multikey index ("patient") is built from each document's `patients`.
+        # The multikey index ("patient") is built from each document's `patients`; a value
+        # that is not an array is a key of its own, as a query on the field matches it.
         for doc in self._events.find({}, {"patients": 1}).sort("_id", ASCENDING):
-            for patient in sorted(doc.get("patients") or ()):
+            patients = doc.get("patients", [])
+            for patient in patients if isinstance(patients, list) else [patients]:
                 yield doc["_id"], patient
 
     def newest_first(
@@ -337,6 +339,11 @@ class MongoAuditLog:
             criteria["id"] = event_id
         cursor = self._events.find(criteria).sort("_id", DESCENDING).limit(limit)
         return [_record(doc) for doc in cursor]
+
+    def integrity_problem(self) -> str | None:
+        """None: MongoDB maintains its indexes itself; edits through its API cannot make one
+        disagree with its collection."""
+        return None
 
     def close(self) -> None:
         """Refuses later appends; the client is the resource store's, closed with it."""

@@ -56,4 +56,9 @@ class AuditLogEngine(Protocol):
         recorded at or after `since`, with id `event_id` if given."""
         ...
 
+    def integrity_problem(self) -> str | None:
+        """Why the engine's own storage is not consistent (an index that disagrees with its
+        table, which a read would go by and `scan` not), or None: for `audit verify`."""
+        ...
+
     def close(self) -> None: ...

@@ -9,7 +9,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from fhir_server.audit.chain import GENESIS_HASH, ChainLink, chain_link, sealed_link
+import orjson
+
+from fhir_server.audit.chain import (
+    EXT_AUDIT_CHAIN,
+    GENESIS_HASH,
+    ChainLink,
+    chain_link,
+    link_extension,
+    sealed_link,
+)
 from fhir_server.search.extract import RELATIVE_REFERENCE
 
 AUDIT_EVENT = "AuditEvent"
@@ -127,18 +136,55 @@ def record_problem(record: LogRecord, event: Mapping) -> str | None:
         expected = record_of(event, record.body, record.recorded)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return f"its body is not a sealed AuditEvent ({exc})"
+    if not _sealed_link_only(event):
+        return "its audit-chain extension is not the one the server writes"
+    if orjson.dumps(event) != record.body:
+        # The chain hashes the parsed body, but a read serves these bytes: respelled, they
+        # could say otherwise to a client (the first of two duplicate keys, say).
+        return (
+            "its body is not the bytes the server writes for the event it parses to "
+            "(respelled: duplicate keys, spacing or escapes)"
+        )
     for column in _DERIVED_COLUMNS:
         stored, derived = getattr(record, column), getattr(expected, column)
-        if stored != derived:
+        if not _same(stored, derived):
             return f"its {column} column ({stored!r}) is not its body's ({derived!r})"
     meta = event.get("meta")
+    version = meta.get("versionId") if isinstance(meta, dict) else None
+    if version != "1":  # outside the hash too, and a read's ETag says W/"1"
+        return f"its meta.versionId ({version!r}) is not '1', the log's one version"
     last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-    if _epoch_ms(last_updated) != record.recorded // 1000:  # the body keeps milliseconds
+    recorded = record.recorded  # µs; the body keeps milliseconds
+    if not _is_int(recorded) or _epoch_ms(last_updated) != recorded // 1000:
         return (
             f"its recorded column ({record.recorded} µs since the epoch) is not its body's "
             f"meta.lastUpdated ({last_updated})"
         )
     return None
+
+
+def _sealed_link_only(event: Mapping) -> bool:
+    """Whether the event's audit-chain extension is the one `seal` writes, once, last: the
+    hash leaves out every audit-chain extension, and the link is read from the first one,
+    so anything else in them would be served unsealed."""
+    link = chain_link(event)
+    extensions = event.get("extension")
+    if link is None or not isinstance(extensions, list):
+        return False
+    chained = [e for e in extensions if isinstance(e, dict) and e.get("url") == EXT_AUDIT_CHAIN]
+    return chained == extensions[-1:] == [link_extension(link)]
+
+
+def _same(stored: object, derived: object) -> bool:
+    """Equal and of the same kind: 3.0 equals 3, but a `_history` cursor made from a
+    sequence 3.0 is refused (MongoDB keeps any number; bson's Int64 is an int)."""
+    if isinstance(derived, int):
+        return _is_int(stored) and stored == derived
+    return type(stored) is type(derived) and stored == derived
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -160,6 +206,9 @@ def _epoch_ms(value: object) -> int | None:
 def keys_problem(keys: Iterable[str], event: Mapping) -> str | None:
     """Why the patient keys stored for an event (what the patients' trace view finds it by)
     are not the Patients its sealed body names, or None."""
+    keys = list(keys)
+    if not all(isinstance(key, str) for key in keys):
+        return f"its patient keys {keys!r} are not all Patient ids"
     stored, named = sorted(set(keys)), sorted(event_patients(event))
     if stored != named:
         return f"its patient keys {stored} are not the Patients its body names {named}"
