@@ -138,8 +138,8 @@ def test_r16_invariant5_sigkill_under_load_loses_no_acknowledged_audit_or_write(
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
 
-    # FHIR_DATA_DIR rather than --data-dir: `audit verify --data-dir` passes a str where
-    # Settings expects a Path (reported to the lead).
+    # The data dir as the server had it, from its environment (`--data-dir` works too:
+    # tests/contract/test_audit_verify.py).
     verify = subprocess.run(
         [sys.executable, "-m", "fhir_server.cli", "audit", "verify"],
         capture_output=True,
