@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from fhir_server.audit.cli import verify_store
+from fhir_server.audit.verify import verify_store
 from fhir_server.cli import main
 from fhir_server.config import load_settings
 from fhir_server.errors import FhirError
@@ -548,3 +548,115 @@ def test_r16_a_read_finds_only_the_event_of_the_id_asked(tmp_path, registry):
         assert page.entries == []
     finally:
         store.close()
+
+
+def _rewritten_from(log: Log, sequence: int, **edits) -> None:
+    """What someone with the files can always do (the chain's documented limit): edit event
+    `sequence`, seal it and every later event again with the chain's own algorithm, and
+    record the new head."""
+    from bson import Binary
+
+    from fhir_server.store.audit_log.record import seal_batch
+    from fhir_server.store.factory import _stamp
+
+    records = list(log.store.audit_log.scan())
+    kept = records[: sequence - 1]
+    head = (kept[-1].sequence, kept[-1].hash) if kept else None
+    events = []
+    for record in records[sequence - 1 :]:
+        event = orjson.loads(record.body)
+        event.pop("extension")
+        event.pop("meta")
+        events.append(event)
+    events[0].update(edits)
+    recorded = records[sequence - 1].recorded
+    resealed = seal_batch(events, head, recorded, _stamp)
+    audit_log = log.store.audit_log
+    for record in resealed:
+        if log.engine == "sqlite":
+            audit_log._writer.execute(
+                "UPDATE event SET body = ?, hash = ?, recorded = ?, outcome = ? WHERE seq = ?",
+                (record.body, record.hash, recorded, record.outcome, record.sequence),
+            )
+        else:
+            columns = {"hash": record.hash, "recorded": recorded, "outcome": record.outcome}
+            audit_log._events.update_one(
+                {"_id": record.sequence}, {"$set": {"body": Binary(record.body), **columns}}
+            )
+    newest = resealed[-1]
+    if log.engine == "sqlite":
+        audit_log._writer.execute(
+            "UPDATE head SET seq = ?, hash = ? WHERE one = 1", (newest.sequence, newest.hash)
+        )
+    else:
+        audit_log._head_collection.update_one(
+            {"_id": "head"}, {"$set": {"seq": newest.sequence, "hash": newest.hash}}
+        )
+
+
+def test_an_anchor_kept_apart_names_a_chain_recomputed_with_the_files(log):
+    """R16: the head one run printed, kept apart from the server, shows a later rewrite that
+    the chain alone cannot (whoever edits the files can seal again after their edit)."""
+    anchor = verify_store(log.store).head
+    assert anchor[0] == 4
+    log.store.append_audit([audit_event("p1"), audit_event("p2")])
+    assert verify_store(log.store, dict([anchor])).ok  # the log went on: still an anchor
+
+    _rewritten_from(log, 2, outcome="8")  # the access to p1 and p2 now reads as failed
+    assert verify_store(log.store).ok  # the chain alone holds: the documented limit
+    report = verify_store(log.store, dict([anchor]))
+    assert (report.ok, report.sequence) == (False, 4)
+    assert report.reason.startswith("its hash is not the one anchored for sequence 4")
+
+
+def test_an_anchor_beyond_the_chains_end_names_a_cut_tail(log):
+    """A tail cut together with the head it was checked against."""
+    anchor = verify_store(log.store).head
+    if log.engine == "sqlite":
+        writer = log.store.audit_log._writer
+        writer.execute("DELETE FROM event_patient WHERE seq = 4")
+        writer.execute("DELETE FROM event WHERE seq = 4")
+        previous = writer.execute("SELECT hash FROM event WHERE seq = 3").fetchone()[0]
+        writer.execute("UPDATE head SET seq = 3, hash = ? WHERE one = 1", (previous,))
+    else:
+        events = log.store.audit_log._events
+        previous = events.find_one({"_id": 3})["hash"]
+        events.delete_one({"_id": 4})
+        log.store.audit_log._head_collection.update_one(
+            {"_id": "head"}, {"$set": {"seq": 3, "hash": previous}}
+        )
+    assert verify_store(log.store).ok
+    report = verify_store(log.store, dict([anchor]))
+    assert (report.ok, report.sequence) == (False, 4)
+    assert report.reason == (
+        "the chain ends at sequence 3, before the anchored sequence 4: events were removed "
+        "from its end"
+    )
+
+
+def test_the_command_prints_the_head_to_keep_and_checks_an_anchor(tmp_path: Path, registry, capsys):
+    settings = load_settings({"data_dir": tmp_path})
+    store = open_store(settings, registry)
+    try:
+        store.append_audit([audit_event("p1"), audit_event("p2")])
+        head = store.audit_log.head()
+    finally:
+        store.close()
+    assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"head: sequence 2, hash {head[1]}" in printed
+    assert f"--anchor 2:{head[1]}" in printed
+
+    anchor = f"2:{head[1]}"
+    assert main(["audit", "verify", "--data-dir", str(tmp_path), "--anchor", anchor]) == 0
+    wrong = f"2:{'0' * 64}"
+    assert main(["audit", "verify", "--data-dir", str(tmp_path), "--anchor", wrong]) == 1
+    assert "its hash is not the one anchored for sequence 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["2", "0:" + "a" * 64, "2:" + "A" * 64, "2:abc", "x:y"])
+def test_a_malformed_anchor_is_refused_before_anything_is_read(tmp_path, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["audit", "verify", "--data-dir", str(tmp_path), "--anchor", value])
+    assert exit_.value.code == 2
+    assert "is not SEQUENCE:HASH" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fhir_server.audit.cli import verify_store
+from fhir_server.audit.verify import verify_store
 from tests.http.conftest import FHIR_JSON, a_patient, auth
 
 

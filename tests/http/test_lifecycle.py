@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from fhir_server.access.requester import INTERNAL
-from fhir_server.audit.cli import verify_store
+from fhir_server.audit.verify import verify_store
 from fhir_server.config import load_settings
 from fhir_server.lifecycle_cli import add_record_command
 from fhir_server.rest.app import create_app

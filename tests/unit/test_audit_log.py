@@ -18,7 +18,7 @@ import pytest
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.audit.balp import DataEntity, build_audit_events, build_refusal_events
 from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal
-from fhir_server.audit.cli import verify_store
+from fhir_server.audit.verify import verify_store
 from fhir_server.paths import profiles_dir
 from fhir_server.search.extract import extract, sort_values
 from fhir_server.search.parameters import parse_search
