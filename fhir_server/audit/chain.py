@@ -16,6 +16,13 @@ The canonical JSON of an event is the event without the audit-chain extension (a
 escaping non-ASCII characters. ``id`` is covered, so the id must be set before sealing (the BALP
 builders set it).
 
+Events sealed by the audit log since issue #21's verify work also cover ``meta.lastUpdated``,
+which the server serves (Last-Modified, ``_history?_since``, ``_lastUpdated``): their link has
+a fourth part ``covers`` (valueCode ``lastUpdated``), their canonical JSON keeps
+``meta.lastUpdated``, and their hash is that of ``"lastUpdated\n"`` followed by the input
+above. The prefix is part of what is hashed, so removing the ``covers`` part (to pass the
+event off as one of the first kind, whose ``lastUpdated`` is not covered) breaks its hash.
+
 Any edit, deletion or reordering inside the chain is detected at its first position by
 :func:`verify_chain`. Deleting the *last* events, or rewriting the whole tail with recomputed
 hashes, can only be detected against a head kept elsewhere (the sequence and hash of the
@@ -54,6 +61,10 @@ class ChainLink:
     sequence: int
     previous: str
     hash: str
+    covers_last_updated: bool = False  # see the module docstring
+
+
+COVERS_LAST_UPDATED = "lastUpdated"  # the value of the link's `covers` part
 
 
 @dataclass(frozen=True)
@@ -76,9 +87,10 @@ class ChainReport:
     reason: str | None = None
 
 
-def canonical_json(event: Mapping) -> bytes:
-    """The bytes that are hashed: the event without its chain link and storage bookkeeping."""
-    if _already_canonical(event):  # a new event, as built: nothing to take out, no copy
+def canonical_json(event: Mapping, *, keep_last_updated: bool = False) -> bytes:
+    """The bytes that are hashed: the event without its chain link and storage bookkeeping
+    (`keep_last_updated`: but with its meta.lastUpdated, for a link that covers it)."""
+    if _already_canonical(event, keep_last_updated):  # as built: nothing to take out, no copy
         return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
     body = _copy(event)
     extensions = [
@@ -93,18 +105,22 @@ def canonical_json(event: Mapping) -> bytes:
     meta = body.get("meta")
     if isinstance(meta, dict):
         meta.pop("versionId", None)
-        meta.pop("lastUpdated", None)
+        if not keep_last_updated:
+            meta.pop("lastUpdated", None)
         if not meta:
             body.pop("meta")
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
-def _already_canonical(event: Mapping) -> bool:
+def _already_canonical(event: Mapping, keep_last_updated: bool = False) -> bool:
     """Whether `event` carries none of what `canonical_json` leaves out (no chain link, no
     empty `extension`, no storage bookkeeping in `meta`, no empty `meta`)."""
     meta = event.get("meta")
     if meta is not None and (
-        not isinstance(meta, dict) or not meta or "versionId" in meta or "lastUpdated" in meta
+        not isinstance(meta, dict)
+        or not meta
+        or "versionId" in meta
+        or ("lastUpdated" in meta and not keep_last_updated)
     ):
         return False
     extensions = event.get("extension")
@@ -117,13 +133,17 @@ def _already_canonical(event: Mapping) -> bool:
     )
 
 
-def chain_hash(event: Mapping, previous_hash: str, sequence: int) -> str:
+def chain_hash(
+    event: Mapping, previous_hash: str, sequence: int, *, covers_last_updated: bool = False
+) -> str:
     digest = hashlib.sha256()
+    if covers_last_updated:
+        digest.update(f"{COVERS_LAST_UPDATED}\n".encode("ascii"))
     digest.update(previous_hash.encode("ascii"))
     digest.update(b"\n")
     digest.update(str(sequence).encode("ascii"))
     digest.update(b"\n")
-    digest.update(canonical_json(event))
+    digest.update(canonical_json(event, keep_last_updated=covers_last_updated))
     return digest.hexdigest()
 
 
@@ -137,15 +157,23 @@ def seal(event: Mapping, previous_hash: str, sequence: int) -> dict:
     return sealed_link(event, previous_hash, sequence)[0]
 
 
-def sealed_link(event: Mapping, previous_hash: str, sequence: int) -> tuple[dict, ChainLink]:
-    """`seal`, and the link it wrote (for a caller that stores the hash beside the event)."""
+def sealed_link(
+    event: Mapping, previous_hash: str, sequence: int, *, last_updated: str | None = None
+) -> tuple[dict, ChainLink]:
+    """`seal`, and the link it wrote (for a caller that stores the hash beside the event).
+    `last_updated`: the meta.lastUpdated the event will be served with, set on it now and
+    covered by the hash (module docstring)."""
     if not 1 <= sequence <= MAX_SEQUENCE:
         raise ValueError(f"sequence must be within 1..{MAX_SEQUENCE}")
     if not isinstance(previous_hash, str) or not _HASH.fullmatch(previous_hash):
         raise ValueError("previous_hash must be 64 lower-case hex digits")
-    digest = chain_hash(event, previous_hash, sequence)
+    if last_updated is not None:
+        meta = {k: v for k, v in (event.get("meta") or {}).items() if k != "versionId"}
+        event = {**event, "meta": {**meta, "lastUpdated": last_updated}}
+    covers = last_updated is not None
+    digest = chain_hash(event, previous_hash, sequence, covers_last_updated=covers)
     others = [e for e in event.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]
-    link = ChainLink(sequence, previous_hash, digest)
+    link = ChainLink(sequence, previous_hash, digest, covers)
     sealed = dict(event)
     sealed["extension"] = [*others, link_extension(link)]
     return sealed, link
@@ -153,14 +181,14 @@ def sealed_link(event: Mapping, previous_hash: str, sequence: int) -> tuple[dict
 
 def link_extension(link: ChainLink) -> dict:
     """The audit-chain extension `seal` writes for `link`, the event's last extension."""
-    return {
-        "url": EXT_AUDIT_CHAIN,
-        "extension": [
-            {"url": "sequence", "valueInteger": link.sequence},
-            {"url": "previous", "valueString": link.previous},
-            {"url": "hash", "valueString": link.hash},
-        ],
-    }
+    parts: list[dict] = [
+        {"url": "sequence", "valueInteger": link.sequence},
+        {"url": "previous", "valueString": link.previous},
+        {"url": "hash", "valueString": link.hash},
+    ]
+    if link.covers_last_updated:
+        parts.append({"url": "covers", "valueCode": COVERS_LAST_UPDATED})
+    return {"url": EXT_AUDIT_CHAIN, "extension": parts}
 
 
 def move_order(body: bytes) -> tuple[int, int]:
@@ -186,7 +214,12 @@ def chain_link(event: Mapping) -> ChainLink | None:
             return None
         if not isinstance(digest, str):
             return None
-        return ChainLink(sequence, previous, digest)
+        covers = parts.get("covers")
+        if covers is not None and (
+            not isinstance(covers, dict) or covers.get("valueCode") != COVERS_LAST_UPDATED
+        ):
+            return None  # a coverage this code does not know: not a link it can check
+        return ChainLink(sequence, previous, digest, covers is not None)
     return None
 
 
@@ -250,6 +283,7 @@ def link_problem(event: Mapping, expected_seq: int, previous_hash: str) -> str |
         )
     if link.previous != previous_hash:
         return "the previous hash does not match the preceding event"
-    if chain_hash(event, link.previous, link.sequence) != link.hash:
+    covers = link.covers_last_updated
+    if chain_hash(event, link.previous, link.sequence, covers_last_updated=covers) != link.hash:
         return "the event's content does not match its hash (modified)"
     return None

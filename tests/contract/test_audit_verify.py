@@ -660,3 +660,19 @@ def test_a_malformed_anchor_is_refused_before_anything_is_read(tmp_path, value, 
         main(["audit", "verify", "--data-dir", str(tmp_path), "--anchor", value])
     assert exit_.value.code == 2
     assert "is not SEQUENCE:HASH" in capsys.readouterr().err
+
+
+def test_the_served_last_updated_is_sealed_and_its_edit_is_named(log):
+    """R16: Last-Modified, `_history?_since` and `_lastUpdated` go by an event's
+    meta.lastUpdated and the recorded column; the log seals the former with the event, so
+    editing both together (which keeps them in agreement) breaks the event's hash."""
+    record = list(log.store.audit_log.scan())[1]
+    event = orjson.loads(record.body)
+    assert event["meta"]["lastUpdated"] in record.body.decode()
+    assert event["extension"][-1]["extension"][-1] == {"url": "covers", "valueCode": "lastUpdated"}
+
+    log.edit_body(2, meta={**event["meta"], "lastUpdated": "2020-01-01T00:00:00.000Z"})
+    log.tamper(2, recorded=1_577_836_800_000_000)  # the same instant, in µs
+    report = verify_store(log.store)
+    assert (report.ok, report.sequence, report.event_id) == (False, 2, record.id)
+    assert report.reason == "the event's content does not match its hash (modified)"

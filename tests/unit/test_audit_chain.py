@@ -227,3 +227,38 @@ def test_r16_canonical_json_of_any_event_is_the_defined_bytes(body, meta, extens
     sealed = seal(event, GENESIS_HASH, 1)
     assert event == before  # sealing leaves its input as it was
     assert verify_chain([sealed]).ok
+
+
+def test_r16_a_link_covering_last_updated_hashes_it_behind_a_prefix():
+    """The module docstring's definition, computed apart: a served meta.lastUpdated is
+    covered, and the prefix keeps the link from passing for one that does not cover it."""
+    import hashlib
+
+    from fhir_server.audit.chain import sealed_link
+
+    event = {"resourceType": "AuditEvent", "id": "a", "outcome": "0"}
+    sealed, link = sealed_link(event, GENESIS_HASH, 1, last_updated="2026-12-06T22:00:00.123Z")
+    canonical = (
+        b'{"id":"a","meta":{"lastUpdated":"2026-12-06T22:00:00.123Z"},"outcome":"0",'
+        b'"resourceType":"AuditEvent"}'
+    )
+    expected = hashlib.sha256(b"lastUpdated\n" + GENESIS_HASH.encode() + b"\n1\n" + canonical)
+    assert link.hash == expected.hexdigest() and link.covers_last_updated
+    assert chain_link(sealed) == link
+    stored = {**sealed, "meta": {**sealed["meta"], "versionId": "1"}}  # as stamped
+    assert verify_chain([stored]).ok
+
+    moved = copy.deepcopy(stored)
+    moved["meta"]["lastUpdated"] = "2020-01-01T00:00:00.000Z"
+    assert verify_chain([moved]).reason == "the event's content does not match its hash (modified)"
+
+    downgraded = copy.deepcopy(moved)  # passed off as a link that does not cover it
+    parts = downgraded["extension"][-1]["extension"]
+    parts[:] = [part for part in parts if part["url"] != "covers"]
+    assert verify_chain([downgraded]).reason == (
+        "the event's content does not match its hash (modified)"
+    )
+
+    unknown = copy.deepcopy(stored)
+    unknown["extension"][-1]["extension"][-1]["valueCode"] = "everything"
+    assert verify_chain([unknown]).reason == "the event carries no audit-chain link"

@@ -112,15 +112,24 @@ def seal_batch(
     events: Sequence[dict], head: tuple[int, str] | None, recorded: int, stamp: StampFn
 ) -> list[LogRecord]:
     """`events` sealed after `head` in order, stamped (meta.versionId 1, meta.lastUpdated
-    `recorded`) and turned into log records."""
+    `recorded`, which the seal covers: it is served) and turned into log records."""
     sequence, previous = head or (0, GENESIS_HASH)
+    last_updated = stamped_last_updated(stamp, recorded)
     records: list[LogRecord] = []
     for event in events:
         sequence += 1
-        sealed, link = sealed_link(event, previous, sequence)
+        sealed, link = sealed_link(event, previous, sequence, last_updated=last_updated)
         records.append(record_of(sealed, stamp(sealed, recorded), recorded, link))
         previous = link.hash
     return records
+
+
+def stamped_last_updated(stamp: StampFn, recorded: int) -> str:
+    """The meta.lastUpdated `stamp` writes for `recorded` (one home for its spelling: the
+    store's stamp), to be sealed with the events before they are stamped."""
+    probe: dict = {"resourceType": AUDIT_EVENT, "id": "probe"}
+    stamp(probe, recorded)
+    return probe["meta"]["lastUpdated"]
 
 
 # The narrow record's columns derived from the sealed body, which a search, a read or the
