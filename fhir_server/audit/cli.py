@@ -12,6 +12,16 @@ from fhir_server.audit.verify import verify_store
 
 
 def _verify(args: argparse.Namespace) -> int:
+    anchors: dict[int, str] = {}
+    for sequence, digest in args.anchors or ():
+        kept = anchors.setdefault(sequence, digest)
+        if kept != digest:
+            # At most one is the chain's: keeping either would check against the other.
+            print(
+                f"audit verify: two anchors for sequence {sequence} differ ({kept}, {digest})",
+                file=sys.stderr,
+            )
+            return 2
     from fhir_server.config import load_settings
     from fhir_server.paths import profiles_dir
     from fhir_server.search.registry import SearchRegistry
@@ -20,7 +30,7 @@ def _verify(args: argparse.Namespace) -> int:
     settings = load_settings({"data_dir": args.data_dir})
     store = open_store(settings, SearchRegistry.load(settings.profiles_dir or profiles_dir()))
     try:
-        report = verify_store(store, dict(args.anchors or ()))
+        report = verify_store(store, anchors)
     finally:
         store.close()
     if report.ok:

@@ -676,3 +676,24 @@ def test_the_served_last_updated_is_sealed_and_its_edit_is_named(log):
     report = verify_store(log.store)
     assert (report.ok, report.sequence, report.event_id) == (False, 2, record.id)
     assert report.reason == "the event's content does not match its hash (modified)"
+
+
+def test_r16_two_anchors_for_one_sequence_that_differ_are_refused(tmp_path: Path, registry, capsys):
+    """R16: two kept heads for one sequence cannot both be the chain's; keeping only the
+    last one given (as a mapping would) lets a rewritten chain pass against the auditor's
+    wrong copy. The command names the sequence and both hashes and reads nothing."""
+    settings = load_settings({"data_dir": tmp_path})
+    store = open_store(settings, registry)
+    try:
+        store.append_audit([audit_event("p1"), audit_event("p2")])
+        head = store.audit_log.head()
+    finally:
+        store.close()
+    other = "0" * 64
+    for first, last in ((other, head[1]), (head[1], other)):
+        args = ["--anchor", f"2:{first}", "--anchor", f"2:{last}"]
+        assert main(["audit", "verify", "--data-dir", str(tmp_path), *args]) == 2
+        err = capsys.readouterr().err
+        assert f"two anchors for sequence 2 differ ({first}, {last})" in err
+    same = ["--anchor", f"2:{head[1]}", "--anchor", f"2:{head[1]}"]
+    assert main(["audit", "verify", "--data-dir", str(tmp_path), *same]) == 0
