@@ -46,22 +46,25 @@ class Log:
             log._events.update_one({"_id": sequence}, {"$set": columns})
 
     def drop_key(self, sequence: int, patient: str) -> None:
-        log = self.store.audit_log
-        if self.engine == "sqlite":
-            log._writer.execute(
-                "DELETE FROM event_patient WHERE seq = ? AND patient = ?", (sequence, patient)
-            )
-        else:
-            log._events.update_one({"_id": sequence}, {"$pull": {"patients": patient}})
+        self._edit_key(sequence, patient, add=False)
 
     def add_key(self, sequence: int, patient: str) -> None:
+        self._edit_key(sequence, patient, add=True)
+
+    def _edit_key(self, sequence: int, patient: str, *, add: bool) -> None:
+        """A patient key of event `sequence` added or removed: SQLite's key table, MongoDB's
+        `patients` field."""
         log = self.store.audit_log
         if self.engine == "sqlite":
-            log._writer.execute(
-                "INSERT INTO event_patient (patient, seq) VALUES (?, ?)", (patient, sequence)
+            statement = (
+                "INSERT INTO event_patient (seq, patient) VALUES (?, ?)"
+                if add
+                else "DELETE FROM event_patient WHERE seq = ? AND patient = ?"
             )
+            log._writer.execute(statement, (sequence, patient))
         else:
-            log._events.update_one({"_id": sequence}, {"$addToSet": {"patients": patient}})
+            change = "$addToSet" if add else "$pull"
+            log._events.update_one({"_id": sequence}, {change: {"patients": patient}})
 
     def body(self, sequence: int) -> bytes:
         return next(r for r in self.store.audit_log.scan() if r.sequence == sequence).body
@@ -634,14 +637,18 @@ def test_an_anchor_beyond_the_chains_end_names_a_cut_tail(log):
     )
 
 
-def test_the_command_prints_the_head_to_keep_and_checks_an_anchor(tmp_path: Path, registry, capsys):
-    settings = load_settings({"data_dir": tmp_path})
-    store = open_store(settings, registry)
+def _data_dir_with_two_events(data_dir: Path, registry) -> tuple[int, str]:
+    """A data dir whose log holds two events; its head."""
+    store = open_store(load_settings({"data_dir": data_dir}), registry)
     try:
         store.append_audit([audit_event("p1"), audit_event("p2")])
-        head = store.audit_log.head()
+        return store.audit_log.head()
     finally:
         store.close()
+
+
+def test_the_command_prints_the_head_to_keep_and_checks_an_anchor(tmp_path: Path, registry, capsys):
+    head = _data_dir_with_two_events(tmp_path, registry)
     assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert f"head: sequence 2, hash {head[1]}" in printed
@@ -682,13 +689,7 @@ def test_r16_two_anchors_for_one_sequence_that_differ_are_refused(tmp_path: Path
     """R16: two kept heads for one sequence cannot both be the chain's; keeping only the
     last one given (as a mapping would) lets a rewritten chain pass against the auditor's
     wrong copy. The command names the sequence and both hashes and reads nothing."""
-    settings = load_settings({"data_dir": tmp_path})
-    store = open_store(settings, registry)
-    try:
-        store.append_audit([audit_event("p1"), audit_event("p2")])
-        head = store.audit_log.head()
-    finally:
-        store.close()
+    head = _data_dir_with_two_events(tmp_path, registry)
     other = "0" * 64
     for first, last in ((other, head[1]), (head[1], other)):
         args = ["--anchor", f"2:{first}", "--anchor", f"2:{last}"]
