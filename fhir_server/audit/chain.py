@@ -203,7 +203,10 @@ def chain_link(event: Mapping) -> ChainLink | None:
     for ext in event.get("extension", []) or []:
         if ext.get("url") != EXT_AUDIT_CHAIN:
             continue
-        parts = {e.get("url"): e for e in ext.get("extension", [])}
+        items = ext.get("extension", [])
+        parts = {e.get("url"): e for e in items}
+        if len(parts) != len(items):
+            return None  # a part given twice: which one the hash covers is not for us to pick
         try:
             sequence = parts["sequence"]["valueInteger"]
             previous = parts["previous"]["valueString"]

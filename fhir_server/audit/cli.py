@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+from fhir_server.audit.chain import MAX_SEQUENCE
 from fhir_server.audit.verify import verify_store
 
 
@@ -59,9 +60,10 @@ _ANCHOR = re.compile(r"([1-9][0-9]{0,9}):([0-9a-f]{64})")
 
 def _anchor(value: str) -> tuple[int, str]:
     match = _ANCHOR.fullmatch(value)
-    if match is None:
+    if match is None or int(match.group(1)) > MAX_SEQUENCE:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not SEQUENCE:HASH (a sequence from 1, 64 lower-case hex digits)"
+            f"{value!r} is not SEQUENCE:HASH (a sequence from 1 to {MAX_SEQUENCE}, 64 "
+            "lower-case hex digits)"
         )
     return int(match.group(1)), match.group(2)
 

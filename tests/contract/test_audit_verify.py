@@ -661,7 +661,9 @@ def test_the_command_prints_the_head_to_keep_and_checks_an_anchor(tmp_path: Path
     assert "its hash is not the one anchored for sequence 2" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("value", ["2", "0:" + "a" * 64, "2:" + "A" * 64, "2:abc", "x:y"])
+@pytest.mark.parametrize(
+    "value", ["2", "0:" + "a" * 64, "2:" + "A" * 64, "2:abc", "x:y", "2147483648:" + "a" * 64]
+)
 def test_a_malformed_anchor_is_refused_before_anything_is_read(tmp_path, value, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["audit", "verify", "--data-dir", str(tmp_path), "--anchor", value])

@@ -262,3 +262,14 @@ def test_r16_a_link_covering_last_updated_hashes_it_behind_a_prefix():
     unknown = copy.deepcopy(stored)
     unknown["extension"][-1]["extension"][-1]["valueCode"] = "everything"
     assert verify_chain([unknown]).reason == "the event carries no audit-chain link"
+
+
+def test_r16_a_link_with_a_part_given_twice_is_no_link():
+    """Which of two `hash` (or `sequence`) parts the chain covers is not for a reader to
+    pick: `verify_chain` alone, without the audit log's own checks, names the event."""
+    sealed = seal({"resourceType": "AuditEvent", "id": "a"}, GENESIS_HASH, 1)
+    twice = copy.deepcopy(sealed)
+    parts = twice["extension"][-1]["extension"]
+    parts.append({"url": "hash", "valueString": "f" * 64})
+    assert chain_link(twice) is None
+    assert verify_chain([twice]).reason == "the event carries no audit-chain link"
