@@ -15,22 +15,17 @@ The unaudited server is `benchmarks.wsgi:unaudited_app`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from pathlib import Path
 
 from benchmarks.harness import (
-    WRK_CONNECTIONS,
-    Server,
-    WrkResult,
     alternated,
+    app_server,
     ratios,
     request,
-    running_server,
     spread,
     table,
     temporary_data_dir,
     throughput_row,
-    wrk,
+    wrk_load,
 )
 from benchmarks.tokens import seeded_patient
 
@@ -40,19 +35,20 @@ TARGET = 0.7
 def run(args: argparse.Namespace) -> str:
     with (
         temporary_data_dir() as data_dir,
-        _server(data_dir, args, "benchmarks.wsgi:app") as audited_server,
-        _server(data_dir, args, "benchmarks.wsgi:unaudited_app") as unaudited_server,
+        app_server(data_dir, args, "benchmarks.wsgi:app") as audited_server,
+        app_server(data_dir, args, "benchmarks.wsgi:unaudited_app") as unaudited_server,
     ):
         patient_id, reader = seeded_patient(audited_server.port, data_dir)
         url_path = f"/fhir/Patient/{patient_id}"
         assert request(unaudited_server.port, "GET", url_path, token=reader)[0] == 200
 
-        def reads(server: Server) -> Callable[[], WrkResult]:
-            url = f"http://127.0.0.1:{server.port}{url_path}"
-            return lambda: wrk(url, token=reader, seconds=args.seconds)
-
         results = alternated(
-            {"audited": reads(audited_server), "unaudited": reads(unaudited_server)},
+            {
+                "audited": wrk_load(audited_server, url_path, token=reader, seconds=args.seconds),
+                "unaudited": wrk_load(
+                    unaudited_server, url_path, token=reader, seconds=args.seconds
+                ),
+            },
             args.rounds,
         )
     rows = [
@@ -69,10 +65,4 @@ def run(args: argparse.Namespace) -> str:
             "audited / unaudited read throughput: "
             f"{spread(ratios(results['audited'], results['unaudited']))} (target >= {TARGET})",
         ]
-    )
-
-
-def _server(data_dir: Path, args: argparse.Namespace, app: str):
-    return running_server(
-        data_dir, workers=args.workers, threads=args.threads, app=app, clients=WRK_CONNECTIONS
     )

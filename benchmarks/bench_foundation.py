@@ -17,24 +17,23 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.datagen import make_patient, nir
 from benchmarks.harness import (
     WRK_CONNECTIONS,
-    Server,
     WrkResult,
     alternated,
+    app_server,
     median,
     ratios,
     request,
-    running_server,
     spread,
     table,
     temporary_data_dir,
     throughput_row,
     wrk,
+    wrk_load,
 )
 from benchmarks.tokens import health_insurer_token, seeded_patient
 
@@ -43,23 +42,27 @@ def run(args: argparse.Namespace) -> str:
     with temporary_data_dir() as data_dir:
         admin = health_insurer_token(data_dir)
         with (
-            _server(data_dir, args, "benchmarks.wsgi:unaudited_app") as unaudited_server,
-            _server(data_dir, args, "benchmarks.wsgi:app") as audited_server,
+            app_server(data_dir, args, "benchmarks.wsgi:unaudited_app") as unaudited_server,
+            app_server(data_dir, args, "benchmarks.wsgi:app") as audited_server,
         ):
             patient_id, reader = seeded_patient(unaudited_server.port, data_dir)
-
-            def load(server: Server, path: str, token: str | None) -> Callable[[], WrkResult]:
-                url = f"http://127.0.0.1:{server.port}{path}"
-                return lambda: wrk(url, token=token, seconds=args.seconds)
 
             read_path = f"/fhir/Patient/{patient_id}"
             bare_path = f"/bench/bare/Patient/{patient_id}"
             results = alternated(
                 {
-                    "rest read": load(unaudited_server, read_path, reader),
-                    "rest bare": load(unaudited_server, bare_path, None),
-                    "audited read": load(audited_server, read_path, reader),
-                    "audited bare": load(audited_server, bare_path, None),
+                    "rest read": wrk_load(
+                        unaudited_server, read_path, token=reader, seconds=args.seconds
+                    ),
+                    "rest bare": wrk_load(
+                        unaudited_server, bare_path, token=None, seconds=args.seconds
+                    ),
+                    "audited read": wrk_load(
+                        audited_server, read_path, token=reader, seconds=args.seconds
+                    ),
+                    "audited bare": wrk_load(
+                        audited_server, bare_path, token=None, seconds=args.seconds
+                    ),
                 },
                 args.rounds,
             )
@@ -85,12 +88,6 @@ def run(args: argparse.Namespace) -> str:
             f"single creates (`POST /fhir/Patient`, SQLite, synchronous=FULL, {WRK_CONNECTIONS} connections): **{creates.requests_per_second:,.0f}/s**, p50 {creates.p50_ms:.1f} ms (target >= 300/s)",
             f"100-entry transaction Bundle: median **{transaction_seconds * 1000:.0f} ms** over 5 runs (target < 500 ms)",
         ]
-    )
-
-
-def _server(data_dir, args: argparse.Namespace, app: str):
-    return running_server(
-        data_dir, workers=args.workers, threads=args.threads, app=app, clients=WRK_CONNECTIONS
     )
 
 

@@ -233,6 +233,22 @@ def request(
         connection.close()
 
 
+def app_server(data_dir: Path, args, app: str):
+    """`running_server` for a benchmark app ("module:callable") with the run's `--workers`
+    and `--threads`, its workers sharing the load's connections (`WRK_CONNECTIONS`)."""
+    return running_server(
+        data_dir, workers=args.workers, threads=args.threads, app=app, clients=WRK_CONNECTIONS
+    )
+
+
+def wrk_load(
+    server: Server, path: str, *, token: str | None, seconds: int
+) -> Callable[[], WrkResult]:
+    """A wrk run of `seconds` on `path` of `server`, to be taken (again) by `alternated`."""
+    url = f"http://127.0.0.1:{server.port}{path}"
+    return lambda: wrk(url, token=token, seconds=seconds)
+
+
 def alternated(
     measures: dict[str, Callable[[], WrkResult]], rounds: int
 ) -> dict[str, list[WrkResult]]:

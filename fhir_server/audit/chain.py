@@ -168,8 +168,7 @@ def sealed_link(
     if not isinstance(previous_hash, str) or not _HASH.fullmatch(previous_hash):
         raise ValueError("previous_hash must be 64 lower-case hex digits")
     if last_updated is not None:
-        meta = {k: v for k, v in (event.get("meta") or {}).items() if k != "versionId"}
-        event = {**event, "meta": {**meta, "lastUpdated": last_updated}}
+        event = {**event, "meta": {**(event.get("meta") or {}), "lastUpdated": last_updated}}
     covers = last_updated is not None
     digest = chain_hash(event, previous_hash, sequence, covers_last_updated=covers)
     others = [e for e in event.get("extension", []) if e.get("url") != EXT_AUDIT_CHAIN]

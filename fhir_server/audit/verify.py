@@ -15,7 +15,12 @@ from collections.abc import Iterator, Mapping
 import orjson
 
 from fhir_server.audit.chain import GENESIS_HASH, ChainReport, link_problem, verify_chain
-from fhir_server.store.audit_log.record import LogRecord, keys_problem, record_problem
+from fhir_server.store.audit_log.record import (
+    LogRecord,
+    is_int,
+    keys_problem,
+    record_problem,
+)
 
 
 def verify_store(store, anchors: Mapping[int, str] | None = None) -> ChainReport:
@@ -65,9 +70,7 @@ def verify_store(store, anchors: Mapping[int, str] | None = None) -> ChainReport
     head = log.head()
     # A head of another kind (MongoDB keeps any number: a seq 4.0 equals the chain's 4) would
     # have the next commit seal its event as sequence 5.0.
-    malformed = head is not None and not (
-        isinstance(head[0], int) and not isinstance(head[0], bool) and isinstance(head[1], str)
-    )
+    malformed = head is not None and not (is_int(head[0]) and isinstance(head[1], str))
     try:
         chain = verify_chain(events(), expected_head=None if malformed else head)
     except (KeyError, TypeError, ValueError) as exc:

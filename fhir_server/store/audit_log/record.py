@@ -164,7 +164,7 @@ def record_problem(record: LogRecord, event: Mapping) -> str | None:
         return f"its meta.versionId ({version!r}) is not '1', the log's one version"
     last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
     recorded = record.recorded  # µs; the body keeps milliseconds
-    if not _is_int(recorded) or _epoch_ms(last_updated) != recorded // 1000:
+    if not is_int(recorded) or _epoch_ms(last_updated) != recorded // 1000:
         return (
             f"its recorded column ({record.recorded} µs since the epoch) is not its body's "
             f"meta.lastUpdated ({last_updated})"
@@ -188,11 +188,12 @@ def _same(stored: object, derived: object) -> bool:
     """Equal and of the same kind: 3.0 equals 3, but a `_history` cursor made from a
     sequence 3.0 is refused (MongoDB keeps any number; bson's Int64 is an int)."""
     if isinstance(derived, int):
-        return _is_int(stored) and stored == derived
+        return is_int(stored) and stored == derived
     return type(stored) is type(derived) and stored == derived
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """An integer, not a bool nor a float of integral value."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
