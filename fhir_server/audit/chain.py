@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -230,14 +230,15 @@ def verify_chain(
     *,
     previous_hash: str = GENESIS_HASH,
     start_sequence: int = 1,
-    expected_head: tuple[int, str] | None = None,
+    expected_head: tuple[int, str] | Callable[[], tuple[int, str] | None] | None = None,
 ) -> ChainReport:
     """Check a chain read back in sequence order; name the first break.
 
     ``previous_hash`` and ``start_sequence`` let a caller verify a window of a longer chain
     (the hash of the event before the window and the window's first sequence number).
     ``expected_head`` is the (sequence, hash) of the newest event as recorded elsewhere; with
-    it, a chain cut short or with a rewritten tail is detected too.
+    it, a chain cut short or with a rewritten tail is detected too. A callable is asked for
+    it once the events are read (a head read again while they were: `audit.verify`).
     """
     expected_seq = start_sequence
     running = previous_hash
@@ -259,6 +260,8 @@ def verify_chain(
         checked += 1
         expected_seq += 1
 
+    if callable(expected_head):
+        expected_head = expected_head()
     if expected_head is not None and head != tuple(expected_head):
         head_seq = expected_head[0]
         if head[0] < head_seq:

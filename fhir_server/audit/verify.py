@@ -10,6 +10,7 @@ by someone who recomputed the whole chain with the files in hand.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator, Mapping
 
 import orjson
@@ -41,9 +42,15 @@ def verify_store(store, anchors: Mapping[int, str] | None = None) -> ChainReport
     if broken_file:
         reason = f"the log file's integrity check fails: {broken_file}"
         return ChainReport(False, 0, (0, GENESIS_HASH), None, None, 0, reason)
-    # Read first: on SQLite its open cursor holds the reader's snapshot, which the head and
-    # the scan below then share, so an append meanwhile is in all three or in none.
-    keys = _KeysBySequence(log.patient_keys())
+    recorded = log.head()  # the head as last read
+    # A head of another kind (MongoDB keeps any number: a seq 4.0 equals the chain's 4) would
+    # have the next commit seal its event as sequence 5.0.
+    malformed = recorded is not None and not _is_head(recorded)
+    # Keys are read up to the head read first (every key, with a malformed head), and on
+    # when the scan meets an event beyond it (`_read_on`). On SQLite the open cursor holds
+    # the reader's snapshot, which the scan's first page then shares.
+    keys_to: int | None = None if malformed else (recorded[0] if recorded else 0)
+    keys = _KeysBySequence(log.patient_keys(up_to=keys_to))
     found: list[ChainReport] = []
     last_good: tuple[int, str] = (0, GENESIS_HASH)
 
@@ -51,8 +58,10 @@ def verify_store(store, anchors: Mapping[int, str] | None = None) -> ChainReport
         """The events to the chain, until the first one whose record, keys or body is not
         right: `verify_chain` stops at its own first break, so reaching it means the chain
         held up to there."""
-        nonlocal last_good
+        nonlocal last_good, recorded, keys_to
         for position, record in enumerate(log.scan()):
+            while keys_to is not None and is_int(record.sequence) and record.sequence > keys_to:
+                recorded, keys_to = _read_on(log, recorded, keys_to, keys)
             event, problem = _parsed(record.body)
             if event is not None:
                 problem = (
@@ -67,12 +76,9 @@ def verify_store(store, anchors: Mapping[int, str] | None = None) -> ChainReport
             last_good = (record.sequence, record.hash)
             yield event
 
-    head = log.head()
-    # A head of another kind (MongoDB keeps any number: a seq 4.0 equals the chain's 4) would
-    # have the next commit seal its event as sequence 5.0.
-    malformed = head is not None and not (is_int(head[0]) and isinstance(head[1], str))
     try:
-        chain = verify_chain(events(), expected_head=None if malformed else head)
+        # Compared with the head as last read: an append during the scan may have moved it.
+        chain = verify_chain(events(), expected_head=lambda: None if malformed else recorded)
     except (KeyError, TypeError, ValueError) as exc:
         # A record the engine cannot even read (a body stored as text, a field missing): a
         # read of it fails too.
@@ -81,9 +87,9 @@ def verify_store(store, anchors: Mapping[int, str] | None = None) -> ChainReport
     if found:
         return found[0]
     # Without a head, the next commit would seal sequence 1 again.
-    if chain.ok and (malformed or (head is None and chain.checked)):
+    if chain.ok and (malformed or (recorded is None and chain.checked)):
         reason = (
-            f"the recorded head {head!r} is not a sequence number and a hash"
+            f"the recorded head {recorded!r} is not a sequence number and a hash"
             if malformed
             else f"the log holds {chain.checked} events but no recorded head"
         )
@@ -96,9 +102,49 @@ def verify_store(store, anchors: Mapping[int, str] | None = None) -> ChainReport
         )
         return ChainReport(False, chain.checked, chain.head, min(beyond), None, None, reason)
     orphan = keys.orphan_before(None) if chain.ok else None
+    if chain.ok and not orphan and keys_to is not None:
+        orphan = _orphan_beyond(log, keys_to)
     if orphan:
         return ChainReport(False, chain.checked, chain.head, None, None, chain.checked, orphan)
     return chain
+
+
+def _read_on(
+    log, recorded: tuple[int, str] | None, keys_to: int, keys: _KeysBySequence
+) -> tuple[tuple[int, str] | None, int | None]:
+    """The scan met an event beyond the keys read, which go up to the head as read before:
+    the head read again. On an engine whose reads share no snapshot (MongoDB) the server
+    may have appended since; the head then moved on, and the keys up to it are read (after
+    it: they were committed with the events it covers). A head that did not move leaves the
+    event beyond it, named by the comparison with the head; the rest of the keys are read
+    to be checked all the same. Returns the head as last read and how far keys are read
+    (None: all of them)."""
+    newer = log.head()
+    if newer is not None and _is_head(newer) and newer[0] > keys_to:
+        keys.extend(log.patient_keys(after=keys_to, up_to=newer[0]))
+        return (newer[0], newer[1]), newer[0]
+    keys.extend(log.patient_keys(after=keys_to))
+    return recorded, None
+
+
+def _orphan_beyond(log, keys_to: int) -> str | None:
+    """A key after those read, beyond the head read after it: no event was committed
+    there. (Keys first: an event appended in between is then below the head read.)"""
+    later = list(log.patient_keys(after=keys_to))
+    newest = log.head()
+    covered = max(keys_to, newest[0]) if newest is not None and _is_head(newest) else keys_to
+    for sequence, patient in later:
+        if sequence > covered:
+            return _orphan(sequence, patient)
+    return None
+
+
+def _orphan(sequence: int, patient: str) -> str:
+    return f"a patient key (Patient {patient}) names sequence {sequence}, which holds no event"
+
+
+def _is_head(head: tuple) -> bool:
+    return is_int(head[0]) and isinstance(head[1], str)
 
 
 def _anchor_problem(anchored: Mapping[int, str], record: LogRecord) -> str | None:
@@ -146,10 +192,17 @@ class _KeysBySequence:
         self._keys = keys
         self._next: tuple[int, str] | None = next(keys, None)
 
+    def extend(self, more: Iterator[tuple[int, str]]) -> None:
+        """Keys of later sequences, read after these (`_head_moved`)."""
+        rest = self._keys
+        self._keys = itertools.chain(rest, more)
+        if self._next is None:
+            self._next = next(self._keys, None)
+
     def orphan_before(self, sequence: int | None) -> str | None:
         """A key naming a sequence below `sequence` (None: any left) that holds no event."""
         if self._next is not None and (sequence is None or self._next[0] < sequence):
-            return f"a patient key (Patient {self._next[1]}) names sequence {self._next[0]}, which holds no event"
+            return _orphan(self._next[0], self._next[1])
         return None
 
     def of(self, sequence: int) -> list[str]:

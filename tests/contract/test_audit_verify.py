@@ -11,6 +11,7 @@ body, and names the first event that differs, in chain order.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,27 +214,67 @@ def test_the_command_names_the_event_and_exits_1(tmp_path: Path, registry, capsy
     assert "its patient keys [] are not the Patients its body names ['p1', 'p2']" in error
 
 
-def test_sqlite_verifies_one_snapshot_while_the_server_appends(tmp_path, registry):
-    """An auditor runs verify beside a live server: on SQLite the keys, the head and the
-    events are read in one snapshot, so an event appended meanwhile is in none of them
-    (neither "events follow the recorded head" nor "its patient keys [] ...")."""
-    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
-    try:
-        store.append_audit([audit_event("p1"), audit_event("p1", "p2")])
-        log = store.audit_log
-        scan = log.scan
+def _set_head(log: Log, sequence: int) -> None:
+    """The recorded head moved back to `sequence`, as someone with the files could."""
+    audit_log = log.store.audit_log
+    digest = next(r.hash for r in audit_log.scan() if r.sequence == sequence)
+    if log.engine == "sqlite":
+        audit_log._writer.execute("UPDATE head SET seq = ?, hash = ?", (sequence, digest))
+    else:
+        audit_log._head_collection.update_one(
+            {"_id": "head"}, {"$set": {"seq": sequence, "hash": digest}}
+        )
 
-        def scan_after_an_append(*args, **kwargs):
-            store.append_audit([audit_event("p2")])  # another request, through the writer
-            return scan(*args, **kwargs)
 
-        log.scan = scan_after_an_append
-        report = verify_store(store)
-        assert report.ok and report.checked == 2
-        log.scan = scan
-        assert verify_store(store).checked == 3
-    finally:
-        store.close()
+def test_verify_beside_a_server_appending_reports_no_break(log):
+    """An auditor runs verify beside the live server (MongoDB is the production engine):
+    an event the server appends after verify has read the head is not "beyond the head"
+    nor missing its patient keys. SQLite reads the first page in the keys' snapshot and
+    checks the 4 events of that snapshot; MongoDB, whose reads share none, re-reads the head
+    and the keys when the scan meets the new event, and checks 5."""
+    audit_log = log.store.audit_log
+    scan = audit_log.scan
+
+    def scan_after_an_append(*args, **kwargs):
+        log.store.append_audit([audit_event("p2", "p3")])  # another request, through the writer
+        return scan(*args, **kwargs)
+
+    audit_log.scan = scan_after_an_append
+    report = verify_store(log.store)
+    audit_log.scan = scan
+    assert (report.ok, report.reason) == (True, None)
+    assert report.checked == (4 if log.engine == "sqlite" else 5)
+    assert verify_store(log.store).checked == 5
+
+
+def test_verify_beside_a_server_appending_after_the_scan_finds_no_orphan_key(log):
+    """The keys beyond those read are checked at the end (a key naming no event), against
+    a head read after them: an event appended after the scan keeps its keys."""
+    audit_log = log.store.audit_log
+    patient_keys = audit_log.patient_keys
+    appended: list[bool] = []
+
+    def keys_after_an_append(*, after=None, up_to=None):
+        if after is not None and up_to is None and not appended:
+            log.store.append_audit([audit_event("p3")])
+            appended.append(True)
+        return patient_keys(after=after, up_to=up_to)
+
+    audit_log.patient_keys = keys_after_an_append
+    report = verify_store(log.store)
+    audit_log.patient_keys = patient_keys
+    assert appended == [True]
+    assert (report.ok, report.checked, report.reason) == (True, 4, None)
+
+
+def test_r16_an_event_beyond_the_recorded_head_is_named(log):
+    """Re-reading the head when the scan meets an event beyond it must not let an event
+    appended behind the server's back pass (the head did not move to cover it): the next
+    commit would seal the same sequence again."""
+    _set_head(log, 3)
+    report = verify_store(log.store)
+    assert (report.ok, report.checked, report.sequence) == (False, 4, 4)
+    assert report.reason == "events follow the recorded head (sequence 3)"
 
 
 # -- attack pass (R16: "audit verify checks the chain and names the first break") -------------
@@ -549,6 +590,43 @@ def test_r16_a_read_finds_only_the_event_of_the_id_asked(tmp_path, registry):
         assert store.read("AuditEvent", event.id.upper()) is None
         page = store.history("AuditEvent", event.id.upper(), since=None, count=10, cursor=None)
         assert page.entries == []
+    finally:
+        store.close()
+
+
+class _CaseBlind:
+    """The events collection as a case-insensitive collation would answer (strength 2),
+    which mongomock does not apply: an `id` criterion matches whatever its case."""
+
+    def __init__(self, events) -> None:
+        self._events = events
+
+    def _blind(self, criteria: dict) -> dict:
+        if isinstance(criteria.get("id"), str):
+            pattern = f"^{re.escape(criteria['id'])}$"
+            return {**criteria, "id": {"$regex": pattern, "$options": "i"}}
+        return criteria
+
+    def find_one(self, criteria: dict, *args, **kwargs):
+        return self._events.find_one(self._blind(criteria), *args, **kwargs)
+
+    def find(self, criteria: dict, *args, **kwargs):
+        return self._events.find(self._blind(criteria), *args, **kwargs)
+
+
+def test_r16_mongodb_reads_only_the_event_of_the_id_asked(tmp_path, registry):
+    """MongoDB: the collection given a case-insensitive collation behind the server's back.
+    A read or `_history` of the id in capitals must still find nothing (as on SQLite)."""
+    store = with_audit_log(make_store("mongomock", tmp_path, registry), registry)
+    try:
+        (event,) = store.append_audit([audit_event("p1")])
+        store.audit_log._events = _CaseBlind(store.audit_log._events)
+        assert store.read("AuditEvent", event.id).body == event.body
+        assert store.read("AuditEvent", event.id.upper()) is None
+        page = store.history("AuditEvent", event.id.upper(), since=None, count=10, cursor=None)
+        assert page.entries == []
+        page = store.history("AuditEvent", event.id, since=None, count=10, cursor=None)
+        assert [entry.resource.id for entry in page.entries] == [event.id]
     finally:
         store.close()
 

@@ -304,8 +304,11 @@ class MongoAuditLog:
         return self._known(list(event_ids))
 
     def get(self, event_id: str) -> LogRecord | None:
+        """The event of id `event_id`, byte for byte: a collation given to the collection
+        behind the server's back (case-insensitive) would find another's (FHIR ids are
+        case-sensitive), as SQLite's `get` guards against too."""
         doc = self._events.find_one({"id": event_id})
-        return _record(doc) if doc else None
+        return _record(doc) if doc and doc.get("id") == event_id else None
 
     def scan(self, patients: Sequence[str] | None = None) -> Iterator[LogRecord]:
         if patients is None:
@@ -319,10 +322,18 @@ class MongoAuditLog:
         for doc in cursor:
             yield _record(doc)
 
-    def patient_keys(self) -> Iterator[tuple[int, str]]:
+    def patient_keys(
+        self, *, after: int | None = None, up_to: int | None = None
+    ) -> Iterator[tuple[int, str]]:
+        bounds = {
+            operator: bound
+            for operator, bound in (("$gt", after), ("$lte", up_to))
+            if bound is not None
+        }
+        criteria = {"_id": bounds} if bounds else {}
         # The multikey index ("patient") is built from each document's `patients`; a value
         # that is not an array is a key of its own, as a query on the field matches it.
-        for doc in self._events.find({}, {"patients": 1}).sort("_id", ASCENDING):
+        for doc in self._events.find(criteria, {"patients": 1}).sort("_id", ASCENDING):
             patients = doc.get("patients", [])
             for patient in patients if isinstance(patients, list) else [patients]:
                 yield doc["_id"], patient
@@ -338,7 +349,7 @@ class MongoAuditLog:
         if event_id is not None:
             criteria["id"] = event_id
         cursor = self._events.find(criteria).sort("_id", DESCENDING).limit(limit)
-        return [_record(doc) for doc in cursor]
+        return [_record(doc) for doc in cursor if event_id in (None, doc.get("id"))]  # as `get`
 
     def integrity_problem(self) -> str | None:
         """None: MongoDB maintains its indexes itself; edits through its API cannot make one

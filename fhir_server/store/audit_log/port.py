@@ -43,10 +43,13 @@ class AuditLogEngine(Protocol):
         """Events in chain order; with `patients`, only those in one of their compartments."""
         ...
 
-    def patient_keys(self) -> Iterator[tuple[int, str]]:
+    def patient_keys(
+        self, *, after: int | None = None, up_to: int | None = None
+    ) -> Iterator[tuple[int, str]]:
         """(sequence, Patient id) of every key the patients' trace view finds events by
         (`scan(patients)`), by sequence: what `fhir-server audit verify` checks against the
-        Patients each event's sealed body names."""
+        Patients each event's sealed body names. `after` (exclusive) and `up_to` (inclusive)
+        bound the sequences; None: no bound."""
         ...
 
     def newest_first(

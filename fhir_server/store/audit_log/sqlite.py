@@ -286,8 +286,19 @@ class SqliteAuditLog:
                 return
             after, bound = rows[-1][0], ">"
 
-    def patient_keys(self) -> Iterator[tuple[int, str]]:
-        rows = self._reader.execute("SELECT seq, patient FROM event_patient ORDER BY seq, patient")
+    def patient_keys(
+        self, *, after: int | None = None, up_to: int | None = None
+    ) -> Iterator[tuple[int, str]]:
+        clauses = [
+            clause
+            for clause, bound in (("seq > ?", after), ("seq <= ?", up_to))
+            if bound is not None
+        ]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._reader.execute(
+            f"SELECT seq, patient FROM event_patient {where} ORDER BY seq, patient",
+            tuple(bound for bound in (after, up_to) if bound is not None),
+        )
         yield from ((seq, patient) for seq, patient in rows)
 
     def newest_first(
