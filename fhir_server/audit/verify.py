@@ -40,8 +40,7 @@ def verify_store(store, anchors: Mapping[int, str] | None = None) -> ChainReport
     log = store.audit_log
     broken_file = log.integrity_problem()
     if broken_file:
-        reason = f"the log file's integrity check fails: {broken_file}"
-        return ChainReport(False, 0, (0, GENESIS_HASH), None, None, 0, reason)
+        return ChainReport(False, 0, (0, GENESIS_HASH), None, None, 0, broken_file)
     recorded = log.head()  # the head as last read
     # A head of another kind (MongoDB keeps any number: a seq 4.0 equals the chain's 4) would
     # have the next commit seal its event as sequence 5.0.

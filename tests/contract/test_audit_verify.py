@@ -567,8 +567,8 @@ def test_r16_an_index_that_disagrees_with_its_table_is_named(tmp_path, registry)
 
 def test_r16_a_read_finds_only_the_event_of_the_id_asked(tmp_path, registry):
     """SQLite: the event table rebuilt with a case-blind id (COLLATE NOCASE), a consistent
-    file that verifies. A read or `_history` of the id in capitals must still find nothing,
-    as FHIR ids are case-sensitive."""
+    file. A read or `_history` of the id in capitals must still find nothing, as FHIR ids
+    are case-sensitive; verify names the id index's collation."""
     store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
     (event,) = store.append_audit([audit_event("p1")])
     (table,) = store.audit_log._writer.execute(
@@ -585,11 +585,114 @@ def test_r16_a_read_finds_only_the_event_of_the_id_asked(tmp_path, registry):
         "ALTER TABLE blind RENAME TO event",
     )
     try:
-        assert verify_store(store).ok
+        report = verify_store(store)
+        assert not report.ok
+        assert report.reason == (
+            "the log file's index sqlite_autoindex_event_1 is not the one the server creates"
+        )
         assert store.read("AuditEvent", event.id).body == event.body
         assert store.read("AuditEvent", event.id.upper()) is None
         page = store.history("AuditEvent", event.id.upper(), since=None, count=10, cursor=None)
         assert page.entries == []
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("statement", "reason"),
+    [
+        ("DROP TRIGGER event_keys", "the log file's schema lacks trigger event_keys"),
+        (
+            "CREATE TRIGGER unkey AFTER INSERT ON event BEGIN "
+            "DELETE FROM event_patient WHERE patient = 'p1'; END",
+            "the log file's schema has trigger unkey, which the server never creates",
+        ),
+        (
+            "DROP INDEX IF EXISTS no_such_index",  # a control: nothing changed
+            None,
+        ),
+    ],
+    ids=["trigger-dropped", "trigger-added", "untouched"],
+)
+def test_r16_the_log_files_schema_is_the_servers(tmp_path, registry, statement, reason):
+    """SQLite, beside a running server (which creates a missing trigger again only when it
+    opens the file): a trigger dropped stops the keys and the head from following the next
+    events (the commit after would seal a sequence again); one added could unkey or rewrite
+    events as they come. Verify names either before any event shows it."""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    store.append_audit([audit_event("p1"), audit_event("p1", "p2")])
+    store.audit_log._writer.execute(statement)
+    try:
+        report = verify_store(store)
+        assert (report.ok, report.reason) == (reason is None, reason)
+    finally:
+        store.close()
+
+
+def test_a_log_created_before_the_key_trigger_verifies_once_upgraded(tmp_path, registry):
+    """A log file of the schema before the trigger (no `patients` column) is upgraded in
+    place on open: its schema then passes, though SQLite spells the altered table otherwise."""
+    from fhir_server.store.audit_log import sqlite as engine
+
+    resources = make_store("sqlite", tmp_path, registry)
+    path = Path(resources.path).with_name("fhir.audit.sqlite3")
+    before = engine.SCHEMA.replace(",\n    patients TEXT NOT NULL         -- JSON array", "")
+    before = before.replace(" of the compartment's Patient ids", "")
+    assert "patients TEXT" not in before
+    connection = sqlite3.connect(path)
+    connection.executescript(before)
+    connection.close()
+    store = with_audit_log(resources, registry)
+    try:
+        assert store.audit_log.path == str(path)
+        store.append_audit([audit_event("p1")])
+        report = verify_store(store)
+        assert (report.ok, report.checked) == (True, 1)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("rebuild", "reason"),
+    [
+        (
+            lambda events: (
+                events.drop_index("patient"),
+                events.create_index(
+                    [("patients", 1), ("_id", 1)],
+                    name="patient",
+                    partialFilterExpression={"agent": {"$ne": "Practitioner/x"}},
+                ),
+            ),
+            "the events collection's index patient is not the one the server creates",
+        ),
+        (
+            lambda events: (events.drop_index("id"), events.create_index([("id", 1)], name="id")),
+            "the events collection's index id is not the one the server creates",
+        ),
+        (
+            lambda events: events.drop_index("patient"),
+            "the events collection lacks its index patient",
+        ),
+        (
+            lambda events: events.create_index([("agent", 1)], name="by_agent"),
+            "the events collection has an index by_agent the server never creates",
+        ),
+    ],
+    ids=["patient-index-partial", "id-index-not-unique", "patient-index-dropped", "index-added"],
+)
+def test_r16_mongodb_indexes_are_the_servers(tmp_path, registry, rebuild, reason):
+    """MongoDB: the trace view scans the patient index by hint, so the index rebuilt with a
+    `partialFilterExpression` hides from their patients the events it leaves out, while a
+    scan of the collection still finds them all; the id index no longer unique lets two
+    events share an id. Verify compares the definitions with the server's."""
+    store = with_audit_log(make_store("mongomock", tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1")])
+        assert verify_store(store).ok
+        rebuild(store.audit_log._events)
+        report = verify_store(store)
+        assert (report.ok, report.reason.split(" (")[0]) == (False, reason)
     finally:
         store.close()
 

@@ -54,6 +54,23 @@ _TRANSACTION = {
 
 T = TypeVar("T")
 
+# The events collection's indexes as `index_information` describes them, less bookkeeping.
+_INDEXES: dict[str, dict] = {
+    "_id_": {"key": [("_id", ASCENDING)]},
+    "id": {"key": [("id", ASCENDING)], "unique": True},
+    "patient": {"key": [("patients", ASCENDING), ("_id", ASCENDING)]},
+}
+_INDEX_BOOKKEEPING = {"v", "ns", "background"}
+
+
+def _normal(spec: dict) -> dict:
+    """An index description with its key directions as ints (a server may say 1.0)."""
+    key = [
+        (field, int(order) if isinstance(order, float) else order)
+        for field, order in spec.get("key", [])
+    ]
+    return {**spec, "key": key}
+
 
 def _document(record: LogRecord) -> dict:
     return {
@@ -121,8 +138,9 @@ class MongoAuditLog:
         self._head_collection = database[HEAD]
         self._events.create_indexes(
             [
-                IndexModel([("id", ASCENDING)], name="id", unique=True),
-                IndexModel([("patients", ASCENDING), ("_id", ASCENDING)], name="patient"),
+                IndexModel(spec["key"], name=name, unique=spec.get("unique", False))
+                for name, spec in _INDEXES.items()
+                if name != "_id_"  # MongoDB's own
             ]
         )
         self._appender = GroupAppender(self._commit)
@@ -352,8 +370,22 @@ class MongoAuditLog:
         return [_record(doc) for doc in cursor if event_id in (None, doc.get("id"))]  # as `get`
 
     def integrity_problem(self) -> str | None:
-        """None: MongoDB maintains its indexes itself; edits through its API cannot make one
-        disagree with its collection."""
+        """MongoDB maintains its indexes itself, but their definitions can be changed through
+        its API: the patient index rebuilt with a `partialFilterExpression`, which the trace
+        view's hinted scan would then read, hides the events it leaves out from their
+        patients; a collation, or the id index no longer unique, changes what a read finds.
+        So they must be exactly those the server creates."""
+        found = {
+            name: {k: v for k, v in spec.items() if k not in _INDEX_BOOKKEEPING}
+            for name, spec in self._events.index_information().items()
+        }
+        for name in sorted(found.keys() | _INDEXES.keys()):
+            if name not in _INDEXES:
+                return f"the events collection has an index {name} the server never creates"
+            if name not in found:
+                return f"the events collection lacks its index {name}"
+            if _normal(found[name]) != _INDEXES[name]:
+                return f"the events collection's index {name} is not the one the server creates ({found[name]})"
         return None
 
     def close(self) -> None:

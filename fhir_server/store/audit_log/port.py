@@ -61,7 +61,8 @@ class AuditLogEngine(Protocol):
 
     def integrity_problem(self) -> str | None:
         """Why the engine's own storage is not consistent (an index that disagrees with its
-        table, which a read would go by and `scan` not), or None: for `audit verify`."""
+        table, which a read would go by and `scan` not) or not the one the server creates
+        (a trigger, an index's definition), as a sentence, or None: for `audit verify`."""
         ...
 
     def close(self) -> None: ...

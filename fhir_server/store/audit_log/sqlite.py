@@ -81,6 +81,66 @@ def _upgrade(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE event ADD COLUMN patients TEXT NOT NULL DEFAULT '[]'")
 
 
+def schema_problem(connection: sqlite3.Connection) -> str | None:
+    """What differs between the log file's schema and the one the server creates, or None.
+    A trigger dropped stops the patient keys and the head from following the next events
+    (the commit after would seal a sequence again); one added could rewrite or unkey events
+    as they come; an index given another collation or a condition changes what a read
+    finds. Tables, their columns and indexes are compared as SQLite describes them, not by
+    their CREATE text, which a log upgraded in place (`_upgrade`) spells otherwise."""
+    found, expected = _schema(connection), _expected_schema()
+    for name in sorted(found.keys() | expected.keys()):
+        if name not in expected:
+            return (
+                f"the log file's schema has {found[name][0]} {name}, which the server never creates"
+            )
+        if name not in found:
+            return f"the log file's schema lacks {expected[name][0]} {name}"
+        if found[name] != expected[name]:
+            return f"the log file's {found[name][0]} {name} is not the one the server creates"
+    return None
+
+
+@functools.cache
+def _expected_schema() -> dict[str, tuple]:
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.executescript(SCHEMA)
+        connection.executescript(TRIGGER)
+        return _schema(connection)
+    finally:
+        connection.close()
+
+
+def _schema(connection: sqlite3.Connection) -> dict[str, tuple]:
+    """name -> (type, description) of every table, index, trigger and view of the file."""
+    described: dict[str, tuple] = {}
+    objects = connection.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_stat%'"
+    ).fetchall()
+    for kind, name, table, sql in objects:
+        quoted = _quoted(name)
+        if kind == "table":
+            # cid, name, type, notnull, default (left out: `_upgrade` adds one), pk, hidden
+            columns = connection.execute(f"PRAGMA table_xinfo({quoted})").fetchall()
+            described[name] = (kind, tuple((c[1], c[2].upper(), c[3], c[5], c[6]) for c in columns))
+        elif kind == "index":
+            listed = {
+                row[1]: row[2:]  # unique, origin, partial
+                for row in connection.execute(f"PRAGMA index_list({_quoted(table)})")
+            }
+            keys = connection.execute(f"PRAGMA index_xinfo({quoted})").fetchall()
+            # seqno, cid, name, desc, collation, key
+            described[name] = (kind, table, listed.get(name), tuple(k[1:] for k in keys))
+        else:
+            described[name] = (kind, table, " ".join((sql or "").split()))
+    return described
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 # Events per page of `scan`.
 _SCAN_PAGE = 1_000
 
@@ -319,9 +379,12 @@ class SqliteAuditLog:
     def integrity_problem(self) -> str | None:
         """SQLite's own `integrity_check` of the file: an index edited to disagree with its
         table (an event missing from the id index, which a read goes by, but not from the
-        table, which `scan` and so `audit verify` read) shows only there."""
+        table, which `scan` and so `audit verify` read) shows only there. Then the schema
+        against the one the server creates (`schema_problem`)."""
         found = [row[0] for row in self._reader.execute("PRAGMA integrity_check")]
-        return None if found == ["ok"] else "; ".join(found)
+        if found != ["ok"]:
+            return f"the log file's integrity check fails: {'; '.join(found)}"
+        return schema_problem(self._reader)
 
     def close(self) -> None:
         self._appender.stop()
