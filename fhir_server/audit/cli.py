@@ -4,8 +4,10 @@ and print the head for the auditor to keep as an anchor."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fhir_server.audit.chain import MAX_SEQUENCE
@@ -13,8 +15,20 @@ from fhir_server.audit.verify import verify_store
 
 
 def _verify(args: argparse.Namespace) -> int:
+    given = list(args.anchors or ())
+    if args.keep_head and args.anchors_file is None:
+        print("audit verify: --keep-head needs --anchors-file", file=sys.stderr)
+        return 2
+    # A witness started by this run has no file yet; otherwise the file must be there.
+    starting = args.keep_head and not args.anchors_file.exists()
+    if args.anchors_file is not None and not starting:
+        try:
+            given += read_anchors(args.anchors_file)
+        except (OSError, ValueError) as exc:
+            print(f"audit verify: {exc}", file=sys.stderr)
+            return 2
     anchors: dict[int, str] = {}
-    for sequence, digest in args.anchors or ():
+    for sequence, digest in given:
         kept = anchors.setdefault(sequence, digest)
         if kept != digest:
             # At most one is the chain's: keeping either would check against the other.
@@ -45,6 +59,9 @@ def _verify(args: argparse.Namespace) -> int:
                 f"head: sequence {sequence}, hash {digest}. Keep it apart from this server; "
                 f"`--anchor {sequence}:{digest}` then shows that nothing up to it was rewritten"
             )
+            if args.keep_head and anchors.get(sequence) != digest:
+                keep_anchor(args.anchors_file, report.head)
+                print(f"kept in {args.anchors_file}")
         return 0
     where = f" at sequence {report.sequence}" if report.sequence is not None else ""
     event = f" (AuditEvent {report.event_id})" if report.event_id is not None else ""
@@ -68,6 +85,40 @@ def _anchor(value: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
+# A line of an anchors file: SEQUENCE:HASH, then a comment if any.
+_ANCHOR_LINE = re.compile(r"(\S+)(?:\s+#.*)?")
+
+
+def read_anchors(path: Path) -> list[tuple[int, str]]:
+    """The anchors kept in `path`, one `SEQUENCE:HASH` per line (`keep_anchor`'s lines);
+    blank lines and lines starting with `#` are skipped. A line of any other form is refused
+    (ValueError naming it): an anchor misread is a check silently not made."""
+    anchors = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        match = _ANCHOR_LINE.fullmatch(text)
+        try:
+            if match is None:
+                raise argparse.ArgumentTypeError("not SEQUENCE:HASH")
+            anchors.append(_anchor(match.group(1)))
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"{path}, line {number}: {exc}") from None
+    return anchors
+
+
+def keep_anchor(path: Path, head: tuple[int, str]) -> None:
+    """Append `head` to the anchors file, durably (the file is the auditor's witness: it
+    should live apart from the server, on storage the server's operators cannot rewrite)."""
+    sequence, digest = head
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with path.open("a", encoding="utf-8") as anchors:
+        anchors.write(f"{sequence}:{digest}  # verified {stamp}\n")
+        anchors.flush()
+        os.fsync(anchors.fileno())
+
+
 def add_audit_command(subparsers) -> None:
     audit = subparsers.add_parser("audit", help="AuditEvent tools")
     commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -80,5 +131,19 @@ def add_audit_command(subparsers) -> None:
         type=_anchor,
         metavar="SEQUENCE:HASH",
         help="a head printed by an earlier run, kept apart from the server (repeatable)",
+    )
+    verify.add_argument(
+        "--anchors-file",
+        dest="anchors_file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="anchors kept by earlier runs (one SEQUENCE:HASH per line), checked too",
+    )
+    verify.add_argument(
+        "--keep-head",
+        dest="keep_head",
+        action="store_true",
+        help="append the head of an intact log to --anchors-file, for the next run",
     )
     verify.set_defaults(func=_verify)

@@ -881,3 +881,80 @@ def test_r16_two_anchors_for_one_sequence_that_differ_are_refused(tmp_path: Path
         assert f"two anchors for sequence 2 differ ({first}, {last})" in err
     same = ["--anchor", f"2:{head[1]}", "--anchor", f"2:{head[1]}"]
     assert main(["audit", "verify", "--data-dir", str(tmp_path), *same]) == 0
+
+
+# -- a witness: the anchors kept in a file apart from the server ------------------------------
+
+
+def test_r16_an_anchors_file_kept_run_after_run_names_a_later_rewrite(
+    tmp_path: Path, registry, capsys
+):
+    """An auditor's scheduled run keeps each new head in a file apart from the server
+    (`--anchors-file F --keep-head`) and checks every head kept before: a chain rewritten
+    and sealed again with the files in hand is then named at the newest anchor it passes,
+    and a failed run keeps nothing."""
+    data_dir, witness = tmp_path / "data", tmp_path / "witness" / "anchors"
+    witness.parent.mkdir()
+    head = _data_dir_with_two_events(data_dir, registry)
+    run = ["audit", "verify", "--data-dir", str(data_dir), "--anchors-file", str(witness)]
+    assert main([*run, "--keep-head"]) == 0
+    assert f"kept in {witness}" in capsys.readouterr().out
+    assert witness.read_text().splitlines()[0].startswith(f"2:{head[1]}  # verified ")
+    assert main([*run, "--keep-head"]) == 0  # nothing new: nothing kept twice
+    assert len(witness.read_text().splitlines()) == 1
+
+    store = open_store(load_settings({"data_dir": data_dir}), registry)
+    try:
+        store.append_audit([audit_event("p1")])
+    finally:
+        store.close()
+    assert main([*run, "--keep-head"]) == 0
+    kept = witness.read_text()
+    assert [line.split(":")[0] for line in kept.splitlines()] == ["2", "3"]
+
+    store = open_store(load_settings({"data_dir": data_dir}), registry)
+    try:
+        _rewritten_from(Log("sqlite", store), 1, outcome="8")
+        assert verify_store(store).ok  # the chain alone cannot show it
+    finally:
+        store.close()
+    capsys.readouterr()
+    assert main([*run, "--keep-head"]) == 1
+    assert "its hash is not the one anchored for sequence 2" in capsys.readouterr().err
+    assert witness.read_text() == kept
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ("# kept by the auditor\n\n2:" + "a" * 64 + "\nnot an anchor\n", "line 4"),
+        ("2:" + "A" * 64 + "\n", "line 1"),
+        ("2:" + "a" * 64 + " trailing\n", "line 1"),
+    ],
+    ids=["garbage", "upper-case", "trailing-text"],
+)
+def test_a_malformed_anchors_file_is_refused_before_anything_is_read(
+    tmp_path: Path, content, named, capsys
+):
+    witness = tmp_path / "anchors"
+    witness.write_text(content)
+    run = ["audit", "verify", "--data-dir", str(tmp_path / "d"), "--anchors-file", str(witness)]
+    assert main(run) == 2
+    assert f"{witness}, {named}: " in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_anchors_file_that_is_not_there_is_refused_unless_a_witness_starts(
+    tmp_path: Path, registry, capsys
+):
+    """Without `--keep-head` the auditor expects kept anchors: a missing file is refused,
+    not read as none. `--keep-head` alone has nowhere to keep the head."""
+    _data_dir_with_two_events(tmp_path, registry)
+    witness = tmp_path / "anchors"
+    run = ["audit", "verify", "--data-dir", str(tmp_path), "--anchors-file", str(witness)]
+    assert main(run) == 2
+    assert "No such file" in capsys.readouterr().err
+    assert main(["audit", "verify", "--data-dir", str(tmp_path), "--keep-head"]) == 2
+    assert "--keep-head needs --anchors-file" in capsys.readouterr().err
+    assert main([*run, "--keep-head"]) == 0
+    assert witness.read_text().startswith("2:")
