@@ -41,8 +41,14 @@ def searches_naming(resource_type: str, param: str) -> bool:
 def may_name_others(resource_type: str, body: bytes) -> bool:
     """A cheap test on the stored bytes: False when the resource has no naming element (most
     DocumentReferences have no relatesTo), so that it is served without being parsed."""
-    naming = NAMING_ELEMENTS.get(resource_type)
-    return naming is not None and f'"{naming[0]}"'.encode() in body
+    needle = _NAMING_KEYS.get(resource_type)
+    return needle is not None and needle in body
+
+
+# The naming element's key as the stored JSON spells it, for `may_name_others`.
+_NAMING_KEYS: dict[str, bytes] = {
+    resource_type: f'"{naming[0]}"'.encode() for resource_type, naming in NAMING_ELEMENTS.items()
+}
 
 
 def target_of(resource_type: str, item: object) -> tuple[str, str] | None:

@@ -301,9 +301,14 @@ class FhirService:
                 lambda target_type: self.gate.include_constraint(requester, query, target_type),
             )
         served = self.gate.served_body
+
+        def as_served(row):
+            body = served(requester, row[0], row[2])
+            return row if body is row[2] else row._replace(body=body)
+
         result = SearchResult(
-            matches=[row._replace(body=served(requester, row[0], row[2])) for row in page.rows],
-            included=[row._replace(body=served(requester, row[0], row[2])) for row in included],
+            matches=[as_served(row) for row in page.rows],
+            included=[as_served(row) for row in included],
             total=_cheap_total(query, page),
             next_cursor=page.next_cursor,
             previous_cursor=getattr(page, "previous_cursor", None),
