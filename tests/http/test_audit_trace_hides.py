@@ -202,8 +202,11 @@ def test_r14_search_naming_hidden_document_is_not_shown_to_the_patient(world):
     hidden, gp = "a-invisible", world.tokens.practitioner(GP)
     searches = (
         f"/fhir/List?patient={PATIENT_A}&item=DocumentReference/{doc_id(hidden)}",
-        # A plain id: `item` may name a labelled type (its targets), so it is read as one.
+        # Plain ids: read as every labelled type, whatever the parameter's targets, since the
+        # event keeps the query as asked (`subject` never names a document, but its value
+        # would be shown all the same).
         f"/fhir/List?patient={PATIENT_A}&item={doc_id(hidden)}",
+        f"/fhir/DocumentReference?patient={PATIENT_A}&subject={doc_id(hidden)}",
         f"/fhir/DocumentReference?patient={PATIENT_A}&relatesto={doc_id(hidden)}",
         f"/fhir/DocumentReference?patient={PATIENT_A}&_has:List:item:_id=x&relatesto=DocumentReference/{doc_id(hidden)}",
     )

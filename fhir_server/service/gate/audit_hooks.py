@@ -9,7 +9,6 @@ cached facts it changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fhir_server.access.constraints import compartment_of
@@ -52,18 +51,17 @@ class AuditHooks(ReadGate):
             patients.add(patient_id)
         notes = result.permit.notes if result.permit is not None else ()
         if result.asked is not None:
-            entities.extend(self._named_in_criteria(result.asked.where, result.asked.resource_type))
+            entities.extend(self._named_in_criteria(result.asked.where))
         self.audit.access(requester, "search-type", patients, entities, notes=notes)
 
-    def _named_in_criteria(self, where: Node, resource_type: str | None) -> list[DataEntity]:
+    def _named_in_criteria(self, where: Node) -> list[DataEntity]:
         """The labelled resources a search's criteria name by id (`_id`, `item=`,
         `relatesto=`, `_has`...), as entities of its event: the event keeps the query as
         asked (BALP), so it carries their labels too, and the AuditEvent views hide it from
         whom those labels hide the resources (R14, R18; issue #18, deliverable 5)."""
         entities = []
-        for named in _named_targets(where, resource_type)[:NAMED_TARGETS]:
-            target_type, target_id = named.target_type, named.target_id
-            for kind in [target_type] if target_type else self._labelled_targets(named):
+        for target_type, target_id in _named_targets(where, None)[:NAMED_TARGETS]:
+            for kind in [target_type] if target_type else LABELLED_TYPES:
                 stored = self.facts.current(kind, target_id) if kind in SERVED_TYPES else None
                 if stored is None or stored.deleted:
                     continue
@@ -78,15 +76,6 @@ class AuditHooks(ReadGate):
                         )
                     )
         return entities
-
-    def _labelled_targets(self, named: NamedTarget) -> tuple[str, ...]:
-        """The labelled types a plain `param=id` may name: those among the parameter's
-        targets (`DocumentReference?patient=X` names a Patient, never labelled: no read),
-        every labelled type for `_id` or a parameter without declared targets."""
-        definition = self.registry.get(named.searched_type, named.param) if named.param else None
-        if definition is None or not definition.targets:
-            return LABELLED_TYPES
-        return tuple(kind for kind in LABELLED_TYPES if kind in definition.targets)
 
     def after_write(
         self,
@@ -152,19 +141,8 @@ class AuditHooks(ReadGate):
         return self.audit.prepare_access(requester, interaction, patients, [entity])
 
 
-@dataclass(frozen=True)
-class NamedTarget:
-    """A resource a search's criteria name by id: its type if the criterion says it, and
-    the parameter (None: `_id`) of the type searched at that level that names it."""
-
-    target_type: str | None
-    target_id: str
-    param: str | None
-    searched_type: str | None
-
-
-def _named_targets(node: Node, resource_type: str | None) -> list[NamedTarget]:
-    """Every resource a search's criteria name by id."""
+def _named_targets(node: Node, resource_type: str | None) -> list[tuple[str | None, str]]:
+    """(type or None, id) of every resource a search's criteria name by id."""
     match node:
         case And(parts) | Or(parts):
             return [found for part in parts for found in _named_targets(part, resource_type)]
@@ -174,12 +152,10 @@ def _named_targets(node: Node, resource_type: str | None) -> list[NamedTarget]:
             return _named_targets(where, target_type)
         case Has(source_type, _, where):
             return _named_targets(where, source_type)
-        case ReferenceTest(param=param, target_type=target_type, target_id=target_id) if target_id:
-            return [NamedTarget(target_type, target_id, param, resource_type)]
+        case ReferenceTest(target_type=target_type, target_id=target_id) if target_id:
+            return [(target_type, target_id)]
         case IdTest(ids):
-            return [
-                NamedTarget(resource_type, resource_id, None, resource_type) for resource_id in ids
-            ]
+            return [(resource_type, resource_id) for resource_id in ids]
     return []
 
 
