@@ -224,3 +224,37 @@ def test_r14_search_naming_hidden_document_is_not_shown_to_the_patient(world):
     text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
     assert doc_id("a-visible") in text
     assert_names_nothing_hidden(text, hidden)
+
+
+def test_r14_search_naming_hidden_document_by_its_unique_id_is_not_shown_to_the_patient(world):
+    """The same fact spelled by identifier: a professional who may see the INVISIBLE_PATIENT
+    document searches by its identifier (an XDS uniqueId) with a criterion it fails, so it is
+    not among the matches that would label the event. The event keeps the query as asked;
+    it now carries the labels of what its `identifier` criterion names, at a level searching
+    DocumentReference or List, and the patient's view hides it."""
+    hidden, gp = "a-invisible", world.tokens.practitioner(GP)
+    read = world.client.get(f"/fhir/DocumentReference/{doc_id(hidden)}", headers=auth(gp))
+    assert read.status_code == 200, read.get_data(as_text=True)
+    master = read.get_json()["identifier"][0]
+    unique_id = master["value"]
+    for criterion in (
+        f"identifier={master['system']}|{unique_id}",
+        f"identifier={unique_id}",
+        f"relatesto.identifier={unique_id}",
+    ):
+        path = f"/fhir/DocumentReference?patient={PATIENT_A}&status=entered-in-error&{criterion}"
+        found = world.client.get(path, headers=auth(gp))
+        assert found.status_code == 200, found.get_data(as_text=True)
+        assert not found.get_json().get("entry"), "the criterion was meant to match nothing"
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    assert unique_id not in text, "the trace names the hidden document's uniqueId"
+    # The control: the same search by a visible document's uniqueId is in the trace.
+    shown = world.client.get(f"/fhir/DocumentReference/{doc_id('a-visible')}", headers=auth(gp))
+    visible = shown.get_json()["identifier"][0]["value"]
+    world.client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_A}&status=entered-in-error&identifier={visible}",
+        headers=auth(gp),
+    )
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    assert visible in text
+    assert unique_id not in text

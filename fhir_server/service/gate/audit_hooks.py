@@ -11,12 +11,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import orjson
+
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.decision import Permit
 from fhir_server.access.requester import INTERNAL, ActorKind, Requester
 from fhir_server.audit.balp import ROLE_QUERY, DataEntity
 from fhir_server.resources.model import SERVED_TYPES
-from fhir_server.search.query import And, Chain, Has, IdTest, Node, Not, Or, ReferenceTest
+from fhir_server.search.query import (
+    And,
+    Chain,
+    Has,
+    IdTest,
+    Node,
+    Not,
+    Or,
+    ReferenceTest,
+    TokenMatch,
+    TokenTest,
+)
 from fhir_server.service.context import forget_request_facts
 from fhir_server.service.gate.reads import ReadGate
 from fhir_server.service.prepared import PreparedEvents
@@ -51,30 +64,39 @@ class AuditHooks(ReadGate):
             patients.add(patient_id)
         notes = result.permit.notes if result.permit is not None else ()
         if result.asked is not None:
-            entities.extend(self._named_in_criteria(result.asked.where))
+            entities.extend(self._named_in_criteria(result.asked.where, result.asked.resource_type))
         self.audit.access(requester, "search-type", patients, entities, notes=notes)
 
-    def _named_in_criteria(self, where: Node) -> list[DataEntity]:
-        """The labelled resources a search's criteria name by id (`_id`, `item=`,
-        `relatesto=`, `_has`...), as entities of its event: the event keeps the query as
-        asked (BALP), so it carries their labels too, and the AuditEvent views hide it from
-        whom those labels hide the resources (R14, R18; issue #18, deliverable 5)."""
-        entities = []
+    def _named_in_criteria(self, where: Node, resource_type: str | None) -> list[DataEntity]:
+        """The labelled resources a search's criteria name, by id (`_id`, `item=`,
+        `relatesto=`, `_has`...) or by identifier (a document's or SubmissionSet's uniqueId),
+        as entities of its event: the event keeps the query as asked (BALP), so it carries
+        their labels too, and the AuditEvent views hide it from whom those labels hide the
+        resources (R14, R18; issue #18, deliverable 5)."""
+        named: list[tuple[str, str, dict]] = []
+        # A plain id at the top is read as every labelled type, whatever was searched: the
+        # event keeps the query as asked, which shows it all the same.
         for target_type, target_id in _named_targets(where, None)[:NAMED_TARGETS]:
             for kind in [target_type] if target_type else LABELLED_TYPES:
                 stored = self.facts.current(kind, target_id) if kind in SERVED_TYPES else None
-                if stored is None or stored.deleted:
-                    continue
-                resource = stored.json()
-                _, _, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
-                if labels:
-                    entities.append(
-                        DataEntity(
-                            reference=f"{kind}/{target_id}",
-                            security_labels=tuple(labels),
-                            role=ROLE_QUERY,
-                        )
+                if stored is not None and not stored.deleted:
+                    named.append((kind, target_id, stored.json()))
+        for kind, token in _named_identifiers(where, resource_type)[:NAMED_TARGETS]:
+            for found_type, found_id, body in self.facts.internal_search(
+                kind, token, NAMED_TARGETS
+            ):
+                named.append((found_type, found_id, orjson.loads(body)))
+        entities = []
+        for kind, target_id, resource in named:
+            _, _, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
+            if labels:
+                entities.append(
+                    DataEntity(
+                        reference=f"{kind}/{target_id}",
+                        security_labels=tuple(labels),
+                        role=ROLE_QUERY,
                     )
+                )
         return entities
 
     def after_write(
@@ -156,6 +178,28 @@ def _named_targets(node: Node, resource_type: str | None) -> list[tuple[str | No
             return [(target_type, target_id)]
         case IdTest(ids):
             return [(resource_type, resource_id) for resource_id in ids]
+    return []
+
+
+# The labelled types searched by the identifier that names them (their XDS uniqueId).
+IDENTIFIED_TYPES = ("DocumentReference", "List")
+
+
+def _named_identifiers(node: Node, resource_type: str | None) -> list[tuple[str, TokenTest]]:
+    """(type, criterion) of every `identifier` criterion at a level searching a labelled
+    type (every such type when the level's type is not known)."""
+    match node:
+        case And(parts) | Or(parts):
+            return [found for part in parts for found in _named_identifiers(part, resource_type)]
+        case Not(part):
+            return _named_identifiers(part, resource_type)
+        case Chain(_, target_type, where):
+            return _named_identifiers(where, target_type)
+        case Has(source_type, _, where):
+            return _named_identifiers(where, source_type)
+        case TokenTest(param="identifier", match=TokenMatch.EQ, code=code) if code:
+            kinds = IDENTIFIED_TYPES if resource_type is None else (resource_type,)
+            return [(kind, node) for kind in kinds if kind in IDENTIFIED_TYPES]
     return []
 
 

@@ -64,6 +64,12 @@ class Facts(Protocol):
         """What a version shows; for a deletion, the last version that had content."""
         ...
 
+    def internal_search(
+        self, resource_type: str, where: Node, count: int
+    ) -> list[tuple[str, str, bytes]]:
+        """The first `count` matches as (type, id, body), with no access constraint."""
+        ...
+
     def binary_documents(self, binary_id: str, binary: dict) -> list[dict]:
         """The documents a Binary version is judged by (`access.ownership`)."""
         ...
