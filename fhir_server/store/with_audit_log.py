@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.audit.chain import chain_link
+from fhir_server.audit.chain import GENESIS_HASH, chain_link, link_problem
 from fhir_server.errors import error
 from fhir_server.search import reach
 from fhir_server.search.extract import extract
@@ -54,6 +54,22 @@ logger = logging.getLogger(__name__)
 
 def _stored(record: LogRecord) -> StoredResource:
     return StoredResource(AUDIT_EVENT, record.id, 1, record.recorded, False, record.body)
+
+
+def _sealed_anew(event: dict) -> dict:
+    """A legacy event to be sealed again at the end of the chain: refused if it is sealed
+    and its content no longer matches its own link, since sealing it again would hide the
+    edit (the store does not open until someone looks at it)."""
+    link = chain_link(event)
+    if link is not None:
+        problem = link_problem(event, link.sequence, link.previous)
+        if problem:
+            raise ValueError(
+                f"AuditEvent {event.get('id')} in the resource tables (sequence "
+                f"{link.sequence} of an earlier chain) cannot be moved to the audit log: "
+                f"{problem}"
+            )
+    return event
 
 
 def _not_supported(what: str) -> Exception:
@@ -171,19 +187,34 @@ class StoreWithAuditLog:
 
     def _migrate(self) -> None:
         """Move AuditEvents written into the resource tables by earlier versions into the
-        log, in chain order and with their chain links; then drop them from the tables. A
-        crash in between repeats the move, which skips what the log already holds."""
+        log, in chain order, then drop them from the tables. A crash in between repeats the
+        move, which skips what the log already holds.
+
+        An event that continues the log's head keeps its link. Any other is sealed again
+        after the head, its content unchanged (`_sealed_anew`): the unsealed ones (a bulk
+        load's, never a client's: R16), and the sealed ones of a chain the log does not
+        continue, such as the one an earlier version starts from the genesis when run again
+        after the move (a downgrade): kept as they are, they would fork the chain."""
         moved = 0
         for chunk in self.resources.legacy_audit_events():
             events = [(orjson.loads(body), body, recorded) for body, recorded in chunk]
-            sealed = [imported(e, body, recorded) for e, body, recorded in events if chain_link(e)]
-            if sealed:
-                self.audit_log.import_sealed(sealed)
-            # Unsealed ones (written as resources by a bulk load, never by a client: R16) come
-            # after every sealed one and are sealed now, at the end of the chain.
-            unsealed = [e for e, _, _ in events if not chain_link(e)]
-            if unsealed:
-                self.audit_log.append(unsealed, skip_known=True)
+            held = self.audit_log.known(str(event.get("id")) for event, _, _ in events)
+            sequence, previous = self.audit_log.head() or (0, GENESIS_HASH)
+            continuing: list[LogRecord] = []
+            anew: list[dict] = []
+            for event, body, recorded in events:
+                if str(event.get("id")) in held:
+                    continue
+                link = chain_link(event)
+                if not anew and link and (link.sequence, link.previous) == (sequence + 1, previous):
+                    continuing.append(imported(event, body, recorded))
+                    sequence, previous = link.sequence, link.hash
+                else:
+                    anew.append(_sealed_anew(event))
+            if continuing:
+                self.audit_log.import_sealed(continuing)
+            if anew:
+                self.audit_log.append(anew, skip_known=True)
             moved += len(chunk)
         if not moved:
             return

@@ -361,3 +361,52 @@ def test_events_of_earlier_versions_move_to_the_log_once_with_their_chain(engine
     (after,) = log.append([audit_event("p1")])
     assert after.sequence == 4
     assert verify_chain(chain_of(log), expected_head=log.head()).ok
+
+
+def test_events_an_earlier_version_wrote_after_the_move_are_sealed_again_at_the_end(engine):
+    """#21 deliver 3, after a downgrade: an earlier version, run again on a store whose
+    events had moved to the log, writes AuditEvents into the resource tables again, sealed
+    into a chain of its own from the genesis. Their sequences are the log's: kept as they
+    are they would fork the chain (SQLite and MongoDB refused the whole move, and so the
+    store's opening). They are sealed again after the log's head, once, and the chain
+    verifies; events that continue the log's head keep their links."""
+    store = engine.open()
+    before = store.append_audit([audit_event("p1"), audit_event("p2")])
+    forked = _legacy_chain([audit_event("p1"), audit_event("p2"), audit_event("p3")])
+    for position, event in enumerate(forked):
+        stored = versions.stamp(dict(event), event["id"], 1, position + 10)
+        with engine.resources.transaction() as tx:
+            tx.write(VersionWrite(stored, "POST", 0, None))
+
+    reopened = engine.open(again=True)
+    log = reopened.audit_log
+    records = list(log.scan())
+    assert [r.id for r in records] == [e.id for e in before] + [e["id"] for e in forked]
+    assert [r.sequence for r in records] == [1, 2, 3, 4, 5]
+    moved = {r.id: orjson.loads(r.body) for r in records[2:]}
+    for event in forked:  # the same events, sealed anew: content unchanged
+        assert {k: v for k, v in moved[event["id"]].items() if k not in ("meta", "extension")} == {
+            k: v for k, v in event.items() if k not in ("meta", "extension")
+        }
+    assert verify_chain(chain_of(log), expected_head=log.head()).ok
+    assert list(engine.resources.legacy_audit_events()) == []
+    engine.open(again=True)  # opening again moves nothing twice
+    assert len(list(log.scan())) == 5
+
+
+def test_an_earlier_versions_event_whose_content_breaks_its_own_hash_is_not_sealed_again(engine):
+    """Sealing an event again would launder an edit made to it in the resource tables: one
+    whose content no longer matches its own link refuses the move, naming it, and the store
+    does not open until it is looked at (nothing moved, nothing lost)."""
+    store = engine.open()
+    store.append_audit([audit_event("p1")])
+    forked = _legacy_chain([audit_event("p1"), audit_event("p2")])
+    forked[1] = {**forked[1], "outcome": "8"}  # edited after sealing
+    for position, event in enumerate(forked):
+        stored = versions.stamp(dict(event), event["id"], 1, position + 10)
+        with engine.resources.transaction() as tx:
+            tx.write(VersionWrite(stored, "POST", 0, None))
+    with pytest.raises(ValueError, match=f"AuditEvent {forked[1]['id']} .* does not match"):
+        engine.open(again=True)
+    assert sum(len(chunk) for chunk in engine.resources.legacy_audit_events()) == 2
+    assert len(list(store.audit_log.scan())) == 1
