@@ -94,7 +94,7 @@ def read_anchors(path: Path) -> list[tuple[int, str]]:
     blank lines and lines starting with `#` are skipped. A line of any other form is refused
     (ValueError naming it): an anchor misread is a check silently not made."""
     anchors = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
