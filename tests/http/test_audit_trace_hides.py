@@ -258,3 +258,37 @@ def test_r14_search_naming_hidden_document_by_its_unique_id_is_not_shown_to_the_
     text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
     assert visible in text
     assert unique_id not in text
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        "DocumentReference?patient={patient}&identifier=|{unique_id}",
+        "DocumentReference?patient={patient}&identifier=urn:oid:1.2.3|{unique_id}",
+        "DocumentReference?patient={patient}&identifier:of-type="
+        "http://terminology.hl7.org/CodeSystem/v2-0203|MR|{unique_id}",
+        "DocumentReference?patient={patient}&identifier={upper}",
+        "DocumentReference?patient={patient}&_has:List:item:identifier={unique_id}",
+        "List?patient={patient}&identifier={unique_id}",
+    ],
+    ids=["no-system", "other-system", "of-type", "uuid-in-capitals", "has-list", "list-level"],
+)
+def test_r14_a_hidden_documents_unique_id_spelled_otherwise_is_not_shown_to_the_patient(
+    world, criterion
+):
+    """The uniqueId of an INVISIBLE_PATIENT document in an `identifier` criterion that does
+    not match it: under another system or none, as an `:of-type` value, a UUID URN in
+    capitals (case-blind, RFC 4122), at a List level. The event keeps the query as asked,
+    which names the document whatever the criterion's form; so it carries the document's
+    labels and the patient's view hides it."""
+    hidden, gp = "a-invisible", world.tokens.practitioner(GP)
+    read = world.client.get(f"/fhir/DocumentReference/{doc_id(hidden)}", headers=auth(gp))
+    assert read.status_code == 200, read.get_data(as_text=True)
+    unique_id = read.get_json()["identifier"][0]["value"]
+    assert unique_id.startswith("urn:uuid:") and unique_id != unique_id.upper()
+    path = criterion.format(patient=PATIENT_A, unique_id=unique_id, upper=unique_id.upper())
+    found = world.client.get(f"/fhir/{path}", headers=auth(gp))
+    assert found.status_code == 200, found.get_data(as_text=True)
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    for spelling in (unique_id, unique_id.upper()):
+        assert spelling not in text, "the trace names the hidden document's uniqueId"

@@ -9,6 +9,7 @@ cached facts it changed.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import orjson
@@ -64,10 +65,10 @@ class AuditHooks(ReadGate):
             patients.add(patient_id)
         notes = result.permit.notes if result.permit is not None else ()
         if result.asked is not None:
-            entities.extend(self._named_in_criteria(result.asked.where, result.asked.resource_type))
+            entities.extend(self._named_in_criteria(result.asked.where))
         self.audit.access(requester, "search-type", patients, entities, notes=notes)
 
-    def _named_in_criteria(self, where: Node, resource_type: str | None) -> list[DataEntity]:
+    def _named_in_criteria(self, where: Node) -> list[DataEntity]:
         """The labelled resources a search's criteria name, by id (`_id`, `item=`,
         `relatesto=`, `_has`...) or by identifier (a document's or SubmissionSet's uniqueId),
         as entities of its event: the event keeps the query as asked (BALP), so it carries
@@ -81,11 +82,16 @@ class AuditHooks(ReadGate):
                 stored = self.facts.current(kind, target_id) if kind in SERVED_TYPES else None
                 if stored is not None and not stored.deleted:
                     named.append((kind, target_id, stored.json()))
-        for kind, token in _named_identifiers(where, resource_type)[:NAMED_TARGETS]:
-            for found_type, found_id, body in self.facts.internal_search(
-                kind, token, NAMED_TARGETS
-            ):
-                named.append((found_type, found_id, orjson.loads(body)))
+        # An identifier value likewise, in any system and at any level: the query shows the
+        # value whatever system, type or level it was asked with (a criterion that matches
+        # nothing still names it).
+        for asked in _named_identifiers(where)[:NAMED_TARGETS]:
+            for kind, value in itertools.product(IDENTIFIED_TYPES, _spellings(asked)):
+                criterion = TokenTest("identifier", code=value, any_system=True)
+                for found_type, found_id, body in self.facts.internal_search(
+                    kind, criterion, NAMED_TARGETS
+                ):
+                    named.append((found_type, found_id, orjson.loads(body)))
         entities = []
         for kind, target_id, resource in named:
             _, _, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
@@ -185,22 +191,29 @@ def _named_targets(node: Node, resource_type: str | None) -> list[tuple[str | No
 IDENTIFIED_TYPES = ("DocumentReference", "List")
 
 
-def _named_identifiers(node: Node, resource_type: str | None) -> list[tuple[str, TokenTest]]:
-    """(type, criterion) of every `identifier` criterion at a level searching a labelled
-    type (every such type when the level's type is not known)."""
+def _named_identifiers(node: Node) -> list[str]:
+    """The value of every `identifier` criterion, at any level (`_has`, chains) and of any
+    form (`system|value`, `|value`, `:of-type`): each is searched as a document's and a
+    List's identifier, since the event shows the value however it was asked."""
     match node:
         case And(parts) | Or(parts):
-            return [found for part in parts for found in _named_identifiers(part, resource_type)]
-        case Not(part):
-            return _named_identifiers(part, resource_type)
-        case Chain(_, target_type, where):
-            return _named_identifiers(where, target_type)
-        case Has(source_type, _, where):
-            return _named_identifiers(where, source_type)
-        case TokenTest(param="identifier", match=TokenMatch.EQ, code=code) if code:
-            kinds = IDENTIFIED_TYPES if resource_type is None else (resource_type,)
-            return [(kind, node) for kind in kinds if kind in IDENTIFIED_TYPES]
+            found = [value for part in parts for value in _named_identifiers(part)]
+            return list(dict.fromkeys(found))
+        case Not(part) | Chain(_, _, part) | Has(_, _, part):
+            return _named_identifiers(part)
+        case TokenTest(param="identifier", match=TokenMatch.EQ, code=str() as code) if code:
+            return [code]
+        case TokenTest(param="identifier", match=TokenMatch.OF_TYPE, value=str() as value) if value:
+            return [value]
     return []
+
+
+def _spellings(value: str) -> list[str]:
+    """`value` and, for a UUID URN (case-blind on input, RFC 4122 section 3), its lower- and
+    upper-case forms: `URN:UUID:0B0B...` names the document stored as `urn:uuid:0b0b...`."""
+    if not value.lower().startswith("urn:uuid:"):
+        return [value]
+    return list(dict.fromkeys((value, value.lower(), value.upper())))
 
 
 def _write_audit_subject(stored: StoredResource, resource) -> tuple[list[str], DataEntity]:
