@@ -161,9 +161,12 @@ def test_a_patient_key_added_to_an_event_is_named(log):
     assert "['p1', 'p2']" in report.reason and "names ['p2']" in report.reason
 
 
-@pytest.mark.parametrize("sequence", [0, 99], ids=["before", "after"])
+@pytest.mark.parametrize(
+    "sequence", [0, 99, "abc", b"\x00"], ids=["before", "after", "text", "blob"]
+)
 def test_a_patient_key_naming_no_event_is_named(tmp_path, registry, sequence):
-    """SQLite keeps the keys in a table of their own (MongoDB in each event's document)."""
+    """SQLite keeps the keys in a table of their own (MongoDB in each event's document),
+    whose sequence column keeps a text or a blob as it is (R16: named, not a crash)."""
     store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
     try:
         store.append_audit([audit_event("p1"), audit_event("p1")])
