@@ -961,3 +961,27 @@ def test_an_anchors_file_that_is_not_there_is_refused_unless_a_witness_starts(
     assert "--keep-head needs --anchors-file" in capsys.readouterr().err
     assert main([*run, "--keep-head"]) == 0
     assert witness.read_text().startswith("2:")
+
+
+@pytest.mark.parametrize("last", ["comment", "anchor"])
+def test_r16_a_head_kept_after_a_last_line_without_newline_is_checked_next_time(
+    tmp_path: Path, registry, last, capsys
+):
+    """An anchors file edited by hand often ends without a newline. The head a run keeps
+    must be a line of its own, not the tail of a comment, where the next run would skip it
+    (a check silently not made)."""
+    from fhir_server.audit.cli import read_anchors
+
+    head = _data_dir_with_two_events(tmp_path / "data", registry)
+    store = open_store(load_settings({"data_dir": tmp_path / "data"}), registry)
+    try:
+        first = next(store.audit_log.scan()).hash
+    finally:
+        store.close()
+    witness = tmp_path / "anchors"
+    witness.write_text(
+        "# anchors of the DMP audit log" if last == "comment" else f"1:{first}  # by hand"
+    )
+    run = ["audit", "verify", "--data-dir", str(tmp_path / "data"), "--anchors-file", str(witness)]
+    assert main([*run, "--keep-head"]) == 0, capsys.readouterr().err
+    assert (2, head[1]) in read_anchors(witness)
