@@ -270,8 +270,17 @@ def test_r14_search_naming_hidden_document_by_its_unique_id_is_not_shown_to_the_
         "DocumentReference?patient={patient}&identifier={upper}",
         "DocumentReference?patient={patient}&_has:List:item:identifier={unique_id}",
         "List?patient={patient}&identifier={unique_id}",
+        "DocumentReference?patient={patient}&identifier=%20{unique_id}%20",
     ],
-    ids=["no-system", "other-system", "of-type", "uuid-in-capitals", "has-list", "list-level"],
+    ids=[
+        "no-system",
+        "other-system",
+        "of-type",
+        "uuid-in-capitals",
+        "has-list",
+        "list-level",
+        "spaces-around",
+    ],
 )
 def test_r14_a_hidden_documents_unique_id_spelled_otherwise_is_not_shown_to_the_patient(
     world, criterion

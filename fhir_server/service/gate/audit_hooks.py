@@ -209,8 +209,10 @@ def _named_identifiers(node: Node) -> list[str]:
 
 
 def _spellings(value: str) -> list[str]:
-    """`value` and, for a UUID URN (case-blind on input, RFC 4122 section 3), its lower- and
-    upper-case forms: `URN:UUID:0B0B...` names the document stored as `urn:uuid:0b0b...`."""
+    """`value` without the spaces around it (pasted with the value, they match nothing)
+    and, for a UUID URN (case-blind on input, RFC 4122 section 3), its lower- and upper-case
+    forms: `URN:UUID:0B0B...` names the document stored as `urn:uuid:0b0b...`."""
+    value = value.strip()
     if not value.lower().startswith("urn:uuid:"):
         return [value]
     return list(dict.fromkeys((value, value.lower(), value.upper())))
