@@ -301,3 +301,47 @@ def test_r14_a_hidden_documents_unique_id_spelled_otherwise_is_not_shown_to_the_
     text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
     for spelling in (unique_id, unique_id.upper()):
         assert spelling not in text, "the trace names the hidden document's uniqueId"
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        "_id={upper}",
+        "relatesto=DocumentReference/{upper}",
+        "relatesto=https://dmp.example/fhir/DocumentReference/{document}",
+        "relatesto=urn:uuid:{document}",
+        "_has:List:item:_id={document}",
+        "related={unique_id}",
+        "relatesto:identifier={unique_id}",
+    ],
+    ids=[
+        "id-in-capitals",
+        "reference-in-capitals",
+        "absolute-reference-other-base",
+        "uuid-urn-reference",
+        "has-list-id",
+        "reference-to-unique-id",
+        "reference-identifier-modifier",
+    ],
+)
+def test_r14_a_hidden_documents_id_spelled_otherwise_is_not_shown_to_the_patient(world, criterion):
+    """The id or uniqueId of an INVISIBLE_PATIENT document in a criterion that does not
+    match it: its UUID in capitals (case-blind, RFC 4122), an absolute reference under the
+    public host name a client behind a proxy uses, a UUID URN, `_id` under `_has:List`
+    (read as every labelled type, as a plain id is at the top), a reference to its uniqueId
+    or by `:identifier`. The event keeps the query as asked; it must carry the document's
+    labels so the patient's view hides it."""
+    hidden, gp = "a-invisible", world.tokens.practitioner(GP)
+    document = doc_id(hidden)
+    read = world.client.get(f"/fhir/DocumentReference/{document}", headers=auth(gp))
+    assert read.status_code == 200, read.get_data(as_text=True)
+    unique_id = read.get_json()["identifier"][0]["value"]
+    path = criterion.format(document=document, upper=document.upper(), unique_id=unique_id)
+    found = world.client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_A}&status=entered-in-error&{path}",
+        headers=auth(gp),
+    )
+    assert found.status_code == 200, found.get_data(as_text=True)
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    for spelling in (document, document.upper(), unique_id):
+        assert spelling not in text, "the trace names the hidden document"

@@ -10,6 +10,7 @@ cached facts it changed.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import TYPE_CHECKING
 
 import orjson
@@ -75,10 +76,12 @@ class AuditHooks(ReadGate):
         their labels too, and the AuditEvent views hide it from whom those labels hide the
         resources (R14, R18; issue #18, deliverable 5)."""
         named: list[tuple[str, str, dict]] = []
-        # A plain id at the top is read as every labelled type, whatever was searched: the
-        # event keeps the query as asked, which shows it all the same.
-        for target_type, target_id in _named_targets(where, None)[:NAMED_TARGETS]:
-            for kind in [target_type] if target_type else LABELLED_TYPES:
+        # A plain id is read as every labelled type, whatever was searched and at any level
+        # (`_has:List:item:_id=<a document's id>`): the event keeps the query as asked,
+        # which shows it all the same.
+        for target_type, asked_id in _named_targets(where)[:NAMED_TARGETS]:
+            kinds = [target_type] if target_type else LABELLED_TYPES
+            for kind, target_id in itertools.product(kinds, _spellings(asked_id)):
                 stored = self.facts.current(kind, target_id) if kind in SERVED_TYPES else None
                 if stored is not None and not stored.deleted:
                     named.append((kind, target_id, stored.json()))
@@ -169,22 +172,32 @@ class AuditHooks(ReadGate):
         return self.audit.prepare_access(requester, interaction, patients, [entity])
 
 
-def _named_targets(node: Node, resource_type: str | None) -> list[tuple[str | None, str]]:
-    """(type or None, id) of every resource a search's criteria name by id."""
+def _named_targets(node: Node) -> list[tuple[str | None, str]]:
+    """(type or None, id) of every resource a search's criteria name by id: `_id` and plain
+    ids as any type, at any level; typed references, relative or absolute whatever their
+    base (a client behind another host name spells this server's base otherwise); a UUID
+    URN's UUID as a plain id."""
     match node:
         case And(parts) | Or(parts):
-            return [found for part in parts for found in _named_targets(part, resource_type)]
-        case Not(part):
-            return _named_targets(part, resource_type)
-        case Chain(_, target_type, where):
-            return _named_targets(where, target_type)
-        case Has(source_type, _, where):
-            return _named_targets(where, source_type)
-        case ReferenceTest(target_type=target_type, target_id=target_id) if target_id:
+            return [found for part in parts for found in _named_targets(part)]
+        case Not(part) | Chain(_, _, part) | Has(_, _, part):
+            return _named_targets(part)
+        case ReferenceTest(target_type=target_type, target_id=str() as target_id) if target_id:
             return [(target_type, target_id)]
+        case ReferenceTest(url=str() as url):
+            if url.lower().startswith("urn:uuid:"):
+                return [(None, url[len("urn:uuid:") :])]
+            found = _TRAILING_REFERENCE.search(url)
+            return [(found.group(1), found.group(2))] if found else []
         case IdTest(ids):
-            return [(resource_type, resource_id) for resource_id in ids]
+            return [(None, resource_id) for resource_id in ids]
     return []
+
+
+# The `Type/id` (and any `/_history/n`) that ends an absolute reference.
+_TRAILING_REFERENCE = re.compile(
+    r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
+)
 
 
 # The labelled types searched by the identifier that names them (their XDS uniqueId).
@@ -205,17 +218,25 @@ def _named_identifiers(node: Node) -> list[str]:
             return [code]
         case TokenTest(param="identifier", match=TokenMatch.OF_TYPE, value=str() as value) if value:
             return [value]
+        case ReferenceTest(identifier_value=str() as value) if value:  # `param:identifier=`
+            return [value]
+        case ReferenceTest(url=str() as url) if url.lower().startswith("urn:"):
+            return [url]  # `related=urn:oid:...`: an XDS uniqueId is often one
     return []
 
 
 def _spellings(value: str) -> list[str]:
     """`value` without the spaces around it (pasted with the value, they match nothing)
-    and, for a UUID URN (case-blind on input, RFC 4122 section 3), its lower- and upper-case
-    forms: `URN:UUID:0B0B...` names the document stored as `urn:uuid:0b0b...`."""
+    and, for a UUID or a UUID URN (case-blind on input, RFC 4122 section 3), its lower- and
+    upper-case forms: `URN:UUID:0B0B...` names the document stored as `urn:uuid:0b0b...`,
+    an id `0B0B...` the one of id `0b0b...`."""
     value = value.strip()
-    if not value.lower().startswith("urn:uuid:"):
+    if not _UUID.fullmatch(value):
         return [value]
     return list(dict.fromkeys((value, value.lower(), value.upper())))
+
+
+_UUID = re.compile(r"(?:urn:uuid:)?[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 
 
 def _write_audit_subject(stored: StoredResource, resource) -> tuple[list[str], DataEntity]:
