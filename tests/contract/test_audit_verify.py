@@ -601,6 +601,41 @@ def test_r16_a_read_finds_only_the_event_of_the_id_asked(tmp_path, registry):
         store.close()
 
 
+def test_r16_the_patient_keys_collation_is_the_servers(tmp_path, registry):
+    """SQLite: the key table rebuilt with a case-blind patient (COLLATE NOCASE), a
+    consistent file. Its primary key, which the trace view's scan goes by, is an index
+    sqlite_master does not list; its collation is compared all the same. (Patients `a` and
+    `A` are two records: an event naming both could no longer be keyed, and so appended.)"""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    store.append_audit([audit_event("p1"), audit_event("p1", "p2")])
+    (table,) = store.audit_log._writer.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'event_patient'"
+    ).fetchone()
+    blind = table.replace("CREATE TABLE event_patient", "CREATE TABLE blind").replace(
+        "patient TEXT NOT NULL,", "patient TEXT NOT NULL COLLATE NOCASE,"
+    )
+    assert blind != table.replace("CREATE TABLE event_patient", "CREATE TABLE blind")
+    from fhir_server.store.audit_log.sqlite import TRIGGER
+
+    store = _rewrite_log_file(
+        store,
+        "DROP TRIGGER event_keys",  # it names the table
+        blind,
+        "INSERT INTO blind SELECT * FROM event_patient",
+        "DROP TABLE event_patient",
+        "ALTER TABLE blind RENAME TO event_patient",
+        TRIGGER,
+    )
+    try:
+        report = verify_store(store)
+        assert (report.ok, report.reason) == (
+            False,
+            "the log file's table event_patient is not the one the server creates",
+        )
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     ("statement", "reason"),
     [

@@ -118,23 +118,39 @@ def _schema(connection: sqlite3.Connection) -> dict[str, tuple]:
     objects = connection.execute(
         "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_stat%'"
     ).fetchall()
+    listed_indexes = {name for kind, name, _, _ in objects if kind == "index"}
     for kind, name, table, sql in objects:
         quoted = _quoted(name)
         if kind == "table":
             # cid, name, type, notnull, default (left out: `_upgrade` adds one), pk, hidden
             columns = connection.execute(f"PRAGMA table_xinfo({quoted})").fetchall()
-            described[name] = (kind, tuple((c[1], c[2].upper(), c[3], c[5], c[6]) for c in columns))
+            # With the indexes sqlite_master does not hold (described on their own): a
+            # WITHOUT ROWID table's primary key, where the patient keys' collation is.
+            indexes = tuple(
+                (row[1], tuple(row[2:]), _index_keys(connection, row[1]))
+                for row in connection.execute(f"PRAGMA index_list({quoted})")
+                if row[1] not in listed_indexes
+            )
+            described[name] = (
+                kind,
+                tuple((c[1], c[2].upper(), c[3], c[5], c[6]) for c in columns),
+                tuple(sorted(indexes)),
+            )
         elif kind == "index":
             listed = {
                 row[1]: row[2:]  # unique, origin, partial
                 for row in connection.execute(f"PRAGMA index_list({_quoted(table)})")
             }
-            keys = connection.execute(f"PRAGMA index_xinfo({quoted})").fetchall()
-            # seqno, cid, name, desc, collation, key
-            described[name] = (kind, table, listed.get(name), tuple(k[1:] for k in keys))
+            described[name] = (kind, table, listed.get(name), _index_keys(connection, name))
         else:
             described[name] = (kind, table, " ".join((sql or "").split()))
     return described
+
+
+def _index_keys(connection: sqlite3.Connection, index: str) -> tuple:
+    """cid, name, desc, collation, key of each column of `index` (`PRAGMA index_xinfo`)."""
+    keys = connection.execute(f"PRAGMA index_xinfo({_quoted(index)})").fetchall()
+    return tuple(tuple(k[1:]) for k in keys)
 
 
 def _quoted(name: str) -> str:
