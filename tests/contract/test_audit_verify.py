@@ -383,6 +383,31 @@ def test_r16_a_head_sequence_stored_as_a_double_is_named(tmp_path, registry, eng
         store.close()
 
 
+@pytest.mark.parametrize("engine", [engine for engine in ENGINES if engine != "sqlite"])
+@pytest.mark.parametrize("field", ["seq", "hash"])
+def test_r16_a_head_document_missing_a_field_is_named_not_a_crash(
+    tmp_path, registry, engine, field
+):
+    """MongoDB's head document with a field removed (SQLite's columns are NOT NULL): verify
+    names the head as malformed instead of failing with a KeyError, and the next commit is
+    refused rather than sealed after a head it cannot read."""
+    store = with_audit_log(make_store(engine, tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1") for _ in range(2)])
+        store.audit_log._head_collection.update_one({"_id": "head"}, {"$unset": {field: ""}})
+        report = verify_store(store)
+        assert (report.ok, report.sequence, report.event_id) == (False, None, None)
+        assert report.reason.startswith("the recorded head (")
+        assert report.reason.endswith(") is not a sequence number and a hash")
+        with pytest.raises((TypeError, ValueError)):
+            store.append_audit([audit_event("p1")])
+        assert len(list(store.audit_log.scan())) == 2
+    finally:
+        if engine == "mongodb":
+            store.resources.database.client.drop_database(store.resources.database.name)
+        store.close()
+
+
 @pytest.mark.parametrize("sequence", [0, -7])
 def test_r16_a_row_below_the_first_sequence_is_named(log, sequence):
     """A copy of event 2 under another id, at a sequence below 1: a read serves it and

@@ -298,8 +298,10 @@ class MongoAuditLog:
     # -- reading ----------------------------------------------------------------------------
 
     def _read_head(self, session: Any = None) -> tuple[int, str] | None:
+        """A field missing (the document edited) reads as None: `audit verify` names the
+        head as malformed, and a commit refuses to seal after it."""
         doc = self._head_collection.find_one({"_id": _HEAD_ID}, session=session)
-        return (doc["seq"], doc["hash"]) if doc else None
+        return (doc.get("seq"), doc.get("hash")) if doc else None
 
     def head(self) -> tuple[int, str] | None:
         """The head as recorded with the last commit (not read from the events themselves:
