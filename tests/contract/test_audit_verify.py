@@ -671,11 +671,17 @@ def test_r16_the_patient_keys_collation_is_the_servers(tmp_path, registry):
             "the log file's schema has trigger unkey, which the server never creates",
         ),
         (
+            "CREATE TRIGGER head AFTER INSERT ON event_patient BEGIN "
+            "DELETE FROM event_patient WHERE patient = 'p1'; END",
+            "the log file's schema has trigger head, which the server never creates",
+        ),
+        (
             "DROP INDEX IF EXISTS no_such_index",  # a control: nothing changed
             None,
         ),
+        ("ANALYZE", None),  # the statistics tables it writes are SQLite's own
     ],
-    ids=["trigger-dropped", "trigger-added", "untouched"],
+    ids=["trigger-dropped", "trigger-added", "trigger-named-as-a-table", "untouched", "analyzed"],
 )
 def test_r16_the_log_files_schema_is_the_servers(tmp_path, registry, statement, reason):
     """SQLite, beside a running server (which creates a missing trigger again only when it
@@ -688,6 +694,35 @@ def test_r16_the_log_files_schema_is_the_servers(tmp_path, registry, statement, 
     try:
         report = verify_store(store)
         assert (report.ok, report.reason) == (reason is None, reason)
+    finally:
+        store.close()
+
+
+def test_r16_a_trigger_under_a_name_sqlite_reserves_is_named(tmp_path, registry):
+    """SQLite: a trigger that drops a practitioner's events as they come (RAISE(IGNORE):
+    the insert skips the row without an error, the head does not move, and the next event
+    is sealed at that sequence again, so the chain stays whole), renamed through the
+    writable schema to `sqlite_stat9`, a name of the statistics tables ANALYZE writes. It
+    runs all the same; verify must name it, since nothing else will show what it drops."""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    store.append_audit([audit_event("p1")])
+    store = _rewrite_log_file(
+        store,
+        "CREATE TRIGGER drop_them BEFORE INSERT ON event "
+        "WHEN NEW.agent = 'Practitioner/unseen' BEGIN SELECT RAISE(IGNORE); END",
+        "PRAGMA writable_schema = ON",
+        "UPDATE sqlite_master SET name = 'sqlite_stat9', "
+        "sql = replace(sql, 'drop_them', 'sqlite_stat9') WHERE name = 'drop_them'",
+    )
+    try:
+        (unseen,) = store.append_audit([audit_event("p1", agent="Practitioner/unseen")])
+        store.append_audit([audit_event("p1")])
+        assert store.read("AuditEvent", unseen.id) is None  # the access left no trace
+        report = verify_store(store)
+        assert (report.ok, report.reason) == (
+            False,
+            "the log file's schema has trigger sqlite_stat9, which the server never creates",
+        )
     finally:
         store.close()
 

@@ -89,20 +89,18 @@ def schema_problem(connection: sqlite3.Connection) -> str | None:
     finds. Tables, their columns and indexes are compared as SQLite describes them, not by
     their CREATE text, which a log upgraded in place (`_upgrade`) spells otherwise."""
     found, expected = _schema(connection), _expected_schema()
-    for name in sorted(found.keys() | expected.keys()):
-        if name not in expected:
-            return (
-                f"the log file's schema has {found[name][0]} {name}, which the server never creates"
-            )
-        if name not in found:
-            return f"the log file's schema lacks {expected[name][0]} {name}"
-        if found[name] != expected[name]:
-            return f"the log file's {found[name][0]} {name} is not the one the server creates"
+    for kind, name in sorted(found.keys() | expected.keys(), key=lambda object: object[::-1]):
+        if (kind, name) not in expected:
+            return f"the log file's schema has {kind} {name}, which the server never creates"
+        if (kind, name) not in found:
+            return f"the log file's schema lacks {kind} {name}"
+        if found[kind, name] != expected[kind, name]:
+            return f"the log file's {kind} {name} is not the one the server creates"
     return None
 
 
 @functools.cache
-def _expected_schema() -> dict[str, tuple]:
+def _expected_schema() -> dict[tuple[str, str], tuple]:
     connection = sqlite3.connect(":memory:")
     try:
         connection.executescript(SCHEMA)
@@ -112,11 +110,15 @@ def _expected_schema() -> dict[str, tuple]:
         connection.close()
 
 
-def _schema(connection: sqlite3.Connection) -> dict[str, tuple]:
-    """name -> (type, description) of every table, index, trigger and view of the file."""
-    described: dict[str, tuple] = {}
+def _schema(connection: sqlite3.Connection) -> dict[tuple[str, str], tuple]:
+    """(type, name) -> description of every table, index, trigger and view of the file; a
+    trigger may share a table's name. Only the statistics tables ANALYZE writes are left
+    out: a trigger renamed `sqlite_stat9` through the writable schema runs all the same."""
+    described: dict[tuple[str, str], tuple] = {}
     objects = connection.execute(
-        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_stat%'"
+        "SELECT type, name, tbl_name, sql FROM sqlite_master "
+        "WHERE NOT (type = 'table' AND name IN (?, ?, ?, ?))",
+        _STATISTICS,
     ).fetchall()
     listed_indexes = {name for kind, name, _, _ in objects if kind == "index"}
     for kind, name, table, sql in objects:
@@ -131,8 +133,7 @@ def _schema(connection: sqlite3.Connection) -> dict[str, tuple]:
                 for row in connection.execute(f"PRAGMA index_list({quoted})")
                 if row[1] not in listed_indexes
             )
-            described[name] = (
-                kind,
+            described[kind, name] = (
                 tuple((c[1], c[2].upper(), c[3], c[5], c[6]) for c in columns),
                 tuple(sorted(indexes)),
             )
@@ -141,10 +142,14 @@ def _schema(connection: sqlite3.Connection) -> dict[str, tuple]:
                 row[1]: row[2:]  # unique, origin, partial
                 for row in connection.execute(f"PRAGMA index_list({_quoted(table)})")
             }
-            described[name] = (kind, table, listed.get(name), _index_keys(connection, name))
+            described[kind, name] = (table, listed.get(name), _index_keys(connection, name))
         else:
-            described[name] = (kind, table, " ".join((sql or "").split()))
+            described[kind, name] = (table, " ".join((sql or "").split()))
     return described
+
+
+# The statistics tables ANALYZE (or PRAGMA optimize) may write into the file.
+_STATISTICS = ("sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4")
 
 
 def _index_keys(connection: sqlite3.Connection, index: str) -> tuple:
