@@ -227,13 +227,14 @@ def _named_identifiers(node: Node) -> list[str]:
 
 def _spellings(value: str) -> list[str]:
     """`value` without the spaces around it (pasted with the value, they match nothing)
-    and, for a UUID or a UUID URN (case-blind on input, RFC 4122 section 3), its lower- and
-    upper-case forms: `URN:UUID:0B0B...` names the document stored as `urn:uuid:0b0b...`,
-    an id `0B0B...` the one of id `0b0b...`."""
+    and, for a UUID or a UUID URN in capitals (case-blind on input, RFC 4122 section 3), its
+    lower-case form, the one the server writes: `URN:UUID:0B0B...` names the document
+    stored as `urn:uuid:0b0b...`, an id `0B0B...` the one of id `0b0b...`. A value already
+    in lower case is one lookup (a patient-scoped search names its Patient's id)."""
     value = value.strip()
-    if not _UUID.fullmatch(value):
+    if value == value.lower() or not _UUID.fullmatch(value):
         return [value]
-    return list(dict.fromkeys((value, value.lower(), value.upper())))
+    return [value, value.lower()]
 
 
 _UUID = re.compile(r"(?:urn:uuid:)?[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
