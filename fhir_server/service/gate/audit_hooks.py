@@ -66,10 +66,11 @@ class AuditHooks(ReadGate):
             patients.add(patient_id)
         notes = result.permit.notes if result.permit is not None else ()
         if result.asked is not None:
-            entities.extend(self._named_in_criteria(result.asked.where))
+            asked = result.asked
+            entities.extend(self._named_in_criteria(asked.where, asked.resource_type))
         self.audit.access(requester, "search-type", patients, entities, notes=notes)
 
-    def _named_in_criteria(self, where: Node) -> list[DataEntity]:
+    def _named_in_criteria(self, where: Node, resource_type: str | None) -> list[DataEntity]:
         """The labelled resources a search's criteria name, by id (`_id`, `item=`,
         `relatesto=`, `_has`...) or by identifier (a document's or SubmissionSet's uniqueId),
         as entities of its event: the event keeps the query as asked (BALP), so it carries
@@ -85,10 +86,10 @@ class AuditHooks(ReadGate):
                 stored = self.facts.current(kind, target_id) if kind in SERVED_TYPES else None
                 if stored is not None and not stored.deleted:
                     named.append((kind, target_id, stored.json()))
-        # An identifier value likewise, in any system and at any level: the query shows the
-        # value whatever system, type or level it was asked with (a criterion that matches
-        # nothing still names it).
-        for asked in _named_identifiers(where)[:NAMED_TARGETS]:
+        # An identifier value likewise, in any system, at any level searching a labelled
+        # type: the query shows the value whatever system, form or level it was asked with
+        # (a criterion that matches nothing still names it).
+        for asked in _named_identifiers(where, resource_type)[:NAMED_TARGETS]:
             for kind, value in itertools.product(IDENTIFIED_TYPES, _spellings(asked)):
                 criterion = TokenTest("identifier", code=value, any_system=True)
                 for found_type, found_id, body in self.facts.internal_search(
@@ -204,16 +205,25 @@ _TRAILING_REFERENCE = re.compile(
 IDENTIFIED_TYPES = ("DocumentReference", "List")
 
 
-def _named_identifiers(node: Node) -> list[str]:
-    """The value of every `identifier` criterion, at any level (`_has`, chains) and of any
-    form (`system|value`, `|value`, `:of-type`): each is searched as a document's and a
-    List's identifier, since the event shows the value however it was asked."""
+def _named_identifiers(node: Node, level: str | None) -> list[str]:
+    """The value of every `identifier` criterion at a level searching a labelled type (or
+    one not known), under `_has` and chains too, of any form (`system|value`, `|value`,
+    `:of-type`), and of every reference given by identifier (`:identifier`, a `urn:`): each
+    is searched as a document's and a List's identifier, since the event shows the value
+    however it was asked. (A Patient level's, an INS in `patient.identifier=`, names no
+    document: no lookup on that common path.)"""
     match node:
         case And(parts) | Or(parts):
-            found = [value for part in parts for value in _named_identifiers(part)]
+            found = [value for part in parts for value in _named_identifiers(part, level)]
             return list(dict.fromkeys(found))
-        case Not(part) | Chain(_, _, part) | Has(_, _, part):
-            return _named_identifiers(part)
+        case Not(part):
+            return _named_identifiers(part, level)
+        case Chain(_, target_type, part):
+            return _named_identifiers(part, target_type)
+        case Has(source_type, _, part):
+            return _named_identifiers(part, source_type)
+        case TokenTest(param="identifier") if level is not None and level not in LABELLED_TYPES:
+            return []
         case TokenTest(param="identifier", match=TokenMatch.EQ, code=str() as code) if code:
             return [code]
         case TokenTest(param="identifier", match=TokenMatch.OF_TYPE, value=str() as value) if value:
