@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -89,7 +90,7 @@ class AuditHooks(ReadGate):
         # An identifier value likewise, in any system, at any level searching a labelled
         # type: the query shows the value whatever system, form or level it was asked with
         # (a criterion that matches nothing still names it).
-        for asked in _named_identifiers(where, resource_type)[:NAMED_TARGETS]:
+        for asked in _named_identifiers(where, resource_type, self._names_labelled)[:NAMED_TARGETS]:
             for kind, value in itertools.product(IDENTIFIED_TYPES, _spellings(asked)):
                 criterion = TokenTest("identifier", code=value, any_system=True)
                 for found_type, found_id, body in self.facts.internal_search(
@@ -108,6 +109,13 @@ class AuditHooks(ReadGate):
                     )
                 )
         return entities
+
+    def _names_labelled(self, level: str | None, param: str) -> bool:
+        """Whether reference `param` of a `level` search may point at a labelled type (an
+        unknown level or parameter: it may)."""
+        definition = self.registry.get(level, param) if level else None
+        targets = definition.targets if definition is not None else ()
+        return not targets or any(target in LABELLED_TYPES for target in targets)
 
     def after_write(
         self,
@@ -205,29 +213,36 @@ _TRAILING_REFERENCE = re.compile(
 IDENTIFIED_TYPES = ("DocumentReference", "List")
 
 
-def _named_identifiers(node: Node, level: str | None) -> list[str]:
+def _named_identifiers(
+    node: Node, level: str | None, names_labelled: Callable[[str | None, str], bool]
+) -> list[str]:
     """The value of every `identifier` criterion at a level searching a labelled type (or
     one not known), under `_has` and chains too, of any form (`system|value`, `|value`,
     `:of-type`), and of every reference given by identifier (`:identifier`, a `urn:`): each
     is searched as a document's and a List's identifier, since the event shows the value
-    however it was asked. (A Patient level's, an INS in `patient.identifier=`, names no
-    document: no lookup on that common path.)"""
+    however it was asked. (A Patient level's, an INS in `patient.identifier=`, or a
+    reference that cannot name a labelled type, `patient:identifier=`, names no document:
+    no lookup on those common paths; `names_labelled(level, param)` tells.)"""
     match node:
         case And(parts) | Or(parts):
-            found = [value for part in parts for value in _named_identifiers(part, level)]
+            found = [
+                value for part in parts for value in _named_identifiers(part, level, names_labelled)
+            ]
             return list(dict.fromkeys(found))
         case Not(part):
-            return _named_identifiers(part, level)
+            return _named_identifiers(part, level, names_labelled)
         case Chain(_, target_type, part):
-            return _named_identifiers(part, target_type)
+            return _named_identifiers(part, target_type, names_labelled)
         case Has(source_type, _, part):
-            return _named_identifiers(part, source_type)
+            return _named_identifiers(part, source_type, names_labelled)
         case TokenTest(param="identifier") if level is not None and level not in LABELLED_TYPES:
             return []
         case TokenTest(param="identifier", match=TokenMatch.EQ, code=str() as code) if code:
             return [code]
         case TokenTest(param="identifier", match=TokenMatch.OF_TYPE, value=str() as value) if value:
             return [value]
+        case ReferenceTest(param=param) if not names_labelled(level, param):
+            return []
         case ReferenceTest(identifier_value=str() as value) if value:  # `param:identifier=`
             return [value]
         case ReferenceTest(url=str() as url) if url.lower().startswith("urn:"):
