@@ -194,6 +194,50 @@ def test_r14_retrieve_of_invisible_patient_document_is_not_named_to_the_patient(
         assert name not in text, name
 
 
+def _get_documents(xds, nir: str, *unique_ids: str):
+    """ITI-18 GetDocuments by uniqueId, as the médecin traitant."""
+    from lxml import etree
+
+    from ihe_xds import vocabulary as v
+    from ihe_xds.stored_query import GET_DOCUMENTS
+
+    body = etree.Element(
+        f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
+    )
+    etree.SubElement(body, f"{{{v.NS_QUERY}}}ResponseOption", returnType="ObjectRef")
+    query = etree.SubElement(body, f"{{{v.NS_RIM}}}AdhocQuery", id=GET_DOCUMENTS)
+    slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name="$XDSDocumentEntryUniqueId")
+    values = etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList")
+    listed = ", ".join(f"'{unique_id}'" for unique_id in unique_ids)
+    etree.SubElement(values, f"{{{v.NS_RIM}}}Value").text = f"({listed})"
+    return xds.soap("/xds/registry", v.ACTION_ITI18, body, xds.security(XDS_GP, nir))
+
+
+def test_r14_stored_query_naming_hidden_document_is_not_shown_to_the_patient(xds):
+    """ITI-18 GetDocuments by the uniqueId of an INVISIBLE_PATIENT document, by the médecin
+    traitant who may see it: the ITI-18 event keeps the request as asked (its base64
+    `query`), so it must carry the document's labels, and the patient's trace hide it. The
+    control: the same query by a visible document's uniqueId stays in the trace."""
+    patient_id, nir = xds.patient(1)
+    request, response = xds.deposit(nir, masking=("INVISIBLE_PATIENT",))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (hidden,) = request.document_unique_ids.values()
+    request, response = xds.deposit(nir)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (visible,) = request.document_unique_ids.values()
+    assert _get_documents(xds, nir, hidden).status_code == 200
+    assert _get_documents(xds, nir, visible).status_code == 200
+    patient = xds.tokens.patient(patient_id)
+    shown = xds.client.get(
+        f"/fhir/AuditEvent?patient={patient_id}&_count=100", headers=auth(patient)
+    )
+    assert shown.status_code == 200
+    events = [entry["resource"] for entry in shown.get_json().get("entry", [])]
+    text = shown.get_data(as_text=True) + "\n".join(_decoded(event) for event in events)
+    assert hidden not in text, "the trace names the hidden document's uniqueId"
+    assert visible in text, "the control query is not in the trace: the check proves nothing"
+
+
 def test_r14_search_naming_hidden_document_is_not_shown_to_the_patient(world):
     """Deliverable 5: a search event keeps its query as asked (BALP), so a professional who
     may see the INVISIBLE_PATIENT document and searches by its id (`List?item=`,

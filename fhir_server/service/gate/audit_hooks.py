@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import orjson
@@ -91,7 +91,7 @@ class AuditHooks(ReadGate):
         # type: the query shows the value whatever system, form or level it was asked with
         # (a criterion that matches nothing still names it).
         for asked in _named_identifiers(where, resource_type, self._names_labelled)[:NAMED_TARGETS]:
-            for kind, value in itertools.product(IDENTIFIED_TYPES, _spellings(asked)):
+            for kind, value in itertools.product(IDENTIFIED_TYPES, _identifier_spellings(asked)):
                 criterion = TokenTest("identifier", code=value, any_system=True)
                 for found_type, found_id, body in self.facts.internal_search(
                     kind, criterion, NAMED_TARGETS
@@ -109,6 +109,21 @@ class AuditHooks(ReadGate):
                     )
                 )
         return entities
+
+    def entities_named_by(self, values: Sequence[str]) -> list[DataEntity]:
+        """The labelled resources `values` name, each read as a document's or a List's
+        identifier (a uniqueId, an entryUUID) and a UUID URN's UUID as an id, as entities
+        with their labels: for an XDS query's event, which keeps the request as asked
+        (`ihe_xds.stored_query.named`), as a search's keeps its query."""
+        criteria: list[Node] = [
+            TokenTest("identifier", code=value, any_system=True) for value in values
+        ]
+        criteria += [
+            IdTest((value[len("urn:uuid:") :],))
+            for value in values
+            if value.lower().startswith("urn:uuid:")
+        ]
+        return self._named_in_criteria(Or(tuple(criteria)), None) if criteria else []
 
     def _names_labelled(self, level: str | None, param: str) -> bool:
         """Whether reference `param` of a `level` search may point at a labelled type (an
@@ -262,6 +277,16 @@ def _spellings(value: str) -> list[str]:
     return [value, value.lower()]
 
 
+def _identifier_spellings(value: str) -> list[str]:
+    """`_spellings`, and for a bare OID the `urn:oid:` URI the server stores an XDS uniqueId
+    as (a DocumentReference's masterIdentifier): `identifier=1.2.250.1...` names it too."""
+    spellings = _spellings(value)
+    if _OID.fullmatch(spellings[0]):
+        spellings.append(f"urn:oid:{spellings[0]}")
+    return spellings
+
+
+_OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]*))+")
 _UUID = re.compile(r"(?:urn:uuid:)?[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 
 
