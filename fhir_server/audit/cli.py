@@ -9,6 +9,7 @@ import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from fhir_server.audit.chain import MAX_SEQUENCE
 from fhir_server.audit.verify import verify_store
@@ -113,10 +114,21 @@ def keep_anchor(path: Path, head: tuple[int, str]) -> None:
     should live apart from the server, on storage the server's operators cannot rewrite)."""
     sequence, digest = head
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with path.open("a", encoding="utf-8") as anchors:
-        anchors.write(f"{sequence}:{digest}  # verified {stamp}\n")
+    with path.open("a+b") as anchors:
+        # A file edited by hand may end without a newline: appended to its last line (a
+        # comment), the head would be skipped by the next run.
+        line = f"{sequence}:{digest}  # verified {stamp}\n"
+        anchors.write((line if _ends_a_line(anchors) else "\n" + line).encode("utf-8"))
         anchors.flush()
         os.fsync(anchors.fileno())
+
+
+def _ends_a_line(file: BinaryIO) -> bool:
+    """Whether `file` is empty or ends with a newline."""
+    if file.seek(0, os.SEEK_END) == 0:
+        return True
+    file.seek(-1, os.SEEK_END)
+    return file.read(1) == b"\n"
 
 
 def add_audit_command(subparsers) -> None:

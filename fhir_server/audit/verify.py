@@ -133,9 +133,15 @@ def _orphan_beyond(log, keys_to: int) -> str | None:
     newest = log.head()
     covered = max(keys_to, newest[0]) if newest is not None and _is_head(newest) else keys_to
     for sequence, patient in later:
-        if sequence > covered:
+        # A sequence that is no number (SQLite keeps a text or a blob as it is) sorts after
+        # every number and names no event.
+        if not _is_number(sequence) or sequence > covered:
             return _orphan(sequence, patient)
     return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _orphan(sequence: int, patient: str) -> str:
@@ -200,7 +206,9 @@ class _KeysBySequence:
 
     def orphan_before(self, sequence: int | None) -> str | None:
         """A key naming a sequence below `sequence` (None: any left) that holds no event."""
-        if self._next is not None and (sequence is None or self._next[0] < sequence):
+        if self._next is not None and (
+            sequence is None or not _is_number(self._next[0]) or self._next[0] < sequence
+        ):
             return _orphan(self._next[0], self._next[1])
         return None
 

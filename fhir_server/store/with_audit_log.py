@@ -56,20 +56,40 @@ def _stored(record: LogRecord) -> StoredResource:
     return StoredResource(AUDIT_EVENT, record.id, 1, record.recorded, False, record.body)
 
 
-def _sealed_anew(event: dict) -> dict:
-    """A legacy event to be sealed again at the end of the chain: refused if it is sealed
-    and its content no longer matches its own link, since sealing it again would hide the
-    edit (the store does not open until someone looks at it)."""
-    link = chain_link(event)
-    if link is not None:
+class _EarlierChains:
+    """The chains of the AuditEvents earlier versions sealed in the resource tables, as the
+    move reads them (in sequence order): each sealed event must be its chain's next link
+    after an event read before it, or the first of a chain (from the genesis, or after the
+    log's head). Sealing one again would otherwise launder what was done to the tables: an
+    event edited with its own hash computed again, or removed, shows only in the link of the
+    event after it (which the log's chain would show, had they kept their links)."""
+
+    def __init__(self, head: tuple[int, str] | None) -> None:
+        # Links an event may follow: the genesis (any number of chains: one per downgrade)
+        # and the log's head are always open; an event's own link is, once, for the next.
+        self._starts = {(0, GENESIS_HASH), head or (0, GENESIS_HASH)}
+        self._tips: set[tuple[int, str]] = set()
+
+    def check(self, event: dict) -> None:
+        """Raise ValueError naming `event` if it breaks its chain (unsealed: nothing to check)."""
+        link = chain_link(event)
+        if link is None:
+            return
         problem = link_problem(event, link.sequence, link.previous)
+        after = (link.sequence - 1, link.previous)
+        if problem is None and after not in self._starts and after not in self._tips:
+            problem = (
+                "its previous hash is not the hash of an event before it in that chain "
+                "(one was edited or removed)"
+            )
         if problem:
             raise ValueError(
                 f"AuditEvent {event.get('id')} in the resource tables (sequence "
                 f"{link.sequence} of an earlier chain) cannot be moved to the audit log: "
                 f"{problem}"
             )
-    return event
+        self._tips.discard(after)
+        self._tips.add((link.sequence, link.hash))
 
 
 def _not_supported(what: str) -> Exception:
@@ -191,13 +211,16 @@ class StoreWithAuditLog:
         move, which skips what the log already holds.
 
         An event that continues the log's head keeps its link. Any other is sealed again
-        after the head, its content unchanged (`_sealed_anew`): the unsealed ones (a bulk
+        after the head, its content unchanged, once its chain is checked (`_EarlierChains`): the unsealed ones (a bulk
         load's, never a client's: R16), and the sealed ones of a chain the log does not
         continue, such as the one an earlier version starts from the genesis when run again
         after the move (a downgrade): kept as they are, they would fork the chain."""
         moved = 0
+        chains = _EarlierChains(self.audit_log.head())
         for chunk in self.resources.legacy_audit_events():
             events = [(orjson.loads(body), body, recorded) for body, recorded in chunk]
+            for event, _, _ in events:  # before anything of the chunk is moved
+                chains.check(event)
             held = self.audit_log.known(str(event.get("id")) for event, _, _ in events)
             sequence, previous = self.audit_log.head() or (0, GENESIS_HASH)
             continuing: list[LogRecord] = []
@@ -210,7 +233,7 @@ class StoreWithAuditLog:
                     continuing.append(imported(event, body, recorded))
                     sequence, previous = link.sequence, link.hash
                 else:
-                    anew.append(_sealed_anew(event))
+                    anew.append(event)
             if continuing:
                 self.audit_log.import_sealed(continuing)
             if anew:

@@ -410,3 +410,48 @@ def test_an_earlier_versions_event_whose_content_breaks_its_own_hash_is_not_seal
         engine.open(again=True)
     assert sum(len(chunk) for chunk in engine.resources.legacy_audit_events()) == 2
     assert len(list(store.audit_log.scan())) == 1
+
+
+def _store_legacy(engine: Engine, events: list[dict]) -> None:
+    for position, event in enumerate(events):
+        stored = versions.stamp(dict(event), event["id"], 1, position + 10)
+        with engine.resources.transaction() as tx:
+            tx.write(VersionWrite(stored, "POST", 0, None))
+
+
+def _resealed_alone(chain: list[dict], position: int, **edits) -> None:
+    """An event of an earlier chain edited in the resource tables and its own hash computed
+    again, after its own previous hash, as anyone with the files can: its content then
+    matches its own link, and only the next event's link shows the edit."""
+    link = chain_link(chain[position])
+    chain[position] = seal({**chain[position], **edits}, link.previous, link.sequence)
+
+
+@pytest.mark.parametrize("downgraded", [False, True], ids=["first-move", "after-downgrade"])
+def test_r16_an_earlier_chain_edited_or_cut_in_its_middle_is_not_sealed_again(engine, downgraded):
+    """R16, #21 deliver 3: sealing events again must not launder what was done to them in
+    the resource tables before the move. An event edited with its own hash computed again,
+    or removed, breaks the link of the event after it in their chain (which the log's own
+    chain would show had they kept their links): the move is refused, naming that event,
+    whether the chain is the first one moved or one an earlier version started after a
+    downgrade; nothing of the chain is sealed again."""
+    if downgraded:
+        engine.open().append_audit([audit_event("p1"), audit_event("p2")])
+    edited = _legacy_chain([audit_event("p1") for _ in range(4)])
+    _resealed_alone(edited, 1, outcome="8")
+    _store_legacy(engine, edited)
+    with pytest.raises(ValueError, match=f"AuditEvent {edited[2]['id']} .* previous"):
+        engine.open(again=True)
+    assert sum(len(chunk) for chunk in engine.resources.legacy_audit_events()) == 4
+
+
+@pytest.mark.parametrize("downgraded", [False, True], ids=["first-move", "after-downgrade"])
+def test_r16_an_event_removed_from_an_earlier_chain_is_not_lost_unnoticed(engine, downgraded):
+    """The same for an event removed from the resource tables: the one after it names the
+    gap instead of being sealed again in its place, as if the removed one had never been."""
+    if downgraded:
+        engine.open().append_audit([audit_event("p1")])
+    chain = _legacy_chain([audit_event("p1") for _ in range(3)])
+    _store_legacy(engine, [chain[0], chain[2]])
+    with pytest.raises(ValueError, match=f"AuditEvent {chain[2]['id']} .* previous"):
+        engine.open(again=True)

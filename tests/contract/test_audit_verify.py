@@ -161,9 +161,12 @@ def test_a_patient_key_added_to_an_event_is_named(log):
     assert "['p1', 'p2']" in report.reason and "names ['p2']" in report.reason
 
 
-@pytest.mark.parametrize("sequence", [0, 99], ids=["before", "after"])
+@pytest.mark.parametrize(
+    "sequence", [0, 99, "abc", b"\x00"], ids=["before", "after", "text", "blob"]
+)
 def test_a_patient_key_naming_no_event_is_named(tmp_path, registry, sequence):
-    """SQLite keeps the keys in a table of their own (MongoDB in each event's document)."""
+    """SQLite keeps the keys in a table of their own (MongoDB in each event's document),
+    whose sequence column keeps a text or a blob as it is (R16: named, not a crash)."""
     store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
     try:
         store.append_audit([audit_event("p1"), audit_event("p1")])
@@ -374,6 +377,31 @@ def test_r16_a_head_sequence_stored_as_a_double_is_named(tmp_path, registry, eng
         assert report.reason.endswith(") is not a sequence number and a hash")
         (fifth,) = store.append_audit([audit_event("p1")])
         assert b'{"url":"sequence","valueInteger":5.0}' in store.read("AuditEvent", fifth.id).body
+    finally:
+        if engine == "mongodb":
+            store.resources.database.client.drop_database(store.resources.database.name)
+        store.close()
+
+
+@pytest.mark.parametrize("engine", [engine for engine in ENGINES if engine != "sqlite"])
+@pytest.mark.parametrize("field", ["seq", "hash"])
+def test_r16_a_head_document_missing_a_field_is_named_not_a_crash(
+    tmp_path, registry, engine, field
+):
+    """MongoDB's head document with a field removed (SQLite's columns are NOT NULL): verify
+    names the head as malformed instead of failing with a KeyError, and the next commit is
+    refused rather than sealed after a head it cannot read."""
+    store = with_audit_log(make_store(engine, tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1") for _ in range(2)])
+        store.audit_log._head_collection.update_one({"_id": "head"}, {"$unset": {field: ""}})
+        report = verify_store(store)
+        assert (report.ok, report.sequence, report.event_id) == (False, None, None)
+        assert report.reason.startswith("the recorded head (")
+        assert report.reason.endswith(") is not a sequence number and a hash")
+        with pytest.raises((TypeError, ValueError)):
+            store.append_audit([audit_event("p1")])
+        assert len(list(store.audit_log.scan())) == 2
     finally:
         if engine == "mongodb":
             store.resources.database.client.drop_database(store.resources.database.name)
@@ -598,6 +626,41 @@ def test_r16_a_read_finds_only_the_event_of_the_id_asked(tmp_path, registry):
         store.close()
 
 
+def test_r16_the_patient_keys_collation_is_the_servers(tmp_path, registry):
+    """SQLite: the key table rebuilt with a case-blind patient (COLLATE NOCASE), a
+    consistent file. Its primary key, which the trace view's scan goes by, is an index
+    sqlite_master does not list; its collation is compared all the same. (Patients `a` and
+    `A` are two records: an event naming both could no longer be keyed, and so appended.)"""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    store.append_audit([audit_event("p1"), audit_event("p1", "p2")])
+    (table,) = store.audit_log._writer.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'event_patient'"
+    ).fetchone()
+    blind = table.replace("CREATE TABLE event_patient", "CREATE TABLE blind").replace(
+        "patient TEXT NOT NULL,", "patient TEXT NOT NULL COLLATE NOCASE,"
+    )
+    assert blind != table.replace("CREATE TABLE event_patient", "CREATE TABLE blind")
+    from fhir_server.store.audit_log.sqlite import TRIGGER
+
+    store = _rewrite_log_file(
+        store,
+        "DROP TRIGGER event_keys",  # it names the table
+        blind,
+        "INSERT INTO blind SELECT * FROM event_patient",
+        "DROP TABLE event_patient",
+        "ALTER TABLE blind RENAME TO event_patient",
+        TRIGGER,
+    )
+    try:
+        report = verify_store(store)
+        assert (report.ok, report.reason) == (
+            False,
+            "the log file's table event_patient is not the one the server creates",
+        )
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     ("statement", "reason"),
     [
@@ -608,11 +671,17 @@ def test_r16_a_read_finds_only_the_event_of_the_id_asked(tmp_path, registry):
             "the log file's schema has trigger unkey, which the server never creates",
         ),
         (
+            "CREATE TRIGGER head AFTER INSERT ON event_patient BEGIN "
+            "DELETE FROM event_patient WHERE patient = 'p1'; END",
+            "the log file's schema has trigger head, which the server never creates",
+        ),
+        (
             "DROP INDEX IF EXISTS no_such_index",  # a control: nothing changed
             None,
         ),
+        ("ANALYZE", None),  # the statistics tables it writes are SQLite's own
     ],
-    ids=["trigger-dropped", "trigger-added", "untouched"],
+    ids=["trigger-dropped", "trigger-added", "trigger-named-as-a-table", "untouched", "analyzed"],
 )
 def test_r16_the_log_files_schema_is_the_servers(tmp_path, registry, statement, reason):
     """SQLite, beside a running server (which creates a missing trigger again only when it
@@ -625,6 +694,35 @@ def test_r16_the_log_files_schema_is_the_servers(tmp_path, registry, statement, 
     try:
         report = verify_store(store)
         assert (report.ok, report.reason) == (reason is None, reason)
+    finally:
+        store.close()
+
+
+def test_r16_a_trigger_under_a_name_sqlite_reserves_is_named(tmp_path, registry):
+    """SQLite: a trigger that drops a practitioner's events as they come (RAISE(IGNORE):
+    the insert skips the row without an error, the head does not move, and the next event
+    is sealed at that sequence again, so the chain stays whole), renamed through the
+    writable schema to `sqlite_stat9`, a name of the statistics tables ANALYZE writes. It
+    runs all the same; verify must name it, since nothing else will show what it drops."""
+    store = with_audit_log(make_store("sqlite", tmp_path, registry), registry)
+    store.append_audit([audit_event("p1")])
+    store = _rewrite_log_file(
+        store,
+        "CREATE TRIGGER drop_them BEFORE INSERT ON event "
+        "WHEN NEW.agent = 'Practitioner/unseen' BEGIN SELECT RAISE(IGNORE); END",
+        "PRAGMA writable_schema = ON",
+        "UPDATE sqlite_master SET name = 'sqlite_stat9', "
+        "sql = replace(sql, 'drop_them', 'sqlite_stat9') WHERE name = 'drop_them'",
+    )
+    try:
+        (unseen,) = store.append_audit([audit_event("p1", agent="Practitioner/unseen")])
+        store.append_audit([audit_event("p1")])
+        assert store.read("AuditEvent", unseen.id) is None  # the access left no trace
+        report = verify_store(store)
+        assert (report.ok, report.reason) == (
+            False,
+            "the log file's schema has trigger sqlite_stat9, which the server never creates",
+        )
     finally:
         store.close()
 
@@ -693,6 +791,33 @@ def test_r16_mongodb_indexes_are_the_servers(tmp_path, registry, rebuild, reason
         rebuild(store.audit_log._events)
         report = verify_store(store)
         assert (report.ok, report.reason.split(" (")[0]) == (False, reason)
+    finally:
+        store.close()
+
+
+class _AsGiven:
+    """The events collection as a server describes its indexes when it keeps each option as
+    it was given: pymongo's `IndexModel(..., unique=False)` sends `unique: false` with the
+    patient index (mongomock leaves it out)."""
+
+    def __init__(self, events) -> None:
+        self._events = events
+
+    def index_information(self) -> dict:
+        found = self._events.index_information()
+        return {**found, "patient": {**found["patient"], "unique": False, "v": 2}}
+
+    def __getattr__(self, name: str):
+        return getattr(self._events, name)
+
+
+def test_r16_mongodb_indexes_described_with_their_default_options_verify(tmp_path, registry):
+    """No false alarm: an option given as its default (False) is the server's index."""
+    store = with_audit_log(make_store("mongomock", tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1")])
+        store.audit_log._events = _AsGiven(store.audit_log._events)
+        assert verify_store(store).ok
     finally:
         store.close()
 
@@ -958,3 +1083,27 @@ def test_an_anchors_file_that_is_not_there_is_refused_unless_a_witness_starts(
     assert "--keep-head needs --anchors-file" in capsys.readouterr().err
     assert main([*run, "--keep-head"]) == 0
     assert witness.read_text().startswith("2:")
+
+
+@pytest.mark.parametrize("last", ["comment", "anchor"])
+def test_r16_a_head_kept_after_a_last_line_without_newline_is_checked_next_time(
+    tmp_path: Path, registry, last, capsys
+):
+    """An anchors file edited by hand often ends without a newline. The head a run keeps
+    must be a line of its own, not the tail of a comment, where the next run would skip it
+    (a check silently not made)."""
+    from fhir_server.audit.cli import read_anchors
+
+    head = _data_dir_with_two_events(tmp_path / "data", registry)
+    store = open_store(load_settings({"data_dir": tmp_path / "data"}), registry)
+    try:
+        first = next(store.audit_log.scan()).hash
+    finally:
+        store.close()
+    witness = tmp_path / "anchors"
+    witness.write_text(
+        "# anchors of the DMP audit log" if last == "comment" else f"1:{first}  # by hand"
+    )
+    run = ["audit", "verify", "--data-dir", str(tmp_path / "data"), "--anchors-file", str(witness)]
+    assert main([*run, "--keep-head"]) == 0, capsys.readouterr().err
+    assert (2, head[1]) in read_anchors(witness)

@@ -194,6 +194,50 @@ def test_r14_retrieve_of_invisible_patient_document_is_not_named_to_the_patient(
         assert name not in text, name
 
 
+def _get_documents(xds, nir: str, *unique_ids: str):
+    """ITI-18 GetDocuments by uniqueId, as the médecin traitant."""
+    from lxml import etree
+
+    from ihe_xds import vocabulary as v
+    from ihe_xds.stored_query import GET_DOCUMENTS
+
+    body = etree.Element(
+        f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
+    )
+    etree.SubElement(body, f"{{{v.NS_QUERY}}}ResponseOption", returnType="ObjectRef")
+    query = etree.SubElement(body, f"{{{v.NS_RIM}}}AdhocQuery", id=GET_DOCUMENTS)
+    slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name="$XDSDocumentEntryUniqueId")
+    values = etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList")
+    listed = ", ".join(f"'{unique_id}'" for unique_id in unique_ids)
+    etree.SubElement(values, f"{{{v.NS_RIM}}}Value").text = f"({listed})"
+    return xds.soap("/xds/registry", v.ACTION_ITI18, body, xds.security(XDS_GP, nir))
+
+
+def test_r14_stored_query_naming_hidden_document_is_not_shown_to_the_patient(xds):
+    """ITI-18 GetDocuments by the uniqueId of an INVISIBLE_PATIENT document, by the médecin
+    traitant who may see it: the ITI-18 event keeps the request as asked (its base64
+    `query`), so it must carry the document's labels, and the patient's trace hide it. The
+    control: the same query by a visible document's uniqueId stays in the trace."""
+    patient_id, nir = xds.patient(1)
+    request, response = xds.deposit(nir, masking=("INVISIBLE_PATIENT",))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (hidden,) = request.document_unique_ids.values()
+    request, response = xds.deposit(nir)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (visible,) = request.document_unique_ids.values()
+    assert _get_documents(xds, nir, hidden).status_code == 200
+    assert _get_documents(xds, nir, visible).status_code == 200
+    patient = xds.tokens.patient(patient_id)
+    shown = xds.client.get(
+        f"/fhir/AuditEvent?patient={patient_id}&_count=100", headers=auth(patient)
+    )
+    assert shown.status_code == 200
+    events = [entry["resource"] for entry in shown.get_json().get("entry", [])]
+    text = shown.get_data(as_text=True) + "\n".join(_decoded(event) for event in events)
+    assert hidden not in text, "the trace names the hidden document's uniqueId"
+    assert visible in text, "the control query is not in the trace: the check proves nothing"
+
+
 def test_r14_search_naming_hidden_document_is_not_shown_to_the_patient(world):
     """Deliverable 5: a search event keeps its query as asked (BALP), so a professional who
     may see the INVISIBLE_PATIENT document and searches by its id (`List?item=`,
@@ -258,3 +302,90 @@ def test_r14_search_naming_hidden_document_by_its_unique_id_is_not_shown_to_the_
     text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
     assert visible in text
     assert unique_id not in text
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        "DocumentReference?patient={patient}&identifier=|{unique_id}",
+        "DocumentReference?patient={patient}&identifier=urn:oid:1.2.3|{unique_id}",
+        "DocumentReference?patient={patient}&identifier:of-type="
+        "http://terminology.hl7.org/CodeSystem/v2-0203|MR|{unique_id}",
+        "DocumentReference?patient={patient}&identifier={upper}",
+        "DocumentReference?patient={patient}&_has:List:item:identifier={unique_id}",
+        "List?patient={patient}&identifier={unique_id}",
+        "DocumentReference?patient={patient}&identifier=%20{unique_id}%20",
+    ],
+    ids=[
+        "no-system",
+        "other-system",
+        "of-type",
+        "uuid-in-capitals",
+        "has-list",
+        "list-level",
+        "spaces-around",
+    ],
+)
+def test_r14_a_hidden_documents_unique_id_spelled_otherwise_is_not_shown_to_the_patient(
+    world, criterion
+):
+    """The uniqueId of an INVISIBLE_PATIENT document in an `identifier` criterion that does
+    not match it: under another system or none, as an `:of-type` value, a UUID URN in
+    capitals (case-blind, RFC 4122), at a List level. The event keeps the query as asked,
+    which names the document whatever the criterion's form; so it carries the document's
+    labels and the patient's view hides it."""
+    hidden, gp = "a-invisible", world.tokens.practitioner(GP)
+    read = world.client.get(f"/fhir/DocumentReference/{doc_id(hidden)}", headers=auth(gp))
+    assert read.status_code == 200, read.get_data(as_text=True)
+    unique_id = read.get_json()["identifier"][0]["value"]
+    assert unique_id.startswith("urn:uuid:") and unique_id != unique_id.upper()
+    path = criterion.format(patient=PATIENT_A, unique_id=unique_id, upper=unique_id.upper())
+    found = world.client.get(f"/fhir/{path}", headers=auth(gp))
+    assert found.status_code == 200, found.get_data(as_text=True)
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    for spelling in (unique_id, unique_id.upper()):
+        assert spelling not in text, "the trace names the hidden document's uniqueId"
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        "_id={upper}",
+        "relatesto=DocumentReference/{upper}",
+        "relatesto=https://dmp.example/fhir/DocumentReference/{document}",
+        "relatesto=urn:uuid:{document}",
+        "_has:List:item:_id={document}",
+        "related={unique_id}",
+        "relatesto:identifier={unique_id}",
+    ],
+    ids=[
+        "id-in-capitals",
+        "reference-in-capitals",
+        "absolute-reference-other-base",
+        "uuid-urn-reference",
+        "has-list-id",
+        "reference-to-unique-id",
+        "reference-identifier-modifier",
+    ],
+)
+def test_r14_a_hidden_documents_id_spelled_otherwise_is_not_shown_to_the_patient(world, criterion):
+    """The id or uniqueId of an INVISIBLE_PATIENT document in a criterion that does not
+    match it: its UUID in capitals (case-blind, RFC 4122), an absolute reference under the
+    public host name a client behind a proxy uses, a UUID URN, `_id` under `_has:List`
+    (read as every labelled type, as a plain id is at the top), a reference to its uniqueId
+    or by `:identifier`. The event keeps the query as asked; it must carry the document's
+    labels so the patient's view hides it."""
+    hidden, gp = "a-invisible", world.tokens.practitioner(GP)
+    document = doc_id(hidden)
+    read = world.client.get(f"/fhir/DocumentReference/{document}", headers=auth(gp))
+    assert read.status_code == 200, read.get_data(as_text=True)
+    unique_id = read.get_json()["identifier"][0]["value"]
+    path = criterion.format(document=document, upper=document.upper(), unique_id=unique_id)
+    found = world.client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_A}&status=entered-in-error&{path}",
+        headers=auth(gp),
+    )
+    assert found.status_code == 200, found.get_data(as_text=True)
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    for spelling in (document, document.upper(), unique_id):
+        assert spelling not in text, "the trace names the hidden document"

@@ -9,6 +9,9 @@ cached facts it changed.
 
 from __future__ import annotations
 
+import itertools
+import re
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import orjson
@@ -64,7 +67,8 @@ class AuditHooks(ReadGate):
             patients.add(patient_id)
         notes = result.permit.notes if result.permit is not None else ()
         if result.asked is not None:
-            entities.extend(self._named_in_criteria(result.asked.where, result.asked.resource_type))
+            asked = result.asked
+            entities.extend(self._named_in_criteria(asked.where, asked.resource_type))
         self.audit.access(requester, "search-type", patients, entities, notes=notes)
 
     def _named_in_criteria(self, where: Node, resource_type: str | None) -> list[DataEntity]:
@@ -74,18 +78,25 @@ class AuditHooks(ReadGate):
         their labels too, and the AuditEvent views hide it from whom those labels hide the
         resources (R14, R18; issue #18, deliverable 5)."""
         named: list[tuple[str, str, dict]] = []
-        # A plain id at the top is read as every labelled type, whatever was searched: the
-        # event keeps the query as asked, which shows it all the same.
-        for target_type, target_id in _named_targets(where, None)[:NAMED_TARGETS]:
-            for kind in [target_type] if target_type else LABELLED_TYPES:
+        # A plain id is read as every labelled type, whatever was searched and at any level
+        # (`_has:List:item:_id=<a document's id>`): the event keeps the query as asked,
+        # which shows it all the same.
+        for target_type, asked_id in _named_targets(where)[:NAMED_TARGETS]:
+            kinds = [target_type] if target_type else LABELLED_TYPES
+            for kind, target_id in itertools.product(kinds, _spellings(asked_id)):
                 stored = self.facts.current(kind, target_id) if kind in SERVED_TYPES else None
                 if stored is not None and not stored.deleted:
                     named.append((kind, target_id, stored.json()))
-        for kind, token in _named_identifiers(where, resource_type)[:NAMED_TARGETS]:
-            for found_type, found_id, body in self.facts.internal_search(
-                kind, token, NAMED_TARGETS
-            ):
-                named.append((found_type, found_id, orjson.loads(body)))
+        # An identifier value likewise, in any system, at any level searching a labelled
+        # type: the query shows the value whatever system, form or level it was asked with
+        # (a criterion that matches nothing still names it).
+        for asked in _named_identifiers(where, resource_type, self._names_labelled)[:NAMED_TARGETS]:
+            for kind, value in itertools.product(IDENTIFIED_TYPES, _identifier_spellings(asked)):
+                criterion = TokenTest("identifier", code=value, any_system=True)
+                for found_type, found_id, body in self.facts.internal_search(
+                    kind, criterion, NAMED_TARGETS
+                ):
+                    named.append((found_type, found_id, orjson.loads(body)))
         entities = []
         for kind, target_id, resource in named:
             _, _, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
@@ -98,6 +109,28 @@ class AuditHooks(ReadGate):
                     )
                 )
         return entities
+
+    def entities_named_by(self, values: Sequence[str]) -> list[DataEntity]:
+        """The labelled resources `values` name, each read as a document's or a List's
+        identifier (a uniqueId, an entryUUID) and a UUID URN's UUID as an id, as entities
+        with their labels: for an XDS query's event, which keeps the request as asked
+        (`ihe_xds.stored_query.named`), as a search's keeps its query."""
+        criteria: list[Node] = [
+            TokenTest("identifier", code=value, any_system=True) for value in values
+        ]
+        criteria += [
+            IdTest((value[len("urn:uuid:") :],))
+            for value in values
+            if value.lower().startswith("urn:uuid:")
+        ]
+        return self._named_in_criteria(Or(tuple(criteria)), None) if criteria else []
+
+    def _names_labelled(self, level: str | None, param: str) -> bool:
+        """Whether reference `param` of a `level` search may point at a labelled type (an
+        unknown level or parameter: it may)."""
+        definition = self.registry.get(level, param) if level else None
+        targets = definition.targets if definition is not None else ()
+        return not targets or any(target in LABELLED_TYPES for target in targets)
 
     def after_write(
         self,
@@ -163,44 +196,98 @@ class AuditHooks(ReadGate):
         return self.audit.prepare_access(requester, interaction, patients, [entity])
 
 
-def _named_targets(node: Node, resource_type: str | None) -> list[tuple[str | None, str]]:
-    """(type or None, id) of every resource a search's criteria name by id."""
+def _named_targets(node: Node) -> list[tuple[str | None, str]]:
+    """(type or None, id) of every resource a search's criteria name by id: `_id` and plain
+    ids as any type, at any level; typed references, relative or absolute whatever their
+    base (a client behind another host name spells this server's base otherwise); a UUID
+    URN's UUID as a plain id."""
     match node:
         case And(parts) | Or(parts):
-            return [found for part in parts for found in _named_targets(part, resource_type)]
-        case Not(part):
-            return _named_targets(part, resource_type)
-        case Chain(_, target_type, where):
-            return _named_targets(where, target_type)
-        case Has(source_type, _, where):
-            return _named_targets(where, source_type)
-        case ReferenceTest(target_type=target_type, target_id=target_id) if target_id:
+            return [found for part in parts for found in _named_targets(part)]
+        case Not(part) | Chain(_, _, part) | Has(_, _, part):
+            return _named_targets(part)
+        case ReferenceTest(target_type=target_type, target_id=str() as target_id) if target_id:
             return [(target_type, target_id)]
+        case ReferenceTest(url=str() as url):
+            if url.lower().startswith("urn:uuid:"):
+                return [(None, url[len("urn:uuid:") :])]
+            found = _TRAILING_REFERENCE.search(url)
+            return [(found.group(1), found.group(2))] if found else []
         case IdTest(ids):
-            return [(resource_type, resource_id) for resource_id in ids]
+            return [(None, resource_id) for resource_id in ids]
     return []
+
+
+# The `Type/id` (and any `/_history/n`) that ends an absolute reference.
+_TRAILING_REFERENCE = re.compile(
+    r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
+)
 
 
 # The labelled types searched by the identifier that names them (their XDS uniqueId).
 IDENTIFIED_TYPES = ("DocumentReference", "List")
 
 
-def _named_identifiers(node: Node, resource_type: str | None) -> list[tuple[str, TokenTest]]:
-    """(type, criterion) of every `identifier` criterion at a level searching a labelled
-    type (every such type when the level's type is not known)."""
+def _named_identifiers(
+    node: Node, level: str | None, names_labelled: Callable[[str | None, str], bool]
+) -> list[str]:
+    """The value of every `identifier` criterion at a level searching a labelled type (or
+    one not known), under `_has` and chains too, of any form (`system|value`, `|value`,
+    `:of-type`), and of every reference given by identifier (`:identifier`, a `urn:`): each
+    is searched as a document's and a List's identifier, since the event shows the value
+    however it was asked. (A Patient level's, an INS in `patient.identifier=`, or a
+    reference that cannot name a labelled type, `patient:identifier=`, names no document:
+    no lookup on those common paths; `names_labelled(level, param)` tells.)"""
     match node:
         case And(parts) | Or(parts):
-            return [found for part in parts for found in _named_identifiers(part, resource_type)]
+            found = [
+                value for part in parts for value in _named_identifiers(part, level, names_labelled)
+            ]
+            return list(dict.fromkeys(found))
         case Not(part):
-            return _named_identifiers(part, resource_type)
-        case Chain(_, target_type, where):
-            return _named_identifiers(where, target_type)
-        case Has(source_type, _, where):
-            return _named_identifiers(where, source_type)
-        case TokenTest(param="identifier", match=TokenMatch.EQ, code=code) if code:
-            kinds = IDENTIFIED_TYPES if resource_type is None else (resource_type,)
-            return [(kind, node) for kind in kinds if kind in IDENTIFIED_TYPES]
+            return _named_identifiers(part, level, names_labelled)
+        case Chain(_, target_type, part):
+            return _named_identifiers(part, target_type, names_labelled)
+        case Has(source_type, _, part):
+            return _named_identifiers(part, source_type, names_labelled)
+        case TokenTest(param="identifier") if level is not None and level not in LABELLED_TYPES:
+            return []
+        case TokenTest(param="identifier", match=TokenMatch.EQ, code=str() as code) if code:
+            return [code]
+        case TokenTest(param="identifier", match=TokenMatch.OF_TYPE, value=str() as value) if value:
+            return [value]
+        case ReferenceTest(param=param) if not names_labelled(level, param):
+            return []
+        case ReferenceTest(identifier_value=str() as value) if value:  # `param:identifier=`
+            return [value]
+        case ReferenceTest(url=str() as url) if url.lower().startswith("urn:"):
+            return [url]  # `related=urn:oid:...`: an XDS uniqueId is often one
     return []
+
+
+def _spellings(value: str) -> list[str]:
+    """`value` without the spaces around it (pasted with the value, they match nothing)
+    and, for a UUID or a UUID URN in capitals (case-blind on input, RFC 4122 section 3), its
+    lower-case form, the one the server writes: `URN:UUID:0B0B...` names the document
+    stored as `urn:uuid:0b0b...`, an id `0B0B...` the one of id `0b0b...`. A value already
+    in lower case is one lookup (a patient-scoped search names its Patient's id)."""
+    value = value.strip()
+    if value == value.lower() or not _UUID.fullmatch(value):
+        return [value]
+    return [value, value.lower()]
+
+
+def _identifier_spellings(value: str) -> list[str]:
+    """`_spellings`, and for a bare OID the `urn:oid:` URI the server stores an XDS uniqueId
+    as (a DocumentReference's masterIdentifier): `identifier=1.2.250.1...` names it too."""
+    spellings = _spellings(value)
+    if _OID.fullmatch(spellings[0]):
+        spellings.append(f"urn:oid:{spellings[0]}")
+    return spellings
+
+
+_OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]*))+")
+_UUID = re.compile(r"(?:urn:uuid:)?[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 
 
 def _write_audit_subject(stored: StoredResource, resource) -> tuple[list[str], DataEntity]:

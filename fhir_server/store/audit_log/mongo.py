@@ -63,13 +63,24 @@ _INDEXES: dict[str, dict] = {
 _INDEX_BOOKKEEPING = {"v", "ns", "background"}
 
 
+# Options whose False is their default: pymongo sends `unique: False` with the patient
+# index (`IndexModel(..., unique=False)`), and a server keeps the option as it was given.
+_FALSE_BY_DEFAULT = frozenset({"unique", "sparse", "hidden"})
+
+
 def _normal(spec: dict) -> dict:
-    """An index description with its key directions as ints (a server may say 1.0)."""
+    """An index description with its key directions as ints (a server may say 1.0) and
+    without the options given as their default (False)."""
     key = [
         (field, int(order) if isinstance(order, float) else order)
         for field, order in spec.get("key", [])
     ]
-    return {**spec, "key": key}
+    kept = {
+        option: value
+        for option, value in spec.items()
+        if not (option in _FALSE_BY_DEFAULT and value is False)
+    }
+    return {**kept, "key": key}
 
 
 def _document(record: LogRecord) -> dict:
@@ -298,8 +309,10 @@ class MongoAuditLog:
     # -- reading ----------------------------------------------------------------------------
 
     def _read_head(self, session: Any = None) -> tuple[int, str] | None:
+        """A field missing (the document edited) reads as None: `audit verify` names the
+        head as malformed, and a commit refuses to seal after it."""
         doc = self._head_collection.find_one({"_id": _HEAD_ID}, session=session)
-        return (doc["seq"], doc["hash"]) if doc else None
+        return (doc.get("seq"), doc.get("hash")) if doc else None
 
     def head(self) -> tuple[int, str] | None:
         """The head as recorded with the last commit (not read from the events themselves:

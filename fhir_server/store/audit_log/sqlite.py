@@ -89,20 +89,18 @@ def schema_problem(connection: sqlite3.Connection) -> str | None:
     finds. Tables, their columns and indexes are compared as SQLite describes them, not by
     their CREATE text, which a log upgraded in place (`_upgrade`) spells otherwise."""
     found, expected = _schema(connection), _expected_schema()
-    for name in sorted(found.keys() | expected.keys()):
-        if name not in expected:
-            return (
-                f"the log file's schema has {found[name][0]} {name}, which the server never creates"
-            )
-        if name not in found:
-            return f"the log file's schema lacks {expected[name][0]} {name}"
-        if found[name] != expected[name]:
-            return f"the log file's {found[name][0]} {name} is not the one the server creates"
+    for kind, name in sorted(found.keys() | expected.keys(), key=lambda object: object[::-1]):
+        if (kind, name) not in expected:
+            return f"the log file's schema has {kind} {name}, which the server never creates"
+        if (kind, name) not in found:
+            return f"the log file's schema lacks {kind} {name}"
+        if found[kind, name] != expected[kind, name]:
+            return f"the log file's {kind} {name} is not the one the server creates"
     return None
 
 
 @functools.cache
-def _expected_schema() -> dict[str, tuple]:
+def _expected_schema() -> dict[tuple[str, str], tuple]:
     connection = sqlite3.connect(":memory:")
     try:
         connection.executescript(SCHEMA)
@@ -112,29 +110,52 @@ def _expected_schema() -> dict[str, tuple]:
         connection.close()
 
 
-def _schema(connection: sqlite3.Connection) -> dict[str, tuple]:
-    """name -> (type, description) of every table, index, trigger and view of the file."""
-    described: dict[str, tuple] = {}
+def _schema(connection: sqlite3.Connection) -> dict[tuple[str, str], tuple]:
+    """(type, name) -> description of every table, index, trigger and view of the file; a
+    trigger may share a table's name. Only the statistics tables ANALYZE writes are left
+    out: a trigger renamed `sqlite_stat9` through the writable schema runs all the same."""
+    described: dict[tuple[str, str], tuple] = {}
     objects = connection.execute(
-        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_stat%'"
+        "SELECT type, name, tbl_name, sql FROM sqlite_master "
+        "WHERE NOT (type = 'table' AND name IN (?, ?, ?, ?))",
+        _STATISTICS,
     ).fetchall()
+    listed_indexes = {name for kind, name, _, _ in objects if kind == "index"}
     for kind, name, table, sql in objects:
         quoted = _quoted(name)
         if kind == "table":
             # cid, name, type, notnull, default (left out: `_upgrade` adds one), pk, hidden
             columns = connection.execute(f"PRAGMA table_xinfo({quoted})").fetchall()
-            described[name] = (kind, tuple((c[1], c[2].upper(), c[3], c[5], c[6]) for c in columns))
+            # With the indexes sqlite_master does not hold (described on their own): a
+            # WITHOUT ROWID table's primary key, where the patient keys' collation is.
+            indexes = tuple(
+                (row[1], tuple(row[2:]), _index_keys(connection, row[1]))
+                for row in connection.execute(f"PRAGMA index_list({quoted})")
+                if row[1] not in listed_indexes
+            )
+            described[kind, name] = (
+                tuple((c[1], c[2].upper(), c[3], c[5], c[6]) for c in columns),
+                tuple(sorted(indexes)),
+            )
         elif kind == "index":
             listed = {
                 row[1]: row[2:]  # unique, origin, partial
                 for row in connection.execute(f"PRAGMA index_list({_quoted(table)})")
             }
-            keys = connection.execute(f"PRAGMA index_xinfo({quoted})").fetchall()
-            # seqno, cid, name, desc, collation, key
-            described[name] = (kind, table, listed.get(name), tuple(k[1:] for k in keys))
+            described[kind, name] = (table, listed.get(name), _index_keys(connection, name))
         else:
-            described[name] = (kind, table, " ".join((sql or "").split()))
+            described[kind, name] = (table, " ".join((sql or "").split()))
     return described
+
+
+# The statistics tables ANALYZE (or PRAGMA optimize) may write into the file.
+_STATISTICS = ("sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4")
+
+
+def _index_keys(connection: sqlite3.Connection, index: str) -> tuple:
+    """cid, name, desc, collation, key of each column of `index` (`PRAGMA index_xinfo`)."""
+    keys = connection.execute(f"PRAGMA index_xinfo({_quoted(index)})").fetchall()
+    return tuple(tuple(k[1:]) for k in keys)
 
 
 def _quoted(name: str) -> str:
