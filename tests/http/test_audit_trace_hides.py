@@ -389,3 +389,28 @@ def test_r14_a_hidden_documents_id_spelled_otherwise_is_not_shown_to_the_patient
     text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
     for spelling in (document, document.upper(), unique_id):
         assert spelling not in text, "the trace names the hidden document"
+
+
+@pytest.mark.parametrize("by", ["_id", "identifier"])
+def test_r14_a_hidden_document_named_after_decoys_is_not_shown_to_the_patient(world, by):
+    """A professional who may see the INVISIBLE_PATIENT document names it after 25 decoys,
+    in a criterion that matches nothing: every value a query names is looked up, however
+    many (a cap on the lookups let the last one through unlabelled, shown in the
+    patient's trace)."""
+    hidden, gp = "a-invisible", world.tokens.practitioner(GP)
+    read = world.client.get(f"/fhir/DocumentReference/{doc_id(hidden)}", headers=auth(gp))
+    assert read.status_code == 200, read.get_data(as_text=True)
+    name = doc_id(hidden) if by == "_id" else read.get_json()["identifier"][0]["value"]
+    decoys = [f"decoy-{n:02d}" for n in range(25)]
+    path = (
+        f"/fhir/DocumentReference?patient={PATIENT_A}&status=entered-in-error"
+        f"&{by}={','.join([*decoys, name])}"
+    )
+    found = world.client.get(path, headers=auth(gp))
+    assert found.status_code == 200, found.get_data(as_text=True)
+    assert not found.get_json().get("entry"), "the criterion was meant to match nothing"
+    world.client.get(f"/fhir/DocumentReference/{doc_id('a-visible')}", headers=auth(gp))
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    assert doc_id("a-visible") in text, "the patient's trace is broken"
+    assert name not in text, "the trace names the hidden document"
+    assert "decoy-24" not in text  # the search's event is hidden whole

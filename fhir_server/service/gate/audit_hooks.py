@@ -9,7 +9,6 @@ cached facts it changed.
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -40,8 +39,10 @@ from fhir_server.service.prepared import PreparedEvents
 if TYPE_CHECKING:
     from fhir_server.store.base import StoredResource
 
-# The resources a search's criteria may name whose labels its event carries, at most.
-NAMED_TARGETS = 20
+# Ids of one type a search's criteria name that are read one by one; more are searched for
+# together (`_named_by_id`), in lookups of at most LOOKUP_CHUNK values.
+READ_ONE_BY_ONE = 20
+LOOKUP_CHUNK = 200
 # Where an untyped id (`item=ID`) is looked for: the types that carry DMP labels.
 LABELLED_TYPES = ("DocumentReference", "Binary", "List")
 # The resources a PatientRecord is built from; a write to one of them moves the record epoch.
@@ -77,26 +78,12 @@ class AuditHooks(ReadGate):
         as entities of its event: the event keeps the query as asked (BALP), so it carries
         their labels too, and the AuditEvent views hide it from whom those labels hide the
         resources (R14, R18; issue #18, deliverable 5)."""
-        named: list[tuple[str, str, dict]] = []
-        # A plain id is read as every labelled type, whatever was searched and at any level
-        # (`_has:List:item:_id=<a document's id>`): the event keeps the query as asked,
-        # which shows it all the same.
-        for target_type, asked_id in _named_targets(where)[:NAMED_TARGETS]:
-            kinds = [target_type] if target_type else LABELLED_TYPES
-            for kind, target_id in itertools.product(kinds, _spellings(asked_id)):
-                stored = self.facts.current(kind, target_id) if kind in SERVED_TYPES else None
-                if stored is not None and not stored.deleted:
-                    named.append((kind, target_id, stored.json()))
-        # An identifier value likewise, in any system, at any level searching a labelled
-        # type: the query shows the value whatever system, form or level it was asked with
-        # (a criterion that matches nothing still names it).
-        for asked in _named_identifiers(where, resource_type, self._names_labelled)[:NAMED_TARGETS]:
-            for kind, value in itertools.product(IDENTIFIED_TYPES, _identifier_spellings(asked)):
-                criterion = TokenTest("identifier", code=value, any_system=True)
-                for found_type, found_id, body in self.facts.internal_search(
-                    kind, criterion, NAMED_TARGETS
-                ):
-                    named.append((found_type, found_id, orjson.loads(body)))
+        named = [
+            *self._named_by_id(_named_targets(where)),
+            *self._named_by_identifier(
+                _named_identifiers(where, resource_type, self._names_labelled)
+            ),
+        ]
         entities = []
         for kind, target_id, resource in named:
             _, _, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
@@ -109,6 +96,49 @@ class AuditHooks(ReadGate):
                     )
                 )
         return entities
+
+    def _named_by_id(self, asked: Sequence[tuple[str | None, str]]) -> list[tuple[str, str, dict]]:
+        """The current resources the (type or None, id) pairs name. A plain id is read as
+        every labelled type, whatever was searched and at any level (`_has:List:item:_id=<a
+        document's id>`): the event keeps the query as asked, which shows it all the same.
+        A few ids are read one by one (a patient-scoped search names its Patient's id); more
+        are searched for at once, type by type, so that however many a query names (a list
+        of decoys before the one that matters), every one is looked up."""
+        by_kind: dict[str, list[str]] = {}
+        for target_type, asked_id in asked:
+            for kind in [target_type] if target_type else LABELLED_TYPES:
+                if kind in SERVED_TYPES:
+                    by_kind.setdefault(kind, []).extend(_spellings(asked_id))
+        named: list[tuple[str, str, dict]] = []
+        for kind, spelled in by_kind.items():
+            ids = list(dict.fromkeys(spelled))
+            if len(ids) <= READ_ONE_BY_ONE:
+                for target_id in ids:
+                    stored = self.facts.current(kind, target_id)
+                    if stored is not None and not stored.deleted:
+                        named.append((kind, target_id, stored.json()))
+                continue
+            for start in range(0, len(ids), LOOKUP_CHUNK):
+                chunk = IdTest(tuple(ids[start : start + LOOKUP_CHUNK]))
+                named += _parsed(self.facts.internal_search(kind, chunk, None))
+        return named
+
+    def _named_by_identifier(self, asked: Sequence[str]) -> list[tuple[str, str, dict]]:
+        """The documents and Lists whose identifier, in any system, is one of the values
+        asked (an identifier value likewise shows in the query whatever system, form or
+        level it was asked with, and a criterion that matches nothing still names it): one
+        search per type for every value, all matches."""
+        values = list(dict.fromkeys(v for value in asked for v in _identifier_spellings(value)))
+        named: list[tuple[str, str, dict]] = []
+        for kind in IDENTIFIED_TYPES if values else ():
+            for start in range(0, len(values), LOOKUP_CHUNK):
+                tests = tuple(
+                    TokenTest("identifier", code=value, any_system=True)
+                    for value in values[start : start + LOOKUP_CHUNK]
+                )
+                criterion = tests[0] if len(tests) == 1 else Or(tests)
+                named += _parsed(self.facts.internal_search(kind, criterion, None))
+        return named
 
     def entities_named_by(self, values: Sequence[str]) -> list[DataEntity]:
         """The labelled resources `values` name, each read as a document's or a List's
@@ -288,6 +318,10 @@ def _identifier_spellings(value: str) -> list[str]:
 
 _OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]*))+")
 _UUID = re.compile(r"(?:urn:uuid:)?[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def _parsed(rows: Sequence[tuple[str, str, bytes]]) -> list[tuple[str, str, dict]]:
+    return [(kind, resource_id, orjson.loads(body)) for kind, resource_id, body in rows]
 
 
 def _write_audit_subject(stored: StoredResource, resource) -> tuple[list[str], DataEntity]:

@@ -58,32 +58,33 @@ class RecordFacts:
     # -- the server's own searches ---------------------------------------------------------
 
     def internal_search(
-        self, resource_type: str, where: Node, count: int
+        self, resource_type: str, where: Node, count: int | None
     ) -> list[tuple[str, str, bytes]]:
-        """The first `count` matches as (type, id, body), unconstrained."""
-        page = self.store.search(
-            SearchQuery(resource_type, where=where, count=count),
-            cursor_key=self.cursor_key,
-            cursor_binding=INTERNAL_BINDING,
-        )
-        return [(row[0], row[1], row[2]) for row in page.rows]
+        """The first `count` matches (None: every match, page after page) as (type, id,
+        body), unconstrained."""
+        found: list[tuple[str, str, bytes]] = []
+        cursor: str | None = None
+        while True:
+            page = self.store.search(
+                SearchQuery(
+                    resource_type,
+                    where=where,
+                    count=MAX_COUNT if count is None else count,
+                    cursor=cursor,
+                ),
+                cursor_key=self.cursor_key,
+                cursor_binding=INTERNAL_BINDING,
+            )
+            found += [(row[0], row[1], row[2]) for row in page.rows]
+            cursor = page.next_cursor
+            if count is not None or cursor is None or not page.rows:
+                return found
 
     def _internal_search_all(self, resource_type: str, where: Node) -> list[bytes]:
         """Every match, page after page: a record's facts are all its Consents and
         RelatedPersons, never the first page of them (a practitioner recording their own
         authorization over and over must not push the patient's blocks out of sight)."""
-        bodies: list[bytes] = []
-        cursor: str | None = None
-        while True:
-            page = self.store.search(
-                SearchQuery(resource_type, where=where, count=MAX_COUNT, cursor=cursor),
-                cursor_key=self.cursor_key,
-                cursor_binding=INTERNAL_BINDING,
-            )
-            bodies.extend(row[2] for row in page.rows)
-            cursor = page.next_cursor
-            if cursor is None or not page.rows:
-                return bodies
+        return [row[2] for row in self.internal_search(resource_type, where, None)]
 
     # -- a patient's record ----------------------------------------------------------------
 

@@ -65,9 +65,10 @@ class Facts(Protocol):
         ...
 
     def internal_search(
-        self, resource_type: str, where: Node, count: int
+        self, resource_type: str, where: Node, count: int | None
     ) -> list[tuple[str, str, bytes]]:
-        """The first `count` matches as (type, id, body), with no access constraint."""
+        """The first `count` matches (None: all) as (type, id, body), with no access
+        constraint."""
         ...
 
     def binary_documents(self, binary_id: str, binary: dict) -> list[dict]:
