@@ -9,27 +9,28 @@ cached facts it changed.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import orjson
 
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.decision import Permit
+from fhir_server.access.query_names import (
+    IDENTIFIED_TYPES,
+    LABELLED_TYPES,
+    identifier_spellings,
+    named_identifiers,
+    named_targets,
+    spellings,
+)
 from fhir_server.access.requester import INTERNAL, ActorKind, Requester
 from fhir_server.audit.balp import ROLE_QUERY, DataEntity
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.query import (
-    And,
-    Chain,
-    Has,
     IdTest,
     Node,
-    Not,
     Or,
-    ReferenceTest,
-    TokenMatch,
     TokenTest,
 )
 from fhir_server.service.context import forget_request_facts
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
 # together (`_named_by_id`), in lookups of at most LOOKUP_CHUNK values.
 READ_ONE_BY_ONE = 20
 LOOKUP_CHUNK = 200
-# Where an untyped id (`item=ID`) is looked for: the types that carry DMP labels.
-LABELLED_TYPES = ("DocumentReference", "Binary", "List")
 # The resources a PatientRecord is built from; a write to one of them moves the record epoch.
 RECORD_FACT_TYPES = frozenset({"Patient", "Consent", "RelatedPerson"})
 
@@ -79,10 +78,8 @@ class AuditHooks(ReadGate):
         their labels too, and the AuditEvent views hide it from whom those labels hide the
         resources (R14, R18; issue #18, deliverable 5)."""
         named = [
-            *self._named_by_id(_named_targets(where)),
-            *self._named_by_identifier(
-                _named_identifiers(where, resource_type, self._names_labelled)
-            ),
+            *self._named_by_id(named_targets(where)),
+            *self._named_by_identifier(named_identifiers(where, resource_type, self.registry)),
         ]
         entities = []
         for kind, target_id, resource in named:
@@ -108,7 +105,7 @@ class AuditHooks(ReadGate):
         for target_type, asked_id in asked:
             for kind in [target_type] if target_type else LABELLED_TYPES:
                 if kind in SERVED_TYPES:
-                    by_kind.setdefault(kind, []).extend(_spellings(asked_id))
+                    by_kind.setdefault(kind, []).extend(spellings(asked_id))
         named: list[tuple[str, str, dict]] = []
         for kind, spelled in by_kind.items():
             ids = list(dict.fromkeys(spelled))
@@ -128,7 +125,7 @@ class AuditHooks(ReadGate):
         asked (an identifier value likewise shows in the query whatever system, form or
         level it was asked with, and a criterion that matches nothing still names it): one
         search per type for every value, all matches."""
-        values = list(dict.fromkeys(v for value in asked for v in _identifier_spellings(value)))
+        values = list(dict.fromkeys(v for value in asked for v in identifier_spellings(value)))
         named: list[tuple[str, str, dict]] = []
         for kind in IDENTIFIED_TYPES if values else ():
             for start in range(0, len(values), LOOKUP_CHUNK):
@@ -154,13 +151,6 @@ class AuditHooks(ReadGate):
             if value.lower().startswith("urn:uuid:")
         ]
         return self._named_in_criteria(Or(tuple(criteria)), None) if criteria else []
-
-    def _names_labelled(self, level: str | None, param: str) -> bool:
-        """Whether reference `param` of a `level` search may point at a labelled type (an
-        unknown level or parameter: it may)."""
-        definition = self.registry.get(level, param) if level else None
-        targets = definition.targets if definition is not None else ()
-        return not targets or any(target in LABELLED_TYPES for target in targets)
 
     def after_write(
         self,
@@ -224,100 +214,6 @@ class AuditHooks(ReadGate):
             return None
         patients, entity = _write_audit_subject(stored, resource)
         return self.audit.prepare_access(requester, interaction, patients, [entity])
-
-
-def _named_targets(node: Node) -> list[tuple[str | None, str]]:
-    """(type or None, id) of every resource a search's criteria name by id: `_id` and plain
-    ids as any type, at any level; typed references, relative or absolute whatever their
-    base (a client behind another host name spells this server's base otherwise); a UUID
-    URN's UUID as a plain id."""
-    match node:
-        case And(parts) | Or(parts):
-            return [found for part in parts for found in _named_targets(part)]
-        case Not(part) | Chain(_, _, part) | Has(_, _, part):
-            return _named_targets(part)
-        case ReferenceTest(target_type=target_type, target_id=str() as target_id) if target_id:
-            return [(target_type, target_id)]
-        case ReferenceTest(url=str() as url):
-            if url.lower().startswith("urn:uuid:"):
-                return [(None, url[len("urn:uuid:") :])]
-            found = _TRAILING_REFERENCE.search(url)
-            return [(found.group(1), found.group(2))] if found else []
-        case IdTest(ids):
-            return [(None, resource_id) for resource_id in ids]
-    return []
-
-
-# The `Type/id` (and any `/_history/n`) that ends an absolute reference.
-_TRAILING_REFERENCE = re.compile(
-    r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
-)
-
-
-# The labelled types searched by the identifier that names them (their XDS uniqueId).
-IDENTIFIED_TYPES = ("DocumentReference", "List")
-
-
-def _named_identifiers(
-    node: Node, level: str | None, names_labelled: Callable[[str | None, str], bool]
-) -> list[str]:
-    """The value of every `identifier` criterion at a level searching a labelled type (or
-    one not known), under `_has` and chains too, of any form (`system|value`, `|value`,
-    `:of-type`), and of every reference given by identifier (`:identifier`, a `urn:`): each
-    is searched as a document's and a List's identifier, since the event shows the value
-    however it was asked. (A Patient level's, an INS in `patient.identifier=`, or a
-    reference that cannot name a labelled type, `patient:identifier=`, names no document:
-    no lookup on those common paths; `names_labelled(level, param)` tells.)"""
-    match node:
-        case And(parts) | Or(parts):
-            found = [
-                value for part in parts for value in _named_identifiers(part, level, names_labelled)
-            ]
-            return list(dict.fromkeys(found))
-        case Not(part):
-            return _named_identifiers(part, level, names_labelled)
-        case Chain(_, target_type, part):
-            return _named_identifiers(part, target_type, names_labelled)
-        case Has(source_type, _, part):
-            return _named_identifiers(part, source_type, names_labelled)
-        case TokenTest(param="identifier") if level is not None and level not in LABELLED_TYPES:
-            return []
-        case TokenTest(param="identifier", match=TokenMatch.EQ, code=str() as code) if code:
-            return [code]
-        case TokenTest(param="identifier", match=TokenMatch.OF_TYPE, value=str() as value) if value:
-            return [value]
-        case ReferenceTest(param=param) if not names_labelled(level, param):
-            return []
-        case ReferenceTest(identifier_value=str() as value) if value:  # `param:identifier=`
-            return [value]
-        case ReferenceTest(url=str() as url) if url.lower().startswith("urn:"):
-            return [url]  # `related=urn:oid:...`: an XDS uniqueId is often one
-    return []
-
-
-def _spellings(value: str) -> list[str]:
-    """`value` without the spaces around it (pasted with the value, they match nothing)
-    and, for a UUID or a UUID URN in capitals (case-blind on input, RFC 4122 section 3), its
-    lower-case form, the one the server writes: `URN:UUID:0B0B...` names the document
-    stored as `urn:uuid:0b0b...`, an id `0B0B...` the one of id `0b0b...`. A value already
-    in lower case is one lookup (a patient-scoped search names its Patient's id)."""
-    value = value.strip()
-    if value == value.lower() or not _UUID.fullmatch(value):
-        return [value]
-    return [value, value.lower()]
-
-
-def _identifier_spellings(value: str) -> list[str]:
-    """`_spellings`, and for a bare OID the `urn:oid:` URI the server stores an XDS uniqueId
-    as (a DocumentReference's masterIdentifier): `identifier=1.2.250.1...` names it too."""
-    spellings = _spellings(value)
-    if _OID.fullmatch(spellings[0]):
-        spellings.append(f"urn:oid:{spellings[0]}")
-    return spellings
-
-
-_OID = re.compile(r"[0-2](?:\.(?:0|[1-9][0-9]*))+")
-_UUID = re.compile(r"(?:urn:uuid:)?[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 
 
 def _parsed(rows: Sequence[tuple[str, str, bytes]]) -> list[tuple[str, str, dict]]:

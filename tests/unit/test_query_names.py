@@ -1,0 +1,107 @@
+"""What a search's criteria name (`access.query_names`), read as the query a patient is
+shown in a search's AuditEvent (R14, R18): every spelling of a document's id or uniqueId
+that the query may carry, parsed as the server parses a client's query."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhir_server.access.query_names import (
+    identifier_spellings,
+    named_identifiers,
+    named_targets,
+    spellings,
+)
+from fhir_server.search.parameters import parse_search
+
+DOC = "0b0b0b0b-1111-4222-8333-444444444444"
+UID = "urn:oid:1.2.250.1.999.1.1.7"
+BASE = "https://dmp.example.fr/fhir"
+
+
+def where(registry, resource_type: str, *params: tuple[str, str]):
+    return parse_search(resource_type, list(params), registry, base_url=BASE).query.where
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "params", "named"),
+    [
+        ("DocumentReference", [("_id", DOC)], (None, DOC)),
+        ("DocumentReference", [("relatesto", DOC)], (None, DOC)),
+        (
+            "DocumentReference",
+            [("relatesto", f"DocumentReference/{DOC}")],
+            ("DocumentReference", DOC),
+        ),
+        (
+            "List",
+            [("item", f"https://elsewhere.example/fhir/DocumentReference/{DOC}")],
+            ("DocumentReference", DOC),
+        ),
+        ("DocumentReference", [("relatesto", f"urn:uuid:{DOC}")], (None, DOC)),
+        ("DocumentReference", [("_has:List:item:_id", DOC)], (None, DOC)),
+        ("DocumentReference", [("subject", DOC)], (None, DOC)),
+    ],
+    ids=["_id", "plain", "typed", "absolute-elsewhere", "urn-uuid", "has", "any-parameter"],
+)
+def test_r18_a_documents_id_is_named_however_the_query_spells_it(
+    registry, resource_type, params, named
+):
+    assert named in named_targets(where(registry, resource_type, *params))
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "params"),
+    [
+        ("DocumentReference", [("identifier", UID)]),
+        ("DocumentReference", [("identifier", f"|{UID}")]),
+        ("DocumentReference", [("identifier", f"urn:ietf:rfc:3986|{UID}")]),
+        ("DocumentReference", [("identifier:of-type", f"http://x|MR|{UID}")]),
+        ("DocumentReference", [("_has:List:item:identifier", UID)]),
+        ("List", [("identifier", UID)]),
+        ("DocumentReference", [("related", UID)]),
+        ("DocumentReference", [("relatesto:identifier", UID)]),
+    ],
+    ids=[
+        "plain",
+        "no-system",
+        "system",
+        "of-type",
+        "has-list",
+        "list",
+        "related-urn",
+        "ref-identifier",
+    ],
+)
+def test_r18_a_documents_unique_id_is_named_however_the_query_spells_it(
+    registry, resource_type, params
+):
+    found = named_identifiers(where(registry, resource_type, *params), resource_type, registry)
+    assert UID in found
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [("patient.identifier", "urn:oid:1.2.250.1.213.1.4.8|279047500099953")],
+        [("patient:identifier", "urn:oid:1.2.250.1.213.1.4.8|279047500099953")],
+        [("patient", "p1"), ("status", "current")],
+    ],
+    ids=["chained-ins", "ins-by-identifier", "patient-and-status"],
+)
+def test_the_common_patient_searches_name_no_identifier_to_look_up(registry, params):
+    """MHD's usual searches name a Patient, never a document by identifier: no lookup."""
+    found = named_identifiers(
+        where(registry, "DocumentReference", *params),
+        "DocumentReference",
+        registry,
+    )
+    assert found == []
+
+
+def test_spellings_add_the_lower_case_of_a_uuid_and_the_urn_of_an_oid():
+    assert spellings(f" {DOC} ") == [DOC]  # a lower-case value is one lookup
+    assert spellings(DOC.upper()) == [DOC.upper(), DOC]
+    assert spellings(f"URN:UUID:{DOC.upper()}") == [f"URN:UUID:{DOC.upper()}", f"urn:uuid:{DOC}"]
+    assert spellings("Not-A-Uuid") == ["Not-A-Uuid"]
+    assert identifier_spellings("1.2.250.1.999.1.1.7") == ["1.2.250.1.999.1.1.7", UID]
