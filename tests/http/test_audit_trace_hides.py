@@ -414,3 +414,49 @@ def test_r14_a_hidden_document_named_after_decoys_is_not_shown_to_the_patient(wo
     assert doc_id("a-visible") in text, "the patient's trace is broken"
     assert name not in text, "the trace names the hidden document"
     assert "decoy-24" not in text  # the search's event is hidden whole
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        "identifier:text={unique_id}",
+        "identifier:text={upper}",
+        "identifier={unique_id}|",
+        "identifier={unique_id}|decoy",
+        "identifier:of-type={unique_id}|MR|decoy",
+        "relatesto:identifier={unique_id}|decoy",
+        "_has:List:item:identifier:text={unique_id}",
+    ],
+    ids=[
+        "text",
+        "text-in-capitals",
+        "as-a-system",
+        "as-a-system-before-a-value",
+        "as-an-of-type-system",
+        "as-a-reference-identifier-system",
+        "has-list-text",
+    ],
+)
+def test_r14_a_hidden_documents_unique_id_in_any_part_of_a_token_is_not_shown_to_the_patient(
+    world, criterion
+):
+    """The uniqueId of an INVISIBLE_PATIENT document in an `identifier` criterion, not as
+    its value but as its `:text`, its system (`uid|`, `uid|decoy`), an `:of-type` or a
+    reference `:identifier` system: the event keeps the query as asked, which shows the
+    uniqueId whatever part of the token it sits in; so it carries the document's labels and
+    the patient's view hides it (R14, R18)."""
+    hidden, gp = "a-invisible", world.tokens.practitioner(GP)
+    read = world.client.get(f"/fhir/DocumentReference/{doc_id(hidden)}", headers=auth(gp))
+    assert read.status_code == 200, read.get_data(as_text=True)
+    unique_id = read.get_json()["identifier"][0]["value"]
+    path = criterion.format(unique_id=unique_id, upper=unique_id.upper())
+    found = world.client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_A}&status=entered-in-error&{path}",
+        headers=auth(gp),
+    )
+    assert found.status_code == 200, found.get_data(as_text=True)
+    world.client.get(f"/fhir/DocumentReference/{doc_id('a-visible')}", headers=auth(gp))
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    assert doc_id("a-visible") in text, "the patient's trace is broken"
+    for spelling in (unique_id, unique_id.upper()):
+        assert spelling not in text, "the trace names the hidden document's uniqueId"

@@ -61,6 +61,11 @@ def test_r18_a_documents_id_is_named_however_the_query_spells_it(
         ("List", [("identifier", UID)]),
         ("DocumentReference", [("related", UID)]),
         ("DocumentReference", [("relatesto:identifier", UID)]),
+        ("DocumentReference", [("identifier:text", UID)]),
+        ("DocumentReference", [("identifier", f"{UID}|")]),
+        ("DocumentReference", [("identifier", f"{UID}|decoy")]),
+        ("DocumentReference", [("identifier:of-type", f"{UID}|MR|decoy")]),
+        ("DocumentReference", [("relatesto:identifier", f"{UID}|decoy")]),
     ],
     ids=[
         "plain",
@@ -71,6 +76,11 @@ def test_r18_a_documents_id_is_named_however_the_query_spells_it(
         "list",
         "related-urn",
         "ref-identifier",
+        "text",
+        "as-a-system",
+        "as-a-system-before-a-value",
+        "as-an-of-type-system",
+        "as-a-ref-identifier-system",
     ],
 )
 def test_r18_a_documents_unique_id_is_named_however_the_query_spells_it(
