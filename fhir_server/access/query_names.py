@@ -90,8 +90,8 @@ def named_identifiers(node: Node, level: str | None, registry: SearchRegistry) -
             return named_identifiers(part, source_type, registry)
         case TokenTest(param="identifier") if level is not None and level not in LABELLED_TYPES:
             return []
-        case TokenTest(param="identifier", match=TokenMatch.TEXT, text=text):
-            return _given(text)  # `:text=`, normalized: `spellings` finds a UUID's case
+        case TokenTest(param="identifier", match=TokenMatch.TEXT, text=text, value=value):
+            return _given(value, text)  # `:text=`: as asked, and normalized
         case TokenTest(param="identifier", system=system, code=code, value=value):
             return _given(value, code, system)  # `uid|`, `uid|x`, `:of-type=uid|MR|x`
         case ReferenceTest(param=param) if not may_name_labelled(registry, level, param):
