@@ -30,8 +30,8 @@ from ihe_xds.vocabulary import NS_RIM
 _NAMES_NOTHING = frozenset({PATIENT, STATUS, CODE, TIME, OBJECT_TYPE, ASSOCIATION, METADATA_LEVEL})
 
 # The most values a request may name and still be looked up, as many as a FHIR search may
-# hold: the request is read raw, its size bounded by the body's alone, and a query naming
-# more is refused by the parser anyway (100 values a slot).
+# hold: the request is read raw, its size bounded by the body's alone (32 MB, a million
+# values), and the parser takes 100 values a slot, so a query needs no more.
 MAX_NAMED = MAX_TESTS
 
 
