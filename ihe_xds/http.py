@@ -61,7 +61,7 @@ from ihe_xds.responses import (
     retrieve_response,
 )
 from ihe_xds.soap import check_action, fault_envelope, fault_for, read_envelope, response_envelope
-from ihe_xds.stored_query.named import named_values
+from ihe_xds.stored_query.named import checkable, named_values
 from ihe_xds.transactions import SubmissionOutcome, iti18, iti41, iti43
 from ihe_xds.update_document_set import iti57
 from ihe_xds.vocabulary import ACTION_ITI18, ACTION_ITI41, ACTION_ITI43, ACTION_ITI57
@@ -255,7 +255,10 @@ def _iti18(runtime, requester: Requester, envelope, relates_to) -> Response:
     if outcome is not None:
         # The event keeps the request as asked: it carries the labels of what it names
         # (a hidden document's uniqueId), found or not, and is hidden from whom they hide it.
-        named = runtime.service.gate.entities_named_by(named_values(envelope.body))
+        # A request naming more than can be looked up keeps no request (`checkable`).
+        values = named_values(envelope.body)
+        kept = checkable(values)
+        named = runtime.service.gate.entities_named_by(values) if kept else []
         _audit(
             runtime,
             "ITI-18",
@@ -264,7 +267,7 @@ def _iti18(runtime, requester: Requester, envelope, relates_to) -> Response:
             outcome.errors,
             has_results=bool(outcome.objects),
             query_id=outcome.query_id,
-            raw_query=etree.tostring(envelope.body),
+            raw_query=etree.tostring(envelope.body) if kept else None,
             documents=named,
         )
     return _soap(answer_envelope(answer, ACTION_ITI18, relates_to))

@@ -72,7 +72,8 @@ def may_name_labelled(registry: SearchRegistry, level: str | None, param: str) -
 def named_identifiers(node: Node, level: str | None, registry: SearchRegistry) -> list[str]:
     """The value of every `identifier` criterion at a level searching a labelled type (or
     one not known), under `_has` and chains too, of any form (`system|value`, `|value`,
-    `:of-type`), and of every reference given by identifier (`:identifier`, a `urn:`): each
+    `:of-type`, `:text`) and in any part of it (its system too), and of every reference
+    given by identifier (`:identifier`, value or system, a `urn:`): each
     is searched as a document's and a List's identifier, since the event shows the value
     however it was asked. (A Patient level's, an INS in `patient.identifier=`, or a
     reference that cannot name a labelled type, `patient:identifier=`, names no document:
@@ -89,17 +90,23 @@ def named_identifiers(node: Node, level: str | None, registry: SearchRegistry) -
             return named_identifiers(part, source_type, registry)
         case TokenTest(param="identifier") if level is not None and level not in LABELLED_TYPES:
             return []
-        case TokenTest(param="identifier", match=TokenMatch.EQ, code=str() as code) if code:
-            return [code]
-        case TokenTest(param="identifier", match=TokenMatch.OF_TYPE, value=str() as value) if value:
-            return [value]
+        case TokenTest(param="identifier", match=TokenMatch.TEXT, text=text, value=value):
+            return _given(value, text)  # `:text=`: as asked, and normalized
+        case TokenTest(param="identifier", system=system, code=code, value=value):
+            return _given(value, code, system)  # `uid|`, `uid|x`, `:of-type=uid|MR|x`
         case ReferenceTest(param=param) if not may_name_labelled(registry, level, param):
             return []
-        case ReferenceTest(identifier_value=str() as value) if value:  # `param:identifier=`
-            return [value]
+        case ReferenceTest(identifier_value=value, identifier_system=system) if value or system:
+            return _given(value, system)  # `param:identifier=`, either part
         case ReferenceTest(url=str() as url) if url.lower().startswith("urn:"):
             return [url]  # `related=urn:oid:...`: an XDS uniqueId is often one
     return []
+
+
+def _given(*parts: str | None) -> list[str]:
+    """The parts of a token a query carries, each one a value the patient is shown: a
+    uniqueId given as a system (`uid|`, `uid|decoy`) or as `:text` shows all the same."""
+    return [part for part in parts if part]
 
 
 def spellings(value: str) -> list[str]:

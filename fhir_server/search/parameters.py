@@ -390,7 +390,8 @@ class _SearchParser:
             text = normalize_string(unescape(raw))
             if not text:
                 raise _invalid(key, raw, "blank text")
-            return TokenTest(param, match=TokenMatch.TEXT, text=text)
+            # `value`: the text as asked, which a search's event shows (`query_names`).
+            return TokenTest(param, match=TokenMatch.TEXT, text=text, value=unescape(raw).strip())
         parts = [unescape(p) for p in split_escaped(raw, "|")]
         if modifier == "of-type":
             if len(parts) != 3 or not parts[1] or not parts[2]:

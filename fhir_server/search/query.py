@@ -63,7 +63,8 @@ class TokenTest(Node):
     any_system=True: `code` form (system ignored). system=None and any_system=False: `|code`
     (value must have no system). code=None: `system|` (any code in that system).
     For TokenMatch.OF_TYPE: system/code are the identifier type's coding and `value` the
-    identifier value. For TokenMatch.TEXT: `text` is the normalized text.
+    identifier value. For TokenMatch.TEXT: `text` is the normalized text, and `value` the
+    text as asked (matching ignores it; what the query shows, `access.query_names`).
     """
 
     param: str

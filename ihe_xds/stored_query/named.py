@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from lxml import etree
 
+from fhir_server.search.parameters import MAX_TESTS
 from ihe_xds.stored_query.kinds import QUERIES
 from ihe_xds.stored_query.parameters import (
     ASSOCIATION,
@@ -27,6 +28,18 @@ from ihe_xds.vocabulary import NS_RIM
 # Slots of these kinds name no registry object (a patient, codes, times, statuses...): no
 # lookup for them, the values of a FindDocuments.
 _NAMES_NOTHING = frozenset({PATIENT, STATUS, CODE, TIME, OBJECT_TYPE, ASSOCIATION, METADATA_LEVEL})
+
+# The most values a request may name and still be looked up, as many as a FHIR search may
+# hold: the request is read raw, its size bounded by the body's alone (32 MB, a million
+# values), and the parser takes 100 values a slot, so a query needs no more.
+MAX_NAMED = MAX_TESTS
+
+
+def checkable(values: list[str]) -> bool:
+    """Whether the values a request names are few enough to be looked up. When they are
+    not, its event keeps the query id but not the request (fail closed: nothing it holds
+    goes unchecked into a trace)."""
+    return len(values) <= MAX_NAMED
 
 
 def named_values(body: etree._Element) -> list[str]:

@@ -414,3 +414,100 @@ def test_r14_a_hidden_document_named_after_decoys_is_not_shown_to_the_patient(wo
     assert doc_id("a-visible") in text, "the patient's trace is broken"
     assert name not in text, "the trace names the hidden document"
     assert "decoy-24" not in text  # the search's event is hidden whole
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        "identifier:text={unique_id}",
+        "identifier:text={upper}",
+        "identifier={unique_id}|",
+        "identifier={unique_id}|decoy",
+        "identifier:of-type={unique_id}|MR|decoy",
+        "relatesto:identifier={unique_id}|decoy",
+        "_has:List:item:identifier:text={unique_id}",
+    ],
+    ids=[
+        "text",
+        "text-in-capitals",
+        "as-a-system",
+        "as-a-system-before-a-value",
+        "as-an-of-type-system",
+        "as-a-reference-identifier-system",
+        "has-list-text",
+    ],
+)
+def test_r14_a_hidden_documents_unique_id_in_any_part_of_a_token_is_not_shown_to_the_patient(
+    world, criterion
+):
+    """The uniqueId of an INVISIBLE_PATIENT document in an `identifier` criterion, not as
+    its value but as its `:text`, its system (`uid|`, `uid|decoy`), an `:of-type` or a
+    reference `:identifier` system: the event keeps the query as asked, which shows the
+    uniqueId whatever part of the token it sits in; so it carries the document's labels and
+    the patient's view hides it (R14, R18)."""
+    hidden, gp = "a-invisible", world.tokens.practitioner(GP)
+    read = world.client.get(f"/fhir/DocumentReference/{doc_id(hidden)}", headers=auth(gp))
+    assert read.status_code == 200, read.get_data(as_text=True)
+    unique_id = read.get_json()["identifier"][0]["value"]
+    path = criterion.format(unique_id=unique_id, upper=unique_id.upper())
+    found = world.client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_A}&status=entered-in-error&{path}",
+        headers=auth(gp),
+    )
+    assert found.status_code == 200, found.get_data(as_text=True)
+    world.client.get(f"/fhir/DocumentReference/{doc_id('a-visible')}", headers=auth(gp))
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    assert doc_id("a-visible") in text, "the patient's trace is broken"
+    for spelling in (unique_id, unique_id.upper()):
+        assert spelling not in text, "the trace names the hidden document's uniqueId"
+
+
+def test_r18_a_stored_query_naming_more_values_than_a_search_may_hold_is_not_looked_up(
+    xds, monkeypatch
+):
+    """An ITI-18 request is read raw for the values it names (a slot the parser refuses
+    counts too), and each one was looked up: 5,000 decoys in a GetDocuments the registry
+    refuses (at most 100 values a parameter) cost 5,000 lookups, a 32 MB body over a
+    million, for one request. Past what a search may hold (`MAX_TESTS`), nothing is looked
+    up and the event keeps its query id without the request, so a hidden document's
+    uniqueId among the decoys reaches no trace unlabelled either (R14, R18: fail closed)."""
+    patient_id, nir = xds.patient(1)
+    request, response = xds.deposit(nir, masking=("INVISIBLE_PATIENT",))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (hidden,) = request.document_unique_ids.values()
+    facts = xds.runtime.service.gate.facts
+    looked_up: list[object] = []
+    search = facts.internal_search
+    monkeypatch.setattr(
+        facts, "internal_search", lambda *a, **k: looked_up.append(a) or search(*a, **k)
+    )
+    decoys = [f"1.2.250.1.999.{n}" for n in range(5000)]
+    answer = _get_documents_in_values(xds, nir, [*decoys, hidden])
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert b"RegistryError" in answer.get_data(), "the registry was meant to refuse it"
+    assert looked_up == [], f"{len(looked_up)} lookups for one refused request"
+    recorded = xds.runtime.store.history("AuditEvent", None, since=None, count=1000, cursor=None)
+    events = [entry.resource.json() for entry in recorded.entries]
+    queries = [e for e in events if "ITI-18" in json.dumps(e.get("subtype", []))]
+    assert queries, "the request's event is missing"
+    assert all(hidden not in _decoded(event) for event in queries)
+
+
+def _get_documents_in_values(xds, nir: str, unique_ids: list[str]):
+    """ITI-18 GetDocuments by uniqueId, 50 to a rim:Value, as the médecin traitant."""
+    from lxml import etree
+
+    from ihe_xds import vocabulary as v
+    from ihe_xds.stored_query import GET_DOCUMENTS
+
+    body = etree.Element(
+        f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
+    )
+    etree.SubElement(body, f"{{{v.NS_QUERY}}}ResponseOption", returnType="ObjectRef")
+    query = etree.SubElement(body, f"{{{v.NS_RIM}}}AdhocQuery", id=GET_DOCUMENTS)
+    slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name="$XDSDocumentEntryUniqueId")
+    values = etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList")
+    for start in range(0, len(unique_ids), 50):
+        listed = ", ".join(f"'{unique_id}'" for unique_id in unique_ids[start : start + 50])
+        etree.SubElement(values, f"{{{v.NS_RIM}}}Value").text = f"({listed})"
+    return xds.soap("/xds/registry", v.ACTION_ITI18, body, xds.security(XDS_GP, nir))

@@ -61,6 +61,11 @@ def test_r18_a_documents_id_is_named_however_the_query_spells_it(
         ("List", [("identifier", UID)]),
         ("DocumentReference", [("related", UID)]),
         ("DocumentReference", [("relatesto:identifier", UID)]),
+        ("DocumentReference", [("identifier:text", UID)]),
+        ("DocumentReference", [("identifier", f"{UID}|")]),
+        ("DocumentReference", [("identifier", f"{UID}|decoy")]),
+        ("DocumentReference", [("identifier:of-type", f"{UID}|MR|decoy")]),
+        ("DocumentReference", [("relatesto:identifier", f"{UID}|decoy")]),
     ],
     ids=[
         "plain",
@@ -71,6 +76,11 @@ def test_r18_a_documents_id_is_named_however_the_query_spells_it(
         "list",
         "related-urn",
         "ref-identifier",
+        "text",
+        "as-a-system",
+        "as-a-system-before-a-value",
+        "as-an-of-type-system",
+        "as-a-ref-identifier-system",
     ],
 )
 def test_r18_a_documents_unique_id_is_named_however_the_query_spells_it(
@@ -105,3 +115,16 @@ def test_spellings_add_the_lower_case_of_a_uuid_and_the_urn_of_an_oid():
     assert spellings(f"URN:UUID:{DOC.upper()}") == [f"URN:UUID:{DOC.upper()}", f"urn:uuid:{DOC}"]
     assert spellings("Not-A-Uuid") == ["Not-A-Uuid"]
     assert identifier_spellings("1.2.250.1.999.1.1.7") == ["1.2.250.1.999.1.1.7", UID]
+
+
+def test_r18_a_unique_id_in_a_text_criterion_is_named_as_asked_not_lower_cased(registry):
+    """`identifier:text=` matches on normalized (lower-case) text, but the event shows the
+    value as asked: an XDS uniqueId with an extension in capitals (`OID^AbC`) is looked up
+    as written, or a hidden document's would reach the patient's trace unlabelled."""
+    unique_id = "urn:oid:1.2.250.1.999.1.1.7^AbC-12"
+    found = named_identifiers(
+        where(registry, "DocumentReference", ("identifier:text", unique_id)),
+        "DocumentReference",
+        registry,
+    )
+    assert unique_id in found

@@ -95,7 +95,7 @@ def test_token_modifier_not_text_of_type(registry):
         )
     )
     assert where(registry, "DocumentReference", ("type:text", "Compte Rendu")) == TokenTest(
-        "type", match=TokenMatch.TEXT, text="compte rendu"
+        "type", match=TokenMatch.TEXT, text="compte rendu", value="Compte Rendu"
     )
     assert where(registry, "Patient", ("identifier:of-type", "http://t|NH|123")) == TokenTest(
         "identifier", system="http://t", code="NH", match=TokenMatch.OF_TYPE, value="123"
