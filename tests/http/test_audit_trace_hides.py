@@ -195,7 +195,8 @@ def test_r14_retrieve_of_invisible_patient_document_is_not_named_to_the_patient(
 
 
 def _get_documents(xds, nir: str, *unique_ids: str):
-    """ITI-18 GetDocuments by uniqueId, as the médecin traitant."""
+    """ITI-18 GetDocuments by uniqueId, 50 to a rim:Value (the registry takes 100), as the
+    médecin traitant."""
     from lxml import etree
 
     from ihe_xds import vocabulary as v
@@ -208,8 +209,9 @@ def _get_documents(xds, nir: str, *unique_ids: str):
     query = etree.SubElement(body, f"{{{v.NS_RIM}}}AdhocQuery", id=GET_DOCUMENTS)
     slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name="$XDSDocumentEntryUniqueId")
     values = etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList")
-    listed = ", ".join(f"'{unique_id}'" for unique_id in unique_ids)
-    etree.SubElement(values, f"{{{v.NS_RIM}}}Value").text = f"({listed})"
+    for start in range(0, len(unique_ids), 50):
+        listed = ", ".join(f"'{unique_id}'" for unique_id in unique_ids[start : start + 50])
+        etree.SubElement(values, f"{{{v.NS_RIM}}}Value").text = f"({listed})"
     return xds.soap("/xds/registry", v.ACTION_ITI18, body, xds.security(XDS_GP, nir))
 
 
@@ -482,7 +484,7 @@ def test_r18_a_stored_query_naming_more_values_than_a_search_may_hold_is_not_loo
         facts, "internal_search", lambda *a, **k: looked_up.append(a) or search(*a, **k)
     )
     decoys = [f"1.2.250.1.999.{n}" for n in range(5000)]
-    answer = _get_documents_in_values(xds, nir, [*decoys, hidden])
+    answer = _get_documents(xds, nir, *decoys, hidden)
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert b"RegistryError" in answer.get_data(), "the registry was meant to refuse it"
     assert looked_up == [], f"{len(looked_up)} lookups for one refused request"
@@ -491,23 +493,3 @@ def test_r18_a_stored_query_naming_more_values_than_a_search_may_hold_is_not_loo
     queries = [e for e in events if "ITI-18" in json.dumps(e.get("subtype", []))]
     assert queries, "the request's event is missing"
     assert all(hidden not in _decoded(event) for event in queries)
-
-
-def _get_documents_in_values(xds, nir: str, unique_ids: list[str]):
-    """ITI-18 GetDocuments by uniqueId, 50 to a rim:Value, as the médecin traitant."""
-    from lxml import etree
-
-    from ihe_xds import vocabulary as v
-    from ihe_xds.stored_query import GET_DOCUMENTS
-
-    body = etree.Element(
-        f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
-    )
-    etree.SubElement(body, f"{{{v.NS_QUERY}}}ResponseOption", returnType="ObjectRef")
-    query = etree.SubElement(body, f"{{{v.NS_RIM}}}AdhocQuery", id=GET_DOCUMENTS)
-    slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name="$XDSDocumentEntryUniqueId")
-    values = etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList")
-    for start in range(0, len(unique_ids), 50):
-        listed = ", ".join(f"'{unique_id}'" for unique_id in unique_ids[start : start + 50])
-        etree.SubElement(values, f"{{{v.NS_RIM}}}Value").text = f"({listed})"
-    return xds.soap("/xds/registry", v.ACTION_ITI18, body, xds.security(XDS_GP, nir))

@@ -77,10 +77,15 @@ class AuditHooks(ReadGate):
         as entities of its event: the event keeps the query as asked (BALP), so it carries
         their labels too, and the AuditEvent views hide it from whom those labels hide the
         resources (R14, R18; issue #18, deliverable 5)."""
-        named = [
-            *self._named_by_id(named_targets(where)),
-            *self._named_by_identifier(named_identifiers(where, resource_type, self.registry)),
-        ]
+        return self._labelled_entities(
+            [
+                *self._named_by_id(named_targets(where)),
+                *self._named_by_identifier(named_identifiers(where, resource_type, self.registry)),
+            ]
+        )
+
+    def _labelled_entities(self, named: Sequence[tuple[str, str, dict]]) -> list[DataEntity]:
+        """The resources named that carry labels, as entities of the event (role: query)."""
         entities = []
         for kind, target_id, resource in named:
             _, _, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
@@ -142,15 +147,14 @@ class AuditHooks(ReadGate):
         identifier (a uniqueId, an entryUUID) and a UUID URN's UUID as an id, as entities
         with their labels: for an XDS query's event, which keeps the request as asked
         (`ihe_xds.stored_query.named`), as a search's keeps its query."""
-        criteria: list[Node] = [
-            TokenTest("identifier", code=value, any_system=True) for value in values
-        ]
-        criteria += [
-            IdTest((value[len("urn:uuid:") :],))
+        uuids = [
+            (None, value[len("urn:uuid:") :])
             for value in values
             if value.lower().startswith("urn:uuid:")
         ]
-        return self._named_in_criteria(Or(tuple(criteria)), None) if criteria else []
+        return self._labelled_entities(
+            [*self._named_by_id(uuids), *self._named_by_identifier(values)]
+        )
 
     def after_write(
         self,
