@@ -197,6 +197,19 @@ def decode_history_cursor(cursor: str) -> object:
         raise invalid_cursor() from exc
 
 
+# What SQLite's INTEGER and BSON's int64 hold: a history cursor is the client's to send back,
+# so a number beyond them is a malformed cursor, not a query that fails (500) in the engine.
+_INT64 = range(-(2**63), 2**63)
+
+
+def history_int(value: object) -> int:
+    """`value`, a number read from a history cursor, if an engine can compare it (an
+    integer of 64 bits, not a bool); else the cursor is invalid (400)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value not in _INT64:
+        raise invalid_cursor()
+    return value
+
+
 def invalid_cursor() -> FhirError:
     return error(400, "invalid", "invalid or expired paging cursor", expression="_page")
 

@@ -44,6 +44,7 @@ from fhir_server.store.base import (
     VersionWrite,
     decode_history_cursor,
     encode_history_cursor,
+    history_int,
     invalid_cursor,
 )
 from fhir_server.store.page import SearchPage
@@ -347,9 +348,13 @@ class MongoStore:
         position: list | None = None
         if cursor is not None:
             decoded = decode_history_cursor(cursor)
-            if not (isinstance(decoded, list) and len(decoded) == 3):
+            if not (
+                isinstance(decoded, list)
+                and len(decoded) == 3
+                and all(isinstance(part, str) for part in decoded[1:])
+            ):
                 raise invalid_cursor()
-            position = decoded
+            position = [history_int(decoded[0]), *decoded[1:]]
         types = (resource_type,) if resource_type else self.resource_types
         streams = [self._history_stream(t, resource_id, since, position, count + 1) for t in types]
         merged = list(heapq.merge(*streams, key=lambda item: item[0], reverse=True))

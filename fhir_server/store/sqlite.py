@@ -41,7 +41,7 @@ from fhir_server.store.base import (
     VersionWrite,
     decode_history_cursor,
     encode_history_cursor,
-    invalid_cursor,
+    history_int,
 )
 from fhir_server.store.group_commit import GroupCommit
 from fhir_server.store.page import SearchPage
@@ -359,11 +359,8 @@ class SqliteStore:
             clauses.append("last_updated >= ?")
             params.append(since)
         if cursor is not None:
-            position = decode_history_cursor(cursor)
-            if not isinstance(position, int):
-                raise invalid_cursor()
             clauses.append("seq < ?")
-            params.append(position)
+            params.append(history_int(decode_history_cursor(cursor)))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._reader.execute(
             f"SELECT seq, method, {_ROW} FROM history {where} ORDER BY seq DESC LIMIT ?",

@@ -45,7 +45,7 @@ from fhir_server.store.base import (
     VersionWrite,
     decode_history_cursor,
     encode_history_cursor,
-    invalid_cursor,
+    history_int,
 )
 from fhir_server.store.page import SearchPage
 
@@ -279,10 +279,7 @@ class StoreWithAuditLog:
             since = -(-since // 1000) * 1000
         before: int | None = None
         if cursor is not None:
-            position = decode_history_cursor(cursor)
-            if not isinstance(position, int):
-                raise invalid_cursor()
-            before = position
+            before = history_int(decode_history_cursor(cursor))
         records = self.audit_log.newest_first(
             before=before, since=since, event_id=resource_id, limit=count + 1
         )

@@ -12,6 +12,7 @@ exactly once, even after a crash between the two commits.
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import orjson
 import pytest
 
 from fhir_server.audit.chain import GENESIS_HASH, chain_link, seal, verify_chain
+from fhir_server.errors import FhirError
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
@@ -455,3 +457,32 @@ def test_r16_an_event_removed_from_an_earlier_chain_is_not_lost_unnoticed(engine
     _store_legacy(engine, [chain[0], chain[2]])
     with pytest.raises(ValueError, match=f"AuditEvent {chain[2]['id']} .* previous"):
         engine.open(again=True)
+
+
+# -- history cursors, as a client sends them back ---------------------------------------------
+
+
+def _history_cursor(position: object) -> str:
+    """A `_cursor` as a client can write one: history cursors are not signed."""
+    return base64.urlsafe_b64encode(orjson.dumps({"after": position})).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "position",
+    [2**63, 2**64 - 1, True, [2**63, "AuditEvent", "x"], [1, 2, 3], [1.5, "Patient", "x/1"]],
+    ids=["2^63", "2^64-1", "true", "list-2^63", "list-of-numbers", "list-float"],
+)
+@pytest.mark.parametrize("resource_type", ["AuditEvent", "Patient"])
+def test_r16_a_history_cursor_no_engine_can_compare_is_refused_as_invalid(
+    engine, resource_type, position
+):
+    """`_history?_cursor=` of AuditEvents (and of resources) read its position as given: a
+    number beyond 64 bits reached SQLite (OverflowError) or BSON, a list of numbers
+    was compared with a type name, and the client got a 500 instead of the 400 an invalid
+    cursor answers."""
+    store = engine.open()
+    store.audit_log.append([audit_event("p1")])
+    with pytest.raises(FhirError) as refused:
+        store.history(resource_type, None, since=None, count=5, cursor=_history_cursor(position))
+    assert refused.value.status == 400
+    assert refused.value.message == "invalid or expired paging cursor"

@@ -17,6 +17,7 @@ import json
 import pytest
 
 from fhir_server.access.requester import INTERNAL
+from fhir_server.terminology import SYSTEM_IDNAT_PS
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_binary_ownership import parent_token, pointer
 from tests.http.test_r18_matrix import (
@@ -30,6 +31,8 @@ from tests.http.test_r18_matrix import (
     _build_world,
     binary_id,
     doc_id,
+    document,
+    logged_events,
 )
 from tests.http.test_xds_endpoints import GP as XDS_GP
 from tests.http.test_xds_endpoints import Xds
@@ -493,3 +496,31 @@ def test_r18_a_stored_query_naming_more_values_than_a_search_may_hold_is_not_loo
     queries = [e for e in events if "ITI-18" in json.dumps(e.get("subtype", []))]
     assert queries, "the request's event is missing"
     assert all(hidden not in _decoded(event) for event in queries)
+
+
+def test_r14_the_deletion_of_an_invisible_patient_document_is_not_shown_to_the_patient(world):
+    """A delete's AuditEvent took its labels from the tombstone the delete stores, which has
+    none: when the author deleted an INVISIBLE_PATIENT document, the patient's trace showed
+    an unlabelled delete event naming it, and the patient learned the id of a document
+    hidden from them. The event carries the labels of the version deleted, so it is hidden
+    from whom that document was hidden from."""
+    deleted = "0b0b0b0b-0000-4000-8000-000000000777"
+    resource = document("a-invisible")
+    resource["author"] = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": GP}}]
+    resource.pop("relatesTo", None)
+    world.service.update(INTERNAL, "DocumentReference", deleted, {**resource, "id": deleted})
+    gp, patient = world.tokens.practitioner(GP), world.tokens.patient(PATIENT_A)
+    answer = world.client.delete(f"/fhir/DocumentReference/{deleted}", headers=auth(gp))
+    assert answer.status_code == 204, answer.get_data(as_text=True)
+    assert world.get(gp, f"/fhir/DocumentReference/{deleted}").status_code == 410
+    # The control: the deletion is traced, with the document's label.
+    (event,) = [
+        e
+        for e in logged_events(world)
+        if e["action"] == "D" and deleted in json.dumps(e.get("entity"))
+    ]
+    assert {c["code"] for c in event["meta"].get("security", [])} == {"INVISIBLE_PATIENT"}
+    world.get(gp, f"/fhir/DocumentReference/{doc_id('a-visible')}")
+    text, _ = trace(world, patient, PATIENT_A)
+    assert doc_id("a-visible") in text, "the trace does not show what it should"
+    assert deleted not in text, "the patient's trace names the deleted hidden document"

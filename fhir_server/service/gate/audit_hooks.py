@@ -10,6 +10,7 @@ cached facts it changed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import orjson
@@ -25,7 +26,7 @@ from fhir_server.access.query_names import (
     spellings,
 )
 from fhir_server.access.requester import INTERNAL, ActorKind, Requester
-from fhir_server.audit.balp import ROLE_QUERY, DataEntity
+from fhir_server.audit.balp import ROLE_QUERY, DataEntity, security_labels_of
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.query import (
     IdTest,
@@ -225,11 +226,16 @@ def _parsed(rows: Sequence[tuple[str, str, bytes]]) -> list[tuple[str, str, dict
 
 
 def _write_audit_subject(stored: StoredResource, resource) -> tuple[list[str], DataEntity]:
-    """The patients a write concerns and the entity its AuditEvent names."""
+    """The patients a write concerns and the entity its AuditEvent names. A delete stores a
+    tombstone, which has no labels: its event carries those of the version deleted
+    (`resource`), so that it is hidden from whom the resource was (R14, R18)."""
     patients = sorted(compartment_of(resource)) if resource else []
     if stored.resource_type == "Patient":
         patients = [stored.id]
-    return patients, DataEntity.from_resource(stored.json())
+    entity = DataEntity.from_resource(stored.json())
+    if stored.deleted and resource:
+        entity = replace(entity, security_labels=security_labels_of(resource))
+    return patients, entity
 
 
 def _record_patients(stored: StoredResource, resource) -> set[str]:
