@@ -225,6 +225,13 @@ def security_labels_of(resource: Mapping) -> tuple[Mapping[str, str], ...]:
     return tuple(_unique_codings(labels))
 
 
+def security_labels_of_all(resources: Iterable[Mapping]) -> tuple[Mapping[str, str], ...]:
+    """The labels of several resources (`security_labels_of`), each once, in order."""
+    return tuple(
+        _unique_codings(label for resource in resources for label in security_labels_of(resource))
+    )
+
+
 @dataclass(frozen=True)
 class DataEntity:
     """A resource (or XDS object) an interaction touched: BALP's ``entity[data]``.

@@ -385,7 +385,7 @@ class BundleProcessor:
         try:
             conditional = any(entry.condition is not None for entry in ordered)
             with (
-                ownership.deposit(deposited),
+                ownership.deposit(deposited, ownership.bundle_documents(entries)),
                 in_transaction(superseded, binaries),
                 self.service._transaction(replay=conditional) as tx,
             ):

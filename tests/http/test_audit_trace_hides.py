@@ -17,9 +17,9 @@ import json
 import pytest
 
 from fhir_server.access.requester import INTERNAL
-from fhir_server.terminology import SYSTEM_IDNAT_PS
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_IDNAT_PS
 from tests.http.conftest import FHIR_JSON, auth
-from tests.http.test_binary_ownership import parent_token, pointer
+from tests.http.test_binary_ownership import deposit_bundle, locations, parent_token, pointer
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     BLOCKED,
@@ -524,3 +524,66 @@ def test_r14_the_deletion_of_an_invisible_patient_document_is_not_shown_to_the_p
     text, _ = trace(world, patient, PATIENT_A)
     assert doc_id("a-visible") in text, "the trace does not show what it should"
     assert deleted not in text, "the patient's trace names the deleted hidden document"
+
+
+def _deposited(world: World, patient_id: str, *, binary_first: bool, label: str | None = None):
+    """Type -> id of a document and its Binary the GP deposits in one transaction."""
+    labelled = (
+        {"meta": {"security": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": label}]}}
+        if label
+        else {}
+    )
+    response = world.client.post(
+        "/fhir",
+        data=json.dumps(deposit_bundle(patient_id, binary_first=binary_first, **labelled)),
+        headers=auth(world.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return locations(response)
+
+
+def _create_event_of(world: World, reference: str) -> dict:
+    (event,) = [
+        e
+        for e in logged_events(world)
+        if e["action"] == "C"
+        and any(
+            (x.get("what") or {}).get("reference", "").startswith(reference) for x in e["entity"]
+        )
+    ]
+    return event
+
+
+@pytest.mark.parametrize("binary_first", [False, True], ids=["document-first", "binary-first"])
+def test_r16_a_deposited_binarys_create_is_in_its_documents_patients_trail(world, binary_first):
+    """A Binary deposited with its document (a transaction, an ITI-65) is that document's
+    content: its create is an access to the patient's record, in the patient's trail, as
+    its reads are. Its event named no patient, so the record's trail missed it, whichever
+    order the Bundle listed the two in (R16: one event per patient concerned)."""
+    created = _deposited(world, PATIENT_A, binary_first=binary_first)
+    event = _create_event_of(world, f"Binary/{created['Binary']}")
+    patients = [
+        (x.get("what") or {}).get("reference")
+        for x in event["entity"]
+        if (x.get("role") or {}).get("code") == "1"
+    ]
+    assert patients == [f"Patient/{PATIENT_A}"]
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    assert created["Binary"] in text, "the patient's trail misses the Binary's deposit"
+
+
+@pytest.mark.parametrize("binary_first", [False, True], ids=["document-first", "binary-first"])
+def test_r14_the_binary_of_an_invisible_patient_deposit_is_not_shown_to_the_patient(
+    world, binary_first
+):
+    """The Binary's create event, now in the patient's record, carries its document's
+    INVISIBLE_PATIENT label, as the Binary's reads do: the patient's trail names neither
+    the document nor its content."""
+    created = _deposited(world, PATIENT_A, binary_first=binary_first, label="INVISIBLE_PATIENT")
+    event = _create_event_of(world, f"Binary/{created['Binary']}")
+    assert {c["code"] for c in event["meta"].get("security", [])} >= {"INVISIBLE_PATIENT"}
+    world.get(world.tokens.practitioner(GP), f"/fhir/DocumentReference/{doc_id('a-visible')}")
+    text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
+    assert doc_id("a-visible") in text, "the trace does not show what it should"
+    assert created["Binary"] not in text
+    assert created["DocumentReference"] not in text

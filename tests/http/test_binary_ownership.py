@@ -258,8 +258,16 @@ def test_r15_two_step_deposit_claims_the_unowned_binary(world):
     assert_binary_hidden(world, patient, new_binary)
 
 
-def _iti65(patient_id: str, security_context: dict | None = None) -> dict:
-    """A minimal transaction of a Binary and the DocumentReference it is the content of."""
+def deposit_bundle(
+    patient_id: str,
+    security_context: dict | None = None,
+    *,
+    binary_first: bool = False,
+    **document_extra,
+) -> dict:
+    """A minimal transaction of a Binary and the DocumentReference it is the content of (by
+    the GP), the document listed first unless `binary_first`; `document_extra`: more
+    elements of the document (its `meta`, say)."""
     binary: dict = {
         "resourceType": "Binary",
         "contentType": "application/pdf",
@@ -267,27 +275,31 @@ def _iti65(patient_id: str, security_context: dict | None = None) -> dict:
     }
     if security_context is not None:
         binary["securityContext"] = security_context
-    document = pointer(patient_id, "x", author=practitioner_author(GP), content=PDF)
+    document = pointer(
+        patient_id, "x", author=practitioner_author(GP), content=PDF, **document_extra
+    )
     document["content"][0]["attachment"]["url"] = "urn:uuid:5b0c4b8a-0000-4000-8000-0000000000b1"
+    entries = [
+        {
+            "fullUrl": "urn:uuid:5b0c4b8a-0000-4000-8000-0000000000d1",
+            "resource": document,
+            "request": {"method": "POST", "url": "DocumentReference"},
+        },
+        {
+            "fullUrl": "urn:uuid:5b0c4b8a-0000-4000-8000-0000000000b1",
+            "resource": binary,
+            "request": {"method": "POST", "url": "Binary"},
+        },
+    ]
     return {
         "resourceType": "Bundle",
         "type": "transaction",
-        "entry": [
-            {
-                "fullUrl": "urn:uuid:5b0c4b8a-0000-4000-8000-0000000000d1",
-                "resource": document,
-                "request": {"method": "POST", "url": "DocumentReference"},
-            },
-            {
-                "fullUrl": "urn:uuid:5b0c4b8a-0000-4000-8000-0000000000b1",
-                "resource": binary,
-                "request": {"method": "POST", "url": "Binary"},
-            },
-        ],
+        "entry": entries[::-1] if binary_first else entries,
     }
 
 
-def _locations(response) -> dict[str, str]:
+def locations(response) -> dict[str, str]:
+    """Type -> id of what a transaction's answer says it created."""
     found = {}
     for entry in response.get_json()["entry"]:
         kind, resource_id = entry["response"]["location"].split("/")[:2]
@@ -300,11 +312,11 @@ def test_r14_transaction_sets_the_binary_owner_to_its_document(world):
     document as the Binary's owner, whatever their order in the Bundle."""
     response = world.client.post(
         "/fhir",
-        data=json.dumps(_iti65(PATIENT_A)),
+        data=json.dumps(deposit_bundle(PATIENT_A)),
         headers=auth(world.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
     )
     assert response.status_code == 200, response.get_data(as_text=True)
-    found = _locations(response)
+    found = locations(response)
     stored = world.service.read(INTERNAL, "Binary", found["Binary"]).json()
     assert stored["securityContext"] == {
         "reference": f"DocumentReference/{found['DocumentReference']}"
@@ -313,7 +325,7 @@ def test_r14_transaction_sets_the_binary_owner_to_its_document(world):
 
 def test_r14_transaction_binary_claiming_another_owner_is_refused(world):
     """A client-set securityContext naming another resource than the Binary's document: 422."""
-    bundle = _iti65(PATIENT_A, {"reference": f"DocumentReference/{doc_id('a-invisible')}"})
+    bundle = deposit_bundle(PATIENT_A, {"reference": f"DocumentReference/{doc_id('a-invisible')}"})
     response = world.client.post(
         "/fhir",
         data=json.dumps(bundle),

@@ -17,6 +17,7 @@ import orjson
 
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.decision import Permit
+from fhir_server.access.ownership import owner_id
 from fhir_server.access.query_names import (
     IDENTIFIED_TYPES,
     LABELLED_TYPES,
@@ -26,7 +27,7 @@ from fhir_server.access.query_names import (
     spellings,
 )
 from fhir_server.access.requester import INTERNAL, ActorKind, Requester
-from fhir_server.audit.balp import ROLE_QUERY, DataEntity, security_labels_of
+from fhir_server.audit.balp import ROLE_QUERY, DataEntity, security_labels_of_all
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.query import (
     IdTest,
@@ -36,6 +37,7 @@ from fhir_server.search.query import (
 )
 from fhir_server.service.context import forget_request_facts
 from fhir_server.service.gate.reads import ReadGate
+from fhir_server.service.ownership import deposited_document
 from fhir_server.service.prepared import PreparedEvents
 
 if TYPE_CHECKING:
@@ -180,7 +182,9 @@ class AuditHooks(ReadGate):
         notes = permit.notes
         if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
             return
-        patients, entity = _write_audit_subject(stored, resource)
+        patients, entity = _write_audit_subject(
+            stored, resource, self._owner_documents(tx, stored, resource)
+        )
         intents = self.audit.notifier.for_write(
             requester,
             notes,
@@ -217,24 +221,53 @@ class AuditHooks(ReadGate):
             or self.audit.writes_summarized()
         ):
             return None
-        patients, entity = _write_audit_subject(stored, resource)
+        patients, entity = _write_audit_subject(
+            stored, resource, self._owner_documents(None, stored, resource)
+        )
         return self.audit.prepare_access(requester, interaction, patients, [entity])
+
+    def _owner_documents(self, tx, stored: StoredResource, resource) -> list[dict]:
+        """The document a Binary's write is audited under, as its reads are (R16: the event
+        is in that patient's trail; R14, R18: it carries the document's labels, so it is
+        hidden from whom the document is): its owner, as the Bundle depositing both writes
+        it, else as stored (in the write's transaction, `tx`, when there is one). None for
+        another type, or for a Binary no document owns yet (posted on its own, it is
+        nobody's until a document claims it)."""
+        owner = owner_id(resource) if stored.resource_type == "Binary" and resource else None
+        if owner is None:
+            return []
+        document = deposited_document(owner)
+        if document is None:
+            found = (
+                tx.read("DocumentReference", owner)
+                if tx is not None
+                else self.facts.current("DocumentReference", owner)
+            )
+            document = None if found is None or found.deleted else found.json()
+        return [document] if document is not None else []
 
 
 def _parsed(rows: Sequence[tuple[str, str, bytes]]) -> list[tuple[str, str, dict]]:
     return [(kind, resource_id, orjson.loads(body)) for kind, resource_id, body in rows]
 
 
-def _write_audit_subject(stored: StoredResource, resource) -> tuple[list[str], DataEntity]:
+def _write_audit_subject(
+    stored: StoredResource, resource, owners: Sequence[dict] = ()
+) -> tuple[list[str], DataEntity]:
     """The patients a write concerns and the entity its AuditEvent names. A delete stores a
     tombstone, which has no labels: its event carries those of the version deleted
-    (`resource`), so that it is hidden from whom the resource was (R14, R18)."""
+    (`resource`), so that it is hidden from whom the resource was (R14, R18). A Binary's
+    write concerns its owner document's patients and carries that document's labels too
+    (`owners`, see `AuditHooks._owner_documents`)."""
     patients = sorted(compartment_of(resource)) if resource else []
     if stored.resource_type == "Patient":
         patients = [stored.id]
+    if owners:
+        patients = sorted({patient for owner in owners for patient in compartment_of(owner)})
     entity = DataEntity.from_resource(stored.json())
-    if stored.deleted and resource:
-        entity = replace(entity, security_labels=security_labels_of(resource))
+    if (stored.deleted and resource) or owners:
+        labelled = [resource, *owners] if resource else [*owners]
+        entity = replace(entity, security_labels=security_labels_of_all(labelled))
     return patients, entity
 
 
