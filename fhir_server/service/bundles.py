@@ -32,7 +32,7 @@ from fhir_server.mhd.errors import with_xds_code
 from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
 from fhir_server.resources.json_values import copy_json
 from fhir_server.search.extract import PreparedEntries, prepare
-from fhir_server.service import audit_event_writes, ownership, versions
+from fhir_server.service import audit_event_writes, deposit, ownership, versions
 from fhir_server.service.core import (
     Condition,
     FhirService,
@@ -385,7 +385,7 @@ class BundleProcessor:
         try:
             conditional = any(entry.condition is not None for entry in ordered)
             with (
-                ownership.deposit(deposited, ownership.bundle_documents(entries)),
+                deposit.deposit(deposited, deposit.bundle_documents(entries)),
                 in_transaction(superseded, binaries),
                 self.service._transaction(replay=conditional) as tx,
             ):

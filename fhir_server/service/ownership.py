@@ -23,10 +23,6 @@ The server's own writes (INTERNAL: loading, seeding) are never refused, but stil
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.access.decision import Permit
@@ -42,17 +38,11 @@ from fhir_server.access.ownership import (
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.errors import FhirError, error
 from fhir_server.search.query import UriTest
+from fhir_server.service.deposit import deposited_binaries
 from fhir_server.store.base import StoredResource, StoreTransaction
 
 if TYPE_CHECKING:
     from fhir_server.service.gate import Gate
-
-# The ids of the Binaries the transaction being stored deposits with a document of its own.
-_deposit: ContextVar[frozenset[str]] = ContextVar("binary_deposit", default=frozenset())
-# The DocumentReferences that transaction writes, by id (the owners of those Binaries).
-_deposit_documents: ContextVar[Mapping[str, dict]] = ContextVar(
-    "deposit_documents", default=MappingProxyType({})
-)
 
 RULE = "ownership"  # refusals by invariant 8 (docs/architecture.md), not by a numbered rule
 MSG_POINTER = (
@@ -116,39 +106,6 @@ def assign_in_bundle(entries: list[Any], requester: Requester) -> tuple[frozense
     return frozenset(naming), changed
 
 
-def bundle_documents(entries: list[Any]) -> dict[str, dict]:
-    """The DocumentReferences a transaction creates or updates, by their final id."""
-    return {
-        str(entry.resource["id"]): entry.resource
-        for entry in entries
-        if entry.method in ("POST", "PUT")
-        and isinstance(entry.resource, dict)
-        and entry.resource.get("resourceType") == "DocumentReference"
-        and entry.resource.get("id")
-    }
-
-
-@contextmanager
-def deposit(
-    binary_ids: frozenset[str], documents: Mapping[str, dict] = MappingProxyType({})
-) -> Iterator[None]:
-    """Within the block, `binary_ids` are Binaries of the deposit being stored, and
-    `documents` the DocumentReferences it writes (`bundle_documents`)."""
-    tokens = (_deposit.set(binary_ids), _deposit_documents.set(documents))
-    try:
-        yield
-    finally:
-        _deposit.reset(tokens[0])
-        _deposit_documents.reset(tokens[1])
-
-
-def deposited_document(document_id: str) -> dict | None:
-    """The DocumentReference `document_id` as the transaction being stored writes it, if it
-    writes it: a Binary's write is audited under its owner before the store holds it, when
-    the Bundle lists the Binary first."""
-    return _deposit_documents.get().get(document_id)
-
-
 class BinaryOwnership:
     """The write-time checks, with the gate's facts (stored Binaries, read decisions)."""
 
@@ -193,7 +150,7 @@ class BinaryOwnership:
             return
         if (
             has_owner(binary)
-            and binary_id not in _deposit.get()
+            and binary_id not in deposited_binaries()
             and requester.kind is not ActorKind.INTERNAL
         ):
             raise _unprocessable(MSG_OWNER_SET.format(where=SECURITY_CONTEXT), SECURITY_CONTEXT)
@@ -209,7 +166,7 @@ class BinaryOwnership:
         document_id: str,
     ) -> list[StoredResource]:
         claims: list[StoredResource] = []
-        deposited = _deposit.get()
+        deposited = deposited_binaries()
         for position, binary_id in named_binaries(document):
             if binary_id in deposited:
                 continue

@@ -36,8 +36,8 @@ from fhir_server.search.query import (
     TokenTest,
 )
 from fhir_server.service.context import forget_request_facts
+from fhir_server.service.deposit import deposited_document
 from fhir_server.service.gate.reads import ReadGate
-from fhir_server.service.ownership import deposited_document
 from fhir_server.service.prepared import PreparedEvents
 
 if TYPE_CHECKING:
