@@ -40,6 +40,7 @@ from fhir_server.errors import FhirError, Issue
 from fhir_server.mhd.errors import xds_issue
 from fhir_server.search.query import SearchQuery, TokenTest
 from fhir_server.service import unique_ids
+from fhir_server.service.context import bound
 from ihe_xds.errors import (
     XDS_PATIENT_ID_DOES_NOT_MATCH,
     XDS_REGISTRY_DEPRECATED_DOCUMENT_ERROR,
@@ -61,12 +62,8 @@ _binaries: ContextVar[dict[str, dict]] = ContextVar("transaction_binaries", defa
 def in_transaction(superseded: frozenset[str], binaries: dict[str, dict]) -> Iterator[None]:
     """Within the block, `superseded` are the ids of the documents the transaction being
     written supersedes, and `binaries` its Binaries by id."""
-    tokens = (_superseding.set(superseded), _binaries.set(binaries))
-    try:
+    with bound((_superseding, superseded), (_binaries, binaries)):
         yield
-    finally:
-        _superseding.reset(tokens[0])
-        _binaries.reset(tokens[1])
 
 
 def local_patient(resource: dict) -> str | None:

@@ -49,3 +49,15 @@ def facts_scope() -> Iterator[None]:
         yield
     finally:
         current_request.reset(token)
+
+
+@contextmanager
+def bound(*values: tuple[ContextVar, object]) -> Iterator[None]:
+    """Within the block, each (variable, value) pair holds: what a transaction being
+    written tells the checks it runs (`service.deposit`, `documents.registry`)."""
+    tokens = [(variable, variable.set(value)) for variable, value in values]
+    try:
+        yield
+    finally:
+        for variable, token in reversed(tokens):
+            variable.reset(token)

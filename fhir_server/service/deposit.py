@@ -15,6 +15,8 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
 
+from fhir_server.service.context import bound
+
 # The ids of the Binaries the transaction being stored deposits with a document of its own.
 _deposit: ContextVar[frozenset[str]] = ContextVar("binary_deposit", default=frozenset())
 # The DocumentReferences that transaction writes, by id (the owners of those Binaries).
@@ -41,12 +43,8 @@ def deposit(
 ) -> Iterator[None]:
     """Within the block, `binary_ids` are Binaries of the deposit being stored, and
     `documents` the DocumentReferences it writes (`bundle_documents`)."""
-    tokens = (_deposit.set(binary_ids), _deposit_documents.set(documents))
-    try:
+    with bound((_deposit, binary_ids), (_deposit_documents, documents)):
         yield
-    finally:
-        _deposit.reset(tokens[0])
-        _deposit_documents.reset(tokens[1])
 
 
 def deposited_document(document_id: str) -> dict | None:
