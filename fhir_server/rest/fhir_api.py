@@ -45,8 +45,17 @@ def _arg(name: str) -> str | None:
     return args.get(name) if args else None
 
 
+@api.before_request
+def _negotiate_first() -> None:
+    """The answer's format, settled before the interaction: a `_format` or `_pretty` the
+    server cannot honour is refused before anything is stored, read or audited (a create
+    asked with an unknown `_format` was stored, then answered 406; a read's event kept the
+    value, whatever it named, in the patient's trace)."""
+    g.negotiated = negotiate(_arg("_format"), request.headers.get("Accept"), _arg("_pretty"))
+
+
 def _negotiated():
-    return negotiate(_arg("_format"), request.headers.get("Accept"), _arg("_pretty"))
+    return g.negotiated
 
 
 def _respond(body: bytes | dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -462,6 +471,7 @@ def _search(resource_type: str | None, path: str) -> Response:
 
 def _history(resource_type: str | None, resource_id: str | None, path: str) -> Response:
     rt = runtime()
+    _refuse_unknown_history_parameters()
     since = request.args.get("_since")
     count = request.args.get("_count", "20")
     if not is_whole_number(count):
@@ -482,6 +492,23 @@ def _history(resource_type: str | None, resource_id: str | None, path: str) -> R
         page, base=rt.base_url, path=path, params=params, now_us=versions.now_us()
     )
     return _respond(orjson.dumps(bundle))
+
+
+# What a history interaction understands (http.html#history): `_at` and `_list` are not
+# supported, and are refused like any other parameter it does not know.
+_HISTORY_PARAMS = frozenset({"_count", "_since", "_cursor", *_RESULT_PARAMS})
+
+
+def _refuse_unknown_history_parameters() -> None:
+    """400 for a parameter a history does not understand, as a search's is, unless the
+    client asked for lenient handling: ignored silently, `_at` or `_list` answered a history
+    other than the one asked, and the request, audited as asked, carried whatever value the
+    parameter held into the patient's trace."""
+    if _lenient():
+        return
+    for name, value in request.args.items(multi=True):
+        if name not in _HISTORY_PARAMS and value != "":
+            raise bad_request(f"Unknown or unsupported history parameter '{name}'", name)
 
 
 __all__ = ["api"]

@@ -52,7 +52,10 @@ def normalize_mime(value: str | None) -> str | None:
 
 @lru_cache(maxsize=256)  # few distinct (_format, Accept, _pretty) triples; errors not cached
 def negotiate(format_param: str | None, accept: str | None, pretty_param: str | None) -> Negotiated:
-    """`_format` wins over Accept; JSON when neither names a FHIR format."""
+    """`_format` wins over Accept; JSON when neither names a FHIR format. `_pretty` is true
+    or false (search.html#pretty); anything else is refused, not read as false."""
+    if pretty_param not in (None, "", "true", "false"):
+        raise error(400, "invalid", f"_pretty '{pretty_param}' is not true or false", "_pretty")
     pretty = pretty_param == "true"
     if format_param:
         mime = normalize_mime(format_param)

@@ -587,3 +587,30 @@ def test_r14_the_binary_of_an_invisible_patient_deposit_is_not_shown_to_the_pati
     assert doc_id("a-visible") in text, "the trace does not show what it should"
     assert created["Binary"] not in text
     assert created["DocumentReference"] not in text
+
+
+@pytest.mark.parametrize(
+    "request_url",
+    [
+        "/fhir/DocumentReference/{visible}/_history?x={hidden}",
+        "/fhir/DocumentReference?patient={patient}&_pretty={hidden}",
+        "/fhir/DocumentReference?patient={patient}&_format={hidden}",
+    ],
+    ids=["history-unknown-parameter", "_pretty", "_format"],
+)
+def test_r14_a_hidden_documents_id_in_a_value_that_is_no_criterion_is_not_shown_to_the_patient(
+    world, request_url
+):
+    """A search or history event keeps its request as asked. A value the interaction did not
+    read (an instance history's unknown parameter, ignored; a `_pretty` or `_format` checked
+    only once the answer was made) went into the patient's trace as the professional wrote
+    it, so a hidden document's id the GP put there reached the patient. Such a request is
+    now refused before the interaction, like a search's unknown parameter."""
+    hidden = doc_id("a-invisible")
+    gp, patient = world.tokens.practitioner(GP), world.tokens.patient(PATIENT_A)
+    url = request_url.format(visible=doc_id("a-visible"), patient=PATIENT_A, hidden=hidden)
+    assert world.get(gp, url).status_code in (400, 406)
+    world.get(gp, f"/fhir/DocumentReference/{doc_id('a-visible')}")
+    text, _ = trace(world, patient, PATIENT_A)
+    assert doc_id("a-visible") in text, "the trace does not show what it should"
+    assert hidden not in text

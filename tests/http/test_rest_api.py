@@ -440,3 +440,46 @@ def test_r10_a_search_inside_a_batch_is_refused_like_a_search(client, tokens):
     entry = response.get_json()["entry"][0]
     assert entry["response"]["status"] == "403"
     assert "resource" not in entry
+
+
+def _patients_with_ins(client, token, ins: str) -> int:
+    found = client.get(
+        f"/fhir/Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|{ins}", headers=auth(token)
+    )
+    assert found.status_code == 200, found.get_data(as_text=True)
+    return len(found.get_json().get("entry", []))
+
+
+def test_a_create_asked_in_a_format_the_server_cannot_give_stores_nothing(client, tokens):
+    """http.html#mime-type: a `_format` the server cannot answer in is a 406, and a `_pretty`
+    other than true or false a 400; both are settled before the interaction, so the client
+    told its create failed finds nothing stored (it was stored, then answered 406)."""
+    token = tokens.system()
+    for query, status in (("_format=text/csv", 406), ("_pretty=yes", 400)):
+        patient = a_patient()
+        response = client.post(
+            f"/fhir/Patient?{query}",
+            data=json.dumps(patient),
+            headers=auth(token, **{"Content-Type": FHIR_JSON}),
+        )
+        assert response.status_code == status, response.get_data(as_text=True)
+        assert response.get_json()["resourceType"] == "OperationOutcome"
+        assert _patients_with_ins(client, token, patient["identifier"][0]["value"]) == 0
+
+
+def test_history_refuses_a_parameter_it_does_not_understand(client, tokens):
+    """http.html#history: a history understands `_count`, `_since` (and the server's paging
+    cursor); `_at` and `_list` are not supported. Like a search's, an unknown parameter is a
+    400 naming it, not silently ignored (an `_at` answered with the whole history), unless
+    the client asks for lenient handling."""
+    created = _create(client, tokens.system(), a_patient()).get_json()
+    token = tokens.patient(created["id"])
+    url = f"/fhir/Patient/{created['id']}/_history"
+    assert client.get(f"{url}?_count=5", headers=auth(token)).status_code == 200
+    for name in ("_at", "_list", "unknown"):
+        refused = client.get(f"{url}?{name}=2020", headers=auth(token))
+        assert refused.status_code == 400, refused.get_data(as_text=True)
+        assert refused.get_json()["issue"][0]["expression"] == [name]
+    lenient = client.get(f"{url}?unknown=2020", headers=auth(token, Prefer="handling=lenient"))
+    assert lenient.status_code == 200
+    assert len(lenient.get_json()["entry"]) == 1
