@@ -322,3 +322,22 @@ def test_r16_practitioner_refusal_conforms_to_authz_consent(who, consents):
     entities (its closed slicing); the X-Request-Id travels as an extension."""
     (event,) = refusal(REQUESTERS[who], consent_references=consents)
     assert_conforms(event, AUTHZ_CONSENT)
+
+
+@pytest.mark.parametrize("who", ["patient", "representative", "system", "no-organization"])
+def test_r16_refusal_without_organization_does_not_claim_authz_consent(who):
+    """AuthZconsent requires agent[user] 1..1 and agent[userorg] 1..1; a patient, a
+    representative or a system has no organization agent (nor a system a user), so their
+    refusal keeps the shape but claims no profile it cannot meet (balp.py: a profile is
+    claimed only when the event conforms)."""
+    requester = (
+        Requester(**(_DOCTOR | {"organization_id": None, "organization_name": None}))
+        if who == "no-organization"
+        else REQUESTERS[who]
+    )
+    (event,) = refusal(requester)
+    AuditEvent.model_validate(event)
+    assert claimed(event) == []
+    assert "AuditEvent.agent:userorg" in {
+        i.element_id for i in PROFILES.validate(event, AUTHZ_CONSENT)
+    }
