@@ -52,6 +52,9 @@ Decisions taken here (BALP leaves them open):
 - ``meta.profile`` names the BALP profile only when the event conforms to it (those profiles fix
   outcome to success); failed interactions keep the same shape with outcome 4/8 and
   ``outcomeDesc``, as BALP's notes suggest, without claiming the profile.
+  A refusal claims AuthZconsent only when a practitioner and their organization asked: the
+  profile requires both agents (a patient, a representative or a system has no
+  organization).
 - Each event gets a random UUID ``id`` so that it can be sealed in the hash chain before it is
   stored.
 
@@ -475,7 +478,10 @@ def build_refusal_events(
             "resourceType": "AuditEvent",
             "id": _new_id(),
             "meta": _meta(
-                BALP_PROFILE_BASE + "IHE.BasicAudit.AuthZconsent",
+                # AuthZconsent requires the user and their organization (agent[user] 1..1,
+                # agent[userorg] 1..1): a patient, a representative or a system has no
+                # organization agent, so their refusals keep the shape without the claim.
+                BALP_PROFILE_BASE + "IHE.BasicAudit.AuthZconsent" if user and org else None,
                 _unique_codings(security_labels),
             ),
             "type": _coding(SYSTEM_DCM, "110113", "Security Alert"),
@@ -496,7 +502,7 @@ def build_refusal_events(
         }
         if request_id:
             event["extension"] = [{"url": EXT_REQUEST_ID, "valueString": request_id}]
-        events.append(event)
+        events.append(_drop_empty_meta(event))
     return events
 
 
