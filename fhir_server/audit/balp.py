@@ -54,7 +54,10 @@ Decisions taken here (BALP leaves them open):
   ``outcomeDesc``, as BALP's notes suggest, without claiming the profile.
   A refusal claims AuthZconsent only when a practitioner and their organization asked: the
   profile requires both agents (a patient, a representative or a system has no
-  organization).
+  organization). A search's event claims PatientQuery or Query only when it lists no
+  result: those profiles record none (their entities are sliced on type alone, and every
+  System Object is the query), while the DMP names every match and included resource, and
+  the labelled resources the criteria name (R16, R18).
 - Each event gets a random UUID ``id`` so that it can be sealed in the hash chain before it is
   stored.
 
@@ -361,9 +364,11 @@ def build_audit_events(
             "resourceType": "AuditEvent",
             "id": _new_id(),
             "meta": _meta(
-                # BALP's Query profiles require the raw request (entity[query].query 1..1).
+                # BALP's Query profiles require the raw request (entity[query].query 1..1)
+                # and record no results: a search's event naming its matches (R16) keeps
+                # their shape without claiming them.
                 _profile(shape, interaction, outcome, patient_id is not None)
-                if shape != "query" or raw_query
+                if shape != "query" or (raw_query and not mine)
                 else None,
                 _unique_codings(c for e in mine for c in e.security_labels),
             ),
