@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import re
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,9 +105,8 @@ def resource_collections(db: Any) -> list[str]:
 class Compiler:
     """Compiles query nodes for one database; Chain/Has run their id subqueries on it."""
 
-    def __init__(self, db: Any, now_us: int | None = None) -> None:
+    def __init__(self, db: Any) -> None:
         self.db = db
-        self.now_us = time.time_ns() // 1000 if now_us is None else now_us
 
     def filter(self, node: Node, rtype: str) -> Filter:
         """The filter matching the `rtype` documents `node` matches (deleted ones aside)."""
@@ -136,7 +134,7 @@ class Compiler:
                     cond = _starts_with("n", value)
                 return _elem("str", param, [cond])
             case DateTest(param=param, prefix=prefix, low=low, high=high):
-                pred = prefix_predicate(prefix, low, high, now_us=self.now_us)
+                pred = prefix_predicate(prefix, low, high)
                 if param == LAST_UPDATED:
                     return _render(pred, "lu", "lu", _same)
                 return _elem("dt", param, [_render(pred, "lo", "hi", _same)])

@@ -2,14 +2,13 @@
 
 SQLite and MongoDB have to give the same answers, so everything that decides *what* matches
 or *how* values order lives here once: an order-preserving text form of decimals, a
-reversed-order form of sort keys (MongoDB), FHIR prefix semantics as range predicates, the
-`ap` tolerance, and string/URI prefix helpers. The engines only render these into SQL or a
+reversed-order form of sort keys (MongoDB), FHIR prefix semantics as range predicates (the
+`ap` tolerance is the parser's: `search.parameters`), and string/URI prefix helpers. The engines only render these into SQL or a
 filter document.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -115,21 +114,17 @@ class AnyOf:
 
 Pred = Cmp | AllOf | AnyOf
 
-AP_FRACTION = Decimal("0.1")
 
-
-def prefix_predicate(
-    prefix: Prefix, low: int | Decimal, high: int | Decimal, *, now_us: int | None = None
-) -> Pred:
+def prefix_predicate(prefix: Prefix, low: int | Decimal, high: int | Decimal) -> Pred:
     """FHIR R4 search prefixes (search.html#prefix) over ranges.
 
-    [low, high] is the search value's precision range, [tl, th] a stored entry's range:
-    eq: tl >= low and th <= high (the search range contains the target range);
+    [low, high] is the search value's range as the parser made it, [tl, th] a stored entry's
+    range: eq: tl >= low and th <= high (the search range contains the target range);
     ne: not eq; gt: th > high; lt: tl < low; ge: gt or eq; le: lt or eq;
     sa: tl > high; eb: th < low;
-    ap: the target range overlaps the search range widened on both sides by 10% of the
-    value (numbers, quantities: 10% of |mid|) or, for dates, by 10% of the distance between
-    the value and now (the spec's recommendation), never by less than zero.
+    ap: the target range overlaps the search range, which the parser has already widened
+    (`search.parameters`: 10% of a number's value, 10% of a date's distance to now). It was
+    widened here a second time, so `ap` tolerated twice what the server documents.
     """
     contains = AllOf((Cmp("low", ">=", low), Cmp("high", "<=", high)))
     match prefix:
@@ -150,24 +145,8 @@ def prefix_predicate(
         case Prefix.EB:
             return Cmp("high", "<", low)
         case Prefix.AP:
-            wide_low, wide_high = approximate_range(low, high, now_us=now_us)
-            return AllOf((Cmp("low", "<=", wide_high), Cmp("high", ">=", wide_low)))
+            return AllOf((Cmp("low", "<=", high), Cmp("high", ">=", low)))
     raise ValueError(f"unknown prefix {prefix!r}")
-
-
-def approximate_range(
-    low: int | Decimal, high: int | Decimal, *, now_us: int | None = None
-) -> tuple[int | Decimal, int | Decimal]:
-    """The widened range `ap` matches against (see `prefix_predicate`)."""
-    if isinstance(low, int) and isinstance(high, int):
-        now = time.time_ns() // 1000 if now_us is None else now_us
-        mid = (low + high) // 2
-        margin = abs(now - mid) // 10
-        return low - margin, high + margin
-    # Decimal bounds (numbers, quantities): a fraction of the value itself.
-    decimal_low, decimal_high = Decimal(low), Decimal(high)
-    decimal_margin = abs((decimal_low + decimal_high) / 2) * AP_FRACTION
-    return decimal_low - decimal_margin, decimal_high + decimal_margin
 
 
 # --- string and URI prefixes ------------------------------------------------------------

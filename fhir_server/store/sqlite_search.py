@@ -14,7 +14,6 @@ for system-level searches). Paging is keyset paging on that total order, see `se
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,10 +72,9 @@ LAST_UPDATED = "_lastUpdated"
 class _Sql:
     """Named bound parameters and unique aliases for one statement."""
 
-    def __init__(self, now_us: int | None = None) -> None:
+    def __init__(self) -> None:
         self.params: dict[str, object] = {}
         self._n = 0
-        self.now_us = time.time_ns() // 1000 if now_us is None else now_us
 
     def p(self, value: object) -> str:
         self._n += 1
@@ -144,7 +142,7 @@ def compile_where(
             exists = _has_entries(sql, r, param)
             return f"NOT {exists}" if missing else exists
         case DateTest(param=param, prefix=prefix, low=low, high=high) if param == LAST_UPDATED:
-            pred = prefix_predicate(prefix, low, high, now_us=sql.now_us)
+            pred = prefix_predicate(prefix, low, high)
             col = f"{r}.last_updated"
             return _render_pred(sql, pred, col, col, lambda v: v)
         case Has():
@@ -196,7 +194,7 @@ def rid_source(
                 conds = _starts_with(sql, "norm", value)
             return _rid_set(sql, "ix_string", rtype, param, conds, correlated)
         case DateTest(param=param, prefix=prefix, low=low, high=high) if param != LAST_UPDATED:
-            pred = prefix_predicate(prefix, low, high, now_us=sql.now_us)
+            pred = prefix_predicate(prefix, low, high)
             cond = _render_pred(sql, pred, "low", "high", lambda v: v)
             return _rid_set(sql, "ix_date", rtype, param, [cond], correlated)
         case NumberTest(param=param, prefix=prefix, low=low, high=high):

@@ -222,20 +222,18 @@ def test_date_eb_and_lt_against_a_later_day(engine):
     ]
 
 
-def test_date_ap_widens_by_a_tenth_of_the_distance_to_now(engine):
-    # Relative to "now" (real clock): a day ~1000 days ago is approximately matched by a value
-    # 50 days away (margin ~100 days), not by one 300 days away.
-    import time
-
-    now = time.time_ns() // 1000
-    target = now - 1000 * DAY
+def test_date_ap_matches_what_overlaps_the_range_it_is_given(engine):
+    # search.html#prefix `ap`: the parser widens the value's range (10% of its distance to
+    # now, `search.parameters`); the engine matches what overlaps that range, and widens it
+    # no further (it did: twice the tolerance).
+    target = 1_000 * DAY
     engine.put(
         "Observation", "old", IndexEntries(dates=[DateEntry("date", target, target + DAY - 1)])
     )
-    near = target + 50 * DAY
-    far = target + 300 * DAY
-    assert found(engine, DateTest("date", Prefix.AP, near, near + DAY - 1)) == ["old"]
-    assert found(engine, DateTest("date", Prefix.AP, far, far + DAY - 1)) == []
+    assert found(engine, DateTest("date", Prefix.AP, target + DAY - 1, target + 9 * DAY)) == ["old"]
+    assert found(engine, DateTest("date", Prefix.AP, target - 9 * DAY, target)) == ["old"]
+    assert found(engine, DateTest("date", Prefix.AP, target + DAY, target + 9 * DAY)) == []
+    assert found(engine, DateTest("date", Prefix.AP, target - 9 * DAY, target - 1)) == []
 
 
 def test_last_updated_compares_the_resource_last_updated_instant(engine):
@@ -286,7 +284,9 @@ def test_number_prefixes_agree_with_the_range_definitions(
     assert found(engine, NumberTest("probability", prefix, ql, qh), "RiskAssessment") == expected
 
 
-def test_number_ap_is_within_ten_percent(engine):
+def test_number_ap_matches_what_overlaps_the_range_it_is_given(engine):
+    # `ap105` is [94.5, 115.5] once parsed (10% of the value, `search.parameters`): r100 is
+    # approximately 105, r120 is not (the engine widened the range again: 84-126).
     engine.put(
         "RiskAssessment",
         "r100",
@@ -298,7 +298,9 @@ def test_number_ap_is_within_ten_percent(engine):
         IndexEntries(numbers=[NumberEntry("probability", Decimal(120), Decimal(120))]),
     )
     assert found(
-        engine, NumberTest("probability", Prefix.AP, Decimal(105), Decimal(105)), "RiskAssessment"
+        engine,
+        NumberTest("probability", Prefix.AP, Decimal("94.5"), Decimal("115.5")),
+        "RiskAssessment",
     ) == ["r100"]
 
 

@@ -171,6 +171,10 @@ def test_number_eq_is_a_precision_range_and_gt_is_exact(tmp_path):
     assert where(registry, "Patient", ("birth-order", "gt100")) == NumberTest(
         "birth-order", Prefix.GT, Decimal("100"), Decimal("100")
     )
+    # `ap`: 10% of the value (search.html#prefix); the engines match what overlaps this range.
+    assert where(registry, "Patient", ("birth-order", "ap105")) == NumberTest(
+        "birth-order", Prefix.AP, Decimal("94.5"), Decimal("115.5")
+    )
     assert "birth-order" in error_of(registry, "Patient", ("birth-order", "ten")).message
 
 
@@ -367,3 +371,14 @@ def test_parse_search_raises_only_fhir_error(registry, resource_type, params, le
         parse_search(resource_type, params, registry, lenient=lenient)
     except FhirError as error:
         assert error.status == 400
+
+
+def test_ap_widens_a_date_by_a_tenth_of_its_distance_to_now(registry):
+    """search.html#prefix `ap` on dates: 10% of the gap between now and the value, on each
+    side of the value's range (the spec's recommendation, `search.parameters`)."""
+    low, high = date_range("2016-01-01")
+    now = high + 1 + 3_650 * 86_400_000_000  # ten years after the day
+    gap = (now - (low + high) // 2) // 10
+    assert where(registry, "DocumentReference", ("date", "ap2016-01-01"), now=now) == DateTest(
+        "date", Prefix.AP, low - gap, high + gap
+    )
