@@ -503,11 +503,14 @@ def _refuse_unknown_history_parameters() -> None:
     """400 for a parameter a history does not understand, as a search's is, unless the
     client asked for lenient handling: ignored silently, `_at` or `_list` answered a history
     other than the one asked, and the request, audited as asked, carried whatever value the
-    parameter held into the patient's trace."""
-    if _lenient():
-        return
-    for name, value in request.args.items(multi=True):
-        if name not in _HISTORY_PARAMS and value != "":
+    parameter held into the patient's trace. A parameter it understands given twice is
+    refused even then: the second value, never read, went into the trace the same way."""
+    for name, values in request.args.lists():
+        if name in _HISTORY_PARAMS and len(values) > 1:
+            # Only the first value is read (an empty one too): the others, unread, would
+            # reach the event.
+            raise bad_request(f"history parameter '{name}' is given more than once", name)
+        if name not in _HISTORY_PARAMS and any(values) and not _lenient():
             raise bad_request(f"Unknown or unsupported history parameter '{name}'", name)
 
 

@@ -595,17 +595,33 @@ def test_r14_the_binary_of_an_invisible_patient_deposit_is_not_shown_to_the_pati
         "/fhir/DocumentReference/{visible}/_history?x={hidden}",
         "/fhir/DocumentReference?patient={patient}&_pretty={hidden}",
         "/fhir/DocumentReference?patient={patient}&_format={hidden}",
+        "/fhir/DocumentReference/{visible}/_history?_since=2000-01-01&_since={hidden}",
+        "/fhir/DocumentReference/{visible}/_history?_count=1&_count={hidden}",
+        "/fhir/DocumentReference/{visible}/_history?_format=json&_format={hidden}",
+        "/fhir/DocumentReference/{visible}/_history?_since=&_since={hidden}",
+        "/fhir/DocumentReference/{visible}/_history?_cursor={hidden}",
     ],
-    ids=["history-unknown-parameter", "_pretty", "_format"],
+    ids=[
+        "history-unknown-parameter",
+        "_pretty",
+        "_format",
+        "history-_since-twice",
+        "history-_count-twice",
+        "history-_format-twice",
+        "history-empty-_since-then-a-value",
+        "history-unreadable-_cursor",
+    ],
 )
 def test_r14_a_hidden_documents_id_in_a_value_that_is_no_criterion_is_not_shown_to_the_patient(
     world, request_url
 ):
     """A search or history event keeps its request as asked. A value the interaction did not
     read (an instance history's unknown parameter, ignored; a `_pretty` or `_format` checked
-    only once the answer was made) went into the patient's trace as the professional wrote
-    it, so a hidden document's id the GP put there reached the patient. Such a request is
-    now refused before the interaction, like a search's unknown parameter."""
+    only once the answer was made; a history parameter's second value, only the first being
+    read; a history cursor refused by the store after the access was audited) went into the
+    patient's trace as the professional wrote it, so a hidden document's id the GP put there
+    reached the patient. Such a request is now refused before the interaction, like a
+    search's unknown parameter."""
     hidden = doc_id("a-invisible")
     gp, patient = world.tokens.practitioner(GP), world.tokens.patient(PATIENT_A)
     url = request_url.format(visible=doc_id("a-visible"), patient=PATIENT_A, hidden=hidden)
