@@ -630,3 +630,24 @@ def test_r14_a_hidden_documents_id_in_a_value_that_is_no_criterion_is_not_shown_
     text, _ = trace(world, patient, PATIENT_A)
     assert doc_id("a-visible") in text, "the trace does not show what it should"
     assert hidden not in text
+
+
+def test_r14_a_hidden_documents_id_carried_in_a_history_cursor_is_not_shown_to_the_patient(
+    world,
+):
+    """A history cursor is the client's to send back, and the history's event keeps the
+    request as asked. A cursor holding a position the store reads and, beside it, a value
+    it never reads (a hidden document's id) was served, and the patient, decoding the
+    event's query and then the cursor, read the id: a cursor holding more than the
+    server's own position is refused before the interaction."""
+    hidden = doc_id("a-invisible")
+    gp, patient = world.tokens.practitioner(GP), world.tokens.patient(PATIENT_A)
+    forged = base64.urlsafe_b64encode(json.dumps({"after": 2**62, "x": hidden}).encode())
+    cursor = forged.decode().rstrip("=")
+    visible = doc_id("a-visible")
+    asked = world.get(gp, f"/fhir/DocumentReference/{visible}/_history?_cursor={cursor}")
+    assert asked.status_code == 400, asked.get_data(as_text=True)
+    world.get(gp, f"/fhir/DocumentReference/{visible}")
+    text, _ = trace(world, patient, PATIENT_A)
+    assert visible in text, "the trace does not show what it should"
+    assert cursor not in text
