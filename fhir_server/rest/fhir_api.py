@@ -51,7 +51,24 @@ def _negotiate_first() -> None:
     server cannot honour is refused before anything is stored, read or audited (a create
     asked with an unknown `_format` was stored, then answered 406; a read's event kept the
     value, whatever it named, in the patient's trace)."""
-    g.negotiated = negotiate(_arg("_format"), request.headers.get("Accept"), _arg("_pretty"))
+    g.negotiated = negotiate(
+        _result_param("_format"), request.headers.get("Accept"), _result_param("_pretty")
+    )
+
+
+def _result_param(name: str) -> str | None:
+    """`_format` or `_pretty` from the query, else from a POST `_search`'s form, whose
+    parameters are those of the query (search.html#search-post): there, an `_format` or
+    `_pretty` was dropped unread, the answer given in JSON to a client asking for XML."""
+    value = _arg(name)
+    if (
+        value is None
+        and request.method == "POST"
+        and request.path.endswith("/_search")
+        and request.mimetype == "application/x-www-form-urlencoded"
+    ):
+        value = request.form.get(name)
+    return value
 
 
 def _negotiated():

@@ -314,6 +314,23 @@ def test_accept_is_read_with_its_qualities(client, tokens, accept, served):
         assert response.content_type.split(";")[0] == served
 
 
+def test_a_post_search_reads_format_and_pretty_from_its_form(client, tokens):
+    """search.html#search-post: the form's parameters are those of the query. A form's
+    `_format` and `_pretty` were dropped unread: JSON to a client asking for XML, and a
+    `_pretty` the query refuses (400) accepted."""
+    created = _create(client, tokens.system(), a_patient()).get_json()
+    token = tokens.patient(created["id"])
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for body, status, served in (
+        (f"_id={created['id']}&_format=xml", 200, "application/fhir+xml"),
+        (f"_id={created['id']}&_format=text/csv", 406, "application/fhir+json"),
+        (f"_id={created['id']}&_pretty=yes", 400, "application/fhir+json"),
+    ):
+        response = client.post("/fhir/Patient/_search", data=body, headers=auth(token, **form))
+        assert response.status_code == status, response.get_data(as_text=True)
+        assert response.content_type.split(";")[0] == served
+
+
 def test_a_binary_refusing_the_fhir_formats_is_served_raw(client, tokens):
     """http.html#binary: a client whose Accept gives the FHIR formats `q=0` asks for the
     raw content, not for a Binary resource."""
