@@ -51,7 +51,24 @@ def _negotiate_first() -> None:
     server cannot honour is refused before anything is stored, read or audited (a create
     asked with an unknown `_format` was stored, then answered 406; a read's event kept the
     value, whatever it named, in the patient's trace)."""
-    g.negotiated = negotiate(_arg("_format"), request.headers.get("Accept"), _arg("_pretty"))
+    g.negotiated = negotiate(
+        _result_param("_format"), request.headers.get("Accept"), _result_param("_pretty")
+    )
+
+
+def _result_param(name: str) -> str | None:
+    """`_format` or `_pretty` from the query, else from a POST `_search`'s form, whose
+    parameters are those of the query (search.html#search-post): there, an `_format` or
+    `_pretty` was dropped unread, the answer given in JSON to a client asking for XML."""
+    value = _arg(name)
+    if (
+        value is None
+        and request.method == "POST"
+        and request.path.endswith("/_search")
+        and request.mimetype == "application/x-www-form-urlencoded"
+    ):
+        value = request.form.get(name)
+    return value
 
 
 def _negotiated():
@@ -503,11 +520,14 @@ def _refuse_unknown_history_parameters() -> None:
     """400 for a parameter a history does not understand, as a search's is, unless the
     client asked for lenient handling: ignored silently, `_at` or `_list` answered a history
     other than the one asked, and the request, audited as asked, carried whatever value the
-    parameter held into the patient's trace."""
-    if _lenient():
-        return
-    for name, value in request.args.items(multi=True):
-        if name not in _HISTORY_PARAMS and value != "":
+    parameter held into the patient's trace. A parameter it understands given twice is
+    refused even then: the second value, never read, went into the trace the same way."""
+    for name, values in request.args.lists():
+        if name in _HISTORY_PARAMS and len(values) > 1:
+            # Only the first value is read (an empty one too): the others, unread, would
+            # reach the event.
+            raise bad_request(f"history parameter '{name}' is given more than once", name)
+        if name not in _HISTORY_PARAMS and any(values) and not _lenient():
             raise bad_request(f"Unknown or unsupported history parameter '{name}'", name)
 
 

@@ -52,7 +52,8 @@ def normalize_mime(value: str | None) -> str | None:
 
 @lru_cache(maxsize=256)  # few distinct (_format, Accept, _pretty) triples; errors not cached
 def negotiate(format_param: str | None, accept: str | None, pretty_param: str | None) -> Negotiated:
-    """`_format` wins over Accept; JSON when neither names a FHIR format. `_pretty` is true
+    """`_format` wins over Accept, whose preferred FHIR format (by quality) is taken; JSON
+    when neither names one the client accepts (as for `text/html`). `_pretty` is true
     or false (search.html#pretty); anything else is refused, not read as false."""
     if pretty_param not in (None, "", "true", "false"):
         raise error(400, "invalid", f"_pretty '{pretty_param}' is not true or false", "_pretty")
@@ -65,20 +66,48 @@ def negotiate(format_param: str | None, accept: str | None, pretty_param: str | 
             )
         return Negotiated(mime, pretty)
     if accept:
-        for candidate in accept.split(","):
-            mime = normalize_mime(candidate)
-            if mime:
-                return Negotiated(mime, pretty)
+        weights = _fhir_weights(accept)
+        acceptable = {mime: q for mime, q in weights.items() if q > 0}
+        if acceptable:
+            # The format the client prefers; on a tie, the one it lists first.
+            return Negotiated(max(acceptable, key=acceptable.__getitem__), pretty)
+        if weights.keys() == {JSON}:  # JSON refused (q=0), XML not: XML
+            return Negotiated(XML, pretty)
     return Negotiated(JSON, pretty)
 
 
+def _fhir_weights(accept: str) -> dict[str, float]:
+    """The quality (RFC 9110 section 12.4.2) the Accept header gives each FHIR format it
+    names, the highest when one is named twice, in the order first named; `q=0` is "not
+    acceptable". A quality that is not a number in [0, 1] is read as 0: the server does not
+    answer in a format the client may not have asked for."""
+    weights: dict[str, float] = {}
+    for candidate in accept.split(","):
+        mime = normalize_mime(candidate)
+        if mime is None:
+            continue
+        q = 1.0
+        for param in candidate.split(";")[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:
+                    q = 0.0
+        weights[mime] = max(q, weights.get(mime, 0.0))
+    return weights
+
+
 def wants_fhir(format_param: str | None, accept: str | None) -> bool:
-    """Whether the client asked for a FHIR format (Binary: otherwise it gets the raw bytes)."""
+    """Whether the client asked for a FHIR format (Binary: otherwise it gets the raw bytes);
+    a FHIR format the Accept header names with `q=0` is one it refuses, not one it asks for."""
     if format_param:
         return True
     if not accept:
         return True
-    return any(normalize_mime(part) for part in accept.split(","))
+    return any(q > 0 for q in _fhir_weights(accept).values())
 
 
 def parse_body(body: bytes, content_type: str | None) -> dict:

@@ -237,9 +237,17 @@ class FhirService:
     ) -> HistoryPage:
         if resource_type is not None:
             require_type(resource_type)
+        count = max(1, min(count, 1000))
         if resource_id is not None:
             if resource_type is None:
                 raise bad_request("an instance history names its resource type", "type")
+            # The page is read first, so that a cursor the store cannot read is refused
+            # before the access is audited: its event keeps the request as asked, and the
+            # cursor, never read, carried whatever it held into the patient's trace (R18).
+            # Unserved until the read is judged; the same 400 whether the id exists or not.
+            page = self.store.history(
+                resource_type, resource_id, since=since, count=count, cursor=cursor
+            )
             current = self.store.read(resource_type, resource_id)
             if current is None:
                 self.gate.refuse_unknown_id(requester, resource_type, ReadPurpose.HISTORY)
@@ -247,10 +255,9 @@ class FhirService:
             self.gate.authorize_read(requester, current, ReadPurpose.HISTORY)
         else:
             self.gate.authorize_history(requester, resource_type)
-        count = max(1, min(count, 1000))
-        page = self.store.history(
-            resource_type, resource_id, since=since, count=count, cursor=cursor
-        )
+            page = self.store.history(
+                resource_type, resource_id, since=since, count=count, cursor=cursor
+            )
         return self.gate.filter_history(requester, page)
 
     def search(

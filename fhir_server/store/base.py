@@ -190,9 +190,15 @@ def encode_history_cursor(position: object) -> str:
 
 
 def decode_history_cursor(cursor: str) -> object:
+    """The position an `encode_history_cursor` cursor holds. Anything else in it is refused:
+    the request is audited as asked, and a value the cursor carried unread went into the
+    patient's trace (R18)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return orjson.loads(base64.urlsafe_b64decode(padded))["after"]
+        decoded = orjson.loads(base64.urlsafe_b64decode(padded))
+        if not isinstance(decoded, dict) or decoded.keys() != {"after"}:
+            raise invalid_cursor()
+        return decoded["after"]
     except (ValueError, KeyError, TypeError) as exc:
         raise invalid_cursor() from exc
 

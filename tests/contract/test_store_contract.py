@@ -140,6 +140,28 @@ def test_tampered_history_cursor_is_a_clean_error(engine_store):
     assert raised.value.status == 400
 
 
+def test_a_history_cursor_holding_more_than_its_position_is_refused(engine_store):
+    """R18: the history's event keeps the request as asked, so a cursor carrying a value
+    beside the position the store reads (a hidden document's id) is refused, not served."""
+    import base64
+
+    import orjson
+
+    from fhir_server.errors import FhirError
+
+    with engine_store.transaction() as tx:
+        for n in range(3):
+            tx.write(_version(f"p{n}", 1, at=1_000 + n))
+    cursor = engine_store.history("Patient", None, since=None, count=1, cursor=None).next_cursor
+    assert cursor is not None
+    assert engine_store.history("Patient", None, since=None, count=1, cursor=cursor).entries
+    held = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    forged = base64.urlsafe_b64encode(orjson.dumps(held | {"x": "hidden"})).decode()
+    with pytest.raises(FhirError) as raised:
+        engine_store.history("Patient", None, since=None, count=1, cursor=forged.rstrip("="))
+    assert raised.value.status == 400
+
+
 def test_store_answers_ping(engine_store):
     assert engine_store.ping()
 

@@ -595,17 +595,33 @@ def test_r14_the_binary_of_an_invisible_patient_deposit_is_not_shown_to_the_pati
         "/fhir/DocumentReference/{visible}/_history?x={hidden}",
         "/fhir/DocumentReference?patient={patient}&_pretty={hidden}",
         "/fhir/DocumentReference?patient={patient}&_format={hidden}",
+        "/fhir/DocumentReference/{visible}/_history?_since=2000-01-01&_since={hidden}",
+        "/fhir/DocumentReference/{visible}/_history?_count=1&_count={hidden}",
+        "/fhir/DocumentReference/{visible}/_history?_format=json&_format={hidden}",
+        "/fhir/DocumentReference/{visible}/_history?_since=&_since={hidden}",
+        "/fhir/DocumentReference/{visible}/_history?_cursor={hidden}",
     ],
-    ids=["history-unknown-parameter", "_pretty", "_format"],
+    ids=[
+        "history-unknown-parameter",
+        "_pretty",
+        "_format",
+        "history-_since-twice",
+        "history-_count-twice",
+        "history-_format-twice",
+        "history-empty-_since-then-a-value",
+        "history-unreadable-_cursor",
+    ],
 )
 def test_r14_a_hidden_documents_id_in_a_value_that_is_no_criterion_is_not_shown_to_the_patient(
     world, request_url
 ):
     """A search or history event keeps its request as asked. A value the interaction did not
     read (an instance history's unknown parameter, ignored; a `_pretty` or `_format` checked
-    only once the answer was made) went into the patient's trace as the professional wrote
-    it, so a hidden document's id the GP put there reached the patient. Such a request is
-    now refused before the interaction, like a search's unknown parameter."""
+    only once the answer was made; a history parameter's second value, only the first being
+    read; a history cursor refused by the store after the access was audited) went into the
+    patient's trace as the professional wrote it, so a hidden document's id the GP put there
+    reached the patient. Such a request is now refused before the interaction, like a
+    search's unknown parameter."""
     hidden = doc_id("a-invisible")
     gp, patient = world.tokens.practitioner(GP), world.tokens.patient(PATIENT_A)
     url = request_url.format(visible=doc_id("a-visible"), patient=PATIENT_A, hidden=hidden)
@@ -614,3 +630,24 @@ def test_r14_a_hidden_documents_id_in_a_value_that_is_no_criterion_is_not_shown_
     text, _ = trace(world, patient, PATIENT_A)
     assert doc_id("a-visible") in text, "the trace does not show what it should"
     assert hidden not in text
+
+
+def test_r14_a_hidden_documents_id_carried_in_a_history_cursor_is_not_shown_to_the_patient(
+    world,
+):
+    """A history cursor is the client's to send back, and the history's event keeps the
+    request as asked. A cursor holding a position the store reads and, beside it, a value
+    it never reads (a hidden document's id) was served, and the patient, decoding the
+    event's query and then the cursor, read the id: a cursor holding more than the
+    server's own position is refused before the interaction."""
+    hidden = doc_id("a-invisible")
+    gp, patient = world.tokens.practitioner(GP), world.tokens.patient(PATIENT_A)
+    forged = base64.urlsafe_b64encode(json.dumps({"after": 2**62, "x": hidden}).encode())
+    cursor = forged.decode().rstrip("=")
+    visible = doc_id("a-visible")
+    asked = world.get(gp, f"/fhir/DocumentReference/{visible}/_history?_cursor={cursor}")
+    assert asked.status_code == 400, asked.get_data(as_text=True)
+    world.get(gp, f"/fhir/DocumentReference/{visible}")
+    text, _ = trace(world, patient, PATIENT_A)
+    assert visible in text, "the trace does not show what it should"
+    assert cursor not in text

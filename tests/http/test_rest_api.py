@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from tests.http.conftest import FHIR_JSON, a_patient, auth
 from tests.support.documents import dmp_document
 
@@ -284,6 +286,70 @@ def test_xml_by_accept_and_format_and_pretty(client, tokens):
     assert b"<Patient" in by_format.data and b"\n  <id" in by_format.data
     pretty_json = client.get(f"/fhir/Patient/{created['id']}?_pretty=true", headers=auth(token))
     assert b'\n  "resourceType"' in pretty_json.data
+
+
+@pytest.mark.parametrize(
+    ("accept", "served"),
+    [
+        ("application/fhir+xml;q=0, application/fhir+json", "application/fhir+json"),
+        ("application/fhir+json;q=0.1, application/fhir+xml;q=0.9", "application/fhir+xml"),
+        ("application/json;q=0, */*", "application/fhir+xml"),
+        ("application/fhir+xml;q=oops", "application/fhir+json"),
+        (  # HAPI's client: XML and JSON equally, XML first
+            "application/fhir+xml;q=1.0, application/fhir+json;q=1.0, "
+            "application/xml+fhir;q=0.9, application/json+fhir;q=0.9",
+            "application/fhir+xml",
+        ),
+    ],
+)
+def test_accept_is_read_with_its_qualities(client, tokens, accept, served):
+    """http.html#mime-type, RFC 9110 section 12.5.1: the Accept header's qualities say which
+    format the client prefers, and `q=0` one it refuses; the server answered in the first
+    FHIR format listed whatever its quality (XML to a client refusing XML)."""
+    created = _create(client, tokens.system(), a_patient()).get_json()
+    token = tokens.patient(created["id"])
+    for url in (f"/fhir/Patient/{created['id']}", "/fhir/metadata"):
+        response = client.get(url, headers=auth(token, Accept=accept))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.content_type.split(";")[0] == served
+
+
+def test_a_post_search_reads_format_and_pretty_from_its_form(client, tokens):
+    """search.html#search-post: the form's parameters are those of the query. A form's
+    `_format` and `_pretty` were dropped unread: JSON to a client asking for XML, and a
+    `_pretty` the query refuses (400) accepted."""
+    created = _create(client, tokens.system(), a_patient()).get_json()
+    token = tokens.patient(created["id"])
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for body, status, served in (
+        (f"_id={created['id']}&_format=xml", 200, "application/fhir+xml"),
+        (f"_id={created['id']}&_format=text/csv", 406, "application/fhir+json"),
+        (f"_id={created['id']}&_pretty=yes", 400, "application/fhir+json"),
+    ):
+        response = client.post("/fhir/Patient/_search", data=body, headers=auth(token, **form))
+        assert response.status_code == status, response.get_data(as_text=True)
+        assert response.content_type.split(";")[0] == served
+
+
+def test_a_binary_refusing_the_fhir_formats_is_served_raw(client, tokens):
+    """http.html#binary: a client whose Accept gives the FHIR formats `q=0` asks for the
+    raw content, not for a Binary resource."""
+    admin = tokens.system()
+    created = _create(client, admin, a_patient()).get_json()
+    pdf = b"%PDF-1.4 refused formats"
+    posted = client.post(
+        "/fhir/Binary", data=pdf, headers=auth(admin, **{"Content-Type": "application/pdf"})
+    )
+    binary_id = posted.get_json()["id"]
+    document = dmp_document(
+        created["id"], f"Binary/{binary_id}", content=pdf, content_type="application/pdf"
+    )
+    assert _create(client, tokens.patient(created["id"]), document).status_code == 201
+    accept = "application/fhir+json;q=0, application/fhir+xml;q=0, application/pdf"
+    raw = client.get(
+        f"/fhir/Binary/{binary_id}", headers=auth(tokens.patient(created["id"]), Accept=accept)
+    )
+    assert raw.status_code == 200 and raw.data == pdf and raw.content_type == "application/pdf"
 
 
 def test_xml_create_is_accepted(client, tokens):
