@@ -44,6 +44,7 @@ from fhir_server.store.base import (
     VersionConflict,
     VersionWrite,
 )
+from fhir_server.store.cursor import open_history_cursor, seal_history_cursor
 from fhir_server.store.page import SearchPage, SearchRow
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,12 @@ class FhirService:
         if resource_type is not None:
             require_type(resource_type)
         count = max(1, min(count, 1000))
+        scope = f"{resource_type or ''}/{resource_id or ''}"
+        binding = self.gate.binding(requester)
+        if cursor is not None:
+            cursor = open_history_cursor(
+                cursor, scope=scope, cursor_key=self.cursor_key, cursor_binding=binding
+            )
         if resource_id is not None:
             if resource_type is None:
                 raise bad_request("an instance history names its resource type", "type")
@@ -258,7 +265,15 @@ class FhirService:
             page = self.store.history(
                 resource_type, resource_id, since=since, count=count, cursor=cursor
             )
-        return self.gate.filter_history(requester, page)
+        page = self.gate.filter_history(requester, page)
+        if page.next_cursor is None:
+            return page
+        return replace(
+            page,
+            next_cursor=seal_history_cursor(
+                page.next_cursor, scope=scope, cursor_key=self.cursor_key, cursor_binding=binding
+            ),
+        )
 
     def search(
         self,

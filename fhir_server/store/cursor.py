@@ -143,14 +143,7 @@ def decode_cursor(
 ) -> CursorPosition:
     """The position in `token`, or FhirError 400 if it is malformed, tampered with, or was
     issued for another query, requester, engine or sort."""
-    try:
-        payload_text, mac_text = token.split(".")
-        payload = _unb64(payload_text)
-        mac = _unb64(mac_text)
-    except (ValueError, TypeError) as exc:
-        raise _invalid() from exc
-    if not hmac.compare_digest(mac, _mac(cursor_key, payload)):
-        raise _invalid()
+    payload = _signed_payload(token, cursor_key)
     try:
         data = orjson.loads(payload)
         ok = (
@@ -170,6 +163,48 @@ def decode_cursor(
     if not ok:
         raise _invalid()
     return CursorPosition(tuple(data["k"]), data["t"], data["i"], data["f"])
+
+
+def seal_history_cursor(
+    store_cursor: str, *, scope: str, cursor_key: bytes, cursor_binding: str
+) -> str:
+    """A store's history cursor as the client is given it: signed, and bound to the history
+    it pages (`scope`) and to the requester, as a search cursor is. Unsigned, a client could
+    write anything into it (a MongoDB history cursor holds a type and an id), and the
+    history's event, which keeps the request as asked, carried it into a patient's trace."""
+    payload = orjson.dumps({"h": store_cursor, "s": scope, "b": _binding_hash(cursor_binding)})
+    return f"{_b64(payload)}.{_b64(_mac(cursor_key, payload))}"
+
+
+def open_history_cursor(token: str, *, scope: str, cursor_key: bytes, cursor_binding: str) -> str:
+    """The store's cursor `seal_history_cursor` signed, or FhirError 400 if `token` is
+    malformed, tampered with, or was issued for another history or requester."""
+    payload = _signed_payload(token, cursor_key)
+    try:
+        data = orjson.loads(payload)
+        ok = (
+            isinstance(data["h"], str)
+            and data["s"] == scope
+            and hmac.compare_digest(data["b"], _binding_hash(cursor_binding))
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise _invalid() from exc
+    if not ok:
+        raise _invalid()
+    return data["h"]
+
+
+def _signed_payload(token: str, cursor_key: bytes) -> bytes:
+    """The payload of a `payload.mac` token whose MAC is the server's, else FhirError 400."""
+    try:
+        payload_text, mac_text = token.split(".")
+        payload = _unb64(payload_text)
+        mac = _unb64(mac_text)
+    except (ValueError, TypeError) as exc:
+        raise _invalid() from exc
+    if not hmac.compare_digest(mac, _mac(cursor_key, payload)):
+        raise _invalid()
+    return payload
 
 
 def _invalid() -> FhirError:

@@ -549,3 +549,38 @@ def test_history_refuses_a_parameter_it_does_not_understand(client, tokens):
     lenient = client.get(f"{url}?unknown=2020", headers=auth(token, Prefer="handling=lenient"))
     assert lenient.status_code == 200
     assert len(lenient.get_json()["entry"]) == 1
+
+
+def test_a_history_cursor_pages_its_own_history_for_its_own_requester(client, tokens):
+    """http.html#history paging, as search.html#paging's cursors: the `next` link's cursor is
+    signed and bound to the history it pages and to the requester given it. It was the
+    store's own, unsigned: a client could write anything into it (on MongoDB, a type and an
+    id), and the history's event, which keeps the request as asked, carried that into a
+    patient's trace (R18)."""
+    admin = tokens.system()
+    ids = [_create(client, admin, a_patient()).get_json()["id"] for _ in range(2)]
+    for version in range(2):
+        client.put(
+            f"/fhir/Patient/{ids[0]}",
+            data=json.dumps({**a_patient(), "id": ids[0], "gender": ["other", "female"][version]}),
+            headers=auth(admin, **{"Content-Type": FHIR_JSON}),
+        )
+    patient = tokens.patient(ids[0])
+    first = client.get(f"/fhir/Patient/{ids[0]}/_history?_count=1", headers=auth(patient))
+    assert first.status_code == 200, first.get_data(as_text=True)
+    next_url = next(x["url"] for x in first.get_json()["link"] if x["relation"] == "next")
+    cursor = next_url.split("_cursor=")[1].split("&")[0]
+    second = client.get(next_url[next_url.index("/fhir/") :], headers=auth(patient))
+    assert [e["response"]["etag"] for e in second.get_json()["entry"]] == ['W/"2"']
+    replayed = {
+        "another requester": (f"/fhir/Patient/{ids[0]}/_history?_count=1&_cursor={cursor}", admin),
+        "another history": (f"/fhir/Patient/{ids[1]}/_history?_count=1&_cursor={cursor}", admin),
+        "tampered": (
+            f"/fhir/Patient/{ids[0]}/_history?_count=1&_cursor={cursor[:-2]}AA",
+            patient,
+        ),
+    }
+    for what, (url, token) in replayed.items():
+        refused = client.get(url, headers=auth(token))
+        assert refused.status_code == 400, (what, refused.get_data(as_text=True))
+        assert refused.get_json()["issue"][0]["expression"] == ["_page"], what
