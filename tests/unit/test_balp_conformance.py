@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,40 +28,25 @@ from fhir_server.audit.balp import (
     _PROFILE_BY_SHAPE,
     BALP_PROFILE_BASE,
     DataEntity,
-    build_audit_events,
-    build_refusal_events,
 )
-from fhir_server.terminology import INVISIBLE_REPRESENTANTS_LEGAUX, SYSTEM_DMP_CONFIDENTIALITY
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 from tests.support.sd_conformance import ProfileSet
+from tests.unit.test_audit_balp import DOC, DOCTOR, refusal, rest
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "external" / "balp"
 PROFILES = ProfileSet(FIXTURES, FIXTURES / "terminology")
 EXAMPLES = sorted((FIXTURES / "examples").glob("AuditEvent-*.json"))
 
-BASE = "https://dmp.example.fr/fhir"
-WHEN = datetime(2026, 11, 22, 9, 42, 7, 123000, tzinfo=UTC)
-CLIENT_ADDRESS = "192.0.2.10"
 AUTHZ_CONSENT = BALP_PROFILE_BASE + "IHE.BasicAudit.AuthZconsent"
 
-_DOCTOR = {
-    "kind": ActorKind.PRACTITIONER,
-    "subject_id": "810000000001",
-    "display_name": "Dr Marie Durand",
-    "profession": "10",
-    "specialty": "SM54",
-    "organization_id": "urn:oid:1.2.250.1.71.4.2.2|1000000001",
-    "organization_name": "CH Exemple",
-    "client_id": "dpi-ch-exemple",
-    "token_id": "tok-1",
-}
 REQUESTERS = {
-    "practitioner": Requester(**_DOCTOR),
-    "bris-de-glace": Requester(
-        **_DOCTOR,
+    "practitioner": DOCTOR,
+    "bris-de-glace": replace(
+        DOCTOR,
         access_mode=AccessMode.BRIS_DE_GLACE,
         access_reason="Patient inconscient aux urgences",
     ),
-    "centre-15": Requester(**_DOCTOR, access_mode=AccessMode.CENTRE_15),
+    "centre-15": replace(DOCTOR, access_mode=AccessMode.CENTRE_15),
     "patient": Requester(
         kind=ActorKind.PATIENT, subject_id="p1", display_name="Jean Martin", client_id="app"
     ),
@@ -72,14 +57,6 @@ REQUESTERS = {
 }
 PRACTITIONERS = ("practitioner", "bris-de-glace", "centre-15")
 
-DOC = {
-    "resourceType": "DocumentReference",
-    "id": "d1",
-    "meta": {"versionId": "3"},
-    "securityLabel": [
-        {"coding": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": INVISIBLE_REPRESENTANTS_LEGAUX}]}
-    ],
-}
 ORGANIZATION = {"resourceType": "Organization", "id": "o1", "meta": {"versionId": "1"}}
 
 # The one nonconformance kept, with its reason. BALP Query/PatientQuery slice the entities on
@@ -113,35 +90,6 @@ def assert_conforms(event: dict, profile: str) -> None:
     AuditEvent.model_validate(event)  # the base R4 AuditEvent rules
     assert claimed(event) == [profile]
     assert issues(event, profile) == []
-
-
-def rest(interaction: str, requester: Requester, **kw) -> list[dict]:
-    args = {
-        "interaction": interaction,
-        "requester": requester,
-        "patients": ["p1"],
-        "recorded": WHEN,
-        "server_base": BASE,
-        "request_id": "req-42",
-        "client_address": CLIENT_ADDRESS,
-        "entities": [DataEntity.from_resource(DOC, patient_id="p1")],
-    } | kw
-    return build_audit_events(**args)
-
-
-def refusal(requester: Requester, **kw) -> list[dict]:
-    args = {
-        "requester": requester,
-        "patients": ["p1"],
-        "denied_rule": "R09",
-        "recorded": WHEN,
-        "server_base": BASE,
-        "interaction": "read",
-        "resource_type": "DocumentReference",
-        "request_id": "req-42",
-        "client_address": CLIENT_ADDRESS,
-    } | kw
-    return build_refusal_events(**args)
 
 
 # --- the checker, on BALP's own examples -----------------------------------------------------
@@ -321,7 +269,7 @@ def test_r16_practitioner_refusal_conforms_to_authz_consent(who, consents):
     """A practitioner's refusal has the four agents AuthZconsent requires (client, user,
     organization, authorizer = the audit source) and only patient, consent and token
     entities (its closed slicing); the X-Request-Id travels as an extension."""
-    (event,) = refusal(REQUESTERS[who], consent_references=consents)
+    (event,) = refusal(requester=REQUESTERS[who], consent_references=consents)
     assert_conforms(event, AUTHZ_CONSENT)
 
 
@@ -332,11 +280,11 @@ def test_r16_refusal_without_organization_does_not_claim_authz_consent(who):
     refusal keeps the shape but claims no profile it cannot meet (balp.py: a profile is
     claimed only when the event conforms)."""
     requester = (
-        Requester(**(_DOCTOR | {"organization_id": None, "organization_name": None}))
+        replace(DOCTOR, organization_id=None, organization_name=None)
         if who == "no-organization"
         else REQUESTERS[who]
     )
-    (event,) = refusal(requester)
+    (event,) = refusal(requester=requester)
     AuditEvent.model_validate(event)
     assert claimed(event) == []
     assert "AuditEvent.agent:userorg" in {
