@@ -3,8 +3,9 @@
     fhir-server bench xds [--seconds 10] [--workers 2] [--threads 4] [--data-dir DIR]
 
 1. ITI-41 single-document deposits per second (MTOM, a 20 KB CDA and a 1 MB PDF), through
-   `fhir-server serve` (gunicorn) on loopback, 8 concurrent keep-alive connections shared
-   between the workers, auditing on (every deposit stores its ITI-41 AuditEvent), into a
+   the server's app under gunicorn with `fhir-server serve`'s settings
+   (`benchmarks.wsgi:app`) on loopback, 8 concurrent keep-alive connections shared between
+   the workers (`benchmarks.share_worker`), auditing on (every deposit stores its ITI-41 AuditEvent), into a
    fresh SQLite data dir. The 20 KB deposits are sent by wrk for `--seconds`, each a
    different ITI-41 built beforehand (`deposit_requests.lua`); each must be answered with
    success and be found stored. The 1 MB ones (a few dozen) by Python clients. Target:
@@ -417,7 +418,11 @@ def run(args: argparse.Namespace) -> str:
         settings = load_settings({"data_dir": data_dir}, environ={})
         audience = auth_settings(settings).effective_audience
         with running_server(
-            data_dir, workers=args.workers, threads=args.threads, clients=clients
+            data_dir,
+            workers=args.workers,
+            threads=args.threads,
+            app="benchmarks.wsgi:app",
+            clients=clients,
         ) as server:
             nirs = _create_patients(server.port, admin, 20, first=500_000)
             headers = {n: security(credential, audience, n) for n in nirs}
@@ -588,7 +593,7 @@ def run(args: argparse.Namespace) -> str:
     )
     lines += [
         "",
-        f"server: `fhir-server serve --workers {args.workers} --threads {args.threads}`, {clients} connections (wrk; Python clients for 1 MB); "
+        f"server: the app as `fhir-server serve --workers {args.workers} --threads {args.threads}` serves it, {clients} keep-alive connections (wrk; Python clients for 1 MB); "
         f"{os.cpu_count()} CPUs; load average before {load_before[0]:.2f} / after {load_after[0]:.2f} "
         "(other benchmarks and test runs share the machine)",
     ]

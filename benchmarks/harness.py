@@ -28,6 +28,7 @@ from fhir_server.config import Settings
 ROOT = Path(__file__).resolve().parent.parent
 # `fhir-server serve`'s gunicorn settings, for the apps served by module:callable name.
 GUNICORN_CONFIG = "benchmarks.gunicorn_config"
+SHARE_WORKER = "benchmarks.share_worker.ShareWorker"
 
 
 def free_port() -> int:
@@ -73,13 +74,16 @@ def running_server(
 ):
     """gunicorn serving the FHIR app (or `app`, a "module:callable" WSGI target) on loopback.
 
-    `clients`: the number of keep-alive connections the load will open at once. Each worker
-    then holds at most its share of them (gunicorn's worker_connections), as a load balancer
-    in front of the workers would arrange. Without it, the worker that happens to be
-    accepting when wrk opens its connections takes most of them, and a run measures one
-    worker or two by chance: the same endpoint gave 1,100/s in some runs and 3,500/s in
-    others, and a ratio of two runs depended on which way each fell.
+    `clients` (with an `app` only): the number of keep-alive connections the load will open
+    at once. Each worker then holds at most its share of them (gunicorn's worker_connections)
+    and keeps them all alive (`benchmarks.share_worker`), as a load balancer in front of the
+    workers would arrange. Without it, the worker that happens to be accepting when wrk
+    opens its connections takes most of them, and a run measures one worker or two by
+    chance: the same endpoint gave 1,100/s in some runs and 3,500/s in others, and a ratio of
+    two runs depended on which way each fell.
     """
+    if clients and app is None:
+        raise ValueError("clients= needs a benchmark app: `fhir-server serve` keeps gthread")
     port = free_port()
     environment = {
         **os.environ,
@@ -88,8 +92,6 @@ def running_server(
         **(env or {}),
     }
     worker_connections = -(-clients // workers) if clients else None
-    if worker_connections:
-        environment["FHIR_WORKER_CONNECTIONS"] = str(worker_connections)
     environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
     if app is None:
         command = [
@@ -120,7 +122,11 @@ def running_server(
             str(threads),
             "--log-level",
             "warning",
-            *(["--worker-connections", str(worker_connections)] if worker_connections else []),
+            *(
+                ["--worker-connections", str(worker_connections), "--worker-class", SHARE_WORKER]
+                if worker_connections
+                else []
+            ),
         ]
     process = subprocess.Popen(
         command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
