@@ -50,6 +50,12 @@ def _serve(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     load_or_create_secret(settings.data_dir / "keys" / "cursor.key")
     _prepare_keys(settings)
+    if not _port_free(settings.host, settings.port):
+        print(
+            f"fhir-server: {settings.host}:{settings.port} is in use (another server?)",
+            file=sys.stderr,
+        )
+        return 1
     _check_startup(settings)
 
     class Server(BaseApplication):
@@ -86,6 +92,12 @@ def gunicorn_settings() -> dict[str, object]:
         "accesslog": "-",
         "errorlog": "-",
         "limit_request_line": 8190,
+        # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads
+        # new connections over them. On the one socket of the master, the worker that
+        # happened to be accepting took all 16 keep-alive connections of a client in 4 runs
+        # out of 10 and the server answered at half its speed (docs/performance.md,
+        # "Keep-alive"); `_port_free` keeps a second server from sharing the port.
+        "reuse_port": True,
         "worker_exit": _close_store,
         "post_worker_init": _freeze_startup_objects,
     }
@@ -119,6 +131,24 @@ def _prepare_keys(settings: Settings) -> None:
     except ImportError:  # pragma: no cover - auth package always ships
         return
     load_or_create_signing_key(settings.data_dir)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether no other server listens on host:port. The workers bind with SO_REUSEPORT,
+    which would let a second server on the same port (another data directory) take half of
+    the connections unnoticed; a socket bound without it is refused by such a port."""
+    import socket
+
+    for family, kind, protocol, _, address in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+            try:
+                probe.bind(address)
+            except OSError:
+                return False
+    return True
 
 
 def _check_startup(settings: Settings) -> None:

@@ -77,7 +77,7 @@ class Settings:
     # (docs/performance.md), at the cost of unaudited reads, which never happen here.
     threads: int = 8
     # Keep-alive clients one worker holds at most (gunicorn worker_connections); beyond it,
-    # new connections wait in the listen backlog for a worker with room.
+    # new connections wait in the worker's own listen queue (SO_REUSEPORT: cli.py).
     worker_connections: int = 1000
     base_url: str = ""  # empty: http://<host>:<port>/fhir
     max_body_bytes: int = 32 * 1024 * 1024
