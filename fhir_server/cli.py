@@ -137,6 +137,7 @@ def _port_free(host: str, port: int) -> bool:
     """Whether no other server listens on host:port. The workers bind with SO_REUSEPORT,
     which would let a second server on the same port (another data directory) take half of
     the connections unnoticed; a socket bound without it is refused by such a port."""
+    import errno
     import socket
 
     for family, kind, protocol, _, address in socket.getaddrinfo(
@@ -146,8 +147,11 @@ def _port_free(host: str, port: int) -> bool:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
             try:
                 probe.bind(address)
-            except OSError:
-                return False
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return False
+                # Anything else (a privileged port, an address not on this host): gunicorn's
+                # own bind reports it.
     return True
 
 
