@@ -73,8 +73,9 @@ class Settings:
     workers: int = 2
     # Threads per worker. Every read waits for its AuditEvent's durable commit (R16), I/O
     # during which the worker's other threads run and queue their events for the same
-    # commit: 8 threads gave audited reads 1,100-1,190/s against 990-1,060/s with 4
-    # (docs/performance.md), at the cost of unaudited reads, which never happen here.
+    # commit: 8 threads gave audited reads 1,100-1,190/s against 990-1,060/s with 4, and
+    # over keep-alive connections 1,305/s against 1,143/s (16: 1,244/s; docs/performance.md),
+    # at the cost of unaudited reads, which never happen here.
     threads: int = 8
     # Keep-alive clients one worker holds at most (gunicorn worker_connections); beyond it,
     # new connections wait in the worker's own listen queue (SO_REUSEPORT: cli.py).
