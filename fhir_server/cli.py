@@ -44,7 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from fhir_server.service.factory import load_or_create_secret
 
-    settings = _settings(args, "host", "port", "workers", "threads", "worker_connections")
+    settings = _settings(
+        args, "host", "port", "workers", "threads", "worker_connections", "keepalive"
+    )
     # First start: create the data dir and the server's secrets once, in the master, so that
     # workers never race to create them.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("worker_connections", settings.worker_connections)
             for name, value in gunicorn_settings().items():
                 self.cfg.set(name, value)
+            self.cfg.set("keepalive", settings.keepalive)
             self.cfg.set("loglevel", settings.log_level.lower())
 
         def load(self):
@@ -88,7 +91,7 @@ def gunicorn_settings() -> dict[str, object]:
         "worker_class": "gthread",
         "graceful_timeout": 20,
         "timeout": 120,
-        "keepalive": 5,
+        "keepalive": Settings.keepalive,  # `serve` sets the configured one
         "accesslog": "-",
         "errorlog": "-",
         "limit_request_line": 8190,
@@ -199,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None)
     serve.add_argument("--threads", type=int, default=None)
     serve.add_argument("--worker-connections", type=int, default=None)
+    serve.add_argument("--keepalive", type=int, default=None)
     _add_common(serve)
     serve.set_defaults(func=_serve)
 

@@ -80,6 +80,10 @@ class Settings:
     # Keep-alive clients one worker holds at most (gunicorn worker_connections); beyond it,
     # new connections wait in the worker's own listen queue (SO_REUSEPORT: cli.py).
     worker_connections: int = 1000
+    # Seconds an idle keep-alive connection stays open (gunicorn keepalive). Behind a load
+    # balancer, set it above the balancer's idle timeout, or the server may close a connection
+    # just as the balancer sends a request on it.
+    keepalive: int = 5
     base_url: str = ""  # empty: http://<host>:<port>/fhir
     max_body_bytes: int = 32 * 1024 * 1024
     auth_issuer: str = ""  # empty: the local issuer (the server's own key)
@@ -121,6 +125,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "FHIR_WORKERS": ("workers", _positive_int),
     "FHIR_THREADS": ("threads", _positive_int),
     "FHIR_WORKER_CONNECTIONS": ("worker_connections", _positive_int),
+    "FHIR_KEEPALIVE": ("keepalive", _positive_int),
     "FHIR_BASE_URL": ("base_url", _http_url),
     "FHIR_MAX_BODY_BYTES": ("max_body_bytes", _positive_int),
     "FHIR_AUTH_ISSUER": ("auth_issuer", _text),

@@ -26,7 +26,13 @@ def _free_port() -> int:
 
 
 def _start(
-    data_dir: Path, port: int, *, workers: int = 1, threads: int = 2, own_session: bool = False
+    data_dir: Path,
+    port: int,
+    *,
+    workers: int = 1,
+    threads: int = 2,
+    own_session: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """`fhir-server serve` on `data_dir`, healthy; its stderr goes to `data_dir/serve.log`.
 
@@ -39,6 +45,7 @@ def _start(
         if not (k.startswith("FHIR_") and not k.startswith(("FHIR_TEST_", "FHIR_LOG_")))
     }
     env["FHIR_LOG_LEVEL"] = "WARNING"
+    env.update(settings or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "serve.log"
     with open(log, "ab") as stderr:
@@ -199,3 +206,42 @@ def test_serve_refuses_a_port_another_server_listens_on(tmp_path, capsys):
         code = main(["serve", "--port", str(port), "--data-dir", str(tmp_path / "var")])
     assert code == 1
     assert f"127.0.0.1:{port} is in use" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serve_closes_idle_keep_alive_connections_after_the_configured_time(tmp_path):
+    """FHIR_KEEPALIVE: behind a load balancer the server must keep an idle connection open
+    longer than the balancer does, or it may close one the balancer is about to reuse."""
+    ports = {"1": _free_port(), None: _free_port()}
+    servers = {
+        keepalive: _start(
+            tmp_path / f"var-{keepalive}",
+            port,
+            settings={"FHIR_KEEPALIVE": keepalive} if keepalive else None,
+        )
+        for keepalive, port in ports.items()
+    }
+    connections = {
+        keepalive: http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for keepalive, port in ports.items()
+    }
+    try:
+        for connection in connections.values():
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+        time.sleep(2.5)  # past 1 s and the worker's next round of closing idle connections
+        still_open = {}
+        for keepalive, connection in connections.items():
+            socket_used = connection.sock
+            try:
+                connection.request("GET", "/healthz")
+                connection.getresponse().read()
+                still_open[keepalive] = connection.sock is socket_used
+            except (http.client.RemoteDisconnected, ConnectionError):
+                still_open[keepalive] = False
+        assert still_open == {"1": False, None: True}  # the default keeps it 5 s
+    finally:
+        for connection in connections.values():
+            connection.close()
+        for process in servers.values():
+            _stop(process)
