@@ -20,6 +20,7 @@ from fhir_server.access.ownership import one_patient
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity, security_labels_of
+from fhir_server.audit.chain import unchained
 from fhir_server.errors import FhirError, error
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.query import InCompartment
@@ -230,11 +231,14 @@ class ReadGate(GateCore):
     def served_body(self, requester: Requester, resource_type: str, body: bytes) -> bytes:
         """The bytes of a resource `requester` may read, as they may be served: without the
         List entries and DocumentReference.relatesTo naming resources they may not read (R14,
-        R18, `access.hidden_references`); anything else, and what names nothing hidden, as
-        stored."""
-        if requester.kind is ActorKind.INTERNAL or not hidden_references.may_name_others(
-            resource_type, body
-        ):
+        R18, `access.hidden_references`); an AuditEvent without the log's hash chain
+        (`audit.chain.unchained`: its sequence would count the events hidden from them);
+        anything else, and what names nothing hidden, as stored."""
+        if requester.kind is ActorKind.INTERNAL:
+            return body
+        if resource_type == "AuditEvent":
+            return unchained(body)
+        if not hidden_references.may_name_others(resource_type, body):
             return body
         shown = hidden_references.without_hidden(orjson.loads(body), self._target_reader(requester))
         return body if shown is None else orjson.dumps(shown)
