@@ -86,6 +86,14 @@ class ReadGate(GateCore):
             # The Binary's events carry its document's labels: whom the document is hidden
             # from is not shown the events naming its content either (R07, R14, R16).
             entity = replace(entity, security_labels=labels)
+        elif current is not None and current.version != stored.version and not current.deleted:
+            # An older version is read only while the current one may be read: its event
+            # carries the current version's labels too, or a vread of the version before an
+            # INVISIBLE_PATIENT label was added would name the document, unlabelled, in the
+            # trail of whom the label now hides it from (R07, R14, R18).
+            now = security_labels_of(self.facts.content(current))
+            both = _unique_labels([*security_labels_of(resource), *now])
+            entity = replace(entity, security_labels=tuple(both))
         self.audit.access(requester, purpose.value, patients, [entity], notes=decision.notes)
         if resource_type == "Communication" and purpose is ReadPurpose.READ:
             return self.facts.received_on_read(
