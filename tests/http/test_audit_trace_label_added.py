@@ -26,6 +26,7 @@ from tests.http.test_r18_matrix import (
     GP,
     PATIENT_A,
     PATIENT_M,
+    UNKNOWN_ID,
     World,
     _build_world,
     doc_id,
@@ -99,3 +100,33 @@ def test_r14_r07_a_vread_recorded_after_a_label_was_added_is_hidden_like_the_doc
     text, events = trace(world, viewer, patient_id)
     assert events, "the viewer's trail is empty: the search is broken"
     assert resource_id not in text, "the trail names the document now hidden from the viewer"
+
+
+def _trail_size(world: World, token: str, patient_id: str) -> int:
+    response = world.get(token, f"/fhir/AuditEvent?patient={patient_id}&_summary=count")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["total"]
+
+
+@pytest.mark.parametrize("door", ["rest", "batch"])
+@pytest.mark.parametrize("case_id", list(LABELLED_LATER))
+def test_r18_a_viewers_refused_vread_of_a_version_before_the_label_is_traced_hidden(
+    world, case_id, door
+):
+    """The viewer's own vread of version 1 (unlabelled) of the document now hidden from
+    them answers 404, as for an unknown id; its refusal, traced with version 1's labels
+    (none), showed in their trail, where a vread of an unknown id shows nothing."""
+    key, label, _, viewer_case, patient_id = LABELLED_LATER[case_id]
+    resource_id = _label_later(world, key, label)
+    viewer = CASES[viewer_case].requester(world.tokens)
+    shown = {}
+    for kind, target in {"hidden": resource_id, "unknown": UNKNOWN_ID}.items():
+        before = _trail_size(world, viewer, patient_id)
+        answer = _vread(world, viewer, target, door)
+        if door == "rest":
+            assert answer.status_code == 404, answer.get_data(as_text=True)
+        # The count search of `before` is one event of the trail.
+        shown[kind] = _trail_size(world, viewer, patient_id) - before - 1
+    assert shown["hidden"] == shown["unknown"], (
+        "the trail tells a hidden document's version from an unknown id"
+    )
