@@ -101,10 +101,15 @@ class AuditHooks(ReadGate):
         self, named: Sequence[tuple[str, str, dict]], reader: Requester | None = None
     ) -> list[DataEntity]:
         """The resources named that carry labels, as entities of the event (role: query);
-        with `reader`, only those `reader` may read (`_named_in_criteria`)."""
+        with `reader`, only those `reader` may read (`_named_in_criteria`).
+
+        Each goes only into the event of the record it is in (`DataEntity.patient_id`): a
+        search of one record naming another record's labelled document would otherwise
+        show this record's patient that the id names a document, and its labels (R06,
+        R18); for their trail it is as an unknown id."""
         entities = []
         for kind, target_id, resource in named:
-            _, _, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
+            _, owners, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
             if labels and reader is not None:
                 decision, patients, _, _ = self._judge_read(reader, kind, target_id, resource)
                 if not isinstance(decision, Permit) or self._outside_binding(reader, patients):
@@ -115,6 +120,7 @@ class AuditHooks(ReadGate):
                         reference=f"{kind}/{target_id}",
                         security_labels=tuple(labels),
                         role=ROLE_QUERY,
+                        patient_id=owners[0] if len(owners) == 1 else None,
                     )
                 )
         return entities
