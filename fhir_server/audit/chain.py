@@ -45,6 +45,7 @@ from fhir_server.terminology import CANONICAL_BASE
 
 EXT_AUDIT_CHAIN = f"{CANONICAL_BASE}/StructureDefinition/audit-chain"
 GENESIS_HASH = "0" * 64
+_CHAIN_KEY = f'"{EXT_AUDIT_CHAIN}"'.encode()
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
@@ -110,6 +111,29 @@ def canonical_json(event: Mapping, *, keep_last_updated: bool = False) -> bytes:
         if not meta:
             body.pop("meta")
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+def unchained(body: bytes) -> bytes:
+    """An event's stored bytes without its chain link, as a client is served them.
+
+    The link is the log's tamper evidence, for `fhir-server audit verify`; its sequence and
+    previous hash count every event of the log, so a patient comparing the links of two
+    events of their trail would learn how many events lie between them, those hidden from
+    them included: that a refused read of a document hidden from them was traced in their
+    record, where a read of an unknown id is traced nowhere (R18)."""
+    if _CHAIN_KEY not in body:
+        return body
+    event = orjson.loads(body)
+    extensions = [
+        e
+        for e in event.get("extension") or []
+        if not (isinstance(e, dict) and e.get("url") == EXT_AUDIT_CHAIN)
+    ]
+    if extensions:
+        event["extension"] = extensions
+    else:
+        event.pop("extension", None)
+    return orjson.dumps(event)
 
 
 def _already_canonical(event: Mapping, keep_last_updated: bool = False) -> bool:

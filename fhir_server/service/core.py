@@ -75,6 +75,9 @@ class Condition:
     key: str
     # The Permit the gate let the criteria through with, for the audit of what they match.
     permit: Permit
+    # The criteria as asked, before the gate constrained them: their event names what they
+    # name, with its labels, as a search's does (`Gate.after_search`).
+    asked: SearchQuery | None = None
 
 
 @dataclass(frozen=True)
@@ -381,14 +384,18 @@ class FhirService:
             requester, _replace_count(parsed.query, 2), conditional=True
         )
         spelled = f"{resource_type}\n{parsed.query.where!r}".encode()
-        return Condition(query, f"{resource_type}:{hashlib.sha256(spelled).hexdigest()}", permit)
+        key = f"{resource_type}:{hashlib.sha256(spelled).hexdigest()}"
+        return Condition(query, key, permit, asked=parsed.query)
 
     def conditional_matches(
         self, requester: Requester, condition: Condition
     ) -> list[StoredResource]:
         """What the criteria find, as a search by `requester` would serve it: only what they
         may read, each body filtered like a read (`Gate.as_served`), and audited like a
-        search, matched or not (issue #18, finding 8)."""
+        search, matched or not (issue #18, finding 8), its event carrying the labels of what
+        the criteria name as a search's does: the event keeps the request as asked (a
+        conditional update's or delete's criteria are in its URL), which a criterion naming
+        a hidden document by id or uniqueId would show to whom it is hidden from (R14, R18)."""
         page = self.store.search(
             condition.query,
             cursor_key=self.cursor_key,
@@ -404,6 +411,7 @@ class FhirService:
                 next_cursor=None,
                 previous_cursor=None,
                 query=condition.query,
+                asked=condition.asked,
                 permit=condition.permit,
             ),
         )

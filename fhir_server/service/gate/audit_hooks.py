@@ -71,33 +71,56 @@ class AuditHooks(ReadGate):
         notes = result.permit.notes if result.permit is not None else ()
         if result.asked is not None:
             asked = result.asked
-            entities.extend(self._named_in_criteria(asked.where, asked.resource_type))
+            entities.extend(self._named_in_criteria(requester, asked.where, asked.resource_type))
         self.audit.access(requester, "search-type", patients, entities, notes=notes)
 
-    def _named_in_criteria(self, where: Node, resource_type: str | None) -> list[DataEntity]:
+    def _named_in_criteria(
+        self, requester: Requester, where: Node, resource_type: str | None
+    ) -> list[DataEntity]:
         """The labelled resources a search's criteria name, by id (`_id`, `item=`,
         `relatesto=`, `_has`...) or by identifier (a document's or SubmissionSet's uniqueId),
         as entities of its event: the event keeps the query as asked (BALP), so it carries
         their labels too, and the AuditEvent views hide it from whom those labels hide the
-        resources (R14, R18; issue #18, deliverable 5)."""
+        resources (R14, R18; issue #18, deliverable 5).
+
+        Not those a patient or a representative searching may not read themselves: the
+        label would hide their own search from their own trail, which shows their search
+        by an unknown id, so their trail would tell them which ids name a document hidden
+        from them (R18). Their event names what it names for an unknown id: the query they
+        wrote, nothing more."""
+        person = requester.kind in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE)
         return self._labelled_entities(
             [
                 *self._named_by_id(named_targets(where)),
                 *self._named_by_identifier(named_identifiers(where, resource_type, self.registry)),
-            ]
+            ],
+            reader=requester if person else None,
         )
 
-    def _labelled_entities(self, named: Sequence[tuple[str, str, dict]]) -> list[DataEntity]:
-        """The resources named that carry labels, as entities of the event (role: query)."""
+    def _labelled_entities(
+        self, named: Sequence[tuple[str, str, dict]], reader: Requester | None = None
+    ) -> list[DataEntity]:
+        """The resources named that carry labels, as entities of the event (role: query);
+        with `reader`, only those `reader` may read (`_named_in_criteria`).
+
+        Each goes only into the event of the record it is in (`DataEntity.patient_id`): a
+        search of one record naming another record's labelled document would otherwise
+        show this record's patient that the id names a document, and its labels (R06,
+        R18); for their trail it is as an unknown id."""
         entities = []
         for kind, target_id, resource in named:
-            _, _, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
+            _, owners, _, labels = self._judge_read(INTERNAL, kind, target_id, resource)
+            if labels and reader is not None:
+                decision, patients, _, _ = self._judge_read(reader, kind, target_id, resource)
+                if not isinstance(decision, Permit) or self._outside_binding(reader, patients):
+                    continue
             if labels:
                 entities.append(
                     DataEntity(
                         reference=f"{kind}/{target_id}",
                         security_labels=tuple(labels),
                         role=ROLE_QUERY,
+                        patient_id=owners[0] if len(owners) == 1 else None,
                     )
                 )
         return entities

@@ -20,6 +20,7 @@ from fhir_server.access.ownership import one_patient
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity, security_labels_of
+from fhir_server.audit.chain import unchained
 from fhir_server.errors import FhirError, error
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.query import InCompartment
@@ -54,13 +55,19 @@ class ReadGate(GateCore):
         decision, patients, record, labels = self._judge_read(
             requester, resource_type, stored.id, resource
         )
-        if (
-            current is not None
-            and current.version != stored.version
-            and isinstance(decision, Permit)
-        ):
+        older = current if current is not None and current.version != stored.version else None
+        if older is not None and not older.deleted and resource_type != "Binary":
+            # An older version is read only while the current one may be read: its events,
+            # a refusal's too, carry the current version's labels, or a version written
+            # before INVISIBLE_PATIENT was added would name the document, unlabelled, in the
+            # trail of whom the label now hides it from, and a refused vread of it would show
+            # there where one of an unknown id shows nowhere (R07, R14, R18). (A Binary's
+            # labels are its owning document's already.)
+            now_labels = security_labels_of(self.facts.content(older))
+            labels = tuple(_unique_labels([*labels, *now_labels]))
+        if older is not None and isinstance(decision, Permit):
             now, now_patients, _ = self._decide_read(
-                requester, resource_type, stored.id, self.facts.content(current)
+                requester, resource_type, stored.id, self.facts.content(older)
             )
             if isinstance(now, Deny):
                 decision, patients = now, sorted(set(patients) | set(now_patients))
@@ -81,9 +88,10 @@ class ReadGate(GateCore):
         if stored.deleted:
             return None
         entity = DataEntity.from_resource(resource)
-        if resource_type == "Binary":
+        if resource_type == "Binary" or older is not None:
             # The Binary's events carry its document's labels: whom the document is hidden
-            # from is not shown the events naming its content either (R07, R14, R16).
+            # from is not shown the events naming its content either (R07, R14, R16). An
+            # older version's, the current version's too (above).
             entity = replace(entity, security_labels=labels)
         self.audit.access(requester, purpose.value, patients, [entity], notes=decision.notes)
         if resource_type == "Communication" and purpose is ReadPurpose.READ:
@@ -230,11 +238,14 @@ class ReadGate(GateCore):
     def served_body(self, requester: Requester, resource_type: str, body: bytes) -> bytes:
         """The bytes of a resource `requester` may read, as they may be served: without the
         List entries and DocumentReference.relatesTo naming resources they may not read (R14,
-        R18, `access.hidden_references`); anything else, and what names nothing hidden, as
-        stored."""
-        if requester.kind is ActorKind.INTERNAL or not hidden_references.may_name_others(
-            resource_type, body
-        ):
+        R18, `access.hidden_references`); an AuditEvent without the log's hash chain
+        (`audit.chain.unchained`: its sequence would count the events hidden from them);
+        anything else, and what names nothing hidden, as stored."""
+        if requester.kind is ActorKind.INTERNAL:
+            return body
+        if resource_type == "AuditEvent":
+            return unchained(body)
+        if not hidden_references.may_name_others(resource_type, body):
             return body
         shown = hidden_references.without_hidden(orjson.loads(body), self._target_reader(requester))
         return body if shown is None else orjson.dumps(shown)
