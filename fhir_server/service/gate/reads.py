@@ -55,19 +55,19 @@ class ReadGate(GateCore):
         decision, patients, record, labels = self._judge_read(
             requester, resource_type, stored.id, resource
         )
-        older = current if current is not None and current.version != stored.version else None
-        if older is not None and not older.deleted and resource_type != "Binary":
+        newer = current if current is not None and current.version != stored.version else None
+        if newer is not None and not newer.deleted and resource_type != "Binary":
             # An older version is read only while the current one may be read: its events,
             # a refusal's too, carry the current version's labels, or a version written
             # before INVISIBLE_PATIENT was added would name the document, unlabelled, in the
             # trail of whom the label now hides it from, and a refused vread of it would show
             # there where one of an unknown id shows nowhere (R07, R14, R18). (A Binary's
             # labels are its owning document's already.)
-            now_labels = security_labels_of(self.facts.content(older))
+            now_labels = security_labels_of(self.facts.content(newer))
             labels = tuple(_unique_labels([*labels, *now_labels]))
-        if older is not None and isinstance(decision, Permit):
+        if newer is not None and isinstance(decision, Permit):
             now, now_patients, _ = self._decide_read(
-                requester, resource_type, stored.id, self.facts.content(older)
+                requester, resource_type, stored.id, self.facts.content(newer)
             )
             if isinstance(now, Deny):
                 decision, patients = now, sorted(set(patients) | set(now_patients))
@@ -88,7 +88,7 @@ class ReadGate(GateCore):
         if stored.deleted:
             return None
         entity = DataEntity.from_resource(resource)
-        if resource_type == "Binary" or older is not None:
+        if resource_type == "Binary" or newer is not None:
             # The Binary's events carry its document's labels: whom the document is hidden
             # from is not shown the events naming its content either (R07, R14, R16). An
             # older version's, the current version's too (above).
