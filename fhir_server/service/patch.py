@@ -155,7 +155,9 @@ class MetadataUpdates:
         here) if the labels change."""
         service = self.service
         stored = tx.read(RESOURCE, resource_id)
-        service.gate.refuse_change(requester, "update", RESOURCE, stored)
+        # A metadata update is judged as a patch before the id is looked at: a requester who
+        # may patch no document (a system client, R15) is refused whatever the id names.
+        service.gate.refuse_change(requester, "patch", RESOURCE, stored)
         current = stored if stored is not None and not stored.deleted else None
         old = current.json() if current is not None else None
         hidden = service.gate.hidden_deny(requester, current) if current is not None else None
