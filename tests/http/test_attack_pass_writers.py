@@ -16,18 +16,40 @@ What it found, and what these tests hold:
   Binary it names. A system reads no document (R15); it now gets the refusal every change it
   may make of no document gets, before the id is looked at (`DmpPolicy.change_refusal`): the
   same 403 whatever the id names, and nothing changes.
+- A conditional PATCH (PDSm names the document by its identifier, no patient) was searched by
+  the server and only its matches were judged: a chain or `_has` in the criteria read the
+  record unconstrained. `?_id=V&patient._has:DocumentReference:patient:security-label=
+  MASQUE_PS`, V a document the requester may read, found V exactly when the record held a
+  masked document (a practitioner), an INVISIBLE_PATIENT one (the patient), told by a patch
+  refused once V is found (422, nothing changed) against a 404. The clauses now read only
+  what the requester could search (`Gate.constrain_joins`).
+What held (tried, answered as for a missing resource or refused alike): conditional create,
+update and delete by a professional who may only deposit (R10, refused before their
+criteria are searched) and by a system client (no search scope); If-Match on a document
+hidden from the writer; relatesTo (replaces, appends, transforms) and ITI-41 RPLC/APND/XFRM
+naming a hidden document; a message attaching a hidden document; an attachment url naming a
+hidden Binary in any spelling (a versioned or absolute one names no Binary); error messages
+(no hidden id, title, type or status).
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from fhir_server.access.requester import INTERNAL
 from tests.http.conftest import auth
 from tests.http.test_change_door_probes import knock, stored
-from tests.http.test_r18_matrix import UNKNOWN_ID, World, _build_world, doc_id
+from tests.http.test_r18_matrix import (
+    AUTHORIZED,
+    PATIENT_A,
+    UNKNOWN_ID,
+    World,
+    _build_world,
+    doc_id,
+)
 
 # What a status PATCH is, at every door a PATCH has (alone, by criteria, a Bundle entry).
 PATCH_DOORS = ("PATCH", "PATCH ?_id", "transaction PATCH", "batch PATCH")
@@ -90,3 +112,85 @@ def test_r15_a_system_clients_patch_does_not_answer_the_document(world):
         assert secret not in text
     assert "ETag" not in response.headers and "Location" not in response.headers
     assert world.service.read(INTERNAL, "DocumentReference", target).json()["status"] == "current"
+
+
+# -- criteria a writer gives, evaluated by the server ----------------------------------------
+
+# Pairs of criteria on A's record: the first names what A's record holds but the requester
+# may not see, the second what it does not hold. Joined to what the requester may see, each
+# pair must be answered alike.
+HIDDEN_AND_ABSENT = {
+    # a-masked (class 31, MASQUE_PS) is hidden from an authorized practitioner (R14)
+    "class-of-a-masked-document": ("category=31", "category=99"),
+    "masked-label": ("security-label=MASQUE_PS", "security-label=INVISIBLE_REPRESENTANTS_LEGAUX"),
+    # a-invisible (class 42, INVISIBLE_PATIENT) is hidden from the patient (R14)
+    "invisible-patient-label": (
+        "security-label=INVISIBLE_PATIENT",
+        "security-label=INVISIBLE_REPRESENTANTS_LEGAUX",
+    ),
+}
+
+
+def _answer(response) -> tuple:
+    """Status, and each issue's code, XDS code and diagnostics, with the criteria blanked."""
+    body = response.get_json(silent=True) or {}
+    issues = []
+    for issue in body.get("issue", []):
+        codes = [c.get("code") for c in (issue.get("details") or {}).get("coding", [])]
+        text = re.sub(r"Patient\?\S*", "Patient?<criteria>", issue.get("diagnostics") or "")
+        issues.append((issue.get("code"), codes, text))
+    return response.status_code, issues
+
+
+def _conditional_patch(world: World, token: str, criteria: str):
+    """A conditional PATCH that fails once its target is found (PDSm changes no
+    description), so that it changes nothing: 404 when the criteria find no document."""
+    return world.client.patch(
+        f"/fhir/DocumentReference?{criteria}",
+        data=json.dumps([{"op": "replace", "path": "/description", "value": "x"}]),
+        headers=auth(token, **{"Content-Type": "application/json-patch+json"}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("reader", "pair", "seen"),
+    [
+        ("authorized-practitioner", "class-of-a-masked-document", "category=10"),
+        ("authorized-practitioner", "masked-label", "category=10"),
+        ("patient", "invisible-patient-label", "security-label=MASQUE_PS"),
+    ],
+)
+@pytest.mark.parametrize("designated", [True, False], ids=["patient-named", "identifier-only"])
+def test_r18_conditional_patch_criteria_read_only_what_the_requester_may_see(
+    world, reader, pair, seen, designated
+):
+    """A conditional PATCH's criteria were searched by the server, and only the documents
+    found were judged: a chain or `_has` in them read the record unconstrained. A
+    practitioner patching a document they may read, `?_id=V&patient._has:DocumentReference:
+    patient:security-label=MASQUE_PS`, learned whether the record holds a masked document
+    (a patch refused once V is found, or 404), its class too; the patient likewise learned
+    of an INVISIBLE_PATIENT document. The criteria now see what a search by the requester
+    sees: a pair naming a hidden and an absent document is answered alike, and what the
+    requester may see is still found."""
+    token = (
+        world.tokens.patient(PATIENT_A)
+        if reader == "patient"
+        else world.tokens.practitioner(AUTHORIZED)
+    )
+    target = doc_id("a-visible")
+    before = stored(world, "DocumentReference", target)
+    prefix = f"_id={target}&" + (f"patient={PATIENT_A}&" if designated else "")
+    answers = [
+        _answer(
+            _conditional_patch(world, token, f"{prefix}patient._has:DocumentReference:patient:{c}")
+        )
+        for c in HIDDEN_AND_ABSENT[pair]
+    ]
+    assert answers[0] == answers[1], answers
+    assert answers[0][0] == 404
+    if designated or reader == "patient":
+        control = _conditional_patch(
+            world, token, f"{prefix}patient._has:DocumentReference:patient:{seen}"
+        )
+        assert control.status_code != 404, "the criteria no longer find what the requester sees"
+    assert stored(world, "DocumentReference", target) == before

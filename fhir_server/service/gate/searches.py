@@ -207,6 +207,16 @@ class SearchGate(ReadGate):
                 return all_of(*rewritten)
         return query.where
 
+    def constrain_joins(self, requester: Requester, query: SearchQuery) -> SearchQuery:
+        """`query` with its chained and `_has` clauses (and its `item` / `relatesto` naming
+        a hidden resource) reading only what `requester` could search, the rest as given:
+        for a search the server runs for a requester whose matches are judged one by one
+        afterwards (a conditional PATCH's, `service.patch`). Judging the matches alone left
+        the clauses reading the record unconstrained, so that a match told what they saw."""
+        if requester.kind is ActorKind.INTERNAL:
+            return query
+        return replace(query, where=self._constrain_joins(requester, query, query.where))
+
     def _constrain_joins(
         self,
         requester: Requester,
