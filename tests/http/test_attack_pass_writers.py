@@ -23,6 +23,14 @@ What it found, and what these tests hold:
   masked document (a practitioner), an INVISIBLE_PATIENT one (the patient), told by a patch
   refused once V is found (422, nothing changed) against a 404. The clauses now read only
   what the requester could search (`Gate.constrain_joins`).
+- ITI-65 resolves a conditional patient reference (`Patient?identifier=INS`) itself, since a
+  depositor need not read the record; it resolved any criteria, so that
+  `Patient?identifier=INS&_has:DocumentReference:patient:category=31` told a professional
+  who may not read the record, or a system client, whether it holds a document of that
+  class, masked or not (XDSUnknownPatientId or not, a wrong hash keeping anything from being
+  deposited). Only `identifier` is accepted there now; anything else is refused the same way
+  whatever the record holds.
+
 What held (tried, answered as for a missing resource or refused alike): conditional create,
 update and delete by a professional who may only deposit (R10, refused before their
 criteria are searched) and by a system client (no search scope); If-Match on a document
@@ -36,20 +44,23 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import quote
 
 import pytest
 
 from fhir_server.access.requester import INTERNAL
-from tests.http.conftest import auth
+from tests.http.conftest import FHIR_JSON, INS_SYSTEM, auth, valid_nir
 from tests.http.test_change_door_probes import knock, stored
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     PATIENT_A,
+    STRANGER,
     UNKNOWN_ID,
     World,
     _build_world,
     doc_id,
 )
+from tests.support.documents import transaction
 
 # What a status PATCH is, at every door a PATCH has (alone, by criteria, a Bundle entry).
 PATCH_DOORS = ("PATCH", "PATCH ?_id", "transaction PATCH", "batch PATCH")
@@ -131,6 +142,20 @@ HIDDEN_AND_ABSENT = {
 }
 
 
+def _broken_provide_bundle(subject: str) -> dict:
+    """An ITI-65 of one document for `subject` (a conditional Patient reference) whose hash is
+    wrong: refused whatever the subject resolves to, so that nothing is deposited, with
+    every problem of the Bundle reported at once (the resolution of the subject included)."""
+    bundle = transaction(subject, with_submission_set=True)
+    document = next(
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "DocumentReference"
+    )
+    document["content"][0]["attachment"]["hash"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    return bundle
+
+
 def _answer(response) -> tuple:
     """Status, and each issue's code, XDS code and diagnostics, with the criteria blanked."""
     body = response.get_json(silent=True) or {}
@@ -140,6 +165,38 @@ def _answer(response) -> tuple:
         text = re.sub(r"Patient\?\S*", "Patient?<criteria>", issue.get("diagnostics") or "")
         issues.append((issue.get("code"), codes, text))
     return response.status_code, issues
+
+
+@pytest.mark.parametrize("writer", ["practitioner-not-authorized", "system-client"])
+@pytest.mark.parametrize("pair", ["class-of-a-masked-document", "masked-label"])
+def test_r18_an_iti65_patient_reference_reads_nothing_of_the_record(world, writer, pair):
+    """ITI-65 lets a depositor name the patient by a conditional reference, which the
+    registry resolves itself (a depositor need not read the record, R10, R15). It resolved
+    any criteria: `Patient?identifier=INS&_has:DocumentReference:patient:category=31` told a
+    writer who may read nothing of the record whether it holds a document of that class, a
+    masked one too (XDSUnknownPatientId or not), with a wrong hash so that nothing was
+    deposited. Criteria naming what the record holds and what it does not are answered
+    alike, and a patient named by INS alone is still resolved."""
+    token = (
+        world.tokens.practitioner(STRANGER) if writer != "system-client" else system_token(world)
+    )
+    ins = quote(f"{INS_SYSTEM}|{valid_nir(1)}")
+    answers = []
+    for criterion in HIDDEN_AND_ABSENT[pair]:
+        subject = f"Patient?identifier={ins}&_has:DocumentReference:patient:{criterion}"
+        response = world.client.post(
+            "/fhir",
+            data=json.dumps(_broken_provide_bundle(subject)),
+            headers=auth(token, **{"Content-Type": FHIR_JSON}),
+        )
+        answers.append(_answer(response))
+    assert answers[0] == answers[1], answers
+    alone = world.client.post(
+        "/fhir",
+        data=json.dumps(_broken_provide_bundle(f"Patient?identifier={ins}")),
+        headers=auth(token, **{"Content-Type": FHIR_JSON}),
+    )
+    assert "XDSUnknownPatientId" not in alone.get_data(as_text=True)
 
 
 def _conditional_patch(world: World, token: str, criteria: str):
