@@ -30,6 +30,13 @@ What it found, and what these tests hold:
   class, masked or not (XDSUnknownPatientId or not, a wrong hash keeping anything from being
   deposited). Only `identifier` is accepted there now; anything else is refused the same way
   whatever the record holds.
+- Read side, found on the way: a DocumentReference is served without the relatesTo whose
+  target its reader may not read, a List without those entries (R14), but
+  `relatesto:missing=false`, `relation=appends`, `relationship=appends$DocumentReference/
+  <hidden id>` and `item:missing=false` were judged on the stored elements: M's parent
+  found the document whose only relation named an INVISIBLE_REPRESENTANTS_LEGAUX document,
+  the relation's code, and a List whose every entry was hidden. They are judged on what is
+  served now (`Gate._constrain_joins`).
 
 What held (tried, answered as for a missing resource or refused alike): conditional create,
 update and delete by a professional who may only deposit (R10, refused before their
@@ -49,16 +56,22 @@ from urllib.parse import quote
 import pytest
 
 from fhir_server.access.requester import INTERNAL
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, auth, valid_nir
 from tests.http.test_change_door_probes import knock, stored
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
+    CASES,
+    IDENTIFIER_SYSTEM,
     PATIENT_A,
+    PATIENT_M,
     STRANGER,
     UNKNOWN_ID,
     World,
     _build_world,
+    _id,
     doc_id,
+    document,
 )
 from tests.support.documents import transaction
 
@@ -251,3 +264,74 @@ def test_r18_conditional_patch_criteria_read_only_what_the_requester_may_see(
         )
         assert control.status_code != 404, "the criteria no longer find what the requester sees"
     assert stored(world, "DocumentReference", target) == before
+
+
+# -- searches by a naming element, judged on what is served ----------------------------------
+
+# M's m-visible relates to m-invisible-rl only (an `appends`), which is hidden from M's parent
+# (R07) and seen by AUTHORIZED; the List the test adds names only documents hidden from the
+# parent, seen by AUTHORIZED.
+NAMING_SEARCHES = {
+    "relatesto-present": ("DocumentReference", "relatesto:missing=false"),
+    "relation-code": ("DocumentReference", "relation=appends"),
+    "relationship-to-it": (
+        "DocumentReference",
+        "relationship=appends$DocumentReference/" + doc_id("m-invisible-rl"),
+    ),
+    "list-item-present": ("List", "item:missing=false"),
+}
+
+
+def _found(world: World, token: str, resource_type: str, criteria: str) -> set[str]:
+    response = world.client.get(
+        f"/fhir/{resource_type}?patient={PATIENT_M}&{criteria}", headers=auth(token)
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return {e["resource"]["id"] for e in response.get_json().get("entry", [])}
+
+
+@pytest.mark.parametrize("search", list(NAMING_SEARCHES))
+def test_r14_a_search_by_relations_finds_only_what_the_served_resource_names(world, search):
+    """R14: a DocumentReference is served without the relatesTo whose target the reader may
+    not read, a List without those entries. `relatesto:missing=false`, `relation=appends`,
+    `relationship=appends$DocumentReference/<hidden id>` and `item:missing=false` were
+    judged on the stored elements: they found m-visible (and a List whose only entry is
+    hidden) for M's parent, telling that a hidden relation exists, its code, and that an id
+    is a hidden document's. They now find what the served resources name; who sees the
+    target still finds them."""
+    # A List of M's record naming two documents hidden from the parent under two labels: it
+    # shares no label (`list_labels`), so it is served to the parent, without entries.
+    invisible = {**document("m-invisible-rl"), "id": _id("m-invisible-patient")}
+    coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}
+    invisible["securityLabel"] = [{"coding": [coding]}]
+    invisible["meta"] = {"security": [coding]}
+    invisible["identifier"] = [
+        {"system": IDENTIFIER_SYSTEM, "value": f"urn:uuid:{invisible['id']}"}
+    ]
+    world.service.update(INTERNAL, "DocumentReference", invisible["id"], invisible)
+    hidden_list = _id("list-of-hidden")
+    world.service.update(
+        INTERNAL,
+        "List",
+        hidden_list,
+        {
+            "resourceType": "List",
+            "id": hidden_list,
+            "status": "current",
+            "mode": "working",
+            "subject": {"reference": f"Patient/{PATIENT_M}"},
+            "entry": [
+                {"item": {"reference": f"DocumentReference/{document_id}"}}
+                for document_id in (doc_id("m-invisible-rl"), invisible["id"])
+            ],
+        },
+    )
+    resource_type, criteria = NAMING_SEARCHES[search]
+    parent = CASES["R07-invisible-representants-legaux-vs-parent"].requester(world.tokens)
+    named = {doc_id("m-visible"), hidden_list}
+    assert not _found(world, parent, resource_type, criteria) & named
+    if "missing=false" in criteria:
+        served = _found(world, parent, resource_type, criteria.replace("false", "true"))
+        assert served & named, "served without the element, it is found as missing it"
+    seer = _found(world, world.tokens.practitioner(AUTHORIZED), resource_type, criteria)
+    assert seer & named, "whoever sees the target no longer finds what names it"
