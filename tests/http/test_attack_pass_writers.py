@@ -35,8 +35,10 @@ What it found, and what these tests hold:
   `relatesto:missing=false`, `relation=appends`, `relationship=appends$DocumentReference/
   <hidden id>` and `item:missing=false` were judged on the stored elements: M's parent
   found the document whose only relation named an INVISIBLE_REPRESENTANTS_LEGAUX document,
-  the relation's code, and a List whose every entry was hidden. They are judged on what is
-  served now (`Gate._constrain_joins`).
+  the relation's code, and a List whose every entry was hidden; `relatesto:identifier=
+  <entryUUID>` (ITI-41 keeps the target's identifier beside its reference) and
+  `item:identifier=` told that an entryUUID is a hidden document's. They are judged on what
+  is served now (`Gate._constrain_joins`).
 
 What held (tried, answered as for a missing resource or refused alike): conditional create,
 update and delete by a professional who may only deposit (R10, refused before their
@@ -71,6 +73,7 @@ from tests.http.test_r18_matrix import (
     _build_world,
     _id,
     doc_id,
+    doc_identifier,
     document,
 )
 from tests.support.documents import transaction
@@ -279,6 +282,15 @@ NAMING_SEARCHES = {
         "relationship=appends$DocumentReference/" + doc_id("m-invisible-rl"),
     ),
     "list-item-present": ("List", "item:missing=false"),
+    # ITI-41 keeps a relation's target identifier (its entryUUID) beside its reference
+    "relatesto-by-identifier": (
+        "DocumentReference",
+        "relatesto:identifier=" + quote(f"{IDENTIFIER_SYSTEM}|{doc_identifier('m-invisible-rl')}"),
+    ),
+    "list-item-by-identifier": (
+        "List",
+        "item:identifier=" + quote(f"{IDENTIFIER_SYSTEM}|{doc_identifier('m-invisible-rl')}"),
+    ),
 }
 
 
@@ -309,6 +321,11 @@ def test_r14_a_search_by_relations_finds_only_what_the_served_resource_names(wor
         {"system": IDENTIFIER_SYSTEM, "value": f"urn:uuid:{invisible['id']}"}
     ]
     world.service.update(INTERNAL, "DocumentReference", invisible["id"], invisible)
+    # m-visible's relation names its target by reference and identifier, as ITI-41 writes it.
+    related = world.service.read(INTERNAL, "DocumentReference", doc_id("m-visible")).json()
+    identifier = {"system": IDENTIFIER_SYSTEM, "value": doc_identifier("m-invisible-rl")}
+    related["relatesTo"][0]["target"]["identifier"] = identifier
+    world.service.update(INTERNAL, "DocumentReference", related["id"], related)
     hidden_list = _id("list-of-hidden")
     world.service.update(
         INTERNAL,
@@ -321,8 +338,14 @@ def test_r14_a_search_by_relations_finds_only_what_the_served_resource_names(wor
             "mode": "working",
             "subject": {"reference": f"Patient/{PATIENT_M}"},
             "entry": [
-                {"item": {"reference": f"DocumentReference/{document_id}"}}
-                for document_id in (doc_id("m-invisible-rl"), invisible["id"])
+                {"item": {"reference": f"DocumentReference/{doc_id('m-invisible-rl')}"}},
+                {"item": {"reference": f"DocumentReference/{invisible['id']}"}},
+                {
+                    "item": {
+                        "reference": f"DocumentReference/{doc_id('m-invisible-rl')}",
+                        "identifier": identifier,
+                    }
+                },
             ],
         },
     )

@@ -269,6 +269,14 @@ class SearchGate(ReadGate):
                 and not self._may_read_reference(requester, target_type, target_id)
             ):
                 return NOTHING
+            case ReferenceTest(param=param, identifier_value=value) if (
+                value is not None and hidden_references.searches_naming(resource_type, param)
+            ):
+                # `relatesto:identifier=<entryUUID>`: ITI-41's relations keep the target's
+                # identifier beside its reference, so an identifier found the document
+                # whose relation to a hidden one is not served. Only what names no hidden
+                # document is searched by identifier (fail closed).
+                return all_of(node, Not(self._names_hidden(requester, query, param)))
             case Missing(param=param, missing=missing) if hidden_references.searches_naming(
                 resource_type, param
             ):
