@@ -466,9 +466,15 @@ class Iti65:
                 continue
             attachment = attachments[0][1]
             system = (entry.resource.get("masterIdentifier") or {}).get("system")
-            token = f"{system}|{unique_id}" if system else unique_id
-            for stored in self._find("DocumentReference", [("identifier", token)], 10):
-                old = ((stored.json().get("content") or [{}])[0]).get("attachment") or {}
+            # The documents whose masterIdentifier is this one (`service.unique_ids`), never
+            # a search parameter built from it: a comma in it made a search of several
+            # values, any identifier (a hidden document's entryUUID, whose hash it was then
+            # compared with) among them.
+            holders = self.service.documents_with_unique_id(
+                system if isinstance(system, str) else None, unique_id
+            )
+            for held in holders:
+                old = ((held.get("content") or [{}])[0]).get("attachment") or {}
                 if old.get("hash") != attachment.get("hash") or old.get("size") != attachment.get(
                     "size"
                 ):

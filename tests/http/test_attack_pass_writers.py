@@ -30,6 +30,10 @@ What it found, and what these tests hold:
   class, masked or not (XDSUnknownPatientId or not, a wrong hash keeping anything from being
   deposited). Only `identifier` is accepted there now; anything else is refused the same way
   whatever the record holds.
+- ITI-65 looked a deposit's uniqueId up as an `identifier` search parameter: a comma in the
+  masterIdentifier (`<uniqueId>,urn:ietf:rfc:3986|<entryUUID>`) found a masked document by
+  its entryUUID and compared its hash (XDSNonIdenticalHash, an unknown one a metadata
+  error). It is looked up as a masterIdentifier, whole (`service.unique_ids`).
 - Read side, found on the way: a DocumentReference is served without the relatesTo whose
   target its reader may not read, a List without those entries (R14), but
   `relatesto:missing=false`, `relation=appends`, `relationship=appends$DocumentReference/
@@ -172,13 +176,17 @@ def _broken_provide_bundle(subject: str) -> dict:
     return bundle
 
 
-def _answer(response) -> tuple:
-    """Status, and each issue's code, XDS code and diagnostics, with the criteria blanked."""
+def _answer(response, *values: str) -> tuple:
+    """Status, and each issue's code, XDS code and diagnostics, with the criteria and
+    `values` blanked."""
     body = response.get_json(silent=True) or {}
     issues = []
     for issue in body.get("issue", []):
         codes = [c.get("code") for c in (issue.get("details") or {}).get("coding", [])]
         text = re.sub(r"Patient\?\S*", "Patient?<criteria>", issue.get("diagnostics") or "")
+        text = re.sub(r"urn:oid:[0-9.]+", "<uniqueId>", text)
+        for value in values:
+            text = text.replace(value, "<value>")
         issues.append((issue.get("code"), codes, text))
     return response.status_code, issues
 
@@ -358,3 +366,32 @@ def test_r14_a_search_by_relations_finds_only_what_the_served_resource_names(wor
         assert served & named, "served without the element, it is found as missing it"
     seer = _found(world, world.tokens.practitioner(AUTHORIZED), resource_type, criteria)
     assert seer & named, "whoever sees the target no longer finds what names it"
+
+
+@pytest.mark.parametrize("writer", ["practitioner-not-authorized", "system-client"])
+def test_r18_an_iti65_uniqueid_is_looked_up_as_a_uniqueid_only(world, writer):
+    """ITI-65 looked a deposit's uniqueId up as an `identifier` search parameter: a comma in
+    the masterIdentifier made a search of several values, so that
+    `<uniqueId>,urn:ietf:rfc:3986|<entryUUID>` found a masked document by its entryUUID and
+    compared its hash (XDSNonIdenticalHash, where an unknown entryUUID got a metadata error):
+    whether it exists, and whether a guess of its content is right. The uniqueId is now looked
+    up as every door looks it up: a masterIdentifier, whole."""
+    token = (
+        world.tokens.practitioner(STRANGER) if writer != "system-client" else system_token(world)
+    )
+    answers = []
+    for entry_uuid in (doc_identifier("a-masked"), "urn:uuid:0e0e0e0e-0000-4000-8000-000000000000"):
+        bundle = transaction(PATIENT_A, with_submission_set=True)
+        document = next(
+            e["resource"]
+            for e in bundle["entry"]
+            if e["resource"]["resourceType"] == "DocumentReference"
+        )
+        master = document["masterIdentifier"]
+        master["value"] = f"{master['value']},{IDENTIFIER_SYSTEM}|{entry_uuid}"
+        response = world.client.post(
+            "/fhir", data=json.dumps(bundle), headers=auth(token, **{"Content-Type": FHIR_JSON})
+        )
+        answers.append(_answer(response, entry_uuid))
+    assert answers[0] == answers[1], answers
+    assert answers[0][0] == 422
