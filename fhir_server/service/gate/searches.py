@@ -293,9 +293,11 @@ class SearchGate(ReadGate):
     def _names_hidden(self, requester: Requester, query: SearchQuery, param: str) -> Node:
         """A resource whose naming element (`param`: List `item`, DocumentReference
         `relatesto`) names a document of the record searched that is hidden from
-        `requester`; without a record, one naming anything (fail closed). Within the record:
-        the clause stays as small as the record for the engines that resolve a chain into
-        ids. A relation into another record is refused at every door (R06, R18)."""
+        `requester`; without a record, one naming anything (fail closed). Within the record,
+        so that the clause stays as small as the record for the engines that resolve a
+        chain into ids: a DocumentReference relation into another record is refused at
+        deposit, and a List naming only another record's documents is a known limit
+        (docs/access-rules.md, R14)."""
         seen = self.include_constraint(requester, query, "DocumentReference")
         given, patient_id = self.facts.designated_patient(query.resource_type or "", query.where)
         record_id = patient_id if given else self.facts.acting_for(requester)
