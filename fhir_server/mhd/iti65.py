@@ -19,8 +19,9 @@ problem of the Bundle is reported at once, status 422):
 - attachment.size and attachment.hash (base64 SHA-1), when given, match the Binary's bytes
   (XDSRepositoryMetadataError); when absent, the DMP profile reports them missing;
 - one patient for all: every subject names the same Patient (XDSPatientIdDoesNotMatch); a
-  conditional patient reference (`Patient?identifier=INS`) is resolved by the registry, as
-  ITI-41 resolves a patient CX; an unknown patient is XDSUnknownPatientId;
+  conditional patient reference (`Patient?identifier=INS`, and no other criterion, which
+  would read the record for a writer who may not: XDSRepositoryMetadataError) is resolved by
+  the registry, as ITI-41 resolves a patient CX; an unknown patient is XDSUnknownPatientId;
 - masterIdentifier (uniqueId) unique in the message (XDSRepositoryDuplicateUniqueIdInMessage)
   and, when already stored, stored with the same hash and size (XDSNonIdenticalHash);
 - the entryUUID (identifier `urn:ietf:rfc:3986` `urn:uuid:`) is assigned to
@@ -46,6 +47,7 @@ import copy
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 from fhir_server.access.constraints import reference_target
 from fhir_server.access.requester import INTERNAL
@@ -413,6 +415,17 @@ class Iti65:
                         )
                     )
                 continue
+            if reference.startswith("Patient?") and not _by_identifier_alone(reference):
+                issues.append(
+                    xds_issue(
+                        XDS_REPOSITORY_METADATA_ERROR,
+                        f"{where}: a conditional patient reference names the patient by "
+                        "its identifier alone (Patient?identifier=<INS system>|<INS>)",
+                        where,
+                        "invalid",
+                    )
+                )
+                continue
             if reference not in resolved:
                 resolved[reference] = self._patient_id(reference)
             patient_id = resolved[reference]
@@ -430,8 +443,6 @@ class Iti65:
         return issues
 
     def _patient_id(self, reference: str) -> str | None:
-        from urllib.parse import parse_qsl
-
         try:
             if reference.startswith("Patient?"):
                 found = self._find(
@@ -455,9 +466,15 @@ class Iti65:
                 continue
             attachment = attachments[0][1]
             system = (entry.resource.get("masterIdentifier") or {}).get("system")
-            token = f"{system}|{unique_id}" if system else unique_id
-            for stored in self._find("DocumentReference", [("identifier", token)], 10):
-                old = ((stored.json().get("content") or [{}])[0]).get("attachment") or {}
+            # The documents whose masterIdentifier is this one (`service.unique_ids`), never
+            # a search parameter built from it: a comma in it made a search of several
+            # values, any identifier (a hidden document's entryUUID, whose hash it was then
+            # compared with) among them.
+            holders = self.service.documents_with_unique_id(
+                system if isinstance(system, str) else None, unique_id
+            )
+            for held in holders:
+                old = ((held.get("content") or [{}])[0]).get("attachment") or {}
                 if old.get("hash") != attachment.get("hash") or old.get("size") != attachment.get(
                     "size"
                 ):
@@ -537,6 +554,16 @@ class Iti65:
         return self.service.documents.find_target(
             self.service.store, self.requester or INTERNAL, target
         )
+
+
+def _by_identifier_alone(reference: str) -> bool:
+    """Whether a conditional patient reference is `Patient?identifier=<token>` and nothing
+    else. The registry resolves it itself, since a depositor need not read the record (R10,
+    R15): with any other criteria (`&_has:DocumentReference:patient:category=31`, a chain, a
+    birth date), whether it resolved told a writer what the record holds, masked documents
+    included, a wrong hash keeping the deposit from being made (R18)."""
+    params = parse_qsl(reference.split("?", 1)[1], keep_blank_values=True)
+    return len(params) == 1 and params[0][0] == "identifier" and bool(params[0][1])
 
 
 __all__ = [

@@ -351,16 +351,22 @@ class FhirService:
         resource_type: str,
         params: list[tuple[str, str]],
         limit: int = 2,
+        *,
+        joins_seen_by: Requester | None = None,
     ) -> list[StoredResource]:
         """The current resources matching search criteria (conditional interactions).
 
         Only what the requester may see is counted, so a conditional interaction cannot reveal
-        a hidden resource (R18).
+        a hidden resource (R18). `joins_seen_by`: for the server's own search (`requester`
+        INTERNAL) made for that requester, whose matches the caller judges one by one, the
+        chained and `_has` clauses read only what that requester could search
+        (`Gate.constrain_joins`).
         """
         parsed = parse_search(resource_type, params, self.registry, base_url=self.base_url)
-        query, _ = self.gate.constrain_search(
-            requester, _replace_count(parsed.query, limit), conditional=True
-        )
+        query = _replace_count(parsed.query, limit)
+        if joins_seen_by is not None:
+            query = self.gate.constrain_joins(joins_seen_by, query)
+        query, _ = self.gate.constrain_search(requester, query, conditional=True)
         page = self.store.search(
             query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
         )

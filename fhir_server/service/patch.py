@@ -96,9 +96,18 @@ class MetadataUpdates:
         patient: a professional's own search of it would be refused (R04). The criteria are
         searched by the server, and only the matches the requester may read, as a read of
         each would judge them (`Gate.may_read`), are counted: a document they may not read
-        answers as a missing one (404), and never makes two (412) (R18)."""
+        answers as a missing one (404), and never makes two (412) (R18). Their chained and
+        `_has` clauses read only what the requester could search: judged on the matches alone,
+        `?_id=V&patient._has:DocumentReference:patient:security-label=MASQUE_PS` found V, a
+        document they may read, exactly when the record held a document hidden from them."""
         self.check_type(resource_type)
-        found = self.service.find(INTERNAL, resource_type, criteria, limit=CONDITIONAL_LIMIT)
+        found = self.service.find(
+            INTERNAL,
+            resource_type,
+            criteria,
+            limit=CONDITIONAL_LIMIT,
+            joins_seen_by=requester,
+        )
         readable = [
             stored
             for stored in found
@@ -155,7 +164,9 @@ class MetadataUpdates:
         here) if the labels change."""
         service = self.service
         stored = tx.read(RESOURCE, resource_id)
-        service.gate.refuse_change(requester, "update", RESOURCE, stored)
+        # A metadata update is judged as a patch before the id is looked at: a requester who
+        # may patch no document (a system client, R15) is refused whatever the id names.
+        service.gate.refuse_change(requester, "patch", RESOURCE, stored)
         current = stored if stored is not None and not stored.deleted else None
         old = current.json() if current is not None else None
         hidden = service.gate.hidden_deny(requester, current) if current is not None else None

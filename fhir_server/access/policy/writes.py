@@ -150,9 +150,15 @@ class WriteDecisions(ReadDecisions):
         match requester.kind:
             case ActorKind.SYSTEM if resource_type not in DEPOSIT_TYPES:
                 return forbidden("R15", f"System clients do not write {resource_type} resources")
-            case ActorKind.SYSTEM if (
-                resource_type != "DocumentReference" or interaction == "delete"
+            case ActorKind.SYSTEM if resource_type != "DocumentReference" or interaction in (
+                "delete",
+                "patch",
             ):
+                # A system deprecates a replaced document by a PUT of it whole, the status
+                # changed (`system_write`). A PATCH (PDSm's metadata update: logical
+                # deletion, archiving, labels) names the document by its id alone: judged on
+                # the document, a system, which reads none, changed the status of any
+                # document of an open record and was answered the document whole (R15).
                 return forbidden("R15", "System clients only deposit documents and deprecate them")
             case ActorKind.PRACTITIONER if resource_type == "Consent":
                 # Practitioners never read Consents: they record their own authorization as

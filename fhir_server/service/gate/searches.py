@@ -17,6 +17,7 @@ import orjson
 
 from fhir_server.access import hidden_references
 from fhir_server.access.constraints import matches as constraint_matches
+from fhir_server.access.constraints import reference_target
 from fhir_server.access.decision import Deny, Permit
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
@@ -31,11 +32,13 @@ from fhir_server.search.query import (
     Everything,
     Has,
     InCompartment,
+    Missing,
     Node,
     Not,
     Or,
     ReferenceTest,
     SearchQuery,
+    TokenTest,
     all_of,
 )
 from fhir_server.search.simplify import without_implied_compartment
@@ -207,6 +210,16 @@ class SearchGate(ReadGate):
                 return all_of(*rewritten)
         return query.where
 
+    def constrain_joins(self, requester: Requester, query: SearchQuery) -> SearchQuery:
+        """`query` with its chained and `_has` clauses (and its `item` / `relatesto` naming
+        a hidden resource) reading only what `requester` could search, the rest as given:
+        for a search the server runs for a requester whose matches are judged one by one
+        afterwards (a conditional PATCH's, `service.patch`). Judging the matches alone left
+        the clauses reading the record unconstrained, so that a match told what they saw."""
+        if requester.kind is ActorKind.INTERNAL:
+            return query
+        return replace(query, where=self._constrain_joins(requester, query, query.where))
+
     def _constrain_joins(
         self,
         requester: Requester,
@@ -256,7 +269,58 @@ class SearchGate(ReadGate):
                 and not self._may_read_reference(requester, target_type, target_id)
             ):
                 return NOTHING
+            case ReferenceTest(param=param, identifier_value=value) if (
+                value is not None and hidden_references.searches_naming(resource_type, param)
+            ):
+                # `relatesto:identifier=<entryUUID>`: ITI-41's relations keep the target's
+                # identifier beside its reference, so an identifier found the document
+                # whose relation to a hidden one is not served. Only what names no hidden
+                # document is searched by identifier (fail closed).
+                return all_of(node, Not(self._names_hidden(requester, query, param)))
+            case Missing(param=param, missing=missing) if hidden_references.searches_naming(
+                resource_type, param
+            ):
+                shown = self._names_something_shown(requester, query, param)
+                return Not(shown) if missing else shown
+            case TokenTest(param="relation") if resource_type == "DocumentReference":
+                return all_of(node, Not(self._names_hidden(requester, query, "relatesto")))
+            case TokenTest(param="relationship", code=code) if resource_type == "DocumentReference":
+                target = reference_target(str(code or "").partition("$")[2])
+                if target is None or not self._may_read_reference(requester, *target):
+                    return NOTHING
         return node
+
+    def _names_hidden(self, requester: Requester, query: SearchQuery, param: str) -> Node:
+        """A resource whose naming element (`param`: List `item`, DocumentReference
+        `relatesto`) names a document of the record searched that is hidden from
+        `requester`; without a record, one naming anything (fail closed). Within the record,
+        so that the clause stays as small as the record for the engines that resolve a
+        chain into ids: a DocumentReference relation into another record is refused at
+        deposit, and a List naming only another record's documents is a known limit
+        (docs/access-rules.md, R14)."""
+        seen = self.include_constraint(requester, query, "DocumentReference")
+        given, patient_id = self.facts.designated_patient(query.resource_type or "", query.where)
+        record_id = patient_id if given else self.facts.acting_for(requester)
+        if not record_id:
+            return Missing(param, False)
+        return Chain(param, "DocumentReference", all_of(InCompartment(record_id), Not(seen)))
+
+    def _names_something_shown(self, requester: Requester, query: SearchQuery, param: str) -> Node:
+        """A resource served to `requester` with its naming element (`param`) not empty: it
+        names a document they may read, or names something and no hidden document (a
+        dangling or foreign reference is served as stored). `param:missing` is judged on
+        what is served (R14): on the stored items, `relatesto:missing=false` found a
+        document whose every relation was hidden, served without relatesTo; `relation=` and
+        `relationship=code$DocumentReference/<hidden id>` likewise matched a hidden
+        relation. Fail closed: a resource naming both a hidden document and a dangling
+        reference is taken as naming nothing shown."""
+        seen = self.include_constraint(requester, query, "DocumentReference")
+        return Or(
+            (
+                Chain(param, "DocumentReference", seen),
+                all_of(Missing(param, False), Not(self._names_hidden(requester, query, param))),
+            )
+        )
 
     def _may_read_reference(
         self, requester: Requester, target_type: str | None, target_id: str
