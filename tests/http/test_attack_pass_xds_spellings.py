@@ -13,20 +13,38 @@ What got through, each reproduced over HTTP with VIHFs as `fhir-server token` ma
 - The same parser reads ITI-57: a metadata update by the médecin traitant lifting
   INVISIBLE_PATIENT and keeping MASQUE_PS, the latter's scheme in capitals, was stored with
   the N code alone: the mask was lifted without being asked for.
+- A VIHF naming one fact twice was read as its first value: two access modes
+  (`bris_de_glace` then `normal` opened the record to a professional the patient had not
+  authorized, `normal` then `bris_de_glace` did not; a second AttributeStatement too), two
+  TRE_G15 professions (the order chose what R13 serves), two Subjects or NameIDs (the order
+  chose the practitioner judged); a PurposeOfUse outside TRE_R248 or without a code was
+  dropped (mode normal). Each is refused (SOAP Fault, FailedAuthentication), as a mode
+  spelled otherwise already was.
 """
 
 from __future__ import annotations
 
+import copy
 import uuid
 
 import pytest
 from lxml import etree
 
+import fhir_server.auth.vihf as vihf
+from fhir_server.auth.vihf import mint_vihf
 from ihe_xds import vocabulary as v
-from ihe_xds.stored_query import GET_DOCUMENTS
+from ihe_xds.stored_query import FIND_DOCUMENTS, GET_DOCUMENTS
 from tests.http import test_attack_pass_xds as attack
+from tests.http.conftest import INS_SYSTEM
 from tests.http.test_attack_pass_xds import AUTHORIZED, entry_uuid, errors, stored
-from tests.http.test_xds_endpoints import GP, Xds, envelope_of, registry_status
+from tests.http.test_xds_endpoints import (
+    GP,
+    OTHER_PS,
+    Xds,
+    envelope_of,
+    fault_of,
+    registry_status,
+)
 from tests.http.test_xds_stored_queries import adhoc
 from tests.http.test_xds_update_document_set import (
     A07_OID,
@@ -36,7 +54,7 @@ from tests.http.test_xds_update_document_set import (
     metadata_update,
     update,
 )
-from tests.xds_builders import build_iti41
+from tests.xds_builders import build_iti41, patient_cx
 
 RIM = f"{{{v.NS_RIM}}}"
 OID_TRE_A07 = "1.2.250.1.213.1.1.4.13"
@@ -180,3 +198,163 @@ def test_r14_iti57_keeping_masque_ps_with_its_scheme_in_capitals_keeps_the_mask(
     assert update(xds, nir, body) == (v.RESPONSE_SUCCESS, [])
     assert confidentiality(entry_of(xds, nir, unique_id)) == {"N", "MASQUE_PS"}
     assert entry_of(xds, nir, unique_id, AUTHORIZED) is None
+
+
+# -- the VIHF: one fact, one value ----------------------------------------------------------
+
+R248 = "1.2.250.1.213.1.1.4.248"  # TRE_R248 access modes
+G15 = "1.2.250.1.71.1.2.7"  # TRE_G15 professions
+
+
+def vihf_edited(api, monkeypatch, edit, idnat: str, nir: str, **kwargs) -> etree._Element:
+    """A `wsse:Security` header whose VIHF, as minted, is edited by `edit(assertion)` before
+    it is signed: what a structure's software could sign."""
+    sign = vihf.XMLSigner.sign
+
+    def edited_then_signed(self, data, **options):
+        edit(data)
+        return sign(self, data, **options)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(vihf.XMLSigner, "sign", edited_then_signed)
+        assertion = mint_vihf(
+            api.credential,
+            practitioner_id=idnat,
+            profession="10",
+            audience=api.audience,
+            patient_ins=f"{INS_SYSTEM}|{nir}",
+            **kwargs,
+        )
+    header = etree.Element(f"{{{vihf.WSSE}}}Security", nsmap={"wsse": vihf.WSSE})
+    header.append(assertion)
+    return header
+
+
+def coded_values(attribute: str, tag: str, *codes: tuple[str | None, str | None]):
+    """An edit making the VIHF attribute's values these (code, codeSystem) HL7 CEs."""
+
+    def edit(assertion: etree._Element) -> None:
+        holder = assertion.find(f".//{{{vihf.SAML}}}Attribute[@Name='{attribute}']")
+        for child in list(holder):
+            holder.remove(child)
+        for code, system in codes:
+            value = etree.SubElement(holder, f"{{{vihf.SAML}}}AttributeValue")
+            element = etree.SubElement(value, f"{{{vihf.HL7}}}{tag}", nsmap={None: vihf.HL7})
+            if code is not None:
+                element.set("code", code)
+            if system is not None:
+                element.set("codeSystem", system)
+
+    return edit
+
+
+def purposes(*codes):
+    return coded_values(vihf.ATTR_PURPOSE, "PurposeOfUse", *codes)
+
+
+def roles(*codes):
+    return coded_values(vihf.ATTR_ROLE, "Role", *codes)
+
+
+def second_statement_in_centre_15(assertion: etree._Element) -> None:
+    """A second AttributeStatement whose PurposeOfUse is centre_15."""
+    statement = assertion.find(f"{{{vihf.SAML}}}AttributeStatement")
+    extra = etree.Element(f"{{{vihf.SAML}}}AttributeStatement")
+    statement.addnext(extra)
+    attribute = etree.SubElement(extra, f"{{{vihf.SAML}}}Attribute", Name=vihf.ATTR_PURPOSE)
+    value = etree.SubElement(attribute, f"{{{vihf.SAML}}}AttributeValue")
+    element = etree.SubElement(value, f"{{{vihf.HL7}}}PurposeOfUse", nsmap={None: vihf.HL7})
+    element.set("code", "centre_15")
+    element.set("codeSystem", R248)
+
+
+def second_name_id(assertion: etree._Element) -> None:
+    subject = assertion.find(f"{{{vihf.SAML}}}Subject")
+    etree.SubElement(subject, f"{{{vihf.SAML}}}NameID").text = GP
+
+
+def second_subject(assertion: etree._Element) -> None:
+    subject = assertion.find(f"{{{vihf.SAML}}}Subject")
+    other = copy.deepcopy(subject)
+    other[0].text = GP
+    subject.addnext(other)
+
+
+def find_documents_with(api, nir: str, security: etree._Element):
+    query = adhoc(
+        FIND_DOCUMENTS,
+        [
+            ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
+            ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+        ],
+        "ObjectRef",
+    )
+    return api.soap("/xds/registry", v.ACTION_ITI18, query, security)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        purposes(("normal", R248), ("bris_de_glace", R248)),
+        purposes(("bris_de_glace", R248), ("normal", R248)),
+        purposes(("centre_15", R248), ("bris_de_glace", R248)),
+        second_statement_in_centre_15,
+        purposes(("bris_de_glace", "1.2.250.1.213.1.1.4.2")),
+        purposes(("bris_de_glace", None)),
+        purposes((None, R248)),
+    ],
+    ids=[
+        "normal-then-bris-de-glace",
+        "bris-de-glace-then-normal",
+        "centre-15-then-bris-de-glace",
+        "second-statement",
+        "another-code-system",
+        "no-code-system",
+        "no-code",
+    ],
+)
+def test_r11_r12_a_vihf_whose_access_mode_cannot_be_read_as_one_is_refused(
+    xds, record, monkeypatch, edit
+):
+    """The access mode decides R11/R12 (an opposition, a reason, the patient's notice). A
+    VIHF naming two modes was read as its first (`bris_de_glace, normal` opened the record to
+    a professional without authorization, `normal, bris_de_glace` did not), and a
+    PurposeOfUse outside TRE_R248, or without a code, as no mode at all (normal). Each is
+    refused (SOAP Fault, FailedAuthentication), as a mode spelled otherwise already was."""
+    security = vihf_edited(
+        xds, monkeypatch, edit, OTHER_PS, record["nir"], mode="bris_de_glace", reason="urgence"
+    )
+    response = find_documents_with(xds, record["nir"], security)
+    assert response.status_code == 400, response.get_data()[:2000]
+    code, reason = fault_of(response)
+    assert code == "soap:Sender"
+    assert "access mode" in reason
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [roles(("21", G15), ("10", G15)), roles(("10", G15), ("21", G15))],
+    ids=["pharmacien-then-medecin", "medecin-then-pharmacien"],
+)
+def test_r13_a_vihf_naming_two_professions_is_refused(xds, record, monkeypatch, edit):
+    """The habilitation matrix (R13) reads the TRE_G15 profession: a VIHF naming two was
+    read as its first, so the order of the Role values chose the document types served."""
+    security = vihf_edited(xds, monkeypatch, edit, AUTHORIZED, record["nir"])
+    response = find_documents_with(xds, record["nir"], security)
+    assert response.status_code == 400, response.get_data()[:2000]
+    code, reason = fault_of(response)
+    assert code == "soap:Sender"
+    assert "profession" in reason
+
+
+@pytest.mark.parametrize("edit", [second_name_id, second_subject], ids=["NameID", "Subject"])
+def test_r01_a_vihf_naming_two_practitioners_is_refused(xds, record, monkeypatch, edit):
+    """The IdNat_PS is the Subject's NameID: a VIHF with two (OTHER_PS, then the médecin
+    traitant) was read as its first. Which one the rules judge must not depend on the order
+    of elements: it is refused."""
+    security = vihf_edited(xds, monkeypatch, edit, OTHER_PS, record["nir"])
+    response = find_documents_with(xds, record["nir"], security)
+    assert response.status_code == 400, response.get_data()[:2000]
+    code, reason = fault_of(response)
+    assert code == "soap:Sender"
+    assert "NameID" in reason
