@@ -414,6 +414,15 @@ def _coded(element: etree._Element, problems: list[RegistryError], where: str) -
                 continue
             elif slot_name == "codingScheme":
                 schemes = _slot_values(child)
+                if len(schemes) > 1:  # read as its first, the order chose the code's system
+                    problems.append(
+                        registry_error(
+                            XDS_REGISTRY_METADATA_ERROR,
+                            f"code {element.get('nodeRepresentation') or ''} has "
+                            f"{len(schemes)} codingSchemes; a code has one",
+                            where,
+                        )
+                    )
         elif tag == _NAME and name is None:
             name = child
     return Coded(

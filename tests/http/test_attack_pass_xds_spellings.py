@@ -88,7 +88,13 @@ def deposit_with(api, nir: str, add) -> tuple:
     return request, response
 
 
-def masking(scheme: str, *, parent: str = "entry", classified: str = "Document01"):
+def masking(
+    scheme: str,
+    *,
+    parent: str = "entry",
+    classified: str = "Document01",
+    coding_schemes: tuple[str, ...] = (OID_TRE_A07,),
+):
     """Adds a MASQUE_PS confidentialityCode under `scheme`, inside the DocumentEntry or loose
     in the RegistryObjectList (`parent`), classifying `classified`."""
 
@@ -107,9 +113,9 @@ def masking(scheme: str, *, parent: str = "entry", classified: str = "Document01
             nodeRepresentation="MASQUE_PS",
         )
         slot = etree.SubElement(element, f"{RIM}Slot", name="codingScheme")
-        etree.SubElement(
-            etree.SubElement(slot, f"{RIM}ValueList"), f"{RIM}Value"
-        ).text = OID_TRE_A07
+        values = etree.SubElement(slot, f"{RIM}ValueList")
+        for coding_scheme in coding_schemes:
+            etree.SubElement(values, f"{RIM}Value").text = coding_scheme
         name = etree.SubElement(element, f"{RIM}Name")
         etree.SubElement(name, f"{RIM}LocalizedString", value="MASQUE_PS")
 
@@ -198,6 +204,22 @@ def test_r14_iti57_keeping_masque_ps_with_its_scheme_in_capitals_keeps_the_mask(
     assert update(xds, nir, body) == (v.RESPONSE_SUCCESS, [])
     assert confidentiality(entry_of(xds, nir, unique_id)) == {"N", "MASQUE_PS"}
     assert entry_of(xds, nir, unique_id, AUTHORIZED) is None
+
+
+def test_r14_a_confidentiality_code_with_two_coding_schemes_is_refused(xds, record):
+    """A codingScheme Slot holding two values (TRE_A07 then v3-Confidentiality) was read as
+    its first: which system the label was judged in hung on the order of the values. A code
+    has one system: refused, nothing stored."""
+    nir = record["nir"]
+    add = masking(v.DE_CONFIDENTIALITY_CODE, coding_schemes=(OID_TRE_A07, V3_OID))
+    request, response = deposit_with(xds, nir, add)
+    assert registry_status(response) == (v.RESPONSE_FAILURE, ["XDSRegistryMetadataError"])
+    assert "codingSchemes" in errors(response)[0][1]
+    unique_id = request.document_unique_ids["Document01"]
+    found = xds.runtime.service.documents_with_unique_id(
+        "urn:ietf:rfc:3986", f"urn:oid:{unique_id}"
+    )
+    assert found == []
 
 
 # -- the VIHF: one fact, one value ----------------------------------------------------------
