@@ -96,6 +96,32 @@ _ENTRY_CODE_LISTS = {
 ENTRY_ATTRIBUTE_SCHEMES = {**_ENTRY_CODES, **_ENTRY_CODE_LISTS}
 
 
+def _uuid_urn(value: str | None) -> str | None:
+    """A classificationScheme or classificationNode as the registry compares it: a UUID URN
+    in lower case, as the vocabulary writes them (RFC 4122 3: the hex digits are
+    case-insensitive on input; RFC 8141: so is the `urn:uuid:` prefix), anything else as
+    written. A confidentialityCode whose scheme was in capitals was not recognized, and its
+    MASQUE_PS dropped."""
+    if value and value[:9].lower() == "urn:uuid:":
+        return value.lower()
+    return value
+
+
+def _uninterpreted(classification: etree._Element, where: str) -> RegistryError:
+    """Fail closed: a Classification the registry does not read is refused, never dropped
+    (a confidentialityCode spelled otherwise lost its MASQUE_PS, the document stored
+    readable by every authorized professional)."""
+    scheme = classification.get("classificationScheme")
+    node = classification.get("classificationNode")
+    named = f"classificationScheme {scheme!r}" if scheme else f"classificationNode {node!r}"
+    return registry_error(
+        XDS_REGISTRY_METADATA_ERROR,
+        f"Classification {classification.get('id') or ''} ({named}) is not one this registry "
+        "interprets here; it is refused rather than dropped",
+        where,
+    )
+
+
 @dataclass(slots=True)
 class Slot:
     name: str
@@ -388,6 +414,15 @@ def _coded(element: etree._Element, problems: list[RegistryError], where: str) -
                 continue
             elif slot_name == "codingScheme":
                 schemes = _slot_values(child)
+                if len(schemes) > 1:  # read as its first, the order chose the code's system
+                    problems.append(
+                        registry_error(
+                            XDS_REGISTRY_METADATA_ERROR,
+                            f"code {element.get('nodeRepresentation') or ''} has "
+                            f"{len(schemes)} codingSchemes; a code has one",
+                            where,
+                        )
+                    )
         elif tag == _NAME and name is None:
             name = child
     return Coded(
@@ -553,11 +588,11 @@ def _parse_entry(
     if entry_id in loose:
         classifications += loose[entry_id]
     for classification in classifications:
-        node = classification.get("classificationNode")
+        node = _uuid_urn(classification.get("classificationNode"))
         if node == DE_LIMITED_METADATA:
             entry.limited_metadata = True
             continue
-        scheme = classification.get("classificationScheme")
+        scheme = _uuid_urn(classification.get("classificationScheme"))
         if scheme == DE_AUTHOR:
             entry.authors.append(_author(classification, problems, where))
         elif scheme in _ENTRY_CODES:
@@ -575,6 +610,8 @@ def _parse_entry(
             getattr(entry, _ENTRY_CODE_LISTS[scheme]).append(
                 _coded(classification, problems, where)
             )
+        else:
+            problems.append(_uninterpreted(classification, where))
     if external_ids:
         ids = _external_ids(external_ids)
         entry.patient_id = _single(ids, DE_PATIENT_ID, problems, where, "patientId")
@@ -592,7 +629,7 @@ def _parse_package(
     classifications = found.classifications
     if package_id in loose:
         classifications = classifications + loose[package_id]
-    nodes = [c.get("classificationNode") for c in classifications]
+    nodes = [_uuid_urn(c.get("classificationNode")) for c in classifications]
     ids = _external_ids(found.external_ids)
     if FOLDER_NODE in nodes:
         where = f"Folder {package_id}"
@@ -635,7 +672,9 @@ def _parse_package(
         if node == SS_LIMITED_METADATA:
             submission_set.limited_metadata = True
             continue
-        scheme = classification.get("classificationScheme")
+        if node == SS_NODE:
+            continue
+        scheme = _uuid_urn(classification.get("classificationScheme"))
         if scheme == SS_AUTHOR:
             submission_set.authors.append(_author(classification, problems, where))
         elif scheme == SS_CONTENT_TYPE_CODE:
@@ -646,6 +685,8 @@ def _parse_package(
                     )
                 )
             submission_set.content_type_code = _coded(classification, problems, where)
+        else:
+            problems.append(_uninterpreted(classification, where))
     submission_set.patient_id = _single(ids, SS_PATIENT_ID, problems, where, "patientId")
     submission_set.unique_id = _single(ids, SS_UNIQUE_ID, problems, where, "uniqueId")
     submission_set.source_id = _single(ids, SS_SOURCE_ID, problems, where, "sourceId")
@@ -742,6 +783,10 @@ def parse_submission(
             submission.associations.append(_parse_association(obj, loose, problems))
         elif tag == _OBJECT_REF:
             submission.object_refs.append(obj.get("id") or "")
+    named = {o.get("id") or "" for o in objects if o.tag != _CLASSIFICATION}
+    for classified, orphans in loose.items():
+        if classified not in named:  # it classifies nothing here: refused, not dropped
+            problems += [_uninterpreted(c, f"Classification of {classified!r}") for c in orphans]
     if submission.provide_and_register:
         for document in documents:
             document_id = document.get("id") or ""

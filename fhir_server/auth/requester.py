@@ -65,13 +65,6 @@ def _codings(value: Any, name: str) -> list[Mapping[str, Any]]:
     return codings
 
 
-def _code_in(codings: list[Mapping[str, Any]], system: str) -> str | None:
-    for coding in codings:
-        if coding.get("system") == system and isinstance(coding.get("code"), str):
-            return coding["code"]
-    return None
-
-
 def _reference(fhir_user: str | None) -> tuple[str | None, str | None]:
     """fhirUser may be relative (Patient/1) or absolute (https://x/fhir/Patient/1)."""
     if not fhir_user:
@@ -82,9 +75,30 @@ def _reference(fhir_user: str | None) -> tuple[str | None, str | None]:
     return parts[-2], parts[-1]
 
 
+def _one_code(codings: list[Mapping[str, Any]], system: str, what: str) -> str | None:
+    """The code of `system` the codings give, or None; AuthenticationError when they give
+    two different ones: read as the first, the order of the claims chose it (fail closed)."""
+    codes = {
+        c["code"] for c in codings if c.get("system") == system and isinstance(c.get("code"), str)
+    }
+    if len(codes) > 1:
+        raise AuthenticationError(f"the credentials name more than one {what}: {sorted(codes)}")
+    return next(iter(codes), None)
+
+
 def _access_mode(iua: Mapping[str, Any], dmp: Mapping[str, Any]) -> AccessMode:
-    code = _code_in(_codings(iua.get("purpose_of_use"), "purpose_of_use"), SYSTEM_ACCESS_MODE)
-    code = code or _text(dmp.get("access_mode"), "extensions.dmp.access_mode")
+    purpose = _one_code(
+        _codings(iua.get("purpose_of_use"), "purpose_of_use"),
+        SYSTEM_ACCESS_MODE,
+        "access mode (purpose_of_use, TRE_R248)",
+    )
+    declared = _text(dmp.get("access_mode"), "extensions.dmp.access_mode")
+    if purpose is not None and declared is not None and purpose != declared:
+        raise AuthenticationError(
+            "the credentials name more than one access mode (purpose_of_use and "
+            "extensions.dmp.access_mode differ)"
+        )
+    code = purpose or declared
     if code is None:
         return AccessMode.NORMAL
     try:
@@ -153,7 +167,7 @@ def requester_from_claims(claims: Mapping[str, Any]) -> Requester:
 
     if npi is not None:
         roles = _codings(iua.get("subject_role"), "subject_role")
-        profession = _code_in(roles, SYSTEM_PROFESSION)
+        profession = _one_code(roles, SYSTEM_PROFESSION, "subject_role profession (TRE_G15)")
         if profession is None:
             raise AuthenticationError(
                 "practitioner token needs a subject_role profession (TRE_G15)"

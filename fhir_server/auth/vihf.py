@@ -451,6 +451,32 @@ def _patient_ins(assertion: etree._Element) -> str | None:
     return token
 
 
+def _access_modes(assertion: etree._Element) -> list[dict[str, str]]:
+    """The access mode (R11, R12) as purpose_of_use codings: every PurposeOfUse value one
+    TRE_R248 code, all of them the same mode.
+
+    Fail closed: a PurposeOfUse in another code system, or without a code, was dropped and the
+    request served in mode normal; two modes were read as the first, so that the order of the
+    values chose between normal and bris_de_glace. Both are refused.
+    """
+    modes = []
+    for value in _values(assertion, ATTR_PURPOSE):
+        coded = [child for child in value if isinstance(child.tag, str)]
+        if (
+            len(coded) != 1
+            or not coded[0].get("code")
+            or coded[0].get("codeSystem") != OID_TRE_R248_MODE_ACCES
+        ):
+            raise AuthenticationError(
+                "VIHF access mode (PurposeOfUse) must be a TRE_R248 code "
+                f"(codeSystem {OID_TRE_R248_MODE_ACCES}): normal, bris_de_glace or centre_15"
+            )
+        modes.append({"system": SYSTEM_ACCESS_MODE, "code": coded[0].get("code") or ""})
+    if len({mode["code"] for mode in modes}) > 1:
+        raise AuthenticationError("VIHF access mode (PurposeOfUse) names more than one mode")
+    return modes
+
+
 def vihf_claims(assertion: etree._Element) -> dict[str, Any]:
     """Token-shaped claims from a verified assertion's attributes.
 
@@ -458,6 +484,10 @@ def vihf_claims(assertion: etree._Element) -> dict[str, Any]:
     validated by `requester_from_claims` like a token's, so the two faces accept exactly the
     same values (a NameID with surrounding spaces is refused on both, not trimmed on one).
     """
+    subjects = assertion.findall("saml2:Subject", NSMAP)
+    if len(subjects) > 1 or len(assertion.findall("saml2:Subject/saml2:NameID", NSMAP)) > 1:
+        # Read as the first, which practitioner the rules judged hung on element order.
+        raise AuthenticationError("VIHF must carry one Subject with one NameID (IdNat_PS)")
     name_id = assertion.findtext("saml2:Subject/saml2:NameID", namespaces=NSMAP)
     if not name_id or not name_id.strip():
         raise AuthenticationError("VIHF has no Subject/NameID (IdNat_PS)")
@@ -465,9 +495,7 @@ def vihf_claims(assertion: etree._Element) -> dict[str, Any]:
     if problem is not None:
         raise AuthenticationError(f"VIHF Subject/NameID (IdNat_PS): {problem}")
     roles = _coded_values(assertion, ATTR_ROLE)
-    purposes = [
-        p for p in _coded_values(assertion, ATTR_PURPOSE) if p["system"] == SYSTEM_ACCESS_MODE
-    ]
+    purposes = _access_modes(assertion)
     structure = _text_value(assertion, ATTR_STRUCTURE)
     iua: dict[str, Any] = {
         "national_provider_identifier": name_id,

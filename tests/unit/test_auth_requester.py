@@ -140,3 +140,44 @@ def test_r01_claims_naming_no_actor_are_refused():
     ):
         with pytest.raises(AuthenticationError):
             requester_from_claims(claims)
+
+
+@pytest.mark.parametrize(
+    ("purposes", "declared"),
+    [
+        (["bris_de_glace", "normal"], None),
+        (["normal", "centre_15"], None),
+        (["normal"], "bris_de_glace"),
+    ],
+    ids=["two-purposes", "normal-then-centre-15", "purpose-against-dmp-access-mode"],
+)
+def test_r11_r12_a_token_naming_two_access_modes_is_refused(purposes, declared):
+    """Read as the first, the order of the claims chose the mode (R11, R12): refused."""
+    claims = practitioner_claims(**({"access_mode": declared} if declared else {}))
+    claims["extensions"]["ihe_iua"]["purpose_of_use"] = [
+        {"system": MODE, "code": code} for code in purposes
+    ]
+    with pytest.raises(AuthenticationError, match="access mode"):
+        requester_from_claims(claims)
+
+
+def test_r13_a_token_naming_two_professions_is_refused():
+    """The habilitation matrix (R13) reads one TRE_G15 profession: two were read as the first."""
+    claims = practitioner_claims()
+    claims["extensions"]["ihe_iua"]["subject_role"] = [
+        {"system": PROFESSION, "code": "21"},
+        {"system": PROFESSION, "code": "10"},
+    ]
+    with pytest.raises(AuthenticationError, match="profession"):
+        requester_from_claims(claims)
+
+
+def test_actors_the_same_mode_and_profession_given_twice_are_one():
+    """The same value given twice names one fact: accepted."""
+    claims = practitioner_claims(access_mode="normal")
+    iua = claims["extensions"]["ihe_iua"]
+    iua["purpose_of_use"] = [{"system": MODE, "code": "normal"}] * 2
+    iua["subject_role"] = [{"system": PROFESSION, "code": "10"}] * 2
+    requester = requester_from_claims(claims)
+    assert requester.access_mode is AccessMode.NORMAL
+    assert requester.profession == "10"
