@@ -51,7 +51,6 @@ from fhir_server.terminology import (
     CANONICAL_BASE,
     OID_TRE_G15_PROFESSION,
     OID_TRE_R248_MODE_ACCES,
-    SYSTEM_ACCESS_MODE,
     SYSTEM_IDNAT_STRUCT,
 )
 
@@ -465,9 +464,9 @@ def vihf_claims(assertion: etree._Element) -> dict[str, Any]:
     if problem is not None:
         raise AuthenticationError(f"VIHF Subject/NameID (IdNat_PS): {problem}")
     roles = _coded_values(assertion, ATTR_ROLE)
-    purposes = [
-        p for p in _coded_values(assertion, ATTR_PURPOSE) if p["system"] == SYSTEM_ACCESS_MODE
-    ]
+    # Every purpose is passed on: `requester_from_claims` reads TRE_R248's in any spelling
+    # and refuses a mode it would not read (another codeSystem, a lookalike code).
+    purposes = _coded_values(assertion, ATTR_PURPOSE)
     structure = _text_value(assertion, ATTR_STRUCTURE)
     iua: dict[str, Any] = {
         "national_provider_identifier": name_id,
