@@ -18,6 +18,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from lxml import etree
 
 from fhir_server.access.record import build_record
 from fhir_server.access.requester import INTERNAL, AccessMode
@@ -32,6 +33,7 @@ from fhir_server.terminology import (
     SYSTEM_IDNAT_PS,
     SYSTEM_V3_ROLE_CODE,
 )
+from ihe_xds import vocabulary as v
 from tests.http.conftest import INS_SYSTEM, a_patient, auth, deny, dmp_consent, permit
 from tests.http.test_normal_form import (
     AUTHORIZED,
@@ -44,6 +46,9 @@ from tests.http.test_normal_form import (
     post,
     put_patient_b,
 )
+from tests.http.test_xds_endpoints import GP as XDS_GP
+from tests.http.test_xds_endpoints import Xds, registry_status
+from tests.xds_builders import build_iti41
 
 STRANGER = "810000000040"  # named in no Consent
 R248_URL = "https://mos.esante.gouv.fr/NOS/TRE_R248_ModeAcces/FHIR/TRE-R248-ModeAcces"
@@ -97,6 +102,27 @@ def test_r14_masking_label_outside_security_labels_is_refused_not_ignored(
     assert refused.status_code == 422, refused.get_json()
     assert "meta.security or securityLabel" in json.dumps(refused.get_json())
     assert documents_of(record, PATIENT_A) == before
+
+
+def test_r14_iti41_masking_code_as_an_event_code_is_refused(app, client, tokens, data_dir):
+    """Over XDS: MASQUE_PS under TRE_A07 as an eventCodeList entry instead of the
+    confidentialityCode was deposited (Success) and the document served unmasked."""
+    api = Xds(app, client, tokens, data_dir)
+    _, nir = api.patient(1)
+    request = build_iti41(
+        nir=nir, mtom=False, security=api.security(XDS_GP, nir), masking=("MASQUE_PS",)
+    )
+    root = etree.fromstring(request.envelope)
+    for classification in root.iter(f"{{{v.NS_RIM}}}Classification"):
+        if classification.get("nodeRepresentation") == "MASQUE_PS":
+            classification.set("classificationScheme", v.DE_EVENT_CODE)
+    response = client.post(
+        "/xds/repository",
+        data=etree.tostring(root, xml_declaration=True, encoding="UTF-8"),
+        headers={"Content-Type": request.content_type},
+    )
+    status, errors = registry_status(response)
+    assert status.endswith("Failure") and errors == ["XDSRepositoryMetadataError"]
 
 
 # -- R03: the record's status given twice -------------------------------------------------------
