@@ -28,7 +28,7 @@ from typing import Any
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_token
 from fhir_server.auth.tokens import AuthenticationError
-from fhir_server.resources.normal_form import default_aliases
+from fhir_server.resources.normal_form import NormalForm, default_aliases
 from fhir_server.terminology import (
     PURPOSE_BY_MODE,
     SYSTEM_ACCESS_MODE,
@@ -78,10 +78,22 @@ def _code_in(codings: list[Mapping[str, Any]], system: str) -> str | None:
     return None
 
 
-def _reference(fhir_user: str | None) -> tuple[str | None, str | None]:
-    """fhirUser may be relative (Patient/1) or absolute (https://x/fhir/Patient/1)."""
+def _reference(fhir_user: str | None, base_url: str | None) -> tuple[str | None, str | None]:
+    """fhirUser may be relative (Patient/1) or absolute on this server's base
+    (https://x/fhir/Patient/1, in any spelling the normal form reads as this base). An
+    absolute one on another base names a user of another server: as for any foreign
+    reference (`resources.normal_form`), it names no local Patient or RelatedPerson and is
+    refused rather than read as the local resource with the same id."""
     if not fhir_user:
         return None, None
+    if "://" in fhir_user[:8]:
+        local = NormalForm(base_url).local_reference(fhir_user) if base_url else fhir_user
+        if "://" in local[:8]:
+            raise AuthenticationError(
+                f"token claim fhirUser {fhir_user!r} names a resource of another server "
+                f"than this one ({base_url or 'no base configured'})"
+            )
+        fhir_user = local
     parts = fhir_user.rstrip("/").split("/")
     if len(parts) < 2 or not parts[-1]:
         raise AuthenticationError("token claim fhirUser must be a reference Type/id")
@@ -183,8 +195,9 @@ def _national_provider_identifier(iua: Mapping[str, Any]) -> str | None:
     return _checked(_text(value, name), idnat_ps_error(value), f"{name} (IdNat_PS)")
 
 
-def requester_from_claims(claims: Mapping[str, Any]) -> Requester:
-    """The Requester named by validated claims; AuthenticationError if they name nobody."""
+def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None) -> Requester:
+    """The Requester named by validated claims; AuthenticationError if they name nobody.
+    `base_url`: this server's FHIR base, on which an absolute `fhirUser` must stand."""
     extensions = _object(claims.get("extensions"), "extensions")
     iua = _object(extensions.get(IUA_EXTENSION), "extensions.ihe_iua")
     dmp = _object(extensions.get(DMP_EXTENSION), "extensions.dmp")
@@ -200,7 +213,7 @@ def requester_from_claims(claims: Mapping[str, Any]) -> Requester:
         ),
         "access_reason": _text(dmp.get("access_reason"), "extensions.dmp.access_reason"),
     }
-    user_type, user_id = _reference(_text(claims.get("fhirUser"), "fhirUser"))
+    user_type, user_id = _reference(_text(claims.get("fhirUser"), "fhirUser"), base_url)
     context_patient = _context_patient(claims)
     npi = _national_provider_identifier(iua)
 

@@ -281,6 +281,27 @@ def test_r18_organisational_mailbox_named_otherwise_refuses_the_token(
     assert refused.status_code == 401, refused.get_json()
 
 
+@pytest.mark.parametrize(
+    ("fhir_user", "status"),
+    [
+        ("https://elsewhere.example/fhir/Patient/patient-a", 401),
+        ("http://127.0.0.1:8080/other/Patient/patient-a", 401),
+        ("HTTP://127.0.0.1:8080/fhir/Patient/patient-a", 200),
+    ],
+    ids=["another-server", "another-base-same-host", "this-base-in-capitals"],
+)
+def test_r06_fhir_user_on_another_server_is_not_the_local_patient(
+    client, tokens, record, fhir_user, status
+):
+    """An absolute fhirUser was read by its last two segments whatever its base: a token
+    naming Patient/patient-a of another server read patient A's record here (200)."""
+    token = tokens.issuer.issue(
+        subject="someone", scopes="patient/*.rs", fhir_user=fhir_user, patient=PATIENT_A
+    )
+    found = client.get(f"/fhir/DocumentReference?patient={PATIENT_A}", headers=auth(token))
+    assert found.status_code == status, found.get_json()
+
+
 # -- R04, patient binding: one INS, one spelling ------------------------------------------------
 
 CORSICAN_NIR = "185052A004123" + f"{nir_key('185052A004123'):02d}"
