@@ -382,14 +382,18 @@ def _period_covers(period: object, now: datetime, path: str) -> bool:
         raise _invalid("period must be a Period", path)
     start, end = period.get("start"), period.get("end")
     try:
-        if start is not None and instant_range(start)[0] > now:
-            return False
-        if end is not None and instant_range(end)[1] < now:
-            return False
+        first = instant_range(start)[0] if start is not None else None
+        last = instant_range(end)[1] if end is not None else None
     except (ValueError, TypeError):
         bad = "start" if start is not None and not _is_datetime(start) else "end"
         raise _invalid(f"period.{bad} is not a FHIR dateTime", f"{path}.{bad}") from None
-    return True
+    if first is not None and last is not None and first > last:
+        # FHIR per-1, compared as instants (zones applied): a period ending before it starts
+        # is in force at no instant, and a block or an opposition written so was ignored.
+        raise _invalid("period.start is after period.end (FHIR per-1)", path)
+    if first is not None and first > now:
+        return False
+    return not (last is not None and last < now)
 
 
 def _is_datetime(value: object) -> bool:

@@ -391,6 +391,36 @@ def test_r10_initial_consent_category_with_a_trailing_slash_is_the_initial_conse
     assert client.get(url, headers=auth(tokens.practitioner(STRANGER))).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"start": "2027-01-01", "end": "2025-01-01"},
+        {"start": "2026-12-07T01:00:00-10:00", "end": "2026-12-07T05:00:00Z"},
+    ],
+    ids=["dates", "instants-across-zones"],
+)
+def test_r09_consent_whose_period_ends_before_it_starts_is_refused(client, tokens, record, period):
+    """A block under a period ending before it starts (per-1; the second: 11:00 UTC to 05:00
+    UTC) was stored and in force at no instant: the practitioner it blocked read on (200)."""
+    consent = dmp_consent(PATIENT_B, deny(AUTHORIZED))
+    consent["provision"]["period"] = period
+    refused = post(client, tokens.patient(PATIENT_B), consent)
+    assert refused.status_code == 422, refused.get_json()
+    url = f"/fhir/DocumentReference?patient={PATIENT_B}"
+    assert client.get(url, headers=auth(tokens.practitioner(AUTHORIZED))).status_code == 200
+
+
+def test_r09_consent_period_across_zones_in_order_is_read_as_instants(client, tokens, record):
+    """Written in two zones, 20:00 UTC on the 6th to 00:00 UTC on the 7th compares as text
+    the wrong way round; as instants it is in order (and long past): accepted."""
+    consent = dmp_consent(PATIENT_B, deny(AUTHORIZED))
+    consent["provision"]["period"] = {
+        "start": "2026-12-07T10:00:00+14:00",
+        "end": "2026-12-07T00:00:00Z",
+    }
+    assert post(client, tokens.patient(PATIENT_B), consent).status_code == 201
+
+
 def test_r10_authorization_whose_period_ended_is_not_kept_by_the_record_cache(
     client, tokens, record
 ):
