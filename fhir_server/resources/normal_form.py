@@ -17,9 +17,10 @@ brought to one spelling before validation, indexing and any access decision:
   code of a closed system (TRE_A07) that it does not have or that stands under another system;
 - identifier values the rules compare (IdNat_PS, INS) are checked, never trimmed;
 - the record-status extension is recognised by its exact URL and codes only (near miss: 422);
-- a TRE_A07 label stands in `meta.security` or a `securityLabel` (anywhere in Parameters, a
-  FHIRPath Patch whose result comes here in turn): elsewhere (`meta.tag`, an extension's
-  value) the rules would not read it, and it is refused; so is a Patient carrying the
+- a TRE_A07 label stands in `meta.security` (not a Binary's: a Binary is read as its
+  document) or a `securityLabel` (anywhere in Parameters, a FHIRPath Patch whose result
+  comes here in turn): elsewhere (`meta.tag`, an extension's value) the rules would not read
+  it, and it is refused; so is a Patient carrying the
   record-status extension twice;
 - a DocumentReference's TRE_A07 labels stand in `securityLabel`, whichever of
   `securityLabel` and `meta.security` they came in (the rules read both; the notification,
@@ -427,7 +428,9 @@ def _label_place(parent: dict, place: str | None, key: str) -> str | None:
     if place == _ANY or parent.get("resourceType") == "Parameters":
         return _ANY
     if key == "meta" and "resourceType" in parent:
-        return _META
+        # A Binary is read as the document that owns it (`policy.reads.decide_binary_read`):
+        # its own labels are read by no rule, so one there is a label in the wrong place.
+        return None if parent["resourceType"] == "Binary" else _META
     if key == "securityLabel":
         return _CONCEPT
     if (place, key) in ((_META, "security"), (_CONCEPT, "coding")):

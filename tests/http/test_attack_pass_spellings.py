@@ -48,6 +48,7 @@ from tests.http.test_normal_form import (
 )
 from tests.http.test_xds_endpoints import GP as XDS_GP
 from tests.http.test_xds_endpoints import Xds, registry_status
+from tests.support.documents import transaction
 from tests.xds_builders import build_iti41
 
 STRANGER = "810000000040"  # named in no Consent
@@ -101,6 +102,22 @@ def test_r14_masking_label_outside_security_labels_is_refused_not_ignored(
     refused = post(client, tokens.practitioner(AUTHORIZED), {**document(PATIENT_A), **place})
     assert refused.status_code == 422, refused.get_json()
     assert "meta.security or securityLabel" in json.dumps(refused.get_json())
+    assert documents_of(record, PATIENT_A) == before
+
+
+def test_r14_masking_label_on_the_binary_instead_of_its_document_is_refused(client, tokens, record):
+    """A Binary is read as its document: MASQUE_PS in the Binary's meta.security was stored
+    and read by no rule, and another practitioner read the content (200)."""
+    bundle = transaction(PATIENT_A, document(PATIENT_A), b"bonjour")
+    binary = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Binary")
+    binary["resource"]["meta"] = {"security": [MASQUE_PS]}
+    before = documents_of(record, PATIENT_A)
+    refused = client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(tokens.practitioner(AUTHORIZED), **{"Content-Type": "application/fhir+json"}),
+    )
+    assert refused.status_code == 422, refused.get_json()
     assert documents_of(record, PATIENT_A) == before
 
 
