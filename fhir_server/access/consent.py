@@ -113,6 +113,7 @@ def interpret_consent(consent: dict, now: datetime | None = None) -> ConsentRule
     if status not in CONSENT_STATUSES:
         raise _invalid(f"Consent.status {status!r} is not a Consent status", "Consent.status")
     _check_scope(consent.get("scope"))
+    _refuse_modifier_extensions(consent, "Consent")
     if consent_patient_id(consent) is None:
         raise _invalid(
             "Consent.patient must reference the Patient whose record this is", "Consent.patient"
@@ -130,6 +131,55 @@ def interpret_consent(consent: dict, now: datetime | None = None) -> ConsentRule
     ):
         rules = rules.combine(ConsentRules(initial_consent=True))
     return rules
+
+
+def period_bounds(consent: dict) -> list[datetime]:
+    """The instants at which the Consent's periods (the root's and the nested provisions')
+    begin or cease to be in force: whoever keeps the rules it contributes must read it again
+    at the first of them still to come. Bounds that are no dateTime are left out (the
+    Consent was refused at write, or is read as uninterpretable)."""
+    root = consent.get("provision")
+    provisions = [root] if isinstance(root, dict) else []
+    nested = root.get("provision") if isinstance(root, dict) else None
+    provisions += [p for p in nested if isinstance(p, dict)] if isinstance(nested, list) else []
+    return [bound for provision in provisions for bound in _bounds(provision.get("period"))]
+
+
+def _bounds(period: object) -> list[datetime]:
+    """The first instant of a period and the first instant after it, as far as written."""
+    if not isinstance(period, dict):
+        return []
+    bounds = []
+    for name, side in (("start", 0), ("end", 1)):
+        value = period.get(name)
+        try:
+            instant = instant_range(value)[side]  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            continue
+        bounds.append(instant + timedelta(microseconds=side))
+    return bounds
+
+
+def _refuse_modifier_extensions(node: object, path: str) -> None:
+    """A modifierExtension anywhere in a Consent (its root, an actor, a scope...) may change
+    what the Consent means (a negation, a condition): the rules would read it as if it were
+    absent, so it is refused as a provision's is (FHIR: a modifier not understood is not
+    ignored)."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _refuse_modifier_extensions(item, f"{path}[{index}]")
+        return
+    if not isinstance(node, dict):
+        return
+    if "modifierExtension" in node:
+        raise _unsupported(
+            "A modifierExtension changes what the Consent means in a way the DMP access rules "
+            "do not evaluate",
+            f"{path}.modifierExtension",
+        )
+    for key, child in node.items():
+        if isinstance(child, dict | list) and key not in ("contained", "extension"):
+            _refuse_modifier_extensions(child, f"{path}.{key}")
 
 
 def _check_scope(scope: object) -> None:
@@ -254,6 +304,15 @@ def _actor_ids(actors: object, path: str) -> frozenset[str]:
             # Compared exactly with the requester's IdNat_PS, which is checked the same way:
             # never trimmed on one side only (issue #18, finding 12).
             raise _invalid(problem, f"{here}.reference.identifier.value")
+        literal = (actor.get("reference") or {}).get("reference")
+        if literal is not None and literal != f"Practitioner/{value}":
+            # `Practitioner/<IdNat_PS>` names a practitioner too (R08 reads it so): an actor
+            # naming two would be read as one of them only.
+            raise _invalid(
+                f"The actor's reference {literal!r} does not name the practitioner of its "
+                f"IdNat_PS identifier (Practitioner/{value}, or no reference)",
+                f"{here}.reference.reference",
+            )
         ids.add(value)
     return frozenset(ids)
 
@@ -323,14 +382,18 @@ def _period_covers(period: object, now: datetime, path: str) -> bool:
         raise _invalid("period must be a Period", path)
     start, end = period.get("start"), period.get("end")
     try:
-        if start is not None and instant_range(start)[0] > now:
-            return False
-        if end is not None and instant_range(end)[1] < now:
-            return False
+        first = instant_range(start)[0] if start is not None else None
+        last = instant_range(end)[1] if end is not None else None
     except (ValueError, TypeError):
         bad = "start" if start is not None and not _is_datetime(start) else "end"
         raise _invalid(f"period.{bad} is not a FHIR dateTime", f"{path}.{bad}") from None
-    return True
+    if first is not None and last is not None and first > last:
+        # FHIR per-1, compared as instants (zones applied): a period ending before it starts
+        # is in force at no instant, and a block or an opposition written so was ignored.
+        raise _invalid("period.start is after period.end (FHIR per-1)", path)
+    if first is not None and first > now:
+        return False
+    return not (last is not None and last < now)
 
 
 def _is_datetime(value: object) -> bool:

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
-from fhir_server.access.consent import NO_RULES, ConsentRules, interpret_consent
+from fhir_server.access.consent import (
+    NO_RULES,
+    ConsentRules,
+    instant_range,
+    interpret_consent,
+    period_bounds,
+)
 from fhir_server.access.constraints import reference_target
 from fhir_server.errors import FhirError
 from fhir_server.resources.normal_form import idnat_ps_problem
@@ -26,6 +32,8 @@ from fhir_server.terminology import (
 )
 
 ADULT_AGE = 18
+# The easternmost time zone (Line Islands): its date is the latest anywhere (`latest_date`).
+_LATEST_OFFSET = timedelta(hours=14)
 REPRESENTATIVE_ROLES = frozenset({"PRN", "GUARD"})
 INS_SYSTEMS = frozenset(f"urn:oid:{oid}" for oid in INS_OIDS)
 
@@ -47,6 +55,10 @@ class PatientRecord:
     # Ids of active Consents that could not be interpreted. The policy then fails closed for
     # practitioners other than the médecin traitant rather than ignore a possible block.
     uninterpretable_consents: tuple[str, ...] = ()
+    # The first instant after which these facts no longer hold though nothing was written: a
+    # Consent's or a representative's period begins or ends (None: no such instant). A cache
+    # of records must read the record again from then on (`service.gate.facts`).
+    valid_until: datetime | None = None
     # The Patient resource the facts were read from, as stored (read-only): the gate checks a
     # designated patient's visibility on it without reading the Patient again.
     patient: dict | None = field(default=None, compare=False, hash=False, repr=False)
@@ -69,30 +81,36 @@ def build_record(
     """Gather the record's facts from the Patient, its Consents and its RelatedPersons.
 
     Consents and RelatedPersons about another patient are ignored (the service may pass a
-    superset). Representatives count only while the patient is a minor (R07).
+    superset). Representatives count only while the patient is a minor (R07), whose age is
+    taken on the latest date anywhere at `now` (`latest_date`); `today` is read only when
+    `now` is not given.
     """
     patient_id = patient["id"]
-    now = now or datetime.now(UTC)
+    if now is None:
+        now = datetime.now(UTC)
+        latest = today
+    else:
+        latest = latest_date(now)
     birth = _birth_date(patient.get("birthDate"))
-    minor = birth is not None and _age_on(birth, today) < ADULT_AGE
+    minor = birth is not None and _age_on(birth, latest) < ADULT_AGE
     rules = NO_RULES
     problems: list[str] = []
+    bounds: list[datetime] = []
     for consent in consents:
         if _patient_of(consent.get("patient")) != patient_id or consent.get("status") != "active":
             continue
+        bounds += period_bounds(consent)
         try:
             rules = rules.combine(interpret_consent(consent, now))
         except FhirError:
             problems.append(str(consent.get("id", "")))
-    representatives = (
-        frozenset(
-            rp["id"]
-            for rp in related_persons
-            if rp.get("id") and _is_representative(rp, patient_id, today)
+    representatives: frozenset[str] = frozenset()
+    if minor:
+        related = [rp for rp in related_persons if rp.get("id")]
+        representatives = frozenset(
+            rp["id"] for rp in related if _is_representative(rp, patient_id, now)
         )
-        if minor
-        else frozenset()
-    )
+        bounds += [bound for rp in related for bound in _period_bounds(rp.get("period"))]
     return PatientRecord(
         patient_id=patient_id,
         ins=_ins(patient),
@@ -103,16 +121,34 @@ def build_record(
         representatives=representatives,
         rules=rules,
         uninterpretable_consents=tuple(problems),
+        valid_until=min((bound for bound in bounds if bound > now), default=None),
         patient=patient,
     )
 
 
+def latest_date(now: datetime) -> date:
+    """The latest calendar date it is anywhere at `now` (UTC+14).
+
+    A birthDate has no time zone: a patient is 18 on their birthday wherever they are, and
+    in the French territories east of Greenwich (New Caledonia, UTC+11; Wallis and Futuna,
+    UTC+12) that day begins up to half a day before it does in UTC. The age is taken on the
+    latest date (R07), so that a time zone never makes an adult look like a minor, as a
+    partial birthDate never does (`_birth_date`)."""
+    return (now.astimezone(UTC) + _LATEST_OFFSET).date()
+
+
 def _record_status(patient: dict) -> str:
-    for extension in patient.get("extension") or []:
-        if extension.get("url") == EXT_RECORD_STATUS:
-            code = extension.get("valueCode")
-            return code if code in (RECORD_OPEN, RECORD_OPPOSED, RECORD_CLOSED) else RECORD_CLOSED
-    return RECORD_OPEN
+    """The record's status; an unknown code, or several codes (the normal form refuses a
+    second record-status at write, a record written before may hold one), read as closed."""
+    codes = {
+        extension.get("valueCode")
+        for extension in patient.get("extension") or []
+        if extension.get("url") == EXT_RECORD_STATUS
+    }
+    if not codes:
+        return RECORD_OPEN
+    code = codes.pop() if len(codes) == 1 else None
+    return code if code in (RECORD_OPEN, RECORD_OPPOSED, RECORD_CLOSED) else RECORD_CLOSED
 
 
 def _ins(patient: dict) -> tuple[tuple[str, str], ...]:
@@ -188,16 +224,30 @@ def _patient_of(reference: object) -> str | None:
     return target[1] if target and target[0] == "Patient" else None
 
 
-def _is_representative(related_person: dict, patient_id: str, today: date) -> bool:
+def _period_bounds(period: object) -> list[datetime]:
+    """The instants a RelatedPerson's period begins and ends at (`consent.period_bounds`)."""
+    return period_bounds({"provision": {"period": period}})
+
+
+def _is_representative(related_person: dict, patient_id: str, now: datetime) -> bool:
+    """An active RelatedPerson of the patient, PRN or GUARD, whose period covers `now`.
+
+    The period's bounds are instants where they carry a time (and its zone), whole days
+    otherwise (`consent.instant_range`, as a Consent's period): compared by their first ten
+    characters, a guardianship ended at 01:00 counted until midnight, one ended at 00:30
+    (+14:00) until the next midnight. A bound that is no dateTime covers nothing."""
     if related_person.get("active") is False:
         return False
     if _patient_of(related_person.get("patient")) != patient_id:
         return False
     period = related_person.get("period") or {}
     start, end = period.get("start"), period.get("end")
-    if isinstance(start, str) and start[:10] > today.isoformat()[: len(start[:10])]:
-        return False
-    if isinstance(end, str) and end[:10] < today.isoformat()[: len(end[:10])]:
+    try:
+        if start is not None and instant_range(start)[0] > now:
+            return False
+        if end is not None and instant_range(end)[1] < now:
+            return False
+    except (ValueError, TypeError):
         return False
     return any(
         coding.get("system") == SYSTEM_V3_ROLE_CODE and coding.get("code") in REPRESENTATIVE_ROLES

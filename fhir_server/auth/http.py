@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Request, jsonify, request
@@ -76,13 +77,16 @@ def bearer_token(req: Request) -> str | None:
     return token.strip()
 
 
-def bearer_requester(req: Request, validator: TokenValidator) -> Requester:
-    """The Requester of a FHIR request; a FhirError 401 (R01) if it has no valid token."""
+def bearer_requester(
+    req: Request, validator: TokenValidator, base_url: str | None = None
+) -> Requester:
+    """The Requester of a FHIR request; a FhirError 401 (R01) if it has no valid token.
+    `base_url`: this server's FHIR base, the only one an absolute `fhirUser` may name."""
     token = bearer_token(req)
     if token is None:
         raise unauthorized(None)
     try:
-        return validator.authenticated(token, requester_from_claims)
+        return validator.authenticated(token, partial(requester_from_claims, base_url=base_url))
     except AuthenticationError as exc:
         raise unauthorized(exc.message) from None
 

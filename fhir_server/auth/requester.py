@@ -28,7 +28,13 @@ from typing import Any
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_token
 from fhir_server.auth.tokens import AuthenticationError
-from fhir_server.terminology import SYSTEM_ACCESS_MODE, SYSTEM_PROFESSION
+from fhir_server.resources.normal_form import NormalForm, default_aliases
+from fhir_server.terminology import (
+    PURPOSE_BY_MODE,
+    SYSTEM_ACCESS_MODE,
+    SYSTEM_IDNAT_STRUCT,
+    SYSTEM_PROFESSION,
+)
 
 # Our extension claims (decided here): extensions.dmp.{access_mode, access_reason, specialty,
 # organization_type}.
@@ -65,10 +71,22 @@ def _codings(value: Any, name: str) -> list[Mapping[str, Any]]:
     return codings
 
 
-def _reference(fhir_user: str | None) -> tuple[str | None, str | None]:
-    """fhirUser may be relative (Patient/1) or absolute (https://x/fhir/Patient/1)."""
+def _reference(fhir_user: str | None, base_url: str | None) -> tuple[str | None, str | None]:
+    """fhirUser may be relative (Patient/1) or absolute on this server's base
+    (https://x/fhir/Patient/1, in any spelling the normal form reads as this base). An
+    absolute one on another base names a user of another server: as for any foreign
+    reference (`resources.normal_form`), it names no local Patient or RelatedPerson and is
+    refused rather than read as the local resource with the same id."""
     if not fhir_user:
         return None, None
+    if "://" in fhir_user[:8]:
+        local = NormalForm(base_url).local_reference(fhir_user) if base_url else fhir_user
+        if "://" in local[:8]:
+            raise AuthenticationError(
+                f"token claim fhirUser {fhir_user!r} names a resource of another server "
+                f"than this one ({base_url or 'no base configured'})"
+            )
+        fhir_user = local
     parts = fhir_user.rstrip("/").split("/")
     if len(parts) < 2 or not parts[-1]:
         raise AuthenticationError("token claim fhirUser must be a reference Type/id")
@@ -86,34 +104,71 @@ def _one_code(codings: list[Mapping[str, Any]], system: str, what: str) -> str |
     return next(iter(codes), None)
 
 
+_MODE_FORM = (
+    f"access mode (purpose_of_use, TRE_R248 {SYSTEM_ACCESS_MODE}) must be normal, "
+    "bris_de_glace or centre_15"
+)
+# The codes that say an emergency access in another spelling than TRE_R248's: its codes, and
+# the v3-ActReason codes the audit writes for those modes (BTG, ETREAT), compared in any case.
+_EMERGENCY = (AccessMode.BRIS_DE_GLACE, AccessMode.CENTRE_15)
+_MODE_LOOKALIKES = frozenset(
+    code.casefold() for mode in _EMERGENCY for code in (mode.value, PURPOSE_BY_MODE[mode.value])
+)
+
+
+def _purpose_mode(coding: Mapping[str, Any]) -> str | None:
+    """The TRE_R248 code of one purpose_of_use coding (its system in any spelling of the
+    alias table), or None for a purpose of another system. A purpose that says an access mode
+    the rules would not read (a near miss of TRE_R248's system, a mode code under another
+    system or none, a TRE_R248 coding without its code) refuses the token: read as normal, a
+    declared bris de glace or centre 15 would go unnotified and unaudited as such (R11, R12)."""
+    system, code = coding.get("system"), coding.get("code")
+    aliases = default_aliases()
+    if isinstance(system, str) and aliases.near_miss(system) is not None:
+        raise AuthenticationError(f"{_MODE_FORM}: system {system!r} is a near miss")
+    if isinstance(system, str) and aliases.canonical(system) == SYSTEM_ACCESS_MODE:
+        if not isinstance(code, str):
+            raise AuthenticationError(f"{_MODE_FORM}: a TRE_R248 purpose needs its code")
+        return code
+    if isinstance(code, str) and code.strip().casefold() in _MODE_LOOKALIKES:
+        raise AuthenticationError(f"{_MODE_FORM}: {code!r} under system {system!r}")
+    return None
+
+
 def _access_mode(iua: Mapping[str, Any], dmp: Mapping[str, Any]) -> AccessMode:
-    purpose = _one_code(
-        _codings(iua.get("purpose_of_use"), "purpose_of_use"),
-        SYSTEM_ACCESS_MODE,
-        "access mode (purpose_of_use, TRE_R248)",
-    )
+    """The access mode: the TRE_R248 purpose_of_use, else `extensions.dmp.access_mode`, else
+    normal. Two modes that disagree (two purposes, or a purpose and the extension) refuse
+    the token rather than one of them being taken by order."""
+    purposes = _codings(iua.get("purpose_of_use"), "purpose_of_use")
+    codes = {code for code in map(_purpose_mode, purposes) if code is not None}
     declared = _text(dmp.get("access_mode"), "extensions.dmp.access_mode")
-    if purpose is not None and declared is not None and purpose != declared:
-        raise AuthenticationError(
-            "the credentials name more than one access mode (purpose_of_use and "
-            "extensions.dmp.access_mode differ)"
-        )
-    code = purpose or declared
-    if code is None:
+    if declared is not None:
+        codes.add(declared)
+    if len(codes) > 1:
+        raise AuthenticationError(f"{_MODE_FORM}: the token names several ({sorted(codes)})")
+    if not codes:
         return AccessMode.NORMAL
     try:
-        return AccessMode(code)
+        return AccessMode(codes.pop())
     except ValueError:
-        raise AuthenticationError(
-            "access mode (purpose_of_use, TRE_R248) must be normal, bris_de_glace or centre_15"
-        ) from None
+        raise AuthenticationError(_MODE_FORM) from None
 
 
 def _organization_id(value: str | None) -> str | None:
-    """`urn:oid:1.2.250.1.71.4.2.2|1000000001` -> `1000000001` (the IdNat_Struct)."""
+    """`urn:oid:1.2.250.1.71.4.2.2|1000000001` -> `1000000001` (the IdNat_Struct).
+
+    The practitioner acts for the organization it names (its organisational mailbox), which
+    is known by its IdNat_Struct: an identifier of another system, or of none, may carry the
+    same digits and is refused rather than read as one (the system in any spelling of the
+    alias table)."""
     if value is None:
         return None
-    return value.rsplit("|", 1)[-1] or None
+    system, bar, identifier = value.rpartition("|")
+    if not bar or not identifier or default_aliases().canonical(system) != SYSTEM_IDNAT_STRUCT:
+        raise AuthenticationError(
+            f"token claim subject_organization_id must be {SYSTEM_IDNAT_STRUCT}|<IdNat_Struct>"
+        )
+    return identifier
 
 
 def _checked(value: str | None, problem: str | None, name: str) -> str | None:
@@ -144,8 +199,9 @@ def _national_provider_identifier(iua: Mapping[str, Any]) -> str | None:
     return _checked(_text(value, name), idnat_ps_error(value), f"{name} (IdNat_PS)")
 
 
-def requester_from_claims(claims: Mapping[str, Any]) -> Requester:
-    """The Requester named by validated claims; AuthenticationError if they name nobody."""
+def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None) -> Requester:
+    """The Requester named by validated claims; AuthenticationError if they name nobody.
+    `base_url`: this server's FHIR base, on which an absolute `fhirUser` must stand."""
     extensions = _object(claims.get("extensions"), "extensions")
     iua = _object(extensions.get(IUA_EXTENSION), "extensions.ihe_iua")
     dmp = _object(extensions.get(DMP_EXTENSION), "extensions.dmp")
@@ -161,7 +217,7 @@ def requester_from_claims(claims: Mapping[str, Any]) -> Requester:
         ),
         "access_reason": _text(dmp.get("access_reason"), "extensions.dmp.access_reason"),
     }
-    user_type, user_id = _reference(_text(claims.get("fhirUser"), "fhirUser"))
+    user_type, user_id = _reference(_text(claims.get("fhirUser"), "fhirUser"), base_url)
     context_patient = _context_patient(claims)
     npi = _national_provider_identifier(iua)
 

@@ -11,7 +11,9 @@ import re
 
 from fhir_server.terminology import INS_OIDS
 
-_NIR_SHAPE = re.compile(r"^[12378]\d{4}(?:\d{2}|2[AB])\d{6}\d{2}$", re.IGNORECASE)
+# Corsica in capitals only: `2a` would be a second spelling of one INS, and the rules compare
+# INS as written (a second Patient, a binding to no record).
+_NIR_SHAPE = re.compile(r"^[12378]\d{4}(?:\d{2}|2[AB])\d{6}\d{2}$")
 
 
 def nir_key(nir13: str) -> int:
@@ -25,6 +27,8 @@ def nir_key_error(nir: str) -> str | None:
     if not isinstance(nir, str) or len(nir) != 15:
         return "the INS matricule must have 15 characters (13 for the NIR and a 2-digit key)"
     if not _NIR_SHAPE.match(nir):
+        if _NIR_SHAPE.match(nir.upper()):
+            return f"the INS matricule writes Corsica in capitals (2A, 2B): {nir.upper()!r}"
         return "the INS matricule is not a NIR (sex, year, month, department, commune, order, key)"
     expected = nir_key(nir[:13])
     if int(nir[13:]) != expected:

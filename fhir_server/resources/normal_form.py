@@ -17,6 +17,11 @@ brought to one spelling before validation, indexing and any access decision:
   code of a closed system (TRE_A07) that it does not have or that stands under another system;
 - identifier values the rules compare (IdNat_PS, INS) are checked, never trimmed;
 - the record-status extension is recognised by its exact URL and codes only (near miss: 422);
+- a TRE_A07 label stands in `meta.security` (not a Binary's: a Binary is read as its
+  document) or a `securityLabel` (anywhere in Parameters, a FHIRPath Patch whose result
+  comes here in turn): elsewhere (`meta.tag`, an extension's value) the rules would not read
+  it, and it is refused; so is a Patient carrying the
+  record-status extension twice;
 - a DocumentReference's TRE_A07 labels stand in `securityLabel`, whichever of
   `securityLabel` and `meta.security` they came in (the rules read both; the notification,
   audit and XDS faces read `securityLabel`).
@@ -38,6 +43,7 @@ from urllib.parse import urlsplit
 from fhir_server.errors import FhirError, Issue
 from fhir_server.paths import profiles_dir
 from fhir_server.resources.nos import merge_official_spellings, read_official
+from fhir_server.terminology import EXT_RECORD_STATUS
 
 ALIASES_FILE = "terminology/system-aliases.json"
 
@@ -251,34 +257,46 @@ class NormalForm:
         resource_type = str(resource.get("resourceType") or "Resource")
         issues: list[tuple[str, str]] = []
         self._walk(resource, (resource_type,), None, issues)
+        issues.extend(_record_status_twice(resource))
         if issues:
             raise FhirError(
                 422, [Issue("error", "code-invalid", text, (where,)) for where, text in issues]
             )
 
     def _walk(
-        self, node: dict, path: tuple, key: str | None, issues: list[tuple[str, str]]
+        self,
+        node: dict,
+        path: tuple,
+        key: str | None,
+        issues: list[tuple[str, str]],
+        place: str | None = None,
     ) -> None:
         """Visit `node` and the objects below it; `path` is made a FHIRPath only for an issue
-        (`_Where`): most resources have none, and a string per element costs."""
+        (`_Where`): most resources have none, and a string per element costs. `place` says
+        whether `node` stands where the rules read labels (`_label_place`)."""
         if not _INTERESTING.isdisjoint(node):
-            found = list(self._one(node, _Where(path), key))
+            found = list(self._one(node, _Where(path), key, place in _LABEL_PLACES))
             if found:
                 issues.extend(found)
         for child_key, child in node.items():
             if isinstance(child, dict):
-                self._walk(child, (path, f".{child_key}"), child_key, issues)
+                below = _label_place(node, place, child_key)
+                self._walk(child, (path, f".{child_key}"), child_key, issues, below)
             elif isinstance(child, list):
+                below = _label_place(node, place, child_key)
                 for index, item in enumerate(child):
                     if isinstance(item, dict):
-                        self._walk(item, (path, f".{child_key}[{index}]"), child_key, issues)
+                        where = (path, f".{child_key}[{index}]")
+                        self._walk(item, where, child_key, issues, below)
         if node.get("resourceType") == "DocumentReference":
             # After its children: the labels' systems are canonical by then. Any
             # DocumentReference, a Bundle entry's included.
             _labels_in_security_label(node, _A07)
             _masking_labels_first(node, _A07)
 
-    def _one(self, node: dict, where: _Where, key: str | None) -> Iterator[tuple[str, str]]:
+    def _one(
+        self, node: dict, where: _Where, key: str | None, label_place: bool = False
+    ) -> Iterator[tuple[str, str]]:
         reference = node.get("reference")
         if isinstance(reference, str):
             node["reference"] = self.local_reference(reference)
@@ -308,6 +326,15 @@ class NormalForm:
                     return
             else:
                 node["system"] = spec.canonical
+                if spec.guarded and not label_place:
+                    # A masking label the rules never read (meta.tag, an extension's
+                    # valueCoding...) would be stored and ignored: refused (R14).
+                    yield (
+                        f"{where}",
+                        f"a {spec.name} label stands in meta.security or securityLabel, "
+                        "where the access rules read it",
+                    )
+                    return
                 yield from self._value_of(node, spec, where)
         code = node.get("code")
         if isinstance(code, str):
@@ -387,6 +414,38 @@ _A07 = "urn:oid:1.2.250.1.213.1.1.4.13"
 _INTERESTING = frozenset(
     {"reference", "url", "system", "code", "display", "text", "value", "profile"}
 )
+
+
+# Where labels stand: a resource's meta.security, a securityLabel (a DocumentReference's
+# CodeableConcepts, an AuditEvent entity's Codings); anywhere in Parameters (a FHIRPath
+# Patch's values, whose result is brought to the normal form when it is applied).
+_META, _CONCEPT, _LABEL, _ANY = "meta", "concept", "label", "any"
+_LABEL_PLACES = frozenset({_CONCEPT, _LABEL, _ANY})
+
+
+def _label_place(parent: dict, place: str | None, key: str) -> str | None:
+    """The place of `parent[key]` on the way to a label, or None when it is no such place."""
+    if place == _ANY or parent.get("resourceType") == "Parameters":
+        return _ANY
+    if key == "meta" and "resourceType" in parent:
+        # A Binary is read as the document that owns it (`policy.reads.decide_binary_read`):
+        # its own labels are read by no rule, so one there is a label in the wrong place.
+        return None if parent["resourceType"] == "Binary" else _META
+    if key == "securityLabel":
+        return _CONCEPT
+    if (place, key) in ((_META, "security"), (_CONCEPT, "coding")):
+        return _LABEL
+    return None
+
+
+def _record_status_twice(resource: dict) -> Iterator[tuple[str, str]]:
+    """A Patient carrying the record-status extension more than once: which one the rules
+    would read is a matter of order, so the record's status is not one fact (R03)."""
+    if resource.get("resourceType") != "Patient" or not isinstance(resource.get("extension"), list):
+        return
+    urls = [e.get("url") for e in resource["extension"] if isinstance(e, dict)]
+    if urls.count(EXT_RECORD_STATUS) > 1:
+        yield "Patient.extension", f"the extension {EXT_RECORD_STATUS} is given more than once"
 
 
 class _Where:

@@ -167,7 +167,8 @@ def _install_authentication(app: Flask, runtime: Runtime, settings: Settings) ->
             issuer,
         )
     )
-    runtime.authenticate = lambda req: bearer_requester(req, validator)
+    base_url = settings.fhir_base_url
+    runtime.authenticate = lambda req: bearer_requester(req, validator, base_url)
 
 
 def _install_request_hooks(app: Flask) -> None:

@@ -22,12 +22,19 @@ class EpochCache(Generic[V]):
         self._entries: OrderedDict[Hashable, tuple[int, V]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get_or_compute(self, key: Hashable, epoch: int, compute: Callable[[], V]) -> V:
-        """The value kept for `key` if it was computed under `epoch`, else `compute()`'s
-        (kept for next time; the least recently used entry goes when the cache is full)."""
+    def get_or_compute(
+        self,
+        key: Hashable,
+        epoch: int,
+        compute: Callable[[], V],
+        fresh: Callable[[V], bool] | None = None,
+    ) -> V:
+        """The value kept for `key` if it was computed under `epoch` (and, given `fresh`, still
+        holds by it: a value may expire with time alone), else `compute()`'s (kept for next
+        time; the least recently used entry goes when the cache is full)."""
         with self._lock:
             kept = self._entries.get(key)
-            if kept is not None and kept[0] == epoch:
+            if kept is not None and kept[0] == epoch and (fresh is None or fresh(kept[1])):
                 self._entries.move_to_end(key)
                 return kept[1]
         value = compute()

@@ -46,7 +46,8 @@ def test_actors_patient_token_names_the_patient_and_binds_patient_scopes():
 
 def test_actors_absolute_fhir_user_reference_is_understood():
     requester = requester_from_claims(
-        {"fhirUser": "https://dmp.example/fhir/Patient/9", "scope": ""}
+        {"fhirUser": "https://dmp.example/fhir/Patient/9", "scope": ""},
+        base_url="https://dmp.example/fhir",
     )
     assert (requester.kind, requester.subject_id) == (ActorKind.PATIENT, "9")
 

@@ -18,7 +18,7 @@ import orjson
 from fhir_server.access import binding as patient_binding
 from fhir_server.access.ownership import has_owner, owner_id
 from fhir_server.access.policy import DmpPolicy
-from fhir_server.access.record import PatientRecord, build_record
+from fhir_server.access.record import PatientRecord, build_record, latest_date
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.resources import record_closure
 from fhir_server.search.query import (
@@ -109,11 +109,20 @@ class RecordFacts:
         its own transaction (`Gate.after_write`), so one indexed lookup replaces a Patient
         read, two searches and the Consents' interpretation, whichever worker made the change.
         """
-        key = (patient_id, datetime.now(UTC).date())
+        now = datetime.now(UTC)
+        # The latest date anywhere too: a minor's age is taken on it (`record.latest_date`).
+        key = (patient_id, now.date(), latest_date(now))
         epoch = self.store.record_epoch(patient_id)
-        return self._records.get_or_compute(key, epoch, lambda: self.load_record(patient_id))
+        return self._records.get_or_compute(
+            key,
+            epoch,
+            lambda: self.load_record(patient_id, now),
+            # A Consent's or a representative's period that began or ended since: read
+            # again (a permit ended at 10:00 held until midnight).
+            lambda record: record is None or record.valid_until is None or now < record.valid_until,
+        )
 
-    def load_record(self, patient_id: str) -> PatientRecord | None:
+    def load_record(self, patient_id: str, now: datetime | None = None) -> PatientRecord | None:
         """A record's facts read afresh (no cache): what a first request in it costs."""
         stored = self.store.read("Patient", patient_id)
         if stored is None or stored.deleted:
@@ -123,7 +132,8 @@ class RecordFacts:
         related = [
             orjson.loads(body) for body in self._internal_search_all("RelatedPerson", reference)
         ]
-        return build_record(stored.json(), consents, related, datetime.now(UTC).date())
+        now = now or datetime.now(UTC)
+        return build_record(stored.json(), consents, related, now.date(), now)
 
     def closed(self, patient_id: str) -> Closed:
         """When the record was closed (the Patient's history) and the closure it carries."""
