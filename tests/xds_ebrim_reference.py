@@ -192,6 +192,23 @@ def _repeated(name: str, where: str) -> RegistryError:
     )
 
 
+def _scheme_key(value: str | None) -> str | None:
+    """A UUID URN compared in lower case (RFC 4122, RFC 8141), anything else as written."""
+    return value.lower() if value and value.lower().startswith("urn:uuid:") else value
+
+
+def _not_interpreted(classification: etree._Element, where: str) -> RegistryError:
+    scheme = classification.get("classificationScheme")
+    node = classification.get("classificationNode")
+    named = f"classificationScheme {scheme!r}" if scheme else f"classificationNode {node!r}"
+    return registry_error(
+        XDS_REGISTRY_METADATA_ERROR,
+        f"Classification {classification.get('id') or ''} ({named}) is not one this registry "
+        "interprets here; it is refused rather than dropped",
+        where,
+    )
+
+
 def _slot_values(slot: etree._Element) -> list[str]:
     """The stripped texts of the rim:ValueList/rim:Value children of a slot."""
     return [
@@ -223,6 +240,15 @@ def _coded(element: etree._Element, problems: list[RegistryError], where: str) -
                 seen.add(slot_name)
                 if slot_name == "codingScheme":
                     schemes = _slot_values(child)
+                    if len(schemes) > 1:
+                        problems.append(
+                            registry_error(
+                                XDS_REGISTRY_METADATA_ERROR,
+                                f"code {element.get('nodeRepresentation') or ''} has "
+                                f"{len(schemes)} codingSchemes; a code has one",
+                                where,
+                            )
+                        )
         elif tag == _NAME and name is None:
             name = child
     return Coded(
@@ -316,8 +342,8 @@ def _parse_entry(
         else:
             entry.extra_slots.append(slot)
     for classification in _classifications_of(element, children, loose):
-        scheme = classification.get("classificationScheme")
-        node = classification.get("classificationNode")
+        scheme = _scheme_key(classification.get("classificationScheme"))
+        node = _scheme_key(classification.get("classificationNode"))
         if node == DE_LIMITED_METADATA:
             entry.limited_metadata = True
         elif scheme == DE_AUTHOR:
@@ -337,6 +363,8 @@ def _parse_entry(
             getattr(entry, _ENTRY_CODE_LISTS[scheme]).append(
                 _coded(classification, problems, where)
             )
+        else:
+            problems.append(_not_interpreted(classification, where))
     ids = _external_ids(children)
     entry.patient_id = _single(ids, DE_PATIENT_ID, problems, where, "patientId")
     entry.unique_id = _single(ids, DE_UNIQUE_ID, problems, where, "uniqueId")
@@ -349,7 +377,7 @@ def _parse_package(
     package_id = element.get("id") or ""
     children = _children(element)
     classifications = _classifications_of(element, children, loose)
-    nodes = {c.get("classificationNode") for c in classifications}
+    nodes = {_scheme_key(c.get("classificationNode")) for c in classifications}
     ids = _external_ids(children)
     if FOLDER_NODE in nodes:
         where = f"Folder {package_id}"
@@ -383,9 +411,12 @@ def _parse_package(
         else:
             submission_set.extra_slots.append(slot)
     for classification in classifications:
-        scheme = classification.get("classificationScheme")
-        if classification.get("classificationNode") == SS_LIMITED_METADATA:
+        scheme = _scheme_key(classification.get("classificationScheme"))
+        node = _scheme_key(classification.get("classificationNode"))
+        if node == SS_LIMITED_METADATA:
             submission_set.limited_metadata = True
+        elif node == SS_NODE:
+            pass
         elif scheme == SS_AUTHOR:
             submission_set.authors.append(_author(classification, problems, where))
         elif scheme == SS_CONTENT_TYPE_CODE:
@@ -396,6 +427,8 @@ def _parse_package(
                     )
                 )
             submission_set.content_type_code = _coded(classification, problems, where)
+        else:
+            problems.append(_not_interpreted(classification, where))
     submission_set.patient_id = _single(ids, SS_PATIENT_ID, problems, where, "patientId")
     submission_set.unique_id = _single(ids, SS_UNIQUE_ID, problems, where, "uniqueId")
     submission_set.source_id = _single(ids, SS_SOURCE_ID, problems, where, "sourceId")
@@ -464,6 +497,12 @@ def parse_submission(
             submission.associations.append(association)
         elif tag == _OBJECT_REF:
             submission.object_refs.append(obj.get("id") or "")
+    ids_here = {obj.get("id") or "" for obj in objects if obj.tag != _CLASSIFICATION}
+    for classified, orphans in loose.items():
+        if classified not in ids_here:
+            problems.extend(
+                _not_interpreted(orphan, f"Classification of {classified!r}") for orphan in orphans
+            )
     if submission.provide_and_register:
         for document in element.iterchildren(_DOCUMENT):
             document_id = document.get("id") or ""
