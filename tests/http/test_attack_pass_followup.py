@@ -23,9 +23,9 @@ from tests.http.test_attack_pass_writers import (
     system_token,
 )
 from tests.http.test_audit_trace_hides import trace
-from tests.http.test_audit_trace_label_added import LABELLED_LATER, _label_later
+from tests.http.test_audit_trace_label_added import LABELLED_LATER, _label_later, _trail_size
 from tests.http.test_normal_form import PATIENT_A
-from tests.http.test_r18_matrix import AUTHORIZED, CASES, _build_world
+from tests.http.test_r18_matrix import AUTHORIZED, CASES, UNKNOWN_ID, _build_world
 
 
 @pytest.fixture
@@ -152,3 +152,23 @@ def test_r14_a_version_of_a_deleted_masked_document_is_not_read_unmasked(world):
         world.tokens.practitioner(AUTHORIZED), f"/fhir/DocumentReference/{resource_id}/_history/1"
     )
     assert (before.status_code, after.status_code) == (404, 404), after.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("case_id", list(LABELLED_LATER))
+def test_r18_a_viewers_refused_vread_of_a_deleted_hidden_document_shows_as_an_unknown_ids(
+    world, case_id
+):
+    """The viewer's own vread of version 1 of the document hidden from them, then deleted,
+    answers 404 as for an unknown id; its refusal, traced with version 1's labels (none),
+    showed in their trail (one more event), where a vread of an unknown id shows nothing."""
+    key, label, _, viewer_case, patient_id = LABELLED_LATER[case_id]
+    resource_id = _label_later(world, key, label)
+    world.service.delete(INTERNAL, "DocumentReference", resource_id)
+    viewer = CASES[viewer_case].requester(world.tokens)
+    grown = {}
+    for kind, target in {"hidden": resource_id, "unknown": UNKNOWN_ID}.items():
+        before = _trail_size(world, viewer, patient_id)
+        probe = world.get(viewer, f"/fhir/DocumentReference/{target}/_history/1")
+        assert probe.status_code == 404, probe.get_data(as_text=True)
+        grown[kind] = _trail_size(world, viewer, patient_id) - before
+    assert grown["hidden"] == grown["unknown"], grown
