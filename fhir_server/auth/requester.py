@@ -22,6 +22,7 @@ leave it unbound.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,6 +72,9 @@ def _codings(value: Any, name: str) -> list[Mapping[str, Any]]:
     return codings
 
 
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+
+
 def _reference(fhir_user: str | None, base_url: str | None) -> tuple[str | None, str | None]:
     """fhirUser may be relative (Patient/1) or absolute on this server's base
     (https://x/fhir/Patient/1, in any spelling the normal form reads as this base). An
@@ -87,10 +91,13 @@ def _reference(fhir_user: str | None, base_url: str | None) -> tuple[str | None,
                 f"than this one ({base_url or 'no base configured'})"
             )
         fhir_user = local
+    # Exactly `Type/id`: read by its last two segments, a fhirUser with anything before them
+    # (a space before another server's URL, one slash after the scheme, a scheme-relative
+    # `//host/...`, another prefix) named the local resource with the same id.
     parts = fhir_user.rstrip("/").split("/")
-    if len(parts) < 2 or not parts[-1]:
+    if len(parts) != 2 or not _RESOURCE_TYPE.fullmatch(parts[0]) or fhir_id_error(parts[1]):
         raise AuthenticationError("token claim fhirUser must be a reference Type/id")
-    return parts[-2], parts[-1]
+    return parts[0], parts[1]
 
 
 def _one_code(codings: list[Mapping[str, Any]], system: str, what: str) -> str | None:

@@ -56,7 +56,13 @@ class ReadGate(GateCore):
             requester, resource_type, stored.id, resource
         )
         newer = current if current is not None and current.version != stored.version else None
-        if newer is not None and not newer.deleted and resource_type != "Binary":
+        if newer is not None and newer.deleted:
+            # A deletion carries no labels: the version before it, the last the document
+            # was, stands for it, or the labels it was given last were dropped from the
+            # events of its earlier versions (and its masking from their reads) once it
+            # was deleted (R07, R14, R18).
+            newer = self._last_living(stored, newer)
+        if newer is not None and resource_type != "Binary":
             # An older version is read only while the current one may be read: its events,
             # a refusal's too, carry the current version's labels, or a version written
             # before INVISIBLE_PATIENT was added would name the document, unlabelled, in the
@@ -225,6 +231,18 @@ class ReadGate(GateCore):
             if isinstance(decision, Deny):
                 break
         return decision, patients, record, security_labels_of(resource)
+
+    def _last_living(
+        self, stored: StoredResource, deletion: StoredResource
+    ) -> StoredResource | None:
+        """The version before `deletion` when it is newer than `stored` (else None: `stored`
+        is the last version the resource was)."""
+        if deletion.version <= 1:
+            return None
+        before = self.facts.store.vread(stored.resource_type, stored.id, deletion.version - 1)
+        if before is None or before.deleted or before.version == stored.version:
+            return None
+        return before
 
     # -- what a served resource names ------------------------------------------------------
 
