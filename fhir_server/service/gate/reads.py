@@ -56,18 +56,14 @@ class ReadGate(GateCore):
             requester, resource_type, stored.id, resource
         )
         newer = current if current is not None and current.version != stored.version else None
-        if newer is not None and newer.deleted:
-            # A deletion carries no labels: the version before it, the last the document
-            # was, stands for it, or the labels it was given last were dropped from the
-            # events of its earlier versions (and its masking from their reads) once it
-            # was deleted (R07, R14, R18).
-            newer = self._last_living(stored, newer)
         if newer is not None and resource_type != "Binary":
             # An older version is read only while the current one may be read: its events,
             # a refusal's too, carry the current version's labels, or a version written
             # before INVISIBLE_PATIENT was added would name the document, unlabelled, in the
             # trail of whom the label now hides it from, and a refused vread of it would show
-            # there where one of an unknown id shows nowhere (R07, R14, R18). (A Binary's
+            # there where one of an unknown id shows nowhere (R07, R14, R18). A deletion
+            # stands for the last version the document was (`Facts.content`): its labels
+            # were otherwise dropped from these events once it was deleted. (A Binary's
             # labels are its owning document's already.)
             now_labels = security_labels_of(self.facts.content(newer))
             labels = tuple(_unique_labels([*labels, *now_labels]))
@@ -231,18 +227,6 @@ class ReadGate(GateCore):
             if isinstance(decision, Deny):
                 break
         return decision, patients, record, security_labels_of(resource)
-
-    def _last_living(
-        self, stored: StoredResource, deletion: StoredResource
-    ) -> StoredResource | None:
-        """The version before `deletion` when it is newer than `stored` (else None: `stored`
-        is the last version the resource was)."""
-        if deletion.version <= 1:
-            return None
-        before = self.facts.store.vread(stored.resource_type, stored.id, deletion.version - 1)
-        if before is None or before.deleted or before.version == stored.version:
-            return None
-        return before
 
     # -- what a served resource names ------------------------------------------------------
 
