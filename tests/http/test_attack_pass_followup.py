@@ -25,15 +25,10 @@ from tests.http.test_attack_pass_writers import (
 from tests.http.test_audit_trace_hides import trace
 from tests.http.test_audit_trace_label_added import LABELLED_LATER, _label_later, _trail_size
 from tests.http.test_normal_form import PATIENT_A
-from tests.http.test_r18_matrix import AUTHORIZED, CASES, UNKNOWN_ID, _build_world
+from tests.http.test_r18_matrix import AUTHORIZED, CASES, UNKNOWN_ID, own_world
 
-
-@pytest.fixture
-def world(tmp_path):
-    """test_r18_matrix's record, one per test (a deletion changes it)."""
-    app, built = _build_world(tmp_path / "var")
-    yield built
-    app.extensions["fhir"].store.close()
+# test_r18_matrix's record, one per test (a deletion changes it).
+world = pytest.fixture(own_world, name="world")
 
 
 # -- R06, R07: fhirUser names a local Patient only as a relative reference or on this base ---

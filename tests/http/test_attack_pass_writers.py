@@ -74,11 +74,11 @@ from tests.http.test_r18_matrix import (
     STRANGER,
     UNKNOWN_ID,
     World,
-    _build_world,
     _id,
     doc_id,
     doc_identifier,
     document,
+    own_world,
 )
 from tests.support.documents import transaction
 
@@ -86,13 +86,9 @@ from tests.support.documents import transaction
 PATCH_DOORS = ("PATCH", "PATCH ?_id", "transaction PATCH", "batch PATCH")
 
 
-@pytest.fixture
-def world(tmp_path):
-    """test_r18_matrix's record, one per test: a door that changed the document (a logical
-    deletion) would hide it from the doors tried after it."""
-    app, built = _build_world(tmp_path / "var")
-    yield built
-    app.extensions["fhir"].store.close()
+# test_r18_matrix's record, one per test: a door that changed the document (a logical
+# deletion) would hide it from the doors tried after it.
+world = pytest.fixture(own_world, name="world")
 
 
 def system_token(world: World) -> str:

@@ -25,11 +25,11 @@ from tests.http.test_r18_matrix import (
     IDENTIFIER_SYSTEM,
     PATIENT_A,
     World,
-    _build_world,
     doc_id,
     doc_identifier,
     document,
     logged_events,
+    own_world,
 )
 
 HIDDEN = "a-invisible"  # INVISIBLE_PATIENT, class 42
@@ -38,11 +38,7 @@ HIDDEN = "a-invisible"  # INVISIBLE_PATIENT, class 42
 NARROW_PROFESSION = "32"
 
 
-@pytest.fixture
-def world(tmp_path):
-    app, built = _build_world(tmp_path / "var")
-    yield built
-    app.extensions["fhir"].store.close()
+world = pytest.fixture(own_world, name="world")
 
 
 def _text(event: dict) -> str:

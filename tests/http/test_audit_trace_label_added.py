@@ -28,9 +28,9 @@ from tests.http.test_r18_matrix import (
     PATIENT_M,
     UNKNOWN_ID,
     World,
-    _build_world,
     doc_id,
     document,
+    own_world,
 )
 
 # (the document labelled later, the label, who reads it after, the viewer's case, patient)
@@ -52,11 +52,7 @@ LABELLED_LATER = {
 }
 
 
-@pytest.fixture
-def world(tmp_path):
-    app, built = _build_world(tmp_path / "var")
-    yield built
-    app.extensions["fhir"].store.close()
+world = pytest.fixture(own_world, name="world")
 
 
 def _label_later(world: World, key: str, label: str) -> str:

@@ -33,7 +33,7 @@ from tests.http.test_r18_matrix import (
     PATIENT_A,
     UNKNOWN_ID,
     World,
-    _build_world,
+    own_world,
 )
 
 KNOWN_HOLE = pytest.mark.xfail(
@@ -43,11 +43,7 @@ KNOWN_HOLE = pytest.mark.xfail(
 )
 
 
-@pytest.fixture
-def world(tmp_path):
-    app, built = _build_world(tmp_path / "var")
-    yield built
-    app.extensions["fhir"].store.close()
+world = pytest.fixture(own_world, name="world")
 
 
 def _professionals_exchange(world: World) -> str:

@@ -20,19 +20,15 @@ from tests.http.test_r18_matrix import (
     PATIENT_A,
     UNKNOWN_ID,
     World,
-    _build_world,
     doc_id,
     document,
+    own_world,
 )
 
 OTHER = "b-other"  # a document of patient B, masked from professionals below
 
 
-@pytest.fixture
-def world(tmp_path):
-    app, built = _build_world(tmp_path / "var")
-    yield built
-    app.extensions["fhir"].store.close()
+world = pytest.fixture(own_world, name="world")
 
 
 def _mask(world: World, key: str) -> str:

@@ -27,10 +27,10 @@ from tests.http.test_r18_matrix import (
     PATIENT_M,
     UNKNOWN_ID,
     World,
-    _build_world,
     binary_id,
     doc_id,
     doc_identifier,
+    own_world,
 )
 
 UNKNOWN_IDENTIFIER = f"urn:uuid:{UNKNOWN_ID}"
@@ -45,11 +45,7 @@ PROBERS = {
 }
 
 
-@pytest.fixture
-def world(tmp_path):
-    app, built = _build_world(tmp_path / "var")
-    yield built
-    app.extensions["fhir"].store.close()
+world = pytest.fixture(own_world, name="world")
 
 
 def _prober(world: World, name: str) -> tuple[str, str, str]:

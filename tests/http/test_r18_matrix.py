@@ -317,12 +317,15 @@ def world(tmp_path_factory):
     app.extensions["fhir"].store.close()
 
 
-@pytest.fixture
-def fresh_world(tmp_path):
-    """Write paths each get their own record."""
+def own_world(tmp_path):
+    """This module's record, one per test: for tests whose requests change it (the other
+    modules' `world = pytest.fixture(own_world, name="world")`)."""
     app, built = _build_world(tmp_path / "var")
     yield built
     app.extensions["fhir"].store.close()
+
+
+fresh_world = pytest.fixture(own_world, name="fresh_world")  # write paths, a record each
 
 
 # -- helpers ------------------------------------------------------------------------------------
