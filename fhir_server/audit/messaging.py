@@ -43,6 +43,7 @@ from fhir_server.audit.notifications import (
     SYSTEM_COMMUNICATION_CATEGORY,
 )
 from fhir_server.errors import Issue
+from fhir_server.resources.references import reference_target
 from fhir_server.terminology import (
     INVISIBLE_PATIENT,
     INVISIBLE_REPRESENTANTS_LEGAUX,
@@ -290,6 +291,22 @@ def validate_message(
         if not target.startswith("Communication/"):
             err("value", "inResponseTo references a Communication", f"inResponseTo[{i}]")
 
+    for where, reference in _participants(communication):
+        if (
+            isinstance(reference, Mapping)
+            and reference.get("reference")
+            and reference.get("identifier")
+        ):
+            # Read two ways: the rules judged the literal reference (sender_key) and the
+            # readers matched the identifier too (`policy.references.party_of_message`), so
+            # a message sent in one's own name was read as, and by, whom the identifier named.
+            err(
+                "value",
+                "a participant is named once: by its reference or by its identifier, not both",
+                where,
+            )
+    issues.extend(_named_elsewhere_issues(communication))
+
     payloads = communication.get("payload") or []
     if not payloads:
         err("required", "a message has at least one payload", "payload")
@@ -307,6 +324,92 @@ def validate_message(
     if "received" in communication:
         err("invalid", "'received' is set by the server when the recipient reads it", "received")
     return issues
+
+
+# The elements of a message that name its parties, its thread and its attachments, judged
+# above and by `service.messaging.check_message`; any other reference is `named_documents`'.
+_JUDGED_ELEMENTS = ("subject", "sender", "recipient", "inResponseTo", "partOf", "payload")
+
+
+def _participants(communication: Mapping) -> list[tuple[str, object]]:
+    found: list[tuple[str, object]] = [
+        ("subject", communication.get("subject")),
+        ("sender", communication.get("sender")),
+    ]
+    recipients = communication.get("recipient")
+    if isinstance(recipients, list):
+        found += [(f"recipient[{i}]", r) for i, r in enumerate(recipients)]
+    return found
+
+
+def named_documents(communication: Mapping) -> list[tuple[str, str]]:
+    """(FHIRPath, id) of every DocumentReference the message names outside its payload
+    (``about``, ``basedOn``, an extension's ``valueReference``...): a message about a
+    document, however it says so, is judged and labelled as one attaching it."""
+    found: list[tuple[str, str]] = []
+    for path, reference in _other_references(communication):
+        target = reference_target(reference.get("reference"))
+        if target is not None and target[0] == "DocumentReference":
+            found.append((path, target[1]))
+    return found
+
+
+def _named_elsewhere_issues(communication: Mapping) -> list[Issue]:
+    """What a message names outside its parties, thread and payload that the rules cannot
+    judge: a reference to a resource of this server other than a DocumentReference (another
+    Patient, a Binary, a List...), one to a contained resource or by identifier only (a
+    document's uniqueId is as much its name as its id). Refused rather than stored: served
+    to the recipients, it named what may be hidden from them, in another record even."""
+    issues: list[Issue] = []
+    for path, reference in _other_references(communication, with_logical=True):
+        literal = reference.get("reference")
+        if literal is None:
+            text = "a message names resources by literal reference only, not by identifier"
+        elif not isinstance(literal, str) or literal.startswith("#"):
+            text = "a message names no contained resource"
+        else:
+            target = reference_target(literal)
+            if target is None or target[0] == "DocumentReference":
+                continue  # foreign (names nothing here), or a document judged as attached
+            text = (
+                "besides its parties and its thread, a message names only documents of "
+                f"its record (DocumentReference), not {target[0]}"
+            )
+        issues.append(Issue("error", "value", text, (f"Communication.{path}",)))
+    return issues
+
+
+def _other_references(
+    communication: Mapping, *, with_logical: bool = False
+) -> list[tuple[str, Mapping]]:
+    """(FHIRPath, Reference) outside the judged elements and contained resources; with
+    `with_logical`, also a Reference given by identifier alone."""
+    found: list[tuple[str, Mapping]] = []
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(node, Mapping):
+            if "reference" in node or (
+                with_logical and "identifier" in node and _reference_shaped(node)
+            ):
+                found.append((path, node))
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+
+    for key, value in communication.items():
+        if key not in _JUDGED_ELEMENTS and key != "contained":
+            walk(value, key)
+    return found
+
+
+def _reference_shaped(node: Mapping) -> bool:
+    """A Reference by identifier: only the elements of a Reference, its identifier an
+    Identifier (not an element `identifier` of something else)."""
+    return set(node) <= {"id", "extension", "reference", "type", "identifier", "display"} and (
+        isinstance(node.get("identifier"), Mapping)
+    )
 
 
 def validate_reply(

@@ -44,6 +44,7 @@ from fhir_server.audit.messaging import (
     fill_default_category,
     mark_received,
     may_read_message,
+    named_documents,
     validate_message,
     validate_reply,
 )
@@ -107,6 +108,7 @@ def check_message(
             original is None
             or original.deleted
             or not may_read_message(requester, original.json(), reps, minor)
+            or not _readable(policy, requester, "Communication", original, record)
         ):
             raise FhirError(
                 404,
@@ -130,21 +132,18 @@ def check_message(
     if roots:
         _join_conversation(message, roots, search)
     labels: list[dict] = []
-    for i, payload in enumerate(message.get("payload") or []):
-        target = reference_target((payload.get("contentReference") or {}).get("reference"))
-        if target is None:
-            continue
+    named = [
+        (f"payload[{i}]", target)
+        for i, payload in enumerate(message.get("payload") or [])
+        if (target := reference_target((payload.get("contentReference") or {}).get("reference")))
+    ]
+    # A document the message is about (`about`, `basedOn`...) is judged and labelled as an
+    # attachment: named there, an INVISIBLE_PATIENT document was served, unlabelled, to the
+    # patient the message was sent to (R14).
+    named += [(path, ("DocumentReference", doc)) for path, doc in named_documents(message)]
+    for where, target in named:
         document = store.read(*target)
-        readable = (
-            document is not None
-            and not document.deleted
-            and record is not None
-            and record.patient_id in compartment_of(document.json())
-            and isinstance(
-                policy.decide_read(requester, "DocumentReference", document.json(), record), Permit
-            )
-        )
-        if document is None or not readable:
+        if document is None or not _readable(policy, requester, target[0], document, record):
             raise FhirError(
                 404,
                 [
@@ -152,7 +151,7 @@ def check_message(
                         "error",
                         "not-found",
                         f"{target[0]}/{target[1]} is not known",
-                        (f"Communication.payload[{i}]",),
+                        (f"Communication.{where}",),
                     )
                 ],
             )
@@ -172,6 +171,24 @@ def check_message(
                 security.append(
                     {k: label[k] for k in ("system", "code", "display") if label.get(k)}
                 )
+
+
+def _readable(
+    policy: DmpPolicy,
+    requester: Requester,
+    resource_type: str,
+    stored: StoredResource,
+    record: PatientRecord | None,
+) -> bool:
+    """Whether `requester` may read `stored`, a resource of the message's record, as a read
+    of it would judge (R06-R14, R18): what a message answers or names is one of its record
+    that its author may read, or it is answered as unknown (404)."""
+    if stored.deleted or record is None:
+        return False
+    resource = stored.json()
+    return record.patient_id in compartment_of(resource) and isinstance(
+        policy.decide_read(requester, resource_type, resource, record), Permit
+    )
 
 
 def received_on_read(

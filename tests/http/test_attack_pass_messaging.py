@@ -1,0 +1,250 @@
+"""Attack pass on the doors of secure messaging and notifications (R06, R07, R09, R14, R17,
+R18): how someone who may write a message could reach, through it, what they may not read,
+and how one fact of a message can be spelled another way.
+
+The record is test_r18_matrix's (one per test, `own_world`): patient A (médecin traitant GP,
+AUTHORIZED authorized, BLOCKED blocked, a document masked from professionals `a-masked`, one
+invisible to the patient `a-invisible`), a minor M with a parent, and a patient B.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fhir_server.terminology import SYSTEM_IDNAT_PS, SYSTEM_IDNAT_STRUCT
+from tests.http.conftest import FHIR_JSON, auth
+from tests.http.test_r18_matrix import (
+    AUTHORIZED,
+    GP,
+    PATIENT_A,
+    PATIENT_B,
+    UNKNOWN_ID,
+    World,
+    binary_id,
+    doc_id,
+    doc_identifier,
+    own_world,
+)
+
+world = pytest.fixture(own_world, name="world")
+
+
+def pract(idnat: str) -> dict:
+    return {"type": "Practitioner", "identifier": {"system": SYSTEM_IDNAT_PS, "value": idnat}}
+
+
+PATIENT_A_REF = {"reference": f"Patient/{PATIENT_A}"}
+
+
+def message(sender: dict, recipients: list[dict], **extra) -> dict:
+    """A message about patient A."""
+    return {
+        "resourceType": "Communication",
+        "status": "completed",
+        "subject": {"reference": f"Patient/{PATIENT_A}"},
+        "sender": sender,
+        "recipient": recipients,
+        "payload": [{"contentString": "Bonjour"}],
+        **extra,
+    }
+
+
+def attaching(key: str) -> list[dict]:
+    return [
+        {"contentString": "Voir le document"},
+        {"contentReference": {"reference": f"DocumentReference/{doc_id(key)}"}},
+    ]
+
+
+def post(world: World, token: str, body: dict):
+    return world.client.post(
+        "/fhir/Communication",
+        data=json.dumps(body),
+        headers=auth(token, **{"Content-Type": FHIR_JSON}),
+    )
+
+
+def sent_id(response) -> str:
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()["id"]
+
+
+# -- a document named outside the payload ----------------------------------------------------
+
+EXTENSION_URL = "https://example.org/fhir/StructureDefinition/about-document"
+ABOUT_THE_DOCUMENT = {
+    "about": lambda ref: {"about": [ref]},
+    "basedOn": lambda ref: {"basedOn": [ref]},
+    "extension": lambda ref: {"extension": [{"url": EXTENSION_URL, "valueReference": ref}]},
+}
+
+
+@pytest.mark.parametrize("element", list(ABOUT_THE_DOCUMENT))
+def test_r14_a_message_about_a_document_invisible_to_the_patient_is_hidden_from_them(
+    world, element
+):
+    """An attachment (`payload.contentReference`) to an INVISIBLE_PATIENT document gives the
+    message the label, which hides it from the patient until the announcement; the same
+    document named in `about`, `basedOn` or an extension left the message unlabelled, and the
+    patient read the message naming it (fails before the fix: 200)."""
+    reference = {"reference": f"DocumentReference/{doc_id('a-invisible')}"}
+    body = message(pract(GP), [PATIENT_A_REF], **ABOUT_THE_DOCUMENT[element](reference))
+    message_id = sent_id(post(world, world.tokens.practitioner(GP), body))
+    patient = world.tokens.patient(PATIENT_A)
+    read = world.get(patient, f"/fhir/Communication/{message_id}")
+    assert read.status_code == 404, read.get_data(as_text=True)
+    listed = world.get(patient, f"/fhir/Communication?_id={message_id}&_summary=count")
+    assert listed.get_json()["total"] == 0
+
+
+@pytest.mark.parametrize("element", list(ABOUT_THE_DOCUMENT))
+def test_r14_r18_a_message_about_a_document_hidden_from_its_author_is_refused_as_unknown(
+    world, element
+):
+    """A professional names, in `about`, `basedOn` or an extension, a document masked from
+    them: refused exactly as a document that does not exist (404), as an attachment is."""
+    token = world.tokens.practitioner(AUTHORIZED)
+    answers = []
+    for target in (doc_id("a-masked"), UNKNOWN_ID):
+        reference = {"reference": f"DocumentReference/{target}"}
+        body = message(pract(AUTHORIZED), [pract(GP)], **ABOUT_THE_DOCUMENT[element](reference))
+        response = post(world, token, body)
+        answers.append(
+            (
+                response.status_code,
+                response.get_json()["issue"][0]["diagnostics"].replace(target, "ID"),
+            )
+        )
+    assert answers[0] == answers[1] and answers[0][0] == 404, answers
+
+
+OTHER_NAMES = {
+    "another-patient": {"about": [{"reference": f"Patient/{PATIENT_B}"}]},
+    "another-records-document": {"about": [{"reference": f"DocumentReference/{doc_id('b-doc')}"}]},
+    "a-binary": {"about": [{"reference": f"Binary/{binary_id('a-invisible')}"}]},
+    "a-list": {"basedOn": [{"reference": f"List/{doc_id('a-visible')}"}]},
+    "a-document-by-identifier": {
+        "about": [
+            {
+                "type": "DocumentReference",
+                "identifier": {
+                    "system": "urn:ietf:rfc:3986",
+                    "value": doc_identifier("a-invisible"),
+                },
+            }
+        ]
+    },
+    "a-contained-resource": {
+        "contained": [{"resourceType": "Basic", "id": "c1", "code": {"text": "x"}}],
+        "about": [{"reference": "#c1"}],
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_NAMES))
+def test_r06_r14_a_message_naming_what_the_rules_cannot_judge_is_refused(world, case):
+    """Besides its parties, its thread and its record's documents, a message names nothing:
+    another record's Patient or document, a Binary, a List, a document by its uniqueId or a
+    contained resource was stored and served to the recipients (fails before the fix: 201).
+    Refused with an OperationOutcome (400, or 404 for a document not of its record, as an
+    attachment), nothing stored."""
+    token = world.tokens.practitioner(GP)
+    response = post(world, token, message(pract(GP), [PATIENT_A_REF], **OTHER_NAMES[case]))
+    assert response.status_code in (400, 404), response.get_data(as_text=True)
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+    listed = world.get(token, f"/fhir/Communication?patient={PATIENT_A}&_summary=count")
+    assert listed.get_json()["total"] == 0
+
+
+def test_r14_a_message_naming_a_foreign_resource_is_kept(world):
+    """A reference to another server names nothing of this one's records: kept as it is."""
+    foreign = {"reference": "https://other.example/fhir/Encounter/42"}
+    response = post(
+        world, world.tokens.practitioner(GP), message(pract(GP), [PATIENT_A_REF], about=[foreign])
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json()["about"] == [foreign]
+
+
+# -- an answer to a message hidden from its author ------------------------------------------
+
+
+def _answer(world: World, token: str, sender: dict, recipient: dict, target: str):
+    body = message(sender, [recipient], inResponseTo=[{"reference": f"Communication/{target}"}])
+    response = post(world, token, body)
+    return response.status_code, response.get_json()["issue"][0]["diagnostics"].replace(
+        target, "ID"
+    ) if response.status_code >= 400 else ""
+
+
+def test_r14_r18_the_patient_answers_a_message_hidden_from_them_as_an_unknown_one(world):
+    """A message attaching an INVISIBLE_PATIENT document is hidden from the patient (404 on
+    read); answering it was judged by a second reading of the messaging rules that forgot the
+    label: 201, its thread's first message in `partOf`, where an unknown id is 404 (fails
+    before the fix)."""
+    body = message(pract(GP), [PATIENT_A_REF], payload=attaching("a-invisible"))
+    hidden = sent_id(post(world, world.tokens.practitioner(GP), body))
+    patient = world.tokens.patient(PATIENT_A)
+    assert world.get(patient, f"/fhir/Communication/{hidden}").status_code == 404
+    answers = {
+        kind: _answer(world, patient, PATIENT_A_REF, pract(GP), target)
+        for kind, target in {"hidden": hidden, "unknown": UNKNOWN_ID}.items()
+    }
+    assert answers["hidden"] == answers["unknown"], answers
+    assert answers["hidden"][0] == 404
+
+
+def test_r14_r18_a_professional_answers_a_message_masked_from_them_as_an_unknown_one(world):
+    """The médecin traitant writes to an authorized colleague attaching a document masked
+    from professionals (MASQUE_PS): the colleague cannot read the message (R14); answering it
+    was accepted (fails before the fix: 201 where an unknown id is 404)."""
+    body = message(pract(GP), [pract(AUTHORIZED)], payload=attaching("a-masked"))
+    hidden = sent_id(post(world, world.tokens.practitioner(GP), body))
+    colleague = world.tokens.practitioner(AUTHORIZED)
+    assert world.get(colleague, f"/fhir/Communication/{hidden}").status_code == 404
+    answers = {
+        kind: _answer(world, colleague, pract(AUTHORIZED), pract(GP), target)
+        for kind, target in {"hidden": hidden, "unknown": UNKNOWN_ID}.items()
+    }
+    assert answers["hidden"] == answers["unknown"], answers
+    assert answers["hidden"][0] == 404
+
+
+# -- a participant named two ways -------------------------------------------------------------
+
+TWO_NAMES = {
+    "sender-as-another-practitioner": lambda: {
+        "sender": {
+            "reference": f"Practitioner/{AUTHORIZED}",
+            "identifier": {"system": SYSTEM_IDNAT_PS, "value": GP},
+        }
+    },
+    "sender-as-an-organisation": lambda: {
+        "sender": {
+            "reference": f"Practitioner/{AUTHORIZED}",
+            "type": "Organization",
+            "identifier": {"system": SYSTEM_IDNAT_STRUCT, "value": "123456789"},
+        }
+    },
+    "recipient": lambda: {
+        "recipient": [{**PATIENT_A_REF, "identifier": {"system": SYSTEM_IDNAT_PS, "value": GP}}]
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(TWO_NAMES))
+def test_r18_a_participant_named_both_by_reference_and_identifier_is_refused(world, case):
+    """The rules judged a participant by its literal reference and the readers matched its
+    identifier too: a message sent in one's own name with another practitioner's (or a
+    pharmacy's) IdNat in the sender's identifier was stored, shown as theirs and read by them
+    as its sender (fails before the fix: 201, and the GP reads it). Refused, 400."""
+    body = {**message(pract(AUTHORIZED), [PATIENT_A_REF]), **TWO_NAMES[case]()}
+    response = post(world, world.tokens.practitioner(AUTHORIZED), body)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["code"] == "value"
+    listed = world.get(
+        world.tokens.practitioner(GP), f"/fhir/Communication?patient={PATIENT_A}&_summary=count"
+    )
+    assert listed.get_json()["total"] == 0
