@@ -40,7 +40,9 @@ from fhir_server.audit.conversations import (
 from fhir_server.audit.notifications import (
     CATEGORY_MESSAGE,
     CATEGORY_NOTIFICATION,
+    EXT_NOTIFICATION_FACT,
     SYSTEM_COMMUNICATION_CATEGORY,
+    SYSTEM_HL7_COMMUNICATION_CATEGORY,
 )
 from fhir_server.errors import Issue
 from fhir_server.resources.references import reference_target
@@ -183,7 +185,12 @@ def validate_message(
         return issues
 
     categories = category_codes(communication)
-    if CATEGORY_NOTIFICATION in categories and requester.kind != ActorKind.INTERNAL:
+    if requester.kind != ActorKind.INTERNAL and (
+        CATEGORY_NOTIFICATION in categories or _looks_like_a_notification(communication)
+    ):
+        # R17: a notification is the server's, however it is spelled (our category, the HL7
+        # one a notification carries for generic clients, its facts' extension); a client's
+        # message coded so was listed with the server's notifications.
         err("forbidden", "only the server writes notifications", "category")
     elif CATEGORY_MESSAGE not in categories and requester.kind != ActorKind.INTERNAL:
         err(
@@ -324,6 +331,25 @@ def validate_message(
     if "received" in communication:
         err("invalid", "'received' is set by the server when the recipient reads it", "received")
     return issues
+
+
+def _looks_like_a_notification(communication: Mapping) -> bool:
+    """Whether a Communication carries a mark of the server's notifications other than our
+    category: the HL7 ``communication-category#notification`` coding or the facts'
+    extension (:data:`EXT_NOTIFICATION_FACT`)."""
+    for concept in communication.get("category") or []:
+        for coding in (concept.get("coding") if isinstance(concept, Mapping) else None) or []:
+            if (
+                isinstance(coding, Mapping)
+                and coding.get("system") == SYSTEM_HL7_COMMUNICATION_CATEGORY
+                and coding.get("code") == CATEGORY_NOTIFICATION
+            ):
+                return True
+    return any(
+        isinstance(extension, Mapping) and extension.get("url") == EXT_NOTIFICATION_FACT
+        for key in ("extension", "modifierExtension")
+        for extension in communication.get(key) or []
+    )
 
 
 # The elements of a message that name its parties, its thread and its attachments, judged

@@ -10,9 +10,15 @@ invisible to the patient `a-invisible`), a minor M with a parent, and a patient 
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 
+from fhir_server.audit.notifications import (
+    EXT_NOTIFICATION_FACT,
+    SYSTEM_HL7_COMMUNICATION_CATEGORY,
+    SYSTEM_NOTIFICATION_EVENT,
+)
 from fhir_server.terminology import SYSTEM_IDNAT_PS, SYSTEM_IDNAT_STRUCT
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_r18_matrix import (
@@ -248,3 +254,43 @@ def test_r18_a_participant_named_both_by_reference_and_identifier_is_refused(wor
         world.tokens.practitioner(GP), f"/fhir/Communication?patient={PATIENT_A}&_summary=count"
     )
     assert listed.get_json()["total"] == 0
+
+
+# -- a message spelled as a notification ---------------------------------------------------
+
+NOTIFICATION_MARKS = {
+    "hl7-category": lambda: {
+        "category": [
+            {"coding": [{"system": SYSTEM_HL7_COMMUNICATION_CATEGORY, "code": "notification"}]}
+        ]
+    },
+    "facts-extension": lambda: {
+        "extension": [
+            {
+                "url": EXT_NOTIFICATION_FACT,
+                "extension": [
+                    {
+                        "url": "event",
+                        "valueCoding": {"system": SYSTEM_NOTIFICATION_EVENT, "code": "deposit"},
+                    }
+                ],
+            }
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("mark", list(NOTIFICATION_MARKS))
+def test_r17_a_client_message_spelled_as_a_notification_is_refused(world, mark):
+    """Only the server writes notifications (R17): a client's message with our notification
+    category is refused, but one coded with the HL7 `communication-category#notification` a
+    notification carries for generic clients, or with the notification facts' extension, was
+    stored and listed among the server's notifications (fails before the fix: 201)."""
+    body = message(pract(GP), [PATIENT_A_REF], **NOTIFICATION_MARKS[mark]())
+    response = post(world, world.tokens.practitioner(GP), body)
+    assert response.status_code == 403, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["code"] == "forbidden"
+    by_hl7 = quote(f"{SYSTEM_HL7_COMMUNICATION_CATEGORY}|notification")
+    listed = world.get(world.tokens.patient(PATIENT_A), f"/fhir/Communication?category={by_hl7}")
+    senders = [entry["resource"]["sender"] for entry in listed.get_json().get("entry", [])]
+    assert all(sender.get("type") == "Device" for sender in senders), senders
