@@ -101,6 +101,11 @@ def check_message(
     minor = bool(record and record.minor)
     acting = acting_keys(requester) | {f"Patient/{p}" for p in represented}
     roots: set[str] = set()
+    # An answer is about the message it answers: it takes that message's DMP labels, so that
+    # a message answering one hidden from a reader is hidden from them too; served, it named
+    # the hidden message (inResponseTo, partOf) and told the patient, before the
+    # announcement, that a message about a document invisible to them was there (R14, R18).
+    labels: list[dict] = []
     for i, ref in enumerate(message.get("inResponseTo") or []):
         target = reference_target(ref.get("reference"))
         original = store.read(*target) if target else None
@@ -129,9 +134,9 @@ def check_message(
         )
         _raise(validate_reply(as_participant, original.json(), acting))
         roots.add(_conversation_root(store, original))
+        labels += _dmp_labels(original.json())
     if roots:
         _join_conversation(message, roots, search)
-    labels: list[dict] = []
     named = [
         (f"payload[{i}]", target)
         for i, payload in enumerate(message.get("payload") or [])
@@ -155,11 +160,7 @@ def check_message(
                     )
                 ],
             )
-        labels += [
-            dict(c)
-            for c in DataEntity.from_resource(document.json()).security_labels
-            if c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
-        ]
+        labels += _dmp_labels(document.json())
     if labels:
         meta = message.setdefault("meta", {})
         security = meta.setdefault("security", [])
@@ -171,6 +172,15 @@ def check_message(
                 security.append(
                     {k: label[k] for k in ("system", "code", "display") if label.get(k)}
                 )
+
+
+def _dmp_labels(resource: dict) -> list[dict]:
+    """The DMP labels (TRE_A07) of a resource, wherever it carries them."""
+    return [
+        dict(c)
+        for c in DataEntity.from_resource(resource).security_labels
+        if c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
+    ]
 
 
 def _readable(

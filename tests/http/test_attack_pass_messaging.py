@@ -294,3 +294,28 @@ def test_r17_a_client_message_spelled_as_a_notification_is_refused(world, mark):
     listed = world.get(world.tokens.patient(PATIENT_A), f"/fhir/Communication?category={by_hl7}")
     senders = [entry["resource"]["sender"] for entry in listed.get_json().get("entry", [])]
     assert all(sender.get("type") == "Device" for sender in senders), senders
+
+
+# -- a visible message naming a hidden one ------------------------------------------------------
+
+
+def test_r14_r18_no_message_served_to_the_patient_names_one_hidden_from_them(world):
+    """The médecin traitant sends the patient a result still invisible to them (an
+    INVISIBLE_PATIENT attachment: the message is hidden from the patient), then a follow-up
+    answering it ("prenez rendez-vous"). The follow-up was served to the patient with
+    `inResponseTo` and `partOf` naming the hidden message, telling them before the
+    announcement that a message about something kept from them was there (fails before the
+    fix). An answer takes the labels of the message it answers."""
+    gp = world.tokens.practitioner(GP)
+    first = message(pract(GP), [PATIENT_A_REF], payload=attaching("a-invisible"))
+    hidden = sent_id(post(world, gp, first))
+    follow_up = message(
+        pract(GP),
+        [PATIENT_A_REF],
+        payload=[{"contentString": "Prenez rendez-vous"}],
+        inResponseTo=[{"reference": f"Communication/{hidden}"}],
+    )
+    sent_id(post(world, gp, follow_up))
+    shown = world.get(world.tokens.patient(PATIENT_A), f"/fhir/Communication?patient={PATIENT_A}")
+    assert shown.status_code == 200, shown.get_data(as_text=True)
+    assert hidden not in shown.get_data(as_text=True), "a served message names the hidden one"
