@@ -14,7 +14,9 @@ round trip once the day's notification is known to be written.
 Decided here: an access notification carries the DMP labels of its AuditEvent except
 INVISIBLE_PATIENT. Its text names no document, and R17 requires that the patient be told of
 the access; the label is there to keep the document itself from the patient, not the fact
-that the record was opened. INVISIBLE_REPRESENTANTS_LEGAUX stays, so representatives do not
+that the record was opened. For the same reason it names no AuditEvent: the event of an access
+to an INVISIBLE_PATIENT document is hidden from the patient, and its id, read in vain, told
+them so (the trail shows the events they may see). INVISIBLE_REPRESENTANTS_LEGAUX stays, so representatives do not
 learn of accesses to documents hidden from them (R07).
 """
 
@@ -107,11 +109,12 @@ class Notifier:
                         and c.get("code") == INVISIBLE_PATIENT
                     )
                 )
-                intents.append(
-                    Intent(
-                        "access", patient_id, requester, when, f"AuditEvent/{event['id']}", labels
-                    )
-                )
+                # The access's AuditEvent is not named (`about`): one that read a document
+                # invisible to the patient carries INVISIBLE_PATIENT, which the notification
+                # drops, so the id it named answered the patient 404 where another access's
+                # answers 200, telling them that something was kept from them (R14, R18). Not
+                # naming it only for those would tell the same by its absence.
+                intents.append(Intent("access", patient_id, requester, when, None, labels))
         return intents
 
     def for_write(

@@ -16,6 +16,7 @@ import pytest
 
 from fhir_server.audit.notifications import (
     EXT_NOTIFICATION_FACT,
+    SYSTEM_COMMUNICATION_CATEGORY,
     SYSTEM_HL7_COMMUNICATION_CATEGORY,
     SYSTEM_NOTIFICATION_EVENT,
 )
@@ -319,3 +320,53 @@ def test_r14_r18_no_message_served_to_the_patient_names_one_hidden_from_them(wor
     shown = world.get(world.tokens.patient(PATIENT_A), f"/fhir/Communication?patient={PATIENT_A}")
     assert shown.status_code == 200, shown.get_data(as_text=True)
     assert hidden not in shown.get_data(as_text=True), "a served message names the hidden one"
+
+
+# -- a notification naming what is hidden ----------------------------------------------------
+
+NOTIFICATIONS = (
+    f"/fhir/Communication?category={quote(SYSTEM_COMMUNICATION_CATEGORY + '|notification')}"
+)
+
+
+def _access_notification_as_the_patient_sees_it(world: World, key: str) -> tuple:
+    """The médecin traitant reads document `key` of A (the first access of the day): what the
+    patient can learn of it from the notification they are sent, and from what it names."""
+    assert (
+        world.get(
+            world.tokens.practitioner(GP), f"/fhir/DocumentReference/{doc_id(key)}"
+        ).status_code
+        == 200
+    )
+    patient = world.tokens.patient(PATIENT_A)
+    told = [entry["resource"] for entry in world.get(patient, NOTIFICATIONS).get_json()["entry"]]
+    assert len(told) == 1, told
+    named = [
+        value["reference"]
+        for value in [
+            *told[0].get("about", []),
+            *(
+                part.get("valueReference")
+                for ext in told[0].get("extension", [])
+                for part in ext.get("extension", [])
+            ),
+        ]
+        if isinstance(value, dict) and "reference" in value
+    ]
+    return tuple(sorted(world.get(patient, f"/fhir/{ref}").status_code for ref in named))
+
+
+def test_r14_r17_an_access_notification_does_not_tell_the_patient_a_hidden_document_was_read(world):
+    """R17 tells the patient that the médecin traitant opened their record, whatever was read;
+    the notification drops INVISIBLE_PATIENT so that the access is told. It named the access's
+    AuditEvent, which carries that label: read by the patient, 404 after an access to a
+    document invisible to them, 200 after any other, so the notification told them that
+    something was kept from them (fails before the fix: (404, 404) against (200, 200))."""
+    hidden = _access_notification_as_the_patient_sees_it(world, "a-invisible")
+    assert hidden == (), hidden
+
+
+def test_r14_r17_an_access_notification_names_nothing_the_patient_reads_in_vain(world):
+    """The same for an access to a document the patient sees: no AuditEvent is named either,
+    so that the two notifications cannot be told apart (fails before the fix: (200, 200))."""
+    assert _access_notification_as_the_patient_sees_it(world, "a-visible") == ()
