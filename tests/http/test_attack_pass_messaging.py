@@ -370,3 +370,40 @@ def test_r14_r17_an_access_notification_names_nothing_the_patient_reads_in_vain(
     """The same for an access to a document the patient sees: no AuditEvent is named either,
     so that the two notifications cannot be told apart (fails before the fix: (200, 200))."""
     assert _access_notification_as_the_patient_sees_it(world, "a-visible") == ()
+
+
+# -- the change doors of a message -----------------------------------------------------------
+
+
+def _conditional_delete(world: World, token: str, criteria: str, batch: bool) -> int:
+    if not batch:
+        return world.client.delete(
+            f"/fhir/Communication?{criteria}", headers=auth(token)
+        ).status_code
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "DELETE", "url": f"Communication?{criteria}"}}],
+    }
+    response = world.client.post(
+        "/fhir", data=json.dumps(bundle), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return int(response.get_json()["entry"][0]["response"]["status"].split()[0])
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["rest", "batch-entry"])
+def test_r18_a_conditional_delete_of_messages_is_refused_whatever_its_criteria_match(world, batch):
+    """Messages are never deleted: a DELETE is refused (403) for any id; a conditional one
+    was refused only when it matched a message the requester sees, and answered 204 for
+    criteria matching nothing, or only a message hidden from them (fails before the fix)."""
+    gp = world.tokens.practitioner(GP)
+    shown = sent_id(post(world, gp, message(pract(GP), [PATIENT_A_REF])))
+    hidden = sent_id(post(world, gp, message(pract(GP), [pract(AUTHORIZED)])))
+    patient = world.tokens.patient(PATIENT_A)
+    answers = {
+        kind: _conditional_delete(world, patient, f"_id={target}", batch)
+        for kind, target in {"shown": shown, "hidden": hidden, "unknown": UNKNOWN_ID}.items()
+    }
+    assert answers == {"shown": 403, "hidden": 403, "unknown": 403}, answers
+    assert world.get(gp, f"/fhir/Communication/{shown}").status_code == 200
