@@ -77,9 +77,13 @@ def participant_key(reference: Mapping | None) -> str | None:
         return organization
     ref = reference.get("reference")
     if isinstance(ref, str) and ref:
-        parts = ref.split("/_history/")[0].rstrip("/").split("/")
-        if len(parts) >= 2 and parts[-2] in {"Patient", "RelatedPerson", "Practitioner"}:
-            return f"{parts[-2]}/{parts[-1]}"
+        # Read as the index and the access rules read it (`resources.references`): a
+        # reference to another server, or spelled loosely (a trailing slash), names no
+        # participant here; its last two segments were taken for one, which the index and
+        # the readers never matched (a message "to the patient" they never saw).
+        target = reference_target(ref)
+        if target is not None and target[0] in {"Patient", "RelatedPerson", "Practitioner"}:
+            return f"{target[0]}/{target[1]}"
         return None
     identifier = reference.get("identifier")
     if (

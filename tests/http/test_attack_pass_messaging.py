@@ -407,3 +407,21 @@ def test_r18_a_conditional_delete_of_messages_is_refused_whatever_its_criteria_m
     }
     assert answers == {"shown": 403, "hidden": 403, "unknown": 403}, answers
     assert world.get(gp, f"/fhir/Communication/{shown}").status_code == 200
+
+
+LOOSE_PATIENT_REFERENCES = {
+    "another-server": f"https://other.example/fhir/Patient/{PATIENT_A}",
+    "trailing-slash": f"Patient/{PATIENT_A}/",
+}
+
+
+@pytest.mark.parametrize("spelling", list(LOOSE_PATIENT_REFERENCES))
+def test_r06_a_recipient_the_index_does_not_read_as_the_patient_is_refused(world, spelling):
+    """The messaging rules took the last two segments of a recipient's reference for the
+    participant, the index and the readers only a local relative reference: a message to
+    `https://other.example/fhir/Patient/A` was accepted as addressed to patient A, and A
+    never saw it (fails before the fix: 201). One reading: refused, 400."""
+    recipient = {"reference": LOOSE_PATIENT_REFERENCES[spelling]}
+    response = post(world, world.tokens.practitioner(GP), message(pract(GP), [recipient]))
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["resourceType"] == "OperationOutcome"
