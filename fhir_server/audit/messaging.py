@@ -42,7 +42,6 @@ from fhir_server.audit.notifications import (
     CATEGORY_NOTIFICATION,
     EXT_NOTIFICATION_FACT,
     SYSTEM_COMMUNICATION_CATEGORY,
-    SYSTEM_HL7_COMMUNICATION_CATEGORY,
 )
 from fhir_server.errors import Issue
 from fhir_server.resources.references import reference_target
@@ -339,15 +338,13 @@ def validate_message(
 
 def _looks_like_a_notification(communication: Mapping) -> bool:
     """Whether a Communication carries a mark of the server's notifications other than our
-    category: the HL7 ``communication-category#notification`` coding or the facts'
-    extension (:data:`EXT_NOTIFICATION_FACT`)."""
+    category: a category coded ``notification`` under any system, or none (the HL7
+    ``communication-category#notification`` a notification carries for generic clients, a
+    near miss of ours), or the facts' extension (:data:`EXT_NOTIFICATION_FACT`)."""
     for concept in communication.get("category") or []:
         for coding in (concept.get("coding") if isinstance(concept, Mapping) else None) or []:
-            if (
-                isinstance(coding, Mapping)
-                and coding.get("system") == SYSTEM_HL7_COMMUNICATION_CATEGORY
-                and coding.get("code") == CATEGORY_NOTIFICATION
-            ):
+            code = coding.get("code") if isinstance(coding, Mapping) else None
+            if isinstance(code, str) and code.strip().lower() == CATEGORY_NOTIFICATION:
                 return True
     return any(
         isinstance(extension, Mapping) and extension.get("url") == EXT_NOTIFICATION_FACT

@@ -265,6 +265,12 @@ NOTIFICATION_MARKS = {
             {"coding": [{"system": SYSTEM_HL7_COMMUNICATION_CATEGORY, "code": "notification"}]}
         ]
     },
+    "near-miss-of-our-category": lambda: {
+        "category": [
+            {"coding": [{"system": f"{SYSTEM_COMMUNICATION_CATEGORY}/", "code": "notification"}]}
+        ]
+    },
+    "category-without-system": lambda: {"category": [{"coding": [{"code": "Notification"}]}]},
     "facts-extension": lambda: {
         "extension": [
             {
@@ -285,8 +291,9 @@ NOTIFICATION_MARKS = {
 def test_r17_a_client_message_spelled_as_a_notification_is_refused(world, mark):
     """Only the server writes notifications (R17): a client's message with our notification
     category is refused, but one coded with the HL7 `communication-category#notification` a
-    notification carries for generic clients, or with the notification facts' extension, was
-    stored and listed among the server's notifications (fails before the fix: 201)."""
+    notification carries for generic clients, with a near miss of ours, without system, or
+    with the notification facts' extension, was stored and listed among the server's
+    notifications (fails before the fix: 201)."""
     body = message(pract(GP), [PATIENT_A_REF], **NOTIFICATION_MARKS[mark]())
     response = post(world, world.tokens.practitioner(GP), body)
     assert response.status_code == 403, response.get_data(as_text=True)
