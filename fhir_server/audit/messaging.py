@@ -28,6 +28,7 @@ Issues use IssueType ``forbidden`` when the requester may not send the message a
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
@@ -353,9 +354,13 @@ def _looks_like_a_notification(communication: Mapping) -> bool:
     )
 
 
-# The elements of a message that name its parties, its thread and its attachments, judged
-# above and by `service.messaging.check_message`; any other reference is `named_documents`'.
-_JUDGED_ELEMENTS = ("subject", "sender", "recipient", "inResponseTo", "partOf", "payload")
+# The References of a message judged as its parties, its thread and its attachments (above
+# and in `service.messaging.check_message`), by FHIRPath; any other is `named_documents`' or
+# refused. Their insides (an extension of a payload, an Identifier's assigner) are looked at.
+_JUDGED_REFERENCE = re.compile(
+    r"^(subject|sender|recipient\[\d+\]|inResponseTo\[\d+\]|partOf\[\d+\]"
+    r"|payload\[\d+\]\.contentReference)$"
+)
 
 
 def _participants(communication: Mapping) -> list[tuple[str, object]]:
@@ -374,7 +379,7 @@ def named_documents(communication: Mapping) -> list[tuple[str, str]]:
     (``about``, ``basedOn``, an extension's ``valueReference``...): a message about a
     document, however it says so, is judged and labelled as one attaching it."""
     found: list[tuple[str, str]] = []
-    for path, reference in _other_references(communication):
+    for path, reference in _other_references(communication, with_logical=True):
         target = reference_target(reference.get("reference"))
         if target is not None and target[0] == "DocumentReference":
             found.append((path, target[1]))
@@ -409,8 +414,9 @@ def _named_elsewhere_issues(communication: Mapping) -> list[Issue]:
 def _other_references(
     communication: Mapping, *, with_logical: bool = False
 ) -> list[tuple[str, Mapping]]:
-    """(FHIRPath, Reference) outside the judged elements and contained resources; with
-    `with_logical`, also a Reference given by identifier alone."""
+    """(FHIRPath, Reference) outside the judged References and contained resources; with
+    `with_logical`, also a Reference given by identifier alone, and an Attachment whose
+    `url` is a local reference (as a Reference whose `reference` is that url)."""
     found: list[tuple[str, Mapping]] = []
 
     def walk(node: object, path: str) -> None:
@@ -418,15 +424,20 @@ def _other_references(
             for i, item in enumerate(node):
                 walk(item, f"{path}[{i}]")
         elif isinstance(node, Mapping):
-            if "reference" in node or (
-                with_logical and "identifier" in node and _reference_shaped(node)
-            ):
-                found.append((path, node))
+            if not _JUDGED_REFERENCE.match(path):
+                if "reference" in node or (
+                    with_logical and "identifier" in node and _reference_shaped(node)
+                ):
+                    found.append((path, node))
+                elif with_logical and reference_target(node.get("url")) is not None:
+                    # An Attachment pointing at this server (`Binary/<id>`): a Binary is
+                    # read as its document, never named by a message.
+                    found.append((path, {"reference": node["url"]}))
             for key, value in node.items():
                 walk(value, f"{path}.{key}")
 
     for key, value in communication.items():
-        if key not in _JUDGED_ELEMENTS and key != "contained":
+        if key != "contained":
             walk(value, key)
     return found
 

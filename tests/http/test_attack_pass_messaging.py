@@ -85,6 +85,22 @@ ABOUT_THE_DOCUMENT = {
     "about": lambda ref: {"about": [ref]},
     "basedOn": lambda ref: {"basedOn": [ref]},
     "extension": lambda ref: {"extension": [{"url": EXTENSION_URL, "valueReference": ref}]},
+    "payload-extension": lambda ref: {
+        "payload": [
+            {
+                "contentString": "Voir le document",
+                "extension": [{"url": EXTENSION_URL, "valueReference": ref}],
+            }
+        ]
+    },
+    "attachment-url": lambda ref: {
+        "extension": [
+            {
+                "url": EXTENSION_URL,
+                "valueAttachment": {"contentType": "application/pdf", "url": ref["reference"]},
+            }
+        ]
+    },
 }
 
 
@@ -131,6 +147,14 @@ OTHER_NAMES = {
     "another-patient": {"about": [{"reference": f"Patient/{PATIENT_B}"}]},
     "another-records-document": {"about": [{"reference": f"DocumentReference/{doc_id('b-doc')}"}]},
     "a-binary": {"about": [{"reference": f"Binary/{binary_id('a-invisible')}"}]},
+    "a-binary-as-an-attachment": {
+        "extension": [
+            {
+                "url": EXTENSION_URL,
+                "valueAttachment": {"url": f"Binary/{binary_id('a-invisible')}"},
+            }
+        ]
+    },
     "a-list": {"basedOn": [{"reference": f"List/{doc_id('a-visible')}"}]},
     "a-document-by-identifier": {
         "about": [
