@@ -456,3 +456,28 @@ def test_r06_a_recipient_the_index_does_not_read_as_the_patient_is_refused(world
     response = post(world, world.tokens.practitioner(GP), message(pract(GP), [recipient]))
     assert response.status_code == 400, response.get_data(as_text=True)
     assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_r14_a_bundle_entry_about_a_document_invisible_to_the_patient_is_hidden_from_them(
+    world, kind
+):
+    """The same message posted as a transaction or batch entry: judged and labelled as at
+    the REST door (fails before the fix: the patient reads it)."""
+    reference = {"reference": f"DocumentReference/{doc_id('a-invisible')}"}
+    body = message(pract(GP), [PATIENT_A_REF], about=[reference])
+    bundle = {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [{"resource": body, "request": {"method": "POST", "url": "Communication"}}],
+    }
+    response = world.client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(world.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    location = response.get_json()["entry"][0]["response"]["location"]
+    message_id = location.split("/")[1]
+    read = world.get(world.tokens.patient(PATIENT_A), f"/fhir/Communication/{message_id}")
+    assert read.status_code == 404, read.get_data(as_text=True)
