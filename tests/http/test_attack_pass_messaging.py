@@ -25,8 +25,10 @@ from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     GP,
+    PARENT,
     PATIENT_A,
     PATIENT_B,
+    PATIENT_M,
     UNKNOWN_ID,
     World,
     binary_id,
@@ -481,3 +483,33 @@ def test_r14_a_bundle_entry_about_a_document_invisible_to_the_patient_is_hidden_
     message_id = location.split("/")[1]
     read = world.get(world.tokens.patient(PATIENT_A), f"/fhir/Communication/{message_id}")
     assert read.status_code == 404, read.get_data(as_text=True)
+
+
+def _parent_token(world: World) -> str:
+    return world.tokens.issuer.issue(
+        subject=PARENT,
+        scopes="patient/*.cruds",
+        fhir_user=f"RelatedPerson/{PARENT}",
+        patient=PATIENT_M,
+    )
+
+
+@pytest.mark.parametrize(
+    "reads", [("m-invisible-rl", "m-visible"), ("m-visible",)], ids=["hidden-first", "plain"]
+)
+def test_r07_r17_a_parent_is_told_of_the_days_access_they_see_after_one_hidden_from_them(
+    world, reads
+):
+    """An authorized professional reads the minor's document hidden from the parents
+    (INVISIBLE_REPRESENTANTS_LEGAUX), then one they see, the same day. The day's access
+    notification carried the first access's label: hidden from the parent, who was told of no
+    access that day while their trail showed the second read, and so learnt that something
+    kept from them had been read first (fails before the fix: 0 notifications against 1 when
+    only the visible document is read). The minor is told in both cases."""
+    doctor = world.tokens.practitioner(AUTHORIZED)
+    for key in reads:
+        assert world.get(doctor, f"/fhir/DocumentReference/{doc_id(key)}").status_code == 200
+    parent = world.get(_parent_token(world), NOTIFICATIONS).get_json()
+    assert parent["total"] == 1, parent
+    minor = world.get(world.tokens.patient(PATIENT_M), NOTIFICATIONS).get_json()
+    assert minor["total"] >= 1, minor
