@@ -22,6 +22,7 @@ from fhir_server.audit.notifications import (
 )
 from fhir_server.terminology import SYSTEM_IDNAT_PS, SYSTEM_IDNAT_STRUCT
 from tests.http.conftest import FHIR_JSON, auth
+from tests.http.test_audit_trace_hides import trace
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     GP,
@@ -513,3 +514,37 @@ def test_r07_r17_a_parent_is_told_of_the_days_access_they_see_after_one_hidden_f
     assert parent["total"] == 1, parent
     minor = world.get(world.tokens.patient(PATIENT_M), NOTIFICATIONS).get_json()
     assert minor["total"] >= 1, minor
+
+
+# -- the patient's trail -------------------------------------------------------------------------
+
+SEARCHES_NAMING = {
+    "_id": "/fhir/Communication?patient={patient}&_id={id}",
+    "_id-matching-nothing": "/fhir/Communication?patient={patient}&_id={id}&status=preparation",
+    "_id-in-capitals": "/fhir/Communication?patient={patient}&_id={upper}",
+    "part-of": "/fhir/Communication?patient={patient}&part-of=Communication/{id}",
+    "has": "/fhir/Patient?_id={patient}&_has:Communication:subject:_id={id}",
+}
+
+
+@pytest.mark.parametrize("search", list(SEARCHES_NAMING))
+def test_r14_r16_a_professionals_search_naming_a_message_hidden_from_the_patient_is_not_in_their_trail(
+    world, search
+):
+    """A search event keeps its query and carries the labels of what it names, so that a
+    professional's search by the id of a document hidden from the patient is not shown to
+    them. A message labelled INVISIBLE_PATIENT (it attaches such a document) is hidden from
+    the patient as the document is, but a plain id (`_id`) was looked up as a document, a
+    Binary and a List only: the médecin traitant's search by the message's id was shown in
+    the patient's trail, naming a message they cannot read, unless the search found it
+    (fails before the fix: in capitals, matching nothing, under `_has`)."""
+    gp = world.tokens.practitioner(GP)
+    body = message(pract(GP), [PATIENT_A_REF], payload=attaching("a-invisible"))
+    hidden = sent_id(post(world, gp, body))
+    url = SEARCHES_NAMING[search].format(patient=PATIENT_A, id=hidden, upper=hidden.upper())
+    assert world.get(gp, url).status_code == 200
+    patient = world.tokens.patient(PATIENT_A)
+    assert world.get(patient, f"/fhir/Patient/{PATIENT_A}").status_code == 200  # a control
+    text, events = trace(world, patient, PATIENT_A)
+    assert events, "the patient's trail is empty: the search is broken"
+    assert hidden not in text.lower(), "the patient's trail names a message hidden from them"
