@@ -455,8 +455,8 @@ def validate_reply(
 ) -> list[Issue]:
     """What is wrong with ``reply`` as an answer to ``original`` (the inResponseTo target).
 
-    The caller has already checked (with :func:`may_read_message`) that the sender may read the
-    original. A reply stays about the same patient, comes from a participant of the original
+    The caller has already checked (with :func:`may_read_message` and the policy's read of
+    it, `service.messaging.check_message`) that the sender may read the original. A reply stays about the same patient, comes from a participant of the original
     (the sender, or one of ``acting_for``: the keys the author acts as, e.g. the pharmacy a
     pharmacist answers for) and goes only to its participants; notifications are not answered.
     """

@@ -76,7 +76,10 @@ def check_message(
     """Raise a FhirError when `requester` may not send `message`; complete it otherwise.
 
     `message` is changed in place before it is stored: the message category when it names
-    none of ours, ``partOf`` on an answer, its documents' labels in ``meta.security``.
+    none of ours, ``partOf`` on an answer, in ``meta.security`` the DMP labels of the
+    documents it names (anywhere: payload, ``about``, ``basedOn``, an extension) and of the
+    message it answers. What it answers and names must be of its record and readable by its
+    author, as a read of them would judge (`_readable`), or it is answered as unknown (404).
     `search` finds the closures of a conversation (no access constraints).
     """
     if requester.kind is ActorKind.INTERNAL:
