@@ -318,6 +318,17 @@ def validate_message(
             )
     issues.extend(_named_elsewhere_issues(communication))
 
+    if communication.get("contained"):
+        # A document inlined as a contained resource escapes the record's rules as a
+        # `contentAttachment` would: its labels were not the message's, its content was
+        # served to every recipient.
+        err(
+            "value",
+            "a message contains no resource: attach documents by referencing their "
+            "DocumentReference",
+            "contained",
+        )
+
     payloads = communication.get("payload") or []
     if not payloads:
         err("required", "a message has at least one payload", "payload")

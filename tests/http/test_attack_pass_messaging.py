@@ -20,7 +20,11 @@ from fhir_server.audit.notifications import (
     SYSTEM_HL7_COMMUNICATION_CATEGORY,
     SYSTEM_NOTIFICATION_EVENT,
 )
-from fhir_server.terminology import SYSTEM_IDNAT_PS, SYSTEM_IDNAT_STRUCT
+from fhir_server.terminology import (
+    SYSTEM_DMP_CONFIDENTIALITY,
+    SYSTEM_IDNAT_PS,
+    SYSTEM_IDNAT_STRUCT,
+)
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_audit_trace_hides import trace
 from tests.http.test_r18_matrix import (
@@ -170,6 +174,23 @@ OTHER_NAMES = {
             }
         ]
     },
+    "an-inlined-document": {
+        "contained": [
+            {
+                "resourceType": "DocumentReference",
+                "id": "inlined",
+                "status": "current",
+                "securityLabel": [
+                    {
+                        "coding": [
+                            {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}
+                        ]
+                    }
+                ],
+                "content": [{"attachment": {"contentType": "text/plain", "data": "UsOpc3VsdGF0"}}],
+            }
+        ]
+    },
     "a-contained-resource": {
         "contained": [{"resourceType": "Basic", "id": "c1", "code": {"text": "x"}}],
         "about": [{"reference": "#c1"}],
@@ -180,8 +201,10 @@ OTHER_NAMES = {
 @pytest.mark.parametrize("case", list(OTHER_NAMES))
 def test_r06_r14_a_message_naming_what_the_rules_cannot_judge_is_refused(world, case):
     """Besides its parties, its thread and its record's documents, a message names nothing:
-    another record's Patient or document, a Binary, a List, a document by its uniqueId or a
-    contained resource was stored and served to the recipients (fails before the fix: 201).
+    another record's Patient or document, a Binary, a List, a document by its uniqueId, a
+    contained resource, or a document inlined as one (an INVISIBLE_PATIENT result served, its
+    label ignored, to the patient) was stored and served to the recipients (fails before the
+    fix: 201).
     Refused with an OperationOutcome (400, or 404 for a document not of its record, as an
     attachment), nothing stored."""
     token = world.tokens.practitioner(GP)
