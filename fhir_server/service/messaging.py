@@ -23,7 +23,7 @@ the closure in the thread).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from fhir_server.access.constraints import compartment_of, reference_target
@@ -31,7 +31,7 @@ from fhir_server.access.decision import Permit
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
-from fhir_server.audit.balp import DataEntity
+from fhir_server.audit.balp import security_labels_of
 from fhir_server.audit.conversations import (
     CATEGORY_CLOSURE,
     RULE_CLOSED,
@@ -175,14 +175,33 @@ def check_message(
                 security.append(
                     {k: label[k] for k in ("system", "code", "display") if label.get(k)}
                 )
+    if CATEGORY_CLOSURE in category_codes(message) and _dmp_labels(message):
+        # A closure binds every participant of the conversation (their answers are then
+        # refused, 409): one hidden from some of them by its labels (about, or answering,
+        # what is kept from them) told them, by that 409, that a message they could not read
+        # was in their conversation (R14, R18). The professional closes with a message
+        # every participant reads.
+        raise FhirError(
+            422,
+            [
+                Issue(
+                    "error",
+                    "business-rule",
+                    "MSSanté citoyenne: a closing message is read by every participant of the "
+                    "conversation; it names no labelled document and answers no labelled "
+                    "message",
+                    ("Communication.category",),
+                )
+            ],
+        )
 
 
 def _dmp_labels(resource: dict) -> list[dict]:
     """The DMP labels (TRE_A07) of a resource, wherever it carries them."""
     return [
         dict(c)
-        for c in DataEntity.from_resource(resource).security_labels
-        if c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
+        for c in security_labels_of(resource)
+        if isinstance(c, Mapping) and c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
     ]
 
 

@@ -571,3 +571,41 @@ def test_r14_r16_a_professionals_search_naming_a_message_hidden_from_the_patient
     text, events = trace(world, patient, PATIENT_A)
     assert events, "the patient's trail is empty: the search is broken"
     assert hidden not in text.lower(), "the patient's trail names a message hidden from them"
+
+
+# -- a closure hidden from a participant -------------------------------------------------------
+
+CLOSURE = {
+    "coding": [{"system": SYSTEM_COMMUNICATION_CATEGORY, "code": "closure"}],
+}
+MESSAGE = {"coding": [{"system": SYSTEM_COMMUNICATION_CATEGORY, "code": "message"}]}
+
+
+def test_r14_r18_a_conversation_is_not_closed_by_a_message_hidden_from_a_participant(world):
+    """The médecin traitant opens a conversation with the patient, sends in it a result still
+    invisible to them (hidden message), and closes the conversation answering that message:
+    the closure, which takes its label, was stored hidden from the patient, whose answer to
+    the opening message was then refused 409 `conversation-closed`, telling them that a
+    message they cannot read was in their conversation (fails before the fix: 201 for the
+    closure, 409 for the answer). A closing message carries no label (422): the professional
+    closes with one every participant reads."""
+    gp = world.tokens.practitioner(GP)
+    opening = sent_id(post(world, gp, message(pract(GP), [PATIENT_A_REF])))
+    thread = [{"reference": f"Communication/{opening}"}]
+    body = message(
+        pract(GP), [PATIENT_A_REF], payload=attaching("a-invisible"), inResponseTo=thread
+    )
+    result = sent_id(post(world, gp, body))
+    closing = message(
+        pract(GP),
+        [PATIENT_A_REF],
+        category=[MESSAGE, CLOSURE],
+        inResponseTo=[{"reference": f"Communication/{result}"}],
+    )
+    closed = post(world, gp, closing)
+    assert closed.status_code == 422, closed.get_data(as_text=True)
+    assert closed.get_json()["issue"][0]["code"] == "business-rule"
+    patient = world.tokens.patient(PATIENT_A)
+    answer = message(PATIENT_A_REF, [pract(GP)], inResponseTo=thread)
+    answered = post(world, patient, answer)
+    assert answered.status_code == 201, answered.get_data(as_text=True)
