@@ -25,8 +25,14 @@ from fhir_server.search.query import (
 )
 from fhir_server.search.registry import SearchRegistry
 
-# Where an untyped id (`item=ID`) is looked for: the types that carry DMP labels.
+# The types that carry DMP labels of their own (a document's, its Binary's, a List's).
 LABELLED_TYPES = ("DocumentReference", "Binary", "List")
+
+# Where an untyped id (`_id=ID`, `item=ID`) is looked for: the labelled types, and messages,
+# which carry the labels of the documents they are about (`service.messaging`): looked up as
+# documents only, a professional's search by the id of a message hidden from the patient
+# (`_id` in capitals, under `_has`, or matching nothing) was shown in the patient's trail.
+ID_NAMED_TYPES = (*LABELLED_TYPES, "Communication")
 
 
 def named_targets(node: Node) -> list[tuple[str | None, str]]:

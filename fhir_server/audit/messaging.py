@@ -28,6 +28,7 @@ Issues use IssueType ``forbidden`` when the requester may not send the message a
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
@@ -40,9 +41,11 @@ from fhir_server.audit.conversations import (
 from fhir_server.audit.notifications import (
     CATEGORY_MESSAGE,
     CATEGORY_NOTIFICATION,
+    EXT_NOTIFICATION_FACT,
     SYSTEM_COMMUNICATION_CATEGORY,
 )
 from fhir_server.errors import Issue
+from fhir_server.resources.references import reference_target
 from fhir_server.terminology import (
     INVISIBLE_PATIENT,
     INVISIBLE_REPRESENTANTS_LEGAUX,
@@ -74,9 +77,13 @@ def participant_key(reference: Mapping | None) -> str | None:
         return organization
     ref = reference.get("reference")
     if isinstance(ref, str) and ref:
-        parts = ref.split("/_history/")[0].rstrip("/").split("/")
-        if len(parts) >= 2 and parts[-2] in {"Patient", "RelatedPerson", "Practitioner"}:
-            return f"{parts[-2]}/{parts[-1]}"
+        # Read as the index and the access rules read it (`resources.references`): a
+        # reference to another server, or spelled loosely (a trailing slash), names no
+        # participant here; its last two segments were taken for one, which the index and
+        # the readers never matched (a message "to the patient" they never saw).
+        target = reference_target(ref)
+        if target is not None and target[0] in {"Patient", "RelatedPerson", "Practitioner"}:
+            return f"{target[0]}/{target[1]}"
         return None
     identifier = reference.get("identifier")
     if (
@@ -182,7 +189,12 @@ def validate_message(
         return issues
 
     categories = category_codes(communication)
-    if CATEGORY_NOTIFICATION in categories and requester.kind != ActorKind.INTERNAL:
+    if requester.kind != ActorKind.INTERNAL and (
+        CATEGORY_NOTIFICATION in categories or _looks_like_a_notification(communication)
+    ):
+        # R17: a notification is the server's, however it is spelled (our category, the HL7
+        # one a notification carries for generic clients, its facts' extension); a client's
+        # message coded so was listed with the server's notifications.
         err("forbidden", "only the server writes notifications", "category")
     elif CATEGORY_MESSAGE not in categories and requester.kind != ActorKind.INTERNAL:
         err(
@@ -290,6 +302,33 @@ def validate_message(
         if not target.startswith("Communication/"):
             err("value", "inResponseTo references a Communication", f"inResponseTo[{i}]")
 
+    for where, reference in _participants(communication):
+        if (
+            isinstance(reference, Mapping)
+            and reference.get("reference")
+            and reference.get("identifier")
+        ):
+            # Read two ways: the rules judged the literal reference (sender_key) and the
+            # readers matched the identifier too (`policy.references.party_of_message`), so
+            # a message sent in one's own name was read as, and by, whom the identifier named.
+            err(
+                "value",
+                "a participant is named once: by its reference or by its identifier, not both",
+                where,
+            )
+    issues.extend(_named_elsewhere_issues(communication))
+
+    if communication.get("contained"):
+        # A document inlined as a contained resource escapes the record's rules as a
+        # `contentAttachment` would: its labels were not the message's, its content was
+        # served to every recipient.
+        err(
+            "value",
+            "a message contains no resource: attach documents by referencing their "
+            "DocumentReference",
+            "contained",
+        )
+
     payloads = communication.get("payload") or []
     if not payloads:
         err("required", "a message has at least one payload", "payload")
@@ -309,13 +348,126 @@ def validate_message(
     return issues
 
 
+def _looks_like_a_notification(communication: Mapping) -> bool:
+    """Whether a Communication carries a mark of the server's notifications other than our
+    category: a category coded ``notification`` under any system, or none (the HL7
+    ``communication-category#notification`` a notification carries for generic clients, a
+    near miss of ours), or the facts' extension (:data:`EXT_NOTIFICATION_FACT`)."""
+    for concept in communication.get("category") or []:
+        for coding in (concept.get("coding") if isinstance(concept, Mapping) else None) or []:
+            code = coding.get("code") if isinstance(coding, Mapping) else None
+            if isinstance(code, str) and code.strip().lower() == CATEGORY_NOTIFICATION:
+                return True
+    return any(
+        isinstance(extension, Mapping) and extension.get("url") == EXT_NOTIFICATION_FACT
+        for key in ("extension", "modifierExtension")
+        for extension in communication.get(key) or []
+    )
+
+
+# The References of a message judged as its parties, its thread and its attachments (above
+# and in `service.messaging.check_message`), by FHIRPath; any other is `named_documents`' or
+# refused. Their insides (an extension of a payload, an Identifier's assigner) are looked at.
+_JUDGED_REFERENCE = re.compile(
+    r"^(subject|sender|recipient\[\d+\]|inResponseTo\[\d+\]|partOf\[\d+\]"
+    r"|payload\[\d+\]\.contentReference)$"
+)
+
+
+def _participants(communication: Mapping) -> list[tuple[str, object]]:
+    found: list[tuple[str, object]] = [
+        ("subject", communication.get("subject")),
+        ("sender", communication.get("sender")),
+    ]
+    recipients = communication.get("recipient")
+    if isinstance(recipients, list):
+        found += [(f"recipient[{i}]", r) for i, r in enumerate(recipients)]
+    return found
+
+
+def named_documents(communication: Mapping) -> list[tuple[str, str]]:
+    """(FHIRPath, id) of every DocumentReference the message names outside its payload
+    (``about``, ``basedOn``, an extension's ``valueReference``...): a message about a
+    document, however it says so, is judged and labelled as one attaching it."""
+    found: list[tuple[str, str]] = []
+    for path, reference in _other_references(communication, with_logical=True):
+        target = reference_target(reference.get("reference"))
+        if target is not None and target[0] == "DocumentReference":
+            found.append((path, target[1]))
+    return found
+
+
+def _named_elsewhere_issues(communication: Mapping) -> list[Issue]:
+    """What a message names outside its parties, thread and payload that the rules cannot
+    judge: a reference to a resource of this server other than a DocumentReference (another
+    Patient, a Binary, a List...), one to a contained resource or by identifier only (a
+    document's uniqueId is as much its name as its id). Refused rather than stored: served
+    to the recipients, it named what may be hidden from them, in another record even."""
+    issues: list[Issue] = []
+    for path, reference in _other_references(communication, with_logical=True):
+        literal = reference.get("reference")
+        if literal is None:
+            text = "a message names resources by literal reference only, not by identifier"
+        elif not isinstance(literal, str) or literal.startswith("#"):
+            text = "a message names no contained resource"
+        else:
+            target = reference_target(literal)
+            if target is None or target[0] == "DocumentReference":
+                continue  # foreign (names nothing here), or a document judged as attached
+            text = (
+                "besides its parties and its thread, a message names only documents of "
+                f"its record (DocumentReference), not {target[0]}"
+            )
+        issues.append(Issue("error", "value", text, (f"Communication.{path}",)))
+    return issues
+
+
+def _other_references(
+    communication: Mapping, *, with_logical: bool = False
+) -> list[tuple[str, Mapping]]:
+    """(FHIRPath, Reference) outside the judged References and contained resources; with
+    `with_logical`, also a Reference given by identifier alone, and an Attachment whose
+    `url` is a local reference (as a Reference whose `reference` is that url)."""
+    found: list[tuple[str, Mapping]] = []
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(node, Mapping):
+            if not _JUDGED_REFERENCE.match(path):
+                if "reference" in node or (
+                    with_logical and "identifier" in node and _reference_shaped(node)
+                ):
+                    found.append((path, node))
+                elif with_logical and reference_target(node.get("url")) is not None:
+                    # An Attachment pointing at this server (`Binary/<id>`): a Binary is
+                    # read as its document, never named by a message.
+                    found.append((path, {"reference": node["url"]}))
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+
+    for key, value in communication.items():
+        if key != "contained":
+            walk(value, key)
+    return found
+
+
+def _reference_shaped(node: Mapping) -> bool:
+    """A Reference by identifier: only the elements of a Reference, its identifier an
+    Identifier (not an element `identifier` of something else)."""
+    return set(node) <= {"id", "extension", "reference", "type", "identifier", "display"} and (
+        isinstance(node.get("identifier"), Mapping)
+    )
+
+
 def validate_reply(
     reply: Mapping, original: Mapping, acting_for: Collection[str] = ()
 ) -> list[Issue]:
     """What is wrong with ``reply`` as an answer to ``original`` (the inResponseTo target).
 
-    The caller has already checked (with :func:`may_read_message`) that the sender may read the
-    original. A reply stays about the same patient, comes from a participant of the original
+    The caller has already checked (with :func:`may_read_message` and the policy's read of
+    it, `service.messaging.check_message`) that the sender may read the original. A reply stays about the same patient, comes from a participant of the original
     (the sender, or one of ``acting_for``: the keys the author acts as, e.g. the pharmacy a
     pharmacist answers for) and goes only to its participants; notifications are not answered.
     """

@@ -14,7 +14,9 @@ Decided here:
   participant who could read it back through the messaging rules. The practitioner is in the
   facts extension (IdNat_PS, name, profession, organization).
 - ``about`` points at what the notification is about when it is a resource (the deposited
-  DocumentReference, the Consent, the AuditEvent of the access).
+  DocumentReference, the Consent). An access notification names no AuditEvent
+  (``service.notify``): the event of an access to a document invisible to the patient is
+  hidden from them, and naming it told them that something was kept from them.
 - ``meta.security`` carries the security labels of the document concerned, so that a deposit
   notification of an INVISIBLE_REPRESENTANTS_LEGAUX document is hidden from representatives by
   the same rule that hides the document (R07). Documents labelled INVISIBLE_PATIENT are not

@@ -618,6 +618,12 @@ class FhirService:
             "delete",
         )
         if target is None:
+            # A delete the requester may make of no resource of this type (a message, a
+            # Binary, a practitioner's Consent...) is refused when nothing they may see
+            # matches too, as a matching one is by `delete_in`: a conditional DELETE of
+            # Communication answered 204 for criteria matching nothing (or only what is
+            # hidden from them) and 403 for a message they may see (R18).
+            self.gate.refuse_change(requester, "delete", resource_type, None)
             return None
         with self._transaction() as tx:
             return self.delete_in(tx, requester, resource_type, target.id)

@@ -23,7 +23,7 @@ the closure in the thread).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from fhir_server.access.constraints import compartment_of, reference_target
@@ -31,7 +31,7 @@ from fhir_server.access.decision import Permit
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
-from fhir_server.audit.balp import DataEntity
+from fhir_server.audit.balp import security_labels_of
 from fhir_server.audit.conversations import (
     CATEGORY_CLOSURE,
     RULE_CLOSED,
@@ -44,6 +44,7 @@ from fhir_server.audit.messaging import (
     fill_default_category,
     mark_received,
     may_read_message,
+    named_documents,
     validate_message,
     validate_reply,
 )
@@ -75,7 +76,10 @@ def check_message(
     """Raise a FhirError when `requester` may not send `message`; complete it otherwise.
 
     `message` is changed in place before it is stored: the message category when it names
-    none of ours, ``partOf`` on an answer, its documents' labels in ``meta.security``.
+    none of ours, ``partOf`` on an answer, in ``meta.security`` the DMP labels of the
+    documents it names (anywhere: payload, ``about``, ``basedOn``, an extension) and of the
+    message it answers. What it answers and names must be of its record and readable by its
+    author, as a read of them would judge (`_readable`), or it is answered as unknown (404).
     `search` finds the closures of a conversation (no access constraints).
     """
     if requester.kind is ActorKind.INTERNAL:
@@ -100,6 +104,11 @@ def check_message(
     minor = bool(record and record.minor)
     acting = acting_keys(requester) | {f"Patient/{p}" for p in represented}
     roots: set[str] = set()
+    # An answer is about the message it answers: it takes that message's DMP labels, so that
+    # a message answering one hidden from a reader is hidden from them too; served, it named
+    # the hidden message (inResponseTo, partOf) and told the patient, before the
+    # announcement, that a message about a document invisible to them was there (R14, R18).
+    labels: list[dict] = []
     for i, ref in enumerate(message.get("inResponseTo") or []):
         target = reference_target(ref.get("reference"))
         original = store.read(*target) if target else None
@@ -107,6 +116,7 @@ def check_message(
             original is None
             or original.deleted
             or not may_read_message(requester, original.json(), reps, minor)
+            or not _readable(policy, requester, "Communication", original, record)
         ):
             raise FhirError(
                 404,
@@ -127,24 +137,21 @@ def check_message(
         )
         _raise(validate_reply(as_participant, original.json(), acting))
         roots.add(_conversation_root(store, original))
+        labels += _dmp_labels(original.json())
     if roots:
         _join_conversation(message, roots, search)
-    labels: list[dict] = []
-    for i, payload in enumerate(message.get("payload") or []):
-        target = reference_target((payload.get("contentReference") or {}).get("reference"))
-        if target is None:
-            continue
+    named = [
+        (f"payload[{i}]", target)
+        for i, payload in enumerate(message.get("payload") or [])
+        if (target := reference_target((payload.get("contentReference") or {}).get("reference")))
+    ]
+    # A document the message is about (`about`, `basedOn`...) is judged and labelled as an
+    # attachment: named there, an INVISIBLE_PATIENT document was served, unlabelled, to the
+    # patient the message was sent to (R14).
+    named += [(path, ("DocumentReference", doc)) for path, doc in named_documents(message)]
+    for where, target in named:
         document = store.read(*target)
-        readable = (
-            document is not None
-            and not document.deleted
-            and record is not None
-            and record.patient_id in compartment_of(document.json())
-            and isinstance(
-                policy.decide_read(requester, "DocumentReference", document.json(), record), Permit
-            )
-        )
-        if document is None or not readable:
+        if document is None or not _readable(policy, requester, target[0], document, record):
             raise FhirError(
                 404,
                 [
@@ -152,15 +159,11 @@ def check_message(
                         "error",
                         "not-found",
                         f"{target[0]}/{target[1]} is not known",
-                        (f"Communication.payload[{i}]",),
+                        (f"Communication.{where}",),
                     )
                 ],
             )
-        labels += [
-            dict(c)
-            for c in DataEntity.from_resource(document.json()).security_labels
-            if c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
-        ]
+        labels += _dmp_labels(document.json())
     if labels:
         meta = message.setdefault("meta", {})
         security = meta.setdefault("security", [])
@@ -172,6 +175,52 @@ def check_message(
                 security.append(
                     {k: label[k] for k in ("system", "code", "display") if label.get(k)}
                 )
+    if CATEGORY_CLOSURE in category_codes(message) and _dmp_labels(message):
+        # A closure binds every participant of the conversation (their answers are then
+        # refused, 409): one hidden from some of them by its labels (about, or answering,
+        # what is kept from them) told them, by that 409, that a message they could not read
+        # was in their conversation (R14, R18). The professional closes with a message
+        # every participant reads.
+        raise FhirError(
+            422,
+            [
+                Issue(
+                    "error",
+                    "business-rule",
+                    "MSSanté citoyenne: a closing message is read by every participant of the "
+                    "conversation; it names no labelled document and answers no labelled "
+                    "message",
+                    ("Communication.category",),
+                )
+            ],
+        )
+
+
+def _dmp_labels(resource: dict) -> list[dict]:
+    """The DMP labels (TRE_A07) of a resource, wherever it carries them."""
+    return [
+        dict(c)
+        for c in security_labels_of(resource)
+        if isinstance(c, Mapping) and c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
+    ]
+
+
+def _readable(
+    policy: DmpPolicy,
+    requester: Requester,
+    resource_type: str,
+    stored: StoredResource,
+    record: PatientRecord | None,
+) -> bool:
+    """Whether `requester` may read `stored`, a resource of the message's record, as a read
+    of it would judge (R06-R14, R18): what a message answers or names is one of its record
+    that its author may read, or it is answered as unknown (404)."""
+    if stored.deleted or record is None:
+        return False
+    resource = stored.json()
+    return record.patient_id in compartment_of(resource) and isinstance(
+        policy.decide_read(requester, resource_type, resource, record), Permit
+    )
 
 
 def received_on_read(

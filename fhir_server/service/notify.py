@@ -14,7 +14,9 @@ round trip once the day's notification is known to be written.
 Decided here: an access notification carries the DMP labels of its AuditEvent except
 INVISIBLE_PATIENT. Its text names no document, and R17 requires that the patient be told of
 the access; the label is there to keep the document itself from the patient, not the fact
-that the record was opened. INVISIBLE_REPRESENTANTS_LEGAUX stays, so representatives do not
+that the record was opened. For the same reason it names no AuditEvent: the event of an access
+to an INVISIBLE_PATIENT document is hidden from the patient, and its id, read in vain, told
+them so (the trail shows the events they may see). INVISIBLE_REPRESENTANTS_LEGAUX stays, so representatives do not
 learn of accesses to documents hidden from them (R07).
 """
 
@@ -40,7 +42,11 @@ from fhir_server.search.extract import extract
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.store.base import StoreTransaction
-from fhir_server.terminology import INVISIBLE_PATIENT, SYSTEM_DMP_CONFIDENTIALITY
+from fhir_server.terminology import (
+    INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX,
+    SYSTEM_DMP_CONFIDENTIALITY,
+)
 
 ACCESS_NOTES = frozenset(
     {Note.NOTIFY_IF_FIRST_ACCESS_OF_DAY, Note.NOTIFY_BRIS_DE_GLACE, Note.NOTIFY_CENTRE_15}
@@ -93,25 +99,32 @@ class Notifier:
         today = notification_day(when).isoformat()
         intents = []
         for event in events:
+            labels = tuple(
+                c
+                for c in (event.get("meta") or {}).get("security") or []
+                if not (
+                    c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
+                    and c.get("code") == INVISIBLE_PATIENT
+                )
+            )
+            hidden = _hidden_from_representatives(labels)
             for patient_id in event_patients(event):
-                known = self._notified.get((patient_id, requester.subject_id))
-                if not should_notify_access(requester, _day(known), notification_day(when)):
-                    continue
-                if requester.access_mode is AccessMode.NORMAL and known == today:
-                    continue
-                labels = tuple(
-                    c
-                    for c in (event.get("meta") or {}).get("security") or []
-                    if not (
-                        c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
-                        and c.get("code") == INVISIBLE_PATIENT
-                    )
+                told = any(
+                    self._notified.get((patient_id, key)) == today
+                    for key in _told_keys(requester.subject_id, hidden)
                 )
-                intents.append(
-                    Intent(
-                        "access", patient_id, requester, when, f"AuditEvent/{event['id']}", labels
-                    )
-                )
+                if not should_notify_access(
+                    requester, _day(today if told else None), notification_day(when)
+                ):
+                    continue
+                if requester.access_mode is AccessMode.NORMAL and told:
+                    continue
+                # The access's AuditEvent is not named (`about`): one that read a document
+                # invisible to the patient carries INVISIBLE_PATIENT, which the notification
+                # drops, so the id it named answered the patient 404 where another access's
+                # answers 200, telling them that something was kept from them (R14, R18). Not
+                # naming it only for those would tell the same by its absence.
+                intents.append(Intent("access", patient_id, requester, when, None, labels))
         return intents
 
     def for_write(
@@ -167,8 +180,12 @@ class Notifier:
         for intent in intents:
             if intent.event == "access":
                 day = notification_day(intent.when).isoformat()
-                last = tx.notified_day(intent.patient_id, intent.requester.subject_id)
-                if intent.first_of_day_only and last == day:
+                hidden = _hidden_from_representatives(intent.labels)
+                told = any(
+                    tx.notified_day(intent.patient_id, key) == day
+                    for key in _told_keys(intent.requester.subject_id, hidden)
+                )
+                if intent.first_of_day_only and told:
                     continue
                 communication = notification_for_access(
                     intent.requester,
@@ -178,7 +195,9 @@ class Notifier:
                     audit_event_reference=intent.about,
                     labels=intent.labels,
                 )
-                tx.set_notified_day(intent.patient_id, intent.requester.subject_id, day)
+                tx.set_notified_day(
+                    intent.patient_id, _day_key(intent.requester.subject_id, hidden), day
+                )
             elif intent.event == "deposit":
                 communication = notification_for_deposit(
                     intent.requester,
@@ -206,7 +225,8 @@ class Notifier:
         with self._lock:
             for intent in intents:
                 if intent.event == "access":
-                    key = (intent.patient_id, intent.requester.subject_id)
+                    hidden = _hidden_from_representatives(intent.labels)
+                    key = (intent.patient_id, _day_key(intent.requester.subject_id, hidden))
                     self._notified[key] = notification_day(intent.when).isoformat()
             if len(self._notified) > 100_000:  # a memo, not a store: start again
                 self._notified.clear()
@@ -234,6 +254,37 @@ def document_title(document: Mapping) -> str | None:
         if coding.get("display"):
             return str(coding["display"])
     return None
+
+
+# The first access of the day is told once per audience (R07, R17): a notification hidden
+# from the representatives (an access to an INVISIBLE_REPRESENTANTS_LEGAUX document) is
+# remembered apart, so that the day's first access they may see is told to them too. Counted
+# once for everyone, a parent was told of no access on a day whose first one was hidden from
+# them, while their trail showed the later ones: they learnt that something kept from them had
+# been read. An access hidden from them is not told once any access was told that day.
+_HIDDEN_FROM_REPRESENTATIVES_DAY = "#hidden-from-representatives"
+
+
+def _hidden_from_representatives(labels: Iterable[Mapping[str, str]]) -> bool:
+    return any(
+        c.get("system") == SYSTEM_DMP_CONFIDENTIALITY
+        and c.get("code") == INVISIBLE_REPRESENTANTS_LEGAUX
+        for c in labels
+    )
+
+
+def _day_key(practitioner_id: str, hidden: bool) -> str:
+    """The key of the practitioner's last notified day for a notification (hidden or not from
+    the representatives)."""
+    return practitioner_id + _HIDDEN_FROM_REPRESENTATIVES_DAY if hidden else practitioner_id
+
+
+def _told_keys(practitioner_id: str, hidden: bool) -> tuple[str, ...]:
+    """The keys whose day, if today, mean the access was told today: any notification covers
+    one hidden from the representatives; only one they see covers one they may see."""
+    if hidden:
+        return (practitioner_id, _day_key(practitioner_id, True))
+    return (practitioner_id,)
 
 
 def _invisible_to_patient(labels: Iterable[Mapping[str, str]]) -> bool:

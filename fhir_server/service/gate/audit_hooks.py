@@ -19,8 +19,8 @@ from fhir_server.access.constraints import compartment_of
 from fhir_server.access.decision import Permit
 from fhir_server.access.ownership import owner_id
 from fhir_server.access.query_names import (
+    ID_NAMED_TYPES,
     IDENTIFIED_TYPES,
-    LABELLED_TYPES,
     identifier_spellings,
     named_identifiers,
     named_targets,
@@ -134,7 +134,7 @@ class AuditHooks(ReadGate):
         of decoys before the one that matters), every one is looked up."""
         by_kind: dict[str, list[str]] = {}
         for target_type, asked_id in asked:
-            for kind in [target_type] if target_type else LABELLED_TYPES:
+            for kind in [target_type] if target_type else ID_NAMED_TYPES:
                 if kind in SERVED_TYPES:
                     by_kind.setdefault(kind, []).extend(spellings(asked_id))
         named: list[tuple[str, str, dict]] = []
