@@ -114,7 +114,7 @@ def build_record(
     return PatientRecord(
         patient_id=patient_id,
         ins=_ins(patient),
-        status=_record_status(patient),
+        status=record_status(patient),
         general_practitioners=_general_practitioners(patient),
         birth_date=birth,
         minor=minor,
@@ -137,7 +137,7 @@ def latest_date(now: datetime) -> date:
     return (now.astimezone(UTC) + _LATEST_OFFSET).date()
 
 
-def _record_status(patient: dict) -> str:
+def record_status(patient: dict) -> str:
     """The record's status; an unknown code, or several codes (the normal form refuses a
     second record-status at write, a record written before may hold one), read as closed."""
     codes = {

@@ -34,10 +34,17 @@ from fhir_server.access.policy.tables import (
     TYPES_RULE,
     WRITE_INTERACTIONS,
 )
-from fhir_server.access.record import PatientRecord
+from fhir_server.access.record import PatientRecord, record_status
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.search.query import Everything
-from fhir_server.terminology import INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX, MASQUE_PS
+from fhir_server.terminology import (
+    INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX,
+    MASQUE_PS,
+    RECORD_CLOSED,
+    RECORD_OPEN,
+    RECORD_OPPOSED,
+)
 
 
 class WriteDecisions(ReadDecisions):
@@ -86,7 +93,10 @@ class WriteDecisions(ReadDecisions):
         ):
             return forbidden("R05", "This organization may not write to the record", "R05")
         if resource_type in IDENTITY_TYPES:
-            return identity_write(requester, interaction)
+            decision = identity_write(requester, interaction)
+            if isinstance(decision, Permit) and resource_type == "Patient" and old is not None:
+                return record_status_change(old, new) or decision
+            return decision
         if resource_type == "Binary" and interaction != "create":
             return forbidden(TYPES_RULE, "Binaries are replaced with their document, never changed")
         match requester.kind:
@@ -323,6 +333,15 @@ class WriteDecisions(ReadDecisions):
             return readable
         if resource_type == "DocumentReference":
             if matches(authored_by(idnat), old):
+                if new is not None and MASQUE_PS in dmp_labels(old) - dmp_labels(new):
+                    # MASQUE_PS is the patient's choice (R14: they set and remove it): its
+                    # author lifted the mask the patient put on their document, which every
+                    # authorized professional then read (decided here: the server cannot
+                    # tell who set it, so only the patient or a representative removes it).
+                    return forbidden(
+                        "R14",
+                        "MASQUE_PS is removed by the patient or their representative only",
+                    )
                 return Permit(Everything(), gate.rule, gate.notes)
             if (
                 interaction == "update"
@@ -373,6 +392,40 @@ def system_write(
         # Deprecating a replaced document (XDS RPLC, MHD) changes its status only.
         return Permit(Everything(), "R15")
     return forbidden("R15", "System clients only deposit documents and deprecate them")
+
+
+def record_status_change(old: dict, new: dict | None) -> Deny | None:
+    """R03: the refusal of a Patient update that changes its record's status otherwise than
+    by closing an open record, or None.
+
+    The lifecycle is the operator's (`fhir-server record reopen`, which refuses to reopen a
+    record the patient opposed; `record oppose`, which turns no existing record into an
+    opposition); the FHIR door may close a record (with its closure, `record_closure`) and
+    nothing else. An update that left the record-status extension out reopened a closed or
+    opposed record (its absence reads as open): the health insurer's identity feed updating
+    an address, which knows nothing of the extension, opened to deposits and readers the
+    record of a patient who had opposed it (decided here: a patient's opposition or closure
+    is lifted by the operator only, as the CLI does)."""
+    if new is None:
+        return None
+    before, after = record_status(old), record_status(new)
+    if before == after or (before == RECORD_OPEN and after == RECORD_CLOSED):
+        return None
+    if before == RECORD_OPPOSED:
+        message = (
+            "The patient opposed the creation of their record: no Patient update lifts it "
+            "(the record-status extension must stay 'opposed')"
+        )
+    elif before == RECORD_OPEN:
+        message = (
+            "A record that exists is closed, not turned into an opposition (record-status 'closed')"
+        )
+    else:
+        message = (
+            "The record is closed: it is reopened by the operator (fhir-server record reopen), "
+            "not by a Patient update (the record-status extension must stay 'closed')"
+        )
+    return Deny("R03", 409, "business-rule", message, "record-status")
 
 
 def identity_write(requester: Requester, interaction: str) -> Decision:

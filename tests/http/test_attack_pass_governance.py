@@ -1,0 +1,435 @@
+"""Attack pass: who may WRITE the record's governance? (R03, R07-R10, R14, R15)
+
+The governance of a record is what the rules read to decide who reads it: the Patient (its
+record-status, INS, birthDate, generalPractitioner), its RelatedPersons (the representatives of
+a minor), its Consents (authorizations, blocks, oppositions, the initial consent) and the
+labels of its documents (MASQUE_PS, the patient's; INVISIBLE_PATIENT and
+INVISIBLE_REPRESENTANTS_LEGAUX, the professionals'). Every actor (the patient, adult or minor,
+a parent, professionals authorized, blocked, unauthorized, in bris de glace or centre 15, the
+médecin traitant, the author of a document, system clients of every organisation type) was
+asked, through every door (REST create, update, PATCH, delete, conditional, transaction and
+batch entries, ITI-65, ITI-41 replacement), how a writer reaches what they may not read or
+widens their own rights.
+
+What it found, and what these tests hold (each fails on main):
+
+- A professional recorded their own authorization (R10) with `meta.security`
+  INVISIBLE_PATIENT (or, on a minor's record, INVISIBLE_REPRESENTANTS_LEGAUX): the Consent
+  was hidden from the patient (their read 404) and their DELETE answered 204 and deleted
+  nothing, so the authorization they could not see they could not revoke either. A masking
+  label (TRE_A07) now stands only on what R14 labels: a Consent, a Patient or a
+  RelatedPerson carrying one is refused (422), whoever writes it.
+- A Patient update by the identity feed (health insurer or administration client, R15) that
+  left out the record-status extension, or set it `open`, reopened a closed record and lifted
+  the patient's opposition to the record (R03): the deposits and reads the opposition
+  refused were then made. The operator's own `fhir-server record reopen` refuses to reopen an
+  opposed record. Through FHIR a record may now only be closed; an update that would lift a
+  closure or an opposition, or turn an existing record into an opposition, is 409.
+- A Patient could be created with another Patient's INS, or given one (a PUT): one INS named
+  two records, and every door resolving a patient by INS (a token's or a VIHF's, ITI-41,
+  ITI-65, `patient.identifier`) found two. `fhir-server record oppose` refuses an INS a
+  record holds; a Patient write giving one now answers 409 `duplicate`.
+- The author of a document (R14: only they change it otherwise) removed the patient's
+  MASQUE_PS from it, by PUT, PATCH or a transaction entry, or deposited its replacement
+  (`relatesTo.replaces`) without it: every authorized professional then read it. MASQUE_PS
+  is the patient's choice; the server cannot tell who set it, so only the patient or a
+  representative removes it (decided here), and a replacement by anyone else carries it.
+
+What held (tried, refused or answered as for a missing resource): a parent's create or
+change of a RelatedPerson (theirs, of an adult, of another family's child) or of the minor's
+Patient (birthDate); a parent's or the minor's removal of INVISIBLE_REPRESENTANTS_LEGAUX
+(404, 403); a Consent for another patient, or naming its patient by identifier, contained
+or foreign reference (403 patient-context, 422 unknown-patient); a Consent's versioned
+reference (read as the patient's, its block enforced); a professional's change or delete of
+any Consent (403 R10, whatever the id names), a blocked professional's own authorization, a
+professional's Consent putting someone else on the care team or itself on it with an
+initial-consent category; a system client's Consent, Patient or RelatedPerson (R15); an
+uninterpretable Consent (422 on write).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fhir_server.access.requester import INTERNAL
+from fhir_server.service import lifecycle
+from fhir_server.terminology import EXT_RECORD_STATUS, SYSTEM_DMP_CONFIDENTIALITY
+from tests.http.conftest import FHIR_JSON, a_patient, auth, dmp_consent, permit
+from tests.http.test_r18_matrix import (
+    AUTHOR,
+    AUTHORIZED,
+    PARENT,
+    PATIENT_A,
+    PATIENT_B,
+    PATIENT_M,
+    STRANGER,
+    World,
+    doc_id,
+    own_world,
+)
+from tests.support.documents import dmp_document, transaction
+
+# test_r18_matrix's record (A adult with a médecin traitant, M a minor with a parent, B), one
+# per test: every test here writes to it.
+world = pytest.fixture(own_world, name="world")
+
+IDENTITY_SCOPES = "system/Patient.crus system/RelatedPerson.cru"
+
+
+def parent_token(world: World) -> str:
+    return world.tokens.issuer.issue(
+        subject=PARENT,
+        scopes="patient/*.cruds",
+        fhir_user=f"RelatedPerson/{PARENT}",
+        patient=PATIENT_M,
+    )
+
+
+def send(world: World, token: str, method: str, path: str, body: object | None = None):
+    headers = auth(token, **{"Content-Type": FHIR_JSON})
+    data = json.dumps(body) if body is not None else None
+    return world.client.open(f"/fhir/{path}", method=method, data=data, headers=headers)
+
+
+def current(world: World, resource_type: str, resource_id: str) -> dict:
+    return world.service.read(INTERNAL, resource_type, resource_id).json()
+
+
+def count(world: World, resource_type: str, *params: tuple[str, str]) -> int:
+    return len(world.service.find(INTERNAL, resource_type, list(params)))
+
+
+def labelled(resource: dict, code: str) -> dict:
+    return {
+        **resource,
+        "meta": {"security": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": code}]},
+    }
+
+
+# -- R10, R14: a masking label on the governance hides it from whom it governs ----------------
+
+
+@pytest.mark.parametrize(
+    "patient_id, label, reader",
+    [
+        (PATIENT_A, "INVISIBLE_PATIENT", "patient"),
+        (PATIENT_M, "INVISIBLE_REPRESENTANTS_LEGAUX", "parent"),
+    ],
+)
+def test_r10_r14_a_professionals_own_authorization_cannot_be_hidden_from_who_revokes_it(
+    world, patient_id, label, reader
+):
+    """R10: the patient (a parent, R07) may revoke the authorization a professional recorded
+    for themselves. Labelled INVISIBLE_PATIENT (INVISIBLE_REPRESENTANTS_LEGAUX), it was
+    hidden from them: their read 404, their DELETE 204 deleting nothing, and the professional
+    kept reading the record. A Consent carries no masking label (R14 labels documents):
+    refused, nothing written, and the professional reads nothing."""
+    consent = dmp_consent(patient_id, permit(STRANGER), initial_consent=False)
+    stranger = world.tokens.practitioner(STRANGER)
+    before = count(world, "Consent", ("patient", patient_id))
+    response = send(world, stranger, "POST", "Consent", labelled(consent, label))
+    assert response.status_code == 422, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "code-invalid" and "Consent" in issue["diagnostics"]
+    assert count(world, "Consent", ("patient", patient_id)) == before
+    read = world.get(stranger, f"/fhir/DocumentReference?patient={patient_id}")
+    assert read.status_code == 403, read.get_data(as_text=True)
+    # The same authorization unlabelled is recorded, and its patient (parent) revokes it.
+    token = world.tokens.patient(patient_id) if reader == "patient" else parent_token(world)
+    made = send(world, stranger, "POST", "Consent", consent)
+    assert made.status_code == 201, made.get_data(as_text=True)
+    revoked = send(world, token, "DELETE", f"Consent/{made.get_json()['id']}")
+    assert revoked.status_code in (200, 204)
+    assert world.get(stranger, f"/fhir/DocumentReference?patient={patient_id}").status_code == 403
+
+
+@pytest.mark.parametrize("door", ["POST", "transaction", "batch"])
+def test_r06_r14_the_patients_own_consent_carries_no_masking_label(world, door):
+    """R06, R14: the patient's Consent labelled MASQUE_PS (any TRE_A07 label) is refused at
+    every door as the professional's is: the rules read no label on a Consent, one there
+    was stored and hid it from whom it was hidden from (a parent's from the minor)."""
+    consent = labelled(dmp_consent(PATIENT_A, permit(STRANGER)), "MASQUE_PS")
+    token = world.tokens.patient(PATIENT_A)
+    before = count(world, "Consent", ("patient", PATIENT_A))
+    if door == "POST":
+        response = send(world, token, "POST", "Consent", consent)
+        status = response.status_code
+    else:
+        bundle = {
+            "resourceType": "Bundle",
+            "type": door,
+            "entry": [{"resource": consent, "request": {"method": "POST", "url": "Consent"}}],
+        }
+        response = send(world, token, "POST", "", bundle)
+        status = response.status_code
+        if door == "batch":
+            assert status == 200, response.get_data(as_text=True)
+            status = int(response.get_json()["entry"][0]["response"]["status"].split()[0])
+    assert status == 422, response.get_data(as_text=True)
+    assert count(world, "Consent", ("patient", PATIENT_A)) == before
+
+
+@pytest.mark.parametrize(
+    "resource_type, resource_id, label",
+    [
+        ("Patient", PATIENT_M, "INVISIBLE_PATIENT"),
+        ("RelatedPerson", PARENT, "INVISIBLE_REPRESENTANTS_LEGAUX"),
+    ],
+)
+def test_r15_r14_identities_carry_no_masking_label(world, resource_type, resource_id, label):
+    """R15, R14: the identity feed labelling a Patient INVISIBLE_PATIENT, or a parent's
+    RelatedPerson INVISIBLE_REPRESENTANTS_LEGAUX, hid the identity from whom it governs
+    (their own Patient, their own RelatedPerson). Refused (422), nothing written."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    body = labelled(current(world, resource_type, resource_id), label)
+    response = send(world, admin, "PUT", f"{resource_type}/{resource_id}", body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert not (current(world, resource_type, resource_id).get("meta") or {}).get("security")
+
+
+# -- R03: a Patient update does not lift a closure or an opposition ------------------------------
+
+
+def _without_status(patient: dict) -> dict:
+    body = {k: v for k, v in patient.items() if k != "meta"}
+    extensions = [e for e in body.get("extension") or [] if e.get("url") != EXT_RECORD_STATUS]
+    body.pop("extension", None)
+    if extensions:
+        body["extension"] = extensions
+    return body
+
+
+LIFTS = [
+    ("closed", None),
+    ("closed", "open"),
+    ("closed", "opposed"),
+    ("opposed", None),
+    ("opposed", "open"),
+    ("opposed", "closed"),
+]
+
+
+def _status_update(world: World, organization: str, sent: str | None):
+    """The identity feed's PUT of B's Patient with a new address and record-status `sent`
+    (None: the extension left out)."""
+    feed = world.tokens.system("feed", IDENTITY_SCOPES, organization)
+    body = _without_status(current(world, "Patient", PATIENT_B))
+    body["address"] = [{"city": "Lyon"}]
+    if sent is not None:
+        body["extension"] = [
+            *body.get("extension", []),
+            {"url": EXT_RECORD_STATUS, "valueCode": sent},
+        ]
+    return send(world, feed, "PUT", f"Patient/{PATIENT_B}", body)
+
+
+@pytest.mark.parametrize("stored, sent", LIFTS)
+@pytest.mark.parametrize("organization", ["admin", "health_insurer"])
+def test_r03_a_patient_update_never_lifts_a_closure_or_an_opposition(
+    world, stored, sent, organization
+):
+    """R03: the identity feed's update of a closed or opposed record's Patient (a new
+    address) that leaves the record-status out, or says `open`, reopened the record: its
+    absence reads as open, and the deposits and reads the patient's opposition refused were
+    made. Decided here, as `fhir-server record reopen` refuses to reopen an opposed record:
+    the FHIR door only closes a record; lifting a closure or an opposition (or exchanging
+    one for the other) is the operator's. 409 `business-rule`, the status kept, a deposit
+    still refused."""
+    lifecycle.set_status(world.service, PATIENT_B, stored)
+    response = _status_update(world, organization, sent)
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["code"] == "business-rule"
+    assert lifecycle.record_status(current(world, "Patient", PATIENT_B)) == stored
+    hospital = world.tokens.system("his", "system/DocumentReference.c system/Binary.c", "hospital")
+    deposit = send(world, hospital, "POST", "", transaction(PATIENT_B))
+    assert deposit.status_code == 422, deposit.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("stored", ["closed", "opposed"])
+def test_r03_a_patient_update_keeping_the_status_is_made(world, stored):
+    """R03: the same update carrying the record's status as stored is made (the feed still
+    updates the identity of a closed or opposed record)."""
+    lifecycle.set_status(world.service, PATIENT_B, stored)
+    response = _status_update(world, "health_insurer", stored)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert current(world, "Patient", PATIENT_B)["address"] == [{"city": "Lyon"}]
+
+
+@pytest.mark.parametrize("door", ["PUT", "transaction"])
+def test_r03_an_existing_record_is_closed_not_turned_into_an_opposition(world, door):
+    """R03: `fhir-server record oppose` turns no existing record into an opposition (it is
+    closed instead, with its motive and its retention); the FHIR door did. 409, nothing
+    written; closing it is still made (test_td02_existence)."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    body = _without_status(current(world, "Patient", PATIENT_B))
+    body["extension"] = [{"url": EXT_RECORD_STATUS, "valueCode": "opposed"}]
+    if door == "PUT":
+        response = send(world, admin, "PUT", f"Patient/{PATIENT_B}", body)
+    else:
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": body, "request": {"method": "PUT", "url": f"Patient/{PATIENT_B}"}}
+            ],
+        }
+        response = send(world, admin, "POST", "", bundle)
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert lifecycle.record_status(current(world, "Patient", PATIENT_B)) == "open"
+
+
+# -- R03, R15: an INS names one record ----------------------------------------------------------
+
+
+def test_r03_a_patient_created_with_another_patients_ins_is_refused(world):
+    """R03, R15: a second Patient with A's INS made every resolution of that INS find two
+    records (the token's and VIHF's INS bind to none, ITI-41 and ITI-65 deposits refused).
+    409 `duplicate`, nothing created, the INS still names A alone."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    ins = current(world, "Patient", PATIENT_A)["identifier"][0]
+    response = send(world, admin, "POST", "Patient", a_patient(1))
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["code"] == "duplicate"
+    found = world.service.find(
+        INTERNAL, "Patient", [("identifier", f"{ins['system']}|{ins['value']}")]
+    )
+    assert [p.id for p in found] == [PATIENT_A]
+
+
+@pytest.mark.parametrize("door", ["PUT", "transaction", "conditional PUT"])
+def test_r03_a_patient_given_another_patients_ins_is_refused(world, door):
+    """R03, R15: re-pointing an INS: B's Patient given A's INS (a PUT, a transaction entry,
+    a conditional update by B's INS) made A's INS name B's record too, and deposits by A's
+    INS could then be filed in B's once A's Patient changed. 409, B unchanged; an update
+    keeping each Patient's own INS is made."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    a_ins = current(world, "Patient", PATIENT_A)["identifier"]
+    b = {k: v for k, v in current(world, "Patient", PATIENT_B).items() if k != "meta"}
+    b_ins = b["identifier"][0]
+    moved = {**b, "identifier": a_ins}
+    match door:
+        case "PUT":
+            response = send(world, admin, "PUT", f"Patient/{PATIENT_B}", moved)
+        case "conditional PUT":
+            without_id = {k: v for k, v in moved.items() if k != "id"}
+            criteria = f"identifier={b_ins['system']}|{b_ins['value']}"
+            response = send(world, admin, "PUT", f"Patient?{criteria}", without_id)
+        case _:
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {"resource": moved, "request": {"method": "PUT", "url": f"Patient/{PATIENT_B}"}}
+                ],
+            }
+            response = send(world, admin, "POST", "", bundle)
+    assert response.status_code == 409, response.get_data(as_text=True)
+    assert current(world, "Patient", PATIENT_B)["identifier"][0] == b_ins
+    kept = send(world, admin, "PUT", f"Patient/{PATIENT_B}", {**b, "gender": "other"})
+    assert kept.status_code == 200, kept.get_data(as_text=True)
+
+
+# -- R14: MASQUE_PS is the patient's ---------------------------------------------------------------
+
+
+def _authorize_author(world: World) -> str:
+    """A authorizes the author of their masked document (R10); the author's token."""
+    made = send(
+        world,
+        world.tokens.patient(PATIENT_A),
+        "POST",
+        "Consent",
+        dmp_consent(PATIENT_A, permit(AUTHOR)),
+    )
+    assert made.status_code == 201, made.get_data(as_text=True)
+    return world.tokens.practitioner(AUTHOR)
+
+
+def _masked_from_authorized(world: World, document_id: str) -> bool:
+    return (
+        world.get(
+            world.tokens.practitioner(AUTHORIZED), f"/fhir/DocumentReference/{document_id}"
+        ).status_code
+        == 404
+    )
+
+
+@pytest.mark.parametrize("door", ["PUT", "PATCH", "transaction PUT", "batch PUT"])
+def test_r14_the_author_does_not_lift_the_patients_mask(world, door):
+    """R14: MASQUE_PS hides a document from professionals; the patient (or a
+    representative) sets and removes it. Its author, who may otherwise change the document,
+    removed it, and every authorized professional read the document. Decided here: the server
+    cannot tell who set the label, so only the patient or a representative removes it. 403
+    R14, the document unchanged and still masked."""
+    author = _authorize_author(world)
+    target = doc_id("a-masked")
+    before = world.service.store.read("DocumentReference", target).version
+    unmasked = {k: v for k, v in current(world, "DocumentReference", target).items() if k != "meta"}
+    unmasked.pop("securityLabel", None)
+    if door == "PATCH":
+        # PDSm's metadata update (TD3.3a): its examples replace /securityLabel/0.
+        response = world.client.patch(
+            f"/fhir/DocumentReference/{target}",
+            data=json.dumps([{"op": "remove", "path": "/securityLabel/0"}]),
+            headers=auth(author, **{"Content-Type": "application/json-patch+json"}),
+        )
+        status = response.status_code
+    elif door == "PUT":
+        response = send(world, author, "PUT", f"DocumentReference/{target}", unmasked)
+        status = response.status_code
+    else:
+        kind = door.split()[0]
+        entry = {
+            "resource": unmasked,
+            "request": {"method": "PUT", "url": f"DocumentReference/{target}"},
+        }
+        response = send(
+            world, author, "POST", "", {"resourceType": "Bundle", "type": kind, "entry": [entry]}
+        )
+        status = response.status_code
+        if kind == "batch":
+            assert status == 200, response.get_data(as_text=True)
+            status = int(response.get_json()["entry"][0]["response"]["status"].split()[0])
+    assert status == 403, response.get_data(as_text=True)
+    assert world.service.store.read("DocumentReference", target).version == before
+    assert _masked_from_authorized(world, target)
+
+
+def test_r14_the_author_still_changes_the_rest_of_their_masked_document(world):
+    """R14: the author's other changes of their masked document are made, the mask kept."""
+    author = _authorize_author(world)
+    target = doc_id("a-masked")
+    changed = {k: v for k, v in current(world, "DocumentReference", target).items() if k != "meta"}
+    changed["description"] = "corrigé"
+    response = send(world, author, "PUT", f"DocumentReference/{target}", changed)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert _masked_from_authorized(world, target)
+
+
+def _replacement(label: str | None) -> dict:
+    document = dmp_document(PATIENT_A, author=AUTHOR, class_code="31", label=label)
+    document["relatesTo"] = [
+        {"code": "replaces", "target": {"reference": f"DocumentReference/{doc_id('a-masked')}"}}
+    ]
+    return transaction(PATIENT_A, document)
+
+
+def test_r14_a_replacement_by_its_author_carries_the_patients_mask(world):
+    """R14: the author replaced (ITI-65 / transaction, relatesTo `replaces`) the document
+    the patient masked with one without MASQUE_PS: the old one superseded, every authorized
+    professional read its replacement. Decided here: the mask follows the document through
+    its replacements, as through its metadata versions. 422 (XDSRegistryMetadataError),
+    nothing written; the replacement carrying MASQUE_PS is made and stays masked."""
+    author = _authorize_author(world)
+    before = count(world, "DocumentReference", ("patient", PATIENT_A))
+    response = send(world, author, "POST", "", _replacement(None))
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert "MASQUE_PS" in json.dumps(response.get_json())
+    assert count(world, "DocumentReference", ("patient", PATIENT_A)) == before
+    assert current(world, "DocumentReference", doc_id("a-masked"))["status"] == "current"
+    made = send(world, author, "POST", "", _replacement("MASQUE_PS"))
+    assert made.status_code == 200, made.get_data(as_text=True)
+    new_id = made.get_json()["entry"][0]["response"]["location"].split("/")[1]
+    assert _masked_from_authorized(world, new_id)
