@@ -23,8 +23,8 @@ What it found, and what these tests hold (each fails on main):
   left out the record-status extension, or set it `open`, reopened a closed record and lifted
   the patient's opposition to the record (R03): the deposits and reads the opposition
   refused were then made. The operator's own `fhir-server record reopen` refuses to reopen an
-  opposed record. Through FHIR a record may now only be closed; an update that would lift a
-  closure or an opposition, or turn an existing record into an opposition, is 409.
+  opposed record. Through FHIR a record may now be closed or opposed, never reopened: an
+  update that would lift a closure or an opposition (or exchange one for the other) is 409.
 - A Patient could be created with another Patient's INS, or given one (a PUT): one INS named
   two records, and every door resolving a patient by INS (a token's or a VIHF's, ITI-41,
   ITI-65, `patient.identifier`) found two. `fhir-server record oppose` refuses an INS a
@@ -255,29 +255,6 @@ def test_r03_a_patient_update_keeping_the_status_is_made(world, stored):
     response = _status_update(world, "health_insurer", stored)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert current(world, "Patient", PATIENT_B)["address"] == [{"city": "Lyon"}]
-
-
-@pytest.mark.parametrize("door", ["PUT", "transaction"])
-def test_r03_an_existing_record_is_closed_not_turned_into_an_opposition(world, door):
-    """R03: `fhir-server record oppose` turns no existing record into an opposition (it is
-    closed instead, with its motive and its retention); the FHIR door did. 409, nothing
-    written; closing it is still made (test_td02_existence)."""
-    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
-    body = _without_status(current(world, "Patient", PATIENT_B))
-    body["extension"] = [{"url": EXT_RECORD_STATUS, "valueCode": "opposed"}]
-    if door == "PUT":
-        response = send(world, admin, "PUT", f"Patient/{PATIENT_B}", body)
-    else:
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [
-                {"resource": body, "request": {"method": "PUT", "url": f"Patient/{PATIENT_B}"}}
-            ],
-        }
-        response = send(world, admin, "POST", "", bundle)
-    assert response.status_code == 409, response.get_data(as_text=True)
-    assert lifecycle.record_status(current(world, "Patient", PATIENT_B)) == "open"
 
 
 # -- R03, R15: an INS names one record ----------------------------------------------------------

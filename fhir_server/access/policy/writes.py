@@ -41,7 +41,6 @@ from fhir_server.terminology import (
     INVISIBLE_PATIENT,
     INVISIBLE_REPRESENTANTS_LEGAUX,
     MASQUE_PS,
-    RECORD_CLOSED,
     RECORD_OPEN,
     RECORD_OPPOSED,
 )
@@ -395,35 +394,30 @@ def system_write(
 
 
 def record_status_change(old: dict, new: dict | None) -> Deny | None:
-    """R03: the refusal of a Patient update that changes its record's status otherwise than
-    by closing an open record, or None.
+    """R03: the refusal of a Patient update that lifts its record's closure or the patient's
+    opposition (or exchanges one for the other), or None.
 
-    The lifecycle is the operator's (`fhir-server record reopen`, which refuses to reopen a
-    record the patient opposed; `record oppose`, which turns no existing record into an
-    opposition); the FHIR door may close a record (with its closure, `record_closure`) and
-    nothing else. An update that left the record-status extension out reopened a closed or
-    opposed record (its absence reads as open): the health insurer's identity feed updating
-    an address, which knows nothing of the extension, opened to deposits and readers the
-    record of a patient who had opposed it (decided here: a patient's opposition or closure
-    is lifted by the operator only, as the CLI does)."""
+    Reopening is the operator's (`fhir-server record reopen`, which refuses to reopen a record
+    the patient opposed); the FHIR door closes or opposes a record, never reopens one. An
+    update that left the record-status extension out reopened a closed or opposed record (its
+    absence reads as open): the health insurer's identity feed updating an address, which
+    knows nothing of the extension, opened to deposits and readers the record of a patient
+    who had opposed it (decided here: a closure or an opposition is lifted by the operator
+    only, as the CLI does; a feed sends the status it read)."""
     if new is None:
         return None
     before, after = record_status(old), record_status(new)
-    if before == after or (before == RECORD_OPEN and after == RECORD_CLOSED):
+    if before in (after, RECORD_OPEN):
         return None
     if before == RECORD_OPPOSED:
         message = (
             "The patient opposed the creation of their record: no Patient update lifts it "
-            "(the record-status extension must stay 'opposed')"
-        )
-    elif before == RECORD_OPEN:
-        message = (
-            "A record that exists is closed, not turned into an opposition (record-status 'closed')"
+            "(the record-status extension stays 'opposed')"
         )
     else:
         message = (
             "The record is closed: it is reopened by the operator (fhir-server record reopen), "
-            "not by a Patient update (the record-status extension must stay 'closed')"
+            "not by a Patient update (the record-status extension stays 'closed')"
         )
     return Deny("R03", 409, "business-rule", message, "record-status")
 
