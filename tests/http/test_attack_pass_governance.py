@@ -56,6 +56,7 @@ import pytest
 from fhir_server.access.requester import INTERNAL
 from fhir_server.service import lifecycle
 from fhir_server.terminology import EXT_RECORD_STATUS, SYSTEM_DMP_CONFIDENTIALITY
+from ihe_xds import vocabulary as v
 from tests.http.conftest import FHIR_JSON, a_patient, auth, dmp_consent, permit
 from tests.http.test_r18_matrix import (
     AUTHOR,
@@ -68,6 +69,19 @@ from tests.http.test_r18_matrix import (
     World,
     doc_id,
     own_world,
+)
+from tests.http.test_xds_endpoints import OTHER_PS
+
+# The fixtures `xds` and `record` are those of the ITI-57 tests (imported, hence F811).
+# ruff: noqa: F811
+from tests.http.test_xds_update_document_set import (  # noqa: F401 - fixtures
+    V3_OID,
+    deposit,
+    entry_of,
+    metadata_update,
+    record,
+    update,
+    xds,
 )
 from tests.support.documents import dmp_document, transaction
 
@@ -410,3 +424,17 @@ def test_r14_a_replacement_by_its_author_carries_the_patients_mask(world):
     assert made.status_code == 200, made.get_data(as_text=True)
     new_id = made.get_json()["entry"][0]["response"]["location"].split("/")[1]
     assert _masked_from_authorized(world, new_id)
+
+
+def test_r14_the_authors_iti57_does_not_lift_the_patients_mask(xds, record):
+    """R14, over XDS: the author's ITI-57 (TD3.3a metadata update) of a document masked from
+    professionals, its confidentialityCodes without MASQUE_PS, made a version every
+    authorized professional read. Refused (a RegistryError, no new version); the document
+    stays hidden from the authorized professional."""
+    _, nir = record
+    unique_id = deposit(xds, nir, masking=("MASQUE_PS",))
+    stored = entry_of(xds, nir, unique_id)
+    status, errors = update(xds, nir, metadata_update(nir, stored, [("N", V3_OID)]))
+    assert status == v.RESPONSE_FAILURE and errors, errors
+    assert entry_of(xds, nir, unique_id, idnat=OTHER_PS) is None
+    assert entry_of(xds, nir, unique_id).get("id") == stored.get("id")
