@@ -261,6 +261,34 @@ def test_r03_a_patient_update_never_lifts_a_closure_or_an_opposition(
     assert deposit.status_code == 422, deposit.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("door", ["conditional PUT", "transaction", "batch"])
+def test_r03_no_door_of_an_update_lifts_an_opposition(world, door):
+    """R03: the same update without the record-status, as a conditional update by the INS
+    (the feed's usual door) or a Bundle entry, lifted the opposition too. 409, still
+    opposed."""
+    lifecycle.set_status(world.service, PATIENT_B, "opposed")
+    feed = world.tokens.system("feed", IDENTITY_SCOPES, "health_insurer")
+    body = _without_status(current(world, "Patient", PATIENT_B))
+    body["address"] = [{"city": "Lyon"}]
+    if door == "conditional PUT":
+        ins = body.pop("identifier")[0]
+        body.pop("id")
+        body["identifier"] = [ins]
+        criteria = f"identifier={ins['system']}|{ins['value']}"
+        response = send(world, feed, "PUT", f"Patient?{criteria}", body)
+        status = response.status_code
+    else:
+        entry = {"resource": body, "request": {"method": "PUT", "url": f"Patient/{PATIENT_B}"}}
+        bundle = {"resourceType": "Bundle", "type": door, "entry": [entry]}
+        response = send(world, feed, "POST", "", bundle)
+        status = response.status_code
+        if door == "batch":
+            assert status == 200, response.get_data(as_text=True)
+            status = int(response.get_json()["entry"][0]["response"]["status"].split()[0])
+    assert status == 409, response.get_data(as_text=True)
+    assert lifecycle.record_status(current(world, "Patient", PATIENT_B)) == "opposed"
+
+
 @pytest.mark.parametrize("stored", ["closed", "opposed"])
 def test_r03_a_patient_update_keeping_the_status_is_made(world, stored):
     """R03: the same update carrying the record's status as stored is made (the feed still
