@@ -34,6 +34,10 @@ What it found, and what these tests hold (each fails on main):
   (`relatesTo.replaces`) without it: every authorized professional then read it. MASQUE_PS
   is the patient's choice; the server cannot tell who set it, so only the patient or a
   representative removes it (decided here), and a replacement by anyone else carries it.
+- The identity feed's update re-pointed a parent's RelatedPerson at another patient (the same
+  RelatedPerson, its credentials, its history); it is now refused as any move of a resource
+  to another record (422). It stored `dmp-medecin-traitant` on a Patient, served to every
+  professional reading it as "you are the médecin traitant"; refused (422).
 
 What held (tried, refused or answered as for a missing resource): a parent's create or
 change of a RelatedPerson (theirs, of an adult, of another family's child) or of the minor's
@@ -348,6 +352,58 @@ def test_r03_a_patient_given_another_patients_ins_is_refused(world, door):
     assert current(world, "Patient", PATIENT_B)["identifier"][0] == b_ins
     kept = send(world, admin, "PUT", f"Patient/{PATIENT_B}", {**b, "gender": "other"})
     assert kept.status_code == 200, kept.get_data(as_text=True)
+
+
+# -- R07, R08: the identity feed re-points no representative, declares no médecin traitant ------
+
+
+@pytest.mark.parametrize("door", ["PUT", "transaction"])
+@pytest.mark.parametrize("to", [PATIENT_B, PATIENT_A])
+def test_r07_a_representative_is_not_moved_to_another_patient(world, door, to):
+    """R06, R07: a RelatedPerson names one patient for its whole life (its history, its
+    events, the credentials naming it). The feed's update re-pointing M's parent at another
+    patient was made: with the same RelatedPerson, and credentials naming it, the parent
+    became another family's representative (once that patient is a minor), and M's trail
+    of their acts moved with it. Decided here: 422, as any resource moved to another
+    record (R06); another guardianship is another RelatedPerson."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    body = {k: v for k, v in current(world, "RelatedPerson", PARENT).items() if k != "meta"}
+    body["patient"] = {"reference": f"Patient/{to}"}
+    if door == "PUT":
+        response = send(world, admin, "PUT", f"RelatedPerson/{PARENT}", body)
+    else:
+        entry = {"resource": body, "request": {"method": "PUT", "url": f"RelatedPerson/{PARENT}"}}
+        response = send(
+            world, admin, "POST", "", {"resourceType": "Bundle", "type": door, "entry": [entry]}
+        )
+    assert response.status_code == 422, response.get_data(as_text=True)
+    stored = current(world, "RelatedPerson", PARENT)
+    assert stored["patient"]["reference"] == f"Patient/{PATIENT_M}"
+    # The parent still acts for M; a change of the guardianship itself is made.
+    parent = parent_token(world)
+    assert world.get(parent, f"/fhir/Patient/{PATIENT_M}").status_code == 200
+    ended = {**body, "patient": {"reference": f"Patient/{PATIENT_M}"}, "active": False}
+    assert send(world, admin, "PUT", f"RelatedPerson/{PARENT}", ended).status_code == 200
+
+
+def test_r08_a_stored_medecin_traitant_status_is_refused(world):
+    """R08, TD0.2: `dmp-medecin-traitant` is the server's answer to the requester of an
+    existence check. Written on the Patient by the feed, it was stored and served to every
+    professional reading the Patient, telling each they were the médecin traitant. Refused
+    (422 naming it), nothing written; the médecin traitant is `generalPractitioner`."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    body = {k: v for k, v in current(world, "Patient", PATIENT_A).items() if k != "meta"}
+    body["extension"] = [
+        {
+            "url": "https://interop.esante.gouv.fr/ig/fhir/dmp/StructureDefinition/"
+            "dmp-medecin-traitant",
+            "valueBoolean": True,
+        }
+    ]
+    response = send(world, admin, "PUT", f"Patient/{PATIENT_A}", body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert "dmp-medecin-traitant" in response.get_json()["issue"][0]["diagnostics"]
+    assert "extension" not in current(world, "Patient", PATIENT_A)
 
 
 # -- R14: MASQUE_PS is the patient's ---------------------------------------------------------------

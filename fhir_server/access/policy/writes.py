@@ -95,6 +95,23 @@ class WriteDecisions(ReadDecisions):
             decision = identity_write(requester, interaction)
             if isinstance(decision, Permit) and resource_type == "Patient" and old is not None:
                 return record_status_change(old, new) or decision
+            if (
+                isinstance(decision, Permit)
+                and resource_type == "RelatedPerson"
+                and new is not None
+                and old is not None
+                and compartment_of(new) != compartment_of(old)
+            ):
+                # R06, R07: a RelatedPerson is one patient's for its whole life (its
+                # history, its events, the credentials naming it); re-pointed, a minor's
+                # parent became, with the same credentials, another family's child's
+                # representative. Another guardianship is another RelatedPerson.
+                return Deny(
+                    "R07",
+                    422,
+                    "processing",
+                    "A RelatedPerson cannot be moved to another patient's record",
+                )
             return decision
         if resource_type == "Binary" and interaction != "create":
             return forbidden(TYPES_RULE, "Binaries are replaced with their document, never changed")
