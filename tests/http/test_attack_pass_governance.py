@@ -25,6 +25,8 @@ What it found, and what these tests hold (each fails on main):
   refused were then made. The operator's own `fhir-server record reopen` refuses to reopen an
   opposed record. Through FHIR a record may now be closed or opposed, never reopened: an
   update that would lift a closure or an opposition (or exchange one for the other) is 409.
+- A Patient written `active: false` (PDSm4DMP's TD0.2 tells a closed record so) with its
+  record-status open was stored and the record stayed open; the contradiction is refused.
 - A Patient could be created with another Patient's INS, or given one (a PUT): one INS named
   two records, and every door resolving a patient by INS (a token's or a VIHF's, ITI-41,
   ITI-65, `patient.identifier`) found two. `fhir-server record oppose` refuses an INS a
@@ -291,6 +293,27 @@ def test_r03_no_door_of_an_update_lifts_an_opposition(world, door):
             status = int(response.get_json()["entry"][0]["response"]["status"].split()[0])
     assert status == 409, response.get_data(as_text=True)
     assert lifecycle.record_status(current(world, "Patient", PATIENT_B)) == "opposed"
+
+
+@pytest.mark.parametrize("door", ["PUT", "POST"])
+def test_r03_a_record_closed_by_patient_active_alone_is_refused_not_left_open(world, door):
+    """R03, PDSm4DMP TD0.2: the guide tells a closed record by `Patient.active` false; the
+    rules read the record-status. A feed closing B's record the guide's way (or creating a
+    Patient so) was stored with the record open, read and deposited to by everyone. Decided
+    here: the contradiction is refused (422 naming Patient.active), nothing written."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    if door == "PUT":
+        body = {k: v for k, v in current(world, "Patient", PATIENT_B).items() if k != "meta"}
+        response = send(world, admin, "PUT", f"Patient/{PATIENT_B}", {**body, "active": False})
+        assert current(world, "Patient", PATIENT_B).get("active") is None
+    else:
+        response = send(world, admin, "POST", "Patient", a_patient(7, active=False))
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["expression"] == ["Patient.active"]
+    closed = _without_status(current(world, "Patient", PATIENT_B))
+    closed["extension"] = [{"url": EXT_RECORD_STATUS, "valueCode": "closed"}]
+    made = send(world, admin, "PUT", f"Patient/{PATIENT_B}", {**closed, "active": False})
+    assert made.status_code == 200, made.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("stored", ["closed", "opposed"])

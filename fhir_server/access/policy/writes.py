@@ -93,6 +93,10 @@ class WriteDecisions(ReadDecisions):
             return forbidden("R05", "This organization may not write to the record", "R05")
         if resource_type in IDENTITY_TYPES:
             decision = identity_write(requester, interaction)
+            if isinstance(decision, Permit) and resource_type == "Patient" and new is not None:
+                inactive = inactive_but_open(new)
+                if inactive is not None:
+                    return inactive
             if isinstance(decision, Permit) and resource_type == "Patient" and old is not None:
                 return record_status_change(old, new) or decision
             if (
@@ -437,6 +441,28 @@ def record_status_change(old: dict, new: dict | None) -> Deny | None:
             "not by a Patient update (the record-status extension stays 'closed')"
         )
     return Deny("R03", 409, "business-rule", message, "record-status")
+
+
+def inactive_but_open(patient: dict) -> Deny | None:
+    """R03: the refusal of a Patient written `active: false` whose record-status is open
+    (or absent), or None.
+
+    PDSm4DMP's TD0.2 tells a closed record by `Patient.active` false (the server answers it
+    so, `service.existence_check`); the rules read the record-status extension only. A feed
+    closing a record the guide's way left it open to every reader and depositor (decided
+    here: the contradiction is refused rather than read either way; the record is closed by
+    its record-status, R03). `active: true` on a closed record is read as closed."""
+    if patient.get("active") is False and record_status(patient) == RECORD_OPEN:
+        return Deny(
+            "R03",
+            422,
+            "business-rule",
+            "Patient.active is false but the record is open: a record is closed by its "
+            "record-status extension ('closed'), which the access rules read",
+            None,
+            ("Patient.active",),
+        )
+    return None
 
 
 def identity_write(requester: Requester, interaction: str) -> Decision:
