@@ -38,7 +38,8 @@ What it found, and what these tests hold (each fails on main):
   representative removes it (decided here), and a replacement by anyone else carries it.
 - The identity feed's update re-pointed a parent's RelatedPerson at another patient (the same
   RelatedPerson, its credentials, its history); it is now refused as any move of a resource
-  to another record (422). It stored `dmp-medecin-traitant` on a Patient, served to every
+  to another record (422), and stored a RelatedPerson naming its patient by INS, a foreign or
+  contained reference or an unknown id, counted for no record (now 422). It stored `dmp-medecin-traitant` on a Patient, served to every
   professional reading it as "you are the médecin traitant"; refused (422).
 
 What held (tried, refused or answered as for a missing resource): a parent's create or
@@ -63,7 +64,15 @@ from fhir_server.access.requester import INTERNAL
 from fhir_server.service import lifecycle
 from fhir_server.terminology import EXT_RECORD_STATUS, SYSTEM_DMP_CONFIDENTIALITY
 from ihe_xds import vocabulary as v
-from tests.http.conftest import FHIR_JSON, a_patient, auth, dmp_consent, permit
+from tests.http.conftest import (
+    FHIR_JSON,
+    INS_SYSTEM,
+    a_patient,
+    auth,
+    dmp_consent,
+    permit,
+    valid_nir,
+)
 from tests.http.test_r18_matrix import (
     AUTHOR,
     AUTHORIZED,
@@ -407,6 +416,35 @@ def test_r07_a_representative_is_not_moved_to_another_patient(world, door, to):
     assert world.get(parent, f"/fhir/Patient/{PATIENT_M}").status_code == 200
     ended = {**body, "patient": {"reference": f"Patient/{PATIENT_M}"}, "active": False}
     assert send(world, admin, "PUT", f"RelatedPerson/{PARENT}", ended).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "patient",
+    [
+        {"identifier": {"system": INS_SYSTEM, "value": valid_nir(2)}},
+        {"reference": f"http://other.example/fhir/Patient/{PATIENT_M}"},
+        {"reference": "#child"},
+        {"reference": "Patient/0a0a0a0a-0000-4000-8000-000000000000"},
+    ],
+    ids=["identifier", "foreign", "contained", "unknown-id"],
+)
+def test_r07_a_representative_names_a_known_patient_by_reference(world, patient):
+    """R07: a representative is a RelatedPerson whose `patient` is a local reference to a
+    known Patient. One naming its patient by INS, a foreign or contained reference, or an
+    unknown id was stored (201) and counted for no record, a guardianship the rules could
+    not read. Decided here: refused (422 unknown-patient), as a Consent naming no known
+    patient is; nothing written."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    body = {
+        k: v for k, v in current(world, "RelatedPerson", PARENT).items() if k not in ("id", "meta")
+    }
+    body["patient"] = patient
+    if patient.get("reference") == "#child":
+        body["contained"] = [{"resourceType": "Patient", "id": "child"}]
+    before = count(world, "RelatedPerson")
+    response = send(world, admin, "POST", "RelatedPerson", body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert count(world, "RelatedPerson") == before
 
 
 def test_r08_a_stored_medecin_traitant_status_is_refused(world):

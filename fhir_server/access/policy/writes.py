@@ -93,29 +93,8 @@ class WriteDecisions(ReadDecisions):
             return forbidden("R05", "This organization may not write to the record", "R05")
         if resource_type in IDENTITY_TYPES:
             decision = identity_write(requester, interaction)
-            if isinstance(decision, Permit) and resource_type == "Patient" and new is not None:
-                inactive = inactive_but_open(new)
-                if inactive is not None:
-                    return inactive
-            if isinstance(decision, Permit) and resource_type == "Patient" and old is not None:
-                return record_status_change(old, new) or decision
-            if (
-                isinstance(decision, Permit)
-                and resource_type == "RelatedPerson"
-                and new is not None
-                and old is not None
-                and compartment_of(new) != compartment_of(old)
-            ):
-                # R06, R07: a RelatedPerson is one patient's for its whole life (its
-                # history, its events, the credentials naming it); re-pointed, a minor's
-                # parent became, with the same credentials, another family's child's
-                # representative. Another guardianship is another RelatedPerson.
-                return Deny(
-                    "R07",
-                    422,
-                    "processing",
-                    "A RelatedPerson cannot be moved to another patient's record",
-                )
+            if isinstance(decision, Permit):
+                return identity_refusal(resource_type, new, old, record) or decision
             return decision
         if resource_type == "Binary" and interaction != "create":
             return forbidden(TYPES_RULE, "Binaries are replaced with their document, never changed")
@@ -441,6 +420,34 @@ def record_status_change(old: dict, new: dict | None) -> Deny | None:
             "not by a Patient update (the record-status extension stays 'closed')"
         )
     return Deny("R03", 409, "business-rule", message, "record-status")
+
+
+def identity_refusal(
+    resource_type: str, new: dict | None, old: dict | None, record: PatientRecord | None
+) -> Deny | None:
+    """What an identity write the feed may make (`identity_write`) may still not say: a
+    Patient's record status it may not change (`inactive_but_open`, `record_status_change`),
+    a RelatedPerson naming no known patient or moved to another one, or None."""
+    if resource_type == "Patient":
+        refused = inactive_but_open(new) if new is not None else None
+        return refused or (record_status_change(old, new) if old is not None else None)
+    if new is None:
+        return None
+    if record is None:
+        # R07: a representative is a RelatedPerson naming a known Patient by a local
+        # reference (`record._is_representative`); one naming its patient by identifier, a
+        # contained or a foreign reference or an unknown id was stored and counted for no
+        # record (decided here: refused, as a Consent naming no known patient is).
+        return unknown_patient(422, "processing")
+    if old is not None and compartment_of(new) != compartment_of(old):
+        # R06, R07: a RelatedPerson is one patient's for its whole life (its history, its
+        # events, the credentials naming it); re-pointed, a minor's parent became, with the
+        # same credentials, another family's child's representative. Another guardianship
+        # is another RelatedPerson.
+        return Deny(
+            "R07", 422, "processing", "A RelatedPerson cannot be moved to another patient's record"
+        )
+    return None
 
 
 def inactive_but_open(patient: dict) -> Deny | None:
