@@ -73,6 +73,9 @@ from tests.http.conftest import (
     permit,
     valid_nir,
 )
+from tests.http.test_attack_pass_xds import deposit as iti41
+from tests.http.test_attack_pass_xds import entry_uuid, errors
+from tests.http.test_attack_pass_xds import record as xds_record  # noqa: F401 - fixture
 from tests.http.test_r18_matrix import (
     AUTHOR,
     AUTHORIZED,
@@ -122,8 +125,10 @@ def send(world: World, token: str, method: str, path: str, body: object | None =
     return world.client.open(f"/fhir/{path}", method=method, data=data, headers=headers)
 
 
-def current(world: World, resource_type: str, resource_id: str) -> dict:
-    return world.service.read(INTERNAL, resource_type, resource_id).json()
+def current(world, resource_type: str, resource_id: str) -> dict:
+    """The current version as the server reads it (`world`: a World or an Xds)."""
+    service = world.service if isinstance(world, World) else world.runtime.service
+    return service.read(INTERNAL, resource_type, resource_id).json()
 
 
 def count(world: World, resource_type: str, *params: tuple[str, str]) -> int:
@@ -592,3 +597,18 @@ def test_r14_the_authors_iti57_does_not_lift_the_patients_mask(xds, record):
     assert status == v.RESPONSE_FAILURE and errors, errors
     assert entry_of(xds, nir, unique_id, idnat=OTHER_PS) is None
     assert entry_of(xds, nir, unique_id).get("id") == stored.get("id")
+
+
+def test_r14_the_authors_iti41_replacement_carries_the_patients_mask(xds, xds_record):
+    """R14, over XDS: the author's ITI-41 RPLC of the document masked from professionals,
+    its replacement without MASQUE_PS, is refused (XDSRegistryMetadataError) as the FHIR
+    replacement is; nothing replaced. With MASQUE_PS it is made."""
+    _, masked = xds_record["masked"]
+    relation = (v.ASSOC_RPLC, entry_uuid(masked))
+    _, refused = iti41(xds, xds_record["nir"], relation=relation, documents=[b"<v2/>"])
+    assert [code for code, _ in errors(refused)] == ["XDSRegistryMetadataError"], errors(refused)
+    assert current(xds, "DocumentReference", masked["id"])["status"] == "current"
+    _, made = iti41(
+        xds, xds_record["nir"], relation=relation, documents=[b"<v3/>"], masking=("MASQUE_PS",)
+    )
+    assert errors(made) == []
