@@ -40,7 +40,9 @@ What it found, and what these tests hold (each fails on main):
   RelatedPerson, its credentials, its history); it is now refused as any move of a resource
   to another record (422), and stored a RelatedPerson naming its patient by INS, a foreign or
   contained reference or an unknown id, counted for no record (now 422). It stored `dmp-medecin-traitant` on a Patient, served to every
-  professional reading it as "you are the médecin traitant"; refused (422).
+  professional reading it as "you are the médecin traitant"; refused (422). It ended a
+  guardianship with `active: "false"` (or `0`), which the models coerce and the rules read as
+  active; a non-boolean `active` on a Patient or RelatedPerson is refused (422).
 
 What held (tried, refused or answered as for a missing resource): a parent's create or
 change of a RelatedPerson (theirs, of an adult, of another family's child) or of the minor's
@@ -450,6 +452,24 @@ def test_r07_a_representative_names_a_known_patient_by_reference(world, patient)
     response = send(world, admin, "POST", "RelatedPerson", body)
     assert response.status_code == 422, response.get_data(as_text=True)
     assert count(world, "RelatedPerson") == before
+
+
+@pytest.mark.parametrize("value", ["false", 0, "no"])
+def test_r07_an_ended_guardianship_is_said_with_a_json_boolean(world, value):
+    """R07: the feed ending M's parent's guardianship with `active` written `"false"`, `0`
+    or `"no"` was accepted (the models read it as false) and stored as sent; the rules,
+    which read only the JSON false as inactive, kept the parent a representative: the
+    guardianship its feed ended stayed in force. Refused (422 naming RelatedPerson.active),
+    the parent still as before; `false` ends it."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    body = {k: v for k, v in current(world, "RelatedPerson", PARENT).items() if k != "meta"}
+    response = send(world, admin, "PUT", f"RelatedPerson/{PARENT}", {**body, "active": value})
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["expression"] == ["RelatedPerson.active"]
+    assert "active" not in current(world, "RelatedPerson", PARENT)
+    ended = send(world, admin, "PUT", f"RelatedPerson/{PARENT}", {**body, "active": False})
+    assert ended.status_code == 200, ended.get_data(as_text=True)
+    assert world.get(parent_token(world), f"/fhir/Patient/{PATIENT_M}").status_code in (403, 404)
 
 
 def test_r08_a_stored_medecin_traitant_status_is_refused(world):

@@ -428,6 +428,18 @@ def identity_refusal(
     """What an identity write the feed may make (`identity_write`) may still not say: a
     Patient's record status it may not change (`inactive_but_open`, `record_status_change`),
     a RelatedPerson naming no known patient or moved to another one, or None."""
+    if new is not None and "active" in new and not isinstance(new["active"], bool):
+        # The models read `"false"`, `0` or `"no"` as false and the JSON was stored as sent;
+        # the rules read a RelatedPerson whose `active` is not the JSON false as active
+        # (`record._is_representative`): a guardianship its feed ended stayed in force.
+        return Deny(
+            "R07" if resource_type == "RelatedPerson" else "R03",
+            422,
+            "invalid",
+            f"{resource_type}.active is a JSON boolean (true or false)",
+            None,
+            (f"{resource_type}.active",),
+        )
     if resource_type == "Patient":
         refused = inactive_but_open(new) if new is not None else None
         return refused or (record_status_change(old, new) if old is not None else None)
