@@ -36,13 +36,19 @@ What it found, and what these tests hold (each fails on main):
   (`relatesTo.replaces`) without it: every authorized professional then read it. MASQUE_PS
   is the patient's choice; the server cannot tell who set it, so only the patient or a
   representative removes it (decided here), and a replacement by anyone else carries it.
-- The identity feed's update re-pointed a parent's RelatedPerson at another patient (the same
-  RelatedPerson, its credentials, its history); it is now refused as any move of a resource
-  to another record (422), and stored a RelatedPerson naming its patient by INS, a foreign or
-  contained reference or an unknown id, counted for no record (now 422). It stored `dmp-medecin-traitant` on a Patient, served to every
-  professional reading it as "you are the médecin traitant"; refused (422). It ended a
-  guardianship with `active: "false"` (or `0`), which the models coerce and the rules read as
-  active; a non-boolean `active` on a Patient or RelatedPerson is refused (422).
+- The identity feed re-pointed a parent's RelatedPerson at another patient (the same
+  RelatedPerson, its credentials, its history): now refused as any move of a resource to
+  another record (422). It stored a RelatedPerson naming its patient by INS, a foreign or
+  contained reference or an unknown id, counted for no record (now 422). It stored
+  `dmp-medecin-traitant` on a Patient, served to every professional reading it as "you are
+  the médecin traitant" (now 422). It ended a guardianship with `active: "false"` (or `0`),
+  which the models coerce and the rules read as active (a non-boolean `active` on a Patient
+  or RelatedPerson is now 422).
+- The author's ITI-57 and ITI-41 RPLC lifted the patient's MASQUE_PS as the FHIR doors did.
+
+Companion tests (passing before too) show that what remains allowed still is: an update
+keeping a closed or opposed record's status, the author's other changes of a masked
+document, a replacement carrying MASQUE_PS, closing a record with `active: false`.
 
 What held (tried, refused or answered as for a missing resource): a parent's create or
 change of a RelatedPerson (theirs, of an adult, of another family's child) or of the minor's
@@ -52,8 +58,15 @@ or foreign reference (403 patient-context, 422 unknown-patient); a Consent's ver
 reference (read as the patient's, its block enforced); a professional's change or delete of
 any Consent (403 R10, whatever the id names), a blocked professional's own authorization, a
 professional's Consent putting someone else on the care team or itself on it with an
-initial-consent category; a system client's Consent, Patient or RelatedPerson (R15); an
-uninterpretable Consent (422 on write).
+initial-consent category, their conditional create of a Consent (403: they read none); a
+system client's Consent, Patient or RelatedPerson (R15); an uninterpretable Consent (422 on
+write); a PATCH of a Patient, RelatedPerson or Consent, alone or in a Bundle (405); a
+`Patient.link` to another record (it brings the other Patient to no reader of this one).
+
+Not closed here (see docs/access-rules.md and the report): in one transaction or batch every
+entry is judged on the record's facts as they were before the Bundle (the store's reader
+does not see the Bundle's own writes), so a professional's two self-authorizations in one
+Bundle are both recorded (the 409 `duplicate` is for a second request).
 """
 
 from __future__ import annotations
