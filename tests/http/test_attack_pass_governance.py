@@ -44,6 +44,9 @@ What it found, and what these tests hold (each fails on main):
   the médecin traitant" (now 422). It ended a guardianship with `active: "false"` (or `0`),
   which the models coerce and the rules read as active (a non-boolean `active` on a Patient
   or RelatedPerson is now 422).
+- The feed wrote a `generalPractitioner` reference naming two practitioners (identifier and
+  literal, or a contained Practitioner with two IdNat_PS): both were médecins traitants
+  (R08), the second reading the record, masked documents included; now 422.
 - The author's ITI-57 and ITI-41 RPLC lifted the patient's MASQUE_PS as the FHIR doors did.
 
 Companion tests (passing before too) show that what remains allowed still is: an update
@@ -503,6 +506,35 @@ def test_r08_a_stored_medecin_traitant_status_is_refused(world):
     assert response.status_code == 422, response.get_data(as_text=True)
     assert "dmp-medecin-traitant" in response.get_json()["issue"][0]["diagnostics"]
     assert "extension" not in current(world, "Patient", PATIENT_A)
+
+
+@pytest.mark.parametrize("shape", ["literal", "contained"])
+def test_r08_one_general_practitioner_reference_names_one_practitioner(world, shape):
+    """R08: the médecin traitant is never blocked and reads what the patient masked. A
+    `generalPractitioner` reference naming two practitioners (its identifier A's GP, its
+    `Practitioner/<IdNat_PS>` literal, or the contained Practitioner it points to, another)
+    made both médecins traitants: the second read A's record, masked documents included,
+    with no authorization. A Consent actor naming two is refused (R10); so is this (422),
+    nothing written."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    body = {k: v for k, v in current(world, "Patient", PATIENT_A).items() if k != "meta"}
+    gp = body["generalPractitioner"][0]["identifier"]
+    if shape == "literal":
+        body["generalPractitioner"] = [{"reference": f"Practitioner/{STRANGER}", "identifier": gp}]
+    else:
+        body["contained"] = [
+            {
+                "resourceType": "Practitioner",
+                "id": "gp",
+                "identifier": [gp, {**gp, "value": STRANGER}],
+            }
+        ]
+        body["generalPractitioner"] = [{"reference": "#gp"}]
+    response = send(world, admin, "PUT", f"Patient/{PATIENT_A}", body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    stranger = world.tokens.practitioner(STRANGER)
+    read = world.get(stranger, f"/fhir/DocumentReference/{doc_id('a-masked')}")
+    assert read.status_code == 404, read.get_data(as_text=True)
 
 
 # -- R14: MASQUE_PS is the patient's ---------------------------------------------------------------

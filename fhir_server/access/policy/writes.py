@@ -34,7 +34,11 @@ from fhir_server.access.policy.tables import (
     TYPES_RULE,
     WRITE_INTERACTIONS,
 )
-from fhir_server.access.record import PatientRecord, record_status
+from fhir_server.access.record import (
+    PatientRecord,
+    general_practitioners_by_reference,
+    record_status,
+)
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.search.query import Everything
 from fhir_server.terminology import (
@@ -440,6 +444,22 @@ def identity_refusal(
             None,
             (f"{resource_type}.active",),
         )
+    if resource_type == "Patient" and new is not None:
+        for index, named in enumerate(general_practitioners_by_reference(new)):
+            if len(named) > 1:
+                # R08: the médecin traitant is never blocked and sees MASQUE_PS; a reference
+                # naming two practitioners (its identifier one, its literal or contained
+                # Practitioner another) made both so, as a Consent actor naming two was
+                # read as one of them (`consent._actor_ids` refuses it the same way).
+                return Deny(
+                    "R08",
+                    422,
+                    "invalid",
+                    f"Patient.generalPractitioner[{index}] names {len(named)} practitioners "
+                    f"({', '.join(sorted(named))}): one reference names one",
+                    None,
+                    (f"Patient.generalPractitioner[{index}]",),
+                )
     if resource_type == "Patient":
         refused = inactive_but_open(new) if new is not None else None
         return refused or (record_status_change(old, new) if old is not None else None)
