@@ -429,9 +429,12 @@ def record_status_change(old: dict, new: dict | None) -> Deny | None:
 def identity_refusal(
     resource_type: str, new: dict | None, old: dict | None, record: PatientRecord | None
 ) -> Deny | None:
-    """What an identity write the feed may make (`identity_write`) may still not say: a
-    Patient's record status it may not change (`inactive_but_open`, `record_status_change`),
-    a RelatedPerson naming no known patient or moved to another one, or None."""
+    """What an identity write the feed may make (`identity_write`) may still not say, or
+    None: an `active` that is no JSON boolean; a Patient's `generalPractitioner` reference
+    naming two practitioners (R08), or a record status it may not change
+    (`inactive_but_open`, `record_status_change`, R03); a RelatedPerson naming no known
+    patient or moved to another one (R07). The rules read these facts as written: what they
+    cannot read as one fact is refused, never read one way or the other."""
     if new is not None and "active" in new and not isinstance(new["active"], bool):
         # The models read `"false"`, `0` or `"no"` as false and the JSON was stored as sent;
         # the rules read a RelatedPerson whose `active` is not the JSON false as active
