@@ -47,6 +47,8 @@ What it found, and what these tests hold (each fails on main):
 - The feed wrote a `generalPractitioner` reference naming two practitioners (identifier and
   literal, or a contained Practitioner with two IdNat_PS): both were médecins traitants
   (R08), the second reading the record, masked documents included; now 422.
+- A patient's Consent under `policyRule` OPTOUT (or a text-only rule, or a `policy` by URI)
+  was read as the DMP shape, its permits honoured; only OPTIN is read now, the rest 422.
 - The author's ITI-57 and ITI-41 RPLC lifted the patient's MASQUE_PS as the FHIR doors did.
 
 Companion tests (passing before too) show that what remains allowed still is: an update
@@ -221,6 +223,39 @@ def test_r06_r14_the_patients_own_consent_carries_no_masking_label(world, door):
             status = int(response.get_json()["entry"][0]["response"]["status"].split()[0])
     assert status == 422, response.get_data(as_text=True)
     assert count(world, "Consent", ("patient", PATIENT_A)) == before
+
+
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"policyRule": {"coding": [{"system": ACT_CODE, "code": "OPTOUT"}]}},
+        {"policyRule": {"text": "personne ne lit mon dossier"}},
+        {"policy": [{"uri": "https://example.org/politique/refus-total"}]},
+    ],
+    ids=["OPTOUT", "text-only", "policy-uri"],
+)
+def test_r09_r10_a_consent_under_a_policy_the_rules_do_not_read_is_refused(world, policy):
+    """R09, R10 (fail closed): a Consent's `policyRule` or `policy` names the rules it is to
+    be read under. The patient's Consent under OPTOUT (their refusal to share), or a policy
+    by URI, was stored and read as the DMP shape: the permits in it authorized whom they
+    named. Decided here: only v3-ActCode OPTIN (the shape the rules read) is accepted;
+    another is refused (422 `processing` naming the element), nothing written."""
+    token = world.tokens.patient(PATIENT_A)
+    before = count(world, "Consent", ("patient", PATIENT_A))
+    body = {**dmp_consent(PATIENT_A, permit(STRANGER)), **policy}
+    response = send(world, token, "POST", "Consent", body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "processing"
+    assert issue["expression"][0].startswith(f"Consent.{next(iter(policy))}")
+    assert count(world, "Consent", ("patient", PATIENT_A)) == before
+    optin = {"policyRule": {"coding": [{"system": ACT_CODE, "code": "OPTIN"}]}}
+    accepted = {k: v for k, v in body.items() if k != "policy"} | optin
+    made = send(world, token, "POST", "Consent", accepted)
+    assert made.status_code == 201, made.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(
