@@ -206,6 +206,14 @@ def _check_policy(consent: dict) -> None:
     (`OPTOUT`, the patient's refusal to share; a policy by URI, "deny all") was stored and
     read as if it said OPTIN: the permits of a Consent its patient wrote to refuse were
     honoured (decided here: refused as an unsupported element, 422 `processing`)."""
+    if "implicitRules" in consent:
+        # A modifier element (FHIR R4 Resource.implicitRules): rules that change what the
+        # Consent means, which the evaluator would not apply.
+        raise _unsupported(
+            "Consent.implicitRules changes what the Consent means in a way the DMP access "
+            "rules do not evaluate",
+            "Consent.implicitRules",
+        )
     if consent.get("policy"):
         raise _unsupported(
             "Consent.policy names a policy the DMP access rules do not evaluate", "Consent.policy"

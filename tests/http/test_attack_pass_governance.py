@@ -49,6 +49,8 @@ What it found, and what these tests hold (each fails on main):
   (R08), the second reading the record, masked documents included; now 422.
 - A patient's Consent under `policyRule` OPTOUT (or a text-only rule, or a `policy` by URI)
   was read as the DMP shape, its permits honoured; only OPTIN is read now, the rest 422.
+- A Consent, Patient or RelatedPerson carrying `implicitRules` (a modifier: rules under
+  which it means something else) was read as if it had none; now 422.
 - The author's ITI-57 and ITI-41 RPLC lifted the patient's MASQUE_PS as the FHIR doors did.
 
 Companion tests (passing before too) show that what remains allowed still is: an update
@@ -256,6 +258,36 @@ def test_r09_r10_a_consent_under_a_policy_the_rules_do_not_read_is_refused(world
     accepted = {k: v for k, v in body.items() if k != "policy"} | optin
     made = send(world, token, "POST", "Consent", accepted)
     assert made.status_code == 201, made.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "resource_type, resource_id",
+    [("Consent", None), ("Patient", PATIENT_B), ("RelatedPerson", PARENT)],
+)
+def test_r03_r07_r10_implicit_rules_the_rules_do_not_read_are_refused(
+    world, resource_type, resource_id
+):
+    """R03, R07, R10 (fail closed): `implicitRules` is a modifier element (FHIR R4): rules
+    under which the resource means something else. A Consent, a Patient or a RelatedPerson
+    carrying one was stored and read as if it had none. Refused (422 `processing` naming
+    it), nothing written."""
+    rules = "https://example.org/regles-locales"
+    if resource_type == "Consent":
+        token = world.tokens.patient(PATIENT_A)
+        before = count(world, "Consent", ("patient", PATIENT_A))
+        body = {**dmp_consent(PATIENT_A, permit(STRANGER)), "implicitRules": rules}
+        response = send(world, token, "POST", "Consent", body)
+        assert count(world, "Consent", ("patient", PATIENT_A)) == before
+    else:
+        token = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+        body = {k: v for k, v in current(world, resource_type, resource_id).items() if k != "meta"}
+        response = send(
+            world, token, "PUT", f"{resource_type}/{resource_id}", {**body, "implicitRules": rules}
+        )
+        assert "implicitRules" not in current(world, resource_type, resource_id)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["expression"] == [f"{resource_type}.implicitRules"]
 
 
 @pytest.mark.parametrize(

@@ -435,6 +435,18 @@ def identity_refusal(
     (`inactive_but_open`, `record_status_change`, R03); a RelatedPerson naming no known
     patient or moved to another one (R07). The rules read these facts as written: what they
     cannot read as one fact is refused, never read one way or the other."""
+    if new is not None and "implicitRules" in new:
+        # FHIR R4: a modifier element, rules that change what the resource means; the rules
+        # read the identity as written (R03, R07, R08), so it is refused, as a Consent's is.
+        return Deny(
+            "R07" if resource_type == "RelatedPerson" else "R03",
+            422,
+            "processing",
+            f"{resource_type}.implicitRules changes what the resource means in a way the "
+            "access rules do not evaluate",
+            None,
+            (f"{resource_type}.implicitRules",),
+        )
     if new is not None and "active" in new and not isinstance(new["active"], bool):
         # The models read `"false"`, `0` or `"no"` as false and the JSON was stored as sent;
         # the rules read a RelatedPerson whose `active` is not the JSON false as active
