@@ -36,6 +36,8 @@ from fhir_server.terminology import (
 )
 
 PATIENT_PRIVACY = "patient-privacy"
+SYSTEM_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+POLICY_OPTIN = "OPTIN"
 ROLE_IRCP = "IRCP"
 # The access modes a patient may oppose, coded as the audit codes them (v3-ActReason).
 PURPOSE_BTG = PURPOSE_BY_MODE["bris_de_glace"]
@@ -113,6 +115,7 @@ def interpret_consent(consent: dict, now: datetime | None = None) -> ConsentRule
     if status not in CONSENT_STATUSES:
         raise _invalid(f"Consent.status {status!r} is not a Consent status", "Consent.status")
     _check_scope(consent.get("scope"))
+    _check_policy(consent)
     _refuse_modifier_extensions(consent, "Consent")
     if consent_patient_id(consent) is None:
         raise _invalid(
@@ -193,6 +196,45 @@ def _check_scope(scope: object) -> None:
             raise _unsupported(
                 f"Only Consents with scope {SYSTEM_CONSENT_SCOPE}|{PATIENT_PRIVACY} are understood",
                 f"Consent.scope.coding[{index}]",
+            )
+
+
+def _check_policy(consent: dict) -> None:
+    """`Consent.policy` and `Consent.policyRule` name the rules a Consent is read under. The
+    DMP rules read one: the record open to whom the patient authorizes, exceptions nested
+    (v3-ActCode `OPTIN`, the patient's assent, which the shape above says). Another
+    (`OPTOUT`, the patient's refusal to share; a policy by URI, "deny all") was stored and
+    read as if it said OPTIN: the permits of a Consent its patient wrote to refuse were
+    honoured (decided here: refused as an unsupported element, 422 `processing`)."""
+    if "implicitRules" in consent:
+        # A modifier element (FHIR R4 Resource.implicitRules): rules that change what the
+        # Consent means, which the evaluator would not apply.
+        raise _unsupported(
+            "Consent.implicitRules changes what the Consent means in a way the DMP access "
+            "rules do not evaluate",
+            "Consent.implicitRules",
+        )
+    if consent.get("policy"):
+        raise _unsupported(
+            "Consent.policy names a policy the DMP access rules do not evaluate", "Consent.policy"
+        )
+    rule = consent.get("policyRule")
+    if rule is None:
+        return
+    codings = rule.get("coding") if isinstance(rule, dict) else None
+    if not isinstance(codings, list) or not codings:
+        raise _unsupported(
+            f"Consent.policyRule is read only as {SYSTEM_ACT_CODE}|{POLICY_OPTIN}",
+            "Consent.policyRule",
+        )
+    for index, coding in enumerate(codings):
+        if not isinstance(coding, dict) or (
+            coding.get("system") != SYSTEM_ACT_CODE or coding.get("code") != POLICY_OPTIN
+        ):
+            raise _unsupported(
+                f"Consent.policyRule is read only as {SYSTEM_ACT_CODE}|{POLICY_OPTIN} (the "
+                "record open to the professionals the patient authorizes)",
+                f"Consent.policyRule.coding[{index}]",
             )
 
 

@@ -114,7 +114,7 @@ def build_record(
     return PatientRecord(
         patient_id=patient_id,
         ins=_ins(patient),
-        status=_record_status(patient),
+        status=record_status(patient),
         general_practitioners=_general_practitioners(patient),
         birth_date=birth,
         minor=minor,
@@ -137,7 +137,7 @@ def latest_date(now: datetime) -> date:
     return (now.astimezone(UTC) + _LATEST_OFFSET).date()
 
 
-def _record_status(patient: dict) -> str:
+def record_status(patient: dict) -> str:
     """The record's status; an unknown code, or several codes (the normal form refuses a
     second record-status at write, a record written before may hold one), read as closed."""
     codes = {
@@ -161,13 +161,24 @@ def _ins(patient: dict) -> tuple[tuple[str, str], ...]:
 
 def _general_practitioners(patient: dict) -> frozenset[str]:
     """IdNat_PS of Patient.generalPractitioner, by logical identifier or contained resource."""
+    return frozenset(
+        idnat for named in general_practitioners_by_reference(patient) for idnat in named
+    )
+
+
+def general_practitioners_by_reference(patient: dict) -> list[frozenset[str]]:
+    """The IdNat_PS each `Patient.generalPractitioner` reference names, in order: by its
+    logical identifier, a `Practitioner/<IdNat_PS>` literal, or the contained Practitioner or
+    PractitionerRole it points to. More than one for a reference is one reference naming two
+    practitioners (the identity write refuses it, `policy.writes.identity_refusal`)."""
     contained = {
         f"#{resource.get('id')}": resource
         for resource in patient.get("contained") or []
         if resource.get("id")
     }
-    ids: set[str] = set()
+    found: list[frozenset[str]] = []
     for reference in patient.get("generalPractitioner") or []:
+        ids: set[str] = set()
         ids.update(_idnat(reference.get("identifier")))
         literal = reference_target(reference.get("reference"))
         if literal is not None and literal[0] == "Practitioner":
@@ -175,14 +186,13 @@ def _general_practitioners(patient: dict) -> frozenset[str]:
             # message parties too (`policy.references.is_practitioner_ref`).
             ids.update(_idnat({"system": SYSTEM_IDNAT_PS, "value": literal[1]}))
         target = contained.get(reference.get("reference", ""))
-        if target is None:
-            continue
-        if target.get("resourceType") == "Practitioner":
+        if target is not None and target.get("resourceType") == "Practitioner":
             for identifier in target.get("identifier") or []:
                 ids.update(_idnat(identifier))
-        elif target.get("resourceType") == "PractitionerRole":
+        elif target is not None and target.get("resourceType") == "PractitionerRole":
             ids.update(_idnat((target.get("practitioner") or {}).get("identifier")))
-    return frozenset(ids)
+        found.append(frozenset(ids))
+    return found
 
 
 def _idnat(identifier: object) -> set[str]:

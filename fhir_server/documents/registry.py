@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from fhir_server.access.constraints import reference_target
+from fhir_server.access.policy.labels import dmp_labels
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.documents import metadata_versions, model, rules
 from fhir_server.errors import FhirError, Issue
@@ -41,6 +42,7 @@ from fhir_server.mhd.errors import xds_issue
 from fhir_server.search.query import SearchQuery, TokenTest
 from fhir_server.service import unique_ids
 from fhir_server.service.context import bound
+from fhir_server.terminology import MASQUE_PS
 from ihe_xds.errors import (
     XDS_PATIENT_ID_DOES_NOT_MATCH,
     XDS_REGISTRY_DEPRECATED_DOCUMENT_ERROR,
@@ -255,7 +257,35 @@ class DocumentRules:
                 problem = NOT_SUPERSEDED
             if problem is not None:
                 issues.append(relation_issue(problem, where, old, replaces=replaces))
+            elif replaces and old is not None and _drops_patient_mask(requester, old, document):
+                issues.append(
+                    xds_issue(
+                        XDS_REGISTRY_METADATA_ERROR,
+                        f"{MASK_DROPPED}; the replacement carries it",
+                        "DocumentReference.securityLabel",
+                        "business-rule",
+                    )
+                )
         return issues
+
+
+MASK_DROPPED = (
+    "the replaced document is masked from professionals (MASQUE_PS) by the patient's choice, "
+    "which only the patient or their representative lifts"
+)
+
+
+def _drops_patient_mask(requester: Requester, old: dict, new: dict) -> bool:
+    """Whether a replacement by someone other than the patient (or a representative) leaves
+    out the MASQUE_PS of the document it replaces (R14).
+
+    MASQUE_PS is the patient's (they set and remove it); its author, who may replace the
+    document, deposited the same content again without it and every authorized professional
+    read the replacement, the mask lifted without the patient (decided here: the mask follows
+    the document through its replacements, as it does through its metadata versions)."""
+    if requester.kind in (ActorKind.INTERNAL, ActorKind.PATIENT, ActorKind.REPRESENTATIVE):
+        return False
+    return MASQUE_PS in dmp_labels(old) and MASQUE_PS not in dmp_labels(new)
 
 
 # What can be wrong with the document an association names (ITI TF-3 4.2.2), told the same way

@@ -332,7 +332,8 @@ class NormalForm:
                     yield (
                         f"{where}",
                         f"a {spec.name} label stands in meta.security or securityLabel, "
-                        "where the access rules read it",
+                        "where the access rules read it, and only on what they label (a "
+                        f"{', '.join(sorted(UNLABELLED_TYPES))} carries none)",
                     )
                     return
                 yield from self._value_of(node, spec, where)
@@ -410,6 +411,12 @@ class NormalForm:
 
 
 _A07 = "urn:oid:1.2.250.1.213.1.1.4.13"
+# Types whose meta.security holds no masking label (R14): a Binary is read as its document;
+# a Consent, a Patient and a RelatedPerson are the record's governance, read by the patient
+# and the representatives they govern. A practitioner's own authorization (R10) labelled
+# INVISIBLE_PATIENT was hidden from the patient, who could neither see nor revoke it (their
+# DELETE answered 204 and deleted nothing); a label there hides nothing a rule means hidden.
+UNLABELLED_TYPES = frozenset({"Binary", "Consent", "Patient", "RelatedPerson"})
 # The keys `NormalForm._one` reads: an object with none of them is only walked through.
 _INTERESTING = frozenset(
     {"reference", "url", "system", "code", "display", "text", "value", "profile"}
@@ -430,7 +437,9 @@ def _label_place(parent: dict, place: str | None, key: str) -> str | None:
     if key == "meta" and "resourceType" in parent:
         # A Binary is read as the document that owns it (`policy.reads.decide_binary_read`):
         # its own labels are read by no rule, so one there is a label in the wrong place.
-        return None if parent["resourceType"] == "Binary" else _META
+        # The record's governance (`UNLABELLED_TYPES`) is read by whom it governs: a label
+        # there hid it from them (R14 labels documents).
+        return None if parent["resourceType"] in UNLABELLED_TYPES else _META
     if key == "securityLabel":
         return _CONCEPT
     if (place, key) in ((_META, "security"), (_CONCEPT, "coding")):

@@ -117,7 +117,29 @@ def medecin_traitant(is_general_practitioner: bool) -> dict:
 
 
 def issues(patient: dict) -> list[Issue]:
-    """What a written Patient's dmp-fermeture may not be (see the module docstring)."""
+    """What a written Patient's dmp-fermeture may not be (see the module docstring), and
+    a `dmp-medecin-traitant` it may not carry at all (`medecin_traitant_issues`)."""
+    return medecin_traitant_issues(patient) + _fermeture_issues(patient)
+
+
+def medecin_traitant_issues(patient: dict) -> list[Issue]:
+    """`dmp-medecin-traitant` says whether the *requester* of a TD0.2 check is the patient's
+    médecin traitant; the server computes it for each answer (`medecin_traitant`) from
+    `Patient.generalPractitioner` (R08). Stored on the Patient, it told every professional
+    reading it that they were (decided here: refused, 422, like the server's dateFermeture)."""
+    for index, extension in enumerate(patient.get("extension") or []):
+        if _url(extension) == EXT_DMP_MEDECIN_TRAITANT:
+            return [
+                _issue(
+                    f"{EXT_DMP_MEDECIN_TRAITANT} is the server's answer to a requester (TD0.2), "
+                    "never stored: the médecin traitant is Patient.generalPractitioner (R08)",
+                    f"Patient.extension[{index}]",
+                )
+            ]
+    return []
+
+
+def _fermeture_issues(patient: dict) -> list[Issue]:
     found = _fermetures(patient)
     if not found:
         return []

@@ -19,17 +19,18 @@ import orjson
 
 from fhir_server.access import list_labels
 from fhir_server.access.decision import Permit, not_found_message
+from fhir_server.access.record import INS_SYSTEMS
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.documents.model import assign_entry_uuid
 from fhir_server.documents.registry import DocumentRules
-from fhir_server.errors import bad_request, error, not_found
+from fhir_server.errors import RULE_SYSTEM, bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.resources.normal_form import NormalForm
 from fhir_server.resources.profiles import ProfileRegistry
 from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
-from fhir_server.search.query import SearchQuery, TotalMode
+from fhir_server.search.query import SearchQuery, TokenTest, TotalMode
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import audit_event_writes, existence_check, unique_ids, versions
 from fhir_server.service.context import facts_scope
@@ -794,9 +795,37 @@ class FhirService:
         resource_id: str,
         old: dict | None,
     ) -> None:
-        """The document model's check of a DocumentReference write (`documents.registry`)."""
+        """The document model's check of a DocumentReference write (`documents.registry`),
+        and the one-record-per-INS check of a Patient's (`_check_ins`)."""
         if resource.get("resourceType") == "DocumentReference":
             self.documents.check_write(tx, requester, resource, resource_id, old)
+        elif resource.get("resourceType") == "Patient" and requester.kind is not ActorKind.INTERNAL:
+            self._check_ins(tx, resource, resource_id)
+
+    def _check_ins(self, tx: StoreTransaction, patient: dict, patient_id: str) -> None:
+        """R03, R15: an INS names one record. A Patient write giving an INS another Patient
+        holds is refused (409), as `fhir-server record oppose` refuses an INS a record holds:
+        the identity feed created a second Patient for an INS, or moved one Patient's INS onto
+        another, and every door that resolves a patient by INS (a token's or a VIHF's INS,
+        `patient.identifier`, ITI-41, ITI-65) then found two records. The server's own
+        writes (its loaders, the lifecycle) are not checked here."""
+        search = self._searcher(tx)
+        for identifier in patient.get("identifier") or []:
+            if not isinstance(identifier, dict) or identifier.get("system") not in INS_SYSTEMS:
+                continue
+            value = identifier.get("value")
+            if not isinstance(value, str) or not value:
+                continue
+            test = TokenTest("identifier", identifier["system"], value)
+            page = search(SearchQuery("Patient", where=test, count=2))
+            if any(row[1] != patient_id for row in page.rows):
+                raise error(
+                    409,
+                    "duplicate",
+                    "This INS is another Patient's: an INS names one record",
+                    details_code="R03",
+                    details_system=RULE_SYSTEM,
+                )
 
     def _label_list(self, resource: dict, tx: StoreTransaction | None = None) -> bool:
         """A List takes the DMP labels all its entries share (`access.list_labels`), its

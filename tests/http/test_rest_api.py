@@ -558,7 +558,7 @@ def test_a_history_cursor_pages_its_own_history_for_its_own_requester(client, to
     id), and the history's event, which keeps the request as asked, carried that into a
     patient's trace (R18)."""
     admin = tokens.system()
-    ids = [_create(client, admin, a_patient()).get_json()["id"] for _ in range(2)]
+    ids = [_create(client, admin, a_patient(n)).get_json()["id"] for n in range(2)]
     for version in range(2):
         client.put(
             f"/fhir/Patient/{ids[0]}",

@@ -179,10 +179,11 @@ def test_a_metadata_update_from_a_deprecated_version_is_a_version_error(xds, rec
     [old] = by_entry_uuid(xds, nir, first)
     stale = new_version(nir, old, [("N", V3_OID)], f"urn:uuid:{uuid.uuid4()}")
     assert update(xds, nir, stale) == (v.RESPONSE_FAILURE, ["XDSMetadataVersionError"])
-    # The latest (version 2) updated: version 3, lid still the first entryUUID.
+    # The latest (version 2) updated: version 3, lid still the first entryUUID. Its
+    # MASQUE_PS kept: only the patient lifts it (R14, test_attack_pass_governance).
     [latest] = by_entry_uuid(xds, nir, second)
     third = f"urn:uuid:{uuid.uuid4()}"
-    body = new_version(nir, latest, [("N", V3_OID)], third)
+    body = new_version(nir, latest, [("R", V3_OID), ("MASQUE_PS", A07_OID)], third)
     body.find(f".//{RIM}ExtrinsicObject").set("lid", first)
     assert update(xds, nir, body) == (v.RESPONSE_SUCCESS, [])
     versions = {e.get("id"): e for e in by_logical_id(xds, nir, first)}

@@ -34,10 +34,20 @@ from fhir_server.access.policy.tables import (
     TYPES_RULE,
     WRITE_INTERACTIONS,
 )
-from fhir_server.access.record import PatientRecord
+from fhir_server.access.record import (
+    PatientRecord,
+    general_practitioners_by_reference,
+    record_status,
+)
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.search.query import Everything
-from fhir_server.terminology import INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX, MASQUE_PS
+from fhir_server.terminology import (
+    INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX,
+    MASQUE_PS,
+    RECORD_OPEN,
+    RECORD_OPPOSED,
+)
 
 
 class WriteDecisions(ReadDecisions):
@@ -86,7 +96,10 @@ class WriteDecisions(ReadDecisions):
         ):
             return forbidden("R05", "This organization may not write to the record", "R05")
         if resource_type in IDENTITY_TYPES:
-            return identity_write(requester, interaction)
+            decision = identity_write(requester, interaction)
+            if isinstance(decision, Permit):
+                return identity_refusal(resource_type, new, old, record) or decision
+            return decision
         if resource_type == "Binary" and interaction != "create":
             return forbidden(TYPES_RULE, "Binaries are replaced with their document, never changed")
         match requester.kind:
@@ -323,6 +336,15 @@ class WriteDecisions(ReadDecisions):
             return readable
         if resource_type == "DocumentReference":
             if matches(authored_by(idnat), old):
+                if new is not None and MASQUE_PS in dmp_labels(old) - dmp_labels(new):
+                    # MASQUE_PS is the patient's choice (R14: they set and remove it): its
+                    # author lifted the mask the patient put on their document, which every
+                    # authorized professional then read (decided here: the server cannot
+                    # tell who set it, so only the patient or a representative removes it).
+                    return forbidden(
+                        "R14",
+                        "MASQUE_PS is removed by the patient or their representative only",
+                    )
                 return Permit(Everything(), gate.rule, gate.notes)
             if (
                 interaction == "update"
@@ -373,6 +395,128 @@ def system_write(
         # Deprecating a replaced document (XDS RPLC, MHD) changes its status only.
         return Permit(Everything(), "R15")
     return forbidden("R15", "System clients only deposit documents and deprecate them")
+
+
+def record_status_change(old: dict, new: dict | None) -> Deny | None:
+    """R03: the refusal of a Patient update that lifts its record's closure or the patient's
+    opposition (or exchanges one for the other), or None.
+
+    Reopening is the operator's (`fhir-server record reopen`, which refuses to reopen a record
+    the patient opposed); the FHIR door closes or opposes a record, never reopens one. An
+    update that left the record-status extension out reopened a closed or opposed record (its
+    absence reads as open): the health insurer's identity feed updating an address, which
+    knows nothing of the extension, opened to deposits and readers the record of a patient
+    who had opposed it (decided here: a closure or an opposition is lifted by the operator
+    only, as the CLI does; a feed sends the status it read)."""
+    if new is None:
+        return None
+    before, after = record_status(old), record_status(new)
+    if before in (after, RECORD_OPEN):
+        return None
+    if before == RECORD_OPPOSED:
+        message = (
+            "The patient opposed the creation of their record: no Patient update lifts it "
+            "(the record-status extension stays 'opposed')"
+        )
+    else:
+        message = (
+            "The record is closed: it is reopened by the operator (fhir-server record reopen), "
+            "not by a Patient update (the record-status extension stays 'closed')"
+        )
+    return Deny("R03", 409, "business-rule", message, "record-status")
+
+
+def identity_refusal(
+    resource_type: str, new: dict | None, old: dict | None, record: PatientRecord | None
+) -> Deny | None:
+    """What an identity write the feed may make (`identity_write`) may still not say, or
+    None: an `active` that is no JSON boolean; a Patient's `generalPractitioner` reference
+    naming two practitioners (R08), or a record status it may not change
+    (`inactive_but_open`, `record_status_change`, R03); a RelatedPerson naming no known
+    patient or moved to another one (R07). The rules read these facts as written: what they
+    cannot read as one fact is refused, never read one way or the other."""
+    if new is not None and "implicitRules" in new:
+        # FHIR R4: a modifier element, rules that change what the resource means; the rules
+        # read the identity as written (R03, R07, R08), so it is refused, as a Consent's is.
+        return Deny(
+            "R07" if resource_type == "RelatedPerson" else "R03",
+            422,
+            "processing",
+            f"{resource_type}.implicitRules changes what the resource means in a way the "
+            "access rules do not evaluate",
+            None,
+            (f"{resource_type}.implicitRules",),
+        )
+    if new is not None and "active" in new and not isinstance(new["active"], bool):
+        # The models read `"false"`, `0` or `"no"` as false and the JSON was stored as sent;
+        # the rules read a RelatedPerson whose `active` is not the JSON false as active
+        # (`record._is_representative`): a guardianship its feed ended stayed in force.
+        return Deny(
+            "R07" if resource_type == "RelatedPerson" else "R03",
+            422,
+            "invalid",
+            f"{resource_type}.active is a JSON boolean (true or false)",
+            None,
+            (f"{resource_type}.active",),
+        )
+    if resource_type == "Patient" and new is not None:
+        for index, named in enumerate(general_practitioners_by_reference(new)):
+            if len(named) > 1:
+                # R08: the médecin traitant is never blocked and sees MASQUE_PS; a reference
+                # naming two practitioners (its identifier one, its literal or contained
+                # Practitioner another) made both so, as a Consent actor naming two was
+                # read as one of them (`consent._actor_ids` refuses it the same way).
+                return Deny(
+                    "R08",
+                    422,
+                    "invalid",
+                    f"Patient.generalPractitioner[{index}] names {len(named)} practitioners "
+                    f"({', '.join(sorted(named))}): one reference names one",
+                    None,
+                    (f"Patient.generalPractitioner[{index}]",),
+                )
+    if resource_type == "Patient":
+        refused = inactive_but_open(new) if new is not None else None
+        return refused or (record_status_change(old, new) if old is not None else None)
+    if new is None:
+        return None
+    if record is None:
+        # R07: a representative is a RelatedPerson naming a known Patient by a local
+        # reference (`record._is_representative`); one naming its patient by identifier, a
+        # contained or a foreign reference or an unknown id was stored and counted for no
+        # record (decided here: refused, as a Consent naming no known patient is).
+        return unknown_patient(422, "processing")
+    if old is not None and compartment_of(new) != compartment_of(old):
+        # R06, R07: a RelatedPerson is one patient's for its whole life (its history, its
+        # events, the credentials naming it); re-pointed, a minor's parent became, with the
+        # same credentials, another family's child's representative. Another guardianship
+        # is another RelatedPerson.
+        return Deny(
+            "R07", 422, "processing", "A RelatedPerson cannot be moved to another patient's record"
+        )
+    return None
+
+
+def inactive_but_open(patient: dict) -> Deny | None:
+    """R03: the refusal of a Patient written `active: false` whose record-status is open
+    (or absent), or None.
+
+    PDSm4DMP's TD0.2 tells a closed record by `Patient.active` false (the server answers it
+    so, `service.existence_check`); the rules read the record-status extension only. A feed
+    closing a record the guide's way left it open to every reader and depositor (decided
+    here: the contradiction is refused rather than read either way; the record is closed by
+    its record-status, R03). `active: true` on a closed record is read as closed."""
+    if patient.get("active") is False and record_status(patient) == RECORD_OPEN:
+        return Deny(
+            "R03",
+            422,
+            "business-rule",
+            "Patient.active is false but the record is open: a record is closed by its "
+            "record-status extension ('closed'), which the access rules read",
+            None,
+            ("Patient.active",),
+        )
+    return None
 
 
 def identity_write(requester: Requester, interaction: str) -> Decision:
