@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from flask import Flask
 
 from fhir_server.access.initial_consent import INITIAL_CONSENT_CODING
 from fhir_server.auth.keys import TOKEN_KEY_FILE, keys_dir, load_or_create_signing_key
@@ -15,9 +18,12 @@ from fhir_server.auth.vihf import (
     STRUCTURE_KEY_FILE,
     load_or_create_structure_credential,
 )
-from fhir_server.config import load_settings
+from fhir_server.config import Settings, load_settings
+from fhir_server.paths import profiles_dir
 from fhir_server.resources.ins import nir_key
+from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.rest.app import create_app
+from fhir_server.search.registry import SearchRegistry
 from fhir_server.terminology import SYSTEM_CONSENT_SCOPE, SYSTEM_IDNAT_PS, SYSTEM_PARTICIPATION_TYPE
 
 INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.8"
@@ -99,10 +105,50 @@ def data_dir(tmp_path, seed_keys) -> Path:
     return path
 
 
+# The engine the HTTP app of these tests stores in: "sqlite" (the default, as the server's
+# own default) or "mongomock" (the production MongoDB engine, on mongomock). Run the whole
+# HTTP suite on the MongoDB engine with
+#   FHIR_TEST_HTTP_ENGINE=mongomock python -m pytest tests/http
+# (slow: mongomock copies the database at each transaction's start). The security tests that
+# run on both engines in the normal suite are in test_security_on_mongodb.py.
+HTTP_ENGINE = os.environ.get("FHIR_TEST_HTTP_ENGINE", "sqlite")
+HTTP_ENGINES = ("sqlite", "mongomock")
+if HTTP_ENGINE not in HTTP_ENGINES:
+    raise pytest.UsageError(
+        f"FHIR_TEST_HTTP_ENGINE={HTTP_ENGINE!r}: expected one of {HTTP_ENGINES}"
+    )
+
+
+def mongomock_store(registry: SearchRegistry):
+    """The MongoDB engine as `store.factory.open_store` opens it (facts derivation, indexes,
+    audit log in the same database), on a fresh mongomock client instead of a replica set."""
+    from fhir_server.store.factory import FACTS_OF, with_audit_log
+    from fhir_server.store.mongo import MongoStore
+    from tests.support.mongomock_sessions import SessionMongoClient
+
+    mongo = MongoStore(SessionMongoClient(), "fhir", SERVED_TYPES, facts_of=FACTS_OF)
+    mongo.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
+    return with_audit_log(mongo, registry)
+
+
+def create_test_app(settings: Settings, *, engine: str | None = None, **options) -> Flask:
+    """`create_app(settings, **options)` on `engine` ("sqlite" or "mongomock"; by default
+    FHIR_TEST_HTTP_ENGINE's): the app every HTTP test builds, so that all of them can run on
+    the MongoDB engine."""
+    if (engine or HTTP_ENGINE) == "sqlite":
+        return create_app(settings, **options)
+    return create_app(settings, store=mongomock_store(_registry()), **options)
+
+
+@functools.cache
+def _registry() -> SearchRegistry:
+    return SearchRegistry.load(profiles_dir())
+
+
 @pytest.fixture
 def app(data_dir):
     settings = load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={})
-    application = create_app(settings)
+    application = create_test_app(settings)
     yield application
     application.extensions["fhir"].store.close()
 
