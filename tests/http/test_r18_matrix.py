@@ -310,7 +310,7 @@ def _build_world(data_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, http_engine):
     """Read paths share one seeded record (they change nothing but the audit trail)."""
     app, built = _build_world(tmp_path_factory.mktemp("r18") / "var")
     yield built
