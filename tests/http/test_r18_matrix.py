@@ -301,9 +301,10 @@ def logged_events(world: World) -> list[dict]:
     return [json.loads(body) for _, _, body, _ in result.matches]
 
 
-def _build_world(data_dir: Path):
+def _build_world(data_dir: Path, engine: str | None = None):
+    """The seeded record on `engine` (by default the running test's, `create_test_app`)."""
     settings = load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={})
-    app = create_test_app(settings)
+    app = create_test_app(settings, engine=engine)
     runtime = app.extensions["fhir"]
     seed(runtime.service)
     return app, World(app.test_client(), Tokens(data_dir), runtime.service)
