@@ -14,8 +14,9 @@ import copy
 import threading
 from typing import Any
 
+import bson
 import mongomock
-from pymongo.errors import OperationFailure
+from pymongo.errors import DocumentTooLarge, OperationFailure
 
 # The collection calls that change documents: a transaction saves the collection's documents
 # before its first such call (`_SnapshotSession.save`).
@@ -53,6 +54,29 @@ def check_filter(query: Any) -> None:
             check_filter(part)
 
 
+# MongoDB's largest document (maxBsonObjectSize): pymongo refuses a larger one before sending.
+MAX_BSON_OBJECT_SIZE = 16 * 1024 * 1024
+
+
+def check_encodable(operation: str, args: tuple) -> None:
+    """What pymongo does to a call's documents before any server sees them, and mongomock
+    skips: encode them as BSON (OverflowError beyond 8-byte ints, InvalidDocument for a type
+    BSON lacks), and refuse a document larger than MAX_BSON_OBJECT_SIZE (DocumentTooLarge)."""
+    documents: list = []
+    for arg in args:
+        if isinstance(arg, dict):
+            documents.append(arg)
+        elif isinstance(arg, list) and all(isinstance(d, dict) for d in arg):
+            documents.extend(arg)
+    for document in documents:
+        size = len(bson.encode(document))
+        if size > MAX_BSON_OBJECT_SIZE:
+            raise DocumentTooLarge(
+                f"BSON document too large ({size} bytes) - the connected server supports BSON"
+                f" document sizes up to {MAX_BSON_OBJECT_SIZE} bytes ({operation})."
+            )
+
+
 class _CollectionProxy:
     def __init__(self, collection: Any) -> None:
         self._collection = collection
@@ -66,6 +90,7 @@ class _CollectionProxy:
         def call(*args: Any, session: Any = None, **kwargs: Any) -> Any:
             if args and isinstance(args[0], dict):
                 check_filter(args[0])
+            check_encodable(name, args)
             if name in _WRITES and isinstance(session, _SnapshotSession):
                 session.save(collection.database.name, collection.name)
             return attribute(*args, **kwargs)
