@@ -22,13 +22,23 @@ and on a real MongoDB the store contract suite does (FHIR_TEST_MONGODB_URI, test
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
 
+from fhir_server.config import load_settings
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
-from tests.http.conftest import INS_SYSTEM, Tokens, valid_nir
+from tests.http.conftest import (
+    FHIR_JSON,
+    INS_SYSTEM,
+    Tokens,
+    auth,
+    create_test_app,
+    valid_nir,
+)
 from tests.http.test_r18_matrix import (
     AUTHOR,
     AUTHORIZED,
@@ -284,3 +294,29 @@ def test_r18_every_actor_gets_the_same_answers_from_both_engines(worlds, actor, 
     assert not differing, "\n".join(
         f"{url}\n  sqlite:  {a['sqlite']}\n  mongodb: {a['mongomock']}" for url, a in differing
     )
+
+
+def test_a_resource_over_mongodbs_document_limit_is_refused_413_and_nothing_is_written(
+    data_dir,
+):
+    """MongoDB holds at most 16 MiB in one document, which pymongo checks before sending
+    (DocumentTooLarge, emulated in tests/support/mongomock_sessions.py): a larger Binary
+    (13 MB of data, base64 in the body) was a 500. It is refused with 413, as a body over
+    the configured limit, and neither the resource nor a version of it is stored."""
+    settings = load_settings({"data_dir": data_dir, "max_body_bytes": 40_000_000}, environ={})
+    app = create_test_app(settings, engine="mongomock")
+    try:
+        client, system = app.test_client(), Tokens(data_dir).system()
+        headers = auth(system, **{"Content-Type": FHIR_JSON})
+        small = {"resourceType": "Binary", "contentType": "application/pdf", "data": "JVBERi0="}
+        created = client.post("/fhir/Binary", data=json.dumps(small), headers=headers)
+        assert created.status_code == 201
+        large = {**small, "data": base64.b64encode(bytes(13_000_000)).decode()}
+        response = client.post("/fhir/Binary", data=json.dumps(large), headers=headers)
+        assert response.status_code == 413, response.get_data(as_text=True)
+        assert response.get_json()["issue"][0]["code"] == "too-costly"
+        database = app.extensions["fhir"].store.resources.database
+        assert database["Binary"].count_documents({}) == 1
+        assert [d["v"] for d in database["Binary_history"].find({})] == [1]
+    finally:
+        app.extensions["fhir"].store.close()
