@@ -2,18 +2,20 @@
 
 Every consent-gate hole of the attack passes was found and fixed on SQLite; the gate's
 clauses reach each engine as the same query AST, which each compiles its own way (SQL there,
-MongoDB filters here). So the security modules run on both engines
-(`tests/http/conftest.py`, ON_BOTH_ENGINES: the attack passes, the R18 door matrix, the
-audit log's doors and traces, reference spellings, totals, Binary ownership, the record
-cache across workers), and this module puts the same requests to one seeded record
-(test_r18_matrix's) on each engine, as each actor, and asserts the same answers: status,
-the resources of each page in order (search mode, type, id), totals, paging, issue codes.
-Where the engines' search translations differ (token and string matching, reference
-spellings, `:missing`, `:identifier`, chains, `_has`, date precision, labels, cursors,
-`_total`/`_summary=count`, includes, history, the audit log), the answers would differ.
+MongoDB filters here). So the security modules run on both engines in the normal suite
+(`tests/http/conftest.py`, ON_BOTH_ENGINES: the attack passes, the R18 door matrix, every
+version at every door, the audit log's doors, reference spellings, totals, conditional
+criteria, Binary ownership, the record cache across workers), and this module puts the
+same requests to one seeded record (test_r18_matrix's) on each engine, as each actor, and
+asserts the same answers: status, the resources of each page in order (search mode, type,
+id, version), totals, paging, issue codes. Where the engines' search translations differ
+(token and string matching, reference spellings, `:missing`, `:identifier`, chains,
+`_has`, date precision, labels, cursors, `_total`/`_summary=count`, includes, history, the
+audit log, odd characters), the answers would differ.
 
-The MongoDB engine runs on mongomock (tests/support/mongomock_sessions.py). The whole HTTP
-suite runs on it with
+The MongoDB engine runs on mongomock (tests/support/mongomock_sessions.py, which also
+refuses what a MongoDB server or pymongo refuses and mongomock takes). The whole HTTP suite
+runs on it with
 
     FHIR_TEST_HTTP_ENGINE=mongomock python -m pytest tests/http
 
