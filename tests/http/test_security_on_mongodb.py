@@ -74,7 +74,6 @@ ACTORS: dict[str, Callable[[Tokens], str]] = {
     "break-glass": lambda t: t.practitioner(
         STRANGER, mode="bris_de_glace", reason="patient inconscient"
     ),
-    "centre-15": lambda t: t.practitioner(STRANGER, mode="centre_15", reason="appel au 15"),
     "patient-a": lambda t: t.patient(PATIENT_A),
     "patient-b": lambda t: t.patient(PATIENT_B),
     "parent-of-m": CASES["R07-invisible-representants-legaux-vs-parent"].requester,
