@@ -26,11 +26,12 @@ from contextlib import contextmanager
 import orjson
 from bson import Binary, ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.audit.chain import move_order
+from fhir_server.errors import FhirError, error
 from fhir_server.search.extract import sort_values
 from fhir_server.search.query import Include, SearchQuery
 from fhir_server.store import mongo_facts, mongo_index, mongo_search
@@ -239,6 +240,29 @@ class MongoTransaction:
             )
         except DuplicateKeyError as exc:
             raise VersionConflict(resource.resource_type, resource.id) from exc
+        except DocumentTooLarge as exc:
+            raise _too_large(resource.resource_type, len(resource.body)) from exc
+        except OperationFailure as exc:
+            if exc.code in _TOO_LARGE_CODES:
+                raise _too_large(resource.resource_type, len(resource.body)) from exc
+            raise
+
+
+# The server's refusals of a document over its 16 MiB limit (BSONObjectTooLarge, and a
+# document grown past it by an update); pymongo refuses most before sending (DocumentTooLarge).
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+
+
+def _too_large(resource_type: str, size: int) -> FhirError:
+    """A resource MongoDB cannot hold in one document (16 MiB, with its index entries):
+    413, as for a request body over the configured limit, rather than a 500. SQLite stores
+    it; the MongoDB engine has no chunked storage of bodies (README, "MongoDB layout")."""
+    return error(
+        413,
+        "too-costly",
+        f"the {resource_type} is too large for the MongoDB store ({size} bytes; a document"
+        " holds at most 16 MiB with its search index)",
+    )
 
 
 class MongoStore:

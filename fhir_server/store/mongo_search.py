@@ -129,7 +129,7 @@ class Compiler:
                 if match is StringMatch.EXACT:
                     cond: Filter = {"e": value}
                 elif match is StringMatch.CONTAINS:
-                    cond = {"n": {"$regex": re.escape(value)}}
+                    cond = {"n": {"$regex": _literal(value)}}
                 else:
                     cond = _starts_with("n", value)
                 return _elem("str", param, [cond])
@@ -219,8 +219,16 @@ def _starts_with(field: str, value: str) -> Filter:
         return {field: {"$ne": None}}
     upper = prefix_upper_bound(value)
     if upper is None:
-        return {field: {"$gte": value, "$regex": "^" + re.escape(value)}}
+        return {field: {"$gte": value, "$regex": "^" + _literal(value)}}
     return {field: {"$gte": value, "$lt": upper}}
+
+
+def _literal(value: str) -> str:
+    """A pattern matching `value` literally, as MongoDB takes it: `re.escape` leaves a NUL
+    as is, and the server refuses a regular expression holding one (BadValue: "Regular
+    expression cannot contain an embedded null byte"), which made `name:contains=%00` a
+    500 on MongoDB where SQLite answers. `\\x00` is the NUL for PCRE and Python alike."""
+    return re.escape(value).replace("\x00", "\\x00")
 
 
 def _render(pred: Pred, low: str, high: str, encode: Callable[[object], object]) -> Filter:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
 
 from fhir_server.access.initial_consent import INITIAL_CONSENT_CODING
 from fhir_server.auth.keys import TOKEN_KEY_FILE, keys_dir, load_or_create_signing_key
@@ -15,9 +20,12 @@ from fhir_server.auth.vihf import (
     STRUCTURE_KEY_FILE,
     load_or_create_structure_credential,
 )
-from fhir_server.config import load_settings
+from fhir_server.config import Settings, load_settings
+from fhir_server.paths import profiles_dir
 from fhir_server.resources.ins import nir_key
+from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.rest.app import create_app
+from fhir_server.search.registry import SearchRegistry
 from fhir_server.terminology import SYSTEM_CONSENT_SCOPE, SYSTEM_IDNAT_PS, SYSTEM_PARTICIPATION_TYPE
 
 INS_SYSTEM = "urn:oid:1.2.250.1.213.1.4.8"
@@ -99,10 +107,109 @@ def data_dir(tmp_path, seed_keys) -> Path:
     return path
 
 
+# The engine the HTTP apps of these tests store in: "sqlite" (the default, as the server's
+# own) or "mongomock" (the production MongoDB engine, through mongomock). The whole HTTP
+# suite runs on the MongoDB engine with
+#   FHIR_TEST_HTTP_ENGINE=mongomock python -m pytest tests/http
+# (about 7 minutes on one core; test_xds_fuzz alone takes 2). In the normal suite, the
+# modules of ON_BOTH_ENGINES run on both, and test_security_on_mongodb.py compares them.
+HTTP_ENGINE = os.environ.get("FHIR_TEST_HTTP_ENGINE", "sqlite")
+HTTP_ENGINES = ("sqlite", "mongomock")
+if HTTP_ENGINE not in HTTP_ENGINES:
+    raise pytest.UsageError(
+        f"FHIR_TEST_HTTP_ENGINE={HTTP_ENGINE!r}: expected one of {HTTP_ENGINES}"
+    )
+
+# The security modules that the normal suite also runs on the MongoDB engine: the attack
+# passes, the R18 door matrix, every version at every door, and the modules of holes found
+# in the search translation (reference spellings, totals, conditional criteria), the audit
+# log's doors, Binary ownership and the record cache across workers. Together about a
+# minute on mongomock. Left to FHIR_TEST_HTTP_ENGINE=mongomock for their cost (they passed
+# there): test_change_door_probes, test_audit_trace_hides, test_audit_trace_own_probes.
+ON_BOTH_ENGINES = frozenset(
+    {
+        "test_attack_pass_followup",
+        "test_attack_pass_rest",
+        "test_attack_pass_spellings",
+        "test_attack_pass_writers",
+        "test_attack_pass_xds",
+        "test_attack_pass_xds_spellings",
+        "test_audit_log_doors",
+        "test_audit_trace_conditional_criteria",
+        "test_binary_ownership",
+        "test_every_version_every_door",
+        "test_r18_matrix",
+        "test_record_cache",
+        "test_reference_forms",
+        "test_search_total",
+    }
+)
+
+_engine = [HTTP_ENGINE]  # the engine of the test that runs (`http_engine`)
+
+
+def current_engine() -> str:
+    """The engine the running test's apps are built on."""
+    return _engine[-1]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The modules of ON_BOTH_ENGINES run once per engine (module by module, so that their
+    module-scoped records are built on each), unless FHIR_TEST_HTTP_ENGINE chose one."""
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if HTTP_ENGINE == "sqlite" and module in ON_BOTH_ENGINES:
+        metafunc.parametrize("http_engine", HTTP_ENGINES, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def http_engine(request) -> Iterator[str]:
+    """Selects the engine of `create_test_app` for the module's tests. Module-scoped
+    fixtures that build apps must depend on it (autouse comes first in its scope)."""
+    _engine.append(getattr(request, "param", HTTP_ENGINE))
+    yield _engine[-1]
+    _engine.pop()
+
+
+def mongomock_store(registry: SearchRegistry, client: Any = None):
+    """The MongoDB engine as `store.factory.open_store` opens it (facts derivation, indexes,
+    audit log in the same database), on mongomock instead of a replica set: a fresh
+    database, or `client`'s (another worker of the same server)."""
+    from fhir_server.store.factory import FACTS_OF, with_audit_log
+    from fhir_server.store.mongo import MongoStore
+    from tests.support.mongomock_sessions import SessionMongoClient
+
+    mongo = MongoStore(client or SessionMongoClient(), "fhir", SERVED_TYPES, facts_of=FACTS_OF)
+    mongo.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
+    return with_audit_log(mongo, registry)
+
+
+def create_test_app(settings: Settings, *, engine: str | None = None, **options) -> Flask:
+    """`create_app(settings, **options)` on `engine` ("sqlite" or "mongomock"; by default
+    the running test's, `current_engine`): the app every HTTP test builds, so that all of
+    them can run on the MongoDB engine."""
+    if (engine or current_engine()) == "sqlite":
+        return create_app(settings, **options)
+    return create_app(settings, store=mongomock_store(_registry()), **options)
+
+
+def another_worker(app: Flask, settings: Settings) -> Flask:
+    """A second app on `app`'s database, as a second gunicorn worker of the same server:
+    on SQLite the same data dir, on MongoDB the same database."""
+    store = app.extensions["fhir"].store
+    if store.name == "sqlite":
+        return create_app(settings)
+    return create_app(settings, store=mongomock_store(_registry(), store.resources.client))
+
+
+@functools.cache
+def _registry() -> SearchRegistry:
+    return SearchRegistry.load(profiles_dir())
+
+
 @pytest.fixture
 def app(data_dir):
     settings = load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={})
-    application = create_app(settings)
+    application = create_test_app(settings)
     yield application
     application.extensions["fhir"].store.close()
 

@@ -115,8 +115,13 @@ def test_r16_the_chain_verifies_and_a_tampered_event_is_named(app, client, token
     body["outcome"] = "4"
     import orjson
 
-    store.audit_log._writer.execute(
-        "UPDATE event SET body = ? WHERE id = ?", (orjson.dumps(body), victim.id)
-    )
+    if store.name == "sqlite":
+        store.audit_log._writer.execute(
+            "UPDATE event SET body = ? WHERE id = ?", (orjson.dumps(body), victim.id)
+        )
+    else:
+        store.audit_log._events.update_one(
+            {"id": victim.id}, {"$set": {"body": orjson.dumps(body)}}
+        )
     broken = verify_store(store)
     assert not broken.ok and broken.event_id == victim.id

@@ -156,7 +156,7 @@ DOORS = [*REST_DOORS] + [
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, http_engine):
     """One seeded record (test_r18_matrix's), and a message of A's record: the doors must
     change nothing, which each test checks."""
     app, built = _build_world(tmp_path_factory.mktemp("probes") / "var")

@@ -22,7 +22,7 @@ from lxml import etree
 from fhir_server.auth.vihf import WSSE, load_or_create_structure_credential, mint_vihf
 from fhir_server.config import load_settings
 from fhir_server.paths import profiles_dir
-from fhir_server.rest.app import auth_settings, create_app
+from fhir_server.rest.app import auth_settings
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
 from tests.http.conftest import (
@@ -31,6 +31,7 @@ from tests.http.conftest import (
     Tokens,
     a_patient,
     auth,
+    create_test_app,
     dmp_consent,
     valid_nir,
 )
@@ -67,7 +68,7 @@ def world(tmp_path):
     settings = load_settings(
         {"data_dir": data_dir, "profiles_dir": profiles, "max_body_bytes": 200_000}, environ={}
     )
-    app = create_app(settings)
+    app = create_test_app(settings)
     world = World(app, data_dir)
     yield world
     app.extensions["fhir"].store.close()

@@ -32,9 +32,8 @@ from pathlib import Path
 import pytest
 
 from fhir_server.config import load_settings
-from fhir_server.rest.app import create_app
 from fhir_server.terminology import SYSTEM_IDNAT_PS
-from tests.http.conftest import FHIR_JSON, Tokens, a_patient, auth
+from tests.http.conftest import FHIR_JSON, Tokens, a_patient, auth, create_test_app
 
 HERE = Path(__file__).resolve().parents[1] / "fixtures" / "external" / "nist-mhd"
 STEPS = json.loads((HERE / "converted" / "steps.json").read_text())
@@ -121,7 +120,9 @@ def shared_server(tmp_path_factory, name: str, first_patient: int):
     """One server for a whole collection (each case registers its own patient): its test
     client, tokens, and the numbers of the patients still to register."""
     data_dir = tmp_path_factory.mktemp(name) / "var"
-    app = create_app(load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={}))
+    app = create_test_app(
+        load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={})
+    )
     try:
         yield app.test_client(), Tokens(data_dir), itertools.count(first_patient)
     finally:

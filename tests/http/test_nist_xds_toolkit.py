@@ -32,10 +32,9 @@ import pytest
 from lxml import etree
 
 from fhir_server.config import load_settings
-from fhir_server.rest.app import create_app
 from ihe_xds import vocabulary as v
 from ihe_xds.mtom import document_content
-from tests.http.conftest import Tokens, valid_nir
+from tests.http.conftest import Tokens, create_test_app, valid_nir
 from tests.http.test_xds_endpoints import GP, Xds, envelope_of
 from tests.xds_builders import patient_cx
 
@@ -83,7 +82,7 @@ class Run:
 
     def __init__(self, data_dir: Path) -> None:
         settings = load_settings({"data_dir": data_dir, "max_body_bytes": 2_000_000}, environ={})
-        self.app = create_app(settings)
+        self.app = create_test_app(settings)
         self.xds = Xds(self.app, self.app.test_client(), Tokens(data_dir), data_dir)
         self.patients = [self.xds.patient(n)[1] for n in range(300, 306)]
         self.current = self.patients[0]

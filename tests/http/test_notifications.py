@@ -17,13 +17,20 @@ from flask import Flask
 from fhir_server.access.requester import INTERNAL
 from fhir_server.audit.notifications import EXT_NOTIFICATION_FACT, SYSTEM_COMMUNICATION_CATEGORY
 from fhir_server.config import load_settings
-from fhir_server.rest.app import create_app
 from fhir_server.terminology import (
     SYSTEM_DMP_CONFIDENTIALITY,
     SYSTEM_IDNAT_PS,
     SYSTEM_V3_ROLE_CODE,
 )
-from tests.http.conftest import FHIR_JSON, Tokens, a_patient, auth, dmp_consent, permit
+from tests.http.conftest import (
+    FHIR_JSON,
+    Tokens,
+    a_patient,
+    auth,
+    create_test_app,
+    dmp_consent,
+    permit,
+)
 from tests.support.documents import dmp_document
 
 AUTHORIZED = "810000000020"
@@ -76,7 +83,7 @@ class Family:
 def family_record(tmp_path) -> Family:
     clock = Clock(datetime(2024, 3, 1, 9, 0, tzinfo=UTC))
     settings = load_settings({"data_dir": tmp_path / "var", "max_body_bytes": 200_000}, environ={})
-    app = create_app(settings, clock=clock)
+    app = create_test_app(settings, clock=clock)
     service = app.extensions["fhir"].service
     patient = service.create(INTERNAL, "Patient", a_patient(1)).stored.id
     minor = service.create(INTERNAL, "Patient", a_patient(2, birthDate="2016-04-02")).stored.id

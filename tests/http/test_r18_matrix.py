@@ -34,7 +34,6 @@ import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.config import load_settings
-from fhir_server.rest.app import create_app
 from fhir_server.terminology import (
     SYSTEM_ACT_REASON,
     SYSTEM_DMP_CONFIDENTIALITY,
@@ -48,6 +47,7 @@ from tests.http.conftest import (
     Tokens,
     a_patient,
     auth,
+    create_test_app,
     deny,
     dmp_consent,
     permit,
@@ -301,16 +301,17 @@ def logged_events(world: World) -> list[dict]:
     return [json.loads(body) for _, _, body, _ in result.matches]
 
 
-def _build_world(data_dir: Path):
+def _build_world(data_dir: Path, engine: str | None = None):
+    """The seeded record on `engine` (by default the running test's, `create_test_app`)."""
     settings = load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={})
-    app = create_app(settings)
+    app = create_test_app(settings, engine=engine)
     runtime = app.extensions["fhir"]
     seed(runtime.service)
     return app, World(app.test_client(), Tokens(data_dir), runtime.service)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, http_engine):
     """Read paths share one seeded record (they change nothing but the audit trail)."""
     app, built = _build_world(tmp_path_factory.mktemp("r18") / "var")
     yield built

@@ -1,6 +1,6 @@
 """Record facts are cached per process, never stale (R09, R10): the record epoch.
 
-Two apps on one data directory stand for two gunicorn workers: a Consent change written
+Two apps on one data directory (on MongoDB: one database) stand for two gunicorn workers: a Consent change written
 through one is enforced at once by the other, whose cache held the earlier facts.
 """
 
@@ -9,8 +9,15 @@ from __future__ import annotations
 import json
 
 from fhir_server.config import load_settings
-from fhir_server.rest.app import create_app
-from tests.http.conftest import FHIR_JSON, a_patient, auth, deny, dmp_consent, permit
+from tests.http.conftest import (
+    FHIR_JSON,
+    a_patient,
+    another_worker,
+    auth,
+    deny,
+    dmp_consent,
+    permit,
+)
 
 IDNAT = "810000000042"
 
@@ -20,7 +27,8 @@ def _consent(patient_id: str, kind: str) -> dict:
 
 
 def test_r09_a_block_written_by_one_worker_is_enforced_by_another(data_dir, tokens, app, client):
-    other_worker = create_app(load_settings({"data_dir": data_dir}, environ={})).test_client()
+    other_worker = another_worker(app, load_settings({"data_dir": data_dir}, environ={}))
+    other_worker = other_worker.test_client()
     patient = client.post(
         "/fhir/Patient",
         data=json.dumps(a_patient()),

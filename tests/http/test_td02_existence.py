@@ -25,6 +25,7 @@ from tests.http.conftest import (
     INS_SYSTEM,
     a_patient,
     auth,
+    current_engine,
     deny,
     dmp_consent,
     permit,
@@ -241,6 +242,8 @@ def assert_reduced(reduced: dict, *, active: bool) -> None:
 
 
 def close_by_command(world, data_dir, *options: str) -> int:
+    if current_engine() != "sqlite":
+        pytest.skip("the command opens the data dir's store (SQLite): mongomock's is in memory")
     parser = argparse.ArgumentParser()
     add_record_command(parser.add_subparsers())
     args = parser.parse_args(

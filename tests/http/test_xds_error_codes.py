@@ -33,10 +33,9 @@ from lxml import etree
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.config import load_settings
-from fhir_server.rest.app import create_app
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS, GET_RELATED_DOCUMENTS
-from tests.http.conftest import Tokens, auth, valid_nir
+from tests.http.conftest import Tokens, auth, create_test_app, valid_nir
 from tests.http.test_attack_pass_xds import deposit as deposit_related
 from tests.http.test_xds_endpoints import (
     GP,
@@ -449,7 +448,7 @@ def small_xds(data_dir):
     settings = load_settings(
         {"data_dir": data_dir, "max_body_bytes": 200_000, "xds_max_results": 2}, environ={}
     )
-    application = create_app(settings)
+    application = create_test_app(settings)
     yield Xds(application, application.test_client(), Tokens(data_dir), data_dir)
     application.extensions["fhir"].store.close()
 

@@ -23,11 +23,11 @@ from lxml import etree
 
 from fhir_server.auth.vihf import WSSE, load_or_create_structure_credential, mint_vihf
 from fhir_server.config import load_settings
-from fhir_server.rest.app import auth_settings, create_app
+from fhir_server.rest.app import auth_settings
 from ihe_xds import vocabulary as v
 from ihe_xds.mtom import build_mtom_response, parse_http_body
 from ihe_xds.stored_query import FIND_DOCUMENTS, QUERIES
-from tests.http.conftest import INS_SYSTEM, Tokens, a_patient, auth, valid_nir
+from tests.http.conftest import INS_SYSTEM, Tokens, a_patient, auth, create_test_app, valid_nir
 from tests.xds_builders import build_iti41, patient_cx
 
 
@@ -108,7 +108,7 @@ class Target:
 
     def __init__(self, data_dir) -> None:
         app_settings = load_settings({"data_dir": data_dir, "max_body_bytes": 200_000}, environ={})
-        self.app = create_app(app_settings)
+        self.app = create_test_app(app_settings)
         self.client = self.app.test_client()
         tokens = Tokens(data_dir)
         credential = load_or_create_structure_credential(data_dir)

@@ -2,8 +2,8 @@
 
 mongomock has no sessions, and the MongoDB engine uses them for every write (as it must on a
 real replica set). This wrapper gives mongomock just enough of pymongo's session API for the
-engine to run unmodified: calls accept and drop `session=`, and a transaction snapshots the
-database when it starts and restores the snapshot when it aborts. Transactions are
+engine to run unmodified: calls accept and drop `session=`, and a transaction saves each
+collection before its first write there and restores what it saved when it aborts. Transactions are
 serialized by a lock, which is stricter than MongoDB's snapshot isolation and fine for tests.
 Against a real MongoDB (FHIR_TEST_MONGODB_URI) none of this is used.
 """
@@ -14,7 +14,67 @@ import copy
 import threading
 from typing import Any
 
+import bson
 import mongomock
+from pymongo.errors import DocumentTooLarge, OperationFailure
+
+# The collection calls that change documents: a transaction saves the collection's documents
+# before its first such call (`_SnapshotSession.save`).
+_WRITES = frozenset(
+    {
+        "insert_one",
+        "insert_many",
+        "replace_one",
+        "update_one",
+        "update_many",
+        "delete_one",
+        "delete_many",
+        "find_one_and_update",
+        "find_one_and_replace",
+        "find_one_and_delete",
+        "bulk_write",
+    }
+)
+
+
+def check_filter(query: Any) -> None:
+    """Refuse what a MongoDB server refuses in a query filter and mongomock lets through: a
+    `$regex` with an embedded NUL ("Regular expression cannot contain an embedded null
+    byte", BadValue, from the server's RegexMatchExpression; mongomock hands the pattern to
+    Python's `re`, which takes it)."""
+    if isinstance(query, dict):
+        for key, value in query.items():
+            if key == "$regex" and "\x00" in str(getattr(value, "pattern", value)):
+                raise OperationFailure(
+                    "Regular expression cannot contain an embedded null byte", code=2
+                )
+            check_filter(value)
+    elif isinstance(query, list | tuple):
+        for part in query:
+            check_filter(part)
+
+
+# MongoDB's largest document (maxBsonObjectSize): pymongo refuses a larger one before sending.
+MAX_BSON_OBJECT_SIZE = 16 * 1024 * 1024
+
+
+def check_encodable(operation: str, args: tuple) -> None:
+    """What pymongo does to a call's documents before any server sees them, and mongomock
+    skips: encode them as BSON (OverflowError beyond 8-byte ints, InvalidDocument for a type
+    BSON lacks), and refuse a document larger than MAX_BSON_OBJECT_SIZE (DocumentTooLarge)."""
+    documents: list = []
+    for arg in args:
+        if isinstance(arg, dict):
+            documents.append(arg)
+        elif isinstance(arg, list) and all(isinstance(d, dict) for d in arg):
+            documents.extend(arg)
+    for document in documents:
+        size = len(bson.encode(document))
+        if size > MAX_BSON_OBJECT_SIZE:
+            raise DocumentTooLarge(
+                f"BSON document too large ({size} bytes) - the connected server supports BSON"
+                f" document sizes up to {MAX_BSON_OBJECT_SIZE} bytes ({operation})."
+            )
 
 
 class _CollectionProxy:
@@ -25,8 +85,14 @@ class _CollectionProxy:
         attribute = getattr(self._collection, name)
         if not callable(attribute):
             return attribute
+        collection = self._collection
 
         def call(*args: Any, session: Any = None, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], dict):
+                check_filter(args[0])
+            check_encodable(name, args)
+            if name in _WRITES and isinstance(session, _SnapshotSession):
+                session.save(collection.database.name, collection.name)
             return attribute(*args, **kwargs)
 
         return call
@@ -50,6 +116,11 @@ class _DatabaseProxy:
 
 
 class _SnapshotSession:
+    """A transaction saves each collection it writes, before its first write there (a deep
+    copy of the collection's documents), and an abort restores the collections it saved:
+    as if the transaction had written nothing. Saving only what is written keeps each
+    transaction's cost to the collections it changes, not the whole database."""
+
     def __init__(self, client: SessionMongoClient) -> None:
         self._client = client
         self._snapshot: dict | None = None
@@ -60,7 +131,11 @@ class _SnapshotSession:
 
     def start_transaction(self, **_options: Any) -> None:
         self._client.transaction_lock.acquire()
-        self._snapshot = self._client.snapshot()
+        self._snapshot = {}
+
+    def save(self, db_name: str, name: str) -> None:
+        if self._snapshot is not None and (db_name, name) not in self._snapshot:
+            self._snapshot[db_name, name] = self._client.snapshot_of(db_name, name)
 
     def commit_transaction(self) -> None:
         self._snapshot = None
@@ -69,7 +144,7 @@ class _SnapshotSession:
     def abort_transaction(self) -> None:
         snapshot, self._snapshot = self._snapshot, None
         try:
-            if snapshot is not None:
+            if snapshot:
                 self._client.restore(snapshot)
         finally:
             self._client.transaction_lock.release()
@@ -102,21 +177,18 @@ class SessionMongoClient:
     def admin(self) -> Any:
         return self._client.admin
 
-    def snapshot(self) -> dict:
-        return {
-            (db_name, name): copy.deepcopy(list(self._client[db_name][name].find({})))
-            for db_name in self._client.list_database_names()
-            for name in self._client[db_name].list_collection_names()
-        }
+    def snapshot_of(self, db_name: str, name: str) -> list[dict]:
+        """A copy of the documents of one collection (none if it does not exist yet)."""
+        return copy.deepcopy(list(self._client[db_name][name].find({})))
 
     def restore(self, snapshot: dict) -> None:
-        for db_name in self._client.list_database_names():
-            for name in self._client[db_name].list_collection_names():
-                collection = self._client[db_name][name]
-                collection.delete_many({})
-                documents = snapshot.get((db_name, name))
-                if documents:
-                    collection.insert_many(copy.deepcopy(documents))
+        """Put back the saved collections' documents (a collection first written in the
+        transaction is emptied)."""
+        for (db_name, name), documents in snapshot.items():
+            collection = self._client[db_name][name]
+            collection.delete_many({})
+            if documents:
+                collection.insert_many(copy.deepcopy(documents))
 
     def close(self) -> None:
         self._client.close()

@@ -87,6 +87,35 @@ def test_filters_use_no_server_side_javascript():
     assert not ops & {"$where", "$function", "$accumulator", "$expr"}
 
 
+def _regexes(value):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "$regex":
+                yield v
+            else:
+                yield from _regexes(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _regexes(v)
+
+
+def test_regular_expressions_hold_no_nul_and_match_it_literally():
+    """MongoDB refuses a `$regex` with an embedded NUL (BadValue), which mongomock takes:
+    a value with one must still be searched for, as on SQLite, not crash the search."""
+    engine = MongoEngine()
+    engine.put("Patient", "p1", IndexEntries(strings=[StringEntry("name", "a\x00b", "a\x00b")]))
+    top = chr(0x10FFFF)  # no upper bound: starts-with is a regular expression too
+    engine.put("Patient", "p2", IndexEntries(strings=[StringEntry("name", "\x00" + top, "x")]))
+    for node, found in (
+        (StringTest("name", "a\x00", StringMatch.CONTAINS), ["p1"]),
+        (StringTest("name", "\x00b", StringMatch.CONTAINS), ["p1"]),
+        (StringTest("name", "\x00" + top, StringMatch.START), ["p2"]),
+    ):
+        flt = mongo_search.Compiler(engine.db).filter(node, "Patient")
+        assert all("\x00" not in pattern for pattern in _regexes(flt)), flt
+        assert [row.id for row in engine.search(SearchQuery("Patient", node)).rows] == found
+
+
 def test_chain_and_has_subqueries_are_bounded(monkeypatch):
     engine = MongoEngine()
     for i in range(4):
