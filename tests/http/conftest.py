@@ -129,6 +129,8 @@ if HTTP_ENGINE not in HTTP_ENGINES:
 ON_BOTH_ENGINES = frozenset(
     {
         "test_attack_pass_followup",
+        "test_attack_pass_governance",
+        "test_attack_pass_messaging",
         "test_attack_pass_rest",
         "test_attack_pass_spellings",
         "test_attack_pass_writers",
