@@ -98,6 +98,7 @@ from tests.http.conftest import (
 from tests.http.test_attack_pass_xds import deposit as iti41
 from tests.http.test_attack_pass_xds import entry_uuid, errors
 from tests.http.test_attack_pass_xds import record as xds_record  # noqa: F401 - fixture
+from tests.http.test_binary_ownership import parent_token
 from tests.http.test_r18_matrix import (
     AUTHOR,
     AUTHORIZED,
@@ -130,15 +131,6 @@ from tests.support.documents import dmp_document, transaction
 world = pytest.fixture(own_world, name="world")
 
 IDENTITY_SCOPES = "system/Patient.crus system/RelatedPerson.cru"
-
-
-def parent_token(world: World) -> str:
-    return world.tokens.issuer.issue(
-        subject=PARENT,
-        scopes="patient/*.cruds",
-        fhir_user=f"RelatedPerson/{PARENT}",
-        patient=PATIENT_M,
-    )
 
 
 def send(world: World, token: str, method: str, path: str, body: object | None = None):

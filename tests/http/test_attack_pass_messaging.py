@@ -27,10 +27,10 @@ from fhir_server.terminology import (
 )
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_audit_trace_hides import trace
+from tests.http.test_binary_ownership import parent_token
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     GP,
-    PARENT,
     PATIENT_A,
     PATIENT_B,
     PATIENT_M,
@@ -509,15 +509,6 @@ def test_r14_a_bundle_entry_about_a_document_invisible_to_the_patient_is_hidden_
     assert read.status_code == 404, read.get_data(as_text=True)
 
 
-def _parent_token(world: World) -> str:
-    return world.tokens.issuer.issue(
-        subject=PARENT,
-        scopes="patient/*.cruds",
-        fhir_user=f"RelatedPerson/{PARENT}",
-        patient=PATIENT_M,
-    )
-
-
 @pytest.mark.parametrize(
     "reads", [("m-invisible-rl", "m-visible"), ("m-visible",)], ids=["hidden-first", "plain"]
 )
@@ -533,7 +524,7 @@ def test_r07_r17_a_parent_is_told_of_the_days_access_they_see_after_one_hidden_f
     doctor = world.tokens.practitioner(AUTHORIZED)
     for key in reads:
         assert world.get(doctor, f"/fhir/DocumentReference/{doc_id(key)}").status_code == 200
-    parent = world.get(_parent_token(world), NOTIFICATIONS).get_json()
+    parent = world.get(parent_token(world), NOTIFICATIONS).get_json()
     assert parent["total"] == 1, parent
     minor = world.get(world.tokens.patient(PATIENT_M), NOTIFICATIONS).get_json()
     assert minor["total"] >= 1, minor
