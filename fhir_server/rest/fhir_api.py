@@ -246,7 +246,15 @@ def conditional_update(resource_type: str):
         raise bad_request("a conditional update needs search criteria", "url")
     body = _body_resource(resource_type)
     return _write_response(
-        _perform(Interaction(Kind.UPDATE, resource_type, criteria=tuple(criteria), body=body))
+        _perform(
+            Interaction(
+                Kind.UPDATE,
+                resource_type,
+                criteria=tuple(criteria),
+                body=body,
+                if_match=_if_match(),
+            )
+        )
     )
 
 
@@ -256,7 +264,9 @@ def conditional_delete(resource_type: str):
     if not criteria:
         raise bad_request("a conditional delete needs search criteria", "url")
     return _delete_response(
-        _perform(Interaction(Kind.DELETE, resource_type, criteria=tuple(criteria)))
+        _perform(
+            Interaction(Kind.DELETE, resource_type, criteria=tuple(criteria), if_match=_if_match())
+        )
     )
 
 
@@ -316,7 +326,9 @@ def update(resource_type: str, resource_id: str):
 
 @api.delete("/<resource_type>/<resource_id>")
 def delete(resource_type: str, resource_id: str):
-    return _delete_response(_perform(Interaction(Kind.DELETE, resource_type, resource_id)))
+    return _delete_response(
+        _perform(Interaction(Kind.DELETE, resource_type, resource_id, if_match=_if_match()))
+    )
 
 
 def _delete_response(answer: Answer) -> Response:

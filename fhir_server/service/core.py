@@ -24,7 +24,7 @@ from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.documents.model import assign_entry_uuid
 from fhir_server.documents.registry import DocumentRules
-from fhir_server.errors import RULE_SYSTEM, bad_request, error, not_found
+from fhir_server.errors import RULE_SYSTEM, FhirError, bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.resources.normal_form import NormalForm
 from fhir_server.resources.profiles import ProfileRegistry
@@ -578,13 +578,16 @@ class FhirService:
         resource_type: str,
         criteria: list[tuple[str, str]],
         resource: dict,
+        *,
+        if_match: int | None = None,
     ) -> WriteResult:
         """Update the one resource the criteria find, or create one (FHIR R4 http.html#cond-update).
 
         When nothing matches, the resource is created with a server id, as a create is: an
         id in the body is ignored (R4's create ignores it). Keeping it would answer
         differently for an id that does not exist (201) and for one held by a resource
-        hidden from the requester (a conflict): issue #18, finding 13."""
+        hidden from the requester (a conflict): issue #18, finding 13. With an If-Match,
+        the one match must be at that version, and nothing matching fails it (412)."""
         require_type(resource_type)
         self.validate_for_write(resource, resource_type)
         condition = self.condition(requester, resource_type, criteria)
@@ -592,6 +595,8 @@ class FhirService:
         def attempt() -> WriteResult:
             target = self.one_match(self.conditional_matches(requester, condition), "update")
             if target is None:
+                if if_match is not None:
+                    raise precondition_failed(if_match, resource_type, None)
                 return self._create(requester, _without_id(resource), condition)
             if resource.get("id") not in (None, target.id):
                 raise bad_request(
@@ -599,19 +604,31 @@ class FhirService:
                     f"{resource_type}.id",
                 )
             with self._transaction() as tx:
-                return self.update_in(tx, requester, {**resource, "id": target.id})
+                return self.update_in(
+                    tx, requester, {**resource, "id": target.id}, if_match=if_match
+                )
 
         return self.replayed(attempt)
 
     def delete(
-        self, requester: Requester, resource_type: str, resource_id: str
+        self,
+        requester: Requester,
+        resource_type: str,
+        resource_id: str,
+        *,
+        if_match: int | None = None,
     ) -> StoredResource | None:
         require_type(resource_type)
         with self._transaction() as tx:
-            return self.delete_in(tx, requester, resource_type, resource_id)
+            return self.delete_in(tx, requester, resource_type, resource_id, if_match=if_match)
 
     def conditional_delete(
-        self, requester: Requester, resource_type: str, criteria: list[tuple[str, str]]
+        self,
+        requester: Requester,
+        resource_type: str,
+        criteria: list[tuple[str, str]],
+        *,
+        if_match: int | None = None,
     ) -> StoredResource | None:
         require_type(resource_type)
         target = self.one_match(
@@ -625,9 +642,11 @@ class FhirService:
             # Communication answered 204 for criteria matching nothing (or only what is
             # hidden from them) and 403 for a message they may see (R18).
             self.gate.refuse_change(requester, "delete", resource_type, None)
+            if if_match is not None:
+                raise precondition_failed(if_match, resource_type, None)
             return None
         with self._transaction() as tx:
-            return self.delete_in(tx, requester, resource_type, target.id)
+            return self.delete_in(tx, requester, resource_type, target.id, if_match=if_match)
 
     # -- writes inside an open transaction (also used by Bundle processing) ----------------
 
@@ -710,11 +729,7 @@ class FhirService:
         if if_match is not None and (
             current is None or hidden is not None or current.version != if_match
         ):
-            raise error(
-                412,
-                "conflict",
-                f'If-Match W/"{if_match}" is not the current version of {resource_type}/{resource_id}',
-            )
+            raise precondition_failed(if_match, resource_type, resource_id)
         if current is None or hidden is not None:
             if current is not None and hidden is not None:
                 raise self.gate.refuse_hidden(requester, "update", current, hidden)
@@ -747,16 +762,34 @@ class FhirService:
         return WriteResult(self.gate.as_served(requester, stored), created=current.deleted)
 
     def delete_in(
-        self, tx: StoreTransaction, requester: Requester, resource_type: str, resource_id: str
+        self,
+        tx: StoreTransaction,
+        requester: Requester,
+        resource_type: str,
+        resource_id: str,
+        *,
+        if_match: int | None = None,
     ) -> StoredResource | None:
         """Delete the current version. Deleting an id that does not exist, or one held by a
         resource hidden from the requester, changes nothing and answers the same: the hidden
         one answered 404 (403 naming the block for a blocked practitioner), which told that
         it exists (issue #18, finding 13). Its refusal is audited as its read's would be.
         A delete the requester may make of no resource of this type is refused first, for
-        an id that names nothing too (`Gate.refuse_change`)."""
+        an id that names nothing too (`Gate.refuse_change`).
+
+        With an If-Match (RFC 9110 13.1.1, as FHIR's update: http.html#concurrency), the
+        current version must be that one: a missing, deleted or hidden resource fails it
+        alike (412). It was ignored: a client that deleted "the version it had read" deleted
+        whatever another had written since."""
         current = tx.read(resource_type, resource_id)
         self.gate.refuse_change(requester, "delete", resource_type, current)
+        if if_match is not None and (
+            current is None
+            or current.deleted
+            or current.version != if_match
+            or self.gate.hidden_deny(requester, current) is not None
+        ):
+            raise precondition_failed(if_match, resource_type, resource_id)
         if current is None or current.deleted:
             if current is not None:
                 self.gate.authorize_write(requester, "delete", resource_type, None, current.json())
@@ -874,6 +907,18 @@ class FhirService:
             if replay:
                 raise Replay() from exc
             raise error(409, "conflict", str(exc)) from exc
+
+
+def precondition_failed(if_match: int, resource_type: str, resource_id: str | None) -> FhirError:
+    """412 for an If-Match the resource is not at (or no resource matched: `resource_id`
+    None), worded alike for a missing and a hidden resource (R18)."""
+    if resource_id is None:
+        return error(412, "conflict", f'If-Match W/"{if_match}": no {resource_type} matched')
+    return error(
+        412,
+        "conflict",
+        f'If-Match W/"{if_match}" is not the current version of {resource_type}/{resource_id}',
+    )
 
 
 def _without_id(resource: dict) -> dict:

@@ -19,7 +19,14 @@ from fhir_server.access.requester import Requester
 from fhir_server.errors import bad_request
 from fhir_server.search.extract import PreparedEntries
 from fhir_server.service import audit_event_writes
-from fhir_server.service.core import Condition, FhirService, Replay, WriteResult, require_type
+from fhir_server.service.core import (
+    Condition,
+    FhirService,
+    Replay,
+    WriteResult,
+    precondition_failed,
+    require_type,
+)
 from fhir_server.service.interaction import Answer, Interaction, Kind
 from fhir_server.service.patch import MetadataUpdates
 from fhir_server.service.prepared import PreparedWrite
@@ -92,7 +99,11 @@ class Dispatcher:
             assert interaction.body is not None
             if interaction.criteria is not None:
                 result = service.conditional_update(
-                    requester, resource_type, list(interaction.criteria), interaction.body
+                    requester,
+                    resource_type,
+                    list(interaction.criteria),
+                    interaction.body,
+                    if_match=interaction.if_match,
                 )
             else:
                 assert interaction.resource_id is not None
@@ -107,11 +118,19 @@ class Dispatcher:
         if kind is Kind.DELETE:
             if interaction.criteria is not None:
                 stored = service.conditional_delete(
-                    requester, resource_type, list(interaction.criteria)
+                    requester,
+                    resource_type,
+                    list(interaction.criteria),
+                    if_match=interaction.if_match,
                 )
             else:
                 assert interaction.resource_id is not None
-                stored = service.delete(requester, resource_type, interaction.resource_id)
+                stored = service.delete(
+                    requester,
+                    resource_type,
+                    interaction.resource_id,
+                    if_match=interaction.if_match,
+                )
             return Answer(204, stored)
         assert kind is Kind.PATCH and interaction.patch is not None
         self.updates.check_type(resource_type)
@@ -237,7 +256,13 @@ class Dispatcher:
             )
             return _written(result)
         if kind is Kind.DELETE:
-            stored = service.delete_in(tx, requester, resource_type, target) if target else None
+            if target is None:
+                if interaction.if_match is not None:
+                    raise precondition_failed(interaction.if_match, resource_type, None)
+                return Answer(204, None)
+            stored = service.delete_in(
+                tx, requester, resource_type, target, if_match=interaction.if_match
+            )
             return Answer(204, stored)
         assert kind is Kind.PATCH and interaction.patch is not None and target is not None
         self.updates.check_type(resource_type)

@@ -148,8 +148,25 @@ CASES = [
 ]
 
 JSON_PATCH = json.dumps([{"op": "replace", "path": "/status", "value": "entered-in-error"}])
-REST_DOORS = ("PUT", "PUT If-Match", "DELETE", "PATCH", "PUT ?_id", "DELETE ?_id", "PATCH ?_id")
-ENTRY_DOORS = ("PUT", "PUT If-Match", "DELETE", "PATCH", "PUT ?_id", "DELETE ?_id")
+REST_DOORS = (
+    "PUT",
+    "PUT If-Match",
+    "DELETE",
+    "DELETE If-Match",
+    "PATCH",
+    "PUT ?_id",
+    "DELETE ?_id",
+    "PATCH ?_id",
+)
+ENTRY_DOORS = (
+    "PUT",
+    "PUT If-Match",
+    "DELETE",
+    "DELETE If-Match",
+    "PATCH",
+    "PUT ?_id",
+    "DELETE ?_id",
+)
 DOORS = [*REST_DOORS] + [
     f"{kind} {door}" for kind in ("transaction", "batch") for door in ENTRY_DOORS
 ]
@@ -209,7 +226,10 @@ def _entry(door: str, resource_type: str, resource_id: str, body: dict) -> dict:
             if "?" in door
             else f"{resource_type}/{resource_id}"
         )
-        return {"request": {"method": "DELETE", "url": url}}
+        request = {"method": "DELETE", "url": url}
+        if "If-Match" in door:
+            request["ifMatch"] = 'W/"1"'
+        return {"request": request}
     patch = {
         "resourceType": "Binary",
         "contentType": "application/json-patch+json",
@@ -260,6 +280,8 @@ def knock(world: World, token: str, door: str, resource_type: str, resource_id: 
                 )
             case "DELETE":
                 response = client.delete(url, headers=auth(token))
+            case "DELETE If-Match":
+                response = client.delete(url, headers=auth(token, **{"If-Match": 'W/"1"'}))
             case "PATCH" | "PATCH ?_id":
                 response = client.patch(
                     conditional if "?" in alone else url,

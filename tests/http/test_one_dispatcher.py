@@ -202,13 +202,13 @@ def _update_absent(doors: Doors) -> Request:
     return Request("PUT", f"Patient/{body['id']}", body=body)
 
 
-def _conditional_update(matches: int) -> Callable[[Doors], Request]:
+def _conditional_update(matches: int, if_match: str | None = None) -> Callable[[Doors], Request]:
     def row(doors: Doors) -> Request:
         family = f"Cu{matches}x{doors.next()}"
         for _ in range(matches):
             doors.patient(family)
         body = a_patient(doors.next(), name=[{"family": family, "given": ["Jeanne"]}])
-        return Request("PUT", f"Patient?family={family}", body=body)
+        return Request("PUT", f"Patient?family={family}", body=body, if_match=if_match)
 
     return row
 
@@ -218,12 +218,28 @@ def _delete(doors: Doors) -> Request:
     return Request("DELETE", f"DocumentReference/{doors.world.deposit('N')['id']}", "author")
 
 
+def _delete_if_match(version: int) -> Callable[[Doors], Request]:
+    """The author deletes their document "at the version they read" (RFC 9110 13.1.1)."""
+
+    def row(doors: Doors) -> Request:
+        document = doors.world.deposit("N")
+        return Request(
+            "DELETE", f"DocumentReference/{document['id']}", "author", if_match=f'W/"{version}"'
+        )
+
+    return row
+
+
+def _delete_absent_if_match(doors: Doors) -> Request:
+    return Request("DELETE", f"DocumentReference/absent{doors.next()}", "author", if_match='W/"1"')
+
+
 def _delete_refused(doors: Doors) -> Request:
     """Who may delete a Patient is not a health insurer (the access rules: 403)."""
     return Request("DELETE", f"Patient/{doors.patient(f'Del{doors.next()}')['id']}")
 
 
-def _conditional_delete(matches: int) -> Callable[[Doors], Request]:
+def _conditional_delete(matches: int, if_match: str | None = None) -> Callable[[Doors], Request]:
     def row(doors: Doors) -> Request:
         unique = f"1.2.250.1.999.23.{doors.next()}"
         for _ in range(matches):
@@ -232,7 +248,7 @@ def _conditional_delete(matches: int) -> Callable[[Doors], Request]:
             f"DocumentReference?patient={doors.world.paul}"
             f"&identifier=urn:ietf:rfc:3986|urn:oid:{unique}"
         )
-        return Request("DELETE", url, "author")
+        return Request("DELETE", url, "author", if_match=if_match)
 
     return row
 
@@ -343,6 +359,27 @@ ROWS = [
     ("conditional update, one match", _conditional_update(1), 200, None),
     ("conditional update, two matches", _conditional_update(2), 412, "multiple-matches"),
     ("delete", _delete, 204, None),
+    # If-Match on every change (http.html#concurrency, RFC 9110 13.1.1): a DELETE and a
+    # conditional update or delete ignored it, and deleted or overwrote another's version.
+    ("delete, current If-Match", _delete_if_match(1), 204, None),
+    ("delete, stale If-Match", _delete_if_match(7), 412, "conflict"),
+    ("delete of an absent id, If-Match", _delete_absent_if_match, 412, "conflict"),
+    ("conditional update, one match, current If-Match", _conditional_update(1, 'W/"1"'), 200, None),
+    (
+        "conditional update, one match, stale If-Match",
+        _conditional_update(1, 'W/"7"'),
+        412,
+        "conflict",
+    ),
+    ("conditional update, no match, If-Match", _conditional_update(0, 'W/"1"'), 412, "conflict"),
+    ("conditional delete, one match, current If-Match", _conditional_delete(1, 'W/"1"'), 204, None),
+    (
+        "conditional delete, one match, stale If-Match",
+        _conditional_delete(1, 'W/"7"'),
+        412,
+        "conflict",
+    ),
+    ("conditional delete, no match, If-Match", _conditional_delete(0, 'W/"1"'), 412, "conflict"),
     ("delete refused", _delete_refused, 403, "forbidden"),
     ("conditional delete, no match", _conditional_delete(0), 204, None),
     ("conditional delete, one match", _conditional_delete(1), 204, None),
