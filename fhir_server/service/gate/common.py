@@ -113,6 +113,19 @@ class GateCore:
                 f"the token's scopes do not allow {interaction} on {resource_type}",
                 details_code="R02",
             )
+        if interaction != "search" and scopes.constraints(resource_type, interaction):
+            # A granular scope (`?param=value`) is a search the grant is confined to; only
+            # searches (and their includes) apply it. Read, vread, history or a write under
+            # it served the resource whatever its value of `param`: refused, not ignored.
+            self.audit.refusal(requester, interaction, [], "R02", resource_type=resource_type)
+            raise error(
+                403,
+                "forbidden",
+                f"the token's scopes allow {interaction} on {resource_type} only under a"
+                " granular constraint (?param=value), which only a search applies: search"
+                f" {resource_type} instead",
+                details_code="R02",
+            )
         contexts = scopes.contexts(resource_type, interaction)
         if contexts == frozenset({"patient"}):
             acting = self.facts.acting_for(requester) or requester.patient_id

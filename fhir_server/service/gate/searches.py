@@ -374,7 +374,10 @@ class SearchGate(ReadGate):
         if isinstance(decision, Deny):
             return NOTHING
         bound = self._binding_node(requester, target_type, decision.constraints)
-        return all_of(decision.constraints, scope_node, bound)
+        # A granular scope on the included type confines an include as it does a search of
+        # it: the included resources were served whatever their value of its parameter.
+        granular = self._granular_scopes(requester, target_type)
+        return all_of(decision.constraints, scope_node, bound, granular)
 
     def _check_scopes_quietly(self, requester: Requester, resource_type: str) -> Node:
         """`_check_scopes` without its refusal's audit: an include the scopes do not grant
