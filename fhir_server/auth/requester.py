@@ -206,6 +206,26 @@ def _national_provider_identifier(iua: Mapping[str, Any]) -> str | None:
     return _checked(_text(value, name), idnat_ps_error(value), f"{name} (IdNat_PS)")
 
 
+def _specialty(roles: list[Mapping[str, Any]], dmp: Mapping[str, Any]) -> str | None:
+    """The practitioner's specialty: `extensions.dmp.specialty`, or the code of a
+    subject_role that is not their TRE_G15 profession (a VIHF's TRE_R38 Role).
+
+    R13 reads the specialty's J65 roles: two different ones (two roles, or a role and the
+    extension) were read as the extension or the first role, so that the order of the claims
+    chose the document types served. They refuse the credentials."""
+    codes = {
+        c["code"]
+        for c in roles
+        if c.get("system") != SYSTEM_PROFESSION and isinstance(c.get("code"), str) and c["code"]
+    }
+    declared = _text(dmp.get("specialty"), "extensions.dmp.specialty")
+    if declared is not None:
+        codes.add(declared)
+    if len(codes) > 1:
+        raise AuthenticationError(f"the credentials name more than one specialty: {sorted(codes)}")
+    return next(iter(codes), None)
+
+
 def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None) -> Requester:
     """The Requester named by validated claims; AuthenticationError if they name nobody.
     `base_url`: this server's FHIR base, on which an absolute `fhirUser` must stand."""
@@ -227,6 +247,15 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
     user_type, user_id = _reference(_text(claims.get("fhirUser"), "fhirUser"), base_url)
     context_patient = _context_patient(claims)
     npi = _national_provider_identifier(iua)
+    if user_type == "Patient" and context_patient not in (None, user_id):
+        # A patient's own token, or a practitioner's with a Patient fhirUser, naming another
+        # patient in context: the patient's token was read as its fhirUser, the
+        # practitioner's as its `patient`, the other one ignored (fail closed).
+        raise AuthenticationError("token claims fhirUser and patient name two different patients")
+    if npi is not None and user_type not in (None, "Patient"):
+        raise AuthenticationError(
+            f"a practitioner token (IdNat_PS) with a fhirUser of type {user_type} names two users"
+        )
 
     if npi is not None:
         roles = _codings(iua.get("subject_role"), "subject_role")
@@ -235,10 +264,7 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
             raise AuthenticationError(
                 "practitioner token needs a subject_role profession (TRE_G15)"
             )
-        other_roles = [c for c in roles if c.get("system") != SYSTEM_PROFESSION]
-        specialty = _text(dmp.get("specialty"), "extensions.dmp.specialty")
-        if specialty is None and other_roles and isinstance(other_roles[0].get("code"), str):
-            specialty = other_roles[0]["code"]
+        specialty = _specialty(roles, dmp)
         extra = {
             k: v
             for k, v in (

@@ -140,6 +140,30 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise _DuplicateMember
+    return dict(pairs)
+
+
+def _no_duplicate_members(raw: bytes) -> None:
+    """Refuse a JSON object naming a member twice, at any depth (RFC 7515 §4, RFC 7519 §4
+    allow refusing it or reading the last): a header or claims set whose `fhirUser`, `alg`
+    or `extensions` appears twice says two things, and which one a reader takes depends on
+    its parser (fail closed)."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_members)
+    except _DuplicateMember:
+        raise AuthenticationError(
+            "token header or claims name a member twice (RFC 7519 §4)"
+        ) from None
+
+
 def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and payload of a compact JWS, not yet verified: only to choose a key."""
     if len(token) > MAX_TOKEN_BYTES:
@@ -148,12 +172,15 @@ def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if len(parts) != 3:
         raise AuthenticationError("token is not a signed JWT")
     try:
-        header = orjson.loads(_b64decode(parts[0]))
-        payload = orjson.loads(_b64decode(parts[1]))
+        raw_header, raw_payload = _b64decode(parts[0]), _b64decode(parts[1])
+        header = orjson.loads(raw_header)
+        payload = orjson.loads(raw_payload)
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         raise AuthenticationError("token is not a signed JWT") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise AuthenticationError("token is not a signed JWT")
+    _no_duplicate_members(raw_header)
+    _no_duplicate_members(raw_payload)
     return header, payload
 
 
