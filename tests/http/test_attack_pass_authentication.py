@@ -21,9 +21,11 @@ import time
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+from lxml import etree
 
+import fhir_server.auth.vihf as vihf
 from fhir_server.auth.keys import load_or_create_signing_key
-from fhir_server.auth.tokens import AuthSettings
+from fhir_server.auth.tokens import AuthenticationError, AuthSettings
 from tests.http.conftest import auth
 from tests.http.test_attack_pass_spellings import record  # noqa: F401 - the fixture
 from tests.http.test_normal_form import AUTHORIZED, PATIENT_A, PATIENT_B, document, post
@@ -274,3 +276,170 @@ def test_r13_practitioner_token_naming_two_specialties_is_refused(
     response = client.get(f"/fhir/Patient/{PATIENT_A}", headers=auth(token))
     assert response.status_code == 401
     assert "specialty" in response.get_json()["issue"][0]["diagnostics"]
+
+
+# -- VIHF: one attribute, one spelling, one value (R01, R11, R18) ---------------------------
+
+
+INS = "urn:oid:1.2.250.1.213.1.4.8|123456789012311"
+
+
+def vihf_signed_after(data_dir, monkeypatch, edit, **options) -> etree._Element:
+    """A `wsse:Security` header whose VIHF, as minted, is edited by `edit(assertion)` before
+    the structure signs it: what a structure's software could sign."""
+    sign = vihf.XMLSigner.sign
+
+    def edited_then_signed(self, data, **arguments):
+        edit(data)
+        return sign(self, data, **arguments)
+
+    arguments = {
+        "practitioner_id": AUTHORIZED,
+        "profession": "10",
+        "specialty": "SM54",
+        "organization_id": "1000000001",
+        "patient_ins": INS,
+        "audience": AuthSettings(data_dir=data_dir).effective_audience,
+        **options,
+    }
+    with monkeypatch.context() as patch:
+        patch.setattr(vihf.XMLSigner, "sign", edited_then_signed)
+        assertion = vihf.mint_vihf(vihf.load_or_create_structure_credential(data_dir), **arguments)
+    header = etree.Element(f"{{{vihf.WSSE}}}Security", nsmap={"wsse": vihf.WSSE})
+    header.append(etree.fromstring(vihf.vihf_to_string(assertion).encode()))
+    return header
+
+
+def requester_of(data_dir, security: etree._Element):
+    trust = vihf.VihfTrust.from_settings(AuthSettings(data_dir=data_dir))
+    return vihf.vihf_requester(security, trust, cache=None)
+
+
+def _attribute(assertion: etree._Element, name: str) -> etree._Element:
+    return assertion.find(f".//{{{vihf.SAML}}}Attribute[@Name='{name}']")
+
+
+def renamed(name: str, spelling: str):
+    def edit(assertion: etree._Element) -> None:
+        _attribute(assertion, name).set("Name", spelling)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, options",
+    [
+        (renamed(vihf.ATTR_PURPOSE, vihf.ATTR_PURPOSE.upper()), {"mode": "bris_de_glace"}),
+        (renamed(vihf.ATTR_PURPOSE, f" {vihf.ATTR_PURPOSE}"), {"mode": "centre_15"}),
+        (renamed(vihf.ATTR_RESOURCE_ID, f"{vihf.ATTR_RESOURCE_ID} "), {}),
+        (renamed(vihf.ATTR_STRUCTURE, "identifiant_structure"), {}),
+    ],
+    ids=["purpose-in-capitals", "purpose-with-a-space", "resource-id-with-a-space", "structure"],
+)
+def test_r11_vihf_attribute_named_in_another_spelling_is_refused(
+    data_dir, monkeypatch, edit, options
+):
+    """An Attribute whose Name is a known one in another case or with surrounding spaces was
+    not read at all: a PurposeOfUse declaring bris de glace or centre 15 served the request
+    in mode normal (neither notified nor audited as an emergency access, R11, R12), and a
+    resource-id so spelled left the request bound to no patient. Refused."""
+    reason = {"reason": "urgence"} if options else {}
+    security = vihf_signed_after(data_dir, monkeypatch, edit, **options, **reason)
+    with pytest.raises(AuthenticationError, match="not spelled as"):
+        requester_of(data_dir, security)
+
+
+def second_statement(name: str, value: str):
+    def edit(assertion: etree._Element) -> None:
+        statement = assertion.find(f"{{{vihf.SAML}}}AttributeStatement")
+        extra = etree.Element(f"{{{vihf.SAML}}}AttributeStatement")
+        statement.addnext(extra)
+        attribute = etree.SubElement(extra, f"{{{vihf.SAML}}}Attribute", Name=name)
+        etree.SubElement(attribute, f"{{{vihf.SAML}}}AttributeValue").text = value
+
+    return edit
+
+
+def second_value(name: str, value: str):
+    def edit(assertion: etree._Element) -> None:
+        holder = _attribute(assertion, name)
+        etree.SubElement(holder, f"{{{vihf.SAML}}}AttributeValue").text = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        second_statement(vihf.ATTR_STRUCTURE, "2000000002"),
+        second_value(vihf.ATTR_STRUCTURE, "2000000002"),
+        second_value(vihf.ATTR_ACCESS_REASON, "autre"),
+    ],
+    ids=["structure-in-a-second-statement", "structure-twice", "reason-twice"],
+)
+def test_r18_vihf_naming_an_organisation_or_reason_twice_is_refused(data_dir, monkeypatch, edit):
+    """The structure (Identifiant_Structure) is the organisational mailbox a practitioner
+    acts for (R18), the reason the justification of a bris de glace (R11): two values were
+    read as the first, so that the order of elements chose. Refused."""
+    security = vihf_signed_after(
+        data_dir, monkeypatch, edit, mode="bris_de_glace", reason="urgence"
+    )
+    with pytest.raises(AuthenticationError, match="more than one value"):
+        requester_of(data_dir, security)
+
+
+def test_r13_vihf_naming_two_specialties_is_refused(data_dir, monkeypatch):
+    """Two TRE_R38 Roles: the first was the specialty R13 read."""
+
+    def edit(assertion: etree._Element) -> None:
+        holder = _attribute(assertion, vihf.ATTR_ROLE)
+        value = etree.SubElement(holder, f"{{{vihf.SAML}}}AttributeValue")
+        value.append(vihf._coded("Role", "SM26", vihf.OID_TRE_R38_SPECIALTY))
+        holder.insert(1, value)
+
+    security = vihf_signed_after(data_dir, monkeypatch, edit)
+    with pytest.raises(AuthenticationError, match="specialty"):
+        requester_of(data_dir, security)
+
+
+@pytest.mark.parametrize("instant", ["20991231", "2099-12-31", "2099-12-31T00:00"])
+def test_r01_vihf_validity_instant_outside_xs_datetime_is_refused(data_dir, monkeypatch, instant):
+    """NotOnOrAfter is an xs:dateTime (SAML core §1.3.3). Python's ISO reader also took a
+    date alone or the basic format, an instant the signer's software may have meant
+    otherwise: refused."""
+
+    def edit(assertion: etree._Element) -> None:
+        assertion.find(f"{{{vihf.SAML}}}Conditions").set("NotOnOrAfter", instant)
+
+    security = vihf_signed_after(data_dir, monkeypatch, edit)
+    with pytest.raises(AuthenticationError, match="malformed validity instant"):
+        requester_of(data_dir, security)
+
+
+@pytest.mark.parametrize(
+    "instant", ["2099-12-31T00:00:00Z", "2099-12-31T00:00:00", "2099-12-31T00:00:00.1234567+01:00"]
+)
+def test_r01_vihf_validity_instant_with_or_without_zone_or_fraction_is_read(
+    data_dir, monkeypatch, instant
+):
+    def edit(assertion: etree._Element) -> None:
+        assertion.find(f"{{{vihf.SAML}}}Conditions").set("NotOnOrAfter", instant)
+
+    requester = requester_of(data_dir, vihf_signed_after(data_dir, monkeypatch, edit))
+    assert requester.subject_id == AUTHORIZED
+    assert requester.organization_id == "1000000001"
+
+
+def test_r01_vihf_comment_inside_the_name_id_is_read_as_signed(data_dir, monkeypatch):
+    """The canonical form drops comments: `8100<!---->02…` signed as one IdNat_PS. The
+    server reads the element the signature verified (signxml's canonical copy), never the
+    text before the comment, so the comment changes nothing (held; kept as a guard)."""
+    security = vihf_signed_after(data_dir, monkeypatch, lambda assertion: None)
+    name_id = security.find(f".//{{{vihf.SAML}}}NameID")
+    text = name_id.text
+    name_id.text = text[:4]
+    comment = etree.Comment("x")
+    comment.tail = text[4:]
+    name_id.append(comment)
+    requester = requester_of(data_dir, etree.fromstring(etree.tostring(security)))
+    assert requester.subject_id == AUTHORIZED
