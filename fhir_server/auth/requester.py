@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fhir_server.access.policy.tables import PAYER_TYPES, RECORD_ADMIN_TYPES
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_token
 from fhir_server.auth.tokens import AuthenticationError
@@ -178,6 +179,35 @@ def _organization_id(value: str | None) -> str | None:
     return identifier
 
 
+# The organization types the rules name (R05 payers, R15 record administrators).
+RULED_ORGANIZATION_TYPES = PAYER_TYPES | RECORD_ADMIN_TYPES
+
+
+def _folded_type(value: str) -> str:
+    return "_".join(value.replace("-", " ").replace("_", " ").casefold().split())
+
+
+_RULED_BY_FOLDED = {_folded_type(t): t for t in RULED_ORGANIZATION_TYPES}
+
+
+def organization_type(value: str | None) -> str | None:
+    """The organization type as the rules compare it, exactly.
+
+    A type the rules name, spelled otherwise (`Employer`, `mutual-insurer`, `health_insurer `),
+    refuses the credentials: read as written it was no payer, so R05 did not refuse an
+    employer's or an insurer's read of a Patient, nor its deposits (fail closed). A type the
+    rules do not name (hospital, laboratory ...) is kept as written."""
+    if value is None:
+        return None
+    ruled = _RULED_BY_FOLDED.get(_folded_type(value))
+    if ruled is not None and ruled != value:
+        raise AuthenticationError(
+            f"organization type {value!r} must be spelled {ruled!r} (extensions.dmp."
+            "organization_type)"
+        )
+    return value
+
+
 def _checked(value: str | None, problem: str | None, name: str) -> str | None:
     if value is not None and problem is not None:
         raise AuthenticationError(f"token claim {name}: {problem}")
@@ -239,8 +269,8 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
         "scopes": scopes,
         "client_id": client_id,
         "token_id": _text(claims.get("jti"), "jti"),
-        "organization_type": _text(
-            dmp.get("organization_type"), "extensions.dmp.organization_type"
+        "organization_type": organization_type(
+            _text(dmp.get("organization_type"), "extensions.dmp.organization_type")
         ),
         "access_reason": _text(dmp.get("access_reason"), "extensions.dmp.access_reason"),
     }

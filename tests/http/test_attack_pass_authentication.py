@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from lxml import etree
 
 import fhir_server.auth.vihf as vihf
+from fhir_server.auth.clients import ClientRegistry, RegisteredClient
 from fhir_server.auth.keys import load_or_create_signing_key
 from fhir_server.auth.tokens import AuthenticationError, AuthSettings
 from tests.http.conftest import auth
@@ -443,3 +444,47 @@ def test_r01_vihf_comment_inside_the_name_id_is_read_as_signed(data_dir, monkeyp
     name_id.append(comment)
     requester = requester_of(data_dir, etree.fromstring(etree.tostring(security)))
     assert requester.subject_id == AUTHORIZED
+
+
+# -- R05, R15: a system client's organization type ------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["Employer", "employer ", "mutual-insurer", "HEALTH_INSURER"])
+def test_r05_organization_type_of_a_payer_spelled_otherwise_is_refused(
+    client,
+    tokens,
+    record,  # noqa: F811
+    spelling,
+):
+    """R05 refuses payers and employers by their organization type. `Employer` (or a space,
+    a hyphen, capitals) was no payer to the rules: the employer's system read the patient's
+    identity, where `employer` is refused. Refused at authentication (401)."""
+    token = tokens.system("payer", scope="system/*.cruds", organization_type=spelling)
+    response = client.get(f"/fhir/Patient/{PATIENT_A}", headers=auth(token))
+    assert response.status_code == 401
+    assert "organization type" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_r05_organization_type_of_a_payer_as_the_rules_spell_it_is_a_payer(
+    client,
+    tokens,
+    record,  # noqa: F811
+):
+    token = tokens.system("payer", scope="system/*.cruds", organization_type="employer")
+    response = client.get(f"/fhir/Patient/{PATIENT_A}", headers=auth(token))
+    assert response.status_code == 403
+    assert outcome_code(response) == "R05"
+
+
+def test_r15_client_registration_with_a_payer_type_spelled_otherwise_is_refused(tmp_path):
+    """The registration is where a client's organization type comes from (the token endpoint
+    copies it, the client cannot choose it): a near miss is refused there, not at use."""
+    registry = ClientRegistry.in_data_dir(tmp_path)
+    key = load_or_create_signing_key(tmp_path).public_jwks()
+    with pytest.raises(ValueError, match="health_insurer"):
+        registry.add(
+            RegisteredClient(
+                "feed", dict(key), "system/Patient.cru", organization_type="Health_Insurer"
+            )
+        )
+    assert registry.get("feed") is None
