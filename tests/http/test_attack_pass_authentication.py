@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -27,9 +28,14 @@ import fhir_server.auth.vihf as vihf
 from fhir_server.auth.clients import ClientRegistry, RegisteredClient
 from fhir_server.auth.keys import load_or_create_signing_key
 from fhir_server.auth.tokens import AuthenticationError, AuthSettings
+from ihe_xds import vocabulary as v
+from ihe_xds.stored_query import FIND_DOCUMENTS
 from tests.http.conftest import auth
 from tests.http.test_attack_pass_spellings import record  # noqa: F401 - the fixture
 from tests.http.test_normal_form import AUTHORIZED, PATIENT_A, PATIENT_B, document, post
+from tests.http.test_xds_endpoints import OTHER_PS, Xds, fault_of
+from tests.http.test_xds_stored_queries import adhoc
+from tests.xds_builders import patient_cx
 
 A03 = "urn:oid:1.2.250.1.213.1.1.4.1"  # the class codes `document` files under
 
@@ -488,3 +494,70 @@ def test_r15_client_registration_with_a_payer_type_spelled_otherwise_is_refused(
             )
         )
     assert registry.get("feed") is None
+
+
+# -- XDS: one Header, one Body, one wsse:Security (R01) -------------------------------------
+
+
+@pytest.fixture
+def xds(app, client, tokens, data_dir) -> Xds:
+    return Xds(app, client, tokens, data_dir)
+
+
+def envelope(xds: Xds, *, headers: list[list[etree._Element]], bodies: int = 1) -> bytes:
+    """An ITI-18 FindDocuments envelope whose Header elements hold `headers` (each after the
+    WS-Addressing Action and MessageID), repeated Bodies as asked."""
+    root = etree.Element(f"{{{v.NS_SOAP12}}}Envelope", nsmap={"soap": v.NS_SOAP12, "wsa": v.NS_WSA})
+    for extra in headers:
+        header = etree.SubElement(root, f"{{{v.NS_SOAP12}}}Header")
+        etree.SubElement(header, f"{{{v.NS_WSA}}}Action").text = v.ACTION_ITI18
+        etree.SubElement(header, f"{{{v.NS_WSA}}}MessageID").text = f"urn:uuid:{uuid.uuid4()}"
+        for element in extra:
+            header.append(element)
+    for _ in range(bodies):
+        query = adhoc(
+            FIND_DOCUMENTS,
+            [
+                ("$XDSDocumentEntryPatientId", f"'{patient_cx(NIR)}'"),
+                ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+            ],
+            "ObjectRef",
+        )
+        etree.SubElement(root, f"{{{v.NS_SOAP12}}}Body").append(query)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+NIR = "123456789012311"
+
+
+def post_soap(xds: Xds, data: bytes):
+    return xds.client.post(
+        "/xds/registry", data=data, headers={"Content-Type": "application/soap+xml; charset=UTF-8"}
+    )
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["two-security-headers", "two-headers", "two-bodies"],
+)
+def test_r01_xds_envelope_naming_two_callers_or_two_requests_is_a_fault(xds, layout):
+    """A second `wsse:Security` (the last one was read), a second Header or Body (the first
+    was read): which practitioner, or which request, the server served depended on the
+    order, and a gateway reading the other one saw another. A SOAP Fault (Sender)."""
+    first, second = xds.security(OTHER_PS, NIR), xds.security(AUTHORIZED, NIR)
+    if layout == "two-security-headers":
+        data = envelope(xds, headers=[[first, second]])
+    elif layout == "two-headers":
+        data = envelope(xds, headers=[[first], [second]])
+    else:
+        data = envelope(xds, headers=[[first]], bodies=2)
+    response = post_soap(xds, data)
+    assert response.status_code == 400
+    code, reason = fault_of(response)
+    assert code == "soap:Sender"
+    assert "more than one" in reason
+
+
+def test_r01_xds_envelope_with_one_of_each_is_answered(xds):
+    response = post_soap(xds, envelope(xds, headers=[[xds.security(AUTHORIZED, NIR)]]))
+    assert response.status_code == 200, response.get_data()[:2000]
