@@ -7,8 +7,8 @@ Flask requests and those functions (RFC 6749 §5 response shapes, RFC 6750 §3 c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Mapping
+from functools import lru_cache, partial
 from typing import Any
 
 from flask import Blueprint, Request, jsonify, request
@@ -77,6 +77,15 @@ def bearer_token(req: Request) -> str | None:
     return token.strip()
 
 
+@lru_cache(maxsize=16)
+def _requester_of(base_url: str | None) -> Callable[[Mapping[str, Any]], Requester]:
+    """The one derivation of a Requester from claims for `base_url`. The verified-token
+    cache keeps derived values by (token, function): a `partial` made afresh per request
+    never matched, and each request added an entry that lived as long as its token, so any
+    holder of a valid token grew the server's memory with every request."""
+    return partial(requester_from_claims, base_url=base_url)
+
+
 def bearer_requester(
     req: Request, validator: TokenValidator, base_url: str | None = None
 ) -> Requester:
@@ -86,7 +95,7 @@ def bearer_requester(
     if token is None:
         raise unauthorized(None)
     try:
-        return validator.authenticated(token, partial(requester_from_claims, base_url=base_url))
+        return validator.authenticated(token, _requester_of(base_url))
     except AuthenticationError as exc:
         raise unauthorized(exc.message) from None
 

@@ -22,12 +22,14 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+from flask import request
 from lxml import etree
 
 import fhir_server.auth.vihf as vihf
 from fhir_server.auth.clients import ClientRegistry, RegisteredClient
+from fhir_server.auth.http import bearer_requester
 from fhir_server.auth.keys import load_or_create_signing_key
-from fhir_server.auth.tokens import AuthenticationError, AuthSettings
+from fhir_server.auth.tokens import AuthenticationError, AuthSettings, TokenValidator
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
 from tests.http.conftest import auth
@@ -561,3 +563,19 @@ def test_r01_xds_envelope_naming_two_callers_or_two_requests_is_a_fault(xds, lay
 def test_r01_xds_envelope_with_one_of_each_is_answered(xds):
     response = post_soap(xds, envelope(xds, headers=[[xds.security(AUTHORIZED, NIR)]]))
     assert response.status_code == 200, response.get_data()[:2000]
+
+
+# -- R01: a valid token's requests do not grow the server -----------------------------------
+
+
+def test_r01_requests_with_one_token_keep_one_derived_requester(app, data_dir, tokens):
+    """The Requester of a verified token is derived once and kept with it. The derivation
+    was a new `partial` per request, which never matched the one kept: every request added
+    an entry living as long as the token, so one client with one token grew the server's
+    memory without bound."""
+    validator = TokenValidator.from_settings(AuthSettings(data_dir=data_dir))
+    token = tokens.patient(PATIENT_A)
+    for _ in range(20):
+        with app.test_request_context(headers=auth(token)):
+            assert bearer_requester(request, validator, None).patient_id == PATIENT_A
+    assert len(validator.verified._derived) == 1
