@@ -68,6 +68,16 @@ def unauthorized(description: str | None) -> FhirError:
 
 
 def bearer_token(req: Request) -> str | None:
+    """The bearer token of the Authorization header, the one place it is read.
+
+    A token in the query string (`access_token`, RFC 6750 §2.3) is refused rather than
+    ignored: alongside a header it is a second credential a proxy or a log may take for the
+    caller (RFC 6750 §2: one method per request), and alone it was answered as a request
+    without credentials."""
+    if "access_token" in req.args:
+        raise unauthorized(
+            "send the token in the Authorization header only (RFC 6750 §2), not as access_token"
+        )
     header = req.headers.get("Authorization")
     if not header:
         return None

@@ -579,3 +579,15 @@ def test_r01_requests_with_one_token_keep_one_derived_requester(app, data_dir, t
         with app.test_request_context(headers=auth(token)):
             assert bearer_requester(request, validator, None).patient_id == PATIENT_A
     assert len(validator.verified._derived) == 1
+
+
+@pytest.mark.parametrize("with_header", [True, False], ids=["with-a-header", "alone"])
+def test_r01_token_in_the_query_string_is_refused(client, tokens, record, with_header):  # noqa: F811
+    """`?access_token=` (RFC 6750 §2.3) was ignored: beside an Authorization header it was a
+    second credential, of another user, that a proxy or a log could take for the caller's
+    (RFC 6750 §2: one method per request). Refused, whatever the header says."""
+    other = tokens.patient(PATIENT_B)
+    headers = auth(tokens.patient(PATIENT_A)) if with_header else {}
+    response = client.get(f"/fhir/Patient/{PATIENT_A}?access_token={other}", headers=headers)
+    assert response.status_code == 401
+    assert "Authorization header only" in response.get_json()["issue"][0]["diagnostics"]
