@@ -401,9 +401,27 @@ def _verify_signature(
 
 
 def _check_conditions(assertion: etree._Element, trust: VihfTrust) -> None:
-    conditions = assertion.find(_q(SAML, "Conditions"))
+    """The validity window and the audience (SAML core §2.5.1).
+
+    One Conditions element (the schema allows no more; the first of two was read); every
+    AudienceRestriction must name this server (they are AND-ed, the Audiences of one are
+    OR-ed: an assertion restricted to another relying party and to this one is for neither
+    alone); a condition the server does not enforce (OneTimeUse: no replay cache here; an
+    extension Condition) makes the assertion invalid rather than ignored. ProxyRestriction
+    limits the assertions a relying party issues, and the server issues none."""
+    all_conditions = assertion.findall(_q(SAML, "Conditions"))
+    if len(all_conditions) > 1:
+        raise AuthenticationError("VIHF has more than one Conditions element")
+    conditions = all_conditions[0] if all_conditions else None
     if conditions is None:
         raise AuthenticationError("VIHF has no Conditions (validity window)")
+    for condition in conditions:
+        if not isinstance(condition.tag, str):
+            continue
+        if condition.tag not in (_q(SAML, "AudienceRestriction"), _q(SAML, "ProxyRestriction")):
+            raise AuthenticationError(
+                f"VIHF condition {etree.QName(condition).localname} is not supported"
+            )
     now, leeway = trust.clock(), trust.leeway_seconds
     not_before = _parse_instant(conditions.get("NotBefore"))
     not_on_or_after = _parse_instant(conditions.get("NotOnOrAfter"))
@@ -413,10 +431,11 @@ def _check_conditions(assertion: etree._Element, trust: VihfTrust) -> None:
         raise AuthenticationError("VIHF expired")
     if not_before is not None and now + leeway < not_before:
         raise AuthenticationError("VIHF not yet valid")
-    audiences = [
-        a.text for a in conditions.iterfind("saml2:AudienceRestriction/saml2:Audience", NSMAP)
-    ]
-    if trust.audience not in audiences:
+    restrictions = conditions.findall("saml2:AudienceRestriction", NSMAP)
+    if not restrictions or any(
+        trust.audience not in [a.text for a in r.iterfind("saml2:Audience", NSMAP)]
+        for r in restrictions
+    ):
         raise AuthenticationError("VIHF audience does not name this server")
 
 

@@ -591,3 +591,44 @@ def test_r01_token_in_the_query_string_is_refused(client, tokens, record, with_h
     response = client.get(f"/fhir/Patient/{PATIENT_A}?access_token={other}", headers=headers)
     assert response.status_code == 401
     assert "Authorization header only" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def _conditions(assertion: etree._Element) -> etree._Element:
+    return assertion.find(f"{{{vihf.SAML}}}Conditions")
+
+
+def restricted_to_another_too(assertion: etree._Element) -> None:
+    restriction = etree.SubElement(_conditions(assertion), f"{{{vihf.SAML}}}AudienceRestriction")
+    etree.SubElement(restriction, f"{{{vihf.SAML}}}Audience").text = "https://other.example/xds"
+    _conditions(assertion).insert(0, restriction)
+
+
+def second_conditions(assertion: etree._Element) -> None:
+    conditions = _conditions(assertion)
+    other = etree.Element(f"{{{vihf.SAML}}}Conditions", NotOnOrAfter="2000-01-01T00:00:00Z")
+    conditions.addnext(other)
+
+
+def one_time_use(assertion: etree._Element) -> None:
+    etree.SubElement(_conditions(assertion), f"{{{vihf.SAML}}}OneTimeUse")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (restricted_to_another_too, "audience"),
+        (second_conditions, "more than one Conditions"),
+        (one_time_use, "OneTimeUse is not supported"),
+    ],
+    ids=["audience-restricted-to-another-too", "two-conditions", "one-time-use"],
+)
+def test_r01_vihf_conditions_the_server_did_not_read_as_written_are_refused(
+    data_dir, monkeypatch, edit, message
+):
+    """SAML core §2.5.1: AudienceRestrictions are AND-ed (one naming only another relying
+    party makes the assertion not ours; all their Audiences were pooled); one Conditions
+    (a second one, expired, was never read); a condition the server does not enforce makes
+    the assertion invalid (OneTimeUse was ignored and the assertion replayable at will)."""
+    security = vihf_signed_after(data_dir, monkeypatch, edit)
+    with pytest.raises(AuthenticationError, match=message):
+        requester_of(data_dir, security)
