@@ -15,13 +15,16 @@ OperationOutcome or a SOAP Fault, never a 500.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import time
 import uuid
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 from flask import request
 from lxml import etree
 
@@ -632,3 +635,62 @@ def test_r01_vihf_conditions_the_server_did_not_read_as_written_are_refused(
     security = vihf_signed_after(data_dir, monkeypatch, edit)
     with pytest.raises(AuthenticationError, match=message):
         requester_of(data_dir, security)
+
+
+# -- what held (guards) ---------------------------------------------------------------------
+
+
+def test_r01_vihf_signed_by_a_trusted_certificate_past_its_validity_is_refused(tmp_path):
+    """A trusted structure certificate that has expired verifies nothing (held: signxml is
+    given the verification time), nor does a KeyInfo certificate that is not a trusted one."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired structure")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=10))
+        .not_valid_after(now - dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    audience = AuthSettings(data_dir=tmp_path).effective_audience
+    assertion = vihf.mint_vihf(
+        vihf.StructureCredential(key, certificate),
+        practitioner_id=AUTHORIZED,
+        profession="10",
+        audience=audience,
+    )
+    trust = vihf.VihfTrust((certificate,), audience)
+    with pytest.raises(AuthenticationError, match="not trusted"):
+        vihf.vihf_requester(assertion, trust, cache=None)
+
+
+def test_r01_xds_assertion_in_the_body_is_not_read(xds):
+    """Only the `wsse:Security` header is read for the caller: an empty one, with a valid
+    VIHF put in the Body after the request, is a fault (held)."""
+    security = etree.Element(f"{{{vihf.WSSE}}}Security", nsmap={"wsse": vihf.WSSE})
+    root = etree.fromstring(envelope(xds, headers=[[security]]))
+    body = root.find(f"{{{v.NS_SOAP12}}}Body")
+    body.append(xds.security(AUTHORIZED, NIR)[0])
+    response = post_soap(xds, etree.tostring(root))
+    assert response.status_code == 400
+    code, reason = fault_of(response)
+    assert code == "soap:Sender"
+    assert "VIHF" in reason
+
+
+def test_r01_xds_envelope_declaring_an_entity_is_refused(xds):
+    """An entity declaration (`<!ENTITY idnat "…">` in a DTD, used in the NameID) is refused
+    before anything is read (held)."""
+    data = envelope(xds, headers=[[xds.security(AUTHORIZED, NIR)]]).decode()
+    data = data.replace(
+        "?>", '?>\n<!DOCTYPE soap:Envelope [<!ENTITY idnat "810000000010">]>', 1
+    ).replace(f">{AUTHORIZED}<", ">&idnat;<", 1)
+    response = post_soap(xds, data.encode())
+    assert response.status_code == 400
+    code, reason = fault_of(response)
+    assert code == "soap:Sender"
+    assert "DTD" in reason, reason
