@@ -400,6 +400,33 @@ def _verify_signature(
     raise AuthenticationError("VIHF signature is invalid or its signer is not trusted")
 
 
+CM_BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+CM_SENDER_VOUCHES = "urn:oasis:names:tc:SAML:2.0:cm:sender-vouches"
+
+
+def _check_subject_confirmations(assertion: etree._Element, now: float, leeway: int) -> None:
+    """Bearer or sender-vouches confirmations only, within their own window.
+
+    A holder-of-key assertion is good only with proof that the presenter holds the key it
+    names, which the server does not check: served as a bearer one, anyone it was shown to
+    could present it. A SubjectConfirmationData's NotOnOrAfter (often shorter than the
+    Conditions') was not read: the assertion was served past it."""
+    for confirmation in assertion.iterfind("saml2:Subject/saml2:SubjectConfirmation", NSMAP):
+        method = confirmation.get("Method")
+        if method not in (CM_BEARER, CM_SENDER_VOUCHES):
+            raise AuthenticationError(
+                f"VIHF SubjectConfirmation method {method!r} is not supported (bearer or "
+                "sender-vouches)"
+            )
+        for data in confirmation.iterfind("saml2:SubjectConfirmationData", NSMAP):
+            until = _parse_instant(data.get("NotOnOrAfter"))
+            since = _parse_instant(data.get("NotBefore"))
+            if until is not None and now >= until + leeway:
+                raise AuthenticationError("VIHF subject confirmation expired")
+            if since is not None and now + leeway < since:
+                raise AuthenticationError("VIHF subject confirmation not yet valid")
+
+
 def _check_conditions(assertion: etree._Element, trust: VihfTrust) -> None:
     """The validity window and the audience (SAML core §2.5.1).
 
@@ -431,6 +458,7 @@ def _check_conditions(assertion: etree._Element, trust: VihfTrust) -> None:
         raise AuthenticationError("VIHF expired")
     if not_before is not None and now + leeway < not_before:
         raise AuthenticationError("VIHF not yet valid")
+    _check_subject_confirmations(assertion, now, leeway)
     restrictions = conditions.findall("saml2:AudienceRestriction", NSMAP)
     if not restrictions or any(
         trust.audience not in [a.text for a in r.iterfind("saml2:Audience", NSMAP)]

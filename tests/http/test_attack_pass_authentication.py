@@ -694,3 +694,44 @@ def test_r01_xds_envelope_declaring_an_entity_is_refused(xds):
     code, reason = fault_of(response)
     assert code == "soap:Sender"
     assert "DTD" in reason, reason
+
+
+BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+
+
+def confirmed(method: str, **data: str):
+    def edit(assertion: etree._Element) -> None:
+        subject = assertion.find(f"{{{vihf.SAML}}}Subject")
+        confirmation = etree.SubElement(
+            subject, f"{{{vihf.SAML}}}SubjectConfirmation", Method=method
+        )
+        if data:
+            etree.SubElement(confirmation, f"{{{vihf.SAML}}}SubjectConfirmationData", **data)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (confirmed("urn:oasis:names:tc:SAML:2.0:cm:holder-of-key"), "holder-of-key"),
+        (
+            confirmed(BEARER, NotOnOrAfter="2001-01-01T00:00:00Z"),
+            "subject confirmation expired",
+        ),
+    ],
+    ids=["holder-of-key", "confirmation-expired"],
+)
+def test_r01_vihf_subject_confirmation_is_honoured_or_refused(data_dir, monkeypatch, edit, message):
+    """A holder-of-key VIHF is good only with proof of its key, which the server does not
+    check: it was served as a bearer one, to anyone holding a copy. A bearer confirmation
+    whose window has ended was served until the Conditions' NotOnOrAfter."""
+    security = vihf_signed_after(data_dir, monkeypatch, edit)
+    with pytest.raises(AuthenticationError, match=message):
+        requester_of(data_dir, security)
+
+
+def test_r01_vihf_bearer_confirmation_within_its_window_is_accepted(data_dir, monkeypatch):
+    edit = confirmed(BEARER, NotOnOrAfter="2099-01-01T00:00:00Z")
+    requester = requester_of(data_dir, vihf_signed_after(data_dir, monkeypatch, edit))
+    assert requester.subject_id == AUTHORIZED
