@@ -110,6 +110,26 @@ def test_r02_granular_scope_naming_the_class_still_finds_it(client, tokens, depo
     assert deposited in [e["resource"]["id"] for e in response.get_json()["entry"]]
 
 
+@pytest.mark.parametrize(
+    "constraint",
+    ["_summary=count", "_count=0", "_elements=id", "_sort=date", "foo=bar", "date=notadate"],
+)
+def test_r02_granular_scope_that_filters_nothing_the_server_reads_is_refused(
+    client, tokens, deposited, constraint
+):
+    """`patient/DocumentReference.rs?_summary=count` grants counts; the server took its
+    result parameter for no constraint at all and served the documents whole. A parameter
+    it does not know, or a bad value, was a 400 naming a parameter the request never sent.
+    Each is a 403 (R02): the grant cannot be confined as written."""
+    token = tokens.patient(
+        PATIENT_A, scope=f"patient/DocumentReference.rs?{constraint} patient/Patient.rs"
+    )
+    response = client.get(f"/fhir/DocumentReference?patient={PATIENT_A}", headers=auth(token))
+    assert response.status_code == 403
+    assert outcome_code(response) == "R02"
+    assert "granular scope" in response.get_json()["issue"][0]["diagnostics"]
+
+
 # -- R01: a token's JSON names each member once ---------------------------------------------
 
 

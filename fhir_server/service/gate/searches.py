@@ -23,9 +23,9 @@ from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity
 from fhir_server.auth.scopes import ScopeError
-from fhir_server.errors import error
+from fhir_server.errors import FhirError, error
 from fhir_server.resources.model import SERVED_TYPES
-from fhir_server.search.parameters import parse_search
+from fhir_server.search.parameters import IGNORED_SILENTLY, RESULT_PARAMS, parse_search
 from fhir_server.search.query import (
     And,
     Chain,
@@ -336,12 +336,34 @@ class SearchGate(ReadGate):
         alternatives = scopes.constraints(resource_type, "search")
         if not alternatives:
             return Everything()
-        return Or(
-            tuple(
-                parse_search(resource_type, params, self.registry).query.where
-                for params in alternatives
-            )
-        )
+        return Or(tuple(self._granular_clause(resource_type, p) for p in alternatives))
+
+    def _granular_clause(self, resource_type: str, params: list[tuple[str, str]]) -> Node:
+        """The clause of one granular constraint; 403 (R02) when it is no filter the server
+        can apply: a result parameter (`_count`, `_summary`, `_elements`, `_sort`,
+        `_include`...) confined nothing and the grant was served whole; an unknown
+        parameter or a bad value was a 400 naming a parameter the request never sent."""
+        wording = "&".join(f"{name}={value}" for name, value in params)
+        for name, _ in params:
+            base = name.partition(":")[0]
+            if base in RESULT_PARAMS or base in IGNORED_SILENTLY:
+                raise error(
+                    403,
+                    "forbidden",
+                    f"the token's granular scope on {resource_type} (?{wording}) names"
+                    f" {name}, which filters nothing: it cannot be applied",
+                    details_code="R02",
+                )
+        try:
+            return parse_search(resource_type, params, self.registry).query.where
+        except FhirError as exc:
+            raise error(
+                403,
+                "forbidden",
+                f"the token's granular scope on {resource_type} (?{wording}) cannot be"
+                f" applied: {exc.message}",
+                details_code="R02",
+            ) from None
 
     def include_constraint(
         self,
