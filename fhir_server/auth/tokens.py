@@ -343,6 +343,10 @@ class VerifiedTokens:
                     del self._derived[derived_key]
 
 
+def _not_a_number(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int | float)
+
+
 @dataclass
 class TokenValidator:
     """Validates bearer tokens: local key first, then the configured external issuer."""
@@ -445,11 +449,12 @@ class TokenValidator:
             raise AuthenticationError("token has no expiry (exp)")
         if now > exp + leeway:
             raise AuthenticationError("token expired")
+        # A boolean is no NumericDate (RFC 7519 §2), though Python counts it as an int.
         nbf = claims.get("nbf")
-        if nbf is not None and (not isinstance(nbf, int | float) or now + leeway < nbf):
+        if nbf is not None and (_not_a_number(nbf) or now + leeway < nbf):
             raise AuthenticationError("token not yet valid (nbf)")
         iat = claims.get("iat")
-        if iat is not None and (not isinstance(iat, int | float) or now + leeway < iat):
+        if iat is not None and (_not_a_number(iat) or now + leeway < iat):
             raise AuthenticationError("token issued in the future (iat)")
 
     def _check_content(self, claims: Mapping[str, Any]) -> None:

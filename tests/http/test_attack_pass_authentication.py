@@ -206,6 +206,15 @@ def test_r01_the_same_token_written_once_is_accepted(client, data_dir, record): 
     assert client.get(f"/fhir/Patient/{PATIENT_A}", headers=auth(token)).status_code == 200
 
 
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+def test_r01_token_time_claim_that_is_a_boolean_is_refused(client, data_dir, record, claim):  # noqa: F811
+    """`"nbf": true` is no NumericDate (RFC 7519 §2); Python read it as 1 (1970) and the
+    token as valid. Wrong JSON types are refused, as `exp` already was."""
+    claims = json.dumps(patient_claims(data_dir, PATIENT_A, **{claim: True}))
+    token = signed_as_written(data_dir, json.dumps(header_of(data_dir)), claims)
+    assert client.get(f"/fhir/Patient/{PATIENT_A}", headers=auth(token)).status_code == 401
+
+
 # -- R02, R06: the patient in context is the patient the token names --------------------------
 
 
