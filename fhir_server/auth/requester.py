@@ -320,6 +320,11 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
             **common,
         )
     name = _text(claims.get("name"), "name") or ""
+    # The INS in context binds a representative or a system as it binds a practitioner
+    # (`access.binding`): it was read for practitioners only, so a system token naming
+    # patient B's INS deposited in, and read, any record.
+    ins = _patient_identifier(dmp)
+    bound = {"patient_identifier": ins} if ins else {}
     if user_type == "Patient":
         return Requester(
             kind=ActorKind.PATIENT,
@@ -334,6 +339,7 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
             subject_id=user_id or "",
             display_name=name,
             patient_id=context_patient,
+            extra=bound,
             **common,
         )
     if user_type is not None:
@@ -350,6 +356,7 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
             subject_id=subject,
             display_name=name or subject,
             patient_id=context_patient,
+            extra=bound,
             **common,
         )
     raise AuthenticationError("token names no actor (fhirUser, IdNat_PS or system scopes)")

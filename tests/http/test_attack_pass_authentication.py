@@ -35,7 +35,7 @@ from fhir_server.auth.keys import load_or_create_signing_key
 from fhir_server.auth.tokens import AuthenticationError, AuthSettings, TokenValidator
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
-from tests.http.conftest import auth
+from tests.http.conftest import INS_SYSTEM, auth, valid_nir
 from tests.http.test_attack_pass_spellings import record  # noqa: F401 - the fixture
 from tests.http.test_normal_form import AUTHORIZED, PATIENT_A, PATIENT_B, document, post
 from tests.http.test_xds_endpoints import OTHER_PS, Xds, fault_of
@@ -280,6 +280,19 @@ def test_r01_practitioner_token_with_a_related_person_fhir_user_is_refused(
     )
     response = client.get(f"/fhir/Patient/{PATIENT_A}", headers=auth(token))
     assert response.status_code == 401
+
+
+def test_r02_system_token_naming_an_ins_is_bound_to_that_record(client, tokens, record):  # noqa: F811
+    """`extensions.dmp.patient_identifier` (the INS in context) binds the request to that
+    patient's record (`access.binding`); it was read for practitioners only, so a system
+    token naming patient B's INS read patient A. It is now bound: A is not found."""
+    ins_b = f"{INS_SYSTEM}|{valid_nir(2)}"  # patient B's, as `record` made it
+    extensions = {"dmp": {"organization_type": "hospital", "patient_identifier": ins_b}}
+    token = tokens.issuer.issue(
+        subject="his", scopes="system/*.cruds", client_id="his", extensions=extensions
+    )
+    assert client.get(f"/fhir/Patient/{PATIENT_A}", headers=auth(token)).status_code == 404
+    assert client.get(f"/fhir/Patient/{PATIENT_B}", headers=auth(token)).status_code == 200
 
 
 # -- R13: one specialty ---------------------------------------------------------------------
