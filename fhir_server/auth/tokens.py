@@ -404,6 +404,10 @@ class TokenValidator:
             raise AuthenticationError("token has unsupported critical header parameters")
         issuer = payload.get("iss")
         kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            # RFC 7515 §4.1.4: a string. An array or an object was looked up in the JWKS
+            # cache as a key and raised (a 500 instead of a 401).
+            raise AuthenticationError("token header kid must be a string")
         local_key = self.local_key if issuer == self.local_issuer else None
         key: Key | None
         if local_key is not None and kid in (None, local_key.kid):

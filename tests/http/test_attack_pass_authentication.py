@@ -215,6 +215,21 @@ def test_r01_token_time_claim_that_is_a_boolean_is_refused(client, data_dir, rec
     assert client.get(f"/fhir/Patient/{PATIENT_A}", headers=auth(token)).status_code == 401
 
 
+@pytest.mark.parametrize("kid", [["a"], {"a": 1}, 5])
+def test_r01_token_whose_kid_is_not_a_string_is_a_401_not_a_500(tmp_path, kid):
+    """With an external issuer configured, a `kid` array or object was looked up in its
+    JWKS cache as a dictionary key: a TypeError, a 500. A 401 now, as any other bad kid."""
+    settings = AuthSettings(
+        data_dir=tmp_path, issuer="https://idp.example", jwks_url="https://idp.example/jwks"
+    )
+    validator = TokenValidator.from_settings(settings, fetch_jwks=lambda url: {"keys": []})
+    header = {"alg": "RS256", "kid": kid, "typ": "at+jwt"}
+    claims = {"iss": "https://idp.example", "aud": settings.effective_audience, "exp": 2**40}
+    token = f"{_segment(json.dumps(header))}.{_segment(json.dumps(claims))}.c2ln"
+    with pytest.raises(AuthenticationError):
+        validator.validate(token)
+
+
 # -- R02, R06: the patient in context is the patient the token names --------------------------
 
 
