@@ -130,6 +130,48 @@ def test_r02_granular_scope_that_filters_nothing_the_server_reads_is_refused(
     assert "granular scope" in response.get_json()["issue"][0]["diagnostics"]
 
 
+@pytest.fixture
+def in_b(client, tokens, record):  # noqa: F811 - the fixture imported above
+    """A document of class 10 in patient B's record, whom AUTHORIZED may read."""
+    response = post(client, tokens.practitioner(AUTHORIZED), document(PATIENT_B))
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["id"]
+
+
+def practitioner_token(tokens, scope: str) -> str:
+    return tokens.issuer.issue(
+        subject=AUTHORIZED, scopes=scope, extensions=practitioner_extensions(AUTHORIZED)
+    )
+
+
+def test_r02_patient_and_granular_user_scopes_each_keep_their_bound(client, tokens, in_b):
+    """`patient/*.rs user/DocumentReference.rs?category=…|99`: the patient/ scope is bound
+    to the patient in context (here none), the user/ one to class 99. Their contexts and
+    constraints were pooled apart, each lifting the other's: B's class 10 document was
+    read and found. Each scope now keeps its own bound (OR of context AND constraint)."""
+    scope = f"patient/*.rs user/DocumentReference.rs?category={A03}|99 user/Patient.rs"
+    token = practitioner_token(tokens, scope)
+    read = client.get(f"/fhir/DocumentReference/{in_b}", headers=auth(token))
+    assert read.status_code == 404
+    found = client.get(f"/fhir/DocumentReference?patient={PATIENT_B}", headers=auth(token))
+    assert found.status_code == 200
+    assert found.get_json().get("entry", []) == []
+
+
+def test_r02_patient_scope_without_a_patient_in_context_reads_nothing(client, tokens, in_b):
+    """A `patient/` scope grants the patient in context's compartment; with none, nothing.
+    The search already found nothing; a read by id served the document."""
+    token = practitioner_token(tokens, "patient/*.rs")
+    assert client.get(f"/fhir/DocumentReference/{in_b}", headers=auth(token)).status_code == 404
+    found = client.get(f"/fhir/DocumentReference?patient={PATIENT_B}", headers=auth(token))
+    assert found.get_json().get("entry", []) == []
+
+
+def test_r02_user_scope_without_constraint_still_reads(client, tokens, in_b):
+    token = practitioner_token(tokens, "user/*.rs")
+    assert client.get(f"/fhir/DocumentReference/{in_b}", headers=auth(token)).status_code == 200
+
+
 # -- R01: a token's JSON names each member once ---------------------------------------------
 
 

@@ -23,9 +23,8 @@ from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity
 from fhir_server.auth.scopes import ScopeError
-from fhir_server.errors import FhirError, error
+from fhir_server.errors import error
 from fhir_server.resources.model import SERVED_TYPES
-from fhir_server.search.parameters import IGNORED_SILENTLY, RESULT_PARAMS, parse_search
 from fhir_server.search.query import (
     And,
     Chain,
@@ -94,7 +93,6 @@ class SearchGate(ReadGate):
                 requester, "search-type", patients, decision.rule, resource_type=resource_type
             )
             raise decision.to_error()
-        granular = self._granular_scopes(requester, resource_type)
         where = query.where
         if given and patient_id:
             where = self._resolved_patient_chain(requester, query, patient_id, record)
@@ -104,7 +102,6 @@ class SearchGate(ReadGate):
                 where,
                 decision.constraints,
                 scope_node,
-                granular,
                 self._binding_node(requester, resource_type, decision.constraints),
             ),
             resource_type,
@@ -330,41 +327,6 @@ class SearchGate(ReadGate):
         types = [target_type] if target_type else SERVED_TYPES
         return all(self._may_read_target(requester, t, target_id) for t in types)
 
-    def _granular_scopes(self, requester: Requester, resource_type: str) -> Node:
-        """SMART v2 granular scopes (`patient/DocumentReference.rs?category=...`) as clauses."""
-        scopes = scope_set(requester.scopes)
-        alternatives = scopes.constraints(resource_type, "search")
-        if not alternatives:
-            return Everything()
-        return Or(tuple(self._granular_clause(resource_type, p) for p in alternatives))
-
-    def _granular_clause(self, resource_type: str, params: list[tuple[str, str]]) -> Node:
-        """The clause of one granular constraint; 403 (R02) when it is no filter the server
-        can apply: a result parameter (`_count`, `_summary`, `_elements`, `_sort`,
-        `_include`...) confined nothing and the grant was served whole; an unknown
-        parameter or a bad value was a 400 naming a parameter the request never sent."""
-        wording = "&".join(f"{name}={value}" for name, value in params)
-        for name, _ in params:
-            base = name.partition(":")[0]
-            if base in RESULT_PARAMS or base in IGNORED_SILENTLY:
-                raise error(
-                    403,
-                    "forbidden",
-                    f"the token's granular scope on {resource_type} (?{wording}) names"
-                    f" {name}, which filters nothing: it cannot be applied",
-                    details_code="R02",
-                )
-        try:
-            return parse_search(resource_type, params, self.registry).query.where
-        except FhirError as exc:
-            raise error(
-                403,
-                "forbidden",
-                f"the token's granular scope on {resource_type} (?{wording}) cannot be"
-                f" applied: {exc.message}",
-                details_code="R02",
-            ) from None
-
     def include_constraint(
         self,
         requester: Requester,
@@ -396,10 +358,7 @@ class SearchGate(ReadGate):
         if isinstance(decision, Deny):
             return NOTHING
         bound = self._binding_node(requester, target_type, decision.constraints)
-        # A granular scope on the included type confines an include as it does a search of
-        # it: the included resources were served whatever their value of its parameter.
-        granular = self._granular_scopes(requester, target_type)
-        return all_of(decision.constraints, scope_node, bound, granular)
+        return all_of(decision.constraints, scope_node, bound)
 
     def _check_scopes_quietly(self, requester: Requester, resource_type: str) -> Node:
         """`_check_scopes` without its refusal's audit: an include the scopes do not grant
@@ -407,10 +366,9 @@ class SearchGate(ReadGate):
         scopes = scope_set(requester.scopes)
         if not scopes.allows(resource_type, "search"):
             raise ScopeError("not granted")
-        if scopes.contexts(resource_type, "search") == frozenset({"patient"}):
-            acting = self.facts.acting_for(requester) or requester.patient_id
-            return InCompartment(acting) if acting else NOTHING
-        return Everything()
+        # Granular constraints included: an include of the type is confined as a search of
+        # it is (the included resources were served whatever their value of the parameter).
+        return self._scope_node(requester, resource_type, "search", scopes, audit=False)
 
 
 def _top_level(nodes: tuple[Node, ...], where: Node) -> tuple[Node, ...]:
