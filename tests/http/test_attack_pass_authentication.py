@@ -167,6 +167,22 @@ def test_r02_patient_scope_without_a_patient_in_context_reads_nothing(client, to
     assert found.get_json().get("entry", []) == []
 
 
+def test_r02_patient_scope_without_a_patient_in_context_writes_nothing(client, tokens, record):  # noqa: F811
+    """`patient/*.cruds` with no patient in context: the scope's bound was computed and
+    dropped for writes, and the practitioner deposited in patient B's record (201)."""
+    token = practitioner_token(tokens, "patient/*.cruds")
+    response = post(client, token, document(PATIENT_B))
+    assert response.status_code == 403
+    assert outcome_code(response) == "R02"
+    with_context = tokens.issuer.issue(
+        subject=AUTHORIZED,
+        scopes="patient/*.cruds",
+        patient=PATIENT_B,
+        extensions=practitioner_extensions(AUTHORIZED),
+    )
+    assert post(client, with_context, document(PATIENT_B)).status_code == 201
+
+
 def test_r02_user_scope_without_constraint_still_reads(client, tokens, in_b):
     token = practitioner_token(tokens, "user/*.rs")
     assert client.get(f"/fhir/DocumentReference/{in_b}", headers=auth(token)).status_code == 200
