@@ -72,11 +72,16 @@ def read_envelope(
     if root.tag != _ENVELOPE_12:
         raise SoapFault("the message is not a SOAP 1.2 Envelope")
     header = body = None
-    for child in root[:]:  # the first Header and the first Body, as find() would
+    for child in root[:]:
+        # One Header and one Body (SOAP 1.2 part 1 §5): the first of two was read, and an
+        # intermediary reading the other saw another caller or another request.
         if child.tag == _HEADER:
-            if header is None:
-                header = child
-        elif child.tag == _BODY and body is None:
+            if header is not None:
+                raise SoapFault("the SOAP Envelope has more than one Header")
+            header = child
+        elif child.tag == _BODY:
+            if body is not None:
+                raise SoapFault("the SOAP Envelope has more than one Body")
             body = child
     if body is None:
         raise SoapFault("the SOAP Envelope has no Body")
@@ -96,6 +101,13 @@ def read_envelope(
             elif tag == _MESSAGE_ID:
                 message_id = (element.text or "").strip() or None
             elif local == "Security" and namespace in _UNDERSTOOD_HEADER_NAMESPACES:
+                if security is not None:
+                    # The last one was read: a gateway checking the first VIHF let through
+                    # a request the server served as the second's practitioner.
+                    raise SoapFault(
+                        "the SOAP Header has more than one wsse:Security header",
+                        subcode="wsse:InvalidSecurity",
+                    )
                 security = element
             must = element.get(_MUST_UNDERSTAND, "").strip().lower()
             if must in ("true", "1") and namespace not in _UNDERSTOOD_HEADER_NAMESPACES:

@@ -25,6 +25,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from fhir_server.auth.requester import organization_type
 from fhir_server.auth.scopes import ScopeError, ScopeSet
 from fhir_server.auth.tokens import (
     ALLOWED_ALGORITHMS,
@@ -156,6 +157,10 @@ class ClientRegistry:
 
     def add(self, client: RegisteredClient) -> None:
         ScopeSet.parse(client.scope)  # refuse a malformed registration now, not at use
+        try:  # and an organization type its tokens would be refused for
+            organization_type(client.organization_type)
+        except AuthenticationError as exc:
+            raise ValueError(exc.message) from None
         client.keyset()
         with self._lock:
             self._reload()

@@ -7,8 +7,8 @@ Flask requests and those functions (RFC 6749 §5 response shapes, RFC 6750 §3 c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Mapping
+from functools import lru_cache, partial
 from typing import Any
 
 from flask import Blueprint, Request, jsonify, request
@@ -68,6 +68,16 @@ def unauthorized(description: str | None) -> FhirError:
 
 
 def bearer_token(req: Request) -> str | None:
+    """The bearer token of the Authorization header, the one place it is read.
+
+    A token in the query string (`access_token`, RFC 6750 §2.3) is refused rather than
+    ignored: alongside a header it is a second credential a proxy or a log may take for the
+    caller (RFC 6750 §2: one method per request), and alone it was answered as a request
+    without credentials."""
+    if "access_token" in req.args:
+        raise unauthorized(
+            "send the token in the Authorization header only (RFC 6750 §2), not as access_token"
+        )
     header = req.headers.get("Authorization")
     if not header:
         return None
@@ -75,6 +85,15 @@ def bearer_token(req: Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorized("Authorization header must be 'Bearer <token>'")
     return token.strip()
+
+
+@lru_cache(maxsize=16)
+def _requester_of(base_url: str | None) -> Callable[[Mapping[str, Any]], Requester]:
+    """The one derivation of a Requester from claims for `base_url`. The verified-token
+    cache keeps derived values by (token, function): a `partial` made afresh per request
+    never matched, and each request added an entry that lived as long as its token, so any
+    holder of a valid token grew the server's memory with every request."""
+    return partial(requester_from_claims, base_url=base_url)
 
 
 def bearer_requester(
@@ -86,7 +105,7 @@ def bearer_requester(
     if token is None:
         raise unauthorized(None)
     try:
-        return validator.authenticated(token, partial(requester_from_claims, base_url=base_url))
+        return validator.authenticated(token, _requester_of(base_url))
     except AuthenticationError as exc:
         raise unauthorized(exc.message) from None
 

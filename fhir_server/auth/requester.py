@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fhir_server.access.policy.tables import PAYER_TYPES, RECORD_ADMIN_TYPES
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_token
 from fhir_server.auth.tokens import AuthenticationError
@@ -178,6 +179,35 @@ def _organization_id(value: str | None) -> str | None:
     return identifier
 
 
+# The organization types the rules name (R05 payers, R15 record administrators).
+RULED_ORGANIZATION_TYPES = PAYER_TYPES | RECORD_ADMIN_TYPES
+
+
+def _folded_type(value: str) -> str:
+    return "_".join(value.replace("-", " ").replace("_", " ").casefold().split())
+
+
+_RULED_BY_FOLDED = {_folded_type(t): t for t in RULED_ORGANIZATION_TYPES}
+
+
+def organization_type(value: str | None) -> str | None:
+    """The organization type as the rules compare it, exactly.
+
+    A type the rules name, spelled otherwise (`Employer`, `mutual-insurer`, `health_insurer `),
+    refuses the credentials: read as written it was no payer, so R05 did not refuse an
+    employer's or an insurer's read of a Patient, nor its deposits (fail closed). A type the
+    rules do not name (hospital, laboratory ...) is kept as written."""
+    if value is None:
+        return None
+    ruled = _RULED_BY_FOLDED.get(_folded_type(value))
+    if ruled is not None and ruled != value:
+        raise AuthenticationError(
+            f"organization type {value!r} must be spelled {ruled!r} (extensions.dmp."
+            "organization_type)"
+        )
+    return value
+
+
 def _checked(value: str | None, problem: str | None, name: str) -> str | None:
     if value is not None and problem is not None:
         raise AuthenticationError(f"token claim {name}: {problem}")
@@ -206,6 +236,26 @@ def _national_provider_identifier(iua: Mapping[str, Any]) -> str | None:
     return _checked(_text(value, name), idnat_ps_error(value), f"{name} (IdNat_PS)")
 
 
+def _specialty(roles: list[Mapping[str, Any]], dmp: Mapping[str, Any]) -> str | None:
+    """The practitioner's specialty: `extensions.dmp.specialty`, or the code of a
+    subject_role that is not their TRE_G15 profession (a VIHF's TRE_R38 Role).
+
+    R13 reads the specialty's J65 roles: two different ones (two roles, or a role and the
+    extension) were read as the extension or the first role, so that the order of the claims
+    chose the document types served. They refuse the credentials."""
+    codes = {
+        c["code"]
+        for c in roles
+        if c.get("system") != SYSTEM_PROFESSION and isinstance(c.get("code"), str) and c["code"]
+    }
+    declared = _text(dmp.get("specialty"), "extensions.dmp.specialty")
+    if declared is not None:
+        codes.add(declared)
+    if len(codes) > 1:
+        raise AuthenticationError(f"the credentials name more than one specialty: {sorted(codes)}")
+    return next(iter(codes), None)
+
+
 def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None) -> Requester:
     """The Requester named by validated claims; AuthenticationError if they name nobody.
     `base_url`: this server's FHIR base, on which an absolute `fhirUser` must stand."""
@@ -219,14 +269,23 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
         "scopes": scopes,
         "client_id": client_id,
         "token_id": _text(claims.get("jti"), "jti"),
-        "organization_type": _text(
-            dmp.get("organization_type"), "extensions.dmp.organization_type"
+        "organization_type": organization_type(
+            _text(dmp.get("organization_type"), "extensions.dmp.organization_type")
         ),
         "access_reason": _text(dmp.get("access_reason"), "extensions.dmp.access_reason"),
     }
     user_type, user_id = _reference(_text(claims.get("fhirUser"), "fhirUser"), base_url)
     context_patient = _context_patient(claims)
     npi = _national_provider_identifier(iua)
+    if user_type == "Patient" and context_patient not in (None, user_id):
+        # A patient's own token, or a practitioner's with a Patient fhirUser, naming another
+        # patient in context: the patient's token was read as its fhirUser, the
+        # practitioner's as its `patient`, the other one ignored (fail closed).
+        raise AuthenticationError("token claims fhirUser and patient name two different patients")
+    if npi is not None and user_type not in (None, "Patient"):
+        raise AuthenticationError(
+            f"a practitioner token (IdNat_PS) with a fhirUser of type {user_type} names two users"
+        )
 
     if npi is not None:
         roles = _codings(iua.get("subject_role"), "subject_role")
@@ -235,10 +294,7 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
             raise AuthenticationError(
                 "practitioner token needs a subject_role profession (TRE_G15)"
             )
-        other_roles = [c for c in roles if c.get("system") != SYSTEM_PROFESSION]
-        specialty = _text(dmp.get("specialty"), "extensions.dmp.specialty")
-        if specialty is None and other_roles and isinstance(other_roles[0].get("code"), str):
-            specialty = other_roles[0]["code"]
+        specialty = _specialty(roles, dmp)
         extra = {
             k: v
             for k, v in (
@@ -264,6 +320,11 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
             **common,
         )
     name = _text(claims.get("name"), "name") or ""
+    # The INS in context binds a representative or a system as it binds a practitioner
+    # (`access.binding`): it was read for practitioners only, so a system token naming
+    # patient B's INS deposited in, and read, any record.
+    ins = _patient_identifier(dmp)
+    bound = {"patient_identifier": ins} if ins else {}
     if user_type == "Patient":
         return Requester(
             kind=ActorKind.PATIENT,
@@ -278,6 +339,7 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
             subject_id=user_id or "",
             display_name=name,
             patient_id=context_patient,
+            extra=bound,
             **common,
         )
     if user_type is not None:
@@ -294,6 +356,7 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
             subject_id=subject,
             display_name=name or subject,
             patient_id=context_patient,
+            extra=bound,
             **common,
         )
     raise AuthenticationError("token names no actor (fhirUser, IdNat_PS or system scopes)")

@@ -154,6 +154,11 @@ class ScopeSet:
         letter = _letter(interaction)
         return [s for s in self.resource_scopes if s.covers(resource_type, letter)]
 
+    def granting(self, resource_type: str, interaction: str) -> list[ResourceScope]:
+        """The scopes that grant `interaction` on `resource_type`, each with its context and
+        constraint: the grant is their union (OR), each scope confined by both."""
+        return self._matching(resource_type, interaction)
+
     def allows(self, resource_type: str, interaction: str) -> bool:
         """Whether some scope grants `interaction` on `resource_type` (possibly constrained).
 

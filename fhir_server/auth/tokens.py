@@ -140,6 +140,30 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise _DuplicateMember
+    return dict(pairs)
+
+
+def _no_duplicate_members(raw: bytes) -> None:
+    """Refuse a JSON object naming a member twice, at any depth (RFC 7515 §4, RFC 7519 §4
+    allow refusing it or reading the last): a header or claims set whose `fhirUser`, `alg`
+    or `extensions` appears twice says two things, and which one a reader takes depends on
+    its parser (fail closed)."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_members)
+    except _DuplicateMember:
+        raise AuthenticationError(
+            "token header or claims name a member twice (RFC 7519 §4)"
+        ) from None
+
+
 def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and payload of a compact JWS, not yet verified: only to choose a key."""
     if len(token) > MAX_TOKEN_BYTES:
@@ -148,12 +172,15 @@ def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if len(parts) != 3:
         raise AuthenticationError("token is not a signed JWT")
     try:
-        header = orjson.loads(_b64decode(parts[0]))
-        payload = orjson.loads(_b64decode(parts[1]))
+        raw_header, raw_payload = _b64decode(parts[0]), _b64decode(parts[1])
+        header = orjson.loads(raw_header)
+        payload = orjson.loads(raw_payload)
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         raise AuthenticationError("token is not a signed JWT") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise AuthenticationError("token is not a signed JWT")
+    _no_duplicate_members(raw_header)
+    _no_duplicate_members(raw_payload)
     return header, payload
 
 
@@ -316,6 +343,10 @@ class VerifiedTokens:
                     del self._derived[derived_key]
 
 
+def _not_a_number(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int | float)
+
+
 @dataclass
 class TokenValidator:
     """Validates bearer tokens: local key first, then the configured external issuer."""
@@ -373,6 +404,10 @@ class TokenValidator:
             raise AuthenticationError("token has unsupported critical header parameters")
         issuer = payload.get("iss")
         kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            # RFC 7515 §4.1.4: a string. An array or an object was looked up in the JWKS
+            # cache as a key and raised (a 500 instead of a 401).
+            raise AuthenticationError("token header kid must be a string")
         local_key = self.local_key if issuer == self.local_issuer else None
         key: Key | None
         if local_key is not None and kid in (None, local_key.kid):
@@ -418,11 +453,12 @@ class TokenValidator:
             raise AuthenticationError("token has no expiry (exp)")
         if now > exp + leeway:
             raise AuthenticationError("token expired")
+        # A boolean is no NumericDate (RFC 7519 §2), though Python counts it as an int.
         nbf = claims.get("nbf")
-        if nbf is not None and (not isinstance(nbf, int | float) or now + leeway < nbf):
+        if nbf is not None and (_not_a_number(nbf) or now + leeway < nbf):
             raise AuthenticationError("token not yet valid (nbf)")
         iat = claims.get("iat")
-        if iat is not None and (not isinstance(iat, int | float) or now + leeway < iat):
+        if iat is not None and (_not_a_number(iat) or now + leeway < iat):
             raise AuthenticationError("token issued in the future (iat)")
 
     def _check_content(self, claims: Mapping[str, Any]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import threading
 import time
 import uuid
@@ -169,9 +170,19 @@ def _instant(epoch: float) -> str:
     return dt.datetime.fromtimestamp(int(epoch), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# xs:dateTime as SAML writes its instants (SAML core §1.3.3): date, time, optional fraction
+# and zone. Python's fromisoformat also reads a date alone or the basic format (20991231):
+# an instant the signer's software may have meant otherwise is refused.
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?")
+
+
 def _parse_instant(text: str | None) -> float | None:
+    """A validity instant; one without a zone is UTC, as SAML requires its instants to be."""
     if not text:
         return None
+    if not _INSTANT.fullmatch(text):
+        raise AuthenticationError("VIHF has a malformed validity instant")
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # Python reads microseconds at most
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -389,10 +400,55 @@ def _verify_signature(
     raise AuthenticationError("VIHF signature is invalid or its signer is not trusted")
 
 
+CM_BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+CM_SENDER_VOUCHES = "urn:oasis:names:tc:SAML:2.0:cm:sender-vouches"
+
+
+def _check_subject_confirmations(assertion: etree._Element, now: float, leeway: int) -> None:
+    """Bearer or sender-vouches confirmations only, within their own window.
+
+    A holder-of-key assertion is good only with proof that the presenter holds the key it
+    names, which the server does not check: served as a bearer one, anyone it was shown to
+    could present it. A SubjectConfirmationData's NotOnOrAfter (often shorter than the
+    Conditions') was not read: the assertion was served past it."""
+    for confirmation in assertion.iterfind("saml2:Subject/saml2:SubjectConfirmation", NSMAP):
+        method = confirmation.get("Method")
+        if method not in (CM_BEARER, CM_SENDER_VOUCHES):
+            raise AuthenticationError(
+                f"VIHF SubjectConfirmation method {method!r} is not supported (bearer or "
+                "sender-vouches)"
+            )
+        for data in confirmation.iterfind("saml2:SubjectConfirmationData", NSMAP):
+            until = _parse_instant(data.get("NotOnOrAfter"))
+            since = _parse_instant(data.get("NotBefore"))
+            if until is not None and now >= until + leeway:
+                raise AuthenticationError("VIHF subject confirmation expired")
+            if since is not None and now + leeway < since:
+                raise AuthenticationError("VIHF subject confirmation not yet valid")
+
+
 def _check_conditions(assertion: etree._Element, trust: VihfTrust) -> None:
-    conditions = assertion.find(_q(SAML, "Conditions"))
+    """The validity window and the audience (SAML core §2.5.1).
+
+    One Conditions element (the schema allows no more; the first of two was read); every
+    AudienceRestriction must name this server (they are AND-ed, the Audiences of one are
+    OR-ed: an assertion restricted to another relying party and to this one is for neither
+    alone); a condition the server does not enforce (OneTimeUse: no replay cache here; an
+    extension Condition) makes the assertion invalid rather than ignored. ProxyRestriction
+    limits the assertions a relying party issues, and the server issues none."""
+    all_conditions = assertion.findall(_q(SAML, "Conditions"))
+    if len(all_conditions) > 1:
+        raise AuthenticationError("VIHF has more than one Conditions element")
+    conditions = all_conditions[0] if all_conditions else None
     if conditions is None:
         raise AuthenticationError("VIHF has no Conditions (validity window)")
+    for condition in conditions:
+        if not isinstance(condition.tag, str):
+            continue
+        if condition.tag not in (_q(SAML, "AudienceRestriction"), _q(SAML, "ProxyRestriction")):
+            raise AuthenticationError(
+                f"VIHF condition {etree.QName(condition).localname} is not supported"
+            )
     now, leeway = trust.clock(), trust.leeway_seconds
     not_before = _parse_instant(conditions.get("NotBefore"))
     not_on_or_after = _parse_instant(conditions.get("NotOnOrAfter"))
@@ -402,10 +458,12 @@ def _check_conditions(assertion: etree._Element, trust: VihfTrust) -> None:
         raise AuthenticationError("VIHF expired")
     if not_before is not None and now + leeway < not_before:
         raise AuthenticationError("VIHF not yet valid")
-    audiences = [
-        a.text for a in conditions.iterfind("saml2:AudienceRestriction/saml2:Audience", NSMAP)
-    ]
-    if trust.audience not in audiences:
+    _check_subject_confirmations(assertion, now, leeway)
+    restrictions = conditions.findall("saml2:AudienceRestriction", NSMAP)
+    if not restrictions or any(
+        trust.audience not in [a.text for a in r.iterfind("saml2:Audience", NSMAP)]
+        for r in restrictions
+    ):
         raise AuthenticationError("VIHF audience does not name this server")
 
 
@@ -415,10 +473,45 @@ def _values(assertion: etree._Element, name: str) -> list[etree._Element]:
 
 
 def _text_value(assertion: etree._Element, name: str) -> str | None:
-    for value in _values(assertion, name):
-        if value.text and value.text.strip():
-            return value.text.strip()
-    return None
+    """The one value of a text attribute (its surrounding spaces dropped), or None.
+
+    Two different values (in one Attribute, in two, or in two AttributeStatements) refuse
+    the assertion: read as the first, the order of elements chose the organisation a
+    practitioner acts for (R18) or the declared reason of a bris de glace (R11)."""
+    texts = {value.text.strip() for value in _values(assertion, name) if value.text}
+    texts.discard("")
+    if len(texts) > 1:
+        raise AuthenticationError(f"VIHF attribute {name} names more than one value")
+    return next(iter(texts), None)
+
+
+KNOWN_ATTRIBUTES = (
+    ATTR_ROLE,
+    ATTR_PURPOSE,
+    ATTR_RESOURCE_ID,
+    ATTR_SUBJECT_ID,
+    ATTR_STRUCTURE,
+    ATTR_SECTOR,
+    ATTR_AUTH_MODE,
+    ATTR_LPS_ID,
+    ATTR_LPS_NAME,
+    ATTR_LPS_VERSION,
+    ATTR_VIHF_VERSION,
+    ATTR_ACCESS_REASON,
+)
+_KNOWN_BY_FOLDED = {name.casefold(): name for name in KNOWN_ATTRIBUTES}
+
+
+def _check_attribute_names(assertion: etree._Element) -> None:
+    """Refuse an Attribute whose Name is another spelling (case, surrounding spaces) of one
+    the server reads: matched exactly, it was dropped, so that a PurposeOfUse declaring bris
+    de glace was served in mode normal (R11) and a resource-id left the request bound to no
+    patient. Names the server does not know at all are ignored, as SAML allows."""
+    for attribute in assertion.iterfind("saml2:AttributeStatement/saml2:Attribute", NSMAP):
+        name = attribute.get("Name") or ""
+        known = _KNOWN_BY_FOLDED.get(name.strip().casefold())
+        if known is not None and known != name:
+            raise AuthenticationError(f"VIHF attribute Name {name!r} is not spelled as {known!r}")
 
 
 def _coded_values(assertion: etree._Element, name: str) -> list[dict[str, str]]:
@@ -494,6 +587,7 @@ def vihf_claims(assertion: etree._Element) -> dict[str, Any]:
     problem = idnat_ps_error(name_id)
     if problem is not None:
         raise AuthenticationError(f"VIHF Subject/NameID (IdNat_PS): {problem}")
+    _check_attribute_names(assertion)
     roles = _coded_values(assertion, ATTR_ROLE)
     purposes = _access_modes(assertion)
     structure = _text_value(assertion, ATTR_STRUCTURE)

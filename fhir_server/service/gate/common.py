@@ -21,8 +21,9 @@ from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.auth.scopes import ScopeSet
-from fhir_server.errors import error
-from fhir_server.search.query import And, Everything, InCompartment, Node, Not
+from fhir_server.errors import FhirError, error
+from fhir_server.search.parameters import IGNORED_SILENTLY, RESULT_PARAMS, parse_search
+from fhir_server.search.query import And, Everything, InCompartment, Node, Not, Or, all_of
 from fhir_server.search.registry import SearchRegistry
 
 if TYPE_CHECKING:
@@ -113,11 +114,90 @@ class GateCore:
                 f"the token's scopes do not allow {interaction} on {resource_type}",
                 details_code="R02",
             )
-        contexts = scopes.contexts(resource_type, interaction)
-        if contexts == frozenset({"patient"}):
-            acting = self.facts.acting_for(requester) or requester.patient_id
-            return InCompartment(acting) if acting else NOTHING
-        return Everything()
+        return self._scope_node(requester, resource_type, interaction, scopes, audit=True)
+
+    def _scope_node(
+        self,
+        requester: Requester,
+        resource_type: str,
+        interaction: str,
+        scopes: ScopeSet,
+        *,
+        audit: bool,
+    ) -> Node:
+        """What the granting scopes confine this interaction to: the union (OR) of each
+        scope's context (a `patient/` scope: the patient in context's compartment, nothing
+        without one) AND its granular constraint.
+
+        Taken apart, the contexts and the constraints were each dropped by the other:
+        `patient/*.rs user/DocumentReference.rs?category=X` served every DocumentReference
+        of every record, the patient/ scope lifting the category and the user/ scope the
+        compartment. Only a search applies a granular constraint: for any other interaction
+        a constrained scope grants nothing, and when nothing else does, a 403."""
+        granting = scopes.granting(resource_type, interaction)
+        if interaction != "search":
+            granting = [scope for scope in granting if not scope.params]
+            if not granting:
+                # A granular scope (`?param=value`) is a search the grant is confined to: a
+                # read, vread, history or write under it served the resource whatever its
+                # value of `param`. Refused, not ignored.
+                if audit:
+                    self.audit.refusal(
+                        requester, interaction, [], "R02", resource_type=resource_type
+                    )
+                raise error(
+                    403,
+                    "forbidden",
+                    f"the token's scopes allow {interaction} on {resource_type} only under a"
+                    " granular constraint (?param=value), which only a search applies: search"
+                    f" {resource_type} instead",
+                    details_code="R02",
+                )
+        alternatives: list[Node] = []
+        for scope in granting:
+            if scope.context == "patient":
+                acting = self.facts.acting_for(requester) or requester.patient_id
+                context: Node = InCompartment(acting) if acting else NOTHING
+            else:
+                context = Everything()
+            constraint = (
+                self._granular_clause(resource_type, list(scope.params))
+                if scope.params
+                else Everything()
+            )
+            node = all_of(context, constraint)
+            if isinstance(node, Everything):
+                return node
+            if node not in alternatives:
+                alternatives.append(node)
+        return alternatives[0] if len(alternatives) == 1 else Or(tuple(alternatives))
+
+    def _granular_clause(self, resource_type: str, params: list[tuple[str, str]]) -> Node:
+        """The clause of one granular constraint; 403 (R02) when it is no filter the server
+        can apply: a result parameter (`_count`, `_summary`, `_elements`, `_sort`,
+        `_include`...) confined nothing and the grant was served whole; an unknown
+        parameter or a bad value was a 400 naming a parameter the request never sent."""
+        wording = "&".join(f"{name}={value}" for name, value in params)
+        for name, _ in params:
+            base = name.partition(":")[0]
+            if base in RESULT_PARAMS or base in IGNORED_SILENTLY:
+                raise error(
+                    403,
+                    "forbidden",
+                    f"the token's granular scope on {resource_type} (?{wording}) names"
+                    f" {name}, which filters nothing: it cannot be applied",
+                    details_code="R02",
+                )
+        try:
+            return parse_search(resource_type, params, self.registry).query.where
+        except FhirError as exc:
+            raise error(
+                403,
+                "forbidden",
+                f"the token's granular scope on {resource_type} (?{wording}) cannot be"
+                f" applied: {exc.message}",
+                details_code="R02",
+            ) from None
 
     # -- the credentials' patient (XUA resource-id, SMART patient context) -----------------
 

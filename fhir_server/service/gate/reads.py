@@ -23,7 +23,7 @@ from fhir_server.audit.balp import DataEntity, security_labels_of
 from fhir_server.audit.chain import unchained
 from fhir_server.errors import FhirError, error
 from fhir_server.resources.model import SERVED_TYPES
-from fhir_server.search.query import InCompartment
+from fhir_server.search.query import Everything, InCompartment
 from fhir_server.service.gate.common import GateCore, ReadPurpose, patients_of
 
 if TYPE_CHECKING:
@@ -73,7 +73,12 @@ class ReadGate(GateCore):
             )
             if isinstance(now, Deny):
                 decision, patients = now, sorted(set(patients) | set(now_patients))
-        if isinstance(scope_node, InCompartment) and scope_node.patient_id not in patients:
+        if not isinstance(scope_node, Everything) and not (
+            isinstance(scope_node, InCompartment) and scope_node.patient_id in patients
+        ):
+            # Only `patient/` scopes grant the read: it must be in the compartment of the
+            # patient in context; with no patient in context (NOTHING) nothing is, where
+            # the read was served as if the scopes said nothing.
             decision = Deny("R02", 404, "not-found", not_found_message(resource_type, stored.id))
         if self._outside_binding(requester, patients):
             decision = patient_binding.hidden_resource(resource_type, stored.id)

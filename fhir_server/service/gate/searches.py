@@ -25,7 +25,6 @@ from fhir_server.audit.balp import DataEntity
 from fhir_server.auth.scopes import ScopeError
 from fhir_server.errors import error
 from fhir_server.resources.model import SERVED_TYPES
-from fhir_server.search.parameters import parse_search
 from fhir_server.search.query import (
     And,
     Chain,
@@ -94,7 +93,6 @@ class SearchGate(ReadGate):
                 requester, "search-type", patients, decision.rule, resource_type=resource_type
             )
             raise decision.to_error()
-        granular = self._granular_scopes(requester, resource_type)
         where = query.where
         if given and patient_id:
             where = self._resolved_patient_chain(requester, query, patient_id, record)
@@ -104,7 +102,6 @@ class SearchGate(ReadGate):
                 where,
                 decision.constraints,
                 scope_node,
-                granular,
                 self._binding_node(requester, resource_type, decision.constraints),
             ),
             resource_type,
@@ -330,19 +327,6 @@ class SearchGate(ReadGate):
         types = [target_type] if target_type else SERVED_TYPES
         return all(self._may_read_target(requester, t, target_id) for t in types)
 
-    def _granular_scopes(self, requester: Requester, resource_type: str) -> Node:
-        """SMART v2 granular scopes (`patient/DocumentReference.rs?category=...`) as clauses."""
-        scopes = scope_set(requester.scopes)
-        alternatives = scopes.constraints(resource_type, "search")
-        if not alternatives:
-            return Everything()
-        return Or(
-            tuple(
-                parse_search(resource_type, params, self.registry).query.where
-                for params in alternatives
-            )
-        )
-
     def include_constraint(
         self,
         requester: Requester,
@@ -382,10 +366,9 @@ class SearchGate(ReadGate):
         scopes = scope_set(requester.scopes)
         if not scopes.allows(resource_type, "search"):
             raise ScopeError("not granted")
-        if scopes.contexts(resource_type, "search") == frozenset({"patient"}):
-            acting = self.facts.acting_for(requester) or requester.patient_id
-            return InCompartment(acting) if acting else NOTHING
-        return Everything()
+        # Granular constraints included: an include of the type is confined as a search of
+        # it is (the included resources were served whatever their value of the parameter).
+        return self._scope_node(requester, resource_type, "search", scopes, audit=False)
 
 
 def _top_level(nodes: tuple[Node, ...], where: Node) -> tuple[Node, ...]:

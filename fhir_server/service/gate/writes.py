@@ -12,6 +12,7 @@ from fhir_server.access.decision import Deny, Permit
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.errors import FhirError, error
+from fhir_server.search.query import Everything, InCompartment, Node
 from fhir_server.service.gate.common import INTERNAL_PERMIT, GateCore
 
 
@@ -32,7 +33,8 @@ class WriteGate(GateCore):
                     details_code="R16",
                 )
             return INTERNAL_PERMIT
-        self._check_scopes(requester, resource_type, interaction)
+        scope_node = self._check_scopes(requester, resource_type, interaction)
+        self._check_write_scope_context(requester, interaction, resource_type, scope_node, new, old)
         self._check_write_binding(requester, interaction, resource_type, new, old)
         subject = new if new is not None else old
         patients = sorted(compartment_of(subject)) if subject else []
@@ -78,3 +80,40 @@ class WriteGate(GateCore):
                 )
                 raise
         return decision
+
+    def _check_write_scope_context(
+        self,
+        requester: Requester,
+        interaction: str,
+        resource_type: str,
+        scope_node: Node,
+        new: dict | None,
+        old: dict | None,
+    ) -> None:
+        """When only `patient/` scopes grant the write, what it writes (and what it changes)
+        must be in no other compartment than the patient in context's; with no patient in
+        context, no write is. The scope's node was computed and dropped: a practitioner holding
+        `patient/*.cruds` with no patient in context wrote in any record."""
+        if isinstance(scope_node, Everything):
+            return
+        patients: set[str] = set()
+        for resource in (new, old):
+            if resource is not None:
+                patients |= set(compartment_of(resource))
+                if resource_type == "Patient" and resource.get("id"):
+                    patients.add(resource["id"])
+        # A resource of no patient (a Binary, judged with the document that owns it) is
+        # left to the rules when there is a patient in context.
+        inside = isinstance(scope_node, InCompartment) and patients <= {scope_node.patient_id}
+        if inside:
+            return
+        self.audit.refusal(
+            requester, interaction, sorted(patients), "R02", resource_type=resource_type
+        )
+        raise error(
+            403,
+            "forbidden",
+            f"the token's patient/ scopes allow {interaction} on {resource_type} in the record"
+            " of the patient in context only",
+            details_code="R02",
+        )
