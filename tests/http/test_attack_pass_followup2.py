@@ -13,6 +13,10 @@ What it found, and what these tests hold (each fails on main):
   whatever the current version; an `ifMatch` given as a JSON number, a list, an object or a
   boolean was a 500; `W/"01"` or a half-quoted `"1` was read as version 1. A precondition the
   server cannot read is now a 400 at every door, nothing written.
+- R14: the author's transform (relatesTo `transforms`, ITI-41 XFRM) of a document the
+  patient masked (MASQUE_PS), deposited without the mask, was read by every authorized
+  professional: the same content in another format. The mask now follows a transform as it
+  follows a replacement (422 / XDSRegistryMetadataError, nothing written).
 
 What held is listed in the report of this pass (docs/access-rules.md names the rules).
 """
@@ -23,17 +27,23 @@ import json
 
 import pytest
 
+from ihe_xds import vocabulary as v
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_attack_pass_governance import (
     _authorize_author,
+    _masked_from_authorized,
+    count,
     current,
     send,
 )
+from tests.http.test_attack_pass_xds import deposit as iti41
+from tests.http.test_attack_pass_xds import entry_uuid, errors
 from tests.http.test_attack_pass_xds import record as xds_record  # noqa: F401 - fixture
-from tests.http.test_r18_matrix import World, doc_id, own_world
+from tests.http.test_r18_matrix import AUTHOR, PATIENT_A, World, doc_id, own_world
 
 # ruff: noqa: F811
 from tests.http.test_xds_update_document_set import xds  # noqa: F401 - fixture
+from tests.support.documents import dmp_document, transaction
 
 world = pytest.fixture(own_world, name="world")
 
@@ -114,3 +124,53 @@ def test_if_match_of_the_current_version_in_each_accepted_spelling_is_made(world
     }
     bundle = {"resourceType": "Bundle", "type": "batch", "entry": [entry]}
     assert _entry_status(send(world, author, "POST", "", bundle)) == 200
+
+
+# -- R14: MASQUE_PS follows the document's content through a transform -------------------------
+
+
+def _related(code: str, label: str | None, door: str) -> dict:
+    document = dmp_document(PATIENT_A, author=AUTHOR, class_code="31", label=label)
+    document["relatesTo"] = [
+        {"code": code, "target": {"reference": f"DocumentReference/{doc_id('a-masked')}"}}
+    ]
+    return transaction(PATIENT_A, document, with_submission_set=door == "ITI-65")
+
+
+@pytest.mark.parametrize("door", ["transaction", "ITI-65"])
+def test_r14_a_transform_by_its_author_carries_the_patients_mask(world, door):
+    """R14: the author's transform (relatesTo `transforms`: the masked document's content in
+    another format) deposited without MASQUE_PS was read by every authorized professional,
+    the patient's mask lifted as a replacement lifted it before the governance pass. 422
+    (XDSRegistryMetadataError naming MASQUE_PS), nothing written; with the mask it is made
+    and stays masked."""
+    author = _authorize_author(world)
+    before = count(world, "DocumentReference", ("patient", PATIENT_A))
+    response = send(world, author, "POST", "", _related("transforms", None, door))
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert "MASQUE_PS" in response.get_data(as_text=True)
+    assert count(world, "DocumentReference", ("patient", PATIENT_A)) == before
+    made = send(world, author, "POST", "", _related("transforms", "MASQUE_PS", door))
+    assert made.status_code == 200, made.get_data(as_text=True)
+    created = next(
+        e["response"]["location"].split("/")[1]
+        for e in made.get_json()["entry"]
+        if e["response"]["location"].startswith("DocumentReference/")
+    )
+    assert _masked_from_authorized(world, created)
+
+
+@pytest.mark.parametrize("association", [v.ASSOC_XFRM, v.ASSOC_XFRM_RPLC])
+def test_r14_the_authors_iti41_transform_carries_the_patients_mask(xds, xds_record, association):
+    """R14, over XDS: the author's ITI-41 XFRM (or XFRM_RPLC) of the masked document
+    without MASQUE_PS is refused (XDSRegistryMetadataError) as the FHIR transform is; with
+    MASQUE_PS it is made."""
+    _, masked = xds_record["masked"]
+    relation = (association, entry_uuid(masked))
+    _, refused = iti41(xds, xds_record["nir"], relation=relation, documents=[b"<v2/>"])
+    assert "XDSRegistryMetadataError" in [code for code, _ in errors(refused)], errors(refused)
+    assert current(xds, "DocumentReference", masked["id"])["status"] == "current"
+    _, made = iti41(
+        xds, xds_record["nir"], relation=relation, documents=[b"<v3/>"], masking=("MASQUE_PS",)
+    )
+    assert errors(made) == []
