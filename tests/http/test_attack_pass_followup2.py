@@ -39,7 +39,14 @@ from tests.http.test_attack_pass_governance import (
 from tests.http.test_attack_pass_xds import deposit as iti41
 from tests.http.test_attack_pass_xds import entry_uuid, errors
 from tests.http.test_attack_pass_xds import record as xds_record  # noqa: F401 - fixture
-from tests.http.test_r18_matrix import AUTHOR, PATIENT_A, World, doc_id, own_world
+from tests.http.test_r18_matrix import (
+    AUTHOR,
+    CLASS_SYSTEM,
+    PATIENT_A,
+    World,
+    doc_id,
+    own_world,
+)
 
 # ruff: noqa: F811
 from tests.http.test_xds_update_document_set import xds  # noqa: F401 - fixture
@@ -174,3 +181,55 @@ def test_r14_the_authors_iti41_transform_carries_the_patients_mask(xds, xds_reco
         xds, xds_record["nir"], relation=relation, documents=[b"<v3/>"], masking=("MASQUE_PS",)
     )
     assert errors(made) == []
+
+
+# -- R02, R14, R18: a granular scope reads nothing beyond what it confines ---------------------
+
+HIDDEN_BY_SCOPE = {
+    # The patient learns that a document invisible to them exists: their Patient is found
+    # (A has one) or not (B has none).
+    "_has": "patient/Patient.rs?_has:DocumentReference:patient:security-label=INVISIBLE_PATIENT",
+    "_has, system|code": (
+        "patient/Patient.rs?_has:DocumentReference:patient:security-label="
+        "urn:oid:1.2.250.1.213.1.1.4.13|INVISIBLE_PATIENT"
+    ),
+    # A chain through the document A's visible one relates to (the hidden one).
+    "chain": "patient/DocumentReference.rs?relatesto.security-label=INVISIBLE_PATIENT",
+    # A naming parameter: the visible document relating to the hidden one is found by it.
+    "relatesto": "patient/DocumentReference.rs?relatesto=DocumentReference/{hidden}",
+    "relatesto:missing": "patient/DocumentReference.rs?relatesto:missing=false",
+}
+
+
+@pytest.mark.parametrize("case", list(HIDDEN_BY_SCOPE))
+def test_r02_r14_a_granular_scope_does_not_read_what_is_hidden_from_its_holder(world, case):
+    """R02, R14, R18: a search's chains, `_has` and naming parameters (List `item`,
+    DocumentReference `relatesto`) read only what the requester may see; the granular
+    constraint of a scope was added to the search as it stood, unconfined. The patient
+    holding `patient/Patient.rs?_has:DocumentReference:patient:security-label=
+    INVISIBLE_PATIENT` found their Patient (A) or not (B), learning that a document hidden
+    from them exists. Decided here: a granular scope naming a chain, a `_has` or a naming
+    parameter is refused (403 R02, as any constraint the server cannot apply)."""
+    scope = HIDDEN_BY_SCOPE[case].format(hidden=doc_id("a-invisible"))
+    resource_type = scope.split("/")[1].split(".")[0]
+    token = world.tokens.issuer.issue(
+        subject=PATIENT_A, scopes=scope, fhir_user=f"Patient/{PATIENT_A}", patient=PATIENT_A
+    )
+    search = f"_id={PATIENT_A}" if resource_type == "Patient" else f"patient={PATIENT_A}"
+    response = world.get(token, f"/fhir/{resource_type}?{search}")
+    assert response.status_code == 403, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "forbidden" and "granular scope" in issue["diagnostics"]
+
+
+def test_r02_a_granular_scope_on_the_resources_own_elements_is_applied(world):
+    """Companion: a constraint on the resource's own elements (category) still confines a
+    search (test_attack_pass_authentication and test_scopes hold the rest)."""
+    scope = f"patient/DocumentReference.rs?category={CLASS_SYSTEM}|10"
+    token = world.tokens.issuer.issue(
+        subject=PATIENT_A, scopes=scope, fhir_user=f"Patient/{PATIENT_A}", patient=PATIENT_A
+    )
+    response = world.get(token, f"/fhir/DocumentReference?patient={PATIENT_A}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    found = {e["resource"]["id"] for e in response.get_json().get("entry", [])}
+    assert found == {doc_id("a-visible")}
