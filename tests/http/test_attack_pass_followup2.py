@@ -42,7 +42,9 @@ from tests.http.test_attack_pass_xds import record as xds_record  # noqa: F401 -
 from tests.http.test_r18_matrix import (
     AUTHOR,
     CLASS_SYSTEM,
+    PARENT,
     PATIENT_A,
+    PATIENT_B,
     World,
     doc_id,
     own_world,
@@ -233,3 +235,51 @@ def test_r02_a_granular_scope_on_the_resources_own_elements_is_applied(world):
     assert response.status_code == 200, response.get_data(as_text=True)
     found = {e["resource"]["id"] for e in response.get_json().get("entry", [])}
     assert found == {doc_id("a-visible")}
+
+
+# -- R03, R07: a modifier extension is a modifier, as implicitRules is --------------------------
+
+IDENTITY_SCOPES = "system/Patient.crus system/RelatedPerson.cru"
+MODIFIER = [{"url": "https://example.org/fhir/tutelle-levee", "valueBoolean": True}]
+
+
+@pytest.mark.parametrize(
+    "resource_type, resource_id, where",
+    [
+        ("Patient", PATIENT_B, None),
+        ("Patient", PATIENT_B, "contact"),
+        ("RelatedPerson", PARENT, None),
+    ],
+)
+@pytest.mark.parametrize("door", ["PUT", "transaction"])
+def test_r03_r07_a_modifier_extension_the_rules_do_not_read_is_refused(
+    world, resource_type, resource_id, where, door
+):
+    """R03, R07 (fail closed): the governance pass refused `implicitRules` on a Patient or a
+    RelatedPerson (a modifier: the resource means something else), but a `modifierExtension`,
+    the same modifier spelled as an extension (FHIR R4: one not understood is not ignored),
+    was stored and the identity read as if it had none: a parent's guardianship marked
+    lifted stayed in force. 422 `processing` naming it, nothing written (a Consent's was
+    refused already)."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    body = {k: v for k, v in current(world, resource_type, resource_id).items() if k != "meta"}
+    before = world.service.store.read(resource_type, resource_id).version
+    if where is None:
+        body["modifierExtension"] = MODIFIER
+        expected = f"{resource_type}.modifierExtension"
+    else:
+        body[where] = [{"name": {"family": "Tuteur"}, "modifierExtension": MODIFIER}]
+        expected = f"{resource_type}.{where}[0].modifierExtension"
+    if door == "PUT":
+        response = send(world, admin, "PUT", f"{resource_type}/{resource_id}", body)
+    else:
+        entry = {
+            "resource": body,
+            "request": {"method": "PUT", "url": f"{resource_type}/{resource_id}"},
+        }
+        response = send(
+            world, admin, "POST", "", {"resourceType": "Bundle", "type": door, "entry": [entry]}
+        )
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert expected in response.get_data(as_text=True)
+    assert world.service.store.read(resource_type, resource_id).version == before
