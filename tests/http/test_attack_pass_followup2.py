@@ -18,6 +18,15 @@ What it found, and what these tests hold (each fails on main):
   professional: the same content in another format. The mask now follows a transform as it
   follows a replacement (422 / XDSRegistryMetadataError, nothing written).
 
+- R02, R14, R18: the granular constraint of a scope was added to the search unconfined,
+  where a search's own chains, `_has` and naming parameters (`relatesto`, List `item`) read
+  only what the requester may see: `patient/Patient.rs?_has:DocumentReference:patient:
+  security-label=INVISIBLE_PATIENT` found the patient's own Patient when a document hidden
+  from them existed (A) and not otherwise (B). Such a scope is now refused (403 R02).
+- R03, R07: `implicitRules` on a Patient or RelatedPerson was refused by the governance
+  pass, but the same modifier spelled as a `modifierExtension` (at the root or in an
+  element) was stored and the identity read as if it had none; now 422 as a Consent's is.
+
 What held is listed in the report of this pass (docs/access-rules.md names the rules).
 """
 
