@@ -27,6 +27,10 @@ What it found, and what these tests hold (each fails on main):
   pass, but the same modifier spelled as a `modifierExtension` (at the root or in an
   element) was stored and the identity read as if it had none; now 422 as a Consent's is.
 
+- R08: `dmp-medecin-traitant` stored on a Patient was refused under its exact URL only;
+  under http://, with a trailing slash or in another case it was stored. The DMP
+  extensions (dmp-medecin-traitant, dmp-fermeture) are near misses of the normal form now.
+
 What held is listed in the report of this pass (docs/access-rules.md names the rules).
 """
 
@@ -292,3 +296,35 @@ def test_r03_r07_a_modifier_extension_the_rules_do_not_read_is_refused(
     assert response.status_code == 422, response.get_data(as_text=True)
     assert expected in response.get_data(as_text=True)
     assert world.service.store.read(resource_type, resource_id).version == before
+
+
+# -- R08: no stored médecin traitant, whatever its spelling -------------------------------------
+
+MEDECIN_TRAITANT = (
+    "https://interop.esante.gouv.fr/ig/fhir/dmp/StructureDefinition/dmp-medecin-traitant"
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        MEDECIN_TRAITANT.replace("https://", "http://"),
+        MEDECIN_TRAITANT + "/",
+        MEDECIN_TRAITANT.replace("dmp-medecin", "DMP-Medecin"),
+    ],
+    ids=["http", "trailing slash", "case"],
+)
+def test_r08_a_stored_medecin_traitant_spelled_otherwise_is_refused(world, url):
+    """R08: the governance pass refused `dmp-medecin-traitant` stored on a Patient (served to
+    every professional reading it as "you are the médecin traitant"), under its exact URL
+    only: under http://, with a trailing slash or in another case it was stored (200). The
+    DMP extensions are near misses of the normal form now, as the record-status is: 422
+    naming the expected URL, nothing written."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    body = {k: v for k, v in current(world, "Patient", PATIENT_B).items() if k != "meta"}
+    body["extension"] = [*body.get("extension", []), {"url": url, "valueBoolean": True}]
+    before = world.service.store.read("Patient", PATIENT_B).version
+    response = send(world, admin, "PUT", f"Patient/{PATIENT_B}", body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert MEDECIN_TRAITANT in response.get_data(as_text=True)
+    assert world.service.store.read("Patient", PATIENT_B).version == before
