@@ -138,6 +138,18 @@ def read_entries(bundle: dict, server_ids: bool = False) -> list[Entry]:
             # Read now, whatever its value (`""`, 0, a list): a precondition the server
             # cannot read is a 400, never taken for none nor a 500 (http.html#concurrency).
             versions.parse_etag(request["ifMatch"], f"{where}.request.ifMatch")
+        if "ifNoneExist" in request and not (
+            isinstance(request["ifNoneExist"], str)
+            and parse_qsl(
+                request["ifNoneExist"].lstrip("?").split("?", 1)[-1], keep_blank_values=True
+            )
+        ):
+            # As the If-None-Exist header: criteria or a 400. Given as "", a number, a list
+            # or an object, it was taken for none and the resource created whatever existed.
+            raise bad_request(
+                f"{where}.request.ifNoneExist holds no search criteria",
+                f"{where}.request.ifNoneExist",
+            )
         resource = raw.get("resource")
         if method in ("POST", "PUT", "PATCH") and not isinstance(resource, dict):
             raise bad_request(f"{where}.resource is required for {method}", f"{where}.resource")

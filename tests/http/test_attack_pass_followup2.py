@@ -12,7 +12,9 @@ What it found, and what these tests hold (each fails on main):
   `request.ifMatch` given `""`, `0` or `[]`, was taken for no precondition and the write made
   whatever the current version; an `ifMatch` given as a JSON number, a list, an object or a
   boolean was a 500; `W/"01"` or a half-quoted `"1` was read as version 1. A precondition the
-  server cannot read is now a 400 at every door, nothing written.
+  server cannot read is now a 400 at every door, nothing written; so is a Bundle entry's
+  `request.ifNoneExist` holding no criteria (given `""`, a number, a list: the resource was
+  created whatever existed).
 - R14: the author's transform (relatesTo `transforms`, ITI-41 XFRM) of a document the
   patient masked (MASQUE_PS), deposited without the mask, was read by every authorized
   professional: the same content in another format. The mask now follows a transform as it
@@ -41,7 +43,7 @@ import json
 import pytest
 
 from ihe_xds import vocabulary as v
-from tests.http.conftest import FHIR_JSON, auth
+from tests.http.conftest import FHIR_JSON, auth, dmp_consent, permit
 from tests.http.test_attack_pass_governance import (
     _authorize_author,
     _masked_from_authorized,
@@ -58,6 +60,7 @@ from tests.http.test_r18_matrix import (
     PARENT,
     PATIENT_A,
     PATIENT_B,
+    STRANGER,
     World,
     doc_id,
     own_world,
@@ -328,3 +331,25 @@ def test_r08_a_stored_medecin_traitant_spelled_otherwise_is_refused(world, url):
     assert response.status_code == 422, response.get_data(as_text=True)
     assert MEDECIN_TRAITANT in response.get_data(as_text=True)
     assert world.service.store.read("Patient", PATIENT_B).version == before
+
+
+@pytest.mark.parametrize("value", ["", "?", 1, [], {"identifier": "x"}, True, None])
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_if_none_exist_of_a_bundle_entry_the_server_cannot_read_is_a_400(world, kind, value):
+    """http.html#ccreate (fail closed), Bundle door: `request.ifNoneExist` given `""`, a
+    number, a list, an object or a boolean was taken for none and the resource created
+    whatever existed (the If-None-Exist header holding no criteria is a 400 already). 400
+    naming the entry's ifNoneExist, nothing written."""
+    token = world.tokens.patient(PATIENT_A)
+    consent = dmp_consent(PATIENT_A, permit(STRANGER), initial_consent=False)
+    before = count(world, "Consent", ("patient", PATIENT_A))
+    entry = {
+        "resource": consent,
+        "request": {"method": "POST", "url": "Consent", "ifNoneExist": value},
+    }
+    response = send(
+        world, token, "POST", "", {"resourceType": "Bundle", "type": kind, "entry": [entry]}
+    )
+    assert _entry_status(response) == 400, response.get_data(as_text=True)
+    assert "ifNoneExist" in response.get_data(as_text=True)
+    assert count(world, "Consent", ("patient", PATIENT_A)) == before
