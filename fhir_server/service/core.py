@@ -390,8 +390,7 @@ class FhirService:
         query, permit = self.gate.constrain_search(
             requester, _replace_count(parsed.query, 2), conditional=True
         )
-        spelled = f"{resource_type}\n{parsed.query.where!r}".encode()
-        key = f"{resource_type}:{hashlib.sha256(spelled).hexdigest()}"
+        key = condition_key(resource_type, parsed.query.where)
         return Condition(query, key, permit, asked=parsed.query)
 
     def conditional_matches(
@@ -841,7 +840,14 @@ class FhirService:
         the identity feed created a second Patient for an INS, or moved one Patient's INS onto
         another, and every door that resolves a patient by INS (a token's or a VIHF's INS,
         `patient.identifier`, ITI-41, ITI-65) then found two records. The server's own
-        writes (its loaders, the lifecycle) are not checked here."""
+        writes (its loaders, the lifecycle) are not checked here.
+
+        The search is `tx`'s: it sees the Patients this transaction (a Bundle's earlier
+        entries) wrote. Each INS is claimed first, under the key a conditional create by
+        `identifier=<INS>` claims (`condition_key`): of two overlapping transactions giving
+        one INS (on MongoDB, where each reads its own snapshot and would find no duplicate),
+        one fails with a conflict (409), so the survivor's search cannot miss the other's
+        Patient (`StoreTransaction.claim`)."""
         search = self._searcher(tx)
         for identifier in patient.get("identifier") or []:
             if not isinstance(identifier, dict) or identifier.get("system") not in INS_SYSTEMS:
@@ -850,6 +856,7 @@ class FhirService:
             if not isinstance(value, str) or not value:
                 continue
             test = TokenTest("identifier", identifier["system"], value)
+            tx.claim(condition_key("Patient", test))
             page = search(SearchQuery("Patient", where=test, count=2))
             if any(row[1] != patient_id for row in page.rows):
                 raise error(
@@ -907,6 +914,15 @@ class FhirService:
             if replay:
                 raise Replay() from exc
             raise error(409, "conflict", str(exc)) from exc
+
+
+def condition_key(resource_type: str, where: object) -> str:
+    """The key a transaction claims for criteria (`StoreTransaction.claim`): the resource
+    type and the parsed criteria in one canonical spelling, so that a conditional create and
+    the INS check of a Patient write (`FhirService._check_ins`) claim the same key for the
+    same INS."""
+    spelled = f"{resource_type}\n{where!r}".encode()
+    return f"{resource_type}:{hashlib.sha256(spelled).hexdigest()}"
 
 
 def precondition_failed(if_match: int, resource_type: str, resource_id: str | None) -> FhirError:

@@ -27,7 +27,9 @@ The rest is as before:
   closed record (R03); a practitioner who may read the record gets the whole Patient as
   before, an opposition to creation (R03 `record-opposed`), to bris de glace or to centre 15
   (R11, R12) and a bris de glace without reason are answered as before;
-- scopes (R02) and a patient binding (`access.binding`) are checked first, as for a search;
+- scopes (R02) and a patient binding (`access.binding`) are checked first, as for a search,
+  and a Patient the scopes for Patient leave out (a `patient/` scope without it in context,
+  a granular constraint it does not satisfy) is answered as an INS without record;
 - an INS no Patient has answers 0 entries (not the 404 of other searches designating an
   unknown patient), as TD0.2 says "aucun DMP n'existe".
 """

@@ -29,6 +29,7 @@ from flask import request
 from lxml import etree
 
 import fhir_server.auth.vihf as vihf
+from fhir_server.access.requester import INTERNAL
 from fhir_server.auth.clients import ClientRegistry, RegisteredClient
 from fhir_server.auth.http import bearer_requester
 from fhir_server.auth.keys import load_or_create_signing_key
@@ -128,6 +129,73 @@ def test_r02_granular_scope_that_filters_nothing_the_server_reads_is_refused(
     assert response.status_code == 403
     assert outcome_code(response) == "R02"
     assert "granular scope" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def r02_refusals(service, resource_type: str, interaction: str) -> list[dict]:
+    """The audit log's refusals (R16) under R02 of `interaction` on `resource_type`, as the
+    server itself reads the log."""
+    result = service.search(INTERNAL, "AuditEvent", [("_count", "1000")])
+    found = []
+    for _, _, body, _ in result.matches:
+        event = json.loads(body)
+        details = {
+            detail["type"]: detail.get("valueString")
+            for entity in event.get("entity", [])
+            for detail in entity.get("detail", [])
+        }
+        if (
+            event.get("outcome") == "8"
+            and details.get("denied-rule") == "R02"
+            and details.get("interaction") == interaction
+            and details.get("resource-type") == resource_type
+        ):
+            found.append(event)
+    return found
+
+
+@pytest.mark.parametrize(
+    "door, scoped, path, interaction",
+    [
+        ("search", "DocumentReference", f"DocumentReference?patient={PATIENT_A}", "search"),
+        (
+            "revinclude",
+            "DocumentReference",
+            f"Patient?_id={PATIENT_A}&_revinclude=DocumentReference:patient",
+            "search",
+        ),
+        (
+            "chain",
+            "Patient",
+            f"DocumentReference?patient.identifier={INS_SYSTEM}|{valid_nir(1)}",
+            "search",
+        ),
+        ("read", "DocumentReference", "DocumentReference/any-id", "read"),
+    ],
+)
+def test_r02_r16_a_refusal_under_a_granular_scope_is_traced(
+    client,
+    tokens,
+    record,  # noqa: F811 - the fixture imported above
+    door,
+    scoped,
+    path,
+    interaction,
+):
+    """R16: every refused access is traced. A read under a granular scope left its refusal
+    event; a search refused because the scope's constraint cannot be applied (403 R02) left
+    none, nor a search whose `_revinclude` or chain reached the type so scoped."""
+    other = "Patient" if scoped == "DocumentReference" else "DocumentReference"
+    token = tokens.patient(
+        PATIENT_A, scope=f"patient/{scoped}.rs?_summary=count patient/{other}.rs"
+    )
+    before = {event["id"] for event in r02_refusals(record, scoped, interaction)}
+    response = client.get(f"/fhir/{path}", headers=auth(token))
+    assert response.status_code == 403, response.get_data(as_text=True)
+    assert outcome_code(response) == "R02"
+    after = r02_refusals(record, scoped, interaction)
+    new = [event for event in after if event["id"] not in before]
+    assert len(new) == 1, "the refusal was not traced (or traced twice)"
+    assert f"Patient/{PATIENT_A}" in json.dumps(new[0]["agent"])
 
 
 @pytest.fixture

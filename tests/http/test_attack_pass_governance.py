@@ -31,6 +31,10 @@ What it found, and what these tests hold (each fails on main):
   two records, and every door resolving a patient by INS (a token's or a VIHF's, ITI-41,
   ITI-65, `patient.identifier`) found two. `fhir-server record oppose` refuses an INS a
   record holds; a Patient write giving one now answers 409 `duplicate`.
+  In one Bundle the check sees the Bundle's earlier entries (it did; now held by a test),
+  and on MongoDB two overlapping writes giving one new INS each read a snapshot without
+  the other's: each INS is now claimed as a conditional create by it claims, so one of the
+  two conflicts.
 - The author of a document (R14: only they change it otherwise) removed the patient's
   MASQUE_PS from it, by PUT, PATCH or a transaction entry, or deposited its replacement
   (`relatesTo.replaces`) without it: every authorized professional then read it. MASQUE_PS
@@ -84,6 +88,7 @@ import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.service import lifecycle
+from fhir_server.store import with_audit_log
 from fhir_server.terminology import EXT_RECORD_STATUS, SYSTEM_DMP_CONFIDENTIALITY
 from ihe_xds import vocabulary as v
 from tests.http.conftest import (
@@ -466,6 +471,71 @@ def test_r03_a_patient_given_another_patients_ins_is_refused(world, door):
     assert current(world, "Patient", PATIENT_B)["identifier"][0] == b_ins
     kept = send(world, admin, "PUT", f"Patient/{PATIENT_B}", {**b, "gender": "other"})
     assert kept.status_code == 200, kept.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("bundle_type", ["transaction", "batch"])
+@pytest.mark.parametrize("shape", ["two creates", "create and move"])
+def test_r03_one_bundle_gives_an_ins_to_one_record(world, bundle_type, shape):
+    """R03, R15: the INS check reads the store as the Bundle's own transaction sees it: a
+    transaction creating two Patients with one new INS (or creating one and giving its INS
+    to B) is 409 and writes nothing; a batch makes the first entry and refuses the second.
+    Either way the INS names one record."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    fresh = a_patient(77)
+    ins = fresh["identifier"][0]
+    b = {k: v for k, v in current(world, "Patient", PATIENT_B).items() if k != "meta"}
+    second = (
+        {"resource": a_patient(77), "request": {"method": "POST", "url": "Patient"}}
+        if shape == "two creates"
+        else {
+            "resource": {**b, "identifier": [ins]},
+            "request": {"method": "PUT", "url": f"Patient/{PATIENT_B}"},
+        }
+    )
+    bundle = {
+        "resourceType": "Bundle",
+        "type": bundle_type,
+        "entry": [{"resource": fresh, "request": {"method": "POST", "url": "Patient"}}, second],
+    }
+    response = send(world, admin, "POST", "", bundle)
+    holders = count(world, "Patient", ("identifier", f"{ins['system']}|{ins['value']}"))
+    if bundle_type == "transaction":
+        assert response.status_code == 409, response.get_data(as_text=True)
+        assert response.get_json()["issue"][0]["code"] == "duplicate"
+        assert holders == 0
+    else:
+        statuses = [e["response"]["status"] for e in response.get_json()["entry"]]
+        assert statuses[0].startswith("201") and statuses[1].startswith("409"), statuses
+        assert holders == 1
+    assert current(world, "Patient", PATIENT_B)["identifier"] == b["identifier"]
+
+
+def test_r03_a_patient_write_claims_its_ins_as_a_conditional_create_by_it(world, monkeypatch):
+    """R03, R15: on MongoDB two overlapping transactions each read their own snapshot, so
+    two identity-feed writes giving one new INS both found no duplicate. A Patient write now
+    claims each INS it gives under the key a conditional create by `identifier=<INS>`
+    claims (`StoreTransaction.claim`): of two overlapping ones, one conflicts (409), and the
+    other's check then sees its Patient. Both writes of the pair claim the same key."""
+    claimed: list[str] = []
+    claim = with_audit_log._Transaction.claim
+
+    def recorded(self, key: str) -> None:
+        claimed.append(key)
+        claim(self, key)
+
+    monkeypatch.setattr(with_audit_log._Transaction, "claim", recorded)
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    fresh = a_patient(78)
+    ins = fresh["identifier"][0]
+    criteria = f"identifier={ins['system']}|{ins['value']}"
+    headers = auth(admin, **{"Content-Type": FHIR_JSON, "If-None-Exist": criteria})
+    created = world.client.post("/fhir/Patient", data=json.dumps(fresh), headers=headers)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    criteria_key = claimed[0]
+    claimed.clear()
+    again = send(world, admin, "POST", "Patient", a_patient(78))
+    assert again.status_code == 409, again.get_data(as_text=True)
+    assert claimed == [criteria_key]
 
 
 # -- R07, R08: the identity feed re-points no representative, declares no médecin traitant ------

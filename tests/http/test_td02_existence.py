@@ -2,7 +2,9 @@
 `GET Patient?identifier=<INS system>|<value>` tells a professional who may not read the
 record whether it exists and is open, why it was closed (dmp-fermeture: dateFermeture,
 motifFermeture, raisonFermeture) and whether they are its médecin traitant
-(dmp-medecin-traitant), and nothing else (R10, R18).
+(dmp-medecin-traitant), and nothing else (R10, R18), and nothing of a Patient the token's
+scopes for Patient leave out (R02): answered as an INS without record, as a search
+designating that Patient by id, INS or chain answers as for an unknown patient.
 """
 
 from __future__ import annotations
@@ -365,3 +367,124 @@ def test_td02_the_medecin_traitant_is_told_so_and_nothing_more(world):
         headers=auth(world.tokens.practitioner(GP)),
     )
     assert documents.status_code == 403
+
+
+# -- R02, R18: within the token's scope limits for Patient ---------------------------------------
+
+
+def scoped_practitioner(world: World, idnat: str, scopes: str, patient: str | None = None) -> str:
+    """A practitioner's token with `scopes` (and a patient in context, if given)."""
+    extensions = {
+        "ihe_iua": {
+            "subject_name": "Dr Marie Durand",
+            "national_provider_identifier": idnat,
+            "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
+            "subject_organization": "CH Exemple",
+            "subject_organization_id": "urn:oid:1.2.250.1.71.4.2.2|1000000001",
+            "purpose_of_use": [{"system": "urn:oid:1.2.250.1.213.1.1.4.248", "code": "normal"}],
+        },
+        "dmp": {"access_mode": "normal"},
+    }
+    return world.tokens.issuer.issue(
+        subject=idnat, scopes=scopes, patient=patient, extensions=extensions
+    )
+
+
+# Scopes whose limit for Patient leaves out the records of `World` (every one is a woman's),
+# with or without another patient in context.
+CONFINING = {
+    "patient/ scope, no patient in context": ("patient/Patient.rs", False),
+    "patient/ scope, another patient in context": ("patient/Patient.rs", True),
+    "granular patient/ scope, another patient in context": ("patient/Patient.rs?gender=male", True),
+    "granular user/ scope": ("user/Patient.rs?gender=male", False),
+}
+UNKNOWN_ID = "0b0b0b0b-0000-4000-8000-000000000000"
+
+
+def answer(response) -> tuple:
+    """What a response tells: status, and the entries or the refusal's wording."""
+    body = response.get_json()
+    if body.get("resourceType") == "Bundle":
+        return response.status_code, body.get("total"), body.get("entry", [])
+    return response.status_code, [(i["code"], i.get("diagnostics")) for i in body["issue"]]
+
+
+def confined_token(world: World, idnat: str, confining: str) -> str:
+    scopes, in_context = CONFINING[confining]
+    other = None
+    if in_context:
+        created = world.client.post(
+            "/fhir/Patient",
+            data=json.dumps(a_patient(58, gender="male")),
+            headers=auth(world.tokens.system(), **{"Content-Type": FHIR_JSON}),
+        )
+        assert created.status_code == 201, created.get_data(as_text=True)
+        other = created.get_json()["id"]
+    return scoped_practitioner(world, idnat, f"{scopes} user/DocumentReference.rs", other)
+
+
+@pytest.mark.parametrize("idnat", [STRANGER, AUTHORIZED])
+@pytest.mark.parametrize("record", ["open", "closed", "opposed"])
+@pytest.mark.parametrize("confining", list(CONFINING))
+def test_td02_r02_r18_a_patient_outside_the_scopes_is_answered_as_an_ins_without_record(
+    world, confining, record, idnat
+):
+    """R02, R18: the check judged the record whatever the token's scopes for Patient: under
+    `patient/Patient.rs` without a patient in context, or `user/Patient.rs?gender=male`,
+    an unauthorized professional was told the id of a woman's record and whether it was
+    open, closed (and why) or opposed. Now the answer is the one of an INS without record
+    (and with another patient in context, the refusal of the binding, as before)."""
+    token = confined_token(world, idnat, confining)
+
+    def check(nir: str):
+        query = f"identifier={quote(f'{INS_SYSTEM}|{nir}')}"
+        return world.client.get(f"/fhir/Patient?{query}", headers=auth(token))
+
+    known = check(world.nir[record])
+    assert answer(known) == answer(check(valid_nir(59)))
+    assert world.ids[record] not in known.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "Patient?_id={id}",
+        "Patient?identifier={ins}&_count=5",
+        "DocumentReference?patient.identifier={ins}",
+    ],
+)
+@pytest.mark.parametrize("idnat", [STRANGER, AUTHORIZED])
+@pytest.mark.parametrize("record", ["open", "closed", "opposed"])
+@pytest.mark.parametrize("confining", list(CONFINING))
+def test_r02_r18_a_search_designating_a_patient_outside_the_scopes_answers_as_an_unknown_one(
+    world, confining, record, idnat, path
+):
+    """R02, R18: a search designating a patient by reading Patients (`_id` or `identifier`
+    in a search of Patient, a `patient.identifier` chain) was judged on the record before
+    the scopes confined the Patients read: 403 (R10, closed, opposed) or 200 without entry,
+    against 404 for an unknown id or INS. The read of that Patient answers 404 as for a
+    missing one; the search now answers as for an unknown patient too."""
+    token = confined_token(world, idnat, confining)
+
+    def search(patient_id: str, nir: str):
+        url = path.format(id=patient_id, ins=quote(f"{INS_SYSTEM}|{nir}"))
+        return world.client.get(f"/fhir/{url}", headers=auth(token))
+
+    known = search(world.ids[record], world.nir[record])
+    assert answer(known) == answer(search(UNKNOWN_ID, valid_nir(59)))
+
+
+def test_td02_r02_a_patient_within_a_granular_scope_is_answered_as_before(world):
+    """The scope's constraint is applied, not a blanket refusal: under
+    `user/Patient.rs?gender=female` the women's records are checked and searched as before."""
+    scopes = "user/Patient.rs?gender=female user/DocumentReference.rs"
+    stranger = scoped_practitioner(world, STRANGER, scopes)
+    nir = world.nir["open"]
+    query = f"identifier={quote(f'{INS_SYSTEM}|{nir}')}"
+    reduced = only_patient(world.client.get(f"/fhir/Patient?{query}", headers=auth(stranger)))
+    assert reduced["id"] == world.ids["open"] and reduced["active"] is True
+    authorized = scoped_practitioner(world, AUTHORIZED, scopes)
+    whole = only_patient(
+        world.client.get(f"/fhir/Patient?_id={world.ids['open']}", headers=auth(authorized))
+    )
+    assert whole["name"][0]["family"] == "Durand50"

@@ -175,7 +175,7 @@ class GateCore:
             else:
                 context = Everything()
             constraint = (
-                self._granular_clause(resource_type, list(scope.params))
+                self._granular_clause(requester, resource_type, interaction, list(scope.params))
                 if scope.params
                 else Everything()
             )
@@ -186,47 +186,54 @@ class GateCore:
                 alternatives.append(node)
         return alternatives[0] if len(alternatives) == 1 else Or(tuple(alternatives))
 
-    def _granular_clause(self, resource_type: str, params: list[tuple[str, str]]) -> Node:
+    def _granular_clause(
+        self,
+        requester: Requester,
+        resource_type: str,
+        interaction: str,
+        params: list[tuple[str, str]],
+    ) -> Node:
         """The clause of one granular constraint; 403 (R02) when it is no filter the server
         can apply: a result parameter (`_count`, `_summary`, `_elements`, `_sort`,
         `_include`...) confined nothing and the grant was served whole; an unknown
-        parameter or a bad value was a 400 naming a parameter the request never sent."""
+        parameter or a bad value was a 400 naming a parameter the request never sent; a
+        chain, a `_has` or a naming parameter (`_judged_join`) read beyond what it confines.
+
+        The refusal is audited (R16) whatever asked for the clause: it refuses the request
+        (a search of the type, or one whose include reaches it), as a read refused under a
+        granular scope is. It left no event: the one refused access untraced."""
         wording = "&".join(f"{name}={value}" for name, value in params)
+        reason = None
         for name, _ in params:
             base = name.partition(":")[0]
             if base in RESULT_PARAMS or base in IGNORED_SILENTLY:
-                raise error(
-                    403,
-                    "forbidden",
-                    f"the token's granular scope on {resource_type} (?{wording}) names"
-                    f" {name}, which filters nothing: it cannot be applied",
-                    details_code="R02",
+                reason = f"names {name}, which filters nothing: it cannot be applied"
+                break
+        if reason is None:
+            try:
+                clause = parse_search(resource_type, params, self.registry).query.where
+            except FhirError as exc:
+                reason = f"cannot be applied: {exc.message}"
+            else:
+                judged = _judged_join(resource_type, clause)
+                if judged is None:
+                    return clause
+                # A search's chains, `_has` and naming parameters are confined to what the
+                # requester may see (`SearchGate._constrain_joins`); the scope's clause was
+                # added to the search as it stood: `patient/Patient.rs?_has:DocumentReference:
+                # patient:security-label=INVISIBLE_PATIENT` told the patient that a document
+                # hidden from them exists (their Patient found or not). Refused, not judged.
+                reason = (
+                    f"names {judged}, which reads other resources than those it confines: it"
+                    " cannot be applied"
                 )
-        try:
-            clause = parse_search(resource_type, params, self.registry).query.where
-        except FhirError as exc:
-            raise error(
-                403,
-                "forbidden",
-                f"the token's granular scope on {resource_type} (?{wording}) cannot be"
-                f" applied: {exc.message}",
-                details_code="R02",
-            ) from None
-        judged = _judged_join(resource_type, clause)
-        if judged is not None:
-            # A search's chains, `_has` and naming parameters are confined to what the
-            # requester may see (`SearchGate._constrain_joins`); the scope's clause was added
-            # to the search as it stood: `patient/Patient.rs?_has:DocumentReference:patient:
-            # security-label=INVISIBLE_PATIENT` told the patient that a document hidden from
-            # them exists (their Patient found or not). Refused, not judged (R02, R14, R18).
-            raise error(
-                403,
-                "forbidden",
-                f"the token's granular scope on {resource_type} (?{wording}) names {judged},"
-                " which reads other resources than those it confines: it cannot be applied",
-                details_code="R02",
-            )
-        return clause
+        self.audit.refusal(requester, interaction, [], "R02", resource_type=resource_type)
+        raise error(
+            403,
+            "forbidden",
+            f"the token's granular scope on {resource_type} (?{wording}) {reason}",
+            details_code="R02",
+        )
 
     # -- the credentials' patient (XUA resource-id, SMART patient context) -----------------
 

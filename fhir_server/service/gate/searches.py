@@ -30,6 +30,7 @@ from fhir_server.search.query import (
     Chain,
     Everything,
     Has,
+    IdTest,
     InCompartment,
     Missing,
     Node,
@@ -86,6 +87,21 @@ class SearchGate(ReadGate):
         acting = self.facts.acting_for(requester)
         record_id = patient_id if given else acting
         record = self.facts.record(record_id) if record_id else None
+        if (
+            record is not None
+            and given
+            and _designation_reads_patient(resource_type, query.where)
+            and self._outside_patient_scopes(
+                requester, record.patient_id, scope_node if resource_type == "Patient" else None
+            )
+        ):
+            # The Patient designated (by id or INS in a search of Patient, or through a
+            # `patient.identifier` chain) is one the token's scopes for Patient leave out: the
+            # search is judged as for an unknown patient (R18), as the read of that Patient
+            # is (404). It was judged on the record: 403 (R10, closed, opposed) or 200 with no
+            # entry against 404 for an unknown one told a token confined to other Patients
+            # which ids and INS have a record, and its state.
+            record = None
         decision = self._decide_search(requester, resource_type, record, given)
         patients = [record.patient_id] if record else []
         if isinstance(decision, Deny):
@@ -121,9 +137,18 @@ class SearchGate(ReadGate):
         """TD0.2 (`service.existence_check`): (the reduced Patient or nothing, answered). Not
         answered (False): the search is judged as any other. Scopes and the patient binding
         are checked first, refusing as a search would."""
-        self._check_scopes(requester, "Patient", "search")
+        scope_node = self._check_scopes(requester, "Patient", "search")
         given, patient_id = self.facts.designated_patient("Patient", check.where)
         self._check_search_binding(requester, "search-type", given, patient_id)
+        if patient_id is not None and self._outside_patient_scopes(
+            requester, patient_id, scope_node
+        ):
+            # A Patient the token's scopes leave out (a `patient/` scope whose patient in
+            # context is another or none, a granular `Patient.rs?...` it does not satisfy):
+            # answered as an INS without record (R02, R18). The check told its id, whether
+            # the record was open, closed (and why) or opposed, whatever the scopes said.
+            self.audit.access(requester, "search-type", [], [])
+            return [], True
         if patient_id is None:
             # No record for this INS: 0 entries, as TD0.2 says, audited as an empty search
             # (two would be a store fault: judged as usual).
@@ -147,6 +172,23 @@ class SearchGate(ReadGate):
         )
         self.audit.access(requester, "search-type", [patient_id], [entity])
         return [("Patient", patient_id, orjson.dumps(patient))], True
+
+    def _outside_patient_scopes(
+        self, requester: Requester, patient_id: str, scope_node: Node | None = None
+    ) -> bool:
+        """Whether the token's scopes for a search of Patient (`scope_node`, computed when
+        not given; none granting it: all are outside) leave out Patient `patient_id`:
+        its context (a `patient/` scope: the patient in context's compartment) and its
+        granular constraint, judged by the store as the search would apply them."""
+        if scope_node is None:
+            try:
+                scope_node = self._check_scopes_quietly(requester, "Patient")
+            except ScopeError:
+                return True
+        if isinstance(scope_node, Everything):
+            return False
+        where = all_of(IdTest((patient_id,)), scope_node)
+        return not self.facts.internal_search("Patient", where, 1)
 
     def _decide_search(
         self,
@@ -369,6 +411,26 @@ class SearchGate(ReadGate):
         # Granular constraints included: an include of the type is confined as a search of
         # it is (the included resources were served whatever their value of the parameter).
         return self._scope_node(requester, resource_type, "search", scopes, audit=False)
+
+
+def _designation_reads_patient(resource_type: str, where: Node) -> bool:
+    """Whether the patient a search designates (`GateFacts.designated_patient`) is found by
+    reading Patients: a search of Patient (by `_id` or `identifier`), or a chain through
+    the patient parameter (`patient.identifier=<INS>`). A plain reference (`patient=<id>`)
+    reads no Patient: it names the record the search is judged on."""
+    if resource_type == "Patient":
+        return True
+    for part in conjuncts(where):
+        if (
+            isinstance(part, ReferenceTest)
+            and part.param in PATIENT_PARAMS
+            and part.target_id
+            and part.target_type in (None, "Patient")
+        ):
+            return False
+        if isinstance(part, Chain) and part.param in PATIENT_PARAMS:
+            return part.target_type == "Patient"
+    return False
 
 
 def _top_level(nodes: tuple[Node, ...], where: Node) -> tuple[Node, ...]:
