@@ -279,8 +279,8 @@ class DocumentRules:
 # An addendum (APND) and a signature carry content of their own.
 MASK_FOLLOWS = {"replaces": "replacement", "transforms": "transform"}
 MASK_DROPPED = (
-    "the replaced document is masked from professionals (MASQUE_PS) by the patient's choice, "
-    "which only the patient or their representative lifts"
+    "the document it replaces or transforms is masked from professionals (MASQUE_PS) by the "
+    "patient's choice, which only the patient or their representative lifts"
 )
 
 
