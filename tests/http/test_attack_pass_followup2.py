@@ -33,7 +33,21 @@ What it found, and what these tests hold (each fails on main):
   under http://, with a trailing slash or in another case it was stored. The DMP
   extensions (dmp-medecin-traitant, dmp-fermeture) are near misses of the normal form now.
 
-What held is listed in the report of this pass (docs/access-rules.md names the rules).
+What held (tried, refused or answered as the rules say): a masking label on a Consent under
+its bare OID, its NOS URL, no system, another case, in `meta.tag` or in an extension's
+valueCoding (422); a replacement of the masked document naming it by identifier (with or
+without system), by an absolute or a versioned reference, or beside another relation, over
+a transaction and ITI-65 (422); a new DocumentReference pointing at the masked document's
+Binary (stored, but the Binary is read as its owner, test_binary_ownership); relatesTo codes
+spelled as XDS codes or in another case (422); a Consent's modifierExtension at its root or
+in a provision, policyRule under an OID, provision securityLabel/class/period (422); a
+granular constraint with `:not`, `:missing`, `:text`, a list of codes, or `_id:not` (same
+answers on SQLite and mongomock); If-Match `*` and a list of ETags (400), a conditional
+update or delete with If-Match of a document hidden from the requester (412 as for none);
+message recipients spelled `./Patient/A`, `patient/A`, `Patient//A`, with a query, a
+fragment or leading space (400); a versioned recipient reference (read as the patient, who
+reads the message). APND and `signs` of a masked document do not carry the mask (content of
+their own; decided here, docs/access-rules.md R14).
 """
 
 from __future__ import annotations
