@@ -257,11 +257,15 @@ class DocumentRules:
                 problem = NOT_SUPERSEDED
             if problem is not None:
                 issues.append(relation_issue(problem, where, old, replaces=replaces))
-            elif replaces and old is not None and _drops_patient_mask(requester, old, document):
+            elif (
+                code in MASK_FOLLOWS
+                and old is not None
+                and _drops_patient_mask(requester, old, document)
+            ):
                 issues.append(
                     xds_issue(
                         XDS_REGISTRY_METADATA_ERROR,
-                        f"{MASK_DROPPED}; the replacement carries it",
+                        f"{MASK_DROPPED}; its {MASK_FOLLOWS[code]} carries it",
                         "DocumentReference.securityLabel",
                         "business-rule",
                     )
@@ -269,15 +273,20 @@ class DocumentRules:
         return issues
 
 
+# The relations whose new document is the old one's content (R14: its mask follows it): a
+# replacement (RPLC) and a transform (XFRM, the same content in another format: the author's
+# transform of a masked document without MASQUE_PS was read by every authorized professional).
+# An addendum (APND) and a signature carry content of their own.
+MASK_FOLLOWS = {"replaces": "replacement", "transforms": "transform"}
 MASK_DROPPED = (
-    "the replaced document is masked from professionals (MASQUE_PS) by the patient's choice, "
-    "which only the patient or their representative lifts"
+    "the document it replaces or transforms is masked from professionals (MASQUE_PS) by the "
+    "patient's choice, which only the patient or their representative lifts"
 )
 
 
 def _drops_patient_mask(requester: Requester, old: dict, new: dict) -> bool:
-    """Whether a replacement by someone other than the patient (or a representative) leaves
-    out the MASQUE_PS of the document it replaces (R14).
+    """Whether a replacement (or a transform, `MASK_FOLLOWS`) by someone other than the
+    patient (or a representative) leaves out the MASQUE_PS of the document it replaces (R14).
 
     MASQUE_PS is the patient's (they set and remove it); its author, who may replace the
     document, deposited the same content again without it and every authorized professional

@@ -162,8 +162,9 @@ def _binary_from_raw() -> dict:
 
 
 def _if_match() -> int | None:
+    """The If-Match header's version; a header given empty is a precondition too (400)."""
     value = request.headers.get("If-Match")
-    return versions.parse_etag(value) if value else None
+    return versions.parse_etag(value) if value is not None else None
 
 
 def _search_params() -> list[tuple[str, str]]:

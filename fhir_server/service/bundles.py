@@ -94,7 +94,7 @@ class Entry:
         """The request this entry makes, as it stands (its url and resource as the
         transaction rewrote them), the value the REST face would build for it alone."""
         request = {"method": self.method, "url": self.url}
-        if self.if_match:
+        if self.if_match is not None:
             request["ifMatch"] = self.if_match
         if self.if_none_exist:
             request["ifNoneExist"] = self.if_none_exist
@@ -134,6 +134,22 @@ def read_entries(bundle: dict, server_ids: bool = False) -> list[Entry]:
         url = request.get("url")
         if not isinstance(url, str) or not url:
             raise bad_request(f"{where}.request.url is required", f"{where}.request.url")
+        if "ifMatch" in request:
+            # Read now, whatever its value (`""`, 0, a list): a precondition the server
+            # cannot read is a 400, never taken for none nor a 500 (http.html#concurrency).
+            versions.parse_etag(request["ifMatch"], f"{where}.request.ifMatch")
+        if "ifNoneExist" in request and not (
+            isinstance(request["ifNoneExist"], str)
+            and parse_qsl(
+                request["ifNoneExist"].lstrip("?").split("?", 1)[-1], keep_blank_values=True
+            )
+        ):
+            # As the If-None-Exist header: criteria or a 400. Given as "", a number, a list
+            # or an object, it was taken for none and the resource created whatever existed.
+            raise bad_request(
+                f"{where}.request.ifNoneExist holds no search criteria",
+                f"{where}.request.ifNoneExist",
+            )
         resource = raw.get("resource")
         if method in ("POST", "PUT", "PATCH") and not isinstance(resource, dict):
             raise bad_request(f"{where}.resource is required for {method}", f"{where}.resource")

@@ -107,9 +107,12 @@ def from_entry(request: dict, resource: Any, where: str) -> Interaction:
         )
     resource_type = segments[0]
     query = criteria_of(parts.query) if parts.query else None
+    # `ifMatch` given (even "", 0 or []) is a precondition: one not a version ETag is a 400.
     raw_if_match = request.get("ifMatch")
     if_match = (
-        versions.parse_etag(raw_if_match, f"{where}.request.ifMatch") if raw_if_match else None
+        versions.parse_etag(raw_if_match, f"{where}.request.ifMatch")
+        if "ifMatch" in request
+        else None
     )
     if_none_exist = request.get("ifNoneExist")
     shape = len(segments)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -111,8 +112,20 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
-def parse_etag(value: str, header: str = "If-Match") -> int:
-    match = re.fullmatch(r'\s*(?:W/)?"?(\d+)"?\s*', value)
-    if not match:
-        raise bad_request(f"{header}: '{value}' is not a version ETag like W/\"3\"", header)
-    return int(match.group(1))
+# A version ETag as this server writes it (W/"3"), strong or unquoted alike; ASCII digits
+# with no leading zero, so that one version has one spelling (`W/"01"` is not `W/"1"`).
+_ETAG = re.compile(r'[ \t]*(?:W/)?("?)(0|[1-9][0-9]*)\1[ \t]*')
+
+
+def parse_etag(value: object, header: str = "If-Match") -> int:
+    """The version an If-Match (a header, a Bundle entry's `request.ifMatch`) names.
+
+    Fail closed (http.html#concurrency): a precondition the server cannot read is a 400, never
+    taken for no precondition. An empty header or `ifMatch` (`""`), a JSON number, `*`, a
+    list of ETags, a half-quoted tag or a version spelled with a leading zero or non-ASCII
+    digits each answered otherwise: ignored (the write made whatever the version), a 500, or
+    read as another spelling's version."""
+    match = _ETAG.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise bad_request(f'{header}: {json.dumps(value)} is not a version ETag like W/"3"', header)
+    return int(match.group(2))

@@ -129,6 +129,7 @@ if HTTP_ENGINE not in HTTP_ENGINES:
 ON_BOTH_ENGINES = frozenset(
     {
         "test_attack_pass_followup",
+        "test_attack_pass_followup2",
         "test_attack_pass_governance",
         "test_attack_pass_messaging",
         "test_attack_pass_rest",

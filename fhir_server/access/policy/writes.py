@@ -447,6 +447,20 @@ def identity_refusal(
             None,
             (f"{resource_type}.implicitRules",),
         )
+    modifier = _modifier_extension_path(new, resource_type) if new is not None else None
+    if modifier is not None:
+        # FHIR R4: a modifierExtension, like implicitRules, changes what the element holding
+        # it means (a guardianship "revoked", an identity "not this person"); one the server
+        # does not understand is not ignored. The rules read the identity without it: the
+        # implicitRules refusal spelled as an extension was stored and read as if absent.
+        return Deny(
+            "R07" if resource_type == "RelatedPerson" else "R03",
+            422,
+            "processing",
+            f"{modifier} changes what the resource means in a way the access rules do not evaluate",
+            None,
+            (modifier,),
+        )
     if new is not None and "active" in new and not isinstance(new["active"], bool):
         # The models read `"false"`, `0` or `"no"` as false and the JSON was stored as sent;
         # the rules read a RelatedPerson whose `active` is not the JSON false as active
@@ -531,3 +545,24 @@ def identity_write(requester: Requester, interaction: str) -> Decision:
         "Patient and RelatedPerson resources are managed by the health insurer's or an "
         "administration system",
     )
+
+
+def _modifier_extension_path(node: object, path: str) -> str | None:
+    """The FHIRPath of the first `modifierExtension` in `node` (a Patient or RelatedPerson,
+    contained resources and extensions included), or None."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            found = _modifier_extension_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+        return None
+    if not isinstance(node, dict):
+        return None
+    if "modifierExtension" in node:
+        return f"{path}.modifierExtension"
+    for key, child in node.items():
+        if isinstance(child, dict | list):
+            found = _modifier_extension_path(child, f"{path}.{key}")
+            if found is not None:
+                return found
+    return None

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from fhir_server.access import binding as patient_binding
+from fhir_server.access import hidden_references
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.decision import Permit
 from fhir_server.access.policy import DIRECTORY_TYPES, DmpPolicy
@@ -23,7 +24,20 @@ from fhir_server.audit.balp import security_labels_of
 from fhir_server.auth.scopes import ScopeSet
 from fhir_server.errors import FhirError, error
 from fhir_server.search.parameters import IGNORED_SILENTLY, RESULT_PARAMS, parse_search
-from fhir_server.search.query import And, Everything, InCompartment, Node, Not, Or, all_of
+from fhir_server.search.query import (
+    And,
+    Chain,
+    Everything,
+    Has,
+    InCompartment,
+    Missing,
+    Node,
+    Not,
+    Or,
+    ReferenceTest,
+    TokenTest,
+    all_of,
+)
 from fhir_server.search.registry import SearchRegistry
 
 if TYPE_CHECKING:
@@ -182,7 +196,8 @@ class GateCore:
         """The clause of one granular constraint; 403 (R02) when it is no filter the server
         can apply: a result parameter (`_count`, `_summary`, `_elements`, `_sort`,
         `_include`...) confined nothing and the grant was served whole; an unknown
-        parameter or a bad value was a 400 naming a parameter the request never sent.
+        parameter or a bad value was a 400 naming a parameter the request never sent; a
+        chain, a `_has` or a naming parameter (`_judged_join`) read beyond what it confines.
 
         The refusal is audited (R16) whatever asked for the clause: it refuses the request
         (a search of the type, or one whose include reaches it), as a read refused under a
@@ -196,9 +211,22 @@ class GateCore:
                 break
         if reason is None:
             try:
-                return parse_search(resource_type, params, self.registry).query.where
+                clause = parse_search(resource_type, params, self.registry).query.where
             except FhirError as exc:
                 reason = f"cannot be applied: {exc.message}"
+            else:
+                judged = _judged_join(resource_type, clause)
+                if judged is None:
+                    return clause
+                # A search's chains, `_has` and naming parameters are confined to what the
+                # requester may see (`SearchGate._constrain_joins`); the scope's clause was
+                # added to the search as it stood: `patient/Patient.rs?_has:DocumentReference:
+                # patient:security-label=INVISIBLE_PATIENT` told the patient that a document
+                # hidden from them exists (their Patient found or not). Refused, not judged.
+                reason = (
+                    f"names {judged}, which reads other resources than those it confines: it"
+                    " cannot be applied"
+                )
         self.audit.refusal(requester, interaction, [], "R02", resource_type=resource_type)
         raise error(
             403,
@@ -263,3 +291,34 @@ class GateCore:
                 labels=security_labels_of(old) if old else (),
             )
             raise deny.to_error()
+
+
+def _judged_join(resource_type: str, node: Node) -> str | None:
+    """The parameter of `node` (a granular scope's clause on `resource_type`) that reads
+    beyond the resource itself, or None: a chain, a `_has`, or a parameter searching by what
+    a naming element (List `item`, DocumentReference `relatesto`, `relation`,
+    `relationship`) names. A search's own are confined to what the requester may see
+    (`SearchGate._constrain_joins`); a scope's would be evaluated unconfined."""
+    match node:
+        case Chain(param=param):
+            return param
+        case Has(source_type=source, param=param):
+            return f"_has:{source}:{param}"
+        case And(parts) | Or(parts):
+            for part in parts:
+                found = _judged_join(resource_type, part)
+                if found is not None:
+                    return found
+            return None
+        case Not(part):
+            return _judged_join(resource_type, part)
+        case ReferenceTest(param=param) | Missing(param=param) if hidden_references.searches_naming(
+            resource_type, param
+        ):
+            return param
+        case TokenTest(param=param) if resource_type == "DocumentReference" and param in (
+            "relation",
+            "relationship",
+        ):
+            return param
+    return None
