@@ -179,19 +179,11 @@ class RecordFacts:
 
     def _find_designated_patient(self, resource_type: str, where: Node) -> tuple[bool, str | None]:
         for part in conjuncts(where):
-            if (
-                isinstance(part, ReferenceTest)
-                and part.param in PATIENT_PARAMS
-                and part.target_id
-                and part.target_type in (None, "Patient")
-            ):
-                return True, part.target_id
-            if (
-                isinstance(part, Chain)
-                and part.param in PATIENT_PARAMS
-                and part.target_type == "Patient"
-            ):
-                ids = self.patients_matching(part.where)
+            designating = patient_designation(part)
+            if isinstance(designating, ReferenceTest):
+                return True, designating.target_id
+            if isinstance(designating, Chain):
+                ids = self.patients_matching(designating.where)
                 return True, ids[0] if len(ids) == 1 else None
             if resource_type == "Patient":
                 if isinstance(part, IdTest) and len(part.ids) == 1:
@@ -295,3 +287,19 @@ class RecordFacts:
         """The one write a read makes (a recipient's first read sets ``received``): here
         with the store, so that the read decisions need none."""
         return messaging.received_on_read(self.store, registry, clock, requester, stored, record)
+
+
+def patient_designation(part: Node) -> ReferenceTest | Chain | None:
+    """`part` if it designates the patient of a search of another type than Patient: a
+    reference to a Patient by id through a patient parameter (`patient=<id>`), or a chain
+    through it to Patient (`patient.identifier=<INS>`, which reads Patients)."""
+    if (
+        isinstance(part, ReferenceTest)
+        and part.param in PATIENT_PARAMS
+        and part.target_id
+        and part.target_type in (None, "Patient")
+    ):
+        return part
+    if isinstance(part, Chain) and part.param in PATIENT_PARAMS and part.target_type == "Patient":
+        return part
+    return None

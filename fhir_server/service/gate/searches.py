@@ -50,6 +50,7 @@ from fhir_server.service.gate.common import (
     conjuncts,
     scope_set,
 )
+from fhir_server.service.gate.facts import patient_designation
 from fhir_server.service.gate.reads import ReadGate
 
 # Search decisions kept per (requester, type, record): a record's facts are cached per record
@@ -421,15 +422,9 @@ def _designation_reads_patient(resource_type: str, where: Node) -> bool:
     if resource_type == "Patient":
         return True
     for part in conjuncts(where):
-        if (
-            isinstance(part, ReferenceTest)
-            and part.param in PATIENT_PARAMS
-            and part.target_id
-            and part.target_type in (None, "Patient")
-        ):
-            return False
-        if isinstance(part, Chain) and part.param in PATIENT_PARAMS:
-            return part.target_type == "Patient"
+        designating = patient_designation(part)
+        if designating is not None:
+            return isinstance(designating, Chain)
     return False
 
 
