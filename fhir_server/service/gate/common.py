@@ -322,3 +322,19 @@ def _judged_join(resource_type: str, node: Node) -> str | None:
         ):
             return param
     return None
+
+
+def patient_designation(part: Node) -> ReferenceTest | Chain | None:
+    """`part` if it designates the patient of a search of another type than Patient: a
+    reference to a Patient by id through a patient parameter (`patient=<id>`), or a chain
+    through it to Patient (`patient.identifier=<INS>`, which reads Patients)."""
+    if (
+        isinstance(part, ReferenceTest)
+        and part.param in PATIENT_PARAMS
+        and part.target_id
+        and part.target_type in (None, "Patient")
+    ):
+        return part
+    if isinstance(part, Chain) and part.param in PATIENT_PARAMS and part.target_type == "Patient":
+        return part
+    return None

@@ -36,7 +36,11 @@ from fhir_server.service import lifecycle, messaging
 from fhir_server.service.context import request_memo
 from fhir_server.service.epoch_cache import EpochCache
 from fhir_server.service.existence_check import Closed
-from fhir_server.service.gate.common import INTERNAL_BINDING, PATIENT_PARAMS, conjuncts
+from fhir_server.service.gate.common import (
+    INTERNAL_BINDING,
+    conjuncts,
+    patient_designation,
+)
 from fhir_server.store.base import PATIENTS_EPOCH, ResourceStore, StoredResource
 
 RECORD_CACHE_SIZE = 10_000
@@ -287,19 +291,3 @@ class RecordFacts:
         """The one write a read makes (a recipient's first read sets ``received``): here
         with the store, so that the read decisions need none."""
         return messaging.received_on_read(self.store, registry, clock, requester, stored, record)
-
-
-def patient_designation(part: Node) -> ReferenceTest | Chain | None:
-    """`part` if it designates the patient of a search of another type than Patient: a
-    reference to a Patient by id through a patient parameter (`patient=<id>`), or a chain
-    through it to Patient (`patient.identifier=<INS>`, which reads Patients)."""
-    if (
-        isinstance(part, ReferenceTest)
-        and part.param in PATIENT_PARAMS
-        and part.target_id
-        and part.target_type in (None, "Patient")
-    ):
-        return part
-    if isinstance(part, Chain) and part.param in PATIENT_PARAMS and part.target_type == "Patient":
-        return part
-    return None

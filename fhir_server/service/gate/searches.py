@@ -48,9 +48,9 @@ from fhir_server.service.gate.common import (
     NOTHING,
     PATIENT_PARAMS,
     conjuncts,
+    patient_designation,
     scope_set,
 )
-from fhir_server.service.gate.facts import patient_designation
 from fhir_server.service.gate.reads import ReadGate
 
 # Search decisions kept per (requester, type, record): a record's facts are cached per record
