@@ -637,6 +637,39 @@ def test_r08_a_stored_medecin_traitant_status_is_refused(world):
     assert "extension" not in current(world, "Patient", PATIENT_A)
 
 
+MEDECIN_TRAITANT = (
+    "https://interop.esante.gouv.fr/ig/fhir/dmp/StructureDefinition/dmp-medecin-traitant"
+)
+
+
+@pytest.mark.parametrize(
+    "where, expected_path",
+    [
+        ("sub-extension", "Patient.extension[0].extension[0]"),
+        ("name extension", "Patient.name[0].extension[0]"),
+    ],
+)
+def test_r08_a_medecin_traitant_status_nested_in_a_patient_is_refused(world, where, expected_path):
+    """R08, TD0.2: `dmp-medecin-traitant` as a complex extension's sub-extension (or on an
+    element of the Patient) was stored (only the Patient's own extensions were read) and
+    served to every professional reading it. Refused wherever it stands (422 naming the
+    path), nothing written."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    before = current(world, "Patient", PATIENT_A)
+    body = {k: v for k, v in before.items() if k != "meta"}
+    status = {"url": MEDECIN_TRAITANT, "valueBoolean": True}
+    if where == "sub-extension":
+        body["extension"] = [{"url": "https://example.org/wrapper", "extension": [status]}]
+    else:
+        body["name"] = [{**body["name"][0], "extension": [status]}]
+    response = send(world, admin, "PUT", f"Patient/{PATIENT_A}", body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    diagnostics = response.get_json()["issue"][0]
+    assert "dmp-medecin-traitant" in diagnostics["diagnostics"]
+    assert expected_path in json.dumps(diagnostics)
+    assert current(world, "Patient", PATIENT_A)["meta"] == before["meta"]
+
+
 @pytest.mark.parametrize("shape", ["literal", "contained"])
 def test_r08_one_general_practitioner_reference_names_one_practitioner(world, shape):
     """R08: the médecin traitant is never blocked and reads what the patient masked. A
