@@ -87,6 +87,8 @@ import json
 import pytest
 
 from fhir_server.access.requester import INTERNAL
+from fhir_server.auth.identifiers import ins_token
+from fhir_server.resources.ins import nir_key
 from fhir_server.service import lifecycle
 from fhir_server.store import with_audit_log
 from fhir_server.terminology import EXT_RECORD_STATUS, SYSTEM_DMP_CONFIDENTIALITY
@@ -471,6 +473,64 @@ def test_r03_a_patient_given_another_patients_ins_is_refused(world, door):
     assert current(world, "Patient", PATIENT_B)["identifier"][0] == b_ins
     kept = send(world, admin, "PUT", f"Patient/{PATIENT_B}", {**b, "gender": "other"})
     assert kept.status_code == 200, kept.get_data(as_text=True)
+
+
+NIA_SYSTEM = "urn:oid:1.2.250.1.213.1.4.9"
+
+
+def _corsican_nia() -> str:
+    """A NIA of a patient born in Corsica (2A), its letters in capitals."""
+    body = "185072A004012"
+    return body + f"{nir_key(body):02d}"
+
+
+def test_r03_a_nia_differing_only_in_case_is_refused_as_a_patients_ins(world):
+    """R03: the rules compare INS as written, so a NIA spelled `...2a` beside another
+    Patient's `...2A` would be a second record for one person. A Patient's INS is written
+    in capitals (422 for a lower-case one, as for a NIR); the capital spelling is made."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    nia = _corsican_nia()
+    first = send(
+        world,
+        admin,
+        "POST",
+        "Patient",
+        a_patient(901, identifier=[{"system": NIA_SYSTEM, "value": nia}]),
+    )
+    assert first.status_code == 201, first.get_data(as_text=True)
+    second = send(
+        world,
+        admin,
+        "POST",
+        "Patient",
+        a_patient(902, identifier=[{"system": NIA_SYSTEM, "value": nia.lower()}]),
+    )
+    assert second.status_code == 422, second.get_data(as_text=True)
+    assert count(world, "Patient", ("identifier", f"{NIA_SYSTEM}|{nia}")) == 1
+
+
+def test_r03_a_token_naming_a_nia_in_lower_case_is_refused(world):
+    """R03, R04 (fail closed): a token's INS in context (as a VIHF's or an XDS patientId's)
+    is checked for its NIR key unless it is a NIA, so a NIA in lower case passed as an INS
+    of its own, a second spelling of one patient's INS; a NIR so spelled was already a 401.
+    Now a lower-case INS is refused at every door reading one (401 here), the capital
+    spelling accepted."""
+    nia = _corsican_nia()
+    assert ins_token(f"{NIA_SYSTEM}|{nia}")[0] == f"{NIA_SYSTEM}|{nia}"
+    assert ins_token(f"{NIA_SYSTEM}|{nia.lower()}")[0] is None
+    token = world.tokens.issuer.issue(
+        subject=AUTHORIZED,
+        scopes="user/*.cruds",
+        extensions={
+            "ihe_iua": {
+                "national_provider_identifier": AUTHORIZED,
+                "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
+            },
+            "dmp": {"patient_identifier": f"{NIA_SYSTEM}|{nia.lower()}"},
+        },
+    )
+    refused = world.get(token, f"/fhir/DocumentReference?patient={PATIENT_A}")
+    assert refused.status_code == 401, refused.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("bundle_type", ["transaction", "batch"])
