@@ -11,7 +11,10 @@ Found: a professional's change (PUT, DELETE) of a document hidden from them (a r
 may not read, a document the patient masked) was refused without a trace when it carried an
 If-Match: the 412 (answered as for a missing id, R18) was raised before the refusal was
 audited, where the same change without If-Match leaves the refusal event its read would
-(`Gate.refuse_hidden`). A stranger's attempts on a record were thus untraced.
+(`Gate.refuse_hidden`). A stranger's attempts on a record were thus untraced. Likewise a
+deposit replacing or transforming a document hidden from its writer (the patient's masked
+document, by an authorized professional not its author): answered as for an unknown
+document (R18, rightly), traced nowhere; now traced as that change of it.
 
 Held (tested): the event of such a refusal is hidden from whom the document is hidden
 (the patient's trail of an INVISIBLE_PATIENT document names neither it nor the refusal's
@@ -41,6 +44,7 @@ from tests.http.test_r18_matrix import (
     doc_id,
     logged_events,
 )
+from tests.support.documents import dmp_document, transaction
 
 SECURITY_ALERT = "110113"
 
@@ -192,3 +196,33 @@ def test_r16_a_patient_outside_a_patient_scope_is_refused_in_its_own_trail(world
     assert unknown_events == []
     text, _ = trace(world, world.tokens.patient(PATIENT_A), PATIENT_A)
     assert PATIENT_B not in text
+
+
+# -- R16: a relation naming a document hidden from its writer -----------------------------------
+
+
+@pytest.mark.parametrize("code", ["replaces", "transforms"])
+def test_r16_a_relation_to_a_document_hidden_from_its_writer_is_traced(world, code):
+    """R16, R18: an authorized professional's deposit replacing (or transforming) the
+    document the patient masked, of which they are not the author, is answered as for an
+    unknown document (422 not-found, R18) and now traced as that change of it, in the
+    patient's record; it left no trace, where reading the same document leaves one. A
+    relation to an unknown id leaves none."""
+    token = world.tokens.practitioner(AUTHORIZED)
+
+    def deposit(target: str):
+        document = dmp_document(PATIENT_A, author=AUTHORIZED, class_code="31", label=None)
+        reference = {"reference": f"DocumentReference/{target}"}
+        document["relatesTo"] = [{"code": code, "target": reference}]
+        bundle = transaction(PATIENT_A, document, with_submission_set=False)
+        return send(world, token, "POST", "", bundle)
+
+    hidden, hidden_events = new_events(world, lambda: deposit(doc_id("a-masked")))
+    unknown, unknown_events = new_events(world, lambda: deposit(UNKNOWN_ID))
+    assert hidden.status_code == unknown.status_code == 422, hidden.get_data(as_text=True)
+    assert (
+        hidden.get_json()["issue"][0]["diagnostics"]
+        == (unknown.get_json()["issue"][0]["diagnostics"])
+    )
+    assert len(refusals_of(hidden_events, PATIENT_A)) == 1, hidden_events
+    assert unknown_events == []
