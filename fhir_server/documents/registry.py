@@ -218,7 +218,7 @@ class DocumentRules:
             found = [d for d in found if gate.may_read(requester, "DocumentReference", d["id"])]
         return found[0] if len(found) == 1 else None
 
-    def _trace_hidden_target(self, tx: Any, requester: Requester, target: dict) -> None:
+    def trace_hidden_target(self, tx: Any, requester: Requester, target: dict) -> None:
         """R16: a relation naming a document hidden from the requester (a replacement or a
         transform of a document the patient masked, by a professional not its author) is
         answered as for an unknown one (`find_target`, R18), and traced as that change of it
@@ -273,7 +273,7 @@ class DocumentRules:
             replaces = code == "replaces"
             old = self.find_target(tx, requester, target)
             if old is None:
-                self._trace_hidden_target(tx, requester, target)
+                self.trace_hidden_target(tx, requester, target)
             problem = relation_problem(old, patient, replaces=replaces)
             if (
                 problem is None

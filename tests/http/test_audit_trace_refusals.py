@@ -201,8 +201,9 @@ def test_r16_a_patient_outside_a_patient_scope_is_refused_in_its_own_trail(world
 # -- R16: a relation naming a document hidden from its writer -----------------------------------
 
 
+@pytest.mark.parametrize("door", ["transaction", "ITI-65"])
 @pytest.mark.parametrize("code", ["replaces", "transforms"])
-def test_r16_a_relation_to_a_document_hidden_from_its_writer_is_traced(world, code):
+def test_r16_a_relation_to_a_document_hidden_from_its_writer_is_traced(world, code, door):
     """R16, R18: an authorized professional's deposit replacing (or transforming) the
     document the patient masked, of which they are not the author, is answered as for an
     unknown document (422 not-found, R18) and now traced as that change of it, in the
@@ -214,7 +215,7 @@ def test_r16_a_relation_to_a_document_hidden_from_its_writer_is_traced(world, co
         document = dmp_document(PATIENT_A, author=AUTHORIZED, class_code="31", label=None)
         reference = {"reference": f"DocumentReference/{target}"}
         document["relatesTo"] = [{"code": code, "target": reference}]
-        bundle = transaction(PATIENT_A, document, with_submission_set=False)
+        bundle = transaction(PATIENT_A, document, with_submission_set=door == "ITI-65")
         return send(world, token, "POST", "", bundle)
 
     hidden, hidden_events = new_events(world, lambda: deposit(doc_id("a-masked")))
