@@ -218,6 +218,31 @@ class DocumentRules:
             found = [d for d in found if gate.may_read(requester, "DocumentReference", d["id"])]
         return found[0] if len(found) == 1 else None
 
+    def trace_hidden_target(self, tx: Any, requester: Requester, target: dict) -> None:
+        """R16: a relation naming a document hidden from the requester (a replacement or a
+        transform of a document the patient masked, by a professional not its author) is
+        answered as for an unknown one (`find_target`, R18), and traced as that change of it
+        would be (`Gate.refuse_hidden`: with its labels, hidden from whom it is hidden); it
+        left no trace, where the read or the change of the same document leaves one."""
+        if requester.kind is ActorKind.INTERNAL:
+            return
+        ids: list[str] = []
+        local = reference_target(target.get("reference"))
+        if local is not None and local[0] == "DocumentReference":
+            ids = [local[1]]
+        identifier = target.get("identifier")
+        if not ids and isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+            found = self._with_identifier(tx, identifier.get("system"), identifier["value"])
+            ids = [d["id"] for d in found if isinstance(d.get("id"), str)]
+        gate = self.service.gate
+        for document_id in ids:
+            stored = tx.read("DocumentReference", document_id)
+            if stored is None or stored.deleted:
+                continue
+            deny = gate.hidden_deny(requester, stored)
+            if deny is not None:
+                gate.refuse_hidden(requester, "update", stored, deny)
+
     def _with_identifier(self, tx: Any, system: Any, value: str) -> list[dict]:
         """Documents whose entryUUID or uniqueId is (system, value), system None: any."""
         system = system if isinstance(system, str) else None
@@ -247,6 +272,8 @@ class DocumentRules:
             where = f"DocumentReference.relatesTo[{position}].target"
             replaces = code == "replaces"
             old = self.find_target(tx, requester, target)
+            if old is None:
+                self.trace_hidden_target(tx, requester, target)
             problem = relation_problem(old, patient, replaces=replaces)
             if (
                 problem is None

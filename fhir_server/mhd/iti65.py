@@ -502,6 +502,10 @@ class Iti65:
                 where = f"{entry.where}.resource.relatesTo[{position}].target"
                 old = self._replaced_document(target)
                 if old is None:
+                    # One hidden from the depositor: traced as its change (R16).
+                    self.service.documents.trace_hidden_target(
+                        self.service.store, self.requester or INTERNAL, target
+                    )
                     issues.append(
                         xds_issue(
                             XDS_REPLACE_FAILED,

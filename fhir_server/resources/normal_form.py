@@ -209,8 +209,14 @@ def idnat_ps_problem(value: object) -> str | None:
 
 
 def ins_problem(value: object) -> str | None:
+    """What is wrong with an INS matricule as written, or None. Its letters are capitals
+    (R03): the rules compare INS as written, so `...2a` beside `...2A` (a NIA, which carries
+    no key check at the doors reading a token, a VIHF or an XDS patientId) would be a second
+    spelling of one INS, binding to no record or, stored, to a second one."""
     if not isinstance(value, str) or not _INS.match(value):
         return f"the INS {value!r} must be letters and digits only, with no white space"
+    if value != value.upper():
+        return f"the INS {value!r} writes its letters in capitals: {value.upper()!r}"
     return None
 
 

@@ -20,6 +20,7 @@ of the code list.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -126,17 +127,32 @@ def medecin_traitant_issues(patient: dict) -> list[Issue]:
     """`dmp-medecin-traitant` says whether the *requester* of a TD0.2 check is the patient's
     médecin traitant; the server computes it for each answer (`medecin_traitant`) from
     `Patient.generalPractitioner` (R08). Stored on the Patient, it told every professional
-    reading it that they were (decided here: refused, 422, like the server's dateFermeture)."""
-    for index, extension in enumerate(patient.get("extension") or []):
+    reading it that they were (decided here: refused, 422, like the server's dateFermeture).
+    It is looked for in every extension of the Patient, nested ones included (a complex
+    extension's sub-extension, an element's extension): stored anywhere, it is stored."""
+    for where, extension in _extensions(patient, "Patient"):
         if _url(extension) == EXT_DMP_MEDECIN_TRAITANT:
             return [
                 _issue(
                     f"{EXT_DMP_MEDECIN_TRAITANT} is the server's answer to a requester (TD0.2), "
                     "never stored: the médecin traitant is Patient.generalPractitioner (R08)",
-                    f"Patient.extension[{index}]",
+                    where,
                 )
             ]
     return []
+
+
+def _extensions(node: object, where: str) -> Iterator[tuple[str, object]]:
+    """Every extension and modifierExtension under `node`, with its path, at any depth."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("extension", "modifierExtension") and isinstance(value, list):
+                for index, extension in enumerate(value):
+                    yield f"{where}.{key}[{index}]", extension
+            yield from _extensions(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _extensions(item, f"{where}[{index}]")
 
 
 def _fermeture_issues(patient: dict) -> list[Issue]:

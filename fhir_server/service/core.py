@@ -728,6 +728,9 @@ class FhirService:
         if if_match is not None and (
             current is None or hidden is not None or current.version != if_match
         ):
+            if current is not None and hidden is not None:
+                # Traced as without If-Match (R16), answered as for a missing id (R18).
+                self.gate.refuse_hidden(requester, "update", current, hidden)
             raise precondition_failed(if_match, resource_type, resource_id)
         if current is None or hidden is not None:
             if current is not None and hidden is not None:
@@ -782,18 +785,18 @@ class FhirService:
         whatever another had written since."""
         current = tx.read(resource_type, resource_id)
         self.gate.refuse_change(requester, "delete", resource_type, current)
-        if if_match is not None and (
-            current is None
-            or current.deleted
-            or current.version != if_match
-            or self.gate.hidden_deny(requester, current) is not None
-        ):
+        if if_match is not None and (current is None or current.deleted):
+            raise precondition_failed(if_match, resource_type, resource_id)
+        hidden = self.gate.hidden_deny(requester, current) if current is not None else None
+        if if_match is not None and (hidden is not None or current.version != if_match):
+            if current is not None and hidden is not None:
+                # Traced as without If-Match (R16), answered as for a missing id (R18).
+                self.gate.refuse_hidden(requester, "delete", current, hidden)
             raise precondition_failed(if_match, resource_type, resource_id)
         if current is None or current.deleted:
             if current is not None:
                 self.gate.authorize_write(requester, "delete", resource_type, None, current.json())
             return None
-        hidden = self.gate.hidden_deny(requester, current)
         if hidden is not None:
             self.gate.refuse_hidden(requester, "delete", current, hidden)
             return None

@@ -87,6 +87,8 @@ import json
 import pytest
 
 from fhir_server.access.requester import INTERNAL
+from fhir_server.auth.identifiers import ins_token
+from fhir_server.resources.ins import nir_key
 from fhir_server.service import lifecycle
 from fhir_server.store import with_audit_log
 from fhir_server.terminology import EXT_RECORD_STATUS, SYSTEM_DMP_CONFIDENTIALITY
@@ -473,6 +475,64 @@ def test_r03_a_patient_given_another_patients_ins_is_refused(world, door):
     assert kept.status_code == 200, kept.get_data(as_text=True)
 
 
+NIA_SYSTEM = "urn:oid:1.2.250.1.213.1.4.9"
+
+
+def _corsican_nia() -> str:
+    """A NIA of a patient born in Corsica (2A), its letters in capitals."""
+    body = "185072A004012"
+    return body + f"{nir_key(body):02d}"
+
+
+def test_r03_a_nia_differing_only_in_case_is_refused_as_a_patients_ins(world):
+    """R03: the rules compare INS as written, so a NIA spelled `...2a` beside another
+    Patient's `...2A` would be a second record for one person. A Patient's INS is written
+    in capitals (422 for a lower-case one, as for a NIR); the capital spelling is made."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    nia = _corsican_nia()
+    first = send(
+        world,
+        admin,
+        "POST",
+        "Patient",
+        a_patient(901, identifier=[{"system": NIA_SYSTEM, "value": nia}]),
+    )
+    assert first.status_code == 201, first.get_data(as_text=True)
+    second = send(
+        world,
+        admin,
+        "POST",
+        "Patient",
+        a_patient(902, identifier=[{"system": NIA_SYSTEM, "value": nia.lower()}]),
+    )
+    assert second.status_code == 422, second.get_data(as_text=True)
+    assert count(world, "Patient", ("identifier", f"{NIA_SYSTEM}|{nia}")) == 1
+
+
+def test_r03_a_token_naming_a_nia_in_lower_case_is_refused(world):
+    """R03, R04 (fail closed): a token's INS in context (as a VIHF's or an XDS patientId's)
+    is checked for its NIR key unless it is a NIA, so a NIA in lower case passed as an INS
+    of its own, a second spelling of one patient's INS; a NIR so spelled was already a 401.
+    Now a lower-case INS is refused at every door reading one (401 here), the capital
+    spelling accepted."""
+    nia = _corsican_nia()
+    assert ins_token(f"{NIA_SYSTEM}|{nia}")[0] == f"{NIA_SYSTEM}|{nia}"
+    assert ins_token(f"{NIA_SYSTEM}|{nia.lower()}")[0] is None
+    token = world.tokens.issuer.issue(
+        subject=AUTHORIZED,
+        scopes="user/*.cruds",
+        extensions={
+            "ihe_iua": {
+                "national_provider_identifier": AUTHORIZED,
+                "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
+            },
+            "dmp": {"patient_identifier": f"{NIA_SYSTEM}|{nia.lower()}"},
+        },
+    )
+    refused = world.get(token, f"/fhir/DocumentReference?patient={PATIENT_A}")
+    assert refused.status_code == 401, refused.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("bundle_type", ["transaction", "batch"])
 @pytest.mark.parametrize("shape", ["two creates", "create and move"])
 def test_r03_one_bundle_gives_an_ins_to_one_record(world, bundle_type, shape):
@@ -635,6 +695,39 @@ def test_r08_a_stored_medecin_traitant_status_is_refused(world):
     assert response.status_code == 422, response.get_data(as_text=True)
     assert "dmp-medecin-traitant" in response.get_json()["issue"][0]["diagnostics"]
     assert "extension" not in current(world, "Patient", PATIENT_A)
+
+
+MEDECIN_TRAITANT = (
+    "https://interop.esante.gouv.fr/ig/fhir/dmp/StructureDefinition/dmp-medecin-traitant"
+)
+
+
+@pytest.mark.parametrize(
+    "where, expected_path",
+    [
+        ("sub-extension", "Patient.extension[0].extension[0]"),
+        ("name extension", "Patient.name[0].extension[0]"),
+    ],
+)
+def test_r08_a_medecin_traitant_status_nested_in_a_patient_is_refused(world, where, expected_path):
+    """R08, TD0.2: `dmp-medecin-traitant` as a complex extension's sub-extension (or on an
+    element of the Patient) was stored (only the Patient's own extensions were read) and
+    served to every professional reading it. Refused wherever it stands (422 naming the
+    path), nothing written."""
+    admin = world.tokens.system("admin", IDENTITY_SCOPES, "admin")
+    before = current(world, "Patient", PATIENT_A)
+    body = {k: v for k, v in before.items() if k != "meta"}
+    status = {"url": MEDECIN_TRAITANT, "valueBoolean": True}
+    if where == "sub-extension":
+        body["extension"] = [{"url": "https://example.org/wrapper", "extension": [status]}]
+    else:
+        body["name"] = [{**body["name"][0], "extension": [status]}]
+    response = send(world, admin, "PUT", f"Patient/{PATIENT_A}", body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    diagnostics = response.get_json()["issue"][0]
+    assert "dmp-medecin-traitant" in diagnostics["diagnostics"]
+    assert expected_path in json.dumps(diagnostics)
+    assert current(world, "Patient", PATIENT_A)["meta"] == before["meta"]
 
 
 @pytest.mark.parametrize("shape", ["literal", "contained"])
