@@ -788,8 +788,12 @@ class FhirService:
         if if_match is not None and (current is None or current.deleted):
             raise precondition_failed(if_match, resource_type, resource_id)
         hidden = self.gate.hidden_deny(requester, current) if current is not None else None
-        if if_match is not None and (hidden is not None or current.version != if_match):
-            if current is not None and hidden is not None:
+        if (
+            if_match is not None
+            and current is not None
+            and (hidden is not None or current.version != if_match)
+        ):
+            if hidden is not None:
                 # Traced as without If-Match (R16), answered as for a missing id (R18).
                 self.gate.refuse_hidden(requester, "delete", current, hidden)
             raise precondition_failed(if_match, resource_type, resource_id)
