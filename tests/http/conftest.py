@@ -83,6 +83,21 @@ class Tokens:
             },
         )
 
+    def practitioner_naming_ins(self, idnat: str, patient_identifier: str) -> str:
+        """A practitioner's token naming the patient in context by INS (`system|value` in
+        `dmp.patient_identifier`), with no other DMP fact."""
+        return self.issuer.issue(
+            subject=idnat,
+            scopes="user/*.cruds",
+            extensions={
+                "ihe_iua": {
+                    "national_provider_identifier": idnat,
+                    "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
+                },
+                "dmp": {"patient_identifier": patient_identifier},
+            },
+        )
+
 
 @pytest.fixture(scope="session")
 def seed_keys(tmp_path_factory) -> list[Path]:

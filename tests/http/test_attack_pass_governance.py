@@ -518,17 +518,7 @@ def test_r03_a_token_naming_a_nia_in_lower_case_is_refused(world):
     nia = _corsican_nia()
     assert ins_token(f"{NIA_SYSTEM}|{nia}")[0] == f"{NIA_SYSTEM}|{nia}"
     assert ins_token(f"{NIA_SYSTEM}|{nia.lower()}")[0] is None
-    token = world.tokens.issuer.issue(
-        subject=AUTHORIZED,
-        scopes="user/*.cruds",
-        extensions={
-            "ihe_iua": {
-                "national_provider_identifier": AUTHORIZED,
-                "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
-            },
-            "dmp": {"patient_identifier": f"{NIA_SYSTEM}|{nia.lower()}"},
-        },
-    )
+    token = world.tokens.practitioner_naming_ins(AUTHORIZED, f"{NIA_SYSTEM}|{nia.lower()}")
     refused = world.get(token, f"/fhir/DocumentReference?patient={PATIENT_A}")
     assert refused.status_code == 401, refused.get_data(as_text=True)
 

@@ -344,17 +344,7 @@ def test_r04_corsican_nir_in_lower_case_is_refused_as_a_second_patient(client, t
 
 
 def test_r04_token_naming_the_lower_case_spelling_of_an_ins_is_refused(client, tokens, record):
-    token = tokens.issuer.issue(
-        subject=AUTHORIZED,
-        scopes="user/*.cruds",
-        extensions={
-            "ihe_iua": {
-                "national_provider_identifier": AUTHORIZED,
-                "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
-            },
-            "dmp": {"patient_identifier": f"{INS_SYSTEM}|{CORSICAN_NIR.lower()}"},
-        },
-    )
+    token = tokens.practitioner_naming_ins(AUTHORIZED, f"{INS_SYSTEM}|{CORSICAN_NIR.lower()}")
     refused = client.get(f"/fhir/DocumentReference?patient={PATIENT_B}", headers=auth(token))
     assert refused.status_code == 401, refused.get_json()
 
