@@ -205,14 +205,18 @@ def iti41(
     def find_entry(entry_uuid: str) -> list:
         # A stored entry the depositor may not read is answered as an unknown one (R18): the
         # answer (XDSReplaceFailed, XDSPatientIdDoesNotMatch, the supersede's refusal) would
-        # otherwise tell that it exists, and the refusal of its supersede named its id.
-        return [
-            s
-            for s in service.find(
-                INTERNAL, "DocumentReference", [("identifier", _entry_uuid_token(entry_uuid))]
-            )
-            if service.gate.may_read(requester, s.resource_type, s.id)
-        ]
+        # otherwise tell that it exists, and the refusal of its supersede named its id. One
+        # hidden from them is traced as the refused change of it (R16), as the FHIR doors
+        # trace it (`DocumentRules.trace_hidden_target`): the relation left no trace.
+        readable = []
+        for stored in service.find(
+            INTERNAL, "DocumentReference", [("identifier", _entry_uuid_token(entry_uuid))]
+        ):
+            if service.gate.may_read(requester, stored.resource_type, stored.id):
+                readable.append(stored)
+            elif (deny := service.gate.hidden_deny(requester, stored)) is not None:
+                service.gate.refuse_hidden(requester, "update", stored, deny)
+        return readable
 
     def resolve_document(entry_uuid: str) -> str | None:
         # The literal reference lets every read leave the relation out for whom may not read

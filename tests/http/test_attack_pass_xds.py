@@ -138,6 +138,38 @@ def test_r18_iti41_replacing_a_masked_document_answers_as_for_an_unknown_one(xds
     assert after.json()["status"] == "current"
 
 
+def _refusals_in(api: Xds, patient_id: str) -> int:
+    """The refusal events (security alerts, DICOM 110113) of the audit log naming the Patient."""
+    result = api.runtime.service.search(INTERNAL, "AuditEvent", [("_count", "1000")])
+    return sum(
+        1
+        for _, _, body, _ in result.matches
+        if (event := json.loads(body)).get("type", {}).get("code") == "110113"
+        and any(
+            e.get("what", {}).get("reference") == f"Patient/{patient_id}"
+            for e in event.get("entity", [])
+        )
+    )
+
+
+@pytest.mark.parametrize("kind", [v.ASSOC_RPLC, v.ASSOC_XFRM_RPLC], ids=["RPLC", "XFRM_RPLC"])
+def test_r16_iti41_replacing_a_masked_document_is_traced_as_its_refused_change(xds, record, kind):
+    """R16, R18: the RPLC of a document masked from the depositor, answered as for an unknown
+    document (above), is traced in the patient's record as the FHIR transaction's and
+    ITI-65's are (tests/http/test_audit_trace_refusals.py); an unknown entryUUID leaves no
+    refusal."""
+    _, masked = record["masked"]
+    counts = []
+    for target in (entry_uuid(masked), f"urn:uuid:{uuid.uuid4()}"):
+        before = _refusals_in(xds, record["patient"])
+        _, response = deposit(
+            xds, record["nir"], AUTHORIZED, relation=(kind, target), documents=[b"<v2/>"]
+        )
+        assert registry_status(response)[0] != v.RESPONSE_SUCCESS
+        counts.append(_refusals_in(xds, record["patient"]) - before)
+    assert counts == [1, 0]
+
+
 @pytest.mark.parametrize("kind", [v.ASSOC_RPLC, v.ASSOC_APND], ids=["RPLC", "APND"])
 def test_r18_iti41_relation_into_a_record_the_depositor_may_not_read_answers_as_unknown(
     xds, record, kind
