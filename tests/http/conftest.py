@@ -83,20 +83,26 @@ class Tokens:
             },
         )
 
+    def practitioner_claims(
+        self, idnat: str, *, iua: dict | None = None, dmp: dict | None = None
+    ) -> str:
+        """A médecin's token (profession 10) with only the IUA claims `iua` added and the DMP
+        claims `dmp` (none at all when None): the spellings the attack passes send."""
+        extensions: dict = {
+            "ihe_iua": {
+                "national_provider_identifier": idnat,
+                "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
+                **(iua or {}),
+            }
+        }
+        if dmp is not None:
+            extensions["dmp"] = dmp
+        return self.issuer.issue(subject=idnat, scopes="user/*.cruds", extensions=extensions)
+
     def practitioner_naming_ins(self, idnat: str, patient_identifier: str) -> str:
         """A practitioner's token naming the patient in context by INS (`system|value` in
         `dmp.patient_identifier`), with no other DMP fact."""
-        return self.issuer.issue(
-            subject=idnat,
-            scopes="user/*.cruds",
-            extensions={
-                "ihe_iua": {
-                    "national_provider_identifier": idnat,
-                    "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
-                },
-                "dmp": {"patient_identifier": patient_identifier},
-            },
-        )
+        return self.practitioner_claims(idnat, dmp={"patient_identifier": patient_identifier})
 
 
 @pytest.fixture(scope="session")

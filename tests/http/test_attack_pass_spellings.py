@@ -176,17 +176,10 @@ def test_r03_record_status_stored_twice_reads_as_closed():
 
 def practitioner_token(tokens, purposes: list[dict], **dmp: str) -> str:
     """A médecin's token whose purpose_of_use is `purposes` (and `extensions.dmp` is `dmp`)."""
-    return tokens.issuer.issue(
-        subject=STRANGER,
-        scopes="user/*.cruds",
-        extensions={
-            "ihe_iua": {
-                "national_provider_identifier": STRANGER,
-                "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
-                "purpose_of_use": purposes,
-            },
-            "dmp": {"access_reason": "patient inconscient", **dmp},
-        },
+    return tokens.practitioner_claims(
+        STRANGER,
+        iua={"purpose_of_use": purposes},
+        dmp={"access_reason": "patient inconscient", **dmp},
     )
 
 
@@ -283,17 +276,7 @@ def test_r18_organisational_mailbox_named_otherwise_refuses_the_token(
     """The organization's system was dropped: whatever identifier came after the last `|`
     was taken for an IdNat_Struct, whose organisational mailbox's messages the practitioner
     then read and answered as (200 before)."""
-    token = tokens.issuer.issue(
-        subject=AUTHORIZED,
-        scopes="user/*.cruds",
-        extensions={
-            "ihe_iua": {
-                "national_provider_identifier": AUTHORIZED,
-                "subject_role": [{"system": "urn:oid:1.2.250.1.71.1.2.7", "code": "10"}],
-                "subject_organization_id": organization,
-            }
-        },
-    )
+    token = tokens.practitioner_claims(AUTHORIZED, iua={"subject_organization_id": organization})
     refused = client.get(f"/fhir/DocumentReference?patient={PATIENT_B}", headers=auth(token))
     assert refused.status_code == 401, refused.get_json()
 

@@ -158,15 +158,8 @@ REST_DOORS = (
     "DELETE ?_id",
     "PATCH ?_id",
 )
-ENTRY_DOORS = (
-    "PUT",
-    "PUT If-Match",
-    "DELETE",
-    "DELETE If-Match",
-    "PATCH",
-    "PUT ?_id",
-    "DELETE ?_id",
-)
+# A Bundle entry has each door but the conditional PATCH.
+ENTRY_DOORS = tuple(door for door in REST_DOORS if door != "PATCH ?_id")
 DOORS = [*REST_DOORS] + [
     f"{kind} {door}" for kind in ("transaction", "batch") for door in ENTRY_DOORS
 ]
