@@ -107,3 +107,50 @@ def test_a_closed_appender_refuses_appends():
     appender.stop()
     with pytest.raises(RuntimeError, match="closed"):
         appender.append([{"id": "late"}], False)
+
+
+def test_the_sync_runs_after_the_turn_is_released_and_before_any_member_returns():
+    """R16: a read's event is durable before its answer leaves. An engine that flushes after
+    its commit (`sync`) does so outside the cross-process turn, which the other workers'
+    leaders queue on, and no member of the batch returns before the flush has."""
+    log = _Log()
+    steps: list[str] = []
+    turn_held = threading.Lock()
+
+    class Turn:
+        def __enter__(self):
+            turn_held.acquire()
+            steps.append("turn")
+
+        def __exit__(self, *exc):
+            steps.append("turn released")
+            turn_held.release()
+
+    def sync() -> None:
+        assert not turn_held.locked(), "the flush ran inside the turn"
+        steps.append("sync")
+
+    def commit(batch: list[PendingAppend]) -> None:
+        steps.append("commit")
+        log.commit(batch)
+
+    appender = GroupAppender(commit, turn=Turn, sync=sync)
+    records = appender.append([{"id": "e1"}], False)
+    steps.append("returned")
+    assert [r.id for r in records] == ["e1"]
+    assert steps == ["turn", "commit", "turn released", "sync", "returned"]
+
+
+def test_a_failed_sync_fails_its_batch():
+    """Fail closed (R16): events committed but not flushed are not durable; the requests
+    whose events they are get the error, not an answer, and the next appends go on."""
+    failures = [OSError("EIO on fdatasync")]
+
+    def sync() -> None:
+        if failures:
+            raise failures.pop()
+
+    appender = GroupAppender(_Log().commit, sync=sync)
+    with pytest.raises(OSError, match="EIO"):
+        appender.append([{"id": "lost"}], False)
+    assert [r.id for r in appender.append([{"id": "next"}], False)] == ["next"]

@@ -471,3 +471,65 @@ def test_r16_unsealed_events_in_the_resource_tables_are_sealed_after_the_moved_c
         assert verify_store(store).ok
     finally:
         store.close()
+
+
+def test_r16_an_append_returns_once_the_logs_wal_is_flushed_outside_the_writers_turn(
+    tmp_path, monkeypatch
+):
+    """R16 (a read's event durable before its answer) with the flush out of the turn (issue
+    21): the log commits without flushing, then `fdatasync`s its WAL file once the
+    cross-process turn is free, and only then does the append return. Checked from outside:
+    at the flush, the events are already committed (another connection reads them) and the
+    turn can be taken by another process's descriptor."""
+    import fcntl
+
+    from fhir_server.store.audit_log import sqlite as sqlite_log
+    from fhir_server.store.factory import _stamp
+
+    path = tmp_path / "fhir.audit.sqlite3"
+    log = sqlite_log.SqliteAuditLog(path, stamp=_stamp, clock=versions.now_us)
+    flushes: list[tuple[str, int, bool]] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(descriptor: int) -> None:
+        flushed = os.readlink(f"/proc/self/fd/{descriptor}")
+        with sqlite3.connect(path) as other:
+            committed = other.execute("SELECT count(*) FROM event").fetchone()[0]
+        with open(f"{path}-writer.lock", "a") as turn:  # another open file: another process's
+            try:
+                fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                free = True
+                fcntl.flock(turn, fcntl.LOCK_UN)
+            except BlockingIOError:
+                free = False
+        flushes.append((flushed, committed, free))
+        real_fdatasync(descriptor)
+
+    monkeypatch.setattr(sqlite_log.os, "fdatasync", fdatasync)
+    try:
+        events = _events(4)
+        log.append(events[:1])
+        log.append(events[1:])
+    finally:
+        log.close()
+    wal = str(path) + "-wal"
+    assert flushes == [(wal, 1, True), (wal, len(events), True)]
+
+
+def test_r16_an_append_whose_flush_fails_is_not_acknowledged(tmp_path, monkeypatch):
+    """Fail closed: committed but not flushed is not durable, so the request whose event it
+    is gets the error (its answer is not sent)."""
+    from fhir_server.store.audit_log import sqlite as sqlite_log
+    from fhir_server.store.factory import _stamp
+
+    log = sqlite_log.SqliteAuditLog(tmp_path / "a.sqlite3", stamp=_stamp, clock=versions.now_us)
+
+    def failing(descriptor: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sqlite_log.os, "fdatasync", failing)
+    try:
+        with pytest.raises(OSError, match="Input/output"):
+            log.append(_events(1))
+    finally:
+        log.close()

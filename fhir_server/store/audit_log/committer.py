@@ -11,6 +11,12 @@ it is done, the next queued append, if any, leads the next batch. Handing a batc
 dedicated thread would cost a thread switch per commit and per answer, and on a worker
 whose other threads are busy interpreting requests, a thread woken must wait for the
 interpreter lock (up to a switch interval, 5 ms) before it can even start the commit.
+
+An engine may make a batch durable in two steps: its commit under the turn, visible to the
+other writers, then a `sync` after the turn is released and before any member returns. The
+turn is the one lock every worker process's leader queues on; a leader that gave up the
+interpreter lock inside it (for the flush) waits to take it back while holding the turn,
+behind its own worker's busy threads, and the other worker's leader waits with it.
 """
 
 from __future__ import annotations
@@ -48,10 +54,12 @@ class PendingAppend:
 class GroupAppender:
     """Group commit for an audit log engine (module docstring).
 
-    `commit(batch)` stores the batch durably and sets each member's `records` (or its own
+    `commit(batch)` stores the batch and sets each member's `records` (or its own
     `error`); an exception it raises is handed to every member. `turn`, if the engine has
     one, is held while a batch is gathered and committed (the SQLite log's cross-process
-    `WriteTurn`); MongoDB has none (`MongoAuditLog`).
+    `WriteTurn`); MongoDB has none (`MongoAuditLog`). `sync`, if the engine has one, makes
+    what `commit` stored durable, after the turn is released: the members return only once
+    it has (an exception it raises is handed to every member, as one of `commit`'s).
     """
 
     def __init__(
@@ -59,10 +67,12 @@ class GroupAppender:
         commit: Callable[[list[PendingAppend]], None],
         *,
         turn: Callable[[], AbstractContextManager] = nullcontext,
+        sync: Callable[[], None] | None = None,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self._commit = commit
         self._turn = turn
+        self._sync = sync
         self._max_batch = max_batch
         self._lock = threading.Lock()
         self._queue: deque[PendingAppend] = deque()
@@ -101,6 +111,8 @@ class GroupAppender:
             with self._turn():
                 batch = self._take()  # under the turn: what queued while it was held joins
                 self._commit(batch)
+            if self._sync is not None:
+                self._sync()
         except BaseException as exc:  # handed to every waiting request
             batch = batch or self._take()
             for pending in batch:
