@@ -21,9 +21,14 @@ from typing import IO
 
 
 class WriteTurn:
-    def __init__(self, database_path: str) -> None:
+    def __init__(self, database_path: str, *, announce_waiting: bool = True) -> None:
+        """`announce_waiting=False`: a database with no background writer to step aside (the
+        audit log) takes the turn with one blocking lock; announcing costs two more lock
+        calls whenever the turn is held, each a release of the interpreter lock and a wait
+        to take it back on a busy worker."""
         self._turn_path = f"{database_path}-writer.lock"
         self._waiting_path = f"{database_path}-writer-waiting.lock"
+        self._announce_waiting = announce_waiting
         self._files: dict[str, IO[str]] = {}
         self._pid = 0
 
@@ -42,7 +47,7 @@ class WriteTurn:
         units already come one at a time, see `GroupCommit`)."""
         turn = self._file("turn", self._turn_path)
         try:
-            fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(turn, fcntl.LOCK_EX | (fcntl.LOCK_NB if self._announce_waiting else 0))
         except BlockingIOError:
             waiting = self._file("waiting", self._waiting_path)
             fcntl.flock(waiting, fcntl.LOCK_SH)

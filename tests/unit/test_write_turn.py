@@ -41,3 +41,28 @@ def test_a_writer_finding_the_turn_free_takes_it_without_signalling(tmp_path):
         assert not second.others_waiting()
     with second.hold():
         assert not first.others_waiting()
+
+
+def test_a_turn_without_announcement_still_lets_one_writer_at_a_time(tmp_path):
+    """The audit log's turn (`announce_waiting=False`: no background writer steps aside
+    there) takes one blocking lock: still one writer at a time, the waiting one served as
+    soon as the holder lets go, and nothing announced."""
+    database = str(tmp_path / "fhir.audit.sqlite3")
+    holder, other_worker = (WriteTurn(database, announce_waiting=False) for _ in range(2))
+    got_turn = threading.Event()
+    waiting = threading.Event()
+
+    def write() -> None:
+        waiting.set()
+        with other_worker.hold():
+            got_turn.set()
+
+    with holder.hold():
+        writer = threading.Thread(target=write)
+        writer.start()
+        waiting.wait(5)
+        time.sleep(0.05)
+        assert not got_turn.is_set()  # still the holder's
+        assert not holder.others_waiting()
+    writer.join(5)
+    assert got_turn.is_set()

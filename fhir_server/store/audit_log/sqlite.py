@@ -234,7 +234,7 @@ class SqliteAuditLog:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._turn = WriteTurn(self.path)
+        self._turn = WriteTurn(self.path, announce_waiting=False)  # no background writer
         self._writer = self._connect()
         with self._write_turn():
             self._writer.executescript(SCHEMA)
