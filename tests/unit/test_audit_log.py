@@ -533,3 +533,58 @@ def test_r16_an_append_whose_flush_fails_is_not_acknowledged(tmp_path, monkeypat
             log.append(_events(1))
     finally:
         log.close()
+
+
+def test_r16_a_power_loss_after_a_flush_keeps_every_answered_event(tmp_path, monkeypatch):
+    """What a power loss leaves of the log: its database file and the WAL as far as the last
+    `fdatasync` (or a little more, part of an unflushed commit). Opened from any such
+    cut, the log holds every event whose append had returned (its read answered), and
+    `audit verify` passes: the commits no longer flush inside the turn (issue 21), so the
+    flush after them is what makes an answered read's event durable."""
+    import shutil
+    from types import SimpleNamespace
+
+    from fhir_server.store.audit_log import sqlite as sqlite_log
+    from fhir_server.store.factory import _stamp
+
+    path = tmp_path / "live" / "fhir.audit.sqlite3"
+    log = sqlite_log.SqliteAuditLog(path, stamp=_stamp, clock=versions.now_us)
+    log._writer.execute("PRAGMA wal_autocheckpoint = 0")  # the database file stays as it is
+    flushed: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(descriptor: int) -> None:
+        real_fdatasync(descriptor)
+        flushed.append(os.fstat(descriptor).st_size)
+
+    monkeypatch.setattr(sqlite_log.os, "fdatasync", fdatasync)
+    answered: list[tuple[list[str], int]] = []  # (ids answered so far, WAL flushed so far)
+    try:
+        for event in _events(12):
+            log.append([event])
+            done = answered[-1][0] if answered else []
+            answered.append(([*done, event["id"]], flushed[-1]))
+        wal = Path(f"{path}-wal").read_bytes()
+    finally:
+        log.close()
+    database = path.read_bytes() if path.exists() else b""
+    # At each flush, and inside the next, unflushed commit (its frames half on the disk).
+    cuts = list(answered) + [
+        (ids, (size + later) // 2)
+        for (ids, size), (_, later) in zip(answered[:-1], answered[1:], strict=True)
+    ]
+    for number, (ids, cut) in enumerate(cuts):
+        survivor = tmp_path / f"after-loss-{number}"
+        survivor.mkdir()
+        (survivor / "fhir.audit.sqlite3").write_bytes(database)
+        (survivor / "fhir.audit.sqlite3-wal").write_bytes(wal[:cut])
+        reopened = sqlite_log.SqliteAuditLog(
+            survivor / "fhir.audit.sqlite3", stamp=_stamp, clock=versions.now_us
+        )
+        try:
+            assert reopened.known(ids) == set(ids), f"an answered event lost at cut {cut}"
+            report = verify_store(SimpleNamespace(audit_log=reopened))
+            assert report.ok, (cut, report.reason)
+        finally:
+            reopened.close()
+        shutil.rmtree(survivor)
