@@ -14,8 +14,8 @@ SubmissionSet; the patient's trail after each.
 
 What got through:
 
-- A document masked after its deposit (the patient's PATCH adding MASQUE_PS, its author's
-  ITI-57 metadata update) left its SubmissionSet unlabelled: a List takes the labels all
+- A document masked after its deposit (the patient's PATCH or transaction PUT adding
+  MASQUE_PS, its author's ITI-57 metadata update) left its SubmissionSet unlabelled: a List takes the labels all
   its entries share only when the List is written. A professional who may not see the
   document still found, by `List?patient=` (ITI-66) and FindSubmissionSets (ITI-18), a
   SubmissionSet with no member: that something was deposited, when, by whom and of what
@@ -60,13 +60,37 @@ def _mask_by_patient(api, patient_id: str, nir: str, request) -> None:
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
+def _mask_by_patient_bundle(api, patient_id: str, nir: str, request) -> None:
+    """The patient masks it by a transaction Bundle's PUT of the document, MASQUE_PS added."""
+    document = stored(api, request)
+    document["securityLabel"] = [*document.get("securityLabel", []), label("MASQUE_PS")]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": document,
+                "request": {"method": "PUT", "url": f"DocumentReference/{document['id']}"},
+            }
+        ],
+    }
+    response = api.client.post(
+        "/fhir",
+        json=bundle,
+        headers=auth(api.tokens.patient(patient_id), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
 def _mask_by_author(api, patient_id: str, nir: str, request) -> None:
     """Its author masks it by an ITI-57 metadata update (a new version, MASQUE_PS added)."""
     masked_by_iti57(api, nir, request.document_unique_ids["Document01"])
 
 
 @pytest.mark.parametrize(
-    "mask", [_mask_by_patient, _mask_by_author], ids=["patient-patch", "author-iti57"]
+    "mask",
+    [_mask_by_patient, _mask_by_patient_bundle, _mask_by_author],
+    ids=["patient-patch", "patient-bundle-put", "author-iti57"],
 )
 def test_r18_submission_set_of_a_document_masked_later_is_not_found_by_another_professional(
     xds, record, mask
