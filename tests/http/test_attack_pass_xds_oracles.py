@@ -113,9 +113,10 @@ def test_r18_submission_set_of_a_document_masked_later_is_not_found_by_another_p
     assert {s["id"] for s in _submission_sets(xds, authorized, patient_id)} == lists_before
     assert set(_find_submission_sets(xds, nir, AUTHORIZED)) == found_before
     (new,) = shown - lists_before
-    read = xds.client.get(f"/fhir/List/{new}", headers=auth(authorized))
-    missing = xds.client.get("/fhir/List/no-such-list", headers=auth(authorized))
-    assert read.status_code == missing.status_code == 404
+    for path in ("", "/_history/1"):  # its unlabelled first version is as hidden
+        read = xds.client.get(f"/fhir/List/{new}{path}", headers=auth(authorized))
+        missing = xds.client.get(f"/fhir/List/no-such-list{path}", headers=auth(authorized))
+        assert read.status_code == missing.status_code == 404
     gp = xds.tokens.practitioner(GP)
     assert new in {s["id"] for s in _submission_sets(xds, gp, patient_id)}
 
