@@ -8,6 +8,13 @@ whom, before the medical announcement (issue #18 attack pass). So when a List is
 the TRE_A07 labels that every one of its entries carries are added to its `meta.security`,
 where the access constraints on Lists read them.
 
+A document that gains a label later (the patient masking it, its author's metadata update)
+makes the Lists naming it take the labels all their entries then share
+(`FhirService._label_lists_naming`, on the document's update): labelled only at the List's
+own write, the SubmissionSet of a document masked after its deposit stayed shown, empty, to
+whom the document is hidden from, and told them that something was deposited, when and by
+whom, where a SubmissionSet that does not exist shows nothing (R18).
+
 Labels are only ever added here, never removed: a document unmasked later leaves its
 SubmissionSet hidden from whom it was hidden at deposit (fail closed); the document itself is
 then visible, and its List entry with it in the Lists the reader does see.
@@ -36,6 +43,12 @@ def _dmp_labels(document: dict) -> set[str]:
             if isinstance(coding, dict) and coding.get("system") == SYSTEM_DMP_CONFIDENTIALITY:
                 codes.add(coding.get("code"))
     return {code for code in codes if isinstance(code, str)}
+
+
+def gained_labels(before: dict | None, after: dict) -> set[str]:
+    """The TRE_A07 codes `after` (a document's new version) carries that `before` did not:
+    only a document that gained one can make a List naming it take a label."""
+    return _dmp_labels(after) - (_dmp_labels(before) if before is not None else set())
 
 
 def shared_labels(listing: dict, document_of: DocumentOf) -> set[str]:

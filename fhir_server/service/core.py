@@ -30,7 +30,7 @@ from fhir_server.resources.normal_form import NormalForm
 from fhir_server.resources.profiles import ProfileRegistry
 from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
-from fhir_server.search.query import SearchQuery, TokenTest, TotalMode
+from fhir_server.search.query import ReferenceTest, SearchQuery, TokenTest, TotalMode
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import audit_event_writes, existence_check, unique_ids, versions
 from fhir_server.service.context import facts_scope
@@ -57,6 +57,8 @@ T = TypeVar("T")
 # commit, a MongoDB majority write) takes milliseconds.
 CONDITION_ATTEMPTS = 8
 CONDITION_BACKOFF_SECONDS = 0.004
+# Lists read a page at a time when a document gains a label (a SubmissionSet, some folders).
+_NAMING_LISTS_PAGE = 100
 
 
 class Replay(Exception):  # noqa: N818 - an instruction to the caller, not an error
@@ -760,6 +762,8 @@ class FhirService:
         stored = versions.stamp(resource, resource_id, current.version + 1, self.clock())
         self._write(tx, stored, resource, "PUT", expected_version=current.version, entries=entries)
         self._claim(tx, claims, resource_id)
+        if resource_type == "DocumentReference" and list_labels.gained_labels(old, resource):
+            self._label_lists_naming(tx, resource_id)
         self.gate.after_write(tx, requester, "update", stored, resource, permit)
         return WriteResult(self.gate.as_served(requester, stored), created=current.deleted)
 
@@ -888,6 +892,34 @@ class FhirService:
             return None if stored is None or stored.deleted else stored.json()
 
         return list_labels.add_shared_labels(resource, document_of)
+
+    def _label_lists_naming(self, tx: StoreTransaction, document_id: str) -> None:
+        """The Lists naming a document that just gained a DMP label take, in the document's
+        transaction, the labels all their entries now share (`access.list_labels`): labelled
+        only when written, the SubmissionSet of a document masked after its deposit stayed
+        shown, empty, to whom the document is hidden from (R14, R18). The server's own
+        write, as a Binary's claim by its document is (`_claim`): the change is the
+        document's, audited as such."""
+        where = ReferenceTest("item", "DocumentReference", document_id)
+        cursor: str | None = None
+        while True:
+            page = tx.search(
+                SearchQuery("List", where=where, count=_NAMING_LISTS_PAGE, cursor=cursor),
+                cursor_key=self.cursor_key,
+                cursor_binding=INTERNAL_BINDING,
+            )
+            for row in page.rows:
+                current = tx.read("List", row.id)
+                if current is None or current.deleted:
+                    continue
+                listing = current.json()
+                if not self._label_list(listing, tx):
+                    continue
+                stored = versions.stamp(listing, current.id, current.version + 1, self.clock())
+                self._write(tx, stored, listing, "PUT", expected_version=current.version)
+            cursor = page.next_cursor
+            if not cursor:
+                return
 
     def _searcher(self, tx: StoreTransaction | None = None) -> unique_ids.Search:
         """The server's own search (no access rules), as `tx` sees the store if given."""
