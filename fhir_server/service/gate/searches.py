@@ -82,6 +82,7 @@ class SearchGate(ReadGate):
                 "a search must name a resource type and one patient (R04)",
                 details_code="R04",
             )
+        _refuse_sort_by_naming_element(query)
         scope_node = self._check_scopes(requester, resource_type, "search")
         given, patient_id = self.facts.designated_patient(resource_type, query.where)
         self._check_search_binding(requester, "search-type", given, patient_id)
@@ -412,6 +413,27 @@ class SearchGate(ReadGate):
         # Granular constraints included: an include of the type is confined as a search of
         # it is (the included resources were served whatever their value of the parameter).
         return self._scope_node(requester, resource_type, "search", scopes, audit=False)
+
+
+def _refuse_sort_by_naming_element(query: SearchQuery) -> None:
+    """A `_sort` by a parameter over a naming element (DocumentReference `relatesto`,
+    `relation`, List `item`) is refused (400), for every requester alike, before the record
+    is looked at (R18, fail closed). The store orders by the stored items, those naming a
+    document hidden from the requester included, where the served copy leaves them out
+    (`hidden_references.without_hidden`): a visible document whose only relation is hidden
+    was served without `relatesTo` and sorted as having one, before the documents without,
+    and a page's `next` link carried its sort key in the cursor, the hidden document's id
+    in clear. Ordering by what is served only would need every key judged per requester."""
+    resource_type = query.resource_type or ""
+    for key in query.sort:
+        if hidden_references.reads_naming_element(resource_type, key.param):
+            raise error(
+                400,
+                "not-supported",
+                f"_sort cannot order {resource_type} by {key.param!r}: its values may name "
+                "resources a requester is not shown (R18)",
+                "_sort",
+            )
 
 
 def _designation_reads_patient(resource_type: str, where: Node) -> bool:

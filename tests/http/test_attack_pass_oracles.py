@@ -1,0 +1,156 @@
+"""Attack pass on the FHIR REST search face: oracles (R14, R07, R09, R06, R18).
+
+An oracle is a pair of requests whose answers differ only by whether a document hidden from
+the requester exists: a masked document (MASQUE_PS) for an authorized professional, one
+invisible to the patient or to a minor's representatives, any document for a professional
+the patient blocked, another patient's document for the patient. Each shape the earlier
+passes did not send was asked for the hidden document and for a missing id, and the answers
+compared (status, body, `Bundle.total`, paging links, OperationOutcome text, ETag,
+Last-Modified, Content-Type): `_summary=count|true|text|data`, `_total`, `_count=0`,
+`_elements`, `_id` given several times or with several values, `:missing`, `:not`,
+`:exact`, `:contains`, `:text`, `:of-type`, `:identifier`, `:above`, `:below`, `:in`,
+`_lastUpdated`, `_tag`, `_security`, `_profile`, `_content`, `_text`, `_list`, `_filter`,
+`_query`, `_include`, `_revinclude` and `:iterate`, `POST _search` (criteria in the body,
+repeated, in the query and the body), batch GET entries, `Prefer: handling=strict|lenient`,
+HEAD, `_format`, `_pretty`, Accept; and the AuditEvent trail the patient and a parent are
+shown after a professional's search naming a document hidden from them, by those shapes.
+They answered alike, or refused alike (400 for what the server does not support).
+
+What got through, and what these tests hold (each fails before its fix):
+
+- `_sort` by a parameter over a naming element (DocumentReference `relatesto`, `relation`,
+  List `item`): the store orders by the stored relations, hidden ones included, where the
+  served copy leaves them out. A minor's parent, shown a document whose only relation names
+  one invisible to representatives, got it served without `relatesTo` and sorted as having
+  one (before the documents without, whichever way), and the `next` link of a one-entry
+  page carried its sort key in the cursor: the hidden document's id, in base64. Such a sort
+  is now refused (400 `not-supported`) for every requester, before the record is read.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from fhir_server.access.requester import INTERNAL
+from tests.http.conftest import FHIR_JSON, auth
+from tests.http.test_r18_matrix import (
+    CASES,
+    PATIENT_M,
+    _id,
+    doc_id,
+    document,
+    entries,
+    own_world,
+)
+
+world = pytest.fixture(own_world, name="world")
+
+PARENT_CASE = CASES["R07-invisible-representants-legaux-vs-parent"]
+# A second document of the minor, without relations, whose id sorts before `m-visible`'s
+# (the tie-break of a sort is the id): `m-visible`'s only relation names `m-invisible-rl`.
+UNRELATED = "00000000-0000-4000-8000-000000000001"
+
+
+def _seed_unrelated(world) -> None:
+    resource = document("m-visible")
+    resource["identifier"][0]["value"] = f"urn:uuid:{_id('identifier-unrelated')}"
+    world.service.update(INTERNAL, "DocumentReference", UNRELATED, {**resource, "id": UNRELATED})
+
+
+def _cursor_texts(bundle: dict) -> str:
+    """The paging links' cursors as a client reads them: each dot-separated part of the
+    token decoded from base64url where it decodes."""
+    decoded = []
+    for link in bundle.get("link", []):
+        for cursor in parse_qs(urlsplit(link["url"]).query).get("_cursor", []):
+            for part in cursor.split("."):
+                try:
+                    decoded.append(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+                except ValueError:
+                    continue
+    return b" ".join(decoded).decode("latin-1")
+
+
+@pytest.mark.parametrize("sort", ["relatesto", "-relatesto", "relation", "-relation"])
+def test_r18_a_sort_by_relations_does_not_order_by_a_hidden_one(world, sort):
+    """A parent sorts the minor's documents by their relations: `m-visible`, whose only
+    relation is hidden from them (served without `relatesTo`), was ordered before a document
+    without relations and its cursor named the hidden document. Now refused, as a sort the
+    served copies cannot answer."""
+    _seed_unrelated(world)
+    token = PARENT_CASE.requester(world.tokens)
+    hidden = doc_id(PARENT_CASE.hidden)
+    served = world.get(token, f"/fhir/DocumentReference?patient={PATIENT_M}&_sort=_id")
+    assert [r["id"] for r in entries(served.get_json())] == [UNRELATED, doc_id("m-visible")]
+    assert "relatesTo" not in json.dumps(entries(served.get_json()))
+
+    response = world.get(
+        token, f"/fhir/DocumentReference?patient={PATIENT_M}&_sort={sort}&_count=1"
+    )
+    body = response.get_data(as_text=True)
+    assert hidden not in body
+    assert hidden not in _cursor_texts(response.get_json() or {}), "the cursor names it"
+    assert response.status_code == 400, body
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert response.get_json()["issue"][0]["code"] == "not-supported"
+
+
+def test_r18_a_sort_by_relations_is_refused_at_every_search_door(world):
+    """The same sort in a `POST _search` body and in a batch GET entry."""
+    _seed_unrelated(world)
+    token = PARENT_CASE.requester(world.tokens)
+    posted = world.client.post(
+        "/fhir/DocumentReference/_search",
+        data=f"patient={PATIENT_M}&_sort=relatesto&_count=1",
+        content_type="application/x-www-form-urlencoded",
+        headers=auth(token),
+    )
+    assert posted.status_code == 400, posted.get_data(as_text=True)
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "request": {
+                    "method": "GET",
+                    "url": f"DocumentReference?patient={PATIENT_M}&_sort=relatesto&_count=1",
+                }
+            }
+        ],
+    }
+    answered = world.client.post(
+        "/fhir", data=json.dumps(batch), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert answered.status_code == 200, answered.get_data(as_text=True)
+    entry = answered.get_json()["entry"][0]
+    assert entry["response"]["status"].startswith("400"), entry
+    assert doc_id(PARENT_CASE.hidden) not in answered.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_r18_a_sort_by_list_items_is_refused_alike_for_everyone(world, case_id):
+    """`List?_sort=item` ordered the patient's Lists by their stored items, hidden ones
+    included: refused, for every requester, with the same answer."""
+    case = CASES[case_id]
+    response = world.get(
+        case.requester(world.tokens), f"/fhir/List?patient={case.context}&_sort=item"
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert doc_id(case.hidden) not in response.get_data(as_text=True)
+
+
+def test_r18_a_sort_by_the_documents_own_elements_is_still_served(world):
+    """Control: a sort by what the served copy shows (`_id`, `date`, `type`) is served."""
+    _seed_unrelated(world)
+    token = PARENT_CASE.requester(world.tokens)
+    for sort in ("_id", "-_lastUpdated", "type", "date"):
+        response = world.get(token, f"/fhir/DocumentReference?patient={PATIENT_M}&_sort={sort}")
+        assert response.status_code == 200, (sort, response.get_data(as_text=True))
+        assert {r["id"] for r in entries(response.get_json())} == {
+            UNRELATED,
+            doc_id("m-visible"),
+        }
