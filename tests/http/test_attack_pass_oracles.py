@@ -25,6 +25,12 @@ What got through, and what these tests hold (each fails before its fix):
   one (before the documents without, whichever way), and the `next` link of a one-entry
   page carried its sort key in the cursor: the hidden document's id, in base64. Such a sort
   is now refused (400 `not-supported`) for every requester, before the record is read.
+- `relation:missing` and `relationship:missing` (DocumentReference): `relatesto:missing` was
+  judged on what is served, the same question asked of the relation's code was not. The
+  parent's `relation:missing=false` found the document whose only relation is hidden from
+  them (served without `relatesTo`), `relation:missing=true` left it out; a granular scope
+  `DocumentReference.rs?relation:missing=false` was applied unconfined. Now judged as
+  `relatesto:missing` is, and refused in a scope as the other naming parameters are (403 R02).
 """
 
 from __future__ import annotations
@@ -154,3 +160,58 @@ def test_r18_a_sort_by_the_documents_own_elements_is_still_served(world):
             UNRELATED,
             doc_id("m-visible"),
         }
+
+
+# -- :missing on the relation's code ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("param", ["relation", "relationship", "relatesto"])
+def test_r18_missing_relations_are_judged_on_what_is_served(world, param):
+    """The parent's `relation:missing=false` found `m-visible`, whose only relation is
+    invisible to representatives, and `:missing=true` left it out: it has relations they
+    may not see. Each finds what the served copies show (`relatesto` held already)."""
+    _seed_unrelated(world)
+    token = PARENT_CASE.requester(world.tokens)
+
+    def found(missing: str) -> set[str]:
+        response = world.get(
+            token, f"/fhir/DocumentReference?patient={PATIENT_M}&{param}:missing={missing}"
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return {r["id"] for r in entries(response.get_json(), "match")}
+
+    served = world.get(token, f"/fhir/DocumentReference?patient={PATIENT_M}").get_json()
+    with_relations = {r["id"] for r in entries(served) if r.get("relatesTo")}
+    assert with_relations == set()
+    assert found("false") == with_relations
+    assert found("true") == {UNRELATED, doc_id("m-visible")}
+
+
+def test_r18_missing_relations_are_still_found_when_shown(world):
+    """Control: a relation the requester sees is found by `relation:missing=false` (the
+    authorized professional sees `m-invisible-rl`, so `m-visible`'s relation is served)."""
+    _seed_unrelated(world)
+    token = PARENT_CASE.seer(world.tokens)
+    for param in ("relation", "relationship"):
+        response = world.get(
+            token, f"/fhir/DocumentReference?patient={PATIENT_M}&{param}:missing=false"
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert {r["id"] for r in entries(response.get_json(), "match")} == {doc_id("m-visible")}
+
+
+@pytest.mark.parametrize("param", ["relation", "relationship"])
+def test_r02_r18_a_granular_scope_on_missing_relations_is_refused(world, param):
+    """`patient/DocumentReference.rs?relation:missing=false` was added to the parent's
+    searches unconfined, as the question a search asks is no longer: refused (403 R02), as
+    a scope naming `relatesto` is."""
+    token = world.tokens.issuer.issue(
+        subject=PATIENT_M,
+        scopes=f"patient/DocumentReference.rs?{param}:missing=false",
+        fhir_user=f"Patient/{PATIENT_M}",
+        patient=PATIENT_M,
+    )
+    response = world.get(token, f"/fhir/DocumentReference?patient={PATIENT_M}")
+    assert response.status_code == 403, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "forbidden" and "granular scope" in issue["diagnostics"]

@@ -323,6 +323,15 @@ class SearchGate(ReadGate):
             ):
                 shown = self._names_something_shown(requester, query, param)
                 return Not(shown) if missing else shown
+            case Missing(param="relation" | "relationship", missing=missing) if (
+                resource_type == "DocumentReference"
+            ):
+                # Every relation has its code and its target: a document has one served
+                # exactly when `relatesto:missing=false` would find it. On the stored codes,
+                # `relation:missing=false` (and `relationship:`) found a document whose every
+                # relation was hidden, served without relatesTo.
+                shown = self._names_something_shown(requester, query, "relatesto")
+                return Not(shown) if missing else shown
             case TokenTest(param="relation") if resource_type == "DocumentReference":
                 return all_of(node, Not(self._names_hidden(requester, query, "relatesto")))
             case TokenTest(param="relationship", code=code) if resource_type == "DocumentReference":
