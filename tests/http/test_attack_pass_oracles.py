@@ -31,6 +31,14 @@ What got through, and what these tests hold (each fails before its fix):
   them (served without `relatesTo`), `relation:missing=true` left it out; a granular scope
   `DocumentReference.rs?relation:missing=false` was applied unconfined. Now judged as
   `relatesto:missing` is, and refused in a scope as the other naming parameters are (403 R02).
+- The `next` link of a search by reference (`relatesto=`, `item=`, `relationship=`) naming
+  a hidden id among others: the gate rewrote a reference to a hidden document into a clause
+  matching nothing and kept one to an unknown id, and the cursor, bound to the query it
+  continues, carries that query's fingerprint in clear. `relatesto=<id>,<a visible
+  document>&_count=1` gave one fingerprint for every id hidden from the requester (in their
+  record or another patient's) and another for each unknown id: an existence test of any
+  document id. A reference naming no readable stored resource now matches nothing, hidden
+  or missing alike, so that both searches are the same query, their links the same links.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_r18_matrix import (
     CASES,
     PATIENT_M,
+    UNKNOWN_ID,
     _id,
     doc_id,
     document,
@@ -215,3 +224,65 @@ def test_r02_r18_a_granular_scope_on_missing_relations_is_refused(world, param):
     assert response.status_code == 403, response.get_data(as_text=True)
     issue = response.get_json()["issue"][0]
     assert issue["code"] == "forbidden" and "granular scope" in issue["diagnostics"]
+
+
+# -- the paging cursor of a search by reference -------------------------------------------------
+
+
+def _seed_appended_twice(world) -> None:
+    """Two documents of the minor appending `m-visible`, so that `relatesto=<m-visible>`
+    finds two and a page of one has a `next` link."""
+    for n in (1, 2):
+        resource = document("m-visible")
+        resource["identifier"][0]["value"] = f"urn:uuid:{_id(f'identifier-appends-{n}')}"
+        resource["relatesTo"] = [
+            {"code": "appends", "target": {"reference": f"DocumentReference/{doc_id('m-visible')}"}}
+        ]
+        resource_id = f"00000000-0000-4000-8000-00000000001{n}"
+        world.service.update(
+            INTERNAL, "DocumentReference", resource_id, {**resource, "id": resource_id}
+        )
+
+
+def _links(world, token: str, url: str, named: str) -> tuple[int, dict[str, str]]:
+    response = world.get(token, url)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    bundle = response.get_json()
+    assert bundle.get("total") == 2, "the control documents are not found: the query is broken"
+    links = {}
+    for link in bundle.get("link", []):
+        links[link["relation"]] = link["url"].replace(named, "<id>")
+    return response.status_code, links
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    ["m-invisible-rl", "b-doc", "a-masked"],
+    ids=["invisible-to-representatives", "another-patients", "another-patients-masked"],
+)
+@pytest.mark.parametrize(
+    "template",
+    [
+        "relatesto=DocumentReference/{id},DocumentReference/{visible}",
+        "relatesto={id},{visible}",
+        "relationship=appends$DocumentReference/{id},appends$DocumentReference/{visible}",
+    ],
+)
+def test_r18_a_search_naming_a_hidden_id_pages_as_one_naming_a_missing_id(world, hidden, template):
+    """The parent's search by relation naming a hidden document and a visible one: its
+    `next` link (the cursor carries the query's fingerprint) was the same for every hidden
+    id and another for each unknown id. Now the links are the same, id for id."""
+    _seed_appended_twice(world)
+    token = PARENT_CASE.requester(world.tokens)
+    base = f"/fhir/DocumentReference?patient={PATIENT_M}&_count=1&"
+    answers = [
+        _links(
+            world,
+            token,
+            base + template.format(id=named, visible=doc_id("m-visible")),
+            named,
+        )
+        for named in (doc_id(hidden), UNKNOWN_ID, _id("another-unknown"))
+    ]
+    assert "next" in answers[0][1]
+    assert answers[0] == answers[1] == answers[2]

@@ -307,7 +307,7 @@ class SearchGate(ReadGate):
             case ReferenceTest(param=param, target_type=target_type, target_id=target_id) if (
                 target_id is not None
                 and hidden_references.searches_naming(resource_type, param)
-                and not self._may_read_reference(requester, target_type, target_id)
+                and not self._names_one_shown(requester, target_type, target_id)
             ):
                 return NOTHING
             case ReferenceTest(param=param, identifier_value=value) if (
@@ -336,7 +336,7 @@ class SearchGate(ReadGate):
                 return all_of(node, Not(self._names_hidden(requester, query, "relatesto")))
             case TokenTest(param="relationship", code=code) if resource_type == "DocumentReference":
                 target = reference_target(str(code or "").partition("$")[2])
-                if target is None or not self._may_read_reference(requester, *target):
+                if target is None or not self._names_one_shown(requester, *target):
                     return NOTHING
         return node
 
@@ -372,13 +372,29 @@ class SearchGate(ReadGate):
             )
         )
 
-    def _may_read_reference(
+    def _names_one_shown(
         self, requester: Requester, target_type: str | None, target_id: str
     ) -> bool:
-        """`_may_read_target` for a searched reference; without a type (`item=ID`), every
-        served type's resource of that id must be readable."""
+        """Whether a searched reference (`relatesto=`, `item=`, `relationship=code$`) names a
+        resource `requester` may read: one stored and live under that id (without a type,
+        `item=ID`: under some served type, and every one so stored readable). Otherwise the
+        clause matches nothing, for a hidden id and a missing one alike (R18): the search
+        is the same query then, so its cursor is too. Only a hidden one was rewritten, an
+        unknown one kept, and the `next` link's cursor, bound to the query it continues,
+        carried a fingerprint that was the same for every hidden id, another for each
+        unknown one: comparing two searches' cursors told whether an id names a document
+        the requester may not read, in any record. A reference naming no stored resource
+        (refused at deposit for a relation) finds nothing."""
         types = [target_type] if target_type else SERVED_TYPES
-        return all(self._may_read_target(requester, t, target_id) for t in types)
+        stored = [t for t in types if self._is_live(t, target_id)]
+        return bool(stored) and all(self._may_read_target(requester, t, target_id) for t in stored)
+
+    def _is_live(self, resource_type: str, resource_id: str) -> bool:
+        """Whether a resource of that type and id is stored and not deleted."""
+        if resource_type not in SERVED_TYPES:
+            return False
+        current = self.facts.current(resource_type, resource_id)
+        return current is not None and not current.deleted
 
     def include_constraint(
         self,
