@@ -39,6 +39,13 @@ What got through, and what these tests hold (each fails before its fix):
   record or another patient's) and another for each unknown id: an existence test of any
   document id. A reference naming no readable stored resource now matches nothing, hidden
   or missing alike, so that both searches are the same query, their links the same links.
+- A document naming another by a literal reference outside `relatesTo`: its author (who
+  reads the masked document) deposited a document whose `context.related` (or an
+  extension's `valueReference`) named `DocumentReference/<masked id>`; every authorized
+  professional was served that id with the document, and `related=DocumentReference/<id>`
+  found 1 for the masked id, 0 for a missing one. Such a reference is now refused at every
+  write door (422 XDSRepositoryMetadataError; `context.related` names by identifier, as
+  XDS referenceIdList does), whatever it names.
 """
 
 from __future__ import annotations
@@ -52,7 +59,10 @@ import pytest
 from fhir_server.access.requester import INTERNAL
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_r18_matrix import (
+    AUTHORIZED,
     CASES,
+    GP,
+    PATIENT_A,
     PATIENT_M,
     UNKNOWN_ID,
     _id,
@@ -61,6 +71,7 @@ from tests.http.test_r18_matrix import (
     entries,
     own_world,
 )
+from tests.support.documents import dmp_document, transaction
 
 world = pytest.fixture(own_world, name="world")
 
@@ -286,3 +297,93 @@ def test_r18_a_search_naming_a_hidden_id_pages_as_one_naming_a_missing_id(world,
     ]
     assert "next" in answers[0][1]
     assert answers[0] == answers[1] == answers[2]
+
+
+# -- a document naming another outside its relations --------------------------------------------
+
+MASKED = doc_id("a-masked")
+NAMING = {
+    "context-related": {"context.related": [{"reference": f"DocumentReference/{MASKED}"}]},
+    "context-related-absolute": {
+        "context.related": [{"reference": f"http://127.0.0.1:8080/fhir/DocumentReference/{MASKED}"}]
+    },
+    "extension-value-reference": {
+        "extension": [
+            {
+                "url": "https://example.org/fhir/see-also",
+                "valueReference": {"reference": f"DocumentReference/{MASKED}/_history/1"},
+            }
+        ]
+    },
+}
+
+
+def _naming(shape: str) -> dict:
+    """A document of A by the médecin traitant (who reads `a-masked`) naming it by `shape`."""
+    document = dmp_document(PATIENT_A, author=GP)
+    for key, value in NAMING[shape].items():
+        if key == "context.related":
+            document["context"]["related"] = value
+        else:
+            document[key] = value
+    return document
+
+
+@pytest.mark.parametrize("shape", list(NAMING))
+def test_r14_r18_a_document_names_another_only_by_its_relations(world, shape):
+    """Deposited by a reader of the masked document, it named the masked id to every
+    authorized professional: refused (422) by REST create, transaction and ITI-65 alike."""
+    token = world.tokens.practitioner(GP)
+    headers = auth(token, **{"Content-Type": FHIR_JSON})
+    created = world.client.post(
+        "/fhir/DocumentReference", data=json.dumps(_naming(shape)), headers=headers
+    )
+    assert created.status_code == 422, created.get_data(as_text=True)
+    assert created.get_json()["issue"][0]["code"] == "invalid"
+    for bundle in (
+        transaction(PATIENT_A, _naming(shape)),
+        transaction(PATIENT_A, _naming(shape), with_submission_set=True),
+    ):
+        answered = world.client.post("/fhir", data=json.dumps(bundle), headers=headers)
+        assert answered.status_code == 422, answered.get_data(as_text=True)
+    reader = world.tokens.practitioner(AUTHORIZED)
+    for named in (MASKED, UNKNOWN_ID):
+        found = world.get(
+            reader, f"/fhir/DocumentReference?patient={PATIENT_A}&related=DocumentReference/{named}"
+        )
+        assert found.status_code == 200 and found.get_json()["total"] == 0
+
+
+def test_r14_r18_an_update_does_not_add_a_reference_to_another_document(world):
+    """The author's PUT of their own document adding `context.related` to the masked one."""
+    token = world.tokens.practitioner(GP)
+    headers = auth(token, **{"Content-Type": FHIR_JSON, "Prefer": "return=representation"})
+    document = dmp_document(PATIENT_A, author=GP)
+    created = world.client.post(
+        "/fhir/DocumentReference", data=json.dumps(document), headers=headers
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
+    stored = created.get_json()
+    stored["context"]["related"] = [{"reference": f"DocumentReference/{MASKED}"}]
+    updated = world.client.put(
+        f"/fhir/DocumentReference/{stored['id']}", data=json.dumps(stored), headers=headers
+    )
+    assert updated.status_code == 422, updated.get_data(as_text=True)
+    served = world.get(
+        world.tokens.practitioner(AUTHORIZED), f"/fhir/DocumentReference/{stored['id']}"
+    )
+    assert served.status_code == 200 and MASKED not in served.get_data(as_text=True)
+
+
+def test_r14_related_by_identifier_is_still_deposited(world):
+    """Control: `context.related` by identifier (XDS referenceIdList) is deposited."""
+    document = dmp_document(PATIENT_A, author=GP)
+    document["context"]["related"] = [
+        {"identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.250.1.999.1"}}
+    ]
+    created = world.client.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(document),
+        headers=auth(world.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
