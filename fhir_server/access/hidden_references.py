@@ -38,6 +38,21 @@ def searches_naming(resource_type: str, param: str) -> bool:
     return NAMING_PARAMS.get(resource_type) == param
 
 
+# Every search parameter over a naming element: the reference searched by `searches_naming`
+# and, for DocumentReference, the relation's code (`relation`) and the pair (`relationship`).
+# Their values are the stored items, hidden ones included.
+OVER_NAMING_ELEMENTS: dict[str, frozenset[str]] = {
+    "List": frozenset({"item"}),
+    "DocumentReference": frozenset({"relatesto", "relation", "relationship"}),
+}
+
+
+def reads_naming_element(resource_type: str, param: str) -> bool:
+    """Whether `param` of `resource_type` reads the type's naming element (its stored items,
+    those naming a hidden resource included): a search may not order by it (R18)."""
+    return param in OVER_NAMING_ELEMENTS.get(resource_type, frozenset())
+
+
 def may_name_others(resource_type: str, body: bytes) -> bool:
     """A cheap test on the stored bytes: False when the resource has no naming element (most
     DocumentReferences have no relatesTo), so that it is served without being parsed."""

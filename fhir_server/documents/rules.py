@@ -8,6 +8,7 @@ DocumentReference written by a client is a DMP document (`metadata_issues`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -51,6 +52,7 @@ def metadata_issues(document: dict, profiles: Any) -> list[Issue]:
     issues += inline_data_issues(document)
     issues += contained_reference_issues(document)
     issues += relation_code_issues(document)
+    issues += related_reference_issues(document)
     return _unique(issues)
 
 
@@ -159,6 +161,52 @@ def _references(value: Any, path: str) -> Iterable[tuple[str, str]]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _references(item, f"{path}[{index}]")
+
+
+# A literal reference naming one of these types (relative, absolute, version-specific) names
+# something a reader of the document may be refused: only `relatesTo` may (R14, R18).
+_NAMES_A_RECORD_ITEM = re.compile(
+    r"(?:^|/)(?:DocumentReference|List|Binary|Communication)/[^/]+(?:/_history/[^/]+)?$"
+)
+
+
+def related_reference_issues(document: dict) -> list[Issue]:
+    """What a document names besides its relations (`relatesTo`, which the reads hide and the
+    searches judge, `access.hidden_references`) names no document by a literal reference:
+    served as stored to every reader, such a reference (`context.related`, an extension's
+    `valueReference`) told them the id of a document the patient masked from them, or
+    another they may not read, and `related=` found the document by that id. Fail closed,
+    whatever it names and whoever reads it: `context.related` names by identifier (XDS
+    referenceIdList) or a contained resource; elsewhere a DocumentReference, List, Binary or
+    Communication is not named."""
+    issues = []
+    context = document.get("context")
+    related = context.get("related") if isinstance(context, dict) else None
+    for position, item in enumerate(related if isinstance(related, list) else []):
+        reference = item.get("reference") if isinstance(item, dict) else None
+        if reference is None or (isinstance(reference, str) and reference.startswith("#")):
+            continue
+        where = f"{DOC}.context.related[{position}].reference"
+        issues.append(
+            xds_issue(
+                XDS_REPOSITORY_METADATA_ERROR,
+                f"{where}: a related resource is named by identifier (referenceIdList) or "
+                "contained, not by a literal reference",
+                where,
+            )
+        )
+    for path, reference in _references(document, DOC):
+        if path.startswith((f"{DOC}.relatesTo[", f"{DOC}.context.related[")):
+            continue
+        if _NAMES_A_RECORD_ITEM.search(reference.split("?", 1)[0]):
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{path}: a document names another document only by relatesTo",
+                    path,
+                )
+            )
+    return issues
 
 
 def relation_code_issues(document: dict) -> list[Issue]:

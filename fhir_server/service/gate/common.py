@@ -316,9 +316,8 @@ def _judged_join(resource_type: str, node: Node) -> str | None:
             resource_type, param
         ):
             return param
-        case TokenTest(param=param) if resource_type == "DocumentReference" and param in (
-            "relation",
-            "relationship",
+        case TokenTest(param=param) | Missing(param=param) if (
+            resource_type == "DocumentReference" and param in ("relation", "relationship")
         ):
             return param
     return None

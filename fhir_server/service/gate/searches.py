@@ -82,6 +82,7 @@ class SearchGate(ReadGate):
                 "a search must name a resource type and one patient (R04)",
                 details_code="R04",
             )
+        _refuse_sort_by_naming_element(query)
         scope_node = self._check_scopes(requester, resource_type, "search")
         given, patient_id = self.facts.designated_patient(resource_type, query.where)
         self._check_search_binding(requester, "search-type", given, patient_id)
@@ -306,7 +307,7 @@ class SearchGate(ReadGate):
             case ReferenceTest(param=param, target_type=target_type, target_id=target_id) if (
                 target_id is not None
                 and hidden_references.searches_naming(resource_type, param)
-                and not self._may_read_reference(requester, target_type, target_id)
+                and not self._names_one_shown(requester, target_type, target_id)
             ):
                 return NOTHING
             case ReferenceTest(param=param, identifier_value=value) if (
@@ -322,11 +323,20 @@ class SearchGate(ReadGate):
             ):
                 shown = self._names_something_shown(requester, query, param)
                 return Not(shown) if missing else shown
+            case Missing(param="relation" | "relationship", missing=missing) if (
+                resource_type == "DocumentReference"
+            ):
+                # Every relation has its code and its target: a document has one served
+                # exactly when `relatesto:missing=false` would find it. On the stored codes,
+                # `relation:missing=false` (and `relationship:`) found a document whose every
+                # relation was hidden, served without relatesTo.
+                shown = self._names_something_shown(requester, query, "relatesto")
+                return Not(shown) if missing else shown
             case TokenTest(param="relation") if resource_type == "DocumentReference":
                 return all_of(node, Not(self._names_hidden(requester, query, "relatesto")))
             case TokenTest(param="relationship", code=code) if resource_type == "DocumentReference":
                 target = reference_target(str(code or "").partition("$")[2])
-                if target is None or not self._may_read_reference(requester, *target):
+                if target is None or not self._names_one_shown(requester, *target):
                     return NOTHING
         return node
 
@@ -362,13 +372,29 @@ class SearchGate(ReadGate):
             )
         )
 
-    def _may_read_reference(
+    def _names_one_shown(
         self, requester: Requester, target_type: str | None, target_id: str
     ) -> bool:
-        """`_may_read_target` for a searched reference; without a type (`item=ID`), every
-        served type's resource of that id must be readable."""
+        """Whether a searched reference (`relatesto=`, `item=`, `relationship=code$`) names a
+        resource `requester` may read: one stored and live under that id (without a type,
+        `item=ID`: under some served type, and every one so stored readable). Otherwise the
+        clause matches nothing, for a hidden id and a missing one alike (R18): the search
+        is the same query then, so its cursor is too. Only a hidden one was rewritten, an
+        unknown one kept, and the `next` link's cursor, bound to the query it continues,
+        carried a fingerprint that was the same for every hidden id, another for each
+        unknown one: comparing two searches' cursors told whether an id names a document
+        the requester may not read, in any record. A reference naming no stored resource
+        (refused at deposit for a relation) finds nothing."""
         types = [target_type] if target_type else SERVED_TYPES
-        return all(self._may_read_target(requester, t, target_id) for t in types)
+        stored = [t for t in types if self._is_live(t, target_id)]
+        return bool(stored) and all(self._may_read_target(requester, t, target_id) for t in stored)
+
+    def _is_live(self, resource_type: str, resource_id: str) -> bool:
+        """Whether a resource of that type and id is stored and not deleted."""
+        if resource_type not in SERVED_TYPES:
+            return False
+        current = self.facts.current(resource_type, resource_id)
+        return current is not None and not current.deleted
 
     def include_constraint(
         self,
@@ -412,6 +438,27 @@ class SearchGate(ReadGate):
         # Granular constraints included: an include of the type is confined as a search of
         # it is (the included resources were served whatever their value of the parameter).
         return self._scope_node(requester, resource_type, "search", scopes, audit=False)
+
+
+def _refuse_sort_by_naming_element(query: SearchQuery) -> None:
+    """A `_sort` by a parameter over a naming element (DocumentReference `relatesto`,
+    `relation`, List `item`) is refused (400), for every requester alike, before the record
+    is looked at (R18, fail closed). The store orders by the stored items, those naming a
+    document hidden from the requester included, where the served copy leaves them out
+    (`hidden_references.without_hidden`): a visible document whose only relation is hidden
+    was served without `relatesTo` and sorted as having one, before the documents without,
+    and a page's `next` link carried its sort key in the cursor, the hidden document's id
+    in clear. Ordering by what is served only would need every key judged per requester."""
+    resource_type = query.resource_type or ""
+    for key in query.sort:
+        if hidden_references.reads_naming_element(resource_type, key.param):
+            raise error(
+                400,
+                "not-supported",
+                f"_sort cannot order {resource_type} by {key.param!r}: its values may name "
+                "resources a requester is not shown (R18)",
+                "_sort",
+            )
 
 
 def _designation_reads_patient(resource_type: str, where: Node) -> bool:
