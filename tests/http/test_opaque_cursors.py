@@ -23,15 +23,18 @@ import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.store.cursor import INVALID_CURSOR
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 from tests.http.conftest import a_patient
 from tests.http.test_r18_matrix import (
     BASE,
     CASES,
     GP,
     PATIENT_A,
+    PATIENT_B,
     UNKNOWN_ID,
     _id,
     doc_id,
+    document,
     entries,
     world,  # noqa: F401 (the module-scoped seeded record these tests read)
 )
@@ -141,6 +144,37 @@ def test_r18_a_history_cursor_shows_no_position(world):  # noqa: F811
     cursor = cursor_of(first.get_json())
     assert cursor is not None
     assert_opaque(cursor, patient_id, "Patient", "after")
+
+
+def test_r18_a_history_cursor_ending_on_a_hidden_version_shows_nothing_of_it(world):  # noqa: F811
+    """A patient's document whose second version was invisible to the patient: the first
+    page of its history (two versions read, the hidden one left out) ends on that version,
+    and the `next` cursor held its position in clear (its time, on MongoDB its id and
+    version number). Sealed, the cursor shows nothing, and the history still pages on."""
+    document_id = _id("opaque-history-document")
+    for version in (1, 2, 3):
+        resource = document("b-other")
+        resource["identifier"][0]["value"] = f"urn:uuid:{_id('opaque-history-identifier')}"
+        if version == 2:
+            coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}
+            resource["securityLabel"] = [{"coding": [coding]}]
+            resource["meta"] = {"security": [coding]}
+        resource["description"] = f"version {version}"
+        world.service.update(
+            INTERNAL, "DocumentReference", document_id, {**resource, "id": document_id}
+        )
+    patient = world.tokens.patient(PATIENT_B)
+    url = f"/fhir/DocumentReference/{document_id}/_history?_count=2"
+    first = world.get(patient, url)
+    assert first.status_code == 200, first.get_data(as_text=True)
+    served = [e["resource"]["meta"]["versionId"] for e in first.get_json()["entry"]]
+    assert served == ["3"], "the hidden version is served, or the page is not the one meant"
+    cursor = cursor_of(first.get_json())
+    assert cursor is not None
+    assert_opaque(cursor, document_id, f"{document_id}/2", "DocumentReference")
+    rest = world.get(patient, link_of(first.get_json(), "next"))
+    assert rest.status_code == 200, rest.get_data(as_text=True)
+    assert [e["resource"]["meta"]["versionId"] for e in rest.get_json()["entry"]] == ["1"]
 
 
 # -- the length --------------------------------------------------------------------------------
