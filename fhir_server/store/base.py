@@ -16,9 +16,9 @@ from typing import Protocol
 
 import orjson
 
-from fhir_server.errors import FhirError, error
 from fhir_server.search.index import IndexEntries
 from fhir_server.search.query import Include, SearchQuery
+from fhir_server.store.cursor import invalid_cursor
 from fhir_server.store.page import SearchPage
 
 
@@ -214,10 +214,6 @@ def history_int(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value not in _INT64:
         raise invalid_cursor()
     return value
-
-
-def invalid_cursor() -> FhirError:
-    return error(400, "invalid", "invalid or expired paging cursor", expression="_page")
 
 
 def chunked(items: Sequence, size: int) -> Iterator[Sequence]:

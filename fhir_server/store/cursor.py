@@ -1,26 +1,43 @@
-"""Opaque, signed keyset cursors shared by both storage engines.
+"""Opaque, encrypted keyset cursors shared by both storage engines, and the history's.
 
 A cursor names a position in a search's order (the sort key values and id of the row it was
 taken from) and a direction. It is bound to the query (type, where-clause, sort) and to the
-requester, and signed with HMAC-SHA256, so that a client can neither forge a position nor
-replay another requester's or another query's cursor: any such cursor is a 400. Access
-constraints are part of the where-clause, so a cursor also stops working when the
-requester's access (consent) changes between pages.
+requester, so that a client can neither forge a position nor replay another requester's or
+another query's cursor: any such cursor is a 400 naming `_cursor`. Access constraints are
+part of the where-clause, so a cursor also stops working when the requester's access
+(consent) changes between pages.
+
+The whole payload, position and binding, is sealed with AES-256-GCM under a key derived from
+the server's cursor secret: the client is handed random-looking bytes. Signed but readable
+(base64 of JSON, to version 1), a cursor was a channel from the server's own query to the
+client: the fingerprint of a where-clause holding the gate's access constraints told a
+hidden id from a missing one, the sort key values were the stored ones (not the served
+copy's), and a history's position was the last row the store read, hidden or not (on
+MongoDB, its type and id). R18: a hidden resource is answered exactly as a missing one, so
+nothing of the internal query is shown. The plaintext is padded to whole blocks (and a
+history's to a length fixed by what the client asked), so that the token's length is no
+function of what the requester may not know either.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import hashlib
 import hmac
+import os
+import re
 from dataclasses import dataclass
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fhir_server.errors import FhirError, error
 from fhir_server.search.query import SearchQuery
 
-CURSOR_VERSION = 1
+CURSOR_VERSION = 2
 INVALID_CURSOR = "invalid or expired paging cursor"
 
 CursorValue = int | str | None
@@ -70,20 +87,70 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_NONCE = 12  # bytes, AES-GCM's own size; random per cursor
+_TAG = 16
+_BLOCK = 64  # the plaintext is padded to whole blocks of this many bytes
+# Room kept in a history cursor's plaintext beside the client's own scope: the store's
+# position (at most ~200 bytes: a MongoDB [last_updated, type, "id/version"] in base64 JSON)
+# and the binding, so that its length is a function of the scope alone.
+_HISTORY_ROOM = 320
+# What each kind of token is sealed for (the AEAD's associated data, with the format byte):
+# a history cursor is no search cursor, whatever its plaintext.
+_SEARCH = b"search"
+_HISTORY = b"history"
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _binding_hash(binding: str) -> str:
     return hashlib.sha256(binding.encode("utf-8")).hexdigest()[:32]
 
 
-def _mac(cursor_key: bytes, payload: bytes) -> bytes:
-    return hmac.new(cursor_key, payload, hashlib.sha256).digest()
+@functools.lru_cache(maxsize=8)
+def _cipher(cursor_key: bytes) -> AESGCM:
+    """The cursors' AEAD. Its key is derived from the cursor secret (HMAC-SHA256 under a
+    label), so that the secret keys nothing directly and a later use of it gets its own
+    label. Kept per key: a server has one, its tests a few."""
+    derived = hmac.new(cursor_key, b"fhir-server paging cursor AES-256-GCM v2", hashlib.sha256)
+    return AESGCM(derived.digest())
+
+
+def _seal(kind: bytes, data: dict, cursor_key: bytes, *, room: int = 0) -> str:
+    """`data` as a token: format byte, random nonce, AES-GCM of its JSON padded with spaces
+    (JSON's own whitespace) to at least `room` bytes, in whole `_BLOCK`s."""
+    plain = orjson.dumps(data)
+    size = max(len(plain), room)
+    size += -size % _BLOCK
+    header = bytes((CURSOR_VERSION,))
+    nonce = os.urandom(_NONCE)
+    sealed = _cipher(cursor_key).encrypt(nonce, plain.ljust(size), header + kind)
+    return _b64(header + nonce + sealed)
+
+
+def _open(token: object, kind: bytes, cursor_key: bytes) -> dict:
+    """What `_seal` sealed in `token` for `kind` under `cursor_key`, else FhirError 400: a
+    token of another format (version 1's `payload.mac`), not in canonical base64url,
+    truncated, altered by one bit, or sealed under another key or for another kind."""
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise invalid_cursor()
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise invalid_cursor() from exc
+    header = bytes((CURSOR_VERSION,))
+    if len(raw) < 1 + _NONCE + _TAG or raw[:1] != header or _b64(raw) != token:
+        raise invalid_cursor()
+    try:
+        plain = _cipher(cursor_key).decrypt(raw[1 : 1 + _NONCE], raw[1 + _NONCE :], header + kind)
+        data = orjson.loads(plain)
+    except (InvalidTag, orjson.JSONDecodeError) as exc:
+        raise invalid_cursor() from exc
+    if not isinstance(data, dict):
+        raise invalid_cursor()
+    return data
 
 
 def encode_cursor(
@@ -94,19 +161,18 @@ def encode_cursor(
     cursor_key: bytes,
     cursor_binding: str,
 ) -> str:
-    payload = orjson.dumps(
-        {
-            "v": CURSOR_VERSION,
-            "e": engine,
-            "q": query_fingerprint(query),
-            "b": _binding_hash(cursor_binding),
-            "k": list(position.key),
-            "t": position.resource_type,
-            "i": position.id,
-            "f": position.forward,
-        }
-    )
-    return f"{_b64(payload)}.{_b64(_mac(cursor_key, payload))}"
+    """`position` as an opaque token bound to `query`, `engine` and the requester."""
+    data = {
+        "v": CURSOR_VERSION,
+        "e": engine,
+        "q": query_fingerprint(query),
+        "b": _binding_hash(cursor_binding),
+        "k": list(position.key),
+        "t": position.resource_type,
+        "i": position.id,
+        "f": position.forward,
+    }
+    return _seal(_SEARCH, data, cursor_key)
 
 
 def query_position(
@@ -143,9 +209,8 @@ def decode_cursor(
 ) -> CursorPosition:
     """The position in `token`, or FhirError 400 if it is malformed, tampered with, or was
     issued for another query, requester, engine or sort."""
-    payload = _signed_payload(token, cursor_key)
+    data = _open(token, _SEARCH, cursor_key)
     try:
-        data = orjson.loads(payload)
         ok = (
             data["v"] == CURSOR_VERSION
             and data["e"] == engine
@@ -158,54 +223,47 @@ def decode_cursor(
             and isinstance(data["i"], str)
             and isinstance(data["f"], bool)
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        raise _invalid() from exc
+    except (KeyError, TypeError) as exc:
+        raise invalid_cursor() from exc
     if not ok:
-        raise _invalid()
+        raise invalid_cursor()
     return CursorPosition(tuple(data["k"]), data["t"], data["i"], data["f"])
 
 
 def seal_history_cursor(
     store_cursor: str, *, scope: str, cursor_key: bytes, cursor_binding: str
 ) -> str:
-    """A store's history cursor as the client is given it: signed, and bound to the history
-    it pages (`scope`) and to the requester, as a search cursor is. Unsigned, a client could
-    write anything into it (a MongoDB history cursor holds a type and an id), and the
-    history's event, which keeps the request as asked, carried it into a patient's trace."""
-    payload = orjson.dumps({"h": store_cursor, "s": scope, "b": _binding_hash(cursor_binding)})
-    return f"{_b64(payload)}.{_b64(_mac(cursor_key, payload))}"
+    """A store's history cursor as the client is given it: sealed as a search cursor is,
+    and bound to the history it pages (`scope`) and to the requester. Unsigned, a client
+    could write anything into it (a MongoDB history cursor holds a type and an id), and the
+    history's event, which keeps the request as asked, carried it into a patient's trace;
+    readable, it showed the position of the last version the store read, which the gate may
+    have left out of the page (a hidden version's time, on MongoDB its type and id). Its
+    length depends on the scope only (`_HISTORY_ROOM`)."""
+    data = {"v": CURSOR_VERSION, "h": store_cursor, "s": scope, "b": _binding_hash(cursor_binding)}
+    room = len(orjson.dumps(scope)) + _HISTORY_ROOM
+    return _seal(_HISTORY, data, cursor_key, room=room)
 
 
 def open_history_cursor(token: str, *, scope: str, cursor_key: bytes, cursor_binding: str) -> str:
-    """The store's cursor `seal_history_cursor` signed, or FhirError 400 if `token` is
+    """The store's cursor `seal_history_cursor` sealed, or FhirError 400 if `token` is
     malformed, tampered with, or was issued for another history or requester."""
-    payload = _signed_payload(token, cursor_key)
+    data = _open(token, _HISTORY, cursor_key)
     try:
-        data = orjson.loads(payload)
         ok = (
-            isinstance(data["h"], str)
+            data["v"] == CURSOR_VERSION
+            and isinstance(data["h"], str)
             and data["s"] == scope
             and hmac.compare_digest(data["b"], _binding_hash(cursor_binding))
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        raise _invalid() from exc
+    except (KeyError, TypeError) as exc:
+        raise invalid_cursor() from exc
     if not ok:
-        raise _invalid()
+        raise invalid_cursor()
     return data["h"]
 
 
-def _signed_payload(token: str, cursor_key: bytes) -> bytes:
-    """The payload of a `payload.mac` token whose MAC is the server's, else FhirError 400."""
-    try:
-        payload_text, mac_text = token.split(".")
-        payload = _unb64(payload_text)
-        mac = _unb64(mac_text)
-    except (ValueError, TypeError) as exc:
-        raise _invalid() from exc
-    if not hmac.compare_digest(mac, _mac(cursor_key, payload)):
-        raise _invalid()
-    return payload
-
-
-def _invalid() -> FhirError:
-    return error(400, "invalid", INVALID_CURSOR, expression="_page")
+def invalid_cursor() -> FhirError:
+    """The one answer to every cursor the server cannot use (search or history): a 400
+    naming the parameter the client sent it in."""
+    return error(400, "invalid", INVALID_CURSOR, expression="_cursor")

@@ -20,7 +20,7 @@ class SearchRow(NamedTuple):
 class SearchPage:
     """One page of a search in the query's order.
 
-    `next_cursor` / `previous_cursor` are opaque signed tokens to pass back as
+    `next_cursor` / `previous_cursor` are opaque sealed tokens to pass back as
     `SearchQuery.cursor`; None when there is no such page. `total` is set when the query
     asked for a total (accurate or estimate: both are exact here) or for `_summary=count`.
     """

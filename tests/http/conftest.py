@@ -164,6 +164,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_audit_trace_conditional_criteria",
         "test_binary_ownership",
         "test_every_version_every_door",
+        "test_opaque_cursors",
         "test_r18_matrix",
         "test_record_cache",
         "test_reference_forms",

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import base64
 import json
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -255,15 +255,25 @@ def _seed_appended_twice(world) -> None:
         )
 
 
-def _links(world, token: str, url: str, named: str) -> tuple[int, dict[str, str]]:
+def _links(world, token: str, url: str, named: str) -> tuple[int, dict[str, str], str | None]:
+    """The answer's status and links, the id named replaced by `<id>` and the cursor by its
+    length (sealed with a random nonce, no two cursors are alike: `test_opaque_cursors`),
+    and the `next` cursor itself."""
     response = world.get(token, url)
     assert response.status_code == 200, response.get_data(as_text=True)
     bundle = response.get_json()
     assert bundle.get("total") == 2, "the control documents are not found: the query is broken"
     links = {}
+    cursor = None
     for link in bundle.get("link", []):
-        links[link["relation"]] = link["url"].replace(named, "<id>")
-    return response.status_code, links
+        found = parse_qs(urlsplit(link["url"]).query).get("_cursor", [])
+        masked = link["url"]
+        for value in found:
+            masked = masked.replace(value, f"<cursor of {len(value)}>")
+            if link["relation"] == "next":
+                cursor = value
+        links[link["relation"]] = masked.replace(named, "<id>")
+    return response.status_code, links, cursor
 
 
 @pytest.mark.parametrize(
@@ -282,21 +292,27 @@ def _links(world, token: str, url: str, named: str) -> tuple[int, dict[str, str]
 def test_r18_a_search_naming_a_hidden_id_pages_as_one_naming_a_missing_id(world, hidden, template):
     """The parent's search by relation naming a hidden document and a visible one: its
     `next` link (the cursor carries the query's fingerprint) was the same for every hidden
-    id and another for each unknown id. Now the links are the same, id for id."""
+    id and another for each unknown id. Now the links are the same, id for id (the cursors,
+    sealed, of one length), and each search's cursor continues the others: they are bound
+    to one query."""
     _seed_appended_twice(world)
     token = PARENT_CASE.requester(world.tokens)
     base = f"/fhir/DocumentReference?patient={PATIENT_M}&_count=1&"
-    answers = [
-        _links(
-            world,
-            token,
-            base + template.format(id=named, visible=doc_id("m-visible")),
-            named,
-        )
+    urls = [
+        base + template.format(id=named, visible=doc_id("m-visible"))
         for named in (doc_id(hidden), UNKNOWN_ID, _id("another-unknown"))
     ]
+    named = (doc_id(hidden), UNKNOWN_ID, _id("another-unknown"))
+    answers = [_links(world, token, url, name) for url, name in zip(urls, named, strict=True)]
     assert "next" in answers[0][1]
-    assert answers[0] == answers[1] == answers[2]
+    assert answers[0][:2] == answers[1][:2] == answers[2][:2]
+    pages = set()
+    for url in urls:
+        for _, _, cursor in answers:
+            following = world.get(token, f"{url}&_cursor={quote(cursor, safe='')}")
+            assert following.status_code == 200, following.get_data(as_text=True)
+            pages.add(tuple(e["resource"]["id"] for e in following.get_json().get("entry", [])))
+    assert len(pages) == 1, pages
 
 
 # -- a document naming another outside its relations --------------------------------------------

@@ -584,4 +584,4 @@ def test_a_history_cursor_pages_its_own_history_for_its_own_requester(client, to
     for what, (url, token) in replayed.items():
         refused = client.get(url, headers=auth(token))
         assert refused.status_code == 400, (what, refused.get_data(as_text=True))
-        assert refused.get_json()["issue"][0]["expression"] == ["_page"], what
+        assert refused.get_json()["issue"][0]["expression"] == ["_cursor"], what
