@@ -1,0 +1,193 @@
+"""Attack pass on today's oracle fixes (R14, R18): how someone who may write could reach what
+they may not read, and how the same fact can be spelled another way.
+
+The fix under attack: a document names another only by `relatesTo` (a literal reference in
+`context.related`, or one naming a DocumentReference, List, Binary or Communication elsewhere
+in the document, is refused at write: `documents.rules.related_reference_issues`). Its
+author, who reads a document the patient masked from other professionals (MASQUE_PS),
+deposits a document naming it; the document is served as stored to every authorized
+professional, who learns the masked document's id.
+
+What got through before (each test below fails before its fix, 201 where 422 is expected,
+and the masked id was served to the authorized professional):
+
+- a contained resource naming the masked document (`contained[]` a List whose
+  `entry.item` is `DocumentReference/<masked id>`): the rule walked the references as ref-1
+  does, skipping contained resources, which are served with the document;
+- the reference spelled otherwise than the rule's pattern: lower case
+  (`documentreference/<id>`), a trailing `/`, a leading space, the type in any case in an
+  absolute URL: the pattern was anchored and case-sensitive, the reference served as given;
+- a logical reference (`Reference.type` DocumentReference and `identifier.value` the
+  masked id): no `reference` string at all.
+
+Each is now refused (422) by REST create, update, transaction and ITI-65 alike (PATCH
+changes only status and labels), whatever the reference names (fail closed); a document
+naming a Patient, Practitioner or Organization, and `context.related` by identifier, is
+still deposited.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.http.conftest import FHIR_JSON, auth
+from tests.http.test_r18_matrix import (
+    AUTHORIZED,
+    GP,
+    PATIENT_A,
+    doc_id,
+    own_world,
+)
+from tests.support.documents import (
+    dmp_document,
+    transaction,
+)
+
+world = pytest.fixture(own_world, name="world")
+
+MASKED = doc_id("a-masked")
+SEE_ALSO = "https://example.org/fhir/see-also"
+
+
+def _see_also(reference: dict) -> list[dict]:
+    return [{"url": SEE_ALSO, "valueReference": reference}]
+
+
+NAMING: dict[str, dict] = {
+    "contained-list-item": {
+        "contained": [
+            {
+                "resourceType": "List",
+                "id": "see-also",
+                "status": "current",
+                "mode": "working",
+                "entry": [{"item": {"reference": f"DocumentReference/{MASKED}"}}],
+            }
+        ]
+    },
+    "contained-document-relation": {
+        "contained": [
+            {
+                "resourceType": "DocumentReference",
+                "id": "see-also",
+                "status": "current",
+                "content": [{"attachment": {"contentType": "text/plain"}}],
+                "relatesTo": [
+                    {"code": "appends", "target": {"reference": f"DocumentReference/{MASKED}"}}
+                ],
+            }
+        ]
+    },
+    "lower-case-type": {"extension": _see_also({"reference": f"documentreference/{MASKED}"})},
+    "trailing-slash": {"extension": _see_also({"reference": f"DocumentReference/{MASKED}/"})},
+    "leading-space": {"extension": _see_also({"reference": f" DocumentReference/{MASKED}"})},
+    "absolute-upper-case": {
+        "extension": _see_also(
+            {"reference": f"http://127.0.0.1:8080/fhir/DOCUMENTREFERENCE/{MASKED}"}
+        )
+    },
+    "logical-by-id": {
+        "extension": _see_also({"type": "DocumentReference", "identifier": {"value": MASKED}})
+    },
+    "logical-by-profile-url": {
+        "extension": _see_also(
+            {
+                "type": "http://hl7.org/fhir/StructureDefinition/DocumentReference",
+                "identifier": {"value": MASKED},
+            }
+        )
+    },
+}
+
+
+def _naming(shape: str) -> dict:
+    """A document of A by the médecin traitant (who reads `a-masked`) naming it by `shape`."""
+    document = dmp_document(PATIENT_A, author=GP)
+    for key, value in NAMING[shape].items():
+        document[key] = (document.get(key) or []) + value
+    return document
+
+
+def _not_shown(world) -> None:
+    """No document of A served to the authorized professional names the masked id."""
+    found = world.get(
+        world.tokens.practitioner(AUTHORIZED), f"/fhir/DocumentReference?patient={PATIENT_A}"
+    )
+    assert found.status_code == 200
+    assert MASKED not in found.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("shape", list(NAMING))
+def test_r14_r18_a_document_names_another_by_no_other_spelling(world, shape):
+    """Created by REST, a transaction or ITI-65 by a reader of the masked document: 422."""
+    headers = auth(world.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON})
+    created = world.client.post(
+        "/fhir/DocumentReference", data=json.dumps(_naming(shape)), headers=headers
+    )
+    assert created.status_code == 422, created.get_data(as_text=True)
+    assert created.get_json()["issue"][0]["code"] == "invalid"
+    for bundle in (
+        transaction(PATIENT_A, _naming(shape)),
+        transaction(PATIENT_A, _naming(shape), with_submission_set=True),
+    ):
+        answered = world.client.post("/fhir", data=json.dumps(bundle), headers=headers)
+        assert answered.status_code == 422, answered.get_data(as_text=True)
+    _not_shown(world)
+
+
+@pytest.mark.parametrize("shape", ["contained-list-item", "lower-case-type", "logical-by-id"])
+def test_r14_r18_an_update_or_patch_adds_no_other_spelling(world, shape):
+    """The author's PUT of their own document adding the naming: 422; their JSON Patch: refused
+    (a metadata update changes only status and labels, 405)."""
+    headers = auth(
+        world.tokens.practitioner(GP),
+        **{"Content-Type": FHIR_JSON, "Prefer": "return=representation"},
+    )
+    created = world.client.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(dmp_document(PATIENT_A, author=GP)),
+        headers=headers,
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
+    stored = created.get_json()
+    changed = {**stored}
+    for key, value in NAMING[shape].items():
+        changed[key] = (stored.get(key) or []) + value
+    updated = world.client.put(
+        f"/fhir/DocumentReference/{stored['id']}", data=json.dumps(changed), headers=headers
+    )
+    assert updated.status_code == 422, updated.get_data(as_text=True)
+    key, value = next(iter(NAMING[shape].items()))
+    operations = [{"op": "add", "path": f"/{key}/-", "value": item} for item in value]
+    if key not in stored:
+        operations = [{"op": "add", "path": f"/{key}", "value": value}]
+    patched = world.client.patch(
+        f"/fhir/DocumentReference/{stored['id']}",
+        data=json.dumps(operations),
+        headers={**headers, "Content-Type": "application/json-patch+json"},
+    )
+    assert patched.status_code in (405, 422), patched.get_data(as_text=True)
+    _not_shown(world)
+
+
+def test_r14_a_document_naming_no_record_item_is_still_deposited(world):
+    """Control: a logical reference to a Practitioner, a contained Organization and
+    `context.related` by identifier are deposited."""
+    document = dmp_document(PATIENT_A, author=GP)
+    document["extension"] = _see_also(
+        {"type": "Practitioner", "identifier": {"value": "810000000001"}}
+    )
+    document["contained"] = document.get("contained", []) + [
+        {"resourceType": "Organization", "id": "org", "name": "Cabinet"}
+    ]
+    document["context"]["related"] = [
+        {"identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.250.1.999.1"}}
+    ]
+    created = world.client.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(document),
+        headers=auth(world.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
