@@ -24,6 +24,15 @@ Each is now refused (422) by REST create, update, transaction and ITI-65 alike (
 changes only status and labels), whatever the reference names (fail closed); a document
 naming a Patient, Practitioner or Organization, and `context.related` by identifier, is
 still deposited.
+
+The same spellings in a List's entries (`entry.item`): the reads hide an entry naming a
+hidden document by the reference they read (`Type/id`), and served any other spelling as
+stored. The médecin traitant's folder naming the masked document as
+`documentreference/<id>`, `DocumentReference/<id>/`, ` DocumentReference/<id>`,
+`DocumentReference/<id>#see`, `DocumentReference/<id>?x=1` or under another server's base
+was served to every authorized professional with the masked id. A List entry now names a
+resource by a relative literal reference only (this server's absolute URLs are made
+relative), as must a relation's `reference` (422 at create, update and in a transaction).
 """
 
 from __future__ import annotations
@@ -41,7 +50,9 @@ from tests.http.test_r18_matrix import (
     own_world,
 )
 from tests.support.documents import (
+    MHD_LIST_TYPES,
     dmp_document,
+    submission_set,
     transaction,
 )
 
@@ -191,3 +202,57 @@ def test_r14_a_document_naming_no_record_item_is_still_deposited(world):
         headers=auth(world.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
     )
     assert created.status_code == 201, created.get_data(as_text=True)
+
+
+# -- a List entry naming a document by a reference the rules cannot read ------------------------
+
+ENTRY_SPELLINGS = {
+    "lower-case-type": f"documentreference/{MASKED}",
+    "trailing-slash": f"DocumentReference/{MASKED}/",
+    "leading-space": f" DocumentReference/{MASKED}",
+    "fragment": f"DocumentReference/{MASKED}#see",
+    "query": f"DocumentReference/{MASKED}?x=1",
+    "another-base": f"http://other.example/fhir/DocumentReference/{MASKED}",
+}
+
+
+def _folder(entries: list[str]) -> dict:
+    """A folder List of A by the médecin traitant (who reads `a-masked`) naming `entries`."""
+    listing = submission_set(PATIENT_A, entries)
+    listing["code"] = {"coding": [{"system": MHD_LIST_TYPES, "code": "folder"}]}
+    return listing
+
+
+@pytest.mark.parametrize("spelling", list(ENTRY_SPELLINGS))
+def test_r14_r18_a_list_entry_names_a_document_by_a_readable_reference_only(world, spelling):
+    """The médecin traitant's folder naming the masked document otherwise than
+    `DocumentReference/<id>`: the reads hide an entry naming a hidden document by the
+    reference they read, and served this one as stored, the masked id with it, to every
+    authorized professional. Refused (422) by REST create, update and transaction alike."""
+    headers = auth(
+        world.tokens.practitioner(GP),
+        **{"Content-Type": FHIR_JSON, "Prefer": "return=representation"},
+    )
+    named = ENTRY_SPELLINGS[spelling]
+    created = world.client.post("/fhir/List", data=json.dumps(_folder([named])), headers=headers)
+    assert created.status_code == 422, created.get_data(as_text=True)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": _folder([named]), "request": {"method": "POST", "url": "List"}}],
+    }
+    answered = world.client.post("/fhir", data=json.dumps(bundle), headers=headers)
+    # In a Bundle, `Type/id?x=1` is a conditional reference, of no type served (404).
+    assert answered.status_code in (404, 422), answered.get_data(as_text=True)
+    kept = world.client.post(
+        "/fhir/List", data=json.dumps(_folder([f"DocumentReference/{MASKED}"])), headers=headers
+    )
+    assert kept.status_code == 201, kept.get_data(as_text=True)
+    listing = kept.get_json()
+    listing["entry"] = [{"item": {"reference": named}}]
+    updated = world.client.put(
+        f"/fhir/List/{listing['id']}", data=json.dumps(listing), headers=headers
+    )
+    assert updated.status_code == 422, updated.get_data(as_text=True)
+    shown = world.get(world.tokens.practitioner(AUTHORIZED), f"/fhir/List?patient={PATIENT_A}")
+    assert shown.status_code == 200 and MASKED not in shown.get_data(as_text=True)
