@@ -33,6 +33,15 @@ stored. The médecin traitant's folder naming the masked document as
 was served to every authorized professional with the masked id. A List entry now names a
 resource by a relative literal reference only (this server's absolute URLs are made
 relative), as must a relation's `reference` (422 at create, update and in a transaction).
+
+The List relabel (`FhirService._label_lists_naming`, `access.list_labels`): a List takes the
+labels its entries share, and INVISIBLE_PATIENT hides a document from the representatives
+as INVISIBLE_REPRESENTANTS_LEGAUX does. A minor's SubmissionSet of an INVISIBLE_PATIENT
+document and an INVISIBLE_REPRESENTANTS_LEGAUX one (deposited so, or the second labelled
+later by its author) shared no label, and was shown, empty, to the parent, who sees neither
+document: that something was deposited, when, by whom and of what type, where a
+SubmissionSet that does not exist shows nothing (R07, R18). An entry's INVISIBLE_PATIENT
+now counts as INVISIBLE_REPRESENTANTS_LEGAUX too when the shared labels are taken.
 """
 
 from __future__ import annotations
@@ -41,17 +50,24 @@ import json
 
 import pytest
 
+from fhir_server.terminology import INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX
 from tests.http.conftest import FHIR_JSON, auth
+from tests.http.metadata_world import label as label_of
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
+    CASES,
     GP,
     PATIENT_A,
+    PATIENT_M,
     doc_id,
     own_world,
 )
 from tests.support.documents import (
+    CDA,
     MHD_LIST_TYPES,
+    binary,
     dmp_document,
+    new_entry_uuid,
     submission_set,
     transaction,
 )
@@ -202,6 +218,96 @@ def test_r14_a_document_naming_no_record_item_is_still_deposited(world):
         headers=auth(world.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
     )
     assert created.status_code == 201, created.get_data(as_text=True)
+
+
+# -- a minor's SubmissionSet whose entries are hidden from the representatives by two labels ----
+
+PARENT_CASE = CASES["R07-invisible-representants-legaux-vs-parent"]
+
+
+def _submission_sets_shown(world, token: str) -> set[str]:
+    found = world.get(token, f"/fhir/List?patient={PATIENT_M}")
+    assert found.status_code == 200, found.get_data(as_text=True)
+    return {entry["resource"]["id"] for entry in found.get_json().get("entry", [])}
+
+
+def _deposit(world, labels: tuple[str | None, ...]) -> tuple[str, list[str]]:
+    """An ITI-65 of the minor's documents, labelled `labels`, by the authorized practitioner:
+    its SubmissionSet's id and the documents' ids."""
+    entries, members = [], []
+    for code in labels:
+        binary_url, document_url = new_entry_uuid(), new_entry_uuid()
+        document = dmp_document(PATIENT_M, binary_url, label=code, author=AUTHORIZED)
+        entries += [
+            {
+                "fullUrl": document_url,
+                "resource": document,
+                "request": {"method": "POST", "url": "DocumentReference"},
+            },
+            {
+                "fullUrl": binary_url,
+                "resource": binary(CDA),
+                "request": {"method": "POST", "url": "Binary"},
+            },
+        ]
+        members.append(document_url)
+    entries.insert(
+        0,
+        {
+            "fullUrl": new_entry_uuid(),
+            "resource": submission_set(PATIENT_M, members),
+            "request": {"method": "POST", "url": "List"},
+        },
+    )
+    answered = world.client.post(
+        "/fhir",
+        data=json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        headers=auth(world.tokens.practitioner(AUTHORIZED), **{"Content-Type": FHIR_JSON}),
+    )
+    assert answered.status_code == 200, answered.get_data(as_text=True)
+    locations = [e["response"]["location"].split("/") for e in answered.get_json()["entry"]]
+    (listing,) = [parts[1] for parts in locations if parts[0] == "List"]
+    return listing, [parts[1] for parts in locations if parts[0] == "DocumentReference"]
+
+
+def test_r07_r18_a_submission_set_hidden_entry_by_entry_is_hidden_from_the_parent(world):
+    """A minor's SubmissionSet of an INVISIBLE_PATIENT document and an
+    INVISIBLE_REPRESENTANTS_LEGAUX one: the parent sees neither document, and its List no
+    more than one not deposited (it was shown, empty: its entries shared no label). The
+    patient, who sees the second document, still sees the SubmissionSet, with it only."""
+    parent = PARENT_CASE.requester(world.tokens)
+    before = _submission_sets_shown(world, parent)
+    listing, (_, shown) = _deposit(world, (INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX))
+    assert _submission_sets_shown(world, parent) == before
+    read = world.get(parent, f"/fhir/List/{listing}")
+    missing = world.get(parent, "/fhir/List/no-such-list")
+    assert read.status_code == missing.status_code == 404
+    patient = world.tokens.patient(PATIENT_M)
+    served = world.get(patient, f"/fhir/List/{listing}")
+    assert served.status_code == 200, served.get_data(as_text=True)
+    assert [e["item"]["reference"] for e in served.get_json()["entry"]] == [
+        f"DocumentReference/{shown}"
+    ]
+
+
+def test_r07_r18_a_submission_set_labelled_entry_by_entry_later_is_hidden_too(world):
+    """The same SubmissionSet deposited with an INVISIBLE_PATIENT document and an unlabelled
+    one, the second labelled INVISIBLE_REPRESENTANTS_LEGAUX later by its author's PUT."""
+    parent = PARENT_CASE.requester(world.tokens)
+    before = _submission_sets_shown(world, parent)
+    listing, (_, later) = _deposit(world, (INVISIBLE_PATIENT, None))
+    assert listing in _submission_sets_shown(world, parent), "the control"
+    headers = auth(world.tokens.practitioner(AUTHORIZED), **{"Content-Type": FHIR_JSON})
+    current = world.client.get(f"/fhir/DocumentReference/{later}", headers=headers).get_json()
+    current["securityLabel"] = [
+        *current.get("securityLabel", []),
+        label_of(INVISIBLE_REPRESENTANTS_LEGAUX),
+    ]
+    updated = world.client.put(
+        f"/fhir/DocumentReference/{later}", data=json.dumps(current), headers=headers
+    )
+    assert updated.status_code == 200, updated.get_data(as_text=True)
+    assert _submission_sets_shown(world, parent) == before
 
 
 # -- a List entry naming a document by a reference the rules cannot read ------------------------
