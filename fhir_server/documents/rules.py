@@ -16,6 +16,7 @@ from typing import Any
 from fhir_server.documents import metadata_versions, model
 from fhir_server.errors import Issue
 from fhir_server.mhd.errors import xds_issue
+from fhir_server.resources.references import NAMES_A_RECORD_ITEM
 from ihe_xds.errors import (
     XDS_ERROR_SYSTEM,
     XDS_MISSING_DOCUMENT,
@@ -167,9 +168,7 @@ def _references(value: Any, path: str) -> Iterable[tuple[str, str]]:
 # something a reader of the document may be refused: only `relatesTo` may (R14, R18). Matched
 # anywhere in the reference, whatever its case, spaces or trailing parts (`/`, `#...`): a
 # reference the rule would have to parse exactly to judge is refused (fail closed).
-_NAMES_A_RECORD_ITEM = re.compile(
-    r"(?:^|[/\s])(?:DocumentReference|List|Binary|Communication)\s*/", re.IGNORECASE
-)
+_NAMES_A_RECORD_ITEM = NAMES_A_RECORD_ITEM
 # A Reference's `type` (a type name or a StructureDefinition URL) naming one of them.
 _TYPES_A_RECORD_ITEM = re.compile(
     r"(?:^|/)\s*(?:DocumentReference|List|Binary|Communication)\s*$", re.IGNORECASE

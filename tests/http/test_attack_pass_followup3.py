@@ -34,6 +34,12 @@ was served to every authorized professional with the masked id. A List entry now
 resource by a relative literal reference only (this server's absolute URLs are made
 relative), as must a relation's `reference` (422 at create, update and in a transaction).
 
+The same spellings in a message (`Communication.about`, `basedOn`, an extension): a
+document named so was not read as one, the message neither judged nor labelled as naming
+it, and the médecin traitant's message to an authorized colleague about the masked document
+was served to them with its id. Refused (400) as a message naming what the rules cannot
+judge is; a reference to another server's Encounter is still kept.
+
 The List relabel (`FhirService._label_lists_naming`, `access.list_labels`): a List takes the
 labels its entries share, and INVISIBLE_PATIENT hides a document from the representatives
 as INVISIBLE_REPRESENTANTS_LEGAUX does. A minor's SubmissionSet of an INVISIBLE_PATIENT
@@ -53,6 +59,8 @@ import pytest
 from fhir_server.terminology import INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.metadata_world import label as label_of
+from tests.http.test_attack_pass_messaging import message, pract
+from tests.http.test_attack_pass_messaging import post as post_message
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     CASES,
@@ -362,3 +370,32 @@ def test_r14_r18_a_list_entry_names_a_document_by_a_readable_reference_only(worl
     assert updated.status_code == 422, updated.get_data(as_text=True)
     shown = world.get(world.tokens.practitioner(AUTHORIZED), f"/fhir/List?patient={PATIENT_A}")
     assert shown.status_code == 200 and MASKED not in shown.get_data(as_text=True)
+
+
+# -- a message naming a document by a reference the rules cannot read ---------------------------
+
+MESSAGE_SPELLINGS = {
+    "lower-case-type": f"documentreference/{MASKED}",
+    "trailing-slash": f"DocumentReference/{MASKED}/",
+    "leading-space": f" DocumentReference/{MASKED}",
+    "another-base": f"https://other.example/fhir/DocumentReference/{MASKED}",
+}
+
+
+@pytest.mark.parametrize("spelling", list(MESSAGE_SPELLINGS))
+def test_r14_r18_a_message_names_a_document_by_a_readable_reference_only(world, spelling):
+    """The médecin traitant's message to an authorized colleague `about` the masked document
+    spelled otherwise than `DocumentReference/<id>`: not read as a document, it was neither
+    judged nor labelled as naming one, and was served to the colleague with the masked id.
+    Refused (400), as a message naming what the rules cannot judge is; a foreign Encounter
+    is still kept (test_attack_pass_messaging)."""
+    body = message(
+        pract(GP), [pract(AUTHORIZED)], about=[{"reference": MESSAGE_SPELLINGS[spelling]}]
+    )
+    sent = post_message(world, world.tokens.practitioner(GP), body)
+    assert sent.status_code == 400, sent.get_data(as_text=True)
+    assert sent.get_json()["issue"][0]["expression"] == ["Communication.about[0]"]
+    received = world.get(
+        world.tokens.practitioner(AUTHORIZED), f"/fhir/Communication?patient={PATIENT_A}"
+    )
+    assert received.status_code == 200 and MASKED not in received.get_data(as_text=True)
