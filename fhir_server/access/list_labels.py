@@ -27,7 +27,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fhir_server.access.constraints import reference_target
-from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
+from fhir_server.terminology import (
+    INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX,
+    SYSTEM_DMP_CONFIDENTIALITY,
+)
 
 DocumentOf = Callable[[str, str], dict | None]
 
@@ -45,6 +49,23 @@ def _dmp_labels(document: dict) -> set[str]:
     return {code for code in codes if isinstance(code, str)}
 
 
+# A label hides a document from whom another hides it too: INVISIBLE_PATIENT hides it from
+# the patient and the minor's representatives, INVISIBLE_REPRESENTANTS_LEGAUX from the
+# representatives (`policy.reads`). A List's entries hidden from the representatives by one
+# or the other share the second (`shared_labels`).
+_IMPLIED: dict[str, frozenset[str]] = {
+    INVISIBLE_PATIENT: frozenset({INVISIBLE_REPRESENTANTS_LEGAUX}),
+}
+
+
+def _hiding_labels(document: dict) -> set[str]:
+    """The TRE_A07 codes `document` carries, and those each implies (`_IMPLIED`)."""
+    codes = _dmp_labels(document)
+    for code in list(codes):
+        codes |= _IMPLIED.get(code, frozenset())
+    return codes
+
+
 def gained_labels(before: dict | None, after: dict) -> set[str]:
     """The TRE_A07 codes `after` (a document's new version) carries that `before` did not:
     only a document that gained one can make a List naming it take a label."""
@@ -52,14 +73,17 @@ def gained_labels(before: dict | None, after: dict) -> set[str]:
 
 
 def shared_labels(listing: dict, document_of: DocumentOf) -> set[str]:
-    """The TRE_A07 codes every entry of `listing` carries (none for a List without entries,
-    or with an entry that is not a local resource that can be found)."""
+    """The TRE_A07 codes every entry of `listing` carries, a code counted as carried where
+    one that hides from more requesters is (`_IMPLIED`): a minor's SubmissionSet holding an
+    INVISIBLE_PATIENT document and an INVISIBLE_REPRESENTANTS_LEGAUX one shared no code and
+    was shown, empty, to the representatives, who see neither (R07, R18). None for a List
+    without entries, or with an entry that is not a local resource that can be found."""
     shared: set[str] | None = None
     for entry in listing.get("entry") or []:
         item = entry.get("item") if isinstance(entry, dict) else None
         target = reference_target((item or {}).get("reference"))
         found = document_of(*target) if target is not None else None
-        labels = _dmp_labels(found) if found is not None else set()
+        labels = _hiding_labels(found) if found is not None else set()
         shared = labels if shared is None else shared & labels
         if not shared:
             return set()

@@ -45,7 +45,7 @@ from fhir_server.audit.notifications import (
     SYSTEM_COMMUNICATION_CATEGORY,
 )
 from fhir_server.errors import Issue
-from fhir_server.resources.references import reference_target
+from fhir_server.resources.references import NAMES_A_RECORD_ITEM, reference_target
 from fhir_server.terminology import (
     INVISIBLE_PATIENT,
     INVISIBLE_REPRESENTANTS_LEGAUX,
@@ -412,12 +412,18 @@ def _named_elsewhere_issues(communication: Mapping) -> list[Issue]:
             text = "a message names no contained resource"
         else:
             target = reference_target(literal)
-            if target is None or target[0] == "DocumentReference":
+            if target is None and NAMES_A_RECORD_ITEM.search(literal):
+                # `documentreference/<id>`, `DocumentReference/<id>/`, another base...: not
+                # read as a document, the message was not judged nor labelled as naming
+                # one, and was served with the id of a document masked from its recipient.
+                text = "a message names a document by a relative literal reference only"
+            elif target is None or target[0] == "DocumentReference":
                 continue  # foreign (names nothing here), or a document judged as attached
-            text = (
-                "besides its parties and its thread, a message names only documents of "
-                f"its record (DocumentReference), not {target[0]}"
-            )
+            else:
+                text = (
+                    "besides its parties and its thread, a message names only documents of "
+                    f"its record (DocumentReference), not {target[0]}"
+                )
         issues.append(Issue("error", "value", text, (f"Communication.{path}",)))
     return issues
 

@@ -16,6 +16,7 @@ from typing import Any
 from fhir_server.documents import metadata_versions, model
 from fhir_server.errors import Issue
 from fhir_server.mhd.errors import xds_issue
+from fhir_server.resources.references import NAMES_A_RECORD_ITEM
 from ihe_xds.errors import (
     XDS_ERROR_SYSTEM,
     XDS_MISSING_DOCUMENT,
@@ -164,10 +165,29 @@ def _references(value: Any, path: str) -> Iterable[tuple[str, str]]:
 
 
 # A literal reference naming one of these types (relative, absolute, version-specific) names
-# something a reader of the document may be refused: only `relatesTo` may (R14, R18).
-_NAMES_A_RECORD_ITEM = re.compile(
-    r"(?:^|/)(?:DocumentReference|List|Binary|Communication)/[^/]+(?:/_history/[^/]+)?$"
+# something a reader of the document may be refused: only `relatesTo` may (R14, R18). Matched
+# anywhere in the reference, whatever its case, spaces or trailing parts (`/`, `#...`): a
+# reference the rule would have to parse exactly to judge is refused (fail closed).
+_NAMES_A_RECORD_ITEM = NAMES_A_RECORD_ITEM
+# A Reference's `type` (a type name or a StructureDefinition URL) naming one of them.
+_TYPES_A_RECORD_ITEM = re.compile(
+    r"(?:^|/)\s*(?:DocumentReference|List|Binary|Communication)\s*$", re.IGNORECASE
 )
+
+
+def _naming_elements(value: Any, path: str) -> Iterable[tuple[str, str]]:
+    """(path, text) of each `reference` string and each Reference `type` string in `value`,
+    contained resources included: a contained resource is served with the document, so what
+    it names is named by the document (`_references` skips them, for ref-1)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("reference", "type") and isinstance(item, str):
+                yield f"{path}.{key}", item
+            else:
+                yield from _naming_elements(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _naming_elements(item, f"{path}[{index}]")
 
 
 def related_reference_issues(document: dict) -> list[Issue]:
@@ -177,8 +197,10 @@ def related_reference_issues(document: dict) -> list[Issue]:
     `valueReference`) told them the id of a document the patient masked from them, or
     another they may not read, and `related=` found the document by that id. Fail closed,
     whatever it names and whoever reads it: `context.related` names by identifier (XDS
-    referenceIdList) or a contained resource; elsewhere a DocumentReference, List, Binary or
-    Communication is not named."""
+    referenceIdList) or a contained resource; elsewhere (contained resources included) a
+    DocumentReference, List, Binary or Communication is not named, by a reference however
+    spelled (case, spaces, a trailing `/`) nor by a Reference's `type` (a logical reference,
+    `identifier` with the named document's id): each was served as stored."""
     issues = []
     context = document.get("context")
     related = context.get("related") if isinstance(context, dict) else None
@@ -195,10 +217,11 @@ def related_reference_issues(document: dict) -> list[Issue]:
                 where,
             )
         )
-    for path, reference in _references(document, DOC):
+    for path, text in _naming_elements(document, DOC):
         if path.startswith((f"{DOC}.relatesTo[", f"{DOC}.context.related[")):
             continue
-        if _NAMES_A_RECORD_ITEM.search(reference.split("?", 1)[0]):
+        pattern = _NAMES_A_RECORD_ITEM if path.endswith(".reference") else _TYPES_A_RECORD_ITEM
+        if pattern.search(text.split("?", 1)[0]):
             issues.append(
                 xds_issue(
                     XDS_REPOSITORY_METADATA_ERROR,

@@ -15,6 +15,14 @@ from collections.abc import Iterator, Sequence
 # made those to this server's base relative) is foreign and designates no local resource.
 RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
+# A literal reference naming, however spelled (any case, spaces, a trailing `/`, `#...` or
+# `?...`, on any base), a resource of a type a reader may be refused (a document, a List, a
+# Binary, a message): where RELATIVE_REFERENCE does not read it, the rules cannot judge what
+# it names, and it is refused rather than served as stored (R14, R18, fail closed).
+NAMES_A_RECORD_ITEM = re.compile(
+    r"(?:^|[/\s])(?:DocumentReference|List|Binary|Communication)\s*/", re.IGNORECASE
+)
+
 
 def reference_target(reference: object) -> tuple[str, str] | None:
     """(type, id) of a relative literal reference, ignoring any _history part."""

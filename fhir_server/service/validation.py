@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fhir_server.errors import FhirError
+from fhir_server.access import hidden_references
+from fhir_server.errors import FhirError, Issue
 from fhir_server.resources import record_closure
 from fhir_server.resources.dmp_value_sets import DmpValueSets
 from fhir_server.resources.profiles import ProfileRegistry
@@ -43,6 +44,49 @@ def record_closure_validator() -> Callable[[dict], None]:
         if resource.get("resourceType") != "Patient":
             return
         issues = record_closure.issues(resource)
+        if issues:
+            raise FhirError(422, issues)
+
+    return check
+
+
+def naming_element_validator() -> Callable[[dict], None]:
+    """A validator raising 422 when an item of a naming element (a List's `entry.item`, a
+    DocumentReference's `relatesTo.target`: `access.hidden_references`) names something by
+    a reference the rules cannot read as a stored resource's (`target_of`).
+
+    The reads hide an item naming what the reader may not read, and serve an item they
+    cannot read as stored: a folder List of the médecin traitant whose entry named the
+    masked document as `documentreference/<id>`, `DocumentReference/<id>/`, with a leading
+    space, a `#fragment`, a `?query` or another server's base was served with that id to
+    every authorized professional (R14, R18). Fail closed: a List entry names a resource
+    by a relative literal reference (after the normal form made this server's absolute URLs
+    relative); a relation names its document so, or by identifier only (XDS, a document
+    not held here)."""
+
+    def check(resource: dict) -> None:
+        resource_type = resource.get("resourceType")
+        naming = hidden_references.NAMING_ELEMENTS.get(resource_type or "")
+        items = resource.get(naming[0]) if naming is not None else None
+        if naming is None or not isinstance(items, list):
+            return
+        issues = []
+        for position, item in enumerate(items):
+            holder = item.get(naming[1]) if isinstance(item, dict) else None
+            reference = holder.get("reference") if isinstance(holder, dict) else None
+            if resource_type == "DocumentReference" and reference is None:
+                continue  # by identifier, or no target (`documents.rules` refuses it)
+            if hidden_references.target_of(resource_type, item):
+                continue
+            where = f"{resource_type}.{naming[0]}[{position}].{naming[1]}"
+            issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    f"{where}: names a resource by a relative literal reference (Type/id) only",
+                    (where,),
+                )
+            )
         if issues:
             raise FhirError(422, issues)
 
