@@ -65,8 +65,8 @@ def naming_element_validator() -> Callable[[dict], None]:
     not held here)."""
 
     def check(resource: dict) -> None:
-        resource_type = resource.get("resourceType")
-        naming = hidden_references.NAMING_ELEMENTS.get(resource_type or "")
+        resource_type = str(resource.get("resourceType") or "")
+        naming = hidden_references.NAMING_ELEMENTS.get(resource_type)
         items = resource.get(naming[0]) if naming is not None else None
         if naming is None or not isinstance(items, list):
             return

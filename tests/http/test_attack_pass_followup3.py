@@ -73,11 +73,11 @@ from tests.http.test_r18_matrix import (
 from tests.support.documents import (
     CDA,
     MHD_LIST_TYPES,
+    assert_refused_at_deposit_doors,
     binary,
     dmp_document,
     new_entry_uuid,
     submission_set,
-    transaction,
 )
 
 world = pytest.fixture(own_world, name="world")
@@ -158,17 +158,7 @@ def _not_shown(world) -> None:
 def test_r14_r18_a_document_names_another_by_no_other_spelling(world, shape):
     """Created by REST, a transaction or ITI-65 by a reader of the masked document: 422."""
     headers = auth(world.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON})
-    created = world.client.post(
-        "/fhir/DocumentReference", data=json.dumps(_naming(shape)), headers=headers
-    )
-    assert created.status_code == 422, created.get_data(as_text=True)
-    assert created.get_json()["issue"][0]["code"] == "invalid"
-    for bundle in (
-        transaction(PATIENT_A, _naming(shape)),
-        transaction(PATIENT_A, _naming(shape), with_submission_set=True),
-    ):
-        answered = world.client.post("/fhir", data=json.dumps(bundle), headers=headers)
-        assert answered.status_code == 422, answered.get_data(as_text=True)
+    assert_refused_at_deposit_doors(world.client, headers, PATIENT_A, _naming(shape))
     _not_shown(world)
 
 

@@ -238,3 +238,22 @@ def with_submission_set_unique_id(bundle: dict) -> dict:
                     {"use": "usual", "system": SYSTEM_RFC3986, "value": new_unique_id()}
                 )
     return bundle
+
+
+def assert_refused_at_deposit_doors(
+    client: Any, headers: dict, patient: str, document: dict
+) -> None:
+    """`document` is refused (422 invalid) alike by a REST create, a transaction and an
+    ITI-65 (a transaction with its SubmissionSet): the deposit doors a rule on a document's
+    content must hold at."""
+    import json
+
+    created = client.post("/fhir/DocumentReference", data=json.dumps(document), headers=headers)
+    assert created.status_code == 422, created.get_data(as_text=True)
+    assert created.get_json()["issue"][0]["code"] == "invalid"
+    for with_submission_set in (False, True):
+        bundle = transaction(
+            patient, copy.deepcopy(document), with_submission_set=with_submission_set
+        )
+        answered = client.post("/fhir", data=json.dumps(bundle), headers=headers)
+        assert answered.status_code == 422, answered.get_data(as_text=True)
