@@ -16,7 +16,7 @@ from typing import Any
 from fhir_server.documents import metadata_versions, model
 from fhir_server.errors import Issue
 from fhir_server.mhd.errors import xds_issue
-from fhir_server.resources.references import NAMES_A_RECORD_ITEM
+from fhir_server.resources.references import NAMES_A_RECORD_ITEM, RECORD_ITEM_TYPES
 from ihe_xds.errors import (
     XDS_ERROR_SYSTEM,
     XDS_MISSING_DOCUMENT,
@@ -150,28 +150,32 @@ def contained_reference_issues(resource: dict) -> list[Issue]:
     return issues
 
 
-def _references(value: Any, path: str) -> Iterable[tuple[str, str]]:
+def _strings_at(
+    value: Any, path: str, keys: tuple[str, ...], *, contained: bool
+) -> Iterable[tuple[str, str]]:
+    """(path, text) of each string member named one of `keys` in `value`, at any depth;
+    `contained`: the contained resources' too."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if key == "contained":
+            if key == "contained" and not contained:
                 continue
-            if key == "reference" and isinstance(item, str):
-                yield f"{path}.reference", item
+            if key in keys and isinstance(item, str):
+                yield f"{path}.{key}", item
             else:
-                yield from _references(item, f"{path}.{key}")
+                yield from _strings_at(item, f"{path}.{key}", keys, contained=contained)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _references(item, f"{path}[{index}]")
+            yield from _strings_at(item, f"{path}[{index}]", keys, contained=contained)
 
 
-# A literal reference naming one of these types (relative, absolute, version-specific) names
-# something a reader of the document may be refused: only `relatesTo` may (R14, R18). Matched
-# anywhere in the reference, whatever its case, spaces or trailing parts (`/`, `#...`): a
-# reference the rule would have to parse exactly to judge is refused (fail closed).
-_NAMES_A_RECORD_ITEM = NAMES_A_RECORD_ITEM
+def _references(value: Any, path: str) -> Iterable[tuple[str, str]]:
+    """Each `reference` string outside the contained resources (ref-1 is the resource's)."""
+    return _strings_at(value, path, ("reference",), contained=False)
+
+
 # A Reference's `type` (a type name or a StructureDefinition URL) naming one of them.
 _TYPES_A_RECORD_ITEM = re.compile(
-    r"(?:^|/)\s*(?:DocumentReference|List|Binary|Communication)\s*$", re.IGNORECASE
+    rf"(?:^|/)\s*(?:{'|'.join(RECORD_ITEM_TYPES)})\s*$", re.IGNORECASE
 )
 
 
@@ -179,15 +183,7 @@ def _naming_elements(value: Any, path: str) -> Iterable[tuple[str, str]]:
     """(path, text) of each `reference` string and each Reference `type` string in `value`,
     contained resources included: a contained resource is served with the document, so what
     it names is named by the document (`_references` skips them, for ref-1)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in ("reference", "type") and isinstance(item, str):
-                yield f"{path}.{key}", item
-            else:
-                yield from _naming_elements(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _naming_elements(item, f"{path}[{index}]")
+    return _strings_at(value, path, ("reference", "type"), contained=True)
 
 
 def related_reference_issues(document: dict) -> list[Issue]:
@@ -220,7 +216,7 @@ def related_reference_issues(document: dict) -> list[Issue]:
     for path, text in _naming_elements(document, DOC):
         if path.startswith((f"{DOC}.relatesTo[", f"{DOC}.context.related[")):
             continue
-        pattern = _NAMES_A_RECORD_ITEM if path.endswith(".reference") else _TYPES_A_RECORD_ITEM
+        pattern = NAMES_A_RECORD_ITEM if path.endswith(".reference") else _TYPES_A_RECORD_ITEM
         if pattern.search(text.split("?", 1)[0]):
             issues.append(
                 xds_issue(

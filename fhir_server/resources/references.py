@@ -19,8 +19,9 @@ RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_h
 # `?...`, on any base), a resource of a type a reader may be refused (a document, a List, a
 # Binary, a message): where RELATIVE_REFERENCE does not read it, the rules cannot judge what
 # it names, and it is refused rather than served as stored (R14, R18, fail closed).
+RECORD_ITEM_TYPES = ("DocumentReference", "List", "Binary", "Communication")
 NAMES_A_RECORD_ITEM = re.compile(
-    r"(?:^|[/\s])(?:DocumentReference|List|Binary|Communication)\s*/", re.IGNORECASE
+    rf"(?:^|[/\s])(?:{'|'.join(RECORD_ITEM_TYPES)})\s*/", re.IGNORECASE
 )
 
 
