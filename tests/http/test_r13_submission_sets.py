@@ -15,7 +15,6 @@ different reasons (one by its type, one masked by MASQUE_PS) is hidden too.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 
 import pytest
@@ -23,7 +22,6 @@ from lxml import etree
 
 from fhir_server.auth.vihf import WSSE, mint_vihf
 from fhir_server.config import load_settings
-from fhir_server.paths import profiles_dir
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import (
     FIND_SUBMISSION_SETS,
@@ -40,14 +38,15 @@ from tests.http.conftest import (
     dmp_consent,
     permit,
 )
-from tests.http.metadata_world import label
+from tests.http.metadata_world import mask_as_patient
 from tests.http.test_xds_endpoints import GP, Xds, envelope_of, registry_status
 from tests.http.test_xds_stored_queries import APPROVED, adhoc
 from tests.http.test_xds_update_document_set import entry_of
+from tests.support.documents import put_bundle
+from tests.support.habilitation import profiles_denying
 from tests.xds_builders import build_iti41, patient_cx
 
 RIM = f"{{{v.NS_RIM}}}"
-G15 = "urn:oid:1.2.250.1.71.1.2.7"
 LOINC = "http://loinc.org"
 LOINC_OID = "2.16.840.1.113883.6.1"
 HIDDEN_TYPE = "11490-0"  # the type of every ITI-41 deposit of tests.xds_builders (class 10)
@@ -61,16 +60,7 @@ MISSING = "no-such-list"
 @pytest.fixture
 def xds(tmp_path, data_dir):
     """A server whose annex transcription says: pharmacien (21) may not read 11490-0."""
-    profiles = tmp_path / "profiles"
-    shutil.copytree(profiles_dir(), profiles)
-    annex = profiles / "habilitation" / "annex-transcription.csv"
-    annex.parent.mkdir(exist_ok=True)
-    annex.write_text(
-        "role_system,role_code,type_system,type_code,allowed,source\n"
-        f"{G15},21,urn:oid:{LOINC_OID},{HIDDEN_TYPE},false,"
-        '"test transcription, not the annex"\n',
-        encoding="utf-8",
-    )
+    profiles = profiles_denying(tmp_path / "profiles", "21", f"urn:oid:{LOINC_OID}", HIDDEN_TYPE)
     settings = load_settings(
         {"data_dir": data_dir, "profiles_dir": profiles, "max_body_bytes": 200_000}, environ={}
     )
@@ -350,16 +340,7 @@ def test_r13_submission_set_follows_its_document_type_changed_by_transaction(xds
     for type_code, shown in ((SEEN_TYPE, True), (HIDDEN_TYPE, False)):
         current = document(xds, unique_id)
         current["type"] = {"coding": [{"system": LOINC, "code": type_code}]}
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [
-                {
-                    "resource": current,
-                    "request": {"method": "PUT", "url": f"DocumentReference/{current['id']}"},
-                }
-            ],
-        }
+        bundle = put_bundle(current)
         response = xds.client.post(
             "/fhir",
             json=bundle,
@@ -386,15 +367,7 @@ def test_r13_r14_submission_set_of_documents_hidden_for_different_reasons_is_hid
     masked_uid = request.document_unique_ids["Document02"]
     set_type(xds, masked_uid, SEEN_TYPE)
     assert list_id in lists(xds, PHARMACIST, f"patient={patient_id}")[1], "the control"
-    response = xds.client.patch(
-        f"/fhir/DocumentReference/{document(xds, masked_uid)['id']}",
-        json=[{"op": "add", "path": "/securityLabel/-", "value": label("MASQUE_PS")}],
-        headers=auth(
-            xds.tokens.patient(patient_id),
-            **{"Content-Type": "application/json-patch+json", "Accept": FHIR_JSON},
-        ),
-    )
-    assert response.status_code == 200, response.get_data(as_text=True)
+    mask_as_patient(xds.client, xds.tokens.patient(patient_id), document(xds, masked_uid)["id"])
     assert list_id not in lists(xds, PHARMACIST, f"patient={patient_id}")[1]
     assert find_submission_sets(xds, PHARMACIST, nir) == found_before
     assert_read_as_missing(xds, PHARMACIST, list_id)
