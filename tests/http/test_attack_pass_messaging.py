@@ -278,10 +278,10 @@ TWO_NAMES = {
             "identifier": {"system": SYSTEM_IDNAT_PS, "value": GP},
         }
     },
-    "sender-as-an-organisation": lambda: {
+    "sender-with-an-organisation-identifier": lambda: {
         "sender": {
             "reference": f"Practitioner/{AUTHORIZED}",
-            "type": "Organization",
+            "type": "Practitioner",
             "identifier": {"system": SYSTEM_IDNAT_STRUCT, "value": "123456789"},
         }
     },
@@ -301,6 +301,28 @@ def test_r18_a_participant_named_both_by_reference_and_identifier_is_refused(wor
     response = post(world, world.tokens.practitioner(AUTHORIZED), body)
     assert response.status_code == 400, response.get_data(as_text=True)
     assert response.get_json()["issue"][0]["code"] == "value"
+    listed = world.get(
+        world.tokens.practitioner(GP), f"/fhir/Communication?patient={PATIENT_A}&_summary=count"
+    )
+    assert listed.get_json()["total"] == 0
+
+
+def test_r18_a_sender_typed_as_an_organisation_is_refused(world):
+    """The pharmacy's name on one's own message by `type`: a sender `Practitioner/<me>`
+    typed `Organization`, with a structure's identifier, would be read as the pharmacy by a
+    face reading `type`. The normal form refuses a Reference whose type disagrees with its
+    reference (FHIR R4 Reference), 422 naming `sender.type`; nothing is stored."""
+    body = {
+        **message(pract(AUTHORIZED), [PATIENT_A_REF]),
+        "sender": {
+            "reference": f"Practitioner/{AUTHORIZED}",
+            "type": "Organization",
+            "identifier": {"system": SYSTEM_IDNAT_STRUCT, "value": "123456789"},
+        },
+    }
+    response = post(world, world.tokens.practitioner(AUTHORIZED), body)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert "sender.type" in " ".join(response.get_json()["issue"][0]["expression"])
     listed = world.get(
         world.tokens.practitioner(GP), f"/fhir/Communication?patient={PATIENT_A}&_summary=count"
     )
