@@ -269,7 +269,9 @@ class ReadDecisions(PolicyBase):
                         hidden_node = Or((hidden_node, authored_by(requester.subject_id)))
                     parts.append(Constraint("R14", hidden_node, True))
                 if document:
-                    readable = readable_node(self._readable(requester), self._type_systems)
+                    readable = readable_node(
+                        self._readable(requester), self._type_systems, self.matrix.axes.types
+                    )
                     if not isinstance(readable, Everything):
                         parts.append(Constraint("R13", readable))
                 if resource_type == "Communication":

@@ -1,0 +1,415 @@
+"""Attack pass on R13 (the habilitation matrix) through every door and spelling (R18).
+
+The world of tests/http/test_habilitation_types.py: an annex cell says a pharmacien (21)
+may not read the type 11506-3 (class 10); the patient authorized the pharmacist and a
+médecin (10, who reads every type). What a user checks: whatever the door or the spelling
+of the type, the pharmacist neither reads nor learns of a document of that type more than
+of an id that names nothing, and the médecin (the control) still does.
+
+What got through:
+
+- A document whose `type` carries two J66 codings, one the role reads (11488-4) and one it
+  may not (11506-3), in either order, was served to the pharmacist (read, search, ITI-18):
+  the R13 clause asked for *a* readable coding. Such a document is now excluded (fail
+  closed: the rules cannot tell which of the two is its type).
+
+What held (the controls below keep it covered): read, vread and instance history of the
+document, its Binary, batch GET entries, searches by `type` (every system spelling),
+`type:not`, `_id`, `_has`, `relatesto` and its chains, `_summary=count`; a type changed
+by its author from readable to excluded (no version served) and back (the excluded version
+not served); PATCH, PUT with If-Match, DELETE, conditional PATCH and DELETE, a relatesTo
+(appends, replaces, transforms, signs) and a message naming the document, each answered as
+for a missing id and leaving the document as it was; the type written under its OID, its
+NOS URL, a trailing slash or with `userSelected` (stored under the one canonical system,
+excluded alike), a system in another case or a code with spaces (refused at deposit);
+ITI-18 GetDocuments and ITI-43 by its uniqueId, answered as for an unknown uniqueId.
+"""
+
+from __future__ import annotations
+
+import pytest
+from lxml import etree
+
+from ihe_xds import vocabulary as v
+from ihe_xds.stored_query import GET_DOCUMENTS
+from tests.http.conftest import FHIR_JSON, auth
+from tests.http.test_habilitation_types import (
+    DOCTOR,
+    HIDDEN_TYPE,
+    LOINC,
+    PHARMACIST,
+    SEEN_TYPE,
+    World,
+    annex_world,
+    unique_id,
+)
+from tests.http.test_xds_endpoints import envelope_of, registry_status
+from tests.support.documents import dmp_document
+
+MISSING = "no-such-document"
+LOINC_OID = "urn:oid:2.16.840.1.113883.6.1"
+LOINC_NOS = "https://mos.esante.gouv.fr/NOS/TRE_A04-Loinc/FHIR/TRE-A04-Loinc"
+PATCH_JSON = "application/json-patch+json"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, http_engine):
+    """One server with the annex cell, for the module (each test writes documents of its
+    own, under unique identifiers)."""
+    world = annex_world(tmp_path_factory.mktemp("r13"))
+    yield world
+    world.close()
+
+
+_serial = iter(range(1000, 10**6))
+
+
+def document(world: World, *codings: dict, author: str = DOCTOR, **changes) -> dict:
+    """A class-10 document of `codings` by `author` (the médecin: they read what they
+    write, so that relations to it are accepted), under a uniqueId of its own."""
+    serial = next(_serial)
+    return dmp_document(
+        world.patient_id,
+        author=author,
+        class_code="10",
+        type={"coding": list(codings)},
+        description=f"r13-{serial}",
+        masterIdentifier={
+            "system": "urn:ietf:rfc:3986",
+            "value": f"urn:oid:1.2.250.1.999.13.{serial}",
+        },
+        **changes,
+    )
+
+
+def loinc(code: str, system: str = LOINC, **extra) -> dict:
+    return {"system": system, "code": code, **extra}
+
+
+def deposited(world: World, resource: dict, bearer: str | None = None) -> dict:
+    response = world.client.post(
+        "/fhir/DocumentReference",
+        json=resource,
+        headers=auth(bearer or doctor(world), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def pharmacist(world: World) -> str:
+    return world.tokens.practitioner(PHARMACIST, profession="21")
+
+
+def doctor(world: World) -> str:
+    return world.tokens.practitioner(DOCTOR, profession="10")
+
+
+def answer(response, *ids: str) -> tuple:
+    """What a client compares: status, the body with the ids named replaced, ETag, Location."""
+    body = response.get_data(as_text=True)
+    for name in ids:
+        body = body.replace(name, "<id>")
+    return (
+        response.status_code,
+        body,
+        response.headers.get("ETag"),
+        response.headers.get("Location"),
+    )
+
+
+def search(world: World, bearer: str, query: str = "") -> dict:
+    response = world.client.get(
+        f"/fhir/DocumentReference?patient={world.patient_id}{query}", headers=auth(bearer)
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def found(bundle: dict) -> set[str]:
+    return {e["resource"]["id"] for e in bundle.get("entry", []) if "resource" in e}
+
+
+def reads_as_missing(world: World, bearer: str, doc_id: str) -> None:
+    """Read, vread and instance history of `doc_id` answer as those of an id naming
+    nothing, and no search by patient finds it."""
+    for path in ("", "/_history/1", "/_history"):
+        shown = world.client.get(f"/fhir/DocumentReference/{doc_id}{path}", headers=auth(bearer))
+        missing = world.client.get(f"/fhir/DocumentReference/{MISSING}{path}", headers=auth(bearer))
+        assert answer(shown, doc_id) == answer(missing, MISSING), path
+        assert shown.status_code == 404
+    assert doc_id not in found(search(world, bearer, "&_count=100"))
+
+
+# -- the hole: two codings, one excluded ----------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["readable-first", "excluded-first"])
+def test_r13_a_type_with_a_readable_and_an_excluded_coding_is_excluded(world, order):
+    """Fail closed: a type that names both a type the role reads and one it may not is
+    read as the excluded one, at REST (read, vread, history, search, count) and ITI-18;
+    the médecin (the control) reads it."""
+    codings = [loinc(SEEN_TYPE), loinc(HIDDEN_TYPE)]
+    if order == "excluded-first":
+        codings.reverse()
+    resource = document(world, *codings)
+    doc_id = deposited(world, resource)["id"]
+    token = pharmacist(world)
+    reads_as_missing(world, token, doc_id)
+    count = search(world, token, "&_summary=count")["total"]
+    assert count == len(found(search(world, token, "&_count=100")))
+    assert doc_id not in found(search(world, token, f"&type={LOINC}|{SEEN_TYPE}&_count=100"))
+    uid = resource["masterIdentifier"]["value"].removeprefix("urn:oid:")
+    assert uid not in world.iti18_unique_ids(PHARMACIST, "21")
+    # The control: the médecin reads it, and the pharmacist a document of the readable type.
+    assert (
+        world.client.get(
+            f"/fhir/DocumentReference/{doc_id}", headers=auth(doctor(world))
+        ).status_code
+        == 200
+    )
+    assert uid in world.iti18_unique_ids(DOCTOR, "10")
+    seen = deposited(world, document(world, loinc(SEEN_TYPE)))["id"]
+    assert (
+        world.client.get(f"/fhir/DocumentReference/{seen}", headers=auth(token)).status_code == 200
+    )
+
+
+# -- controls: what held --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [
+        loinc(HIDDEN_TYPE),
+        loinc(HIDDEN_TYPE, LOINC_OID),
+        loinc(HIDDEN_TYPE, LOINC_NOS),
+        loinc(HIDDEN_TYPE, LOINC + "/"),
+        loinc(HIDDEN_TYPE, userSelected=True),
+    ],
+    ids=["loinc", "oid", "nos-url", "trailing-slash", "user-selected"],
+)
+def test_r13_the_excluded_type_in_any_accepted_spelling_reads_as_missing(world, coding):
+    """Every accepted spelling of the type's system is stored as the canonical one and
+    excluded alike; the médecin reads it."""
+    stored = deposited(world, document(world, coding))
+    assert stored["type"]["coding"][0]["system"] == LOINC
+    reads_as_missing(world, pharmacist(world), stored["id"])
+    read = world.client.get(f"/fhir/DocumentReference/{stored['id']}", headers=auth(doctor(world)))
+    assert read.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [loinc(HIDDEN_TYPE, "HTTP://LOINC.ORG"), loinc(" " + HIDDEN_TYPE), loinc(HIDDEN_TYPE + " ")],
+    ids=["system-upper-case", "leading-space", "trailing-space"],
+)
+def test_r13_a_type_spelling_the_rules_cannot_read_is_refused_at_deposit(world, coding):
+    response = world.client.post(
+        "/fhir/DocumentReference",
+        json=document(world, loinc(SEEN_TYPE), coding),
+        headers=auth(doctor(world), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code in (400, 422), response.get_data(as_text=True)
+
+
+def test_r13_searches_by_type_answer_as_for_an_absent_type(world):
+    """`type` (LOINC, OID), `type:not`, `_id`, `_has` and `relatesto` chains find nothing
+    of the excluded document, as for a type or an id no document has."""
+    hidden = deposited(world, document(world, loinc(HIDDEN_TYPE)))["id"]
+    token = pharmacist(world)
+    for query in (
+        f"&type={LOINC}|{HIDDEN_TYPE}",
+        f"&type={LOINC_OID}|{HIDDEN_TYPE}&_summary=count",
+        f"&type={HIDDEN_TYPE}&_total=accurate",
+        f"&_id={hidden}",
+        f"&_has:DocumentReference:relatesto:type={HIDDEN_TYPE}",
+        f"&relatesto:DocumentReference.type={LOINC}|{HIDDEN_TYPE}",
+    ):
+        assert search(world, token, query).get("total") == 0, query
+    everything = found(search(world, token, "&_count=100"))
+    assert found(search(world, token, f"&type:not={LOINC}|{HIDDEN_TYPE}&_count=100")) == everything
+    assert hidden in found(search(world, doctor(world), f"&type={LOINC}|{HIDDEN_TYPE}&_count=100"))
+
+
+def test_r13_binary_and_batch_entries_answer_as_for_a_missing_id(world):
+    stored = deposited(world, document(world, loinc(HIDDEN_TYPE)))
+    binary = stored["content"][0]["attachment"]["url"].split("/")[1]
+    token = pharmacist(world)
+    shown = world.client.get(f"/fhir/Binary/{binary}", headers=auth(token))
+    missing = world.client.get(f"/fhir/Binary/{MISSING}", headers=auth(token))
+    assert answer(shown, binary) == answer(missing, MISSING)
+    assert (
+        world.client.get(f"/fhir/Binary/{binary}", headers=auth(doctor(world))).status_code == 200
+    )
+
+    def batch(doc_id: str, binary_id: str) -> list:
+        urls = (
+            f"DocumentReference/{doc_id}",
+            f"DocumentReference/{doc_id}/_history/1",
+            f"Binary/{binary_id}",
+            f"DocumentReference?patient={world.patient_id}&_id={doc_id}",
+        )
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": url}} for url in urls],
+        }
+        response = world.client.post(
+            "/fhir", json=bundle, headers=auth(token, **{"Content-Type": FHIR_JSON})
+        )
+        assert response.status_code == 200
+        entries = response.get_json()["entry"]
+        return [answer_of(e, doc_id, binary_id) for e in entries]
+
+    def answer_of(entry: dict, *ids: str) -> str:
+        text = str(
+            {k: v for k, v in entry.items() if k != "resource"}
+            | {
+                "resource": {
+                    k: v
+                    for k, v in (entry.get("resource") or {}).items()
+                    if k not in ("id", "meta", "link")
+                }
+            }
+        )
+        for name in ids:
+            text = text.replace(name, "<id>")
+        return text
+
+    assert batch(stored["id"], binary) == batch(MISSING, MISSING)
+
+
+@pytest.mark.parametrize("direction", ["readable-then-excluded", "excluded-then-readable"])
+def test_r13_a_type_changed_by_its_author_serves_no_excluded_version(world, direction):
+    """Readable v1, excluded v2: no version is served (the current one is excluded).
+    Excluded v1, readable v2: v2 is served, v1 is not, nor listed in the history."""
+    first, second = (SEEN_TYPE, HIDDEN_TYPE)
+    if direction == "excluded-then-readable":
+        first, second = second, first
+    stored = deposited(world, document(world, loinc(first)))
+    changed = {**stored, "type": {"coding": [loinc(second)]}}
+    response = world.client.put(
+        f"/fhir/DocumentReference/{stored['id']}",
+        json=changed,
+        headers=auth(doctor(world), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    token = pharmacist(world)
+    if second == HIDDEN_TYPE:
+        reads_as_missing(world, token, stored["id"])
+        vread2 = world.client.get(
+            f"/fhir/DocumentReference/{stored['id']}/_history/2", headers=auth(token)
+        )
+        assert vread2.status_code == 404
+        return
+    base = f"/fhir/DocumentReference/{stored['id']}"
+    assert world.client.get(base, headers=auth(token)).status_code == 200
+    assert world.client.get(f"{base}/_history/2", headers=auth(token)).status_code == 200
+    old = world.client.get(f"{base}/_history/1", headers=auth(token))
+    missing = world.client.get(f"/fhir/DocumentReference/{MISSING}/_history/1", headers=auth(token))
+    assert answer(old, stored["id"]) == answer(missing, MISSING)
+    history = world.client.get(f"{base}/_history", headers=auth(token)).get_json()
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2"]
+    assert history.get("total", 1) == 1
+
+
+def test_r13_writes_naming_the_excluded_document_answer_as_for_a_missing_id(world):
+    """PATCH, PUT with If-Match, DELETE, conditional PATCH and DELETE by its identifier, a
+    relatesTo and a message naming it: the pharmacist (who may deposit) is answered as for
+    an id naming nothing, and the document is left as it was."""
+    stored = deposited(world, document(world, loinc(HIDDEN_TYPE)))
+    doc_id = stored["id"]
+    identifier = f"urn:ietf:rfc:3986|{stored['masterIdentifier']['value']}"
+    token = pharmacist(world)
+    client = world.client
+    patch = [{"op": "replace", "path": "/description", "value": "changed"}]
+
+    def writes(target: str, ident: str) -> list:
+        put_body = {**stored, "id": target}
+        criteria = f"/fhir/DocumentReference?patient={world.patient_id}&identifier={ident}"
+        answers = [
+            client.patch(
+                f"/fhir/DocumentReference/{target}",
+                json=patch,
+                headers=auth(token, **{"Content-Type": PATCH_JSON, "If-Match": 'W/"1"'}),
+            ),
+            client.put(
+                f"/fhir/DocumentReference/{target}",
+                json=put_body,
+                headers=auth(token, **{"Content-Type": FHIR_JSON, "If-Match": 'W/"1"'}),
+            ),
+            client.patch(criteria, json=patch, headers=auth(token, **{"Content-Type": PATCH_JSON})),
+            client.delete(criteria, headers=auth(token)),
+            client.delete(f"/fhir/DocumentReference/{target}", headers=auth(token)),
+        ]
+        for code in ("appends", "replaces", "transforms", "signs"):
+            relation = {"code": code, "target": {"reference": f"DocumentReference/{target}"}}
+            answers.append(
+                client.post(
+                    "/fhir/DocumentReference",
+                    json=document(world, loinc(SEEN_TYPE), author=PHARMACIST, relatesTo=[relation]),
+                    headers=auth(token, **{"Content-Type": FHIR_JSON}),
+                )
+            )
+        message = {
+            "resourceType": "Communication",
+            "status": "completed",
+            "subject": {"reference": f"Patient/{world.patient_id}"},
+            "sender": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": PHARMACIST}},
+            "recipient": [
+                {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": DOCTOR}}
+            ],
+            "about": [{"reference": f"DocumentReference/{target}"}],
+            "payload": [{"contentString": "about this document"}],
+        }
+        answers.append(
+            client.post(
+                "/fhir/Communication",
+                json=message,
+                headers=auth(token, **{"Content-Type": FHIR_JSON}),
+            )
+        )
+        return [answer(r, target, ident.rpartition("|")[2]) for r in answers]
+
+    assert writes(doc_id, identifier) == writes(
+        MISSING, "urn:ietf:rfc:3986|urn:oid:1.2.250.1.999.13.0"
+    )
+    now = client.get(f"/fhir/DocumentReference/{doc_id}", headers=auth(doctor(world)))
+    assert now.status_code == 200 and now.get_json()["meta"]["versionId"] == "1"
+
+
+def _registry_answer(response, *ids: str) -> tuple:
+    root, package = envelope_of(response)
+    text = b"".join(
+        etree.tostring(e)
+        for e in root.iter(f"{{{v.NS_RS}}}RegistryError", f"{{{v.NS_RIM}}}RegistryObjectList")
+    ).decode()
+    for name in ids:
+        text = text.replace(name, "<id>")
+    return response.status_code, registry_status(response)[0], text, sorted(package.attachments)
+
+
+def test_r13_iti18_get_documents_and_iti43_answer_as_for_an_unknown_unique_id(world):
+    resource = document(world, loinc(HIDDEN_TYPE))
+    deposited(world, resource)
+    uid = resource["masterIdentifier"]["value"].removeprefix("urn:oid:")
+    unknown = "1.2.250.1.999.13.999999"
+
+    def doors(target: str) -> list:
+        return [
+            _registry_answer(
+                world.iti18(
+                    PHARMACIST,
+                    "21",
+                    GET_DOCUMENTS,
+                    [("$XDSDocumentEntryUniqueId", f"('{target}')")],
+                ),
+                target,
+            ),
+            _registry_answer(world.iti43(PHARMACIST, "21", target), target),
+        ]
+
+    assert doors(uid) == doors(unknown)
+    shown = world.iti18(DOCTOR, "10", GET_DOCUMENTS, [("$XDSDocumentEntryUniqueId", f"('{uid}')")])
+    assert uid.encode() in shown.get_data()
+    assert unique_id(HIDDEN_TYPE) not in world.iti18_unique_ids(PHARMACIST, "21")
