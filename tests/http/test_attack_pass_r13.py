@@ -12,6 +12,11 @@ What got through:
   may not (11506-3), in either order, was served to the pharmacist (read, search, ITI-18):
   the R13 clause asked for *a* readable coding. Such a document is now excluded (fail
   closed: the rules cannot tell which of the two is its type).
+- A `type` of a readable J66 coding and a coding of a system J66 draws from (LOINC,
+  TRE_A05, TRE_A12) that J66 does not have (18842-5) was accepted at deposit and served to
+  the pharmacist: R13 reads such a type for no restricted role, but beside a readable one
+  it was ignored. It is now refused at deposit (422, every door judging DocumentReference
+  value sets: `dmp_value_sets.type_problem`).
 
 What held (the controls below keep it covered): read, vread and instance history of the
 document, its Binary, batch GET entries, searches by `type` (every system spelling),
@@ -172,6 +177,38 @@ def test_r13_a_type_with_a_readable_and_an_excluded_coding_is_excluded(world, or
     assert (
         world.client.get(f"/fhir/DocumentReference/{seen}", headers=auth(token)).status_code == 200
     )
+
+
+TRE_A05 = "https://mos.esante.gouv.fr/NOS/TRE_A05-TypeDocComplementaire/FHIR/TRE-A05-TypeDocComplementaire"
+
+
+@pytest.mark.parametrize(
+    "outside",
+    [loinc("18842-5"), loinc("18842-5", LOINC_OID), {"system": TRE_A05, "code": "ZZZZ"}],
+    ids=["loinc", "loinc-oid", "tre-a05"],
+)
+def test_r13_a_type_coding_of_a_j66_system_outside_j66_is_refused_at_deposit(world, outside):
+    """A coding of a system J66 draws from that J66 does not have is a type R13 reads for
+    no restricted role; beside a readable J66 coding it was stored and ignored, and the
+    pharmacist read the document. Refused (422) at creation and at update, naming it."""
+    token = pharmacist(world)
+    before = found(search(world, token, "&_count=100"))
+    response = world.client.post(
+        "/fhir/DocumentReference",
+        json=document(world, loinc(SEEN_TYPE), outside),
+        headers=auth(doctor(world), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert outside["code"] in response.get_data(as_text=True)
+    stored = deposited(world, document(world, loinc(SEEN_TYPE)))
+    changed = {**stored, "type": {"coding": [loinc(SEEN_TYPE), outside]}}
+    response = world.client.put(
+        f"/fhir/DocumentReference/{stored['id']}",
+        json=changed,
+        headers=auth(doctor(world), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert found(search(world, token, "&_count=100")) == before | {stored["id"]}
 
 
 # -- controls: what held --------------------------------------------------------------------
