@@ -20,24 +20,32 @@ What got through:
 
 What held (the controls below keep it covered): read, vread and instance history of the
 document, its Binary, batch GET entries, searches by `type` (every system spelling),
-`type:not`, `_id`, `_has`, `relatesto` and its chains, `_summary=count`; a type changed
+`type:not`, `_id`, `_has`, `relatesto` and its chains, `_include` and `_revinclude` of
+`relatesto` (the relation to the excluded document is left out of what is served),
+`_summary=count`; a type changed
 by its author from readable to excluded (no version served) and back (the excluded version
 not served); PATCH, PUT with If-Match, DELETE, conditional PATCH and DELETE, a relatesTo
 (appends, replaces, transforms, signs) and a message naming the document, each answered as
 for a missing id and leaving the document as it was; the type written under its OID, its
 NOS URL, a trailing slash or with `userSelected` (stored under the one canonical system,
 excluded alike), a system in another case or a code with spaces (refused at deposit);
-ITI-18 GetDocuments and ITI-43 by its uniqueId, answered as for an unknown uniqueId.
+ITI-18 GetDocuments and ITI-43 by its uniqueId, answered as for an unknown uniqueId; an
+ITI-41 by the pharmacist (who may deposit the type) replacing (RPLC) or appending to it,
+an ITI-57 status or metadata update of it, answered as for an unknown entryUUID.
 """
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from lxml import etree
 
+from fhir_server.auth.vihf import WSSE, mint_vihf
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import GET_DOCUMENTS
-from tests.http.conftest import FHIR_JSON, auth
+from tests.http.conftest import FHIR_JSON, INS_SYSTEM, auth
+from tests.http.test_attack_pass_xds import deposit, errors
 from tests.http.test_habilitation_types import (
     DOCTOR,
     HIDDEN_TYPE,
@@ -48,7 +56,13 @@ from tests.http.test_habilitation_types import (
     annex_world,
     unique_id,
 )
-from tests.http.test_xds_endpoints import envelope_of, registry_status
+from tests.http.test_xds_endpoints import Xds, envelope_of, registry_status
+from tests.http.test_xds_update_document_set import (
+    ITI57,
+    entry_of,
+    metadata_update,
+    status_update,
+)
 from tests.support.documents import dmp_document
 
 MISSING = "no-such-document"
@@ -450,3 +464,58 @@ def test_r13_iti18_get_documents_and_iti43_answer_as_for_an_unknown_unique_id(wo
     shown = world.iti18(DOCTOR, "10", GET_DOCUMENTS, [("$XDSDocumentEntryUniqueId", f"('{uid}')")])
     assert uid.encode() in shown.get_data()
     assert unique_id(HIDDEN_TYPE) not in world.iti18_unique_ids(PHARMACIST, "21")
+
+
+class PharmacistXds(Xds):
+    """The XDS helpers, with the pharmacist's VIHF (profession 21) for PHARMACIST."""
+
+    def security(self, idnat: str, nir: str | None = None, **kwargs) -> etree._Element:
+        assertion = mint_vihf(
+            self.credential,
+            practitioner_id=idnat,
+            profession="21" if idnat == PHARMACIST else "10",
+            audience=self.audience,
+            patient_ins=f"{INS_SYSTEM}|{nir}" if nir else None,
+            **kwargs,
+        )
+        header = etree.Element(f"{{{WSSE}}}Security", nsmap={"wsse": WSSE})
+        header.append(assertion)
+        return header
+
+
+def test_r13_iti41_and_iti57_naming_the_excluded_document_answer_as_for_an_unknown_one(world):
+    """The pharmacist may deposit documents of class 10 but not read 11506-3: their RPLC
+    or APND of it, their ITI-57 status or metadata update of it, are answered as for an
+    unknown entryUUID (the same errors, the id aside)."""
+    api = PharmacistXds(
+        world.app, world.client, world.tokens, world.app.extensions["fhir"].settings.data_dir
+    )
+    stored = deposited(world, document(world, loinc(HIDDEN_TYPE)))
+    entry_uuid = next(
+        i["value"] for i in stored["identifier"] if i["value"].startswith("urn:uuid:")
+    )
+    unique = stored["masterIdentifier"]["value"].removeprefix("urn:oid:")
+    entry = entry_of(api, world.nir, unique, DOCTOR)
+    assert entry is not None
+
+    def answers(target: str) -> list:
+        found = []
+        for association in (v.ASSOC_RPLC, v.ASSOC_APND):
+            _, response = deposit(api, world.nir, PHARMACIST, relation=(association, target))
+            found.append((registry_status(response), errors(response)))
+        named = etree.fromstring(
+            etree.tostring(entry).replace(entry_uuid.encode(), target.encode())
+        )
+        for body in (
+            status_update(world.nir, target, v.STATUS_APPROVED, v.STATUS_ARCHIVED),
+            metadata_update(world.nir, named, [("N", "2.16.840.1.113883.5.25")]),
+        ):
+            response = api.soap("/xds/registry", ITI57, body, api.security(PHARMACIST, world.nir))
+            found.append((response.status_code, registry_status(response), errors(response)))
+        return [str(a).replace(target, "<id>") for a in found]
+
+    hidden = answers(entry_uuid)
+    assert hidden == answers(f"urn:uuid:{uuid.uuid4()}")
+    assert all("Success" not in a for a in hidden)
+    after = entry_of(api, world.nir, unique, DOCTOR)
+    assert after is not None and after.get("status") == v.STATUS_APPROVED
