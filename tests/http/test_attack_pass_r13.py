@@ -18,12 +18,11 @@ What got through:
   it was ignored. It is now refused at deposit (422, every door judging DocumentReference
   value sets: `dmp_value_sets.type_problem`).
 
-Found and not fixed (a strict xfail below): the médecin's message to the pharmacist about
-a document of the excluded type is accepted and served to the pharmacist, `about` naming
-the document's id. A message takes the MASQUE_PS and INVISIBLE_* labels of what it names
-(R14), which hides it from whom they hide the document; R13 depends on the reader's
-profession, which the server does not know of a recipient named by IdNat_PS when the
-message is sent, and the served Communication keeps its `about`.
+- The médecin's message to the pharmacist about (or attaching) a document of the excluded
+  type was served to the pharmacist, naming the document's id. A message took the
+  MASQUE_PS and INVISIBLE_* labels of what it names (R14), not its type. A message now
+  carries in `meta.tag` the J66 types of the documents it names (and of the message it
+  answers), and is hidden from a profession that may not read one of them.
 
 What held (the controls below keep it covered): read, vread and instance history of the
 document, its Binary, batch GET entries, searches by `type` (every system spelling),
@@ -540,35 +539,71 @@ def test_r13_iti41_and_iti57_naming_the_excluded_document_answer_as_for_an_unkno
     assert after is not None and after.get("status") == v.STATUS_APPROVED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: a message is judged for its sender only; the recipient's profession, "
-    "unknown when it is sent, is not held against what it names (see the module docstring)",
-)
-def test_r13_a_message_to_the_pharmacist_names_no_document_of_a_type_they_may_not_read(world):
-    """The médecin's message to the pharmacist about a document of 11506-3 is accepted and
-    served to the pharmacist with `about` naming the document: they learn that an id they
-    are answered 404 for is a document of the record (R18). Expected: served without it,
-    or hidden from them, as a DocumentReference is served without the relatesTo they may
-    not read."""
-    stored = deposited(world, document(world, loinc(HIDDEN_TYPE)))
+def _message(world: World, sender: str, recipient: str, **elements) -> dict:
     ps = "urn:oid:1.2.250.1.71.4.2.1"
-    message = {
+    return {
         "resourceType": "Communication",
         "status": "completed",
         "subject": {"reference": f"Patient/{world.patient_id}"},
-        "sender": {"identifier": {"system": ps, "value": DOCTOR}},
-        "recipient": [{"identifier": {"system": ps, "value": PHARMACIST}}],
-        "about": [{"reference": f"DocumentReference/{stored['id']}"}],
+        "sender": {"identifier": {"system": ps, "value": sender}},
+        "recipient": [{"identifier": {"system": ps, "value": recipient}}],
         "payload": [{"contentString": "about this document"}],
+        **elements,
     }
-    sent = world.client.post(
+
+
+def _sent(world: World, message: dict) -> str:
+    response = world.client.post(
         "/fhir/Communication",
         json=message,
         headers=auth(doctor(world), **{"Content-Type": FHIR_JSON}),
     )
-    assert sent.status_code == 201, sent.get_data(as_text=True)
-    read = world.client.get(
-        f"/fhir/Communication/{sent.get_json()['id']}", headers=auth(pharmacist(world))
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()["id"]
+
+
+@pytest.mark.parametrize("element", ["about", "attachment"])
+def test_r13_a_message_naming_a_document_of_an_excluded_type_is_hidden_from_the_profession(
+    world, element
+):
+    """The médecin's message to the pharmacist about (or attaching) a document of 11506-3
+    was served to the pharmacist, naming the document's id, for which a read answers as for
+    a missing one (R18). It is now hidden from them as the document is (as a message about
+    a masked document is, R14): read as a missing id, not searched; the médecin's answer
+    to it too. The control: a message about a document of a readable type is read."""
+    hidden = deposited(world, document(world, loinc(HIDDEN_TYPE)))["id"]
+    seen = deposited(world, document(world, loinc(SEEN_TYPE)))["id"]
+
+    def naming(doc_id: str) -> dict:
+        reference = {"reference": f"DocumentReference/{doc_id}"}
+        if element == "about":
+            return {"about": [reference]}
+        return {"payload": [{"contentReference": reference}]}
+
+    message = _sent(world, _message(world, DOCTOR, PHARMACIST, **naming(hidden)))
+    answer_id = _sent(
+        world,
+        _message(
+            world,
+            DOCTOR,
+            PHARMACIST,
+            inResponseTo=[{"reference": f"Communication/{message}"}],
+        ),
     )
-    assert stored["id"] not in read.get_data(as_text=True)
+    shown = _sent(world, _message(world, DOCTOR, PHARMACIST, **naming(seen)))
+    token = pharmacist(world)
+    for message_id in (message, answer_id):
+        read = world.client.get(f"/fhir/Communication/{message_id}", headers=auth(token))
+        missing = world.client.get(f"/fhir/Communication/{MISSING}", headers=auth(token))
+        assert answer(read, message_id) == answer(missing, MISSING)
+    listed = world.client.get(
+        f"/fhir/Communication?patient={world.patient_id}&_count=100", headers=auth(token)
+    )
+    assert listed.status_code == 200
+    ids = found(listed.get_json())
+    assert shown in ids and not {message, answer_id} & ids
+    assert hidden not in listed.get_data(as_text=True)
+    assert (
+        world.client.get(f"/fhir/Communication/{message}", headers=auth(doctor(world))).status_code
+        == 200
+    )

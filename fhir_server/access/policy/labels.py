@@ -9,7 +9,11 @@ from fhir_server.access.habilitation import ALL, Readable
 from fhir_server.access.policy.tables import NOTHING, SYSTEM_CLASS
 from fhir_server.documents import metadata_versions
 from fhir_server.search.query import And, Everything, Node, Not, Or, TokenTest
-from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_IDNAT_PS
+from fhir_server.terminology import (
+    SYSTEM_DMP_CONFIDENTIALITY,
+    SYSTEM_IDNAT_PS,
+    SYSTEM_NAMED_DOCUMENT_TYPE,
+)
 
 
 def labelled(code: str, document: bool) -> Node:
@@ -50,6 +54,20 @@ def readable_node(
         return node
     denied = tuple(TokenTest("type", system, code) for system, code in excluded)
     return And((node, Not(denied[0] if len(denied) == 1 else Or(denied))))
+
+
+def names_excluded_type(readable: Readable, types: frozenset[tuple[str, str]]) -> Node | None:
+    """R13 on messages: a Communication names a document of a J66 type the roles do not read
+    (its `meta.tag` under SYSTEM_NAMED_DOCUMENT_TYPE, `service.messaging`), or None when
+    the roles read every type."""
+    excluded = sorted(types - readable.types)
+    if not excluded:
+        return None
+    tests = tuple(
+        TokenTest("_tag", SYSTEM_NAMED_DOCUMENT_TYPE, f"{system}|{code}")
+        for system, code in excluded
+    )
+    return tests[0] if len(tests) == 1 else Or(tests)
 
 
 def dmp_labels(resource: dict) -> set[str]:
