@@ -10,19 +10,23 @@ emits, on the same search parameters the store indexes:
   `category` = DocumentReference.category, `type` = DocumentReference.type, `author-identifier` = the Identifier of each
   DocumentReference.author reference (or of the contained Practitioner/PractitionerRole it
   points to), `sender` / `recipient` = Communication.sender / .recipient;
-- `InCompartment` from the compartment the store indexes (`resources.served`).
+- `InCompartment` from the compartment the store indexes (`resources.served`);
+- `Chain` (a List's `item` naming a DocumentReference that matches a clause) through
+  `follow`, the caller's reading of the current version of what a reference names: the
+  store's chain reads the current, undeleted target too.
 
 Any other node is a programming error here and raises, rather than guessing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from fhir_server.resources.references import reference_target, values_at
 from fhir_server.resources.served import compartment_of as served_compartment
 from fhir_server.search.query import (
     And,
+    Chain,
     Everything,
     IdTest,
     InCompartment,
@@ -41,17 +45,35 @@ def compartment_of(resource: dict) -> frozenset[str]:
     return frozenset(served_compartment(resource))
 
 
-def matches(node: Node, resource: dict) -> bool:
-    """Whether `resource` satisfies the constraint `node` (the store's semantics)."""
+Follow = Callable[[str, str], dict | None]
+"""The current version of the resource (type, id) names, None when absent or deleted."""
+
+
+def matches(node: Node, resource: dict, follow: Follow | None = None) -> bool:
+    """Whether `resource` satisfies the constraint `node` (the store's semantics).
+
+    `follow`: how to read what a reference names, for a `Chain`; a Chain met without it is a
+    programming error (it raises rather than guess either way)."""
     match node:
         case Everything():
             return True
         case And(parts=parts):
-            return all(matches(part, resource) for part in parts)
+            return all(matches(part, resource, follow) for part in parts)
         case Or(parts=parts):
-            return any(matches(part, resource) for part in parts)
+            return any(matches(part, resource, follow) for part in parts)
         case Not(part=part):
-            return not matches(part, resource)
+            return not matches(part, resource, follow)
+        case Chain(param=param, target_type=target_type, where=where):
+            if follow is None:
+                raise ValueError(f"a chained constraint needs the targets' reader: {node!r}")
+            for reference in _references(param, resource):
+                target = reference_target(reference.get("reference"))
+                if target is None or target[0] != target_type:
+                    continue
+                found = follow(*target)
+                if found is not None and matches(where, found, follow):
+                    return True
+            return False
         case InCompartment(patient_id=patient_id):
             return patient_id in compartment_of(resource)
         case IdTest(ids=ids):
@@ -111,9 +133,15 @@ def _tokens(param: str, resource: dict) -> Iterator[tuple[str | None, str | None
 
 
 def _references(param: str, resource: dict) -> list[dict]:
-    if param not in ("sender", "recipient", "subject", "patient", "author", "entity", "agent"):
+    known = ("sender", "recipient", "subject", "patient", "author", "entity", "agent", "item")
+    if param not in known:
         raise ValueError(f"reference parameter not supported in Python evaluation: {param}")
-    path = {"patient": "subject", "entity": "entity.what", "agent": "agent.who"}.get(param, param)
+    path = {
+        "patient": "subject",
+        "entity": "entity.what",
+        "agent": "agent.who",
+        "item": "entry.item",  # List.entry.item, the List `item` SearchParameter
+    }.get(param, param)
     return [ref for ref in values_at(resource, path.split(".")) if isinstance(ref, dict)]
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from fhir_server.access.constraints import compartment_of, reference_target
+from fhir_server.access.constraints import Follow, compartment_of, reference_target
 from fhir_server.access.decision import Permit
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import PatientRecord
@@ -50,6 +50,7 @@ from fhir_server.audit.messaging import (
 )
 from fhir_server.audit.notifications import CATEGORY_MESSAGE, SYSTEM_COMMUNICATION_CATEGORY
 from fhir_server.errors import FhirError, Issue
+from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.extract import extract, sort_values
 from fhir_server.search.query import Node, ReferenceTest, TokenTest, all_of
 from fhir_server.search.registry import SearchRegistry
@@ -117,7 +118,7 @@ def check_message(
             original is None
             or original.deleted
             or not may_read_message(requester, original.json(), reps, minor)
-            or not _readable(policy, requester, "Communication", original, record)
+            or not _readable(policy, requester, "Communication", original, record, store)
         ):
             raise FhirError(
                 404,
@@ -153,7 +154,7 @@ def check_message(
     named += [(path, ("DocumentReference", doc)) for path, doc in named_documents(message)]
     for where, target in named:
         document = store.read(*target)
-        if document is None or not _readable(policy, requester, target[0], document, record):
+        if document is None or not _readable(policy, requester, target[0], document, record, store):
             raise FhirError(
                 404,
                 [
@@ -267,6 +268,7 @@ def _readable(
     resource_type: str,
     stored: StoredResource,
     record: PatientRecord | None,
+    store: ResourceStore,
 ) -> bool:
     """Whether `requester` may read `stored`, a resource of the message's record, as a read
     of it would judge (R06-R14, R18): what a message answers or names is one of its record
@@ -275,8 +277,21 @@ def _readable(
         return False
     resource = stored.json()
     return record.patient_id in compartment_of(resource) and isinstance(
-        policy.decide_read(requester, resource_type, resource, record), Permit
+        policy.decide_read(requester, resource_type, resource, record, _follower(store)), Permit
     )
+
+
+def _follower(store: ResourceStore) -> Follow:
+    """What a judged resource names, read as a search's chain reads it (a List is judged
+    through its documents, R13)."""
+
+    def follow(resource_type: str, resource_id: str) -> dict | None:
+        if resource_type not in SERVED_TYPES:
+            return None
+        stored = store.read(resource_type, resource_id)
+        return None if stored is None or stored.deleted else stored.json()
+
+    return follow
 
 
 def received_on_read(

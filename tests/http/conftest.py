@@ -170,6 +170,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_r18_matrix",
         "test_record_cache",
         "test_reference_forms",
+        "test_r13_submission_sets",
         "test_search_total",
     }
 )

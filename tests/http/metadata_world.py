@@ -140,6 +140,17 @@ class World:
         return document_id in {e["resource"]["id"] for e in response.get_json().get("entry", [])}
 
 
+def mask_as_patient(client, token: str, document_id: str) -> None:
+    """The patient masks a document from professionals: a JSON Patch adding MASQUE_PS to its
+    securityLabel (R06, R14)."""
+    response = client.patch(
+        f"/fhir/DocumentReference/{document_id}",
+        json=[{"op": "add", "path": "/securityLabel/-", "value": label("MASQUE_PS")}],
+        headers=auth(token, **{"Content-Type": "application/json-patch+json", "Accept": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
 def labels(document: dict) -> set[tuple[str, str]]:
     return {
         (c.get("system"), c.get("code"))

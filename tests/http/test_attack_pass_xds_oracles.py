@@ -29,7 +29,7 @@ import pytest
 
 from ihe_xds import vocabulary as v
 from tests.http.conftest import FHIR_JSON, auth
-from tests.http.metadata_world import label
+from tests.http.metadata_world import label, mask_as_patient
 from tests.http.test_attack_pass_xds import (  # noqa: F401 - fixtures
     AUTHORIZED,
     _find_submission_sets,
@@ -42,38 +42,21 @@ from tests.http.test_attack_pass_xds import (  # noqa: F401 - fixtures
 )
 from tests.http.test_xds_endpoints import GP, registry_status
 from tests.http.test_xds_metadata_versions import masked as masked_by_iti57
+from tests.support.documents import put_bundle
 
 # ruff: noqa: F811
 
 
 def _mask_by_patient(api, patient_id: str, nir: str, request) -> None:
     """The patient masks the deposited document from professionals (R06, R14: PATCH)."""
-    document = stored(api, request)
-    response = api.client.patch(
-        f"/fhir/DocumentReference/{document['id']}",
-        json=[{"op": "add", "path": "/securityLabel/-", "value": label("MASQUE_PS")}],
-        headers=auth(
-            api.tokens.patient(patient_id),
-            **{"Content-Type": "application/json-patch+json", "Accept": FHIR_JSON},
-        ),
-    )
-    assert response.status_code == 200, response.get_data(as_text=True)
+    mask_as_patient(api.client, api.tokens.patient(patient_id), stored(api, request)["id"])
 
 
 def _mask_by_patient_bundle(api, patient_id: str, nir: str, request) -> None:
     """The patient masks it by a transaction Bundle's PUT of the document, MASQUE_PS added."""
     document = stored(api, request)
     document["securityLabel"] = [*document.get("securityLabel", []), label("MASQUE_PS")]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {
-                "resource": document,
-                "request": {"method": "PUT", "url": f"DocumentReference/{document['id']}"},
-            }
-        ],
-    }
+    bundle = put_bundle(document)
     response = api.client.post(
         "/fhir",
         json=bundle,

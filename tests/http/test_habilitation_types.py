@@ -12,7 +12,6 @@ operator who drops a transcription in would run it (docs/access-rules.md, R13).
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from lxml import etree
 
 from fhir_server.auth.vihf import WSSE, load_or_create_structure_credential, mint_vihf
 from fhir_server.config import load_settings
-from fhir_server.paths import profiles_dir
 from fhir_server.rest.app import auth_settings
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
@@ -38,10 +36,10 @@ from tests.http.conftest import (
 from tests.http.conftest import permit as permit_provision
 from tests.http.test_xds_endpoints import envelope_of, registry_status
 from tests.support.documents import dmp_document
+from tests.support.habilitation import profiles_denying
 from tests.xds_builders import patient_cx
 
 LOINC = "http://loinc.org"
-G15 = "urn:oid:1.2.250.1.71.1.2.7"  # TRE_G15, as a VIHF or a token names it
 CLASS_SYSTEM = "urn:oid:1.2.250.1.213.1.1.4.1"
 AUTHOR = "810000000001"  # a médecin who deposits
 PHARMACIST = "810000000021"  # a pharmacien the patient authorized
@@ -62,15 +60,8 @@ def world(tmp_path):
 def annex_world(directory: Path) -> World:
     """A World on a server whose profiles (a copy in `directory`) carry the annex cell
     "pharmacien (21) may not read 11506-3"; `close()` it after use."""
-    profiles = directory / "profiles"
-    shutil.copytree(profiles_dir(), profiles)
-    annex = profiles / "habilitation" / "annex-transcription.csv"
-    annex.parent.mkdir(exist_ok=True)
-    annex.write_text(
-        "role_system,role_code,type_system,type_code,allowed,source\n"
-        f"{G15},21,urn:oid:2.16.840.1.113883.6.1,{HIDDEN_TYPE},false,"
-        '"test transcription, not the annex"\n',
-        encoding="utf-8",
+    profiles = profiles_denying(
+        directory / "profiles", "21", "urn:oid:2.16.840.1.113883.6.1", HIDDEN_TYPE
     )
     data_dir = directory / "var"
     settings = load_settings(

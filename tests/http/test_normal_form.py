@@ -486,3 +486,72 @@ def test_r14_label_in_meta_security_only_hides_a_document_deposited_in_a_transac
     } in stored["securityLabel"]
     read = client.get(f"/fhir/DocumentReference/{doc_id}", headers=auth(tokens.patient(PATIENT_A)))
     assert read.status_code == 404
+
+
+# -- one reference, one type: Reference.type agrees with the literal reference ---------------
+
+MISTYPED = {
+    "relative": {"reference": f"Patient/{PATIENT_A}", "type": "Practitioner"},
+    "absolute-on-own-base": {
+        "reference": f"{BASE}/Patient/{PATIENT_A}",
+        "type": "RelatedPerson",
+    },
+    "canonical-url-of-another-type": {
+        "reference": f"Patient/{PATIENT_A}",
+        "type": "http://hl7.org/fhir/StructureDefinition/Practitioner",
+    },
+}
+
+
+def _count(client, token: str, query: str) -> int:
+    response = client.get(f"/fhir/{query}&_summary=count", headers=auth(token))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["total"]
+
+
+@pytest.mark.parametrize("case", sorted(MISTYPED))
+def test_reference_type_disagreeing_with_its_reference_is_refused_at_every_door(
+    client, tokens, record, case
+):
+    """FHIR R4 Reference: when `type` and a literal `reference` are both given, "both SHALL
+    be consistent". The rules and the index read the reference; a face or a client reading
+    `type` took `{"reference": "Patient/A", "type": "Practitioner"}` for a practitioner (a
+    message's recipient, a document's subject). One fact, one reading: 422 naming
+    `.type`, nothing stored, through REST create, transaction and PATCH."""
+    token = tokens.practitioner(AUTHORIZED)
+    query = f"DocumentReference?patient={PATIENT_A}"
+    before = _count(client, token, query)
+    mistyped = document(PATIENT_A, subject=MISTYPED[case])
+    created = post(client, token, mistyped)
+    assert created.status_code == 422, created.get_data(as_text=True)
+    assert "subject.type" in outcome_text(created)
+    assert "SHALL be consistent" in outcome_text(created)
+
+    bundle = transaction(PATIENT_A, mistyped, b"bonjour")
+    in_bundle = client.post(
+        "/fhir", data=json.dumps(bundle), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert in_bundle.status_code == 422, in_bundle.get_data(as_text=True)
+    assert "subject.type" in outcome_text(in_bundle)
+
+    doc_id = post(client, token, document(PATIENT_A)).get_json()["id"]
+    patched = client.patch(
+        f"/fhir/DocumentReference/{doc_id}",
+        data=json.dumps([{"op": "add", "path": "/subject/type", "value": MISTYPED[case]["type"]}]),
+        headers=auth(token, **{"Content-Type": "application/json-patch+json"}),
+    )
+    assert patched.status_code == 422, patched.get_data(as_text=True)
+    assert "subject.type" in outcome_text(patched)
+    stored = record.read(INTERNAL, "DocumentReference", doc_id).json()
+    assert stored["subject"] == {"reference": f"Patient/{PATIENT_A}"}
+    assert _count(client, token, query) == before + 1  # the control document only
+
+
+def test_reference_type_agreeing_with_its_reference_is_kept(client, tokens, record):
+    """The control: `type` naming the reference's own type, short or as its canonical URL."""
+    token = tokens.practitioner(AUTHORIZED)
+    for declared in ("Patient", "http://hl7.org/fhir/StructureDefinition/Patient"):
+        subject = {"reference": f"Patient/{PATIENT_A}", "type": declared}
+        created = post(client, token, document(PATIENT_A, subject=subject))
+        assert created.status_code == 201, created.get_data(as_text=True)
+        assert created.get_json()["subject"] == subject

@@ -257,3 +257,17 @@ def assert_refused_at_deposit_doors(
         )
         answered = client.post("/fhir", data=json.dumps(bundle), headers=headers)
         assert answered.status_code == 422, answered.get_data(as_text=True)
+
+
+def put_bundle(resource: dict) -> dict:
+    """A transaction Bundle of one entry: the PUT of `resource` at its own id."""
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": resource,
+                "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
+            }
+        ],
+    }

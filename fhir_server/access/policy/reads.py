@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from fhir_server.access import deletion
-from fhir_server.access.constraints import matches
+from fhir_server.access.constraints import Follow, matches
 from fhir_server.access.decision import Decision, Deny, Permit, forbidden, hidden
 from fhir_server.access.ownership import has_owner, owner_id, subject_patient
 from fhir_server.access.policy.gates import PolicyBase
@@ -37,6 +37,7 @@ from fhir_server.access.policy.tables import (
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.search.query import (
+    Chain,
     Everything,
     IdTest,
     InCompartment,
@@ -122,12 +123,16 @@ class ReadDecisions(PolicyBase):
         resource_type: str,
         resource: dict,
         record: PatientRecord | None,
+        follow: Follow | None = None,
     ) -> Decision:
         """A read, vread or instance history of one resource (call once per version shown).
 
         `record`: the record of the patient in whose compartment the resource is (for a
         DocumentReference, its subject), or None for a resource in no patient's compartment.
-        The resource is judged by the very constraints a search would use.
+        The resource is judged by the very constraints a search would use. `follow`: how to
+        read the current version of what the resource names, for the constraints that look
+        at it (a List through its DocumentReference entries, `_list_entries_readable`); a
+        List judged without it for a reader such a constraint applies to raises.
         """
         if resource_type == "Binary":
             raise TypeError("a Binary is judged through its DocumentReference: decide_binary_read")
@@ -162,7 +167,7 @@ class ReadDecisions(PolicyBase):
                 return grant
             return hide(grant, resource_type, resource_id)
         for part in self._constraints(requester, resource_type, record, grant):
-            if not matches(part.node, resource):
+            if not matches(part.node, resource, follow):
                 return hidden(part.rule, resource_type, resource_id)
         return Permit(Everything(), grant.rule, grant.notes)
 
@@ -279,6 +284,10 @@ class ReadDecisions(PolicyBase):
                     )
                     if not isinstance(readable, Everything):
                         parts.append(Constraint("R13", readable))
+                if resource_type == "List":
+                    entries = self._list_entries_readable(requester, record, grant)
+                    if entries is not None:
+                        parts.append(entries)
                 if resource_type == "Communication":
                     names = names_excluded_type(self._readable(requester), self.matrix.axes.types)
                     if names is not None:
@@ -288,6 +297,43 @@ class ReadDecisions(PolicyBase):
                         own.append(("Organization", requester.structure_idnat))
                     parts.append(Constraint("R18", party_of_message(own)))
         return parts
+
+    def _list_entries_readable(
+        self, requester: Requester, record: PatientRecord, grant: Grant
+    ) -> Constraint | None:
+        """R13, R14, R18 on a List (an MHD SubmissionSet) for a practitioner: a List naming
+        documents of the record is read only if one of them may be read, by its type (R13:
+        an untyped one by its class, as `readable_node`) and its MASQUE_PS label (R14).
+
+        A List is served without the entries its reader may not read, but still says when,
+        by whom and as what something was deposited: a pharmacist was shown the empty
+        SubmissionSet of a document of a type pharmacists do not read (`List?patient=` 0 ->
+        1, `List/{id}` 200 where a missing one is 404, ITI-18 alike). DMP labels all its
+        entries share hide a List already (`access.list_labels`); a type is no label, and
+        entries hidden for different reasons (one masked, one of an unreadable type) share
+        none. So the List is judged through its entries as they are now: nothing to store
+        or keep current when a document's type or labels change, and Lists stored before
+        are judged alike. A List naming no document of the record (none, or only ones
+        deleted from the store) is judged as before. None when the requester reads every
+        document of the record (their types and, as médecin traitant, masked ones too).
+        """
+        document_parts: list[Node] = []
+        if not grant.general_practitioner:
+            document_parts.append(
+                Or((Not(labelled(MASQUE_PS, True)), authored_by(requester.subject_id)))
+            )
+        readable = readable_node(
+            self._readable(requester), self._type_systems, self.matrix.axes.types
+        )
+        if not isinstance(readable, Everything):
+            document_parts.append(readable)
+        if not document_parts:
+            return None
+        of_record = InCompartment(record.patient_id)
+        names_documents = Chain("item", "DocumentReference", of_record)
+        names_readable = Chain("item", "DocumentReference", all_of(of_record, *document_parts))
+        rule = "R14" if isinstance(readable, Everything) else "R13"
+        return Constraint(rule, Or((Not(names_documents), names_readable)))
 
 
 def system_read(requester: Requester, resource_type: str) -> Decision:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fhir_server.access import initial_consent
 from fhir_server.access.consent import consent_patient_id
-from fhir_server.access.constraints import compartment_of, matches, reference_target
+from fhir_server.access.constraints import Follow, compartment_of, matches, reference_target
 from fhir_server.access.decision import (
     RECORD_CLOSED_CODE,
     RECORD_OPPOSED_CODE,
@@ -61,11 +61,13 @@ class WriteDecisions(ReadDecisions):
         new: dict | None,
         old: dict | None,
         record: PatientRecord | None,
+        follow: Follow | None = None,
     ) -> Decision:
         """A create, update, patch (with `new` the patched result) or delete.
 
         `record`: the record of the patient whose compartment `new` (or `old`) is in; None
-        when unknown. For a Consent the new version is interpreted and an uninterpretable
+        when unknown. `follow`: what `old` names, read as `decide_read` reads it (a change
+        of a resource hidden from the requester answers as on a missing one). For a Consent the new version is interpreted and an uninterpretable
         one is refused (422 with the element's expression).
         """
         if interaction not in WRITE_INTERACTIONS:
@@ -107,11 +109,11 @@ class WriteDecisions(ReadDecisions):
                 decision = system_write(requester, interaction, resource_type, new, old, record)
             case ActorKind.PATIENT | ActorKind.REPRESENTATIVE:
                 decision = self._person_write(
-                    requester, interaction, resource_type, new, old, record
+                    requester, interaction, resource_type, new, old, record, follow
                 )
             case ActorKind.PRACTITIONER:
                 decision = self._practitioner_write(
-                    requester, interaction, resource_type, new, old, record
+                    requester, interaction, resource_type, new, old, record, follow
                 )
             case _:
                 return forbidden(TYPES_RULE, "This requester cannot write to the record")
@@ -204,6 +206,7 @@ class WriteDecisions(ReadDecisions):
         new: dict | None,
         old: dict | None,
         record: PatientRecord | None,
+        follow: Follow | None = None,
     ) -> Decision:
         patient = requester.kind is ActorKind.PATIENT
         rule = "R06" if patient else "R07"
@@ -228,7 +231,7 @@ class WriteDecisions(ReadDecisions):
         ):
             return forbidden(rule, "A resource can only be written to the record of its patient")
         if old is not None and resource_type != "Binary":
-            readable = self.decide_read(requester, resource_type, old, record)
+            readable = self.decide_read(requester, resource_type, old, record, follow)
             if isinstance(readable, Deny):
                 return readable
         own_refs = {("Patient", record.patient_id)} | {
@@ -289,6 +292,7 @@ class WriteDecisions(ReadDecisions):
         new: dict | None,
         old: dict | None,
         record: PatientRecord | None,
+        follow: Follow | None = None,
     ) -> Decision:
         idnat = requester.subject_id
         if resource_type not in (*DEPOSIT_TYPES, "Consent", "Communication"):
@@ -331,7 +335,7 @@ class WriteDecisions(ReadDecisions):
                 )
             return forbidden(TYPES_RULE, "Messages are never changed or deleted")
         assert old is not None
-        readable = self.decide_read(requester, resource_type, old, record)
+        readable = self.decide_read(requester, resource_type, old, record, follow)
         if isinstance(readable, Deny):
             return readable
         if resource_type == "DocumentReference":

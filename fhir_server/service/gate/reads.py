@@ -228,7 +228,9 @@ class ReadGate(GateCore):
         judged: list[str | None] = [*patients] or [None]  # never empty: `decision` is set
         for patient_id in judged:
             record = self.facts.record(patient_id) if patient_id else None
-            decision = self.policy.decide_read(requester, resource_type, resource, record)
+            decision = self.policy.decide_read(
+                requester, resource_type, resource, record, self.follow
+            )
             if isinstance(decision, Deny):
                 break
         return decision, patients, record, security_labels_of(resource)
@@ -341,7 +343,11 @@ class ReadGate(GateCore):
             resource = stored.json()
             decision = (
                 self.policy.decide_read(
-                    requester, stored.resource_type, resource, self._record_of(resource)
+                    requester,
+                    stored.resource_type,
+                    resource,
+                    self._record_of(resource),
+                    self.follow,
                 )
                 if stored.resource_type != "Binary"
                 # Each version by its own owner (an older one may have had none yet).

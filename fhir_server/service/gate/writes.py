@@ -60,7 +60,9 @@ class WriteGate(GateCore):
                 details_code="R06",
             )
         record = self.facts.record(patients[0]) if patients else None
-        decision = self.policy.decide_write(requester, interaction, resource_type, new, old, record)
+        decision = self.policy.decide_write(
+            requester, interaction, resource_type, new, old, record, self.follow
+        )
         if isinstance(decision, Deny):
             self.audit.refusal(
                 requester,
