@@ -11,6 +11,11 @@ CANONICAL_BASE = "https://dmp-server.fr/fhir"
 NOS_BASE = "https://mos.esante.gouv.fr/NOS/"
 PDSM_PROFILE_BASE = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
 
+# R13 on messages: a Communication carries in `meta.tag`, under this system, the J66 type of
+# every document it names (code `<type system>|<type code>`), so that it is hidden from a
+# professional whose profession may not read that type, as the document is (decided here).
+SYSTEM_NAMED_DOCUMENT_TYPE = f"{CANONICAL_BASE}/CodeSystem/named-document-type"
+
 # Record lifecycle (R03): Patient extension, valueCode open | opposed | closed (decided here).
 EXT_RECORD_STATUS = f"{CANONICAL_BASE}/StructureDefinition/record-status"
 RECORD_OPEN = "open"

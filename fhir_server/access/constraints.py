@@ -6,6 +6,7 @@ disagree about what is hidden. This module evaluates the few query-AST nodes the
 emits, on the same search parameters the store indexes:
 
 - `security-label` = DocumentReference.securityLabel, `_security` = Resource.meta.security,
+  `_tag` = Resource.meta.tag,
   `category` = DocumentReference.category, `type` = DocumentReference.type, `author-identifier` = the Identifier of each
   DocumentReference.author reference (or of the contained Practitioner/PractitionerRole it
   points to), `sender` / `recipient` = Communication.sender / .recipient;
@@ -95,9 +96,9 @@ def _token_matches(test: TokenTest, system: str | None, code: str | None) -> boo
 
 
 def _tokens(param: str, resource: dict) -> Iterator[tuple[str | None, str | None]]:
-    if param == "_security":
-        codings = (resource.get("meta") or {}).get("security") or []
-        yield from ((c.get("system"), c.get("code")) for c in codings)
+    if param in ("_security", "_tag"):
+        codings = (resource.get("meta") or {}).get(param[1:]) or []
+        yield from ((c.get("system"), c.get("code")) for c in codings if isinstance(c, dict))
     elif param in ("security-label", "category"):
         field = "securityLabel" if param == "security-label" else "category"
         for concept in resource.get(field) or []:

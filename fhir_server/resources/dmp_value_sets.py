@@ -54,6 +54,7 @@ class DmpValueSets:
     classes_of_type: dict[tuple[str, str], frozenset[tuple[str, str]]]
     label_systems: frozenset[str]  # the systems J58 draws from (TRE_A07, HL7 confidentiality)
     class_systems: frozenset[str]  # the systems J57 draws from (TRE_A03, TRE_A10)
+    type_systems: frozenset[str]  # the systems J66 draws from (LOINC, TRE_A05, TRE_A12)
 
     @classmethod
     def from_registry(cls, registry: ProfileRegistry) -> DmpValueSets:
@@ -68,14 +69,16 @@ class DmpValueSets:
                             (target, to["code"])
                         )
         labels, classes = registry.expansions[J58_URL], registry.expansions[J57_URL]
+        types = registry.expansions[J66_URL]
         return cls(
             registry,
             labels,
             classes,
-            registry.expansions[J66_URL],
+            types,
             {k: frozenset(v) for k, v in mapping.items()},
             frozenset(system for system, _ in labels.pairs),
             frozenset(system for system, _ in classes.pairs),
+            frozenset(system for system, _ in types.pairs),
         )
 
     def _key(self, coded: Coded) -> tuple[str, str]:
@@ -104,8 +107,21 @@ class DmpValueSets:
         return self.registry.key(coded[0]) in self.class_systems
 
     def type_problem(self, codings: list[Coded]) -> str | None:
+        """A type without a J66 coding, or with a coding of a system J66 draws from (LOINC,
+        TRE_A05, TRE_A12) that J66 does not have: R13 reads no such type (fail closed), and
+        beside a readable J66 coding it was stored and ignored, the document served to a
+        profession the matrix may exclude from it (tests/http/test_attack_pass_r13.py)."""
         if any(self.in_types(c) for c in codings):
-            return None
+            outside = [
+                c for c in codings if self._key(c)[0] in self.type_systems and not self.in_types(c)
+            ]
+            if not outside:
+                return None
+            system, code = outside[0]
+            return (
+                f"the type {code} ({system}) is of a system {J66} draws from but not in "
+                f"{J66} ({J66_URL}): the access rules cannot judge a document by it"
+            )
         found = ", ".join(f"{code} ({system})" for system, code in codings) or "no coding"
         return f"the type {found} is not in the value set {J66} ({J66_URL})"
 

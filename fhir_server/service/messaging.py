@@ -56,7 +56,7 @@ from fhir_server.search.query import Node, ReferenceTest, TokenTest, all_of
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
 from fhir_server.store.base import ResourceStore, StoredResource, VersionConflict
-from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_NAMED_DOCUMENT_TYPE
 
 # An internal search: (resource type, where, count) -> rows (type, id, body).
 InternalSearch = Callable[[str, Node, int], list[tuple[str, str, bytes]]]
@@ -110,6 +110,7 @@ def check_message(
     # the hidden message (inResponseTo, partOf) and told the patient, before the
     # announcement, that a message about a document invisible to them was there (R14, R18).
     labels: list[dict] = []
+    named_types: list[dict] = []  # R13: the types of the documents named, as meta.tag
     for i, ref in enumerate(message.get("inResponseTo") or []):
         target = reference_target(ref.get("reference"))
         original = store.read(*target) if target else None
@@ -139,6 +140,7 @@ def check_message(
         _raise(validate_reply(as_participant, original.json(), acting))
         roots.add(_conversation_root(store, original))
         labels += _dmp_labels(original.json())
+        named_types += _named_type_tags(original.json())
     if roots:
         _join_conversation(message, roots, search)
     named = [
@@ -165,6 +167,9 @@ def check_message(
                 ],
             )
         labels += _dmp_labels(document.json())
+        if target[0] == "DocumentReference":
+            named_types += _type_tags(policy, document.json())
+    _tag_named_types(message, named_types)
     if labels:
         meta = message.setdefault("meta", {})
         security = meta.setdefault("security", [])
@@ -195,6 +200,57 @@ def check_message(
                 )
             ],
         )
+
+
+def _type_tags(policy: DmpPolicy, document: dict) -> list[dict]:
+    """The `meta.tag` codings naming the J66 types of a document a message names (R13): a
+    message about (or attaching) a document of a type a profession may not read is hidden
+    from that profession's professionals, as the document is (`DmpPolicy._constraints`);
+    served, it named the document's id to whom a read of it answers as for a missing one."""
+    concept = document.get("type")
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    tags = []
+    for coding in codings if isinstance(codings, list) else []:
+        if not isinstance(coding, dict):
+            continue
+        system, code = coding.get("system"), coding.get("code")
+        key = (
+            policy.j66_type(system, code)
+            if isinstance(system, str) and isinstance(code, str)
+            else None
+        )
+        if key is not None:
+            tags.append({"system": SYSTEM_NAMED_DOCUMENT_TYPE, "code": f"{key[0]}|{key[1]}"})
+    return tags
+
+
+def _named_type_tags(resource: dict) -> list[dict]:
+    """The R13 tags of a message (`_type_tags`): an answer takes those of what it answers."""
+    return [
+        {"system": SYSTEM_NAMED_DOCUMENT_TYPE, "code": c["code"]}
+        for c in (resource.get("meta") or {}).get("tag") or []
+        if isinstance(c, dict)
+        and c.get("system") == SYSTEM_NAMED_DOCUMENT_TYPE
+        and isinstance(c.get("code"), str)
+    ]
+
+
+def _tag_named_types(message: dict, tags: list[dict]) -> None:
+    """Set the message's R13 tags to `tags`: those a client sent under the system are the
+    server's to set, and dropped."""
+    meta = message.get("meta")
+    sent = meta.get("tag") if isinstance(meta, dict) else None
+    kept = [
+        c
+        for c in (sent if isinstance(sent, list) else [])
+        if not (isinstance(c, dict) and c.get("system") == SYSTEM_NAMED_DOCUMENT_TYPE)
+    ]
+    unique = list({c["code"]: c for c in tags}.values())
+    if not kept and not unique:
+        if isinstance(meta, dict):
+            meta.pop("tag", None)
+        return
+    message.setdefault("meta", {})["tag"] = [*kept, *unique]
 
 
 def _dmp_labels(resource: dict) -> list[dict]:

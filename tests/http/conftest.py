@@ -155,6 +155,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_attack_pass_governance",
         "test_attack_pass_messaging",
         "test_attack_pass_oracles",
+        "test_attack_pass_r13",
         "test_attack_pass_rest",
         "test_attack_pass_spellings",
         "test_attack_pass_writers",

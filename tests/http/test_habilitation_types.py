@@ -52,21 +52,27 @@ NIR_N = 41
 @pytest.fixture
 def world(tmp_path):
     """A server whose annex transcription says: pharmacien (21) may not read 11506-3."""
+    world = annex_world(tmp_path)
+    yield world
+    world.close()
+
+
+def annex_world(directory: Path) -> World:
+    """A World on a server whose profiles (a copy in `directory`) carry the annex cell
+    "pharmacien (21) may not read 11506-3"; `close()` it after use."""
     profiles = profiles_denying(
-        tmp_path / "profiles", "21", "urn:oid:2.16.840.1.113883.6.1", HIDDEN_TYPE
+        directory / "profiles", "21", "urn:oid:2.16.840.1.113883.6.1", HIDDEN_TYPE
     )
-    data_dir = tmp_path / "var"
+    data_dir = directory / "var"
     settings = load_settings(
         {"data_dir": data_dir, "profiles_dir": profiles, "max_body_bytes": 200_000}, environ={}
     )
-    app = create_test_app(settings)
-    world = World(app, data_dir)
-    yield world
-    app.extensions["fhir"].store.close()
+    return World(create_test_app(settings), data_dir)
 
 
 class World:
     def __init__(self, app, data_dir: Path) -> None:
+        self.app = app
         self.client = app.test_client()
         self.tokens = Tokens(data_dir)
         runtime = app.extensions["fhir"]
@@ -82,6 +88,9 @@ class World:
             kind: self._post(self.tokens.practitioner(AUTHOR), self.document(kind))
             for kind in (HIDDEN_TYPE, SEEN_TYPE)
         }
+
+    def close(self) -> None:
+        self.app.extensions["fhir"].store.close()
 
     def _post(self, bearer: str, resource: dict) -> dict:
         response = self.client.post(
@@ -121,18 +130,55 @@ class World:
 
     def iti18_unique_ids(self, idnat: str, profession: str) -> set[str]:
         """ITI-18 FindDocuments with the VIHF of a practitioner of that TRE_G15 profession."""
+        response = self.iti18(
+            idnat,
+            profession,
+            FIND_DOCUMENTS,
+            [
+                ("$XDSDocumentEntryPatientId", f"'{patient_cx(self.nir)}'"),
+                ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+            ],
+        )
+        assert registry_status(response) == (v.RESPONSE_SUCCESS, [])
+        root, _ = envelope_of(response)
+        return {
+            e.get("value")
+            for e in root.iter(f"{{{v.NS_RIM}}}ExternalIdentifier")
+            if e.get("identificationScheme") == v.DE_UNIQUE_ID
+        }
+
+    def iti18(
+        self,
+        idnat: str,
+        profession: str,
+        query_id: str,
+        slots: list[tuple[str, str]],
+        return_type: str = "LeafClass",
+    ):
+        """An ITI-18 stored query (`slots`: name, value) with that practitioner's VIHF."""
         request = etree.Element(
             f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
         )
-        etree.SubElement(request, f"{{{v.NS_QUERY}}}ResponseOption", returnType="LeafClass")
-        query = etree.SubElement(request, f"{{{v.NS_RIM}}}AdhocQuery", id=FIND_DOCUMENTS)
-        for name, value in (
-            ("$XDSDocumentEntryPatientId", f"'{patient_cx(self.nir)}'"),
-            ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
-        ):
+        etree.SubElement(request, f"{{{v.NS_QUERY}}}ResponseOption", returnType=return_type)
+        query = etree.SubElement(request, f"{{{v.NS_RIM}}}AdhocQuery", id=query_id)
+        for name, value in slots:
             slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name=name)
             values = etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList")
             etree.SubElement(values, f"{{{v.NS_RIM}}}Value").text = value
+        return self.soap("/xds/registry", v.ACTION_ITI18, request, idnat, profession)
+
+    def iti43(self, idnat: str, profession: str, unique_id: str):
+        """An ITI-43 retrieve of one document by its uniqueId, with that practitioner's VIHF."""
+        request = etree.Element(
+            f"{{{v.NS_XDSB}}}RetrieveDocumentSetRequest", nsmap={"xdsb": v.NS_XDSB}
+        )
+        item = etree.SubElement(request, f"{{{v.NS_XDSB}}}DocumentRequest")
+        repository = self.app.extensions["fhir"].settings.xds_repository_id
+        etree.SubElement(item, f"{{{v.NS_XDSB}}}RepositoryUniqueId").text = repository
+        etree.SubElement(item, f"{{{v.NS_XDSB}}}DocumentUniqueId").text = unique_id
+        return self.soap("/xds/repository", v.ACTION_ITI43, request, idnat, profession)
+
+    def soap(self, path: str, action: str, body, idnat: str, profession: str):
         security = etree.Element(f"{{{WSSE}}}Security", nsmap={"wsse": WSSE})
         security.append(
             mint_vihf(
@@ -147,22 +193,15 @@ class World:
             f"{{{v.NS_SOAP12}}}Envelope", nsmap={"soap": v.NS_SOAP12, "wsa": v.NS_WSA}
         )
         header = etree.SubElement(envelope, f"{{{v.NS_SOAP12}}}Header")
-        etree.SubElement(header, f"{{{v.NS_WSA}}}Action").text = v.ACTION_ITI18
+        etree.SubElement(header, f"{{{v.NS_WSA}}}Action").text = action
         etree.SubElement(header, f"{{{v.NS_WSA}}}MessageID").text = f"urn:uuid:{uuid.uuid4()}"
         header.append(security)
-        etree.SubElement(envelope, f"{{{v.NS_SOAP12}}}Body").append(request)
-        response = self.client.post(
-            "/xds/registry",
+        etree.SubElement(envelope, f"{{{v.NS_SOAP12}}}Body").append(body)
+        return self.client.post(
+            path,
             data=etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"),
             headers={"Content-Type": "application/soap+xml; charset=UTF-8"},
         )
-        assert registry_status(response) == (v.RESPONSE_SUCCESS, [])
-        root, _ = envelope_of(response)
-        return {
-            e.get("value")
-            for e in root.iter(f"{{{v.NS_RIM}}}ExternalIdentifier")
-            if e.get("identificationScheme") == v.DE_UNIQUE_ID
-        }
 
 
 def unique_id(type_code: str) -> str:

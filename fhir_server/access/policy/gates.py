@@ -29,6 +29,11 @@ class PolicyBase:
         # type, and R13 judges it by its class (`readable_node`).
         self._type_systems = tuple(sorted({system for system, _ in matrix.axes.types}))
 
+    def j66_type(self, system: str, code: str) -> tuple[str, str] | None:
+        """(system, code) in the matrix's spelling when it is a J66 type (R13), else None."""
+        key = self.matrix.axes.key(system, code)
+        return key if key in self.matrix.axes.types else None
+
     def _readable(self, requester: Requester) -> Readable:
         """R13: what the requester's J65 roles (profession, specialty) read."""
         return self.matrix.readable(self.matrix.roles_of(requester.profession, requester.specialty))

@@ -9,7 +9,11 @@ from fhir_server.access.habilitation import ALL, Readable
 from fhir_server.access.policy.tables import NOTHING, SYSTEM_CLASS
 from fhir_server.documents import metadata_versions
 from fhir_server.search.query import And, Everything, Node, Not, Or, TokenTest
-from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_IDNAT_PS
+from fhir_server.terminology import (
+    SYSTEM_DMP_CONFIDENTIALITY,
+    SYSTEM_IDNAT_PS,
+    SYSTEM_NAMED_DOCUMENT_TYPE,
+)
 
 
 def labelled(code: str, document: bool) -> Node:
@@ -23,9 +27,15 @@ def authored_by(idnat: str) -> Node:
     return TokenTest("author-identifier", SYSTEM_IDNAT_PS, idnat)
 
 
-def readable_node(readable: Readable, type_systems: tuple[str, ...]) -> Node:
+def readable_node(
+    readable: Readable, type_systems: tuple[str, ...], types: frozenset[tuple[str, str]]
+) -> Node:
     """R13 as a clause: the document's J66 type is one the roles read; a document with no
-    type in a J66 system (written before types were required) is judged by its class."""
+    type in a J66 system (written before types were required) is judged by its class.
+
+    `types`: every J66 type. A document whose `type` carries two J66 codings, one the roles
+    read and one they do not, is excluded (fail closed): the rules cannot tell which is its
+    type, and a readable coding beside an excluded one served the document."""
     if readable.every_type and readable.untyped_classes is ALL:
         return Everything()
     parts: list[Node] = [TokenTest("type", system, code) for system, code in sorted(readable.types)]
@@ -38,7 +48,26 @@ def readable_node(readable: Readable, type_systems: tuple[str, ...]) -> Node:
         parts.append(And((untyped, tests[0] if len(tests) == 1 else Or(tests))))
     if not parts:
         return NOTHING  # only reached by single reads: searches are refused earlier (R13)
-    return parts[0] if len(parts) == 1 else Or(tuple(parts))
+    node = parts[0] if len(parts) == 1 else Or(tuple(parts))
+    excluded = sorted(types - readable.types)
+    if not excluded:
+        return node
+    denied = tuple(TokenTest("type", system, code) for system, code in excluded)
+    return And((node, Not(denied[0] if len(denied) == 1 else Or(denied))))
+
+
+def names_excluded_type(readable: Readable, types: frozenset[tuple[str, str]]) -> Node | None:
+    """R13 on messages: a Communication names a document of a J66 type the roles do not read
+    (its `meta.tag` under SYSTEM_NAMED_DOCUMENT_TYPE, `service.messaging`), or None when
+    the roles read every type."""
+    excluded = sorted(types - readable.types)
+    if not excluded:
+        return None
+    tests = tuple(
+        TokenTest("_tag", SYSTEM_NAMED_DOCUMENT_TYPE, f"{system}|{code}")
+        for system, code in excluded
+    )
+    return tests[0] if len(tests) == 1 else Or(tests)
 
 
 def dmp_labels(resource: dict) -> set[str]:

@@ -10,7 +10,12 @@ from fhir_server.access.constraints import Follow, matches
 from fhir_server.access.decision import Decision, Deny, Permit, forbidden, hidden
 from fhir_server.access.ownership import has_owner, owner_id, subject_patient
 from fhir_server.access.policy.gates import PolicyBase
-from fhir_server.access.policy.labels import authored_by, labelled, readable_node
+from fhir_server.access.policy.labels import (
+    authored_by,
+    labelled,
+    names_excluded_type,
+    readable_node,
+)
 from fhir_server.access.policy.references import party_of_message, points_to
 from fhir_server.access.policy.refusals import (
     hide,
@@ -274,7 +279,9 @@ class ReadDecisions(PolicyBase):
                         hidden_node = Or((hidden_node, authored_by(requester.subject_id)))
                     parts.append(Constraint("R14", hidden_node, True))
                 if document:
-                    readable = readable_node(self._readable(requester), self._type_systems)
+                    readable = readable_node(
+                        self._readable(requester), self._type_systems, self.matrix.axes.types
+                    )
                     if not isinstance(readable, Everything):
                         parts.append(Constraint("R13", readable))
                 if resource_type == "List":
@@ -282,6 +289,9 @@ class ReadDecisions(PolicyBase):
                     if entries is not None:
                         parts.append(entries)
                 if resource_type == "Communication":
+                    names = names_excluded_type(self._readable(requester), self.matrix.axes.types)
+                    if names is not None:
+                        parts.append(Constraint("R13", Not(names)))
                     own = [("Practitioner", requester.subject_id)]
                     if requester.structure_idnat:  # their organisational mailbox's messages
                         own.append(("Organization", requester.structure_idnat))
@@ -312,7 +322,9 @@ class ReadDecisions(PolicyBase):
             document_parts.append(
                 Or((Not(labelled(MASQUE_PS, True)), authored_by(requester.subject_id)))
             )
-        readable = readable_node(self._readable(requester), self._type_systems)
+        readable = readable_node(
+            self._readable(requester), self._type_systems, self.matrix.axes.types
+        )
         if not isinstance(readable, Everything):
             document_parts.append(readable)
         if not document_parts:
