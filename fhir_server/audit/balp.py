@@ -614,8 +614,7 @@ def build_xds_events(
         raise ValueError("an ITI-41 event needs the submission set uniqueId")
 
     events = []
-    for patient_id in _patients_or_none(patients):
-        mine = [d for d in documents if d.patient_id is None or d.patient_id == patient_id]
+    for patient_id, mine in _xds_event_documents(transaction, patients, documents):
         entity_list: list[dict] = []
         if request_id:
             entity_list.append(_request_id_entity(request_id))
@@ -680,6 +679,32 @@ def build_xds_events(
             event["outcomeDesc"] = outcome_desc
         events.append(_drop_empty_meta(event))
     return events
+
+
+def _xds_event_documents(
+    transaction: str, patients: Sequence[str], documents: Sequence[DataEntity]
+) -> list[tuple[str | None, list[DataEntity]]]:
+    """(patient id or None, the documents of one event) for each event of an XDS
+    transaction: one per patient and, for an ITI-43 retrieving documents hidden from a
+    patient or a representative beside others, one per set of hiding labels (R16, R18).
+
+    One event naming them all carried every label: the patient saw the read of the visible
+    document's Binary in their trail but not the ITI-43 that retrieved it, where the same
+    retrieve of it alone showed both, which told them that it had retrieved something
+    hidden from them. An ITI-43 keeps no request (no query entity), so its documents can be
+    split; one retrieving only hidden documents stays one event, hidden as they are (an
+    ITI-18 keeps its request, and is not split)."""
+    out: list[tuple[str | None, list[DataEntity]]] = []
+    for patient_id in _patients_or_none(patients):
+        mine = [d for d in documents if d.patient_id is None or d.patient_id == patient_id]
+        if transaction != "ITI-43":
+            out.append((patient_id, mine))
+            continue
+        groups: dict[frozenset[str], list[DataEntity]] = {}
+        for document in mine:
+            groups.setdefault(hiding_codes(document.security_labels), []).append(document)
+        out.extend((patient_id, group) for group in groups.values() or [[]])
+    return out
 
 
 # --- reading events back ------------------------------------------------------------------------

@@ -6,9 +6,9 @@ token; by VIHF over XDS): read, vread, HEAD, instance and type history, search (
 `_search`, `_summary=count`, `_count=0`, `_elements`, `_include`/`_revinclude`), Binary,
 If-None-Match and If-Modified-Since reads, conditional create matching an existing document,
 conditional PATCH, PUT and DELETE by criteria, PATCH, transaction and batch GET entries,
-Communication searches, ITI-18 FindDocuments (LeafClass, ObjectRef), ITI-43 of one and of
-two documents, ITI-57, the patient's own AuditEvent search; then the patient's (and a
-parent's) trail and notifications after each.
+Communication searches, paging, ITI-18 FindDocuments (LeafClass, ObjectRef), ITI-43 of one
+and of two documents, ITI-57, the patient's own AuditEvent read and search; then the
+patient's (and a parent's) trail and notifications after each.
 
 What got through:
 
@@ -26,6 +26,10 @@ What got through:
   naming a document hidden from the sender (another record's, a masked one) answered 404,
   as for an unknown document (R18, rightly), and traced nothing, where the PATCH of its id
   leaves its refusal in the record (`Gate.refuse_hidden`). Now traced as that PATCH.
+- An ITI-43 retrieving a visible and an INVISIBLE_PATIENT document was one event carrying
+  INVISIBLE_PATIENT: the patient saw the visible document's Binary read but not the ITI-43,
+  where its retrieve alone shows both, and so learnt that something hidden was retrieved.
+  Its documents are now split by those labels too.
 
 Held (a few kept as controls): every other door above leaves one event naming the patient,
 with the right outcome and purpose (BTG, ETREAT), and each emergency access a notification
@@ -60,6 +64,7 @@ from tests.http.test_r18_matrix import (
     document,
     world,  # noqa: F401 - the module's seeded record
 )
+from tests.http.test_xds_endpoints import GP as XDS_GP
 from tests.http.test_xds_endpoints import OTHER_PS, registry_status
 from tests.http.test_xds_update_document_set import (  # noqa: F401 - fixtures
     deposit,
@@ -318,6 +323,36 @@ def test_r16_an_iti57_of_a_document_masked_from_its_sender_is_traced(xds, record
     status, errors = registry_status(response)
     assert status.endswith("Failure"), (status, errors)
     assert len(refusals_of(events()[before:], patient_id)) == 1
+
+
+def test_r18_an_iti43_retrieving_a_hidden_document_beside_a_visible_one_shows_its_part(xds):
+    """R16, R18 (ITI-43): the médecin traitant retrieves, in one request, a visible document
+    and an INVISIBLE_PATIENT one. The patient's trail shows the ITI-43 event of the visible
+    one, as when it is retrieved alone, and never the hidden one's uniqueId. One event named
+    both and carried INVISIBLE_PATIENT: the patient saw the visible document's Binary read
+    without the ITI-43 that read it, which told them that it had retrieved something hidden
+    from them."""
+    patient_id, nir = xds.patient(7)
+    request, response = xds.deposit(nir, masking=("INVISIBLE_PATIENT",))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (hidden,) = request.document_unique_ids.values()
+    request, response = xds.deposit(nir)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (visible,) = request.document_unique_ids.values()
+    world = World(xds.client, xds.tokens, xds.runtime.service)
+    patient = xds.tokens.patient(patient_id)
+    _, before = _trail_of(world, patient, patient_id)
+    assert xds.retrieve([visible, hidden], XDS_GP, nir).status_code == 200
+    text, after = _trail_of(world, patient, patient_id)
+    known = {event["id"] for event in before}
+    retrieves = [
+        e
+        for e in after
+        if e["id"] not in known and any(s.get("code") == "ITI-43" for s in e.get("subtype", []))
+    ]
+    assert len(retrieves) == 1, "the ITI-43 is not in the patient's trail"
+    assert visible in json.dumps(retrieves[0])
+    assert hidden not in text
 
 
 # -- held: controls ---------------------------------------------------------------------------
