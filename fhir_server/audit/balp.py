@@ -685,19 +685,22 @@ def _xds_event_documents(
     transaction: str, patients: Sequence[str], documents: Sequence[DataEntity]
 ) -> list[tuple[str | None, list[DataEntity]]]:
     """(patient id or None, the documents of one event) for each event of an XDS
-    transaction: one per patient and, for an ITI-43 retrieving documents hidden from a
-    patient or a representative beside others, one per set of hiding labels (R16, R18).
+    transaction: one per patient and, for an ITI-43 retrieving or an ITI-41 depositing
+    documents hidden from a patient or a representative beside others, one per set of
+    hiding labels (R16, R18).
 
     One event naming them all carried every label: the patient saw the read of the visible
     document's Binary in their trail but not the ITI-43 that retrieved it, where the same
     retrieve of it alone showed both, which told them that it had retrieved something
-    hidden from them. An ITI-43 keeps no request (no query entity), so its documents can be
-    split; one retrieving only hidden documents stays one event, hidden as they are (an
-    ITI-18 keeps its request, and is not split)."""
+    hidden from them; and an ITI-41 depositing a visible and an INVISIBLE_PATIENT document
+    left no trace in their trail of the visible one's deposit, of which they were told.
+    Neither keeps a request (no query entity), so their documents can be split (an ITI-41's
+    SubmissionSet is in each event); one naming only hidden documents stays one event,
+    hidden as they are (an ITI-18 keeps its request, and is not split)."""
     out: list[tuple[str | None, list[DataEntity]]] = []
     for patient_id in _patients_or_none(patients):
         mine = [d for d in documents if d.patient_id is None or d.patient_id == patient_id]
-        if transaction != "ITI-43":
+        if transaction not in ("ITI-41", "ITI-43"):
             out.append((patient_id, mine))
             continue
         groups: dict[frozenset[str], list[DataEntity]] = {}

@@ -30,6 +30,9 @@ What got through:
   INVISIBLE_PATIENT: the patient saw the visible document's Binary read but not the ITI-43,
   where its retrieve alone shows both, and so learnt that something hidden was retrieved.
   Its documents are now split by those labels too.
+- Likewise an ITI-41 depositing a visible and an INVISIBLE_PATIENT document: its one event
+  carried INVISIBLE_PATIENT, and the patient, told of the visible document's deposit, found
+  no trace of it in their trail.
 
 Held (a few kept as controls): every other door above leaves one event naming the patient,
 with the right outcome and purpose (BTG, ETREAT), and each emergency access a notification
@@ -352,6 +355,60 @@ def test_r18_an_iti43_retrieving_a_hidden_document_beside_a_visible_one_shows_it
     ]
     assert len(retrieves) == 1, "the ITI-43 is not in the patient's trail"
     assert visible in json.dumps(retrieves[0])
+    assert hidden not in text
+
+
+def _iti41_visible_and_hidden(xds, nir: str) -> tuple[bytes, str, str, str]:
+    """An ITI-41 (inline, no MTOM) of two documents, the second labelled INVISIBLE_PATIENT:
+    (body, content type, the first's uniqueId, the second's)."""
+    from lxml import etree
+
+    from tests.xds_builders import CDA, build_iti41
+
+    other = CDA.replace(b"ClinicalDocument", b"ClinicalDocument ", 1)
+    request = build_iti41(
+        nir=nir,
+        security=xds.security(XDS_GP, nir),
+        mtom=False,
+        documents=[CDA, other],
+        masking=("INVISIBLE_PATIENT",),
+    )
+    first, second = request.document_unique_ids
+    root = etree.fromstring(request.body)
+    for classification in list(root.iter(f"{{{v.NS_RIM}}}Classification")):
+        if (
+            classification.get("nodeRepresentation") == "INVISIBLE_PATIENT"
+            and classification.get("classifiedObject") == first
+        ):
+            classification.getparent().remove(classification)
+    body = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    ids = request.document_unique_ids
+    return body, request.content_type, ids[first], ids[second]
+
+
+def test_r16_an_iti41_depositing_a_hidden_document_beside_a_visible_one_is_in_the_trail(xds):
+    """R16, R17, R18 (ITI-41): one submission deposits a visible document and an
+    INVISIBLE_PATIENT one. The patient is told of the visible one's deposit, and their
+    trail shows its ITI-41 event, never the hidden one's uniqueId. The one ITI-41 event
+    named both and carried INVISIBLE_PATIENT: told of a deposit, the patient found no trace
+    of it."""
+    patient_id, nir = xds.patient(8)
+    body, content_type, visible, hidden = _iti41_visible_and_hidden(xds, nir)
+    world = World(xds.client, xds.tokens, xds.runtime.service)
+    patient = xds.tokens.patient(patient_id)
+    _, before = _trail_of(world, patient, patient_id)
+    response = xds.client.post("/xds/repository", data=body, headers={"Content-Type": content_type})
+    assert registry_status(response)[0].endswith("Success"), response.get_data()[:2000]
+    assert _told(world, patient) == 1
+    text, after = _trail_of(world, patient, patient_id)
+    known = {event["id"] for event in before}
+    deposits = [
+        e
+        for e in after
+        if e["id"] not in known and any(s.get("code") == "ITI-41" for s in e.get("subtype", []))
+    ]
+    assert len(deposits) == 1, "the ITI-41 is not in the patient's trail"
+    assert visible in json.dumps(deposits[0])
     assert hidden not in text
 
 
