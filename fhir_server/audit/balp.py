@@ -93,9 +93,12 @@ from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.errors import RULE_SYSTEM
 from fhir_server.terminology import (
     CANONICAL_BASE,
+    INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX,
     PURPOSE_BY_MODE,
     SYSTEM_ACCESS_MODE,
     SYSTEM_ACT_REASON,
+    SYSTEM_DMP_CONFIDENTIALITY,
     SYSTEM_IDNAT_PS,
     SYSTEM_PARTICIPATION_TYPE,
     SYSTEM_PROFESSION,
@@ -349,8 +352,7 @@ def build_audit_events(
     user_type = "IRCP" if shape in {"read", "query"} else "AUT"
 
     events = []
-    for patient_id in _patients_or_none(patients):
-        mine = [e for e in entities if e.patient_id is None or e.patient_id == patient_id]
+    for patient_id, mine in _rest_event_entities(interaction, patients, entities):
         entity_list: list[dict] = []
         if request_id:
             entity_list.append(_request_id_entity(request_id))
@@ -392,6 +394,61 @@ def build_audit_events(
             event["outcomeDesc"] = outcome_desc
         events.append(_drop_empty_meta(event))
     return events
+
+
+# The interactions whose results are split by the labels that hide them (`_rest_event_entities`).
+_SPLIT_BY_HIDING_LABELS = frozenset({"search", "search-type", "search-system"})
+# The labels that hide an AuditEvent from someone who reads AuditEvents: the patient and the
+# representatives (R07, R14; `policy.reads`). MASQUE_PS hides documents from professionals,
+# who never read AuditEvents.
+_HIDING_CODES = frozenset({INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX})
+
+
+def hiding_codes(labels: Iterable[Mapping[str, str]]) -> frozenset[str]:
+    """The codes among `labels` that hide an event from a patient or a representative."""
+    return frozenset(
+        c.get("code", "")
+        for c in labels
+        if c.get("system") == SYSTEM_DMP_CONFIDENTIALITY and c.get("code") in _HIDING_CODES
+    )
+
+
+def _rest_event_entities(
+    interaction: str, patients: Sequence[str], entities: Sequence[DataEntity]
+) -> list[tuple[str | None, list[DataEntity]]]:
+    """(patient id or None, the entities of one event) for each event of a RESTful
+    interaction: one per patient concerned and, for a search, one per set of hiding labels
+    its results carry (R16, R18).
+
+    A search's event carried the labels of every result, so a professional's search that
+    found a visible document and an INVISIBLE_PATIENT one was hidden whole from the patient
+    (and one finding an INVISIBLE_REPRESENTANTS_LEGAUX one from the parents): the access was
+    traced, in no trail they could read. The results are now split by the hiding labels
+    they carry: the event naming those that hide from nobody is always recorded, found or
+    not, as the same search of a record without the hidden documents would be; each other
+    set of results has its own event, hidden as they are. What the criteria name (role
+    query) goes into every one, as the query they keep names it. A resource's versions go
+    together (a history is not split: its request names its one resource)."""
+    out: list[tuple[str | None, list[DataEntity]]] = []
+    for patient_id in _patients_or_none(patients):
+        mine = [e for e in entities if e.patient_id is None or e.patient_id == patient_id]
+        if interaction not in _SPLIT_BY_HIDING_LABELS:
+            out.append((patient_id, mine))
+            continue
+        named = [e for e in mine if e.role == ROLE_QUERY]
+        found = [e for e in mine if e.role != ROLE_QUERY]
+        # Every event carries the labels of what the criteria name: results hidden by no
+        # more than those go with the results hidden from nobody.
+        base = hiding_codes(c for e in named for c in e.security_labels)
+        codes_of: dict[object, frozenset[str]] = {}
+        for entity in found:
+            key = entity.reference or entity.identifier
+            codes_of[key] = codes_of.get(key, base) | hiding_codes(entity.security_labels)
+        groups: dict[frozenset[str], list[DataEntity]] = {base: []}
+        for entity in found:
+            groups.setdefault(codes_of[entity.reference or entity.identifier], []).append(entity)
+        out.extend((patient_id, [*named, *group]) for group in groups.values())
+    return out
 
 
 # --- refusals (AuthZ-Consent) -------------------------------------------------------------------
@@ -557,8 +614,7 @@ def build_xds_events(
         raise ValueError("an ITI-41 event needs the submission set uniqueId")
 
     events = []
-    for patient_id in _patients_or_none(patients):
-        mine = [d for d in documents if d.patient_id is None or d.patient_id == patient_id]
+    for patient_id, mine in _xds_event_documents(transaction, patients, documents):
         entity_list: list[dict] = []
         if request_id:
             entity_list.append(_request_id_entity(request_id))
@@ -623,6 +679,35 @@ def build_xds_events(
             event["outcomeDesc"] = outcome_desc
         events.append(_drop_empty_meta(event))
     return events
+
+
+def _xds_event_documents(
+    transaction: str, patients: Sequence[str], documents: Sequence[DataEntity]
+) -> list[tuple[str | None, list[DataEntity]]]:
+    """(patient id or None, the documents of one event) for each event of an XDS
+    transaction: one per patient and, for an ITI-43 retrieving or an ITI-41 depositing
+    documents hidden from a patient or a representative beside others, one per set of
+    hiding labels (R16, R18).
+
+    One event naming them all carried every label: the patient saw the read of the visible
+    document's Binary in their trail but not the ITI-43 that retrieved it, where the same
+    retrieve of it alone showed both, which told them that it had retrieved something
+    hidden from them; and an ITI-41 depositing a visible and an INVISIBLE_PATIENT document
+    left no trace in their trail of the visible one's deposit, of which they were told.
+    Neither keeps a request (no query entity), so their documents can be split (an ITI-41's
+    SubmissionSet is in each event); one naming only hidden documents stays one event,
+    hidden as they are (an ITI-18 keeps its request, and is not split)."""
+    out: list[tuple[str | None, list[DataEntity]]] = []
+    for patient_id in _patients_or_none(patients):
+        mine = [d for d in documents if d.patient_id is None or d.patient_id == patient_id]
+        if transaction not in ("ITI-41", "ITI-43"):
+            out.append((patient_id, mine))
+            continue
+        groups: dict[frozenset[str], list[DataEntity]] = {}
+        for document in mine:
+            groups.setdefault(hiding_codes(document.security_labels), []).append(document)
+        out.extend((patient_id, group) for group in groups.values() or [[]])
+    return out
 
 
 # --- reading events back ------------------------------------------------------------------------

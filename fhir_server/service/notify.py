@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 from fhir_server.access.decision import Note
 from fhir_server.access.requester import AccessMode, Requester
-from fhir_server.audit.balp import event_patients
+from fhir_server.audit.balp import event_patients, hiding_codes
 from fhir_server.audit.notifications import (
     notification_day,
     notification_for_access,
@@ -98,7 +98,8 @@ class Notifier:
             return []
         today = notification_day(when).isoformat()
         intents = []
-        for event in events:
+        told_here: set[str] = set()
+        for event in sorted(events, key=_hiding_count):
             labels = tuple(
                 c
                 for c in (event.get("meta") or {}).get("security") or []
@@ -109,6 +110,13 @@ class Notifier:
             )
             hidden = _hidden_from_representatives(labels)
             for patient_id in event_patients(event):
+                # One access, one notification: a search's results are split into events
+                # by the labels that hide them (`balp._rest_event_entities`), the first
+                # naming those hidden from nobody; it is the one told, as the patient and
+                # the representatives see it in their trail.
+                if patient_id in told_here:
+                    continue
+                told_here.add(patient_id)
                 told = any(
                     self._notified.get((patient_id, key)) == today
                     for key in _told_keys(requester.subject_id, hidden)
@@ -298,3 +306,9 @@ def _day(iso: str | None):
     from datetime import date
 
     return date.fromisoformat(iso) if iso else None
+
+
+def _hiding_count(event: dict) -> int:
+    """How many of the labels that hide an event from a patient or a representative it
+    carries: of one access's events, the one hiding from fewest is told (`for_access`)."""
+    return len(hiding_codes((event.get("meta") or {}).get("security") or []))

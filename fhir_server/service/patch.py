@@ -108,12 +108,13 @@ class MetadataUpdates:
             limit=CONDITIONAL_LIMIT,
             joins_seen_by=requester,
         )
+        live = [stored for stored in found if not is_deleted(stored.json())]
         readable = [
             stored
-            for stored in found
-            if not is_deleted(stored.json())
-            and self.service.gate.may_read(requester, resource_type, stored.id)
+            for stored in live
+            if self.service.gate.may_read(requester, resource_type, stored.id)
         ]
+        self._trace_hidden_matches(requester, [s for s in live if s not in readable])
         if len(readable) > 1:
             raise error(
                 412,
@@ -123,6 +124,19 @@ class MetadataUpdates:
         if not readable:
             raise not_found("the conditional patch criteria match no resource")
         return readable[0].id
+
+    def _trace_hidden_matches(self, requester: Requester, unreadable: list) -> None:
+        """Trace each match hidden from the requester as the refused change of it by id
+        would be (R16, `Gate.refuse_hidden`: in its record, with its labels, so hidden from
+        whom it is hidden). The criteria named it and the answer is that of a missing one
+        (R18), rightly, but a conditional PATCH (REST, in a Bundle) or an ITI-57 naming a
+        document its sender may not read left no trace, where `PATCH /DocumentReference/{id}`
+        of it leaves its refusal."""
+        gate = self.service.gate
+        for stored in unreadable:
+            deny = gate.hidden_deny(requester, stored)
+            if deny is not None:
+                gate.refuse_hidden(requester, "update", stored, deny)
 
     def patch_in(
         self,

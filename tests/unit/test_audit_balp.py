@@ -298,8 +298,34 @@ def test_r12_centre_15_purpose_is_etreat():
         access_mode=AccessMode.CENTRE_15,
         token_id="tok-1",
     )
-    (event,) = rest("search-type", requester=c15, raw_query=b"GET /fhir/DocumentReference")
-    check_practitioner_user(event, "IRCP", "ETREAT", "centre_15")
+    for event in rest("search-type", requester=c15, raw_query=b"GET /fhir/DocumentReference"):
+        check_practitioner_user(event, "IRCP", "ETREAT", "centre_15")
+
+
+def test_r16_a_search_event_is_split_by_the_labels_that_hide_its_results():
+    """R16, R18: a search finding a document hidden from nobody and an
+    INVISIBLE_REPRESENTANTS_LEGAUX one is two events: the first names the first document and
+    no hiding label (the patient and the parents see it), the second the hidden one with its
+    label; what the criteria name (role query) is in both. One event naming both was hidden
+    whole from the parents, who saw no trace of the search."""
+    visible = DataEntity.from_resource({**DOC, "id": "d0", "securityLabel": []}, patient_id="p1")
+    named = DataEntity(
+        reference="DocumentReference/d9",
+        security_labels=({"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "MASQUE_PS"},),
+        role="24",
+    )
+    hidden = DataEntity.from_resource(DOC, patient_id="p1")
+    shown, kept = rest("search-type", entities=[hidden, visible, named], raw_query=b"GET /x")
+    references = [
+        [e.get("what", {}).get("reference") for e in ev["entity"]] for ev in (shown, kept)
+    ]
+    assert "DocumentReference/d0/_history/3" in references[0]
+    assert "DocumentReference/d1/_history/3" not in references[0]
+    assert "DocumentReference/d1/_history/3" in references[1]
+    assert all("DocumentReference/d9" in refs for refs in references)
+    assert [c["code"] for c in shown["meta"]["security"]] == ["MASQUE_PS"]
+    assert INVISIBLE_REPRESENTANTS_LEGAUX in [c["code"] for c in kept["meta"]["security"]]
+    (history,) = rest("history-instance", entities=[hidden, visible], raw_query=b"GET /x")
 
 
 def test_r15_system_has_no_user_agent_and_the_client_is_requestor():

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -27,7 +28,7 @@ from fhir_server.access.query_names import (
     spellings,
 )
 from fhir_server.access.requester import INTERNAL, ActorKind, Requester
-from fhir_server.audit.balp import ROLE_QUERY, DataEntity, security_labels_of_all
+from fhir_server.audit.balp import ROLE_QUERY, DataEntity, hiding_codes, security_labels_of_all
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.query import (
     IdTest,
@@ -35,7 +36,7 @@ from fhir_server.search.query import (
     Or,
     TokenTest,
 )
-from fhir_server.service.context import forget_request_facts
+from fhir_server.service.context import current_request, forget_request_facts
 from fhir_server.service.deposit import deposited_document
 from fhir_server.service.gate.reads import ReadGate
 from fhir_server.service.prepared import PreparedEvents
@@ -72,7 +73,37 @@ class AuditHooks(ReadGate):
         if result.asked is not None:
             asked = result.asked
             entities.extend(self._named_in_criteria(requester, asked.where, asked.resource_type))
+        entities.extend(self._hidden_results_in_query(entities))
         self.audit.access(requester, "search-type", patients, entities, notes=notes)
+
+    def _hidden_results_in_query(self, entities: Sequence[DataEntity]) -> list[DataEntity]:
+        """The results hidden from a patient or a representative (INVISIBLE_PATIENT,
+        INVISIBLE_REPRESENTANTS_LEGAUX) whose id, identifier or content URL the request's
+        text holds, as entities its criteria name (role query), so that every event of the
+        search carries their labels.
+
+        A search's results are split into events by those labels
+        (`balp._rest_event_entities`), the event of those hidden from nobody shown to the
+        patient with the query as asked. A criterion the server does not read as naming a
+        document (`location=Binary/<id>`, a text parameter) but that matched a hidden one
+        would show its id in that event; the labels of all its results hid it before."""
+        raw = current_request.get().raw_query
+        hidden = [
+            e
+            for e in entities
+            if e.role != ROLE_QUERY and e.reference and hiding_codes(e.security_labels)
+        ]
+        if not raw or not hidden:
+            return []
+        text = unquote_plus(raw.decode("utf-8", "replace")).lower()
+        named = []
+        for entity in hidden:
+            kind, _, target_id = (entity.reference or "").partition("/")
+            stored = self.facts.current(kind, target_id)
+            resource = stored.json() if stored is not None and not stored.deleted else {}
+            if any(value.lower() in text for value in _naming_strings(target_id, resource)):
+                named.append(replace(entity, role=ROLE_QUERY, version=None))
+        return named
 
     def _named_in_criteria(
         self, requester: Requester, where: Node, resource_type: str | None
@@ -268,6 +299,23 @@ class AuditHooks(ReadGate):
             )
             document = None if found is None or found.deleted else found.json()
         return [document] if document is not None else []
+
+
+# Values shorter than this are not looked for in a request's text (`_naming_strings`).
+MIN_NAMING_LENGTH = 8
+
+
+def _naming_strings(resource_id: str, resource: dict) -> set[str]:
+    """What names a resource in a request: its id, its identifiers' values (a document's
+    uniqueId and entryUUID), and its attachments' URLs and the ids they end with."""
+    values = {resource_id}
+    identifiers = [*(resource.get("identifier") or []), resource.get("masterIdentifier") or {}]
+    values.update(i.get("value") for i in identifiers if isinstance(i, dict))
+    for content in resource.get("content") or []:
+        url = ((content or {}).get("attachment") or {}).get("url")
+        if isinstance(url, str):
+            values.update({url, url.rsplit("/", 1)[-1]})
+    return {v for v in values if isinstance(v, str) and len(v) >= MIN_NAMING_LENGTH}
 
 
 def _parsed(rows: Sequence[tuple[str, str, bytes]]) -> list[tuple[str, str, dict]]:
