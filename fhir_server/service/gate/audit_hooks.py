@@ -310,12 +310,14 @@ def _naming_strings(resource_id: str, resource: dict) -> set[str]:
     uniqueId and entryUUID), and its attachments' URLs and the ids they end with."""
     values = {resource_id}
     identifiers = [*(resource.get("identifier") or []), resource.get("masterIdentifier") or {}]
-    values.update(i.get("value") for i in identifiers if isinstance(i, dict))
+    values.update(
+        i["value"] for i in identifiers if isinstance(i, dict) and isinstance(i.get("value"), str)
+    )
     for content in resource.get("content") or []:
         url = ((content or {}).get("attachment") or {}).get("url")
         if isinstance(url, str):
             values.update({url, url.rsplit("/", 1)[-1]})
-    return {v for v in values if isinstance(v, str) and len(v) >= MIN_NAMING_LENGTH}
+    return {v for v in values if len(v) >= MIN_NAMING_LENGTH}
 
 
 def _parsed(rows: Sequence[tuple[str, str, bytes]]) -> list[tuple[str, str, dict]]:
