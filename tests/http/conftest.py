@@ -154,6 +154,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_attack_pass_followup3",
         "test_attack_pass_governance",
         "test_attack_pass_messaging",
+        "test_attack_pass_minors_lifecycle",
         "test_attack_pass_oracles",
         "test_attack_pass_r13",
         "test_attack_pass_rest",

@@ -240,13 +240,13 @@ class WriteDecisions(ReadDecisions):
         deposited = (Note.NOTIFY_DOCUMENT_DEPOSITED,) if not patient else ()
         match resource_type, interaction:
             case ("DocumentReference", "create"):
-                return Permit(Everything(), rule, deposited)
+                return invisible_patient_written(new) or Permit(Everything(), rule, deposited)
             case ("Binary" | "List", "create"):
                 return Permit(Everything(), rule)
             case ("DocumentReference", "update" | "delete"):
                 assert old is not None
                 if authored_by_any(old, "author", own_refs):
-                    return Permit(Everything(), rule)
+                    return invisible_patient_written(new) or Permit(Everything(), rule)
                 if (
                     interaction == "update"
                     and new is not None
@@ -511,6 +511,24 @@ def identity_refusal(
         # is another RelatedPerson.
         return Deny(
             "R07", 422, "processing", "A RelatedPerson cannot be moved to another patient's record"
+        )
+    return None
+
+
+def invisible_patient_written(document: dict | None) -> Deny | None:
+    """R14: the refusal of a patient's or a representative's document carrying
+    INVISIBLE_PATIENT, or None.
+
+    The label is a professional's, lifted by a practitioner after the medical announcement.
+    Written by a representative, it planted on a minor's record a document the minor never
+    sees and no one of the family can change or delete (it hides it from its writer too);
+    written by a patient, a document of their own they could no longer read, change or
+    delete (decided here: refused)."""
+    if document is not None and INVISIBLE_PATIENT in dmp_labels(document):
+        return forbidden(
+            "R14",
+            "INVISIBLE_PATIENT is set by a professional, never by the patient or their "
+            "representative",
         )
     return None
 
