@@ -23,7 +23,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fhir_server.access.constraints import reference_target
-from fhir_server.access.initial_consent import carries_initial_consent
+from fhir_server.access.initial_consent import (
+    INITIAL_CONSENT,
+    SYSTEM_DMP_CONSENT_CATEGORY,
+    carries_initial_consent,
+)
 from fhir_server.errors import FhirError, error
 from fhir_server.resources.normal_form import idnat_ps_problem
 from fhir_server.resources.served import REQUIRED_CODES
@@ -39,6 +43,26 @@ PATIENT_PRIVACY = "patient-privacy"
 SYSTEM_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 POLICY_OPTIN = "OPTIN"
 ROLE_IRCP = "IRCP"
+# The categories a DMP Consent is read under: LOINC 59284-0 (Patient consent) and the
+# patient's initial consent (`access.initial_consent`). A research or advance-directive
+# Consent naming a professional is not an authorization to read the record.
+SYSTEM_LOINC = "http://loinc.org"
+CATEGORY_PATIENT_CONSENT = "59284-0"
+CONSENT_CATEGORIES = frozenset(
+    {(SYSTEM_LOINC, CATEGORY_PATIENT_CONSENT), (SYSTEM_DMP_CONSENT_CATEGORY, INITIAL_CONSENT)}
+)
+# The uses of an actor's identifier that say it names the practitioner now (FHIR R4
+# Identifier.use is a modifier: `old` is no longer valid, `temp` a stand-in).
+IDENTIFIER_USES_IN_FORCE = frozenset({"usual", "official", "secondary"})
+# A Reference.type naming a practitioner (relative to the FHIR StructureDefinition base).
+PRACTITIONER_TYPES = frozenset(
+    {"Practitioner", "http://hl7.org/fhir/StructureDefinition/Practitioner"}
+)
+# A Consent's dateTime written as a date (no zone) may be today's date anywhere, up to 14
+# hours ahead of UTC (UTC+14, as `record.latest_date`); one with a time carries a zone (FHIR)
+# and is an instant, a few minutes of clock skew allowed.
+_LOCAL_AHEAD = timedelta(hours=14)
+_CLOCK_SKEW = timedelta(minutes=5)
 # The access modes a patient may oppose, coded as the audit codes them (v3-ActReason).
 PURPOSE_BTG = PURPOSE_BY_MODE["bris_de_glace"]
 PURPOSE_ETREAT = PURPOSE_BY_MODE["centre_15"]
@@ -115,7 +139,9 @@ def interpret_consent(consent: dict, now: datetime | None = None) -> ConsentRule
     if status not in CONSENT_STATUSES:
         raise _invalid(f"Consent.status {status!r} is not a Consent status", "Consent.status")
     _check_scope(consent.get("scope"))
+    _check_categories(consent.get("category"))
     _check_policy(consent)
+    _check_date_time(consent.get("dateTime"), now)
     _refuse_modifier_extensions(consent, "Consent")
     if consent_patient_id(consent) is None:
         raise _invalid(
@@ -145,7 +171,9 @@ def period_bounds(consent: dict) -> list[datetime]:
     provisions = [root] if isinstance(root, dict) else []
     nested = root.get("provision") if isinstance(root, dict) else None
     provisions += [p for p in nested if isinstance(p, dict)] if isinstance(nested, list) else []
-    return [bound for provision in provisions for bound in _bounds(provision.get("period"))]
+    bounds = [bound for provision in provisions for bound in _bounds(provision.get("period"))]
+    issued = _earliest_issue(consent.get("dateTime"))
+    return bounds if issued is None else [*bounds, issued]
 
 
 def _bounds(period: object) -> list[datetime]:
@@ -197,6 +225,64 @@ def _check_scope(scope: object) -> None:
                 f"Only Consents with scope {SYSTEM_CONSENT_SCOPE}|{PATIENT_PRIVACY} are understood",
                 f"Consent.scope.coding[{index}]",
             )
+
+
+def _check_categories(categories: object) -> None:
+    """Every coding of `Consent.category` is one the DMP rules read (`CONSENT_CATEGORIES`).
+    A Consent of another category (research, an advance directive, a release of information)
+    naming a professional in a permit was read as an R10 authorization to read the whole
+    record (**decided here**, the rule book names only these: refused, 422 `processing`)."""
+    if categories is None:
+        return
+    if not isinstance(categories, list):
+        raise _invalid("Consent.category must be a list", "Consent.category")
+    for index, concept in enumerate(categories):
+        here = f"Consent.category[{index}]"
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if not isinstance(codings, list) or not codings:
+            raise _unsupported(
+                "A Consent category is read only as a coding the DMP access rules know "
+                f"({SYSTEM_LOINC}|{CATEGORY_PATIENT_CONSENT}, "
+                f"{SYSTEM_DMP_CONSENT_CATEGORY}|{INITIAL_CONSENT})",
+                here,
+            )
+        for position, coding in enumerate(codings):
+            if not isinstance(coding, dict) or (
+                (coding.get("system"), coding.get("code")) not in CONSENT_CATEGORIES
+            ):
+                raise _unsupported(
+                    "The DMP access rules read only Consents of category "
+                    f"{SYSTEM_LOINC}|{CATEGORY_PATIENT_CONSENT} (patient consent) or "
+                    f"{SYSTEM_DMP_CONSENT_CATEGORY}|{INITIAL_CONSENT}",
+                    f"{here}.coding[{position}]",
+                )
+
+
+def _check_date_time(value: object, now: datetime) -> None:
+    """`Consent.dateTime` says when the Consent was given. One still to come was read as given
+    now: a professional's initial-consent declaration dated next year opened the record today
+    (**decided here**: refused, 422 `invalid`; a stored one is read as uninterpretable until
+    that date, `period_bounds` telling the record cache when to read it again)."""
+    if value is None:
+        return
+    if not _is_datetime(value):
+        raise _invalid("Consent.dateTime is not a FHIR dateTime", "Consent.dateTime")
+    issued = _earliest_issue(value)
+    if issued is not None and issued > now:
+        raise _invalid(
+            "Consent.dateTime is in the future: a Consent is not given before it is dated",
+            "Consent.dateTime",
+        )
+
+
+def _earliest_issue(value: object) -> datetime | None:
+    """The first instant at which a Consent dated `value` may have been given, clock skew
+    and local time without a zone allowed for (None when `value` is no dateTime)."""
+    if not isinstance(value, str) or not _is_datetime(value):
+        return None
+    first = instant_range(value)[0]
+    zoned = "T" in value and (value.endswith("Z") or re.search(r"[+-]\d{2}:\d{2}$", value))
+    return first - (_CLOCK_SKEW if zoned else _LOCAL_AHEAD)
 
 
 def _check_policy(consent: dict) -> None:
@@ -321,7 +407,9 @@ def _actor_ids(actors: object, path: str) -> frozenset[str]:
         if not isinstance(actor, dict):
             raise _invalid("An actor must be an object", here)
         codings = (actor.get("role") or {}).get("coding") or []
-        if not any(
+        # Every coding, not one of them: the codings of a concept say the same thing, and
+        # IRCP beside another role (PRN, a parent) was read as IRCP alone.
+        if not codings or not all(
             isinstance(c, dict)
             and c.get("system") == SYSTEM_PARTICIPATION_TYPE
             and c.get("code") == ROLE_IRCP
@@ -341,6 +429,7 @@ def _actor_ids(actors: object, path: str) -> frozenset[str]:
                 f"The actor must be identified by an IdNat_PS identifier (system {SYSTEM_IDNAT_PS})",
                 f"{here}.reference.identifier",
             )
+        _check_actor_naming(actor, identifier, here)
         problem = idnat_ps_problem(value)
         if problem:
             # Compared exactly with the requester's IdNat_PS, which is checked the same way:
@@ -357,6 +446,32 @@ def _actor_ids(actors: object, path: str) -> frozenset[str]:
             )
         ids.add(value)
     return frozenset(ids)
+
+
+def _check_actor_naming(actor: dict, identifier: dict, path: str) -> None:
+    """An actor names a practitioner by their IdNat_PS, now: a reference typed Organization,
+    CareTeam, Group or PractitionerRole, or an identifier no longer in force (`use` old or
+    temp, a `period`), was read as a grant to (or a block of) the practitioner of that
+    IdNat_PS everywhere and for good (**decided here**: refused, 422 `processing`)."""
+    kind = (actor.get("reference") or {}).get("type")
+    if kind is not None and kind not in PRACTITIONER_TYPES:
+        raise _unsupported(
+            f"The actor's reference is typed {kind!r}: the DMP access rules name a "
+            "Practitioner by IdNat_PS only",
+            f"{path}.reference.type",
+        )
+    use = identifier.get("use")
+    if use is not None and use not in IDENTIFIER_USES_IN_FORCE:
+        raise _unsupported(
+            f"The actor's identifier has use {use!r}: the DMP access rules read an IdNat_PS "
+            "in force (use usual, official or secondary)",
+            f"{path}.reference.identifier.use",
+        )
+    if "period" in identifier:
+        raise _unsupported(
+            "The actor's identifier carries a period the DMP access rules do not evaluate",
+            f"{path}.reference.identifier.period",
+        )
 
 
 def actor_identifier(actor: dict) -> Any:

@@ -149,6 +149,7 @@ if HTTP_ENGINE not in HTTP_ENGINES:
 # there): test_change_door_probes, test_audit_trace_hides, test_audit_trace_own_probes.
 ON_BOTH_ENGINES = frozenset(
     {
+        "test_attack_pass_consents",
         "test_attack_pass_followup",
         "test_attack_pass_followup2",
         "test_attack_pass_followup3",
