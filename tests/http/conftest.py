@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 
 from fhir_server.access.initial_consent import INITIAL_CONSENT_CODING
+from fhir_server.access.requester import INTERNAL
 from fhir_server.auth.keys import TOKEN_KEY_FILE, keys_dir, load_or_create_signing_key
 from fhir_server.auth.tokens import AuthSettings, TokenIssuer
 from fhir_server.auth.vihf import (
@@ -264,6 +265,18 @@ def auth(token: str, **headers: str) -> dict[str, str]:
 def valid_nir(n: int) -> str:
     body = f"1{40 + n % 60:02d}{1 + n % 12:02d}75{n % 1000:03d}{n // 1000 % 1000:03d}"
     return body + f"{nir_key(body):02d}"
+
+
+def internal_put(service) -> Callable[[dict, str], None]:
+    """`put(resource, id)`: a resource written at its id by the server's own work (INTERNAL),
+    as a record's fixture sets up what the test's requesters then read or change."""
+
+    def put(resource: dict, resource_id: str) -> None:
+        service.update(
+            INTERNAL, resource["resourceType"], resource_id, {**resource, "id": resource_id}
+        )
+
+    return put
 
 
 def a_patient(n: int = 0, **extra) -> dict:

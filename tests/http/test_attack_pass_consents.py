@@ -43,7 +43,7 @@ from fhir_server.access.initial_consent import INITIAL_CONSENT_CODING
 from fhir_server.access.record import latest_date
 from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_ACT_REASON, SYSTEM_IDNAT_PS
-from tests.http.conftest import FHIR_JSON, a_patient, auth, deny, dmp_consent, permit
+from tests.http.conftest import FHIR_JSON, a_patient, auth, deny, dmp_consent, internal_put, permit
 from tests.http.test_normal_form import AUTHORIZED, GP, PATIENT_A, PATIENT_B, post
 
 STRANGER = "810000000040"  # named in no Consent of the record
@@ -57,10 +57,7 @@ def record(app):
     initial consent collected)."""
     service = app.extensions["fhir"].service
 
-    def put(resource: dict, resource_id: str) -> None:
-        service.update(
-            INTERNAL, resource["resourceType"], resource_id, {**resource, "id": resource_id}
-        )
+    put = internal_put(service)
 
     gp = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": GP}}]
     put(a_patient(1, generalPractitioner=gp), PATIENT_A)

@@ -34,7 +34,7 @@ from fhir_server.terminology import (
     SYSTEM_V3_ROLE_CODE,
 )
 from ihe_xds import vocabulary as v
-from tests.http.conftest import INS_SYSTEM, a_patient, auth, deny, dmp_consent, permit
+from tests.http.conftest import INS_SYSTEM, a_patient, auth, deny, dmp_consent, internal_put, permit
 from tests.http.test_normal_form import (
     AUTHORIZED,
     BLOCKED,
@@ -64,10 +64,7 @@ def record(app):
     and patient B (authorizes AUTHORIZED), as in test_normal_form."""
     service = app.extensions["fhir"].service
 
-    def put(resource: dict, resource_id: str) -> None:
-        service.update(
-            INTERNAL, resource["resourceType"], resource_id, {**resource, "id": resource_id}
-        )
+    put = internal_put(service)
 
     gp = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": GP}}]
     put(a_patient(1, generalPractitioner=gp), PATIENT_A)

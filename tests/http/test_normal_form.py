@@ -24,7 +24,7 @@ from fhir_server.terminology import (
     SYSTEM_IDNAT_PS,
 )
 from tests.dmp_codes import type_of_class
-from tests.http.conftest import FHIR_JSON, a_patient, auth, deny, dmp_consent, permit
+from tests.http.conftest import FHIR_JSON, a_patient, auth, deny, dmp_consent, internal_put, permit
 from tests.support.documents import dmp_document, transaction
 
 BASE = "http://127.0.0.1:8080/fhir"  # the test app's own base (settings' host and port)
@@ -50,10 +50,7 @@ def record(app):
     patient B (authorizes AUTHORIZED and BLOCKED), and a record whose patient opposed its creation."""
     service = app.extensions["fhir"].service
 
-    def put(resource: dict, resource_id: str) -> None:
-        service.update(
-            INTERNAL, resource["resourceType"], resource_id, {**resource, "id": resource_id}
-        )
+    put = internal_put(service)
 
     gp = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": GP}}]
     put(a_patient(1, generalPractitioner=gp), PATIENT_A)

@@ -50,6 +50,7 @@ from tests.http.conftest import (
     create_test_app,
     deny,
     dmp_consent,
+    internal_put,
     permit,
     valid_nir,
 )
@@ -140,10 +141,7 @@ def document(key: str, relates_to: tuple[str, ...] = ()) -> dict:
 
 
 def seed(service) -> None:
-    def put(resource: dict, resource_id: str) -> None:
-        service.update(
-            INTERNAL, resource["resourceType"], resource_id, {**resource, "id": resource_id}
-        )
+    put = internal_put(service)
 
     put(
         a_patient(
