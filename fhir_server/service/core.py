@@ -749,6 +749,12 @@ class FhirService:
             self._claim(tx, claims, resource_id)
             self.gate.after_write(tx, requester, "create", stored, resource, permit)
             return WriteResult(stored, created=True)
+        if current.deleted and not may_create and requester.kind is not ActorKind.INTERNAL:
+            # A deleted id names nothing: a client's PUT of it answers as one of a free id
+            # (404), never an update as create. Taken again, a deleted document's id gave
+            # anyone who may deposit (another professional, a system) a document of their own
+            # owning the deleted one's Binary, read as that new document (R14, R18).
+            raise not_found(not_found_message(resource_type, resource_id))
         old = None if current.deleted else current.json()
         permit = self.gate.authorize_write(requester, "update", resource_type, resource, old)
         if old is not None:
