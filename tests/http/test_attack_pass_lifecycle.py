@@ -19,6 +19,13 @@ What got through, each reproduced over HTTP before its fix:
   from all but its author. A deletion is now judged as the last version deleted logically
   (`Facts.content`): seen by its author only.
 
+- R14: a message naming a document (an attachment, `about`...) takes the document's labels
+  when sent, and only then: once the patient masked the document (MASQUE_PS), or its author
+  labelled it INVISIBLE_PATIENT, the message, and the answers in its thread, were still
+  served, naming it, to the recipient it was now hidden from. A document that gains a label
+  now gives it to the messages naming it and their answers, in its transaction
+  (`FhirService._label_messages_naming`), as it does to its Lists.
+
 What held (kept below as controls): a replacement of another professional's document
 (refused, the original stays current); a logically deleted original named by a visible
 appendix, through the XDS face (GetAssociations, GetRelatedDocuments, GetDocuments by
@@ -36,6 +43,7 @@ import uuid
 import pytest
 
 from fhir_server.access.requester import INTERNAL
+from fhir_server.terminology import SYSTEM_IDNAT_PS
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import (
     FIND_DOCUMENTS,
@@ -44,7 +52,7 @@ from ihe_xds.stored_query import (
     GET_RELATED_DOCUMENTS,
 )
 from tests.http.conftest import FHIR_JSON, auth, dmp_consent, permit
-from tests.http.metadata_world import OTHER, World, build_world
+from tests.http.metadata_world import AUTHOR, OTHER, World, build_world, label, mask_as_patient
 from tests.http.test_attack_pass_xds import deposit as xds_deposit
 from tests.http.test_xds_endpoints import GP, OTHER_PS, Xds, registry_status
 from tests.http.test_xds_stored_queries import adhoc
@@ -217,6 +225,92 @@ def test_td33c_a_deleted_documents_history_is_seen_by_its_author_only(world, del
     for url in (f"{base}/_history/1", f"{base}/_history"):
         response = world.client.get(url, headers=auth(world.token("author")))
         assert response.status_code == 200, (url, response.get_data(as_text=True))
+
+
+# -- R14: a label a document gains reaches the messages naming it ------------------------------
+
+
+def _pract(idnat: str) -> dict:
+    return {"type": "Practitioner", "identifier": {"system": SYSTEM_IDNAT_PS, "value": idnat}}
+
+
+def _send(world: World, actor: str, body: dict) -> str:
+    response = world.client.post(
+        "/fhir/Communication",
+        data=json.dumps(body),
+        headers=auth(world.token(actor), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()["id"]
+
+
+def _messages_seen(world: World, actor: str) -> str:
+    response = world.client.get(
+        f"/fhir/Communication?subject=Patient/{world.paul}", headers=auth(world.token(actor))
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("step", ["patient masks (MASQUE_PS)", "author adds INVISIBLE_PATIENT"])
+def test_r14_a_message_naming_a_document_hidden_since_is_hidden_too(world, step):
+    """The author sends the patient and another professional a message attaching a document;
+    the other answers. Once the document is hidden from a party, neither the message nor the
+    answer is served to that party (read or search), and nothing they are served names it."""
+    document = world.deposit("N")
+    paul = {"reference": f"Patient/{world.paul}"}
+    first = _send(
+        world,
+        "author",
+        {
+            "resourceType": "Communication",
+            "status": "completed",
+            "subject": paul,
+            "sender": _pract(AUTHOR),
+            "recipient": [_pract(OTHER), paul],
+            "payload": [
+                {"contentString": "voir le compte rendu"},
+                {"contentReference": {"reference": f"DocumentReference/{document['id']}"}},
+            ],
+        },
+    )
+    answer = _send(
+        world,
+        "other",
+        {
+            "resourceType": "Communication",
+            "status": "completed",
+            "subject": paul,
+            "sender": _pract(OTHER),
+            "recipient": [_pract(AUTHOR)],
+            "inResponseTo": [{"reference": f"Communication/{first}"}],
+            "payload": [{"contentString": "bien reçu"}],
+        },
+    )
+    if step.startswith("patient"):
+        mask_as_patient(world.client, world.token("patient"), document["id"])
+        reader = "other"
+    else:
+        added = world.patch(
+            "author",
+            document["id"],
+            [{"op": "add", "path": "/securityLabel/-", "value": label("INVISIBLE_PATIENT")}],
+        )
+        assert added.status_code == 200, added.get_data(as_text=True)
+        reader = "patient"
+    hidden = world.client.get(
+        f"/fhir/DocumentReference/{document['id']}", headers=auth(world.token(reader))
+    )
+    assert hidden.status_code == 404  # the document is hidden from the reader now
+    read = world.client.get(f"/fhir/Communication/{first}", headers=auth(world.token(reader)))
+    assert read.status_code == 404, read.get_data(as_text=True)
+    seen = _messages_seen(world, reader)
+    assert document["id"] not in seen and first not in seen
+    if reader == "other":
+        assert answer not in seen, "the answer in the thread of the hidden message"
+    if reader == "patient":
+        # A label hiding it from the patient only: the professionals still have the thread.
+        assert first in _messages_seen(world, "other") and answer in _messages_seen(world, "other")
 
 
 # -- controls: what held ------------------------------------------------------------------------
