@@ -23,7 +23,7 @@ from fhir_server.access.record import INS_SYSTEMS
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.documents.model import assign_entry_uuid
-from fhir_server.documents.registry import DocumentRules
+from fhir_server.documents.registry import DocumentRules, local_patient
 from fhir_server.errors import RULE_SYSTEM, FhirError, bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.resources.normal_form import NormalForm
@@ -32,7 +32,13 @@ from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
 from fhir_server.search.query import ReferenceTest, SearchQuery, TokenTest, TotalMode
 from fhir_server.search.registry import SearchRegistry
-from fhir_server.service import audit_event_writes, existence_check, unique_ids, versions
+from fhir_server.service import (
+    audit_event_writes,
+    existence_check,
+    messaging,
+    unique_ids,
+    versions,
+)
 from fhir_server.service.context import facts_scope
 from fhir_server.service.gate import INTERNAL_BINDING, Gate, ReadPurpose
 from fhir_server.service.ownership import BinaryOwnership
@@ -749,6 +755,12 @@ class FhirService:
             self._claim(tx, claims, resource_id)
             self.gate.after_write(tx, requester, "create", stored, resource, permit)
             return WriteResult(stored, created=True)
+        if current.deleted and not may_create and requester.kind is not ActorKind.INTERNAL:
+            # A deleted id names nothing: a client's PUT of it answers as one of a free id
+            # (404), never an update as create. Taken again, a deleted document's id gave
+            # anyone who may deposit (another professional, a system) a document of their own
+            # owning the deleted one's Binary, read as that new document (R14, R18).
+            raise not_found(not_found_message(resource_type, resource_id))
         old = None if current.deleted else current.json()
         permit = self.gate.authorize_write(requester, "update", resource_type, resource, old)
         if old is not None:
@@ -764,6 +776,7 @@ class FhirService:
         self._claim(tx, claims, resource_id)
         if resource_type == "DocumentReference" and list_labels.gained_labels(old, resource):
             self._label_lists_naming(tx, resource_id)
+            self._label_messages_naming(tx, resource_id, resource)
         self.gate.after_write(tx, requester, "update", stored, resource, permit)
         return WriteResult(self.gate.as_served(requester, stored), created=current.deleted)
 
@@ -920,6 +933,58 @@ class FhirService:
             cursor = page.next_cursor
             if not cursor:
                 return
+
+    def _label_messages_naming(
+        self, tx: StoreTransaction, document_id: str, document: dict
+    ) -> None:
+        """The messages of the document's record naming it (an attachment, `about`,
+        `basedOn`...), and the answers in their threads, take the DMP labels the document
+        now carries, in its transaction, as a message sent about it then would have
+        (`service.messaging`): labelled only when sent, a message about a document the patient
+        masked since (or its author labelled INVISIBLE_PATIENT since) was still served, naming
+        it, to the recipient it was now hidden from (R14, R18). Labels are only added (fail
+        closed), as for Lists (`_label_lists_naming`); the server's own write."""
+        patient = local_patient(document)
+        labels = messaging.dmp_labels(document)
+        if patient is None or not labels:
+            return
+        messages: dict[str, StoredResource] = {}
+        where = ReferenceTest("subject", "Patient", patient)
+        cursor: str | None = None
+        while True:
+            page = tx.search(
+                SearchQuery("Communication", where=where, count=_NAMING_LISTS_PAGE, cursor=cursor),
+                cursor_key=self.cursor_key,
+                cursor_binding=INTERNAL_BINDING,
+            )
+            for row in page.rows:
+                current = tx.read("Communication", row.id)
+                if current is not None and not current.deleted:
+                    messages[current.id] = current
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        naming = {
+            message_id
+            for message_id, stored in messages.items()
+            if messaging.names_document(stored.json(), document_id)
+        }
+        grown = True
+        while grown:  # the answers in a thread take the labels of the message they answer
+            more = {
+                message_id
+                for message_id, stored in messages.items()
+                if message_id not in naming and messaging.answers_any(stored.json(), naming)
+            }
+            grown = bool(more)
+            naming |= more
+        for message_id in sorted(naming):
+            current = messages[message_id]
+            message = current.json()
+            if not messaging.add_labels(message, labels):
+                continue
+            stored = versions.stamp(message, current.id, current.version + 1, self.clock())
+            self._write(tx, stored, message, "PUT", expected_version=current.version)
 
     def _searcher(self, tx: StoreTransaction | None = None) -> unique_ids.Search:
         """The server's own search (no access rules), as `tx` sees the store if given."""

@@ -170,17 +170,7 @@ def check_message(
         if target[0] == "DocumentReference":
             named_types += _type_tags(policy, document.json())
     _tag_named_types(message, named_types)
-    if labels:
-        meta = message.setdefault("meta", {})
-        security = meta.setdefault("security", [])
-        for label in labels:
-            if not any(
-                c.get("system") == label["system"] and c.get("code") == label["code"]
-                for c in security
-            ):
-                security.append(
-                    {k: label[k] for k in ("system", "code", "display") if label.get(k)}
-                )
+    add_labels(message, labels)
     if CATEGORY_CLOSURE in category_codes(message) and _dmp_labels(message):
         # A closure binds every participant of the conversation (their answers are then
         # refused, 409): one hidden from some of them by its labels (about, or answering,
@@ -251,6 +241,56 @@ def _tag_named_types(message: dict, tags: list[dict]) -> None:
             meta.pop("tag", None)
         return
     message.setdefault("meta", {})["tag"] = [*kept, *unique]
+
+
+def add_labels(message: dict, labels: list[dict]) -> bool:
+    """Add `labels` (DMP codings) to the message's `meta.security` (in place); whether any
+    was missing. Labels are only ever added to a message (fail closed)."""
+    added = False
+    for label in labels:
+        security = (message.get("meta") or {}).get("security") or []
+        if any(
+            isinstance(c, Mapping)
+            and c.get("system") == label["system"]
+            and c.get("code") == label["code"]
+            for c in security
+        ):
+            continue
+        meta = message.setdefault("meta", {})
+        meta.setdefault("security", []).append(
+            {k: label[k] for k in ("system", "code", "display") if label.get(k)}
+        )
+        added = True
+    return added
+
+
+def names_document(message: dict, document_id: str) -> bool:
+    """Whether the message names DocumentReference `document_id`: an attachment
+    (`payload.contentReference`) or anywhere else `check_message` judges it as one."""
+    for payload in message.get("payload") or []:
+        if isinstance(payload, Mapping):
+            reference = (payload.get("contentReference") or {}).get("reference")
+            if reference_target(reference) == ("DocumentReference", document_id):
+                return True
+    return any(named == document_id for _, named in named_documents(message))
+
+
+def answers_any(message: dict, message_ids: set[str]) -> bool:
+    """Whether the message answers one of `message_ids` or is in the thread one of them
+    opened (`inResponseTo`, `partOf`): an answer takes the labels of what it answers."""
+    for element in ("inResponseTo", "partOf"):
+        for ref in message.get(element) or []:
+            target = (
+                reference_target((ref or {}).get("reference")) if isinstance(ref, Mapping) else None
+            )
+            if target is not None and target[0] == "Communication" and target[1] in message_ids:
+                return True
+    return False
+
+
+def dmp_labels(resource: dict) -> list[dict]:
+    """The DMP labels (TRE_A07) of a resource, wherever it carries them."""
+    return _dmp_labels(resource)
 
 
 def _dmp_labels(resource: dict) -> list[dict]:

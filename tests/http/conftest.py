@@ -155,6 +155,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_attack_pass_followup2",
         "test_attack_pass_followup3",
         "test_attack_pass_governance",
+        "test_attack_pass_lifecycle",
         "test_attack_pass_messaging",
         "test_attack_pass_minors_lifecycle",
         "test_attack_pass_oracles",

@@ -116,7 +116,8 @@ def test_r18_an_iti65_patient_reference_spelled_otherwise_reads_nothing_of_the_r
 @pytest.mark.parametrize("case_id", list(LABELLED_LATER))
 def test_r14_r07_a_vread_of_a_deleted_document_is_hidden_like_its_last_version(world, case_id):
     """Version 2 of the document adds INVISIBLE_PATIENT (INVISIBLE_REPRESENTANTS_LEGAUX),
-    version 3 deletes it. A professional's vread of version 1 was traced with version 1's
+    version 3 deletes it. A professional's vread of version 1 (refused now that a deletion is
+    its author's only) was traced with version 1's
     labels (none), the deletion carrying none: the patient (the parent) found in their trail
     the document their own read answers 404 for, as 4bb5097 had closed while it lived."""
     key, label, professional, viewer_case, patient_id = LABELLED_LATER[case_id]
@@ -128,7 +129,9 @@ def test_r14_r07_a_vread_of_a_deleted_document_is_hidden_like_its_last_version(w
         world.tokens.practitioner(professional),
         f"/fhir/DocumentReference/{resource_id}/_history/1",
     )
-    assert read.status_code == 200, read.get_data(as_text=True)
+    # Refused since a deletion is its author's only (TD3.3c, test_attack_pass_lifecycle):
+    # the refusal is traced, and must not name the document to the viewer either.
+    assert read.status_code == 404, read.get_data(as_text=True)
     text, events = trace(world, viewer, patient_id)
     assert events, "the viewer's trail is empty: the search is broken"
     assert resource_id not in text, "the trail names the document hidden from the viewer"

@@ -394,9 +394,15 @@ def system_write(
         and resource_type == "DocumentReference"
         and new is not None
         and old is not None
+        and old.get("status") == "current"
+        and new.get("status") == "superseded"
         and without(old, ("status",)) == without(new, ("status",))
     ):
-        # Deprecating a replaced document (XDS RPLC, MHD) changes its status only.
+        # Deprecating a replaced document (XDS RPLC, MHD) changes its status only, from
+        # current to superseded: any other status change is no deprecation. Judged on "the
+        # status only", a system deleted its deposit (entered-in-error, PDSm4DMP TD3.3c, a
+        # DELETE by another name, hidden at once from every reader but its author) and
+        # restored a superseded or deleted one to current (R15).
         return Permit(Everything(), "R15")
     return forbidden("R15", "System clients only deposit documents and deprecate them")
 

@@ -21,6 +21,7 @@ from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import PatientRecord, build_record, latest_date
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.resources import record_closure
+from fhir_server.resources.document_state import DELETED_STATUS
 from fhir_server.search.query import (
     MAX_COUNT,
     Chain,
@@ -253,7 +254,14 @@ class RecordFacts:
             for version in range(stored.version - 1, 0, -1):
                 previous = self.store.vread(stored.resource_type, stored.id, version)
                 if previous is not None and not previous.deleted:
-                    return previous.json()
+                    last = previous.json()
+                    if stored.resource_type == "DocumentReference":
+                        # A document deleted (REST DELETE) is judged as one deleted logically
+                        # (PDSm4DMP TD3.3c, `access.deletion`): seen by its author only. As
+                        # its last version, its vread and _history stayed open to every
+                        # reader of that version, where its logical deletion hides them.
+                        last["status"] = DELETED_STATUS
+                    return last
         return stored.json()
 
     def binary_documents(self, binary_id: str, binary: dict) -> list[dict]:
