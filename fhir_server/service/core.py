@@ -30,7 +30,7 @@ from fhir_server.resources.normal_form import NormalForm
 from fhir_server.resources.profiles import ProfileRegistry
 from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
-from fhir_server.search.query import ReferenceTest, SearchQuery, TokenTest, TotalMode
+from fhir_server.search.query import Node, ReferenceTest, SearchQuery, TokenTest, TotalMode
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import (
     audit_event_writes,
@@ -914,22 +914,29 @@ class FhirService:
         write, as a Binary's claim by its document is (`_claim`): the change is the
         document's, audited as such."""
         where = ReferenceTest("item", "DocumentReference", document_id)
+        for current in self._current_matches(tx, "List", where):
+            listing = current.json()
+            if not self._label_list(listing, tx):
+                continue
+            stored = versions.stamp(listing, current.id, current.version + 1, self.clock())
+            self._write(tx, stored, listing, "PUT", expected_version=current.version)
+
+    def _current_matches(
+        self, tx: StoreTransaction, resource_type: str, where: Node
+    ) -> Iterator[StoredResource]:
+        """The current, undeleted version of every `resource_type` matching `where`, as the
+        transaction sees them, page after page (the server's own search: no access rules)."""
         cursor: str | None = None
         while True:
             page = tx.search(
-                SearchQuery("List", where=where, count=_NAMING_LISTS_PAGE, cursor=cursor),
+                SearchQuery(resource_type, where=where, count=_NAMING_LISTS_PAGE, cursor=cursor),
                 cursor_key=self.cursor_key,
                 cursor_binding=INTERNAL_BINDING,
             )
             for row in page.rows:
-                current = tx.read("List", row.id)
-                if current is None or current.deleted:
-                    continue
-                listing = current.json()
-                if not self._label_list(listing, tx):
-                    continue
-                stored = versions.stamp(listing, current.id, current.version + 1, self.clock())
-                self._write(tx, stored, listing, "PUT", expected_version=current.version)
+                current = tx.read(resource_type, row.id)
+                if current is not None and not current.deleted:
+                    yield current
             cursor = page.next_cursor
             if not cursor:
                 return
@@ -948,22 +955,8 @@ class FhirService:
         labels = messaging.dmp_labels(document)
         if patient is None or not labels:
             return
-        messages: dict[str, StoredResource] = {}
         where = ReferenceTest("subject", "Patient", patient)
-        cursor: str | None = None
-        while True:
-            page = tx.search(
-                SearchQuery("Communication", where=where, count=_NAMING_LISTS_PAGE, cursor=cursor),
-                cursor_key=self.cursor_key,
-                cursor_binding=INTERNAL_BINDING,
-            )
-            for row in page.rows:
-                current = tx.read("Communication", row.id)
-                if current is not None and not current.deleted:
-                    messages[current.id] = current
-            cursor = page.next_cursor
-            if not cursor:
-                break
+        messages = {m.id: m for m in self._current_matches(tx, "Communication", where)}
         naming = {
             message_id
             for message_id, stored in messages.items()

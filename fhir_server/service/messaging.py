@@ -139,7 +139,7 @@ def check_message(
         )
         _raise(validate_reply(as_participant, original.json(), acting))
         roots.add(_conversation_root(store, original))
-        labels += _dmp_labels(original.json())
+        labels += dmp_labels(original.json())
         named_types += _named_type_tags(original.json())
     if roots:
         _join_conversation(message, roots, search)
@@ -166,12 +166,12 @@ def check_message(
                     )
                 ],
             )
-        labels += _dmp_labels(document.json())
+        labels += dmp_labels(document.json())
         if target[0] == "DocumentReference":
             named_types += _type_tags(policy, document.json())
     _tag_named_types(message, named_types)
     add_labels(message, labels)
-    if CATEGORY_CLOSURE in category_codes(message) and _dmp_labels(message):
+    if CATEGORY_CLOSURE in category_codes(message) and dmp_labels(message):
         # A closure binds every participant of the conversation (their answers are then
         # refused, 409): one hidden from some of them by its labels (about, or answering,
         # what is kept from them) told them, by that 409, that a message they could not read
@@ -289,11 +289,6 @@ def answers_any(message: dict, message_ids: set[str]) -> bool:
 
 
 def dmp_labels(resource: dict) -> list[dict]:
-    """The DMP labels (TRE_A07) of a resource, wherever it carries them."""
-    return _dmp_labels(resource)
-
-
-def _dmp_labels(resource: dict) -> list[dict]:
     """The DMP labels (TRE_A07) of a resource, wherever it carries them."""
     return [
         dict(c)

@@ -183,13 +183,7 @@ def test_r18_a_deleted_documents_id_is_not_taken_again(world, writer, deletion):
     assert (
         world.client.get(f"/fhir/{binary}", headers=auth(world.token("other"))).status_code == 200
     )
-    if deletion == "REST DELETE":
-        deleted = world.client.delete(
-            f"/fhir/DocumentReference/{document['id']}", headers=auth(world.token("author"))
-        )
-        assert deleted.status_code == 204
-    else:
-        assert world.patch("author", document["id"], DELETE).status_code == 200
+    delete_as_author(world, document["id"], deletion)
     token = system_token(world) if writer == "system" else world.token(writer)
     response = again_at(world, token, document["id"], OTHER if writer == "other" else None)
     assert response.status_code in (403, 404, 422), response.get_data(as_text=True)[:500]
@@ -198,6 +192,18 @@ def test_r18_a_deleted_documents_id_is_not_taken_again(world, writer, deletion):
     for reader in ("other", "patient"):
         read = world.client.get(f"/fhir/{binary}", headers=auth(world.token(reader)))
         assert read.status_code == 404, (reader, read.get_data(as_text=True)[:300])
+
+
+def delete_as_author(world, document_id: str, deletion: str) -> None:
+    """The author deletes the document: a REST DELETE, or its logical deletion
+    (PDSm4DMP TD3.3c, a PATCH of its status to entered-in-error)."""
+    if deletion == "REST DELETE":
+        deleted = world.client.delete(
+            f"/fhir/DocumentReference/{document_id}", headers=auth(world.token("author"))
+        )
+        assert deleted.status_code == 204
+    else:
+        assert world.patch("author", document_id, DELETE).status_code == 200
 
 
 # -- TD3.3c: a deletion is seen by its author only, REST DELETE or logical ----------------------
@@ -209,13 +215,7 @@ def test_td33c_a_deleted_documents_history_is_seen_by_its_author_only(world, del
     authorized professional and to the patient, as its read does; its author still reads
     them. Before, a REST DELETE left every earlier version open to all its readers."""
     document = world.deposit("N")
-    if deletion == "REST DELETE":
-        deleted = world.client.delete(
-            f"/fhir/DocumentReference/{document['id']}", headers=auth(world.token("author"))
-        )
-        assert deleted.status_code == 204
-    else:
-        assert world.patch("author", document["id"], DELETE).status_code == 200
+    delete_as_author(world, document["id"], deletion)
     base = f"/fhir/DocumentReference/{document['id']}"
     for reader in ("other", "patient"):
         for url in (f"{base}/_history/1", f"{base}/_history"):
