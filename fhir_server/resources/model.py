@@ -298,7 +298,9 @@ def validate_resource(data: Any, expected_type: str | None = None) -> list[Issue
             issues.append(Issue("error", code, f"{path}: {message}", (path,)))
     for element, allowed in REQUIRED_CODES.get(resource_type, {}).items():
         value = data.get(element)
-        if value is not None and value not in allowed:
+        # A code is a string: an object or a list here was a 500 (unhashable), after the
+        # model had already named it.
+        if value is not None and (not isinstance(value, str) or value not in allowed):
             path = f"{resource_type}.{element}"
             issues.append(
                 Issue(
