@@ -354,3 +354,37 @@ def test_required_code_of_a_wrong_json_type_in_validate_is_400_not_500(client, t
     response = post_json(client, tokens.system(), "/fhir/List/$validate", body)
     assert response.status_code < 500, response.get_data(as_text=True)
     assert "List.status" in json.dumps(response.get_json())
+
+
+# -- the public documents of /fhir are read only (FHIR R4 http.html#capabilities, SMART) ------
+
+
+PUBLIC_DOCUMENTS = ["/fhir/metadata", "/fhir/.well-known/smart-configuration"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize(
+    "path", [*PUBLIC_DOCUMENTS, "/fhir/metadata?mode=terminology", "/fhir/metadata/x"]
+)
+def test_write_at_a_public_document_without_a_token_is_401_not_500(client, method, path):
+    response = client.open(path, method=method, data=b"{}", headers={"Content-Type": FHIR_JSON})
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert outcome_issue(response)["code"] == "login"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+@pytest.mark.parametrize("path", PUBLIC_DOCUMENTS)
+def test_write_at_a_public_document_with_a_token_is_4xx_not_500(client, tokens, method, path):
+    response = client.open(
+        path,
+        method=method,
+        data=b"{}",
+        headers=auth(tokens.system(), **{"Content-Type": FHIR_JSON}),
+    )
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+    outcome_issue(response)
+
+
+@pytest.mark.parametrize("path", [*PUBLIC_DOCUMENTS, "/fhir/metadata?mode=terminology"])
+def test_public_documents_are_still_read_without_a_token(client, path):
+    assert client.get(path).status_code == 200
