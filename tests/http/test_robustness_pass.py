@@ -388,3 +388,38 @@ def test_write_at_a_public_document_with_a_token_is_4xx_not_500(client, tokens, 
 @pytest.mark.parametrize("path", [*PUBLIC_DOCUMENTS, "/fhir/metadata?mode=terminology"])
 def test_public_documents_are_still_read_without_a_token(client, path):
     assert client.get(path).status_code == 200
+
+
+# -- ITI-41 MTOM: a MIME part's headers given twice (RFC 2045, IHE ITI TF-2x V.3.6) ----------
+
+
+@pytest.mark.parametrize(
+    ("header", "twice"),
+    [
+        ("Content-ID", b"Content-ID: <other@example.org>\r\nContent-ID:"),
+        (
+            "Content-Transfer-Encoding",
+            b"Content-Transfer-Encoding: base64\r\nContent-Transfer-Encoding:",
+        ),
+    ],
+)
+def test_iti41_mime_part_with_a_header_given_twice_is_a_sender_fault_nothing_stored(
+    client, tokens, data_dir, app, header, twice
+):
+    from tests.http.test_xds_endpoints import Xds, fault_of
+    from tests.xds_builders import build_iti41
+
+    xds = Xds(app, client, tokens, data_dir)
+    _, nir = xds.patient(1)
+    request = build_iti41(nir=nir, security=xds.security(nir=nir), mtom=True)
+    body = request.body.replace(f"{header}:".encode(), twice)
+    assert body != request.body
+    response = client.post(
+        "/xds/repository", data=body, headers={"Content-Type": request.content_type}
+    )
+    assert response.status_code == 400, response.get_data()[:2000]
+    code, reason = fault_of(response)
+    assert code == "soap:Sender" or code.endswith(":Sender"), code
+    assert header.lower() in reason.lower(), reason
+    found = xds.find_documents(nir)
+    assert b"ExtrinsicObject" not in found.get_data(), "nothing is registered"
