@@ -423,3 +423,23 @@ def test_iti41_mime_part_with_a_header_given_twice_is_a_sender_fault_nothing_sto
     assert header.lower() in reason.lower(), reason
     found = xds.find_documents(nir)
     assert b"ExtrinsicObject" not in found.get_data(), "nothing is registered"
+
+
+# -- ITI-105 (a single POST DocumentReference): content of another JSON type (FHIR json.html) --
+
+
+@pytest.mark.parametrize(
+    ("element", "value"), [("content", 5), ("content", True), ("content", "x")]
+)
+def test_iti105_document_whose_content_is_not_a_list_is_400_naming_it(world, element, value):
+    document = world.document("N")
+    document[element] = value
+    response = world.post(world.token("author"), document)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    issue = outcome_issue(response)
+    assert f"DocumentReference.{element}" in json.dumps(issue), issue
+    found = world.client.get(
+        f"/fhir/DocumentReference?patient={world.paul}&_summary=count",
+        headers=auth(world.token("author")),
+    )
+    assert found.get_json()["total"] == 0
