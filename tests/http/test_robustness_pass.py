@@ -443,3 +443,37 @@ def test_iti105_document_whose_content_is_not_a_list_is_400_naming_it(world, ele
         headers=auth(world.token("author")),
     )
     assert found.get_json()["total"] == 0
+
+
+# -- date, dateTime, instant, time are JSON strings (FHIR R4 json.html, datatypes.html) -------
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"date": 5}, "DocumentReference.date"),
+        ({"date": 1.5}, "DocumentReference.date"),
+        ({"context": {"period": {"start": 5}}}, "DocumentReference.context.period.start"),
+        ({"context": {"period": {"end": -1}}}, "DocumentReference.context.period.end"),
+    ],
+    ids=["date-int", "date-float", "period-start", "period-end"],
+)
+def test_document_date_given_as_a_number_is_400_naming_it_nothing_stored(world, change, where):
+    document = world.document("N")
+    document.update(change)
+    response = world.post(world.token("author"), document)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert outcome_issue(response)["expression"] == [where]
+    found = world.client.get(
+        f"/fhir/DocumentReference?patient={world.paul}&_summary=count",
+        headers=auth(world.token("author")),
+    )
+    assert found.get_json()["total"] == 0
+
+
+def test_patient_datetime_given_as_a_number_is_400_naming_it(client, tokens):
+    system = tokens.system()
+    response = post_json(client, system, "/fhir/Patient", {**a_patient(1), "deceasedDateTime": 5})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert outcome_issue(response)["expression"] == ["Patient.deceasedDateTime"]
+    assert count(client, system) == 0
