@@ -255,7 +255,13 @@ def _parse_part(body: bytes, start: int, end: int) -> _Part:
         name, sep, value = line.partition(":")
         if not sep:
             raise MtomError(f"malformed MIME header line {line[:60]!r}")
-        headers[name.strip().lower()] = value.strip()
+        name = name.strip().lower()
+        if name in headers:
+            # Two Content-IDs (or types, or encodings) in one part: the last one silently
+            # won, so a part could answer to a cid the reader of the message never saw it
+            # under. Ambiguous: refused (RFC 2045 gives each Content-* field once; fail closed).
+            raise MtomError(f"the MIME header {name!r} is given twice in one part")
+        headers[name] = value.strip()
     encoding = headers.get("content-transfer-encoding", "binary").lower()
     if encoding == "base64":
         try:

@@ -153,9 +153,13 @@ def is_well_formed_unique_id(master: dict) -> bool:
 
 
 def attachments(document: dict) -> list[tuple[int, dict]]:
-    """(position, attachment) of each `content[i].attachment`."""
+    """(position, attachment) of each `content[i].attachment`; none when `content` is not a
+    list (`content: 5` was a 500 before the validator could name it)."""
+    contents = document.get("content")
+    if not isinstance(contents, list):
+        return []
     out = []
-    for position, content in enumerate(document.get("content") or []):
+    for position, content in enumerate(contents):
         if isinstance(content, dict) and isinstance(content.get("attachment"), dict):
             out.append((position, content["attachment"]))
     return out

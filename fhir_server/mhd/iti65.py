@@ -111,14 +111,22 @@ class ProvidePlan:
 
 
 def _claims(resource: dict, urls: frozenset[str]) -> bool:
-    profiles = (resource.get("meta") or {}).get("profile") or []
+    meta = resource.get("meta")
+    profiles = meta.get("profile") if isinstance(meta, dict) else None
+    if not isinstance(profiles, list):  # of another JSON type: refused by the validator
+        return False
     return any(isinstance(p, str) and p.split("|")[0] in urls for p in profiles)
 
 
 def is_submission_set(resource: Any) -> bool:
+    """Whether `resource` is an MHD SubmissionSet List; an element of another JSON type than
+    FHIR's (`code: 5`) makes it none, for the structure validator to refuse it."""
     if not isinstance(resource, dict) or resource.get("resourceType") != "List":
         return False
-    codings = (resource.get("code") or {}).get("coding") or []
+    code = resource.get("code")
+    codings = code.get("coding") if isinstance(code, dict) else None
+    if not isinstance(codings, list):
+        return False
     return any(
         isinstance(c, dict)
         and c.get("system") == SYSTEM_MHD_LIST_TYPES
@@ -136,7 +144,8 @@ def is_provide_bundle(bundle: dict) -> bool:
     for raw in bundle.get("entry") or []:
         if not isinstance(raw, dict):
             continue
-        method = str((raw.get("request") or {}).get("method", "")).upper()
+        request = raw.get("request")
+        method = str(request.get("method", "")).upper() if isinstance(request, dict) else ""
         if method == "POST" and is_submission_set(raw.get("resource")):
             return True
     return False

@@ -1,4 +1,5 @@
-"""What a FHIR body may look like before anything reads it: nesting depth, one value per key.
+"""What a FHIR body may look like before anything reads it: nesting depth, one value per key,
+no null.
 
 Checked on every FHIR JSON and XML body (REST create and update, transaction and batch
 Bundles, `$validate`), right after parsing and before validation, because what comes later
@@ -12,6 +13,10 @@ two readers of the same body (a client's validator, this server, an audit of the
 request) could each see a different resource. RFC 8259 leaves the meaning undefined; FHIR
 JSON (json.html) requires unique names. A body with a repeated key is refused with a 400
 naming the key and the object holding it.
+
+Null: FHIR JSON has no null values (json.html), but in a primitive array beside its `_name`
+array of extensions. The models take a null for an absent element, and what reads the body
+after them met it (`check_json_nulls`).
 
 The checks are kept off the hot path's cost: a body with at most MAX_DEPTH brackets
 cannot be too deep; a body that orjson writes back byte for byte from what it kept has no
@@ -71,6 +76,53 @@ def check_json_body(body: bytes, data: Any) -> None:
     if b"\\\\" not in body and _keys_written(body) == kept:
         return
     _check_duplicates(body, _root_name(data))
+
+
+def check_json_nulls(body: bytes, data: Any) -> None:
+    """Refuse `data`, parsed from `body`, if it holds a null (`_check_no_null`); a body
+    without the bytes `null` holds none, and is not walked (the hot path's cost)."""
+    if b"null" in body:
+        _check_no_null(data, _root_name(data))
+
+
+def _check_no_null(data: Any, root: str) -> None:
+    """Refuse a JSON null anywhere but as an item of a primitive array that has its `_name`
+    sibling (or of that `_name` array): FHIR JSON has no null values (json.html, "null
+    values are not allowed"). Taken for absent by the models, a null reached the readers
+    after them (`contained: null`, `securityLabel: [{"coding": null}]`: a 500) or was
+    stored as sent (`Patient.contained: null`)."""
+    stack: list[tuple[Any, str]] = [(data, root)]
+    while stack:
+        value, path = stack.pop()
+        if type(value) is not dict:
+            continue
+        for key, child in value.items():
+            where = f"{path}.{key}"
+            if child is None:
+                raise _null_at(where)
+            if type(child) is dict:
+                stack.append((child, where))
+            elif type(child) is list:
+                paired = key.startswith("_") or f"_{key}" in value
+                for index, item in enumerate(child):
+                    if item is None and not paired:
+                        raise _null_at(f"{where}[{index}]")
+                    stack.append((item, f"{where}[{index}]"))
+
+
+def _null_at(path: str) -> FhirError:
+    return FhirError(
+        400,
+        [
+            Issue(
+                "error",
+                "structure",
+                f"{path} is null: FHIR JSON has no null values (json.html); leave the "
+                "element out, or give a primitive array's missing values with its _ array",
+                (path,),
+            )
+        ],
+    )
 
 
 def _written_as_orjson_would(body: bytes, data: Any) -> bool:

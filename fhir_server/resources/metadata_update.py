@@ -82,6 +82,28 @@ def _check_label_shape(candidate: dict) -> None:
                 f"{where}[{index}] is a CodeableConcept (an object)",
                 f"{where}[{index}]",
             )
+        _check_codings(concept.get("coding"), f"{where}[{index}].coding")
+
+
+def _check_codings(codings: object, where: str) -> None:
+    """A CodeableConcept's codings are objects whose system and code are strings: a label's
+    (system, code) is the key it is merged by, and a list or an object there was a 500."""
+    if codings is None:
+        return
+    if not isinstance(codings, list):
+        raise error(400, "structure", f"{where} is a list of Coding", where)
+    for index, coding in enumerate(codings):
+        at = f"{where}[{index}]"
+        if not isinstance(coding, dict):
+            raise error(400, "structure", f"{at} is a Coding (an object)", at)
+        for key in ("system", "code"):
+            if key in coding and not isinstance(coding[key], str):
+                raise error(
+                    400,
+                    "structure",
+                    f"{at}.{key} is a string, not {type(coding[key]).__name__}",
+                    f"{at}.{key}",
+                )
 
 
 def _check_elements(old: dict, candidate: dict) -> None:
@@ -130,6 +152,15 @@ def _check_status(old: dict, candidate: dict) -> None:
     before, after = old.get("status"), candidate.get("status")
     if before == after:
         return
+    if not isinstance(after, str):
+        # A code is a string: an object or a list (`replace /status` by {"a": 1}) was a 500
+        # where it was looked up among the allowed changes.
+        raise error(
+            400,
+            "structure",
+            f"{RESOURCE}.status is a code (a string), not {type(after).__name__}",
+            f"{RESOURCE}.status",
+        )
     if (before, after) not in STATUS_CHANGES:
         raise error(
             422,

@@ -9,6 +9,7 @@ add the DMP constraints).
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -296,9 +297,13 @@ def validate_resource(data: Any, expected_type: str | None = None) -> list[Issue
                 message = "unknown element"
             path = fhirpath(resource_type, err["loc"])
             issues.append(Issue("error", code, f"{path}: {message}", (path,)))
+    if not issues:
+        _date_type_issues(model_class(resource_type), data, resource_type, issues)
     for element, allowed in REQUIRED_CODES.get(resource_type, {}).items():
         value = data.get(element)
-        if value is not None and value not in allowed:
+        # A code is a string: an object or a list here was a 500 (unhashable), after the
+        # model had already named it.
+        if value is not None and (not isinstance(value, str) or value not in allowed):
             path = f"{resource_type}.{element}"
             issues.append(
                 Issue(
@@ -309,6 +314,85 @@ def validate_resource(data: Any, expected_type: str | None = None) -> list[Issue
                 )
             )
     return issues
+
+
+# A FHIR date, dateTime, instant or time is a JSON string (json.html). The models also take
+# a JSON number there (pydantic reads it as seconds since 1970): `DocumentReference.date: 5`
+# was stored as sent, and a number in an indexed Period (`context.period.start: 5`) was a
+# 500 in the search extraction, which reads date strings.
+_DATE_MARKERS = (fhir_core.types.Date, fhir_core.types.Time)
+
+
+def _field_kind(annotation: Any) -> str | type | None:
+    """ "date" for a date-like primitive, the model class of a complex element (Resource for
+    a contained resource), None for anything else."""
+    stack = [annotation]
+    while stack:
+        current = stack.pop()
+        metadata = getattr(current, "__metadata__", None)
+        if metadata and any(isinstance(marker, _DATE_MARKERS) for marker in metadata):
+            return "date"
+        klass = getattr(current, "get_model_klass", None)
+        if klass is not None:
+            return klass()
+        stack.extend(typing.get_args(current))
+    return None
+
+
+@cache
+def _date_shape(model: type) -> tuple[frozenset[str], tuple[tuple[str, type], ...]]:
+    """The JSON names of `model`'s date-like elements, and (name, model) of its complex ones."""
+    dates: set[str] = set()
+    children: list[tuple[str, type]] = []
+    for name, field in model.model_fields.items():
+        kind = _field_kind(field.annotation)
+        alias = field.alias or name
+        if kind == "date":
+            dates.add(alias)
+        elif isinstance(kind, type):
+            children.append((alias, kind))
+    return frozenset(dates), tuple(children)
+
+
+def _date_type_issues(model: type, data: dict, path: str, issues: list[Issue]) -> None:
+    """An issue for each date-like element of `data` (valid for `model`) that is not a JSON
+    string, with its FHIRPath."""
+    dates, children = _date_shape(model)
+    for name in dates:
+        value = data.get(name)
+        if value is None:
+            continue
+        for where, item in _items(value, f"{path}.{name}"):
+            if item is not None and not isinstance(item, str):
+                issues.append(
+                    Issue(
+                        "error",
+                        "structure",
+                        f"{where}: a date, dateTime, instant or time is a JSON string, "
+                        f"not {type(item).__name__} {item!r}",
+                        (where,),
+                    )
+                )
+    for name, child in children:
+        value = data.get(name)
+        if value is None:
+            continue
+        for where, item in _items(value, f"{path}.{name}"):
+            if not isinstance(item, dict):
+                continue
+            klass = child
+            if child is Resource:  # contained: its own type's model
+                kind = item.get("resourceType")
+                if not (isinstance(kind, str) and _known_type(kind)):
+                    continue
+                klass = model_class(kind)
+            _date_type_issues(klass, item, where, issues)
+
+
+def _items(value: Any, path: str) -> list[tuple[str, Any]]:
+    if isinstance(value, list):
+        return [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    return [(path, value)]
 
 
 def check_resource(data: Any, expected_type: str | None = None) -> None:

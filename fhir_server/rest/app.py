@@ -56,7 +56,19 @@ VALIDATE_OPERATION = {
 }
 
 # Paths served without a token (R01).
-PUBLIC_PATHS = ("/fhir/metadata", "/fhir/.well-known/smart-configuration", "/oauth/", "/healthz")
+PUBLIC_PATHS = ("/oauth/", "/healthz")
+# The two documents of /fhir read without a token (FHIR R4 http.html#capabilities, SMART
+# App Launch 2.0 conformance), and only read: a POST or PUT at the same path reached the
+# REST routes as the resource type "metadata" with no requester (a 500).
+PUBLIC_FHIR_READS = ("/fhir/metadata", "/fhir/.well-known/smart-configuration")
+PUBLIC_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def is_public(path: str, method: str) -> bool:
+    """Whether a request is answered without authentication."""
+    if path.startswith(PUBLIC_PATHS) or not path.startswith("/fhir"):
+        return True
+    return path in PUBLIC_FHIR_READS and method in PUBLIC_METHODS
 
 
 @dataclass
@@ -182,7 +194,7 @@ def _install_request_hooks(app: Flask) -> None:
         g.request_info = current_request.set(
             RequestInfo(g.request_id, raw, request.remote_addr, memo={})
         )
-        if request.path.startswith(PUBLIC_PATHS) or not request.path.startswith("/fhir"):
+        if is_public(request.path, request.method):
             return
         g.requester = app.extensions["fhir"].authenticate(request)
 

@@ -15,7 +15,12 @@ import orjson
 from lxml import etree
 
 from fhir_server.errors import FhirError, bad_request, error
-from fhir_server.resources.input_limits import check_json_body, check_json_depth, check_xml_depth
+from fhir_server.resources.input_limits import (
+    check_json_body,
+    check_json_depth,
+    check_json_nulls,
+    check_xml_depth,
+)
 from fhir_server.resources.model import model_class
 
 JSON = "application/fhir+json"
@@ -133,6 +138,7 @@ def parse_body(body: bytes, content_type: str | None) -> dict:
         if not isinstance(data, dict):
             raise bad_request("the body must be a JSON object", code="structure")
         check_json_body(body, data)
+        check_json_nulls(body, data)
         return data
     data = xml_to_json(body)
     check_json_depth(data)

@@ -31,6 +31,7 @@ from fhir_server.errors import FhirError, Issue, bad_request, error
 from fhir_server.mhd.errors import with_xds_code
 from fhir_server.mhd.iti65 import FOLDED, Iti65, is_provide_bundle
 from fhir_server.resources.json_values import copy_json
+from fhir_server.resources.model import validate_resource
 from fhir_server.search.extract import PreparedEntries, prepare
 from fhir_server.service import audit_event_writes, deposit, ownership, versions
 from fhir_server.service.core import (
@@ -110,6 +111,62 @@ class EntryResponse:
     resource: bytes | None = None  # stored JSON bytes, for GET entries and return=representation
     outcome: dict | None = None
     stored: StoredResource | None = None  # what a write entry stored (`publish`)
+
+
+def _check_shape(bundle: dict) -> None:
+    """The Bundle's own structure, before anything reads it (its profile claims, whether it is
+    an ITI-65 Provide Document Bundle, its entries' fullUrls): `meta` an object whose
+    `profile` is a list of strings, `entry` a list of objects, each `request` an object and
+    each `fullUrl` a string. Any of them of another JSON type was a 500 in a transaction
+    (FHIR R4 json.html: a wrong JSON type is an invalid resource, a 400)."""
+    meta = bundle.get("meta")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise bad_request("Bundle.meta is an object (Meta)", "Bundle.meta")
+        profiles = meta.get("profile")
+        if profiles is not None and not (
+            isinstance(profiles, list) and all(isinstance(p, str) for p in profiles)
+        ):
+            raise bad_request(
+                "Bundle.meta.profile is a list of canonical URLs (strings)", "Bundle.meta.profile"
+            )
+    entries = bundle.get("entry")
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        raise bad_request("Bundle.entry must be an array", "Bundle.entry")
+    for index, raw in enumerate(entries):
+        where = f"Bundle.entry[{index}]"
+        if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+            raise bad_request(
+                f"{where}.request is required in a batch or transaction", f"{where}.request"
+            )
+        full_url = raw.get("fullUrl")
+        if full_url is not None and not isinstance(full_url, str):
+            raise bad_request(f"{where}.fullUrl is a uri (a string)", f"{where}.fullUrl")
+
+
+def _structure_error(bundle: dict) -> FhirError | None:
+    """The structural problems of the transaction's entry resources (`validate_resource`),
+    each issue saying which entry, as `_at_entry` words them; None when there are none."""
+    issues: list[Issue] = []
+    for index, raw in enumerate(bundle.get("entry") or []):
+        resource = raw.get("resource") if isinstance(raw, dict) else None
+        if resource is None:
+            continue
+        where = f"Bundle.entry[{index}]"
+        for issue in validate_resource(resource):
+            issues.append(
+                Issue(
+                    issue.severity,
+                    issue.code,
+                    f"{where}: {issue.diagnostics}",
+                    (where, *issue.expression),
+                    issue.details_code,
+                    issue.details_system,
+                )
+            )
+    return FhirError(400, issues) if issues else None
 
 
 def read_entries(bundle: dict, server_ids: bool = False) -> list[Entry]:
@@ -264,10 +321,32 @@ class BundleProcessor:
             raise bad_request(
                 f"Bundle.type '{bundle_type}' is not batch or transaction", "Bundle.type"
             )
+        _check_shape(bundle)
         if bundle_type == "batch":
             return "batch-response", [
                 self._batch_entry(requester, entry) for entry in read_entries(bundle, server_ids)
             ]
+        try:
+            return self._process_transaction(requester, bundle, also_audit, server_ids)
+        except (TypeError, AttributeError, KeyError) as exc:
+            # A reader of the transaction (the normal form, the ITI-65 checks, the labels of
+            # a List...) met an element of a JSON type it does not expect (`status: {}`,
+            # `subject: "x"`, `identifier: 5`): the entries' resources are then judged by
+            # the structure validator, and a resource it refuses is a 400 naming the element
+            # (FHIR R4 json.html), where it was a 500. Nothing was written: the write
+            # transaction, if it had begun, is rolled back by the exception.
+            refused = _structure_error(bundle)
+            if refused is None:
+                raise
+            raise (with_xds_code(refused) if is_provide_bundle(bundle) else refused) from exc
+
+    def _process_transaction(
+        self,
+        requester: Requester,
+        bundle: dict,
+        also_audit: PreparedEvents | None,
+        server_ids: bool,
+    ) -> tuple[str, list[EntryResponse]]:
         # The transaction in the normal form (each entry's resource, the Bundle's own profile
         # claims) before anything reads it: which checks run never depends on how a client
         # spells a canonical (http:// or https://profiles.ihe.net, issue #19 point 8).

@@ -30,7 +30,14 @@ from fhir_server.resources.normal_form import NormalForm
 from fhir_server.resources.profiles import ProfileRegistry
 from fhir_server.search.extract import PreparedEntries, extract, prepare
 from fhir_server.search.parameters import ParsedSearch, parse_search
-from fhir_server.search.query import Node, ReferenceTest, SearchQuery, TokenTest, TotalMode
+from fhir_server.search.query import (
+    Everything,
+    Node,
+    ReferenceTest,
+    SearchQuery,
+    TokenTest,
+    TotalMode,
+)
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import (
     audit_event_writes,
@@ -372,6 +379,7 @@ class FhirService:
         (`Gate.constrain_joins`).
         """
         parsed = parse_search(resource_type, params, self.registry, base_url=self.base_url)
+        _require_selective(resource_type, params, parsed)
         query = _replace_count(parsed.query, limit)
         if joins_seen_by is not None:
             query = self.gate.constrain_joins(joins_seen_by, query)
@@ -395,6 +403,7 @@ class FhirService:
         """The criteria of a conditional interaction as `requester`'s search (R04 and their
         scopes apply, a refusal is audited like a search's)."""
         parsed = parse_search(resource_type, sorted(params), self.registry)
+        _require_selective(resource_type, params, parsed)
         query, permit = self.gate.constrain_search(
             requester, _replace_count(parsed.query, 2), conditional=True
         )
@@ -1036,6 +1045,25 @@ def precondition_failed(if_match: int, resource_type: str, resource_id: str | No
 
 def _without_id(resource: dict) -> dict:
     return {key: value for key, value in resource.items() if key != "id"}
+
+
+def _require_selective(
+    resource_type: str, params: Sequence[tuple[str, str]], parsed: ParsedSearch
+) -> None:
+    """Conditional criteria that select nothing are refused (400), never read as "every
+    resource of the type": `PATCH DocumentReference?_count=1`, `DELETE Patient?_elements=id`,
+    an If-None-Exist `identifier=` (an empty value is no criterion) or a transaction's
+    conditional reference `Patient?_sort=x` held only result parameters, so the search
+    matched every resource the requester may read, and the one they saw was patched,
+    deleted or referenced (FHIR R4 http.html#cond-update: the server finds the resource
+    "by performing a search", which an unselective one is not; fail closed)."""
+    if isinstance(parsed.query.where, Everything):
+        names = ", ".join(sorted({name for name, _ in params})) or "none"
+        raise bad_request(
+            f"the conditional criteria on {resource_type} hold no search parameter that "
+            f"selects resources (given: {names}): result parameters such as _count, _sort "
+            "or _elements, and parameters with an empty value, are not criteria"
+        )
 
 
 def _replace_count(query: SearchQuery, count: int) -> SearchQuery:
