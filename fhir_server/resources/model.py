@@ -21,7 +21,7 @@ import orjson
 import pybase64
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from fhir_server.errors import FhirError, Issue
 from fhir_server.resources.served import REQUIRED_CODES, SERVED_TYPES
@@ -340,7 +340,9 @@ def _field_kind(annotation: Any) -> str | type | None:
 
 
 @cache
-def _date_shape(model: type) -> tuple[frozenset[str], tuple[tuple[str, type], ...]]:
+def _date_shape(
+    model: type[BaseModel],
+) -> tuple[frozenset[str], tuple[tuple[str, type[BaseModel]], ...]]:
     """The JSON names of `model`'s date-like elements, and (name, model) of its complex ones."""
     dates: set[str] = set()
     children: list[tuple[str, type]] = []
@@ -354,7 +356,7 @@ def _date_shape(model: type) -> tuple[frozenset[str], tuple[tuple[str, type], ..
     return frozenset(dates), tuple(children)
 
 
-def _date_type_issues(model: type, data: dict, path: str, issues: list[Issue]) -> None:
+def _date_type_issues(model: type[BaseModel], data: dict, path: str, issues: list[Issue]) -> None:
     """An issue for each date-like element of `data` (valid for `model`) that is not a JSON
     string, with its FHIRPath."""
     dates, children = _date_shape(model)
