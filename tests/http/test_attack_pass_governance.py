@@ -153,7 +153,10 @@ def current(world, resource_type: str, resource_id: str) -> dict:
 
 
 def count(world: World, resource_type: str, *params: tuple[str, str]) -> int:
-    return len(world.service.find(INTERNAL, resource_type, list(params)))
+    """How many current resources of the type match `params`, as the server counts them."""
+    result = world.service.search(INTERNAL, resource_type, [*params, ("_summary", "count")])
+    assert result.total is not None
+    return result.total
 
 
 def labelled(resource: dict, code: str) -> dict:
