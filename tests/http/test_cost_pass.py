@@ -1,0 +1,129 @@
+"""Cost pass: a small request must not make the server do a large amount of work; what
+would is refused with a 4xx naming the limit (docs/performance.md, "Cost limits
+(2026-12-07)"). The tests assert the refusal, never a time.
+
+What the pass found, each checked here:
+- a JSON Patch of many operations (FHIR R4 http.html#patch, RFC 6902): each one was applied
+  to a fresh copy of the resource the earlier ones had grown, so 1,000 `add`s of a
+  securityLabel in a 190 KB body took 2.2 s (quadratic in the count). Now at most
+  MAX_PATCH_OPERATIONS operations, applied on one copy;
+- a JSON Patch whose `copy` operations copy an array into itself: each doubles it, so
+  fourteen operations in a 1 KB body made 16,384 copies of the document's content (0.47 s),
+  twenty a million (memory). Now the copies may copy MAX_PATCH_COPIED_BYTES together;
+- a FHIRPath Patch (fhirpatch.html) of many operations: the same operation limit.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fhir_server.resources.patch import MAX_PATCH_COPIED_BYTES, MAX_PATCH_OPERATIONS
+from tests.http.conftest import FHIR_JSON, auth
+from tests.http.metadata_world import build_world, fhirpath_patch, label
+
+
+@pytest.fixture
+def world(client, tokens):
+    return build_world(client, tokens)
+
+
+def too_costly(response, limit_name: str, limit: int) -> dict:
+    """The OperationOutcome of a refusal for cost: a 400 `too-costly` naming the limit."""
+    assert response.status_code == 400, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "too-costly", issue
+    assert limit_name in issue["diagnostics"] and str(limit) in issue["diagnostics"], issue
+    return issue
+
+
+def unchanged(world, document: dict) -> None:
+    """Nothing was written: the document is still at the version it was deposited as."""
+    assert world.stored(document["id"])["meta"]["versionId"] == document["meta"]["versionId"]
+
+
+# -- PATCH: operation count (FHIR R4 http.html#patch) -------------------------------------------
+
+
+def test_json_patch_of_more_operations_than_the_limit_is_refused_before_any_is_applied(world):
+    document = world.deposit()
+    operations = [{"op": "add", "path": "/securityLabel/-", "value": label("N")}] * (
+        MAX_PATCH_OPERATIONS + 1
+    )
+    response = world.patch("author", document["id"], operations)
+    too_costly(response, "MAX_PATCH_OPERATIONS", MAX_PATCH_OPERATIONS)
+    unchanged(world, document)
+
+
+def test_json_patch_at_the_operation_limit_is_still_applied(world):
+    document = world.deposit()
+    operations = [{"op": "test", "path": "/id", "value": document["id"]}] * (
+        MAX_PATCH_OPERATIONS - 1
+    ) + [{"op": "add", "path": "/securityLabel/-", "value": label("N")}]
+    response = world.patch("author", document["id"], operations)
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_fhirpath_patch_of_more_operations_than_the_limit_is_refused(world):
+    document = world.deposit()
+    body = fhirpath_patch(
+        *[("add", "DocumentReference", "securityLabel", {"valueCodeableConcept": label("N")})]
+        * (MAX_PATCH_OPERATIONS + 1)
+    )
+    response = world.patch("author", document["id"], body)
+    issue = too_costly(response, "MAX_PATCH_OPERATIONS", MAX_PATCH_OPERATIONS)
+    assert issue["expression"] == ["Parameters.parameter"], issue
+    unchanged(world, document)
+
+
+def test_json_patch_in_a_transaction_bundle_has_the_same_operation_limit(world):
+    import base64
+
+    document = world.deposit()
+    operations = [{"op": "test", "path": "/id", "value": document["id"]}] * (
+        MAX_PATCH_OPERATIONS + 1
+    )
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Binary",
+                    "contentType": "application/json-patch+json",
+                    "data": base64.b64encode(json.dumps(operations).encode()).decode(),
+                },
+                "request": {"method": "PATCH", "url": f"DocumentReference/{document['id']}"},
+            }
+        ],
+    }
+    response = world.client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(world.token("author"), **{"Content-Type": FHIR_JSON}),
+    )
+    too_costly(response, "MAX_PATCH_OPERATIONS", MAX_PATCH_OPERATIONS)
+    unchanged(world, document)
+
+
+# -- PATCH: copies that double (RFC 6902 section 4.5) -------------------------------------------
+
+
+def test_json_patch_copies_doubling_an_array_are_refused_at_the_copied_bytes_limit(world):
+    """Fourteen `copy`s of /content into itself: 16,384 copies of the content from a 1 KB
+    body. Refused once what was copied passes MAX_PATCH_COPIED_BYTES, and not written."""
+    document = world.deposit()
+    operations = [{"op": "copy", "from": "/content", "path": "/content/-"}] * 14
+    response = world.patch("author", document["id"], operations)
+    issue = too_costly(response, "MAX_PATCH_COPIED_BYTES", MAX_PATCH_COPIED_BYTES)
+    assert issue["expression"][0].startswith("JSON Patch operation "), issue
+    unchanged(world, document)
+
+
+def test_json_patch_copy_of_a_label_is_still_applied(world):
+    document = world.deposit("N")
+    operations = [{"op": "copy", "from": "/securityLabel/0", "path": "/securityLabel/-"}]
+    response = world.patch("author", document["id"], operations)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["securityLabel"] == [label("N")]  # a repeated label is one
