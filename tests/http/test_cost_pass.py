@@ -10,7 +10,12 @@ What the pass found, each checked here:
 - a JSON Patch whose `copy` operations copy an array into itself: each doubles it, so
   fourteen operations in a 1 KB body made 16,384 copies of the document's content (0.47 s),
   twenty a million (memory). Now the copies may copy MAX_PATCH_COPIED_BYTES together;
-- a FHIRPath Patch (fhirpatch.html) of many operations: the same operation limit.
+- a FHIRPath Patch (fhirpatch.html) of many operations: the same operation limit;
+- a batch Bundle of many searches (FHIR R4 http.html#transaction): 500 searches of a
+  200-document record in a 50 KB body were 3.8 s and a 192 MB answer; now at most
+  MAX_BUNDLE_SEARCHES entries that are not a plain read;
+- a batch or transaction Bundle of many entries: 1,000 reads were 1.5 s, and the default
+  body limit (32 MB) holds hundreds of thousands; now at most MAX_BUNDLE_ENTRIES entries.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import pytest
 
 from fhir_server.resources.patch import MAX_PATCH_COPIED_BYTES, MAX_PATCH_OPERATIONS
+from fhir_server.service.bundles import MAX_BUNDLE_ENTRIES, MAX_BUNDLE_SEARCHES
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.metadata_world import build_world, fhirpath_patch, label
 
@@ -127,3 +133,62 @@ def test_json_patch_copy_of_a_label_is_still_applied(world):
     response = world.patch("author", document["id"], operations)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["securityLabel"] == [label("N")]  # a repeated label is one
+
+
+# -- batch and transaction Bundles (FHIR R4 http.html#transaction) -----------------------------
+
+
+def post_bundle(world, bundle_type: str, requests: list[dict], actor: str = "author"):
+    bundle = {
+        "resourceType": "Bundle",
+        "type": bundle_type,
+        "entry": [{"request": request} for request in requests],
+    }
+    return world.client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(world.token(actor), **{"Content-Type": FHIR_JSON}),
+    )
+
+
+def record_search(world) -> dict:
+    return {"method": "GET", "url": f"DocumentReference?patient={world.paul}&_count=1000"}
+
+
+@pytest.mark.parametrize("bundle_type", ["batch", "transaction"])
+def test_bundle_of_more_searches_than_the_limit_is_refused_whole(world, bundle_type):
+    world.deposit()
+    response = post_bundle(world, bundle_type, [record_search(world)] * (MAX_BUNDLE_SEARCHES + 1))
+    issue = too_costly(response, "MAX_BUNDLE_SEARCHES", MAX_BUNDLE_SEARCHES)
+    assert issue["expression"] == [f"Bundle.entry[{MAX_BUNDLE_SEARCHES}].request.url"], issue
+
+
+def test_histories_and_operations_in_a_batch_count_as_searches(world):
+    """What is not a plain read of Type/id counts (fail closed): a history answers pages too."""
+    document = world.deposit()
+    history = {"method": "GET", "url": f"DocumentReference/{document['id']}/_history"}
+    response = post_bundle(world, "batch", [history] * (MAX_BUNDLE_SEARCHES + 1))
+    too_costly(response, "MAX_BUNDLE_SEARCHES", MAX_BUNDLE_SEARCHES)
+
+
+def test_batch_at_the_search_limit_with_reads_beside_is_still_answered(world):
+    document = world.deposit()
+    read = {"method": "GET", "url": f"DocumentReference/{document['id']}"}
+    response = post_bundle(
+        world, "batch", [record_search(world)] * MAX_BUNDLE_SEARCHES + [read] * 20
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    entries = response.get_json()["entry"]
+    assert [e["response"]["status"][:3] for e in entries] == ["200"] * (MAX_BUNDLE_SEARCHES + 20)
+    assert entries[0]["resource"]["total"] == 1
+
+
+@pytest.mark.parametrize("bundle_type", ["batch", "transaction"])
+def test_bundle_of_more_entries_than_the_limit_is_refused_before_any_is_performed(
+    world, bundle_type
+):
+    document = world.deposit()
+    read = {"method": "GET", "url": f"DocumentReference/{document['id']}"}
+    response = post_bundle(world, bundle_type, [read] * (MAX_BUNDLE_ENTRIES + 1))
+    issue = too_costly(response, "MAX_BUNDLE_ENTRIES", MAX_BUNDLE_ENTRIES)
+    assert issue["expression"] == ["Bundle.entry"], issue
