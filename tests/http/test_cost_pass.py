@@ -18,6 +18,10 @@ What the pass found, each checked here:
   resource): each reference scanned the contained resources, so a DocumentReference of
   1,000 contained authors cost a million comparisons (0.61 s for a 100 KB body, 4x for 2x
   the authors); now the contained resources are indexed by id once per resolve;
+- a POST `_search` form (FHIR R4 http.html#search): a GET's query is bounded by gunicorn's
+  request line (8,190 bytes), the form only by the body limit (32 MB by default): 1.1
+  million fields took 1.1 s to parse before MAX_PARAMETERS refused them, an 8 MB value was
+  searched and echoed in an 8 MB answer; now at most MAX_SEARCH_FORM_BYTES;
 - a batch or transaction Bundle of many entries: 1,000 reads were 1.5 s, and the default
   body limit (32 MB) holds hundreds of thousands; now at most MAX_BUNDLE_ENTRIES entries.
 """
@@ -29,6 +33,7 @@ import json
 import pytest
 
 from fhir_server.resources.patch import MAX_PATCH_COPIED_BYTES, MAX_PATCH_OPERATIONS
+from fhir_server.rest.fhir_api import MAX_SEARCH_FORM_BYTES
 from fhir_server.search.fhirpath import compile_expression
 from fhir_server.service.bundles import MAX_BUNDLE_ENTRIES, MAX_BUNDLE_SEARCHES
 from tests.http.conftest import FHIR_JSON, auth
@@ -231,3 +236,34 @@ def test_resolving_contained_references_reads_each_contained_resource_once_per_r
     )
     assert len(found) == authors
     assert CountingList.read <= 2 * authors, CountingList.read
+
+
+# -- POST _search form (FHIR R4 http.html#search) -------------------------------------------
+
+
+def search_form(world, body: str):
+    return world.client.post(
+        "/fhir/Patient/_search",
+        data=body,
+        headers=auth(
+            world.tokens.system(), **{"Content-Type": "application/x-www-form-urlencoded"}
+        ),
+    )
+
+
+def test_post_search_form_over_the_limit_is_refused_before_it_is_parsed(world):
+    body = "&".join(["name=x"] * (MAX_SEARCH_FORM_BYTES // 7 + 1))
+    assert len(body) > MAX_SEARCH_FORM_BYTES
+    response = search_form(world, body)
+    assert response.status_code == 413, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "too-costly", issue
+    assert "MAX_SEARCH_FORM_BYTES" in issue["diagnostics"], issue
+    assert str(MAX_SEARCH_FORM_BYTES) in issue["diagnostics"], issue
+
+
+def test_post_search_form_of_a_long_value_under_the_limit_is_still_searched(world):
+    body = "identifier=urn:oid:1.2.3|" + "9" * (MAX_SEARCH_FORM_BYTES - 100)
+    response = search_form(world, body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["total"] == 0
