@@ -22,6 +22,10 @@ What the pass found, each checked here:
   request line (8,190 bytes), the form only by the body limit (32 MB by default): 1.1
   million fields took 1.1 s to parse before MAX_PARAMETERS refused them, an 8 MB value was
   searched and echoed in an 8 MB answer; now at most MAX_SEARCH_FORM_BYTES;
+- XDS extra metadata (ITI TF-3 4.1.14): each extra Slot of an ITI-41 DocumentEntry becomes
+  an xds-extra-metadata extension, whose invariant dmp-xds-extra-1 fhirpathpy evaluated at
+  about 1 ms each (1,000 Slots in 107 KB: 0.93 s); now a Python invariant, and at most
+  MAX_EXTRA_METADATA of them on one DocumentReference or List (ITI-41, ITI-65 and REST);
 - a batch or transaction Bundle of many entries: 1,000 reads were 1.5 s, and the default
   body limit (32 MB) holds hundreds of thousands; now at most MAX_BUNDLE_ENTRIES entries.
 """
@@ -33,6 +37,7 @@ import json
 import pytest
 
 from fhir_server.resources.patch import MAX_PATCH_COPIED_BYTES, MAX_PATCH_OPERATIONS
+from fhir_server.resources.profiles.invariants import MAX_EXTRA_METADATA
 from fhir_server.rest.fhir_api import MAX_SEARCH_FORM_BYTES
 from fhir_server.search.fhirpath import compile_expression
 from fhir_server.service.bundles import MAX_BUNDLE_ENTRIES, MAX_BUNDLE_SEARCHES
@@ -267,3 +272,57 @@ def test_post_search_form_of_a_long_value_under_the_limit_is_still_searched(worl
     response = search_form(world, body)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["total"] == 0
+
+
+# -- XDS extra metadata (ITI TF-3 4.1.14) ---------------------------------------------------
+
+
+def test_iti41_entry_of_more_extra_metadata_slots_than_the_limit_is_refused(tmp_path):
+    import copy as copying
+
+    from lxml import etree
+
+    from ihe_xds import vocabulary as v
+    from tests.http.test_xds_fuzz import NIR, Target, serialize
+    from tests.xds_builders import build_iti41
+
+    target = Target(tmp_path)
+    try:
+        request = build_iti41(nir=NIR, mtom=False, security=copying.deepcopy(target.security))
+        envelope = etree.fromstring(request.envelope)
+        entry = envelope.find(f".//{{{v.NS_RIM}}}ExtrinsicObject")
+        for index in range(MAX_EXTRA_METADATA + 1):
+            slot = etree.Element(f"{{{v.NS_RIM}}}Slot", name=f"urn:example:extra:{index}")
+            values = etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList")
+            etree.SubElement(values, f"{{{v.NS_RIM}}}Value").text = "x"
+            entry.insert(0, slot)
+        response = target.client.post(
+            "/xds/repository",
+            data=serialize(envelope),
+            headers={"Content-Type": "application/soap+xml; charset=UTF-8"},
+        )
+        answer = response.get_data(as_text=True)
+        assert "ResponseStatusType:Failure" in answer, answer[-600:]
+        assert "MAX_EXTRA_METADATA" in answer and str(MAX_EXTRA_METADATA) in answer, answer[-600:]
+    finally:
+        target.close()
+
+
+def test_document_reference_of_more_extra_metadata_extensions_than_the_limit_is_refused(world):
+    from ihe_xds.extra_metadata import EXT_EXTRA_METADATA
+
+    document = world.document()
+    document["extension"] = document.get("extension", []) + [
+        {
+            "url": EXT_EXTRA_METADATA,
+            "extension": [
+                {"url": "name", "valueUri": f"urn:example:extra:{index}"},
+                {"url": "value", "valueString": "x"},
+            ],
+        }
+        for index in range(MAX_EXTRA_METADATA + 1)
+    ]
+    response = world.post(world.token("author"), document)
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+    diagnostics = " ".join(i["diagnostics"] for i in response.get_json()["issue"])
+    assert "MAX_EXTRA_METADATA" in diagnostics and str(MAX_EXTRA_METADATA) in diagnostics
