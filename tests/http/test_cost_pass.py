@@ -26,6 +26,7 @@ What the pass found, each checked here:
   an xds-extra-metadata extension, whose invariant dmp-xds-extra-1 fhirpathpy evaluated at
   about 1 ms each (1,000 Slots in 107 KB: 0.93 s); now a Python invariant, and at most
   MAX_EXTRA_METADATA of them on one DocumentReference or List (ITI-41, ITI-65 and REST);
+  fhirpathpy also raised (a 500) on an extension of two `name`s, now refused;
 - a batch or transaction Bundle of many entries: 1,000 reads were 1.5 s, and the default
   body limit (32 MB) holds hundreds of thousands; now at most MAX_BUNDLE_ENTRIES entries.
 """
@@ -326,3 +327,23 @@ def test_document_reference_of_more_extra_metadata_extensions_than_the_limit_is_
     assert 400 <= response.status_code < 500, response.get_data(as_text=True)
     diagnostics = " ".join(i["diagnostics"] for i in response.get_json()["issue"])
     assert "MAX_EXTRA_METADATA" in diagnostics and str(MAX_EXTRA_METADATA) in diagnostics
+
+
+def test_extra_metadata_extension_of_two_names_is_refused_not_a_500(world):
+    from ihe_xds.extra_metadata import EXT_EXTRA_METADATA
+
+    document = world.document()
+    document["extension"] = document.get("extension", []) + [
+        {
+            "url": EXT_EXTRA_METADATA,
+            "extension": [
+                {"url": "name", "valueUri": "urn:example:a"},
+                {"url": "name", "valueUri": "urn:example:b"},
+                {"url": "value", "valueString": "x"},
+            ],
+        }
+    ]
+    response = world.post(world.token("author"), document)
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+    diagnostics = " ".join(i["diagnostics"] for i in response.get_json()["issue"])
+    assert "dmp-xds-extra-1" in diagnostics and "exactly one name" in diagnostics, diagnostics
