@@ -27,6 +27,12 @@ api = Blueprint("fhir", __name__)
 
 # Parameters that shape the response, not the search.
 _RESULT_PARAMS = ("_format", "_pretty", "_cursor")
+# Bytes of a POST `_search` form. A GET's query is at most gunicorn's request line (8,190
+# bytes, `cli.gunicorn_settings`); the form, under the body limit alone (32 MB by default),
+# held 1.1 million fields (1.1 s to parse before MAX_PARAMETERS refused them) or an 8 MB
+# value (searched and echoed in the self link: 0.5 s, an 8 MB answer). 64 KB is room for
+# MAX_PARAMETERS parameters of long values.
+MAX_SEARCH_FORM_BYTES = 64 * 1024
 
 
 def runtime():
@@ -177,8 +183,31 @@ def _search_params() -> list[tuple[str, str]]:
                 "POST _search needs Content-Type application/x-www-form-urlencoded",
                 "Content-Type",
             )
+        _check_form_size()
         params += [(k, v) for k, v in request.form.items(multi=True) if k not in _RESULT_PARAMS]
     return params
+
+
+def _check_form_size() -> None:
+    """Refuse a POST `_search` form over MAX_SEARCH_FORM_BYTES before it is parsed; one of
+    unknown length (chunked) too, as its size cannot be checked first (fail closed)."""
+    size = request.content_length
+    if size is None:
+        raise error(
+            411,
+            "too-costly",
+            f"POST _search needs a Content-Length (a form of at most {MAX_SEARCH_FORM_BYTES}"
+            " bytes, MAX_SEARCH_FORM_BYTES)",
+            "Content-Length",
+        )
+    if size > MAX_SEARCH_FORM_BYTES:
+        raise error(
+            413,
+            "too-costly",
+            f"the POST _search form is {size} bytes; the limit is {MAX_SEARCH_FORM_BYTES}"
+            " bytes (MAX_SEARCH_FORM_BYTES)",
+            "body",
+        )
 
 
 # -- whole system ------------------------------------------------------------------------------
