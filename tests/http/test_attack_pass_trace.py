@@ -336,12 +336,8 @@ def test_r18_an_iti43_retrieving_a_hidden_document_beside_a_visible_one_shows_it
     without the ITI-43 that read it, which told them that it had retrieved something hidden
     from them."""
     patient_id, nir = xds.patient(7)
-    request, response = xds.deposit(nir, masking=("INVISIBLE_PATIENT",))
-    assert response.status_code == 200, response.get_data(as_text=True)
-    (hidden,) = request.document_unique_ids.values()
-    request, response = xds.deposit(nir)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    (visible,) = request.document_unique_ids.values()
+    hidden = xds.deposited_unique_id(nir, masking=("INVISIBLE_PATIENT",))
+    visible = xds.deposited_unique_id(nir)
     world = World(xds.client, xds.tokens, xds.runtime.service)
     patient = xds.tokens.patient(patient_id)
     _, before = _trail_of(world, patient, patient_id)

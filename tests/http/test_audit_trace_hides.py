@@ -224,12 +224,8 @@ def test_r14_stored_query_naming_hidden_document_is_not_shown_to_the_patient(xds
     `query`), so it must carry the document's labels, and the patient's trace hide it. The
     control: the same query by a visible document's uniqueId stays in the trace."""
     patient_id, nir = xds.patient(1)
-    request, response = xds.deposit(nir, masking=("INVISIBLE_PATIENT",))
-    assert response.status_code == 200, response.get_data(as_text=True)
-    (hidden,) = request.document_unique_ids.values()
-    request, response = xds.deposit(nir)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    (visible,) = request.document_unique_ids.values()
+    hidden = xds.deposited_unique_id(nir, masking=("INVISIBLE_PATIENT",))
+    visible = xds.deposited_unique_id(nir)
     assert _get_documents(xds, nir, hidden).status_code == 200
     assert _get_documents(xds, nir, visible).status_code == 200
     patient = xds.tokens.patient(patient_id)

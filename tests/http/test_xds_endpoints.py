@@ -115,6 +115,13 @@ class Xds:
         )
         return request, response
 
+    def deposited_unique_id(self, nir: str, **kwargs) -> str:
+        """The uniqueId of one document the médecin traitant deposits (ITI-41, asserted)."""
+        request, response = self.deposit(nir, **kwargs)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        (unique_id,) = request.document_unique_ids.values()
+        return unique_id
+
     def soap(self, path: str, action: str, body: etree._Element, security=None, message_id=None):
         envelope = etree.Element(
             f"{{{v.NS_SOAP12}}}Envelope", nsmap={"soap": v.NS_SOAP12, "wsa": v.NS_WSA}
