@@ -149,6 +149,15 @@ def _parent(process_dir: Path) -> int | None:
 
 def _connections_held(port: int, pids: list[int]) -> dict[int, int]:
     """Established connections to `port`, by the process holding them (/proc, Linux)."""
+    return _sockets_held(port, pids, TCP_ESTABLISHED)
+
+
+# /proc/net/tcp states: an established connection, a listening socket.
+TCP_ESTABLISHED, TCP_LISTEN = "01", "0A"
+
+
+def _sockets_held(port: int, pids: list[int], wanted_state: str) -> dict[int, int]:
+    """Sockets on `port` in `wanted_state`, by the process holding them (/proc, Linux)."""
     owners: dict[str, int] = {}
     for pid in pids:
         for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -163,9 +172,23 @@ def _connections_held(port: int, pids: list[int]) -> dict[int, int]:
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
-            if local_port == port and state == "01" and inode in owners:
+            if local_port == port and state == wanted_state and inode in owners:
                 held[owners[inode]] += 1
     return held
+
+
+def _wait_until_every_worker_listens(process: subprocess.Popen, port: int, workers: int) -> None:
+    """The server answers as soon as one worker listens; the kernel can only spread
+    connections over the workers whose sockets are bound (a connection made before the
+    second one binds goes to the first, which made the test fail in a CI run)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = _workers(process.pid)
+        listening = _sockets_held(port, pids, TCP_LISTEN)
+        if len(pids) == workers and all(listening.values()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the {workers} workers did not all listen on port {port}")
 
 
 @pytest.mark.slow
@@ -177,6 +200,7 @@ def test_serve_spreads_a_clients_keep_alive_connections_over_its_workers(tmp_pat
     chance of 2 in 65,536."""
     port = _free_port()
     process = _start(tmp_path / "var", port, workers=2, threads=2)
+    _wait_until_every_worker_listens(process, port, workers=2)
     connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(16)]
     try:
         for connection in connections:
