@@ -76,10 +76,10 @@ def _token(world: World, reader: str) -> str:
     return world.tokens.patient(PATIENT_A) if reader == "R14-patient" else parent_token(world)
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory, http_engine):
+def _pair(tmp_path_factory, http_engine):
     """(the record without the hidden access, the record with it): a professional read each
-    reader's hidden document in the second only."""
+    reader's hidden document in the second only. The tests ask both the same questions in
+    the same order, so that their trails stay alike but for the hidden access."""
     built = []
     for name in ("plain", "hidden"):
         app, world = _build_world(tmp_path_factory.mktemp(f"audit-view-{name}") / "var")
@@ -94,6 +94,10 @@ def pair(tmp_path_factory, http_engine):
     yield [world for _, world in built]
     for app, _ in built:
         app.extensions["fhir"].store.close()
+
+
+pair = pytest.fixture(_pair, scope="module", name="pair")
+fresh_pair = pytest.fixture(_pair, name="fresh_pair")  # for tests that ask one record alone
 
 
 def _shape(response) -> tuple:
@@ -361,3 +365,31 @@ def test_r07_a_parents_view_of_the_minors_events_ends_with_the_guardianship(labe
     assert [status for status, _ in batch[4]] == ["403"]
     assert world.get(token, f"/fhir/AuditEvent/{event}").status_code == 404
     assert world.get(token, f"/fhir/AuditEvent?_id={event}").status_code == 403
+
+
+def _walk(world: World, token: str, url: str) -> list[tuple]:
+    """Every page of a search by its next links: (status, total, entries, links) each."""
+    pages: list[tuple] = []
+    while url and len(pages) < 50:
+        body = world.get(token, url).get_json() or {}
+        links = {link["relation"]: link["url"] for link in body.get("link", [])}
+        pages.append((body.get("total"), len(body.get("entry", [])), sorted(links)))
+        url = links.get("next", "")
+        url = url[url.index("/fhir/") :] if url else ""
+    return pages
+
+
+@pytest.mark.parametrize("sort", ["-date", "_id", "outcome", "-agent-name"])
+@pytest.mark.parametrize("reader", list(READERS))
+def test_r18_paging_through_the_trail_answers_alike_with_and_without_a_hidden_access(
+    fresh_pair, reader, sort
+):
+    pair = fresh_pair
+    patient = READERS[reader][0]
+    for world in pair:  # a trail of a few pages
+        for _ in range(4):
+            assert world.get(_token(world, reader), f"/fhir/Patient/{patient}").status_code == 200
+    url = f"/fhir/AuditEvent?patient={patient}&_count=2&_sort={sort}&_total=accurate"
+    walks = [_walk(world, _token(world, reader), url) for world in pair]
+    assert walks[0] == walks[1]
+    assert len(walks[0]) > 1, "a single page: the cursors were not tried"
