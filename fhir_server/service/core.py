@@ -47,6 +47,7 @@ from fhir_server.service import (
     versions,
 )
 from fhir_server.service.context import facts_scope
+from fhir_server.service.following import following
 from fhir_server.service.gate import INTERNAL_BINDING, Gate, ReadPurpose
 from fhir_server.service.ownership import BinaryOwnership
 from fhir_server.service.prepared import PreparedWrite
@@ -906,14 +907,7 @@ class FhirService:
         if resource.get("resourceType") != "List":
             return False
         read = tx.read if tx is not None else self.store.read
-
-        def document_of(resource_type: str, resource_id: str) -> dict | None:
-            if resource_type not in SERVED_TYPES:
-                return None
-            stored = read(resource_type, resource_id)
-            return None if stored is None or stored.deleted else stored.json()
-
-        return list_labels.add_shared_labels(resource, document_of)
+        return list_labels.add_shared_labels(resource, following(read))
 
     def _label_lists_naming(self, tx: StoreTransaction, document_id: str) -> None:
         """The Lists naming a document that just gained a DMP label take, in the document's

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from fhir_server.access.constraints import Follow, compartment_of, reference_target
+from fhir_server.access.constraints import compartment_of, reference_target
 from fhir_server.access.decision import Permit
 from fhir_server.access.policy import DmpPolicy
 from fhir_server.access.record import PatientRecord
@@ -50,11 +50,11 @@ from fhir_server.audit.messaging import (
 )
 from fhir_server.audit.notifications import CATEGORY_MESSAGE, SYSTEM_COMMUNICATION_CATEGORY
 from fhir_server.errors import FhirError, Issue
-from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.extract import extract, sort_values
 from fhir_server.search.query import Node, ReferenceTest, TokenTest, all_of
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service import versions
+from fhir_server.service.following import following
 from fhir_server.store.base import ResourceStore, StoredResource, VersionConflict
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_NAMED_DOCUMENT_TYPE
 
@@ -312,21 +312,9 @@ def _readable(
         return False
     resource = stored.json()
     return record.patient_id in compartment_of(resource) and isinstance(
-        policy.decide_read(requester, resource_type, resource, record, _follower(store)), Permit
+        policy.decide_read(requester, resource_type, resource, record, following(store.read)),
+        Permit,
     )
-
-
-def _follower(store: ResourceStore) -> Follow:
-    """What a judged resource names, read as a search's chain reads it (a List is judged
-    through its documents, R13)."""
-
-    def follow(resource_type: str, resource_id: str) -> dict | None:
-        if resource_type not in SERVED_TYPES:
-            return None
-        stored = store.read(resource_type, resource_id)
-        return None if stored is None or stored.deleted else stored.json()
-
-    return follow
 
 
 def received_on_read(

@@ -23,7 +23,6 @@ from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.auth.scopes import ScopeSet
 from fhir_server.errors import FhirError, error
-from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search.parameters import IGNORED_SILENTLY, RESULT_PARAMS, parse_search
 from fhir_server.search.query import (
     And,
@@ -40,6 +39,7 @@ from fhir_server.search.query import (
     all_of,
 )
 from fhir_server.search.registry import SearchRegistry
+from fhir_server.service.following import following
 
 if TYPE_CHECKING:
     from fhir_server.service.audit_trail import AuditTrail
@@ -102,10 +102,7 @@ class GateCore:
     def follow(self, resource_type: str, resource_id: str) -> dict | None:
         """The current version of what a judged resource names, as a search's chain reads
         it (absent or deleted: None): a List is judged through its documents (R13, R14)."""
-        if resource_type not in SERVED_TYPES:
-            return None
-        stored = self.facts.current(resource_type, resource_id)
-        return None if stored is None or stored.deleted else stored.json()
+        return following(self.facts.current)(resource_type, resource_id)
 
     def patients_matching(self, where: Node) -> list[str]:
         """The Patients a designating clause (an INS) names (`port.Facts.patients_matching`)."""
