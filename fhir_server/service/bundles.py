@@ -324,7 +324,9 @@ def _walk_strings(value, replace: Callable[[str], str | None]):
                 _walk_strings(item, replace)
 
 
-def _conditional_references(value, found: set[str]) -> None:
+def _conditional_references(value, entry: Entry, found: dict[str, Entry]) -> None:
+    """Each conditional reference (`Patient?identifier=...`) of `value`, with the first
+    entry that holds it, in document order: an error resolving it names that entry."""
     if isinstance(value, dict):
         reference = value.get("reference")
         if (
@@ -332,12 +334,12 @@ def _conditional_references(value, found: set[str]) -> None:
             and "?" in reference
             and not reference.startswith(("urn:", "http"))
         ):
-            found.add(reference)
+            found.setdefault(reference, entry)
         for item in value.values():
-            _conditional_references(item, found)
+            _conditional_references(item, entry, found)
     elif isinstance(value, list):
         for item in value:
-            _conditional_references(item, found)
+            _conditional_references(item, entry, found)
 
 
 class BundleProcessor:
@@ -620,22 +622,30 @@ class BundleProcessor:
                 self._resolve(requester, entry, references)
             except FhirError as exc:
                 raise _at_entry(exc, entry) from None
-        conditional: set[str] = set()
+        conditional: dict[str, Entry] = {}
         for entry in entries:
             if entry.resource is not None:
-                _conditional_references(entry.resource, conditional)
-        for reference in conditional:
-            resource_type, query = reference.split("?", 1)
-            matches = self.service.find(
-                requester, require_type(resource_type), parse_qsl(query, keep_blank_values=True)
-            )
-            if len(matches) != 1:
-                count = "no resource" if not matches else "more than one resource"
-                raise error(
-                    412, "processing", f"the conditional reference '{reference}' matches {count}"
-                )
-            references[reference] = f"{resource_type}/{matches[0].id}"
+                _conditional_references(entry.resource, entry, conditional)
+        for reference, entry in conditional.items():
+            try:
+                references[reference] = self._resolve_conditional(requester, reference)
+            except FhirError as exc:
+                raise _at_entry(exc, entry) from None
         return references
+
+    def _resolve_conditional(self, requester: Requester, reference: str) -> str:
+        """The `Type/id` of the one resource a conditional reference finds (FHIR 3.1.0.11.2:
+        none or several fail the transaction)."""
+        resource_type, query = reference.split("?", 1)
+        matches = self.service.find(
+            requester, require_type(resource_type), parse_qsl(query, keep_blank_values=True)
+        )
+        if len(matches) != 1:
+            count = "no resource" if not matches else "more than one resource"
+            raise error(
+                412, "processing", f"the conditional reference '{reference}' matches {count}"
+            )
+        return f"{resource_type}/{matches[0].id}"
 
     def _resolve(self, requester: Requester, entry: Entry, references: dict[str, str]) -> None:
         """What the transaction settles of a write entry before its write transaction: a

@@ -193,6 +193,34 @@ def test_transaction_conditional_reference_without_a_search_parameter_is_400(
     assert count(client, system) == 1
 
 
+@pytest.mark.parametrize(
+    ("criteria", "status"),
+    [("_count=1", 400), ("identifier=urn:oid:1.2.250.1.213.1.4.8|000000000000000", 412)],
+)
+def test_transaction_conditional_reference_refused_names_the_entry_holding_it(
+    client, tokens, criteria, status
+):
+    """FHIR R4 transaction (3.1.0.11.2): a conditional reference that selects nothing, or
+    finds no resource, fails the transaction; the OperationOutcome says which entry holds
+    it (the second here), as every other refusal of an entry does."""
+    system = tokens.system()
+    linked = a_patient(2, link=[{"other": {"reference": f"Patient?{criteria}"}, "type": "seealso"}])
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": a_patient(1), "request": {"method": "POST", "url": "Patient"}},
+            {"resource": linked, "request": {"method": "POST", "url": "Patient"}},
+        ],
+    }
+    response = post_json(client, system, "/fhir", bundle)
+    assert response.status_code == status, response.get_data(as_text=True)
+    issue = outcome_issue(response)
+    assert issue["diagnostics"].startswith("Bundle.entry[1]"), issue
+    assert issue["expression"][0] == "Bundle.entry[1]", issue
+    assert count(client, system) == 0
+
+
 # -- a transaction's own structure (FHIR R4 bundle.html, json.html) ---------------------------
 
 
