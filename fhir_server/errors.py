@@ -37,6 +37,13 @@ class Issue:
         return issue
 
 
+# Issues an answer lists; the others are counted in one last issue. A resource of a few
+# hundred KB can fail on every one of thousands of elements: listed whole, 2,000 of them made
+# a 0.8 MB answer (docs/performance.md, "Cost limits"), and the first ones are what a client
+# fixes first anyway.
+MAX_LISTED_ISSUES = 100
+
+
 @dataclass
 class FhirError(Exception):
     """An error with an HTTP status and one or more issues."""
@@ -49,11 +56,26 @@ class FhirError(Exception):
         super().__init__(self.message)
 
     @property
+    def listed_issues(self) -> list[Issue]:
+        """The issues an answer lists: at most `MAX_LISTED_ISSUES`, then one saying how many
+        more there are."""
+        if len(self.issues) <= MAX_LISTED_ISSUES:
+            return self.issues
+        more = len(self.issues) - MAX_LISTED_ISSUES
+        return [
+            *self.issues[:MAX_LISTED_ISSUES],
+            Issue("information", "informational", f"{more} more issues are not listed"),
+        ]
+
+    @property
     def message(self) -> str:
-        return "; ".join(issue.diagnostics for issue in self.issues)
+        return "; ".join(issue.diagnostics for issue in self.listed_issues)
 
     def operation_outcome(self) -> dict:
-        return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in self.issues]}
+        return {
+            "resourceType": "OperationOutcome",
+            "issue": [issue.to_fhir() for issue in self.listed_issues],
+        }
 
 
 def error(

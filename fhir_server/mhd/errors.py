@@ -9,7 +9,7 @@ the OperationOutcome's shape.
 
 from __future__ import annotations
 
-from fhir_server.errors import FhirError, Issue
+from fhir_server.errors import MAX_LISTED_ISSUES, FhirError, Issue
 from ihe_xds.errors import XDS_ERROR_SYSTEM, mhd_error_code
 
 
@@ -39,4 +39,6 @@ def with_xds_code(exc: FhirError) -> FhirError:
         code,
         XDS_ERROR_SYSTEM,
     )
-    return FhirError(exc.status, [*exc.issues, added], exc.headers)
+    # After the others, within those an answer lists (`FhirError.listed_issues`).
+    at = min(len(exc.issues), MAX_LISTED_ISSUES - 1)
+    return FhirError(exc.status, [*exc.issues[:at], added, *exc.issues[at:]], exc.headers)

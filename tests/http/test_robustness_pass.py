@@ -221,6 +221,26 @@ def test_transaction_conditional_reference_refused_names_the_entry_holding_it(
     assert count(client, system) == 0
 
 
+def test_resource_failing_on_thousands_of_elements_lists_the_first_hundred_and_counts_the_rest(
+    client, tokens
+):
+    """An OperationOutcome lists at most 100 issues, then one saying how many more there
+    are: a Patient of 2,000 names each of a wrong type (90 KB) failed on every one and
+    listed them all (a 127 KB DocumentReference of 2,000 bad `context.related` answered
+    0.8 MB). The first issues are still the elements, each by its path; nothing stored."""
+    system = tokens.system()
+    patient = a_patient(1, name=[{"family": 5}] * 2_000)
+    response = post_json(client, system, "/fhir/Patient", patient)
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+    issues = response.get_json()["issue"]
+    assert len(issues) == 101, len(issues)
+    assert issues[0]["expression"][0].startswith("Patient.name[0]"), issues[0]
+    assert issues[-1]["severity"] == "information"
+    hidden = int(issues[-1]["diagnostics"].split()[0])
+    assert hidden >= 1_900, issues[-1]
+    assert count(client, system) == 0
+
+
 # -- a transaction's own structure (FHIR R4 bundle.html, json.html) ---------------------------
 
 
