@@ -154,6 +154,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_attack_pass_followup",
         "test_attack_pass_followup2",
         "test_attack_pass_followup3",
+        "test_attack_pass_followup4",
         "test_attack_pass_governance",
         "test_attack_pass_lifecycle",
         "test_attack_pass_messaging",

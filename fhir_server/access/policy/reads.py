@@ -284,10 +284,6 @@ class ReadDecisions(PolicyBase):
                     )
                     if not isinstance(readable, Everything):
                         parts.append(Constraint("R13", readable))
-                if resource_type == "List":
-                    entries = self._list_entries_readable(requester, record, grant)
-                    if entries is not None:
-                        parts.append(entries)
                 if resource_type == "Communication":
                     names = names_excluded_type(self._readable(requester), self.matrix.axes.types)
                     if names is not None:
@@ -296,14 +292,18 @@ class ReadDecisions(PolicyBase):
                     if requester.structure_idnat:  # their organisational mailbox's messages
                         own.append(("Organization", requester.structure_idnat))
                     parts.append(Constraint("R18", party_of_message(own)))
+        if resource_type == "List":
+            parts.append(self._list_entries_readable(requester, record, grant))
         return parts
 
     def _list_entries_readable(
         self, requester: Requester, record: PatientRecord, grant: Grant
-    ) -> Constraint | None:
-        """R13, R14, R18 on a List (an MHD SubmissionSet) for a practitioner: a List naming
-        documents of the record is read only if one of them may be read, by its type (R13:
-        an untyped one by its class, as `readable_node`) and its MASQUE_PS label (R14).
+    ) -> Constraint:
+        """R13, R14, R18 on a List (an MHD SubmissionSet): a List naming documents of the
+        record is read only if one of them may be read, by a practitioner by its type (R13:
+        an untyped one by its class, as `readable_node`) and its MASQUE_PS label (R14), by
+        the patient or a representative by its INVISIBLE_* labels (R14, R07), and by all by
+        its logical deletion (`deletion`: read by its author only).
 
         A List is served without the entries its reader may not read, but still says when,
         by whom and as what something was deposited: a pharmacist was shown the empty
@@ -314,25 +314,36 @@ class ReadDecisions(PolicyBase):
         none. So the List is judged through its entries as they are now: nothing to store
         or keep current when a document's type or labels change, and Lists stored before
         are judged alike. A List naming no document of the record (none, or only ones
-        deleted from the store) is judged as before. None when the requester reads every
-        document of the record (their types and, as médecin traitant, masked ones too).
+        deleted from the store) is judged as before. Never None: no practitioner reads every
+        document of a record, one deleted logically by another author being hidden from
+        them (the médecin traitant's Lists were served whatever their documents' state).
         """
-        document_parts: list[Node] = []
-        if not grant.general_practitioner:
-            document_parts.append(
-                Or((Not(labelled(MASQUE_PS, True)), authored_by(requester.subject_id)))
+        # A document deleted logically is read by its author only (TD3.3c): it is not one
+        # the List's reader may read either, or a SubmissionSet of one excluded-type and one
+        # deleted document was served, empty, where its documents are both missing.
+        document_parts: list[Node] = [deletion.visible_unless_deleted(requester)]
+        rule = "R14"
+        if requester.kind in (ActorKind.PATIENT, ActorKind.REPRESENTATIVE):
+            # The labels a List takes from its entries (`access.list_labels`) are those all
+            # of them share: one INVISIBLE_PATIENT document and one deleted share none, and
+            # the patient was served the empty SubmissionSet of both.
+            document_parts.append(Not(labelled(INVISIBLE_PATIENT, True)))
+            if requester.kind is ActorKind.REPRESENTATIVE:
+                document_parts.append(Not(labelled(INVISIBLE_REPRESENTANTS_LEGAUX, True)))
+        else:
+            if not grant.general_practitioner:
+                document_parts.append(
+                    Or((Not(labelled(MASQUE_PS, True)), authored_by(requester.subject_id)))
+                )
+            readable = readable_node(
+                self._readable(requester), self._type_systems, self.matrix.axes.types
             )
-        readable = readable_node(
-            self._readable(requester), self._type_systems, self.matrix.axes.types
-        )
-        if not isinstance(readable, Everything):
-            document_parts.append(readable)
-        if not document_parts:
-            return None
+            if not isinstance(readable, Everything):
+                document_parts.append(readable)
+                rule = "R13"
         of_record = InCompartment(record.patient_id)
         names_documents = Chain("item", "DocumentReference", of_record)
         names_readable = Chain("item", "DocumentReference", all_of(of_record, *document_parts))
-        rule = "R14" if isinstance(readable, Everything) else "R13"
         return Constraint(rule, Or((Not(names_documents), names_readable)))
 
 
