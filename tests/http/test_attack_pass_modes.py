@@ -1,0 +1,86 @@
+"""Attack pass on the access modes and the rules that name who may read (R05, R08-R12, R15).
+
+Asked at every door (REST read, search, history, Binary, conditional operations, Bundle
+entries, the IHE transactions): how could someone who may write reach what they may not
+read, and how can the same fact be spelled another way?
+
+What got through, reproduced over HTTP with tokens and VIHFs as `fhir-server token` makes
+them:
+
+- R11: a bris de glace reason made only of characters that print as nothing (a zero-width
+  space U+200B, a BOM U+FEFF, a word joiner U+2060, a soft hyphen, a NUL, the Hangul filler
+  U+3164, the Braille blank U+2800) was a declared reason: `str.strip` removes spaces only.
+  The record opened in bris de glace, and the patient was told an empty motive. A reason now
+  holds a letter or a digit (`policy.gates.declares_reason`), at the REST and XDS doors alike.
+
+What held is listed in the report of this pass and kept here as controls where cheap.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.http.conftest import auth
+from tests.http.test_attack_pass_xds_spellings import find_documents_with
+from tests.http.test_r18_matrix import PATIENT_B, STRANGER, World, doc_id, own_world
+from tests.http.test_xds_endpoints import Xds, registry_status
+
+world = pytest.fixture(own_world, name="world")
+
+# Reasons that print as nothing: each was a declared bris de glace reason (R11).
+BLANK_REASONS = {
+    "zero-width-space": "\u200b",
+    "byte-order-mark": "\ufeff",
+    "word-joiner": "\u2060",
+    "soft-hyphen": "\u00ad",
+    "nul": "\x00",
+    "hangul-filler": "\u3164",
+    "braille-blank": "\u2800",
+    "zero-width-around-space": "\u200b \u200b",
+}
+
+
+def bris_de_glace(world: World, reason: str) -> str:
+    return world.tokens.practitioner(STRANGER, mode="bris_de_glace", reason=reason)
+
+
+@pytest.mark.parametrize("reason", BLANK_REASONS.values(), ids=BLANK_REASONS.keys())
+def test_r11_a_bris_de_glace_reason_that_prints_as_nothing_is_no_reason(world, reason):
+    """R11: without a declared reason, bris de glace is refused (403 R11), as for a reason
+    of spaces; a reason that prints as nothing is none."""
+    url = f"/fhir/DocumentReference/{doc_id('b-doc')}"
+    blank = world.client.get(url, headers=auth(bris_de_glace(world, " ")))
+    response = world.client.get(url, headers=auth(bris_de_glace(world, reason)))
+    assert blank.status_code == 403
+    assert (response.status_code, response.get_json()) == (blank.status_code, blank.get_json())
+    search = world.client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_B}", headers=auth(bris_de_glace(world, reason))
+    )
+    assert search.status_code == 403, search.get_data(as_text=True)
+
+
+def test_r11_a_declared_reason_still_opens_the_record(world):
+    """Control: a reason with words opens the record in bris de glace."""
+    url = f"/fhir/DocumentReference/{doc_id('b-doc')}"
+    response = world.client.get(url, headers=auth(bris_de_glace(world, "patient inconscient")))
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+@pytest.fixture
+def xds(app, client, tokens, data_dir) -> Xds:
+    return Xds(app, client, tokens, data_dir)
+
+
+@pytest.mark.parametrize("reason", ["\u200b", "\u3164"], ids=["zero-width-space", "hangul"])
+def test_r11_iti18_with_a_reason_that_prints_as_nothing_is_refused(xds, reason):
+    """R11 at the XDS door: a VIHF in bris de glace whose access reason prints as nothing
+    is answered as one with a reason of spaces, not as one with a declared reason."""
+    _, nir = xds.patient(701)
+
+    def status(text: str):
+        security = xds.security(STRANGER, nir, mode="bris_de_glace", reason=text)
+        return registry_status(find_documents_with(xds, nir, security))
+
+    assert status("patient inconscient")[0].endswith("Success")
+    assert status(reason) == status(" ")
+    assert not status(reason)[0].endswith("Success")
