@@ -13,6 +13,15 @@ them:
   The record opened in bris de glace, and the patient was told an empty motive. A reason now
   holds a letter or a digit (`policy.gates.declares_reason`), at the REST and XDS doors alike.
 
+- R08: `Patient.generalPractitioner` was read as naming the médecin traitant whatever said
+  the naming was no longer in force: an IdNat_PS identifier of `use` old or temp, or with a
+  `period` (a former médecin traitant, as an identity feed keeps them), a reference typed
+  Organization or RelatedPerson, a contained Practitioner `active: false`, a contained
+  PractitionerRole inactive or with a period. Written by the health insurer's feed, each
+  opened the whole record to that practitioner, masked documents included, blocks and the
+  initial consent aside. They are now refused on write (422, the element's path) and read
+  as naming nobody when stored before (fail closed), as a Consent actor so named is.
+
 What held is listed in the report of this pass and kept here as controls where cheap.
 """
 
@@ -20,7 +29,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.http.conftest import auth
+from fhir_server.terminology import SYSTEM_IDNAT_PS
+from tests.http.conftest import FHIR_JSON, a_patient, auth, internal_put
 from tests.http.test_attack_pass_xds_spellings import find_documents_with
 from tests.http.test_r18_matrix import PATIENT_B, STRANGER, World, doc_id, own_world
 from tests.http.test_xds_endpoints import Xds, registry_status
@@ -84,3 +94,114 @@ def test_r11_iti18_with_a_reason_that_prints_as_nothing_is_refused(xds, reason):
     assert status("patient inconscient")[0].endswith("Success")
     assert status(reason) == status(" ")
     assert not status(reason)[0].endswith("Success")
+
+
+# -- R08: a médecin traitant named by a naming no longer in force -----------------------------
+
+FORMER_GP = "810000000077"  # named in B's generalPractitioner only by the spellings below
+
+
+def _idnat(**extra) -> dict:
+    return {"system": SYSTEM_IDNAT_PS, "value": FORMER_GP, **extra}
+
+
+# (generalPractitioner, contained) of patient B, each naming FORMER_GP as no longer in force.
+NOT_IN_FORCE = {
+    "identifier-use-old": ([{"identifier": _idnat(use="old")}], []),
+    "identifier-use-temp": ([{"identifier": _idnat(use="temp")}], []),
+    "identifier-period-ended": ([{"identifier": _idnat(period={"end": "2020-01-01"})}], []),
+    "typed-organization": ([{"type": "Organization", "identifier": _idnat()}], []),
+    "typed-related-person": ([{"type": "RelatedPerson", "identifier": _idnat()}], []),
+    "contained-practitioner-inactive": (
+        [{"reference": "#gp"}],
+        [{"resourceType": "Practitioner", "id": "gp", "active": False, "identifier": [_idnat()]}],
+    ),
+    "contained-practitioner-old-identifier": (
+        [{"reference": "#gp"}],
+        [{"resourceType": "Practitioner", "id": "gp", "identifier": [_idnat(use="old")]}],
+    ),
+    "contained-role-inactive": (
+        [{"reference": "#gp"}],
+        [
+            {
+                "resourceType": "PractitionerRole",
+                "id": "gp",
+                "active": False,
+                "practitioner": {"identifier": _idnat()},
+            }
+        ],
+    ),
+    "contained-role-ended": (
+        [{"reference": "#gp"}],
+        [
+            {
+                "resourceType": "PractitionerRole",
+                "id": "gp",
+                "period": {"end": "2020-01-01"},
+                "practitioner": {"identifier": _idnat()},
+            }
+        ],
+    ),
+}
+
+
+def patient_b_naming(key: str) -> dict:
+    general_practitioner, contained = NOT_IN_FORCE[key]
+    extra: dict = {"generalPractitioner": general_practitioner}
+    if contained:
+        extra["contained"] = contained
+    return {**a_patient(3, **extra), "id": PATIENT_B}
+
+
+def former_gp_reads(world: World) -> int:
+    """The status of FORMER_GP's read of B's document (they hold no authorization)."""
+    response = world.client.get(
+        f"/fhir/DocumentReference/{doc_id('b-doc')}",
+        headers=auth(world.tokens.practitioner(FORMER_GP)),
+    )
+    return response.status_code
+
+
+@pytest.mark.parametrize("key", NOT_IN_FORCE)
+def test_r08_a_general_practitioner_no_longer_in_force_is_refused_on_write(world, key):
+    """R08: the health insurer's feed writing B's médecin traitant by a naming no longer in
+    force is refused (422 naming the element), and the practitioner reads nothing."""
+    feed = world.tokens.system("cnam", "system/*.cruds", "health_insurer")
+    response = world.client.put(
+        f"/fhir/Patient/{PATIENT_B}",
+        json=patient_b_naming(key),
+        headers=auth(feed, **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 422, response.get_data(as_text=True)
+    outcome = response.get_json()
+    assert outcome["issue"][0]["expression"][0].startswith("Patient.")
+    assert former_gp_reads(world) == 404
+
+
+@pytest.mark.parametrize("key", NOT_IN_FORCE)
+def test_r08_a_stored_general_practitioner_no_longer_in_force_grants_nothing(world, key):
+    """R08, fail closed: such a naming stored before the write refused it names nobody."""
+    internal_put(world.service)(patient_b_naming(key), PATIENT_B)
+    assert former_gp_reads(world) == 404
+    masked = world.client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_B}",
+        headers=auth(world.tokens.practitioner(FORMER_GP)),
+    )
+    assert masked.status_code == 403, masked.get_data(as_text=True)
+
+
+def test_r08_a_general_practitioner_in_force_still_reads(world):
+    """Control: the same practitioner named by an IdNat_PS in force (use official) is the
+    médecin traitant, through the feed's write."""
+    feed = world.tokens.system("cnam", "system/*.cruds", "health_insurer")
+    patient = {
+        **a_patient(3, generalPractitioner=[{"identifier": _idnat(use="official")}]),
+        "id": PATIENT_B,
+    }
+    response = world.client.put(
+        f"/fhir/Patient/{PATIENT_B}",
+        json=patient,
+        headers=auth(feed, **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert former_gp_reads(world) == 200

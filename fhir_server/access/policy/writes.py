@@ -36,6 +36,7 @@ from fhir_server.access.policy.tables import (
 )
 from fhir_server.access.record import (
     PatientRecord,
+    general_practitioner_problem,
     general_practitioners_by_reference,
     record_status,
 )
@@ -484,6 +485,10 @@ def identity_refusal(
             (f"{resource_type}.active",),
         )
     if resource_type == "Patient" and new is not None:
+        for index in range(len(new.get("generalPractitioner") or [])):
+            problem = general_practitioner_problem(new, index)
+            if problem is not None:
+                return Deny("R08", 422, "processing", problem[0], None, (problem[1],))
         for index, named in enumerate(general_practitioners_by_reference(new)):
             if len(named) > 1:
                 # R08: the médecin traitant is never blocked and sees MASQUE_PS; a reference
