@@ -12,10 +12,13 @@ deliver 2, after Medplum's fhir-router, where Bundle entries go through the one 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
-from fhir_server.access.requester import Requester
+import orjson
+
+from fhir_server.access import list_labels
+from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.errors import bad_request
 from fhir_server.search.extract import PreparedEntries
 from fhir_server.service import audit_event_writes
@@ -31,6 +34,7 @@ from fhir_server.service.interaction import Answer, Interaction, Kind
 from fhir_server.service.patch import MetadataUpdates
 from fhir_server.service.prepared import PreparedWrite
 from fhir_server.store.base import StoredResource, StoreTransaction
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 
 # A POST of a DocumentReference (ITI-105, and any document): the registry's own transaction
 # (`BundleProcessor.publish`: the Binary of inline data, the supersedes, atomically).
@@ -72,6 +76,17 @@ class Dispatcher:
         kind = interaction.kind
         if kind in _READS:
             return self._read(requester, interaction)
+        sent = _sent_labels(interaction.body)
+        answer = self._write(requester, interaction, within)
+        if requester.kind is ActorKind.INTERNAL:
+            return answer
+        return _without_derived_labels(answer, sent)
+
+    def _write(
+        self, requester: Requester, interaction: Interaction, within: Within | None
+    ) -> Answer:
+        """A write, alone or as a transaction's entry (`perform`)."""
+        kind = interaction.kind
         audit_event_writes.refuse_change(
             self.service.gate,
             self.service.store,
@@ -277,6 +292,52 @@ _READS = frozenset({Kind.READ, Kind.VREAD, Kind.SEARCH, Kind.HISTORY})
 
 def _written(result: WriteResult) -> Answer:
     return Answer(201 if result.created else 200, result.stored)
+
+
+def _sent_labels(body: object) -> set[str]:
+    """The DMP labels a written List carries as its writer sent it (before the server adds
+    those of its entries, `access.list_labels`); none for a body the validation will refuse."""
+    if not isinstance(body, dict) or body.get("resourceType") != "List":
+        return set()
+    try:
+        return list_labels.dmp_labels(body)
+    except (AttributeError, TypeError):
+        return set()
+
+
+def _without_derived_labels(answer: Answer, sent: set[str]) -> Answer:
+    """A write's answer, less the DMP labels the server gave a List from its entries and its
+    writer did not send (`access.list_labels`).
+
+    A List takes the labels all the documents it names share, read as the server reads
+    them: answered whole, the List told its writer the label of a document they may not read,
+    and that its id names a document of the record (an unknown id adds none). A system client
+    (R15, it reads no document) learned a MASQUE_PS document's label from its deposit's
+    answer; a practitioner a masked document's, the patient an INVISIBLE_PATIENT one's, a
+    parent an INVISIBLE_REPRESENTANTS_LEGAUX one's (R14, R18). The List is stored labelled;
+    the answer says what the writer sent (a PATCH sends no label: none is answered)."""
+    stored = answer.stored
+    if stored is None or stored.resource_type != "List" or stored.deleted:
+        return answer
+    body = stored.json()
+    derived = list_labels.dmp_labels(body) - sent
+    if not derived:
+        return answer
+    meta = body.get("meta") or {}
+    kept = [
+        coding
+        for coding in meta.get("security") or []
+        if not (
+            isinstance(coding, dict)
+            and coding.get("system") == SYSTEM_DMP_CONFIDENTIALITY
+            and coding.get("code") in derived
+        )
+    ]
+    if kept:
+        meta["security"] = kept
+    else:
+        meta.pop("security", None)
+    return replace(answer, stored=replace(stored, body=orjson.dumps(body)))
 
 
 __all__ = ["Dispatcher", "Publish", "Within"]

@@ -22,6 +22,18 @@ them:
   initial consent aside. They are now refused on write (422, the element's path) and read
   as naming nobody when stored before (fail closed), as a Consent actor so named is.
 
+- R15, R14, R18: a List takes the DMP labels all the documents it names share
+  (`access.list_labels`), and a write was answered with the List as stored: a system client
+  depositing a List naming a MASQUE_PS document by id was told its label (a system reads no
+  document), and that the id names a document of the record (an unknown id adds none); an
+  authorized practitioner learned a masked document's label, the patient an
+  INVISIBLE_PATIENT one's, a parent an INVISIBLE_REPRESENTANTS_LEGAUX one's, by a create or
+  an update. The answer now carries the labels its writer sent (`dispatch`); the List is
+  stored labelled. Not closed: the List so labelled (or, for a practitioner, judged through
+  its entries) is then hidden from its writer, so reading it back (200 against 404), or
+  updating it, still tells them; and a List is served without the entries hidden from its
+  reader, an unknown id's entry kept.
+
 What held is listed in the report of this pass and kept here as controls where cheap.
 """
 
@@ -29,10 +41,23 @@ from __future__ import annotations
 
 import pytest
 
-from fhir_server.terminology import SYSTEM_IDNAT_PS
+from fhir_server.access.requester import INTERNAL
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_IDNAT_PS
 from tests.http.conftest import FHIR_JSON, a_patient, auth, internal_put
 from tests.http.test_attack_pass_xds_spellings import find_documents_with
-from tests.http.test_r18_matrix import PATIENT_B, STRANGER, World, doc_id, own_world
+from tests.http.test_r18_matrix import (
+    AUTHORIZED,
+    CASES,
+    DOCS,
+    PATIENT_A,
+    PATIENT_B,
+    STRANGER,
+    UNKNOWN_ID,
+    World,
+    doc_id,
+    outcome_shape,
+    own_world,
+)
 from tests.http.test_xds_endpoints import Xds, registry_status
 
 world = pytest.fixture(own_world, name="world")
@@ -205,3 +230,89 @@ def test_r08_a_general_practitioner_in_force_still_reads(world):
     )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert former_gp_reads(world) == 200
+
+
+# -- R15, R14, R18: a List's answer told the labels of the documents it names -----------------
+
+# (writer, the document of the writer's record hidden from them): the writer deposits a List
+# naming it, then one naming an id that names nothing.
+LIST_WRITERS = {
+    "R15-system-client": (
+        lambda w: w.tokens.system("his", "system/DocumentReference.cu system/List.c", "hospital"),
+        "a-masked",
+    ),
+    "R14-authorized-practitioner": (lambda w: w.tokens.practitioner(AUTHORIZED), "a-masked"),
+    "R14-patient": (lambda w: w.tokens.patient(PATIENT_A), "a-invisible"),
+    "R07-parent": (
+        lambda w: CASES["R07-invisible-representants-legaux-vs-parent"].requester(w.tokens),
+        "m-invisible-rl",
+    ),
+}
+
+
+def a_list(patient_id: str, document_id: str) -> dict:
+    return {
+        "resourceType": "List",
+        "status": "current",
+        "mode": "working",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "entry": [{"item": {"reference": f"DocumentReference/{document_id}"}}],
+    }
+
+
+@pytest.mark.parametrize("writer", LIST_WRITERS)
+@pytest.mark.parametrize("prefer", ["return=representation", None])
+def test_r15_a_lists_answer_does_not_tell_the_label_of_a_document_it_names(world, writer, prefer):
+    """R15 (a system reads no document), R14, R18: the answer to a List naming a document
+    hidden from its writer is the answer to a List naming an id that names nothing. Before,
+    it carried the label the server copied from the document (MASQUE_PS, INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX): that the id names a document of the record, and how it
+    is labelled. The List is still stored labelled (it hides from whom the document hides)."""
+    token_of, key = LIST_WRITERS[writer]
+    patient_id = DOCS[key][0]
+    headers = {"Content-Type": FHIR_JSON, **({"Prefer": prefer} if prefer else {})}
+    answers = []
+    for document_id in (doc_id(key), UNKNOWN_ID):
+        response = world.client.post(
+            "/fhir/List",
+            json=a_list(patient_id, document_id),
+            headers=auth(token_of(world), **headers),
+        )
+        assert response.status_code == 201, response.get_data(as_text=True)
+        answers.append(outcome_shape(response, doc_id(key), UNKNOWN_ID, response.get_json()["id"]))
+    assert answers[0] == answers[1]
+    created = world.client.post(
+        "/fhir/List", json=a_list(patient_id, doc_id(key)), headers=auth(token_of(world), **headers)
+    ).get_json()["id"]
+    stored = world.service.read(INTERNAL, "List", created).json()
+    assert DOCS[key][2] in {c["code"] for c in stored["meta"]["security"]}
+
+
+def test_r15_a_lists_answer_keeps_the_labels_its_writer_sent(world):
+    """Control: a label the writer sent is answered (the patient hiding their own List)."""
+    body = a_list(PATIENT_A, doc_id("a-visible"))
+    body["meta"] = {"security": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "MASQUE_PS"}]}
+    response = world.client.post(
+        "/fhir/List",
+        json=body,
+        headers=auth(world.tokens.patient(PATIENT_A), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert [c["code"] for c in response.get_json()["meta"]["security"]] == ["MASQUE_PS"]
+
+
+def test_r14_a_lists_update_answer_does_not_tell_the_label_of_a_document_it_names(world):
+    """R14, R18: the patient's update of their own List to name a document hidden from them
+    is answered without the label the server copied from it (INVISIBLE_PATIENT), as one
+    naming an id that names nothing. (Its entry is left out of the answer, as any reader is
+    served a List without the entries hidden from them: not closed here, see the module.)"""
+    headers = auth(world.tokens.patient(PATIENT_A), **{"Content-Type": FHIR_JSON})
+    own = {"reference": f"Patient/{PATIENT_A}"}  # the patient changes the Lists they wrote
+    first = {**a_list(PATIENT_A, UNKNOWN_ID), "source": own}
+    list_id = world.client.post("/fhir/List", json=first, headers=headers).get_json()["id"]
+    body = {**a_list(PATIENT_A, doc_id("a-invisible")), "id": list_id, "source": own}
+    response = world.client.put(f"/fhir/List/{list_id}", json=body, headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "security" not in response.get_json()["meta"]
+    stored = world.service.read(INTERNAL, "List", list_id).json()
+    assert "INVISIBLE_PATIENT" in {c["code"] for c in stored["meta"]["security"]}
