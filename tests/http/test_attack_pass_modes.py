@@ -34,6 +34,12 @@ them:
   updating it, still tells them; and a List is served without the entries hidden from its
   reader, an unknown id's entry kept.
 
+- R09: an active Consent the rules cannot read refuses every practitioner but the médecin
+  traitant (it may block them): it refused their reads only. A practitioner it named in a
+  deny deposited documents (REST, ITI-41) and recorded their own authorization (notified to
+  the patient, in force once the Consent is revoked). Deposits and Consents are now refused
+  alike (`WriteDecisions._practitioner_write`).
+
 What held is listed in the report of this pass and kept here as controls where cheap.
 """
 
@@ -43,7 +49,15 @@ import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY, SYSTEM_IDNAT_PS
-from tests.http.conftest import FHIR_JSON, a_patient, auth, internal_put
+from tests.http.conftest import (
+    FHIR_JSON,
+    a_patient,
+    auth,
+    deny,
+    dmp_consent,
+    internal_put,
+    permit,
+)
 from tests.http.test_attack_pass_xds_spellings import find_documents_with
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
@@ -58,7 +72,8 @@ from tests.http.test_r18_matrix import (
     outcome_shape,
     own_world,
 )
-from tests.http.test_xds_endpoints import Xds, registry_status
+from tests.http.test_xds_endpoints import GP, Xds, registry_status
+from tests.support.documents import dmp_document
 
 world = pytest.fixture(own_world, name="world")
 
@@ -316,3 +331,76 @@ def test_r14_a_lists_update_answer_does_not_tell_the_label_of_a_document_it_name
     assert "security" not in response.get_json()["meta"]
     stored = world.service.read(INTERNAL, "List", list_id).json()
     assert "INVISIBLE_PATIENT" in {c["code"] for c in stored["meta"]["security"]}
+
+
+# -- R09: a Consent the rules cannot read refuses deposits as it refuses reads -----------------
+
+RESEARCH = {
+    "system": "http://terminology.hl7.org/CodeSystem/consentcategorycodes",
+    "code": "research",
+}
+
+
+def store_unreadable_consent(world: World) -> None:
+    """B's Consent blocking STRANGER, of a category the rules do not read (a research
+    Consent, written before the write refused it): read as uninterpretable (R09)."""
+    consent = dmp_consent(PATIENT_B, deny(STRANGER))
+    consent["category"] = [{"coding": [RESEARCH]}]
+    internal_put(world.service)(consent, "unreadable-consent-b")
+
+
+def practitioner_writes(world: World, idnat: str) -> dict[str, int]:
+    """The status of `idnat`'s deposit, own authorization and read on B's record."""
+    headers = auth(world.tokens.practitioner(idnat), **{"Content-Type": FHIR_JSON})
+    deposit = world.client.post(
+        "/fhir/DocumentReference", json=dmp_document(PATIENT_B, author=idnat), headers=headers
+    )
+    own = world.client.post(
+        "/fhir/Consent",
+        json=dmp_consent(PATIENT_B, permit(idnat), initial_consent=False),
+        headers=headers,
+    )
+    read = world.client.get(f"/fhir/DocumentReference?patient={PATIENT_B}", headers=headers)
+    return {"deposit": deposit.status_code, "own": own.status_code, "read": read.status_code}
+
+
+def test_r09_an_unreadable_consent_refuses_a_practitioners_deposit_and_own_authorization(world):
+    """R09, fail closed: an active Consent the rules cannot read may block any practitioner
+    but the médecin traitant, for deposits as for reads. STRANGER, whom it names in a deny,
+    deposited (201) and recorded their own authorization (201, notified to the patient, in
+    force once the Consent is revoked) while their read was refused (403)."""
+    store_unreadable_consent(world)
+    consents = len(world.service.search(INTERNAL, "Consent", [("patient", PATIENT_B)]).matches)
+    assert practitioner_writes(world, STRANGER) == {"deposit": 403, "own": 403, "read": 403}
+    assert len(world.service.search(INTERNAL, "Consent", [("patient", PATIENT_B)]).matches) == (
+        consents
+    )
+
+
+def test_r09_an_unreadable_consent_refuses_an_iti41_deposit(xds):
+    """R09 at the XDS door: the same deposit by ITI-41 is refused."""
+    patient_id, nir = xds.patient(702)
+    consent = dmp_consent(patient_id, deny(STRANGER))
+    consent["category"] = [{"coding": [RESEARCH]}]
+    internal_put(xds.runtime.service)(consent, "unreadable-consent-702")
+    _, refused = xds.deposit(nir, STRANGER)
+    assert registry_status(refused)[0].endswith("Failure"), refused.get_data(as_text=True)
+    _, accepted = xds.deposit(nir, GP)
+    assert registry_status(accepted)[0].endswith("Success"), accepted.get_data(as_text=True)
+
+
+def test_r08_the_general_practitioner_still_deposits_past_an_unreadable_consent(world):
+    """Control: the médecin traitant (R08) is not held to it."""
+    store_unreadable_consent(world)
+    feed = world.tokens.system("cnam", "system/*.cruds", "health_insurer")
+    patient = {**a_patient(3, generalPractitioner=[{"identifier": _idnat()}]), "id": PATIENT_B}
+    world.client.put(
+        f"/fhir/Patient/{PATIENT_B}",
+        json=patient,
+        headers=auth(feed, **{"Content-Type": FHIR_JSON}),
+    )
+    headers = auth(world.tokens.practitioner(FORMER_GP), **{"Content-Type": FHIR_JSON})
+    deposit = world.client.post(
+        "/fhir/DocumentReference", json=dmp_document(PATIENT_B, author=FORMER_GP), headers=headers
+    )
+    assert deposit.status_code == 201, deposit.get_data(as_text=True)

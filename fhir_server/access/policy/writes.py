@@ -28,6 +28,7 @@ from fhir_server.access.policy.tables import (
     DEPOSIT_TYPES,
     HEALTH_INSURER,
     IDENTITY_TYPES,
+    MSG_CONSENT_UNREADABLE,
     MSG_REFUSED,
     PAYER_TYPES,
     RECORD_ADMIN_TYPES,
@@ -304,9 +305,16 @@ class WriteDecisions(ReadDecisions):
             return unknown_patient(422, "processing")
         if not record.is_open:
             return record_status_deny(record, 422)
-        blocked = record.rules.is_blocked(idnat) and not record.is_general_practitioner(idnat)
+        general_practitioner = record.is_general_practitioner(idnat)
+        blocked = record.rules.is_blocked(idnat) and not general_practitioner
         if blocked:
             return Deny("R09", 403, "forbidden", MSG_REFUSED, "access-refused")
+        if record.uninterpretable_consents and not general_practitioner:
+            # R09's fail closed, for writes as for reads (`_practitioner_gate`): a Consent the
+            # rules cannot read may block this practitioner. Judged on the readable Consents
+            # only, a practitioner it named in a deny deposited documents and recorded their
+            # own authorization (notified to the patient, in force once the Consent is gone).
+            return Deny("R09", 403, "forbidden", MSG_CONSENT_UNREADABLE, "access-refused")
         if interaction == "create" and resource_type in DEPOSIT_TYPES:
             # Deposits need an open record, not the patient's authorization (decided here).
             notes = (
