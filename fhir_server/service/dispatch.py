@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import orjson
 
 from fhir_server.access import list_labels
+from fhir_server.access.policy import labels
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.errors import bad_request
 from fhir_server.search.extract import PreparedEntries
@@ -80,6 +81,10 @@ class Dispatcher:
         answer = self._write(requester, interaction, within)
         if requester.kind is ActorKind.INTERNAL:
             return answer
+        if requester.kind is ActorKind.SYSTEM and _is_document(answer):
+            # A system's deprecation keeps the labels it was never shown (`Gate.as_written`):
+            # its answer says what it sent (R15).
+            return _answered_as_sent(answer, _sent_labels(interaction.body, "DocumentReference"))
         return _without_derived_labels(answer, sent)
 
     def _write(
@@ -294,15 +299,42 @@ def _written(result: WriteResult) -> Answer:
     return Answer(201 if result.created else 200, result.stored)
 
 
-def _sent_labels(body: object) -> set[str]:
-    """The DMP labels a written List carries as its writer sent it (before the server adds
-    those of its entries, `access.list_labels`); none for a body the validation will refuse."""
-    if not isinstance(body, dict) or body.get("resourceType") != "List":
+def _sent_labels(body: object, resource_type: str = "List") -> set[str]:
+    """The DMP labels a written List (or document) carries as its writer sent it (before the
+    server adds those of its entries, `access.list_labels`, or keeps those of the document
+    it changes); none for a body the validation will refuse."""
+    if not isinstance(body, dict) or body.get("resourceType") != resource_type:
         return set()
     try:
         return list_labels.dmp_labels(body)
     except (AttributeError, TypeError):
         return set()
+
+
+def _is_document(answer: Answer) -> bool:
+    stored = answer.stored
+    return stored is not None and stored.resource_type == "DocumentReference"
+
+
+def _answered_as_sent(answer: Answer, sent: set[str]) -> Answer:
+    """A system's document write answered with the DMP labels it sent, and no other."""
+    stored = answer.stored
+    assert stored is not None
+    if stored.deleted:
+        return answer
+    body = stored.json()
+    if not list_labels.dmp_labels(body) - sent:
+        return answer
+    shown = labels.without_dmp_labels(body)
+    kept = labels.with_dmp_labels_of(shown, body)
+    for coding in (kept.get("meta") or {}).get("security") or []:
+        if coding.get("code") in sent:
+            shown.setdefault("meta", {}).setdefault("security", []).append(coding)
+    for concept in kept.get("securityLabel") or []:
+        codings = [c for c in concept.get("coding") or [] if c.get("code") in sent]
+        if codings:
+            shown.setdefault("securityLabel", []).append({"coding": codings})
+    return replace(answer, stored=replace(stored, body=orjson.dumps(shown)))
 
 
 def _without_derived_labels(answer: Answer, sent: set[str]) -> Answer:

@@ -40,6 +40,14 @@ them:
   the patient, in force once the Consent is revoked). Deposits and Consents are now refused
   alike (`WriteDecisions._practitioner_write`).
 
+- R15: a system deprecates the document it replaced by a PUT of it whole, the status
+  changed. Compared with the document's DMP labels, the deprecation of a document the
+  patient had masked since its deposit was refused (403) where an unmasked one's is
+  accepted: it told the system that the patient masked its deposit. The labels are now left
+  out of the comparison and kept as stored (the system cannot lift a mask by deprecating),
+  and the answer carries the labels the system sent. Not closed: the answer's version
+  (ETag, versionId) still tells that the document changed since the deposit.
+
 What held is listed in the report of this pass and kept here as controls where cheap.
 """
 
@@ -404,3 +412,51 @@ def test_r08_the_general_practitioner_still_deposits_past_an_unreadable_consent(
         "/fhir/DocumentReference", json=dmp_document(PATIENT_B, author=FORMER_GP), headers=headers
     )
     assert deposit.status_code == 201, deposit.get_data(as_text=True)
+
+
+# -- R15: a system's deprecation told it whether the patient masked its deposit ----------------
+
+
+def deposit_then_deprecate(world: World, masked: bool):
+    """A hospital system deposits a document of A; the patient masks it or not; the system
+    deprecates it by a PUT of its deposit, status superseded (R15). Returns the document's
+    id, what the system sent and the answer."""
+    system = world.tokens.system("his", "system/DocumentReference.cu system/Binary.c", "hospital")
+    headers = auth(system, **{"Content-Type": FHIR_JSON})
+    deposited = world.client.post(
+        "/fhir/DocumentReference", json=dmp_document(PATIENT_A), headers=headers
+    ).get_json()
+    if masked:
+        mask = {key: value for key, value in deposited.items() if key != "meta"}
+        coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "MASQUE_PS"}
+        mask["securityLabel"] = [*mask.get("securityLabel", []), {"coding": [coding]}]
+        patient = auth(world.tokens.patient(PATIENT_A), **{"Content-Type": FHIR_JSON})
+        response = world.client.put(
+            f"/fhir/DocumentReference/{deposited['id']}", json=mask, headers=patient
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+    deprecation = {**deposited, "status": "superseded"}
+    response = world.client.put(
+        f"/fhir/DocumentReference/{deposited['id']}", json=deprecation, headers=headers
+    )
+    return deposited["id"], deprecation, response
+
+
+def _unversioned(resource: dict) -> dict:
+    return {key: value for key, value in resource.items() if key != "meta"}
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked-by-the-patient"])
+def test_r15_a_systems_deprecation_does_not_tell_that_the_patient_masked_its_deposit(world, masked):
+    """R15: a system reads no document. Its deprecation of a document the patient masked
+    was refused (403) where one of an unmasked document is accepted (200): it told the
+    system that the patient had masked its deposit, and the document could not be
+    deprecated. Both are accepted now and answered with what the system sent; the mask
+    stays."""
+    document_id, sent, response = deposit_then_deprecate(world, masked)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert _unversioned(response.get_json()) == _unversioned(sent)
+    stored = world.service.read(INTERNAL, "DocumentReference", document_id).json()
+    assert stored["status"] == "superseded"
+    codes = {c["code"] for concept in stored.get("securityLabel", []) for c in concept["coding"]}
+    assert ("MASQUE_PS" in codes) is masked

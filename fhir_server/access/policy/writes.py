@@ -16,7 +16,13 @@ from fhir_server.access.decision import (
     hidden,
 )
 from fhir_server.access.policy.authorizations import initial_consent_declaration, self_authorization
-from fhir_server.access.policy.labels import authored_by, dmp_labels, only_labels_changed, without
+from fhir_server.access.policy.labels import (
+    authored_by,
+    dmp_labels,
+    only_labels_changed,
+    without,
+    without_dmp_labels,
+)
 from fhir_server.access.policy.reads import ReadDecisions
 from fhir_server.access.policy.references import (
     authored_by_any,
@@ -405,8 +411,13 @@ def system_write(
         and old is not None
         and old.get("status") == "current"
         and new.get("status") == "superseded"
-        and without(old, ("status",)) == without(new, ("status",))
+        and without_dmp_labels(without(old, ("status",)))
+        == without_dmp_labels(without(new, ("status",)))
     ):
+        # The DMP labels aside: the patient masks a deposited document, its author labels it,
+        # and the system, which reads no document (R15), was never shown it. Compared with
+        # them, a deprecation refused told the system that its deposit had been masked; the
+        # stored labels are kept (`Gate.as_written`).
         # Deprecating a replaced document (XDS RPLC, MHD) changes its status only, from
         # current to superseded: any other status change is no deprecation. Judged on "the
         # status only", a system deleted its deposit (entered-in-error, PDSm4DMP TD3.3c, a
