@@ -48,7 +48,20 @@ them:
   and the answer carries the labels the system sent. Not closed: the answer's version
   (ETag, versionId) still tells that the document changed since the deposit.
 
-What held is listed in the report of this pass and kept here as controls where cheap.
+What held (tried, refused or answered as for a missing resource alike): payers (insurer,
+employer, health insurer, a practitioner or a patient token carrying a payer type) at read,
+vread, instance, type and system history, Binary, search, AuditEvent, Communication and
+Consent; Patient searches by a system with `_has` on documents, Consents, messages (answered
+as matching nothing); conditional create (If-None-Exist) by a system (R15, no search) or a
+payer (R05), and by an authorized practitioner naming a masked document (created, as for an
+unknown identifier); conditional update and delete naming a masked document in every mode;
+ITI-65 entries with ifNoneExist (refused before the search) and answers (no bodies); a
+system replacing a document by relatesTo (answered as an unknown one); Binary
+securityContext naming a document (refused alike); a Consent naming its patient by a
+versioned, absolute or upper-case reference (read as the patient's) or by one with a query
+or fragment (refused); a Consent's period ended or not yet begun (the record cache reads it
+again at its bounds, both engines); a patient or parent writing another record's Consent.
+Controls for the fixes are kept below.
 """
 
 from __future__ import annotations
