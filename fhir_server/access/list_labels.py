@@ -36,7 +36,8 @@ from fhir_server.terminology import (
 DocumentOf = Callable[[str, str], dict | None]
 
 
-def _dmp_labels(document: dict) -> set[str]:
+def dmp_labels(document: dict) -> set[str]:
+    """The TRE_A07 codes a resource carries (`meta.security`, a document's `securityLabel`)."""
     codes = {
         coding.get("code")
         for coding in (document.get("meta") or {}).get("security") or []
@@ -60,7 +61,7 @@ _IMPLIED: dict[str, frozenset[str]] = {
 
 def _hiding_labels(document: dict) -> set[str]:
     """The TRE_A07 codes `document` carries, and those each implies (`_IMPLIED`)."""
-    codes = _dmp_labels(document)
+    codes = dmp_labels(document)
     for code in list(codes):
         codes |= _IMPLIED.get(code, frozenset())
     return codes
@@ -69,7 +70,7 @@ def _hiding_labels(document: dict) -> set[str]:
 def gained_labels(before: dict | None, after: dict) -> set[str]:
     """The TRE_A07 codes `after` (a document's new version) carries that `before` did not:
     only a document that gained one can make a List naming it take a label."""
-    return _dmp_labels(after) - (_dmp_labels(before) if before is not None else set())
+    return dmp_labels(after) - (dmp_labels(before) if before is not None else set())
 
 
 def shared_labels(listing: dict, document_of: DocumentOf) -> set[str]:
@@ -92,7 +93,7 @@ def shared_labels(listing: dict, document_of: DocumentOf) -> set[str]:
 
 def add_shared_labels(listing: dict, document_of: DocumentOf) -> bool:
     """Add to `listing.meta.security` the labels all its entries share; True if it changed."""
-    codes = shared_labels(listing, document_of) - _dmp_labels(listing)
+    codes = shared_labels(listing, document_of) - dmp_labels(listing)
     if not codes:
         return False
     meta = listing.setdefault("meta", {})

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from fhir_server.access.consent import (
+    IDENTIFIER_USES_IN_FORCE,
     NO_RULES,
+    PRACTITIONER_TYPES,
     ConsentRules,
     instant_range,
     interpret_consent,
@@ -177,8 +179,13 @@ def general_practitioners_by_reference(patient: dict) -> list[frozenset[str]]:
         if resource.get("id")
     }
     found: list[frozenset[str]] = []
-    for reference in patient.get("generalPractitioner") or []:
+    for index, reference in enumerate(patient.get("generalPractitioner") or []):
         ids: set[str] = set()
+        if general_practitioner_problem(patient, index) is not None:
+            # Read as naming nobody (fail closed): a naming no longer in force, stored
+            # before the identity write refused it (`policy.writes.identity_refusal`).
+            found.append(frozenset())
+            continue
         ids.update(_idnat(reference.get("identifier")))
         literal = reference_target(reference.get("reference"))
         if literal is not None and literal[0] == "Practitioner":
@@ -193,6 +200,91 @@ def general_practitioners_by_reference(patient: dict) -> list[frozenset[str]]:
             ids.update(_idnat((target.get("practitioner") or {}).get("identifier")))
         found.append(frozenset(ids))
     return found
+
+
+# A Reference.type naming the médecin traitant: a Practitioner, or the PractitionerRole they
+# act in (relative to the FHIR StructureDefinition base, as a Consent actor's).
+GENERAL_PRACTITIONER_TYPES = PRACTITIONER_TYPES | frozenset(
+    {"PractitionerRole", "http://hl7.org/fhir/StructureDefinition/PractitionerRole"}
+)
+
+
+def general_practitioner_problem(patient: dict, index: int) -> tuple[str, str] | None:
+    """Why `Patient.generalPractitioner[index]` does not name a médecin traitant now, as
+    (message, FHIRPath of the element), or None.
+
+    R08 opens the whole record, masked documents included, blocks and the initial consent
+    aside: the reference must name a practitioner in force. An IdNat_PS identifier of `use`
+    old or temp or with a `period` (a former médecin traitant, as an identity feed keeps
+    them), a reference typed otherwise than Practitioner or PractitionerRole, a contained
+    Practitioner or PractitionerRole that is not active or a PractitionerRole with a period
+    were each read as the médecin traitant for good (**decided here**: refused on write, read
+    as naming nobody, as a Consent actor so named is refused, `consent._check_actor_naming`)."""
+    references = patient.get("generalPractitioner") or []
+    reference = references[index] if index < len(references) else None
+    path = f"Patient.generalPractitioner[{index}]"
+    if not isinstance(reference, dict):
+        return None
+    kind = reference.get("type")
+    if kind is not None and kind not in GENERAL_PRACTITIONER_TYPES:
+        return (
+            f"{path} is typed {kind!r}: the médecin traitant is a Practitioner or a "
+            "PractitionerRole",
+            f"{path}.type",
+        )
+    problem = _identifier_not_in_force(reference.get("identifier"), f"{path}.identifier")
+    if problem is not None:
+        return problem
+    contained = {
+        f"#{resource.get('id')}": (position, resource)
+        for position, resource in enumerate(patient.get("contained") or [])
+        if isinstance(resource, dict) and resource.get("id")
+    }
+    position, target = contained.get(reference.get("reference") or "", (None, None))
+    if target is None or target.get("resourceType") not in ("Practitioner", "PractitionerRole"):
+        return None
+    here = f"Patient.contained[{position}]"
+    if target.get("active", True) is not True:
+        return (
+            f"{here}, the médecin traitant {path} names, is not active",
+            f"{here}.active",
+        )
+    if target.get("resourceType") == "PractitionerRole":
+        if "period" in target:
+            return (
+                f"{here}, the médecin traitant {path} names, carries a period the access "
+                "rules do not evaluate",
+                f"{here}.period",
+            )
+        return _identifier_not_in_force(
+            (target.get("practitioner") or {}).get("identifier"),
+            f"{here}.practitioner.identifier",
+        )
+    for number, identifier in enumerate(target.get("identifier") or []):
+        problem = _identifier_not_in_force(identifier, f"{here}.identifier[{number}]")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _identifier_not_in_force(identifier: object, path: str) -> tuple[str, str] | None:
+    """(message, path) when an IdNat_PS identifier no longer names its practitioner now."""
+    if not _idnat(identifier):
+        return None
+    assert isinstance(identifier, dict)
+    use = identifier.get("use")
+    if use is not None and use not in IDENTIFIER_USES_IN_FORCE:
+        return (
+            f"{path} has use {use!r}: the médecin traitant is named by an IdNat_PS in force "
+            "(use usual, official or secondary)",
+            f"{path}.use",
+        )
+    if "period" in identifier:
+        return (
+            f"{path} carries a period the access rules do not evaluate",
+            f"{path}.period",
+        )
+    return None
 
 
 def _idnat(identifier: object) -> set[str]:

@@ -12,10 +12,14 @@ deliver 2, after Medplum's fhir-router, where Bundle entries go through the one 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
-from fhir_server.access.requester import Requester
+import orjson
+
+from fhir_server.access import list_labels
+from fhir_server.access.policy import labels
+from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.errors import bad_request
 from fhir_server.search.extract import PreparedEntries
 from fhir_server.service import audit_event_writes
@@ -31,6 +35,7 @@ from fhir_server.service.interaction import Answer, Interaction, Kind
 from fhir_server.service.patch import MetadataUpdates
 from fhir_server.service.prepared import PreparedWrite
 from fhir_server.store.base import StoredResource, StoreTransaction
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 
 # A POST of a DocumentReference (ITI-105, and any document): the registry's own transaction
 # (`BundleProcessor.publish`: the Binary of inline data, the supersedes, atomically).
@@ -72,6 +77,21 @@ class Dispatcher:
         kind = interaction.kind
         if kind in _READS:
             return self._read(requester, interaction)
+        sent = _sent_labels(interaction.body)
+        answer = self._write(requester, interaction, within)
+        if requester.kind is ActorKind.INTERNAL:
+            return answer
+        if requester.kind is ActorKind.SYSTEM and _is_document(answer):
+            # A system's deprecation keeps the labels it was never shown (`Gate.as_written`):
+            # its answer says what it sent (R15).
+            return _answered_as_sent(answer, _sent_labels(interaction.body, "DocumentReference"))
+        return _without_derived_labels(answer, sent)
+
+    def _write(
+        self, requester: Requester, interaction: Interaction, within: Within | None
+    ) -> Answer:
+        """A write, alone or as a transaction's entry (`perform`)."""
+        kind = interaction.kind
         audit_event_writes.refuse_change(
             self.service.gate,
             self.service.store,
@@ -277,6 +297,79 @@ _READS = frozenset({Kind.READ, Kind.VREAD, Kind.SEARCH, Kind.HISTORY})
 
 def _written(result: WriteResult) -> Answer:
     return Answer(201 if result.created else 200, result.stored)
+
+
+def _sent_labels(body: object, resource_type: str = "List") -> set[str]:
+    """The DMP labels a written List (or document) carries as its writer sent it (before the
+    server adds those of its entries, `access.list_labels`, or keeps those of the document
+    it changes); none for a body the validation will refuse."""
+    if not isinstance(body, dict) or body.get("resourceType") != resource_type:
+        return set()
+    try:
+        return list_labels.dmp_labels(body)
+    except (AttributeError, TypeError):
+        return set()
+
+
+def _is_document(answer: Answer) -> bool:
+    stored = answer.stored
+    return stored is not None and stored.resource_type == "DocumentReference"
+
+
+def _answered_as_sent(answer: Answer, sent: set[str]) -> Answer:
+    """A system's document write answered with the DMP labels it sent, and no other."""
+    stored = answer.stored
+    assert stored is not None
+    if stored.deleted:
+        return answer
+    body = stored.json()
+    if not list_labels.dmp_labels(body) - sent:
+        return answer
+    shown = labels.without_dmp_labels(body)
+    kept = labels.with_dmp_labels_of(shown, body)
+    for coding in (kept.get("meta") or {}).get("security") or []:
+        if coding.get("code") in sent:
+            shown.setdefault("meta", {}).setdefault("security", []).append(coding)
+    for concept in kept.get("securityLabel") or []:
+        codings = [c for c in concept.get("coding") or [] if c.get("code") in sent]
+        if codings:
+            shown.setdefault("securityLabel", []).append({"coding": codings})
+    return replace(answer, stored=replace(stored, body=orjson.dumps(shown)))
+
+
+def _without_derived_labels(answer: Answer, sent: set[str]) -> Answer:
+    """A write's answer, less the DMP labels the server gave a List from its entries and its
+    writer did not send (`access.list_labels`).
+
+    A List takes the labels all the documents it names share, read as the server reads
+    them: answered whole, the List told its writer the label of a document they may not read,
+    and that its id names a document of the record (an unknown id adds none). A system client
+    (R15, it reads no document) learned a MASQUE_PS document's label from its deposit's
+    answer; a practitioner a masked document's, the patient an INVISIBLE_PATIENT one's, a
+    parent an INVISIBLE_REPRESENTANTS_LEGAUX one's (R14, R18). The List is stored labelled;
+    the answer says what the writer sent (a PATCH sends no label: none is answered)."""
+    stored = answer.stored
+    if stored is None or stored.resource_type != "List" or stored.deleted:
+        return answer
+    body = stored.json()
+    derived = list_labels.dmp_labels(body) - sent
+    if not derived:
+        return answer
+    meta = body.get("meta") or {}
+    kept = [
+        coding
+        for coding in meta.get("security") or []
+        if not (
+            isinstance(coding, dict)
+            and coding.get("system") == SYSTEM_DMP_CONFIDENTIALITY
+            and coding.get("code") in derived
+        )
+    ]
+    if kept:
+        meta["security"] = kept
+    else:
+        meta.pop("security", None)
+    return replace(answer, stored=replace(stored, body=orjson.dumps(body)))
 
 
 __all__ = ["Dispatcher", "Publish", "Within"]

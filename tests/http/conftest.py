@@ -159,6 +159,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_attack_pass_lifecycle",
         "test_attack_pass_messaging",
         "test_attack_pass_minors_lifecycle",
+        "test_attack_pass_modes",
         "test_attack_pass_oracles",
         "test_attack_pass_r13",
         "test_attack_pass_rest",

@@ -3,6 +3,8 @@ before the constraints of the type they read or write."""
 
 from __future__ import annotations
 
+import unicodedata
+
 from fhir_server.access import initial_consent
 from fhir_server.access.decision import Deny, Note, forbidden
 from fhir_server.access.habilitation import HabilitationMatrix, Readable
@@ -70,7 +72,7 @@ class PolicyBase:
         if record.is_general_practitioner(idnat):
             return Grant("R08", notes, general_practitioner=True)
         mode = requester.access_mode
-        if mode is AccessMode.BRIS_DE_GLACE and not (requester.access_reason or "").strip():
+        if mode is AccessMode.BRIS_DE_GLACE and not declares_reason(requester.access_reason):
             return forbidden("R11", MSG_R11_REASON)
         if record.rules.is_blocked(idnat):
             if mode is AccessMode.NORMAL:
@@ -98,6 +100,22 @@ class PolicyBase:
                     return forbidden("R12", MSG_R12_OPPOSED)
                 return Grant("R12", notes)
         return forbidden("R10", MSG_R10)
+
+
+# Letters that print as nothing (Hangul fillers, the Braille blank): a reason made of them is
+# as blank as one of spaces.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def declares_reason(reason: str | None) -> bool:
+    """R11: a bris de glace access declares its reason, which the patient is told (R17). A
+    reason is declared when it holds a letter or a digit. `str.strip` removes spaces only: a
+    reason of zero-width or format characters (U+200B, U+FEFF, U+2060, a soft hyphen), of
+    control characters or of blank letters (U+3164) was no reason at all and opened the
+    record in bris de glace, the patient told an empty motive (fail closed)."""
+    return isinstance(reason, str) and any(
+        unicodedata.category(char)[0] in "LN" and char not in _BLANK_LETTERS for char in reason
+    )
 
 
 def mode_notes(mode: AccessMode) -> tuple[str, ...]:

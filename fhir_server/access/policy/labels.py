@@ -136,3 +136,51 @@ def without(resource: dict, fields: tuple[str, ...]) -> dict:
             del result["meta"]
     result.pop("text", None)
     return result
+
+
+def without_dmp_labels(resource: dict) -> dict:
+    """A copy without the TRE_A07 (DMP confidentiality) codings of `meta.security` and of
+    `securityLabel`: what a system client, which reads no document (R15), was never shown of
+    a document it deposited once the patient or its author labelled it."""
+    result = copy.deepcopy(resource)
+    meta = result.get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get("security"), list):
+        meta["security"] = [c for c in meta["security"] if not _is_dmp(c)]
+        if not meta["security"]:
+            del meta["security"]
+        if not meta:
+            del result["meta"]
+    concepts = result.get("securityLabel")
+    if isinstance(concepts, list):
+        kept = []
+        for concept in concepts:
+            codings = concept.get("coding") if isinstance(concept, dict) else None
+            if isinstance(codings, list):
+                concept = {**concept, "coding": [c for c in codings if not _is_dmp(c)]}
+                if not concept["coding"]:
+                    del concept["coding"]
+            if concept:
+                kept.append(concept)
+        if kept:
+            result["securityLabel"] = kept
+        else:
+            del result["securityLabel"]
+    return result
+
+
+def with_dmp_labels_of(new: dict, old: dict) -> dict:
+    """`new` with the TRE_A07 codings `old` carries instead of its own (R14, R15)."""
+    result = without_dmp_labels(new)
+    for coding in (old.get("meta") or {}).get("security") or []:
+        if _is_dmp(coding):
+            result.setdefault("meta", {}).setdefault("security", []).append(copy.deepcopy(coding))
+    for concept in old.get("securityLabel") or []:
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        dmp = [copy.deepcopy(c) for c in codings or [] if _is_dmp(c)]
+        if dmp:
+            result.setdefault("securityLabel", []).append({"coding": dmp})
+    return result
+
+
+def _is_dmp(coding: object) -> bool:
+    return isinstance(coding, dict) and coding.get("system") == SYSTEM_DMP_CONFIDENTIALITY

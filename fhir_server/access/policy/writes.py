@@ -16,7 +16,13 @@ from fhir_server.access.decision import (
     hidden,
 )
 from fhir_server.access.policy.authorizations import initial_consent_declaration, self_authorization
-from fhir_server.access.policy.labels import authored_by, dmp_labels, only_labels_changed, without
+from fhir_server.access.policy.labels import (
+    authored_by,
+    dmp_labels,
+    only_labels_changed,
+    without,
+    without_dmp_labels,
+)
 from fhir_server.access.policy.reads import ReadDecisions
 from fhir_server.access.policy.references import (
     authored_by_any,
@@ -28,6 +34,7 @@ from fhir_server.access.policy.tables import (
     DEPOSIT_TYPES,
     HEALTH_INSURER,
     IDENTITY_TYPES,
+    MSG_CONSENT_UNREADABLE,
     MSG_REFUSED,
     PAYER_TYPES,
     RECORD_ADMIN_TYPES,
@@ -36,6 +43,7 @@ from fhir_server.access.policy.tables import (
 )
 from fhir_server.access.record import (
     PatientRecord,
+    general_practitioner_problem,
     general_practitioners_by_reference,
     record_status,
 )
@@ -303,9 +311,16 @@ class WriteDecisions(ReadDecisions):
             return unknown_patient(422, "processing")
         if not record.is_open:
             return record_status_deny(record, 422)
-        blocked = record.rules.is_blocked(idnat) and not record.is_general_practitioner(idnat)
+        general_practitioner = record.is_general_practitioner(idnat)
+        blocked = record.rules.is_blocked(idnat) and not general_practitioner
         if blocked:
             return Deny("R09", 403, "forbidden", MSG_REFUSED, "access-refused")
+        if record.uninterpretable_consents and not general_practitioner:
+            # R09's fail closed, for writes as for reads (`_practitioner_gate`): a Consent the
+            # rules cannot read may block this practitioner. Judged on the readable Consents
+            # only, a practitioner it named in a deny deposited documents and recorded their
+            # own authorization (notified to the patient, in force once the Consent is gone).
+            return Deny("R09", 403, "forbidden", MSG_CONSENT_UNREADABLE, "access-refused")
         if interaction == "create" and resource_type in DEPOSIT_TYPES:
             # Deposits need an open record, not the patient's authorization (decided here).
             notes = (
@@ -396,8 +411,13 @@ def system_write(
         and old is not None
         and old.get("status") == "current"
         and new.get("status") == "superseded"
-        and without(old, ("status",)) == without(new, ("status",))
+        and without_dmp_labels(without(old, ("status",)))
+        == without_dmp_labels(without(new, ("status",)))
     ):
+        # The DMP labels aside: the patient masks a deposited document, its author labels it,
+        # and the system, which reads no document (R15), was never shown it. Compared with
+        # them, a deprecation refused told the system that its deposit had been masked; the
+        # stored labels are kept (`Gate.as_written`).
         # Deprecating a replaced document (XDS RPLC, MHD) changes its status only, from
         # current to superseded: any other status change is no deprecation. Judged on "the
         # status only", a system deleted its deposit (entered-in-error, PDSm4DMP TD3.3c, a
@@ -484,6 +504,10 @@ def identity_refusal(
             (f"{resource_type}.active",),
         )
     if resource_type == "Patient" and new is not None:
+        for index in range(len(new.get("generalPractitioner") or [])):
+            problem = general_practitioner_problem(new, index)
+            if problem is not None:
+                return Deny("R08", 422, "processing", problem[0], None, (problem[1],))
         for index, named in enumerate(general_practitioners_by_reference(new)):
             if len(named) > 1:
                 # R08: the médecin traitant is never blocked and sees MASQUE_PS; a reference

@@ -17,6 +17,7 @@ from fhir_server.access import binding as patient_binding
 from fhir_server.access import hidden_references
 from fhir_server.access.decision import Deny, Permit, not_found_message
 from fhir_server.access.ownership import one_patient
+from fhir_server.access.policy.labels import with_dmp_labels_of
 from fhir_server.access.record import PatientRecord
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import DataEntity, security_labels_of
@@ -263,6 +264,10 @@ class ReadGate(GateCore):
         """An update by `requester` keeps what `current` names that is hidden from them."""
         if requester.kind is ActorKind.INTERNAL:
             return new
+        if requester.kind is ActorKind.SYSTEM and new.get("resourceType") == "DocumentReference":
+            # A system's deprecation (R15) keeps the document's DMP labels, which it was never
+            # shown: sent without them, it lifted the patient's mask (R14).
+            new = with_dmp_labels_of(new, current)
         return hidden_references.with_hidden_kept(new, current, self._target_reader(requester))
 
     def _target_reader(self, requester: Requester) -> hidden_references.MayRead:
