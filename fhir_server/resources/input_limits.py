@@ -50,7 +50,7 @@ def too_deep(path: str, what: str = "the body") -> FhirError:
                 "error",
                 "too-costly",
                 f"{what} is nested more than {MAX_DEPTH} levels deep (at {path});"
-                f" the limit is {MAX_DEPTH} levels",
+                f" the limit is {MAX_DEPTH} levels (MAX_DEPTH)",
                 (path,),
             )
         ],
@@ -143,10 +143,31 @@ def _keys_written(body: bytes) -> int:
     return compact.count(b'":') - compact.count(b'\\":')
 
 
-def check_json_depth(data: Any) -> None:
-    """Refuse `data` if it is nested deeper than MAX_DEPTH (e.g. what XML became)."""
+def check_json_depth(data: Any, what: str = "the body") -> None:
+    """Refuse `data` if it is nested deeper than MAX_DEPTH (e.g. what XML became, or what
+    a PATCH made of a resource)."""
     if _kept_keys_within_depth(data) is None:
-        raise too_deep(_deep_path(data, _root_name(data), 1) or _root_name(data))
+        raise too_deep(_deep_path(data, _root_name(data), 1) or _root_name(data), what)
+
+
+def nested_depth(data: Any, limit: int = MAX_DEPTH) -> int | None:
+    """The levels of objects and arrays in `data` (itself level 1; 0 for a scalar), or None
+    when they pass `limit`; the walk stops there."""
+    if type(data) is not dict and type(data) is not list:
+        return 0
+    if limit < 1:
+        return None
+    deepest = 1
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        for child in value.values() if type(value) is dict else value:
+            if type(child) is dict or type(child) is list:
+                if depth >= limit:
+                    return None
+                stack.append((child, depth + 1))
+    return deepest
 
 
 def check_xml_depth(root: etree._Element) -> None:

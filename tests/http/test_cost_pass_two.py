@@ -1,0 +1,164 @@
+"""Second cost pass: small requests that still made the server work hard, or answer a 500,
+now refused with a 4xx naming the limit (docs/performance.md, "Cost limits, second pass
+(2026-12-07)"). The tests assert the refusal and its message, never a time; the cost before
+is in each test's docstring (one request through the Flask test client, this 2-core host).
+
+What the pass found, each checked here:
+- a PATCH body was not held to MAX_DEPTH (input_limits.py) as every other FHIR body is:
+  orjson reads 1,024 levels, and a JSON Patch `value` 1,000 deep reached `copy.deepcopy`
+  (a RecursionError: a 500);
+- the patched resource was not held to it either: each `add` may put its value at the end
+  of what the ones before added, so twenty `add`s of a value 60 deep (32 KB) made a
+  resource 1,200 deep (a 500 in the normal form's walk, or in orjson and `copy.deepcopy`
+  at a later `copy`); the same with FHIRPath Patch `add`s;
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from fhir_server.resources.input_limits import MAX_DEPTH
+from tests.http.conftest import FHIR_JSON, auth
+from tests.http.metadata_world import build_world, fhirpath_patch
+
+
+@pytest.fixture
+def world(client, tokens):
+    return build_world(client, tokens)
+
+
+def too_deep(response, what: str) -> dict:
+    """A 400 `too-costly` naming MAX_DEPTH and what passed it."""
+    assert response.status_code == 400, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "too-costly", issue
+    assert "MAX_DEPTH" in issue["diagnostics"], issue
+    assert f"{MAX_DEPTH} levels" in issue["diagnostics"], issue
+    assert what in issue["diagnostics"], issue
+    return issue
+
+
+def unchanged(world, document: dict) -> None:
+    assert world.stored(document["id"])["meta"]["versionId"] == document["meta"]["versionId"]
+
+
+def nested(depth: int) -> dict:
+    """An object `depth` levels deep: {"x": {"x": ... {}}}."""
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"x": value}
+    return value
+
+
+def stacking_adds(count: int, depth: int) -> list[dict]:
+    """`count` JSON Patch `add`s, each putting a value `depth` deep at the bottom of the
+    one before: each operation is within the depth limit, the resource they make is not."""
+    return [
+        {"op": "add", "path": "/content/0/z" + "/x" * ((depth - 1) * k), "value": nested(depth)}
+        for k in range(count)
+    ]
+
+
+# -- PATCH bodies and the resources they make (FHIR R4 http.html#patch, json.html) -------------
+
+
+def test_json_patch_value_nested_deeper_than_the_limit_is_refused_not_a_500(world):
+    """A value of 1,000 nested arrays (2 KB body): a 500 (RecursionError in copy.deepcopy,
+    0.026 s) before; orjson reads up to 1,024 levels, the other bodies stop at MAX_DEPTH."""
+    document = world.deposit()
+    body = b'[{"op":"add","path":"/extension","value":' + b"[" * 1000 + b"]" * 1000 + b"}]"
+    response = world.client.patch(
+        f"/fhir/DocumentReference/{document['id']}",
+        data=body,
+        headers=auth(world.token("author"), **{"Content-Type": "application/json-patch+json"}),
+    )
+    issue = too_deep(response, "the body")
+    assert issue["expression"][0].startswith("$[0].value"), issue
+    unchanged(world, document)
+
+
+def test_json_patch_adds_stacking_past_the_depth_limit_are_refused_not_a_500(world):
+    """Twenty `add`s of a value 60 deep, each at the bottom of the one before (32 KB): a
+    resource 1,200 deep, a 500 in the normal form's walk (0.06 s) before. Refused at the
+    first operation that would pass the limit."""
+    document = world.deposit()
+    response = world.patch("author", document["id"], stacking_adds(20, 60))
+    issue = too_deep(response, "the patched resource")
+    assert issue["expression"] == ["JSON Patch operation 1.path"], issue
+    unchanged(world, document)
+
+
+def test_json_patch_copy_of_a_subtree_past_the_depth_limit_is_refused_not_a_500(world):
+    """Six stacking `add`s then a `copy` of what they made (5 KB): orjson (255 levels) and
+    copy.deepcopy raised on the copy, a 500 before."""
+    document = world.deposit()
+    operations = stacking_adds(6, 60) + [
+        {"op": "copy", "from": "/content/0/z", "path": "/content/0/w"}
+    ]
+    response = world.patch("author", document["id"], operations)
+    too_deep(response, "the patched resource")
+    unchanged(world, document)
+
+
+def test_json_patch_copy_within_the_depth_limit_is_judged_as_before(world):
+    """A copy that keeps the resource within the limit reaches the metadata rules (which
+    refuse a change of content: a 405), not the depth limit."""
+    document = world.deposit()
+    operations = [
+        {"op": "add", "path": "/content/0/z", "value": nested(MAX_DEPTH - 4)},
+        {"op": "copy", "from": "/content/0/z", "path": "/content/0/w"},
+    ]
+    response = world.patch("author", document["id"], operations)
+    assert response.status_code == 405, response.get_data(as_text=True)
+    assert "DocumentReference.content cannot be changed" in response.get_data(as_text=True)
+
+
+def test_json_patch_value_placed_one_level_past_the_limit_is_refused(world):
+    document = world.deposit()
+    operations = [{"op": "add", "path": "/content/0/z", "value": nested(MAX_DEPTH - 2)}]
+    response = world.patch("author", document["id"], operations)
+    too_deep(response, "the patched resource")
+
+
+def test_fhirpath_patch_adds_stacking_past_the_depth_limit_are_refused_not_a_500(world):
+    """Twenty FHIRPath Patch `add`s of a valueCodeableConcept 56 deep, each at the bottom
+    of the one before (33 KB): a 500 (0.066 s) before."""
+    document = world.deposit()
+    deep = {"valueCodeableConcept": nested(56)}
+    operations = [("add", "DocumentReference.content[0]", "z", deep)] + [
+        ("add", "DocumentReference.content[0].z" + ".x" * (56 * k - 1), "x", deep)
+        for k in range(1, 20)
+    ]
+    response = world.patch("author", document["id"], fhirpath_patch(*operations))
+    too_deep(response, "the patched resource")
+    unchanged(world, document)
+
+
+def test_json_patch_in_a_transaction_bundle_is_held_to_the_depth_limit(world):
+    """The Binary of a PATCH entry is read by the same function as a PATCH body."""
+    document = world.deposit()
+    operations = b'[{"op":"add","path":"/extension","value":' + b"[" * 500 + b"]" * 500 + b"}]"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Binary",
+                    "contentType": "application/json-patch+json",
+                    "data": base64.b64encode(operations).decode(),
+                },
+                "request": {"method": "PATCH", "url": f"DocumentReference/{document['id']}"},
+            }
+        ],
+    }
+    response = world.client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(world.token("author"), **{"Content-Type": FHIR_JSON}),
+    )
+    too_deep(response, "the body")
+    unchanged(world, document)
