@@ -11,16 +11,24 @@ What the pass found, each checked here:
   of what the ones before added, so twenty `add`s of a value 60 deep (32 KB) made a
   resource 1,200 deep (a 500 in the normal form's walk, or in orjson and `copy.deepcopy`
   at a later `copy`); the same with FHIRPath Patch `add`s;
+- ITI-43 (ITI TF-2b 3.43) answers every DocumentRequest with the whole document, so one
+  request naming the same document many times multiplied it: 1,000 DocumentRequests
+  (199 KB) took 0.44 s and answered 623 KB for a 600-byte document (a 1 MB document:
+  1 GB). Now at most MAX_DOCUMENT_REQUESTS.
 """
 
 from __future__ import annotations
 
 import base64
+import copy as copying
 import json
 
 import pytest
+from lxml import etree
 
 from fhir_server.resources.input_limits import MAX_DEPTH
+from ihe_xds import vocabulary as v
+from ihe_xds.responses import MAX_DOCUMENT_REQUESTS
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.metadata_world import build_world, fhirpath_patch
 
@@ -162,3 +170,56 @@ def test_json_patch_in_a_transaction_bundle_is_held_to_the_depth_limit(world):
     )
     too_deep(response, "the body")
     unchanged(world, document)
+
+
+# -- ITI-43 DocumentRequests (ITI TF-2b 3.43.4.1) ---------------------------------------------
+
+
+@pytest.fixture
+def target(tmp_path):
+    from tests.http.test_xds_fuzz import Target
+
+    target = Target(tmp_path / "xds")
+    yield target
+    target.close()
+
+
+def retrieve(target, requests: int):
+    from tests.http.test_xds_fuzz import serialize
+
+    envelope = target.iti43()
+    request = envelope.find(f".//{{{v.NS_XDSB}}}RetrieveDocumentSetRequest")
+    for _ in range(requests - 1):
+        request.append(copying.deepcopy(request[0]))
+    response = target.client.post(
+        "/xds/repository",
+        data=serialize(envelope),
+        headers={"Content-Type": "application/soap+xml; charset=UTF-8"},
+    )
+    assert response.status_code == 200, response.get_data()[:400]
+    return response
+
+
+def documents_in(response) -> int:
+    from ihe_xds.mtom import parse_http_body
+
+    package = parse_http_body(response.headers["Content-Type"], response.get_data())
+    root = etree.fromstring(package.envelope)
+    return len(root.findall(f".//{{{v.NS_XDSB}}}DocumentResponse"))
+
+
+def test_iti43_of_more_document_requests_than_the_limit_is_refused_whole(target):
+    """1,000 DocumentRequests naming the same document (199 KB): 0.44 s and a 623 KB
+    answer, each request answered with the whole document. Refused before any is read."""
+    response = retrieve(target, MAX_DOCUMENT_REQUESTS + 1)
+    answer = response.get_data(as_text=True)
+    assert "ResponseStatusType:Failure" in answer, answer[-800:]
+    assert "XDSRepositoryMetadataError" in answer, answer[-800:]
+    assert "MAX_DOCUMENT_REQUESTS" in answer and str(MAX_DOCUMENT_REQUESTS) in answer
+    assert documents_in(response) == 0
+
+
+def test_iti43_at_the_document_request_limit_is_still_answered(target):
+    response = retrieve(target, MAX_DOCUMENT_REQUESTS)
+    assert "ResponseStatusType:Success" in response.get_data(as_text=True)
+    assert documents_in(response) == MAX_DOCUMENT_REQUESTS
