@@ -223,3 +223,46 @@ def test_iti43_at_the_document_request_limit_is_still_answered(target):
     response = retrieve(target, MAX_DOCUMENT_REQUESTS)
     assert "ResponseStatusType:Success" in response.get_data(as_text=True)
     assert documents_in(response) == MAX_DOCUMENT_REQUESTS
+
+
+# -- one subquery per Or of the same index (FHIR R4 search.html#escaping: `a=x,y`) -------------
+
+
+def test_an_or_of_many_values_is_one_subquery_per_index_table():
+    """`type:not=x0,...,x99` nine times: 900 correlated subqueries in one statement, whose
+    cost per row SQLite pays with the square of their count (5.0-5.7 s on a record of 200
+    documents for a 3.6 KB query). Compiled now as one subquery per index table of each Or
+    (0.15 s). The MongoDB translation is unchanged (mongomock: 8-11 s, a test double's
+    cost, not MongoDB's)."""
+    from fhir_server.search.query import Not, Or, ReferenceTest, TokenTest
+    from fhir_server.store.sqlite_search import _Sql, compile_where
+
+    values = Or(tuple(TokenTest("type", None, f"x{i}", any_system=True) for i in range(100)))
+    for correlated in (False, True):
+        where = compile_where(_Sql(), Not(values), "r", "DocumentReference", correlated=correlated)
+        assert where.count("FROM ix_token") == 1, where[:400]
+    mixed = Or((*values.parts, ReferenceTest("related", "DocumentReference", "d1")))
+    where = compile_where(_Sql(), mixed, "r", "DocumentReference", correlated=True)
+    assert where.count("FROM ix_token") == 1 and where.count("FROM ix_reference") == 1
+
+
+def test_a_search_of_many_or_values_answers_as_each_value_alone(world):
+    """The merged Or matches what its values match: the document's own type among 99
+    others finds it, `:not` of them leaves it out, nine times over."""
+    document = world.deposit()
+    coding = document["type"]["coding"][0]
+    others = [f"x{i}" for i in range(99)]
+    own = ",".join([*others, f"{coding['system']}|{coding['code']}"])
+
+    def total(query: str) -> int:
+        response = world.client.get(
+            f"/fhir/DocumentReference?patient={world.paul}&{query}",
+            headers=auth(world.token("author")),
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()["total"]
+
+    assert total("&".join([f"type={own}"] * 9)) == 1
+    assert total("&".join([f"type:not={own}"] * 9)) == 0
+    assert total("&".join([f"type:not={','.join(others)}"] * 9)) == 1
+    assert total("&".join([f"type={','.join(others)}"] * 9)) == 0
