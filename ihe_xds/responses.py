@@ -207,8 +207,10 @@ class NotARetrieve(MalformedMessage):
 def parse_retrieve_request(
     element: etree._Element,
 ) -> tuple[list[DocumentRequest], list[RegistryError]]:
-    """The DocumentRequests of an ITI-43 request, and the errors of incomplete ones; none
-    and one error when it holds more than MAX_DOCUMENT_REQUESTS."""
+    """The DocumentRequests of an ITI-43 request, and the errors of incomplete or repeated
+    ones (each DocumentRequest is answered with the whole document: a document named a
+    hundred times was answered a hundred times, 100 MB for a 1 MB document); none and one
+    error when it holds more than MAX_DOCUMENT_REQUESTS."""
     if element.tag != q(NS_XDSB, "RetrieveDocumentSetRequest"):
         raise NotARetrieve(f"{etree.QName(element).localname} is not a RetrieveDocumentSetRequest")
     items = element.findall(q(NS_XDSB, "DocumentRequest"))
@@ -238,11 +240,20 @@ def parse_retrieve_request(
                 )
             )
             continue
-        requests.append(
-            DocumentRequest(
-                values["RepositoryUniqueId"], values["DocumentUniqueId"], values["HomeCommunityId"]
-            )
+        request = DocumentRequest(
+            values["RepositoryUniqueId"], values["DocumentUniqueId"], values["HomeCommunityId"]
         )
+        if request in requests:
+            errors.append(
+                registry_error(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"DocumentRequest[{index}] repeats an earlier DocumentRequest of document"
+                    f" {request.document_unique_id}; each document is answered once",
+                    f"DocumentRequest[{index}]",
+                )
+            )
+            continue
+        requests.append(request)
     if not requests and not errors:
         errors.append(
             registry_error(
