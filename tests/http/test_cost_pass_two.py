@@ -23,6 +23,9 @@ What the pass found, each checked here:
   MAX_AUDIT_EVENT_TESTS value tests;
 - `_sort` of 100 keys: each is read for every match before the page is cut (0.43-0.77 s
   on a record of 1,000 documents). Now at most MAX_SORT_KEYS;
+- a batch or transaction of conditional writes (ifNoneExist, criteria in a PUT, PATCH or
+  DELETE url): each a search of the store, not counted as one (900 conditional DELETEs,
+  123 KB: 1.9 s). Now at most MAX_BUNDLE_CONDITIONALS;
 - ITI-43 (ITI TF-2b 3.43) answers every DocumentRequest with the whole document, so one
   request naming the same document many times multiplied it: 1,000 DocumentRequests
   (199 KB) took 0.44 s and answered 623 KB for a 600-byte document (a 1 MB document:
@@ -41,6 +44,7 @@ from lxml import etree
 
 from fhir_server.resources.input_limits import MAX_DEPTH, MAX_XML_ATTRIBUTES, MAX_XML_NAMESPACES
 from fhir_server.search.parameters import MAX_AUDIT_EVENT_TESTS, MAX_SORT_KEYS
+from fhir_server.service.bundles import MAX_BUNDLE_CONDITIONALS
 from ihe_xds import vocabulary as v
 from ihe_xds.responses import MAX_DOCUMENT_REQUESTS
 from tests.http.conftest import FHIR_JSON, auth
@@ -421,3 +425,53 @@ def test_sort_at_the_key_limit_is_still_answered(world):
     )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert [e["resource"]["id"] for e in response.get_json()["entry"]] == [document["id"]]
+
+
+# -- conditional entries of a Bundle (FHIR R4 http.html#transaction, #cond-update) -------------
+
+
+def conditional_deletes(world, count: int) -> dict:
+    return {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "request": {
+                    "method": "DELETE",
+                    "url": f"DocumentReference?patient={world.paul}"
+                    f"&identifier=urn:oid:1.2.250.1.999.88|{index}",
+                }
+            }
+            for index in range(count)
+        ],
+    }
+
+
+def test_bundle_of_more_conditional_entries_than_the_limit_is_refused_whole(world):
+    """900 conditional DELETEs (123 KB): 1.9 s, a search of the record each (a transaction
+    of them 2.1 s); they were not counted with the searches (MAX_BUNDLE_SEARCHES), each
+    answering one resource."""
+    document = world.deposit()
+    response = world.client.post(
+        "/fhir",
+        data=json.dumps(conditional_deletes(world, MAX_BUNDLE_CONDITIONALS + 1)),
+        headers=auth(world.token("author"), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "too-costly", issue
+    assert "MAX_BUNDLE_CONDITIONALS" in issue["diagnostics"], issue
+    assert str(MAX_BUNDLE_CONDITIONALS) in issue["diagnostics"], issue
+    assert issue["expression"] == [f"Bundle.entry[{MAX_BUNDLE_CONDITIONALS}].request"], issue
+    unchanged(world, document)
+
+
+def test_bundle_at_the_conditional_entry_limit_is_still_performed(world):
+    response = world.client.post(
+        "/fhir",
+        data=json.dumps(conditional_deletes(world, MAX_BUNDLE_CONDITIONALS)),
+        headers=auth(world.token("author"), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    statuses = {e["response"]["status"][:3] for e in response.get_json()["entry"]}
+    assert statuses == {"204"}, statuses
