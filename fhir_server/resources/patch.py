@@ -33,6 +33,7 @@ import jsonpointer
 import orjson
 
 from fhir_server.errors import FhirError, bad_request, error
+from fhir_server.resources.input_limits import MAX_DEPTH, check_json_depth, nested_depth, too_deep
 
 JSON_PATCH_MIME = "application/json-patch+json"
 FHIRPATH_OPERATIONS = frozenset({"add", "insert", "delete", "replace"})
@@ -131,17 +132,30 @@ def patch_body_of_resource(resource: Any, where: str) -> PatchBody:
 
 
 def _json(raw: bytes, where: str) -> Any:
+    """The JSON of a PATCH body, at most MAX_DEPTH levels deep like any FHIR body: orjson
+    reads 1,024 levels, and a JSON Patch `value` 1,000 deep (a 2 KB body) reached
+    `copy.deepcopy` and the models (a RecursionError: a 500)."""
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise bad_request("the PATCH body is not JSON", where) from None
+    check_json_depth(data)
+    return data
 
 
 def apply_patch(resource: dict, body: PatchBody) -> dict:
-    """The resource with the patch applied (a new object; `resource` is left unchanged)."""
+    """The resource with the patch applied (a new object; `resource` is left unchanged).
+
+    The result is held to MAX_DEPTH like a body: each operation's value is, but an `add`
+    may put it at the end of what the operations before added (twenty `add`s of a value 60
+    deep in a 32 KB body made a resource 1,200 deep: a RecursionError, a 500, in the
+    normal form's walk)."""
     if body.kind == "json-patch":
-        return apply_json_patch(resource, body.document)
-    return apply_fhirpath_patch(resource, body.document)
+        result = apply_json_patch(resource, body.document)
+    else:
+        result = apply_fhirpath_patch(resource, body.document)
+    check_json_depth(result, "the patched resource")
+    return result
 
 
 # -- JSON Patch --------------------------------------------------------------------------------
@@ -164,6 +178,7 @@ def apply_json_patch(resource: dict, operations: list) -> dict:
         for key in ("path", "from"):
             if isinstance(operation.get(key), str):
                 operation[key] = _pointer(result, operation[key], where)
+        _check_depth_placed(result, operation, where)
         if operation.get("op") == "copy" and isinstance(operation.get("from"), str):
             copied += _copied_bytes(result, operation["from"], where)
             if copied > MAX_PATCH_COPIED_BYTES:
@@ -177,6 +192,31 @@ def apply_json_patch(resource: dict, operations: list) -> dict:
         if not isinstance(result, dict):
             raise error(422, "processing", f"{where} replaced the whole resource", where)
     return result
+
+
+def _check_depth_placed(resource: dict, operation: dict, where: str) -> None:
+    """Refuse an operation that would nest the resource deeper than MAX_DEPTH: its value
+    (or what it copies or moves) placed at its `path`. Each operation's value is within the
+    body's depth, but an `add` may put it at the end of what the operations before added:
+    twenty `add`s of a value 60 deep (32 KB) made a resource 1,200 deep, and the next
+    `copy` of it raised in orjson and `copy.deepcopy` (a 500). Checked on each operation,
+    so the resource the next one reads is never deeper than the limit."""
+    path = operation.get("path")
+    if not isinstance(path, str):
+        return  # left to jsonpatch's own 400
+    kind = operation.get("op")
+    if kind in ("add", "replace"):
+        value = operation.get("value")
+    elif kind in ("copy", "move") and isinstance(operation.get("from"), str):
+        try:
+            value = jsonpointer.resolve_pointer(resource, operation["from"])
+        except jsonpointer.JsonPointerException:
+            return  # jsonpatch's own 422
+    else:
+        return
+    room = MAX_DEPTH - path.count("/")
+    if nested_depth(value, max(room, 0)) is None or room < 0:
+        raise too_deep(f"{where}.path", "the patched resource")
 
 
 def _copied_bytes(resource: dict, pointer: str, where: str) -> int:

@@ -19,6 +19,7 @@ from fhir_server.resources.input_limits import (
     check_json_body,
     check_json_depth,
     check_json_nulls,
+    check_xml_breadth,
     check_xml_depth,
 )
 from fhir_server.resources.model import model_class
@@ -176,6 +177,7 @@ def xml_to_json(body: bytes) -> dict:
     if docinfo.doctype or docinfo.internalDTD is not None:  # e.g. a UTF-16 body
         raise bad_request(_DTD_REFUSED, code="security")
     check_xml_depth(root)
+    check_xml_breadth(root, body)
     resource_type = etree.QName(root).localname
     if etree.QName(root).namespace != "http://hl7.org/fhir":
         raise bad_request(

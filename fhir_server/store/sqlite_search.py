@@ -127,13 +127,7 @@ def compile_where(
                 else "1"
             )
         case Or(parts=parts):
-            return (
-                "("
-                + " OR ".join(compile_where(sql, p, r, rtype, correlated=correlated) for p in parts)
-                + ")"
-                if parts
-                else "0"
-            )
+            return _or(sql, parts, r, rtype, correlated) if parts else "0"
         case Not(part=part):
             return f"NOT ({compile_where(sql, part, r, rtype, correlated=correlated)})"
         case IdTest(ids=ids):
@@ -151,6 +145,35 @@ def compile_where(
     if source is None:
         raise TypeError(f"unsupported query node {node!r}")
     return source.clause(r, correlated)
+
+
+def _or(sql: _Sql, parts: Sequence[Node], r: str, rtype: str | None, correlated: bool) -> str:
+    """The alternatives of an Or, those read from the same index rows as one clause.
+
+    `a=x,y,...` is an Or of one test per value. Written as one subquery per value, a search
+    of nine `type:not` of 100 values each (3.6 KB) took 5 s on a record of 200 documents:
+    SQLite's cost per row grows with the square of the correlated subqueries in the
+    statement (100 of them: 2 ms for 200 rows, 300: 0.18 s, 900: 2.1 s). EXISTS and IN
+    distribute over OR, so the alternatives of one source are one subquery whose WHERE is
+    the OR of their conditions, the same rows: nine subqueries instead of 900.
+    """
+    grouped: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+    others: list[str] = []
+    for part in parts:
+        source = rid_source(sql, part, rtype, correlated=correlated)
+        if source is None:
+            others.append(compile_where(sql, part, r, rtype, correlated=correlated))
+        else:
+            grouped.setdefault((source.source, source.rid), []).append(source.conds)
+    clauses = [
+        RidSource(table, rid, conds[0]).clause(r, correlated)
+        if len(conds) == 1
+        else RidSource(
+            table, rid, ("(" + " OR ".join(f"({' AND '.join(c) or '1'})" for c in conds) + ")",)
+        ).clause(r, correlated)
+        for (table, rid), conds in grouped.items()
+    ]
+    return "(" + " OR ".join(clauses + others) + ")"
 
 
 @dataclass(frozen=True, slots=True)
