@@ -1,0 +1,142 @@
+"""Attack pass on the completeness of the trace, door by door (R16: every read, search, write
+and refusal concerning a patient's data leaves BALP AuditEvents, one per patient concerned;
+R17: the patient is told of a practitioner's first access of the day, of every bris de glace
+and centre 15 access, of every deposit and of an authorization a practitioner records).
+
+Tried, as an authorized médecin, a blocked one, one in bris de glace and centre 15, and a
+system client: HEAD, If-None-Match and If-Modified-Since reads (answered 200: the server has
+no conditional read), vread, instance, type and system `_history`, `_summary=count`,
+`_summary=true`, `_elements`, `_total=accurate`, `_count=0`, `_include`, `_revinclude` and
+`:iterate` (a List's items, a document's subject, relations to another record's document),
+chains and `_has`, Bundle GET entries, POST `_search`, Binary read (with `_format`, a Range
+header), transaction conditional references, XDS ITI-18 (FindDocuments,
+FindSubmissionSets, GetAll, GetDocuments, GetDocumentsAndAssociations, GetAssociations,
+GetSubmissionSets, GetSubmissionSetAndContents, GetRelatedDocuments, the Folder queries;
+LeafClass and ObjectRef), ITI-43.
+
+What got through:
+
+- A transaction's conditional reference (FHIR R4 3.1.0.11.2: `"reference":
+  "DocumentReference?patient=<id>&category=<code>"` in an entry's resource) is searched as
+  its sender (`FhirService.find`), within what they may read, and the transaction fails
+  (412) when it finds none or several, naming the reference and which. That search was
+  traced nowhere and, in bris de glace or centre 15, told to no one: with a second
+  reference that always finds nothing, so that nothing is ever written, an authorized or
+  emergency practitioner learnt whether the record held none, one or several documents of
+  any criteria (a category, a type, a date) and left no trace the patient could see. Now
+  traced as that sender's search, and told as one.
+
+Held (a few kept below as controls): every other door above leaves one event per patient
+concerned, with the right outcome and purpose, and each emergency access a notification.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.http.conftest import FHIR_JSON, auth
+from tests.http.test_attack_pass_trace import MODES, _purposes, _told
+from tests.http.test_audit_trace_hides import trace
+from tests.http.test_audit_trace_refusals import new_events
+from tests.http.test_r18_matrix import (
+    AUTHORIZED,
+    PATIENT_A,
+    STRANGER,
+    UNKNOWN_ID,
+    World,
+    document,
+    world,  # noqa: F401 - the module's seeded record
+)
+
+# ruff: noqa: F811
+
+
+def _token(world: World, mode: str) -> str:
+    code, reason, _ = MODES[mode]
+    idnat = AUTHORIZED if code == "normal" else STRANGER
+    return world.tokens.practitioner(idnat, mode=code, reason=reason)
+
+
+def _post(world: World, token: str, bundle: dict):
+    return world.client.post(
+        "/fhir", data=json.dumps(bundle), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+
+
+def _names_patient(event: dict, patient_id: str) -> bool:
+    return any(
+        (entity.get("what") or {}).get("reference") == f"Patient/{patient_id}"
+        for entity in event.get("entity", [])
+    )
+
+
+# -- R16, R17: a transaction's conditional reference is its sender's search ---------------------
+
+
+def _probing_transaction(probe: str) -> dict:
+    """A transaction depositing a document whose relations are two conditional references:
+    `probe`, then one that finds nothing, so that the transaction never writes; its answer
+    says which of the two failed, and how (none, several)."""
+    binary_url = "urn:uuid:5a5a5a5a-0000-4000-8000-000000000001"
+    doc = document("a-visible")
+    for element in ("meta", "securityLabel"):
+        doc.pop(element, None)
+    doc["identifier"] = [
+        {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:5a5a5a5a-0000-4000-8000-000000000002"}
+    ]
+    doc["content"][0]["attachment"]["url"] = binary_url
+    doc["relatesTo"] = [
+        {"code": "appends", "target": {"reference": probe}},
+        {
+            "code": "appends",
+            "target": {"reference": f"DocumentReference?patient={PATIENT_A}&_id={UNKNOWN_ID}"},
+        },
+    ]
+    binary = {"resourceType": "Binary", "contentType": "application/pdf", "data": "JVBERi0xLjQ="}
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": binary_url,
+                "resource": binary,
+                "request": {"method": "POST", "url": "Binary"},
+            },
+            {"resource": doc, "request": {"method": "POST", "url": "DocumentReference"}},
+        ],
+    }
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_r16_r17_a_transactions_conditional_reference_is_traced_as_its_senders_search(world, mode):
+    """R16, R17: a practitioner who may read A's record sends a transaction whose
+    conditional reference asks whether A's record holds a document of category 10; the
+    answer (412 on the second reference, which finds nothing) tells them it holds one.
+    That search is in A's trail, with the practitioner's purpose, and in bris de glace and
+    centre 15 A is told of it. It was traced nowhere, and told to no one."""
+    patient = world.tokens.patient(PATIENT_A)
+    _, before = trace(world, patient, PATIENT_A)
+    told = _told(world, patient)
+    probe = f"DocumentReference?patient={PATIENT_A}&category=10"
+    response, events = new_events(
+        world, lambda: _post(world, _token(world, mode), _probing_transaction(probe))
+    )
+    assert response.status_code == 412, response.get_data(as_text=True)
+    assert UNKNOWN_ID in response.get_json()["issue"][0]["diagnostics"]  # the probe found one
+    assert any(_names_patient(e, PATIENT_A) for e in events), "the search was traced nowhere"
+    _, after = trace(world, patient, PATIENT_A)
+    known = {event["id"] for event in before}
+    searches = [
+        e
+        for e in after
+        if e["id"] not in known
+        and MODES[mode][2] in _purposes(e)
+        and any(s.get("code") == "search-type" for s in e.get("subtype", []))
+    ]
+    assert searches, "the search is not in the patient's trail"
+    if mode != "normal":
+        # Told (each of the transaction's two references is a search of the record: told
+        # once each, as each page of an ITI-18 is; see the module docstring).
+        assert _told(world, patient) > told
