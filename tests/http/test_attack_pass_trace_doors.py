@@ -25,6 +25,11 @@ What got through:
   emergency practitioner learnt whether the record held none, one or several documents of
   any criteria (a category, a type, a date) and left no trace the patient could see. Now
   traced as that sender's search, and told as one.
+- A patient's or a representative's search naming no patient (R04 lets them: it searches
+  the record they act for) named its patient only through its results: a count
+  (`_summary=count`, `_count=0`) or a search finding nothing left an event naming no
+  patient, in no trail. A parent could count the minor's documents of any criteria, unseen
+  by the minor and the other parent. Such a search now names the record it searched.
 
 Held (a few kept below as controls): every other door above leaves one event per patient
 concerned, with the right outcome and purpose, and each emergency access a notification.
@@ -38,11 +43,13 @@ import pytest
 
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_attack_pass_trace import MODES, _purposes, _told
-from tests.http.test_audit_trace_hides import trace
+from tests.http.test_audit_trace_hides import _decoded, trace
 from tests.http.test_audit_trace_refusals import new_events
+from tests.http.test_binary_ownership import parent_token
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     PATIENT_A,
+    PATIENT_M,
     STRANGER,
     UNKNOWN_ID,
     World,
@@ -140,3 +147,45 @@ def test_r16_r17_a_transactions_conditional_reference_is_traced_as_its_senders_s
         # Told (each of the transaction's two references is a search of the record: told
         # once each, as each page of an ITI-18 is; see the module docstring).
         assert _told(world, patient) > told
+
+
+# -- R16, R07: a person's search of the record they act for is in that record's trail ----------
+
+
+PERSON_SEARCHES = [
+    "DocumentReference?_summary=count",
+    "DocumentReference?_count=0",
+    "DocumentReference?category=99",  # finds nothing
+    "List?_summary=count",
+]
+
+
+@pytest.mark.parametrize("query", PERSON_SEARCHES)
+@pytest.mark.parametrize("who", ["parent", "patient"])
+def test_r16_r07_a_persons_search_of_their_record_naming_no_patient_is_in_its_trail(
+    world, who, query
+):
+    """R16, R07: a parent (or the patient) searching the record they act for without
+    naming its patient (R04 lets them), for a count or finding nothing, accessed that
+    record: the minor's (the patient's) trail shows the search, with its purpose (FAMRQT,
+    PATRQT). Its event named no patient, as no result named one, so it was in no trail:
+    a parent could count the minor's documents of any criteria, unseen by the minor and
+    the other parent."""
+    patient_id, token, purpose = {
+        "parent": (PATIENT_M, parent_token(world), "FAMRQT"),
+        "patient": (PATIENT_A, world.tokens.patient(PATIENT_A), "PATRQT"),
+    }[who]
+    holder = world.tokens.patient(patient_id)
+    _, before = trace(world, holder, patient_id)
+    response = world.client.get(f"/fhir/{query}", headers=auth(token))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    _, after = trace(world, holder, patient_id)
+    known = {event["id"] for event in before}
+    searches = [
+        e
+        for e in after
+        if e["id"] not in known
+        and purpose in _purposes(e)
+        and f"GET /fhir/{query}" in _decoded(e)  # the query as asked (BALP)
+    ]
+    assert len(searches) == 1, "the search is not in the record's trail"
