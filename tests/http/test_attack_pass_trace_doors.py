@@ -30,6 +30,13 @@ What got through:
   (`_summary=count`, `_count=0`) or a search finding nothing left an event naming no
   patient, in no trail. A parent could count the minor's documents of any criteria, unseen
   by the minor and the other parent. Such a search now names the record it searched.
+- A conditional PATCH (PDSm: the criteria may name a document by identifier alone, so the
+  server searches them and judges each match) was traced only through a match hidden from
+  its sender. Its answer tells a practitioner who may read the record whether none (404),
+  several (412 multiple-matches) or one of its documents match (with an If-Match at another
+  version, a 412 that writes nothing): a free probe of any criteria, untraced and, in bris
+  de glace, untold. Now traced as the sender's search of the record (when they may search
+  it), and told as one.
 
 Held (a few kept below as controls): every other door above leaves one event per patient
 concerned, with the right outcome and purpose, and each emergency access a notification.
@@ -189,3 +196,58 @@ def test_r16_r07_a_persons_search_of_their_record_naming_no_patient_is_in_its_tr
         and f"GET /fhir/{query}" in _decoded(e)  # the query as asked (BALP)
     ]
     assert len(searches) == 1, "the search is not in the record's trail"
+
+
+# -- R16, R17: a conditional PATCH's criteria are its sender's search -------------------------
+
+
+STATUS_PATCH = json.dumps([{"op": "replace", "path": "/status", "value": "current"}])
+
+
+@pytest.mark.parametrize(
+    "criteria, status, if_match",
+    [
+        ("category=99", 404, None),  # none
+        ("category=10", 412, 'W/"99"'),  # one, at another version: nothing is written
+        ("status=current", 412, None),  # several
+    ],
+)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_r16_r17_a_conditional_patchs_criteria_are_traced_as_its_senders_search(
+    world, mode, criteria, status, if_match
+):
+    """R16, R17 (PDSm conditional PATCH): a practitioner who may read A's record PATCHes
+    `DocumentReference?patient=A&<criteria>`; the answer says whether none (404), one (here
+    412: its If-Match names another version) or several (412 multiple-matches) of the
+    documents they may read match, and nothing is written. The criteria are searched by the
+    server (they may name a document by identifier alone, R04), and only a match hidden
+    from the sender was traced: the search is now in A's trail as theirs, and told in bris
+    de glace and centre 15. It left no trace, and a practitioner probed the record freely."""
+    patient = world.tokens.patient(PATIENT_A)
+    _, before = trace(world, patient, PATIENT_A)
+    told = _told(world, patient)
+    headers = {"Content-Type": "application/json-patch+json"}
+    if if_match:
+        headers["If-Match"] = if_match
+    response, events = new_events(
+        world,
+        lambda: world.client.patch(
+            f"/fhir/DocumentReference?patient={PATIENT_A}&{criteria}",
+            data=STATUS_PATCH,
+            headers=auth(_token(world, mode), **headers),
+        ),
+    )
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert not [e for e in events if e.get("action") == "U"]  # nothing was written
+    _, after = trace(world, patient, PATIENT_A)
+    known = {event["id"] for event in before}
+    searches = [
+        e
+        for e in after
+        if e["id"] not in known
+        and MODES[mode][2] in _purposes(e)
+        and any(s.get("code") == "search-type" for s in e.get("subtype", []))
+    ]
+    assert len(searches) == 1, "the conditional PATCH's search is not in the patient's trail"
+    if mode != "normal":
+        assert _told(world, patient) == told + 1
