@@ -37,6 +37,11 @@ What got through:
   version, a 412 that writes nothing): a free probe of any criteria, untraced and, in bris
   de glace, untold. Now traced as the sender's search of the record (when they may search
   it), and told as one.
+- An ITI-18's ATNA event named the patients of the objects it answered: a query finding
+  nothing (FindDocuments of an empty record) or answering associations only
+  (GetAssociations, GetRelatedDocuments) named none, and was in no patient's trail, though
+  its searches' BALP events were (IHE ITI TF-2a 3.18.5.1.2 names the Patient when known).
+  It now names the patient its searches designated.
 
 Held (a few kept below as controls): every other door above leaves one event per patient
 concerned, with the right outcome and purpose, and each emergency access a notification.
@@ -48,6 +53,8 @@ import json
 
 import pytest
 
+from fhir_server.access.requester import INTERNAL
+from ihe_xds import vocabulary as v
 from tests.http.conftest import FHIR_JSON, auth
 from tests.http.test_attack_pass_trace import MODES, _purposes, _told
 from tests.http.test_audit_trace_hides import _decoded, trace
@@ -63,6 +70,9 @@ from tests.http.test_r18_matrix import (
     document,
     world,  # noqa: F401 - the module's seeded record
 )
+from tests.http.test_xds_endpoints import GP as XDS_GP
+from tests.http.test_xds_endpoints import registry_status
+from tests.http.test_xds_update_document_set import xds  # noqa: F401 - fixture
 
 # ruff: noqa: F811
 
@@ -251,3 +261,58 @@ def test_r16_r17_a_conditional_patchs_criteria_are_traced_as_its_senders_search(
     assert len(searches) == 1, "the conditional PATCH's search is not in the patient's trail"
     if mode != "normal":
         assert _told(world, patient) == told + 1
+
+
+# -- R16 (XDS): an ITI-18's event names the patient its query searched -------------------------
+
+
+def _adhoc_query(query_id: str, slots: list[tuple[str, str]]):
+    from lxml import etree
+
+    request = etree.Element(
+        f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
+    )
+    etree.SubElement(request, f"{{{v.NS_QUERY}}}ResponseOption", returnType="ObjectRef")
+    query = etree.SubElement(request, f"{{{v.NS_RIM}}}AdhocQuery", id=query_id)
+    for name, value in slots:
+        slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name=name)
+        values = etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList")
+        etree.SubElement(values, f"{{{v.NS_RIM}}}Value").text = value
+    return request
+
+
+@pytest.mark.parametrize("kind", ["FindDocuments-nothing-found", "GetAssociations"])
+def test_r16_an_iti18_event_names_the_patient_its_query_searched(xds, kind):
+    """R16 (ITI-18; IHE ITI TF-2a 3.18.5.1.2: the Patient participant when known): the
+    médecin traitant's query of a record finding no document, or answering associations
+    only, accessed that record; its ITI-18 event names the patient, as its search's event
+    does, and is in their trail. Its patients were those of the objects answered: none, so
+    the ITI-18 event was in no trail."""
+    from ihe_xds.stored_query import FIND_DOCUMENTS, GET_ASSOCIATIONS
+    from tests.xds_builders import patient_cx
+
+    patient_id, nir = xds.patient(9)
+    if kind == "GetAssociations":
+        xds.deposited_unique_id(nir)
+        (document,) = xds.runtime.service.search(
+            INTERNAL, "DocumentReference", [("patient", patient_id)]
+        ).resources()[0]
+        (entry_uuid,) = [
+            i["value"] for i in document["identifier"] if i["value"].startswith("urn:uuid:")
+        ]
+        body = _adhoc_query(GET_ASSOCIATIONS, [("$uuid", f"('{entry_uuid}')")])
+    else:
+        body = _adhoc_query(
+            FIND_DOCUMENTS,
+            [
+                ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
+                ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+            ],
+        )
+    response = xds.soap("/xds/registry", v.ACTION_ITI18, body, xds.security(XDS_GP, nir))
+    assert registry_status(response)[0].endswith("Success")
+    world = World(xds.client, xds.tokens, xds.runtime.service)
+    _, events = trace(world, xds.tokens.patient(patient_id), patient_id)
+    queries = [e for e in events if any(s.get("code") == "ITI-18" for s in e.get("subtype", []))]
+    assert len(queries) == 1, "the ITI-18 event is not in the patient's trail"
+    assert _names_patient(queries[0], patient_id)
