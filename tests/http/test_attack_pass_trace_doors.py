@@ -42,6 +42,17 @@ What got through:
   (GetAssociations, GetRelatedDocuments) named none, and was in no patient's trail, though
   its searches' BALP events were (IHE ITI TF-2a 3.18.5.1.2 names the Patient when known).
   It now names the patient its searches designated.
+- One XDS transaction in bris de glace or centre 15 told the patient once per Binary read
+  or search it made: an ITI-43 of two documents, or a GetAssociations (two searches), was
+  two notifications, where R17 says one access is one notification. The notifications of
+  one XDS transaction are now one per patient, the one hiding from fewest.
+
+Found, not fixed: outside XDS, one request making several searches or reads is still told
+once for each in bris de glace and centre 15 (a transaction's two conditional references, a
+conditional update's search and its write, each page of a search); a batch's entries are
+separate interactions (http.html#transaction), told each. A system's count of Patients by
+name (`Patient?name=X&_summary=count`, R15 lets systems read identities) names no patient
+(its rows are not read), so the patients it counted do not see it.
 
 Held (a few kept below as controls): every other door above leaves one event per patient
 concerned, with the right outcome and purpose, and each emergency access a notification.
@@ -316,3 +327,51 @@ def test_r16_an_iti18_event_names_the_patient_its_query_searched(xds, kind):
     queries = [e for e in events if any(s.get("code") == "ITI-18" for s in e.get("subtype", []))]
     assert len(queries) == 1, "the ITI-18 event is not in the patient's trail"
     assert _names_patient(queries[0], patient_id)
+
+
+# -- R17 (XDS): one transaction, one access, one notification -----------------------------------
+
+
+def _retrieve_body(xds, unique_ids: list[str]):
+    from lxml import etree
+
+    request = etree.Element(f"{{{v.NS_XDSB}}}RetrieveDocumentSetRequest", nsmap={"xdsb": v.NS_XDSB})
+    for unique_id in unique_ids:
+        item = etree.SubElement(request, f"{{{v.NS_XDSB}}}DocumentRequest")
+        etree.SubElement(item, f"{{{v.NS_XDSB}}}RepositoryUniqueId").text = xds.repository_id
+        etree.SubElement(item, f"{{{v.NS_XDSB}}}DocumentUniqueId").text = unique_id
+    return request
+
+
+@pytest.mark.parametrize("transaction", ["ITI-43", "ITI-18"])
+@pytest.mark.parametrize("mode", ["bris_de_glace", "centre_15"])
+def test_r17_one_emergency_xds_transaction_is_told_once(xds, mode, transaction):
+    """R17 ("one access is one notification"): a professional in bris de glace or centre
+    15 retrieves two documents in one ITI-43, or runs one GetAssociations (two searches of
+    the record): the patient is told once, with the reason. Each Binary read and each
+    search told them again: two notifications for one access."""
+    from ihe_xds.stored_query import GET_ASSOCIATIONS
+
+    patient_id, nir = xds.patient(11)
+    first, second = xds.deposited_unique_id(nir), xds.deposited_unique_id(nir)
+    world = World(xds.client, xds.tokens, xds.runtime.service)
+    patient = xds.tokens.patient(patient_id)
+    told = _told(world, patient)
+    security = xds.security("810000000777", nir, mode=mode, reason="Patient inconscient")
+    if transaction == "ITI-43":
+        response = xds.soap(
+            "/xds/repository", v.ACTION_ITI43, _retrieve_body(xds, [first, second]), security
+        )
+        assert response.status_code == 200
+        assert first.encode() in response.get_data() and second.encode() in response.get_data()
+    else:
+        documents = xds.runtime.service.search(
+            INTERNAL, "DocumentReference", [("patient", patient_id)]
+        ).resources()[0]
+        entry_uuid = next(
+            i["value"] for i in documents[0]["identifier"] if i["value"].startswith("urn:uuid:")
+        )
+        body = _adhoc_query(GET_ASSOCIATIONS, [("$uuid", f"('{entry_uuid}')")])
+        response = xds.soap("/xds/registry", v.ACTION_ITI18, body, security)
+        assert registry_status(response)[0].endswith("Success")
+    assert _told(world, patient) == told + 1
