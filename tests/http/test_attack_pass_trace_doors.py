@@ -46,6 +46,11 @@ What got through:
   or search it made: an ITI-43 of two documents, or a GetAssociations (two searches), was
   two notifications, where R17 says one access is one notification. The notifications of
   one XDS transaction are now one per patient, the one hiding from fewest.
+- A document deleted by REST DELETE stays readable by its author through its history (every
+  version before the deletion, `Facts.content`), and its read answers 410. The gate audited a
+  read only when the version judged was no deletion: the author's `_history` of their deleted
+  document served its whole content with no event, and the 410 read left none. Both are now
+  audited as reads of the record.
 
 Found, not fixed: outside XDS, one request making several searches or reads is still told
 once for each in bris de glace and centre 15 (a transaction's two conditional references, a
@@ -65,20 +70,24 @@ import json
 import pytest
 
 from fhir_server.access.requester import INTERNAL
+from fhir_server.terminology import SYSTEM_IDNAT_PS
 from ihe_xds import vocabulary as v
-from tests.http.conftest import FHIR_JSON, auth
+from tests.http.conftest import FHIR_JSON, auth, internal_put
 from tests.http.test_attack_pass_trace import MODES, _purposes, _told
 from tests.http.test_audit_trace_hides import _decoded, trace
 from tests.http.test_audit_trace_refusals import new_events
 from tests.http.test_binary_ownership import parent_token
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
+    GP,
     PATIENT_A,
     PATIENT_M,
     STRANGER,
     UNKNOWN_ID,
     World,
+    _id,
     document,
+    fresh_world,  # noqa: F401 - a record of the test's own
     world,  # noqa: F401 - the module's seeded record
 )
 from tests.http.test_xds_endpoints import GP as XDS_GP
@@ -86,6 +95,8 @@ from tests.http.test_xds_endpoints import registry_status
 from tests.http.test_xds_update_document_set import xds  # noqa: F401 - fixture
 
 # ruff: noqa: F811
+
+DELETED_DOC = _id("doc-deleted-by-its-author")
 
 
 def _token(world: World, mode: str) -> str:
@@ -375,3 +386,40 @@ def test_r17_one_emergency_xds_transaction_is_told_once(xds, mode, transaction):
         response = xds.soap("/xds/registry", v.ACTION_ITI18, body, security)
         assert registry_status(response)[0].endswith("Success")
     assert _told(world, patient) == told + 1
+
+
+# -- R16: a deleted document's history is a read of it ----------------------------------------
+
+
+@pytest.mark.parametrize("door", ["_history", "read"])
+def test_r16_the_authors_read_of_a_deleted_documents_history_is_traced(fresh_world, door):
+    """R16: the médecin traitant deletes (REST DELETE) a document they wrote, then reads its
+    history (every version's content, theirs only: `Facts.content`), or the document (410
+    Gone). Each is a read of A's record, in A's trail. The gate audited a read only when the
+    current version was no deletion: the whole history of a deleted document was served
+    with no event."""
+    world = fresh_world
+    gp = world.tokens.practitioner(GP)
+    written = document("a-visible")
+    for element in ("meta", "securityLabel", "relatesTo"):
+        written.pop(element, None)
+    written["author"] = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": GP}}]
+    internal_put(world.service)(written, DELETED_DOC)
+    deleted = world.client.delete(f"/fhir/DocumentReference/{DELETED_DOC}", headers=auth(gp))
+    assert deleted.status_code == 204, deleted.get_data(as_text=True)
+    path = f"DocumentReference/{DELETED_DOC}" + ("/_history" if door == "_history" else "")
+    response, events = new_events(
+        world, lambda: world.client.get(f"/fhir/{path}", headers=auth(gp))
+    )
+    assert response.status_code == (200 if door == "_history" else 410)
+    if door == "_history":
+        assert len(response.get_json()["entry"]) == 2  # the deletion and the version before
+    assert any(_names_patient(e, PATIENT_A) for e in events), "the read was traced nowhere"
+    patient = world.tokens.patient(PATIENT_A)
+    _, trail = trace(world, patient, PATIENT_A)
+    assert any(
+        e["action"] == "R"
+        and "TREAT" in _purposes(e)
+        and f"DocumentReference/{DELETED_DOC}" in json.dumps(e)
+        for e in trail
+    ), "the read is not in the patient's trail"
