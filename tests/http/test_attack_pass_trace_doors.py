@@ -86,6 +86,8 @@ from tests.http.test_r18_matrix import (
     UNKNOWN_ID,
     World,
     _id,
+    binary_id,
+    doc_id,
     document,
     fresh_world,  # noqa: F401 - a record of the test's own
     world,  # noqa: F401 - the module's seeded record
@@ -423,3 +425,59 @@ def test_r16_the_authors_read_of_a_deleted_documents_history_is_traced(fresh_wor
         and f"DocumentReference/{DELETED_DOC}" in json.dumps(e)
         for e in trail
     ), "the read is not in the patient's trail"
+
+
+# -- held: controls ---------------------------------------------------------------------------
+
+
+def _held_doors() -> dict[str, tuple[str, str, dict]]:
+    document_path = f"DocumentReference/{doc_id('a-visible')}"
+    return {
+        "HEAD": ("HEAD", document_path, {}),
+        "If-None-Match": ("GET", document_path, {"If-None-Match": 'W/"1"'}),
+        "If-Modified-Since": (
+            "GET",
+            document_path,
+            {"If-Modified-Since": "Mon, 01 Jan 2035 00:00:00 GMT"},
+        ),
+        "vread": ("GET", f"{document_path}/_history/1", {}),
+        "_history": ("GET", f"{document_path}/_history", {}),
+        "Binary-Range": ("GET", f"Binary/{binary_id('a-visible')}", {"Range": "bytes=0-3"}),
+        "_summary=true": ("GET", f"DocumentReference?patient={PATIENT_A}&_summary=true", {}),
+        "_elements": ("GET", f"DocumentReference?patient={PATIENT_A}&_elements=id", {}),
+        "_total=accurate": (
+            "GET",
+            f"DocumentReference?patient={PATIENT_A}&_total=accurate&_count=1",
+            {},
+        ),
+        "_include=*": ("GET", f"DocumentReference?patient={PATIENT_A}&_include=*", {}),
+        "_revinclude=*": ("GET", f"Patient?_id={PATIENT_A}&_revinclude=*", {}),
+        "_has": (
+            "GET",
+            f"Patient?_id={PATIENT_A}&_has:DocumentReference:patient:category=10",
+            {},
+        ),
+    }
+
+
+@pytest.mark.parametrize("door", list(_held_doors()))
+@pytest.mark.parametrize("mode", ["normal", "bris_de_glace"])
+def test_r16_held_doors_leave_an_event_in_the_patients_trail(world, mode, door):
+    """R16, R17 (held): each of these doors answers with A's data and leaves, in A's trail,
+    an event with the requester's purpose; in bris de glace A is told."""
+    method, path, headers = _held_doors()[door]
+    patient = world.tokens.patient(PATIENT_A)
+    told = _told(world, patient)
+    response, events = new_events(
+        world,
+        lambda: world.client.open(
+            f"/fhir/{path}", method=method, headers=auth(_token(world, mode), **headers)
+        ),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert any(
+        _names_patient(e, PATIENT_A) and MODES[mode][2] in _purposes(e) and e["outcome"] == "0"
+        for e in events
+    )
+    if mode != "normal":
+        assert _told(world, patient) == told + 1
