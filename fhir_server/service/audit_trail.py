@@ -99,6 +99,11 @@ class AuditTrail:
             if notes or intents
             else []
         )
+        if due:
+            # Outside a write transaction the intents are committed whatever follows: they
+            # count as told for the rest of the request; a write's only once it commits, so
+            # never marked here (a rolled-back write would have silenced a later read's).
+            due = _not_told_in_request(due, mark=tx is None)
         if tx is not None and prepared is not None:
             tx.stage_audit(events)
             if due:
@@ -292,3 +297,26 @@ def _one_told_per_access(intents: list[Intent]) -> list[Intent]:
         if known is None or len(hiding_codes(intent.labels)) < len(hiding_codes(known.labels)):
             chosen[intent.patient_id] = intent
     return [i for i in intents if i.event != "access" or chosen.get(i.patient_id) is i]
+
+
+def _not_told_in_request(intents: list[Intent], *, mark: bool) -> list[Intent]:
+    """`intents` without the emergency accesses (bris de glace, centre 15) this request told
+    the patient of already (R17, "one access is one notification"); with `mark`, those kept
+    count as told. One request searching then writing (a conditional update or PATCH, an
+    ITI-57), or making several searches (a transaction's conditional references), told one
+    access once per search and write. An access hidden from the representatives is covered
+    by any told; one they see only by one they see (`notify._told_keys`)."""
+    told = current_request.get().told
+    if told is None:
+        return intents
+    kept = []
+    for intent in intents:
+        if intent.event == "access" and not intent.first_of_day_only:
+            hidden = bool(hiding_codes(intent.labels))
+            key = (intent.patient_id, intent.requester.subject_id)
+            if (*key, False) in told or (hidden and (*key, True) in told):
+                continue
+            if mark:
+                told.add((*key, hidden))
+        kept.append(intent)
+    return kept

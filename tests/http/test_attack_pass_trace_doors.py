@@ -42,20 +42,24 @@ What got through:
   (GetAssociations, GetRelatedDocuments) named none, and was in no patient's trail, though
   its searches' BALP events were (IHE ITI TF-2a 3.18.5.1.2 names the Patient when known).
   It now names the patient its searches designated.
-- One XDS transaction in bris de glace or centre 15 told the patient once per Binary read
-  or search it made: an ITI-43 of two documents, or a GetAssociations (two searches), was
-  two notifications, where R17 says one access is one notification. The notifications of
-  one XDS transaction are now one per patient, the one hiding from fewest.
+- One request in bris de glace or centre 15 told the patient once per Binary read, search
+  or write it made: an ITI-43 of two documents, a GetAssociations (two searches), a
+  conditional update or PATCH (its search, then its write: the PATCH's since its search is
+  traced, above), a transaction's two conditional references, were each two notifications,
+  where R17 says one access is one notification. An emergency access is now told once per
+  request (`RequestInfo.told`), and one XDS transaction's notifications are one per patient,
+  the one hiding from fewest.
 - A document deleted by REST DELETE stays readable by its author through its history (every
   version before the deletion, `Facts.content`), and its read answers 410. The gate audited a
   read only when the version judged was no deletion: the author's `_history` of their deleted
   document served its whole content with no event, and the 410 read left none. Both are now
   audited as reads of the record.
 
-Found, not fixed: outside XDS, one request making several searches or reads is still told
-once for each in bris de glace and centre 15 (a transaction's two conditional references, a
-conditional update's search and its write, each page of a search); a batch's entries are
-separate interactions (http.html#transaction), told each. A system's count of Patients by
+Found, not fixed: a write told first and a read after it in one request (a batch's write
+entry, then a read entry) are still told twice (a write's notification counts only once it
+commits, which the read does not know). A batch's entries, separate interactions
+(http.html#transaction), are now told once per request (decided here: one request, one
+access). A system's count of Patients by
 name (`Patient?name=X&_summary=count`, R15 lets systems read identities) names no patient
 (its rows are not read), so the patients it counted do not see it.
 
@@ -88,6 +92,7 @@ from tests.http.test_r18_matrix import (
     _id,
     binary_id,
     doc_id,
+    doc_identifier,
     document,
     fresh_world,  # noqa: F401 - a record of the test's own
     world,  # noqa: F401 - the module's seeded record
@@ -185,9 +190,8 @@ def test_r16_r17_a_transactions_conditional_reference_is_traced_as_its_senders_s
     ]
     assert searches, "the search is not in the patient's trail"
     if mode != "normal":
-        # Told (each of the transaction's two references is a search of the record: told
-        # once each, as each page of an ITI-18 is; see the module docstring).
-        assert _told(world, patient) > told
+        # Once: the transaction's two references are two searches of one request (R17).
+        assert _told(world, patient) == told + 1
 
 
 # -- R16, R07: a person's search of the record they act for is in that record's trail ----------
@@ -481,3 +485,34 @@ def test_r16_held_doors_leave_an_event_in_the_patients_trail(world, mode, door):
     )
     if mode != "normal":
         assert _told(world, patient) == told + 1
+
+
+@pytest.mark.parametrize("door", ["conditional PATCH", "conditional PUT"])
+def test_r17_one_emergency_request_searching_then_writing_is_told_once(fresh_world, door):
+    """R17 ("one access is one notification"): a professional in bris de glace lifts
+    INVISIBLE_PATIENT from one of A's documents by a conditional PATCH (PDSm, by identifier)
+    or a conditional update: the request searches the record, then writes; A is told once.
+    The search and the write each told it."""
+    world = fresh_world
+    patient = world.tokens.patient(PATIENT_A)
+    told = _told(world, patient)
+    token = _token(world, "bris_de_glace")
+    criteria = f"identifier={doc_identifier('a-invisible')}"
+    if door == "conditional PATCH":
+        response = world.client.patch(
+            f"/fhir/DocumentReference?{criteria}",
+            data=json.dumps([{"op": "remove", "path": "/securityLabel"}]),
+            headers=auth(token, **{"Content-Type": "application/json-patch+json"}),
+        )
+    else:
+        lifted = world.service.read(INTERNAL, "DocumentReference", doc_id("a-invisible")).json()
+        for element in ("id", "meta", "securityLabel"):
+            lifted.pop(element, None)
+        response = world.client.put(
+            f"/fhir/DocumentReference?{criteria}&patient={PATIENT_A}",
+            data=json.dumps(lifted),
+            headers=auth(token, **{"Content-Type": FHIR_JSON}),
+        )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "INVISIBLE_PATIENT" not in response.get_data(as_text=True)
+    assert _told(world, patient) == told + 1
