@@ -59,12 +59,17 @@ Found, not fixed: a write told first and a read after it in one request (a batch
 entry, then a read entry) are still told twice (a write's notification counts only once it
 commits, which the read does not know). A batch's entries, separate interactions
 (http.html#transaction), are now told once per request (decided here: one request, one
-access). A system's count of Patients by
-name (`Patient?name=X&_summary=count`, R15 lets systems read identities) names no patient
-(its rows are not read), so the patients it counted do not see it.
+access). A system's count of Patients by name (`Patient?name=X&_summary=count`, R15 lets
+systems read identities) names no patient (its rows are not read), so the patients it
+counted do not see it; naming them would cost an event per patient counted.
 
 Held (a few kept below as controls): every other door above leaves one event per patient
-concerned, with the right outcome and purpose, and each emergency access a notification.
+concerned, with the right outcome and purpose, and each emergency access a notification;
+refusals (a blocked or unauthorized médecin, a system or payer reading the record, an
+ex-parent, an ITI-43 of another patient's document under a VIHF for mine) are AuthZ-Consent
+failures in the record concerned; type and system history and a history in a batch are
+refused before anything is read; ITI-65 and self-authorizations (POST, transaction, batch)
+are traced and told.
 """
 
 from __future__ import annotations
