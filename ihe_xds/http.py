@@ -134,6 +134,7 @@ def _serve(actions: tuple[str, ...]) -> Response:
             # Facts the gate computes once per request (the designated patient, its record),
             # as on the FHIR face: without it an ITI-18 resolved its patient twice.
             memo={},
+            told=set(),
         )
     )
     try:

@@ -409,14 +409,22 @@ def _run_search(
     resource_type: str,
     params: list[tuple[str, str]],
     limit: int,
+    searched: set[str] | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """(matches, included) of one search, following `next` cursors; _TooMany over `limit`."""
+    """(matches, included) of one search, following `next` cursors; _TooMany over `limit`.
+    `searched`: gets the patient whose record the search designated (its event's)."""
     params = [*params, ("_count", str(min(limit + 1, _SEARCH_PAGE)))]
     matches: list[dict] = []
     included: list[dict] = []
     cursor = None
     while True:
         result = runtime.service.search(requester, resource_type, params, cursor=cursor)
+        if searched is not None and cursor is None:
+            _, patient_id = runtime.service.gate.facts.designated_patient(
+                resource_type, result.query.where
+            )
+            if patient_id:
+                searched.add(patient_id)
         # Parsed once for the gate's search audit and this answer (`SearchResult.resources`).
         page_matches, page_included = result.resources()
         matches += page_matches
@@ -445,12 +453,19 @@ def iti18(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> Qu
     docs: dict[str, dict] = {}
     included_docs: dict[str, dict] = {}
     lists: dict[str, dict] = {}
+    # The records the query's searches designated: its event names them whatever it answers
+    # (IHE ITI TF-2a 3.18.5.1.2, the Patient when known). Named from the objects answered
+    # only, the event of a query finding nothing, or answering associations only, was in no
+    # patient's trail (R16).
+    searched: set[str] = set()
     try:
         for search in query_plan.searches:
             params = list(search.params)
             if vihf_patient and not any(name in _PATIENT_PARAMS for name, _ in params):
                 params.append(("patient.identifier", vihf_patient))
-            matches, included = _run_search(runtime, requester, search.resource_type, params, limit)
+            matches, included = _run_search(
+                runtime, requester, search.resource_type, params, limit, searched
+            )
             for resource in matches:
                 if resource.get("resourceType") == "DocumentReference":
                     docs[resource["id"]] = resource
@@ -488,7 +503,7 @@ def iti18(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> Qu
         )
         return outcome
     outcome.objects = objects
-    outcome.patient_ids = sorted(p for p in patients if p)
+    outcome.patient_ids = sorted(p for p in patients | searched if p)
     return outcome
 
 

@@ -192,7 +192,7 @@ def _install_request_hooks(app: Flask) -> None:
         if request.method == "POST" and request.path.endswith("/_search"):
             raw += b"\n" + request.get_data(cache=True)
         g.request_info = current_request.set(
-            RequestInfo(g.request_id, raw, request.remote_addr, memo={})
+            RequestInfo(g.request_id, raw, request.remote_addr, memo={}, told=set())
         )
         if is_public(request.path, request.method):
             return

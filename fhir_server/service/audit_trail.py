@@ -14,7 +14,12 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from fhir_server.access.requester import ActorKind, Requester
-from fhir_server.audit.balp import DataEntity, build_audit_events, build_refusal_events
+from fhir_server.audit.balp import (
+    DataEntity,
+    build_audit_events,
+    build_refusal_events,
+    hiding_codes,
+)
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service.context import current_request
 from fhir_server.service.notify import Intent, Notifier
@@ -94,6 +99,11 @@ class AuditTrail:
             if notes or intents
             else []
         )
+        if due:
+            # Outside a write transaction the intents are committed whatever follows: they
+            # count as told for the rest of the request; a write's only once it commits, so
+            # never marked here (a rolled-back write would have silenced a later read's).
+            due = _not_told_in_request(due, mark=tx is None)
         if tx is not None and prepared is not None:
             tx.stage_audit(events)
             if due:
@@ -241,7 +251,7 @@ class AuditTrail:
         finally:
             _collected.reset(token)
             if collected.events or collected.intents:
-                self._commit(collected.events, collected.intents)
+                self._commit(collected.events, _one_told_per_access(collected.intents))
 
     def _append(
         self, events: list[dict], tx: StoreTransaction | None, intents: list[Intent] | None = None
@@ -270,3 +280,43 @@ class AuditTrail:
             own.stage_audit(events)
             self.notifier.apply(own, intents)
         self.notifier.remember(intents)
+
+
+def _one_told_per_access(intents: list[Intent]) -> list[Intent]:
+    """The notifications of one `one_commit` block (one XDS transaction: one access), each
+    patient told once of it (R17, "one access is one notification"): of the access intents
+    for one patient, the one hiding from fewest (as `Notifier.for_access` chooses among one
+    search's events); the others as they are. Each Binary read of an ITI-43 and each search
+    of an ITI-18 told an emergency access again: a retrieve of two documents was two
+    notifications. (A normal access is told once a day already.)"""
+    chosen: dict[str, Intent] = {}
+    for intent in intents:
+        if intent.event != "access":
+            continue
+        known = chosen.get(intent.patient_id)
+        if known is None or len(hiding_codes(intent.labels)) < len(hiding_codes(known.labels)):
+            chosen[intent.patient_id] = intent
+    return [i for i in intents if i.event != "access" or chosen.get(i.patient_id) is i]
+
+
+def _not_told_in_request(intents: list[Intent], *, mark: bool) -> list[Intent]:
+    """`intents` without the emergency accesses (bris de glace, centre 15) this request told
+    the patient of already (R17, "one access is one notification"); with `mark`, those kept
+    count as told. One request searching then writing (a conditional update or PATCH, an
+    ITI-57), or making several searches (a transaction's conditional references), told one
+    access once per search and write. An access hidden from the representatives is covered
+    by any told; one they see only by one they see (`notify._told_keys`)."""
+    told = current_request.get().told
+    if told is None:
+        return intents
+    kept = []
+    for intent in intents:
+        if intent.event == "access" and not intent.first_of_day_only:
+            hidden = bool(hiding_codes(intent.labels))
+            key = (intent.patient_id, intent.requester.subject_id)
+            if (*key, False) in told or (hidden and (*key, True) in told):
+                continue
+            if mark:
+                told.add((*key, hidden))
+        kept.append(intent)
+    return kept

@@ -664,7 +664,10 @@ class BundleProcessor:
         none or several fail the transaction)."""
         resource_type, query = reference.split("?", 1)
         matches = self.service.find(
-            requester, require_type(resource_type), parse_qsl(query, keep_blank_values=True)
+            requester,
+            require_type(resource_type),
+            parse_qsl(query, keep_blank_values=True),
+            audited=True,
         )
         if len(matches) != 1:
             count = "no resource" if not matches else "more than one resource"

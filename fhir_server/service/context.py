@@ -15,6 +15,9 @@ class RequestInfo:
     client_address: str | None = None
     # Facts computed once per request (a patient's record), dropped on any write.
     memo: dict | None = field(default=None, compare=False)
+    # The emergency accesses told of during this request (R17: one access, one notification;
+    # `AuditTrail.access`), kept across its writes; None outside a request: each call told.
+    told: set | None = field(default=None, compare=False)
 
 
 # The default carries no memo (calls outside a request compute every time), so sharing it is safe.

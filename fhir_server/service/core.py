@@ -370,6 +370,7 @@ class FhirService:
         limit: int = 2,
         *,
         joins_seen_by: Requester | None = None,
+        audited: bool = False,
     ) -> list[StoredResource]:
         """The current resources matching search criteria (conditional interactions).
 
@@ -377,18 +378,36 @@ class FhirService:
         a hidden resource (R18). `joins_seen_by`: for the server's own search (`requester`
         INTERNAL) made for that requester, whose matches the caller judges one by one, the
         chained and `_has` clauses read only what that requester could search
-        (`Gate.constrain_joins`).
+        (`Gate.constrain_joins`). `audited`: the requester's answer depends on what was found
+        (a transaction's conditional reference fails on none or several), so the search is
+        audited as theirs, matched or not, and told as one (R16, R17): untraced, it let a
+        practitioner ask the record any criteria and leave nothing the patient could see.
         """
         parsed = parse_search(resource_type, params, self.registry, base_url=self.base_url)
         _require_selective(resource_type, params, parsed)
         query = _replace_count(parsed.query, limit)
         if joins_seen_by is not None:
             query = self.gate.constrain_joins(joins_seen_by, query)
-        query, _ = self.gate.constrain_search(requester, query, conditional=True)
+        query, permit = self.gate.constrain_search(requester, query, conditional=True)
         page = self.store.search(
             query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
         )
-        return self._current(page.rows)
+        found = self._current(page.rows)
+        if audited:
+            self.gate.after_search(
+                requester,
+                SearchResult(
+                    matches=[SearchRow(s.resource_type, s.id, s.body) for s in found],
+                    included=[],
+                    total=None,
+                    next_cursor=None,
+                    previous_cursor=None,
+                    query=query,
+                    asked=parsed.query,
+                    permit=permit,
+                ),
+            )
+        return found
 
     def _current(self, rows) -> list[StoredResource]:
         found = []

@@ -32,15 +32,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fhir_server.access.decision import not_found_message
+from fhir_server.access.decision import Permit, not_found_message
 from fhir_server.access.requester import INTERNAL, Requester
 from fhir_server.documents import metadata_versions
 from fhir_server.errors import error, not_found
 from fhir_server.resources import metadata_update
 from fhir_server.resources.document_state import is_deleted
 from fhir_server.resources.patch import PatchBody, apply_patch
-from fhir_server.service.core import FhirService, WriteResult
-from fhir_server.store.base import StoreTransaction
+from fhir_server.search.parameters import parse_search
+from fhir_server.service.core import FhirService, SearchResult, WriteResult
+from fhir_server.store.base import StoredResource, StoreTransaction
+from fhir_server.store.page import SearchRow
 
 RESOURCE = "DocumentReference"
 
@@ -115,6 +117,7 @@ class MetadataUpdates:
             if self.service.gate.may_read(requester, resource_type, stored.id)
         ]
         self._trace_hidden_matches(requester, [s for s in live if s not in readable])
+        self._trace_search(requester, resource_type, criteria, readable)
         if len(readable) > 1:
             raise error(
                 412,
@@ -124,6 +127,52 @@ class MetadataUpdates:
         if not readable:
             raise not_found("the conditional patch criteria match no resource")
         return readable[0].id
+
+    def _trace_search(
+        self,
+        requester: Requester,
+        resource_type: str,
+        criteria: list[tuple[str, str]],
+        readable: list[StoredResource],
+    ) -> None:
+        """Audit the criteria as the requester's search of what they may read (R16), matched
+        or not, as a conditional update's or delete's are (`FhirService.conditional_matches`),
+        and tell it as one (R17) with the notes of the search of the record its criteria
+        designate, else of a read of its first match. Searched by the server, it was traced
+        only through a match hidden from the sender: its answer (404 none, 412 several, or the
+        412 of an If-Match at another version, nothing written) let a practitioner ask the
+        record any criteria and leave nothing the patient could see."""
+        gate = self.service.gate
+        asked = parse_search(
+            resource_type, criteria, self.service.registry, base_url=self.service.base_url
+        ).query
+        decision = None
+        given, patient_id = gate.facts.designated_patient(resource_type, asked.where)
+        record = gate.facts.record(patient_id) if given and patient_id else None
+        if record is not None:
+            decision = gate._decide_search(requester, resource_type, record, True)
+        elif readable:
+            decision, _, _ = gate._decide_read(
+                requester, resource_type, readable[0].id, readable[0].json()
+            )
+        if not isinstance(decision, Permit):
+            # A sender who may not search that record read nothing of it: what it hides
+            # answered as missing, each hidden match traced as its refusal
+            # (`_trace_hidden_matches`).
+            return
+        gate.after_search(
+            requester,
+            SearchResult(
+                matches=[SearchRow(s.resource_type, s.id, s.body) for s in readable],
+                included=[],
+                total=None,
+                next_cursor=None,
+                previous_cursor=None,
+                query=asked,
+                asked=asked,
+                permit=decision,
+            ),
+        )
 
     def _trace_hidden_matches(self, requester: Requester, unreadable: list) -> None:
         """Trace each match hidden from the requester as the refused change of it by id

@@ -165,6 +165,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_attack_pass_rest",
         "test_attack_pass_spellings",
         "test_attack_pass_trace",
+        "test_attack_pass_trace_doors",
         "test_attack_pass_writers",
         "test_attack_pass_xds",
         "test_attack_pass_xds_oracles",

@@ -69,6 +69,14 @@ class AuditHooks(ReadGate):
         )
         if patient_id:
             patients.add(patient_id)
+        elif not given:
+            # A patient or a representative who names no patient searches the record they act
+            # for (R04): that record was accessed, found or not. Its patient came only from
+            # the results, so a count (`_summary=count`, `_count=0`) or a search finding
+            # nothing was in no trail: a parent counted the minor's documents unseen (R07).
+            acting = self.facts.acting_for(requester)
+            if acting:
+                patients.add(acting)
         notes = result.permit.notes if result.permit is not None else ()
         if result.asked is not None:
             asked = result.asked

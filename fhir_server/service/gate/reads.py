@@ -93,8 +93,9 @@ class ReadGate(GateCore):
                 labels=labels,
             )
             raise decision.to_error()
-        if stored.deleted:
-            return None
+        # A deletion is audited too: its history (every version before it, the author's
+        # only) and its 410 answer are reads of the record. Unaudited, a deleted document's
+        # whole history was served with no event (R16).
         entity = DataEntity.from_resource(resource)
         if resource_type == "Binary" or newer is not None:
             # The Binary's events carry its document's labels: whom the document is hidden
@@ -102,6 +103,8 @@ class ReadGate(GateCore):
             # older version's, the current version's too (above).
             entity = replace(entity, security_labels=labels)
         self.audit.access(requester, purpose.value, patients, [entity], notes=decision.notes)
+        if stored.deleted:
+            return None
         if resource_type == "Communication" and purpose is ReadPurpose.READ:
             return self.facts.received_on_read(
                 self.registry, self.audit.clock, requester, stored, record
