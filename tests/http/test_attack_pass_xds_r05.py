@@ -292,3 +292,28 @@ def test_r05_the_health_insurer_sector_still_deposits(xds, record):
         v.RESPONSE_SUCCESS,
         [],
     )
+
+
+def test_r05_a_payers_conditional_patch_is_refused_as_r05_not_as_a_missing_document(
+    xds, record, tokens
+):
+    """The REST face of the same implementation (`MetadataUpdates.conditional_target`): an
+    employer's conditional PATCH of a document by its uniqueId was answered 404 (the document
+    it may not read counted as missing) and left no refusal; it is R05's 403, as a PATCH by
+    id is, traced in the record's trail."""
+    patient_id, _, unique_id = record
+    before = set(_events(xds, patient_id))
+    token = tokens.practitioner_claims(GP, dmp={"organization_type": "employer"})
+    response = xds.client.patch(
+        f"/fhir/DocumentReference?identifier=urn:ietf:rfc:3986|urn:oid:{unique_id}",
+        json=[{"op": "add", "path": "/description", "value": "r05"}],
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json-patch+json",
+        },
+    )
+    assert response.status_code == 403, response.get_data(as_text=True)
+    details = response.get_json()["issue"][0]["details"]["coding"][0]["code"]
+    assert details == "R05"
+    new = [event for key, event in _events(xds, patient_id).items() if key not in before]
+    assert "R05" in _denied_rules(new)
