@@ -47,6 +47,7 @@ from fhir_server.access.requester import Requester
 from fhir_server.auth.identifiers import idnat_ps_error, ins_cx_token
 from fhir_server.auth.keys import keys_dir, private_key_from_pem, write_private_file
 from fhir_server.auth.requester import requester_from_claims
+from fhir_server.auth.sectors import ATTR_SECTOR, sector_organization_type
 from fhir_server.auth.tokens import AuthenticationError, AuthSettings
 from fhir_server.terminology import (
     CANONICAL_BASE,
@@ -68,7 +69,6 @@ ATTR_PURPOSE = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"
 ATTR_RESOURCE_ID = "urn:oasis:names:tc:xacml:2.0:resource:resource-id"
 ATTR_SUBJECT_ID = "urn:oasis:names:tc:xspa:1.0:subject:subject-id"
 ATTR_STRUCTURE = "Identifiant_Structure"
-ATTR_SECTOR = "Secteur_Activite"
 ATTR_AUTH_MODE = "Authentification_Mode"
 ATTR_LPS_ID = "LPS_ID"
 ATTR_LPS_NAME = "LPS_Nom"
@@ -228,6 +228,7 @@ def mint_vihf(
     specialty: str | None = None,
     subject_name: str = "",
     organization_id: str | None = None,
+    sectors: Iterable[str | etree._Element] = (),
     mode: str = "normal",
     reason: str | None = None,
     patient_ins: str | None = None,  # "urn:oid:<INS OID>|<value>"
@@ -235,7 +236,9 @@ def mint_vihf(
     now: float | None = None,
     issuer: str = "fhir-server local structure",
 ) -> etree._Element:
-    """A signed VIHF assertion (enveloped XML-DSig, RSA-SHA256, exclusive c14n)."""
+    """A signed VIHF assertion (enveloped XML-DSig, RSA-SHA256, exclusive c14n).
+
+    `sectors`: the Secteur_Activite values, written as given (`SA01^1.2.250.1.71.4.2.4`)."""
     issued = time.time() if now is None else now
     assertion_id = f"_{uuid.uuid4().hex}"
     assertion = etree.Element(
@@ -268,6 +271,9 @@ def mint_vihf(
     _attribute(statement, ATTR_PURPOSE, [_coded("PurposeOfUse", mode, OID_TRE_R248_MODE_ACCES)])
     if organization_id:
         _attribute(statement, ATTR_STRUCTURE, [organization_id])
+    sectors = list(sectors)
+    if sectors:
+        _attribute(statement, ATTR_SECTOR, sectors)
     if patient_ins:
         system, _, value = patient_ins.partition("|")
         _attribute(statement, ATTR_RESOURCE_ID, [ins_to_cx(system, value)])
@@ -525,6 +531,23 @@ def _coded_values(assertion: etree._Element, name: str) -> list[dict[str, str]]:
     return codings
 
 
+def _sector_type(assertion: etree._Element) -> str | None:
+    """The R05 organization type of the structure's Secteur_Activite (`auth.sectors`): an
+    occupational health service or an insurer was served as a care structure, the attribute
+    unread. None for a care sector or none given; a malformed one refuses the assertion."""
+    return sector_organization_type(
+        (
+            value.text,
+            [
+                (child.get("code"), child.get("codeSystem"))
+                for child in value
+                if isinstance(child.tag, str)
+            ],
+        )
+        for value in _values(assertion, ATTR_SECTOR)
+    )
+
+
 def _patient_ins(assertion: etree._Element) -> str | None:
     """The resource-id (the patient's INS, `INS^^^&OID&ISO`) as `urn:oid:OID|INS`, or None
     when the assertion names no patient.
@@ -600,6 +623,9 @@ def vihf_claims(assertion: etree._Element) -> dict[str, Any]:
     if structure:
         iua["subject_organization_id"] = f"{SYSTEM_IDNAT_STRUCT}|{structure}"
     dmp: dict[str, Any] = {}
+    sector_type = _sector_type(assertion)
+    if sector_type:
+        dmp["organization_type"] = sector_type
     reason = _text_value(assertion, ATTR_ACCESS_REASON)
     if reason:
         dmp["access_reason"] = reason

@@ -111,6 +111,15 @@ class MetadataUpdates:
             joins_seen_by=requester,
         )
         live = [stored for stored in found if not is_deleted(stored.json())]
+        # Judged as a patch before the matches are counted, as `change_in` judges one by id: a
+        # requester who may patch no document (R05: an insurer, an occupational health
+        # service; R15: a system client) is refused whatever the criteria find. Counted
+        # first, a payer's ITI-57 of a document it may not read answered as an unknown entry
+        # (UnresolvedReferenceException) and left no R05 refusal in the record's trail. The
+        # refusal is traced in the record of the one match, in no record's otherwise.
+        self.service.gate.refuse_change(
+            requester, "patch", resource_type, live[0] if len(live) == 1 else None
+        )
         readable = [
             stored
             for stored in live

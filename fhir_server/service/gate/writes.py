@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.decision import Deny, Permit
+from fhir_server.access.ownership import owner_id
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.errors import FhirError, error
 from fhir_server.search.query import Everything, InCompartment, Node
+from fhir_server.service.deposit import deposited_document
 from fhir_server.service.gate.common import INTERNAL_PERMIT, GateCore
 
 
@@ -64,13 +66,16 @@ class WriteGate(GateCore):
             requester, interaction, resource_type, new, old, record, self.follow
         )
         if isinstance(decision, Deny):
+            traced, labels = patients, security_labels_of(old) if old else ()
+            if resource_type == "Binary" and not patients and subject is not None:
+                traced, labels = self._owner_record(subject)
             self.audit.refusal(
                 requester,
                 interaction,
-                patients,
+                traced,
                 decision.rule,
                 resource_type=resource_type,
-                labels=security_labels_of(old) if old else (),
+                labels=labels,
             )
             raise decision.to_error()
         if resource_type == "Communication" and new is not None and old is None:
@@ -82,6 +87,24 @@ class WriteGate(GateCore):
                 )
                 raise
         return decision
+
+    def _owner_record(self, binary: dict) -> tuple[list[str], tuple]:
+        """(the patients, the labels) of the DocumentReference owning `binary`, as the deposit
+        writes it or as stored, for the event of a refused write of it (R16). A Binary is of
+        no compartment: the refusal of an insurer's or an occupational health service's
+        deposit (R05), whose Binary is judged first, was traced in no record's trail, so the
+        patient never saw it. With the document's labels, it is hidden from whom the
+        document is (R14, R18)."""
+        owner = owner_id(binary)
+        if owner is None:
+            return [], ()
+        document = deposited_document(owner)
+        if document is None:
+            found = self.facts.current("DocumentReference", owner)
+            document = None if found is None or found.deleted else found.json()
+        if document is None:
+            return [], ()
+        return sorted(compartment_of(document)), security_labels_of(document)
 
     def _check_write_scope_context(
         self,
