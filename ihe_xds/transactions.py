@@ -37,7 +37,7 @@ from __future__ import annotations
 import base64
 import copy
 import logging
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -51,6 +51,7 @@ from fhir_server.access.requester import INTERNAL, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.documents.registry import UNKNOWN, relation_error_code, relation_problem
 from fhir_server.errors import FhirError
+from fhir_server.search.parameters import MAX_VALUES, split_escaped
 from fhir_server.search.query import TokenTest
 from fhir_server.service.prepared import PreparedEvents
 from fhir_server.terminology import INS_OIDS, SYSTEM_RFC3986
@@ -83,6 +84,7 @@ from ihe_xds.responses import RetrievedDocument, parse_retrieve_request
 from ihe_xds.stored_query import (
     KINDS,
     Answer,
+    FhirSearch,
     QueryPlan,
     StoredQuery,
     StoredQueryError,
@@ -403,6 +405,33 @@ class _TooMany(Exception):
     pass
 
 
+def _searches_in_chunks(
+    searches: Sequence[FhirSearch],
+) -> Iterator[tuple[FhirSearch, list[tuple[str, str]]]]:
+    """Each search of a plan with its parameters, an OR-list longer than a FHIR search takes
+    (`MAX_VALUES`) run as several searches of at most that many values each, whose answers
+    the query merges by id. A by-id query names up to 100 objects a slot
+    (`stored_query.parameters`), each entryUUID searched under two identifier systems
+    (`metadata_versions.identifier_systems`): a GetDocuments of 51 to 100 entryUUIDs was
+    refused with a FHIR search's message ("search parameter 'identifier' has 200 values").
+    A search with two such lists is left whole, for the search to refuse."""
+    for search in searches:
+        params = list(search.params)
+        long = [
+            index
+            for index, (_, value) in enumerate(params)
+            if len(split_escaped(value, ",")) > MAX_VALUES
+        ]
+        if len(long) != 1:
+            yield search, params
+            continue
+        name, value = params[long[0]]
+        values = split_escaped(value, ",")
+        for start in range(0, len(values), MAX_VALUES):
+            chunk = ",".join(values[start : start + MAX_VALUES])
+            yield search, [*params[: long[0]], (name, chunk), *params[long[0] + 1 :]]
+
+
 def _run_search(
     runtime: XdsRuntime,
     requester: Requester,
@@ -459,8 +488,7 @@ def iti18(runtime: XdsRuntime, requester: Requester, body: etree._Element) -> Qu
     # patient's trail (R16).
     searched: set[str] = set()
     try:
-        for search in query_plan.searches:
-            params = list(search.params)
+        for search, params in _searches_in_chunks(query_plan.searches):
             if vihf_patient and not any(name in _PATIENT_PARAMS for name, _ in params):
                 params.append(("patient.identifier", vihf_patient))
             matches, included = _run_search(

@@ -7,6 +7,7 @@ from every LeafClass query that returns the object.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 
 import pytest
@@ -502,3 +503,29 @@ def test_iti18_find_documents_by_reference_id_needs_its_reference_ids(xds):
         xds.security(GP, nir),
     )
     assert registry_status(response) == (v.RESPONSE_FAILURE, ["XDSStoredQueryMissingParam"])
+
+
+def test_iti18_get_documents_by_as_many_entry_uuids_as_a_slot_holds(xds):
+    """ITI TF-2a 3.18.4.1.2.3.7.5 GetDocuments: a slot's values are an OR-list of any length;
+    this registry reads up to 100 a slot. Each entryUUID is searched under the current and
+    the earlier-version identifier systems: 51 to 100 of them made a search of 102 to 200
+    values, refused with a FHIR search's message; now run in parts and merged."""
+    _, nir = xds.patient(251)
+    request = deposit(xds, nir)
+    known = entry_uuids(xds, nir, request)
+    unknown = [f"urn:uuid:{uuid.uuid4()}" for _ in range(100 - len(known))]
+    named = [*unknown[:40], *known.values(), *unknown[40:]]
+    request = adhoc(GET_DOCUMENTS, [])
+    value_list = etree.SubElement(
+        etree.SubElement(
+            request.find(f"{RIM}AdhocQuery"), f"{RIM}Slot", name="$XDSDocumentEntryEntryUUID"
+        ),
+        f"{RIM}ValueList",
+    )
+    for entry_uuid in named:  # one rim:Value each: a Value holds at most 4,096 characters
+        etree.SubElement(value_list, f"{RIM}Value").text = f"('{entry_uuid}')"
+    response = xds.soap("/xds/registry", v.ACTION_ITI18, request, xds.security(GP, nir))
+    assert registry_status(response) == (v.RESPONSE_SUCCESS, []), response.get_data()[:3000]
+    root, _ = envelope_of(response)
+    found = {e.get("id") for e in root.iter(f"{RIM}ExtrinsicObject")}
+    assert found == set(known.values())
