@@ -147,33 +147,49 @@ def compile_where(
     return source.clause(r, correlated)
 
 
+# Alternatives of one index table from which an Or reads them in one subquery. Below it
+# each keeps its own subquery, whose plan SQLite chooses on the composite index: grouped,
+# the gate's two- and three-way Ors (a label or an author, R14) made a practitioner's
+# searches of a heavy record 0.3-0.5 ms slower at 1M documents (`bench access`, 1.10x of
+# the store alone against 1.49x).
+_GROUPED_FROM = 8
+
+
 def _or(sql: _Sql, parts: Sequence[Node], r: str, rtype: str | None, correlated: bool) -> str:
-    """The alternatives of an Or, those read from the same index rows as one clause.
+    """The alternatives of an Or; many read from the same index rows as one clause.
 
     `a=x,y,...` is an Or of one test per value. Written as one subquery per value, a search
     of nine `type:not` of 100 values each (3.6 KB) took 5 s on a record of 200 documents:
     SQLite's cost per row grows with the square of the correlated subqueries in the
     statement (100 of them: 2 ms for 200 rows, 300: 0.18 s, 900: 2.1 s). EXISTS and IN
-    distribute over OR, so the alternatives of one source are one subquery whose WHERE is
-    the OR of their conditions, the same rows: nine subqueries instead of 900.
+    distribute over OR, so `_GROUPED_FROM` or more alternatives of one source are one
+    subquery whose WHERE is the OR of their conditions, the same rows: nine subqueries
+    instead of 900. Fewer keep their own (`_GROUPED_FROM`).
     """
-    grouped: dict[tuple[str, str], list[tuple[str, ...]]] = {}
-    others: list[str] = []
+    alternatives: list[tuple[tuple[str, str], tuple[str, ...]] | str] = []
     for part in parts:
         source = rid_source(sql, part, rtype, correlated=correlated)
         if source is None:
-            others.append(compile_where(sql, part, r, rtype, correlated=correlated))
+            alternatives.append(compile_where(sql, part, r, rtype, correlated=correlated))
         else:
-            grouped.setdefault((source.source, source.rid), []).append(source.conds)
-    clauses = [
-        RidSource(table, rid, conds[0]).clause(r, correlated)
-        if len(conds) == 1
-        else RidSource(
-            table, rid, ("(" + " OR ".join(f"({' AND '.join(c) or '1'})" for c in conds) + ")",)
-        ).clause(r, correlated)
-        for (table, rid), conds in grouped.items()
-    ]
-    return "(" + " OR ".join(clauses + others) + ")"
+            alternatives.append(((source.source, source.rid), source.conds))
+    grouped: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+    for alternative in alternatives:
+        if not isinstance(alternative, str):
+            grouped.setdefault(alternative[0], []).append(alternative[1])
+    clauses: list[str] = []
+    for alternative in alternatives:
+        if isinstance(alternative, str):
+            clauses.append(alternative)
+            continue
+        (table, rid), conds = alternative
+        group = grouped[table, rid]
+        if len(group) < _GROUPED_FROM:
+            clauses.append(RidSource(table, rid, conds).clause(r, correlated))
+        elif group[0] is conds:  # the whole group, where its first alternative stood
+            either = "(" + " OR ".join(f"({' AND '.join(c) or '1'})" for c in group) + ")"
+            clauses.append(RidSource(table, rid, (either,)).clause(r, correlated))
+    return "(" + " OR ".join(clauses) + ")"
 
 
 @dataclass(frozen=True, slots=True)
