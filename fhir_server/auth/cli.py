@@ -61,6 +61,11 @@ def add_token_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--specialty", help="e.g. SM54")
     parser.add_argument("--organization", metavar="ID", help="IdNat_Struct of the organization")
     parser.add_argument("--organization-name")
+    parser.add_argument(
+        "--sector",
+        metavar="CODE",
+        help="--vihf: the structure's TRE_R02 Secteur_Activite code (default SA01, a care sector)",
+    )
     parser.add_argument("--name", help="display name of the user")
     parser.add_argument(
         "--mode", choices=[m.value for m in AccessMode], default=AccessMode.NORMAL.value
@@ -186,6 +191,7 @@ def run_token(args: argparse.Namespace) -> int:
 
 
 def _print_vihf(args: argparse.Namespace, actor: str, settings: AuthSettings) -> int:
+    from fhir_server.auth.sectors import CARE_SECTOR, OID_TRE_R02_SECTEUR_ACTIVITE
     from fhir_server.auth.vihf import load_or_create_structure_credential, mint_vihf, vihf_to_string
 
     if actor != "practitioner":
@@ -198,6 +204,7 @@ def _print_vihf(args: argparse.Namespace, actor: str, settings: AuthSettings) ->
         specialty=args.specialty,
         subject_name=args.name or "",
         organization_id=args.organization,
+        sectors=[f"{args.sector}^{OID_TRE_R02_SECTEUR_ACTIVITE}"] if args.sector else [CARE_SECTOR],
         mode=args.mode,
         reason=args.reason,
         patient_ins=args.ins,

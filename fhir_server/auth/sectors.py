@@ -54,6 +54,11 @@ EXCLUDED_SECTORS: dict[str, str] = {
     "SA66": "employer",  # Services de Prévention et de Santé au Travail (SPST)
 }
 assert set(EXCLUDED_SECTORS) <= TRE_R02_CODES
+
+# The sector the minting tool (`vihf.mint_vihf`, `fhir-server token --vihf`) declares unless
+# told otherwise: SA01, "Etablissement public de santé", a care structure.
+CARE_SECTOR = f"SA01^{OID_TRE_R02_SECTEUR_ACTIVITE}"
+
 assert set(EXCLUDED_SECTORS.values()) <= PAYER_TYPES
 
 _TEXT_FORM = re.compile(r"(SA\d{2})\^" + re.escape(OID_TRE_R02_SECTEUR_ACTIVITE))
@@ -84,16 +89,24 @@ def _sector_code(text: str | None, coded: list[tuple[str | None, str | None]]) -
 def sector_organization_type(
     values: Iterable[tuple[str | None, list[tuple[str | None, str | None]]]],
 ) -> str | None:
-    """The R05 organization type the sector of `values` stands for, or None (a care sector,
-    or no Secteur_Activite at all).
+    """The R05 organization type the sector of `values` stands for, or None (a care sector).
 
     `values`: each AttributeValue of Secteur_Activite as (its text, its coded children as
     (code, codeSystem)). AuthenticationError when a value is not one TRE_R02 code as written,
     or when the values name two different sectors (read as the first, element order chose
-    whether R05 applied)."""
+    whether R05 applied), or when there is none."""
     codes = {_sector_code(text, coded) for text, coded in values}
     if len(codes) > 1:
         raise AuthenticationError(
             f"VIHF attribute {ATTR_SECTOR} names more than one sector: {sorted(codes)}"
         )
-    return EXCLUDED_SECTORS.get(next(iter(codes))) if codes else None
+    if not codes:
+        # Fail closed: R05 is judged on the sector, and an assertion without one (or with
+        # the attribute spelled so that it is not read: another name, a namespace prefix,
+        # no Name) was served as a care structure's. The DMP's VIHF carries it (CI-SIS
+        # VIHF, `docs/french-dmp-sources.md` 1.3).
+        raise AuthenticationError(
+            f"VIHF attribute {ATTR_SECTOR} is required: the structure's TRE_R02 sector, "
+            f"written CODE^{OID_TRE_R02_SECTEUR_ACTIVITE}"
+        )
+    return EXCLUDED_SECTORS.get(next(iter(codes)))

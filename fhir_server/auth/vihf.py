@@ -47,7 +47,7 @@ from fhir_server.access.requester import Requester
 from fhir_server.auth.identifiers import idnat_ps_error, ins_cx_token
 from fhir_server.auth.keys import keys_dir, private_key_from_pem, write_private_file
 from fhir_server.auth.requester import requester_from_claims
-from fhir_server.auth.sectors import ATTR_SECTOR, sector_organization_type
+from fhir_server.auth.sectors import ATTR_SECTOR, CARE_SECTOR, sector_organization_type
 from fhir_server.auth.tokens import AuthenticationError, AuthSettings
 from fhir_server.terminology import (
     CANONICAL_BASE,
@@ -228,7 +228,7 @@ def mint_vihf(
     specialty: str | None = None,
     subject_name: str = "",
     organization_id: str | None = None,
-    sectors: Iterable[str | etree._Element] = (),
+    sectors: Iterable[str | etree._Element] = (CARE_SECTOR,),
     mode: str = "normal",
     reason: str | None = None,
     patient_ins: str | None = None,  # "urn:oid:<INS OID>|<value>"
@@ -238,7 +238,8 @@ def mint_vihf(
 ) -> etree._Element:
     """A signed VIHF assertion (enveloped XML-DSig, RSA-SHA256, exclusive c14n).
 
-    `sectors`: the Secteur_Activite values, written as given (`SA01^1.2.250.1.71.4.2.4`)."""
+    `sectors`: the Secteur_Activite values, written as given (`SA01^1.2.250.1.71.4.2.4`);
+    by default a care sector (`CARE_SECTOR`); none: an assertion the server refuses."""
     issued = time.time() if now is None else now
     assertion_id = f"_{uuid.uuid4().hex}"
     assertion = etree.Element(
@@ -534,7 +535,7 @@ def _coded_values(assertion: etree._Element, name: str) -> list[dict[str, str]]:
 def _sector_type(assertion: etree._Element) -> str | None:
     """The R05 organization type of the structure's Secteur_Activite (`auth.sectors`): an
     occupational health service or an insurer was served as a care structure, the attribute
-    unread. None for a care sector or none given; a malformed one refuses the assertion."""
+    unread. None for a care sector; a malformed one, or none, refuses the assertion."""
     return sector_organization_type(
         (
             value.text,

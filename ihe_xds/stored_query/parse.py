@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from lxml import etree
 
+from fhir_server.search.parameters import MAX_VALUES
 from ihe_xds.errors import (
     SEVERITY_WARNING,
     XDS_REGISTRY_METADATA_ERROR,
@@ -32,6 +33,12 @@ from ihe_xds.stored_query.parameters import (
     typed_value,
 )
 from ihe_xds.vocabulary import NS_QUERY, NS_RIM, q
+
+# The values one Slot may hold (its OR-list, across its rim:Value elements), as many as one
+# FHIR search parameter takes (`MAX_VALUES`): a by-id query's objects are each searched under
+# up to two identifier systems and run in parts (`transactions._searches_in_chunks`), and
+# 5,000 uniqueIds in one GetDocuments would be 50 searches for one request.
+MAX_SLOT_VALUES = MAX_VALUES
 
 
 def parse_stored_query(element: etree._Element) -> StoredQuery:
@@ -105,6 +112,16 @@ def parse_stored_query(element: etree._Element) -> StoredQuery:
             continue
         if not group:
             errors.append(registry_error(XDS_REGISTRY_METADATA_ERROR, f"{name} has no value", name))
+            continue
+        if len(group) > MAX_SLOT_VALUES:
+            errors.append(
+                registry_error(
+                    XDS_STORED_QUERY_PARAM_NUMBER,
+                    f"{name} holds {len(group)} values; the limit is {MAX_SLOT_VALUES} values"
+                    " in one Slot (MAX_SLOT_VALUES)",
+                    name,
+                )
+            )
             continue
         if single and len(group) > 1:
             errors.append(

@@ -232,6 +232,9 @@ SPELLINGS = {
     "OID as urn": ["SA66^urn:oid:1.2.250.1.71.4.2.4"],
     "not a TRE_R02 code": ["SA99^1.2.250.1.71.4.2.4"],
     "empty": [""],
+    # No Secteur_Activite read: absent, or spelled so that it is not read (another Name, a
+    # namespace prefix, no Name); R05 cannot be judged, the VIHF is refused (fail closed).
+    "absent": [],
     "twice, care first": [sector(CARE), sector("SA66")],
     "twice, excluded first": [sector("SA23"), sector(CARE)],
     "lower case beside a care sector": [sector(CARE), "sa23^1.2.250.1.71.4.2.4"],

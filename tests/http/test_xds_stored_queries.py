@@ -529,3 +529,21 @@ def test_iti18_get_documents_by_as_many_entry_uuids_as_a_slot_holds(xds):
     root, _ = envelope_of(response)
     found = {e.get("id") for e in root.iter(f"{RIM}ExtrinsicObject")}
     assert found == set(known.values())
+
+
+def test_iti18_a_slot_of_more_values_than_the_registry_reads_is_refused_naming_it(xds):
+    """A Slot holds at most 100 values (`parse.MAX_SLOT_VALUES`, as many as a FHIR search
+    parameter): 5,000 uniqueIds in one GetDocuments made one search of 5,000 values, then,
+    run in parts, 50 searches for one request. XDSStoredQueryParamNumber names the slot."""
+    _, nir = xds.patient(252)
+    value = "(" + ",".join(f"'1.2.250.1.999.{n}'" for n in range(101)) + ")"
+    response = xds.soap(
+        "/xds/registry",
+        v.ACTION_ITI18,
+        adhoc(GET_DOCUMENTS, [("$XDSDocumentEntryUniqueId", value)]),
+        xds.security(GP, nir),
+    )
+    status, errors = registry_status(response)
+    assert status == v.RESPONSE_FAILURE, response.get_data()[:2000]
+    assert errors == ["XDSStoredQueryParamNumber"], errors
+    assert b"$XDSDocumentEntryUniqueId holds 101 values" in response.get_data()
