@@ -240,8 +240,11 @@ def general_practitioner_problem(patient: dict, index: int) -> tuple[str, str] |
         for position, resource in enumerate(patient.get("contained") or [])
         if isinstance(resource, dict) and resource.get("id")
     }
+    problem = _literal_not_a_practitioner(reference.get("reference"), contained, path)
+    if problem is not None:
+        return problem
     position, target = contained.get(reference.get("reference") or "", (None, None))
-    if target is None or target.get("resourceType") not in ("Practitioner", "PractitionerRole"):
+    if target is None:
         return None
     here = f"Patient.contained[{position}]"
     if target.get("active", True) is not True:
@@ -264,6 +267,39 @@ def general_practitioner_problem(patient: dict, index: int) -> tuple[str, str] |
         problem = _identifier_not_in_force(identifier, f"{here}.identifier[{number}]")
         if problem is not None:
             return problem
+    return None
+
+
+def _literal_not_a_practitioner(
+    literal: object, contained: dict[str, tuple[int, dict]], path: str
+) -> tuple[str, str] | None:
+    """(message, path) when the literal reference of a médecin traitant names something
+    other than a Practitioner or a PractitionerRole, or a contained resource that is not
+    there.
+
+    Its `identifier` was read as the médecin traitant whatever the literal beside it said: a
+    reference to a contained or stored Organization or RelatedPerson is the reference typed
+    Organization or RelatedPerson that is refused, and a local reference spelled so that it
+    resolves to nothing (`#`, ` #gp`, `#GP` for `gp`) left unread the inactive contained
+    Practitioner it meant (**decided here**: refused on write, read as naming nobody)."""
+    if not isinstance(literal, str):
+        return None
+    where = f"{path}.reference"
+    if literal != literal.strip():
+        return (f"{where} has surrounding spaces: {literal!r}", where)
+    if literal.startswith("#"):
+        _, target = contained.get(literal, (None, None))
+        if target is None:
+            return (f"{where} {literal!r} names no contained resource of the Patient", where)
+        kind = target.get("resourceType")
+    else:
+        relative = reference_target(literal)
+        kind = relative[0] if relative is not None else None
+    if kind is not None and kind not in ("Practitioner", "PractitionerRole"):
+        return (
+            f"{where} names a {kind}: the médecin traitant is a Practitioner or a PractitionerRole",
+            where,
+        )
     return None
 
 

@@ -1,0 +1,109 @@
+"""Attack pass five: the shapes the access fixes of the last merges (R08 namings no longer in
+force, R11 blank reasons, R09 at the write doors, List answers without derived labels, R17
+one notification per access, R05 at the XDS doors, R16 conditional criteria traced) were
+never sent by their own tests.
+
+What got through:
+
+- R08: `Patient.generalPractitioner` whose literal reference names something other than a
+  Practitioner or a PractitionerRole (`Organization/x`, `RelatedPerson/x`, a contained
+  Organization) beside an IdNat_PS identifier was read as the médecin traitant, though the
+  same reference typed Organization or RelatedPerson is refused; a local reference spelled
+  so that it resolves to nothing (`#`, ` #gp`, `#gp `, `#GP` for `gp`) left the inactive
+  contained Practitioner it meant unread, its identifier beside it naming the practitioner
+  in force. Each opened the whole record, masked documents included. They are refused on
+  write (422, the element's path) and read as naming nobody when stored.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fhir_server.terminology import SYSTEM_IDNAT_PS
+from tests.http.conftest import FHIR_JSON, a_patient, auth, internal_put
+from tests.http.test_attack_pass_modes import FORMER_GP, former_gp_reads
+from tests.http.test_r18_matrix import PATIENT_B, own_world
+
+world = pytest.fixture(own_world, name="world")
+
+# -- R08: a médecin traitant's reference naming something else, or nothing -------------------
+
+_IDNAT = {"system": SYSTEM_IDNAT_PS, "value": FORMER_GP}
+_INACTIVE_GP = {"resourceType": "Practitioner", "id": "gp", "active": False, "identifier": [_IDNAT]}
+
+# (generalPractitioner entry, contained) of patient B: each names FORMER_GP by its identifier
+# beside a literal that says it is no médecin traitant in force.
+NOT_A_PRACTITIONER = {
+    "literal-organization": ({"reference": "Organization/cabinet", "identifier": _IDNAT}, []),
+    "literal-related-person": ({"reference": "RelatedPerson/x", "identifier": _IDNAT}, []),
+    "contained-organization": (
+        {"reference": "#org", "identifier": _IDNAT},
+        [{"resourceType": "Organization", "id": "org", "name": "Cabinet"}],
+    ),
+    "local-reference-hash-only": ({"reference": "#", "identifier": _IDNAT}, [_INACTIVE_GP]),
+    "local-reference-leading-space": ({"reference": " #gp", "identifier": _IDNAT}, [_INACTIVE_GP]),
+    "local-reference-trailing-space": ({"reference": "#gp ", "identifier": _IDNAT}, [_INACTIVE_GP]),
+    "local-reference-other-case": ({"reference": "#GP", "identifier": _IDNAT}, [_INACTIVE_GP]),
+}
+
+
+def _patient_b(key: str) -> dict:
+    reference, contained = NOT_A_PRACTITIONER[key]
+    patient = {**a_patient(3, generalPractitioner=[reference]), "id": PATIENT_B}
+    if contained:
+        patient["contained"] = contained
+    return patient
+
+
+@pytest.mark.parametrize("key", NOT_A_PRACTITIONER)
+def test_r08_a_general_practitioner_reference_naming_no_practitioner_is_refused_on_write(
+    world, key
+):
+    """R08: the health insurer's feed naming B's médecin traitant by an identifier beside a
+    literal naming an Organization, a RelatedPerson or no contained resource is refused (422
+    naming the reference), as the reference typed so is; the practitioner reads nothing."""
+    feed = world.tokens.system("cnam", "system/*.cruds", "health_insurer")
+    response = world.client.put(
+        f"/fhir/Patient/{PATIENT_B}",
+        json=_patient_b(key),
+        headers=auth(feed, **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["expression"] == [
+        "Patient.generalPractitioner[0].reference"
+    ]
+    assert former_gp_reads(world) == 404
+
+
+@pytest.mark.parametrize("key", NOT_A_PRACTITIONER)
+def test_r08_a_stored_general_practitioner_reference_naming_no_practitioner_grants_nothing(
+    world, key
+):
+    """R08, fail closed: stored before the write refused it, such a reference names nobody:
+    the practitioner neither reads B's document nor searches B's record."""
+    internal_put(world.service)(_patient_b(key), PATIENT_B)
+    assert former_gp_reads(world) == 404
+    search = world.client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_B}",
+        headers=auth(world.tokens.practitioner(FORMER_GP)),
+    )
+    assert search.status_code == 403, search.get_data(as_text=True)
+
+
+def test_r08_a_contained_practitioner_in_force_still_reads(world):
+    """Control: the same practitioner as a contained Practitioner in force, referenced by its
+    exact local id, is the médecin traitant."""
+    active = {**_INACTIVE_GP, "active": True}
+    patient = {
+        **a_patient(3, generalPractitioner=[{"reference": "#gp", "identifier": _IDNAT}]),
+        "id": PATIENT_B,
+        "contained": [active],
+    }
+    feed = world.tokens.system("cnam", "system/*.cruds", "health_insurer")
+    response = world.client.put(
+        f"/fhir/Patient/{PATIENT_B}",
+        json=patient,
+        headers=auth(feed, **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert former_gp_reads(world) == 200
