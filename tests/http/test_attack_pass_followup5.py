@@ -13,6 +13,11 @@ What got through:
   contained Practitioner it meant unread, its identifier beside it naming the practitioner
   in force. Each opened the whole record, masked documents included. They are refused on
   write (422, the element's path) and read as naming nobody when stored.
+- R08, one level down: a contained PractitionerRole in force was read through its
+  `practitioner.identifier` alone, so its `practitioner` typed Organization, or naming
+  `Organization/x`, a contained inactive Practitioner or a PractitionerRole beside that
+  identifier, named the practitioner in force. The role's `practitioner` is now judged as
+  the médecin traitant's reference is (it must name a Practitioner).
 """
 
 from __future__ import annotations
@@ -47,15 +52,37 @@ NOT_A_PRACTITIONER = {
 }
 
 
+def _role(practitioner: dict) -> dict:
+    return {"resourceType": "PractitionerRole", "id": "role", "practitioner": practitioner}
+
+
+# The same, one level down: a contained PractitionerRole in force whose `practitioner` names
+# FORMER_GP by its identifier beside what says it is no practitioner in force.
+ROLE_NOT_A_PRACTITIONER = {
+    "role-practitioner-typed-organization": [_role({"type": "Organization", "identifier": _IDNAT})],
+    "role-practitioner-literal-organization": [
+        _role({"reference": "Organization/cabinet", "identifier": _IDNAT})
+    ],
+    "role-practitioner-contained-inactive": [
+        _role({"reference": "#gp", "identifier": _IDNAT}),
+        _INACTIVE_GP,
+    ],
+    "role-practitioner-contained-role": [_role({"reference": "#role", "identifier": _IDNAT})],
+}
+
+
 def _patient_b(key: str) -> dict:
-    reference, contained = NOT_A_PRACTITIONER[key]
+    if key in ROLE_NOT_A_PRACTITIONER:
+        reference, contained = {"reference": "#role"}, ROLE_NOT_A_PRACTITIONER[key]
+    else:
+        reference, contained = NOT_A_PRACTITIONER[key]
     patient = {**a_patient(3, generalPractitioner=[reference]), "id": PATIENT_B}
     if contained:
         patient["contained"] = contained
     return patient
 
 
-@pytest.mark.parametrize("key", NOT_A_PRACTITIONER)
+@pytest.mark.parametrize("key", [*NOT_A_PRACTITIONER, *ROLE_NOT_A_PRACTITIONER])
 def test_r08_a_general_practitioner_reference_naming_no_practitioner_is_refused_on_write(
     world, key
 ):
@@ -69,13 +96,15 @@ def test_r08_a_general_practitioner_reference_naming_no_practitioner_is_refused_
         headers=auth(feed, **{"Content-Type": FHIR_JSON}),
     )
     assert response.status_code == 422, response.get_data(as_text=True)
-    assert response.get_json()["issue"][0]["expression"] == [
-        "Patient.generalPractitioner[0].reference"
-    ]
+    expression = response.get_json()["issue"][0]["expression"]
+    if key in ROLE_NOT_A_PRACTITIONER:
+        assert expression[0].startswith("Patient.contained["), expression
+    else:
+        assert expression == ["Patient.generalPractitioner[0].reference"]
     assert former_gp_reads(world) == 404
 
 
-@pytest.mark.parametrize("key", NOT_A_PRACTITIONER)
+@pytest.mark.parametrize("key", [*NOT_A_PRACTITIONER, *ROLE_NOT_A_PRACTITIONER])
 def test_r08_a_stored_general_practitioner_reference_naming_no_practitioner_grants_nothing(
     world, key
 ):
