@@ -18,6 +18,40 @@ What got through:
   `Organization/x`, a contained inactive Practitioner or a PractitionerRole beside that
   identifier, named the practitioner in force. The role's `practitioner` is now judged as
   the médecin traitant's reference is (it must name a Practitioner).
+
+What held (tried over HTTP, kept out of the tests for their number):
+
+- R08: `identifier.use` in another case (`Old`), a period with only an end, `type` as the
+  absolute StructureDefinition URL of another server, two entries one in force and one not
+  (422 naming the second); the Patient written by a transaction (422), a batch (the entry's
+  422), a conditional update (422); PATCH of a Patient is not served (405). A Consent
+  actor's literal must already be `Practitioner/<its IdNat_PS>` or absent.
+- R11: reasons of combining marks only (U+0300), RTL and LTR marks, U+202E, U+034F, Khmer
+  inherent vowels, U+180E, tag characters, variation selectors, U+2061, U+3000, U+00A0,
+  U+061C, U+0600, Hangul fillers with a combining mark: none is a declared reason. Over
+  XDS, the reason is the attribute's text before any child (a comment ahead of it leaves
+  none: refused), two different values refuse the VIHF, a Name in another case is refused.
+- R09 (a Consent the rules cannot read, naming STRANGER in a deny): STRANGER's deposit by
+  transaction, batch and ITI-65 (403), a Communication to the patient (403), their own
+  authorization by transaction and batch (403), conditional create and update of a Consent
+  (403, practitioners read no Consent), the PATCH, PUT and DELETE of their own earlier
+  document (404, 404, 204 as for a missing one, nothing changed), their ITI-57 of it
+  (UnresolvedReferenceException, nothing changed); RelatedPerson writes are a system's
+  (R15).
+- List answers: transaction and batch answers (with `Prefer: return=representation` or
+  `return=OperationOutcome`) carry no List body; `Prefer: return=OperationOutcome` and
+  `return=minimal` on a REST create carry no label; the writer's read, vread and history of
+  the List right after are 404 (it is hidden from them, as the modes module says); a
+  conditional create whose criteria match such a List creates another (as for no match).
+- R17: a bris de glace batch reading A's and B's documents tells each once; a batch
+  depositing then reading tells the deposit and the access; a transaction refused at its
+  last entry tells nothing and a read after it is told; a normal batch of two records is
+  each record's first access of the day, told once each.
+- R05 at XDS: an entity-encoded or CDATA value is the same text (lxml); spaces inside the
+  value, an empty or nil value beside a code, a comment before the code, a code attribute
+  in a namespace, another code system or the OID as `urn:oid:` refuse the VIHF.
+- R16 for conditional references and PATCH criteria: what the patient's trail shows is
+  what it shows for the same GET search (`Gate._named_in_criteria`), nothing more.
 """
 
 from __future__ import annotations
