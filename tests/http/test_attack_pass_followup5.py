@@ -51,7 +51,10 @@ What held (tried over HTTP, kept out of the tests for their number):
   value, an empty or nil value beside a code, a comment before the code, a code attribute
   in a namespace, another code system or the OID as `urn:oid:` refuse the VIHF.
 - R16 for conditional references and PATCH criteria: what the patient's trail shows is
-  what it shows for the same GET search (`Gate._named_in_criteria`), nothing more.
+  what it shows for the same GET search (`Gate._named_in_criteria`), nothing more; the
+  patient's own conditional reference and conditional PATCH naming an INVISIBLE_PATIENT
+  document by identifier are answered and traced in their trail exactly as for an unknown
+  identifier.
 """
 
 from __future__ import annotations
