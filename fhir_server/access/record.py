@@ -222,26 +222,46 @@ def general_practitioner_problem(patient: dict, index: int) -> tuple[str, str] |
     as naming nobody, as a Consent actor so named is refused, `consent._check_actor_naming`)."""
     references = patient.get("generalPractitioner") or []
     reference = references[index] if index < len(references) else None
-    path = f"Patient.generalPractitioner[{index}]"
     if not isinstance(reference, dict):
         return None
-    kind = reference.get("type")
-    if kind is not None and kind not in GENERAL_PRACTITIONER_TYPES:
-        return (
-            f"{path} is typed {kind!r}: the médecin traitant is a Practitioner or a "
-            "PractitionerRole",
-            f"{path}.type",
-        )
-    problem = _identifier_not_in_force(reference.get("identifier"), f"{path}.identifier")
-    if problem is not None:
-        return problem
     contained = {
         f"#{resource.get('id')}": (position, resource)
         for position, resource in enumerate(patient.get("contained") or [])
         if isinstance(resource, dict) and resource.get("id")
     }
+    return _reference_problem(
+        reference, contained, f"Patient.generalPractitioner[{index}]", _GP_KINDS
+    )
+
+
+# What a médecin traitant's reference may name, and a PractitionerRole's `practitioner`.
+_GP_KINDS = ("Practitioner", "PractitionerRole")
+_ROLE_KINDS = ("Practitioner",)
+
+
+def _reference_problem(
+    reference: dict, contained: dict[str, tuple[int, dict]], path: str, kinds: tuple[str, ...]
+) -> tuple[str, str] | None:
+    """(message, path) when `reference` does not name a practitioner in force: its type,
+    its identifier, its literal, and the contained resource it names, down to the
+    Practitioner a contained PractitionerRole names (read through its `practitioner` as the
+    médecin traitant was read through theirs: typed Organization, or a contained inactive
+    Practitioner beside its identifier, it named the practitioner in force)."""
+    types = GENERAL_PRACTITIONER_TYPES if "PractitionerRole" in kinds else PRACTITIONER_TYPES
+    kind = reference.get("type")
+    if kind is not None and kind not in types:
+        return (
+            f"{path} is typed {kind!r}: the médecin traitant is a {' or a '.join(kinds)}",
+            f"{path}.type",
+        )
+    problem = _identifier_not_in_force(reference.get("identifier"), f"{path}.identifier")
+    if problem is not None:
+        return problem
+    problem = _literal_not_a_practitioner(reference.get("reference"), contained, path, kinds)
+    if problem is not None:
+        return problem
     position, target = contained.get(reference.get("reference") or "", (None, None))
-    if target is None or target.get("resourceType") not in ("Practitioner", "PractitionerRole"):
+    if target is None:
         return None
     here = f"Patient.contained[{position}]"
     if target.get("active", True) is not True:
@@ -256,14 +276,47 @@ def general_practitioner_problem(patient: dict, index: int) -> tuple[str, str] |
                 "rules do not evaluate",
                 f"{here}.period",
             )
-        return _identifier_not_in_force(
-            (target.get("practitioner") or {}).get("identifier"),
-            f"{here}.practitioner.identifier",
-        )
+        practitioner = target.get("practitioner")
+        if not isinstance(practitioner, dict):
+            return None
+        return _reference_problem(practitioner, contained, f"{here}.practitioner", _ROLE_KINDS)
     for number, identifier in enumerate(target.get("identifier") or []):
         problem = _identifier_not_in_force(identifier, f"{here}.identifier[{number}]")
         if problem is not None:
             return problem
+    return None
+
+
+def _literal_not_a_practitioner(
+    literal: object,
+    contained: dict[str, tuple[int, dict]],
+    path: str,
+    kinds: tuple[str, ...] = _GP_KINDS,
+) -> tuple[str, str] | None:
+    """(message, path) when the literal reference of a médecin traitant names something
+    other than a Practitioner or a PractitionerRole, or a contained resource that is not
+    there.
+
+    Its `identifier` was read as the médecin traitant whatever the literal beside it said: a
+    reference to a contained or stored Organization or RelatedPerson is the reference typed
+    Organization or RelatedPerson that is refused, and a local reference spelled so that it
+    resolves to nothing (`#`, ` #gp`, `#GP` for `gp`) left unread the inactive contained
+    Practitioner it meant (**decided here**: refused on write, read as naming nobody)."""
+    if not isinstance(literal, str):
+        return None
+    where = f"{path}.reference"
+    if literal != literal.strip():
+        return (f"{where} has surrounding spaces: {literal!r}", where)
+    if literal.startswith("#"):
+        _, target = contained.get(literal, (None, None))
+        if target is None:
+            return (f"{where} {literal!r} names no contained resource of the Patient", where)
+        kind = target.get("resourceType")
+    else:
+        relative = reference_target(literal)
+        kind = relative[0] if relative is not None else None
+    if kind is not None and kind not in kinds:
+        return (f"{where} names a {kind}: the médecin traitant is a {' or a '.join(kinds)}", where)
     return None
 
 
