@@ -186,18 +186,16 @@ class MongoTransaction:
     def purge(self, resource_type: str, resource_id: str) -> None:
         if resource_type == AUDIT_EVENT:
             raise ValueError("AuditEvents are never purged")
-        if resource_type == "Patient":
-            self.bump_record_epoch(resource_id)
-            self.bump_record_epoch(PATIENTS_EPOCH)
         self._db[resource_type].delete_one({"_id": resource_id}, session=self._session)
         self._db[history_collection(resource_type)].delete_many(
             {"rid": resource_id}, session=self._session
         )
+        if resource_type == "Patient":  # after the change it announces (`write`)
+            self.bump_record_epoch(resource_id)
+            self.bump_record_epoch(PATIENTS_EPOCH)
 
     def write(self, version: VersionWrite) -> None:
         resource = version.resource
-        if resource.resource_type == "Patient":
-            self.bump_record_epoch(PATIENTS_EPOCH)
         collection = self._db[resource.resource_type]
         document = {
             "_id": resource.id,
@@ -246,6 +244,13 @@ class MongoTransaction:
             if exc.code in _TOO_LARGE_CODES:
                 raise _too_large(resource.resource_type, len(resource.body)) from exc
             raise
+        if resource.resource_type == "Patient":
+            # After the Patient it announces: a reader that sees the new epoch sees the
+            # Patient too, whether or not the two commit as one (a session without a
+            # transaction, mongomock). Bumped first, a reader between the two cached "no
+            # Patient has this INS" under the new epoch, for good: 20 parallel conditional
+            # creates left the record unreachable by its INS (`patients_matching`).
+            self.bump_record_epoch(PATIENTS_EPOCH)
 
 
 # The server's refusals of a document over its 16 MiB limit (BSONObjectTooLarge, and a
