@@ -123,6 +123,26 @@ class SearchResult:
         default_factory=list, init=False, repr=False, compare=False
     )
 
+    @classmethod
+    def of_conditional(
+        cls,
+        found: Sequence[StoredResource],
+        query: SearchQuery,
+        asked: SearchQuery | None,
+        permit: Permit | None,
+    ) -> SearchResult:
+        """The one page a conditional interaction's criteria matched, for its search audit."""
+        return cls(
+            matches=[SearchRow(s.resource_type, s.id, s.body) for s in found],
+            included=[],
+            total=None,
+            next_cursor=None,
+            previous_cursor=None,
+            query=query,
+            asked=asked,
+            permit=permit,
+        )
+
     def resources(self) -> tuple[list[dict], list[dict]]:
         """(matches, included) as JSON objects, each body parsed once per result.
 
@@ -389,25 +409,28 @@ class FhirService:
         if joins_seen_by is not None:
             query = self.gate.constrain_joins(joins_seen_by, query)
         query, permit = self.gate.constrain_search(requester, query, conditional=True)
+        found = self._matching_now(requester, query)
+        if audited:
+            self._audit_matches(requester, found, query, parsed.query, permit)
+        return found
+
+    def _matching_now(self, requester: Requester, query: SearchQuery) -> list[StoredResource]:
+        """The current resources a constrained conditional query matches (one page)."""
         page = self.store.search(
             query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
         )
-        found = self._current(page.rows)
-        if audited:
-            self.gate.after_search(
-                requester,
-                SearchResult(
-                    matches=[SearchRow(s.resource_type, s.id, s.body) for s in found],
-                    included=[],
-                    total=None,
-                    next_cursor=None,
-                    previous_cursor=None,
-                    query=query,
-                    asked=parsed.query,
-                    permit=permit,
-                ),
-            )
-        return found
+        return self._current(page.rows)
+
+    def _audit_matches(
+        self,
+        requester: Requester,
+        found: list[StoredResource],
+        query: SearchQuery,
+        asked: SearchQuery | None,
+        permit: Permit | None,
+    ) -> None:
+        """A conditional interaction's search audited as the requester's, matched or not."""
+        self.gate.after_search(requester, SearchResult.of_conditional(found, query, asked, permit))
 
     def _current(self, rows) -> list[StoredResource]:
         found = []
@@ -439,25 +462,8 @@ class FhirService:
         the criteria name as a search's does: the event keeps the request as asked (a
         conditional update's or delete's criteria are in its URL), which a criterion naming
         a hidden document by id or uniqueId would show to whom it is hidden from (R14, R18)."""
-        page = self.store.search(
-            condition.query,
-            cursor_key=self.cursor_key,
-            cursor_binding=self.gate.binding(requester),
-        )
-        found = self._current(page.rows)
-        self.gate.after_search(
-            requester,
-            SearchResult(
-                matches=[SearchRow(s.resource_type, s.id, s.body) for s in found],
-                included=[],
-                total=None,
-                next_cursor=None,
-                previous_cursor=None,
-                query=condition.query,
-                asked=condition.asked,
-                permit=condition.permit,
-            ),
-        )
+        found = self._matching_now(requester, condition.query)
+        self._audit_matches(requester, found, condition.query, condition.asked, condition.permit)
         return [self.gate.as_served(requester, stored) for stored in found]
 
     @staticmethod

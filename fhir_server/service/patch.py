@@ -42,7 +42,6 @@ from fhir_server.resources.patch import PatchBody, apply_patch
 from fhir_server.search.parameters import parse_search
 from fhir_server.service.core import FhirService, SearchResult, WriteResult
 from fhir_server.store.base import StoredResource, StoreTransaction
-from fhir_server.store.page import SearchRow
 
 RESOURCE = "DocumentReference"
 
@@ -169,19 +168,7 @@ class MetadataUpdates:
             # answered as missing, each hidden match traced as its refusal
             # (`_trace_hidden_matches`).
             return
-        gate.after_search(
-            requester,
-            SearchResult(
-                matches=[SearchRow(s.resource_type, s.id, s.body) for s in readable],
-                included=[],
-                total=None,
-                next_cursor=None,
-                previous_cursor=None,
-                query=asked,
-                asked=asked,
-                permit=decision,
-            ),
-        )
+        gate.after_search(requester, SearchResult.of_conditional(readable, asked, asked, decision))
 
     def _trace_hidden_matches(self, requester: Requester, unreadable: list) -> None:
         """Trace each match hidden from the requester as the refused change of it by id
