@@ -133,3 +133,64 @@ def test_r16_a_tables_constraints_are_the_servers(log, statement, named):
         False,
         f"the log file's table {named} is not the one the server creates",
     )
+
+
+class _Described:
+    """The database as a MongoDB server describes its collections (mongomock lists none):
+    the events collection given `options` by `collMod` behind the server's back."""
+
+    def __init__(self, database, options: dict, kind: str = "collection") -> None:
+        self._database = database
+        self._description = {"name": "audit_log", "type": kind, "options": options}
+
+    def list_collections(self, filter: dict | None = None):  # noqa: A002 - pymongo's name
+        return iter([self._description] if filter == {"name": "audit_log"} else [])
+
+    def __getattr__(self, name: str):
+        return getattr(self._database, name)
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "named"),
+    [
+        ("collection", {}, None),
+        (
+            "collection",
+            {"validator": {"agent": {"$ne": "Practitioner/unseen"}}, "validationAction": "error"},
+            "(type 'collection', options ['validationAction', 'validator'])",
+        ),
+        (
+            "collection",
+            {"capped": True, "size": 4096},
+            "(type 'collection', options ['capped', 'size'])",
+        ),
+        (
+            "view",
+            {"viewOn": "elsewhere", "pipeline": []},
+            "(type 'view', options ['pipeline', 'viewOn'])",
+        ),
+    ],
+    ids=["plain", "validator", "capped", "view"],
+)
+def test_r16_mongodb_events_collection_is_the_plain_one_the_server_creates(
+    tmp_path, registry, kind, options, named
+):
+    """MongoDB: a validator given to the events collection (collMod) refuses the events it
+    names, so a practitioner's writes commit with their events held in the outbox, out of
+    the patient's trail, while every event the log holds verifies (as a SQLite CHECK); a
+    capped collection drops the oldest events itself. Verify names any option or a
+    collection that is not one (mongomock keeps neither: the server's description of them
+    is given here)."""
+    store = with_audit_log(make_store("mongomock", tmp_path, registry), registry)
+    try:
+        store.append_audit([audit_event("p1")])
+        store.audit_log._db = _Described(store.audit_log._db, options, kind)
+        report = verify_store(store)
+        expected = (
+            None
+            if named is None
+            else f"the events collection is not the plain collection the server creates {named}"
+        )
+        assert (report.ok, report.reason) == (named is None, expected)
+    finally:
+        store.close()
