@@ -388,6 +388,9 @@ class MongoAuditLog:
         view's hinted scan would then read, hides the events it leaves out from their
         patients; a collation, or the id index no longer unique, changes what a read finds.
         So they must be exactly those the server creates."""
+        collection = self._collection_problem()
+        if collection:
+            return collection
         found = {
             name: {k: v for k, v in spec.items() if k not in _INDEX_BOOKKEEPING}
             for name, spec in self._events.index_information().items()
@@ -399,6 +402,26 @@ class MongoAuditLog:
                 return f"the events collection lacks its index {name}"
             if _normal(found[name]) != _INDEXES[name]:
                 return f"the events collection's index {name} is not the one the server creates ({found[name]})"
+        return None
+
+    def _collection_problem(self) -> str | None:
+        """The events collection must be the plain collection the server's first index
+        creates, with no options: a `validator` (collMod) refuses the events it names, so a
+        write's stay in the outbox, out of every trail, while those the log holds verify; a
+        view of that name, a capped or a time-series collection, a collation, read or keep
+        other events than those appended. (mongomock lists no collections: nothing to check.)"""
+        try:
+            described = list(self._db.list_collections(filter={"name": EVENTS}))
+        except NotImplementedError:
+            return None
+        if not described:
+            return None  # no event appended yet: the first commit creates it
+        kind, options = described[0].get("type", "collection"), described[0].get("options") or {}
+        if kind != "collection" or options:
+            return (
+                f"the events collection is not the plain collection the server creates "
+                f"(type {kind!r}, options {sorted(options)})"
+            )
         return None
 
     def close(self) -> None:

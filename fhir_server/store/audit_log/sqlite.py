@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -90,7 +91,11 @@ def _upgrade(connection: sqlite3.Connection) -> None:
     `event_patient`, so the new column starts empty for them."""
     columns = {row[1] for row in connection.execute("PRAGMA table_info(event)")}
     if "patients" not in columns:
-        connection.execute("ALTER TABLE event ADD COLUMN patients TEXT NOT NULL DEFAULT '[]'")
+        connection.execute(f"ALTER TABLE event ADD COLUMN {_ADDED_COLUMN}")
+
+
+# The column `_upgrade` adds, as SQLite then spells it at the end of the table's CREATE text.
+_ADDED_COLUMN = "patients TEXT NOT NULL DEFAULT '[]'"
 
 
 def schema_problem(connection: sqlite3.Connection) -> str | None:
@@ -108,7 +113,50 @@ def schema_problem(connection: sqlite3.Connection) -> str | None:
             return f"the log file's schema lacks {kind} {name}"
         if found[kind, name] != expected[kind, name]:
             return f"the log file's {kind} {name} is not the one the server creates"
+    return _constraints_problem(connection)
+
+
+def _constraints_problem(connection: sqlite3.Connection) -> str | None:
+    """A table whose CREATE text is not the server's, once its columns and indexes are: SQLite
+    describes neither CHECK constraints nor the conflict clauses of keys (`ON CONFLICT
+    REPLACE` on the sequence lets a commit after a head moved back overwrite events; a CHECK
+    refuses the events it names, so a write's stay in the outbox, out of every trail). The
+    texts are compared without comments and spacing, the event table's also as `_upgrade`
+    leaves it."""
+    expected = _expected_tables()
+    rows = connection.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+    for name, sql in rows:
+        if name in expected and _spelled(sql or "") not in expected[name]:
+            return f"the log file's table {name} is not the one the server creates"
     return None
+
+
+@functools.cache
+def _expected_tables() -> dict[str, frozenset[str]]:
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.executescript(SCHEMA)
+        tables = dict(
+            connection.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        )
+    finally:
+        connection.close()
+    spelled = {name: {_spelled(sql)} for name, sql in tables.items()}
+    fresh = _spelled(tables["event"])
+    column = _ADDED_COLUMN.removesuffix(" DEFAULT '[]'")  # as SCHEMA declares it
+    spelled["event"].add(fresh.removesuffix(f",{column})") + f",{_ADDED_COLUMN})")
+    return {name: frozenset(texts) for name, texts in spelled.items()}
+
+
+_COMMENT = re.compile(r"--[^\n]*")
+_SPACE = re.compile(r"\s+")
+_AROUND = re.compile(r"\s*([(),])\s*")
+
+
+def _spelled(sql: str) -> str:
+    """A CREATE text without comments, with single spaces and none around ( ) and ,."""
+    text = _SPACE.sub(" ", _COMMENT.sub("", sql)).strip()
+    return _AROUND.sub(r"\1", text)
 
 
 @functools.cache
