@@ -44,7 +44,18 @@ def _verify(args: argparse.Namespace) -> int:
     from fhir_server.store.factory import open_store
 
     settings = load_settings({"data_dir": args.data_dir})
-    store = open_store(settings, SearchRegistry.load(settings.profiles_dir or profiles_dir()))
+    registry = SearchRegistry.load(settings.profiles_dir or profiles_dir())
+    try:
+        store = open_store(settings, registry)
+    except Exception as exc:  # noqa: BLE001 - the auditor is told, not shown a traceback
+        # Opening the store replays its outbox into the log and moves older events into it
+        # (`StoreWithAuditLog`): a log that refuses them (a constraint added behind the
+        # server's back) fails here, before any event is read. Fail closed: broken.
+        print(
+            f"audit log broken: the store could not be opened ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
+        return 1
     try:
         report = verify_store(store, anchors)
     finally:

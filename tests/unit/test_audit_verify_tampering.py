@@ -194,3 +194,41 @@ def test_r16_mongodb_events_collection_is_the_plain_one_the_server_creates(
         assert (report.ok, report.reason) == (named is None, expected)
     finally:
         store.close()
+
+
+def test_r16_the_command_names_a_log_that_refuses_the_pending_events_and_exits_1(
+    tmp_path, registry, capsys
+):
+    """`fhir-server audit verify` opens the store as the server does, which first appends
+    the events a write left in the outbox: a log whose tampered table refuses them failed
+    there with a traceback (IntegrityError, exit 1 all the same but nothing named). The
+    auditor is told the log is broken and why."""
+    from fhir_server.cli import main
+    from fhir_server.config import load_settings
+    from fhir_server.store.factory import open_store
+
+    settings = load_settings({"data_dir": tmp_path})
+    store = open_store(settings, registry)
+    try:
+        store.append_audit([audit_event("p1")])
+        path = store.audit_log.path
+    finally:
+        store.close()
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA writable_schema = ON")
+        connection.execute(_UNSEEN_CHECK)
+    finally:
+        connection.close()
+    store = open_store(settings, registry)
+    try:
+        with store.transaction() as tx:  # a write whose event the log now refuses
+            tx.stage_audit([audit_event("p1", agent="Practitioner/unseen")])
+    finally:
+        store.close()
+    assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("audit log broken: the store could not be opened (IntegrityError"), (
+        error
+    )
+    assert "Traceback" not in error
