@@ -8,6 +8,7 @@ models, a slower path paid only by XML clients.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -179,7 +180,7 @@ def xml_to_json(body: bytes) -> dict:
     check_xml_depth(root)
     check_xml_breadth(root, body)
     resource_type = etree.QName(root).localname
-    if etree.QName(root).namespace != "http://hl7.org/fhir":
+    if etree.QName(root).namespace != FHIR_NS:
         raise bad_request(
             "the XML root element is not in the FHIR namespace http://hl7.org/fhir",
             code="structure",
@@ -188,11 +189,56 @@ def xml_to_json(body: bytes) -> dict:
         model = model_class(resource_type)
     except (KeyError, ValueError, AttributeError):
         raise bad_request(f"unknown resource type '{resource_type}'", "resourceType") from None
+    given = _fhir_elements(root)
     try:
         parsed = model.model_validate_xml(body)
     except Exception as exc:  # the XML parser of fhir.resources raises several kinds
         raise FhirError(400, [_xml_issue(resource_type, exc)]) from None
+    if _fhir_elements(etree.fromstring(parsed.model_dump_xml(), _parser())) != given:
+        raise bad_request(_DROPPED, code="structure")
     return orjson.loads(parsed.model_dump_json(by_alias=True, exclude_none=True))
+
+
+FHIR_NS = "http://hl7.org/fhir"
+XHTML_NS = "http://www.w3.org/1999/xhtml"
+_DROPPED = (
+    "the XML gives an element that is not read as given: a single element given twice "
+    "(JSON refuses a repeated key), or an empty element"
+)
+
+
+def _fhir_elements(root: etree._Element) -> Counter[str]:
+    """The FHIR elements of `root` counted by name; 400 for an element outside the FHIR
+    namespace (the model library reads one by its local name, as if FHIR) or FHIR text
+    content (which it drops: FHIR XML carries values in `value` attributes). A narrative's
+    XHTML `div` counts as one element, its markup being the narrative's own value.
+
+    Counted again on the model's own XML, a difference is an element the library did not
+    keep as given: the first of two copies of a single element (it keeps the last)."""
+    counts: Counter[str] = Counter()
+    stack = [root]
+    while stack:
+        element = stack.pop()
+        if not isinstance(element.tag, str):  # a comment or processing instruction
+            continue
+        qname = etree.QName(element)
+        if qname.namespace == XHTML_NS and qname.localname == "div":
+            counts["div"] += 1
+            continue
+        if qname.namespace != FHIR_NS:
+            raise bad_request(
+                f"the XML element '{element.tag}' is not in the FHIR namespace {FHIR_NS}",
+                code="structure",
+            )
+        if (element.text or "").strip() or any((c.tail or "").strip() for c in element):
+            raise bad_request(
+                f"the XML element '{qname.localname}' has text content: FHIR XML gives "
+                "values in `value` attributes",
+                code="structure",
+            )
+        counts[qname.localname] += 1
+        stack.extend(element)
+    return counts
 
 
 def _xml_issue(resource_type: str, exc: Exception):

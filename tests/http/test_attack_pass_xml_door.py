@@ -1,0 +1,84 @@
+"""Attack pass on the FHIR XML door (R14): a fact the rules read, spelled in a way only XML
+has, must be read as in JSON or refused.
+
+The model library's XML reader kept the last of two copies of a single element (JSON
+refuses a repeated key), read an element of another namespace (or of none) as the FHIR
+element of that name, and dropped an element's text content or CDATA without a word (a
+`<code>MASQUE_PS</code>` stored as a coding without its code). Fail closed: such XML is
+refused with a 400 naming the problem, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fhir_server.rest.formats import json_to_xml
+from tests.http.conftest import auth
+from tests.http.test_attack_pass_spellings import MASQUE_PS, documents_of, record  # noqa: F401
+from tests.http.test_normal_form import AUTHORIZED, PATIENT_A, document
+from tests.support.documents import transaction
+
+FHIR_XML = "application/fhir+xml"
+MASQUE = b'<code value="MASQUE_PS"/>'
+
+
+def masked_document_xml() -> bytes:
+    """A document of patient A, by AUTHORIZED, masked to practitioners (MASQUE_PS), in XML."""
+    body = json_to_xml(document(PATIENT_A, labels=[MASQUE_PS]))
+    assert body.count(MASQUE) == 1
+    return body
+
+
+def post_xml(client, token: str, body: bytes):
+    return client.post(
+        "/fhir/DocumentReference", data=body, headers=auth(token, **{"Content-Type": FHIR_XML})
+    )
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        MASQUE + b'<code value="INVISIBLE_PATIENT"/>',  # twice: the last one was kept
+        b'<code xmlns="urn:example" value="MASQUE_PS"/>',  # another namespace read as FHIR
+        b'<code xmlns="" value="MASQUE_PS"/>',  # no namespace read as FHIR
+    ],
+    ids=["duplicated-code", "foreign-namespace", "no-namespace"],
+)
+def test_r14_masking_label_spelled_only_as_xml_can_is_refused(client, tokens, record, spelling):  # noqa: F811
+    """Each spelling was stored (201): the code given twice as INVISIBLE_PATIENT, the last
+    copy (the document not masked to practitioners, though its XML first says MASQUE_PS);
+    an element outside the FHIR namespace, which no FHIR reader should take for `code`, as
+    the label."""
+    body = masked_document_xml().replace(MASQUE, spelling)
+    before = documents_of(record, PATIENT_A)
+    refused = post_xml(client, tokens.practitioner(AUTHORIZED), body)
+    assert refused.status_code == 400, refused.data[:600]
+    assert documents_of(record, PATIENT_A) == before
+
+
+def test_r14_masking_label_in_plain_xml_is_stored_and_read(client, tokens, record):  # noqa: F811
+    """The control: the same document in plain XML is stored with its MASQUE_PS label."""
+    created = post_xml(client, tokens.practitioner(AUTHORIZED), masked_document_xml())
+    assert created.status_code == 201, created.data[:600]
+    assert "MASQUE_PS" in json.dumps(created.get_json())
+
+
+def test_r14_xml_transaction_with_a_code_given_twice_is_refused_whole(client, tokens, record):  # noqa: F811
+    """In an XML transaction Bundle, the document's masking code given twice was stored as
+    its last copy (INVISIBLE_PATIENT) with its Binary; the whole Bundle is refused, nothing
+    written, and the same Bundle without the copy is accepted."""
+    bundle = transaction(PATIENT_A, document(PATIENT_A, labels=[MASQUE_PS]), b"bonjour")
+    body = json_to_xml(bundle)
+    assert body.count(MASQUE) == 1
+    token = tokens.practitioner(AUTHORIZED)
+    headers = auth(token, **{"Content-Type": FHIR_XML})
+    before = documents_of(record, PATIENT_A)
+    twice = body.replace(MASQUE, MASQUE + b'<code value="INVISIBLE_PATIENT"/>')
+    refused = client.post("/fhir", data=twice, headers=headers)
+    assert refused.status_code == 400, refused.data[:600]
+    assert documents_of(record, PATIENT_A) == before
+    accepted = client.post("/fhir", data=body, headers=headers)
+    assert accepted.status_code == 200, accepted.data[:600]
+    assert len(documents_of(record, PATIENT_A)) == len(before) + 1
