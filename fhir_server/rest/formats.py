@@ -202,19 +202,25 @@ def xml_to_json(body: bytes) -> dict:
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
 _DROPPED = (
-    "the XML gives an element that is not read as given: a single element given twice "
-    "(JSON refuses a repeated key), or an empty element"
+    "the XML gives an element or a value that is not read as given: a single element given "
+    "twice (JSON refuses a repeated key), a value on an element that has none, or an empty "
+    "element"
 )
 
 
+_ATTRIBUTES = frozenset({"value", "url", "id"})
+
+
 def _fhir_elements(root: etree._Element) -> Counter[str]:
-    """The FHIR elements of `root` counted by name; 400 for an element outside the FHIR
-    namespace (the model library reads one by its local name, as if FHIR) or FHIR text
-    content (which it drops: FHIR XML carries values in `value` attributes). A narrative's
+    """The FHIR elements of `root` and their `value` and `url` attributes, counted by name;
+    400 for an element outside the FHIR namespace (the model library reads one by its local
+    name, as if FHIR), another attribute (it reads `x:value` as `value`, and drops others) or
+    FHIR text content (which it drops: FHIR XML carries values in `value` attributes). A narrative's
     XHTML `div` counts as one element, its markup being the narrative's own value.
 
     Counted again on the model's own XML, a difference is an element the library did not
-    keep as given: the first of two copies of a single element (it keeps the last)."""
+    keep as given: the first of two copies of a single element (it keeps the last), a
+    `value` on an element that has none (dropped)."""
     counts: Counter[str] = Counter()
     stack = [root]
     while stack:
@@ -237,6 +243,15 @@ def _fhir_elements(root: etree._Element) -> Counter[str]:
                 code="structure",
             )
         counts[qname.localname] += 1
+        for name in element.attrib:
+            if name not in _ATTRIBUTES:
+                raise bad_request(
+                    f"the XML element '{qname.localname}' has an attribute '{name}': FHIR "
+                    "XML has only `value`, `url` (of an extension) and `id`",
+                    code="structure",
+                )
+            if name != "id":  # the model library neither keeps nor writes an element's id
+                counts[f"{qname.localname}@{name}"] += 1
         stack.extend(element)
     return counts
 

@@ -43,14 +43,23 @@ def post_xml(client, token: str, body: bytes):
         MASQUE + b'<code value="INVISIBLE_PATIENT"/>',  # twice: the last one was kept
         b'<code xmlns="urn:example" value="MASQUE_PS"/>',  # another namespace read as FHIR
         b'<code xmlns="" value="MASQUE_PS"/>',  # no namespace read as FHIR
+        # two values of one code, one of them in another namespace: one read, one dropped
+        b'<code xmlns:x="urn:example" x:value="INVISIBLE_PATIENT" value="MASQUE_PS"/>',
+        b'<code value="MASQUE_PS" display="INVISIBLE_PATIENT"/>',  # an attribute dropped
     ],
-    ids=["duplicated-code", "foreign-namespace", "no-namespace"],
+    ids=[
+        "duplicated-code",
+        "foreign-namespace",
+        "no-namespace",
+        "namespaced-value-attribute",
+        "unknown-attribute",
+    ],
 )
 def test_r14_masking_label_spelled_only_as_xml_can_is_refused(client, tokens, record, spelling):  # noqa: F811
     """Each spelling was stored (201): the code given twice as INVISIBLE_PATIENT, the last
     copy (the document not masked to practitioners, though its XML first says MASQUE_PS);
     an element outside the FHIR namespace, which no FHIR reader should take for `code`, as
-    the label."""
+    the label; an attribute FHIR XML does not have, silently dropped."""
     body = masked_document_xml().replace(MASQUE, spelling)
     before = documents_of(record, PATIENT_A)
     refused = post_xml(client, tokens.practitioner(AUTHORIZED), body)
