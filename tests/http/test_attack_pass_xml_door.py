@@ -91,3 +91,22 @@ def test_r14_xml_transaction_with_a_code_given_twice_is_refused_whole(client, to
     accepted = client.post("/fhir", data=body, headers=headers)
     assert accepted.status_code == 200, accepted.data[:600]
     assert len(documents_of(record, PATIENT_A)) == len(before) + 1
+
+
+def test_r14_xml_transaction_entry_holding_two_resources_is_refused(client, tokens, record):  # noqa: F811
+    """An entry's `<resource>` holding the masked document and a second, unmasked copy was
+    stored as its first and the second dropped without a word (200): which copy a reader
+    of the XML takes is the sender's guess. The whole Bundle is refused, nothing written."""
+    bundle = transaction(PATIENT_A, document(PATIENT_A, labels=[MASQUE_PS]), b"bonjour")
+    body = json_to_xml(bundle)
+    start, end = body.index(b"<DocumentReference>"), body.index(b"</DocumentReference>")
+    masked = body[start : end + len(b"</DocumentReference>")]
+    unmasked = masked.replace(MASQUE, b'<code value="INVISIBLE_PATIENT"/>')
+    before = documents_of(record, PATIENT_A)
+    refused = client.post(
+        "/fhir",
+        data=body.replace(masked, masked + unmasked),
+        headers=auth(tokens.practitioner(AUTHORIZED), **{"Content-Type": FHIR_XML}),
+    )
+    assert refused.status_code == 400, refused.data[:600]
+    assert documents_of(record, PATIENT_A) == before
