@@ -18,6 +18,7 @@ from lxml import etree
 from fhir_server.errors import FhirError, bad_request, error
 from fhir_server.resources.input_limits import (
     check_json_body,
+    check_json_characters,
     check_json_depth,
     check_json_nulls,
     check_xml_breadth,
@@ -141,6 +142,7 @@ def parse_body(body: bytes, content_type: str | None) -> dict:
             raise bad_request("the body must be a JSON object", code="structure")
         check_json_body(body, data)
         check_json_nulls(body, data)
+        check_json_characters(body, data)
         return data
     data = xml_to_json(body)
     check_json_depth(data)

@@ -17,7 +17,7 @@ import pytest
 from fhir_server.rest.formats import json_to_xml
 from tests.http.conftest import auth
 from tests.http.test_attack_pass_spellings import MASQUE_PS, documents_of, record  # noqa: F401
-from tests.http.test_normal_form import AUTHORIZED, PATIENT_A, document
+from tests.http.test_normal_form import AUTHORIZED, PATIENT_A, document, post
 from tests.support.documents import transaction
 
 FHIR_XML = "application/fhir+xml"
@@ -110,3 +110,22 @@ def test_r14_xml_transaction_entry_holding_two_resources_is_refused(client, toke
     )
     assert refused.status_code == 400, refused.data[:600]
     assert documents_of(record, PATIENT_A) == before
+
+
+def test_json_string_with_a_control_character_is_refused_so_xml_searches_answer(
+    client,
+    tokens,
+    record,  # noqa: F811
+):
+    """A document whose description held U+0001 (escaped in JSON) was stored (201); XML
+    cannot carry that character, and every XML answer holding the document, its read and any
+    search of the patient's documents, was then a 500. FHIR strings may not hold it: 400."""
+    token = tokens.practitioner(AUTHORIZED)
+    before = documents_of(record, PATIENT_A)
+    refused = post(client, token, {**document(PATIENT_A), "description": "bon\x01jour"})
+    assert refused.status_code == 400, refused.get_json()
+    assert documents_of(record, PATIENT_A) == before
+    search = client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_A}&_format=xml", headers=auth(token)
+    )
+    assert search.status_code == 200, search.data[:600]
