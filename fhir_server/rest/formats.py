@@ -17,6 +17,7 @@ from lxml import etree
 
 from fhir_server.errors import FhirError, bad_request, error
 from fhir_server.resources.input_limits import (
+    FORBIDDEN_CHARACTERS,
     check_json_body,
     check_json_characters,
     check_json_depth,
@@ -283,5 +284,26 @@ def render(body: bytes | dict, negotiated: Negotiated) -> bytes:
 
 
 def json_to_xml(data: dict, pretty: bool = False) -> bytes:
+    """`data` in FHIR XML. A character XML cannot carry (a control character a request
+    echoed into an OperationOutcome: `/fhir/Foo%01`) is written as its `\\uXXXX` escape:
+    lxml refused it, and the XML answer was a 500 where the JSON one was a 400 or 404."""
+    try:
+        return _to_xml(data, pretty)
+    except ValueError:  # lxml: "All strings must be XML compatible"
+        return _to_xml(_xml_compatible(data), pretty)
+
+
+def _to_xml(data: dict, pretty: bool) -> bytes:
     model = model_class(data["resourceType"]).model_validate(data)
     return model.model_dump_xml(pretty_print=pretty) if pretty else model.model_dump_xml()
+
+
+def _xml_compatible(value):
+    """`value` with each character XML 1.0 cannot carry replaced by its `\\uXXXX` escape."""
+    if isinstance(value, str):
+        return FORBIDDEN_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {key: _xml_compatible(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_xml_compatible(item) for item in value]
+    return value

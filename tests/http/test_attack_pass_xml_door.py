@@ -129,3 +129,24 @@ def test_json_string_with_a_control_character_is_refused_so_xml_searches_answer(
         f"/fhir/DocumentReference?patient={PATIENT_A}&_format=xml", headers=auth(token)
     )
     assert search.status_code == 200, search.data[:600]
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [("/fhir/Foo%01", 404), ("/fhir/Patient/a%01", 404), ("/fhir/Patient?bad%01=1", 400)],
+)
+def test_xml_outcome_echoing_a_control_character_keeps_its_status(
+    client,
+    tokens,
+    record,  # noqa: F811
+    url,
+    status,
+):
+    """The OperationOutcome naming the request's U+0001 could not be written in XML: the
+    XML answer was a 500 where the JSON one was a 404 or a 400."""
+    token = tokens.practitioner(AUTHORIZED)
+    assert client.get(url, headers=auth(token)).status_code == status
+    separator = "&" if "?" in url else "?"
+    answer = client.get(f"{url}{separator}_format=xml", headers=auth(token))
+    assert answer.status_code == status, answer.data[:600]
+    assert b"<OperationOutcome" in answer.data
