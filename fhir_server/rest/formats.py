@@ -212,6 +212,7 @@ _DROPPED = (
 
 
 _ATTRIBUTES = frozenset({"value", "url", "id"})
+_SCHEMA_LOCATION = "{http://www.w3.org/2001/XMLSchema-instance}schemaLocation"
 
 
 def _fhir_elements(root: etree._Element) -> Counter[str]:
@@ -247,6 +248,8 @@ def _fhir_elements(root: etree._Element) -> Counter[str]:
             )
         counts[qname.localname] += 1
         for name in element.attrib:
+            if name == _SCHEMA_LOCATION and element is root:  # a hint, read by no one here
+                continue
             if name not in _ATTRIBUTES:
                 raise bad_request(
                     f"the XML element '{qname.localname}' has an attribute '{name}': FHIR "

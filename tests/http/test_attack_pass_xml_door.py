@@ -68,8 +68,16 @@ def test_r14_masking_label_spelled_only_as_xml_can_is_refused(client, tokens, re
 
 
 def test_r14_masking_label_in_plain_xml_is_stored_and_read(client, tokens, record):  # noqa: F811
-    """The control: the same document in plain XML is stored with its MASQUE_PS label."""
-    created = post_xml(client, tokens.practitioner(AUTHORIZED), masked_document_xml())
+    """The control: the same document in plain XML, its root naming its schema as FHIR's
+    examples do (`xsi:schemaLocation`), is stored with its MASQUE_PS label."""
+    body = masked_document_xml().replace(
+        b'<DocumentReference xmlns="http://hl7.org/fhir">',
+        b'<DocumentReference xmlns="http://hl7.org/fhir" '
+        b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        b'xsi:schemaLocation="http://hl7.org/fhir documentreference.xsd">',
+    )
+    assert b"schemaLocation" in body
+    created = post_xml(client, tokens.practitioner(AUTHORIZED), body)
     assert created.status_code == 201, created.data[:600]
     assert "MASQUE_PS" in json.dumps(created.get_json())
 
