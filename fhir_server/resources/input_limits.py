@@ -29,12 +29,13 @@ with the standard library to find the repeated key and where it is.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
 from lxml import etree
 
-from fhir_server.errors import FhirError, Issue
+from fhir_server.errors import FhirError, Issue, bad_request
 
 # Levels of JSON objects and arrays (the resource itself is level 1), and of XML elements.
 # A DMP transaction Bundle of DocumentReferences is about 10 deep; a Questionnaire with
@@ -90,6 +91,39 @@ def check_json_nulls(body: bytes, data: Any) -> None:
     without the bytes `null` holds none, and is not walked (the hot path's cost)."""
     if b"null" in body:
         _check_no_null(data, _root_name(data))
+
+
+# The characters FHIR strings may not hold (datatypes.html#string: none below U+0020 but
+# tab, CR and LF) and XML 1.0 cannot carry: escaped in JSON, they were stored, and every
+# XML answer holding the resource (its read, any search of its patient) was then a 500.
+FORBIDDEN_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def check_json_characters(body: bytes, data: Any) -> None:
+    """Refuse `data`, parsed from `body`, if a string (or a key) holds a control character
+    FHIR forbids. JSON can carry one only escaped (`\\u0001`, `\\b`, `\\f`): a body
+    without a backslash holds none, and is not walked (the hot path's cost)."""
+    if b"\\" not in body:
+        return
+    stack: list[tuple[Any, str]] = [(data, _root_name(data))]
+    while stack:
+        value, path = stack.pop()
+        if type(value) is str:
+            if FORBIDDEN_CHARACTERS.search(value):
+                raise bad_request(
+                    f"{path}: a string holds a control character FHIR strings may not hold",
+                    path,
+                    code="invalid",
+                )
+        elif type(value) is dict:
+            for key, child in value.items():
+                if FORBIDDEN_CHARACTERS.search(key):
+                    raise bad_request(
+                        f"{path}: a key holds a control character", path, code="invalid"
+                    )
+                stack.append((child, f"{path}.{key}"))
+        elif type(value) is list:
+            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
 
 
 def _check_no_null(data: Any, root: str) -> None:

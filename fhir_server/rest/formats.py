@@ -8,6 +8,7 @@ models, a slower path paid only by XML clients.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,7 +17,9 @@ from lxml import etree
 
 from fhir_server.errors import FhirError, bad_request, error
 from fhir_server.resources.input_limits import (
+    FORBIDDEN_CHARACTERS,
     check_json_body,
+    check_json_characters,
     check_json_depth,
     check_json_nulls,
     check_xml_breadth,
@@ -140,6 +143,7 @@ def parse_body(body: bytes, content_type: str | None) -> dict:
             raise bad_request("the body must be a JSON object", code="structure")
         check_json_body(body, data)
         check_json_nulls(body, data)
+        check_json_characters(body, data)
         return data
     data = xml_to_json(body)
     check_json_depth(data)
@@ -179,7 +183,7 @@ def xml_to_json(body: bytes) -> dict:
     check_xml_depth(root)
     check_xml_breadth(root, body)
     resource_type = etree.QName(root).localname
-    if etree.QName(root).namespace != "http://hl7.org/fhir":
+    if etree.QName(root).namespace != FHIR_NS:
         raise bad_request(
             "the XML root element is not in the FHIR namespace http://hl7.org/fhir",
             code="structure",
@@ -188,11 +192,74 @@ def xml_to_json(body: bytes) -> dict:
         model = model_class(resource_type)
     except (KeyError, ValueError, AttributeError):
         raise bad_request(f"unknown resource type '{resource_type}'", "resourceType") from None
+    given = _fhir_elements(root)
     try:
         parsed = model.model_validate_xml(body)
     except Exception as exc:  # the XML parser of fhir.resources raises several kinds
         raise FhirError(400, [_xml_issue(resource_type, exc)]) from None
+    if _fhir_elements(etree.fromstring(parsed.model_dump_xml(), _parser())) != given:
+        raise bad_request(_DROPPED, code="structure")
     return orjson.loads(parsed.model_dump_json(by_alias=True, exclude_none=True))
+
+
+FHIR_NS = "http://hl7.org/fhir"
+XHTML_NS = "http://www.w3.org/1999/xhtml"
+_DROPPED = (
+    "the XML gives an element or a value that is not read as given: a single element given "
+    "twice (JSON refuses a repeated key), a value on an element that has none, or an empty "
+    "element"
+)
+
+
+_ATTRIBUTES = frozenset({"value", "url", "id"})
+_SCHEMA_LOCATION = "{http://www.w3.org/2001/XMLSchema-instance}schemaLocation"
+
+
+def _fhir_elements(root: etree._Element) -> Counter[str]:
+    """The FHIR elements of `root` and their `value` and `url` attributes, counted by name;
+    400 for an element outside the FHIR namespace (the model library reads one by its local
+    name, as if FHIR), another attribute (it reads `x:value` as `value`, and drops others) or
+    FHIR text content (which it drops: FHIR XML carries values in `value` attributes). A narrative's
+    XHTML `div` counts as one element, its markup being the narrative's own value.
+
+    Counted again on the model's own XML, a difference is an element the library did not
+    keep as given: the first of two copies of a single element (it keeps the last), a
+    `value` on an element that has none (dropped)."""
+    counts: Counter[str] = Counter()
+    stack = [root]
+    while stack:
+        element = stack.pop()
+        if not isinstance(element.tag, str):  # a comment or processing instruction
+            continue
+        qname = etree.QName(element)
+        if qname.namespace == XHTML_NS and qname.localname == "div":
+            counts["div"] += 1
+            continue
+        if qname.namespace != FHIR_NS:
+            raise bad_request(
+                f"the XML element '{element.tag}' is not in the FHIR namespace {FHIR_NS}",
+                code="structure",
+            )
+        if (element.text or "").strip() or any((c.tail or "").strip() for c in element):
+            raise bad_request(
+                f"the XML element '{qname.localname}' has text content: FHIR XML gives "
+                "values in `value` attributes",
+                code="structure",
+            )
+        counts[qname.localname] += 1
+        for name in element.attrib:
+            if name == _SCHEMA_LOCATION and element is root:  # a hint, read by no one here
+                continue
+            if name not in _ATTRIBUTES:
+                raise bad_request(
+                    f"the XML element '{qname.localname}' has an attribute '{name}': FHIR "
+                    "XML has only `value`, `url` (of an extension) and `id`",
+                    code="structure",
+                )
+            if name != "id":  # the model library neither keeps nor writes an element's id
+                counts[f"{qname.localname}@{name}"] += 1
+        stack.extend(element)
+    return counts
 
 
 def _xml_issue(resource_type: str, exc: Exception):
@@ -220,5 +287,26 @@ def render(body: bytes | dict, negotiated: Negotiated) -> bytes:
 
 
 def json_to_xml(data: dict, pretty: bool = False) -> bytes:
+    """`data` in FHIR XML. A character XML cannot carry (a control character a request
+    echoed into an OperationOutcome: `/fhir/Foo%01`) is written as its `\\uXXXX` escape:
+    lxml refused it, and the XML answer was a 500 where the JSON one was a 400 or 404."""
+    try:
+        return _to_xml(data, pretty)
+    except ValueError:  # lxml: "All strings must be XML compatible"
+        return _to_xml(_xml_compatible(data), pretty)
+
+
+def _to_xml(data: dict, pretty: bool) -> bytes:
     model = model_class(data["resourceType"]).model_validate(data)
     return model.model_dump_xml(pretty_print=pretty) if pretty else model.model_dump_xml()
+
+
+def _xml_compatible(value):
+    """`value` with each character XML 1.0 cannot carry replaced by its `\\uXXXX` escape."""
+    if isinstance(value, str):
+        return FORBIDDEN_CHARACTERS.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {key: _xml_compatible(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_xml_compatible(item) for item in value]
+    return value

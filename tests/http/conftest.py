@@ -171,6 +171,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_attack_pass_xds_oracles",
         "test_attack_pass_xds_spellings",
         "test_attack_pass_audit_view",
+        "test_attack_pass_xml_door",
         "test_audit_log_doors",
         "test_audit_trace_conditional_criteria",
         "test_binary_ownership",
