@@ -33,7 +33,13 @@ import jsonpointer
 import orjson
 
 from fhir_server.errors import FhirError, bad_request, error
-from fhir_server.resources.input_limits import MAX_DEPTH, check_json_depth, nested_depth, too_deep
+from fhir_server.resources.input_limits import (
+    MAX_DEPTH,
+    check_json_characters,
+    check_json_depth,
+    nested_depth,
+    too_deep,
+)
 
 JSON_PATCH_MIME = "application/json-patch+json"
 FHIRPATH_OPERATIONS = frozenset({"add", "insert", "delete", "replace"})
@@ -140,6 +146,9 @@ def _json(raw: bytes, where: str) -> Any:
     except orjson.JSONDecodeError:
         raise bad_request("the PATCH body is not JSON", where) from None
     check_json_depth(data)
+    # The characters FHIR strings may not hold, refused as in any JSON body: a JSON Patch
+    # value `"bon\u0001jour"` stored one, and every XML answer holding it was a 500.
+    check_json_characters(raw, data)
     return data
 
 

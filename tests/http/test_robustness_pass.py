@@ -109,6 +109,19 @@ def test_http_patch_json_patch_of_a_wrong_json_type_is_400_naming_it_document_un
     assert world.stored(document["id"])["meta"]["versionId"] == document["meta"]["versionId"]
 
 
+def test_http_patch_json_patch_value_with_a_control_character_is_400_document_unchanged(world):
+    """FHIR R4 datatypes.html#string: no character below U+0020 but tab, CR and LF. A JSON
+    body holding one escaped is refused (`input_limits.check_json_characters`); a JSON
+    Patch body was read apart and its value stored, after which every XML answer holding
+    the document was a 500."""
+    document = world.deposit("N")
+    operation = {"op": "add", "path": "/description", "value": "bon\u0001jour"}
+    response = world.patch("author", document["id"], [operation])
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "control character" in outcome_issue(response)["diagnostics"]
+    assert world.stored(document["id"])["meta"]["versionId"] == document["meta"]["versionId"]
+
+
 @FAST
 @given(value=ANY_JSON)
 def test_http_patch_any_json_value_in_status_or_a_label_is_never_a_500(world_once, value):
