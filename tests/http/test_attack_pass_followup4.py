@@ -11,19 +11,17 @@ What got through, each reproduced over HTTP before its fix:
   document for a readable one. A logically deleted document is now no readable entry.
 """
 
+# ruff: noqa: F811 - the fixtures `xds` and `record` are test_r13_submission_sets' world
+
 from __future__ import annotations
 
 import pytest
 
-from fhir_server.config import load_settings
-from tests.http.conftest import FHIR_JSON, Tokens, auth, create_test_app, dmp_consent, permit
+from tests.http.conftest import auth
 from tests.http.metadata_world import World, build_world
 from tests.http.test_r13_submission_sets import (
     DOCTOR,
     GP,
-    HIDDEN_TYPE,
-    LOINC_OID,
-    NO_TYPE,
     PHARMACIST,
     SEEN_TYPE,
     assert_read_as_missing,
@@ -31,39 +29,13 @@ from tests.http.test_r13_submission_sets import (
     document,
     find_submission_sets,
     lists,
+    record,  # noqa: F401 - the same world's fixtures
     set_type,
     token,
+    xds,  # noqa: F401
 )
-from tests.http.test_xds_endpoints import Xds
-from tests.support.habilitation import profiles_denying
 
 DELETE = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
-
-
-@pytest.fixture
-def xds(tmp_path, data_dir):
-    """The SubmissionSet world of test_r13_submission_sets: pharmacien (21) may not read
-    HIDDEN_TYPE, the type of every ITI-41 deposit of tests.xds_builders."""
-    profiles = profiles_denying(tmp_path / "profiles", "21", f"urn:oid:{LOINC_OID}", HIDDEN_TYPE)
-    settings = load_settings(
-        {"data_dir": data_dir, "profiles_dir": profiles, "max_body_bytes": 200_000}, environ={}
-    )
-    app = create_test_app(settings)
-    yield Xds(app, app.test_client(), Tokens(data_dir), data_dir)
-    app.extensions["fhir"].store.close()
-
-
-@pytest.fixture
-def record(xds):
-    """(Patient id, NIR): médecin traitant GP; PHARMACIST, DOCTOR, NO_TYPE authorized."""
-    patient_id, nir = xds.patient(61)
-    response = xds.client.post(
-        "/fhir/Consent",
-        json=dmp_consent(patient_id, permit(PHARMACIST), permit(DOCTOR), permit(NO_TYPE)),
-        headers=auth(xds.tokens.patient(patient_id), **{"Content-Type": FHIR_JSON}),
-    )
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return patient_id, nir
 
 
 def _delete_as_author(xds, document_id: str) -> None:

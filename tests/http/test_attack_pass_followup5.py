@@ -63,7 +63,7 @@ import pytest
 
 from fhir_server.terminology import SYSTEM_IDNAT_PS
 from tests.http.conftest import FHIR_JSON, a_patient, auth, internal_put
-from tests.http.test_attack_pass_modes import FORMER_GP, former_gp_reads
+from tests.http.test_attack_pass_modes import FORMER_GP, former_gp_reads, former_gp_searches
 from tests.http.test_r18_matrix import PATIENT_B, own_world
 
 world = pytest.fixture(own_world, name="world")
@@ -149,10 +149,7 @@ def test_r08_a_stored_general_practitioner_reference_naming_no_practitioner_gran
     the practitioner neither reads B's document nor searches B's record."""
     internal_put(world.service)(_patient_b(key), PATIENT_B)
     assert former_gp_reads(world) == 404
-    search = world.client.get(
-        f"/fhir/DocumentReference?patient={PATIENT_B}",
-        headers=auth(world.tokens.practitioner(FORMER_GP)),
-    )
+    search = former_gp_searches(world)
     assert search.status_code == 403, search.get_data(as_text=True)
 
 

@@ -223,6 +223,14 @@ def former_gp_reads(world: World) -> int:
     return response.status_code
 
 
+def former_gp_searches(world: World):
+    """FORMER_GP's search of B's documents (they hold no authorization)."""
+    return world.client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_B}",
+        headers=auth(world.tokens.practitioner(FORMER_GP)),
+    )
+
+
 @pytest.mark.parametrize("key", NOT_IN_FORCE)
 def test_r08_a_general_practitioner_no_longer_in_force_is_refused_on_write(world, key):
     """R08: the health insurer's feed writing B's médecin traitant by a naming no longer in
@@ -244,10 +252,7 @@ def test_r08_a_stored_general_practitioner_no_longer_in_force_grants_nothing(wor
     """R08, fail closed: such a naming stored before the write refused it names nobody."""
     internal_put(world.service)(patient_b_naming(key), PATIENT_B)
     assert former_gp_reads(world) == 404
-    masked = world.client.get(
-        f"/fhir/DocumentReference?patient={PATIENT_B}",
-        headers=auth(world.tokens.practitioner(FORMER_GP)),
-    )
+    masked = former_gp_searches(world)
     assert masked.status_code == 403, masked.get_data(as_text=True)
 
 
