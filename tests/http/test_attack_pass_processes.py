@@ -124,14 +124,14 @@ def test_r08_a_medecin_traitant_replaced_through_one_worker_loses_access_on_the_
     assert world.read_on_b(search, gp) == 403
 
 
-def test_r07_a_representation_ended_through_one_worker_ends_on_the_other(world):
-    minor = _patient(world, 4, birthDate="2015-03-03")
+def _parent(world: World, minor_id: str) -> tuple[dict, str]:
+    """A parent (PRN) of the minor, and their token as `fhir-server token` makes it."""
     parent = world.write(
         "post",
         "RelatedPerson",
         {
             "resourceType": "RelatedPerson",
-            "patient": {"reference": f"Patient/{minor['id']}"},
+            "patient": {"reference": f"Patient/{minor_id}"},
             "relationship": [{"coding": [{"system": SYSTEM_V3_ROLE_CODE, "code": "PRN"}]}],
             "name": [{"family": "Parent"}],
         },
@@ -140,8 +140,14 @@ def test_r07_a_representation_ended_through_one_worker_ends_on_the_other(world):
         subject=parent["id"],
         scopes="patient/*.cruds",
         fhir_user=f"RelatedPerson/{parent['id']}",
-        patient=minor["id"],
+        patient=minor_id,
     )
+    return parent, token
+
+
+def test_r07_a_representation_ended_through_one_worker_ends_on_the_other(world):
+    minor = _patient(world, 4, birthDate="2015-03-03")
+    parent, token = _parent(world, minor["id"])
     search = f"DocumentReference?patient={minor['id']}"
     assert world.read_on_b(search, token) == 200
     ended = {**parent, "period": {"end": "2020-01-01"}}
@@ -183,3 +189,17 @@ def test_r10_r06_a_consent_the_loader_moves_to_another_record_leaves_the_first(w
     moved.pop("meta", None)
     world.app.extensions["fhir"].service.update(INTERNAL, "Consent", moved["id"], moved)
     assert world.read_on_b(search, practitioner) == 403
+
+
+def test_r07_r06_a_guardianship_the_loader_moves_to_another_minor_leaves_the_first(world):
+    """As the Consent above: a RelatedPerson the server's own write re-points to another
+    minor no longer represents the first, on any worker."""
+    first = _patient(world, 9, birthDate="2015-03-03")
+    second = _patient(world, 10, birthDate="2016-04-04")
+    parent, token = _parent(world, first["id"])
+    search = f"DocumentReference?patient={first['id']}"
+    assert world.read_on_b(search, token) == 200  # cached: the first minor's parent
+    moved = {**parent, "patient": {"reference": f"Patient/{second['id']}"}}
+    moved.pop("meta", None)
+    world.app.extensions["fhir"].service.update(INTERNAL, "RelatedPerson", moved["id"], moved)
+    assert world.read_on_b(search, token) == 403
