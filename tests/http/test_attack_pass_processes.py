@@ -12,10 +12,14 @@ representation, an INS given to another Patient) and the server's own writes (th
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+
 import pytest
 
+from fhir_server.access.record import ADULT_AGE, latest_date
 from fhir_server.access.requester import INTERNAL
 from fhir_server.config import load_settings
+from fhir_server.service.gate import facts
 from fhir_server.terminology import EXT_RECORD_STATUS, SYSTEM_IDNAT_PS, SYSTEM_V3_ROLE_CODE
 from tests.http.conftest import (
     FHIR_JSON,
@@ -202,4 +206,31 @@ def test_r07_r06_a_guardianship_the_loader_moves_to_another_minor_leaves_the_fir
     moved = {**parent, "patient": {"reference": f"Patient/{second['id']}"}}
     moved.pop("meta", None)
     world.app.extensions["fhir"].service.update(INTERNAL, "RelatedPerson", moved["id"], moved)
+    assert world.read_on_b(search, token) == 403
+
+
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - years, day=28)
+
+
+def test_r07_a_minor_turning_18_ends_the_representation_with_no_write(world, monkeypatch):
+    """Over time in one worker: the record cached the day before the 18th birthday (on the
+    latest date anywhere) must not keep the parent in on the birthday, though nothing was
+    written to the record in between."""
+    now = datetime.now(UTC)
+    birthday = latest_date(now) + timedelta(days=1)
+    minor = _patient(world, 11, birthDate=_years_before(birthday, ADULT_AGE).isoformat())
+    _, token = _parent(world, minor["id"])
+    search = f"DocumentReference?patient={minor['id']}"
+    assert world.read_on_b(search, token) == 200  # 17 everywhere: the parent reads
+
+    class Tomorrow(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return now + timedelta(days=1)
+
+    monkeypatch.setattr(facts, "datetime", Tomorrow)
     assert world.read_on_b(search, token) == 403
