@@ -812,7 +812,9 @@ class FhirService:
         if resource_type == "DocumentReference" and list_labels.gained_labels(old, resource):
             self._label_lists_naming(tx, resource_id)
             self._label_messages_naming(tx, resource_id, resource)
-        self.gate.after_write(tx, requester, "update", stored, resource, permit)
+        # The former content too: its records' facts change when the server's own write
+        # (`fhir-server load`, INTERNAL, which R06's move refusal lets through) moves it.
+        self.gate.after_write(tx, requester, "update", stored, resource, permit, previous=old)
         return WriteResult(self.gate.as_served(requester, stored), created=current.deleted)
 
     def delete_in(

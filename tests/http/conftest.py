@@ -161,6 +161,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_attack_pass_minors_lifecycle",
         "test_attack_pass_modes",
         "test_attack_pass_oracles",
+        "test_attack_pass_processes",
         "test_attack_pass_r13",
         "test_attack_pass_rest",
         "test_attack_pass_spellings",

@@ -230,16 +230,21 @@ class AuditHooks(ReadGate):
         resource,
         permit: Permit,
         prepared: PreparedEvents | None = None,
+        previous: dict | None = None,
     ) -> None:
         """Audit the write and write the notifications it calls for, in its transaction.
 
         `permit`: what `authorize_write` returned for this write (its notes say what to
         notify). `prepared`: the write's AuditEvents as `prepare_write_audit` built them
-        beforehand.
+        beforehand. `previous`: an update's former content, whose records' facts it changes
+        too (a Consent the server's own write gave another patient left the first one's).
         """
         forget_request_facts()  # a Patient, Consent or RelatedPerson may have changed
         if stored.resource_type in RECORD_FACT_TYPES:
-            for patient_id in _record_patients(stored, resource):
+            patients = _record_patients(stored, resource)
+            if previous is not None:
+                patients |= _record_patients(stored, previous)
+            for patient_id in sorted(patients):
                 tx.bump_record_epoch(patient_id)
         notes = permit.notes
         if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
@@ -353,7 +358,8 @@ def _write_audit_subject(
 
 
 def _record_patients(stored: StoredResource, resource) -> set[str]:
-    """The records whose facts a write to a Patient, Consent or RelatedPerson changes."""
+    """The records whose facts a write to a Patient, Consent or RelatedPerson changes, as
+    `resource` (its new or its former content) names them."""
     if stored.resource_type == "Patient":
         return {stored.id}
     return set(compartment_of(resource)) if resource else set()
