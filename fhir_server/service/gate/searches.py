@@ -230,11 +230,12 @@ class SearchGate(ReadGate):
         for index, part in enumerate(parts):
             if isinstance(part, ReferenceTest) and part.param in PATIENT_PARAMS:
                 return query.where  # designated by a plain reference already
-            if (
-                isinstance(part, Chain)
-                and part.param in PATIENT_PARAMS
-                and part.target_type == "Patient"
-            ):
+            # Only the chain that designated the patient (`patient_designation`, the first
+            # one, as `designated_patient` reads them): another chain through `patient`
+            # (`patient._has:...`) replaced by the reference lost its clause, and the search
+            # found every visible document of the record whatever that clause said (R18).
+            if isinstance(patient_designation(part), Chain):
+                assert isinstance(part, Chain)
                 if record is None or record.patient_id != patient_id or record.patient is None:
                     return query.where
                 constraint = self.include_constraint(

@@ -1,0 +1,156 @@
+"""Attack pass on search modifiers, chains and result controls (R04, R09, R13, R14, R18).
+
+Each shape was sent for a record with and without a document hidden from the requester (a
+MASQUE_PS document for an authorized professional, an INVISIBLE_PATIENT one for the
+patient, one invisible to a minor's parents, any document for a blocked professional) and
+the answers compared (status, `Bundle.total`, entries, paging links, OperationOutcome), on
+SQLite and on mongomock: `:missing`, `:not`, `:exact`, `:contains`, `:text`, `:of-type`,
+`:below`, `_id:not`, `_sort` by date, `_lastUpdated`, category, type, description and
+security-label, `_total=accurate`, `_summary=count`, `_count=0|1`, `_elements`, `_include`
+and `_revinclude` with `:iterate` and `*`, `_has` on DocumentReference, List, AuditEvent,
+Communication, RelatedPerson, nested `_has:_has`, chains through `relatesto` and `item`,
+and the AuditEvent search with entity chains. They answered alike, except one shape:
+
+- A chain through the patient parameter to Patient was taken for the search's designation
+  of its patient (R04) whatever it said: `patient._has:DocumentReference:patient:
+  category=31` was looked up over every Patient of the store, without the requester's
+  constraints, the record it found alone judged, and the chain then replaced by a plain
+  reference to that Patient. A professional authorized on a record was answered every
+  document they read (200) when the record held a document masked from them of that class,
+  identifier or content, and 404 "no record" otherwise; the patient was answered their
+  documents, or 403 "only your own record", by whether the record held an INVISIBLE_PATIENT
+  document of the class asked; and any professional, blocked or a stranger, learned by 403
+  against 404 whether, and in which record, a document of a given uniqueId exists. After a
+  designating parameter, the same chain was still replaced, its clause lost. Only a chain
+  by `_id` or `identifier` (an INS) designates now; any other chain through `patient` is
+  a clause judged on what the requester may see.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+
+from tests.http.test_r18_matrix import (
+    AUTHORIZED,
+    BLOCKED,
+    CASES,
+    PATIENT_A,
+    STRANGER,
+    UNKNOWN_ID,
+    doc_id,
+    doc_identifier,
+    entries,
+    outcome_shape,
+    own_world,
+)
+
+world = pytest.fixture(own_world, name="world")
+
+MASKED = CASES["R14-masque-ps-vs-authorized-practitioner"]
+INVISIBLE = CASES["R14-invisible-patient-vs-patient"]
+UNKNOWN_IDENTIFIER = f"urn:uuid:{UNKNOWN_ID}"
+
+
+def _has_documents(criterion: str) -> str:
+    """A search of DocumentReference whose only patient clause is a chain through `patient`
+    asking the record for documents of `criterion`."""
+    return f"/fhir/DocumentReference?patient._has:DocumentReference:patient:{criterion}"
+
+
+def _answer(world, token: str, url: str, *blanked: str) -> tuple[int, str]:
+    """Status and body as a client compares them, the values the two URLs differ by blanked
+    (the `self` link repeats the query)."""
+    response = world.get(token, url)
+    assert response.status_code != 500, response.get_data(as_text=True)
+    return outcome_shape(response, *(quote(v, safe="") for v in blanked), *blanked)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "missing"),
+    [
+        (f"identifier={doc_identifier('a-masked')}", f"identifier={UNKNOWN_IDENTIFIER}"),
+        (f"_id={doc_id('a-masked')}", f"_id={UNKNOWN_ID}"),
+        ("category=31", "category=99"),
+        ("security-label=MASQUE_PS", "security-label=INVISIBLE_REPRESENTANTS_LEGAUX"),
+    ],
+    ids=["uniqueId", "id", "class", "label"],
+)
+def test_r14_r18_a_chain_through_patient_does_not_tell_a_masked_document(world, hidden, missing):
+    """The authorized professional asks A's record, through `patient._has`, for a document
+    masked from them and for one that does not exist: the same answer. Before, the masked
+    one designated A (200, every document they read), the missing one nothing (404)."""
+    token = MASKED.requester(world.tokens)
+    shown = _answer(world, token, _has_documents(hidden), hidden)
+    absent = _answer(world, token, _has_documents(missing), missing)
+    assert shown == absent
+    assert shown[0] == 400  # no patient designated (R04), as for any other criterion
+
+
+@pytest.mark.parametrize("requester", [BLOCKED, STRANGER, AUTHORIZED])
+def test_r09_r18_a_chain_through_patient_does_not_find_a_documents_record(world, requester):
+    """Any professional (blocked by A, named nowhere, authorized) asks which record holds a
+    document of a given uniqueId: answered as for a uniqueId no document has. Before, 403
+    (R10's wording) for a document of A's record, 404 "no record" for an unknown one."""
+    token = world.tokens.practitioner(requester)
+    known = f"identifier={doc_identifier('a-visible')}"
+    unknown = f"identifier={UNKNOWN_IDENTIFIER}"
+    assert _answer(world, token, _has_documents(known), known) == _answer(
+        world, token, _has_documents(unknown), unknown
+    )
+
+
+def test_r14_r18_a_chain_through_patient_does_not_tell_the_patient_an_invisible_document(world):
+    """The patient asks their own record, through `patient._has`, for a document of the
+    class of the INVISIBLE_PATIENT one (42) and of a class it has none of: no entry either
+    way. Before, 42 designated their record and the chain was replaced by it (200, their
+    two documents); 99 designated nothing (403 "only your own record")."""
+    token = INVISIBLE.requester(world.tokens)
+    invisible = _answer(world, token, _has_documents("category=42"), "42")
+    none = _answer(world, token, _has_documents("category=99"), "99")
+    assert invisible == none
+    response = world.get(token, _has_documents("category=42"))
+    assert response.status_code == 200
+    assert response.get_json()["total"] == 0
+    # The chain is a clause judged on what they see: their masked document's class finds it.
+    visible = world.get(token, _has_documents("category=31")).get_json()
+    assert visible["total"] == 2
+
+
+def test_r14_r18_a_chain_through_patient_after_a_designation_keeps_its_clause(world):
+    """`patient._has:...` before the INS that designates A: the designating chain alone is
+    replaced by A's reference, the other kept and judged on what the professional may see.
+    Before, the first chain through `patient` was replaced, whichever it was: a masked id
+    found every document they read, an unknown one none."""
+    token = MASKED.requester(world.tokens)
+    ins = quote(MASKED.ins)
+
+    def url(criterion: str) -> str:
+        return f"{_has_documents(criterion)}&patient.identifier={ins}"
+
+    masked = f"_id={doc_id('a-masked')}"
+    unknown = f"_id={UNKNOWN_ID}"
+    assert _answer(world, token, url(masked), masked) == _answer(
+        world, token, url(unknown), unknown
+    )
+    bundle = world.get(token, url(masked)).get_json()
+    assert bundle["total"] == 0, json.dumps(bundle)
+    # The same clause on a document they read finds it: the chain is judged, not dropped.
+    readable = world.get(token, url(f"_id={doc_id('a-visible')}")).get_json()
+    assert {r["id"] for r in entries(readable)} == {doc_id("a-visible"), doc_id("a-invisible")}
+
+
+def test_r04_a_chain_by_identifier_or_id_still_designates_the_patient(world):
+    """What R04 names still designates: `patient.identifier=<INS>` and `patient._id=<id>`."""
+    token = MASKED.requester(world.tokens)
+    for url in (
+        f"/fhir/DocumentReference?patient.identifier={quote(MASKED.ins)}",
+        f"/fhir/DocumentReference?patient._id={PATIENT_A}",
+    ):
+        response = world.get(token, url)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert {r["id"] for r in entries(response.get_json())} == {
+            doc_id(k) for k in MASKED.visible
+        }
