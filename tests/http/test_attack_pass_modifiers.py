@@ -24,6 +24,15 @@ and the AuditEvent search with entity chains. They answered alike, except one sh
   designating parameter, the same chain was still replaced, its clause lost. Only a chain
   by `_id` or `identifier` (an INS) designates now; any other chain through `patient` is
   a clause judged on what the requester may see.
+- The DMP labels of a List (an MHD SubmissionSet) are those all its entries share, hidden
+  entries included (`access.list_labels`), and it was served with them as stored: the
+  patient read a List of their masked document and of one invisible to them without
+  MASQUE_PS, where a List of the masked document alone carried it, and `List?_security=
+  MASQUE_PS` found the second and not the first (an authorized professional likewise told a
+  List naming a masked document by its missing INVISIBLE_PATIENT). Each told that the List
+  held an entry hidden from them. A List is now served with the labels its served entries
+  share too, as a List of them alone would be, and a criterion or `_sort` on a List's
+  `_security` is refused (400 `not-supported`, R18) for every requester but the server.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from urllib.parse import quote
 
 import pytest
 
+from fhir_server.access.requester import INTERNAL
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     BLOCKED,
@@ -40,6 +50,7 @@ from tests.http.test_r18_matrix import (
     PATIENT_A,
     STRANGER,
     UNKNOWN_ID,
+    _id,
     doc_id,
     doc_identifier,
     entries,
@@ -154,3 +165,88 @@ def test_r04_a_chain_by_identifier_or_id_still_designates_the_patient(world):
         assert {r["id"] for r in entries(response.get_json())} == {
             doc_id(k) for k in MASKED.visible
         }
+
+
+# -- the labels of a List ----------------------------------------------------------------------
+
+
+def _put_list(world, name: str, keys: list[str]) -> str:
+    """A List (SubmissionSet) of A's record naming the documents `keys`, written by the
+    server: it takes the labels its entries share, as every write does."""
+    list_id = _id(name)
+    world.service.update(
+        INTERNAL,
+        "List",
+        list_id,
+        {
+            "resourceType": "List",
+            "id": list_id,
+            "status": "current",
+            "mode": "working",
+            "subject": {"reference": f"Patient/{PATIENT_A}"},
+            "source": {"reference": f"Patient/{PATIENT_A}"},
+            "entry": [{"item": {"reference": f"DocumentReference/{doc_id(k)}"}} for k in keys],
+        },
+    )
+    return list_id
+
+
+LIST_PAIRS = {
+    # requester: (the document they read, one hidden from them that lacks its label)
+    "patient": (INVISIBLE, "a-masked", "a-invisible"),
+    "authorized-practitioner": (MASKED, "a-invisible", "a-masked"),
+}
+
+
+@pytest.mark.parametrize("reader", LIST_PAIRS)
+def test_r14_r18_a_lists_labels_do_not_tell_a_hidden_entry(world, reader):
+    """Two Lists whose entries the reader is shown are the same (a document they read), one
+    of which also names a document hidden from them: read, both say the same. Before, the
+    one with the hidden entry came without the shown document's label (MASQUE_PS for the
+    patient, INVISIBLE_PATIENT for the professional), which all its entries do not share."""
+    case, shown, hidden = LIST_PAIRS[reader]
+    token = case.requester(world.tokens)
+    with_hidden = _put_list(world, "list-with-hidden", [shown, hidden])
+    alone = _put_list(world, "list-alone", [shown])
+    answers = []
+    for list_id in (with_hidden, alone):
+        response = world.get(token, f"/fhir/List/{list_id}")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        answers.append(outcome_shape(response, list_id))
+        served = response.get_json()
+        assert [e["item"]["reference"] for e in served["entry"]] == [
+            f"DocumentReference/{doc_id(shown)}"
+        ]
+    assert answers[0] == answers[1]
+    searched = world.get(token, f"/fhir/List?patient={PATIENT_A}&_id={with_hidden},{alone}")
+    labels = [
+        json.dumps(r["meta"].get("security"), sort_keys=True) for r in entries(searched.get_json())
+    ]
+    assert len(labels) == 2 and labels[0] == labels[1]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"/fhir/List?patient={PATIENT_A}&_security=MASQUE_PS",
+        f"/fhir/List?patient={PATIENT_A}&_security:not=urn:oid:1.2.250.1.213.1.1.4.13|MASQUE_PS",
+        f"/fhir/List?patient={PATIENT_A}&_security:missing=true",
+        f"/fhir/List?patient={PATIENT_A}&_sort=_security",
+        f"/fhir/DocumentReference?patient={PATIENT_A}&_has:List:item:_security=MASQUE_PS",
+    ],
+    ids=["security", "not", "missing", "sort", "has-list"],
+)
+@pytest.mark.parametrize("reader", LIST_PAIRS)
+def test_r14_r18_a_list_is_not_searched_by_its_labels(world, reader, url):
+    """A List's stored labels count its hidden entries: searching or sorting Lists by them
+    is refused, for the patient and the professional alike. Before, `_security=MASQUE_PS`
+    found the List of the masked document alone, not the one also naming a hidden
+    document."""
+    case, shown, hidden = LIST_PAIRS[reader]
+    _put_list(world, "list-with-hidden", [shown, hidden])
+    _put_list(world, "list-alone", [shown])
+    response = world.get(case.requester(world.tokens), url)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["code"] == "not-supported"
+    assert "R18" in issue["diagnostics"]
