@@ -32,7 +32,9 @@ and the AuditEvent search with entity chains. They answered alike, except one sh
   List naming a masked document by its missing INVISIBLE_PATIENT). Each told that the List
   held an entry hidden from them. A List is now served with the labels its served entries
   share too, as a List of them alone would be, and a criterion or `_sort` on a List's
-  `_security` is refused (400 `not-supported`, R18) for every requester but the server.
+  `_security` is refused (400 `not-supported`, R18) for every requester but the server, and
+  a granular scope on a List's `_security` is refused (403 R02) as the scopes reading beyond
+  what they confine are.
 """
 
 from __future__ import annotations
@@ -250,3 +252,22 @@ def test_r14_r18_a_list_is_not_searched_by_its_labels(world, reader, url):
     issue = response.get_json()["issue"][0]
     assert issue["code"] == "not-supported"
     assert "R18" in issue["diagnostics"]
+
+
+def test_r02_r14_a_granular_scope_on_a_lists_labels_is_refused(world):
+    """A token whose List scope is granular on `_security` (`patient/List.rs?_security=
+    MASQUE_PS`): its clause would select Lists by their stored labels, hidden entries
+    included, as the search's own criterion did; refused (403 R02) as the other clauses
+    reading beyond the List are. Before, the patient was served the List of their masked
+    document alone and not the one also naming a document invisible to them."""
+    case, shown, hidden = LIST_PAIRS["patient"]
+    _put_list(world, "list-with-hidden", [shown, hidden])
+    _put_list(world, "list-alone", [shown])
+    token = world.tokens.patient(
+        PATIENT_A, scope="patient/List.rs?_security=MASQUE_PS patient/DocumentReference.rs"
+    )
+    response = world.get(token, f"/fhir/List?patient={PATIENT_A}")
+    assert response.status_code == 403, response.get_data(as_text=True)
+    issue = response.get_json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == "R02"
+    assert "_security" in issue["diagnostics"]

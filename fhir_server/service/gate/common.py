@@ -304,7 +304,7 @@ def _judged_join(resource_type: str, node: Node) -> str | None:
     """The parameter of `node` (a granular scope's clause on `resource_type`) that reads
     beyond the resource itself, or None: a chain, a `_has`, or a parameter searching by what
     a naming element (List `item`, DocumentReference `relatesto`, `relation`,
-    `relationship`) names. A search's own are confined to what the requester may see
+    `relationship`) names, or a List's `_security` (its entries' labels). A search's own are confined to what the requester may see
     (`SearchGate._constrain_joins`); a scope's would be evaluated unconfined."""
     match node:
         case Chain(param=param):
@@ -327,6 +327,10 @@ def _judged_join(resource_type: str, node: Node) -> str | None:
             resource_type == "DocumentReference" and param in ("relation", "relationship")
         ):
             return param
+        case TokenTest(param="_security") | Missing(param="_security") if resource_type == "List":
+            # A List's labels are those its entries share, hidden ones included: a search's
+            # own criterion on them is refused (`searches._refuse_list_labels`, R18).
+            return "_security"
     return None
 
 
