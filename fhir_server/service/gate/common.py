@@ -29,6 +29,7 @@ from fhir_server.search.query import (
     Chain,
     Everything,
     Has,
+    IdTest,
     InCompartment,
     Missing,
     Node,
@@ -303,7 +304,7 @@ def _judged_join(resource_type: str, node: Node) -> str | None:
     """The parameter of `node` (a granular scope's clause on `resource_type`) that reads
     beyond the resource itself, or None: a chain, a `_has`, or a parameter searching by what
     a naming element (List `item`, DocumentReference `relatesto`, `relation`,
-    `relationship`) names. A search's own are confined to what the requester may see
+    `relationship`) names, or a List's `_security` (its entries' labels). A search's own are confined to what the requester may see
     (`SearchGate._constrain_joins`); a scope's would be evaluated unconfined."""
     match node:
         case Chain(param=param):
@@ -326,13 +327,27 @@ def _judged_join(resource_type: str, node: Node) -> str | None:
             resource_type == "DocumentReference" and param in ("relation", "relationship")
         ):
             return param
+        case TokenTest(param="_security") | Missing(param="_security") if resource_type == "List":
+            # A List's labels are those its entries share, hidden ones included: a search's
+            # own criterion on them is refused (`searches._refuse_list_labels`, R18).
+            return "_security"
     return None
 
 
 def patient_designation(part: Node) -> ReferenceTest | Chain | None:
     """`part` if it designates the patient of a search of another type than Patient: a
     reference to a Patient by id through a patient parameter (`patient=<id>`), or a chain
-    through it to Patient (`patient.identifier=<INS>`, which reads Patients)."""
+    through it to Patient by what designates a Patient in a search of Patient
+    (`patient.identifier=<INS>`, `patient._id=<id>`: `designates_patients`).
+
+    Any other chain (`patient._has:DocumentReference:patient:category=X`, `patient.name=`)
+    designates nothing and is judged as any other clause (R04, R14, R18): taken for a
+    designation, it was looked up over every Patient of the store without the requester's
+    constraints, the one record it found judged (403 or 200) where none answered 404, and
+    the chain then replaced by a reference to that Patient. A professional authorized on a
+    record learned, by 200 against 404, whether it held a document masked from them of a
+    given class, identifier or content, and the patient one invisible to them; any
+    professional learned which record, if any, holds a document of a given uniqueId."""
     if (
         isinstance(part, ReferenceTest)
         and part.param in PATIENT_PARAMS
@@ -340,6 +355,20 @@ def patient_designation(part: Node) -> ReferenceTest | Chain | None:
         and part.target_type in (None, "Patient")
     ):
         return part
-    if isinstance(part, Chain) and part.param in PATIENT_PARAMS and part.target_type == "Patient":
+    if (
+        isinstance(part, Chain)
+        and part.param in PATIENT_PARAMS
+        and part.target_type == "Patient"
+        and designates_patients(part.where)
+    ):
         return part
     return None
+
+
+def designates_patients(where: Node) -> bool:
+    """Whether `where`, a clause on Patient, designates Patients by what R04 names: one
+    `_id`, or an `identifier` token with a value (an INS). Only such a clause is looked up
+    to find the record a search is judged on (`GateFacts.designated_patient`)."""
+    if isinstance(where, IdTest):
+        return len(where.ids) == 1
+    return isinstance(where, TokenTest) and where.param == "identifier" and bool(where.code)

@@ -40,6 +40,7 @@ from fhir_server.service.existence_check import Closed
 from fhir_server.service.gate.common import (
     INTERNAL_BINDING,
     conjuncts,
+    designates_patients,
     patient_designation,
 )
 from fhir_server.store.base import PATIENTS_EPOCH, ResourceStore, StoredResource
@@ -190,12 +191,11 @@ class RecordFacts:
             if isinstance(designating, Chain):
                 ids = self.patients_matching(designating.where)
                 return True, ids[0] if len(ids) == 1 else None
-            if resource_type == "Patient":
-                if isinstance(part, IdTest) and len(part.ids) == 1:
+            if resource_type == "Patient" and designates_patients(part):
+                if isinstance(part, IdTest):
                     return True, part.ids[0]
-                if isinstance(part, TokenTest) and part.param == "identifier" and part.code:
-                    ids = self.patients_matching(part)
-                    return True, ids[0] if len(ids) == 1 else None
+                ids = self.patients_matching(part)
+                return True, ids[0] if len(ids) == 1 else None
         return False, None
 
     def patients_matching(self, where: Node) -> list[str]:

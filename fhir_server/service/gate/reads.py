@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from fhir_server.access import binding as patient_binding
-from fhir_server.access import hidden_references
+from fhir_server.access import hidden_references, list_labels
 from fhir_server.access.decision import Deny, Permit, not_found_message
 from fhir_server.access.ownership import one_patient
 from fhir_server.access.policy.labels import with_dmp_labels_of
@@ -261,7 +261,22 @@ class ReadGate(GateCore):
         if not hidden_references.may_name_others(resource_type, body):
             return body
         shown = hidden_references.without_hidden(orjson.loads(body), self._target_reader(requester))
-        return body if shown is None else orjson.dumps(shown)
+        if shown is None:
+            return body
+        # The labels a List takes are those all its entries share (`access.list_labels`), the
+        # hidden ones included: served as stored, a List of a masked document and one
+        # invisible to the patient carried no MASQUE_PS where a List of the masked one alone
+        # did, and told the patient that another, hidden, entry was there (R14, R18).
+        # Served, it takes those its served entries share too, as a List of them alone would.
+        if resource_type == "List" and list_labels.add_shared_labels(shown, self._document_of):
+            shown["meta"] = _security_first(shown["meta"])
+        return orjson.dumps(shown)
+
+    def _document_of(self, resource_type: str, resource_id: str) -> dict | None:
+        """The current version of a stored resource a List entry names (None: absent or
+        deleted), for the labels its entries share."""
+        current = self.facts.current(resource_type, resource_id)
+        return None if current is None or current.deleted else current.json()
 
     def as_written(self, requester: Requester, new: dict, current: dict) -> dict:
         """An update by `requester` keeps what `current` names that is hidden from them."""
@@ -376,3 +391,12 @@ def _unique_labels(labels) -> list:
             seen.add(key)
             unique.append(label)
     return unique
+
+
+def _security_first(meta: dict) -> dict:
+    """`meta` with `security` before `versionId` and `lastUpdated`, where the write of a List
+    labelled at its deposit puts it (`versions.stamp` appends them after the labels)."""
+    stamped = ("versionId", "lastUpdated")
+    ordered = {k: v for k, v in meta.items() if k not in stamped}
+    ordered.update((k, meta[k]) for k in stamped if k in meta)
+    return ordered

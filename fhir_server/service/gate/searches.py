@@ -83,6 +83,7 @@ class SearchGate(ReadGate):
                 details_code="R04",
             )
         _refuse_sort_by_naming_element(query)
+        _refuse_list_labels(query)
         scope_node = self._check_scopes(requester, resource_type, "search")
         given, patient_id = self.facts.designated_patient(resource_type, query.where)
         self._check_search_binding(requester, "search-type", given, patient_id)
@@ -230,11 +231,12 @@ class SearchGate(ReadGate):
         for index, part in enumerate(parts):
             if isinstance(part, ReferenceTest) and part.param in PATIENT_PARAMS:
                 return query.where  # designated by a plain reference already
-            if (
-                isinstance(part, Chain)
-                and part.param in PATIENT_PARAMS
-                and part.target_type == "Patient"
-            ):
+            # Only the chain that designated the patient (`patient_designation`, the first
+            # one, as `designated_patient` reads them): another chain through `patient`
+            # (`patient._has:...`) replaced by the reference lost its clause, and the search
+            # found every visible document of the record whatever that clause said (R18).
+            if isinstance(patient_designation(part), Chain):
+                assert isinstance(part, Chain)
                 if record is None or record.patient_id != patient_id or record.patient is None:
                     return query.where
                 constraint = self.include_constraint(
@@ -459,6 +461,47 @@ def _refuse_sort_by_naming_element(query: SearchQuery) -> None:
                 "resources a requester is not shown (R18)",
                 "_sort",
             )
+
+
+def _refuse_list_labels(query: SearchQuery) -> None:
+    """A criterion or a `_sort` on a List's `_security` (at any level: `_has:List:item:
+    _security=`, a chain to a List) is refused (400), for every requester but the server,
+    before the record is read (R14, R18, fail closed). The DMP labels a List carries are
+    those all its entries share (`access.list_labels`), hidden ones included; a List is
+    served with those its served entries share too (`ReadGate.served_body`), but the store
+    searches the stored labels: `List?_security=MASQUE_PS` found a List of a masked
+    document alone and not a List of the same document and one invisible to the patient,
+    telling the patient that the second held a hidden entry."""
+    if query.resource_type == "List" and any(key.param == "_security" for key in query.sort):
+        raise _list_labels_refusal("_sort")
+    if _reads_list_labels(query.where, query.resource_type or ""):
+        raise _list_labels_refusal("_security")
+
+
+def _reads_list_labels(node: Node, resource_type: str) -> bool:
+    """Whether `node`, evaluated on `resource_type`, tests a List's `_security`."""
+    match node:
+        case Chain(target_type=target_type, where=where):
+            return _reads_list_labels(where, target_type)
+        case Has(source_type=source_type, where=where):
+            return _reads_list_labels(where, source_type)
+        case And(parts=parts) | Or(parts=parts):
+            return any(_reads_list_labels(part, resource_type) for part in parts)
+        case Not(part=part):
+            return _reads_list_labels(part, resource_type)
+        case TokenTest(param="_security") | Missing(param="_security"):
+            return resource_type == "List"
+    return False
+
+
+def _list_labels_refusal(parameter: str):
+    return error(
+        400,
+        "not-supported",
+        "a List cannot be searched or sorted by its security labels: they are those its "
+        "entries share, entries a requester is not shown included (R14, R18)",
+        parameter,
+    )
 
 
 def _designation_reads_patient(resource_type: str, where: Node) -> bool:
