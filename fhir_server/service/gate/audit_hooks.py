@@ -241,10 +241,10 @@ class AuditHooks(ReadGate):
         """
         forget_request_facts()  # a Patient, Consent or RelatedPerson may have changed
         if stored.resource_type in RECORD_FACT_TYPES:
-            patients = _record_patients(stored, resource)
+            records = _record_patients(stored, resource)
             if previous is not None:
-                patients |= _record_patients(stored, previous)
-            for patient_id in sorted(patients):
+                records |= _record_patients(stored, previous)
+            for patient_id in sorted(records):
                 tx.bump_record_epoch(patient_id)
         notes = permit.notes
         if not self.audit.records(requester) or stored.resource_type == "AuditEvent":
