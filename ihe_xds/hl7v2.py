@@ -210,6 +210,10 @@ def fhir_to_xds_time(text: str) -> str:
     year, month, day, hour, minute, second, zone = match.groups()
     if hour is None:
         return f"{year}{month or ''}{day or ''}"
+    # A leap second (`23:59:60`, FHIR-valid, refused at write since, `resources.model`) stored
+    # before is spelled as the last second XDS and datetime() can hold: it made every ITI-18
+    # LeafClass answer of its record an internal error.
+    second = "59" if second == "60" else second
     # datetime() still checks the date; a UTC time of a four-digit year is then its own
     # digits (what strftime writes), which spares strftime on every time of an ITI-18 answer.
     moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))

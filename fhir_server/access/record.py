@@ -7,6 +7,7 @@ that age (R07) and Consent periods are testable and consistent within one reques
 
 from __future__ import annotations
 
+from calendar import isleap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -94,7 +95,9 @@ def build_record(
     else:
         latest = latest_date(now)
     birth = _birth_date(patient.get("birthDate"))
-    minor = birth is not None and _age_on(birth, latest) < ADULT_AGE
+    # A birthDate still to come on the latest date anywhere says no age (refused at write,
+    # `birth_date_problem`): read as a minor's, it gave an adult's record representatives.
+    minor = birth is not None and birth <= latest and _age_on(birth, latest) < ADULT_AGE
     rules = NO_RULES
     problems: list[str] = []
     bounds: list[datetime] = []
@@ -365,9 +368,29 @@ def _birth_date(value: object) -> date | None:
         return None
 
 
+def birth_date_problem(value: object, now: datetime) -> str | None:
+    """Why a Patient's `birthDate` says no age at `now` (R07), or None.
+
+    One whose earliest day is still to come on the latest date anywhere (`latest_date`) was
+    read as a minor's, of negative age: an identity feed's typo (`2099` for `1999`) gave the
+    adult's record to every RelatedPerson once their parent (**decided here**: refused at
+    write, read as no minor's)."""
+    birth = _birth_date(value)
+    if birth is not None and birth > latest_date(now):
+        return f"Patient.birthDate {value!r} is in the future: it says no age"
+    return None
+
+
 def _age_on(birth: date, today: date) -> int:
+    """Whole years from `birth` to `today`. Born on 29 February, one is a year older on 28
+    February of a year without one (**decided here**: the earliest day the birthday can mean,
+    as for a partial birthDate, so that no reading makes an adult look like a minor; it was
+    1 March)."""
     years = today.year - birth.year
-    if (today.month, today.day) < (birth.month, birth.day):
+    birthday = (birth.month, birth.day)
+    if birthday == (2, 29) and not isleap(today.year):
+        birthday = (2, 28)
+    if (today.month, today.day) < birthday:
         years -= 1
     return years
 

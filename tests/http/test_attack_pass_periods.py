@@ -1,0 +1,191 @@
+"""Attack pass: how TIME is spelled in what the access rules and the audit trail decide on
+(R07's age and guardianships, R09-R10's Consent periods, R16's trail read through ITI-18).
+
+What got through (each reproduced over HTTP, each test failing on main):
+
+- A leap second. FHIR's dateTime and instant admit `23:59:60`, which no reader of this
+  server holds (Python's datetime stops at :59). A DocumentReference whose
+  `context.period.end` or `attachment.creation` was a leap second was stored (201), and from
+  then every ITI-18 LeafClass answer of its record, by anyone, was an internal error
+  (XDSRegistryError "internal server error"); its `date` so spelled was indexed as no date
+  (a search by date missed it). A guardianship (`RelatedPerson.period`) ending on one was
+  stored and read as no period at all. A leap second is now refused at write (4xx, the
+  element named), at every door the FHIR model checks; one stored before is spelled :59 in
+  an XDS answer (`tests/unit/test_access_periods.py`).
+- A `Patient.birthDate` still to come (an identity feed's `2099` for `1999`) was stored and
+  read as a minor's, of negative age (R07): every RelatedPerson PRN or GUARD of the patient
+  (a parent of the adult's childhood) acted as the patient again. Refused at write (422,
+  `Patient.birthDate`, R07), read as no minor's.
+
+What held (tried, no hole): zone-less dateTimes and times without seconds in a Period or a
+birthDate with a time are refused by the model (400); a Consent period or `dateTime` with a
+leap second was already 422 naming the element; search `date`/`_lastUpdated` with every
+prefix (`sa`, `eb`, `ap`, `ne`), partial precision, offsets up to ±14:00 at year 1 and 9999,
+more than six fraction digits: answered, never a 500 (offsets beyond 14:00, `T10Z`, a
+negative year: 400); `_since` at year 1 +14:00 and 9999 -14:00: answered; tokens' `exp`,
+`nbf`, `iat` as NaN, Infinity or 1e400 (the JSON parser refuses them: 401); VIHF instants
+with offsets beyond 24 hours or a leap second (401); XDS times with impossible days or
+non-ASCII digits (refused by the FHIR model after mapping, naming the element); R17's day
+taken from the server's clock in Europe/Paris (no client-spelled instant reaches it).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from fhir_server.access.record import latest_date
+from fhir_server.terminology import SYSTEM_V3_ROLE_CODE
+from ihe_xds import vocabulary as v
+from ihe_xds.stored_query import FIND_DOCUMENTS
+from tests.http import test_attack_pass_consents as consents
+from tests.http.conftest import FHIR_JSON, a_patient, auth
+from tests.http.test_attack_pass_xds import errors
+from tests.http.test_normal_form import PATIENT_B
+from tests.http.test_xds_endpoints import GP, Xds, registry_status
+from tests.http.test_xds_stored_queries import adhoc
+from tests.support.documents import dmp_document
+from tests.xds_builders import patient_cx
+
+LEAP = "2026-06-30T23:59:60Z"
+IDENTITY_SCOPES = "system/Patient.crus system/RelatedPerson.cru"
+
+# Patient A (médecin traitant GP) and patient B (adult, authorizes AUTHORIZED).
+record = consents.record
+
+
+@pytest.fixture
+def xds(app, client, tokens, data_dir) -> Xds:
+    return Xds(app, client, tokens, data_dir)
+
+
+def find_documents(api: Xds, nir: str, return_type: str):
+    query = adhoc(
+        FIND_DOCUMENTS,
+        [
+            ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
+            ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+        ],
+        return_type,
+    )
+    return api.soap("/xds/registry", v.ACTION_ITI18, query, api.security(GP, nir))
+
+
+def _leap_document(patient_id: str, where: str) -> dict:
+    document = dmp_document(patient_id)
+    if where == "DocumentReference.date":
+        document["date"] = LEAP
+    elif where == "DocumentReference.context.period.end":
+        document.setdefault("context", {})["period"] = {
+            "start": "2026-06-30T23:00:00Z",
+            "end": LEAP,
+        }
+    else:
+        document["content"][0]["attachment"]["creation"] = LEAP
+    return document
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "DocumentReference.date",
+        "DocumentReference.context.period.end",
+        "DocumentReference.content[0].attachment.creation",
+    ],
+)
+def test_r16_r18_a_leap_second_in_a_document_is_refused_and_iti18_still_answers(xds, where):
+    """`23:59:60` is a FHIR instant the server cannot read: the document so dated was stored,
+    and every ITI-18 LeafClass answer of the record was then an internal error. Refused at
+    write naming the element; the record's FindDocuments answers."""
+    patient_id, nir = xds.patient(61)
+    response = xds.client.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(_leap_document(patient_id, where)),
+        headers=auth(xds.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
+    )
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+    outcome = response.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert where in {path for issue in outcome["issue"] for path in issue.get("expression", [])}
+    for return_type in ("ObjectRef", "LeafClass"):
+        answer = find_documents(xds, nir, return_type)
+        assert registry_status(answer) == (v.RESPONSE_SUCCESS, []), errors(answer)
+
+
+def related_person(patient_id: str, **period: str) -> dict:
+    return {
+        "resourceType": "RelatedPerson",
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "active": True,
+        "relationship": [{"coding": [{"system": SYSTEM_V3_ROLE_CODE, "code": "PRN"}]}],
+        "period": period,
+    }
+
+
+def test_r07_a_guardianship_ending_on_a_leap_second_is_refused(client, tokens, record):
+    """A RelatedPerson whose period ends at `23:59:60` was stored and read as no period at
+    all (its representative counted for nothing, the feed told nothing). Refused, naming
+    the element."""
+    feed = tokens.system("feed", IDENTITY_SCOPES, "health_insurer")
+    response = client.post(
+        "/fhir/RelatedPerson",
+        data=json.dumps(related_person(PATIENT_B, end=LEAP)),
+        headers=auth(feed, **{"Content-Type": FHIR_JSON}),
+    )
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+    paths = {p for issue in response.get_json()["issue"] for p in issue.get("expression", [])}
+    assert "RelatedPerson.period.end" in paths
+
+
+def _next_year() -> str:
+    return str(latest_date(datetime.now(UTC)).year + 1)
+
+
+@pytest.mark.parametrize(
+    "birth",
+    [
+        pytest.param(lambda: "2999-01-01", id="far-future"),
+        pytest.param(_next_year, id="next-year-as-a-year"),
+        pytest.param(lambda: f"{_next_year()}-01", id="next-year-month"),
+    ],
+)
+def test_r07_a_birth_date_still_to_come_is_refused(client, tokens, record, birth):
+    """A birthDate in the future was stored and read as a minor's (negative age): every
+    RelatedPerson PRN or GUARD of the adult acted as the patient again (R07). Refused at
+    create and at update (422, Patient.birthDate); nothing is written."""
+    feed = tokens.system("feed", IDENTITY_SCOPES, "health_insurer")
+    headers = auth(feed, **{"Content-Type": FHIR_JSON})
+    created = client.post(
+        "/fhir/Patient", data=json.dumps(a_patient(71, birthDate=birth())), headers=headers
+    )
+    assert created.status_code == 422, created.get_data(as_text=True)
+    issue = created.get_json()["issue"][0]
+    assert issue["expression"] == ["Patient.birthDate"]
+    assert issue["code"] == "invalid"
+    found = client.get(
+        "/fhir/Patient?birthdate=ge1900", headers=auth(tokens.system("feed", IDENTITY_SCOPES))
+    ).get_json()
+    assert all(entry["resource"].get("birthDate") != birth() for entry in found.get("entry", []))
+    current = client.get(f"/fhir/Patient/{PATIENT_B}", headers=headers).get_json()
+    updated = client.put(
+        f"/fhir/Patient/{PATIENT_B}",
+        data=json.dumps({**current, "birthDate": birth()}),
+        headers=headers,
+    )
+    assert updated.status_code == 422, updated.get_data(as_text=True)
+    after = client.get(f"/fhir/Patient/{PATIENT_B}", headers=headers).get_json()
+    assert after["birthDate"] == current["birthDate"]
+
+
+def test_r07_a_child_born_today_anywhere_is_accepted(client, tokens, record):
+    """Control: a birthDate of today on the latest date anywhere (UTC+14) is no future one."""
+    feed = tokens.system("feed", IDENTITY_SCOPES, "health_insurer")
+    today = latest_date(datetime.now(UTC)).isoformat()
+    created = client.post(
+        "/fhir/Patient",
+        data=json.dumps(a_patient(72, birthDate=today)),
+        headers=auth(feed, **{"Content-Type": FHIR_JSON}),
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)

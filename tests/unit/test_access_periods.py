@@ -1,0 +1,84 @@
+"""How the pure rules read an instant, a date or a period (R07's age, XDS times of R16's
+ITI-18 answers): the logic side of `tests/http/test_attack_pass_periods.py`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from fhir_server.access.record import birth_date_problem, build_record
+from fhir_server.terminology import SYSTEM_V3_ROLE_CODE
+from ihe_xds.hl7v2 import fhir_to_xds_time
+
+
+def patient(birth: str) -> dict:
+    return {"resourceType": "Patient", "id": "child", "birthDate": birth}
+
+
+def parent() -> dict:
+    return {
+        "resourceType": "RelatedPerson",
+        "id": "rp1",
+        "patient": {"reference": "Patient/child"},
+        "relationship": [{"coding": [{"system": SYSTEM_V3_ROLE_CODE, "code": "PRN"}]}],
+    }
+
+
+def facts(birth: str, now: datetime):
+    return build_record(patient(birth), [], [parent()], now.date(), now)
+
+
+NOW = datetime(2026, 12, 7, 5, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("birth", ["2999-01-01", "2027", "2027-01", "2026-12-08"])
+def test_r07_a_birth_date_still_to_come_reads_as_no_minor(birth):
+    """A birthDate in the future (the 8th is not yet anywhere at 05:00 UTC on the 7th, UTC+14
+    being 19:00) was read as a minor's, of negative age: the RelatedPerson acted as the
+    patient. It says no age: no minor, no representative; refused at write."""
+    record = facts(birth, NOW)
+    assert not record.minor
+    assert record.representatives == frozenset()
+    assert birth_date_problem(birth, NOW) is not None
+
+
+@pytest.mark.parametrize("birth", ["2026-12-07", "2026-12", "2026", "2015-05-05"])
+def test_r07_a_birth_date_of_today_or_before_is_a_minor(birth):
+    """Control: a child born today (or this month, this year) is a minor."""
+    record = facts(birth, NOW)
+    assert record.minor and record.representatives == {"rp1"}
+    assert birth_date_problem(birth, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("now", "minor"),
+    [
+        (datetime(2026, 2, 27, 5, 0, tzinfo=UTC), True),
+        (datetime(2026, 2, 28, 5, 0, tzinfo=UTC), False),
+        (datetime(2026, 3, 1, 5, 0, tzinfo=UTC), False),
+    ],
+    ids=["27-february", "28-february", "1-march"],
+)
+def test_r07_born_on_29_february_is_18_on_28_february_of_a_common_year(now, minor):
+    """Born 29 February 2008, 2026 has no 29 February: the birthday was read as 1 March, a
+    day after the earliest it can mean (28 February), the parent acting one more day. The
+    earliest day is taken, as for a partial birthDate (R07)."""
+    record = facts("2008-02-29", now)
+    assert record.minor is minor
+    assert (record.representatives == {"rp1"}) is minor
+
+
+@pytest.mark.parametrize(
+    ("stored", "xds"),
+    [
+        ("2026-06-30T23:59:60Z", "20260630235959"),
+        ("2026-07-01T01:59:60+02:00", "20260630235959"),
+        ("2026-06-30T23:59:59Z", "20260630235959"),
+    ],
+)
+def test_r16_a_leap_second_stored_before_is_spelled_in_xds(stored, xds):
+    """A leap second stored before it was refused at write made every ITI-18 LeafClass
+    answer of its record an internal error (datetime() stops at :59): it is spelled as the
+    last second an XDS time holds."""
+    assert fhir_to_xds_time(stored) == xds
