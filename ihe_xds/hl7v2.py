@@ -167,18 +167,24 @@ def _join(components: list[str | None]) -> str:
 
 
 # Times: YYYYMMDD[hhmm[ss]] (UTC), the form the reference fixes for submissions.
-_XDS_TIME = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(?:(\d{2}))?)?$")
+# ASCII digits (`\d` also reads fullwidth and Arabic-Indic ones), matched whole (`$` let a
+# trailing newline through).
+_XDS_TIME = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})(?:([0-9]{2})([0-9]{2})(?:([0-9]{2}))?)?")
 
 
 def xds_time_error(text: str | None) -> str | None:
     """None when `text` is a valid YYYYMMDD[hhmm[ss]] time, else a message."""
     if not text:
         return "empty time"
-    match = _XDS_TIME.match(text)
+    match = _XDS_TIME.fullmatch(text)
     if not match:
         return f"{text!r} is not of the form YYYYMMDD[hhmm[ss]]"
     year, month, day, hour, minute, second = match.groups()
-    if not (1 <= int(month) <= 12 and 1 <= int(day) <= 31):
+    try:
+        # 31 February or 29 February of a common year passed the month and day bounds and
+        # were refused after mapping under a FHIR path, not the slot's name.
+        datetime(int(year), int(month), int(day))
+    except ValueError:
         return f"{text!r} has an impossible month or day"
     if hour is not None and (int(hour) > 23 or int(minute) > 59 or (second and int(second) > 59)):
         return f"{text!r} has an impossible hour, minute or second"
@@ -187,7 +193,7 @@ def xds_time_error(text: str | None) -> str | None:
 
 def xds_time_to_fhir(text: str) -> str:
     """YYYYMMDD[hhmm[ss]] (UTC) -> FHIR dateTime (seconds added when only minutes are given)."""
-    match = _XDS_TIME.match(text)
+    match = _XDS_TIME.fullmatch(text)
     if not match:
         raise ValueError(f"not an XDS time: {text!r}")
     year, month, day, hour, minute, second = match.groups()

@@ -44,7 +44,7 @@ from tests.http import test_attack_pass_consents as consents
 from tests.http.conftest import FHIR_JSON, a_patient, auth
 from tests.http.test_attack_pass_xds import errors
 from tests.http.test_normal_form import PATIENT_B
-from tests.http.test_xds_endpoints import GP, Xds, registry_status
+from tests.http.test_xds_endpoints import GP, Xds, envelope_of, registry_status
 from tests.http.test_xds_stored_queries import adhoc
 from tests.support.documents import dmp_document
 from tests.xds_builders import patient_cx
@@ -189,3 +189,88 @@ def test_r07_a_child_born_today_anywhere_is_accepted(client, tokens, record):
         headers=auth(feed, **{"Content-Type": FHIR_JSON}),
     )
     assert created.status_code == 201, created.get_data(as_text=True)
+
+
+TIME_PARAMETERS = [
+    "$XDSDocumentEntryCreationTimeFrom",
+    "$XDSDocumentEntryServiceStartTimeTo",
+    "$XDSDocumentEntryServiceStopTimeTo",
+]
+
+
+def find_documents_from(api: Xds, nir: str, parameter: str, value: str):
+    query = adhoc(
+        FIND_DOCUMENTS,
+        [
+            ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
+            ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+            (parameter, value),
+        ],
+        "ObjectRef",
+    )
+    return api.soap("/xds/registry", v.ACTION_ITI18, query, api.security(GP, nir))
+
+
+@pytest.mark.parametrize("parameter", TIME_PARAMETERS)
+@pytest.mark.parametrize(
+    "value", ["20261301", "20260229", "2026123125", "202612312360", "20261231235960", "２０２６"]
+)
+def test_r18_an_xds_time_parameter_naming_no_instant_is_refused_under_its_name(
+    xds, parameter, value
+):
+    """Month 13, 29 February of a common year, hour 25, minute 60, a leap second, fullwidth
+    digits: ServiceStartTimeTo answered Success (compared as text), the others were refused
+    under the name of the FHIR search they became (`creation`, `period`), and fullwidth
+    digits were read as the year. Each is refused naming the stored query parameter."""
+    _, nir = xds.patient(63)
+    response = find_documents_from(xds, nir, parameter, value)
+    status, codes = registry_status(response)
+    assert status == v.RESPONSE_FAILURE, errors(response)
+    assert codes == ["XDSRegistryMetadataError"]
+    assert parameter in errors(response)[0][1]
+
+
+@pytest.mark.parametrize("parameter", TIME_PARAMETERS)
+@pytest.mark.parametrize("value", ["2028", "20280229", "20281231235959"])
+def test_r18_an_xds_time_parameter_of_the_calendar_is_answered(xds, parameter, value):
+    """Control: a year, 29 February of a leap year, the last second of a day."""
+    _, nir = xds.patient(64)
+    response = find_documents_from(xds, nir, parameter, value)
+    assert registry_status(response) == (v.RESPONSE_SUCCESS, []), errors(response)
+
+
+def _slot_value(slot_name: str, value: str):
+    def edit(root) -> None:
+        rim = f"{{{v.NS_RIM}}}"
+        entry = root.find(f".//{rim}ExtrinsicObject[@id='Document01']")
+        for slot in entry.findall(f"{rim}Slot"):
+            if slot.get("name") == slot_name:
+                slot.find(f"{rim}ValueList/{rim}Value").text = value
+                return
+        raise AssertionError(f"no slot {slot_name}")
+
+    return edit
+
+
+@pytest.mark.parametrize("slot", ["creationTime", "serviceStartTime"])
+@pytest.mark.parametrize("value", ["20260231", "20260229", "２０２６１２０７"])
+def test_r18_an_iti41_time_naming_no_day_is_refused_under_its_slot(xds, slot, value):
+    """31 February, 29 February of a common year, fullwidth digits passed the registry's
+    check of the slot and were refused only after mapping, as XDSRepositoryMetadataError
+    naming `Bundle.entry[1]: DocumentReference...`: refused as the registry's metadata
+    error naming the DocumentEntry's slot, nothing stored."""
+    from tests.http.test_attack_pass_xds_spellings import deposit_with
+
+    _, nir = xds.patient(65)
+    request, response = deposit_with(xds, nir, _slot_value(slot, value))
+    status, codes = registry_status(response)
+    assert status == v.RESPONSE_FAILURE
+    assert codes == ["XDSRegistryMetadataError"]
+    root, _ = envelope_of(response)
+    (error,) = root.iter(f"{{{v.NS_RS}}}RegistryError")
+    assert error.get("location", "").endswith(f" {slot}"), errors(response)
+    unique_id = request.document_unique_ids["Document01"]
+    assert (
+        xds.runtime.service.documents_with_unique_id("urn:ietf:rfc:3986", f"urn:oid:{unique_id}")
+        == []
+    )
