@@ -402,30 +402,66 @@ def _patient_of(reference: object) -> str | None:
     return target[1] if target and target[0] == "Patient" else None
 
 
+# A date without a time begins at different instants across the zones: up to 12 hours after
+# midnight UTC (UTC-12) and ends up to 14 hours before the next (UTC+14, `_LATEST_OFFSET`).
+_EARLIEST_OFFSET = timedelta(hours=12)
+
+
+def _guardianship_window(period: dict) -> tuple[datetime | None, datetime | None]:
+    """The first and last instants a RelatedPerson's period covers wherever it was written.
+
+    Bounds with a time are instants (their zone applied). A bound written as a date (or a
+    month, a year) was read as a whole UTC day: a guardianship ending on 7 December held
+    until midnight UTC, eleven hours after it ended in New Caledonia (an hour in Paris), and
+    one starting on the 7th opened the record ten hours before it began in French Polynesia.
+    **Decided here**, as the age is taken on the latest date anywhere: a date-bounded
+    guardianship begins when that day has begun everywhere and ends when it has ended
+    somewhere, so that no zone makes a former representative one. Raises ValueError or
+    TypeError for a bound that is no dateTime."""
+    start, end = period.get("start"), period.get("end")
+    first = last = None
+    if start is not None:
+        first = instant_range(start)[0] + (timedelta(0) if "T" in start else _EARLIEST_OFFSET)
+    if end is not None:
+        last = instant_range(end)[1] - (timedelta(0) if "T" in end else _LATEST_OFFSET)
+    return first, last
+
+
 def _period_bounds(period: object) -> list[datetime]:
-    """The instants a RelatedPerson's period begins and ends at (`consent.period_bounds`)."""
-    return period_bounds({"provision": {"period": period}})
+    """The instants a RelatedPerson's period begins and ends at (`_guardianship_window`), for
+    a cache of the record to read it again then (`consent.period_bounds`)."""
+    if not isinstance(period, dict):
+        return []
+    try:
+        first, last = _guardianship_window(period)
+    except (ValueError, TypeError):
+        return []
+    return [
+        *([first] if first is not None else []),
+        *([last + timedelta(microseconds=1)] if last is not None else []),
+    ]
 
 
 def _is_representative(related_person: dict, patient_id: str, now: datetime) -> bool:
     """An active RelatedPerson of the patient, PRN or GUARD, whose period covers `now`.
 
-    The period's bounds are instants where they carry a time (and its zone), whole days
-    otherwise (`consent.instant_range`, as a Consent's period): compared by their first ten
-    characters, a guardianship ended at 01:00 counted until midnight, one ended at 00:30
-    (+14:00) until the next midnight. A bound that is no dateTime covers nothing."""
+    The period's bounds are instants where they carry a time (and its zone): compared by
+    their first ten characters, a guardianship ended at 01:00 counted until midnight, one
+    ended at 00:30 (+14:00) until the next midnight. A date is the part of that day that is
+    that day everywhere (`_guardianship_window`). A bound that is no dateTime covers
+    nothing."""
     if related_person.get("active") is False:
         return False
     if _patient_of(related_person.get("patient")) != patient_id:
         return False
     period = related_person.get("period") or {}
-    start, end = period.get("start"), period.get("end")
+    if not isinstance(period, dict):
+        return False
     try:
-        if start is not None and instant_range(start)[0] > now:
-            return False
-        if end is not None and instant_range(end)[1] < now:
-            return False
+        first, last = _guardianship_window(period)
     except (ValueError, TypeError):
+        return False
+    if (first is not None and first > now) or (last is not None and last < now):
         return False
     return any(
         coding.get("system") == SYSTEM_V3_ROLE_CODE and coding.get("code") in REPRESENTATIVE_ROLES

@@ -82,3 +82,57 @@ def test_r16_a_leap_second_stored_before_is_spelled_in_xds(stored, xds):
     answer of its record an internal error (datetime() stops at :59): it is spelled as the
     last second an XDS time holds."""
     assert fhir_to_xds_time(stored) == xds
+
+
+def guardian(**period: str) -> dict:
+    return {**parent(), "period": period}
+
+
+def represented(now: datetime, **period: str) -> bool:
+    record = build_record(patient("2015-05-05"), [], [guardian(**period)], now.date(), now)
+    return record.representatives == {"rp1"}
+
+
+@pytest.mark.parametrize(
+    ("now", "period", "counts"),
+    [
+        # Ended on 7 December: at 13:00 UTC it is the 8th in New Caledonia (UTC+11), at
+        # 12:00 UTC in Wallis (UTC+12): read as a UTC day, it held until midnight UTC.
+        (datetime(2026, 12, 7, 13, 0, tzinfo=UTC), {"end": "2026-12-07"}, False),
+        (datetime(2026, 12, 7, 9, 0, tzinfo=UTC), {"end": "2026-12-07"}, True),
+        (datetime(2026, 12, 31, 13, 0, tzinfo=UTC), {"end": "2026-12"}, False),
+        (datetime(2026, 12, 31, 13, 0, tzinfo=UTC), {"end": "2026"}, False),
+        # Beginning on the 7th: at 05:00 UTC it is still the 6th in French Polynesia
+        # (UTC-10), 01:00 in Guadeloupe (UTC-4): read as a UTC day, it had begun.
+        (datetime(2026, 12, 7, 5, 0, tzinfo=UTC), {"start": "2026-12-07"}, False),
+        (datetime(2026, 12, 7, 13, 0, tzinfo=UTC), {"start": "2026-12-07"}, True),
+        # Instants keep their zone, as before.
+        (datetime(2026, 12, 7, 13, 0, tzinfo=UTC), {"end": "2026-12-07T23:00:00+01:00"}, True),
+        (datetime(2026, 12, 7, 5, 0, tzinfo=UTC), {"start": "2026-12-07T00:00:00Z"}, True),
+    ],
+    ids=[
+        "ended-today-in-noumea",
+        "ending-today-everywhere",
+        "ended-this-month-east",
+        "ended-this-year-east",
+        "not-yet-begun-in-polynesia",
+        "begun-everywhere",
+        "end-instant",
+        "start-instant",
+    ],
+)
+def test_r07_a_guardianship_bounded_by_dates_holds_only_where_the_day_is_that_day(
+    now, period, counts
+):
+    """R07, fail closed: a RelatedPerson's period written with dates covers the part of each
+    day that is that day in every zone, so that no zone makes a former representative one
+    (as the age is taken on the latest date anywhere)."""
+    assert represented(now, **period) is counts
+
+
+def test_r07_the_record_is_read_again_when_a_date_bounded_guardianship_ends():
+    """The record cache reads the facts again when the guardianship ends somewhere (10:00
+    UTC, the end of the 7th at UTC+14), not at midnight UTC."""
+    now = datetime(2026, 12, 7, 5, 0, tzinfo=UTC)
+    record = build_record(patient("2015-05-05"), [], [guardian(end="2026-12-07")], now.date(), now)
+    assert record.valid_until == datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
