@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -156,7 +156,7 @@ def interpret_consent(consent: dict, now: datetime | None = None) -> ConsentRule
     if status != "active":
         return NO_RULES
     if carries_initial_consent(consent) and _period_covers(
-        root.get("period"), now, "Consent.provision.period"
+        root.get("period"), now, "Consent.provision.period", GRANT
     ):
         rules = rules.combine(ConsentRules(initial_consent=True))
     return rules
@@ -183,12 +183,19 @@ def _bounds(period: object) -> list[datetime]:
     bounds = []
     for name, side in (("start", 0), ("end", 1)):
         value = period.get(name)
-        try:
-            instant = instant_range(value)[side]  # type: ignore[arg-type]
-        except (ValueError, TypeError):
-            continue
-        bounds.append(instant + timedelta(microseconds=side))
-    return bounds
+        for reading in (GRANT, RESTRICTION):
+            try:
+                window = date_bound_window(
+                    value if side == 0 else None,  # type: ignore[arg-type]
+                    value if side == 1 else None,  # type: ignore[arg-type]
+                    reading,
+                )
+            except (ValueError, TypeError):
+                continue
+            instant = window[side]
+            if instant is not None:
+                bounds.append(instant + timedelta(microseconds=side))
+    return sorted(set(bounds))
 
 
 def _refuse_modifier_extensions(node: object, path: str) -> None:
@@ -338,14 +345,19 @@ def _interpret_root(root: dict, now: datetime) -> ConsentRules:
                 f"The root provision cannot carry {element}; put exceptions in nested provisions",
                 f"{path}.{element}",
             )
-    in_force = _period_covers(root.get("period"), now, f"{path}.period")
+    restricts = _period_covers(root.get("period"), now, f"{path}.period", RESTRICTION)
+    grants = _period_covers(root.get("period"), now, f"{path}.period", GRANT)
     nested = root.get("provision", [])
     if not isinstance(nested, list):
         raise _invalid("Consent.provision.provision must be a list", f"{path}.provision")
-    rules = [
+    rules = combine_rules(
         _interpret_nested(item, now, f"{path}.provision[{i}]") for i, item in enumerate(nested)
-    ]
-    return combine_rules(rules) if in_force else NO_RULES
+    )
+    if not restricts:
+        return NO_RULES
+    # A period written with dates: what it restricts may be in force where what it grants
+    # is not yet, or no longer (`GRANT`, `RESTRICTION`).
+    return rules if grants else replace(rules, permitted=frozenset())
 
 
 def _interpret_nested(provision: object, now: datetime, path: str) -> ConsentRules:
@@ -376,7 +388,8 @@ def _interpret_nested(provision: object, now: datetime, path: str) -> ConsentRul
         raise _invalid(
             "A nested provision must name practitioners (actor) or an access mode (purpose)", path
         )
-    in_force = _period_covers(provision.get("period"), now, f"{path}.period")
+    reading = RESTRICTION if kind == "deny" else GRANT
+    in_force = _period_covers(provision.get("period"), now, f"{path}.period", reading)
     if actors:
         ids = _actor_ids(actors, f"{path}.actor")
         if not in_force:
@@ -532,15 +545,45 @@ def instant_range(value: str) -> tuple[datetime, datetime]:
     return instant, instant
 
 
-def _period_covers(period: object, now: datetime, path: str) -> bool:
+# How a period bound written as a date (a month, a year: no time, no zone) is read. That day
+# begins up to 14 hours before midnight UTC (UTC+14) and up to 12 hours after it (UTC-12); read
+# as a UTC day, an authorization ending on the 7th held until 01:00 on the 8th in Paris, 11:00
+# in Nouméa, and a block beginning on the 8th let its professional in until then.
+# **Decided here**, as the age is taken on the latest date anywhere (R07): what the period
+# grants (permits, the initial consent) holds only while it is that day everywhere, what it
+# restricts (blocks, oppositions) whenever it is that day somewhere.
+GRANT = (timedelta(hours=12), timedelta(hours=14))  # start later, end earlier
+RESTRICTION = (-timedelta(hours=14), -timedelta(hours=12))  # start earlier, end later
+_EXACT = (timedelta(0), timedelta(0))
+
+
+def date_bound_window(
+    start: str | None, end: str | None, reading: tuple[timedelta, timedelta]
+) -> tuple[datetime | None, datetime | None]:
+    """The first and last instants a period from `start` to `end` covers under `reading`:
+    a bound with a time is its instant, one written as a date moved by `reading` (`GRANT`,
+    `RESTRICTION`). Raises ValueError or TypeError for a bound that is no dateTime."""
+    first = last = None
+    if start is not None:
+        first = instant_range(start)[0] + (timedelta(0) if "T" in start else reading[0])
+    if end is not None:
+        last = instant_range(end)[1] - (timedelta(0) if "T" in end else reading[1])
+    return first, last
+
+
+def _period_covers(
+    period: object,
+    now: datetime,
+    path: str,
+    reading: tuple[timedelta, timedelta] = _EXACT,
+) -> bool:
     if period is None:
         return True
     if not isinstance(period, dict):
         raise _invalid("period must be a Period", path)
     start, end = period.get("start"), period.get("end")
     try:
-        first = instant_range(start)[0] if start is not None else None
-        last = instant_range(end)[1] if end is not None else None
+        first, last = date_bound_window(start, end, _EXACT)
     except (ValueError, TypeError):
         bad = "start" if start is not None and not _is_datetime(start) else "end"
         raise _invalid(f"period.{bad} is not a FHIR dateTime", f"{path}.{bad}") from None
@@ -548,6 +591,7 @@ def _period_covers(period: object, now: datetime, path: str) -> bool:
         # FHIR per-1, compared as instants (zones applied): a period ending before it starts
         # is in force at no instant, and a block or an opposition written so was ignored.
         raise _invalid("period.start is after period.end (FHIR per-1)", path)
+    first, last = date_bound_window(start, end, reading)
     if first is not None and first > now:
         return False
     return not (last is not None and last < now)

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from fhir_server.access.consent import (
+    GRANT,
     IDENTIFIER_USES_IN_FORCE,
     NO_RULES,
     PRACTITIONER_TYPES,
     ConsentRules,
-    instant_range,
+    date_bound_window,
     interpret_consent,
     period_bounds,
 )
@@ -402,11 +403,6 @@ def _patient_of(reference: object) -> str | None:
     return target[1] if target and target[0] == "Patient" else None
 
 
-# A date without a time begins at different instants across the zones: up to 12 hours after
-# midnight UTC (UTC-12) and ends up to 14 hours before the next (UTC+14, `_LATEST_OFFSET`).
-_EARLIEST_OFFSET = timedelta(hours=12)
-
-
 def _guardianship_window(period: dict) -> tuple[datetime | None, datetime | None]:
     """The first and last instants a RelatedPerson's period covers wherever it was written.
 
@@ -416,15 +412,9 @@ def _guardianship_window(period: dict) -> tuple[datetime | None, datetime | None
     one starting on the 7th opened the record ten hours before it began in French Polynesia.
     **Decided here**, as the age is taken on the latest date anywhere: a date-bounded
     guardianship begins when that day has begun everywhere and ends when it has ended
-    somewhere, so that no zone makes a former representative one. Raises ValueError or
-    TypeError for a bound that is no dateTime."""
-    start, end = period.get("start"), period.get("end")
-    first = last = None
-    if start is not None:
-        first = instant_range(start)[0] + (timedelta(0) if "T" in start else _EARLIEST_OFFSET)
-    if end is not None:
-        last = instant_range(end)[1] - (timedelta(0) if "T" in end else _LATEST_OFFSET)
-    return first, last
+    somewhere (`consent.GRANT`, as a Consent's permit), so that no zone makes a former
+    representative one. Raises ValueError or TypeError for a bound that is no dateTime."""
+    return date_bound_window(period.get("start"), period.get("end"), GRANT)
 
 
 def _period_bounds(period: object) -> list[datetime]:

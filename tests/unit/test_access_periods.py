@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from fhir_server.access.consent import interpret_consent, period_bounds
 from fhir_server.access.record import birth_date_problem, build_record
 from fhir_server.terminology import SYSTEM_V3_ROLE_CODE
 from ihe_xds.hl7v2 import fhir_to_xds_time
+from tests.http.conftest import deny, dmp_consent, permit
 
 
 def patient(birth: str) -> dict:
@@ -136,3 +138,88 @@ def test_r07_the_record_is_read_again_when_a_date_bounded_guardianship_ends():
     now = datetime(2026, 12, 7, 5, 0, tzinfo=UTC)
     record = build_record(patient("2015-05-05"), [], [guardian(end="2026-12-07")], now.date(), now)
     assert record.valid_until == datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+
+
+# -- Consent periods written with dates (R09-R12, the initial consent) ---------------------
+
+PRO = "810000000040"
+BTG = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "BTG"}
+
+
+def consent_with(*nested: dict, **period: str) -> dict:
+    consent = dmp_consent("child", *nested)
+    consent["provision"]["period"] = period
+    return consent
+
+
+def rules_at(now: datetime, consent: dict):
+    return interpret_consent(consent, now)
+
+
+@pytest.mark.parametrize(
+    ("now", "period", "authorized"),
+    [
+        # Ended on the 7th: at 13:00 UTC it is the 8th in Nouméa (UTC+11); read as a UTC
+        # day the authorization held until midnight UTC (01:00 in Paris).
+        (datetime(2026, 12, 7, 13, 0, tzinfo=UTC), {"end": "2026-12-07"}, False),
+        (datetime(2026, 12, 7, 9, 0, tzinfo=UTC), {"end": "2026-12-07"}, True),
+        # Beginning on the 7th: at 05:00 UTC it is the 6th in Papeete (UTC-10).
+        (datetime(2026, 12, 7, 5, 0, tzinfo=UTC), {"start": "2026-12-07"}, False),
+        (datetime(2026, 12, 7, 13, 0, tzinfo=UTC), {"start": "2026-12-07"}, True),
+        (
+            datetime(2026, 12, 7, 12, 0, tzinfo=UTC),
+            {"start": "2026-12-01", "end": "2026-12-31"},
+            True,
+        ),
+        (datetime(2026, 12, 7, 23, 0, tzinfo=UTC), {"end": "2026-12-07T23:30:00Z"}, True),
+    ],
+    ids=["ended-in-noumea", "not-ended", "not-begun-in-papeete", "begun", "inside", "instant"],
+)
+def test_r10_an_authorization_bounded_by_dates_holds_only_where_the_day_is_that_day(
+    now, period, authorized
+):
+    """R10, fail closed: what a Consent's period grants holds only while its day is that
+    day everywhere; instants keep their zone."""
+    rules = rules_at(now, consent_with(permit(PRO), **period))
+    assert rules.is_authorized(PRO) is authorized
+
+
+@pytest.mark.parametrize(
+    ("now", "period"),
+    [
+        # Beginning on the 8th: at 12:00 UTC it is already the 8th in Kiritimati (UTC+14),
+        # 01:00 in Nouméa at 14:00 UTC; read as a UTC day the block began at midnight UTC.
+        (datetime(2026, 12, 7, 14, 0, tzinfo=UTC), {"start": "2026-12-08"}),
+        # Ending on the 7th: at 05:00 UTC on the 8th it is still the 7th in Papeete.
+        (datetime(2026, 12, 8, 5, 0, tzinfo=UTC), {"end": "2026-12-07"}),
+    ],
+    ids=["begun-in-noumea", "not-ended-in-papeete"],
+)
+def test_r09_r11_a_block_or_opposition_bounded_by_dates_holds_wherever_the_day_is_that_day(
+    now, period
+):
+    """R09, R11: what a Consent's period restricts holds whenever its day is that day
+    somewhere; the permit of the same Consent does not hold then."""
+    blocked = rules_at(now, consent_with(deny(PRO), **period))
+    assert blocked.is_blocked(PRO)
+    opposed = rules_at(now, consent_with({"type": "deny", "purpose": [BTG]}, **period))
+    assert opposed.oppose_bris_de_glace
+    permitted = rules_at(now, consent_with(permit(PRO), **period))
+    assert not permitted.is_authorized(PRO)
+
+
+def test_r10_the_initial_consent_bounded_by_dates_holds_only_where_the_day_is_that_day():
+    """The initial consent (CE 15/10/2025) opens the record to the care team: a grant."""
+    now = datetime(2026, 12, 7, 13, 0, tzinfo=UTC)
+    assert not rules_at(now, consent_with(end="2026-12-07")).initial_consent
+    assert rules_at(
+        datetime(2026, 12, 7, 9, 0, tzinfo=UTC), consent_with(end="2026-12-07")
+    ).initial_consent
+
+
+def test_r10_the_record_is_read_again_when_a_date_bound_passes_anywhere():
+    """The record cache reads the facts again at each instant a date bound begins or ends
+    to hold: 10:00 UTC (the grant ends) and 12:00 UTC the next day (the restriction)."""
+    bounds = period_bounds(consent_with(end="2026-12-07"))
+    assert datetime(2026, 12, 7, 10, 0, tzinfo=UTC) in bounds
+    assert datetime(2026, 12, 8, 12, 0, tzinfo=UTC) in bounds
