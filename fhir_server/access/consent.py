@@ -17,6 +17,7 @@ so.
 from __future__ import annotations
 
 import re
+from calendar import monthrange
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -194,7 +195,7 @@ def _bounds(period: object) -> list[datetime]:
                 continue
             instant = window[side]
             if instant is not None:
-                bounds.append(instant + timedelta(microseconds=side))
+                bounds.append(shifted(instant, timedelta(microseconds=side)))
     return sorted(set(bounds))
 
 
@@ -289,7 +290,7 @@ def _earliest_issue(value: object) -> datetime | None:
         return None
     first = instant_range(value)[0]
     zoned = "T" in value and (value.endswith("Z") or re.search(r"[+-]\d{2}:\d{2}$", value))
-    return first - (_CLOCK_SKEW if zoned else _LOCAL_AHEAD)
+    return shifted(first, -(_CLOCK_SKEW if zoned else _LOCAL_AHEAD))
 
 
 def _check_policy(consent: dict) -> None:
@@ -521,27 +522,49 @@ _DATETIME = re.compile(
 )
 
 
+# The first and last instants a datetime holds: a bound at either end of the calendar (an
+# open-ended `9999-12-31`, as identity feeds write "no end") is read up to them, never past.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def shifted(instant: datetime, delta: timedelta) -> datetime:
+    """`instant + delta`, held within the calendar (`EARLIEST`, `LATEST`)."""
+    try:
+        return instant + delta
+    except OverflowError:
+        return LATEST if delta > timedelta(0) else EARLIEST
+
+
 def instant_range(value: str) -> tuple[datetime, datetime]:
-    """The first and last instants of a FHIR date/dateTime at its precision (UTC if no zone)."""
+    """The first and last instants of a FHIR date/dateTime at its precision (UTC if no zone).
+
+    The end of a day, a month or a year is its last microsecond, written so rather than
+    reached from the next one: `9999-12-31` (a feed's "no end") overflowed the calendar, and
+    the OverflowError, which no caller expected, made every request on a record holding such
+    a guardianship or Consent period a 500; `9999` and `9999-12` were refused as no dateTime.
+    An instant whose zone moves it past either end of the calendar is held at that end."""
     match = _DATETIME.match(value)
     if not match:
         raise ValueError(value)
     year, month, day = int(match["y"]), match["m"], match["d"]
     if month is None:
         low = datetime(year, 1, 1, tzinfo=UTC)
-        return low, datetime(year + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
+        return low, datetime(year, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     if day is None:
         low = datetime(year, int(month), 1, tzinfo=UTC)
-        nxt = datetime(year + (int(month) == 12), int(month) % 12 + 1, 1, tzinfo=UTC)
-        return low, nxt - timedelta(microseconds=1)
+        last_day = monthrange(year, int(month))[1]
+        return low, datetime(year, int(month), last_day, 23, 59, 59, 999999, tzinfo=UTC)
     if match["time"] is None:
         low = datetime(year, int(month), int(day), tzinfo=UTC)
-        return low, low + timedelta(days=1) - timedelta(microseconds=1)
+        return low, datetime(year, int(month), int(day), 23, 59, 59, 999999, tzinfo=UTC)
     text = f"{match['y']}-{month}-{day}T{match['time']}"
     if len(match["time"]) == 5:
         text += ":00"
     tz = match["tz"] or "+00:00"
-    instant = datetime.fromisoformat(text + ("+00:00" if tz == "Z" else tz)).astimezone(UTC)
+    local = datetime.fromisoformat(text + ("+00:00" if tz == "Z" else tz))
+    offset = local.utcoffset() or timedelta(0)
+    instant = shifted(local.replace(tzinfo=UTC), -offset)
     return instant, instant
 
 
@@ -565,9 +588,9 @@ def date_bound_window(
     `RESTRICTION`). Raises ValueError or TypeError for a bound that is no dateTime."""
     first = last = None
     if start is not None:
-        first = instant_range(start)[0] + (timedelta(0) if "T" in start else reading[0])
+        first = shifted(instant_range(start)[0], timedelta(0) if "T" in start else reading[0])
     if end is not None:
-        last = instant_range(end)[1] - (timedelta(0) if "T" in end else reading[1])
+        last = shifted(instant_range(end)[1], -(timedelta(0) if "T" in end else reading[1]))
     return first, last
 
 

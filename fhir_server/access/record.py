@@ -21,6 +21,7 @@ from fhir_server.access.consent import (
     date_bound_window,
     interpret_consent,
     period_bounds,
+    shifted,
 )
 from fhir_server.access.constraints import reference_target
 from fhir_server.errors import FhirError
@@ -428,7 +429,7 @@ def _period_bounds(period: object) -> list[datetime]:
         return []
     return [
         *([first] if first is not None else []),
-        *([last + timedelta(microseconds=1)] if last is not None else []),
+        *([shifted(last, timedelta(microseconds=1))] if last is not None else []),
     ]
 
 

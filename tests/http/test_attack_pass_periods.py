@@ -41,7 +41,7 @@ from fhir_server.terminology import SYSTEM_V3_ROLE_CODE
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
 from tests.http import test_attack_pass_consents as consents
-from tests.http.conftest import FHIR_JSON, a_patient, auth
+from tests.http.conftest import FHIR_JSON, a_patient, auth, dmp_consent, permit
 from tests.http.test_attack_pass_xds import errors
 from tests.http.test_normal_form import PATIENT_B
 from tests.http.test_xds_endpoints import GP, Xds, envelope_of, registry_status
@@ -54,6 +54,7 @@ IDENTITY_SCOPES = "system/Patient.crus system/RelatedPerson.cru"
 
 # Patient A (médecin traitant GP) and patient B (adult, authorizes AUTHORIZED).
 record = consents.record
+STRANGER = consents.STRANGER
 
 
 @pytest.fixture
@@ -274,3 +275,75 @@ def test_r18_an_iti41_time_naming_no_day_is_refused_under_its_slot(xds, slot, va
         xds.runtime.service.documents_with_unique_id("urn:ietf:rfc:3986", f"urn:oid:{unique_id}")
         == []
     )
+
+
+# -- the ends of the calendar ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"end": "9999-12-31"},
+        {"end": "9999-12-31T23:59:59-14:00"},
+        {"start": "0001-01-01T00:00:00+14:00"},
+    ],
+    ids=["open-ended-date", "open-ended-instant-west", "year-one-instant-east"],
+)
+def test_r07_a_guardianship_to_the_end_of_the_calendar_counts(client, tokens, record, period):
+    """`9999-12-31`, the "no end" identity feeds write: the day's end was reached from the
+    next day, past the calendar, and the OverflowError made every request on the minor's
+    record a 500 (the parent's, the child's); an instant whose zone moves it past either
+    end did the same. The guardianship counts, held at the calendar's end."""
+    feed = tokens.system("feed", IDENTITY_SCOPES, "health_insurer")
+    headers = auth(feed, **{"Content-Type": FHIR_JSON})
+    child = client.post(
+        "/fhir/Patient", data=json.dumps(a_patient(73, birthDate="2015-05-05")), headers=headers
+    )
+    assert child.status_code == 201, child.get_data(as_text=True)
+    child_id = child.get_json()["id"]
+    parent = client.post(
+        "/fhir/RelatedPerson", data=json.dumps(related_person(child_id, **period)), headers=headers
+    )
+    assert parent.status_code == 201, parent.get_data(as_text=True)
+    parent_id = parent.get_json()["id"]
+    own = client.get(f"/fhir/Patient/{child_id}", headers=auth(tokens.patient(child_id)))
+    assert own.status_code == 200, own.get_data(as_text=True)
+    token = tokens.issuer.issue(
+        subject=parent_id,
+        scopes="patient/*.rs",
+        fhir_user=f"RelatedPerson/{parent_id}",
+        patient=child_id,
+    )
+    as_parent = client.get(f"/fhir/Patient/{child_id}", headers=auth(token))
+    assert as_parent.status_code == 200, as_parent.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("element", "value"),
+    [
+        ("period.end", "9999-12-31"),
+        ("period.end", "9999"),
+        ("period.end", "9999-12-31T23:59:59-14:00"),
+        ("period.start", "0001-01-01T00:00:00+14:00"),
+        ("dateTime", "0001-01-01"),
+    ],
+)
+def test_r10_a_consent_at_the_ends_of_the_calendar_is_read(client, tokens, record, element, value):
+    """A Consent period ending on `9999-12-31` (or an instant moved past the calendar by its
+    zone), a `dateTime` of year 1: an OverflowError, a 500 at write; `9999` was refused as
+    no dateTime. Each is a Consent the rules read: 201, the authorization in force."""
+    consent = dmp_consent(PATIENT_B, permit(STRANGER))
+    if element == "dateTime":
+        consent["dateTime"] = value
+    else:
+        consent["provision"]["period"] = {element.split(".")[1]: value}
+    response = client.post(
+        "/fhir/Consent",
+        data=json.dumps(consent),
+        headers=auth(tokens.patient(PATIENT_B), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    read = client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_B}", headers=auth(tokens.practitioner(STRANGER))
+    )
+    assert read.status_code == 200, read.get_data(as_text=True)
