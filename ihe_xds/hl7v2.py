@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from ihe_xds.codes import is_oid
 
@@ -220,13 +220,23 @@ def fhir_to_xds_time(text: str) -> str:
     # before is spelled as the last second XDS and datetime() can hold: it made every ITI-18
     # LeafClass answer of its record an internal error.
     second = "59" if second == "60" else second
-    # datetime() still checks the date; a UTC time of a four-digit year is then its own
-    # digits (what strftime writes), which spares strftime on every time of an ITI-18 answer.
+    # datetime() still checks the date; a UTC time is then its own digits, which spares the
+    # arithmetic on every time of an ITI-18 answer.
     moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))
-    if (not zone or zone == "Z") and moment.year >= 1000:
+    if not zone or zone == "Z":
         return f"{year}{month}{day}{hour}{minute}{second or '00'}"
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-        moment = (moment - sign * offset).replace(tzinfo=UTC)
-    return moment.strftime("%Y%m%d%H%M%S")
+    sign = 1 if zone[0] == "+" else -1
+    offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    try:
+        moment = moment - sign * offset
+    except OverflowError:
+        # An instant its zone moves past year 9999 or before year 1 (`9999-12-31T23:59:59
+        # -14:00`, FHIR-valid) made every ITI-18 LeafClass answer of its record an internal
+        # error: held at that end of the calendar, as the access rules hold it.
+        return "99991231235959" if sign < 0 else "00010101000000"
+    # Written digit by digit: strftime writes a year before 1000 without its leading zeros
+    # (`0999` as `999`), a time XDS reads as another one.
+    return (
+        f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"
+        f"{moment.hour:02d}{moment.minute:02d}{moment.second:02d}"
+    )

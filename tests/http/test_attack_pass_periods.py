@@ -347,3 +347,25 @@ def test_r10_a_consent_at_the_ends_of_the_calendar_is_read(client, tokens, recor
         f"/fhir/DocumentReference?patient={PATIENT_B}", headers=auth(tokens.practitioner(STRANGER))
     )
     assert read.status_code == 200, read.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "value", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"], ids=["west", "east"]
+)
+def test_r16_r18_a_document_dated_at_the_ends_of_the_calendar_leaves_iti18_answering(xds, value):
+    """A DocumentReference whose service period ends at an instant its zone moves past year
+    9999 (or before year 1) was stored, and every ITI-18 LeafClass answer of the record was
+    then an internal error: the time is held at the calendar's end."""
+    patient_id, nir = xds.patient(66)
+    document = dmp_document(patient_id)
+    document.setdefault("context", {})["period"] = {"start": "2026-06-30T23:00:00Z", "end": value}
+    if value.startswith("0001"):
+        document["context"]["period"] = {"start": value, "end": "2026-06-30T23:00:00Z"}
+    response = xds.client.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(document),
+        headers=auth(xds.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    answer = find_documents(xds, nir, "LeafClass")
+    assert registry_status(answer) == (v.RESPONSE_SUCCESS, []), errors(answer)

@@ -77,12 +77,17 @@ def test_r07_born_on_29_february_is_18_on_28_february_of_a_common_year(now, mino
         ("2026-06-30T23:59:60Z", "20260630235959"),
         ("2026-07-01T01:59:60+02:00", "20260630235959"),
         ("2026-06-30T23:59:59Z", "20260630235959"),
+        # The ends of the calendar: an OverflowError, an internal error of ITI-18.
+        ("9999-12-31T23:59:59-14:00", "99991231235959"),
+        ("0001-01-01T00:00:00+14:00", "00010101000000"),
+        # A year before 1000: strftime wrote `999`, a time XDS reads as another.
+        ("0999-01-01T10:00:00+01:00", "09990101090000"),
     ],
 )
-def test_r16_a_leap_second_stored_before_is_spelled_in_xds(stored, xds):
-    """A leap second stored before it was refused at write made every ITI-18 LeafClass
-    answer of its record an internal error (datetime() stops at :59): it is spelled as the
-    last second an XDS time holds."""
+def test_r16_an_instant_xds_cannot_hold_is_spelled_at_its_nearest(stored, xds):
+    """A leap second stored before it was refused at write, an instant its zone moves past
+    the calendar: each made every ITI-18 LeafClass answer of its record an internal error.
+    Each is spelled as the nearest time an XDS time holds; years keep four digits."""
     assert fhir_to_xds_time(stored) == xds
 
 
