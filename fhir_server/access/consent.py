@@ -516,9 +516,11 @@ def _purpose_codes(purposes: object, path: str) -> frozenset[str]:
 
 # --- periods ---------------------------------------------------------------------------
 
+# ASCII digits, matched whole (`\d` reads other scripts' digits, `$` a trailing newline).
 _DATETIME = re.compile(
-    r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
-    r"(?:T(?P<time>\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<y>[0-9]{4})(?:-(?P<m>[0-9]{2})(?:-(?P<d>[0-9]{2})"
+    r"(?:T(?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)"
+    r"(?P<tz>Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?"
 )
 
 
@@ -544,7 +546,7 @@ def instant_range(value: str) -> tuple[datetime, datetime]:
     the OverflowError, which no caller expected, made every request on a record holding such
     a guardianship or Consent period a 500; `9999` and `9999-12` were refused as no dateTime.
     An instant whose zone moves it past either end of the calendar is held at that end."""
-    match = _DATETIME.match(value)
+    match = _DATETIME.fullmatch(value)
     if not match:
         raise ValueError(value)
     year, month, day = int(match["y"]), match["m"], match["d"]

@@ -369,3 +369,23 @@ def test_r16_r18_a_document_dated_at_the_ends_of_the_calendar_leaves_iti18_answe
     assert response.status_code == 201, response.get_data(as_text=True)
     answer = find_documents(xds, nir, "LeafClass")
     assert registry_status(answer) == (v.RESPONSE_SUCCESS, []), errors(answer)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "AuditEvent?date=ge\u0662\u0660\u0662\u0666",
+        "AuditEvent?date=ge\uff12\uff10\uff12\uff16",
+        "AuditEvent?_lastUpdated=gt\u0662\u0660\u0662\u0666-12-07",
+    ],
+    ids=["arabic-indic", "fullwidth", "last-updated"],
+)
+def test_r16_a_search_date_in_other_digits_is_refused_naming_the_parameter(
+    client, tokens, record, query
+):
+    """A date search in Arabic-Indic or fullwidth digits was read as the year they spell (the
+    patient's trail searched with a value no FHIR date is): refused, 400 naming it."""
+    response = client.get(f"/fhir/{query}", headers=auth(tokens.patient(PATIENT_B)))
+    assert response.status_code == 400, response.get_data(as_text=True)
+    (issue,) = response.get_json()["issue"]
+    assert issue["expression"][0] in ("date", "_lastUpdated")
