@@ -37,12 +37,16 @@ from datetime import UTC, datetime
 import pytest
 
 from fhir_server.access.record import latest_date
+from fhir_server.auth import vihf
+from fhir_server.auth.tokens import AuthenticationError
 from fhir_server.terminology import SYSTEM_V3_ROLE_CODE
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
 from tests.http import test_attack_pass_consents as consents
 from tests.http.conftest import FHIR_JSON, a_patient, auth, dmp_consent, permit
+from tests.http.test_attack_pass_authentication import requester_of, vihf_signed_after
 from tests.http.test_attack_pass_xds import errors
+from tests.http.test_attack_pass_xds_spellings import deposit_with
 from tests.http.test_normal_form import PATIENT_B
 from tests.http.test_xds_endpoints import GP, Xds, envelope_of, registry_status
 from tests.http.test_xds_stored_queries import adhoc
@@ -260,7 +264,6 @@ def test_r18_an_iti41_time_naming_no_day_is_refused_under_its_slot(xds, slot, va
     check of the slot and were refused only after mapping, as XDSRepositoryMetadataError
     naming `Bundle.entry[1]: DocumentReference...`: refused as the registry's metadata
     error naming the DocumentEntry's slot, nothing stored."""
-    from tests.http.test_attack_pass_xds_spellings import deposit_with
 
     _, nir = xds.patient(65)
     request, response = deposit_with(xds, nir, _slot_value(slot, value))
@@ -389,3 +392,36 @@ def test_r16_a_search_date_in_other_digits_is_refused_naming_the_parameter(
     assert response.status_code == 400, response.get_data(as_text=True)
     (issue,) = response.get_json()["issue"]
     assert issue["expression"][0] in ("date", "_lastUpdated")
+
+
+# -- R01: VIHF validity instants ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "instant",
+    ["2099-12-31T00:00:00+15:00", "2099-12-31T00:00:00-23:59", "2099-12-31T00:00:00+14:01"],
+)
+def test_r01_vihf_validity_instant_with_a_zone_no_xs_datetime_has_is_refused(
+    data_dir, monkeypatch, instant
+):
+    """An xs:dateTime's zone is at most 14 hours from UTC (XML Schema §D.2.1); Python's
+    reader took up to 23:59, an instant no signer's software writes: refused, as a date alone
+    or the basic format already were."""
+
+    def edit(assertion) -> None:
+        assertion.find(f"{{{vihf.SAML}}}Conditions").set("NotOnOrAfter", instant)
+
+    security = vihf_signed_after(data_dir, monkeypatch, edit)
+    with pytest.raises(AuthenticationError, match="malformed validity instant"):
+        requester_of(data_dir, security)
+
+
+@pytest.mark.parametrize("instant", ["2099-12-31T00:00:00+14:00", "2099-12-31T00:00:00-14:00"])
+def test_r01_vihf_validity_instant_at_the_widest_zones_is_read(data_dir, monkeypatch, instant):
+    """Control: ±14:00 are zones an xs:dateTime has."""
+
+    def edit(assertion) -> None:
+        assertion.find(f"{{{vihf.SAML}}}Conditions").set("NotOnOrAfter", instant)
+
+    requester = requester_of(data_dir, vihf_signed_after(data_dir, monkeypatch, edit))
+    assert requester.subject_id
