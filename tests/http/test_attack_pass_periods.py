@@ -15,7 +15,28 @@ What got through (each reproduced over HTTP, each test failing on main):
 - A `Patient.birthDate` still to come (an identity feed's `2099` for `1999`) was stored and
   read as a minor's, of negative age (R07): every RelatedPerson PRN or GUARD of the patient
   (a parent of the adult's childhood) acted as the patient again. Refused at write (422,
-  `Patient.birthDate`, R07), read as no minor's.
+  `Patient.birthDate`, R07), read as no minor's. Born on 29 February, one was 18 on 1 March
+  of a common year, not the earliest day it can mean (28 February): now the 28th.
+- The ends of the calendar. A RelatedPerson ending on `9999-12-31` (the "no end" identity
+  feeds write) made every request on the minor's record a 500, the child's own read
+  included: the day's end was reached from the next day, past the calendar; an instant its
+  zone moves past year 9999 or before year 1 did the same, and a Consent so bounded (or
+  dated year 1) was a 500 at write. Held at the calendar's end now. In an ITI-18 answer
+  such an instant made every LeafClass answer of the record an internal error, and a year
+  before 1000 was written without its leading zeros (`0999` as `999`).
+- Date-bounded periods read as whole UTC days (unit tests, `test_access_periods.py`): a
+  guardianship or an authorization ending on the 7th held eleven hours after it ended in
+  Nouméa (an hour in Paris), a block beginning on the 8th let its professional in fourteen
+  hours after it began at UTC+14. What a period grants now holds while the day is that day
+  everywhere, what it restricts whenever it is that day somewhere.
+- XDS times: a stored query time parameter of month 13, 29 February of a common year, hour
+  25, minute 60, a leap second or fullwidth digits was refused under the name of the FHIR
+  search it became, or answered Success ($XDSDocumentEntryServiceStartTimeTo, compared as
+  text), fullwidth digits read as the year; an ITI-41 creationTime of 31 February or in
+  fullwidth digits passed the registry's check and was refused after mapping under a FHIR
+  path. Each is refused under its own name now. A FHIR search date in Arabic-Indic or
+  fullwidth digits was read as the year it spells: 400.
+- A VIHF validity instant whose zone is beyond ±14:00 (up to ±23:59 read) is refused.
 
 What held (tried, no hole): zone-less dateTimes and times without seconds in a Period or a
 birthDate with a time are refused by the model (400); a Consent period or `dateTime` with a
@@ -23,10 +44,11 @@ leap second was already 422 naming the element; search `date`/`_lastUpdated` wit
 prefix (`sa`, `eb`, `ap`, `ne`), partial precision, offsets up to ±14:00 at year 1 and 9999,
 more than six fraction digits: answered, never a 500 (offsets beyond 14:00, `T10Z`, a
 negative year: 400); `_since` at year 1 +14:00 and 9999 -14:00: answered; tokens' `exp`,
-`nbf`, `iat` as NaN, Infinity or 1e400 (the JSON parser refuses them: 401); VIHF instants
-with offsets beyond 24 hours or a leap second (401); XDS times with impossible days or
-non-ASCII digits (refused by the FHIR model after mapping, naming the element); R17's day
-taken from the server's clock in Europe/Paris (no client-spelled instant reaches it).
+`nbf`, `iat` as NaN, Infinity or 1e400 (the JSON parser refuses them: 401), a client
+assertion's beyond 64 bits (read as a float); a cached token's or VIHF's window checked on
+every use; VIHF instants with a leap second or `24:00:00` (401); R17's day taken from the
+server's clock in Europe/Paris (no client-spelled instant reaches it); the record cache keyed
+by the latest date anywhere (a minor turning 18 is read again).
 """
 
 from __future__ import annotations
