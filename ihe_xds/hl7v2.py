@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from ihe_xds.codes import is_oid
 
@@ -167,18 +167,24 @@ def _join(components: list[str | None]) -> str:
 
 
 # Times: YYYYMMDD[hhmm[ss]] (UTC), the form the reference fixes for submissions.
-_XDS_TIME = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(?:(\d{2}))?)?$")
+# ASCII digits (`\d` also reads fullwidth and Arabic-Indic ones), matched whole (`$` let a
+# trailing newline through).
+_XDS_TIME = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})(?:([0-9]{2})([0-9]{2})(?:([0-9]{2}))?)?")
 
 
 def xds_time_error(text: str | None) -> str | None:
     """None when `text` is a valid YYYYMMDD[hhmm[ss]] time, else a message."""
     if not text:
         return "empty time"
-    match = _XDS_TIME.match(text)
+    match = _XDS_TIME.fullmatch(text)
     if not match:
         return f"{text!r} is not of the form YYYYMMDD[hhmm[ss]]"
     year, month, day, hour, minute, second = match.groups()
-    if not (1 <= int(month) <= 12 and 1 <= int(day) <= 31):
+    try:
+        # 31 February or 29 February of a common year passed the month and day bounds and
+        # were refused after mapping under a FHIR path, not the slot's name.
+        datetime(int(year), int(month), int(day))
+    except ValueError:
         return f"{text!r} has an impossible month or day"
     if hour is not None and (int(hour) > 23 or int(minute) > 59 or (second and int(second) > 59)):
         return f"{text!r} has an impossible hour, minute or second"
@@ -187,7 +193,7 @@ def xds_time_error(text: str | None) -> str | None:
 
 def xds_time_to_fhir(text: str) -> str:
     """YYYYMMDD[hhmm[ss]] (UTC) -> FHIR dateTime (seconds added when only minutes are given)."""
-    match = _XDS_TIME.match(text)
+    match = _XDS_TIME.fullmatch(text)
     if not match:
         raise ValueError(f"not an XDS time: {text!r}")
     year, month, day, hour, minute, second = match.groups()
@@ -210,13 +216,27 @@ def fhir_to_xds_time(text: str) -> str:
     year, month, day, hour, minute, second, zone = match.groups()
     if hour is None:
         return f"{year}{month or ''}{day or ''}"
-    # datetime() still checks the date; a UTC time of a four-digit year is then its own
-    # digits (what strftime writes), which spares strftime on every time of an ITI-18 answer.
+    # A leap second (`23:59:60`, FHIR-valid, refused at write since, `resources.model`) stored
+    # before is spelled as the last second XDS and datetime() can hold: it made every ITI-18
+    # LeafClass answer of its record an internal error.
+    second = "59" if second == "60" else second
+    # datetime() still checks the date; a UTC time is then its own digits, which spares the
+    # arithmetic on every time of an ITI-18 answer.
     moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))
-    if (not zone or zone == "Z") and moment.year >= 1000:
+    if not zone or zone == "Z":
         return f"{year}{month}{day}{hour}{minute}{second or '00'}"
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-        moment = (moment - sign * offset).replace(tzinfo=UTC)
-    return moment.strftime("%Y%m%d%H%M%S")
+    sign = 1 if zone[0] == "+" else -1
+    offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    try:
+        moment = moment - sign * offset
+    except OverflowError:
+        # An instant its zone moves past year 9999 or before year 1 (`9999-12-31T23:59:59
+        # -14:00`, FHIR-valid) made every ITI-18 LeafClass answer of its record an internal
+        # error: held at that end of the calendar, as the access rules hold it.
+        return "99991231235959" if sign < 0 else "00010101000000"
+    # Written digit by digit: strftime writes a year before 1000 without its leading zeros
+    # (`0999` as `999`), a time XDS reads as another one.
+    return (
+        f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"
+        f"{moment.hour:02d}{moment.minute:02d}{moment.second:02d}"
+    )

@@ -17,8 +17,9 @@ so.
 from __future__ import annotations
 
 import re
+from calendar import monthrange
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -156,7 +157,7 @@ def interpret_consent(consent: dict, now: datetime | None = None) -> ConsentRule
     if status != "active":
         return NO_RULES
     if carries_initial_consent(consent) and _period_covers(
-        root.get("period"), now, "Consent.provision.period"
+        root.get("period"), now, "Consent.provision.period", GRANT
     ):
         rules = rules.combine(ConsentRules(initial_consent=True))
     return rules
@@ -183,12 +184,19 @@ def _bounds(period: object) -> list[datetime]:
     bounds = []
     for name, side in (("start", 0), ("end", 1)):
         value = period.get(name)
-        try:
-            instant = instant_range(value)[side]  # type: ignore[arg-type]
-        except (ValueError, TypeError):
-            continue
-        bounds.append(instant + timedelta(microseconds=side))
-    return bounds
+        for reading in (GRANT, RESTRICTION):
+            try:
+                window = date_bound_window(
+                    value if side == 0 else None,  # type: ignore[arg-type]
+                    value if side == 1 else None,  # type: ignore[arg-type]
+                    reading,
+                )
+            except (ValueError, TypeError):
+                continue
+            instant = window[side]
+            if instant is not None:
+                bounds.append(shifted(instant, timedelta(microseconds=side)))
+    return sorted(set(bounds))
 
 
 def _refuse_modifier_extensions(node: object, path: str) -> None:
@@ -282,7 +290,7 @@ def _earliest_issue(value: object) -> datetime | None:
         return None
     first = instant_range(value)[0]
     zoned = "T" in value and (value.endswith("Z") or re.search(r"[+-]\d{2}:\d{2}$", value))
-    return first - (_CLOCK_SKEW if zoned else _LOCAL_AHEAD)
+    return shifted(first, -(_CLOCK_SKEW if zoned else _LOCAL_AHEAD))
 
 
 def _check_policy(consent: dict) -> None:
@@ -338,14 +346,19 @@ def _interpret_root(root: dict, now: datetime) -> ConsentRules:
                 f"The root provision cannot carry {element}; put exceptions in nested provisions",
                 f"{path}.{element}",
             )
-    in_force = _period_covers(root.get("period"), now, f"{path}.period")
+    restricts = _period_covers(root.get("period"), now, f"{path}.period", RESTRICTION)
+    grants = _period_covers(root.get("period"), now, f"{path}.period", GRANT)
     nested = root.get("provision", [])
     if not isinstance(nested, list):
         raise _invalid("Consent.provision.provision must be a list", f"{path}.provision")
-    rules = [
+    rules = combine_rules(
         _interpret_nested(item, now, f"{path}.provision[{i}]") for i, item in enumerate(nested)
-    ]
-    return combine_rules(rules) if in_force else NO_RULES
+    )
+    if not restricts:
+        return NO_RULES
+    # A period written with dates: what it restricts may be in force where what it grants
+    # is not yet, or no longer (`GRANT`, `RESTRICTION`).
+    return rules if grants else replace(rules, permitted=frozenset())
 
 
 def _interpret_nested(provision: object, now: datetime, path: str) -> ConsentRules:
@@ -376,7 +389,8 @@ def _interpret_nested(provision: object, now: datetime, path: str) -> ConsentRul
         raise _invalid(
             "A nested provision must name practitioners (actor) or an access mode (purpose)", path
         )
-    in_force = _period_covers(provision.get("period"), now, f"{path}.period")
+    reading = RESTRICTION if kind == "deny" else GRANT
+    in_force = _period_covers(provision.get("period"), now, f"{path}.period", reading)
     if actors:
         ids = _actor_ids(actors, f"{path}.actor")
         if not in_force:
@@ -502,45 +516,99 @@ def _purpose_codes(purposes: object, path: str) -> frozenset[str]:
 
 # --- periods ---------------------------------------------------------------------------
 
+# ASCII digits, matched whole (`\d` reads other scripts' digits, `$` a trailing newline).
 _DATETIME = re.compile(
-    r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
-    r"(?:T(?P<time>\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<y>[0-9]{4})(?:-(?P<m>[0-9]{2})(?:-(?P<d>[0-9]{2})"
+    r"(?:T(?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)"
+    r"(?P<tz>Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?"
 )
 
 
+# The first and last instants a datetime holds: a bound at either end of the calendar (an
+# open-ended `9999-12-31`, as identity feeds write "no end") is read up to them, never past.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def shifted(instant: datetime, delta: timedelta) -> datetime:
+    """`instant + delta`, held within the calendar (`EARLIEST`, `LATEST`)."""
+    try:
+        return instant + delta
+    except OverflowError:
+        return LATEST if delta > timedelta(0) else EARLIEST
+
+
 def instant_range(value: str) -> tuple[datetime, datetime]:
-    """The first and last instants of a FHIR date/dateTime at its precision (UTC if no zone)."""
-    match = _DATETIME.match(value)
+    """The first and last instants of a FHIR date/dateTime at its precision (UTC if no zone).
+
+    The end of a day, a month or a year is its last microsecond, written so rather than
+    reached from the next one: `9999-12-31` (a feed's "no end") overflowed the calendar, and
+    the OverflowError, which no caller expected, made every request on a record holding such
+    a guardianship or Consent period a 500; `9999` and `9999-12` were refused as no dateTime.
+    An instant whose zone moves it past either end of the calendar is held at that end."""
+    match = _DATETIME.fullmatch(value)
     if not match:
         raise ValueError(value)
     year, month, day = int(match["y"]), match["m"], match["d"]
     if month is None:
         low = datetime(year, 1, 1, tzinfo=UTC)
-        return low, datetime(year + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
+        return low, datetime(year, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     if day is None:
         low = datetime(year, int(month), 1, tzinfo=UTC)
-        nxt = datetime(year + (int(month) == 12), int(month) % 12 + 1, 1, tzinfo=UTC)
-        return low, nxt - timedelta(microseconds=1)
+        last_day = monthrange(year, int(month))[1]
+        return low, datetime(year, int(month), last_day, 23, 59, 59, 999999, tzinfo=UTC)
     if match["time"] is None:
         low = datetime(year, int(month), int(day), tzinfo=UTC)
-        return low, low + timedelta(days=1) - timedelta(microseconds=1)
+        return low, datetime(year, int(month), int(day), 23, 59, 59, 999999, tzinfo=UTC)
     text = f"{match['y']}-{month}-{day}T{match['time']}"
     if len(match["time"]) == 5:
         text += ":00"
     tz = match["tz"] or "+00:00"
-    instant = datetime.fromisoformat(text + ("+00:00" if tz == "Z" else tz)).astimezone(UTC)
+    local = datetime.fromisoformat(text + ("+00:00" if tz == "Z" else tz))
+    offset = local.utcoffset() or timedelta(0)
+    instant = shifted(local.replace(tzinfo=UTC), -offset)
     return instant, instant
 
 
-def _period_covers(period: object, now: datetime, path: str) -> bool:
+# How a period bound written as a date (a month, a year: no time, no zone) is read. That day
+# begins up to 14 hours before midnight UTC (UTC+14) and up to 12 hours after it (UTC-12); read
+# as a UTC day, an authorization ending on the 7th held until 01:00 on the 8th in Paris, 11:00
+# in Nouméa, and a block beginning on the 8th let its professional in until then.
+# **Decided here**, as the age is taken on the latest date anywhere (R07): what the period
+# grants (permits, the initial consent) holds only while it is that day everywhere, what it
+# restricts (blocks, oppositions) whenever it is that day somewhere.
+GRANT = (timedelta(hours=12), timedelta(hours=14))  # start later, end earlier
+RESTRICTION = (-timedelta(hours=14), -timedelta(hours=12))  # start earlier, end later
+_EXACT = (timedelta(0), timedelta(0))
+
+
+def date_bound_window(
+    start: str | None, end: str | None, reading: tuple[timedelta, timedelta]
+) -> tuple[datetime | None, datetime | None]:
+    """The first and last instants a period from `start` to `end` covers under `reading`:
+    a bound with a time is its instant, one written as a date moved by `reading` (`GRANT`,
+    `RESTRICTION`). Raises ValueError or TypeError for a bound that is no dateTime."""
+    first = last = None
+    if start is not None:
+        first = shifted(instant_range(start)[0], timedelta(0) if "T" in start else reading[0])
+    if end is not None:
+        last = shifted(instant_range(end)[1], -(timedelta(0) if "T" in end else reading[1]))
+    return first, last
+
+
+def _period_covers(
+    period: object,
+    now: datetime,
+    path: str,
+    reading: tuple[timedelta, timedelta] = _EXACT,
+) -> bool:
     if period is None:
         return True
     if not isinstance(period, dict):
         raise _invalid("period must be a Period", path)
     start, end = period.get("start"), period.get("end")
     try:
-        first = instant_range(start)[0] if start is not None else None
-        last = instant_range(end)[1] if end is not None else None
+        first, last = date_bound_window(start, end, _EXACT)
     except (ValueError, TypeError):
         bad = "start" if start is not None and not _is_datetime(start) else "end"
         raise _invalid(f"period.{bad} is not a FHIR dateTime", f"{path}.{bad}") from None
@@ -548,6 +616,7 @@ def _period_covers(period: object, now: datetime, path: str) -> bool:
         # FHIR per-1, compared as instants (zones applied): a period ending before it starts
         # is in force at no instant, and a block or an opposition written so was ignored.
         raise _invalid("period.start is after period.end (FHIR per-1)", path)
+    first, last = date_bound_window(start, end, reading)
     if first is not None and first > now:
         return False
     return not (last is not None and last < now)

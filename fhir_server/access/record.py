@@ -7,18 +7,21 @@ that age (R07) and Consent periods are testable and consistent within one reques
 
 from __future__ import annotations
 
+from calendar import isleap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from fhir_server.access.consent import (
+    GRANT,
     IDENTIFIER_USES_IN_FORCE,
     NO_RULES,
     PRACTITIONER_TYPES,
     ConsentRules,
-    instant_range,
+    date_bound_window,
     interpret_consent,
     period_bounds,
+    shifted,
 )
 from fhir_server.access.constraints import reference_target
 from fhir_server.errors import FhirError
@@ -94,7 +97,9 @@ def build_record(
     else:
         latest = latest_date(now)
     birth = _birth_date(patient.get("birthDate"))
-    minor = birth is not None and _age_on(birth, latest) < ADULT_AGE
+    # A birthDate still to come on the latest date anywhere says no age (refused at write,
+    # `birth_date_problem`): read as a minor's, it gave an adult's record representatives.
+    minor = birth is not None and birth <= latest and _age_on(birth, latest) < ADULT_AGE
     rules = NO_RULES
     problems: list[str] = []
     bounds: list[datetime] = []
@@ -365,9 +370,29 @@ def _birth_date(value: object) -> date | None:
         return None
 
 
+def birth_date_problem(value: object, now: datetime) -> str | None:
+    """Why a Patient's `birthDate` says no age at `now` (R07), or None.
+
+    One whose earliest day is still to come on the latest date anywhere (`latest_date`) was
+    read as a minor's, of negative age: an identity feed's typo (`2099` for `1999`) gave the
+    adult's record to every RelatedPerson once their parent (**decided here**: refused at
+    write, read as no minor's)."""
+    birth = _birth_date(value)
+    if birth is not None and birth > latest_date(now):
+        return f"Patient.birthDate {value!r} is in the future: it says no age"
+    return None
+
+
 def _age_on(birth: date, today: date) -> int:
+    """Whole years from `birth` to `today`. Born on 29 February, one is a year older on 28
+    February of a year without one (**decided here**: the earliest day the birthday can mean,
+    as for a partial birthDate, so that no reading makes an adult look like a minor; it was
+    1 March)."""
     years = today.year - birth.year
-    if (today.month, today.day) < (birth.month, birth.day):
+    birthday = (birth.month, birth.day)
+    if birthday == (2, 29) and not isleap(today.year):
+        birthday = (2, 28)
+    if (today.month, today.day) < birthday:
         years -= 1
     return years
 
@@ -379,30 +404,55 @@ def _patient_of(reference: object) -> str | None:
     return target[1] if target and target[0] == "Patient" else None
 
 
+def _guardianship_window(period: dict) -> tuple[datetime | None, datetime | None]:
+    """The first and last instants a RelatedPerson's period covers wherever it was written.
+
+    Bounds with a time are instants (their zone applied). A bound written as a date (or a
+    month, a year) was read as a whole UTC day: a guardianship ending on 7 December held
+    until midnight UTC, eleven hours after it ended in New Caledonia (an hour in Paris), and
+    one starting on the 7th opened the record ten hours before it began in French Polynesia.
+    **Decided here**, as the age is taken on the latest date anywhere: a date-bounded
+    guardianship begins when that day has begun everywhere and ends when it has ended
+    somewhere (`consent.GRANT`, as a Consent's permit), so that no zone makes a former
+    representative one. Raises ValueError or TypeError for a bound that is no dateTime."""
+    return date_bound_window(period.get("start"), period.get("end"), GRANT)
+
+
 def _period_bounds(period: object) -> list[datetime]:
-    """The instants a RelatedPerson's period begins and ends at (`consent.period_bounds`)."""
-    return period_bounds({"provision": {"period": period}})
+    """The instants a RelatedPerson's period begins and ends at (`_guardianship_window`), for
+    a cache of the record to read it again then (`consent.period_bounds`)."""
+    if not isinstance(period, dict):
+        return []
+    try:
+        first, last = _guardianship_window(period)
+    except (ValueError, TypeError):
+        return []
+    return [
+        *([first] if first is not None else []),
+        *([shifted(last, timedelta(microseconds=1))] if last is not None else []),
+    ]
 
 
 def _is_representative(related_person: dict, patient_id: str, now: datetime) -> bool:
     """An active RelatedPerson of the patient, PRN or GUARD, whose period covers `now`.
 
-    The period's bounds are instants where they carry a time (and its zone), whole days
-    otherwise (`consent.instant_range`, as a Consent's period): compared by their first ten
-    characters, a guardianship ended at 01:00 counted until midnight, one ended at 00:30
-    (+14:00) until the next midnight. A bound that is no dateTime covers nothing."""
+    The period's bounds are instants where they carry a time (and its zone): compared by
+    their first ten characters, a guardianship ended at 01:00 counted until midnight, one
+    ended at 00:30 (+14:00) until the next midnight. A date is the part of that day that is
+    that day everywhere (`_guardianship_window`). A bound that is no dateTime covers
+    nothing."""
     if related_person.get("active") is False:
         return False
     if _patient_of(related_person.get("patient")) != patient_id:
         return False
     period = related_person.get("period") or {}
-    start, end = period.get("start"), period.get("end")
+    if not isinstance(period, dict):
+        return False
     try:
-        if start is not None and instant_range(start)[0] > now:
-            return False
-        if end is not None and instant_range(end)[1] < now:
-            return False
+        first, last = _guardianship_window(period)
     except (ValueError, TypeError):
+        return False
+    if (first is not None and first > now) or (last is not None and last < now):
         return False
     return any(
         coding.get("system") == SYSTEM_V3_ROLE_CODE and coding.get("code") in REPRESENTATIVE_ROLES

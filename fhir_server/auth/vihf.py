@@ -173,7 +173,12 @@ def _instant(epoch: float) -> str:
 # xs:dateTime as SAML writes its instants (SAML core §1.3.3): date, time, optional fraction
 # and zone. Python's fromisoformat also reads a date alone or the basic format (20991231):
 # an instant the signer's software may have meant otherwise is refused.
-_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?")
+# The zone is at most 14 hours from UTC (XML Schema 1.1 §D.2.1, `timezoneFrag`): Python read
+# `+23:59` too, an instant no xs:dateTime spells.
+_INSTANT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"(Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00))?"
+)
 
 
 def _parse_instant(text: str | None) -> float | None:

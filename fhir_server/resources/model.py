@@ -9,6 +9,7 @@ add the DMP constraints).
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -322,6 +323,14 @@ def validate_resource(data: Any, expected_type: str | None = None) -> list[Issue
 # 500 in the search extraction, which reads date strings.
 _DATE_MARKERS = (fhir_core.types.Date, fhir_core.types.Time)
 
+# FHIR's dateTime, instant and time admit a leap second (`23:59:60`), which no reader of this
+# server can hold (Python's datetime stops at :59): a Consent's or a guardianship's period so
+# bounded was refused or read as no period, a date indexed as none (a search by date missed
+# the document), and a DocumentReference so dated made every ITI-18 LeafClass answer of its
+# record an internal error (`fhir_to_xds_time`). Refused at write, naming the element (fail
+# closed: an instant the rules cannot read is not stored for them to read otherwise).
+_LEAP_SECOND = re.compile(r"(?:^|T)\d{2}:\d{2}:60")
+
 
 def _field_kind(annotation: Any) -> str | type | None:
     """ "date" for a date-like primitive, the model class of a complex element (Resource for
@@ -372,6 +381,16 @@ def _date_type_issues(model: type[BaseModel], data: dict, path: str, issues: lis
                         "structure",
                         f"{where}: a date, dateTime, instant or time is a JSON string, "
                         f"not {type(item).__name__} {item!r}",
+                        (where,),
+                    )
+                )
+            elif isinstance(item, str) and _LEAP_SECOND.search(item):
+                issues.append(
+                    Issue(
+                        "error",
+                        "value",
+                        f"{where}: a leap second ({item!r}) is not read by this server: "
+                        "write the instant as :59 or the next second",
                         (where,),
                     )
                 )

@@ -27,10 +27,12 @@ MAX_INSTANT = 253402300799_999_999  # 9999-12-31T23:59:59.999999Z
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WS = re.compile(r"\s+")
+# ASCII digits, matched whole: `\d` also read fullwidth and Arabic-Indic digits (a search
+# `date=ge٢٠٢٦` was read as 2026), and `$` let a trailing newline through.
 _DATE = re.compile(
-    r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
-    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d+))?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<y>[0-9]{4})(?:-(?P<m>[0-9]{2})(?:-(?P<d>[0-9]{2})"
+    r"(?:T(?P<H>[0-9]{2}):(?P<M>[0-9]{2})(?::(?P<S>[0-9]{2})(?:\.(?P<f>[0-9]+))?)?"
+    r"(?P<tz>Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?"
 )
 
 
@@ -61,7 +63,7 @@ def date_range(value: str) -> tuple[int, int]:
     text = value.strip()
     if len(text) > 19 and text[-6] == " ":
         text = text[:-6] + "+" + text[-5:]
-    match = _DATE.match(text)
+    match = _DATE.fullmatch(text)
     if not match:
         raise DateFormatError(f"not a FHIR date/dateTime/instant: {value!r}")
     parts = match.groupdict()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ihe_xds.codes import is_oid
 from ihe_xds.errors import MalformedMessage, RegistryError
@@ -176,7 +177,22 @@ def parse_value(text: str) -> tuple[list[str], bool]:
 
 _UUID = re.compile(r"^urn:uuid:[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _SAFE_TEXT = re.compile(r"^[^\x00-\x1f]{1,256}$")
-_TIME = re.compile(r"^\d{4}(\d{2}){0,5}$")
+# ASCII digits only: `\d` also reads the fullwidth or Arabic-Indic digits, which the FHIR search
+# then read as another spelling of the year.
+_TIME = re.compile(r"^[0-9]{4}([0-9]{2}){0,5}$")
+
+
+def _check_calendar(value: str) -> None:
+    """An XDS time names a real instant: month 13, 31 February, hour 25 or a leap second were
+    refused by one time parameter under the name of the FHIR search it became (`creation`,
+    `period`), or matched as text by another ($XDSDocumentEntryServiceStartTimeTo answered
+    Success), fail closed: refused under the parameter's own name."""
+    fields = [int(value[0:4])] + [int(value[i : i + 2]) for i in range(4, len(value), 2)]
+    year, month, day, hour, minute, second = fields + [1, 1, 0, 0, 0][len(fields) - 1 :]
+    try:
+        datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        raise ValueError(f"{value!r} is no date and time of the calendar") from None
 
 
 def typed_value(kind: str, value: str) -> object:
@@ -197,8 +213,9 @@ def typed_value(kind: str, value: str) -> object:
             raise ValueError("codes are written 'code^^codingScheme'")
         return Code(code, scheme)
     if kind == TIME:
-        if not _TIME.match(value):
+        if not _TIME.fullmatch(value):
             raise ValueError("times are YYYY[MM[DD[hh[mm[ss]]]]]")
+        _check_calendar(value)
         return value
     if kind == OBJECT_TYPE:
         if value not in (OBJECT_TYPE_STABLE, OBJECT_TYPE_ON_DEMAND):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fhir_server.access import initial_consent
 from fhir_server.access.consent import consent_patient_id
 from fhir_server.access.constraints import Follow, compartment_of, matches, reference_target
@@ -43,6 +45,7 @@ from fhir_server.access.policy.tables import (
 )
 from fhir_server.access.record import (
     PatientRecord,
+    birth_date_problem,
     general_practitioner_problem,
     general_practitioners_by_reference,
     record_status,
@@ -523,6 +526,12 @@ def identity_refusal(
                     None,
                     (f"Patient.generalPractitioner[{index}]",),
                 )
+    if resource_type == "Patient" and new is not None:
+        problem = birth_date_problem(new.get("birthDate"), datetime.now(UTC))
+        if problem is not None:
+            # R07: a birthDate still to come was read as a minor's (negative age), opening
+            # an adult's record to the RelatedPersons once their parents.
+            return Deny("R07", 422, "invalid", problem, None, ("Patient.birthDate",))
     if resource_type == "Patient":
         refused = inactive_but_open(new) if new is not None else None
         return refused or (record_status_change(old, new) if old is not None else None)
