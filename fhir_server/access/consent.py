@@ -19,11 +19,12 @@ from __future__ import annotations
 import re
 from calendar import monthrange
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fhir_server.access.constraints import reference_target
+from fhir_server.access.days import PATIENT_TIMEZONE
 from fhir_server.access.initial_consent import (
     INITIAL_CONSENT,
     SYSTEM_DMP_CONSENT_CATEGORY,
@@ -157,7 +158,7 @@ def interpret_consent(consent: dict, now: datetime | None = None) -> ConsentRule
     if status != "active":
         return NO_RULES
     if carries_initial_consent(consent) and _period_covers(
-        root.get("period"), now, "Consent.provision.period", GRANT
+        root.get("period"), now, "Consent.provision.period"
     ):
         rules = rules.combine(ConsentRules(initial_consent=True))
     return rules
@@ -184,19 +185,16 @@ def _bounds(period: object) -> list[datetime]:
     bounds = []
     for name, side in (("start", 0), ("end", 1)):
         value = period.get(name)
-        for reading in (GRANT, RESTRICTION):
-            try:
-                window = date_bound_window(
-                    value if side == 0 else None,  # type: ignore[arg-type]
-                    value if side == 1 else None,  # type: ignore[arg-type]
-                    reading,
-                )
-            except (ValueError, TypeError):
-                continue
-            instant = window[side]
-            if instant is not None:
-                bounds.append(shifted(instant, timedelta(microseconds=side)))
-    return sorted(set(bounds))
+        try:
+            instant = date_bound_window(
+                value if side == 0 else None,  # type: ignore[arg-type]
+                value if side == 1 else None,  # type: ignore[arg-type]
+            )[side]
+        except (ValueError, TypeError):
+            continue
+        if instant is not None:
+            bounds.append(shifted(instant, timedelta(microseconds=side)))
+    return bounds
 
 
 def _refuse_modifier_extensions(node: object, path: str) -> None:
@@ -346,19 +344,14 @@ def _interpret_root(root: dict, now: datetime) -> ConsentRules:
                 f"The root provision cannot carry {element}; put exceptions in nested provisions",
                 f"{path}.{element}",
             )
-    restricts = _period_covers(root.get("period"), now, f"{path}.period", RESTRICTION)
-    grants = _period_covers(root.get("period"), now, f"{path}.period", GRANT)
+    in_force = _period_covers(root.get("period"), now, f"{path}.period")
     nested = root.get("provision", [])
     if not isinstance(nested, list):
         raise _invalid("Consent.provision.provision must be a list", f"{path}.provision")
     rules = combine_rules(
         _interpret_nested(item, now, f"{path}.provision[{i}]") for i, item in enumerate(nested)
     )
-    if not restricts:
-        return NO_RULES
-    # A period written with dates: what it restricts may be in force where what it grants
-    # is not yet, or no longer (`GRANT`, `RESTRICTION`).
-    return rules if grants else replace(rules, permitted=frozenset())
+    return rules if in_force else NO_RULES
 
 
 def _interpret_nested(provision: object, now: datetime, path: str) -> ConsentRules:
@@ -389,8 +382,7 @@ def _interpret_nested(provision: object, now: datetime, path: str) -> ConsentRul
         raise _invalid(
             "A nested provision must name practitioners (actor) or an access mode (purpose)", path
         )
-    reading = RESTRICTION if kind == "deny" else GRANT
-    in_force = _period_covers(provision.get("period"), now, f"{path}.period", reading)
+    in_force = _period_covers(provision.get("period"), now, f"{path}.period")
     if actors:
         ids = _actor_ids(actors, f"{path}.actor")
         if not in_force:
@@ -570,45 +562,45 @@ def instant_range(value: str) -> tuple[datetime, datetime]:
     return instant, instant
 
 
-# How a period bound written as a date (a month, a year: no time, no zone) is read. That day
-# begins up to 14 hours before midnight UTC (UTC+14) and up to 12 hours after it (UTC-12); read
-# as a UTC day, an authorization ending on the 7th held until 01:00 on the 8th in Paris, 11:00
-# in Nouméa, and a block beginning on the 8th let its professional in until then.
-# **Decided here**, as the age is taken on the latest date anywhere (R07): what the period
-# grants (permits, the initial consent) holds only while it is that day everywhere, what it
-# restricts (blocks, oppositions) whenever it is that day somewhere.
-GRANT = (timedelta(hours=12), timedelta(hours=14))  # start later, end earlier
-RESTRICTION = (-timedelta(hours=14), -timedelta(hours=12))  # start earlier, end later
-_EXACT = (timedelta(0), timedelta(0))
-
-
 def date_bound_window(
-    start: str | None, end: str | None, reading: tuple[timedelta, timedelta]
+    start: str | None, end: str | None
 ) -> tuple[datetime | None, datetime | None]:
-    """The first and last instants a period from `start` to `end` covers under `reading`:
-    a bound with a time is its instant, one written as a date moved by `reading` (`GRANT`,
-    `RESTRICTION`). Raises ValueError or TypeError for a bound that is no dateTime."""
+    """The first and last instants a period from `start` to `end` covers: a bound with a
+    time is its instant (its zone applied), one written as a date (a month, a year: no time,
+    no zone) that day in France (`days.PATIENT_TIMEZONE`), as R17 counts days. Read as a UTC
+    day, an authorization or a guardianship ending on the 7th held until 01:00 on the 8th in
+    Paris (02:00 in summer), and one beginning on the 8th opened an hour late. Raises
+    ValueError or TypeError for a bound that is no dateTime."""
     first = last = None
     if start is not None:
-        first = shifted(instant_range(start)[0], timedelta(0) if "T" in start else reading[0])
+        first = _bound(start, 0)
     if end is not None:
-        last = shifted(instant_range(end)[1], -(timedelta(0) if "T" in end else reading[1]))
+        last = _bound(end, 1)
     return first, last
 
 
-def _period_covers(
-    period: object,
-    now: datetime,
-    path: str,
-    reading: tuple[timedelta, timedelta] = _EXACT,
-) -> bool:
+def _bound(value: str, side: int) -> datetime:
+    """The first (`side` 0) or last (1) instant of `value`, a date read in France."""
+    instant = instant_range(value)[side]
+    if "T" in value:
+        return instant
+    try:
+        return instant.replace(tzinfo=PATIENT_TIMEZONE).astimezone(UTC)
+    except OverflowError:  # year 1 in Paris begins before the calendar does in UTC
+        return EARLIEST if side == 0 else LATEST
+
+
+def _period_covers(period: object, now: datetime, path: str) -> bool:
     if period is None:
         return True
     if not isinstance(period, dict):
         raise _invalid("period must be a Period", path)
     start, end = period.get("start"), period.get("end")
     try:
-        first, last = date_bound_window(start, end, _EXACT)
+        first, last = (
+            instant_range(start)[0] if start is not None else None,
+            (instant_range(end)[1] if end is not None else None),
+        )
     except (ValueError, TypeError):
         bad = "start" if start is not None and not _is_datetime(start) else "end"
         raise _invalid(f"period.{bad} is not a FHIR dateTime", f"{path}.{bad}") from None
@@ -616,7 +608,9 @@ def _period_covers(
         # FHIR per-1, compared as instants (zones applied): a period ending before it starts
         # is in force at no instant, and a block or an opposition written so was ignored.
         raise _invalid("period.start is after period.end (FHIR per-1)", path)
-    first, last = date_bound_window(start, end, reading)
+    # per-1 compares the bounds as written (dates as UTC days, as before they were read in
+    # France): a stored Consent it accepted stays interpretable.
+    first, last = date_bound_window(start, end)
     if first is not None and first > now:
         return False
     return not (last is not None and last < now)

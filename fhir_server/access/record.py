@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from fhir_server.access.consent import (
-    GRANT,
     IDENTIFIER_USES_IN_FORCE,
     NO_RULES,
     PRACTITIONER_TYPES,
@@ -405,17 +404,12 @@ def _patient_of(reference: object) -> str | None:
 
 
 def _guardianship_window(period: dict) -> tuple[datetime | None, datetime | None]:
-    """The first and last instants a RelatedPerson's period covers wherever it was written.
-
-    Bounds with a time are instants (their zone applied). A bound written as a date (or a
-    month, a year) was read as a whole UTC day: a guardianship ending on 7 December held
-    until midnight UTC, eleven hours after it ended in New Caledonia (an hour in Paris), and
-    one starting on the 7th opened the record ten hours before it began in French Polynesia.
-    **Decided here**, as the age is taken on the latest date anywhere: a date-bounded
-    guardianship begins when that day has begun everywhere and ends when it has ended
-    somewhere (`consent.GRANT`, as a Consent's permit), so that no zone makes a former
-    representative one. Raises ValueError or TypeError for a bound that is no dateTime."""
-    return date_bound_window(period.get("start"), period.get("end"), GRANT)
+    """The first and last instants a RelatedPerson's period covers, as a Consent's are read
+    (`consent.date_bound_window`): bounds with a time are instants, their zone applied; a
+    bound written as a date (a month, a year) is that day in France, where read as a whole
+    UTC day a guardianship ending on 7 December held an hour after it had ended in Paris.
+    Raises ValueError or TypeError for a bound that is no dateTime."""
+    return date_bound_window(period.get("start"), period.get("end"))
 
 
 def _period_bounds(period: object) -> list[datetime]:
@@ -438,9 +432,8 @@ def _is_representative(related_person: dict, patient_id: str, now: datetime) -> 
 
     The period's bounds are instants where they carry a time (and its zone): compared by
     their first ten characters, a guardianship ended at 01:00 counted until midnight, one
-    ended at 00:30 (+14:00) until the next midnight. A date is the part of that day that is
-    that day everywhere (`_guardianship_window`). A bound that is no dateTime covers
-    nothing."""
+    ended at 00:30 (+14:00) until the next midnight. A date is that day in France
+    (`_guardianship_window`). A bound that is no dateTime covers nothing."""
     if related_person.get("active") is False:
         return False
     if _patient_of(related_person.get("patient")) != patient_id:

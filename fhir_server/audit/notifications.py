@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+from fhir_server.access.days import PATIENT_TIMEZONE
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.terminology import (
     CANONICAL_BASE,
@@ -61,8 +62,6 @@ CATEGORY_NOTIFICATION = "notification"
 CATEGORY_MESSAGE = "message"
 SYSTEM_NOTIFICATION_EVENT = f"{CANONICAL_BASE}/CodeSystem/notification-event"
 EXT_NOTIFICATION_FACT = f"{CANONICAL_BASE}/StructureDefinition/notification-fact"
-
-PATIENT_TIMEZONE = ZoneInfo("Europe/Paris")
 
 # TRE_G15 professions as they read inside a French sentence.
 PROFESSION_LABELS = {

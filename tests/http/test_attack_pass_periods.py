@@ -25,10 +25,9 @@ What got through (each reproduced over HTTP, each test failing on main):
   such an instant made every LeafClass answer of the record an internal error, and a year
   before 1000 was written without its leading zeros (`0999` as `999`).
 - Date-bounded periods read as whole UTC days (unit tests, `test_access_periods.py`): a
-  guardianship or an authorization ending on the 7th held eleven hours after it ended in
-  Nouméa (an hour in Paris), a block beginning on the 8th let its professional in fourteen
-  hours after it began at UTC+14. What a period grants now holds while the day is that day
-  everywhere, what it restricts whenever it is that day somewhere.
+  guardianship or an authorization ending on the 7th held an hour after it ended in Paris
+  (two in summer), a block beginning on the 8th let its professional in for that hour. A
+  date is now that day in France (`access.days`), as R17 counts days.
 - XDS times: a stored query time parameter of month 13, 29 February of a common year, hour
   25, minute 60, a leap second or fullwidth digits was refused under the name of the FHIR
   search it became, or answered Success ($XDSDocumentEntryServiceStartTimeTo, compared as

@@ -103,46 +103,47 @@ def represented(now: datetime, **period: str) -> bool:
 @pytest.mark.parametrize(
     ("now", "period", "counts"),
     [
-        # Ended on 7 December: at 13:00 UTC it is the 8th in New Caledonia (UTC+11), at
-        # 12:00 UTC in Wallis (UTC+12): read as a UTC day, it held until midnight UTC.
-        (datetime(2026, 12, 7, 13, 0, tzinfo=UTC), {"end": "2026-12-07"}, False),
-        (datetime(2026, 12, 7, 9, 0, tzinfo=UTC), {"end": "2026-12-07"}, True),
-        (datetime(2026, 12, 31, 13, 0, tzinfo=UTC), {"end": "2026-12"}, False),
-        (datetime(2026, 12, 31, 13, 0, tzinfo=UTC), {"end": "2026"}, False),
-        # Beginning on the 7th: at 05:00 UTC it is still the 6th in French Polynesia
-        # (UTC-10), 01:00 in Guadeloupe (UTC-4): read as a UTC day, it had begun.
-        (datetime(2026, 12, 7, 5, 0, tzinfo=UTC), {"start": "2026-12-07"}, False),
-        (datetime(2026, 12, 7, 13, 0, tzinfo=UTC), {"start": "2026-12-07"}, True),
+        # Ended on 7 December: at 23:30 UTC it is 00:30 on the 8th in Paris (UTC+1); read
+        # as a UTC day, the guardianship held until midnight UTC.
+        (datetime(2026, 12, 7, 23, 30, tzinfo=UTC), {"end": "2026-12-07"}, False),
+        (datetime(2026, 12, 7, 22, 30, tzinfo=UTC), {"end": "2026-12-07"}, True),
+        # In summer Paris is UTC+2: the 7 July ends at 22:00 UTC.
+        (datetime(2026, 7, 7, 22, 30, tzinfo=UTC), {"end": "2026-07-07"}, False),
+        (datetime(2026, 12, 31, 23, 30, tzinfo=UTC), {"end": "2026-12"}, False),
+        (datetime(2026, 12, 31, 23, 30, tzinfo=UTC), {"end": "2026"}, False),
+        # Beginning on the 7th: at 23:30 UTC on the 6th it is the 7th in Paris; read as a
+        # UTC day, it had not begun.
+        (datetime(2026, 12, 6, 23, 30, tzinfo=UTC), {"start": "2026-12-07"}, True),
+        (datetime(2026, 12, 6, 22, 30, tzinfo=UTC), {"start": "2026-12-07"}, False),
         # Instants keep their zone, as before.
-        (datetime(2026, 12, 7, 13, 0, tzinfo=UTC), {"end": "2026-12-07T23:00:00+01:00"}, True),
-        (datetime(2026, 12, 7, 5, 0, tzinfo=UTC), {"start": "2026-12-07T00:00:00Z"}, True),
+        (datetime(2026, 12, 7, 23, 30, tzinfo=UTC), {"end": "2026-12-08T01:00:00+01:00"}, True),
+        (datetime(2026, 12, 6, 23, 30, tzinfo=UTC), {"start": "2026-12-07T00:00:00Z"}, False),
     ],
     ids=[
-        "ended-today-in-noumea",
-        "ending-today-everywhere",
-        "ended-this-month-east",
-        "ended-this-year-east",
-        "not-yet-begun-in-polynesia",
-        "begun-everywhere",
+        "ended-in-paris",
+        "ending-in-paris",
+        "ended-in-paris-in-summer",
+        "ended-this-month",
+        "ended-this-year",
+        "begun-in-paris",
+        "not-yet-begun-in-paris",
         "end-instant",
         "start-instant",
     ],
 )
-def test_r07_a_guardianship_bounded_by_dates_holds_only_where_the_day_is_that_day(
-    now, period, counts
-):
-    """R07, fail closed: a RelatedPerson's period written with dates covers the part of each
-    day that is that day in every zone, so that no zone makes a former representative one
-    (as the age is taken on the latest date anywhere)."""
+def test_r07_a_guardianship_bounded_by_dates_holds_on_those_days_in_france(now, period, counts):
+    """R07: a RelatedPerson's period written with dates covers those days in France
+    (`days.PATIENT_TIMEZONE`), where R17 counts its days too; a UTC day let a former
+    representative in for an hour (two in summer) after the guardianship had ended."""
     assert represented(now, **period) is counts
 
 
 def test_r07_the_record_is_read_again_when_a_date_bounded_guardianship_ends():
-    """The record cache reads the facts again when the guardianship ends somewhere (10:00
-    UTC, the end of the 7th at UTC+14), not at midnight UTC."""
+    """The record cache reads the facts again when the guardianship ends in France (23:00
+    UTC in winter), not at midnight UTC."""
     now = datetime(2026, 12, 7, 5, 0, tzinfo=UTC)
     record = build_record(patient("2015-05-05"), [], [guardian(end="2026-12-07")], now.date(), now)
-    assert record.valid_until == datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    assert record.valid_until == datetime(2026, 12, 7, 23, 0, tzinfo=UTC)
 
 
 # -- Consent periods written with dates (R09-R12, the initial consent) ---------------------
@@ -164,67 +165,68 @@ def rules_at(now: datetime, consent: dict):
 @pytest.mark.parametrize(
     ("now", "period", "authorized"),
     [
-        # Ended on the 7th: at 13:00 UTC it is the 8th in Nouméa (UTC+11); read as a UTC
-        # day the authorization held until midnight UTC (01:00 in Paris).
-        (datetime(2026, 12, 7, 13, 0, tzinfo=UTC), {"end": "2026-12-07"}, False),
-        (datetime(2026, 12, 7, 9, 0, tzinfo=UTC), {"end": "2026-12-07"}, True),
-        # Beginning on the 7th: at 05:00 UTC it is the 6th in Papeete (UTC-10).
-        (datetime(2026, 12, 7, 5, 0, tzinfo=UTC), {"start": "2026-12-07"}, False),
-        (datetime(2026, 12, 7, 13, 0, tzinfo=UTC), {"start": "2026-12-07"}, True),
+        # Ended on the 7th: at 23:30 UTC it is the 8th in Paris; read as a UTC day the
+        # authorization held until midnight UTC (01:00 in Paris).
+        (datetime(2026, 12, 7, 23, 30, tzinfo=UTC), {"end": "2026-12-07"}, False),
+        (datetime(2026, 12, 7, 22, 30, tzinfo=UTC), {"end": "2026-12-07"}, True),
+        # Beginning on the 7th: at 23:30 UTC on the 6th it is the 7th in Paris.
+        (datetime(2026, 12, 6, 23, 30, tzinfo=UTC), {"start": "2026-12-07"}, True),
+        (datetime(2026, 12, 6, 22, 30, tzinfo=UTC), {"start": "2026-12-07"}, False),
+        # A one-day authorization written with dates holds that whole day in France.
         (
             datetime(2026, 12, 7, 12, 0, tzinfo=UTC),
-            {"start": "2026-12-01", "end": "2026-12-31"},
+            {"start": "2026-12-07", "end": "2026-12-07"},
             True,
         ),
         (datetime(2026, 12, 7, 23, 0, tzinfo=UTC), {"end": "2026-12-07T23:30:00Z"}, True),
     ],
-    ids=["ended-in-noumea", "not-ended", "not-begun-in-papeete", "begun", "inside", "instant"],
+    ids=["ended-in-paris", "not-ended", "begun-in-paris", "not-begun", "one-day", "instant"],
 )
-def test_r10_an_authorization_bounded_by_dates_holds_only_where_the_day_is_that_day(
+def test_r10_an_authorization_bounded_by_dates_holds_on_those_days_in_france(
     now, period, authorized
 ):
-    """R10, fail closed: what a Consent's period grants holds only while its day is that
-    day everywhere; instants keep their zone."""
+    """R10: what a Consent's period written with dates grants holds on those days in France;
+    instants keep their zone."""
     rules = rules_at(now, consent_with(permit(PRO), **period))
     assert rules.is_authorized(PRO) is authorized
 
 
 @pytest.mark.parametrize(
-    ("now", "period"),
+    ("now", "period", "in_force"),
     [
-        # Beginning on the 8th: at 12:00 UTC it is already the 8th in Kiritimati (UTC+14),
-        # 01:00 in Nouméa at 14:00 UTC; read as a UTC day the block began at midnight UTC.
-        (datetime(2026, 12, 7, 14, 0, tzinfo=UTC), {"start": "2026-12-08"}),
-        # Ending on the 7th: at 05:00 UTC on the 8th it is still the 7th in Papeete.
-        (datetime(2026, 12, 8, 5, 0, tzinfo=UTC), {"end": "2026-12-07"}),
+        # Beginning on the 8th: at 23:30 UTC on the 7th it is the 8th in Paris; read as a UTC
+        # day the block let its professional in for another half hour.
+        (datetime(2026, 12, 7, 23, 30, tzinfo=UTC), {"start": "2026-12-08"}, True),
+        (datetime(2026, 12, 7, 22, 30, tzinfo=UTC), {"start": "2026-12-08"}, False),
+        (datetime(2026, 12, 7, 22, 30, tzinfo=UTC), {"end": "2026-12-07"}, True),
+        (datetime(2026, 12, 7, 23, 30, tzinfo=UTC), {"end": "2026-12-07"}, False),
     ],
-    ids=["begun-in-noumea", "not-ended-in-papeete"],
+    ids=["begun-in-paris", "not-begun", "not-ended", "ended-in-paris"],
 )
-def test_r09_r11_a_block_or_opposition_bounded_by_dates_holds_wherever_the_day_is_that_day(
-    now, period
+def test_r09_r11_a_block_or_opposition_bounded_by_dates_holds_on_those_days_in_france(
+    now, period, in_force
 ):
-    """R09, R11: what a Consent's period restricts holds whenever its day is that day
-    somewhere; the permit of the same Consent does not hold then."""
+    """R09, R11: what a Consent's period written with dates restricts holds on those days in
+    France, as what it grants does."""
     blocked = rules_at(now, consent_with(deny(PRO), **period))
-    assert blocked.is_blocked(PRO)
+    assert blocked.is_blocked(PRO) is in_force
     opposed = rules_at(now, consent_with({"type": "deny", "purpose": [BTG]}, **period))
-    assert opposed.oppose_bris_de_glace
-    permitted = rules_at(now, consent_with(permit(PRO), **period))
-    assert not permitted.is_authorized(PRO)
+    assert opposed.oppose_bris_de_glace is in_force
 
 
-def test_r10_the_initial_consent_bounded_by_dates_holds_only_where_the_day_is_that_day():
-    """The initial consent (CE 15/10/2025) opens the record to the care team: a grant."""
-    now = datetime(2026, 12, 7, 13, 0, tzinfo=UTC)
-    assert not rules_at(now, consent_with(end="2026-12-07")).initial_consent
+def test_r10_the_initial_consent_bounded_by_dates_holds_on_those_days_in_france():
+    """The initial consent (CE 15/10/2025) opens the record to the care team until the end
+    of its last day in France."""
+    assert not rules_at(
+        datetime(2026, 12, 7, 23, 30, tzinfo=UTC), consent_with(end="2026-12-07")
+    ).initial_consent
     assert rules_at(
-        datetime(2026, 12, 7, 9, 0, tzinfo=UTC), consent_with(end="2026-12-07")
+        datetime(2026, 12, 7, 22, 30, tzinfo=UTC), consent_with(end="2026-12-07")
     ).initial_consent
 
 
-def test_r10_the_record_is_read_again_when_a_date_bound_passes_anywhere():
-    """The record cache reads the facts again at each instant a date bound begins or ends
-    to hold: 10:00 UTC (the grant ends) and 12:00 UTC the next day (the restriction)."""
+def test_r10_the_record_is_read_again_when_a_date_bound_passes_in_france():
+    """The record cache reads the facts again at the instant a date bound ends in France:
+    23:00 UTC on a winter day."""
     bounds = period_bounds(consent_with(end="2026-12-07"))
-    assert datetime(2026, 12, 7, 10, 0, tzinfo=UTC) in bounds
-    assert datetime(2026, 12, 8, 12, 0, tzinfo=UTC) in bounds
+    assert datetime(2026, 12, 7, 23, 0, tzinfo=UTC) in bounds
