@@ -187,8 +187,8 @@ def _bounds(period: object) -> list[datetime]:
         value = period.get(name)
         try:
             instant = date_bound_window(
-                value if side == 0 else None,  # type: ignore[arg-type]
-                value if side == 1 else None,  # type: ignore[arg-type]
+                value if side == 0 else None,
+                value if side == 1 else None,
             )[side]
         except (ValueError, TypeError):
             continue

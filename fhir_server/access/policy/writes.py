@@ -527,11 +527,11 @@ def identity_refusal(
                     (f"Patient.generalPractitioner[{index}]",),
                 )
     if resource_type == "Patient" and new is not None:
-        problem = birth_date_problem(new.get("birthDate"), datetime.now(UTC))
-        if problem is not None:
+        birth_problem = birth_date_problem(new.get("birthDate"), datetime.now(UTC))
+        if birth_problem is not None:
             # R07: a birthDate still to come was read as a minor's (negative age), opening
             # an adult's record to the RelatedPersons once their parents.
-            return Deny("R07", 422, "invalid", problem, None, ("Patient.birthDate",))
+            return Deny("R07", 422, "invalid", birth_problem, None, ("Patient.birthDate",))
     if resource_type == "Patient":
         refused = inactive_but_open(new) if new is not None else None
         return refused or (record_status_change(old, new) if old is not None else None)
