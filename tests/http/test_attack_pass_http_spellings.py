@@ -1,0 +1,192 @@
+"""Attack pass: one HTTP request spelled so that the access rules, the trail or the input
+limits judge one reading of it while another is served (R01, R16, bounded work; the XDS
+door's SOAP and MIME framing).
+
+Each test is a spelling that got through: the token as an RFC 6750 form parameter of a
+POST `_search` (ignored under lenient handling, then kept in the patient's trail), a search
+form parsed whole before its size was judged, and at the XDS door a message naming two
+transactions: two `wsa:Action` headers (the last served), an HTTP action (Content-Type
+`action`, MTOM `start-info`, `SOAPAction`) other than the envelope's, a Content-Type
+parameter given twice (the last read), two requests in one Body (the first served). A
+gateway judging the other reading let through what the server then served and audited.
+Fail closed: what names two things is refused, with an OperationOutcome or a SOAP Fault.
+
+Held (not repeated here): path spellings (`//`, `;` matrix parameters, `%2F` and `..` in
+ids, the type in lower case, a trailing slash) are refused or answered as the same
+resource under the same judgement; no method override header or parameter is read; two
+Authorization headers are one unreadable token under gunicorn; `_summary`, `_count` and
+`_elements` given twice are read the same way by the search and by its rendering.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from lxml import etree
+
+from ihe_xds import vocabulary as v
+from ihe_xds.stored_query import FIND_DOCUMENTS
+from tests.http.test_xds_endpoints import GP, fault_of, registry_status, xds  # noqa: F401
+from tests.xds_builders import build_iti41, patient_cx
+
+# ruff: noqa: F811
+
+SOAP = "application/soap+xml; charset=UTF-8"
+
+
+# -- the XDS door: one message, one transaction ------------------------------------------------
+
+
+def _find_documents(nir: str) -> etree._Element:
+    request = etree.Element(
+        f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
+    )
+    etree.SubElement(request, f"{{{v.NS_QUERY}}}ResponseOption", returnType="LeafClass")
+    query = etree.SubElement(request, f"{{{v.NS_RIM}}}AdhocQuery", id=FIND_DOCUMENTS)
+    for name, value in (
+        ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
+        ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+    ):
+        slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name=name)
+        etree.SubElement(
+            etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList"), f"{{{v.NS_RIM}}}Value"
+        ).text = value
+    return request
+
+
+def _envelope(
+    security: etree._Element,
+    bodies: list[etree._Element],
+    actions: tuple[str, ...] = (v.ACTION_ITI18,),
+    message_ids: int = 1,
+) -> bytes:
+    envelope = etree.Element(
+        f"{{{v.NS_SOAP12}}}Envelope", nsmap={"soap": v.NS_SOAP12, "wsa": v.NS_WSA}
+    )
+    header = etree.SubElement(envelope, f"{{{v.NS_SOAP12}}}Header")
+    for action in actions:
+        etree.SubElement(header, f"{{{v.NS_WSA}}}Action").text = action
+    for _ in range(message_ids):
+        etree.SubElement(header, f"{{{v.NS_WSA}}}MessageID").text = f"urn:uuid:{uuid.uuid4()}"
+    header.append(security)
+    body = etree.SubElement(envelope, f"{{{v.NS_SOAP12}}}Body")
+    for child in bodies:
+        body.append(child)
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+
+def _query(xds, nir: str, data: bytes, **headers: str):
+    return xds.client.post("/xds/registry", data=data, headers={"Content-Type": SOAP, **headers})
+
+
+def _is_sender_fault(response, subcode: str | None = None) -> None:
+    assert response.status_code == 400, response.get_data(as_text=True)
+    code, _ = fault_of(response)
+    assert code == "soap:Sender"
+    if subcode is not None:
+        assert subcode in response.get_data(as_text=True)
+
+
+def test_xds_two_wsa_actions_are_a_sender_fault_not_the_last_one_served(xds):
+    """`wsa:Action` ITI-57 (an update) then ITI-18 (a query): the last was served (200, a
+    query answer), so a gateway admitting queries by the first let an update through, and
+    a gateway admitting by the last the converse."""
+    _, nir = xds.patient(1)
+    data = _envelope(
+        xds.security(GP, nir), [_find_documents(nir)], (v.ACTION_ITI57, v.ACTION_ITI18)
+    )
+    _is_sender_fault(_query(xds, nir, data), "wsa:InvalidAddressingHeader")
+
+
+def test_xds_two_message_ids_are_a_sender_fault(xds):
+    """Of two `wsa:MessageID`s the last was the one the answer's RelatesTo named."""
+    _, nir = xds.patient(1)
+    data = _envelope(xds.security(GP, nir), [_find_documents(nir)], message_ids=2)
+    _is_sender_fault(_query(xds, nir, data), "wsa:InvalidAddressingHeader")
+
+
+def test_xds_two_requests_in_one_body_are_a_sender_fault_not_the_first_one_served(xds):
+    """The first element of the Body was served and the second ignored (200)."""
+    _, nir = xds.patient(1)
+    data = _envelope(xds.security(GP, nir), [_find_documents(nir), _find_documents(nir)])
+    _is_sender_fault(_query(xds, nir, data))
+
+
+def test_xds_content_type_action_other_than_the_wsa_action_is_action_mismatch(xds):
+    """SOAP 1.2's `action` media type parameter naming ITI-57 on an envelope whose
+    `wsa:Action` is ITI-18: the parameter was read by no one, and the query served (200)."""
+    _, nir = xds.patient(1)
+    data = _envelope(xds.security(GP, nir), [_find_documents(nir)])
+    response = xds.client.post(
+        "/xds/registry",
+        data=data,
+        headers={"Content-Type": f'{SOAP}; action="{v.ACTION_ITI57}"'},
+    )
+    _is_sender_fault(response, "wsa:ActionMismatch")
+
+
+def test_xds_soapaction_header_other_than_the_wsa_action_is_action_mismatch(xds):
+    _, nir = xds.patient(1)
+    data = _envelope(xds.security(GP, nir), [_find_documents(nir)])
+    _is_sender_fault(_query(xds, nir, data, SOAPAction=v.ACTION_ITI57), "wsa:ActionMismatch")
+
+
+def test_xds_http_action_equal_to_the_wsa_action_is_served(xds):
+    _, nir = xds.patient(1)
+    data = _envelope(xds.security(GP, nir), [_find_documents(nir)])
+    response = xds.client.post(
+        "/xds/registry",
+        data=data,
+        headers={"Content-Type": f'{SOAP}; action="{v.ACTION_ITI18}"', "SOAPAction": '""'},
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert registry_status(response)[0].endswith("Success")
+
+
+def _mtom_deposit(xds, nir: str, content_type_change) -> object:
+    request = build_iti41(nir=nir, mtom=True, security=xds.security(GP, nir))
+    return xds.client.post(
+        "/xds/repository",
+        data=request.body,
+        headers={"Content-Type": content_type_change(request.content_type)},
+    )
+
+
+def test_xds_mtom_content_type_parameter_given_twice_is_a_sender_fault(xds):
+    """`action="ITI-18"; action="ITI-41"`: the last was read (and matched the envelope), the
+    deposit stored (Success) while a gateway reading the first saw a query."""
+    _, nir = xds.patient(1)
+    response = _mtom_deposit(
+        xds,
+        nir,
+        lambda ct: f'{ct}; action="{v.ACTION_ITI18}"; action="{v.ACTION_ITI41}"',
+    )
+    _is_sender_fault(response)
+    assert "more than once" in fault_of(response)[1]
+
+
+def test_xds_mtom_start_info_action_other_than_the_wsa_action_is_action_mismatch(xds):
+    """MTOM carries the SOAP action in `start-info`; one naming ITI-43 on an ITI-41
+    envelope was read as informative and the deposit stored (Success)."""
+    _, nir = xds.patient(1)
+    start_info = f'application/soap+xml; action=\\"{v.ACTION_ITI43}\\"'
+    response = _mtom_deposit(
+        xds,
+        nir,
+        lambda ct: (
+            ";".join(
+                part
+                for part in ct.split(";")
+                if not part.strip().startswith(("start-info", "action"))
+            )
+            + f'; start-info="{start_info}"'
+        ),
+    )
+    _is_sender_fault(response, "wsa:ActionMismatch")
+
+
+def test_xds_mtom_deposit_with_its_own_action_is_stored(xds):
+    _, nir = xds.patient(1)
+    response = _mtom_deposit(xds, nir, lambda ct: ct)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert registry_status(response)[0].endswith("Success")
