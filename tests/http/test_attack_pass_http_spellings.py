@@ -20,18 +20,93 @@ Authorization headers are one unreadable token under gunicorn; `_summary`, `_cou
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 from lxml import etree
 
+from fhir_server.rest.fhir_api import MAX_SEARCH_FORM_BYTES
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
+from tests.http.conftest import auth
+from tests.http.test_attack_pass_spellings import AUTHORIZED, PATIENT_A, record  # noqa: F401
 from tests.http.test_xds_endpoints import GP, fault_of, registry_status, xds  # noqa: F401
 from tests.xds_builders import build_iti41, patient_cx
 
 # ruff: noqa: F811
 
+FORM = "application/x-www-form-urlencoded"
 SOAP = "application/soap+xml; charset=UTF-8"
+
+
+def _trail_text(client, token: str, patient_id: str) -> str:
+    """What the patient's trail says, its base64 values (raw requests) decoded."""
+    response = client.get(f"/fhir/AuditEvent?patient={patient_id}&_count=100", headers=auth(token))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    values = [
+        value
+        for entry in response.get_json().get("entry", [])
+        for entity in entry["resource"].get("entity", [])
+        for value in [entity.get("query")]
+        + [d.get("valueBase64Binary") for d in entity.get("detail", [])]
+        if value
+    ]
+    return "\n".join(base64.b64decode(value).decode("utf-8", "replace") for value in values)
+
+
+# -- R01, R16: the token as a form parameter --------------------------------------------------
+
+
+def test_r01_r16_access_token_in_a_post_search_form_is_refused_not_kept_in_the_trail(
+    client, tokens, record
+):
+    """RFC 6750 §2.2's form parameter is a second credential, refused like the query one:
+    read as a search parameter and ignored under `Prefer: handling=lenient`, the search was
+    served (200) and its AuditEvent kept the raw form, so the patient reading their trail
+    read the practitioner's bearer token."""
+    practitioner = tokens.practitioner(AUTHORIZED)
+    response = client.post(
+        "/fhir/DocumentReference/_search",
+        data=f"patient={PATIENT_A}&access_token={practitioner}",
+        headers=auth(practitioner, **{"Content-Type": FORM, "Prefer": "handling=lenient"}),
+    )
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert "access_token" in response.get_json()["issue"][0]["diagnostics"]
+    assert practitioner not in _trail_text(client, tokens.patient(PATIENT_A), PATIENT_A)
+
+
+# -- bounded work: the search form is judged before it is read ----------------------------------
+
+
+def test_bounded_work_search_form_over_its_limit_is_refused_before_its_format_is_read(
+    client, tokens, record
+):
+    """The answer's format is settled before the search (`_negotiate_first`), from the
+    form when the query names none: the form was parsed whole there, whatever its size
+    under the body limit, and its `_format` answered (406) before the search refused the
+    form as over MAX_SEARCH_FORM_BYTES. The size is judged first: 413."""
+    # About 100 KB: over MAX_SEARCH_FORM_BYTES, under the test app's body limit (200 KB).
+    filler = "&".join(f"name=a{i:05d}" for i in range(8_000))
+    assert MAX_SEARCH_FORM_BYTES < len(filler) < 200_000
+    response = client.post(
+        "/fhir/Patient/_search",
+        data=f"_format=unknown&{filler}",
+        headers=auth(tokens.system(), **{"Content-Type": FORM}),
+    )
+    assert response.status_code == 413, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["code"] == "too-costly"
+    assert "MAX_SEARCH_FORM_BYTES" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_bounded_work_search_form_within_its_limit_still_chooses_the_format(client, tokens, record):
+    response = client.post(
+        "/fhir/Patient/_search",
+        data="_format=xml&_count=1",
+        headers=auth(tokens.system(), **{"Content-Type": FORM}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.content_type.startswith("application/fhir+xml")
 
 
 # -- the XDS door: one message, one transaction ------------------------------------------------
