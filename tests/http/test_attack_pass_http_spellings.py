@@ -21,15 +21,19 @@ Authorization headers are one unreadable token under gunicorn; `_summary`, `_cou
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 import uuid
 
+import pytest
 from lxml import etree
 
 from fhir_server.rest.fhir_api import MAX_SEARCH_FORM_BYTES
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
-from tests.http.conftest import auth
+from tests.http.conftest import Tokens, auth
 from tests.http.test_attack_pass_spellings import AUTHORIZED, PATIENT_A, record  # noqa: F401
+from tests.http.test_serve import _free_port, _start, _stop
 from tests.http.test_xds_endpoints import GP, fault_of, registry_status, xds  # noqa: F401
 from tests.xds_builders import build_iti41, patient_cx
 
@@ -265,3 +269,42 @@ def test_xds_mtom_deposit_with_its_own_action_is_stored(xds):
     response = _mtom_deposit(xds, nir, lambda ct: ct)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert registry_status(response)[0].endswith("Success")
+
+
+# -- the served app: gunicorn's reading of the path is the app's ----------------------------------
+
+
+def _raw_get(port: int, path: str, **headers: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_r01_r16_served_app_takes_no_script_name_header_from_a_local_peer(tmp_path):
+    """Under `fhir-server serve`, gunicorn cut a `SCRIPT_NAME` request header off the path
+    for any local peer (its default proxy trust): one not a prefix of the path answered
+    500 (gunicorn's own page), and `SCRIPT_NAME: /fhir` on `/fhir/fhir/Patient` was served
+    (200) and audited as `/fhir/Patient`, a request the client never sent. The header is
+    now read by no one: the path is the one sent."""
+    data_dir = tmp_path / "var"
+    port = _free_port()
+    process = _start(data_dir, port)
+    try:
+        status, _ = _raw_get(port, "/fhir/metadata", SCRIPT_NAME="/elsewhere")
+        assert status == 200
+        token = Tokens(data_dir).system()
+        status, body = _raw_get(
+            port, "/fhir/fhir/Patient", SCRIPT_NAME="/fhir", Authorization=f"Bearer {token}"
+        )
+        assert status == 404, body
+        assert json.loads(body)["resourceType"] == "OperationOutcome"
+    finally:
+        _stop(process)
