@@ -31,7 +31,8 @@ from lxml import etree
 from fhir_server.rest.fhir_api import MAX_SEARCH_FORM_BYTES
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
-from tests.http.conftest import Tokens, auth
+from tests.http.conftest import FHIR_JSON, Tokens, a_patient, auth
+from tests.http.metadata_world import JSON_PATCH, build_world, label
 from tests.http.test_attack_pass_spellings import AUTHORIZED, PATIENT_A, record  # noqa: F401
 from tests.http.test_serve import _free_port, _start, _stop
 from tests.http.test_xds_endpoints import GP, fault_of, registry_status, xds  # noqa: F401
@@ -111,6 +112,68 @@ def test_bounded_work_search_form_within_its_limit_still_chooses_the_format(clie
     )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.content_type.startswith("application/fhir+xml")
+
+
+# -- fail closed: a body has one reading ---------------------------------------------------------
+
+
+@pytest.fixture
+def world(client, tokens):
+    """A DocumentReference's metadata updates (test_patch's world)."""
+    return build_world(client, tokens)
+
+
+def _json_patch(world, actor: str, document_id: str, body: str, content_type: str = JSON_PATCH):
+    return world.client.patch(
+        f"/fhir/DocumentReference/{document_id}",
+        data=body.encode(),
+        headers=auth(world.token(actor), **{"Content-Type": content_type}),
+    )
+
+
+def test_fail_closed_json_patch_operation_giving_a_key_twice_is_refused(world):
+    """A JSON Patch object naming `op`, `path` and `value` twice was applied as its last
+    reading (200: MASQUE_PS added) where a reader of the raw body (a gateway, a log) read
+    a status change; the duplicate-key refusal of FHIR bodies (finding 14) did not apply
+    to the `application/json-patch+json` door."""
+    document = world.deposit("N")
+    twice = (
+        '[{"op": "replace", "path": "/status", "value": "entered-in-error", '
+        f'"op": "add", "path": "/securityLabel/-", "value": {json.dumps(label("MASQUE_PS"))}}}]'
+    )
+    response = _json_patch(world, "patient", document["id"], twice)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "'op' appears more than once" in response.get_json()["issue"][0]["diagnostics"]
+    assert world.finds("other", document["id"])  # not masked
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "ISO-8859-1", '"latin1"'])
+def test_fail_closed_fhir_body_declared_in_another_charset_is_refused(client, tokens, charset):
+    """FHIR bodies are UTF-8 and read as UTF-8 whatever the header says: a Patient sent as
+    `charset=ISO-8859-1` (its bytes UTF-8) was stored as `Hélène` where a reader honouring
+    the header read `HÃ©lÃ¨ne` (201). Refused (415), nothing stored."""
+    system = tokens.system()
+    patient = a_patient(3)
+    patient["name"] = [{"family": "Hélène"}]
+    response = client.post(
+        "/fhir/Patient",
+        data=json.dumps(patient, ensure_ascii=False).encode(),
+        headers=auth(system, **{"Content-Type": f"{FHIR_JSON}; charset={charset}"}),
+    )
+    assert response.status_code == 415, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["expression"] == ["Content-Type"]
+    count = client.get("/fhir/Patient?_summary=count", headers=auth(system))
+    assert count.get_json()["total"] == 0
+
+
+def test_fail_closed_json_patch_declared_in_another_charset_is_refused(world):
+    document = world.deposit("N")
+    mask = json.dumps([{"op": "add", "path": "/securityLabel/-", "value": label("MASQUE_PS")}])
+    refused = _json_patch(world, "patient", document["id"], mask, f"{JSON_PATCH}; charset=utf-16")
+    assert refused.status_code == 415, refused.get_data(as_text=True)
+    assert world.finds("other", document["id"])
+    accepted = _json_patch(world, "patient", document["id"], mask, f'{JSON_PATCH}; charset="UTF-8"')
+    assert accepted.status_code == 200, accepted.get_data(as_text=True)
 
 
 # -- the XDS door: one message, one transaction ------------------------------------------------
