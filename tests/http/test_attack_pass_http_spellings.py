@@ -24,10 +24,14 @@ import base64
 import http.client
 import json
 import uuid
+from urllib.parse import urlencode
 
 import pytest
+from flask import Flask
 from lxml import etree
 
+from fhir_server.auth.http import create_auth_blueprint
+from fhir_server.auth.tokens import TokenValidator
 from fhir_server.rest.fhir_api import MAX_SEARCH_FORM_BYTES
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import FIND_DOCUMENTS
@@ -36,6 +40,7 @@ from tests.http.metadata_world import JSON_PATCH, build_world, label
 from tests.http.test_attack_pass_spellings import AUTHORIZED, PATIENT_A, record  # noqa: F401
 from tests.http.test_serve import _free_port, _start, _stop
 from tests.http.test_xds_endpoints import GP, fault_of, registry_status, xds  # noqa: F401
+from tests.unit.test_auth_clients import assertion, client_key, env, form, server_dir  # noqa: F401
 from tests.xds_builders import build_iti41, patient_cx
 
 # ruff: noqa: F811
@@ -79,6 +84,29 @@ def test_r01_r16_access_token_in_a_post_search_form_is_refused_not_kept_in_the_t
     assert response.get_json()["resourceType"] == "OperationOutcome"
     assert "access_token" in response.get_json()["issue"][0]["diagnostics"]
     assert practitioner not in _trail_text(client, tokens.patient(PATIENT_A), PATIENT_A)
+
+
+def test_r01_r02_token_request_giving_a_parameter_twice_is_invalid_request(env, client_key):
+    """`scope=system/Patient.r&scope=system/DocumentReference.c`: the first was granted
+    (200, a token for system/Patient.r) where a proxy or a log reading the last saw a
+    request for another scope; two `client_assertion`s, the first was verified. RFC 6749
+    §3.1: a parameter is given once. Refused (400 invalid_request), no token issued."""
+    settings, registry, replay, issuer = env
+    app = Flask(__name__)
+    app.register_blueprint(
+        create_auth_blueprint(
+            settings, TokenValidator.from_settings(settings), registry, replay, issuer
+        )
+    )
+    fields = list(form(assertion(client_key), scope="system/Patient.r").items())
+    response = app.test_client().post(
+        "/oauth/token",
+        data=urlencode([*fields, ("scope", "system/DocumentReference.c")]),
+        content_type=FORM,
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.json["error"] == "invalid_request" and "access_token" not in response.json
+    assert "scope" in response.json["error_description"]
 
 
 # -- bounded work: the search form is judged before it is read ----------------------------------
