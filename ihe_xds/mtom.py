@@ -166,6 +166,10 @@ def parse_http_body(
         roots = [p for p in parts if p.content_id == wanted]
         if not roots:
             raise MtomError("the multipart `start` parameter names no MIME part")
+        if len(roots) > 1:
+            # The first was read as the envelope and the others kept as attachments: a
+            # gateway taking the last for the envelope judged another request.
+            raise MtomError("the multipart `start` parameter names more than one MIME part")
         root = roots[0]
     else:
         root = parts[0]

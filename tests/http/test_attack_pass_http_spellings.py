@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import re
 import uuid
 from urllib.parse import urlencode
 
@@ -360,6 +361,25 @@ def test_xds_mtom_deposit_with_its_own_action_is_stored(xds):
     response = _mtom_deposit(xds, nir, lambda ct: ct)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert registry_status(response)[0].endswith("Success")
+
+
+def test_xds_mtom_two_parts_bearing_the_start_content_id_are_a_sender_fault(xds):
+    """The root part, given twice under the Content-ID `start` names: the first was read as
+    the envelope (the deposit stored, Success) and the second kept as an attachment, where
+    a gateway taking the last for the envelope judged another message."""
+    _, nir = xds.patient(1)
+    request = build_iti41(nir=nir, mtom=True, security=xds.security(GP, nir))
+    boundary = re.search(r'boundary="?([^";]+)', request.content_type).group(1).encode()
+    first, rest = request.body.split(b"--" + boundary, 2)[1:]
+    body = request.body.replace(
+        b"--" + boundary + b"--", b"--" + boundary + first + b"--" + boundary + b"--"
+    )
+    assert body.count(first) == 2 and rest
+    response = xds.client.post(
+        "/xds/repository", data=body, headers={"Content-Type": request.content_type}
+    )
+    _is_sender_fault(response)
+    assert "more than one MIME part" in fault_of(response)[1]
 
 
 # -- the served app: gunicorn's reading of the path is the app's ----------------------------------
