@@ -62,6 +62,7 @@ from ihe_xds.responses import (
 )
 from ihe_xds.soap import (
     check_action,
+    check_charset,
     check_http_action,
     fault_envelope,
     fault_for,
@@ -127,6 +128,7 @@ def _serve(actions: tuple[str, ...]) -> Response:
         package = parse_http_body(request.headers.get("Content-Type"), data, max_bytes=max_bytes)
         envelope = read_envelope(package.envelope, max_bytes=max_bytes)
         relates_to = envelope.message_id
+        check_charset(package.charset, envelope)
         action = check_action(envelope, actions)
         check_http_action(
             action,

@@ -54,6 +54,7 @@ class SoapPackage:
     attachments: dict[str, Attachment] = field(default_factory=dict)
     is_mtom: bool = False
     action: str | None = None  # the `action` Content-Type parameter, if any
+    charset: str | None = None  # the envelope's `charset` (HTTP or root part), if any
 
 
 def normalize_cid(value: str) -> str:
@@ -139,7 +140,7 @@ def parse_http_body(
         raise MtomError(f"unreadable Content-Type: {exc}") from None
     action = params.get("action")
     if media in _SOAP_TYPES:
-        return SoapPackage(envelope=bytes(body), action=action)
+        return SoapPackage(envelope=bytes(body), action=action, charset=params.get("charset"))
     if media != "multipart/related":
         raise MtomError(f"unsupported media type {media!r} (expected SOAP or MTOM)")
     boundary = params.get("boundary")
@@ -183,7 +184,19 @@ def parse_http_body(
         if part.content_id in attachments:
             raise MtomError(f"two MIME parts share the Content-ID {part.content_id!r}")
         attachments[part.content_id] = Attachment(part.content_id, part.content_type, part.data)
-    return SoapPackage(envelope=root.data, attachments=attachments, is_mtom=True, action=action)
+    try:
+        charset = _read_content_type(root.content_type)[1].get("charset")
+    except Exception:  # a root part's Content-Type the readers cannot read: fail closed
+        raise MtomError(
+            f"unreadable Content-Type of the root MIME part: {root.content_type!r}"
+        ) from None
+    return SoapPackage(
+        envelope=root.data,
+        attachments=attachments,
+        is_mtom=True,
+        action=action,
+        charset=charset,
+    )
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ The `wsse:Security` header is handed over untouched (an lxml element) to the ide
 
 from __future__ import annotations
 
+import codecs
 import uuid
 from dataclasses import dataclass
 
@@ -176,6 +177,25 @@ def check_http_action(action: str, http_actions: dict[str, str | None]) -> None:
                 f"the {where} names the action {named!r}, the envelope's wsa:Action {action!r}",
                 subcode="wsa:ActionMismatch",
             )
+
+
+def check_charset(charset: str | None, envelope: SoapEnvelope) -> None:
+    """The `charset` the HTTP message gives the envelope (RFC 7303 §3.2: authoritative for
+    an XML media type) is the encoding the envelope was read in (its XML declaration, its
+    byte order mark, else UTF-8). The server read the declaration alone: an envelope sent as
+    `charset=ISO-8859-1` was served as its UTF-8 reading, where a gateway honouring the
+    header read other characters. Raises SoapFault(Sender) when they disagree."""
+    if charset is None:
+        return
+    read_in = envelope.root.getroottree().docinfo.encoding or "UTF-8"
+    try:
+        same = codecs.lookup(charset).name == codecs.lookup(read_in).name
+    except LookupError:
+        same = False
+    if not same:
+        raise SoapFault(
+            f"the Content-Type gives the envelope the charset {charset!r}, its XML is {read_in}"
+        )
 
 
 def _envelope(action: str, relates_to: str | None, body_child: etree._Element) -> etree._Element:

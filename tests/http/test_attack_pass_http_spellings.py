@@ -1,21 +1,32 @@
 """Attack pass: one HTTP request spelled so that the access rules, the trail or the input
-limits judge one reading of it while another is served (R01, R16, bounded work; the XDS
-door's SOAP and MIME framing).
+limits judge one reading of it while another is served (R01, R02, R16, bounded work, fail
+closed; the XDS door's SOAP and MIME framing; the app as gunicorn serves it).
 
-Each test is a spelling that got through: the token as an RFC 6750 form parameter of a
-POST `_search` (ignored under lenient handling, then kept in the patient's trail), a search
-form parsed whole before its size was judged, and at the XDS door a message naming two
-transactions: two `wsa:Action` headers (the last served), an HTTP action (Content-Type
-`action`, MTOM `start-info`, `SOAPAction`) other than the envelope's, a Content-Type
-parameter given twice (the last read), two requests in one Body (the first served). A
-gateway judging the other reading let through what the server then served and audited.
-Fail closed: what names two things is refused, with an OperationOutcome or a SOAP Fault.
+Each test is a spelling that got through:
+- the token as an RFC 6750 form parameter of a POST `_search` (ignored under lenient
+  handling, the search served and the raw form, token included, kept in the patient's
+  trail); a token request giving `scope` (or any parameter) twice (the first granted);
+- a search form parsed whole, for its `_format`, before its size was judged;
+- a JSON Patch giving a key twice (the last applied), a FHIR body or JSON Patch declared in
+  another charset than the UTF-8 it was read as;
+- at the XDS door, a message naming two things: two `wsa:Action` (the last served) or
+  `wsa:MessageID` headers, an HTTP action (Content-Type `action`, MTOM `start-info`,
+  `SOAPAction`) other than the envelope's, a Content-Type parameter given twice (the last
+  read), two requests in one Body (the first served), two MIME parts under the `start`
+  Content-ID (the first read), a `charset` other than the envelope's XML encoding;
+- under `fhir-server serve`, a `SCRIPT_NAME` header from a local peer (a 500, or the path
+  judged and audited other than the one sent).
+A gateway or a log judging the other reading saw another request than the one served and
+audited. Fail closed: what names two things is refused, with an OperationOutcome, an OAuth
+error or a SOAP Fault.
 
 Held (not repeated here): path spellings (`//`, `;` matrix parameters, `%2F` and `..` in
-ids, the type in lower case, a trailing slash) are refused or answered as the same
-resource under the same judgement; no method override header or parameter is read; two
-Authorization headers are one unreadable token under gunicorn; `_summary`, `_count` and
-`_elements` given twice are read the same way by the search and by its rendering.
+ids, the type in lower case, a trailing slash, `%66hir`), under the test client and under
+gunicorn, are refused or answered as the same resource under the same judgement; no
+method override header or parameter is read, and gunicorn refuses lower-case methods; two
+Authorization headers are one unreadable token under gunicorn; two If-Match headers are a
+400; `_summary`, `_count` and `_elements` given twice are read the same way by the search
+and by its rendering; Bundle entry URLs spelled as above are judged as their read.
 """
 
 from __future__ import annotations
@@ -380,6 +391,31 @@ def test_xds_mtom_two_parts_bearing_the_start_content_id_are_a_sender_fault(xds)
     )
     _is_sender_fault(response)
     assert "more than one MIME part" in fault_of(response)[1]
+
+
+@pytest.mark.parametrize("charset", ["ISO-8859-1", "utf-16", "no-such-charset"])
+def test_xds_envelope_charset_other_than_its_xml_encoding_is_a_sender_fault(xds, charset):
+    """RFC 7303: an XML media type's `charset` says how to read the bytes. The server read
+    the XML declaration alone: a UTF-8 envelope sent as `charset=ISO-8859-1` was served
+    (200) as its UTF-8 reading, where a gateway honouring the header read another."""
+    _, nir = xds.patient(1)
+    data = _envelope(xds.security(GP, nir), [_find_documents(nir)])
+    response = xds.client.post(
+        "/xds/registry",
+        data=data,
+        headers={"Content-Type": f"application/soap+xml; charset={charset}"},
+    )
+    _is_sender_fault(response)
+    assert "charset" in fault_of(response)[1]
+
+
+def test_xds_envelope_charset_naming_its_xml_encoding_is_served(xds):
+    _, nir = xds.patient(1)
+    data = _envelope(xds.security(GP, nir), [_find_documents(nir)])
+    response = xds.client.post(
+        "/xds/registry", data=data, headers={"Content-Type": 'application/soap+xml; charset="utf8"'}
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
 
 
 # -- the served app: gunicorn's reading of the path is the app's ----------------------------------
