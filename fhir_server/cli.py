@@ -95,6 +95,12 @@ def gunicorn_settings() -> dict[str, object]:
         "accesslog": "-",
         "errorlog": "-",
         "limit_request_line": 8190,
+        # No request header moves the app's root: gunicorn takes a `SCRIPT_NAME` header from
+        # a peer it trusts as a proxy (by default any local one) and cuts it off the path.
+        # The app is mounted at `/`: one not a prefix of the path was a 500 (gunicorn's
+        # "Bad Request" page), and one that was made `/fhir/fhir/Patient` the request
+        # `/fhir/Patient`, judged, served and audited as a path the client never sent.
+        "forwarder_headers": "",
         # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads
         # new connections over them. On the one socket of the master, the worker that
         # happened to be accepting took all 16 keep-alive connections of a client in 4 runs

@@ -60,7 +60,15 @@ from ihe_xds.responses import (
     registry_response,
     retrieve_response,
 )
-from ihe_xds.soap import check_action, fault_envelope, fault_for, read_envelope, response_envelope
+from ihe_xds.soap import (
+    check_action,
+    check_charset,
+    check_http_action,
+    fault_envelope,
+    fault_for,
+    read_envelope,
+    response_envelope,
+)
 from ihe_xds.stored_query.named import checkable, named_values
 from ihe_xds.transactions import SubmissionOutcome, iti18, iti41, iti43
 from ihe_xds.update_document_set import iti57
@@ -120,7 +128,15 @@ def _serve(actions: tuple[str, ...]) -> Response:
         package = parse_http_body(request.headers.get("Content-Type"), data, max_bytes=max_bytes)
         envelope = read_envelope(package.envelope, max_bytes=max_bytes)
         relates_to = envelope.message_id
+        check_charset(package.charset, envelope)
         action = check_action(envelope, actions)
+        check_http_action(
+            action,
+            {
+                "Content-Type action parameter": package.action,
+                "SOAPAction header": request.headers.get("SOAPAction"),
+            },
+        )
         requester = _authenticate(identity, envelope.security)
     except MalformedMessage as exc:
         return _fault(exc, relates_to)

@@ -54,6 +54,7 @@ class SoapPackage:
     attachments: dict[str, Attachment] = field(default_factory=dict)
     is_mtom: bool = False
     action: str | None = None  # the `action` Content-Type parameter, if any
+    charset: str | None = None  # the envelope's `charset` (HTTP or root part), if any
 
 
 def normalize_cid(value: str) -> str:
@@ -98,17 +99,26 @@ def _read_content_type(header: str) -> tuple[str, dict[str, str]]:
             if match is None:
                 break
             name, value = match.group(1, 2)
+            _once(params, name.lower())
             params[name.lower()] = value[1:-1] if value[0] == '"' else value
             position = match.end()
         else:
             return simple.group(1).lower(), params
     ctype = _content_type(header)
     media = ctype.get_content_type()
-    params = {
-        k.lower(): collapse_rfc2231_value(v) if isinstance(v, tuple) else str(v)
-        for k, v in ctype.get_params(failobj=[])[1:]
-    }
+    params: dict[str, str] = {}
+    for k, v in ctype.get_params(failobj=[])[1:]:
+        _once(params, k.lower())
+        params[k.lower()] = collapse_rfc2231_value(v) if isinstance(v, tuple) else str(v)
     return media, params
+
+
+def _once(params: dict[str, str], name: str) -> None:
+    """A Content-Type parameter is given once (RFC 2045 §5.1): of two `boundary`, `start`
+    or `action` parameters the last was read, so a gateway reading the first split the
+    package elsewhere, took another part for the envelope or admitted another action."""
+    if name in params:
+        raise MtomError(f"the Content-Type gives the parameter {name!r} more than once")
 
 
 def parse_http_body(
@@ -130,19 +140,26 @@ def parse_http_body(
         raise MtomError(f"unreadable Content-Type: {exc}") from None
     action = params.get("action")
     if media in _SOAP_TYPES:
-        return SoapPackage(envelope=bytes(body), action=action)
+        return SoapPackage(envelope=bytes(body), action=action, charset=params.get("charset"))
     if media != "multipart/related":
         raise MtomError(f"unsupported media type {media!r} (expected SOAP or MTOM)")
     boundary = params.get("boundary")
     if not boundary or not isinstance(boundary, str) or len(boundary) > 200:
         raise MtomError("multipart/related without a usable boundary parameter")
     start_info = params.get("start-info") or ""
-    if action is None and isinstance(start_info, str) and "action=" in start_info:
+    if isinstance(start_info, str) and "action=" in start_info:
+        # Compared with the envelope's wsa:Action (`soap.check_http_action`): one the server
+        # cannot read, or one disagreeing with the `action` parameter, is refused, not
+        # dropped (a gateway may have admitted the message by it).
         try:
             found = _content_type(start_info).get_param("action")
-            action = found if isinstance(found, str) else None
-        except Exception:  # the action is informative only; WS-Addressing decides
-            action = None
+        except Exception:
+            found = None
+        if not isinstance(found, str):
+            raise MtomError("the start-info parameter names an action that cannot be read")
+        if action is not None and found != action:
+            raise MtomError("the action and start-info parameters name two actions")
+        action = found
     parts = _split_parts(bytes(body), boundary.encode("latin-1", "replace"))
     start = params.get("start")
     if start:
@@ -150,6 +167,10 @@ def parse_http_body(
         roots = [p for p in parts if p.content_id == wanted]
         if not roots:
             raise MtomError("the multipart `start` parameter names no MIME part")
+        if len(roots) > 1:
+            # The first was read as the envelope and the others kept as attachments: a
+            # gateway taking the last for the envelope judged another request.
+            raise MtomError("the multipart `start` parameter names more than one MIME part")
         root = roots[0]
     else:
         root = parts[0]
@@ -163,7 +184,19 @@ def parse_http_body(
         if part.content_id in attachments:
             raise MtomError(f"two MIME parts share the Content-ID {part.content_id!r}")
         attachments[part.content_id] = Attachment(part.content_id, part.content_type, part.data)
-    return SoapPackage(envelope=root.data, attachments=attachments, is_mtom=True, action=action)
+    try:
+        charset = _read_content_type(root.content_type)[1].get("charset")
+    except Exception:  # a root part's Content-Type the readers cannot read: fail closed
+        raise MtomError(
+            f"unreadable Content-Type of the root MIME part: {root.content_type!r}"
+        ) from None
+    return SoapPackage(
+        envelope=root.data,
+        attachments=attachments,
+        is_mtom=True,
+        action=action,
+        charset=charset,
+    )
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ The `wsse:Security` header is handed over untouched (an lxml element) to the ide
 
 from __future__ import annotations
 
+import codecs
 import uuid
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ class SoapEnvelope:
     action: str | None
     message_id: str | None
     security: etree._Element | None  # the wsse:Security header element, as received
-    body: etree._Element  # the first element child of soap:Body
+    body: etree._Element  # the one element child of soap:Body
     root: etree._Element
 
 
@@ -88,18 +89,37 @@ def read_envelope(
     children = [child for child in body if isinstance(child.tag, str)]
     if not children:
         raise SoapFault("the SOAP Body is empty")
+    if len(children) > 1:
+        # One request per message (WS-I Basic Profile R2201, as IHE ITI TF-2x V.3.1 asks):
+        # the first was served and the others ignored, and a gateway judging the last saw
+        # another request than the one served.
+        raise SoapFault(
+            f"the SOAP Body holds {len(children)} elements; a request message holds one"
+        )
     action = message_id = None
     security = None
+    seen: set[str] = set()
     if header is not None:
         for element in header[:]:
             tag = element.tag
             if not isinstance(tag, str):
                 continue
             namespace, local = _split_tag(tag)
-            if tag == _ACTION:
-                action = (element.text or "").strip() or None
-            elif tag == _MESSAGE_ID:
-                message_id = (element.text or "").strip() or None
+            if tag in (_ACTION, _MESSAGE_ID):
+                # Each at most once (WS-Addressing 1.0 Core §3.1): the last of two Actions
+                # was served, so a gateway admitting the first (a query) let through another
+                # transaction (an update), and the answer's RelatesTo named the last MessageID.
+                if tag in seen:
+                    raise SoapFault(
+                        f"the SOAP Header has more than one wsa:{_split_tag(tag)[1]} header",
+                        subcode="wsa:InvalidAddressingHeader",
+                    )
+                seen.add(tag)
+                value = (element.text or "").strip() or None
+                if tag == _ACTION:
+                    action = value
+                else:
+                    message_id = value
             elif local == "Security" and namespace in _UNDERSTOOD_HEADER_NAMESPACES:
                 if security is not None:
                     # The last one was read: a gateway checking the first VIHF let through
@@ -138,6 +158,44 @@ def check_action(envelope: SoapEnvelope, expected: tuple[str, ...] | None = None
             f"not {etree.QName(REQUEST_ROOTS[action]).localname} as {action} requires"
         )
     return action
+
+
+def check_http_action(action: str, http_actions: dict[str, str | None]) -> None:
+    """The action the HTTP message names (the SOAP 1.2 media type's `action` parameter, the
+    `start-info` of an MTOM package, a SOAP 1.1 `SOAPAction` header), where it names one, is
+    the envelope's wsa:Action (WS-Addressing 1.0 SOAP Binding §4: they MUST match). A
+    gateway routing or admitting by the HTTP action (a query) let through the transaction
+    the envelope named (an update), served and audited as that one.
+
+    Raises SoapFault(Sender, wsa:ActionMismatch) naming where the two disagree."""
+    for where, named in http_actions.items():
+        if named is None:
+            continue
+        named = named.strip().strip('"').strip()
+        if named and named != action:
+            raise SoapFault(
+                f"the {where} names the action {named!r}, the envelope's wsa:Action {action!r}",
+                subcode="wsa:ActionMismatch",
+            )
+
+
+def check_charset(charset: str | None, envelope: SoapEnvelope) -> None:
+    """The `charset` the HTTP message gives the envelope (RFC 7303 §3.2: authoritative for
+    an XML media type) is the encoding the envelope was read in (its XML declaration, its
+    byte order mark, else UTF-8). The server read the declaration alone: an envelope sent as
+    `charset=ISO-8859-1` was served as its UTF-8 reading, where a gateway honouring the
+    header read other characters. Raises SoapFault(Sender) when they disagree."""
+    if charset is None:
+        return
+    read_in = envelope.root.getroottree().docinfo.encoding or "UTF-8"
+    try:
+        same = codecs.lookup(charset).name == codecs.lookup(read_in).name
+    except LookupError:
+        same = False
+    if not same:
+        raise SoapFault(
+            f"the Content-Type gives the envelope the charset {charset!r}, its XML is {read_in}"
+        )
 
 
 def _envelope(action: str, relates_to: str | None, body_child: etree._Element) -> etree._Element:

@@ -12,6 +12,7 @@ from functools import lru_cache, partial
 from typing import Any
 
 from flask import Blueprint, Request, jsonify, request
+from werkzeug.datastructures import MultiDict
 
 from fhir_server.access.requester import Requester
 from fhir_server.auth.clients import ClientRegistry, OAuthError, ReplayStore, issue_client_token
@@ -110,6 +111,17 @@ def bearer_requester(
         raise unauthorized(exc.message) from None
 
 
+def _refuse_repeated_parameters(form: MultiDict[str, str]) -> None:
+    """A token request gives each parameter once (RFC 6749 §3.1): of two `scope`,
+    `client_assertion` or `client_id` the first was read, so a token was issued for another
+    scope, or another assertion, than a proxy or a log reading the last saw (R01, R02)."""
+    for name, values in form.lists():
+        if len(values) > 1:
+            raise OAuthError(
+                "invalid_request", f"{name} is given more than once (RFC 6749 section 3.1)"
+            )
+
+
 def smart_configuration(
     settings: AuthSettings, token_endpoint: str, jwks_uri: str
 ) -> dict[str, Any]:
@@ -151,6 +163,7 @@ def create_auth_blueprint(
     @blueprint.post("/oauth/token")
     def token() -> Any:
         try:
+            _refuse_repeated_parameters(request.form)
             body = issue_client_token(
                 request.form,
                 registry,

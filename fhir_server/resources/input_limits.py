@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 from lxml import etree
 
-from fhir_server.errors import FhirError, Issue, bad_request
+from fhir_server.errors import FhirError, Issue, bad_request, error
 
 # Levels of JSON objects and arrays (the resource itself is level 1), and of XML elements.
 # A DMP transaction Bundle of DocumentReferences is about 10 deep; a Questionnaire with
@@ -358,3 +358,23 @@ def _xml_path(element: etree._Element) -> str:
         for e in (element, *element.iterancestors())
     ]
     return ".".join(reversed(names))
+
+
+_UTF8 = frozenset({"utf-8", "utf8"})
+
+
+def check_charset(content_type: str | None) -> None:
+    """A FHIR body is UTF-8 (http.html#mime-type), and is read as UTF-8 whatever the
+    Content-Type says: a `charset` naming another encoding (latin1, utf-16) was accepted,
+    the body stored as its UTF-8 reading while a reader honouring the header (a gateway,
+    RFC 7303 for XML) read other characters. Refused (415), as any body the server would
+    read otherwise than it is declared."""
+    for parameter in (content_type or "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in _UTF8:
+            raise error(
+                415,
+                "not-supported",
+                f"Content-Type charset '{value.strip()}' is not UTF-8, the encoding of FHIR bodies",
+                "Content-Type",
+            )

@@ -35,6 +35,8 @@ import orjson
 from fhir_server.errors import FhirError, bad_request, error
 from fhir_server.resources.input_limits import (
     MAX_DEPTH,
+    check_charset,
+    check_json_body,
     check_json_characters,
     check_json_depth,
     nested_depth,
@@ -67,6 +69,7 @@ class PatchBody:
 
 def read_patch_body(content_type: str | None, raw: bytes) -> PatchBody:
     """The body of a PATCH request, by its Content-Type (415 for any other)."""
+    check_charset(content_type)
     mime = (content_type or "").split(";", 1)[0].strip().lower()
     if mime == JSON_PATCH_MIME:
         return json_patch_body(_json(raw, "body"))
@@ -145,7 +148,11 @@ def _json(raw: bytes, where: str) -> Any:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise bad_request("the PATCH body is not JSON", where) from None
-    check_json_depth(data)
+    # A key given twice is refused as in any FHIR body (`check_json_body`, which bounds
+    # the depth too): `{"op": "replace", "path": "/status", ..., "op": "add", "path":
+    # "/securityLabel/-", ...}` was applied as its last reading, a reader of the raw body
+    # (a gateway, a log) seeing another change than the one stored.
+    check_json_body(raw, data)
     # The characters FHIR strings may not hold, refused as in any JSON body: a JSON Patch
     # value `"bon\u0001jour"` stored one, and every XML answer holding it was a 500.
     check_json_characters(raw, data)

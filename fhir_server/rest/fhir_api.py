@@ -13,6 +13,7 @@ import orjson
 import pybase64
 from flask import Blueprint, Response, current_app, g, request
 
+from fhir_server.auth.http import unauthorized
 from fhir_server.errors import bad_request, error
 from fhir_server.rest import bundles as bundle_views
 from fhir_server.rest.formats import negotiate, parse_body, render, wants_fhir
@@ -73,6 +74,10 @@ def _result_param(name: str) -> str | None:
         and request.path.endswith("/_search")
         and request.mimetype == "application/x-www-form-urlencoded"
     ):
+        # The form's size is judged before it is parsed, here as in the search: read here
+        # first, a form of any size under the body limit was parsed whole (an `_format`
+        # in it answered 406) before its search refused it as over MAX_SEARCH_FORM_BYTES.
+        _check_form_size()
         value = request.form.get(name)
     return value
 
@@ -184,6 +189,15 @@ def _search_params() -> list[tuple[str, str]]:
                 "Content-Type",
             )
         _check_form_size()
+        if "access_token" in request.form:
+            # RFC 6750 §2.2's form parameter, refused like its query form (`bearer_token`):
+            # read as a search parameter, with `Prefer: handling=lenient` it was ignored and
+            # the search served, and the raw request kept in the AuditEvent of the search
+            # (R16) handed the caller's token to the patient reading their trail.
+            raise unauthorized(
+                "send the token in the Authorization header only (RFC 6750 §2), not as"
+                " an access_token form parameter"
+            )
         params += [(k, v) for k, v in request.form.items(multi=True) if k not in _RESULT_PARAMS]
     return params
 

@@ -18,6 +18,7 @@ from lxml import etree
 from fhir_server.errors import FhirError, bad_request, error
 from fhir_server.resources.input_limits import (
     FORBIDDEN_CHARACTERS,
+    check_charset,
     check_json_body,
     check_json_characters,
     check_json_depth,
@@ -129,6 +130,7 @@ def parse_body(body: bytes, content_type: str | None) -> dict:
             f"Content-Type '{content_type or ''}' is not a FHIR format (application/fhir+json or application/fhir+xml)",
             "Content-Type",
         )
+    check_charset(content_type)
     if not body:
         raise bad_request("the request has no body", code="required")
     if mime == JSON:

@@ -853,7 +853,9 @@ def test_r01_vihf_signed_by_a_trusted_certificate_past_its_validity_is_refused(t
 
 def test_r01_xds_assertion_in_the_body_is_not_read(xds):
     """Only the `wsse:Security` header is read for the caller: an empty one, with a valid
-    VIHF put in the Body after the request, is a fault (held)."""
+    VIHF put in the Body after the request, is a fault (held; since the XDS spellings
+    pass, a Body holding anything beside its one request is refused before any VIHF is
+    read)."""
     security = etree.Element(f"{{{vihf.WSSE}}}Security", nsmap={"wsse": vihf.WSSE})
     root = etree.fromstring(envelope(xds, headers=[[security]]))
     body = root.find(f"{{{v.NS_SOAP12}}}Body")
@@ -862,7 +864,7 @@ def test_r01_xds_assertion_in_the_body_is_not_read(xds):
     assert response.status_code == 400
     code, reason = fault_of(response)
     assert code == "soap:Sender"
-    assert "VIHF" in reason
+    assert "VIHF" in reason or "a request message holds one" in reason, reason
 
 
 def test_r01_xds_envelope_declaring_an_entity_is_refused(xds):

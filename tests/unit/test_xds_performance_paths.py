@@ -174,13 +174,17 @@ def test_xcn_written_without_the_dataclass_is_the_xcn_of_the_dataclass(values):
 
 
 def _email_reading(header: str) -> tuple[str, dict[str, str]]:
-    """RFC 2045/2231 Content-Type reading by the standard library, the reference."""
+    """RFC 2045/2231 Content-Type reading by the standard library, the reference; a
+    parameter given twice is refused (the email package keeps both, a dict the last)."""
     message = Message()
     message["Content-Type"] = header
-    params = {
-        k.lower(): collapse_rfc2231_value(v) if isinstance(v, tuple) else str(v)
-        for k, v in message.get_params(failobj=[])[1:]
-    }
+    params: dict[str, str] = {}
+    for k, value in message.get_params(failobj=[])[1:]:
+        if k.lower() in params:
+            raise ValueError(f"parameter {k!r} given twice")
+        params[k.lower()] = (
+            collapse_rfc2231_value(value) if isinstance(value, tuple) else str(value)
+        )
     return message.get_content_type(), params
 
 
