@@ -54,6 +54,18 @@ def parse_now(value: str | None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _instant(value: str) -> str:
+    """`--now` checked when the arguments are parsed: a usage error naming it, not a
+    traceback once the store is open."""
+    try:
+        parse_now(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO instant (e.g. 2034-01-01T00:00:00Z)"
+        ) from None
+    return value
+
+
 def _close(args):
     if args.reason_text is not None and args.reason is None:
         print("--reason-text says more of a --reason (the closure motive)", file=sys.stderr)
@@ -135,5 +147,8 @@ def add_record_command(subparsers) -> None:
         "purge", _purge, "retention job: purge records closed ten years ago (AuditEvents kept)"
     )
     purge.add_argument(
-        "--now", default=None, help="the job's 'now' (ISO instant; default: the clock)"
+        "--now",
+        default=None,
+        type=_instant,
+        help="the job's 'now' (ISO instant; default: the clock)",
     )

@@ -44,6 +44,15 @@ def _verify(args: argparse.Namespace) -> int:
     from fhir_server.store.factory import open_store
 
     settings = load_settings({"data_dir": args.data_dir})
+    if settings.store_url.startswith("sqlite:") and not Path(settings.sqlite_path).is_file():
+        # Opening it would create an empty store, whose empty log verifies: a mistyped data
+        # dir answered "audit chain intact" (exit 0) and left a store behind. Fail closed.
+        print(
+            f"audit verify: no store at {settings.sqlite_path} (check --data-dir or "
+            "FHIR_DATA_DIR); nothing verified",
+            file=sys.stderr,
+        )
+        return 2
     registry = SearchRegistry.load(settings.profiles_dir or profiles_dir())
     try:
         store = open_store(settings, registry)

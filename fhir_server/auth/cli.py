@@ -239,6 +239,14 @@ def add_client_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_client(args: argparse.Namespace) -> int:
+    try:
+        return _run_client(args)
+    except (OSError, ValueError) as exc:  # the registry file unreadable or malformed
+        print(f"fhir-server client {args.client_command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_client(args: argparse.Namespace) -> int:
     registry = ClientRegistry.in_data_dir(args.data_dir or default_data_dir())
     if args.client_command == "add":
         try:

@@ -138,11 +138,16 @@ class ClientRegistry:
         version = (info.st_ino, info.st_mtime_ns, info.st_size)
         if version == self._version:
             return
-        data = json.loads(self.path.read_text(encoding="utf-8"))
-        self._clients = {
-            cid: RegisteredClient.from_json(cid, entry)
-            for cid, entry in data.get("clients", {}).items()
-        }
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            self._clients = {
+                cid: RegisteredClient.from_json(cid, entry)
+                for cid, entry in data.get("clients", {}).items()
+            }
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            # A file edited by hand or cut short: named, rather than a traceback (or read
+            # as no clients, which a `client add` would then write back over the others).
+            raise ValueError(f"{self.path}: not a client registry ({exc!r})") from None
         self._version = version
 
     def get(self, client_id: str) -> RegisteredClient | None:

@@ -45,7 +45,12 @@ from signxml.verifier import SignatureConfiguration
 
 from fhir_server.access.requester import Requester
 from fhir_server.auth.identifiers import idnat_ps_error, ins_cx_token
-from fhir_server.auth.keys import keys_dir, private_key_from_pem, write_private_file
+from fhir_server.auth.keys import (
+    keys_dir,
+    private_key_from_pem,
+    read_private_file,
+    write_private_file,
+)
 from fhir_server.auth.requester import requester_from_claims
 from fhir_server.auth.sectors import ATTR_SECTOR, CARE_SECTOR, sector_organization_type
 from fhir_server.auth.tokens import AuthenticationError, AuthSettings
@@ -109,7 +114,7 @@ def load_or_create_structure_credential(data_dir: str | os.PathLike[str]) -> Str
             serialization.NoEncryption(),
         )
         write_private_file(key_path, pem)
-    key = private_key_from_pem(key_path.read_bytes())
+    key = private_key_from_pem(read_private_file(key_path))
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError(f"{key_path} must hold an RSA private key")
     if not cert_path.exists():
