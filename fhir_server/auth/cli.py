@@ -31,6 +31,7 @@ DEFAULT_SCOPES = {
     "system": "system/DocumentReference.c system/Binary.c system/List.c system/Patient.r",
 }
 CLI_CLIENT_ID = "fhir-server-cli"
+MAX_MINUTES = 24 * 60  # the longest lifetime `token` gives a token or a VIHF assertion
 
 
 def default_data_dir() -> str:
@@ -80,7 +81,9 @@ def add_token_command(subparsers: Any) -> argparse.ArgumentParser:
         "--ins", metavar="SYSTEM|VALUE", help="patient INS for the VIHF resource-id"
     )
     parser.add_argument("--scope", help="space-separated SMART scopes (default: the actor's usual)")
-    parser.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
+    parser.add_argument(
+        "--minutes", type=int, default=60, help=f"lifetime (default 60, at most {MAX_MINUTES})"
+    )
     parser.add_argument("--vihf", action="store_true", help="print a signed VIHF assertion instead")
     _add_data_dir(parser)
     parser.set_defaults(func=run_token)
@@ -169,6 +172,10 @@ def run_token(args: argparse.Namespace) -> int:
         return _fail("--mode bris_de_glace needs --reason")
     if args.minutes <= 0:
         return _fail("--minutes must be positive")
+    if args.minutes > MAX_MINUTES:
+        # A bearer token serves whoever holds it: `--minutes 99999999999` printed one valid
+        # for 190,000 years (or, with --vihf and more digits, a traceback). Fail closed.
+        return _fail(f"--minutes {args.minutes}: at most {MAX_MINUTES} (a day)")
     settings = AuthSettings.from_env(data_dir=args.data_dir or default_data_dir())
     try:
         settings.validate()

@@ -326,3 +326,14 @@ def test_a_setting_set_empty_stops_the_server(variable):
 
     with pytest.raises(ConfigError, match=f"{variable}: empty"):
         load_settings(environ={variable: ""})
+
+
+@pytest.mark.parametrize("vihf", [[], ["--vihf"]])
+@pytest.mark.parametrize("minutes", ["1441", "99999999999", "99999999999999999999"])
+def test_token_lifetime_is_bounded(tmp_path, capsys, minutes, vihf):
+    """A bearer token serves whoever holds it: `--minutes 99999999999` printed a token valid for
+    190,000 years, and larger values (or `--vihf`) a traceback. At most a day, or refused."""
+    argv = ["token", "--practitioner", "810000000001", "--profession", "10", *vihf]
+    assert main([*argv, "--minutes", minutes, "--data-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and f"--minutes {minutes}: at most 1440" in out.err
