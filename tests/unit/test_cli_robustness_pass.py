@@ -337,3 +337,32 @@ def test_token_lifetime_is_bounded(tmp_path, capsys, minutes, vihf):
     assert main([*argv, "--minutes", minutes, "--data-dir", str(tmp_path)]) == 2
     out = capsys.readouterr()
     assert out.out == "" and f"--minutes {minutes}: at most 1440" in out.err
+
+
+@pytest.mark.parametrize(
+    ("client_id", "problem"),
+    [
+        ("", "empty"),
+        (" ", "empty"),
+        ("his ", "spaces around it"),
+        ("h\tis", "characters outside visible ASCII"),
+        ("fhir-server-cli", "reserved for the tokens of `fhir-server token`"),
+    ],
+)
+def test_client_add_refuses_an_id_that_names_no_one(tmp_path, capsys, client_id, problem):
+    """Before: "" and " " were registered (`registered ` printed, exit 0), and a backend
+    client could take the client id of the tokens `fhir-server token` mints."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    public = tmp_path / "public.pem"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    public.write_bytes(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    argv = ["client", "add", client_id, "--public-key", str(public), "--data-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert f"client id {client_id!r}: {problem}" in capsys.readouterr().err
+    assert not (tmp_path / "clients.json").exists()
