@@ -20,14 +20,25 @@ from fhir_server.resources.record_closure import Closure
 from fhir_server.service import lifecycle
 
 
-def _with_service(args: argparse.Namespace, action: Callable) -> int:
+def _with_service(args: argparse.Namespace, action: Callable, *, creates: bool = False) -> int:
+    """Run `action` on the service of the configured store. Unless the command `creates`
+    (an opposition may be the first thing a new server records), the store must be there:
+    `record purge` on a mistyped data dir created an empty store and "purged 0 record(s)"."""
     from fhir_server.config import load_settings
     from fhir_server.paths import profiles_dir
     from fhir_server.search.registry import SearchRegistry
     from fhir_server.service.factory import build_service
-    from fhir_server.store.factory import open_store
+    from fhir_server.store.factory import missing_store, open_store
 
     settings = load_settings({"data_dir": Path(args.data_dir)} if args.data_dir else {})
+    missing = None if creates else missing_store(settings)
+    if missing is not None:
+        print(
+            f"fhir-server record {args.record_command}: no store at {missing} (check "
+            "--data-dir or FHIR_DATA_DIR); nothing done",
+            file=sys.stderr,
+        )
+        return 2
     registry = SearchRegistry.load(settings.profiles_dir or profiles_dir())
     store = open_store(settings, registry)
     try:
@@ -99,7 +110,7 @@ def _oppose(args):
         )
         return f"opposition recorded: Patient/{stored.id}"
 
-    return _with_service(args, action)
+    return _with_service(args, action, creates=True)
 
 
 def _purge(args):

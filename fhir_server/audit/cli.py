@@ -41,15 +41,16 @@ def _verify(args: argparse.Namespace) -> int:
     from fhir_server.config import load_settings
     from fhir_server.paths import profiles_dir
     from fhir_server.search.registry import SearchRegistry
-    from fhir_server.store.factory import open_store
+    from fhir_server.store.factory import missing_store, open_store
 
     settings = load_settings({"data_dir": args.data_dir})
-    if settings.store_url.startswith("sqlite:") and not Path(settings.sqlite_path).is_file():
+    missing = missing_store(settings)
+    if missing is not None:
         # Opening it would create an empty store, whose empty log verifies: a mistyped data
         # dir answered "audit chain intact" (exit 0) and left a store behind. Fail closed.
         print(
-            f"audit verify: no store at {settings.sqlite_path} (check --data-dir or "
-            "FHIR_DATA_DIR); nothing verified",
+            f"audit verify: no store at {missing} (check --data-dir or FHIR_DATA_DIR); "
+            "nothing verified",
             file=sys.stderr,
         )
         return 2

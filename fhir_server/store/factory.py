@@ -20,6 +20,17 @@ from fhir_server.store.with_audit_log import StoreWithAuditLog
 FACTS_OF = FactsOf(EntityFacts.encoded_of_body, entity_facts.PREFIX)
 
 
+def missing_store(settings: Settings) -> str | None:
+    """The SQLite file of `settings` when it is not there, else None. A command that acts on
+    what a store holds (audit verify, record close, reopen, purge) refuses it: opening it
+    would create an empty store at a mistyped data dir, where the command "succeeds" on
+    nothing. (A MongoDB database is not looked for: its server answers.)"""
+    if not settings.store_url.startswith("sqlite:"):
+        return None
+    path = settings.sqlite_path
+    return None if path == ":memory:" or Path(path).is_file() else path
+
+
 def open_store(settings: Settings, registry: SearchRegistry) -> StoreWithAuditLog:
     """The configured resource store with its audit log beside it."""
     url = settings.store_url

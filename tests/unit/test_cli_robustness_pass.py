@@ -167,6 +167,20 @@ def test_r16_audit_verify_of_a_data_dir_with_no_store_fails_and_creates_none(tmp
     assert not typo.exists()
 
 
+@pytest.mark.parametrize(
+    "argv", [["purge"], ["close", "p1"], ["reopen", "p1"]], ids=["purge", "close", "reopen"]
+)
+def test_r03_a_record_command_on_a_data_dir_with_no_store_fails_and_creates_none(
+    tmp_path, capsys, argv
+):
+    """The retention job on a mistyped data dir created an empty store and said "purged 0
+    record(s)", exit 0: a purge never made looked like one made. Fail closed."""
+    typo = tmp_path / "vra"
+    assert main(["record", *argv, "--data-dir", str(typo)]) == 2
+    assert f"no store at {typo / 'fhir.sqlite3'}" in capsys.readouterr().err
+    assert not typo.exists()
+
+
 # -- settings: secrets never printed, failures named ---------------------------------------
 
 
