@@ -86,8 +86,12 @@ def _files(paths: Iterable[str]) -> list[Path]:
                     p for p in path.rglob("*") if p.suffix in (".json", ".ndjson") and p.is_file()
                 )
             )
-        elif path.exists():
+        elif path.is_file():
             found.append(path)
+        elif path.exists():
+            # A pipe or a device (/dev/stdin, /dev/zero): read once by the check, nothing is
+            # left for the load, or never ends. A file is read twice (`check_paths`).
+            raise LoadError(f"{path}: not a regular file (save the data to a file first)")
         else:
             raise LoadError(f"{path}: no such file or directory")
     return found

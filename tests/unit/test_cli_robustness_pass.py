@@ -380,3 +380,11 @@ def test_client_add_refuses_an_id_that_names_no_one(tmp_path, capsys, client_id,
     assert main(argv) == 2
     assert f"client id {client_id!r}: {problem}" in capsys.readouterr().err
     assert not (tmp_path / "clients.json").exists()
+
+
+def test_load_of_a_device_is_refused_before_it_is_read(tmp_path, capsys):
+    """/dev/zero was read until memory ran out; a pipe is read by the check, so it is
+    refused too, naming what to do."""
+    assert main(["load", "--quiet", "--data-dir", str(tmp_path / "var"), "/dev/zero"]) == 2
+    assert "/dev/zero: not a regular file" in capsys.readouterr().err
+    assert not (tmp_path / "var").exists()
