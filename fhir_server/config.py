@@ -18,6 +18,17 @@ class ConfigError(Exception):
     """A setting is unknown or malformed; the message names it."""
 
 
+def read_conformance_json(path: Path) -> Any:
+    """A JSON file of the profiles directory (FHIR_PROFILES_DIR), or ConfigError naming it:
+    a file cut short or edited by hand stops start-up with its name, not a traceback."""
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable JSON file of the profiles ({exc})") from None
+
+
 def _positive_int(name: str, value: str) -> int:
     try:
         number = int(value)

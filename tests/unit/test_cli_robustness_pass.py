@@ -388,3 +388,30 @@ def test_load_of_a_device_is_refused_before_it_is_read(tmp_path, capsys):
     assert main(["load", "--quiet", "--data-dir", str(tmp_path / "var"), "/dev/zero"]) == 2
     assert "/dev/zero: not a regular file" in capsys.readouterr().err
     assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "habilitation-matrix.json",
+        "StructureDefinition-dmp-consent.json",
+        "search-parameters/dmp-mhd.json",
+    ],
+)
+def test_a_profiles_file_cut_short_stops_the_server_naming_it(
+    tmp_path, capsys, monkeypatch, broken
+):
+    """FHIR_PROFILES_DIR with a file cut short: a configuration error naming the file (exit 2),
+    not a traceback (the StructureDefinition's did not even name the file)."""
+    import shutil
+
+    from fhir_server.paths import profiles_dir
+
+    profiles = tmp_path / "profiles"
+    shutil.copytree(profiles_dir(), profiles)
+    (profiles / broken).write_text("{")
+    monkeypatch.setenv("FHIR_PROFILES_DIR", str(profiles))
+    path = tmp_path / "p.json"
+    path.write_text(patient_lines("x1")[0])
+    assert main(["load", "--quiet", "--data-dir", str(tmp_path / "var"), str(path)]) == 2
+    assert f"configuration error: {profiles / broken}: " in capsys.readouterr().err
