@@ -208,7 +208,23 @@ def load_settings(
     settings = replace(Settings(), **values)
     if settings.store:
         _store_url("FHIR_STORE", settings.store)
+    if bool(settings.auth_issuer) != bool(settings.auth_jwks_url):
+        # One without the other trusts no external token, or every issuer's: refused at
+        # start-up with the two named (it was a ValueError traceback from the app factory).
+        raise ConfigError("FHIR_AUTH_ISSUER and FHIR_AUTH_JWKS_URL must be set together")
+    if settings.auth_jwks_url and not _tls_or_loopback(settings.auth_jwks_url):
+        raise ConfigError(
+            f"FHIR_AUTH_JWKS_URL: '{redacted_url(settings.auth_jwks_url)}': the keys every "
+            "external token is verified with are fetched over https (http on this host only)"
+        )
     return settings
+
+
+def _tls_or_loopback(url: str) -> bool:
+    """Whether `url` is https, or http to this host. Over plain http to another host,
+    whoever sits on the way serves their own keys, and every token they sign is accepted."""
+    parsed = urlparse(url)
+    return parsed.scheme == "https" or parsed.hostname in ("localhost", "127.0.0.1", "::1")
 
 
 def flag_parser(variable: str, flag: str) -> Callable[[str], Any]:

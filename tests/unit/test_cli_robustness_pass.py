@@ -415,3 +415,34 @@ def test_a_profiles_file_cut_short_stops_the_server_naming_it(
     path.write_text(patient_lines("x1")[0])
     assert main(["load", "--quiet", "--data-dir", str(tmp_path / "var"), str(path)]) == 2
     assert f"configuration error: {profiles / broken}: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"FHIR_AUTH_ISSUER": "https://idp.example"}, "must be set together"),
+        ({"FHIR_AUTH_JWKS_URL": "https://idp.example/jwks"}, "must be set together"),
+        (
+            {
+                "FHIR_AUTH_ISSUER": "https://idp.example",
+                "FHIR_AUTH_JWKS_URL": "http://idp.example/k",
+            },
+            "FHIR_AUTH_JWKS_URL: 'http://idp.example/k': the keys every external token",
+        ),
+    ],
+)
+def test_an_external_issuer_half_configured_or_over_http_stops_the_server(
+    tmp_path, capsys, monkeypatch, environ, named
+):
+    """Fail closed: an issuer without its keys was a ValueError traceback from the app
+    factory; its keys over plain http to another host were accepted (whoever sits on the way
+    serves their own, and every token they sign passes)."""
+    for variable, value in environ.items():
+        monkeypatch.setenv(variable, value)
+    path = tmp_path / "p.json"
+    path.write_text(patient_lines("i1")[0])
+    assert main(["load", "--quiet", "--data-dir", str(tmp_path / "var"), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "fhir-server: configuration error: " in err
+    assert named in err
+    assert not (tmp_path / "var").exists()
