@@ -54,6 +54,7 @@ from fhir_server.auth.keys import (
 from fhir_server.auth.requester import requester_from_claims
 from fhir_server.auth.sectors import ATTR_SECTOR, CARE_SECTOR, sector_organization_type
 from fhir_server.auth.tokens import AuthenticationError, AuthSettings
+from fhir_server.config import ConfigError
 from fhir_server.terminology import (
     CANONICAL_BASE,
     OID_TRE_G15_PROFESSION,
@@ -160,15 +161,22 @@ class VihfTrust:
 
     @classmethod
     def from_settings(cls, settings: AuthSettings, *, trust_local: bool = True) -> VihfTrust:
-        certificates = [
-            x509.load_pem_x509_certificate(Path(p).read_bytes())
-            for p in settings.vihf_trusted_cert_files
-        ]
+        certificates = [_trusted_certificate(Path(p)) for p in settings.vihf_trusted_cert_files]
         if trust_local:
             certificates.insert(
                 0, load_or_create_structure_credential(settings.data_dir).certificate
             )
         return cls(tuple(certificates), settings.effective_audience, settings.leeway_seconds)
+
+
+def _trusted_certificate(path: Path) -> x509.Certificate:
+    """A certificate of FHIR_XDS_TRUSTED_CERTIFICATES, or a configuration error naming it
+    (a file missing or holding no PEM certificate was a traceback at start-up)."""
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "no PEM certificate"
+        raise ConfigError(f"FHIR_XDS_TRUSTED_CERTIFICATES: {path}: {reason}") from None
 
 
 def _instant(epoch: float) -> str:

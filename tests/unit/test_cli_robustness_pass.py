@@ -446,3 +446,20 @@ def test_an_external_issuer_half_configured_or_over_http_stops_the_server(
     assert "fhir-server: configuration error: " in err
     assert named in err
     assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"), [(None, "No such file or directory"), (b"garbage", "no PEM certificate")]
+)
+def test_a_trusted_vihf_certificate_that_cannot_be_read_stops_the_server_naming_it(
+    tmp_path, capsys, monkeypatch, content, reason
+):
+    """FHIR_XDS_TRUSTED_CERTIFICATES naming a file cut short was a ValueError traceback."""
+    certificate = tmp_path / "signer.pem"
+    if content is not None:
+        certificate.write_bytes(content)
+    monkeypatch.setenv("FHIR_XDS_TRUSTED_CERTIFICATES", str(certificate))
+    path = tmp_path / "p.json"
+    path.write_text(patient_lines("t1")[0])
+    assert main(["load", "--quiet", "--data-dir", str(tmp_path / "var"), str(path)]) == 2
+    assert f"FHIR_XDS_TRUSTED_CERTIFICATES: {certificate}: {reason}" in capsys.readouterr().err
