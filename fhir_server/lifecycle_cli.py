@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fhir_server.config import flag_parser
 from fhir_server.errors import FhirError
 from fhir_server.resources import record_closure
 from fhir_server.resources.record_closure import Closure
@@ -129,7 +130,12 @@ def add_record_command(subparsers) -> None:
 
     def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
-        parser.add_argument("--data-dir", dest="data_dir", default=None)
+        parser.add_argument(
+            "--data-dir",
+            dest="data_dir",
+            type=flag_parser("FHIR_DATA_DIR", "--data-dir"),
+            default=None,
+        )
         parser.set_defaults(func=handler)
         return parser
 

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from fhir_server.audit.chain import MAX_SEQUENCE
 from fhir_server.audit.verify import verify_store
+from fhir_server.config import flag_parser
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -156,7 +157,12 @@ def add_audit_command(subparsers) -> None:
     audit = subparsers.add_parser("audit", help="AuditEvent tools")
     commands = audit.add_subparsers(dest="audit_command", required=True)
     verify = commands.add_parser("verify", help="check the AuditEvent hash chain")
-    verify.add_argument("--data-dir", dest="data_dir", type=Path, default=None)
+    verify.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        type=flag_parser("FHIR_DATA_DIR", "--data-dir"),
+        default=None,
+    )
     verify.add_argument(
         "--anchor",
         dest="anchors",

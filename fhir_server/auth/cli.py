@@ -22,6 +22,7 @@ from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_toke
 from fhir_server.auth.keys import load_or_create_signing_key
 from fhir_server.auth.scopes import ScopeError, ScopeSet
 from fhir_server.auth.tokens import AuthSettings, TokenIssuer
+from fhir_server.config import ENVIRONMENT, flag_parser
 from fhir_server.terminology import SYSTEM_ACCESS_MODE, SYSTEM_IDNAT_STRUCT, SYSTEM_PROFESSION
 
 DEFAULT_SCOPES = {
@@ -35,13 +36,17 @@ MAX_MINUTES = 24 * 60  # the longest lifetime `token` gives a token or a VIHF as
 
 
 def default_data_dir() -> str:
-    return os.environ.get("FHIR_DATA_DIR") or "./var"
+    value = os.environ.get("FHIR_DATA_DIR")
+    if value is None:
+        return "./var"
+    return str(ENVIRONMENT["FHIR_DATA_DIR"][1]("FHIR_DATA_DIR", value))  # "" is refused
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         default=None,
+        type=flag_parser("FHIR_DATA_DIR", "--data-dir"),
         help="data dir holding the signing key (default: $FHIR_DATA_DIR or ./var)",
     )
 

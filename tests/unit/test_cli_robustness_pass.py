@@ -312,6 +312,10 @@ def test_habilitation_check_of_a_profiles_dir_that_is_not_there_is_named(tmp_pat
         (["serve", "--port", "70000"], "argument --port: 70000 is not a TCP port"),
         (["serve", "--host", ""], "argument --host: empty"),
         (["load", "--data-dir", "", "x.json"], "argument --data-dir: empty"),
+        (["token", "--patient", "p1", "--data-dir", ""], "argument --data-dir: empty"),
+        (["client", "list", "--data-dir", ""], "argument --data-dir: empty"),
+        (["audit", "verify", "--data-dir", ""], "argument --data-dir: empty"),
+        (["record", "purge", "--data-dir", ""], "argument --data-dir: empty"),
         (["bench", "search", "--seconds", "0"], "argument --seconds: must be positive, got 0"),
         (["bench", "access", "--repeats", "-1"], "argument --repeats: must be positive"),
         (["bench", "search", "--documents", "10k"], "argument --documents: '10k' is not a whole"),
@@ -340,6 +344,15 @@ def test_a_setting_set_empty_stops_the_server(variable):
 
     with pytest.raises(ConfigError, match=f"{variable}: empty"):
         load_settings(environ={variable: ""})
+
+
+def test_token_with_fhir_data_dir_set_empty_is_refused(tmp_path, capsys, monkeypatch):
+    """`token` reads FHIR_DATA_DIR itself: set empty, it signed with ./var's key."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FHIR_DATA_DIR", "")
+    assert main(["token", "--patient", "p1"]) == 2
+    assert "FHIR_DATA_DIR: empty" in capsys.readouterr().err
+    assert not (tmp_path / "var").exists()
 
 
 @pytest.mark.parametrize("vihf", [[], ["--vihf"]])
