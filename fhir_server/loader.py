@@ -5,7 +5,9 @@ Accepts single resources (kept at their id when they have one: update-as-create)
 entry), and NDJSON (one resource per line). The operator's loader acts as the server itself
 (the INTERNAL requester); everything still passes validation, indexing and versioning,
 and the record check the REST door makes of every writer (R06: one record per resource). Every file is read and parsed before anything is stored: a malformed
-one (truncated, a bad NDJSON line mid-file, not UTF-8) loads nothing (`check_paths`); each
+one (truncated, a bad NDJSON line mid-file, not UTF-8, or what the REST door refuses of any
+JSON body: too deep, a repeated key, a null, a control character) loads nothing
+(`check_paths`); each
 resource the service refuses is named with its file and line, the others are loaded.
 """
 
@@ -22,6 +24,11 @@ import orjson
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.requester import INTERNAL
 from fhir_server.errors import FhirError, error
+from fhir_server.resources.input_limits import (
+    check_json_body,
+    check_json_characters,
+    check_json_nulls,
+)
 
 
 @dataclass
@@ -121,6 +128,15 @@ def _parsed(where: str, data: bytes) -> tuple[str, dict]:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise LoadError(f"{where}: not JSON ({exc})") from None
+    try:
+        # The checks the REST door makes of every JSON body before validation
+        # (`rest.formats`): depth, one value per key, no null, no control character. A
+        # loaded Patient whose name held U+0001, a repeated key or a null was stored as is.
+        check_json_body(data, document)
+        check_json_nulls(data, document)
+        check_json_characters(data, document)
+    except FhirError as exc:
+        raise LoadError(f"{where}: {exc.message}") from None
     _check_shape(where, document)
     return where, document
 

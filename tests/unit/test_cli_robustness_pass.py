@@ -68,11 +68,42 @@ MALFORMED = {
 }
 
 
+def _patient_with(**changes) -> str:
+    return json.dumps({**a_patient(1), "id": "x1", **changes})
+
+
+# What the REST door refuses of every JSON body before validation (`rest.formats`,
+# `resources.input_limits`), spelled as a loaded file can spell it.
+MALFORMED |= {
+    "a control character": (
+        "p.ndjson",
+        _patient_with(name=[{"family": "Du\u0001rand"}]),
+        "p.ndjson, line 1: Patient.name[0].family: a string holds a control character",
+    ),
+    "a repeated key": (
+        "p.ndjson",
+        _patient_with()[:-1] + ', "gender": "male"}',
+        "p.ndjson, line 1: Patient: the key 'gender' appears more than once",
+    ),
+    "a null": (
+        "p.ndjson",
+        _patient_with(name=[{"family": "Durand", "given": ["Marie", None]}]),
+        "p.ndjson, line 1: Patient.name[0].given[1] is null",
+    ),
+    "nested too deep": (
+        "p.json",
+        _patient_with()[:-1] + ', "contained": ' + "[" * 70 + "]" * 70 + "}",
+        "p.json: the body is nested more than 64 levels deep",
+    ),
+}
+
+
 @pytest.mark.parametrize("case", MALFORMED.values(), ids=list(MALFORMED))
 def test_load_of_a_malformed_file_names_it_and_stores_nothing(tmp_path, capsys, case):
     """Standard: a clear error naming the file (and line), exit status non-zero, no
     traceback, nothing half-written. Before: an orjson/AttributeError traceback, after the
-    NDJSON lines before the bad one were stored."""
+    NDJSON lines before the bad one were stored; what only the REST door refused (a control
+    character, a repeated key, a null, a body nested too deep) was loaded as is."""
     name, content, named = case
     good = tmp_path / "first.ndjson"
     good.write_text("\n".join(patient_lines("g1", "g2")))
