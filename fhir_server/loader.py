@@ -3,12 +3,13 @@
 Accepts single resources (kept at their id when they have one: update-as-create), Bundles
 (batch and transaction are processed as such; other Bundle types are loaded entry by
 entry), and NDJSON (one resource per line). The operator's loader acts as the server itself
-(the INTERNAL requester); everything still passes validation, indexing and versioning,
-and the record check the REST door makes of every writer (R06: one record per resource). Every file is read and parsed before anything is stored: a malformed
-one (truncated, a bad NDJSON line mid-file, not UTF-8, or what the REST door refuses of any
-JSON body: too deep, a repeated key, a null, a control character) loads nothing
-(`check_paths`); each
-resource the service refuses is named with its file and line, the others are loaded.
+(the INTERNAL requester); everything still passes validation, indexing and versioning, and
+the record check the REST door makes of every writer (R06: one record per resource).
+
+Every file is read and parsed before anything is stored: a malformed one (truncated, a bad
+NDJSON line mid-file, not UTF-8, or what the REST door refuses of any JSON body: too deep,
+a repeated key, a null, a control character) loads nothing (`check_paths`). Each resource
+the service refuses is named with its file and line; the others are loaded.
 """
 
 from __future__ import annotations
