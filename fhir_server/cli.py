@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 from collections.abc import Sequence
 
@@ -258,6 +259,10 @@ def _add_bench_command(subparsers) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What the commands create (the data dir, the SQLite store and its audit log, the
+    # client registry, an anchors file) is the owner's only: under the usual umask 022 the
+    # store of every patient's record was readable by any local user (0644, in a 0755 dir).
+    previous_umask = os.umask(0o077)
     try:
         return args.func(args) or 0
     except ConfigError as exc:
@@ -268,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # read: the operator is told what and where, not shown a traceback.
         print(f"fhir-server {args.command}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        os.umask(previous_umask)
 
 
 if __name__ == "__main__":

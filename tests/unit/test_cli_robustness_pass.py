@@ -507,3 +507,20 @@ def test_a_trusted_vihf_certificate_that_cannot_be_read_stops_the_server_naming_
     path.write_text(patient_lines("t1")[0])
     assert main(["load", "--quiet", "--data-dir", str(tmp_path / "var"), str(path)]) == 2
     assert f"FHIR_XDS_TRUSTED_CERTIFICATES: {certificate}: {reason}" in capsys.readouterr().err
+
+
+def test_the_store_a_command_creates_is_its_owners_only(tmp_path, capsys):
+    """The records of every patient: under umask 022 the data dir was created 0755 and the
+    SQLite store and audit log 0644, readable by any local user."""
+    previous = os.umask(0o022)
+    try:
+        path = tmp_path / "p.json"
+        path.write_text(patient_lines("o1")[0])
+        data_dir = tmp_path / "var"
+        assert main(["load", "--quiet", "--data-dir", str(data_dir), str(path)]) == 0
+        assert os.umask(0o022) == 0o022  # the caller's umask is given back
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    for name in ("fhir.sqlite3", "fhir.audit.sqlite3"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
