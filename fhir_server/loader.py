@@ -89,11 +89,12 @@ def _files(paths: Iterable[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(
-                sorted(
-                    p for p in path.rglob("*") if p.suffix in (".json", ".ndjson") and p.is_file()
-                )
+            inside = sorted(
+                p for p in path.rglob("*") if p.suffix in (".json", ".ndjson") and p.is_file()
             )
+            if not inside:  # a mistyped or empty export: "loaded 0 resources", exit 0
+                raise LoadError(f"{path}: a directory with no .json or .ndjson file")
+            found.extend(inside)
         elif path.is_file():
             found.append(path)
         elif path.exists():

@@ -524,3 +524,13 @@ def test_the_store_a_command_creates_is_its_owners_only(tmp_path, capsys):
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     for name in ("fhir.sqlite3", "fhir.audit.sqlite3"):
         assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+
+
+def test_load_of_a_directory_with_no_fhir_file_is_refused(tmp_path, capsys):
+    """An export saved as .JSON, or an empty directory: "loaded 0 resources from 0 files",
+    exit 0, where nothing was loaded."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.JSON").write_text(patient_lines("e1")[0])
+    assert main(["load", "--quiet", "--data-dir", str(tmp_path / "var"), str(export)]) == 2
+    assert f"{export}: a directory with no .json or .ndjson file" in capsys.readouterr().err
