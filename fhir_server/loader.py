@@ -130,6 +130,8 @@ def _parsed(where: str, data: bytes) -> tuple[str, dict]:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise LoadError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(document, dict):  # before the checks below, which walk objects
+        raise LoadError(f"{where}: a FHIR resource is a JSON object, not {type(document).__name__}")
     try:
         # The checks the REST door makes of every JSON body before validation
         # (`rest.formats`): depth, one value per key, no null, no control character. A

@@ -52,6 +52,8 @@ MALFORMED = {
         "p.ndjson, line 3: not JSON",
     ),
     "a JSON array": ("p.json", b"[1, 2]", "p.json: a FHIR resource is a JSON object, not list"),
+    "a JSON number": ("p.json", b"5", "p.json: a FHIR resource is a JSON object, not int"),
+    "a JSON null": ("p.ndjson", b"null", "p.ndjson, line 1: a FHIR resource is a JSON object"),
     "a Bundle entry that is no object": (
         "b.json",
         json.dumps(
