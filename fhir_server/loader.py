@@ -183,14 +183,20 @@ def load_paths(runtime, paths: Iterable[str], *, progress: bool = True) -> LoadR
     files = check_paths(paths)
     report = LoadReport(files=len(files))
     bar = Progress(len(files), progress)
-    for path in files:
-        for where, document in _documents(path):
-            stored, failed = load_document(runtime, document, where)
-            report.stored += stored
-            report.failed += failed
-            if failed:
-                print(f"\n{path}: {failed} resource(s) refused", file=sys.stderr)
-        bar.advance()
+    try:
+        for path in files:
+            for where, document in _documents(path):
+                stored, failed = load_document(runtime, document, where)
+                report.stored += stored
+                report.failed += failed
+                if failed:
+                    print(f"\n{path}: {failed} resource(s) refused", file=sys.stderr)
+            bar.advance()
+    except LoadError as exc:  # a file changed since `check_paths` read it
+        raise LoadError(
+            f"{exc} (the file changed while it was loaded; {report.stored} resources were "
+            "loaded before it)"
+        ) from None
     bar.close()
     return report
 

@@ -536,3 +536,28 @@ def test_load_of_a_directory_with_no_fhir_file_is_refused(tmp_path, capsys):
     (export / "Patient.JSON").write_text(patient_lines("e1")[0])
     assert main(["load", "--quiet", "--data-dir", str(tmp_path / "var"), str(export)]) == 2
     assert f"{export}: a directory with no .json or .ndjson file" in capsys.readouterr().err
+
+
+def test_a_file_that_changes_while_it_is_loaded_is_reported_with_what_was_loaded(
+    tmp_path, monkeypatch, capsys
+):
+    """Checked whole, then loaded: a file cut short in between (another process writing
+    it) stops the load saying how many resources were stored before it."""
+    from fhir_server import loader
+
+    first, second = tmp_path / "a.ndjson", tmp_path / "b.ndjson"
+    first.write_text("\n".join(patient_lines("w1", "w2")))
+    second.write_text("\n".join(patient_lines("w3")))
+    load_document = loader.load_document
+
+    def load_then_cut(runtime, document, where=""):
+        second.write_text('{"resourceType": "Pat')  # once the files were checked
+        return load_document(runtime, document, where)
+
+    monkeypatch.setattr(loader, "load_document", load_then_cut)
+    assert (
+        main(["load", "--quiet", "--data-dir", str(tmp_path / "var"), str(first), str(second)]) == 2
+    )
+    err = capsys.readouterr().err
+    assert f"{second}, line 1: not JSON" in err
+    assert "the file changed while it was loaded; 2 resources were loaded before it" in err
