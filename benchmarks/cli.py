@@ -18,20 +18,34 @@ BENCHMARKS = {
 }
 
 
+def _positive(value: str) -> int:
+    """A count or a duration: `--seconds 0` or `--rounds -1` measured nothing (or divided by
+    zero at the end of a long run); refused when the arguments are parsed."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {number}")
+    return number
+
+
 def add_bench_command(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("bench", help="run a benchmark (see benchmarks/README.md)")
     parser.add_argument("name", choices=sorted(BENCHMARKS))
-    parser.add_argument("--seconds", type=int, default=10, help="duration of each throughput run")
+    parser.add_argument(
+        "--seconds", type=_positive, default=10, help="duration of each throughput run"
+    )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=_positive,
         default=3,
         help="throughput runs of each side of a ratio, taken in turn (foundation, audit)",
     )
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=Settings.threads)
+    parser.add_argument("--workers", type=_positive, default=2)
+    parser.add_argument("--threads", type=_positive, default=Settings.threads)
     parser.add_argument(
-        "--documents", type=int, default=100_000, help="DocumentReferences to load (search)"
+        "--documents", type=_positive, default=100_000, help="DocumentReferences to load (search)"
     )
     parser.add_argument(
         "--data-dir",
@@ -41,7 +55,7 @@ def add_bench_command(subparsers) -> argparse.ArgumentParser:
         help="reuse a loaded data dir (search, access)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="calls per query (search, access)"
+        "--repeats", type=_positive, default=None, help="calls per query (search, access)"
     )
     parser.set_defaults(func=_run)
     return parser

@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 from collections.abc import Sequence
 
-from fhir_server.config import ConfigError, Settings, load_settings
+from fhir_server.config import ConfigError, Settings, flag_parser, load_settings, redacted_url
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         dest="data_dir",
-        type=_path,
+        type=flag_parser("FHIR_DATA_DIR", "--data-dir"),
         default=None,
         help="data directory (FHIR_DATA_DIR, default ./var)",
     )
-
-
-def _path(value: str):
-    from pathlib import Path
-
-    return Path(value)
 
 
 def _settings(args: argparse.Namespace, *names: str) -> Settings:
@@ -77,7 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
             return create_app(settings)
 
     print(
-        f"fhir-server: serving {settings.fhir_base_url} on {settings.store_url.split('@')[-1]}",
+        f"fhir-server: serving {settings.fhir_base_url} on {redacted_url(settings.store_url)}",
         file=sys.stderr,
     )
     Server().run()
@@ -176,14 +171,23 @@ def _check_startup(settings: Settings) -> None:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from fhir_server.loader import load_paths
+    from fhir_server.loader import LoadError, check_paths, load_paths
     from fhir_server.rest.app import create_app
 
     settings = _settings(args)
+    try:
+        # Every file is read before the store is opened: a malformed one stores nothing.
+        check_paths(args.paths)
+    except LoadError as exc:
+        print(f"fhir-server load: {exc}; nothing loaded", file=sys.stderr)
+        return 2
     app = create_app(settings)
     runtime = app.extensions["fhir"]
     try:
         report = load_paths(runtime, args.paths, progress=not args.quiet)
+    except LoadError as exc:  # a file changed since it was checked
+        print(f"fhir-server load: {exc}", file=sys.stderr)
+        return 2
     finally:
         runtime.store.close()
     print(
@@ -203,12 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the server under gunicorn")
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--workers", type=int, default=None)
-    serve.add_argument("--threads", type=int, default=None)
-    serve.add_argument("--worker-connections", type=int, default=None)
-    serve.add_argument("--keepalive", type=int, default=None)
+    for flag in (
+        "--host",
+        "--port",
+        "--workers",
+        "--threads",
+        "--worker-connections",
+        "--keepalive",
+    ):
+        variable = "FHIR_" + flag.removeprefix("--").replace("-", "_").upper()
+        serve.add_argument(flag, type=flag_parser(variable, flag), default=None)
     _add_common(serve)
     serve.set_defaults(func=_serve)
 
@@ -257,11 +265,22 @@ def _add_bench_command(subparsers) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What the commands create (the data dir, the SQLite store and its audit log, the
+    # client registry, an anchors file) is the owner's only: under the usual umask 022 the
+    # store of every patient's record was readable by any local user (0644, in a 0755 dir).
+    previous_umask = os.umask(0o077)
     try:
         return args.func(args) or 0
     except ConfigError as exc:
         print(f"fhir-server: configuration error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A data dir that is a file, on a read-only or full disk, a file the command cannot
+        # read: the operator is told what and where, not shown a traceback.
+        print(f"fhir-server {args.command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        os.umask(previous_umask)
 
 
 if __name__ == "__main__":

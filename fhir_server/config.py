@@ -18,6 +18,17 @@ class ConfigError(Exception):
     """A setting is unknown or malformed; the message names it."""
 
 
+def read_conformance_json(path: Path) -> Any:
+    """A JSON file of the profiles directory (FHIR_PROFILES_DIR), or ConfigError naming it:
+    a file cut short or edited by hand stops start-up with its name, not a traceback."""
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable JSON file of the profiles ({exc})") from None
+
+
 def _positive_int(name: str, value: str) -> int:
     try:
         number = int(value)
@@ -38,8 +49,26 @@ def _port(name: str, value: str) -> int:
 def _store_url(name: str, value: str) -> str:
     scheme = urlparse(value).scheme
     if scheme not in ("sqlite", "mongodb", "mongodb+srv"):
-        raise ConfigError(f"{name}: '{value}' must be sqlite:///PATH or a mongodb:// URI")
+        raise ConfigError(
+            f"{name}: '{redacted_url(value)}' must be sqlite:///PATH or a mongodb:// URI"
+        )
     return value
+
+
+def redacted_url(value: str) -> str:
+    """`value` with the password of its user info, if any, replaced by `***`: a store URI
+    in an error message or a log line must not carry the database password."""
+    scheme, separator, rest = value.partition("://")
+    if not separator:  # no scheme to go by: whatever precedes an @ may be user info
+        return f"***@{value.rpartition('@')[2]}" if "@" in value else value
+    authority_end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority = rest[:authority_end]
+    if "@" not in authority:
+        return value
+    user_info, _, host = authority.rpartition("@")
+    user = user_info.split(":", 1)[0]
+    hidden = f"{user}:***" if ":" in user_info else "***"
+    return f"{scheme}://{hidden}@{host}{rest[authority_end:]}"
 
 
 def _http_url(name: str, value: str) -> str:
@@ -51,6 +80,18 @@ def _http_url(name: str, value: str) -> str:
 
 def _text(name: str, value: str) -> str:
     return value
+
+
+def _nonempty(name: str, value: str) -> str:
+    """A setting that has no meaning empty. FHIR_HOST="" (a template's unset variable) bound
+    the server on every interface rather than on 127.0.0.1: fail closed."""
+    if not value.strip():
+        raise ConfigError(f"{name}: empty (unset it for the default)")
+    return value
+
+
+def _dir(name: str, value: str) -> Path:
+    return Path(_nonempty(name, value))
 
 
 def _paths(name: str, value: str) -> tuple[str, ...]:
@@ -112,15 +153,15 @@ class Settings:
     def sqlite_path(self) -> str:
         url = self.store_url
         if not url.startswith("sqlite:///"):
-            raise ConfigError(f"FHIR_STORE: '{url}' is not a SQLite URL")
+            raise ConfigError(f"FHIR_STORE: '{redacted_url(url)}' is not a SQLite URL")
         return url.removeprefix("sqlite:///") or ":memory:"
 
 
 # Environment variable -> (field, parser)
 ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
-    "FHIR_DATA_DIR": ("data_dir", lambda name, value: Path(value)),
+    "FHIR_DATA_DIR": ("data_dir", _dir),
     "FHIR_STORE": ("store", _store_url),
-    "FHIR_HOST": ("host", _text),
+    "FHIR_HOST": ("host", _nonempty),
     "FHIR_PORT": ("port", _port),
     "FHIR_WORKERS": ("workers", _positive_int),
     "FHIR_THREADS": ("threads", _positive_int),
@@ -131,11 +172,11 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "FHIR_AUTH_ISSUER": ("auth_issuer", _text),
     "FHIR_AUTH_JWKS_URL": ("auth_jwks_url", _http_url),
     "FHIR_AUTH_AUDIENCE": ("auth_audience", _text),
-    "FHIR_XDS_REPOSITORY_ID": ("xds_repository_id", _text),
+    "FHIR_XDS_REPOSITORY_ID": ("xds_repository_id", _nonempty),
     "FHIR_XDS_TRUSTED_CERTIFICATES": ("xds_trusted_certificates", _paths),
     "FHIR_XDS_MAX_RESULTS": ("xds_max_results", _positive_int),
     "FHIR_LOG_LEVEL": ("log_level", _log_level),
-    "FHIR_PROFILES_DIR": ("profiles_dir", lambda name, value: Path(value)),
+    "FHIR_PROFILES_DIR": ("profiles_dir", _dir),
 }
 
 # Variables read by other tools (tests, benchmarks), never by the server.
@@ -167,4 +208,38 @@ def load_settings(
     settings = replace(Settings(), **values)
     if settings.store:
         _store_url("FHIR_STORE", settings.store)
+    if bool(settings.auth_issuer) != bool(settings.auth_jwks_url):
+        # One without the other trusts no external token, or every issuer's: refused at
+        # start-up with the two named (it was a ValueError traceback from the app factory).
+        raise ConfigError("FHIR_AUTH_ISSUER and FHIR_AUTH_JWKS_URL must be set together")
+    if settings.auth_jwks_url and not _tls_or_loopback(settings.auth_jwks_url):
+        raise ConfigError(
+            f"FHIR_AUTH_JWKS_URL: '{redacted_url(settings.auth_jwks_url)}': the keys every "
+            "external token is verified with are fetched over https (http on this host only)"
+        )
     return settings
+
+
+def _tls_or_loopback(url: str) -> bool:
+    """Whether `url` is https, or http to this host. Over plain http to another host,
+    whoever sits on the way serves their own keys, and every token they sign is accepted."""
+    parsed = urlparse(url)
+    return parsed.scheme == "https" or parsed.hostname in ("localhost", "127.0.0.1", "::1")
+
+
+def flag_parser(variable: str, flag: str) -> Callable[[str], Any]:
+    """An argparse `type` checking a command-line flag as its environment variable is
+    checked (`ENVIRONMENT`): `--workers 0` or `--host ""` were taken as given, where
+    FHIR_WORKERS=0 and FHIR_HOST="" stop the server."""
+    import argparse
+
+    parse = ENVIRONMENT[variable][1]
+
+    def parse_flag(value: str) -> Any:
+        try:
+            return parse(flag, value)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag}: ")) from None
+
+    parse_flag.__name__ = flag  # argparse names the type in some messages
+    return parse_flag

@@ -14,20 +14,32 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fhir_server.config import flag_parser
 from fhir_server.errors import FhirError
 from fhir_server.resources import record_closure
 from fhir_server.resources.record_closure import Closure
 from fhir_server.service import lifecycle
 
 
-def _with_service(args: argparse.Namespace, action: Callable) -> int:
+def _with_service(args: argparse.Namespace, action: Callable, *, creates: bool = False) -> int:
+    """Run `action` on the service of the configured store. Unless the command `creates`
+    (an opposition may be the first thing a new server records), the store must be there:
+    `record purge` on a mistyped data dir created an empty store and "purged 0 record(s)"."""
     from fhir_server.config import load_settings
     from fhir_server.paths import profiles_dir
     from fhir_server.search.registry import SearchRegistry
     from fhir_server.service.factory import build_service
-    from fhir_server.store.factory import open_store
+    from fhir_server.store.factory import missing_store, open_store
 
     settings = load_settings({"data_dir": Path(args.data_dir)} if args.data_dir else {})
+    missing = None if creates else missing_store(settings)
+    if missing is not None:
+        print(
+            f"fhir-server record {args.record_command}: no store at {missing} (check "
+            "--data-dir or FHIR_DATA_DIR); nothing done",
+            file=sys.stderr,
+        )
+        return 2
     registry = SearchRegistry.load(settings.profiles_dir or profiles_dir())
     store = open_store(settings, registry)
     try:
@@ -52,6 +64,18 @@ def parse_now(value: str | None) -> datetime:
         return datetime.now(UTC)
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _instant(value: str) -> str:
+    """`--now` checked when the arguments are parsed: a usage error naming it, not a
+    traceback once the store is open."""
+    try:
+        parse_now(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO instant (e.g. 2034-01-01T00:00:00Z)"
+        ) from None
+    return value
 
 
 def _close(args):
@@ -87,7 +111,7 @@ def _oppose(args):
         )
         return f"opposition recorded: Patient/{stored.id}"
 
-    return _with_service(args, action)
+    return _with_service(args, action, creates=True)
 
 
 def _purge(args):
@@ -106,7 +130,12 @@ def add_record_command(subparsers) -> None:
 
     def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
-        parser.add_argument("--data-dir", dest="data_dir", default=None)
+        parser.add_argument(
+            "--data-dir",
+            dest="data_dir",
+            type=flag_parser("FHIR_DATA_DIR", "--data-dir"),
+            default=None,
+        )
         parser.set_defaults(func=handler)
         return parser
 
@@ -135,5 +164,8 @@ def add_record_command(subparsers) -> None:
         "purge", _purge, "retention job: purge records closed ten years ago (AuditEvents kept)"
     )
     purge.add_argument(
-        "--now", default=None, help="the job's 'now' (ISO instant; default: the clock)"
+        "--now",
+        default=None,
+        type=_instant,
+        help="the job's 'now' (ISO instant; default: the clock)",
     )

@@ -25,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Final
 
+from fhir_server.config import ConfigError
 from fhir_server.resources.profiles import ProfileRegistry
 from fhir_server.terminology import NOS_BASE
 
@@ -62,8 +63,9 @@ ALL: Final = AllClasses()
 Classes = frozenset[str] | AllClasses
 
 
-class HabilitationMatrixError(ValueError):
-    """The matrix or its annex is missing, unreadable or wrong; the message says where."""
+class HabilitationMatrixError(ConfigError, ValueError):
+    """The matrix or its annex is missing, unreadable or wrong; the message says where. A
+    configuration error: the server stops at start-up with the message, no traceback."""
 
 
 @dataclass(frozen=True, slots=True)

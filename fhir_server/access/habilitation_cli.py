@@ -37,6 +37,11 @@ def _check(args: argparse.Namespace) -> int:
 
     folder = Path(args.profiles) if args.profiles else profiles_dir()
     matrix_path = folder / "habilitation-matrix.json"
+    if not matrix_path.is_file():
+        print(
+            f"fhir-server habilitation: --profiles {folder}: no {matrix_path.name}", file=sys.stderr
+        )
+        return 1
     try:
         matrix = load_matrix(
             matrix_path,
@@ -44,7 +49,7 @@ def _check(args: argparse.Namespace) -> int:
             ProfileRegistry.load(folder),
             annex=args.file,
         )
-    except HabilitationMatrixError as exc:
+    except (HabilitationMatrixError, OSError) as exc:
         print(f"fhir-server habilitation: {exc}", file=sys.stderr)
         return 1
     coverage = matrix.coverage()

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from fhir_server.audit.chain import MAX_SEQUENCE
 from fhir_server.audit.verify import verify_store
+from fhir_server.config import flag_parser
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -41,9 +42,19 @@ def _verify(args: argparse.Namespace) -> int:
     from fhir_server.config import load_settings
     from fhir_server.paths import profiles_dir
     from fhir_server.search.registry import SearchRegistry
-    from fhir_server.store.factory import open_store
+    from fhir_server.store.factory import missing_store, open_store
 
     settings = load_settings({"data_dir": args.data_dir})
+    missing = missing_store(settings)
+    if missing is not None:
+        # Opening it would create an empty store, whose empty log verifies: a mistyped data
+        # dir answered "audit chain intact" (exit 0) and left a store behind. Fail closed.
+        print(
+            f"audit verify: no store at {missing} (check --data-dir or FHIR_DATA_DIR); "
+            "nothing verified",
+            file=sys.stderr,
+        )
+        return 2
     registry = SearchRegistry.load(settings.profiles_dir or profiles_dir())
     try:
         store = open_store(settings, registry)
@@ -146,7 +157,12 @@ def add_audit_command(subparsers) -> None:
     audit = subparsers.add_parser("audit", help="AuditEvent tools")
     commands = audit.add_subparsers(dest="audit_command", required=True)
     verify = commands.add_parser("verify", help="check the AuditEvent hash chain")
-    verify.add_argument("--data-dir", dest="data_dir", type=Path, default=None)
+    verify.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        type=flag_parser("FHIR_DATA_DIR", "--data-dir"),
+        default=None,
+    )
     verify.add_argument(
         "--anchor",
         dest="anchors",

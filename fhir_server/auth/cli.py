@@ -22,6 +22,7 @@ from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_toke
 from fhir_server.auth.keys import load_or_create_signing_key
 from fhir_server.auth.scopes import ScopeError, ScopeSet
 from fhir_server.auth.tokens import AuthSettings, TokenIssuer
+from fhir_server.config import ENVIRONMENT, flag_parser
 from fhir_server.terminology import SYSTEM_ACCESS_MODE, SYSTEM_IDNAT_STRUCT, SYSTEM_PROFESSION
 
 DEFAULT_SCOPES = {
@@ -31,16 +32,21 @@ DEFAULT_SCOPES = {
     "system": "system/DocumentReference.c system/Binary.c system/List.c system/Patient.r",
 }
 CLI_CLIENT_ID = "fhir-server-cli"
+MAX_MINUTES = 24 * 60  # the longest lifetime `token` gives a token or a VIHF assertion
 
 
 def default_data_dir() -> str:
-    return os.environ.get("FHIR_DATA_DIR") or "./var"
+    value = os.environ.get("FHIR_DATA_DIR")
+    if value is None:
+        return "./var"
+    return str(ENVIRONMENT["FHIR_DATA_DIR"][1]("FHIR_DATA_DIR", value))  # "" is refused
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         default=None,
+        type=flag_parser("FHIR_DATA_DIR", "--data-dir"),
         help="data dir holding the signing key (default: $FHIR_DATA_DIR or ./var)",
     )
 
@@ -80,7 +86,9 @@ def add_token_command(subparsers: Any) -> argparse.ArgumentParser:
         "--ins", metavar="SYSTEM|VALUE", help="patient INS for the VIHF resource-id"
     )
     parser.add_argument("--scope", help="space-separated SMART scopes (default: the actor's usual)")
-    parser.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
+    parser.add_argument(
+        "--minutes", type=int, default=60, help=f"lifetime (default 60, at most {MAX_MINUTES})"
+    )
     parser.add_argument("--vihf", action="store_true", help="print a signed VIHF assertion instead")
     _add_data_dir(parser)
     parser.set_defaults(func=run_token)
@@ -169,6 +177,10 @@ def run_token(args: argparse.Namespace) -> int:
         return _fail("--mode bris_de_glace needs --reason")
     if args.minutes <= 0:
         return _fail("--minutes must be positive")
+    if args.minutes > MAX_MINUTES:
+        # A bearer token serves whoever holds it: `--minutes 99999999999` printed one valid
+        # for 190,000 years (or, with --vihf and more digits, a traceback). Fail closed.
+        return _fail(f"--minutes {args.minutes}: at most {MAX_MINUTES} (a day)")
     settings = AuthSettings.from_env(data_dir=args.data_dir or default_data_dir())
     try:
         settings.validate()
@@ -239,6 +251,14 @@ def add_client_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_client(args: argparse.Namespace) -> int:
+    try:
+        return _run_client(args)
+    except (OSError, ValueError) as exc:  # the registry file unreadable or malformed
+        print(f"fhir-server client {args.client_command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_client(args: argparse.Namespace) -> int:
     registry = ClientRegistry.in_data_dir(args.data_dir or default_data_dir())
     if args.client_command == "add":
         try:

@@ -35,6 +35,9 @@ from fhir_server.auth.tokens import (
 )
 
 CLIENTS_FILE = "clients.json"
+# The client id of the tokens `fhir-server token` mints (`TokenIssuer.issue`): a backend
+# client registered under it would be confused with them, in its tokens and audit trail.
+RESERVED_CLIENT_ID = "fhir-server-cli"
 REPLAY_DB_FILE = "auth-replay.sqlite3"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = 300  # SMART Backend Services: exp no more than five minutes ahead
@@ -83,6 +86,20 @@ class RegisteredClient:
 
     def keyset(self) -> KeySet:
         return KeySet.import_key_set(self.jwks)  # type: ignore[arg-type]
+
+
+def client_id_error(client_id: str) -> str | None:
+    """Why `client_id` cannot be registered, or None. RFC 6749 (A.1): visible ASCII and
+    spaces; an empty id, or one with spaces around it (a shell quoting slip), names no one."""
+    if not client_id.strip():
+        return "empty"
+    if client_id != client_id.strip():
+        return "spaces around it"
+    if any(not " " <= c <= "~" for c in client_id):
+        return "characters outside visible ASCII (RFC 6749 A.1)"
+    if client_id == RESERVED_CLIENT_ID:
+        return "reserved for the tokens of `fhir-server token`"
+    return None
 
 
 def public_jwks_from_file(path: str | os.PathLike[str], *, pem: bool) -> dict[str, Any]:
@@ -138,11 +155,16 @@ class ClientRegistry:
         version = (info.st_ino, info.st_mtime_ns, info.st_size)
         if version == self._version:
             return
-        data = json.loads(self.path.read_text(encoding="utf-8"))
-        self._clients = {
-            cid: RegisteredClient.from_json(cid, entry)
-            for cid, entry in data.get("clients", {}).items()
-        }
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            self._clients = {
+                cid: RegisteredClient.from_json(cid, entry)
+                for cid, entry in data.get("clients", {}).items()
+            }
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            # A file edited by hand or cut short: named, rather than a traceback (or read
+            # as no clients, which a `client add` would then write back over the others).
+            raise ValueError(f"{self.path}: not a client registry ({exc!r})") from None
         self._version = version
 
     def get(self, client_id: str) -> RegisteredClient | None:
@@ -156,6 +178,9 @@ class ClientRegistry:
             return sorted(self._clients.values(), key=lambda c: c.client_id)
 
     def add(self, client: RegisteredClient) -> None:
+        problem = client_id_error(client.client_id)
+        if problem:
+            raise ValueError(f"client id {client.client_id!r}: {problem}")
         ScopeSet.parse(client.scope)  # refuse a malformed registration now, not at use
         try:  # and an organization type its tokens would be refused for
             organization_type(client.organization_type)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from joserfc.jwk import KeySet, KeySetSerialization, RSAKey
+
+from fhir_server.config import ConfigError
 
 TOKEN_KEY_FILE = "token-signing-key.pem"
 TOKEN_ALG = "RS256"
@@ -59,6 +62,23 @@ def write_private_file(path: Path, content: bytes) -> bool:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+class KeyFileError(ConfigError, ValueError):
+    """A key file the server will not use; the message names the file, never its content."""
+
+
+def read_private_file(path: Path) -> bytes:
+    """The content of the private file `path`, refused (KeyFileError) when its mode lets
+    anyone but its owner read or write it: a key others could read may already be theirs,
+    and one they could write may be theirs next. Fail closed, as ssh does with its keys."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise KeyFileError(
+            f"{path}: a private key others may read or write (mode {mode:04o}); "
+            f"`chmod 600 {path}` (and replace the key if others could read it)"
+        )
+    return path.read_bytes()
 
 
 @dataclass(frozen=True)
@@ -100,11 +120,12 @@ def load_or_create_signing_key(data_dir: str | os.PathLike[str]) -> SigningKey:
     if not path.exists():
         fresh = RSAKey.generate_key(RSA_BITS, private=True)
         write_private_file(path, fresh.as_pem(private=True))
+    pem = read_private_file(path)
     try:
-        loaded = private_key_from_pem(path.read_bytes())
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path} does not hold a private key") from exc
+        loaded = private_key_from_pem(pem)
+    except (ValueError, TypeError):
+        raise KeyFileError(f"{path} does not hold a private key") from None
     if not isinstance(loaded, rsa.RSAPrivateKey):
-        raise ValueError(f"{path} does not hold an RSA private key")
+        raise KeyFileError(f"{path} does not hold an RSA private key")
     key = RSAKey.import_key(loaded)
     return SigningKey(key=key, kid=key.thumbprint())

@@ -45,10 +45,16 @@ from signxml.verifier import SignatureConfiguration
 
 from fhir_server.access.requester import Requester
 from fhir_server.auth.identifiers import idnat_ps_error, ins_cx_token
-from fhir_server.auth.keys import keys_dir, private_key_from_pem, write_private_file
+from fhir_server.auth.keys import (
+    keys_dir,
+    private_key_from_pem,
+    read_private_file,
+    write_private_file,
+)
 from fhir_server.auth.requester import requester_from_claims
 from fhir_server.auth.sectors import ATTR_SECTOR, CARE_SECTOR, sector_organization_type
 from fhir_server.auth.tokens import AuthenticationError, AuthSettings
+from fhir_server.config import ConfigError
 from fhir_server.terminology import (
     CANONICAL_BASE,
     OID_TRE_G15_PROFESSION,
@@ -109,7 +115,7 @@ def load_or_create_structure_credential(data_dir: str | os.PathLike[str]) -> Str
             serialization.NoEncryption(),
         )
         write_private_file(key_path, pem)
-    key = private_key_from_pem(key_path.read_bytes())
+    key = private_key_from_pem(read_private_file(key_path))
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError(f"{key_path} must hold an RSA private key")
     if not cert_path.exists():
@@ -155,15 +161,22 @@ class VihfTrust:
 
     @classmethod
     def from_settings(cls, settings: AuthSettings, *, trust_local: bool = True) -> VihfTrust:
-        certificates = [
-            x509.load_pem_x509_certificate(Path(p).read_bytes())
-            for p in settings.vihf_trusted_cert_files
-        ]
+        certificates = [_trusted_certificate(Path(p)) for p in settings.vihf_trusted_cert_files]
         if trust_local:
             certificates.insert(
                 0, load_or_create_structure_credential(settings.data_dir).certificate
             )
         return cls(tuple(certificates), settings.effective_audience, settings.leeway_seconds)
+
+
+def _trusted_certificate(path: Path) -> x509.Certificate:
+    """A certificate of FHIR_XDS_TRUSTED_CERTIFICATES, or a configuration error naming it
+    (a file missing or holding no PEM certificate was a traceback at start-up)."""
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "no PEM certificate"
+        raise ConfigError(f"FHIR_XDS_TRUSTED_CERTIFICATES: {path}: {reason}") from None
 
 
 def _instant(epoch: float) -> str:

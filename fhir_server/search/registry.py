@@ -12,13 +12,13 @@ it is left out of the registry and of `resources()`, so what we advertise is wha
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fhir_server.config import read_conformance_json
 from fhir_server.resources import served
 from fhir_server.resources.served import SERVED_TYPES
 from fhir_server.search.fhirpath import Extractor, build_extractor
@@ -99,7 +99,7 @@ class SearchRegistry:
         """
         resources: dict[str, dict] = {}
         for path in sorted((Path(profiles_dir) / "search-parameters").glob("*.json")):
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_conformance_json(path)
             for resource in _search_parameters(data):
                 url = resource.get("url") or f"{path.name}#{resource.get('id')}"
                 resources[url] = resource

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fhir_server.access.habilitation_loader import load_matrix
 from fhir_server.access.policy import DmpPolicy
+from fhir_server.auth.keys import read_private_file, write_private_file
 from fhir_server.paths import profiles_dir
 from fhir_server.resources.dmp_value_sets import DmpValueSets
 from fhir_server.resources.profiles import ProfileRegistry
@@ -27,18 +28,15 @@ from fhir_server.store.factory import with_audit_log
 
 
 def load_or_create_secret(path: Path) -> bytes:
-    """A 32-byte server secret kept in the data dir (paging cursors), created on first start."""
-    if path.exists():
-        return path.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    try:
-        with open(path, "xb") as handle:
-            handle.write(secret)
-        path.chmod(0o600)
-    except FileExistsError:  # another worker created it first
-        return path.read_bytes()
-    return secret
+    """A 32-byte server secret kept in the data dir (paging cursors), created on first start.
+
+    Written as the keys are (`write_private_file`: owner-only, complete before its name
+    appears) and refused, as they are, when others may read it (`read_private_file`): whoever
+    holds it can forge the cursors that carry a search's requester binding."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private_file(path, secrets.token_bytes(32))
+    return read_private_file(path)
 
 
 def build_service(

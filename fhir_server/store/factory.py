@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fhir_server.audit import entity_facts
 from fhir_server.audit.entity_facts import EntityFacts
-from fhir_server.config import Settings
+from fhir_server.config import ConfigError, Settings, redacted_url
 from fhir_server.resources.model import SERVED_TYPES
 from fhir_server.search import reach
 from fhir_server.search.registry import SearchRegistry
@@ -20,16 +20,43 @@ from fhir_server.store.with_audit_log import StoreWithAuditLog
 FACTS_OF = FactsOf(EntityFacts.encoded_of_body, entity_facts.PREFIX)
 
 
+def missing_store(settings: Settings) -> str | None:
+    """The SQLite file of `settings` when it is not there, else None. A command that acts on
+    what a store holds (audit verify, record close, reopen, purge) refuses it: opening it
+    would create an empty store at a mistyped data dir, where the command "succeeds" on
+    nothing. (A MongoDB database is not looked for: its server answers.)"""
+    if not settings.store_url.startswith("sqlite:"):
+        return None
+    path = settings.sqlite_path
+    return None if path == ":memory:" or Path(path).is_file() else path
+
+
 def open_store(settings: Settings, registry: SearchRegistry) -> StoreWithAuditLog:
     """The configured resource store with its audit log beside it."""
     url = settings.store_url
     if url.startswith("sqlite:"):
         return with_audit_log(open_sqlite(settings.sqlite_path, registry), registry)
+    from pymongo.errors import PyMongoError
+
     from fhir_server.store.mongo import MongoStore
 
-    mongo = MongoStore.from_uri(url, SERVED_TYPES, facts_of=FACTS_OF)
-    mongo.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
+    try:
+        mongo = MongoStore.from_uri(url, SERVED_TYPES, facts_of=FACTS_OF)
+        mongo.create_indexes({t: registry.for_type(t).keys() for t in SERVED_TYPES})
+    except (PyMongoError, ValueError) as exc:
+        # A URI pymongo cannot take, or a server it cannot reach: the message names the
+        # setting and the problem, never the password (`redacted_url`), and no traceback.
+        raise ConfigError(
+            f"FHIR_STORE: '{redacted_url(url)}': {_without_password(str(exc), url)}"
+        ) from None
     return with_audit_log(mongo, registry)
+
+
+def _without_password(message: str, url: str) -> str:
+    """`message` with the password of `url`, if any and named in it, masked."""
+    user_info = url.partition("://")[2].rpartition("@")[0]
+    password = user_info.partition(":")[2]
+    return message.replace(password, "***") if password else message
 
 
 def open_sqlite(path: str | Path, registry: SearchRegistry):

@@ -7,6 +7,7 @@ import json
 from functools import cache
 from pathlib import Path
 
+from fhir_server.config import read_conformance_json
 from fhir_server.errors import Issue
 from fhir_server.resources.normal_form import ALIASES_FILE, AliasTable, default_aliases
 from fhir_server.resources.nos import read_official
@@ -169,8 +170,7 @@ def _is_submission_set(resource: dict) -> bool:
 
 
 def _read(path: Path) -> dict:
-    with path.open(encoding="utf-8") as handle:
-        return json.load(handle)
+    return read_conformance_json(path)
 
 
 @cache
