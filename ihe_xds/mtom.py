@@ -90,9 +90,9 @@ _CT_PARAM = re.compile(rf"[ \t]*;[ \t]*({_CT_TOKEN})[ \t]*=[ \t]*({_CT_VALUE})[ 
 
 def _read_content_type(header: str) -> tuple[str, dict[str, str]]:
     """(lower-case media type, parameters by lower-case name, unquoted) of a Content-Type."""
+    params: dict[str, str] = {}
     simple = _CT_MEDIA.match(header)
     if simple is not None:
-        params = {}
         position, end = simple.end(), len(header)
         while position < end:
             match = _CT_PARAM.match(header, position)
@@ -106,7 +106,7 @@ def _read_content_type(header: str) -> tuple[str, dict[str, str]]:
             return simple.group(1).lower(), params
     ctype = _content_type(header)
     media = ctype.get_content_type()
-    params: dict[str, str] = {}
+    params = {}
     for k, v in ctype.get_params(failobj=[])[1:]:
         _once(params, k.lower())
         params[k.lower()] = collapse_rfc2231_value(v) if isinstance(v, tuple) else str(v)
