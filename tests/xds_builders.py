@@ -36,6 +36,26 @@ def patient_cx(nir: str = DEFAULT_NIR) -> str:
     return f"{nir}^^^&{OID_INS}&ISO^NH"
 
 
+def find_documents_request(nir: str, return_type: str = "LeafClass") -> etree._Element:
+    """An ITI-18 FindDocuments AdhocQueryRequest for the patient `nir`'s Approved entries."""
+    from ihe_xds.stored_query import FIND_DOCUMENTS
+
+    request = etree.Element(
+        f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
+    )
+    etree.SubElement(request, f"{{{v.NS_QUERY}}}ResponseOption", returnType=return_type)
+    query = etree.SubElement(request, f"{{{v.NS_RIM}}}AdhocQuery", id=FIND_DOCUMENTS)
+    for name, value in (
+        ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
+        ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+    ):
+        slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name=name)
+        etree.SubElement(
+            etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList"), f"{{{v.NS_RIM}}}Value"
+        ).text = value
+    return request
+
+
 def _rim(local: str) -> str:
     return v.q(v.NS_RIM, local)
 

@@ -46,14 +46,13 @@ from fhir_server.auth.http import create_auth_blueprint
 from fhir_server.auth.tokens import TokenValidator
 from fhir_server.rest.fhir_api import MAX_SEARCH_FORM_BYTES
 from ihe_xds import vocabulary as v
-from ihe_xds.stored_query import FIND_DOCUMENTS
 from tests.http.conftest import FHIR_JSON, Tokens, a_patient, auth
 from tests.http.metadata_world import JSON_PATCH, build_world, label
 from tests.http.test_attack_pass_spellings import AUTHORIZED, PATIENT_A, record  # noqa: F401
 from tests.http.test_serve import _free_port, _start, _stop
 from tests.http.test_xds_endpoints import GP, fault_of, registry_status, xds  # noqa: F401
 from tests.unit.test_auth_clients import assertion, client_key, env, form, server_dir  # noqa: F401
-from tests.xds_builders import build_iti41, patient_cx
+from tests.xds_builders import build_iti41, find_documents_request
 
 # ruff: noqa: F811
 
@@ -219,23 +218,6 @@ def test_fail_closed_json_patch_declared_in_another_charset_is_refused(world):
 # -- the XDS door: one message, one transaction ------------------------------------------------
 
 
-def _find_documents(nir: str) -> etree._Element:
-    request = etree.Element(
-        f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
-    )
-    etree.SubElement(request, f"{{{v.NS_QUERY}}}ResponseOption", returnType="LeafClass")
-    query = etree.SubElement(request, f"{{{v.NS_RIM}}}AdhocQuery", id=FIND_DOCUMENTS)
-    for name, value in (
-        ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
-        ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
-    ):
-        slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name=name)
-        etree.SubElement(
-            etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList"), f"{{{v.NS_RIM}}}Value"
-        ).text = value
-    return request
-
-
 def _envelope(
     security: etree._Element,
     bodies: list[etree._Element],
@@ -275,7 +257,7 @@ def test_xds_two_wsa_actions_are_a_sender_fault_not_the_last_one_served(xds):
     a gateway admitting by the last the converse."""
     _, nir = xds.patient(1)
     data = _envelope(
-        xds.security(GP, nir), [_find_documents(nir)], (v.ACTION_ITI57, v.ACTION_ITI18)
+        xds.security(GP, nir), [find_documents_request(nir)], (v.ACTION_ITI57, v.ACTION_ITI18)
     )
     _is_sender_fault(_query(xds, nir, data), "wsa:InvalidAddressingHeader")
 
@@ -283,14 +265,16 @@ def test_xds_two_wsa_actions_are_a_sender_fault_not_the_last_one_served(xds):
 def test_xds_two_message_ids_are_a_sender_fault(xds):
     """Of two `wsa:MessageID`s the last was the one the answer's RelatesTo named."""
     _, nir = xds.patient(1)
-    data = _envelope(xds.security(GP, nir), [_find_documents(nir)], message_ids=2)
+    data = _envelope(xds.security(GP, nir), [find_documents_request(nir)], message_ids=2)
     _is_sender_fault(_query(xds, nir, data), "wsa:InvalidAddressingHeader")
 
 
 def test_xds_two_requests_in_one_body_are_a_sender_fault_not_the_first_one_served(xds):
     """The first element of the Body was served and the second ignored (200)."""
     _, nir = xds.patient(1)
-    data = _envelope(xds.security(GP, nir), [_find_documents(nir), _find_documents(nir)])
+    data = _envelope(
+        xds.security(GP, nir), [find_documents_request(nir), find_documents_request(nir)]
+    )
     _is_sender_fault(_query(xds, nir, data))
 
 
@@ -298,7 +282,7 @@ def test_xds_content_type_action_other_than_the_wsa_action_is_action_mismatch(xd
     """SOAP 1.2's `action` media type parameter naming ITI-57 on an envelope whose
     `wsa:Action` is ITI-18: the parameter was read by no one, and the query served (200)."""
     _, nir = xds.patient(1)
-    data = _envelope(xds.security(GP, nir), [_find_documents(nir)])
+    data = _envelope(xds.security(GP, nir), [find_documents_request(nir)])
     response = xds.client.post(
         "/xds/registry",
         data=data,
@@ -309,13 +293,13 @@ def test_xds_content_type_action_other_than_the_wsa_action_is_action_mismatch(xd
 
 def test_xds_soapaction_header_other_than_the_wsa_action_is_action_mismatch(xds):
     _, nir = xds.patient(1)
-    data = _envelope(xds.security(GP, nir), [_find_documents(nir)])
+    data = _envelope(xds.security(GP, nir), [find_documents_request(nir)])
     _is_sender_fault(_query(xds, nir, data, SOAPAction=v.ACTION_ITI57), "wsa:ActionMismatch")
 
 
 def test_xds_http_action_equal_to_the_wsa_action_is_served(xds):
     _, nir = xds.patient(1)
-    data = _envelope(xds.security(GP, nir), [_find_documents(nir)])
+    data = _envelope(xds.security(GP, nir), [find_documents_request(nir)])
     response = xds.client.post(
         "/xds/registry",
         data=data,
@@ -399,7 +383,7 @@ def test_xds_envelope_charset_other_than_its_xml_encoding_is_a_sender_fault(xds,
     the XML declaration alone: a UTF-8 envelope sent as `charset=ISO-8859-1` was served
     (200) as its UTF-8 reading, where a gateway honouring the header read another."""
     _, nir = xds.patient(1)
-    data = _envelope(xds.security(GP, nir), [_find_documents(nir)])
+    data = _envelope(xds.security(GP, nir), [find_documents_request(nir)])
     response = xds.client.post(
         "/xds/registry",
         data=data,
@@ -411,7 +395,7 @@ def test_xds_envelope_charset_other_than_its_xml_encoding_is_a_sender_fault(xds,
 
 def test_xds_envelope_charset_naming_its_xml_encoding_is_served(xds):
     _, nir = xds.patient(1)
-    data = _envelope(xds.security(GP, nir), [_find_documents(nir)])
+    data = _envelope(xds.security(GP, nir), [find_documents_request(nir)])
     response = xds.client.post(
         "/xds/registry", data=data, headers={"Content-Type": 'application/soap+xml; charset="utf8"'}
     )

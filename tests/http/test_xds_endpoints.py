@@ -15,9 +15,8 @@ from fhir_server.rest.app import auth_settings
 from fhir_server.terminology import SYSTEM_CONSENT_SCOPE, SYSTEM_IDNAT_PS, SYSTEM_PARTICIPATION_TYPE
 from ihe_xds import vocabulary as v
 from ihe_xds.mtom import parse_http_body
-from ihe_xds.stored_query import FIND_DOCUMENTS
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, a_patient, auth, valid_nir
-from tests.xds_builders import CDA, build_iti41, patient_cx
+from tests.xds_builders import CDA, build_iti41, find_documents_request, patient_cx
 
 GP = "810001234567"  # the médecin traitant, also the documents' author in xds_builders
 OTHER_PS = "810009999999"
@@ -140,19 +139,7 @@ class Xds:
         )
 
     def find_documents(self, nir: str, idnat: str = GP, return_type: str = "LeafClass"):
-        request = etree.Element(
-            f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
-        )
-        etree.SubElement(request, f"{{{v.NS_QUERY}}}ResponseOption", returnType=return_type)
-        query = etree.SubElement(request, f"{{{v.NS_RIM}}}AdhocQuery", id=FIND_DOCUMENTS)
-        for name, value in (
-            ("$XDSDocumentEntryPatientId", f"'{patient_cx(nir)}'"),
-            ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
-        ):
-            slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name=name)
-            etree.SubElement(
-                etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList"), f"{{{v.NS_RIM}}}Value"
-            ).text = value
+        request = find_documents_request(nir, return_type)
         return self.soap("/xds/registry", v.ACTION_ITI18, request, self.security(idnat, nir))
 
     def retrieve(
