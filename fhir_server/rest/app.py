@@ -189,7 +189,7 @@ def _install_request_hooks(app: Flask) -> None:
         incoming = request.headers.get("X-Request-Id", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
         raw = f"{request.method} {request.full_path.rstrip('?')}".encode()
-        if request.method == "POST" and request.path.endswith("/_search"):
+        if _small_search_form(request):
             raw += b"\n" + request.get_data(cache=True)
         g.request_info = current_request.set(
             RequestInfo(g.request_id, raw, request.remote_addr, memo={}, told=set())
@@ -214,6 +214,19 @@ def _install_request_hooks(app: Flask) -> None:
     def echo_request_id(response: Response) -> Response:
         response.headers["X-Request-Id"] = getattr(g, "request_id", "")
         return response
+
+
+def _small_search_form(req: Request) -> bool:
+    """Whether the request is a POST `_search` whose form the search will read (its AuditEvent
+    keeps it, R16): of a declared size within MAX_SEARCH_FORM_BYTES. Before authentication,
+    a body of any size under the body limit (32 MB) was read whole into memory, for any
+    client, a search the search itself then refused (411, 413) or an anonymous one (401)."""
+    from fhir_server.rest.fhir_api import MAX_SEARCH_FORM_BYTES
+
+    if req.method != "POST" or not req.path.endswith("/_search"):
+        return False
+    size = req.content_length
+    return size is not None and size <= MAX_SEARCH_FORM_BYTES
 
 
 def _outcome_response(exc: FhirError) -> Response:

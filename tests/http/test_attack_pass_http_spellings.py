@@ -6,7 +6,8 @@ Each test is a spelling that got through:
 - the token as an RFC 6750 form parameter of a POST `_search` (ignored under lenient
   handling, the search served and the raw form, token included, kept in the patient's
   trail); a token request giving `scope` (or any parameter) twice (the first granted);
-- a search form parsed whole, for its `_format`, before its size was judged;
+- a search form parsed whole, for its `_format`, before its size was judged, and read
+  whole for its AuditEvent before its requester was identified (an anonymous one too);
 - a JSON Patch giving a key twice (the last applied), a FHIR body or JSON Patch declared in
   another charset than the UTF-8 it was read as;
 - at the XDS door, a message naming two things: two `wsa:Action` (the last served) or
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import io
 import json
 import re
 import uuid
@@ -41,6 +43,7 @@ from urllib.parse import urlencode
 import pytest
 from flask import Flask
 from lxml import etree
+from werkzeug.test import EnvironBuilder
 
 from fhir_server.auth.http import create_auth_blueprint
 from fhir_server.auth.tokens import TokenValidator
@@ -151,6 +154,50 @@ def test_bounded_work_search_form_within_its_limit_still_chooses_the_format(clie
     )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.content_type.startswith("application/fhir+xml")
+
+
+class _CountingInput(io.BytesIO):
+    """A request body that counts the bytes the server reads from it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.consumed = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.consumed += len(chunk)
+        return chunk
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = super().readline(size)
+        self.consumed += len(line)
+        return line
+
+    def readinto(self, buffer) -> int:
+        count = super().readinto(buffer)
+        self.consumed += count
+        return count
+
+
+@pytest.mark.parametrize("authorized", [False, True], ids=["anonymous", "system"])
+def test_bounded_work_search_form_over_its_limit_is_not_read_before_authentication(
+    app, tokens, authorized
+):
+    """The request's raw form, kept for its AuditEvent (R16), was read whole before the
+    requester was identified: any client, an anonymous one too, made a worker hold a POST
+    `_search` body of up to the body limit, a form the search then refused (401, 413). A
+    form over MAX_SEARCH_FORM_BYTES is not read."""
+    filler = ("&".join(f"name=a{i:05d}" for i in range(12_000))).encode()
+    assert MAX_SEARCH_FORM_BYTES * 2 < len(filler) < 200_000
+    headers = {"Content-Type": FORM, **(auth(tokens.system()) if authorized else {})}
+    environ = EnvironBuilder(
+        method="POST", path="/fhir/Patient/_search", data=filler, headers=headers
+    ).get_environ()
+    body = environ["wsgi.input"] = _CountingInput(filler)
+    statuses: list[str] = []
+    b"".join(app(environ, lambda status, _headers, _exc=None: statuses.append(status)))
+    assert statuses[0].startswith("413" if authorized else "401"), statuses
+    assert body.consumed <= MAX_SEARCH_FORM_BYTES
 
 
 # -- fail closed: a body has one reading ---------------------------------------------------------
