@@ -4,7 +4,9 @@ Each value test is one `$elemMatch` on its typed array, so every part of a value
 and code, low and high) is matched within one element. `Not` is `$nor`, `:missing` a test
 on the `prm` array. `Chain` and `Has` need another collection: they are resolved first, by
 a bounded query for ids on that collection, and substituted as `$in` lists (at most
-SUBQUERY_LIMIT ids, else FhirError 400 too-costly rather than a silently partial answer).
+SUBQUERY_LIMIT ids, else FhirError 400 too-costly rather than a silently partial answer;
+and at most SUBSTITUTED_LIMIT ids in all the lists of one filter, which MongoDB takes in one
+command of at most 16 MiB).
 Only standard query operators are used (no `$where`, no JavaScript), the same on MongoDB and
 mongomock.
 
@@ -68,6 +70,12 @@ from fhir_server.store.search_values import (
 
 ENGINE = "mongo"
 SUBQUERY_LIMIT = 10_000
+# Ids the Chain and Has subqueries of one filter substitute, together. A search holds up to
+# a hundred parameters (`search.parameters.MAX_PARAMETERS`), each a chain of up to
+# SUBQUERY_LIMIT ids: 98 chains over a record of 2,500 documents (ids of 64 characters) made
+# an 18 MB filter, over the 16 MiB of a MongoDB command, a 500 where SQLite (which joins)
+# answered. 50,000 ids of at most 64 characters are under 4 MB of `$in` lists.
+SUBSTITUTED_LIMIT = 50_000
 LAST_UPDATED = "_lastUpdated"
 
 NEVER: dict = {"_id": {"$in": []}}
@@ -103,10 +111,13 @@ def resource_collections(db: Any) -> list[str]:
 
 
 class Compiler:
-    """Compiles query nodes for one database; Chain/Has run their id subqueries on it."""
+    """Compiles query nodes for one database; Chain/Has run their id subqueries on it.
+    One compiler per filter sent: it counts the ids its subqueries substitute
+    (SUBSTITUTED_LIMIT)."""
 
     def __init__(self, db: Any) -> None:
         self.db = db
+        self.substituted = 0
 
     def filter(self, node: Node, rtype: str) -> Filter:
         """The filter matching the `rtype` documents `node` matches (deleted ones aside)."""
@@ -167,6 +178,7 @@ class Compiler:
         cursor = self.db[n.target_type].find(target_filter, {"_id": 1}).limit(SUBQUERY_LIMIT + 1)
         ids = [doc["_id"] for doc in cursor]
         _check_bound(len(ids), f"{n.param}:{n.target_type}")
+        self._substitute(len(ids))
         return {"ref": {"$elemMatch": {"p": n.param, "tt": n.target_type, "ti": {"$in": ids}}}}
 
     def _has(self, n: Has, rtype: str) -> Filter:
@@ -185,7 +197,17 @@ class Compiler:
             for ref in doc.get("ref", ())
             if ref.get("p") == n.param and ref.get("tt") == rtype and ref.get("ti") is not None
         }
+        self._substitute(len(ids))
         return {"_id": {"$in": sorted(ids)}}
+
+    def _substitute(self, count: int) -> None:
+        self.substituted += count
+        if self.substituted > SUBSTITUTED_LIMIT:
+            raise bad_request(
+                f"the chains and _has of the search match more than {SUBSTITUTED_LIMIT}"
+                " resources together; narrow them (SUBSTITUTED_LIMIT)",
+                code="too-costly",
+            )
 
 
 def _check_bound(count: int, what: str) -> None:
@@ -357,8 +379,7 @@ def search(db: Any, query: SearchQuery, *, cursor_key: bytes, cursor_binding: st
     """One page of `query`'s results; same contract and paging guarantees as
     `sqlite_search.search` (FhirError 400 on a bad cursor or a too-broad Chain/Has)."""
     types = [query.resource_type] if query.resource_type else resource_collections(db)
-    compiler = Compiler(db)
-    filters = {t: all_of({"del": False}, compiler.filter(query.where, t)) for t in types}
+    filters = {t: all_of({"del": False}, Compiler(db).filter(query.where, t)) for t in types}
 
     total = None
     if (
@@ -446,22 +467,21 @@ def resolve_includes(
     allowed: Callable[[str], Node],
 ) -> list[SearchRow]:
     """Same contract as `sqlite_search.resolve_includes`."""
-    compiler = Compiler(db)
 
     def one_round(current: Sequence[SearchRow], active: Sequence[Include]) -> list[SearchRow]:
         found: list[SearchRow] = []
         for inc in active:
             reach = _reverse if inc.reverse else _forward
-            found += reach(db, compiler, current, inc, allowed)
+            found += reach(db, current, inc, allowed)
         return found
 
     return resolve_rounds(page_rows, includes, one_round)
 
 
 def _fetch_allowed(
-    db: Any, compiler: Compiler, rtype: str, allowed: Callable[[str], Node], condition: Filter
+    db: Any, rtype: str, allowed: Callable[[str], Node], condition: Filter
 ) -> list[SearchRow]:
-    flt = all_of({"del": False}, condition, compiler.filter(allowed(rtype), rtype))
+    flt = all_of({"del": False}, condition, Compiler(db).filter(allowed(rtype), rtype))
     return [
         _row(rtype, doc) for doc in db[rtype].find(flt, {"body": 1, "facts": 1}).sort([("_id", 1)])
     ]
@@ -469,7 +489,6 @@ def _fetch_allowed(
 
 def _forward(
     db: Any,
-    compiler: Compiler,
     rows: Iterable[SearchRow],
     inc: Include,
     allowed: Callable[[str], Node],
@@ -487,13 +506,12 @@ def _forward(
                 targets.setdefault(tt, set()).add(ti)
     found: list[SearchRow] = []
     for tt in sorted(targets):
-        found += _fetch_allowed(db, compiler, tt, allowed, {"_id": {"$in": sorted(targets[tt])}})
+        found += _fetch_allowed(db, tt, allowed, {"_id": {"$in": sorted(targets[tt])}})
     return found
 
 
 def _reverse(
     db: Any,
-    compiler: Compiler,
     rows: Iterable[SearchRow],
     inc: Include,
     allowed: Callable[[str], Node],
@@ -505,7 +523,7 @@ def _reverse(
     found: list[SearchRow] = []
     for tt, ids in sorted(by_type.items()):
         condition = {"ref": {"$elemMatch": {"p": inc.param, "tt": tt, "ti": {"$in": ids}}}}
-        found += _fetch_allowed(db, compiler, inc.source_type, allowed, condition)
+        found += _fetch_allowed(db, inc.source_type, allowed, condition)
     return found
 
 

@@ -12,6 +12,12 @@ translation of one engine took and the other did not:
   MongoDB filter, over the 16 MiB a command document may be: a 500 on MongoDB where SQLite
   answered (after building the same 18 MB of parameters). The parser now refuses `:above`
   values longer together than MAX_ABOVE_CHARS, 400 too-costly, on both engines.
+- chains and `_has` on MongoDB are subqueries whose ids are substituted as `$in` lists, at
+  most SUBQUERY_LIMIT each; but one search may hold a hundred of them. On a record of 2,500
+  documents, `relatesto:DocumentReference.status=current` repeated 98 times put 98 times
+  2,500 ids in one filter, 18 MB: a 500 on MongoDB where SQLite answered. The ids one
+  filter substitutes are now bounded together (`mongo_search.SUBSTITUTED_LIMIT`), 400
+  too-costly; SQLite, which joins, still answers.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.http.conftest import auth
+from fhir_server.search.extract import extract, sort_values
+from fhir_server.service.versions import stamp
+from fhir_server.store.base import VersionWrite
+from tests.http.conftest import _registry, auth, current_engine
 from tests.http.test_r18_matrix import PATIENT_A, _build_world, binary_id, doc_id
 
 
@@ -84,3 +93,48 @@ def test_r18_many_uri_above_values_are_refused_together(world):
     )
     assert response.status_code == 400
     assert _issue_codes(response) == ["too-costly"]
+
+
+HEAVY_RECORD = 2_500  # documents of patient A, ids of 64 characters (the longest FHIR allows)
+
+
+@pytest.fixture
+def heavy_world(tmp_path, http_engine):
+    """Test_r18_matrix's record, patient A's holding 2,500 more documents: stored through
+    the store's write port in one transaction, as the service writes each (through the API,
+    2,500 writes take minutes on mongomock, which copies a collection for each)."""
+    app, built = _build_world(tmp_path / "var")
+    store = app.extensions["fhir"].store
+    with store.transaction() as tx:
+        for n in range(HEAVY_RECORD):
+            resource_id = f"heavy-{n:058d}"
+            body = {
+                "resourceType": "DocumentReference",
+                "status": "current",
+                "subject": {"reference": f"Patient/{PATIENT_A}"},
+                "content": [{"attachment": {"contentType": "text/plain", "url": "Binary/x"}}],
+            }
+            entries = extract({**body, "id": resource_id}, _registry())
+            stored = stamp(body, resource_id, 1, 1_000_000)
+            tx.write(VersionWrite(stored, "PUT", 0, entries, sort_values(entries), PATIENT_A))
+    yield built
+    store.close()
+
+
+def test_r18_a_hundred_chains_over_a_heavy_record_answer_without_a_500(heavy_world):
+    """98 chains, each matching the record's 2,500 documents: on MongoDB 245,000 ids in one
+    filter (18 MB, over the 16 MiB of a command) was a 500. Refused 400 too-costly there;
+    SQLite joins and answers. One such chain still answers on both engines."""
+    chain = "relatesto:DocumentReference.status=current"
+    one = _search(heavy_world, f"/fhir/DocumentReference?patient={PATIENT_A}&{chain}")
+    assert one.status_code == 200
+    assert doc_id("a-visible") in _ids(one)
+
+    many = "&".join([chain] * 98)
+    response = _search(heavy_world, f"/fhir/DocumentReference?patient={PATIENT_A}&{many}")
+    if current_engine() == "sqlite":
+        assert response.status_code == 200
+        assert _ids(response) == _ids(one)
+    else:
+        assert response.status_code == 400
+        assert _issue_codes(response) == ["too-costly"]
