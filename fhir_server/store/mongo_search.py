@@ -76,6 +76,11 @@ SUBQUERY_LIMIT = 10_000
 # an 18 MB filter, over the 16 MiB of a MongoDB command, a 500 where SQLite (which joins)
 # answered. 50,000 ids of at most 64 characters are under 4 MB of `$in` lists.
 SUBSTITUTED_LIMIT = 50_000
+# Ids of one `$in` list of an include (`_forward`, `_reverse`): the targets a page's
+# references name, unbounded in number (six Lists of 40,000 items made one list of 240,000,
+# 18 MB, over the 16 MiB of a command: a 500). Read 500 at a time, as SQLite reads them
+# (`sqlite_search._CHUNK`), so that both engines give the included rows in the same order.
+INCLUDE_CHUNK = 500
 LAST_UPDATED = "_lastUpdated"
 
 NEVER: dict = {"_id": {"$in": []}}
@@ -494,19 +499,19 @@ def _forward(
     allowed: Callable[[str], Node],
 ) -> list[SearchRow]:
     ids = [row.id for row in rows if row.resource_type == inc.source_type]
-    if not ids:
-        return []
     targets: dict[str, set[str]] = {}
-    for doc in db[inc.source_type].find({"_id": {"$in": ids}, "del": False}, {"ref": 1}):
-        for ref in doc.get("ref", ()):
-            tt, ti = ref.get("tt"), ref.get("ti")
-            if ref.get("p") != inc.param or tt is None or ti is None:
-                continue
-            if inc.target_type is None or tt == inc.target_type:
-                targets.setdefault(tt, set()).add(ti)
+    for chunk in _chunks(ids):
+        for doc in db[inc.source_type].find({"_id": {"$in": chunk}, "del": False}, {"ref": 1}):
+            for ref in doc.get("ref", ()):
+                tt, ti = ref.get("tt"), ref.get("ti")
+                if ref.get("p") != inc.param or tt is None or ti is None:
+                    continue
+                if inc.target_type is None or tt == inc.target_type:
+                    targets.setdefault(tt, set()).add(ti)
     found: list[SearchRow] = []
     for tt in sorted(targets):
-        found += _fetch_allowed(db, tt, allowed, {"_id": {"$in": sorted(targets[tt])}})
+        for chunk in _chunks(sorted(targets[tt])):
+            found += _fetch_allowed(db, tt, allowed, {"_id": {"$in": chunk}})
     return found
 
 
@@ -522,9 +527,15 @@ def _reverse(
             by_type.setdefault(row.resource_type, []).append(row.id)
     found: list[SearchRow] = []
     for tt, ids in sorted(by_type.items()):
-        condition = {"ref": {"$elemMatch": {"p": inc.param, "tt": tt, "ti": {"$in": ids}}}}
-        found += _fetch_allowed(db, inc.source_type, allowed, condition)
+        for chunk in _chunks(ids):
+            condition = {"ref": {"$elemMatch": {"p": inc.param, "tt": tt, "ti": {"$in": chunk}}}}
+            found += _fetch_allowed(db, inc.source_type, allowed, condition)
     return found
+
+
+def _chunks(values: Sequence[str], size: int = INCLUDE_CHUNK) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
 
 
 def _row(resource_type: str, doc: dict) -> SearchRow:

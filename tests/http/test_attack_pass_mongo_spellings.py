@@ -18,6 +18,9 @@ translation of one engine took and the other did not:
   2,500 ids in one filter, 18 MB: a 500 on MongoDB where SQLite answered. The ids one
   filter substitutes are now bounded together (`mongo_search.SUBSTITUTED_LIMIT`), 400
   too-costly; SQLite, which joins, still answers.
+- `_include` on MongoDB fetched the targets of a page's references with one `$in` list of
+  all of them, where SQLite reads them 500 at a time: six Lists of 40,000 items each made a
+  list of 240,000 ids, 18 MB, a 500. MongoDB now reads them in chunks too.
 """
 
 from __future__ import annotations
@@ -138,3 +141,39 @@ def test_r18_a_hundred_chains_over_a_heavy_record_answer_without_a_500(heavy_wor
     else:
         assert response.status_code == 400
         assert _issue_codes(response) == ["too-costly"]
+
+
+@pytest.fixture
+def long_lists_world(tmp_path, http_engine):
+    """Test_r18_matrix's record, patient A's holding six Lists of 40,000 items each (ids of
+    64 characters), stored through the store's write port as `heavy_world`'s documents."""
+    app, built = _build_world(tmp_path / "var")
+    store = app.extensions["fhir"].store
+    with store.transaction() as tx:
+        for n in range(6):
+            resource_id = f"long-list-{n}"
+            body = {
+                "resourceType": "List",
+                "status": "current",
+                "mode": "working",
+                "subject": {"reference": f"Patient/{PATIENT_A}"},
+                "entry": [
+                    {"item": {"reference": f"DocumentReference/item-{n}-{i:057d}"}}
+                    for i in range(40_000)
+                ],
+            }
+            entries = extract({**body, "id": resource_id}, _registry())
+            stored = stamp(body, resource_id, 1, 1_000_000)
+            tx.write(VersionWrite(stored, "PUT", 0, entries, sort_values(entries), PATIENT_A))
+    yield built
+    store.close()
+
+
+def test_r18_include_of_a_page_naming_240000_items_answers_on_both_engines(long_lists_world):
+    """`_include=List:item` over six Lists naming 240,000 documents (none stored): on MongoDB
+    one `$in` of every target, 18 MB, was a 500; SQLite answered. Both answer the Lists."""
+    response = _search(
+        long_lists_world, f"/fhir/List?patient={PATIENT_A}&_include=List:item&_count=20"
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert {f"long-list-{n}" for n in range(6)} <= set(_ids(response))
