@@ -16,7 +16,7 @@ at most MAX_PARAMETERS parameters in one search, MAX_VALUES comma-separated valu
 parameter (and items in `_sort`, `_elements`), MAX_CHAIN reference hops in one parameter
 (chain links and `_has` together), MAX_TESTS value tests in the whole search once chains are
 expanded to their target types, MAX_ABOVE_CHARS characters of `uri:above` values in the
-whole search.
+whole search, MAX_CONTAINS_CHARS characters in a `:contains` value.
 
 Choices where R4 leaves room (documented here because the engines must agree with them):
 - numbers: `eq`/`ne`/`sa`/`eb` use the precision range [low, high) of the value (`100` ->
@@ -111,6 +111,11 @@ MAX_AUDIT_EVENT_TESTS = 128
 # characters are at most 2 MB of prefixes (four bytes a character), and room for any
 # canonical URL.
 MAX_ABOVE_CHARS = 1024
+# Characters of a `:contains` value (normalized). MongoDB reads it as a regular expression
+# (`store.mongo_search`), and a server compiles no pattern over 16,384 bytes: 9,000 dots
+# (18,000 bytes escaped) were a 500 there and a 200 on SQLite. An escaped character is at
+# most 4 bytes, so 4,000 characters fit; no name or address is searched by more.
+MAX_CONTAINS_CHARS = 4000
 
 SYSTEM_LEVEL_PARAMS = frozenset({"_id", "_lastUpdated", "_tag", "_security", "_profile"})
 # `_totalMethod` (count | estimate) is Aidbox's hint on how to count, which fhirpy's
@@ -395,6 +400,12 @@ class _SearchParser:
             if not normalized:
                 raise _invalid(key, raw, "blank string")
             match = StringMatch.CONTAINS if modifier == "contains" else StringMatch.START
+            if match is StringMatch.CONTAINS and len(normalized) > MAX_CONTAINS_CHARS:
+                raise _too_costly(
+                    key,
+                    f"search parameter '{key}' has a value of {len(normalized)} characters;"
+                    f" the limit for :contains is {MAX_CONTAINS_CHARS} (MAX_CONTAINS_CHARS)",
+                )
             return StringTest(definition.code, normalized, match)
         if kind == "date":
             return self.date(definition.code, raw, key)

@@ -21,6 +21,13 @@ translation of one engine took and the other did not:
 - `_include` on MongoDB fetched the targets of a page's references with one `$in` list of
   all of them, where SQLite reads them 500 at a time: six Lists of 40,000 items each made a
   list of 240,000 ids, 18 MB, a 500. MongoDB now reads them in chunks too.
+- `:contains` is a `$regex` on MongoDB, an `instr` on SQLite, and a MongoDB server compiles
+  no pattern over 16,384 bytes (mongomock, Python's `re`, compiles any: the test support
+  now refuses as the server does). `name:contains=` 9,000 dots (18,000 bytes escaped) was a
+  500 on MongoDB, a 200 on SQLite; the parser now refuses `:contains` values over
+  MAX_CONTAINS_CHARS (4,000 characters, at most 16,000 bytes as a pattern) on both. A
+  string prefix made only of U+10FFFF, which has no upper bound, was a `^` pattern too:
+  it is now `$gte` alone, which is the same test.
 """
 
 from __future__ import annotations
@@ -177,3 +184,25 @@ def test_r18_include_of_a_page_naming_240000_items_answers_on_both_engines(long_
     )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert {f"long-list-{n}" for n in range(6)} <= set(_ids(response))
+
+
+def test_r18_a_contains_value_over_mongodbs_pattern_limit_is_refused_on_both_engines(world):
+    """9,000 dots are 18,000 bytes as a MongoDB pattern (each escaped), over the 16,384 the
+    server compiles: a 500 there, a 200 on SQLite. 400 too-costly on both; 4,000 dots,
+    under the limit, are searched on both."""
+    long = _search(world, f"/fhir/Patient?_id={PATIENT_A}&name:contains={'.' * 9000}")
+    assert long.status_code == 400
+    assert _issue_codes(long) == ["too-costly"]
+    under = _search(world, f"/fhir/Patient?_id={PATIENT_A}&name:contains={'.' * 4000}")
+    assert under.status_code == 200
+    assert _ids(under) == []
+
+
+def test_r18_a_prefix_of_only_the_last_code_point_needs_no_pattern(world):
+    """A string prefix of 4,200 U+10FFFF has no upper bound (`prefix_upper_bound`): MongoDB
+    read it as a `^` pattern of 16,801 bytes, a 500. Every string at or above it starts
+    with it, so `$gte` alone is the test: answered on both engines."""
+    value = quote("\U0010ffff" * 4200)
+    response = _search(world, f"/fhir/Patient?_id={PATIENT_A}&family={value}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert _ids(response) == []
