@@ -15,7 +15,8 @@ engine: SQLite refuses an expression deeper than 1000 nodes, a parser stack deep
 at most MAX_PARAMETERS parameters in one search, MAX_VALUES comma-separated values in one
 parameter (and items in `_sort`, `_elements`), MAX_CHAIN reference hops in one parameter
 (chain links and `_has` together), MAX_TESTS value tests in the whole search once chains are
-expanded to their target types.
+expanded to their target types, MAX_ABOVE_CHARS characters of `uri:above` values in the
+whole search, MAX_CONTAINS_CHARS characters in a `:contains` value.
 
 Choices where R4 leaves room (documented here because the engines must agree with them):
 - numbers: `eq`/`ne`/`sa`/`eb` use the precision range [low, high) of the value (`100` ->
@@ -102,6 +103,19 @@ MAX_TESTS = 1000
 # against 28 us for one test) and grow with the trail. One parameter of MAX_VALUES values
 # and a few more fit.
 MAX_AUDIT_EVENT_TESTS = 128
+# Characters of the `uri:above` values of one search, together. `:above` matches a stored
+# URI that is a prefix of the value, which both engines compile to the list of every prefix
+# of it (`store.search_values.uri_prefixes`): n(n+1)/2 characters for n. A value of 6,000
+# characters (a GET's request line holds 8,190 bytes) made an 18 MB MongoDB filter, over
+# the 16 MiB a command may be: a 500 there, while SQLite built as many parameters. 1,024
+# characters are at most 2 MB of prefixes (four bytes a character), and room for any
+# canonical URL.
+MAX_ABOVE_CHARS = 1024
+# Characters of a `:contains` value (normalized). MongoDB reads it as a regular expression
+# (`store.mongo_search`), and a server compiles no pattern over 16,384 bytes: 9,000 dots
+# (18,000 bytes escaped) were a 500 there and a 200 on SQLite. An escaped character is at
+# most 4 bytes, so 4,000 characters fit; no name or address is searched by more.
+MAX_CONTAINS_CHARS = 4000
 
 SYSTEM_LEVEL_PARAMS = frozenset({"_id", "_lastUpdated", "_tag", "_security", "_profile"})
 # `_totalMethod` (count | estimate) is Aidbox's hint on how to count, which fhirpy's
@@ -222,6 +236,20 @@ def _tests(node: Node) -> int:
     if isinstance(node, IdTest):
         return len(node.ids)
     return 1
+
+
+def _above_chars(node: Node) -> int:
+    """The characters of the `uri:above` values `node` holds (chains expanded to each
+    target type): what their lists of prefixes cost the engines (MAX_ABOVE_CHARS)."""
+    if isinstance(node, And | Or):
+        return sum(_above_chars(part) for part in node.parts)
+    if isinstance(node, Not):
+        return _above_chars(node.part)
+    if isinstance(node, Chain | Has):
+        return _above_chars(node.where)
+    if isinstance(node, UriTest) and node.match is UriMatch.ABOVE:
+        return len(node.value)
+    return 0
 
 
 def unescape(value: str) -> str:
@@ -372,6 +400,12 @@ class _SearchParser:
             if not normalized:
                 raise _invalid(key, raw, "blank string")
             match = StringMatch.CONTAINS if modifier == "contains" else StringMatch.START
+            if match is StringMatch.CONTAINS and len(normalized) > MAX_CONTAINS_CHARS:
+                raise _too_costly(
+                    key,
+                    f"search parameter '{key}' has a value of {len(normalized)} characters;"
+                    f" the limit for :contains is {MAX_CONTAINS_CHARS} (MAX_CONTAINS_CHARS)",
+                )
             return StringTest(definition.code, normalized, match)
         if kind == "date":
             return self.date(definition.code, raw, key)
@@ -643,6 +677,13 @@ def parse_search(
             "",
             f"the search holds {tests} value tests once its chains are expanded to their"
             f" target types; the limit is {MAX_TESTS}",
+        )
+    above = _above_chars(where)
+    if above > MAX_ABOVE_CHARS:
+        raise _too_costly(
+            "",
+            f"the search's uri :above values hold {above} characters together; the limit is"
+            f" {MAX_ABOVE_CHARS} (MAX_ABOVE_CHARS)",
         )
     if resource_type == "AuditEvent" and tests > MAX_AUDIT_EVENT_TESTS:
         raise _too_costly(

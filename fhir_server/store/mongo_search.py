@@ -4,7 +4,9 @@ Each value test is one `$elemMatch` on its typed array, so every part of a value
 and code, low and high) is matched within one element. `Not` is `$nor`, `:missing` a test
 on the `prm` array. `Chain` and `Has` need another collection: they are resolved first, by
 a bounded query for ids on that collection, and substituted as `$in` lists (at most
-SUBQUERY_LIMIT ids, else FhirError 400 too-costly rather than a silently partial answer).
+SUBQUERY_LIMIT ids, else FhirError 400 too-costly rather than a silently partial answer;
+and at most SUBSTITUTED_LIMIT ids in all the lists of one filter, which MongoDB takes in one
+command of at most 16 MiB).
 Only standard query operators are used (no `$where`, no JavaScript), the same on MongoDB and
 mongomock.
 
@@ -68,6 +70,17 @@ from fhir_server.store.search_values import (
 
 ENGINE = "mongo"
 SUBQUERY_LIMIT = 10_000
+# Ids the Chain and Has subqueries of one filter substitute, together. A search holds up to
+# a hundred parameters (`search.parameters.MAX_PARAMETERS`), each a chain of up to
+# SUBQUERY_LIMIT ids: 98 chains over a record of 2,500 documents (ids of 64 characters) made
+# an 18 MB filter, over the 16 MiB of a MongoDB command, a 500 where SQLite (which joins)
+# answered. 50,000 ids of at most 64 characters are under 4 MB of `$in` lists.
+SUBSTITUTED_LIMIT = 50_000
+# Ids of one `$in` list of an include (`_forward`, `_reverse`): the targets a page's
+# references name, unbounded in number (six Lists of 40,000 items made one list of 240,000,
+# 18 MB, over the 16 MiB of a command: a 500). Read 500 at a time, as SQLite reads them
+# (`sqlite_search._CHUNK`), so that both engines give the included rows in the same order.
+INCLUDE_CHUNK = 500
 LAST_UPDATED = "_lastUpdated"
 
 NEVER: dict = {"_id": {"$in": []}}
@@ -103,10 +116,13 @@ def resource_collections(db: Any) -> list[str]:
 
 
 class Compiler:
-    """Compiles query nodes for one database; Chain/Has run their id subqueries on it."""
+    """Compiles query nodes for one database; Chain/Has run their id subqueries on it.
+    One compiler per filter sent: it counts the ids its subqueries substitute
+    (SUBSTITUTED_LIMIT)."""
 
     def __init__(self, db: Any) -> None:
         self.db = db
+        self.substituted = 0
 
     def filter(self, node: Node, rtype: str) -> Filter:
         """The filter matching the `rtype` documents `node` matches (deleted ones aside)."""
@@ -167,6 +183,7 @@ class Compiler:
         cursor = self.db[n.target_type].find(target_filter, {"_id": 1}).limit(SUBQUERY_LIMIT + 1)
         ids = [doc["_id"] for doc in cursor]
         _check_bound(len(ids), f"{n.param}:{n.target_type}")
+        self._substitute(len(ids))
         return {"ref": {"$elemMatch": {"p": n.param, "tt": n.target_type, "ti": {"$in": ids}}}}
 
     def _has(self, n: Has, rtype: str) -> Filter:
@@ -185,7 +202,17 @@ class Compiler:
             for ref in doc.get("ref", ())
             if ref.get("p") == n.param and ref.get("tt") == rtype and ref.get("ti") is not None
         }
+        self._substitute(len(ids))
         return {"_id": {"$in": sorted(ids)}}
+
+    def _substitute(self, count: int) -> None:
+        self.substituted += count
+        if self.substituted > SUBSTITUTED_LIMIT:
+            raise bad_request(
+                f"the chains and _has of the search match more than {SUBSTITUTED_LIMIT}"
+                " resources together; narrow them (SUBSTITUTED_LIMIT)",
+                code="too-costly",
+            )
 
 
 def _check_bound(count: int, what: str) -> None:
@@ -215,11 +242,15 @@ def _elem(array: str, param: str, conds: Sequence[Filter]) -> Filter:
 
 
 def _starts_with(field: str, value: str) -> Filter:
+    """Strings starting with `value`, as a range. A value with no upper bound is made only
+    of U+10FFFF (`prefix_upper_bound`): every string at or above it starts with it (its
+    first characters can be no higher), so `$gte` alone is the test. It was a `^` pattern,
+    which a server refuses past 16,384 bytes: 4,200 of them were a 500."""
     if not value:
         return {field: {"$ne": None}}
     upper = prefix_upper_bound(value)
     if upper is None:
-        return {field: {"$gte": value, "$regex": "^" + _literal(value)}}
+        return {field: {"$gte": value}}
     return {field: {"$gte": value, "$lt": upper}}
 
 
@@ -357,8 +388,7 @@ def search(db: Any, query: SearchQuery, *, cursor_key: bytes, cursor_binding: st
     """One page of `query`'s results; same contract and paging guarantees as
     `sqlite_search.search` (FhirError 400 on a bad cursor or a too-broad Chain/Has)."""
     types = [query.resource_type] if query.resource_type else resource_collections(db)
-    compiler = Compiler(db)
-    filters = {t: all_of({"del": False}, compiler.filter(query.where, t)) for t in types}
+    filters = {t: all_of({"del": False}, Compiler(db).filter(query.where, t)) for t in types}
 
     total = None
     if (
@@ -446,22 +476,21 @@ def resolve_includes(
     allowed: Callable[[str], Node],
 ) -> list[SearchRow]:
     """Same contract as `sqlite_search.resolve_includes`."""
-    compiler = Compiler(db)
 
     def one_round(current: Sequence[SearchRow], active: Sequence[Include]) -> list[SearchRow]:
         found: list[SearchRow] = []
         for inc in active:
             reach = _reverse if inc.reverse else _forward
-            found += reach(db, compiler, current, inc, allowed)
+            found += reach(db, current, inc, allowed)
         return found
 
     return resolve_rounds(page_rows, includes, one_round)
 
 
 def _fetch_allowed(
-    db: Any, compiler: Compiler, rtype: str, allowed: Callable[[str], Node], condition: Filter
+    db: Any, rtype: str, allowed: Callable[[str], Node], condition: Filter
 ) -> list[SearchRow]:
-    flt = all_of({"del": False}, condition, compiler.filter(allowed(rtype), rtype))
+    flt = all_of({"del": False}, condition, Compiler(db).filter(allowed(rtype), rtype))
     return [
         _row(rtype, doc) for doc in db[rtype].find(flt, {"body": 1, "facts": 1}).sort([("_id", 1)])
     ]
@@ -469,31 +498,29 @@ def _fetch_allowed(
 
 def _forward(
     db: Any,
-    compiler: Compiler,
     rows: Iterable[SearchRow],
     inc: Include,
     allowed: Callable[[str], Node],
 ) -> list[SearchRow]:
     ids = [row.id for row in rows if row.resource_type == inc.source_type]
-    if not ids:
-        return []
     targets: dict[str, set[str]] = {}
-    for doc in db[inc.source_type].find({"_id": {"$in": ids}, "del": False}, {"ref": 1}):
-        for ref in doc.get("ref", ()):
-            tt, ti = ref.get("tt"), ref.get("ti")
-            if ref.get("p") != inc.param or tt is None or ti is None:
-                continue
-            if inc.target_type is None or tt == inc.target_type:
-                targets.setdefault(tt, set()).add(ti)
+    for chunk in _chunks(ids):
+        for doc in db[inc.source_type].find({"_id": {"$in": chunk}, "del": False}, {"ref": 1}):
+            for ref in doc.get("ref", ()):
+                tt, ti = ref.get("tt"), ref.get("ti")
+                if ref.get("p") != inc.param or tt is None or ti is None:
+                    continue
+                if inc.target_type is None or tt == inc.target_type:
+                    targets.setdefault(tt, set()).add(ti)
     found: list[SearchRow] = []
     for tt in sorted(targets):
-        found += _fetch_allowed(db, compiler, tt, allowed, {"_id": {"$in": sorted(targets[tt])}})
+        for chunk in _chunks(sorted(targets[tt])):
+            found += _fetch_allowed(db, tt, allowed, {"_id": {"$in": chunk}})
     return found
 
 
 def _reverse(
     db: Any,
-    compiler: Compiler,
     rows: Iterable[SearchRow],
     inc: Include,
     allowed: Callable[[str], Node],
@@ -504,9 +531,15 @@ def _reverse(
             by_type.setdefault(row.resource_type, []).append(row.id)
     found: list[SearchRow] = []
     for tt, ids in sorted(by_type.items()):
-        condition = {"ref": {"$elemMatch": {"p": inc.param, "tt": tt, "ti": {"$in": ids}}}}
-        found += _fetch_allowed(db, compiler, inc.source_type, allowed, condition)
+        for chunk in _chunks(ids):
+            condition = {"ref": {"$elemMatch": {"p": inc.param, "tt": tt, "ti": {"$in": chunk}}}}
+            found += _fetch_allowed(db, inc.source_type, allowed, condition)
     return found
+
+
+def _chunks(values: Sequence[str], size: int = INCLUDE_CHUNK) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
 
 
 def _row(resource_type: str, doc: dict) -> SearchRow:

@@ -160,6 +160,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_attack_pass_messaging",
         "test_attack_pass_minors_lifecycle",
         "test_attack_pass_modes",
+        "test_attack_pass_mongo_spellings",
         "test_attack_pass_oracles",
         "test_attack_pass_processes",
         "test_attack_pass_r13",

@@ -37,16 +37,28 @@ _WRITES = frozenset(
 )
 
 
+# The longest `$regex` pattern a MongoDB server compiles, in bytes: 16,384 since its PCRE2
+# (jstests/core/regex_limit.js; 32,764 before). A longer one is refused, code 51091.
+MAX_REGEX_PATTERN_BYTES = 16_384
+
+
 def check_filter(query: Any) -> None:
     """Refuse what a MongoDB server refuses in a query filter and mongomock lets through: a
     `$regex` with an embedded NUL ("Regular expression cannot contain an embedded null
     byte", BadValue, from the server's RegexMatchExpression; mongomock hands the pattern to
-    Python's `re`, which takes it)."""
+    Python's `re`, which takes it), or longer than MAX_REGEX_PATTERN_BYTES."""
     if isinstance(query, dict):
         for key, value in query.items():
-            if key == "$regex" and "\x00" in str(getattr(value, "pattern", value)):
+            pattern = str(getattr(value, "pattern", value))
+            if key == "$regex" and "\x00" in pattern:
                 raise OperationFailure(
                     "Regular expression cannot contain an embedded null byte", code=2
+                )
+            if key == "$regex" and len(pattern.encode()) > MAX_REGEX_PATTERN_BYTES:
+                raise OperationFailure(
+                    "Regular expression is invalid: pattern string is longer than the limit"
+                    " set by the application",
+                    code=51091,
                 )
             check_filter(value)
     elif isinstance(query, list | tuple):
