@@ -13,7 +13,9 @@ PUT every resource with its final id (and have been checked as XDS), so they are
 What is checked (errors carry the XDS code in `issue.details`, see mhd/errors.py; every
 problem of the Bundle is reported at once, status 422):
 - exactly one SubmissionSet List; otherwise only DocumentReferences and Binaries, POSTed
-  (XDSRepositoryMetadataError); each DocumentReference is a member of the SubmissionSet;
+  (XDSRepositoryMetadataError); each DocumentReference is a member of the SubmissionSet,
+  and the SubmissionSet has no other entry (a document outside the Bundle, of this record or
+  another, hidden or unknown: refused alike, XDSRepositoryMetadataError at that entry);
 - each DocumentReference's content.attachment.url is the fullUrl of a Binary of the Bundle
   (XDSMissingDocument) and each Binary is the content of one (XDSMissingDocumentMetadata);
 - attachment.size and attachment.hash (base64 SHA-1), when given, match the Binary's bytes
@@ -284,11 +286,27 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
             )
     submission_set = plan.submission_set.resource
     assign_entry_uuid(submission_set)
-    members = {
-        (item.get("item") or {}).get("reference")
-        for item in submission_set.get("entry") or []
-        if isinstance(item, dict)
-    }
+    members = set()
+    document_urls = {entry.full_url for entry in documents if entry.full_url}
+    for position, item in enumerate(submission_set.get("entry") or []):
+        named = item.get("item") if isinstance(item, dict) else None
+        reference = named.get("reference") if isinstance(named, dict) else None
+        if reference in document_urls:
+            members.add(reference)
+            continue
+        # A SubmissionSet lists what the submission holds (a HasMember to each document of
+        # the Bundle; ITI-41's mapping keeps no other). An entry naming anything else (a
+        # document of another record, one hidden from the depositor, an unknown id, an
+        # identifier) was stored as sent; refused alike whatever it names, nothing looked up.
+        where = f"{plan.submission_set.where}.resource.entry[{position}].item"
+        issues.append(
+            xds_issue(
+                XDS_REPOSITORY_METADATA_ERROR,
+                f"{where}: a SubmissionSet entry names a DocumentReference of the Bundle (its "
+                "fullUrl); documents outside the submission are not accepted",
+                where,
+            )
+        )
     for entry in documents:
         if entry.full_url not in members:
             issues.append(

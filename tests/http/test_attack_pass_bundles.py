@@ -1,0 +1,118 @@
+"""Attack pass on the Bundle doors: transaction and batch POSTed to the base, the ITI-65
+Provide Document Bundle, the ITI-41 mapping (FHIR R4 http.html#transaction, IHE MHD ITI-65,
+access rules R04, R14, R16, R18).
+
+What it found, and what these tests hold:
+
+- An ITI-65's SubmissionSet List was only checked to name every DocumentReference of the
+  Bundle; its other entries were stored as sent: a document of another patient's record, a
+  document hidden from the depositor, an id naming nothing, a Binary. The deposit was
+  accepted (200) and the List of patient A named patient B's document: a SubmissionSet of
+  one record listing another record's document, which XDS refuses (ITI TF-3 4.2.2: a
+  SubmissionSet and its members share their patientId) and which ITI-41 cannot express (its
+  mapping keeps only the HasMember associations to the submission's own DocumentEntries,
+  `ihe_xds.mapping.to_fhir`). A SubmissionSet lists what the submission holds (MHD ITI-65
+  3.65.4.1.2.1, a HasMember to each DocumentReference of the Bundle); any other entry is
+  refused now (422 XDSRepositoryMetadataError at the List's entry), the same whatever it
+  names, so the refusal tells nothing of the record (R18), and nothing is written.
+
+What held (tried, refused or answered as for a missing resource): a Bundle of type
+collection, document, message, history or searchset POSTed to the base (400) or to /Bundle
+(Bundle is not a served type, 404, also nested in a transaction entry); PUT and DELETE entry
+urls with `_history/n`, another server's absolute url or `../` (400 naming the entry); a
+query string on a PUT/DELETE by id (ignored, the id is judged); PUT and DELETE of a Binary in
+a transaction (403, Binaries are replaced with their document); a transaction's refused
+entry (403 R14, 412 on a hidden document) keeps its AuthZ-Consent event although the
+transaction is rolled back; GET entries of a transaction run after its writes, as the same
+read alone.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fhir_server.access.requester import INTERNAL
+from ihe_xds.errors import XDS_ERROR_SYSTEM
+from tests.http.conftest import FHIR_JSON, auth, valid_nir
+from tests.http.test_mhd import SUBMISSION, fixture
+from tests.http.test_r18_matrix import (
+    AUTHORIZED,
+    UNKNOWN_ID,
+    binary_id,
+    doc_id,
+    fresh_world,  # noqa: F401 (fixture)
+)
+
+OUTSIDE_MEMBERS = {
+    "another-records-document": f"DocumentReference/{doc_id('b-doc')}",
+    "a-document-hidden-from-the-depositor": f"DocumentReference/{doc_id('a-masked')}",
+    "an-unknown-document": f"DocumentReference/{UNKNOWN_ID}",
+    "a-readable-document-of-the-record": f"DocumentReference/{doc_id('a-visible')}",
+    "a-binary": f"Binary/{binary_id('a-masked')}",
+}
+
+
+def _provide(world, bundle: dict):
+    return world.client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(world.tokens.practitioner(AUTHORIZED), **{"Content-Type": FHIR_JSON}),
+    )
+
+
+def _submission(n: int) -> dict:
+    """The PDSm4DMP submission for patient A (INS of a_patient(1)), its uniqueIds made new."""
+    bundle = fixture(SUBMISSION, valid_nir(1))
+    bundle["entry"][1]["resource"]["masterIdentifier"]["value"] += f".{n}"
+    for identifier in bundle["entry"][0]["resource"].get("identifier", []):
+        if "value" in identifier:
+            identifier["value"] += f".{n}"
+    return bundle
+
+
+def _stored(world, resource_type: str) -> int:
+    return len(world.service.search(INTERNAL, resource_type, [("_count", "1000")]).matches)
+
+
+@pytest.mark.parametrize("member", list(OUTSIDE_MEMBERS))
+def test_iti65_submission_set_lists_only_the_documents_of_its_bundle(fresh_world, member):  # noqa: F811
+    """MHD ITI-65 / ITI TF-3 4.2.2: a SubmissionSet's entries are the Bundle's documents; an
+    entry naming anything else (another record's document, a hidden one, an unknown id) is
+    refused alike, at that entry, and nothing is written."""
+    world = fresh_world
+    lists, documents = _stored(world, "List"), _stored(world, "DocumentReference")
+    bundle = _submission(1)
+    bundle["entry"][0]["resource"]["entry"].append({"item": {"reference": OUTSIDE_MEMBERS[member]}})
+    response = _provide(world, bundle)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    outcome = response.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    (issue,) = outcome["issue"]
+    assert issue["expression"] == ["Bundle.entry[0].resource.entry[1].item"]
+    assert issue["details"]["coding"] == [
+        {"system": XDS_ERROR_SYSTEM, "code": "XDSRepositoryMetadataError"}
+    ]
+    assert doc_id("b-doc") not in issue["diagnostics"]
+    assert doc_id("a-masked") not in issue["diagnostics"]
+    assert (_stored(world, "List"), _stored(world, "DocumentReference")) == (lists, documents)
+
+
+def test_iti65_refusal_of_an_outside_member_is_the_same_whatever_it_names(fresh_world):  # noqa: F811
+    """R18: the refusal of a hidden document's id reads as that of an unknown id."""
+    answers = []
+    for n, member in enumerate(("a-document-hidden-from-the-depositor", "an-unknown-document")):
+        bundle = _submission(10 + n)
+        bundle["entry"][0]["resource"]["entry"].append(
+            {"item": {"reference": OUTSIDE_MEMBERS[member]}}
+        )
+        response = _provide(fresh_world, bundle)
+        text = response.get_data(as_text=True)
+        answers.append((response.status_code, text.replace(doc_id("a-masked"), UNKNOWN_ID)))
+    assert answers[0] == answers[1]
+
+
+def test_iti65_submission_set_of_the_bundles_documents_is_accepted(fresh_world):  # noqa: F811
+    response = _provide(fresh_world, _submission(20))
+    assert response.status_code == 200, response.get_data(as_text=True)
