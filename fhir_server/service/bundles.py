@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -492,6 +492,7 @@ class BundleProcessor:
         also_audit: PreparedEvents | None = None,
     ) -> list[EntryResponse]:
         for entry in entries:
+            _check_url_type(entry)
             if entry.resource is not None:
                 # In the normal form (`process`): the ITI-65 checks read references and systems.
                 entry.resource = copy_json(entry.resource)
@@ -779,6 +780,24 @@ def _skip_orphaned_binaries(entries: list[Entry]) -> None:
         ):
             entry.unwritten, entry.resource = entry.resource, None
             entry.found = found[entry.full_url]
+
+
+def _check_url_type(entry: Entry) -> None:
+    """A transaction's POST or PUT carries a resource of the type its url names, as the same
+    request alone must (400, FHIR R4 http.html#update): a PUT to `List/<id>` carrying a
+    DocumentReference was performed as an update of that DocumentReference and its fullUrl
+    mapped to `List/<id>`. Checked before anything else reads the entry (its documents'
+    supersedes, ids, the access gate), so the refusal is the same whatever the id names."""
+    if entry.method not in ("POST", "PUT") or not isinstance(entry.resource, dict):
+        return
+    segments = [s for s in urlsplit(entry.url).path.strip("/").split("/") if s]
+    resource_type = entry.resource.get("resourceType")
+    if segments and resource_type != segments[0]:
+        where = f"{entry.where}.resource.resourceType"
+        raise bad_request(
+            f"{where} '{resource_type}' is not the type request.url names ('{segments[0]}')",
+            where,
+        )
 
 
 def _response(answer: Answer, include_body: bool = False) -> EntryResponse:

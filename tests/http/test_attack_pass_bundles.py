@@ -15,6 +15,11 @@ What it found, and what these tests hold:
   3.65.4.1.2.1, a HasMember to each DocumentReference of the Bundle); any other entry is
   refused now (422 XDSRepositoryMetadataError at the List's entry), the same whatever it
   names, so the refusal tells nothing of the record (R18), and nothing is written.
+- A transaction's PUT carrying a resource of another type than its url names (`List/<id>`
+  with a DocumentReference) was performed as an update of the resource it carried (403 R14,
+  404 for a hidden document) and its fullUrl mapped to `List/<id>`; the same request alone
+  and in a batch is a 400 (http.html#update). It is refused before anything reads the entry
+  now, the same whatever the id names (`bundles._check_url_type`).
 
 What held (tried, refused or answered as for a missing resource): a Bundle of type
 collection, document, message, history or searchset POSTed to the base (400) or to /Bundle
@@ -116,3 +121,41 @@ def test_iti65_refusal_of_an_outside_member_is_the_same_whatever_it_names(fresh_
 def test_iti65_submission_set_of_the_bundles_documents_is_accepted(fresh_world):  # noqa: F811
     response = _provide(fresh_world, _submission(20))
     assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def _transaction(world, token: str, *entries: dict):
+    return world.client.post(
+        "/fhir",
+        data=json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}),
+        headers=auth(token, **{"Content-Type": FHIR_JSON}),
+    )
+
+
+@pytest.mark.parametrize("url_type", ["List", "Consent", "Patient"])
+def test_transaction_put_whose_resource_is_not_of_its_urls_type_is_refused(fresh_world, url_type):  # noqa: F811
+    """FHIR R4 http.html#update (and #transaction: an entry is processed as the request
+    alone): a PUT to `List/<id>` carrying a DocumentReference is a 400, as the same request
+    alone and in a batch answers; the transaction performed it as an update of the
+    DocumentReference (403 R14, or 404 for a hidden one) and mapped its fullUrl to
+    `List/<id>`. Refused before anything is judged, the same for a hidden document's id."""
+    world = fresh_world
+    token = world.tokens.practitioner(AUTHORIZED)
+    answers = []
+    for key in ("a-visible", "a-masked"):
+        document = world.service.store.read("DocumentReference", doc_id(key)).json()
+        document["description"] = "changed"
+        response = _transaction(
+            world,
+            token,
+            {
+                "fullUrl": "urn:uuid:5e1f0000-0000-4000-8000-000000000001",
+                "request": {"method": "PUT", "url": f"{url_type}/{doc_id(key)}"},
+                "resource": document,
+            },
+        )
+        assert response.status_code == 400, response.get_data(as_text=True)
+        (issue,) = response.get_json()["issue"]
+        assert issue["expression"][0] == "Bundle.entry[0].resource.resourceType"
+        answers.append(response.get_data(as_text=True).replace(doc_id(key), "ID"))
+        assert world.service.store.read("DocumentReference", doc_id(key)).version == 1
+    assert answers[0] == answers[1]
