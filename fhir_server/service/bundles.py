@@ -68,6 +68,10 @@ _PLAIN_READ = re.compile(
 )
 
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3, FOLDED: 2}
+# The methods a client's entry may name (bundle.html, http-verb). `FOLDED` is the server's
+# own mark (an ITI-65 PATCH folded into a supersede): named by a client, its entry was
+# skipped, the transaction's other entries committed, and the answer was a 500.
+_HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
 
 
 @dataclass
@@ -253,7 +257,7 @@ def read_entries(bundle: dict, server_ids: bool = False) -> list[Entry]:
             )
         request = raw["request"]
         method = str(request.get("method", "")).upper()
-        if method not in METHOD_ORDER:
+        if method not in _HTTP_VERBS:
             raise bad_request(
                 f"{where}.request.method '{request.get('method')}' is not supported",
                 f"{where}.request.method",

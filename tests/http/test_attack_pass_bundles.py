@@ -20,6 +20,10 @@ What it found, and what these tests hold:
   404 for a hidden document) and its fullUrl mapped to `List/<id>`; the same request alone
   and in a batch is a 400 (http.html#update). It is refused before anything reads the entry
   now, the same whatever the id names (`bundles._check_url_type`).
+- An entry's request.method `FOLDED` (the server's own mark of an ITI-65 PATCH folded into
+  a supersede) was taken from the client: the entry was skipped, the transaction's other
+  entries committed, then the answer was a 500 (a List written, the client told nothing was).
+  Only HTTP verbs are read now (400 at Bundle.entry[n].request.method).
 
 What held (tried, refused or answered as for a missing resource): a Bundle of type
 collection, document, message, history or searchset POSTed to the base (400) or to /Bundle
@@ -44,6 +48,7 @@ from tests.http.conftest import FHIR_JSON, auth, valid_nir
 from tests.http.test_mhd import SUBMISSION, fixture
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
+    PATIENT_A,
     UNKNOWN_ID,
     binary_id,
     doc_id,
@@ -159,3 +164,39 @@ def test_transaction_put_whose_resource_is_not_of_its_urls_type_is_refused(fresh
         answers.append(response.get_data(as_text=True).replace(doc_id(key), "ID"))
         assert world.service.store.read("DocumentReference", doc_id(key)).version == 1
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+@pytest.mark.parametrize("method", ["FOLDED", "folded"])
+def test_entry_method_outside_http_verbs_is_refused_and_nothing_is_written(
+    fresh_world, kind, method
+):  # noqa: F811
+    """Bundle.entry.request.method is an HTTP verb (FHIR R4 bundle.html, http-verb: GET,
+    HEAD, POST, PUT, DELETE, PATCH). `FOLDED`, the server's own mark of an ITI-65 PATCH folded
+    into a supersede, was taken from the client: the entry was skipped, the transaction's
+    other entries committed, then the answer was a 500. Now a 400 naming the entry (in a
+    batch as for any other unknown method: the whole Bundle), and nothing is written."""
+    world = fresh_world
+    token = world.tokens.practitioner(AUTHORIZED)
+    lists = _stored(world, "List")
+    listing = {
+        "resourceType": "List",
+        "status": "current",
+        "mode": "working",
+        "subject": {"reference": f"Patient/{PATIENT_A}"},
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [
+            {"request": {"method": "POST", "url": "List"}, "resource": listing},
+            {"request": {"method": method, "url": "List"}, "resource": listing},
+        ],
+    }
+    response = world.client.post(
+        "/fhir", data=json.dumps(bundle), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    (issue,) = response.get_json()["issue"]
+    assert issue["expression"] == ["Bundle.entry[1].request.method"]
+    assert _stored(world, "List") == lists
