@@ -24,6 +24,12 @@ What it found, and what these tests hold:
   a supersede) was taken from the client: the entry was skipped, the transaction's other
   entries committed, then the answer was a 500 (a List written, the client told nothing was).
   Only HTTP verbs are read now (400 at Bundle.entry[n].request.method).
+- A Bundle of type document is no served type (POSTed to /Bundle: 404), but held in a List's
+  `contained` it was stored, and so were a DocumentReference with inline data and a Binary:
+  a document outside the registry (no DMP profile, no author check, no deposit notification,
+  R17), served whole with its holder, its labels ignored (the patient read a contained
+  INVISIBLE_PATIENT DocumentReference, R14). A contained resource of a type the rules judge
+  only on its own (`service.validation.RECORD_TYPES`) is refused now (422 at every door).
 
 What held (tried, refused or answered as for a missing resource): a Bundle of type
 collection, document, message, history or searchset POSTed to the base (400) or to /Bundle
@@ -43,6 +49,7 @@ import json
 import pytest
 
 from fhir_server.access.requester import INTERNAL
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 from ihe_xds.errors import XDS_ERROR_SYSTEM
 from tests.http.conftest import FHIR_JSON, auth, valid_nir
 from tests.http.test_mhd import SUBMISSION, fixture
@@ -169,8 +176,10 @@ def test_transaction_put_whose_resource_is_not_of_its_urls_type_is_refused(fresh
 @pytest.mark.parametrize("kind", ["transaction", "batch"])
 @pytest.mark.parametrize("method", ["FOLDED", "folded"])
 def test_entry_method_outside_http_verbs_is_refused_and_nothing_is_written(
-    fresh_world, kind, method
-):  # noqa: F811
+    fresh_world,  # noqa: F811
+    kind,
+    method,
+):
     """Bundle.entry.request.method is an HTTP verb (FHIR R4 bundle.html, http-verb: GET,
     HEAD, POST, PUT, DELETE, PATCH). `FOLDED`, the server's own mark of an ITI-65 PATCH folded
     into a supersede, was taken from the client: the entry was skipped, the transaction's
@@ -200,3 +209,76 @@ def test_entry_method_outside_http_verbs_is_refused_and_nothing_is_written(
     (issue,) = response.get_json()["issue"]
     assert issue["expression"] == ["Bundle.entry[1].request.method"]
     assert _stored(world, "List") == lists
+
+
+def _inlined(kind: str) -> dict:
+    """A document held inside a List: a labelled DocumentReference with inline data, a
+    document Bundle, a Binary."""
+    if kind == "DocumentReference":
+        return {
+            "resourceType": "DocumentReference",
+            "id": "held",
+            "status": "current",
+            "meta": {
+                "security": [{"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}]
+            },
+            "content": [{"attachment": {"contentType": "application/pdf", "data": "JVBERi0xLjQ="}}],
+        }
+    if kind == "Bundle":
+        return {
+            "resourceType": "Bundle",
+            "id": "held",
+            "type": "document",
+            "entry": [
+                {
+                    "fullUrl": "urn:uuid:5e1f0000-0000-4000-8000-000000000002",
+                    "resource": {"resourceType": "Binary", "contentType": "application/pdf"},
+                }
+            ],
+        }
+    return {
+        "resourceType": kind,
+        "id": "held",
+        "contentType": "application/pdf",
+        "data": "JVBERi0xLjQ=",
+    }
+
+
+@pytest.mark.parametrize("door", ["transaction", "rest"])
+@pytest.mark.parametrize("kind", ["DocumentReference", "Bundle", "Binary"])
+def test_a_document_held_in_a_lists_contained_is_refused(fresh_world, door, kind):  # noqa: F811
+    """R14, R17: a document is written as a DocumentReference of its own (the registry, its
+    labels, the patient told of its deposit). Held in a List's `contained` (a Bundle of type
+    document too: Bundle is no served type, but a contained one was stored), it was stored
+    (201) outside all of that, no notification, and the patient read the List whole,
+    INVISIBLE_PATIENT document included. Refused now (422 naming the contained resource, at
+    Bundle.entry[n] in a transaction); nothing written."""
+    world = fresh_world
+    token = world.tokens.practitioner(AUTHORIZED)
+    lists, told = _stored(world, "List"), _stored(world, "Communication")
+    listing = {
+        "resourceType": "List",
+        "status": "current",
+        "mode": "working",
+        "subject": {"reference": f"Patient/{PATIENT_A}"},
+        "contained": [_inlined(kind)],
+        "extension": [
+            {"url": "https://example.org/held", "valueReference": {"reference": "#held"}}
+        ],
+    }
+    if door == "rest":
+        response = world.client.post(
+            "/fhir/List",
+            data=json.dumps(listing),
+            headers=auth(token, **{"Content-Type": FHIR_JSON}),
+        )
+        where = "List.contained[0]"
+    else:
+        response = _transaction(
+            world, token, {"request": {"method": "POST", "url": "List"}, "resource": listing}
+        )
+        where = "Bundle.entry[0]"
+    assert response.status_code == 422, response.get_data(as_text=True)
+    expressions = [e for i in response.get_json()["issue"] for e in i.get("expression", [])]
+    assert where in expressions
+    assert (_stored(world, "List"), _stored(world, "Communication")) == (lists, told)
