@@ -30,6 +30,12 @@ What it found, and what these tests hold:
   R17), served whole with its holder, its labels ignored (the patient read a contained
   INVISIBLE_PATIENT DocumentReference, R14). A contained resource of a type the rules judge
   only on its own (`service.validation.RECORD_TYPES`) is refused now (422 at every door).
+- An ITI-65 DocumentReference entry with `ifNoneExist` matching a document the depositor
+  reads was a 500 (nothing written); one matching a hidden document created it. An ITI-65
+  entry carries no ifNoneExist now (422 at its request.ifNoneExist, before any search).
+- Patient binding: a token bound to A depositing through ITI-65 for another INS was told
+  403 when the INS is registered and XDSUnknownPatientId (422) when it is not. Both are the
+  binding's 403 now, decided before the patient is said known or not (`Iti65._check_binding`).
 
 What held (tried, refused or answered as for a missing resource): a Bundle of type
 collection, document, message, history or searchset POSTed to the base (400) or to /Bundle
@@ -51,14 +57,16 @@ import pytest
 from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 from ihe_xds.errors import XDS_ERROR_SYSTEM
-from tests.http.conftest import FHIR_JSON, auth, valid_nir
+from tests.http.conftest import FHIR_JSON, INS_SYSTEM, auth, valid_nir
 from tests.http.test_mhd import SUBMISSION, fixture
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     PATIENT_A,
+    PATIENT_B,
     UNKNOWN_ID,
     binary_id,
     doc_id,
+    doc_identifier,
     fresh_world,  # noqa: F401 (fixture)
 )
 
@@ -282,3 +290,55 @@ def test_a_document_held_in_a_lists_contained_is_refused(fresh_world, door, kind
     expressions = [e for i in response.get_json()["issue"] for e in i.get("expression", [])]
     assert where in expressions
     assert (_stored(world, "List"), _stored(world, "Communication")) == (lists, told)
+
+
+@pytest.mark.parametrize("key", ["a-visible", "a-masked", "b-doc"])
+def test_iti65_entry_with_if_none_exist_is_refused_before_its_search(fresh_world, key):  # noqa: F811
+    """MHD ITI-65 creates its resources; a conditional create is no part of it (ITI-105's
+    conditional publication is its own door). A DocumentReference entry whose ifNoneExist
+    found a document the depositor reads was a 500 (the SubmissionSet's document gone from
+    the checks); one finding a hidden document created it (as for an unknown identifier).
+    Refused alike now, before any search (422 XDSRepositoryMetadataError at the entry's
+    request.ifNoneExist), nothing written, no search in the trail."""
+    world = fresh_world
+    counts = [_stored(world, t) for t in ("List", "DocumentReference", "Binary", "AuditEvent")]
+    bundle = _submission(30)
+    patient = PATIENT_B if key == "b-doc" else PATIENT_A
+    identifier = doc_identifier(key)
+    bundle["entry"][1]["request"]["ifNoneExist"] = f"identifier={identifier}&patient={patient}"
+    response = _provide(world, bundle)
+    assert response.status_code == 422, response.get_data(as_text=True)
+    expressions = [e for i in response.get_json()["issue"] for e in i.get("expression", [])]
+    assert "Bundle.entry[1].request.ifNoneExist" in expressions
+    after = [_stored(world, t) for t in ("List", "DocumentReference", "Binary", "AuditEvent")]
+    assert after == counts
+
+
+def test_iti65_bound_to_one_record_gets_the_same_refusal_for_a_known_and_an_unknown_ins(
+    fresh_world,  # noqa: F811
+):
+    """Patient binding (docs/access-rules.md): a deposit naming another patient than the
+    credentials' is refused 403, the same whether that patient exists or not. Through ITI-65
+    a token bound to A was told 403 for B's INS and XDSUnknownPatientId (422) for an INS
+    without record: which INS are registered, probed by a deposit. Now both are the binding's
+    403 (LocalPolicyRestrictionError), nothing written; A's own deposit is accepted."""
+    world = fresh_world
+    token = world.tokens.practitioner_naming_ins(AUTHORIZED, f"{INS_SYSTEM}|{valid_nir(1)}")
+    counts = [_stored(world, t) for t in ("List", "DocumentReference", "Binary")]
+    answers = []
+    for n, nir in ((40, valid_nir(3)), (41, valid_nir(77))):
+        bundle = fixture(SUBMISSION, nir)
+        bundle["entry"][1]["resource"]["masterIdentifier"]["value"] += f".{n}"
+        response = world.client.post(
+            "/fhir", data=json.dumps(bundle), headers=auth(token, **{"Content-Type": FHIR_JSON})
+        )
+        assert response.status_code == 403, response.get_data(as_text=True)
+        answers.append(response.get_data(as_text=True).replace(nir, "NIR"))
+    assert answers[0] == answers[1]
+    assert [_stored(world, t) for t in ("List", "DocumentReference", "Binary")] == counts
+    own = fixture(SUBMISSION, valid_nir(1))
+    own["entry"][1]["resource"]["masterIdentifier"]["value"] += ".42"
+    response = world.client.post(
+        "/fhir", data=json.dumps(own), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
