@@ -36,6 +36,8 @@ What it found, and what these tests hold:
 - Patient binding: a token bound to A depositing through ITI-65 for another INS was told
   403 when the INS is registered and XDSUnknownPatientId (422) when it is not. Both are the
   binding's 403 now, decided before the patient is said known or not (`Iti65._check_binding`).
+  ITI-41 (mapped to a transaction) answered LocalPolicyRestrictionError against
+  XDSUnknownPatientId alike; both LocalPolicyRestrictionError now (`_outside_binding`).
 
 What held (tried, refused or answered as for a missing resource): a Bundle of type
 collection, document, message, history or searchset POSTed to the base (400) or to /Bundle
@@ -56,9 +58,16 @@ import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
+from ihe_xds import vocabulary as v
 from ihe_xds.errors import XDS_ERROR_SYSTEM
 from tests.http.conftest import FHIR_JSON, INS_SYSTEM, auth, valid_nir
 from tests.http.test_mhd import SUBMISSION, fixture
+from tests.http.test_patient_context_binding import (
+    LOCAL_POLICY,
+    World,
+    cli,  # noqa: F401 (fixture)
+    registry_status,
+)
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
     PATIENT_A,
@@ -69,6 +78,8 @@ from tests.http.test_r18_matrix import (
     doc_identifier,
     fresh_world,  # noqa: F401 (fixture)
 )
+from tests.http.test_xds_endpoints import Xds
+from tests.xds_builders import build_iti41
 
 OUTSIDE_MEMBERS = {
     "another-records-document": f"DocumentReference/{doc_id('b-doc')}",
@@ -342,3 +353,28 @@ def test_iti65_bound_to_one_record_gets_the_same_refusal_for_a_known_and_an_unkn
         "/fhir", data=json.dumps(own), headers=auth(token, **{"Content-Type": FHIR_JSON})
     )
     assert response.status_code == 200, response.get_data(as_text=True)
+
+
+@pytest.fixture
+def binding_world(app, client, tokens, data_dir, cli):  # noqa: F811
+    """Two patients Y and Z of one GP (`test_patient_context_binding`)."""
+    return World(Xds(app, client, tokens, data_dir), cli)
+
+
+def test_iti41_bound_to_one_record_gets_the_same_refusal_for_a_known_and_an_unknown_ins(
+    binding_world,
+):
+    """The same through ITI-41 (whose submission is mapped to a transaction Bundle): a VIHF
+    naming Z depositing for Y was answered LocalPolicyRestrictionError, for an INS without
+    record XDSUnknownPatientId. Both are LocalPolicyRestrictionError now, nothing stored."""
+    world = binding_world
+    before = len(world.documents_of(world.y))
+    answers = []
+    for nir in (world.nir_y, valid_nir(77)):
+        request = build_iti41(nir=nir, security=world.vihf(world.nir_z))
+        response = world.client.post(
+            "/xds/repository", data=request.body, headers={"Content-Type": request.content_type}
+        )
+        answers.append(registry_status(response))
+    assert answers == [(v.RESPONSE_FAILURE, [LOCAL_POLICY])] * 2
+    assert len(world.documents_of(world.y)) == before
