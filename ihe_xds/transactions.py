@@ -197,11 +197,14 @@ def iti41(
     service = runtime.service
 
     submission_patients: set[str] = set()
+    unresolved: list[str] = []
 
     def resolve_patient(oid: str, value: str) -> str | None:
         # The gate's resolution, kept while no Patient is written (PATIENTS_EPOCH).
         ids = service.gate.patients_matching(TokenTest("identifier", f"urn:oid:{oid}", value))
         submission_patients.update(ids[:1] if len(ids) == 1 else ())
+        if len(ids) != 1:
+            unresolved.append(value)
         return ids[0] if len(ids) == 1 else None
 
     def find_entry(entry_uuid: str) -> list:
@@ -240,13 +243,16 @@ def iti41(
         resolve_patient=resolve_patient,
         resolve_document=resolve_document,
     )
-    if mapped.errors or mapped.bundle is None:
-        outcome.errors += mapped.errors
-        return outcome
+    # The binding first: a patientId naming no Patient is refused as another patient's is,
+    # or a bound requester told a registered INS (LocalPolicyRestrictionError) from an
+    # unknown one (XDSUnknownPatientId).
     outcome.patient_ids = sorted(mapped.patient_ids)
-    refused = _outside_binding(service, requester, outcome.patient_ids)
+    refused = _outside_binding(service, requester, outcome.patient_ids, bool(unresolved))
     if refused:
         outcome.errors += refused
+        return outcome
+    if mapped.errors or mapped.bundle is None:
+        outcome.errors += mapped.errors
         return outcome
     store_errors = _check_unique_ids(service, submission, mapped)
     supersede, replace_errors = _replacements(submission, mapped, find_entry)
@@ -282,15 +288,22 @@ def iti41(
     return outcome
 
 
-def _outside_binding(service, requester: Requester, patient_ids: list[str]) -> list[RegistryError]:
-    """The refusal of a deposit for another patient than the VIHF's (audited), if it is one.
+def _outside_binding(
+    service, requester: Requester, patient_ids: list[str], unknown: bool = False
+) -> list[RegistryError]:
+    """The refusal of a deposit for another patient than the VIHF's (audited), if it is one;
+    `unknown`: a patientId of the submission names no Patient, refused alike (patient
+    binding: the same answer whether the patient exists or not), unless the credentials' own
+    patient is just as unknown (then answered as without a binding, XDSUnknownPatientId).
 
     Checked before the uniqueId and replacement checks, which look at the stored documents
     of the submission's patient: a requester bound to another record learns nothing of them.
     """
     gate = service.gate
     bound, bound_id = gate.bound_patient(requester)
-    if not bound or not binding.outside(bound_id, patient_ids):
+    if not bound or not (
+        binding.outside(bound_id, patient_ids) or (unknown and bound_id is not None)
+    ):
         return []
     gate.audit.refusal(requester, "create", patient_ids, binding.BINDING_RULE)
     return [

@@ -13,7 +13,10 @@ PUT every resource with its final id (and have been checked as XDS), so they are
 What is checked (errors carry the XDS code in `issue.details`, see mhd/errors.py; every
 problem of the Bundle is reported at once, status 422):
 - exactly one SubmissionSet List; otherwise only DocumentReferences and Binaries, POSTed
-  (XDSRepositoryMetadataError); each DocumentReference is a member of the SubmissionSet;
+  (XDSRepositoryMetadataError); each DocumentReference is a member of the SubmissionSet,
+  and the SubmissionSet has no other entry (a document outside the Bundle, of this record or
+  another, hidden or unknown: refused alike, XDSRepositoryMetadataError at that entry); no
+  entry is a conditional create (`ifNoneExist`, refused before any search);
 - each DocumentReference's content.attachment.url is the fullUrl of a Binary of the Bundle
   (XDSMissingDocument) and each Binary is the content of one (XDSMissingDocumentMetadata);
 - attachment.size and attachment.hash (base64 SHA-1), when given, match the Binary's bytes
@@ -49,6 +52,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from fhir_server.access import binding
 from fhir_server.access.constraints import reference_target
 from fhir_server.access.requester import INTERNAL
 from fhir_server.documents import model, rules
@@ -185,6 +189,18 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
     for entry in entries:
         resource = entry.resource
         kind = resource.get("resourceType") if isinstance(resource, dict) else None
+        if getattr(entry, "if_none_exist", None) is not None:
+            # An ITI-65 creates what it holds; a conditional create is ITI-105's. Searched,
+            # its match (a document the depositor reads) left the SubmissionSet's document
+            # out of these checks, a 500; refused before any search, whatever it would find.
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{entry.where}: an ITI-65 creates its resources; request.ifNoneExist "
+                    "is not accepted",
+                    f"{entry.where}.request.ifNoneExist",
+                )
+            )
         if entry.method == "PATCH":
             patches.append(entry)
             continue
@@ -284,11 +300,27 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
             )
     submission_set = plan.submission_set.resource
     assign_entry_uuid(submission_set)
-    members = {
-        (item.get("item") or {}).get("reference")
-        for item in submission_set.get("entry") or []
-        if isinstance(item, dict)
-    }
+    members = set()
+    document_urls = {entry.full_url for entry in documents if entry.full_url}
+    for position, item in enumerate(submission_set.get("entry") or []):
+        named = item.get("item") if isinstance(item, dict) else None
+        reference = named.get("reference") if isinstance(named, dict) else None
+        if reference in document_urls:
+            members.add(reference)
+            continue
+        # A SubmissionSet lists what the submission holds (a HasMember to each document of
+        # the Bundle; ITI-41's mapping keeps no other). An entry naming anything else (a
+        # document of another record, one hidden from the depositor, an unknown id, an
+        # identifier) was stored as sent; refused alike whatever it names, nothing looked up.
+        where = f"{plan.submission_set.where}.resource.entry[{position}].item"
+        issues.append(
+            xds_issue(
+                XDS_REPOSITORY_METADATA_ERROR,
+                f"{where}: a SubmissionSet entry names a DocumentReference of the Bundle (its "
+                "fullUrl); documents outside the submission are not accepted",
+                where,
+            )
+        )
     for entry in documents:
         if entry.full_url not in members:
             issues.append(
@@ -378,6 +410,7 @@ class Iti65:
         plan, issues, patches = check_structure(entries)
         if plan is None:
             raise FhirError(422, issues)
+        self._check_binding(plan)
         issues += self._resolve_patients(plan)
         issues += self._stored_unique_ids(plan)
         added, replace_issues = self._replacements(plan, patches)
@@ -450,6 +483,46 @@ class Iti65:
             elif reference.startswith("Patient?"):
                 subject["reference"] = f"Patient/{patient_id}"
         return issues
+
+    def _check_binding(self, plan: ProvidePlan) -> None:
+        """Refuse (403, audited) a deposit naming another patient than the one the
+        credentials are bound to, before anything says whether that patient is known.
+
+        The patients are resolved as `_resolve_patients` does; an INS naming no Patient is
+        refused too (patient binding: the same answer whether the patient exists or not), so
+        a bound token no longer tells a registered INS (403) from an unknown one
+        (XDSUnknownPatientId), unless the credentials' own patient is just as unknown (then
+        the deposit is answered as without a binding), as a search is (`Gate`)."""
+        gate = getattr(self.service, "gate", None)
+        if gate is None or self.requester is None:
+            return
+        bound, bound_id = gate.bound_patient(self.requester)
+        if not bound:
+            return
+        named: dict[str | None, str] = {}
+        for entry in [plan.submission_set, *plan.documents]:
+            subject = entry.resource.get("subject")
+            reference = subject.get("reference") if isinstance(subject, dict) else None
+            if not isinstance(reference, str) or (
+                reference.startswith("Patient?") and not _by_identifier_alone(reference)
+            ):
+                continue  # refused by `_resolve_patients`, whatever the binding
+            named.setdefault(self._patient_id(reference), f"{entry.where}.resource.subject")
+        outside = {patient: where for patient, where in named.items() if patient != bound_id}
+        if not outside:
+            return
+        deny = binding.refused_search_or_write()
+        patients = sorted(patient for patient in outside if patient)
+        gate.audit.refusal(self.requester, "create", patients, deny.rule)
+        refused = deny.to_error()
+        where = next(iter(outside.values()))
+        raise FhirError(
+            refused.status,
+            [
+                replace(issue, diagnostics=f"{where}: {issue.diagnostics}", expression=(where,))
+                for issue in refused.issues
+            ],
+        )
 
     def _patient_id(self, reference: str) -> str | None:
         try:

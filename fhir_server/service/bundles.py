@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -68,6 +68,10 @@ _PLAIN_READ = re.compile(
 )
 
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3, FOLDED: 2}
+# The methods a client's entry may name (bundle.html, http-verb). `FOLDED` is the server's
+# own mark (an ITI-65 PATCH folded into a supersede): named by a client, its entry was
+# skipped, the transaction's other entries committed, and the answer was a 500.
+_HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
 
 
 @dataclass
@@ -253,7 +257,7 @@ def read_entries(bundle: dict, server_ids: bool = False) -> list[Entry]:
             )
         request = raw["request"]
         method = str(request.get("method", "")).upper()
-        if method not in METHOD_ORDER:
+        if method not in _HTTP_VERBS:
             raise bad_request(
                 f"{where}.request.method '{request.get('method')}' is not supported",
                 f"{where}.request.method",
@@ -492,6 +496,7 @@ class BundleProcessor:
         also_audit: PreparedEvents | None = None,
     ) -> list[EntryResponse]:
         for entry in entries:
+            _check_url_type(entry)
             if entry.resource is not None:
                 # In the normal form (`process`): the ITI-65 checks read references and systems.
                 entry.resource = copy_json(entry.resource)
@@ -779,6 +784,24 @@ def _skip_orphaned_binaries(entries: list[Entry]) -> None:
         ):
             entry.unwritten, entry.resource = entry.resource, None
             entry.found = found[entry.full_url]
+
+
+def _check_url_type(entry: Entry) -> None:
+    """A transaction's POST or PUT carries a resource of the type its url names, as the same
+    request alone must (400, FHIR R4 http.html#update): a PUT to `List/<id>` carrying a
+    DocumentReference was performed as an update of that DocumentReference and its fullUrl
+    mapped to `List/<id>`. Checked before anything else reads the entry (its documents'
+    supersedes, ids, the access gate), so the refusal is the same whatever the id names."""
+    if entry.method not in ("POST", "PUT") or not isinstance(entry.resource, dict):
+        return
+    segments = [s for s in urlsplit(entry.url).path.strip("/").split("/") if s]
+    resource_type = entry.resource.get("resourceType")
+    if segments and resource_type != segments[0]:
+        where = f"{entry.where}.resource.resourceType"
+        raise bad_request(
+            f"{where} '{resource_type}' is not the type request.url names ('{segments[0]}')",
+            where,
+        )
 
 
 def _response(answer: Answer, include_body: bool = False) -> EntryResponse:

@@ -18,6 +18,7 @@ from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.core import FhirService
 from fhir_server.service.gate import Gate
 from fhir_server.service.validation import (
+    contained_record_validator,
     dmp_value_set_validator,
     naming_element_validator,
     profile_validator,
@@ -74,6 +75,7 @@ def build_service(
             dmp_value_set_validator(DmpValueSets.from_registry(profiles)),
             record_closure_validator(),
             naming_element_validator(),
+            contained_record_validator(),
         ),
         base_url=base_url,
     )

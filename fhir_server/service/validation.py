@@ -91,3 +91,58 @@ def naming_element_validator() -> Callable[[dict], None]:
             raise FhirError(422, issues)
 
     return check
+
+
+# Types whose resources the rules judge only as resources of their own (a document through the
+# registry, with its labels, its author's rights, the deposit's notification; a Consent, a
+# message, an event of the trail): contained in another resource, none of that applies.
+RECORD_TYPES = frozenset(
+    {
+        "AuditEvent",
+        "Binary",
+        "Bundle",
+        "Communication",
+        "Composition",
+        "Consent",
+        "DocumentManifest",
+        "DocumentReference",
+        "List",
+        "Media",
+    }
+)
+
+
+def contained_record_validator() -> Callable[[dict], None]:
+    """A validator raising 422 for a contained resource of a type the rules judge only as a
+    resource of its own (`RECORD_TYPES`).
+
+    A List (or any resource) holding a DocumentReference with inline data, a Binary or a
+    document Bundle in `contained` stored a document outside the registry: no DMP profile,
+    no author check, no deposit notification to the patient (R17), and its labels ignored,
+    the whole served to whoever reads the holder (R14: a contained DocumentReference labelled
+    MASQUE_PS or INVISIBLE_PATIENT was read by the patient). A message refuses every
+    contained resource on its own (400, `Communication` rules)."""
+
+    def check(resource: dict) -> None:
+        resource_type = resource.get("resourceType")
+        contained = resource.get("contained")
+        if resource_type == "Communication" or not isinstance(contained, list):
+            return
+        issues = []
+        for position, item in enumerate(contained):
+            kind = item.get("resourceType") if isinstance(item, dict) else None
+            if kind in RECORD_TYPES:
+                where = f"{resource_type}.contained[{position}]"
+                issues.append(
+                    Issue(
+                        "error",
+                        "invalid",
+                        f"{where}: a {kind} is not held inside another resource; it is written "
+                        "as a resource of its own",
+                        (where,),
+                    )
+                )
+        if issues:
+            raise FhirError(422, issues)
+
+    return check
