@@ -794,7 +794,12 @@ def _check_url_type(entry: Entry) -> None:
     supersedes, ids, the access gate), so the refusal is the same whatever the id names."""
     if entry.method not in ("POST", "PUT") or not isinstance(entry.resource, dict):
         return
-    segments = [s for s in urlsplit(entry.url).path.strip("/").split("/") if s]
+    url = urlsplit(entry.url)
+    if url.scheme or url.netloc:
+        # An absolute url names no type by its first segment (a POST's, which names where the
+        # resource is created, is not read; a PUT's is refused where it is routed).
+        return
+    segments = [s for s in url.path.strip("/").split("/") if s]
     resource_type = entry.resource.get("resourceType")
     if segments and resource_type != segments[0]:
         where = f"{entry.where}.resource.resourceType"

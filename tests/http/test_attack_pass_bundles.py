@@ -192,6 +192,34 @@ def test_transaction_put_whose_resource_is_not_of_its_urls_type_is_refused(fresh
     assert answers[0] == answers[1]
 
 
+@pytest.mark.parametrize(
+    "base", ["http://localhost/fhir/", "https://elsewhere.example/fhir/"], ids=["own", "other"]
+)
+def test_transaction_put_to_an_absolute_url_changes_nothing(fresh_world, base):  # noqa: F811
+    """An absolute request.url names no type by its first segment (the POSTs of the NIST MHD
+    fixtures carry one, and are not refused for it); a PUT to one is refused all the same,
+    alike for a visible and a hidden document, and nothing is written."""
+    world = fresh_world
+    token = world.tokens.practitioner(AUTHORIZED)
+    answers = []
+    for key in ("a-visible", "a-masked"):
+        document = world.service.store.read("DocumentReference", doc_id(key)).json()
+        document["description"] = "changed"
+        response = _transaction(
+            world,
+            token,
+            {
+                "fullUrl": "urn:uuid:5e1f0000-0000-4000-8000-000000000002",
+                "request": {"method": "PUT", "url": f"{base}List/{doc_id(key)}"},
+                "resource": document,
+            },
+        )
+        assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+        answers.append(response.get_data(as_text=True).replace(doc_id(key), "ID"))
+        assert world.service.store.read("DocumentReference", doc_id(key)).version == 1
+    assert answers[0] == answers[1]
+
+
 @pytest.mark.parametrize("kind", ["transaction", "batch"])
 @pytest.mark.parametrize("method", ["FOLDED", "folded"])
 def test_entry_method_outside_http_verbs_is_refused_and_nothing_is_written(
