@@ -236,6 +236,31 @@ def _national_provider_identifier(iua: Mapping[str, Any]) -> str | None:
     return _checked(_text(value, name), idnat_ps_error(value), f"{name} (IdNat_PS)")
 
 
+def _subject_roles(value: Any) -> list[Mapping[str, Any]]:
+    """The subject_role codings, each system in its canonical spelling (the alias table).
+
+    R13 reads the TRE_G15 profession as the role under `urn:oid:1.2.250.1.71.1.2.7` and the
+    specialty as any other role. TRE_G15 under its NOS URL or bare OID was read as the
+    specialty: a token naming `21` (pharmacien) under the OID and `10` (médecin) under the
+    URL was a pharmacien, the other order a médecin, where the VIHF face refuses two
+    professions. Every spelling is now the profession; a near miss of a known system (another
+    case, scheme or a trailing slash) refuses the credentials (fail closed)."""
+    aliases = default_aliases()
+    roles = []
+    for coding in _codings(value, "subject_role"):
+        system = coding.get("system")
+        if isinstance(system, str):
+            missed = aliases.near_miss(system)
+            if missed is not None:
+                raise AuthenticationError(
+                    f"token claim subject_role: system {system!r} is a near miss of "
+                    f"{missed.name} ({missed.canonical})"
+                )
+            coding = {**coding, "system": aliases.canonical(system)}
+        roles.append(coding)
+    return roles
+
+
 def _specialty(roles: list[Mapping[str, Any]], dmp: Mapping[str, Any]) -> str | None:
     """The practitioner's specialty: `extensions.dmp.specialty`, or the code of a
     subject_role that is not their TRE_G15 profession (a VIHF's TRE_R38 Role).
@@ -288,7 +313,7 @@ def requester_from_claims(claims: Mapping[str, Any], base_url: str | None = None
         )
 
     if npi is not None:
-        roles = _codings(iua.get("subject_role"), "subject_role")
+        roles = _subject_roles(iua.get("subject_role"))
         profession = _one_code(roles, SYSTEM_PROFESSION, "subject_role profession (TRE_G15)")
         if profession is None:
             raise AuthenticationError(

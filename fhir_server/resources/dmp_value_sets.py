@@ -25,7 +25,7 @@ from functools import cache
 
 from fhir_server.errors import Issue
 from fhir_server.resources.profiles import ProfileRegistry, ValueSetExpansion, default_registry
-from fhir_server.terminology import NOS_BASE
+from fhir_server.terminology import NOS_BASE, SYSTEM_DMP_CONFIDENTIALITY
 
 J58_URL = f"{NOS_BASE}JDV_J58-ConfidentialityCode-DMP/FHIR/JDV-J58-ConfidentialityCode-DMP"
 J57_URL = f"{NOS_BASE}JDV_J57-ClassCode-DMP/FHIR/JDV-J57-ClassCode-DMP"
@@ -150,6 +150,34 @@ class DmpValueSets:
             f"type {kind} to the class {wanted}"
         )
 
+    # -- any resource's meta.security ------------------------------------------------------
+
+    def meta_label_issues(self, resource: dict) -> list[Issue]:
+        """A TRE_A07 label outside J58 in the `meta.security` of a resource other than a
+        DocumentReference (whose labels are judged in `securityLabel`, where the normal form
+        copies them).
+
+        Why: TRE_A07 has five codes and the rules read three. MASQUE_PSOCIAL and MASQUE_PT
+        (masked from the social domain, from third parties) on a document are refused (J58);
+        on a Communication or a List they were stored and read by no rule, the message
+        served to the patient and to every party (R14). Fail closed at every door: refused
+        (422 naming the element). The HL7 confidentiality codes are left as they were."""
+        if not isinstance(resource, dict) or resource.get("resourceType") == "DocumentReference":
+            return []
+        meta = resource.get("meta")
+        security = meta.get("security") if isinstance(meta, dict) else None
+        issues = []
+        a07 = self.registry.key(SYSTEM_DMP_CONFIDENTIALITY)
+        for i, coded in enumerate(_list(security)):
+            for system, code in _codings(coded):
+                if self.registry.key(system) != a07:
+                    continue
+                problem = self.label_problem((system, code))
+                if problem:
+                    where = f"{resource.get('resourceType', 'Resource')}.meta.security[{i}]"
+                    issues.append(_issue(where, problem))
+        return issues
+
     # -- a FHIR DocumentReference ----------------------------------------------------------
 
     def document_issues(self, document: dict) -> list[Issue]:
@@ -161,11 +189,15 @@ class DmpValueSets:
         if not isinstance(document, dict) or document.get("resourceType") != "DocumentReference":
             return []
         issues = []
+        a07 = self.registry.key(SYSTEM_DMP_CONFIDENTIALITY)
         for i, label in enumerate(_list(document.get("securityLabel"))):
-            for coded in _codings(label):
+            codings = list(_codings(label))
+            for coded in codings:
                 problem = self.label_problem(coded)
                 if problem:
                     issues.append(_issue(f"DocumentReference.securityLabel[{i}]", problem))
+            if len(codings) > 1 and any(self.registry.key(s) == a07 for s, _ in codings):
+                issues.append(_issue(f"DocumentReference.securityLabel[{i}]", _ONE_LABEL))
         types = list(_codings(document["type"])) if isinstance(document.get("type"), dict) else []
         if "type" in document:
             problem = self.type_problem(types)
@@ -183,6 +215,16 @@ class DmpValueSets:
         if problem:
             issues.append(_issue("DocumentReference.type", problem))
         return issues
+
+
+# A TRE_A07 label beside another coding in one securityLabel: the rules read every coding
+# (masked), the XDS face (ITI-18, ITI-57: `ihe_xds.mapping.from_fhir`) one confidentialityCode
+# per securityLabel, its first: `[N, MASQUE_PS]` was shown as N alone (R14, one fact read two
+# ways). Refused: each label stands in a securityLabel of its own.
+_ONE_LABEL = (
+    "a TRE_A07 label stands alone in its securityLabel (one coding): beside another coding, "
+    "the XDS confidentialityCode reads only the first of them"
+)
 
 
 def _list(value: object) -> list:

@@ -427,7 +427,9 @@ _A07 = "urn:oid:1.2.250.1.213.1.1.4.13"
 # and the representatives they govern. A practitioner's own authorization (R10) labelled
 # INVISIBLE_PATIENT was hidden from the patient, who could neither see nor revoke it (their
 # DELETE answered 204 and deleted nothing); a label there hides nothing a rule means hidden.
-UNLABELLED_TYPES = frozenset({"Binary", "Consent", "Patient", "RelatedPerson"})
+# A Bundle (a transaction, a batch, an ITI-65 ProvideBundle) is never stored: MASQUE_PS in
+# its meta.security labelled none of its entries, which were served unmasked.
+UNLABELLED_TYPES = frozenset({"Binary", "Bundle", "Consent", "Patient", "RelatedPerson"})
 # The keys `NormalForm._one` reads: an object with none of them is only walked through.
 _INTERESTING = frozenset(
     {"reference", "url", "system", "code", "display", "text", "value", "profile"}

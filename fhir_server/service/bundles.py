@@ -399,6 +399,10 @@ class BundleProcessor:
             )
         _check_shape(bundle)
         if bundle_type == "batch":
+            # The batch's own elements in the normal form (its entries each on its own, as a
+            # request alone): a TRE_A07 label on the Bundle labels none of them and is
+            # refused, not ignored while they are written unmasked (R14).
+            self.service.normal_form.apply({k: v for k, v in bundle.items() if k != "entry"})
             return "batch-response", [
                 self._batch_entry(requester, entry) for entry in read_entries(bundle, server_ids)
             ]

@@ -9,6 +9,7 @@ from fhir_server.errors import FhirError, Issue
 from fhir_server.resources import record_closure
 from fhir_server.resources.dmp_value_sets import DmpValueSets
 from fhir_server.resources.profiles import ProfileRegistry
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 
 
 def profile_validator(profiles: ProfileRegistry) -> Callable[[dict], None]:
@@ -26,10 +27,11 @@ def profile_validator(profiles: ProfileRegistry) -> Callable[[dict], None]:
 
 def dmp_value_set_validator(value_sets: DmpValueSets) -> Callable[[dict], None]:
     """A validator raising 422 when a DocumentReference's codes leave the DMP value sets
-    (J58, J66, J57, ASS_X16: `resources.dmp_value_sets`), on every door that writes one."""
+    (J58, J66, J57, ASS_X16: `resources.dmp_value_sets`), or another resource's TRE_A07
+    labels leave J58, on every door that writes one."""
 
     def check(resource: dict) -> None:
-        issues = value_sets.document_issues(resource)
+        issues = value_sets.document_issues(resource) + value_sets.meta_label_issues(resource)
         if issues:
             raise FhirError(422, issues)
 
@@ -112,6 +114,31 @@ RECORD_TYPES = frozenset(
 )
 
 
+def _contained_labels(item: object, where: str) -> list[Issue]:
+    """The TRE_A07 labels in a contained resource's `meta.security`, each an issue.
+
+    A contained resource is read as part of the resource that holds it, whose labels the
+    rules read; its own were stored and read by no rule (FHIR R4 dom-5: a contained resource
+    SHALL NOT have a security label). MASQUE_PS on a Practitioner contained in a document
+    was accepted (201) and the document served to every authorized practitioner (R14)."""
+    meta = item.get("meta") if isinstance(item, dict) else None
+    security = meta.get("security") if isinstance(meta, dict) else None
+    issues = []
+    for index, coding in enumerate(security if isinstance(security, list) else []):
+        if isinstance(coding, dict) and coding.get("system") == SYSTEM_DMP_CONFIDENTIALITY:
+            at = f"{where}.meta.security[{index}]"
+            issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    f"{at}: a TRE_A07 label labels the resource that holds it, never a "
+                    "contained one, which the access rules read as part of its holder",
+                    (at,),
+                )
+            )
+    return issues
+
+
 def contained_record_validator() -> Callable[[dict], None]:
     """A validator raising 422 for a contained resource of a type the rules judge only as a
     resource of its own (`RECORD_TYPES`).
@@ -131,7 +158,9 @@ def contained_record_validator() -> Callable[[dict], None]:
         issues = []
         for position, item in enumerate(contained):
             kind = item.get("resourceType") if isinstance(item, dict) else None
-            if kind in RECORD_TYPES:
+            if kind not in RECORD_TYPES:
+                issues += _contained_labels(item, f"{resource_type}.contained[{position}]")
+            else:
                 where = f"{resource_type}.contained[{position}]"
                 issues.append(
                     Issue(
