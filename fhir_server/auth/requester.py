@@ -30,7 +30,7 @@ from fhir_server.access.policy.tables import PAYER_TYPES, RECORD_ADMIN_TYPES
 from fhir_server.access.requester import AccessMode, ActorKind, Requester
 from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_token
 from fhir_server.auth.tokens import AuthenticationError
-from fhir_server.resources.normal_form import NormalForm, default_aliases
+from fhir_server.resources.normal_form import NormalForm, default_aliases, fold
 from fhir_server.terminology import (
     PURPOSE_BY_MODE,
     SYSTEM_ACCESS_MODE,
@@ -261,17 +261,69 @@ def _subject_roles(value: Any) -> list[Mapping[str, Any]]:
     return roles
 
 
+# The specialty code systems the habilitation matrix reads (`HabilitationMatrix.roles_of`
+# reads a specialty as its TRE_R01 savoir-faire code, J65's): TRE_R01 itself, and TRE_R38
+# (spécialités ordinales, the VIHF's specialty Role, whose codes are the same SMxx codes).
+OID_TRE_R38_SPECIALTY = "1.2.250.1.71.4.2.5"
+_NOS = "https://mos.esante.gouv.fr/NOS/"
+SPECIALTY_SYSTEMS = frozenset(
+    {
+        f"{_NOS}TRE_R01-EnsembleSavoirFaire-CISIS/FHIR/TRE-R01-EnsembleSavoirFaire-CISIS",
+        f"{_NOS}TRE_R38-SpecialiteOrdinale/FHIR/TRE-R38-SpecialiteOrdinale",
+        f"urn:oid:{OID_TRE_R38_SPECIALTY}",
+        OID_TRE_R38_SPECIALTY,
+    }
+)
+# TRE_G16 (professions en formation: students): J65 has its codes, the matrix no row for
+# them, and its codes are TRE_G15's (10, 21, 40, 50).
+SYSTEM_STUDENT_PROFESSION = f"{_NOS}TRE_G16-ProfessionFormation/FHIR/TRE-G16-ProfessionFormation"
+_SPECIALTY_FOLDS = {fold(s): s for s in SPECIALTY_SYSTEMS}
+
+
+def _is_specialty_system(system: Any) -> bool:
+    """Whether `system` is an accepted spelling of TRE_R01 / TRE_R38 (`urn:oid:` in any
+    case); a near miss of one (another case, scheme, a trailing slash) refuses the
+    credentials; TRE_G16 in any spelling refuses them (`_specialty`)."""
+    if not isinstance(system, str):
+        return False
+    if system in SPECIALTY_SYSTEMS or (
+        system[:8].lower() == "urn:oid:" and system[8:] in SPECIALTY_SYSTEMS
+    ):
+        return True
+    folded = fold(system)
+    if folded == fold(SYSTEM_STUDENT_PROFESSION):
+        raise AuthenticationError(
+            "token claim subject_role: a TRE_G16 profession en formation (student) is no "
+            "role the habilitation matrix has: refused, not read as a specialty"
+        )
+    if folded in _SPECIALTY_FOLDS:
+        raise AuthenticationError(
+            f"token claim subject_role: system {system!r} is a near miss of "
+            f"{_SPECIALTY_FOLDS[folded]}"
+        )
+    return False
+
+
 def _specialty(roles: list[Mapping[str, Any]], dmp: Mapping[str, Any]) -> str | None:
     """The practitioner's specialty: `extensions.dmp.specialty`, or the code of a
-    subject_role that is not their TRE_G15 profession (a VIHF's TRE_R38 Role).
+    subject_role of a specialty system the matrix reads (TRE_R01, or a VIHF's TRE_R38 Role).
 
     R13 reads the specialty's J65 roles: two different ones (two roles, or a role and the
     extension) were read as the extension or the first role, so that the order of the claims
-    chose the document types served. They refuse the credentials."""
+    chose the document types served. They refuse the credentials.
+
+    Any role whose system was not TRE_G15 used to be read as a TRE_R01 specialty code, so a
+    TRE_G16 student profession `10`, or a TRE_R85 role, was looked up as a savoir-faire.
+    Now, as for a purpose_of_use (`_purpose_mode`): a role of a system the rules do not read
+    (TRE_R85, TRE_R21, a structure's own codes...) is ignored, because a specialty only adds
+    to its profession's row (`HabilitationMatrix.readable`), so ignoring one gives fewer
+    document types, never more; what the rules would misread is refused: a near miss of a
+    specialty system, and TRE_G16, whose codes are TRE_G15's and for which the matrix has no
+    row (read as the profession it would give a student a professional's types)."""
     codes = {
         c["code"]
         for c in roles
-        if c.get("system") != SYSTEM_PROFESSION and isinstance(c.get("code"), str) and c["code"]
+        if _is_specialty_system(c.get("system")) and isinstance(c.get("code"), str) and c["code"]
     }
     declared = _text(dmp.get("specialty"), "extensions.dmp.specialty")
     if declared is not None:

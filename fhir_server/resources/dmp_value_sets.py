@@ -96,6 +96,9 @@ class DmpValueSets:
             "which the DMP accepts as confidentialityCode"
         )
 
+    def in_labels(self, coded: Coded) -> bool:
+        return self._key(coded) in self.labels.pairs
+
     def in_types(self, coded: Coded) -> bool:
         return self._key(coded) in self.types.pairs
 
@@ -219,8 +222,8 @@ class DmpValueSets:
 
 # A TRE_A07 label beside another coding in one securityLabel: the rules read every coding
 # (masked), the XDS face (ITI-18, ITI-57: `ihe_xds.mapping.from_fhir`) one confidentialityCode
-# per securityLabel, its first: `[N, MASQUE_PS]` was shown as N alone (R14, one fact read two
-# ways). Refused: each label stands in a securityLabel of its own.
+# per securityLabel, its first J58 coding: `[N, MASQUE_PS]` was shown as N alone (R14, one
+# fact read two ways). Refused: each label stands in a securityLabel of its own.
 _ONE_LABEL = (
     "a TRE_A07 label stands alone in its securityLabel (one coding): beside another coding, "
     "the XDS confidentialityCode reads only the first of them"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 
 from fhir_server.documents import model as document_model
+from fhir_server.resources.dmp_value_sets import default_value_sets
 from fhir_server.resources.document_state import (
     IS_ARCHIVED_URL,
     is_archived,
@@ -79,20 +81,53 @@ def availability_of(resource: dict) -> str:
     return STATUS_APPROVED
 
 
-def _coded_from(concept_or_coding: dict | None) -> Coded | None:
+Bound = Callable[[tuple[str, str]], bool]
+
+
+def _in(bound: Bound | None, coding: dict) -> bool:
+    system, code = coding.get("system"), coding.get("code")
+    return (
+        bound is not None
+        and isinstance(system, str)
+        and isinstance(code, str)
+        and bound((system, code))
+    )
+
+
+def _coded_from(concept_or_coding: dict | None, bound: Bound | None = None) -> Coded | None:
+    """The XDS code of a Coding, or of a CodeableConcept: its coding in the value set the
+    DMP binds (`bound`: J66 for the type, J58 for a label), else its first coding.
+
+    Why: the access rules (R13, R14) judge a document by the coding of its value set
+    wherever it stands; the first coding alone showed `[SNOMED X, LOINC 11506-3]` in
+    ITI-18 as SNOMED X, one fact read two ways (FindDocuments by the LOINC type found it,
+    its LeafClass did not name it). Where no value set applies, the first coding."""
     if not concept_or_coding:
         return None
     coding = concept_or_coding
     if "coding" in concept_or_coding:
-        codings = concept_or_coding.get("coding") or []
+        codings = [c for c in concept_or_coding.get("coding") or [] if isinstance(c, dict)]
         if not codings:
             return None
-        coding = codings[0]
+        coding = next((c for c in codings if _in(bound, c)), codings[0])
     return Coded(
         code=coding.get("code", ""),
         scheme=scheme_for_system(coding.get("system")),
         display=coding.get("display"),
     )
+
+
+def _class_coded(categories: list | None) -> Coded | None:
+    """The classCode: the J57 coding of any category (MHD allows categories of other
+    systems, `DmpValueSets.document_issues` reads the class wherever it stands), else the
+    first coding of the first category."""
+    value_sets = default_value_sets()
+    concepts = [c for c in categories or [] if isinstance(c, dict)]
+    for concept in concepts:
+        for coding in concept.get("coding") or []:
+            if isinstance(coding, dict) and _in(value_sets.in_classes, coding):
+                return _coded_from(coding)
+    return _coded_from(concepts[0] if concepts else None)
 
 
 def unique_id_from(identifier: dict | None) -> str | None:
@@ -201,13 +236,16 @@ def document_reference_to_ebrim(
     ):
         entry.legal_authenticator = practitioner_to_xcn(contained[authenticator])
     entry.reference_ids = [r for r in (_related_back(x) for x in context.get("related") or []) if r]
-    entry.class_code = _coded_from((doc_ref.get("category") or [None])[0])
-    entry.type_code = _coded_from(doc_ref.get("type"))
+    value_sets = default_value_sets()
+    entry.class_code = _class_coded(doc_ref.get("category"))
+    entry.type_code = _coded_from(doc_ref.get("type"), value_sets.in_types)
     entry.format_code = _coded_from(content.get("format"))
     entry.healthcare_facility_type_code = _coded_from(context.get("facilityType"))
     entry.practice_setting_code = _coded_from(context.get("practiceSetting"))
     entry.confidentiality_codes = [
-        c for c in (_coded_from(x) for x in doc_ref.get("securityLabel") or []) if c
+        c
+        for c in (_coded_from(x, value_sets.in_labels) for x in doc_ref.get("securityLabel") or [])
+        if c
     ]
     entry.event_codes = [c for c in (_coded_from(x) for x in context.get("event") or []) if c]
     entry.authors = authors_from_references(doc_ref.get("author") or [], contained)

@@ -409,3 +409,59 @@ def test_r14_masking_label_beside_another_coding_in_one_security_label_is_refuse
     assert any(i.get("expression") == ["DocumentReference.securityLabel[0]"] for i in issues)
     assert "stands alone" in json.dumps(issues)
     assert documents_of(record, PATIENT_A) == before
+
+
+# -- R13: a specialty is read only from the specialty systems the matrix knows ------------
+
+R38_OID = "urn:oid:1.2.250.1.71.4.2.5"
+R01_URL = (
+    "https://mos.esante.gouv.fr/NOS/TRE_R01-EnsembleSavoirFaire-CISIS/FHIR/"
+    "TRE-R01-EnsembleSavoirFaire-CISIS"
+)
+G16_URL = (
+    "https://mos.esante.gouv.fr/NOS/TRE_G16-ProfessionFormation/FHIR/TRE-G16-ProfessionFormation"
+)
+R85_URL = "https://mos.esante.gouv.fr/NOS/TRE_R85-RolePriseCharge/FHIR/TRE-R85-RolePriseCharge"
+
+
+def _claims(*roles: dict) -> dict:
+    return {
+        "scope": "user/*.read",
+        "extensions": {
+            "ihe_iua": {
+                "national_provider_identifier": PHARMACIST,
+                "subject_role": [{"system": G15_OID, "code": "21"}, *roles],
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize("system", [R38_OID, R38_OID.removeprefix("urn:oid:"), R01_URL])
+def test_r13_specialty_under_tre_r38_or_tre_r01_is_the_specialty(system):
+    requester = requester_from_claims(_claims({"system": system, "code": "SM54"}))
+    assert (requester.profession, requester.specialty) == ("21", "SM54")
+
+
+@pytest.mark.parametrize(
+    "system", [R85_URL, "urn:oid:1.2.3.4", "http://example.org/roles"], ids=["r85", "oid", "url"]
+)
+def test_r13_role_of_a_system_the_matrix_does_not_read_is_no_specialty(system):
+    """Any role not TRE_G15 was read as a TRE_R01 specialty code: a TRE_R85 role, or a
+    structure's own code spelled like a savoir-faire, chose the J65 rows read. Ignored now
+    (a specialty only adds to its profession's types: ignoring one gives fewer)."""
+    requester = requester_from_claims(_claims({"system": system, "code": "SM54"}))
+    assert (requester.profession, requester.specialty) == ("21", None)
+
+
+@pytest.mark.parametrize("system", [G16_URL, G16_URL + "/", G16_URL.replace("https", "http")])
+def test_r13_tre_g16_student_profession_is_refused(system):
+    """TRE_G16 (students; codes 10, 21, 40, 50, TRE_G15's) was read as a specialty. The
+    matrix has no TRE_G16 row: refused, neither a specialty nor a profession."""
+    with pytest.raises(AuthenticationError, match="TRE_G16"):
+        requester_from_claims(_claims({"system": system, "code": "10"}))
+
+
+def test_r13_specialty_under_a_near_miss_of_tre_r01_is_refused():
+    near = R01_URL.replace("https://", "http://")
+    with pytest.raises(AuthenticationError, match="near miss"):
+        requester_from_claims(_claims({"system": near, "code": "SM54"}))
