@@ -38,6 +38,8 @@ SYSTEM_RFC3986 = "urn:ietf:rfc:3986"
 # Professions and access modes
 OID_TRE_G15_PROFESSION = "1.2.250.1.71.1.2.7"
 SYSTEM_PROFESSION = f"urn:oid:{OID_TRE_G15_PROFESSION}"
+# TRE_R38 (spécialités ordinales): the VIHF's specialty Role.
+OID_TRE_R38_SPECIALTY = "1.2.250.1.71.4.2.5"
 OID_TRE_R248_MODE_ACCES = "1.2.250.1.213.1.1.4.248"
 SYSTEM_ACCESS_MODE = f"urn:oid:{OID_TRE_R248_MODE_ACCES}"
 SYSTEM_ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"

@@ -32,6 +32,7 @@ from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_toke
 from fhir_server.auth.tokens import AuthenticationError
 from fhir_server.resources.normal_form import NormalForm, default_aliases, fold
 from fhir_server.terminology import (
+    OID_TRE_R38_SPECIALTY,
     PURPOSE_BY_MODE,
     SYSTEM_ACCESS_MODE,
     SYSTEM_IDNAT_STRUCT,
@@ -264,7 +265,6 @@ def _subject_roles(value: Any) -> list[Mapping[str, Any]]:
 # The specialty code systems the habilitation matrix reads (`HabilitationMatrix.roles_of`
 # reads a specialty as its TRE_R01 savoir-faire code, J65's): TRE_R01 itself, and TRE_R38
 # (spécialités ordinales, the VIHF's specialty Role, whose codes are the same SMxx codes).
-OID_TRE_R38_SPECIALTY = "1.2.250.1.71.4.2.5"
 _NOS = "https://mos.esante.gouv.fr/NOS/"
 SPECIALTY_SYSTEMS = frozenset(
     {

@@ -58,6 +58,7 @@ from fhir_server.config import ConfigError
 from fhir_server.terminology import (
     CANONICAL_BASE,
     OID_TRE_G15_PROFESSION,
+    OID_TRE_R38_SPECIALTY,
     OID_TRE_R248_MODE_ACCES,
     SYSTEM_ACCESS_MODE,
     SYSTEM_IDNAT_STRUCT,
@@ -82,7 +83,6 @@ ATTR_LPS_VERSION = "LPS_Version"
 ATTR_VIHF_VERSION = "VIHF_Version"
 # Decided here: the declared reason of a bris_de_glace access travels in this attribute.
 ATTR_ACCESS_REASON = f"{CANONICAL_BASE}/vihf/access-reason"
-OID_TRE_R38_SPECIALTY = "1.2.250.1.71.4.2.5"
 # A VIHF carries no OAuth scopes: the XDS face is bounded by the DMP rules alone (decided
 # here), so its requesters hold what a practitioner's token holds by default.
 VIHF_SCOPES = "user/*.cruds"
