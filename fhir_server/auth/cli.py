@@ -181,7 +181,9 @@ def run_token(args: argparse.Namespace) -> int:
         # A bearer token serves whoever holds it: `--minutes 99999999999` printed one valid
         # for 190,000 years (or, with --vihf and more digits, a traceback). Fail closed.
         return _fail(f"--minutes {args.minutes}: at most {MAX_MINUTES} (a day)")
-    settings = AuthSettings.from_env(data_dir=args.data_dir or default_data_dir())
+    # The server's settings, read by its loader: an unknown FHIR_* variable is refused
+    # (ConfigError, exit 2) as `serve` refuses it.
+    settings = AuthSettings.from_env(data_dir=args.data_dir)
     try:
         settings.validate()
     except ValueError as exc:

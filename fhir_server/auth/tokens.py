@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from joserfc import jws
@@ -36,6 +36,9 @@ from joserfc.jwk import Key, KeySet
 
 from fhir_server.auth.keys import SigningKey, load_or_create_signing_key
 from fhir_server.auth.scopes import ScopeError, ScopeSet
+
+if TYPE_CHECKING:
+    from fhir_server.config import Settings
 
 Claims = dict[str, Any]
 
@@ -89,8 +92,21 @@ class AuthSettings:
     issuer: str | None = None  # FHIR_AUTH_ISSUER: an external issuer also trusted
     jwks_url: str | None = None  # FHIR_AUTH_JWKS_URL: that issuer's keys
     audience: str | None = None  # FHIR_AUTH_AUDIENCE
-    vihf_trusted_cert_files: tuple[Path, ...] = ()  # FHIR_XDS_VIHF_TRUSTED_CERTS
+    vihf_trusted_cert_files: tuple[Path, ...] = ()  # FHIR_XDS_TRUSTED_CERTIFICATES
     leeway_seconds: int = DEFAULT_LEEWAY_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AuthSettings:
+        """The auth part of the server's `config.Settings`: the one mapping from settings to
+        auth, for `fhir-server serve` (the app factory) and `fhir-server token` alike."""
+        return cls(
+            data_dir=settings.data_dir,
+            base_url=settings.base_url or None,
+            issuer=settings.auth_issuer or None,
+            jwks_url=settings.auth_jwks_url or None,
+            audience=settings.auth_audience or None,
+            vihf_trusted_cert_files=tuple(Path(p) for p in settings.xds_trusted_certificates),
+        )
 
     @classmethod
     def from_env(
@@ -98,18 +114,16 @@ class AuthSettings:
         environ: Mapping[str, str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
     ) -> AuthSettings:
-        env = os.environ if environ is None else environ
-        certs = env.get("FHIR_XDS_VIHF_TRUSTED_CERTS", "")
-        return cls(
-            data_dir=Path(data_dir or env.get("FHIR_DATA_DIR") or "./var"),
-            base_url=env.get("FHIR_BASE_URL") or None,
-            issuer=env.get("FHIR_AUTH_ISSUER") or None,
-            jwks_url=env.get("FHIR_AUTH_JWKS_URL") or None,
-            audience=env.get("FHIR_AUTH_AUDIENCE") or None,
-            vihf_trusted_cert_files=tuple(
-                Path(p) for p in certs.replace(",", os.pathsep).split(os.pathsep) if p.strip()
-            ),
-        )
+        """The environment read by the server's loader (`config.load_settings`), `data_dir`
+        overriding FHIR_DATA_DIR as the `--data-dir` flag does. It read its own names: the
+        trusted VIHF certificates under FHIR_XDS_VIHF_TRUSTED_CERTS, which the server refuses
+        as unknown while its FHIR_XDS_TRUSTED_CERTIFICATES was ignored here, and a mistyped
+        FHIR_* variable (FHIR_BASE_URI) was ignored, a token minted for the default audience.
+        Now one name per setting, and an unknown one is a `config.ConfigError` here too."""
+        from fhir_server.config import load_settings
+
+        flags = {"data_dir": Path(data_dir) if data_dir else None}
+        return cls.from_settings(load_settings(flags, environ))
 
     def validate(self) -> None:
         """Raise ValueError naming the setting when the combination cannot work."""

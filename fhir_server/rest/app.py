@@ -13,7 +13,6 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -152,14 +151,7 @@ def _no_authentication(req) -> Requester:
 
 
 def auth_settings(settings: Settings) -> AuthSettings:
-    return AuthSettings(
-        data_dir=settings.data_dir,
-        base_url=settings.base_url or None,
-        issuer=settings.auth_issuer or None,
-        jwks_url=settings.auth_jwks_url or None,
-        audience=settings.auth_audience or None,
-        vihf_trusted_cert_files=tuple(Path(p) for p in settings.xds_trusted_certificates),
-    )
+    return AuthSettings.from_settings(settings)
 
 
 def _install_authentication(app: Flask, runtime: Runtime, settings: Settings) -> None:

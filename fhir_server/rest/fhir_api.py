@@ -17,6 +17,7 @@ from fhir_server.auth.http import unauthorized
 from fhir_server.errors import bad_request, error
 from fhir_server.rest import bundles as bundle_views
 from fhir_server.rest.formats import negotiate, parse_body, render, wants_fhir
+from fhir_server.rest.prefer import request_preferences
 from fhir_server.rest.summary import summarize
 from fhir_server.search.parameters import is_whole_number
 from fhir_server.service import versions
@@ -109,18 +110,11 @@ def _resource_headers(stored: StoredResource, location: bool = False) -> dict[st
 
 
 def _prefer_return() -> str:
-    prefer = request.headers.get("Prefer", "")
-    for part in prefer.split(";"):
-        part = part.strip()
-        if part.startswith("return="):
-            value = part.removeprefix("return=").strip('"')
-            if value in ("minimal", "representation", "OperationOutcome"):
-                return value
-    return "representation"
+    return request_preferences().return_
 
 
 def _lenient() -> bool:
-    return "handling=lenient" in request.headers.get("Prefer", "").replace(" ", "")
+    return request_preferences().lenient
 
 
 def _write_response(answer: Answer) -> Response:

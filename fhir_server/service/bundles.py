@@ -506,6 +506,9 @@ class BundleProcessor:
                 entry.resource = copy_json(entry.resource)
                 entry.normalized = True
         requested = list(entries)  # the entries answered, in the Bundle's order
+        # The overlaps of plain ids, before the documents' own checks (a document PUT twice
+        # shares its entryUUID with itself): the same refusal whatever the entries write.
+        _refuse_overlaps(entries, len(entries), {}, resolved=False)
         plan = None
         supersede: list[dict] = []
         if mhd is not None:
@@ -526,6 +529,7 @@ class BundleProcessor:
             for k, old in enumerate(more)
         ]
         references = self._resolve_identities(requester, entries)
+        _refuse_overlaps(entries, len(requested), plan.folded if plan is not None else {})
         _skip_orphaned_binaries(entries)
         # A PATCH entry's resource is the patch (a Binary or a Parameters), not what is written.
         written = [
@@ -762,6 +766,81 @@ class BundleProcessor:
         else:
             interaction = entry.interaction()
         return _response(self.dispatcher.perform(requester, interaction, within))
+
+
+def _written_identity(entry: Entry, folded: dict[int, str], resolved: bool) -> str | None:
+    """The `Type/id` a transaction's entry writes (PUT, PATCH, DELETE, an ITI-65 PATCH folded
+    into a supersede), its condition resolved (`_resolve`); None for a create (a new id of the
+    server's, or an existing resource found, which is not written), a read, a conditional
+    entry not resolved yet (`resolved` False) or one that found nothing to write."""
+    if entry.method == FOLDED:
+        old_id = folded.get(entry.index)
+        return f"DocumentReference/{old_id}" if old_id is not None else None
+    if entry.method not in ("PUT", "PATCH", "DELETE"):
+        return None
+    try:
+        interaction = entry.interaction()
+    except FhirError:
+        return None  # refused where it is read, naming the entry
+    if interaction.resource_type is None:
+        return None
+    if not interaction.conditional:
+        if interaction.resource_id is None:
+            return None
+        return f"{interaction.resource_type}/{interaction.resource_id}"
+    if not resolved or entry.target_id is None:
+        # A conditional PUT is resolved into a plain one (`_resolve` sets its url).
+        return None
+    return f"{interaction.resource_type}/{entry.target_id}"
+
+
+def _refuse_overlaps(
+    entries: list[Entry], requested: int, folded: dict[int, str], resolved: bool = True
+) -> None:
+    """FHIR R4 http.html#transaction: "If any resource identities (including resolved
+    identities from conditional update/delete) overlap in steps 1-3, then the transaction
+    SHALL fail." Two entries writing one resource were performed in turn (two PUTs of a List
+    gave two versions, the first never served as an answer of its own): a 400 naming both.
+
+    `entries[:requested]` are the client's; those after it, the server's own supersede PUTs
+    of replaced documents. A client entry writing a document the transaction supersedes is
+    an overlap too; the server's own never overlap each other (a document is superseded
+    once, `documents.registry.supersedes`), nor the ITI-65 PATCH folded into one of them,
+    which is that supersede (`Iti65._replacements`)."""
+    first: dict[str, Entry] = {}
+    folded_into = {f"DocumentReference/{old_id}" for old_id in folded.values()}
+    for entry in entries:
+        identity = _written_identity(entry, folded, resolved)
+        if identity is None:
+            continue
+        own = entry.index >= requested
+        if own and identity in folded_into:
+            continue  # the supersede a folded PATCH asked for: that PATCH's own write
+        earlier = first.get(identity)
+        if earlier is None:
+            first[identity] = entry
+            continue
+        if own:
+            if earlier.index >= requested:
+                continue  # the server's own supersedes: one per document
+            raise bad_request(
+                f"{earlier.where} writes {identity}, which a document of this transaction "
+                "replaces: the transaction supersedes it itself (http.html#transaction: "
+                "entries of a transaction may not write the same resource)",
+                f"{earlier.where}.request.url",
+            )
+        raise FhirError(
+            400,
+            [
+                Issue(
+                    "error",
+                    "invalid",
+                    f"{earlier.where} and {entry.where} both write {identity}: the entries of"
+                    " a transaction may not write the same resource (http.html#transaction)",
+                    (f"{earlier.where}.request.url", f"{entry.where}.request.url"),
+                )
+            ],
+        )
 
 
 def _skip_orphaned_binaries(entries: list[Entry]) -> None:

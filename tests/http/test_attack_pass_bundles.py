@@ -79,6 +79,7 @@ from tests.http.test_r18_matrix import (
     fresh_world,  # noqa: F401 (fixture)
 )
 from tests.http.test_xds_endpoints import Xds
+from tests.support.documents import dmp_document, transaction
 from tests.xds_builders import build_iti41
 
 OUTSIDE_MEMBERS = {
@@ -406,3 +407,143 @@ def test_iti41_bound_to_one_record_gets_the_same_refusal_for_a_known_and_an_unkn
         answers.append(registry_status(response))
     assert answers == [(v.RESPONSE_FAILURE, [LOCAL_POLICY])] * 2
     assert len(world.documents_of(world.y)) == before
+
+
+# -- http.html#transaction: resource identities that overlap fail the transaction ----------
+
+
+def _a_list(world, token: str) -> str:
+    listing = {
+        "resourceType": "List",
+        "status": "current",
+        "mode": "working",
+        "title": "first",
+        "subject": {"reference": f"Patient/{PATIENT_A}"},
+        "source": {"reference": f"Practitioner/{AUTHORIZED}"},
+    }
+    response = world.client.post(
+        "/fhir/List", data=json.dumps(listing), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()["id"]
+
+
+def _put_list(list_id: str, title: str, url: str | None = None) -> dict:
+    resource = {
+        "resourceType": "List",
+        "id": list_id,
+        "status": "current",
+        "mode": "working",
+        "title": title,
+        "subject": {"reference": f"Patient/{PATIENT_A}"},
+        "source": {"reference": f"Practitioner/{AUTHORIZED}"},
+    }
+    if url is not None:
+        resource.pop("id")
+    return {"request": {"method": "PUT", "url": url or f"List/{list_id}"}, "resource": resource}
+
+
+OVERLAPS = {
+    "two-puts": lambda i: [_put_list(i, "second"), _put_list(i, "third")],
+    "put-and-delete": lambda i: [
+        _put_list(i, "second"),
+        {"request": {"method": "DELETE", "url": f"List/{i}"}},
+    ],
+    "put-and-conditional-put": lambda i: [
+        _put_list(i, "second"),
+        _put_list(i, "third", url=f"List?patient={PATIENT_A}&_id={i}"),
+    ],
+    "delete-and-conditional-delete": lambda i: [
+        {"request": {"method": "DELETE", "url": f"List/{i}"}},
+        {"request": {"method": "DELETE", "url": f"List?patient={PATIENT_A}&_id={i}"}},
+    ],
+}
+
+
+@pytest.mark.parametrize("overlap", list(OVERLAPS))
+def test_transaction_entries_writing_one_resource_fail_naming_both(fresh_world, overlap):  # noqa: F811
+    """FHIR R4 http.html#transaction: "If any resource identities (including resolved
+    identities from conditional update/delete) overlap in steps 1-3, then the transaction
+    SHALL fail." Two PUTs of one List in one transaction gave two versions (documents were
+    only caught by their entryUUID appearing twice); a PUT and a DELETE, or a conditional
+    entry resolving to the resource another names, were both performed. A 400 naming both
+    entries now, and nothing is written."""
+    world = fresh_world
+    token = world.tokens.practitioner(AUTHORIZED)
+    list_id = _a_list(world, token)
+    lists = _stored(world, "List")
+    filler = {
+        "request": {"method": "POST", "url": "List"},
+        "resource": _put_list("x", "created")["resource"] | {"id": None},
+    }
+    filler["resource"].pop("id")
+    first, second = OVERLAPS[overlap](list_id)
+    response = _transaction(world, token, first, filler, second)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    (issue,) = response.get_json()["issue"]
+    assert "Bundle.entry[0]" in issue["diagnostics"] and "Bundle.entry[2]" in issue["diagnostics"]
+    assert issue["expression"] == ["Bundle.entry[0].request.url", "Bundle.entry[2].request.url"]
+    stored = world.service.store.read("List", list_id)
+    assert stored.version == 1 and not stored.deleted
+    assert _stored(world, "List") == lists
+
+
+def test_batch_entries_writing_one_resource_are_each_performed(fresh_world):  # noqa: F811
+    """A batch's entries are independent (http.html#transaction): two PUTs of one List are
+    two updates, as the same requests sent one after the other."""
+    world = fresh_world
+    token = world.tokens.practitioner(AUTHORIZED)
+    list_id = _a_list(world, token)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [_put_list(list_id, "second"), _put_list(list_id, "third")],
+    }
+    response = world.client.post(
+        "/fhir", data=json.dumps(bundle), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    statuses = [e["response"]["status"] for e in response.get_json()["entry"]]
+    assert [s.split()[0] for s in statuses] == ["200", "200"]
+    assert world.service.store.read("List", list_id).version == 3
+
+
+def test_transaction_writing_a_document_it_supersedes_is_refused(fresh_world):  # noqa: F811
+    """A transaction creating a document that replaces another adds the supersede PUT of the
+    replaced one (`documents.registry.supersedes`); a client entry writing that document too
+    overlaps it (http.html#transaction) and is refused, naming the client's entry: the two
+    were performed in turn, the client's write then the server's supersede of what it wrote."""
+    world = fresh_world
+    token = world.tokens.practitioner(AUTHORIZED)
+    deposit = transaction(PATIENT_A, dmp_document(PATIENT_A, "x", author=AUTHORIZED))
+    response = world.client.post(
+        "/fhir", data=json.dumps(deposit), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    old_id = response.get_json()["entry"][0]["response"]["location"].split("/")[1]
+    bundle = transaction(PATIENT_A, dmp_document(PATIENT_A, "x", author=AUTHORIZED, title="new"))
+    bundle["entry"][0]["resource"]["relatesTo"] = [
+        {"code": "replaces", "target": {"reference": f"DocumentReference/{old_id}"}}
+    ]
+    old = world.service.store.read("DocumentReference", old_id).json()
+    old["description"] = "changed by the client"
+    bundle["entry"].append(
+        {"request": {"method": "PUT", "url": f"DocumentReference/{old_id}"}, "resource": old}
+    )
+    documents = _stored(world, "DocumentReference")
+    response = world.client.post(
+        "/fhir", data=json.dumps(bundle), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    (issue,) = response.get_json()["issue"]
+    assert issue["expression"] == ["Bundle.entry[2].request.url"]
+    assert world.service.store.read("DocumentReference", old_id).version == 1
+    assert _stored(world, "DocumentReference") == documents
+    # Without the client's PUT, the same replacement is made (the supersede is the server's).
+    bundle["entry"].pop()
+    response = world.client.post(
+        "/fhir", data=json.dumps(bundle), headers=auth(token, **{"Content-Type": FHIR_JSON})
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    stored = world.service.store.read("DocumentReference", old_id)
+    assert stored.version == 2 and stored.json()["status"] == "superseded"

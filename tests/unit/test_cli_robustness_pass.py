@@ -561,3 +561,45 @@ def test_a_file_that_changes_while_it_is_loaded_is_reported_with_what_was_loaded
     err = capsys.readouterr().err
     assert f"{second}, line 1: not JSON" in err
     assert "the file changed while it was loaded; 2 resources were loaded before it" in err
+
+
+# -- token and serve: one name for one setting, read by the same loader ----------------------
+
+
+def test_token_reads_the_trusted_vihf_certificates_under_the_servers_name(tmp_path):
+    """`AuthSettings.from_env` (the `token` command's settings) read the trusted VIHF
+    certificates from FHIR_XDS_VIHF_TRUSTED_CERTS, a name the server refuses as unknown; the
+    server's FHIR_XDS_TRUSTED_CERTIFICATES was ignored. Both now read the server's settings
+    through `config.load_settings`, and agree."""
+    from fhir_server.auth.tokens import AuthSettings
+    from fhir_server.config import load_settings
+    from fhir_server.rest.app import auth_settings
+
+    certificates = os.pathsep.join([str(tmp_path / "a.pem"), str(tmp_path / "b.pem")])
+    environ = {
+        "FHIR_DATA_DIR": str(tmp_path),
+        "FHIR_BASE_URL": "https://dmp.example/fhir",
+        "FHIR_XDS_TRUSTED_CERTIFICATES": certificates,
+    }
+    settings = AuthSettings.from_env(environ)
+    assert settings.vihf_trusted_cert_files == (tmp_path / "a.pem", tmp_path / "b.pem")
+    assert settings == auth_settings(load_settings(environ=environ))
+
+
+@pytest.mark.parametrize(
+    "variable", ["FHIR_XDS_VIHF_TRUSTED_CERTS", "FHIR_BASE_URI", "FHIR_AUTH_AUDIENCES"]
+)
+def test_token_refuses_a_mistyped_setting_as_the_server_does(
+    tmp_path, capsys, monkeypatch, variable
+):
+    """The server stops on an unknown FHIR_* variable (a mistyped name would leave its
+    setting at the default); `token` ignored it and minted a token for another audience or
+    issuer than the operator meant. It is refused now, named, and no token is printed."""
+    from fhir_server.config import ConfigError, load_settings
+
+    monkeypatch.setenv(variable, "https://dmp.example/fhir")
+    with pytest.raises(ConfigError, match=variable):
+        load_settings()
+    assert main(["token", "--patient", "p1", "--data-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and f"{variable}: unknown setting" in out.err
