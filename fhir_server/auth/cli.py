@@ -9,7 +9,6 @@ returning the exit code. `token` prints only the token (or the VIHF assertion), 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from fhir_server.auth.identifiers import fhir_id_error, idnat_ps_error, ins_toke
 from fhir_server.auth.keys import load_or_create_signing_key
 from fhir_server.auth.scopes import ScopeError, ScopeSet
 from fhir_server.auth.tokens import AuthSettings, TokenIssuer
-from fhir_server.config import ENVIRONMENT, flag_parser
+from fhir_server.config import ConfigError, flag_parser
 from fhir_server.terminology import SYSTEM_ACCESS_MODE, SYSTEM_IDNAT_STRUCT, SYSTEM_PROFESSION
 
 DEFAULT_SCOPES = {
@@ -35,11 +34,14 @@ CLI_CLIENT_ID = "fhir-server-cli"
 MAX_MINUTES = 24 * 60  # the longest lifetime `token` gives a token or a VIHF assertion
 
 
-def default_data_dir() -> str:
-    value = os.environ.get("FHIR_DATA_DIR")
-    if value is None:
-        return "./var"
-    return str(ENVIRONMENT["FHIR_DATA_DIR"][1]("FHIR_DATA_DIR", value))  # "" is refused
+def _client_data_dir(args: argparse.Namespace) -> str:
+    """The data dir as the server reads it (`config.load_settings`, `--data-dir` overriding
+    FHIR_DATA_DIR): the client commands read FHIR_DATA_DIR alone, so a mistyped FHIR_*
+    variable the server stops on was ignored, and a client registered beside another store
+    than the operator meant. An unknown setting is refused (`config.ConfigError`)."""
+    from fhir_server.config import load_settings
+
+    return str(load_settings({"data_dir": args.data_dir}).data_dir)
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -255,13 +257,13 @@ def add_client_command(subparsers: Any) -> argparse.ArgumentParser:
 def run_client(args: argparse.Namespace) -> int:
     try:
         return _run_client(args)
-    except (OSError, ValueError) as exc:  # the registry file unreadable or malformed
+    except (OSError, ValueError, ConfigError) as exc:  # a setting, or the registry file
         print(f"fhir-server client {args.client_command}: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _run_client(args: argparse.Namespace) -> int:
-    registry = ClientRegistry.in_data_dir(args.data_dir or default_data_dir())
+    registry = ClientRegistry.in_data_dir(_client_data_dir(args))
     if args.client_command == "add":
         try:
             jwks = public_jwks_from_file(

@@ -603,3 +603,18 @@ def test_token_refuses_a_mistyped_setting_as_the_server_does(
     assert main(["token", "--patient", "p1", "--data-dir", str(tmp_path)]) == 2
     out = capsys.readouterr()
     assert out.out == "" and f"{variable}: unknown setting" in out.err
+
+
+@pytest.mark.parametrize("command", [["client", "list"], ["client", "remove", "his"]])
+def test_client_commands_refuse_a_mistyped_setting_as_the_server_does(
+    tmp_path, capsys, monkeypatch, command
+):
+    """The client commands read FHIR_DATA_DIR alone: a mistyped FHIR_* variable, which stops
+    the server, was ignored (a registry listed or changed beside a store the operator did
+    not mean). Refused now, named, exit 2, nothing created."""
+    monkeypatch.setenv("FHIR_DATA_DIRECTORY", str(tmp_path / "meant"))
+    monkeypatch.setenv("FHIR_DATA_DIR", str(tmp_path / "used"))
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "FHIR_DATA_DIRECTORY: unknown setting" in err
+    assert not (tmp_path / "used").exists()
