@@ -611,6 +611,11 @@ def _period_covers(period: object, now: datetime, path: str) -> bool:
     # per-1 compares the bounds as written (dates as UTC days, as before they were read in
     # France): a stored Consent it accepted stays interpretable.
     first, last = date_bound_window(start, end)
+    if first is not None and last is not None and first > last:
+        # per-1 again on the bounds as coverage reads them (a date, that day in France): an
+        # instant at 23:30 UTC to the same day as a date passed the UTC reading, yet ends
+        # before it starts in Paris, and a block written so was stored and in force nowhere.
+        raise _invalid("period.start is after period.end (FHIR per-1, dates in France)", path)
     if first is not None and first > now:
         return False
     return not (last is not None and last < now)
