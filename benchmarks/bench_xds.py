@@ -66,8 +66,7 @@ from ihe_xds import vocabulary as v
 from ihe_xds.ebrim import parse_submission
 from ihe_xds.mtom import Attachment, build_mtom_response, parse_http_body
 from ihe_xds.soap import read_envelope
-from ihe_xds.stored_query import FIND_DOCUMENTS
-from tests.xds_builders import build_iti41
+from tests.xds_builders import build_iti41, find_documents_request
 
 INS_OID = "1.2.250.1.213.1.4.8"
 PRACTITIONER = "810009999999"  # in no corpus Consent, so never blocked
@@ -253,19 +252,7 @@ def find_documents_envelope(ins: str, header, return_type: str) -> bytes:
     etree.SubElement(soap_header, f"{{{v.NS_WSA}}}MessageID").text = f"urn:uuid:{uuid.uuid4()}"
     soap_header.append(copy.deepcopy(header))
     body = etree.SubElement(envelope, f"{{{v.NS_SOAP12}}}Body")
-    query_request = etree.SubElement(
-        body, f"{{{v.NS_QUERY}}}AdhocQueryRequest", nsmap={"query": v.NS_QUERY, "rim": v.NS_RIM}
-    )
-    etree.SubElement(query_request, f"{{{v.NS_QUERY}}}ResponseOption", returnType=return_type)
-    query = etree.SubElement(query_request, f"{{{v.NS_RIM}}}AdhocQuery", id=FIND_DOCUMENTS)
-    for name, value in (
-        ("$XDSDocumentEntryPatientId", f"'{ins}^^^&{INS_OID}&ISO^NH'"),
-        ("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
-    ):
-        slot = etree.SubElement(query, f"{{{v.NS_RIM}}}Slot", name=name)
-        etree.SubElement(
-            etree.SubElement(slot, f"{{{v.NS_RIM}}}ValueList"), f"{{{v.NS_RIM}}}Value"
-        ).text = value
+    body.append(find_documents_request(ins, return_type))
     return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
 

@@ -163,6 +163,21 @@ def _transaction(world, token: str, *entries: dict):
     )
 
 
+def _put_each_document(world, url_of):
+    """(key, answer) of a transaction PUT, by an authorized practitioner, of the changed
+    visible document and of the masked one, each to `url_of(its id)`."""
+    token = world.tokens.practitioner(AUTHORIZED)
+    for key in ("a-visible", "a-masked"):
+        document = world.service.store.read("DocumentReference", doc_id(key)).json()
+        document["description"] = "changed"
+        entry = {
+            "fullUrl": "urn:uuid:5e1f0000-0000-4000-8000-000000000001",
+            "request": {"method": "PUT", "url": url_of(doc_id(key))},
+            "resource": document,
+        }
+        yield key, _transaction(world, token, entry)
+
+
 @pytest.mark.parametrize("url_type", ["List", "Consent", "Patient"])
 def test_transaction_put_whose_resource_is_not_of_its_urls_type_is_refused(fresh_world, url_type):  # noqa: F811
     """FHIR R4 http.html#update (and #transaction: an entry is processed as the request
@@ -170,26 +185,13 @@ def test_transaction_put_whose_resource_is_not_of_its_urls_type_is_refused(fresh
     alone and in a batch answers; the transaction performed it as an update of the
     DocumentReference (403 R14, or 404 for a hidden one) and mapped its fullUrl to
     `List/<id>`. Refused before anything is judged, the same for a hidden document's id."""
-    world = fresh_world
-    token = world.tokens.practitioner(AUTHORIZED)
     answers = []
-    for key in ("a-visible", "a-masked"):
-        document = world.service.store.read("DocumentReference", doc_id(key)).json()
-        document["description"] = "changed"
-        response = _transaction(
-            world,
-            token,
-            {
-                "fullUrl": "urn:uuid:5e1f0000-0000-4000-8000-000000000001",
-                "request": {"method": "PUT", "url": f"{url_type}/{doc_id(key)}"},
-                "resource": document,
-            },
-        )
+    for key, response in _put_each_document(fresh_world, lambda id_: f"{url_type}/{id_}"):
         assert response.status_code == 400, response.get_data(as_text=True)
         (issue,) = response.get_json()["issue"]
         assert issue["expression"][0] == "Bundle.entry[0].resource.resourceType"
         answers.append(response.get_data(as_text=True).replace(doc_id(key), "ID"))
-        assert world.service.store.read("DocumentReference", doc_id(key)).version == 1
+        assert fresh_world.service.store.read("DocumentReference", doc_id(key)).version == 1
     assert answers[0] == answers[1]
 
 
@@ -200,24 +202,11 @@ def test_transaction_put_to_an_absolute_url_changes_nothing(fresh_world, base): 
     """An absolute request.url names no type by its first segment (the POSTs of the NIST MHD
     fixtures carry one, and are not refused for it); a PUT to one is refused all the same,
     alike for a visible and a hidden document, and nothing is written."""
-    world = fresh_world
-    token = world.tokens.practitioner(AUTHORIZED)
     answers = []
-    for key in ("a-visible", "a-masked"):
-        document = world.service.store.read("DocumentReference", doc_id(key)).json()
-        document["description"] = "changed"
-        response = _transaction(
-            world,
-            token,
-            {
-                "fullUrl": "urn:uuid:5e1f0000-0000-4000-8000-000000000002",
-                "request": {"method": "PUT", "url": f"{base}List/{doc_id(key)}"},
-                "resource": document,
-            },
-        )
+    for key, response in _put_each_document(fresh_world, lambda id_: f"{base}List/{id_}"):
         assert 400 <= response.status_code < 500, response.get_data(as_text=True)
         answers.append(response.get_data(as_text=True).replace(doc_id(key), "ID"))
-        assert world.service.store.read("DocumentReference", doc_id(key)).version == 1
+        assert fresh_world.service.store.read("DocumentReference", doc_id(key)).version == 1
     assert answers[0] == answers[1]
 
 

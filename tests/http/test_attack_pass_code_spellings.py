@@ -113,6 +113,15 @@ def _with_contained(resource: dict, contained: dict) -> dict:
     return resource
 
 
+def _post_bundle(client, tokens, bundle: dict):
+    """`bundle` POSTed to the base by an authorized practitioner."""
+    return client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(tokens.practitioner(AUTHORIZED), **{"Content-Type": FHIR_JSON}),
+    )
+
+
 @pytest.mark.parametrize("case", list(CONTAINED))
 def test_r14_masking_label_on_a_contained_resource_is_refused_by_post(client, tokens, record, case):
     """MASQUE_PS on a contained resource was stored (201) and read by no rule: the document
@@ -138,11 +147,7 @@ def test_r14_masking_label_on_a_contained_resource_is_refused_in_a_transaction(
     labelled = _with_contained(document(PATIENT_A), CONTAINED["practitioner-meta-security"])
     bundle = transaction(PATIENT_A, labelled, b"bonjour")
     before = documents_of(record, PATIENT_A)
-    refused = client.post(
-        "/fhir",
-        data=json.dumps(bundle),
-        headers=auth(tokens.practitioner(AUTHORIZED), **{"Content-Type": FHIR_JSON}),
-    )
+    refused = _post_bundle(client, tokens, bundle)
     assert refused.status_code == 422, refused.get_data(as_text=True)
     assert documents_of(record, PATIENT_A) == before
 
@@ -350,11 +355,7 @@ def test_r14_masking_label_on_a_transaction_bundle_is_refused(client, tokens, re
     bundle = transaction(PATIENT_A, document(PATIENT_A), b"bonjour", with_submission_set=iti65)
     bundle["meta"] = {**bundle.get("meta", {}), "security": [MASQUE_PS]}
     before = documents_of(record, PATIENT_A)
-    refused = client.post(
-        "/fhir",
-        data=json.dumps(bundle),
-        headers=auth(tokens.practitioner(AUTHORIZED), **{"Content-Type": FHIR_JSON}),
-    )
+    refused = _post_bundle(client, tokens, bundle)
     assert refused.status_code == 422, refused.get_data(as_text=True)
     outcome = refused.get_json()
     assert outcome["resourceType"] == "OperationOutcome"
@@ -377,11 +378,7 @@ def test_r14_masking_label_on_a_batch_bundle_writes_no_unmasked_document(client,
         ],
     }
     before = documents_of(record, PATIENT_A)
-    answered = client.post(
-        "/fhir",
-        data=json.dumps(bundle),
-        headers=auth(tokens.practitioner(AUTHORIZED), **{"Content-Type": FHIR_JSON}),
-    )
+    answered = _post_bundle(client, tokens, bundle)
     assert answered.status_code == 422, answered.get_data(as_text=True)
     assert "Bundle.meta.security[0]" in answered.get_data(as_text=True)
     assert documents_of(record, PATIENT_A) == before
