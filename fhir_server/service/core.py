@@ -433,11 +433,25 @@ class FhirService:
         self.gate.after_search(requester, SearchResult.of_conditional(found, query, asked, permit))
 
     def _current(self, rows) -> list[StoredResource]:
+        """The matched rows as stored versions: each the version the search judged.
+
+        The access clause was decided on the row's version; a version written since (a
+        label added between the search and this read) was never judged, so when the
+        current one is another, the version the row holds is served (a snapshot of the
+        instant of the decision). Served as current, a conditional create answered a
+        document with the MASQUE_PS its practitioner had been masked from meanwhile (R14).
+        """
         found = []
         for row in rows:
             stored = self.store.read(row[0], row[1])
-            if stored is not None and not stored.deleted:
-                found.append(stored)
+            if stored is None or stored.deleted:
+                continue
+            if stored.body != row[2]:
+                judged = self.store.vread(row[0], row[1], _version_of(row[2]))
+                if judged is None or judged.body != row[2]:
+                    continue  # no version holds what was judged: nothing to serve
+                stored = judged
+            found.append(stored)
         return found
 
     def condition(
@@ -1062,6 +1076,14 @@ def precondition_failed(if_match: int, resource_type: str, resource_id: str | No
         "conflict",
         f'If-Match W/"{if_match}" is not the current version of {resource_type}/{resource_id}',
     )
+
+
+def _version_of(body: bytes) -> int:
+    """The version a stored body names (`meta.versionId`, which every stored body carries)."""
+    try:
+        return int(orjson.loads(body)["meta"]["versionId"])
+    except (KeyError, TypeError, ValueError):
+        return 0
 
 
 def _without_id(resource: dict) -> dict:

@@ -1,0 +1,112 @@
+"""Time of check, time of use: a write committed between a decision and what it serves.
+
+A read may serve a consistent snapshot taken when it was decided (what was readable at that
+instant), never a body that was not readable together with the facts it was judged on: the
+body of version 2 judged by the labels of version 1. Each race here is made deterministic by
+running the concurrent write inside a wrapped store method, at the point between the gate's
+decision and the read of what is served; no sleeps, no threads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from urllib.parse import quote
+
+import pytest
+
+from fhir_server.access.requester import INTERNAL
+from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
+from tests.http.conftest import FHIR_JSON, auth
+from tests.http.test_r18_matrix import (
+    AUTHORIZED,
+    IDENTIFIER_SYSTEM,
+    PATIENT_A,
+    World,
+    doc_id,
+    doc_identifier,
+    document,
+    own_world,
+)
+from tests.support.documents import dmp_document
+
+world = pytest.fixture(own_world, name="world")
+
+KEY = "a-visible"  # A's document, readable by AUTHORIZED until the patient masks it
+
+
+def _mask(world: World) -> None:
+    """The patient's write: MASQUE_PS added to the document (version 2), which hides it from
+    AUTHORIZED, neither its author nor the médecin traitant (R14). Made by the server, as
+    the seed is: the race is about when it lands, not who may make it."""
+    coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "MASQUE_PS"}
+    masked = {
+        **document(KEY),
+        "id": doc_id(KEY),
+        "securityLabel": [{"coding": [coding]}],
+        "meta": {"security": [coding]},
+    }
+    world.service.update(INTERNAL, "DocumentReference", doc_id(KEY), masked)
+
+
+def _after_search_of(
+    world: World, monkeypatch, resource_type: str, write: Callable[[], None]
+) -> list[bool]:
+    """Runs `write` once, right after the first search of `resource_type` that matched the
+    document returned its page: after the gate's access clause was decided and evaluated,
+    before the server reads anything else. Returns a flag list, [True] once it ran."""
+    store = world.service.store
+    original = store.search
+    ran: list[bool] = []
+
+    def search(query, **kwargs):
+        page = original(query, **kwargs)
+        if (
+            not ran
+            and query.resource_type == resource_type
+            and any(row[1] == doc_id(KEY) for row in page.rows)
+        ):
+            ran.append(True)
+            write()
+        return page
+
+    monkeypatch.setattr(store, "search", search)
+    return ran
+
+
+def _new_document() -> dict:
+    resource = dmp_document(PATIENT_A, None, content_type="text/plain", title="new")
+    resource["author"] = [{"identifier": document(KEY)["author"][0]["identifier"]}]
+    return resource
+
+
+def _if_none_exist() -> str:
+    criteria = quote(f"{IDENTIFIER_SYSTEM}|{doc_identifier(KEY)}")
+    return f"patient={PATIENT_A}&identifier={criteria}"
+
+
+def test_r14_conditional_create_never_answers_with_a_version_masked_after_its_search(
+    world, monkeypatch
+):
+    """R14, R18: an If-None-Exist's match is judged by the access clause of its search, on
+    the version the search read. The existing match answered (200) was read again after the
+    search: masked in between, its version 2, carrying MASQUE_PS, was served to the
+    practitioner it hides the document from, judged by version 1's labels."""
+    ran = _after_search_of(world, monkeypatch, "DocumentReference", lambda: _mask(world))
+    response = world.client.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(_new_document()),
+        headers=auth(
+            world.tokens.practitioner(AUTHORIZED),
+            **{"Content-Type": FHIR_JSON, "If-None-Exist": _if_none_exist()},
+        ),
+    )
+    assert ran, "the masking write did not run: the race was not reproduced"
+    text = response.get_data(as_text=True)
+    assert "MASQUE_PS" not in text, "a version masked from the requester was served"
+    if response.status_code == 200:
+        served = response.get_json()
+        assert served["id"] == doc_id(KEY)
+        assert served["meta"]["versionId"] == "1", "served a version other than the one judged"
+    current = world.service.store.read("DocumentReference", doc_id(KEY))
+    assert current.version == 2  # the mask stands
