@@ -46,7 +46,7 @@ from fhir_server.service import (
     unique_ids,
     versions,
 )
-from fhir_server.service.context import facts_scope
+from fhir_server.service.context import facts_scope, forget_request_facts
 from fhir_server.service.following import following
 from fhir_server.service.gate import INTERNAL_BINDING, Gate, ReadPurpose
 from fhir_server.service.ownership import BinaryOwnership
@@ -573,11 +573,20 @@ class FhirService:
             assign_entry_uuid(resource)
         # Authorized before the transaction: a create has no current version to judge, and the
         # write lock, which every writer of every process waits for, is not held meanwhile.
-        permit = self.gate.authorize_write(
-            requester, "create", resource["resourceType"], resource, None
-        )
+        with facts_scope():
+            permit = self.gate.authorize_write(
+                requester, "create", resource["resourceType"], resource, None
+            )
+            decided_on = self.gate.facts.epochs_read()
         prepared = self._prepare_create(requester, resource, resource_id)
         with self._transaction(replay=condition is not None) as tx:
+            if self.gate.facts.moved_since(decided_on):
+                # A block (or any change of the record's facts) committed since the check:
+                # judged again, or the create is written after the Consent that refuses it.
+                forget_request_facts()
+                permit = self.gate.authorize_write(
+                    requester, "create", resource["resourceType"], resource, None
+                )
             raced = condition is not None and self.recheck(tx, requester, condition)
             if not raced:
                 return self.create_in(

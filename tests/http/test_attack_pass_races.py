@@ -17,12 +17,15 @@ import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
-from tests.http.conftest import FHIR_JSON, auth
+from tests.http.conftest import FHIR_JSON, auth, deny, dmp_consent, permit
 from tests.http.test_r18_matrix import (
     AUTHORIZED,
+    BLOCKED,
     IDENTIFIER_SYSTEM,
     PATIENT_A,
+    STRANGER,
     World,
+    _id,
     doc_id,
     doc_identifier,
     document,
@@ -32,6 +35,7 @@ from tests.support.documents import dmp_document
 
 world = pytest.fixture(own_world, name="world")
 
+CONSENT_A = _id("consent-a")  # A's Consent: permits AUTHORIZED, blocks BLOCKED
 KEY = "a-visible"  # A's document, readable by AUTHORIZED until the patient masks it
 
 
@@ -110,3 +114,60 @@ def test_r14_conditional_create_never_answers_with_a_version_masked_after_its_se
         assert served["meta"]["versionId"] == "1", "served a version other than the one judged"
     current = world.service.store.read("DocumentReference", doc_id(KEY))
     assert current.version == 2  # the mask stands
+
+
+def _block(world: World, idnat: str) -> None:
+    """The patient's write: their Consent now blocks `idnat` too (R09)."""
+    world.service.update(
+        INTERNAL,
+        "Consent",
+        CONSENT_A,
+        {
+            **dmp_consent(PATIENT_A, permit(AUTHORIZED), deny(BLOCKED), deny(idnat)),
+            "id": CONSENT_A,
+        },
+    )
+
+
+def _consents_naming(world: World, idnat: str) -> list[str]:
+    """The ids of A's stored Consents whose text names `idnat`."""
+    found = world.service.search(INTERNAL, "Consent", [("patient", PATIENT_A), ("_count", "1000")])
+    return [row[1] for row in found.matches if idnat.encode() in row[2]]
+
+
+def test_r09_an_own_authorization_recorded_after_its_author_was_blocked_is_not_written(
+    world, monkeypatch
+):
+    """R09: a blocked practitioner records no authorization of their own (R10). A create is
+    judged before its store transaction opens (so that the write lock is not held
+    meanwhile); the patient's block committed in between, and the practitioner's own
+    authorization was written after it, judged by the Consent the block had replaced."""
+    service = world.service
+    original = service._prepare_create
+    ran: list[bool] = []
+
+    def prepare(requester, resource, resource_id):
+        if not ran:
+            ran.append(True)
+            _block(world, STRANGER)
+        return original(requester, resource, resource_id)
+
+    monkeypatch.setattr(service, "_prepare_create", prepare)
+    own = dmp_consent(PATIENT_A, permit(STRANGER), initial_consent=False)
+    response = world.client.post(
+        "/fhir/Consent",
+        data=json.dumps(own),
+        headers=auth(world.tokens.practitioner(STRANGER), **{"Content-Type": FHIR_JSON}),
+    )
+    assert ran, "the blocking write did not run: the race was not reproduced"
+    assert response.status_code == 403, response.get_data(as_text=True)
+    assert _consents_naming(world, STRANGER) == [CONSENT_A], "the blocked one's own was written"
+    # A control: the same request, with no block in between, is written.
+    monkeypatch.setattr(service, "_prepare_create", original)
+    other = "810000000098"
+    response = world.client.post(
+        "/fhir/Consent",
+        data=json.dumps(dmp_consent(PATIENT_A, permit(other), initial_consent=False)),
+        headers=auth(world.tokens.practitioner(other), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
