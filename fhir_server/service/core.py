@@ -71,6 +71,9 @@ T = TypeVar("T")
 # commit, a MongoDB majority write) takes milliseconds.
 CONDITION_ATTEMPTS = 8
 CONDITION_BACKOFF_SECONDS = 0.004
+# A search whose records' facts moved between its decision and its last read is decided and
+# read again, at most this many times in all (`FhirService._search`).
+SEARCH_ATTEMPTS = 3
 # Lists read a page at a time when a document gains a label (a SubmissionSet, some folders).
 _NAMING_LISTS_PAGE = 100
 
@@ -351,16 +354,35 @@ class FhirService:
                     query=parsed.query,
                     asked=parsed.query,
                 )
-        query, permit = self.gate.constrain_search(requester, replace(parsed.query, cursor=cursor))
-        page = self.store.search(
-            query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
-        )
-        included: list = []
-        if query.includes and page.rows:
-            included = self.store.resolve_includes(
-                page.rows,
-                query.includes,
-                lambda target_type: self.gate.include_constraint(requester, query, target_type),
+        for _ in range(SEARCH_ATTEMPTS):
+            query, permit = self.gate.constrain_search(
+                requester, replace(parsed.query, cursor=cursor)
+            )
+            decided_on = self.gate.facts.epochs_read()
+            page = self.store.search(
+                query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
+            )
+            included: list = []
+            if query.includes and page.rows:
+                included = self.store.resolve_includes(
+                    page.rows,
+                    query.includes,
+                    lambda target_type, query=query: self.gate.include_constraint(
+                        requester, query, target_type
+                    ),
+                )
+            # The access was decided on the records' facts, the page read after: a block
+            # committed in between, then a document deposited after it, and the page served
+            # it to the blocked practitioner, judged by the Consent the block replaced (R09).
+            # Unmoved, the facts held from the decision to the last read: served.
+            if not self.gate.facts.moved_since(decided_on):
+                break
+            forget_request_facts()
+        else:
+            raise error(
+                503,
+                "transient",
+                "the record's access rights kept changing during the search; try again",
             )
         served = self.gate.served_body
 

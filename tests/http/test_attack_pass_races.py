@@ -171,3 +171,43 @@ def test_r09_an_own_authorization_recorded_after_its_author_was_blocked_is_not_w
         headers=auth(world.tokens.practitioner(other), **{"Content-Type": FHIR_JSON}),
     )
     assert response.status_code == 201, response.get_data(as_text=True)
+
+
+def _deposit_after_block(world: World) -> str:
+    """The patient blocks AUTHORIZED, then a new document is deposited in A's record (by
+    its author, made here by the server): a document AUTHORIZED never could read. Its id."""
+    _block(world, AUTHORIZED)
+    new = {**document("a-visible"), "identifier": [{"system": IDENTIFIER_SYSTEM, "value": NEW}]}
+    new.pop("relatesTo", None)
+    return world.service.create(INTERNAL, "DocumentReference", new).stored.id
+
+
+NEW = "urn:uuid:6a1e7c3e-0000-4000-8000-0000000000aa"
+
+
+def test_r09_a_search_never_serves_a_document_deposited_after_its_requester_was_blocked(
+    world, monkeypatch
+):
+    """R09, R18: a search's access is decided on the record's facts, then its page read.
+    The patient's block, and a document deposited after it, committed in between: the page
+    served that document to the blocked practitioner, judged by the Consent the block had
+    replaced. Answering as of the decision is fine (what was readable then); a document
+    that did not exist until after the block never was."""
+    store = world.service.store
+    original = store.search
+    deposited: list[str] = []
+
+    def search(query, **kwargs):
+        if not deposited and query.resource_type == "DocumentReference":
+            deposited.append(_deposit_after_block(world))
+        return original(query, **kwargs)
+
+    monkeypatch.setattr(store, "search", search)
+    response = world.get(
+        world.tokens.practitioner(AUTHORIZED), f"/fhir/DocumentReference?patient={PATIENT_A}"
+    )
+    assert deposited, "the blocking write did not run: the race was not reproduced"
+    assert deposited[0] not in response.get_data(as_text=True), (
+        "the blocked practitioner was served a document deposited after the block"
+    )
+    assert response.status_code == 403, response.get_data(as_text=True)
