@@ -31,6 +31,8 @@ from tests.http.test_r18_matrix import (
     document,
     own_world,
 )
+from tests.http.test_xds_endpoints import GP as XDS_GP
+from tests.http.test_xds_endpoints import Xds
 from tests.support.documents import dmp_document
 
 world = pytest.fixture(own_world, name="world")
@@ -211,3 +213,64 @@ def test_r09_a_search_never_serves_a_document_deposited_after_its_requester_was_
         "the blocked practitioner was served a document deposited after the block"
     )
     assert response.status_code == 403, response.get_data(as_text=True)
+
+
+@pytest.fixture
+def xds(app, client, tokens, data_dir):
+    return Xds(app, client, tokens, data_dir)
+
+
+def test_r14_a_retrieve_whose_document_was_labelled_during_it_is_not_named_to_the_patient(
+    xds, monkeypatch
+):
+    """R14, R16, R18: ITI-43 finds the document by its uniqueId, then reads its Binary as the
+    requester (judged by the document's current version). A practitioner's INVISIBLE_PATIENT
+    committed in between: the médecin traitant's retrieve is still served (the label does
+    not hide it from them), but its event carried the labels of the version found before the
+    label, none, and named the document, by its uniqueId, in the trail of the patient it is
+    now hidden from, as a read recorded after the label must not (test_audit_trace_label_added)."""
+    patient_id, nir = xds.patient(1)
+    request, response = xds.deposit(nir)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (unique_id,) = request.document_unique_ids.values()
+    service = xds.runtime.service
+    original = service.documents_with_unique_id
+    labelled: list[str] = []
+
+    def documents_with_unique_id(system, value):
+        found = original(system, value)
+        if not labelled:
+            for document in found:
+                labelled.append(document["id"])
+                coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}
+                service.update(
+                    INTERNAL,
+                    "DocumentReference",
+                    document["id"],
+                    {
+                        **document,
+                        "securityLabel": [*document.get("securityLabel", []), {"coding": [coding]}],
+                        "meta": {"security": [coding]},
+                    },
+                )
+        return found
+
+    monkeypatch.setattr(service, "documents_with_unique_id", documents_with_unique_id)
+    patient = xds.tokens.patient(patient_id)
+    before = _events_naming(xds, patient, patient_id, unique_id)
+    retrieved = xds.retrieve([unique_id], XDS_GP, nir)
+    assert labelled, "the labelling write did not run: the race was not reproduced"
+    assert retrieved.status_code == 200 and b"ClinicalDocument" in retrieved.get_data()
+    # The deposit's own events keep the labels the document had then (none): an event keeps
+    # the labels its entities had when it was recorded. The retrieve's must not name it.
+    after = _events_naming(xds, patient, patient_id, unique_id)
+    assert after == before, "the patient's trail names the document now hidden from them"
+
+
+def _events_naming(xds, token: str, patient_id: str, *names: str) -> set[str]:
+    """The ids of the events `token` is shown in the record's trail that name any of `names`."""
+    shown = xds.client.get(f"/fhir/AuditEvent?patient={patient_id}&_count=100", headers=auth(token))
+    assert shown.status_code == 200, shown.get_data(as_text=True)
+    events = [entry["resource"] for entry in shown.get_json().get("entry", [])]
+    assert events, "the patient's trace is empty: the search is broken"
+    return {event["id"] for event in events if any(name in json.dumps(event) for name in names)}
