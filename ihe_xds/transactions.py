@@ -263,9 +263,13 @@ def iti41(
         return outcome
     bundle = mapped.bundle
     for old in supersede:
-        bundle["entry"].append(
-            {"resource": old, "request": {"method": "PUT", "url": f"DocumentReference/{old['id']}"}}
-        )
+        # On the version read: a change committed since (a label added) fails the deposit
+        # rather than being written over by the version read before it (R14).
+        request = {"method": "PUT", "url": f"DocumentReference/{old['id']}"}
+        version = (old.get("meta") or {}).get("versionId")
+        if version:
+            request["ifMatch"] = f'W/"{version}"'
+        bundle["entry"].append({"resource": old, "request": request})
     outcome.document_labels = {
         unique_id: security_labels_of(entry["resource"])
         for entry in bundle["entry"]

@@ -515,19 +515,11 @@ class BundleProcessor:
             plan, supersede = mhd.prepare(entries)
         else:
             self._prepare_documents(entries)
-        entries = entries + [
-            Entry(
-                len(requested) + k, "PUT", f"DocumentReference/{old['id']}", old, None, None, None
-            )
-            for k, old in enumerate(supersede)
-        ]
+        entries = entries + [_supersede(len(requested) + k, old) for k, old in enumerate(supersede)]
         # The documents any transaction creates supersede what they replace, in the same
         # write (`documents.registry`), whether the Bundle is an ITI-65 or not.
         more, superseded = self.service.documents.supersedes(requester, entries)
-        entries = entries + [
-            Entry(len(entries) + k, "PUT", f"DocumentReference/{old['id']}", old, None, None, None)
-            for k, old in enumerate(more)
-        ]
+        entries = entries + [_supersede(len(entries) + k, old) for k, old in enumerate(more)]
         references = self._resolve_identities(requester, entries)
         _refuse_overlaps(entries, len(requested), plan.folded if plan is not None else {})
         _skip_orphaned_binaries(entries)
@@ -934,6 +926,16 @@ def _without_result_params(interaction: Interaction) -> Interaction:
     """A search entry's criteria without the parameters that shape a REST response."""
     criteria = tuple((k, v) for k, v in interaction.criteria or () if k not in _RESULT_PARAMS)
     return replace(interaction, criteria=criteria)
+
+
+def _supersede(index: int, old: dict) -> Entry:
+    """The server's own PUT superseding a replaced document, on the version it was read at
+    (`old`, read before the write transaction opened): a change committed since (a label a
+    practitioner added, INVISIBLE_PATIENT) fails it (412) rather than being written over by
+    the version read before it, the label dropped by a depositor who never asked for it (R14)."""
+    version = (old.get("meta") or {}).get("versionId")
+    if_match = f'W/"{version}"' if version else None
+    return Entry(index, "PUT", f"DocumentReference/{old['id']}", old, None, None, if_match)
 
 
 def _at_entry(exc: FhirError, entry: Entry | None) -> FhirError:

@@ -19,6 +19,7 @@ from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
 from tests.http.conftest import FHIR_JSON, auth, deny, dmp_consent, permit
 from tests.http.test_r18_matrix import (
+    AUTHOR,
     AUTHORIZED,
     BLOCKED,
     IDENTIFIER_SYSTEM,
@@ -274,3 +275,73 @@ def _events_naming(xds, token: str, patient_id: str, *names: str) -> set[str]:
     events = [entry["resource"] for entry in shown.get_json().get("entry", [])]
     assert events, "the patient's trace is empty: the search is broken"
     return {event["id"] for event in events if any(name in json.dumps(event) for name in names)}
+
+
+def _documents(world: World) -> set[str]:
+    """The ids of A's stored DocumentReferences, as the server itself finds them."""
+    found = world.service.search(
+        INTERNAL, "DocumentReference", [("patient", PATIENT_A), ("_count", "1000")]
+    )
+    return {row[1] for row in found.matches}
+
+
+def _add_invisible_patient(world: World, resource_id: str) -> None:
+    """A practitioner's write: INVISIBLE_PATIENT added to the document (its version 2), which
+    hides it from the patient until the medical announcement (R14)."""
+    current = world.service.store.read("DocumentReference", resource_id).json()
+    coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}
+    current.pop("meta", None)
+    labelled = {**current, "securityLabel": [{"coding": [coding]}], "meta": {"security": [coding]}}
+    world.service.update(INTERNAL, "DocumentReference", resource_id, labelled)
+
+
+def test_r14_a_replacement_never_drops_a_label_added_to_the_replaced_document_meanwhile(
+    world, monkeypatch
+):
+    """R14: a replacement supersedes the replaced document by a PUT of it with status
+    superseded, read before the write transaction opens. A practitioner's INVISIBLE_PATIENT
+    committed in between: the PUT wrote back the version read before it, and the label was
+    gone, the document shown to the patient before the medical announcement, by a
+    depositor who never asked for it (a lost update). The label stays, or nothing is
+    written."""
+    registry = world.service.documents
+    original = registry.supersedes
+    ran: list[bool] = []
+
+    def supersedes(requester, entries):
+        found = original(requester, entries)
+        if not ran and found[1]:
+            ran.append(True)
+            _add_invisible_patient(world, doc_id(KEY))
+        return found
+
+    monkeypatch.setattr(registry, "supersedes", supersedes)
+    before = _documents(world)
+    # The document's author may replace it once the patient authorizes them (R10).
+    world.service.update(
+        INTERNAL,
+        "Consent",
+        CONSENT_A,
+        {
+            **dmp_consent(PATIENT_A, permit(AUTHORIZED), permit(AUTHOR), deny(BLOCKED)),
+            "id": CONSENT_A,
+        },
+    )
+    replacement = _new_document()
+    replacement["relatesTo"] = [
+        {"code": "replaces", "target": {"reference": f"DocumentReference/{doc_id(KEY)}"}}
+    ]
+    response = world.client.post(
+        "/fhir/DocumentReference",
+        data=json.dumps(replacement),
+        headers=auth(world.tokens.practitioner(AUTHOR), **{"Content-Type": FHIR_JSON}),
+    )
+    assert ran, response.get_data(as_text=True)
+    current = world.service.store.read("DocumentReference", doc_id(KEY)).json()
+    codes = {c["code"] for c in current.get("meta", {}).get("security", [])}
+    assert "INVISIBLE_PATIENT" in codes, (
+        f"the replacement ({response.status_code}) dropped the label added meanwhile"
+    )
+    if response.status_code != 201:  # refused whole: nothing of it written
+        assert response.status_code == 412, response.get_data(as_text=True)
+        assert _documents(world) == before
