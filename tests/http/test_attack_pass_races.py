@@ -17,6 +17,8 @@ import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_DMP_CONFIDENTIALITY
+from ihe_xds import transactions
+from ihe_xds import vocabulary as v
 from tests.http.conftest import FHIR_JSON, auth, deny, dmp_consent, permit
 from tests.http.test_r18_matrix import (
     AUTHOR,
@@ -33,7 +35,7 @@ from tests.http.test_r18_matrix import (
     own_world,
 )
 from tests.http.test_xds_endpoints import GP as XDS_GP
-from tests.http.test_xds_endpoints import Xds
+from tests.http.test_xds_endpoints import Xds, registry_status
 from tests.support.documents import dmp_document
 
 world = pytest.fixture(own_world, name="world")
@@ -345,3 +347,42 @@ def test_r14_a_replacement_never_drops_a_label_added_to_the_replaced_document_me
     if response.status_code != 201:  # refused whole: nothing of it written
         assert response.status_code == 412, response.get_data(as_text=True)
         assert _documents(world) == before
+
+
+def test_r14_an_iti41_rplc_never_drops_a_label_added_to_the_replaced_document_meanwhile(
+    xds, monkeypatch
+):
+    """R14: ITI-41 RPLC, the same race: the replaced entry is read to be superseded before
+    the deposit's transaction opens; INVISIBLE_PATIENT added in between was written over by
+    the superseding PUT of the version read before it."""
+    patient_id, nir = xds.patient(4)
+    xds.deposit(nir)
+    service = xds.runtime.service
+    (old,) = service.find(INTERNAL, "DocumentReference", [("patient", patient_id)])
+    entry_uuid = next(
+        i["value"] for i in old.json()["identifier"] if i["value"].startswith("urn:uuid:")
+    )
+    original = transactions._replacements
+    ran: list[bool] = []
+
+    def replacements(submission, mapped, find_entry):
+        found = original(submission, mapped, find_entry)
+        if not ran and found[0]:
+            ran.append(True)
+            current = service.store.read("DocumentReference", old.id).json()
+            coding = {"system": SYSTEM_DMP_CONFIDENTIALITY, "code": "INVISIBLE_PATIENT"}
+            current.pop("meta", None)
+            current["securityLabel"] = [{"coding": [coding]}]
+            current["meta"] = {"security": [coding]}
+            service.update(INTERNAL, "DocumentReference", old.id, current)
+        return found
+
+    monkeypatch.setattr(transactions, "_replacements", replacements)
+    _, response = xds.deposit(nir, replaces=entry_uuid, documents=[b"<v2/>"])
+    assert ran, response.get_data(as_text=True)
+    current = service.store.read("DocumentReference", old.id).json()
+    codes = {c["code"] for c in current.get("meta", {}).get("security", [])}
+    assert "INVISIBLE_PATIENT" in codes, "the RPLC dropped the label added meanwhile"
+    if current["status"] != "superseded":  # refused whole: nothing of it written
+        assert registry_status(response)[0] == v.RESPONSE_FAILURE
+        assert len(service.find(INTERNAL, "DocumentReference", [("patient", patient_id)])) == 1
