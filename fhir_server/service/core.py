@@ -529,6 +529,23 @@ class FhirService:
         )
         return bool(page.rows)
 
+    def _still_the_match(
+        self, tx: StoreTransaction, requester: Requester, condition: Condition, target_id: str
+    ) -> None:
+        """In the write transaction of a conditional update or delete: its criteria searched
+        again, as `recheck` does a create's. A write committed since the match was found (its
+        identifier changed, another resource now matching too) left the update writing over a
+        resource the criteria no longer named; raises `Replay`, so that the interaction runs
+        again on what they match now."""
+        tx.claim(condition.key)
+        page = tx.search(
+            condition.query,
+            cursor_key=self.cursor_key,
+            cursor_binding=self.gate.binding(requester),
+        )
+        if [row[1] for row in page.rows] != [target_id]:
+            raise Replay()
+
     def replayed(self, attempt: Callable[[], T]) -> T:
         """`attempt()`, run again while it loses races to concurrent conditional writes."""
         pause = CONDITION_BACKOFF_SECONDS
@@ -690,7 +707,8 @@ class FhirService:
                     f"the resource id '{resource['id']}' does not match the resource found ({target.id})",
                     f"{resource_type}.id",
                 )
-            with self._transaction() as tx:
+            with self._transaction(replay=True) as tx:
+                self._still_the_match(tx, requester, condition, target.id)
                 return self.update_in(
                     tx, requester, {**resource, "id": target.id}, if_match=if_match
                 )
@@ -718,10 +736,19 @@ class FhirService:
         if_match: int | None = None,
     ) -> StoredResource | None:
         require_type(resource_type)
-        target = self.one_match(
-            self.conditional_matches(requester, self.condition(requester, resource_type, criteria)),
-            "delete",
+        condition = self.condition(requester, resource_type, criteria)
+        return self.replayed(
+            lambda: self._conditional_delete(requester, resource_type, condition, if_match)
         )
+
+    def _conditional_delete(
+        self,
+        requester: Requester,
+        resource_type: str,
+        condition: Condition,
+        if_match: int | None,
+    ) -> StoredResource | None:
+        target = self.one_match(self.conditional_matches(requester, condition), "delete")
         if target is None:
             # A delete the requester may make of no resource of this type (a message, a
             # Binary, a practitioner's Consent...) is refused when nothing they may see
@@ -732,7 +759,8 @@ class FhirService:
             if if_match is not None:
                 raise precondition_failed(if_match, resource_type, None)
             return None
-        with self._transaction() as tx:
+        with self._transaction(replay=True) as tx:
+            self._still_the_match(tx, requester, condition, target.id)
             return self.delete_in(tx, requester, resource_type, target.id, if_match=if_match)
 
     # -- writes inside an open transaction (also used by Bundle processing) ----------------

@@ -386,3 +386,57 @@ def test_r14_an_iti41_rplc_never_drops_a_label_added_to_the_replaced_document_me
     if current["status"] != "superseded":  # refused whole: nothing of it written
         assert registry_status(response)[0] == v.RESPONSE_FAILURE
         assert len(service.find(INTERNAL, "DocumentReference", [("patient", patient_id)])) == 1
+
+
+OTHER_CONSENT = "0b0b0b0b-0000-4000-8000-00000000c0c0"
+
+
+def _consent_with_identifier(value: str) -> dict:
+    """A second Consent of A's, with a business identifier (the patient's own)."""
+    return {
+        **dmp_consent(PATIENT_A, permit("810000000097"), initial_consent=False),
+        "identifier": [{"system": IDENTIFIER_SYSTEM, "value": value}],
+    }
+
+
+def test_r06_a_conditional_update_never_writes_over_what_its_criteria_no_longer_match(
+    world, monkeypatch
+):
+    """FHIR http.html#cond-update, R06: a conditional update writes the one resource its
+    criteria match. The match was searched before the write transaction opened; the
+    resource changed in between so that the criteria no longer match it, and the update
+    wrote over it all the same (a Consent the criteria did not name any more). The
+    criteria are searched again in the write's transaction: what they match then is
+    updated, here nothing, so the body is created."""
+    first, moved = "urn:uuid:6a1e7c3e-0000-4000-8000-0000000000c1", "urn:uuid:moved"
+    put = world.service.update
+    put(
+        INTERNAL, "Consent", OTHER_CONSENT, {**_consent_with_identifier(first), "id": OTHER_CONSENT}
+    )
+    service = world.service
+    original = service.conditional_matches
+    ran: list[bool] = []
+
+    def conditional_matches(requester, condition):
+        found = original(requester, condition)
+        if not ran and found:
+            ran.append(True)
+            changed = {**_consent_with_identifier(moved), "id": OTHER_CONSENT}
+            put(INTERNAL, "Consent", OTHER_CONSENT, changed)
+        return found
+
+    monkeypatch.setattr(service, "conditional_matches", conditional_matches)
+    body = _consent_with_identifier(first)
+    body["provision"]["provision"].append(deny("810000000096"))
+    response = world.client.put(
+        f"/fhir/Consent?patient={PATIENT_A}&identifier={quote(f'{IDENTIFIER_SYSTEM}|{first}')}",
+        data=json.dumps(body),
+        headers=auth(world.tokens.patient(PATIENT_A), **{"Content-Type": FHIR_JSON}),
+    )
+    assert ran, response.get_data(as_text=True)
+    stored = world.service.store.read("Consent", OTHER_CONSENT).json()
+    assert stored["identifier"][0]["value"] == moved, (
+        f"the update ({response.status_code}) wrote over a Consent its criteria no longer match"
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json()["id"] != OTHER_CONSENT
