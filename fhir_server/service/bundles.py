@@ -96,6 +96,9 @@ class Entry:
     # the write transaction (the search is audited, which cannot happen inside it); None:
     # nothing (a conditional PATCH that finds nothing is refused then, 404).
     target_id: str | None = None
+    # A conditional UPDATE or DELETE: its criteria and what they found (`target_id`, or the
+    # resolved PUT's id), searched again in the write transaction (`Within.matched`).
+    matched: tuple[Condition, str | None] | None = None
     # A PUT whose id the server chose (a conditional update that matched nothing, the ITI-41
     # mapping's entries): it may create. A client's own id never does (`update_in`).
     server_id: bool = False
@@ -712,7 +715,8 @@ class BundleProcessor:
                 # Nothing matched: a create, with a server id as in
                 # `FhirService.conditional_update` (an id in the body could be one held by a
                 # resource hidden from the requester: issue #18, finding 13).
-                found = self.dispatcher.target(requester, interaction)
+                found, condition = self.dispatcher.target(requester, interaction)
+                entry.matched = (condition, found) if condition is not None else None
                 resource_id = found or versions.new_id()
                 entry.server_id = found is None
                 if found is not None and entry.resource.get("id") not in (None, found):
@@ -735,7 +739,8 @@ class BundleProcessor:
             entry.url = f"{resource_type}/{resource_id}"
             self._map(references, entry, entry.url)
         elif interaction.conditional:  # DELETE, PATCH
-            entry.target_id = self.dispatcher.target(requester, interaction)
+            entry.target_id, condition = self.dispatcher.target(requester, interaction)
+            entry.matched = (condition, entry.target_id) if condition is not None else None
 
     @staticmethod
     def _map(references: dict[str, str], entry: Entry, final: str) -> None:
@@ -748,6 +753,7 @@ class BundleProcessor:
             tx,
             target_id=entry.target_id,
             condition=entry.condition,
+            matched=entry.matched,
             found=entry.found,
             prepared=entry.prepared,
             may_create=entry.server_id,

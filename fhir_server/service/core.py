@@ -529,21 +529,25 @@ class FhirService:
         )
         return bool(page.rows)
 
-    def _still_the_match(
-        self, tx: StoreTransaction, requester: Requester, condition: Condition, target_id: str
+    def still_the_match(
+        self,
+        tx: StoreTransaction,
+        requester: Requester,
+        condition: Condition,
+        target_id: str | None,
     ) -> None:
         """In the write transaction of a conditional update or delete: its criteria searched
         again, as `recheck` does a create's. A write committed since the match was found (its
         identifier changed, another resource now matching too) left the update writing over a
         resource the criteria no longer named; raises `Replay`, so that the interaction runs
-        again on what they match now."""
+        again on what they match now. `target_id` None: they matched nothing then."""
         tx.claim(condition.key)
         page = tx.search(
             condition.query,
             cursor_key=self.cursor_key,
             cursor_binding=self.gate.binding(requester),
         )
-        if [row[1] for row in page.rows] != [target_id]:
+        if [row[1] for row in page.rows] != ([target_id] if target_id is not None else []):
             raise Replay()
 
     def replayed(self, attempt: Callable[[], T]) -> T:
@@ -708,7 +712,7 @@ class FhirService:
                     f"{resource_type}.id",
                 )
             with self._transaction(replay=True) as tx:
-                self._still_the_match(tx, requester, condition, target.id)
+                self.still_the_match(tx, requester, condition, target.id)
                 return self.update_in(
                     tx, requester, {**resource, "id": target.id}, if_match=if_match
                 )
@@ -760,7 +764,7 @@ class FhirService:
                 raise precondition_failed(if_match, resource_type, None)
             return None
         with self._transaction(replay=True) as tx:
-            self._still_the_match(tx, requester, condition, target.id)
+            self.still_the_match(tx, requester, condition, target.id)
             return self.delete_in(tx, requester, resource_type, target.id, if_match=if_match)
 
     # -- writes inside an open transaction (also used by Bundle processing) ----------------

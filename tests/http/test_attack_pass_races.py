@@ -440,3 +440,60 @@ def test_r06_a_conditional_update_never_writes_over_what_its_criteria_no_longer_
     )
     assert response.status_code == 201, response.get_data(as_text=True)
     assert response.get_json()["id"] != OTHER_CONSENT
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_r06_a_bundles_conditional_update_never_writes_over_what_its_criteria_no_longer_match(
+    world, monkeypatch, kind
+):
+    """The same race through a Bundle entry: a transaction searches its conditional
+    entries' criteria before its write transaction opens (http.html#trules), and wrote
+    over the Consent they no longer matched; a batch entry is performed as the request
+    alone."""
+    first, moved = "urn:uuid:6a1e7c3e-0000-4000-8000-0000000000c2", "urn:uuid:moved"
+    put = world.service.update
+    put(
+        INTERNAL, "Consent", OTHER_CONSENT, {**_consent_with_identifier(first), "id": OTHER_CONSENT}
+    )
+    service = world.service
+    original = service.conditional_matches
+    ran: list[bool] = []
+
+    def conditional_matches(requester, condition):
+        found = original(requester, condition)
+        if not ran and found:
+            ran.append(True)
+            changed = {**_consent_with_identifier(moved), "id": OTHER_CONSENT}
+            put(INTERNAL, "Consent", OTHER_CONSENT, changed)
+        return found
+
+    monkeypatch.setattr(service, "conditional_matches", conditional_matches)
+    body = _consent_with_identifier(first)
+    body["provision"]["provision"].append(deny("810000000096"))
+    criteria = quote(f"{IDENTIFIER_SYSTEM}|{first}")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [
+            {
+                "resource": body,
+                "request": {
+                    "method": "PUT",
+                    "url": f"Consent?patient={PATIENT_A}&identifier={criteria}",
+                },
+            }
+        ],
+    }
+    response = world.client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(world.tokens.patient(PATIENT_A), **{"Content-Type": FHIR_JSON}),
+    )
+    assert ran, response.get_data(as_text=True)
+    stored = world.service.store.read("Consent", OTHER_CONSENT).json()
+    assert stored["identifier"][0]["value"] == moved, (
+        "the entry wrote over a Consent its criteria no longer match"
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (entry,) = response.get_json()["entry"]
+    assert entry["response"]["status"].startswith("201"), entry
