@@ -112,7 +112,11 @@ class RecordFacts:
         """The epoch of each record whose facts this request's decisions were made on (its
         memo's; none outside a request): what `moved_since` compares at the time of use."""
         memo = request_memo() or {}
-        return {key[1]: epoch for key, epoch in memo.items() if key[0] == "epoch"}
+        return {
+            key[1]: epoch
+            for key, epoch in memo.items()
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == "epoch"
+        }
 
     def moved_since(self, epochs: dict[str, int]) -> bool:
         """Whether a write to one of these records' facts (a Consent, a RelatedPerson, the
