@@ -9,6 +9,7 @@ registry's own bookkeeping, and none of them changes what the requester is told:
 - the uniqueId / entryUUID checks of a deposit (XDSNonIdenticalHash, RPLC targets);
 - in ITI-43, locating the DocumentReference of a uniqueId, before the Binary is read as the
   requester: a document the requester may not see is answered exactly like an unknown one;
+  and its current labels read again once the Binary was, for the retrieve's event;
 - the patient CX written in ITI-18 answers, for documents the requester was already given.
 
 Decisions:
@@ -48,7 +49,7 @@ from lxml import etree
 from fhir_server.access import binding
 from fhir_server.access.ownership import binary_id_of
 from fhir_server.access.requester import INTERNAL, Requester
-from fhir_server.audit.balp import security_labels_of
+from fhir_server.audit.balp import security_labels_of, security_labels_of_all
 from fhir_server.documents.registry import UNKNOWN, relation_error_code, relation_problem
 from fhir_server.errors import FhirError
 from fhir_server.search.parameters import MAX_VALUES, split_escaped
@@ -262,9 +263,13 @@ def iti41(
         return outcome
     bundle = mapped.bundle
     for old in supersede:
-        bundle["entry"].append(
-            {"resource": old, "request": {"method": "PUT", "url": f"DocumentReference/{old['id']}"}}
-        )
+        # On the version read: a change committed since (a label added) fails the deposit
+        # rather than being written over by the version read before it (R14).
+        request = {"method": "PUT", "url": f"DocumentReference/{old['id']}"}
+        version = (old.get("meta") or {}).get("versionId")
+        if version:
+            request["ifMatch"] = f'W/"{version}"'
+        bundle["entry"].append({"resource": old, "request": request})
     outcome.document_labels = {
         unique_id: security_labels_of(entry["resource"])
         for entry in bundle["entry"]
@@ -702,6 +707,18 @@ def _retrieve_one(
             mime_type or "application/octet-stream",
             data,
             _subject_id(doc),
-            security_labels_of(doc),
+            _labels_now(service, doc),
         )
     return None
+
+
+def _labels_now(service, doc: dict) -> tuple:
+    """The labels the retrieve's event carries: the document's as located, and those of its
+    version read after the Binary was (the one the read was judged by). A label added in
+    between (INVISIBLE_PATIENT) left the event with the version located's labels, and named
+    the document, by its uniqueId, in the trail of whom the label hides it from (R14, R18)."""
+    try:
+        now = service.read(INTERNAL, "DocumentReference", doc["id"]).json()
+    except FhirError:  # deleted since: the labels it had
+        now = {}
+    return security_labels_of_all([doc, now])

@@ -96,6 +96,9 @@ class Entry:
     # the write transaction (the search is audited, which cannot happen inside it); None:
     # nothing (a conditional PATCH that finds nothing is refused then, 404).
     target_id: str | None = None
+    # A conditional UPDATE or DELETE: its criteria and what they found (`target_id`, or the
+    # resolved PUT's id), searched again in the write transaction (`Within.matched`).
+    matched: tuple[Condition, str | None] | None = None
     # A PUT whose id the server chose (a conditional update that matched nothing, the ITI-41
     # mapping's entries): it may create. A client's own id never does (`update_in`).
     server_id: bool = False
@@ -515,19 +518,11 @@ class BundleProcessor:
             plan, supersede = mhd.prepare(entries)
         else:
             self._prepare_documents(entries)
-        entries = entries + [
-            Entry(
-                len(requested) + k, "PUT", f"DocumentReference/{old['id']}", old, None, None, None
-            )
-            for k, old in enumerate(supersede)
-        ]
+        entries = entries + [_supersede(len(requested) + k, old) for k, old in enumerate(supersede)]
         # The documents any transaction creates supersede what they replace, in the same
         # write (`documents.registry`), whether the Bundle is an ITI-65 or not.
         more, superseded = self.service.documents.supersedes(requester, entries)
-        entries = entries + [
-            Entry(len(entries) + k, "PUT", f"DocumentReference/{old['id']}", old, None, None, None)
-            for k, old in enumerate(more)
-        ]
+        entries = entries + [_supersede(len(entries) + k, old) for k, old in enumerate(more)]
         references = self._resolve_identities(requester, entries)
         _refuse_overlaps(entries, len(requested), plan.folded if plan is not None else {})
         _skip_orphaned_binaries(entries)
@@ -720,7 +715,8 @@ class BundleProcessor:
                 # Nothing matched: a create, with a server id as in
                 # `FhirService.conditional_update` (an id in the body could be one held by a
                 # resource hidden from the requester: issue #18, finding 13).
-                found = self.dispatcher.target(requester, interaction)
+                found, condition = self.dispatcher.target(requester, interaction)
+                entry.matched = (condition, found) if condition is not None else None
                 resource_id = found or versions.new_id()
                 entry.server_id = found is None
                 if found is not None and entry.resource.get("id") not in (None, found):
@@ -743,7 +739,8 @@ class BundleProcessor:
             entry.url = f"{resource_type}/{resource_id}"
             self._map(references, entry, entry.url)
         elif interaction.conditional:  # DELETE, PATCH
-            entry.target_id = self.dispatcher.target(requester, interaction)
+            entry.target_id, condition = self.dispatcher.target(requester, interaction)
+            entry.matched = (condition, entry.target_id) if condition is not None else None
 
     @staticmethod
     def _map(references: dict[str, str], entry: Entry, final: str) -> None:
@@ -756,6 +753,7 @@ class BundleProcessor:
             tx,
             target_id=entry.target_id,
             condition=entry.condition,
+            matched=entry.matched,
             found=entry.found,
             prepared=entry.prepared,
             may_create=entry.server_id,
@@ -934,6 +932,16 @@ def _without_result_params(interaction: Interaction) -> Interaction:
     """A search entry's criteria without the parameters that shape a REST response."""
     criteria = tuple((k, v) for k, v in interaction.criteria or () if k not in _RESULT_PARAMS)
     return replace(interaction, criteria=criteria)
+
+
+def _supersede(index: int, old: dict) -> Entry:
+    """The server's own PUT superseding a replaced document, on the version it was read at
+    (`old`, read before the write transaction opened): a change committed since (a label a
+    practitioner added, INVISIBLE_PATIENT) fails it (412) rather than being written over by
+    the version read before it, the label dropped by a depositor who never asked for it (R14)."""
+    version = (old.get("meta") or {}).get("versionId")
+    if_match = f'W/"{version}"' if version else None
+    return Entry(index, "PUT", f"DocumentReference/{old['id']}", old, None, None, if_match)
 
 
 def _at_entry(exc: FhirError, entry: Entry | None) -> FhirError:

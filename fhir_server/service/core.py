@@ -46,7 +46,7 @@ from fhir_server.service import (
     unique_ids,
     versions,
 )
-from fhir_server.service.context import facts_scope
+from fhir_server.service.context import facts_scope, forget_request_facts
 from fhir_server.service.following import following
 from fhir_server.service.gate import INTERNAL_BINDING, Gate, ReadPurpose
 from fhir_server.service.ownership import BinaryOwnership
@@ -71,6 +71,9 @@ T = TypeVar("T")
 # commit, a MongoDB majority write) takes milliseconds.
 CONDITION_ATTEMPTS = 8
 CONDITION_BACKOFF_SECONDS = 0.004
+# A search whose records' facts moved between its decision and its last read is decided and
+# read again, at most this many times in all (`FhirService._search`).
+SEARCH_ATTEMPTS = 3
 # Lists read a page at a time when a document gains a label (a SubmissionSet, some folders).
 _NAMING_LISTS_PAGE = 100
 
@@ -351,16 +354,35 @@ class FhirService:
                     query=parsed.query,
                     asked=parsed.query,
                 )
-        query, permit = self.gate.constrain_search(requester, replace(parsed.query, cursor=cursor))
-        page = self.store.search(
-            query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
-        )
-        included: list = []
-        if query.includes and page.rows:
-            included = self.store.resolve_includes(
-                page.rows,
-                query.includes,
-                lambda target_type: self.gate.include_constraint(requester, query, target_type),
+        for _ in range(SEARCH_ATTEMPTS):
+            query, permit = self.gate.constrain_search(
+                requester, replace(parsed.query, cursor=cursor)
+            )
+            decided_on = self.gate.facts.epochs_read()
+            page = self.store.search(
+                query, cursor_key=self.cursor_key, cursor_binding=self.gate.binding(requester)
+            )
+            included: list = []
+            if query.includes and page.rows:
+                included = self.store.resolve_includes(
+                    page.rows,
+                    query.includes,
+                    lambda target_type, query=query: self.gate.include_constraint(
+                        requester, query, target_type
+                    ),
+                )
+            # The access was decided on the records' facts, the page read after: a block
+            # committed in between, then a document deposited after it, and the page served
+            # it to the blocked practitioner, judged by the Consent the block replaced (R09).
+            # Unmoved, the facts held from the decision to the last read: served.
+            if not self.gate.facts.moved_since(decided_on):
+                break
+            forget_request_facts()
+        else:
+            raise error(
+                503,
+                "transient",
+                "the record's access rights kept changing during the search; try again",
             )
         served = self.gate.served_body
 
@@ -433,11 +455,25 @@ class FhirService:
         self.gate.after_search(requester, SearchResult.of_conditional(found, query, asked, permit))
 
     def _current(self, rows) -> list[StoredResource]:
+        """The matched rows as stored versions: each the version the search judged.
+
+        The access clause was decided on the row's version; a version written since (a
+        label added between the search and this read) was never judged, so when the
+        current one is another, the version the row holds is served (a snapshot of the
+        instant of the decision). Served as current, a conditional create answered a
+        document with the MASQUE_PS its practitioner had been masked from meanwhile (R14).
+        """
         found = []
         for row in rows:
             stored = self.store.read(row[0], row[1])
-            if stored is not None and not stored.deleted:
-                found.append(stored)
+            if stored is None or stored.deleted:
+                continue
+            if stored.body != row[2]:
+                judged = self.store.vread(row[0], row[1], _version_of(row[2]))
+                if judged is None or judged.body != row[2]:
+                    continue  # no version holds what was judged: nothing to serve
+                stored = judged
+            found.append(stored)
         return found
 
     def condition(
@@ -492,6 +528,27 @@ class FhirService:
             cursor_binding=self.gate.binding(requester),
         )
         return bool(page.rows)
+
+    def still_the_match(
+        self,
+        tx: StoreTransaction,
+        requester: Requester,
+        condition: Condition,
+        target_id: str | None,
+    ) -> None:
+        """In the write transaction of a conditional update or delete: its criteria searched
+        again, as `recheck` does a create's. A write committed since the match was found (its
+        identifier changed, another resource now matching too) left the update writing over a
+        resource the criteria no longer named; raises `Replay`, so that the interaction runs
+        again on what they match now. `target_id` None: they matched nothing then."""
+        tx.claim(condition.key)
+        page = tx.search(
+            condition.query,
+            cursor_key=self.cursor_key,
+            cursor_binding=self.gate.binding(requester),
+        )
+        if [row[1] for row in page.rows] != ([target_id] if target_id is not None else []):
+            raise Replay()
 
     def replayed(self, attempt: Callable[[], T]) -> T:
         """`attempt()`, run again while it loses races to concurrent conditional writes."""
@@ -559,11 +616,20 @@ class FhirService:
             assign_entry_uuid(resource)
         # Authorized before the transaction: a create has no current version to judge, and the
         # write lock, which every writer of every process waits for, is not held meanwhile.
-        permit = self.gate.authorize_write(
-            requester, "create", resource["resourceType"], resource, None
-        )
+        with facts_scope():
+            permit = self.gate.authorize_write(
+                requester, "create", resource["resourceType"], resource, None
+            )
+            decided_on = self.gate.facts.epochs_read()
         prepared = self._prepare_create(requester, resource, resource_id)
         with self._transaction(replay=condition is not None) as tx:
+            if self.gate.facts.moved_since(decided_on):
+                # A block (or any change of the record's facts) committed since the check:
+                # judged again, or the create is written after the Consent that refuses it.
+                forget_request_facts()
+                permit = self.gate.authorize_write(
+                    requester, "create", resource["resourceType"], resource, None
+                )
             raced = condition is not None and self.recheck(tx, requester, condition)
             if not raced:
                 return self.create_in(
@@ -645,7 +711,8 @@ class FhirService:
                     f"the resource id '{resource['id']}' does not match the resource found ({target.id})",
                     f"{resource_type}.id",
                 )
-            with self._transaction() as tx:
+            with self._transaction(replay=True) as tx:
+                self.still_the_match(tx, requester, condition, target.id)
                 return self.update_in(
                     tx, requester, {**resource, "id": target.id}, if_match=if_match
                 )
@@ -673,10 +740,19 @@ class FhirService:
         if_match: int | None = None,
     ) -> StoredResource | None:
         require_type(resource_type)
-        target = self.one_match(
-            self.conditional_matches(requester, self.condition(requester, resource_type, criteria)),
-            "delete",
+        condition = self.condition(requester, resource_type, criteria)
+        return self.replayed(
+            lambda: self._conditional_delete(requester, resource_type, condition, if_match)
         )
+
+    def _conditional_delete(
+        self,
+        requester: Requester,
+        resource_type: str,
+        condition: Condition,
+        if_match: int | None,
+    ) -> StoredResource | None:
+        target = self.one_match(self.conditional_matches(requester, condition), "delete")
         if target is None:
             # A delete the requester may make of no resource of this type (a message, a
             # Binary, a practitioner's Consent...) is refused when nothing they may see
@@ -687,7 +763,8 @@ class FhirService:
             if if_match is not None:
                 raise precondition_failed(if_match, resource_type, None)
             return None
-        with self._transaction() as tx:
+        with self._transaction(replay=True) as tx:
+            self.still_the_match(tx, requester, condition, target.id)
             return self.delete_in(tx, requester, resource_type, target.id, if_match=if_match)
 
     # -- writes inside an open transaction (also used by Bundle processing) ----------------
@@ -1062,6 +1139,14 @@ def precondition_failed(if_match: int, resource_type: str, resource_id: str | No
         "conflict",
         f'If-Match W/"{if_match}" is not the current version of {resource_type}/{resource_id}',
     )
+
+
+def _version_of(body: bytes) -> int:
+    """The version a stored body names (`meta.versionId`, which every stored body carries)."""
+    try:
+        return int(orjson.loads(body)["meta"]["versionId"])
+    except (KeyError, TypeError, ValueError):
+        return 0
 
 
 def _without_id(resource: dict) -> dict:

@@ -52,11 +52,15 @@ class Within:
     nothing); `condition`: a conditional create's criteria, claimed and searched again in
     `tx` (`FhirService.recheck`); `found`: what a conditional create's criteria found (the
     create is then answered with it, nothing written); `may_create`: a PUT whose id the
-    server chose (a conditional update that found nothing, the ITI-41 mapping's entries)."""
+    server chose (a conditional update that found nothing, the ITI-41 mapping's entries);
+    `matched`: a conditional update's or delete's criteria and the id they found (None:
+    nothing), searched again in `tx` (`FhirService.still_the_match`): a write committed since
+    could have moved the match."""
 
     tx: StoreTransaction
     target_id: str | None = None
     condition: Condition | None = None
+    matched: tuple[Condition, str | None] | None = None
     found: StoredResource | None = None
     prepared: PreparedEntries | None = None
     may_create: bool = False
@@ -173,11 +177,14 @@ class Dispatcher:
             )
         return Answer(200, result.stored)
 
-    def target(self, requester: Requester, interaction: Interaction) -> str | None:
+    def target(
+        self, requester: Requester, interaction: Interaction
+    ) -> tuple[str | None, Condition | None]:
         """The id of the one resource a conditional update, patch or delete names, searched
         as its performing alone searches it (412 `multiple-matches` for several; a
-        conditional patch that finds nothing: 404). A transaction asks it before its write
-        transaction and gives it to `perform` (`Within.target_id`)."""
+        conditional patch that finds nothing: 404), and the criteria searched (None for a
+        patch). A transaction asks it before its write transaction and gives both to
+        `perform` (`Within.target_id`, `Within.matched`)."""
         assert interaction.conditional and interaction.criteria is not None
         resource_type = require_type(interaction.resource_type or "")
         audit_event_writes.refuse_change(
@@ -190,13 +197,13 @@ class Dispatcher:
         )
         criteria = list(interaction.criteria)
         if interaction.kind is Kind.PATCH:
-            return self.updates.conditional_target(requester, resource_type, criteria)
+            return self.updates.conditional_target(requester, resource_type, criteria), None
         service = self.service
-        matches = service.conditional_matches(
-            requester, service.condition(requester, resource_type, criteria)
+        condition = service.condition(requester, resource_type, criteria)
+        found = service.one_match(
+            service.conditional_matches(requester, condition), interaction.kind.value
         )
-        found = service.one_match(matches, interaction.kind.value)
-        return found.id if found is not None else None
+        return (found.id if found is not None else None), condition
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -264,6 +271,8 @@ class Dispatcher:
             )
             return _written(result)
         target = within.target_id if interaction.conditional else interaction.resource_id
+        if within.matched is not None:
+            service.still_the_match(tx, requester, *within.matched)
         if kind is Kind.UPDATE:
             assert interaction.body is not None and target is not None
             result = service.update_in(

@@ -164,6 +164,7 @@ ON_BOTH_ENGINES = frozenset(
         "test_attack_pass_oracles",
         "test_attack_pass_processes",
         "test_attack_pass_r13",
+        "test_attack_pass_races",
         "test_attack_pass_rest",
         "test_attack_pass_spellings",
         "test_attack_pass_trace",

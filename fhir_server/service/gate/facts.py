@@ -102,14 +102,32 @@ class RecordFacts:
         """
         memo = request_memo()
         if memo is None:
-            return self._cached_record(patient_id)
+            return self._cached_record(patient_id)[0]
         key = ("record", patient_id)
         if key not in memo:
-            memo[key] = self._cached_record(patient_id)
+            memo[key], memo[("epoch", patient_id)] = self._cached_record(patient_id)
         return memo[key]
 
-    def _cached_record(self, patient_id: str) -> PatientRecord | None:
-        """Record facts cached per process, valid while the record's epoch has not moved.
+    def epochs_read(self) -> dict[str, int]:
+        """The epoch of each record whose facts this request's decisions were made on (its
+        memo's; none outside a request): what `moved_since` compares at the time of use."""
+        memo = request_memo() or {}
+        return {
+            key[1]: epoch
+            for key, epoch in memo.items()
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == "epoch"
+        }
+
+    def moved_since(self, epochs: dict[str, int]) -> bool:
+        """Whether a write to one of these records' facts (a Consent, a RelatedPerson, the
+        Patient) committed since their epochs were read: a decision made on them before is
+        to be made again before what it allowed is written (R09, R10: a block committed
+        between a create's check and its transaction)."""
+        return any(self.store.record_epoch(patient) != epoch for patient, epoch in epochs.items())
+
+    def _cached_record(self, patient_id: str) -> tuple[PatientRecord | None, int]:
+        """Record facts cached per process, valid while the record's epoch has not moved, and
+        the epoch they hold under (read before them).
 
         Every write to the patient's Patient, Consents or RelatedPersons bumps the epoch in
         its own transaction (`Gate.after_write`), so one indexed lookup replaces a Patient
@@ -126,7 +144,7 @@ class RecordFacts:
             # A Consent's or a representative's period that began or ended since: read
             # again (a permit ended at 10:00 held until midnight).
             lambda record: record is None or record.valid_until is None or now < record.valid_until,
-        )
+        ), epoch
 
     def load_record(self, patient_id: str, now: datetime | None = None) -> PatientRecord | None:
         """A record's facts read afresh (no cache): what a first request in it costs."""
