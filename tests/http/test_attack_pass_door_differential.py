@@ -102,6 +102,7 @@ class Doc:
     status: str = "current"
     author: str = AUTHOR
     replaces: str | None = None
+    relation: str = "replaces"  # the relatesTo code naming `replaces`
 
     def unique_id(self, key: str) -> str:
         return f"1.2.250.1.213.1.4.8.77777.{sum(map(ord, key))}.{len(key)}"
@@ -117,8 +118,15 @@ DOCS: dict[str, Doc] = {
     "invisible-rl": Doc("45", label="INVISIBLE_REPRESENTANTS_LEGAUX"),
     "replaced": Doc("11", status="superseded"),
     "replacement": Doc("11", replaces="replaced", author=MASKED_AUTHOR),
+    # An addendum (APND) to a document hidden from the patient's side: it carries content
+    # of its own, so no label (R14), and names the hidden one.
+    "addendum": Doc("10", replaces="invisible-patient", relation="appends"),
     "in-error": Doc("44", status="entered-in-error", author=MASKED_AUTHOR),
 }
+
+
+RELATIONS = [{key, spec.replaces} for key, spec in DOCS.items() if spec.replaces]
+assert len({spec.unique_id(key) for key, spec in DOCS.items()}) == len(DOCS)
 
 
 def doc_id(key: str) -> str:
@@ -151,7 +159,7 @@ def document(key: str) -> dict:
     if spec.replaces:
         resource["relatesTo"] = [
             {
-                "code": "replaces",
+                "code": spec.relation,
                 "target": {"reference": f"DocumentReference/{doc_id(spec.replaces)}"},
             }
         ]
@@ -511,6 +519,52 @@ def door_search_xml(world: World, token: str) -> set[str]:
     )
 
 
+def door_include_relatesto(world: World, token: str) -> set[str]:
+    """`_include` of the documents a document relates to, and `_include=*`."""
+    found: set[str] = set()
+    for include in ("DocumentReference:relatesto", "*"):
+        query = f"patient={PATIENT}&_include={include}&_count=100"
+        for page in _follow(world, token, f"/fhir/DocumentReference?{query}"):
+            found |= _bundle_documents(page)
+    return found
+
+
+# Doors the server keeps closed to every client (refused whoever asks, so they show less than
+# the read; listed so that one opened some day is compared with the others): the
+# system-level search (`_type`), the type and the system history.
+CLOSED_DOORS = (
+    f"/fhir?_type=DocumentReference&patient={PATIENT}",
+    "/fhir/DocumentReference/_history?_count=100",
+    "/fhir/_history?_count=100",
+)
+
+
+def door_binary_history(world: World, token: str) -> set[str]:
+    """Binary `_history` and the vread of its versions (v1 seeded unowned, v2 owned)."""
+    shown = set()
+    for key in DOCS:
+        answers = [world.get(token, f"/fhir/Binary/{binary_id(key)}/_history")]
+        answers += [
+            world.get(token, f"/fhir/Binary/{binary_id(key)}/_history/{n}?_format=json")
+            for n in (1, 2)
+        ]
+        if any(a.status_code == 200 and a.get_json().get("entry", True) for a in answers):
+            shown.add(key)
+    return shown
+
+
+def door_audit_events(world: World, token: str) -> set[str]:
+    """The AuditEvents the requester may search: answered or refused, never naming a hidden
+    document (checked on every answer, `assert_names_nothing_hidden`). Contributes no
+    document: the trail names what was accessed, read or not (R16)."""
+    for url in (
+        f"/fhir/AuditEvent?patient={PATIENT}&_count=200",
+        f"/fhir/AuditEvent?entity=DocumentReference/{doc_id('plain')}&_count=200",
+    ):
+        _follow(world, token, url)
+    return set()
+
+
 def door_count(world: World, token: str) -> int | None:
     response = world.get(token, f"/fhir/DocumentReference?patient={PATIENT}&_summary=count")
     return response.get_json().get("total") if response.status_code == 200 else None
@@ -670,7 +724,7 @@ def door_iti18_related(world: World, requester: Requester) -> set[str]:
     for key, spec in DOCS.items():
         slots = [
             ("$XDSDocumentEntryUniqueId", f"'{spec.unique_id(key)}'"),
-            ("$AssociationTypes", f"('{v.ASSOC_RPLC}')"),
+            ("$AssociationTypes", f"('{v.ASSOC_RPLC}','{v.ASSOC_APND}')"),
         ]
         found |= _xds_query(world, requester, GET_RELATED_DOCUMENTS, slots)
     return found
@@ -701,6 +755,8 @@ FHIR_DOORS = {
     "search-summary-total": door_search_summary,
     "search-xml": door_search_xml,
     "patient-revinclude": door_patient_revinclude,
+    "search-include-relatesto": door_include_relatesto,
+    "binary-history": door_binary_history,
     "post-search": door_post_search,
     "batch-get": door_batch,
     "binary": door_binary,
@@ -743,13 +799,16 @@ def test_r18_every_door_shows_what_the_read_shows(world, who):
         }
     differences = {name: sorted(found ^ read) for name, found in shown.items() if found != read}
     assert differences == {}, f"doors disagreeing with the read of {sorted(read)}"
-    # A search by `relatesto` finds the one relation of the record, and only what the read
-    # serves at both of its ends (R14: a hidden target is an unknown id).
-    assert door_search_relatesto(world, token) == read & {"replaced", "replacement"}
+    # A search by `relatesto` (and GetRelatedDocuments) finds the record's relations whose
+    # two ends the read serves, and nothing else (R14: a hidden target is an unknown id).
+    related = set().union(*(pair for pair in RELATIONS if pair <= read))
+    assert door_search_relatesto(world, token) == related
     if requester.idnat:
-        # GetRelatedDocuments answers a document with its relatives, both ends read.
-        pair = {"replaced", "replacement"}
-        assert door_iti18_related(world, requester) == (pair if pair <= read else set())
+        assert door_iti18_related(world, requester) == related
+    door_audit_events(world, token)
+    assert {url: world.get(token, url).status_code for url in CLOSED_DOORS} == {
+        url: 400 if url.startswith("/fhir?") else 403 for url in CLOSED_DOORS
+    }
     count = door_count(world, token)
     assert count in (None, len(read)), "_summary=count counts another set than the read"
     assert_names_nothing_hidden(world, read)
