@@ -898,10 +898,25 @@ def _names_of(key: str) -> list[str]:
 def test_r16_the_trail_names_no_document_hidden_from_its_reader(world, who):
     """What the patient's side sees of the accesses (R16, R17) names no hidden document by its
     id, its Binary's, its title, its uniqueId, its type or its label."""
+    # Accesses by every door, so that the trail has an event of each kind naming every
+    # document: the médecin traitant's searches and IHE queries, an emergency access (R11,
+    # notified to the patient, R17) reading and retrieving each document.
+    for accessor in ("medecin-traitant", "bris-de-glace"):
+        requester = REQUESTERS[accessor]
+        practitioner = requester.token(world.tokens)
+        for door in (door_read, door_search, door_binary, door_list_include, door_batch):
+            door(world, practitioner)
+        for door in (door_iti18_find, door_iti18_submission_set, door_iti43):
+            door(world, requester)
     token = REQUESTERS[who].token(world.tokens)
     text = ""
-    for page in _follow(world, token, f"/fhir/AuditEvent?patient={PATIENT}&_count=200"):
-        text += json.dumps(page)
+    for url in (
+        f"/fhir/AuditEvent?patient={PATIENT}&_count=200",
+        f"/fhir/Communication?subject=Patient/{PATIENT}&_count=200",
+    ):
+        for page in _follow(world, token, url):
+            text += json.dumps(page)
     assert doc_id("plain") in text, "the trail of the visible document's read is missing"
+    assert "urgence vitale" in text, "the notification of the emergency access is missing"
     leaks = {key: [n for n in _names_of(key) if n in text] for key in TRAIL_HIDES[who]}
     assert leaks == {key: [] for key in TRAIL_HIDES[who]}
