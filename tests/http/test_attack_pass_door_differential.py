@@ -103,6 +103,7 @@ class Doc:
     author: str = AUTHOR
     replaces: str | None = None
     relation: str = "replaces"  # the relatesTo code naming `replaces`
+    in_meta: bool = False  # the label in `meta.security` only (R14: both are read)
 
     def unique_id(self, key: str) -> str:
         return f"1.2.250.1.213.1.4.8.77777.{sum(map(ord, key))}.{len(key)}"
@@ -114,6 +115,7 @@ DOCS: dict[str, Doc] = {
     "plain": Doc("10"),
     "masked-oid": Doc("31", label="MASQUE_PS"),
     "masked-nos": Doc("42", label="MASQUE_PS", label_system=NOS_TRE_A07, author=MASKED_AUTHOR),
+    "masked-meta": Doc("43", label="MASQUE_PS", in_meta=True),
     "invisible-patient": Doc("52", label="INVISIBLE_PATIENT"),
     "invisible-rl": Doc("45", label="INVISIBLE_REPRESENTANTS_LEGAUX"),
     "replaced": Doc("11", status="superseded"),
@@ -152,7 +154,9 @@ def document(key: str) -> dict:
         status=spec.status,
         masterIdentifier={"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{spec.unique_id(key)}"},
     )
-    if spec.label:
+    if spec.label and spec.in_meta:
+        resource["meta"] = {"security": [{"system": spec.label_system, "code": spec.label}]}
+    elif spec.label:
         resource["securityLabel"].append(
             {"coding": [{"system": spec.label_system, "code": spec.label}]}
         )
@@ -252,15 +256,16 @@ REQUESTERS = {
 # would pass if every door hid everything).
 # A document deleted logically (entered-in-error) is read by its author only (PDSm4DMP
 # TD3.3c, access-rules "What a refusal reveals").
+MASKED = {"masked-oid", "masked-nos", "masked-meta"}
 EXPECTED_READ = {
     "patient": set(DOCS) - {"invisible-patient", "in-error"},  # R06, R14
-    "representative": set(DOCS) - {"invisible-patient", "invisible-rl", "in-error"},  # R07, R14
+    "representative": set(DOCS) - {"invisible-patient", "invisible-rl", "in-error"},  # R07
     "medecin-traitant": set(DOCS) - {"in-error"},  # R08: MASQUE_PS does not hide from them
-    "authorized": set(DOCS) - {"masked-oid", "masked-nos", "in-error"},  # R10, R14
-    "author": set(DOCS) - {"masked-oid"},  # R14: their own masked and deleted documents
+    "authorized": set(DOCS) - MASKED - {"in-error"},  # R10, R14
+    "author": set(DOCS) - MASKED | {"masked-nos"},  # R14: their own masked, deleted documents
     "outside-care-team": set(),  # R10
     "blocked": set(),  # R09
-    "bris-de-glace": set(DOCS) - {"masked-oid", "masked-nos", "in-error"},  # R11: masks stay
+    "bris-de-glace": set(DOCS) - MASKED - {"in-error"},  # R11: masks stay
     "system": set(),  # R15: systems never read the record's content
 }
 
