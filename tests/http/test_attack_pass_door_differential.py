@@ -511,6 +511,13 @@ def door_search_relatesto(world: World, token: str) -> set[str]:
     return found
 
 
+def door_search_chained(world: World, token: str) -> set[str]:
+    """By the patient's INS (chained) and `_has` of the SubmissionSet naming the documents."""
+    return _searched(world, token, f"patient.identifier={INS_SYSTEM}|{NIR}&_count=100") | _searched(
+        world, token, f"patient={PATIENT}&_has:List:item:code=submissionset&_count=100"
+    )
+
+
 def door_search_by_id(world: World, token: str) -> set[str]:
     ids = ",".join(doc_id(k) for k in DOCS)
     return _searched(world, token, f"patient={PATIENT}&_id={ids}&_count=100")
@@ -705,6 +712,17 @@ def door_iti18_find(world: World, requester: Requester) -> set[str]:
     return _leaf_documents(response)
 
 
+def door_iti18_find_object_refs(world: World, requester: Requester) -> set[str]:
+    """FindDocuments answering ObjectRefs: the entryUUIDs of the documents."""
+    slots = [("$XDSDocumentEntryPatientId", PATIENT_CX), ("$XDSDocumentEntryStatus", ALL_STATUSES)]
+    response = world.soap(
+        "/xds/registry", v.ACTION_ITI18, adhoc(FIND_DOCUMENTS, slots, "ObjectRef"), requester
+    )
+    root, _ = envelope_of(response)
+    key_of_entry_uuid = {entry_uuid: key for key, entry_uuid in ENTRY_UUIDS.items()}
+    return {key_of_entry_uuid.get(r.get("id"), "?") for r in root.iter(f"{RIM}ObjectRef")}
+
+
 def door_iti18_get(world: World, requester: Requester) -> set[str]:
     ids = ",".join(f"'{spec.unique_id(k)}'" for k, spec in DOCS.items())
     request = adhoc(GET_DOCUMENTS, [("$XDSDocumentEntryUniqueId", f"({ids})")])
@@ -779,6 +797,7 @@ FHIR_DOORS = {
     "search-elements": door_search_elements,
     "search-include-revinclude": door_search_include,
     "search-by-id": door_search_by_id,
+    "search-chained-has": door_search_chained,
     "search-summary-total": door_search_summary,
     "search-xml": door_search_xml,
     "patient-revinclude": door_patient_revinclude,
@@ -794,6 +813,7 @@ FHIR_DOORS = {
 XDS_DOORS = {
     "iti18-find": door_iti18_find,
     "iti18-get": door_iti18_get,
+    "iti18-find-object-refs": door_iti18_find_object_refs,
     "iti18-get-all": door_iti18_get_all,
     "iti18-submission-set-and-contents": door_iti18_submission_set,
     "iti18-documents-and-associations": door_iti18_documents_and_associations,
@@ -854,6 +874,8 @@ def test_r18_every_door_shows_what_the_read_shows(world, who):
     }
     count = door_count(world, token)
     assert count in (None, len(read)), "_summary=count counts another set than the read"
+    paged = world.get(token, f"/fhir/DocumentReference?patient={PATIENT}&_total=accurate&_count=2")
+    assert (paged.get_json() or {}).get("total") in (None, len(read)), "the total counts more"
     assert_names_nothing_hidden(world, read)
 
 
