@@ -71,7 +71,7 @@ from tests.http.conftest import (
 )
 from tests.http.test_xds_endpoints import envelope_of
 from tests.http.test_xds_stored_queries import adhoc
-from tests.support.documents import binary, dmp_document, submission_set
+from tests.support.documents import binary, dmp_document, submission_set, transaction
 
 RIM = f"{{{v.NS_RIM}}}"
 BASE = "http://127.0.0.1:8080"
@@ -935,6 +935,10 @@ def assert_names_nothing_hidden(world: World, read: set[str]) -> None:
     assert leaks == {key: [] for key in leaks}, "a served answer names a hidden document"
 
 
+TRAIL_HIDES_LABELS = {
+    "patient": ["INVISIBLE_PATIENT"],
+    "representative": ["INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX"],
+}
 TRAIL_HIDES = {
     "patient": {"invisible-patient"},
     "representative": {"invisible-patient", "invisible-rl"},
@@ -954,8 +958,9 @@ def _names_of(key: str) -> list[str]:
 
 @pytest.mark.parametrize("who", list(TRAIL_HIDES))
 def test_r16_the_trail_names_no_document_hidden_from_its_reader(world, who):
-    """What the patient's side sees of the accesses (R16, R17) names no hidden document by its
-    id, its Binary's, its title, its uniqueId, its type or its label."""
+    """What the patient's side sees of the record, of the accesses (R16) and of the deposits
+    and emergency accesses notified (R17) names no document hidden from it: not its id, its
+    Binary's, its title, its uniqueId, its type or its label."""
     # Accesses by every door, so that the trail has an event of each kind naming every
     # document: the médecin traitant's searches and IHE queries, an emergency access (R11,
     # notified to the patient, R17) reading and retrieving each document.
@@ -966,9 +971,23 @@ def test_r16_the_trail_names_no_document_hidden_from_its_reader(world, who):
             door(world, practitioner)
         for door in (door_iti18_find, door_iti18_submission_set, door_iti43):
             door(world, requester)
+    # Deposits through the REST face (a transaction with its SubmissionSet), notified to the
+    # patient's side (R17) unless hidden from it.
+    deposited = {}
+    for label in ("INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX", "MASQUE_PS"):
+        deposited[label] = f"Depot-{label}-5c1"
+        labelled = dmp_document(PATIENT, None, author=AUTHOR, label=label, title=deposited[label])
+        response = world.post(
+            world.tokens.practitioner(AUTHOR),
+            "/fhir",
+            json.dumps(transaction(PATIENT, labelled, with_submission_set=True)),
+        )
+        assert response.status_code == 200, response.get_data(as_text=True)
     token = REQUESTERS[who].token(world.tokens)
     text = ""
     for url in (
+        f"/fhir/List?patient={PATIENT}&_count=200",
+        f"/fhir/DocumentReference?patient={PATIENT}&_count=200",
         f"/fhir/AuditEvent?patient={PATIENT}&_count=200",
         f"/fhir/Communication?subject=Patient/{PATIENT}&_count=200",
     ):
@@ -976,5 +995,9 @@ def test_r16_the_trail_names_no_document_hidden_from_its_reader(world, who):
             text += json.dumps(page)
     assert doc_id("plain") in text, "the trail of the visible document's read is missing"
     assert "urgence vitale" in text, "the notification of the emergency access is missing"
+    assert deposited["MASQUE_PS"] in text, "the document masked from professionals is missing"
     leaks = {key: [n for n in _names_of(key) if n in text] for key in TRAIL_HIDES[who]}
-    assert leaks == {key: [] for key in TRAIL_HIDES[who]}
+    leaks |= {label: deposited[label] in text for label in TRAIL_HIDES_LABELS[who]}
+    assert leaks == {key: [] for key in TRAIL_HIDES[who]} | dict.fromkeys(
+        TRAIL_HIDES_LABELS[who], False
+    )
