@@ -1,4 +1,4 @@
-"""Attack pass by differential testing across doors (R06-R11, R13-R18).
+"""Attack pass by differential testing across doors (R06-R18).
 
 The rule: what a requester may not read is unreachable through every door, and what they may
 read is answered the same way by every door. One minor's record holds documents with the facts
@@ -9,7 +9,7 @@ document it replaces, a masked replacement of a visible document, an addendum to
 hidden from the patient, a SubmissionSet List naming them all. For each requester (the
 patient, a parent, the médecin traitant, an authorized médecin, an authorized pharmacist, the
 author of a masked and of a deleted document, a practitioner named in no Consent, a blocked
-one, one in bris de glace, a system client) the set of documents each door shows is compared
+one, one in bris de glace, one in centre 15, a system client) the set of documents each door shows is compared
 with the set the REST read of `DocumentReference/<id>` serves, and that with the rules:
 
 - the read in XML, as HEAD, conditional; vread, instance `_history`; Binary read by id, its
@@ -87,6 +87,7 @@ MASKED_AUTHOR = "810000000150"  # authorized, author of the NOS-spelled masked d
 BLOCKED = "810000000130"  # blocked (R09)
 STRANGER = "810000000199"  # named in no Consent (R10)
 EMERGENCY = "810000000177"
+REGULATOR = "810000000188"  # named in no Consent, a SAMU regulator in centre_15 (R12)
 PHARMACIST = "810000000160"  # authorized, a pharmacien (R13: reads some types only)  # named in no Consent, in bris de glace (R11)
 
 PATIENT_NUMBER = 41
@@ -273,6 +274,10 @@ REQUESTERS = {
         mode="bris_de_glace",
         reason="urgence vitale",
     ),
+    "centre-15": Requester(
+        lambda t: t.practitioner(REGULATOR, mode="centre_15"), REGULATOR, mode="centre_15"
+    ),
+    "author-of-most": Requester(lambda t: t.practitioner(AUTHOR), AUTHOR),
     "system": Requester(lambda t: t.system(organization_type="healthcare_facility")),
 }
 
@@ -291,6 +296,9 @@ EXPECTED_READ = {
     "outside-care-team": set(),  # R10
     "blocked": set(),  # R09
     "bris-de-glace": set(DOCS) - MASKED - {"in-error"},  # R11: masks stay
+    "centre-15": set(DOCS) - MASKED - {"in-error"},  # R12: masks stay
+    # R14: the masked documents they wrote; not the one another wrote, nor its deletion.
+    "author-of-most": set(DOCS) - {"masked-nos", "in-error"},
     "system": set(),  # R15: systems never read the record's content
 }
 
@@ -622,8 +630,14 @@ def door_audit_events(world: World, token: str) -> set[str]:
 
 
 def door_count(world: World, token: str) -> int | None:
-    response = world.get(token, f"/fhir/DocumentReference?patient={PATIENT}&_summary=count")
-    return response.get_json().get("total") if response.status_code == 200 else None
+    """`_summary=count` by patient, of every status: one total, or None when refused."""
+    totals = set()
+    for query in ("", "&status=current,superseded,entered-in-error"):
+        url = f"/fhir/DocumentReference?patient={PATIENT}{query}&_summary=count"
+        response = world.get(token, url)
+        totals.add(response.get_json().get("total") if response.status_code == 200 else None)
+    assert len(totals) == 1, totals
+    return totals.pop()
 
 
 def door_post_search(world: World, token: str) -> set[str]:
