@@ -8,9 +8,10 @@ entered-in-error, two authors, types a pharmacist may or may not read, a replace
 document it replaces, a masked replacement of a visible document, an addendum to a document
 hidden from the patient, a SubmissionSet List naming them all. For each requester (the
 patient, a parent, the médecin traitant, an authorized médecin, an authorized pharmacist, the
-author of a masked and of a deleted document, a practitioner named in no Consent, a blocked
-one, one in bris de glace, one in centre 15, a system client) the set of documents each door shows is compared
-with the set the REST read of `DocumentReference/<id>` serves, and that with the rules:
+author of most documents, the author of a masked and of a deleted document, a practitioner
+named in no Consent, a blocked one, one in bris de glace, one in centre 15, a system client)
+the set of documents each door shows is compared with the set the REST read of
+`DocumentReference/<id>` serves, and that with the rules:
 
 - the read in XML, as HEAD, conditional; vread, instance `_history`; Binary read by id, its
   `_history`, and through the document's `attachment.url` (ITI-68);
