@@ -151,6 +151,7 @@ if HTTP_ENGINE not in HTTP_ENGINES:
 ON_BOTH_ENGINES = frozenset(
     {
         "test_attack_pass_consents",
+        "test_attack_pass_door_differential",
         "test_attack_pass_followup",
         "test_attack_pass_followup2",
         "test_attack_pass_followup3",
