@@ -1,0 +1,254 @@
+"""Attack pass: a reference, or the identifier a rule compares, spelled so that one reader
+takes it for the canonical one and another does not (R04, R07, R09, R10, R14).
+
+The patterns that read a relative reference (`Patient/<id>`), an IdNat_PS or an INS ended in
+`$`, which in Python also matches before a final newline: `Patient/patient-a\\n` was bound
+to patient A's record, indexed and judged as `Patient/patient-a`, but stored as written
+(every face comparing the text saw another patient); an IdNat_PS `810000000020\\n` passed
+the check the normal form makes (no white space) and was stored, so that a Consent's block
+of that practitioner was in force for nobody: the practitioner read on (R09, 200). They are
+anchored at the end of the text now: such a spelling designates nothing and is refused
+(422, nothing written), as a leading or trailing space already was.
+
+The other spellings of the matrix (absolute on this server's base or another, versioned,
+trailing slash, `./`, `//`, percent-encoded id, lower-case type, white space, fragment,
+query, `urn:uuid:`/`urn:oid:` outside a Bundle) are either read as the canonical reference
+(this server's base, a version) or refused with a 4xx: the matrix below holds both.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+
+from fhir_server.access.requester import INTERNAL
+from fhir_server.terminology import SYSTEM_IDNAT_PS
+from tests.http.conftest import FHIR_JSON, INS_SYSTEM, a_patient, auth, deny, dmp_consent, permit
+from tests.http.test_normal_form import (  # noqa: F401  (fixture)
+    AUTHORIZED,
+    BASE,
+    BLOCKED,
+    PATIENT_A,
+    PATIENT_B,
+    document,
+    post,
+    record,
+)
+
+pytestmark = pytest.mark.usefixtures("record")
+
+
+@pytest.fixture
+def service(app):
+    """The server's service (patients A and B are put in place by `record`, used by all)."""
+    return app.extensions["fhir"].service
+
+
+STRANGER = "810000000040"  # named in no Consent
+
+# Spellings of `Patient/patient-a`, and whether the server reads them as it (True) or must
+# refuse them (False): never accepted and read otherwise.
+SUBJECT_SPELLINGS = {
+    "relative": (f"Patient/{PATIENT_A}", True),
+    "absolute-this-base": (f"{BASE}/Patient/{PATIENT_A}", True),
+    "absolute-this-base-versioned": (f"{BASE}/Patient/{PATIENT_A}/_history/1", True),
+    "versioned": (f"Patient/{PATIENT_A}/_history/2", True),
+    "absolute-another-base": (f"https://evil.example/fhir/Patient/{PATIENT_A}", False),
+    "absolute-this-host-another-path": (f"http://127.0.0.1:8080/FHIR/Patient/{PATIENT_A}", False),
+    "trailing-slash": (f"Patient/{PATIENT_A}/", False),
+    "dot-slash": (f"./Patient/{PATIENT_A}", False),
+    "double-slash": (f"Patient//{PATIENT_A}", False),
+    "percent-encoded-id": ("Patient/patient%2Da", False),
+    "lower-case-type": (f"patient/{PATIENT_A}", False),
+    "leading-space": (f" Patient/{PATIENT_A}", False),
+    "embedded-space": (f"Patient/ {PATIENT_A}", False),
+    "trailing-tab": (f"Patient/{PATIENT_A}\t", False),
+    "trailing-newline": (f"Patient/{PATIENT_A}\n", False),
+    "versioned-trailing-newline": (f"Patient/{PATIENT_A}/_history/1\n", False),
+    "versioned-with-a-space": (f"Patient/{PATIENT_A}/_history/1 x", False),
+    "versioned-with-a-fragment": (f"Patient/{PATIENT_A}/_history/1#x", False),
+    "trailing-no-break-space": (f"Patient/{PATIENT_A}\u00a0", False),
+    "fragment": (f"Patient/{PATIENT_A}#x", False),
+    "query": (f"Patient/{PATIENT_A}?x=1", False),
+    "urn-uuid-outside-a-bundle": ("urn:uuid:0e0e0e0e-0000-4000-8000-000000000000", False),
+    "urn-oid": ("urn:oid:1.2.250.1.213.1.4.8", False),
+}
+
+
+def _documents_of(service, patient: str) -> set[str]:
+    found = service.search(INTERNAL, "DocumentReference", [("patient", patient)])
+    return {resource["id"] for resource in found.resources()[0]}
+
+
+def _all_documents(service) -> set[str]:
+    found = service.search(INTERNAL, "DocumentReference", [])
+    return {resource["id"] for resource in found.resources()[0]}
+
+
+@pytest.mark.parametrize("spelling", list(SUBJECT_SPELLINGS))
+def test_r04_document_subject_in_any_spelling_is_the_patient_or_refused(
+    client, tokens, service, spelling
+):
+    """R04: a document is bound to the record its subject names. A spelling the server reads
+    as `Patient/patient-a` is stored under it (relative) and judged as A's (BLOCKED, blocked
+    by A, may not read it); any other is refused with a 4xx OperationOutcome, nothing
+    written. `Patient/patient-a\\n` was stored as written, read as A's by the rules and the
+    index only."""
+    reference, same = SUBJECT_SPELLINGS[spelling]
+    before = _all_documents(service)
+    resource = document(PATIENT_A)
+    resource["subject"] = {"reference": reference}
+    answer = post(client, tokens.practitioner(AUTHORIZED), resource)
+    if not same:
+        assert 400 <= answer.status_code < 500, answer.get_data(as_text=True)
+        assert answer.get_json()["resourceType"] == "OperationOutcome"
+        assert _all_documents(service) == before
+        return
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    created = answer.get_json()["id"]
+    stored = service.read(INTERNAL, "DocumentReference", created).json()["subject"]["reference"]
+    assert stored.split("/_history/")[0] == f"Patient/{PATIENT_A}"
+    assert created in _documents_of(service, PATIENT_A)
+    blocked = client.get(
+        f"/fhir/DocumentReference/{created}", headers=auth(tokens.practitioner(BLOCKED))
+    )
+    assert blocked.status_code == 404
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", " "], ids=["newline", "crlf", "space"])
+def test_r09_consent_block_of_a_practitioner_spelled_with_a_line_end_is_refused(
+    client, tokens, service, end
+):
+    """R09: a block whose actor's IdNat_PS ended in a newline passed the IdNat_PS check (no
+    white space) and was stored; the rules compare IdNat_PS as written, so the block named
+    nobody and the practitioner read on (201, then 200). Refused now, nothing written, and
+    the practitioner's access is what it was."""
+    consent = dmp_consent(PATIENT_B, deny(AUTHORIZED + end))
+    refused = post(client, tokens.patient(PATIENT_B), consent)
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    assert "IdNat_PS" in refused.get_data(as_text=True)
+    found = service.search(INTERNAL, "Consent", [("patient", PATIENT_B)]).resources()[0]
+    assert [c["id"] for c in found] == ["consent-b"]
+
+
+def test_r10_authorization_of_a_practitioner_spelled_with_a_line_end_is_refused(
+    client, tokens, service
+):
+    """R10: the same spelling in a permit authorized nobody while the patient believed it
+    authorized the practitioner: refused, as the patient must learn it."""
+    refused = post(client, tokens.patient(PATIENT_B), dmp_consent(PATIENT_B, permit(STRANGER)))
+    assert refused.status_code == 201  # control: the well-spelled permit is accepted
+    refused = post(
+        client, tokens.patient(PATIENT_B), dmp_consent(PATIENT_B, permit(STRANGER + "\n"))
+    )
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+
+
+def test_r14_document_author_spelled_with_a_line_end_is_refused(client, tokens, service):
+    """R14: a document's author is compared by IdNat_PS (its author reads what it masked); an
+    author `810000000020\\n` was stored and matched no practitioner."""
+    before = _all_documents(service)
+    resource = document(PATIENT_A)
+    resource["author"] = [{"identifier": {"system": SYSTEM_IDNAT_PS, "value": AUTHORIZED + "\n"}}]
+    refused = post(client, tokens.practitioner(AUTHORIZED), resource)
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    assert _all_documents(service) == before
+
+
+def test_r04_patient_ins_spelled_with_a_line_end_is_refused(client, tokens, service):
+    """R04: an INS is the key that designates a record; `<INS>\\n` passed the check and was a
+    second spelling of the INS, naming a record no token or XDS patientId designates."""
+    patient = a_patient(7)
+    patient["identifier"][0]["value"] += "\n"
+    admin = tokens.system("insurer", scope="system/Patient.cruds")
+    refused = client.post(
+        "/fhir/Patient",
+        data=json.dumps(patient),
+        headers=auth(admin, **{"Content-Type": FHIR_JSON}),
+    )
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    found = service.search(
+        INTERNAL, "Patient", [("identifier", f"{INS_SYSTEM}|{patient['identifier'][0]['value']}")]
+    )
+    assert found.resources()[0] == []
+
+
+def test_r09_consent_about_a_patient_spelled_with_a_line_end_is_refused(client, tokens, service):
+    """R09: `Consent.patient` `Patient/patient-0b\\n` was stored as written and read as B's
+    by the rules alone: refused now, as any Consent.patient the rules cannot read."""
+    consent = dmp_consent(PATIENT_B, deny(AUTHORIZED))
+    consent["patient"]["reference"] += "\n"
+    refused = post(client, tokens.patient(PATIENT_B), consent)
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    found = service.search(INTERNAL, "Consent", [("patient", PATIENT_B)]).resources()[0]
+    assert [c["id"] for c in found] == ["consent-b"]
+
+
+def test_r07_related_person_of_a_patient_spelled_with_a_line_end_is_refused(
+    client, tokens, service
+):
+    """R07: a representative is the RelatedPerson whose `patient` names the record; the
+    spelling with a newline was stored as written and read as the patient's by the rules."""
+    related = {
+        "resourceType": "RelatedPerson",
+        "patient": {"reference": f"Patient/{PATIENT_B}\n"},
+        "relationship": [
+            {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "PRN"}
+                ]
+            }
+        ],
+        "name": [{"family": "Parent"}],
+    }
+    admin = tokens.system(
+        "insurer",
+        scope="system/Patient.cruds system/RelatedPerson.cruds",
+        organization_type="health_insurer",
+    )
+    refused = client.post(
+        "/fhir/RelatedPerson",
+        data=json.dumps(related),
+        headers=auth(admin, **{"Content-Type": FHIR_JSON}),
+    )
+    assert 400 <= refused.status_code < 500, refused.get_data(as_text=True)
+    assert service.search(INTERNAL, "RelatedPerson", []).resources()[0] == []
+
+
+def test_r04_document_subject_patched_to_a_line_end_spelling_is_refused(client, tokens, service):
+    """The JSON Patch door: a subject patched to `Patient/patient-a\\n` (the same record, so
+    the patch passed the record-change check) is refused, the document unchanged."""
+    created = post(client, tokens.practitioner(AUTHORIZED), document(PATIENT_A)).get_json()["id"]
+    before = service.read(INTERNAL, "DocumentReference", created).json()
+    patched = client.patch(
+        f"/fhir/DocumentReference/{created}",
+        data=json.dumps(
+            [{"op": "replace", "path": "/subject/reference", "value": f"Patient/{PATIENT_A}\n"}]
+        ),
+        headers=auth(
+            tokens.practitioner(AUTHORIZED), **{"Content-Type": "application/json-patch+json"}
+        ),
+    )
+    assert 400 <= patched.status_code < 500, patched.get_data(as_text=True)
+    assert service.read(INTERNAL, "DocumentReference", created).json() == before
+
+
+@pytest.mark.parametrize(
+    "value",
+    [f"Patient/{PATIENT_A}\n", f"Patient/{PATIENT_A}/_history/1\n", f"{PATIENT_A}\n"],
+    ids=["type-and-id", "versioned", "id"],
+)
+def test_r04_search_designating_the_patient_with_a_line_end_is_refused(
+    client, tokens, service, value
+):
+    """A search `patient=Patient/patient-a%0A` was read as designating A (the gate and the
+    store alike): refused now as a value that is no reference, before any record is read."""
+    post(client, tokens.practitioner(AUTHORIZED), document(PATIENT_A))
+    answer = client.get(
+        f"/fhir/DocumentReference?patient={quote(value, safe='')}",
+        headers=auth(tokens.practitioner(AUTHORIZED)),
+    )
+    assert 400 <= answer.status_code < 500, answer.get_data(as_text=True)
+    assert "entry" not in answer.get_json()
