@@ -25,7 +25,16 @@ import pytest
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_IDNAT_PS
-from tests.http.conftest import FHIR_JSON, INS_SYSTEM, a_patient, auth, deny, dmp_consent, permit
+from tests.http.conftest import (
+    FHIR_JSON,
+    INS_SYSTEM,
+    a_patient,
+    auth,
+    deny,
+    dmp_consent,
+    permit,
+    valid_nir,
+)
 from tests.http.test_normal_form import (  # noqa: F401  (fixture)
     AUTHORIZED,
     BASE,
@@ -252,3 +261,91 @@ def test_r04_search_designating_the_patient_with_a_line_end_is_refused(
     )
     assert 400 <= answer.status_code < 500, answer.get_data(as_text=True)
     assert "entry" not in answer.get_json()
+
+
+# -- a reference naming one patient by its literal and another by its identifier -------------
+
+INS_A = {"system": INS_SYSTEM, "value": valid_nir(1)}  # patient A's INS (`a_patient(1)`)
+INS_B = {"system": INS_SYSTEM, "value": valid_nir(2)}  # patient B's
+
+
+def _list_of(patient_reference: dict) -> dict:
+    return {
+        "resourceType": "List",
+        "status": "current",
+        "mode": "working",
+        "subject": patient_reference,
+    }
+
+
+@pytest.mark.parametrize(
+    ("where", "reference"),
+    [
+        ("subject", {"reference": f"Patient/{PATIENT_A}", "identifier": INS_B}),
+        ("subject", {"reference": f"{BASE}/Patient/{PATIENT_A}", "identifier": INS_B}),
+        ("author", {"identifier": INS_B, "type": "Patient"}),
+        ("author", {"identifier": INS_B}),
+        ("list-subject", {"reference": f"Patient/{PATIENT_A}", "identifier": INS_B}),
+    ],
+    ids=[
+        "subject-literal-a-identifier-b",
+        "subject-absolute-a-identifier-b",
+        "author-logical-patient-b",
+        "author-identifier-b-untyped",
+        "list-subject-literal-a-identifier-b",
+    ],
+)
+def test_r04_a_reference_naming_another_patient_by_its_ins_is_refused(
+    client, tokens, service, where, reference
+):
+    """R04/R06: the record a write is bound to is read from literal references; a Reference
+    whose `identifier` is another patient's INS (beside a literal naming A, or alone, as a
+    logical reference in `author`) was stored in A's record and served to A's readers as
+    naming B: `patient=patient-a&patient:identifier=<B's INS>` found it, and a reader took
+    B's INS for the document's patient. One Reference, one patient: refused (422), nothing
+    written; the record's own INS beside its literal is still accepted."""
+    token = tokens.practitioner(AUTHORIZED)
+    if where == "list-subject":
+        before = service.search(INTERNAL, "List", []).resources()[0]
+        refused = post(client, token, _list_of(reference))
+        assert refused.status_code == 422, refused.get_data(as_text=True)
+        assert service.search(INTERNAL, "List", []).resources()[0] == before
+        assert post(client, token, _list_of({**reference, "identifier": INS_A})).status_code == 201
+        return
+    before = _all_documents(service)
+    resource = document(PATIENT_A)
+    if where == "subject":
+        resource["subject"] = reference
+    else:
+        resource["author"] = [*resource["author"], reference]
+    refused = post(client, token, resource)
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    assert refused.get_json()["resourceType"] == "OperationOutcome"
+    assert _all_documents(service) == before
+    control = document(PATIENT_A)
+    control["subject"] = {"reference": f"Patient/{PATIENT_A}", "identifier": INS_A}
+    assert post(client, token, control).status_code == 201
+
+
+def test_r09_consent_about_b_naming_a_by_its_ins_is_refused(client, tokens, service):
+    """R09: a Consent whose `patient` names B by its literal and A by its INS was B's for the
+    rules and A's for whoever read the identifier: refused, B's Consents unchanged."""
+    consent = dmp_consent(PATIENT_B, deny(AUTHORIZED))
+    consent["patient"] = {"reference": f"Patient/{PATIENT_B}", "identifier": INS_A}
+    refused = post(client, tokens.patient(PATIENT_B), consent)
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    found = service.search(INTERNAL, "Consent", [("patient", PATIENT_B)]).resources()[0]
+    assert [c["id"] for c in found] == ["consent-b"]
+
+
+def test_r18_the_ins_check_tells_a_writer_refused_the_record_nothing(client, tokens, service):
+    """The check runs once the write is permitted: a practitioner the patient blocked (R09)
+    gets the same 403 whether the INS beside the literal is the patient's or not, so that
+    it tells no one which INS a Patient id has."""
+    answers = []
+    for ins in (INS_A, INS_B):
+        resource = document(PATIENT_A)
+        resource["subject"] = {"reference": f"Patient/{PATIENT_A}", "identifier": ins}
+        refused = post(client, tokens.practitioner(BLOCKED), resource)
+        answers.append((refused.status_code, refused.get_json()["issue"][0]["diagnostics"]))
+    assert answers[0] == answers[1] and answers[0][0] == 403, answers
