@@ -22,6 +22,8 @@ import json
 from urllib.parse import quote
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from fhir_server.access.requester import INTERNAL
 from fhir_server.terminology import SYSTEM_IDNAT_PS
@@ -349,3 +351,71 @@ def test_r18_the_ins_check_tells_a_writer_refused_the_record_nothing(client, tok
         refused = post(client, tokens.practitioner(BLOCKED), resource)
         answers.append((refused.status_code, refused.get_json()["issue"][0]["diagnostics"]))
     assert answers[0] == answers[1] and answers[0][0] == 403, answers
+
+
+# -- one character more, anywhere: the canonical reading or a refusal -------------------------
+
+# White space and controls a client or a proxy may add, and characters that change a path.
+_NOISE = st.sampled_from(
+    [
+        " ",
+        "\t",
+        "\n",
+        "\r",
+        "\x0b",
+        "\x0c",
+        "\u00a0",
+        "\u200b",
+        "\u2028",
+        "/",
+        ".",
+        "#",
+        "?",
+        "%",
+        "\\",
+        ":",
+    ]
+)
+_FEW = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@_FEW
+@given(noise=_NOISE, position=st.integers(min_value=0, max_value=len(f"Patient/{PATIENT_A}")))
+@example(noise="\n", position=len(f"Patient/{PATIENT_A}"))  # stored as written before
+def test_r04_subject_with_one_more_character_is_read_as_written_or_refused(
+    client, tokens, service, noise, position
+):
+    """R04: `Patient/patient-a` with one character added anywhere is either stored as the
+    reference the rules read (relative, the same record, judged as A's) or refused with a
+    4xx OperationOutcome; never stored as written and bound by a reading that skips it."""
+    canonical = f"Patient/{PATIENT_A}"
+    reference = canonical[:position] + noise + canonical[position:]
+    resource = document(PATIENT_A)
+    resource["subject"] = {"reference": reference}
+    answer = post(client, tokens.practitioner(AUTHORIZED), resource)
+    if answer.status_code == 201:
+        created = answer.get_json()["id"]
+        stored = service.read(INTERNAL, "DocumentReference", created).json()
+        assert stored["subject"]["reference"] == canonical, reference
+    else:
+        assert 400 <= answer.status_code < 500, (reference, answer.get_data(as_text=True))
+        assert answer.get_json()["resourceType"] == "OperationOutcome"
+
+
+@_FEW
+@given(noise=_NOISE, position=st.integers(min_value=0, max_value=len(AUTHORIZED)))
+@example(noise="\n", position=len(AUTHORIZED))  # a block of nobody before
+def test_r09_block_naming_a_practitioner_with_one_more_character_is_refused(
+    client, tokens, service, noise, position
+):
+    """R09: an IdNat_PS with one character added anywhere names no practitioner the rules
+    could match: the block is refused (422, or 400 for a character no FHIR string holds),
+    never stored as blocking nobody."""
+    idnat = AUTHORIZED[:position] + noise + AUTHORIZED[position:]
+    refused = post(client, tokens.patient(PATIENT_B), dmp_consent(PATIENT_B, deny(idnat)))
+    assert refused.status_code in (400, 422), (idnat, refused.get_data(as_text=True))
+    assert refused.get_json()["resourceType"] == "OperationOutcome"
