@@ -419,3 +419,15 @@ def test_r09_block_naming_a_practitioner_with_one_more_character_is_refused(
     refused = post(client, tokens.patient(PATIENT_B), dmp_consent(PATIENT_B, deny(idnat)))
     assert refused.status_code in (400, 422), (idnat, refused.get_data(as_text=True))
     assert refused.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_r09_token_of_a_practitioner_spelled_with_a_line_end_is_refused(client, tokens, service):
+    """R09/R10: a token's IdNat_PS is checked by the same function (`idnat_ps_problem`);
+    `<blocked IdNat_PS>\\n` passed it and the request was judged (403 R10) for a requester
+    the patient's block, compared as written, did not name: refused now (401), as a token
+    naming no practitioner."""
+    blocked = client.get(
+        f"/fhir/DocumentReference?patient={PATIENT_A}",
+        headers=auth(tokens.practitioner(BLOCKED + "\n")),
+    )
+    assert blocked.status_code == 401, blocked.get_data(as_text=True)
