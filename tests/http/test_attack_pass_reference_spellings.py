@@ -47,6 +47,7 @@ from tests.http.test_normal_form import (  # noqa: F401  (fixture)
     post,
     record,
 )
+from tests.support.documents import transaction
 
 pytestmark = pytest.mark.usefixtures("record")
 
@@ -431,3 +432,23 @@ def test_r09_token_of_a_practitioner_spelled_with_a_line_end_is_refused(client, 
         headers=auth(tokens.practitioner(BLOCKED + "\n")),
     )
     assert blocked.status_code == 401, blocked.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("iti65", [False, True], ids=["transaction", "iti65"])
+def test_r04_a_bundle_document_naming_another_patient_by_its_ins_is_refused(
+    client, tokens, service, iti65
+):
+    """The transaction and ITI-65 doors judge each entry as a REST write is judged: a
+    document of A whose subject carries B's INS is refused and nothing of the Bundle is
+    written."""
+    resource = document(PATIENT_A)
+    resource["subject"] = {"reference": f"Patient/{PATIENT_A}", "identifier": INS_B}
+    bundle = transaction(PATIENT_A, resource, b"bonjour", with_submission_set=iti65)
+    before = _all_documents(service)
+    refused = client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(tokens.practitioner(AUTHORIZED), **{"Content-Type": FHIR_JSON}),
+    )
+    assert 400 <= refused.status_code < 500, refused.get_data(as_text=True)
+    assert _all_documents(service) == before
