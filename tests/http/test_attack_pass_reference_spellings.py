@@ -195,14 +195,10 @@ def test_r09_consent_about_a_patient_spelled_with_a_line_end_is_refused(client, 
     assert [c["id"] for c in found] == ["consent-b"]
 
 
-def test_r07_related_person_of_a_patient_spelled_with_a_line_end_is_refused(
-    client, tokens, service
-):
-    """R07: a representative is the RelatedPerson whose `patient` names the record; the
-    spelling with a newline was stored as written and read as the patient's by the rules."""
-    related = {
+def _related_person(patient: dict) -> dict:
+    return {
         "resourceType": "RelatedPerson",
-        "patient": {"reference": f"Patient/{PATIENT_B}\n"},
+        "patient": patient,
         "relationship": [
             {
                 "coding": [
@@ -212,6 +208,25 @@ def test_r07_related_person_of_a_patient_spelled_with_a_line_end_is_refused(
         ],
         "name": [{"family": "Parent"}],
     }
+
+
+@pytest.mark.parametrize(
+    "patient",
+    [
+        {"reference": f"Patient/{PATIENT_B}\n"},
+        {"reference": f"Patient/{PATIENT_B}", "identifier": {"system": INS_SYSTEM, "value": "X"}},
+    ],
+    ids=["line-end", "another-patients-ins"],
+)
+def test_r07_related_person_naming_its_patient_otherwise_is_refused(
+    client, tokens, service, patient
+):
+    """R07: a representative is the RelatedPerson whose `patient` names the record; the
+    spelling with a newline was stored as written and read as the patient's by the rules, and
+    one carrying A's INS beside `Patient/patient-0b` was B's representative for the rules and
+    A's for whoever read the identifier. Refused, nothing written."""
+    if "identifier" in patient:
+        patient["identifier"]["value"] = valid_nir(1)
     admin = tokens.system(
         "insurer",
         scope="system/Patient.cruds system/RelatedPerson.cruds",
@@ -219,7 +234,7 @@ def test_r07_related_person_of_a_patient_spelled_with_a_line_end_is_refused(
     )
     refused = client.post(
         "/fhir/RelatedPerson",
-        data=json.dumps(related),
+        data=json.dumps(_related_person(patient)),
         headers=auth(admin, **{"Content-Type": FHIR_JSON}),
     )
     assert 400 <= refused.status_code < 500, refused.get_data(as_text=True)
