@@ -18,8 +18,8 @@ from fhir_server.access.constraints import reference_target
 
 # A relative literal reference to a Binary of this server (the normal form: references to
 # this server's own base are made relative before anything is judged).
-_RELATIVE_BINARY = re.compile(r"^Binary/([A-Za-z0-9\-.]{1,64})$")
-_RELATIVE_DOCUMENT = re.compile(r"^DocumentReference/([A-Za-z0-9\-.]{1,64})$")
+_RELATIVE_BINARY = re.compile(r"^Binary/([A-Za-z0-9\-.]{1,64})\Z")
+_RELATIVE_DOCUMENT = re.compile(r"^DocumentReference/([A-Za-z0-9\-.]{1,64})\Z")
 
 ATTACHMENT_URL = "DocumentReference.content[{position}].attachment.url"
 SECURITY_CONTEXT = "Binary.securityContext"

@@ -31,7 +31,7 @@ UUID_URN = re.compile(
     r"^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
-_BINARY = re.compile(r"^Binary/([A-Za-z0-9\-.]{1,64})$")
+_BINARY = re.compile(r"^Binary/([A-Za-z0-9\-.]{1,64})\Z")
 
 # relatesTo codes and the XDS association each stands for; every one names a document that
 # must exist, be of the same patient and be current (Approved): ITI TF-3 4.2.2 requires it of

@@ -82,7 +82,7 @@ PROVIDE_BUNDLE_PROFILES = frozenset(
     }
 )
 FOLDED = "FOLDED"  # Entry.method of a PATCH folded into a supersede PUT
-_DOC_REF = re.compile(r"(?:^|/)DocumentReference/([A-Za-z0-9\-.]{1,64})$")
+_DOC_REF = re.compile(r"(?:^|/)DocumentReference/([A-Za-z0-9\-.]{1,64})\Z")
 
 
 class EntryLike(Protocol):

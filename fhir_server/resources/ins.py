@@ -13,7 +13,7 @@ from fhir_server.terminology import INS_OIDS
 
 # Corsica in capitals only: `2a` would be a second spelling of one INS, and the rules compare
 # INS as written (a second Patient, a binding to no record).
-_NIR_SHAPE = re.compile(r"^[12378]\d{4}(?:\d{2}|2[AB])\d{6}\d{2}$")
+_NIR_SHAPE = re.compile(r"^[12378]\d{4}(?:\d{2}|2[AB])\d{6}\d{2}\Z")
 
 
 def nir_key(nir13: str) -> int:

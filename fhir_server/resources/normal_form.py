@@ -52,8 +52,10 @@ ALIASES_FILE = "terminology/system-aliases.json"
 # IdNat_PS (ANS): "8" + the 11-digit RPPS; "0" + the 9-character ADELI (its department may be
 # Corsica's 2A/2B); "3" FINESS, "4" SIREN, "5" SIRET, "6" RPPS of a practice, each followed by
 # the structure's number, "/" and a local id. An 11-digit value is an RPPS without its 8.
-_IDNAT_PS = re.compile(r"^(?:8\d{11}|0\d[\dAB]\d{7}|[3-6]\d[\dAB]\d{6,11}/[A-Za-z0-9._-]{1,40})$")
-_INS = re.compile(r"^[0-9A-Za-z]{1,40}$")
+# Both patterns end at `\Z`: `$` also matched before a final newline, so `<IdNat_PS>\n` passed
+# as an IdNat_PS and a Consent blocking it blocked nobody (R09).
+_IDNAT_PS = re.compile(r"^(?:8\d{11}|0\d[\dAB]\d{7}|[3-6]\d[\dAB]\d{6,11}/[A-Za-z0-9._-]{1,40})\Z")
+_INS = re.compile(r"^[0-9A-Za-z]{1,40}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,7 +452,7 @@ _ABSENT = object()
 _CORE_DEFINITION = "http://hl7.org/fhir/StructureDefinition/"
 
 # The type an absolute literal reference names: its path's `Type/id` (a version's too).
-_ABSOLUTE_TARGET = re.compile(r"/([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[^/]+)?$")
+_ABSOLUTE_TARGET = re.compile(r"/([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[^/]+)?\Z")
 
 
 def reference_type_problem(reference: str, declared: object) -> str | None:

@@ -13,7 +13,13 @@ from collections.abc import Iterator, Sequence
 # A literal reference to a local resource, version-specific or not: what the index reads as
 # target_type/target_id. What is still absolute after the normal form (`resources.normal_form`
 # made those to this server's base relative) is foreign and designates no local resource.
-RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+# The whole text is read, to its last character (`\Z`: `$` also matches before a final
+# newline), and a version id is an `id` as the resource's: `Patient/X\n`, `Patient/X/_history/
+# 1 x` or `.../_history/1#x` designate nothing, so that no face reads them otherwise (refused
+# where a rule needs what they name, fail closed).
+RELATIVE_REFERENCE = re.compile(
+    r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?\Z"
+)
 
 # A literal reference naming, however spelled (any case, spaces, a trailing `/`, `#...` or
 # `?...`, on any base), a resource of a type a reader may be refused (a document, a List, a

@@ -147,7 +147,7 @@ _TOKEN_RE = re.compile(
     r"|(?P<sym>!=|[().|=,]))"
 )
 # An absolute reference's type and id (RELATIVE_REFERENCE, resources.references: relative).
-_ABSOLUTE_REF = re.compile(r"/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+_ABSOLUTE_REF = re.compile(r"/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?\Z")
 
 _Fn = Callable[[list, dict], list]
 

@@ -132,10 +132,10 @@ CONTAINED_CHAIN_ALIASES = {
 }
 
 _RELATIVE = re.compile(
-    r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
+    r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?\Z"
 )
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+$")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
+_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+\Z")
 _ELEMENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*$")
 _TOKEN_MODIFIERS = frozenset({"not", "text", "of-type"})
 _UNSUPPORTED_MODIFIERS = frozenset({"above", "below", "in", "not-in", "code-text", "iterate"})

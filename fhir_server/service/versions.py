@@ -16,7 +16,7 @@ from fhir_server.errors import bad_request
 from fhir_server.search.index import IndexEntries
 from fhir_server.store.base import StoredResource, VersionWrite
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
 
 
 def new_id() -> str:

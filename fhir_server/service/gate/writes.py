@@ -10,6 +10,7 @@ from __future__ import annotations
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.decision import Deny, Permit
 from fhir_server.access.ownership import owner_id
+from fhir_server.access.record import INS_SYSTEMS
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.errors import FhirError, error
@@ -78,6 +79,27 @@ class WriteGate(GateCore):
                 labels=labels,
             )
             raise decision.to_error()
+        # After the policy: answered before it, the refusal told a writer the record may
+        # refuse whether an INS is the patient's.
+        if new is not None and record is not None and resource_type != "Patient":
+            stray = _other_patient_ins(new, record.ins)
+            if stray is not None:
+                self.audit.refusal(
+                    requester,
+                    interaction,
+                    patients,
+                    "R04",
+                    resource_type=resource_type,
+                    labels=security_labels_of(old) if old else (),
+                )
+                raise error(
+                    422,
+                    "processing",
+                    f"{resource_type}.{stray}.identifier is an INS that is not the INS of the "
+                    f"patient whose record this {resource_type} is in: a reference names one "
+                    "patient (R04)",
+                    details_code="R04",
+                )
         if resource_type == "Communication" and new is not None and old is None:
             try:
                 self.facts.check_message(self.policy, requester, new, record)
@@ -142,3 +164,34 @@ class WriteGate(GateCore):
             " of the patient in context only",
             details_code="R02",
         )
+
+
+def _other_patient_ins(resource: dict, own: tuple[tuple[str, str], ...]) -> str | None:
+    """The path of a Reference in `resource` whose `identifier` is an INS other than the
+    record's own (`own`), or None.
+
+    The record a write is bound to is read from literal references (`compartment_of`); a
+    Reference's `identifier` is read by no rule. An INS there that is not the record's (a
+    subject `Patient/A` with B's INS, a logical `author` naming B) was stored in A's record
+    and served to its readers as naming B, and `patient:identifier=` found it under B's INS:
+    one Reference, one patient, or it is refused (fail closed). Contained resources are
+    left out: a contained Patient is the source's identity (`context.sourcePatientInfo`),
+    which may carry a local identifier of the patient."""
+    stack: list[tuple[object, str]] = [(resource, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, path) for item in node)
+        elif isinstance(node, dict):
+            identifier = node.get("identifier")
+            if (
+                path
+                and isinstance(identifier, dict)
+                and identifier.get("system") in INS_SYSTEMS
+                and (identifier.get("system"), identifier.get("value")) not in own
+            ):
+                return path
+            for key, value in node.items():
+                if key != "contained" and isinstance(value, dict | list):
+                    stack.append((value, f"{path}.{key}" if path else key))
+    return None
