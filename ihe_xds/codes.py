@@ -71,7 +71,7 @@ _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
 
 def is_oid(value: str | None) -> bool:
-    return value is not None and len(value) <= 64 and bool(_OID.match(value))
+    return value is not None and len(value) <= 64 and bool(_OID.fullmatch(value))
 
 
 def system_for_scheme(scheme: str | None) -> str | None:

@@ -297,7 +297,7 @@ def _check_entry(
         )
     if entry.mime_type is None:
         need("mimeType", None)
-    elif not _MIME.match(entry.mime_type):
+    elif not _MIME.fullmatch(entry.mime_type):
         errors.append(
             _err(
                 XDS_REGISTRY_METADATA_ERROR, _bad("mimeType", entry.mime_type), f"{where} mimeType"
@@ -333,7 +333,7 @@ def _check_entry(
     errors += _check_time(entry.service_stop_time, f"{where} serviceStopTime", required=False)
     if entry.language_code is None:
         need("languageCode", None)
-    elif not _LANGUAGE.match(entry.language_code):
+    elif not _LANGUAGE.fullmatch(entry.language_code):
         errors.append(
             _err(
                 XDS_REGISTRY_METADATA_ERROR,
@@ -454,7 +454,7 @@ def _check_hash_and_size(
                 errors.append(
                     _err(XDS_REGISTRY_METADATA_ERROR, f"{name} is required", f"{where} {name}")
                 )
-    if entry.hash is not None and not _HASH.match(entry.hash):
+    if entry.hash is not None and not _HASH.fullmatch(entry.hash):
         errors.append(_err(code, f"hash {entry.hash!r} is not a hex SHA-1", f"{where} hash"))
     if entry.size is not None and not entry.size.isdigit():
         errors.append(_err(code, f"size {entry.size!r} is not a number", f"{where} size"))
@@ -468,7 +468,7 @@ def _check_hash_and_size(
         )
     document = submission.documents.get(entry.id)
     if document is not None:
-        if entry.hash and _HASH.match(entry.hash):
+        if entry.hash and _HASH.fullmatch(entry.hash):
             actual = submission.sha1(entry.id).hex()
             if entry.hash.lower() != actual:
                 errors.append(

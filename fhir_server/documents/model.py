@@ -63,7 +63,7 @@ def is_uuid_urn(value: Any) -> bool:
 
 
 def is_oid(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 64 and bool(_OID.match(value))
+    return isinstance(value, str) and len(value) <= 64 and bool(_OID.fullmatch(value))
 
 
 def is_xds_unique_id(value: Any) -> bool:

@@ -43,7 +43,7 @@ def official_spellings(code_system: dict) -> tuple[str, ...]:
         identifiers = [identifiers]
     for identifier in identifiers:
         value = identifier.get("value") if isinstance(identifier, dict) else None
-        if isinstance(value, str) and _OID_URN.match(value) and value not in spellings:
+        if isinstance(value, str) and _OID_URN.fullmatch(value) and value not in spellings:
             spellings.append(value)
     return tuple(spellings)
 

@@ -179,7 +179,7 @@ def _install_request_hooks(app: Flask) -> None:
     @app.before_request
     def identify() -> None:
         incoming = request.headers.get("X-Request-Id", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
+        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else _new_request_id()
         raw = f"{request.method} {request.full_path.rstrip('?')}".encode()
         if _small_search_form(request):
             raw += b"\n" + request.get_data(cache=True)

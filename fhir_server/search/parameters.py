@@ -650,7 +650,7 @@ def parse_search(
                     ) from None
             elif base == "_elements":
                 names = tuple(v.strip() for v in _values(key, value))
-                if not all(_ELEMENT.match(n) for n in names):
+                if not all(_ELEMENT.fullmatch(n) for n in names):
                     raise _invalid(key, value, "expected element names separated by commas")
                 elements = names
             elif base in ("_include", "_revinclude"):

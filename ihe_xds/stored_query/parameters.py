@@ -209,7 +209,7 @@ def typed_value(kind: str, value: str) -> object:
         return value
     if kind == CODE:
         code, sep, scheme = value.partition("^^")
-        if not sep or not code or not scheme or "^" in scheme or not _SAFE_TEXT.match(value):
+        if not sep or not code or not scheme or "^" in scheme or not _SAFE_TEXT.fullmatch(value):
             raise ValueError("codes are written 'code^^codingScheme'")
         return Code(code, scheme)
     if kind == TIME:
@@ -222,7 +222,7 @@ def typed_value(kind: str, value: str) -> object:
             raise ValueError(f"unknown DocumentEntry type {value!r}")
         return value
     if kind == UUID:
-        if not _UUID.match(value):
+        if not _UUID.fullmatch(value):
             raise ValueError("expected urn:uuid: identifiers")
         return value.lower()
     if kind == UNIQUE_ID:
@@ -237,6 +237,6 @@ def typed_value(kind: str, value: str) -> object:
         if value not in DOCUMENT_RELATIONSHIPS + (ASSOC_HAS_MEMBER,):
             raise ValueError(f"unknown association type {value!r}")
         return value
-    if not _SAFE_TEXT.match(value):
+    if not _SAFE_TEXT.fullmatch(value):
         raise ValueError("text with control characters or too long")
     return value

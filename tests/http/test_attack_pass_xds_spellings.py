@@ -380,3 +380,17 @@ def test_r01_a_vihf_naming_two_practitioners_is_refused(xds, record, monkeypatch
     code, reason = fault_of(response)
     assert code == "soap:Sender"
     assert "NameID" in reason
+
+
+def test_a_mime_type_ending_in_a_newline_is_refused_naming_the_mime_type(xds, record):
+    """ITI-41 (ITI TF-3 4.2.3.2.15 mimeType): the XDS checks read a value to its last
+    character (`fullmatch`): `text/xml&#10;` passed the registry's own check (`$` matches
+    before a final newline) and was refused later, by the FHIR model, under the name of a
+    Binary element the depositor never wrote."""
+
+    def add(root: etree._Element) -> None:
+        root.find(f".//{RIM}ExtrinsicObject[@id='Document01']").set("mimeType", "text/xml\n")
+
+    _, response = deposit_with(xds, record["nir"], add)
+    assert registry_status(response)[0] == v.RESPONSE_FAILURE
+    assert errors(response) == [("XDSRegistryMetadataError", "mimeType 'text/xml\\n' is not valid")]
