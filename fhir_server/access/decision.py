@@ -53,6 +53,9 @@ class Permit:
     rule: str = ""
     notes: tuple[str, ...] = ()
     rare_filters: tuple[Node, ...] = ()
+    # (patient, record epoch) of the record facts a write was decided on, which its
+    # transaction confirms before it commits (`AuditHooks.after_write`, R09, R10).
+    decided_on: tuple[tuple[str, int], ...] = ()
 
     @property
     def allowed(self) -> bool:

@@ -562,7 +562,7 @@ class BundleProcessor:
             with (
                 deposit.deposit(deposited, deposit.bundle_documents(entries)),
                 in_transaction(superseded, binaries),
-                self.service._transaction(replay=conditional) as tx,
+                self.service._transaction(replay=conditional, rejudge=True) as tx,
             ):
                 for entry in ordered:
                     if entry.method in ("GET", "HEAD"):

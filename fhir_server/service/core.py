@@ -53,6 +53,7 @@ from fhir_server.service.ownership import BinaryOwnership
 from fhir_server.service.prepared import PreparedWrite
 from fhir_server.store.base import (
     HistoryPage,
+    RecordMoved,
     ResourceStore,
     StoredResource,
     StoreTransaction,
@@ -551,7 +552,8 @@ class FhirService:
             raise Replay()
 
     def replayed(self, attempt: Callable[[], T]) -> T:
-        """`attempt()`, run again while it loses races to concurrent conditional writes."""
+        """`attempt()`, run again while it loses races to concurrent conditional writes, or
+        (a create) to a change of the record's facts it was decided on."""
         pause = CONDITION_BACKOFF_SECONDS
         for _ in range(CONDITION_ATTEMPTS):
             try:
@@ -559,11 +561,10 @@ class FhirService:
             except Replay:
                 time.sleep(pause * (0.5 + random.random()))  # noqa: S311 - jitter only
                 pause *= 2
-        raise error(
-            409,
-            "conflict",
-            "concurrent writes with the same conditions kept conflicting; try again",
-        )
+                # Judged again on the facts as they are now, not on the request's memo of
+                # those the lost attempt was decided on.
+                forget_request_facts()
+        raise error(409, "conflict", "concurrent writes kept conflicting; try again")
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -592,7 +593,8 @@ class FhirService:
         require_type(resource_type)
         self.validate_for_write(resource, resource_type)
         if if_none_exist is None or audit_event_writes.refused_create(requester, resource_type):
-            return self._create(requester, resource)
+            # Run again when the record's facts moved under its decision (`_create`).
+            return self.replayed(lambda: self._create(requester, resource))
         condition = self.condition(requester, resource_type, if_none_exist)
 
         def attempt() -> WriteResult:
@@ -620,17 +622,17 @@ class FhirService:
             permit = self.gate.authorize_write(
                 requester, "create", resource["resourceType"], resource, None
             )
-            decided_on = self.gate.facts.epochs_read()
         prepared = self._prepare_create(requester, resource, resource_id)
-        with self._transaction(replay=condition is not None) as tx:
-            if self.gate.facts.moved_since(decided_on):
-                # A block (or any change of the record's facts) committed since the check:
-                # judged again, or the create is written after the Consent that refuses it.
-                forget_request_facts()
-                permit = self.gate.authorize_write(
-                    requester, "create", resource["resourceType"], resource, None
-                )
-            raced = condition is not None and self.recheck(tx, requester, condition)
+        # Any conflict runs the create again from its decision: nothing of it is written yet.
+        with self._transaction(replay=True) as tx:
+            # The record's facts as the transaction commits on them: a block committed since
+            # the decision, or (SQLite) written by an earlier unit of this batch, which the
+            # decision's reads could not see. The create is left unwritten and judged again
+            # once that block is committed (a SQLite unit returns after its batch's commit),
+            # or it is written after the Consent that refuses it (R09, R10). On MongoDB the
+            # epoch is claimed too: a block committing before this does conflicts with it.
+            moved = self.gate.decision_moved(tx, permit)
+            raced = moved or (condition is not None and self.recheck(tx, requester, condition))
             if not raced:
                 return self.create_in(
                     tx,
@@ -640,8 +642,9 @@ class FhirService:
                     prepared=prepared,
                     permit=permit,
                 )
-        # Left without writing, once the concurrent create is committed (a SQLite unit
-        # returns after its group's commit): the next attempt's search finds it.
+        # Left without writing, once the concurrent create (or the change of the record's
+        # facts) is committed (a SQLite unit returns after its group's commit): the next
+        # attempt's search finds it, its decision reads them.
         raise Replay()
 
     def _prepare_create(
@@ -1108,14 +1111,19 @@ class FhirService:
             self._write(tx, stored, resource, "PUT", expected_version=binary.version)
 
     @contextmanager
-    def _transaction(self, *, replay: bool = False) -> Iterator[StoreTransaction]:
+    def _transaction(
+        self, *, replay: bool = False, rejudge: bool = False
+    ) -> Iterator[StoreTransaction]:
         """The store's transaction, with a concurrent-write conflict answered as 409, or
-        with `replay` (a conditional write that claimed its criteria) raised as `Replay`."""
+        with `replay` (a conditional write that claimed its criteria) raised as `Replay`.
+        `rejudge` (a caller run by `replayed` from its decisions): a write decided on record
+        facts its transaction does not commit on (`RecordMoved`) is run again, judged anew;
+        elsewhere it is refused as a conflict (409), which the client may try again."""
         try:
             with self.gate.audit.deferring_refusals(), self.store.transaction() as tx:
                 yield tx
         except VersionConflict as exc:
-            if replay:
+            if replay or (rejudge and isinstance(exc, RecordMoved)):
                 raise Replay() from exc
             raise error(409, "conflict", str(exc)) from exc
 

@@ -91,6 +91,17 @@ class VersionConflict(Exception):
         self.resource_id = resource_id
 
 
+class RecordMoved(VersionConflict):
+    """A write was decided on a record's facts (its Consents, RelatedPersons, Patient) that
+    are not the ones its transaction commits on: a change of them (a block) committed, or
+    on SQLite was written by an earlier unit of the same batch, after the decision. Its
+    write is judged again (a create, `FhirService.replayed`) or refused as a conflict."""
+
+    def __init__(self, patient_id: str) -> None:
+        super().__init__("Patient", patient_id)
+        self.args = ("the record's access rights changed during the write; try again",)
+
+
 # The record-epoch key every Patient write bumps (a FHIR id cannot contain "*"): what a
 # Patient identifier resolves to holds while it has not moved.
 PATIENTS_EPOCH = "*"
@@ -120,6 +131,16 @@ class StoreTransaction(Protocol):
         """Mark the patient's record facts (Patient, Consents, RelatedPersons) as changed.
 
         The engines also bump `PATIENTS_EPOCH` on every Patient write and purge themselves."""
+
+    def facts_epoch(self, patient_id: str) -> int:
+        """The record's epoch (`ResourceStore.record_epoch`) as this transaction commits on
+        it, its own bumps left out: read inside the transaction (on SQLite, on the writer
+        connection, which sees the earlier units of its batch that a reader does not), and
+        where transactions overlap (MongoDB) claimed, so that a change of the record's facts
+        committing before this transaction does conflicts with it. Read once per transaction
+        and record: a write decided on another epoch is decided on facts it does not commit
+        on (`RecordMoved`)."""
+        ...
 
     def search(self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str) -> SearchPage:
         """`ResourceStore.search` as this transaction sees the store: what was committed

@@ -12,7 +12,8 @@ at a time on the writer connection; the unit that finds nobody queued behind it 
 the batch, and every member waits for that commit before it returns, so a write is never
 acknowledged before it is durable. A unit sees the uncommitted work of the earlier units
 of its batch: they are committed together or not at all, so nothing it decides on can be
-lost without it.
+lost without it. A reader connection does not see them until the commit: a write decided on
+facts read there confirms them through its unit (`StoreTransaction.facts_epoch`).
 """
 
 from __future__ import annotations

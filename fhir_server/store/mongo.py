@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 import orjson
 from bson import Binary, ObjectId
-from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient
+from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient, ReturnDocument
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
@@ -40,6 +40,7 @@ from fhir_server.store.base import (
     FactsOf,
     HistoryEntry,
     HistoryPage,
+    RecordMoved,
     StoredResource,
     VersionConflict,
     VersionWrite,
@@ -115,6 +116,9 @@ class MongoTransaction:
     def __init__(self, db, session) -> None:
         self._db = db
         self._session = session
+        # The record epochs read (`facts_epoch`) and bumped by this transaction.
+        self._held: dict[str, int] = {}
+        self._bumped: dict[str, int] = {}
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         doc = self._db[resource_type].find_one(
@@ -182,6 +186,35 @@ class MongoTransaction:
             upsert=True,
             session=self._session,
         )
+        self._bumped[patient_id] = self._bumped.get(patient_id, 0) + 1
+
+    def facts_epoch(self, patient_id: str) -> int:
+        """Read in the session and written (a `held` counter beside the epoch): transactions
+        overlap, and a read alone would not conflict with a block committing between it
+        and this commit (write skew). Written, the record's epoch document makes MongoDB
+        abort one of the two (a write conflict, `TransientTransactionError`), whichever
+        came second: a block committed since this transaction's snapshot, or one bumping
+        the epoch before this one commits."""
+        if patient_id not in self._held:
+            try:
+                doc = self._db[RECORD_EPOCH].find_one_and_update(
+                    {"_id": patient_id},
+                    {"$inc": {"held": 1}, "$set": {"pk": patient_id}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                    session=self._session,
+                )
+            except DuplicateKeyError as exc:  # a concurrent upsert of the same record
+                raise RecordMoved(patient_id) from exc
+            except OperationFailure as exc:
+                if exc.has_error_label("TransientTransactionError"):
+                    # A write conflict on the epoch: the record's facts changed since this
+                    # transaction's snapshot, or are being changed: judged again.
+                    raise RecordMoved(patient_id) from exc
+                raise
+            epoch = (doc or {}).get("epoch", 0)
+            self._held[patient_id] = epoch - self._bumped.get(patient_id, 0)
+        return self._held[patient_id]
 
     def purge(self, resource_type: str, resource_id: str) -> None:
         if resource_type == AUDIT_EVENT:
@@ -427,7 +460,8 @@ class MongoStore:
 
     def record_epoch(self, patient_id: str) -> int:
         doc = self._db[RECORD_EPOCH].find_one({"_id": patient_id})
-        return doc["epoch"] if doc else 0
+        # A record only held (`MongoTransaction.facts_epoch`), never bumped, has no epoch.
+        return doc.get("epoch", 0) if doc else 0
 
     def ping(self) -> bool:
         try:

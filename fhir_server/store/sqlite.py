@@ -108,6 +108,9 @@ LEGACY_CHUNK = 5_000
 class SqliteTransaction:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        # The record epochs read (`facts_epoch`) and bumped by this transaction.
+        self._held: dict[str, int] = {}
+        self._bumped: dict[str, int] = {}
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         if resource_type == sqlite_journal.JOURNALED_TYPE:
@@ -164,6 +167,19 @@ class SqliteTransaction:
             "ON CONFLICT (patient) DO UPDATE SET epoch = epoch + 1",
             (patient_id,),
         )
+        self._bumped[patient_id] = self._bumped.get(patient_id, 0) + 1
+
+    def facts_epoch(self, patient_id: str) -> int:
+        """On the writer connection: the earlier units of this batch, which commit with
+        this one, are seen (a reader connection sees them only once they commit). Writers
+        take turns, so nothing else can change it before the commit: no claim needed."""
+        if patient_id not in self._held:
+            row = self._connection.execute(
+                "SELECT epoch FROM record_epoch WHERE patient = ?", (patient_id,)
+            ).fetchone()
+            epoch = row[0] if row else 0
+            self._held[patient_id] = epoch - self._bumped.get(patient_id, 0)
+        return self._held[patient_id]
 
     def purge(self, resource_type: str, resource_id: str) -> None:
         if resource_type == "AuditEvent":

@@ -158,6 +158,9 @@ class _Transaction:
     def bump_record_epoch(self, patient_id: str) -> None:
         self._tx.bump_record_epoch(patient_id)
 
+    def facts_epoch(self, patient_id: str) -> int:
+        return self._tx.facts_epoch(patient_id)
+
     def claim(self, key: str) -> None:
         self._tx.claim(key)
 

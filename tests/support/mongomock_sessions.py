@@ -5,6 +5,9 @@ real replica set). This wrapper gives mongomock just enough of pymongo's session
 engine to run unmodified: calls accept and drop `session=`, and a transaction saves each
 collection before its first write there and restores what it saved when it aborts. Transactions are
 serialized by a lock, which is stricter than MongoDB's snapshot isolation and fine for tests.
+A test that races transactions on one thread (one opened inside another) turns on
+`SessionMongoClient.detect_write_conflicts`: a document written by two overlapping
+transactions then fails the second write as MongoDB does (`_SnapshotSession.wrote`).
 Against a real MongoDB (FHIR_TEST_MONGODB_URI) none of this is used.
 """
 
@@ -104,6 +107,7 @@ class _CollectionProxy:
                 check_filter(args[0])
             check_encodable(name, args)
             if name in _WRITES and isinstance(session, _SnapshotSession):
+                session.wrote(collection.database.name, collection.name, _written_id(name, args))
                 session.save(collection.database.name, collection.name)
             return attribute(*args, **kwargs)
 
@@ -127,6 +131,15 @@ class _DatabaseProxy:
         return attribute
 
 
+def _written_id(operation: str, args: tuple) -> object:
+    """The `_id` of the one document a write names (its filter's, an inserted document's),
+    or None when it names none by id (a write conflict is then not detected)."""
+    if not args or not isinstance(args[0], dict) or operation.endswith("_many"):
+        return None
+    found = args[0].get("_id")
+    return found if isinstance(found, str | int | bson.ObjectId) else None
+
+
 class _SnapshotSession:
     """A transaction saves each collection it writes, before its first write there (a deep
     copy of the collection's documents), and an abort restores the collections it saved:
@@ -136,6 +149,9 @@ class _SnapshotSession:
     def __init__(self, client: SessionMongoClient) -> None:
         self._client = client
         self._snapshot: dict | None = None
+        # The documents this transaction wrote, and the commit it started after.
+        self.written: set[tuple] = set()
+        self._started_after = 0
 
     @property
     def in_transaction(self) -> bool:
@@ -144,6 +160,28 @@ class _SnapshotSession:
     def start_transaction(self, **_options: Any) -> None:
         self._client.transaction_lock.acquire()
         self._snapshot = {}
+        self.written = set()
+        self._started_after = self._client.commits
+        self._client.open_transactions.append(self)
+
+    def wrote(self, db_name: str, name: str, document_id: object) -> None:
+        """MongoDB's first-writer-wins, when the client detects write conflicts: a document
+        that another open transaction wrote, or that a transaction committed after this one
+        began wrote, fails this write with a WriteConflict (a `TransientTransactionError`),
+        and this transaction is aborted."""
+        client = self._client
+        if not client.detect_write_conflicts or self._snapshot is None or document_id is None:
+            return
+        key = (db_name, name, document_id)
+        if client.committed.get(key, 0) > self._started_after or any(
+            key in other.written for other in client.open_transactions if other is not self
+        ):
+            raise OperationFailure(
+                "WriteConflict error: this operation conflicted with another operation",
+                code=112,
+                details={"errorLabels": ["TransientTransactionError"], "code": 112},
+            )
+        self.written.add(key)
 
     def save(self, db_name: str, name: str) -> None:
         if self._snapshot is not None and (db_name, name) not in self._snapshot:
@@ -151,6 +189,16 @@ class _SnapshotSession:
 
     def commit_transaction(self) -> None:
         self._snapshot = None
+        client = self._client
+        client.commits += 1
+        for key in self.written:
+            client.committed[key] = client.commits
+        self._close()
+
+    def _close(self) -> None:
+        self.written = set()
+        if self in self._client.open_transactions:
+            self._client.open_transactions.remove(self)
         self._client.transaction_lock.release()
 
     def abort_transaction(self) -> None:
@@ -159,7 +207,7 @@ class _SnapshotSession:
             if snapshot:
                 self._client.restore(snapshot)
         finally:
-            self._client.transaction_lock.release()
+            self._close()
 
     def end_session(self) -> None:
         if self._snapshot is not None:
@@ -178,6 +226,11 @@ class SessionMongoClient:
     def __init__(self) -> None:
         self._client = mongomock.MongoClient(tz_aware=True)
         self.transaction_lock = threading.RLock()
+        # Off unless a test turns it on (`_SnapshotSession.wrote`).
+        self.detect_write_conflicts = False
+        self.commits = 0
+        self.committed: dict[tuple, int] = {}  # document -> the commit that last wrote it
+        self.open_transactions: list[_SnapshotSession] = []
 
     def get_database(self, name: str, **_options: Any) -> _DatabaseProxy:
         return _DatabaseProxy(self._client.get_database(name), self)

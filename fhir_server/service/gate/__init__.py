@@ -19,6 +19,7 @@ a store, the one the service is built with.
 from __future__ import annotations
 
 from fhir_server.access.policy import DmpPolicy
+from fhir_server.access.record import PatientRecord
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.service.audit_trail import AuditTrail
 from fhir_server.service.gate.audit_hooks import AuditHooks
@@ -48,6 +49,9 @@ class Gate(GateDecisions):
         cursor_key: bytes,
     ) -> None:
         super().__init__(RecordFacts(store, cursor_key), registry, policy, audit)
+
+    def judged_record(self, patient_id: str) -> tuple[PatientRecord | None, int | None]:
+        return self.facts.record_and_epoch(patient_id)
 
 
 __all__ = [

@@ -40,6 +40,7 @@ from fhir_server.service.context import current_request, forget_request_facts
 from fhir_server.service.deposit import deposited_document
 from fhir_server.service.gate.reads import ReadGate
 from fhir_server.service.prepared import PreparedEvents
+from fhir_server.store.base import RecordMoved
 
 if TYPE_CHECKING:
     from fhir_server.store.base import StoredResource
@@ -239,6 +240,7 @@ class AuditHooks(ReadGate):
         beforehand. `previous`: an update's former content, whose records' facts it changes
         too (a Consent the server's own write gave another patient left the first one's).
         """
+        self.confirm_decision(tx, permit)
         forget_request_facts()  # a Patient, Consent or RelatedPerson may have changed
         if stored.resource_type in RECORD_FACT_TYPES:
             records = _record_patients(stored, resource)
@@ -277,6 +279,21 @@ class AuditHooks(ReadGate):
             intents=intents,
             prepared=prepared,
         )
+
+    @staticmethod
+    def decision_moved(tx, permit: Permit) -> bool:
+        """Whether a record's facts the write was decided on are not those its transaction
+        commits on (`StoreTransaction.facts_epoch`): a block committed after the decision,
+        or on SQLite one an earlier unit of the same batch wrote, which the decision's
+        reads could not see (R09, R10). One indexed read per record and transaction."""
+        return any(tx.facts_epoch(patient) != epoch for patient, epoch in permit.decided_on)
+
+    def confirm_decision(self, tx, permit: Permit) -> None:
+        """Raise `RecordMoved` (a conflict: judged again, or refused) rather than write what
+        was decided on facts the transaction does not commit on."""
+        for patient, epoch in permit.decided_on:
+            if tx.facts_epoch(patient) != epoch:
+                raise RecordMoved(patient)
 
     def prepare_write_audit(
         self, requester: Requester, interaction: str, stored: StoredResource, resource

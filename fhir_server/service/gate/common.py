@@ -100,6 +100,11 @@ class GateCore:
         """The facts about one patient's record (`port.Facts.record`)."""
         return self.facts.record(patient_id)
 
+    def judged_record(self, patient_id: str) -> tuple[PatientRecord | None, int | None]:
+        """The record a write is judged on and the epoch it holds under (None: facts with
+        no epoch, a test's), which the write's transaction confirms (`after_write`)."""
+        return self.facts.record(patient_id), None
+
     def follow(self, resource_type: str, resource_id: str) -> dict | None:
         """The current version of what a judged resource names, as a search's chain reads
         it (absent or deleted: None): a List is judged through its documents (R13, R14)."""

@@ -100,13 +100,18 @@ class RecordFacts:
         Computed once per request: a search asks for it for the query, its includes, its
         chained clauses and its audit.
         """
+        return self.record_and_epoch(patient_id)[0]
+
+    def record_and_epoch(self, patient_id: str) -> tuple[PatientRecord | None, int]:
+        """`record` and the epoch its facts hold under: a write's transaction confirms the
+        epoch its decision was made on (`Gate.judged_record`)."""
         memo = request_memo()
         if memo is None:
-            return self._cached_record(patient_id)[0]
+            return self._cached_record(patient_id)
         key = ("record", patient_id)
         if key not in memo:
             memo[key], memo[("epoch", patient_id)] = self._cached_record(patient_id)
-        return memo[key]
+        return memo[key], memo[("epoch", patient_id)]
 
     def epochs_read(self) -> dict[str, int]:
         """The epoch of each record whose facts this request's decisions were made on (its
@@ -121,8 +126,9 @@ class RecordFacts:
     def moved_since(self, epochs: dict[str, int]) -> bool:
         """Whether a write to one of these records' facts (a Consent, a RelatedPerson, the
         Patient) committed since their epochs were read: a decision made on them before is
-        to be made again before what it allowed is written (R09, R10: a block committed
-        between a create's check and its transaction)."""
+        to be made again before what it allowed is served (R09, R10: a block committed
+        between a search's decision and its page). A write confirms its decision through its
+        transaction instead (`StoreTransaction.facts_epoch`), which sees what it commits on."""
         return any(self.store.record_epoch(patient) != epoch for patient, epoch in epochs.items())
 
     def _cached_record(self, patient_id: str) -> tuple[PatientRecord | None, int]:

@@ -7,6 +7,8 @@ who hands it to `after_write` with the stored version (its notes say what to not
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fhir_server.access.constraints import compartment_of
 from fhir_server.access.decision import Deny, Permit
 from fhir_server.access.ownership import owner_id
@@ -62,7 +64,7 @@ class WriteGate(GateCore):
                 f"{len(patients)} Patients",
                 details_code="R06",
             )
-        record = self.facts.record(patients[0]) if patients else None
+        record, epoch = self.judged_record(patients[0]) if patients else (None, None)
         decision = self.policy.decide_write(
             requester, interaction, resource_type, new, old, record, self.follow
         )
@@ -108,6 +110,9 @@ class WriteGate(GateCore):
                     requester, interaction, patients, "messaging", resource_type=resource_type
                 )
                 raise
+        if epoch is not None:
+            # Confirmed by the write's transaction, on the facts it commits on (R09, R10).
+            return replace(decision, decided_on=((patients[0], epoch),))
         return decision
 
     def _owner_record(self, binary: dict) -> tuple[list[str], tuple]:
