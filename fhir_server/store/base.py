@@ -142,6 +142,10 @@ class StoreTransaction(Protocol):
         on (`RecordMoved`)."""
         ...
 
+    def confirm_facts_epoch(self, patient_id: str, epoch: int) -> None:
+        """Raise `RecordMoved` unless `facts_epoch(patient_id)` is `epoch`."""
+        ...
+
     def search(self, query: SearchQuery, *, cursor_key: bytes, cursor_binding: str) -> SearchPage:
         """`ResourceStore.search` as this transaction sees the store: what was committed
         before it began and what it (and, on SQLite, the earlier units of its group commit)

@@ -36,6 +36,7 @@ from fhir_server.store.base import (
     FactsOf,
     HistoryEntry,
     HistoryPage,
+    RecordMoved,
     StoredResource,
     VersionConflict,
     VersionWrite,
@@ -180,6 +181,12 @@ class SqliteTransaction:
             epoch = row[0] if row else 0
             self._held[patient_id] = epoch - self._bumped.get(patient_id, 0)
         return self._held[patient_id]
+
+    def confirm_facts_epoch(self, patient_id: str, epoch: int) -> None:
+        """`RecordMoved` unless `facts_epoch(patient_id)` is `epoch`: raised here, so that the
+        gate, which decides on facts and never imports the store, can confirm a decision."""
+        if self.facts_epoch(patient_id) != epoch:
+            raise RecordMoved(patient_id)
 
     def purge(self, resource_type: str, resource_id: str) -> None:
         if resource_type == "AuditEvent":

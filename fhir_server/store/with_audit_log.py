@@ -161,6 +161,9 @@ class _Transaction:
     def facts_epoch(self, patient_id: str) -> int:
         return self._tx.facts_epoch(patient_id)
 
+    def confirm_facts_epoch(self, patient_id: str, epoch: int) -> None:
+        self._tx.confirm_facts_epoch(patient_id, epoch)
+
     def claim(self, key: str) -> None:
         self._tx.claim(key)
 

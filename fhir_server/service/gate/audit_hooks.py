@@ -40,7 +40,6 @@ from fhir_server.service.context import current_request, forget_request_facts
 from fhir_server.service.deposit import deposited_document
 from fhir_server.service.gate.reads import ReadGate
 from fhir_server.service.prepared import PreparedEvents
-from fhir_server.store.base import RecordMoved
 
 if TYPE_CHECKING:
     from fhir_server.store.base import StoredResource
@@ -292,8 +291,7 @@ class AuditHooks(ReadGate):
         """Raise `RecordMoved` (a conflict: judged again, or refused) rather than write what
         was decided on facts the transaction does not commit on."""
         for patient, epoch in permit.decided_on:
-            if tx.facts_epoch(patient) != epoch:
-                raise RecordMoved(patient)
+            tx.confirm_facts_epoch(patient, epoch)
 
     def prepare_write_audit(
         self, requester: Requester, interaction: str, stored: StoredResource, resource
