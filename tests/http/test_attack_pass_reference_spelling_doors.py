@@ -21,6 +21,7 @@ so spelled is accepted, another patient's refused.
 from __future__ import annotations
 
 import json
+import uuid
 from urllib.parse import quote
 
 import pytest
@@ -324,3 +325,27 @@ def test_r04_the_patients_ins_under_another_or_a_near_miss_system_is_refused(
     }
     answer = post(client, tokens.practitioner(AUTHORIZED), resource)
     assert answer.status_code == 422, answer.get_data(as_text=True)
+
+
+# -- a document's entryUUID read to its last character ---------------------------------------
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", " "], ids=["newline", "crlf", "space"])
+def test_r04_an_entry_uuid_spelled_with_a_line_end_is_refused(client, tokens, service, end):
+    """A DocumentEntry's entryUUID is `urn:uuid:` and a UUID to the value's last character:
+    `$` also matched before a final newline, so `urn:uuid:<an existing entryUUID>\n` was
+    stored (201), a second document under the first one's entryUUID for any reader that
+    trims it, past the registry's uniqueness check (which compares as written). Refused
+    now (422), nothing written."""
+    token = tokens.practitioner(AUTHORIZED)
+    entry_uuid = f"urn:uuid:{uuid.uuid4()}"
+    first = document(PATIENT_A)
+    first["identifier"] = [{"system": "urn:ietf:rfc:3986", "value": entry_uuid}]
+    assert post(client, token, first).status_code == 201
+    before = service.search(INTERNAL, "DocumentReference", [("patient", PATIENT_A)])
+    second = document(PATIENT_A)
+    second["identifier"] = [{"system": "urn:ietf:rfc:3986", "value": entry_uuid + end}]
+    refused = post(client, token, second)
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    after = service.search(INTERNAL, "DocumentReference", [("patient", PATIENT_A)])
+    assert len(after.resources()[0]) == len(before.resources()[0])
