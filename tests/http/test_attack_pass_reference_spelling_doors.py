@@ -349,3 +349,68 @@ def test_r04_an_entry_uuid_spelled_with_a_line_end_is_refused(client, tokens, se
     assert refused.status_code == 422, refused.get_data(as_text=True)
     after = service.search(INTERNAL, "DocumentReference", [("patient", PATIENT_A)])
     assert len(after.resources()[0]) == len(before.resources()[0])
+
+
+# -- a second Patient outside the compartment, or spelled otherwise --------------------------
+
+OTHER_PATIENT_SPELLINGS = {
+    "relative": f"Patient/{PATIENT_B}",
+    "trailing-newline": f"Patient/{PATIENT_B}\n",
+    "versioned-trailing-newline": f"Patient/{PATIENT_B}/_history/1\n",
+    "trailing-slash": f"Patient/{PATIENT_B}/",
+    "lower-case-type": f"patient/{PATIENT_B}",
+    "fragment": f"Patient/{PATIENT_B}#x",
+    "leading-space": f" Patient/{PATIENT_B}",
+    "this-base-trailing-slash": f"{BASE}/Patient/{PATIENT_B}/",
+    "own-patient-trailing-newline": f"Patient/{PATIENT_A}\n",
+}
+
+
+def _naming(where: str, reference: str) -> dict:
+    resource = document(PATIENT_A)
+    if where == "author":
+        resource["author"] = [*resource["author"], {"reference": reference}]
+    elif where == "context.encounter":
+        resource.setdefault("context", {})["encounter"] = [{"reference": reference}]
+    elif where == "context.sourcePatientInfo":
+        resource.setdefault("context", {})["sourcePatientInfo"] = {"reference": reference}
+    else:
+        resource[where] = {"reference": reference}
+    return resource
+
+
+@pytest.mark.parametrize("spelling", list(OTHER_PATIENT_SPELLINGS))
+@pytest.mark.parametrize(
+    "where",
+    ["author", "authenticator", "custodian", "context.encounter", "context.sourcePatientInfo"],
+)
+def test_r06_a_document_naming_another_patient_anywhere_in_any_spelling_is_refused(
+    client, tokens, service, where, spelling
+):
+    """R06: a document of A naming B is refused. The two-patient check read the compartment
+    (`subject`, `author`) as the index reads it: `author` `Patient/patient-0b\\n`, `.../`,
+    `patient/...`, `#x` or ` Patient/...` named nobody and was stored (201), as was
+    `Patient/patient-0b` in `authenticator`, `custodian` or `context`; served to A's
+    readers, each named B. Refused now (422), nothing written."""
+    before = _all_documents(service)
+    refused = post(
+        client, tokens.practitioner(AUTHORIZED), _naming(where, OTHER_PATIENT_SPELLINGS[spelling])
+    )
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    assert refused.get_json()["resourceType"] == "OperationOutcome"
+    assert _all_documents(service) == before
+
+
+def test_r06_a_document_naming_its_own_patient_outside_the_subject_is_accepted(
+    client, tokens, service
+):
+    """The control: `Patient/patient-a` in `authenticator` (the patient validated it)."""
+    answer = post(
+        client, tokens.practitioner(AUTHORIZED), _naming("authenticator", f"Patient/{PATIENT_A}")
+    )
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+
+
+def _all_documents(service) -> set[str]:
+    found = service.search(INTERNAL, "DocumentReference", [])
+    return {resource["id"] for resource in found.resources()[0]}
