@@ -50,17 +50,24 @@ def named_targets(node: Node) -> list[tuple[str | None, str]]:
         case ReferenceTest(url=str() as url):
             if url.lower().startswith("urn:uuid:"):
                 return [(None, url[len("urn:uuid:") :])]
-            found = _TRAILING_REFERENCE.search(url)
-            return [(found.group(1), found.group(2))] if found else []
+            return [
+                (kind if _TYPE_NAME.fullmatch(kind) else None, target_id)
+                for kind, target_id in _SEGMENT_PAIR.findall(url)
+            ]
         case IdTest(ids):
             return [(None, resource_id) for resource_id in ids]
     return []
 
 
-# The `Type/id` (and any `/_history/n`) that ends an absolute reference.
-_TRAILING_REFERENCE = re.compile(
-    r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
-)
+# Every `segment/id` pair of an absolute reference's path, overlapping (`.../fhir/
+# DocumentReference/<id>` names `<id>` as a DocumentReference, and `DocumentReference` as an
+# id): an id is named wherever it stands, followed by anything that is not part of an id.
+# The query a patient is shown names it whatever follows it: read as the `Type/id` ending the
+# url (`$`), `.../DocumentReference/<hidden id>/`, `#x`, `?x=1` or ` ` named nothing, and the
+# event of the search was shown, unlabelled, to the patient it is hidden from (R14, R18). A
+# pair whose type is not spelled as a type (`documentreference/<id>`) names the id as any type.
+_SEGMENT_PAIR = re.compile(r"(?=(?:^|/)([^/]+)/([A-Za-z0-9\-.]{1,64})(?![A-Za-z0-9\-.]))")
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]+")
 
 
 # The labelled types searched by the identifier that names them (their XDS uniqueId).

@@ -27,8 +27,10 @@ from typing import Any
 
 from fhir_server.terminology import CANONICAL_BASE, SYSTEM_RFC3986
 
+# Read to the value's last character (`\Z`): `$` also matched before a final newline, and
+# `urn:uuid:<an existing entryUUID>\n` passed as an entryUUID, stored beside the first.
 UUID_URN = re.compile(
-    r"^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 _BINARY = re.compile(r"^Binary/([A-Za-z0-9\-.]{1,64})\Z")

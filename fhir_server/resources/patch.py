@@ -176,7 +176,11 @@ def apply_patch(resource: dict, body: PatchBody) -> dict:
 
 # -- JSON Patch --------------------------------------------------------------------------------
 
-_URL_SELECTOR = re.compile(r"^/extension\[url:\s*['\"\u201c\u201d](.*?)['\"\u201c\u201d]\s*\](.*)$")
+# Read to the path's last character (`\Z`): `$` also matched before a final newline, and
+# `.../valueBoolean\n` was applied as `.../valueBoolean` (read otherwise than written).
+_URL_SELECTOR = re.compile(
+    r"^/extension\[url:\s*['\"\u201c\u201d](.*?)['\"\u201c\u201d]\s*\](.*)\Z"
+)
 
 
 def apply_json_patch(resource: dict, operations: list) -> dict:
@@ -256,7 +260,7 @@ def _too_much_copied(size: int, where: str) -> FhirError:
     )
 
 
-_VALUE_ELEMENT = re.compile(r"^/(value[A-Z][A-Za-z]*)$")
+_VALUE_ELEMENT = re.compile(r"^/(value[A-Z][A-Za-z]*)\Z")
 
 
 def _absent_extension_value(resource: dict, operation: dict) -> dict:

@@ -63,8 +63,9 @@ MAX_BUNDLE_SEARCHES = 10
 # not counted with the searches above): 900 conditional deletes in a 123 KB batch took
 # 1.9 s, and each may hold up to MAX_TESTS value tests over the whole record.
 MAX_BUNDLE_CONDITIONALS = 100
+# Read to the url's last character (`\Z`): `$` also matched before a final newline.
 _PLAIN_READ = re.compile(
-    r"^/?[A-Z][A-Za-z]*/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
+    r"^/?[A-Z][A-Za-z]*/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?\Z"
 )
 
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3, FOLDED: 2}

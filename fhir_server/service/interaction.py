@@ -13,6 +13,7 @@ If-Modified-Since: the CapabilityStatement says `conditionalRead` not-supported)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 from http import HTTPStatus
@@ -91,6 +92,11 @@ def criteria_of(query: str) -> Criteria:
     return tuple(parse_qsl(query, keep_blank_values=True))
 
 
+# What `urlsplit` would read otherwise than written: a C0 control character or DEL anywhere,
+# a space in front.
+_READ_OTHERWISE = re.compile(r"[\x00-\x1f\x7f]|\A ")
+
+
 def from_entry(request: dict, resource: Any, where: str) -> Interaction:
     """The interaction a batch or transaction entry asks for (Bundle.entry.request: method,
     url, ifMatch, ifNoneExist; the entry's resource: the body, or the patch of a PATCH, a
@@ -99,6 +105,17 @@ def from_entry(request: dict, resource: Any, where: str) -> Interaction:
     url = request.get("url")
     if not isinstance(url, str) or not url:
         raise bad_request(f"{where}.request.url is required", f"{where}.request.url")
+    if _READ_OTHERWISE.search(url):
+        # `urlsplit` drops tabs and line ends anywhere and control characters or spaces in
+        # front (WHATWG): `DocumentReference/x\n` was performed as a read of x while the
+        # Bundle's checks, reading the url as written, took it for something else (not the
+        # plain read MAX_BUNDLE_SEARCHES leaves uncounted). A url is read as written or
+        # refused (fail closed).
+        raise bad_request(
+            f"{where}.request.url holds a control character or begins with a space: a url is"
+            " percent-encoded (RFC 3986)",
+            f"{where}.request.url",
+        )
     parts = urlsplit(url)
     segments = [s for s in parts.path.strip("/").split("/") if s]
     if not segments:

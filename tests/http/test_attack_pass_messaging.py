@@ -622,3 +622,27 @@ def test_r14_r18_a_conversation_is_not_closed_by_a_message_hidden_from_a_partici
     answer = message(PATIENT_A_REF, [pract(GP)], inResponseTo=thread)
     answered = post(world, patient, answer)
     assert answered.status_code == 201, answered.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        f"Patient/{PATIENT_B}\n",
+        f"Patient/{PATIENT_B}/",
+        f"patient/{PATIENT_B}",
+        f"Patient/{PATIENT_B}#x",
+    ],
+    ids=["line-end", "trailing-slash", "lower-case-type", "fragment"],
+)
+def test_r06_a_message_naming_another_patient_spelled_otherwise_is_refused(world, reference):
+    """R06: `about` `Patient/<B>` is refused as naming another record's Patient; spelled so
+    that no rule reads it (a line end, a trailing slash, a lower-case type, a fragment) it
+    named no resource for the message's check and was stored, naming B, in A's record (201).
+    Refused now (422, R06), nothing stored."""
+    token = world.tokens.practitioner(GP)
+    body = message(pract(GP), [PATIENT_A_REF], about=[{"reference": reference}])
+    response = post(world, token, body)
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+    listed = world.get(token, f"/fhir/Communication?patient={PATIENT_A}&_summary=count")
+    assert listed.get_json()["total"] == 0

@@ -594,3 +594,20 @@ def test_pdsm4dmp_unmask_and_lift_work_whatever_order_the_deposit_gave_the_label
     assert changed.status_code == 200, changed.get_data(as_text=True)
     assert labels(changed.get_json()) == {(V3, "N")}
     assert labels(world.stored(document["id"])) == {(V3, "N")}
+
+
+@pytest.mark.parametrize("end", ["", "\n"], ids=["as-written", "line-end"])
+def test_pdsm_extension_selector_is_read_to_its_last_character(world, end):
+    """PDSm4DMP's `/extension[url:'...']/valueBoolean` selector is read to the path's last
+    character: `$` also matched before a final newline, and `.../valueBoolean\\n` was applied
+    as `.../valueBoolean` (a path read otherwise than written; refused, 400, fail closed)."""
+    document = world.deposit("N")
+    path = f"/extension[url:'{IS_ARCHIVED}']/valueBoolean{end}"
+    response = world.patch(
+        "author", document["id"], [{"op": "replace", "path": path, "value": True}]
+    )
+    if end:
+        assert response.status_code == 400, response.get_data(as_text=True)
+        assert world.stored(document["id"])["meta"]["versionId"] == "1"
+    else:
+        assert response.status_code == 200, response.get_data(as_text=True)

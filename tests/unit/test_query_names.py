@@ -13,6 +13,7 @@ from fhir_server.access.query_names import (
     spellings,
 )
 from fhir_server.search.parameters import parse_search
+from fhir_server.search.query import ReferenceTest
 
 DOC = "0b0b0b0b-1111-4222-8333-444444444444"
 UID = "urn:oid:1.2.250.1.999.1.1.7"
@@ -128,3 +129,27 @@ def test_r18_a_unique_id_in_a_text_criterion_is_named_as_asked_not_lower_cased(r
         registry,
     )
     assert unique_id in found
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["/", "#x", "?x=1", " ", "\n", "/_history/1/", "/_history/1"],
+    ids=["slash", "fragment", "query", "space", "newline", "versioned-slash", "versioned"],
+)
+@pytest.mark.parametrize("base", [f"{BASE}/", "https://elsewhere.example/fhir/"])
+def test_r18_a_documents_id_in_an_absolute_reference_is_named_whatever_follows_it(
+    registry, base, tail
+):
+    """R14/R18: an absolute reference names the id after its type whatever follows it. Read
+    as the `Type/id` ending the url, `.../DocumentReference/<id>/` (or `#x`, `?x=1`, ` `)
+    named nothing: the search's event carried no label and was shown, with the hidden
+    document's id in its query, to the patient it is hidden from."""
+    url = f"{base}DocumentReference/{DOC}{tail}"
+    named = named_targets(ReferenceTest("relatesto", url=url))
+    assert ("DocumentReference", DOC) in named
+
+
+def test_r18_an_id_after_a_type_spelled_otherwise_is_named_as_any_type():
+    """A type in another case names its id as a plain id (looked up as every labelled type)."""
+    url = f"https://elsewhere.example/fhir/documentreference/{DOC}/"
+    assert (None, DOC) in named_targets(ReferenceTest("relatesto", url=url))

@@ -16,8 +16,8 @@ from fhir_server.resources.profiles.checks import Check, Context
 from fhir_server.resources.profiles.element_path import Step, select, select_fast, step_values
 from fhir_server.terminology import SYSTEM_V3_CONFIDENTIALITY
 
-_UUID_URN = re.compile(
-    r"^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_UUID_URN = re.compile(  # to the value's last character: `$` matched before a newline
+    r"^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 
 

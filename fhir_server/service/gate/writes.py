@@ -7,6 +7,7 @@ who hands it to `after_write` with the stored version (its notes say what to not
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from fhir_server.access.constraints import compartment_of
@@ -16,6 +17,7 @@ from fhir_server.access.record import INS_SYSTEMS
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.balp import security_labels_of
 from fhir_server.errors import FhirError, error
+from fhir_server.resources.references import reference_target
 from fhir_server.search.query import Everything, InCompartment, Node
 from fhir_server.service.deposit import deposited_document
 from fhir_server.service.gate.common import INTERNAL_PERMIT, GateCore
@@ -110,6 +112,29 @@ class WriteGate(GateCore):
                     requester, interaction, patients, "messaging", resource_type=resource_type
                 )
                 raise
+        # Last: a message naming another record's Patient is refused by its own check (400).
+        stray = (
+            _other_patient_reference(new, patients[0])
+            if new is not None and len(patients) == 1 and resource_type != "Patient"
+            else None
+        )
+        if stray is not None:
+            self.audit.refusal(
+                requester,
+                interaction,
+                patients,
+                "R06",
+                resource_type=resource_type,
+                labels=security_labels_of(old) if old else (),
+            )
+            raise error(
+                422,
+                "processing",
+                f"{resource_type}.{stray}.reference names a Patient other than the one whose "
+                f"record this {resource_type} is in, or a Patient in a spelling the rules "
+                "cannot read: a resource names one patient (R06)",
+                details_code="R06",
+            )
         if epoch is not None:
             # Confirmed by the write's transaction, on the facts it commits on (R09, R10).
             return replace(decision, decided_on=((patients[0], epoch),))
@@ -196,6 +221,46 @@ def _other_patient_ins(resource: dict, own: tuple[tuple[str, str], ...]) -> str 
                 and (identifier.get("system"), identifier.get("value")) not in own
             ):
                 return path
+            for key, value in node.items():
+                if key != "contained" and isinstance(value, dict | list):
+                    stack.append((value, f"{path}.{key}" if path else key))
+    return None
+
+
+# A literal that names a Patient however spelled (any case, spaces, after a `/`): read by no
+# rule when it is not `Patient/<id>` exactly (`reference_target`).
+_NAMES_A_PATIENT = re.compile(r"(?:^|[/\s])patient\s*/", re.IGNORECASE)
+
+
+def _other_patient_reference(resource: dict, own: str) -> str | None:
+    """The path of a literal Reference in `resource` naming a Patient of this server other
+    than `own`, or a Patient in a relative spelling the rules cannot read, or None.
+
+    The record a write is bound to is read from the compartment's references
+    (`compartment_of`: a DocumentReference's `subject` and `author`); a second Patient there
+    is refused (R06), but not elsewhere, nor spelled otherwise: `author` `Patient/B\n`,
+    `Patient/B/` or `patient/B`, an `authenticator` or `context.encounter` `Patient/B`, were
+    stored in A's record and served to its readers as naming B. One resource, one patient
+    (fail closed). References to another server (absolute, still so after the normal form),
+    to contained resources and Bundle-local URNs name no Patient of this server."""
+    stack: list[tuple[object, str]] = [(resource, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, path) for item in node)
+        elif isinstance(node, dict):
+            literal = node.get("reference")
+            if path and isinstance(literal, str):
+                target = reference_target(literal)
+                if target is not None:
+                    if target[0] == "Patient" and target[1] != own:
+                        return path
+                elif (
+                    "://" not in literal
+                    and not literal.startswith(("#", "urn:"))
+                    and _NAMES_A_PATIENT.search(literal)
+                ):
+                    return path
             for key, value in node.items():
                 if key != "contained" and isinstance(value, dict | list):
                     stack.append((value, f"{path}.{key}" if path else key))
