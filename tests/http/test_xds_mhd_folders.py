@@ -364,3 +364,39 @@ def test_iti18_get_associations_names_the_folders_hasmember_and_get_submission_s
     assert {source for source, _ in members(objects)} and folder_uuid not in {
         source for source, _ in members(objects)
     }
+
+
+@pytest.mark.parametrize("door", ["create", "transaction"])
+def test_pdsm4dmp_the_registry_assigns_the_entry_uuid_of_a_folder_written_without_one(
+    xds, record, visible, door
+):
+    """A folder List written without an entryUUID (REST create, or a transaction's POST)
+    gets one from the registry, as a DocumentReference does (PDSm4DMP; MHD Vol 3 4.5.1:
+    the official identifier). Before, ITI-18 named it by an id derived from its FHIR id,
+    which FindFolders answered and GetFolders / GetFolderAndContents by it never found."""
+    listing = folder(record["patient"], [visible])
+    listing["identifier"] = [i for i in listing["identifier"] if i["use"] != "official"]
+    headers = auth(xds.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON})
+    if door == "create":
+        created = xds.client.post("/fhir/List", data=json.dumps(listing), headers=headers)
+        assert created.status_code == 201, created.get_data(as_text=True)
+        list_id = created.headers["Location"].split("/List/")[1].split("/")[0]
+    else:
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": listing, "request": {"method": "POST", "url": "List"}}],
+        }
+        answered = xds.client.post("/fhir", data=json.dumps(bundle), headers=headers)
+        assert answered.status_code == 200, answered.get_data(as_text=True)
+        location = answered.get_json()["entry"][0]["response"]["location"]
+        list_id = location.split("List/")[1].split("/")[0]
+    served = xds.client.get(f"/fhir/List/{list_id}", headers=auth(xds.tokens.practitioner(GP)))
+    (official,) = [i for i in served.get_json()["identifier"] if i.get("use") == "official"]
+    assert official["value"].startswith("urn:uuid:")
+    nir = record["nir"]
+    assert list(folders_in(find_folders(xds, nir, GP))) == [official["value"]]
+    objects, _ = query(
+        xds, nir, GP, GET_FOLDER_AND_CONTENTS, [("$XDSFolderEntryUUID", f"'{official['value']}'")]
+    )
+    assert members(objects) == {(official["value"], entry_uuid(visible))}
