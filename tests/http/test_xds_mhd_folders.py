@@ -36,6 +36,7 @@ from ihe_xds.stored_query import (
     GET_SUBMISSION_SETS,
 )
 from tests.http.conftest import FHIR_JSON, auth
+from tests.http.metadata_world import label
 from tests.http.test_attack_pass_xds import (  # noqa: F401 - fixtures
     AUTHORIZED,
     deposit,
@@ -45,6 +46,9 @@ from tests.http.test_attack_pass_xds import (  # noqa: F401 - fixtures
     stored,
     xds,
 )
+from tests.http.test_mhd import SUBMISSION as MHD_SUBMISSION
+from tests.http.test_mhd import expressions, xds_codes
+from tests.http.test_mhd import fixture as mhd_fixture
 from tests.http.test_xds_endpoints import GP, envelope_of, registry_status
 from tests.http.test_xds_stored_queries import APPROVED, adhoc
 from tests.support.documents import MHD_LIST_TYPES
@@ -400,3 +404,106 @@ def test_pdsm4dmp_the_registry_assigns_the_entry_uuid_of_a_folder_written_withou
         xds, nir, GP, GET_FOLDER_AND_CONTENTS, [("$XDSFolderEntryUUID", f"'{official['value']}'")]
     )
     assert members(objects) == {(official["value"], entry_uuid(visible))}
+
+
+# -- ITI-65 with a Folder (MHD Vol 2 3.65.4.1.2, Vol 3 4.5.1) ----------------------------------
+
+FOLDER_URL = "urn:uuid:aaaaaaaa-0000-0000-0000-0000000000f0"
+
+
+def provide_with_folder(nir: str, unique: str, folder_entries: list[str] | None = None) -> dict:
+    """The PDSm4DMP ITI-65 example for `nir`, with a folder List holding its document and
+    named by its SubmissionSet (MHD: the SubmissionSet lists the Folder it creates)."""
+    bundle = mhd_fixture(MHD_SUBMISSION, nir)
+    submission_set, document = bundle["entry"][0], bundle["entry"][1]
+    document["resource"]["masterIdentifier"]["value"] += f".{unique}"
+    listing = folder("x", [])
+    listing["subject"] = submission_set["resource"]["subject"]
+    listing["identifier"] = [i for i in listing["identifier"] if i["use"] != "official"]
+    named = folder_entries if folder_entries is not None else [document["fullUrl"]]
+    listing["entry"] = [{"item": {"reference": reference}} for reference in named]
+    submission_set["resource"]["entry"].append({"item": {"reference": FOLDER_URL}})
+    bundle["entry"].append(
+        {"fullUrl": FOLDER_URL, "resource": listing, "request": {"method": "POST", "url": "List"}}
+    )
+    return bundle
+
+
+def test_iti65_a_folder_list_is_deposited_and_found_by_iti18_and_iti66(xds):
+    """ITI-65 with a folder List (MHD Vol 3 4.5.1): stored with a registry-assigned
+    entryUUID, served by `List?code=folder` (ITI-66) with its document, and answered by
+    FindFolders / GetFolderAndContents with the Folder's HasMember to the document. Before:
+    refused ("folders are not supported"), while REST wrote the same List."""
+    patient_id, nir = xds.patient(65)
+    response = xds.client.post(
+        "/fhir",
+        data=json.dumps(provide_with_folder(nir, "65")),
+        headers=auth(xds.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    found = xds.client.get(
+        f"/fhir/List?patient={patient_id}&code={MHD_LIST_TYPES}|folder",
+        headers=auth(xds.tokens.practitioner(GP)),
+    )
+    (served,) = [e["resource"] for e in found.get_json()["entry"]]
+    (document_id,) = [
+        e["item"]["reference"].removeprefix("DocumentReference/") for e in served["entry"]
+    ]
+    (folder_uuid,) = [i["value"] for i in served["identifier"] if i.get("use") == "official"]
+    assert list(folders_in(find_folders(xds, nir, GP))) == [folder_uuid]
+    objects, _ = query(
+        xds, nir, GP, GET_FOLDER_AND_CONTENTS, [("$XDSFolderEntryUUID", f"'{folder_uuid}'")]
+    )
+    document = xds.client.get(
+        f"/fhir/DocumentReference/{document_id}", headers=auth(xds.tokens.practitioner(GP))
+    ).get_json()
+    assert members(objects) == {(folder_uuid, entry_uuid(document))}
+
+
+@pytest.mark.parametrize("named", ["stored", "unknown"])
+def test_iti65_a_folder_names_documents_of_the_submission_only(xds, record, named):
+    """A Folder entry naming a stored document (another record's, or an unknown id) is
+    refused (422, XDSRepositoryMetadataError at the entry), nothing looked up: adding a
+    stored document would name one the depositor may not read, or another record's (R06,
+    R18), and the two answers are one."""
+    _, other = record["other"]
+    patient_id, nir = xds.patient(66)
+    reference = f"DocumentReference/{other['id'] if named == 'stored' else 'no-such-document'}"
+    response = xds.client.post(
+        "/fhir",
+        data=json.dumps(provide_with_folder(nir, "66", [reference])),
+        headers=auth(xds.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert xds_codes(response) == ["XDSRepositoryMetadataError"]
+    assert expressions(response) == ["Bundle.entry[3].resource.entry[0].item"]
+    lists = xds.client.get(
+        f"/fhir/List?patient={patient_id}", headers=auth(xds.tokens.practitioner(GP))
+    )
+    assert lists.get_json().get("total", 0) == 0 and not lists.get_json().get("entry")
+
+
+def test_r14_r18_an_iti65_folder_of_a_masked_document_is_as_missing_to_another_professional(
+    xds, record
+):
+    """An ITI-65 of a MASQUE_PS document and a Folder holding it: the authorized
+    practitioner finds neither the Folder (FindFolders, `List?code=folder`) nor its
+    title; the médecin traitant, who deposited it, finds it."""
+    bundle = provide_with_folder(record["nir"], "67")
+    labels = bundle["entry"][1]["resource"].setdefault("securityLabel", [])
+    labels.append(label("MASQUE_PS"))
+    bundle["entry"][3]["resource"]["title"] = "Classeur masqué"
+    response = xds.client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(xds.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    nir, patient_id = record["nir"], record["patient"]
+    assert len(folders_in(find_folders(xds, nir, GP))) == 1
+    assert folders_in(find_folders(xds, nir, AUTHORIZED)) == {}
+    found = xds.client.get(
+        f"/fhir/List?patient={patient_id}&code={MHD_LIST_TYPES}|folder",
+        headers=auth(xds.tokens.practitioner(AUTHORIZED)),
+    )
+    assert found.status_code == 200 and "Classeur" not in found.get_data(as_text=True)
