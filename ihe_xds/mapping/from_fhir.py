@@ -345,6 +345,8 @@ def associations_from_fhir(
     that, by a reference to one of `document_references`.
     """
     by_id = {d.get("id"): d for d in document_references}
+    # A SubmissionSet names the Folders it created (MHD Vol 3 4.5.1): a HasMember to each.
+    folders = {f"List/{r.get('id')}": r for r in list_resources if is_folder_list(r)}
     associations: list[Association] = []
     for resource in list_resources:
         source = entry_uuid_of(resource)
@@ -352,6 +354,8 @@ def associations_from_fhir(
         for item in resource.get("entry") or []:
             reference = (item.get("item") or {}).get("reference", "")
             target_doc = by_id.get(reference.removeprefix("DocumentReference/"))
+            if target_doc is None and not folder:
+                target_doc = folders.get(reference)
             if target_doc is None:
                 continue
             target = entry_uuid_of(target_doc)

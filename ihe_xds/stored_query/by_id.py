@@ -60,10 +60,11 @@ def _get_submission_set_and_contents(query: StoredQuery) -> QueryPlan:
             FhirSearch(
                 "List",
                 [("identifier", identifiers), LIST_CODE, ("_include", "List:item")],
-                "the SubmissionSet and its member DocumentReferences",
+                "the SubmissionSet, its member DocumentReferences and Folders",
             )
         ],
-        ("SubmissionSet", "DocumentEntry", "Association"),
+        # ITI TF-2a 3.18.4.1.2.3.7.10: the Folders the SubmissionSet holds too.
+        ("SubmissionSet", "Folder", "DocumentEntry", "Association"),
         keep=member_keep(query),
         association_types=(ASSOC_HAS_MEMBER,),
         notes="keep() (type, format, confidentiality) applies to the members only",

@@ -33,6 +33,7 @@ from ihe_xds.stored_query import (
     GET_FOLDER_AND_CONTENTS,
     GET_FOLDERS,
     GET_FOLDERS_FOR_DOCUMENT,
+    GET_SUBMISSION_SET_AND_CONTENTS,
     GET_SUBMISSION_SETS,
 )
 from tests.http.conftest import FHIR_JSON, auth
@@ -458,6 +459,42 @@ def test_iti65_a_folder_list_is_deposited_and_found_by_iti18_and_iti66(xds):
         f"/fhir/DocumentReference/{document_id}", headers=auth(xds.tokens.practitioner(GP))
     ).get_json()
     assert members(objects) == {(folder_uuid, entry_uuid(document))}
+
+
+def test_iti18_get_submission_set_and_contents_answers_the_folder_the_iti65_created(xds):
+    """GetSubmissionSetAndContents (.7.10) of an ITI-65 that created a Folder: the
+    SubmissionSet, its document and the Folder, with the HasMember associations from the
+    SubmissionSet to both and from the Folder to the document."""
+    patient_id, nir = xds.patient(68)
+    bundle = provide_with_folder(nir, "68")
+    response = xds.client.post(
+        "/fhir",
+        data=json.dumps(bundle),
+        headers=auth(xds.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON}),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (unique_id,) = [
+        i["value"].removeprefix("urn:oid:")
+        for i in bundle["entry"][0]["resource"]["identifier"]
+        if i.get("use") == "usual"
+    ]
+    objects, _ = query(
+        xds,
+        nir,
+        GP,
+        GET_SUBMISSION_SET_AND_CONTENTS,
+        [("$XDSSubmissionSetUniqueId", f"'{unique_id}'")],
+    )
+    (folder_uuid,) = folders_in(objects)
+    (document_uuid,) = entries_in(objects)
+    (submission_set_uuid,) = {
+        p.get("id") for p in objects.iter(f"{RIM}RegistryPackage") if p.get("id") != folder_uuid
+    }
+    assert members(objects) == {
+        (submission_set_uuid, document_uuid),
+        (submission_set_uuid, folder_uuid),
+        (folder_uuid, document_uuid),
+    }
 
 
 @pytest.mark.parametrize("named", ["stored", "unknown"])
