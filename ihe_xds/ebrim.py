@@ -5,9 +5,10 @@ classCode, a Slot without a name, a Document that does not decode) is recorded a
 RegistryError in `Submission.problems` instead of raising, so that validation can report
 every problem of a message at once. Only a request whose root is not a submission raises.
 
-Folders: parsed enough to be recognised (id, uniqueId, patientId) and refused by validation
-(XDSRegistryMetadataError "Folders are not supported"): the DMP does not use them and the
-FHIR side (MHD) has no Folder List in our server.
+Folders: in a submission, parsed enough to be recognised (id, uniqueId, patientId) and
+refused by validation (XDSRegistryMetadataError "Folders are not supported"): no deposit
+door (ITI-41, ITI-65) creates one. A folder List written through REST (MHD Vol 3 4.5.1) is
+answered by the Folder queries as an XDSFolder (`folder_to_element`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ihe_xds.vocabulary import (
     DE_TYPE_CODE,
     DE_UNIQUE_ID,
     EXTERNAL_IDENTIFIER_NAMES,
+    FOLDER_CODE_LIST,
     FOLDER_NODE,
     FOLDER_PATIENT_ID,
     FOLDER_UNIQUE_ID,
@@ -210,12 +212,17 @@ class SubmissionSet:
 
 @dataclass(slots=True)
 class Folder:
-    """XDSFolder, read only far enough to be named in the refusal."""
+    """XDSFolder (ITI TF-3 4.2.3.3): read from an ITI-41 only far enough to be named in the
+    refusal; written in ITI-18 answers from a folder List (MHD Vol 3 4.5.1, `list_to_folder`)."""
 
     id: str
     unique_id: str | None = None
     patient_id: str | None = None
     title: str | None = None
+    comments: str | None = None
+    last_update_time: str | None = None
+    codes: list[Coded] = field(default_factory=list)
+    status: str | None = None
 
 
 @dataclass(slots=True)
@@ -1019,6 +1026,30 @@ def submission_set_to_element(submission_set: SubmissionSet) -> etree._Element:
     _add_external_id(element, submission_set.id, SS_UNIQUE_ID, submission_set.unique_id)
     _add_external_id(element, submission_set.id, SS_SOURCE_ID, submission_set.source_id)
     _add_external_id(element, submission_set.id, SS_PATIENT_ID, submission_set.patient_id)
+    return element
+
+
+def folder_to_element(folder: Folder) -> etree._Element:
+    """rim:RegistryPackage with its Folder classification inside (ITI TF-3 4.2.3.3)."""
+    attributes = {"id": folder.id, "objectType": OBJECT_TYPE_REGISTRY_PACKAGE}
+    if folder.status:
+        attributes["status"] = folder.status
+    element = etree.Element(_rim("RegistryPackage"), attributes, nsmap={"rim": NS_RIM})
+    _add_slot(element, "lastUpdateTime", [folder.last_update_time])
+    _add_localized(element, "Name", folder.title)
+    _add_localized(element, "Description", folder.comments)
+    for index, coded in enumerate(folder.codes):
+        _add_coded(element, folder.id, FOLDER_CODE_LIST, coded, index)
+    etree.SubElement(
+        element,
+        _rim("Classification"),
+        id=stable_id(folder.id, FOLDER_NODE),
+        objectType=OBJECT_TYPE_CLASSIFICATION,
+        classifiedObject=folder.id,
+        classificationNode=FOLDER_NODE,
+    )
+    _add_external_id(element, folder.id, FOLDER_UNIQUE_ID, folder.unique_id)
+    _add_external_id(element, folder.id, FOLDER_PATIENT_ID, folder.patient_id)
     return element
 
 

@@ -14,9 +14,11 @@ from lxml import etree
 from ihe_xds.ebrim import (
     Association,
     DocumentEntry,
+    Folder,
     SubmissionSet,
     association_to_element,
     entry_to_element,
+    folder_to_element,
     object_ref_element,
     submission_set_to_element,
 )
@@ -43,7 +45,7 @@ from ihe_xds.vocabulary import (
     q,
 )
 
-RegistryObject = DocumentEntry | SubmissionSet | Association
+RegistryObject = DocumentEntry | SubmissionSet | Folder | Association
 
 
 def response_status(errors: list[RegistryError], has_results: bool = False) -> str:
@@ -87,6 +89,8 @@ def _object_element(obj: RegistryObject) -> etree._Element:
         return entry_to_element(obj)
     if isinstance(obj, SubmissionSet):
         return submission_set_to_element(obj)
+    if isinstance(obj, Folder):
+        return folder_to_element(obj)
     return association_to_element(obj)
 
 

@@ -57,7 +57,7 @@ from fhir_server.search.query import TokenTest
 from fhir_server.service.prepared import PreparedEvents
 from fhir_server.terminology import INS_OIDS, SYSTEM_RFC3986
 from ihe_xds.codes import is_oid
-from ihe_xds.ebrim import Association, DocumentEntry, SubmissionSet, parse_submission
+from ihe_xds.ebrim import Association, DocumentEntry, Folder, SubmissionSet, parse_submission
 from ihe_xds.entry_versions import versions_answered
 from ihe_xds.errors import (
     LOCAL_POLICY_RESTRICTION_ERROR,
@@ -76,7 +76,9 @@ from ihe_xds.mapping import (
     associations_from_fhir,
     document_reference_to_ebrim,
     entry_uuid_of,
+    is_folder_list,
     list_to_ebrim,
+    list_to_folder,
     submission_to_fhir,
     unique_id_from,
 )
@@ -571,6 +573,9 @@ def _answer(
         for r in lists.values()
         if any(c.get("code") == "submissionset" for c in (r.get("code") or {}).get("coding") or [])
     ]
+    # Folders (MHD folder Lists): answered as Folders where the query returns them; their
+    # HasMember associations are a document's as a SubmissionSet's are (GetAssociations).
+    folders = [r for r in lists.values() if is_folder_list(r)]
     if kind.members_included:
         docs, included_docs = {**docs, **included_docs}, {}
     if "DocumentEntry" in returns:
@@ -582,10 +587,12 @@ def _answer(
     if "Association" in returns:
         kinds = set(query_plan.association_types)
         associations = [
-            a for a in associations_from_fhir(submission_sets, all_docs) if a.type in kinds
+            a
+            for a in associations_from_fhir([*submission_sets, *folders], all_docs)
+            if a.type in kinds
         ]
     answer = kind.select(
-        query, Answer(list(docs.values()), all_docs, submission_sets, associations)
+        query, Answer(list(docs.values()), all_docs, submission_sets, associations, folders)
     )
     cache: dict[str, str] = {}
     repository = runtime.settings.xds_repository_id
@@ -602,6 +609,16 @@ def _answer(
                 )
                 if leaf
                 else SubmissionSet(id=entry_uuid_of(resource))
+            )
+    if "Folder" in returns:
+        for resource in answer.folders:
+            patients.add(_subject_id(resource))
+            objects.append(
+                list_to_folder(
+                    resource, patient_cx=patient_cx(runtime, _subject_id(resource), cache) or None
+                )
+                if leaf
+                else Folder(id=entry_uuid_of(resource))
             )
     if "DocumentEntry" in returns:
         for resource in answer.documents:

@@ -94,6 +94,8 @@ EXTERNAL_IDENTIFIER_NAMES = {
     SS_PATIENT_ID: "XDSSubmissionSet.patientId",
     SS_UNIQUE_ID: "XDSSubmissionSet.uniqueId",
     SS_SOURCE_ID: "XDSSubmissionSet.sourceId",
+    FOLDER_PATIENT_ID: "XDSFolder.patientId",
+    FOLDER_UNIQUE_ID: "XDSFolder.uniqueId",
 }
 
 # Associations

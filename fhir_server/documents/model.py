@@ -25,7 +25,7 @@ import re
 import uuid
 from typing import Any
 
-from fhir_server.terminology import CANONICAL_BASE, SYSTEM_RFC3986
+from fhir_server.terminology import CANONICAL_BASE, SYSTEM_MHD_LIST_TYPES, SYSTEM_RFC3986
 
 # Read to the value's last character (`\Z`): `$` also matched before a final newline, and
 # `urn:uuid:<an existing entryUUID>\n` passed as an entryUUID, stored beside the first.
@@ -131,6 +131,21 @@ def assign_entry_uuid(resource: dict) -> None:
             {"use": "official", "system": SYSTEM_RFC3986, "value": f"urn:uuid:{uuid.uuid4()}"}
         )
         resource["identifier"] = identifiers
+
+
+def is_xds_list(resource: Any) -> bool:
+    """A List that is an XDS object (MHD Vol 3 4.5.1: a SubmissionSet or a Folder), whose
+    entryUUID the registry assigns as a DocumentReference's."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "List":
+        return False
+    code = resource.get("code")
+    codings = code.get("coding") if isinstance(code, dict) else None
+    return isinstance(codings, list) and any(
+        isinstance(c, dict)
+        and c.get("system") == SYSTEM_MHD_LIST_TYPES
+        and c.get("code") in ("submissionset", "folder")
+        for c in codings
+    )
 
 
 def unique_id(document: dict) -> str | None:

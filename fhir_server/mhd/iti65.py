@@ -105,10 +105,17 @@ class ProvidePlan:
     submission_set: Any
     documents: list[Any]
     binaries: list[Any]
+    # Folder Lists (MHD Vol 3 4.5.1) the submission creates, each naming documents of it.
+    folders: list[Any] = field(default_factory=list)
     # Old DocumentReferences to supersede: (resource with status superseded, the entries
     # (PATCH) folded into its PUT)
     supersede: list[dict] = field(default_factory=list)
     folded: dict[int, str] = field(default_factory=dict)  # PATCH entry index -> old doc id
+
+    def with_subject(self) -> list[Any]:
+        """The entries naming the submission's patient: the SubmissionSet, its Folders and
+        its documents (ITI TF-3 4.2.3.3: a Folder is of its documents' patient)."""
+        return [self.submission_set, *self.folders, *self.documents]
 
 
 # --------------------------------------------------------------------------- detection
@@ -135,6 +142,20 @@ def is_submission_set(resource: Any) -> bool:
         isinstance(c, dict)
         and c.get("system") == SYSTEM_MHD_LIST_TYPES
         and c.get("code") == "submissionset"
+        for c in codings
+    )
+
+
+def is_folder(resource: Any) -> bool:
+    """Whether `resource` is an MHD Folder List (MHDlistTypes `folder`)."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "List":
+        return False
+    code = resource.get("code")
+    codings = code.get("coding") if isinstance(code, dict) else None
+    return isinstance(codings, list) and any(
+        isinstance(c, dict)
+        and c.get("system") == SYSTEM_MHD_LIST_TYPES
+        and c.get("code") == "folder"
         for c in codings
     )
 
@@ -185,7 +206,7 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
     against the replacements). Also assigns entryUUIDs and Binary.securityContext.
     """
     issues: list[Issue] = []
-    lists, documents, binaries, patches = [], [], [], []
+    lists, folders, documents, binaries, patches = [], [], [], [], []
     for entry in entries:
         resource = entry.resource
         kind = resource.get("resourceType") if isinstance(resource, dict) else None
@@ -215,6 +236,8 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
             continue
         if kind == "List" and is_submission_set(resource):
             lists.append(entry)
+        elif kind == "List" and is_folder(resource):
+            folders.append(entry)
         elif kind == "DocumentReference":
             documents.append(entry)
         elif kind == "Binary":
@@ -223,8 +246,8 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
             issues.append(
                 xds_issue(
                     XDS_REPOSITORY_METADATA_ERROR,
-                    f"{entry.where}: an ITI-65 holds one SubmissionSet List, DocumentReferences and "
-                    f"their Binaries; {kind} is not accepted (folders are not supported)",
+                    f"{entry.where}: an ITI-65 holds one SubmissionSet List, folder Lists, "
+                    f"DocumentReferences and their Binaries; {kind} is not accepted",
                     f"{entry.where}.resource",
                 )
             )
@@ -245,7 +268,7 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
                 "Bundle.entry",
             )
         )
-    plan = ProvidePlan(lists[0], documents, binaries)
+    plan = ProvidePlan(lists[0], documents, binaries, folders)
     binary_by_url = {b.full_url: b for b in binaries if b.full_url}
     used: set[str] = set()
     for entry in documents:
@@ -302,10 +325,16 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
     assign_entry_uuid(submission_set)
     members = set()
     document_urls = {entry.full_url for entry in documents if entry.full_url}
+    folder_urls = {entry.full_url for entry in folders if entry.full_url}
+    issues += _folder_issues(folders, document_urls)
     for position, item in enumerate(submission_set.get("entry") or []):
         named = item.get("item") if isinstance(item, dict) else None
         reference = named.get("reference") if isinstance(named, dict) else None
         if reference in document_urls:
+            members.add(reference)
+            continue
+        if reference in folder_urls:
+            # MHD Vol 3 4.5.1: the SubmissionSet names the Folder it creates.
             members.add(reference)
             continue
         # A SubmissionSet lists what the submission holds (a HasMember to each document of
@@ -321,22 +350,56 @@ def check_structure(entries: list[Any]) -> tuple[ProvidePlan | None, list[Issue]
                 where,
             )
         )
-    for entry in documents:
+    for entry in [*documents, *folders]:
         if entry.full_url not in members:
+            kind = entry.resource.get("resourceType")
             issues.append(
                 xds_issue(
                     XDS_REPOSITORY_METADATA_ERROR,
-                    f"{entry.where}: the DocumentReference is not an entry of the SubmissionSet List",
+                    f"{entry.where}: the {kind} is not an entry of the SubmissionSet List",
                     f"{plan.submission_set.where}.resource.entry",
                 )
             )
     return plan, issues, patches
 
 
+def _folder_issues(folders: list[Any], document_urls: set[str]) -> list[Issue]:
+    """Each Folder of an ITI-65 gets its entryUUID and names documents of the submission
+    only (their fullUrls). Adding a stored document to a Folder would name a document the
+    depositor may not read, or another record's: refused alike whatever it names, nothing
+    looked up, as a SubmissionSet entry is."""
+    issues = []
+    for folder in folders:
+        assign_entry_uuid(folder.resource)
+        if not folder.full_url:
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{folder.where}: a folder List needs a fullUrl, for the SubmissionSet to name it",
+                    f"{folder.where}.fullUrl",
+                )
+            )
+        for position, item in enumerate(folder.resource.get("entry") or []):
+            named = item.get("item") if isinstance(item, dict) else None
+            reference = named.get("reference") if isinstance(named, dict) else None
+            if reference in document_urls:
+                continue
+            where = f"{folder.where}.resource.entry[{position}].item"
+            issues.append(
+                xds_issue(
+                    XDS_REPOSITORY_METADATA_ERROR,
+                    f"{where}: a Folder entry names a DocumentReference of the Bundle (its "
+                    "fullUrl); documents outside the submission are not accepted",
+                    where,
+                )
+            )
+    return issues
+
+
 def _subjects(plan: ProvidePlan) -> list[tuple[str, Any]]:
     """(where, subject reference string or None) of the List and each DocumentReference."""
     out = []
-    for entry in [plan.submission_set, *plan.documents]:
+    for entry in plan.with_subject():
         subject = entry.resource.get("subject")
         reference = subject.get("reference") if isinstance(subject, dict) else None
         out.append((f"{entry.where}.resource.subject", reference))
@@ -378,8 +441,8 @@ def deposit_profile_issues(plan: ProvidePlan, profiles: Any) -> list[Issue]:
     SubmissionSet, each issue at its entry with its XDS code."""
     issues = []
     found = [(entry, rules.metadata_issues(entry.resource, profiles)) for entry in plan.documents]
-    submission_set = plan.submission_set
-    found.append((submission_set, rules.contained_reference_issues(submission_set.resource)))
+    for listing in [plan.submission_set, *plan.folders]:
+        found.append((listing, rules.contained_reference_issues(listing.resource)))
     for entry, entry_issues in found:
         for issue in entry_issues:
             issues.append(
@@ -440,7 +503,7 @@ class Iti65:
         """Conditional patient references -> Patient/id; unknown patients -> XDSUnknownPatientId."""
         issues: list[Issue] = []
         resolved: dict[str, str | None] = {}
-        for entry in [plan.submission_set, *plan.documents]:
+        for entry in plan.with_subject():
             subject = entry.resource.get("subject")
             reference = subject.get("reference") if isinstance(subject, dict) else None
             where = f"{entry.where}.resource.subject"
@@ -500,7 +563,7 @@ class Iti65:
         if not bound:
             return
         named: dict[str | None, str] = {}
-        for entry in [plan.submission_set, *plan.documents]:
+        for entry in plan.with_subject():
             subject = entry.resource.get("subject")
             reference = subject.get("reference") if isinstance(subject, dict) else None
             if not isinstance(reference, str) or (

@@ -22,7 +22,7 @@ from fhir_server.access.decision import Permit, not_found_message
 from fhir_server.access.record import INS_SYSTEMS
 from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.entity_facts import EntityFacts
-from fhir_server.documents.model import assign_entry_uuid
+from fhir_server.documents.model import assign_entry_uuid, is_xds_list
 from fhir_server.documents.registry import DocumentRules, local_patient
 from fhir_server.errors import RULE_SYSTEM, FhirError, bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
@@ -611,10 +611,12 @@ class FhirService:
         """A create with a server id; `condition`: the criteria it is conditional on."""
         resource_id = versions.new_id()
         self._label_list(resource)
-        if resource.get("resourceType") == "DocumentReference" and (
+        if (resource.get("resourceType") == "DocumentReference" or is_xds_list(resource)) and (
             requester.kind is not ActorKind.INTERNAL
         ):
-            # The registry assigns a new document's entryUUID (PDSm4DMP), at every door.
+            # The registry assigns a new document's entryUUID (PDSm4DMP), at every door, and a
+            # new SubmissionSet's or Folder's (MHD Vol 3 4.5.1): without one, ITI-18 named a
+            # folder List by an id derived from its FHIR id, which no Get query found.
             assign_entry_uuid(resource)
         # Authorized before the transaction: a create has no current version to judge, and the
         # write lock, which every writer of every process waits for, is not held meanwhile.

@@ -4,7 +4,8 @@ The package, one module per direction and the pieces both read:
 - `to_fhir` (ITI-41 deposit): `submission_to_fhir` turns a validated Submission and its
   documents into plain FHIR JSON dicts: one List (MHD SubmissionSet), one DocumentReference
   per DocumentEntry, one Binary per document, and the transaction Bundle holding them.
-- `from_fhir` (ITI-18 answers): `document_reference_to_ebrim`, `list_to_ebrim` and
+- `from_fhir` (ITI-18 answers): `document_reference_to_ebrim`, `list_to_ebrim`,
+  `list_to_folder` (a folder List as an XDSFolder) and
   `associations_from_fhir` rebuild the ebRIM objects from what is stored, so that a document
   deposited by ITI-41 comes back with equivalent metadata.
 - `parties`: authors, people, organisations and telecoms as contained resources, both ways
@@ -51,7 +52,9 @@ from ihe_xds.mapping.from_fhir import (
     availability_of,
     document_reference_to_ebrim,
     entry_uuid_of,
+    is_folder_list,
     list_to_ebrim,
+    list_to_folder,
     unique_id_from,
 )
 from ihe_xds.mapping.terms import AVAILABILITY_SYSTEM, EXT_DESIGNATION_TYPE, EXT_SOURCE_ID
@@ -78,7 +81,9 @@ __all__ = [
     "document_reference_to_ebrim",
     "entry_uuid_of",
     "fhir_availability",
+    "is_folder_list",
     "list_to_ebrim",
+    "list_to_folder",
     "scheme_for_system",
     "submission_to_fhir",
     "system_for_scheme",

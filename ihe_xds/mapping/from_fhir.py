@@ -25,6 +25,7 @@ from ihe_xds.ebrim import (
     AssociationClassification,
     Coded,
     DocumentEntry,
+    Folder,
     Slot,
     SubmissionSet,
     association_id,
@@ -282,6 +283,50 @@ def list_to_ebrim(list_resource: dict, *, patient_cx: str | None = None) -> Subm
     return submission_set
 
 
+FOLDER_LIST_CODE = "folder"
+
+
+def is_folder_list(resource: dict) -> bool:
+    """A List coded MHDlistTypes `folder` (MHD Vol 3 4.5.1: an XDSFolder)."""
+    return any(
+        isinstance(c, dict) and c.get("code") == FOLDER_LIST_CODE
+        for c in (resource.get("code") or {}).get("coding") or []
+    )
+
+
+def list_to_folder(list_resource: dict, *, patient_cx: str | None = None) -> Folder:
+    """The XDSFolder for a stored MHD folder List (MHD Vol 3 Table 4.5.1.1-1): entryUUID the
+    official identifier, uniqueId the usual one, codeList the designationType extensions,
+    lastUpdateTime `date`, availabilityStatus `status`, title and comments as a
+    SubmissionSet's."""
+    folder = Folder(id=entry_uuid_of(list_resource))
+    for identifier in list_resource.get("identifier") or []:
+        if identifier.get("use") == "usual" or (identifier.get("value") or "").startswith(
+            "urn:oid:"
+        ):
+            folder.unique_id = unique_id_from(identifier)
+            break
+    for extension in list_resource.get("extension") or []:
+        if extension.get("url") == EXT_DESIGNATION_TYPE:
+            coded = _coded_from(extension.get("valueCodeableConcept"))
+            if coded is not None:
+                folder.codes.append(coded)
+    folder.patient_id = patient_cx
+    if list_resource.get("date"):
+        folder.last_update_time = fhir_to_xds_time(list_resource["date"])
+    folder.title = list_resource.get("title")
+    notes = list_resource.get("note") or []
+    folder.comments = notes[0].get("text") if notes else None
+    # MHD Vol 3 4.5.1: a Folder's availabilityStatus is List.status (current Approved,
+    # retired Deprecated); a List has no `superseded`, which availability_of reads.
+    folder.status = (
+        STATUS_DEPRECATED
+        if list_resource.get("status") == "retired"
+        else availability_of(list_resource)
+    )
+    return folder
+
+
 _CODE_TO_ASSOCIATION = {
     "replaces": ASSOC_RPLC,
     "appends": ASSOC_APND,
@@ -300,12 +345,17 @@ def associations_from_fhir(
     that, by a reference to one of `document_references`.
     """
     by_id = {d.get("id"): d for d in document_references}
+    # A SubmissionSet names the Folders it created (MHD Vol 3 4.5.1): a HasMember to each.
+    folders = {f"List/{r.get('id')}": r for r in list_resources if is_folder_list(r)}
     associations: list[Association] = []
     for resource in list_resources:
         source = entry_uuid_of(resource)
+        folder = is_folder_list(resource)
         for item in resource.get("entry") or []:
             reference = (item.get("item") or {}).get("reference", "")
             target_doc = by_id.get(reference.removeprefix("DocumentReference/"))
+            if target_doc is None and not folder:
+                target_doc = folders.get(reference)
             if target_doc is None:
                 continue
             target = entry_uuid_of(target_doc)
@@ -315,8 +365,10 @@ def associations_from_fhir(
                     type=ASSOC_HAS_MEMBER,
                     source=source,
                     target=target,
+                    # SubmissionSetStatus belongs to a SubmissionSet's HasMember only
+                    # (ITI TF-3 4.2.2.1.2); a Folder's carries none (4.2.2.1.3).
                     slots=[
-                        Slot("SubmissionSetStatus", ["Original"]),
+                        *([] if folder else [Slot("SubmissionSetStatus", ["Original"])]),
                         *extra_metadata.slots_of(item),
                     ],
                     status=STATUS_APPROVED,

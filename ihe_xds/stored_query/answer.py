@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ihe_xds.ebrim import Association
 from ihe_xds.stored_query.fhir_search import code_token
@@ -25,13 +25,15 @@ def like_matches(pattern: str, value: str) -> bool:
 class Answer:
     """What an ITI-18 answer is written from, before ebRIM: `documents` the DocumentReferences
     answered as DocumentEntries (after `QueryPlan.keep`), `found` every DocumentReference the
-    searches gave (matched or included), `submission_sets` the SubmissionSet Lists and
-    `associations` those among them of the plan's `association_types`."""
+    searches gave (matched or included), `submission_sets` the SubmissionSet Lists,
+    `associations` those among them of the plan's `association_types` and `folders` the
+    folder Lists (MHD Vol 3 4.5.1: XDSFolders)."""
 
     documents: list[dict]
     found: list[dict]
     submission_sets: list[dict]
     associations: list[Association]
+    folders: list[dict] = field(default_factory=list)
 
 
 def as_found(query: StoredQuery, answer: Answer) -> Answer:

@@ -7,7 +7,13 @@ from dataclasses import replace
 
 from ihe_xds.mapping import entry_uuid_of
 from ihe_xds.stored_query.answer import Answer
-from ihe_xds.stored_query.fhir_search import LIST_CODE, FhirSearch, QueryPlan, named_documents
+from ihe_xds.stored_query.fhir_search import (
+    FOLDER_CODE,
+    LIST_CODE,
+    FhirSearch,
+    QueryPlan,
+    named_documents,
+)
 from ihe_xds.stored_query.ids import (
     GET_ASSOCIATIONS,
     GET_DOCUMENTS_AND_ASSOCIATIONS,
@@ -62,8 +68,12 @@ def _get_associations(query: StoredQuery) -> QueryPlan:
             _pointed_at(query),
             FhirSearch(
                 "List",
-                [("identifier", _uuid_identifiers(query)), LIST_CODE, ("_include", "List:item")],
-                "the named SubmissionSets with their members",
+                [
+                    ("identifier", _uuid_identifiers(query)),
+                    ("code", f"{LIST_CODE[1]},{FOLDER_CODE[1]}"),
+                    ("_include", "List:item"),
+                ],
+                "the named SubmissionSets and Folders with their members",
             ),
         ],
         ("Association",),
@@ -112,9 +122,11 @@ def _touching_uuids(query: StoredQuery, answer: Answer) -> Answer:
 
 
 def _holding_uuids(query: StoredQuery, answer: Answer) -> Answer:
-    """GetSubmissionSets: the HasMember associations to one of $uuid, and their SubmissionSets."""
+    """GetSubmissionSets: the HasMember associations to one of $uuid from a SubmissionSet
+    (not a Folder's, ITI TF-2a 3.18.4.1.2.3.7.9), and their SubmissionSets."""
     uuids = set(query.values("$uuid"))
-    associations = [a for a in answer.associations if a.target in uuids]
+    sets = {entry_uuid_of(s) for s in answer.submission_sets}
+    associations = [a for a in answer.associations if a.target in uuids and a.source in sets]
     holders = {a.source for a in associations}
     return replace(
         answer,

@@ -1,16 +1,19 @@
 """The Get queries naming their objects by id: GetDocuments, GetSubmissionSetAndContents and
-the Folder ones (GetFolders, GetFolderAndContents, GetFoldersForDocument: no Folders here)."""
+the Folder ones (GetFolders, GetFolderAndContents, GetFoldersForDocument), a Folder being a
+folder List (MHD Vol 3 4.5.1)."""
 
 from __future__ import annotations
 
-from ihe_xds.stored_query.answer import member_keep
+from dataclasses import replace
+
+from ihe_xds.stored_query.answer import Answer, member_keep
 from ihe_xds.stored_query.fhir_search import (
+    FOLDER_CODE,
     LIST_CODE,
     FhirSearch,
     QueryPlan,
     identifier_values,
     named_documents,
-    no_folders,
 )
 from ihe_xds.stored_query.ids import (
     GET_DOCUMENTS,
@@ -57,13 +60,73 @@ def _get_submission_set_and_contents(query: StoredQuery) -> QueryPlan:
             FhirSearch(
                 "List",
                 [("identifier", identifiers), LIST_CODE, ("_include", "List:item")],
-                "the SubmissionSet and its member DocumentReferences",
+                "the SubmissionSet, its member DocumentReferences and Folders",
             )
         ],
-        ("SubmissionSet", "DocumentEntry", "Association"),
+        # ITI TF-2a 3.18.4.1.2.3.7.10: the Folders the SubmissionSet holds too.
+        ("SubmissionSet", "Folder", "DocumentEntry", "Association"),
         keep=member_keep(query),
         association_types=(ASSOC_HAS_MEMBER,),
         notes="keep() (type, format, confidentiality) applies to the members only",
+    )
+
+
+def _get_folders(query: StoredQuery) -> QueryPlan:
+    identifiers = identifier_values(query, "$XDSFolderEntryUUID", "$XDSFolderUniqueId")
+    return QueryPlan(
+        query.name,
+        [FhirSearch("List", [("identifier", identifiers), FOLDER_CODE], "the named Folders")],
+        ("Folder",),
+    )
+
+
+def _get_folder_and_contents(query: StoredQuery) -> QueryPlan:
+    identifiers = identifier_values(query, "$XDSFolderEntryUUID", "$XDSFolderUniqueId")
+    return QueryPlan(
+        query.name,
+        [
+            FhirSearch(
+                "List",
+                [("identifier", identifiers), FOLDER_CODE, ("_include", "List:item")],
+                "the Folder and its member DocumentReferences",
+            )
+        ],
+        ("Folder", "DocumentEntry", "Association"),
+        keep=member_keep(query),
+        association_types=(ASSOC_HAS_MEMBER,),
+        notes="keep() (type, format, confidentiality) applies to the members only",
+    )
+
+
+def _get_folders_for_document(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name,
+        [
+            FhirSearch(
+                "DocumentReference",
+                [("identifier", named_documents(query)), ("_revinclude", "List:item")],
+                "the named DocumentEntry and the Lists holding it",
+            )
+        ],
+        ("Folder",),
+    )
+
+
+def _holding_the_document(query: StoredQuery, answer: Answer) -> Answer:
+    """GetFoldersForDocument: the Folders with an entry naming the document found (read as
+    the requester: one they may not read is not found, and no Folder is answered for it)."""
+    named = {f"DocumentReference/{d.get('id')}" for d in answer.documents}
+    return replace(
+        answer,
+        folders=[
+            f
+            for f in answer.folders
+            if any(
+                (item.get("item") or {}).get("reference") in named
+                for item in f.get("entry") or []
+                if isinstance(item, dict)
+            )
+        ],
     )
 
 
@@ -91,7 +154,7 @@ KINDS: tuple[StoredQueryKind, ...] = (
             {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID},
             one_of=("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
         ),
-        no_folders,
+        _get_folders,
     ),
     StoredQueryKind(
         GET_SUBMISSION_SET_AND_CONTENTS,
@@ -114,11 +177,18 @@ KINDS: tuple[StoredQueryKind, ...] = (
         GET_FOLDER_AND_CONTENTS,
         QueryDefinition(
             "GetFolderAndContents",
-            {"$XDSFolderEntryUUID": UUID, "$XDSFolderUniqueId": UNIQUE_ID},
+            {
+                "$XDSFolderEntryUUID": UUID,
+                "$XDSFolderUniqueId": UNIQUE_ID,
+                "$XDSDocumentEntryFormatCode": CODE,
+                "$XDSDocumentEntryConfidentialityCode": CODE,
+                "$XDSDocumentEntryType": OBJECT_TYPE,
+            },
             one_of=("$XDSFolderEntryUUID", "$XDSFolderUniqueId"),
             single=frozenset({"$XDSFolderEntryUUID", "$XDSFolderUniqueId"}),
         ),
-        no_folders,
+        _get_folder_and_contents,
+        members_included=True,
     ),
     StoredQueryKind(
         GET_FOLDERS_FOR_DOCUMENT,
@@ -128,6 +198,7 @@ KINDS: tuple[StoredQueryKind, ...] = (
             one_of=("$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"),
             single=frozenset({"$XDSDocumentEntryEntryUUID", "$XDSDocumentEntryUniqueId"}),
         ),
-        no_folders,
+        _get_folders_for_document,
+        select=_holding_the_document,
     ),
 )

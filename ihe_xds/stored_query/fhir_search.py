@@ -197,11 +197,42 @@ def identifier_values(query: StoredQuery, uuid_param: str, unique_param: str) ->
 LIST_CODE = ("code", "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes|submissionset")
 
 
-def no_folders(query: StoredQuery) -> QueryPlan:
-    """The plan of every Folder query: the DMP holds no Folders (ITI-41 refuses them)."""
-    return QueryPlan(
-        query.name, [], ("Folder",), notes="this registry holds no Folders: the answer is empty"
-    )
+FOLDER_CODE = ("code", "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes|folder")
+
+# MHD Vol 3 4.5.1 (Table 4.5.1.1-1): a Folder's availabilityStatus is its List's status.
+_FOLDER_STATUS = {
+    STATUS_APPROVED: "current",
+    STATUS_ARCHIVED: "current",
+    STATUS_DEPRECATED: "retired",
+    STATUS_DELETED: "entered-in-error",
+}
+
+
+def folder_status_params(statuses: list[str]) -> list[tuple[str, str]]:
+    """The `status` search of a Folder status list (`$XDSFolderStatus`)."""
+    return [("status", ",".join(sorted({_FOLDER_STATUS[s] for s in statuses})))]
+
+
+def folder_search(query: StoredQuery) -> list[tuple[str, str]]:
+    """FindFolders (ITI TF-2a 3.18.4.1.2.3.7.3) as a search of folder Lists: the patient,
+    the status, lastUpdateTime (List.date) bounds and `$XDSFolderCodeList` (designationType:
+    OR within a Slot, AND across Slots)."""
+    params = [
+        ("patient.identifier", patient_token(query.one("$XDSFolderPatientId"))),
+        FOLDER_CODE,
+        *folder_status_params(query.values("$XDSFolderStatus")),
+    ]
+    for name, prefix in (
+        ("$XDSFolderLastUpdateTimeFrom", "ge"),
+        ("$XDSFolderLastUpdateTimeTo", "lt"),
+    ):
+        if query.one(name):
+            params.append(("date", prefix + search_date(query.one(name))))
+    for group in query.params.get("$XDSFolderCodeList") or []:
+        params.append(
+            ("designationType", ",".join(code_token(c) for c in group if isinstance(c, Code)))
+        )
+    return params
 
 
 def named_documents(query: StoredQuery) -> str:

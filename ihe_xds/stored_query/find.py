@@ -8,11 +8,13 @@ from dataclasses import replace
 from ihe_xds.mapping import entry_uuid_of
 from ihe_xds.stored_query.answer import Answer, document_keep, submission_set_keep
 from ihe_xds.stored_query.fhir_search import (
+    FOLDER_CODE,
     LIST_CODE,
     FhirSearch,
     QueryPlan,
     document_filters,
-    no_folders,
+    folder_search,
+    folder_status_params,
     patient_token,
     status_params,
     to_fhir_search,
@@ -77,6 +79,14 @@ def _find_submission_sets(query: StoredQuery) -> QueryPlan:
     )
 
 
+def _find_folders(query: StoredQuery) -> QueryPlan:
+    return QueryPlan(
+        query.name,
+        [FhirSearch("List", folder_search(query), "the matching folder Lists")],
+        ("Folder",),
+    )
+
+
 def _get_all(query: StoredQuery) -> QueryPlan:
     patient = patient_token(query.one("$patientId"))
     documents = [("patient.identifier", patient)] + status_params(
@@ -86,13 +96,17 @@ def _get_all(query: StoredQuery) -> QueryPlan:
     lists = [("patient.identifier", patient), LIST_CODE] + status_params(
         query.values("$XDSSubmissionSetStatus")
     )
+    folders = [("patient.identifier", patient), FOLDER_CODE] + folder_status_params(
+        query.values("$XDSFolderStatus")
+    )
     return QueryPlan(
         query.name,
         [
             FhirSearch("DocumentReference", documents, "the patient's DocumentEntries"),
             FhirSearch("List", lists, "the patient's SubmissionSets"),
+            FhirSearch("List", folders, "the patient's Folders"),
         ],
-        ("DocumentEntry", "SubmissionSet", "Association"),
+        ("DocumentEntry", "SubmissionSet", "Folder", "Association"),
         keep=document_keep(query),
         association_types=(ASSOC_HAS_MEMBER, *DOCUMENT_RELATIONSHIPS),
         notes="associations between the returned objects only",
@@ -103,6 +117,7 @@ def _among_found(query: StoredQuery, answer: Answer) -> Answer:
     """GetAll: the associations between the returned objects only."""
     ids = {entry_uuid_of(d) for d in answer.documents}
     ids |= {entry_uuid_of(s) for s in answer.submission_sets}
+    ids |= {entry_uuid_of(f) for f in answer.folders}
     return replace(
         answer,
         associations=[a for a in answer.associations if a.source in ids and a.target in ids],
@@ -171,7 +186,7 @@ KINDS: tuple[StoredQueryKind, ...] = (
             },
             required=("$XDSFolderPatientId", "$XDSFolderStatus"),
         ),
-        no_folders,
+        _find_folders,
     ),
     StoredQueryKind(
         GET_ALL,
