@@ -83,7 +83,7 @@ from ihe_xds.mapping import (
     unique_id_from,
 )
 from ihe_xds.mtom import Attachment
-from ihe_xds.responses import RetrievedDocument, parse_retrieve_request
+from ihe_xds.responses import RegistryObject, RetrievedDocument, parse_retrieve_request
 from ihe_xds.stored_query import (
     KINDS,
     Answer,
@@ -101,8 +101,6 @@ log = logging.getLogger(__name__)
 
 _PATIENT_PARAMS = ("patient", "patient.identifier", "subject", "subject.identifier")
 _SEARCH_PAGE = 200
-
-RegistryObject = DocumentEntry | SubmissionSet | Association
 
 
 class XdsRuntime(Protocol):

@@ -610,7 +610,11 @@ class BundleProcessor:
         documents = []
         for entry in entries:
             resource = entry.resource
-            if entry.method == "POST" and documents_model.is_xds_list(resource):
+            if (
+                entry.method == "POST"
+                and resource is not None
+                and documents_model.is_xds_list(resource)
+            ):
                 documents_model.assign_entry_uuid(resource)  # as `FhirService._create`
             if (
                 not isinstance(resource, dict)
