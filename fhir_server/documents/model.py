@@ -133,19 +133,29 @@ def assign_entry_uuid(resource: dict) -> None:
         resource["identifier"] = identifiers
 
 
+def mhd_list_types(resource: Any) -> frozenset[str]:
+    """The MHDlistTypes codes (`submissionset`, `folder`) a List carries in `code`; none for
+    another resource, or an element of another JSON type than FHIR's (`code: 5`), which the
+    structure validator refuses."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "List":
+        return frozenset()
+    code = resource.get("code")
+    codings = code.get("coding") if isinstance(code, dict) else None
+    if not isinstance(codings, list):
+        return frozenset()
+    return frozenset(
+        c["code"]
+        for c in codings
+        if isinstance(c, dict)
+        and c.get("system") == SYSTEM_MHD_LIST_TYPES
+        and isinstance(c.get("code"), str)
+    )
+
+
 def is_xds_list(resource: Any) -> bool:
     """A List that is an XDS object (MHD Vol 3 4.5.1: a SubmissionSet or a Folder), whose
     entryUUID the registry assigns as a DocumentReference's."""
-    if not isinstance(resource, dict) or resource.get("resourceType") != "List":
-        return False
-    code = resource.get("code")
-    codings = code.get("coding") if isinstance(code, dict) else None
-    return isinstance(codings, list) and any(
-        isinstance(c, dict)
-        and c.get("system") == SYSTEM_MHD_LIST_TYPES
-        and c.get("code") in ("submissionset", "folder")
-        for c in codings
-    )
+    return bool(mhd_list_types(resource) & {"submissionset", "folder"})
 
 
 def unique_id(document: dict) -> str | None:

@@ -60,7 +60,7 @@ from fhir_server.documents.model import assign_entry_uuid, replaced_targets, sha
 from fhir_server.documents.registry import relation_issue, relation_problem
 from fhir_server.errors import FhirError, Issue
 from fhir_server.mhd.errors import xds_issue
-from fhir_server.terminology import PDSM_PROFILE_BASE, SYSTEM_MHD_LIST_TYPES
+from fhir_server.terminology import PDSM_PROFILE_BASE
 from ihe_xds.errors import (
     XDS_MISSING_DOCUMENT,
     XDS_MISSING_DOCUMENT_METADATA,
@@ -130,34 +130,13 @@ def _claims(resource: dict, urls: frozenset[str]) -> bool:
 
 
 def is_submission_set(resource: Any) -> bool:
-    """Whether `resource` is an MHD SubmissionSet List; an element of another JSON type than
-    FHIR's (`code: 5`) makes it none, for the structure validator to refuse it."""
-    if not isinstance(resource, dict) or resource.get("resourceType") != "List":
-        return False
-    code = resource.get("code")
-    codings = code.get("coding") if isinstance(code, dict) else None
-    if not isinstance(codings, list):
-        return False
-    return any(
-        isinstance(c, dict)
-        and c.get("system") == SYSTEM_MHD_LIST_TYPES
-        and c.get("code") == "submissionset"
-        for c in codings
-    )
+    """Whether `resource` is an MHD SubmissionSet List (MHDlistTypes `submissionset`)."""
+    return "submissionset" in model.mhd_list_types(resource)
 
 
 def is_folder(resource: Any) -> bool:
     """Whether `resource` is an MHD Folder List (MHDlistTypes `folder`)."""
-    if not isinstance(resource, dict) or resource.get("resourceType") != "List":
-        return False
-    code = resource.get("code")
-    codings = code.get("coding") if isinstance(code, dict) else None
-    return isinstance(codings, list) and any(
-        isinstance(c, dict)
-        and c.get("system") == SYSTEM_MHD_LIST_TYPES
-        and c.get("code") == "folder"
-        for c in codings
-    )
+    return "folder" in model.mhd_list_types(resource)
 
 
 def is_provide_bundle(bundle: dict) -> bool:

@@ -51,20 +51,15 @@ class WriteGate(GateCore):
             # The record a write is judged on is the one record the resource belongs to: a
             # second Patient (in `author`, `source`, `recipient`...) would let a writer pick
             # the record their write is judged on (issue #18, finding 4).
-            self.audit.refusal(
+            raise self._unprocessable(
                 requester,
                 interaction,
+                resource_type,
                 patients,
+                old,
                 "R06",
-                resource_type=resource_type,
-                labels=security_labels_of(old) if old else (),
-            )
-            raise error(
-                422,
-                "processing",
                 f"a {resource_type} belongs to one patient's record; this one names "
                 f"{len(patients)} Patients",
-                details_code="R06",
             )
         record, epoch = self.judged_record(patients[0]) if patients else (None, None)
         decision = self.policy.decide_write(
@@ -88,21 +83,16 @@ class WriteGate(GateCore):
         if new is not None and record is not None and resource_type != "Patient":
             stray = _other_patient_ins(new, record.ins)
             if stray is not None:
-                self.audit.refusal(
+                raise self._unprocessable(
                     requester,
                     interaction,
+                    resource_type,
                     patients,
+                    old,
                     "R04",
-                    resource_type=resource_type,
-                    labels=security_labels_of(old) if old else (),
-                )
-                raise error(
-                    422,
-                    "processing",
                     f"{resource_type}.{stray}.identifier is an INS that is not the INS of the "
                     f"patient whose record this {resource_type} is in: a reference names one "
                     "patient (R04)",
-                    details_code="R04",
                 )
         if resource_type == "Communication" and new is not None and old is None:
             try:
@@ -119,26 +109,43 @@ class WriteGate(GateCore):
             else None
         )
         if stray is not None:
-            self.audit.refusal(
+            raise self._unprocessable(
                 requester,
                 interaction,
+                resource_type,
                 patients,
+                old,
                 "R06",
-                resource_type=resource_type,
-                labels=security_labels_of(old) if old else (),
-            )
-            raise error(
-                422,
-                "processing",
                 f"{resource_type}.{stray}.reference names a Patient other than the one whose "
                 f"record this {resource_type} is in, or a Patient in a spelling the rules "
                 "cannot read: a resource names one patient (R06)",
-                details_code="R06",
             )
         if epoch is not None:
             # Confirmed by the write's transaction, on the facts it commits on (R09, R10).
             return replace(decision, decided_on=((patients[0], epoch),))
         return decision
+
+    def _unprocessable(
+        self,
+        requester: Requester,
+        interaction: str,
+        resource_type: str,
+        patients: list[str],
+        old: dict | None,
+        rule: str,
+        message: str,
+    ) -> FhirError:
+        """A write refused for what the resource says (422 naming `rule`), traced in the
+        record's trail with the labels of the version it would replace (R16, R18)."""
+        self.audit.refusal(
+            requester,
+            interaction,
+            patients,
+            rule,
+            resource_type=resource_type,
+            labels=security_labels_of(old) if old else (),
+        )
+        return error(422, "processing", message, details_code=rule)
 
     def _owner_record(self, binary: dict) -> tuple[list[str], tuple]:
         """(the patients, the labels) of the DocumentReference owning `binary`, as the deposit
