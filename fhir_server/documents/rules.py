@@ -348,6 +348,25 @@ def update_issues(new: dict, old: dict) -> list[Issue]:
     ]
 
 
+def xds_list_update_issues(new: dict, old: dict) -> list[Issue]:
+    """An update of a SubmissionSet or Folder List (MHD Vol 3 4.5.1) keeps its entryUUID:
+    the registry assigns it once (ITI TF-3 4.2.3.3) and ITI-18 names the object by it. A
+    REST PUT without it, or with another, changed the id every Get query and association
+    named the Folder by."""
+    before = sorted(str(i.get("value")) for _, i in model.entry_uuid_identifiers(old))
+    after = sorted(str(i.get("value")) for _, i in model.entry_uuid_identifiers(new))
+    if before == after:
+        return []
+    return [
+        xds_issue(
+            XDS_REPOSITORY_METADATA_ERROR,
+            f"List.identifier: the entryUUID of a SubmissionSet or Folder ({', '.join(before)}) "
+            "cannot change once it is registered; send it unchanged",
+            "List.identifier",
+        )
+    ]
+
+
 def message_issues(documents: list[tuple[str, dict]]) -> list[Issue]:
     """In one message (a transaction): no two documents with one entryUUID or one uniqueId.
     `documents`: (where, resource), `where` the Bundle entry."""

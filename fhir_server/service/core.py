@@ -24,6 +24,7 @@ from fhir_server.access.requester import ActorKind, Requester
 from fhir_server.audit.entity_facts import EntityFacts
 from fhir_server.documents.model import assign_entry_uuid, is_xds_list
 from fhir_server.documents.registry import DocumentRules, local_patient
+from fhir_server.documents.rules import xds_list_update_issues
 from fhir_server.errors import RULE_SYSTEM, FhirError, bad_request, error, not_found
 from fhir_server.resources.model import SERVED_TYPES, check_resource
 from fhir_server.resources.normal_form import NormalForm
@@ -971,11 +972,16 @@ class FhirService:
         old: dict | None,
     ) -> None:
         """The document model's check of a DocumentReference write (`documents.registry`),
-        and the one-record-per-INS check of a Patient's (`_check_ins`)."""
+        the one-record-per-INS check of a Patient's (`_check_ins`), and a SubmissionSet's or
+        Folder's entryUUID kept through an update (`rules.xds_list_update_issues`)."""
         if resource.get("resourceType") == "DocumentReference":
             self.documents.check_write(tx, requester, resource, resource_id, old)
         elif resource.get("resourceType") == "Patient" and requester.kind is not ActorKind.INTERNAL:
             self._check_ins(tx, resource, resource_id)
+        elif old is not None and is_xds_list(old) and requester.kind is not ActorKind.INTERNAL:
+            issues = xds_list_update_issues(resource, old)
+            if issues:
+                raise FhirError(422, issues)
 
     def _check_ins(self, tx: StoreTransaction, patient: dict, patient_id: str) -> None:
         """R03, R15: an INS names one record. A Patient write giving an INS another Patient

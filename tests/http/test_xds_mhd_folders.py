@@ -25,6 +25,7 @@ import uuid
 import pytest
 from lxml import etree
 
+from fhir_server.terminology import SYSTEM_IDNAT_PS
 from ihe_xds import vocabulary as v
 from ihe_xds.stored_query import (
     FIND_FOLDERS,
@@ -544,3 +545,31 @@ def test_r14_r18_an_iti65_folder_of_a_masked_document_is_as_missing_to_another_p
         headers=auth(xds.tokens.practitioner(AUTHORIZED)),
     )
     assert found.status_code == 200 and "Classeur" not in found.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("change", ["dropped", "replaced"])
+def test_iti_tf3_4_2_3_3_a_folders_entry_uuid_stays_through_a_rest_update(
+    xds, record, visible, change
+):
+    """ITI TF-3 4.2.3.3 (entryUUID, registry-assigned, never changes) and MHD Vol 3 4.5.1
+    (the official identifier): a REST PUT of a folder List without its entryUUID, or with
+    another, was stored (200), and ITI-18 then named the same Folder by another id, or by
+    one derived from its FHIR id that no Get query finds. An update keeps it or is refused
+    (422 naming List.identifier), as a document's update is; nothing is written."""
+    listing = folder(record["patient"], [visible])
+    listing["source"] = {"identifier": {"system": SYSTEM_IDNAT_PS, "value": GP}}  # may change it
+    created = post_folder(xds, listing)
+    entry, _ = identifiers(created)
+    changed = dict(created)
+    changed["identifier"] = [i for i in created["identifier"] if i["use"] != "official"]
+    if change == "replaced":
+        changed["identifier"].append(
+            {"use": "official", "system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"}
+        )
+    headers = auth(xds.tokens.practitioner(GP), **{"Content-Type": FHIR_JSON})
+    response = xds.client.put(
+        f"/fhir/List/{created['id']}", data=json.dumps(changed), headers=headers
+    )
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert "List.identifier" in json.dumps(response.get_json())
+    assert list(folders_in(find_folders(xds, record["nir"], GP))) == [entry]
