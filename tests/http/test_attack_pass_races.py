@@ -399,16 +399,10 @@ def _consent_with_identifier(value: str) -> dict:
     }
 
 
-def test_r06_a_conditional_update_never_writes_over_what_its_criteria_no_longer_match(
-    world, monkeypatch
-):
-    """FHIR http.html#cond-update, R06: a conditional update writes the one resource its
-    criteria match. The match was searched before the write transaction opened; the
-    resource changed in between so that the criteria no longer match it, and the update
-    wrote over it all the same (a Consent the criteria did not name any more). The
-    criteria are searched again in the write's transaction: what they match then is
-    updated, here nothing, so the body is created."""
-    first, moved = "urn:uuid:6a1e7c3e-0000-4000-8000-0000000000c1", "urn:uuid:moved"
+def _moved_after_its_match(world, monkeypatch, first: str, moved: str) -> list[bool]:
+    """OTHER_CONSENT stored with identifier `first`, then moved to `moved` by a write
+    committed right after the first conditional search that finds it (the race: between
+    the match and the write transaction). The list it returns holds True once it ran."""
     put = world.service.update
     put(
         INTERNAL, "Consent", OTHER_CONSENT, {**_consent_with_identifier(first), "id": OTHER_CONSENT}
@@ -426,6 +420,20 @@ def test_r06_a_conditional_update_never_writes_over_what_its_criteria_no_longer_
         return found
 
     monkeypatch.setattr(service, "conditional_matches", conditional_matches)
+    return ran
+
+
+def test_r06_a_conditional_update_never_writes_over_what_its_criteria_no_longer_match(
+    world, monkeypatch
+):
+    """FHIR http.html#cond-update, R06: a conditional update writes the one resource its
+    criteria match. The match was searched before the write transaction opened; the
+    resource changed in between so that the criteria no longer match it, and the update
+    wrote over it all the same (a Consent the criteria did not name any more). The
+    criteria are searched again in the write's transaction: what they match then is
+    updated, here nothing, so the body is created."""
+    first, moved = "urn:uuid:6a1e7c3e-0000-4000-8000-0000000000c1", "urn:uuid:moved"
+    ran = _moved_after_its_match(world, monkeypatch, first, moved)
     body = _consent_with_identifier(first)
     body["provision"]["provision"].append(deny("810000000096"))
     response = world.client.put(
@@ -451,23 +459,7 @@ def test_r06_a_bundles_conditional_update_never_writes_over_what_its_criteria_no
     over the Consent they no longer matched; a batch entry is performed as the request
     alone."""
     first, moved = "urn:uuid:6a1e7c3e-0000-4000-8000-0000000000c2", "urn:uuid:moved"
-    put = world.service.update
-    put(
-        INTERNAL, "Consent", OTHER_CONSENT, {**_consent_with_identifier(first), "id": OTHER_CONSENT}
-    )
-    service = world.service
-    original = service.conditional_matches
-    ran: list[bool] = []
-
-    def conditional_matches(requester, condition):
-        found = original(requester, condition)
-        if not ran and found:
-            ran.append(True)
-            changed = {**_consent_with_identifier(moved), "id": OTHER_CONSENT}
-            put(INTERNAL, "Consent", OTHER_CONSENT, changed)
-        return found
-
-    monkeypatch.setattr(service, "conditional_matches", conditional_matches)
+    ran = _moved_after_its_match(world, monkeypatch, first, moved)
     body = _consent_with_identifier(first)
     body["provision"]["provision"].append(deny("810000000096"))
     criteria = quote(f"{IDENTIFIER_SYSTEM}|{first}")
